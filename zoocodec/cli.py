@@ -1,0 +1,143 @@
+"""The command line: one command per verb. Bad input -> one line on stderr, exit status 2."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from zoocodec.errors import ZoocodecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compress neural-network weights and measure what it costs.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _progress(total: int, what: str):
+    """A progress bar over tensors, shown only on an interactive terminal."""
+    return Progress(TextColumn(f"{what} [cyan]{{task.fields[name]}}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err_console, transient=True, disable=not err_console.is_terminal)
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isinf(x)):
+        return "lossless"
+    return f"{x:.{digits}f}"
+
+
+@app.command()
+def compress(
+    model: Annotated[str, typer.Argument(help="model file or folder, or a zoo name (e.g. minilm)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the .zc file to write")],
+    method: Annotated[str, typer.Option(help="method name, optionally with parameters: uniform:bits=6")] = "uniform",
+    step: Annotated[Optional[float], typer.Option(help="uniform: one step for every quantized tensor")] = None,
+    bits: Annotated[Optional[int], typer.Option(help="uniform: bits per weight, min-max per output channel")] = None,
+    per_tensor: Annotated[bool, typer.Option(help="uniform: min-max over the whole tensor")] = False,
+    override: Annotated[Optional[list[str]], typer.Option(help="PATTERN=SPEC, e.g. '*embeddings*=uniform:bits=8' (repeatable)")] = None,
+    min_size: Annotated[int, typer.Option(help="tensors with fewer weights stay lossless")] = 4096,
+    allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf lossless instead of failing")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+):
+    """Compress a model into a .zc container."""
+    from zoocodec.methods import Overrides, parse_spec  # noqa: PLC0415
+    from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
+
+    spec = _spec_text(method, step, bits, per_tensor)
+    parse_spec(spec)  # reject bad specs before reading the model
+    overrides = Overrides.parse(override or [])
+    total = len(load(model).names)
+    with _progress(total, "compressing") as bar:
+        task = bar.add_task("", total=total, name="")
+        report = run(model, output, spec, overrides, min_size, allow_nonfinite,
+                     progress=lambda n: bar.update(task, advance=1, name=n))
+    summary = {"output": str(output), "spec": spec, "params": report.params, "bytes_in": report.bytes_in,
+               "file_bytes": report.file_bytes, "weight_bytes": report.weight_bytes, "ratio": report.ratio, "bits_per_weight": report.bits_per_weight,
+               "sqnr_db": None if math.isinf(report.sqnr_db) else report.sqnr_db, "seconds": report.seconds}
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(f"{output}: {report.params:,} weights, {report.bytes_in:,} -> {report.weight_bytes:,} bytes, "
+                      f"ratio {report.ratio:.2f}x, {report.bits_per_weight:.3f} bits/weight, "
+                      f"SQNR {_fmt(report.sqnr_db, 1)} dB, {report.seconds:.1f} s")
+
+
+def _spec_text(method: str, step: float | None, bits: int | None, per_tensor: bool) -> str:
+    params = [f"step={step}"] if step is not None else []
+    params += [f"bits={bits}"] if bits is not None else []
+    params += ["per_tensor=true"] if per_tensor else []
+    if not params:
+        return method
+    if method.split(":")[0] != "uniform":
+        raise ZoocodecError("--step, --bits and --per-tensor belong to --method uniform")
+    return method + ("," if ":" in method else ":") + ",".join(params)
+
+
+@app.command()
+def decompress(
+    container: Annotated[Path, typer.Argument(help="the .zc file")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="model file or folder to write")],
+    format: Annotated[Optional[str], typer.Option(help="safetensors | pytorch | onnx | hf (default: from the suffix, else the source)")] = None,
+):
+    """Decode a .zc container back into a model file in its original format."""
+    from zoocodec.pipeline.core import Archive, decompress as run  # noqa: PLC0415
+
+    with Archive(container) as a:
+        total = len(a.names())
+    with _progress(total, "decoding") as bar:
+        task = bar.add_task("", total=total, name="")
+        run(container, output, format, progress=lambda n: bar.update(task, advance=1, name=n))
+    console.print(f"wrote {output}")
+
+
+@app.command()
+def inspect(
+    container: Annotated[Path, typer.Argument(help="the .zc file")],
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+):
+    """Show a container's tensors: shape, method, bits/weight, ratio, SQNR."""
+    from zoocodec.pipeline.core import inspect as run  # noqa: PLC0415
+
+    info = run(container)
+    if json_out:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"{container}  ({info['source']}, zoocodec {info['zoocodec']})")
+    for col in ("tensor", "shape", "dtype", "method", "bits/w", "ratio", "SQNR dB"):
+        table.add_column(col, justify="right" if col in ("bits/w", "ratio", "SQNR dB") else "left")
+    for r in info["tensors"]:
+        table.add_row(r["name"], "x".join(map(str, r["shape"])), r["dtype"], r["method"],
+                      f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.2f}", _fmt(r["sqnr_db"], 1))
+    console.print(table)
+    console.print(f"{info['params']:,} weights, {info['bytes_in']:,} -> {info['weight_bytes']:,} bytes "
+                  f"(+{info['file_bytes'] - info['weight_bytes']:,} attached), "
+                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except ZoocodecError as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as e:
+        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
+    except Exception as e:  # click usage errors
+        import click  # noqa: PLC0415
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""The method registry. Importing this package registers every built-in method."""
+from zoocodec.methods import lossless, uniform  # noqa: F401  (registration)
+from zoocodec.methods.base import (
+    REGISTRY,
+    Encoded,
+    MethodSpec,
+    Overrides,
+    TensorData,
+    parse_spec,
+    spec_from_dict,
+)
+
+__all__ = ["REGISTRY", "Encoded", "MethodSpec", "Overrides", "TensorData", "parse_spec", "spec_from_dict"]

@@ -1,0 +1,283 @@
+"""compress / decompress / inspect: one model end to end.
+
+compress streams the model tensor by tensor: choose a spec (override pattern, else
+lossless for small or non-float tensors, else the model-wide spec), encode, append
+the payloads to the container, keep only statistics. Nothing else holds the weights.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zstandard
+
+from zoocodec import __version__
+from zoocodec.container import FORMAT_VERSION, Container
+from zoocodec.errors import ContainerError, NonFiniteError, ZoocodecError
+from zoocodec.methods import MethodSpec, Overrides, TensorData, parse_spec, spec_from_dict
+from zoocodec.methods.lossless import Lossless, native_dtype
+from zoocodec.pipeline import zoo
+from zoocodec.pipeline.modelio import ModelSource, open_model, to_torch, write_model
+
+DEFAULT_SPEC = "uniform:bits=8"
+DEFAULT_MIN_SIZE = 4096
+
+
+@dataclass
+class TensorReport:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    method: str
+    bytes_in: int
+    bytes_out: int
+    mse: float = 0.0
+    max_err: float = 0.0
+    sqnr_db: float = math.inf
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.bytes_out / max(self.numel, 1)
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_in / max(self.bytes_out, 1)
+
+
+@dataclass
+class Report:
+    """What compress did: per-tensor sizes and errors, totals, time."""
+
+    path: Path | None
+    tensors: list[TensorReport] = field(default_factory=list)
+    file_bytes: int = 0
+    attached_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(t.bytes_in for t in self.tensors)
+
+    @property
+    def params(self) -> int:
+        return sum(t.numel for t in self.tensors)
+
+    @property
+    def weight_bytes(self) -> int:
+        """The file's size without the attached non-weight files (config, tokenizer, graph)."""
+        return self.file_bytes - self.attached_bytes
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_in / max(self.weight_bytes, 1)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.weight_bytes / max(self.params, 1)
+
+    @property
+    def sqnr_db(self) -> float:
+        """Model-level SQNR over all lossy tensors (signal and noise energy summed)."""
+        noise = sum(t.mse * t.numel for t in self.tensors)
+        signal = sum(t.mse * t.numel * 10 ** (t.sqnr_db / 10) for t in self.tensors if math.isfinite(t.sqnr_db))
+        return math.inf if noise == 0 else 10 * math.log10(signal / noise)
+
+
+def load(model: str | os.PathLike | dict) -> ModelSource:
+    """A path, a zoo name, or a dict of tensors -> ModelSource."""
+    if isinstance(model, (str, os.PathLike)) and not Path(model).exists() and not zoo.is_model_path(str(model)):
+        model = zoo.resolve(str(model))
+    return open_model(model)
+
+
+def choose_spec(t: TensorData, spec: MethodSpec, overrides: Overrides, min_size: int,
+                allow_nonfinite: bool, plan: dict[str, MethodSpec] | None = None) -> MethodSpec:
+    chosen = (plan or {}).get(t.name) or overrides.match(t.name)
+    if chosen is None:
+        chosen = spec if (t.is_float and t.array.size >= min_size) else Lossless()
+    if not chosen.lossless and not t.is_float:
+        return Lossless()
+    if not chosen.lossless and not np.isfinite(t.float64()).all():
+        if not allow_nonfinite:
+            raise NonFiniteError(
+                f"tensor {t.name!r} holds NaN or Inf; use --allow-nonfinite to keep such tensors lossless"
+            )
+        return Lossless()
+    return chosen
+
+
+def _stats(t: TensorData, recon: np.ndarray) -> tuple[float, float, float]:
+    if not t.is_float:
+        return 0.0, 0.0, math.inf
+    w = t.float64()
+    r = TensorData(t.name, t.dtype, recon).float64()
+    err = w - r
+    mse = float(np.mean(err**2)) if err.size else 0.0
+    max_err = float(np.max(np.abs(err))) if err.size else 0.0
+    power = float(np.mean(w**2)) if w.size else 0.0
+    sqnr = math.inf if mse == 0 else (10 * math.log10(power / mse) if power > 0 else -math.inf)
+    return mse, max_err, sqnr
+
+
+def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str | MethodSpec = DEFAULT_SPEC,
+             overrides: Overrides | dict | None = None, min_size: int = DEFAULT_MIN_SIZE,
+             allow_nonfinite: bool = False, progress: Callable[[str], None] | None = None,
+             plan: dict[str, MethodSpec | str] | None = None, meta: dict[str, Any] | None = None) -> Report:
+    """Compress `model` (path, zoo name, or dict of tensors) into the container `out`.
+
+    Spec precedence per tensor: `plan` (exact names, e.g. from bit allocation), then
+    `overrides` (name patterns), then lossless for small or non-float tensors, then `spec`.
+    `meta` (JSON) is stored in the header, e.g. the decisions and metric of automatic mode.
+    """
+    spec = parse_spec(spec)
+    plan = {k: parse_spec(v) for k, v in (plan or {}).items()}
+    overrides = overrides if isinstance(overrides, Overrides) else Overrides(overrides)
+    source = load(model)
+    report = Report(Path(out))
+    start = time.perf_counter()
+    entries = []
+    with Container.create(out) as c:
+        for t in source.tensors():
+            chosen = choose_spec(t, spec, overrides, min_size, allow_nonfinite, plan)
+            enc = chosen.encode(t)
+            segments = {k: list(c.add_segment(v)) for k, v in enc.segments.items()}
+            mse, max_err, sqnr = _stats(t, enc.recon)
+            tr = TensorReport(t.name, tuple(t.array.shape), t.dtype, str(chosen), t.array.nbytes,
+                              sum(len(v) for v in enc.segments.values()), mse, max_err, sqnr)
+            report.tensors.append(tr)
+            entries.append({
+                "name": t.name, "shape": list(tr.shape), "dtype": t.dtype, "method": chosen.to_dict(),
+                "side": enc.side, "segments": segments,
+                "stats": {"mse": mse, "max_err": max_err, "sqnr_db": None if math.isinf(sqnr) else sqnr},
+            })
+            if progress:
+                progress(t.name)
+        zstd = zstandard.ZstdCompressor(level=19)
+        files = {name: list(c.add_segment(zstd.compress(data))) for name, data in sorted(source.files.items())}
+        c.header = {
+            "format_version": FORMAT_VERSION,
+            "zoocodec": __version__,
+            "source": {"format": source.format, "name": source.path.name if source.path else None,
+                       "layout": source.layout},
+            "options": {"spec": spec.to_dict(), "overrides": overrides.to_list(), "min_size": min_size,
+                        "planned": sorted(plan)},
+            "meta": meta or {},
+            "tensors": entries,
+            "files": files,
+        }
+    report.seconds = time.perf_counter() - start
+    report.file_bytes = Path(out).stat().st_size
+    report.attached_bytes = sum(seg[1] for seg in files.values())
+    return report
+
+
+class Archive:
+    """An open .zc file: the header, and tensors decoded one at a time."""
+
+    def __init__(self, path: str | os.PathLike, verify: bool = True):
+        self.container = Container.open(path, verify=verify)
+        self.header = self.container.header
+        self.entries = {t["name"]: t for t in self.header["tensors"]}
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()
+
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def read(self, name: str) -> np.ndarray:
+        """Decode one tensor to its native NumPy array (bfloat16 as uint16 bits)."""
+        if name not in self.entries:
+            raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
+        e = self.entries[name]
+        try:
+            spec = spec_from_dict(e["method"])
+        except ZoocodecError as err:
+            raise ContainerError(f"{self.container.path}: tensor {name!r}: {err}") from None
+        segments = {k: self.container.segment(f"tensor {name!r}", tuple(v)) for k, v in e["segments"].items()}
+        shape = tuple(e["shape"])
+        native_dtype(e["dtype"])
+        try:
+            array = spec.decode(e["side"], segments, shape, e["dtype"])
+        except ContainerError as err:
+            raise ContainerError(f"{self.container.path}: tensor {name!r}: {err}") from None
+        except (KeyError, ValueError, TypeError, OverflowError) as err:
+            raise ContainerError(f"{self.container.path}: tensor {name!r} cannot be decoded ({type(err).__name__}: {err})") from None
+        if array.shape != shape:
+            raise ContainerError(f"{self.container.path}: tensor {name!r} decoded to shape {array.shape}, header says {shape}")
+        return array
+
+    def tensor(self, name: str) -> torch.Tensor:
+        return to_torch(self.read(name), self.entries[name]["dtype"])
+
+    def files(self) -> dict[str, bytes]:
+        """The model's attached files (ONNX graph, Hugging Face config and tokenizer)."""
+        out = {}
+        for name, seg in self.header["files"].items():
+            data = self.container.segment(f"file {name!r}", tuple(seg))
+            try:
+                out[name] = zstandard.ZstdDecompressor().decompress(bytes(data), max_output_size=1 << 30)
+            except zstandard.ZstdError as e:
+                raise ContainerError(f"{self.container.path}: attached file {name!r} is corrupt ({e})") from None
+        return out
+
+
+def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fmt: str | None = None,
+               progress: Callable[[str], None] | None = None) -> dict[str, torch.Tensor] | Path:
+    """Decode every tensor. With `out`, write the model in its source format (or `fmt`)."""
+    with Archive(path) as a:
+        tensors = {}
+        for name in a.names():
+            tensors[name] = a.tensor(name)
+            if progress:
+                progress(name)
+        if out is None:
+            return tensors
+        src = a.header["source"]
+        write_model(tensors, out, src["format"], src.get("layout") or {}, a.files(), fmt)
+        return Path(out)
+
+
+def inspect(path: str | os.PathLike) -> dict[str, Any]:
+    """The header plus per-tensor rows (shape, method, bits/weight, ratio, SQNR)."""
+    with Archive(path) as a:
+        h = a.header
+        rows = []
+        for e in h["tensors"]:
+            numel = math.prod(e["shape"])
+            out_bytes = sum(v[1] for v in e["segments"].values())
+            in_bytes = numel * native_dtype(e["dtype"]).itemsize
+            rows.append({
+                "name": e["name"], "shape": e["shape"], "dtype": e["dtype"],
+                "method": str(spec_from_dict(e["method"])),
+                "bits_per_weight": 8 * out_bytes / max(numel, 1),
+                "ratio": in_bytes / max(out_bytes, 1), "bytes": out_bytes,
+                "sqnr_db": e.get("stats", {}).get("sqnr_db"),
+                "max_err": e.get("stats", {}).get("max_err"),
+            })
+        size = Path(path).stat().st_size
+        weight_bytes = size - sum(seg[1] for seg in h["files"].values())
+        params = sum(math.prod(e["shape"]) for e in h["tensors"])
+        bytes_in = sum(math.prod(e["shape"]) * native_dtype(e["dtype"]).itemsize for e in h["tensors"])
+        return {
+            "path": str(path), "file_bytes": size, "weight_bytes": weight_bytes, "params": params,
+            "bytes_in": bytes_in, "ratio": bytes_in / max(weight_bytes, 1),
+            "bits_per_weight": 8 * weight_bytes / max(params, 1),
+            "source": h["source"]["format"], "zoocodec": h.get("zoocodec"), "format_version": h["format_version"],
+            "options": h.get("options"), "tensors": rows,
+        }
+

@@ -1,0 +1,272 @@
+"""Read a model's tensors from safetensors, PyTorch, Hugging Face folders and ONNX; write them back.
+
+Reading streams tensor by tensor (safetensors and .pt are memory-mapped), so peak memory
+stays near one model plus one tensor. What is needed to write the model back in its own
+format (nesting of a checkpoint, the ONNX graph, a Hugging Face folder's small files and
+shard map) travels as `layout` (JSON) and `files` (bytes) in the container.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoocodec.errors import ModelFormatError
+from zoocodec.fsutil import publish
+from zoocodec.methods.base import TensorData
+
+TORCH_DTYPES = {
+    torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float64: "float64",
+    torch.int8: "int8", torch.uint8: "uint8", torch.int16: "int16", torch.int32: "int32",
+    torch.int64: "int64", torch.bool: "bool",
+}
+FROM_NAME = {v: k for k, v in TORCH_DTYPES.items()}
+HF_SMALL_FILE_LIMIT = 16 << 20
+
+
+@dataclass
+class ModelSource:
+    """A model opened for reading: names in order, a lazy tensor stream, and its layout."""
+
+    format: str  # safetensors | pytorch | hf | onnx | dict
+    path: Path | None
+    names: list[str]
+    _get: Any
+    layout: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def tensors(self) -> Iterator[TensorData]:
+        for name in self.names:
+            yield to_tensordata(name, self._get(name))
+
+
+def to_tensordata(name: str, t: torch.Tensor) -> TensorData:
+    if t.dtype not in TORCH_DTYPES:
+        raise ModelFormatError(f"tensor {name!r} has dtype {t.dtype}, which zoocodec does not handle")
+    t = t.detach().cpu().contiguous()
+    dtype = TORCH_DTYPES[t.dtype]
+    array = t.view(torch.int16).numpy().view(np.uint16) if dtype == "bfloat16" else t.numpy()
+    return TensorData(name, dtype, array)
+
+
+def to_torch(array: np.ndarray, dtype: str) -> torch.Tensor:
+    if dtype == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+# ---- reading ------------------------------------------------------------------------
+def open_model(model: str | os.PathLike | dict) -> ModelSource:
+    """A path (file or Hugging Face folder) or a dict of tensors -> ModelSource."""
+    if isinstance(model, dict):
+        bad = [k for k, v in model.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise ModelFormatError(f"model dict entry {bad[0]!r} is not a torch.Tensor")
+        return ModelSource("dict", None, list(model), model.__getitem__)
+    path = Path(model)
+    if not path.exists():
+        raise ModelFormatError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return _open_hf(path)
+    kind = sniff(path)
+    return {"safetensors": _open_safetensors, "pytorch": _open_pytorch, "onnx": _open_onnx}[kind](path)
+
+
+def sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32:
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:2] == b"\x80\x02" or path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        return "pytorch"
+    if path.suffix == ".onnx":
+        return "onnx"
+    raise ModelFormatError(f"{path}: not a model zoocodec reads (safetensors, PyTorch .pt, ONNX, or a Hugging Face folder)")
+
+
+def _open_safetensors(path: Path) -> ModelSource:
+    from safetensors import SafetensorError, safe_open  # noqa: PLC0415
+
+    try:
+        f = safe_open(str(path), framework="pt")
+        names = list(f.keys())
+        meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFormatError(f"{path}: unreadable safetensors file ({e})") from None
+    return ModelSource("safetensors", path, names, f.get_tensor, {"metadata": meta})
+
+
+def _open_pytorch(path: Path) -> ModelSource:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise ModelFormatError(f"{path}: unreadable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+        obj = _torch_load_plain(path)
+    except pickle.UnpicklingError as e:
+        raise ModelFormatError(
+            f"{path}: the checkpoint holds objects other than tensors and plain containers "
+            f"({str(e).splitlines()[0][:120]}); zoocodec never unpickles code"
+        ) from None
+    except Exception as e:  # zipfile / EOF errors of a damaged file
+        raise ModelFormatError(f"{path}: unreadable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    nest = None
+    if isinstance(obj, dict) and not _is_state_dict(obj):
+        nest = next((k for k in ("state_dict", "model", "model_state_dict") if _is_state_dict(obj.get(k))), None)
+        if nest is None:
+            raise ModelFormatError(f"{path}: no state_dict of tensors found (top-level keys: {list(obj)[:8]})")
+        obj = obj[nest]
+    if not _is_state_dict(obj):
+        raise ModelFormatError(f"{path}: the checkpoint is a {type(obj).__name__}, not a state_dict of tensors")
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    prefix = "module." if sd and all(k.startswith("module.") for k in sd) else ""
+    tensors = {k[len(prefix):]: v for k, v in sd.items()}
+    return ModelSource("pytorch", path, list(tensors), tensors.__getitem__, {"nest": nest, "prefix": prefix})
+
+
+def _torch_load_plain(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelFormatError(f"{path}: the checkpoint holds objects other than tensors; zoocodec never unpickles code ({e})") from None
+    except Exception as e:
+        raise ModelFormatError(f"{path}: unreadable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and any(isinstance(v, torch.Tensor) for v in obj.values()) and all(
+        isinstance(k, str) for k in obj
+    )
+
+
+def _open_hf(path: Path) -> ModelSource:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ModelFormatError(f"{index}: not a safetensors index ({e})") from None
+        shards = sorted(set(weight_map.values()))
+    elif (path / "model.safetensors").is_file():
+        shards = ["model.safetensors"]
+        weight_map = None
+    else:
+        raise ModelFormatError(f"{path}: a folder without model.safetensors or model.safetensors.index.json")
+    sources = {s: _open_safetensors(path / s) for s in shards}
+    owner = {n: s for s, src in sources.items() for n in src.names}
+    names = [n for s in shards for n in sources[s].names]
+    files = {}
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path).as_posix()
+        if f.is_file() and not rel.endswith(".safetensors") and f.stat().st_size <= HF_SMALL_FILE_LIMIT and not rel.startswith("."):
+            files[rel] = f.read_bytes()
+    layout = {"shards": {n: owner[n] for n in names}, "metadata": {s: src.layout["metadata"] for s, src in sources.items()}}
+    return ModelSource("hf", path, names, lambda n: sources[owner[n]]._get(n), layout, files)
+
+
+def _open_onnx(path: Path) -> ModelSource:
+    import onnx  # noqa: PLC0415
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # protobuf DecodeError and friends
+        raise ModelFormatError(f"{path}: unreadable ONNX file ({type(e).__name__}: {e})") from None
+    inits = {i.name: i for i in proto.graph.initializer}
+    order = [i.name for i in proto.graph.initializer]
+    del proto.graph.initializer[:]
+    graph = proto.SerializeToString()
+
+    def get(name: str) -> torch.Tensor:
+        a = numpy_helper.to_array(inits[name])
+        if a.dtype.name == "bfloat16":
+            return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(np.array(a))
+
+    return ModelSource("onnx", path, order, get, {}, {"model.onnx": graph})
+
+
+# ---- writing ------------------------------------------------------------------------
+FORMAT_SUFFIX = {".safetensors": "safetensors", ".pt": "pytorch", ".pth": "pytorch", ".bin": "pytorch", ".onnx": "onnx"}
+
+
+def write_model(tensors: dict[str, torch.Tensor], out: str | os.PathLike, source_format: str,
+                layout: dict, files: dict[str, bytes], fmt: str | None = None) -> str:
+    """Write tensors as a model file/folder; format from `fmt`, the suffix, or the source."""
+    out = Path(out)
+    fmt = fmt or FORMAT_SUFFIX.get(out.suffix) or ("hf" if source_format == "hf" and not out.suffix else source_format)
+    if fmt == "dict":
+        fmt = "safetensors"
+    if fmt == "onnx" and "model.onnx" not in files:
+        raise ModelFormatError("an ONNX file can only be written for a model that came from ONNX")
+    if fmt == "hf":
+        _write_hf(tensors, out, layout, files)
+    else:
+        _atomic(out, lambda tmp: _WRITERS[fmt](tensors, tmp, layout, files))
+    return fmt
+
+
+def _atomic(out: Path, write) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        publish(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_safetensors(tensors, path: Path, layout, files, metadata=None) -> None:
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    meta = metadata if metadata is not None else layout.get("metadata") or None
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+
+
+def _write_pytorch(tensors, path: Path, layout, files) -> None:
+    prefix = layout.get("prefix") or ""
+    sd = {prefix + k: v for k, v in tensors.items()}
+    torch.save({layout["nest"]: sd} if layout.get("nest") else sd, path)
+
+
+def _write_onnx(tensors, path: Path, layout, files) -> None:
+    import onnx  # noqa: PLC0415
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    proto = onnx.ModelProto()
+    proto.ParseFromString(files["model.onnx"])
+    for name, t in tensors.items():
+        a = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+        init = numpy_helper.from_array(a, name)
+        if t.dtype == torch.bfloat16:
+            init.data_type = onnx.TensorProto.BFLOAT16
+        proto.graph.initializer.append(init)
+    onnx.save(proto, str(path))
+
+
+def _write_hf(tensors, out: Path, layout, files) -> None:
+    """A folder: the small files as they were, the weights in the same shards."""
+    out.mkdir(parents=True, exist_ok=True)
+    for rel, data in files.items():
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic(target, lambda tmp, d=data: tmp.write_bytes(d))
+    shards: dict[str, dict] = {}
+    for name, t in tensors.items():
+        shards.setdefault(layout.get("shards", {}).get(name, "model.safetensors"), {})[name] = t
+    for shard, group in shards.items():
+        meta = layout.get("metadata", {}).get(shard) or None
+        _atomic(out / shard, lambda tmp, g=group, m=meta: _write_safetensors(g, tmp, {}, {}, metadata=m))
+
+
+_WRITERS = {"safetensors": _write_safetensors, "pytorch": _write_pytorch, "onnx": _write_onnx}

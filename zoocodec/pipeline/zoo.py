@@ -1,0 +1,57 @@
+"""Zoo names -> model paths, from the registry in zoocodec/zoo.yaml (plus ZOOCODEC_ZOO).
+
+Package directories are found without importing the packages (some import torchvision
+or sentence-transformers at import time).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoocodec.errors import ModelFormatError, ZoocodecError
+
+
+@functools.cache
+def registry() -> dict[str, dict[str, Any]]:
+    entries = yaml.safe_load((Path(__file__).parent.parent / "zoo.yaml").read_text())
+    extra = os.environ.get("ZOOCODEC_ZOO")
+    if extra:
+        try:
+            entries.update(yaml.safe_load(Path(extra).read_text()) or {})
+        except (OSError, yaml.YAMLError) as e:
+            raise ZoocodecError(f"ZOOCODEC_ZOO={extra}: cannot read the zoo file ({e})") from None
+    return entries
+
+
+def package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve(name: str) -> Path:
+    """The local path of zoo model `name`; a clear error if it is unknown or not installed."""
+    entries = registry()
+    if name not in entries:
+        raise ModelFormatError(f"{name}: no such file, and not a zoo model (zoo: {', '.join(sorted(entries))})")
+    entry = entries[name]
+    if "path" in entry:
+        path = Path(entry["path"]).expanduser()
+    else:
+        root = package_dir(entry["package"])
+        if root is None:
+            raise ModelFormatError(f"zoo model {name!r} is not installed; install it with: {entry['install']}")
+        path = root / entry.get("file", "")
+    if not path.exists():
+        raise ModelFormatError(f"zoo model {name!r}: {path} is missing; reinstall with: {entry.get('install', '?')}")
+    return path
+
+
+def is_model_path(text: str) -> bool:
+    return os.sep in text or Path(text).exists() or Path(text).suffix != ""
