@@ -1,0 +1,213 @@
+"""Bit allocation across tensors: one Lagrangian slope for the whole model.
+
+We minimise sum_t s_t * sum_i (w_i - w_hat_i)^2 + lambda * bits, where s_t is the
+sensitivity of tensor t *per weight* (how much the model's loss grows per unit of squared
+error in one of its weights). At the rates that matter, a uniform quantizer with step d
+costs d^2/12 per weight and -log2(d) + const bits, so the optimum gives every tensor the
+same slope: s_t * d_t^2 = const, i.e.
+
+    d_t = base * sqrt(median(s) / s_t)
+
+With no sensitivities every s_t is equal: one step for the whole model, which under
+entropy coding is the MSE-optimal allocation. `base` is given, or searched by bisection
+so that the estimated size hits `target_bpw` (bits per weight over all tensors, the
+lossless ones included, as Report.bits_per_weight counts them).
+
+Sensitivities:
+- a float per tensor name (per-weight sensitivity; tensors without one get the median);
+- a 1-D array per tensor: one sensitivity per row group of axis 0 (rows split into
+  len(array) near-equal consecutive groups, e.g. frequent and rare rows of an embedding
+  table). The plan then holds a method with `group_steps` (only `rdoq` has that field); a
+  method without it gets the weighted mean step of the groups;
+- 0 means the tensor does not matter (e.g. a pooler the task never runs): its step is
+  capped so that every weight quantizes to zero.
+
+The size estimate is the order-0 entropy of the rounded symbols (cheap: a rint and a
+bincount per tensor), plus the exact lossless cost of the tensors that stay lossless.
+RDOQ and the context coder land below it, so the plan's real size is at most the target.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from zoocodec.errors import SpecError
+from zoocodec.methods import MethodSpec, TensorData, parse_spec
+from zoocodec.methods.lossless import Lossless
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
+
+DEFAULT_METHOD = "uniform"
+DEFAULT_BASE_STEP = 2.0 ** (-30 / 4)  # about level with NNCodec's default on minilm (NOTES.md)
+
+
+def allocate(model: str | os.PathLike | dict, *, sensitivities: Mapping[str, float | np.ndarray] | None = None,
+             base_step: float | None = None, target_bpw: float | None = None, method: str | MethodSpec | None = None,
+             min_size: int = DEFAULT_MIN_SIZE) -> dict[str, MethodSpec]:
+    """A per-tensor plan {name: spec} for `compress(model, out, plan=plan)`.
+
+    `method` is any spec with a `step` field ('uniform', 'rdoq:lam=0.1,coder=ctx'); each
+    quantized tensor gets it with its own step. Give `base_step` or `target_bpw`, not both
+    (neither: DEFAULT_BASE_STEP). Tensors that compress keeps lossless (small, non-float)
+    are left out of the plan.
+    """
+    if base_step is not None and target_bpw is not None:
+        raise SpecError("allocate: give base_step or target_bpw, not both")
+    if base_step is not None and not (math.isfinite(base_step) and base_step > 0):
+        raise SpecError(f"allocate: base_step must be a positive number, got {base_step}")
+    if target_bpw is not None and not (math.isfinite(target_bpw) and target_bpw > 0):
+        raise SpecError(f"allocate: target_bpw must be a positive number, got {target_bpw}")
+    spec = parse_spec(method or DEFAULT_METHOD)
+    if "step" not in {f.name for f in dataclasses.fields(spec)}:
+        raise SpecError(f"allocate: method {spec.name!r} has no step parameter to allocate")
+    items, fixed_bits, params = _gather(model, min_size)
+    rel = _relative_steps(items, sensitivities or {})
+    if target_bpw is not None:
+        base_step = _search_base(items, rel, fixed_bits, params, target_bpw)
+    base = base_step if base_step is not None else DEFAULT_BASE_STEP
+    return {it.name: _spec_for(spec, it, base * r) for it, r in zip(items, rel)}
+
+
+def estimate_bpw(model: str | os.PathLike | dict, plan: Mapping[str, MethodSpec], min_size: int = DEFAULT_MIN_SIZE) -> float:
+    """Estimated bits/weight of a plan (order-0 entropy of rounded symbols + lossless tensors)."""
+    items, fixed_bits, params = _gather(model, min_size)
+    bits = fixed_bits + sum(_order0_bits(it.w, _steps_of(plan[it.name], it.rows)) for it in items)
+    return bits / max(params, 1)
+
+
+def noise_sensitivities(tensors: Mapping[str, np.ndarray], loss: Callable[[dict[str, np.ndarray]], float],
+                        rel_noise: float = 0.05, seed: int = 0) -> dict[str, float]:
+    """Crude measured per-weight sensitivities: uniform noise in one tensor at a time.
+
+    For each tensor, adds uniform noise of standard deviation `rel_noise` * its RMS to
+    it alone, calls `loss(tensors_with_noise)` (e.g. 1 - cosine of the model's outputs
+    against the original's, so 0 for no change) and returns loss / (numel * variance).
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, w in tensors.items():
+        w64 = np.asarray(w, dtype=np.float64)
+        sigma = rel_noise * float(np.sqrt(np.mean(w64**2))) or rel_noise
+        noise = rng.uniform(-math.sqrt(3) * sigma, math.sqrt(3) * sigma, size=w64.shape)
+        noisy = dict(tensors)
+        noisy[name] = (w64 + noise).astype(np.asarray(w).dtype)
+        out[name] = max(float(loss(noisy)), 0.0) / (w64.size * sigma**2)
+    return out
+
+
+@dataclasses.dataclass
+class _Item:
+    """A tensor to quantize: its float64 weights, and the step at which all of them round to 0."""
+
+    name: str
+    w: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return self.w.shape[0]
+
+    @property
+    def cap(self) -> float:
+        return 4 * float(np.max(np.abs(self.w))) or 1.0
+
+
+def _gather(model, min_size: int) -> tuple[list[_Item], float, int]:
+    """The tensors to quantize (float, >= min_size, finite), and the bits of the others."""
+    items, fixed_bits, params = [], 0.0, 0
+    for t in load(model).tensors():
+        params += t.array.size
+        w = t.float64() if t.is_float and t.array.size >= min_size else None
+        if w is not None and np.isfinite(w).all():
+            items.append(_Item(t.name, w))
+        else:
+            fixed_bits += 8 * sum(len(v) for v in Lossless().encode(t).segments.values())
+    return items, fixed_bits, params
+
+
+def _relative_steps(items: list[_Item], sens: Mapping[str, float | np.ndarray]) -> list[np.ndarray]:
+    """Per tensor, step / base: a 1-element array, or one entry per row group."""
+    unknown = sorted(set(sens) - {it.name for it in items})
+    if unknown:
+        raise SpecError(f"allocate: sensitivity for {unknown[0]!r}, which is not a quantized tensor of the model")
+    values = {}
+    for it in items:
+        if it.name in sens:
+            v = np.atleast_1d(np.asarray(sens[it.name], dtype=np.float64))
+            if v.ndim != 1 or v.size == 0 or v.size > it.rows or not (np.isfinite(v).all() and (v >= 0).all()):
+                raise SpecError(f"allocate: sensitivity of {it.name!r} must be a non-negative number "
+                                f"or one per row group (at most {it.rows} groups)")
+            values[it.name] = v
+    given = np.concatenate(list(values.values())) if values else np.ones(1)
+    positive = given[given > 0]
+    median = float(np.median(positive)) if positive.size else 1.0
+    with np.errstate(divide="ignore"):
+        return [np.sqrt(median / values.get(it.name, np.array([median]))) for it in items]
+
+
+def _group_rows(n_rows: int, groups: int) -> np.ndarray:
+    """Group index of each row: `groups` near-equal consecutive runs."""
+    return (np.arange(n_rows) * groups) // n_rows
+
+
+def _steps_of(spec: MethodSpec, rows: int) -> np.ndarray:
+    """One step per row (or a single step) as `spec` will apply it."""
+    groups = getattr(spec, "group_steps", None)
+    if groups:
+        return np.asarray(groups, dtype=np.float64)[_group_rows(rows, len(groups))]
+    return np.array([spec.step])
+
+
+def _spec_for(spec: MethodSpec, it: _Item, steps: np.ndarray) -> MethodSpec:
+    steps = np.minimum(steps, it.cap).astype(np.float32).astype(np.float64)  # compact, exact in the header
+    if steps.size == 1 or np.all(steps == steps[0]):
+        fields = {"step": float(steps[0])}
+        if hasattr(spec, "group_steps"):
+            fields["group_steps"] = None
+    elif hasattr(spec, "group_steps"):
+        fields = {"step": float(steps.min()), "group_steps": tuple(float(s) for s in steps)}
+    else:  # one step for the tensor: the mean of the groups' steps weighted by their rows
+        sizes = np.bincount(_group_rows(it.rows, steps.size), minlength=steps.size)
+        fields = {"step": float(np.float32((steps * sizes).sum() / sizes.sum()))}
+    if hasattr(spec, "bits"):  # uniform: a step replaces its bits
+        fields["bits"] = None
+    spec = dataclasses.replace(spec, **fields)
+    spec.validate()
+    return spec
+
+
+def _order0_bits(w: np.ndarray, steps: np.ndarray) -> float:
+    rows = steps.shape[0]
+    q = np.rint(w.reshape(rows, -1) / steps[:, None]).astype(np.int64).ravel()
+    lo, hi = int(q.min()), int(q.max())
+    counts = np.bincount(q - lo) if hi - lo < 1 << 26 else np.unique(q, return_counts=True)[1]
+    counts = counts[counts > 0]
+    return float(q.size * math.log2(q.size) - (counts * np.log2(counts)).sum())
+
+
+def _search_base(items: list[_Item], rel, fixed_bits: float, params: int, target_bpw: float) -> float:
+    """Bisection on log(base) until the estimated bits/weight is within 0.1% of the target."""
+    def bpw(base: float) -> float:
+        bits = fixed_bits
+        for it, r in zip(items, rel):
+            steps = np.minimum(base * r, it.cap)
+            bits += _order0_bits(it.w, steps[_group_rows(it.rows, steps.size)] if steps.size > 1 else steps)
+        return bits / max(params, 1)
+
+    floor_bpw = fixed_bits / max(params, 1)
+    if target_bpw <= floor_bpw:
+        raise SpecError(f"allocate: target {target_bpw} bits/weight is below what the lossless tensors "
+                        f"alone take ({floor_bpw:.4f})")
+    finite = [(it, r[np.isfinite(r)]) for it, r in zip(items, rel)]
+    # bracket: from about 2**24 levels in the most finely stepped tensor to all-zero everywhere
+    lo = math.log(min((it.cap / r.max() for it, r in finite if r.size), default=1.0) * 2.0**-24)
+    hi = math.log(max((it.cap / r.min() for it, r in finite if r.size), default=1.0))
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        b = bpw(math.exp(mid))
+        if abs(b - target_bpw) <= 1e-3 * target_bpw or hi - lo < 1e-6:
+            return math.exp(mid)
+        lo, hi = (mid, hi) if b > target_bpw else (lo, mid)
+    return math.exp((lo + hi) / 2)
