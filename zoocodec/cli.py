@@ -126,18 +126,11 @@ def main() -> None:
     except ZoocodecError as e:
         err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (typer.Exit, SystemExit) as e:
-        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
-    except Exception as e:  # click usage errors
-        import click  # noqa: PLC0415
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
-
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as e:  # usage errors: missing or bad options
+        e.show()
+        sys.exit(2)
 
 if __name__ == "__main__":
     main()

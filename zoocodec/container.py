@@ -142,10 +142,10 @@ class Container:
         _validate_header(path, header, header_offset)
         return header
 
-    def segment(self, where: str, seg: Segment) -> memoryview:
-        """One payload, CRC-checked. `where` names it in errors (e.g. the tensor)."""
+    def segment(self, where: str, seg: Segment) -> bytes:
+        """One payload (a copy), CRC-checked. `where` names it in errors (e.g. the tensor)."""
         offset, length, crc = seg
-        data = memoryview(self._buffer)[offset : offset + length]
+        data = self._buffer[offset : offset + length]
         if zlib.crc32(data) != crc:
             raise ContainerError(f"{self.path}: payload of {where} is corrupt (CRC mismatch)")
         return data

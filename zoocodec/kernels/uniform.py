@@ -10,12 +10,12 @@ def absmax_steps(w, bits: int, per_channel: bool, xp):
     """Symmetric min-max steps for `bits`-bit signed levels: absmax / (2**(bits-1) - 1).
 
     Per channel: one step per row of the 2-D view (out_channels x rest). Rows that are
-    all zero get step 1 so they still quantize to 0.
+    all zero get step 1 so they still quantize to 0; an empty tensor gets one step.
     """
     levels = (1 << (bits - 1)) - 1
+    if w.size == 0:
+        return xp.ones((1,), dtype=xp.float64)
     w2 = w.reshape(w.shape[0], -1) if (per_channel and w.ndim >= 2) else w.reshape(1, -1)
-    if w2.size == 0:
-        return xp.ones((w2.shape[0],), dtype=xp.float64)
     amax = xp.max(xp.abs(w2), axis=1).astype(xp.float64)
     return xp.where(amax > 0, amax / levels, 1.0)
 

@@ -117,8 +117,8 @@ def choose_spec(t: TensorData, spec: MethodSpec, overrides: Overrides, min_size:
     return chosen
 
 
-def _stats(t: TensorData, recon: np.ndarray) -> tuple[float, float, float]:
-    if not t.is_float:
+def _stats(t: TensorData, recon: np.ndarray, lossless: bool) -> tuple[float, float, float]:
+    if lossless or not t.is_float:
         return 0.0, 0.0, math.inf
     w = t.float64()
     r = TensorData(t.name, t.dtype, recon).float64()
@@ -152,7 +152,7 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
             chosen = choose_spec(t, spec, overrides, min_size, allow_nonfinite, plan)
             enc = chosen.encode(t)
             segments = {k: list(c.add_segment(v)) for k, v in enc.segments.items()}
-            mse, max_err, sqnr = _stats(t, enc.recon)
+            mse, max_err, sqnr = _stats(t, enc.recon, chosen.lossless)
             tr = TensorReport(t.name, tuple(t.array.shape), t.dtype, str(chosen), t.array.nbytes,
                               sum(len(v) for v in enc.segments.values()), mse, max_err, sqnr)
             report.tensors.append(tr)

@@ -58,9 +58,10 @@ def to_tensordata(name: str, t: torch.Tensor) -> TensorData:
 
 
 def to_torch(array: np.ndarray, dtype: str) -> torch.Tensor:
+    array = np.require(array, requirements="CW")  # keeps 0-d shapes, unlike ascontiguousarray
     if dtype == "bfloat16":
-        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
 
 
 # ---- reading ------------------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""Every input format reads and writes back with names, shapes, dtypes and lossless tensors exact."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import zoocodec
+from zoocodec.errors import ModelFormatError
+from zoocodec.pipeline.modelio import open_model
+
+
+def assert_model_close(original: dict, decoded: dict, lossless_names=()):
+    assert sorted(decoded) == sorted(original)
+    for k, v in original.items():
+        assert decoded[k].dtype == v.dtype and decoded[k].shape == v.shape, k
+        if k in lossless_names or not v.is_floating_point():
+            assert torch.equal(decoded[k], v), k
+        else:
+            err = (decoded[k].double() - v.double()).abs().max().item()
+            eps = torch.finfo(v.dtype).eps  # the cast back to a 16-bit float rounds once more
+            assert err <= v.double().abs().max().item() * (0.5 / 127 + eps) * 1.0001, k  # 8-bit per channel
+
+
+def small_tensor_names(model, min_size=4096):
+    return {k for k, v in model.items() if v.numel() < min_size}
+
+
+def test_safetensors_round_trip(tmp_path, model):
+    src = tmp_path / "m.safetensors"
+    save_file(model, src, metadata={"who": "test"})
+    zoocodec.compress(src, tmp_path / "m.zc", "uniform:bits=8", min_size=200)
+    out = zoocodec.decompress(tmp_path / "m.zc", tmp_path / "back.safetensors")
+    back = load_file(out)
+    assert_model_close(model, {k: back[k] for k in model}, small_tensor_names(model, 200))
+    from safetensors import safe_open
+
+    assert safe_open(str(out), "pt").metadata() == {"who": "test"}
+
+
+@pytest.mark.parametrize("nest,prefix", [(None, ""), ("state_dict", ""), ("model", "module.")])
+def test_pytorch_checkpoint_round_trip(tmp_path, model, nest, prefix):
+    sd = {prefix + k: v for k, v in model.items()}
+    torch.save({nest: sd, "epoch": 3} if nest else sd, tmp_path / "m.pt")
+    src = open_model(tmp_path / "m.pt")
+    assert src.names == list(model)
+    zoocodec.compress(tmp_path / "m.pt", tmp_path / "m.zc", min_size=200)
+    zoocodec.decompress(tmp_path / "m.zc", tmp_path / "back.pt")
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    back = back[nest] if nest else back
+    assert_model_close(model, {k: back[prefix + k] for k in model}, small_tensor_names(model, 200))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"w": torch.zeros(3), "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelFormatError, match="never unpickles"):
+        open_model(tmp_path / "evil.pt")
+
+
+def test_sharded_hf_folder_round_trip(tmp_path, model):
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    names = list(model)
+    shards = {"model-00001-of-00002.safetensors": names[:4], "model-00002-of-00002.safetensors": names[4:]}
+    for shard, keys in shards.items():
+        save_file({k: model[k] for k in keys}, folder / shard)
+    index = {"metadata": {}, "weight_map": {k: s for s, keys in shards.items() for k in keys}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    (folder / "config.json").write_text('{"hidden_size": 48}')
+    zoocodec.compress(folder, tmp_path / "m.zc", min_size=200)
+    zoocodec.decompress(tmp_path / "m.zc", tmp_path / "back")
+    assert (tmp_path / "back" / "config.json").read_text() == '{"hidden_size": 48}'
+    for shard, keys in shards.items():
+        back = load_file(tmp_path / "back" / shard)
+        assert sorted(back) == sorted(keys)
+    back = zoocodec.decompress(tmp_path / "m.zc")
+    assert_model_close(model, back, small_tensor_names(model, 200))
+
+
+def test_onnx_round_trip_runs_in_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * 6 * 6, 10))
+    x = torch.randn(2, 1, 8, 8)
+    torch.onnx.export(net, (x,), tmp_path / "m.onnx", dynamo=False, input_names=["x"])
+    zoocodec.compress(tmp_path / "m.onnx", tmp_path / "m.zc", "uniform:bits=8", min_size=200)
+    zoocodec.decompress(tmp_path / "m.zc", tmp_path / "back.onnx")
+    ref = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x.numpy()})[0]
+    got = ort.InferenceSession(str(tmp_path / "back.onnx")).run(None, {"x": x.numpy()})[0]
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+    assert not np.array_equal(got, ref)  # the 8-bit weights really were used
+
+
+def test_real_pytorch_zoo_model(tmp_path, mnist_path):
+    zoocodec.compress(mnist_path, tmp_path / "m.zc", "uniform:bits=8")
+    back = zoocodec.decompress(tmp_path / "m.zc")
+    sd = torch.load(mnist_path, weights_only=True)
+    assert_model_close(dict(sd), back, small_tensor_names(sd))
+
+
+def test_unreadable_inputs(tmp_path):
+    (tmp_path / "x.txt").write_text("hello")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+    (tmp_path / "bad.onnx").write_bytes(b"\xff\xff\xff not protobuf")
+    (tmp_path / "empty").mkdir()
+    for p in ("x.txt", "bad.safetensors", "bad.onnx", "empty", "missing.pt"):
+        with pytest.raises(ModelFormatError):
+            open_model(tmp_path / p)

@@ -1,0 +1,97 @@
+"""The command line: real files, exit codes, one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from zoocodec.cli import main
+
+
+def run(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["zoocodec", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def st_model(tmp_path, model):
+    p = tmp_path / "m.safetensors"
+    save_file(model, p)
+    return p
+
+
+def test_compress_inspect_decompress(tmp_path, st_model, monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "m.zc", "--bits", "6", "--min-size", "100",
+                       "--override", "*emb*=uniform:bits=8", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["ratio"] > 3 and summary["spec"] == "uniform:bits=6"
+    code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "m.zc", "--json")
+    info = json.loads(out)
+    assert code == 0 and {r["name"] for r in info["tensors"]} >= {"fc.weight", "emb.weight"}
+    assert next(r for r in info["tensors"] if r["name"] == "emb.weight")["method"].startswith("uniform:bits=8")
+    code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "m.zc")
+    assert code == 0 and "fc.weight" in out
+    code, _, _ = run(monkeypatch, capsys, "decompress", tmp_path / "m.zc", "-o", tmp_path / "back.pt")
+    assert code == 0 and set(torch.load(tmp_path / "back.pt", weights_only=True)) == set(info_names(info))
+
+
+def info_names(info):
+    return [r["name"] for r in info["tensors"]]
+
+
+def test_step_mode(tmp_path, st_model, monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "m.zc", "--step", "0.004", "--json")
+    assert code == 0 and json.loads(out)["spec"] == "uniform:step=0.004"
+
+
+def corrupt(tmp_path, st_model, monkeypatch, capsys):
+    run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "good.zc")
+    data = bytearray((tmp_path / "good.zc").read_bytes())
+    data[200] ^= 0x40
+    (tmp_path / "flipped.zc").write_bytes(bytes(data))
+    (tmp_path / "short.zc").write_bytes(bytes(data[:300]))
+
+
+@pytest.mark.parametrize("case,expect", [
+    (("compress", "missing.safetensors", "-o", "x.zc"), "no such file"),
+    (("compress", "no-such-zoo-model", "-o", "x.zc"), "not a zoo model"),
+    (("compress", "{model}", "-o", "x.zc", "--method", "magic"), "unknown method 'magic'"),
+    (("compress", "{model}", "-o", "x.zc", "--bits", "1"), "bits must be 2..16"),
+    (("compress", "{model}", "-o", "x.zc", "--override", "oops"), "PATTERN=SPEC"),
+    (("compress", "{text}", "-o", "x.zc"), "not a model zoocodec reads"),
+    (("compress", "{nan}", "-o", "x.zc"), "NaN or Inf"),
+    (("inspect", "flipped.zc"), "checksum mismatch"),
+    (("inspect", "short.zc"), "truncated or corrupt"),
+    (("decompress", "missing.zc", "-o", "y.safetensors"), "no such file"),
+    (("inspect", "{text}"), "too short"),
+    (("compress", "{model}"), "Missing option"),
+])
+def test_bad_input_exit_2_with_one_line(tmp_path, st_model, model, monkeypatch, capsys, case, expect):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a model")
+    model["fc.weight"][1, 2] = float("inf")
+    save_file(model, tmp_path / "nan.safetensors")
+    corrupt(tmp_path, st_model, monkeypatch, capsys)
+    args = [a.format(model=st_model, text=tmp_path / "notes.txt", nan=tmp_path / "nan.safetensors") for a in case]
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 2
+    assert expect in err
+    if expect != "Missing option":
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.zc").exists() and not (tmp_path / "y.safetensors").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_console_script_installed():
+    """The `zoocodec` entry point exists and answers --help."""
+    out = subprocess.run([sys.executable, "-m", "zoocodec.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "compress" in out.stdout

@@ -1,0 +1,138 @@
+"""The container: golden bytes, determinism, and damaged files always raising ContainerError."""
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import zoocodec
+from zoocodec.codecs import ans, floatplanes
+from zoocodec.container import Container
+from zoocodec.errors import ContainerError
+
+EXPECTED = Path(__file__).parent / "expected" / "golden.sha256"
+
+
+def golden_model() -> dict[str, torch.Tensor]:
+    g = np.random.default_rng(42)
+    return {
+        "a.weight": torch.from_numpy(g.laplace(0, 0.02, (96, 128)).astype(np.float32)),
+        "a.bias": torch.from_numpy(g.normal(0, 0.01, 96).astype(np.float32)),
+        "b.weight": torch.from_numpy(g.normal(0, 0.05, (64, 96)).astype(np.float16)),
+    }
+
+
+def test_golden_bytes(tmp_path):
+    """Format stability: the same model and spec give these exact bytes (GENERATE_EXPECTED=1 rewrites)."""
+    digests = []
+    for spec in ("uniform:bits=8", "uniform:step=0.002", "uniform:bits=4,per_tensor=true", "lossless"):
+        out = tmp_path / "g.zc"
+        zoocodec.compress(golden_model(), out, spec, min_size=1000)
+        digests.append(f"{hashlib.sha256(out.read_bytes()).hexdigest()}  {spec}")
+    if os.environ.get("GENERATE_EXPECTED"):
+        EXPECTED.write_text("\n".join(digests) + "\n")
+    assert EXPECTED.read_text().splitlines() == digests
+
+
+def test_two_compressions_give_identical_bytes(tmp_path, mnist_path):
+    zoocodec.compress(mnist_path, tmp_path / "1.zc", "uniform:bits=6")
+    zoocodec.compress(mnist_path, tmp_path / "2.zc", "uniform:bits=6")
+    assert (tmp_path / "1.zc").read_bytes() == (tmp_path / "2.zc").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def real_zc(tmp_path_factory, mnist_path) -> bytes:
+    out = tmp_path_factory.mktemp("zc") / "mnist.zc"
+    zoocodec.compress(mnist_path, out, "uniform:bits=6", min_size=300)
+    return out.read_bytes()
+
+
+def damaged_files(data: bytes, cases: int, seed: int):
+    g = np.random.default_rng(seed)
+    for i in range(cases):
+        if i % 3 == 0:
+            yield f"truncated to {i}", data[: int(g.integers(0, len(data)))]
+        else:
+            b = bytearray(data)
+            for pos in g.integers(0, len(b), int(g.integers(1, 4))):
+                b[pos] ^= int(g.integers(1, 256))
+            yield "flipped", bytes(b)
+
+
+def check_damage(tmp_path, data: bytes, cases: int, seed: int):
+    p = tmp_path / "bad.zc"
+    for what, bad in damaged_files(data, cases, seed):
+        p.write_bytes(bad)
+        with pytest.raises(ContainerError):
+            zoocodec.decompress(p)
+        # random access without the whole-file hash still catches it, or decodes exactly
+        try:
+            with zoocodec.Archive(p, verify=False) as a:
+                for name in a.names():
+                    a.read(name)
+        except ContainerError:
+            pass
+
+
+def test_damaged_containers_raise_container_error(tmp_path, real_zc):
+    check_damage(tmp_path, real_zc, 100, seed=0)
+
+
+@pytest.mark.slow
+def test_damaged_containers_raise_container_error_many(tmp_path, real_zc):
+    check_damage(tmp_path, real_zc, 1000, seed=1)
+
+
+def test_random_access_reads_one_tensor(tmp_path, mnist_path):
+    out = tmp_path / "m.zc"
+    zoocodec.compress(mnist_path, out, "uniform:bits=8")
+    full = zoocodec.decompress(out)
+    data = bytearray(out.read_bytes())
+    with zoocodec.Archive(out) as a:
+        seg = a.entries["fc_layers.0.weight"]["segments"]["symbols"]
+    data[seg[0] + 10] ^= 0xFF  # damage one tensor: the others still read
+    out.write_bytes(bytes(data))
+    with zoocodec.Archive(out, verify=False) as a:
+        assert torch.equal(a.tensor("conv_layers.3.weight"), full["conv_layers.3.weight"])
+        with pytest.raises(ContainerError, match="fc_layers.0.weight"):
+            a.read("fc_layers.0.weight")
+
+
+def test_not_a_container(tmp_path):
+    for name, data in (("empty", b""), ("text", b"hello world" * 20), ("zeros", bytes(4096))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ContainerError):
+            Container.open(tmp_path / name)
+    with pytest.raises(ContainerError, match="no such file"):
+        Container.open(tmp_path / "missing.zc")
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    out = tmp_path / "x.zc"
+    with pytest.raises(RuntimeError):
+        with Container.create(out) as c:
+            c.add_segment(b"abc")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("codec", ["ans", "float"])
+def test_forged_payloads_never_escape_as_other_errors(codec):
+    """Even with valid checksums, a decoder given garbage raises ContainerError or returns data."""
+    g = np.random.default_rng(7)
+    w = g.laplace(0, 0.02, 5000).astype(np.float32)
+    if codec == "ans":
+        coded, decode = ans.encode(np.rint(w / 0.002).astype(np.int64)), lambda b: ans.decode(b, w.size)
+    else:
+        coded, decode = floatplanes.encode(w), lambda b: floatplanes.decode(b, w.size, w.dtype)
+    for _ in range(300):
+        b = bytearray(coded)
+        for pos in g.integers(0, len(b), int(g.integers(1, 4))):
+            b[pos] ^= int(g.integers(1, 256))
+        try:
+            out = decode(bytes(b))
+            assert out.size == w.size
+        except ContainerError:
+            pass
