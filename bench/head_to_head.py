@@ -1,0 +1,566 @@
+"""Head to head: zoocodec vs NNCodec, a Deep Compression-style baseline and lossless tools.
+
+    python bench/head_to_head.py            # the zoo models, ~15 minutes on 2 cores
+    python bench/head_to_head.py --quick    # mnist-cnn, one setting per tool
+    python bench/head_to_head.py --full     # also mpnet
+
+Every tool codes the same float tensors of the same real model in the same run; every
+decoded model is evaluated the same way (task metric and output fidelity against the
+uncompressed model). Sizes count every byte a decoder needs (zoocodec: the whole .zc
+file; NNCodec: its whole bitstream) over the model's float parameters.
+The comparison is made at equal quality: along each tool's rate-distortion front, the
+bits/weight needed for a metric loss of 0.1%, 0.5% and 1% and for each NNCodec point's
+output fidelity.
+
+NNCodec runs in its own virtual environment (bench/peers/setup_nncodec.sh builds it;
+NNCODEC_PYTHON or .venv-nncodec/bin/python); without it the NNCodec rows are skipped
+and the summary says so.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import heapq
+import io
+import json
+import lzma
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import zstandard
+
+import zoocodec
+from zoocodec.methods import REGISTRY
+from zoocodec.pipeline.core import load
+from zoocodec.pipeline.modelio import to_torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
+LOSS_POINTS = (0.1, 0.5, 1.0)  # metric loss, % of the baseline
+MIN_SIZE = 4096  # tensors smaller than this stay exact in zoocodec and in the DC baseline
+
+
+# ---- the model under test ---------------------------------------------------------------
+@dataclass
+class Subject:
+    """One zoo model: every tensor, and the float ones the codecs compete on."""
+
+    name: str
+    tensors: dict[str, torch.Tensor]
+    float_names: list[str]
+
+    @classmethod
+    def load(cls, name: str) -> Subject:
+        src = load(name)
+        tensors = {t.name: to_torch(t.array, t.dtype).clone() for t in src.tensors()}
+        floats = [n for n, t in tensors.items() if t.is_floating_point()]
+        return cls(name, tensors, floats)
+
+    @property
+    def floats(self) -> dict[str, torch.Tensor]:
+        return {n: self.tensors[n] for n in self.float_names}
+
+    @property
+    def params(self) -> int:
+        return sum(self.tensors[n].numel() for n in self.float_names)
+
+    @property
+    def fp32_bytes(self) -> int:
+        return 4 * self.params
+
+    def with_floats(self, decoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The full model with its float tensors replaced by decoded ones (same dtype)."""
+        out = dict(self.tensors)
+        for n in self.float_names:
+            out[n] = decoded[n].to(self.tensors[n].dtype).reshape(self.tensors[n].shape)
+        return out
+
+
+@dataclass
+class Row:
+    tool: str
+    setting: str
+    bytes: int
+    params: int
+    bytes_in: int
+    encode_s: float | None
+    decode_s: float | None
+    lossless: bool = False
+    quality: dict = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.bytes / self.params
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_in / self.bytes
+
+    def mbps(self, seconds: float | None) -> float | None:
+        return None if not seconds else self.bytes_in / seconds / 1e6
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bits_per_weight": self.bits_per_weight, "ratio": self.ratio,
+                "encode_mbps": self.mbps(self.encode_s), "decode_mbps": self.mbps(self.decode_s)}
+
+
+# ---- quality ----------------------------------------------------------------------------
+class Judge:
+    """Scores a decoded model: the task metric and output fidelity vs the original, and SQNR."""
+
+    def __init__(self, subject: Subject):
+        self.subject = subject
+        self.evaluator = _evaluator(subject.name)
+        self.baseline = self.evaluator(subject.tensors) if self.evaluator else {}
+
+    def __call__(self, decoded: dict[str, torch.Tensor]) -> dict:
+        full = self.subject.with_floats(decoded)
+        q = {"sqnr_db": sqnr_db(self.subject.floats, {n: full[n] for n in self.subject.float_names})}
+        if self.evaluator:
+            scores = self.evaluator(full)
+            q.update(scores)
+            q["loss_pct"] = loss_pct(self.baseline["metric"], scores["metric"], self.baseline.get("higher_is_better", True))
+        return q
+
+
+def _evaluator(name: str):
+    """zoocodec.eval's scorer for `name`, or None while evaluation is not available."""
+    try:
+        from zoocodec import eval as zeval  # noqa: PLC0415
+    except ImportError:
+        return None
+    return getattr(zeval, "bench_scorer", lambda _name: None)(name)
+
+
+def loss_pct(base: float, value: float, higher_is_better: bool = True) -> float:
+    """Metric loss in % of the baseline (positive = worse)."""
+    drop = (base - value) if higher_is_better else (value - base)
+    return 100.0 * drop / abs(base)
+
+
+def sqnr_db(ref: dict[str, torch.Tensor], dec: dict[str, torch.Tensor]) -> float:
+    signal = sum(float(ref[n].double().pow(2).sum()) for n in ref)
+    noise = sum(float((ref[n].double() - dec[n].double()).pow(2).sum()) for n in ref)
+    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
+
+
+# ---- zoocodec ---------------------------------------------------------------------------
+def run_zoocodec(subject: Subject, judge: Judge, tool: str, setting: str, spec, work: Path,
+                 plan: dict | None = None, overrides: dict | None = None) -> Row:
+    path = work / "model.zc"
+    t0 = time.perf_counter()
+    zoocodec.compress(subject.floats, path, spec, plan=plan, overrides=overrides, min_size=MIN_SIZE)
+    t1 = time.perf_counter()
+    decoded = zoocodec.decompress(path)
+    t2 = time.perf_counter()
+    row = Row(tool, setting, path.stat().st_size, subject.params, subject.fp32_bytes, t1 - t0, t2 - t1)
+    row.quality = judge(decoded)
+    path.unlink()
+    return row
+
+
+def zoocodec_settings(quick: bool) -> list[tuple[str, str, object]]:
+    """(tool, setting, spec) for the methods the registry holds now."""
+    steps = [2 ** (-32 / 4)] if quick else [2 ** (q / 4) for q in (-38, -34, -32, -30, -28, -26)]
+    out = [("zoocodec uniform", f"step={s:.5g}", f"uniform:step={s}") for s in steps]
+    return out
+
+
+# ---- NNCodec ----------------------------------------------------------------------------
+def nncodec_python() -> Path | None:
+    env = os.environ.get("NNCODEC_PYTHON")
+    path = Path(env) if env else ROOT / ".venv-nncodec" / "bin" / "python"
+    return path if path.exists() else None
+
+
+def run_nncodec(subject: Subject, judge: Judge, qps: list[int], work: Path) -> list[Row]:
+    from safetensors.numpy import load_file, save_file  # noqa: PLC0415
+
+    python = nncodec_python()
+    src = work / "nncodec_in.safetensors"
+    save_file({n: t.float().numpy() for n, t in subject.floats.items()}, str(src))
+    cmd = ["nice", "-n", "10", str(python), str(RUNNER), str(src), str(work / "nncodec"), "--qp", *map(str, qps)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"NNCodec runner failed: {done.stderr.strip()[-2000:]}")
+    rows = []
+    for line in done.stdout.splitlines():
+        r = json.loads(line)
+        decoded = {n: torch.from_numpy(a) for n, a in load_file(r["path"]).items()}
+        row = Row("NNCodec", f"qp={r['qp']}", r["bytes"], subject.params, subject.fp32_bytes, r["encode_s"], r["decode_s"])
+        row.quality = judge(decoded)
+        rows.append(row)
+        Path(r["path"]).unlink()
+    src.unlink()
+    return rows
+
+
+# ---- Deep Compression-style: prune + k-means + Huffman ------------------------------------
+def huffman_lengths(counts: np.ndarray) -> np.ndarray:
+    """Code lengths of a real Huffman tree over the nonzero counts (0 for absent symbols)."""
+    lengths = np.zeros(len(counts), dtype=np.int64)
+    heap = [(int(c), i, [i]) for i, c in enumerate(counts) if c > 0]
+    if len(heap) == 1:
+        lengths[heap[0][2]] = 1
+        return lengths
+    heapq.heapify(heap)
+    tie = len(counts)
+    while len(heap) > 1:
+        c1, _, s1 = heapq.heappop(heap)
+        c2, _, s2 = heapq.heappop(heap)
+        lengths[s1 + s2] += 1
+        heapq.heappush(heap, (c1 + c2, tie, s1 + s2))
+        tie += 1
+    return lengths
+
+
+def kmeans_1d(w: np.ndarray, k: int, iters: int = 15) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd on scalars with Han et al.'s linear initialisation; returns (centroids, index)."""
+    c = np.linspace(w.min(), w.max(), k)
+    for _ in range(iters):
+        idx = np.searchsorted((c[1:] + c[:-1]) / 2, w)
+        sums = np.bincount(idx, weights=w, minlength=k)
+        counts = np.bincount(idx, minlength=k)
+        c = np.where(counts > 0, sums / np.maximum(counts, 1), c)
+        c = np.sort(c)
+    return c, np.searchsorted((c[1:] + c[:-1]) / 2, w)
+
+
+def deep_compression(subject: Subject, judge: Judge, sparsity: float, bits: int) -> Row:
+    """Han et al.: magnitude pruning, k = 2**bits shared values per layer, Huffman-coded indices.
+
+    Pruned weights are symbol 0 of a (k+1)-symbol alphabet (a generous stand-in for
+    Han's relative-index sparse format); size = Huffman code lengths x counts + fp32
+    codebook, no retraining (Han retrains; no tool here does). Small tensors stay fp32.
+    The size is that of a real Huffman code, but no bitstream is written: no decode time.
+    """
+    t0 = time.perf_counter()
+    total_bits, decoded = 0, {}
+    for n, t in subject.floats.items():
+        w = t.double().numpy().ravel()
+        if w.size < MIN_SIZE:
+            total_bits += 32 * w.size
+            decoded[n] = t
+            continue
+        keep = np.abs(w) > np.quantile(np.abs(w), sparsity) if sparsity > 0 else np.ones(w.size, bool)
+        c, idx = kmeans_1d(w[keep], 2**bits)
+        symbols = np.zeros(w.size, dtype=np.int64)
+        symbols[keep] = idx + 1
+        counts = np.bincount(symbols, minlength=2**bits + 1)
+        total_bits += int((huffman_lengths(counts) * counts).sum()) + 32 * len(c) + 8 * len(c)  # + code lengths
+        r = np.zeros(w.size)
+        r[keep] = c[idx]
+        decoded[n] = torch.from_numpy(r.reshape(t.shape)).float()
+    enc = time.perf_counter() - t0
+    row = Row("Deep Compression-style", f"prune={sparsity:.0%},k={2**bits}", math.ceil(total_bits / 8),
+              subject.params, subject.fp32_bytes, enc, None, note="ideal Huffman lengths; no retraining")
+    row.quality = judge(decoded)
+    return row
+
+
+# ---- lossless -----------------------------------------------------------------------------
+def lossless_rows(subject: Subject, dtype: torch.dtype, work: Path, quick: bool) -> list[Row]:
+    tensors = {n: t.to(dtype).contiguous() for n, t in subject.floats.items()}
+    raw = b"".join(t.view(torch.int16 if dtype == torch.bfloat16 else t.dtype).numpy().tobytes() for t in tensors.values())
+    label = "bf16" if dtype == torch.bfloat16 else "fp32"
+    rows = []
+
+    def add(tool, enc, dec, check):
+        t0 = time.perf_counter()
+        blob = enc()
+        t1 = time.perf_counter()
+        back = dec(blob)
+        t2 = time.perf_counter()
+        if not check(back):
+            raise AssertionError(f"{tool} {label}: decode is not bit-exact")
+        rows.append(Row(tool, label, len(blob), subject.params, len(raw), t1 - t0, t2 - t1, lossless=True))
+
+    path = work / "lossless.zc"
+
+    def zc_enc():
+        zoocodec.compress(tensors, path, "lossless", min_size=0)
+        return path.read_bytes()
+
+    def zc_dec(_blob):
+        return zoocodec.decompress(path)
+
+    add("zoocodec lossless", zc_enc, zc_dec,
+        lambda back: all(torch.equal(back[n].view(torch.int16) if dtype == torch.bfloat16 else back[n],
+                                     t.view(torch.int16) if dtype == torch.bfloat16 else t) for n, t in tensors.items()))
+    path.unlink()
+    add("zstd-19", lambda: zstandard.ZstdCompressor(level=19).compress(raw),
+        lambda b: zstandard.ZstdDecompressor().decompress(b), lambda back: back == raw)
+    if not quick or subject.params < 1_000_000:
+        add("lzma-9", lambda: lzma.compress(raw, preset=9), lzma.decompress, lambda back: back == raw)
+    zipnn = _zipnn(label)
+    if zipnn is not None:
+        add("zipnn", lambda: bytes(zipnn.compress(bytearray(raw))),  # zipnn overwrites its input: a copy
+            lambda b: bytes(zipnn.decompress(b)), lambda back: back == raw)
+    return rows
+
+
+def _zipnn(label: str):
+    try:
+        from zipnn import ZipNN  # noqa: PLC0415
+    except ImportError:
+        return None
+    return ZipNN(input_format="byte", bytearray_dtype="bfloat16" if label == "bf16" else "float32", threads=os.cpu_count())
+
+
+# ---- equal-quality comparison --------------------------------------------------------------
+def front(rows: list[Row], key) -> list[tuple[float, float]]:
+    """The (distortion, bits/weight) Pareto front, distortion ascending."""
+    pts = sorted((key(r), r.bits_per_weight) for r in rows if key(r) is not None and math.isfinite(key(r)))
+    out: list[tuple[float, float]] = []
+    for d, b in pts:
+        if not out or b < out[-1][1]:
+            out.append((d, b))
+    return out
+
+
+def bits_at(rows: list[Row], key, target: float) -> tuple[float | None, str]:
+    """Bits/weight a tool needs for distortion <= target, interpolated along its front.
+
+    Returns (bits, how): 'interpolated' between two measured points, 'measured' (the
+    target lies beyond the tool's cheapest point: an upper bound on what it needs), or
+    (None, 'not reached') when no setting was that good.
+    """
+    f = front(rows, key)
+    if not f or target < f[0][0]:
+        return None, "not reached"
+    for (d0, b0), (d1, b1) in zip(f, f[1:]):
+        if d0 <= target <= d1:
+            return (b0 + (b1 - b0) * (target - d0) / (d1 - d0) if d1 > d0 else b1), "interpolated"
+    return f[-1][1], "upper bound"
+
+
+def fidelity_key(row: Row) -> float | None:
+    """Output distortion: 1 - fidelity (cosine / agreement), or -SQNR where no evaluator exists."""
+    q = row.quality
+    if "fidelity" in q:
+        return 1.0 - q["fidelity"]
+    return -q["sqnr_db"] if "sqnr_db" in q else None
+
+
+def loss_key(row: Row) -> float | None:
+    return row.quality.get("loss_pct")
+
+
+def compare(rows: list[Row]) -> dict:
+    """zoocodec (best of its lossy rows) vs NNCodec at equal loss and equal fidelity; speeds."""
+    ours = [r for r in rows if r.tool.startswith("zoocodec") and not r.lossless]
+    nnc = [r for r in rows if r.tool == "NNCodec"]
+    out: dict = {"equal_loss": [], "equal_fidelity": [], "speed": {}}
+    if not nnc:
+        return out
+    for target in LOSS_POINTS:
+        b_ours, how_ours = bits_at(ours, loss_key, target)
+        b_nnc, how_nnc = bits_at(nnc, loss_key, target)
+        out["equal_loss"].append({"loss_pct": target, "zoocodec_bpw": b_ours, "zoocodec_how": how_ours,
+                                  "nncodec_bpw": b_nnc, "nncodec_how": how_nnc,
+                                  "size_ratio": b_nnc / b_ours if b_ours and b_nnc else None})
+    for r in nnc:
+        d = fidelity_key(r)
+        b_ours, how = bits_at(ours, fidelity_key, d)
+        out["equal_fidelity"].append({"nncodec": r.setting, "distortion": d, "nncodec_bpw": r.bits_per_weight,
+                                      "zoocodec_bpw": b_ours, "zoocodec_how": how,
+                                      "size_ratio": r.bits_per_weight / b_ours if b_ours else None})
+    speed = lambda rs, attr: float(np.median([r.mbps(getattr(r, attr)) for r in rs if getattr(r, attr)]))  # noqa: E731
+    out["speed"] = {"zoocodec_encode_mbps": speed(ours, "encode_s"), "zoocodec_decode_mbps": speed(ours, "decode_s"),
+                    "nncodec_encode_mbps": speed(nnc, "encode_s"), "nncodec_decode_mbps": speed(nnc, "decode_s")}
+    s = out["speed"]
+    s["encode_speedup"] = s["zoocodec_encode_mbps"] / s["nncodec_encode_mbps"]
+    s["decode_speedup"] = s["zoocodec_decode_mbps"] / s["nncodec_decode_mbps"]
+    return out
+
+
+def lossless_summary(rows: list[Row]) -> list[dict]:
+    out = []
+    for label in ("fp32", "bf16"):
+        by = {r.tool: r for r in rows if r.lossless and r.setting == label}
+        zc = by.get("zoocodec lossless")
+        if not zc:
+            continue
+        entry = {"dtype": label, "zoocodec_ratio": zc.ratio}
+        for peer in ("zstd-19", "lzma-9", "zipnn"):
+            if peer in by:
+                entry[f"size_vs_{peer}"] = by[peer].bytes / zc.bytes
+                entry[f"decode_speed_vs_{peer}"] = zc.mbps(zc.decode_s) / by[peer].mbps(by[peer].decode_s)
+        out.append(entry)
+    return out
+
+
+# ---- output --------------------------------------------------------------------------------
+def fmt(x, spec=".3f", none="-"):
+    return none if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def table(model: dict) -> str:
+    lines = [f"### {model['model']} ({model['params']:,} float parameters, baseline {model['baseline_text']})", "",
+             "| tool | setting | bits/weight | ratio | metric | metric loss % | fidelity | SQNR dB | encode MB/s | decode MB/s |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in model["rows"]:
+        q = r["quality"]
+        lines.append(f"| {r['tool']} | {r['setting']} | {r['bits_per_weight']:.3f} | {r['ratio']:.2f}x | "
+                     f"{fmt(q.get('metric'), '.4f', 'exact' if r['lossless'] else '-')} | {fmt(q.get('loss_pct'), '.2f')} | "
+                     f"{fmt(q.get('fidelity'), '.5f')} | {fmt(q.get('sqnr_db'), '.1f')} | "
+                     f"{fmt(r['encode_mbps'], '.1f')} | {fmt(r['decode_mbps'], '.1f')} |")
+    return "\n".join(lines)
+
+
+def summary_text(model: dict) -> str:
+    c, lines = model["compare"], []
+    if not c.get("equal_loss") and not c.get("equal_fidelity"):
+        lines.append("- NNCodec not run: " + model.get("nncodec_skipped", "no rows"))
+    for e in c.get("equal_loss", []):
+        lines.append(f"- metric loss {e['loss_pct']}%: zoocodec {fmt(e['zoocodec_bpw'])} bpw ({e['zoocodec_how']}), "
+                     f"NNCodec {fmt(e['nncodec_bpw'])} bpw ({e['nncodec_how']}): "
+                     f"**{fmt(e['size_ratio'], '.2f')}x** smaller")
+    for e in c.get("equal_fidelity", []):
+        lines.append(f"- fidelity of NNCodec {e['nncodec']} (distortion {e['distortion']:.5g}): zoocodec "
+                     f"{fmt(e['zoocodec_bpw'])} bpw ({e['zoocodec_how']}) vs {e['nncodec_bpw']:.3f}: "
+                     f"**{fmt(e['size_ratio'], '.2f')}x** smaller")
+    s = c.get("speed")
+    if s:
+        lines.append(f"- speed (median over settings): encode {s['zoocodec_encode_mbps']:.1f} vs "
+                     f"{s['nncodec_encode_mbps']:.1f} MB/s (**{s['encode_speedup']:.1f}x**), decode "
+                     f"{s['zoocodec_decode_mbps']:.1f} vs {s['nncodec_decode_mbps']:.1f} MB/s (**{s['decode_speedup']:.1f}x**)")
+    for e in model["lossless"]:
+        parts = [f"{k[8:]} {v:.3f}x" for k, v in e.items() if k.startswith("size_vs_")]
+        speeds = [f"{k[16:]} {v:.2f}x" for k, v in e.items() if k.startswith("decode_speed_vs_")]
+        lines.append(f"- lossless {e['dtype']}: zoocodec {e['zoocodec_ratio']:.3f}x; peer size / zoocodec size: "
+                     f"{', '.join(parts)}; zoocodec decode speed / peer: {', '.join(speeds)}")
+    return "\n".join(lines)
+
+
+def plot(models: list[dict], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 8), squeeze=False)
+    for j, m in enumerate(models):
+        tools = sorted({r["tool"] for r in m["rows"] if not r["lossless"]})
+        for i, (key, label) in enumerate((("loss_pct", "metric loss %"), ("fidelity", "1 - fidelity"))):
+            ax = axes[i][j]
+            for tool in tools:
+                pts = sorted((r["bits_per_weight"], r["quality"].get(key)) for r in m["rows"]
+                             if r["tool"] == tool and not r["lossless"] and r["quality"].get(key) is not None)
+                if key == "fidelity":
+                    pts = [(b, max(1 - v, 1e-6)) for b, v in pts]
+                if pts:
+                    ax.plot(*zip(*pts), "o-", label=tool, ms=4)
+            if key == "fidelity":
+                ax.set_yscale("log")
+            ax.set_xlabel("bits/weight")
+            ax.set_ylabel(label)
+            ax.set_title(f"{m['model']}")
+            ax.grid(alpha=0.3)
+        axes[0][j].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import importlib.metadata as md  # noqa: PLC0415
+
+    versions = {}
+    for pkg in ("numpy", "torch", "zstandard", "zipnn", "constriction"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "versions": versions, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+# ---- main ----------------------------------------------------------------------------------
+def bench_model(name: str, quick: bool, qps: list[int], log) -> dict:
+    subject = Subject.load(name)
+    judge = Judge(subject)
+    rows: list[Row] = []
+    result = {"model": name, "params": subject.params, "baseline": judge.baseline}
+    result["baseline_text"] = (f"{judge.baseline.get('metric_name', 'metric')} {judge.baseline['metric']:.4f}"
+                               if judge.baseline else "no evaluator: SQNR only")
+    with tempfile.TemporaryDirectory(prefix="h2h-") as d:
+        work = Path(d)
+        if nncodec_python():
+            log(f"{name}: NNCodec qp {qps}")
+            rows += run_nncodec(subject, judge, qps, work)
+        else:
+            result["nncodec_skipped"] = "no NNCodec environment (run bench/peers/setup_nncodec.sh)"
+        for tool, setting, spec in zoocodec_settings(quick):
+            log(f"{name}: {tool} {setting}")
+            rows.append(run_zoocodec(subject, judge, tool, setting, spec, work))
+        for sparsity, bits in ([(0.5, 5)] if quick else [(0.0, 6), (0.3, 5), (0.5, 5), (0.5, 4), (0.7, 4)]):
+            log(f"{name}: Deep Compression-style prune {sparsity} bits {bits}")
+            rows.append(deep_compression(subject, judge, sparsity, bits))
+        for dtype in (torch.float32, torch.bfloat16):
+            log(f"{name}: lossless {dtype}")
+            rows += lossless_rows(subject, dtype, work, quick)
+    result["rows"] = [r.to_dict() for r in rows]
+    result["compare"] = compare(rows)
+    result["lossless"] = lossless_summary(rows)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="mnist-cnn, one setting per tool")
+    p.add_argument("--full", action="store_true", help="also mpnet")
+    p.add_argument("--models", nargs="+", help="zoo models to run (default: the zoo)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON, markdown and PNG")
+    a = p.parse_args(argv)
+    if a.models:
+        models = a.models
+    elif a.quick:
+        models = ["mnist-cnn"]
+    else:
+        models = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm"] + (["mpnet"] + [] if a.full else [])
+    qps = [-32] if a.quick else [-38, -34, -32, -30, -26, -22]
+    stem = "head_to_head_quick" if a.quick else "head_to_head"
+    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    start = time.perf_counter()
+    results = {"machine": machine(), "quick": a.quick, "nncodec_python": str(nncodec_python() or ""),
+               "methods_registered": sorted(REGISTRY), "models": []}
+    for name in models:
+        results["models"].append(bench_model(name, a.quick, qps, log))
+    results["seconds"] = time.perf_counter() - start
+    a.out.mkdir(parents=True, exist_ok=True)
+    md = [f"# Head to head ({results['machine']['date']}, {results['machine']['cpu']}, "
+          f"{results['machine']['cores']} cores)", ""]
+    for m in results["models"]:
+        md += [table(m), "", summary_text(m), ""]
+    _write(a.out / f"{stem}.json", json.dumps(results, indent=1, default=str))
+    _write(a.out / f"{stem}.md", "\n".join(md))
+    plot(results["models"], a.out / f"{stem}.png")
+    print("\n".join(md))
+    return results
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()

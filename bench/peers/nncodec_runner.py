@@ -1,0 +1,107 @@
+"""Run NNCodec on a model's float tensors; executed by the NNCodec venv's Python.
+
+    .venv-nncodec/bin/python bench/peers/nncodec_runner.py IN.safetensors OUT_DIR --qp -38 -32 -26
+
+For each qp it encodes every float tensor with NNCodec's defaults (dependent quantization
+on, 1-D tensors at nonweight_qp -75), decodes the bitstream, writes the decoded tensors to
+OUT_DIR/qp<qp>.safetensors and prints one JSON line: qp, bytes, encode_s, decode_s, path.
+This file imports nothing from zoocodec: it runs in NNCodec's own environment.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+
+def import_nncodec():
+    """`nncodec.nn` imports torchvision only for dataset helpers: lend it a stand-in module.
+
+    torchvision does not import beside the pinned torch, and nothing NNCodec's codec path
+    runs needs it. Any attribute of the stand-in is an inert placeholder class.
+    """
+    def module(name: str) -> types.ModuleType:
+        m = types.ModuleType(name)
+        m.__getattr__ = lambda attr: type(attr, (), {"__init__": lambda self, *a, **k: None})
+        return m
+
+    names = ("torchvision", "torchvision.datasets", "torchvision.transforms", "torchvision.models")
+    saved = {n: sys.modules.get(n) for n in names}
+    stand_ins = {n: module(n) for n in names}
+    for n, m in stand_ins.items():
+        sys.modules[n] = m
+        parent, _, child = n.rpartition(".")
+        if parent:
+            setattr(stand_ins[parent], child, m)
+    try:
+        from nncodec.nn import decode, encode  # noqa: PLC0415
+    finally:
+        for n, m in saved.items():
+            if m is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = m
+    return encode, decode
+
+
+def run(tensors: dict[str, np.ndarray], qp: int, workdir: str) -> tuple[bytes, dict[str, np.ndarray], float, float]:
+    encode, decode = import_nncodec()
+    quiet = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(quiet):
+        bs = encode(tensors, args={"qp": qp, "use_dq": True, "results": workdir, "verbose": False})
+    t1 = time.perf_counter()
+    with contextlib.redirect_stdout(quiet):
+        rec = decode(bytearray(bs), args={"verbose": False})
+    t2 = time.perf_counter()
+    return bytes(bs), rec, t1 - t0, t2 - t1
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("input", nargs="?", help="safetensors file of float32 tensors")
+    p.add_argument("out", nargs="?", help="folder for the decoded tensors")
+    p.add_argument("--qp", type=int, nargs="+", default=[-32])
+    p.add_argument("--self-test", action="store_true", help="round-trip a random tensor and exit")
+    a = p.parse_args()
+    import torch  # noqa: PLC0415  (NNCodec's own dependency; pins its threads)
+
+    torch.set_num_threads(1)
+    if a.self_test:
+        w = np.random.default_rng(0).normal(0, 0.05, (64, 64)).astype(np.float32)
+        with tempfile.TemporaryDirectory() as d:
+            bs, rec, _, _ = run({"w": w, "b": w[0].copy()}, -32, d)
+        err = float(np.abs(rec["w"] - w).max())
+        assert rec["w"].shape == w.shape and err < 0.01, f"NNCodec self-test: max error {err}"
+        print(json.dumps({"self_test": "ok", "bytes": len(bs), "max_err": err}))
+        return
+    if not a.input or not a.out:
+        p.error("give IN.safetensors and OUT_DIR (or --self-test)")
+    from safetensors.numpy import load_file, save_file  # noqa: PLC0415
+
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in load_file(a.input).items()}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for qp in a.qp:
+        with tempfile.TemporaryDirectory() as d:
+            bs, rec, enc_s, dec_s = run(tensors, qp, d)
+        missing = set(tensors) - set(rec)
+        if missing:
+            raise SystemExit(f"NNCodec qp {qp}: decoded model lacks {sorted(missing)[:3]}")
+        path = out / f"qp{qp}.safetensors"
+        save_file({k: np.ascontiguousarray(rec[k], dtype=np.float32).reshape(tensors[k].shape) for k in tensors},
+                  str(path))
+        print(json.dumps({"qp": qp, "bytes": len(bs), "encode_s": enc_s, "decode_s": dec_s, "path": str(path)}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
