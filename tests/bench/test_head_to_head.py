@@ -1,0 +1,55 @@
+"""bench/head_to_head.py --quick end to end: every tool runs, decoded models reload and evaluate."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("head_to_head", ROOT / "bench" / "head_to_head.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["head_to_head"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_run_produces_the_table(tmp_path, mnist_path):
+    h2h = _bench()
+    if h2h.nncodec_python() is None:
+        pytest.skip("NNCodec environment absent: run bench/peers/setup_nncodec.sh (or set NNCODEC_PYTHON)")
+    results = h2h.main(["--quick", "--out", str(tmp_path)])
+
+    md = (tmp_path / "head_to_head_quick.md").read_text()
+    assert "| tool | setting | bits/weight |" in md
+    assert (tmp_path / "head_to_head_quick.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "head_to_head_quick.json").read_text())
+    assert saved["machine"]["date"] and saved["machine"]["cpu"]
+
+    (model,) = results["models"]
+    rows = model["rows"]
+    tools = {r["tool"] for r in rows}
+    assert {"NNCodec", "zoocodec lossless", "zstd-19", "lzma-9", "Deep Compression-style"} <= tools
+    assert any(t.startswith("zoocodec") and t != "zoocodec lossless" for t in tools)
+    for r in rows:
+        assert r["bytes"] > 0 and r["bits_per_weight"] > 0, r
+        if r["lossless"]:
+            continue
+        q = r["quality"]
+        # every lossy decoded model (NNCodec's too) went back into the network and was scored
+        assert math.isfinite(q["sqnr_db"]) and q["sqnr_db"] > 5, r
+        if model["baseline"]:
+            assert math.isfinite(q["metric"]) and math.isfinite(q["fidelity"]), r
+            assert abs(q["loss_pct"]) < 50, r
+    nnc = [r for r in rows if r["tool"] == "NNCodec"]
+    assert nnc and all(r["encode_s"] > 0 and r["decode_s"] > 0 for r in nnc)
+    assert model["compare"]["speed"]["encode_speedup"] > 0
+    for e in model["lossless"]:
+        assert e["zoocodec_ratio"] > 1.0
