@@ -1,0 +1,108 @@
+"""Dithered (randomized) lattice quantization, Choi et al. 2018: `dither`.
+
+    dither:step=0.002                 scalar, one step, |error| <= step/2
+    dither:bits=6,lattice=e8,seed=3   per-row min-max step, E8 lattice vectors of 8 weights
+
+The seed is part of the spec, so it is stored in the file; the decoder regenerates the
+same dither (kernels/dither.py) and subtracts it. The lattice points are coded as
+integer streams by the spec's coder (order-0 ANS: universal for the i.i.d. symbols that
+dithering produces).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoocodec.codecs import symbol_coder
+from zoocodec.errors import ContainerError, SpecError
+from zoocodec.kernels import dither as K
+from zoocodec.kernels import uniform as U
+from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+
+STREAMS = ("head", "tail", "coset")
+
+
+def matrix_view(shape: tuple[int, ...], per_row: bool) -> tuple[int, int]:
+    """(rows, cols) of the 2-D view: one row per output channel, or one row for everything."""
+    n = int(np.prod(shape))
+    rows = shape[0] if (per_row and len(shape) >= 2 and n) else 1
+    return rows, n // rows
+
+
+@register
+@dataclass(frozen=True)
+class Dither(MethodSpec):
+    name = "dither"
+    version = 1
+
+    step: float | None = None
+    bits: int | None = None
+    lattice: str = "scalar"
+    seed: int = 0
+    coder: str = "ans"
+
+    def __post_init__(self):
+        if self.bits is None and self.step is None:
+            object.__setattr__(self, "bits", 8)
+
+    def validate(self) -> None:
+        if self.step is not None and self.bits is not None:
+            raise SpecError("dither: give either step or bits, not both")
+        if self.step is not None and not (np.isfinite(self.step) and self.step > 0):
+            raise SpecError(f"dither: step must be a positive number, got {self.step}")
+        if self.bits is not None and not 2 <= self.bits <= 16:
+            raise SpecError(f"dither: bits must be 2..16, got {self.bits}")
+        if self.lattice not in K.LATTICES:
+            raise SpecError(f"dither: lattice must be one of {', '.join(K.LATTICES)}, got {self.lattice!r}")
+        if not 0 <= self.seed < 2**63:
+            raise SpecError(f"dither: seed must be 0..2**63-1, got {self.seed}")
+        symbol_coder(self.coder)
+
+    def _steps(self, w2: np.ndarray) -> np.ndarray:
+        if self.step is not None:
+            return np.full(w2.shape[0], self.step, dtype=np.float64)
+        steps = U.absmax_steps(w2, self.bits, per_channel=True, xp=np).astype(np.float32).astype(np.float64)
+        return np.where(steps > 0, steps, 1.0)
+
+    def _counts(self, rows: int, cols: int) -> dict[str, int]:
+        n = K.LATTICES[self.lattice]
+        vectors = rows * (K.padded_cols(cols, self.lattice) // n)
+        if n == 1:
+            return {"head": vectors, "tail": 0, "coset": 0}
+        return {"head": vectors * (n - 1), "tail": vectors, "coset": vectors if self.lattice == "e8" else 0}
+
+    def encode(self, t: TensorData) -> Encoded:
+        shape = t.array.shape
+        rows, cols = matrix_view(shape, per_row=self.bits is not None)
+        w2 = t.float64().reshape(rows, cols)
+        steps = self._steps(w2)
+        v, u = K.quantize(w2, steps, self.lattice, self.seed, np)
+        recon = from_float64(K.dequantize(v, u, steps, cols, self.lattice, np).reshape(shape), t.dtype)
+        encode = symbol_coder(self.coder)[0]
+        streams = dict(zip(STREAMS, K.to_symbols(v, self.lattice, np)))
+        segments = {k: encode(s) for k, s in streams.items() if self._counts(rows, cols)[k]}
+        if self.step is None:
+            segments["steps"] = steps.astype("<f4").tobytes()
+        return Encoded({"rows": rows}, segments, recon)
+
+    def decode(self, side, segments, shape, dtype):
+        rows, cols = matrix_view(tuple(shape), per_row=self.bits is not None)
+        if side.get("rows") != rows:
+            raise ContainerError(f"dither side info {side} does not match shape {tuple(shape)}")
+        if self.step is None:
+            steps = np.frombuffer(segments["steps"], dtype="<f4").astype(np.float64)
+            if steps.shape[0] != rows or not (np.isfinite(steps).all() and (steps > 0).all()):
+                raise ContainerError(f"dither: bad steps for shape {tuple(shape)}")
+        else:
+            steps = np.full(rows, self.step, dtype=np.float64)
+        decode = symbol_coder(self.coder)[1]
+        counts = self._counts(rows, cols)
+        streams = [decode(segments[k], counts[k]) if counts[k] else np.zeros(0, np.int64) for k in STREAMS]
+        if self.lattice == "e8" and streams[2].size and (streams[2].min() < 0 or streams[2].max() > 1):
+            raise ContainerError("dither: E8 coset flags must be 0 or 1")
+        n = K.LATTICES[self.lattice]
+        vshape = (rows, K.padded_cols(cols, self.lattice) // n, n)
+        v = K.from_symbols(*streams, vshape, self.lattice, np)
+        u = K.dither(self.seed, rows * vshape[1], self.lattice, np).reshape(vshape)
+        return from_float64(K.dequantize(v, u, steps, cols, self.lattice, np).reshape(shape), dtype)
