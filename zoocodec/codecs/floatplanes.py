@@ -3,20 +3,24 @@
 Each value's bits are rotated left by one so the sign moves to the lowest bit and the
 exponent fills the top byte; the bytes are then split into planes, top plane first.
 The exponent plane of trained weights is highly skewed and entropy-codes well; the
-low mantissa planes are close to uniform and are stored raw.
+mantissa planes are close to uniform but often hold repeats that zstd finds (on
+`minilm` they code at 7.7 bits per byte where their order-0 entropy is 7.95). Each
+plane takes the smallest of raw, order-0 ANS and zstd.
 
 Bitstream: n, number of planes, then per plane a mode byte (0 raw, 1 ANS order-0,
-2 ANS conditioned on the top plane) and a varint length, then the plane data.
+2 zstd) and a varint length, then the plane data.
 """
 from __future__ import annotations
 
 import numpy as np
+import zstandard
 
 from zoocodec.codecs import ans
 from zoocodec.codecs.wire import Reader, put_uvarint
 from zoocodec.errors import ContainerError
 
-RAW, ORDER0 = 0, 1
+RAW, ORDER0, ZSTD = 0, 1, 2
+ZSTD_LEVEL = 3
 _UINT = {2: np.uint16, 4: np.uint32}
 
 
@@ -37,12 +41,12 @@ def encode(values: np.ndarray) -> bytes:
     out = bytearray()
     put_uvarint(out, values.size)
     out.append(len(planes))
+    zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     for plane in planes:
-        coded = ans.encode(plane) if plane.size else b""
-        if plane.size and len(coded) < 0.99 * plane.size:
-            mode, body = ORDER0, coded
-        else:
-            mode, body = RAW, plane.tobytes()
+        candidates = [(RAW, plane.tobytes())]
+        if plane.size:
+            candidates += [(ORDER0, ans.encode(plane)), (ZSTD, zstd.compress(plane.tobytes()))]
+        mode, body = min(candidates, key=lambda c: len(c[1]))
         out.append(mode)
         put_uvarint(out, len(body))
         out += body
@@ -69,6 +73,14 @@ def decode(data: bytes | memoryview, count: int, dtype: np.dtype) -> np.ndarray:
             if sym.size and (sym.min() < 0 or sym.max() > 255):
                 raise ContainerError("corrupt float payload: plane symbol out of byte range")
             planes[:, i] = sym
+        elif mode == ZSTD:
+            try:
+                raw = zstandard.ZstdDecompressor().decompress(bytes(body), max_output_size=n)
+            except zstandard.ZstdError as e:
+                raise r.fail(f"zstd plane: {e}") from None
+            if len(raw) != n:
+                raise r.fail("zstd plane has the wrong length")
+            planes[:, i] = np.frombuffer(raw, dtype=np.uint8)
         else:
             raise r.fail(f"unknown plane mode {mode}")
     r.done()
