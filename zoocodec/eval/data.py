@@ -1,0 +1,128 @@
+"""Real evaluation data that installs offline, read on the CPU into float tensors.
+
+Each loader finds its files in a Debian or PyPI package and raises DatasetMissing (one
+line naming the install command) when they are absent. Images are decoded with Pillow;
+zoocodec.eval.dali gives the same preprocessing on a GPU.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoocodec.errors import ZoocodecError
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+APT_FASHION = "apt-get install dataset-fashion-mnist"
+APT_OPENCV = "apt-get install opencv-doc"
+PIP_GENSIM = "pip install gensim"
+
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+class DatasetMissing(ZoocodecError):
+    """An evaluation dataset is not installed."""
+
+
+def _need(path: Path, install: str) -> Path:
+    if not path.exists():
+        raise DatasetMissing(f"dataset file {path} is missing; install it with: {install}")
+    return path
+
+
+def _idx(path: Path) -> np.ndarray:
+    """An IDX file (gzipped): magic 0x0000 0x08 ndim, big-endian dims, uint8 data."""
+    raw = gzip.decompress(_need(path, APT_FASHION).read_bytes())
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@functools.cache
+def fashion_mnist(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """(images N x 1 x 28 x 28 normalised float32, labels int64) of Fashion-MNIST's train or test split."""
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images = _idx(FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz")
+    labels = _idx(FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+    x = (torch.from_numpy(images.astype(np.float32) / 255.0) - FASHION_MEAN) / FASHION_STD
+    return x.unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+@functools.cache
+def opencv_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """opencv-doc's digits.png: 5,000 MNIST digits (20x20 cells, 50 rows x 100 columns, 500 per class
+    in order), padded to 28x28 at offset 4 and normalised like MNIST."""
+    from PIL import Image  # noqa: PLC0415
+
+    img = np.asarray(Image.open(_need(OPENCV_DATA / "digits.png", APT_OPENCV)).convert("L"), dtype=np.float32)
+    cells = img.reshape(50, 20, 100, 20).transpose(0, 2, 1, 3).reshape(5000, 20, 20)
+    x = np.zeros((5000, 28, 28), dtype=np.float32)
+    x[:, 4:24, 4:24] = cells / 255.0
+    labels = np.repeat(np.arange(10), 500)
+    return ((torch.from_numpy(x) - MNIST_MEAN) / MNIST_STD).unsqueeze(1), torch.from_numpy(labels)
+
+
+def photo_files() -> list[Path]:
+    """Every example image of opencv-doc except digits.png (a chart of digits, not a photo), sorted."""
+    _need(OPENCV_DATA / "baboon.jpg", APT_OPENCV)
+    return sorted(p for p in OPENCV_DATA.iterdir() if p.suffix in (".jpg", ".png") and p.name != "digits.png")
+
+
+def preprocess(rgb: torch.Tensor, size: int = 224, resize: int = 256) -> torch.Tensor:
+    """uint8 HWC RGB -> normalised 3 x size x size: shorter side to `resize` (bilinear, antialiased),
+    centre crop, ImageNet mean/std. Shared by the CPU and the DALI loaders, so only decoding differs."""
+    x = rgb.permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    h, w = x.shape[-2:]
+    scale = resize / min(h, w)
+    x = torch.nn.functional.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))),
+                                        mode="bilinear", antialias=True, align_corners=False)
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    x = x[0, :, top:top + size, left:left + size]
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+@functools.cache
+def photos(size: int = 224) -> torch.Tensor:
+    """opencv-doc's example photos decoded with Pillow on the CPU, preprocessed: N x 3 x size x size."""
+    from PIL import Image  # noqa: PLC0415
+
+    out = []
+    for path in photo_files():
+        with Image.open(path) as img:
+            out.append(preprocess(torch.from_numpy(np.asarray(img.convert("RGB")).copy()), size))
+    return torch.stack(out)
+
+
+def _gensim(name: str) -> Path:
+    try:
+        from gensim.test.utils import datapath  # noqa: PLC0415
+    except ImportError:
+        raise DatasetMissing(f"gensim's test data ({name}) is missing; install it with: {PIP_GENSIM}") from None
+    return _need(Path(datapath(name)), PIP_GENSIM)
+
+
+@functools.cache
+def word_pairs(name: str) -> tuple[tuple[str, str, float], ...]:
+    """Human-rated word pairs: 'wordsim353' (353) or 'simlex999' (999), from gensim's test data."""
+    path = _gensim({"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}[name])
+    pairs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        a, b, score = line.split("\t")[:3]
+        pairs.append((a, b, float(score)))
+    return tuple(pairs)
+
+
+@functools.cache
+def lee_documents() -> tuple[str, ...]:
+    """The 300 news documents of gensim's lee_background.cor, one per line."""
+    text = _gensim("lee_background.cor").read_text(encoding="utf-8", errors="replace")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())

@@ -1,0 +1,174 @@
+"""evaluate(): run a (compressed) model on its zoo tasks next to the uncompressed original.
+
+The reference is the zoo entry the model belongs to (named, or recognised by its tensor
+names). Its outputs and metrics are computed once per process and cached, so the
+baseline is measured in the same run, with the same code, and a loss is a true
+difference. Evaluation is deterministic: no randomness, fixed input order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoocodec.errors import ZoocodecError
+from zoocodec.eval.models import build, kind
+from zoocodec.eval.tasks import TASKS, Task
+from zoocodec.pipeline import zoo
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One evaluation result, a row of a results table."""
+
+    model: str
+    task: str
+    metric: str
+    value: float
+    baseline: float
+    delta: float  # value - baseline
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def entry(name: str) -> dict[str, Any]:
+    """The zoo entry of a model zoocodec can evaluate (it has `arch` and `tasks`)."""
+    e = zoo.registry().get(name)
+    if e is None:
+        zoo.resolve(name)  # the registry's own unknown-model error
+    if not e.get("arch") or not e.get("tasks"):
+        raise ZoocodecError(f"zoo model {name!r} has no arch/tasks in its zoo entry, so it cannot be evaluated")
+    kind(e["arch"])
+    return e
+
+
+def tasks_of(name: str, task: str | None = None) -> list[Task]:
+    """The named task (checked against the model's tasks), or all of the model's tasks."""
+    names = list(entry(name)["tasks"])
+    unknown = [t for t in names if t not in TASKS]
+    if unknown:
+        raise ZoocodecError(f"zoo model {name!r} names unknown task {unknown[0]!r} (tasks: {', '.join(TASKS)})")
+    if task is None:
+        return [TASKS[t] for t in names]
+    if task not in names:
+        raise ZoocodecError(f"unknown task {task!r} for model {name!r} (its tasks: {', '.join(names)})")
+    return [TASKS[task]]
+
+
+def load_weights(model: str | os.PathLike | dict) -> dict[str, torch.Tensor]:
+    """Every tensor of a model (path, zoo name, dict) or of a .zc container (decoded in memory)."""
+    from zoocodec.pipeline.core import decompress, load  # noqa: PLC0415
+    from zoocodec.pipeline.modelio import to_torch  # noqa: PLC0415
+
+    if isinstance(model, dict):
+        return model
+    if _is_container(model):
+        return decompress(model)
+    return {t.name: to_torch(t.array, t.dtype) for t in load(model).tensors()}
+
+
+def _is_container(model: Any) -> bool:
+    if isinstance(model, dict) or not Path(model).is_file():
+        return False
+    from zoocodec.container import MAGIC  # noqa: PLC0415
+
+    with open(model, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+_NAMES: dict[str, frozenset[str]] = {}
+
+
+def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
+    """The zoo model whose tensor names these weights have (from a .zc's meta first)."""
+    if model is not None and _is_container(model):
+        from zoocodec.pipeline.core import Archive  # noqa: PLC0415
+
+        with Archive(model) as a:
+            named = a.header.get("meta", {}).get("zoo")
+        if named:
+            return named
+    names = frozenset(weights)
+    for name, e in zoo.registry().items():
+        if not e.get("arch"):
+            continue
+        if name not in _NAMES:
+            try:
+                from zoocodec.pipeline.core import load  # noqa: PLC0415
+
+                _NAMES[name] = frozenset(load(name).names)
+            except ZoocodecError:
+                _NAMES[name] = frozenset()
+        if _NAMES[name] == names:
+            return name
+    raise ZoocodecError(f"{_label(model)}: its tensors match no installed zoo model; name one with reference=/--reference")
+
+
+def _label(model: Any) -> str:
+    return "<dict of tensors>" if isinstance(model, dict) else str(model)
+
+
+class Evaluator:
+    """A zoo model's task with the reference outputs and baseline metrics computed once."""
+
+    def __init__(self, reference: str, task: Task, limit: int | None = None):
+        self.reference, self.task, self.limit = reference, task, limit
+        e = entry(reference)
+        if kind(e["arch"]) != task.kind:
+            raise ZoocodecError(f"task {task.name!r} needs a {task.kind} model; {reference!r} is {kind(e['arch'])}")
+        self.arch = e["arch"]
+        self.folder = zoo.resolve(reference) if self.arch == "sentence-encoder" else None
+        ref_weights = load_weights(reference)
+        self.ref_out = self.outputs(ref_weights)
+        self.baseline = task.metrics(self.ref_out, self.ref_out)
+
+    def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.task.outputs(build(self.arch, weights, self.folder), self.limit)
+
+    def score(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        return self.task.metrics(self.outputs(weights), self.ref_out)
+
+    def loss(self, scores: dict[str, float], metric: str | None = None) -> float:
+        """Relative loss of `metric` (default: the task's primary) vs the baseline, as a fraction.
+
+        A metric whose baseline is 0 (KL) counts its absolute increase.
+        """
+        metric = metric or self.task.primary
+        value, base = scores[metric], self.baseline[metric]
+        worse = value - base if metric in self.task.lower_is_better else base - value
+        return worse / abs(base) if base else worse
+
+
+_EVALUATORS: dict[tuple[str, str, int | None], Evaluator] = {}
+
+
+def evaluator(reference: str, task: Task, limit: int | None = None) -> Evaluator:
+    """The cached Evaluator of (reference, task, limit): one baseline per process."""
+    key = (reference, task.name, limit)
+    if key not in _EVALUATORS:
+        _EVALUATORS[key] = Evaluator(reference, task, limit)
+    return _EVALUATORS[key]
+
+
+def evaluate(model: str | os.PathLike | dict, task: str | None = None, reference: str | None = None,
+             limit: int | None = None) -> list[Metric]:
+    """Evaluate `model` (zoo name, model path, .zc path or dict of tensors) on its zoo tasks.
+
+    `reference` names the zoo model it derives from (default: recognised from its tensor
+    names); `task` picks one of that model's tasks (default: all of them); `limit` uses
+    only the first inputs (quick checks). Returns one Metric per (task, metric).
+    """
+    weights = load_weights(model)
+    reference = reference or (str(model) if isinstance(model, str) and model in zoo.registry() else None) \
+        or identify(weights, model)
+    results = []
+    for t in tasks_of(reference, task):
+        ev = evaluator(reference, t, limit)
+        scores = ev.score(weights)
+        results += [Metric(_label(model), t.name, k, v, ev.baseline[k], v - ev.baseline[k]) for k, v in scores.items()]
+    return results
