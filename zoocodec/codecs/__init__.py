@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from zoocodec.codecs import ans
+from zoocodec.codecs import ans, context
 from zoocodec.errors import SpecError
 
 SymbolEncoder = Callable[[np.ndarray], bytes]
@@ -17,6 +17,7 @@ SymbolDecoder = Callable[[bytes | memoryview, int], np.ndarray]
 
 SYMBOL_CODERS: dict[str, tuple[SymbolEncoder, SymbolDecoder]] = {
     "ans": (ans.encode, ans.decode),
+    "ctx": (context.encode, context.decode),
 }
 
 

@@ -1,0 +1,95 @@
+"""The context coder: exact, deterministic, below order-0 entropy on real weights, robust to damage."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from zoocodec.codecs import ans, context
+from zoocodec.errors import ContainerError
+from zoocodec.pipeline.core import load
+
+
+def real_symbols(path, name: str, step: float) -> np.ndarray:
+    t = next(t for t in load(path).tensors() if t.name == name)
+    return np.rint(t.float64() / step).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def mnist_fc(mnist_path):
+    return real_symbols(mnist_path, "fc_layers.0.weight", 2.0**-5.5)
+
+
+@pytest.fixture(scope="module")
+def minilm_ffn(minilm_path):
+    return real_symbols(minilm_path, "encoder.layer.2.output.dense.weight", 2.0**-7)
+
+
+@given(hnp.arrays(np.int64, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=12),
+                  elements=st.integers(-(2**20), 2**20)))
+@settings(max_examples=150, deadline=None)
+def test_round_trip_any_integers(s):
+    coded = context.encode(s)
+    assert np.array_equal(context.decode(coded, s.size), s.ravel())
+
+
+def test_round_trip_structured_matrix_uses_contexts():
+    g = np.random.default_rng(0)  # rows and columns of very different scales, like trained layers
+    s = np.rint(g.laplace(0, 1, (200, 300)) * np.geomspace(0.2, 20, 200)[:, None]).astype(np.int64)
+    coded = context.encode(s)
+    assert coded[0] == context.CTX
+    assert np.array_equal(context.decode(coded, s.size), s.ravel())
+    assert 8 * len(coded) < 0.9 * ans.order0_bits(s)
+
+
+@pytest.mark.parametrize("which", ["mnist_fc", "minilm_ffn"])
+def test_real_weights_below_their_order0_entropy(which, request):
+    s = request.getfixturevalue(which)
+    coded = context.encode(s)
+    assert np.array_equal(context.decode(coded, s.size), s.ravel())
+    assert coded[0] == context.CTX
+    # everything counted: tables, row/column classes, ANS streams; against the ideal order-0 size
+    assert 8 * len(coded) < ans.order0_bits(s)
+    assert len(coded) < len(ans.encode(s))
+
+
+def test_deterministic_bytes(mnist_fc):
+    assert context.encode(mnist_fc) == context.encode(mnist_fc.copy())
+
+
+def test_never_much_larger_than_order0():
+    for s in (np.zeros(0, np.int64), np.full(5000, 7), np.arange(-50, 50).repeat(3).reshape(3, 100),
+              np.random.default_rng(1).integers(-3, 4, 4096)):
+        assert len(context.encode(s)) <= len(ans.encode(s)) + 1
+
+
+def test_rate_tables_price_what_the_coder_sees(mnist_fc):
+    model = context.best_model(mnist_fc)
+    ctx, origin, bits = context.rate_tables(mnist_fc, model)
+    m = context.matrix_view(mnist_fc)
+    ideal = bits[ctx, m - origin].sum()
+    assert ideal < ans.order0_bits(mnist_fc)  # contexts lower the ideal rate
+    assert 8 * len(context.encode(mnist_fc)) < 1.05 * ideal  # the coder is within tables of it
+
+
+def test_damage_raises_container_error(mnist_fc):
+    coded = context.encode(mnist_fc)
+    n = mnist_fc.size
+    with pytest.raises(ContainerError):
+        context.decode(coded, n + 1)
+    for cut in range(0, len(coded), max(1, len(coded) // 41)):
+        with pytest.raises(ContainerError):
+            context.decode(coded[:cut], n)
+    with pytest.raises(ContainerError):
+        context.decode(coded + b"\0", n)
+    with pytest.raises(ContainerError):
+        context.decode(bytes([9]) + coded[1:], n)
+    g = np.random.default_rng(2)
+    for pos in g.integers(0, 64, 60):  # header and tables: an error or n symbols, never a crash
+        bad = bytearray(coded)
+        bad[pos] ^= int(g.integers(1, 256))
+        try:
+            out = context.decode(bytes(bad), n)
+        except ContainerError:
+            continue
+        assert out.shape == (n,)

@@ -1,0 +1,125 @@
+"""RDOQ: exact round trips, lam=0 is plain rounding, lower D + lam*R than rounding on real weights."""
+import numpy as np
+import pytest
+
+import zoocodec
+from zoocodec.errors import ContainerError, SpecError
+from zoocodec.kernels import rdoq as R
+from zoocodec.methods import TensorData, parse_spec, spec_from_dict
+from zoocodec.methods.rdoq import RDOQ
+from zoocodec.pipeline.allocate import allocate
+from zoocodec.pipeline.core import load
+
+
+def tensor(path, name: str) -> TensorData:
+    return next(t for t in load(path).tensors() if t.name == name)
+
+
+@pytest.fixture(scope="module")
+def fc(mnist_path):
+    return tensor(mnist_path, "fc_layers.0.weight")
+
+
+@pytest.fixture(scope="module")
+def ffn(minilm_path):
+    return tensor(minilm_path, "encoder.layer.4.output.dense.weight")
+
+
+def round_trip(spec: RDOQ, t: TensorData) -> tuple[np.ndarray, int]:
+    enc = spec.encode(t)
+    back = spec.decode(enc.side, {k: memoryview(v) for k, v in enc.segments.items()}, t.array.shape, t.dtype)
+    assert back.dtype == t.array.dtype and back.tobytes() == enc.recon.tobytes()
+    return back, sum(len(v) for v in enc.segments.values())
+
+
+@pytest.mark.parametrize("text", ["rdoq:step=0.02,coder=ans", "rdoq:step=0.02,coder=ctx,lam=0.3,iters=3",
+                                  "rdoq:bits=4", "rdoq:step=0.01,group_steps=none"])
+def test_round_trip_is_exact_and_levels_are_multiples_of_the_step(fc, text):
+    spec = parse_spec(text)
+    back, _ = round_trip(spec, fc)
+    steps = spec.row_steps(fc.float64())
+    levels = back.astype(np.float64) / steps[:, None]
+    assert np.allclose(levels, np.rint(levels), atol=1e-3)
+    assert spec_from_dict(spec.to_dict()) == spec
+
+
+def test_lam_zero_is_uniform_rounding(fc):
+    back, _ = round_trip(RDOQ(step=0.02, lam=0.0), fc)
+    assert np.array_equal(back, parse_spec("uniform:step=0.02").encode(fc).recon)
+
+
+def test_dtypes_and_small_shapes():
+    g = np.random.default_rng(0)
+    for dtype in ("float32", "float16"):
+        for shape in [(0,), (7,), (3, 5), (4, 2, 3, 3)]:
+            w = g.laplace(0, 0.1, shape).astype(dtype)
+            back, _ = round_trip(RDOQ(step=0.05, lam=0.5), TensorData("w", dtype, w))
+            assert back.shape == shape and np.all(np.abs(back.astype(np.float64) - w) <= 0.05 + 1e-3)
+
+
+def dlr(t: TensorData, spec: RDOQ) -> float:
+    """D + lam*R in step^2 units, R the real coded bits (tables and side info included)."""
+    back, nbytes = round_trip(spec, t)
+    d = (((t.float64() - back.astype(np.float64)) / spec.step) ** 2).sum()
+    return d + spec.lam * 8 * nbytes
+
+
+@pytest.mark.parametrize("coder", ["ans", "ctx"])
+@pytest.mark.parametrize("which, step", [("fc", 2.0**-4), ("ffn", 2.0**-6)])
+def test_beats_plain_rounding_in_d_plus_lam_r(which, step, coder, request):
+    t = request.getfixturevalue(which)
+    lam = 0.3
+    rdoq = dlr(t, RDOQ(step=step, lam=lam, coder=coder))
+    rounding = dlr(t, RDOQ(step=step, lam=lam, iters=0, coder=coder))  # iters=0: nearest levels, same coder
+    assert rdoq < 0.995 * rounding
+
+
+def test_ctx_rate_model_is_used_with_ctx_coder(fc):
+    _, ans_bytes = round_trip(RDOQ(step=2.0**-4, lam=0.3, coder="ans"), fc)
+    _, ctx_bytes = round_trip(RDOQ(step=2.0**-4, lam=0.3, coder="ctx"), fc)
+    assert ctx_bytes < ans_bytes
+
+
+def test_group_steps_from_allocation_round_trip(mnist_path, tmp_path):
+    plan = allocate(mnist_path, base_step=0.02, method="rdoq:lam=0.2",
+                    sensitivities={"fc_layers.0.weight": [1.0, 4.0, 16.0, 64.0]})
+    spec = plan["fc_layers.0.weight"]
+    assert spec.group_steps and len(spec.group_steps) == 4 and spec.group_steps[0] > spec.group_steps[-1]
+    zoocodec.compress(mnist_path, tmp_path / "m.zc", plan=plan)
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        back = a.read("fc_layers.0.weight").astype(np.float64)
+    w = tensor(mnist_path, "fc_layers.0.weight").float64()
+    err = np.abs(back - w).max(axis=1)
+    assert err[:64].max() > err[-64:].max()  # the sensitive rows get the finer step
+
+
+def test_damaged_steps_raise_container_error(fc):
+    spec = RDOQ(bits=6)
+    enc = spec.encode(fc)
+    with pytest.raises(ContainerError):
+        spec.decode({}, {"symbols": enc.segments["symbols"], "steps": b"\0\0\0\0"}, fc.array.shape, fc.dtype)
+    with pytest.raises(ContainerError):
+        spec.decode({}, {"symbols": enc.segments["symbols"]}, fc.array.shape, fc.dtype)
+
+
+@pytest.mark.parametrize("text", ["rdoq:step=0.1,bits=4", "rdoq:step=-1", "rdoq:lam=-0.1", "rdoq:iters=11",
+                                  "rdoq:coder=nope", "rdoq:bits=1"])
+def test_bad_parameters(text):
+    with pytest.raises(SpecError):
+        parse_spec(text)
+
+
+@pytest.mark.gpu
+def test_gpu_kernel_gives_the_cpu_symbols(ffn):
+    cupy = pytest.importorskip("cupy")
+    from zoocodec.codecs import context
+    from zoocodec.kernels import get_xp
+
+    xp = get_xp("gpu")
+    x = context.matrix_view(ffn.float64()) / 2.0**-6
+    q = np.rint(x).astype(np.int64)
+    ctx, origin, bits = context.rate_tables(q, context.best_model(q))
+    cpu = R.decide(x, ctx, origin, bits, 0.3, np)
+    gpu = R.decide(xp.asarray(x), xp.asarray(ctx), origin, xp.asarray(bits), 0.3, xp)
+    assert isinstance(gpu, cupy.ndarray)
+    assert np.array_equal(cpu, gpu.get())

@@ -1,0 +1,119 @@
+"""RDOQ: uniform levels chosen by rate-distortion cost instead of nearest rounding.
+
+For a step, each weight takes the level among floor, ceil and 0 (in step units) that
+minimises (x - level)^2 + lam * bits(level), with bits from the entropy model the
+chosen coder actually uses: the order-0 histogram for coder=ans, the per-row/column
+context tables for coder=ctx. The model is refitted to the new symbols and the choice
+repeated `iters` times. The decoder is plain dequantization (symbol * step), so
+lam=0 is exactly uniform rounding.
+
+Steps: `step=S` (one for the tensor), or `bits=B` (min-max per output channel, as in
+uniform), or `group_steps` from bit allocation (one step per consecutive group of
+rows; `step` then holds the smallest, for display).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoocodec.codecs import context, symbol_coder
+from zoocodec.errors import ContainerError, SpecError
+from zoocodec.kernels import rdoq as R
+from zoocodec.kernels import uniform as K
+from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+
+
+@register
+@dataclass(frozen=True)
+class RDOQ(MethodSpec):
+    name = "rdoq"
+    version = 1
+
+    step: float | None = None
+    bits: int | None = None
+    lam: float = 0.15
+    iters: int = 2
+    coder: str = "ctx"
+    group_steps: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.bits is None and self.step is None:
+            object.__setattr__(self, "bits", 8)
+        if self.group_steps is not None:  # a JSON list from the header
+            object.__setattr__(self, "group_steps", tuple(self.group_steps))
+
+    def validate(self) -> None:
+        if self.step is not None and self.bits is not None:
+            raise SpecError("rdoq: give either step or bits, not both")
+        if self.step is not None and not (math.isfinite(self.step) and self.step > 0):
+            raise SpecError(f"rdoq: step must be a positive number, got {self.step}")
+        if self.bits is not None and not 2 <= self.bits <= 16:
+            raise SpecError(f"rdoq: bits must be 2..16, got {self.bits}")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise SpecError(f"rdoq: lam must be a non-negative number, got {self.lam}")
+        if not 0 <= self.iters <= 10:
+            raise SpecError(f"rdoq: iters must be 0..10, got {self.iters}")
+        if self.group_steps is not None:
+            if self.step is None or not self.group_steps or not all(
+                    isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in self.group_steps):
+                raise SpecError("rdoq: group_steps must be positive numbers, with step set")
+        symbol_coder(self.coder)
+
+    def row_steps(self, w2: np.ndarray) -> np.ndarray:
+        """float64 step per row of the matrix view (or a single one), exact in float32."""
+        rows = w2.shape[0]
+        if self.group_steps is not None:
+            if len(self.group_steps) > max(rows, 1):
+                raise SpecError(f"rdoq: {len(self.group_steps)} group steps for {rows} rows")
+            groups = (np.arange(rows) * len(self.group_steps)) // max(rows, 1)
+            return np.asarray(self.group_steps, dtype=np.float64)[groups]
+        if self.step is not None:
+            return np.array([self.step], dtype=np.float64)
+        steps = K.absmax_steps(w2, self.bits, per_channel=True, xp=np).astype(np.float32).astype(np.float64)
+        return np.where(steps > 0, steps, 1.0)
+
+    def quantize(self, w: np.ndarray, xp=np) -> tuple[np.ndarray, np.ndarray]:
+        """(int64 symbols in the matrix view, steps per row) for float64 weights `w`."""
+        w2 = context.matrix_view(w)
+        steps = self.row_steps(w2)
+        x = xp.asarray(w2) / xp.asarray(steps)[:, None]
+        q = xp.rint(x).astype(xp.int64)
+        model = None
+        for i in range(self.iters if self.lam > 0 and q.size else 0):
+            qh = _host(q)
+            if self.coder == "ctx":
+                model = context.best_model(qh) if i == 0 else (model and context.fit(qh, model.layout, model.bins))
+            ctx, origin, bits = context.rate_tables(qh, model)
+            q = R.decide(x, xp.asarray(ctx), origin, xp.asarray(bits), self.lam, xp)
+        return _host(q), steps
+
+    def encode(self, t: TensorData) -> Encoded:
+        w = t.float64()
+        q, steps = self.quantize(w)
+        recon = from_float64((q * steps[:, None]).reshape(w.shape), t.dtype)
+        segments = {"symbols": symbol_coder(self.coder)[0](q.reshape(w.shape))}
+        if self.bits is not None:
+            segments["steps"] = steps.astype("<f4").tobytes()
+        return Encoded({}, segments, recon)
+
+    def decode(self, side, segments, shape, dtype):
+        count = int(np.prod(shape))
+        q = context.matrix_view(symbol_coder(self.coder)[1](segments["symbols"], count).reshape(shape))
+        if self.bits is not None:
+            if "steps" not in segments:
+                raise ContainerError("rdoq: per-channel steps are missing")
+            steps = np.frombuffer(segments["steps"], dtype="<f4").astype(np.float64)
+            if steps.shape[0] != q.shape[0] or not (np.isfinite(steps).all() and (steps > 0).all()):
+                raise ContainerError(f"rdoq: {steps.shape[0]} steps for shape {tuple(shape)}")
+        else:
+            try:
+                steps = self.row_steps(q)
+            except SpecError as e:
+                raise ContainerError(str(e)) from None
+        return from_float64((q * steps[:, None]).reshape(shape), dtype)
+
+
+def _host(a) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else a.get()
