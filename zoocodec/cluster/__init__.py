@@ -1,0 +1,89 @@
+"""Ray bring-up: an embedded local Ray on loopback by default, or joining an existing cluster.
+
+Two rules keep a laptop safe and the commands consistent:
+- every Ray process zoocodec starts listens on 127.0.0.1 only (Ray reads
+  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 at import time and then uses the loopback address
+  for the node, so this module imports Ray only after setting it);
+- token authentication is on (RAY_AUTH_MODE=token, the token in ~/.ray/auth_token),
+  the same mode for ray.init, `ray start` and `ray job submit`, which otherwise disagree.
+
+Custom resources: `nvenc` on nodes whose GPU has a hardware encoder (detected with
+zoocodec.codecs.nvdec when present), so hardware video encodes land only there.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+from zoocodec.errors import ZoocodecError
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def nvenc_available() -> bool:
+    """True when this machine's GPU has an NVENC encoder (False without the video codecs)."""
+    try:
+        from zoocodec.codecs.nvdec import nvenc_available as probe  # noqa: PLC0415
+    except ImportError:
+        return False
+    try:
+        return bool(probe())
+    except Exception:  # a broken driver means no encoder, not a failed sweep
+        return False
+
+
+def detect_resources() -> dict[str, float]:
+    """Custom Ray resources of this machine (GPUs and CPUs Ray counts itself)."""
+    return {"nvenc": 1.0} if nvenc_available() else {}
+
+
+def worker_env() -> dict[str, str]:
+    """Environment variables workers need to resolve models like the driver does."""
+    return {k: os.environ[k] for k in ("ZOOCODEC_ZOO", "HF_HUB_OFFLINE") if k in os.environ}
+
+
+@contextlib.contextmanager
+def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator[str]:
+    """Use the Ray already initialised in this process, join `address` (or RAY_ADDRESS), or
+    start an embedded local Ray bound to loopback. Yields a description of where it runs.
+
+    Only what this call started is shut down on exit.
+    """
+    address = address or os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if not address:
+        if "ray" not in sys.modules:
+            os.environ.setdefault(LOOPBACK_ENV, "0")
+        import ray  # noqa: PLC0415
+        from ray._private import ray_constants  # noqa: PLC0415
+
+        if ray.is_initialized():
+            yield f"the running Ray ({ray.get_runtime_context().gcs_address})"
+            return
+        if ray_constants.ENABLE_RAY_CLUSTER:
+            raise ZoocodecError(f"Ray was imported before zoocodec could keep it on loopback; "
+                                f"set {LOOPBACK_ENV}=0 in the environment, or pass --address")
+        ray.init(num_cpus=num_cpus or os.cpu_count(), resources=detect_resources(), include_dashboard=False,
+                 runtime_env={"env_vars": worker_env()} if worker_env() else None,
+                 logging_level="WARNING", log_to_driver=False)
+        try:
+            yield f"embedded Ray ({ray.get_runtime_context().gcs_address}, {int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+        finally:
+            ray.shutdown()
+        return
+    import ray  # noqa: PLC0415
+
+    if ray.is_initialized():
+        yield f"the running Ray ({ray.get_runtime_context().gcs_address})"
+        return
+    try:
+        ray.init(address=address, runtime_env={"env_vars": worker_env()} if worker_env() else None,
+                 logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ZoocodecError(f"cannot join the Ray cluster at {address}: {e}") from None
+    try:
+        yield f"Ray cluster at {address}"
+    finally:
+        ray.shutdown()

@@ -1,0 +1,92 @@
+"""Sweep specs: expansion, deterministic ids, and bad specs rejected with their line."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from zoocodec.errors import SpecError
+from zoocodec.jobs import spec as sweep_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "sweep.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    g = torch.Generator().manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    save_file({"fc.weight": torch.randn(64, 96, generator=g), "fc.bias": torch.randn(64, generator=g)}, path)
+    return path
+
+
+def test_grid_expands_to_every_combination(tmp_path, tiny):
+    s = sweep_spec.load(write(tmp_path, """
+        name: grid
+        models: [tiny.safetensors]
+        methods:
+          - lossless
+          - method: uniform
+            params: {bits: [4, 6, 8], per_tensor: [false, true]}
+    """))
+    assert s.name == "grid" and s.out == Path("results/grid")
+    assert len(s.items) == 1 + 3 * 2
+    assert {i.method for i in s.items} >= {"uniform:bits=4,per_tensor=True,coder=ans", "lossless:coder=float,level=19"}
+    assert all(i.model_path == str(tiny.resolve()) for i in s.items)
+    assert len({i.work_id for i in s.items}) == len(s.items)
+
+
+def test_ids_are_deterministic_and_follow_the_model_content(tmp_path, tiny):
+    text = "models: [tiny.safetensors]\nmethods: ['uniform:bits=6']\n"
+    first = sweep_spec.load(write(tmp_path, text)).items[0].work_id
+    assert sweep_spec.load(write(tmp_path, text)).items[0].work_id == first
+    # the same item written differently is the same work
+    same = sweep_spec.load(write(tmp_path, "models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params: {bits: 6}\n"))
+    assert same.items[0].work_id == first
+    other = sweep_spec.load(write(tmp_path, "models: [tiny.safetensors]\nmethods: ['uniform:bits=5']\n"))
+    assert other.items[0].work_id != first
+    save_file({"fc.weight": torch.zeros(64, 96), "fc.bias": torch.zeros(64)}, tiny)  # new weights: new work
+    assert sweep_spec.load(write(tmp_path, text)).items[0].work_id != first
+
+
+@pytest.mark.parametrize("body, line, words", [
+    ("models: [tiny.safetensors, no-such-model]\nmethods: [uniform]\n", 1, "unknown model 'no-such-model'"),
+    ("models: [tiny.safetensors]\nmethods:\n  - lossless\n  - wavelet:bits=3\n", 4, "unknown method 'wavelet'"),
+    ("models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params:\n      bitz: [4]\n", 5, "unknown key 'bitz' in the params of uniform"),
+    ("models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params:\n      bits: [4,\n        99]\n", 6, "bits must be 2..16"),
+    ("models: [tiny.safetensors]\nmethods: ['uniform:bits=six']\n", 2, "not a valid"),
+    ("models: [tiny.safetensors]\nmethods: [uniform]\nmax_retries: -1\n", 3, "max_retries"),
+    ("models: [tiny.safetensors]\nmethod: [uniform]\n", 2, "unknown key 'method'"),
+    ("models: [missing/model.pt]\nmethods: [uniform]\n", 1, "does not exist"),
+    ("models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    overrides: {'re:(': 'uniform:bits=8'}\n", 4, "bad override pattern"),
+])
+def test_bad_specs_name_the_line(tmp_path, tiny, body, line, words):
+    path = write(tmp_path, body)
+    with pytest.raises(SpecError, match=words) as e:
+        sweep_spec.load(path)
+    assert f"{path}:{line}:" in str(e.value)
+
+
+def test_unknown_evaluation_task_is_rejected(tmp_path, tiny):
+    with pytest.raises(SpecError, match=r"sweep.yaml:3: .*(unknown evaluation task 'telepathy'|lacks)"):
+        sweep_spec.load(write(tmp_path, "models: [tiny.safetensors]\nmethods: [uniform]\ntasks: [telepathy]\n"))
+
+
+def test_bundled_specs_load():
+    for name in ("sweeps/quick.yaml", "zoocodec/jobs/nightly.yaml"):
+        s = sweep_spec.load(ROOT / name)
+        assert s.items and {i.model for i in s.items} >= {"mnist-cnn"}
+
+
+def test_short_method_keeps_only_what_differs_from_the_defaults():
+    assert sweep_spec.short_method({"method": "uniform", "version": 1, "bits": 6, "step": None,
+                                    "per_tensor": False, "coder": "ans"}) == "uniform:bits=6"
+    assert sweep_spec.short_method({"method": "lossless", "version": 1, "coder": "float", "level": 19}) == "lossless"

@@ -1,0 +1,122 @@
+"""Nightly regression: compare two sweeps' runs by work id and flag what got worse.
+
+A work id is the same model content, method spec and format version, so a change in
+its numbers is a change in zoocodec. Checked per matching id: status (ok -> failed),
+compression ratio (relative, `ratio=1%`), every accuracy metric (its drop, in percentage
+points of its baseline, `metric=0.2%`) and weight SQNR (`sqnr=0.1` dB). A baseline id
+missing from the current results counts as a regression: the work silently vanished.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from zoocodec.errors import ZoocodecError
+from zoocodec.jobs.results import Results
+
+DEFAULT_TOLERANCE = {"ratio": 1.0, "metric": 0.2, "sqnr": 0.1}
+
+
+@dataclass
+class Change:
+    verdict: str  # regression | improvement
+    model: str
+    method: str
+    measure: str
+    baseline: str
+    current: str
+    change: str
+
+
+@dataclass
+class Comparison:
+    matched: int
+    only_current: int
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[Change]:
+        return [c for c in self.changes if c.verdict == "regression"]
+
+    def markdown(self) -> str:
+        lines = [f"{self.matched} work items compared, {len(self.regressions)} regressions, "
+                 f"{len(self.changes) - len(self.regressions)} improvements"
+                 + (f", {self.only_current} new" if self.only_current else "") + ".", ""]
+        if self.changes:
+            lines += ["| verdict | model | method | measure | baseline | current | change |",
+                      "| --- | --- | --- | --- | ---: | ---: | ---: |"]
+            order = sorted(self.changes, key=lambda c: (c.verdict != "regression", c.model, c.method, c.measure))
+            lines += [f"| {c.verdict} | {c.model} | `{c.method}` | {c.measure} | {c.baseline} | {c.current} | {c.change} |"
+                      for c in order]
+        return "\n".join(lines) + "\n"
+
+
+def parse_tolerance(text: str | None) -> dict[str, float]:
+    """'ratio=1%,metric=0.2%,sqnr=0.1' -> {'ratio': 1.0, 'metric': 0.2, 'sqnr': 0.1} (percent, dB)."""
+    tol = dict(DEFAULT_TOLERANCE)
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or key not in tol:
+            raise ZoocodecError(f"tolerance {part!r}: expected KEY=VALUE with KEY one of {', '.join(tol)}")
+        try:
+            tol[key] = float(value.strip().removesuffix("%").removesuffix("dB"))
+        except ValueError:
+            raise ZoocodecError(f"tolerance {part!r}: {value!r} is not a number") from None
+        if tol[key] < 0:
+            raise ZoocodecError(f"tolerance {part!r} must not be negative")
+    return tol
+
+
+def compare(baseline: str | os.PathLike, current: str | os.PathLike, tolerance: dict[str, float] | None = None) -> Comparison:
+    tol = tolerance or DEFAULT_TOLERANCE
+    base = {r["work_id"]: r for r in Results(baseline).runs().to_pylist()}
+    cur = {r["work_id"]: r for r in Results(current).runs().to_pylist()}
+    out = Comparison(matched=len(base.keys() & cur.keys()), only_current=len(cur.keys() - base.keys()))
+    for wid, b in sorted(base.items()):
+        c = cur.get(wid)
+        if c is None:
+            out.changes.append(Change("regression", b["model"], b["method"], "missing", b["status"], "absent", ""))
+            continue
+        if b["status"] != c["status"]:
+            verdict = "regression" if b["status"] == "ok" else "improvement"
+            out.changes.append(Change(verdict, b["model"], b["method"], "status", b["status"], c["status"],
+                                      (c["error"] or "")[:80]))
+            continue
+        if b["status"] != "ok":
+            continue
+        rel = 100 * (c["ratio"] / b["ratio"] - 1)
+        if abs(rel) > tol["ratio"]:
+            out.changes.append(Change("regression" if rel < 0 else "improvement", b["model"], b["method"], "ratio",
+                                      f"{b['ratio']:.4f}", f"{c['ratio']:.4f}", f"{rel:+.2f}%"))
+        bs, cs = b["sqnr_db"], c["sqnr_db"]
+        if (bs is None) != (cs is None) or (bs is not None and abs(cs - bs) > tol["sqnr"]):
+            worse = cs is not None and (bs is None or cs < bs)
+            out.changes.append(Change("regression" if worse else "improvement", b["model"], b["method"], "SQNR dB",
+                                      _db(bs), _db(cs), "" if bs is None or cs is None else f"{cs - bs:+.2f} dB"))
+        cur_metrics = {(m["task"], m["metric"]): m for m in c["metrics"]}
+        for m in b["metrics"]:
+            n = cur_metrics.get((m["task"], m["metric"]))
+            name = f"{m['task']} {m['metric']}"
+            if n is None:
+                out.changes.append(Change("regression", b["model"], b["method"], name, f"{m['value']:.5g}", "absent", ""))
+                continue
+            worse_by = _worse_by(m, n)
+            if abs(worse_by) > tol["metric"]:
+                out.changes.append(Change("regression" if worse_by > 0 else "improvement", b["model"], b["method"], name,
+                                          f"{m['value']:.5g}", f"{n['value']:.5g}", f"{-worse_by:+.3f} pp"))
+    return out
+
+
+def _worse_by(base: dict, cur: dict) -> float:
+    """How much more the metric dropped now, in percentage points of its uncompressed value;
+    without a recorded baseline, the relative fall of the value itself (higher is better)."""
+    if base["drop_pct"] is not None and cur["drop_pct"] is not None:
+        return cur["drop_pct"] - base["drop_pct"]
+    if base["value"] is None or cur["value"] is None:
+        return 0.0
+    return 100 * (base["value"] - cur["value"]) / max(abs(base["value"]), 1e-12)
+
+
+def _db(x: float | None) -> str:
+    return "lossless" if x is None else f"{x:.2f}"

@@ -1,0 +1,219 @@
+"""Run a sweep: one Ray task per work item, results written by the driver as they arrive.
+
+Why tasks (and not an actor per model, or Ray Data): bench/sweep.py measured the three
+on this machine; per-item overhead of a task is about a millisecond against 0.06-4 s of
+compression per item, loading a model is a small part of compressing it, and a task is
+the unit Ray retries on its own after a worker crash (`max_retries`), which an actor pool
+only approximates with restarts. See docs/sections/sweeps.md for the numbers.
+
+A work item is executed by `execute`, a plain function that calls the same
+`zoocodec.compress` / `zoocodec.decompress` / `zoocodec.eval.evaluate` a user calls; the
+worker reads the model from its path (zoo names resolve on the worker), never through
+the driver. The driver only writes rows (zoocodec.jobs.results), so a results folder
+needs no shared filesystem.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zoocodec import __version__
+from zoocodec.container import FORMAT_VERSION
+from zoocodec.errors import ZoocodecError
+from zoocodec.jobs.results import Results
+from zoocodec.jobs.spec import Sweep, WorkItem, content_hash
+
+
+class RetryableError(Exception):
+    """A failure worth another attempt (out of memory, a flaky filesystem); Ray retries it."""
+
+
+@dataclass
+class Outcome:
+    """What a sweep did in this call."""
+
+    total: int
+    skipped: int
+    ok: int
+    failed: int
+    seconds: float
+    where: str
+
+
+def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run one work item here and return its run row and tensor rows.
+
+    User errors (a bad model file, NaN weights) and bugs become a failed row; errors that
+    may pass on another attempt raise RetryableError for Ray to retry.
+    """
+    import zoocodec  # noqa: PLC0415
+    from zoocodec.methods import Overrides, spec_from_dict  # noqa: PLC0415
+    from zoocodec.pipeline import core  # noqa: PLC0415
+
+    try:
+        spec = spec_from_dict(item.spec)
+        overrides = Overrides([(p, spec_from_dict(s)) for p, s in item.overrides])
+        model = item.model_path or item.model
+        source = core.load(model).path
+        with tempfile.TemporaryDirectory(prefix="zoocodec-sweep-") as tmp:
+            zc = os.path.join(tmp, "model.zc")
+            report = zoocodec.compress(model, zc, spec, overrides=overrides, min_size=item.min_size)
+            start = time.perf_counter()
+            zoocodec.decompress(zc)
+            decode_s = time.perf_counter() - start
+            start = time.perf_counter()
+            metrics = [m for task in item.tasks for m in _evaluate(zc, task)]
+            eval_s = time.perf_counter() - start
+    except (MemoryError, OSError) as e:
+        raise RetryableError(f"{type(e).__name__}: {e}") from e
+    except ZoocodecError as e:
+        return failed_row(item, sweep, str(e)), []
+    except Exception as e:  # a bug: record it with where it happened, the sweep goes on
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return failed_row(item, sweep, f"{type(e).__name__}: {e} ({os.path.basename(where.filename)}:{where.lineno})"), []
+    lossy = [t for t in report.tensors if t.mse > 0]
+    weights = report.params
+    run = _base_row(item, sweep) | {
+        "model_sha256": content_hash(source) if source else None,
+        "status": "ok", "error": None,
+        "weights": weights, "bytes_in": report.bytes_in, "bytes_out": report.weight_bytes,
+        "file_bytes": report.file_bytes, "ratio": report.ratio, "bits_per_weight": report.bits_per_weight,
+        "mse": sum(t.mse * t.numel for t in lossy) / max(weights, 1),
+        "max_err": max((t.max_err for t in report.tensors), default=0.0),
+        "sqnr_db": _finite(report.sqnr_db),
+        "metrics": metrics,
+        "worst_drop_pct": max((m["drop_pct"] for m in metrics if m["drop_pct"] is not None), default=None),
+        "encode_s": report.seconds, "decode_s": decode_s, "eval_s": eval_s if item.tasks else None,
+    }
+    tensors = [{
+        "work_id": item.work_id, "model": item.model, "method": run["method"], "tensor": t.name,
+        "shape": list(t.shape), "dtype": t.dtype, "tensor_method": t.method, "weights": t.numel,
+        "bytes_in": t.bytes_in, "bytes_out": t.bytes_out, "bits_per_weight": t.bits_per_weight,
+        "mse": t.mse, "max_err": t.max_err, "sqnr_db": _finite(t.sqnr_db),
+    } for t in report.tensors]
+    return run, tensors
+
+
+def _evaluate(zc: str, task: str) -> list[dict[str, Any]]:
+    """Metrics of the compressed model on one task, each with its drop in percent."""
+    from zoocodec.eval import evaluate  # noqa: PLC0415
+
+    rows = []
+    for m in evaluate(zc, task=task):
+        d = m.to_dict() if hasattr(m, "to_dict") else dataclasses.asdict(m)
+        value, baseline = d.get("value"), d.get("baseline")
+        delta = d.get("delta") if d.get("delta") is not None else (
+            value - baseline if value is not None and baseline is not None else None)
+        sign = 1.0 if d.get("higher_is_better", True) else -1.0
+        drop = -sign * 100 * delta / abs(baseline) if delta is not None and baseline else None
+        rows.append({"task": d.get("task", task), "metric": d.get("metric"), "value": value,
+                     "baseline": baseline, "delta": delta, "drop_pct": drop})
+    return rows
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _base_row(item: WorkItem, sweep: str) -> dict[str, Any]:
+    import torch  # noqa: PLC0415
+
+    versions = {"zoocodec": __version__, "format": FORMAT_VERSION, "python": platform.python_version(),
+                "numpy": np.__version__, "torch": torch.__version__}
+    if "ray" in sys.modules:
+        versions["ray"] = sys.modules["ray"].__version__
+    return {
+        "work_id": item.work_id, "sweep": sweep, "model": item.model, "method": item.method,
+        "method_name": item.spec["method"], "params": json.dumps(item.spec, sort_keys=True),
+        "coder": item.spec.get("coder"), "overrides": json.dumps(item.overrides),
+        "device": _device(item), "node": platform.node(), "versions": json.dumps(versions, sort_keys=True),
+        "metrics": [], "finished_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
+    }
+
+
+def _device(item: WorkItem) -> str:
+    if item.resources.get("GPU", 0) > 0 and "ray" in sys.modules:
+        ids = sys.modules["ray"].get_gpu_ids()
+        return f"gpu:{','.join(map(str, ids))}" if ids else "cpu"
+    return "cpu"
+
+
+def failed_row(item: WorkItem, sweep: str, error: str) -> dict[str, Any]:
+    return _base_row(item, sweep) | {"status": "failed", "error": error[:2000]}
+
+
+def run_item(item: WorkItem, sweep: str):
+    """The Ray task body (its name is the worker's process title: ray::run_item)."""
+    return execute(item, sweep)
+
+
+def run(sweep: Sweep, address: str | None = None, max_parallel: int | None = None, num_cpus: int | None = None,
+        progress=None) -> Outcome:
+    """Run every work item of `sweep` that has no successful row yet in `sweep.out`.
+
+    `progress(ok, failed, running, total)` is called as items finish (the CLI draws a bar).
+    """
+    from zoocodec import cluster  # noqa: PLC0415
+
+    results = Results(sweep.out)
+    results.clean_temp()
+    done = results.done_ids()
+    todo = deque(i for i in sweep.items if i.work_id not in done)
+    skipped = len(sweep.items) - len(todo)
+    ok = failed = 0
+    start = time.perf_counter()
+    if not todo:
+        return Outcome(len(sweep.items), skipped, 0, 0, 0.0, "nothing to run")
+    with cluster.connect(address, num_cpus) as where:
+        import ray  # noqa: PLC0415
+
+        task = ray.remote(run_item)
+        slots = int(ray.cluster_resources().get("CPU", 1))
+        limit = max_parallel or len(todo)
+        pending: dict[Any, WorkItem] = {}
+        total = len(todo)
+        while todo or pending:
+            while todo and len(pending) < limit:
+                item = todo.popleft()
+                pending[_submit(task, item, sweep)] = item
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                item = pending.pop(ref)
+                try:
+                    row, tensors = ray.get(ref)
+                except ray.exceptions.RayError as e:  # retries exhausted: a crash or a retryable error
+                    row, tensors = failed_row(item, sweep.name, _ray_error(e)), []
+                results.write(row, tensors)
+                ok += row["status"] == "ok"
+                failed += row["status"] != "ok"
+            if progress:
+                progress(ok, failed, min(len(pending), slots), total)
+    return Outcome(len(sweep.items), skipped, ok, failed, time.perf_counter() - start, where)
+
+
+def _submit(task, item: WorkItem, sweep: Sweep):
+    res = dict(item.resources)
+    options = {"num_cpus": res.pop("CPU", 1), "num_gpus": res.pop("GPU", 0), "resources": res,
+               "max_retries": sweep.max_retries, "retry_exceptions": [RetryableError]}
+    return task.options(**options).remote(item, sweep.name)
+
+
+def _ray_error(e: Exception) -> str:
+    cause = getattr(e, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    first = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {first[0] if first else ''}"
