@@ -1,0 +1,213 @@
+// Batched scalar k-means kernels (loaded by kmeans.py with cupy.RawModule).
+//
+// Same arithmetic as the NumPy path, so the symbols are bit-identical:
+//  - assignment = number of float32 midpoints <= x (midpoints of sorted centroids);
+//  - cluster sums in fixed point, rint(x * scale) as int64 (scale per problem): exact in any order;
+//  - centroid = float(((double)sum / (double)count) / scale); an empty cluster copies
+//    the nearest non-empty one below it (else above).
+
+#define FULL 0xffffffffu
+#define MAXK_SMALL 8
+
+// Number of the nm sorted midpoints that are <= v; top = largest power of two <= nm.
+__device__ __forceinline__ int upper_count(const float* mids, int nm, float v, int top) {
+    int idx = 0;
+    for (int step = top; step > 0; step >>= 1) {
+        int j = idx + step;
+        if (j <= nm && mids[j - 1] <= v) idx = j;
+    }
+    return idx;
+}
+
+__device__ __forceinline__ int visit(float v, int nm, const float* smid, int top, double scale, int per_lane,
+                                     long long* ssum, int* scnt, int slot, int copies) {
+    int a = upper_count(smid, nm, v, top);
+    long long q = __double2ll_rn((double)v * scale);
+    int at = a * copies + slot;
+    if (per_lane) {
+        ssum[at] += q;
+        scnt[at] += 1;
+    } else {
+        atomicAdd((unsigned long long*)&ssum[at], (unsigned long long)q);
+        atomicAdd(&scnt[at], 1);
+    }
+    return a;
+}
+
+// One fused Lloyd pass: every value is read once, assigned, and added to its cluster's
+// sum and count. Grid (gx, B): blockIdx.y is the problem. Shared memory holds private
+// accumulators, one copy per lane (per_lane, small k: no atomics) or per warp, then one
+// global atomic per cluster and block. idx_out (optional) receives the indices.
+extern "C" __global__ void lloyd_pass(const float* __restrict__ x, long long n, int K,
+                                      const float* __restrict__ mids, int top, const double* __restrict__ scales,
+                                      int per_lane,
+                                      long long* __restrict__ sums, int* __restrict__ counts,
+                                      unsigned char* __restrict__ idx_out) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int T = blockDim.x, tid = threadIdx.x, b = blockIdx.y;
+    const int copies = per_lane ? T : (T >> 5);
+    const int slot = per_lane ? tid : (tid >> 5);
+    long long* ssum = (long long*)smem;
+    int* scnt = (int*)(ssum + copies * K);
+    float* smid = (float*)(scnt + copies * K);
+    const int nm = K - 1;
+    for (int i = tid; i < copies * K; i += T) {
+        ssum[i] = 0;
+        scnt[i] = 0;
+    }
+    for (int i = tid; i < nm; i += T) smid[i] = mids[(long long)b * nm + i];
+    __syncthreads();
+
+    const double scale = scales[b];
+    const float* xb = x + (long long)b * n;
+    unsigned char* ob = idx_out ? idx_out + (long long)b * n : nullptr;
+    const long long start = (long long)blockIdx.x * T + tid, stride = (long long)gridDim.x * T;
+    if ((n & 3) == 0) {  // 16-byte loads (rows start 16-byte aligned when n % 4 == 0)
+        const float4* x4 = (const float4*)xb;
+        const long long n4 = n >> 2;
+        for (long long i = start; i < n4; i += stride) {
+            float4 v = __ldcs(x4 + i);
+            int a0 = visit(v.x, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
+            int a1 = visit(v.y, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
+            int a2 = visit(v.z, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
+            int a3 = visit(v.w, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
+            if (ob) ((uchar4*)ob)[i] = make_uchar4(a0, a1, a2, a3);
+        }
+    } else {
+        for (long long i = start; i < n; i += stride) {
+            int a = visit(xb[i], nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
+            if (ob) ob[i] = (unsigned char)a;
+        }
+    }
+    __syncthreads();
+
+    const int warp = tid >> 5, lane = tid & 31, nwarps = T >> 5;
+    for (int c = warp; c < K; c += nwarps) {  // one warp per cluster: sum the copies, one atomic
+        long long s = 0;
+        int m = 0;
+        for (int j = lane; j < copies; j += 32) {
+            s += ssum[c * copies + j];
+            m += scnt[c * copies + j];
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            s += __shfl_down_sync(FULL, s, o);
+            m += __shfl_down_sync(FULL, m, o);
+        }
+        if (lane == 0 && m) {
+            atomicAdd((unsigned long long*)&sums[(long long)b * K + c], (unsigned long long)s);
+            atomicAdd(&counts[(long long)b * K + c], m);
+        }
+    }
+}
+
+// New centroids and midpoints from the sums, one thread per problem; clears the sums and
+// sets *changed when a centroid moved.
+extern "C" __global__ void lloyd_update(int B, int K, const double* scales, float* c, float* mids,
+                                        long long* sums, int* counts, int* changed) {
+    const int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= B) return;
+    const double scale = scales[b];
+    float* cb = c + (long long)b * K;
+    long long* sb = sums + (long long)b * K;
+    int* nb = counts + (long long)b * K;
+    int first = -1;
+    for (int j = 0; j < K; ++j)
+        if (nb[j] > 0) {
+            first = j;
+            break;
+        }
+    if (first >= 0) {
+        float last = (float)(((double)sb[first] / (double)nb[first]) / scale);
+        int moved = 0;
+        for (int j = 0; j < K; ++j) {
+            if (nb[j] > 0) last = (float)(((double)sb[j] / (double)nb[j]) / scale);
+            moved |= cb[j] != last;
+            cb[j] = last;
+            sb[j] = 0;
+            nb[j] = 0;
+        }
+        if (moved) atomicOr(changed, 1);
+    }
+    for (int j = 0; j + 1 < K; ++j) mids[(long long)b * (K - 1) + j] = (cb[j] + cb[j + 1]) * 0.5f;
+}
+
+// Many small problems (n <= 4096, K <= 8, e.g. LNQ units): one warp runs every Lloyd
+// iteration of one problem; sums live in registers and are combined with butterfly
+// shuffles, so every lane holds the same totals. iters = 0 only assigns.
+extern "C" __global__ void lloyd_small(const float* __restrict__ x, int B, int n, int K, float* c, int iters,
+                                       const double* __restrict__ scales, unsigned char* __restrict__ idx_out) {
+    const int p = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (p >= B) return;  // whole warps leave together
+    const double scale = scales[p];
+    const float* xb = x + (long long)p * n;
+    float* cb = c + (long long)p * K;
+    float cc[MAXK_SMALL], mid[MAXK_SMALL];
+#pragma unroll
+    for (int k = 0; k < MAXK_SMALL; ++k) cc[k] = k < K ? cb[k] : 0.0f;
+
+    for (int it = 0; it < iters; ++it) {
+#pragma unroll
+        for (int k = 0; k + 1 < MAXK_SMALL; ++k) mid[k] = (cc[k] + cc[k + 1]) * 0.5f;
+        long long s[MAXK_SMALL];
+        int m[MAXK_SMALL];
+#pragma unroll
+        for (int k = 0; k < MAXK_SMALL; ++k) {
+            s[k] = 0;
+            m[k] = 0;
+        }
+        for (int i = lane; i < n; i += 32) {
+            const float v = xb[i];
+            int a = 0;
+#pragma unroll
+            for (int k = 0; k + 1 < MAXK_SMALL; ++k) a += (k + 1 < K) && (mid[k] <= v);
+            const long long q = __double2ll_rn((double)v * scale);
+#pragma unroll
+            for (int k = 0; k < MAXK_SMALL; ++k)
+                if (a == k) {
+                    s[k] += q;
+                    m[k] += 1;
+                }
+        }
+#pragma unroll
+        for (int k = 0; k < MAXK_SMALL; ++k)
+            for (int o = 16; o > 0; o >>= 1) {
+                s[k] += __shfl_xor_sync(FULL, s[k], o);
+                m[k] += __shfl_xor_sync(FULL, m[k], o);
+            }
+        float first = 0.0f;
+        bool found = false;
+#pragma unroll
+        for (int k = 0; k < MAXK_SMALL; ++k)
+            if (k < K && !found && m[k] > 0) {
+                first = (float)(((double)s[k] / (double)m[k]) / scale);
+                found = true;
+            }
+        if (!found) break;
+        float last = first;
+        bool moved = false;
+#pragma unroll
+        for (int k = 0; k < MAXK_SMALL; ++k)
+            if (k < K) {
+                if (m[k] > 0) last = (float)(((double)s[k] / (double)m[k]) / scale);
+                moved |= cc[k] != last;
+                cc[k] = last;
+            }
+        if (!moved) break;
+    }
+    if (lane < K) {
+#pragma unroll
+        for (int k = 0; k < MAXK_SMALL; ++k)
+            if (k == lane) cb[k] = cc[k];
+    }
+    if (idx_out) {
+#pragma unroll
+        for (int k = 0; k + 1 < MAXK_SMALL; ++k) mid[k] = (cc[k] + cc[k + 1]) * 0.5f;
+        for (int i = lane; i < n; i += 32) {
+            const float v = xb[i];
+            int a = 0;
+#pragma unroll
+            for (int k = 0; k + 1 < MAXK_SMALL; ++k) a += (k + 1 < K) && (mid[k] <= v);
+            idx_out[(long long)p * n + i] = (unsigned char)a;
+        }
+    }
+}

@@ -1,0 +1,292 @@
+"""Batched scalar k-means: B independent problems of n values each, solved together.
+
+One problem is a whole tensor, one output channel, or one block; every step below is
+one array operation over the whole batch (no Python loop over problems or weights).
+
+- Init: k-means++ on at most `sample` values per problem, drawn with a seeded NumPy
+  generator on the host, so the CPU and GPU paths start from the same centroids.
+- Assignment: centroids are kept sorted, so the nearest one is found by counting the
+  midpoints (float32, (c[j] + c[j+1]) * 0.5) that are <= x: a binary search.
+- Update: cluster sums are accumulated in fixed point, rint(x * 2**s) with s chosen so
+  that every partial sum stays below 2**52. Integer addition is associative, so the
+  sums, and hence the centroids and symbols, are bit-identical whatever the reduction
+  order: NumPy's bincount, CuPy's atomics, or the fused CUDA kernel in kmeans.cu.
+  s is set per problem; the rounding costs at most 2**-s per value, below 2**-28 of
+  the problem's largest magnitude for n up to 2**24.
+- Empty clusters take the centroid of the nearest non-empty cluster below (or above),
+  which keeps the centroids sorted without a sort.
+- Lloyd stops after `iters` iterations or when no centroid moved; an unchanged state
+  is a fixed point, so stopping per problem or for the whole batch gives the same result.
+
+On CuPy arrays the heavy loops run in the CUDA kernels of kmeans.cu: one pass reads
+every weight once, assigns it and adds it to per-block shared-memory sums (the fused
+Lloyd iteration); small problems (n <= 4096, k <= 8, e.g. LNQ units) run every Lloyd
+iteration of one problem in one warp. `cuda=False` runs the generic `xp` path instead.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from zoocodec.kernels.backend import array_namespace, to_numpy
+
+CHUNK = 1 << 22  # values per tile on the generic path: bounds the temporaries to ~100 MB
+SMALL_N, SMALL_K = 4096, 8  # problems the one-warp-per-problem CUDA kernel takes
+
+
+def fixed_point_scales(x):
+    """Per problem 2**s with n * max|x| * 2**s < 2**52: sums of rint(x * 2**s) are exact. (B,) float64."""
+    xp = array_namespace(x)
+    n = x.shape[1]
+    flat = x.reshape(x.shape[0], -1)
+    if flat.size == 0:
+        return xp.ones(x.shape[0], dtype=xp.float64)
+    maxabs = to_numpy(xp.max(xp.abs(flat), axis=1)).astype(np.float64)
+    _, e = np.frexp(maxabs)  # maxabs < 2**e
+    s = np.where(maxabs > 0, 52 - e - int(n).bit_length(), 0)
+    return xp.asarray(np.ldexp(1.0, s))
+
+
+def kmeanspp_init(x, k: int, seed: int = 0, sample: int = 4096):
+    """Seeded k-means++ on at most `sample` values per problem -> sorted float32 (B, k)."""
+    xp = array_namespace(x)
+    B, n = x.shape
+    rng = np.random.default_rng(seed)
+    if n <= sample:
+        s = to_numpy(x).astype(np.float64)
+    else:
+        pos = rng.integers(0, n, size=(B, sample))
+        s = to_numpy(xp.take_along_axis(x, xp.asarray(pos), axis=1)).astype(np.float64)
+    S = s.shape[1]
+    rows = np.arange(B)
+    c = np.empty((B, k), dtype=np.float64)
+    c[:, 0] = s[rows, rng.integers(0, S, size=B)]
+    d2 = (s - c[:, :1]) ** 2
+    for j in range(1, k):  # a loop over centroids; each step is one op over the batch
+        cum = np.cumsum(d2, axis=1)
+        u = rng.random(B) * cum[:, -1]
+        pick = np.minimum((cum <= u[:, None]).sum(axis=1), S - 1)
+        c[:, j] = s[rows, pick]
+        np.minimum(d2, (s - c[:, j : j + 1]) ** 2, out=d2)
+    return xp.asarray(np.sort(c.astype(np.float32), axis=1))
+
+
+def midpoints(c):
+    xp = array_namespace(c)
+    return (c[:, :-1] + c[:, 1:]) * xp.float32(0.5)
+
+
+def _index_dtype(xp, k: int):
+    return xp.uint8 if k <= 256 else xp.uint16
+
+
+def assign(x, c):
+    """Index of the nearest of the sorted centroids c (B, k) for each value of x (B, n)."""
+    xp = array_namespace(x)
+    B, n = x.shape
+    k = c.shape[1]
+    out = xp.empty((B, n), dtype=_index_dtype(xp, k))
+    for b0, b1, j0, j1 in _tiles(B, n):
+        out[b0:b1, j0:j1] = _assign_tile(x[b0:b1, j0:j1], midpoints(c[b0:b1]), xp)
+    return out
+
+
+def _assign_tile(x, mids, xp):
+    """Count of midpoints <= x (branch-free binary search, one gather per halving step)."""
+    nm = mids.shape[1]
+    if nm == 0:
+        return xp.zeros(x.shape, dtype=xp.int32)
+    if x.shape[0] == 1:
+        return xp.searchsorted(mids[0], x[0], side="right").astype(xp.int32)[None, :]
+    idx = xp.zeros(x.shape, dtype=xp.int32)
+    step = 1 << (nm.bit_length() - 1)
+    while step:
+        j = idx + step
+        probe = xp.take_along_axis(mids, xp.minimum(j, nm) - 1, axis=1)
+        idx = xp.where((j <= nm) & (probe <= x), j, idx)
+        step >>= 1
+    return idx
+
+
+def _tiles(B: int, n: int):
+    """(b0, b1, j0, j1) tiles of about CHUNK values covering the (B, n) batch."""
+    if n >= CHUNK:
+        for b in range(B):
+            for j0 in range(0, n, CHUNK):
+                yield b, b + 1, j0, min(n, j0 + CHUNK)
+    else:
+        rows = max(1, CHUNK // max(n, 1))
+        for b0 in range(0, B, rows):
+            yield b0, min(B, b0 + rows), 0, n
+
+
+def cluster_sums(x, c, scales):
+    """Fixed-point sums (float64, exact integers) and counts (int64) of each cluster, (B, k)."""
+    xp = array_namespace(x)
+    B, n = x.shape
+    k = c.shape[1]
+    sums = xp.zeros((B, k), dtype=xp.float64)
+    counts = xp.zeros((B, k), dtype=xp.int64)
+    for b0, b1, j0, j1 in _tiles(B, n):
+        tile = x[b0:b1, j0:j1]
+        a = _assign_tile(tile, midpoints(c[b0:b1]), xp)
+        flat = (a + (xp.arange(b1 - b0, dtype=xp.int32) * k)[:, None]).ravel()
+        q = xp.rint(tile.astype(xp.float64) * scales[b0:b1, None]).ravel()
+        size = (b1 - b0) * k
+        sums[b0:b1] += xp.bincount(flat, weights=q, minlength=size).reshape(b1 - b0, k)
+        counts[b0:b1] += xp.bincount(flat, minlength=size).reshape(b1 - b0, k)
+    return sums, counts
+
+
+def update(c, sums, counts, scales):
+    """New sorted centroids: cluster means; an empty cluster copies its nearest non-empty one below (else above)."""
+    xp = array_namespace(c)
+    k = c.shape[1]
+    nonempty = counts > 0
+    mean = ((sums / xp.maximum(counts, 1)) / scales[:, None]).astype(xp.float32)
+    ar = xp.arange(k)
+    nz_first = xp.argsort(xp.where(nonempty, ar, k + ar), axis=1)  # non-empty indices, ascending, first
+    below = xp.maximum(xp.cumsum(nonempty, axis=1) - 1, 0)
+    filled = xp.take_along_axis(mean, xp.take_along_axis(nz_first, below, axis=1), axis=1)
+    return xp.where(nonempty.any(axis=1, keepdims=True), filled, c)
+
+
+def lloyd(x, c, iters: int, cuda: bool | None = None):
+    """Lloyd iterations from sorted centroids c (B, k) -> final centroids (B, k) float32."""
+    xp = array_namespace(x)
+    B, n = x.shape
+    if B == 0 or n == 0:
+        return c
+    scales = fixed_point_scales(x)
+    if xp is not np and cuda is not False:
+        return _cuda_lloyd(x, c, iters, scales)
+    for _ in range(iters):
+        new = update(c, *cluster_sums(x, c, scales), scales)
+        if bool(xp.array_equal(new, c)):
+            break
+        c = new
+    return c
+
+
+def kmeans(x, k: int, iters: int = 20, seed: int = 0, sample: int = 4096, cuda: bool | None = None):
+    """Batched k-means of x (B, n) float32 -> (codebook (B, k) float32 sorted, indices (B, n)).
+
+    Same symbols on NumPy and CuPy; `cuda` picks the CUDA kernels (default on CuPy).
+    """
+    xp = array_namespace(x)
+    x = xp.ascontiguousarray(x, dtype=xp.float32)
+    B, n = x.shape
+    if not 1 <= k <= 256:
+        raise ValueError(f"k must be 1..256, got {k}")
+    if B * n == 0:
+        return xp.zeros((B, k), dtype=xp.float32), xp.zeros((B, n), dtype=xp.uint8)
+    c = lloyd(x, kmeanspp_init(x, k, seed, sample), iters, cuda)
+    return c, assign_any(x, c, cuda)
+
+
+def assign_any(x, c, cuda: bool | None = None):
+    """assign() on either path (the CUDA kernel writes the same indices)."""
+    xp = array_namespace(x)
+    if xp is not np and cuda is not False and x.size:
+        return _cuda_assign(xp.ascontiguousarray(x, dtype=xp.float32), xp.ascontiguousarray(c))
+    return assign(x, c)
+
+
+# --- CUDA (CuPy RawModule) ------------------------------------------------------------
+
+THREADS = 128  # threads per block of lloyd_pass; per-lane shared sums for k <= 16
+
+
+@functools.cache
+def _module():
+    import cupy  # noqa: PLC0415  (GPU only)
+
+    src = (Path(__file__).with_name("kmeans.cu")).read_text()
+    return cupy.RawModule(code=src, options=("-std=c++17",))
+
+
+def _pass_config(B: int, n: int, k: int):
+    import cupy  # noqa: PLC0415
+
+    sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
+    per_lane = k <= 16
+    copies = THREADS if per_lane else THREADS // 32
+    shared = copies * k * 12 + 4 * max(k - 1, 0)
+    work = -(-n // 4) if n % 4 == 0 else n
+    gx = max(1, min(-(-work // THREADS), (sms * 8) // max(B, 1) or 1, 65535))
+    top = 1 << (max(k - 1, 1).bit_length() - 1)
+    return (gx, B), per_lane, shared, top
+
+
+def _cuda_pass(x, c, mids, scales, sums, counts, idx_out=None):
+    import cupy  # noqa: PLC0415
+
+    B, n = x.shape
+    k = c.shape[1]
+    for b0 in range(0, B, 65535):  # the grid's y extent is at most 65535 problems
+        b1 = min(B, b0 + 65535)
+        grid, per_lane, shared, top = _pass_config(b1 - b0, n, k)
+        _module().get_function("lloyd_pass")(
+            grid, (THREADS,),
+            (x[b0:b1], np.int64(n), np.int32(k), mids[b0:b1], np.int32(top), scales[b0:b1],
+             np.int32(per_lane), sums[b0:b1], counts[b0:b1],
+             idx_out[b0:b1] if idx_out is not None else cupy.uint64(0)),
+            shared_mem=shared,
+        )
+
+
+def _small(B: int, n: int, k: int) -> bool:
+    return k <= SMALL_K and n <= SMALL_N
+
+
+def _cuda_lloyd(x, c, iters, scales, check_every: int = 4):
+    import cupy  # noqa: PLC0415
+
+    B, n = x.shape
+    k = c.shape[1]
+    c = cupy.ascontiguousarray(c, dtype=cupy.float32).copy()
+    if _small(B, n, k):
+        warps_per_block = 4
+        grid = (-(-B // warps_per_block),)
+        _module().get_function("lloyd_small")(
+            grid, (32 * warps_per_block,),
+            (x, np.int32(B), np.int32(n), np.int32(k), c, np.int32(iters), scales, cupy.uint64(0)),
+        )
+        return c
+    mids = cupy.ascontiguousarray(midpoints(c))
+    if k == 1:
+        mids = cupy.zeros((B, 1), dtype=cupy.float32)
+    sums = cupy.zeros((B, k), dtype=cupy.int64)
+    counts = cupy.zeros((B, k), dtype=cupy.int32)
+    changed = cupy.zeros(1, dtype=cupy.int32)
+    update_fn = _module().get_function("lloyd_update")
+    for it in range(iters):
+        _cuda_pass(x, c, mids, scales, sums, counts)
+        update_fn((-(-B // 128),), (128,), (np.int32(B), np.int32(k), scales, c, mids, sums, counts, changed))
+        if check_every and (it + 1) % check_every == 0:
+            if not int(changed.get()[0]):
+                break
+            changed.fill(0)
+    return c
+
+
+def _cuda_assign(x, c):
+    import cupy  # noqa: PLC0415
+
+    B, n = x.shape
+    k = c.shape[1]
+    out = cupy.empty((B, n), dtype=cupy.uint8)
+    if _small(B, n, k):
+        warps_per_block = 4
+        _module().get_function("lloyd_small")(
+            (-(-B // warps_per_block),), (32 * warps_per_block,),
+            (x, np.int32(B), np.int32(n), np.int32(k), c.copy(), np.int32(0), cupy.ones(B, cupy.float64), out),
+        )
+        return out
+    mids = cupy.ascontiguousarray(midpoints(c)) if k > 1 else cupy.zeros((B, 1), dtype=cupy.float32)
+    sums = cupy.zeros((B, k), dtype=cupy.int64)
+    counts = cupy.zeros((B, k), dtype=cupy.int32)
+    _cuda_pass(x, c, mids, cupy.zeros(B, cupy.float64), sums, counts, out)
+    return out

@@ -1,0 +1,109 @@
+"""k-means weight sharing (Gong et al. 2014; Han et al., Deep Compression).
+
+k = 2..256 shared values per problem; a problem is the whole tensor (`per=tensor`), one
+output channel (`per=channel`, rows of the 2-D view), or `block` consecutive weights of
+the flattened tensor (`per=block`; a shorter last block is its own problem). Stored:
+the codebooks (sorted, float32 or float16 as `codebook` says, little-endian, problem by
+problem) and the indices, entropy-coded with `coder` as one stream. With float16, the
+indices are re-assigned to the rounded codebook, so the decoder's output is exactly the
+encoder's reconstruction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoocodec.codecs import symbol_coder
+from zoocodec.errors import ContainerError, NonFiniteError, SpecError
+from zoocodec.kernels import kmeans as K
+from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+
+PER = ("tensor", "channel", "block")
+CODEBOOK = {"float32": "<f4", "float16": "<f2"}
+
+
+def problems(shape: tuple[int, ...], per: str, block: int) -> list[tuple[int, int]]:
+    """(count, size) of each batch of equal problems, in the flat order of the tensor."""
+    numel = int(np.prod(shape))
+    if numel == 0:
+        return []
+    if per == "channel" and len(shape) >= 2:
+        return [(shape[0], numel // shape[0])]
+    if per == "block":
+        full, rest = divmod(numel, block)
+        return [(full, block)] * (full > 0) + [(1, rest)] * (rest > 0)
+    return [(1, numel)]
+
+
+@register
+@dataclass(frozen=True)
+class KMeans(MethodSpec):
+    name = "kmeans"
+    version = 1
+
+    k: int = 16
+    per: str = "tensor"
+    block: int = 4096
+    iters: int = 20
+    seed: int = 0
+    codebook: str = "float32"
+    coder: str = "ans"
+
+    def validate(self) -> None:
+        if not 2 <= self.k <= 256:
+            raise SpecError(f"kmeans: k must be 2..256, got {self.k}")
+        if self.per not in PER:
+            raise SpecError(f"kmeans: per must be one of {', '.join(PER)}, got {self.per!r}")
+        if self.block < 1:
+            raise SpecError(f"kmeans: block must be >= 1, got {self.block}")
+        if not 0 <= self.iters <= 1000:
+            raise SpecError(f"kmeans: iters must be 0..1000, got {self.iters}")
+        if self.codebook not in CODEBOOK:
+            raise SpecError(f"kmeans: codebook must be float32 or float16, got {self.codebook!r}")
+        symbol_coder(self.coder)
+
+    def encode(self, t: TensorData) -> Encoded:
+        w = t.float64()
+        if not np.isfinite(w).all():
+            raise NonFiniteError(f"kmeans: tensor {t.name!r} holds NaN or Inf")
+        x = w.astype(np.float32).ravel()
+        books, indices, start = [], [], 0
+        for count, size in problems(w.shape, self.per, self.block):
+            part = x[start : start + count * size].reshape(count, size)
+            start += count * size
+            c, idx = K.kmeans(part, self.k, iters=self.iters, seed=self.seed)
+            if self.codebook == "float16":
+                c16 = c.astype(np.float16)
+                if not np.isfinite(c16).all():
+                    raise SpecError(f"kmeans: a centroid of {t.name!r} overflows float16; use codebook=float32")
+                c = c16.astype(np.float32)
+                idx = K.assign(part, c)
+            books.append(c)
+            indices.append(idx.ravel())
+        book = np.concatenate([b.ravel() for b in books]) if books else np.zeros(0, np.float32)
+        sym = np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64)
+        recon = from_float64(self._gather(book, sym, w.shape), t.dtype)
+        segments = {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes(),
+                    "indices": symbol_coder(self.coder)[0](sym)}
+        return Encoded({"problems": int(book.size // self.k)}, segments, recon)
+
+    def _gather(self, book: np.ndarray, sym: np.ndarray, shape) -> np.ndarray:
+        """codebook value of each weight: problem p's indices look into book[p*k:(p+1)*k]."""
+        base, start = [], 0
+        for count, size in problems(shape, self.per, self.block):
+            base.append(np.repeat(np.arange(start, start + count) * self.k, size))
+            start += count
+        base = np.concatenate(base) if base else np.zeros(0, np.int64)
+        return book.astype(np.float64)[base + sym].reshape(shape)
+
+    def decode(self, side, segments, shape, dtype):
+        count = int(np.prod(shape))
+        n_problems = sum(c for c, _ in problems(shape, self.per, self.block))
+        book = np.frombuffer(segments["codebook"], dtype=CODEBOOK[self.codebook])
+        if book.size != n_problems * self.k or side.get("problems") != n_problems:
+            raise ContainerError(f"kmeans codebook holds {book.size} values, expected {n_problems} x {self.k}")
+        sym = symbol_coder(self.coder)[1](segments["indices"], count)
+        if sym.size and (sym.min() < 0 or sym.max() >= self.k):
+            raise ContainerError(f"kmeans index out of range 0..{self.k - 1}")
+        return from_float64(self._gather(book, sym, shape), dtype)

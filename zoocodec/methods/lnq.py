@@ -1,0 +1,142 @@
+"""LNQ, local non-linear quantization (Lee et al., MPEG NNR / NCTM 3.0).
+
+First uniform quantization (the `bits` / `step` / `per_tensor` knobs of `uniform`), then
+per LNQ unit (`unit` x `unit` blocks of a 2-D matrix, one filter of a conv weight) a
+codebook of `clusters` integer levels (3: ternary) from k-means over the unit's symbols.
+Each unit keeps whichever of its uniform symbols or its LNQ indices + codebook costs less
+in D + lam * R, with D the squared error in units of the step squared and R in bits under
+each group's order-0 model; lam = 0.12 is about the slope of uniform quantization itself
+(2 ln 2 / 12). The choice is a flag per unit, and the units of each choice are coded as
+their own streams (each with its own model):
+
+  flags      one 0/1 symbol per unit, unit order
+  symbols    uniform symbols of the units with flag 0, unit-major order
+  indices    LNQ indices of the units with flag 1, unit-major order
+  codebooks  the integer levels of the flag-1 units, `clusters` per unit
+  steps      as `uniform` (one per row), or side["step"]
+
+side["lnq_ratio"] is the share of units that chose LNQ (the paper's selection ratio),
+side["lnq_weight_ratio"] the share of weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoocodec.codecs import symbol_coder
+from zoocodec.errors import ContainerError, NonFiniteError, SpecError
+from zoocodec.kernels import lnq as L
+from zoocodec.kernels import uniform as U
+from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+from zoocodec.methods.uniform import Uniform
+
+
+@register
+@dataclass(frozen=True)
+class LNQ(MethodSpec):
+    name = "lnq"
+    version = 1
+
+    bits: int | None = None
+    step: float | None = None
+    per_tensor: bool = False
+    lam: float = 0.12
+    unit: int = 8
+    clusters: int = 3
+    iters: int = 10
+    seed: int = 0
+    coder: str = "ans"
+
+    def __post_init__(self):
+        if self.bits is None and self.step is None:
+            object.__setattr__(self, "bits", 8)
+
+    def base(self) -> Uniform:
+        return Uniform(bits=self.bits, step=self.step, per_tensor=self.per_tensor, coder=self.coder)
+
+    def validate(self) -> None:
+        self.base().validate()
+        if not (np.isfinite(self.lam) and self.lam >= 0):
+            raise SpecError(f"lnq: lam must be >= 0, got {self.lam}")
+        if not 1 <= self.unit <= 4096:
+            raise SpecError(f"lnq: unit must be 1..4096, got {self.unit}")
+        if not 2 <= self.clusters <= 16:
+            raise SpecError(f"lnq: clusters must be 2..16, got {self.clusters}")
+        if not 0 <= self.iters <= 1000:
+            raise SpecError(f"lnq: iters must be 0..1000, got {self.iters}")
+
+    def encode(self, t: TensorData) -> Encoded:
+        w = t.float64()
+        if not np.isfinite(w).all():
+            raise NonFiniteError(f"lnq: tensor {t.name!r} holds NaN or Inf")
+        steps = self.base().steps_for(w)
+        q = U.quantize(w, steps, np).ravel()
+        lay = L.layout(w.shape, self.unit)
+        unit_of = lay.unit_of()
+        # everything below is in unit-major order (positions), in step units
+        z = (w.reshape(steps.shape[0], -1) / steps[:, None]).ravel()[lay.order]
+        qo = q[lay.order]
+        idx = np.zeros(qo.shape, dtype=np.int64)
+        cb = np.zeros((lay.count, self.clusters), dtype=np.int64)
+        for units, pos in lay.groups():  # one batch per distinct unit size (at most 4)
+            cb[units], idx[pos] = L.cluster_units(qo[pos].astype(np.float32), self.clusters, self.iters, self.seed)
+        level = cb[unit_of, idx] if qo.size else qo
+        choose = L.rd_choice((z - qo) ** 2, (z - level) ** 2, qo, idx, cb, unit_of, lay.count, self.lam)
+        lnq_pos = choose[unit_of]
+        out = np.where(lnq_pos, level, qo)
+        recon_levels = np.empty_like(out)
+        recon_levels[lay.order] = out
+        recon = from_float64(U.dequantize(recon_levels.reshape(w.shape), steps, np), t.dtype)
+        enc = symbol_coder(self.coder)[0]
+        segments = {
+            "flags": enc(choose.astype(np.int64)),
+            "symbols": enc(qo[~lnq_pos]),
+            "indices": enc(idx[lnq_pos]),
+            "codebooks": enc(cb[choose].ravel()),
+        }
+        side = {"rows": int(steps.shape[0]), "units": lay.count,
+                "lnq_ratio": float(choose.mean()) if lay.count else 0.0,
+                "lnq_weight_ratio": float(lnq_pos.mean()) if qo.size else 0.0}
+        if steps.shape[0] > 1:
+            segments["steps"] = steps.astype("<f4").tobytes()
+        else:
+            side["step"] = float(steps[0])
+        return Encoded(side, segments, recon)
+
+    def decode(self, side, segments, shape, dtype):
+        shape = tuple(shape)
+        lay = L.layout(shape, self.unit)
+        dec = symbol_coder(self.coder)[1]
+        flags = dec(segments["flags"], lay.count)
+        if flags.size and (flags.min() < 0 or flags.max() > 1):
+            raise ContainerError("lnq flags must be 0 or 1")
+        choose = flags.astype(bool)
+        unit_of = lay.unit_of()
+        lnq_pos = choose[unit_of]
+        n_lnq = int(lnq_pos.sum())
+        idx = dec(segments["indices"], n_lnq)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.clusters):
+            raise ContainerError(f"lnq index out of range 0..{self.clusters - 1}")
+        cb = dec(segments["codebooks"], int(choose.sum()) * self.clusters).reshape(-1, self.clusters)
+        out = np.empty(unit_of.shape, dtype=np.int64)
+        out[~lnq_pos] = dec(segments["symbols"], unit_of.size - n_lnq)
+        rank = np.cumsum(choose) - 1  # row of each LNQ unit in cb
+        out[lnq_pos] = cb[rank[unit_of[lnq_pos]], idx]
+        levels = np.empty_like(out)
+        levels[lay.order] = out
+        steps = _steps(side, segments, shape)
+        return from_float64(U.dequantize(levels.reshape(shape), steps, np), dtype)
+
+
+def _steps(side: dict, segments: dict, shape: tuple[int, ...]) -> np.ndarray:
+    rows = side.get("rows")
+    if "steps" in segments:
+        steps = np.frombuffer(segments["steps"], dtype="<f4").astype(np.float64)
+        if steps.shape[0] != rows or not shape or rows != shape[0] or not (steps > 0).all():
+            raise ContainerError(f"lnq steps: {steps.shape[0]} for shape {shape}")
+        return steps
+    step = side.get("step")
+    if rows != 1 or not isinstance(step, float) or not step > 0:
+        raise ContainerError(f"lnq side info is invalid: {side}")
+    return np.array([step])
