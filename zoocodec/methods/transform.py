@@ -1,17 +1,18 @@
 """Transform quantization (Young et al.): `dct` and `klt`.
 
-    dct:bits=3             block DCT over 16 consecutive weights of a row, water-filled to
-                           a model rate of 3 bits/weight
+    dct:bits=3             block DCT over 16 consecutive weights of a row, water level
+                           set so the symbols' order-0 entropy is 3 bits/weight
     klt:block=8,theta=1e-6 PCA basis of the layer's 8-weight vectors, water level given
 
 Reverse water-filling (kernels/transform.py) sets one step for every coded coefficient
 group and drops the groups whose variance is below the water level. `bits` is the
-Gaussian rate-distortion model's rate; an entropy-coded uniform quantizer spends up to
-about 0.25 bit/weight more on the coded groups (the high-rate ECSQ gap). Each coded
-group's symbols are a separate stream of the spec's coder (the groups' variances differ).
+target coded rate (ideal order-0 entropy of the symbols, before the coder's tables);
+`theta` gives the water level directly. Coded groups whose Gaussian rates round to the
+same whole number of bits share one stream of the spec's coder, so groups of different
+variance get their own statistics without paying a table for each.
 
-Side info: the step and the coded group indices in the header; for klt the b x b basis
-as float32 (1 KB at b = 16).
+Side info: the step and the coded groups of each stream in the header; for klt the
+b x b basis as float32 (1 KB at b = 16).
 """
 from __future__ import annotations
 
@@ -84,27 +85,30 @@ class _Transform(MethodSpec):
         basis = self.basis(x)
         y = x @ basis.T
         variances = np.mean(y**2, axis=0) if y.shape[0] else np.zeros(self.block)
-        theta = self.theta if self.theta is not None else K.water_fill_theta(variances, self.bits)
-        active, _ = K.allocate(variances, theta)
+        theta = self.theta if self.theta is not None else K.fit_theta(y, variances, self.bits, np)
+        active, rate = K.allocate(variances, theta)
         step = float(np.float32(math.sqrt(12 * theta)))
-        symbols = K.quantize(y, active, step, np)
+        coef = np.zeros(y.shape, dtype=np.int64)
+        coef[:, active] = K.quantize(y, active, step, np)
+        streams = K.streams(active, rate)
         encode = symbol_coder(self.coder)[0]
-        segments = {"symbols": pack_streams([encode(symbols[:, j]) for j in range(symbols.shape[1])])}
+        segments = {"symbols": pack_streams([encode(coef[:, groups]) for groups in streams])}
         if self.stores_basis:
             segments["basis"] = basis.astype("<f4").tobytes()
-        recon = K.from_blocks(K.reconstruct(symbols, active, step, basis, np), rows, cols, np)
-        side = {"step": step, "groups": [int(g) for g in np.flatnonzero(active)]}
+        recon = K.from_blocks(K.reconstruct(coef[:, active], active, step, basis, np), rows, cols, np)
+        side = {"step": step, "streams": streams}
         return Encoded(side, segments, from_float64(recon.reshape(shape), t.dtype))
 
     def decode(self, side, segments, shape, dtype):
         rows, cols = matrix_view(tuple(shape), per_row=True)
         b = self.block
-        step, groups = side.get("step"), side.get("groups")
+        step, streams = side.get("step"), side.get("streams")
         if not isinstance(step, float) or not (math.isfinite(step) and step > 0):
             raise ContainerError(f"{self.name}: bad step {step!r}")
-        if (not isinstance(groups, list) or not all(isinstance(g, int) and 0 <= g < b for g in groups)
-                or sorted(set(groups)) != groups):
-            raise ContainerError(f"{self.name}: bad coded groups {groups!r}")
+        groups = [g for s in streams for g in s] if isinstance(streams, list) and all(
+            isinstance(s, list) and s for s in streams) else None
+        if groups is None or not all(isinstance(g, int) and 0 <= g < b for g in groups) or len(set(groups)) != len(groups):
+            raise ContainerError(f"{self.name}: bad coded groups {streams!r}")
         vectors = rows * (-(-cols // b))
         if self.stores_basis:
             raw = segments["basis"]
@@ -116,13 +120,13 @@ class _Transform(MethodSpec):
         else:
             basis = K.dct_matrix(b)
         decode = symbol_coder(self.coder)[1]
-        streams = unpack_streams(segments["symbols"], len(groups), f"{self.name} symbols")
-        symbols = np.empty((vectors, len(groups)), dtype=np.int64)
-        for j, s in enumerate(streams):
-            symbols[:, j] = decode(s, vectors)
+        payloads = unpack_streams(segments["symbols"], len(streams), f"{self.name} symbols")
+        coef = np.zeros((vectors, b), dtype=np.int64)
+        for members, data in zip(streams, payloads):
+            coef[:, members] = decode(data, vectors * len(members)).reshape(vectors, len(members))
         active = np.zeros(b, dtype=bool)
         active[groups] = True
-        recon = K.from_blocks(K.reconstruct(symbols, active, step, basis, np), rows, cols, np)
+        recon = K.from_blocks(K.reconstruct(coef[:, active], active, step, basis, np), rows, cols, np)
         return from_float64(recon.reshape(shape), dtype)
 
 
