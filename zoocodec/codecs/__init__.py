@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from zoocodec.codecs import ans, context
+from zoocodec.codecs import ans, context, video
 from zoocodec.errors import SpecError
 
 SymbolEncoder = Callable[[np.ndarray], bytes]
@@ -18,6 +18,8 @@ SymbolDecoder = Callable[[bytes | memoryview, int], np.ndarray]
 SYMBOL_CODERS: dict[str, tuple[SymbolEncoder, SymbolDecoder]] = {
     "ans": (ans.encode, ans.decode),
     "ctx": (context.encode, context.decode),
+    "video-h264": video.coder("h264"),
+    "video-hevc": video.coder("hevc"),
 }
 
 
