@@ -1,0 +1,39 @@
+"""What every benchmark records beside its numbers: the machine, versions, date; atomic saving."""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata as md
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine(packages: tuple[str, ...] = ("numpy", "torch", "constriction", "zstandard")) -> dict:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for pkg in ("zoocodec", *packages):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "versions": versions, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def save(name: str, data: dict) -> Path:
+    """Write bench/results/NAME-YYYY-MM-DD.json atomically and return its path."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}-{datetime.date.today().isoformat()}.json"
+    fd, tmp = tempfile.mkstemp(dir=RESULTS, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, out)
+    return out
