@@ -44,12 +44,16 @@ def compress(
     min_size: Annotated[int, typer.Option(help="tensors with fewer weights stay lossless")] = 4096,
     allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf lossless instead of failing")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    coder: Annotated[Optional[str], typer.Option(help="symbol coder: ans, ctx, video-h264, video-hevc")] = None,
+    lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless coding of the symbols (the default)")] = False,
+    crf: Annotated[Optional[int], typer.Option(help="video: lossy, the encoder's constant rate factor 0..51")] = None,
+    hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
 ):
     """Compress a model into a .zc container."""
     from zoocodec.methods import Overrides, parse_spec  # noqa: PLC0415
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
 
-    spec = _spec_text(method, step, bits, per_tensor)
+    spec = _coder_text(_spec_text(method, step, bits, per_tensor), coder, lossless, crf, hw)
     parse_spec(spec)  # reject bad specs before reading the model
     overrides = Overrides.parse(override or [])
     total = len(load(model).names)
@@ -77,6 +81,22 @@ def _spec_text(method: str, step: float | None, bits: int | None, per_tensor: bo
     if method.split(":")[0] != "uniform":
         raise ZoocodecError("--step, --bits and --per-tensor belong to --method uniform")
     return method + ("," if ":" in method else ":") + ",".join(params)
+
+
+def _coder_text(spec: str, coder: str | None, lossless: bool, crf: int | None, hw: str | None) -> str:
+    """Add --coder/--lossless/--crf/--hw to a spec; a video coder turns uniform into the video method."""
+    name, _, rest = spec.partition(":")
+    if coder and coder.startswith("video-") and name == "uniform":
+        name = "video"
+    if lossless and crf is not None:
+        raise ZoocodecError("--lossless and --crf exclude each other")
+    if (lossless or crf is not None or hw) and name != "video":
+        raise ZoocodecError("--lossless, --crf and --hw belong to video coding: add --coder video-h264 or video-hevc")
+    params = [rest] if rest else []
+    params += [f"coder={coder}"] if coder else []
+    params += [f"crf={crf}"] if crf is not None else []  # lossless is the video method's default
+    params += [f"hw={hw}"] if hw else []
+    return name + (":" + ",".join(params) if params else "")
 
 
 @app.command()
@@ -118,6 +138,53 @@ def inspect(
     console.print(f"{info['params']:,} weights, {info['bytes_in']:,} -> {info['weight_bytes']:,} bytes "
                   f"(+{info['file_bytes'] - info['weight_bytes']:,} attached), "
                   f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight")
+
+
+@app.command("compress-seq")
+def compress_seq(
+    models: Annotated[list[str], typer.Argument(help="the members in order (files or zoo names), one architecture")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the .zc file to write")],
+    mode: Annotated[str, typer.Option(help="video (inter-coded) | delta (member minus predecessor) | independent")] = "video",
+    method: Annotated[Optional[str], typer.Option(help="the shared grid (default video:bits=8, or uniform:bits=8 for delta/independent)")] = None,
+    coder: Annotated[Optional[str], typer.Option(help="video-h264 | video-hevc, or ans | ctx for delta/independent")] = None,
+    lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless (the default)")] = False,
+    crf: Annotated[Optional[int], typer.Option(help="video: lossy, constant rate factor 0..51")] = None,
+    hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
+    keyint: Annotated[int, typer.Option(min=0, help="members per group: reading one decodes at most this many (0: one group)")] = 0,
+    min_size: Annotated[int, typer.Option(help="tensors with fewer weights stay lossless")] = 4096,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+):
+    """Compress a sequence of same-architecture models (checkpoints, fine-tunes) into one .zc."""
+    from zoocodec.pipeline.sequence import compress_seq as run  # noqa: PLC0415
+
+    spec = _coder_text(method or ("video:bits=8" if mode == "video" else "uniform:bits=8"), coder, lossless, crf, hw)
+    report = run(models, output, spec, mode, keyint, min_size=min_size)
+    summary = {"output": str(output), "spec": spec, "mode": mode, "keyint": keyint, "members": report.labels,
+               "bits_per_weight": report.bits_per_weight, "mean_bits_per_weight": report.mean_bits_per_weight,
+               "file_bytes": report.file_bytes, "seconds": report.seconds}
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(f"{output}: {len(models)} members, {report.quantized_params:,} quantized weights each, "
+                      f"{report.mean_bits_per_weight:.3f} bits/weight on average "
+                      f"({', '.join(f'{b:.2f}' for b in report.bits_per_weight)}), {report.file_bytes:,} bytes, "
+                      f"{report.seconds:.1f} s")
+
+
+@app.command("decompress-seq")
+def decompress_seq(
+    container: Annotated[Path, typer.Argument(help="the sequence .zc file")],
+    member: Annotated[str, typer.Option(help="the member's label or index")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="model file to write")],
+    format: Annotated[Optional[str], typer.Option(help="safetensors | pytorch | onnx | hf")] = None,
+):
+    """Decode one member of a sequence container (random access: only its group is decoded)."""
+    from zoocodec.pipeline.sequence import SeqArchive, decompress_seq as run  # noqa: PLC0415
+
+    with SeqArchive(container) as a:
+        which = member if member in a.labels or not member.lstrip("-").isdigit() else int(member)
+    run(container, which, output, format)
+    console.print(f"wrote {output}")
 
 
 def main() -> None:
