@@ -45,4 +45,4 @@ def build(arch: str, weights: dict[str, torch.Tensor], folder: Path | None = Non
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, strict=True)
     except RuntimeError as e:
         raise ModelFormatError(f"the weights do not fit arch {arch!r}: {str(e).splitlines()[0]}") from None
-    return net.eval()
+    return net.eval().to(memory_format=torch.channels_last)

@@ -25,19 +25,42 @@ class Task:
     outputs: Callable[[object, int | None], torch.Tensor]
     metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
     lower_is_better: tuple[str, ...] = field(default=())
+    # inputs (evenly spread) used while automatic mode searches (all of them for its final check),
+    # and to measure sensitivities (one run per tensor)
+    search_limit: int | None = None
+    sensitivity_limit: int | None = None
+
+    def distortion(self, out: torch.Tensor, ref: torch.Tensor) -> float:
+        """A smooth output fidelity loss, 0 for the original: KL for logits, 1 - mean cosine for embeddings.
+
+        Sensitivities are measured on it: unlike top-1 it moves with the smallest noise.
+        """
+        if self.kind == "image":
+            return M.kl(out, ref)
+        return float(1 - M.cosines(out, ref).mean())
+
+
+def subset(n: int, limit: int | None) -> torch.Tensor:
+    """Indices of `limit` inputs spread evenly over all n (datasets sorted by class stay balanced)."""
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, limit).round().long()
 
 
 def _logits(inputs: Callable[[], torch.Tensor], batch: int) -> Callable:
     def run(net: torch.nn.Module, limit: int | None) -> torch.Tensor:
-        x = inputs()[:limit]
-        with torch.no_grad():
-            return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)])
+        x = inputs()
+        x = x[subset(len(x), limit)]
+        with torch.no_grad():  # channels-last: depthwise convolutions run several times faster on CPU
+            return torch.cat([net(x[i:i + batch].contiguous(memory_format=torch.channels_last))
+                              for i in range(0, len(x), batch)])
     return run
 
 
 def _labelled(labels: Callable[[], torch.Tensor]) -> Callable:
     def score(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-        y = labels()[:len(out)]
+        y = labels()
+        y = y[subset(len(y), len(out))]
         return {"top1": M.top_k(out, y, 1), "top5": M.top_k(out, y, 5),
                 "agreement": M.agreement(out, ref), "kl": M.kl(out, ref)}
     return score
@@ -48,7 +71,8 @@ def _fidelity(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 
 
 def _embed_docs(enc, limit: int | None) -> torch.Tensor:
-    return enc.encode(list(data.lee_documents()[:limit]))
+    docs = data.lee_documents()
+    return enc.encode([docs[i] for i in subset(len(docs), limit)])
 
 
 def _cosine(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
@@ -77,14 +101,15 @@ def _word_similarity(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("digits", "image", "top-1/top-5 on opencv-doc's 5,000 MNIST digits, and agreement/KL vs the original",
-         "top1", _logits(lambda: data.opencv_digits()[0], 1000), _labelled(lambda: data.opencv_digits()[1]), ("kl",)),
+         "top1", _logits(lambda: data.opencv_digits()[0], 1000), _labelled(lambda: data.opencv_digits()[1]), ("kl",),
+         search_limit=1000, sensitivity_limit=1000),
     Task("fashion", "image", "top-1/top-5 on the 10,000 Fashion-MNIST test images, and agreement/KL vs the original",
          "top1", _logits(lambda: data.fashion_mnist("test")[0], 1000), _labelled(lambda: data.fashion_mnist("test")[1]),
-         ("kl",)),
+         ("kl",), search_limit=2000, sensitivity_limit=1000),
     Task("photos", "image", "top-1 agreement and KL vs the original on opencv-doc's example photos (224x224)",
-         "agreement", _logits(data.photos, 16), _fidelity, ("kl",)),
+         "agreement", _logits(data.photos, 16), _fidelity, ("kl",), sensitivity_limit=16),
     Task("lee", "text", "embedding cosine vs the original on the 300 documents of lee_background.cor",
-         "cosine_mean", _embed_docs, _cosine),
+         "cosine_mean", _embed_docs, _cosine, search_limit=64, sensitivity_limit=16),
     Task("wordsim", "text", "Spearman of embedding cosine vs human scores on WordSim353 and SimLex-999",
          "wordsim353", _embed_words, _word_similarity),
 )}
