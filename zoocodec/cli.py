@@ -187,6 +187,68 @@ def decompress_seq(
     console.print(f"wrote {output}")
 
 
+@app.command()
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="the sweep spec (YAML): models x methods x parameters")],
+    address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (auto, HOST:PORT, ray://...); default: RAY_ADDRESS, else an embedded local Ray on loopback")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="results folder (default: the spec's out, else results/NAME)")] = None,
+    max_parallel: Annotated[Optional[int], typer.Option(min=1, help="at most this many work items in flight")] = None,
+    num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs of the embedded Ray (default: all)")] = None,
+    report: Annotated[bool, typer.Option(help="write OUT/report.html at the end")] = True,
+):
+    """Run a sweep on Ray; results go to Parquet (finished work is skipped on a rerun)."""
+    from zoocodec.jobs import report as rep, run as runner, spec as sweep_spec  # noqa: PLC0415
+
+    sw = sweep_spec.load(spec, out)
+    err_console.print(f"sweep {sw.name}: {len(sw.items)} work items -> {sw.out}")
+    bar = Progress(TextColumn("[green]{task.fields[ok]} ok [red]{task.fields[failed]} failed "
+                              "[cyan]{task.fields[running]} running"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=err_console, disable=not err_console.is_terminal)
+    with bar:
+        task = bar.add_task("", total=None, ok=0, failed=0, running=0)
+        outcome = runner.run(sw, address, max_parallel, num_cpus, progress=lambda ok, failed, running, total: bar.update(
+            task, completed=ok + failed, total=total, ok=ok, failed=failed, running=running))
+    err_console.print(f"{outcome.where}: {outcome.ok} ok, {outcome.failed} failed, {outcome.skipped} already done, "
+                      f"{outcome.seconds:.1f} s")
+    runs = rep.ok_runs(sw.out, {i.work_id for i in sw.items})
+    for s in rep.summaries(runs, sw.budgets):
+        table = Table(title=f"sweep {sw.name}: {s.note}")
+        for col in s.columns:
+            table.add_column(col)
+        for row in s.rows:
+            table.add_row(*row)
+        console.print(table)
+    console.print(f"results: {sw.out / 'runs'} and {sw.out / 'tensors'} (Parquet)")
+    if report:
+        console.print(f"report: {rep.write(sw.out, sw.out / 'report.html', sw.budgets, title=f'zoocodec sweep {sw.name}')}")
+
+
+@app.command()
+def regress(
+    baseline: Annotated[Path, typer.Option(help="results folder of the baseline sweep")],
+    current: Annotated[Path, typer.Option(help="results folder of the sweep to check")],
+    tolerance: Annotated[Optional[str], typer.Option(help="allowed change: ratio=1%,metric=0.2%,sqnr=0.1 (dB)")] = None,
+):
+    """Compare two sweeps by work id; print a markdown table; exit 1 on a regression."""
+    from zoocodec.jobs import regress as rg  # noqa: PLC0415
+
+    result = rg.compare(baseline, current, rg.parse_tolerance(tolerance))
+    print(result.markdown(), end="")
+    if result.regressions:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="results folder of a sweep")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the HTML file to write")] = Path("report.html"),
+):
+    """Write an HTML report: summary, rate-distortion plots and Pareto fronts per model."""
+    from zoocodec.jobs import report as rep  # noqa: PLC0415
+
+    console.print(f"wrote {rep.write(results, output)}")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

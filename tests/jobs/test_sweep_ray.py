@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,3 +156,33 @@ def test_killed_driver_then_rerun_completes_without_duplicates(ray_address, tmp_
     outcome = runner.run(sweep)
     assert outcome.skipped == len(before) and outcome.ok == len(sweep.items) - len(before)
     assert all(r["status"] == "ok" for r in assert_exactly_once(sweep))
+
+
+def descendants(root: int) -> set[int]:
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_embedded_ray_listens_on_loopback_only(ray_address):
+    ss = shutil.which("ss")
+    if ss is None:
+        pytest.skip("no `ss` here to list listening sockets")
+    assert ray_address.startswith("127.0.0.1:")
+    mine = descendants(os.getpid())
+    listening = []
+    for line in subprocess.run([ss, "-ltnpH"], capture_output=True, text=True).stdout.splitlines():
+        pids = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if pids & mine:
+            listening.append(line.split()[3])
+    assert listening, "found no listening sockets of the embedded Ray"
+    assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]") for a in listening), listening

@@ -109,13 +109,8 @@ def compare(baseline: str | os.PathLike, current: str | os.PathLike, tolerance: 
 
 
 def _worse_by(base: dict, cur: dict) -> float:
-    """How much more the metric dropped now, in percentage points of its uncompressed value;
-    without a recorded baseline, the relative fall of the value itself (higher is better)."""
-    if base["drop_pct"] is not None and cur["drop_pct"] is not None:
-        return cur["drop_pct"] - base["drop_pct"]
-    if base["value"] is None or cur["value"] is None:
-        return 0.0
-    return 100 * (base["value"] - cur["value"]) / max(abs(base["value"]), 1e-12)
+    """How much more the metric dropped now, in percentage points of its uncompressed value."""
+    return cur["drop_pct"] - base["drop_pct"]
 
 
 def _db(x: float | None) -> str:

@@ -40,25 +40,34 @@ def has_metrics(runs: list[dict[str, Any]]) -> bool:
     return any(r["worst_drop_pct"] is not None for r in runs)
 
 
-def summary(runs: list[dict[str, Any]], budgets: list[float]) -> Summary:
-    """Best ratio per model within each accuracy budget (or SQNR floor without metrics)."""
+def summaries(runs: list[dict[str, Any]], budgets: list[float]) -> list[Summary]:
+    """Best ratio per model within each accuracy budget; models the sweep did not evaluate
+    get a second table, by weight SQNR floor."""
     by_model = defaultdict(list)
     for r in runs:
         by_model[r["model"]].append(r)
-    if has_metrics(runs):
+    evaluated = {m: rs for m, rs in by_model.items() if has_metrics(rs)}
+    others = {m: rs for m, rs in by_model.items() if m not in evaluated}
+    out = []
+    if evaluated:
         tests = [(f"drop <= {b:g}%", lambda r, b=b: r["worst_drop_pct"] is not None and r["worst_drop_pct"] <= b)
                  for b in budgets]
-        note = "best compression ratio whose worst accuracy-metric drop stays within each budget"
-    else:
+        out.append(_best(evaluated, tests, "best compression ratio whose accuracy drop (primary metric vs the "
+                                           "uncompressed model) stays within each budget"))
+    if others:
         tests = [("lossless", lambda r: r["sqnr_db"] is None)] + [
             (f"SQNR >= {f:g} dB", lambda r, f=f: r["sqnr_db"] is None or r["sqnr_db"] >= f) for f in SQNR_FLOORS]
-        note = "no accuracy tasks in this sweep: best compression ratio at each weight SQNR floor"
+        out.append(_best(others, tests, "models without accuracy tasks: best compression ratio at each "
+                                        "weight SQNR floor"))
+    return out
+
+
+def _best(by_model: dict[str, list[dict[str, Any]]], tests, note: str) -> Summary:
     rows = []
     for model in sorted(by_model):
         cells = [model]
         for _, test in tests:
-            fit = [r for r in by_model[model] if test(r)]
-            best = max(fit, key=lambda r: r["ratio"], default=None)
+            best = max((r for r in by_model[model] if test(r)), key=lambda r: r["ratio"], default=None)
             cells.append(f"{best['ratio']:.2f}x {short_method(best['params'])}" if best else "-")
         rows.append(cells)
     return Summary(["model"] + [name for name, _ in tests], rows, note)
@@ -93,7 +102,8 @@ def family(r: dict[str, Any]) -> str:
 
 
 def _metrics_of(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return sorted({(m["task"], m["metric"]) for r in runs for m in r["metrics"]})
+    """The primary metric of every task these runs were evaluated on."""
+    return sorted({(m["task"], m["metric"]) for r in runs for m in r["metrics"] if m["primary"]})
 
 
 def plot(model: str, runs: list[dict[str, Any]], metric: tuple[str, str] | None) -> tuple[bytes, list]:
@@ -138,17 +148,16 @@ def write(out: str | os.PathLike, html_path: str | os.PathLike, budgets: list[fl
     png_dir = html_path.with_name(html_path.stem + "_files")
     png_dir.mkdir(parents=True, exist_ok=True)
     all_rows = Results(out).runs(columns=["status"]).num_rows
-    s = summary(runs, budgets)
     parts = [f"<h1>{html.escape(title or f'zoocodec sweep: {out}')}</h1>",
-             f"<p>{len(runs)} successful runs of {all_rows} in <code>{html.escape(str(out))}</code>. {html.escape(s.note)}.</p>",
-             _table(s.columns, s.rows)]
-    metrics = _metrics_of(runs)
+             f"<p>{len(runs)} successful runs of {all_rows} in <code>{html.escape(str(out))}</code>.</p>"]
+    for s in summaries(runs, budgets):
+        parts += [f"<p>{html.escape(s.note)}:</p>", _table(s.columns, s.rows)]
     by_model = defaultdict(list)
     for r in runs:
         by_model[r["model"]].append(r)
     for model in sorted(by_model):
         parts.append(f"<h2>{html.escape(model)}</h2>")
-        for metric in metrics or [None]:
+        for metric in _metrics_of(by_model[model]) or [None]:
             png, front = plot(model, by_model[model], metric)
             name = f"{model_dir(model)}{'-' + model_dir(metric[0] + '-' + metric[1]) if metric else ''}.png"
             _atomic_bytes(png_dir / name, png)

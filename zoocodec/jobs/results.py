@@ -30,7 +30,9 @@ from zoocodec.fsutil import publish
 
 METRIC = pa.struct([
     ("task", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
-    ("baseline", pa.float64()), ("delta", pa.float64()), ("drop_pct", pa.float64()),
+    ("baseline", pa.float64()), ("delta", pa.float64()),
+    ("drop_pct", pa.float64()),  # loss vs the uncompressed model, percent (absolute x100 for KL)
+    ("primary", pa.bool_()),  # the task's primary metric: the one accuracy budgets apply to
 ])
 
 RUNS = pa.schema([
@@ -55,7 +57,7 @@ RUNS = pa.schema([
     ("max_err", pa.float64()),
     ("sqnr_db", pa.float64()),  # null: lossless
     ("metrics", pa.list_(METRIC)),
-    ("worst_drop_pct", pa.float64()),  # the largest metric drop in percent; null: no metrics
+    ("worst_drop_pct", pa.float64()),  # the largest drop of a primary metric, percent; null: no tasks
     ("encode_s", pa.float64()),
     ("decode_s", pa.float64()),
     ("eval_s", pa.float64()),

@@ -14,7 +14,6 @@ needs no shared filesystem.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -75,7 +74,8 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
             zoocodec.decompress(zc)
             decode_s = time.perf_counter() - start
             start = time.perf_counter()
-            metrics = [m for task in item.tasks for m in _evaluate(zc, task)]
+            reference = None if item.model_path else item.model
+            metrics = [m for task in item.tasks for m in _evaluate(zc, task, reference)]
             eval_s = time.perf_counter() - start
     except (MemoryError, OSError) as e:
         raise RetryableError(f"{type(e).__name__}: {e}") from e
@@ -95,7 +95,7 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
         "max_err": max((t.max_err for t in report.tensors), default=0.0),
         "sqnr_db": _finite(report.sqnr_db),
         "metrics": metrics,
-        "worst_drop_pct": max((m["drop_pct"] for m in metrics if m["drop_pct"] is not None), default=None),
+        "worst_drop_pct": max((m["drop_pct"] for m in metrics if m["primary"]), default=None),
         "encode_s": report.seconds, "decode_s": decode_s, "eval_s": eval_s if item.tasks else None,
     }
     tensors = [{
@@ -107,20 +107,23 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
     return run, tensors
 
 
-def _evaluate(zc: str, task: str) -> list[dict[str, Any]]:
-    """Metrics of the compressed model on one task, each with its drop in percent."""
-    from zoocodec.eval import evaluate  # noqa: PLC0415
+def _evaluate(zc: str, task: str, reference: str | None) -> list[dict[str, Any]]:
+    """Metrics of the compressed model on one task, each with its drop in percent.
 
+    The drop is relative to the uncompressed model's value; for a metric whose baseline
+    is 0 (KL) it is the absolute increase in percent, as zoocodec.eval counts losses.
+    Only the task's primary metric enters the run's worst_drop_pct (its accuracy budget).
+    """
+    from zoocodec.eval import evaluate  # noqa: PLC0415
+    from zoocodec.eval.tasks import TASKS  # noqa: PLC0415
+
+    t = TASKS[task]
     rows = []
-    for m in evaluate(zc, task=task):
-        d = m.to_dict() if hasattr(m, "to_dict") else dataclasses.asdict(m)
-        value, baseline = d.get("value"), d.get("baseline")
-        delta = d.get("delta") if d.get("delta") is not None else (
-            value - baseline if value is not None and baseline is not None else None)
-        sign = 1.0 if d.get("higher_is_better", True) else -1.0
-        drop = -sign * 100 * delta / abs(baseline) if delta is not None and baseline else None
-        rows.append({"task": d.get("task", task), "metric": d.get("metric"), "value": value,
-                     "baseline": baseline, "delta": delta, "drop_pct": drop})
+    for m in evaluate(zc, task=task, reference=reference):
+        worse = m.value - m.baseline if m.metric in t.lower_is_better else m.baseline - m.value
+        drop = 100 * (worse / abs(m.baseline) if m.baseline else worse)
+        rows.append({"task": m.task, "metric": m.metric, "value": m.value, "baseline": m.baseline,
+                     "delta": m.delta, "drop_pct": drop, "primary": m.metric == t.primary})
     return rows
 
 

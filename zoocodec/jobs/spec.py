@@ -8,7 +8,8 @@
         params: {bits: [4, 6], per_tensor: [false, true]}
         overrides: {"*embeddings*": "uniform:bits=8"}
         resources: {GPU: 1}           # Ray resources per item (GPU, nvenc, ...); default 1 CPU
-    tasks: []                         # evaluation tasks (zoocodec.eval); empty: none
+    tasks: [digits, lee]              # evaluation tasks (zoocodec.eval), each run on the models
+                                      # that have it in the zoo; `all`: every model's own tasks
     budgets: [0.5, 1, 5]              # accuracy budgets of the summary: max metric drop, percent
     max_retries: 2                    # retries after a worker crash or a retryable error
 
@@ -129,20 +130,26 @@ class _Checker:
         if out is None:
             out = self.scalar(top["out"][1]) if "out" in top else Path("results") / name
         tasks = self.tasks(top["tasks"][1]) if "tasks" in top else []
+        models = [self.model(n) for n in self.seq(top["models"][1], "models")]
+        if tasks and tasks != ["all"]:
+            used = {t for m, path, _ in models for t in _model_tasks(m, path, tasks)}
+            for t in tasks:
+                if t not in used:
+                    raise self.fail(top["tasks"][1], f"evaluation task {t!r} applies to none of the models")
         budgets = [self.number(n, "a budget", lo=0) for n in self.seq(top["budgets"][1], "budgets")] \
             if "budgets" in top else DEFAULT_BUDGETS
         retries = int(self.number(top["max_retries"][1], "max_retries", lo=0, integer=True)) \
             if "max_retries" in top else 2
         min_size = int(self.number(top["min_size"][1], "min_size", lo=0, integer=True)) \
             if "min_size" in top else 4096
-        models = [self.model(n) for n in self.seq(top["models"][1], "models")]
         methods = [m for n in self.seq(top["methods"][1], "methods") for m in self.methods(n)]
         if not models or not methods:
             raise self.fail(root, "a sweep needs at least one model and one method")
         items = []
         seen = set()
         for (model, model_path, fingerprint), (spec, overrides, resources) in itertools.product(models, methods):
-            item = _item(model, model_path, fingerprint, spec, overrides, min_size, tasks, resources)
+            item = _item(model, model_path, fingerprint, spec, overrides, min_size,
+                         _model_tasks(model, model_path, tasks), resources)
             if item.work_id not in seen:
                 seen.add(item.work_id)
                 items.append(item)
@@ -155,6 +162,8 @@ class _Checker:
         return v
 
     def tasks(self, node: yaml.Node) -> list[str]:
+        if isinstance(node, yaml.ScalarNode) and self.scalar(node) == "all":
+            return ["all"]
         names = [(n, self.scalar(n)) for n in self.seq(node, "tasks")]
         if not names:
             return []
@@ -263,11 +272,18 @@ def _item(model, model_path, fingerprint, spec: MethodSpec, overrides: Overrides
 def known_tasks() -> set[str] | None:
     """The evaluation tasks zoocodec.eval offers, or None when it is not installed."""
     try:
-        from zoocodec import eval as ev  # noqa: PLC0415
+        from zoocodec.eval.tasks import TASKS  # noqa: PLC0415
     except ImportError:
         return None
-    names = getattr(ev, "TASKS", None)
-    return set(names) if names is not None else None
+    return set(TASKS)
+
+
+def _model_tasks(model: str, model_path: str | None, tasks: list[str]) -> list[str]:
+    """The sweep's tasks this model has (a zoo model's own tasks for `all`; a file: as listed)."""
+    if model_path is not None:
+        return [] if tasks == ["all"] else list(tasks)
+    own = zoo.registry()[model].get("tasks") or []
+    return list(own) if tasks == ["all"] else [t for t in tasks if t in own]
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,0 +1,129 @@
+"""Results tables, regression check and report, from real work items run in-process (no Ray)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from zoocodec.cli import app
+from zoocodec.jobs import regress, report, results as res, run as runner, spec as sweep_spec
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, mnist_path) -> tuple[sweep_spec.Sweep, Path]:
+    """mnist-cnn at three settings, executed here and written as a sweep would."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    (tmp / "s.yaml").write_text("name: s\nmodels: [mnist-cnn]\nmethods: [lossless, 'uniform:bits=4', 'uniform:bits=8']\n")
+    sweep = sweep_spec.load(tmp / "s.yaml", tmp / "base")
+    store = res.Results(sweep.out)
+    for item in sweep.items:
+        store.write(*runner.execute(item, sweep.name))
+    return sweep, tmp
+
+
+def test_rows_are_complete_and_resume_knows_them(swept):
+    sweep, _ = swept
+    store = res.Results(sweep.out)
+    runs = store.runs()
+    assert runs.schema == res.RUNS and runs.num_rows == 3
+    assert store.done_ids() == {i.work_id for i in sweep.items}
+    row = next(r for r in runs.to_pylist() if r["method_name"] == "uniform" and json.loads(r["params"])["bits"] == 4)
+    assert row["status"] == "ok" and row["weights"] == 390410 and row["coder"] == "ans"
+    assert 3 < row["bits_per_weight"] < 5 and row["sqnr_db"] > 10
+    assert json.loads(row["versions"])["zoocodec"]
+    tensors = store.tensors()
+    assert tensors.schema == res.TENSORS
+    assert set(tensors["work_id"].to_pylist()) == {i.work_id for i in sweep.items}
+    # a temp file a killed driver left behind is never read and is cleaned up
+    stale = next(store.runs_dir.iterdir()) / ".deadbeef.parquet.1234.tmp"
+    stale.write_bytes(b"half a file")
+    assert store.runs().num_rows == 3
+    store.clean_temp()
+    assert not stale.exists()
+
+
+def test_rewriting_an_item_replaces_its_row(swept, tmp_path):
+    sweep, _ = swept
+    out = tmp_path / "copy"
+    shutil.copytree(sweep.out, out)
+    store = res.Results(out)
+    item = sweep.items[0]
+    store.write(runner.failed_row(item, sweep.name, "boom"), [])
+    got = store.runs().to_pylist()
+    assert len(got) == 3 and [r["error"] for r in got if r["work_id"] == item.work_id] == ["boom"]
+    assert item.work_id not in store.done_ids()
+
+
+def test_a_corrupt_model_becomes_a_failed_row(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    (tmp_path / "s.yaml").write_text("models: [bad.pt]\nmethods: [uniform]\n")
+    item = sweep_spec.load(tmp_path / "s.yaml").items[0]
+    row, tensors = runner.execute(item, "s")
+    assert row["status"] == "failed" and "bad.pt" in row["error"] and tensors == []
+
+
+def _scaled_copy(src: Path, dst: Path, factor: float, only_method: str) -> None:
+    """A copy of a results folder whose `only_method` run got `factor` times the ratio."""
+    shutil.copytree(src, dst)
+    for f in (dst / "runs").glob("*/*.parquet"):
+        rows = pq.read_table(f).to_pylist()
+        for r in rows:
+            if r["method"] == only_method:
+                r["ratio"] *= factor
+        pq.write_table(pa.Table.from_pylist(rows, schema=res.RUNS), f)
+
+
+def test_regress_passes_identical_results_and_flags_a_worse_ratio(swept):
+    sweep, tmp = swept
+    cli = CliRunner()
+    same = cli.invoke(app, ["regress", "--baseline", str(sweep.out), "--current", str(sweep.out)])
+    assert same.exit_code == 0, same.output
+    assert "3 work items compared, 0 regressions" in same.output
+
+    method = "uniform:bits=4,per_tensor=False,coder=ans"
+    _scaled_copy(sweep.out, tmp / "worse", 0.98, method)
+    worse = cli.invoke(app, ["regress", "--baseline", str(sweep.out), "--current", str(tmp / "worse"),
+                             "--tolerance", "ratio=1%"])
+    assert worse.exit_code == 1
+    assert "| regression | mnist-cnn | `uniform:bits=4" in worse.output and "-2.00%" in worse.output
+    # within a looser tolerance it passes; a better ratio is an improvement, not a failure
+    assert cli.invoke(app, ["regress", "--baseline", str(sweep.out), "--current", str(tmp / "worse"),
+                            "--tolerance", "ratio=3%"]).exit_code == 0
+    _scaled_copy(sweep.out, tmp / "better", 1.05, method)
+    better = regress.compare(sweep.out, tmp / "better")
+    assert not better.regressions and [c.verdict for c in better.changes] == ["improvement"]
+
+
+def test_regress_flags_failures_and_missing_items(swept, tmp_path):
+    sweep, _ = swept
+    out = tmp_path / "cur"
+    shutil.copytree(sweep.out, out)
+    store = res.Results(out)
+    store.write(runner.failed_row(sweep.items[0], sweep.name, "boom"), [])
+    next((out / "runs").glob(f"*/{sweep.items[1].work_id}.parquet")).unlink()
+    measures = sorted(c.measure for c in regress.compare(sweep.out, out).regressions)
+    assert measures == ["missing", "status"]
+
+
+def test_bad_tolerance_is_a_user_error():
+    result = CliRunner().invoke(app, ["regress", "--baseline", ".", "--current", ".", "--tolerance", "speed=3%"])
+    assert result.exit_code != 0 and "speed=3%" in str(result.exception)
+
+
+def test_report_has_plots_and_a_pareto_front(swept):
+    sweep, tmp = swept
+    page = report.write(sweep.out, tmp / "r" / "report.html")
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == 1 and "Pareto front" in text and "mnist-cnn" in text
+    assert (tmp / "r" / "report_files" / "mnist-cnn.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_pareto_front_keeps_only_unbeaten_points():
+    points = [(4.0, 20.0, "a"), (5.0, 19.0, "b"), (6.0, 30.0, "c"), (6.0, 25.0, "d"), (8.0, 40.0, "e")]
+    assert [p[2] for p in report.pareto(points)] == ["a", "c", "e"]
