@@ -128,9 +128,17 @@ def test_hardware_probes_never_raise(stream, mnist_symbols):
     assert np.array_equal(decoded, mnist_symbols[8].reshape(-1))
 
 
+def test_nvdec_streams_fit_nvdec_frame_sizes(mnist_symbols):
+    """hw=nvdec pads small tensors up to the frames NVDEC takes (HEVC: at least 144x144)."""
+    s = mnist_symbols[8]  # 64 x 288
+    h = video.Header.unpack(video.encode(s, video.Options(codec="hevc", hw="nvdec")))
+    assert (h.layout.tile_w, h.layout.tile_h) >= nvdec.NVDEC_MIN["hevc"]
+    assert np.array_equal(h.decode_streams([0], hw="cpu")[0], s.reshape(-1))
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("opts", [video.Options(codec="hevc", hw="cpu"), video.Options(codec="hevc", crf=22, hw="cpu"),
-                                  video.Options(codec="h264", hw="cpu")])
+@pytest.mark.parametrize("opts", [video.Options(codec="hevc", hw="nvdec"), video.Options(codec="hevc", crf=22, hw="nvdec"),
+                                  video.Options(codec="h264", hw="nvdec")])
 def test_nvdec_matches_software(mnist_symbols, opts):
     if not nvdec.nvdec_available():
         pytest.skip(f"no NVDEC here: {nvdec._load()[1]}")

@@ -29,6 +29,12 @@ NVDEC_VERIFIED = {
 }
 
 
+# Frame sizes NVDEC takes (Video Codec SDK decoder caps; width, height). Smaller tiles
+# made cuvidCreateDecoder fail on the H100 (error 1), so such streams decode in software.
+NVDEC_MIN = {"h264": (48, 16), "hevc": (144, 144)}
+NVDEC_MAX = {"h264": (4096, 4096), "hevc": (8192, 8192)}
+
+
 @functools.cache
 def _load():
     """(PyNvVideoCodec module, None) or (None, why not)."""
@@ -77,13 +83,18 @@ def nvenc_reason() -> str:
 
 def can_decode(h) -> bool:
     """Whether NVDEC here decodes the stream described by video.Header `h`."""
-    return nvdec_available() and h.planes >= 1 and (h.codec, h.pix, h.depth, h.lossless) in NVDEC_VERIFIED
+    if not nvdec_available() or (h.codec, h.pix, h.depth, h.lossless) not in NVDEC_VERIFIED:
+        return False
+    (w0, h0), (w1, h1) = NVDEC_MIN[h.codec], NVDEC_MAX[h.codec]
+    return w0 <= h.layout.tile_w <= w1 and h0 <= h.layout.tile_h <= h1
 
 
 def nvdec_reason(h) -> str:
     nvc, why = _load()
     if nvc is None:
         return why
+    if (h.codec, h.pix, h.depth, h.lossless) in NVDEC_VERIFIED:
+        return f"{h.layout.tile_w}x{h.layout.tile_h} frames are outside NVDEC's {h.codec} sizes"
     lossless = "lossless " if h.lossless else ""
     return f"{lossless}{h.codec} {h.pix} {h.depth}-bit is not a profile NVDEC decodes"
 

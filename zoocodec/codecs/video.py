@@ -105,14 +105,14 @@ class Layout:
         return gr * gc
 
     @classmethod
-    def for_shape(cls, shape: tuple[int, ...]) -> Layout:
+    def for_shape(cls, shape: tuple[int, ...], min_w: int = MIN_SIDE, min_h: int = MIN_SIDE) -> Layout:
         count = math.prod(shape)
         if len(shape) >= 2 and shape[0] >= MIN_SIDE and count // shape[0] >= MIN_SIDE:
             rows, cols = shape[0], count // shape[0]
         else:  # 1-D or thin: fold into rows of a near-square width
             cols = min(FOLD_WIDTH, max(MIN_SIDE, math.isqrt(max(count - 1, 0)) + 1))
             rows = max(1, -(-count // cols))
-        return cls(count, rows, cols, _side(rows), _side(cols))
+        return cls(count, rows, cols, _side(rows, min_h), _side(cols, min_w))
 
     def to_frames(self, u: np.ndarray) -> list[np.ndarray]:
         """Flat unsigned symbols -> tiles (edge-padded), row-major."""
@@ -132,11 +132,11 @@ class Layout:
         return xp.concatenate(rows, axis=0)[: self.rows, : self.cols].reshape(-1)[: self.count]
 
 
-def _side(n: int) -> int:
-    """The tile side for a dimension of n: even, MIN_SIDE..MAX_SIDE, tiles of equal size."""
+def _side(n: int, least: int = MIN_SIDE) -> int:
+    """The tile side for a dimension of n: even, least..MAX_SIDE, tiles of equal size."""
     pieces = -(-n // MAX_SIDE)
     side = -(-n // pieces)
-    return max(MIN_SIDE, side + (side & 1))
+    return max(least, side + (side & 1))
 
 
 def depth_for(span: int, codec: Codec) -> tuple[int, int]:
@@ -168,7 +168,12 @@ def encode_members(members: list[np.ndarray], opts: Options) -> tuple[bytes, lis
     shape = members[0].shape
     if any(m.shape != shape for m in members):
         raise SpecError("video: every member of a sequence must have the same shape")
-    layout = Layout.for_shape(shape)
+    if opts.hw == "nvdec":  # pad small tensors up to the frame sizes NVDEC takes
+        from zoocodec.codecs.nvdec import NVDEC_MIN  # noqa: PLC0415
+
+        layout = Layout.for_shape(shape, *NVDEC_MIN[codec.name])
+    else:
+        layout = Layout.for_shape(shape)
     flat = [np.ascontiguousarray(m, dtype=np.int64).reshape(-1) for m in members]
     lo = min((int(f.min()) for f in flat if f.size), default=0)
     span = max((int(f.max()) - lo for f in flat if f.size), default=0)
@@ -408,8 +413,13 @@ def decode_packets(packets: list[bytes], h: Header, hw: str = "auto") -> list[np
         from zoocodec.codecs import nvdec  # noqa: PLC0415
 
         if nvdec.can_decode(h):
-            return [nvdec.to_host(f) for f in nvdec.decode_packets(packets, h)]
-        if hw == "nvdec":
+            try:
+                return [nvdec.to_host(f) for f in nvdec.decode_packets(packets, h)]
+            except ContainerError:
+                raise
+            except Exception as e:  # a stream this NVDEC refuses after all: software gives the same symbols
+                log.warning("NVDEC failed on this stream (%s); decoding in software", str(e).splitlines()[0][:160])
+        elif hw == "nvdec":
             log.warning("NVDEC cannot decode this stream here (%s); decoding in software", nvdec.nvdec_reason(h))
     av = _av()
     ctx = av.CodecContext.create(CODECS[h.codec].decoder, "r")
