@@ -58,6 +58,7 @@ def test_fixed_point_sums_are_exact():
 
 def test_chunked_path_matches_one_tile(monkeypatch):
     """Memory bound: tiny tiles (many per problem and many problems per tile) give the same result."""
+    monkeypatch.setattr(K, "SORT_LIMIT", 0)
     x = laplace((5, 3001))
     whole = K.kmeans(x, 16, iters=10)
     monkeypatch.setattr(K, "CHUNK", 1000)
@@ -66,6 +67,21 @@ def test_chunked_path_matches_one_tile(monkeypatch):
     rows = K.kmeans(x, 16, iters=10)
     for a, b in (whole, tiled), (whole, rows):
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("shape,k", [((1, 50_000), 16), ((40, 999), 4), ((300, 64), 3), ((3, 5000), 256)])
+def test_sorted_path_matches_streaming_pass(shape, k, monkeypatch):
+    """The sorted prefix-sum path and the streaming pass (the GPU kernel's algorithm) agree exactly."""
+    x = laplace(shape, seed=4)
+    c0 = K.kmeanspp_init(x, k)
+    scales = K.fixed_point_scales(x)
+    sums, counts = K.SortedSums(x, scales)(c0)
+    ref_sums, ref_counts = K.cluster_sums(x, c0, scales)
+    assert np.array_equal(sums, ref_sums) and np.array_equal(counts, ref_counts)
+    fast = K.kmeans(x, k, iters=8)
+    monkeypatch.setattr(K, "SORT_LIMIT", 0)
+    slow = K.kmeans(x, k, iters=8)
+    assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
 
 
 def test_batched_search_matches_searchsorted():

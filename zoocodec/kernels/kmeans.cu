@@ -5,6 +5,7 @@
 //  - cluster sums in fixed point, rint(x * scale) as int64 (scale per problem): exact in any order;
 //  - centroid = float(((double)sum / (double)count) / scale); an empty cluster copies
 //    the nearest non-empty one below it (else above).
+// The order in which blocks add their sums differs from run to run; the integer sums do not.
 
 #define FULL 0xffffffffu
 #define MAXK_SMALL 8
@@ -34,16 +35,30 @@ __device__ __forceinline__ int visit(float v, int nm, const float* smid, int top
     return a;
 }
 
-// One fused Lloyd pass: every value is read once, assigned, and added to its cluster's
-// sum and count. Grid (gx, B): blockIdx.y is the problem. Shared memory holds private
+#define DEPTH 4  // float4 loads each thread issues before using the first
+
+__device__ __forceinline__ void visit4(float4 v, long long i, int nm, const float* smid, int top, double scale,
+                                       int per_lane, long long* ssum, int* scnt, int slot, int copies,
+                                       unsigned char* ob) {
+    int a0 = visit(v.x, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
+    int a1 = visit(v.y, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
+    int a2 = visit(v.z, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
+    int a3 = visit(v.w, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
+    if (ob) ((uchar4*)ob)[i] = make_uchar4(a0, a1, a2, a3);
+}
+
+// One fused Lloyd iteration: every value is read once, assigned, and added to its
+// cluster's sum and count; the last block of each problem to finish then computes the
+// problem's new centroids and midpoints and clears its sums (so an iteration is one
+// launch). Grid (gx, B): blockIdx.y is the problem. Shared memory holds private
 // accumulators, one copy per lane (per_lane, small k: no atomics) or per warp, then one
-// global atomic per cluster and block. idx_out (optional) receives the indices.
-extern "C" __global__ void lloyd_pass(const float* __restrict__ x, long long n, int K,
-                                      const float* __restrict__ mids, int top, const double* __restrict__ scales,
-                                      int per_lane,
-                                      long long* __restrict__ sums, int* __restrict__ counts,
-                                      unsigned char* __restrict__ idx_out) {
+// global atomic per cluster and block. idx_out (optional) receives the indices; with
+// c == nullptr the pass only assigns.
+extern "C" __global__ void lloyd_pass(const float* __restrict__ x, long long n, int K, float* mids, int top,
+                                      const double* __restrict__ scales, int per_lane, long long* sums, int* counts,
+                                      unsigned char* __restrict__ idx_out, float* c, int* done, int* changed) {
     extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ int is_last;
     const int T = blockDim.x, tid = threadIdx.x, b = blockIdx.y;
     const int copies = per_lane ? T : (T >> 5);
     const int slot = per_lane ? tid : (tid >> 5);
@@ -65,14 +80,15 @@ extern "C" __global__ void lloyd_pass(const float* __restrict__ x, long long n, 
     if ((n & 3) == 0) {  // 16-byte loads (rows start 16-byte aligned when n % 4 == 0)
         const float4* x4 = (const float4*)xb;
         const long long n4 = n >> 2;
-        for (long long i = start; i < n4; i += stride) {
-            float4 v = __ldcs(x4 + i);
-            int a0 = visit(v.x, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
-            int a1 = visit(v.y, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
-            int a2 = visit(v.z, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
-            int a3 = visit(v.w, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
-            if (ob) ((uchar4*)ob)[i] = make_uchar4(a0, a1, a2, a3);
+        long long i = start;
+        for (; i + (DEPTH - 1) * stride < n4; i += DEPTH * stride) {  // DEPTH loads in flight first
+            float4 v[DEPTH];
+#pragma unroll
+            for (int u = 0; u < DEPTH; ++u) v[u] = __ldcs(x4 + i + u * stride);
+#pragma unroll
+            for (int u = 0; u < DEPTH; ++u) visit4(v[u], i + u * stride, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies, ob);
         }
+        for (; i < n4; i += stride) visit4(__ldcs(x4 + i), i, nm, smid, top, scale, per_lane, ssum, scnt, slot, copies, ob);
     } else {
         for (long long i = start; i < n; i += stride) {
             int a = visit(xb[i], nm, smid, top, scale, per_lane, ssum, scnt, slot, copies);
@@ -81,54 +97,62 @@ extern "C" __global__ void lloyd_pass(const float* __restrict__ x, long long n, 
     }
     __syncthreads();
 
+    long long* sb = sums + (long long)b * K;
+    int* nb = counts + (long long)b * K;
     const int warp = tid >> 5, lane = tid & 31, nwarps = T >> 5;
-    for (int c = warp; c < K; c += nwarps) {  // one warp per cluster: sum the copies, one atomic
+    for (int j = warp; j < K; j += nwarps) {  // one warp per cluster: sum the copies, one atomic
         long long s = 0;
         int m = 0;
-        for (int j = lane; j < copies; j += 32) {
-            s += ssum[c * copies + j];
-            m += scnt[c * copies + j];
+        for (int i = lane; i < copies; i += 32) {
+            s += ssum[j * copies + i];
+            m += scnt[j * copies + i];
         }
         for (int o = 16; o > 0; o >>= 1) {
             s += __shfl_down_sync(FULL, s, o);
             m += __shfl_down_sync(FULL, m, o);
         }
         if (lane == 0 && m) {
-            atomicAdd((unsigned long long*)&sums[(long long)b * K + c], (unsigned long long)s);
-            atomicAdd(&counts[(long long)b * K + c], m);
+            atomicAdd((unsigned long long*)&sb[j], (unsigned long long)s);
+            atomicAdd(&nb[j], m);
         }
     }
-}
+    if (c == nullptr) return;
 
-// New centroids and midpoints from the sums, one thread per problem; clears the sums and
-// sets *changed when a centroid moved.
-extern "C" __global__ void lloyd_update(int B, int K, const double* scales, float* c, float* mids,
-                                        long long* sums, int* counts, int* changed) {
-    const int b = blockIdx.x * blockDim.x + threadIdx.x;
-    if (b >= B) return;
-    const double scale = scales[b];
-    float* cb = c + (long long)b * K;
-    long long* sb = sums + (long long)b * K;
-    int* nb = counts + (long long)b * K;
-    int first = -1;
-    for (int j = 0; j < K; ++j)
-        if (nb[j] > 0) {
-            first = j;
-            break;
-        }
-    if (first >= 0) {
-        float last = (float)(((double)sb[first] / (double)nb[first]) / scale);
-        int moved = 0;
-        for (int j = 0; j < K; ++j) {
-            if (nb[j] > 0) last = (float)(((double)sb[j] / (double)nb[j]) / scale);
-            moved |= cb[j] != last;
-            cb[j] = last;
-            sb[j] = 0;
-            nb[j] = 0;
-        }
-        if (moved) atomicOr(changed, 1);
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) is_last = atomicAdd(&done[b], 1) == (int)gridDim.x - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    float* smean = (float*)smem;  // the private copies are done with: reuse their memory
+    int* sne = (int*)(smean + K);
+    for (int j = tid; j < K; j += T) {
+        const long long s = __ldcg(sb + j);
+        const int m = __ldcg(nb + j);
+        sne[j] = m > 0;
+        smean[j] = m > 0 ? (float)(((double)s / (double)m) / scale) : 0.0f;
+        sb[j] = 0;
+        nb[j] = 0;
     }
-    for (int j = 0; j + 1 < K; ++j) mids[(long long)b * (K - 1) + j] = (cb[j] + cb[j + 1]) * 0.5f;
+    __syncthreads();
+    float* cb = c + (long long)b * K;
+    int moved = 0;
+    for (int j = tid; j < K; j += T) {  // empty: nearest non-empty below, else above
+        int src = j;
+        while (src >= 0 && !sne[src]) --src;
+        if (src < 0) {
+            src = j + 1;
+            while (src < K && !sne[src]) ++src;
+        }
+        if (src < K) {
+            moved |= cb[j] != smean[src];
+            cb[j] = smean[src];
+        }
+    }
+    if (moved) atomicOr(changed, 1);
+    __syncthreads();
+    for (int j = tid; j < nm; j += T) mids[(long long)b * nm + j] = (cb[j] + cb[j + 1]) * 0.5f;
+    if (tid == 0) done[b] = 0;
 }
 
 // Many small problems (n <= 4096, K <= 8, e.g. LNQ units): one warp runs every Lloyd

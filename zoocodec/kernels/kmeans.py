@@ -17,10 +17,14 @@ one array operation over the whole batch (no Python loop over problems or weight
   which keeps the centroids sorted without a sort.
 - Lloyd stops after `iters` iterations or when no centroid moved; an unchanged state
   is a fixed point, so stopping per problem or for the whole batch gives the same result.
+- On the CPU, batches up to SORT_LIMIT values sort each row once; an iteration is then a
+  binary search per centroid plus prefix-sum differences (SortedSums), O(k log n) instead
+  of a pass over the weights. Larger batches stream over tiles of CHUNK values (the same
+  pass as the CUDA kernel). Both give the same integer sums, hence the same centroids.
 
-On CuPy arrays the heavy loops run in the CUDA kernels of kmeans.cu: one pass reads
-every weight once, assigns it and adds it to per-block shared-memory sums (the fused
-Lloyd iteration); small problems (n <= 4096, k <= 8, e.g. LNQ units) run every Lloyd
+On CuPy arrays the heavy loops run in the CUDA kernels of kmeans.cu: one launch per
+Lloyd iteration reads every weight once, assigns it, adds it to per-block shared-memory
+sums, and its last block per problem computes the new centroids; small problems (n <= 4096, k <= 8, e.g. LNQ units) run every Lloyd
 iteration of one problem in one warp. `cuda=False` runs the generic `xp` path instead.
 """
 from __future__ import annotations
@@ -32,7 +36,8 @@ import numpy as np
 
 from zoocodec.kernels.backend import array_namespace, to_numpy
 
-CHUNK = 1 << 22  # values per tile on the generic path: bounds the temporaries to ~100 MB
+CHUNK = 1 << 22  # values per tile on the streaming path: bounds the temporaries to ~100 MB
+SORT_LIMIT = 1 << 25  # batches up to this many values take the sorted path (12 bytes per value)
 SMALL_N, SMALL_K = 4096, 8  # problems the one-warp-per-problem CUDA kernel takes
 
 
@@ -162,12 +167,55 @@ def lloyd(x, c, iters: int, cuda: bool | None = None):
     scales = fixed_point_scales(x)
     if xp is not np and cuda is not False:
         return _cuda_lloyd(x, c, iters, scales)
+    sums_of = SortedSums(x, scales) if B * n <= SORT_LIMIT else (lambda c: cluster_sums(x, c, scales))
     for _ in range(iters):
-        new = update(c, *cluster_sums(x, c, scales), scales)
+        new = update(c, *sums_of(c), scales)
         if bool(xp.array_equal(new, c)):
             break
         c = new
     return c
+
+
+class SortedSums:
+    """cluster_sums() in O(k log n) per iteration: each row sorted once, with prefix sums.
+
+    In sorted order every cluster is a run; its bounds are the counts of values below each
+    midpoint (a binary search), its sum a difference of exact fixed-point prefix sums. The
+    sums are the same integers cluster_sums() adds up, so the centroids are identical.
+    Costs a sort and 12 bytes per value, hence only up to SORT_LIMIT values.
+    """
+
+    def __init__(self, x, scales):
+        xp = array_namespace(x)
+        self.xs = xp.sort(x, axis=1)
+        B, n = x.shape
+        self.prefix = xp.zeros((B, n + 1), dtype=xp.float64)
+        self.prefix[:, 1:] = xp.cumsum(xp.rint(self.xs.astype(xp.float64) * scales[:, None]), axis=1)
+
+    def __call__(self, c):
+        xp = array_namespace(c)
+        B, n = self.xs.shape
+        below = _count_below(self.xs, midpoints(c))
+        edges = xp.concatenate([xp.zeros((B, 1), dtype=below.dtype), below,
+                                xp.full((B, 1), n, dtype=below.dtype)], axis=1)
+        sums = xp.take_along_axis(self.prefix, edges[:, 1:], axis=1) - xp.take_along_axis(self.prefix, edges[:, :-1], axis=1)
+        return sums, xp.diff(edges, axis=1)
+
+
+def _count_below(xs, v):
+    """Per row, the number of values of the sorted row xs[b] that are < v[b, j] -> (B, len)."""
+    xp = array_namespace(xs)
+    B, n = xs.shape
+    if B == 1:
+        return xp.searchsorted(xs[0], v[0], side="left").astype(xp.int64)[None, :]
+    idx = xp.zeros(v.shape, dtype=xp.int64)
+    step = 1 << (n.bit_length() - 1)
+    while step:
+        j = idx + step
+        probe = xp.take_along_axis(xs, xp.minimum(j, n) - 1, axis=1)
+        idx = xp.where((j <= n) & (probe < v), j, idx)
+        step >>= 1
+    return idx
 
 
 def kmeans(x, k: int, iters: int = 20, seed: int = 0, sample: int = 4096, cuda: bool | None = None):
@@ -207,34 +255,64 @@ def _module():
     return cupy.RawModule(code=src, options=("-std=c++17",))
 
 
-def _pass_config(B: int, n: int, k: int):
+@functools.cache
+def _kernel(name: str):
+    return _module().get_function(name)
+
+
+@functools.cache
+def _sm_count() -> int:
     import cupy  # noqa: PLC0415
 
-    sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
-    per_lane = k <= 16
-    copies = THREADS if per_lane else THREADS // 32
-    shared = copies * k * 12 + 4 * max(k - 1, 0)
-    work = -(-n // 4) if n % 4 == 0 else n
-    gx = max(1, min(-(-work // THREADS), (sms * 8) // max(B, 1) or 1, 65535))
-    top = 1 << (max(k - 1, 1).bit_length() - 1)
-    return (gx, B), per_lane, shared, top
+    return cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["multiProcessorCount"]
 
 
-def _cuda_pass(x, c, mids, scales, sums, counts, idx_out=None):
+def _pass_launches(x, mids, scales, sums, counts, idx_out=None, c=None, done=None, changed=None):
+    """(grid, shared bytes, args) of the lloyd_pass launches for a batch, built once and reused."""
     import cupy  # noqa: PLC0415
 
     B, n = x.shape
-    k = c.shape[1]
+    k = sums.shape[1]
+    per_lane = k <= 16
+    copies = THREADS if per_lane else THREADS // 32
+    shared = copies * k * 12 + 4 * max(k - 1, 0)
+    work = n // 4 if n % 4 == 0 else n
+    top = 1 << (max(k - 1, 1).bit_length() - 1)
+    null = cupy.uint64(0)
+    launches = []
     for b0 in range(0, B, 65535):  # the grid's y extent is at most 65535 problems
         b1 = min(B, b0 + 65535)
-        grid, per_lane, shared, top = _pass_config(b1 - b0, n, k)
-        _module().get_function("lloyd_pass")(
-            grid, (THREADS,),
-            (x[b0:b1], np.int64(n), np.int32(k), mids[b0:b1], np.int32(top), scales[b0:b1],
-             np.int32(per_lane), sums[b0:b1], counts[b0:b1],
-             idx_out[b0:b1] if idx_out is not None else cupy.uint64(0)),
-            shared_mem=shared,
-        )
+        gx = max(1, min(-(-work // THREADS), (_sm_count() * 8) // (b1 - b0) or 1, 65535))
+        launches.append(((gx, b1 - b0), shared, (
+            x[b0:b1], np.int64(n), np.int32(k), mids[b0:b1], np.int32(top), scales[b0:b1], np.int32(per_lane),
+            sums[b0:b1], counts[b0:b1], null if idx_out is None else idx_out[b0:b1],
+            null if c is None else c[b0:b1], null if done is None else done[b0:b1],
+            null if changed is None else changed)))
+    return launches
+
+
+def _launch(launches) -> None:
+    for grid, shared, args in launches:
+        _kernel("lloyd_pass")(grid, (THREADS,), args, shared_mem=shared)
+
+
+class CudaLloyd:
+    """Device state of repeated fused Lloyd iterations (k > 8 or n > 4096): one launch each."""
+
+    def __init__(self, x, c, scales):
+        import cupy  # noqa: PLC0415
+
+        B, n = x.shape
+        k = c.shape[1]
+        self.c = cupy.ascontiguousarray(c, dtype=cupy.float32).copy()
+        self.mids = cupy.ascontiguousarray(midpoints(self.c)) if k > 1 else cupy.zeros((B, 1), cupy.float32)
+        self.changed = cupy.zeros(1, dtype=cupy.int32)
+        sums, counts = cupy.zeros((B, k), dtype=cupy.int64), cupy.zeros((B, k), dtype=cupy.int32)
+        done = cupy.zeros(B, dtype=cupy.int32)
+        self.launches = _pass_launches(x, self.mids, scales, sums, counts, None, self.c, done, self.changed)
+
+    def step(self) -> None:
+        _launch(self.launches)
 
 
 def _small(B: int, n: int, k: int) -> bool:
@@ -246,30 +324,22 @@ def _cuda_lloyd(x, c, iters, scales, check_every: int = 4):
 
     B, n = x.shape
     k = c.shape[1]
-    c = cupy.ascontiguousarray(c, dtype=cupy.float32).copy()
     if _small(B, n, k):
+        c = cupy.ascontiguousarray(c, dtype=cupy.float32).copy()
         warps_per_block = 4
-        grid = (-(-B // warps_per_block),)
-        _module().get_function("lloyd_small")(
-            grid, (32 * warps_per_block,),
+        _kernel("lloyd_small")(
+            (-(-B // warps_per_block),), (32 * warps_per_block,),
             (x, np.int32(B), np.int32(n), np.int32(k), c, np.int32(iters), scales, cupy.uint64(0)),
         )
         return c
-    mids = cupy.ascontiguousarray(midpoints(c))
-    if k == 1:
-        mids = cupy.zeros((B, 1), dtype=cupy.float32)
-    sums = cupy.zeros((B, k), dtype=cupy.int64)
-    counts = cupy.zeros((B, k), dtype=cupy.int32)
-    changed = cupy.zeros(1, dtype=cupy.int32)
-    update_fn = _module().get_function("lloyd_update")
+    plan = CudaLloyd(x, c, scales)
     for it in range(iters):
-        _cuda_pass(x, c, mids, scales, sums, counts)
-        update_fn((-(-B // 128),), (128,), (np.int32(B), np.int32(k), scales, c, mids, sums, counts, changed))
-        if check_every and (it + 1) % check_every == 0:
-            if not int(changed.get()[0]):
+        plan.step()
+        if check_every and (it + 1) % check_every == 0:  # a fixed point: stopping late changes nothing
+            if not int(plan.changed.get()[0]):
                 break
-            changed.fill(0)
-    return c
+            plan.changed.fill(0)
+    return plan.c
 
 
 def _cuda_assign(x, c):
@@ -280,13 +350,12 @@ def _cuda_assign(x, c):
     out = cupy.empty((B, n), dtype=cupy.uint8)
     if _small(B, n, k):
         warps_per_block = 4
-        _module().get_function("lloyd_small")(
+        _kernel("lloyd_small")(
             (-(-B // warps_per_block),), (32 * warps_per_block,),
             (x, np.int32(B), np.int32(n), np.int32(k), c.copy(), np.int32(0), cupy.ones(B, cupy.float64), out),
         )
         return out
     mids = cupy.ascontiguousarray(midpoints(c)) if k > 1 else cupy.zeros((B, 1), dtype=cupy.float32)
-    sums = cupy.zeros((B, k), dtype=cupy.int64)
-    counts = cupy.zeros((B, k), dtype=cupy.int32)
-    _cuda_pass(x, c, mids, cupy.zeros(B, cupy.float64), sums, counts, out)
+    sums, counts = cupy.zeros((B, k), dtype=cupy.int64), cupy.zeros((B, k), dtype=cupy.int32)
+    _launch(_pass_launches(x, mids, cupy.zeros(B, cupy.float64), sums, counts, out))
     return out

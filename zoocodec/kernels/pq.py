@@ -23,7 +23,7 @@ def init(v, k: int, seed: int = 0, sample: int = 4096):
         s = to_numpy(v).astype(np.float64)
     else:
         pos = rng.integers(0, N, size=(B, sample))
-        s = to_numpy(xp.take_along_axis(v, xp.asarray(pos)[:, :, None], axis=1)).astype(np.float64)
+        s = to_numpy(v[xp.arange(B)[:, None], xp.asarray(pos)]).astype(np.float64)
     S = s.shape[1]
     rows = np.arange(B)
     c = np.empty((B, k, m), dtype=np.float64)
@@ -71,7 +71,7 @@ def assign(v, c):
 def _exact(tile, c, which):
     """Squared distance of each vector to the centroid `which` (B, n, 1), dimension by dimension."""
     xp = array_namespace(tile)
-    picked = xp.take_along_axis(c, which, axis=1)  # (B, n, m)
+    picked = c[xp.arange(c.shape[0])[:, None], which[:, :, 0]]  # (B, n, m)
     d = xp.zeros(which.shape, dtype=xp.float32)
     for j in range(tile.shape[2]):  # a loop over the sub-vector's dimensions
         diff = tile[:, :, j : j + 1] - picked[:, :, j : j + 1]
