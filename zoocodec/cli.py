@@ -48,10 +48,18 @@ def compress(
     lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless coding of the symbols (the default)")] = False,
     crf: Annotated[Optional[int], typer.Option(help="video: lossy, the encoder's constant rate factor 0..51")] = None,
     hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
+    target_loss: Annotated[Optional[str], typer.Option(help="automatic mode: the smallest file within this loss of the task metric, e.g. 1%")] = None,
+    task: Annotated[Optional[str], typer.Option(help="automatic mode: the zoo task to keep within budget (default: the model's first)")] = None,
 ):
     """Compress a model into a .zc container."""
     from zoocodec.methods import Overrides, parse_spec  # noqa: PLC0415
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
+
+    if target_loss is not None:
+        _auto(model, output, target_loss, task, method, min_size, json_out)
+        return
+    if task is not None:
+        raise ZoocodecError("--task belongs to automatic mode: add --target-loss")
 
     spec = _coder_text(_spec_text(method, step, bits, per_tensor), coder, lossless, crf, hw)
     parse_spec(spec)  # reject bad specs before reading the model
@@ -70,6 +78,49 @@ def compress(
         console.print(f"{output}: {report.params:,} weights, {report.bytes_in:,} -> {report.weight_bytes:,} bytes, "
                       f"ratio {report.ratio:.2f}x, {report.bits_per_weight:.3f} bits/weight, "
                       f"SQNR {_fmt(report.sqnr_db, 1)} dB, {report.seconds:.1f} s")
+
+
+def _auto(model: str, output: Path, target_loss: str, task: str | None, method: str, min_size: int,
+          json_out: bool) -> None:
+    """compress --target-loss: search the per-tensor steps, verify on the task, report."""
+    from zoocodec.pipeline.auto import auto_compress, parse_loss  # noqa: PLC0415
+
+    r = auto_compress(model, output, parse_loss(target_loss), task, method=method, min_size=min_size,
+                      log=lambda msg: err_console.print(msg, markup=False, highlight=False))
+    rep = r.report
+    summary = {"output": str(output), "reference": r.reference, "task": r.task, "metric": r.metric,
+               "target_loss": r.target_loss, "value": r.value, "baseline": r.baseline, "loss": r.loss,
+               "base_step": r.base_step, "params": rep.params, "bytes_in": rep.bytes_in,
+               "weight_bytes": rep.weight_bytes, "ratio": rep.ratio, "bits_per_weight": rep.bits_per_weight,
+               "seconds": r.seconds}
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(f"{output}: {r.task} {r.metric} {r.value:.4f} (original {r.baseline:.4f}, loss "
+                      f"{100 * r.loss:.3f}% <= {100 * r.target_loss:g}%), ratio {rep.ratio:.2f}x, "
+                      f"{rep.bits_per_weight:.3f} bits/weight, {r.seconds:.1f} s")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="a .zc file, a model file or folder, or a zoo name")],
+    task: Annotated[Optional[str], typer.Option(help="one of the model's zoo tasks (default: all of them)")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="the zoo model it derives from (default: recognised by its tensors)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the metrics as JSON rows")] = False,
+):
+    """Evaluate a (compressed) model on its zoo task next to the original; print value, baseline, delta."""
+    from zoocodec.eval import evaluate as run  # noqa: PLC0415
+
+    metrics = run(model, task, reference)
+    if json_out:
+        print(json.dumps([m.to_dict() for m in metrics], indent=2))
+        return
+    table = Table(title=str(model))
+    for col in ("task", "metric", "value", "original", "delta"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for m in metrics:
+        table.add_row(m.task, m.metric, f"{m.value:.5f}", f"{m.baseline:.5f}", f"{m.delta:+.5f}")
+    console.print(table)
 
 
 def _spec_text(method: str, step: float | None, bits: int | None, per_tensor: bool) -> str:
@@ -140,53 +191,6 @@ def inspect(
                   f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight")
 
 
-@app.command("compress-seq")
-def compress_seq(
-    models: Annotated[list[str], typer.Argument(help="the members in order (files or zoo names), one architecture")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="the .zc file to write")],
-    mode: Annotated[str, typer.Option(help="video (inter-coded) | delta (member minus predecessor) | independent")] = "video",
-    method: Annotated[Optional[str], typer.Option(help="the shared grid (default video:bits=8, or uniform:bits=8 for delta/independent)")] = None,
-    coder: Annotated[Optional[str], typer.Option(help="video-h264 | video-hevc, or ans | ctx for delta/independent")] = None,
-    lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless (the default)")] = False,
-    crf: Annotated[Optional[int], typer.Option(help="video: lossy, constant rate factor 0..51")] = None,
-    hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
-    keyint: Annotated[int, typer.Option(min=0, help="members per group: reading one decodes at most this many (0: one group)")] = 0,
-    min_size: Annotated[int, typer.Option(help="tensors with fewer weights stay lossless")] = 4096,
-    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-):
-    """Compress a sequence of same-architecture models (checkpoints, fine-tunes) into one .zc."""
-    from zoocodec.pipeline.sequence import compress_seq as run  # noqa: PLC0415
-
-    spec = _coder_text(method or ("video:bits=8" if mode == "video" else "uniform:bits=8"), coder, lossless, crf, hw)
-    report = run(models, output, spec, mode, keyint, min_size=min_size)
-    summary = {"output": str(output), "spec": spec, "mode": mode, "keyint": keyint, "members": report.labels,
-               "bits_per_weight": report.bits_per_weight, "mean_bits_per_weight": report.mean_bits_per_weight,
-               "file_bytes": report.file_bytes, "seconds": report.seconds}
-    if json_out:
-        print(json.dumps(summary, indent=2))
-    else:
-        console.print(f"{output}: {len(models)} members, {report.quantized_params:,} quantized weights each, "
-                      f"{report.mean_bits_per_weight:.3f} bits/weight on average "
-                      f"({', '.join(f'{b:.2f}' for b in report.bits_per_weight)}), {report.file_bytes:,} bytes, "
-                      f"{report.seconds:.1f} s")
-
-
-@app.command("decompress-seq")
-def decompress_seq(
-    container: Annotated[Path, typer.Argument(help="the sequence .zc file")],
-    member: Annotated[str, typer.Option(help="the member's label or index")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="model file to write")],
-    format: Annotated[Optional[str], typer.Option(help="safetensors | pytorch | onnx | hf")] = None,
-):
-    """Decode one member of a sequence container (random access: only its group is decoded)."""
-    from zoocodec.pipeline.sequence import SeqArchive, decompress_seq as run  # noqa: PLC0415
-
-    with SeqArchive(container) as a:
-        which = member if member in a.labels or not member.lstrip("-").isdigit() else int(member)
-    run(container, which, output, format)
-    console.print(f"wrote {output}")
-
-
 @app.command()
 def sweep(
     spec: Annotated[Path, typer.Argument(help="the sweep spec (YAML): models x methods x parameters")],
@@ -247,6 +251,53 @@ def report(
     from zoocodec.jobs import report as rep  # noqa: PLC0415
 
     console.print(f"wrote {rep.write(results, output)}")
+
+
+@app.command("compress-seq")
+def compress_seq(
+    models: Annotated[list[str], typer.Argument(help="the members in order (files or zoo names), one architecture")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the .zc file to write")],
+    mode: Annotated[str, typer.Option(help="video (inter-coded) | delta (member minus predecessor) | independent")] = "video",
+    method: Annotated[Optional[str], typer.Option(help="the shared grid (default video:bits=8, or uniform:bits=8 for delta/independent)")] = None,
+    coder: Annotated[Optional[str], typer.Option(help="video-h264 | video-hevc, or ans | ctx for delta/independent")] = None,
+    lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless (the default)")] = False,
+    crf: Annotated[Optional[int], typer.Option(help="video: lossy, constant rate factor 0..51")] = None,
+    hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
+    keyint: Annotated[int, typer.Option(min=0, help="members per group: reading one decodes at most this many (0: one group)")] = 0,
+    min_size: Annotated[int, typer.Option(help="tensors with fewer weights stay lossless")] = 4096,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+):
+    """Compress a sequence of same-architecture models (checkpoints, fine-tunes) into one .zc."""
+    from zoocodec.pipeline.sequence import compress_seq as run  # noqa: PLC0415
+
+    spec = _coder_text(method or ("video:bits=8" if mode == "video" else "uniform:bits=8"), coder, lossless, crf, hw)
+    report = run(models, output, spec, mode, keyint, min_size=min_size)
+    summary = {"output": str(output), "spec": spec, "mode": mode, "keyint": keyint, "members": report.labels,
+               "bits_per_weight": report.bits_per_weight, "mean_bits_per_weight": report.mean_bits_per_weight,
+               "file_bytes": report.file_bytes, "seconds": report.seconds}
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(f"{output}: {len(models)} members, {report.quantized_params:,} quantized weights each, "
+                      f"{report.mean_bits_per_weight:.3f} bits/weight on average "
+                      f"({', '.join(f'{b:.2f}' for b in report.bits_per_weight)}), {report.file_bytes:,} bytes, "
+                      f"{report.seconds:.1f} s")
+
+
+@app.command("decompress-seq")
+def decompress_seq(
+    container: Annotated[Path, typer.Argument(help="the sequence .zc file")],
+    member: Annotated[str, typer.Option(help="the member's label or index")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="model file to write")],
+    format: Annotated[Optional[str], typer.Option(help="safetensors | pytorch | onnx | hf")] = None,
+):
+    """Decode one member of a sequence container (random access: only its group is decoded)."""
+    from zoocodec.pipeline.sequence import SeqArchive, decompress_seq as run  # noqa: PLC0415
+
+    with SeqArchive(container) as a:
+        which = member if member in a.labels or not member.lstrip("-").isdigit() else int(member)
+    run(container, which, output, format)
+    console.print(f"wrote {output}")
 
 
 def main() -> None:
