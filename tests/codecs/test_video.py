@@ -114,6 +114,8 @@ def test_bad_options_are_spec_errors(mnist_symbols):
         parse_spec("video:crf=60")
     with pytest.raises(SpecError, match="coder"):
         parse_spec("video:coder=ans")
+    with pytest.raises(SpecError, match="at most 10-bit"):
+        parse_spec("video:bits=12,coder=video-h264,crf=20")
     with pytest.raises(SpecError, match="NVDEC"):
         video.encode(mnist_symbols[8], video.Options(codec="hevc", pix="gray", hw="nvdec"))
     with pytest.raises(SpecError, match="lossy video"):

@@ -43,6 +43,9 @@ class Video(Uniform):
             raise SpecError(f"video: coder must be one of {', '.join(CODERS)}, got {self.coder!r}")
         super().validate()
         self.options().validate()
+        depth = max(video.CODECS[CODERS[self.coder]].depths)
+        if self.crf is not None and self.bits is not None and self.bits > depth:
+            raise SpecError(f"video: lossy {self.coder} takes at most {depth}-bit symbols, got bits={self.bits}")
 
     def options(self) -> video.Options:
         return video.Options(codec=CODERS[self.coder], crf=self.crf, preset=self.preset, pix=self.pix, hw=self.hw)
