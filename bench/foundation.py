@@ -155,7 +155,7 @@ def print_tables(result: dict) -> None:
         lossless.add_column(col, justify="left" if col in ("dtype", "tool") else "right")
     for r in result["lossless"]:
         lossless.add_row(r["dtype"], r["tool"], f"{r['ratio']:.4f}", f"{r['encode_MBps']:.0f}", f"{r['decode_MBps']:.0f}")
-    Console().print(t, lossless)
+    Console(width=150).print(t, lossless)
 
 
 if __name__ == "__main__":
