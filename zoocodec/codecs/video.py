@@ -253,7 +253,10 @@ def _strip_sei(packet: bytes, codec: str) -> bytes:
     """Drop H.264 SEI NAL units (x264 writes its ~600-byte options string there); decoding ignores them."""
     if codec != "h264":
         return packet  # x265 is told info=0 instead
-    starts = [m for m in range(len(packet) - 2) if packet[m : m + 3] == b"\0\0\1"]
+    starts, m = [], packet.find(b"\0\0\1")
+    while m >= 0:
+        starts.append(m)
+        m = packet.find(b"\0\0\1", m + 3)
     if not starts:
         return packet
     out = bytearray()
