@@ -99,7 +99,10 @@ def nvdec_reason(h) -> str:
     return f"{lossless}{h.codec} {h.pix} {h.depth}-bit is not a profile NVDEC decodes"
 
 
-_DECODERS: dict[str, object] = {}  # codec -> PyNvVideoCodec decoder, reused across streams
+# (codec, depth, frame width, height) -> PyNvVideoCodec decoder, reused by streams of that
+# format only (the H100 runs verified reuse for one format, not reconfiguration between them)
+_DECODERS: dict[tuple, object] = {}
+MAX_DECODERS = 8
 
 
 def decode_packets(packets: list[bytes], h) -> list:
@@ -111,11 +114,14 @@ def decode_packets(packets: list[bytes], h) -> list:
     nvc, why = _load()
     if nvc is None:
         raise RuntimeError(why)
-    dec = _DECODERS.get(h.codec)
-    if dec is None:  # creating one costs 0.05-0.3 s on an H100: keep one per codec and reuse it
+    key = (h.codec, h.depth, h.layout.tile_w, h.layout.tile_h)
+    dec = _DECODERS.get(key)
+    if dec is None:  # creating one costs 0.05-0.3 s on an H100: reuse it for streams of the same format
+        while len(_DECODERS) >= MAX_DECODERS:
+            _DECODERS.pop(next(iter(_DECODERS)))
         codec = {"h264": nvc.cudaVideoCodec.H264, "hevc": nvc.cudaVideoCodec.HEVC}[h.codec]
-        dec = _DECODERS[h.codec] = nvc.CreateDecoder(gpuid=0, codec=codec, cudacontext=0, cudastream=0,
-                                                     usedevicememory=True)
+        dec = _DECODERS[key] = nvc.CreateDecoder(gpuid=0, codec=codec, cudacontext=0, cudastream=0,
+                                                 usedevicememory=True)
     height, width = h.layout.tile_h, h.layout.tile_w
     shift = 16 - h.depth if h.depth > 8 else 0
     frames = []
@@ -134,7 +140,7 @@ def decode_packets(packets: list[bytes], h) -> list:
                 y = surface[:height, :width]
                 frames.append((y >> shift) if shift else y.copy())  # the decoder reuses its surfaces
     except BaseException:
-        _DECODERS.pop(h.codec, None)  # never reuse a decoder left mid-stream
+        _DECODERS.pop(key, None)  # never reuse a decoder left mid-stream
         raise
     if len(frames) != len(packets):
         raise ContainerError(f"corrupt video payload: NVDEC gave {len(frames)} frames for {len(packets)} packets")
