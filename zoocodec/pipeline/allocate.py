@@ -79,22 +79,24 @@ def estimate_bpw(model: str | os.PathLike | dict, plan: Mapping[str, MethodSpec]
 
 
 def noise_sensitivities(tensors: Mapping[str, np.ndarray], loss: Callable[[dict[str, np.ndarray]], float],
-                        rel_noise: float = 0.05, seed: int = 0) -> dict[str, float]:
+                        sigma: float | None = None, rel_noise: float = 0.05, seed: int = 0) -> dict[str, float]:
     """Crude measured per-weight sensitivities: uniform noise in one tensor at a time.
 
-    For each tensor, adds uniform noise of standard deviation `rel_noise` * its RMS to
-    it alone, calls `loss(tensors_with_noise)` (e.g. 1 - cosine of the model's outputs
-    against the original's, so 0 for no change) and returns loss / (numel * variance).
+    For each tensor, adds uniform noise of standard deviation `sigma` (default: `rel_noise`
+    times the tensor's RMS) to it alone, calls `loss(tensors_with_noise)` (e.g. 1 - cosine
+    of the model's outputs against the original's, so 0 for no change) and returns
+    loss / (numel * sigma^2): the loss per unit of squared error in one weight. Pick sigma
+    near the quantization noise you expect (step / sqrt(12)): the response is not linear.
     """
     rng = np.random.default_rng(seed)
     out = {}
     for name, w in tensors.items():
         w64 = np.asarray(w, dtype=np.float64)
-        sigma = rel_noise * float(np.sqrt(np.mean(w64**2))) or rel_noise
-        noise = rng.uniform(-math.sqrt(3) * sigma, math.sqrt(3) * sigma, size=w64.shape)
+        s = sigma if sigma is not None else (rel_noise * float(np.sqrt(np.mean(w64**2))) or rel_noise)
+        noise = rng.uniform(-math.sqrt(3) * s, math.sqrt(3) * s, size=w64.shape)
         noisy = dict(tensors)
         noisy[name] = (w64 + noise).astype(np.asarray(w).dtype)
-        out[name] = max(float(loss(noisy)), 0.0) / (w64.size * sigma**2)
+        out[name] = max(float(loss(noisy)), 0.0) / (w64.size * s**2)
     return out
 
 
