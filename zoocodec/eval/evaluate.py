@@ -95,8 +95,8 @@ def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
             return named
     names = frozenset(weights)
     for name, e in zoo.registry().items():
-        if not e.get("arch"):
-            continue
+        if not e.get("arch") or ("packages" in e and not (zoo.cache_dir() / name).is_dir()):
+            continue  # not evaluable, or a split zip never extracted (not worth extracting to compare names)
         if name not in _NAMES:
             try:
                 from zoocodec.pipeline.core import load  # noqa: PLC0415

