@@ -50,6 +50,7 @@ def compress(
     hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
     target_loss: Annotated[Optional[str], typer.Option(help="automatic mode: the smallest file within this loss of the task metric, e.g. 1%")] = None,
     task: Annotated[Optional[str], typer.Option(help="automatic mode: the zoo task to keep within budget (default: the model's first)")] = None,
+    target_bpw: Annotated[Optional[float], typer.Option(help="bit allocation: one step slope for all tensors, base step searched for this size in bits/weight (methods with a step: uniform, rdoq, dq)")] = None,
 ):
     """Compress a model into a .zc container."""
     from zoocodec.methods import Overrides, parse_spec  # noqa: PLC0415
@@ -64,11 +65,18 @@ def compress(
     spec = _coder_text(_spec_text(method, step, bits, per_tensor), coder, lossless, crf, hw)
     parse_spec(spec)  # reject bad specs before reading the model
     overrides = Overrides.parse(override or [])
+    plan = None
+    if target_bpw is not None:
+        if step is not None or bits is not None:
+            raise ZoocodecError("--target-bpw chooses the steps itself: leave out --step and --bits")
+        from zoocodec.pipeline.allocate import allocate  # noqa: PLC0415
+
+        plan = allocate(model, target_bpw=target_bpw, method=spec, min_size=min_size)
     total = len(load(model).names)
     with _progress(total, "compressing") as bar:
         task = bar.add_task("", total=total, name="")
         report = run(model, output, spec, overrides, min_size, allow_nonfinite,
-                     progress=lambda n: bar.update(task, advance=1, name=n))
+                     progress=lambda n: bar.update(task, advance=1, name=n), plan=plan)
     summary = {"output": str(output), "spec": spec, "params": report.params, "bytes_in": report.bytes_in,
                "file_bytes": report.file_bytes, "weight_bytes": report.weight_bytes, "ratio": report.ratio, "bits_per_weight": report.bits_per_weight,
                "sqnr_db": None if math.isinf(report.sqnr_db) else report.sqnr_db, "seconds": report.seconds}

@@ -70,3 +70,11 @@ def test_row_groups_fall_back_to_a_weighted_mean_step(mnist_path):
 def test_bad_input(mnist_path, kwargs, message):
     with pytest.raises(SpecError, match=message):
         allocate(mnist_path, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["rdoq:lam=0.3,coder=ans", "dq:coder=ans"])
+def test_target_bpw_holds_for_methods_that_do_not_round(mnist_path, tmp_path, method):
+    plan = allocate(mnist_path, target_bpw=2.5, method=method)
+    assert all(s.name == method.split(":")[0] for s in plan.values())
+    report = zoocodec.compress(mnist_path, tmp_path / "m.zc", plan=plan)
+    assert 2.4 < report.bits_per_weight < 2.65  # rounding's estimate alone would miss dq by 30%
