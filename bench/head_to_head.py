@@ -39,6 +39,7 @@ import torch
 import zstandard
 
 import zoocodec
+from zoocodec.kernels import kmeans as kmeans_kernels, prune as prune_kernels
 from zoocodec.methods import REGISTRY
 from zoocodec.pipeline.core import load
 from zoocodec.pipeline.modelio import to_torch
@@ -98,6 +99,7 @@ class Row:
     lossless: bool = False
     quality: dict = field(default_factory=dict)
     note: str = ""
+    load: float = field(default_factory=lambda: os.getloadavg()[0])  # 1-min load average: timings are shared-CPU
 
     @property
     def bits_per_weight(self) -> float:
@@ -117,36 +119,40 @@ class Row:
 
 # ---- quality ----------------------------------------------------------------------------
 class Judge:
-    """Scores a decoded model: the task metric and output fidelity vs the original, and SQNR."""
+    """Scores a decoded model with zoocodec.eval: its zoo task's primary metric and output fidelity.
 
-    def __init__(self, subject: Subject):
+    The task is the model's first zoo task (the one automatic mode budgets): its primary
+    metric gives the loss in % of the baseline (zoocodec.eval's definition); fidelity is
+    KL of logits vs the original for classifiers, the mean embedding cosine for encoders.
+    `limit` evaluates on that many inputs, evenly spread (all of them by default).
+    """
+
+    def __init__(self, subject: Subject, limit: int | None = None):
+        from zoocodec.eval.evaluate import evaluator, tasks_of  # noqa: PLC0415
+
         self.subject = subject
-        self.evaluator = _evaluator(subject.name)
-        self.baseline = self.evaluator(subject.tensors) if self.evaluator else {}
+        self.task = tasks_of(subject.name)[0]
+        self.ev = evaluator(subject.name, self.task, limit)
+        self.limit = limit
+        self.baseline = self.ev.baseline
+        self.metric = self.task.primary
+        self.fidelity = "kl" if "kl" in self.baseline else "cosine_mean"
+        self.seconds = 0.0
+
+    def describe(self) -> str:
+        inputs = f"{self.limit} inputs" if self.limit else "all inputs"
+        return (f"task {self.task.name} ({inputs}), metric {self.metric} baseline {self.baseline[self.metric]:.4f}, "
+                f"fidelity {self.fidelity}")
 
     def __call__(self, decoded: dict[str, torch.Tensor]) -> dict:
+        t0 = time.perf_counter()
         full = self.subject.with_floats(decoded)
-        q = {"sqnr_db": sqnr_db(self.subject.floats, {n: full[n] for n in self.subject.float_names})}
-        if self.evaluator:
-            scores = self.evaluator(full)
-            q.update(scores)
-            q["loss_pct"] = loss_pct(self.baseline["metric"], scores["metric"], self.baseline.get("higher_is_better", True))
-        return q
-
-
-def _evaluator(name: str):
-    """zoocodec.eval's scorer for `name`, or None while evaluation is not available."""
-    try:
-        from zoocodec import eval as zeval  # noqa: PLC0415
-    except ImportError:
-        return None
-    return getattr(zeval, "bench_scorer", lambda _name: None)(name)
-
-
-def loss_pct(base: float, value: float, higher_is_better: bool = True) -> float:
-    """Metric loss in % of the baseline (positive = worse)."""
-    drop = (base - value) if higher_is_better else (value - base)
-    return 100.0 * drop / abs(base)
+        scores = self.ev.score(full)
+        fid = scores[self.fidelity]
+        self.seconds += time.perf_counter() - t0
+        return {"sqnr_db": sqnr_db(self.subject.floats, {n: full[n] for n in self.subject.float_names}),
+                "scores": scores, "metric": scores[self.metric], "loss_pct": 100 * self.ev.loss(scores),
+                "fidelity": fid, "distortion": fid if self.fidelity == "kl" else 1 - fid}
 
 
 def sqnr_db(ref: dict[str, torch.Tensor], dec: dict[str, torch.Tensor]) -> float:
@@ -166,11 +172,10 @@ def timed(fn, repeat: int):
     return out, best
 
 
-def run_zoocodec(subject: Subject, judge: Judge, tool: str, setting: str, spec, work: Path, repeat: int = 1,
-                 plan: dict | None = None, overrides: dict | None = None) -> Row:
+def run_zoocodec(subject: Subject, judge: Judge, tool: str, setting: str, write, work: Path, repeat: int = 1) -> Row:
+    """Time `write(path)` (encode) and decompress (decode), then score the decoded model."""
     path = work / "model.zc"
-    _, enc_s = timed(lambda: zoocodec.compress(subject.floats, path, spec, plan=plan, overrides=overrides,
-                                               min_size=MIN_SIZE), repeat)
+    _, enc_s = timed(lambda: write(path), repeat)
     decoded, dec_s = timed(lambda: zoocodec.decompress(path), repeat)
     row = Row(tool, setting, path.stat().st_size, subject.params, subject.fp32_bytes, enc_s, dec_s)
     row.quality = judge(decoded)
@@ -178,10 +183,57 @@ def run_zoocodec(subject: Subject, judge: Judge, tool: str, setting: str, spec, 
     return row
 
 
-def zoocodec_settings(quick: bool) -> list[tuple[str, str, object]]:
-    """(tool, setting, spec) for the methods the registry holds now."""
-    steps = [2 ** (-32 / 4)] if quick else [2 ** (q / 4) for q in (-40, -36, -32, -28, -24, -20)]
-    out = [("zoocodec uniform", f"step={s:.5g}", f"uniform:step={s}") for s in steps]
+def step(q: float) -> float:
+    """The step of NNCodec's qp scale (qp_density 2): 2**(q/4)."""
+    return 2.0 ** (q / 4)
+
+
+def best_method() -> str:
+    """What allocation and automatic mode plug in: RDOQ under the context coder once both exist."""
+    from zoocodec.codecs import SYMBOL_CODERS  # noqa: PLC0415
+
+    return "rdoq:coder=ctx" if "rdoq" in REGISTRY and "ctx" in SYMBOL_CODERS else "uniform"
+
+
+def zoocodec_settings(subject: Subject, sens: dict | None, mode: str) -> list[tuple[str, str, object]]:
+    """(tool, setting, write(path)) for the methods the registry holds now, bracketing NNCodec.
+
+    `mode` is quick (one setting per tool), default, or full. Big models get fewer settings.
+    """
+    from zoocodec.pipeline.allocate import allocate  # noqa: PLC0415
+    from zoocodec.pipeline.auto import auto_compress  # noqa: PLC0415
+
+    floats, big, quick = subject.floats, subject.fp32_bytes > 20e6, mode == "quick"
+    method = best_method()
+
+    def spec(text: str):
+        return lambda path: zoocodec.compress(floats, path, text, min_size=MIN_SIZE)
+
+    def planned(q: float):
+        return lambda path: zoocodec.compress(floats, path, "uniform", min_size=MIN_SIZE, plan=allocate(
+            floats, sensitivities=sens, base_step=step(q), method=method, min_size=MIN_SIZE))
+
+    def auto(target: float):
+        # the whole model, so the task can run during the search; its few non-float tensors cost ~100 bytes
+        return lambda path: auto_compress(subject.tensors, path, target / 100, reference=subject.name,
+                                          method=method, min_size=MIN_SIZE)
+
+    pick = (lambda grid: grid[len(grid) // 2:len(grid) // 2 + 1]) if quick else (lambda grid: grid)
+    qs = pick([-38, -34, -30, -26] if big else [-40, -36, -32, -28, -24, -20])
+    out = [("zoocodec uniform", f"step=2^({q}/4)", spec(f"uniform:step={step(q)}")) for q in qs]
+    if method != "uniform":
+        out += [("zoocodec rdoq+ctx", f"step=2^({q}/4)", spec(f"rdoq:step={step(q)},coder=ctx")) for q in qs]
+    if sens is not None:
+        alloc_qs = pick([-33, -30, -27, -24, -21] if big else [-36, -32, -28, -24, -20, -16])
+        out += [(f"zoocodec alloc+{method.split(':')[0]}", f"base=2^({q}/4)", planned(q)) for q in alloc_qs]
+    if "lnq" in REGISTRY:
+        out += [("zoocodec LNQ", f"step=2^({q}/4)", spec(f"lnq:step={step(q)}")) for q in pick(qs[1::2])]
+    if "kmeans" in REGISTRY:
+        out += [("zoocodec k-means", f"k={k}", spec(f"kmeans:k={k}")) for k in pick([16, 32, 64] if big else [8, 16, 32, 64])]
+    if "dct" in REGISTRY:
+        out += [("zoocodec DCT", f"bits={b}", spec(f"dct:bits={b}")) for b in pick([3, 4, 5] if big else [2, 3, 4, 5])]
+    targets = [1.0] if big and mode != "full" else [0.1, 0.5, 1.0]
+    out += [("zoocodec auto", f"target={t}%", auto(t)) for t in (targets[-1:] if quick else targets)]
     return out
 
 
@@ -234,22 +286,10 @@ def huffman_lengths(counts: np.ndarray) -> np.ndarray:
     return lengths
 
 
-def kmeans_1d(w: np.ndarray, k: int, iters: int = 15) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd on scalars with Han et al.'s linear initialisation; returns (centroids, index)."""
-    c = np.linspace(w.min(), w.max(), k)
-    for _ in range(iters):
-        idx = np.searchsorted((c[1:] + c[:-1]) / 2, w)
-        sums = np.bincount(idx, weights=w, minlength=k)
-        counts = np.bincount(idx, minlength=k)
-        c = np.where(counts > 0, sums / np.maximum(counts, 1), c)
-        c = np.sort(c)
-    return c, np.searchsorted((c[1:] + c[:-1]) / 2, w)
-
-
 def deep_compression(subject: Subject, judge: Judge, sparsity: float, bits: int) -> Row:
     """Han et al.: magnitude pruning, k = 2**bits shared values per layer, Huffman-coded indices.
 
-    Pruned weights are symbol 0 of a (k+1)-symbol alphabet (a generous stand-in for
+    Built from zoocodec's kernels (magnitude mask, batched k-means). Pruned weights are symbol 0 of a (k+1)-symbol alphabet (a generous stand-in for
     Han's relative-index sparse format); size = Huffman code lengths x counts + fp32
     codebook, no retraining (Han retrains; no tool here does). Small tensors stay fp32.
     The size is that of a real Huffman code, but no bitstream is written: no decode time.
@@ -262,8 +302,9 @@ def deep_compression(subject: Subject, judge: Judge, sparsity: float, bits: int)
             total_bits += 32 * w.size
             decoded[n] = t
             continue
-        keep = np.abs(w) > np.quantile(np.abs(w), sparsity) if sparsity > 0 else np.ones(w.size, bool)
-        c, idx = kmeans_1d(w[keep], 2**bits)
+        keep = prune_kernels.magnitude_mask(w, sparsity, np)
+        c, idx = kmeans_kernels.kmeans(w[keep].astype(np.float32)[None], 2**bits)
+        c, idx = c[0].astype(np.float64), idx[0].astype(np.int64)
         symbols = np.zeros(w.size, dtype=np.int64)
         symbols[keep] = idx + 1
         counts = np.bincount(symbols, minlength=2**bits + 1)
@@ -279,7 +320,8 @@ def deep_compression(subject: Subject, judge: Judge, sparsity: float, bits: int)
 
 
 # ---- lossless -----------------------------------------------------------------------------
-def lossless_rows(subject: Subject, dtype: torch.dtype, work: Path, quick: bool, repeat: int = 1) -> list[Row]:
+def lossless_rows(subject: Subject, dtype: torch.dtype, work: Path, lzma_too: bool, repeat: int = 1) -> list[Row]:
+    """zoocodec lossless vs zstd-19, lzma-9 and zipnn on the same bytes; every decode checked bit-exact."""
     tensors = {n: t.to(dtype).contiguous() for n, t in subject.floats.items()}
     raw = b"".join(t.view(torch.int16 if dtype == torch.bfloat16 else t.dtype).numpy().tobytes() for t in tensors.values())
     label = "bf16" if dtype == torch.bfloat16 else "fp32"
@@ -307,7 +349,7 @@ def lossless_rows(subject: Subject, dtype: torch.dtype, work: Path, quick: bool,
     path.unlink()
     add("zstd-19", lambda: zstandard.ZstdCompressor(level=19).compress(raw),
         lambda b: zstandard.ZstdDecompressor().decompress(b), lambda back: back == raw, enc_repeat=1)
-    if not quick or subject.params < 1_000_000:
+    if lzma_too:  # ~2 minutes on minilm's fp32 here: in --full only for big models
         add("lzma-9", lambda: lzma.compress(raw, preset=9), lzma.decompress, lambda back: back == raw, enc_repeat=1)
     zipnn = _zipnn(label)
     if zipnn is not None:
@@ -338,13 +380,16 @@ def front(rows: list[Row], key) -> list[tuple[float, float]]:
 def bits_at(rows: list[Row], key, target: float) -> tuple[float | None, str]:
     """Bits/weight a tool needs for distortion <= target, interpolated along its front.
 
-    Returns (bits, how): 'interpolated' between two measured points, 'measured' (the
-    target lies beyond the tool's cheapest point: an upper bound on what it needs), or
+    Returns (bits, how): 'measured' at a point, 'interpolated' between two, 'upper bound'
+    when the target lies beyond the tool's cheapest point (it needs at most that), or
     (None, 'not reached') when no setting was that good.
     """
     f = front(rows, key)
     if not f or target < f[0][0]:
         return None, "not reached"
+    exact = [b for d, b in f if d == target]
+    if exact:
+        return exact[-1], "measured"
     for (d0, b0), (d1, b1) in zip(f, f[1:]):
         if d0 <= target <= d1:
             return (b0 + (b1 - b0) * (target - d0) / (d1 - d0) if d1 > d0 else b1), "interpolated"
@@ -352,57 +397,64 @@ def bits_at(rows: list[Row], key, target: float) -> tuple[float | None, str]:
 
 
 def fidelity_key(row: Row) -> float | None:
-    """Output distortion: 1 - fidelity (cosine / agreement), or -SQNR where no evaluator exists."""
-    q = row.quality
-    if "fidelity" in q:
-        return 1.0 - q["fidelity"]
-    return -q["sqnr_db"] if "sqnr_db" in q else None
+    """Output distortion: KL vs the original's logits, or 1 - mean embedding cosine."""
+    return row.quality.get("distortion")
 
 
 def loss_key(row: Row) -> float | None:
     return row.quality.get("loss_pct")
 
 
-def compare(rows: list[Row]) -> dict:
-    """zoocodec (the front over all its lossy rows) vs NNCodec at equal loss and fidelity; speeds.
+def tool_speeds(rows: list[Row]) -> dict[str, float | None]:
+    """Median encode and decode MB/s over a tool's settings."""
+    def median(attr):
+        v = [r.mbps(getattr(r, attr)) for r in rows if getattr(r, attr)]
+        return float(np.median(v)) if v else None
+    return {"encode_mbps": median("encode_s"), "decode_mbps": median("decode_s")}
 
-    Also each tool's own bits/weight at those points (the equal-quality table).
+
+def best_zoocodec(by_tool: dict[str, list[Row]], key, target: float) -> dict:
+    """The zoocodec tool needing the fewest bits/weight at `target`, each interpolated along its own curve."""
+    best = {"bpw": None, "how": "not reached", "tool": None}
+    for tool, rows in by_tool.items():
+        bits, how = bits_at(rows, key, target)
+        if bits is not None and (best["bpw"] is None or bits < best["bpw"]):
+            best = {"bpw": bits, "how": how, "tool": tool}
+    return best
+
+
+def compare(rows: list[Row]) -> dict:
+    """zoocodec vs NNCodec at equal metric loss and at NNCodec's own output fidelities.
+
+    Each tool's bits/weight at a target is interpolated along its own RD front; zoocodec's
+    value is its best tool there, and the speed ratio is that tool's (median over its
+    settings) vs NNCodec's. Also every tool's bits/weight at every target (per_tool).
     """
     lossy = [r for r in rows if not r.lossless]
-    ours = [r for r in lossy if r.tool.startswith("zoocodec")]
-    nnc = [r for r in lossy if r.tool == "NNCodec"]
-    out: dict = {"equal_loss": [], "equal_fidelity": [], "speed": {}, "per_tool": {}}
-    targets = [("loss", t, loss_key) for t in LOSS_POINTS] + [("fidelity", fidelity_key(r), fidelity_key) for r in nnc]
-    for tool in dict.fromkeys(r.tool for r in lossy):
-        mine = [r for r in lossy if r.tool == tool]
-        out["per_tool"][tool] = [bits_at(mine, key, t)[0] if t is not None else None for _, t, key in targets]
-    out["per_tool_columns"] = [f"loss {t}%" if kind == "loss" else f"fid {r.setting}"
-                               for (kind, t, _), r in zip(targets, [None] * len(LOSS_POINTS) + nnc)]
+    by_tool: dict[str, list[Row]] = {}
+    for r in lossy:
+        by_tool.setdefault(r.tool, []).append(r)
+    ours = {t: rs for t, rs in by_tool.items() if t.startswith("zoocodec")}
+    nnc = by_tool.get("NNCodec", [])
+    targets = [(f"loss {t}%", loss_key, t) for t in LOSS_POINTS] + [
+        (f"fid {r.setting}", fidelity_key, fidelity_key(r)) for r in nnc]
+    out: dict = {"columns": [label for label, _, _ in targets], "per_tool": {}, "points": []}
+    for tool, rs in by_tool.items():
+        out["per_tool"][tool] = {"bpw": [bits_at(rs, key, t)[0] for _, key, t in targets], **tool_speeds(rs)}
     if not nnc:
         return out
-    for target in LOSS_POINTS:
-        b_ours, how_ours = bits_at(ours, loss_key, target)
-        b_nnc, how_nnc = bits_at(nnc, loss_key, target)
-        out["equal_loss"].append({"loss_pct": target, "zoocodec_bpw": b_ours, "zoocodec_how": how_ours,
-                                  "nncodec_bpw": b_nnc, "nncodec_how": how_nnc,
-                                  "size_ratio": b_nnc / b_ours if b_ours and b_nnc else None})
-    for r in nnc:
-        d = fidelity_key(r)
-        b_ours, how = bits_at(ours, fidelity_key, d)
-        out["equal_fidelity"].append({"nncodec": r.setting, "distortion": d, "nncodec_bpw": r.bits_per_weight,
-                                      "zoocodec_bpw": b_ours, "zoocodec_how": how,
-                                      "size_ratio": r.bits_per_weight / b_ours if b_ours else None})
-
-    def mbps(rs, attr, pick):
-        return float(pick([r.mbps(getattr(r, attr)) for r in rs if getattr(r, attr)]))
-
-    s = out["speed"]
-    for attr in ("encode", "decode"):
-        s[f"zoocodec_{attr}_mbps"] = mbps(ours, f"{attr}_s", np.median)
-        s[f"zoocodec_{attr}_mbps_slowest"] = mbps(ours, f"{attr}_s", np.min)
-        s[f"nncodec_{attr}_mbps"] = mbps(nnc, f"{attr}_s", np.median)
-        s[f"{attr}_speedup"] = s[f"zoocodec_{attr}_mbps"] / s[f"nncodec_{attr}_mbps"]
-        s[f"{attr}_speedup_slowest"] = s[f"zoocodec_{attr}_mbps_slowest"] / s[f"nncodec_{attr}_mbps"]
+    nnc_speed = tool_speeds(nnc)
+    for label, key, target in targets:
+        b_nnc, how_nnc = bits_at(nnc, key, target)
+        zc = best_zoocodec(ours, key, target)
+        point = {"target": label, "value": target, "nncodec_bpw": b_nnc, "nncodec_how": how_nnc,
+                 "zoocodec_bpw": zc["bpw"], "zoocodec_how": zc["how"], "zoocodec_tool": zc["tool"],
+                 "size_ratio": b_nnc / zc["bpw"] if zc["bpw"] and b_nnc else None}
+        if zc["tool"]:
+            speed = out["per_tool"][zc["tool"]]
+            for attr in ("encode_mbps", "decode_mbps"):
+                point[f"{attr[:6]}_speedup"] = speed[attr] / nnc_speed[attr] if speed[attr] else None
+        out["points"].append(point)
     return out
 
 
@@ -428,7 +480,7 @@ def fmt(x, spec=".3f", none="-"):
 
 
 def table(model: dict) -> str:
-    lines = [f"### {model['model']} ({model['params']:,} float parameters, baseline {model['baseline_text']})", "",
+    lines = [f"### {model['model']} ({model['params']:,} float parameters; {model['evaluation']})", "",
              "| tool | setting | bits/weight | ratio | metric | metric loss % | fidelity | SQNR dB | encode MB/s | decode MB/s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in model["rows"]:
@@ -441,34 +493,29 @@ def table(model: dict) -> str:
 
 
 def per_tool_table(model: dict) -> str:
-    """Each tool's bits/weight at the equal-quality points (- where it never got that good)."""
+    """Each tool's bits/weight at the equal-quality points (- where it never got that good), and speed."""
     c = model["compare"]
-    cols = c.get("per_tool_columns", [])
-    lines = ["| tool (bits/weight at) | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
-    for tool, vals in c.get("per_tool", {}).items():
-        lines.append(f"| {tool} | " + " | ".join(fmt(v) for v in vals) + " |")
+    cols = c["columns"]
+    lines = ["| tool: bits/weight at | " + " | ".join(cols) + " | encode MB/s | decode MB/s |",
+             "| --- |" + " ---: |" * (len(cols) + 2)]
+    for tool, v in c["per_tool"].items():
+        lines.append(f"| {tool} | " + " | ".join(fmt(b) for b in v["bpw"]) +
+                     f" | {fmt(v['encode_mbps'], '.2f')} | {fmt(v['decode_mbps'], '.1f')} |")
     return "\n".join(lines)
 
 
 def summary_text(model: dict) -> str:
     c, lines = model["compare"], []
-    if not c.get("equal_loss") and not c.get("equal_fidelity"):
+    if not c["points"]:
         lines.append("- NNCodec not run: " + model.get("nncodec_skipped", "no rows"))
-    for e in c.get("equal_loss", []):
-        lines.append(f"- metric loss {e['loss_pct']}%: zoocodec {fmt(e['zoocodec_bpw'])} bpw ({e['zoocodec_how']}), "
-                     f"NNCodec {fmt(e['nncodec_bpw'])} bpw ({e['nncodec_how']}): "
-                     f"**{fmt(e['size_ratio'], '.2f')}x** smaller")
-    for e in c.get("equal_fidelity", []):
-        lines.append(f"- fidelity of NNCodec {e['nncodec']} (distortion {e['distortion']:.5g}): zoocodec "
-                     f"{fmt(e['zoocodec_bpw'])} bpw ({e['zoocodec_how']}) vs {e['nncodec_bpw']:.3f}: "
-                     f"**{fmt(e['size_ratio'], '.2f')}x** smaller")
-    s = c.get("speed")
-    if s:
-        lines.append(f"- speed, median over zoocodec's lossy settings (slowest in brackets) vs NNCodec's median: "
-                     f"encode {s['zoocodec_encode_mbps']:.1f} ({s['zoocodec_encode_mbps_slowest']:.1f}) vs "
-                     f"{s['nncodec_encode_mbps']:.2f} MB/s: **{s['encode_speedup']:.1f}x** ({s['encode_speedup_slowest']:.1f}x); "
-                     f"decode {s['zoocodec_decode_mbps']:.1f} ({s['zoocodec_decode_mbps_slowest']:.1f}) vs "
-                     f"{s['nncodec_decode_mbps']:.1f} MB/s: **{s['decode_speedup']:.1f}x** ({s['decode_speedup_slowest']:.1f}x)")
+    for p in c["points"]:
+        lines.append(f"- {p['target']}: zoocodec {fmt(p['zoocodec_bpw'])} bpw ({p['zoocodec_tool'] or '-'}, "
+                     f"{p['zoocodec_how']}) vs NNCodec {fmt(p['nncodec_bpw'])} ({p['nncodec_how']}): "
+                     f"**{fmt(p['size_ratio'], '.2f')}x** smaller; that tool encodes "
+                     f"{fmt(p.get('encode_speedup'), '.1f')}x and decodes {fmt(p.get('decode_speedup'), '.1f')}x "
+                     f"as fast as NNCodec")
+    for f in model.get("failures", []):
+        lines.append(f"- FAILED: {f['tool']} {f['setting']}: {f['error']}")
     for e in model["lossless"]:
         parts = [f"{k[8:]} {v:.3f}x" for k, v in e.items() if k.startswith("size_vs_")]
         speeds = [f"{k[16:]} {v:.2f}x" for k, v in e.items() if k.startswith("decode_speed_vs_")]
@@ -529,30 +576,47 @@ def machine() -> dict:
 
 
 # ---- main ----------------------------------------------------------------------------------
-def bench_model(name: str, quick: bool, qps: list[int], log) -> dict:
+def bench_model(name: str, mode: str, log) -> dict:
     subject = Subject.load(name)
-    judge = Judge(subject)
+    big = subject.fp32_bytes > 20e6
+    # minilm's 300 documents cost ~20 s per evaluation here: 100 of them (evenly spread) unless --full
+    judge = Judge(subject, limit=100 if big and mode != "full" else None)
+    quick = mode == "quick"
+    repeat = 1 if quick or big else 3
     rows: list[Row] = []
-    result = {"model": name, "params": subject.params, "baseline": judge.baseline}
-    result["baseline_text"] = (f"{judge.baseline.get('metric_name', 'metric')} {judge.baseline['metric']:.4f}"
-                               if judge.baseline else "no evaluator: SQNR only")
-    repeat = 1 if quick or subject.fp32_bytes > 20e6 else 3
+    result = {"model": name, "params": subject.params, "evaluation": judge.describe(),
+              "baseline": judge.baseline, "failures": []}
     with tempfile.TemporaryDirectory(prefix="h2h-") as d:
         work = Path(d)
         if nncodec_python():
+            qps = [-32] if quick else ([-40, -36, -33, -30, -27] if big else [-40, -36, -32, -28, -24, -20])
             log(f"{name}: NNCodec qp {qps}")
             rows += run_nncodec(subject, judge, qps, work, repeat)
         else:
             result["nncodec_skipped"] = "no NNCodec environment (run bench/peers/setup_nncodec.sh)"
-        for tool, setting, spec in zoocodec_settings(quick):
+        sens = None
+        if not quick:
+            from zoocodec.eval.sensitivity import sensitivities  # noqa: PLC0415
+
+            log(f"{name}: measuring sensitivities")
+            t0 = time.perf_counter()
+            sens = sensitivities(name)
+            result["sensitivity_s"] = time.perf_counter() - t0
+        for tool, setting, write in zoocodec_settings(subject, sens, mode):
             log(f"{name}: {tool} {setting}")
-            rows.append(run_zoocodec(subject, judge, tool, setting, spec, work, repeat))
-        for sparsity, bits in ([(0.5, 5)] if quick else [(0.0, 6), (0.3, 5), (0.5, 5), (0.5, 4), (0.7, 4)]):
+            try:
+                rows.append(run_zoocodec(subject, judge, tool, setting, write, work, 1 if "auto" in tool else repeat))
+            except Exception as e:  # one method's failure must not cost the whole run: record it
+                result["failures"].append({"tool": tool, "setting": setting, "error": f"{type(e).__name__}: {e}"})
+                log(f"{name}: {tool} {setting} FAILED: {type(e).__name__}: {e}")
+        dc = [(0.5, 5)] if quick else ([(0.0, 5), (0.5, 5), (0.7, 4)] if big else [(0.0, 6), (0.3, 5), (0.5, 5), (0.5, 4), (0.7, 4)])
+        for sparsity, bits in dc:
             log(f"{name}: Deep Compression-style prune {sparsity} bits {bits}")
             rows.append(deep_compression(subject, judge, sparsity, bits))
         for dtype in (torch.float32, torch.bfloat16):
             log(f"{name}: lossless {dtype}")
-            rows += lossless_rows(subject, dtype, work, quick, repeat)
+            rows += lossless_rows(subject, dtype, work, lzma_too=mode == "full" or not big, repeat=repeat)
+    result["evaluation_s"] = judge.seconds
     result["rows"] = [r.to_dict() for r in rows]
     result["compare"] = compare(rows)
     result["lossless"] = lossless_summary(rows)
@@ -571,15 +635,15 @@ def main(argv: list[str] | None = None) -> dict:
     elif a.quick:
         models = ["mnist-cnn"]
     else:
-        models = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm"] + (["mpnet"] + [] if a.full else [])
-    qps = [-32] if a.quick else [-38, -34, -32, -30, -26, -22]
+        models = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm"] + (["mpnet"] if a.full else [])
+    mode = "quick" if a.quick else "full" if a.full else "default"
     stem = "head_to_head_quick" if a.quick else "head_to_head"
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     start = time.perf_counter()
-    results = {"machine": machine(), "quick": a.quick, "nncodec_python": str(nncodec_python() or ""),
+    results = {"machine": machine(), "mode": mode, "nncodec_python": str(nncodec_python() or ""),
                "methods_registered": sorted(REGISTRY), "models": []}
     for name in models:
-        results["models"].append(bench_model(name, a.quick, qps, log))
+        results["models"].append(bench_model(name, mode, log))
     results["seconds"] = time.perf_counter() - start
     a.out.mkdir(parents=True, exist_ok=True)
     md = [f"# Head to head ({results['machine']['date']}, {results['machine']['cpu']}, "
