@@ -86,9 +86,9 @@ _NAMES: dict[str, frozenset[str]] = {}
 
 def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
     """The zoo model whose tensor names these weights have (from a .zc's meta first)."""
-    if model is not None and _is_container(model):
-        from zoocodec.pipeline.core import Archive  # noqa: PLC0415
+    from zoocodec.pipeline.core import Archive, load  # noqa: PLC0415
 
+    if model is not None and _is_container(model):
         with Archive(model) as a:
             named = a.header.get("meta", {}).get("zoo")
         if named:
@@ -99,8 +99,6 @@ def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
             continue  # not evaluable, or a split zip never extracted (not worth extracting to compare names)
         if name not in _NAMES:
             try:
-                from zoocodec.pipeline.core import load  # noqa: PLC0415
-
                 _NAMES[name] = frozenset(load(name).names)
             except ZoocodecError:
                 _NAMES[name] = frozenset()

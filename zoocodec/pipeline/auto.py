@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from zoocodec.errors import ZoocodecError
-from zoocodec.methods import MethodSpec, TensorData
+from zoocodec.methods import MethodSpec
 from zoocodec.pipeline.allocate import DEFAULT_BASE_STEP, allocate
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
 from zoocodec.pipeline.modelio import to_tensordata, to_torch
