@@ -188,6 +188,10 @@ class Archive:
     def __init__(self, path: str | os.PathLike, verify: bool = True):
         self.container = Container.open(path, verify=verify)
         self.header = self.container.header
+        if isinstance(self.header.get("meta"), dict) and "sequence" in self.header["meta"]:
+            self.container.close()
+            raise ContainerError(f"{path}: holds a sequence of models; read it with `zoocodec decompress-seq` "
+                                 f"or zoocodec.pipeline.sequence.SeqArchive")
         self.entries = {t["name"]: t for t in self.header["tensors"]}
 
     def __enter__(self) -> Archive:
