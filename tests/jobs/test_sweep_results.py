@@ -1,6 +1,7 @@
 """Results tables, regression check and report, from real work items run in-process (no Ray)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -127,3 +128,26 @@ def test_report_has_plots_and_a_pareto_front(swept):
 def test_pareto_front_keeps_only_unbeaten_points():
     points = [(4.0, 20.0, "a"), (5.0, 19.0, "b"), (6.0, 30.0, "c"), (6.0, 25.0, "d"), (8.0, 40.0, "e")]
     assert [p[2] for p in report.pareto(points)] == ["a", "c", "e"]
+
+
+def test_items_asking_for_missing_resources_are_named(swept):
+    sweep, _ = swept
+    item = sweep.items[0]
+    have = {"CPU": 2.0, "GPU": 1.0}
+    assert runner._lacking(item, have) is None
+    assert runner._lacking(dataclasses.replace(item, resources={"nvenc": 1.0}), have) == "nvenc=1"
+    assert runner._lacking(dataclasses.replace(item, resources={"GPU": 2.0}), have) == "GPU=2"
+
+
+def test_summary_tables_split_evaluated_models_from_the_others(swept):
+    sweep, _ = swept
+    runs = report.ok_runs(sweep.out)
+    (only,) = report.summaries(runs, [1.0])
+    assert only.columns[:2] == ["model", "lossless"] and only.rows[0][1].endswith("lossless")
+    evaluated = [dict(r, model="other", worst_drop_pct=0.4 if "bits=8" in r["method"] else 3.0,
+                      metrics=[{"task": "t", "metric": "m", "value": 1.0, "baseline": 1.0, "delta": 0.0,
+                                "drop_pct": 0.0, "primary": True}]) for r in runs]
+    acc, sqnr = report.summaries(runs + evaluated, [0.5, 5.0])
+    assert acc.columns == ["model", "drop <= 0.5%", "drop <= 5%"] and acc.rows[0][0] == "other"
+    assert "bits=8" in acc.rows[0][1] and "bits=4" in acc.rows[0][2]
+    assert sqnr.rows[0][0] == "mnist-cnn"

@@ -16,6 +16,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from zoocodec.errors import ZoocodecError
 
@@ -44,10 +45,16 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in ("ZOOCODEC_ZOO", "HF_HUB_OFFLINE") if k in os.environ}
 
 
+@dataclass(frozen=True)
+class Connection:
+    where: str  # for people: which Ray this is
+    embedded: bool  # started here for this call: its resources are all there will be
+
+
 @contextlib.contextmanager
-def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator[str]:
+def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator[Connection]:
     """Use the Ray already initialised in this process, join `address` (or RAY_ADDRESS), or
-    start an embedded local Ray bound to loopback. Yields a description of where it runs.
+    start an embedded local Ray bound to loopback.
 
     Only what this call started is shut down on exit.
     """
@@ -60,23 +67,25 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
         from ray._private import ray_constants  # noqa: PLC0415
 
         if ray.is_initialized():
-            yield f"the running Ray ({ray.get_runtime_context().gcs_address})"
+            yield Connection(f"the running Ray ({ray.get_runtime_context().gcs_address})", False)
             return
         if ray_constants.ENABLE_RAY_CLUSTER:
-            raise ZoocodecError(f"Ray was imported before zoocodec could keep it on loopback; "
-                                f"set {LOOPBACK_ENV}=0 in the environment, or pass --address")
+            raise ZoocodecError(f"an embedded Ray would listen on every network address ({LOOPBACK_ENV} is set, "
+                                f"or Ray was imported before zoocodec); set {LOOPBACK_ENV}=0 in the environment, "
+                                "or join a cluster with --address")
         ray.init(num_cpus=num_cpus or os.cpu_count(), resources=detect_resources(), include_dashboard=False,
                  runtime_env={"env_vars": worker_env()} if worker_env() else None,
                  logging_level="WARNING", log_to_driver=False)
         try:
-            yield f"embedded Ray ({ray.get_runtime_context().gcs_address}, {int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+            yield Connection(f"embedded Ray ({ray.get_runtime_context().gcs_address}, "
+                             f"{int(ray.cluster_resources().get('CPU', 0))} CPUs)", True)
         finally:
             ray.shutdown()
         return
     import ray  # noqa: PLC0415
 
     if ray.is_initialized():
-        yield f"the running Ray ({ray.get_runtime_context().gcs_address})"
+        yield Connection(f"the running Ray ({ray.get_runtime_context().gcs_address})", False)
         return
     try:
         ray.init(address=address, runtime_env={"env_vars": worker_env()} if worker_env() else None,
@@ -84,6 +93,6 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ZoocodecError(f"cannot join the Ray cluster at {address}: {e}") from None
     try:
-        yield f"Ray cluster at {address}"
+        yield Connection(f"Ray cluster at {address}", False)
     finally:
         ray.shutdown()

@@ -149,7 +149,3 @@ def _read(folder: Path, schema: pa.Schema, columns: list[str] | None) -> pa.Tabl
     if not folder.exists():
         raise ZoocodecError(f"{folder}: no results here (expected the runs/ and tensors/ folders of a sweep)")
     return ds.dataset(folder, schema=schema, format="parquet").to_table(columns=columns)
-
-
-def read_runs(out: str | os.PathLike) -> pa.Table:
-    return Results(out).runs()

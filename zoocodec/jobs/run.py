@@ -142,7 +142,7 @@ def _base_row(item: WorkItem, sweep: str) -> dict[str, Any]:
         "work_id": item.work_id, "sweep": sweep, "model": item.model, "method": item.method,
         "method_name": item.spec["method"], "params": json.dumps(item.spec, sort_keys=True),
         "coder": item.spec.get("coder"), "overrides": json.dumps(item.overrides),
-        "device": _device(item), "node": platform.node(), "versions": json.dumps(versions, sort_keys=True),
+        "device": _device(item), "node": _node(), "versions": json.dumps(versions, sort_keys=True),
         "metrics": [], "finished_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
     }
 
@@ -152,6 +152,14 @@ def _device(item: WorkItem) -> str:
         ids = sys.modules["ray"].get_gpu_ids()
         return f"gpu:{','.join(map(str, ids))}" if ids else "cpu"
     return "cpu"
+
+
+def _node() -> str:
+    """host name, and the Ray node id where one runs (simulated nodes share a host name)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return f"{platform.node()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    return platform.node()
 
 
 def failed_row(item: WorkItem, sweep: str, error: str) -> dict[str, Any]:
@@ -180,14 +188,21 @@ def run(sweep: Sweep, address: str | None = None, max_parallel: int | None = Non
     start = time.perf_counter()
     if not todo:
         return Outcome(len(sweep.items), skipped, 0, 0, 0.0, "nothing to run")
-    with cluster.connect(address, num_cpus) as where:
+    with cluster.connect(address, num_cpus) as conn:
         import ray  # noqa: PLC0415
 
         task = ray.remote(run_item)
-        slots = int(ray.cluster_resources().get("CPU", 1))
+        have = ray.cluster_resources()
+        slots = int(have.get("CPU", 1))
+        if conn.embedded:  # nothing will join: an item asking for what is not here would wait forever
+            for item in [i for i in todo if _lacking(i, have)]:
+                todo.remove(item)
+                results.write(failed_row(item, sweep.name, f"needs {_lacking(item, have)}, which this machine "
+                                                           "lacks; run on a cluster that has it (--address)"), [])
+                failed += 1
         limit = max_parallel or len(todo)
         pending: dict[Any, WorkItem] = {}
-        total = len(todo)
+        total = len(todo) + failed
         while todo or pending:
             while todo and len(pending) < limit:
                 item = todo.popleft()
@@ -204,7 +219,16 @@ def run(sweep: Sweep, address: str | None = None, max_parallel: int | None = Non
                 failed += row["status"] != "ok"
             if progress:
                 progress(ok, failed, min(len(pending), slots), total)
-    return Outcome(len(sweep.items), skipped, ok, failed, time.perf_counter() - start, where)
+    return Outcome(len(sweep.items), skipped, ok, failed, time.perf_counter() - start, conn.where)
+
+
+def _lacking(item: WorkItem, have: dict[str, float]) -> str | None:
+    """The first resource the item asks for more of than the whole cluster has, as text."""
+    need = {"CPU": 1.0} | item.resources
+    for k, v in need.items():
+        if v > have.get(k, 0.0):
+            return f"{k}={v:g}"
+    return None
 
 
 def _submit(task, item: WorkItem, sweep: Sweep):
