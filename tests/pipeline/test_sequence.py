@@ -111,8 +111,10 @@ def test_errors(sequence, coded, tmp_path):
     with pytest.raises(SpecError, match="entropy coder"):
         compress_seq(sequence[:2], tmp_path / "x.zc", "video:bits=8", "delta")
     path = coded["video"][0]
-    with zoocodec.Archive(path) as a, pytest.raises(ContainerError, match="sequence"):
-        a.read(a.names()[0])  # a sequence file is not a single model
+    with pytest.raises(ContainerError, match="decompress-seq"):
+        zoocodec.Archive(path)  # a sequence file is not a single model
+    with pytest.raises(ContainerError, match="decompress-seq"):
+        zoocodec.inspect(path)
     single = tmp_path / "single.zc"
     zoocodec.compress(sequence[0], single)
     with pytest.raises(ContainerError, match="not a sequence"):
