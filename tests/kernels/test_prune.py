@@ -37,6 +37,23 @@ def test_pack_round_trip(n):
     assert np.array_equal(K.unpack(p, n, np), m)
 
 
+def test_row_classes_rank_rows_by_density():
+    rng = np.random.default_rng(3)
+    mask = rng.random((40, 50)) < rng.random((40, 1))
+    c = K.row_classes(mask, 8, np)
+    assert np.bincount(c).tolist() == [5] * 8  # equal-size classes
+    counts = mask.sum(axis=1)
+    assert all(counts[c == i].max() <= counts[c == i + 1].min() for i in range(7))
+
+
+def test_byte_freqs_are_the_binomial_byte_model():
+    f = np.array(K.byte_freqs(32), dtype=np.float64)  # P(1) = 1/4
+    p = f / f.sum()
+    assert f.sum() == 128**8  # exact integers
+    assert p[0] == pytest.approx(0.75**8) and p[255] == pytest.approx(0.25**8)
+    assert p[0b10000001] == pytest.approx(0.25**2 * 0.75**6)
+
+
 @pytest.mark.gpu
 def test_gpu_matches_cpu():
     cp = pytest.importorskip("cupy")
@@ -49,3 +66,4 @@ def test_gpu_matches_cpu():
         assert np.array_equal(cp.asnumpy(K.row_mask(cp.asarray(w), s, cp)), K.row_mask(w, s, np))
     m = K.magnitude_mask(w, 0.7, np)
     assert np.array_equal(cp.asnumpy(K.pack(cp.asarray(m), cp)), K.pack(m, np))
+    assert np.array_equal(cp.asnumpy(K.row_classes(cp.asarray(m), 8, cp)), K.row_classes(m, 8, np))
