@@ -57,6 +57,8 @@ def compress(
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
 
     if target_loss is not None:
+        if step is not None or bits is not None or per_tensor:
+            raise ZoocodecError("automatic mode (--target-loss) chooses the steps: drop --step, --bits and --per-tensor")
         _auto(model, output, target_loss, task, method, min_size, json_out)
         return
     if task is not None:

@@ -53,6 +53,8 @@ def test_unknown_task(monkeypatch, capsys, mnist_path):
     one_line_error(code, err, "--target-loss")
     code, _, err = run(monkeypatch, capsys, "compress", "mnist-cnn", "-o", "x.zc", "--target-loss", "abc")
     one_line_error(code, err, "--target-loss")
+    code, _, err = run(monkeypatch, capsys, "compress", "mnist-cnn", "-o", "x.zc", "--target-loss", "1%", "--bits", "4")
+    one_line_error(code, err, "drop --step, --bits")
 
 
 def test_missing_model_file(monkeypatch, capsys, user_zoo, tmp_path):
