@@ -63,3 +63,10 @@ def test_docker_build(tmp_path):
     if subprocess.run([docker, "image", "inspect", base], capture_output=True).returncode != 0:
         pytest.skip(f"base image {base} is not available locally (no registry access here)")
     subprocess.run([docker, "build", "-t", "zoocodec-gpu:test", str(ROOT)], check=True, timeout=3600)
+
+
+def test_nvenc_resource_follows_the_encoder_probe():
+    from zoocodec import cluster
+    from zoocodec.codecs import nvdec
+
+    assert cluster.detect_resources() == ({"nvenc": 1.0} if nvdec.nvenc_available() else {})
