@@ -302,12 +302,38 @@ def rd(quick: bool) -> dict:
             "files; tensors under 4096 weights stay lossless (the pipeline's default); SQNR over the lossy tensors"}
 
 
+def plot_rd(result: dict, path: Path) -> None:
+    """bits/weight vs SQNR, one panel per model, one series per method family."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    models = result["models"]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, (model, points) in zip(axes[0], models.items(), strict=True):
+        for family in RD_SPECS:
+            pts = sorted((p["bits_per_weight"], p["sqnr_db"]) for p in points if p["family"] == family)
+            if pts:
+                # uniform is one sweep (a line); the other families mix settings (points)
+                ax.plot(*zip(*pts, strict=True), "o-" if family == "uniform" else "o", label=family, alpha=0.85)
+        ax.set(title=model, xlabel="bits per weight (whole file)", ylabel="SQNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     ap.add_argument("--gpu", action="store_true", help="GPU kernels (needs CuPy and a CUDA GPU)")
     ap.add_argument("--rd", action="store_true", help="rate-distortion points on the zoo models")
+    ap.add_argument("--plot", type=Path, help="only draw the RD plot (PNG beside it) of this kernels_rd JSON")
     args = ap.parse_args()
+    if args.plot:
+        plot_rd(json.loads(args.plot.read_text()), args.plot.with_suffix(".png"))
+        return
     if args.gpu:
         result = {"machine": machine(), **gpu(args.quick)}
         name = "kernels_gpu"
@@ -320,6 +346,8 @@ def main() -> None:
     if args.quick:
         name += "-quick"
     path = save(name, result)
+    if args.rd:
+        plot_rd(result, path.with_suffix(".png"))
     if os.environ.get("OUT"):  # on the device machine: also hand the file back
         Path(os.environ["OUT"], path.name).write_text(path.read_text())
     print(f"wrote {path}", file=sys.stderr)

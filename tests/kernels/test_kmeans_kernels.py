@@ -92,13 +92,17 @@ def test_batched_search_matches_searchsorted():
     assert np.array_equal(batched, single)
 
 
-def test_as_good_as_scikit_learn():
+def test_lloyd_matches_scikit_learn_from_the_same_start():
     sklearn = pytest.importorskip("sklearn.cluster")
     x = laplace((1, 5000), seed=3)
-    c, idx = K.kmeans(x, 16, iters=50)
-    ours = float(((x - np.take_along_axis(c, idx.astype(np.int64), 1)) ** 2).sum())
-    km = sklearn.KMeans(16, n_init=1, random_state=0, algorithm="lloyd", max_iter=50).fit(x.reshape(-1, 1))
-    assert ours <= km.inertia_ * 1.02
+    c0 = K.kmeanspp_init(x, 16)
+    c = K.lloyd(x, c0, iters=300)
+    idx = K.assign(x, c)
+    ours = float(((x.astype(np.float64) - np.take_along_axis(c, idx.astype(np.int64), 1)) ** 2).sum())
+    km = sklearn.KMeans(16, init=c0.reshape(-1, 1), n_init=1, algorithm="lloyd", max_iter=300, tol=0)
+    km.fit(x.reshape(-1, 1).astype(np.float64))
+    assert ours == pytest.approx(km.inertia_, rel=1e-5)
+    assert np.allclose(np.sort(km.cluster_centers_.ravel()), c[0], rtol=1e-5, atol=1e-8)
 
 
 @given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=40),
