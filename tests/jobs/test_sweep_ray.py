@@ -142,7 +142,8 @@ def test_killed_driver_then_rerun_completes_without_duplicates(ray_address, tmp_
                             tmp_path / "out")
     driver = subprocess.Popen([sys.executable, "-m", "zoocodec.cli", "sweep", str(sweep.source), "--out", str(sweep.out),
                                "--address", ray_address, "--no-report", "--max-parallel", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={k: v for k, v in os.environ.items() if k != cluster.LOOPBACK_ENV})
     deadline = time.time() + 90
     while time.time() < deadline and driver.poll() is None:
         if list((sweep.out / "runs").glob("*/*.parquet")):

@@ -45,6 +45,11 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in ("ZOOCODEC_ZOO", "HF_HUB_OFFLINE") if k in os.environ}
 
 
+def _is_loopback(address: str) -> bool:
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 @dataclass(frozen=True)
 class Connection:
     where: str  # for people: which Ray this is
@@ -82,6 +87,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
         finally:
             ray.shutdown()
         return
+    if "ray" not in sys.modules and _is_loopback(address):
+        os.environ.setdefault(LOOPBACK_ENV, "0")  # else Ray rewrites 127.0.0.1 to this host's network address
     import ray  # noqa: PLC0415
 
     if ray.is_initialized():
