@@ -11,8 +11,8 @@ one array operation over the whole batch (no Python loop over problems or weight
   that every partial sum stays below 2**52. Integer addition is associative, so the
   sums, and hence the centroids and symbols, are bit-identical whatever the reduction
   order: NumPy's bincount, CuPy's atomics, or the fused CUDA kernel in kmeans.cu.
-  s is set per problem; the rounding costs at most 2**-s per value, below 2**-28 of
-  the problem's largest magnitude for n up to 2**24.
+  s is set per problem; rounding moves a value by at most 2**-(s+1), below 2**-28 of
+  the problem's largest magnitude for n < 2**24.
 - Empty clusters take the centroid of the nearest non-empty cluster below (or above),
   which keeps the centroids sorted without a sort.
 - Lloyd stops after `iters` iterations or when no centroid moved; an unchanged state
@@ -24,8 +24,9 @@ one array operation over the whole batch (no Python loop over problems or weight
 
 On CuPy arrays the heavy loops run in the CUDA kernels of kmeans.cu: one launch per
 Lloyd iteration reads every weight once, assigns it, adds it to per-block shared-memory
-sums, and its last block per problem computes the new centroids; small problems (n <= 4096, k <= 8, e.g. LNQ units) run every Lloyd
-iteration of one problem in one warp. `cuda=False` runs the generic `xp` path instead.
+sums, and its last block per problem computes the new centroids; small problems
+(n <= 4096, k <= 8, e.g. LNQ units) run every Lloyd iteration of one problem in one
+warp. `cuda=False` runs the generic `xp` path (sorted or streaming) on CuPy instead.
 """
 from __future__ import annotations
 
@@ -83,23 +84,19 @@ def midpoints(c):
     return (c[:, :-1] + c[:, 1:]) * xp.float32(0.5)
 
 
-def _index_dtype(xp, k: int):
-    return xp.uint8 if k <= 256 else xp.uint16
-
-
 def assign(x, c):
     """Index of the nearest of the sorted centroids c (B, k) for each value of x (B, n)."""
     xp = array_namespace(x)
     B, n = x.shape
-    k = c.shape[1]
-    out = xp.empty((B, n), dtype=_index_dtype(xp, k))
+    out = xp.empty((B, n), dtype=xp.uint8)  # k <= 256
     for b0, b1, j0, j1 in _tiles(B, n):
         out[b0:b1, j0:j1] = _assign_tile(x[b0:b1, j0:j1], midpoints(c[b0:b1]), xp)
     return out
 
 
 def _assign_tile(x, mids, xp):
-    """Count of midpoints <= x (branch-free binary search, one gather per halving step)."""
+    """Count of midpoints <= x: searchsorted for one problem, else direct counting (few
+    midpoints) or a branch-free binary search with one gather per halving step."""
     nm = mids.shape[1]
     if nm == 0:
         return xp.zeros(x.shape, dtype=xp.int32)
