@@ -151,3 +151,15 @@ def test_summary_tables_split_evaluated_models_from_the_others(swept):
     assert acc.columns == ["model", "drop <= 0.5%", "drop <= 5%"] and acc.rows[0][0] == "other"
     assert "bits=8" in acc.rows[0][1] and "bits=4" in acc.rows[0][2]
     assert sqnr.rows[0][0] == "mnist-cnn"
+
+
+def test_overrides_reach_the_tensors(tmp_path, mnist_path):
+    (tmp_path / "s.yaml").write_text("models: [mnist-cnn]\nmethods:\n  - method: uniform\n    params: {bits: [4]}\n"
+                                     "    overrides: {'fc*.weight': 'uniform:bits=8'}\n")
+    (item,) = sweep_spec.load(tmp_path / "s.yaml").items
+    run_row, tensors = runner.execute(item, "s")
+    assert run_row["status"] == "ok" and json.loads(run_row["overrides"])[0][0] == "fc*.weight"
+    by_name = {t["tensor"]: t["tensor_method"] for t in tensors}
+    fc = [n for n in by_name if n.startswith("fc") and n.endswith(".weight")]
+    assert fc and all("bits=8" in by_name[n] for n in fc)
+    assert any("bits=4" in m for n, m in by_name.items() if n not in fc)
