@@ -6,7 +6,9 @@ one array operation over the whole batch (no Python loop over problems or weight
 - Init: k-means++ on at most `sample` values per problem, drawn with a seeded NumPy
   generator on the host, so the CPU and GPU paths start from the same centroids.
 - Assignment: centroids are kept sorted, so the nearest one is found by counting the
-  midpoints (float32, (c[j] + c[j+1]) * 0.5) that are <= x: a binary search.
+  midpoints (float32, (c[j] + c[j+1]) * 0.5) that are <= x: a binary search. (Two
+  centroids one float32 ulp apart can round their midpoint onto one of them; a value
+  then goes to the neighbour, one ulp away.)
 - Update: cluster sums are accumulated in fixed point, rint(x * 2**s) with s chosen so
   that every partial sum stays below 2**52. Integer addition is associative, so the
   sums, and hence the centroids and symbols, are bit-identical whatever the reduction
