@@ -156,3 +156,32 @@ def test_mnist_through_the_pipeline(mnist_path, tmp_path):
                 assert a.read(t.name).shape == t.shape
         info = zoocodec.inspect(out)
         assert info["tensors"]
+
+
+@pytest.mark.parametrize("spec", ["kmeans:k=8,per=channel", "lnq:bits=5,lam=2", "pq:m=4,k=16,stages=2,iters=3"])
+def test_cli_method_option(spec, tmp_path, monkeypatch, capsys):
+    """`zoocodec compress --method NAME:PARAMS` reaches the method; bad parameters are one-line errors."""
+    import json
+    import sys
+
+    from safetensors.torch import save_file
+
+    from zoocodec.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["zoocodec", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        return code, *capsys.readouterr()
+
+    src = tmp_path / "m.safetensors"
+    save_file({"fc.weight": torch.from_numpy(fc(10)), "conv.weight": torch.from_numpy(fc(11, (32, 16, 3, 3)))}, src)
+    code, out, _ = run("compress", src, "-o", tmp_path / "m.zc", "--method", spec, "--json")
+    assert code == 0 and json.loads(out)["ratio"] > 3
+    code, out, _ = run("inspect", tmp_path / "m.zc", "--json")
+    assert code == 0 and all(r["method"].startswith(spec.split(":")[0]) for r in json.loads(out)["tensors"])
+    code, _, err = run("compress", src, "-o", tmp_path / "bad.zc", "--method", spec.split(":")[0] + ":k=0")
+    assert code == 2 and len(err.strip().splitlines()) == 1
