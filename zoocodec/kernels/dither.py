@@ -87,7 +87,7 @@ def padded_cols(cols: int, lattice: str) -> int:
 
 
 def quantize(w2, steps, lattice: str, seed: int, xp):
-    """Lattice points v (rows, groups, dim), float64) and the dither u for a (rows, cols) matrix.
+    """Lattice points v (rows, groups, dim; float64) and the dither u for a (rows, cols) matrix.
 
     steps: one step per row (or a single one). Columns are zero-padded to whole vectors.
     """
