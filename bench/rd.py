@@ -147,9 +147,9 @@ def run_model(model: str, plan: dict, evaluated: tuple[str, ...], fresh: bool, l
     return rows
 
 
-def interpolate(rows: list[dict], cosine: float) -> float | None:
+def interpolate(rows: list[dict], cosine: float, key: str = "cosine_mean") -> float | None:
     """bits/weight of a curve at a document cosine (linear in log(1 - cosine)); None outside it."""
-    pts = sorted((math.log(1 - r["metrics"]["cosine_mean"]), r["bits_per_weight"]) for r in rows if "metrics" in r)
+    pts = sorted((math.log(1 - r["metrics"][key]), r["bits_per_weight"]) for r in rows if "metrics" in r)
     x = math.log(1 - cosine)
     for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
         if x0 <= x <= x1 and x1 > x0:
@@ -158,12 +158,15 @@ def interpolate(rows: list[dict], cosine: float) -> float | None:
 
 
 def versus_nncodec(rows: list[dict]) -> list[dict]:
+    """Per NNCodec point: each setting's bits/weight at NNCodec's mean and at its min document cosine."""
     out = []
-    for qp, bpw, mean, _ in NNCODEC:
-        entry = {"nncodec_qp": qp, "nncodec_bits_per_weight": bpw, "cosine_mean": mean}
+    for qp, bpw, mean, low in NNCODEC:
+        entry = {"nncodec_qp": qp, "nncodec_bits_per_weight": bpw, "cosine_mean": mean, "cosine_min": low}
         for setting in SETTINGS:
-            ours = interpolate([r for r in rows if r["model"] == "minilm" and r["setting"] == setting], mean)
-            entry[setting] = None if ours is None else {"bits_per_weight": ours, "nncodec_over_ours": bpw / ours}
+            curve = [r for r in rows if r["model"] == "minilm" and r["setting"] == setting]
+            at = {key: interpolate(curve, c, key) for key, c in (("cosine_mean", mean), ("cosine_min", low))}
+            entry[setting] = {f"at_equal_{key}": None if v is None else {"bits_per_weight": v, "nncodec_over_ours": bpw / v}
+                              for key, v in at.items()}
         out.append(entry)
     return out
 
@@ -179,13 +182,13 @@ def plot(rows: list[dict], path: Path) -> None:
     for j, model in enumerate(models):
         mine = [r for r in rows if r["model"] == model]
         metric = "cosine_mean" if model == "minilm" else "top1"
-        for setting in SETTINGS:
+        for i, setting in enumerate(SETTINGS):
             pts = sorted((r["bits_per_weight"], r["sqnr_db"], r.get("metrics", {}).get(metric))
                          for r in mine if r["setting"] == setting)
-            axes[0][j].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=setting)
+            axes[0][j].plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{i}", label=setting)
             ev = [p for p in pts if p[2] is not None]
             if ev:
-                axes[1][j].plot([p[0] for p in ev], [p[2] for p in ev], "o-", label=setting)
+                axes[1][j].plot([p[0] for p in ev], [p[2] for p in ev], "o-", color=f"C{i}", label=setting)
         if model == "minilm":
             axes[1][j].plot([n[1] for n in NNCODEC], [n[2] for n in NNCODEC], "ks--", label="NNCodec 2.1.3 (NOTES.md)")
             axes[1][j].set_ylim(0.975, 1.0)
