@@ -53,6 +53,7 @@ LOSS_POINTS = (0.1, 0.5, 1.0)  # metric loss, % of the baseline
 # MIN_SIZE weights is quantized (the small classifier and stem layers of the CNNs matter at low
 # rates), and 1-D tensors (biases, norms, BN statistics) stay exact, for zoocodec and the DC baseline.
 MIN_SIZE = 64
+HEAVY = 5e6  # fp32 bytes above which a model gets fewer settings (effnet-lite0, minilm): time on 2 shared cores
 
 
 # ---- the model under test ---------------------------------------------------------------
@@ -213,17 +214,21 @@ def best_method() -> str:
     return next((f"{m}:{coder[1:]}" if coder else m for m in ("dq", "rdoq") if m in REGISTRY), "uniform")
 
 
-def zoocodec_settings(subject: Subject, sens: dict | None, mode: str) -> list[tuple[str, str, object]]:
+def zoocodec_settings(subject: Subject, judge: Judge, mode: str) -> list[tuple[str, str, object]]:
     """(tool, setting, write(path)) for the methods the registry holds now, bracketing NNCodec.
 
     `mode` is quick (one setting per tool), default, or full. Big models get fewer settings,
     and their automatic mode searches with uniform steps + context coding (a dq search
-    re-encodes the model at every trial: ~10 minutes on minilm here).
+    re-encodes the model at every trial: ~10 minutes on minilm here). Allocation reuses the
+    sensitivities automatic mode measured (stored in its file's header): measuring them
+    costs one evaluation per tensor.
     """
+    from zoocodec.eval.evaluate import evaluator  # noqa: PLC0415
+    from zoocodec.eval.sensitivity import embedding_groups, measure  # noqa: PLC0415
     from zoocodec.pipeline.allocate import allocate  # noqa: PLC0415
     from zoocodec.pipeline.auto import auto_compress  # noqa: PLC0415
 
-    floats, big, quick = subject.floats, subject.fp32_bytes > 20e6, mode == "quick"
+    floats, big, quick = subject.floats, subject.fp32_bytes > HEAVY, mode == "quick"
     method = best_method()
     ctx = ",coder=ctx" if "ctx" in method else ""
 
@@ -233,40 +238,55 @@ def zoocodec_settings(subject: Subject, sens: dict | None, mode: str) -> list[tu
     def spec(text: str):
         return lambda path: zoocodec.compress(floats, path, text, min_size=0, plan=exact)
 
+    groups = embedding_groups(subject.tensors)
+    shared: dict = {}
+
+    def sensitivities() -> dict:
+        if "sens" not in shared:  # automatic mode did not run or failed: measure here
+            ev = evaluator(subject.name, judge.task, judge.task.sensitivity_limit)
+            shared["sens"] = measure(ev, subject.tensors, list(quantized), groups=groups)
+        return shared["sens"]
+
     def planned(q: float):
         return lambda path: zoocodec.compress(floats, path, "uniform", min_size=0, plan={**exact, **allocate(
-            quantized, sensitivities=sens, base_step=step(q), method=method, min_size=0)})
+            quantized, sensitivities=sensitivities(), base_step=step(q), method=method, min_size=0)})
 
     def auto(target: float):
         # the whole model, so the task can run during the search; its few non-float tensors cost ~100 bytes.
         # Automatic mode measures every tensor it quantizes, 1-D ones of MIN_SIZE weights or more too.
-        return lambda path: auto_compress(subject.tensors, path, target / 100, reference=subject.name,
-                                          method=f"uniform:{ctx[1:]}" if big and ctx else method, min_size=MIN_SIZE)
+        def write(path):
+            auto_compress(subject.tensors, path, target / 100, reference=subject.name,
+                          method=f"uniform:{ctx[1:]}" if big and ctx else method, min_size=MIN_SIZE)
+            if "sens" not in shared:
+                with zoocodec.Archive(path) as a:
+                    stored = a.header["meta"]["auto"]["sensitivities"]
+                shared["sens"] = {k: np.array(v) if k in groups else v[0] for k, v in stored.items() if k in quantized}
+        return write
 
     def pick(grid):
         return grid[len(grid) // 2:len(grid) // 2 + 1] if quick else grid
 
-    qs = pick([-36, -30, -24] if big else [-38, -30, -22, -16])
+    qs = pick([-36, -30, -26] if big else [-38, -30, -22, -16])
     out = [("zoocodec uniform", f"step=2^({q}/4)", spec(f"uniform:step={step(q)}")) for q in qs]
     if "rdoq" in REGISTRY and not big:
         out += [(f"zoocodec rdoq{ctx.replace(',coder=', '+')}", f"step=2^({q}/4)", spec(f"rdoq:step={step(q)}{ctx}"))
                 for q in pick([-34, -26, -18])]
     if "dq" in REGISTRY:
-        dq_qs = pick([-36, -32, -28, -24] if big else [-38, -30, -24, -18, -14])
+        dq_qs = pick([-38, -34, -30, -26] if big else [-38, -30, -24, -18, -14])
         out += [(f"zoocodec dq{ctx.replace(',coder=', '+')}", f"step=2^({q}/4)", spec(f"dq:step={step(q)}{ctx}"))
                 for q in dq_qs]
-    if sens is not None:
-        alloc_qs = pick([-36, -32, -28, -24] if big else [-34, -28, -22, -16, -12])
-        out += [(f"zoocodec alloc+{method.split(':')[0]}{ctx.replace(',coder=', '+')}", f"base=2^({q}/4)", planned(q))
-                for q in alloc_qs]
     if "lnq" in REGISTRY:
-        out += [("zoocodec LNQ", f"step=2^({q}/4)", spec(f"lnq:step={step(q)}")) for q in pick([-30, -22])]
+        out += [("zoocodec LNQ", f"step=2^({q}/4)", spec(f"lnq:step={step(q)}")) for q in pick([-30] if big else [-30, -22])]
     if "kmeans" in REGISTRY:
         out += [("zoocodec k-means", f"k={k}", spec(f"kmeans:k={k}")) for k in pick([16, 64] if big else [4, 8, 16, 32])]
     if "dct" in REGISTRY:
         out += [("zoocodec DCT", f"bits={b}", spec(f"dct:bits={b}")) for b in pick([3, 5] if big else [1, 2, 3, 4])]
-    targets = [1.0] if big and mode != "full" else [0.1, 0.5, 1.0]
+    targets = [1.0] if big and mode != "full" else [0.1, 0.5, 1.0]  # each measures sensitivities anew
     out += [("zoocodec auto", f"target={t}%", auto(t)) for t in (targets[-1:] if quick else targets)]
+    if not quick:
+        alloc_qs = pick([-34, -30, -27, -24] if big else [-34, -28, -22, -16, -12])
+        out += [(f"zoocodec alloc+{method.split(':')[0]}{ctx.replace(',coder=', '+')}", f"base=2^({q}/4)", planned(q))
+                for q in alloc_qs]
     return out
 
 
@@ -620,23 +640,13 @@ def bench_model(name: str, mode: str, log) -> dict:
     with tempfile.TemporaryDirectory(prefix="h2h-") as d:
         work = Path(d)
         if nncodec_python():
-            qps = [-32] if quick else ([-40, -36, -33, -30, -27] if big else [-38, -30, -24, -18, -14, -10])
+            qps = [-32] if quick else ([-40, -36, -33, -30, -27] if subject.fp32_bytes > HEAVY else
+                                       [-38, -30, -24, -18, -14, -10])
             log(f"{name}: NNCodec qp {qps}")
             rows += run_nncodec(subject, judge, qps, work, repeat)
         else:
             result["nncodec_skipped"] = "no NNCodec environment (run bench/peers/setup_nncodec.sh)"
-        sens = None
-        if not quick:
-            from zoocodec.eval.evaluate import evaluator  # noqa: PLC0415
-            from zoocodec.eval.sensitivity import embedding_groups, measure  # noqa: PLC0415
-
-            log(f"{name}: measuring sensitivities")
-            t0 = time.perf_counter()
-            ev = evaluator(name, judge.task, judge.task.sensitivity_limit)
-            names = [n for n in subject.float_names if n not in subject.exact_names]
-            sens = measure(ev, subject.tensors, names, groups=embedding_groups(subject.tensors))
-            result["sensitivity_s"] = time.perf_counter() - t0
-        for tool, setting, write in zoocodec_settings(subject, sens, mode):
+        for tool, setting, write in zoocodec_settings(subject, judge, mode):
             log(f"{name}: {tool} {setting}")
             try:
                 rows.append(run_zoocodec(subject, judge, tool, setting, write, work, 1 if "auto" in tool else repeat))
@@ -686,7 +696,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def headline(results: dict) -> str:
     """One row per model: zoocodec's size and speed ratios vs NNCodec, and the lossless ratios."""
-    lines = ["| model | size vs NNCodec at loss 0.1% / 0.5% / 1% | at NNCodec's fidelities (min-max) | "
+    lines = ["| model | size vs NNCodec at loss 0.1% / 0.5% / 1% | at NNCodec's fidelities (min-max, bounds left out) | "
              "encode / decode speedup at those points (min-max) | lossless fp32, bf16: zipnn size / ours | "
              "zstd-19 size / ours | our decode speed / zipnn's |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -695,14 +705,18 @@ def headline(results: dict) -> str:
         v = [x for x in values if x is not None]
         return f"{min(v):{spec}}-{max(v):{spec}}x" if v else "-"
 
+    def exact(p):  # both sides measured or interpolated: not a bound
+        return p["zoocodec_how"] in ("measured", "interpolated") and p["nncodec_how"] in ("measured", "interpolated")
+
     for m in results["models"]:
         pts = m["compare"]["points"]
         loss = [p for p in pts if p["target"].startswith("loss")]
-        fid = [p for p in pts if p["target"].startswith("fid")]
+        fid = [p for p in pts if p["target"].startswith("fid") and exact(p)]
         ll = {e["dtype"]: e for e in m["lossless"]}
         lossless = [" / ".join(fmt(ll.get(d, {}).get(k), ".3f") + "x" for d in ("fp32", "bf16"))
                     for k in ("size_vs_zipnn", "size_vs_zstd-19", "decode_speed_vs_zipnn")]
-        lines.append(f"| {m['model']} | " + " / ".join(fmt(p["size_ratio"], ".2f") + "x" for p in loss) +
+        lines.append(f"| {m['model']} | " + " / ".join(fmt(p["size_ratio"], ".2f") + ("x" if exact(p) else "x (bound)")
+                                                   for p in loss) +
                      f" | {span(p['size_ratio'] for p in fid)} | {span((p.get('encode_speedup') for p in pts), '.1f')}"
                      f" / {span((p.get('decode_speedup') for p in pts), '.1f')} | " + " | ".join(lossless) + " |")
     return "\n".join(lines)
