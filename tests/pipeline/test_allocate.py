@@ -53,7 +53,7 @@ def test_zero_sensitivity_rounds_everything_to_zero(mnist_path, tmp_path):
 
 def test_row_groups_fall_back_to_a_weighted_mean_step(mnist_path):
     plan = allocate(mnist_path, base_step=0.02, sensitivities={"fc_layers.0.weight": [1.0, 100.0]})
-    # median of the given values is 50.5; groups of 128 rows each: steps 0.02*sqrt(50.5/1), 0.02*sqrt(50.5/100)
+    # the median is the tensor mean 50.5; groups of 128 rows each: steps 0.02*sqrt(50.5/1), 0.02*sqrt(50.5/100)
     expected = 0.02 * (math.sqrt(50.5) + math.sqrt(0.505)) / 2
     assert plan["fc_layers.0.weight"].step == pytest.approx(expected, rel=1e-6)
 

@@ -17,7 +17,7 @@ Sensitivities:
 - a float per tensor name (per-weight sensitivity; tensors without one get the median);
 - a 1-D array per tensor: one sensitivity per row group of axis 0 (rows split into
   len(array) near-equal consecutive groups, e.g. frequent and rare rows of an embedding
-  table). The plan then holds a method with `group_steps` (only `rdoq` has that field); a
+  table; the median above then counts the tensor once, by its mean). The plan then holds a method with `group_steps` (only `rdoq` has that field); a
   method without it gets the weighted mean step of the groups;
 - 0 means the tensor does not matter (e.g. a pooler the task never runs): its step is
   capped so that every weight quantizes to zero.
@@ -149,7 +149,9 @@ def _relative_steps(items: list[_Item], sens: Mapping[str, float | np.ndarray]) 
                 raise SpecError(f"allocate: sensitivity of {it.name!r} must be a non-negative number "
                                 f"or one per row group (at most {it.rows} groups)")
             values[it.name] = v
-    given = np.concatenate(list(values.values())) if values else np.ones(1)
+    # the median over tensors (a row-grouped tensor counts once, by its mean), so that row
+    # groups do not move the meaning of the base step
+    given = np.array([v.mean() for v in values.values()]) if values else np.ones(1)
     positive = given[given > 0]
     median = float(np.median(positive)) if positive.size else 1.0
     with np.errstate(divide="ignore"):
