@@ -750,7 +750,7 @@ def save(results: dict, out: Path, stem: str) -> None:
     md = [f"# Head to head: zoocodec vs NNCodec, Deep Compression-style, lossless tools", "",
           f"{m['date']}, {m['cpu']} ({m['cores']} cores shared with other work: see the load column "
           f"of the JSON), {results['seconds'] / 60:.1f} minutes, mode {results['mode']}.", "",
-          headline(results), ""]
+          *([results["note"], ""] if results.get("note") else []), headline(results), ""]
     for model in results["models"]:
         md += [table(model), "", per_tool_table(model), "", summary_text(model), ""]
     _write(out / f"{stem}.json", json.dumps(results, indent=1, default=str))
