@@ -2,7 +2,7 @@
 
     offset 0   preamble, 64 bytes: magic b"ZOOCODEC", u32 format version, zeros
     64         payload segments, each at a 64-byte aligned offset, zero padded
-    H          header: UTF-8 JSON (sorted keys), at a 64-byte aligned offset
+    H          header: UTF-8 JSON (sorted keys), zstd-compressed, at a 64-byte aligned offset
     end - 64   trailer, 64 bytes: u64 header offset, u64 header length, u32 header CRC32,
                u32 zero, b"ZCTRAILR", SHA-256 of every byte before it
 All integers little-endian. The header comes last so a model streams tensor by tensor
@@ -21,6 +21,8 @@ import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
+
+import zstandard
 
 from zoocodec.errors import ContainerError
 from zoocodec.fsutil import publish
@@ -87,7 +89,8 @@ class Container:
     def _finish(self) -> None:
         self._pad()
         header_offset = self._pos
-        header = json.dumps(self.header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        text = json.dumps(self.header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        header = zstandard.ZstdCompressor(level=19).compress(text)  # ~300 bytes a tensor as text: small models notice
         self._write(header)
         self._pad()
         self._write(struct.pack("<QQII", header_offset, len(header), zlib.crc32(header), 0) + TRAILER_MAGIC)
@@ -136,7 +139,9 @@ class Container:
         if zlib.crc32(raw) != header_crc:
             raise ContainerError(f"{path}: header checksum mismatch")
         try:
-            header = json.loads(raw)
+            header = json.loads(zstandard.ZstdDecompressor().decompress(raw, max_output_size=MAX_HEADER))
+        except zstandard.ZstdError as e:
+            raise ContainerError(f"{path}: header cannot be decompressed ({e})") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ContainerError(f"{path}: header is not valid JSON ({e})") from None
         _validate_header(path, header, header_offset)
