@@ -4,7 +4,7 @@ Why tasks (and not an actor per model, or Ray Data): bench/sweep.py measured the
 on this machine; per-item overhead of a task is about a millisecond against 0.06-4 s of
 compression per item, loading a model is a small part of compressing it, and a task is
 the unit Ray retries on its own after a worker crash (`max_retries`), which an actor pool
-only approximates with restarts. See docs/sections/sweeps.md for the numbers.
+only approximates with restarts. See docs/sweeps.md for the numbers.
 
 A work item is executed by `execute`, a plain function that calls the same
 `zoocodec.compress` / `zoocodec.decompress` / `zoocodec.eval.evaluate` a user calls; the

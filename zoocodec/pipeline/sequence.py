@@ -81,7 +81,7 @@ def _check_spec(spec: MethodSpec, mode: str) -> MethodSpec:
 
 
 def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
-                 spec: str | MethodSpec = "video:bits=8", mode: str = "video", keyint: int = 0,
+                 spec: str | MethodSpec = "uniform:bits=8", mode: str = "delta", keyint: int = 0,
                  labels: list[str] | None = None, min_size: int = DEFAULT_MIN_SIZE,
                  meta: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None) -> SeqReport:
     """Code same-architecture `models` (paths, zoo names or dicts) as one sequence container."""
