@@ -34,7 +34,6 @@ import numpy as np
 
 from zoocodec.codecs import ans
 from zoocodec.codecs.wire import Reader, put_svarint, put_uvarint
-from zoocodec.errors import ContainerError
 
 CTX, ORDER0 = 0, 1
 ROWS, COLS = 1, 2

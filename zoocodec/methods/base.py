@@ -95,6 +95,22 @@ class MethodSpec:
         return f"{self.name}:{params}" if params else self.name
 
 
+def default_bits(spec: MethodSpec) -> None:
+    """The quantizers' step-or-bits convention: neither given means 8 bits (call in __post_init__)."""
+    if spec.bits is None and spec.step is None:
+        object.__setattr__(spec, "bits", 8)
+
+
+def check_step_or_bits(spec: MethodSpec) -> None:
+    """Exactly one of step (a positive number) and bits (2..16)."""
+    if spec.step is not None and spec.bits is not None:
+        raise SpecError(f"{spec.name}: give either step or bits, not both")
+    if spec.step is not None and not (np.isfinite(spec.step) and spec.step > 0):
+        raise SpecError(f"{spec.name}: step must be a positive number, got {spec.step}")
+    if spec.bits is not None and not 2 <= spec.bits <= 16:
+        raise SpecError(f"{spec.name}: bits must be 2..16, got {spec.bits}")
+
+
 def spec_from_dict(d: dict[str, Any]) -> MethodSpec:
     """The inverse of MethodSpec.to_dict; rejects unknown methods, versions and fields."""
     if not isinstance(d, dict) or not isinstance(d.get("method"), str):

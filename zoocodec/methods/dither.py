@@ -18,7 +18,7 @@ from zoocodec.codecs import symbol_coder
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import dither as K
 from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+from zoocodec.methods.base import Encoded, MethodSpec, TensorData, check_step_or_bits, default_bits, from_float64, register
 
 STREAMS = ("head", "tail", "coset")
 
@@ -43,16 +43,10 @@ class Dither(MethodSpec):
     coder: str = "ans"
 
     def __post_init__(self):
-        if self.bits is None and self.step is None:
-            object.__setattr__(self, "bits", 8)
+        default_bits(self)
 
     def validate(self) -> None:
-        if self.step is not None and self.bits is not None:
-            raise SpecError("dither: give either step or bits, not both")
-        if self.step is not None and not (np.isfinite(self.step) and self.step > 0):
-            raise SpecError(f"dither: step must be a positive number, got {self.step}")
-        if self.bits is not None and not 2 <= self.bits <= 16:
-            raise SpecError(f"dither: bits must be 2..16, got {self.bits}")
+        check_step_or_bits(self)
         if self.lattice not in K.LATTICES:
             raise SpecError(f"dither: lattice must be one of {', '.join(K.LATTICES)}, got {self.lattice!r}")
         if not 0 <= self.seed < 2**63:

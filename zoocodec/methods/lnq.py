@@ -28,7 +28,7 @@ from zoocodec.codecs import symbol_coder
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import lnq as L
 from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+from zoocodec.methods.base import Encoded, MethodSpec, TensorData, default_bits, from_float64, register
 from zoocodec.methods.uniform import Uniform
 
 
@@ -49,8 +49,7 @@ class LNQ(MethodSpec):
     coder: str = "ans"
 
     def __post_init__(self):
-        if self.bits is None and self.step is None:
-            object.__setattr__(self, "bits", 8)
+        default_bits(self)
 
     def base(self) -> Uniform:
         return Uniform(bits=self.bits, step=self.step, per_tensor=self.per_tensor, coder=self.coder)

@@ -22,7 +22,7 @@ from zoocodec.codecs import context, symbol_coder
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R
 from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+from zoocodec.methods.base import Encoded, MethodSpec, TensorData, check_step_or_bits, default_bits, from_float64, register
 
 
 @register
@@ -39,18 +39,12 @@ class RDOQ(MethodSpec):
     group_steps: tuple[float, ...] | None = None
 
     def __post_init__(self):
-        if self.bits is None and self.step is None:
-            object.__setattr__(self, "bits", 8)
+        default_bits(self)
         if self.group_steps is not None:  # a JSON list from the header
             object.__setattr__(self, "group_steps", tuple(self.group_steps))
 
     def validate(self) -> None:
-        if self.step is not None and self.bits is not None:
-            raise SpecError("rdoq: give either step or bits, not both")
-        if self.step is not None and not (math.isfinite(self.step) and self.step > 0):
-            raise SpecError(f"rdoq: step must be a positive number, got {self.step}")
-        if self.bits is not None and not 2 <= self.bits <= 16:
-            raise SpecError(f"rdoq: bits must be 2..16, got {self.bits}")
+        check_step_or_bits(self)
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise SpecError(f"rdoq: lam must be a non-negative number, got {self.lam}")
         if not 0 <= self.iters <= 10:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoocodec.codecs import symbol_coder
-from zoocodec.errors import ContainerError, SpecError
+from zoocodec.errors import ContainerError
 from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+from zoocodec.methods.base import Encoded, MethodSpec, TensorData, check_step_or_bits, default_bits, from_float64, register
 
 
 @register
@@ -31,16 +31,10 @@ class Uniform(MethodSpec):
     coder: str = "ans"
 
     def __post_init__(self):
-        if self.bits is None and self.step is None:
-            object.__setattr__(self, "bits", 8)
+        default_bits(self)
 
     def validate(self) -> None:
-        if self.step is not None and self.bits is not None:
-            raise SpecError("uniform: give either step or bits, not both")
-        if self.step is not None and not (np.isfinite(self.step) and self.step > 0):
-            raise SpecError(f"uniform: step must be a positive number, got {self.step}")
-        if self.bits is not None and not 2 <= self.bits <= 16:
-            raise SpecError(f"uniform: bits must be 2..16, got {self.bits}")
+        check_step_or_bits(self)
         symbol_coder(self.coder)
 
     def steps_for(self, w: np.ndarray) -> np.ndarray:

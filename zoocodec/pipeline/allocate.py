@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from zoocodec.errors import SpecError
-from zoocodec.methods import MethodSpec, TensorData, parse_spec
+from zoocodec.methods import MethodSpec, parse_spec
 from zoocodec.methods.lossless import Lossless
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
 
