@@ -17,10 +17,8 @@ One JSON per model in bench/results/eval-<model>.json (machine info included).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +28,8 @@ import numpy as np
 import torch
 
 import zoocodec
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine as _machine  # noqa: E402
 from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
 from zoocodec.eval.sensitivity import embedding_groups, measure, predict, quantized_names
 from zoocodec.methods import spec_from_dict
@@ -41,12 +41,7 @@ BUDGETS = (0.005, 0.01)
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0],
-            "numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "zoocodec": zoocodec.__version__, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "load_average_at_start": os.getloadavg()}
+    return {**_machine(), "torch_threads": torch.get_num_threads()}
 
 
 def bench_model(name: str, tmp: Path, save) -> dict:

@@ -19,14 +19,11 @@ and the summary says so.
 from __future__ import annotations
 
 import argparse
-import datetime
 import heapq
-import io
 import json
 import lzma
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -43,6 +40,13 @@ from zoocodec.kernels import kmeans as kmeans_kernels, prune as prune_kernels
 from zoocodec.methods import REGISTRY
 from zoocodec.pipeline.core import load
 from zoocodec.pipeline.modelio import to_torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine as _machine  # noqa: E402
+
+
+def machine() -> dict:
+    return _machine(("numpy", "torch", "zstandard", "zipnn", "constriction"))
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -622,24 +626,6 @@ def plot(models: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import importlib.metadata as md  # noqa: PLC0415
-
-    versions = {}
-    for pkg in ("numpy", "torch", "zstandard", "zipnn", "constriction"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "versions": versions, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-
-
 # ---- main ----------------------------------------------------------------------------------
 def bench_model(name: str, mode: str, log) -> dict:
     subject = Subject.load(name)
@@ -747,7 +733,7 @@ def headline(results: dict) -> str:
 def save(results: dict, out: Path, stem: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     m = results["machine"]
-    md = [f"# Head to head: zoocodec vs NNCodec, Deep Compression-style, lossless tools", "",
+    md = ["# Head to head: zoocodec vs NNCodec, Deep Compression-style, lossless tools", "",
           f"{m['date']}, {m['cpu']} ({m['cores']} cores shared with other work: see the load column "
           f"of the JSON), {results['seconds'] / 60:.1f} minutes, mode {results['mode']}.", "",
           *([results["note"], ""] if results.get("note") else []), headline(results), ""]

@@ -16,11 +16,8 @@ bench/results/kernels[_gpu|_rd]-DATE.json with the machine named.
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata as md
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,35 +29,14 @@ THREADS = 2
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 RESULTS = Path(__file__).parent / "results"
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine as _machine, save  # noqa: E402
 from zoocodec.kernels import kmeans as K  # noqa: E402
 from zoocodec.kernels import lnq as L  # noqa: E402
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    versions = {}
-    for pkg in ("zoocodec", "numpy", "torch", "scikit-learn", "faiss-cpu", "cupy-cuda13x"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "threads_used": THREADS,
-            "python": platform.python_version(), "versions": versions,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-
-
-def save(name: str, data: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{name}-{datetime.date.today().isoformat()}.json"
-    fd, tmp = tempfile.mkstemp(dir=RESULTS, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, out)
-    return out
+    return {**_machine(("numpy", "torch", "scikit-learn", "faiss-cpu", "cupy-cuda13x")), "threads_used": THREADS}
 
 
 def weights(n: int) -> tuple[np.ndarray, str]:
