@@ -2,25 +2,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from zoocodec.errors import ContainerError, SpecError
+from support import floats, roundtrip
 from zoocodec.methods import TensorData, parse_spec
 
-floats = hnp.arrays(
-    st.sampled_from(["float32", "float16"]),
-    hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=9),
-    elements=st.floats(-100, 100, width=16),
-)
 
-
-def roundtrip(text: str, t: TensorData):
-    spec = parse_spec(text)
-    enc = spec.encode(t)
-    back = spec.decode(enc.side, {k: memoryview(v) for k, v in enc.segments.items()}, t.array.shape, t.dtype)
-    assert back.dtype == t.array.dtype and back.shape == t.array.shape
-    assert back.tobytes() == enc.recon.tobytes()
-    return enc, TensorData(t.name, t.dtype, back).float64()
 
 
 @given(floats, st.sampled_from(["rank=1", "rank=3", "rank=100", "energy=0.5", "energy=1.0"]),
