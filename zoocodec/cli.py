@@ -322,5 +322,6 @@ def main() -> None:
         e.show()
         sys.exit(2)
 
+
 if __name__ == "__main__":
     main()
