@@ -23,3 +23,19 @@ def roundtrip(text: str, t: TensorData) -> tuple[Encoded, np.ndarray]:
     assert back.dtype == t.array.dtype and back.shape == t.array.shape
     assert back.tobytes() == enc.recon.tobytes()
     return enc, TensorData(t.name, t.dtype, back).float64()
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run `zoocodec ARGS` in this process: (exit status, stdout, stderr)."""
+    import sys
+
+    from zoocodec.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["zoocodec", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err

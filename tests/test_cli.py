@@ -7,18 +7,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from zoocodec.cli import main
+from support import run_cli
 
 
-def run(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["zoocodec", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 @pytest.fixture

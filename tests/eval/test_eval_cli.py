@@ -1,11 +1,10 @@
 """`zoocodec evaluate` and `compress --target-loss`: bad input is one line on stderr and exit status 2."""
 import importlib
 import json
-import sys
 
 import pytest
 
-from zoocodec import cli
+from support import run_cli
 from zoocodec.eval import data
 from zoocodec.eval import evaluate as ev_fn
 from zoocodec.pipeline import zoo
@@ -13,13 +12,7 @@ from zoocodec.pipeline import zoo
 ev_mod = importlib.import_module("zoocodec.eval.evaluate")  # the module (the package's `evaluate` is the function)
 
 
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["zoocodec", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-        sys.exit(0)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+run = run_cli
 
 
 def one_line_error(code, err, *needles):

@@ -9,6 +9,7 @@ from hypothesis.extra import numpy as hnp
 import zoocodec
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import uniform as U
+from support import run_cli
 from zoocodec.methods import TensorData, parse_spec
 
 
@@ -162,20 +163,11 @@ def test_mnist_through_the_pipeline(mnist_path, tmp_path):
 def test_cli_method_option(spec, tmp_path, monkeypatch, capsys):
     """`zoocodec compress --method NAME:PARAMS` reaches the method; bad parameters are one-line errors."""
     import json
-    import sys
 
     from safetensors.torch import save_file
 
-    from zoocodec.cli import main
-
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["zoocodec", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        return code, *capsys.readouterr()
+        return run_cli(monkeypatch, capsys, *args)
 
     src = tmp_path / "m.safetensors"
     save_file({"fc.weight": torch.from_numpy(fc(10)), "conv.weight": torch.from_numpy(fc(11, (32, 16, 3, 3)))}, src)
