@@ -1,8 +1,15 @@
-"""Helpers shared by the method tests: the float-array strategy and the exact round trip."""
+"""Helpers shared by the tests: the float-array strategy, the exact round trip, the CLI runner, forgery."""
+import hashlib
+import json
+import struct
+import zlib
+
 import numpy as np
+import zstandard
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from zoocodec.container import ALIGN, TRAILER_MAGIC, TRAILER_SIZE
 from zoocodec.methods import Encoded, TensorData, parse_spec
 
 floats = hnp.arrays(
@@ -39,3 +46,38 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
         code = e.code or 0
     out, err = capsys.readouterr()
     return code, out, err
+
+
+class Forge:
+    """A real container taken apart so a test can rewrite its header and payloads the way an
+    attacker would: every checksum (segment CRC32s, header CRC32, SHA-256) recomputed."""
+
+    def __init__(self, data: bytes):
+        offset, length, _, _ = struct.unpack_from("<QQII", data, len(data) - TRAILER_SIZE)
+        self.body = bytearray(data[:offset])
+        self.header = json.loads(zstandard.ZstdDecompressor().decompress(data[offset:offset + length]))
+
+    def add(self, payload: bytes) -> list[int]:
+        """Append a payload; returns its [offset, length, crc32] for the header."""
+        self.body += bytes(-len(self.body) % ALIGN)
+        seg = [len(self.body), len(payload), zlib.crc32(payload)]
+        self.body += payload
+        return seg
+
+    def attach(self, name: str, content: bytes) -> None:
+        self.header["files"][name] = self.add(zstandard.ZstdCompressor().compress(content))
+
+    def to_bytes(self, header_frame: bytes | None = None) -> bytes:
+        """The file; `header_frame` replaces the compressed header (e.g. a zstd bomb)."""
+        body = bytearray(self.body) + bytes(-len(self.body) % ALIGN)
+        if header_frame is None:
+            text = json.dumps(self.header, sort_keys=True).encode()
+            header_frame = zstandard.ZstdCompressor().compress(text)
+        offset = len(body)
+        body += header_frame + bytes(-len(header_frame) % ALIGN)
+        body += struct.pack("<QQII", offset, len(header_frame), zlib.crc32(header_frame), 0) + TRAILER_MAGIC
+        return bytes(body + hashlib.sha256(body).digest())
+
+    def write(self, path, header_frame: bytes | None = None):
+        path.write_bytes(self.to_bytes(header_frame))
+        return path

@@ -25,7 +25,7 @@ from typing import Any
 import zstandard
 
 from zoocodec.errors import ContainerError
-from zoocodec.fsutil import publish
+from zoocodec.fsutil import plain_relpath, publish
 
 MAGIC = b"ZOOCODEC"
 TRAILER_MAGIC = b"ZCTRAILR"
@@ -201,7 +201,36 @@ def _validate_header(path: Path, h: Any, limit: int) -> None:
                 raise bad(f"field {key!r} of tensor {name!r} missing or not {kind.__name__}")
         check_segments(f"tensor {name!r}", t.get("segments"))
     check_segments("the attached files", h["files"])
+    _check_output_names(h, bad)
     spans.sort()
     for (a, alen, aname), (b, _, bname) in zip(spans, spans[1:]):
         if a + alen > b:
             raise bad(f"payloads of {aname} and {bname} overlap")
+
+
+def _check_output_names(h: dict, bad) -> None:
+    """Every header name that becomes a path on decompress is a plain relative name, and no two collide."""
+    layout = h["source"].get("layout", {})
+    if not isinstance(layout, dict):
+        raise bad("source layout is not an object")
+    shards = layout.get("shards", {})
+    if not isinstance(shards, dict) or not all(isinstance(k, str) for k in shards):
+        raise bad("source layout shards are not an object")
+    if not all(isinstance(v, str) for v in shards.values()):
+        raise bad("source layout shards map a tensor to something that is not a name")
+    shard_names = list(dict.fromkeys(shards.values()))
+    names: set[str] = set()
+    for kind, name in [("attached file", n) for n in h["files"]] + [("shard", s) for s in shard_names]:
+        why = plain_relpath(name)
+        if why is None and kind == "shard" and not name.endswith(".safetensors"):
+            why = "does not end in .safetensors"
+        if why:
+            raise bad(f"{kind} name {name!r} {why}")
+        if name in names:
+            raise bad(f"{kind} name {name!r} is used twice")
+        names.add(name)
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in names:
+                raise bad(f"{name!r} lies inside {'/'.join(parts[:i])!r}, which is a file")

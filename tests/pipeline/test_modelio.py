@@ -111,3 +111,49 @@ def test_unreadable_inputs(tmp_path):
     for p in ("x.txt", "bad.safetensors", "bad.onnx", "empty", "missing.pt"):
         with pytest.raises(ModelFormatError):
             open_model(tmp_path / p)
+
+
+def hf_folder(path, model):
+    path.mkdir()
+    save_file({k: model[k] for k in ("fc.weight", "conv.weight")}, path / "model.safetensors")
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def test_hf_index_naming_a_shard_outside_is_refused(tmp_path, model):
+    folder = hf_folder(tmp_path / "hf", model)
+    save_file({"x": model["fc.bias"]}, tmp_path / "outside.safetensors")
+    for shard in ("../outside.safetensors", str(tmp_path / "outside.safetensors"), "config.json"):
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": shard}}))
+        with pytest.raises(ModelFormatError, match="shard name"):
+            open_model(folder)
+
+
+def test_hf_index_weight_map_not_an_object(tmp_path, model):
+    folder = hf_folder(tmp_path / "hf", model)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["model.safetensors"]}))
+    with pytest.raises(ModelFormatError, match="weight_map"):
+        open_model(folder)
+
+
+@pytest.mark.parametrize("link", ["tokenizer.json", "model.safetensors", "sub"])
+def test_links_out_of_an_input_folder_are_not_followed(tmp_path, model, link):
+    folder = hf_folder(tmp_path / "hf", model)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key.txt").write_text("secret")
+    save_file({"x": model["fc.bias"]}, secret / "w.safetensors")
+    if link == "model.safetensors":
+        (folder / link).unlink()
+    (folder / link).symlink_to({"tokenizer.json": secret / "key.txt", "model.safetensors": secret / "w.safetensors",
+                                "sub": secret}[link])
+    with pytest.raises(ModelFormatError, match="link out of the model folder"):
+        open_model(folder)
+
+
+def test_links_inside_an_input_folder_are_fine(tmp_path, model):
+    folder = hf_folder(tmp_path / "hf", model)
+    (folder / "tokenizer.json").symlink_to(folder / "config.json")
+    (folder / "again").symlink_to(folder)
+    src = open_model(folder)
+    assert sorted(src.files) == ["config.json", "tokenizer.json"]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from zoocodec.errors import ModelFormatError
-from zoocodec.fsutil import publish
+from zoocodec.fsutil import inside, plain_relpath, publish
 from zoocodec.methods.base import TensorData
 
 TORCH_DTYPES = {
@@ -149,28 +149,49 @@ def _is_state_dict(obj) -> bool:
 
 
 def _open_hf(path: Path) -> ModelSource:
+    root = path.resolve()
     index = path / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ModelFormatError(f"{index}: not a safetensors index ({e})") from None
+            weight_map = json.loads(_confined(root, "model.safetensors.index.json").read_text())["weight_map"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ModelFormatError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ModelFormatError(f"{index}: weight_map is not an object of tensor name -> shard file")
         shards = sorted(set(weight_map.values()))
     elif (path / "model.safetensors").is_file():
         shards = ["model.safetensors"]
-        weight_map = None
     else:
         raise ModelFormatError(f"{path}: a folder without model.safetensors or model.safetensors.index.json")
-    sources = {s: _open_safetensors(path / s) for s in shards}
+    for s in shards:
+        why = plain_relpath(s)
+        if why or not s.endswith(".safetensors"):
+            raise ModelFormatError(f"{index}: shard name {s!r} {why or 'does not end in .safetensors'}")
+    sources = {s: _open_safetensors(_confined(root, s)) for s in shards}
     owner = {n: s for s, src in sources.items() for n in src.names}
     names = [n for s in shards for n in sources[s].names]
     files = {}
-    for f in sorted(path.rglob("*")):
-        rel = f.relative_to(path).as_posix()
-        if f.is_file() and not rel.endswith(".safetensors") and f.stat().st_size <= HF_SMALL_FILE_LIMIT and not rel.startswith("."):
-            files[rel] = f.read_bytes()
+    for dirpath, dirnames, filenames in os.walk(root):  # does not descend into linked folders
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if here != root or not d.startswith("."))
+        for entry in dirnames + sorted(filenames):
+            rel = (here / entry).relative_to(root).as_posix()
+            if rel.startswith(".") or rel.endswith(".safetensors"):
+                continue
+            f = _confined(root, rel)
+            if entry not in dirnames and f.is_file() and f.stat().st_size <= HF_SMALL_FILE_LIMIT:
+                files[rel] = f.read_bytes()
     layout = {"shards": {n: owner[n] for n in names}, "metadata": {s: src.layout["metadata"] for s, src in sources.items()}}
     return ModelSource("hf", path, names, lambda n: sources[owner[n]]._get(n), layout, files)
+
+
+def _confined(root: Path, rel: str) -> Path:
+    """root / rel, refusing a link (or a name) that leads out of the model folder."""
+    try:
+        return inside(root, rel)
+    except ValueError:
+        raise ModelFormatError(f"{root / rel}: a link out of the model folder; zoocodec does not follow links out "
+                               f"of a folder it reads (copy the folder with `cp -rL` to read it)") from None
 
 
 def _open_onnx(path: Path) -> ModelSource:
@@ -257,17 +278,31 @@ def _write_onnx(tensors, path: Path, layout, files) -> None:
 
 def _write_hf(tensors, out: Path, layout, files) -> None:
     """A folder: the small files as they were, the weights in the same shards."""
-    out.mkdir(parents=True, exist_ok=True)
-    for rel, data in files.items():
-        target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(target, lambda tmp, d=data: tmp.write_bytes(d))
     shards: dict[str, dict] = {}
     for name, t in tensors.items():
         shards.setdefault(layout.get("shards", {}).get(name, "model.safetensors"), {})[name] = t
+    for rel in [*files, *shards]:
+        why = plain_relpath(rel)
+        if why or (rel in shards and not rel.endswith(".safetensors")) or (rel in files and rel in shards):
+            raise ModelFormatError(f"cannot write {rel!r} into a model folder: the name "
+                                   f"{why or 'is not a .safetensors shard or is used twice'}")
+    out.mkdir(parents=True, exist_ok=True)
+    for rel, data in files.items():
+        target = _inside_output(out, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic(target, lambda tmp, d=data: tmp.write_bytes(d))
     for shard, group in shards.items():
         meta = layout.get("metadata", {}).get(shard) or None
-        _atomic(out / shard, lambda tmp, g=group, m=meta: _write_safetensors(g, tmp, {}, {}, metadata=m))
+        target = _inside_output(out, shard)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic(target, lambda tmp, g=group, m=meta: _write_safetensors(g, tmp, {}, {}, metadata=m))
+
+
+def _inside_output(out: Path, rel: str) -> Path:
+    try:
+        return inside(out, rel)
+    except ValueError:
+        raise ModelFormatError(f"{out / rel}: a link out of the output folder; refusing to write through it") from None
 
 
 _WRITERS = {"safetensors": _write_safetensors, "pytorch": _write_pytorch, "onnx": _write_onnx}
