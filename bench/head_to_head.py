@@ -1,8 +1,9 @@
 """Head to head: zoocodec vs NNCodec, a Deep Compression-style baseline and lossless tools.
 
-    python bench/head_to_head.py            # the zoo models, ~15 minutes on 2 cores
+    python bench/head_to_head.py            # the zoo models, judged on their full test sets
     python bench/head_to_head.py --quick    # mnist-cnn, one setting per tool
     python bench/head_to_head.py --full     # also mpnet
+    python bench/head_to_head.py --search-inputs   # judged on automatic mode's search subsets (faster)
 
 Every tool codes the same float tensors of the same real model in the same run; every
 decoded model is evaluated the same way (task metric and output fidelity against the
@@ -10,7 +11,9 @@ uncompressed model). Sizes count every byte a decoder needs (zoocodec: the whole
 file; NNCodec: its whole bitstream) over the model's float parameters.
 The comparison is made at equal quality: along each tool's rate-distortion front, the
 bits/weight needed for a metric loss of 0.1%, 0.5% and 1% and for each NNCodec point's
-output fidelity.
+output fidelity. A loss is judged by the pessimistic end of its 95% interval from the
+paired inputs (zoocodec.eval.stats); a budget narrower than the intervals is reported as
+"not resolvable with N inputs".
 
 NNCodec runs in its own virtual environment (bench/peers/setup_nncodec.sh builds it;
 NNCODEC_PYTHON or .venv-nncodec/bin/python); without it the NNCodec rows are skipped
@@ -148,17 +151,18 @@ class Judge:
     The task is the model's first zoo task (the one automatic mode budgets): its primary
     metric gives the loss in % of the baseline (zoocodec.eval's definition); fidelity is
     KL of logits vs the original for classifiers, the mean embedding cosine for encoders.
-    Unless `all_inputs`, it scores on the inputs automatic mode searches with (evenly
-    spread: 1,000 digits, 2,000 Fashion-MNIST images, 64 documents, all photos): about
-    40 evaluations per model on two shared cores must fit in minutes.
+    The loss carries its 95% interval; its pessimistic end (`loss_high_pct`) is what the
+    equal-quality comparison uses. It scores on the full test set, or with `search_inputs`
+    on the inputs automatic mode searches with (evenly spread: 1,000 digits, 2,000
+    Fashion-MNIST images, 64 documents, 90 photo views), wider intervals in less time.
     """
 
-    def __init__(self, subject: Subject, all_inputs: bool = False):
+    def __init__(self, subject: Subject, search_inputs: bool = False):
         from zoocodec.eval.evaluate import evaluator, tasks_of  # noqa: PLC0415
 
         self.subject = subject
         self.task = tasks_of(subject.name)[0]
-        self.limit = None if all_inputs else self.task.search_limit
+        self.limit = self.task.search_limit if search_inputs else None
         self.ev = evaluator(subject.name, self.task, self.limit)
         self.baseline = self.ev.baseline
         self.metric = self.task.primary
@@ -173,11 +177,17 @@ class Judge:
     def __call__(self, decoded: dict[str, torch.Tensor]) -> dict:
         t0 = time.perf_counter()
         full = self.subject.with_floats(decoded)
-        scores = self.ev.score(full)
+        from zoocodec.eval.evaluate import metric_row  # noqa: PLC0415
+
+        paired = self.ev.compare(full)
+        scores = {k: p.value for k, p in paired.items()}
+        m = metric_row(self.subject.name, self.task.name, self.metric, paired[self.metric],
+                       self.metric in self.task.lower_is_better, True)
         fid = scores[self.fidelity]
         self.seconds += time.perf_counter() - t0
         return {"sqnr_db": sqnr_db(self.subject.floats, {n: full[n] for n in self.subject.float_names}),
-                "scores": scores, "metric": scores[self.metric], "loss_pct": 100 * self.ev.loss(scores),
+                "scores": scores, "metric": scores[self.metric], "loss_pct": 100 * m.loss,
+                "loss_low_pct": 100 * m.loss_low, "loss_high_pct": 100 * m.loss_high, "inputs": m.n,
                 "fidelity": fid, "distortion": fid if self.fidelity == "kl" else 1 - fid}
 
 
@@ -471,7 +481,20 @@ def fidelity_key(row: Row) -> float | None:
 
 
 def loss_key(row: Row) -> float | None:
-    return row.quality.get("loss_pct")
+    """The metric loss at the pessimistic end of its 95% interval, in %."""
+    return row.quality.get("loss_high_pct")
+
+
+def unresolvable(rows: list[Row], target: float) -> str | None:
+    """'not resolvable with N inputs' when no row is within `target` by its pessimistic bound
+    but one is by its point value, with an interval wider than the target."""
+    if any((loss_key(r) or math.inf) <= target for r in rows):
+        return None
+    for r in rows:
+        q = r.quality
+        if q.get("loss_pct") is not None and q["loss_pct"] <= target and q["loss_high_pct"] - q["loss_low_pct"] > target:
+            return f"not resolvable with {q['inputs']:,} inputs"
+    return None
 
 
 def tool_speeds(rows: list[Row]) -> dict[str, float | None]:
@@ -518,7 +541,8 @@ def compare(rows: list[Row]) -> dict:
         zc = best_zoocodec(ours, key, target)
         point = {"target": label, "value": target, "nncodec_bpw": b_nnc, "nncodec_how": how_nnc,
                  "zoocodec_bpw": zc["bpw"], "zoocodec_how": zc["how"], "zoocodec_tool": zc["tool"],
-                 "size_ratio": b_nnc / zc["bpw"] if zc["bpw"] and b_nnc else None}
+                 "size_ratio": b_nnc / zc["bpw"] if zc["bpw"] and b_nnc else None,
+                 "note": unresolvable(lossy, target) if key is loss_key else None}
         if zc["tool"]:
             speed = out["per_tool"][zc["tool"]]
             for attr in ("encode_mbps", "decode_mbps"):
@@ -551,15 +575,22 @@ def fmt(x, spec=".3f", none="-"):
 def table(model: dict) -> str:
     lines = [f"### {model['model']} ({model['params']:,} float parameters; {model['evaluation']}; "
              f"run {model.get('date', '?')})", "",
-             "| tool | setting | bits/weight | ratio | metric | metric loss % | fidelity | SQNR dB | encode MB/s | decode MB/s |",
+             "| tool | setting | bits/weight | ratio | metric | metric loss % [95% interval] | fidelity | SQNR dB | encode MB/s | decode MB/s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in model["rows"]:
         q = r["quality"]
         lines.append(f"| {r['tool']} | {r['setting']} | {r['bits_per_weight']:.3f} | {r['ratio']:.2f}x | "
-                     f"{fmt(q.get('metric'), '.4f', 'exact' if r['lossless'] else '-')} | {fmt(q.get('loss_pct'), '.2f')} | "
+                     f"{fmt(q.get('metric'), '.4f', 'exact' if r['lossless'] else '-')} | {fmt(q.get('loss_pct'), '.2f')}"
+                     f"{_bracket(q)} | "
                      f"{fmt(q.get('fidelity'), '.5f')} | {fmt(q.get('sqnr_db'), '.1f')} | "
                      f"{fmt(r['encode_mbps'], '.1f')} | {fmt(r['decode_mbps'], '.1f')} |")
     return "\n".join(lines)
+
+
+def _bracket(q: dict) -> str:
+    if q.get("loss_low_pct") is None:
+        return ""
+    return f" [{q['loss_low_pct']:.2f}, {q['loss_high_pct']:.2f}]"
 
 
 def per_tool_table(model: dict) -> str:
@@ -579,6 +610,9 @@ def summary_text(model: dict) -> str:
     if not c["points"]:
         lines.append("- NNCodec not run: " + model.get("nncodec_skipped", "no rows"))
     for p in c["points"]:
+        if p.get("note"):
+            lines.append(f"- {p['target']}: {p['note']}")
+            continue
         lines.append(f"- {p['target']}: zoocodec {fmt(p['zoocodec_bpw'])} bpw ({p['zoocodec_tool'] or '-'}, "
                      f"{p['zoocodec_how']}) vs NNCodec {fmt(p['nncodec_bpw'])} ({p['nncodec_how']}): "
                      f"**{fmt(p['size_ratio'], '.2f')}x** smaller; that tool encodes "
@@ -627,10 +661,10 @@ def plot(models: list[dict], path: Path) -> None:
 
 
 # ---- main ----------------------------------------------------------------------------------
-def bench_model(name: str, mode: str, log) -> dict:
+def bench_model(name: str, mode: str, log, search_inputs: bool = False) -> dict:
     subject = Subject.load(name)
     big = subject.fp32_bytes > 20e6
-    judge = Judge(subject, all_inputs=mode == "full")
+    judge = Judge(subject, search_inputs=search_inputs)
     quick = mode == "quick"
     repeat = 2 if not quick and subject.fp32_bytes < 5e6 else 1
     rows: list[Row] = []
@@ -672,6 +706,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="mnist-cnn, one setting per tool")
     p.add_argument("--full", action="store_true", help="also mpnet")
     p.add_argument("--models", nargs="+", help="zoo models to run (default: the zoo)")
+    p.add_argument("--search-inputs", action="store_true",
+                   help="judge on automatic mode's search subsets instead of the full test sets (faster, wider intervals)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON, markdown and PNG")
     p.add_argument("--merge", action="store_true",
                    help="replace these models' entries in the existing results instead of starting anew")
@@ -694,7 +730,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["models"] = [m for m in old["models"] if m["model"] not in models]
         start -= old.get("seconds", 0)
     for name in models:
-        results["models"].append(bench_model(name, mode, log))
+        results["models"].append(bench_model(name, mode, log, a.search_inputs))
         results["models"].sort(key=lambda m: ZOO.index(m["model"]) if m["model"] in ZOO else len(ZOO))
         results["seconds"] = time.perf_counter() - start
         save(results, a.out, stem)  # after every model: a long run that dies keeps what it measured
@@ -723,7 +759,8 @@ def headline(results: dict) -> str:
         ll = {e["dtype"]: e for e in m["lossless"]}
         lossless = [" / ".join(fmt(ll.get(d, {}).get(k), ".3f") + "x" for d in ("fp32", "bf16"))
                     for k in ("size_vs_zipnn", "size_vs_zstd-19", "decode_speed_vs_zipnn")]
-        lines.append(f"| {m['model']} | " + " / ".join(fmt(p["size_ratio"], ".2f") + ("x" if exact(p) else "x (bound)")
+        lines.append(f"| {m['model']} | " + " / ".join(p["note"] if p.get("note") else
+                                                   fmt(p["size_ratio"], ".2f") + ("x" if exact(p) else "x (bound)")
                                                    for p in loss) +
                      f" | {span(p['size_ratio'] for p in fid)} | {span((p.get('encode_speedup') for p in pts), '.1f')}"
                      f" / {span((p.get('decode_speedup') for p in pts), '.1f')} | " + " | ".join(lossless) + " |")

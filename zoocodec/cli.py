@@ -126,11 +126,15 @@ def evaluate(
         print(json.dumps([m.to_dict() for m in metrics], indent=2))
         return
     table = Table(title=str(model))
-    for col in ("task", "metric", "value", "original", "delta"):
-        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for col in ("task", "metric", "value", "original", "delta", "95% interval", "inputs"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right", no_wrap=True)
     for m in metrics:
-        table.add_row(m.task, m.metric, f"{m.value:.5f}", f"{m.baseline:.5f}", f"{m.delta:+.5f}")
+        interval = "-" if m.low is None else f"[{m.low:+.5f}, {m.high:+.5f}]"
+        table.add_row(m.task, m.metric + (" *" if m.primary else ""), f"{m.value:.5f}", f"{m.baseline:.5f}",
+                      f"{m.delta:+.5f}", interval, f"{m.n:,}")
     console.print(table)
+    console.print("* primary metric (budgets apply to the pessimistic end of its interval); intervals: "
+                  "paired bootstrap over inputs, Newcombe paired score for 0/1 outcomes (top-k, agreement)")
 
 
 def _spec_text(method: str, step: float | None, bits: int | None, per_tensor: bool) -> str:

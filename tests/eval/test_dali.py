@@ -11,10 +11,10 @@ def test_dali_matches_the_cpu_loader():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     try:
-        cpu = data.photos(224, "cpu")
+        cpu = data.photo_views(224, "cpu")
     except data.DatasetMissing as e:
         pytest.skip(str(e))
-    gpu = data.photos(224, "dali")
+    gpu = data.photo_views(224, "dali")
     assert gpu.shape == cpu.shape
     # JPEG decoders may round differently (+-1 of 255 per pixel before normalisation)
     assert (gpu - cpu).abs().mean() < 0.01

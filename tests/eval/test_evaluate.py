@@ -39,8 +39,12 @@ def test_compressed_container_is_decoded_and_recognised(mnist_path, tmp_path):
     assert metrics["kl"].value > 0 and metrics["agreement"].value < 1
     assert metrics["top1"].baseline == evaluate("mnist-cnn", limit=1000)[0].baseline
     row = metrics["top1"].to_dict()
-    assert set(row) == {"model", "task", "metric", "value", "baseline", "delta"}
+    assert {"model", "task", "metric", "value", "baseline", "delta", "low", "high", "n"} <= set(row)
     assert row["delta"] == pytest.approx(row["value"] - row["baseline"])
+    assert row["n"] == 1000 and row["primary"] and row["low"] <= row["delta"] <= row["high"]
+    # a 3-bit model flips predictions: the agreement interval lies below 1, KL's above 0
+    assert metrics["agreement"].high < 0 and metrics["kl"].low > 0
+    assert metrics["kl"].loss_high == metrics["kl"].high and metrics["agreement"].loss_low == -metrics["agreement"].high
     json.dumps(row)
 
 
@@ -113,3 +117,21 @@ def test_mpnet_unzips_once_and_matches_the_published_baselines():
     metrics = {m.metric: m for m in evaluate("mpnet", task="wordsim")}
     assert metrics["wordsim353"].baseline == pytest.approx(0.7436, abs=0.001)
     assert metrics["simlex999"].baseline == pytest.approx(0.5362, abs=0.001)
+
+
+@pytest.mark.slow
+def test_photo_views_are_judged_by_kl_with_photos_resampled_whole():
+    try:
+        views = data.photo_views()
+    except data.DatasetMissing as e:
+        pytest.skip(str(e))
+    assert len(views) == data.PHOTO_VIEWS * len(data.photo_files())
+    assert torch.equal(views[1], views[0].flip(-1))  # a view and its mirror image
+    weights = load_weights("effnet-lite0")
+    gen = torch.Generator().manual_seed(0)
+    noisy = {k: v + 0.01 * v.std() * torch.randn(v.shape, generator=gen) if v.dim() > 1 else v
+             for k, v in weights.items()}
+    metrics = {m.metric: m for m in evaluate(noisy, task="photos", reference="effnet-lite0", limit=12)}
+    kl = metrics["kl"]
+    assert kl.primary and kl.n == 12 and kl.interval == "paired bootstrap over groups"
+    assert 0 <= kl.low <= kl.value <= kl.high

@@ -34,8 +34,12 @@ def test_cosines():
     assert M.cosines(a, b).tolist() == pytest.approx([0.0, 1.0, 24 / 25])
 
 
-def test_ranks_average_ties():
-    assert M.ranks(np.array([10, 20, 20, 5])).tolist() == [2.0, 3.5, 3.5, 1.0]
+def test_per_row_kl_and_relative_l2():
+    ref = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    out = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    assert M.kl_rows(out, ref).mean().item() == pytest.approx(M.kl(out, ref))
+    x = torch.tensor([[3.0, 4.0], [1.0, 1.0]])
+    assert M.rel_l2_rows(x + torch.tensor([[0.5, 0.0], [0.0, 0.0]]), x).tolist() == pytest.approx([0.1, 0.0])
 
 
 def test_spearman():

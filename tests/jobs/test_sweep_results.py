@@ -144,13 +144,22 @@ def test_summary_tables_split_evaluated_models_from_the_others(swept):
     runs = report.ok_runs(sweep.out)
     (only,) = report.summaries(runs, [1.0])
     assert only.columns[:2] == ["model", "lossless"] and only.rows[0][1].endswith("lossless")
-    evaluated = [dict(r, model="other", worst_drop_pct=0.4 if "bits=8" in r["method"] else 3.0,
-                      metrics=[{"task": "t", "metric": "m", "value": 1.0, "baseline": 1.0, "delta": 0.0,
-                                "drop_pct": 0.0, "primary": True}]) for r in runs]
+    def judged(r, drop, low, high):
+        return dict(r, model="other", worst_drop_pct=drop, worst_drop_low_pct=low, worst_drop_high_pct=high,
+                    inputs=5000, metrics=[{"task": "t", "metric": "m", "value": 1.0, "baseline": 1.0, "delta": 0.0,
+                                           "drop_pct": 0.0, "primary": True}])
+
+    evaluated = [judged(r, *((0.3, 0.2, 0.4) if "bits=8" in r["method"] else (3.0, 2.5, 3.5))) for r in runs]
     acc, sqnr = report.summaries(runs + evaluated, [0.5, 5.0])
     assert acc.columns == ["model", "drop <= 0.5%", "drop <= 5%"] and acc.rows[0][0] == "other"
     assert "bits=8" in acc.rows[0][1] and "bits=4" in acc.rows[0][2]
     assert sqnr.rows[0][0] == "mnist-cnn"
+    # judged by the pessimistic end: a point drop of 0.3% with an interval up to 0.6% is not within 0.5%;
+    # an interval wider than the budget makes it unresolvable
+    (acc, _) = report.summaries(runs + [judged(r, 0.3, 0.0, 0.6) for r in runs], [0.5, 5.0])
+    assert acc.rows[0][1] == "not resolvable with 5,000 inputs" and "bits=" in acc.rows[0][2]
+    (acc, _) = report.summaries(runs + [judged(r, 0.3, 0.15, 0.55) for r in runs], [0.5])
+    assert acc.rows[0][1] == "-"
 
 
 def test_overrides_reach_the_tensors(tmp_path, mnist_path):

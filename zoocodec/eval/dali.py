@@ -1,7 +1,7 @@
 """Image decoding on the GPU with NVIDIA DALI (nvJPEG), for GPU workers.
 
 Only the decoding moves to the GPU: resizing, cropping and normalisation are the same
-torch code as the CPU loader's (zoocodec.eval.data.preprocess), so the two loaders differ
+torch code as the CPU loader's (zoocodec.eval.data.photo_views), so the two loaders differ
 only where the JPEG decoders round differently. DALI is imported here and nowhere else;
 select it with ZOOCODEC_IMAGE_LOADER=dali.
 """

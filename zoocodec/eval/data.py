@@ -75,42 +75,58 @@ def photo_files() -> list[Path]:
     return sorted(p for p in OPENCV_DATA.iterdir() if p.suffix in (".jpg", ".png") and p.name != "digits.png")
 
 
-def preprocess(rgb: torch.Tensor, size: int = 224, resize: int = 256) -> torch.Tensor:
-    """uint8 HWC RGB -> normalised 3 x size x size: shorter side to `resize` (bilinear, antialiased),
-    centre crop, ImageNet mean/std. Shared by the CPU and the DALI loaders, so only decoding differs."""
-    x = rgb.permute(2, 0, 1).unsqueeze(0).float() / 255.0
+def _shorter_side(x: torch.Tensor, side: int, size: int) -> torch.Tensor:
+    """1 x 3 x H x W float image with its shorter side scaled to `side` (bilinear, antialiased)."""
     h, w = x.shape[-2:]
-    scale = resize / min(h, w)
-    x = torch.nn.functional.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))),
-                                        mode="bilinear", antialias=True, align_corners=False)
+    scale = side / min(h, w)
+    return torch.nn.functional.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))),
+                                           mode="bilinear", antialias=True, align_corners=False)
+
+
+def _centre(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre size x size crop of a 1 x 3 x H x W image, normalised with ImageNet mean/std: 3 x size x size."""
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
     x = x[0, :, top:top + size, left:left + size]
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (x - mean) / std
 
 
-@functools.cache
-def photos(size: int = 224, loader: str | None = None) -> torch.Tensor:
-    """opencv-doc's example photos, preprocessed: N x 3 x size x size.
-
-    Decoded with Pillow on the CPU, or with DALI on the GPU (`loader="dali"`, default from
-    ZOOCODEC_IMAGE_LOADER); the preprocessing is the same code either way.
-    """
+def _decoded_photos(loader: str | None) -> list[torch.Tensor]:
     loader = loader or os.environ.get("ZOOCODEC_IMAGE_LOADER", "cpu")
     if loader == "dali":
         from zoocodec.eval import dali  # noqa: PLC0415
 
-        images = dali.decode([str(p) for p in photo_files()])
-    elif loader == "cpu":
+        return dali.decode([str(p) for p in photo_files()])
+    if loader == "cpu":
         from PIL import Image  # noqa: PLC0415
 
         images = []
         for path in photo_files():
             with Image.open(path) as img:
                 images.append(torch.from_numpy(np.asarray(img.convert("RGB")).copy()))
-    else:
-        raise ZoocodecError(f"ZOOCODEC_IMAGE_LOADER={loader!r}: use cpu or dali")
-    return torch.stack([preprocess(rgb, size) for rgb in images])
+        return images
+    raise ZoocodecError(f"ZOOCODEC_IMAGE_LOADER={loader!r}: use cpu or dali")
+
+
+PHOTO_VIEWS = 4  # per photo: two crops (shorter side 256 and 224, centre 224) x (as is, mirrored)
+
+
+@functools.cache
+def photo_views(size: int = 224, loader: str | None = None) -> torch.Tensor:
+    """PHOTO_VIEWS views of every example photo, photo by photo: (N * PHOTO_VIEWS) x 3 x size x size.
+
+    Decoded with Pillow on the CPU, or with DALI on the GPU (`loader="dali"`, default from
+    ZOOCODEC_IMAGE_LOADER); the preprocessing is the same code either way.
+
+    One photo's views are correlated, so intervals resample photos, not views
+    (zoocodec.eval.stats); several views give each photo's outputs more weight than one crop.
+    """
+    views = []
+    for rgb in _decoded_photos(loader):
+        wide = _shorter_side(rgb.permute(2, 0, 1).unsqueeze(0).float() / 255.0, round(size * 256 / 224), size)
+        for x in (_centre(wide, size), _centre(_shorter_side(wide, size, size), size)):  # the second from the
+            views += [x, x.flip(-1)]  # first, already small: one resize of the full photo, not two
+    return torch.stack(views)
 
 
 def _gensim(name: str) -> Path:

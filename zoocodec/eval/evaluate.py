@@ -3,7 +3,9 @@
 The reference is the zoo entry the model belongs to (named, or recognised by its tensor
 names). Its outputs and metrics are computed once per process and cached, so the
 baseline is measured in the same run, with the same code, and a loss is a true
-difference. Evaluation is deterministic: no randomness, fixed input order.
+difference. Every delta carries a 95% interval from the paired inputs
+(zoocodec.eval.stats), and a loss budget is judged by its pessimistic bound. Evaluation
+is deterministic: fixed input order, fixed bootstrap seed.
 """
 from __future__ import annotations
 
@@ -17,13 +19,19 @@ import torch
 
 from zoocodec.errors import ZoocodecError
 from zoocodec.eval.models import build, kind
+from zoocodec.eval.stats import Paired, loss_bounds, verdict
 from zoocodec.eval.tasks import TASKS, Task
 from zoocodec.pipeline import zoo
 
 
 @dataclass(frozen=True)
 class Metric:
-    """One evaluation result, a row of a results table."""
+    """One evaluation result, a row of a results table.
+
+    `low`/`high` bound the 95% interval of `delta`; `loss`, `loss_low`, `loss_high` are the
+    same as a loss (a fraction of |baseline|, absolute where the baseline is 0; positive is
+    worse), `loss_high` the pessimistic bound that budgets are judged by. None: no interval.
+    """
 
     model: str
     task: str
@@ -31,9 +39,32 @@ class Metric:
     value: float
     baseline: float
     delta: float  # value - baseline
+    low: float | None = None
+    high: float | None = None
+    n: int = 0  # inputs the metric was computed on
+    interval: str = ""  # how the interval was computed
+    p_value: float | None = None  # exact McNemar test of the flips (0/1 outcomes)
+    loss: float = 0.0
+    loss_low: float | None = None
+    loss_high: float | None = None
+    primary: bool = False  # the task's primary metric (the one budgets apply to)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def verdict(self, budget: float) -> str:
+        """'within', 'over' or 'not resolvable with N inputs' for a loss budget (a fraction)."""
+        return verdict(self.loss_low, self.loss_high, budget, self.n)
+
+
+def metric_row(model: str, task: str, name: str, paired: Paired, lower_is_better: bool, primary: bool) -> Metric:
+    """A Metric from a paired comparison: value, baseline, delta and their intervals."""
+    value, base = paired.value, paired.baseline
+    iv = paired.interval()
+    worse = value - base if lower_is_better else base - value
+    loss_low, loss_high = loss_bounds(iv.low, iv.high, base, lower_is_better)
+    return Metric(model, task, name, value, base, value - base, iv.low, iv.high, paired.n, iv.method, iv.p_value,
+                  worse / abs(base) if base else worse, loss_low, loss_high, primary)
 
 
 def entry(name: str) -> dict[str, Any]:
@@ -131,6 +162,10 @@ class Evaluator:
     def score(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         return self.task.metrics(self.outputs(weights), self.ref_out)
 
+    def compare(self, weights: dict[str, torch.Tensor] | None) -> dict[str, Paired]:
+        """Every metric of `weights` (None: the reference itself) paired with the reference's."""
+        return self.task.compare(self.ref_out if weights is None else self.outputs(weights), self.ref_out)
+
     def loss(self, scores: dict[str, float], metric: str | None = None) -> float:
         """Relative loss of `metric` (default: the task's primary) vs the baseline, as a fraction.
 
@@ -159,7 +194,8 @@ def evaluate(model: str | os.PathLike | dict, task: str | None = None, reference
 
     `reference` names the zoo model it derives from (default: recognised from its tensor
     names); `task` picks one of that model's tasks (default: all of them); `limit` uses
-    that many inputs, evenly spread (quick checks). Returns one Metric per (task, metric).
+    that many inputs, evenly spread (quick checks). Returns one Metric per (task, metric),
+    each delta with its 95% interval.
     """
     is_zoo_name = isinstance(model, str) and model in zoo.registry()
     weights = None if is_zoo_name else load_weights(model)
@@ -168,6 +204,7 @@ def evaluate(model: str | os.PathLike | dict, task: str | None = None, reference
     for t in tasks_of(reference, task):
         ev = evaluator(reference, t, limit)
         # the reference itself needs no second run (a file of the same weights gets one)
-        scores = ev.baseline if model == reference else ev.score(weights or load_weights(model))
-        results += [Metric(_label(model), t.name, k, v, ev.baseline[k], v - ev.baseline[k]) for k, v in scores.items()]
+        paired = ev.compare(None if model == reference else weights or load_weights(model))
+        results += [metric_row(_label(model), t.name, k, p, k in t.lower_is_better, k == t.primary)
+                    for k, p in paired.items()]
     return results

@@ -16,11 +16,22 @@ def agreement(logits: torch.Tensor, reference: torch.Tensor) -> float:
     return float((logits.argmax(1) == reference.argmax(1)).float().mean())
 
 
-def kl(logits: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean KL(reference || model) in nats between the softmax distributions."""
+def kl_rows(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-row KL(reference || model) in nats between the softmax distributions (float64)."""
     p_log = reference.double().log_softmax(1)
     q_log = logits.double().log_softmax(1)
-    return float((p_log.exp() * (p_log - q_log)).sum(1).mean())
+    return (p_log.exp() * (p_log - q_log)).sum(1)
+
+
+def kl(logits: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean KL(reference || model) in nats between the softmax distributions."""
+    return float(kl_rows(logits, reference).mean())
+
+
+def rel_l2_rows(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-row (first axis) ||x - reference|| / ||reference|| (float64)."""
+    x, reference = x.double().reshape(len(x), -1), reference.double().reshape(len(reference), -1)
+    return (x - reference).norm(dim=1) / reference.norm(dim=1).clamp(min=1e-300)
 
 
 def cosines(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -29,25 +40,8 @@ def cosines(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (x * reference).sum(1) / (x.norm(dim=1) * reference.norm(dim=1)).clamp(min=1e-300)
 
 
-def ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="stable")
-    sorted_vals = values[order]
-    ranks = np.empty(len(values))
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_vals[end + 1] == sorted_vals[start]:
-            end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation: Pearson correlation of the (tie-averaged) ranks."""
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = np.sqrt((ra**2).sum() * (rb**2).sum())
-    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+    """Spearman's rank correlation (ties get their average rank)."""
+    from scipy.stats import spearmanr  # noqa: PLC0415
+
+    return float(spearmanr(a, b).statistic)

@@ -1,9 +1,10 @@
 """Tasks: real inputs, how to run a model on them, and the metrics of its outputs.
 
-A task's `outputs(model, limit)` runs the model on its inputs (the first `limit` only, for
-quick searches); `metrics(out, ref)` scores outputs against labels and against the
-reference outputs of the uncompressed model. The baseline of every metric is
-`metrics(ref, ref)`, so fidelity metrics have baselines 1 (cosine, agreement) or 0 (KL).
+A task's `outputs(model, limit)` runs the model on its inputs (`limit` of them, evenly
+spread, for quick searches); `compare(out, ref)` pairs the model's per-input results with
+the uncompressed reference's on the same inputs (zoocodec.eval.stats.Paired: value,
+baseline and the 95% interval of the delta); `metrics(out, ref)` is just the values.
+Fidelity metrics have baselines 1 (cosine, agreement) or 0 (KL).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from zoocodec.eval import data, metrics as M
+from zoocodec.eval.stats import Paired
 
 
 @dataclass(frozen=True)
@@ -23,12 +25,15 @@ class Task:
     about: str
     primary: str  # the metric automatic mode keeps within budget
     outputs: Callable[[object, int | None], torch.Tensor]
-    metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+    compare: Callable[[torch.Tensor, torch.Tensor], dict[str, Paired]]
     lower_is_better: tuple[str, ...] = field(default=())
     # inputs (evenly spread) used while automatic mode searches (all of them for its final check),
     # and to measure sensitivities (one run per tensor)
     search_limit: int | None = None
     sensitivity_limit: int | None = None
+
+    def metrics(self, out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+        return {k: p.value for k, p in self.compare(out, ref).items()}
 
     def distortion(self, out: torch.Tensor, ref: torch.Tensor) -> float:
         """A smooth output fidelity loss, 0 for the original: KL for logits, 1 - mean cosine for embeddings.
@@ -57,17 +62,33 @@ def _logits(inputs: Callable[[], torch.Tensor], batch: int) -> Callable:
     return run
 
 
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.numpy()
+
+
+def _topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> np.ndarray:
+    return _np((logits.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1))
+
+
+def _fidelity(out: torch.Tensor, ref: torch.Tensor, groups: np.ndarray | None = None) -> dict[str, Paired]:
+    """Top-1 agreement and KL against the reference's outputs (whose own are 1 and 0)."""
+    n = len(out)
+    return {"agreement": Paired("binary", _np(out.argmax(1) == ref.argmax(1)), np.ones(n, bool), groups=groups),
+            "kl": Paired("mean", _np(M.kl_rows(out, ref)), np.zeros(n), groups=groups)}
+
+
 def _labelled(labels: Callable[[], torch.Tensor]) -> Callable:
-    def score(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    def compare(out: torch.Tensor, ref: torch.Tensor) -> dict[str, Paired]:
         y = labels()
         y = y[subset(len(y), len(out))]
-        return {"top1": M.top_k(out, y, 1), "top5": M.top_k(out, y, 5),
-                "agreement": M.agreement(out, ref), "kl": M.kl(out, ref)}
-    return score
+        return {f"top{k}": Paired("binary", _topk_hits(out, y, k), _topk_hits(ref, y, k)) for k in (1, 5)} \
+            | _fidelity(out, ref)
+    return compare
 
 
-def _fidelity(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-    return {"agreement": M.agreement(out, ref), "kl": M.kl(out, ref)}
+def _photo_fidelity(out: torch.Tensor, ref: torch.Tensor) -> dict[str, Paired]:
+    views = subset(len(data.photo_views()), len(out))
+    return _fidelity(out, ref, groups=_np(views // data.PHOTO_VIEWS))
 
 
 def _embed_docs(enc, limit: int | None) -> torch.Tensor:
@@ -75,9 +96,9 @@ def _embed_docs(enc, limit: int | None) -> torch.Tensor:
     return enc.encode([docs[i] for i in subset(len(docs), limit)])
 
 
-def _cosine(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-    c = M.cosines(out, ref)
-    return {"cosine_mean": float(c.mean()), "cosine_min": float(c.min())}
+def _cosine(out: torch.Tensor, ref: torch.Tensor) -> dict[str, Paired]:
+    c, one = _np(M.cosines(out, ref)), np.ones(len(out))
+    return {"cosine_mean": Paired("mean", c, one), "cosine_min": Paired("min", c, one)}
 
 
 def _vocabulary() -> list[str]:
@@ -88,14 +109,14 @@ def _embed_words(enc, limit: int | None) -> torch.Tensor:
     return enc.encode(_vocabulary(), batch=128)
 
 
-def _word_similarity(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+def _word_similarity(out: torch.Tensor, ref: torch.Tensor) -> dict[str, Paired]:
     index = {w: i for i, w in enumerate(_vocabulary())}
     result = {}
     for name in ("wordsim353", "simlex999"):
         pairs = data.word_pairs(name)
-        a = out[[index[p[0]] for p in pairs]]
-        b = out[[index[p[1]] for p in pairs]]
-        result[name] = M.spearman(M.cosines(a, b).numpy(), np.array([p[2] for p in pairs]))
+        a, b = [index[p[0]] for p in pairs], [index[p[1]] for p in pairs]
+        human = np.array([p[2] for p in pairs])
+        result[name] = Paired("spearman", _np(M.cosines(out[a], out[b])), _np(M.cosines(ref[a], ref[b])), human)
     return result
 
 
@@ -106,8 +127,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("fashion", "image", "top-1/top-5 on the 10,000 Fashion-MNIST test images, and agreement/KL vs the original",
          "top1", _logits(lambda: data.fashion_mnist("test")[0], 1000), _labelled(lambda: data.fashion_mnist("test")[1]),
          ("kl",), search_limit=2000, sensitivity_limit=1000),
-    Task("photos", "image", "top-1 agreement and KL vs the original on opencv-doc's example photos (224x224)",
-         "agreement", _logits(data.photos, 16), _fidelity, ("kl",), sensitivity_limit=16),
+    Task("photos", "image", "KL and top-1 agreement vs the original on opencv-doc's 90 example photos, "
+         f"{data.PHOTO_VIEWS} views each (2 crops x 2 flips, 224x224)",
+         "kl", _logits(data.photo_views, 16), _photo_fidelity, ("kl",), search_limit=90, sensitivity_limit=16),
     Task("lee", "text", "embedding cosine vs the original on the 300 documents of lee_background.cor",
          "cosine_mean", _embed_docs, _cosine, search_limit=64, sensitivity_limit=16),
     Task("wordsim", "text", "Spearman of embedding cosine vs human scores on WordSim353 and SimLex-999",

@@ -1,7 +1,9 @@
 """What a sweep found: the summary table, rate-distortion plots, Pareto fronts, an HTML page.
 
 Quality is the accuracy metrics when the sweep evaluated tasks (a run is within a budget
-when its worst metric drop, in percent, is at most the budget), else the weights' SQNR
+when the pessimistic end of the 95% interval of its worst primary-metric drop, in percent,
+is at most the budget; a budget narrower than the interval is "not resolvable with N
+inputs"), else the weights' SQNR
 (budgets are then SQNR floors). The Pareto front of a model is the set of runs that no
 other run beats on both bits per weight and quality.
 """
@@ -50,10 +52,11 @@ def summaries(runs: list[dict[str, Any]], budgets: list[float]) -> list[Summary]
     others = {m: rs for m, rs in by_model.items() if m not in evaluated}
     out = []
     if evaluated:
-        tests = [(f"drop <= {b:g}%", lambda r, b=b: r["worst_drop_pct"] is not None and r["worst_drop_pct"] <= b)
-                 for b in budgets]
+        tests = [(f"drop <= {b:g}%", lambda r, b=b: within(r, b)) for b in budgets]
         out.append(_best(evaluated, tests, "best compression ratio whose accuracy drop (primary metric vs the "
-                                           "uncompressed model) stays within each budget"))
+                                           "uncompressed model, upper end of its 95% interval) stays within "
+                                           "each budget", unresolved=[lambda rs, b=b: unresolvable(rs, b)
+                                                                      for b in budgets]))
     if others:
         tests = [("lossless", lambda r: r["sqnr_db"] is None)] + [
             (f"SQNR >= {f:g} dB", lambda r, f=f: r["sqnr_db"] is None or r["sqnr_db"] >= f) for f in SQNR_FLOORS]
@@ -62,13 +65,35 @@ def summaries(runs: list[dict[str, Any]], budgets: list[float]) -> list[Summary]
     return out
 
 
-def _best(by_model: dict[str, list[dict[str, Any]]], tests, note: str) -> Summary:
+def _high(r: dict[str, Any]) -> float | None:
+    """The pessimistic worst drop of a run (None for rows written before intervals: never within)."""
+    return r.get("worst_drop_high_pct")
+
+
+def within(r: dict[str, Any], budget: float) -> bool:
+    """The run's worst primary drop is within `budget` percent at the pessimistic end of its interval."""
+    return _high(r) is not None and _high(r) <= budget
+
+
+def unresolvable(runs: list[dict[str, Any]], budget: float) -> str | None:
+    """'not resolvable with N inputs' when no run is within `budget` by its pessimistic bound but
+    one is by its point value and its interval is wider than the budget."""
+    for r in runs:
+        low, high = r.get("worst_drop_low_pct"), _high(r)
+        if (r["worst_drop_pct"] is not None and r["worst_drop_pct"] <= budget and low is not None
+                and high is not None and high - low > budget):
+            return f"not resolvable with {r['inputs']:,} inputs"
+    return None
+
+
+def _best(by_model: dict[str, list[dict[str, Any]]], tests, note: str, unresolved=None) -> Summary:
     rows = []
     for model in sorted(by_model):
         cells = [model]
-        for _, test in tests:
+        for i, (_, test) in enumerate(tests):
             best = max((r for r in by_model[model] if test(r)), key=lambda r: r["ratio"], default=None)
-            cells.append(f"{best['ratio']:.2f}x {short_method(best['params'])}" if best else "-")
+            why = unresolved[i](by_model[model]) if unresolved and best is None else None
+            cells.append(f"{best['ratio']:.2f}x {short_method(best['params'])}" if best else why or "-")
         rows.append(cells)
     return Summary(["model"] + [name for name, _ in tests], rows, note)
 

@@ -33,6 +33,10 @@ METRIC = pa.struct([
     ("baseline", pa.float64()), ("delta", pa.float64()),
     ("drop_pct", pa.float64()),  # loss vs the uncompressed model, percent (absolute x100 for KL)
     ("primary", pa.bool_()),  # the task's primary metric: the one accuracy budgets apply to
+    # the 95% interval from the paired inputs (zoocodec.eval.stats); null: none (a minimum)
+    ("delta_low", pa.float64()), ("delta_high", pa.float64()),
+    ("drop_low_pct", pa.float64()), ("drop_high_pct", pa.float64()),  # drop_high_pct: the pessimistic bound
+    ("inputs", pa.int64()),
 ])
 
 RUNS = pa.schema([
@@ -58,6 +62,11 @@ RUNS = pa.schema([
     ("sqnr_db", pa.float64()),  # null: lossless
     ("metrics", pa.list_(METRIC)),
     ("worst_drop_pct", pa.float64()),  # the largest drop of a primary metric, percent; null: no tasks
+    # the 95% interval of the worst primary drop: budgets are judged by worst_drop_high_pct, and a
+    # budget narrower than the interval is "not resolvable" with that many inputs
+    ("worst_drop_low_pct", pa.float64()),
+    ("worst_drop_high_pct", pa.float64()),
+    ("inputs", pa.int64()),
     ("encode_s", pa.float64()),
     ("decode_s", pa.float64()),
     ("eval_s", pa.float64()),

@@ -96,6 +96,7 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
         "sqnr_db": _finite(report.sqnr_db),
         "metrics": metrics,
         "worst_drop_pct": max((m["drop_pct"] for m in metrics if m["primary"]), default=None),
+        **_worst_bounds(metrics),
         "encode_s": report.seconds, "decode_s": decode_s, "eval_s": eval_s if item.tasks else None,
     }
     tensors = [{
@@ -108,23 +109,29 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
 
 
 def _evaluate(zc: str, task: str, reference: str | None) -> list[dict[str, Any]]:
-    """Metrics of the compressed model on one task, each with its drop in percent.
-
-    The drop is relative to the uncompressed model's value; for a metric whose baseline
-    is 0 (KL) it is the absolute increase in percent, as zoocodec.eval counts losses.
-    Only the task's primary metric enters the run's worst_drop_pct (its accuracy budget).
-    """
+    """Metrics of the compressed model on one task, each with its drop in percent and the
+    95% interval of both (zoocodec.eval.Metric: relative to the uncompressed model's value,
+    absolute where that is 0, as for KL). Only the task's primary metric enters the run's
+    worst drops (its accuracy budget)."""
     from zoocodec.eval import evaluate  # noqa: PLC0415
-    from zoocodec.eval.tasks import TASKS  # noqa: PLC0415
 
-    t = TASKS[task]
-    rows = []
-    for m in evaluate(zc, task=task, reference=reference):
-        worse = m.value - m.baseline if m.metric in t.lower_is_better else m.baseline - m.value
-        drop = 100 * (worse / abs(m.baseline) if m.baseline else worse)
-        rows.append({"task": m.task, "metric": m.metric, "value": m.value, "baseline": m.baseline,
-                     "delta": m.delta, "drop_pct": drop, "primary": m.metric == t.primary})
-    return rows
+    def pct(x: float | None) -> float | None:
+        return None if x is None else 100 * x
+
+    return [{"task": m.task, "metric": m.metric, "value": m.value, "baseline": m.baseline, "delta": m.delta,
+             "drop_pct": 100 * m.loss, "primary": m.primary, "delta_low": m.low, "delta_high": m.high,
+             "drop_low_pct": pct(m.loss_low), "drop_high_pct": pct(m.loss_high), "inputs": m.n}
+            for m in evaluate(zc, task=task, reference=reference)]
+
+
+def _worst_bounds(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The interval of the worst primary drop (its pessimistic end is what budgets judge)."""
+    primary = [m for m in metrics if m["primary"]]
+    if not primary or any(m["drop_high_pct"] is None for m in primary):
+        return {"worst_drop_low_pct": None, "worst_drop_high_pct": None, "inputs": None}
+    worst = max(primary, key=lambda m: m["drop_high_pct"])
+    return {"worst_drop_low_pct": worst["drop_low_pct"], "worst_drop_high_pct": worst["drop_high_pct"],
+            "inputs": worst["inputs"]}
 
 
 def _finite(x: float) -> float | None:
