@@ -1,0 +1,48 @@
+"""The native coding engine: C++ coders built with the package (CMakeLists.txt).
+
+The compiled module `_engine` releases the GIL and codes independent substreams on a
+small thread pool. This module wraps it for the Python coders: damaged streams raise
+ContainerError, and a checkout whose module is not built gets a one-line fix.
+
+threads: 0 means ZOOCODEC_THREADS if set, else every hardware thread.
+"""
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+from zoocodec.errors import ContainerError
+
+RANS_MAX_ALPHABET = 1 << 16
+SUBSTREAM = 1 << 16  # symbols per rANS substream: the unit of parallel decoding
+
+
+@cache
+def engine():
+    try:
+        from zoocodec.codecs.native import _engine  # noqa: PLC0415
+    except ImportError as e:  # pragma: no cover - only in an unbuilt checkout
+        raise ImportError(
+            f"zoocodec's native engine is not built ({e}): run `pip install -e .` "
+            "or scripts/build_native.sh in the checkout"
+        ) from None
+    return _engine
+
+
+def default_threads() -> int:
+    return engine().default_threads()
+
+
+def rans_encode(symbols: np.ndarray, nsym: int, *, chunk: int = SUBSTREAM, threads: int = 0) -> bytes:
+    """uint8/uint16 symbols, each below `nsym` (<= 2**16) -> an order-0 rANS stream."""
+    return engine().rans_encode(np.ascontiguousarray(symbols).ravel(), nsym, chunk, threads)
+
+
+def rans_decode(data: bytes | memoryview, count: int, *, what: str = "rANS stream", threads: int = 0) -> np.ndarray:
+    """A stream of `count` symbols -> uint8 (alphabet <= 256) or uint16 symbols."""
+    eng = engine()
+    try:
+        return eng.rans_decode(data, count, threads)
+    except eng.CorruptStream as e:
+        raise ContainerError(f"corrupt {what}: {e}") from None

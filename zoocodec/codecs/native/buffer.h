@@ -1,0 +1,46 @@
+// Python-facing helpers: a read-only view of any bytes-like object, and output
+// arrays/bytes the bindings hand back.
+#pragma once
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace zc {
+
+namespace nb = nanobind;
+
+// Holds a contiguous read-only buffer (bytes, bytearray, memoryview, ndarray) while alive.
+class InBuffer {
+ public:
+  explicit InBuffer(nb::handle obj) {
+    if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_SIMPLE) != 0) throw nb::python_error();
+  }
+  ~InBuffer() { PyBuffer_Release(&view_); }
+  InBuffer(const InBuffer&) = delete;
+  InBuffer& operator=(const InBuffer&) = delete;
+  const uint8_t* data() const { return static_cast<const uint8_t*>(view_.buf); }
+  std::size_t size() const { return static_cast<std::size_t>(view_.len); }
+
+ private:
+  Py_buffer view_{};
+};
+
+template <class T>
+using Array1 = nb::ndarray<nb::numpy, T, nb::ndim<1>>;
+
+// A new 1-D NumPy array of n elements that owns its memory.
+template <class T>
+Array1<T> new_array(std::size_t n, T** data) {
+  T* p = new T[n ? n : 1];
+  nb::capsule owner(p, [](void* q) noexcept { delete[] static_cast<T*>(q); });
+  *data = p;
+  return Array1<T>(p, {n}, owner);
+}
+
+inline nb::bytes to_bytes(const std::vector<uint8_t>& v) {
+  return nb::bytes(reinterpret_cast<const char*>(v.data()), v.size());
+}
+
+}  // namespace zc
