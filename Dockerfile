@@ -13,10 +13,11 @@ ENV DEBIAN_FRONTEND=noninteractive \
     HF_HUB_OFFLINE=1 \
     RAY_AUTH_MODE=token
 
-# Python, plus what the Ray cluster launcher runs inside the container (ssh, rsync),
-# and the labelled evaluation data (digits and photos, Fashion-MNIST).
+# Python, a C++ compiler and CMake (the install builds the native engine), what the Ray
+# cluster launcher runs inside the container (ssh, rsync), and the labelled evaluation
+# data (digits and photos, Fashion-MNIST).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv python3-dev \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-dev g++ cmake \
       openssh-client rsync opencv-doc dataset-fashion-mnist \
  && rm -rf /var/lib/apt/lists/*
 
@@ -32,7 +33,7 @@ RUN pip install --upgrade pip \
  && pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
  && pip install ".[gpu,video,ray,zoo]" \
  && pip install --no-deps digit-recognizer-py==0.1.0 \
- && python -c "import zoocodec, ray; print('zoocodec', zoocodec.__version__, 'ray', ray.__version__)"
+ && python -c "import zoocodec, ray; from zoocodec.codecs import native; print('zoocodec', zoocodec.__version__, 'ray', ray.__version__, 'native threads', native.default_threads())"
 
 WORKDIR /work
 CMD ["bash"]

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Set up zoocodec on a fresh Debian/Ubuntu machine: system data packages, a virtual
-# environment in .venv, zoocodec with its extras, and the bundled zoo models.
+# environment in .venv, zoocodec with its extras (its C++ engine compiled on the way), and
+# the bundled zoo models.
 # Safe to rerun: it skips what is already there. `--mpnet` adds the 404 MB mpnet model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="opencv-doc dataset-fashion-mnist"   # labelled data: digits, photos, Fashion-MNIST
+APT_PACKAGES="$APT_PACKAGES g++ cmake"           # to build the native engine (C++17)
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -19,6 +21,9 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned to 2.13.0 (CPU) in pyproject.toml; the extras never ask for another.
+# The editable install compiles zoocodec/codecs/native/_engine*.so in the checkout
+# (scikit-build-core + nanobind, about 2 minutes); after editing the C++, rerun this line
+# or scripts/build_native.sh.
 .venv/bin/python -m pip install -q -e ".[zoo,video,ray,bench,dev]"
 # mnist-cnn's package declares torchvision, which does not import beside torch 2.13.0:
 # its weights and model file are all zoocodec needs, so install it without dependencies.
