@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import zoocodec  # noqa: E402
 from common import machine, save  # noqa: E402
 from zoocodec.codecs import ans, floatplanes  # noqa: E402
+from zoocodec.codecs.base import order0_bits  # noqa: E402
 from zoocodec.eval.data import lee_documents  # noqa: E402
 from zoocodec.eval.text import SentenceEncoder  # noqa: E402
 from zoocodec.kernels import uniform as K  # noqa: E402
@@ -55,7 +56,7 @@ def entropy_bits(tensors: dict, spec_text: str, min_size: int) -> tuple[float, i
             continue
         w = TensorData(name, "float32", t.numpy()).float64()
         symbols = K.quantize(w, spec.steps_for(w), np)
-        bits += ans.order0_bits(symbols)
+        bits += order0_bits(symbols)
         coded += len(ans.encode(symbols))
     return bits, coded
 

@@ -230,9 +230,9 @@ def step(q: float) -> float:
 def best_method() -> str:
     """What allocation and automatic mode plug in: trellis (dq) or RD-optimised rounding under
     the context coder when they exist (dq measured smallest at equal SQNR here), else uniform."""
-    from zoocodec.codecs import SYMBOL_CODERS  # noqa: PLC0415
+    from zoocodec.codecs import CODERS  # noqa: PLC0415
 
-    coder = ",coder=ctx" if "ctx" in SYMBOL_CODERS else ""
+    coder = ",coder=ctx" if "ctx" in CODERS else ""
     return next((f"{m}:{coder[1:]}" if coder else m for m in ("dq", "rdoq") if m in REGISTRY), "uniform")
 
 

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, save  # noqa: E402
 
 import zoocodec  # noqa: E402
-from zoocodec.codecs import SYMBOL_CODERS, ans, video  # noqa: E402
+from zoocodec.codecs import CODERS, parse_coder  # noqa: E402
+from zoocodec.codecs.base import order0_bits  # noqa: E402
 from zoocodec.kernels import uniform as K  # noqa: E402
 from zoocodec.methods import parse_spec  # noqa: E402
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load  # noqa: E402
@@ -53,12 +54,10 @@ def tensors(model: str, names=None) -> dict[str, np.ndarray]:
 
 def coders() -> dict:
     """name -> (encode, decode) of symbols; video in software, lossless, default preset."""
-    out = {"ans": SYMBOL_CODERS["ans"]}
-    if "ctx" in SYMBOL_CODERS:
-        out["ctx"] = SYMBOL_CODERS["ctx"]
-    for codec in ("h264", "hevc"):
-        out[f"video-{codec}"] = (lambda s, c=codec: video.encode(s, video.Options(codec=c, hw="cpu")),
-                                 lambda b, n: video.decode(b, n, hw="cpu"))
+    out = {}
+    for name in ("ans", "ctx", "video-h264(hw=cpu)", "video-hevc(hw=cpu)"):
+        coder = parse_coder(name)
+        out[name.split("(")[0]] = (coder.encode, lambda b, n, c=coder: c.decode(b, (n,)))
     return out
 
 
@@ -68,7 +67,7 @@ def lossless_table(label: str, weights: dict[str, np.ndarray]) -> list[dict]:
         spec = parse_spec(f"uniform:bits={bits}")
         symbols = {n: K.quantize(w, spec.steps_for(w), np) for n, w in weights.items()}
         count = sum(s.size for s in symbols.values())
-        entropy = sum(ans.order0_bits(s) for s in symbols.values()) / count
+        entropy = sum(order0_bits(s) for s in symbols.values()) / count
         for name, (enc, dec) in coders().items():
             size = t_enc = t_dec = 0.0
             for s in symbols.values():
@@ -105,7 +104,7 @@ def lossy_table(label: str, model: str, names, crfs, top1: bool) -> list[dict]:
     weights = tensors(model, names)
     source = model if names is None else {n: torch.from_numpy(w.astype(np.float32)) for n, w in weights.items()}
     specs = [f"uniform:bits={b}" for b in (3, 4, 5, 6, 7, 8)]
-    specs += [f"video:bits=8,coder=video-{c},crf={q},hw=cpu" for c in ("h264", "hevc") for q in crfs]
+    specs += [f"uniform:bits=8,coder=video-{c}(crf={q},hw=cpu)" for c in ("h264", "hevc") for q in crfs]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
@@ -144,10 +143,10 @@ def sparse_sequence(steps: int = 4, fraction: float = 0.1) -> list[dict[str, tor
 
 
 def sequence_rows(label: str, members: list, bits: int) -> list[dict]:
-    runs = [("video-hevc", f"video:bits={bits},coder=video-hevc", "video"),
-            ("video-h264", f"video:bits={bits},coder=video-h264", "video"),
+    runs = [("video-hevc", f"uniform:bits={bits},coder=video-hevc", "video"),
+            ("video-h264", f"uniform:bits={bits},coder=video-h264", "video"),
             ("delta+ans", f"uniform:bits={bits}", "delta"), ("independent ans", f"uniform:bits={bits}", "independent")]
-    if "ctx" in SYMBOL_CODERS:
+    if "ctx" in CODERS:
         runs += [("delta+ctx", f"uniform:bits={bits},coder=ctx", "delta")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

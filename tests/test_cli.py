@@ -25,7 +25,7 @@ def test_compress_inspect_decompress(tmp_path, st_model, monkeypatch, capsys):
                        "--override", "*emb*=uniform:bits=8", "--json")
     assert code == 0
     summary = json.loads(out)
-    assert summary["ratio"] > 3 and summary["spec"] == "uniform:bits=6"
+    assert summary["ratio"] > 3 and summary["spec"] == "uniform:bits=6,per_tensor=False,coder=ans"
     code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "m.zc", "--json")
     info = json.loads(out)
     assert code == 0 and {r["name"] for r in info["tensors"]} >= {"fc.weight", "emb.weight"}
@@ -42,7 +42,7 @@ def info_names(info):
 
 def test_step_mode(tmp_path, st_model, monkeypatch, capsys):
     code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "m.zc", "--step", "0.004", "--json")
-    assert code == 0 and json.loads(out)["spec"] == "uniform:step=0.004"
+    assert code == 0 and json.loads(out)["spec"] == "uniform:step=0.004,per_tensor=False,coder=ans"
 
 
 def corrupt(tmp_path, st_model, monkeypatch, capsys):

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import zoocodec
-from zoocodec.codecs import ans, floatplanes
-from zoocodec.container import Container
+from zoocodec.codecs import CODERS, parse_coder
+from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.errors import ContainerError
+
+from support import run_cli
 
 EXPECTED = Path(__file__).parent / "expected" / "golden.sha256"
 
@@ -27,7 +29,9 @@ def golden_model() -> dict[str, torch.Tensor]:
 def test_golden_bytes(tmp_path):
     """Format stability: the same model and spec give these exact bytes (GENERATE_EXPECTED=1 rewrites)."""
     digests = []
-    for spec in ("uniform:bits=8", "uniform:step=0.002", "uniform:bits=4,per_tensor=true", "lossless"):
+    for spec in ("uniform:bits=8", "uniform:step=0.002", "uniform:bits=4,per_tensor=true", "lossless",
+                 "dq:step=0.004,coder=ctx", "prune:sparsity=0.6,then=uniform:step=0.002", "kmeans:k=8",
+                 "lossless:coder=zstd"):
         out = tmp_path / "g.zc"
         zoocodec.compress(golden_model(), out, spec, min_size=1000)
         digests.append(f"{hashlib.sha256(out.read_bytes()).hexdigest()}  {spec}")
@@ -118,21 +122,49 @@ def test_failed_write_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("codec", ["ans", "float"])
-def test_forged_payloads_never_escape_as_other_errors(codec):
-    """Even with valid checksums, a decoder given garbage raises ContainerError or returns data."""
+def test_old_format_version_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "old.zc"
+    zoocodec.compress(golden_model(), out, "uniform:bits=8", min_size=1000)
+    data = bytearray(out.read_bytes())
+    data[8:12] = (FORMAT_VERSION - 1).to_bytes(4, "little")
+    out.write_bytes(bytes(data))
+    code, _, err = run_cli(monkeypatch, capsys, "inspect", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"format version {FORMAT_VERSION - 1} " in err and f"reads {FORMAT_VERSION})" in err
+
+
+def coder_cases():
+    """Every registered coder with symbols of the kind it is made for (real-looking weights)."""
     g = np.random.default_rng(7)
-    w = g.laplace(0, 0.02, 5000).astype(np.float32)
-    if codec == "ans":
-        coded, decode = ans.encode(np.rint(w / 0.002).astype(np.int64)), lambda b: ans.decode(b, w.size)
-    else:
-        coded, decode = floatplanes.encode(w), lambda b: floatplanes.decode(b, w.size, w.dtype)
-    for _ in range(300):
+    w = g.laplace(0, 0.02, (40, 125)).astype(np.float32) * g.uniform(0.5, 2, (40, 1)).astype(np.float32)
+    levels = np.rint(w / 0.002).astype(np.int64)
+    bits = w.view(np.uint32)
+    for name in sorted(CODERS):
+        if name.startswith("video-"):
+            pytest.importorskip("av")
+        symbols = {"flags": (np.abs(w) > 0.02).astype(np.int64), "float": bits, "zstd": bits, "raw": bits}.get(name, levels)
+        yield name, symbols
+
+
+@pytest.mark.parametrize("name", sorted(CODERS))
+def test_forged_payloads_never_escape_as_other_errors(name):
+    """Even with valid checksums, a coder given garbage raises ContainerError or returns data."""
+    symbols = dict(coder_cases())[name]
+    coder = parse_coder(name)
+    coded = coder.encode(symbols)
+    assert np.array_equal(coder.decode(coded, symbols.shape, symbols.dtype), symbols)
+    g = np.random.default_rng(7)
+    for _ in range(30 if name.startswith("video-") else 300):
         b = bytearray(coded)
         for pos in g.integers(0, len(b), int(g.integers(1, 4))):
             b[pos] ^= int(g.integers(1, 256))
         try:
-            out = decode(bytes(b))
-            assert out.size == w.size
+            out = coder.decode(bytes(b), symbols.shape, symbols.dtype)
+            assert out.shape == symbols.shape
+        except ContainerError:
+            pass
+    for cut in (0, 1, len(coded) // 2, len(coded) - 1):
+        try:
+            assert coder.decode(coded[:cut], symbols.shape, symbols.dtype).shape == symbols.shape
         except ContainerError:
             pass

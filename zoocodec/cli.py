@@ -53,7 +53,7 @@ def compress(
     target_bpw: Annotated[Optional[float], typer.Option(help="bit allocation: one step slope for all tensors, base step searched for this size in bits/weight (methods with a step: uniform, rdoq, dq)")] = None,
 ):
     """Compress a model into a .zc container."""
-    from zoocodec.methods import Overrides, parse_spec  # noqa: PLC0415
+    from zoocodec.methods import Overrides  # noqa: PLC0415
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
 
     if target_loss is not None:
@@ -64,8 +64,7 @@ def compress(
     if task is not None:
         raise ZoocodecError("--task belongs to automatic mode: add --target-loss")
 
-    spec = _coder_text(_spec_text(method, step, bits, per_tensor), coder, lossless, crf, hw)
-    parse_spec(spec)  # reject bad specs before reading the model
+    spec = _build_spec(method, step, bits, per_tensor, coder, lossless, crf, hw)  # bad specs fail before reading
     overrides = Overrides.parse(override or [])
     plan = None
     if target_bpw is not None:
@@ -79,7 +78,7 @@ def compress(
         task = bar.add_task("", total=total, name="")
         report = run(model, output, spec, overrides, min_size, allow_nonfinite,
                      progress=lambda n: bar.update(task, advance=1, name=n), plan=plan)
-    summary = {"output": str(output), "spec": spec, "params": report.params, "bytes_in": report.bytes_in,
+    summary = {"output": str(output), "spec": str(spec), "params": report.params, "bytes_in": report.bytes_in,
                "file_bytes": report.file_bytes, "weight_bytes": report.weight_bytes, "ratio": report.ratio, "bits_per_weight": report.bits_per_weight,
                "sqnr_db": None if math.isinf(report.sqnr_db) else report.sqnr_db, "seconds": report.seconds}
     if json_out:
@@ -137,31 +136,34 @@ def evaluate(
                   "paired bootstrap over inputs, Newcombe paired score for 0/1 outcomes (top-k, agreement)")
 
 
-def _spec_text(method: str, step: float | None, bits: int | None, per_tensor: bool) -> str:
-    params = [f"step={step}"] if step is not None else []
-    params += [f"bits={bits}"] if bits is not None else []
-    params += ["per_tensor=true"] if per_tensor else []
-    if not params:
-        return method
-    if method.split(":")[0] != "uniform":
-        raise ZoocodecError("--step, --bits and --per-tensor belong to --method uniform")
-    return method + ("," if ":" in method else ":") + ",".join(params)
+def _build_spec(method: str, step: float | None = None, bits: int | None = None, per_tensor: bool = False,
+                coder: str | None = None, lossless: bool = False, crf: int | None = None, hw: str | None = None):
+    """The method spec from --method and the sugar options (--step/--bits/--per-tensor for uniform,
+    --coder with --lossless/--crf/--hw for video), as fields of typed specs, never by editing text."""
+    import dataclasses  # noqa: PLC0415
 
+    from zoocodec.codecs import parse_coder  # noqa: PLC0415
+    from zoocodec.methods import parse_spec  # noqa: PLC0415
 
-def _coder_text(spec: str, coder: str | None, lossless: bool, crf: int | None, hw: str | None) -> str:
-    """Add --coder/--lossless/--crf/--hw to a spec; a video coder turns uniform into the video method."""
-    name, _, rest = spec.partition(":")
-    if coder and coder.startswith("video-") and name == "uniform":
-        name = "video"
+    spec = parse_spec(method)
+    if step is not None or bits is not None or per_tensor:
+        if spec.name != "uniform":
+            raise ZoocodecError("--step, --bits and --per-tensor belong to --method uniform")
+        fields = {"per_tensor": True} if per_tensor else {}
+        if step is not None or bits is not None:
+            fields.update(step=step, bits=bits)
+        spec = dataclasses.replace(spec, **fields)
     if lossless and crf is not None:
         raise ZoocodecError("--lossless and --crf exclude each other")
-    if (lossless or crf is not None or hw) and name != "video":
+    video_options = {k: v for k, v in (("crf", crf), ("hw", hw)) if v is not None}
+    if (lossless or video_options) and not (coder or "").startswith("video-"):
         raise ZoocodecError("--lossless, --crf and --hw belong to video coding: add --coder video-h264 or video-hevc")
-    params = [rest] if rest else []
-    params += [f"coder={coder}"] if coder else []
-    params += [f"crf={crf}"] if crf is not None else []  # lossless is the video method's default
-    params += [f"hw={hw}"] if hw else []
-    return name + (":" + ",".join(params) if params else "")
+    if coder:
+        if "coder" not in {f.name for f in dataclasses.fields(spec)}:
+            raise ZoocodecError(f"method {spec.name!r} takes no --coder")
+        spec = dataclasses.replace(spec, coder=dataclasses.replace(parse_coder(coder), **video_options))
+    spec.validate()
+    return spec
 
 
 @app.command()
@@ -272,8 +274,8 @@ def compress_seq(
     models: Annotated[list[str], typer.Argument(help="the members in order (files or zoo names), one architecture")],
     output: Annotated[Path, typer.Option("-o", "--output", help="the .zc file to write")],
     mode: Annotated[str, typer.Option(help="delta (member minus predecessor; the smallest in bench/video.py) | video (inter-coded) | independent")] = "delta",
-    method: Annotated[Optional[str], typer.Option(help="the shared grid (default video:bits=8, or uniform:bits=8 for delta/independent)")] = None,
-    coder: Annotated[Optional[str], typer.Option(help="video-h264 | video-hevc, or ans | ctx for delta/independent")] = None,
+    method: Annotated[Optional[str], typer.Option(help="the shared grid (default uniform:bits=8)")] = None,
+    coder: Annotated[Optional[str], typer.Option(help="video-h264 | video-hevc (video mode; default video-hevc), or ans | ctx for delta/independent")] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless (the default)")] = False,
     crf: Annotated[Optional[int], typer.Option(help="video: lossy, constant rate factor 0..51")] = None,
     hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
@@ -284,9 +286,10 @@ def compress_seq(
     """Compress a sequence of same-architecture models (checkpoints, fine-tunes) into one .zc."""
     from zoocodec.pipeline.sequence import compress_seq as run  # noqa: PLC0415
 
-    spec = _coder_text(method or ("video:bits=8" if mode == "video" else "uniform:bits=8"), coder, lossless, crf, hw)
+    spec = _build_spec(method or "uniform:bits=8", coder=coder or ("video-hevc" if mode == "video" else None),
+                       lossless=lossless, crf=crf, hw=hw)
     report = run(models, output, spec, mode, keyint, min_size=min_size)
-    summary = {"output": str(output), "spec": spec, "mode": mode, "keyint": keyint, "members": report.labels,
+    summary = {"output": str(output), "spec": str(spec), "mode": mode, "keyint": keyint, "members": report.labels,
                "bits_per_weight": report.bits_per_weight, "mean_bits_per_weight": report.mean_bits_per_weight,
                "file_bytes": report.file_bytes, "seconds": report.seconds}
     if json_out:

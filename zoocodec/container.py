@@ -29,7 +29,7 @@ from zoocodec.fsutil import plain_relpath, publish
 
 MAGIC = b"ZOOCODEC"
 TRAILER_MAGIC = b"ZCTRAILR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ALIGN = 64
 PREAMBLE = MAGIC + struct.pack("<I", FORMAT_VERSION) + bytes(ALIGN - 12)
 TRAILER_SIZE = 64

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from zoocodec.codecs import ans, context
+from zoocodec.codecs.base import order0_bits
 from zoocodec.errors import ContainerError
 from zoocodec.pipeline.core import load
 
@@ -39,7 +40,7 @@ def test_round_trip_structured_matrix_uses_contexts():
     coded = context.encode(s)
     assert coded[0] == context.CTX
     assert np.array_equal(context.decode(coded, s.size), s.ravel())
-    assert 8 * len(coded) < 0.9 * ans.order0_bits(s)
+    assert 8 * len(coded) < 0.9 * order0_bits(s)
 
 
 @pytest.mark.parametrize("which", ["mnist_fc", "minilm_ffn"])
@@ -49,7 +50,7 @@ def test_real_weights_below_their_order0_entropy(which, request):
     assert np.array_equal(context.decode(coded, s.size), s.ravel())
     assert coded[0] == context.CTX
     # everything counted: tables, row/column classes, ANS streams; against the ideal order-0 size
-    assert 8 * len(coded) < ans.order0_bits(s)
+    assert 8 * len(coded) < order0_bits(s)
     assert len(coded) < len(ans.encode(s))
 
 
@@ -64,12 +65,14 @@ def test_never_much_larger_than_order0():
 
 
 def test_rate_tables_price_what_the_coder_sees(mnist_fc):
-    model = context.best_model(mnist_fc)
-    ctx, origin, bits = context.rate_tables(mnist_fc, model)
+    model = context.Ctx().model(mnist_fc)
+    table = model.rates(mnist_fc)
     m = context.matrix_view(mnist_fc)
-    ideal = bits[ctx, m - origin].sum()
-    assert ideal < ans.order0_bits(mnist_fc)  # contexts lower the ideal rate
-    assert 8 * len(context.encode(mnist_fc)) < 1.05 * ideal  # the coder is within tables of it
+    ideal = table.stateless[table.ctx, m - table.origin].sum()
+    assert ideal < order0_bits(mnist_fc)  # contexts lower the ideal rate
+    coded = 8 * len(context.encode(mnist_fc))
+    assert coded < 1.05 * ideal  # the coder is within tables of it
+    assert abs(model.bits(mnist_fc) - coded) < 0.01 * coded  # the model's estimate includes the tables
 
 
 def test_damage_raises_container_error(mnist_fc):

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("av")
 
 import zoocodec  # noqa: E402
-from zoocodec.codecs import nvdec, symbol_coder, video  # noqa: E402
+from zoocodec.codecs import nvdec, parse_coder, video  # noqa: E402
 from zoocodec.errors import ContainerError, SpecError  # noqa: E402
 from zoocodec.kernels import uniform as K  # noqa: E402
 from zoocodec.methods import parse_spec  # noqa: E402
@@ -54,39 +54,41 @@ def test_gray_layout_round_trip(mnist_symbols, codec):
     assert np.array_equal(video.decode(data, s.size), s.reshape(-1))
 
 
-def test_symbol_coders_registered_and_exact(model, tmp_path):
+def test_coders_registered_and_exact(model, tmp_path):
     """uniform + video coder reconstructs exactly what uniform + ANS does (same symbols)."""
     zoocodec.compress(model, tmp_path / "ans.zc", "uniform:bits=8")
     zoocodec.compress(model, tmp_path / "vid.zc", "uniform:bits=8,coder=video-h264")
     a, v = zoocodec.decompress(tmp_path / "ans.zc"), zoocodec.decompress(tmp_path / "vid.zc")
     assert all(torch.equal(a[k], v[k]) for k in a)
-    enc, dec = symbol_coder("video-hevc")
+    coder = parse_coder("video-hevc")
     s = np.arange(-50, 50).reshape(10, 10)
-    assert np.array_equal(dec(enc(s), 100), s.reshape(-1))
+    assert np.array_equal(coder.decode(coder.encode(s), s.shape), s)
 
 
-@pytest.mark.parametrize("spec", ["video:bits=8,coder=video-h264,crf=24", "video:bits=10,coder=video-hevc,crf=30"])
-def test_lossy_error_within_reported_bound(mnist_path, spec):
+@pytest.mark.parametrize("bits,coder", [(8, "video-h264(crf=24)"), (10, "video-hevc(crf=30)")])
+def test_lossy_error_within_reported_bound(mnist_path, bits, coder):
     t = next(t for t in load(mnist_path).tensors() if t.name == "conv_layers.3.weight")
-    method = parse_spec(spec)
+    method = parse_spec(f"uniform:bits={bits},coder={coder}")
+    assert method.coder.lossy
     enc = method.encode(t)
     decoded = method.decode(enc.side, {k: memoryview(v) for k, v in enc.segments.items()}, t.array.shape, t.dtype)
     assert np.array_equal(decoded, enc.recon)  # what the encoder reported is what a reader gets
+    assert np.array_equal(method.reconstruct(t), enc.recon)
     steps = np.frombuffer(enc.segments["steps"], dtype="<f4").astype(np.float64)
     err = np.abs(t.float64() - decoded.astype(np.float64)).reshape(steps.shape[0], -1)
-    bound = (enc.side["max_symbol_error"] + 0.5) * steps[:, None]
-    assert enc.side["max_symbol_error"] > 0  # really lossy
-    assert np.all(err <= bound * (1 + 1e-6))
-    lossless = parse_spec(spec.rsplit(",", 1)[0]).encode(t)
+    max_err = enc.side["coded"]["symbols"]["max_symbol_error"]
+    assert max_err > 0  # really lossy
+    assert np.all(err <= (max_err + 0.5) * steps[:, None] * (1 + 1e-6))
+    lossless = parse_spec(f"uniform:bits={bits},coder={coder.split('(')[0]}").encode(t)
     assert len(enc.segments["symbols"]) < len(lossless.segments["symbols"])
 
 
 def test_container_header_describes_the_stream(model, tmp_path):
-    zoocodec.compress(model, tmp_path / "m.zc", "video:bits=8,coder=video-hevc")
+    zoocodec.compress(model, tmp_path / "m.zc", "uniform:bits=8,coder=video-hevc")
     with zoocodec.Archive(tmp_path / "m.zc") as a:
-        e = a.entries["fc.weight"]
-        assert e["side"]["video"]["codec"] == "hevc" and e["side"]["video"]["profile"] == "Main"
-        assert e["side"]["video"]["pix_fmt"] == "yuv420p" and e["side"]["max_symbol_error"] == 0
+        e = a.entries["fc.weight"]["side"]["coded"]["symbols"]
+        assert e["codec"] == "hevc" and e["profile"] == "Main" and e["pix_fmt"] == "yuv420p"
+        assert "max_symbol_error" not in e  # lossless
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +111,16 @@ def test_corrupt_payloads_raise_container_error(stream, mnist_symbols):
         video.decode(stream, n + 1, hw="cpu")
 
 
-def test_bad_options_are_spec_errors(mnist_symbols):
+def test_bad_options_are_spec_errors(mnist_path, mnist_symbols):
     with pytest.raises(SpecError, match="crf"):
-        parse_spec("video:crf=60")
-    with pytest.raises(SpecError, match="coder"):
-        parse_spec("video:coder=ans")
-    with pytest.raises(SpecError, match="at most 10-bit"):
-        parse_spec("video:bits=12,coder=video-h264,crf=20")
+        parse_spec("uniform:coder=video-hevc(crf=60)")
+    with pytest.raises(SpecError, match="unknown coder"):
+        parse_spec("uniform:coder=video-av1")
+    with pytest.raises(SpecError, match="no parameter"):
+        parse_spec("uniform:coder=video-hevc(level=3)")
+    t = next(t for t in load(mnist_path).tensors() if t.name == "conv_layers.3.weight")
+    with pytest.raises(SpecError, match="at most 10 bits"):
+        parse_spec("uniform:bits=12,coder=video-h264(crf=20)").encode(t)
     with pytest.raises(SpecError, match="NVDEC"):
         video.encode(mnist_symbols[8], video.Options(codec="hevc", pix="gray", hw="nvdec"))
     with pytest.raises(SpecError, match="lossy video"):
@@ -171,6 +176,8 @@ def test_cli_video_options(mnist_path, tmp_path):
                                  "--crf", "26", "--hw", "cpu", "--json"])
     assert r.exit_code == 0, r.output
     spec = zoocodec.inspect(out)["options"]["spec"]
-    assert spec["method"] == "video" and spec["crf"] == 26 and spec["bits"] == 6 and spec["hw"] == "cpu"
+    assert spec["method"] == "uniform" and spec["bits"] == 6
+    assert spec["coder"] == {"coder": "video-h264", "version": 1, "crf": 26, "hw": "cpu", "preset": "medium",
+                             "pix": "yuv420p"}
     r = CliRunner().invoke(app, ["compress", str(mnist_path), "-o", str(out), "--crf", "26"])
     assert r.exit_code != 0 and "video" in str(r.exception)

@@ -142,7 +142,8 @@ def test_gpu_kernel_gives_the_cpu_symbols(fc):
     xp = get_xp("gpu")
     x = context.matrix_view(fc.float64()) / 2.0**-5
     q = np.rint(x).astype(np.int64)
-    ctx, origin, bits = context.rate_tables(q, context.best_model(q))
+    table = context.entropy_model(q).rates(q)
+    ctx, origin, bits = table.ctx, table.origin, table.stateless
     cpu = R.decide(x, ctx, origin, bits, 0.3, np)
     gpu = R.decide(xp.asarray(x), xp.asarray(ctx), origin, xp.asarray(bits), 0.3, xp)
     assert isinstance(gpu, cupy.ndarray)

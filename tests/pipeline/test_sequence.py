@@ -38,7 +38,7 @@ def sequence(mnist_path) -> list[dict[str, torch.Tensor]]:
 @pytest.fixture(scope="module")
 def coded(sequence, tmp_path_factory):
     out = tmp_path_factory.mktemp("seq")
-    specs = {"video": "video:bits=8,coder=video-hevc,preset=ultrafast", "delta": "uniform:bits=8",
+    specs = {"video": "uniform:bits=8,coder=video-hevc(preset=ultrafast)", "delta": "uniform:bits=8",
              "independent": "uniform:bits=8"}
     return {mode: (out / f"{mode}.zc", compress_seq(sequence, out / f"{mode}.zc", spec, mode, keyint=2))
             for mode, spec in specs.items()}
@@ -106,10 +106,10 @@ def test_errors(sequence, coded, tmp_path):
     other.pop(next(iter(other)))
     with pytest.raises(ModelFormatError, match="architecture"):
         compress_seq([sequence[0], other], tmp_path / "x.zc")
-    with pytest.raises(SpecError, match="video spec"):
+    with pytest.raises(SpecError, match="video coder"):
         compress_seq(sequence[:2], tmp_path / "x.zc", "uniform:bits=8", "video")
     with pytest.raises(SpecError, match="entropy coder"):
-        compress_seq(sequence[:2], tmp_path / "x.zc", "video:bits=8", "delta")
+        compress_seq(sequence[:2], tmp_path / "x.zc", "uniform:bits=8,coder=video-hevc", "delta")
     path = coded["video"][0]
     with pytest.raises(ContainerError, match="decompress-seq"):
         zoocodec.Archive(path)  # a sequence file is not a single model
@@ -138,7 +138,7 @@ def test_corrupt_video_payload(coded, tmp_path):
 @pytest.mark.skipif(len(CHECKPOINTS) < 2, reason="the fmnist-cnn checkpoints are not in zoocodec/data")
 def test_real_checkpoints_random_access(tmp_path):
     members = CHECKPOINTS[:3]
-    rep = compress_seq(members, tmp_path / "f.zc", "video:bits=8,coder=video-h264,preset=veryfast", "video", keyint=2)
+    rep = compress_seq(members, tmp_path / "f.zc", "uniform:bits=8,coder=video-h264(preset=veryfast)", "video", keyint=2)
     with SeqArchive(tmp_path / "f.zc") as a:
         last = a.tensors(len(members) - 1)
     ref = compress_seq(members, tmp_path / "g.zc", "uniform:bits=8", "independent")

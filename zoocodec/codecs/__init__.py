@@ -1,29 +1,9 @@
-"""Coders: integer symbols -> bytes and back, and lossless coders of raw float bits.
+"""Coders: integer symbols -> bytes and back (codecs/base.py has the contract).
 
-Symbol coders are looked up by the `coder` name a method spec carries; each is a pair
-of plain functions encode(symbols) -> bytes and decode(bytes, count) -> int64 symbols.
+Importing this package registers every built-in coder: `ans`, `ctx`, `video-h264`,
+`video-hevc`, `flags` (0/1 masks), and the bit-exact byte coders `float`, `zstd`, `raw`.
 """
-from __future__ import annotations
+from zoocodec.codecs import ans, context, flags, lossless, video  # noqa: F401  (registration)
+from zoocodec.codecs.base import CODERS, CoderSpec, EntropyModel, RateTable, coder_from_dict, parse_coder
 
-from collections.abc import Callable
-
-import numpy as np
-
-from zoocodec.codecs import ans, context, video
-from zoocodec.errors import SpecError
-
-SymbolEncoder = Callable[[np.ndarray], bytes]
-SymbolDecoder = Callable[[bytes | memoryview, int], np.ndarray]
-
-SYMBOL_CODERS: dict[str, tuple[SymbolEncoder, SymbolDecoder]] = {
-    "ans": (ans.encode, ans.decode),
-    "ctx": (context.encode, context.decode),
-    "video-h264": video.coder("h264"),
-    "video-hevc": video.coder("hevc"),
-}
-
-
-def symbol_coder(name: str) -> tuple[SymbolEncoder, SymbolDecoder]:
-    if name not in SYMBOL_CODERS:
-        raise SpecError(f"unknown coder {name!r} (known: {', '.join(sorted(SYMBOL_CODERS))})")
-    return SYMBOL_CODERS[name]
+__all__ = ["CODERS", "CoderSpec", "EntropyModel", "RateTable", "coder_from_dict", "parse_coder"]

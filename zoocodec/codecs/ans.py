@@ -1,4 +1,6 @@
-"""Order-0 ANS coding of integer symbols with constriction, plus a packed-zstd fallback.
+"""Order-0 ANS coding of integer symbols with constriction (coder `ans`), plus a packed-zstd
+fallback; and the one ANS stream primitive every coder here uses (encode_stream /
+decode_stream with an integer frequency table).
 
 Bitstream (all integers are varints):
   mode byte: 0 = ANS, 1 = packed little-endian ints + zstd (chosen when smaller, e.g. for
@@ -11,10 +13,15 @@ into the same float64 probabilities, so decoding never depends on the machine.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import zstandard
 
-from zoocodec.codecs.wire import Reader, put_svarint, put_uvarint
+from dataclasses import dataclass
+
+from zoocodec.codecs.base import CoderSpec, register_coder
+from zoocodec.codecs.wire import Reader, put_streams, put_svarint, put_uvarint
 
 CHUNK = 1 << 20
 TABLE_SCALE = 1 << 16
@@ -29,6 +36,28 @@ def _model(freqs: np.ndarray):
     return constriction.stream.model.Categorical(probs, perfect=False)
 
 
+def encode_stream(idx: np.ndarray, freqs: np.ndarray) -> bytes:
+    """One ANS stream of indices 0..len(freqs)-1 under integer frequencies: uint32 words, LE."""
+    import constriction  # noqa: PLC0415
+
+    coder = constriction.stream.stack.AnsCoder()
+    coder.encode_reverse(np.ascontiguousarray(idx, dtype=np.int32), _model(freqs))
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_stream(data: memoryview, freqs: np.ndarray, count: int, r: Reader) -> np.ndarray:
+    """`count` indices from one stream of encode_stream; damage raises r.fail (ContainerError)."""
+    import constriction  # noqa: PLC0415
+
+    if len(data) % 4:
+        raise r.fail("stream length is not a whole number of words")
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    try:
+        return constriction.stream.stack.AnsCoder(words).decode(_model(freqs), count).astype(np.int64)
+    except Exception as e:  # constriction reports damaged streams in its own ways
+        raise r.fail(f"ANS stream ({e})") from None
+
+
 def quantized_freqs(counts: np.ndarray) -> np.ndarray:
     """Integer frequencies ~2**16 in total, every present symbol at least 1."""
     total = int(counts.sum())
@@ -38,7 +67,8 @@ def quantized_freqs(counts: np.ndarray) -> np.ndarray:
     return freqs
 
 
-def _put_table(out: bytearray, freqs: np.ndarray) -> None:
+def put_table(out: bytearray, freqs: np.ndarray) -> None:
+    """An integer frequency table (zero runs collapsed)."""
     i, n = 0, len(freqs)
     nz = np.flatnonzero(freqs)
     for j in nz:
@@ -52,7 +82,7 @@ def _put_table(out: bytearray, freqs: np.ndarray) -> None:
         put_uvarint(out, n - i - 1)
 
 
-def _read_table(r: Reader, size: int) -> np.ndarray:
+def read_table(r: Reader, size: int) -> np.ndarray:
     freqs = np.zeros(size, dtype=np.int64)
     i = 0
     while i < size:
@@ -88,8 +118,6 @@ def _width(span: int) -> int:
 
 def encode(symbols: np.ndarray) -> bytes:
     """Symbols (any integer array) -> bytes; the smaller of ANS and packed zstd."""
-    import constriction  # noqa: PLC0415
-
     s = np.ascontiguousarray(symbols, dtype=np.int64).ravel()
     if s.size == 0:
         return _packed(s)
@@ -104,20 +132,11 @@ def encode(symbols: np.ndarray) -> bytes:
     put_uvarint(out, s.size)
     put_svarint(out, lo)
     put_uvarint(out, size)
-    _put_table(out, freqs)
+    put_table(out, freqs)
     put_uvarint(out, CHUNK)
-    chunks = []
-    if size > 1:  # a constant tensor needs no coded bits at all
-        model = _model(freqs)
-        for start in range(0, s.size, CHUNK):
-            coder = constriction.stream.stack.AnsCoder()
-            coder.encode_reverse(idx[start : start + CHUNK], model)
-            chunks.append(coder.get_compressed().astype("<u4").tobytes())
-    put_uvarint(out, len(chunks))
-    for c in chunks:
-        put_uvarint(out, len(c))
-    for c in chunks:
-        out += c
+    # a constant tensor needs no coded bits at all
+    chunks = [encode_stream(idx[i : i + CHUNK], freqs) for i in range(0, s.size, CHUNK)] if size > 1 else []
+    put_streams(out, chunks)
     ans = bytes(out)
     if len(ans) > s.size:  # wide, flat alphabets: the table can cost more than it saves
         packed = _packed(s)
@@ -128,8 +147,6 @@ def encode(symbols: np.ndarray) -> bytes:
 
 def decode(data: bytes | memoryview, count: int) -> np.ndarray:
     """Bytes -> int64 symbols; `count` is the number the caller expects (from the shape)."""
-    import constriction  # noqa: PLC0415
-
     r = Reader(data, "entropy-coded payload")
     mode = r.byte()
     if mode == PACKED:
@@ -156,33 +173,30 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
     size = r.uvarint(limit=MAX_ALPHABET)
     if size < 1:
         raise r.fail("empty alphabet")
-    freqs = _read_table(r, size)
+    freqs = read_table(r, size)
     chunk = r.uvarint(limit=1 << 30)
-    nchunks = r.uvarint(limit=1 << 30)
-    expected_chunks = 0 if size == 1 else -(-n // max(chunk, 1))
-    if chunk < 1 or nchunks != expected_chunks:
-        raise r.fail(f"{nchunks} chunks, expected {expected_chunks}")
-    lengths = [r.uvarint(limit=len(r.data)) for _ in range(nchunks)]
-    if size == 1:
-        r.done()
-        return np.full(n, lo, dtype=np.int64)
-    model = _model(freqs)
-    out = np.empty(n, dtype=np.int64)
-    for i, length in enumerate(lengths):
-        if length % 4:
-            raise r.fail("chunk length is not a whole number of words")
-        words = np.frombuffer(r.take(length), dtype="<u4").astype(np.uint32)
-        m = min(chunk, n - i * chunk)
-        out[i * chunk : i * chunk + m] = constriction.stream.stack.AnsCoder(words).decode(model, m)
+    if chunk < 1:
+        raise r.fail("chunk size 0")
+    chunks = r.streams(0 if size == 1 else -(-n // chunk))
     r.done()
+    if size == 1:
+        return np.full(n, lo, dtype=np.int64)
+    out = np.empty(n, dtype=np.int64)
+    for i, data in enumerate(chunks):
+        out[i * chunk : i * chunk + min(chunk, n - i * chunk)] = decode_stream(data, freqs, min(chunk, n - i * chunk), r)
     return out + lo
 
 
-def order0_bits(symbols: np.ndarray) -> float:
-    """Empirical order-0 entropy of the symbols, in bits (the ideal coded size)."""
-    s = np.asarray(symbols).ravel()
-    if s.size == 0:
-        return 0.0
-    _, counts = np.unique(s, return_counts=True)
-    p = counts / s.size
-    return float(-(counts * np.log2(p)).sum())
+@register_coder
+@dataclass(frozen=True)
+class Ans(CoderSpec):
+    """Order-0 ANS (the default coder): one frequency table per tensor, independent 1M-symbol chunks."""
+
+    name = "ans"
+    version = 1
+
+    def encode(self, symbols, trellis=None) -> bytes:
+        return encode(symbols)
+
+    def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
+        return decode(data, math.prod(shape)).reshape(shape).astype(dtype, copy=False)

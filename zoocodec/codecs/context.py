@@ -1,4 +1,4 @@
-"""Context-modelled ANS coding of quantized weight matrices (symbol coder "ctx").
+"""Context-modelled ANS coding of quantized weight matrices (coder `ctx`).
 
 Trained weight matrices are not stationary: rows (output channels) and columns (input
 features, or positions of a conv kernel) have their own scales, so a symbol's
@@ -23,17 +23,19 @@ Bitstream (varints as in codecs/wire.py):
   mode byte: 0 = contexts, 1 = order-0 (an ans payload follows)
   contexts: n, rows, layout (1 rows, 2 columns, 3 both), the class payloads (length +
   ans bytes each), bin origin lo (signed), bin width, K; per context with symbols:
-  symbol origin (signed), alphabet size, frequency table; then per such context the
-  stream length in bytes, then the streams (uint32 words).
+  symbol origin (signed), alphabet size, frequency table; then the streams of those
+  contexts framed as in codecs/wire.put_streams (count, lengths, uint32 words).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from zoocodec.codecs import ans
-from zoocodec.codecs.wire import Reader, put_svarint, put_uvarint
+from zoocodec.codecs.base import CoderSpec, Order0, RateTable, counts_rate_table, register_coder
+from zoocodec.codecs.wire import Reader, put_streams, put_svarint, put_uvarint
 
 CTX, ORDER0 = 0, 1
 ROWS, COLS = 1, 2
@@ -43,12 +45,17 @@ MAX_CONTEXT_ALPHABET = 1 << 16
 SMALL_TABLE = 1 << 12  # table precision for contexts with few symbols: cheaper to store
 
 
+def view_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, cols) of the 2-D view the contexts use: axis 0 x the rest (one row for 0-D/1-D)."""
+    n = math.prod(shape)
+    rows = shape[0] if len(shape) >= 2 and shape[0] > 0 else 1
+    return rows, n // rows
+
+
 def matrix_view(symbols: np.ndarray) -> np.ndarray:
-    """The 2-D view the contexts use: axis 0 x the rest (one row for 0-D/1-D input)."""
+    """The symbols in their 2-D view (view_shape)."""
     s = np.asarray(symbols)
-    if s.ndim >= 2 and s.shape[0] > 0:
-        return s.reshape(s.shape[0], -1)
-    return s.reshape(1, -1)
+    return s.reshape(view_shape(s.shape))
 
 
 def activity_classes(abs_mean: np.ndarray) -> np.ndarray:
@@ -117,7 +124,7 @@ def _table_bytes(origin: int, freqs: np.ndarray) -> bytes:
     out = bytearray()
     put_svarint(out, origin)
     put_uvarint(out, len(freqs))
-    ans._put_table(out, freqs)
+    ans.put_table(out, freqs)
     return bytes(out)
 
 
@@ -153,30 +160,31 @@ def best_model(symbols: np.ndarray) -> Model | None:
     return best
 
 
-def rate_tables(symbols: np.ndarray, model: Model | None) -> tuple[np.ndarray, int, np.ndarray]:
-    """For RDOQ: (context id per symbol, symbol origin, bits[context, symbol - origin]).
+@dataclass(frozen=True)
+class ContextModel:
+    """The entropy model of `ctx`: per-symbol contexts from row/column activity classes."""
 
-    Symbols a context never saw cost as much as its rarest one plus one bit: a finite
-    penalty, so that a greedy pass may still move to them.
-    """
-    m = matrix_view(symbols).astype(np.int64)
-    ctx = model.contexts(*m.shape) if model is not None else np.zeros(m.shape, dtype=np.int64)
-    bins = model.bins if model is not None else 1
-    lo = int(m.min())
-    size = int(m.max()) - lo + 1
-    counts = np.bincount((ctx * size + (m - lo)).ravel(), minlength=bins * size).reshape(bins, size).astype(np.float64)
-    total = counts.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bits = -np.log2(counts / np.maximum(total, 1))
-    worst = np.where(np.isfinite(bits), bits, 0).max(axis=1, keepdims=True) + 1
-    bits = np.where(np.isfinite(bits), bits, worst)
-    return ctx, lo, bits
+    model: Model
+
+    def rates(self, symbols: np.ndarray) -> RateTable:
+        m = matrix_view(symbols).astype(np.int64)
+        return counts_rate_table(m, self.model.contexts(*m.shape), self.model.bins)
+
+    def bits(self, symbols: np.ndarray) -> float:
+        return _estimate_bits(self.model, matrix_view(symbols).astype(np.int64))[0]
+
+    def refit(self, symbols: np.ndarray) -> ContextModel:
+        return ContextModel(fit(matrix_view(symbols).astype(np.int64), self.model.layout, self.model.bins))
+
+
+def entropy_model(symbols: np.ndarray) -> ContextModel | Order0:
+    """The model `ctx` would code these symbols with (order-0 where contexts do not pay)."""
+    model = best_model(symbols)
+    return Order0() if model is None else ContextModel(model)
 
 
 def encode(symbols: np.ndarray) -> bytes:
     """Symbols (their shape gives the matrix view) -> bytes; never more than 1 byte over order-0."""
-    import constriction  # noqa: PLC0415  (base dependency; imported where used)
-
     model = best_model(symbols)
     order0 = bytes([ORDER0]) + ans.encode(symbols)
     if model is None:
@@ -205,20 +213,13 @@ def encode(symbols: np.ndarray) -> bytes:
         if len(freqs) == 1:
             streams.append(b"")
             continue
-        coder = constriction.stream.stack.AnsCoder()
-        coder.encode_reverse((flat[cflat == c] - origin).astype(np.int32), ans._model(freqs))
-        streams.append(coder.get_compressed().astype("<u4").tobytes())
-    for s in streams:
-        put_uvarint(out, len(s))
-    for s in streams:
-        out += s
+        streams.append(ans.encode_stream(flat[cflat == c] - origin, freqs))
+    put_streams(out, streams)
     return bytes(out) if len(out) < len(order0) else order0
 
 
 def decode(data: bytes | memoryview, count: int) -> np.ndarray:
     """Bytes -> int64 symbols (flat); `count` is the number the caller expects."""
-    import constriction  # noqa: PLC0415
-
     r = Reader(data, "context-coded payload")
     mode = r.byte()
     if mode == ORDER0:
@@ -250,19 +251,18 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
         size = r.uvarint(limit=ans.MAX_ALPHABET)
         if size < 1:
             raise r.fail("empty alphabet")
-        tables.append((c, origin, ans._read_table(r, size)))
-    lengths = [r.uvarint(limit=len(r.data)) for _ in tables]
+        tables.append((c, origin, ans.read_table(r, size)))
+    streams = r.streams(len(tables))
+    r.done()
     out = np.empty(n, dtype=np.int64)
-    for (c, origin, freqs), length in zip(tables, lengths):
-        if length % 4:
-            raise r.fail("stream length is not a whole number of words")
-        words = np.frombuffer(r.take(length), dtype="<u4").astype(np.uint32)
+    for (c, origin, freqs), data in zip(tables, streams):
         where = ctx == c
         if len(freqs) == 1:
+            if len(data):
+                raise r.fail("a one-symbol context holds coded bits")
             out[where] = origin
             continue
-        out[where] = constriction.stream.stack.AnsCoder(words).decode(ans._model(freqs), int(counts[c])) + origin
-    r.done()
+        out[where] = ans.decode_stream(data, freqs, int(counts[c]), r) + origin
     return out
 
 
@@ -272,3 +272,21 @@ def _classes(r: Reader, count: int) -> np.ndarray:
     if classes.size and np.abs(classes).max() > 256:
         raise r.fail("activity class out of range")
     return classes
+
+
+@register_coder
+@dataclass(frozen=True)
+class Ctx(CoderSpec):
+    """Context-modelled ANS: row/column activity contexts, never more than a byte above `ans`."""
+
+    name = "ctx"
+    version = 1
+
+    def encode(self, symbols, trellis=None) -> bytes:
+        return encode(symbols)
+
+    def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
+        return decode(data, math.prod(shape)).reshape(shape).astype(dtype, copy=False)
+
+    def model(self, symbols, trellis=None) -> ContextModel | Order0:
+        return entropy_model(symbols)

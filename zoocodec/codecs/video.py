@@ -26,9 +26,11 @@ import math
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import ClassVar
 
 import numpy as np
 
+from zoocodec.codecs.base import CoderSpec, register_coder
 from zoocodec.codecs.wire import Reader, put_svarint, put_uvarint
 from zoocodec.errors import ContainerError, SpecError
 
@@ -452,7 +454,7 @@ def luma(frame, h: Header) -> np.ndarray:
     return a[:, : frame.width].copy()
 
 
-# ---- the symbol-coder interface (codecs/__init__.py) ------------------------------------
+# ---- the coders `video-h264` and `video-hevc` ----------------------------------------------
 def decode(data: bytes | memoryview, count: int, hw: str = "auto") -> np.ndarray:
     """A one-member bitstream -> flat int64 symbols; `count` is what the caller expects."""
     h = Header.unpack(data)
@@ -476,9 +478,53 @@ def check(h: Header, member: int, symbols: np.ndarray) -> np.ndarray:
     return symbols
 
 
-def coder(codec: str):
-    """(encode, decode) for SYMBOL_CODERS: lossless, software encode, NVDEC decode where present."""
-    def enc(symbols: np.ndarray) -> bytes:
-        return encode(symbols, Options(codec=codec, hw="cpu"))
+@dataclass(frozen=True)
+class VideoCoder(CoderSpec):
+    """Symbols as H.264/HEVC frames: lossless unless `crf` (0..51) is given.
 
-    return enc, decode
+    `preset` is the encoder's; `pix` yuv420p (flat chroma) or gray; `hw` where to encode
+    (auto | cpu | nvenc, or nvdec: a software-encoded stream NVDEC can decode). Decoding
+    uses NVDEC where present and the stream is one it decodes, software otherwise; the
+    bitstream's CRCs make both give the same symbols.
+    """
+
+    codec: ClassVar[str] = ""
+    version = 1
+
+    crf: int | None = None
+    preset: str = "medium"
+    pix: str = "yuv420p"
+    hw: str = "auto"
+
+    @property
+    def lossy(self) -> bool:
+        return self.crf is not None
+
+    def options(self, keyint: int = 0) -> Options:
+        return Options(codec=self.codec, crf=self.crf, preset=self.preset, pix=self.pix, hw=self.hw, keyint=keyint)
+
+    def validate(self) -> None:
+        self.options().validate()
+
+    def encode(self, symbols, trellis=None) -> bytes:
+        return encode_members([np.asarray(symbols)], self.options())[0]
+
+    def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
+        return decode(data, math.prod(shape)).reshape(shape).astype(dtype, copy=False)
+
+    def describe(self, data) -> dict:
+        return Header.unpack(data).describe()
+
+
+@register_coder
+@dataclass(frozen=True)
+class H264(VideoCoder):
+    name = "video-h264"
+    codec = "h264"
+
+
+@register_coder
+@dataclass(frozen=True)
+class HEVC(VideoCoder):
+    name = "video-hevc"
+    codec = "hevc"

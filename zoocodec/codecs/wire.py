@@ -1,4 +1,5 @@
-"""Small binary primitives shared by the coders' bitstreams: varints and a bounds-checked reader."""
+"""Small binary primitives shared by the coders' bitstreams: varints, a bounds-checked reader,
+and the one framing of several substreams in a payload (count, lengths, then the bytes)."""
 from __future__ import annotations
 
 from zoocodec.errors import ContainerError
@@ -15,6 +16,15 @@ def put_uvarint(out: bytearray, value: int) -> None:
 
 def put_svarint(out: bytearray, value: int) -> None:
     put_uvarint(out, (value << 1) if value >= 0 else ((-value << 1) - 1))
+
+
+def put_streams(out: bytearray, streams: list[bytes]) -> None:
+    """Substreams: their count and byte lengths as varints, then their bytes in order."""
+    put_uvarint(out, len(streams))
+    for s in streams:
+        put_uvarint(out, len(s))
+    for s in streams:
+        out += s
 
 
 class Reader:
@@ -63,6 +73,14 @@ class Reader:
 
     def rest(self) -> memoryview:
         return self.take(len(self.data) - self.pos)
+
+    def streams(self, count: int | None = None) -> list[memoryview]:
+        """Substreams framed by put_streams; `count` is how many the caller expects (None: any)."""
+        n = self.uvarint(limit=len(self.data))
+        if count is not None and n != count:
+            raise self.fail(f"{n} substreams, expected {count}")
+        lengths = [self.uvarint(limit=len(self.data)) for _ in range(n)]
+        return [self.take(length) for length in lengths]
 
     def done(self) -> None:
         if self.pos != len(self.data):

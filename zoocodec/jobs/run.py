@@ -148,10 +148,17 @@ def _base_row(item: WorkItem, sweep: str) -> dict[str, Any]:
     return {
         "work_id": item.work_id, "sweep": sweep, "model": item.model, "method": item.method,
         "method_name": item.spec["method"], "params": json.dumps(item.spec, sort_keys=True),
-        "coder": item.spec.get("coder"), "overrides": json.dumps(item.overrides),
+        "coder": _coder(item.spec), "overrides": json.dumps(item.overrides),
         "device": _device(item), "node": _node(), "versions": json.dumps(versions, sort_keys=True),
         "metrics": [], "finished_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
     }
+
+
+def _coder(spec: dict) -> str | None:
+    """The spec's coder as text (video-hevc(crf=18)), for a column that filters easily."""
+    from zoocodec.codecs import coder_from_dict  # noqa: PLC0415
+
+    return str(coder_from_dict(spec["coder"])) if isinstance(spec.get("coder"), dict) else None
 
 
 def _device(item: WorkItem) -> str:

@@ -246,12 +246,12 @@ class _Any(set):
 def short_method(spec: dict[str, Any] | str) -> str:
     """A spec as text with only the parameters that differ from their defaults: uniform:bits=6."""
     d = json.loads(spec) if isinstance(spec, str) else spec
-    cls = REGISTRY.get(d["method"])
-    if cls is None:
-        return d["method"]
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-    params = [f"{k}={_text(v)}" for k, v in d.items() if k in defaults and v != defaults[k]]
-    return d["method"] + (":" + ",".join(params) if params else "")
+    try:
+        s = spec_from_dict(d)
+    except SpecError:  # e.g. a row written by an older zoocodec
+        return str(d.get("method"))
+    params = [f"{f.name}={_text(getattr(s, f.name))}" for f in dataclasses.fields(s) if getattr(s, f.name) != f.default]
+    return s.name + (":" + ",".join(params) if params else "")
 
 
 def _param_names(method: str) -> set[str]:

@@ -98,32 +98,43 @@ def _dq_options(a, sign, ctx, origin: int, bits, worst, size: int, lam: float, q
 
 def dq_trellis(x, ctx, origin: int, bits, lam: float, xp):
     """Viterbi over each row (vectorised across rows): int64 levels minimising
-    sum (x - recon)^2 + lam * bits(level | context), x in step units (rows x cols)."""
+    sum (x - recon)^2 + lam * bits(level | context[, state]), x in step units (rows x cols).
+
+    bits is [context, level - origin] or [context, states, level - origin] with states 1,
+    or 4 when the entropy model prices a level by the state it is coded in.
+    """
     rows, cols = x.shape
-    size = bits.shape[1]
-    worst = bits.max(axis=1) + 1.0
+    if bits.ndim == 2:
+        bits = bits[:, None, :]
+    stateful = bits.shape[1] == 4
+    size = bits.shape[2]
     cost = xp.full((rows, 4), xp.inf)
     cost[:, 0] = 0.0
     choice = xp.zeros((cols, rows, 4), dtype=xp.bool_)  # which of the two predecessors won
     # predecessors of each next state: (state, parity) pairs, in NEXT_STATE's order
     preds = [[(s, p) for s in range(4) for p in (0, 1) if NEXT_STATE[s][p] == t] for t in range(4)]
+    # option sets: one per quantizer, or one per state when rates depend on the state
+    sets = [(s >> 1, s) for s in range(4)] if stateful else [(0, 0), (1, 0)]
+    tables = [(bits[:, k, :], bits[:, k, :].max(axis=1) + 1.0) for _, k in sets]
+    option = (lambda s: s) if stateful else (lambda s: s >> 1)
 
     def options(j):
         v = x[:, j].astype(xp.float64)
         a, sign = xp.abs(v), xp.where(v < 0, -1.0, 1.0)
-        return [_dq_options(a, sign, ctx[:, j], origin, bits, worst, size, lam, q, xp) for q in (0, 1)]
+        return [_dq_options(a, sign, ctx[:, j], origin, b, worst, size, lam, q, xp)
+                for (q, _), (b, worst) in zip(sets, tables)]
 
-    kept = xp.empty((cols, 4, rows), dtype=xp.int32)  # the level of each (quantizer, parity) option
+    kept = xp.empty((cols, 2 * len(sets), rows), dtype=xp.int32)  # the level of each (option set, parity)
     for j in range(cols):
         opts = options(j)
-        for q in (0, 1):
+        for o in range(len(sets)):
             for p in (0, 1):
-                kept[j, 2 * q + p] = opts[q][p][1]
+                kept[j, 2 * o + p] = opts[o][p][1]
         new = xp.empty_like(cost)
         for t in range(4):
             (s0, p0), (s1, p1) = preds[t]
-            c0 = cost[:, s0] + opts[s0 >> 1][p0][0]
-            c1 = cost[:, s1] + opts[s1 >> 1][p1][0]
+            c0 = cost[:, s0] + opts[option(s0)][p0][0]
+            c1 = cost[:, s1] + opts[option(s1)][p1][0]
             choice[j, :, t] = c1 < c0
             new[:, t] = xp.minimum(c0, c1)
         cost = new
@@ -135,6 +146,6 @@ def dq_trellis(x, ctx, origin: int, bits, lam: float, xp):
     for j in range(cols - 1, -1, -1):
         second = choice[j, rows_idx, state].astype(xp.int64)
         prev, parity = pred_state[state, second], pred_parity[state, second]
-        levels[:, j] = kept[j, 2 * (prev >> 1) + parity, rows_idx]
+        levels[:, j] = kept[j, 2 * (prev if stateful else prev >> 1) + parity, rows_idx]
         state = prev
     return levels

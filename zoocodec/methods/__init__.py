@@ -1,13 +1,14 @@
 """The method registry. Importing this package registers every built-in method."""
-from zoocodec.methods import dither, kmeans, lnq, lossless, lowrank, pq, prune, rdoq, transform, uniform, video  # noqa: F401  (registration)
+from zoocodec.methods import dither, kmeans, lnq, lossless, lowrank, pq, prune, rdoq, transform, uniform  # noqa: F401  (registration)
 from zoocodec.methods.base import (
     REGISTRY,
     Encoded,
     MethodSpec,
     Overrides,
+    Quantized,
     TensorData,
     parse_spec,
     spec_from_dict,
 )
 
-__all__ = ["REGISTRY", "Encoded", "MethodSpec", "Overrides", "TensorData", "parse_spec", "spec_from_dict"]
+__all__ = ["REGISTRY", "Encoded", "MethodSpec", "Overrides", "Quantized", "TensorData", "parse_spec", "spec_from_dict"]

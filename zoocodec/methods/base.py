@@ -1,20 +1,38 @@
 """Method specs: frozen, versioned dataclasses, one registry, parsed from text or JSON.
 
-A spec says how one tensor is coded (quantizer, its parameters, the coder of its
-symbols). Its dict form goes into the container header and into every results row.
+A spec says how one tensor is coded: the quantizer, its parameters, and the coder of its
+symbols (a nested coder spec, codecs/base.py). Its dict form goes into the container
+header and into every results row.
+
+A method only quantizes:
+
+    quantize(t: TensorData, xp) -> Quantized(symbols, side, arrays, recon)
+    dequantize(q: Quantized, shape, dtype) -> the native array a reader gets
+
+`symbols` are named integer arrays (with the shape the coder should see), `side` small
+JSON parameters for the header, `arrays` small binary side data stored as they are
+(float32 steps, codebooks), `recon` the reconstruction. `encode` and `decode` are
+written once, here: each symbol array goes through `coder_for(name)` into a segment of
+its own name, the arrays into theirs, and the symbol shapes into side["symbols"]. A
+method whose symbols are dependent-quantization levels says so through `trellis`, so a
+coder may model the quantizer's state.
 """
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
+import math
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from zoocodec.errors import SpecError
+from zoocodec.codecs import CoderSpec, coder_from_dict, parse_coder
+from zoocodec.codecs.base import convert, split_params
+from zoocodec.errors import ContainerError, SpecError
 
 REGISTRY: dict[str, type[MethodSpec]] = {}
 
@@ -58,41 +76,152 @@ def from_float64(values: np.ndarray, dtype: str) -> np.ndarray:
 
 
 @dataclass
-class Encoded:
-    """What a method produces for one tensor.
+class Quantized:
+    """What a method's quantizer produces for one tensor (and what its dequantizer reads).
 
-    side: small JSON-able parameters for the header; segments: named byte payloads;
-    recon: the reconstruction the decoder will return (native dtype), for statistics.
+    symbols: named integer arrays for the coders; side: JSON-able parameters for the
+    header; arrays: named binary side data (little-endian float steps, codebooks) stored
+    as is; recon: the reconstruction in the tensor's native dtype (None when decoding).
     """
+
+    symbols: dict[str, np.ndarray]
+    side: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, bytes | memoryview] = field(default_factory=dict)
+    recon: np.ndarray | None = None
+
+
+@dataclass
+class Encoded:
+    """What encode produces for one tensor: header side info, named payloads, the reconstruction."""
 
     side: dict[str, Any]
     segments: dict[str, bytes]
     recon: np.ndarray
 
 
+MAX_SYMBOLS = 1 << 40
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    """Base of all method specs. Subclasses set `name`, `version` and their fields."""
+    """Base of all method specs. Subclasses set `name`, `version` and their fields.
+
+    A field annotated `CoderSpec` is a coder: text or its dict is accepted and parsed.
+    """
 
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
     lossless: ClassVar[bool] = False
 
-    def encode(self, t: TensorData) -> Encoded:
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (str, dict)) and f.name in _coder_fields(type(self)):
+                object.__setattr__(self, f.name, parse_coder(value))
+
+    # ---- the quantizer: what each method writes ----------------------------------------
+    def quantize(self, t: TensorData, xp=np) -> Quantized:
         raise NotImplementedError
+
+    def dequantize(self, q: Quantized, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def coder_for(self, stream: str) -> CoderSpec:
+        """The coder of one symbol stream (default: the spec's `coder`)."""
+        return self.coder
+
+    def trellis(self, stream: str, shape: tuple[int, ...]) -> int | None:
+        """For dependent-quantization levels, the axis of the 2-D view the state machine walks."""
+        return None
+
+    def symbol_dtype(self, stream: str, dtype: str) -> np.dtype:
+        return np.dtype(np.int64)
+
+    # ---- written once ---------------------------------------------------------------------
+    def encode(self, t: TensorData) -> Encoded:
+        q = self.quantize(t, np)
+        segments, shapes, coded, decoded = {}, {}, {}, {}
+        for name, symbols in q.symbols.items():
+            coder, trellis = self.coder_for(name), self.trellis(name, symbols.shape)
+            segments[name] = data = coder.encode(symbols, trellis)
+            shapes[name] = list(symbols.shape)
+            info = coder.describe(data)
+            if coder.lossy:  # measure what a reader will get
+                decoded[name] = coder.decode(data, symbols.shape, symbols.dtype, trellis)
+                diff = np.abs(decoded[name].astype(np.int64) - symbols.astype(np.int64))
+                info["max_symbol_error"] = int(diff.max()) if diff.size else 0
+            if info:
+                coded[name] = info
+        recon = q.recon
+        if decoded:
+            recon = self.dequantize(Quantized({**q.symbols, **decoded}, q.side, q.arrays), t.array.shape, t.dtype)
+        if set(segments) & set(q.arrays):
+            raise ValueError(f"{self.name}: a symbol stream and an array share a name")
+        segments.update({k: bytes(v) for k, v in q.arrays.items()})
+        side = {**q.side, "symbols": shapes, **({"coded": coded} if coded else {})}
+        return Encoded(side, segments, recon)
 
     def decode(self, side: dict, segments: dict[str, memoryview], shape: tuple[int, ...], dtype: str) -> np.ndarray:
-        raise NotImplementedError
+        shapes = side.get("symbols") if isinstance(side, dict) else None
+        if not isinstance(shapes, dict) or not all(
+                isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s) and math.prod(s) <= MAX_SYMBOLS
+                for s in shapes.values()):
+            raise ContainerError(f"{self.name}: bad symbol shapes {shapes!r}")
+        missing = sorted(set(shapes) - set(segments))
+        if missing:
+            raise ContainerError(f"{self.name}: symbol stream {missing[0]!r} is missing")
+        symbols = {}
+        for name, s in shapes.items():
+            s = tuple(s)
+            symbols[name] = self.coder_for(name).decode(segments[name], s, self.symbol_dtype(name, dtype),
+                                                        self.trellis(name, s))
+        arrays = {k: v for k, v in segments.items() if k not in shapes}
+        return self.dequantize(Quantized(symbols, side, arrays), tuple(shape), dtype)
 
+    def reconstruct(self, t: TensorData) -> np.ndarray:
+        """What a reader will decode, by quantizing only (coding too where a coder is lossy)."""
+        q = self.quantize(t, np)
+        if any(self.coder_for(name).lossy for name in q.symbols):
+            return self.encode(t).recon
+        return q.recon
+
+    # ---- description ----------------------------------------------------------------------
     def validate(self) -> None:
         """Raise SpecError for parameters outside their range."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.name, "version": self.version, **dataclasses.asdict(self)}
+        params = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            params[f.name] = v.to_dict() if isinstance(v, CoderSpec) else v
+        return {"method": self.name, "version": self.version, **params}
 
     def __str__(self) -> str:
-        params = ",".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items() if v is not None)
+        params = ",".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+                          if getattr(self, f.name) is not None)
         return f"{self.name}:{params}" if params else self.name
+
+
+@functools.cache
+def _coder_fields(cls) -> frozenset[str]:
+    hints = typing.get_type_hints(cls)
+    return frozenset(f.name for f in dataclasses.fields(cls)
+                     if isinstance(hints.get(f.name), type) and issubclass(hints[f.name], CoderSpec))
+
+
+def read_array(arrays: dict, name: str, dtype: str, count: int, what: str) -> np.ndarray:
+    """A stored side array as float64 (or its dtype), checked to hold `count` finite values."""
+    if name not in arrays:
+        raise ContainerError(f"{what}: {name} are missing")
+    raw = arrays[name]
+    if len(raw) != count * np.dtype(dtype).itemsize:
+        raise ContainerError(f"{what}: {name} hold {len(raw)} bytes, expected {count} values")
+    a = np.frombuffer(raw, dtype=dtype)
+    if a.dtype.kind == "f":
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise ContainerError(f"{what}: {name} are not finite")
+    return a
 
 
 def default_bits(spec: MethodSpec) -> None:
@@ -122,26 +251,28 @@ def spec_from_dict(d: dict[str, Any]) -> MethodSpec:
             f"(this zoocodec reads version {cls.version})"
         )
     params = {k: v for k, v in d.items() if k not in ("method", "version")}
+    for key in _coder_fields(cls) & set(params):
+        if not isinstance(params[key], dict):
+            raise SpecError(f"method {cls.name!r}: {key} must be a coder spec dict, got {params[key]!r}")
+        params[key] = coder_from_dict(params[key])
     return _build(cls, params)
 
 
 def parse_spec(text: str | MethodSpec) -> MethodSpec:
-    """'uniform', 'uniform:bits=6', 'uniform:step=0.002,coder=ans' -> a spec."""
+    """'uniform', 'uniform:bits=6', 'uniform:step=0.002,coder=video-hevc(crf=18)' -> a spec."""
     if isinstance(text, MethodSpec):
         text.validate()
         return text
+    if not isinstance(text, str):
+        raise SpecError(f"not a method spec: {text!r}")
     name, _, rest = text.strip().partition(":")
     cls = _lookup(name.strip())
     hints = typing.get_type_hints(cls)
     params: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not eq:
-            raise SpecError(f"method parameter {item!r} in {text!r} is not KEY=VALUE")
+    for key, value in split_params(rest, text):
         if key not in hints or key in ("name", "version", "lossless"):
             raise SpecError(f"method {cls.name!r} has no parameter {key!r} (has: {', '.join(_fields(cls))})")
-        params[key] = _convert(value.strip(), hints[key], key, cls.name)
+        params[key] = convert(value, hints[key], key, cls.name)
     return _build(cls, params)
 
 
@@ -161,29 +292,10 @@ def _build(cls, params: dict[str, Any]) -> MethodSpec:
         raise SpecError(f"method {cls.name!r} has no parameter {sorted(unknown)[0]!r} (has: {', '.join(_fields(cls))})")
     try:
         spec = cls(**params)
-    except TypeError as e:
+        spec.validate()
+    except TypeError as e:  # a field of the wrong type (from a damaged or forged header)
         raise SpecError(f"bad parameters for method {cls.name!r}: {e}") from None
-    spec.validate()
     return spec
-
-
-def _convert(value: str, hint, key: str, method: str):
-    types_ = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    if value.lower() in ("none", "null") and type(None) in typing.get_args(hint):
-        return None
-    for t in types_:
-        try:
-            if t is bool:
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                continue
-            if t in (int, float, str):
-                return t(value)
-        except ValueError:
-            continue
-    raise SpecError(f"parameter {key}={value!r} of method {method!r} is not a valid {hint}")
 
 
 class Overrides:

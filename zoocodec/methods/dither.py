@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import symbol_coder
+from zoocodec.codecs import CoderSpec
+from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import dither as K
 from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, check_step_or_bits, default_bits, from_float64, register
+from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits, from_float64,
+                                   read_array, register)
 
 STREAMS = ("head", "tail", "coset")
 
@@ -34,15 +36,16 @@ def matrix_view(shape: tuple[int, ...], per_row: bool) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Dither(MethodSpec):
     name = "dither"
-    version = 1
+    version = 2
 
     step: float | None = None
     bits: int | None = None
     lattice: str = "scalar"
     seed: int = 0
-    coder: str = "ans"
+    coder: CoderSpec = Ans()
 
     def __post_init__(self):
+        super().__post_init__()
         default_bits(self)
 
     def validate(self) -> None:
@@ -51,7 +54,7 @@ class Dither(MethodSpec):
             raise SpecError(f"dither: lattice must be one of {', '.join(K.LATTICES)}, got {self.lattice!r}")
         if not 0 <= self.seed < 2**63:
             raise SpecError(f"dither: seed must be 0..2**63-1, got {self.seed}")
-        symbol_coder(self.coder)
+        self.coder.validate()
 
     def _steps(self, w2: np.ndarray) -> np.ndarray:
         if self.step is not None:
@@ -66,33 +69,32 @@ class Dither(MethodSpec):
             return {"head": vectors, "tail": 0, "coset": 0}
         return {"head": vectors * (n - 1), "tail": vectors, "coset": vectors if self.lattice == "e8" else 0}
 
-    def encode(self, t: TensorData) -> Encoded:
+    def quantize(self, t: TensorData, xp=np) -> Quantized:
         shape = t.array.shape
         rows, cols = matrix_view(shape, per_row=self.bits is not None)
         w2 = t.float64().reshape(rows, cols)
         steps = self._steps(w2)
         v, u = K.quantize(w2, steps, self.lattice, self.seed, np)
         recon = from_float64(K.dequantize(v, u, steps, cols, self.lattice, np).reshape(shape), t.dtype)
-        encode = symbol_coder(self.coder)[0]
         streams = dict(zip(STREAMS, K.to_symbols(v, self.lattice, np)))
-        segments = {k: encode(s) for k, s in streams.items() if self._counts(rows, cols)[k]}
-        if self.step is None:
-            segments["steps"] = steps.astype("<f4").tobytes()
-        return Encoded({"rows": rows}, segments, recon)
+        symbols = {k: s for k, s in streams.items() if self._counts(rows, cols)[k]}
+        arrays = {"steps": steps.astype("<f4").tobytes()} if self.step is None else {}
+        return Quantized(symbols, {"rows": rows}, arrays, recon)
 
-    def decode(self, side, segments, shape, dtype):
+    def dequantize(self, q, shape, dtype):
         rows, cols = matrix_view(tuple(shape), per_row=self.bits is not None)
-        if side.get("rows") != rows:
-            raise ContainerError(f"dither side info {side} does not match shape {tuple(shape)}")
+        if q.side.get("rows") != rows:
+            raise ContainerError(f"dither side info {q.side} does not match shape {tuple(shape)}")
         if self.step is None:
-            steps = np.frombuffer(segments["steps"], dtype="<f4").astype(np.float64)
-            if steps.shape[0] != rows or not (np.isfinite(steps).all() and (steps > 0).all()):
+            steps = read_array(q.arrays, "steps", "<f4", rows, "dither")
+            if not (steps > 0).all():
                 raise ContainerError(f"dither: bad steps for shape {tuple(shape)}")
         else:
             steps = np.full(rows, self.step, dtype=np.float64)
-        decode = symbol_coder(self.coder)[1]
         counts = self._counts(rows, cols)
-        streams = [decode(segments[k], counts[k]) if counts[k] else np.zeros(0, np.int64) for k in STREAMS]
+        streams = [q.symbols[k].ravel() if counts[k] else np.zeros(0, np.int64) for k in STREAMS]
+        if any(s.size != counts[k] for k, s in zip(STREAMS, streams)):
+            raise ContainerError(f"dither: stream sizes do not match shape {tuple(shape)}")
         if self.lattice == "e8" and streams[2].size and (streams[2].min() < 0 or streams[2].max() > 1):
             raise ContainerError("dither: E8 coset flags must be 0 or 1")
         n = K.LATTICES[self.lattice]

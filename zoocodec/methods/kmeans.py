@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import symbol_coder
+from zoocodec.codecs import CoderSpec
+from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import kmeans as K
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, register
 
 PER = ("tensor", "channel", "block")
 CODEBOOK = {"float32": "<f4", "float16": "<f2"}
@@ -40,7 +41,7 @@ def problems(shape: tuple[int, ...], per: str, block: int) -> list[tuple[int, in
 @dataclass(frozen=True)
 class KMeans(MethodSpec):
     name = "kmeans"
-    version = 1
+    version = 2
 
     k: int = 16
     per: str = "tensor"
@@ -48,7 +49,7 @@ class KMeans(MethodSpec):
     iters: int = 20
     seed: int = 0
     codebook: str = "float32"
-    coder: str = "ans"
+    coder: CoderSpec = Ans()
 
     def validate(self) -> None:
         if not 2 <= self.k <= 256:
@@ -61,9 +62,9 @@ class KMeans(MethodSpec):
             raise SpecError(f"kmeans: iters must be 0..1000, got {self.iters}")
         if self.codebook not in CODEBOOK:
             raise SpecError(f"kmeans: codebook must be float32 or float16, got {self.codebook!r}")
-        symbol_coder(self.coder)
+        self.coder.validate()
 
-    def encode(self, t: TensorData) -> Encoded:
+    def quantize(self, t: TensorData, xp=np) -> Quantized:
         w = t.float64()
         if not np.isfinite(w).all():
             raise NonFiniteError(f"kmeans: tensor {t.name!r} holds NaN or Inf")
@@ -84,9 +85,8 @@ class KMeans(MethodSpec):
         book = np.concatenate([b.ravel() for b in books]) if books else np.zeros(0, np.float32)
         sym = np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64)
         recon = from_float64(self._gather(book, sym, w.shape), t.dtype)
-        segments = {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes(),
-                    "indices": symbol_coder(self.coder)[0](sym)}
-        return Encoded({"problems": int(book.size // self.k)}, segments, recon)
+        return Quantized({"indices": sym}, {"problems": int(book.size // self.k)},
+                         {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes()}, recon)
 
     def _gather(self, book: np.ndarray, sym: np.ndarray, shape) -> np.ndarray:
         """codebook value of each weight: problem p's indices look into book[p*k:(p+1)*k]."""
@@ -97,13 +97,15 @@ class KMeans(MethodSpec):
         base = np.concatenate(base) if base else np.zeros(0, np.int64)
         return book.astype(np.float64)[base + sym].reshape(shape)
 
-    def decode(self, side, segments, shape, dtype):
+    def dequantize(self, q, shape, dtype):
         count = int(np.prod(shape))
         n_problems = sum(c for c, _ in problems(shape, self.per, self.block))
-        book = np.frombuffer(segments["codebook"], dtype=CODEBOOK[self.codebook])
-        if book.size != n_problems * self.k or side.get("problems") != n_problems:
+        book = np.frombuffer(q.arrays.get("codebook", b""), dtype=CODEBOOK[self.codebook])
+        if book.size != n_problems * self.k or q.side.get("problems") != n_problems:
             raise ContainerError(f"kmeans codebook holds {book.size} values, expected {n_problems} x {self.k}")
-        sym = symbol_coder(self.coder)[1](segments["indices"], count)
+        sym = q.symbols["indices"]
+        if sym.size != count:
+            raise ContainerError(f"kmeans: {sym.size} indices for {count} weights")
         if sym.size and (sym.min() < 0 or sym.max() >= self.k):
             raise ContainerError(f"kmeans index out of range 0..{self.k - 1}")
         return from_float64(self._gather(book, sym, shape), dtype)

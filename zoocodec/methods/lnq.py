@@ -24,19 +24,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import symbol_coder
+from zoocodec.codecs import CoderSpec
+from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import lnq as L
 from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, default_bits, from_float64, register
-from zoocodec.methods.uniform import Uniform
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, default_bits, from_float64, register
+from zoocodec.methods.uniform import Uniform, load_steps, store_steps
 
 
 @register
 @dataclass(frozen=True)
 class LNQ(MethodSpec):
     name = "lnq"
-    version = 1
+    version = 2
 
     bits: int | None = None
     step: float | None = None
@@ -46,9 +47,10 @@ class LNQ(MethodSpec):
     clusters: int = 3
     iters: int = 10
     seed: int = 0
-    coder: str = "ans"
+    coder: CoderSpec = Ans()
 
     def __post_init__(self):
+        super().__post_init__()
         default_bits(self)
 
     def base(self) -> Uniform:
@@ -65,7 +67,7 @@ class LNQ(MethodSpec):
         if not 0 <= self.iters <= 1000:
             raise SpecError(f"lnq: iters must be 0..1000, got {self.iters}")
 
-    def encode(self, t: TensorData) -> Encoded:
+    def quantize(self, t: TensorData, xp=np) -> Quantized:
         w = t.float64()
         if not np.isfinite(w).all():
             raise NonFiniteError(f"lnq: tensor {t.name!r} holds NaN or Inf")
@@ -87,55 +89,39 @@ class LNQ(MethodSpec):
         recon_levels = np.empty_like(out)
         recon_levels[lay.order] = out
         recon = from_float64(U.dequantize(recon_levels.reshape(w.shape), steps, np), t.dtype)
-        enc = symbol_coder(self.coder)[0]
-        segments = {
-            "flags": enc(choose.astype(np.int64)),
-            "symbols": enc(qo[~lnq_pos]),
-            "indices": enc(idx[lnq_pos]),
-            "codebooks": enc(cb[choose].ravel()),
+        symbols = {
+            "flags": choose.astype(np.int64),
+            "symbols": qo[~lnq_pos],
+            "indices": idx[lnq_pos],
+            "codebooks": cb[choose].ravel(),
         }
-        side = {"rows": int(steps.shape[0]), "units": lay.count,
+        side = {"units": lay.count,
                 "lnq_ratio": float(choose.mean()) if lay.count else 0.0,
                 "lnq_weight_ratio": float(lnq_pos.mean()) if qo.size else 0.0}
-        if steps.shape[0] > 1:
-            segments["steps"] = steps.astype("<f4").tobytes()
-        else:
-            side["step"] = float(steps[0])
-        return Encoded(side, segments, recon)
+        arrays = {}
+        store_steps(steps, side, arrays)
+        return Quantized(symbols, side, arrays, recon)
 
-    def decode(self, side, segments, shape, dtype):
+    def dequantize(self, q, shape, dtype):
         shape = tuple(shape)
         lay = L.layout(shape, self.unit)
-        dec = symbol_coder(self.coder)[1]
-        flags = dec(segments["flags"], lay.count)
-        if flags.size and (flags.min() < 0 or flags.max() > 1):
-            raise ContainerError("lnq flags must be 0 or 1")
+        flags, idx, cb, kept = (q.symbols[k].ravel() for k in ("flags", "indices", "codebooks", "symbols"))
+        if flags.size != lay.count or (flags.size and (flags.min() < 0 or flags.max() > 1)):
+            raise ContainerError(f"lnq: {flags.size} flags for {lay.count} units, each 0 or 1")
         choose = flags.astype(bool)
         unit_of = lay.unit_of()
         lnq_pos = choose[unit_of]
         n_lnq = int(lnq_pos.sum())
-        idx = dec(segments["indices"], n_lnq)
+        if idx.size != n_lnq or cb.size != int(choose.sum()) * self.clusters or kept.size != unit_of.size - n_lnq:
+            raise ContainerError("lnq: stream sizes do not match the flags")
         if idx.size and (idx.min() < 0 or idx.max() >= self.clusters):
             raise ContainerError(f"lnq index out of range 0..{self.clusters - 1}")
-        cb = dec(segments["codebooks"], int(choose.sum()) * self.clusters).reshape(-1, self.clusters)
+        cb = cb.reshape(-1, self.clusters)
         out = np.empty(unit_of.shape, dtype=np.int64)
-        out[~lnq_pos] = dec(segments["symbols"], unit_of.size - n_lnq)
+        out[~lnq_pos] = kept
         rank = np.cumsum(choose) - 1  # row of each LNQ unit in cb
         out[lnq_pos] = cb[rank[unit_of[lnq_pos]], idx]
         levels = np.empty_like(out)
         levels[lay.order] = out
-        steps = _steps(side, segments, shape)
+        steps = load_steps(q, shape, "lnq")
         return from_float64(U.dequantize(levels.reshape(shape), steps, np), dtype)
-
-
-def _steps(side: dict, segments: dict, shape: tuple[int, ...]) -> np.ndarray:
-    rows = side.get("rows")
-    if "steps" in segments:
-        steps = np.frombuffer(segments["steps"], dtype="<f4").astype(np.float64)
-        if steps.shape[0] != rows or not shape or rows != shape[0] or not (steps > 0).all():
-            raise ContainerError(f"lnq steps: {steps.shape[0]} for shape {shape}")
-        return steps
-    step = side.get("step")
-    if rows != 1 or not isinstance(step, float) or not step > 0:
-        raise ContainerError(f"lnq side info is invalid: {side}")
-    return np.array([step])

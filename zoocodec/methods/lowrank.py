@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import symbol_coder
+from zoocodec.codecs import CoderSpec
+from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import lowrank as K
 from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, read_array, register
 from zoocodec.methods.dither import matrix_view
 
 
@@ -26,14 +27,15 @@ from zoocodec.methods.dither import matrix_view
 @dataclass(frozen=True)
 class LowRank(MethodSpec):
     name = "lowrank"
-    version = 1
+    version = 2
 
     rank: int | None = None
     energy: float | None = None
     bits: int | None = None
-    coder: str = "ans"
+    coder: CoderSpec = Ans()
 
     def __post_init__(self):
+        super().__post_init__()
         if self.rank is None and self.energy is None:
             object.__setattr__(self, "energy", 0.9)
 
@@ -46,54 +48,55 @@ class LowRank(MethodSpec):
             raise SpecError(f"lowrank: energy must be in (0, 1], got {self.energy}")
         if self.bits is not None and not 2 <= self.bits <= 16:
             raise SpecError(f"lowrank: bits must be 2..16 (or none for fp16 factors), got {self.bits}")
-        symbol_coder(self.coder)
+        self.coder.validate()
 
-    def _store(self, m: np.ndarray) -> tuple[dict[str, bytes], np.ndarray]:
-        """One factor, rank components as rows -> (segments, the values the decoder will see)."""
+    def _store(self, q: Quantized, key: str, m: np.ndarray) -> np.ndarray:
+        """One factor, rank components as rows, into `q`; returns the values the decoder will see."""
         if self.bits is None:
             half = m.astype("<f2")
-            return {"": half.tobytes()}, half.astype(np.float64)
+            q.arrays[key] = half.tobytes()
+            return half.astype(np.float64)
         steps = U.absmax_steps(m, self.bits, per_channel=True, xp=np).astype(np.float32).astype(np.float64)
         steps = np.where(steps > 0, steps, 1.0)
-        symbols = U.quantize(m, steps, np)
-        segs = {"": symbol_coder(self.coder)[0](symbols), ".steps": steps.astype("<f4").tobytes()}
-        return segs, U.dequantize(symbols, steps, np)
+        q.symbols[key] = U.quantize(m, steps, np)
+        q.arrays[key + ".steps"] = steps.astype("<f4").tobytes()
+        return U.dequantize(q.symbols[key], steps, np)
 
-    def _load(self, segments, key: str, shape: tuple[int, int]) -> np.ndarray:
+    def _load(self, q: Quantized, key: str, shape: tuple[int, int]) -> np.ndarray:
         count = shape[0] * shape[1]
         if self.bits is None:
-            data = segments[key]
-            if len(data) != 2 * count:
-                raise ContainerError(f"lowrank factor {key}: {len(data)} bytes, expected {2 * count}")
-            return np.frombuffer(data, dtype="<f2").astype(np.float64).reshape(shape)
-        symbols = symbol_coder(self.coder)[1](segments[key], count).reshape(shape)
-        steps = np.frombuffer(segments[key + ".steps"], dtype="<f4").astype(np.float64)
-        if steps.shape[0] != shape[0] or not (np.isfinite(steps).all() and (steps > 0).all()):
+            return read_array(q.arrays, key, "<f2", count, f"lowrank factor {key}").reshape(shape)
+        symbols = q.symbols.get(key)
+        if symbols is None or symbols.shape != shape:
+            raise ContainerError(f"lowrank factor {key}: expected {shape[0]} x {shape[1]} symbols")
+        steps = read_array(q.arrays, key + ".steps", "<f4", shape[0], f"lowrank factor {key}")
+        if not (steps > 0).all():
             raise ContainerError(f"lowrank factor {key}: bad steps")
         return U.dequantize(symbols, steps, np)
 
-    def encode(self, t: TensorData) -> Encoded:
+    def quantize(self, t: TensorData, xp=np) -> Quantized:
         shape = t.array.shape
         rows, cols = matrix_view(shape, per_row=True)
         if rows * cols:
             a, b, r = K.factors(t.float64().reshape(rows, cols), self.rank, self.energy, np)
         else:
             a, b, r = np.zeros((rows, 0)), np.zeros((0, cols)), 0
+        q = Quantized({}, {"rank": r})
         if r == 0:  # nothing to store: the reconstruction is all zeros
-            return Encoded({"rank": 0}, {}, from_float64(np.zeros(shape), t.dtype))
-        seg_a, a_hat = self._store(np.ascontiguousarray(a.T))
-        seg_b, b_hat = self._store(b)
-        segments = {"a" + k: v for k, v in seg_a.items()} | {"b" + k: v for k, v in seg_b.items()}
-        recon = from_float64((a_hat.T @ b_hat).reshape(shape), t.dtype)
-        return Encoded({"rank": r}, segments, recon)
+            q.recon = from_float64(np.zeros(shape), t.dtype)
+            return q
+        a_hat = self._store(q, "a", np.ascontiguousarray(a.T))
+        b_hat = self._store(q, "b", b)
+        q.recon = from_float64((a_hat.T @ b_hat).reshape(shape), t.dtype)
+        return q
 
-    def decode(self, side, segments, shape, dtype):
+    def dequantize(self, q, shape, dtype):
         rows, cols = matrix_view(tuple(shape), per_row=True)
-        r = side.get("rank")
+        r = q.side.get("rank")
         if not isinstance(r, int) or not 0 <= r <= min(rows, cols):
             raise ContainerError(f"lowrank: bad rank {r!r} for shape {tuple(shape)}")
         if r == 0:
             return from_float64(np.zeros(shape), dtype)
-        a = self._load(segments, "a", (r, rows))
-        b = self._load(segments, "b", (r, cols))
+        a = self._load(q, "a", (r, rows))
+        b = self._load(q, "b", (r, cols))
         return from_float64((a.T @ b).reshape(shape), dtype)

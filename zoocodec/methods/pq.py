@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import symbol_coder
+from zoocodec.codecs import CoderSpec
+from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import pq as P
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, register
 from zoocodec.methods.kmeans import CODEBOOK
 
 
@@ -28,7 +29,7 @@ from zoocodec.methods.kmeans import CODEBOOK
 @dataclass(frozen=True)
 class PQ(MethodSpec):
     name = "pq"
-    version = 1
+    version = 2
 
     m: int = 4
     k: int = 256
@@ -37,7 +38,7 @@ class PQ(MethodSpec):
     iters: int = 20
     seed: int = 0
     codebook: str = "float32"
-    coder: str = "ans"
+    coder: CoderSpec = Ans()
 
     def validate(self) -> None:
         if not 1 <= self.m <= 64:
@@ -52,7 +53,7 @@ class PQ(MethodSpec):
             raise SpecError(f"pq: iters must be 0..1000, got {self.iters}")
         if self.codebook not in CODEBOOK:
             raise SpecError(f"pq: codebook must be float32 or float16, got {self.codebook!r}")
-        symbol_coder(self.coder)
+        self.coder.validate()
 
     def _geometry(self, shape) -> tuple[int, int, int, int]:
         """(rows, cols, padded cols, sub-vectors per row and group)."""
@@ -75,7 +76,7 @@ class PQ(MethodSpec):
         per = padded // (self.m * self.groups)
         return v.reshape(self.groups, rows, per, self.m).transpose(1, 0, 2, 3).reshape(rows, padded)[:, :cols]
 
-    def encode(self, t: TensorData) -> Encoded:
+    def quantize(self, t: TensorData, xp=np) -> Quantized:
         w = t.float64()
         if not np.isfinite(w).all():
             raise NonFiniteError(f"pq: tensor {t.name!r} holds NaN or Inf")
@@ -97,9 +98,8 @@ class PQ(MethodSpec):
         book = np.stack(books)
         sym = np.stack(indices)
         recon = from_float64(self._reconstruct(book, sym, w.shape), t.dtype)
-        segments = {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes(),
-                    "indices": symbol_coder(self.coder)[0](sym.ravel())}
-        return Encoded({}, segments, recon)
+        return Quantized({"indices": sym.ravel()}, {}, {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes()},
+                         recon)
 
     def _reconstruct(self, book: np.ndarray, sym: np.ndarray, shape) -> np.ndarray:
         rows, cols, padded, _ = self._geometry(shape)
@@ -108,14 +108,16 @@ class PQ(MethodSpec):
             total += np.take_along_axis(book[s].astype(np.float64), sym[s][:, :, None], axis=1)
         return self._matrix(total, rows, cols, padded).reshape(shape)
 
-    def decode(self, side, segments, shape, dtype):
+    def dequantize(self, q, shape, dtype):
         rows, cols, padded, per = self._geometry(shape)
         n = rows * per
-        book = np.frombuffer(segments["codebook"], dtype=CODEBOOK[self.codebook])
+        book = np.frombuffer(q.arrays.get("codebook", b""), dtype=CODEBOOK[self.codebook])
         expected = self.stages * self.groups * self.k * self.m
         if book.size != expected:
             raise ContainerError(f"pq codebook holds {book.size} values, expected {expected}")
-        sym = symbol_coder(self.coder)[1](segments["indices"], self.stages * self.groups * n)
+        sym = q.symbols["indices"]
+        if sym.size != self.stages * self.groups * n:
+            raise ContainerError(f"pq: {sym.size} indices, expected {self.stages * self.groups * n}")
         if sym.size and (sym.min() < 0 or sym.max() >= self.k):
             raise ContainerError(f"pq index out of range 0..{self.k - 1}")
         book = book.reshape(self.stages, self.groups, self.k, self.m)

@@ -1,10 +1,9 @@
 """RDOQ: uniform levels chosen by rate-distortion cost instead of nearest rounding.
 
 For a step, each weight takes the level among floor, ceil and 0 (in step units) that
-minimises (x - level)^2 + lam * bits(level), with bits from the entropy model the
-chosen coder actually uses: the order-0 histogram for coder=ans, the per-row/column
-context tables for coder=ctx. The model is refitted to the new symbols and the choice
-repeated `iters` times. The decoder is plain dequantization (symbol * step), so
+minimises (x - level)^2 + lam * bits(level), with bits from the rate table of the entropy
+model the chosen coder fits (codecs/base.py: order-0 for `ans`, per-row/column contexts
+for `ctx`). The model is refitted to the new symbols and the choice repeated `iters` times. The decoder is plain dequantization (symbol * step), so
 lam=0 is exactly uniform rounding.
 
 Steps: `step=S` (one for the tensor), or `bits=B` (min-max per output channel, as in
@@ -18,27 +17,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import context, symbol_coder
+from zoocodec.codecs import CoderSpec
+from zoocodec.codecs.context import Ctx, matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R
 from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, check_step_or_bits, default_bits, from_float64, register
+from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits, from_float64,
+                                   read_array, register)
 
 
 @register
 @dataclass(frozen=True)
 class RDOQ(MethodSpec):
     name = "rdoq"
-    version = 1
+    version = 2
 
     step: float | None = None
     bits: int | None = None
     lam: float = 0.15
     iters: int = 2
-    coder: str = "ctx"
+    coder: CoderSpec = Ctx()
     group_steps: tuple[float, ...] | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         default_bits(self)
         if self.group_steps is not None:  # a JSON list from the header
             object.__setattr__(self, "group_steps", tuple(self.group_steps))
@@ -53,7 +55,7 @@ class RDOQ(MethodSpec):
             if self.step is None or not self.group_steps or not all(
                     isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in self.group_steps):
                 raise SpecError("rdoq: group_steps must be positive numbers, with step set")
-        symbol_coder(self.coder)
+        self.coder.validate()
 
     def row_steps(self, w2: np.ndarray) -> np.ndarray:
         """float64 step per row of the matrix view (or a single one), exact in float32."""
@@ -68,55 +70,53 @@ class RDOQ(MethodSpec):
         steps = K.absmax_steps(w2, self.bits, per_channel=True, xp=np).astype(np.float32).astype(np.float64)
         return np.where(steps > 0, steps, 1.0)
 
-    def quantize(self, w: np.ndarray, xp=np) -> tuple[np.ndarray, np.ndarray]:
-        """(int64 symbols in the matrix view, steps per row) for float64 weights `w`."""
-        w2 = context.matrix_view(w)
+    def levels_for(self, w: np.ndarray, xp=np) -> tuple[np.ndarray, np.ndarray]:
+        """(int64 symbols in the matrix view, steps per row) for float64 weights `w`.
+
+        Rates come only from the coder's entropy model: fitted to the rounded symbols,
+        refitted to each new choice.
+        """
+        w2 = matrix_view(w)
         steps = self.row_steps(w2)
         x = xp.asarray(w2) / xp.asarray(steps)[:, None]
         q = self._first(x, xp)
         model = None
-        for i in range(self.iters if self.lam > 0 and q.size else 0):
+        trellis = self.trellis("symbols", w2.shape)
+        for _ in range(self.iters if self.lam > 0 and q.size else 0):
             qh = _host(q)
-            if self.coder == "ctx":
-                model = context.best_model(qh) if i == 0 else (model and context.fit(qh, model.layout, model.bins))
-            ctx, origin, bits = context.rate_tables(qh, model)
-            q = self._decide(x, xp.asarray(ctx), origin, xp.asarray(bits), xp)
+            model = self.coder.model(qh, trellis) if model is None else model.refit(qh)
+            q = self._decide(x, model.rates(qh), xp)
         return _host(q), steps
 
     def _first(self, x, xp):
         return xp.rint(x).astype(xp.int64)
 
-    def _decide(self, x, ctx, origin, bits, xp):
-        return R.decide(x, ctx, origin, bits, self.lam, xp)
+    def _decide(self, x, table, xp):
+        return R.decide(x, xp.asarray(table.ctx), table.origin, xp.asarray(table.stateless), self.lam, xp)
 
     def levels(self, q: np.ndarray) -> np.ndarray:
         """Reconstruction in step units of the symbol matrix."""
         return q.astype(np.float64)
 
-    def encode(self, t: TensorData) -> Encoded:
+    def quantize(self, t: TensorData, xp=np) -> Quantized:
         w = t.float64()
-        q, steps = self.quantize(w)
+        q, steps = self.levels_for(w, xp)
         recon = from_float64((self.levels(q) * steps[:, None]).reshape(w.shape), t.dtype)
-        segments = {"symbols": symbol_coder(self.coder)[0](q.reshape(w.shape))}
-        if self.bits is not None:
-            segments["steps"] = steps.astype("<f4").tobytes()
-        return Encoded({}, segments, recon)
+        arrays = {"steps": steps.astype("<f4").tobytes()} if self.bits is not None else {}
+        return Quantized({"symbols": q.reshape(w.shape)}, {}, arrays, recon)
 
-    def decode(self, side, segments, shape, dtype):
-        count = int(np.prod(shape))
-        q = context.matrix_view(symbol_coder(self.coder)[1](segments["symbols"], count).reshape(shape))
+    def dequantize(self, q, shape, dtype):
+        levels = matrix_view(q.symbols["symbols"])
         if self.bits is not None:
-            if "steps" not in segments:
-                raise ContainerError("rdoq: per-channel steps are missing")
-            steps = np.frombuffer(segments["steps"], dtype="<f4").astype(np.float64)
-            if steps.shape[0] != q.shape[0] or not (np.isfinite(steps).all() and (steps > 0).all()):
-                raise ContainerError(f"rdoq: {steps.shape[0]} steps for shape {tuple(shape)}")
+            steps = read_array(q.arrays, "steps", "<f4", levels.shape[0], "rdoq")
+            if not (steps > 0).all():
+                raise ContainerError(f"rdoq: bad steps for shape {tuple(shape)}")
         else:
             try:
-                steps = self.row_steps(q)
+                steps = self.row_steps(levels)
             except SpecError as e:
                 raise ContainerError(str(e)) from None
-        return from_float64((self.levels(q) * steps[:, None]).reshape(shape), dtype)
+        return from_float64((self.levels(levels) * steps[:, None]).reshape(shape), dtype)
 
 
 @register
@@ -133,18 +133,23 @@ class DQ(RDOQ):
     """
 
     name = "dq"
-    version = 1
+    version = 2
+
+    def trellis(self, stream, shape):
+        """The state machine walks each row of the 2-D view (axis 1), or each column when wider than tall."""
+        return 0 if _flip(view_shape(tuple(shape))) else 1
 
     def _first(self, x, xp):
         flip = _flip(x.shape)
         x = x.T if flip else x
-        levels = R.dq_trellis(x, xp.zeros(x.shape, dtype=xp.int64), 0, xp.zeros((1, 1)), 0.0, xp)
+        levels = R.dq_trellis(x, xp.zeros(x.shape, dtype=xp.int64), 0, xp.zeros((1, 1, 1)), 0.0, xp)
         return levels.T if flip else levels
 
-    def _decide(self, x, ctx, origin, bits, xp):
+    def _decide(self, x, table, xp):
+        ctx, bits = xp.asarray(table.ctx), xp.asarray(table.bits)
         if _flip(x.shape):
-            return R.dq_trellis(x.T, ctx.T, origin, bits, self.lam, xp).T
-        return R.dq_trellis(x, ctx, origin, bits, self.lam, xp)
+            return R.dq_trellis(x.T, ctx.T, table.origin, bits, self.lam, xp).T
+        return R.dq_trellis(x, ctx, table.origin, bits, self.lam, xp)
 
     def levels(self, q: np.ndarray) -> np.ndarray:
         return R.dq_dequantize(q.T, np).T if _flip(q.shape) else R.dq_dequantize(q, np)

@@ -8,8 +8,9 @@ Reverse water-filling (kernels/transform.py) sets one step for every coded coeff
 group and drops the groups whose variance is below the water level. `bits` is the
 target coded rate (ideal order-0 entropy of the symbols, before the coder's tables);
 `theta` gives the water level directly. Coded groups whose Gaussian rates round to the
-same whole number of bits share one stream of the spec's coder, so groups of different
-variance get their own statistics without paying a table for each.
+same whole number of bits share one symbol stream (`symbols.0`, `symbols.1`, ...) of the
+spec's coder, so groups of different variance get their own statistics without paying a
+table for each.
 
 Side info: the step and the coded groups of each stream in the header; for klt the
 b x b basis as float32 (1 KB at b = 16).
@@ -22,31 +23,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from zoocodec.codecs import symbol_coder
-from zoocodec.codecs.wire import Reader, put_uvarint
+from zoocodec.codecs import CoderSpec
+from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import transform as K
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, from_float64, register
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, read_array, register
 from zoocodec.methods.dither import matrix_view
-
-
-def pack_streams(streams: list[bytes]) -> bytes:
-    """Several coded streams in one payload: their count and lengths as varints, then the bytes."""
-    out = bytearray()
-    put_uvarint(out, len(streams))
-    for s in streams:
-        put_uvarint(out, len(s))
-    return bytes(out) + b"".join(streams)
-
-
-def unpack_streams(data, count: int, what: str) -> list[memoryview]:
-    r = Reader(data, what)
-    if r.uvarint(limit=1 << 20) != count:
-        raise r.fail(f"expected {count} streams")
-    lengths = [r.uvarint(limit=len(r.data)) for _ in range(count)]
-    streams = [r.take(n) for n in lengths]
-    r.done()
-    return streams
 
 
 @dataclass(frozen=True)
@@ -58,9 +40,10 @@ class _Transform(MethodSpec):
     bits: float | None = None
     theta: float | None = None
     block: int = 16
-    coder: str = "ans"
+    coder: CoderSpec = Ans()
 
     def __post_init__(self):
+        super().__post_init__()
         if self.bits is None and self.theta is None:
             object.__setattr__(self, "bits", 4.0)
 
@@ -73,12 +56,12 @@ class _Transform(MethodSpec):
             raise SpecError(f"{self.name}: theta must be a positive number, got {self.theta}")
         if not 2 <= self.block <= 64:
             raise SpecError(f"{self.name}: block must be 2..64, got {self.block}")
-        symbol_coder(self.coder)
+        self.coder.validate()
 
     def basis(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def encode(self, t: TensorData) -> Encoded:
+    def quantize(self, t: TensorData, xp=np) -> Quantized:
         shape = t.array.shape
         rows, cols = matrix_view(shape, per_row=True)
         x = K.to_blocks(t.float64().reshape(rows, cols), self.block, np)
@@ -91,18 +74,16 @@ class _Transform(MethodSpec):
         coef = np.zeros(y.shape, dtype=np.int64)
         coef[:, active] = K.quantize(y, active, step, np)
         streams = K.streams(active, rate)
-        encode = symbol_coder(self.coder)[0]
-        segments = {"symbols": pack_streams([encode(coef[:, groups]) for groups in streams])}
-        if self.stores_basis:
-            segments["basis"] = basis.astype("<f4").tobytes()
+        symbols = {f"symbols.{i}": coef[:, groups] for i, groups in enumerate(streams)}
+        arrays = {"basis": basis.astype("<f4").tobytes()} if self.stores_basis else {}
         recon = K.from_blocks(K.reconstruct(coef[:, active], active, step, basis, np), rows, cols, np)
         side = {"step": step, "streams": streams}
-        return Encoded(side, segments, from_float64(recon.reshape(shape), t.dtype))
+        return Quantized(symbols, side, arrays, from_float64(recon.reshape(shape), t.dtype))
 
-    def decode(self, side, segments, shape, dtype):
+    def dequantize(self, q, shape, dtype):
         rows, cols = matrix_view(tuple(shape), per_row=True)
         b = self.block
-        step, streams = side.get("step"), side.get("streams")
+        step, streams = q.side.get("step"), q.side.get("streams")
         if not isinstance(step, float) or not (math.isfinite(step) and step > 0):
             raise ContainerError(f"{self.name}: bad step {step!r}")
         groups = [g for s in streams for g in s] if isinstance(streams, list) and all(
@@ -111,19 +92,17 @@ class _Transform(MethodSpec):
             raise ContainerError(f"{self.name}: bad coded groups {streams!r}")
         vectors = rows * (-(-cols // b))
         if self.stores_basis:
-            raw = segments["basis"]
-            if len(raw) != 4 * b * b:
-                raise ContainerError(f"{self.name}: basis holds {len(raw)} bytes, expected {4 * b * b}")
-            basis = np.frombuffer(raw, dtype="<f4").astype(np.float64).reshape(b, b)
-            if not np.isfinite(basis).all():
-                raise ContainerError(f"{self.name}: basis is not finite")
+            basis = read_array(q.arrays, "basis", "<f4", b * b, self.name).reshape(b, b)
         else:
             basis = K.dct_matrix(b)
-        decode = symbol_coder(self.coder)[1]
-        payloads = unpack_streams(segments["symbols"], len(streams), f"{self.name} symbols")
+        if sorted(q.symbols) != sorted(f"symbols.{i}" for i in range(len(streams))):
+            raise ContainerError(f"{self.name}: {len(q.symbols)} symbol streams for {len(streams)} coded groups")
         coef = np.zeros((vectors, b), dtype=np.int64)
-        for members, data in zip(streams, payloads):
-            coef[:, members] = decode(data, vectors * len(members)).reshape(vectors, len(members))
+        for i, members in enumerate(streams):
+            s = q.symbols[f"symbols.{i}"]
+            if s.size != vectors * len(members):
+                raise ContainerError(f"{self.name}: stream {i} holds {s.size} symbols, expected {vectors * len(members)}")
+            coef[:, members] = s.reshape(vectors, len(members))
         active = np.zeros(b, dtype=bool)
         active[groups] = True
         recon = K.from_blocks(K.reconstruct(coef[:, active], active, step, basis, np), rows, cols, np)

@@ -1,4 +1,4 @@
-"""Uniform scalar quantization with nearest rounding, entropy-coded symbols.
+"""Uniform scalar quantization with nearest rounding.
 
 Three ways to set the step:
 - `step=S`: one absolute step; give every tensor the same S for one step for the whole
@@ -6,6 +6,11 @@ Three ways to set the step:
 - `bits=B` (2..16): symmetric min-max per output channel, what int8/int4 users expect;
 - `bits=B, per_tensor=true`: min-max over the whole tensor (fragile below 8 bits: one
   outlier stretches the range).
+
+The symbols go to the spec's coder: `ans` (default), `ctx`, or video
+(`uniform:bits=8,coder=video-hevc`, lossy with `coder=video-h264(crf=18)`: the
+reconstruction is then what the video decodes to, and side["coded"] reports the
+largest symbol error, so |w - w_hat| <= (max_symbol_error + 1/2) * step).
 """
 from __future__ import annotations
 
@@ -13,29 +18,57 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import symbol_coder
+from zoocodec.codecs import CoderSpec
+from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import Encoded, MethodSpec, TensorData, check_step_or_bits, default_bits, from_float64, register
+from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits, from_float64,
+                                   read_array, register)
+
+
+def store_steps(steps: np.ndarray, side: dict, arrays: dict) -> None:
+    """One step per row as float32 array `steps`, or a single one in the side info."""
+    side["rows"] = int(steps.shape[0])
+    if steps.shape[0] > 1:
+        arrays["steps"] = steps.astype("<f4").tobytes()
+    else:
+        side["step"] = float(steps[0])
+
+
+def load_steps(q: Quantized, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """The inverse of store_steps, validated against the tensor's shape."""
+    rows = q.side.get("rows")
+    if "steps" in q.arrays:
+        if not isinstance(rows, int) or rows < 2 or not shape or rows != shape[0]:
+            raise ContainerError(f"{what}: {rows!r} step rows for shape {tuple(shape)}")
+        steps = read_array(q.arrays, "steps", "<f4", rows, what)
+        if not (steps > 0).all():
+            raise ContainerError(f"{what}: steps must be positive")
+        return steps
+    step = q.side.get("step")
+    if rows != 1 or not isinstance(step, float) or not step > 0:
+        raise ContainerError(f"{what}: side info is invalid: {q.side}")
+    return np.array([step])
 
 
 @register
 @dataclass(frozen=True)
 class Uniform(MethodSpec):
     name = "uniform"
-    version = 1
+    version = 2
 
     bits: int | None = None
     step: float | None = None
     per_tensor: bool = False
-    coder: str = "ans"
+    coder: CoderSpec = Ans()
 
     def __post_init__(self):
+        super().__post_init__()
         default_bits(self)
 
     def validate(self) -> None:
         check_step_or_bits(self)
-        symbol_coder(self.coder)
+        self.coder.validate()
 
     def steps_for(self, w: np.ndarray) -> np.ndarray:
         """float64 steps, one per row of the quantization view, exactly representable in float32."""
@@ -45,30 +78,14 @@ class Uniform(MethodSpec):
         steps = steps.astype(np.float32).astype(np.float64)
         return np.where(steps > 0, steps, 1.0)
 
-    def encode(self, t: TensorData) -> Encoded:
+    def quantize(self, t: TensorData, xp=np) -> Quantized:
         w = t.float64()
         steps = self.steps_for(w)
         symbols = K.quantize(w, steps, np)
-        recon = from_float64(K.dequantize(symbols, steps, np), t.dtype)
-        segments = {"symbols": symbol_coder(self.coder)[0](symbols)}
-        side = {"rows": int(steps.shape[0])}
-        if steps.shape[0] > 1:
-            segments["steps"] = steps.astype("<f4").tobytes()
-        else:
-            side["step"] = float(steps[0])
-        return Encoded(side, segments, recon)
+        side, arrays = {}, {}
+        store_steps(steps, side, arrays)
+        return Quantized({"symbols": symbols}, side, arrays, from_float64(K.dequantize(symbols, steps, np), t.dtype))
 
-    def decode(self, side, segments, shape, dtype):
-        count = int(np.prod(shape))
-        symbols = symbol_coder(self.coder)[1](segments["symbols"], count).reshape(shape)
-        rows = side.get("rows")
-        if "steps" in segments:
-            steps = np.frombuffer(segments["steps"], dtype="<f4").astype(np.float64)
-            if steps.shape[0] != rows or not shape or (count and rows != shape[0]):
-                raise ContainerError(f"uniform steps: {steps.shape[0]} for shape {tuple(shape)}")
-        else:
-            step = side.get("step")
-            if rows != 1 or not isinstance(step, float) or not step > 0:
-                raise ContainerError(f"uniform side info is invalid: {side}")
-            steps = np.array([step])
-        return from_float64(K.dequantize(symbols, steps, np), dtype)
+    def dequantize(self, q, shape, dtype):
+        steps = load_steps(q, shape, "uniform")
+        return from_float64(K.dequantize(q.symbols["symbols"], steps, np), dtype)

@@ -70,7 +70,7 @@ def allocate(model: str | os.PathLike | dict, *, sensitivities: Mapping[str, flo
     rel = _relative_steps(items, sensitivities or {})
     if target_bpw is not None:
         base_step = _search_base(items, rel, fixed_bits, params, target_bpw)
-        if hasattr(spec, "quantize"):  # rdoq, dq: their rate at a step differs from rounding's
+        if hasattr(spec, "levels_for"):  # rdoq, dq: their rate at a step differs from rounding's
             for _ in range(2):
                 offset = _method_offset(spec, items, rel, base_step, params)
                 base_step = _search_base(items, rel, fixed_bits, params, target_bpw + offset)
@@ -214,7 +214,7 @@ def _method_offset(spec: MethodSpec, items: list[_Item], rel, base: float, param
         steps = steps[rows] if steps.size > 1 else steps
         if steps.size > 1:  # the sample as its own tensor, one step per sampled row
             planned = dataclasses.replace(planned, group_steps=tuple(float(x) for x in steps))
-        symbols = planned.quantize(w)[0]
+        symbols = planned.levels_for(w)[0]
         scale = it.w.size / w.size
         diff += scale * (_order0_bits(w, steps) - _order0_bits_of(symbols))
     return diff / max(params, 1)

@@ -67,7 +67,7 @@ def reconstruct(weights: dict[str, torch.Tensor], plan: dict[str, MethodSpec]) -
     out = dict(weights)
     for name, spec in plan.items():
         t = to_tensordata(name, weights[name])
-        out[name] = to_torch(spec.encode(t).recon, t.dtype)
+        out[name] = to_torch(spec.reconstruct(t), t.dtype)
     return out
 
 

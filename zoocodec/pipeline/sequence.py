@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import torch
 import zstandard
 
 from zoocodec import __version__
-from zoocodec.codecs import symbol_coder, video
+from zoocodec.codecs import video
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.errors import ContainerError, ModelFormatError, SpecError, ZoocodecError
 from zoocodec.kernels import uniform as K
@@ -39,7 +39,6 @@ from zoocodec.methods import MethodSpec, TensorData, parse_spec, spec_from_dict
 from zoocodec.methods.base import from_float64
 from zoocodec.methods.lossless import Lossless, native_dtype
 from zoocodec.methods.uniform import Uniform
-from zoocodec.methods.video import Video
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
 from zoocodec.pipeline.modelio import to_torch, write_model
 
@@ -73,9 +72,11 @@ class SeqReport:
 def _check_spec(spec: MethodSpec, mode: str) -> MethodSpec:
     if mode not in MODES:
         raise SpecError(f"sequence mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "video" and not isinstance(spec, Video):
-        raise SpecError(f"sequence mode 'video' needs a video spec (e.g. video:bits=8), got {spec}")
-    if mode != "video" and (type(spec) is not Uniform or spec.coder.startswith("video")):
+    is_video = type(spec) is Uniform and isinstance(spec.coder, video.VideoCoder)
+    if mode == "video" and not is_video:
+        raise SpecError(f"sequence mode 'video' needs a uniform spec with a video coder "
+                        f"(e.g. uniform:bits=8,coder=video-hevc), got {spec}")
+    if mode != "video" and (type(spec) is not Uniform or is_video):
         raise SpecError(f"sequence mode {mode!r} needs a uniform spec with an entropy coder (e.g. uniform:bits=8), got {spec}")
     return spec
 
@@ -155,8 +156,7 @@ def _encode_quantized(members: list[TensorData], spec: Uniform, mode: str, keyin
     else:
         side["step"] = float(steps[0])
     if mode == "video":
-        opts = replace(spec.options(), keyint=keyint)
-        data, decoded = video.encode_members(symbols, opts)
+        data, decoded = video.encode_members(symbols, spec.coder.options(keyint))
         h = video.Header.unpack(data)
         side["video"] = h.describe()
         t = h.frames_per_member
@@ -165,11 +165,10 @@ def _encode_quantized(members: list[TensorData], spec: Uniform, mode: str, keyin
         segs["video"] = data
         decoded = [d.reshape(symbols[0].shape) for d in decoded]
     else:
-        encode = symbol_coder(spec.coder)[0]
         per_member = []
         for i, s in enumerate(symbols):
             full = mode == "independent" or i == 0 or (keyint and i % keyint == 0)
-            segs[f"m{i}"] = encode(s if full else s - symbols[i - 1])
+            segs[f"m{i}"] = spec.coder.encode(s if full else s - symbols[i - 1])
             per_member.append(len(segs[f"m{i}"]))
         decoded = symbols
     recon = [from_float64(K.dequantize(d, steps, np), t.dtype) for d, t in zip(decoded, members)]
@@ -235,11 +234,10 @@ class SeqArchive:
             if symbols.size != count:
                 raise ContainerError(f"video member holds {symbols.size} symbols, expected {count}")
         else:
-            decode = symbol_coder(spec.coder)[1]
             first = m if self.mode == "independent" else (m // self.keyint * self.keyint if self.keyint else 0)
-            symbols = decode(seg(f"m{first}"), count)
+            symbols = spec.coder.decode(seg(f"m{first}"), shape)
             for j in range(first + 1, m + 1):
-                symbols = symbols + decode(seg(f"m{j}"), count)
+                symbols = symbols + spec.coder.decode(seg(f"m{j}"), shape)
         rows = side.get("rows")
         if "steps" in e["segments"]:
             steps = np.frombuffer(seg("steps"), dtype="<f4").astype(np.float64)

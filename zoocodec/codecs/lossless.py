@@ -1,0 +1,93 @@
+"""Bit-exact coders of raw values: `float` (byte planes), `zstd`, `raw`.
+
+They take arrays of any integer dtype (the lossless method hands over a tensor's bits as
+unsigned integers of its width) and give back the same dtype, byte for byte.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from zoocodec.codecs import floatplanes
+from zoocodec.codecs.base import CoderSpec, register_coder
+from zoocodec.errors import ContainerError, SpecError
+
+
+def _le(dtype) -> np.dtype:
+    return np.dtype(dtype).newbyteorder("<")
+
+
+@register_coder
+@dataclass(frozen=True)
+class Zstd(CoderSpec):
+    """zstd of the little-endian bytes."""
+
+    name = "zstd"
+    version = 1
+
+    level: int = 19
+
+    def validate(self) -> None:
+        if not isinstance(self.level, int) or not 1 <= self.level <= 22:
+            raise SpecError(f"zstd: level must be 1..22, got {self.level!r}")
+
+    def encode(self, symbols, trellis=None) -> bytes:
+        a = np.ascontiguousarray(symbols)
+        return zstandard.ZstdCompressor(level=self.level).compress(a.astype(_le(a.dtype), copy=False).tobytes())
+
+    def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        try:  # a frame that declares its size inflates to it whatever max_output_size says
+            declared = zstandard.get_frame_parameters(bytes(data)).content_size
+            if declared not in (size, 0, zstandard.CONTENTSIZE_UNKNOWN):
+                raise ContainerError(f"corrupt zstd payload: declares {declared} bytes, expected {size}")
+            raw = zstandard.ZstdDecompressor().decompress(bytes(data), max_output_size=size)
+        except zstandard.ZstdError as e:
+            raise ContainerError(f"corrupt zstd payload: {e}") from None
+        return _exact(raw, shape, dtype)
+
+
+@register_coder
+@dataclass(frozen=True)
+class Raw(CoderSpec):
+    """The little-endian bytes as they are."""
+
+    name = "raw"
+    version = 1
+
+    def encode(self, symbols, trellis=None) -> bytes:
+        a = np.ascontiguousarray(symbols)
+        return a.astype(_le(a.dtype), copy=False).tobytes()
+
+    def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
+        return _exact(data, shape, dtype)
+
+
+@register_coder
+@dataclass(frozen=True)
+class Float(CoderSpec):
+    """2- and 4-byte values (fp16/bf16/fp32 bits) as byte planes (codecs/floatplanes.py); other widths zstd-19."""
+
+    name = "float"
+    version = 1
+
+    def encode(self, symbols, trellis=None) -> bytes:
+        a = np.ascontiguousarray(symbols)
+        if a.dtype.itemsize in (2, 4):
+            return floatplanes.encode(a.astype(_le(a.dtype), copy=False))
+        return Zstd().encode(a)
+
+    def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
+        if np.dtype(dtype).itemsize in (2, 4):
+            return floatplanes.decode(data, math.prod(shape), _le(dtype)).reshape(shape).astype(dtype, copy=False)
+        return Zstd().decode(data, shape, dtype)
+
+
+def _exact(data, shape, dtype) -> np.ndarray:
+    n = math.prod(shape) * np.dtype(dtype).itemsize
+    if len(data) != n:
+        raise ContainerError(f"lossless payload holds {len(data)} bytes, expected {n}")
+    return np.frombuffer(data, dtype=_le(dtype)).astype(dtype).reshape(shape)
