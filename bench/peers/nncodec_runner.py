@@ -6,6 +6,9 @@ For each qp it encodes every float tensor with NNCodec's defaults (dependent qua
 on, 1-D tensors at nonweight_qp -75), decodes the bitstream, writes the decoded tensors to
 OUT_DIR/qp<qp>.safetensors and prints one JSON line: qp, bytes, encode_s, decode_s, path
 (times: the fastest of --repeat runs, excluding Python start-up and imports).
+With --levels it also writes OUT_DIR/qp<qp>-levels.npz: per tensor the integer levels
+NNCodec's entropy coder received (its quantization indices, before the dependent
+quantizer's state halves them) and its dq flag, for coding-alone comparisons.
 This file imports nothing from zoocodec: it runs in NNCodec's own environment.
 """
 from __future__ import annotations
@@ -54,6 +57,24 @@ def import_nncodec():
     return encode, decode
 
 
+def capture_levels() -> dict[str, np.ndarray]:
+    """Record what NNCodec's per-tensor entropy coding step receives (a wrapper, no change)."""
+    from nncodec.nnc_core.coder import baseline  # noqa: PLC0415
+
+    seen: dict[str, np.ndarray] = {}
+    inner = getattr(baseline, "_zc_original_encode", baseline.encode)
+    baseline._zc_original_encode = inner
+
+    def encode(encoder, approx_data, approx_param_base, param, ndu, *rest):
+        seen[param] = np.array(approx_data["parameters"][param], dtype=np.int32, copy=True)
+        seen[param + ":dq"] = np.array(int(approx_data["dq_flag"][param]), dtype=np.int32)
+        seen[param + ":scan"] = np.array(int(ndu.get("scan_order", 0)), dtype=np.int32)
+        return inner(encoder, approx_data, approx_param_base, param, ndu, *rest)
+
+    baseline.encode = encode
+    return seen
+
+
 def run(tensors: dict[str, np.ndarray], qp: int, workdir: str, repeat: int = 1) -> tuple[bytes, dict, float, float]:
     """Encode and decode `repeat` times (the CPU is shared: keep the fastest of each)."""
     encode, decode = import_nncodec()
@@ -78,6 +99,7 @@ def main() -> None:
     p.add_argument("--qp", type=int, nargs="+", default=[-32])
     p.add_argument("--repeat", type=int, default=1, help="time the fastest of N encodes and decodes")
     p.add_argument("--self-test", action="store_true", help="round-trip a random tensor and exit")
+    p.add_argument("--levels", action="store_true", help="also save the levels NNCodec entropy-codes")
     a = p.parse_args()
     import torch  # noqa: PLC0415  (NNCodec's own dependency; pins its threads)
 
@@ -98,8 +120,11 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for qp in a.qp:
+        seen = capture_levels() if a.levels else None
         with tempfile.TemporaryDirectory() as d:
             bs, rec, enc_s, dec_s = run(tensors, qp, d, a.repeat)
+        if seen is not None:
+            np.savez(out / f"qp{qp}-levels.npz", **seen)
         missing = set(tensors) - set(rec)
         if missing:
             raise SystemExit(f"NNCodec qp {qp}: decoded model lacks {sorted(missing)[:3]}")
