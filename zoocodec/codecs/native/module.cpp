@@ -8,10 +8,12 @@
 namespace nb = nanobind;
 
 void bind_rans(nb::module_& m);
+void bind_cabac(nb::module_& m);
 
 NB_MODULE(_engine, m) {
   m.doc() = "zoocodec's native coding engine (C++17, multi-threaded)";
   m.def("default_threads", &zc::default_threads,
         "Threads a call with threads=0 uses: ZOOCODEC_THREADS, else the hardware threads.");
   bind_rans(m);
+  bind_cabac(m);
 }
