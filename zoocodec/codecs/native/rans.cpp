@@ -89,11 +89,11 @@ std::vector<uint8_t> encode_substream(const T* sym, uint64_t m, const std::vecto
                                       const std::vector<uint32_t>& cum, int L) {
   std::vector<uint16_t> words(m + 1);
   std::size_t top = words.size();
-  uint32_t x[LANES];
-  for (auto& s : x) s = STATE_LO;
+  const int K = lanes(m);
+  std::vector<uint32_t> x(K, STATE_LO);
   const uint32_t shift = 32 - L;
   for (uint64_t j = m; j-- > 0;) {
-    uint32_t& s = x[j % LANES];
+    uint32_t& s = x[j % K];
     uint32_t f = freq[sym[j]];
     if (s >= (f << shift)) {
       words[--top] = static_cast<uint16_t>(s);
@@ -101,7 +101,7 @@ std::vector<uint8_t> encode_substream(const T* sym, uint64_t m, const std::vecto
     }
     s = ((s / f) << L) + (s % f) + cum[sym[j]];
   }
-  std::vector<uint8_t> out(4 * LANES + 2 * (words.size() - top));
+  std::vector<uint8_t> out(4 * K + 2 * (words.size() - top));
   uint8_t* o = out.data();
   for (uint32_t s : x) {
     for (int b = 0; b < 4; ++b) *o++ = static_cast<uint8_t>(s >> (8 * b));
@@ -115,7 +115,7 @@ std::vector<uint8_t> encode_substream(const T* sym, uint64_t m, const std::vecto
 
 }  // namespace
 
-std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int min_bits, int* L) {
+std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int* L) {
   double total = 0;
   std::size_t present = 0;
   for (uint64_t c : counts) {
@@ -125,7 +125,7 @@ std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int min_bit
   std::vector<uint32_t> best = quantise(counts, 1u << 16, total);
   double best_cost = cost_bits(counts, best, 16);
   *L = 16;
-  for (int bits = std::max(min_bits, 1); bits < 16; ++bits) {
+  for (int bits = 1; bits < 16; ++bits) {
     if ((1u << bits) < 2 * present) continue;
     std::vector<uint32_t> f = quantise(counts, 1u << bits, total);
     if (cost_bits(counts, f, bits) <= best_cost * 1.0001 + 8) {
@@ -134,6 +134,77 @@ std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int min_bit
     }
   }
   return best;
+}
+
+std::vector<uint32_t> pow2_table(const std::vector<uint64_t>& f, int* L) {
+  uint64_t S = 0, present = 0;
+  for (uint64_t v : f) {
+    if (v > (uint64_t(1) << 40)) throw Corrupt("frequency over 2^40");
+    S += v;
+    present += v != 0;
+  }
+  if (present < 2) throw Corrupt("a coded stream needs two symbols or more");
+  if (present > MAX_NSYM) throw Corrupt("more than 2^16 symbols");
+  uint64_t target = std::max<uint64_t>(S, 2 * present);
+  int bits = 1;
+  while (bits < 16 && (uint64_t(1) << bits) < target) ++bits;
+  const uint64_t M = uint64_t(1) << bits;
+  *L = bits;
+  std::vector<uint32_t> out(f.size(), 0);
+  if (S == M) {
+    for (std::size_t i = 0; i < f.size(); ++i) out[i] = static_cast<uint32_t>(f[i]);
+    return out;  // already a power of two (and each below it: two or more present)
+  }
+  int64_t sum = 0;
+  std::size_t big = 0;
+  for (std::size_t i = 0; i < f.size(); ++i) {
+    if (!f[i]) continue;
+    out[i] = static_cast<uint32_t>(std::max<uint64_t>(1, f[i] * M / S));
+    sum += out[i];
+    if (out[i] > out[big]) big = i;
+  }
+  int64_t diff = static_cast<int64_t>(M) - sum;
+  if (diff >= 0) {
+    out[big] += static_cast<uint32_t>(diff);
+    return out;
+  }
+  // Symbols raised to 1 overfilled the table: take units back from the largest, one at a time.
+  std::priority_queue<std::pair<uint32_t, std::size_t>> q;  // ties: the larger index first
+  for (std::size_t i = 0; i < f.size(); ++i)
+    if (out[i] > 1) q.push({out[i], i});
+  for (; diff < 0; ++diff) {
+    auto [v, i] = q.top();
+    q.pop();
+    out[i] = v - 1;
+    if (v - 1 > 1) q.push({v - 1, i});
+  }
+  return out;
+}
+
+template <class T>
+void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
+                 int threads, Writer& w) {
+  if (chunk < 1) throw std::invalid_argument("chunk must be positive");
+  std::vector<uint32_t> cum(freq.size() + 1, 0);
+  for (std::size_t s = 0; s < freq.size(); ++s) cum[s + 1] = cum[s] + freq[s];
+  w.uvarint(chunk);
+  if (n == 0) return;
+  std::size_t parts = (n - 1) / chunk + 1;
+  std::vector<std::vector<uint8_t>> bodies(parts);
+  std::vector<int> bad(parts, 0);
+  parallel_for(parts, threads, [&](std::size_t i) {
+    uint64_t lo = i * chunk, m = std::min<uint64_t>(chunk, n - lo);
+    for (uint64_t j = lo; j < lo + m; ++j)
+      if (sym[j] >= freq.size() || !freq[sym[j]]) {
+        bad[i] = 1;
+        return;
+      }
+    bodies[i] = encode_substream(sym + lo, m, freq, cum, L);
+  });
+  for (int b : bad)
+    if (b) throw std::invalid_argument("a symbol the frequency table does not hold");
+  for (auto& b : bodies) w.uvarint(b.size());
+  for (auto& b : bodies) w.bytes(b.data(), b.size());
 }
 
 template <class T>
@@ -153,9 +224,7 @@ void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads
     return;
   }
   int L;
-  std::vector<uint32_t> freq = normalise(counts, 1, &L);
-  std::vector<uint32_t> cum(nsym + 1, 0);
-  for (uint32_t s = 0; s < nsym; ++s) cum[s + 1] = cum[s] + freq[s];
+  std::vector<uint32_t> freq = normalise(counts, &L);
   w.byte(static_cast<uint8_t>(L));
   for (uint32_t s = 0; s < nsym;) {
     if (freq[s]) {
@@ -168,15 +237,53 @@ void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads
     w.uvarint(run - 1);
     s += run;
   }
-  w.uvarint(chunk);
-  std::size_t parts = (n + chunk - 1) / chunk;
-  std::vector<std::vector<uint8_t>> bodies(parts);
-  parallel_for(parts, threads, [&](std::size_t i) {
-    uint64_t lo = i * chunk, m = std::min<uint64_t>(chunk, n - lo);
-    bodies[i] = encode_substream(sym + lo, m, freq, cum, L);
-  });
-  for (auto& b : bodies) w.uvarint(b.size());
-  for (auto& b : bodies) w.bytes(b.data(), b.size());
+  encode_body(sym, n, freq, L, chunk, threads, w);
+}
+
+namespace {
+
+std::vector<Entry> build_table(const std::vector<uint32_t>& freq, int L) {
+  const uint32_t M = 1u << L;
+  std::vector<Entry> table(M);
+  uint32_t slot = 0;
+  for (uint32_t s = 0; s < freq.size(); ++s)
+    for (uint32_t k = 0; k < freq[s]; ++k, ++slot)
+      table[slot] = Entry{static_cast<uint16_t>(freq[s]), static_cast<uint16_t>(k), static_cast<uint16_t>(s), 0};
+  return table;
+}
+
+void read_body(Reader& r, Parsed& p) {
+  p.chunk = r.uvarint(UINT64_MAX);
+  if (p.chunk < 1) throw Corrupt("zero substream size");
+  if (p.n == 0) return;
+  uint64_t parts = (p.n - 1) / p.chunk + 1;
+  if (parts > r.left()) throw Corrupt("more substreams than bytes");
+  p.length.resize(parts);
+  p.body.resize(parts);
+  for (auto& len : p.length) len = static_cast<uint32_t>(r.uvarint(UINT32_MAX));
+  for (uint64_t i = 0; i < parts; ++i) {
+    uint64_t m = std::min<uint64_t>(p.chunk, p.n - i * p.chunk);
+    if (p.length[i] < 4u * lanes(m) || p.length[i] % 2) throw Corrupt("substream of a bad length");
+    p.body[i] = r.take(p.length[i]);
+  }
+}
+
+}  // namespace
+
+Parsed parse_body(Reader& r, uint64_t n, const std::vector<uint32_t>& freq, int L) {
+  Parsed p;
+  p.n = n;
+  p.nsym = static_cast<uint32_t>(freq.size());
+  p.L = L;
+  uint64_t total = 0;
+  for (uint32_t f : freq) {
+    if (f >= (1u << L)) throw Corrupt("a frequency fills the whole table");
+    total += f;
+  }
+  if (L < 1 || L > 16 || total != (1u << L)) throw Corrupt("frequencies do not sum to 2^L");
+  p.table = build_table(freq, L);
+  read_body(r, p);
+  return p;
 }
 
 Parsed parse(Reader& r, uint64_t expected_n) {
@@ -209,22 +316,8 @@ Parsed parse(Reader& r, uint64_t expected_n) {
     }
   }
   if (total != M) throw Corrupt("frequencies do not sum to 2^L");
-  p.table.resize(M);
-  uint32_t slot = 0;
-  for (uint32_t s = 0; s < p.nsym; ++s)
-    for (uint32_t k = 0; k < freq[s]; ++k, ++slot)
-      p.table[slot] = Entry{static_cast<uint16_t>(freq[s]), static_cast<uint16_t>(k), static_cast<uint16_t>(s), 0};
-  p.chunk = r.uvarint(UINT64_MAX);
-  if (p.chunk < 1) throw Corrupt("zero substream size");
-  uint64_t parts = (p.n - 1) / p.chunk + 1;
-  if (parts > r.left()) throw Corrupt("more substreams than bytes");
-  p.length.resize(parts);
-  p.body.resize(parts);
-  for (auto& len : p.length) len = static_cast<uint32_t>(r.uvarint(UINT32_MAX));
-  for (uint64_t i = 0; i < parts; ++i) {
-    if (p.length[i] < 4 * LANES || p.length[i] % 2) throw Corrupt("substream of a bad length");
-    p.body[i] = r.take(p.length[i]);
-  }
+  p.table = build_table(freq, p.L);
+  read_body(r, p);
   return p;
 }
 
@@ -233,8 +326,9 @@ void decode_substream(const Parsed& p, std::size_t i, T* out) {
   uint64_t lo = i * p.chunk, m = std::min<uint64_t>(p.chunk, p.n - lo);
   const uint8_t* q = p.body[i];
   const uint8_t* end = q + p.length[i];
+  const int K = lanes(m);
   uint32_t x[LANES];
-  for (int k = 0; k < LANES; ++k, q += 4) {
+  for (int k = 0; k < K; ++k, q += 4) {
     x[k] = load32(q);
     if (x[k] < STATE_LO) throw Corrupt("bad rANS state");
   }
@@ -243,7 +337,7 @@ void decode_substream(const Parsed& p, std::size_t i, T* out) {
   const uint32_t mask = (1u << L) - 1;
   uint64_t j = 0;
   // Each symbol reads at most one word: whole groups run unchecked while enough are left.
-  for (; j + LANES <= m && static_cast<std::size_t>(end - q) >= 2 * LANES; j += LANES) {
+  for (; K == LANES && j + LANES <= m && static_cast<std::size_t>(end - q) >= 2 * LANES; j += LANES) {
     for (int k = 0; k < LANES; ++k) {
       const Entry e = tab[x[k] & mask];
       out[j + k] = static_cast<T>(e.sym);
@@ -255,7 +349,7 @@ void decode_substream(const Parsed& p, std::size_t i, T* out) {
     }
   }
   for (; j < m; ++j) {
-    uint32_t& s = x[j % LANES];
+    uint32_t& s = x[j % K];
     const Entry e = tab[s & mask];
     out[j] = static_cast<T>(e.sym);
     s = e.freq * (s >> L) + e.bias;
@@ -266,8 +360,8 @@ void decode_substream(const Parsed& p, std::size_t i, T* out) {
     }
   }
   if (q != end) throw Corrupt("substream has bytes left over");
-  for (uint32_t s : x)
-    if (s != STATE_LO) throw Corrupt("substream does not end in the initial state");
+  for (int k = 0; k < K; ++k)
+    if (x[k] != STATE_LO) throw Corrupt("substream does not end in the initial state");
 }
 
 template <class T>
@@ -282,6 +376,9 @@ void decode(const Parsed& p, T* out, int threads) {
 
 template void encode<uint8_t>(const uint8_t*, uint64_t, uint32_t, uint64_t, int, Writer&);
 template void encode<uint16_t>(const uint16_t*, uint64_t, uint32_t, uint64_t, int, Writer&);
+template void encode_body<uint8_t>(const uint8_t*, uint64_t, const std::vector<uint32_t>&, int, uint64_t, int, Writer&);
+template void encode_body<uint16_t>(const uint16_t*, uint64_t, const std::vector<uint32_t>&, int, uint64_t, int,
+                                    Writer&);
 template void decode_substream<uint8_t>(const Parsed&, std::size_t, uint8_t*);
 template void decode_substream<uint16_t>(const Parsed&, std::size_t, uint16_t*);
 template void decode<uint8_t>(const Parsed&, uint8_t*, int);

@@ -1,16 +1,17 @@
 // Order-0 rANS with independent substreams, each decoded by one thread.
 //
-// Stream (varints are LEB128, words little-endian):
+// Full stream (varints are LEB128, words little-endian):
 //   n (symbols), nsym (alphabet, 1..65536); nothing more when n == 0
 //   L (one byte, the probability precision, 0 or 1..16)
 //   L == 0: every symbol is the varint that follows (no coded bits)
 //   L >= 1: the frequency table (nsym varints summing to 2^L, each below 2^L; a zero
-//           is followed by the length - 1 of its run of zeros), chunk (symbols per
-//           substream), the byte length of each of ceil(n / chunk) substreams, then
-//           the substreams.
-//   substream: 8 interleaved 32-bit rANS states (symbol i of the substream uses state
-//   i mod 8), then the 16-bit renormalisation words. A decoder checks that every state
-//   ends where the encoder started (2^16) and that every word was used.
+//           is followed by the length - 1 of its run of zeros), then the body.
+// Body (also used alone, under a table the caller keeps): chunk (symbols per
+//   substream), the byte length of each of ceil(n / chunk) substreams, the substreams.
+// Substream of m symbols: lanes(m) interleaved 32-bit rANS states (8, or 1 below 4096
+//   symbols; symbol i uses state i mod lanes), then the 16-bit renormalisation words.
+//   A decoder checks that every state ends where the encoder started (2^16) and that
+//   every word was used.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -28,7 +29,7 @@ struct Entry {
   uint16_t freq, bias, sym, pad;
 };
 
-// A parsed stream header: the model and where each substream lies.
+// A parsed stream: the model and where each substream lies.
 struct Parsed {
   uint64_t n = 0;
   uint32_t nsym = 0;
@@ -40,13 +41,23 @@ struct Parsed {
   std::vector<uint32_t> length;
 };
 
-// Appends the stream for `n` symbols (each below nsym) to `w`.
+inline int lanes(uint64_t m) { return m >= 4096 ? LANES : 1; }
+
+// Appends the full stream for `n` symbols (each below nsym) to `w`.
 template <class T>
 void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads, Writer& w);
 
-// Reads a stream header; throws Corrupt on anything inconsistent. `expected_n` is
-// the count the caller knows from the shape.
+// Appends a body coded under `freq` (summing to 2^L) to `w`.
+template <class T>
+void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
+                 int threads, Writer& w);
+
+// Reads a full stream; throws Corrupt on anything inconsistent. `expected_n` is the
+// count the caller knows from the shape.
 Parsed parse(Reader& r, uint64_t expected_n);
+
+// Reads a body of n symbols under `freq` (validated: sums to 2^L, each below 2^L).
+Parsed parse_body(Reader& r, uint64_t n, const std::vector<uint32_t>& freq, int L);
 
 // Decodes substream `i` of a parsed stream into out[0 .. its symbol count).
 template <class T>
@@ -57,7 +68,12 @@ template <class T>
 void decode(const Parsed& p, T* out, int threads);
 
 // Order-0 frequencies summing to 2^L for these counts (every present symbol >= 1), with L
-// the smallest precision (>= min_bits) that codes within 0.01% of 16-bit precision.
-std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int min_bits, int* L);
+// the smallest precision that codes within 0.01% of 16-bit precision. Encoder side only.
+std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int* L);
+
+// Any positive integer frequencies -> frequencies summing to 2^L (L <= 16), in integers
+// only, so an encoder and a decoder given the same table agree on every machine.
+// Throws Corrupt when more than 2^16 symbols are present or none is.
+std::vector<uint32_t> pow2_table(const std::vector<uint64_t>& freq, int* L);
 
 }  // namespace zc::rans

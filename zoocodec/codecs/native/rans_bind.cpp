@@ -21,6 +21,8 @@ nb::bytes encode(nb::ndarray<const T, nb::ndim<1>, nb::c_contig, nb::device::cpu
   return to_bytes(w.out);
 }
 
+nb::object decoded(const rans::Parsed& p, uint64_t count, int threads);
+
 nb::object decode(nb::handle data, uint64_t count, int threads) {
   InBuffer in(data);
   Reader r(in.data(), in.size());
@@ -30,6 +32,10 @@ nb::object decode(nb::handle data, uint64_t count, int threads) {
     p = rans::parse(r, count);
     if (r.left()) throw Corrupt("bytes left after the stream");
   }
+  return decoded(p, count, threads);
+}
+
+nb::object decoded(const rans::Parsed& p, uint64_t count, int threads) {
   auto run = [&](auto* out) {
     nb::gil_scoped_release release;
     rans::decode(p, out, threads);
@@ -46,6 +52,46 @@ nb::object decode(nb::handle data, uint64_t count, int threads) {
   return nb::cast(a);
 }
 
+std::vector<uint64_t> table_of(nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> freqs) {
+  std::vector<uint64_t> f(freqs.shape(0));
+  for (std::size_t i = 0; i < f.size(); ++i) {
+    if (freqs.data()[i] < 0) throw Corrupt("negative frequency");
+    f[i] = static_cast<uint64_t>(freqs.data()[i]);
+  }
+  return f;
+}
+
+template <class T>
+nb::bytes encode_freqs(nb::ndarray<const T, nb::ndim<1>, nb::c_contig, nb::device::cpu> symbols,
+                       nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> freqs, uint64_t chunk,
+                       int threads) {
+  std::vector<uint64_t> f = table_of(freqs);
+  Writer w;
+  {
+    nb::gil_scoped_release release;
+    int L;
+    std::vector<uint32_t> table = rans::pow2_table(f, &L);
+    rans::encode_body(symbols.data(), symbols.shape(0), table, L, chunk, threads, w);
+  }
+  return to_bytes(w.out);
+}
+
+nb::object decode_freqs(nb::handle data, nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> freqs,
+                        uint64_t count, int threads) {
+  std::vector<uint64_t> f = table_of(freqs);
+  InBuffer in(data);
+  Reader r(in.data(), in.size());
+  rans::Parsed p;
+  {
+    nb::gil_scoped_release release;
+    int L;
+    std::vector<uint32_t> table = rans::pow2_table(f, &L);
+    p = rans::parse_body(r, count, table, L);
+    if (r.left()) throw Corrupt("bytes left after the stream");
+  }
+  return decoded(p, count, threads);
+}
+
 }  // namespace
 
 void bind_rans(nb::module_& m) {
@@ -55,4 +101,11 @@ void bind_rans(nb::module_& m) {
         "Symbols (uint8 or uint16, each below nsym) -> an order-0 rANS stream of chunk-symbol substreams.");
   m.def("rans_decode", &decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
         "A stream of `count` symbols -> uint8 (alphabet <= 256) or uint16 array; CorruptStream if damaged.");
+  m.def("rans_encode_freqs", &encode_freqs<uint8_t>, nb::arg("symbols"), nb::arg("freqs"), nb::arg("chunk"),
+        nb::arg("threads") = 0);
+  m.def("rans_encode_freqs", &encode_freqs<uint16_t>, nb::arg("symbols"), nb::arg("freqs"), nb::arg("chunk"),
+        nb::arg("threads") = 0,
+        "Symbols under a caller-kept integer table (int64, any sum; two or more present) -> a body only.");
+  m.def("rans_decode_freqs", &decode_freqs, nb::arg("data"), nb::arg("freqs"), nb::arg("count"), nb::arg("threads") = 0,
+        "A body of `count` symbols under the same table -> uint8/uint16 array; CorruptStream if damaged.");
 }
