@@ -1,15 +1,14 @@
-"""Order-0 ANS coding of integer symbols with constriction (coder `ans`), plus a packed-zstd
-fallback; and the one ANS stream primitive every coder here uses (encode_stream /
-decode_stream with an integer frequency table).
+"""Order-0 rANS coding of integer symbols with the native engine (coder `ans`), plus a
+packed-zstd fallback; and the one ANS stream primitive every coder here uses (encode_stream
+/ decode_stream under an integer frequency table the caller keeps).
 
-Bitstream (all integers are varints):
-  mode byte: 0 = ANS, 1 = packed little-endian ints + zstd (chosen when smaller, e.g. for
-  near-uniform wide alphabets whose table would cost more than it saves)
-  ANS: n, lo (signed), alphabet size, frequency table (zero runs collapsed), chunk size,
-       one byte length per chunk, then the chunks (uint32 words). Chunks are independent
-       streams so a decoder may run them in parallel.
-The table holds integer frequencies scaled to about 2**16; encoder and decoder turn them
-into the same float64 probabilities, so decoding never depends on the machine.
+Bitstream: a mode byte, 0 = rANS, 1 = packed little-endian ints + zstd (chosen when
+smaller, e.g. for near-uniform wide alphabets whose table would cost more than it saves).
+  rANS: lo (signed varint), k (a byte), then the native stream of (symbols - lo) >> k
+        (zoocodec/codecs/native/rans.h: count, alphabet, precision, table, substreams of
+        2^16 symbols decoded in parallel). k = 0 unless the alphabet is wider than 2^16:
+        then k low bits of each symbol follow the stream raw (bit-packed, little-endian),
+        and the stream's byte length precedes it.
 """
 from __future__ import annotations
 
@@ -20,42 +19,27 @@ import zstandard
 
 from dataclasses import dataclass
 
+from zoocodec.codecs import native
 from zoocodec.codecs.base import CoderSpec, register_coder
-from zoocodec.codecs.wire import Reader, put_streams, put_svarint, put_uvarint
+from zoocodec.codecs.wire import Reader, put_svarint, put_uvarint
 
-CHUNK = 1 << 20
 TABLE_SCALE = 1 << 16
-MAX_ALPHABET = 1 << 24
+MAX_ALPHABET = native.RANS_MAX_ALPHABET  # of one rANS table
 ANS, PACKED = 0, 1
 
 
-def _model(freqs: np.ndarray):
-    import constriction  # noqa: PLC0415  (base dependency; imported where used)
-
-    probs = freqs.astype(np.float64) / float(freqs.sum())
-    return constriction.stream.model.Categorical(probs, perfect=False)
+def _narrow(idx: np.ndarray, size: int) -> np.ndarray:
+    return np.ascontiguousarray(idx, dtype=np.uint8 if size <= 256 else np.uint16).ravel()
 
 
 def encode_stream(idx: np.ndarray, freqs: np.ndarray) -> bytes:
-    """One ANS stream of indices 0..len(freqs)-1 under integer frequencies: uint32 words, LE."""
-    import constriction  # noqa: PLC0415
-
-    coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(np.ascontiguousarray(idx, dtype=np.int32), _model(freqs))
-    return coder.get_compressed().astype("<u4").tobytes()
+    """Indices 0..len(freqs)-1 under integer frequencies (any sum, two or more non-zero)."""
+    return native.rans_encode_freqs(_narrow(idx, len(freqs)), freqs)
 
 
 def decode_stream(data: memoryview, freqs: np.ndarray, count: int, r: Reader) -> np.ndarray:
-    """`count` indices from one stream of encode_stream; damage raises r.fail (ContainerError)."""
-    import constriction  # noqa: PLC0415
-
-    if len(data) % 4:
-        raise r.fail("stream length is not a whole number of words")
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    try:
-        return constriction.stream.stack.AnsCoder(words).decode(_model(freqs), count).astype(np.int64)
-    except Exception as e:  # constriction reports damaged streams in its own ways
-        raise r.fail(f"ANS stream ({e})") from None
+    """`count` int64 indices from one stream of encode_stream; damage raises ContainerError."""
+    return native.rans_decode_freqs(data, freqs, count, what=r.what).astype(np.int64)
 
 
 def quantized_freqs(counts: np.ndarray) -> np.ndarray:
@@ -117,32 +101,33 @@ def _width(span: int) -> int:
 
 
 def encode(symbols: np.ndarray) -> bytes:
-    """Symbols (any integer array) -> bytes; the smaller of ANS and packed zstd."""
+    """Symbols (any integer array) -> bytes; the smaller of rANS and packed zstd."""
     s = np.ascontiguousarray(symbols, dtype=np.int64).ravel()
     if s.size == 0:
         return _packed(s)
     lo, hi = int(s.min()), int(s.max())
-    size = hi - lo + 1
-    if size > MAX_ALPHABET:
+    k = max(0, (hi - lo).bit_length() - 16)  # wide alphabets: code the top 16 bits
+    if k > 48:
         return _packed(s)
-    idx = (s - lo).astype(np.int32)
-    counts = np.bincount(idx, minlength=size)
-    freqs = quantized_freqs(counts)
+    idx = (s - lo).astype(np.uint64)
     out = bytearray([ANS])
-    put_uvarint(out, s.size)
     put_svarint(out, lo)
-    put_uvarint(out, size)
-    put_table(out, freqs)
-    put_uvarint(out, CHUNK)
-    # a constant tensor needs no coded bits at all
-    chunks = [encode_stream(idx[i : i + CHUNK], freqs) for i in range(0, s.size, CHUNK)] if size > 1 else []
-    put_streams(out, chunks)
-    ans = bytes(out)
-    if len(ans) > s.size:  # wide, flat alphabets: the table can cost more than it saves
+    out.append(k)
+    top = ((hi - lo) >> k) + 1
+    stream = native.rans_encode(_narrow(idx >> np.uint64(k), top), top)
+    if k:
+        put_uvarint(out, len(stream))
+        out += stream
+        bits = (idx[:, None] >> np.arange(k, dtype=np.uint64)) & np.uint64(1)
+        out += np.packbits(bits.astype(np.uint8).ravel(), bitorder="little").tobytes()
+    else:
+        out += stream
+    coded = bytes(out)
+    if len(coded) > s.size:  # wide, flat alphabets: the table can cost more than it saves
         packed = _packed(s)
-        if len(packed) < len(ans):
+        if len(packed) < len(coded):
             return packed
-    return ans
+    return coded
 
 
 def decode(data: bytes | memoryview, count: int) -> np.ndarray:
@@ -166,31 +151,24 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
         return np.frombuffer(raw, dtype=f"<u{width}").astype(np.int64) + lo
     if mode != ANS:
         raise r.fail(f"unknown coder mode {mode}")
-    n = r.uvarint()
-    if n != count:
-        raise r.fail(f"holds {n} symbols, expected {count}")
     lo = r.svarint()
-    size = r.uvarint(limit=MAX_ALPHABET)
-    if size < 1:
-        raise r.fail("empty alphabet")
-    freqs = read_table(r, size)
-    chunk = r.uvarint(limit=1 << 30)
-    if chunk < 1:
-        raise r.fail("chunk size 0")
-    chunks = r.streams(0 if size == 1 else -(-n // chunk))
+    k = r.byte()
+    if k > 48:
+        raise r.fail(f"{k} raw low bits")
+    if not k:
+        return native.rans_decode(r.rest(), count, what=r.what).astype(np.int64) + lo
+    top = native.rans_decode(r.take(r.uvarint(limit=len(r.data))), count, what=r.what).astype(np.int64)
+    packed = r.take(-(-count * k // 8))
     r.done()
-    if size == 1:
-        return np.full(n, lo, dtype=np.int64)
-    out = np.empty(n, dtype=np.int64)
-    for i, data in enumerate(chunks):
-        out[i * chunk : i * chunk + min(chunk, n - i * chunk)] = decode_stream(data, freqs, min(chunk, n - i * chunk), r)
-    return out + lo
+    bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=count * k, bitorder="little")
+    low = (bits.reshape(count, k).astype(np.int64) << np.arange(k, dtype=np.int64)).sum(axis=1)
+    return (top << k | low) + lo
 
 
 @register_coder
 @dataclass(frozen=True)
 class Ans(CoderSpec):
-    """Order-0 ANS (the default coder): one frequency table per tensor, independent 1M-symbol chunks."""
+    """Order-0 rANS (the default coder): one frequency table per tensor, substreams of 2^16 symbols."""
 
     name = "ans"
     version = 1

@@ -41,8 +41,29 @@ def rans_encode(symbols: np.ndarray, nsym: int, *, chunk: int = SUBSTREAM, threa
 
 def rans_decode(data: bytes | memoryview, count: int, *, what: str = "rANS stream", threads: int = 0) -> np.ndarray:
     """A stream of `count` symbols -> uint8 (alphabet <= 256) or uint16 symbols."""
+    return _checked(what, engine().rans_decode, data, count, threads)
+
+
+def rans_encode_freqs(symbols: np.ndarray, freqs: np.ndarray, *, chunk: int = SUBSTREAM, threads: int = 0) -> bytes:
+    """Symbols under an integer table the caller keeps (any sum, two or more non-zero):
+    the substreams only. The engine rescales the table to a power of two in integers."""
+    f = np.ascontiguousarray(freqs, dtype=np.int64)
+    try:
+        return engine().rans_encode_freqs(np.ascontiguousarray(symbols).ravel(), f, chunk, threads)
+    except engine().CorruptStream as e:  # the table itself is unusable
+        raise ValueError(f"rANS table: {e}") from None
+
+
+def rans_decode_freqs(data: bytes | memoryview, freqs: np.ndarray, count: int, *, what: str = "rANS stream",
+                      threads: int = 0) -> np.ndarray:
+    """`count` symbols of rans_encode_freqs under the same table."""
+    f = np.ascontiguousarray(freqs, dtype=np.int64)
+    return _checked(what, engine().rans_decode_freqs, data, f, count, threads)
+
+
+def _checked(what: str, fn, *args):
     eng = engine()
     try:
-        return eng.rans_decode(data, count, threads)
+        return fn(*args)
     except eng.CorruptStream as e:
         raise ContainerError(f"corrupt {what}: {e}") from None

@@ -137,17 +137,18 @@ std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int* L) {
 }
 
 std::vector<uint32_t> pow2_table(const std::vector<uint64_t>& f, int* L) {
-  uint64_t S = 0, present = 0;
+  unsigned __int128 S = 0;  // tables of packed flag bytes sum to 2^56 (flags.py)
+  uint64_t present = 0;
   for (uint64_t v : f) {
-    if (v > (uint64_t(1) << 40)) throw Corrupt("frequency over 2^40");
+    if (v > (uint64_t(1) << 62)) throw Corrupt("frequency over 2^62");
     S += v;
     present += v != 0;
   }
   if (present < 2) throw Corrupt("a coded stream needs two symbols or more");
   if (present > MAX_NSYM) throw Corrupt("more than 2^16 symbols");
-  uint64_t target = std::max<uint64_t>(S, 2 * present);
+  unsigned __int128 target = std::max<unsigned __int128>(S, 2 * present);
   int bits = 1;
-  while (bits < 16 && (uint64_t(1) << bits) < target) ++bits;
+  while (bits < 16 && (static_cast<unsigned __int128>(1) << bits) < target) ++bits;
   const uint64_t M = uint64_t(1) << bits;
   *L = bits;
   std::vector<uint32_t> out(f.size(), 0);
@@ -159,7 +160,7 @@ std::vector<uint32_t> pow2_table(const std::vector<uint64_t>& f, int* L) {
   std::size_t big = 0;
   for (std::size_t i = 0; i < f.size(); ++i) {
     if (!f[i]) continue;
-    out[i] = static_cast<uint32_t>(std::max<uint64_t>(1, f[i] * M / S));
+    out[i] = static_cast<uint32_t>(std::max<unsigned __int128>(1, static_cast<unsigned __int128>(f[i]) * M / S));
     sum += out[i];
     if (out[i] > out[big]) big = i;
   }
