@@ -31,9 +31,9 @@ import zoocodec
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine as _machine  # noqa: E402
 from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
-from zoocodec.eval.sensitivity import embedding_groups, measure, predict, quantized_names
+from zoocodec.tuning.sensitivity import embedding_groups, measure, predict, quantized_names
 from zoocodec.methods import spec_from_dict
-from zoocodec.pipeline.auto import auto_compress, reconstruct
+from zoocodec.tuning.auto import auto_compress, reconstruct
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm")

@@ -246,9 +246,9 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str) -> list[tuple[s
     costs one evaluation per tensor.
     """
     from zoocodec.eval.evaluate import evaluator  # noqa: PLC0415
-    from zoocodec.eval.sensitivity import embedding_groups, measure  # noqa: PLC0415
-    from zoocodec.pipeline.allocate import allocate  # noqa: PLC0415
-    from zoocodec.pipeline.auto import auto_compress  # noqa: PLC0415
+    from zoocodec.tuning.sensitivity import embedding_groups, measure  # noqa: PLC0415
+    from zoocodec.tuning.allocate import allocate  # noqa: PLC0415
+    from zoocodec.tuning.auto import auto_compress  # noqa: PLC0415
 
     floats, big, quick = subject.floats, subject.fp32_bytes > HEAVY, mode == "quick"
     method = best_method()

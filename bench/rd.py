@@ -44,7 +44,7 @@ from zoocodec.eval.evaluate import evaluator, load_weights  # noqa: E402
 from zoocodec.eval.models import build  # noqa: E402
 from zoocodec.eval.tasks import TASKS  # noqa: E402
 from zoocodec.pipeline import zoo  # noqa: E402
-from zoocodec.pipeline.allocate import allocate, noise_sensitivities  # noqa: E402
+from zoocodec.tuning.allocate import allocate, noise_sensitivities  # noqa: E402
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load  # noqa: E402
 
 # NNCodec 2.1.3 on minilm, document cosine on lee_background.cor (NOTES.md): qp, bits/weight, mean, min

@@ -70,7 +70,7 @@ def compress(
     if target_bpw is not None:
         if step is not None or bits is not None:
             raise ZoocodecError("--target-bpw chooses the steps itself: leave out --step and --bits")
-        from zoocodec.pipeline.allocate import allocate  # noqa: PLC0415
+        from zoocodec.tuning.allocate import allocate  # noqa: PLC0415
 
         plan = allocate(model, target_bpw=target_bpw, method=spec, min_size=min_size)
     total = len(load(model).names)
@@ -92,7 +92,7 @@ def compress(
 def _auto(model: str, output: Path, target_loss: str, task: str | None, method: str, min_size: int,
           json_out: bool) -> None:
     """compress --target-loss: search the per-tensor steps, verify on the task, report."""
-    from zoocodec.pipeline.auto import auto_compress, parse_loss  # noqa: PLC0415
+    from zoocodec.tuning.auto import auto_compress, parse_loss  # noqa: PLC0415
 
     r = auto_compress(model, output, parse_loss(target_loss), task, method=method, min_size=min_size,
                       log=lambda msg: err_console.print(msg, markup=False, highlight=False))

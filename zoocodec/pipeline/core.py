@@ -22,6 +22,7 @@ from zoocodec import __version__
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.errors import ContainerError, NonFiniteError, ZoocodecError
 from zoocodec.methods import MethodSpec, Overrides, TensorData, parse_spec, spec_from_dict
+from zoocodec.methods.base import FLOAT_DTYPES
 from zoocodec.methods.lossless import Lossless, native_dtype
 from zoocodec.pipeline import zoo
 from zoocodec.pipeline.modelio import ModelSource, open_model, to_torch, write_model
@@ -101,14 +102,25 @@ def load(model: str | os.PathLike | dict) -> ModelSource:
     return open_model(model)
 
 
+def selected(dtype: str, numel: int, min_size: int = DEFAULT_MIN_SIZE) -> bool:
+    """The one tensor-selection policy: floating-point tensors of at least `min_size` weights
+    are quantized by default; the rest (biases, norms, counters, masks) stay lossless.
+    compress, sequences, allocation and sensitivity measurement all ask this."""
+    return dtype in FLOAT_DTYPES and numel >= min_size
+
+
+def finite(t: TensorData) -> bool:
+    return bool(np.isfinite(t.float64()).all())
+
+
 def choose_spec(t: TensorData, spec: MethodSpec, overrides: Overrides, min_size: int,
                 allow_nonfinite: bool, plan: dict[str, MethodSpec] | None = None) -> MethodSpec:
     chosen = (plan or {}).get(t.name) or overrides.match(t.name)
     if chosen is None:
-        chosen = spec if (t.is_float and t.array.size >= min_size) else Lossless()
+        chosen = spec if selected(t.dtype, t.array.size, min_size) else Lossless()
     if not chosen.lossless and not t.is_float:
         return Lossless()
-    if not chosen.lossless and not np.isfinite(t.float64()).all():
+    if not chosen.lossless and not finite(t):
         if not allow_nonfinite:
             raise NonFiniteError(
                 f"tensor {t.name!r} holds NaN or Inf; use --allow-nonfinite to keep such tensors lossless"

@@ -39,7 +39,7 @@ from zoocodec.methods import MethodSpec, TensorData, parse_spec, spec_from_dict
 from zoocodec.methods.base import from_float64
 from zoocodec.methods.lossless import Lossless, native_dtype
 from zoocodec.methods.uniform import Uniform
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, finite, load, selected
 from zoocodec.pipeline.modelio import to_torch, write_model
 
 MODES = ("video", "delta", "independent")
@@ -108,7 +108,7 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
             t0 = members[0]
             if any(t.dtype != t0.dtype or t.array.shape != t0.array.shape for t in members):
                 raise ModelFormatError(f"tensor {t0.name!r} changes shape or dtype along the sequence")
-            quantize = t0.is_float and t0.array.size >= min_size and all(np.isfinite(t.float64()).all() for t in members)
+            quantize = selected(t0.dtype, t0.array.size, min_size) and all(finite(t) for t in members)
             if quantize:
                 side, segs, recon, per_member = _encode_quantized(members, spec, mode, keyint)
                 report.quantized_params += t0.array.size

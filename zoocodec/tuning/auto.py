@@ -1,7 +1,7 @@
 """Automatic mode: the smallest file whose task metric stays within a loss budget.
 
-1. Measure each tensor's sensitivity (zoocodec.eval.sensitivity) on the model's task.
-2. For a base step, zoocodec.pipeline.allocate gives every tensor its step at one
+1. Measure each tensor's sensitivity (zoocodec.tuning.sensitivity) on the model's task.
+2. For a base step, zoocodec.tuning.allocate gives every tensor its step at one
    Lagrangian slope (step_t = base * sqrt(median_s / s_t)): the smallest size for the
    distortion it predicts. One number is left to choose.
 3. Search that base step (doubling to bracket, then bisection on its logarithm) for the
@@ -27,9 +27,9 @@ import torch
 
 from zoocodec.errors import ZoocodecError
 from zoocodec.methods import MethodSpec
-from zoocodec.pipeline.allocate import DEFAULT_BASE_STEP, allocate
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
 from zoocodec.pipeline.modelio import to_tensordata, to_torch
+from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate
 
 BISECTIONS = 5  # the base step ends within a factor 2**(1/32) of the largest that passes
 MAX_SHRINK = 8  # final-check retries, each shrinking the step by 2**(-1/8)
@@ -63,7 +63,8 @@ def parse_loss(text: str | float) -> float:
 
 
 def reconstruct(weights: dict[str, torch.Tensor], plan: dict[str, MethodSpec]) -> dict[str, torch.Tensor]:
-    """The weights as the decoder will return them under `plan` (other tensors stay exact)."""
+    """The weights as the decoder will return them under `plan` (other tensors stay exact),
+    from quantizing alone: nothing is entropy-coded during the search."""
     out = dict(weights)
     for name, spec in plan.items():
         t = to_tensordata(name, weights[name])
@@ -77,11 +78,11 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                   sensitivities: dict[str, float | np.ndarray] | None = None) -> AutoResult:
     """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction).
 
-    `sensitivities` (from zoocodec.eval.sensitivity.measure) skips their measurement, e.g.
+    `sensitivities` (from zoocodec.tuning.sensitivity.measure) skips their measurement, e.g.
     when one model is compressed at several budgets.
     """
     from zoocodec.eval.evaluate import evaluator, identify, load_weights, tasks_of  # noqa: PLC0415
-    from zoocodec.eval.sensitivity import embedding_groups, measure, quantized_names  # noqa: PLC0415
+    from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names  # noqa: PLC0415
     from zoocodec.pipeline import zoo  # noqa: PLC0415
 
     say = log or (lambda _msg: None)

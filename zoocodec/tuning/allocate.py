@@ -22,12 +22,12 @@ Sensitivities:
 - 0 means the tensor does not matter (e.g. a pooler the task never runs): its step is
   capped so that every weight quantizes to zero.
 
-The size estimate is the order-0 entropy of the rounded symbols (cheap: a rint and a
-bincount per tensor), plus the exact lossless cost of the tensors that stay lossless.
-For methods whose levels are not plain rounding (rdoq, dq), the bisection is aimed off
-by the difference between that estimate and the method's own symbols, measured on a
-sample of rows (twice). The context coder lands 1-6% below order-0, so with coder=ctx
-the real size is a little under the target.
+Sizes come from entropy models (codecs/base.py), never from coding. The bisection prices
+the rounded symbols with the order-0 model (cheap: a rint and a bincount per tensor),
+plus the exact lossless cost of the tensors that stay lossless. It is then aimed off by
+the difference between that and what the spec's coders' own models give the method's
+own symbols (rdoq and dq choose other levels than rounding; `ctx` prices by context),
+measured on a sample of rows of every tensor, twice.
 """
 from __future__ import annotations
 
@@ -38,10 +38,11 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from zoocodec.codecs.base import Order0
 from zoocodec.errors import SpecError
-from zoocodec.methods import MethodSpec, parse_spec
+from zoocodec.methods import MethodSpec, TensorData, parse_spec
 from zoocodec.methods.lossless import Lossless
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, finite, load, selected
 
 DEFAULT_METHOD = "uniform"
 DEFAULT_BASE_STEP = 2.0 ** (-30 / 4)  # about level with NNCodec's default on minilm (NOTES.md)
@@ -70,18 +71,19 @@ def allocate(model: str | os.PathLike | dict, *, sensitivities: Mapping[str, flo
     rel = _relative_steps(items, sensitivities or {})
     if target_bpw is not None:
         base_step = _search_base(items, rel, fixed_bits, params, target_bpw)
-        if hasattr(spec, "levels_for"):  # rdoq, dq: their rate at a step differs from rounding's
-            for _ in range(2):
-                offset = _method_offset(spec, items, rel, base_step, params)
-                base_step = _search_base(items, rel, fixed_bits, params, target_bpw + offset)
+        for _ in range(2):  # aim off by what the coders' models say of the method's own symbols
+            offset = _method_offset(spec, items, rel, base_step, params)
+            if abs(offset) < 1e-4 * target_bpw:
+                break
+            base_step = _search_base(items, rel, fixed_bits, params, target_bpw + offset)
     base = base_step if base_step is not None else DEFAULT_BASE_STEP
     return {it.name: _spec_for(spec, it, base * r) for it, r in zip(items, rel)}
 
 
 def estimate_bpw(model: str | os.PathLike | dict, plan: Mapping[str, MethodSpec], min_size: int = DEFAULT_MIN_SIZE) -> float:
-    """Estimated bits/weight of a plan (order-0 entropy of rounded symbols + lossless tensors)."""
+    """Estimated bits/weight of a plan (order-0 model of the rounded symbols + lossless tensors)."""
     items, fixed_bits, params = _gather(model, min_size)
-    bits = fixed_bits + sum(_order0_bits(it.w, _steps_of(plan[it.name], it.rows)) for it in items)
+    bits = fixed_bits + sum(_rounded_bits(it.w, _steps_of(plan[it.name], it.rows)) for it in items)
     return bits / max(params, 1)
 
 
@@ -124,13 +126,12 @@ class _Item:
 
 
 def _gather(model, min_size: int) -> tuple[list[_Item], float, int]:
-    """The tensors to quantize (float, >= min_size, finite), and the bits of the others."""
+    """The tensors compress quantizes (pipeline.core.selected, finite), and the bits of the others."""
     items, fixed_bits, params = [], 0.0, 0
     for t in load(model).tensors():
         params += t.array.size
-        w = t.float64() if t.is_float and t.array.size >= min_size else None
-        if w is not None and np.isfinite(w).all():
-            items.append(_Item(t.name, w))
+        if selected(t.dtype, t.array.size, min_size) and finite(t):
+            items.append(_Item(t.name, t.float64()))
         else:
             fixed_bits += 8 * sum(len(v) for v in Lossless().encode(t).segments.values())
     return items, fixed_bits, params
@@ -189,21 +190,25 @@ def _spec_for(spec: MethodSpec, it: _Item, steps: np.ndarray) -> MethodSpec:
     return spec
 
 
-def _order0_bits(w: np.ndarray, steps: np.ndarray) -> float:
+def _rounded_bits(w: np.ndarray, steps: np.ndarray) -> float:
+    """Bits of the rounded symbols under the order-0 model."""
     rows = steps.shape[0]
-    q = np.rint(w.reshape(rows, -1) / steps[:, None]).astype(np.int64).ravel()
-    lo, hi = int(q.min()), int(q.max())
-    counts = np.bincount(q - lo) if hi - lo < 1 << 26 else np.unique(q, return_counts=True)[1]
-    counts = counts[counts > 0]
-    return float(q.size * math.log2(q.size) - (counts * np.log2(counts)).sum())
+    return Order0().bits(np.rint(w.reshape(rows, -1) / steps[:, None]).astype(np.int64))
+
+
+def _model_bits(spec: MethodSpec, w: np.ndarray) -> float:
+    """What the spec's coders' entropy models give the symbols the method makes of `w`."""
+    q = spec.quantize(TensorData("sample", "float64", w))
+    return sum(spec.coder_for(n).model(s, spec.trellis(n, s.shape)).bits(s) for n, s in q.symbols.items())
 
 
 def _method_offset(spec: MethodSpec, items: list[_Item], rel, base: float, params: int,
                    sample_rows: int = 256) -> float:
-    """bits/weight by which rounding's estimate exceeds the method's own symbols at `base`.
+    """bits/weight by which the rounding estimate exceeds what the spec's coders' models give
+    the method's own symbols at `base`.
 
-    Measured on up to `sample_rows` evenly spaced rows of each tensor (order-0 entropy of
-    both), scaled to the whole tensor: a cheap correction that the bisection then aims off.
+    Measured on up to `sample_rows` evenly spaced rows of each tensor, scaled to the whole
+    tensor: a cheap correction that the bisection then aims off.
     """
     diff = 0.0
     for it, r in zip(items, rel):
@@ -214,16 +219,8 @@ def _method_offset(spec: MethodSpec, items: list[_Item], rel, base: float, param
         steps = steps[rows] if steps.size > 1 else steps
         if steps.size > 1:  # the sample as its own tensor, one step per sampled row
             planned = dataclasses.replace(planned, group_steps=tuple(float(x) for x in steps))
-        symbols = planned.levels_for(w)[0]
-        scale = it.w.size / w.size
-        diff += scale * (_order0_bits(w, steps) - _order0_bits_of(symbols))
+        diff += it.w.size / w.size * (_rounded_bits(w, steps) - _model_bits(planned, w))
     return diff / max(params, 1)
-
-
-def _order0_bits_of(q: np.ndarray) -> float:
-    q = q.ravel()
-    counts = np.unique(q, return_counts=True)[1]
-    return float(q.size * math.log2(q.size) - (counts * np.log2(counts)).sum()) if q.size else 0.0
 
 
 def _search_base(items: list[_Item], rel, fixed_bits: float, params: int, target_bpw: float) -> float:
@@ -232,7 +229,7 @@ def _search_base(items: list[_Item], rel, fixed_bits: float, params: int, target
         bits = fixed_bits
         for it, r in zip(items, rel):
             steps = np.minimum(base * r, it.cap)
-            bits += _order0_bits(it.w, steps[_group_rows(it.rows, steps.size)] if steps.size > 1 else steps)
+            bits += _rounded_bits(it.w, steps[_group_rows(it.rows, steps.size)] if steps.size > 1 else steps)
         return bits / max(params, 1)
 
     floor_bpw = fixed_bits / max(params, 1)

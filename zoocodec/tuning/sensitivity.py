@@ -4,7 +4,7 @@ Quantization with step d adds noise of variance d^2/12 to every weight of a tens
 inject uniform noise of that kind into one tensor at a time (or one row group of an
 embedding table), run the task's inputs, and divide the fidelity loss (KL of logits, or
 1 - cosine of embeddings, against the original) by numel * variance: the loss per unit of
-squared error per weight, which zoocodec.pipeline.allocate turns into per-tensor steps
+squared error per weight, which zoocodec.tuning.allocate turns into per-tensor steps
 (equal slope: step_t ~ 1/sqrt(s_t)). In the small-noise regime the loss is additive over
 tensors and linear in the variance; `predict` and bench/eval.py check that on real models.
 """
@@ -17,18 +17,19 @@ import numpy as np
 import torch
 
 from zoocodec.eval.evaluate import Evaluator, entry, evaluator, tasks_of
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, selected
+from zoocodec.pipeline.modelio import TORCH_DTYPES
 
 EMBEDDING_GROUPS = 4  # row groups of a word-embedding table (token ids: frequent words come first)
 
 
 def quantized_names(weights: dict[str, torch.Tensor], min_size: int = DEFAULT_MIN_SIZE) -> list[str]:
     """The tensors compress quantizes by default: floating point with at least min_size weights."""
-    return [k for k, v in weights.items() if v.is_floating_point() and v.numel() >= min_size]
+    return [k for k, v in weights.items() if selected(TORCH_DTYPES.get(v.dtype, str(v.dtype)), v.numel(), min_size)]
 
 
 def row_groups(n_rows: int, groups: int) -> torch.Tensor:
-    """Group index of each row: `groups` near-equal consecutive runs (as zoocodec.pipeline.allocate splits them)."""
+    """Group index of each row: `groups` near-equal consecutive runs (as zoocodec.tuning.allocate splits them)."""
     return (torch.arange(n_rows) * groups) // n_rows
 
 

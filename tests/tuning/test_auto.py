@@ -6,7 +6,7 @@ import pytest
 import zoocodec
 from zoocodec.errors import ZoocodecError
 from zoocodec.eval import data, evaluate
-from zoocodec.pipeline.auto import auto_compress, parse_loss
+from zoocodec.tuning.auto import auto_compress, parse_loss
 
 
 def test_parse_loss():

@@ -8,7 +8,7 @@ import pytest
 
 import zoocodec
 from zoocodec.errors import SpecError
-from zoocodec.pipeline.allocate import allocate, estimate_bpw
+from zoocodec.tuning.allocate import allocate, estimate_bpw
 
 
 def test_uniform_weights_give_one_step(mnist_path):
