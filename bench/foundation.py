@@ -26,7 +26,7 @@ from common import machine, save  # noqa: E402
 from zoocodec.codecs import ans, floatplanes  # noqa: E402
 from zoocodec.codecs.base import order0_bits  # noqa: E402
 from zoocodec.eval.data import lee_documents  # noqa: E402
-from zoocodec.eval.text import SentenceEncoder  # noqa: E402
+from zoocodec.eval.text import TextModel  # noqa: E402
 from zoocodec.kernels import uniform as K  # noqa: E402
 from zoocodec.methods import TensorData, parse_spec  # noqa: E402
 from zoocodec.pipeline import zoo  # noqa: E402
@@ -42,7 +42,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def cosine(encoder_ref: torch.Tensor, folder: Path, tensors: dict, docs: list[str]) -> tuple[float, float]:
-    emb = SentenceEncoder(folder, tensors).encode(docs)
+    emb = TextModel(folder, tensors).encode(docs)
     cos = (emb * encoder_ref).sum(1)
     return float(cos.mean()), float(cos.min())
 
@@ -128,7 +128,7 @@ def main() -> None:
     folder = zoo.resolve("minilm")
     tensors = weights(folder)
     docs = list(lee_documents())[: 60 if args.quick else 300]
-    ref = SentenceEncoder(folder, tensors).encode(docs)
+    ref = TextModel(folder, tensors).encode(docs)
     specs = [f"uniform:step={s!r}" for s in STEPS] + [f"uniform:bits={b}" for b in BITS]
     if args.quick:
         specs = [specs[1], "uniform:bits=8"]

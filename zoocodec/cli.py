@@ -112,19 +112,39 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method: 
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Argument(help="a .zc file, a model file or folder, or a zoo name")],
+    model: Annotated[str, typer.Argument(help="a .zc file, a model file or folder, or a zoo name; with COMPRESSED: the original")],
+    compressed: Annotated[Optional[str], typer.Argument(help="a model outside the zoo: its .zc (or decoded file), judged against MODEL on --inputs")] = None,
+    inputs: Annotated[Optional[Path], typer.Option(help="inputs for a model outside the zoo: images folder or .npy/.npz (ONNX), text file one example a line (Hugging Face), .npy/.npz (--module)")] = None,
+    module: Annotated[Optional[str], typer.Option(help="package.module:factory that builds the torch module of a state dict")] = None,
+    output: Annotated[Optional[str], typer.Option(help="what the model outputs: logits | embeddings | values (default: from the config, else logits for N x C, values otherwise)")] = None,
     task: Annotated[Optional[str], typer.Option(help="one of the model's zoo tasks (default: all of them)")] = None,
     reference: Annotated[Optional[str], typer.Option(help="the zoo model it derives from (default: recognised by its tensors)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the metrics as JSON rows")] = False,
 ):
-    """Evaluate a (compressed) model on its zoo task next to the original; print value, baseline, delta."""
-    from zoocodec.eval import evaluate as run  # noqa: PLC0415
+    """Evaluate a (compressed) model next to its original; print value, baseline, delta and its 95% interval.
 
-    metrics = run(model, task, reference)
+    Zoo models run on their tasks; any other model (ONNX, Hugging Face, a state dict with
+    --module) is judged by output fidelity: zoocodec evaluate ORIGINAL COMPRESSED --inputs PATH.
+    """
+    if compressed is not None or inputs is not None or module is not None or output is not None:
+        from zoocodec.eval.anymodel import INPUTS_HELP, evaluate_pair  # noqa: PLC0415
+
+        if compressed is None:
+            raise ZoocodecError("a model outside the zoo is judged against its original: zoocodec evaluate ORIGINAL "
+                                "COMPRESSED --inputs PATH")
+        if inputs is None:
+            raise ZoocodecError(f"{compressed} is judged against {model} on your inputs: {INPUTS_HELP}")
+        if task is not None or reference is not None:
+            raise ZoocodecError("--task and --reference belong to zoo models; a model outside the zoo is judged on --inputs")
+        metrics = evaluate_pair(model, compressed, inputs, module, output)
+    else:
+        from zoocodec.eval import evaluate as run  # noqa: PLC0415
+
+        metrics = run(model, task, reference)
     if json_out:
         print(json.dumps([m.to_dict() for m in metrics], indent=2))
         return
-    table = Table(title=str(model))
+    table = Table(title=str(compressed or model))
     for col in ("task", "metric", "value", "original", "delta", "95% interval", "inputs"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right", no_wrap=True)
     for m in metrics:

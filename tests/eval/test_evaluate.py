@@ -86,10 +86,10 @@ def test_word_similarity_matches_the_published_baselines(minilm_path):
 @pytest.mark.slow
 def test_encoder_matches_sentence_transformers(minilm_path):
     st = pytest.importorskip("sentence_transformers")
-    from zoocodec.eval.text import SentenceEncoder
+    from zoocodec.eval.text import TextModel
 
     texts = ["A man is playing a guitar.", "The new movie is awesome", "zoocodec compresses weights"]
-    ours = SentenceEncoder(minilm_path, load_weights("minilm")).encode(texts)
+    ours = TextModel(minilm_path, load_weights("minilm")).encode(texts)
     theirs = st.SentenceTransformer(str(minilm_path), device="cpu").encode(texts, convert_to_tensor=True)
     assert torch.nn.functional.cosine_similarity(ours, theirs).min() > 0.99999
 

@@ -135,7 +135,8 @@ def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
                 _NAMES[name] = frozenset()
         if _NAMES[name] == names:
             return name
-    raise ZoocodecError(f"{_label(model)}: its tensors match no installed zoo model; name one with reference=/--reference")
+    raise ZoocodecError(f"{_label(model)}: its tensors match no installed zoo model; name one with --reference, "
+                        f"or judge it against its original: zoocodec evaluate ORIGINAL COMPRESSED --inputs PATH")
 
 
 def _label(model: Any) -> str:

@@ -2,7 +2,7 @@
 
 Image classifiers become torch modules in eval mode (strict state_dict loading, so a
 decoded model has exactly the original's tensors); sentence encoders become a
-SentenceEncoder reading config and tokenizer from the zoo model's folder.
+transformers model (zoocodec.eval.text) with config and tokenizer from the zoo model's folder.
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ def kind(arch: str) -> str:
 def build(arch: str, weights: dict[str, torch.Tensor], folder: Path | None = None) -> Any:
     """A model ready to run; `folder` is the Hugging Face folder a sentence encoder needs."""
     if kind(arch) == "text":
-        from zoocodec.eval.text import SentenceEncoder  # noqa: PLC0415
+        from zoocodec.eval.text import TextModel  # noqa: PLC0415
 
         if folder is None or not folder.is_dir():
             raise ModelFormatError(f"arch {arch!r} needs a Hugging Face folder (config.json, tokenizer.json), got {folder}")
-        return SentenceEncoder(folder, weights)
+        return TextModel(folder, weights)
     if arch == "effnet-lite0":
         from efficientnet_lite_pytorch import EfficientNet  # noqa: PLC0415
 
