@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("av")
 
 import zoocodec  # noqa: E402
-from zoocodec.codecs import nvdec, parse_coder, video  # noqa: E402
+from zoocodec.codecs import nvdec, parse_coder, video, videostream  # noqa: E402
 from zoocodec.errors import ContainerError, SpecError  # noqa: E402
 from zoocodec.kernels import uniform as K  # noqa: E402
 from zoocodec.methods import parse_spec  # noqa: E402
@@ -41,8 +41,8 @@ def test_lossless_odd_shapes(codec, shape):
     s = np.rint(g.laplace(0, 6, shape)).astype(np.int64)
     data = video.encode(s, video.Options(codec=codec, hw="cpu"))
     h = video.Header.unpack(data)
-    assert video.MIN_SIDE <= h.layout.tile_h <= video.MAX_SIDE and h.layout.tile_h % 2 == 0
-    assert video.MIN_SIDE <= h.layout.tile_w <= video.MAX_SIDE and h.layout.tile_w % 2 == 0
+    assert videostream.MIN_SIDE <= h.layout.tile_h <= videostream.MAX_SIDE and h.layout.tile_h % 2 == 0
+    assert videostream.MIN_SIDE <= h.layout.tile_w <= videostream.MAX_SIDE and h.layout.tile_w % 2 == 0
     assert np.array_equal(video.decode(data, s.size, hw="cpu"), s.reshape(-1))
 
 
@@ -140,7 +140,7 @@ def test_nvdec_streams_fit_nvdec_frame_sizes(mnist_symbols):
     s = mnist_symbols[8]  # 64 x 288
     h = video.Header.unpack(video.encode(s, video.Options(codec="hevc", hw="nvdec")))
     assert (h.layout.tile_w, h.layout.tile_h) >= nvdec.NVDEC_MIN["hevc"]
-    assert np.array_equal(h.decode_streams([0], hw="cpu")[0], s.reshape(-1))
+    assert np.array_equal(video.decode_streams(h, [0], hw="cpu")[0], s.reshape(-1))
 
 
 @pytest.mark.gpu

@@ -3,7 +3,7 @@
 Everything here is optional and imported lazily: PyNvVideoCodec (the `gpu` extra) raises
 RuntimeError at import on a machine without the NVIDIA video driver libraries, and CuPy
 needs a CUDA GPU. Callers ask `nvdec_available()` / `nvenc_available()` (cached) and fall
-back to software (codecs/video.py) otherwise. Hopper GPUs (H100, H200) have NVDEC but no
+back to software (codecs/pyav.py, chosen by codecs/video.py) otherwise. Hopper GPUs (H100, H200) have NVDEC but no
 NVENC; sweeps use `nvenc_available()` to give a Ray node the custom resource `nvenc`.
 
 Decoded NV12 / P016 surfaces arrive through DLPack; the luma plane is their first
@@ -15,6 +15,8 @@ import functools
 import logging
 
 import numpy as np
+
+from zoocodec.codecs import pyav, videostream
 
 log = logging.getLogger("zoocodec.video")
 
@@ -82,7 +84,7 @@ def nvenc_reason() -> str:
 
 
 def can_decode(h) -> bool:
-    """Whether NVDEC here decodes the stream described by video.Header `h`."""
+    """Whether NVDEC here decodes the stream described by videostream.Header `h`."""
     if not nvdec_available() or (h.codec, h.pix, h.depth, h.lossless) not in NVDEC_VERIFIED:
         return False
     (w0, h0), (w1, h1) = NVDEC_MIN[h.codec], NVDEC_MAX[h.codec]
@@ -159,10 +161,9 @@ def decode_gpu(data: bytes | memoryview, member: int = 0, verify: bool = True):
     """
     import cupy  # noqa: PLC0415
 
-    from zoocodec.codecs import video  # noqa: PLC0415
     from zoocodec.errors import ContainerError  # noqa: PLC0415
 
-    h = video.Header.unpack(data)
+    h = videostream.Header.unpack(data)
     if not 0 <= member < h.members:
         raise ContainerError(f"video payload holds {h.members} members, not member {member}")
     if not can_decode(h):
@@ -176,7 +177,7 @@ def decode_gpu(data: bytes | memoryview, member: int = 0, verify: bool = True):
         u = (u << (8 * (h.planes > 1))) | plane
     u += h.lo
     if verify:
-        video.check(h, member, cupy.asnumpy(u))
+        videostream.check(h, member, cupy.asnumpy(u))
     return u
 
 
@@ -186,8 +187,6 @@ def nvenc_encode(frames: list[np.ndarray], codec: str, depth: int, crf: int | No
 
     Lossless uses NVENC's lossless tuning; lossy a constant QP equal to `crf`.
     """
-    from zoocodec.codecs import video  # noqa: PLC0415
-
     nvc, why = _load()
     if nvc is None or depth > 10:
         raise RuntimeError(why or "NVENC takes 8- and 10-bit input only")
@@ -203,7 +202,7 @@ def nvenc_encode(frames: list[np.ndarray], codec: str, depth: int, crf: int | No
         surface[:h] = f.astype(dtype) << shift
         stream += bytes(enc.Encode(surface))
     stream += bytes(enc.EndEncode())
-    packets = video.split_access_units(bytes(stream), codec)
+    packets = pyav.split_access_units(bytes(stream), codec)
     if len(packets) != len(frames):
         raise RuntimeError(f"NVENC gave {len(packets)} access units for {len(frames)} frames")
     gop = keyint_frames or len(frames)
