@@ -1,5 +1,5 @@
 """The method registry. Importing this package registers every built-in method."""
-from zoocodec.methods import dither, kmeans, lnq, lossless, lowrank, pq, prune, rdoq, transform, uniform  # noqa: F401  (registration)
+from zoocodec.methods import dither, kmeans, lnq, lossless, lowrank, pq, prune, rdoq, sequence, transform, uniform  # noqa: F401  (registration)
 from zoocodec.methods.base import (
     REGISTRY,
     Encoded,

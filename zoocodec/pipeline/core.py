@@ -194,19 +194,29 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     return report
 
 
-class Archive:
-    """An open .zc file: the header, and tensors decoded one at a time."""
+class ArchiveBase:
+    """An open .zc file: its header, tensor entries, attached files, and per-tensor decoding
+    with every failure turned into a ContainerError naming the tensor.
+
+    `sequence` says which kind of file a subclass reads: one model (Archive) or the members
+    of a checkpoint sequence (pipeline.sequence.SeqArchive); the other kind is refused.
+    """
+
+    sequence: bool = False
 
     def __init__(self, path: str | os.PathLike, verify: bool = True):
         self.container = Container.open(path, verify=verify)
         self.header = self.container.header
-        if isinstance(self.header.get("meta"), dict) and "sequence" in self.header["meta"]:
+        meta = self.header.get("meta")
+        if (isinstance(meta, dict) and "sequence" in meta) != self.sequence:
             self.container.close()
-            raise ContainerError(f"{path}: holds a sequence of models; read it with `zoocodec decompress-seq` "
-                                 f"or zoocodec.pipeline.sequence.SeqArchive")
+            raise ContainerError(
+                f"{path}: not a sequence container (use zoocodec.Archive for a single model)" if self.sequence else
+                f"{path}: holds a sequence of models; read it with `zoocodec decompress-seq` "
+                f"or zoocodec.pipeline.sequence.SeqArchive")
         self.entries = {t["name"]: t for t in self.header["tensors"]}
 
-    def __enter__(self) -> Archive:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -215,30 +225,28 @@ class Archive:
     def names(self) -> list[str]:
         return list(self.entries)
 
-    def read(self, name: str) -> np.ndarray:
-        """Decode one tensor to its native NumPy array (bfloat16 as uint16 bits)."""
+    def decode(self, name: str, run: Callable[[MethodSpec, dict, dict[str, memoryview], tuple[int, ...], str], np.ndarray]
+               ) -> np.ndarray:
+        """run(spec, side, segments, shape, dtype) on tensor `name`'s entry, errors named."""
         if name not in self.entries:
             raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
         e = self.entries[name]
+        where = f"tensor {name!r}"
         try:
             spec = spec_from_dict(e["method"])
-        except ZoocodecError as err:
-            raise ContainerError(f"{self.container.path}: tensor {name!r}: {err}") from None
-        segments = {k: self.container.segment(f"tensor {name!r}", tuple(v)) for k, v in e["segments"].items()}
-        shape = tuple(e["shape"])
-        native_dtype(e["dtype"])
-        try:
-            array = spec.decode(e["side"], segments, shape, e["dtype"])
+            segments = {k: self.container.segment(where, tuple(v)) for k, v in e["segments"].items()}
+            shape = tuple(e["shape"])
+            native_dtype(e["dtype"])
+            array = run(spec, e["side"], segments, shape, e["dtype"])
         except ContainerError as err:
-            raise ContainerError(f"{self.container.path}: tensor {name!r}: {err}") from None
-        except (KeyError, ValueError, TypeError, OverflowError) as err:
-            raise ContainerError(f"{self.container.path}: tensor {name!r} cannot be decoded ({type(err).__name__}: {err})") from None
+            raise ContainerError(f"{self.container.path}: {where}: {err}") from None
+        except ZoocodecError as err:
+            raise ContainerError(f"{self.container.path}: {where}: {err}") from None
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError) as err:
+            raise ContainerError(f"{self.container.path}: {where} cannot be decoded ({type(err).__name__}: {err})") from None
         if array.shape != shape:
-            raise ContainerError(f"{self.container.path}: tensor {name!r} decoded to shape {array.shape}, header says {shape}")
+            raise ContainerError(f"{self.container.path}: {where} decoded to shape {array.shape}, header says {shape}")
         return array
-
-    def tensor(self, name: str) -> torch.Tensor:
-        return to_torch(self.read(name), self.entries[name]["dtype"])
 
     def files(self) -> dict[str, bytes]:
         """The model's attached files (ONNX graph, Hugging Face config and tokenizer)."""
@@ -250,6 +258,17 @@ class Archive:
             except zstandard.ZstdError as e:
                 raise ContainerError(f"{self.container.path}: attached file {name!r} is corrupt ({e})") from None
         return out
+
+
+class Archive(ArchiveBase):
+    """An open .zc file of one model: tensors decoded one at a time."""
+
+    def read(self, name: str) -> np.ndarray:
+        """Decode one tensor to its native NumPy array (bfloat16 as uint16 bits)."""
+        return self.decode(name, lambda spec, side, segments, shape, dtype: spec.decode(side, segments, shape, dtype))
+
+    def tensor(self, name: str) -> torch.Tensor:
+        return to_torch(self.read(name), self.entries[name]["dtype"])
 
 
 def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fmt: str | None = None,

@@ -1,24 +1,14 @@
 """Sequences of related models (training checkpoints, fine-tunes of one base) in one .zc file.
 
-Every member is quantized on one shared grid per tensor (the uniform step of the
-element-wise largest magnitude over the members), so an unchanged weight has the same
-symbol in every member. Three ways to code the members' symbols, for comparison:
-
-- `video`: one inter-coded H.264/HEVC stream per tensor, members as consecutive frames
-  (codecs/video.py); the encoder predicts each member from the one before.
-- `delta`: member minus its predecessor on the grid, entropy-coded (ans or ctx).
-- `independent`: each member entropy-coded alone.
-
-`keyint` (members per group) bounds random access: reading member m decodes at most
-`keyint` members (video: from the keyframe before m; delta: from the last full member).
-Small and non-float tensors are stored losslessly per member in every mode.
-
-The file is an ordinary container: one header entry per tensor (method "sequence"),
-its members' payloads as named segments, the member labels in meta["sequence"].
+Each tensor's members are coded together by the registered method `sequence`
+(methods/sequence.py: one shared grid, then inter-coded video, deltas or independent
+coding); tensors the selection policy keeps lossless are coded member by member with
+`sequence:mode=independent,then=lossless`. The file is an ordinary container: one entry
+per tensor (its shape is one member's), the member labels in meta["sequence"].
+SeqArchive reads any member through the same archive base as zoocodec.Archive.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -31,19 +21,13 @@ import torch
 import zstandard
 
 from zoocodec import __version__
-from zoocodec.codecs import video
+from zoocodec.codecs import videostream
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.errors import ContainerError, ModelFormatError, SpecError, ZoocodecError
-from zoocodec.kernels import uniform as K
-from zoocodec.methods import MethodSpec, TensorData, parse_spec, spec_from_dict
-from zoocodec.methods.base import from_float64
-from zoocodec.methods.lossless import Lossless, native_dtype
-from zoocodec.methods.uniform import Uniform
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, finite, load, selected
+from zoocodec.methods import MethodSpec, TensorData, parse_spec
+from zoocodec.methods.sequence import MODES, Sequence
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, ArchiveBase, finite, load, selected
 from zoocodec.pipeline.modelio import to_torch, write_model
-
-MODES = ("video", "delta", "independent")
-METHOD = {"method": "sequence", "version": 1}
 
 
 @dataclass
@@ -69,28 +53,18 @@ class SeqReport:
         return 8 * sum(self.member_bytes) / max(self.quantized_params * len(self.labels), 1)
 
 
-def _check_spec(spec: MethodSpec, mode: str) -> MethodSpec:
-    if mode not in MODES:
-        raise SpecError(f"sequence mode must be one of {', '.join(MODES)}, got {mode!r}")
-    is_video = type(spec) is Uniform and isinstance(spec.coder, video.VideoCoder)
-    if mode == "video" and not is_video:
-        raise SpecError(f"sequence mode 'video' needs a uniform spec with a video coder "
-                        f"(e.g. uniform:bits=8,coder=video-hevc), got {spec}")
-    if mode != "video" and (type(spec) is not Uniform or is_video):
-        raise SpecError(f"sequence mode {mode!r} needs a uniform spec with an entropy coder (e.g. uniform:bits=8), got {spec}")
-    return spec
-
-
 def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
                  spec: str | MethodSpec = "uniform:bits=8", mode: str = "delta", keyint: int = 0,
                  labels: list[str] | None = None, min_size: int = DEFAULT_MIN_SIZE,
                  meta: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None) -> SeqReport:
     """Code same-architecture `models` (paths, zoo names or dicts) as one sequence container."""
-    spec = _check_spec(parse_spec(spec), mode)
+    if mode not in MODES:
+        raise SpecError(f"sequence mode must be one of {', '.join(MODES)}, got {mode!r}")
+    method = Sequence(mode=mode, keyint=keyint, then=str(parse_spec(spec)).replace(",", ";"))
+    method.validate()
+    exact = Sequence(mode="independent", then="lossless")
     if len(models) < 1:
         raise SpecError("a sequence needs at least one model")
-    if keyint < 0:
-        raise SpecError(f"keyint must be >= 0, got {keyint}")
     labels = labels or [Path(m).stem if isinstance(m, (str, os.PathLike)) else f"m{i}" for i, m in enumerate(models)]
     if len(labels) != len(models) or len(set(labels)) != len(labels):
         raise SpecError("sequence labels must be unique, one per model")
@@ -109,21 +83,19 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
             if any(t.dtype != t0.dtype or t.array.shape != t0.array.shape for t in members):
                 raise ModelFormatError(f"tensor {t0.name!r} changes shape or dtype along the sequence")
             quantize = selected(t0.dtype, t0.array.size, min_size) and all(finite(t) for t in members)
+            chosen = method if quantize else exact
+            enc = chosen.encode(TensorData(t0.name, t0.dtype, np.stack([t.array for t in members])))
             if quantize:
-                side, segs, recon, per_member = _encode_quantized(members, spec, mode, keyint)
                 report.quantized_params += t0.array.size
+                for i, b in enumerate(_member_bytes(enc.segments, n)):
+                    report.member_bytes[i] += b
                 for i, t in enumerate(members):
-                    report.member_bytes[i] += per_member[i]
-                    sq_err[i] += float(np.sum((t.float64() - TensorData(t.name, t.dtype, recon[i]).float64()) ** 2))
+                    sq_err[i] += float(np.sum((t.float64() - TensorData(t.name, t.dtype, enc.recon[i]).float64()) ** 2))
             else:
-                encs = [Lossless().encode(t) for t in members]
-                side = {"kind": "lossless", "members": [e.side for e in encs]}
-                segs = {f"m{i}": e.segments["data"] for i, e in enumerate(encs)}
-                report.lossless_bytes += sum(len(v) for v in segs.values())
+                report.lossless_bytes += sum(len(v) for v in enc.segments.values())
             entries.append({
-                "name": t0.name, "shape": list(t0.array.shape), "dtype": t0.dtype,
-                "method": {**METHOD, "mode": mode, "spec": spec.to_dict(), "keyint": keyint},
-                "side": side, "segments": {k: list(c.add_segment(v)) for k, v in segs.items()},
+                "name": t0.name, "shape": list(t0.array.shape), "dtype": t0.dtype, "method": chosen.to_dict(),
+                "side": enc.side, "segments": {k: list(c.add_segment(v)) for k, v in enc.segments.items()},
             })
             if progress:
                 progress(t0.name)
@@ -133,7 +105,7 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
         c.header = {
             "format_version": FORMAT_VERSION, "zoocodec": __version__,
             "source": {"format": src.format, "name": src.path.name if src.path else None, "layout": src.layout},
-            "options": {"spec": spec.to_dict(), "mode": mode, "keyint": keyint, "min_size": min_size},
+            "options": {"spec": method.to_dict(), "mode": mode, "keyint": keyint, "min_size": min_size},
             "meta": {**(meta or {}), "sequence": {"members": labels, "mode": mode, "keyint": keyint}},
             "tensors": entries, "files": files,
         }
@@ -143,62 +115,32 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
     return report
 
 
-def _encode_quantized(members: list[TensorData], spec: Uniform, mode: str, keyint: int):
-    """-> (side, segments, reconstructions, coded bytes per member) for one tensor."""
-    ws = [t.float64() for t in members]
-    envelope = np.max(np.abs(np.stack(ws)), axis=0)
-    steps = spec.steps_for(envelope)
-    symbols = [K.quantize(w, steps, np) for w in ws]
-    side: dict[str, Any] = {"kind": "quantized", "rows": int(steps.shape[0])}
-    segs: dict[str, bytes] = {}
-    if steps.shape[0] > 1:
-        segs["steps"] = steps.astype("<f4").tobytes()
-    else:
-        side["step"] = float(steps[0])
-    if mode == "video":
-        data, decoded = video.encode_members(symbols, spec.coder.options(keyint))
-        h = video.Header.unpack(data)
-        side["video"] = h.describe()
-        t = h.frames_per_member
-        per_member = [sum(len(p) for s in h.streams for p, _ in s[i * t : (i + 1) * t]) for i in range(len(members))]
-        per_member[0] += len(data) - sum(per_member)  # the stream header and CRCs
-        segs["video"] = data
-        decoded = [d.reshape(symbols[0].shape) for d in decoded]
-    else:
-        per_member = []
-        for i, s in enumerate(symbols):
-            full = mode == "independent" or i == 0 or (keyint and i % keyint == 0)
-            segs[f"m{i}"] = spec.coder.encode(s if full else s - symbols[i - 1])
-            per_member.append(len(segs[f"m{i}"]))
-        decoded = symbols
-    recon = [from_float64(K.dequantize(d, steps, np), t.dtype) for d, t in zip(decoded, members)]
-    return side, segs, recon, per_member
+def _member_bytes(segments: dict[str, bytes], n: int) -> list[int]:
+    """Coded bytes of each member: its own stream, or its frames of the video stream (the stream
+    header and CRCs counted with the first member)."""
+    if "video" not in segments:
+        return [len(segments[f"m{i}"]) for i in range(n)]
+    h = videostream.Header.unpack(segments["video"])
+    t = h.frames_per_member
+    sizes = [sum(len(p) for s in h.streams for p, _ in s[i * t : (i + 1) * t]) for i in range(n)]
+    sizes[0] += len(segments["video"]) - sum(sizes)
+    return sizes
 
 
-class SeqArchive:
+class SeqArchive(ArchiveBase):
     """An open sequence container: any member's tensors, decoded with the fewest members possible."""
 
+    sequence = True
+
     def __init__(self, path: str | os.PathLike, verify: bool = True):
-        self.container = Container.open(path, verify=verify)
-        self.header = self.container.header
-        seq = self.header.get("meta", {}).get("sequence")
+        super().__init__(path, verify)
+        seq = self.header["meta"]["sequence"]
         if not isinstance(seq, dict) or not isinstance(seq.get("members"), list) or seq.get("mode") not in MODES:
-            raise ContainerError(f"{path}: not a sequence container (use zoocodec.Archive for a single model)")
+            self.container.close()
+            raise ContainerError(f"{path}: invalid sequence description in the header")
         self.labels: list[str] = [str(m) for m in seq["members"]]
         self.mode: str = seq["mode"]
         self.keyint = seq.get("keyint", 0)
-        if not isinstance(self.keyint, int) or self.keyint < 0:
-            raise ContainerError(f"{path}: invalid keyint {self.keyint!r}")
-        self.entries = {t["name"]: t for t in self.header["tensors"]}
-
-    def __enter__(self) -> SeqArchive:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.container.close()
-
-    def names(self) -> list[str]:
-        return list(self.entries)
 
     def member_index(self, member: int | str) -> int:
         if isinstance(member, str) and member in self.labels:
@@ -210,57 +152,16 @@ class SeqArchive:
     def read(self, member: int | str, name: str) -> np.ndarray:
         """Decode tensor `name` of one member to its native NumPy array."""
         m = self.member_index(member)
-        if name not in self.entries:
-            raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
-        e = self.entries[name]
-        where = f"tensor {name!r}"
-        try:
-            return self._read(e, m, where)
-        except ContainerError as err:
-            raise ContainerError(f"{self.container.path}: {where}: {err}") from None
-        except (KeyError, ValueError, TypeError, IndexError, OverflowError, ZoocodecError) as err:
-            raise ContainerError(f"{self.container.path}: {where} cannot be decoded ({type(err).__name__}: {err})") from None
 
-    def _read(self, e: dict, m: int, where: str) -> np.ndarray:
-        shape, dtype, side = tuple(e["shape"]), e["dtype"], e["side"]
-        native_dtype(dtype)
-        seg = lambda key: self.container.segment(where, tuple(e["segments"][key]))  # noqa: E731
-        count = math.prod(shape)
-        if side.get("kind") == "lossless":
-            return Lossless().decode(side["members"][m], {"data": seg(f"m{m}")}, shape, dtype)
-        spec = spec_from_dict(e["method"]["spec"])
-        if self.mode == "video":
-            symbols = video.decode_member(seg("video"), m)
-            if symbols.size != count:
-                raise ContainerError(f"video member holds {symbols.size} symbols, expected {count}")
-        else:
-            first = m if self.mode == "independent" else (m // self.keyint * self.keyint if self.keyint else 0)
-            symbols = spec.coder.decode(seg(f"m{first}"), shape)
-            for j in range(first + 1, m + 1):
-                symbols = symbols + spec.coder.decode(seg(f"m{j}"), shape)
-        rows = side.get("rows")
-        if "steps" in e["segments"]:
-            steps = np.frombuffer(seg("steps"), dtype="<f4").astype(np.float64)
-            if steps.shape[0] != rows or not shape or rows != shape[0]:
-                raise ContainerError(f"{steps.shape[0]} steps for shape {shape}")
-        else:
-            if rows != 1 or not isinstance(side.get("step"), float) or not side["step"] > 0:
-                raise ContainerError(f"invalid side info {side}")
-            steps = np.array([side["step"]])
-        return from_float64(K.dequantize(symbols.reshape(shape), steps, np), dtype)
+        def run(spec, side, segments, shape, dtype):
+            if not isinstance(spec, Sequence):
+                raise ZoocodecError(f"method {spec.name!r} is not a sequence")
+            return spec.decode_member(side, segments, shape, dtype, m)
+
+        return self.decode(name, run)
 
     def tensors(self, member: int | str) -> dict[str, torch.Tensor]:
         return {n: to_torch(self.read(member, n), self.entries[n]["dtype"]) for n in self.names()}
-
-    def files(self) -> dict[str, bytes]:
-        out = {}
-        for name, seg in self.header["files"].items():
-            data = self.container.segment(f"file {name!r}", tuple(seg))
-            try:
-                out[name] = zstandard.ZstdDecompressor().decompress(bytes(data), max_output_size=1 << 30)
-            except zstandard.ZstdError as e:
-                raise ContainerError(f"{self.container.path}: attached file {name!r} is corrupt ({e})") from None
-        return out
 
 
 def decompress_seq(path: str | os.PathLike, member: int | str, out: str | os.PathLike | None = None,
