@@ -152,3 +152,23 @@ def test_gpu_kernel_gives_the_cpu_symbols(fc):
     gpu = R.dq_trellis(xp.asarray(x), xp.asarray(ctx), origin, xp.asarray(bits), 0.3, xp)
     assert np.array_equal(cpu, gpu.get())
     assert np.array_equal(R.dq_dequantize(cpu, np), R.dq_dequantize(gpu, xp).get())
+
+
+def test_trellis_takes_rates_per_state(fc):
+    """A model may price levels by the dq state they are coded in (bits[context, state, level]):
+    four equal state tables give the stateless choice; a state that makes non-zero levels
+    expensive changes it."""
+    from zoocodec.codecs import context
+
+    x = context.matrix_view(fc.float64())[:64] / 0.01
+    q = np.rint(x).astype(np.int64)
+    table = context.Ctx().model(q).rates(q)
+    plain = R.dq_trellis(x, table.ctx, table.origin, table.stateless, 0.3, np)
+    four = np.repeat(table.bits, 4, axis=1)
+    assert np.array_equal(R.dq_trellis(x, table.ctx, table.origin, four, 0.3, np), plain)
+    costly = four.copy()
+    costly[:, 2:, :] += 4.0  # the Q1 states: every level there costs four more bits
+    costly[:, 2:, -table.origin] -= 4.0  # except zero
+    other = R.dq_trellis(x, table.ctx, table.origin, costly, 0.3, np)
+    assert not np.array_equal(other, plain)
+    assert np.abs(R.dq_dequantize(other, np) - x).max() < 4  # still a valid walk of the same machine

@@ -154,8 +154,7 @@ class VideoCoder(CoderSpec):
     `preset` is the encoder's; `pix` yuv420p (flat chroma) or gray; `hw` where to encode
     (auto | cpu | nvenc, or nvdec: a software-encoded stream NVDEC can decode). Decoding
     uses NVDEC where present and the stream is one it decodes, software otherwise; the
-    bitstream's CRCs make both give the same symbols. With `members`, the symbols' leading
-    axis holds the members of a sequence, inter-coded, `keyint` members per group (0: one).
+    bitstream's CRCs make both give the same symbols.
     """
 
     codec: ClassVar[str] = ""
@@ -165,26 +164,46 @@ class VideoCoder(CoderSpec):
     preset: str = "medium"
     pix: str = "yuv420p"
     hw: str = "auto"
-    members: bool = False
-    keyint: int = 0
 
     @property
     def lossy(self) -> bool:
         return self.crf is not None
 
-    def options(self) -> Options:
-        return Options(codec=self.codec, crf=self.crf, preset=self.preset, pix=self.pix, hw=self.hw, keyint=self.keyint)
+    def options(self, keyint: int = 0) -> Options:
+        return Options(codec=self.codec, crf=self.crf, preset=self.preset, pix=self.pix, hw=self.hw, keyint=keyint)
 
     def validate(self) -> None:
         self.options().validate()
 
     def encode(self, symbols, trellis=None) -> bytes:
-        s = np.asarray(symbols)
-        return encode_members(list(s) if self.members else [s], self.options())[0]
+        return encode_members([np.asarray(symbols)], self.options())[0]
 
     def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
-        if not self.members:
-            return decode(data, math.prod(shape)).reshape(shape).astype(dtype, copy=False)
+        return decode(data, math.prod(shape)).reshape(shape).astype(dtype, copy=False)
+
+    def describe(self, data) -> dict:
+        return Header.unpack(data).describe()
+
+
+@dataclass(frozen=True)
+class MemberVideo(CoderSpec):
+    """A video coder over a leading axis of members (a sequence), inter-coded, `keyint`
+    members per group (0: one group). Not registered: the sequence method that uses it
+    stores its video coder and keyint in its own spec."""
+
+    name = "video-members"
+
+    video: VideoCoder | None = None
+    keyint: int = 0
+
+    @property
+    def lossy(self) -> bool:
+        return self.video.lossy
+
+    def encode(self, symbols, trellis=None) -> bytes:
+        return encode_members(list(np.asarray(symbols)), self.video.options(self.keyint))[0]
+
+    def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
         h = Header.unpack(data)
         if not shape or h.members != shape[0] or h.layout.count != math.prod(shape[1:]):
             raise ContainerError(f"corrupt video payload: {h.members} members of {h.layout.count} symbols "
@@ -193,7 +212,7 @@ class VideoCoder(CoderSpec):
         return np.stack(out).reshape(shape).astype(dtype, copy=False)
 
     def decode_member(self, data, shape, m: int) -> np.ndarray:
-        """Member `m` (of one member's `shape`) of a sequence stream, from the keyframe before it."""
+        """Member `m` (of one member's `shape`), decoded from the keyframe before it."""
         symbols = decode_member(data, m)
         if symbols.size != math.prod(shape):
             raise ContainerError(f"video member holds {symbols.size} symbols, expected {math.prod(shape)}")

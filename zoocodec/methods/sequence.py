@@ -21,12 +21,11 @@ Any other `then` (lossless for small tensors) codes each member independently wi
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs.video import VideoCoder
+from zoocodec.codecs.video import MemberVideo, VideoCoder
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import uniform as K
 from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, parse_spec, register
@@ -82,7 +81,7 @@ class Sequence(MethodSpec):
     # ---- streams ------------------------------------------------------------------------
     def coder_for(self, stream):
         if stream == "video":
-            return dataclasses.replace(self.inner.coder, members=True, keyint=self.keyint)
+            return MemberVideo(self.inner.coder, self.keyint)
         return self.inner.coder_for(self._inner_stream(stream))
 
     def symbol_dtype(self, stream, dtype):
