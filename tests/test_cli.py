@@ -1,13 +1,14 @@
 """The command line: real files, exit codes, one-line errors."""
 import json
+import signal
 import subprocess
-import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from support import run_cli
+from support import console_script, run_cli, run_script, script_env
 
 
 run = run_cli
@@ -85,5 +86,29 @@ def test_bad_input_exit_2_with_one_line(tmp_path, st_model, model, monkeypatch, 
 
 def test_console_script_installed():
     """The `zoocodec` entry point exists and answers --help."""
-    out = subprocess.run([sys.executable, "-m", "zoocodec.cli", "--help"], capture_output=True, text=True, timeout=120)
+    out = run_script("--help", timeout=120)
     assert out.returncode == 0 and "compress" in out.stdout
+
+
+def test_console_script_status_is_the_verbs_status(tmp_path):
+    """Bad input through the installed command: status 2 and one line."""
+    out = run_script("inspect", tmp_path / "missing.zc")
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    """SIGINT in the middle of a compression: status 130, one line, no output file or temp file."""
+    g = np.random.default_rng(0)
+    save_file({f"layer{i}.weight": torch.from_numpy(g.laplace(0, 0.02, (512, 1024)).astype(np.float32))
+               for i in range(40)}, tmp_path / "big.safetensors")
+    proc = subprocess.Popen([*console_script(), "compress", str(tmp_path / "big.safetensors"), "-o",
+                             str(tmp_path / "big.zc"), "--method", "dq"],
+                            env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stderr.readline()  # the first plain progress line, after a few seconds of work
+    assert first.startswith(b"compressing ") and b"/40 layer" in first, first
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    err = err.decode()
+    assert proc.returncode == 130, err
+    assert err.strip() == "interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors"]

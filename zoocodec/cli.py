@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,12 +21,33 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Compress neural-network weights and measure what it costs.")
 console = Console()
 err_console = Console(stderr=True)
+PLAIN_PROGRESS_SECONDS = 5.0
 
 
-def _progress(total: int, what: str):
-    """A progress bar over tensors, shown only on an interactive terminal."""
-    return Progress(TextColumn(f"{what} [cyan]{{task.fields[name]}}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err_console, transient=True, disable=not err_console.is_terminal)
+@contextmanager
+def _progress(total: int, what: str) -> Iterator[Callable[[str], None]]:
+    """Progress over `total` named steps: a bar on a terminal, else a plain line every few
+    seconds (and the last one) once work has run that long, so logs show that work is moving
+    and short commands stay quiet. Yields step(name)."""
+    if err_console.is_terminal:
+        with Progress(TextColumn(f"{what} [cyan]{{task.fields[name]}}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("", total=total, name="")
+            yield lambda name: bar.update(task, advance=1, name=name)
+        return
+    done, start = 0, time.monotonic()
+    last = start
+
+    def step(name: str) -> None:
+        nonlocal done, last
+        done += 1
+        now = time.monotonic()
+        if now - last >= PLAIN_PROGRESS_SECONDS or (done == total and last > start):
+            last = now
+            err_console.print(f"{what} {done}/{total} {name} ({now - start:.0f} s)", markup=False,
+                              highlight=False, soft_wrap=True)
+
+    yield step
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -74,10 +98,8 @@ def compress(
 
         plan = allocate(model, target_bpw=target_bpw, method=spec, min_size=min_size)
     total = len(load(model).names)
-    with _progress(total, "compressing") as bar:
-        task = bar.add_task("", total=total, name="")
-        report = run(model, output, spec, overrides, min_size, allow_nonfinite,
-                     progress=lambda n: bar.update(task, advance=1, name=n), plan=plan)
+    with _progress(total, "compressing") as step:
+        report = run(model, output, spec, overrides, min_size, allow_nonfinite, progress=step, plan=plan)
     summary = {"output": str(output), "spec": str(spec), "params": report.params, "bytes_in": report.bytes_in,
                "file_bytes": report.file_bytes, "weight_bytes": report.weight_bytes, "ratio": report.ratio, "bits_per_weight": report.bits_per_weight,
                "sqnr_db": None if math.isinf(report.sqnr_db) else report.sqnr_db, "seconds": report.seconds}
@@ -197,9 +219,8 @@ def decompress(
 
     with Archive(container) as a:
         total = len(a.names())
-    with _progress(total, "decoding") as bar:
-        task = bar.add_task("", total=total, name="")
-        run(container, output, format, progress=lambda n: bar.update(task, advance=1, name=n))
+    with _progress(total, "decoding") as step:
+        run(container, output, format, progress=step)
     console.print(f"wrote {output}")
 
 
@@ -338,16 +359,21 @@ def decompress_seq(
 
 
 def main() -> None:
+    """The console script: the verb's status is the process's status (typer's non-standalone
+    mode returns it instead of exiting, so it is passed on here)."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except ZoocodecError as e:
         err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Abort:
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
     except typer.TyperException as e:  # usage errors: missing or bad options
         e.show()
         sys.exit(2)
+    if code == 130:  # typer turns Ctrl-C into Exit(130)
+        err_console.print("interrupted", markup=False, highlight=False)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

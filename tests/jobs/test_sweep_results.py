@@ -9,10 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
-
-from zoocodec.cli import app
 from zoocodec.jobs import regress, report, results as res, run as runner, spec as sweep_spec
+
+from support import run_script
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +80,20 @@ def _scaled_copy(src: Path, dst: Path, factor: float, only_method: str) -> None:
 
 
 def test_regress_passes_identical_results_and_flags_a_worse_ratio(swept):
+    """Exit codes through the installed console script, as a nightly job sees them."""
     sweep, tmp = swept
-    cli = CliRunner()
-    same = cli.invoke(app, ["regress", "--baseline", str(sweep.out), "--current", str(sweep.out)])
-    assert same.exit_code == 0, same.output
-    assert "3 work items compared, 0 regressions" in same.output
+    same = run_script("regress", "--baseline", sweep.out, "--current", sweep.out)
+    assert same.returncode == 0, same.stderr
+    assert "3 work items compared, 0 regressions" in same.stdout
 
     method = "uniform:bits=4,per_tensor=False,coder=ans"
     _scaled_copy(sweep.out, tmp / "worse", 0.98, method)
-    worse = cli.invoke(app, ["regress", "--baseline", str(sweep.out), "--current", str(tmp / "worse"),
-                             "--tolerance", "ratio=1%"])
-    assert worse.exit_code == 1
-    assert "| regression | mnist-cnn | `uniform:bits=4" in worse.output and "-2.00%" in worse.output
+    worse = run_script("regress", "--baseline", sweep.out, "--current", tmp / "worse", "--tolerance", "ratio=1%")
+    assert worse.returncode == 1, worse.stderr
+    assert "| regression | mnist-cnn | `uniform:bits=4" in worse.stdout and "-2.00%" in worse.stdout
     # within a looser tolerance it passes; a better ratio is an improvement, not a failure
-    assert cli.invoke(app, ["regress", "--baseline", str(sweep.out), "--current", str(tmp / "worse"),
-                            "--tolerance", "ratio=3%"]).exit_code == 0
+    assert run_script("regress", "--baseline", sweep.out, "--current", tmp / "worse",
+                      "--tolerance", "ratio=3%").returncode == 0
     _scaled_copy(sweep.out, tmp / "better", 1.05, method)
     better = regress.compare(sweep.out, tmp / "better")
     assert not better.regressions and [c.verdict for c in better.changes] == ["improvement"]
@@ -113,8 +111,8 @@ def test_regress_flags_failures_and_missing_items(swept, tmp_path):
 
 
 def test_bad_tolerance_is_a_user_error():
-    result = CliRunner().invoke(app, ["regress", "--baseline", ".", "--current", ".", "--tolerance", "speed=3%"])
-    assert result.exit_code != 0 and "speed=3%" in str(result.exception)
+    result = run_script("regress", "--baseline", ".", "--current", ".", "--tolerance", "speed=3%")
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "speed=3%" in result.stderr
 
 
 def test_report_has_plots_and_a_pareto_front(swept):
