@@ -40,8 +40,7 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 
     monkeypatch.setattr(sys, "argv", ["zoocodec", *map(str, args)])
     try:
-        main()
-        code = 0
+        code = main()
     except SystemExit as e:
         code = e.code or 0
     out, err = capsys.readouterr()

@@ -99,7 +99,7 @@ def test_console_script_status_is_the_verbs_status(tmp_path):
 def test_ctrl_c_exits_130_with_one_line(tmp_path):
     """SIGINT in the middle of a compression: status 130, one line, no output file or temp file."""
     g = np.random.default_rng(0)
-    save_file({f"layer{i}.weight": torch.from_numpy(g.laplace(0, 0.02, (512, 1024)).astype(np.float32))
+    save_file({f"layer{i}.weight": torch.from_numpy(g.laplace(0, 0.02, (256, 1024)).astype(np.float32))
                for i in range(40)}, tmp_path / "big.safetensors")
     proc = subprocess.Popen([*console_script(), "compress", str(tmp_path / "big.safetensors"), "-o",
                              str(tmp_path / "big.zc"), "--method", "dq"],

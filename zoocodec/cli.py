@@ -358,23 +358,23 @@ def decompress_seq(
     console.print(f"wrote {output}")
 
 
-def main() -> None:
-    """The console script: the verb's status is the process's status (typer's non-standalone
-    mode returns it instead of exiting, so it is passed on here)."""
+def main() -> int:
+    """The console script (`sys.exit(main())`): the verb's status is the process's status.
+    typer's non-standalone mode returns the status instead of exiting; it is passed on here."""
     try:
         code = app(standalone_mode=False)
     except ZoocodecError as e:
         err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        return 2
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     except typer.TyperException as e:  # usage errors: missing or bad options
         e.show()
-        sys.exit(2)
+        return 2
     if code == 130:  # typer turns Ctrl-C into Exit(130)
         err_console.print("interrupted", markup=False, highlight=False)
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
