@@ -1,8 +1,12 @@
 """Helpers shared by the tests: the float-array strategy, the exact round trip, the CLI runner, forgery."""
 import hashlib
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import zstandard
@@ -82,22 +86,17 @@ class Forge:
         return path
 
 
-REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def console_script() -> list[str]:
     """The installed `zoocodec` command beside this interpreter (else `python -m zoocodec.cli`)."""
-    import sys
-    from pathlib import Path
-
     script = Path(sys.executable).parent / "zoocodec"
     return [str(script)] if script.exists() else [sys.executable, "-m", "zoocodec.cli"]
 
 
 def script_env(**extra: str) -> dict[str, str]:
     """The environment for the console script: this checkout's zoocodec first on the path."""
-    import os
-
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     env.update(extra)
     return env
@@ -105,7 +104,5 @@ def script_env(**extra: str) -> dict[str, str]:
 
 def run_script(*args, cwd=None, timeout: float = 300, **env: str):
     """Run the real console script as a user would: a CompletedProcess with text output."""
-    import subprocess
-
     return subprocess.run([*console_script(), *map(str, args)], cwd=cwd, env=script_env(**env),
                           capture_output=True, text=True, timeout=timeout)
