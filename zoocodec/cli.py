@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -358,9 +359,24 @@ def decompress_seq(
     console.print(f"wrote {output}")
 
 
+class _Notes(logging.Handler):
+    """zoocodec's warnings (e.g. which model a name meant) as `note:` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"note: {record.getMessage()}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("zoocodec")
+    if not any(isinstance(h, _Notes) for h in logger.handlers):
+        logger.addHandler(_Notes(logging.WARNING))
+        logger.setLevel(logging.WARNING)
+
+
 def main() -> int:
     """The console script (`sys.exit(main())`): the verb's status is the process's status.
     typer's non-standalone mode returns the status instead of exiting; it is passed on here."""
+    _show_warnings()
     try:
         code = app(standalone_mode=False)
     except ZoocodecError as e:

@@ -67,6 +67,10 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
         overrides = Overrides([(p, spec_from_dict(s)) for p, s in item.overrides])
         model = item.model_path or item.model
         source = core.load(model).path
+        read = content_hash(source) if source else None
+        if read and item.content and not item.content.startswith("zoo:") and read != item.content:
+            raise ZoocodecError(f"{model}: the model read here ({source}) is not the one the sweep was planned on "
+                                "(its content differs): the work id would not describe it")
         with tempfile.TemporaryDirectory(prefix="zoocodec-sweep-") as tmp:
             zc = os.path.join(tmp, "model.zc")
             report = zoocodec.compress(model, zc, spec, overrides=overrides, min_size=item.min_size)
@@ -87,7 +91,7 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
     lossy = [t for t in report.tensors if t.mse > 0]
     weights = report.params
     run = _base_row(item, sweep) | {
-        "model_sha256": content_hash(source) if source else None,
+        "model_sha256": read,
         "status": "ok", "error": None,
         "weights": weights, "bytes_in": report.bytes_in, "bytes_out": report.weight_bytes,
         "file_bytes": report.file_bytes, "ratio": report.ratio, "bits_per_weight": report.bits_per_weight,

@@ -55,6 +55,7 @@ class WorkItem:
     min_size: int = 4096
     tasks: tuple[str, ...] = ()
     resources: dict[str, float] = field(default_factory=dict)
+    content: str = ""  # content_hash of the model when planned ("zoo:NAME": not installed there)
 
     @property
     def method(self) -> str:
@@ -179,9 +180,9 @@ class _Checker:
         text = self.scalar(node)
         if not isinstance(text, str) or not text:
             raise self.fail(node, f"a model is a zoo name or a path, got {text!r}")
-        if text in zoo.registry():
+        if zoo.is_zoo_name(text):
             try:
-                return text, None, content_hash(zoo.resolve(text))
+                return text, None, content_hash(zoo.locate(text))
             except ZoocodecError:
                 return text, None, f"zoo:{text}"  # not installed here: the worker resolves it
         path = (self.path.parent / text).expanduser()
@@ -266,7 +267,8 @@ def _item(model, model_path, fingerprint, spec: MethodSpec, overrides: Overrides
     key = {"model": model, "content": fingerprint, "spec": spec.to_dict(), "overrides": overrides.to_list(),
            "min_size": min_size, "tasks": list(tasks), "format_version": FORMAT_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return WorkItem(digest, model, model_path, spec.to_dict(), overrides.to_list(), min_size, tuple(tasks), resources)
+    return WorkItem(digest, model, model_path, spec.to_dict(), overrides.to_list(), min_size, tuple(tasks), resources,
+                    fingerprint)
 
 
 def known_tasks() -> set[str] | None:

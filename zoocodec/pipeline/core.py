@@ -97,9 +97,7 @@ class Report:
 
 def load(model: str | os.PathLike | dict) -> ModelSource:
     """A path, a zoo name, or a dict of tensors -> ModelSource."""
-    if isinstance(model, (str, os.PathLike)) and not Path(model).exists() and not zoo.is_model_path(str(model)):
-        model = zoo.resolve(str(model))
-    return open_model(model)
+    return open_model(zoo.locate(model) if isinstance(model, (str, os.PathLike)) else model)
 
 
 def selected(dtype: str, numel: int, min_size: int = DEFAULT_MIN_SIZE) -> bool:

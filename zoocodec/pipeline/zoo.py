@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ from typing import Any
 import yaml
 
 from zoocodec.errors import ModelFormatError, ZoocodecError
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -102,4 +105,30 @@ def split_zip(name: str, entry: dict[str, Any]) -> Path:
 
 
 def is_model_path(text: str) -> bool:
-    return os.sep in text or Path(text).exists() or Path(text).suffix != ""
+    return os.sep in text or "/" in text or Path(text).exists() or Path(text).suffix != ""
+
+
+def is_zoo_name(model: str | os.PathLike) -> bool:
+    """A zoo name written as a name (a str without a separator): it means the zoo model even
+    when a file or folder of that name exists here (`./minilm` names that one)."""
+    return isinstance(model, str) and model in registry() and "/" not in model and os.sep not in model
+
+
+_shadow_noted: set[str] = set()
+
+
+def locate(model: str | os.PathLike) -> Path:
+    """What a model argument means: the zoo model for a zoo name, else the path as written.
+
+    A local file named like a zoo model never replaces it silently: the zoo model is used
+    and a warning says so (and how to name the local one).
+    """
+    if is_zoo_name(model):
+        if Path(model).exists() and model not in _shadow_noted:
+            _shadow_noted.add(model)
+            log.warning("%s: using the zoo model; a local %r also exists (write ./%s to use it)",
+                        model, model, model)
+        return resolve(model)
+    if not Path(model).exists() and not is_model_path(str(model)):
+        return resolve(str(model))  # neither a file nor a zoo name: the registry's error
+    return Path(model)
