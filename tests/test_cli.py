@@ -2,6 +2,7 @@
 import json
 import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -67,6 +68,13 @@ def corrupt(tmp_path, st_model, monkeypatch, capsys):
     (("decompress", "missing.zc", "-o", "y.safetensors"), "no such file"),
     (("inspect", "{text}"), "too short"),
     (("compress", "{model}"), "Missing option"),
+    (("compress", "{model}", "-o", "{model}"), "is the input"),
+    (("compress", "{model}", "-o", "."), "is a folder"),
+    (("compress", "{model}", "-o", "missing/x.zc"), "folder missing does not exist"),
+    (("compress", "{model}", "-o", "x.zc", "--target-loss", "1%", "--override", "*=uniform"),
+     "does not take --override"),
+    (("decompress", "good.zc", "-o", "y.safetensors", "--format", "tflite"), "unknown output format 'tflite'"),
+    (("decompress", "good.zc", "-o", "good.zc"), "is the input"),
 ])
 def test_bad_input_exit_2_with_one_line(tmp_path, st_model, model, monkeypatch, capsys, case, expect):
     monkeypatch.chdir(tmp_path)
@@ -110,5 +118,81 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     _, err = proc.communicate(timeout=120)
     err = err.decode()
     assert proc.returncode == 130, err
-    assert err.strip() == "interrupted"
+    *progress, last = err.strip().splitlines()
+    assert last == "interrupted" and all(line.startswith("compressing ") for line in progress)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors"]
+
+
+def test_unreachable_cluster_fails_within_the_stated_timeout(tmp_path):
+    (tmp_path / "s.yaml").write_text("models: [mnist-cnn]\nmethods: [uniform]\n")
+    start = time.monotonic()
+    out = run_script("sweep", tmp_path / "s.yaml", "--address", "127.0.0.1:1", "--out", tmp_path / "r", timeout=120)
+    assert out.returncode == 2 and time.monotonic() - start < 60
+    assert out.stderr.splitlines()[-1].startswith("error: cannot reach the Ray cluster at 127.0.0.1:1")
+    assert "waited up to 10 s" in out.stderr
+
+
+def test_hw_nvdec_without_a_gpu_says_so(tmp_path, st_model, monkeypatch, capsys):
+    pytest.importorskip("av")
+    from zoocodec.codecs import nvdec
+
+    if nvdec.nvdec_available():
+        pytest.skip("this machine has NVDEC")
+    code, _, err = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "v.zc", "--min-size", "100",
+                       "--coder", "video-h264", "--hw", "nvdec")
+    assert code == 0 and err.startswith("note: --hw nvdec: this machine has no usable NVDEC")
+
+
+def test_summaries_and_whole_tables_in_logs(tmp_path, monkeypatch, capsys):
+    """Off a terminal nothing is cut at 80 columns; decompress says what it wrote and what it cost."""
+    g = np.random.default_rng(0)
+    long = "encoder.layer.0.attention.self.query.a_rather_long_tensor_name_that_needs_many_columns.weight"
+    save_file({long: torch.from_numpy(g.laplace(0, 0.02, (64, 128)).astype(np.float32))}, tmp_path / "m.safetensors")
+    run(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "m.zc", "--method",
+        "uniform:bits=6,coder=ctx")
+    out = run_script("inspect", tmp_path / "m.zc")
+    assert out.returncode == 0 and long in out.stdout and "uniform:bits=6,per_tensor=False,coder=ctx" in out.stdout
+    assert "\u2026" not in out.stdout
+    code, out, _ = run(monkeypatch, capsys, "decompress", tmp_path / "m.zc", "-o", tmp_path / "back.safetensors")
+    assert code == 0 and "wrote" in out and "(safetensors)" in out and "ratio" in out and "bits/weight" in out
+
+
+def test_inspect_shows_a_sequence(tmp_path, monkeypatch, capsys):
+    from zoocodec.pipeline import zoo
+
+    data = zoo.resolve("fmnist-cnn").parent
+    code, _, _ = run(monkeypatch, capsys, "compress-seq", data / "epoch-01.safetensors", data / "epoch-02.safetensors",
+                     "-o", tmp_path / "seq.zc")
+    assert code == 0
+    code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "seq.zc", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["sequence"]["members"] == ["epoch-01", "epoch-02"] and info["sequence"]["mode"] == "delta"
+    assert set(info["member_bytes"]) == {"epoch-01", "epoch-02"} and 1 < info["ratio"] < 10
+    code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "seq.zc")
+    assert code == 0 and "sequence of 2" in out and "epoch-02" in out and "bits/weight on average" in out
+
+
+def test_plain_progress_lines_off_a_terminal(monkeypatch, capsys):
+    import zoocodec.cli as cli
+
+    monkeypatch.setattr(cli, "PLAIN_PROGRESS_SECONDS", 0.05)
+    with cli._working("evaluating m.zc"):
+        time.sleep(0.3)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2 and all(line.startswith("evaluating m.zc (") for line in lines)
+    with cli._progress(3, "compressing") as step:
+        for name in "abc":
+            time.sleep(0.06)
+            step(name)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("compressing 3/3 c") and lines[0].startswith("compressing 1/3 a")
+
+
+@pytest.mark.slow
+def test_automatic_mode_decisions_in_inspect_and_decompress(tmp_path, mnist_path, monkeypatch, capsys):
+    code, _, err = run(monkeypatch, capsys, "compress", "mnist-cnn", "-o", tmp_path / "a.zc", "--target-loss", "1%")
+    assert code == 0, err
+    code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "a.zc")
+    assert code == 0 and "automatic mode: mnist-cnn digits top1 kept within 1%" in out and "verified on all inputs" in out
+    code, out, _ = run(monkeypatch, capsys, "decompress", tmp_path / "a.zc", "-o", tmp_path / "a.pt")
+    assert code == 0 and "automatic mode" in out and "ratio" in out

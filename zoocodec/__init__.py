@@ -4,9 +4,25 @@
     report = zoocodec.compress("minilm", "minilm.zc", "uniform:step=0.002")
     tensors = zoocodec.decompress("minilm.zc")        # dict[str, torch.Tensor]
     info = zoocodec.inspect("minilm.zc")
-"""
-__version__ = "0.1.0"
 
-from zoocodec.pipeline.core import Archive, Report, compress, decompress, inspect  # noqa: E402
+The API is loaded on first use, so `import zoocodec` (and `zoocodec --help`) loads no
+torch, Ray or CuPy.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"  # pyproject.toml's version (a test keeps them equal)
 
 __all__ = ["Archive", "Report", "compress", "decompress", "inspect", "__version__"]
+
+if TYPE_CHECKING:
+    from zoocodec.pipeline.core import Archive, Report, compress, decompress, inspect
+
+
+def __getattr__(name: str):
+    if name in ("Archive", "Report", "compress", "decompress", "inspect"):
+        from zoocodec.pipeline import core  # noqa: PLC0415
+
+        return getattr(core, name)
+    raise AttributeError(f"module 'zoocodec' has no attribute {name!r}")

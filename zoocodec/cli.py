@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,9 +22,19 @@ from zoocodec.errors import ZoocodecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress neural-network weights and measure what it costs.")
-console = Console()
-err_console = Console(stderr=True)
-PLAIN_PROGRESS_SECONDS = 5.0
+
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal's own width; anywhere else (a log, a pipe) no width limit, so tables and
+    lines are never cut or wrapped at 80 columns."""
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=LOG_WIDTH)
+
+
+LOG_WIDTH = 10_000
+console = _console()
+err_console = _console(stderr=True)
+PLAIN_PROGRESS_SECONDS = 10.0
 
 
 @contextmanager
@@ -51,6 +63,59 @@ def _progress(total: int, what: str) -> Iterator[Callable[[str], None]]:
     yield step
 
 
+@contextmanager
+def _working(what: str) -> Iterator[None]:
+    """A step whose progress cannot be counted (evaluation, bit allocation): a spinner on a
+    terminal, else a plain line every few seconds that it is still running."""
+    if err_console.is_terminal:
+        with err_console.status(what):
+            yield
+        return
+    done = threading.Event()
+    start = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(PLAIN_PROGRESS_SECONDS):
+            err_console.print(f"{what} ({time.monotonic() - start:.0f} s)", markup=False, highlight=False,
+                              soft_wrap=True)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _check_output(output: Path, inputs: list[Path], folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written or would replace an input:
+    a file output that is a folder (`-o .`), a folder that does not exist, a folder we
+    cannot write in, an output that is one of the inputs."""
+    where = output.parent if output.name else output
+    if output.is_dir() and not folder:
+        raise ZoocodecError(f"-o {output}: is a folder; name the file to write (e.g. {output / 'model.zc'})")
+    if output.exists() and folder and not output.is_dir():
+        raise ZoocodecError(f"-o {output}: is a file; this writes a model folder")
+    if not where.resolve().is_dir():
+        raise ZoocodecError(f"-o {output}: folder {where} does not exist")
+    if not os.access(where.resolve(), os.W_OK | os.X_OK):
+        raise ZoocodecError(f"-o {output}: cannot write in folder {where}")
+    for src in inputs:
+        if src.exists() and (output.resolve() == src.resolve() or (output.exists() and output.samefile(src))):
+            raise ZoocodecError(f"-o {output} is the input {src}; write to another path")
+
+
+def _model_path(model: str) -> Path:
+    """The path a model argument reads (a zoo name's file included), for _check_output."""
+    from zoocodec.pipeline import zoo  # noqa: PLC0415
+
+    try:
+        return zoo.locate(model)
+    except ZoocodecError:
+        return Path(model)  # reported by the command itself, in its own words
+
+
 def _fmt(x: float | None, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isinf(x)):
         return "lossless"
@@ -76,20 +141,32 @@ def compress(
     target_loss: Annotated[Optional[str], typer.Option(help="automatic mode: the smallest file within this loss of the task metric, e.g. 1%")] = None,
     task: Annotated[Optional[str], typer.Option(help="automatic mode: the zoo task to keep within budget (default: the model's first)")] = None,
     target_bpw: Annotated[Optional[float], typer.Option(help="bit allocation: one step slope for all tensors, base step searched for this size in bits/weight (methods with a step: uniform, rdoq, dq)")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="near-lossless | balanced | small (see `zoocodec methods`)")] = None,
 ):
     """Compress a model into a .zc container."""
     from zoocodec.methods import Overrides  # noqa: PLC0415
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
 
+    _check_output(output, [_model_path(model)])
+    if preset is not None:
+        method, target_bpw = _preset(preset, method, step, bits, per_tensor, target_bpw, target_loss)
+
     if target_loss is not None:
         if step is not None or bits is not None or per_tensor:
             raise ZoocodecError("automatic mode (--target-loss) chooses the steps: drop --step, --bits and --per-tensor")
-        _auto(model, output, target_loss, task, method, min_size, json_out)
+        unused = [flag for flag, given in (("--override", override), ("--target-bpw", target_bpw is not None),
+                                           ("--allow-nonfinite", allow_nonfinite), ("--lossless", lossless),
+                                           ("--crf", crf is not None), ("--hw", hw)) if given]
+        if unused:
+            raise ZoocodecError(f"automatic mode (--target-loss) does not take {', '.join(unused)}")
+        _auto(model, output, target_loss, task, _build_spec(method, coder=coder), min_size, json_out)
         return
     if task is not None:
         raise ZoocodecError("--task belongs to automatic mode: add --target-loss")
 
     spec = _build_spec(method, step, bits, per_tensor, coder, lossless, crf, hw)  # bad specs fail before reading
+    if hw == "nvdec":
+        _note_nvdec()
     overrides = Overrides.parse(override or [])
     plan = None
     if target_bpw is not None:
@@ -97,7 +174,8 @@ def compress(
             raise ZoocodecError("--target-bpw chooses the steps itself: leave out --step and --bits")
         from zoocodec.tuning.allocate import allocate  # noqa: PLC0415
 
-        plan = allocate(model, target_bpw=target_bpw, method=spec, min_size=min_size)
+        with _working(f"allocating steps for {target_bpw:g} bits/weight"):
+            plan = allocate(model, target_bpw=target_bpw, method=spec, min_size=min_size)
     total = len(load(model).names)
     with _progress(total, "compressing") as step:
         report = run(model, output, spec, overrides, min_size, allow_nonfinite, progress=step, plan=plan)
@@ -112,7 +190,31 @@ def compress(
                       f"SQNR {_fmt(report.sqnr_db, 1)} dB, {report.seconds:.1f} s")
 
 
-def _auto(model: str, output: Path, target_loss: str, task: str | None, method: str, min_size: int,
+def _note_nvdec() -> None:
+    """--hw nvdec encodes in software a stream NVDEC decodes; say so when this machine has none."""
+    from zoocodec.codecs import nvdec  # noqa: PLC0415
+
+    if not nvdec.nvdec_available():
+        err_console.print("note: --hw nvdec: this machine has no usable NVDEC (no NVIDIA GPU with CuPy and "
+                          "PyNvVideoCodec); the stream is made for NVDEC, and decoding it here runs in software",
+                          markup=False, highlight=False, soft_wrap=True)
+
+
+def _preset(name: str, method: str, step, bits, per_tensor, target_bpw, target_loss) -> tuple[str, float | None]:
+    """A named preset's method and size target; it refuses options it would override."""
+    from zoocodec.catalog import PRESETS  # noqa: PLC0415
+
+    if name not in PRESETS:
+        raise ZoocodecError(f"unknown preset {name!r} (presets: {', '.join(PRESETS)})")
+    if method != "uniform" or step is not None or bits is not None or per_tensor or target_bpw is not None \
+            or target_loss is not None:
+        raise ZoocodecError("--preset sets the method and its size: leave out --method, --step, --bits, "
+                            "--per-tensor, --target-bpw and --target-loss")
+    options = PRESETS[name][0]
+    return options["method"], options.get("target_bpw")
+
+
+def _auto(model: str, output: Path, target_loss: str, task: str | None, method, min_size: int,
           json_out: bool) -> None:
     """compress --target-loss: search the per-tensor steps, verify on the task, report."""
     from zoocodec.tuning.auto import auto_compress, parse_loss  # noqa: PLC0415
@@ -159,11 +261,13 @@ def evaluate(
             raise ZoocodecError(f"{compressed} is judged against {model} on your inputs: {INPUTS_HELP}")
         if task is not None or reference is not None:
             raise ZoocodecError("--task and --reference belong to zoo models; a model outside the zoo is judged on --inputs")
-        metrics = evaluate_pair(model, compressed, inputs, module, output)
+        with _working(f"evaluating {compressed} against {model}"):
+            metrics = evaluate_pair(model, compressed, inputs, module, output)
     else:
         from zoocodec.eval import evaluate as run  # noqa: PLC0415
 
-        metrics = run(model, task, reference)
+        with _working(f"evaluating {model}"):
+            metrics = run(model, task, reference)
     if json_out:
         print(json.dumps([m.to_dict() for m in metrics], indent=2))
         return
@@ -216,13 +320,38 @@ def decompress(
     format: Annotated[Optional[str], typer.Option(help="safetensors | pytorch | onnx | hf (default: from the suffix, else the source)")] = None,
 ):
     """Decode a .zc container back into a model file in its original format."""
-    from zoocodec.pipeline.core import Archive, decompress as run  # noqa: PLC0415
+    from zoocodec.pipeline.core import Archive, decompress as run, inspect as info_of  # noqa: PLC0415
+    from zoocodec.pipeline.modelio import output_format  # noqa: PLC0415
 
     with Archive(container) as a:
         total = len(a.names())
+        fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
+    _check_output(output, [container], folder=fmt == "hf")
+    start = time.perf_counter()
     with _progress(total, "decoding") as step:
-        run(container, output, format, progress=step)
-    console.print(f"wrote {output}")
+        run(container, output, fmt, progress=step)
+    info = info_of(container)
+    console.print(f"wrote {output} ({fmt}): {total} tensors, {info['params']:,} weights, "
+                  f"{info['weight_bytes']:,} -> {info['bytes_in']:,} bytes (ratio {info['ratio']:.2f}x, "
+                  f"{info['bits_per_weight']:.3f} bits/weight), {time.perf_counter() - start:.1f} s", highlight=False)
+    for line in _auto_lines(info.get("meta") or {}):
+        console.print(line, highlight=False)
+
+
+def _auto_lines(meta: dict) -> list[str]:
+    """What automatic mode decided and verified, as stored in the header."""
+    auto = meta.get("auto")
+    if not isinstance(auto, dict):
+        return []
+    v = auto.get("verified") or {}
+    lines = [f"automatic mode: {meta.get('zoo', '?')} {auto.get('task')} {auto.get('metric')} kept within "
+             f"{100 * auto.get('target_loss', 0):g}% with {auto.get('method')}, base step {auto.get('base_step', 0):.4g}"]
+    if v:
+        lines.append(f"  verified on all inputs: {v.get('value', 0):.5f} vs original {v.get('baseline', 0):.5f} "
+                     f"(loss {100 * v.get('loss', 0):.3f}%)")
+    if auto.get("search"):
+        lines.append(f"  search: {len(auto['search'])} steps tried on {auto.get('search_inputs')} inputs")
+    return lines
 
 
 @app.command()
@@ -230,9 +359,19 @@ def inspect(
     container: Annotated[Path, typer.Argument(help="the .zc file")],
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ):
-    """Show a container's tensors: shape, method, bits/weight, ratio, SQNR."""
+    """Show a container's tensors (shape, method, bits/weight, ratio, SQNR), what automatic mode
+    decided and verified, and a sequence file's members."""
+    from zoocodec.container import Container  # noqa: PLC0415
     from zoocodec.pipeline.core import inspect as run  # noqa: PLC0415
 
+    c = Container.open(container, verify=False)
+    try:
+        is_sequence = isinstance(c.header.get("meta", {}).get("sequence"), dict)
+    finally:
+        c.close()
+    if is_sequence:
+        _inspect_seq(container, json_out)
+        return
     info = run(container)
     if json_out:
         print(json.dumps(info, indent=2))
@@ -246,7 +385,54 @@ def inspect(
     console.print(table)
     console.print(f"{info['params']:,} weights, {info['bytes_in']:,} -> {info['weight_bytes']:,} bytes "
                   f"(+{info['file_bytes'] - info['weight_bytes']:,} attached), "
-                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight")
+                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight", highlight=False)
+    for line in _auto_lines(info["meta"]):
+        console.print(line, highlight=False)
+
+
+def _inspect_seq(container: Path, json_out: bool) -> None:
+    """A sequence file: members, mode, and per tensor and per member what it costs."""
+    from zoocodec.methods import spec_from_dict  # noqa: PLC0415
+    from zoocodec.pipeline.core import native_dtype  # noqa: PLC0415
+    from zoocodec.pipeline.sequence import SeqArchive  # noqa: PLC0415
+
+    with SeqArchive(container) as a:
+        h, labels = a.header, a.labels
+    n = len(labels)
+    rows, per_member = [], [0] * n
+    for e in h["tensors"]:
+        numel = math.prod(e["shape"])
+        nbytes = sum(v[1] for v in e["segments"].values())
+        for i in range(n):
+            per_member[i] += e["segments"].get(f"m{i}", [0, 0])[1]
+        kind = e["side"].get("kind", "?")
+        coding = f"{kind} {spec_from_dict(e['method']['spec'])}" if kind == "quantized" else kind
+        rows.append({"name": e["name"], "shape": e["shape"], "dtype": e["dtype"], "coding": coding, "bytes": nbytes,
+                     "bits_per_weight": 8 * nbytes / max(numel * n, 1)})
+    params = sum(math.prod(e["shape"]) for e in h["tensors"])
+    bytes_in = n * sum(math.prod(e["shape"]) * native_dtype(e["dtype"]).itemsize for e in h["tensors"])
+    size = container.stat().st_size
+    weight_bytes = size - sum(seg[1] for seg in h["files"].values())
+    seq = h["meta"]["sequence"]
+    info = {"path": str(container), "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
+            "params_per_member": params, "file_bytes": size, "weight_bytes": weight_bytes, "bytes_in": bytes_in,
+            "ratio": bytes_in / max(weight_bytes, 1), "bits_per_weight": 8 * weight_bytes / max(params * n, 1),
+            "member_bytes": dict(zip(labels, per_member)) if seq["mode"] != "video" else None, "tensors": rows}
+    if json_out:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"{container}  (sequence of {n}, mode {seq['mode']}, keyint {seq.get('keyint', 0)})")
+    for col in ("tensor", "shape", "dtype", "coding", "bytes", "bits/w per member"):
+        table.add_column(col, justify="right" if col in ("bytes", "bits/w per member") else "left")
+    for r in rows:
+        table.add_row(r["name"], "x".join(map(str, r["shape"])), r["dtype"], r["coding"], f"{r['bytes']:,}",
+                      f"{r['bits_per_weight']:.3f}")
+    console.print(table)
+    if info["member_bytes"]:
+        console.print("members: " + ", ".join(f"{k} {8 * v / max(params, 1):.3f} bits/weight"
+                                              for k, v in info["member_bytes"].items()), highlight=False)
+    console.print(f"{n} members x {params:,} weights, {bytes_in:,} -> {weight_bytes:,} bytes, "
+                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight on average", highlight=False)
 
 
 @app.command()
@@ -308,6 +494,7 @@ def report(
     """Write an HTML report: summary, rate-distortion plots and Pareto fronts per model."""
     from zoocodec.jobs import report as rep  # noqa: PLC0415
 
+    _check_output(output, [results])
     console.print(f"wrote {rep.write(results, output)}")
 
 
@@ -328,8 +515,11 @@ def compress_seq(
     """Compress a sequence of same-architecture models (checkpoints, fine-tunes) into one .zc."""
     from zoocodec.pipeline.sequence import compress_seq as run  # noqa: PLC0415
 
+    _check_output(output, [_model_path(m) for m in models])
     spec = _build_spec(method or "uniform:bits=8", coder=coder or ("video-hevc" if mode == "video" else None),
                        lossless=lossless, crf=crf, hw=hw)
+    if hw == "nvdec":
+        _note_nvdec()
     report = run(models, output, spec, mode, keyint, min_size=min_size)
     summary = {"output": str(output), "spec": str(spec), "mode": mode, "keyint": keyint, "members": report.labels,
                "bits_per_weight": report.bits_per_weight, "mean_bits_per_weight": report.mean_bits_per_weight,
@@ -353,10 +543,84 @@ def decompress_seq(
     """Decode one member of a sequence container (random access: only its group is decoded)."""
     from zoocodec.pipeline.sequence import SeqArchive, decompress_seq as run  # noqa: PLC0415
 
+    from zoocodec.pipeline.modelio import output_format  # noqa: PLC0415
+
     with SeqArchive(container) as a:
         which = member if member in a.labels or not member.lstrip("-").isdigit() else int(member)
-    run(container, which, output, format)
-    console.print(f"wrote {output}")
+        a.member_index(which)
+        fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
+    _check_output(output, [container], folder=fmt == "hf")
+    run(container, which, output, fmt)
+    console.print(f"wrote {output} ({fmt}): member {which} of {container}", highlight=False)
+
+
+@app.command()
+def methods(
+    name: Annotated[Optional[str], typer.Argument(help="one method (default: all)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+):
+    """List every method and coder with its parameters, defaults and ranges, and the presets."""
+    from zoocodec import catalog  # noqa: PLC0415
+
+    listed = catalog.methods()
+    if name is not None:
+        listed = [m for m in listed if m["name"] == name]
+        if not listed:
+            raise ZoocodecError(f"unknown method {name!r} (known: {', '.join(m['name'] for m in catalog.methods())})")
+    coders = catalog.coders()
+    presets = {k: {"options": o, "about": a} for k, (o, a) in catalog.PRESETS.items()}
+    if json_out:
+        print(json.dumps({"methods": listed, "coders": coders, "presets": presets}, indent=2))
+        return
+    for m in listed:
+        console.print(f"[bold]{m['name']}[/bold] (version {m['version']}{', lossless' if m['lossless'] else ''}): "
+                      f"{m['about']}", highlight=False)
+        table = Table(box=None, show_header=bool(m["params"]), padding=(0, 2))
+        for col in ("parameter", "type", "default", "range"):
+            table.add_column(col)
+        for p in m["params"]:
+            table.add_row(p["name"], p["type"], "none" if p["default"] is None else str(p["default"]), p["range"])
+        console.print(table)
+    if name is None:
+        console.print("[bold]coders[/bold] (a method's coder=...)")
+        for c in coders:
+            console.print(f"  {c['name']:<12} {c['about']}", highlight=False)
+        console.print("[bold]presets[/bold] (compress --preset NAME)")
+        for k, p in presets.items():
+            opts = " ".join(f"--{o.replace('_', '-')} {v}" for o, v in p["options"].items())
+            console.print(f"  {k:<14} {opts}: {p['about']}", highlight=False)
+
+
+@app.command("zoo")
+def zoo_list(json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False):
+    """List the zoo models, installed or not, with their tasks and how to install them."""
+    from zoocodec import catalog  # noqa: PLC0415
+
+    models = catalog.zoo_models()
+    if json_out:
+        print(json.dumps(models, indent=2))
+        return
+    table = Table(title="zoo models")
+    for col in ("name", "installed", "tasks", "format", "about", "install"):
+        table.add_column(col)
+    for m in models:
+        table.add_row(m["name"], "yes" if m["installed"] else "no", ", ".join(m["tasks"]), m["format"], m["about"],
+                      "" if m["installed"] else m["install"])
+    console.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from zoocodec import __version__  # noqa: PLC0415
+
+        print(f"zoocodec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """Compress neural-network weights and measure what it costs."""
 
 
 class _Notes(logging.Handler):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from zoocodec.errors import ZoocodecError
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CONNECT_TIMEOUT_S = 10.0  # how long joining waits for the cluster's address to answer
 
 
 def nvenc_available() -> bool:
@@ -45,9 +47,34 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in ("ZOOCODEC_ZOO", "HF_HUB_OFFLINE") if k in os.environ}
 
 
+def _host_port(address: str) -> tuple[str, int | None]:
+    host, _, port = address.split("://")[-1].rstrip("/").rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else (address.split("://")[-1], None)
+
+
 def _is_loopback(address: str) -> bool:
-    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    host = _host_port(address)[0]
     return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def _would_bind_everywhere() -> bool:
+    """What Ray reads from LOOPBACK_ENV at import (its default on Linux: every address)."""
+    value = os.environ.get(LOOPBACK_ENV)
+    return True if value is None else value.lower() in ("true", "1")
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail in `timeout` seconds with one line when nothing answers at HOST:PORT (Ray itself
+    retries for minutes); `auto` and addresses without a port are left to Ray."""
+    host, port = _host_port(address)
+    if port is None:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__).lower()
+        raise ZoocodecError(f"cannot reach the Ray cluster at {address} ({why}; waited up to {timeout:g} s); "
+                            "is `ray start --head` running there?") from None
 
 
 @dataclass(frozen=True)
@@ -69,24 +96,29 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
         if "ray" not in sys.modules:
             os.environ.setdefault(LOOPBACK_ENV, "0")
         import ray  # noqa: PLC0415
-        from ray._private import ray_constants  # noqa: PLC0415
 
         if ray.is_initialized():
             yield Connection(f"the running Ray ({ray.get_runtime_context().gcs_address})", False)
             return
-        if ray_constants.ENABLE_RAY_CLUSTER:
+        if _would_bind_everywhere():
             raise ZoocodecError(f"an embedded Ray would listen on every network address ({LOOPBACK_ENV} is set, "
                                 f"or Ray was imported before zoocodec); set {LOOPBACK_ENV}=0 in the environment, "
                                 "or join a cluster with --address")
         ray.init(num_cpus=num_cpus or os.cpu_count(), resources=detect_resources(), include_dashboard=False,
                  runtime_env={"env_vars": worker_env()} if worker_env() else None,
                  logging_level="WARNING", log_to_driver=False)
+        if not _is_loopback(ray.get_runtime_context().gcs_address):  # Ray imported with other settings
+            address = ray.get_runtime_context().gcs_address
+            ray.shutdown()
+            raise ZoocodecError(f"the embedded Ray listened on {address}, not loopback; set {LOOPBACK_ENV}=0 "
+                                "before anything imports Ray, or join a cluster with --address")
         try:
             yield Connection(f"embedded Ray ({ray.get_runtime_context().gcs_address}, "
                              f"{int(ray.cluster_resources().get('CPU', 0))} CPUs)", True)
         finally:
             ray.shutdown()
         return
+    check_reachable(address)
     if "ray" not in sys.modules and _is_loopback(address):
         os.environ.setdefault(LOOPBACK_ENV, "0")  # else Ray rewrites 127.0.0.1 to this host's network address
     import ray  # noqa: PLC0415

@@ -311,6 +311,6 @@ def inspect(path: str | os.PathLike) -> dict[str, Any]:
             "bytes_in": bytes_in, "ratio": bytes_in / max(weight_bytes, 1),
             "bits_per_weight": 8 * weight_bytes / max(params, 1),
             "source": h["source"]["format"], "zoocodec": h.get("zoocodec"), "format_version": h["format_version"],
-            "options": h.get("options"), "tensors": rows,
+            "options": h.get("options"), "meta": h.get("meta", {}), "tensors": rows,
         }
 

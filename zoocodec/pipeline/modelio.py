@@ -224,15 +224,27 @@ def write_model(tensors: dict[str, torch.Tensor], out: str | os.PathLike, source
                 layout: dict, files: dict[str, bytes], fmt: str | None = None) -> str:
     """Write tensors as a model file/folder; format from `fmt`, the suffix, or the source."""
     out = Path(out)
+    fmt = output_format(out, source_format, files, fmt)
+    if fmt == "hf":
+        _write_hf(tensors, out, layout, files)
+    else:
+        _atomic(out, lambda tmp: _WRITERS[fmt](tensors, tmp, layout, files))
+    return fmt
+
+
+OUTPUT_FORMATS = ("safetensors", "pytorch", "onnx", "hf")
+
+
+def output_format(out: str | os.PathLike, source_format: str, files, fmt: str | None = None) -> str:
+    """The format write_model will use (checked before anything is decoded)."""
+    out = Path(out)
+    if fmt is not None and fmt not in OUTPUT_FORMATS:
+        raise ModelFormatError(f"unknown output format {fmt!r} (formats: {', '.join(OUTPUT_FORMATS)})")
     fmt = fmt or FORMAT_SUFFIX.get(out.suffix) or ("hf" if source_format == "hf" and not out.suffix else source_format)
     if fmt == "dict":
         fmt = "safetensors"
     if fmt == "onnx" and "model.onnx" not in files:
         raise ModelFormatError("an ONNX file can only be written for a model that came from ONNX")
-    if fmt == "hf":
-        _write_hf(tensors, out, layout, files)
-    else:
-        _atomic(out, lambda tmp: _WRITERS[fmt](tensors, tmp, layout, files))
     return fmt
 
 

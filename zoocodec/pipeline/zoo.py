@@ -61,6 +61,17 @@ def resolve(name: str) -> Path:
     return path
 
 
+def installed(name: str) -> bool:
+    """Whether zoo model `name` is here, without importing or extracting anything."""
+    entry = registry()[name]
+    if "path" in entry:
+        return Path(entry["path"]).expanduser().exists()
+    if "packages" in entry:
+        return (cache_dir() / name).is_dir() or all(package_dir(p) is not None for p in entry["packages"])
+    root = package_dir(entry["package"])
+    return root is not None and (root / entry.get("file", "")).exists()
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("ZOOCODEC_CACHE") or Path.home() / ".cache" / "zoocodec")
 
