@@ -7,8 +7,8 @@ from importlib.metadata import version
 from safetensors.torch import save_file
 
 from support import run_cli, run_script, script_env
-from zoocodec.codecs import SYMBOL_CODERS
-from zoocodec.methods import REGISTRY
+from zoocodec.codecs import CODERS
+from zoocodec.methods import REGISTRY, parse_spec
 from zoocodec.pipeline import zoo
 
 HEAVY = ("torch", "ray", "cupy")
@@ -38,15 +38,17 @@ def test_methods_lists_every_method_and_coder_with_ranges(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "methods", "--json")
     listed = json.loads(out)
     assert code == 0 and {m["name"] for m in listed["methods"]} == set(REGISTRY)
-    assert {c["name"] for c in listed["coders"]} == set(SYMBOL_CODERS)
+    assert {c["name"] for c in listed["coders"]} == set(CODERS)
     uniform = {p["name"]: p for p in next(m for m in listed["methods"] if m["name"] == "uniform")["params"]}
     assert uniform["bits"]["range"] == "2..16" and uniform["coder"]["default"] == "ans"
-    assert "ctx" in uniform["coder"]["range"]
+    assert "ctx" in uniform["coder"]["range"] and uniform["coder"]["type"] == "coder"
+    hevc = {p["name"]: p for p in next(c for c in listed["coders"] if c["name"] == "video-hevc")["params"]}
+    assert hevc["crf"]["range"] == "0..51"
     kmeans = {p["name"]: p for p in next(m for m in listed["methods"] if m["name"] == "kmeans")["params"]}
     assert kmeans["k"] == {"name": "k", "type": "int", "default": 16, "range": "2..256"}
     assert set(listed["presets"]) == {"near-lossless", "balanced", "small"}
     code, out, _ = run_cli(monkeypatch, capsys, "methods")
-    assert code == 0 and all(name in out for name in REGISTRY) and "presets" in out
+    assert code == 0 and all(name in out for name in [*REGISTRY, *CODERS]) and "presets" in out
     code, _, err = run_cli(monkeypatch, capsys, "methods", "magic")
     assert code == 2 and err.startswith("error: unknown method 'magic'")
 
@@ -65,7 +67,7 @@ def test_presets(tmp_path, model, monkeypatch, capsys):
     save_file(model, tmp_path / "m.safetensors")
     code, out, _ = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "a.zc",
                            "--preset", "near-lossless", "--min-size", "100", "--json")
-    assert code == 0 and json.loads(out)["spec"] == "uniform:bits=8"
+    assert code == 0 and parse_spec(json.loads(out)["spec"]) == parse_spec("uniform:bits=8")
     code, out, _ = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "s.zc",
                            "--preset", "small", "--min-size", "100", "--json")
     summary = json.loads(out)

@@ -24,67 +24,83 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
               "dependent quantization + context coding, one step for the model at 3 bits/weight"),
 }
 
-_PROBES = {int: -10**9, float: -1e9, str: "?", bool: None}
+_PROBES = {int: -10**9, float: -1e9, str: "?"}
 
 
 def _summary(doc: str | None) -> str:
     return (doc or "").strip().split("\n\n")[0].replace("\n", " ")
 
 
-def _probe(cls, name: str, kind: type) -> str:
-    """The 'must be ...' that validate() answers to a value outside every range ('' if none)."""
-    value = _PROBES.get(kind)
-    if value is None:
-        return ""
+def _doc(cls) -> str:
+    """The class docstring, else its module's (dataclasses invent a signature docstring)."""
+    own = cls.__doc__ if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}(") else None
+    return _summary(own or sys.modules[cls.__module__].__doc__)
+
+
+def _refusal(cls, name: str, value: Any) -> str | None:
+    """validate()'s refusal of cls(name=value), or None when accepted."""
     try:
         cls(**{name: value}).validate()
     except (SpecError, TypeError, ValueError) as e:
-        text = str(e)
-        if " must be " in text:
-            return text.split(" must be ", 1)[1].rsplit(", got ", 1)[0]
-        if text.startswith("unknown "):  # a name looked up in another registry (coder, then=)
-            return "one of " + text.split("(known: ", 1)[1].rstrip(")") if "(known: " in text else ""
+        return str(e)
+    return None
+
+
+def _range(cls, name: str, hint) -> str:
+    """The rule validate() enforces on one parameter: for a coder, the coders it accepts; for
+    a number or text, the "must be ..." it answers to a value outside every range."""
+    from zoocodec.codecs import CODERS, CoderSpec  # noqa: PLC0415
+
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if any(isinstance(k, type) and issubclass(k, CoderSpec) for k in kinds):
+        return "one of " + ", ".join(n for n, c in CODERS.items() if _refusal(cls, name, c()) is None)
+    kind = next((k for k in kinds if k in _PROBES), None)
+    text = _refusal(cls, name, _PROBES[kind]) if kind else None
+    if not text:
+        return ""
+    if " must be " in text:
+        return text.split(" must be ", 1)[1].rsplit(", got ", 1)[0]
+    if "(known: " in text:  # a name looked up in another registry (then=)
+        return "one of " + text.split("(known: ", 1)[1].rstrip(")")
     return ""
 
 
-def _kind(hint) -> type | None:
-    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    return next((a for a in args if a in (bool, int, float, str)), None)
-
-
 def _type_name(hint) -> str:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
-        return " | ".join(getattr(a, "__name__", str(a)) for a in args) + " | none"
-    return getattr(hint, "__name__", str(hint))
+    from zoocodec.codecs import CoderSpec  # noqa: PLC0415
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    names = ["coder" if isinstance(a, type) and issubclass(a, CoderSpec) else getattr(a, "__name__", str(a))
+             for a in args]
+    return " | ".join(names) + (" | none" if type(None) in typing.get_args(hint) else "")
+
+
+def _params(cls) -> list[dict[str, Any]]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if default is not None and not isinstance(default, (bool, int, float, str)):
+            default = str(default)  # a nested spec, e.g. a coder
+        out.append({"name": f.name, "type": _type_name(hints[f.name]), "default": default,
+                    "range": _range(cls, f.name, hints[f.name])})
+    return out
 
 
 def methods() -> list[dict[str, Any]]:
     """Every registered method: name, version, what it does, parameters (type, default, range)."""
     from zoocodec.methods import REGISTRY  # noqa: PLC0415
 
-    out = []
-    for name in sorted(REGISTRY):
-        cls = REGISTRY[name]
-        hints = typing.get_type_hints(cls)
-        params = []
-        for f in dataclasses.fields(cls):
-            kind = _kind(hints[f.name])
-            params.append({"name": f.name, "type": _type_name(hints[f.name]),
-                           "default": None if f.default is dataclasses.MISSING else f.default,
-                           "range": _probe(cls, f.name, kind) if kind else ""})
-        doc = cls.__doc__ if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}(") else None
-        out.append({"name": name, "version": cls.version, "lossless": cls.lossless,
-                    "about": _summary(doc or sys.modules[cls.__module__].__doc__), "params": params})
-    return out
+    return [{"name": name, "version": cls.version, "lossless": cls.lossless, "about": _doc(cls),
+             "params": _params(cls)} for name, cls in sorted(REGISTRY.items())]
 
 
-def coders() -> list[dict[str, str]]:
-    """Every symbol coder a method's `coder` can name."""
-    from zoocodec.codecs import SYMBOL_CODERS  # noqa: PLC0415
+def coders() -> list[dict[str, Any]]:
+    """Every registered coder a method's `coder=` can name, with its own parameters."""
+    from zoocodec.codecs import CODERS  # noqa: PLC0415
 
-    return [{"name": name, "about": _summary(sys.modules[enc.__module__].__doc__)}
-            for name, (enc, _) in sorted(SYMBOL_CODERS.items())]
+    return [{"name": name, "version": cls.version, "about": _doc(cls), "params": _params(cls)}
+            for name, cls in sorted(CODERS.items())]
 
 
 def zoo_models() -> list[dict[str, Any]]:

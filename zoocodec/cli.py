@@ -573,22 +573,27 @@ def methods(
         print(json.dumps({"methods": listed, "coders": coders, "presets": presets}, indent=2))
         return
     for m in listed:
-        console.print(f"[bold]{m['name']}[/bold] (version {m['version']}{', lossless' if m['lossless'] else ''}): "
-                      f"{m['about']}", highlight=False)
-        table = Table(box=None, show_header=bool(m["params"]), padding=(0, 2))
+        _print_spec(m, "lossless" if m["lossless"] else "")
+    if name is None:
+        console.print("[bold]coders[/bold] (a method's coder=NAME or coder=NAME(key=value,...))")
+        for c in coders:
+            _print_spec(c, "")
+        console.print("[bold]presets[/bold] (compress --preset NAME)")
+        for k, p in presets.items():
+            opts = " ".join(f"--{o.replace('_', '-')} {v}" for o, v in p["options"].items())
+            console.print(f"  {k:<14} {opts}: {p['about']}", highlight=False)
+
+
+def _print_spec(m: dict, note: str) -> None:
+    console.print(f"[bold]{m['name']}[/bold] (version {m['version']}{', ' + note if note else ''}): {m['about']}",
+                  highlight=False)
+    if m["params"]:
+        table = Table(box=None, padding=(0, 2))
         for col in ("parameter", "type", "default", "range"):
             table.add_column(col)
         for p in m["params"]:
             table.add_row(p["name"], p["type"], "none" if p["default"] is None else str(p["default"]), p["range"])
         console.print(table)
-    if name is None:
-        console.print("[bold]coders[/bold] (a method's coder=...)")
-        for c in coders:
-            console.print(f"  {c['name']:<12} {c['about']}", highlight=False)
-        console.print("[bold]presets[/bold] (compress --preset NAME)")
-        for k, p in presets.items():
-            opts = " ".join(f"--{o.replace('_', '-')} {v}" for o, v in p["options"].items())
-            console.print(f"  {k:<14} {opts}: {p['about']}", highlight=False)
 
 
 @app.command("zoo")
