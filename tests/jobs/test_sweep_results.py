@@ -123,6 +123,29 @@ def test_report_has_plots_and_a_pareto_front(swept):
     assert (tmp / "r" / "report_files" / "mnist-cnn.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_report_keeps_lossless_apart_one_colour_per_method_and_says_what_was_not_evaluated(swept):
+    sweep, tmp = swept
+    page = report.write(sweep.out, tmp / "r2" / "report.html").read_text()
+    lossless = page.split("<h3>Lossless</h3>")[1]
+    assert "<td>lossless</td>" in lossless and "<td>uniform:bits=4</td>" not in lossless
+    front = page.split("<h3>Pareto front</h3>")[1].split("<h3>Lossless</h3>")[0]
+    assert "<td>lossless</td>" not in front and "<td>uniform:bits=4</td>" in front
+    assert "not evaluated in this sweep (mnist-cnn: add their tasks, e.g. tasks: [digits]" in page
+    assert "without accuracy tasks" not in page
+    runs = report.ok_runs(sweep.out)
+    kmeans = [{**runs[0], "params": json.dumps(sweep_spec.parse_spec(t).to_dict())} for t in ("kmeans", "kmeans:k=4")]
+    assert {report.method_name(r) for r in kmeans} == {"kmeans"}
+    assert [report.setting(r) for r in kmeans] == ["defaults", "k=4"]
+    palette = report.colours(runs + kmeans)
+    assert len(set(palette.values())) == len(palette) == 3 and palette == report.colours(kmeans + runs)
+
+
+def test_report_escapes_what_it_shows(swept):
+    sweep, tmp = swept
+    page = report.write(sweep.out, tmp / "r3" / "report.html", title="<script>x</script>").read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
 def test_pareto_front_keeps_only_unbeaten_points():
     points = [(4.0, 20.0, "a"), (5.0, 19.0, "b"), (6.0, 30.0, "c"), (6.0, 25.0, "d"), (8.0, 40.0, "e")]
     assert [p[2] for p in report.pareto(points)] == ["a", "c", "e"]

@@ -10,7 +10,6 @@ other run beats on both bits per weight and quality.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import os
@@ -22,6 +21,7 @@ from typing import Any
 from zoocodec.fsutil import publish
 from zoocodec.jobs.results import Results, model_dir
 from zoocodec.jobs.spec import DEFAULT_BUDGETS, short_method
+from zoocodec.pipeline import zoo
 
 SQNR_FLOORS = (40.0, 30.0, 20.0)
 
@@ -60,9 +60,22 @@ def summaries(runs: list[dict[str, Any]], budgets: list[float]) -> list[Summary]
     if others:
         tests = [("lossless", lambda r: r["sqnr_db"] is None)] + [
             (f"SQNR >= {f:g} dB", lambda r, f=f: r["sqnr_db"] is None or r["sqnr_db"] >= f) for f in SQNR_FLOORS]
-        out.append(_best(others, tests, "models without accuracy tasks: best compression ratio at each "
+        out.append(_best(others, tests, f"{not_evaluated(sorted(others))}: best compression ratio at each "
                                         "weight SQNR floor"))
     return out
+
+
+def not_evaluated(models: list[str]) -> str:
+    """Why these models have no accuracy numbers: the sweep did not evaluate them (naming the
+    zoo tasks it could have run), or they have no task at all."""
+    with_tasks = [m for m in models if (zoo.registry().get(m) or {}).get("tasks")]
+    parts = []
+    if with_tasks:
+        parts.append(f"not evaluated in this sweep ({', '.join(with_tasks)}: add their tasks, "
+                     f"e.g. tasks: [{', '.join(zoo.registry()[with_tasks[0]]['tasks'])}], to measure accuracy)")
+    if len(with_tasks) < len(models):
+        parts.append(f"no accuracy task ({', '.join(m for m in models if m not in with_tasks)})")
+    return "models " + "; models ".join(parts)
 
 
 def _high(r: dict[str, Any]) -> float | None:
@@ -118,12 +131,30 @@ def pareto(points: list[tuple[float, float, Any]]) -> list[tuple[float, float, A
     return front
 
 
-def family(r: dict[str, Any]) -> str:
-    """A plot series: the method and which parameters it sets, e.g. 'uniform (bits)'."""
-    text = short_method(r["params"])
-    name, _, params = text.partition(":")
-    keys = [p.split("=")[0] for p in params.split(",") if p]
-    return f"{name} ({', '.join(keys)})" if keys else name
+def method_name(r: dict[str, Any]) -> str:
+    """A plot series: the method alone, so one method is one colour and one legend entry."""
+    return short_method(r["params"]).partition(":")[0]
+
+
+def setting(r: dict[str, Any]) -> str:
+    """The parameters that differ from the method's defaults: the label of a point."""
+    return short_method(r["params"]).partition(":")[2] or "defaults"
+
+
+def is_lossless(r: dict[str, Any]) -> bool:
+    """Bit-exact runs (infinite SQNR): kept off the lossy axes, where their 16-32 bits/weight
+    would squash every lossy point into a corner."""
+    return r["sqnr_db"] is None
+
+
+def colours(runs: list[dict[str, Any]]) -> dict[str, str]:
+    """One colour per method for the whole report."""
+    names = sorted({method_name(r) for r in runs})
+    palette = "tab10" if len(names) <= 10 else "tab20"
+    import matplotlib  # noqa: PLC0415
+
+    cmap = matplotlib.colormaps[palette]
+    return {name: matplotlib.colors.to_hex(cmap(i % cmap.N)) for i, name in enumerate(names)}
 
 
 def _metrics_of(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -131,38 +162,74 @@ def _metrics_of(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return sorted({(m["task"], m["metric"]) for r in runs for m in r["metrics"] if m["primary"]})
 
 
-def plot(model: str, runs: list[dict[str, Any]], metric: tuple[str, str] | None) -> tuple[bytes, list]:
-    """A bits/weight vs quality PNG of one model, one colour per method, the front as a line."""
+def plot(model: str, runs: list[dict[str, Any]], metric: tuple[str, str] | None,
+         palette: dict[str, str] | None = None) -> tuple[bytes, list]:
+    """A bits/weight vs quality PNG of one model's lossy runs: one colour per method, each point
+    labelled with its setting, the Pareto front as a line."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    palette = palette or colours(runs)
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
     points = []
-    for name in sorted({family(r) for r in runs}):
-        xs, ys = [], []
-        for r in runs:
-            y = quality(r, metric)
-            if family(r) == name and y is not None:
-                xs.append(r["bits_per_weight"])
-                ys.append(y)
-                points.append((r["bits_per_weight"], y, r))
-        if xs:
-            ax.scatter(xs, ys, label=name, s=28)
+    for name in sorted({method_name(r) for r in runs}):
+        mine = [(r["bits_per_weight"], quality(r, metric), r) for r in runs
+                if method_name(r) == name and not is_lossless(r) and quality(r, metric) is not None]
+        if mine:
+            ax.scatter([p[0] for p in mine], [p[1] for p in mine], label=name, s=28, color=palette[name])
+            for x, y, r in mine:
+                ax.annotate(setting(r), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=6,
+                            color=palette[name])
+            points += mine
     front = pareto(points)
     if front:
         ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto front")
-    ax.set_xlabel("bits per weight")
+    ax.set_xlabel("bits per weight (lossy runs; lossless in the table below)")
     ax.set_ylabel(f"{metric[0]} {metric[1]}" if metric else "weight SQNR (dB)")
     ax.set_title(model)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if points:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue(), front
+
+
+PAGE = """{% macro table(columns, rows) -%}
+<table><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</table>
+{%- endmacro %}<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>zoocodec report</title><style>
+body{font-family:sans-serif;margin:2em;max-width:72em}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}img{max-width:100%}
+.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:middle}
+</style></head><body>
+<h1>{{ title }}</h1>
+<p>{{ runs }} successful runs of {{ all_rows }} in <code>{{ out }}</code>.</p>
+{% for s in summaries %}<p>{{ s.note }}:</p>{{ table(s.columns, s.rows) }}{% endfor %}
+{% if palette %}<p>Methods: {% for name, colour in palette.items() %}<span class="swatch" style="background:{{ colour }}"></span>{{ name }} {% endfor %}</p>{% endif %}
+{% for m in models %}
+<h2>{{ m.name }}</h2>
+{% if m.note %}<p>{{ m.note }}</p>{% endif %}
+{% for p in m.plots %}
+<img alt="{{ p.name }}" src="data:image/png;base64,{{ p.png }}">
+<h3>Pareto front</h3>{{ table(p.front_columns, p.front) }}
+{% endfor %}
+{% if m.lossless %}<h3>Lossless</h3>{{ table(["method", "bits/weight", "ratio", "encode s", "decode s"], m.lossless) }}{% endif %}
+{% endfor %}
+</body></html>
+"""
+
+def _page():
+    """The page template (Jinja2, every value escaped)."""
+    import jinja2  # noqa: PLC0415
+
+    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(PAGE)
 
 
 def write(out: str | os.PathLike, html_path: str | os.PathLike, budgets: list[float] = DEFAULT_BUDGETS,
@@ -172,38 +239,35 @@ def write(out: str | os.PathLike, html_path: str | os.PathLike, budgets: list[fl
     html_path = Path(html_path)
     png_dir = html_path.with_name(html_path.stem + "_files")
     png_dir.mkdir(parents=True, exist_ok=True)
-    all_rows = Results(out).runs(columns=["status"]).num_rows
-    parts = [f"<h1>{html.escape(title or f'zoocodec sweep: {out}')}</h1>",
-             f"<p>{len(runs)} successful runs of {all_rows} in <code>{html.escape(str(out))}</code>.</p>"]
-    for s in summaries(runs, budgets):
-        parts += [f"<p>{html.escape(s.note)}:</p>", _table(s.columns, s.rows)]
+    palette = colours(runs) if runs else {}
     by_model = defaultdict(list)
     for r in runs:
         by_model[r["model"]].append(r)
+    models = []
     for model in sorted(by_model):
-        parts.append(f"<h2>{html.escape(model)}</h2>")
-        for metric in _metrics_of(by_model[model]) or [None]:
-            png, front = plot(model, by_model[model], metric)
+        mine = by_model[model]
+        plots = []
+        metrics = _metrics_of(mine)
+        for metric in metrics or [None]:
+            if all(is_lossless(r) for r in mine):
+                break
+            png, front = plot(model, mine, metric, palette)
             name = f"{model_dir(model)}{'-' + model_dir(metric[0] + '-' + metric[1]) if metric else ''}.png"
             _atomic_bytes(png_dir / name, png)
-            parts.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
             ylabel = f"{metric[0]} {metric[1]}" if metric else "SQNR dB"
-            parts.append("<h3>Pareto front</h3>" + _table(
-                ["method", "bits/weight", "ratio", ylabel, "encode s", "decode s"],
-                [[short_method(r["params"]), f"{b:.3f}", f"{r['ratio']:.2f}x", f"{q:.4g}", f"{r['encode_s']:.2f}", f"{r['decode_s']:.2f}"]
-                 for b, q, r in front]))
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>zoocodec report</title><style>"
-            "body{font-family:sans-serif;margin:2em;max-width:72em}table{border-collapse:collapse;margin:1em 0}"
-            "td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}img{max-width:100%}"
-            "</style></head><body>" + "\n".join(parts) + "</body></html>")
+            plots.append({"name": name, "png": base64.b64encode(png).decode(),
+                          "front_columns": ["method", "bits/weight", "ratio", ylabel, "encode s", "decode s"],
+                          "front": [[short_method(r["params"]), f"{b:.3f}", f"{r['ratio']:.2f}x", f"{q:.4g}",
+                                     f"{r['encode_s']:.2f}", f"{r['decode_s']:.2f}"] for b, q, r in front]})
+        models.append({"name": model, "plots": plots,
+                       "note": "" if metrics else f"Quality is the weights' SQNR: {not_evaluated([model])}.",
+                       "lossless": [[short_method(r["params"]), f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.4f}x",
+                                     f"{r['encode_s']:.2f}", f"{r['decode_s']:.2f}"] for r in mine if is_lossless(r)]})
+    page = _page().render(
+        title=title or f"zoocodec sweep: {out}", runs=len(runs), all_rows=Results(out).runs(columns=["status"]).num_rows,
+        out=str(out), summaries=summaries(runs, budgets), palette=palette, models=models)
     _atomic_bytes(html_path, page.encode())
     return html_path
-
-
-def _table(columns: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
