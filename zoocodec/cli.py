@@ -20,7 +20,7 @@ from rich.table import Table
 
 from zoocodec.errors import ZoocodecError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Compress neural-network weights and measure what it costs.")
 
 
