@@ -449,13 +449,8 @@ def sweep(
 
     sw = sweep_spec.load(spec, out)
     err_console.print(f"sweep {sw.name}: {len(sw.items)} work items -> {sw.out}")
-    bar = Progress(TextColumn("[green]{task.fields[ok]} ok [red]{task.fields[failed]} failed "
-                              "[cyan]{task.fields[running]} running"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), console=err_console, disable=not err_console.is_terminal)
-    with bar:
-        task = bar.add_task("", total=None, ok=0, failed=0, running=0)
-        outcome = runner.run(sw, address, max_parallel, num_cpus, progress=lambda ok, failed, running, total: bar.update(
-            task, completed=ok + failed, total=total, ok=ok, failed=failed, running=running))
+    with _sweep_progress() as progress:
+        outcome = runner.run(sw, address, max_parallel, num_cpus, progress=progress)
     err_console.print(f"{outcome.where}: {outcome.ok} ok, {outcome.failed} failed, {outcome.skipped} already done, "
                       f"{outcome.seconds:.1f} s")
     runs = rep.ok_runs(sw.out, {i.work_id for i in sw.items})
@@ -469,6 +464,31 @@ def sweep(
     console.print(f"results: {sw.out / 'runs'} and {sw.out / 'tensors'} (Parquet)")
     if report:
         console.print(f"report: {rep.write(sw.out, sw.out / 'report.html', sw.budgets, title=f'zoocodec sweep {sw.name}')}")
+
+
+@contextmanager
+def _sweep_progress() -> Iterator[Callable[[int, int, int, int], None]]:
+    """A sweep's counts: a bar on a terminal, else a plain line every few seconds (and the last)."""
+    if err_console.is_terminal:
+        with Progress(TextColumn("[green]{task.fields[ok]} ok [red]{task.fields[failed]} failed "
+                                 "[cyan]{task.fields[running]} running"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=err_console) as bar:
+            task = bar.add_task("", total=None, ok=0, failed=0, running=0)
+            yield lambda ok, failed, running, total: bar.update(task, completed=ok + failed, total=total, ok=ok,
+                                                                failed=failed, running=running)
+        return
+    start = time.monotonic()
+    last = start
+
+    def update(ok: int, failed: int, running: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= PLAIN_PROGRESS_SECONDS or (ok + failed == total and last > start):
+            last = now
+            err_console.print(f"sweep: {ok + failed}/{total} done ({ok} ok, {failed} failed), {running} running "
+                              f"({now - start:.0f} s)", markup=False, highlight=False, soft_wrap=True)
+
+    yield update
 
 
 @app.command()
@@ -520,7 +540,8 @@ def compress_seq(
                        lossless=lossless, crf=crf, hw=hw)
     if hw == "nvdec":
         _note_nvdec()
-    report = run(models, output, spec, mode, keyint, min_size=min_size)
+    with _working(f"compressing {len(models)} members"):
+        report = run(models, output, spec, mode, keyint, min_size=min_size)
     summary = {"output": str(output), "spec": str(spec), "mode": mode, "keyint": keyint, "members": report.labels,
                "bits_per_weight": report.bits_per_weight, "mean_bits_per_weight": report.mean_bits_per_weight,
                "file_bytes": report.file_bytes, "seconds": report.seconds}
@@ -550,7 +571,8 @@ def decompress_seq(
         a.member_index(which)
         fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
     _check_output(output, [container], folder=fmt == "hf")
-    run(container, which, output, fmt)
+    with _working(f"decoding member {which}"):
+        run(container, which, output, fmt)
     console.print(f"wrote {output} ({fmt}): member {which} of {container}", highlight=False)
 
 
