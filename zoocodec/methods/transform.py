@@ -113,7 +113,7 @@ class _Transform(MethodSpec):
 @dataclass(frozen=True)
 class DCT(_Transform):
     name = "dct"
-    version = 1
+    version = 2
 
     def basis(self, x):
         return K.dct_matrix(self.block)
@@ -123,7 +123,7 @@ class DCT(_Transform):
 @dataclass(frozen=True)
 class KLT(_Transform):
     name = "klt"
-    version = 1
+    version = 2
     stores_basis = True
 
     def basis(self, x):
