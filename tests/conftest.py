@@ -1,11 +1,20 @@
 """Shared fixtures: small real-looking models in every input format, and the zoo models."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from zoocodec.pipeline import zoo
+
+# Property tests draw the same examples on every run, so CI cannot turn red by luck;
+# HYPOTHESIS_PROFILE=explore draws fresh ones (run it when hunting bugs).
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def laplace_model(seed: int = 0) -> dict[str, torch.Tensor]:
