@@ -24,6 +24,8 @@ constexpr uint32_t kProbMin = 32;                      // of 2^15: a bin costs >
 constexpr uint64_t kLevelsPerByte = 6000;              // so a byte holds < 5700 bins
 constexpr int kGt = 6;                                 // greater-than flags before the remainder
 constexpr int kBuckets = 24;                           // activity classes
+constexpr int kFastRate = 6, kSlowRate = 10;          // estimator rates, 2^-rate
+constexpr uint16_t kSettled = 2048;                    // bins after which rates stay fixed
 constexpr int kEgPrefix = 30;                          // remainder < 2^30
 constexpr int kMaxStates = 8;
 constexpr int32_t kMaxMagnitude = (1 << 29);           // |level| the coder accepts
@@ -52,23 +54,23 @@ constexpr uint8_t kNext8[8][2] = {{0, 2}, {7, 5}, {1, 3}, {6, 4}, {2, 0}, {5, 7}
 
 inline int quantizer(int trellis, int state) { return trellis == kDq4Rows ? state >> 1 : state & 1; }
 
-constexpr uint8_t kWarm = 12;
-
-// An adaptive binary probability: two estimators of P(bin = 1) in 16 bits, a fast and a
-// slow one, averaged; both adapt faster over a context's first bins (warm-up).
+// An adaptive binary probability: two estimators of P(bin = 1) in 16 bits, a fast one
+// (rate 2^-6) and a slow one (2^-10), averaged. Over a context's first bins both adapt
+// at 1 / 2^bitlength(bins seen + 2), close to counting, so they learn fast, then settle.
 struct Prob {
   uint16_t fast = 1u << 15, slow = 1u << 15;
-  uint8_t seen = 0;
+  uint16_t seen = 0;
   uint32_t p1() const {
     uint32_t p = (static_cast<uint32_t>(fast) + slow) >> 2;  // 15 bits
     return std::clamp<uint32_t>(p, kProbMin, (1u << kProbBits) - kProbMin);
   }
   void update(int bin) {
-    int rf = 5, rs = 8;
-    if (seen < kWarm) {
-      int warm = 1 + (seen >> 1);
-      rf = std::min(rf, warm);
-      rs = std::min(rs, warm);
+    int rf = kFastRate, rs = kSlowRate;
+    if (seen < kSettled) {
+      int age = 0;
+      while ((seen + 2u) >> (age + 1)) ++age;
+      rf = std::min(rf, age);
+      rs = std::min(rs, age);
       ++seen;
     }
     uint32_t f = fast, s = slow;
@@ -345,7 +347,7 @@ void code_substream(Coder& coder, int32_t* levels, uint64_t begin, uint64_t end,
     for (std::size_t j = 0; j < kNumProbs; ++j) {
       if (plan.init[j]) {
         probs[j].fast = probs[j].slow = kInitP[plan.init[j] - 1];
-        probs[j].seen = kWarm;
+        probs[j].seen = kSettled;
       }
     }
   }
