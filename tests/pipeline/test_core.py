@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 import torch
 
 import zoocodec
@@ -68,3 +69,56 @@ def test_minilm_default_is_near_lossless(tmp_path, minilm_path):
     assert rep.ratio > 3.5 and rep.sqnr_db > 38
     one = zoocodec.Archive(tmp_path / "m.zc").tensor("embeddings.word_embeddings.weight")
     assert one.shape == (30522, 384) and one.dtype == torch.float32
+
+
+def _outliers(rng, shape, count, big=5.0, scale=0.017):
+    """Small weights with `count` large ones among them (per row when 2-D)."""
+    w = rng.normal(0, scale, shape)
+    rows = w.reshape(-1, shape[-1]) if len(shape) > 1 else w.reshape(1, -1)
+    for row in rows:
+        row[rng.choice(row.size, count, replace=False)] = rng.choice([-1, 1], count) * big * rng.uniform(0.8, 1, count)
+    return torch.from_numpy(w.astype(np.float32))
+
+
+def test_default_keeps_1d_exact_and_every_tensor_above_30_db(tmp_path):
+    from zoocodec.methods.uniform import Uniform
+    from zoocodec.methods.base import TensorData
+    from zoocodec.pipeline.core import SAFE_SQNR_DB
+
+    rng = np.random.default_rng(0)
+    tensors = {"out.bias": _outliers(rng, (8210,), 5),  # the OCR model's output bias of the issue
+               "fc.weight": _outliers(rng, (8, 4096), 2),  # a couple of large values in every row
+               "plain.weight": torch.from_numpy(rng.laplace(0, 0.02, (64, 128)).astype(np.float32))}
+    # per-channel min-max 8 bits alone leaves the outlier rows far below the floor
+    fc = TensorData("fc.weight", "float32", tensors["fc.weight"].numpy())
+    err = fc.float64() - Uniform(bits=8).reconstruct(fc).astype(np.float64)
+    assert 10 * math.log10(np.mean(fc.float64() ** 2) / np.mean(err**2)) < 22
+    report = zoocodec.compress(tensors, tmp_path / "m.zc")
+    by = {t.name: t for t in report.tensors}
+    assert by["out.bias"].method.startswith("lossless") and math.isinf(by["out.bias"].sqnr_db)
+    assert by["fc.weight"].method.startswith("uniform:step=") and by["fc.weight"].sqnr_db >= SAFE_SQNR_DB
+    assert by["plain.weight"].method.startswith("uniform:bits=8")  # tensors without outliers keep the default
+    # an explicit spec is the user's choice: no floor (1-D tensors still stay exact)
+    coarse = {t.name: t for t in zoocodec.compress(tensors, tmp_path / "c.zc", "uniform:bits=4").tensors}
+    assert coarse["fc.weight"].sqnr_db < 20 and coarse["out.bias"].method.startswith("lossless")
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.floats(0.5, 50), st.floats(1e-4, 1.0))
+def test_default_floor_holds_for_any_outliers(tmp_path_factory, seed, count, big, scale):
+    from zoocodec.pipeline.core import SAFE_SQNR_DB
+
+    rng = np.random.default_rng(seed)
+    tensors = {"w": _outliers(rng, (8, 512), count, big * scale, scale),
+               "v": _outliers(rng, (4096,), count, big * scale, scale)}
+    report = zoocodec.compress(tensors, tmp_path_factory.mktemp("safe") / "m.zc")
+    assert all(t.sqnr_db >= SAFE_SQNR_DB for t in report.tensors), [(t.name, t.method, t.sqnr_db) for t in report.tensors]
+
+
+def test_zoo_default_worst_tensor(tmp_path, mnist_path):
+    """The default spec on a real model: every float tensor at or above the floor."""
+    from zoocodec.pipeline.core import SAFE_SQNR_DB
+
+    report = zoocodec.compress("mnist-cnn", tmp_path / "m.zc")
+    worst = min(report.tensors, key=lambda t: t.sqnr_db)
+    assert worst.sqnr_db >= SAFE_SQNR_DB + 10  # measured 40.4 dB (fc_layers.0.weight)
