@@ -146,6 +146,9 @@ def compress(
     task: Annotated[Optional[str], typer.Option(help="automatic mode: the zoo task to keep within budget (default: the model's first)")] = None,
     target_bpw: Annotated[Optional[float], typer.Option(help="bit allocation: one step slope for all tensors, base step searched for this size in bits/weight (methods with a step: uniform, rdoq, dq)")] = None,
     preset: Annotated[Optional[str], typer.Option(help="near-lossless | balanced | small (see `zoocodec methods`)")] = None,
+    inputs: Annotated[Optional[Path], typer.Option(help="automatic mode on a model outside the zoo: the inputs its outputs are judged on (as for evaluate)")] = None,
+    module: Annotated[Optional[str], typer.Option(help="automatic mode, a state dict: package.module:factory that builds its torch module")] = None,
+    output_kind: Annotated[Optional[str], typer.Option(help="automatic mode, a model outside the zoo: logits | embeddings | values")] = None,
 ):
     """Compress a model into a .zc container."""
     from zoocodec.methods import Overrides  # noqa: PLC0415
@@ -163,10 +166,11 @@ def compress(
                                            ("--crf", crf is not None), ("--hw", hw)) if given]
         if unused:
             raise ZoocodecError(f"automatic mode (--target-loss) does not take {', '.join(unused)}")
-        _auto(model, output, target_loss, task, _build_spec(method, coder=coder), min_size, json_out)
+        _auto(model, output, target_loss, task, _build_spec(method, coder=coder), min_size, json_out,
+              inputs, module, output_kind)
         return
-    if task is not None:
-        raise ZoocodecError("--task belongs to automatic mode: add --target-loss")
+    if task is not None or inputs is not None or module is not None or output_kind is not None:
+        raise ZoocodecError("--task, --inputs, --module and --output-kind belong to automatic mode: add --target-loss")
 
     spec = _build_spec(method, step, bits, per_tensor, coder, lossless, crf, hw)  # bad specs fail before reading
     if hw == "nvdec":
@@ -219,15 +223,21 @@ def _preset(name: str, method: str, step, bits, per_tensor, target_bpw, target_l
 
 
 def _auto(model: str, output: Path, target_loss: str, task: str | None, method, min_size: int,
-          json_out: bool) -> None:
-    """compress --target-loss: search the per-tensor steps, verify on the task, report."""
+          json_out: bool, inputs: Path | None, module: str | None, output_kind: str | None) -> None:
+    """compress --target-loss: search the per-tensor steps, verify on the task (or the user's inputs), report."""
     from zoocodec.tuning.auto import auto_compress, parse_loss  # noqa: PLC0415
 
+    if (module is not None or output_kind is not None) and inputs is None:
+        from zoocodec.eval.anymodel import INPUTS_HELP  # noqa: PLC0415
+
+        raise ZoocodecError(f"--module and --output-kind judge a model outside the zoo on your inputs: {INPUTS_HELP}")
     r = auto_compress(model, output, parse_loss(target_loss), task, method=method, min_size=min_size,
-                      log=lambda msg: err_console.print(msg, markup=False, highlight=False))
+                      log=lambda msg: err_console.print(msg, markup=False, highlight=False), inputs=inputs,
+                      module=module, output=output_kind)
     rep = r.report
     summary = {"output": str(output), "reference": r.reference, "task": r.task, "metric": r.metric,
                "target_loss": r.target_loss, "value": r.value, "baseline": r.baseline, "loss": r.loss,
+               "loss_high": r.loss_high, "inputs": r.inputs,
                "base_step": r.base_step, "params": rep.params, "bytes_in": rep.bytes_in,
                "weight_bytes": rep.weight_bytes, "ratio": rep.ratio, "bits_per_weight": rep.bits_per_weight,
                "seconds": r.seconds}
@@ -235,7 +245,8 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
         print(json.dumps(summary, indent=2))
     else:
         console.print(f"{output}: {r.task} {r.metric} {r.value:.4f} (original {r.baseline:.4f}, loss "
-                      f"{100 * r.loss:.3f}% <= {100 * r.target_loss:g}%), ratio {rep.ratio:.2f}x, "
+                      f"{100 * r.loss:.3f}%, 95% bound {100 * r.loss_high:.3f}% <= {100 * r.target_loss:g}% on "
+                      f"{r.inputs:,} inputs), ratio {rep.ratio:.2f}x, "
                       f"{rep.bits_per_weight:.3f} bits/weight, {r.seconds:.1f} s")
 
 
@@ -245,7 +256,7 @@ def evaluate(
     compressed: Annotated[Optional[str], typer.Argument(help="a model outside the zoo: its .zc (or decoded file), judged against MODEL on --inputs")] = None,
     inputs: Annotated[Optional[Path], typer.Option(help="inputs for a model outside the zoo: images folder or .npy/.npz (ONNX), text file one example a line (Hugging Face), .npy/.npz (--module)")] = None,
     module: Annotated[Optional[str], typer.Option(help="package.module:factory that builds the torch module of a state dict")] = None,
-    output: Annotated[Optional[str], typer.Option(help="what the model outputs: logits | embeddings | values (default: from the config, else logits for N x C, values otherwise)")] = None,
+    output_kind: Annotated[Optional[str], typer.Option(help="what the model outputs: logits | embeddings | values (default: from the config, else logits for N x C, values otherwise)")] = None,
     task: Annotated[Optional[str], typer.Option(help="one of the model's zoo tasks (default: all of them)")] = None,
     reference: Annotated[Optional[str], typer.Option(help="the zoo model it derives from (default: recognised by its tensors)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the metrics as JSON rows")] = False,
@@ -255,7 +266,7 @@ def evaluate(
     Zoo models run on their tasks; any other model (ONNX, Hugging Face, a state dict with
     --module) is judged by output fidelity: zoocodec evaluate ORIGINAL COMPRESSED --inputs PATH.
     """
-    if compressed is not None or inputs is not None or module is not None or output is not None:
+    if compressed is not None or inputs is not None or module is not None or output_kind is not None:
         from zoocodec.eval.anymodel import INPUTS_HELP, evaluate_pair  # noqa: PLC0415
 
         if compressed is None:
@@ -266,7 +277,7 @@ def evaluate(
         if task is not None or reference is not None:
             raise ZoocodecError("--task and --reference belong to zoo models; a model outside the zoo is judged on --inputs")
         with _working(f"evaluating {compressed} against {model}"):
-            metrics = evaluate_pair(model, compressed, inputs, module, output)
+            metrics = evaluate_pair(model, compressed, inputs, module, output_kind)
     else:
         from zoocodec.eval import evaluate as run  # noqa: PLC0415
 

@@ -26,6 +26,7 @@ import torch
 
 from zoocodec.errors import ModelFormatError, ZoocodecError
 from zoocodec.eval import metrics as M
+from zoocodec.eval.evaluate import Evaluator, load_weights, metric_row
 from zoocodec.eval.stats import Paired
 
 OUTPUT_KINDS = ("logits", "embeddings", "values")
@@ -271,7 +272,7 @@ def _first(out) -> torch.Tensor:
 def runner(original: Path, inputs: Path, module: str | None = None, kind: str | None = None) -> Runner:
     """The runner for a model outside the zoo, by its format."""
     if kind is not None and kind not in OUTPUT_KINDS:
-        raise ZoocodecError(f"--output {kind!r}: use {', '.join(OUTPUT_KINDS)}")
+        raise ZoocodecError(f"--output-kind {kind!r}: use {', '.join(OUTPUT_KINDS)}")
     if not inputs.exists():
         raise ZoocodecError(f"{inputs}: no such file or directory")
     from zoocodec.pipeline.modelio import sniff  # noqa: PLC0415
@@ -289,18 +290,55 @@ def runner(original: Path, inputs: Path, module: str | None = None, kind: str | 
                         f"--module package.module:factory")
 
 
+class FidelityTask:
+    """The task of a model outside the zoo: its outputs against the original's (as zoocodec.eval.tasks.Task)."""
+
+    lower_is_better = LOWER_IS_BETTER
+    search_limit = sensitivity_limit = None  # every input: users give as many as they want judged
+
+    def __init__(self, kind: str, inputs: Path):
+        self.kind, self.primary, self.name = kind, PRIMARY[kind], f"{kind} on {inputs.name}"
+
+    def compare(self, out: torch.Tensor, ref: torch.Tensor) -> dict[str, Paired]:
+        return compare(self.kind, out, ref)
+
+    def metrics(self, out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+        return {k: p.value for k, p in self.compare(out, ref).items()}
+
+    def distortion(self, out: torch.Tensor, ref: torch.Tensor) -> float:
+        """Smooth, and linear in small weight-noise variance (for sensitivities): KL, 1 - cosine, rel. L2 squared."""
+        n = len(out)
+        if self.kind == "logits":
+            return M.kl(out.reshape(n, -1), ref.reshape(n, -1))
+        if self.kind == "embeddings":
+            return float(1 - M.cosines(out.reshape(n, -1), ref.reshape(n, -1)).mean())
+        return float(M.rel_l2_rows(out, ref).pow(2).mean())
+
+
+class PairEvaluator(Evaluator):
+    """An Evaluator for a model outside the zoo: automatic mode and sensitivities run on it unchanged."""
+
+    def __init__(self, original: str | os.PathLike, inputs: str | os.PathLike, module: str | None = None,
+                 output: str | None = None):
+        self.reference, self.limit = str(original), None
+        self.run = runner(Path(original), Path(inputs), module, output)
+        self.ref_out = self.run.outputs(load_weights(original))
+        self.task = FidelityTask(self.run.kind, Path(inputs))
+        self.baseline = self.task.metrics(self.ref_out, self.ref_out)
+
+    def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.run.outputs(weights)
+        if out.shape != self.ref_out.shape:
+            raise ZoocodecError(f"the compressed model's outputs have shape {tuple(out.shape)}, the original's "
+                                f"{tuple(self.ref_out.shape)}: not the same model")
+        return out
+
+
 def evaluate_pair(original: str | os.PathLike, compressed: str | os.PathLike, inputs: str | os.PathLike,
                   module: str | None = None, output: str | None = None):
     """Metrics of `compressed` (a .zc or a model file) against `original` on `inputs`, one
     zoocodec.eval.Metric per metric, each delta with its 95% interval."""
-    from zoocodec.eval.evaluate import load_weights, metric_row  # noqa: PLC0415
-
-    run = runner(Path(original), Path(inputs), module, output)
-    ref = run.outputs(load_weights(original))
-    out = run.outputs(load_weights(compressed))
-    if out.shape != ref.shape:
-        raise ZoocodecError(f"the compressed model's outputs have shape {tuple(out.shape)}, the original's "
-                            f"{tuple(ref.shape)}: not the same model")
-    primary = PRIMARY[run.kind]
-    return [metric_row(str(compressed), f"{run.kind} on {Path(inputs).name}", name, p, name in LOWER_IS_BETTER,
-                       name == primary) for name, p in compare(run.kind, out, ref).items()]
+    ev = PairEvaluator(original, inputs, module, output)
+    t = ev.task
+    return [metric_row(str(compressed), t.name, name, p, name in t.lower_is_better, name == t.primary)
+            for name, p in ev.compare(load_weights(compressed)).items()]

@@ -167,6 +167,11 @@ class Evaluator:
         """Every metric of `weights` (None: the reference itself) paired with the reference's."""
         return self.task.compare(self.ref_out if weights is None else self.outputs(weights), self.ref_out)
 
+    def judge(self, weights: dict[str, torch.Tensor], label: str = "") -> Metric:
+        """The task's primary metric of `weights` with its 95% interval: what budgets are judged by."""
+        p = self.task.primary
+        return metric_row(label, self.task.name, p, self.compare(weights)[p], p in self.task.lower_is_better, True)
+
     def loss(self, scores: dict[str, float], metric: str | None = None) -> float:
         """Relative loss of `metric` (default: the task's primary) vs the baseline, as a fraction.
 
