@@ -94,3 +94,4 @@ def test_loss_bounds_and_verdicts():
     assert stats.verdict(0.004, 0.006, 0.005, 90) == "over"
     assert stats.verdict(0.0, 0.006, 0.005, 90) == "not resolvable with 90 inputs"
     assert stats.verdict(-0.01, 0.004, 0.005, 90) == "within"  # wide, but its worst end is within
+    assert stats.verdict(0.006, 0.02, 0.005, 90) == "over"  # wide, but all of it above the budget

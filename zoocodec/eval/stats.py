@@ -174,12 +174,13 @@ def loss_bounds(delta_low: float | None, delta_high: float | None, baseline: flo
 
 
 def verdict(loss_low: float | None, loss_high: float | None, budget: float, n: int) -> str:
-    """'within', 'over', or 'not resolvable with N inputs' for a loss budget (a fraction),
-    judged by the pessimistic bound; unresolvable where the interval is wider than the budget."""
+    """'within', 'over', or 'not resolvable with N inputs' for a loss budget (a fraction):
+    within when the pessimistic bound is, over when the whole interval lies above the
+    budget or the interval is no wider than it, unresolvable otherwise."""
     if loss_high is None or loss_low is None:
         return f"not resolvable with {n} inputs"
     if loss_high <= budget:
         return "within"
-    if loss_high - loss_low > budget:
-        return f"not resolvable with {n} inputs"
-    return "over"
+    if loss_low > budget or loss_high - loss_low <= budget:
+        return "over"
+    return f"not resolvable with {n} inputs"
