@@ -9,6 +9,7 @@ namespace nb = nanobind;
 
 void bind_rans(nb::module_& m);
 void bind_cabac(nb::module_& m);
+void bind_floatplanes(nb::module_& m);
 
 NB_MODULE(_engine, m) {
   m.doc() = "zoocodec's native coding engine (C++17, multi-threaded)";
@@ -16,4 +17,5 @@ NB_MODULE(_engine, m) {
         "Threads a call with threads=0 uses: ZOOCODEC_THREADS, else the hardware threads.");
   bind_rans(m);
   bind_cabac(m);
+  bind_floatplanes(m);
 }

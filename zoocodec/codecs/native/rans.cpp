@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <queue>
+#include <utility>
 #include <string>
 
 #include "pool.h"
@@ -115,20 +117,21 @@ std::vector<uint8_t> encode_substream(const T* sym, uint64_t m, const std::vecto
 
 }  // namespace
 
-std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int* L) {
+std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int max_bits, int* L) {
   double total = 0;
   std::size_t present = 0;
   for (uint64_t c : counts) {
     total += static_cast<double>(c);
     present += c != 0;
   }
-  std::vector<uint32_t> best = quantise(counts, 1u << 16, total);
-  double best_cost = cost_bits(counts, best, 16);
-  *L = 16;
-  for (int bits = 1; bits < 16; ++bits) {
+  while (max_bits < 16 && (1u << max_bits) < 2 * present) ++max_bits;
+  std::vector<uint32_t> best = quantise(counts, 1u << max_bits, total);
+  double best_cost = cost_bits(counts, best, max_bits);
+  *L = max_bits;
+  for (int bits = 1; bits < max_bits; ++bits) {
     if ((1u << bits) < 2 * present) continue;
     std::vector<uint32_t> f = quantise(counts, 1u << bits, total);
-    if (cost_bits(counts, f, bits) <= best_cost * 1.0001 + 8) {
+    if (cost_bits(counts, f, bits) <= best_cost * 1.0005 + 8) {
       *L = bits;
       return f;
     }
@@ -209,7 +212,7 @@ void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, in
 }
 
 template <class T>
-void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads, Writer& w) {
+void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads, Writer& w, int max_bits) {
   if (nsym < 1 || nsym > MAX_NSYM) throw std::invalid_argument("alphabet size must be 1..65536");
   if (chunk < 1) throw std::invalid_argument("chunk must be positive");
   w.uvarint(n);
@@ -225,7 +228,7 @@ void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads
     return;
   }
   int L;
-  std::vector<uint32_t> freq = normalise(counts, &L);
+  std::vector<uint32_t> freq = normalise(counts, max_bits, &L);
   w.byte(static_cast<uint8_t>(L));
   for (uint32_t s = 0; s < nsym;) {
     if (freq[s]) {
@@ -243,7 +246,32 @@ void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads
 
 namespace {
 
-std::vector<Entry> build_table(const std::vector<uint32_t>& freq, int L) {
+std::vector<Entry> table_of(const std::vector<uint32_t>& freq, int L);
+
+// The slot -> (symbol, frequency, slot - start) table; for 256 symbols or fewer also a
+// slot -> symbol byte table plus per-symbol (frequency, start): 8x smaller, cache-resident.
+void build_table(Parsed& p, const std::vector<uint32_t>& freq, int L) {
+  p.table = table_of(freq, L);
+  if (freq.size() <= 256) {
+    p.sym8.resize(p.table.size());
+    for (std::size_t i = 0; i < p.table.size(); ++i) p.sym8[i] = static_cast<uint8_t>(p.table[i].sym);
+    p.fc.assign(256, 0);
+    uint32_t cum = 0;
+    for (std::size_t s = 0; s < freq.size(); ++s) {
+      p.fc[s] = freq[s] | cum << 16;  // freq < 2^16, cum < 2^16
+      cum += freq[s];
+    }
+    if (L <= 12) {  // one 32-bit entry a slot: sym | bias << 8 | freq << 20
+      p.packed.resize(p.table.size());
+      for (std::size_t i = 0; i < p.table.size(); ++i) {
+        const Entry& e = p.table[i];
+        p.packed[i] = uint32_t(e.sym) | uint32_t(e.bias) << 8 | uint32_t(e.freq) << 20;
+      }
+    }
+  }
+}
+
+std::vector<Entry> table_of(const std::vector<uint32_t>& freq, int L) {
   const uint32_t M = 1u << L;
   std::vector<Entry> table(M);
   uint32_t slot = 0;
@@ -282,7 +310,7 @@ Parsed parse_body(Reader& r, uint64_t n, const std::vector<uint32_t>& freq, int 
     total += f;
   }
   if (L < 1 || L > 16 || total != (1u << L)) throw Corrupt("frequencies do not sum to 2^L");
-  p.table = build_table(freq, L);
+  build_table(p, freq, L);
   read_body(r, p);
   return p;
 }
@@ -317,10 +345,70 @@ Parsed parse(Reader& r, uint64_t expected_n) {
     }
   }
   if (total != M) throw Corrupt("frequencies do not sum to 2^L");
-  p.table = build_table(freq, p.L);
+  build_table(p, freq, p.L);
   read_body(r, p);
   return p;
 }
+
+namespace {
+
+// Byte symbols, 8 lanes: eight states in registers, the precision a constant, branch-free
+// renormalisation and one 8-byte store a group. Returns the symbols decoded (whole groups,
+// while enough words are left for a group to run unchecked).
+template <int L>
+uint64_t byte_groups_l(const Parsed& p, uint8_t* out, uint64_t m, uint32_t* x, const uint8_t*& qref,
+                       const uint8_t* end) {
+  const uint8_t* q = qref;  // a local: stores through `out` may not alias it
+  const uint8_t* sym = p.sym8.data();
+  const uint32_t* fc = p.fc.data();
+  const uint32_t* pk = p.packed.data();
+  const bool packed = L <= 12 && !p.packed.empty();
+  constexpr uint32_t mask = (1u << L) - 1;
+  uint32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3], x4 = x[4], x5 = x[5], x6 = x[6], x7 = x[7];
+  uint64_t j = 0;
+  for (; j + LANES <= m && static_cast<std::size_t>(end - q) >= 2 * LANES; j += LANES) {
+    uint64_t group = 0;
+#define ZC_RANS_STEP(X, k)                                            \
+  {                                                                   \
+    uint32_t slot = X & mask, s, nx;                                  \
+    if (packed) { /* one load: sym | bias << 8 | freq << 20 */        \
+      uint32_t e = pk[slot];                                          \
+      s = e & 0xff;                                                   \
+      nx = (e >> 20) * (X >> L) + ((e >> 8) & 0xfff);                 \
+    } else {                                                          \
+      s = sym[slot];                                                  \
+      uint32_t e = fc[s];                                             \
+      nx = (e & 0xffff) * (X >> L) + slot - (e >> 16);                \
+    }                                                                 \
+    group |= uint64_t(s) << (8 * k);                                  \
+    uint32_t r = nx < STATE_LO; /* arithmetic, not a branch */        \
+    X = nx * (1 + r * 0xffffu) | (load16(q) & (0u - r));              \
+    q += r << 1;                                                      \
+  }
+    ZC_RANS_STEP(x0, 0) ZC_RANS_STEP(x1, 1) ZC_RANS_STEP(x2, 2) ZC_RANS_STEP(x3, 3)
+    ZC_RANS_STEP(x4, 4) ZC_RANS_STEP(x5, 5) ZC_RANS_STEP(x6, 6) ZC_RANS_STEP(x7, 7)
+#undef ZC_RANS_STEP
+    std::memcpy(out + j, &group, 8);
+  }
+  x[0] = x0, x[1] = x1, x[2] = x2, x[3] = x3, x[4] = x4, x[5] = x5, x[6] = x6, x[7] = x7;
+  qref = q;
+  return j;
+}
+
+template <int... Ls>
+uint64_t byte_groups_any(std::integer_sequence<int, Ls...>, const Parsed& p, int L, uint8_t* out, uint64_t m,
+                         uint32_t* x, const uint8_t*& q, const uint8_t* end) {
+  uint64_t j = 0;
+  ((L == Ls + 1 ? (j = byte_groups_l<Ls + 1>(p, out, m, x, q, end), 0) : 0), ...);
+  return j;
+}
+
+uint64_t byte_groups(const Parsed& p, int L, uint8_t* out, uint64_t m, uint32_t* x, const uint8_t*& q,
+                     const uint8_t* end) {
+  return byte_groups_any(std::make_integer_sequence<int, 16>{}, p, L, out, m, x, q, end);
+}
+
+}  // namespace
 
 template <class T>
 void decode_substream(const Parsed& p, std::size_t i, T* out) {
@@ -337,17 +425,38 @@ void decode_substream(const Parsed& p, std::size_t i, T* out) {
   const int L = p.L;
   const uint32_t mask = (1u << L) - 1;
   uint64_t j = 0;
-  // Each symbol reads at most one word: whole groups run unchecked while enough are left.
-  for (; K == LANES && j + LANES <= m && static_cast<std::size_t>(end - q) >= 2 * LANES; j += LANES) {
-    for (int k = 0; k < LANES; ++k) {
-      const Entry e = tab[x[k] & mask];
-      out[j + k] = static_cast<T>(e.sym);
-      x[k] = e.freq * (x[k] >> L) + e.bias;
-      if (x[k] < STATE_LO) {
-        x[k] = (x[k] << 16) | load16(q);
-        q += 2;
+  // Each symbol reads at most one word: whole groups run unchecked (and without branches)
+  // while enough words are left.
+  auto fast = [&](auto lookup) {
+    for (; K == LANES && j + LANES <= m && static_cast<std::size_t>(end - q) >= 2 * LANES; j += LANES) {
+      for (int k = 0; k < LANES; ++k) {
+        uint32_t freq, bias;
+        out[j + k] = static_cast<T>(lookup(x[k] & mask, &freq, &bias));
+        uint32_t s = freq * (x[k] >> L) + bias;
+        uint32_t r = s < STATE_LO;  // arithmetic, not a branch: renormalisation is unpredictable
+        x[k] = (s << (r << 4)) | (load16(q) & (0u - r));
+        q += r << 1;
       }
     }
+  };
+  if (!p.sym8.empty() && sizeof(T) == 1 && K == LANES) {
+    j = byte_groups(p, L, reinterpret_cast<uint8_t*>(out), m, x, q, end);
+  } else if (!p.sym8.empty()) {
+    const uint8_t* sym = p.sym8.data();
+    const uint32_t* fc = p.fc.data();
+    fast([sym, fc](uint32_t slot, uint32_t* freq, uint32_t* bias) {
+      uint32_t s = sym[slot], e = fc[s];
+      *freq = e & 0xffff;
+      *bias = slot - (e >> 16);
+      return s;
+    });
+  } else {
+    fast([tab](uint32_t slot, uint32_t* freq, uint32_t* bias) {
+      const Entry e = tab[slot];
+      *freq = e.freq;
+      *bias = e.bias;
+      return static_cast<uint32_t>(e.sym);
+    });
   }
   for (; j < m; ++j) {
     uint32_t& s = x[j % K];
@@ -375,8 +484,8 @@ void decode(const Parsed& p, T* out, int threads) {
   parallel_for(p.body.size(), threads, [&](std::size_t i) { decode_substream(p, i, out + i * p.chunk); });
 }
 
-template void encode<uint8_t>(const uint8_t*, uint64_t, uint32_t, uint64_t, int, Writer&);
-template void encode<uint16_t>(const uint16_t*, uint64_t, uint32_t, uint64_t, int, Writer&);
+template void encode<uint8_t>(const uint8_t*, uint64_t, uint32_t, uint64_t, int, Writer&, int);
+template void encode<uint16_t>(const uint16_t*, uint64_t, uint32_t, uint64_t, int, Writer&, int);
 template void encode_body<uint8_t>(const uint8_t*, uint64_t, const std::vector<uint32_t>&, int, uint64_t, int, Writer&);
 template void encode_body<uint16_t>(const uint16_t*, uint64_t, const std::vector<uint32_t>&, int, uint64_t, int,
                                     Writer&);

@@ -36,6 +36,9 @@ struct Parsed {
   int L = 0;
   uint32_t constant = 0;                 // the symbol when L == 0
   std::vector<Entry> table;              // 2^L entries, by slot
+  std::vector<uint8_t> sym8;             // nsym <= 256: slot -> symbol
+  std::vector<uint32_t> fc;              // nsym <= 256: symbol -> freq | start << 16
+  std::vector<uint32_t> packed;          // nsym <= 256, L <= 12: slot -> sym | bias << 8 | freq << 20
   uint64_t chunk = 0;
   std::vector<const uint8_t*> body;      // one per substream
   std::vector<uint32_t> length;
@@ -45,7 +48,7 @@ inline int lanes(uint64_t m) { return m >= 4096 ? LANES : 1; }
 
 // Appends the full stream for `n` symbols (each below nsym) to `w`.
 template <class T>
-void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads, Writer& w);
+void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads, Writer& w, int max_bits = 16);
 
 // Appends a body coded under `freq` (summing to 2^L) to `w`.
 template <class T>
@@ -68,8 +71,9 @@ template <class T>
 void decode(const Parsed& p, T* out, int threads);
 
 // Order-0 frequencies summing to 2^L for these counts (every present symbol >= 1), with L
-// the smallest precision that codes within 0.01% of 16-bit precision. Encoder side only.
-std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int* L);
+// the smallest precision that codes within 0.05% of max_bits (raised to fit the symbols
+// present; <= 16; 12 or less decodes faster). Encoder side only.
+std::vector<uint32_t> normalise(const std::vector<uint64_t>& counts, int max_bits, int* L);
 
 // Any positive integer frequencies -> frequencies summing to 2^L (L <= 16), in integers
 // only, so an encoder and a decoder given the same table agree on every machine.
