@@ -4,26 +4,20 @@
 //
 // A value's bits are rotated left by one (the sign becomes the lowest bit, the exponent
 // fills the top byte); plane 0 holds the top byte of every value, plane width-1 the lowest.
-#include <nanobind/nanobind.h>
-#include <nanobind/ndarray.h>
-#include <nanobind/stl/pair.h>
-#include <nanobind/stl/vector.h>
+#include "floatplanes.h"
 
 #include <algorithm>
 #include <cstring>
-#include <memory>
+#include <vector>
 
-#include "buffer.h"
 #include "pool.h"
 #include "rans.h"
 
-namespace nb = nanobind;
-using namespace zc;
+namespace zc::planes {
 
 namespace {
 
 constexpr uint64_t CHUNK = 1 << 16;  // values a task splits or rebuilds when no plane is rANS-coded
-enum Mode { RAW = 0, RANS = 1 };
 
 template <class U>
 inline U rotl1(U u) { return static_cast<U>(u << 1 | u >> (8 * sizeof(U) - 1)); }
@@ -75,24 +69,6 @@ void merge_chunk(U* __restrict o, uint64_t m, const uint8_t* const* src) {
   }
 }
 
-template <class U>
-nb::list split(nb::ndarray<const U, nb::ndim<1>, nb::c_contig, nb::device::cpu> values, int threads) {
-  constexpr int W = sizeof(U);
-  const uint64_t n = values.shape(0);
-  uint8_t* plane[W];
-  nb::list out;
-  for (int k = 0; k < W; ++k) out.append(new_array<uint8_t>(n, &plane[k]));
-  const U* v = values.data();
-  {
-    nb::gil_scoped_release release;
-    parallel_for((n + CHUNK - 1) / CHUNK, threads, [&](std::size_t c) {
-      uint64_t lo = c * CHUNK, m = std::min(n - lo, CHUNK);
-      split_chunk<U>(v + lo, m, plane, lo);
-    });
-  }
-  return out;
-}
-
 struct Plane {
   int mode = RAW;
   const uint8_t* raw = nullptr;
@@ -132,22 +108,27 @@ void merge_into(U* out, uint64_t n, std::vector<Plane>& planes, int threads) {
   });
 }
 
-// planes: one (mode, bytes-like) per plane, top plane first; mode 0 raw (n bytes), 1 a
-// full rANS stream of n byte symbols.
-nb::object merge(uint64_t n, int width, const std::vector<std::pair<int, nb::object>>& parts, int threads) {
+}  // namespace
+
+template <class U>
+void split(const U* v, uint64_t n, uint8_t* const* plane, int threads) {
+  parallel_for((n + CHUNK - 1) / CHUNK, threads, [&](std::size_t c) {
+    uint64_t lo = c * CHUNK, m = std::min(n - lo, CHUNK);
+    split_chunk<U>(v + lo, m, plane, lo);
+  });
+}
+
+void merge(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes, void* out,
+           int threads) {
   if (width != 2 && width != 4) throw Corrupt("planes of a width other than 2 or 4 bytes");
-  if (static_cast<int>(parts.size()) != width) throw Corrupt("wrong number of planes");
-  std::vector<std::unique_ptr<InBuffer>> held;
   std::vector<Plane> planes(width);
   for (int k = 0; k < width; ++k) {
-    held.emplace_back(new InBuffer(parts[k].second));
-    const InBuffer& in = *held.back();
-    planes[k].mode = parts[k].first;
-    if (planes[k].mode == RAW) {
-      if (in.size() != n) throw Corrupt("raw plane has the wrong length");
-      planes[k].raw = in.data();
-    } else if (planes[k].mode == RANS) {
-      Reader r(in.data(), in.size());
+    planes[k].mode = modes[k];
+    if (modes[k] == RAW) {
+      if (sizes[k] != n) throw Corrupt("raw plane has the wrong length");
+      planes[k].raw = data[k];
+    } else if (modes[k] == RANS) {
+      Reader r(data[k], sizes[k]);
       planes[k].coded = rans::parse(r, n);
       if (r.left()) throw Corrupt("bytes left after a plane");
       if (planes[k].coded.nsym > 256) throw Corrupt("plane symbols wider than a byte");
@@ -155,56 +136,27 @@ nb::object merge(uint64_t n, int width, const std::vector<std::pair<int, nb::obj
       throw Corrupt("unknown plane mode");
     }
   }
-  if (width == 2) {
-    uint16_t* out;
-    auto a = new_array<uint16_t>(n, &out);
-    {
-      nb::gil_scoped_release release;
-      merge_into(out, n, planes, threads);
+  if (width == 2)
+    merge_into(static_cast<uint16_t*>(out), n, planes, threads);
+  else
+    merge_into(static_cast<uint32_t*>(out), n, planes, threads);
+}
+
+void histogram(const uint8_t* p, uint64_t n, uint64_t* out) {
+  uint32_t h[4][256] = {};
+  std::fill(out, out + 256, 0);
+  for (uint64_t lo = 0; lo < n; lo += uint64_t(1) << 30) {  // 32-bit counters per gigabyte
+    uint64_t hi = std::min(n, lo + (uint64_t(1) << 30)), i = lo;
+    for (; i + 4 <= hi; i += 4) ++h[0][p[i]], ++h[1][p[i + 1]], ++h[2][p[i + 2]], ++h[3][p[i + 3]];
+    for (; i < hi; ++i) ++h[0][p[i]];
+    for (int s = 0; s < 256; ++s) {
+      out[s] += uint64_t(h[0][s]) + h[1][s] + h[2][s] + h[3][s];
+      h[0][s] = h[1][s] = h[2][s] = h[3][s] = 0;
     }
-    return nb::cast(a);
   }
-  uint32_t* out;
-  auto a = new_array<uint32_t>(n, &out);
-  {
-    nb::gil_scoped_release release;
-    merge_into(out, n, planes, threads);
-  }
-  return nb::cast(a);
 }
 
-// Byte counts of a plane, four interleaved tables (no store-to-load stalls on runs).
-nb::ndarray<nb::numpy, uint64_t, nb::ndim<1>> histogram(
-    nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> bytes) {
-  uint64_t* out;
-  auto a = new_array<uint64_t>(256, &out);
-  const uint8_t* p = bytes.data();
-  const uint64_t n = bytes.shape(0);
-  {
-    nb::gil_scoped_release release;
-    uint32_t h[4][256] = {};
-    uint64_t total[256] = {};
-    for (uint64_t lo = 0; lo < n; lo += uint64_t(1) << 30) {  // 32-bit counters per gigabyte
-      uint64_t hi = std::min(n, lo + (uint64_t(1) << 30)), i = lo;
-      for (; i + 4 <= hi; i += 4) ++h[0][p[i]], ++h[1][p[i + 1]], ++h[2][p[i + 2]], ++h[3][p[i + 3]];
-      for (; i < hi; ++i) ++h[0][p[i]];
-      for (int s = 0; s < 256; ++s) {
-        total[s] += uint64_t(h[0][s]) + h[1][s] + h[2][s] + h[3][s];
-        h[0][s] = h[1][s] = h[2][s] = h[3][s] = 0;
-      }
-    }
-    std::copy(total, total + 256, out);
-  }
-  return a;
-}
+template void split<uint16_t>(const uint16_t*, uint64_t, uint8_t* const*, int);
+template void split<uint32_t>(const uint32_t*, uint64_t, uint8_t* const*, int);
 
-}  // namespace
-
-void bind_floatplanes(nb::module_& m) {
-  m.def("float_split", &split<uint16_t>, nb::arg("values"), nb::arg("threads") = 0);
-  m.def("float_split", &split<uint32_t>, nb::arg("values"), nb::arg("threads") = 0,
-        "uint16/uint32 bits of floats -> their byte planes (rotated left by one, top byte first).");
-  m.def("byte_histogram", &histogram, nb::arg("bytes"), "uint8 array -> 256 uint64 counts.");
-  m.def("float_merge", &merge, nb::arg("n"), nb::arg("width"), nb::arg("planes"), nb::arg("threads") = 0,
-        "n, width and one (mode, bytes) per plane (0 raw, 1 rANS stream) -> uint16/uint32 bits.");
-}
+}  // namespace zc::planes

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -21,30 +22,66 @@ int default_threads() {
 
 namespace {
 
+// One parallel_for call. Helpers that wake late hold it by shared_ptr, find every item
+// taken and leave; the caller waits for its items, never for sleeping helpers.
+struct Job {
+  const std::function<void(std::size_t)>* fn;
+  std::size_t n;
+  std::atomic<std::size_t> next{0}, done{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex m;
+  std::condition_variable finished;
+
+  void work() {
+    for (;;) {
+      std::size_t i = next.fetch_add(1);
+      if (i >= n) return;
+      if (!failed.load()) {
+        try {
+          (*fn)(i);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(m);
+          if (!error) error = std::current_exception();
+          failed.store(true);
+        }
+      }
+      if (done.fetch_add(1) + 1 == n) {
+        std::lock_guard<std::mutex> lock(m);
+        finished.notify_all();
+      }
+    }
+  }
+};
+
 class Pool {
  public:
   void run(std::size_t n, int threads, const std::function<void(std::size_t)>& fn) {
     std::lock_guard<std::mutex> submit(submit_);
     int helpers = static_cast<int>(std::min<std::size_t>(threads - 1, n - 1));
-    while (static_cast<int>(workers_.size()) < helpers) {
-      int id = static_cast<int>(workers_.size());
-      std::thread(&Pool::loop, this, id).detach();
-      workers_.push_back(id);
+    while (started_ < helpers) {
+      std::thread(&Pool::loop, this, started_++).detach();
     }
+    auto job = std::make_shared<Job>();
+    job->fn = &fn;
+    job->n = n;
     {
       std::lock_guard<std::mutex> lock(m_);
-      fn_ = &fn;
-      n_ = n;
-      next_.store(0);
-      helpers_ = active_ = helpers;
-      error_ = nullptr;
+      job_ = job;
+      helpers_ = helpers;
       ++generation_;
     }
     wake_.notify_all();
-    work();
-    std::unique_lock<std::mutex> lock(m_);
-    done_.wait(lock, [&] { return active_ == 0; });
-    if (error_) std::rethrow_exception(error_);
+    job->work();
+    {
+      std::unique_lock<std::mutex> lock(job->m);
+      job->finished.wait(lock, [&] { return job->done.load() == n; });
+    }
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      job_.reset();
+    }
+    if (job->error) std::rethrow_exception(job->error);
   }
 
  private:
@@ -52,40 +89,22 @@ class Pool {
   void loop(int id) {
     unsigned long seen = 0;
     for (;;) {
+      std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(m_);
         wake_.wait(lock, [&] { return generation_ != seen && id < helpers_; });
         seen = generation_;
+        job = job_;
       }
-      work();
-      std::lock_guard<std::mutex> lock(m_);
-      if (--active_ == 0) done_.notify_all();
-    }
-  }
-
-  void work() {
-    for (;;) {
-      std::size_t i = next_.fetch_add(1);
-      if (i >= n_) return;
-      try {
-        (*fn_)(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(m_);
-        if (!error_) error_ = std::current_exception();
-        next_.store(n_);
-      }
+      if (job) job->work();
     }
   }
 
   std::mutex submit_, m_;
-  std::condition_variable wake_, done_;
-  std::vector<int> workers_;
-  const std::function<void(std::size_t)>* fn_ = nullptr;
-  std::size_t n_ = 0;
-  std::atomic<std::size_t> next_{0};
-  int helpers_ = 0, active_ = 0;
+  std::condition_variable wake_;
+  std::shared_ptr<Job> job_;
+  int started_ = 0, helpers_ = 0;
   unsigned long generation_ = 0;
-  std::exception_ptr error_;
 };
 
 }  // namespace

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of the native decoders with libFuzzer under AddressSanitizer and
+# UndefinedBehaviorSanitizer (needs clang and libFuzzer: on Debian
+# `apt-get install clang-14 libfuzzer-14-dev libclang-rt-14-dev`).
+#   fuzz/run.sh SECONDS [TARGET...]     (targets: rans rans_body floatplanes cabac; default all)
+# Each target starts from tests/fuzz_corpus/TARGET/ (kept in git, replayed by
+# tests/codecs/native/test_fuzz_corpus.py; fuzz/seeds.py writes valid seeds) and merges
+# back the smallest set of inputs that covers what it found. A crash, leak, hang
+# (-timeout) or sanitizer report stops it with a non-zero status and a reproducer in
+# build/fuzz/. Targets run one after another.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
+shift
+TARGETS=${*:-rans rans_body floatplanes cabac}
+CXX=${CXX:-$(command -v clang++ || command -v clang++-14)}
+SRC=zoocodec/codecs/native
+mkdir -p build/fuzz
+for t in $TARGETS; do
+  bin=build/fuzz/$t
+  "$CXX" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp -o "$bin"
+  mkdir -p tests/fuzz_corpus/$t
+  echo "fuzzing $t for ${SECONDS_EACH}s"
+  rm -rf build/fuzz/$t.work && mkdir -p build/fuzz/$t.work
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$bin" -max_total_time="$SECONDS_EACH" -timeout=10 \
+    -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 -artifact_prefix=build/fuzz/$t- \
+    build/fuzz/$t.work tests/fuzz_corpus/$t 2>&1 | tail -n 8
+  mkdir -p build/fuzz/$t.min
+  "$bin" -merge=1 build/fuzz/$t.min tests/fuzz_corpus/$t build/fuzz/$t.work >/dev/null 2>&1
+  rm -rf tests/fuzz_corpus/$t && mv build/fuzz/$t.min tests/fuzz_corpus/$t
+done

@@ -1,0 +1,98 @@
+"""The fuzzers' corpus (tests/fuzz_corpus, from fuzz/run.sh) replayed through the Python
+entry points of each native decoder: every input decodes or raises ContainerError.
+A short libFuzzer pass per decoder runs in the slow tier where clang is installed."""
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoocodec.codecs import native
+from zoocodec.errors import ContainerError
+
+ROOT = Path(__file__).resolve().parents[3]
+CORPUS = ROOT / "tests" / "fuzz_corpus"
+TARGETS = ("rans", "rans_body", "floatplanes", "cabac")
+
+
+def replay(target: str, data: bytes) -> None:
+    """The input layouts of fuzz/targets.cpp, through the Python API."""
+    eng = native.engine()
+    if target == "rans":
+        n, shift = 0, 0
+        for b in data[:10]:  # the count the stream declares (a varint)
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        if n <= 1 << 22:
+            native.rans_decode(data, n, threads=2)
+    elif target == "rans_body":
+        k = 2 + data[0] % 62 if data else 0
+        if len(data) < 3 + k:
+            return
+        freqs = np.frombuffer(data[1 : 1 + k], dtype=np.uint8).astype(np.int64)
+        n = struct.unpack_from("<H", data, 1 + k)[0]
+        if np.count_nonzero(freqs) < 2:
+            with pytest.raises(ContainerError):
+                native.rans_decode_freqs(data[3 + k :], freqs, n, threads=2)
+            return
+        native.rans_decode_freqs(data[3 + k :], freqs, n, threads=2)
+    elif target == "floatplanes":
+        if len(data) < 3:
+            return
+        width, n, at, parts = 4 if data[0] & 1 else 2, struct.unpack_from("<H", data, 1)[0], 3, []
+        for k in range(width):
+            if len(data) - at < 2:
+                return
+            size = struct.unpack_from("<H", data, at)[0]
+            at += 2
+            if len(data) - at < size:
+                return
+            parts.append((data[0] >> (k + 1) & 1, data[at : at + size]))
+            at += size
+        try:
+            eng.float_merge(n, width, parts, 2)
+        except eng.CorruptStream:
+            pass
+    else:
+        if len(data) < 2:
+            return
+        try:
+            eng.cabac_decode(data[2:], struct.unpack_from("<H", data)[0], 2)
+        except eng.CorruptStream:
+            pass
+
+
+def corpus(target: str) -> list[Path]:
+    return sorted((CORPUS / target).iterdir()) if (CORPUS / target).is_dir() else []
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_corpus_replays_without_crash(target):
+    files = corpus(target)
+    assert files, f"no corpus for {target}: run fuzz/seeds.py and fuzz/run.sh"
+    for path in files:
+        try:
+            replay(target, path.read_bytes())
+        except ContainerError:
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", TARGETS)
+def test_short_fuzz_pass_finds_nothing(target, tmp_path):
+    if not (shutil.which("clang++") or shutil.which("clang++-14")):
+        pytest.skip("clang is not installed (see fuzz/run.sh)")
+    work = tmp_path / "repo"  # fuzz/run.sh rewrites the corpus: run it on a copy
+    shutil.copytree(ROOT / "fuzz", work / "fuzz")
+    shutil.copytree(ROOT / "zoocodec" / "codecs" / "native", work / "zoocodec" / "codecs" / "native",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    shutil.copytree(CORPUS / target, work / "tests" / "fuzz_corpus" / target)
+    run = subprocess.run(["bash", "fuzz/run.sh", "30", target], cwd=work, capture_output=True, text=True,
+                         env={**os.environ}, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "ERROR" not in run.stdout + run.stderr

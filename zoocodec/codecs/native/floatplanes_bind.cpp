@@ -1,0 +1,83 @@
+// Python bindings of the float byte planes (floatplanes.h).
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+#include <vector>
+
+#include "buffer.h"
+#include "floatplanes.h"
+
+namespace nb = nanobind;
+using namespace zc;
+
+namespace {
+
+template <class U>
+nb::list split(nb::ndarray<const U, nb::ndim<1>, nb::c_contig, nb::device::cpu> values, int threads) {
+  constexpr int W = sizeof(U);
+  const uint64_t n = values.shape(0);
+  uint8_t* plane[W];
+  nb::list out;
+  for (int k = 0; k < W; ++k) out.append(new_array<uint8_t>(n, &plane[k]));
+  {
+    nb::gil_scoped_release release;
+    planes::split(values.data(), n, plane, threads);
+  }
+  return out;
+}
+
+// planes: one (mode, bytes-like) per plane, top plane first.
+nb::object merge(uint64_t n, int width, const std::vector<std::pair<int, nb::object>>& parts, int threads) {
+  if (width != 2 && width != 4) throw Corrupt("planes of a width other than 2 or 4 bytes");
+  if (static_cast<int>(parts.size()) != width) throw Corrupt("wrong number of planes");
+  std::vector<std::unique_ptr<InBuffer>> held;
+  std::vector<int> modes;
+  std::vector<const uint8_t*> data;
+  std::vector<std::size_t> sizes;
+  for (auto& [mode, obj] : parts) {
+    held.emplace_back(new InBuffer(obj));
+    modes.push_back(mode);
+    data.push_back(held.back()->data());
+    sizes.push_back(held.back()->size());
+  }
+  auto run = [&](auto* out, auto array) {
+    {
+      nb::gil_scoped_release release;
+      planes::merge(n, width, modes.data(), data.data(), sizes.data(), out, threads);
+    }
+    return nb::cast(array);
+  };
+  if (width == 2) {
+    uint16_t* out;
+    auto a = new_array<uint16_t>(n, &out);
+    return run(out, a);
+  }
+  uint32_t* out;
+  auto a = new_array<uint32_t>(n, &out);
+  return run(out, a);
+}
+
+nb::ndarray<nb::numpy, uint64_t, nb::ndim<1>> histogram(
+    nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> bytes) {
+  uint64_t* out;
+  auto a = new_array<uint64_t>(256, &out);
+  {
+    nb::gil_scoped_release release;
+    planes::histogram(bytes.data(), bytes.shape(0), out);
+  }
+  return a;
+}
+
+}  // namespace
+
+void bind_floatplanes(nb::module_& m) {
+  m.def("float_split", &split<uint16_t>, nb::arg("values"), nb::arg("threads") = 0);
+  m.def("float_split", &split<uint32_t>, nb::arg("values"), nb::arg("threads") = 0,
+        "uint16/uint32 bits of floats -> their byte planes (rotated left by one, top byte first).");
+  m.def("byte_histogram", &histogram, nb::arg("bytes"), "uint8 array -> 256 uint64 counts.");
+  m.def("float_merge", &merge, nb::arg("n"), nb::arg("width"), nb::arg("planes"), nb::arg("threads") = 0,
+        "n, width and one (mode, bytes) per plane (0 raw, 1 rANS stream) -> uint16/uint32 bits.");
+}
