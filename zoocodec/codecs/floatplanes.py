@@ -5,8 +5,8 @@ exponent fills the top byte; the bytes are then split into planes, top plane fir
 The exponent plane of trained weights is highly skewed and entropy-codes well; the
 mantissa planes are close to uniform but sometimes hold repeats that zstd finds (on
 `minilm` the two lowest code 1.2% below their order-0 entropy). Each plane takes the
-smallest of raw, order-0 rANS (estimated from its entropy) and zstd (tried only where a
-sample says it wins).
+smallest of raw, order-0 rANS (tried where its entropy says it may win) and zstd (tried
+on planes up to 1 MiB, and on larger ones where a 1 MiB sample says it wins).
 
 The native engine splits the planes and, decoding, rebuilds the values in chunks of
 2^16 on its thread pool, rANS-decoding each chunk's substreams into a cache-sized buffer;
@@ -39,9 +39,11 @@ def _entropy_bytes(plane: np.ndarray) -> float:
 
 
 def _zstd_wins(plane: np.ndarray, best: float) -> bool:
-    """Does zstd beat `best` bytes on a sample of the plane (its middle), by 0.5%?"""
-    mid = max(0, plane.size // 2 - SAMPLE // 2)
-    sample = plane[mid : mid + SAMPLE]
+    """Does zstd beat `best` bytes on a sample of the plane (its start and middle, where
+    repeated rows such as unused vocabulary entries sit), by 0.5%?"""
+    half = SAMPLE // 2
+    mid = plane.size // 2
+    sample = np.concatenate([plane[:half], plane[mid : mid + half]])
     size = len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(sample.tobytes()))
     return size < 0.995 * best * sample.size / plane.size
 
@@ -59,12 +61,12 @@ def encode(values: np.ndarray, threads: int = 0) -> bytes:
     for plane in planes:
         mode, body = RAW, plane
         if plane.size:
-            entropy = _entropy_bytes(plane)
-            best = plane.size
-            if entropy < 0.995 * plane.size:
-                mode, body = ORDER0, native.rans_encode(plane, 256, threads=threads, max_bits=PRECISION)
-                best = len(body)
-            if plane.size >= 4096 and _zstd_wins(plane, best):
+            if _entropy_bytes(plane) < 0.995 * plane.size:  # else rANS cannot pay for its table
+                coded = native.rans_encode(plane, 256, threads=threads, max_bits=PRECISION)
+                if len(coded) < plane.size:
+                    mode, body = ORDER0, coded
+            best = len(body)
+            if plane.size <= SAMPLE or _zstd_wins(plane, best):
                 z = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1 if threads <= 0 else threads)
                 packed = z.compress(plane.tobytes())
                 if len(packed) < best:
