@@ -3,6 +3,7 @@
     import zoocodec
     report = zoocodec.compress("minilm", "minilm.zc", "uniform:step=0.002")
     tensors = zoocodec.decompress("minilm.zc")        # dict[str, torch.Tensor]
+    tensors = zoocodec.load("minilm.zc", device="cuda")  # decoded straight into GPU memory
     info = zoocodec.inspect("minilm.zc")
 
 The API is loaded on first use, so `import zoocodec` (and `zoocodec --help`) loads no
@@ -14,15 +15,22 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"  # pyproject.toml's version (a test keeps them equal)
 
-__all__ = ["Archive", "Report", "compress", "decompress", "inspect", "__version__"]
+__all__ = ["Archive", "Report", "compress", "decompress", "inspect", "load", "load_into", "__version__"]
 
 if TYPE_CHECKING:
-    from zoocodec.pipeline.core import Archive, Report, compress, decompress, inspect
+    from zoocodec.pipeline.core import Archive, Report, compress, decompress, inspect, load_into
 
 
 def __getattr__(name: str):
-    if name in ("Archive", "Report", "compress", "decompress", "inspect"):
+    if name in ("Archive", "Report", "compress", "decompress", "inspect", "load_into"):
         from zoocodec.pipeline import core  # noqa: PLC0415
 
         return getattr(core, name)
     raise AttributeError(f"module 'zoocodec' has no attribute {name!r}")
+
+
+def load(path, device="cpu"):
+    """Every tensor of a .zc as torch tensors on `device` (cpu, gpu, cuda:N, auto)."""
+    from zoocodec.pipeline.core import decompress  # noqa: PLC0415
+
+    return decompress(path, device=device)

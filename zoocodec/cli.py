@@ -149,11 +149,16 @@ def compress(
     inputs: Annotated[Optional[Path], typer.Option(help="automatic mode on a model outside the zoo: the inputs its outputs are judged on (as for evaluate)")] = None,
     module: Annotated[Optional[str], typer.Option(help="automatic mode, a state dict: package.module:factory that builds its torch module")] = None,
     output_kind: Annotated[Optional[str], typer.Option(help="automatic mode, a model outside the zoo: logits | embeddings | values")] = None,
+    device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
 ):
     """Compress a model into a .zc container."""
     from zoocodec.methods import Overrides  # noqa: PLC0415
+    from zoocodec.device import resolve  # noqa: PLC0415
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
 
+    dev = resolve(device)  # a GPU that is not there fails before any work
+    if dev.is_gpu and target_loss is not None:
+        raise ZoocodecError("automatic mode (--target-loss) runs on the CPU only; leave out --device")
     _check_output(output, [_model_path(model)])
     if preset is not None:
         method, target_bpw = _preset(preset, method, step, bits, per_tensor, target_bpw, target_loss)
@@ -186,10 +191,11 @@ def compress(
             plan = allocate(model, target_bpw=target_bpw, method=spec, min_size=min_size)
     total = len(load(model).names)
     with _progress(total, "compressing") as step:
-        report = run(model, output, spec, overrides, min_size, allow_nonfinite, progress=step, plan=plan)
+        report = run(model, output, spec, overrides, min_size, allow_nonfinite, progress=step, plan=plan, device=dev)
     summary = {"output": str(output), "spec": str(spec), "params": report.params, "bytes_in": report.bytes_in,
                "file_bytes": report.file_bytes, "weight_bytes": report.weight_bytes, "ratio": report.ratio, "bits_per_weight": report.bits_per_weight,
-               "sqnr_db": None if math.isinf(report.sqnr_db) else report.sqnr_db, "seconds": report.seconds}
+               "sqnr_db": None if math.isinf(report.sqnr_db) else report.sqnr_db, "seconds": report.seconds,
+               "device": report.device}
     if json_out:
         print(json.dumps(summary, indent=2))
     else:
@@ -260,13 +266,19 @@ def evaluate(
     task: Annotated[Optional[str], typer.Option(help="one of the model's zoo tasks (default: all of them)")] = None,
     reference: Annotated[Optional[str], typer.Option(help="the zoo model it derives from (default: recognised by its tensors)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the metrics as JSON rows")] = False,
+    device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
 ):
     """Evaluate a (compressed) model next to its original; print value, baseline, delta and its 95% interval.
 
     Zoo models run on their tasks; any other model (ONNX, Hugging Face, a state dict with
     --module) is judged by output fidelity: zoocodec evaluate ORIGINAL COMPRESSED --inputs PATH.
     """
+    from zoocodec.device import resolve  # noqa: PLC0415
+
+    dev = resolve(device)  # a GPU that is not there fails before any work
     if compressed is not None or inputs is not None or module is not None or output_kind is not None:
+        if dev.is_gpu:
+            raise ZoocodecError("--device: models outside the zoo are evaluated on the CPU only; leave out --device")
         from zoocodec.eval.anymodel import INPUTS_HELP, evaluate_pair  # noqa: PLC0415
 
         if compressed is None:
@@ -282,7 +294,7 @@ def evaluate(
         from zoocodec.eval import evaluate as run  # noqa: PLC0415
 
         with _working(f"evaluating {model}"):
-            metrics = run(model, task, reference)
+            metrics = run(model, task, reference, device=dev)
     if json_out:
         print(json.dumps([m.to_dict() for m in metrics], indent=2))
         return
@@ -333,18 +345,21 @@ def decompress(
     container: Annotated[Path, typer.Argument(help="the .zc file")],
     output: Annotated[Path, typer.Option("-o", "--output", help="model file or folder to write")],
     format: Annotated[Optional[str], typer.Option(help="safetensors | pytorch | onnx | hf (default: from the suffix, else the source)")] = None,
+    device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
 ):
     """Decode a .zc container back into a model file in its original format."""
+    from zoocodec.device import resolve  # noqa: PLC0415
     from zoocodec.pipeline.core import Archive, decompress as run, inspect as info_of  # noqa: PLC0415
     from zoocodec.pipeline.modelio import output_format  # noqa: PLC0415
 
+    dev = resolve(device)
     with Archive(container) as a:
         total = len(a.names())
         fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
     _check_output(output, [container], folder=fmt == "hf")
     start = time.perf_counter()
     with _progress(total, "decoding") as step:
-        run(container, output, fmt, progress=step)
+        run(container, output, fmt, progress=step, device=dev)
     info = info_of(container)
     console.print(f"wrote {output} ({fmt}): {total} tensors, {info['params']:,} weights, "
                   f"{info['weight_bytes']:,} -> {info['bytes_in']:,} bytes (ratio {info['ratio']:.2f}x, "

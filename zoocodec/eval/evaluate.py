@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from zoocodec.device import Device, resolve
 from zoocodec.errors import ZoocodecError
 from zoocodec.eval.models import build, kind
 from zoocodec.eval.stats import Paired, loss_bounds, verdict
@@ -91,16 +92,17 @@ def tasks_of(name: str, task: str | None = None) -> list[Task]:
     return [TASKS[task]]
 
 
-def load_weights(model: str | os.PathLike | dict) -> dict[str, torch.Tensor]:
-    """Every tensor of a model (path, zoo name, dict) or of a .zc container (decoded in memory)."""
+def load_weights(model: str | os.PathLike | dict, device: str | Device = "cpu") -> dict[str, torch.Tensor]:
+    """Every tensor of a model (path, zoo name, dict) or of a .zc container (decoded in memory, on `device`)."""
     from zoocodec.pipeline.core import decompress, load  # noqa: PLC0415
     from zoocodec.pipeline.modelio import to_torch  # noqa: PLC0415
 
+    dev = resolve(device)
     if isinstance(model, dict):
-        return model
+        return {k: v.to(dev.torch) for k, v in model.items()}
     if _is_container(model):
-        return decompress(model)
-    return {t.name: to_torch(t.array, t.dtype) for t in load(model).tensors()}
+        return decompress(model, device=dev)
+    return {t.name: to_torch(t.array, t.dtype).to(dev.torch) for t in load(model).tensors()}
 
 
 def _is_container(model: Any) -> bool:
@@ -146,19 +148,25 @@ def _label(model: Any) -> str:
 class Evaluator:
     """A zoo model's task with the reference outputs and baseline metrics computed once."""
 
-    def __init__(self, reference: str, task: Task, limit: int | None = None):
+    def __init__(self, reference: str, task: Task, limit: int | None = None, device: str | Device = "cpu"):
         self.reference, self.task, self.limit = reference, task, limit
+        self.device = resolve(device)
         e = entry(reference)
         if kind(e["arch"]) != task.kind:
             raise ZoocodecError(f"task {task.name!r} needs a {task.kind} model; {reference!r} is {kind(e['arch'])}")
         self.arch = e["arch"]
         self.folder = zoo.resolve(reference) if self.arch == "sentence-encoder" else None
-        ref_weights = load_weights(reference)
+        ref_weights = load_weights(reference, self.device)
         self.ref_out = self.outputs(ref_weights)
         self.baseline = task.metrics(self.ref_out, self.ref_out)
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.task.outputs(build(self.arch, weights, self.folder), self.limit)
+        """The task's outputs (on the host) with the model run on the evaluator's device."""
+        if not self.device.is_gpu:
+            return self.task.outputs(build(self.arch, weights, self.folder), self.limit)
+        with torch.device(self.device.torch):  # tensors the model code creates land there too
+            weights = {k: v.to(self.device.torch) for k, v in weights.items()}
+            return self.task.outputs(build(self.arch, weights, self.folder), self.limit).cpu()
 
     def score(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         return self.task.metrics(self.outputs(weights), self.ref_out)
@@ -183,34 +191,37 @@ class Evaluator:
         return worse / abs(base) if base else worse
 
 
-_EVALUATORS: dict[tuple[str, str, int | None], Evaluator] = {}
+_EVALUATORS: dict[tuple[str, str, int | None, Device], Evaluator] = {}
 
 
-def evaluator(reference: str, task: Task, limit: int | None = None) -> Evaluator:
-    """The cached Evaluator of (reference, task, limit): one baseline per process."""
-    key = (reference, task.name, limit)
+def evaluator(reference: str, task: Task, limit: int | None = None, device: str | Device = "cpu") -> Evaluator:
+    """The cached Evaluator of (reference, task, limit, device): one baseline per process and device."""
+    dev = resolve(device)
+    key = (reference, task.name, limit, dev)
     if key not in _EVALUATORS:
-        _EVALUATORS[key] = Evaluator(reference, task, limit)
+        _EVALUATORS[key] = Evaluator(reference, task, limit, dev)
     return _EVALUATORS[key]
 
 
 def evaluate(model: str | os.PathLike | dict, task: str | None = None, reference: str | None = None,
-             limit: int | None = None) -> list[Metric]:
+             limit: int | None = None, device: str | Device = "cpu") -> list[Metric]:
     """Evaluate `model` (zoo name, model path, .zc path or dict of tensors) on its zoo tasks.
 
     `reference` names the zoo model it derives from (default: recognised from its tensor
     names); `task` picks one of that model's tasks (default: all of them); `limit` uses
     that many inputs, evenly spread (quick checks). Returns one Metric per (task, metric),
-    each delta with its 95% interval.
+    each delta with its 95% interval. `device` (cpu, gpu, cuda:N, auto) decodes the weights and
+    runs both models there; the reference is measured on the same device.
     """
+    dev = resolve(device)
     is_zoo_name = isinstance(model, str) and model in zoo.registry()
-    weights = None if is_zoo_name else load_weights(model)
+    weights = None if is_zoo_name else load_weights(model, dev)
     reference = reference or (model if is_zoo_name else identify(weights, model))
     results = []
     for t in tasks_of(reference, task):
-        ev = evaluator(reference, t, limit)
+        ev = evaluator(reference, t, limit, dev)
         # the reference itself needs no second run (a file of the same weights gets one)
-        paired = ev.compare(None if model == reference else weights or load_weights(model))
+        paired = ev.compare(None if model == reference else weights or load_weights(model, dev))
         results += [metric_row(_label(model), t.name, k, p, k in t.lower_is_better, k == t.primary)
                     for k, p in paired.items()]
     return results

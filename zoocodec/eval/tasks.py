@@ -48,16 +48,17 @@ class Task:
 def subset(n: int, limit: int | None) -> torch.Tensor:
     """Indices of `limit` inputs spread evenly over all n (datasets sorted by class stay balanced)."""
     if limit is None or limit >= n:
-        return torch.arange(n)
-    return torch.linspace(0, n - 1, limit).round().long()
+        return torch.arange(n, device="cpu")
+    return torch.linspace(0, n - 1, limit, device="cpu").round().long()
 
 
 def _logits(inputs: Callable[[], torch.Tensor], batch: int) -> Callable:
     def run(net: torch.nn.Module, limit: int | None) -> torch.Tensor:
         x = inputs()
         x = x[subset(len(x), limit)]
+        device = next(net.parameters()).device
         with torch.no_grad():  # channels-last: depthwise convolutions run several times faster on CPU
-            return torch.cat([net(x[i:i + batch].contiguous(memory_format=torch.channels_last))
+            return torch.cat([net(x[i:i + batch].to(device).contiguous(memory_format=torch.channels_last))
                               for i in range(0, len(x), batch)])
     return run
 

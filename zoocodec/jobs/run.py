@@ -59,10 +59,12 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
     may pass on another attempt raise RetryableError for Ray to retry.
     """
     import zoocodec  # noqa: PLC0415
+    from zoocodec.device import resolve  # noqa: PLC0415
     from zoocodec.methods import Overrides, spec_from_dict  # noqa: PLC0415
     from zoocodec.pipeline import core  # noqa: PLC0415
 
     try:
+        dev = resolve(item.device)  # a GPU asked for and not visible to this worker fails the item
         spec = spec_from_dict(item.spec)
         overrides = Overrides([(p, spec_from_dict(s)) for p, s in item.overrides])
         model = item.model_path or item.model
@@ -73,13 +75,13 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
                                 "(its content differs): the work id would not describe it")
         with tempfile.TemporaryDirectory(prefix="zoocodec-sweep-") as tmp:
             zc = os.path.join(tmp, "model.zc")
-            report = zoocodec.compress(model, zc, spec, overrides=overrides, min_size=item.min_size)
+            report = zoocodec.compress(model, zc, spec, overrides=overrides, min_size=item.min_size, device=dev)
             start = time.perf_counter()
-            zoocodec.decompress(zc)
+            zoocodec.decompress(zc, device=dev)
             decode_s = time.perf_counter() - start
             start = time.perf_counter()
             reference = None if item.model_path else item.model
-            metrics = [m for task in item.tasks for m in _evaluate(zc, task, reference)]
+            metrics = [m for task in item.tasks for m in _evaluate(zc, task, reference, dev)]
             eval_s = time.perf_counter() - start
     except (MemoryError, OSError) as e:
         raise RetryableError(f"{type(e).__name__}: {e}") from e
@@ -90,7 +92,7 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
         return failed_row(item, sweep, f"{type(e).__name__}: {e} ({os.path.basename(where.filename)}:{where.lineno})"), []
     lossy = [t for t in report.tensors if t.mse > 0]
     weights = report.params
-    run = _base_row(item, sweep) | {
+    run = _base_row(item, sweep, dev.label) | {
         "model_sha256": read,
         "status": "ok", "error": None,
         "weights": weights, "bytes_in": report.bytes_in, "bytes_out": report.weight_bytes,
@@ -112,7 +114,7 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
     return run, tensors
 
 
-def _evaluate(zc: str, task: str, reference: str | None) -> list[dict[str, Any]]:
+def _evaluate(zc: str, task: str, reference: str | None, device) -> list[dict[str, Any]]:
     """Metrics of the compressed model on one task, each with its drop in percent and the
     95% interval of both (zoocodec.eval.Metric: relative to the uncompressed model's value,
     absolute where that is 0, as for KL). Only the task's primary metric enters the run's
@@ -125,7 +127,7 @@ def _evaluate(zc: str, task: str, reference: str | None) -> list[dict[str, Any]]
     return [{"task": m.task, "metric": m.metric, "value": m.value, "baseline": m.baseline, "delta": m.delta,
              "drop_pct": 100 * m.loss, "primary": m.primary, "delta_low": m.low, "delta_high": m.high,
              "drop_low_pct": pct(m.loss_low), "drop_high_pct": pct(m.loss_high), "inputs": m.n}
-            for m in evaluate(zc, task=task, reference=reference)]
+            for m in evaluate(zc, task=task, reference=reference, device=device)]
 
 
 def _worst_bounds(metrics: list[dict[str, Any]]) -> dict[str, Any]:
@@ -142,7 +144,9 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _base_row(item: WorkItem, sweep: str) -> dict[str, Any]:
+def _base_row(item: WorkItem, sweep: str, device: str) -> dict[str, Any]:
+    """`device`: what ran (zoocodec.device.Device.label: `cpu` or `cuda:N NAME`); on a failed
+    row, the device the item asked for."""
     import torch  # noqa: PLC0415
 
     versions = {"zoocodec": __version__, "format": FORMAT_VERSION, "python": platform.python_version(),
@@ -153,7 +157,7 @@ def _base_row(item: WorkItem, sweep: str) -> dict[str, Any]:
         "work_id": item.work_id, "sweep": sweep, "model": item.model, "method": item.method,
         "method_name": item.spec["method"], "params": json.dumps(item.spec, sort_keys=True),
         "coder": _coder(item.spec), "overrides": json.dumps(item.overrides),
-        "device": _device(item), "node": _node(), "versions": json.dumps(versions, sort_keys=True),
+        "device": device, "node": _node(), "versions": json.dumps(versions, sort_keys=True),
         "metrics": [], "finished_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
     }
 
@@ -165,13 +169,6 @@ def _coder(spec: dict) -> str | None:
     return str(coder_from_dict(spec["coder"])) if isinstance(spec.get("coder"), dict) else None
 
 
-def _device(item: WorkItem) -> str:
-    if item.resources.get("GPU", 0) > 0 and "ray" in sys.modules:
-        ids = sys.modules["ray"].get_gpu_ids()
-        return f"gpu:{','.join(map(str, ids))}" if ids else "cpu"
-    return "cpu"
-
-
 def _node() -> str:
     """host name, and the Ray node id where one runs (simulated nodes share a host name)."""
     ray = sys.modules.get("ray")
@@ -181,7 +178,7 @@ def _node() -> str:
 
 
 def failed_row(item: WorkItem, sweep: str, error: str) -> dict[str, Any]:
-    return _base_row(item, sweep) | {"status": "failed", "error": error[:2000]}
+    return _base_row(item, sweep, f"asked: {item.device}") | {"status": "failed", "error": error[:2000]}
 
 
 def run_item(item: WorkItem, sweep: str):

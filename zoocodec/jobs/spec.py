@@ -8,6 +8,8 @@
         params: {bits: [4, 6], per_tensor: [false, true]}
         overrides: {"*embeddings*": "uniform:bits=8"}
         resources: {GPU: 1}           # Ray resources per item (GPU, nvenc, ...); default 1 CPU
+        device: auto                  # cpu | gpu | cuda:N | auto; default auto with a GPU resource,
+                                      # else cpu (zoocodec/device.py; a missing GPU fails the item)
     tasks: [digits, lee]              # evaluation tasks (zoocodec.eval), each run on the models
                                       # that have it in the zoo; `all`: every model's own tasks
     budgets: [0.5, 1, 5]              # accuracy budgets of the summary: max metric drop, percent
@@ -34,12 +36,13 @@ from typing import Any
 import yaml
 
 from zoocodec.container import FORMAT_VERSION
+from zoocodec.device import name as device_name
 from zoocodec.errors import SpecError, ZoocodecError
 from zoocodec.methods import REGISTRY, MethodSpec, Overrides, parse_spec, spec_from_dict
 from zoocodec.pipeline import zoo
 
 TOP_KEYS = {"name", "out", "models", "methods", "tasks", "budgets", "max_retries", "min_size"}
-METHOD_KEYS = {"method", "params", "overrides", "resources"}
+METHOD_KEYS = {"method", "params", "overrides", "resources", "device"}
 DEFAULT_BUDGETS = [0.5, 1.0, 5.0]
 
 
@@ -56,6 +59,7 @@ class WorkItem:
     tasks: tuple[str, ...] = ()
     resources: dict[str, float] = field(default_factory=dict)
     content: str = ""  # content_hash of the model when planned ("zoo:NAME": not installed there)
+    device: str = "cpu"  # where the worker quantizes and evaluates; not part of the id (same bytes)
 
     @property
     def method(self) -> str:
@@ -101,7 +105,8 @@ def schema() -> dict[str, Any]:
         "type": "object", "required": ["method"], "additionalProperties": False,
         "properties": {"method": {"type": "string", "enum": sorted(REGISTRY)}, "params": params,
                        "overrides": {"type": "object", "additionalProperties": {"type": "string"}},
-                       "resources": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}}},
+                       "resources": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+                       "device": {"type": "string"}},  # its form is checked by zoocodec.device.name
         "allOf": [{"if": {"properties": {"method": {"const": name}}, "required": ["method"]},
                    "then": {"properties": {"params": {"propertyNames": {"enum": sorted(_param_names(name))}}}}}
                   for name in sorted(REGISTRY)],
@@ -230,9 +235,9 @@ class _Checker:
         methods = [m for i, entry in enumerate(d["methods"]) for m in self.methods(i, entry)]
         items = []
         seen = set()
-        for (model, model_path, fingerprint), (spec, overrides, resources) in itertools.product(models, methods):
+        for (model, model_path, fingerprint), (spec, overrides, resources, device) in itertools.product(models, methods):
             item = _item(model, model_path, fingerprint, spec, overrides, min_size,
-                         _model_tasks(model, model_path, tasks), resources)
+                         _model_tasks(model, model_path, tasks), resources, device)
             if item.work_id not in seen:
                 seen.add(item.work_id)
                 items.append(item)
@@ -268,10 +273,10 @@ class _Checker:
             raise self.fail(node, f"model file {str(path)!r} does not exist")
         return text, str(path.resolve()), content_hash(path.resolve())
 
-    def methods(self, i: int, entry: str | dict) -> list[tuple[MethodSpec, Overrides, dict[str, float]]]:
+    def methods(self, i: int, entry: str | dict) -> list[tuple[MethodSpec, Overrides, dict[str, float], str]]:
         where = ["methods", i]
         if isinstance(entry, str):
-            return [(self.parse(self.node(where), entry), Overrides(), {})]
+            return [(self.parse(self.node(where), entry), Overrides(), {}, "cpu")]
         name = entry["method"]
         grid = {k: (v if isinstance(v, list) else [v]) for k, v in (entry.get("params") or {}).items()}
         try:
@@ -279,13 +284,19 @@ class _Checker:
         except SpecError as e:
             raise self.fail(self.node([*where, "overrides"]), str(e)) from None
         resources = {str(k): float(v) for k, v in (entry.get("resources") or {}).items()}
+        device = "auto" if resources.get("GPU", 0) > 0 else "cpu"
+        if "device" in entry:
+            try:
+                device = device_name(entry["device"])
+            except ZoocodecError as e:
+                raise self.fail(self.node([*where, "device"]), str(e)) from None
         specs = []
         keys = list(grid)
         for combo in itertools.product(*(range(len(grid[k])) for k in keys)):
             text = name + (":" + ",".join(f"{k}={_text(grid[k][j])}" for k, j in zip(keys, combo)) if keys else "")
             last = [*where, "params", keys[-1]] + ([combo[-1]] if isinstance(entry["params"][keys[-1]], list) else []) \
                 if keys else [*where, "method"]
-            specs.append((self.parse(self.node(last), text), overrides, resources))
+            specs.append((self.parse(self.node(last), text), overrides, resources, device))
         return specs
 
     def parse(self, node: yaml.Node, text: Any) -> MethodSpec:
@@ -314,12 +325,13 @@ def _text(v: Any) -> str:
     return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def _item(model, model_path, fingerprint, spec: MethodSpec, overrides: Overrides, min_size, tasks, resources) -> WorkItem:
+def _item(model, model_path, fingerprint, spec: MethodSpec, overrides: Overrides, min_size, tasks, resources,
+          device="cpu") -> WorkItem:
     key = {"model": model, "content": fingerprint, "spec": spec.to_dict(), "overrides": overrides.to_list(),
            "min_size": min_size, "tasks": list(tasks), "format_version": FORMAT_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return WorkItem(digest, model, model_path, spec.to_dict(), overrides.to_list(), min_size, tuple(tasks), resources,
-                    fingerprint)
+                    fingerprint, device)
 
 
 def known_tasks() -> set[str] | None:

@@ -1,40 +1,23 @@
-"""Pick the array namespace: NumPy always, CuPy only when asked for and importable."""
+"""Array namespaces: NumPy always, CuPy only for a CUDA device (zoocodec/device.py decides)."""
 from __future__ import annotations
 
-import functools
 import types
 
 import numpy as np
 
 
-@functools.cache
 def gpu_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
-    try:
-        import cupy  # noqa: PLC0415  (optional, GPU only)
+    from zoocodec.device import gpu_count  # noqa: PLC0415
 
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # ImportError, or a CUDA driver/runtime error
-        return False
+    return gpu_count() > 0
 
 
 def get_xp(device: str = "cpu") -> types.ModuleType:
-    """The namespace for `device`: "cpu" -> numpy, "gpu"/"cuda" -> cupy, "auto" -> best."""
-    if device == "auto":
-        device = "gpu" if gpu_available() else "cpu"
-    if device == "cpu":
-        return np
-    if device in ("gpu", "cuda"):
-        if not gpu_available():
-            from zoocodec.errors import ZoocodecError
+    """The namespace for a device name (cpu, gpu, cuda:N, auto); DeviceError for a missing GPU."""
+    from zoocodec.device import resolve  # noqa: PLC0415
 
-            raise ZoocodecError("device 'gpu' asked for, but CuPy or a CUDA GPU is not available")
-        import cupy  # noqa: PLC0415
-
-        return cupy
-    from zoocodec.errors import ZoocodecError
-
-    raise ZoocodecError(f"unknown device {device!r} (expected cpu, gpu or auto)")
+    return resolve(device).xp
 
 
 def array_namespace(x) -> types.ModuleType:

@@ -33,6 +33,7 @@ import numpy as np
 from zoocodec.codecs import CoderSpec, coder_from_dict, parse_coder
 from zoocodec.codecs.base import convert, split_params
 from zoocodec.errors import ContainerError, SpecError
+from zoocodec.kernels.backend import to_numpy
 
 REGISTRY: dict[str, type[MethodSpec]] = {}
 
@@ -57,10 +58,12 @@ class TensorData:
     def is_float(self) -> bool:
         return self.dtype in FLOAT_DTYPES
 
-    def float64(self) -> np.ndarray:
+    def float64(self, xp=np):
+        """The values as float64, in namespace `xp` (the native bits travel, not the float64s)."""
+        a = xp.asarray(self.array)
         if self.dtype == "bfloat16":
-            return (self.array.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-        return self.array.astype(np.float64)
+            return (a.astype(xp.uint32) << 16).view(xp.float32).astype(xp.float64)
+        return a.astype(xp.float64)
 
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -112,6 +115,7 @@ class MethodSpec:
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
     lossless: ClassVar[bool] = False
+    gpu: ClassVar[bool] = False  # quantize() does its array work in the `xp` it is given (CuPy on a GPU)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -138,8 +142,11 @@ class MethodSpec:
         return np.dtype(np.int64)
 
     # ---- written once ---------------------------------------------------------------------
-    def encode(self, t: TensorData) -> Encoded:
-        q = self.quantize(t, np)
+    def encode(self, t: TensorData, xp=np) -> Encoded:
+        """Quantize in `xp` (when the method has a GPU path), code on the host."""
+        q = self.quantize(t, xp if self.gpu else np)
+        q.symbols = {k: to_numpy(v) for k, v in q.symbols.items()}
+        q.recon = to_numpy(q.recon)
         segments, shapes, coded, decoded = {}, {}, {}, {}
         for name, symbols in q.symbols.items():
             coder, trellis = self.coder_for(name), self.trellis(name, symbols.shape)

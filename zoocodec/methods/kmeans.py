@@ -18,6 +18,7 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import kmeans as K
+from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, register
 
 PER = ("tensor", "channel", "block")
@@ -64,24 +65,26 @@ class KMeans(MethodSpec):
             raise SpecError(f"kmeans: codebook must be float32 or float16, got {self.codebook!r}")
         self.coder.validate()
 
+    gpu = True
+
     def quantize(self, t: TensorData, xp=np) -> Quantized:
         w = t.float64()
         if not np.isfinite(w).all():
             raise NonFiniteError(f"kmeans: tensor {t.name!r} holds NaN or Inf")
-        x = w.astype(np.float32).ravel()
+        x = xp.asarray(w.astype(np.float32).ravel())  # the batched kernels run where x lives
         books, indices, start = [], [], 0
         for count, size in problems(w.shape, self.per, self.block):
             part = x[start : start + count * size].reshape(count, size)
             start += count * size
             c, idx = K.kmeans(part, self.k, iters=self.iters, seed=self.seed)
             if self.codebook == "float16":
-                c16 = c.astype(np.float16)
-                if not np.isfinite(c16).all():
+                c16 = c.astype(xp.float16)
+                if not bool(xp.isfinite(c16).all()):
                     raise SpecError(f"kmeans: a centroid of {t.name!r} overflows float16; use codebook=float32")
-                c = c16.astype(np.float32)
-                idx = K.assign(part, c)
-            books.append(c)
-            indices.append(idx.ravel())
+                c = c16.astype(xp.float32)
+                idx = K.assign_any(part, c)
+            books.append(to_numpy(c))
+            indices.append(to_numpy(idx).ravel())
         book = np.concatenate([b.ravel() for b in books]) if books else np.zeros(0, np.float32)
         sym = np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64)
         recon = from_float64(self._gather(book, sym, w.shape), t.dtype)

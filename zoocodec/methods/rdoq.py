@@ -39,6 +39,8 @@ class RDOQ(MethodSpec):
     coder: CoderSpec = Ctx()
     group_steps: tuple[float, ...] | None = None
 
+    gpu = True  # the decisions run in xp; the entropy model is fitted on the host
+
     def __post_init__(self):
         super().__post_init__()
         default_bits(self)

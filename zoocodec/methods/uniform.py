@@ -22,6 +22,7 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import uniform as K
+from zoocodec.kernels.backend import array_namespace, to_numpy
 from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits, from_float64,
                                    read_array, register)
 
@@ -70,21 +71,24 @@ class Uniform(MethodSpec):
         check_step_or_bits(self)
         self.coder.validate()
 
-    def steps_for(self, w: np.ndarray) -> np.ndarray:
-        """float64 steps, one per row of the quantization view, exactly representable in float32."""
+    gpu = True
+
+    def steps_for(self, w) -> np.ndarray:
+        """float64 steps (host), one per row of the quantization view, exactly representable in float32."""
         if self.step is not None:
             return np.array([self.step], dtype=np.float64)
-        steps = K.absmax_steps(w, self.bits, per_channel=not self.per_tensor, xp=np)
+        steps = to_numpy(K.absmax_steps(w, self.bits, per_channel=not self.per_tensor, xp=array_namespace(w)))
         steps = steps.astype(np.float32).astype(np.float64)
         return np.where(steps > 0, steps, 1.0)
 
     def quantize(self, t: TensorData, xp=np) -> Quantized:
-        w = t.float64()
+        w = t.float64(xp)
         steps = self.steps_for(w)
-        symbols = K.quantize(w, steps, np)
+        symbols = K.quantize(w, xp.asarray(steps), xp)  # IEEE division and rint: the same symbols on any device
         side, arrays = {}, {}
         store_steps(steps, side, arrays)
-        return Quantized({"symbols": symbols}, side, arrays, from_float64(K.dequantize(symbols, steps, np), t.dtype))
+        recon = to_numpy(K.dequantize(symbols, xp.asarray(steps), xp))
+        return Quantized({"symbols": symbols}, side, arrays, from_float64(recon, t.dtype))
 
     def dequantize(self, q, shape, dtype):
         steps = load_steps(q, shape, "uniform")

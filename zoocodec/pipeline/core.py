@@ -21,6 +21,7 @@ import zstandard
 
 from zoocodec import __version__
 from zoocodec.container import FORMAT_VERSION, Container
+from zoocodec.device import Device, resolve
 from zoocodec.errors import ContainerError, NonFiniteError, ZoocodecError
 from zoocodec.methods import MethodSpec, Overrides, TensorData, parse_spec, spec_from_dict
 from zoocodec.methods.base import FLOAT_DTYPES
@@ -44,6 +45,7 @@ class TensorReport:
     mse: float = 0.0
     max_err: float = 0.0
     sqnr_db: float = math.inf
+    device: str = "cpu"  # where the quantizer ran (methods without a GPU path run on the CPU)
 
     @property
     def numel(self) -> int:
@@ -67,6 +69,7 @@ class Report:
     file_bytes: int = 0
     attached_bytes: int = 0
     seconds: float = 0.0
+    device: str = "cpu"  # the device asked for, resolved (Device.label)
 
     @property
     def bytes_in(self) -> int:
@@ -173,8 +176,11 @@ def _stats(t: TensorData, recon: np.ndarray, lossless: bool) -> tuple[float, flo
 def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str | MethodSpec = DEFAULT_SPEC,
              overrides: Overrides | dict | None = None, min_size: int = DEFAULT_MIN_SIZE,
              allow_nonfinite: bool = False, progress: Callable[[str], None] | None = None,
-             plan: dict[str, MethodSpec | str] | None = None, meta: dict[str, Any] | None = None) -> Report:
+             plan: dict[str, MethodSpec | str] | None = None, meta: dict[str, Any] | None = None,
+             device: str | Device = "cpu") -> Report:
     """Compress `model` (path, zoo name, or dict of tensors) into the container `out`.
+
+    `device` (cpu, gpu, cuda:N, auto) is where the quantizers run; the bytes are the same.
 
     Spec precedence per tensor: `plan` (exact names, e.g. from bit allocation), then
     `overrides` (name patterns), then lossless for small or non-float tensors, then `spec`.
@@ -183,18 +189,20 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     spec = parse_spec(spec)
     plan = {k: parse_spec(v) for k, v in (plan or {}).items()}
     overrides = overrides if isinstance(overrides, Overrides) else Overrides(overrides)
+    dev = resolve(device)
     source = load(model)
-    report = Report(Path(out))
+    report = Report(Path(out), device=dev.label)
     start = time.perf_counter()
     entries = []
-    with Container.create(out) as c:
+    with Container.create(out) as c, dev.activate():
         for t in source.tensors():
             chosen = choose_spec(t, spec, overrides, min_size, allow_nonfinite, plan)
-            enc = chosen.encode(t)
+            enc = chosen.encode(t, dev.xp)
             segments = {k: list(c.add_segment(v)) for k, v in enc.segments.items()}
             mse, max_err, sqnr = _stats(t, enc.recon, chosen.lossless)
             tr = TensorReport(t.name, tuple(t.array.shape), t.dtype, str(chosen), t.array.nbytes,
-                              sum(len(v) for v in enc.segments.values()), mse, max_err, sqnr)
+                              sum(len(v) for v in enc.segments.values()), mse, max_err, sqnr,
+                              dev.label if chosen.gpu else "cpu")
             report.tensors.append(tr)
             entries.append({
                 "name": t.name, "shape": list(tr.shape), "dtype": t.dtype, "method": chosen.to_dict(),
@@ -295,24 +303,51 @@ class Archive(ArchiveBase):
         """Decode one tensor to its native NumPy array (bfloat16 as uint16 bits)."""
         return self.decode(name, lambda spec, side, segments, shape, dtype: spec.decode(side, segments, shape, dtype))
 
-    def tensor(self, name: str) -> torch.Tensor:
-        return to_torch(self.read(name), self.entries[name]["dtype"])
+    def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
+        """One tensor as torch, on `device`: on a GPU, uniform+ans payloads are decoded by a
+        CUDA kernel straight into device memory (zoocodec/kernels/decode.py); other
+        payloads are decoded on the host and copied."""
+        dev = resolve(device)
+        if dev.is_gpu:
+            from zoocodec.kernels import decode  # noqa: PLC0415
+
+            with dev.activate():
+                t = decode.tensor(self, name)
+            if t is not None:
+                return t
+        return to_torch(self.read(name), self.entries[name]["dtype"]).to(dev.torch)
 
 
 def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fmt: str | None = None,
-               progress: Callable[[str], None] | None = None) -> dict[str, torch.Tensor] | Path:
-    """Decode every tensor. With `out`, write the model in its source format (or `fmt`)."""
+               progress: Callable[[str], None] | None = None,
+               device: str | Device = "cpu") -> dict[str, torch.Tensor] | Path:
+    """Decode every tensor (as torch tensors on `device`). With `out`, write the model in its
+    source format (or `fmt`): a file on the host, so `device` then only says where decoding runs."""
+    dev = resolve(device)
     with Archive(path) as a:
         tensors = {}
         for name in a.names():
-            tensors[name] = a.tensor(name)
+            tensors[name] = a.tensor(name, dev)
             if progress:
                 progress(name)
         if out is None:
             return tensors
         src = a.header["source"]
+        tensors = {k: v.cpu() for k, v in tensors.items()}
         write_model(tensors, out, src["format"], src.get("layout") or {}, a.files(), fmt)
         return Path(out)
+
+
+def load_into(module: torch.nn.Module, path: str | os.PathLike, device: str | Device = "cpu",
+              strict: bool = True) -> torch.nn.Module:
+    """Decode a .zc into `module`'s parameters and buffers on `device`: the decoded tensors
+    become the parameters (load_state_dict(assign=True)), so nothing is decoded twice or copied."""
+    tensors = decompress(path, device=device)
+    try:
+        module.load_state_dict(tensors, strict=strict, assign=True)
+    except RuntimeError as e:
+        raise ZoocodecError(f"{path}: the tensors do not fit {type(module).__name__}: {str(e).splitlines()[0]}") from None
+    return module
 
 
 def inspect(path: str | os.PathLike) -> dict[str, Any]:
