@@ -128,7 +128,8 @@ def gpu_count() -> int:
 
 
 def why_no_gpu() -> str:
-    return _probe()[1]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return _probe()[1] + (f"; CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")
 
 
 @functools.cache

@@ -13,8 +13,9 @@ import torch
 from zoocodec.errors import ZoocodecError
 
 
-def decode(files: list[str], device_id: int = 0) -> list[torch.Tensor]:
-    """uint8 HWC RGB images, decoded by DALI's mixed (GPU) decoder, in the order given."""
+def decode(files: list[str], device_id: int | None = 0) -> list[torch.Tensor]:
+    """uint8 HWC RGB images, decoded by DALI's mixed (GPU) decoder on `device_id`, in the order
+    given; `device_id=None` runs DALI's CPU decoder in a CPU-only pipeline (no GPU needed)."""
     try:
         from nvidia.dali import fn, pipeline_def, types  # noqa: PLC0415
     except ImportError:
@@ -23,12 +24,13 @@ def decode(files: list[str], device_id: int = 0) -> list[torch.Tensor]:
     @pipeline_def(batch_size=1, num_threads=1, device_id=device_id, prefetch_queue_depth=1)
     def pipe():
         encoded, _ = fn.readers.file(files=files, random_shuffle=False)
-        return fn.decoders.image(encoded, device="mixed", output_type=types.RGB)
+        return fn.decoders.image(encoded, device="cpu" if device_id is None else "mixed", output_type=types.RGB)
 
     p = pipe()
     p.build()
     out = []
     for _ in files:
         (images,) = p.run()
-        out.append(torch.from_numpy(np.array(images.as_cpu().at(0))))
+        host = images if device_id is None else images.as_cpu()
+        out.append(torch.from_numpy(np.array(host.at(0))))
     return out

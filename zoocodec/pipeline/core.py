@@ -325,9 +325,15 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
     source format (or `fmt`): a file on the host, so `device` then only says where decoding runs."""
     dev = resolve(device)
     with Archive(path) as a:
+        on_device = {}
+        if dev.is_gpu:  # every payload the CUDA decoder takes, in one launch per dtype
+            from zoocodec.kernels import decode  # noqa: PLC0415
+
+            with dev.activate():
+                on_device = decode.tensors(a, a.names())
         tensors = {}
         for name in a.names():
-            tensors[name] = a.tensor(name, dev)
+            tensors[name] = on_device[name] if name in on_device else a.tensor(name, dev)
             if progress:
                 progress(name)
         if out is None:

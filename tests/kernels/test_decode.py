@@ -1,0 +1,152 @@
+"""The GPU decoder's host half (frame parsing, slot tables, batching) and its algorithm, on the CPU.
+
+`emulate` runs decode.cu's algorithm step for step in NumPy (eight lanes per substream, each
+renormalising lane taking the word at its rank among the lanes that read in this step,
+float64 dequantization rounded as the kernel rounds), over the same arrays run() uploads;
+it must give the CPU decoder's bytes. The kernel itself runs only in tests/kernels/test_decode_gpu.py.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from zoocodec.errors import ContainerError
+from zoocodec.kernels import decode as G
+from zoocodec.methods.base import from_float64
+from zoocodec.pipeline.core import Archive, compress
+
+
+def emulate(job: G.Job) -> np.ndarray:
+    """decode.cu on one job, in NumPy; raises ContainerError where the kernel sets bad[s]."""
+    s, numel = job.stream, math.prod(job.shape)
+    out = np.empty(numel, np.float64)
+    rows = len(job.steps)
+    row_len = numel // rows if rows > 1 else max(numel, 1)
+
+    def value(elem, sym):
+        return float(np.float64(sym + s.lo) * job.steps[elem // row_len if rows > 1 else 0])
+
+    if s.L == 0:
+        out[:] = [value(i, 0) for i in range(numel)]
+        return from_float64(out, job.dtype).reshape(job.shape)
+    slots, syms = G.slot_table(s.freq)
+    mask, data, at = (1 << s.L) - 1, bytes(s.data), 0
+    for i, length in enumerate(s.lengths):
+        q, m, first = data[at:at + length], min(s.chunk, s.count - i * s.chunk), i * s.chunk
+        at += length
+        lanes = 8 if m >= 4096 else 1
+        x = [int.from_bytes(q[4 * k:4 * k + 4], "little") for k in range(lanes)]
+        if min(x) < 1 << 16:
+            raise ContainerError("bad state")
+        pos = 4 * lanes
+        for j in range(0, m, lanes):
+            need = []
+            for k in range(min(lanes, m - j)):
+                e = int(slots[x[k] & mask])
+                out[first + j + k] = value(first + j + k, int(syms[x[k] & mask]))
+                x[k] = (e & 0xFFFF) * (x[k] >> s.L) + (e >> 16)
+                if x[k] < 1 << 16:
+                    need.append(k)
+            for rank, k in enumerate(need):  # the ballot: words in lane order
+                if pos + 2 * rank + 2 > length:
+                    raise ContainerError("substream ends early")
+                x[k] = (x[k] << 16) | int.from_bytes(q[pos + 2 * rank:pos + 2 * rank + 2], "little")
+            pos += 2 * len(need)
+        if pos != length or any(v != 1 << 16 for v in x):
+            raise ContainerError("substream does not end in its initial state")
+    return from_float64(out, job.dtype).reshape(job.shape)
+
+
+def weights(shape, dtype, seed=0, scale=0.05):
+    w = torch.from_numpy(np.random.default_rng(seed).laplace(0, scale, shape).astype(np.float32))
+    return w.to(getattr(torch, dtype))
+
+
+MODEL = {  # 8-lane substreams (>= 4096 symbols), a short last one, 1-lane ones, every dtype
+    "big.weight": weights((300, 700), "float32"),          # 210,000: 4 substreams, the last 13,392
+    "half.weight": weights((64, 100), "float16", 1),       # 6,400: one 8-lane substream, a partial last step
+    "bf.weight": weights((50, 60), "bfloat16", 2),          # 3,000: one lane
+    "const.weight": torch.full((80, 80), 0.25),            # one symbol: no coded bits
+}
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gpudec")
+    paths = {}
+    for spec in ("uniform:bits=8", "uniform:bits=3,per_tensor=true", "uniform:step=0.013"):
+        paths[spec] = tmp / f"{len(paths)}.zc"
+        compress(MODEL, paths[spec], spec, min_size=100)
+    return paths
+
+
+@pytest.mark.parametrize("spec", ["uniform:bits=8", "uniform:bits=3,per_tensor=true", "uniform:step=0.013"])
+def test_emulated_kernel_gives_the_cpu_bytes(archives, spec):
+    with Archive(archives[spec]) as a:
+        for name in MODEL:
+            job = G.job(a, name)
+            assert job is not None, name
+            assert emulate(job).tobytes() == a.read(name).tobytes(), name
+
+
+def test_batches_and_what_the_kernel_takes(tmp_path, archives):
+    with Archive(archives["uniform:bits=8"]) as a:
+        jobs = [G.job(a, n) for n in MODEL]
+        assert [j.stream.L > 0 for j in jobs] == [True, True, True, False]
+        assert [len(j.stream.lengths) for j in jobs] == [4, 1, 1, 0]
+    compress(MODEL, tmp_path / "m.zc", "kmeans:k=4", min_size=100,
+             overrides={"half*": "uniform:bits=8,coder=ctx", "bf*": "uniform:bits=8"})
+    with Archive(tmp_path / "m.zc") as a:  # other methods and coders decode on the host
+        assert G.job(a, "big.weight") is None and G.job(a, "half.weight") is None
+        assert G.job(a, "bf.weight") is not None
+
+
+def test_slot_table_matches_the_native_layout():
+    freq = np.array([3, 0, 1, 4], np.uint32)
+    fb, sym = G.slot_table(freq)
+    assert sym.tolist() == [0, 0, 0, 2, 3, 3, 3, 3]
+    assert (fb & 0xFFFF).tolist() == [3, 3, 3, 1, 4, 4, 4, 4] and (fb >> 16).tolist() == [0, 1, 2, 0, 0, 1, 2, 3]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_damage_is_an_error_never_garbage(archives, data):
+    """Flipped bytes in a stream: the parser or the emulated kernel refuses it, or it decodes
+    to exactly what the CPU decoder makes of the same bytes."""
+    from zoocodec.methods import Quantized, spec_from_dict
+
+    with Archive(archives["uniform:bits=8"]) as a:
+        e = a.entries["half.weight"]
+        raw = bytearray(a.container.segment("t", tuple(e["segments"]["symbols"])))
+        steps_seg = a.container.segment("t", tuple(e["segments"]["steps"]))
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] ^= data.draw(st.integers(1, 255))
+        spec = spec_from_dict(e["method"])
+        try:
+            cpu = spec.decode(e["side"], {"symbols": memoryview(bytes(raw)), "steps": steps_seg}, (64, 100), "float16")
+        except (ContainerError, ValueError):
+            cpu = None
+        stream = gpu = None
+        try:
+            stream = G.parse(bytes(raw), 6400, "t")
+            steps = np.frombuffer(bytes(steps_seg), "<f4").astype(np.float64)
+            gpu = None if stream is None else emulate(G.Job("half.weight", (64, 100), "float16", stream, steps))
+        except ContainerError:
+            pass
+        if stream is not None and gpu is not None:
+            assert cpu is not None and gpu.tobytes() == cpu.tobytes()
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no CUDA compiler here")
+def test_kernel_compiles_for_hopper(tmp_path):
+    src = Path(G.__file__).with_name("decode.cu")
+    r = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-std=c++17", "-o", str(tmp_path / "d.cubin"), str(src)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr

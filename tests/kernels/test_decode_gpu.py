@@ -1,0 +1,109 @@
+"""On a CUDA GPU: the rANS + dequantization kernel writes the CPU decoder's bytes, straight into
+torch CUDA tensors; damaged substreams raise ContainerError. Skips cleanly without a GPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import zoocodec
+from zoocodec import device as D
+from zoocodec.errors import ContainerError
+from zoocodec.kernels import decode as G
+from zoocodec.pipeline.core import Archive, compress, decompress
+
+pytestmark = pytest.mark.gpu
+if D.gpu_count() == 0 or not torch.cuda.is_available():
+    pytest.skip(f"no CUDA GPU for CuPy and torch ({D.why_no_gpu()})", allow_module_level=True)
+
+
+def weights(shape, dtype, seed=0, scale=0.05):
+    w = torch.from_numpy(np.random.default_rng(seed).laplace(0, scale, shape).astype(np.float32))
+    return w.to(getattr(torch, dtype))
+
+
+MODEL = {
+    "big.weight": weights((1000, 1000), "float32"),       # 16 substreams, the last short
+    "wide.weight": weights((3, 70000), "float32", 1),       # 3 rows of steps, 4 substreams
+    "half.weight": weights((64, 100), "float16", 2),        # one 8-lane substream
+    "bf.weight": weights((50, 60), "bfloat16", 3),           # one lane
+    "bf2.weight": weights((512, 512), "bfloat16", 4),
+    "const.weight": torch.full((80, 80), 0.25),
+    "empty.weight": torch.zeros((0, 5000)),
+    "conv.weight": weights((64, 32, 3, 3), "float32", 5),
+}
+SPECS = ["uniform:bits=8", "uniform:bits=4", "uniform:bits=3,per_tensor=true", "uniform:step=0.013",
+         "uniform:bits=12", "uniform:bits=16"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_gpu_decode_equals_cpu_decode(spec, tmp_path):
+    compress(MODEL, tmp_path / "m.zc", spec, min_size=100)
+    cpu = decompress(tmp_path / "m.zc")
+    gpu = zoocodec.load(tmp_path / "m.zc", device="cuda")
+    with Archive(tmp_path / "m.zc") as a:
+        taken = {n for n in a.names() if G.job(a, n) is not None}
+    assert taken >= {"big.weight", "wide.weight", "half.weight", "bf.weight", "bf2.weight"}
+    for name, t in cpu.items():
+        g = gpu[name]
+        assert g.is_cuda and g.dtype == t.dtype and g.shape == t.shape, name
+        assert torch.equal(bits(g.cpu()), bits(t)), name
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bits (so -0.0 and 0.0 differ)."""
+    return t.view(torch.int32 if t.element_size() == 4 else torch.int16)
+
+
+def test_one_tensor_and_load_into(tmp_path):
+    compress(MODEL, tmp_path / "m.zc", "uniform:bits=8", min_size=100)
+    with Archive(tmp_path / "m.zc") as a:
+        g = a.tensor("big.weight", "cuda:0")
+        assert g.is_cuda and torch.equal(g.cpu(), a.tensor("big.weight"))
+    net = torch.nn.Linear(1000, 1000, bias=False)
+    compress({"weight": MODEL["big.weight"]}, tmp_path / "n.zc", "uniform:bits=8", min_size=100)
+    zoocodec.load_into(net, tmp_path / "n.zc", device="cuda")
+    assert net.weight.is_cuda and torch.equal(net.weight.detach().cpu(), decompress(tmp_path / "n.zc")["weight"])
+
+
+def test_damage_gives_an_error_or_the_cpu_decoders_bytes(tmp_path):
+    """Flipped bytes in the substreams: the kernel flags the substream, or (where the damage
+    still leaves a valid stream) writes exactly what the CPU decoder makes of it."""
+    from zoocodec.methods import spec_from_dict
+
+    compress({"w": MODEL["big.weight"]}, tmp_path / "m.zc", "uniform:bits=8", min_size=100)
+    with Archive(tmp_path / "m.zc") as a:
+        e = a.entries["w"]
+        payload = bytes(a.container.segment("t", tuple(e["segments"]["symbols"])))
+        steps = bytes(a.container.segment("t", tuple(e["segments"]["steps"])))
+        job = G.job(a, "w")
+    spec = spec_from_dict(e["method"])
+    body_at = len(payload) - len(job.stream.data)
+    rng = np.random.default_rng(0)
+    errors = 0
+    for _ in range(50):
+        damaged = bytearray(payload)
+        damaged[body_at + int(rng.integers(0, len(payload) - body_at))] ^= int(rng.integers(1, 256))
+        try:
+            cpu = spec.decode(e["side"], {"symbols": memoryview(bytes(damaged)), "steps": memoryview(steps)},
+                              (1000, 1000), "float32")
+        except ContainerError:
+            cpu = None
+        job.stream = G.parse(bytes(damaged), 1000 * 1000, "t")
+        try:
+            gpu = G.run([job])[0].get()
+        except ContainerError:
+            errors += 1
+            assert cpu is None
+            continue
+        assert cpu is not None and gpu.tobytes() == cpu.tobytes()
+    assert errors >= 40
+
+
+def test_many_tensors_one_launch_matches(tmp_path):
+    model = {f"layer{i}.weight": weights((384, 384), "float32", i) for i in range(24)}
+    compress(model, tmp_path / "m.zc", "uniform:bits=6", min_size=100)
+    cpu = decompress(tmp_path / "m.zc")
+    with Archive(tmp_path / "m.zc") as a:
+        gpu = G.tensors(a, a.names())
+    assert set(gpu) == set(cpu) and all(torch.equal(gpu[k].cpu(), cpu[k]) for k in cpu)

@@ -1,0 +1,141 @@
+// Decode the native engine's order-0 rANS substreams on the GPU, with uniform
+// dequantization fused: the output is the tensor's native float bits.
+//
+// Format: zoocodec/codecs/native/rans.h. A substream of m symbols has lanes(m) 32-bit
+// states (8, or 1 below 4096 symbols; symbol j uses state j mod 8), then 16-bit words in
+// the order the CPU decoder reads them. Eight threads decode one 8-lane substream: step g
+// decodes symbols 8g..8g+7 (thread k symbol 8g+k); the threads that renormalise read
+// consecutive words in lane order, so each finds its word from a ballot of the group
+// (popc of the lanes below it that also read). One thread decodes a 1-lane substream.
+//
+// Many tensors decode in one launch: substream s belongs to tensor tensor_of[s], whose
+// slot table, offset `lo`, steps and output start are per tensor. Every read is bounds-
+// checked against the substream's length; a damaged substream sets bad[s] (the host
+// raises ContainerError) and never reads or writes outside its own ranges.
+//
+// value = (double)(symbol + lo) * step[row] in float64, then rounded to the output dtype
+// exactly as NumPy does on the CPU (methods/base.from_float64), so the bytes are equal.
+#include <cuda_fp16.h>
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define LANES 8
+#define STATE_LO 65536u
+
+template <int KIND>  // 0 float32, 1 float16, 2 bfloat16 (as uint16 bits)
+__device__ __forceinline__ void store(void* out, u64 i, double v) {
+  if (KIND == 0) {
+    reinterpret_cast<float*>(out)[i] = __double2float_rn(v);
+  } else if (KIND == 1) {
+    reinterpret_cast<unsigned short*>(out)[i] = __half_as_ushort(__double2half(v));
+  } else {
+    u32 b = __float_as_uint(__double2float_rn(v));
+    b = b + 0x7FFFu + ((b >> 16) & 1u);  // nearest-even, as from_float64
+    reinterpret_cast<unsigned short*>(out)[i] = (unsigned short)(b >> 16);
+  }
+}
+
+struct Tensor {
+  u64 out_start;   // first element of the tensor in the output buffer
+  u64 row_len;     // elements per row of the 2-D view (steps are per row)
+  long long lo;    // symbol offset (ans: lo)
+  u32 table;       // offset of its slot table in `slots`
+  u32 L;           // probability precision (1..16); 0: every symbol is `lo`
+  u32 steps;       // offset of its steps in `steps`
+  u32 rows;        // number of steps (1: one for the tensor)
+};
+
+__device__ __forceinline__ u32 load16(const unsigned char* p) { return u32(p[0]) | u32(p[1]) << 8; }
+__device__ __forceinline__ u32 load32(const unsigned char* p) {
+  return u32(p[0]) | u32(p[1]) << 8 | u32(p[2]) << 16 | u32(p[3]) << 24;
+}
+
+// slots[table + x & mask] = freq | bias << 16 ; syms[table + ...] = symbol
+template <int KIND>
+__device__ void emit(void* out, const Tensor& t, const double* steps, u64 elem, u32 sym) {
+  u64 row = t.rows > 1 ? elem / t.row_len : 0;
+  double v = (double)((long long)sym + t.lo) * steps[t.steps + row];
+  store<KIND>(out, t.out_start + elem, v);
+}
+
+template <int KIND>
+__device__ void decode(const unsigned char* data, const u64* sub_off, const u32* sub_len, const u64* sub_first,
+                       const u32* sub_count, const u32* tensor_of, const Tensor* tensors, const u32* slots,
+                       const unsigned short* syms, const double* steps, void* out, int* bad, u64 nsub) {
+  const u64 tid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+  const u64 s = tid / LANES;
+  const int k = (int)(tid % LANES);
+  if (s >= nsub) return;  // whole groups leave together (blockDim is a multiple of 8)
+  const Tensor t = tensors[tensor_of[s]];
+  const u32 m = sub_count[s];
+  const u64 first = sub_first[s];
+  if (t.L == 0) {  // a constant tensor: no coded bits
+    for (u32 j = k; j < m; j += LANES) emit<KIND>(out, t, steps, first + j, 0);
+    return;
+  }
+  const unsigned char* q = data + sub_off[s];
+  const u32 len = sub_len[s];
+  const u32 mask = (1u << t.L) - 1;
+  const u32* slot = slots + t.table;
+  const unsigned short* sym = syms + t.table;
+  if (m < 4096) {  // one lane: thread 0 of the group walks it
+    if (k != 0) return;
+    if (len < 4) { bad[s] = 1; return; }
+    u32 x = load32(q), pos = 4;
+    if (x < STATE_LO) { bad[s] = 1; return; }
+    for (u32 j = 0; j < m; ++j) {
+      const u32 e = slot[x & mask];
+      emit<KIND>(out, t, steps, first + j, sym[x & mask]);
+      x = (e & 0xFFFFu) * (x >> t.L) + (e >> 16);
+      if (x < STATE_LO) {
+        if (pos + 2 > len) { bad[s] = 1; return; }
+        x = (x << 16) | load16(q + pos);
+        pos += 2;
+      }
+    }
+    if (pos != len || x != STATE_LO) bad[s] = 1;
+    return;
+  }
+  const u32 lane = threadIdx.x & 31;
+  const u32 group = 0xFFu << (lane & ~7u);  // the 8 threads of this substream in the warp
+  int broken = len < 4 * LANES;
+  u32 x = broken ? STATE_LO : load32(q + 4 * k);
+  broken |= x < STATE_LO;
+  broken = __any_sync(group, broken);
+  u32 pos = 4 * LANES;
+  for (u32 j = 0; j < m && !broken; j += LANES) {
+    const bool active = j + k < m;
+    bool need = false;
+    if (active) {
+      const u32 e = slot[x & mask];
+      emit<KIND>(out, t, steps, first + j + k, sym[x & mask]);
+      x = (e & 0xFFFFu) * (x >> t.L) + (e >> 16);
+      need = x < STATE_LO;
+    }
+    const u32 reads = (__ballot_sync(group, need) >> (lane & ~7u)) & 0xFFu;
+    if (need) {
+      const u32 at = pos + 2 * __popc(reads & ((1u << k) - 1));
+      if (at + 2 > len) broken = 1;
+      else x = (x << 16) | load16(q + at);
+    }
+    pos += 2 * __popc(reads);
+    broken = __any_sync(group, broken);
+  }
+  if (broken || pos != len || __any_sync(group, x != STATE_LO)) {
+    if (k == 0) bad[s] = 1;
+  }
+}
+
+#define KERNEL(NAME, KIND)                                                                               \
+  extern "C" __global__ void NAME(const unsigned char* data, const u64* sub_off, const u32* sub_len,     \
+                                  const u64* sub_first, const u32* sub_count, const u32* tensor_of,     \
+                                  const Tensor* tensors, const u32* slots, const unsigned short* syms,  \
+                                  const double* steps, void* out, int* bad, u64 nsub) {                 \
+    decode<KIND>(data, sub_off, sub_len, sub_first, sub_count, tensor_of, tensors, slots, syms, steps,   \
+                 out, bad, nsub);                                                                        \
+  }
+
+KERNEL(rans_dequant_f32, 0)
+KERNEL(rans_dequant_f16, 1)
+KERNEL(rans_dequant_bf16, 2)
