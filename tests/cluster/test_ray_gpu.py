@@ -27,7 +27,10 @@ def placeholder_gpu_ray():
         pytest.skip("ray is not installed (pip install 'zoocodec[ray]')")
     if D.gpu_count():
         pytest.skip("this machine has a real GPU: the placeholder case is for CPU machines")
-    os.environ.setdefault("RAY_AUTH_MODE", "token")  # read when Ray is imported (zoocodec.cluster's rule)
+    import sys
+
+    if "ray" not in sys.modules:  # Ray reads the mode once, at import; the GCS it starts reads the environment
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
