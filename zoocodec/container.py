@@ -24,6 +24,8 @@ from typing import Any
 
 import zstandard
 
+from zoocodec import budget
+from zoocodec.budget import unzstd
 from zoocodec.errors import ContainerError
 from zoocodec.fsutil import plain_relpath, publish
 
@@ -138,12 +140,13 @@ class Container:
         raw = buf[header_offset : header_offset + header_len]
         if zlib.crc32(raw) != header_crc:
             raise ContainerError(f"{path}: header checksum mismatch")
+        text = unzstd(raw, budget.header_limit(header_len, MAX_HEADER), f"{path}: header", exact=False)
         try:
-            header = json.loads(zstandard.ZstdDecompressor().decompress(raw, max_output_size=MAX_HEADER))
-        except zstandard.ZstdError as e:
-            raise ContainerError(f"{path}: header cannot be decompressed ({e})") from None
+            header = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ContainerError(f"{path}: header is not valid JSON ({e})") from None
+        except (RecursionError, MemoryError) as e:
+            raise ContainerError(f"{path}: header is too deeply nested or too large ({type(e).__name__})") from None
         _validate_header(path, header, header_offset)
         return header
 
@@ -154,6 +157,26 @@ class Container:
         if zlib.crc32(data) != crc:
             raise ContainerError(f"{self.path}: payload of {where} is corrupt (CRC mismatch)")
         return data
+
+    def file_sizes(self) -> dict[str, int]:
+        """Each attached file's size as its zstd frame declares it, checked against what compress attaches."""
+        fmt = self.header["source"].get("format")
+        sizes = {}
+        for name, (offset, length, _) in self.header["files"].items():
+            what = f"{self.path}: attached file {name!r}"
+            sizes[name] = budget.declared_size(self._buffer[offset : offset + min(length, 18)], what)
+            if sizes[name] > budget.attached_limit(name, fmt):
+                raise ContainerError(f"{what} claims {sizes[name]:,} bytes; compress attaches at most "
+                                     f"{budget.attached_limit(name, fmt):,}")
+        return sizes
+
+    def files(self) -> dict[str, bytes]:
+        """The model's attached files (ONNX graph, Hugging Face config and tokenizer), inflated."""
+        sizes = self.file_sizes()
+        budget.check_total(f"{self.path}: the attached files", [], sum(sizes.values()))
+        return {name: unzstd(self.segment(f"file {name!r}", tuple(seg)), sizes[name],
+                             f"{self.path}: attached file {name!r}")
+                for name, seg in self.header["files"].items()}
 
     def close(self) -> None:
         if self._buffer is not None:

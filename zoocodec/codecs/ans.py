@@ -19,6 +19,7 @@ import zstandard
 
 from dataclasses import dataclass
 
+from zoocodec.budget import unzstd
 from zoocodec.codecs import native
 from zoocodec.codecs.base import CoderSpec, register_coder
 from zoocodec.codecs.wire import Reader, put_svarint, put_uvarint
@@ -142,12 +143,7 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
         width = r.byte()
         if width not in (1, 2, 4, 8):
             raise r.fail(f"bad symbol width {width}")
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(bytes(r.rest()), max_output_size=n * width)
-        except zstandard.ZstdError as e:
-            raise r.fail(f"zstd: {e}") from None
-        if len(raw) != n * width:
-            raise r.fail("packed symbols have the wrong length")
+        raw = unzstd(r.rest(), n * width, "corrupt entropy-coded payload: packed symbols")
         return np.frombuffer(raw, dtype=f"<u{width}").astype(np.int64) + lo
     if mode != ANS:
         raise r.fail(f"unknown coder mode {mode}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import zstandard
 
+from zoocodec.budget import unzstd
 from zoocodec.codecs import native
 from zoocodec.codecs.wire import Reader, put_uvarint
 from zoocodec.errors import ContainerError
@@ -89,15 +90,7 @@ def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int =
         mode = r.byte()
         body = r.take(r.uvarint(limit=len(r.data)))
         if mode == ZSTD:
-            try:
-                declared = zstandard.get_frame_parameters(bytes(body[:18])).content_size
-                if declared not in (n, 0, zstandard.CONTENTSIZE_UNKNOWN):
-                    raise r.fail(f"zstd plane declares {declared} bytes, expected {n}")
-                body = zstandard.ZstdDecompressor().decompress(bytes(body), max_output_size=n)
-            except zstandard.ZstdError as e:
-                raise r.fail(f"zstd plane: {e}") from None
-            if len(body) != n:
-                raise r.fail("zstd plane has the wrong length")
+            body = unzstd(body, n, "corrupt float payload: zstd plane")
             mode = RAW
         elif mode not in (RAW, ORDER0):
             raise r.fail(f"unknown plane mode {mode}")

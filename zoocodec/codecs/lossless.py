@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
+from zoocodec.budget import unzstd
 from zoocodec.codecs import floatplanes
 from zoocodec.codecs.base import CoderSpec, register_coder
 from zoocodec.errors import ContainerError, SpecError
@@ -39,14 +40,7 @@ class Zstd(CoderSpec):
         return zstandard.ZstdCompressor(level=self.level).compress(a.astype(_le(a.dtype), copy=False).tobytes())
 
     def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
-        size = math.prod(shape) * np.dtype(dtype).itemsize
-        try:  # a frame that declares its size inflates to it whatever max_output_size says
-            declared = zstandard.get_frame_parameters(bytes(data)).content_size
-            if declared not in (size, 0, zstandard.CONTENTSIZE_UNKNOWN):
-                raise ContainerError(f"corrupt zstd payload: declares {declared} bytes, expected {size}")
-            raw = zstandard.ZstdDecompressor().decompress(bytes(data), max_output_size=size)
-        except zstandard.ZstdError as e:
-            raise ContainerError(f"corrupt zstd payload: {e}") from None
+        raw = unzstd(data, math.prod(shape) * np.dtype(dtype).itemsize, "corrupt zstd payload")
         return _exact(raw, shape, dtype)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import zstandard
 
-from zoocodec import __version__
+from zoocodec import __version__, budget
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.device import Device, resolve
 from zoocodec.errors import ContainerError, NonFiniteError, ZoocodecError
@@ -272,8 +272,10 @@ class ArchiveBase:
             spec = spec_from_dict(e["method"])
             segments = {k: self.container.segment(where, tuple(v)) for k, v in e["segments"].items()}
             shape = tuple(e["shape"])
-            native_dtype(e["dtype"])
+            budget.check_tensor(where, math.prod(shape), native_dtype(e["dtype"]).itemsize)
             array = run(spec, e["side"], segments, shape, e["dtype"])
+        except MemoryError:
+            raise ContainerError(f"{self.container.path}: {where}: out of memory decoding it") from None
         except ContainerError as err:
             raise ContainerError(f"{self.container.path}: {where}: {err}") from None
         except ZoocodecError as err:
@@ -286,14 +288,13 @@ class ArchiveBase:
 
     def files(self) -> dict[str, bytes]:
         """The model's attached files (ONNX graph, Hugging Face config and tokenizer)."""
-        out = {}
-        for name, seg in self.header["files"].items():
-            data = self.container.segment(f"file {name!r}", tuple(seg))
-            try:
-                out[name] = zstandard.ZstdDecompressor().decompress(bytes(data), max_output_size=1 << 30)
-            except zstandard.ZstdError as e:
-                raise ContainerError(f"{self.container.path}: attached file {name!r} is corrupt ({e})") from None
-        return out
+        return self.container.files()
+
+    def check_budget(self) -> None:
+        """Refuse, before decoding anything, a file whose full decode would pass the memory budget."""
+        claims = [(math.prod(e["shape"]), native_dtype(e["dtype"]).itemsize) for e in self.entries.values()]
+        budget.check_total(f"{self.container.path}: decoding every tensor", claims,
+                           sum(self.container.file_sizes().values()))
 
 
 class Archive(ArchiveBase):
@@ -325,6 +326,7 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
     source format (or `fmt`): a file on the host, so `device` then only says where decoding runs."""
     dev = resolve(device)
     with Archive(path) as a:
+        a.check_budget()
         on_device = {}
         if dev.is_gpu:  # every payload the CUDA decoder takes, in one launch per dtype
             from zoocodec.kernels import decode  # noqa: PLC0415
