@@ -70,11 +70,11 @@ class Forge:
     def attach(self, name: str, content: bytes) -> None:
         self.header["files"][name] = self.add(zstandard.ZstdCompressor().compress(content))
 
-    def to_bytes(self, header_frame: bytes | None = None) -> bytes:
-        """The file; `header_frame` replaces the compressed header (e.g. a zstd bomb)."""
+    def to_bytes(self, header_frame: bytes | None = None, json_text: bytes | None = None) -> bytes:
+        """The file; `header_frame` replaces the compressed header (e.g. a zstd bomb), `json_text` its text."""
         body = bytearray(self.body) + bytes(-len(self.body) % ALIGN)
         if header_frame is None:
-            text = json.dumps(self.header, sort_keys=True).encode()
+            text = json_text or json.dumps(self.header, sort_keys=True).encode()
             header_frame = zstandard.ZstdCompressor().compress(text)
         offset = len(body)
         body += header_frame + bytes(-len(header_frame) % ALIGN)

@@ -12,9 +12,9 @@ from safetensors.torch import load_file, save_file
 import zoocodec
 from support import Forge, run_cli
 from zoocodec.codecs import ans, floatplanes
+from zoocodec.codecs.lossless import Zstd
 from zoocodec.codecs.wire import put_svarint, put_uvarint
 from zoocodec.errors import ContainerError
-from zoocodec.methods.lossless import Lossless
 
 
 @pytest.fixture(scope="module")
@@ -155,14 +155,16 @@ def test_header_bomb_of_real_bytes(tmp_path, monkeypatch, capsys, uniform_zc, de
 def test_tensor_claiming_more_than_memory(tmp_path, monkeypatch, capsys, uniform_zc):
     f = Forge(uniform_zc)
     z = f.header["tensors"][1]
-    z["shape"], z["segments"]["symbols"] = [1 << 17, 1 << 17], f.add(constant_ans(1 << 34))
+    z["shape"] = z["side"]["symbols"]["symbols"] = [1 << 17, 1 << 17]
+    z["segments"]["symbols"] = f.add(constant_ans(1 << 34))
     expect_refused(tmp_path, monkeypatch, capsys, f, match="more than the budget")
 
 
 def test_max_memory_is_the_users_limit(tmp_path, monkeypatch, capsys, uniform_zc):
     f = Forge(uniform_zc)
     z = f.header["tensors"][1]
-    z["shape"], z["segments"]["symbols"] = [1 << 12, 1 << 12], f.add(constant_ans(1 << 24))  # 64 MiB of fp32
+    z["shape"] = z["side"]["symbols"]["symbols"] = [1 << 12, 1 << 12]  # 64 MiB of fp32
+    z["segments"]["symbols"] = f.add(constant_ans(1 << 24))
     expect_refused(tmp_path, monkeypatch, capsys, f, "--max-memory", "100M", match="--max-memory")
     code, err, out = decompress_forged(tmp_path, monkeypatch, capsys, f, "--max-memory", "2G", name="m.safetensors")
     assert code == 0, err
@@ -189,8 +191,100 @@ def test_every_zstd_site_checks_the_declared_size():
     sites = [
         lambda: ans.decode(bytes(packed) + bomb, 16),
         lambda: floatplanes.decode(bytes(plane) + bomb, 16, np.dtype("<f4")),
-        lambda: Lossless(coder="zstd").decode({"coder": "zstd"}, {"data": bomb}, (4, 4), "float32"),
+        lambda: Zstd().decode(bomb, (4, 4), np.uint32),
     ]
     for site in sites:
         with pytest.raises(ContainerError, match="declares"):
             site()
+
+
+# ---- schema: every header field checked, one line for each -------------------------------------
+def tensor0(h):
+    return h["tensors"][0]
+
+
+SCHEMA_CASES = {
+    "nested 1000 deep": lambda h: h["meta"].update(deep="DEEP"),  # json.dumps itself cannot nest so deep
+    "source format unknown": lambda h: h["source"].update(format="bogus"),
+    "source format a list": lambda h: h["source"].update(format=["hf"]),
+    "source layout a list": lambda h: h["source"].update(layout=[]),
+    "source name a number": lambda h: h["source"].update(name=7),
+    "layout metadata not strings": lambda h: h["source"].update(format="safetensors", layout={"metadata": {"a": 1}}),
+    "layout nest unknown": lambda h: h["source"].update(format="pytorch", layout={"nest": "x", "prefix": ""}),
+    "layout prefix unknown": lambda h: h["source"].update(format="pytorch", layout={"nest": None, "prefix": 3}),
+    "layout unknown key": lambda h: h["source"].update(layout={"evil": 1}),
+    "stats a string": lambda h: tensor0(h).update(stats="x"),
+    "stats mse a string": lambda h: tensor0(h).update(stats={"mse": "0"}),
+    "tensors an object": lambda h: h.update(tensors={}),
+    "tensor a list": lambda h: h["tensors"].append([]),
+    "shape negative": lambda h: tensor0(h).update(shape=[-1, 80]),
+    "shape float": lambda h: tensor0(h).update(shape=[64.0, 80]),
+    "shape bool": lambda h: tensor0(h).update(shape=[True, 80]),
+    "shape a string": lambda h: tensor0(h).update(shape="64x80"),
+    "dtype unknown": lambda h: tensor0(h).update(dtype="complex64"),
+    "method a string": lambda h: tensor0(h).update(method="uniform"),
+    "method unknown": lambda h: tensor0(h)["method"].update(method="evil"),
+    "method step a string": lambda h: tensor0(h)["method"].update(step="0.01"),
+    "method step NaN": lambda h: tensor0(h)["method"].update(step=float("nan")),
+    "method bits float": lambda h: tensor0(h)["method"].update(step=None, bits=8.0),
+    "method per_tensor int": lambda h: tensor0(h)["method"].update(per_tensor=1),
+    "method unknown parameter": lambda h: tensor0(h)["method"].update(evil=1),
+    "coder parameter a float": lambda h: tensor0(h)["method"].update(coder={"coder": "zstd", "version": 1, "level": 19.0}),
+    "coder parameter a string": lambda h: tensor0(h)["method"].update(coder={"coder": "zstd", "version": 1, "level": "9"}),
+    "coder unknown": lambda h: tensor0(h)["method"].update(coder={"coder": "evil", "version": 1}),
+    "side a list": lambda h: tensor0(h).update(side=[]),
+    "segment a bool offset": lambda h: tensor0(h)["segments"].update(symbols=[True, 1, 0]),
+    "segment crc too large": lambda h: tensor0(h)["segments"]["symbols"].__setitem__(2, 1 << 40),
+    "files a list": lambda h: h.update(files=[]),
+    "format_version a string": lambda h: h.update(format_version="1"),
+    "meta a list": lambda h: h.update(meta=[]),
+    "sequence meta garbage": lambda h: h["meta"].update(sequence={"members": "ab", "mode": "delta"}),
+}
+
+
+@pytest.mark.parametrize("command", ["decompress", "inspect"])
+@pytest.mark.parametrize("case", sorted(SCHEMA_CASES))
+def test_header_schema(tmp_path, monkeypatch, capsys, uniform_zc, case, command):
+    f = Forge(uniform_zc)
+    SCHEMA_CASES[case](f.header)
+    zc = tmp_path / "evil.zc"
+    zc.write_bytes(f.to_bytes(json_text=json.dumps(f.header).replace('"DEEP"', "[" * 1000 + "]" * 1000).encode()))
+    args = ["-o", tmp_path / "out.safetensors"] if command == "decompress" else ["--json"]
+    code, out, err = run_cli(monkeypatch, capsys, command, zc, *args)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "invalid header" in err or "not valid JSON" in err, err
+
+
+def test_kmeans_k_of_the_wrong_json_type(tmp_path, monkeypatch, capsys):
+    zoocodec.compress({"w": torch.randn(64, 80)}, tmp_path / "k.zc", "kmeans:k=16")
+    for k in ("16", 16.0, True, None):
+        f = Forge((tmp_path / "k.zc").read_bytes())
+        tensor0(f.header)["method"]["k"] = k
+        code, _, err = run_cli(monkeypatch, capsys, "decompress", f.write(tmp_path / "e.zc"), "-o", tmp_path / "o.pt")
+        assert code == 2 and err.count("\n") == 1 and "parameter k=" in err, err
+
+
+# ---- files compress writes must decode; decoders refuse non-finite parameters -----------------
+@pytest.mark.parametrize("spec", ["rdoq", "dq", "rdoq:step=0.01", "uniform", "kmeans:k=4"])
+def test_empty_rows_round_trip(tmp_path, spec):
+    zoocodec.compress({"e": torch.zeros(128, 0), "f": torch.zeros(0, 5)}, tmp_path / "e.zc", spec, min_size=0)
+    back = zoocodec.decompress(tmp_path / "e.zc")
+    assert back["e"].shape == (128, 0) and back["f"].shape == (0, 5)
+
+
+BAD_ARRAYS = [("uniform:bits=8", "steps", bad) for bad in (float("nan"), float("inf"), -1.0, 0.0)] + [
+    (spec, "codebook", bad) for spec in ("kmeans:k=4", "kmeans:k=4,codebook=float16") for bad in (float("nan"), float("inf"))]
+
+
+@pytest.mark.parametrize("spec,array,bad", BAD_ARRAYS)
+def test_non_finite_or_negative_steps_and_codebooks(tmp_path, spec, array, bad):
+    zoocodec.compress({"w": torch.randn(64, 80)}, tmp_path / "n.zc", spec)
+    f = Forge((tmp_path / "n.zc").read_bytes())
+    t = tensor0(f.header)
+    off, length, _ = t["segments"][array]
+    dtype = "<f2" if "float16" in spec else "<f4"
+    values = np.frombuffer(bytes(f.body[off:off + length]), dtype=dtype).copy()
+    values[0] = bad
+    t["segments"][array] = f.add(values.tobytes())
+    with pytest.raises(ContainerError, match="not finite|positive"):
+        zoocodec.decompress(f.write(tmp_path / "e.zc"))

@@ -8,7 +8,8 @@
 All integers little-endian. The header comes last so a model streams tensor by tensor
 into the file; the trailer finds it. Each segment carries a CRC32 in the header so one
 tensor can be read and checked without reading the others; a full read checks the
-SHA-256 of the whole file too. Output goes to a temp file renamed into place on success.
+SHA-256 of the whole file too. Output goes to a temp file renamed into place on success
+(zoocodec.fsutil.atomic_file).
 """
 from __future__ import annotations
 
@@ -17,17 +18,16 @@ import json
 import mmap
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 import zstandard
 
-from zoocodec import budget
+from zoocodec import budget, schema
 from zoocodec.budget import unzstd
-from zoocodec.errors import ContainerError
-from zoocodec.fsutil import plain_relpath, publish
+from zoocodec.errors import ContainerError, ZoocodecError
+from zoocodec.fsutil import atomic_file
 
 MAGIC = b"ZOOCODEC"
 TRAILER_MAGIC = b"ZCTRAILR"
@@ -53,10 +53,15 @@ class Container:
     @classmethod
     def create(cls, path: str | os.PathLike) -> Container:
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-        f = os.fdopen(fd, "wb")
+        output = atomic_file(path)
+        tmp = output.__enter__()
+        try:
+            f = open(tmp, "wb")
+        except OSError as e:
+            output.__exit__(type(e), e, None)
+            raise ZoocodecError(f"{path}: cannot write it ({e.strerror})") from None
         c = cls(path, {}, None, f)
-        c._tmp = Path(tmp)
+        c._output = output
         c._sha = hashlib.sha256()
         c._pos = 0
         c._write(PREAMBLE)
@@ -83,10 +88,16 @@ class Container:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self._finish()
+            try:
+                self._finish()
+            except BaseException as e:
+                self._file.close()
+                self._output.__exit__(type(e), e, e.__traceback__)
+                raise
+            self._output.__exit__(None, None, None)
         else:
             self._file.close()
-            self._tmp.unlink(missing_ok=True)
+            self._output.__exit__(exc_type, exc, tb)
 
     def _finish(self) -> None:
         self._pad()
@@ -97,10 +108,7 @@ class Container:
         self._pad()
         self._write(struct.pack("<QQII", header_offset, len(header), zlib.crc32(header), 0) + TRAILER_MAGIC)
         self._file.write(self._sha.digest())
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
-        publish(self._tmp, self.path)
 
     # ---- reading -------------------------------------------------------------------
     @classmethod
@@ -141,13 +149,8 @@ class Container:
         if zlib.crc32(raw) != header_crc:
             raise ContainerError(f"{path}: header checksum mismatch")
         text = unzstd(raw, budget.header_limit(header_len, MAX_HEADER), f"{path}: header", exact=False)
-        try:
-            header = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ContainerError(f"{path}: header is not valid JSON ({e})") from None
-        except (RecursionError, MemoryError) as e:
-            raise ContainerError(f"{path}: header is too deeply nested or too large ({type(e).__name__})") from None
-        _validate_header(path, header, header_offset)
+        header = schema.parse(path, text)
+        schema.validate(path, header, FORMAT_VERSION, header_offset, ALIGN)
         return header
 
     def segment(self, where: str, seg: Segment) -> bytes:
@@ -182,78 +185,3 @@ class Container:
         if self._buffer is not None:
             self._buffer.close()
             self._buffer = None
-
-
-def _validate_header(path: Path, h: Any, limit: int) -> None:
-    def bad(why: str) -> ContainerError:
-        return ContainerError(f"{path}: invalid header: {why}")
-
-    if not isinstance(h, dict):
-        raise bad("not an object")
-    for key, kind in (("format_version", int), ("tensors", list), ("source", dict), ("files", dict)):
-        if not isinstance(h.get(key), kind):
-            raise bad(f"field {key!r} missing or not {kind.__name__}")
-    if h["format_version"] != FORMAT_VERSION:
-        raise bad(f"format_version {h['format_version']}")
-    spans: list[tuple[int, int, str]] = []
-
-    def check_segments(owner: str, segs: Any) -> None:
-        if not isinstance(segs, dict):
-            raise bad(f"segments of {owner} are not an object")
-        for name, seg in segs.items():
-            if not (isinstance(seg, list) and len(seg) == 3 and all(isinstance(v, int) and v >= 0 for v in seg)):
-                raise bad(f"segment {name!r} of {owner} is malformed")
-            off, length, _ = seg
-            if off % ALIGN or off < ALIGN or off + length > limit:
-                raise bad(f"segment {name!r} of {owner} lies outside the payload area")
-            spans.append((off, length, owner))
-
-    names = set()
-    for i, t in enumerate(h["tensors"]):
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-            raise bad(f"tensor #{i} has no name")
-        name = t["name"]
-        if name in names:
-            raise bad(f"tensor {name!r} appears twice")
-        names.add(name)
-        shape = t.get("shape")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and 0 <= d < 1 << 40 for d in shape)):
-            raise bad(f"shape of {name!r} is invalid")
-        for key, kind in (("dtype", str), ("method", dict), ("side", dict)):
-            if not isinstance(t.get(key), kind):
-                raise bad(f"field {key!r} of tensor {name!r} missing or not {kind.__name__}")
-        check_segments(f"tensor {name!r}", t.get("segments"))
-    check_segments("the attached files", h["files"])
-    _check_output_names(h, bad)
-    spans.sort()
-    for (a, alen, aname), (b, _, bname) in zip(spans, spans[1:]):
-        if a + alen > b:
-            raise bad(f"payloads of {aname} and {bname} overlap")
-
-
-def _check_output_names(h: dict, bad) -> None:
-    """Every header name that becomes a path on decompress is a plain relative name, and no two collide."""
-    layout = h["source"].get("layout", {})
-    if not isinstance(layout, dict):
-        raise bad("source layout is not an object")
-    shards = layout.get("shards", {})
-    if not isinstance(shards, dict) or not all(isinstance(k, str) for k in shards):
-        raise bad("source layout shards are not an object")
-    if not all(isinstance(v, str) for v in shards.values()):
-        raise bad("source layout shards map a tensor to something that is not a name")
-    shard_names = list(dict.fromkeys(shards.values()))
-    names: set[str] = set()
-    for kind, name in [("attached file", n) for n in h["files"]] + [("shard", s) for s in shard_names]:
-        why = plain_relpath(name)
-        if why is None and kind == "shard" and not name.endswith(".safetensors"):
-            why = "does not end in .safetensors"
-        if why:
-            raise bad(f"{kind} name {name!r} {why}")
-        if name in names:
-            raise bad(f"{kind} name {name!r} is used twice")
-        names.add(name)
-    for name in names:
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in names:
-                raise bad(f"{name!r} lies inside {'/'.join(parts[:i])!r}, which is a file")

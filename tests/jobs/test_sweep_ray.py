@@ -159,6 +159,23 @@ def test_killed_driver_then_rerun_completes_without_duplicates(ray_address, tmp_
     assert all(r["status"] == "ok" for r in assert_exactly_once(sweep))
 
 
+@pytest.mark.slow
+def test_two_sweeps_on_one_folder_run_each_item_once(ray_address, tmp_path):
+    sweep = sweep_spec.load(spec_file(tmp_path, ["mnist-cnn"], [f"uniform:bits={b}" for b in range(4, 9)]),
+                            tmp_path / "out")
+    first = subprocess.Popen([sys.executable, "-m", "zoocodec.cli", "sweep", str(sweep.source), "--out", str(sweep.out),
+                              "--address", ray_address, "--no-report", "--max-parallel", "1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={k: v for k, v in os.environ.items() if k != cluster.LOOPBACK_ENV})
+    deadline = time.time() + 90
+    while time.time() < deadline and not list((sweep.out / "runs").glob("*/*.parquet")):
+        time.sleep(0.05)
+    second = runner.run(sweep)  # waits for the first, then finds its work done
+    assert first.wait() == 0, first.stderr.read().decode()
+    assert second.skipped == len(sweep.items) and second.ok == 0
+    assert all(r["status"] == "ok" for r in assert_exactly_once(sweep))
+
+
 def descendants(root: int) -> set[int]:
     parent = {}
     for d in Path("/proc").iterdir():

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoocodec.fsutil import publish
+from zoocodec.fsutil import atomic_file
 from zoocodec.jobs.results import Results, model_dir
 from zoocodec.jobs.spec import DEFAULT_BUDGETS, short_method
 from zoocodec.pipeline import zoo
@@ -272,6 +272,5 @@ def write(out: str | os.PathLike, html_path: str | os.PathLike, budgets: list[fl
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    publish(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)

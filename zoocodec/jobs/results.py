@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from zoocodec.errors import ZoocodecError
-from zoocodec.fsutil import publish
+from zoocodec.fsutil import atomic_file, remove_litter_in
 
 METRIC = pa.struct([
     ("task", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
@@ -134,24 +133,14 @@ class Results:
         return _read(self.tensors_dir, TENSORS, columns)
 
     def clean_temp(self) -> None:
-        """Remove temp files a killed driver left behind (they are never read)."""
+        """Remove temp files that killed runs left behind (never a live run's: fsutil names them by process)."""
         for d in (self.runs_dir, self.tensors_dir):
-            for p in d.glob("*/.*.tmp") if d.exists() else ():
-                p.unlink(missing_ok=True)
+            remove_litter_in(d)
 
 
 def _write_table(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def _read(folder: Path, schema: pa.Schema, columns: list[str] | None) -> pa.Table:

@@ -25,6 +25,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ import numpy as np
 from zoocodec import __version__
 from zoocodec.container import FORMAT_VERSION
 from zoocodec.errors import ZoocodecError
+from zoocodec.fsutil import folder_lock
 from zoocodec.jobs.results import Results
 from zoocodec.jobs.spec import Sweep, WorkItem, content_hash
 
@@ -191,7 +193,15 @@ def run(sweep: Sweep, address: str | None = None, max_parallel: int | None = Non
     """Run every work item of `sweep` that has no successful row yet in `sweep.out`.
 
     `progress(ok, failed, running, total)` is called as items finish (the CLI draws a bar).
+    One sweep at a time writes to a results folder (a lock the kernel drops if its holder
+    dies); a second one waits, then skips what the first did, so each item runs once.
     """
+    with folder_lock(Path(sweep.out), on_wait=lambda: print(
+            f"zoocodec: another sweep is writing to {sweep.out}; waiting for it to finish", file=sys.stderr)):
+        return _run(sweep, address, max_parallel, num_cpus, progress)
+
+
+def _run(sweep: Sweep, address: str | None, max_parallel: int | None, num_cpus: int | None, progress) -> Outcome:
     from zoocodec import cluster  # noqa: PLC0415
 
     results = Results(sweep.out)

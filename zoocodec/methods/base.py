@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from zoocodec import budget
 from zoocodec.codecs import CoderSpec, coder_from_dict, parse_coder
 from zoocodec.codecs.base import convert, split_params
 from zoocodec.errors import ContainerError, SpecError
@@ -174,6 +175,7 @@ class MethodSpec:
                 isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s) and math.prod(s) <= MAX_SYMBOLS
                 for s in shapes.values()):
             raise ContainerError(f"{self.name}: bad symbol shapes {shapes!r}")
+        budget.check_tensor(f"{self.name}: its symbol streams", sum(math.prod(s) for s in shapes.values()), 8)
         missing = sorted(set(shapes) - set(segments))
         if missing:
             raise ContainerError(f"{self.name}: symbol stream {missing[0]!r} is missing")

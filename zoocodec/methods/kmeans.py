@@ -106,6 +106,8 @@ class KMeans(MethodSpec):
         book = np.frombuffer(q.arrays.get("codebook", b""), dtype=CODEBOOK[self.codebook])
         if book.size != n_problems * self.k or q.side.get("problems") != n_problems:
             raise ContainerError(f"kmeans codebook holds {book.size} values, expected {n_problems} x {self.k}")
+        if not np.isfinite(book).all():
+            raise ContainerError("kmeans codebook is not finite")
         sym = q.symbols["indices"]
         if sym.size != count:
             raise ContainerError(f"kmeans: {sym.size} indices for {count} weights")

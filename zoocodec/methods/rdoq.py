@@ -69,6 +69,8 @@ class RDOQ(MethodSpec):
             return np.asarray(self.group_steps, dtype=np.float64)[groups]
         if self.step is not None:
             return np.array([self.step], dtype=np.float64)
+        if w2.size == 0:  # one step per row, as the decoder expects, even for (rows, 0)
+            return np.ones(rows)
         steps = K.absmax_steps(w2, self.bits, per_channel=True, xp=np).astype(np.float32).astype(np.float64)
         return np.where(steps > 0, steps, 1.0)
 

@@ -27,8 +27,9 @@ from zoocodec.methods import MethodSpec, Overrides, TensorData, parse_spec, spec
 from zoocodec.methods.base import FLOAT_DTYPES
 from zoocodec.methods.lossless import Lossless, native_dtype
 from zoocodec.methods.uniform import Uniform
+from zoocodec.fsutil import check_output
 from zoocodec.pipeline import zoo
-from zoocodec.pipeline.modelio import ModelSource, open_model, to_torch, write_model
+from zoocodec.pipeline.modelio import ModelSource, open_model, output_format, to_torch, write_model
 
 DEFAULT_SPEC = "uniform:bits=8"
 DEFAULT_MIN_SIZE = 4096
@@ -190,6 +191,7 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     plan = {k: parse_spec(v) for k, v in (plan or {}).items()}
     overrides = overrides if isinstance(overrides, Overrides) else Overrides(overrides)
     dev = resolve(device)
+    check_output(Path(out))
     source = load(model)
     report = Report(Path(out), device=dev.label)
     start = time.perf_counter()
@@ -326,6 +328,9 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
     source format (or `fmt`): a file on the host, so `device` then only says where decoding runs."""
     dev = resolve(device)
     with Archive(path) as a:
+        src = a.header["source"]
+        if out is not None:
+            fmt = output_format(out, src["format"], a.header["files"], fmt)
         a.check_budget()
         on_device = {}
         if dev.is_gpu:  # every payload the CUDA decoder takes, in one launch per dtype
@@ -340,7 +345,6 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
                 progress(name)
         if out is None:
             return tensors
-        src = a.header["source"]
         tensors = {k: v.cpu() for k, v in tensors.items()}
         write_model(tensors, out, src["format"], src.get("layout") or {}, a.files(), fmt)
         return Path(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from zoocodec.errors import ModelFormatError
-from zoocodec.fsutil import inside, plain_relpath, publish
+from zoocodec.fsutil import atomic_file, atomic_folder, check_output, inside, plain_relpath
 from zoocodec.methods.base import TensorData
 
 TORCH_DTYPES = {
@@ -113,10 +113,7 @@ def _open_pytorch(path: Path) -> ModelSource:
             raise ModelFormatError(f"{path}: unreadable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
         obj = _torch_load_plain(path)
     except pickle.UnpicklingError as e:
-        raise ModelFormatError(
-            f"{path}: the checkpoint holds objects other than tensors and plain containers "
-            f"({str(e).splitlines()[0][:120]}); zoocodec never unpickles code"
-        ) from None
+        raise _refused(path, e) from None
     except Exception as e:  # zipfile / EOF errors of a damaged file
         raise ModelFormatError(f"{path}: unreadable PyTorch checkpoint ({type(e).__name__}: {e})") from None
     nest = None
@@ -137,9 +134,17 @@ def _torch_load_plain(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ModelFormatError(f"{path}: the checkpoint holds objects other than tensors; zoocodec never unpickles code ({e})") from None
+        raise _refused(path, e) from None
     except Exception as e:
         raise ModelFormatError(f"{path}: unreadable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _refused(path: Path, e: Exception) -> ModelFormatError:
+    """Torch's refusal in one line: what it found, never its advice to unpickle anyway."""
+    found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global|\.\s|\.?$)", str(e), re.M)
+    what = re.sub(r"\x1b\[[0-9;]*m|\s+", " ", found.group(1) if found else "objects of unknown kinds").strip()[:120]
+    return ModelFormatError(f"{path}: the checkpoint holds objects other than tensors and plain containers "
+                            f"({what}); zoocodec never unpickles code")
 
 
 def _is_state_dict(obj) -> bool:
@@ -220,6 +225,26 @@ def _open_onnx(path: Path) -> ModelSource:
 FORMAT_SUFFIX = {".safetensors": "safetensors", ".pt": "pytorch", ".pth": "pytorch", ".bin": "pytorch", ".onnx": "onnx"}
 
 
+OUTPUT_FORMATS = ("safetensors", "pytorch", "onnx", "hf")
+
+
+def output_format(out: str | os.PathLike, source_format: str, files, fmt: str | None = None) -> str:
+    """The format write_model will use (`fmt`, else the suffix, else the source's), checked with
+    the path before anything is decoded: one line for a bad format or an output that cannot be
+    written. `files`: the attached files' names (the ONNX graph among them)."""
+    out = Path(out)
+    if fmt is not None and fmt not in OUTPUT_FORMATS:
+        raise ModelFormatError(f"unknown output format {fmt!r} (formats: {', '.join(OUTPUT_FORMATS)})")
+    fmt = fmt or FORMAT_SUFFIX.get(out.suffix) or ("hf" if source_format == "hf" and not out.suffix else source_format)
+    fmt = "safetensors" if fmt == "dict" else fmt
+    if fmt not in OUTPUT_FORMATS:
+        raise ModelFormatError(f"cannot write format {fmt!r} (formats: {', '.join(OUTPUT_FORMATS)})")
+    if fmt == "onnx" and "model.onnx" not in files:
+        raise ModelFormatError("an ONNX file can only be written for a model that came from ONNX")
+    check_output(out, folder=fmt == "hf")
+    return fmt
+
+
 def write_model(tensors: dict[str, torch.Tensor], out: str | os.PathLike, source_format: str,
                 layout: dict, files: dict[str, bytes], fmt: str | None = None) -> str:
     """Write tensors as a model file/folder; format from `fmt`, the suffix, or the source."""
@@ -228,36 +253,9 @@ def write_model(tensors: dict[str, torch.Tensor], out: str | os.PathLike, source
     if fmt == "hf":
         _write_hf(tensors, out, layout, files)
     else:
-        _atomic(out, lambda tmp: _WRITERS[fmt](tensors, tmp, layout, files))
+        with atomic_file(out) as tmp:
+            _WRITERS[fmt](tensors, tmp, layout, files)
     return fmt
-
-
-OUTPUT_FORMATS = ("safetensors", "pytorch", "onnx", "hf")
-
-
-def output_format(out: str | os.PathLike, source_format: str, files, fmt: str | None = None) -> str:
-    """The format write_model will use (checked before anything is decoded)."""
-    out = Path(out)
-    if fmt is not None and fmt not in OUTPUT_FORMATS:
-        raise ModelFormatError(f"unknown output format {fmt!r} (formats: {', '.join(OUTPUT_FORMATS)})")
-    fmt = fmt or FORMAT_SUFFIX.get(out.suffix) or ("hf" if source_format == "hf" and not out.suffix else source_format)
-    if fmt == "dict":
-        fmt = "safetensors"
-    if fmt == "onnx" and "model.onnx" not in files:
-        raise ModelFormatError("an ONNX file can only be written for a model that came from ONNX")
-    return fmt
-
-
-def _atomic(out: Path, write) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        publish(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_safetensors(tensors, path: Path, layout, files, metadata=None) -> None:
@@ -278,7 +276,10 @@ def _write_onnx(tensors, path: Path, layout, files) -> None:
     from onnx import numpy_helper  # noqa: PLC0415
 
     proto = onnx.ModelProto()
-    proto.ParseFromString(files["model.onnx"])
+    try:
+        proto.ParseFromString(files["model.onnx"])
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ModelFormatError(f"the attached ONNX graph is corrupt ({type(e).__name__}: {e})") from None
     for name, t in tensors.items():
         a = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
         init = numpy_helper.from_array(a, name)
@@ -289,7 +290,7 @@ def _write_onnx(tensors, path: Path, layout, files) -> None:
 
 
 def _write_hf(tensors, out: Path, layout, files) -> None:
-    """A folder: the small files as they were, the weights in the same shards."""
+    """A folder: the small files as they were, the weights in the same shards; it appears whole."""
     shards: dict[str, dict] = {}
     for name, t in tensors.items():
         shards.setdefault(layout.get("shards", {}).get(name, "model.safetensors"), {})[name] = t
@@ -298,23 +299,28 @@ def _write_hf(tensors, out: Path, layout, files) -> None:
         if why or (rel in shards and not rel.endswith(".safetensors")) or (rel in files and rel in shards):
             raise ModelFormatError(f"cannot write {rel!r} into a model folder: the name "
                                    f"{why or 'is not a .safetensors shard or is used twice'}")
-    out.mkdir(parents=True, exist_ok=True)
-    for rel, data in files.items():
-        target = _inside_output(out, rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(target, lambda tmp, d=data: tmp.write_bytes(d))
-    for shard, group in shards.items():
-        meta = layout.get("metadata", {}).get(shard) or None
-        target = _inside_output(out, shard)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(target, lambda tmp, g=group, m=meta: _write_safetensors(g, tmp, {}, {}, metadata=m))
+    _check_replaceable(out, {*files, *shards})
+    with atomic_folder(out) as tmp:
+        for rel, data in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
+        for shard, group in shards.items():
+            (tmp / shard).parent.mkdir(parents=True, exist_ok=True)
+            _write_safetensors(group, tmp / shard, {}, {}, metadata=layout.get("metadata", {}).get(shard) or None)
 
 
-def _inside_output(out: Path, rel: str) -> Path:
-    try:
-        return inside(out, rel)
-    except ValueError:
-        raise ModelFormatError(f"{out / rel}: a link out of the output folder; refusing to write through it") from None
+def _check_replaceable(out: Path, names: set[str]) -> None:
+    """An existing folder is replaced only when it holds nothing but files this output writes."""
+    if not out.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(out):
+        for entry in dirnames + filenames:
+            p = Path(dirpath) / entry
+            rel = p.relative_to(out).as_posix()
+            if p.is_symlink() or (entry in filenames and rel not in names) or (
+                    entry in dirnames and not any(n.startswith(rel + "/") for n in names)):
+                raise ModelFormatError(f"{out}: exists and holds {rel!r}, which this model does not write; "
+                                       f"give a new folder or remove it")
 
 
 _WRITERS = {"safetensors": _write_safetensors, "pytorch": _write_pytorch, "onnx": _write_onnx}
