@@ -11,6 +11,7 @@ the peak resident memory of the run may not pass the budget.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import re
@@ -19,6 +20,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import zstandard
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 import zoocodec
 from support import Forge
+from zoocodec.codecs import ans
 from zoocodec.codecs.wire import put_svarint, put_uvarint
 from zoocodec.pipeline.sequence import compress_seq
 
@@ -71,13 +74,10 @@ def zstd_claiming(size: int) -> bytes:
     return b"\x28\xb5\x2f\xfd" + bytes([0xC0, 0x50]) + size.to_bytes(8, "little") + bytes([0x83, 0, 0, 0x20])
 
 
-def constant_ans(n: int, lo: int = 0) -> bytes:
-    out = bytearray([0])
-    put_uvarint(out, n)
-    put_svarint(out, lo)
-    for v in (1, 1, 1 << 20, 0):
-        put_uvarint(out, v)
-    return bytes(out)
+@functools.cache
+def constant_ans(n: int) -> bytes:
+    """An ANS payload of `n` copies of one symbol (of 2**20 when more are claimed)."""
+    return ans.encode(np.zeros(min(n, 1 << 20), dtype=np.int8))
 
 
 def packed(n: int, frame: bytes) -> bytes:
