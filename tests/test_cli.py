@@ -89,7 +89,7 @@ def test_bad_input_exit_2_with_one_line(tmp_path, st_model, model, monkeypatch, 
     if expect != "Missing option":
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.zc").exists() and not (tmp_path / "y.safetensors").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") or "zoocodec-tmp" in p.name]
 
 
 def test_console_script_installed():

@@ -210,3 +210,13 @@ def test_sigkill_during_folder_output_leaves_no_half_folder_100(tmp_path):
     seen = kill_during_folder_output(tmp_path, 100)
     print("100 SIGKILLs during folder output:", seen)
     assert seen["half"] == 0 and seen["a"] + seen["b"] > 50, seen
+
+
+def test_sequence_output_checked_before_decoding(tmp_path, model, monkeypatch, capsys):
+    from zoocodec.pipeline.sequence import compress_seq
+
+    compress_seq([model, model], tmp_path / "s.zc", min_size=200)
+    for args in (["--format", "bogus"], ["--format", "onnx"]):
+        err = one_line_error(run_cli(monkeypatch, capsys, "decompress-seq", tmp_path / "s.zc", "--member", "1",
+                                     "-o", tmp_path / "x", *args))
+        assert "format" in err or "ONNX" in err

@@ -58,8 +58,8 @@ def inside(folder: Path, name: str) -> Path:
 
 def check_output(path: Path, folder: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written there (one line; missing folders are made)."""
-    if folder and path.exists() and not path.is_dir():
-        raise ZoocodecError(f"{path}: exists and is not a folder")
+    if folder and (path.is_symlink() or (path.exists() and not path.is_dir())):
+        raise ZoocodecError(f"{path}: exists and is not a folder (a link is not followed)")
     if not folder and path.is_dir():
         raise ZoocodecError(f"{path}: is a folder; give a file name")
     parent = path.parent
@@ -148,13 +148,12 @@ def atomic_file(out: str | os.PathLike) -> Iterator[Path]:
     _prepare(out, folder=False)
     tmp = temp_path(out)
     try:
-        try:
+        with _as_output_error(out):
             yield tmp
-        except OSError as e:
-            raise ZoocodecError(f"{out}: cannot write it ({e.strerror or e})") from None
-        _fsync(tmp)
-        _set_mode(tmp, folder=False)
-        os.replace(tmp, out)
+        with _as_output_error(out):
+            _fsync(tmp)
+            _set_mode(tmp, folder=False)
+            os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -166,22 +165,29 @@ def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
     _prepare(out, folder=True)
     tmp = temp_path(out)
     try:
-        try:
+        with _as_output_error(out):
             tmp.mkdir()
             yield tmp
-        except OSError as e:
-            raise ZoocodecError(f"{out}: cannot write it ({e.strerror or e})") from None
-        for p in sorted(tmp.rglob("*"), reverse=True):
-            _fsync(p)
-        _set_mode(tmp, folder=True)
-        _fsync(tmp)
-        if out.is_dir() and not out.is_symlink():
-            _swap(tmp, out)  # tmp now holds the old output
-        else:
-            os.replace(tmp, out)
+        with _as_output_error(out):
+            for p in sorted(tmp.rglob("*"), reverse=True):
+                _fsync(p)
+            _set_mode(tmp, folder=True)
+            _fsync(tmp)
+            if out.is_dir():
+                _swap(tmp, out)  # tmp now holds the old output
+            else:
+                os.replace(tmp, out)
     finally:
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _as_output_error(out: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise ZoocodecError(f"{out}: cannot write it ({e.strerror or e})") from None
 
 
 def _swap(new: Path, out: Path) -> None:

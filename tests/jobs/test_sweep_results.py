@@ -4,11 +4,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from zoocodec import fsutil
 from zoocodec.jobs import regress, report, results as res, run as runner, spec as sweep_spec
 
 from support import run_script
@@ -40,7 +43,9 @@ def test_rows_are_complete_and_resume_knows_them(swept):
     assert tensors.schema == res.TENSORS
     assert set(tensors["work_id"].to_pylist()) == {i.work_id for i in sweep.items}
     # a temp file a killed driver left behind is never read and is cleaned up
-    stale = next(store.runs_dir.iterdir()) / ".deadbeef.parquet.1234.tmp"
+    killed = subprocess.Popen(["true"])
+    killed.wait()
+    stale = next(store.runs_dir.iterdir()) / f".deadbeef.parquet{fsutil.TMP}{fsutil._host()}-{killed.pid}-0"
     stale.write_bytes(b"half a file")
     assert store.runs().num_rows == 3
     store.clean_temp()

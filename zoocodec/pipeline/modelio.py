@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zoocodec.budget import ATTACHED_FILE_LIMIT
 from zoocodec.errors import ModelFormatError
 from zoocodec.fsutil import atomic_file, atomic_folder, check_output, inside, plain_relpath
 from zoocodec.methods.base import TensorData
@@ -29,7 +30,7 @@ TORCH_DTYPES = {
     torch.int64: "int64", torch.bool: "bool",
 }
 FROM_NAME = {v: k for k, v in TORCH_DTYPES.items()}
-HF_SMALL_FILE_LIMIT = 16 << 20
+HF_SMALL_FILE_LIMIT = ATTACHED_FILE_LIMIT  # what a reader accepts as attached (zoocodec.budget)
 
 
 @dataclass

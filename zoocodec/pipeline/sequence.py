@@ -27,7 +27,7 @@ from zoocodec.errors import ContainerError, ModelFormatError, SpecError, Zoocode
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
 from zoocodec.methods.sequence import MODES, Sequence
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, ArchiveBase, finite, load, selected
-from zoocodec.pipeline.modelio import to_torch, write_model
+from zoocodec.pipeline.modelio import output_format, to_torch, write_model
 
 
 @dataclass
@@ -168,9 +168,11 @@ def decompress_seq(path: str | os.PathLike, member: int | str, out: str | os.Pat
                    fmt: str | None = None) -> dict[str, torch.Tensor] | Path:
     """One member of a sequence: its tensors, or (with `out`) a model file in the source format."""
     with SeqArchive(path) as a:
+        src = a.header["source"]
+        if out is not None:  # a bad format or output path fails before any decoding
+            fmt = output_format(out, src["format"], fmt, "model.onnx" in a.header["files"])
         tensors = a.tensors(member)
         if out is None:
             return tensors
-        src = a.header["source"]
         write_model(tensors, out, src["format"], src.get("layout") or {}, a.files(), fmt)
         return Path(out)
