@@ -77,7 +77,7 @@ def test_shard_names_stay_inside(tmp_path, monkeypatch, capsys, hf_zc, shard):
     assert code == 2 and err.count("\n") == 1 and "invalid header" in err, err
 
 
-@pytest.mark.parametrize("names", [["model-1.safetensors"], ["config.json/x"], ["sub", "sub/x"]])
+@pytest.mark.parametrize("names", [["model-1.safetensors"], ["config.json/x"], ["sub", "sub/x"], ["extra.safetensors"]])
 def test_colliding_names_are_refused(tmp_path, monkeypatch, capsys, hf_zc, names):
     f = Forge(hf_zc)
     for n in names:

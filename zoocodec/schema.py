@@ -257,8 +257,8 @@ def _output_names(h: dict) -> None:
     names: set[str] = set()
     for kind, name in [("attached file", n) for n in h["files"]] + [("shard", s) for s in dict.fromkeys(shards.values())]:
         why = plain_relpath(name)
-        if why is None and kind == "shard" and not name.endswith(".safetensors"):
-            why = "does not end in .safetensors"
+        if why is None and (kind == "shard") != name.endswith(".safetensors"):  # compress never attaches weights
+            why = "does not end in .safetensors" if kind == "shard" else "ends in .safetensors, as only shards do"
         if why:
             raise Invalid(f"{kind} name {name!r} {why}")
         if name in names:
