@@ -195,11 +195,6 @@ def _method(d: Any, what: str) -> None:
     from zoocodec.methods.base import REGISTRY  # noqa: PLC0415
 
     d = _obj(d, what)
-    if d.get("method") == "sequence":
-        if d.get("version") != 1 or d.get("mode") not in SEQUENCE_MODES:
-            raise Invalid(f"{what}: not a sequence method of version 1 with a mode of {', '.join(SEQUENCE_MODES)}")
-        _int(d.get("keyint", 0), f"{what}: keyint")
-        return _method(d.get("spec"), f"{what}: the sequence's spec")
     cls = REGISTRY.get(d["method"]) if isinstance(d.get("method"), str) else None
     if cls is None:
         raise Invalid(f"{what}: unknown method {d.get('method')!r}")
