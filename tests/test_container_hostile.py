@@ -42,6 +42,7 @@ def decompress_forged(tmp_path, monkeypatch, capsys, forge: Forge, *options, hea
                       name="out") -> tuple[int, str, Path]:
     zc = forge.write(tmp_path / "evil.zc", header_frame)
     out = tmp_path / "deep" / name
+    out.parent.mkdir(exist_ok=True)
     before = files_outside(tmp_path, out)
     code, _, err = run_cli(monkeypatch, capsys, "decompress", zc, "-o", out, *options)
     assert files_outside(tmp_path, out) - before <= {tmp_path / "deep"}, "wrote outside the output folder"

@@ -191,8 +191,7 @@ def cli(*args) -> tuple[int, str]:
     argv, sys.argv = sys.argv, ["zoocodec", *map(str, args)]
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            main()
-        code = 0
+            code = main() or 0
     except SystemExit as e:
         code = e.code or 0
     finally:

@@ -1,6 +1,7 @@
 """The command line: one command per verb. Bad input -> one line on stderr, exit status 2."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -118,6 +119,22 @@ def _model_path(model: str) -> Path:
         return zoo.locate(model)
     except ZoocodecError:
         return Path(model)  # reported by the command itself, in its own words
+
+
+MaxMemory = Annotated[Optional[str], typer.Option(
+    "--max-memory", help="refuse files whose decoding would take more memory than this (8G, 512M, 50%; default: half of it)")]
+
+
+def _budgeted(command):
+    """Run a command that reads .zc files under its --max-memory (zoocodec.budget)."""
+    @functools.wraps(command)
+    def run(*args, max_memory: str | None = None, **kwargs):
+        from zoocodec import budget  # noqa: PLC0415
+
+        with budget.limit(budget.parse_size(max_memory) if max_memory else None):
+            return command(*args, max_memory=max_memory, **kwargs)
+
+    return run
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -257,6 +274,7 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
 
 
 @app.command()
+@_budgeted
 def evaluate(
     model: Annotated[str, typer.Argument(help="a .zc file, a model file or folder, or a zoo name; with COMPRESSED: the original")],
     compressed: Annotated[Optional[str], typer.Argument(help="a model outside the zoo: its .zc (or decoded file), judged against MODEL on --inputs")] = None,
@@ -267,6 +285,7 @@ def evaluate(
     reference: Annotated[Optional[str], typer.Option(help="the zoo model it derives from (default: recognised by its tensors)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the metrics as JSON rows")] = False,
     device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
+    max_memory: MaxMemory = None,
 ):
     """Evaluate a (compressed) model next to its original; print value, baseline, delta and its 95% interval.
 
@@ -341,11 +360,13 @@ def _build_spec(method: str, step: float | None = None, bits: int | None = None,
 
 
 @app.command()
+@_budgeted
 def decompress(
     container: Annotated[Path, typer.Argument(help="the .zc file")],
     output: Annotated[Path, typer.Option("-o", "--output", help="model file or folder to write")],
     format: Annotated[Optional[str], typer.Option(help="safetensors | pytorch | onnx | hf (default: from the suffix, else the source)")] = None,
     device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
+    max_memory: MaxMemory = None,
 ):
     """Decode a .zc container back into a model file in its original format."""
     from zoocodec.device import resolve  # noqa: PLC0415
@@ -385,9 +406,11 @@ def _auto_lines(meta: dict) -> list[str]:
 
 
 @app.command()
+@_budgeted
 def inspect(
     container: Annotated[Path, typer.Argument(help="the .zc file")],
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    max_memory: MaxMemory = None,
 ):
     """Show a container's tensors (shape, method, bits/weight, ratio, SQNR), what automatic mode
     decided and verified, and a sequence file's members."""
@@ -585,11 +608,13 @@ def compress_seq(
 
 
 @app.command("decompress-seq")
+@_budgeted
 def decompress_seq(
     container: Annotated[Path, typer.Argument(help="the sequence .zc file")],
     member: Annotated[str, typer.Option(help="the member's label or index")],
     output: Annotated[Path, typer.Option("-o", "--output", help="model file to write")],
     format: Annotated[Optional[str], typer.Option(help="safetensors | pytorch | onnx | hf")] = None,
+    max_memory: MaxMemory = None,
 ):
     """Decode one member of a sequence container (random access: only its group is decoded)."""
     from zoocodec.pipeline.sequence import SeqArchive, decompress_seq as run  # noqa: PLC0415
@@ -702,6 +727,10 @@ def main() -> int:
         code = app(standalone_mode=False)
     except ZoocodecError as e:
         err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except MemoryError:
+        err_console.print("error: out of memory (files that claim more than they hold are refused up front; "
+                          "see --max-memory)", markup=False, highlight=False, soft_wrap=True)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         code = 130
