@@ -252,6 +252,8 @@ def run_case(root: Path, bases: dict[str, bytes], case) -> str:
     if outcome == "ok" and command[0] != "inspect":
         outcome = check_decode(f.header, out, base)
     COUNTS[outcome if len(outcome) < 12 else "failed"] += 1
+    if COUNTS["cases"] % 500 == 0:  # the slow tier runs for an hour: show where it is
+        print(f"fuzz: {dict(COUNTS)}", file=sys.__stderr__, flush=True)
     if outcome in ("ok", "refused"):
         shutil.rmtree(case_dir)
     return outcome
