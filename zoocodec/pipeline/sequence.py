@@ -170,7 +170,7 @@ def decompress_seq(path: str | os.PathLike, member: int | str, out: str | os.Pat
     with SeqArchive(path) as a:
         src = a.header["source"]
         if out is not None:  # a bad format or output path fails before any decoding
-            fmt = output_format(out, src["format"], fmt, "model.onnx" in a.header["files"])
+            fmt = output_format(out, src["format"], a.header["files"], fmt)
         tensors = a.tensors(member)
         if out is None:
             return tensors
