@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -723,20 +724,32 @@ def main() -> int:
     """The console script (`sys.exit(main())`): the verb's status is the process's status.
     typer's non-standalone mode returns the status instead of exiting; it is passed on here."""
     _show_warnings()
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         code = app(standalone_mode=False)
-    except ZoocodecError as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
-        return 2
-    except MemoryError:
-        err_console.print("error: out of memory (files that claim more than they hold are refused up front; "
-                          "see --max-memory)", markup=False, highlight=False, soft_wrap=True)
-        return 2
     except (typer.Abort, KeyboardInterrupt):
         code = 130
-    except typer.TyperException as e:  # usage errors: missing or bad options
-        e.show()
-        return 2
+    except Exception as e:
+        if interrupted.is_set():  # Ctrl-C inside C code (torch, safetensors) can surface as any error
+            code = 130
+        elif isinstance(e, ZoocodecError):
+            err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+            return 2
+        elif isinstance(e, MemoryError):
+            err_console.print("error: out of memory (files that claim more than they hold are refused up front; "
+                              "see --max-memory)", markup=False, highlight=False, soft_wrap=True)
+            return 2
+        elif isinstance(e, typer.TyperException):  # usage errors: missing or bad options
+            e.show()
+            return 2
+        else:
+            raise
     if code == 130:  # typer turns Ctrl-C into Exit(130)
         err_console.print("interrupted", markup=False, highlight=False)
     return code if isinstance(code, int) else 0
