@@ -149,7 +149,7 @@ def safe_default(t: TensorData, spec: MethodSpec) -> MethodSpec:
     here: choose_spec keeps them lossless under a model-wide spec.
     """
     w = t.float64()
-    power = float(np.mean(w * w))
+    power = float(np.mean(w * w)) if w.size else 0.0  # an empty tensor has nothing to keep
     if power == 0 or _sqnr(w, TensorData(t.name, t.dtype, spec.reconstruct(t)).float64()) >= SAFE_SQNR_DB:
         return spec
     step = float(np.float32(2 * math.sqrt(power) * 10 ** (-SAFE_SQNR_DB / 20) * (1 - 1e-6)))
