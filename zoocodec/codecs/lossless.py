@@ -21,6 +21,11 @@ def _le(dtype) -> np.dtype:
     return np.dtype(dtype).newbyteorder("<")
 
 
+def _le_bytes(symbols) -> bytes:
+    a = np.ascontiguousarray(symbols)
+    return a.astype(_le(a.dtype), copy=False).tobytes()
+
+
 @register_coder
 @dataclass(frozen=True)
 class Zstd(CoderSpec):
@@ -36,8 +41,7 @@ class Zstd(CoderSpec):
             raise SpecError(f"zstd: level must be 1..22, got {self.level!r}")
 
     def encode(self, symbols, trellis=None) -> bytes:
-        a = np.ascontiguousarray(symbols)
-        return zstandard.ZstdCompressor(level=self.level).compress(a.astype(_le(a.dtype), copy=False).tobytes())
+        return zstandard.ZstdCompressor(level=self.level).compress(_le_bytes(symbols))
 
     def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
         raw = unzstd(data, math.prod(shape) * np.dtype(dtype).itemsize, "corrupt zstd payload")
@@ -53,8 +57,7 @@ class Raw(CoderSpec):
     version = 1
 
     def encode(self, symbols, trellis=None) -> bytes:
-        a = np.ascontiguousarray(symbols)
-        return a.astype(_le(a.dtype), copy=False).tobytes()
+        return _le_bytes(symbols)
 
     def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
         return _exact(data, shape, dtype)

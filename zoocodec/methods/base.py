@@ -285,6 +285,21 @@ def parse_spec(text: str | MethodSpec) -> MethodSpec:
     return _build(cls, params)
 
 
+def nested_text(spec: MethodSpec) -> str:
+    """A spec as the text a wrapping method's `then` holds: commas become ';' so it nests in a spec string."""
+    return str(spec).replace(",", ";")
+
+
+def inner_method(outer: MethodSpec) -> MethodSpec:
+    """The method a wrapper (prune, sequence) hands its values to, parsed from its `then` text."""
+    if not isinstance(outer.then, str):
+        raise SpecError(f"{outer.name}: then must be a method spec text, got {outer.then!r}")
+    spec = parse_spec(outer.then.replace(";", ","))
+    if isinstance(spec, type(outer)):
+        raise SpecError(f"{outer.name}: the inner method cannot be {outer.name} again")
+    return spec
+
+
 def _lookup(name: str) -> type[MethodSpec]:
     if name not in REGISTRY:
         raise SpecError(f"unknown method {name!r} (known: {', '.join(sorted(REGISTRY))})")

@@ -23,7 +23,7 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.flags import Flags
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import prune as K
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, parse_spec, register, spec_from_dict
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, inner_method, nested_text, register, spec_from_dict
 from zoocodec.methods.dither import matrix_view
 
 INNER = "then."
@@ -42,16 +42,9 @@ class Prune(MethodSpec):
 
     def __post_init__(self):
         super().__post_init__()
-        object.__setattr__(self, "then", str(self.inner).replace(",", ";"))
+        object.__setattr__(self, "then", nested_text(self.inner))
 
-    @property
-    def inner(self) -> MethodSpec:
-        if not isinstance(self.then, str):
-            raise SpecError(f"prune: then must be a method spec text, got {self.then!r}")
-        spec = parse_spec(self.then.replace(";", ","))
-        if isinstance(spec, Prune):
-            raise SpecError("prune: the inner method cannot be prune again")
-        return spec
+    inner = property(inner_method)
 
     def validate(self) -> None:
         if not 0 <= self.sparsity <= 1:

@@ -28,7 +28,7 @@ import numpy as np
 from zoocodec.codecs.video import MemberVideo, VideoCoder
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, parse_spec, register
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, inner_method, nested_text, register
 from zoocodec.methods.uniform import Uniform, load_steps, store_steps
 
 MODES = ("video", "delta", "independent")
@@ -46,16 +46,9 @@ class Sequence(MethodSpec):
 
     def __post_init__(self):
         super().__post_init__()
-        object.__setattr__(self, "then", str(self.inner).replace(",", ";"))
+        object.__setattr__(self, "then", nested_text(self.inner))
 
-    @property
-    def inner(self) -> MethodSpec:
-        if not isinstance(self.then, str):
-            raise SpecError(f"sequence: then must be a method spec text, got {self.then!r}")
-        spec = parse_spec(self.then.replace(";", ","))
-        if isinstance(spec, Sequence):
-            raise SpecError("sequence: the inner method cannot be a sequence again")
-        return spec
+    inner = property(inner_method)
 
     @property
     def on_grid(self) -> bool:

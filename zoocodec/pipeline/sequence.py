@@ -25,6 +25,7 @@ from zoocodec.codecs import videostream
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.errors import ContainerError, ModelFormatError, SpecError, ZoocodecError
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
+from zoocodec.methods.base import nested_text
 from zoocodec.methods.sequence import MODES, Sequence
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, ArchiveBase, finite, load, selected
 from zoocodec.pipeline.modelio import output_format, to_torch, write_model
@@ -60,7 +61,7 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
     """Code same-architecture `models` (paths, zoo names or dicts) as one sequence container."""
     if mode not in MODES:
         raise SpecError(f"sequence mode must be one of {', '.join(MODES)}, got {mode!r}")
-    method = Sequence(mode=mode, keyint=keyint, then=str(parse_spec(spec)).replace(",", ";"))
+    method = Sequence(mode=mode, keyint=keyint, then=nested_text(parse_spec(spec)))
     method.validate()
     exact = Sequence(mode="independent", then="lossless")
     if len(models) < 1:
