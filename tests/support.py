@@ -106,3 +106,61 @@ def run_script(*args, cwd=None, timeout: float = 300, **env: str):
     """Run the real console script as a user would: a CompletedProcess with text output."""
     return subprocess.run([*console_script(), *map(str, args)], cwd=cwd, env=script_env(**env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+# ---- models outside the zoo, made in the tests (tests/eval/test_anymodel.py, tests/tuning/test_auto.py) ----
+DIGITS_MLP = """
+import torch
+
+
+def make():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+"""
+
+
+def digits_mlp():
+    """An MLP trained on scikit-learn's 8x8 digits (98%+ after a second of training) and its 397
+    held-out digits as a float32 array (N, 1, 8, 8). DIGITS_MLP is the source of a module that builds it."""
+    import torch
+    from sklearn import datasets
+
+    x, y = datasets.load_digits(return_X_y=True)
+    x = torch.tensor(x / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
+    y = torch.tensor(y)
+    torch.manual_seed(0)
+    scope: dict = {}
+    exec(DIGITS_MLP, scope)  # the same source the tests write as the user's module
+    net = scope["make"]()
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[:1400]), y[:1400]).backward()
+        opt.step()
+    net.eval()
+    assert (net(x[1400:]).argmax(1) == y[1400:]).float().mean() > 0.9
+    return net, x[1400:].numpy()
+
+
+def bert_folder(folder, classifier: bool, n_texts: int = 80) -> list[str]:
+    """A small BERT built from a config by transformers (random weights) with a WordPiece tokenizer,
+    saved as a Hugging Face folder; returns `n_texts` sentences of its vocabulary."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    words = [f"w{i}" for i in range(150)]
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                                cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=64, num_labels=5)
+    torch.manual_seed(0)
+    cls = transformers.BertForSequenceClassification if classifier else transformers.BertModel
+    cls(config).eval().save_pretrained(folder)
+    fast.save_pretrained(folder)
+    rng = np.random.default_rng(0)
+    return [" ".join(rng.choice(words, rng.integers(3, 20))) for _ in range(n_texts)]

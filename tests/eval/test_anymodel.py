@@ -1,7 +1,6 @@
 """Models outside the zoo, made in the test: an ONNX classifier, a Hugging Face BERT (encoder
 and classifier), a state dict with its factory module; compressed and judged by output fidelity."""
 import json
-import textwrap
 import warnings
 
 import numpy as np
@@ -9,33 +8,16 @@ import pytest
 import torch
 
 import zoocodec
-from support import run_cli
+from support import DIGITS_MLP, bert_folder, digits_mlp, run_cli
 from zoocodec.eval.anymodel import evaluate_pair
 
 SPEC = "uniform:bits=3"  # coarse enough to move every metric
 
 
-def _mlp() -> torch.nn.Module:
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-
-
 @pytest.fixture(scope="module")
-def digits_net(tmp_path_factory):
-    """An MLP trained on scikit-learn's 8x8 digits (98%+ after a second of training), test inputs."""
-    datasets = pytest.importorskip("sklearn.datasets")
-    x, y = datasets.load_digits(return_X_y=True)
-    x = torch.tensor(x / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
-    y = torch.tensor(y)
-    torch.manual_seed(0)
-    net = _mlp()
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x[:1400]), y[:1400]).backward()
-        opt.step()
-    net.eval()
-    assert (net(x[1400:]).argmax(1) == y[1400:]).float().mean() > 0.9
-    return net, x[1400:].numpy()  # 397 held-out digits
+def digits_net():
+    pytest.importorskip("sklearn.datasets")
+    return digits_mlp()
 
 
 def _metrics(rows):
@@ -71,13 +53,7 @@ def test_onnx_classifier_from_arrays_and_images(digits_net, tmp_path):
 
 def test_state_dict_with_factory_module(digits_net, tmp_path, monkeypatch):
     net, x = digits_net
-    (tmp_path / "usernets.py").write_text(textwrap.dedent("""
-        import torch
-
-        def make():
-            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(),
-                                       torch.nn.Linear(128, 10))
-    """))
+    (tmp_path / "usernets.py").write_text(DIGITS_MLP)
     monkeypatch.syspath_prepend(str(tmp_path))
     torch.save(net.state_dict(), tmp_path / "net.pt")
     zc = tmp_path / "net.zc"
@@ -90,33 +66,11 @@ def test_state_dict_with_factory_module(digits_net, tmp_path, monkeypatch):
     assert set(v) == {"rel_l2"} and 0 < v["rel_l2"].low <= v["rel_l2"].high < 1
 
 
-def _bert_folder(folder, classifier: bool):
-    """A small BERT built from a config by transformers (random weights), with a WordPiece tokenizer."""
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    words = [f"w{i}" for i in range(150)]
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)}
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                                cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, max_position_embeddings=64, num_labels=5)
-    torch.manual_seed(0)
-    cls = transformers.BertForSequenceClassification if classifier else transformers.BertModel
-    cls(config).eval().save_pretrained(folder)
-    fast.save_pretrained(folder)
-    rng = np.random.default_rng(0)
-    return [" ".join(rng.choice(words, rng.integers(3, 20))) for _ in range(80)]
-
-
 @pytest.mark.parametrize("classifier", [False, True])
 def test_hugging_face_folder_from_its_config(tmp_path, classifier):
     folder = tmp_path / "bert"
-    texts = _bert_folder(folder, classifier)
+    pytest.importorskip("transformers")
+    texts = bert_folder(folder, classifier)
     assert json.loads((folder / "config.json").read_text())["architectures"][0].endswith(
         "ForSequenceClassification" if classifier else "BertModel")
     (tmp_path / "inputs.txt").write_text("\n".join(texts) + "\n")
@@ -157,8 +111,7 @@ def test_cli_prints_intervals_and_asks_for_inputs(digits_net, tmp_path, monkeypa
     one_line_error(code, err, "cannot import no_such_pkg_zz")
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "net.zc"))
     one_line_error(code, err, "match no installed zoo model", "--inputs")
-    (tmp_path / "usernets2.py").write_text("from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Flatten(), "
-                                          "nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))\n")
+    (tmp_path / "usernets2.py").write_text(DIGITS_MLP)
     monkeypatch.syspath_prepend(str(tmp_path))
     code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "net.pt"), str(tmp_path / "net.zc"),
                              "--inputs", str(tmp_path / "x.npy"), "--module", "usernets2:make", "--json")

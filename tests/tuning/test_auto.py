@@ -1,12 +1,17 @@
 """Automatic mode keeps the task metric within budget and records what it decided."""
 import json
+import warnings
 
+import numpy as np
 import pytest
+import torch
 
 import zoocodec
 from zoocodec.errors import ZoocodecError
 from zoocodec.eval import data, evaluate
+from zoocodec.eval.anymodel import evaluate_pair
 from zoocodec.tuning.auto import auto_compress, parse_loss
+from support import DIGITS_MLP, bert_folder, digits_mlp, run_cli
 
 
 def test_parse_loss():
@@ -55,45 +60,74 @@ def test_auto_mode_respects_the_budget_on_minilm(minilm_path, tmp_path):
     assert result.value >= 0.99 and result.report.bits_per_weight < 6
 
 
-def test_auto_mode_on_a_model_outside_the_zoo(tmp_path, monkeypatch, capsys):
+def _auto_cli(monkeypatch, capsys, model, out, *args):
+    """compress --target-loss through the CLI: its JSON summary and the decisions in the file's header."""
+    code, stdout, err = run_cli(monkeypatch, capsys, "compress", str(model), "-o", str(out), "--json", *args)
+    assert code == 0, err
+    with zoocodec.Archive(out) as a:
+        auto = a.header["meta"]["auto"]
+    assert auto["original"] == str(model) and auto["verified"]["judged_by"] == "loss_high"
+    return json.loads(stdout), auto
+
+
+@pytest.fixture(scope="module")
+def digits_net():
+    pytest.importorskip("sklearn.datasets")
+    return digits_mlp()
+
+
+def test_auto_mode_on_an_onnx_model_outside_the_zoo(digits_net, tmp_path, monkeypatch, capsys):
     """An ONNX classifier made here (trained on scikit-learn's digits), a KL budget, judged on .npy inputs."""
-    datasets = pytest.importorskip("sklearn.datasets")
-    import warnings
-
-    import numpy as np
-    import torch
-
-    from support import run_cli
-
-    x, y = datasets.load_digits(return_X_y=True)
-    x = torch.tensor(x / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x[:1400]), torch.tensor(y[:1400])).backward()
-        opt.step()
+    net, x = digits_net
     path = tmp_path / "net.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net.eval(), (x[:2],), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
-    np.save(tmp_path / "x.npy", x[1400:].numpy())
+        torch.onnx.export(net, (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}})
+    np.save(tmp_path / "x.npy", x)
     out = tmp_path / "auto.zc"
-    code, stdout, err = run_cli(monkeypatch, capsys, "compress", str(path), "-o", str(out), "--target-loss", "1%",
-                                "--inputs", str(tmp_path / "x.npy"), "--min-size", "1024", "--json")
-    assert code == 0, err
-    summary = json.loads(stdout)
-    assert summary["metric"] == "kl" and summary["loss_high"] <= 0.01 and summary["inputs"] == len(x) - 1400
+    summary, auto = _auto_cli(monkeypatch, capsys, path, out, "--target-loss", "1%", "--inputs", tmp_path / "x.npy",
+                              "--min-size", "1024")
+    assert summary["metric"] == "kl" and summary["loss_high"] <= 0.01 and summary["inputs"] == len(x)
     assert summary["ratio"] > 4  # far smaller than 8 bits at a KL of at most 0.01 nats
-    with zoocodec.Archive(out) as a:
-        auto = a.header["meta"]["auto"]
-    assert auto["original"] == str(path) and auto["verified"]["judged_by"] == "loss_high"
     # the written file gives the verified KL when evaluated against the original
-    from zoocodec.eval.anymodel import evaluate_pair
-
     kl = next(m for m in evaluate_pair(path, out, tmp_path / "x.npy") if m.metric == "kl")
     assert kl.value == pytest.approx(auto["verified"]["value"], rel=1e-9)
     code, _, err = run_cli(monkeypatch, capsys, "compress", str(path), "-o", str(out), "--module", "a:b",
                            "--target-loss", "1%")
     assert code == 2 and "give --inputs" in err
+
+
+def test_auto_mode_on_a_state_dict_with_its_module(digits_net, tmp_path, monkeypatch, capsys):
+    """A PyTorch state dict and the user's module (--module), judged as values: a relative-L2 budget."""
+    net, x = digits_net
+    (tmp_path / "autonets.py").write_text(DIGITS_MLP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    np.savez(tmp_path / "x.npz", x)
+    out = tmp_path / "auto.zc"
+    summary, auto = _auto_cli(monkeypatch, capsys, tmp_path / "net.pt", out, "--target-loss", "2%", "--inputs",
+                              tmp_path / "x.npz", "--module", "autonets:make", "--output-kind", "values",
+                              "--min-size", "1024")
+    assert summary["metric"] == "rel_l2" and summary["loss_high"] <= 0.02 and summary["inputs"] == len(x)
+    assert auto["module"] == "autonets:make" and auto["output"] == "values"
+    assert summary["ratio"] > 3
+    rel = next(m for m in evaluate_pair(tmp_path / "net.pt", out, tmp_path / "x.npz", module="autonets:make",
+                                        output="values"))
+    assert rel.metric == "rel_l2" and rel.value == pytest.approx(auto["verified"]["value"], rel=1e-9)
+
+
+def test_auto_mode_on_a_hugging_face_encoder(tmp_path, monkeypatch, capsys):
+    """A BERT encoder in a Hugging Face folder (built by transformers), judged by embedding cosine on a text file."""
+    pytest.importorskip("transformers")
+    folder = tmp_path / "bert"
+    (tmp_path / "texts.txt").write_text("\n".join(bert_folder(folder, classifier=False, n_texts=40)) + "\n")
+    out = tmp_path / "auto.zc"
+    summary, auto = _auto_cli(monkeypatch, capsys, folder, out, "--target-loss", "0.5%", "--inputs",
+                              tmp_path / "texts.txt", "--min-size", "8192")
+    assert summary["metric"] == "cosine_mean" and summary["loss_high"] <= 0.005 and summary["inputs"] == 40
+    assert summary["ratio"] > 2 and auto["sensitivities"]  # lossless float coding: about 1.2x
+    # the decoded folder is the same model: evaluated against the original, the verified cosine
+    zoocodec.decompress(out, tmp_path / "back")
+    cos = next(m for m in evaluate_pair(folder, tmp_path / "back", tmp_path / "texts.txt") if m.metric == "cosine_mean")
+    assert cos.value == pytest.approx(auto["verified"]["value"], abs=1e-6)

@@ -120,18 +120,10 @@ class OnnxRunner:
         return {n: arrays[n] for n in names}
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        import onnx  # noqa: PLC0415
         import onnxruntime as ort  # noqa: PLC0415
-        from onnx import numpy_helper  # noqa: PLC0415
+        from zoocodec.pipeline.modelio import onnx_with_weights  # noqa: PLC0415
 
-        proto = onnx.ModelProto()
-        proto.ParseFromString(self.graph)
-        for name, t in weights.items():
-            a = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
-            init = numpy_helper.from_array(a, name)
-            if t.dtype == torch.bfloat16:
-                init.data_type = onnx.TensorProto.BFLOAT16
-            proto.graph.initializer.append(init)
+        proto = onnx_with_weights(self.graph, weights)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
         try:

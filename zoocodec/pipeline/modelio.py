@@ -272,13 +272,14 @@ def _write_pytorch(tensors, path: Path, layout, files) -> None:
     torch.save({layout["nest"]: sd} if layout.get("nest") else sd, path)
 
 
-def _write_onnx(tensors, path: Path, layout, files) -> None:
+def onnx_with_weights(graph: bytes, tensors: dict[str, torch.Tensor]):
+    """An ONNX graph (serialized, without its weights) with `tensors` as its initializers: an onnx.ModelProto."""
     import onnx  # noqa: PLC0415
     from onnx import numpy_helper  # noqa: PLC0415
 
     proto = onnx.ModelProto()
     try:
-        proto.ParseFromString(files["model.onnx"])
+        proto.ParseFromString(graph)
     except Exception as e:  # protobuf's DecodeError and friends
         raise ModelFormatError(f"the attached ONNX graph is corrupt ({type(e).__name__}: {e})") from None
     for name, t in tensors.items():
@@ -287,7 +288,13 @@ def _write_onnx(tensors, path: Path, layout, files) -> None:
         if t.dtype == torch.bfloat16:
             init.data_type = onnx.TensorProto.BFLOAT16
         proto.graph.initializer.append(init)
-    onnx.save(proto, str(path))
+    return proto
+
+
+def _write_onnx(tensors, path: Path, layout, files) -> None:
+    import onnx  # noqa: PLC0415
+
+    onnx.save(onnx_with_weights(files["model.onnx"], tensors), str(path))
 
 
 def _write_hf(tensors, out: Path, layout, files) -> None:
