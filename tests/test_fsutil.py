@@ -153,18 +153,15 @@ def test_two_sweeps_take_turns_on_one_results_folder(tmp_path):
 
 
 # ---- whole or nothing under SIGKILL --------------------------------------------------------------
-WRITER = """
-import sys, zoocodec
-a, b, out = sys.argv[1:4]
-print("go", flush=True)
-while True:
-    for zc in (a, b):
-        zoocodec.decompress(zc, out, fmt="hf")
-"""
+# Writers are forked from a server that has imported torch and zoocodec already, and each is killed
+# a random time after its temp output appears beside the target, so the kill lands inside the write
+# window (from the temp's creation to the rename), not in Python's imports.
+WARM = ["torch", "safetensors.torch", "zoocodec.pipeline.core", "zoocodec.pipeline.modelio", "zoocodec.container",
+        "zoocodec.codecs.lossless"]
 
 
-def hf_model_zc(tmp_path: Path, seed: int) -> tuple[Path, dict[str, bytes]]:
-    """A two-shard Hugging Face folder of ~8 MB, its .zc (lossless), and its files' bytes."""
+def hf_model(tmp_path: Path, seed: int) -> Path:
+    """A two-shard Hugging Face folder of ~8 MB."""
     g = torch.Generator().manual_seed(seed)
     src = tmp_path / f"src{seed}"
     src.mkdir()
@@ -173,45 +170,114 @@ def hf_model_zc(tmp_path: Path, seed: int) -> tuple[Path, dict[str, bytes]]:
     (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-1.safetensors",
                                                                                  "b": "model-2.safetensors"}}))
     (src / "config.json").write_text(json.dumps({"seed": seed}))
-    zoocodec.compress(src, tmp_path / f"m{seed}.zc", "lossless:coder=raw")
-    zoocodec.decompress(tmp_path / f"m{seed}.zc", tmp_path / f"ref{seed}")
-    return tmp_path / f"m{seed}.zc", folder_bytes(tmp_path / f"ref{seed}")
+    return src
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def kill_during_folder_output(tmp_path: Path, kills: int) -> dict[str, int]:
-    (a, want_a), (b, want_b) = hf_model_zc(tmp_path, 1), hf_model_zc(tmp_path, 2)
-    out = tmp_path / "out"
-    seen = {"absent": 0, "a": 0, "b": 0, "half": 0}
+def output_bytes(out: Path):
+    if out.is_dir():
+        return folder_bytes(out)
+    return out.read_bytes() if out.exists() else None
+
+
+def temps(out: Path) -> list[str]:
+    return [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.zoocodec-")]
+
+
+def kill_during_output(tmp_path: Path, kills: int, verb: str) -> dict[str, int]:
+    """Write model 1 and model 2 alternately to one output (`decompress` to a Hugging Face folder, or
+    `compress` to a .zc file), SIGKILL each writer inside its write window, and classify what the
+    output path holds after each kill: absent, whole old, whole new, or anything else (half, mixed).
+    """
+    src = [hf_model(tmp_path, 1), hf_model(tmp_path, 2)]
+    zcs = [tmp_path / "m1.zc", tmp_path / "m2.zc"]
+    for s, z in zip(src, zcs):
+        zoocodec.compress(s, z, "lossless:coder=raw")
+    if verb == "decompress":
+        out = tmp_path / "work" / "model"
+        for z in zcs:
+            zoocodec.decompress(z, tmp_path / "want" / z.stem)
+        want = [folder_bytes(tmp_path / "want" / z.stem) for z in zcs]
+        jobs = [(zoocodec.decompress, (str(z), str(out)), {"fmt": "hf"}) for z in zcs]
+    else:
+        out = tmp_path / "work" / "model.zc"
+        want = [z.read_bytes() for z in zcs]
+        jobs = [(zoocodec.compress, (str(s), str(out), "lossless:coder=raw"), {}) for s in src]
+    out.parent.mkdir()
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(WARM)
+
+    def start(i: int):
+        target, args, kwargs = jobs[i]
+        p = ctx.Process(target=target, args=args, kwargs=kwargs)
+        p.start()
+        return p
+
+    def temp_appears(p) -> float:
+        """Wait until `p` has made its temp output; when it did, in time.monotonic()."""
+        t = time.monotonic()
+        while not any(f"-{p.pid}-" in n for n in temps(out)):
+            assert p.is_alive() or p.exitcode is None, f"the writer ended ({p.exitcode}) without writing"
+            assert time.monotonic() - t < 120, "no temp output appeared"
+            time.sleep(0.0005)
+        return time.monotonic()
+
+    for i in range(2):  # a whole write each, unkilled: how long the window (temp made .. renamed) is
+        p = start(i)
+        opened = temp_appears(p)
+        while any(f"-{p.pid}-" in n for n in temps(out)):
+            time.sleep(0.0005)
+        window = time.monotonic() - opened
+        p.join()
+        assert p.exitcode == 0 and output_bytes(out) == want[i]
+    seen = {"absent": 0, "old": 0, "new": 0, "half": 0, "mixed": 0, "litter after kill": 0,
+            "earlier litter left while the next run writes": 0}
     g = np.random.default_rng(0)
     for _ in range(kills):
-        p = subprocess.Popen([sys.executable, "-c", WRITER, str(a), str(b), str(out)], stdout=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
-        assert p.stdout.readline().strip() == "go"
-        time.sleep(g.uniform(0, 1.5))
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        got = folder_bytes(out) if out.exists() else None
-        seen["absent" if got is None else "a" if got == want_a else "b" if got == want_b else "half"] += 1
-    zoocodec.decompress(a, out)  # the next run on the path removes what the killed ones left
-    assert folder_bytes(out) == want_a
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+        i = 1 - want.index(output_bytes(out))  # always the other model: old and new differ
+        p = start(i)
+        temp_appears(p)
+        # listed after the writer made its temp, so after it cleaned up: what it left is still here
+        seen["earlier litter left while the next run writes"] += any(f"-{p.pid}-" not in n for n in temps(out))
+        time.sleep(g.uniform(0, window))
+        p.kill()
+        p.join()
+        got = output_bytes(out)
+        seen["litter after kill"] += bool(temps(out))
+        if got is None:
+            seen["absent"] += 1
+        elif got == want[i]:
+            seen["new"] += 1
+        elif got == want[1 - i]:
+            seen["old"] += 1
+        else:
+            seen["half"] += 1
+            seen["mixed"] += isinstance(got, dict) and all(any(got.get(k) == v != want[1 - j].get(k)
+                                                               for k, v in want[j].items()) for j in (0, 1))
+            break
+    jobs[0][0](*jobs[0][1], **jobs[0][2])  # the next run on the path removes what the killed ones left
+    assert output_bytes(out) == want[0]
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
     return seen
 
 
-def test_sigkill_during_folder_output_leaves_no_half_folder(tmp_path):
-    seen = kill_during_folder_output(tmp_path, 3)
-    assert seen["half"] == 0, seen
+@pytest.mark.parametrize("verb", ["decompress", "compress"])
+def test_sigkill_during_output_leaves_no_half_output(tmp_path, verb):
+    seen = kill_during_output(tmp_path, 3, verb)
+    assert seen["half"] == 0 and seen["earlier litter left while the next run writes"] == 0, seen
+    assert seen["litter after kill"] >= 1, f"no kill landed inside the write window: {seen}"
 
 
 @pytest.mark.slow
-def test_sigkill_during_folder_output_leaves_no_half_folder_100(tmp_path):
-    seen = kill_during_folder_output(tmp_path, 100)
-    print("100 SIGKILLs during folder output:", seen)
-    assert seen["half"] == 0 and seen["a"] + seen["b"] > 50, seen
+@pytest.mark.parametrize("verb", ["decompress", "compress"])
+def test_sigkill_during_output_leaves_no_half_output_100(tmp_path, verb):
+    seen = kill_during_output(tmp_path, 100, verb)
+    print(f"100 SIGKILLs during {verb}:", seen)
+    assert seen["half"] == 0 and seen["earlier litter left while the next run writes"] == 0, seen
+    assert seen["litter after kill"] >= 50 and seen["old"] + seen["new"] == 100, seen
 
 
 def test_sequence_output_checked_before_decoding(tmp_path, model, monkeypatch, capsys):

@@ -141,45 +141,44 @@ def _set_mode(path: Path, folder: bool) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~umask)
 
 
-@contextlib.contextmanager
-def atomic_file(out: str | os.PathLike) -> Iterator[Path]:
+def atomic_file(out: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
     """Yield a temp path beside `out`; on success it is flushed to disk and renamed over `out`."""
-    out = Path(out)
-    _prepare(out, folder=False)
-    tmp = temp_path(out)
-    try:
-        with _as_output_error(out):
-            yield tmp
-        with _as_output_error(out):
-            _fsync(tmp)
-            _set_mode(tmp, folder=False)
-            os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return _atomic(Path(out), folder=False)
+
+
+def atomic_folder(out: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
+    """Yield an empty temp folder beside `out`; on success it replaces `out` in one step."""
+    return _atomic(Path(out), folder=True)
 
 
 @contextlib.contextmanager
-def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temp folder beside `out`; on success it replaces `out` in one step."""
-    out = Path(out)
-    _prepare(out, folder=True)
+def _atomic(out: Path, folder: bool) -> Iterator[Path]:
+    """A temp output beside `out`, published on success and removed whatever happens."""
+    _prepare(out, folder)
     tmp = temp_path(out)
     try:
         with _as_output_error(out):
-            tmp.mkdir()
+            if folder:
+                tmp.mkdir()
             yield tmp
-        with _as_output_error(out):
-            for p in sorted(tmp.rglob("*"), reverse=True):
-                _fsync(p)
-            _set_mode(tmp, folder=True)
-            _fsync(tmp)
-            if out.is_dir():
-                _swap(tmp, out)  # tmp now holds the old output
-            else:
-                os.replace(tmp, out)
+            _publish(tmp, out, folder)
     finally:
         if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed write, or the old folder after a swap
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def _publish(tmp: Path, out: Path, folder: bool) -> None:
+    """Flush `tmp` to disk and put it in place of `out` (an existing folder by an atomic swap)."""
+    for p in sorted(tmp.rglob("*"), reverse=True) if folder else ():
+        _fsync(p)
+    _set_mode(tmp, folder)
+    _fsync(tmp)
+    if folder and out.is_dir():
+        _swap(tmp, out)  # tmp now holds the old output
+    else:
+        os.replace(tmp, out)
 
 
 @contextlib.contextmanager
