@@ -1,14 +1,20 @@
 """Shared fixtures: small real-looking models in every input format, and the zoo models."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import settings
 
+from zoocodec import cluster
 from zoocodec.pipeline import zoo
+
+# Ray reads this once, at import: every Ray the tests start stays on loopback, whichever module imports it first.
+os.environ.setdefault(cluster.LOOPBACK_ENV, "0")
 
 # Property tests draw the same examples on every run, so CI cannot turn red by luck;
 # HYPOTHESIS_PROFILE=explore draws fresh ones (run it when hunting bugs).
@@ -52,3 +58,18 @@ def minilm_path():
 @pytest.fixture(scope="session")
 def mnist_path():
     return zoo_path("mnist-cnn")
+
+
+@pytest.fixture(scope="module")
+def ray_api():
+    """The `ray` module, imported with the settings zoocodec.cluster uses (loopback, token auth), and no
+    Ray running yet in this process; skips where Ray is not installed."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'zoocodec[ray]')")
+    if "ray" not in sys.modules:  # Ray reads the mode once, at import; the GCS it starts reads the environment
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("another Ray is running in this process")
+    return ray

@@ -134,22 +134,25 @@ def test_a_folder_holding_other_files_is_not_replaced(tmp_path, zc, monkeypatch,
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def hold_lock(folder: Path, held, seconds: float) -> None:
-    with fsutil.folder_lock(folder):
-        held.set()
-        time.sleep(seconds)
+def hold_lock(path: Path, held) -> None:
+    assert fsutil.try_lock(path) is not None
+    held.set()
+    time.sleep(60)
 
 
-def test_two_sweeps_take_turns_on_one_results_folder(tmp_path):
+def test_a_claim_is_exclusive_and_ends_with_its_holder(tmp_path):
     ctx = multiprocessing.get_context("fork")
     held = ctx.Event()
-    holder = ctx.Process(target=hold_lock, args=(tmp_path, held, 1.0))
+    holder = ctx.Process(target=hold_lock, args=(tmp_path / ".claims" / "item.lock", held))
     holder.start()
     assert held.wait(30)
-    waited, start = [], time.monotonic()
-    with fsutil.folder_lock(tmp_path, on_wait=lambda: waited.append(True)):
-        assert waited and time.monotonic() - start > 0.5  # it waited for the holder to let go
+    assert fsutil.try_lock(tmp_path / ".claims" / "item.lock") is None
+    holder.kill()
     holder.join()
+    fd = fsutil.try_lock(tmp_path / ".claims" / "item.lock")  # the kernel let go of the dead holder's claim
+    assert fd is not None
+    assert fsutil.try_lock(tmp_path / ".claims" / "item.lock") is None  # also within one process
+    os.close(fd)
 
 
 # ---- whole or nothing under SIGKILL --------------------------------------------------------------

@@ -212,18 +212,14 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def folder_lock(folder: Path, on_wait=None) -> Iterator[None]:
-    """Hold an exclusive lock on `folder` (its .zoocodec.lock file); the kernel drops it if the holder dies."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".zoocodec.lock", os.O_RDWR | os.O_CREAT, 0o666)
+def try_lock(path: Path) -> int | None:
+    """An exclusive lock on `path` (made if missing), as an open descriptor to close to let go of it, or
+    None when another holder has it. The kernel drops it when its holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait:
-                on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         os.close(fd)
+        return None
+    return fd

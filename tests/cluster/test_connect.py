@@ -11,6 +11,7 @@ import pytest
 
 from support import script_env
 from zoocodec import cluster
+from zoocodec.cluster import reaper
 from zoocodec.errors import ZoocodecError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,3 +41,62 @@ def test_embedded_ray_refuses_to_listen_on_every_address():
     out = subprocess.run([sys.executable, "-c", code], env=script_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1"),
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.startswith("ZoocodecError an embedded Ray would listen on every network address"), out.stderr
+
+
+DRIVER = """
+import time
+from zoocodec import cluster
+with cluster.connect(num_cpus=1):
+    print("up", flush=True)
+    time.sleep(600)
+"""
+
+
+WATCHED = """
+import subprocess, time
+from zoocodec.cluster import reaper
+watchdog = reaper.start()
+child = subprocess.Popen(["sleep", "600"], start_new_session=True)
+reaper.watch(watchdog, {child.pid: reaper.start_time(child.pid)})
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def gone_within(pids: dict[int, str], seconds: float) -> list[int]:
+    """Which of `pids` (pid: start time) still run after waiting up to `seconds` for them to end."""
+    deadline = time.monotonic() + seconds
+    while (left := [p for p, s in pids.items() if reaper.start_time(p) == s]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def test_the_reaper_ends_what_it_watches_when_its_driver_is_killed():
+    driver = subprocess.Popen([sys.executable, "-c", WATCHED], env=script_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(driver.stdout.readline())
+        watched = {child: reaper.start_time(child)}
+        assert gone_within(watched, 0.5) == [child]  # in a session of its own: nothing else would end it
+    finally:
+        driver.kill()
+        driver.wait()
+    assert not gone_within(watched, 10)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_killing_the_driver_ends_its_embedded_ray():
+    """SIGKILL of the driver ends every process of its embedded Ray, the agents included (without the
+    reaper the dashboard and runtime-env agents outlived it by about a minute)."""
+    pytest.importorskip("ray")
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], env=script_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout.readline().strip() == "up"
+        ray_pids = {p: s for p, s in reaper.descendants(driver.pid).items() if reaper.is_ray(p)}
+        titles = {Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0] for p in ray_pids}
+        assert {b"ray::DashboardAgent", b"ray::RuntimeEnvAgent"} <= titles, titles
+    finally:
+        driver.kill()
+        driver.wait()
+    left = gone_within(ray_pids, 30)
+    assert not left, [Path(f"/proc/{p}/cmdline").read_bytes()[:60] for p in left]

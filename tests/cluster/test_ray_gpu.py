@@ -7,39 +7,24 @@ device `auto` (the default with a GPU resource) runs on the CPU and records `cpu
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 from safetensors.torch import save_file
 
-from zoocodec import cluster, device as D
-
-os.environ.setdefault(cluster.LOOPBACK_ENV, "0")
-from zoocodec.jobs import results as res, run as runner, spec as sweep_spec  # noqa: E402
+from zoocodec import device as D
+from zoocodec.jobs import results as res, run as runner, spec as sweep_spec
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def placeholder_gpu_ray():
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("ray is not installed (pip install 'zoocodec[ray]')")
+def placeholder_gpu_ray(ray_api):
     if D.gpu_count():
         pytest.skip("this machine has a real GPU: the placeholder case is for CPU machines")
-    import sys
-
-    if "ray" not in sys.modules:  # Ray reads the mode once, at import; the GCS it starts reads the environment
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-    import ray
-
-    if ray.is_initialized():
-        pytest.skip("another Ray is running in this process")
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray_api.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
-        yield ray
+        yield ray_api
     finally:
-        ray.shutdown()
+        ray_api.shutdown()
 
 
 def test_gpu_items_are_placed_on_the_gpu_node_and_never_fake_a_gpu(placeholder_gpu_ray, tmp_path, model):

@@ -6,6 +6,8 @@ Two rules keep a laptop safe and the commands consistent:
   for the node, so this module imports Ray only after setting it);
 - token authentication is on (RAY_AUTH_MODE=token, the token in ~/.ray/auth_token),
   the same mode for ray.init, `ray start` and `ray job submit`, which otherwise disagree.
+An embedded Ray ends with the process that started it, even when that one is killed
+(zoocodec.cluster.reaper).
 
 Custom resources: `nvenc` on nodes whose GPU has a hardware encoder (detected with
 zoocodec.codecs.nvdec when present), so hardware video encodes land only there.
@@ -19,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from zoocodec.cluster import reaper
 from zoocodec.errors import ZoocodecError
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -104,19 +107,23 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
             raise ZoocodecError(f"an embedded Ray would listen on every network address ({LOOPBACK_ENV} is set, "
                                 f"or Ray was imported before zoocodec); set {LOOPBACK_ENV}=0 in the environment, "
                                 "or join a cluster with --address")
-        ray.init(num_cpus=num_cpus or os.cpu_count(), resources=detect_resources(), include_dashboard=False,
-                 runtime_env={"env_vars": worker_env()} if worker_env() else None,
-                 logging_level="WARNING", log_to_driver=False)
-        if not _is_loopback(ray.get_runtime_context().gcs_address):  # Ray imported with other settings
-            address = ray.get_runtime_context().gcs_address
-            ray.shutdown()
-            raise ZoocodecError(f"the embedded Ray listened on {address}, not loopback; set {LOOPBACK_ENV}=0 "
-                                "before anything imports Ray, or join a cluster with --address")
+        watchdog = reaper.start()
+        before = reaper.descendants(os.getpid())
         try:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), resources=detect_resources(), include_dashboard=False,
+                     runtime_env={"env_vars": worker_env()} if worker_env() else None,
+                     logging_level="WARNING", log_to_driver=False)
+            reaper.watch(watchdog, {p: s for p, s in reaper.descendants(os.getpid()).items()
+                                    if p not in before and reaper.is_ray(p)})
+            if not _is_loopback(ray.get_runtime_context().gcs_address):  # Ray imported with other settings
+                raise ZoocodecError(f"the embedded Ray listened on {ray.get_runtime_context().gcs_address}, not "
+                                    f"loopback; set {LOOPBACK_ENV}=0 before anything imports Ray, or join a "
+                                    "cluster with --address")
             yield Connection(f"embedded Ray ({ray.get_runtime_context().gcs_address}, "
                              f"{int(ray.cluster_resources().get('CPU', 0))} CPUs)", True)
         finally:
             ray.shutdown()
+            reaper.release(watchdog)
         return
     check_reachable(address)
     if "ray" not in sys.modules and _is_loopback(address):

@@ -5,6 +5,8 @@ Layout of a results folder:
 
     OUT/runs/<model>/<work_id>.parquet       one file per work item: its row
     OUT/tensors/<model>/<work_id>.parquet    its per-tensor rows
+    OUT/.claims/<work_id>.lock               locked by the sweep running the item (two sweeps
+                                             on one folder run each item once)
 
 One file per work item, named by its id, written to a hidden temp file and renamed into
 place: a retried or resumed item replaces its own file, so rows can never be duplicated,
@@ -25,7 +27,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from zoocodec.errors import ZoocodecError
-from zoocodec.fsutil import atomic_file, remove_litter_in
+from zoocodec.fsutil import atomic_file, remove_litter_in, try_lock
 
 METRIC = pa.struct([
     ("task", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
@@ -113,11 +115,26 @@ class Results:
     def tensors_dir(self) -> Path:
         return self.out / "tensors"
 
+    def run_file(self, model: str, work_id: str) -> Path:
+        return self.runs_dir / model_dir(model) / f"{work_id}.parquet"
+
     def write(self, run: dict[str, Any], tensors: list[dict[str, Any]]) -> None:
         """Publish one work item's rows (tensors first, then the run row that commits them)."""
-        folder = model_dir(run["model"])
-        _write_table(pa.Table.from_pylist(tensors, schema=TENSORS), self.tensors_dir / folder / f"{run['work_id']}.parquet")
-        _write_table(pa.Table.from_pylist([run], schema=RUNS), self.runs_dir / folder / f"{run['work_id']}.parquet")
+        _write_table(pa.Table.from_pylist(tensors, schema=TENSORS),
+                     self.tensors_dir / model_dir(run["model"]) / f"{run['work_id']}.parquet")
+        _write_table(pa.Table.from_pylist([run], schema=RUNS), self.run_file(run["model"], run["work_id"]))
+
+    def claim(self, work_id: str) -> int | None:
+        """Claim a work item for this sweep: a descriptor to close when its rows are written, or
+        None while another sweep holds it (the kernel releases a dead sweep's claims)."""
+        return try_lock(self.out / ".claims" / f"{work_id}.lock")
+
+    def written_since(self, model: str, work_id: str, since: float) -> bool:
+        """Whether the item's row was written at or after `since` (time.time()): by another sweep."""
+        try:
+            return self.run_file(model, work_id).stat().st_mtime >= since
+        except FileNotFoundError:
+            return False
 
     def done_ids(self) -> set[str]:
         """Work ids with a successful row: a rerun skips them (failed items run again)."""

@@ -25,7 +25,6 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,6 @@ import numpy as np
 from zoocodec import __version__
 from zoocodec.container import FORMAT_VERSION
 from zoocodec.errors import ZoocodecError
-from zoocodec.fsutil import folder_lock
 from zoocodec.jobs.results import Results
 from zoocodec.jobs.spec import Sweep, WorkItem, content_hash
 
@@ -193,19 +191,15 @@ def run(sweep: Sweep, address: str | None = None, max_parallel: int | None = Non
     """Run every work item of `sweep` that has no successful row yet in `sweep.out`.
 
     `progress(ok, failed, running, total)` is called as items finish (the CLI draws a bar).
-    One sweep at a time writes to a results folder (a lock the kernel drops if its holder
-    dies); a second one waits, then skips what the first did, so each item runs once.
+    Several sweeps may write to one results folder at once: each claims an item before running
+    it (a lock the kernel drops if its holder dies), leaves the items another sweep holds for
+    last, and skips those that sweep wrote meanwhile, so each item runs once.
     """
-    with folder_lock(Path(sweep.out), on_wait=lambda: print(
-            f"zoocodec: another sweep is writing to {sweep.out}; waiting for it to finish", file=sys.stderr)):
-        return _run(sweep, address, max_parallel, num_cpus, progress)
-
-
-def _run(sweep: Sweep, address: str | None, max_parallel: int | None, num_cpus: int | None, progress) -> Outcome:
     from zoocodec import cluster  # noqa: PLC0415
 
     results = Results(sweep.out)
     results.clean_temp()
+    since = time.time()
     done = results.done_ids()
     todo = deque(i for i in sweep.items if i.work_id not in done)
     skipped = len(sweep.items) - len(todo)
@@ -213,6 +207,7 @@ def _run(sweep: Sweep, address: str | None, max_parallel: int | None, num_cpus: 
     start = time.perf_counter()
     if not todo:
         return Outcome(len(sweep.items), skipped, 0, 0, 0.0, "nothing to run")
+    pending: dict[Any, tuple[WorkItem, int]] = {}
     with cluster.connect(address, num_cpus) as conn:
         import ray  # noqa: PLC0415
 
@@ -226,24 +221,41 @@ def _run(sweep: Sweep, address: str | None, max_parallel: int | None, num_cpus: 
                                                            "lacks; run on a cluster that has it (--address)"), [])
                 failed += 1
         limit = max_parallel or len(todo)
-        pending: dict[Any, WorkItem] = {}
         total = len(todo) + failed
-        while todo or pending:
-            while todo and len(pending) < limit:
-                item = todo.popleft()
-                pending[_submit(task, item, sweep)] = item
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in ready:
-                item = pending.pop(ref)
-                try:
-                    row, tensors = ray.get(ref)
-                except ray.exceptions.RayError as e:  # retries exhausted: a crash or a retryable error
-                    row, tensors = failed_row(item, sweep.name, _ray_error(e)), []
-                results.write(row, tensors)
-                ok += row["status"] == "ok"
-                failed += row["status"] != "ok"
-            if progress:
-                progress(ok, failed, min(len(pending), slots), total)
+        held: deque[WorkItem] = deque()  # items another sweep is running: tried again when nothing else is left
+        try:
+            while todo or pending or held:
+                if not todo:
+                    todo, held = held, deque()
+                while todo and len(pending) < limit:
+                    item = todo.popleft()
+                    claim = results.claim(item.work_id)
+                    if claim is None:
+                        held.append(item)
+                    elif results.written_since(item.model, item.work_id, since):  # another sweep just did it
+                        os.close(claim)
+                        skipped, total = skipped + 1, total - 1
+                    else:
+                        pending[_submit(task, item, sweep)] = (item, claim)
+                if not pending:
+                    time.sleep(0.5)  # only items other sweeps are running are left
+                    continue
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    item, claim = pending.pop(ref)
+                    try:
+                        row, tensors = ray.get(ref)
+                    except ray.exceptions.RayError as e:  # retries exhausted: a crash or a retryable error
+                        row, tensors = failed_row(item, sweep.name, _ray_error(e)), []
+                    results.write(row, tensors)
+                    os.close(claim)
+                    ok += row["status"] == "ok"
+                    failed += row["status"] != "ok"
+                if progress:
+                    progress(ok, failed, min(len(pending), slots), total)
+        finally:
+            for _, claim in pending.values():
+                os.close(claim)
     return Outcome(len(sweep.items), skipped, ok, failed, time.perf_counter() - start, conn.where)
 
 
