@@ -2,7 +2,9 @@
 and evaluate runs the models there. Skips cleanly without CuPy or a GPU."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from zoocodec import device as D
@@ -48,3 +50,39 @@ def test_work_item_without_ray_runs_on_the_gpu(tmp_path, model):
     row, tensors = runner.execute(item, "s")
     assert row["status"] == "ok", row["error"]
     assert row["device"].startswith("cuda:0 ") and tensors
+
+
+def same_shapes_model() -> dict:
+    """24 attention-like 384x384 matrices, 6 of 1536x384 (fp32 and bf16), one wide: batches of one shape."""
+    g = np.random.default_rng(7)
+    m = {f"l{i}.{p}.weight": torch.from_numpy(g.laplace(0, 0.03, (384, 384)).astype(np.float32))
+         for i in range(6) for p in "qkvo"}
+    m.update({f"l{i}.up.weight": torch.from_numpy(g.laplace(0, 0.03, (1536, 384)).astype(np.float32)).to(
+        torch.bfloat16 if i % 2 else torch.float32) for i in range(6)})
+    m["wide.weight"] = torch.from_numpy(g.laplace(0, 0.03, (64, 4000)).astype(np.float32))
+    return m
+
+
+@pytest.mark.parametrize("spec", ["uniform:bits=8", "uniform:bits=4,per_tensor=true", "uniform:step=0.004",
+                                  "kmeans:k=16", "kmeans:k=4,per=channel,codebook=float16", "rdoq:bits=6"])
+def test_batched_gpu_bytes_equal_cpu_one_at_a_time(spec, tmp_path):
+    """pipeline/batch.py on the GPU (same-shape groups in one launch, two CUDA streams, pinned
+    copies, coding threads) writes the CPU's one-tensor-at-a-time bytes."""
+    m = same_shapes_model()
+    compress(m, tmp_path / "cpu.zc", spec, batch=False)
+    gpu = compress(m, tmp_path / "gpu.zc", spec, device="gpu")
+    compress(m, tmp_path / "gpu1.zc", spec, device="gpu", batch=False)
+    cpu_bytes = (tmp_path / "cpu.zc").read_bytes()
+    assert (tmp_path / "gpu.zc").read_bytes() == cpu_bytes
+    assert (tmp_path / "gpu1.zc").read_bytes() == cpu_bytes
+    assert all(t.device == gpu.device for t in gpu.tensors if not t.method.startswith("lossless"))
+
+
+def test_stack_rows_on_the_device():
+    import cupy
+
+    from zoocodec.kernels.backend import stack_rows
+
+    parts = [np.arange(12, dtype=np.float32).reshape(3, 4), np.full((2, 4), 7, np.float32)]
+    out = stack_rows(parts, cupy)
+    assert isinstance(out, cupy.ndarray) and np.array_equal(out.get(), np.concatenate(parts))

@@ -39,3 +39,22 @@ def to_numpy(x) -> np.ndarray:
     if hasattr(x, "get"):
         return x.get()
     return np.asarray(x)
+
+
+def stack_rows(arrays: list[np.ndarray], xp) -> object:
+    """Host arrays (2-D, equal row length, one dtype) stacked along rows, in namespace `xp`.
+
+    On CuPy the rows are gathered into one pinned host buffer and copied to the device in
+    one transfer on the current stream (waited for before the buffer is released)."""
+    if xp is np:
+        return np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0]
+    import cupyx  # noqa: PLC0415  (GPU only)
+
+    rows = sum(a.shape[0] for a in arrays)
+    staged = cupyx.empty_pinned((rows, arrays[0].shape[1]), dtype=arrays[0].dtype)
+    np.concatenate(arrays, axis=0, out=staged)
+    out = xp.empty(staged.shape, dtype=staged.dtype)
+    stream = xp.cuda.get_current_stream()
+    out.set(staged, stream=stream)
+    stream.synchronize()
+    return out

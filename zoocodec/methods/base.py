@@ -25,6 +25,7 @@ import functools
 import math
 import re
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -143,9 +144,23 @@ class MethodSpec:
         return np.dtype(np.int64)
 
     # ---- written once ---------------------------------------------------------------------
+    def batch_key(self, t: TensorData) -> Hashable | None:
+        """Tensors whose keys are equal (and not None) may be quantized together by
+        quantize_many (pipeline/batch.py groups a model's tensors by it)."""
+        return None
+
+    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+        """quantize() of tensors of one batch_key, with the same results; methods whose kernels
+        batch (one launch for many same-shape problems) override it."""
+        return [self.quantize(t, xp) for t in ts]
+
     def encode(self, t: TensorData, xp=np) -> Encoded:
         """Quantize in `xp` (when the method has a GPU path), code on the host."""
-        q = self.quantize(t, xp if self.gpu else np)
+        return self.code(t, self.quantize(t, xp if self.gpu else np))
+
+    def code(self, t: TensorData, q: Quantized) -> Encoded:
+        """The payloads of quantization `q` of `t`: host work only (pipeline/batch.py runs it on
+        worker threads while the next tensors quantize)."""
         q.symbols = {k: to_numpy(v) for k, v in q.symbols.items()}
         q.recon = to_numpy(q.recon)
         segments, shapes, coded, decoded = {}, {}, {}, {}

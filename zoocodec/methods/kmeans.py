@@ -18,7 +18,7 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import kmeans as K
-from zoocodec.kernels.backend import to_numpy
+from zoocodec.kernels.backend import stack_rows, to_numpy
 from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, register
 
 PER = ("tensor", "channel", "block")
@@ -68,28 +68,57 @@ class KMeans(MethodSpec):
     gpu = True
 
     def quantize(self, t: TensorData, xp=np) -> Quantized:
-        w = t.float64()
-        if not np.isfinite(w).all():
-            raise NonFiniteError(f"kmeans: tensor {t.name!r} holds NaN or Inf")
-        x = xp.asarray(w.astype(np.float32).ravel())  # the batched kernels run where x lives
-        books, indices, start = [], [], 0
-        for count, size in problems(w.shape, self.per, self.block):
-            part = x[start : start + count * size].reshape(count, size)
-            start += count * size
-            c, idx = K.kmeans(part, self.k, iters=self.iters, seed=self.seed)
+        return self.quantize_many([t], xp)[0]
+
+    def batch_key(self, t: TensorData):
+        """Every tensor under one k-means spec: problems of one size, from any tensors, run as one batch."""
+        return "problems" if t.array.size else None
+
+    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+        """k-means of every problem of `ts`: each problem seeded as if alone (k-means++ per tensor
+        and part, on the host), then one Lloyd batch per problem size (kernels/kmeans.py: a
+        problem's result does not depend on the batch it runs in)."""
+        ws, parts = [], []  # parts: (tensor, size, values (count, size) float32, initial centroids)
+        for i, t in enumerate(ts):
+            w = t.float64()
+            if not np.isfinite(w).all():
+                raise NonFiniteError(f"kmeans: tensor {t.name!r} holds NaN or Inf")
+            ws.append(w)
+            x, start = w.astype(np.float32).ravel(), 0
+            for count, size in problems(w.shape, self.per, self.block):
+                part = x[start : start + count * size].reshape(count, size)
+                start += count * size
+                parts.append((i, size, part, K.kmeanspp_init(part, self.k, self.seed)))
+        books = [[] for _ in ts]
+        indices = [[] for _ in ts]
+        results = {}
+        for size in dict.fromkeys(size for _, size, _, _ in parts):  # sizes in order of appearance
+            group = [p for p in parts if p[1] == size]
+            x = stack_rows([p[2] for p in group], xp)
+            c = K.lloyd(x, xp.asarray(np.concatenate([p[3] for p in group])), self.iters)
             if self.codebook == "float16":
                 c16 = c.astype(xp.float16)
-                if not bool(xp.isfinite(c16).all()):
-                    raise SpecError(f"kmeans: a centroid of {t.name!r} overflows float16; use codebook=float32")
+                bad = [p[0] for p, ok in zip(group, to_numpy(xp.isfinite(c16).all(axis=1))) if not ok]
+                if bad:
+                    raise SpecError(f"kmeans: a centroid of {ts[min(bad)].name!r} overflows float16; "
+                                    f"use codebook=float32")
                 c = c16.astype(xp.float32)
-                idx = K.assign_any(part, c)
-            books.append(to_numpy(c))
-            indices.append(to_numpy(idx).ravel())
-        book = np.concatenate([b.ravel() for b in books]) if books else np.zeros(0, np.float32)
-        sym = np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64)
-        recon = from_float64(self._gather(book, sym, w.shape), t.dtype)
-        return Quantized({"indices": sym}, {"problems": int(book.size // self.k)},
-                         {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes()}, recon)
+            results[size] = (to_numpy(c), to_numpy(K.assign_any(x, c)))
+        row = {size: 0 for size in results}
+        for i, size, part, _ in parts:  # back to each tensor, in its own part order
+            c, idx = results[size]
+            r, n = row[size], part.shape[0]
+            books[i].append(c[r : r + n])
+            indices[i].append(idx[r : r + n].ravel())
+            row[size] = r + n
+        out = []
+        for t, w, bs, ids in zip(ts, ws, books, indices):
+            book = np.concatenate([b.ravel() for b in bs]) if bs else np.zeros(0, np.float32)
+            sym = np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, np.int64)
+            recon = from_float64(self._gather(book, sym, w.shape), t.dtype)
+            out.append(Quantized({"indices": sym}, {"problems": int(book.size // self.k)},
+                                 {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes()}, recon))
+        return out
 
     def _gather(self, book: np.ndarray, sym: np.ndarray, shape) -> np.ndarray:
         """codebook value of each weight: problem p's indices look into book[p*k:(p+1)*k]."""

@@ -14,6 +14,7 @@ largest symbol error, so |w - w_hat| <= (max_symbol_error + 1/2) * step).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import uniform as K
-from zoocodec.kernels.backend import array_namespace, to_numpy
+from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
 from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits, from_float64,
                                    read_array, register)
 
@@ -73,11 +74,12 @@ class Uniform(MethodSpec):
 
     gpu = True
 
-    def steps_for(self, w) -> np.ndarray:
+    def steps_for(self, w, per_channel: bool | None = None) -> np.ndarray:
         """float64 steps (host), one per row of the quantization view, exactly representable in float32."""
         if self.step is not None:
             return np.array([self.step], dtype=np.float64)
-        steps = to_numpy(K.absmax_steps(w, self.bits, per_channel=not self.per_tensor, xp=array_namespace(w)))
+        per_channel = not self.per_tensor if per_channel is None else per_channel
+        steps = to_numpy(K.absmax_steps(w, self.bits, per_channel=per_channel, xp=array_namespace(w)))
         steps = steps.astype(np.float32).astype(np.float64)
         return np.where(steps > 0, steps, 1.0)
 
@@ -89,6 +91,38 @@ class Uniform(MethodSpec):
         store_steps(steps, side, arrays)
         recon = to_numpy(K.dequantize(symbols, xp.asarray(steps), xp))
         return Quantized({"symbols": symbols}, side, arrays, from_float64(recon, t.dtype))
+
+    def rows(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """(rows, row length) of the quantization view: one row per output channel, or one row."""
+        numel = math.prod(shape)
+        if self.step is None and not self.per_tensor and len(shape) >= 2:
+            return shape[0], numel // shape[0]
+        return 1, numel
+
+    def batch_key(self, t: TensorData):
+        """Tensors of one dtype whose rows have one length quantize as one stack of rows."""
+        return (t.dtype, self.rows(t.array.shape)[1]) if t.array.size else None
+
+    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+        """One quantization of the stacked rows of every tensor: each row keeps its own step
+        (its tensor's, or its channel's), so each tensor gets quantize()'s symbols and recon."""
+        if len(ts) == 1:
+            return [self.quantize(ts[0], xp)]
+        shapes = [t.array.shape for t in ts]
+        w = TensorData("", ts[0].dtype, stack_rows([t.array.reshape(self.rows(s)) for t, s in zip(ts, shapes)], xp))
+        w = w.float64(xp)
+        steps = self.steps_for(w, per_channel=True)  # a row per channel, or per tensor: the rows above
+        symbols = K.quantize(w, xp.asarray(steps), xp)
+        recon = from_float64(K.dequantize(symbols, xp.asarray(steps), xp), ts[0].dtype)
+        out, row = [], 0
+        for s in shapes:
+            n = self.rows(s)[0]
+            side, arrays = {}, {}
+            store_steps(steps[row : row + n] if steps.shape[0] > 1 else steps, side, arrays)
+            out.append(Quantized({"symbols": symbols[row : row + n].reshape(s)}, side, arrays,
+                                 recon[row : row + n].reshape(s)))
+            row += n
+        return out
 
     def dequantize(self, q, shape, dtype):
         steps = load_steps(q, shape, "uniform")

@@ -7,6 +7,7 @@ container, keep only statistics. Nothing else holds the weights.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -28,7 +29,7 @@ from zoocodec.methods.base import FLOAT_DTYPES
 from zoocodec.methods.lossless import Lossless, native_dtype
 from zoocodec.methods.uniform import Uniform
 from zoocodec.fsutil import check_output
-from zoocodec.pipeline import zoo
+from zoocodec.pipeline import batch as batch_mod, zoo
 from zoocodec.pipeline.modelio import ModelSource, open_model, output_format, to_torch, write_model
 
 DEFAULT_SPEC = "uniform:bits=8"
@@ -118,7 +119,9 @@ def finite(t: TensorData) -> bool:
 
 
 def choose_spec(t: TensorData, spec: MethodSpec, overrides: Overrides, min_size: int,
-                allow_nonfinite: bool, plan: dict[str, MethodSpec] | None = None) -> MethodSpec:
+                allow_nonfinite: bool, plan: dict[str, MethodSpec] | None = None, floor: bool = True) -> MethodSpec:
+    """The spec of tensor `t`. With floor=False the default spec's SQNR floor (safe_default) is
+    left to the caller, which checks it on the reconstruction it makes anyway (compress)."""
     chosen = (plan or {}).get(t.name) or overrides.match(t.name)
     if chosen is None:
         chosen = Lossless() if not selected(t.dtype, t.array.size, min_size) or t.array.ndim < 2 else spec
@@ -130,7 +133,7 @@ def choose_spec(t: TensorData, spec: MethodSpec, overrides: Overrides, min_size:
                 f"tensor {t.name!r} holds NaN or Inf; use --allow-nonfinite to keep such tensors lossless"
             )
         return Lossless()
-    if chosen is spec and spec == parse_spec(DEFAULT_SPEC):
+    if floor and chosen is spec and spec == parse_spec(DEFAULT_SPEC):
         return safe_default(t, spec)
     return chosen
 
@@ -138,7 +141,7 @@ def choose_spec(t: TensorData, spec: MethodSpec, overrides: Overrides, min_size:
 SAFE_SQNR_DB = 30.0  # the floor the default spec keeps on every tensor
 
 
-def safe_default(t: TensorData, spec: MethodSpec) -> MethodSpec:
+def safe_default(t: TensorData, spec: MethodSpec, recon: np.ndarray | None = None) -> MethodSpec:
     """The default spec, or one uniform step from the tensor's own RMS where min-max rows fall below the floor.
 
     A few large values in a row stretch its min-max range, and the small ones round to
@@ -150,7 +153,8 @@ def safe_default(t: TensorData, spec: MethodSpec) -> MethodSpec:
     """
     w = t.float64()
     power = float(np.mean(w * w)) if w.size else 0.0  # an empty tensor has nothing to keep
-    if power == 0 or _sqnr(w, TensorData(t.name, t.dtype, spec.reconstruct(t)).float64()) >= SAFE_SQNR_DB:
+    recon = spec.reconstruct(t) if recon is None else recon  # what a reader decodes (given: compress's own)
+    if power == 0 or _sqnr(w, TensorData(t.name, t.dtype, recon).float64()) >= SAFE_SQNR_DB:
         return spec
     step = float(np.float32(2 * math.sqrt(power) * 10 ** (-SAFE_SQNR_DB / 20) * (1 - 1e-6)))
     return Uniform(step=step, coder=spec.coder)
@@ -178,10 +182,12 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
              overrides: Overrides | dict | None = None, min_size: int = DEFAULT_MIN_SIZE,
              allow_nonfinite: bool = False, progress: Callable[[str], None] | None = None,
              plan: dict[str, MethodSpec | str] | None = None, meta: dict[str, Any] | None = None,
-             device: str | Device = "cpu") -> Report:
+             device: str | Device = "cpu", batch: bool = True) -> Report:
     """Compress `model` (path, zoo name, or dict of tensors) into the container `out`.
 
     `device` (cpu, gpu, cuda:N, auto) is where the quantizers run; the bytes are the same.
+    `batch`: tensors read ahead, quantized in same-shape groups and coded on threads
+    (pipeline/batch.py); False: one tensor at a time (the least memory). The bytes are the same.
 
     Spec precedence per tensor: `plan` (exact names, e.g. from bit allocation), then
     `overrides` (name patterns), then lossless for small or non-float tensors, then `spec`.
@@ -196,15 +202,28 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     report = Report(Path(out), device=dev.label)
     start = time.perf_counter()
     entries = []
-    with Container.create(out) as c, dev.activate():
-        for t in source.tensors():
-            chosen = choose_spec(t, spec, overrides, min_size, allow_nonfinite, plan)
-            enc = chosen.encode(t, dev.xp)
+    floored = spec == parse_spec(DEFAULT_SPEC)
+
+    def finish(t: TensorData, chosen: MethodSpec, q) -> tuple:  # on a coding thread (pipeline/batch.py)
+        on_gpu = chosen.gpu and dev.is_gpu
+        if floored and chosen is spec:  # the default spec's floor, on the reconstruction made anyway
+            safe = safe_default(t, spec, q.recon)
+            if safe is not spec:
+                chosen, q, on_gpu = safe, safe.quantize(t), False
+        enc = chosen.code(t, q)
+        return t, chosen, enc, _stats(t, enc.recon, chosen.lossless), on_gpu
+
+    def choose(t: TensorData) -> MethodSpec:
+        return choose_spec(t, spec, overrides, min_size, allow_nonfinite, plan, floor=False)
+
+    window, threads = (None, batch_mod.THREADS) if batch else (0, 0)
+    with Container.create(out) as c, dev.activate(), contextlib.closing(
+            batch_mod.run(source.tensors(), choose, finish, dev.xp, window, threads)) as results:
+        for t, chosen, enc, (mse, max_err, sqnr), on_gpu in results:
             segments = {k: list(c.add_segment(v)) for k, v in enc.segments.items()}
-            mse, max_err, sqnr = _stats(t, enc.recon, chosen.lossless)
             tr = TensorReport(t.name, tuple(t.array.shape), t.dtype, str(chosen), t.array.nbytes,
                               sum(len(v) for v in enc.segments.values()), mse, max_err, sqnr,
-                              dev.label if chosen.gpu else "cpu")
+                              dev.label if on_gpu else "cpu")
             report.tensors.append(tr)
             entries.append({
                 "name": t.name, "shape": list(tr.shape), "dtype": t.dtype, "method": chosen.to_dict(),

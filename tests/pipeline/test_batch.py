@@ -1,0 +1,100 @@
+"""Batched compress (pipeline/batch.py): same-shape groups quantized together and coded on
+threads write the bytes of coding one tensor at a time, in the model's order."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import zoocodec
+from zoocodec.errors import SpecError
+from zoocodec.methods import Overrides, parse_spec
+from zoocodec.pipeline import batch
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, DEFAULT_SPEC, choose_spec, load
+
+from conftest import laplace_model, zoo_path
+
+
+def shapes_model() -> dict[str, torch.Tensor]:
+    """Interleaved shapes and dtypes, so groups reorder tensors inside a window."""
+    g = np.random.default_rng(5)
+    m = laplace_model()
+    for i in range(5):
+        m[f"l{i}.q.weight"] = torch.from_numpy(g.laplace(0, 0.03, (48, 64)).astype(np.float32))
+        up = torch.from_numpy(g.laplace(0, 0.03, (96, 64)).astype(np.float32))
+        m[f"l{i}.up.weight"] = up.to(torch.bfloat16) if i % 2 else up
+    m["out.weight"] = torch.from_numpy(g.laplace(0, 0.03, (64, 200)).astype(np.float32))
+    m["wide.weight"] = torch.from_numpy(g.laplace(0, 0.03, (3, 3000)).astype(np.float32))  # rdoq/dq: fewer rows
+    return m
+
+
+SPECS = ["uniform:bits=8", "uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
+         "kmeans:k=16", "kmeans:k=4,per=channel,codebook=float16", "kmeans:k=8,per=block,block=1000",
+         "rdoq:bits=6", "dq:step=0.01", "lnq"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_batched_bytes_equal_one_tensor_at_a_time(spec, tmp_path):
+    m = shapes_model()
+    one = zoocodec.compress(m, tmp_path / "one.zc", spec, min_size=100, batch=False)
+    many = zoocodec.compress(m, tmp_path / "many.zc", spec, min_size=100)
+    assert (tmp_path / "one.zc").read_bytes() == (tmp_path / "many.zc").read_bytes()
+    assert [t.name for t in many.tensors] == list(m) == [t.name for t in one.tensors]
+    assert [(t.method, t.mse, t.sqnr_db) for t in one.tensors] == [(t.method, t.mse, t.sqnr_db) for t in many.tensors]
+
+
+def test_minilm_groups(minilm_path):
+    """minilm under the default spec: the 30 matrices with 384-long rows (q, k, v, o, up)
+    are one group, quantized in one call."""
+    spec = parse_spec(DEFAULT_SPEC)
+    tensors = list(load(minilm_path).tensors())
+    groups = batch._groups([(t, choose_spec(t, spec, Overrides(), DEFAULT_MIN_SIZE, False, floor=False))
+                            for t in tensors])
+    largest = max(groups, key=lambda g: len(g[1]))[1]
+    assert len(largest) >= 30 and {tensors[i].array.shape[1] for i in largest} == {384}
+
+
+def test_mnist_bytes(tmp_path, mnist_path):
+    zoocodec.compress(mnist_path, tmp_path / "one.zc", batch=False)
+    zoocodec.compress(mnist_path, tmp_path / "many.zc")
+    assert (tmp_path / "one.zc").read_bytes() == (tmp_path / "many.zc").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,spec", [("minilm", DEFAULT_SPEC), ("minilm", "uniform:step=0.002"),
+                                       ("minilm", "kmeans:k=16,per=channel"), ("minilm", "dq:bits=6"),
+                                       ("mpnet", DEFAULT_SPEC), ("mpnet", "kmeans:k=16")])
+def test_zoo_bytes(name, spec, tmp_path):
+    path = zoo_path(name)
+    zoocodec.compress(path, tmp_path / "one.zc", spec, batch=False)
+    zoocodec.compress(path, tmp_path / "many.zc", spec)
+    assert (tmp_path / "one.zc").read_bytes() == (tmp_path / "many.zc").read_bytes()
+
+
+def test_windows_keep_order_and_bound(tmp_path):
+    """A window of ~1 tensor still yields every tensor once, in order; results are those of run()."""
+    m = shapes_model()
+    ts = list(load(m).tensors())
+    spec = parse_spec("uniform:bits=6")
+    seen = list(batch.run(iter(ts), lambda t: spec, lambda t, s, q: (t.name, s.code(t, q).segments),
+                          window=1, threads=3))
+    alone = [(t.name, spec.encode(t).segments) for t in ts]
+    assert seen == alone
+
+
+def test_errors_reach_the_caller_and_leave_no_file(tmp_path):
+    m = shapes_model()
+    m["l3.q.weight"][0, 0] = 1e6  # its centroid overflows float16: raised while its group quantizes
+    with pytest.raises(SpecError, match="l3.q.weight"):
+        zoocodec.compress(m, tmp_path / "m.zc", "kmeans:k=4,codebook=float16", min_size=100)
+    assert not (tmp_path / "m.zc").exists()
+
+    def finish(t, spec, q):  # raised on a worker thread
+        if t.name == "l2.up.weight":
+            raise SpecError("coding failed")
+        return t.name
+
+    ts = list(load(shapes_model()).tensors())
+    spec = parse_spec("uniform:bits=6")
+    with pytest.raises(SpecError, match="coding failed"):
+        list(batch.run(iter(ts), lambda t: spec, finish, threads=2))
