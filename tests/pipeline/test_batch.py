@@ -30,7 +30,7 @@ def shapes_model() -> dict[str, torch.Tensor]:
 
 SPECS = ["uniform:bits=8", "uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
          "kmeans:k=16", "kmeans:k=4,per=channel,codebook=float16", "kmeans:k=8,per=block,block=1000",
-         "rdoq:bits=6", "dq:step=0.01", "lnq"]
+         "rdoq:bits=6", "dq:step=0.01", "dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac", "lnq"]
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -62,12 +62,24 @@ def test_mnist_bytes(tmp_path, mnist_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,spec", [("minilm", DEFAULT_SPEC), ("minilm", "uniform:step=0.002"),
-                                       ("minilm", "kmeans:k=16,per=channel"), ("minilm", "dq:bits=6"),
+                                       ("minilm", "kmeans:k=16,per=channel"), ("minilm", "rdoq:bits=6"),
                                        ("mpnet", DEFAULT_SPEC), ("mpnet", "kmeans:k=16")])
 def test_zoo_bytes(name, spec, tmp_path):
     path = zoo_path(name)
     zoocodec.compress(path, tmp_path / "one.zc", spec, batch=False)
     zoocodec.compress(path, tmp_path / "many.zc", spec)
+    assert (tmp_path / "one.zc").read_bytes() == (tmp_path / "many.zc").read_bytes()
+
+
+@pytest.mark.slow
+def test_minilm_attention_dq_bytes(tmp_path, minilm_path):
+    """dq on minilm's 24 attention matrices (384x384): one trellis pass over all of them, the
+    bytes of one at a time."""
+    m = {t.name: torch.from_numpy(t.array) for t in load(minilm_path).tensors()
+         if "attention" in t.name and t.array.shape == (384, 384)}
+    assert len(m) == 24
+    zoocodec.compress(m, tmp_path / "one.zc", "dq:bits=6", batch=False)
+    zoocodec.compress(m, tmp_path / "many.zc", "dq:bits=6")
     assert (tmp_path / "one.zc").read_bytes() == (tmp_path / "many.zc").read_bytes()
 
 

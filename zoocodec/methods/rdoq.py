@@ -80,34 +80,61 @@ class RDOQ(MethodSpec):
         Rates come only from the coder's entropy model: fitted to the rounded symbols,
         refitted to each new choice.
         """
-        w2 = matrix_view(w)
-        steps = self.row_steps(w2)
-        x = xp.asarray(w2) / xp.asarray(steps)[:, None]
+        return self.levels_many([w], xp)[0]
+
+    def levels_many(self, ws: list[np.ndarray], xp=np) -> list[tuple[np.ndarray, np.ndarray]]:
+        """levels_for() of tensors of one shape in one pass: their matrices stacked along the
+        axis the decisions run across (rows; for dq the columns when it walks columns), each
+        tensor's contexts offset into one table of all their rate tables. Every decision reads
+        the rates its own tensor's model gives (kernels/rdoq.py: rows are independent), so the
+        levels are levels_for()'s."""
+        w2s = [matrix_view(w) for w in ws]
+        steps = [self.row_steps(w2) for w2 in w2s]
+        flip = self._walk_columns(w2s[0].shape)
+        xs = [xp.asarray(w2) / xp.asarray(s)[:, None] for w2, s in zip(w2s, steps)]
+        x = xp.concatenate([v.T if flip else v for v in xs]) if len(xs) > 1 else (xs[0].T if flip else xs[0])
         q = self._first(x, xp)
-        model = None
-        trellis = self.trellis("symbols", w2.shape)
+        models = [None] * len(ws)
+        trellis = self.trellis("symbols", w2s[0].shape)
         for _ in range(self.iters if self.lam > 0 and q.size else 0):
-            qh = _host(q)
-            model = self.coder.model(qh, trellis) if model is None else model.refit(qh)
-            q = self._decide(x, model.rates(qh), xp)
-        return _host(q), steps
+            qs = _split(_host(q), len(ws), flip)
+            models = [self.coder.model(qh, trellis) if m is None else m.refit(qh) for m, qh in zip(models, qs)]
+            merged = _merge([m.rates(qh) for m, qh in zip(models, qs)], x, flip, xp)
+            if merged is None:  # the tables' union would be too large: one tensor at a time
+                return [r for w in ws for r in self.levels_many([w], xp)]
+            q = self._decide(x, *merged, xp)
+        return list(zip(_split(_host(q), len(ws), flip), steps))
+
+    def _walk_columns(self, shape: tuple[int, int]) -> bool:
+        """Whether decisions run along columns (the matrix is transposed for them)."""
+        return False
 
     def _first(self, x, xp):
         return xp.rint(x).astype(xp.int64)
 
-    def _decide(self, x, table, xp):
-        return R.decide(x, xp.asarray(table.ctx), table.origin, xp.asarray(table.stateless), self.lam, xp)
+    def _decide(self, x, ctx, origin: int, bits, xp):
+        """New levels for x (oriented), contexts ctx, rates bits[context, state, level - origin]."""
+        return R.decide(x, ctx, origin, bits[:, 0, :], self.lam, xp)
 
     def levels(self, q: np.ndarray) -> np.ndarray:
         """Reconstruction in step units of the symbol matrix."""
         return q.astype(np.float64)
 
     def quantize(self, t: TensorData, xp=np) -> Quantized:
-        w = t.float64()
-        q, steps = self.levels_for(w, xp)
-        recon = from_float64((self.levels(q) * steps[:, None]).reshape(w.shape), t.dtype)
-        arrays = {"steps": steps.astype("<f4").tobytes()} if self.bits is not None else {}
-        return Quantized({"symbols": q.reshape(w.shape)}, {}, arrays, recon)
+        return self.quantize_many([t], xp)[0]
+
+    def batch_key(self, t: TensorData):
+        """Tensors of one shape decide (and walk their trellises) together."""
+        return (tuple(t.array.shape),) if t.array.size else None
+
+    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+        ws = [t.float64() for t in ts]
+        out = []
+        for t, w, (q, steps) in zip(ts, ws, self.levels_many(ws, xp)):
+            recon = from_float64((self.levels(q) * steps[:, None]).reshape(w.shape), t.dtype)
+            arrays = {"steps": steps.astype("<f4").tobytes()} if self.bits is not None else {}
+            out.append(Quantized({"symbols": q.reshape(w.shape)}, {}, arrays, recon))
+        return out
 
     def dequantize(self, q, shape, dtype):
         levels = matrix_view(q.symbols["symbols"])
@@ -143,17 +170,14 @@ class DQ(RDOQ):
         """The state machine walks each row of the 2-D view (axis 1), or each column when wider than tall."""
         return 0 if _flip(view_shape(tuple(shape))) else 1
 
-    def _first(self, x, xp):
-        flip = _flip(x.shape)
-        x = x.T if flip else x
-        levels = R.dq_trellis(x, xp.zeros(x.shape, dtype=xp.int64), 0, xp.zeros((1, 1, 1)), 0.0, xp)
-        return levels.T if flip else levels
+    def _walk_columns(self, shape):
+        return _flip(shape)
 
-    def _decide(self, x, table, xp):
-        ctx, bits = xp.asarray(table.ctx), xp.asarray(table.bits)
-        if _flip(x.shape):
-            return R.dq_trellis(x.T, ctx.T, table.origin, bits, self.lam, xp).T
-        return R.dq_trellis(x, ctx, table.origin, bits, self.lam, xp)
+    def _first(self, x, xp):
+        return R.dq_trellis(x, xp.zeros(x.shape, dtype=xp.int64), 0, xp.zeros((1, 1, 1)), 0.0, xp)
+
+    def _decide(self, x, ctx, origin, bits, xp):
+        return R.dq_trellis(x, ctx, origin, bits, self.lam, xp)
 
     def levels(self, q: np.ndarray) -> np.ndarray:
         return R.dq_dequantize(q.T, np).T if _flip(q.shape) else R.dq_dequantize(q, np)
@@ -166,3 +190,41 @@ def _flip(shape: tuple[int, int]) -> bool:
 
 def _host(a) -> np.ndarray:
     return a if isinstance(a, np.ndarray) else a.get()
+
+
+def _split(q: np.ndarray, count: int, flip: bool) -> list[np.ndarray]:
+    """The stacked (oriented) levels back into each tensor's matrix view."""
+    parts = np.split(q, count) if count > 1 else [q]
+    return [p.T if flip else p for p in parts]
+
+
+TABLE_LIMIT = 64 << 20  # bytes of the merged rate table; beyond it the tensors decide one at a time
+
+
+def _merge(tables, x, flip: bool, xp):
+    """(ctx, origin, bits) of several tensors' rate tables as one: contexts offset per tensor,
+    every table widened to one level range by its own out-of-table rate (its largest entry in
+    that context and state plus one bit), so each level costs what its own table charges.
+    The range covers every level a decision may try (|level| <= max |x| + 2), so no level
+    falls outside it. None when the merged table would pass TABLE_LIMIT bytes."""
+    if len(tables) == 1:
+        t = tables[0]
+        ctx = xp.asarray(t.ctx)
+        return (ctx.T if flip else ctx), t.origin, xp.asarray(t.bits)
+    reach = int(math.ceil(float(xp.abs(x).max()))) + 2 if x.size else 2
+    lo = min(min(t.origin for t in tables), -reach)
+    hi = max(max(t.origin + t.bits.shape[2] for t in tables), reach + 1)
+    contexts, states = sum(t.bits.shape[0] for t in tables), tables[0].bits.shape[1]
+    if contexts * states * (hi - lo) * 8 > TABLE_LIMIT or any(t.bits.shape[1] != states for t in tables):
+        return None
+    bits = np.empty((contexts, states, hi - lo))
+    ctxs, offset = [], 0
+    for t in tables:
+        n, size = t.bits.shape[0], t.bits.shape[2]
+        block = bits[offset : offset + n]
+        block[...] = t.bits.max(axis=2, keepdims=True) + 1.0
+        block[:, :, t.origin - lo : t.origin - lo + size] = t.bits
+        c = np.asarray(t.ctx, dtype=np.int64) + offset
+        ctxs.append(c.T if flip else c)
+        offset += n
+    return xp.asarray(np.concatenate(ctxs)), lo, xp.asarray(bits)

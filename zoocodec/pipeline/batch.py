@@ -24,6 +24,7 @@ group's intermediates; `window=0, threads=0` is the one-tensor-at-a-time path.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -35,7 +36,7 @@ from zoocodec.methods.base import MethodSpec, Quantized, TensorData
 
 CPU_WINDOW = 64 << 20  # bytes of weights read ahead on the CPU (the gain there is coding on threads)
 GPU_WINDOW = 1 << 30  # on a GPU: large launches; a 1B bf16 model in two windows
-THREADS = 2  # coding workers (the engine's own pool parallelises inside each call)
+THREADS = max(2, min(8, (os.cpu_count() or 2) // 2))  # coding workers (the engine's pool also runs inside each call)
 MEMORY_SHARE = 32  # a window never exceeds this fraction of the memory budget (intermediates are ~10x)
 
 

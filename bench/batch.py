@@ -1,0 +1,80 @@
+"""Batched compress on the CPU (pipeline/batch.py) against one tensor at a time, same run, same bytes.
+
+Four ways through zoocodec.compress on real zoo models, interleaved, best of `--reps`:
+  one_at_a_time   batch=False: quantize, code, next tensor (the peer)
+  grouped         same-shape groups quantized together, coding inline (batch.THREADS = 0)
+  overlapped      one tensor per window, coding on worker threads (batch.CPU_WINDOW = 0)
+  batched         both (the default)
+Every file's sha256 must equal the peer's.
+
+    python bench/batch.py [--models minilm mpnet] [--reps 2]     (JSON to bench/results/batch-DATE.json)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, save  # noqa: E402
+
+CASES = {"minilm": ["uniform:bits=8", "kmeans:k=16"], "mpnet": ["uniform:bits=8"]}
+WAYS = {"one_at_a_time": {"batch": False}, "grouped": {"THREADS": 0}, "overlapped": {"CPU_WINDOW": 0}, "batched": {}}
+
+
+def run_way(model: str, spec: str, way: str, out: Path) -> tuple[float, str]:
+    from zoocodec.pipeline import batch
+    from zoocodec.pipeline.core import compress
+
+    knobs = {k: v for k, v in WAYS[way].items() if k != "batch"}
+    saved = {k: getattr(batch, k) for k in knobs}
+    for k, v in knobs.items():
+        setattr(batch, k, v)
+    try:
+        start = time.perf_counter()
+        compress(model, out, spec, batch=WAYS[way].get("batch", True))
+        seconds = time.perf_counter() - start
+    finally:
+        for k, v in saved.items():
+            setattr(batch, k, v)
+    return seconds, hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(CASES))
+    ap.add_argument("--reps", type=int, default=2)
+    args = ap.parse_args()
+    from zoocodec.pipeline import batch
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models:
+            for spec in CASES[model]:
+                times = {w: [] for w in WAYS}
+                hashes = {}
+                for _ in range(args.reps):  # interleaved: load drifts hit every way alike
+                    for way in WAYS:
+                        s, h = run_way(model, spec, way, Path(tmp) / f"{way}.zc")
+                        times[way].append(s)
+                        hashes[way] = h
+                best = {w: min(t) for w, t in times.items()}
+                row = {"model": model, "spec": spec, "seconds": best, "all_seconds": times,
+                       "same_bytes": len(set(hashes.values())) == 1,
+                       "speedup_vs_one_at_a_time": {w: best["one_at_a_time"] / s for w, s in best.items()}}
+                rows.append(row)
+                print(f"{model} {spec}: " + ", ".join(f"{w} {s:.2f} s ({best['one_at_a_time'] / s:.2f}x)"
+                                                      for w, s in best.items()) + f"; same bytes {row['same_bytes']}",
+                      flush=True)
+    result = {"machine": machine(), "threads": batch.THREADS, "cpu_window_bytes": batch.CPU_WINDOW,
+              "zoocodec_threads_env": os.environ.get("ZOOCODEC_THREADS"), "rows": rows,
+              "note": "best of the interleaved runs; the machine is shared (see load_average_at_start)"}
+    print(f"wrote {save('batch', result)}")
+
+
+if __name__ == "__main__":
+    main()
