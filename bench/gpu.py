@@ -11,8 +11,8 @@
    same bytes (sha256): uniform:bits=8 (the default spec), kmeans:k=16, dq:bits=6, on the
    mpnet-shaped model and the 1B bf16 model; the GPU batched (pipeline/batch.py) and one
    tensor at a time. Where the CPU path would take minutes it runs on a slice (the first
-   tensors, `cpu_weights` in the row): the speedup is then per weight, and the bytes are
-   compared on that slice (the GPU compresses the slice too).
+   tensors, `slice_weights` in the row): the speedup is then per weight, and the bytes are
+   compared on that slice (the GPU compresses the slice too, and one tensor at a time).
 
 The models are generated (Laplace weights): mpnet's own weights are not on the GPU machine,
 so "mpnet-shaped" has every matrix shape of all-mpnet-base-v2 (109M weights); "1B" is
@@ -113,35 +113,41 @@ def sync(gpu: str) -> None:
 
 def compress_case(tmp: Path, model: str, spec: str, tensors: dict, cpu_weights: int | None, gpu: str,
                   one_at_a_time: bool = True) -> dict:
-    """GPU (batched, and one tensor at a time) on the whole model; the CPU on it or on a slice."""
+    """The GPU, batched, on the whole model; on the CPU slice (the whole model, or its first
+    tensors): the GPU again (its bytes), the GPU one tensor at a time, and the CPU."""
     from zoocodec.pipeline.core import compress
+
+    def timed(name: str, part: dict, **kw) -> float:
+        start = time.perf_counter()
+        rep = compress(part, tmp / f"{name}.zc", spec, **kw)
+        sync(kw.get("device", "cpu"))
+        row[f"{name}_s"] = time.perf_counter() - start
+        return rep
 
     total = weights(tensors)
     part = tensors if cpu_weights is None or cpu_weights >= total else first(tensors, cpu_weights)
-    row = {"model": model, "spec": spec, "weights": total, "cpu_weights": weights(part)}
+    row = {"model": model, "spec": spec, "weights": total, "slice_weights": weights(part)}
     compress(first(tensors, 1), tmp / "warm.zc", spec, device=gpu)  # kernels compiled, pools warm
     sync(gpu)
-    for key, kw in (("gpu_batched", {}), ("gpu_one_at_a_time", {"batch": False}))[:2 if one_at_a_time else 1]:
-        start = time.perf_counter()
-        rep = compress(tensors, tmp / f"{key}.zc", spec, device=gpu, **kw)
-        row[f"{key}_s"] = time.perf_counter() - start
-        row["gpu_device"] = rep.device
-    row["ratio"] = rep.ratio
+    rep = timed("gpu_batched", tensors, device=gpu)
+    row.update(gpu_device=rep.device, ratio=rep.ratio)
     if part is not tensors:
-        compress(part, tmp / "gpu_batched.zc", spec, device=gpu)  # the bytes to compare with the CPU's
-    row["gpu_sha256"] = sha(tmp / "gpu_batched.zc")
-    start = time.perf_counter()
-    compress(part, tmp / "cpu.zc", spec, device="cpu", batch=False)
-    row["cpu_one_at_a_time_s"] = time.perf_counter() - start
-    row["cpu_sha256"] = sha(tmp / "cpu.zc")
-    row["same_bytes"] = row["gpu_sha256"] == row["cpu_sha256"]
-    per_weight = (row["cpu_one_at_a_time_s"] / row["cpu_weights"]) / (row["gpu_batched_s"] / total)
-    row["speedup_gpu_vs_cpu_per_weight"] = per_weight
+        timed("gpu_batched_slice", part, device=gpu)
+    row["gpu_sha256"] = sha(tmp / ("gpu_batched.zc" if part is tensors else "gpu_batched_slice.zc"))
     if one_at_a_time:
-        row["speedup_batched_vs_one_at_a_time_gpu"] = row["gpu_one_at_a_time_s"] / row["gpu_batched_s"]
-    print(f"compress {model} {spec}: {total / 1e6:.0f}M weights, GPU {row['gpu_batched_s']:.2f} s batched "
-          f"({row.get('gpu_one_at_a_time_s', float('nan')):.2f} s one at a time), CPU {row['cpu_one_at_a_time_s']:.2f} s on "
-          f"{row['cpu_weights'] / 1e6:.0f}M: {per_weight:.1f}x per weight, same bytes {row['same_bytes']}", flush=True)
+        timed("gpu_one_at_a_time", part, device=gpu, batch=False)
+    timed("cpu_one_at_a_time", part, device="cpu", batch=False)
+    row["cpu_sha256"] = sha(tmp / "cpu_one_at_a_time.zc")
+    row["same_bytes"] = row["gpu_sha256"] == row["cpu_sha256"]
+    gpu_per_weight = row["gpu_batched_s"] / total
+    row["speedup_gpu_vs_cpu_per_weight"] = row["cpu_one_at_a_time_s"] / row["slice_weights"] / gpu_per_weight
+    if one_at_a_time:
+        row["speedup_batched_vs_one_at_a_time_gpu_per_weight"] = \
+            row["gpu_one_at_a_time_s"] / row["slice_weights"] / gpu_per_weight
+    print(f"compress {model} {spec}: {total / 1e6:.0f}M weights, GPU batched {row['gpu_batched_s']:.2f} s; on "
+          f"{row['slice_weights'] / 1e6:.1f}M: GPU one at a time {row.get('gpu_one_at_a_time_s', float('nan')):.2f} s, "
+          f"CPU {row['cpu_one_at_a_time_s']:.2f} s: GPU {row['speedup_gpu_vs_cpu_per_weight']:.1f}x the CPU per weight, "
+          f"same bytes {row['same_bytes']}", flush=True)
     return row
 
 
@@ -285,14 +291,14 @@ def main() -> None:
     if not args.dry_run:
         case("kmeans", kmeans_case, result["device"], scale)
     mp, big = mpnet_shaped(scale), billion(scale)
-    one_matrix = {k: v for k, v in mp.items() if k.startswith("encoder.layer.0.attention.attn.q.")}
+    square = {k: v for k, v in mp.items() if tuple(v.shape) == (768, 768)}  # 49 matrices: one dq trellis
     n_big = weights(big)
     # (model, spec, tensors on the GPU, weights on the CPU (None: all), GPU one at a time too):
     # CPU slices sized for ~10-30 s on a 16-core host (measured here: uniform 4.5M weights/s,
     # kmeans:k=16 1.5M/s, dq 0.05M/s on one core of a loaded 2-core machine)
     plan = [("mpnet-shaped fp32", "uniform:bits=8", mp, None, True),
             ("mpnet-shaped fp32", "kmeans:k=16", mp, weights(mp) // 8, True),
-            ("mpnet-shaped fp32", "dq:bits=6", one_matrix, None, True),
+            ("mpnet-shaped fp32", "dq:bits=6", square, 2 * 768 * 768, True),
             ("1B bf16", "uniform:bits=8", big, n_big // 32, False),
             ("1B bf16", "kmeans:k=16", first(big, n_big // 4), n_big // 64, False)]
     with tempfile.TemporaryDirectory() as tmp:
