@@ -30,7 +30,7 @@ def shapes_model() -> dict[str, torch.Tensor]:
 
 SPECS = ["uniform:bits=8", "uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
          "kmeans:k=16", "kmeans:k=4,per=channel,codebook=float16", "kmeans:k=8,per=block,block=1000",
-         "rdoq:bits=6", "dq:step=0.01", "dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac", "lnq"]
+         "rdoq:bits=6", "dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac", "lnq"]
 
 
 @pytest.mark.parametrize("spec", SPECS)
