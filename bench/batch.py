@@ -7,7 +7,7 @@ Four ways through zoocodec.compress on real zoo models, interleaved, best of `--
   batched         both (the default)
 Every file's sha256 must equal the peer's.
 
-    python bench/batch.py [--models minilm mpnet] [--reps 2]     (JSON to bench/results/batch-DATE.json)
+    python bench/batch.py [--models minilm minilm-attention mpnet] [--reps 2]     (JSON to bench/results/batch-DATE.json)
 """
 from __future__ import annotations
 
@@ -22,11 +22,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, save  # noqa: E402
 
-CASES = {"minilm": ["uniform:bits=8", "kmeans:k=16"], "mpnet": ["uniform:bits=8"]}
+CASES = {"minilm": ["uniform:bits=8", "kmeans:k=16"], "minilm-attention": ["dq:bits=6"], "mpnet": ["uniform:bits=8"]}
+
+
+def source(model: str):
+    """A zoo name, or minilm-attention: minilm's 24 attention matrices (384x384; dq on all of minilm takes minutes)."""
+    if model != "minilm-attention":
+        return model
+    import torch
+
+    from zoocodec.pipeline.core import load
+
+    return {t.name: torch.from_numpy(t.array) for t in load("minilm").tensors()
+            if "attention" in t.name and t.array.shape == (384, 384)}
 WAYS = {"one_at_a_time": {"batch": False}, "grouped": {"THREADS": 0}, "overlapped": {"CPU_WINDOW": 0}, "batched": {}}
 
 
-def run_way(model: str, spec: str, way: str, out: Path) -> tuple[float, str]:
+def run_way(model, spec: str, way: str, out: Path) -> tuple[float, str]:
     from zoocodec.pipeline import batch
     from zoocodec.pipeline.core import compress
 
@@ -54,12 +66,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
+            src = source(model)
             for spec in CASES[model]:
                 times = {w: [] for w in WAYS}
                 hashes = {}
                 for _ in range(args.reps):  # interleaved: load drifts hit every way alike
                     for way in WAYS:
-                        s, h = run_way(model, spec, way, Path(tmp) / f"{way}.zc")
+                        s, h = run_way(src, spec, way, Path(tmp) / f"{way}.zc")
                         times[way].append(s)
                         hashes[way] = h
                 best = {w: min(t) for w, t in times.items()}

@@ -67,8 +67,11 @@ def run(tensors: Iterable[TensorData], choose: Callable[[TensorData], MethodSpec
                 for i, t, q in zip(members, ts, qs):
                     job = (t, spec, q, ready)
                     current[i] = pool.submit(_finish, finish, *job) if pool else _finish(finish, *job)
-            yield from _results(previous)
-            previous = current
+            if pool:
+                yield from _results(previous)  # coded on the workers while this window quantized
+                previous = current
+            else:
+                yield from current
         yield from _results(previous)
     finally:
         if pool:
