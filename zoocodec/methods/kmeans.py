@@ -91,19 +91,19 @@ class KMeans(MethodSpec):
                 parts.append((i, size, part, K.kmeanspp_init(part, self.k, self.seed)))
         books = [[] for _ in ts]
         indices = [[] for _ in ts]
-        results = {}
+        results, bad = {}, []
         for size in dict.fromkeys(size for _, size, _, _ in parts):  # sizes in order of appearance
             group = [p for p in parts if p[1] == size]
             x = stack_rows([p[2] for p in group], xp)
             c = K.lloyd(x, xp.asarray(np.concatenate([p[3] for p in group])), self.iters)
             if self.codebook == "float16":
                 c16 = c.astype(xp.float16)
-                bad = [p[0] for p, ok in zip(group, to_numpy(xp.isfinite(c16).all(axis=1))) if not ok]
-                if bad:
-                    raise SpecError(f"kmeans: a centroid of {ts[min(bad)].name!r} overflows float16; "
-                                    f"use codebook=float32")
+                bad += [p[0] for p, ok in zip(group, to_numpy(xp.isfinite(c16).all(axis=1))) if not ok]
                 c = c16.astype(xp.float32)
-            results[size] = (to_numpy(c), to_numpy(K.assign_any(x, c)))
+            if not bad:
+                results[size] = (to_numpy(c), to_numpy(K.assign_any(x, c)))
+        if bad:  # the first such tensor in the model's order, as one at a time would report
+            raise SpecError(f"kmeans: a centroid of {ts[min(bad)].name!r} overflows float16; use codebook=float32")
         row = {size: 0 for size in results}
         for i, size, part, _ in parts:  # back to each tensor, in its own part order
             c, idx = results[size]
