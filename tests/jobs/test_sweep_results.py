@@ -73,6 +73,33 @@ def test_a_corrupt_model_becomes_a_failed_row(tmp_path):
     assert row["status"] == "failed" and "bad.pt" in row["error"] and tensors == []
 
 
+def test_a_model_outside_the_zoo_is_judged_on_its_inputs(tmp_path):
+    """A sweep item with `inputs:`: its row holds the output-fidelity metrics with their intervals."""
+    pytest.importorskip("sklearn.datasets")
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from support import digits_mlp
+
+    net, x = digits_mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 1, 8, 8),), str(tmp_path / "net.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "s.yaml").write_text("models:\n  - model: net.onnx\n    inputs: x.npy\n"
+                                     "methods: ['uniform:bits=3']\nmin_size: 1024\n")
+    item = sweep_spec.load(tmp_path / "s.yaml").items[0]
+    row, _ = runner.execute(item, "s")
+    assert row["status"] == "ok", row["error"]
+    m = {r["metric"]: r for r in row["metrics"]}
+    assert set(m) == {"kl", "agreement"} and m["kl"]["primary"] and m["kl"]["inputs"] == len(x)
+    assert 0 < m["kl"]["drop_low_pct"] <= m["kl"]["drop_pct"] <= m["kl"]["drop_high_pct"]
+    assert row["worst_drop_high_pct"] == m["kl"]["drop_high_pct"] and row["eval_s"] is not None
+
+
 def _scaled_copy(src: Path, dst: Path, factor: float, only_method: str) -> None:
     """A copy of a results folder whose `only_method` run got `factor` times the ratio."""
     shutil.copytree(src, dst)

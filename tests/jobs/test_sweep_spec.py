@@ -70,12 +70,47 @@ def test_ids_are_deterministic_and_follow_the_model_content(tmp_path, tiny):
     ("models: [tiny.safetensors]\nmethods: [uniform]\nbudgets: [1, -2]\n", 3, "entry 2 of budgets must be >= 0"),
     ("models: tiny.safetensors\nmethods: [uniform]\n", 1, "models must be a list"),
     ("models: [tiny.safetensors]\nmethods: [uniform]\ntasks: some\n", 3, "tasks must be 'all' or a list"),
+    ("models:\n  - model: tiny.safetensors\nmethods: [uniform]\n", 2, "a model entry needs 'inputs: PATH'"),
+    ("models:\n  - model: tiny.safetensors\n    inputs: nowhere.npy\nmethods: [uniform]\n", 3, "do not exist"),
+    ("models:\n  - model: mnist-cnn\n    inputs: tiny.safetensors\nmethods: [uniform]\n", 2, "is a zoo model"),
+    ("models:\n  - model: tiny.safetensors\n    inputs: tiny.safetensors\n    module: nofactory\nmethods: [uniform]\n",
+     4, "write package.module:factory"),
+    ("models:\n  - model: tiny.safetensors\n    inputs: tiny.safetensors\n    output: probs\nmethods: [uniform]\n",
+     4, "the output of model entry 1"),
+    ("models:\n  - model: tiny.safetensors\n    input: x.npy\nmethods: [uniform]\n", 3, "unknown key 'input'"),
 ])
 def test_bad_specs_name_the_line(tmp_path, tiny, body, line, words):
     path = write(tmp_path, body)
     with pytest.raises(SpecError, match=words) as e:
         sweep_spec.load(path)
     assert f"{path}:{line}:" in str(e.value)
+
+
+def test_models_outside_the_zoo_name_their_inputs(tmp_path, tiny):
+    """`inputs:` per model: the item is judged on them (by content: new inputs are new work), not on zoo tasks."""
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 96), np.float32))
+    text = """
+        models:
+          - mnist-cnn
+          - model: tiny.safetensors
+            inputs: x.npy
+            module: mynets:make
+            output: values
+        methods: [uniform]
+        tasks: [digits]
+    """
+    s = sweep_spec.load(write(tmp_path, text))
+    zoo_item, outside = s.items
+    assert zoo_item.tasks == ("digits",) and zoo_item.judged_on is None
+    on = outside.judged_on
+    assert outside.tasks == () and outside.evaluated and on.path == str((tmp_path / "x.npy").resolve())
+    assert (on.module, on.output) == ("mynets:make", "values")
+    np.save(tmp_path / "x.npy", np.ones((4, 96), np.float32))
+    assert sweep_spec.load(write(tmp_path, text)).items[1].work_id != outside.work_id
+    plain = sweep_spec.load(write(tmp_path, "models: [tiny.safetensors]\nmethods: [uniform]\n")).items[0]
+    assert plain.work_id != outside.work_id and not plain.evaluated
 
 
 def test_unknown_evaluation_task_is_rejected(tmp_path, tiny):

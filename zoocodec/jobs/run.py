@@ -33,7 +33,7 @@ from zoocodec import __version__
 from zoocodec.container import FORMAT_VERSION
 from zoocodec.errors import ZoocodecError
 from zoocodec.jobs.results import Results
-from zoocodec.jobs.spec import Sweep, WorkItem, content_hash
+from zoocodec.jobs.spec import Inputs, Sweep, WorkItem, content_hash
 
 
 class RetryableError(Exception):
@@ -81,7 +81,8 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
             decode_s = time.perf_counter() - start
             start = time.perf_counter()
             reference = None if item.model_path else item.model
-            metrics = [m for task in item.tasks for m in _evaluate(zc, task, reference, dev)]
+            metrics = _judge(model, zc, item.judged_on) if item.judged_on else \
+                [m for task in item.tasks for m in _evaluate(zc, task, reference, dev)]
             eval_s = time.perf_counter() - start
     except (MemoryError, OSError) as e:
         raise RetryableError(f"{type(e).__name__}: {e}") from e
@@ -103,7 +104,7 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
         "metrics": metrics,
         "worst_drop_pct": max((m["drop_pct"] for m in metrics if m["primary"]), default=None),
         **_worst_bounds(metrics),
-        "encode_s": report.seconds, "decode_s": decode_s, "eval_s": eval_s if item.tasks else None,
+        "encode_s": report.seconds, "decode_s": decode_s, "eval_s": eval_s if item.evaluated else None,
     }
     tensors = [{
         "work_id": item.work_id, "model": item.model, "method": run["method"], "tensor": t.name,
@@ -121,13 +122,25 @@ def _evaluate(zc: str, task: str, reference: str | None, device) -> list[dict[st
     worst drops (its accuracy budget)."""
     from zoocodec.eval import evaluate  # noqa: PLC0415
 
+    return [_metric(m) for m in evaluate(zc, task=task, reference=reference, device=device)]
+
+
+def _judge(model: str, zc: str, on: Inputs) -> list[dict[str, Any]]:
+    """A model outside the zoo: its output fidelity against the original on the spec's inputs
+    (zoocodec.eval.anymodel, as `zoocodec evaluate ORIGINAL COMPRESSED --inputs`)."""
+    from zoocodec.eval.anymodel import evaluate_pair  # noqa: PLC0415
+
+    return [_metric(m) for m in evaluate_pair(model, zc, on.path, on.module, on.output)]
+
+
+def _metric(m) -> dict[str, Any]:
+    """A zoocodec.eval.Metric as a row's metric entry, losses in percent."""
     def pct(x: float | None) -> float | None:
         return None if x is None else 100 * x
 
-    return [{"task": m.task, "metric": m.metric, "value": m.value, "baseline": m.baseline, "delta": m.delta,
-             "drop_pct": 100 * m.loss, "primary": m.primary, "delta_low": m.low, "delta_high": m.high,
-             "drop_low_pct": pct(m.loss_low), "drop_high_pct": pct(m.loss_high), "inputs": m.n}
-            for m in evaluate(zc, task=task, reference=reference, device=device)]
+    return {"task": m.task, "metric": m.metric, "value": m.value, "baseline": m.baseline, "delta": m.delta,
+            "drop_pct": 100 * m.loss, "primary": m.primary, "delta_low": m.low, "delta_high": m.high,
+            "drop_low_pct": pct(m.loss_low), "drop_high_pct": pct(m.loss_high), "inputs": m.n}
 
 
 def _worst_bounds(metrics: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,13 @@
 """Sweep specs: a YAML file -> validated work items, each with a deterministic id.
 
     name: quick                       # names the results folder (results/quick)
-    models: [mnist-cnn, effnet-lite0, ./my/model.safetensors]
+    models:
+      - mnist-cnn                     # a zoo name, judged on its zoo tasks
+      - ./my/model.safetensors        # a path (relative to the spec)
+      - model: ./my/net.onnx          # a model outside the zoo, judged by output fidelity
+        inputs: ./my/inputs.npz       # against the original on these inputs (as for
+        module: mypkg.nets:make       # `zoocodec evaluate ORIGINAL COMPRESSED --inputs`);
+        output: logits                # module (state dicts) and output kind optional
     methods:
       - uniform:bits=8                # a method spec string, as on the command line
       - method: uniform               # or a grid: every combination of the listed values
@@ -18,8 +24,9 @@
 Everything is checked before anything runs: unknown models, methods, parameters and
 tasks are rejected with the file and line that is wrong (the YAML is composed into
 nodes, which keep their marks). The id of a work item hashes the normalised item (model,
-method spec, overrides, tasks), the model's content and the container format version,
-so a rerun recognises finished work and a changed model file is new work.
+method spec, overrides, tasks, inputs), the model's and the inputs' content and the
+container format version, so a rerun recognises finished work and a changed model or
+inputs file is new work.
 """
 from __future__ import annotations
 
@@ -43,7 +50,18 @@ from zoocodec.pipeline import zoo
 
 TOP_KEYS = {"name", "out", "models", "methods", "tasks", "budgets", "max_retries", "min_size"}
 METHOD_KEYS = {"method", "params", "overrides", "resources", "device"}
+MODEL_KEYS = {"model", "inputs", "module", "output"}
 DEFAULT_BUDGETS = [0.5, 1.0, 5.0]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a model outside the zoo is judged on: zoocodec.eval.anymodel.evaluate_pair's arguments."""
+
+    path: str  # absolute: a folder of images, .npy/.npz, or a text file
+    module: str | None = None  # package.module:factory for a state dict
+    output: str | None = None  # logits | embeddings | values (default: from the model)
+    content: str = ""  # content_hash of the inputs when planned
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,11 @@ class WorkItem:
     resources: dict[str, float] = field(default_factory=dict)
     content: str = ""  # content_hash of the model when planned ("zoo:NAME": not installed there)
     device: str = "cpu"  # where the worker quantizes and evaluates; not part of the id (same bytes)
+    judged_on: Inputs | None = None  # a model outside the zoo: judged by output fidelity on these
+
+    @property
+    def evaluated(self) -> bool:
+        return bool(self.tasks) or self.judged_on is not None
 
     @property
     def method(self) -> str:
@@ -111,11 +134,16 @@ def schema() -> dict[str, Any]:
                    "then": {"properties": {"params": {"propertyNames": {"enum": sorted(_param_names(name))}}}}}
                   for name in sorted(REGISTRY)],
     }
+    text = {"type": "string", "minLength": 1}
+    model = {"type": "object", "required": ["model", "inputs"], "additionalProperties": False,
+             "properties": {"model": text, "inputs": text, "module": text,
+                            "output": {"type": "string", "enum": ["logits", "embeddings", "values"]}}}
     return {
         "type": "object", "required": ["models", "methods"], "additionalProperties": False,
         "properties": {
             "name": {"type": ["string", "number"]}, "out": {"type": "string"},
-            "models": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+            "models": {"type": "array", "minItems": 1,
+                       "items": {"if": {"type": "object"}, "then": model, "else": {"type": "string", "minLength": 1}}},
             "methods": {"type": "array", "minItems": 1,
                         "items": {"if": {"type": "object"}, "then": entry, "else": {"type": "string"}}},
             "tasks": {"if": {"type": "string"}, "then": {"const": "all"},
@@ -165,6 +193,8 @@ class _Checker:
         where = list(where)
         if not where:
             return "the sweep spec"
+        if where[0] == "models" and len(where) == 3:
+            return f"the {where[2]} of model entry {where[1] + 1}"
         if where[0] == "methods" and len(where) >= 2:
             if len(where) == 2:
                 return "a method entry"
@@ -197,7 +227,8 @@ class _Checker:
         if v == "required":
             missing = next(k for k in error.validator_value if k not in (inst or {}))
             hint = "a method entry needs 'method: NAME'" if missing == "method" else \
-                f"{self.what(where)} needs a {missing!r} list"
+                f"a model entry needs '{missing}: PATH' (a mapping is a model outside the zoo with its inputs)" \
+                if where[:1] == ["models"] else f"{self.what(where)} needs a {missing!r} list"
             raise self.fail(node, hint)
         if v == "enum" and where[-1:] == ["method"]:
             raise self.fail(node, f"unknown method {inst!r} (known: {', '.join(sorted(REGISTRY))})")
@@ -225,7 +256,7 @@ class _Checker:
         tasks = self.tasks(d.get("tasks"))
         models = [self.model(i, text) for i, text in enumerate(d["models"])]
         if tasks and tasks != ["all"]:
-            used = {t for m, path, _ in models for t in _model_tasks(m, path, tasks)}
+            used = {t for m, path, _, judged in models if judged is None for t in _model_tasks(m, path, tasks)}
             for t in tasks:
                 if t not in used:
                     raise self.fail(self.node(["tasks"]), f"evaluation task {t!r} applies to none of the models")
@@ -235,9 +266,10 @@ class _Checker:
         methods = [m for i, entry in enumerate(d["methods"]) for m in self.methods(i, entry)]
         items = []
         seen = set()
-        for (model, model_path, fingerprint), (spec, overrides, resources, device) in itertools.product(models, methods):
-            item = _item(model, model_path, fingerprint, spec, overrides, min_size,
-                         _model_tasks(model, model_path, tasks), resources, device)
+        for (model, model_path, fingerprint, judged), (spec, overrides, resources, device) in \
+                itertools.product(models, methods):
+            own = _model_tasks(model, model_path, tasks) if judged is None else []  # its inputs are its task
+            item = _item(model, model_path, fingerprint, spec, overrides, min_size, own, resources, device, judged)
             if item.work_id not in seen:
                 seen.add(item.work_id)
                 items.append(item)
@@ -258,8 +290,29 @@ class _Checker:
                                 f"unknown evaluation task {task!r} (known: {', '.join(sorted(known))})")
         return names
 
-    def model(self, i: int, text: str) -> tuple[str, str | None, str]:
-        node = self.node(["models", i])
+    def model(self, i: int, entry: str | dict) -> tuple[str, str | None, str, Inputs | None]:
+        if isinstance(entry, dict):
+            return self.outside(i, entry)
+        return (*self.model_path(self.node(["models", i]), entry), None)
+
+    def outside(self, i: int, entry: dict) -> tuple[str, str | None, str, Inputs]:
+        """A model outside the zoo with the inputs it is judged on (paths relative to the spec)."""
+        where = ["models", i]
+        text = entry["model"]
+        if zoo.is_zoo_name(text):
+            raise self.fail(self.node([*where, "model"]), f"{text!r} is a zoo model, judged on its zoo tasks: "
+                                                          "list it by name (inputs are for models outside the zoo)")
+        model, model_path, fingerprint = self.model_path(self.node([*where, "model"]), text)
+        inputs = (self.path.parent / entry["inputs"]).expanduser()
+        if not inputs.exists():
+            raise self.fail(self.node([*where, "inputs"]), f"inputs {str(inputs)!r} do not exist")
+        module = entry.get("module")
+        if module is not None and (":" not in module or not all(module.partition(":")[::2])):
+            raise self.fail(self.node([*where, "module"]), f"module {module!r}: write package.module:factory")
+        return model, model_path, fingerprint, Inputs(str(inputs.resolve()), module, entry.get("output"),
+                                                      content_hash(inputs.resolve()))
+
+    def model_path(self, node: yaml.Node, text: str) -> tuple[str, str | None, str]:
         if zoo.is_zoo_name(text):
             try:
                 return text, None, content_hash(zoo.locate(text))
@@ -326,12 +379,14 @@ def _text(v: Any) -> str:
 
 
 def _item(model, model_path, fingerprint, spec: MethodSpec, overrides: Overrides, min_size, tasks, resources,
-          device="cpu") -> WorkItem:
+          device="cpu", judged_on: Inputs | None = None) -> WorkItem:
     key = {"model": model, "content": fingerprint, "spec": spec.to_dict(), "overrides": overrides.to_list(),
            "min_size": min_size, "tasks": list(tasks), "format_version": FORMAT_VERSION}
+    if judged_on is not None:  # the inputs by content: a moved inputs file is the same work
+        key["inputs"] = {"content": judged_on.content, "module": judged_on.module, "output": judged_on.output}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return WorkItem(digest, model, model_path, spec.to_dict(), overrides.to_list(), min_size, tuple(tasks), resources,
-                    fingerprint, device)
+                    fingerprint, device, judged_on)
 
 
 def known_tasks() -> set[str] | None:
