@@ -60,10 +60,8 @@ LOSS_POINTS = (0.1, 0.5, 1.0)  # metric loss, % of the baseline
 # MIN_SIZE weights is quantized (the small classifier and stem layers of the CNNs matter at low
 # rates), and 1-D tensors (biases, norms, BN statistics) stay exact, for zoocodec and the DC baseline.
 MIN_SIZE = 64
-# Automatic mode quantizes every tensor of min_size weights, 1-D ones too; measuring the
-# sensitivity of effnet-lite0's BatchNorm running_var failed (noise can make a variance
-# negative), so it gets a threshold above every zoo model's 1-D tensors (largest: 1,536).
-AUTO_MIN_SIZE = 2048
+# Automatic mode measures every tensor of MIN_SIZE weights, 1-D ones too (their noise keeps
+# BatchNorm variances positive), and codes a 1-D tensor lossily where that takes fewer bytes.
 HEAVY = 5e6
 # qp / step grids are set for minilm and the MNIST CNNs; effnet-lite0 (depthwise convolutions)
 # loses 3% top-1 agreement already at NNCodec's qp -40: its grids sit 12 qp finer (steps / 8).
@@ -229,7 +227,8 @@ def step(q: float) -> float:
 
 def best_method() -> str:
     """What allocation and automatic mode plug in: trellis (dq) or RD-optimised rounding under
-    the context coder when they exist (dq measured smallest at equal SQNR here), else uniform."""
+    the context coder when they exist (dq measured smallest at equal SQNR here), else uniform.
+    Automatic mode then prices `ctx` against `cabac` itself."""
     from zoocodec.codecs import CODERS  # noqa: PLC0415
 
     coder = ",coder=ctx" if "ctx" in CODERS else ""
@@ -241,9 +240,9 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str) -> list[tuple[s
 
     `mode` is quick (one setting per tool), default, or full. Big models get fewer settings,
     and their automatic mode searches with uniform steps + context coding (a dq search
-    re-encodes the model at every trial: ~10 minutes on minilm here). Allocation reuses the
-    sensitivities automatic mode measured (stored in its file's header): measuring them
-    costs one evaluation per tensor.
+    re-encodes the model at every trial: ~10 minutes on minilm here). Automatic mode at the
+    later budgets and allocation reuse the sensitivities automatic mode measured first
+    (stored in its file's header): measuring them costs one evaluation per tensor.
     """
     from zoocodec.eval.evaluate import evaluator  # noqa: PLC0415
     from zoocodec.tuning.sensitivity import embedding_groups, measure  # noqa: PLC0415
@@ -275,14 +274,15 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str) -> list[tuple[s
 
     def auto(target: float):
         # the whole model, so the task can run during the search; its few non-float tensors cost ~100 bytes.
-        # Automatic mode measures every tensor it quantizes, 1-D ones too: see AUTO_MIN_SIZE.
         def write(path):
             auto_compress(subject.tensors, path, target / 100, reference=subject.name,
-                          method=f"uniform:{ctx[1:]}" if big and ctx else method, min_size=AUTO_MIN_SIZE)
-            if "sens" not in shared:
+                          method=f"uniform:{ctx[1:]}" if big and ctx else method, min_size=MIN_SIZE,
+                          sensitivities=shared.get("auto_sens"))
+            if "auto_sens" not in shared:
                 with zoocodec.Archive(path) as a:
                     stored = a.header["meta"]["auto"]["sensitivities"]
-                shared["sens"] = {k: np.array(v) if k in groups else v[0] for k, v in stored.items() if k in quantized}
+                shared["auto_sens"] = {k: np.array(v) if k in groups else v[0] for k, v in stored.items()}
+                shared.setdefault("sens", {k: v for k, v in shared["auto_sens"].items() if k in quantized})
         return write
 
     shift = SHIFT.get(subject.name, 0)
@@ -300,14 +300,19 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str) -> list[tuple[s
         dq_qs = pick([-38, -34, -30, -26] if big else [-38, -30, -24, -18, -14])
         out += [(f"zoocodec dq{ctx.replace(',coder=', '+')}", f"step=2^({q}/4)", spec(f"dq:step={step(q)}{ctx}"))
                 for q in dq_qs]
+        from zoocodec.codecs import CODERS  # noqa: PLC0415
+
+        if "cabac" in CODERS and not big:  # the context coder automatic mode may pick instead of ctx
+            out += [("zoocodec dq+cabac", f"step=2^({q}/4)", spec(f"dq:step={step(q)},coder=cabac"))
+                    for q in pick([-30, -24, -18, -14])]
     if "lnq" in REGISTRY:
         out += [("zoocodec LNQ", f"step=2^({q}/4)", spec(f"lnq:step={step(q)}")) for q in pick([-30] if big else [-30, -22])]
     if "kmeans" in REGISTRY:
         out += [("zoocodec k-means", f"k={k}", spec(f"kmeans:k={k}")) for k in pick([64, 256] if shift else [16, 64] if big else [4, 8, 16, 32], False)]
     if "dct" in REGISTRY:
         out += [("zoocodec DCT", f"bits={b}", spec(f"dct:bits={b}")) for b in pick([5, 7] if shift else [3, 5] if big else [1, 2, 3, 4], False)]
-    targets = [1.0] if big and mode != "full" else [0.1, 0.5, 1.0]  # each measures sensitivities anew
-    out += [("zoocodec auto", f"target={t}%", auto(t)) for t in (targets[-1:] if quick else targets)]
+    targets = [1.0, 0.5, 0.1]  # the widest budget first: its sensitivities serve the others
+    out += [("zoocodec auto", f"target={t}%", auto(t)) for t in (targets[:1] if quick else targets)]
     if not quick:
         alloc_qs = pick([-34, -30, -27, -24] if big else [-34, -28, -22, -16, -12])
         out += [(f"zoocodec alloc+{method.split(':')[0]}{ctx.replace(',coder=', '+')}", f"base=2^({q}/4)", planned(q))

@@ -190,7 +190,7 @@ def compress(
         if unused:
             raise ZoocodecError(f"automatic mode (--target-loss) does not take {', '.join(unused)}")
         _auto(model, output, target_loss, task, _build_spec(method, coder=coder), min_size, json_out,
-              inputs, module, output_kind)
+              inputs, module, output_kind, choose_coder=coder is None and "coder=" not in method)
         return
     if task is not None or inputs is not None or module is not None or output_kind is not None:
         raise ZoocodecError("--task, --inputs, --module and --output-kind belong to automatic mode: add --target-loss")
@@ -247,8 +247,10 @@ def _preset(name: str, method: str, step, bits, per_tensor, target_bpw, target_l
 
 
 def _auto(model: str, output: Path, target_loss: str, task: str | None, method, min_size: int,
-          json_out: bool, inputs: Path | None, module: str | None, output_kind: str | None) -> None:
-    """compress --target-loss: search the per-tensor steps, verify on the task (or the user's inputs), report."""
+          json_out: bool, inputs: Path | None, module: str | None, output_kind: str | None,
+          choose_coder: bool) -> None:
+    """compress --target-loss: search the per-tensor steps, verify on the task (or the user's inputs), report.
+    A coder the user named is kept; otherwise a context coder's method gets the cheaper context coder."""
     from zoocodec.tuning.auto import auto_compress, parse_loss  # noqa: PLC0415
 
     if (module is not None or output_kind is not None) and inputs is None:
@@ -257,12 +259,12 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
         raise ZoocodecError(f"--module and --output-kind judge a model outside the zoo on your inputs: {INPUTS_HELP}")
     r = auto_compress(model, output, parse_loss(target_loss), task, method=method, min_size=min_size,
                       log=lambda msg: err_console.print(msg, markup=False, highlight=False), inputs=inputs,
-                      module=module, output=output_kind)
+                      module=module, output=output_kind, choose_coder=choose_coder)
     rep = r.report
     summary = {"output": str(output), "reference": r.reference, "task": r.task, "metric": r.metric,
                "target_loss": r.target_loss, "value": r.value, "baseline": r.baseline, "loss": r.loss,
                "loss_high": r.loss_high, "inputs": r.inputs,
-               "base_step": r.base_step, "params": rep.params, "bytes_in": rep.bytes_in,
+               "base_step": r.base_step, "strength": r.strength, "method": r.method, "params": rep.params, "bytes_in": rep.bytes_in,
                "weight_bytes": rep.weight_bytes, "ratio": rep.ratio, "bits_per_weight": rep.bits_per_weight,
                "seconds": r.seconds}
     if json_out:

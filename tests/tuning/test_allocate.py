@@ -78,3 +78,28 @@ def test_target_bpw_holds_for_methods_that_do_not_round(mnist_path, tmp_path, me
     assert all(s.name == method.split(":")[0] for s in plan.values())
     report = zoocodec.compress(mnist_path, tmp_path / "m.zc", plan=plan)
     assert 2.4 < report.bits_per_weight < 2.65  # rounding's estimate alone would miss dq by 30%
+
+
+def test_a_positive_1d_tensor_stays_positive():
+    """BatchNorm variances: however coarse the base step, no value rounds to 0 or below."""
+    import torch
+
+    from zoocodec.tuning.auto import reconstruct
+
+    g = np.random.default_rng(0)
+    weights = {"bn.running_var": torch.from_numpy(g.uniform(0.01, 3.0, 256).astype(np.float32)),
+               "bn.bias": torch.from_numpy(g.normal(0, 0.5, 256).astype(np.float32))}
+    plan = allocate(weights, base_step=10.0, min_size=64)
+    var = reconstruct(weights, plan)["bn.running_var"]
+    assert plan["bn.running_var"].step <= float(weights["bn.running_var"].min()) and bool((var > 0).all())
+    assert plan["bn.bias"].step > 1.0  # a tensor with negative values is not capped that way
+
+
+def test_plan_bits_price_the_methods_own_symbols(mnist_path):
+    """plan_bits prices the plan: a finer step costs more bits."""
+    from zoocodec.eval.evaluate import load_weights
+    from zoocodec.tuning.allocate import plan_bits
+
+    weights = load_weights("mnist-cnn")
+    coarse, fine = (allocate(weights, base_step=b, method="dq:coder=ctx") for b in (0.02, 0.005))
+    assert plan_bits(weights, fine) > plan_bits(weights, coarse) > 0

@@ -10,7 +10,7 @@ import zoocodec
 from zoocodec.errors import ZoocodecError
 from zoocodec.eval import data, evaluate
 from zoocodec.eval.anymodel import evaluate_pair
-from zoocodec.tuning.auto import auto_compress, parse_loss
+from zoocodec.tuning.auto import STRENGTHS, _flatten, _one_d_where_it_pays, auto_compress, parse_loss
 from support import DIGITS_MLP, bert_folder, digits_mlp, run_cli
 
 
@@ -19,6 +19,27 @@ def test_parse_loss():
     for bad in ("abc", "0%", "100", "-1%"):
         with pytest.raises(ZoocodecError, match="--target-loss"):
             parse_loss(bad)
+
+
+def test_allocation_strength_flattens_sensitivities():
+    sens = {"a": 4.0, "b": 0.0, "c": np.array([1.0, 16.0])}
+    half, flat = _flatten(sens, 0.5), _flatten(sens, 0.0)
+    assert half["a"] == 2.0 and half["b"] == 0.0 and half["c"].tolist() == [1.0, 4.0]
+    assert flat["a"] == 1.0 and flat["b"] == 0.0 and flat["c"].tolist() == [1.0, 1.0]  # 0: does not matter, still
+
+
+def test_a_1d_tensor_is_lossy_only_where_that_is_smaller():
+    from zoocodec.methods import parse_spec
+
+    g = np.random.default_rng(0)
+    weights = {"big.bias": torch.from_numpy(g.normal(0, 1, 2048).astype(np.float32)),
+               "tiny.bias": torch.from_numpy(g.normal(0, 1, 8).astype(np.float32))}
+    coarse, fine = parse_spec("uniform:step=0.05,coder=ctx"), parse_spec("uniform:step=1e-7,coder=ctx")
+    exact: dict = {}
+    plan = {"big.bias": coarse, "tiny.bias": coarse}
+    assert _one_d_where_it_pays(weights, plan, exact) == plan and set(exact) == {"big.bias", "tiny.bias"}
+    # finer than the floats themselves: the lossless coding is smaller, the tensors stay exact
+    assert _one_d_where_it_pays(weights, {"big.bias": fine, "tiny.bias": fine}, exact) == {}
 
 
 def _check(result, out, target):
@@ -31,6 +52,8 @@ def _check(result, out, target):
     v = auto["verified"]
     assert v["loss_low"] <= v["loss"] <= v["loss_high"] == result.loss_high and v["inputs"] == result.inputs > 0
     assert len(auto["search"]) >= 3 and auto["sensitivities"]
+    assert auto["strength"] in STRENGTHS and auto["method"] == result.method
+    assert any(s.get("all_inputs") for s in auto["search"])  # the step was searched again on every input
     json.dumps(auto)
     # the written file gives exactly the verified metric
     value = next(m.value for m in evaluate(out, task=result.task) if m.metric == result.metric)
@@ -38,6 +61,7 @@ def _check(result, out, target):
     return meta
 
 
+@pytest.mark.slow  # three allocation strengths and a second search on all 5,000 digits: about 2 minutes
 def test_auto_mode_respects_the_budget_on_mnist_cnn(mnist_path, tmp_path):
     try:
         data.opencv_digits()
@@ -108,9 +132,10 @@ def test_auto_mode_on_a_state_dict_with_its_module(digits_net, tmp_path, monkeyp
     out = tmp_path / "auto.zc"
     summary, auto = _auto_cli(monkeypatch, capsys, tmp_path / "net.pt", out, "--target-loss", "2%", "--inputs",
                               tmp_path / "x.npz", "--module", "autonets:make", "--output-kind", "values",
-                              "--min-size", "1024")
+                              "--min-size", "1024", "--method", "dq:coder=ctx")
     assert summary["metric"] == "rel_l2" and summary["loss_high"] <= 0.02 and summary["inputs"] == len(x)
     assert auto["module"] == "autonets:make" and auto["output"] == "values"
+    assert summary["method"].startswith("dq:") and summary["method"].endswith("coder=ctx")  # the coder named is kept
     assert summary["ratio"] > 3
     rel = next(m for m in evaluate_pair(tmp_path / "net.pt", out, tmp_path / "x.npz", module="autonets:make",
                                         output="values"))

@@ -87,6 +87,14 @@ def estimate_bpw(model: str | os.PathLike | dict, plan: Mapping[str, MethodSpec]
     return bits / max(params, 1)
 
 
+def plan_bits(weights: Mapping[str, object], plan: Mapping[str, MethodSpec]) -> float:
+    """Bits of the plan's tensors under their coders' entropy models, for the symbols each
+    method makes of them (quantized, never coded): what choices between plans compare."""
+    from zoocodec.pipeline.modelio import to_tensordata  # noqa: PLC0415
+
+    return sum(_model_bits(spec, to_tensordata(name, weights[name]).float64()) for name, spec in plan.items())
+
+
 def noise_sensitivities(tensors: Mapping[str, np.ndarray], loss: Callable[[dict[str, np.ndarray]], float],
                         sigma: float | None = None, rel_noise: float = 0.05, seed: int = 0) -> dict[str, float]:
     """Crude measured per-weight sensitivities: uniform noise in one tensor at a time.
@@ -122,7 +130,12 @@ class _Item:
 
     @property
     def cap(self) -> float:
-        return 4 * float(np.max(np.abs(self.w))) or 1.0
+        """The largest step: every weight rounds to 0 there; a positive 1-D tensor (variances,
+        scales) gets at most its smallest value, so that none rounds to 0 or below."""
+        top = 4 * float(np.max(np.abs(self.w))) or 1.0
+        if self.w.ndim == 1 and self.w.size and float(self.w.min()) > 0:
+            return min(top, float(self.w.min()))
+        return top
 
 
 def _gather(model, min_size: int) -> tuple[list[_Item], float, int]:

@@ -1,14 +1,22 @@
 """Automatic mode: the smallest file whose task metric stays within a loss budget.
 
-1. Measure each tensor's sensitivity (zoocodec.tuning.sensitivity) on the model's task.
+1. Measure each tensor's sensitivity (zoocodec.tuning.sensitivity) on the model's task
+   (per row group for embedding tables; 1-D tensors with noise that keeps positive
+   values positive).
 2. For a base step, zoocodec.tuning.allocate gives every tensor its step at one
    Lagrangian slope (step_t = base * sqrt(median_s / s_t)): the smallest size for the
-   distortion it predicts. One number is left to choose.
+   distortion it predicts. A 1-D tensor (bias, norm scale) is coded lossily only where
+   that takes fewer bytes than its lossless coding.
 3. Search that base step (doubling to bracket, then bisection on its logarithm) for the
-   largest one whose metric loss, measured on the task's search inputs, is within budget.
-4. Check the result on the whole task; while it misses the budget, shrink the step.
-5. Write the container with the decisions (sensitivities, base step, search trace) and the
-   verified metric with its 95% interval in its header (`meta["auto"]`).
+   largest one whose metric loss, measured on the task's search inputs, is within budget;
+   once per allocation strength: the measured sensitivities, their square root and none
+   (one step for all: measured sensitivities are noisy, and a flatter allocation sometimes
+   wins). The smallest result, priced by the coder's entropy model, is kept.
+4. Where the method takes a coder, price the chosen steps under each context coder
+   (`ctx`, `cabac`) and keep the cheaper.
+5. Check the result on the whole task; while it misses the budget, shrink the step.
+6. Write the container with the decisions (sensitivities, strength, coder, base step,
+   search trace) and the verified metric with its 95% interval in its header (`meta["auto"]`).
 
 Every "within budget" is judged by the pessimistic end of the loss's 95% interval from
 the paired inputs (zoocodec.eval.stats), so a budget narrower than what the inputs can
@@ -22,6 +30,7 @@ original; on mnist-cnn's `digits` a top-1 of at least 0.99 x 0.970.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -32,13 +41,17 @@ import numpy as np
 import torch
 
 from zoocodec.errors import ZoocodecError
-from zoocodec.methods import MethodSpec
+from zoocodec.methods import MethodSpec, parse_spec
+from zoocodec.methods.lossless import Lossless
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
 from zoocodec.pipeline.modelio import to_tensordata, to_torch
-from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate
+from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate, plan_bits
 
 BISECTIONS = 5  # the base step ends within a factor 2**(1/32) of the largest that passes
-MAX_SHRINK = 8  # final-check retries, each shrinking the step by 2**(-1/8)
+FINAL_ROUNDS = 3  # the search again on all inputs: brackets by 2**(1/4), ends within 2**(1/32)
+FINAL_DOWN = 8  # ... and gives up (unresolvable) 4x below the step the search inputs passed
+STRENGTHS = (1.0, 0.5, 0.0)  # allocation by sensitivity**strength: measured, square root, one step for all
+CONTEXT_CODERS = ("ctx", "cabac")  # priced against each other where the method takes a coder
 
 
 @dataclass
@@ -54,6 +67,8 @@ class AutoResult:
     loss_high: float  # the pessimistic end of the loss's 95% interval: <= target_loss
     inputs: int
     base_step: float
+    strength: float = 1.0
+    method: str = ""
     search: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -84,9 +99,11 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                   task: str | None = None, reference: str | None = None, method: str | MethodSpec | None = None,
                   min_size: int = DEFAULT_MIN_SIZE, log: Callable[[str], None] | None = None,
                   sensitivities: dict[str, float | np.ndarray] | None = None, inputs: str | os.PathLike | None = None,
-                  module: str | None = None, output: str | None = None) -> AutoResult:
+                  module: str | None = None, output: str | None = None, choose_coder: bool = True) -> AutoResult:
     """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction).
 
+    `choose_coder=False` keeps the method's coder (one the user named); otherwise a method
+    whose coder is a context coder gets the cheaper of them.
     `sensitivities` (from zoocodec.tuning.sensitivity.measure) skips their measurement, e.g.
     when one model is compressed at several budgets. `inputs` (with `module`, `output` as
     for zoocodec.eval.anymodel) judges a model outside the zoo by its outputs on them.
@@ -120,65 +137,144 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         say(f"measuring sensitivities on {reference or model}/{t.name}")
         sens_ev = sens_ev or evaluator(reference, t, t.sensitivity_limit)
         sens = measure(sens_ev, weights, quantized_names(weights, min_size), groups=embedding_groups(weights))
+    # a tensor whose noise broke the model (non-finite) is left out of the plan: it stays lossless
+    usable = {k: v for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
+    spec = parse_spec(method or "uniform")
+    exact_bytes: dict[str, int] = {}
 
-    def plan_for(base: float) -> dict[str, MethodSpec]:
-        return allocate(weights, sensitivities=sens, base_step=base, method=method, min_size=min_size)
+    def plan_for(base: float, strength: float, coded: MethodSpec = spec) -> dict[str, MethodSpec]:
+        plan = allocate(weights, sensitivities=_flatten(usable, strength), base_step=base, method=coded,
+                        min_size=min_size)
+        plan = {k: v for k, v in plan.items() if k in usable}
+        return _one_d_where_it_pays(weights, plan, exact_bytes)
 
     trace: list[dict[str, float]] = []
 
-    def loss_at(base: float) -> float:
-        m = search_ev.judge(reconstruct(weights, plan_for(base)))
-        trace.append({"base_step": base, "loss": m.loss, "loss_high": m.loss_high})
-        say(f"base step {base:.3g}: loss {100 * m.loss:.3f}% (95% bound {100 * m.loss_high:.3f}%)")
-        return m.loss_high
+    def passes(base: float, strength: float) -> bool:
+        m = search_ev.judge(reconstruct(weights, plan_for(base, strength)))
+        trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
+        say(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% (95% bound {100 * m.loss_high:.3f}%)")
+        return m.loss_high <= target_loss
 
-    # bracket [ok, bad] on log2(base), then bisect
-    lo = hi = DEFAULT_BASE_STEP
-    if loss_at(lo) <= target_loss:
-        for _ in range(16):
-            hi = lo * 2
-            if loss_at(hi) > target_loss:
-                break
-            lo = hi
-    else:
-        for _ in range(24):
-            hi, lo = lo, lo / 2
-            if loss_at(lo) <= target_loss:
-                break
-        else:
-            raise ZoocodecError(f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on "
-                                f"{reference or model}{_unresolved(search_ev, weights, plan_for(lo), target_loss)}")
-    for _ in range(BISECTIONS):
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if loss_at(mid) <= target_loss else (lo, mid)
-
-    base = lo
-    for _ in range(MAX_SHRINK + 1):  # the final check on all of the task's inputs
-        plan = plan_for(base)
-        recon = reconstruct(weights, plan)
-        paired = full_ev.compare(recon)
-        m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
-        say(f"check on all inputs at base step {base:.3g}: loss {100 * m.loss:.3f}% "
-            f"(95% interval {100 * m.loss_low:.3f}% .. {100 * m.loss_high:.3f}%, {m.n:,} inputs)")
-        if m.loss_high <= target_loss:
+    found: dict[float, float] = {}  # strength -> the largest base step that passes
+    start_at = DEFAULT_BASE_STEP
+    for strength in STRENGTHS:
+        base = _search(lambda b, s=strength: passes(b, s), start_at)
+        if base is None:  # even 2**-24 times the step fails: no allocation will pass
             break
-        base *= 2 ** (-1 / 8)
-    else:
+        found[strength] = start_at = base
+    if not found:
+        raise ZoocodecError(f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on "
+                            f"{reference or model}{_unresolved(search_ev, weights, plan_for(start_at / 2**24, 1.0), target_loss)}")
+    def price(plan: dict[str, MethodSpec]) -> float:
+        """Bits of the planned tensors, plus those of the 1-D tensors the plan leaves lossless."""
+        return plan_bits(weights, plan) + 8 * sum(b for k, b in exact_bytes.items() if k not in plan)
+
+    priced = {st: price(plan_for(b, st)) for st, b in found.items()}
+    strength = min(priced, key=priced.get)
+    base = found[strength]
+    say("allocation strengths priced: " + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items()))
+    coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say) if choose_coder else spec
+
+    checked: dict[float, tuple] = {}
+
+    def passes_all(b: float) -> bool:  # the same search again on all of the task's inputs, from there
+        plan = plan_for(b, strength, coded)
+        paired = full_ev.compare(reconstruct(weights, plan))
+        m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
+        trace.append({"strength": strength, "base_step": b, "loss": m.loss, "loss_high": m.loss_high, "all_inputs": 1})
+        say(f"check on all inputs at base step {b:.3g}: loss {100 * m.loss:.3f}% "
+            f"(95% interval {100 * m.loss_low:.3f}% .. {100 * m.loss_high:.3f}%, {m.n:,} inputs)")
+        checked[b] = plan, paired, m
+        return m.loss_high <= target_loss
+
+    final = _search(passes_all, base, rounds=FINAL_ROUNDS, down=FINAL_DOWN) if full_ev is not search_ev else base
+    if final is None:
         raise ZoocodecError(f"the {t.primary} loss stays above {100 * target_loss:g}% on all of {t.name}'s inputs"
-                            f"{_unresolved(full_ev, weights, plan, target_loss)}")
+                            f"{_unresolved(full_ev, weights, plan_for(base / 2**24, strength, coded), target_loss)}")
+    if final not in checked:
+        passes_all(final)
+    base = final
+    plan, paired, m = checked[final]
 
     verified = {"value": m.value, "baseline": m.baseline, "loss": m.loss, "loss_low": m.loss_low,
                 "loss_high": m.loss_high, "delta_low": m.low, "delta_high": m.high, "inputs": m.n,
                 "interval": m.interval, "judged_by": "loss_high", "metrics": {k: p.value for k, p in paired.items()}}
-    auto = {"task": t.name, "metric": t.primary, "target_loss": target_loss, "method": str(method or "uniform"),
-            "verified": verified, "base_step": base, "search_inputs": t.search_limit, "search": trace,
-            "sensitivities": {k: np.atleast_1d(v).tolist() for k, v in sens.items()}}
+    auto = {"task": t.name, "metric": t.primary, "target_loss": target_loss, "method": str(coded),
+            "verified": verified, "base_step": base, "strength": strength, "search_inputs": t.search_limit,
+            "search": trace, "one_d_lossy": sorted(k for k in plan if weights[k].dim() < 2),
+            "sensitivities": {k: np.atleast_1d(v).tolist() for k, v in usable.items()}}
     # a model outside the zoo: its original and inputs stand where a zoo name would
     meta = {"zoo": reference, "auto": auto} if reference else \
         {"auto": auto | {"original": str(model), "inputs": str(inputs), "module": module, "output": output}}
     report = compress(model, out, plan=plan, min_size=min_size, meta=meta)
     return AutoResult(report, reference or str(model), t.name, t.primary, target_loss, m.value, m.baseline, m.loss,
-                      m.loss_high, m.n, base, trace, time.perf_counter() - start)
+                      m.loss_high, m.n, base, strength, str(coded), trace, time.perf_counter() - start)
+
+
+def _search(passes: Callable[[float], bool], start: float, rounds: int = BISECTIONS,
+            down: int = 24) -> float | None:
+    """The largest base step that passes: bracket [ok, bad] on log2(base) from `start` by
+    factors of 2**(2**(rounds - BISECTIONS)) (2 for a full search), then `rounds` bisections
+    (both end within 2**(1/32)); None when `down` factors below `start` still fail."""
+    factor = 2.0 ** (2.0 ** (rounds - BISECTIONS))
+    lo = hi = start
+    if passes(lo):
+        for _ in range(16):
+            hi = lo * factor
+            if not passes(hi):
+                break
+            lo = hi
+    else:
+        for _ in range(down):
+            hi, lo = lo, lo / factor
+            if passes(lo):
+                break
+        else:
+            return None
+    for _ in range(rounds):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if passes(mid) else (lo, mid)
+    return lo
+
+
+def _flatten(sens: dict[str, float | np.ndarray], strength: float) -> dict[str, float | np.ndarray]:
+    """Sensitivities raised to `strength` (0: all equal, one step for all); 0 stays 0 (a tensor that does not matter)."""
+    out = {}
+    for k, v in sens.items():
+        a = np.asarray(v, dtype=np.float64)
+        f = np.where(a > 0, np.power(np.maximum(a, 1e-300), strength), 0.0)
+        out[k] = f if a.ndim else float(f)
+    return out
+
+
+def _one_d_where_it_pays(weights: dict[str, torch.Tensor], plan: dict[str, MethodSpec],
+                         exact_bytes: dict[str, int]) -> dict[str, MethodSpec]:
+    """The plan without the 1-D tensors whose lossy coding takes as many bytes as their lossless coding."""
+    out = {}
+    for name, spec in plan.items():
+        if weights[name].dim() < 2:
+            t = to_tensordata(name, weights[name])
+            if name not in exact_bytes:
+                exact_bytes[name] = sum(len(v) for v in Lossless().encode(t).segments.values())
+            if sum(len(v) for v in spec.encode(t).segments.values()) >= exact_bytes[name]:
+                continue
+        out[name] = spec
+    return out
+
+
+def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say) -> MethodSpec:
+    """`spec`, or the same method with another context coder where that one's entropy model
+    prices the planned tensors lower."""
+    from zoocodec.codecs import CODERS, parse_coder  # noqa: PLC0415
+
+    if "coder" not in {f.name for f in dataclasses.fields(spec)} or spec.coder.name not in CONTEXT_CODERS:
+        return spec  # a coder the user chose outside the context coders (ans, video) is kept
+    options = [spec] + [dataclasses.replace(spec, coder=parse_coder(c)) for c in CONTEXT_CODERS
+                        if c in CODERS and c != spec.coder.name]
+    priced = {str(o): (price(o), o) for o in options}
+    say("coders priced: " + ", ".join(f"{k}: {b / 8 / 1024:.1f} KiB" for k, (b, _) in priced.items()))
+    return min(priced.values(), key=lambda bo: bo[0])[1]
 
 
 def _unresolved(ev, weights: dict[str, torch.Tensor], plan: dict[str, MethodSpec], target_loss: float) -> str:

@@ -46,7 +46,9 @@ def measure(ev: Evaluator, weights: dict[str, torch.Tensor], names: list[str] | 
     """Sensitivity per tensor name (an array per row group for the names in `groups`).
 
     Noise of standard deviation rel_noise * RMS(tensor) keeps every measurement in the
-    small-noise regime (well below the quantization noise automatic mode ends at).
+    small-noise regime (well below the quantization noise automatic mode ends at); in a
+    positive 1-D tensor (BatchNorm variances) at most half its smallest value, so no
+    variance turns negative.
     """
     names = names if names is not None else quantized_names(weights)
     groups = groups or {}
@@ -61,6 +63,8 @@ def measure(ev: Evaluator, weights: dict[str, torch.Tensor], names: list[str] | 
             rows = group_of == g
             part = w[rows].double()
             sigma = rel_noise * float(part.pow(2).mean().sqrt()) or rel_noise
+            if w.dim() == 1 and bool((part > 0).all()):  # variances, scales: the noise keeps them positive
+                sigma = min(sigma, 0.5 * float(part.min()))
             noisy = dict(weights)
             noisy[name] = _noise(w, rows, sigma, gen)
             loss = max(ev.task.distortion(ev.outputs(noisy), ev.ref_out), 0.0)
