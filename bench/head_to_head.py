@@ -4,6 +4,7 @@
     python bench/head_to_head.py --quick    # mnist-cnn, one setting per tool
     python bench/head_to_head.py --full     # also mpnet
     python bench/head_to_head.py --search-inputs   # judged on automatic mode's search subsets (faster)
+    python bench/head_to_head.py --lean     # only the tools that compete with NNCodec (quantize + code), timed once
 
 Every tool codes the same float tensors of the same real model in the same run; every
 decoded model is evaluated the same way (task metric and output fidelity against the
@@ -235,10 +236,11 @@ def best_method() -> str:
     return next((f"{m}:{coder[1:]}" if coder else m for m in ("dq", "rdoq") if m in REGISTRY), "uniform")
 
 
-def zoocodec_settings(subject: Subject, judge: Judge, mode: str) -> list[tuple[str, str, object]]:
+def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = False) -> list[tuple[str, str, object]]:
     """(tool, setting, write(path)) for the methods the registry holds now, bracketing NNCodec.
 
-    `mode` is quick (one setting per tool), default, or full. Big models get fewer settings,
+    `mode` is quick (one setting per tool), default, or full; `lean` leaves out the tools
+    that never come near NNCodec (RDOQ, LNQ, k-means, DCT). Big models get fewer settings,
     and their automatic mode searches with uniform steps + context coding (a dq search
     re-encodes the model at every trial: ~10 minutes on minilm here). Automatic mode at the
     later budgets and allocation reuse the sensitivities automatic mode measured first
@@ -293,7 +295,7 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str) -> list[tuple[s
 
     qs = pick([-36, -30, -26] if big else [-38, -30, -22, -16])
     out = [("zoocodec uniform", f"step=2^({q}/4)", spec(f"uniform:step={step(q)}")) for q in qs]
-    if "rdoq" in REGISTRY and not big:
+    if "rdoq" in REGISTRY and not big and not lean:
         out += [(f"zoocodec rdoq{ctx.replace(',coder=', '+')}", f"step=2^({q}/4)", spec(f"rdoq:step={step(q)}{ctx}"))
                 for q in pick([-34, -26, -18])]
     if "dq" in REGISTRY:
@@ -305,11 +307,11 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str) -> list[tuple[s
         if "cabac" in CODERS and not big:  # the context coder automatic mode may pick instead of ctx
             out += [("zoocodec dq+cabac", f"step=2^({q}/4)", spec(f"dq:step={step(q)},coder=cabac"))
                     for q in pick([-30, -24, -18, -14])]
-    if "lnq" in REGISTRY:
+    if "lnq" in REGISTRY and not lean:
         out += [("zoocodec LNQ", f"step=2^({q}/4)", spec(f"lnq:step={step(q)}")) for q in pick([-30] if big else [-30, -22])]
-    if "kmeans" in REGISTRY:
+    if "kmeans" in REGISTRY and not lean:
         out += [("zoocodec k-means", f"k={k}", spec(f"kmeans:k={k}")) for k in pick([64, 256] if shift else [16, 64] if big else [4, 8, 16, 32], False)]
-    if "dct" in REGISTRY:
+    if "dct" in REGISTRY and not lean:
         out += [("zoocodec DCT", f"bits={b}", spec(f"dct:bits={b}")) for b in pick([5, 7] if shift else [3, 5] if big else [1, 2, 3, 4], False)]
     targets = [1.0, 0.5, 0.1]  # the widest budget first: its sensitivities serve the others
     out += [("zoocodec auto", f"target={t}%", auto(t)) for t in (targets[:1] if quick else targets)]
@@ -666,14 +668,15 @@ def plot(models: list[dict], path: Path) -> None:
 
 
 # ---- main ----------------------------------------------------------------------------------
-def bench_model(name: str, mode: str, log, search_inputs: bool = False) -> dict:
+def bench_model(name: str, mode: str, log, search_inputs: bool = False, lean: bool = False) -> dict:
     subject = Subject.load(name)
     big = subject.fp32_bytes > 20e6
     judge = Judge(subject, search_inputs=search_inputs)
     quick = mode == "quick"
-    repeat = 2 if not quick and subject.fp32_bytes < 5e6 else 1
+    repeat = 2 if not quick and not lean and subject.fp32_bytes < 5e6 else 1
     rows: list[Row] = []
-    result = {"model": name, "params": subject.params, "evaluation": judge.describe(), "date": machine()["date"],
+    result = {"model": name, "mode": mode + (" lean" if lean else ""), "params": subject.params,
+              "evaluation": judge.describe(), "date": machine()["date"],
               "baseline": judge.baseline, "failures": []}
     with tempfile.TemporaryDirectory(prefix="h2h-") as d:
         work = Path(d)
@@ -685,18 +688,18 @@ def bench_model(name: str, mode: str, log, search_inputs: bool = False) -> dict:
             rows += run_nncodec(subject, judge, qps, work, repeat)
         else:
             result["nncodec_skipped"] = "no NNCodec environment (run bench/peers/setup_nncodec.sh)"
-        for tool, setting, write in zoocodec_settings(subject, judge, mode):
+        for tool, setting, write in zoocodec_settings(subject, judge, mode, lean):
             log(f"{name}: {tool} {setting}")
             try:
                 rows.append(run_zoocodec(subject, judge, tool, setting, write, work, 1 if "auto" in tool else repeat))
             except Exception as e:  # one method's failure must not cost the whole run: record it
                 result["failures"].append({"tool": tool, "setting": setting, "error": f"{type(e).__name__}: {e}"})
                 log(f"{name}: {tool} {setting} FAILED: {type(e).__name__}: {e}")
-        dc = [(0.5, 5)] if quick else [(0.0, 5), (0.5, 5), (0.7, 4)]
+        dc = [] if lean else [(0.5, 5)] if quick else [(0.0, 5), (0.5, 5), (0.7, 4)]
         for sparsity, bits in dc:
             log(f"{name}: Deep Compression-style prune {sparsity} bits {bits}")
             rows.append(deep_compression(subject, judge, sparsity, bits))
-        for dtype in (torch.float32, torch.bfloat16):
+        for dtype in () if lean else (torch.float32, torch.bfloat16):
             log(f"{name}: lossless {dtype}")
             rows += lossless_rows(subject, dtype, work, lzma_too=mode == "full" or not big, repeat=repeat)
     result["evaluation_s"] = judge.seconds
@@ -713,6 +716,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--models", nargs="+", help="zoo models to run (default: the zoo)")
     p.add_argument("--search-inputs", action="store_true",
                    help="judge on automatic mode's search subsets instead of the full test sets (faster, wider intervals)")
+    p.add_argument("--lean", action="store_true",
+                   help="only NNCodec and the zoocodec tools that compete with it; encode and decode timed once")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON, markdown and PNG")
     p.add_argument("--merge", action="store_true",
                    help="replace these models' entries in the existing results instead of starting anew")
@@ -735,7 +740,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["models"] = [m for m in old["models"] if m["model"] not in models]
         start -= old.get("seconds", 0)
     for name in models:
-        results["models"].append(bench_model(name, mode, log, a.search_inputs))
+        results["models"].append(bench_model(name, mode, log, a.search_inputs, a.lean))
         results["models"].sort(key=lambda m: ZOO.index(m["model"]) if m["model"] in ZOO else len(ZOO))
         results["seconds"] = time.perf_counter() - start
         save(results, a.out, stem)  # after every model: a long run that dies keeps what it measured
@@ -777,7 +782,8 @@ def save(results: dict, out: Path, stem: str) -> None:
     m = results["machine"]
     md = ["# Head to head: zoocodec vs NNCodec, Deep Compression-style, lossless tools", "",
           f"{m['date']}, {m['cpu']} ({m['cores']} cores shared with other work: see the load column "
-          f"of the JSON), {results['seconds'] / 60:.1f} minutes, mode {results['mode']}.", "",
+          f"of the JSON), {results['seconds'] / 60:.1f} minutes; mode: "
+          + ", ".join(f"{x['model']} {x.get('mode', results['mode'])}" for x in results["models"]) + ".", "",
           *([results["note"], ""] if results.get("note") else []), headline(results), ""]
     for model in results["models"]:
         md += [table(model), "", per_tool_table(model), "", summary_text(model), ""]
