@@ -240,7 +240,8 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
     """(tool, setting, write(path)) for the methods the registry holds now, bracketing NNCodec.
 
     `mode` is quick (one setting per tool), default, or full; `lean` leaves out the tools
-    that never come near NNCodec (RDOQ, LNQ, k-means, DCT). Big models get fewer settings,
+    that never come near NNCodec (RDOQ, LNQ, k-means, DCT) and, on big models, allocation
+    at fixed steps and half the dq grid (each dq encode of minilm takes minutes here). Big models get fewer settings,
     and their automatic mode searches with uniform steps + context coding (a dq search
     re-encodes the model at every trial: ~10 minutes on minilm here). Automatic mode at the
     later budgets and allocation reuse the sensitivities automatic mode measured first
@@ -299,7 +300,7 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
         out += [(f"zoocodec rdoq{ctx.replace(',coder=', '+')}", f"step=2^({q}/4)", spec(f"rdoq:step={step(q)}{ctx}"))
                 for q in pick([-34, -26, -18])]
     if "dq" in REGISTRY:
-        dq_qs = pick([-38, -34, -30, -26] if big else [-38, -30, -24, -18, -14])
+        dq_qs = pick(([-36, -30] if lean else [-38, -34, -30, -26]) if big else [-38, -30, -24, -18, -14])
         out += [(f"zoocodec dq{ctx.replace(',coder=', '+')}", f"step=2^({q}/4)", spec(f"dq:step={step(q)}{ctx}"))
                 for q in dq_qs]
         from zoocodec.codecs import CODERS  # noqa: PLC0415
@@ -315,7 +316,7 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
         out += [("zoocodec DCT", f"bits={b}", spec(f"dct:bits={b}")) for b in pick([5, 7] if shift else [3, 5] if big else [1, 2, 3, 4], False)]
     targets = [1.0, 0.5, 0.1]  # the widest budget first: its sensitivities serve the others
     out += [("zoocodec auto", f"target={t}%", auto(t)) for t in (targets[:1] if quick else targets)]
-    if not quick:
+    if not quick and not (lean and big):
         alloc_qs = pick([-34, -30, -27, -24] if big else [-34, -28, -22, -16, -12])
         out += [(f"zoocodec alloc+{method.split(':')[0]}{ctx.replace(',coder=', '+')}", f"base=2^({q}/4)", planned(q))
                 for q in alloc_qs]
