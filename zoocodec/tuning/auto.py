@@ -139,13 +139,14 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         sens = measure(sens_ev, weights, quantized_names(weights, min_size), groups=embedding_groups(weights))
     # a tensor whose noise broke the model (non-finite) is left out of the plan: it stays lossless
     usable = {k: v for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
+    broken = set(sens) - set(usable)
     spec = parse_spec(method or "uniform")
     exact_bytes: dict[str, int] = {}
 
     def plan_for(base: float, strength: float, coded: MethodSpec = spec) -> dict[str, MethodSpec]:
         plan = allocate(weights, sensitivities=_flatten(usable, strength), base_step=base, method=coded,
                         min_size=min_size)
-        plan = {k: v for k, v in plan.items() if k in usable}
+        plan = {k: v for k, v in plan.items() if k not in broken}
         return _one_d_where_it_pays(weights, plan, exact_bytes)
 
     trace: list[dict[str, float]] = []
@@ -154,6 +155,10 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         m = search_ev.judge(reconstruct(weights, plan_for(base, strength)))
         trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
         say(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% (95% bound {100 * m.loss_high:.3f}%)")
+        if m.loss <= 0 < m.loss_high - target_loss:  # no loss at all, and its interval alone exceeds the budget
+            raise ZoocodecError(f"the {t.primary} loss within {100 * target_loss:g}% on {reference or model} is "
+                                f"not resolvable with {m.n:,} inputs (with no loss measured, the 95% bound is "
+                                f"{100 * m.loss_high:.3g}%)")
         return m.loss_high <= target_loss
 
     found: dict[float, float] = {}  # strength -> the largest base step that passes
