@@ -8,7 +8,7 @@ import torch
 
 import zoocodec
 from zoocodec.errors import SpecError
-from zoocodec.methods import Overrides, parse_spec
+from zoocodec.methods import Overrides, Quantized, parse_spec
 from zoocodec.pipeline import batch
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, DEFAULT_SPEC, choose_spec, load
 
@@ -43,13 +43,34 @@ def test_batched_bytes_equal_one_tensor_at_a_time(spec, tmp_path):
     assert [(t.method, t.mse, t.sqnr_db) for t in one.tensors] == [(t.method, t.mse, t.sqnr_db) for t in many.tensors]
 
 
+def same(a: Quantized, b: Quantized) -> bool:
+    return (a.symbols.keys() == b.symbols.keys() and a.side == b.side and a.arrays == b.arrays
+            and all(a.symbols[k].shape == b.symbols[k].shape and np.array_equal(a.symbols[k], b.symbols[k])
+                    for k in a.symbols)
+            and a.recon.dtype == b.recon.dtype and a.recon.tobytes() == b.recon.tobytes())
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.startswith(("uniform", "kmeans"))])  # (rdoq, dq: above)
+def test_quantize_many_equals_quantize(spec):
+    """Each group a GPU would form, quantized together with NumPy: each tensor's symbols, side
+    info, side arrays and reconstruction are those of quantizing it alone."""
+    s = parse_spec(spec)
+    ts = [t for t in load(shapes_model()).tensors() if t.is_float and t.array.ndim >= 2]
+    groups = batch._groups([(t, s) for t in ts], gpu=True)
+    assert s.batch_key(ts[0]) is None or any(len(m) > 1 for _, m in groups)
+    for _, members in groups:
+        group = [ts[i] for i in members]
+        for t, q in zip(group, s.quantize_many(group)):
+            assert same(q, s.quantize(t)), t.name
+
+
 def test_minilm_groups(minilm_path):
     """minilm under the default spec: the 30 matrices with 384-long rows (q, k, v, o, up)
-    are one group, quantized in one call."""
+    are one group on a GPU (on the CPU, uniform quantizes one tensor at a time)."""
     spec = parse_spec(DEFAULT_SPEC)
     tensors = list(load(minilm_path).tensors())
     groups = batch._groups([(t, choose_spec(t, spec, Overrides(), DEFAULT_MIN_SIZE, False, floor=False))
-                            for t in tensors])
+                            for t in tensors], gpu=True)
     largest = max(groups, key=lambda g: len(g[1]))[1]
     assert len(largest) >= 30 and {tensors[i].array.shape[1] for i in largest} == {384}
 
@@ -69,6 +90,19 @@ def test_zoo_bytes(name, spec, tmp_path):
     zoocodec.compress(path, tmp_path / "one.zc", spec, batch=False)
     zoocodec.compress(path, tmp_path / "many.zc", spec)
     assert (tmp_path / "one.zc").read_bytes() == (tmp_path / "many.zc").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", [DEFAULT_SPEC, "uniform:bits=4,per_tensor=true", "kmeans:k=16",
+                                  "kmeans:k=16,per=channel"])
+def test_minilm_quantize_many(spec, minilm_path):
+    """minilm's groups (as a GPU forms them) quantized together with NumPy: quantize()'s results."""
+    s = parse_spec(spec)
+    ts = [t for t in load(minilm_path).tensors() if t.is_float and t.array.ndim >= 2]
+    for _, members in batch._groups([(t, s) for t in ts], gpu=True):
+        group = [ts[i] for i in members]
+        for t, q in zip(group, s.quantize_many(group)):
+            assert same(q, s.quantize(t)), t.name
 
 
 @pytest.mark.slow

@@ -118,6 +118,9 @@ class MethodSpec:
     version: ClassVar[int] = 1
     lossless: ClassVar[bool] = False
     gpu: ClassVar[bool] = False  # quantize() does its array work in the `xp` it is given (CuPy on a GPU)
+    # quantize_many pays on the CPU too (many small array operations become few large ones);
+    # else tensors are grouped on a GPU only: on the CPU, large stacked temporaries lose the cache
+    batch_on_cpu: ClassVar[bool] = False
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -40,6 +40,7 @@ class RDOQ(MethodSpec):
     group_steps: tuple[float, ...] | None = None
 
     gpu = True  # the decisions run in xp; the entropy model is fitted on the host
+    batch_on_cpu = True  # dq's trellis: a few operations per column, on every row of every tensor at once
 
     def __post_init__(self):
         super().__post_init__()
