@@ -2,9 +2,9 @@
 
 Four ways through zoocodec.compress on real zoo models, interleaved, best of `--reps`:
   one_at_a_time   batch=False: quantize, code, next tensor (the peer)
-  grouped         same-shape groups quantized together, coding inline (batch.THREADS = 0)
+  grouped         every method's same-shape groups quantized together (as on a GPU), coding inline
   overlapped      one tensor per window, coding on worker threads (batch.CPU_WINDOW = 0)
-  batched         both (the default)
+  batched         the default: coding on threads, rdoq/dq grouped (`batch_on_cpu`)
 Every file's sha256 must equal the peer's.
 
     python bench/batch.py [--models minilm minilm-attention mpnet] [--reps 2]     (JSON to bench/results/batch-DATE.json)
@@ -35,17 +35,20 @@ def source(model: str):
 
     return {t.name: torch.from_numpy(t.array) for t in load("minilm").tensors()
             if "attention" in t.name and t.array.shape == (384, 384)}
-WAYS = {"one_at_a_time": {"batch": False}, "grouped": {"THREADS": 0}, "overlapped": {"CPU_WINDOW": 0}, "batched": {}}
+WAYS = {"one_at_a_time": {"batch": False}, "grouped": {"THREADS": 0, "group_all": True},
+        "overlapped": {"CPU_WINDOW": 0}, "batched": {}}
 
 
 def run_way(model, spec: str, way: str, out: Path) -> tuple[float, str]:
+    from zoocodec.methods.base import MethodSpec
     from zoocodec.pipeline import batch
     from zoocodec.pipeline.core import compress
 
-    knobs = {k: v for k, v in WAYS[way].items() if k != "batch"}
+    knobs = {k: v for k, v in WAYS[way].items() if k not in ("batch", "group_all")}
     saved = {k: getattr(batch, k) for k in knobs}
     for k, v in knobs.items():
         setattr(batch, k, v)
+    MethodSpec.batch_on_cpu = WAYS[way].get("group_all", False)  # every method groups, as on a GPU
     try:
         start = time.perf_counter()
         compress(model, out, spec, batch=WAYS[way].get("batch", True))
@@ -53,6 +56,7 @@ def run_way(model, spec: str, way: str, out: Path) -> tuple[float, str]:
     finally:
         for k, v in saved.items():
             setattr(batch, k, v)
+        MethodSpec.batch_on_cpu = False
     return seconds, hashlib.sha256(out.read_bytes()).hexdigest()
 
 
