@@ -10,9 +10,9 @@ schedules:
   None are quantized by one `spec.quantize_many` call: every same-shape matrix of a
   transformer in one uniform, k-means or dq launch on a GPU. On the CPU only specs with
   `batch_on_cpu` group (rdoq, dq: their trellis makes a few operations per column, so
-  stacking tensors cuts the calls: 1.8x on minilm's attention matrices; uniform and
-  k-means grouped ran 0.83-1.31x as fast on minilm and mpnet, no reliable gain, their
-  large stacked temporaries missing the cache);
+  stacking tensors cuts the calls: 1.8-2.0x on minilm's attention matrices; uniform and
+  k-means grouped ran 0.48-1.31x as fast on minilm and mpnet, no reliable gain, their
+  large stacked temporaries missing the cache; docs/gpu.md has the numbers);
 - `finish` runs on worker threads (the native coders release the GIL, and so do NumPy's
   large array operations) while the main thread quantizes the next window;
 - results come back in the model's order, so the container holds the bytes that coding
