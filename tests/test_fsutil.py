@@ -269,7 +269,7 @@ def kill_during_output(tmp_path: Path, kills: int, verb: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("verb", ["decompress", "compress"])
 def test_sigkill_during_output_leaves_no_half_output(tmp_path, verb):
-    seen = kill_during_output(tmp_path, 3, verb)
+    seen = kill_during_output(tmp_path, 8, verb)
     assert seen["half"] == 0 and seen["earlier litter left while the next run writes"] == 0, seen
     assert seen["litter after kill"] >= 1, f"no kill landed inside the write window: {seen}"
 
@@ -280,7 +280,7 @@ def test_sigkill_during_output_leaves_no_half_output_100(tmp_path, verb):
     seen = kill_during_output(tmp_path, 100, verb)
     print(f"100 SIGKILLs during {verb}:", seen)
     assert seen["half"] == 0 and seen["earlier litter left while the next run writes"] == 0, seen
-    assert seen["litter after kill"] >= 50 and seen["old"] + seen["new"] == 100, seen
+    assert seen["litter after kill"] >= 30 and seen["old"] + seen["new"] == 100, seen
 
 
 def test_sequence_output_checked_before_decoding(tmp_path, model, monkeypatch, capsys):
