@@ -1,8 +1,9 @@
 """Ends an embedded Ray's processes when the process that started it ends, however it ends.
 
 Ray's own fate sharing is not enough: when the driver is SIGKILLed, the GCS and the raylet
-die with it, but the raylet's dashboard and runtime-env agents notice, then hang for about
-a minute on their last call to the dead GCS (Ray 2.60; ray-project/ray#52385). So
+die with it, but the raylet's dashboard and runtime-env agents, which log that they are
+exiting, ran on for 60-70 s more here (Ray 2.60; their last step reports to the dead GCS; see
+also ray-project/ray#52385). So
 `zoocodec.cluster.connect` starts this small process (no Ray, no torch) beside an embedded
 Ray and tells it which processes Ray started; when the driver's end of the pipe closes
 (a clean exit, an exception, SIGKILL), it sends SIGTERM to those still running, then SIGKILL.
