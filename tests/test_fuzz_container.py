@@ -11,6 +11,7 @@ the peak resident memory of the run may not pass the budget.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import io
 import json
@@ -139,8 +140,8 @@ def apply(f: Forge, ops, value, payload, name, shape, escape: Path) -> None:
             parent = h
             for k in p[:-1]:
                 parent = parent[k]
-            if op == "set":
-                parent[p[-1]] = fix(value)
+            if op == "set":  # a copy: the same list set twice, once inside itself, made a cycle paths() never left
+                parent[p[-1]] = fix(copy.deepcopy(value))
             elif isinstance(parent, dict):
                 del parent[p[-1]]
             else:
@@ -276,8 +277,8 @@ def fuzz(root: Path, bases: dict[str, bytes], examples: int, stop_at_first: bool
     the slow tier runs them all and reports the counts, keeping each bad case's folder.
 
     Cases run in hypothesis runs of BATCH examples, each from its own seed: one run keeps every
-    example's choices (its tree of choices and its cache) until it ends, which grew the 10,000-case
-    run by about 80 KB a case."""
+    example's choices (its tree of choices and its cache) until it ends, which grew the process by
+    about 80 KB a case."""
     bad = []
     COUNTS.clear()
 
