@@ -141,8 +141,11 @@ class Container:
         header_offset, header_len, header_crc, zero = struct.unpack_from("<QQII", buf, t)
         if buf[t + 24 : t + 32] != TRAILER_MAGIC or zero:
             raise ContainerError(f"{path}: truncated or corrupt (bad trailer)")
-        if verify and hashlib.sha256(memoryview(buf)[: size - 32]).digest() != buf[size - 32 :]:
-            raise ContainerError(f"{path}: checksum mismatch (the file is corrupt or truncated)")
+        if verify:
+            digest = hashlib.sha256(memoryview(buf)[: size - 32]).digest()
+            _release(buf, 0, size)
+            if digest != buf[size - 32 :]:
+                raise ContainerError(f"{path}: checksum mismatch (the file is corrupt or truncated)")
         if header_offset % ALIGN or header_offset < ALIGN or header_len > MAX_HEADER or header_offset + header_len > t:
             raise ContainerError(f"{path}: corrupt trailer (header at {header_offset}+{header_len})")
         raw = buf[header_offset : header_offset + header_len]
@@ -157,6 +160,7 @@ class Container:
         """One payload (a copy), CRC-checked. `where` names it in errors (e.g. the tensor)."""
         offset, length, crc = seg
         data = self._buffer[offset : offset + length]
+        _release(self._buffer, offset, length)
         if zlib.crc32(data) != crc:
             raise ContainerError(f"{self.path}: payload of {where} is corrupt (CRC mismatch)")
         return data
@@ -185,3 +189,13 @@ class Container:
         if self._buffer is not None:
             self._buffer.close()
             self._buffer = None
+
+
+def _release(buf: mmap.mmap, offset: int, length: int) -> None:
+    """Drop the mapped pages of [offset, offset + length) from this process's resident set
+    (the page cache keeps them): a read-only mapping read once would otherwise stay resident
+    until closed, as large as the file."""
+    start = offset - offset % mmap.PAGESIZE
+    end = min(offset + length, len(buf))
+    if end > start and hasattr(buf, "madvise"):
+        buf.madvise(mmap.MADV_DONTNEED, start, end - start)

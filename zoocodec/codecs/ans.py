@@ -102,37 +102,46 @@ def _width(span: int) -> int:
 
 
 def encode(symbols: np.ndarray) -> bytes:
-    """Symbols (any integer array) -> bytes; the smaller of rANS and packed zstd."""
-    s = np.ascontiguousarray(symbols, dtype=np.int64).ravel()
+    """Symbols (any integer array) -> bytes; the smaller of rANS and packed zstd.
+
+    Alphabets of up to 2^16 symbols go to the engine as uint8/uint16 indices made block by
+    block from the symbols' own type: no int64 copy of a large tensor's symbols."""
+    s = np.ascontiguousarray(symbols).ravel()
     if s.size == 0:
-        return _packed(s)
+        return _packed(s.astype(np.int64))
     lo, hi = int(s.min()), int(s.max())
     k = max(0, (hi - lo).bit_length() - 16)  # wide alphabets: code the top 16 bits
     if k > 48:
-        return _packed(s)
-    idx = (s - lo).astype(np.uint64)
+        return _packed(s.astype(np.int64))
     out = bytearray([ANS])
     put_svarint(out, lo)
     out.append(k)
     top = ((hi - lo) >> k) + 1
-    stream = native.rans_encode(_narrow(idx >> np.uint64(k), top), top)
+    if not k:
+        stream = native.rans_encode(_offset(s, -lo, np.uint8 if top <= 256 else np.uint16), top)
+        idx = None
+    else:
+        s = s.astype(np.int64)
+        idx = (s - lo).astype(np.uint64)
+        stream = native.rans_encode(_narrow(idx >> np.uint64(k), top), top)
     if k:
         put_uvarint(out, len(stream))
         out += stream
         bits = (idx[:, None] >> np.arange(k, dtype=np.uint64)) & np.uint64(1)
         out += np.packbits(bits.astype(np.uint8).ravel(), bitorder="little").tobytes()
+        coded = bytes(out)
     else:
-        out += stream
-    coded = bytes(out)
+        coded = b"".join((out, stream))  # one copy of the stream, not two
     if len(coded) > s.size:  # wide, flat alphabets: the table can cost more than it saves
-        packed = _packed(s)
+        packed = _packed(s.astype(np.int64, copy=False))
         if len(packed) < len(coded):
             return packed
     return coded
 
 
-def decode(data: bytes | memoryview, count: int) -> np.ndarray:
-    """Bytes -> int64 symbols; `count` is the number the caller expects (from the shape)."""
+def decode(data: bytes | memoryview, count: int, narrow: bool = False) -> np.ndarray:
+    """Bytes -> int64 symbols (`narrow`: the smallest signed type that holds them, made
+    without an int64 copy); `count` is the number the caller expects (from the shape)."""
     r = Reader(data, "entropy-coded payload")
     mode = r.byte()
     if mode == PACKED:
@@ -152,13 +161,50 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
     if k > 48:
         raise r.fail(f"{k} raw low bits")
     if not k:
-        return native.rans_decode(r.rest(), count, what=r.what).astype(np.int64) + lo
+        idx = native.rans_decode(r.rest(), count, what=r.what)
+        dt = narrowest(lo, lo + (int(idx.max()) if idx.size else 0)) if narrow else np.dtype(np.int64)
+        if dt.itemsize == idx.itemsize:  # in place: two's complement wraps to the right values
+            out = idx.view(dt)
+            out += np.array(lo).astype(dt)
+            return out
+        return _offset(idx, lo, dt)
     top = native.rans_decode(r.take(r.uvarint(limit=len(r.data))), count, what=r.what).astype(np.int64)
     packed = r.take(-(-count * k // 8))
     r.done()
     bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=count * k, bitorder="little")
     low = (bits.reshape(count, k).astype(np.int64) << np.arange(k, dtype=np.int64)).sum(axis=1)
     return (top << k | low) + lo
+
+
+BLOCK = 1 << 20  # values per step of _offset: its temporaries stay small
+
+
+def _offset(a: np.ndarray, by: int, dtype) -> np.ndarray:
+    """a + by as `dtype` (which holds every result), a block at a time."""
+    out = np.empty(a.shape, dtype=dtype)
+    for i in range(0, a.size, BLOCK):
+        out[i : i + BLOCK] = a[i : i + BLOCK].astype(np.int64) + by
+    return out
+
+
+def narrowest(lo: int, hi: int) -> np.dtype:
+    """The smallest signed integer type holding lo..hi."""
+    for dt in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
+
+
+def as_requested(symbols: np.ndarray, dtype) -> np.ndarray:
+    """Decoded symbols as the caller's `dtype`; None asks for the narrowest signed type
+    that holds them (methods whose dequantization takes any integer type)."""
+    if dtype is not None:
+        return symbols.astype(dtype, copy=False)
+    if not symbols.size:
+        return symbols.astype(np.int8)
+    dt = narrowest(int(symbols.min()), int(symbols.max()))
+    return symbols if symbols.dtype == dt else _offset(symbols, 0, dt)
 
 
 @register_coder
@@ -168,9 +214,10 @@ class Ans(CoderSpec):
 
     name = "ans"
     version = 1
+    narrows = True
 
     def encode(self, symbols, trellis=None) -> bytes:
         return encode(symbols)
 
     def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
-        return decode(data, math.prod(shape)).reshape(shape).astype(dtype, copy=False)
+        return as_requested(decode(data, math.prod(shape), narrow=dtype is None), dtype).reshape(shape)

@@ -139,6 +139,9 @@ class CoderSpec:
 
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
+    # encode takes signed symbols of any width as they are (others get int64), and
+    # decode(dtype=None) gives the narrowest signed type that holds them
+    narrows: ClassVar[bool] = False
 
     @property
     def lossy(self) -> bool:

@@ -56,10 +56,12 @@ def encode(values: np.ndarray, threads: int = 0) -> bytes:
         raise ValueError(f"float coder takes 2- or 4-byte floats, not {values.dtype}")
     bits = np.ascontiguousarray(values).view(_UINT[width]).ravel()
     planes = native.engine().float_split(bits, threads) if bits.size else [bits.view(np.uint8)[:0]] * width
-    out = bytearray()
-    put_uvarint(out, bits.size)
-    out.append(width)
-    for plane in planes:
+    head = bytearray()
+    put_uvarint(head, bits.size)
+    head.append(width)
+    parts = [head]
+    while planes:  # each plane is released once coded: planes and bodies never both exist whole
+        plane = planes.pop(0)
         mode, body = RAW, plane
         if plane.size:
             if _entropy_bytes(plane) < 0.995 * plane.size:  # else rANS cannot pay for its table
@@ -72,10 +74,11 @@ def encode(values: np.ndarray, threads: int = 0) -> bytes:
                 packed = z.compress(plane.tobytes())
                 if len(packed) < best:
                     mode, body = ZSTD, packed
-        out.append(mode)
-        put_uvarint(out, len(body))
-        out += body if isinstance(body, bytes) else body.tobytes()
-    return bytes(out)
+        frame = bytearray([mode])
+        put_uvarint(frame, len(body))
+        parts += [frame, body if isinstance(body, bytes) else body.tobytes()]
+        del plane, body
+    return b"".join(parts)
 
 
 def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int = 0) -> np.ndarray:

@@ -62,13 +62,103 @@ class TensorData:
 
     def float64(self, xp=np):
         """The values as float64, in namespace `xp` (the native bits travel, not the float64s)."""
-        a = xp.asarray(self.array)
-        if self.dtype == "bfloat16":
-            return (a.astype(xp.uint32) << 16).view(xp.float32).astype(xp.float64)
-        return a.astype(xp.float64)
+        return as_float64(self.array, self.dtype, xp)
+
+    def matrix(self, per_row: bool = True) -> np.ndarray:
+        """The native array as 2-D (rows = output channels, or one row), without a copy."""
+        a = self.array
+        return a.reshape(a.shape[0], -1) if per_row and a.ndim >= 2 and a.shape[0] else a.reshape(1, -1)
 
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def as_float64(a, dtype: str, xp=np):
+    """Native values (bfloat16 as uint16 bits) -> float64, in namespace `xp`."""
+    a = xp.asarray(a)
+    if dtype == "bfloat16":
+        bits = a.astype(xp.uint32)
+        bits <<= 16
+        return bits.view(xp.float32).astype(xp.float64)
+    return a.astype(xp.float64)
+
+
+# ---- streaming inside a tensor ----------------------------------------------------------
+BLOCK_BYTES = 8 << 20  # float64 bytes of one block: the temporaries of a step stay a few times this
+
+
+def row_blocks(rows: int, cols: int, itemsize: int = 8, limit: int | None = None, whole: bool = False):
+    """(row slice, column slice) blocks covering a rows x cols matrix in row-major order, each
+    at most `limit` bytes at `itemsize`: whole rows where one fits, else pieces of one row
+    (`whole`: always whole rows, for decisions that run along a row). Quantizers whose
+    decisions are per row (or per weight) run block by block, so their float64 temporaries
+    are bounded however large the tensor."""
+    per = max((limit or BLOCK_BYTES) // max(itemsize, 1), 1)
+    if cols <= per or whole:
+        step = max(per // max(cols, 1), 1)
+        for r in range(0, rows, step):
+            yield slice(r, min(r + step, rows)), slice(0, cols)
+        return
+    for r in range(rows):
+        for c in range(0, cols, per):
+            yield slice(r, r + 1), slice(c, min(c + per, cols))
+
+
+def pairwise_sum(n: int, leaf, limit: int | None = None) -> tuple[float, ...]:
+    """Sums over [0, n) of leaf(lo, hi) -> a tuple of sums of [lo, hi), split exactly as
+    NumPy's pairwise summation splits a contiguous float64 array, so each equals np.sum (and
+    np.mean * n) of its whole array bit for bit while no more than `limit` values exist at once."""
+    limit = limit or BLOCK_BYTES // 8
+    if n <= limit:
+        return tuple(float(x) for x in leaf(0, n))
+    half = n // 2
+    half -= half % 8
+    left = pairwise_sum(half, leaf, limit)
+    right = pairwise_sum(n - half, lambda lo, hi: leaf(lo + half, hi + half), limit)
+    return tuple(a + b for a, b in zip(left, right))
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Error of a reconstruction: mean squared error, largest |error|, mean signal power."""
+
+    mse: float = 0.0
+    max_err: float = 0.0
+    power: float = 0.0
+
+    @property
+    def sqnr_db(self) -> float:
+        if self.mse == 0:
+            return math.inf
+        return 10 * math.log10(self.power / self.mse) if self.power > 0 else -math.inf
+
+
+def error_stats(t: TensorData, recon: np.ndarray) -> ErrorStats:
+    """ErrorStats of `recon` (native dtype) against `t`, block by block in float64; the same
+    floats as np.mean / np.max over whole float64 copies (pairwise_sum)."""
+    n = t.array.size
+    if not n:
+        return ErrorStats()
+    w, r = t.array.reshape(-1), np.asarray(recon).reshape(-1)
+    top = [0.0]
+
+    def sums(lo, hi):
+        x = as_float64(w[lo:hi], t.dtype)
+        e = x - as_float64(r[lo:hi], t.dtype)
+        top[0] = max(top[0], float(np.max(np.abs(e))))
+        return np.sum(e**2), np.sum(x * x)
+
+    err2, power = pairwise_sum(n, sums)
+    return ErrorStats(float(np.float64(err2) / n), top[0], float(np.float64(power) / n))
+
+
+def all_finite(t: TensorData) -> bool:
+    """No NaN or Inf (checked block by block; integer tensors are always finite)."""
+    if not t.is_float:
+        return True
+    w = t.array.reshape(-1)
+    step = BLOCK_BYTES // 8
+    return all(bool(np.isfinite(as_float64(w[i : i + step], t.dtype)).all()) for i in range(0, w.size, step))
 
 
 def from_float64(values: np.ndarray, dtype: str) -> np.ndarray:
@@ -97,11 +187,13 @@ class Quantized:
 
 @dataclass
 class Encoded:
-    """What encode produces for one tensor: header side info, named payloads, the reconstruction."""
+    """What encode produces for one tensor: header side info, named payloads, the
+    reconstruction's error (None for lossless methods) and the reconstruction (None unless asked for)."""
 
     side: dict[str, Any]
     segments: dict[str, bytes]
-    recon: np.ndarray
+    recon: np.ndarray | None
+    stats: ErrorStats | None = None
 
 
 MAX_SYMBOLS = 1 << 40
@@ -143,7 +235,8 @@ class MethodSpec:
         """For dependent-quantization levels, the axis of the 2-D view the state machine walks."""
         return None
 
-    def symbol_dtype(self, stream: str, dtype: str) -> np.dtype:
+    def symbol_dtype(self, stream: str, dtype: str) -> np.dtype | None:
+        """What decode asks the coder for; None: any integer type (the coder's narrowest)."""
         return np.dtype(np.int64)
 
     # ---- written once ---------------------------------------------------------------------
@@ -157,37 +250,50 @@ class MethodSpec:
         batch (one launch for many same-shape problems) override it."""
         return [self.quantize(t, xp) for t in ts]
 
-    def encode(self, t: TensorData, xp=np) -> Encoded:
+    def encode(self, t: TensorData, xp=np, recon: bool = True) -> Encoded:
         """Quantize in `xp` (when the method has a GPU path), code on the host."""
-        return self.code(t, self.quantize(t, xp if self.gpu else np))
+        return self.code(t, self.quantize(t, xp if self.gpu else np), recon)
 
-    def code(self, t: TensorData, q: Quantized) -> Encoded:
+    def code(self, t: TensorData, q: Quantized, recon: bool = True, stats: ErrorStats | None = None) -> Encoded:
         """The payloads of quantization `q` of `t`: host work only (pipeline/batch.py runs it on
-        worker threads while the next tensors quantize)."""
+        worker threads while the next tensors quantize).
+
+        recon=False drops the reconstruction once its error is measured (`stats`, when the
+        caller measured it already), before coding: the tensor, its symbols and the coder's
+        output are held, not a second copy of the tensor."""
         q.symbols = {k: to_numpy(v) for k, v in q.symbols.items()}
         q.recon = to_numpy(q.recon)
+        if stats is None and not self.lossless and t.is_float:
+            stats = error_stats(t, q.recon)
+        if not recon:
+            q.recon = None
         segments, shapes, coded, decoded = {}, {}, {}, {}
         for name, symbols in q.symbols.items():
             coder, trellis = self.coder_for(name), self.trellis(name, symbols.shape)
+            if symbols.dtype.kind == "i" and not coder.narrows:  # coders that do arithmetic in int64
+                symbols = q.symbols[name] = symbols.astype(np.int64)
             segments[name] = data = coder.encode(symbols, trellis)
             shapes[name] = list(symbols.shape)
             info = coder.describe(data)
             if coder.lossy:  # measure what a reader will get
-                decoded[name] = coder.decode(data, symbols.shape, symbols.dtype, trellis)
+                decoded[name] = coder.decode(data, symbols.shape, self._decoded_dtype(name, t.dtype, coder), trellis)
                 diff = np.abs(decoded[name].astype(np.int64) - symbols.astype(np.int64))
                 info["max_symbol_error"] = int(diff.max()) if diff.size else 0
             if info:
                 coded[name] = info
-        recon = q.recon
         if decoded:
-            recon = self.dequantize(Quantized({**q.symbols, **decoded}, q.side, q.arrays), t.array.shape, t.dtype)
+            q.recon = self.dequantize(Quantized({**q.symbols, **decoded}, q.side, q.arrays), t.array.shape, t.dtype)
+            stats = None if stats is None else error_stats(t, q.recon)
         if set(segments) & set(q.arrays):
             raise ValueError(f"{self.name}: a symbol stream and an array share a name")
         segments.update({k: bytes(v) for k, v in q.arrays.items()})
         side = {**q.side, "symbols": shapes, **({"coded": coded} if coded else {})}
-        return Encoded(side, segments, recon)
+        return Encoded(side, segments, q.recon if recon else None, stats)
 
-    def decode(self, side: dict, segments: dict[str, memoryview], shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    def decode(self, side: dict, segments: dict[str, memoryview], shape: tuple[int, ...], dtype: str,
+               consume: bool = False) -> np.ndarray:
+        """`consume`: the caller hands `segments` over, and each coded stream is dropped from it
+        once decoded, before the reconstruction is made (one tensor's payload less at the peak)."""
         shapes = side.get("symbols") if isinstance(side, dict) else None
         if not isinstance(shapes, dict) or not all(
                 isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s) and math.prod(s) <= MAX_SYMBOLS
@@ -199,11 +305,16 @@ class MethodSpec:
             raise ContainerError(f"{self.name}: symbol stream {missing[0]!r} is missing")
         symbols = {}
         for name, s in shapes.items():
-            s = tuple(s)
-            symbols[name] = self.coder_for(name).decode(segments[name], s, self.symbol_dtype(name, dtype),
-                                                        self.trellis(name, s))
-        arrays = {k: v for k, v in segments.items() if k not in shapes}
+            s, coder = tuple(s), self.coder_for(name)
+            symbols[name] = coder.decode(segments[name], s, self._decoded_dtype(name, dtype, coder), self.trellis(name, s))
+            if consume:
+                del segments[name]
+        arrays = {k: v for k, v in segments.items() if k not in shapes}  # (consumed streams are gone already)
         return self.dequantize(Quantized(symbols, side, arrays), tuple(shape), dtype)
+
+    def _decoded_dtype(self, stream: str, dtype: str, coder: CoderSpec) -> np.dtype | None:
+        want = self.symbol_dtype(stream, dtype)
+        return np.dtype(np.int64) if want is None and not coder.narrows else want
 
     def reconstruct(self, t: TensorData) -> np.ndarray:
         """What a reader will decode, by quantizing only (coding too where a coder is lossy)."""

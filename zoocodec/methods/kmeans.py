@@ -19,9 +19,22 @@ from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import kmeans as K
 from zoocodec.kernels.backend import stack_rows, to_numpy
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, register
+from zoocodec.methods import base
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, all_finite, from_float64, register
+from zoocodec.methods.lossless import native_dtype
 
 PER = ("tensor", "channel", "block")
+
+
+def float32(t: TensorData) -> np.ndarray:
+    """The values as float32 without a float64 copy (every tensor dtype but float64 converts exactly)."""
+    if t.dtype == "bfloat16":
+        bits = t.array.astype(np.uint32)
+        bits <<= 16
+        return bits.view(np.float32)
+    return t.array.astype(np.float32, copy=False)
+
+
 CODEBOOK = {"float32": "<f4", "float16": "<f2"}
 
 
@@ -78,14 +91,12 @@ class KMeans(MethodSpec):
         """k-means of every problem of `ts`: each problem seeded as if alone (k-means++ per tensor
         and part, on the host), then one Lloyd batch per problem size (kernels/kmeans.py: a
         problem's result does not depend on the batch it runs in)."""
-        ws, parts = [], []  # parts: (tensor, size, values (count, size) float32, initial centroids)
+        parts = []  # (tensor, size, values (count, size) float32, initial centroids)
         for i, t in enumerate(ts):
-            w = t.float64()
-            if not np.isfinite(w).all():
+            if not all_finite(t):
                 raise NonFiniteError(f"kmeans: tensor {t.name!r} holds NaN or Inf")
-            ws.append(w)
-            x, start = w.astype(np.float32).ravel(), 0
-            for count, size in problems(w.shape, self.per, self.block):
+            x, start = float32(t).ravel(), 0  # no float64 copy
+            for count, size in problems(t.array.shape, self.per, self.block):
                 part = x[start : start + count * size].reshape(count, size)
                 start += count * size
                 parts.append((i, size, part, K.kmeanspp_init(part, self.k, self.seed)))
@@ -112,22 +123,30 @@ class KMeans(MethodSpec):
             indices[i].append(idx[r : r + n].ravel())
             row[size] = r + n
         out = []
-        for t, w, bs, ids in zip(ts, ws, books, indices):
+        for t, bs, ids in zip(ts, books, indices):
             book = np.concatenate([b.ravel() for b in bs]) if bs else np.zeros(0, np.float32)
-            sym = np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, np.int64)
-            recon = from_float64(self._gather(book, sym, w.shape), t.dtype)
+            sym = np.concatenate(ids).astype(np.int16) if ids else np.zeros(0, np.int16)  # k <= 256
+            recon = self._gather(book, sym, t.array.shape, t.dtype)
             out.append(Quantized({"indices": sym}, {"problems": int(book.size // self.k)},
                                  {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes()}, recon))
         return out
 
-    def _gather(self, book: np.ndarray, sym: np.ndarray, shape) -> np.ndarray:
-        """codebook value of each weight: problem p's indices look into book[p*k:(p+1)*k]."""
-        base, start = [], 0
+    def symbol_dtype(self, stream, dtype):
+        return None  # indices of any integer type
+
+    def _gather(self, book: np.ndarray, sym: np.ndarray, shape, dtype: str) -> np.ndarray:
+        """The native array of each weight's codebook value (problem p's indices look into
+        book[p*k:(p+1)*k]), a block of weights at a time."""
+        out = np.empty(sym.size, dtype=native_dtype(dtype))
+        book, flat, step = book.astype(np.float64), sym.reshape(-1), base.BLOCK_BYTES // 8
+        start, first = 0, 0
         for count, size in problems(shape, self.per, self.block):
-            base.append(np.repeat(np.arange(start, start + count) * self.k, size))
-            start += count
-        base = np.concatenate(base) if base else np.zeros(0, np.int64)
-        return book.astype(np.float64)[base + sym].reshape(shape)
+            for lo in range(0, count * size, step):
+                hi = min(lo + step, count * size)
+                p = first + np.arange(lo, hi) // size
+                out[start + lo : start + hi] = from_float64(book[p * self.k + flat[start + lo : start + hi]], dtype)
+            start, first = start + count * size, first + count
+        return out.reshape(shape)
 
     def dequantize(self, q, shape, dtype):
         count = int(np.prod(shape))
@@ -142,4 +161,4 @@ class KMeans(MethodSpec):
             raise ContainerError(f"kmeans: {sym.size} indices for {count} weights")
         if sym.size and (sym.min() < 0 or sym.max() >= self.k):
             raise ContainerError(f"kmeans index out of range 0..{self.k - 1}")
-        return from_float64(self._gather(book, sym, shape), dtype)
+        return self._gather(book, sym, shape, dtype)

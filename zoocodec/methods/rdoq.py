@@ -23,7 +23,8 @@ from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R
 from zoocodec.kernels import uniform as K
 from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits, from_float64,
-                                   read_array, register)
+                                   read_array, register, row_blocks)
+from zoocodec.methods.lossless import native_dtype
 
 
 @register
@@ -117,9 +118,23 @@ class RDOQ(MethodSpec):
         """New levels for x (oriented), contexts ctx, rates bits[context, state, level - origin]."""
         return R.decide(x, ctx, origin, bits[:, 0, :], self.lam, xp)
 
-    def levels(self, q: np.ndarray) -> np.ndarray:
-        """Reconstruction in step units of the symbol matrix."""
+    def levels(self, q: np.ndarray, by_column: bool = False) -> np.ndarray:
+        """Reconstruction in step units of (a block of) the symbol matrix."""
         return q.astype(np.float64)
+
+    def reconstruct_matrix(self, q: np.ndarray, steps: np.ndarray, dtype: str) -> np.ndarray:
+        """levels * step of the symbol matrix `q` as the native array, a block of whole rows
+        (whole columns where the dq state machine walks columns) at a time."""
+        out = np.empty(q.shape, dtype=native_dtype(dtype))
+        rows, cols = q.shape
+        if self._walk_columns(q.shape):
+            for c, _ in row_blocks(cols, rows, whole=True):
+                out[:, c] = from_float64(self.levels(q[:, c], by_column=True) * steps[:, None], dtype)
+            return out
+        for r, _ in row_blocks(rows, cols, whole=True):
+            s = steps[r] if steps.shape[0] > 1 else steps
+            out[r] = from_float64(self.levels(q[r], by_column=False) * s[:, None], dtype)
+        return out
 
     def quantize(self, t: TensorData, xp=np) -> Quantized:
         return self.quantize_many([t], xp)[0]
@@ -131,11 +146,15 @@ class RDOQ(MethodSpec):
     def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
         ws = [t.float64() for t in ts]
         out = []
-        for t, w, (q, steps) in zip(ts, ws, self.levels_many(ws, xp)):
-            recon = from_float64((self.levels(q) * steps[:, None]).reshape(w.shape), t.dtype)
+        for t, (q, steps) in zip(ts, self.levels_many(ws, xp)):
+            recon = self.reconstruct_matrix(q, steps, t.dtype).reshape(t.array.shape)
             arrays = {"steps": steps.astype("<f4").tobytes()} if self.bits is not None else {}
-            out.append(Quantized({"symbols": q.reshape(w.shape)}, {}, arrays, recon))
+            out.append(Quantized({"symbols": q.reshape(t.array.shape)}, {}, arrays, recon))
+        del ws
         return out
+
+    def symbol_dtype(self, stream, dtype):
+        return None  # levels of any integer type
 
     def dequantize(self, q, shape, dtype):
         levels = matrix_view(q.symbols["symbols"])
@@ -148,7 +167,7 @@ class RDOQ(MethodSpec):
                 steps = self.row_steps(levels)
             except SpecError as e:
                 raise ContainerError(str(e)) from None
-        return from_float64((self.levels(levels) * steps[:, None]).reshape(shape), dtype)
+        return self.reconstruct_matrix(levels, steps, dtype).reshape(shape)
 
 
 @register
@@ -180,8 +199,11 @@ class DQ(RDOQ):
     def _decide(self, x, ctx, origin, bits, xp):
         return R.dq_trellis(x, ctx, origin, bits, self.lam, xp)
 
-    def levels(self, q: np.ndarray) -> np.ndarray:
-        return R.dq_dequantize(q.T, np).T if _flip(q.shape) else R.dq_dequantize(q, np)
+    def levels(self, q: np.ndarray, by_column: bool | None = None) -> np.ndarray:
+        """The state machine walks each row, or each column (`by_column`; default: wider than tall)."""
+        q = q.astype(np.int64, copy=False)  # (2k in a narrow type would wrap)
+        return R.dq_dequantize(q.T, np).T if (_flip(q.shape) if by_column is None else by_column) else \
+            R.dq_dequantize(q, np)
 
 
 def _flip(shape: tuple[int, int]) -> bool:

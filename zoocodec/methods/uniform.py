@@ -24,8 +24,9 @@ from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import uniform as K
 from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
-from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits, from_float64,
-                                   read_array, register)
+from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, as_float64, check_step_or_bits, default_bits,
+                                   from_float64, read_array, register, row_blocks)
+from zoocodec.methods.lossless import native_dtype
 
 
 def store_steps(steps: np.ndarray, side: dict, arrays: dict) -> None:
@@ -75,22 +76,43 @@ class Uniform(MethodSpec):
     gpu = True
 
     def steps_for(self, w, per_channel: bool | None = None) -> np.ndarray:
-        """float64 steps (host), one per row of the quantization view, exactly representable in float32."""
+        """float64 steps (host), one per row of the quantization view, exactly representable in
+        float32; `w` is a model's TensorData (read block by block) or an array of values."""
         if self.step is not None:
             return np.array([self.step], dtype=np.float64)
         per_channel = not self.per_tensor if per_channel is None else per_channel
+        if isinstance(w, TensorData):
+            return self._steps(absmax_rows(w.matrix(per_row=per_channel), w.dtype)) if w.array.size else np.ones(1)
         steps = to_numpy(K.absmax_steps(w, self.bits, per_channel=per_channel, xp=array_namespace(w)))
         steps = steps.astype(np.float32).astype(np.float64)
         return np.where(steps > 0, steps, 1.0)
 
+    def _steps(self, amax: np.ndarray) -> np.ndarray:
+        steps = (amax / ((1 << (self.bits - 1)) - 1)).astype(np.float32)
+        return np.where(steps > 0, steps, 1.0).astype(np.float64)
+
     def quantize(self, t: TensorData, xp=np) -> Quantized:
-        w = t.float64(xp)
-        steps = self.steps_for(w)
-        symbols = K.quantize(w, xp.asarray(steps), xp)  # IEEE division and rint: the same symbols on any device
+        """Row blocks at a time: the float64 temporaries stay bounded, the symbols take the
+        narrowest integer type their range needs, the reconstruction the tensor's own dtype."""
+        per_row = self.step is None and not self.per_tensor and t.array.ndim >= 2 and t.array.shape[0] > 1
+        m = t.matrix(per_row=per_row)
+        amax = absmax_rows(m, t.dtype) if m.size else np.zeros(1)
+        steps = np.array([self.step], dtype=np.float64) if self.step is not None else (
+            self._steps(amax) if m.size else np.ones(1))
+        top = float(np.rint(np.max(amax / steps))) if m.size else 0.0  # the largest |symbol|
+        symbols = np.empty(m.shape, dtype=narrowest(top))
+        recon = np.empty(m.shape, dtype=t.array.dtype)
+        for r, c in row_blocks(*m.shape):
+            s = xp.asarray(steps[r] if steps.shape[0] > 1 else steps)
+            sym = K.quantize(as_float64(m[r, c], t.dtype, xp), s, xp)  # IEEE division and rint: the same symbols on any device
+            symbols[r, c] = to_numpy(sym)
+            recon[r, c] = from_float64(to_numpy(K.dequantize(sym, s, xp)), t.dtype)
         side, arrays = {}, {}
         store_steps(steps, side, arrays)
-        recon = to_numpy(K.dequantize(symbols, xp.asarray(steps), xp))
-        return Quantized({"symbols": symbols}, side, arrays, from_float64(recon, t.dtype))
+        return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays, recon.reshape(t.array.shape))
+
+    def symbol_dtype(self, stream, dtype):
+        return None  # dequantize takes any integer type: the coder returns the narrowest
 
     def rows(self, shape: tuple[int, ...]) -> tuple[int, int]:
         """(rows, row length) of the quantization view: one row per output channel, or one row."""
@@ -126,4 +148,31 @@ class Uniform(MethodSpec):
 
     def dequantize(self, q, shape, dtype):
         steps = load_steps(q, shape, "uniform")
-        return from_float64(K.dequantize(q.symbols["symbols"], steps, np), dtype)
+        symbols = q.symbols["symbols"]
+        m = symbols.reshape(steps.shape[0], -1) if symbols.size else symbols.reshape(1, -1)
+        out = np.empty(m.shape, dtype=native_dtype(dtype))
+        for r, c in row_blocks(*m.shape):
+            s = steps[r] if steps.shape[0] > 1 else steps
+            out[r, c] = from_float64(K.dequantize(m[r, c], s, np), dtype)
+        return out.reshape(symbols.shape)
+
+
+def absmax_rows(m: np.ndarray, dtype: str) -> np.ndarray:
+    """max |w| of each row of the native matrix `m` as float64, block by block, on the bits:
+    with the sign bit cleared, a float's bits order as its magnitude (NaN above Inf, as np.max
+    propagates it), so no float64 copy is made."""
+    width = m.dtype.itemsize
+    bits = m.view(f"<u{width}")
+    mask = np.array((1 << (8 * width - 1)) - 1, dtype=bits.dtype)
+    top = np.zeros(m.shape[0], dtype=bits.dtype)
+    for r, c in row_blocks(*m.shape, itemsize=width):
+        top[r] = np.maximum(top[r], np.max(bits[r, c] & mask, axis=1))
+    return as_float64(top.view(m.dtype), dtype)
+
+
+def narrowest(top: float) -> np.dtype:
+    """The smallest signed integer type holding -top..top."""
+    for dt in (np.int8, np.int16, np.int32):
+        if top <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)

@@ -73,6 +73,9 @@ def run(tensors: Iterable[TensorData], choose: Callable[[TensorData], MethodSpec
             if pool:
                 yield from _results(previous)  # coded on the workers while this window quantized
                 previous = current
+                if len(items) == 1 and items[0][0].array.nbytes >= window:  # a tensor as large as a window:
+                    yield from _results(previous)  # coded before the next is read (peak memory: one
+                    previous = []  # large tensor in flight, bench/memory.py)
             else:
                 yield from current
         yield from _results(previous)

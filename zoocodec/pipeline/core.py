@@ -25,12 +25,14 @@ from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.device import Device, resolve
 from zoocodec.errors import ContainerError, NonFiniteError, ZoocodecError
 from zoocodec.methods import MethodSpec, Overrides, TensorData, parse_spec, spec_from_dict
-from zoocodec.methods.base import FLOAT_DTYPES
+from zoocodec.methods.base import FLOAT_DTYPES, ErrorStats, all_finite, error_stats
 from zoocodec.methods.lossless import Lossless, native_dtype
 from zoocodec.methods.uniform import Uniform
 from zoocodec.fsutil import check_output
+from zoocodec.kernels.backend import to_numpy
 from zoocodec.pipeline import batch as batch_mod, zoo
-from zoocodec.pipeline.modelio import ModelSource, open_model, output_format, to_torch, write_model
+from zoocodec.pipeline.modelio import (FROM_NAME, STREAMED_FORMATS, LazyTensors, ModelSource, open_model,
+                                       output_format, to_torch, write_model)
 
 DEFAULT_SPEC = "uniform:bits=8"
 DEFAULT_MIN_SIZE = 4096
@@ -115,7 +117,7 @@ def selected(dtype: str, numel: int, min_size: int = DEFAULT_MIN_SIZE) -> bool:
 
 
 def finite(t: TensorData) -> bool:
-    return bool(np.isfinite(t.float64()).all())
+    return all_finite(t)
 
 
 def choose_spec(t: TensorData, spec: MethodSpec, overrides: Overrides, min_size: int,
@@ -141,7 +143,7 @@ def choose_spec(t: TensorData, spec: MethodSpec, overrides: Overrides, min_size:
 SAFE_SQNR_DB = 30.0  # the floor the default spec keeps on every tensor
 
 
-def safe_default(t: TensorData, spec: MethodSpec, recon: np.ndarray | None = None) -> MethodSpec:
+def safe_default(t: TensorData, spec: MethodSpec, stats: ErrorStats | None = None) -> MethodSpec:
     """The default spec, or one uniform step from the tensor's own RMS where min-max rows fall below the floor.
 
     A few large values in a row stretch its min-max range, and the small ones round to
@@ -149,33 +151,14 @@ def safe_default(t: TensorData, spec: MethodSpec, recon: np.ndarray | None = Non
     Any step s = 2 rms 10^(-floor/20) keeps |error| <= s/2, so SQNR >= the floor (about
     35 dB in practice); the large values just get large symbols, which the entropy
     coder prices. 1-D tensors (biases, norm scales: under 1% of the weights) never get
-    here: choose_spec keeps them lossless under a model-wide spec.
+    here: choose_spec keeps them lossless under a model-wide spec. `stats`: the error of
+    what a reader decodes under `spec`, when the caller measured it (compress does).
     """
-    w = t.float64()
-    power = float(np.mean(w * w)) if w.size else 0.0  # an empty tensor has nothing to keep
-    recon = spec.reconstruct(t) if recon is None else recon  # what a reader decodes (given: compress's own)
-    if power == 0 or _sqnr(w, TensorData(t.name, t.dtype, recon).float64()) >= SAFE_SQNR_DB:
+    stats = stats or error_stats(t, spec.reconstruct(t))  # an empty tensor: power 0, nothing to keep
+    if stats.power == 0 or stats.sqnr_db >= SAFE_SQNR_DB:
         return spec
-    step = float(np.float32(2 * math.sqrt(power) * 10 ** (-SAFE_SQNR_DB / 20) * (1 - 1e-6)))
+    step = float(np.float32(2 * math.sqrt(stats.power) * 10 ** (-SAFE_SQNR_DB / 20) * (1 - 1e-6)))
     return Uniform(step=step, coder=spec.coder)
-
-
-def _sqnr(w: np.ndarray, r: np.ndarray) -> float:
-    noise = float(np.mean((w - r) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(float(np.mean(w * w)) / noise)
-
-
-def _stats(t: TensorData, recon: np.ndarray, lossless: bool) -> tuple[float, float, float]:
-    if lossless or not t.is_float:
-        return 0.0, 0.0, math.inf
-    w = t.float64()
-    r = TensorData(t.name, t.dtype, recon).float64()
-    err = w - r
-    mse = float(np.mean(err**2)) if err.size else 0.0
-    max_err = float(np.max(np.abs(err))) if err.size else 0.0
-    power = float(np.mean(w**2)) if w.size else 0.0
-    sqnr = math.inf if mse == 0 else (10 * math.log10(power / mse) if power > 0 else -math.inf)
-    return mse, max_err, sqnr
 
 
 def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str | MethodSpec = DEFAULT_SPEC,
@@ -205,13 +188,14 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     floored = spec == parse_spec(DEFAULT_SPEC)
 
     def finish(t: TensorData, chosen: MethodSpec, q) -> tuple:  # on a coding thread (pipeline/batch.py)
-        on_gpu = chosen.gpu and dev.is_gpu
+        on_gpu, stats = chosen.gpu and dev.is_gpu, None
         if floored and chosen is spec:  # the default spec's floor, on the reconstruction made anyway
-            safe = safe_default(t, spec, q.recon)
+            stats = error_stats(t, to_numpy(q.recon))
+            safe = safe_default(t, spec, stats)
             if safe is not spec:
-                chosen, q, on_gpu = safe, safe.quantize(t), False
-        enc = chosen.code(t, q)
-        return t, chosen, enc, _stats(t, enc.recon, chosen.lossless), on_gpu
+                chosen, q, on_gpu, stats = safe, safe.quantize(t), False, None
+        # the reconstruction is dropped once measured: coding holds the tensor and its symbols only
+        return t, chosen, chosen.code(t, q, recon=False, stats=stats), on_gpu
 
     def choose(t: TensorData) -> MethodSpec:
         return choose_spec(t, spec, overrides, min_size, allow_nonfinite, plan, floor=False)
@@ -219,8 +203,10 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     window, threads = (None, batch_mod.THREADS) if batch else (0, 0)
     with Container.create(out) as c, dev.activate(), contextlib.closing(
             batch_mod.run(source.tensors(), choose, finish, dev.xp, window, threads)) as results:
-        for t, chosen, enc, (mse, max_err, sqnr), on_gpu in results:
+        for t, chosen, enc, on_gpu in results:
             segments = {k: list(c.add_segment(v)) for k, v in enc.segments.items()}
+            stats = enc.stats or ErrorStats(power=math.inf)  # lossless: no error
+            mse, max_err, sqnr = stats.mse, stats.max_err, stats.sqnr_db
             tr = TensorReport(t.name, tuple(t.array.shape), t.dtype, str(chosen), t.array.nbytes,
                               sum(len(v) for v in enc.segments.values()), mse, max_err, sqnr,
                               dev.label if on_gpu else "cpu")
@@ -311,11 +297,14 @@ class ArchiveBase:
         """The model's attached files (ONNX graph, Hugging Face config and tokenizer)."""
         return self.container.files()
 
-    def check_budget(self) -> None:
-        """Refuse, before decoding anything, a file whose full decode would pass the memory budget."""
+    def check_budget(self, streamed: bool = False) -> None:
+        """Refuse, before decoding anything, a file whose full decode would pass the memory budget
+        (`streamed`: the tensors are written one at a time, so only the largest one counts)."""
         claims = [(math.prod(e["shape"]), native_dtype(e["dtype"]).itemsize) for e in self.entries.values()]
-        budget.check_total(f"{self.container.path}: decoding every tensor", claims,
-                           sum(self.container.file_sizes().values()))
+        if streamed and claims:
+            claims = [max(claims, key=lambda c: c[0] * c[1])]
+        budget.check_total(f"{self.container.path}: decoding {'its largest' if streamed else 'every'} tensor",
+                           claims, sum(self.container.file_sizes().values()))
 
 
 class Archive(ArchiveBase):
@@ -323,7 +312,8 @@ class Archive(ArchiveBase):
 
     def read(self, name: str) -> np.ndarray:
         """Decode one tensor to its native NumPy array (bfloat16 as uint16 bits)."""
-        return self.decode(name, lambda spec, side, segments, shape, dtype: spec.decode(side, segments, shape, dtype))
+        return self.decode(name, lambda spec, side, segments, shape, dtype: spec.decode(side, segments, shape, dtype,
+                                                                                         consume=True))
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
         """One tensor as torch, on `device`: on a GPU, uniform+ans payloads are decoded by a
@@ -350,22 +340,25 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
         src = a.header["source"]
         if out is not None:
             fmt = output_format(out, src["format"], a.header["files"], fmt)
-        a.check_budget()
+        a.check_budget(streamed=out is not None and fmt in STREAMED_FORMATS)
         on_device = {}
         if dev.is_gpu:  # every payload the CUDA decoder takes, in one launch per dtype
             from zoocodec.kernels import decode  # noqa: PLC0415
 
             with dev.activate():
                 on_device = decode.tensors(a, a.names())
-        tensors = {}
-        for name in a.names():
-            tensors[name] = on_device[name] if name in on_device else a.tensor(name, dev)
+        def get(name: str) -> torch.Tensor:
+            t = on_device.pop(name) if name in on_device else a.tensor(name, dev)
             if progress:
                 progress(name)
+            return t
+
         if out is None:
-            return tensors
-        tensors = {k: v.cpu() for k, v in tensors.items()}
-        write_model(tensors, out, src["format"], src.get("layout") or {}, a.files(), fmt)
+            return {name: get(name) for name in a.names()}
+        kinds = {n: (FROM_NAME[e["dtype"]], tuple(e["shape"])) for n, e in a.entries.items()}
+        # safetensors and Hugging Face folders are written tensor by tensor as they are decoded
+        write_model(LazyTensors(kinds, lambda n: get(n).cpu()), out, src["format"], src.get("layout") or {},
+                    a.files(), fmt)
         return Path(out)
 
 

@@ -1,17 +1,20 @@
 """Read a model's tensors from safetensors, PyTorch, Hugging Face folders and ONNX; write them back.
 
-Reading streams tensor by tensor (safetensors and .pt are memory-mapped), so peak memory
-stays near one model plus one tensor. What is needed to write the model back in its own
+Reading streams tensor by tensor (a safetensors tensor is read into its own memory, a .pt
+checkpoint is memory-mapped), and safetensors files and Hugging Face folders are written
+tensor by tensor (LazyTensors), so neither holds the model: peak memory follows the largest
+tensor (bench/memory.py). PyTorch and ONNX outputs are built whole by their libraries. What is needed to write the model back in its own
 format (nesting of a checkpoint, the ONNX graph, a Hugging Face folder's small files and
 shard map) travels as `layout` (JSON) and `files` (bytes) in the container.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,12 +101,35 @@ def _open_safetensors(path: Path) -> ModelSource:
     from safetensors import SafetensorError, safe_open  # noqa: PLC0415
 
     try:
-        f = safe_open(str(path), framework="pt")
-        names = list(f.keys())
-        meta = f.metadata() or {}
+        with safe_open(str(path), framework="pt") as f:  # validates the header and the offsets
+            names = list(f.keys())
+            meta = f.metadata() or {}
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            entries = json.loads(f.read(size))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFormatError(f"{path}: unreadable safetensors file ({e})") from None
-    return ModelSource("safetensors", path, names, f.get_tensor, {"metadata": meta})
+    return ModelSource("safetensors", path, names, lambda n: _read_tensor(path, 8 + size, entries[n]), {"metadata": meta})
+
+
+_ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+              "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+              "BOOL": torch.bool}
+
+
+def _read_tensor(path: Path, start: int, entry: dict) -> torch.Tensor:
+    """One tensor of a safetensors file read into its own memory (safetensors' mmap would keep
+    every tensor read so far resident until the file is closed)."""
+    if entry["dtype"] not in _ST_DTYPES:
+        raise ModelFormatError(f"{path}: dtype {entry['dtype']}, which zoocodec does not handle")
+    begin, end = entry["data_offsets"]
+    t = torch.empty(entry["shape"], dtype=_ST_DTYPES[entry["dtype"]])
+    view = t.view(-1).view(torch.uint8).numpy() if t.numel() else np.zeros(0, np.uint8)
+    with open(path, "rb") as f:
+        f.seek(start + begin)
+        if view.size != end - begin or (view.size and f.readinto(memoryview(view)) != view.size):
+            raise ModelFormatError(f"{path}: a tensor's bytes are cut short")
+    return t
 
 
 def _open_pytorch(path: Path) -> ModelSource:
@@ -227,6 +253,7 @@ FORMAT_SUFFIX = {".safetensors": "safetensors", ".pt": "pytorch", ".pth": "pytor
 
 
 OUTPUT_FORMATS = ("safetensors", "pytorch", "onnx", "hf")
+STREAMED_FORMATS = ("safetensors", "hf")  # written tensor by tensor; the others hold the model whole
 
 
 def output_format(out: str | os.PathLike, source_format: str, files, fmt: str | None = None) -> str:
@@ -259,11 +286,63 @@ def write_model(tensors: dict[str, torch.Tensor], out: str | os.PathLike, source
     return fmt
 
 
-def _write_safetensors(tensors, path: Path, layout, files, metadata=None) -> None:
-    from safetensors.torch import save_file  # noqa: PLC0415
+class LazyTensors(Mapping):
+    """Tensors whose dtype and shape are known before they exist: `get(name)` makes one when
+    a writer asks for it, so a model is written tensor by tensor and never held whole."""
 
+    def __init__(self, kinds: dict[str, tuple[torch.dtype, tuple[int, ...]]], get):
+        self.kinds, self._get = kinds, get
+
+    @classmethod
+    def of(cls, tensors) -> LazyTensors:
+        if isinstance(tensors, LazyTensors):
+            return tensors
+        return cls({k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}, tensors.__getitem__)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._get(name)
+
+    def __iter__(self):
+        return iter(self.kinds)
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def subset(self, names) -> LazyTensors:
+        return LazyTensors({n: self.kinds[n] for n in names}, self._get)
+
+
+# safetensors' own order: larger dtypes first (its Dtype enum, descending), then by name
+_ST_ORDER = [torch.int64, torch.float64, torch.float32, torch.int32, torch.bfloat16, torch.float16, torch.int16,
+             torch.int8, torch.uint8, torch.bool]
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+def _write_safetensors(tensors, path: Path, layout, files, metadata=None) -> None:
+    """The bytes safetensors.torch.save_file writes (header, then the tensors in its order),
+    one tensor at a time: each is made, written and released before the next."""
     meta = metadata if metadata is not None else layout.get("metadata") or None
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+    lazy = LazyTensors.of(tensors)
+    names = sorted(lazy, key=lambda n: (_ST_ORDER.index(lazy.kinds[n][0]), n))
+    header, offset = {}, 0
+    if meta:
+        header["__metadata__"] = {k: meta[k] for k in sorted(meta)}
+    for n in names:
+        dtype, shape = lazy.kinds[n]
+        size = math.prod(shape) * dtype.itemsize
+        header[n] = {"dtype": _ST_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        for n in names:
+            t = lazy[n]
+            if (t.dtype, tuple(t.shape)) != lazy.kinds[n]:
+                raise ModelFormatError(f"tensor {n!r}: {t.dtype} {tuple(t.shape)}, expected {lazy.kinds[n]}")
+            if t.numel():
+                f.write(memoryview(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()))
+            del t
 
 
 def _write_pytorch(tensors, path: Path, layout, files) -> None:
@@ -299,9 +378,11 @@ def _write_onnx(tensors, path: Path, layout, files) -> None:
 
 def _write_hf(tensors, out: Path, layout, files) -> None:
     """A folder: the small files as they were, the weights in the same shards; it appears whole."""
-    shards: dict[str, dict] = {}
-    for name, t in tensors.items():
-        shards.setdefault(layout.get("shards", {}).get(name, "model.safetensors"), {})[name] = t
+    lazy = LazyTensors.of(tensors)
+    groups: dict[str, list[str]] = {}
+    for name in lazy:
+        groups.setdefault(layout.get("shards", {}).get(name, "model.safetensors"), []).append(name)
+    shards = {shard: lazy.subset(names) for shard, names in groups.items()}
     for rel in [*files, *shards]:
         why = plain_relpath(rel)
         if why or (rel in shards and not rel.endswith(".safetensors")) or (rel in files and rel in shards):

@@ -207,8 +207,14 @@ void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, in
   });
   for (int b : bad)
     if (b) throw std::invalid_argument("a symbol the frequency table does not hold");
+  std::size_t total = w.out.size();
+  for (auto& b : bodies) total += b.size() + 10;
+  w.out.reserve(total);  // one allocation, not a doubling vector's 2x
   for (auto& b : bodies) w.uvarint(b.size());
-  for (auto& b : bodies) w.bytes(b.data(), b.size());
+  for (auto& b : bodies) {
+    w.bytes(b.data(), b.size());
+    std::vector<uint8_t>().swap(b);  // released once copied: the bodies and the stream are never both whole
+  }
 }
 
 template <class T>
