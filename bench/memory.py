@@ -87,7 +87,7 @@ def measure(step: str, src: Path, dst: Path, warm_src: Path, warm_dst: Path, spe
     """Run one step in a fresh process: {"base_kib", "peak_kib", "seconds"}."""
     env = {**os.environ, "PYTHONPATH": str(TREE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, "-c", CHILD, step, str(src), str(dst), spec, str(warm_src), str(warm_dst)],
-                         capture_output=True, text=True, env=env, check=False)
+                         capture_output=True, text=True, env=env, check=False, cwd=TREE)  # (-c puts the cwd first)
     if out.returncode:
         raise RuntimeError(f"{step} {spec} failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
