@@ -1,6 +1,7 @@
 """Peak memory of compress and decompress, measured in a fresh process, as a multiple of the
 largest tensor's own bytes: at most 3x and 2x (bench/memory.py measures the 1 GB case;
-before streaming, fp32 took 11x and 6.4x, bf16 24x and 16x)."""
+before streaming, a 64 MB tensor took 11.0x and 6.4x in fp32, 24x and 16x in bf16:
+bench/results/memory-before-64mb-*.json)."""
 import json
 import os
 import subprocess
@@ -65,7 +66,7 @@ LINUX = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="n
 @LINUX
 def test_default_spec_streams_inside_a_bf16_tensor(tmp_path):
     """A small tensor (16 MB, 1 MB blocks): fixed costs (blocks, the coder's tables, buffers)
-    weigh about 0.3x more than at 128 MB; the code before streaming took 24x and 16x here."""
+    weigh about 0.3x more than at 128 MB."""
     m = peaks(tmp_path, torch.bfloat16, "uniform:bits=8", 16, 1 << 20)
     assert m["compress"] <= 3.5 and m["decompress"] <= 2.3, m
 
