@@ -36,6 +36,7 @@ ALIGN = 64
 PREAMBLE = MAGIC + struct.pack("<I", FORMAT_VERSION) + bytes(ALIGN - 12)
 TRAILER_SIZE = 64
 MAX_HEADER = 1 << 28
+HASH_CHUNK = 8 << 20  # bytes hashed (and resident) at a time when the whole file is checked
 
 Segment = tuple[int, int, int]  # offset, length, crc32
 
@@ -141,9 +142,14 @@ class Container:
         header_offset, header_len, header_crc, zero = struct.unpack_from("<QQII", buf, t)
         if buf[t + 24 : t + 32] != TRAILER_MAGIC or zero:
             raise ContainerError(f"{path}: truncated or corrupt (bad trailer)")
-        if verify:
-            digest = hashlib.sha256(memoryview(buf)[: size - 32]).digest()
-            _release(buf, 0, size)
+        if verify:  # hashed a chunk at a time, each released once read (not the whole file resident)
+            sha, view = hashlib.sha256(), memoryview(buf)
+            for start in range(0, size - 32, HASH_CHUNK):
+                end = min(start + HASH_CHUNK, size - 32)
+                sha.update(view[start:end])
+                _release(buf, start, end - start)
+            del view
+            digest = sha.digest()
             if digest != buf[size - 32 :]:
                 raise ContainerError(f"{path}: checksum mismatch (the file is corrupt or truncated)")
         if header_offset % ALIGN or header_offset < ALIGN or header_len > MAX_HEADER or header_offset + header_len > t:
