@@ -38,3 +38,21 @@ def save(name: str, data: dict) -> Path:
         json.dump(data, f, indent=2)
     os.replace(tmp, out)
     return out
+
+
+def gpu_time(fn, reps: int = 10) -> float:
+    """Median seconds of fn() by CUDA events, after 2 warm-up calls."""
+    import cupy  # noqa: PLC0415  (GPU benchmarks only)
+    import numpy as np  # noqa: PLC0415
+
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+    return float(np.median(times))

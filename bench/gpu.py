@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import gpu_time, machine  # noqa: E402
 
 PEAK = {"H100": 3.35e12, "H200": 4.8e12}  # HBM bytes/s by the datasheets
 
@@ -210,23 +210,6 @@ def decode_kernel(zc: Path, decoded_bytes: int) -> dict:
         stop.synchronize()
         s = cupy.cuda.get_elapsed_time(start, stop) / 1e3 / reps
     return {"decode_call_s": s, "decoded_GB_per_s": decoded_bytes / s / 1e9}
-
-
-def gpu_time(fn, reps: int = 10) -> float:
-    """Median seconds of fn() by CUDA events, after 2 warm-up calls."""
-    import cupy
-
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
-    return float(np.median(times))
 
 
 def kmeans_case(name: str, scale: float) -> dict:

@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 RESULTS = Path(__file__).parent / "results"
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine as _machine, save  # noqa: E402
+from common import gpu_time, machine as _machine, save  # noqa: E402
 from zoocodec.kernels import kmeans as K  # noqa: E402
 from zoocodec.kernels import lnq as L  # noqa: E402
 
@@ -193,8 +193,8 @@ def gpu(quick: bool) -> dict:
             c = K.kmeanspp_init(x, k, seed=0)
             scales = K.fixed_point_scales(x)
             plan = K.CudaLloyd(x, c, scales)
-            t_fused = _gpu_time(lambda: [plan.step() for _ in range(10)]) / 10
-            t_generic = _gpu_time(lambda: K.update(c, *K.cluster_sums(x, c, scales), scales), reps=3)
+            t_fused = gpu_time(lambda: [plan.step() for _ in range(10)]) / 10
+            t_generic = gpu_time(lambda: K.update(c, *K.cluster_sums(x, c, scales), scales), reps=3)
             bw = 4 * B * n / t_fused
             row = {"weights": B * n, "problems": B, "k": k, "fused_s_per_iter": t_fused, "bytes_per_iter": 4 * B * n,
                    "achieved_bytes_per_s": bw, "fraction_of_peak": bw / peak_bw if peak_bw else None,
@@ -205,9 +205,9 @@ def gpu(quick: bool) -> dict:
     q = cupy.asarray(np.rint(np.random.default_rng(1).laplace(0, 6, (100_000, 64))).astype(np.float32))
     c0 = K.kmeanspp_init(q, 3)
     sc = K.fixed_point_scales(q)
-    lnq_kernel = _gpu_time(lambda: K._cuda_lloyd(q, c0, 10, sc))
-    lnq_total = _gpu_time(lambda: L.cluster_units(q, 3, iters=10), reps=3)
-    lnq_generic = _gpu_time(lambda: K.update(c0, *K.cluster_sums(q, c0, sc), sc), reps=3)
+    lnq_kernel = gpu_time(lambda: K._cuda_lloyd(q, c0, 10, sc))
+    lnq_total = gpu_time(lambda: L.cluster_units(q, 3, iters=10), reps=3)
+    lnq_generic = gpu_time(lambda: K.update(c0, *K.cluster_sums(q, c0, sc), sc), reps=3)
     lnq = {"blocks": 100_000, "k": 3, "warp_kernel_s_10_iters": lnq_kernel,
            "cluster_units_s_10_iters_with_init_and_transfer": lnq_total,
            "generic_cupy_s_per_iter": lnq_generic}
@@ -216,23 +216,6 @@ def gpu(quick: bool) -> dict:
             "data": "Laplace(0, 0.05) float32, seed 0 (minilm is not installed on the GPU machine)",
             "timing": "CUDA events, median of 10 runs after 2 warm-ups (fused: 10 back-to-back iterations per run, "
                       "one launch each, host launch overhead included); bytes = the float32 weights read once per iteration"}
-
-
-def _gpu_time(fn, reps: int = 10) -> float:
-    """Median seconds of fn() by CUDA events, after 2 warm-up calls."""
-    import cupy  # noqa: PLC0415
-
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
-    return float(np.median(times))
 
 
 RD_SPECS = {
