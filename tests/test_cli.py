@@ -104,6 +104,7 @@ def test_console_script_status_is_the_verbs_status(tmp_path):
     assert out.returncode == 2 and out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow  # about 30 s: dq quantizes the whole read-ahead window before the first progress line
 def test_ctrl_c_exits_130_with_one_line(tmp_path):
     """SIGINT in the middle of a compression: status 130, one line, no output file or temp file."""
     g = np.random.default_rng(0)
