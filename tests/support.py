@@ -141,6 +141,18 @@ def digits_mlp():
     return net, x[1400:].numpy()
 
 
+def onnx_digits(net, path, input_name: str) -> None:
+    """Export the digits net to ONNX with a dynamic batch axis (the legacy exporter, quietly)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False, input_names=[input_name],
+                          dynamic_axes={input_name: {0: "n"}})
+
+
 def bert_folder(folder, classifier: bool, n_texts: int = 80) -> list[str]:
     """A small BERT built from a config by transformers (random weights) with a WordPiece tokenizer,
     saved as a Hugging Face folder; returns `n_texts` sentences of its vocabulary."""

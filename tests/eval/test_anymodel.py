@@ -1,14 +1,13 @@
 """Models outside the zoo, made in the test: an ONNX classifier, a Hugging Face BERT (encoder
 and classifier), a state dict with its factory module; compressed and judged by output fidelity."""
 import json
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import zoocodec
-from support import DIGITS_MLP, bert_folder, digits_mlp, run_cli
+from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli
 from zoocodec.eval.anymodel import evaluate_pair
 
 SPEC = "uniform:bits=3"  # coarse enough to move every metric
@@ -27,10 +26,7 @@ def _metrics(rows):
 def test_onnx_classifier_from_arrays_and_images(digits_net, tmp_path):
     net, x = digits_net
     path = tmp_path / "net.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False, input_names=["pixels"],
-                          dynamic_axes={"pixels": {0: "n"}})
+    onnx_digits(net, path, "pixels")
     zc = tmp_path / "net.zc"
     zoocodec.compress(path, zc, SPEC)
     np.save(tmp_path / "x.npy", x)

@@ -1,6 +1,5 @@
 """Automatic mode keeps the task metric within budget and records what it decided."""
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from zoocodec.errors import ZoocodecError
 from zoocodec.eval import data, evaluate
 from zoocodec.eval.anymodel import evaluate_pair
 from zoocodec.tuning.auto import STRENGTHS, _flatten, _one_d_where_it_pays, auto_compress, parse_loss
-from support import DIGITS_MLP, bert_folder, digits_mlp, run_cli
+from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli
 
 
 def test_parse_loss():
@@ -115,10 +114,7 @@ def test_auto_mode_on_an_onnx_model_outside_the_zoo(digits_net, tmp_path, monkey
     """An ONNX classifier made here (trained on scikit-learn's digits), a KL budget, judged on .npy inputs."""
     net, x = digits_net
     path = tmp_path / "net.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "n"}})
+    onnx_digits(net, path, "x")
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "auto.zc"
     summary, auto = _auto_cli(monkeypatch, capsys, path, out, "--target-loss", "1%", "--inputs", tmp_path / "x.npy",
