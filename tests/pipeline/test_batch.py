@@ -128,6 +128,39 @@ def test_windows_keep_order_and_bound(tmp_path):
     assert seen == alone
 
 
+@pytest.mark.parametrize("threads", [0, 2])
+def test_results_come_as_chunks_finish(threads, monkeypatch):
+    """dq on 12 same-shape tensors of one window, quantized 2 tensors (chunk) at a time: the
+    first result comes after the first chunk, not after the window (inline coding), and the
+    results are those of one tensor at a time, in order."""
+    g = np.random.default_rng(1)
+    ts = list(load({f"l{i}.weight": torch.from_numpy(g.laplace(0, 0.03, (32, 64)).astype(np.float32))
+                    for i in range(12)}).tensors())
+    spec = parse_spec("dq:bits=6")
+    calls = []
+    real = type(spec).quantize_many
+    monkeypatch.setattr(type(spec), "quantize_many", lambda self, group, xp=np: calls.append(len(group))
+                        or real(self, group, xp))
+    results = batch.run(iter(ts), lambda t: spec, lambda t, s, q: (t.name, s.code(t, q).segments),
+                        threads=threads, chunk=2 * 32 * 64)
+    first = next(results)
+    if not threads:
+        assert calls == [2]
+    seen = [first, *results]
+    assert calls == [2] * 6
+    assert seen == [(t.name, spec.encode(t).segments) for t in ts]
+
+
+def test_cpu_chunks_bound_a_group():
+    """On the CPU a group is cut into runs of about CPU_CHUNK weights (at least one tensor)."""
+    items = [(t, None) for t in load({f"l{i}": torch.zeros(512, 1024) for i in range(9)}).tensors()]
+    parts = list(batch._chunks(list(range(9)), items, batch.CPU_CHUNK))
+    assert [len(p) for p in parts] == [2, 2, 2, 2, 1] and sum(parts, []) == list(range(9))
+    assert list(batch._chunks([0, 1], [(t, None) for t in load({"big": torch.zeros(2048, 1024), "b": torch.zeros(4, 4)})
+                                       .tensors()], batch.CPU_CHUNK)) == [[0], [1]]
+    assert list(batch._chunks(list(range(9)), items, 0)) == [list(range(9))]
+
+
 def test_errors_reach_the_caller_and_leave_no_file(tmp_path):
     m = shapes_model()
     m["l3.q.weight"][0, 0] = 1e6  # its centroid overflows float16: raised while its group quantizes

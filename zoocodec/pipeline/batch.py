@@ -14,9 +14,13 @@ schedules:
   k-means grouped ran 0.48-1.31x as fast on minilm and mpnet, no reliable gain, their
   large stacked temporaries missing the cache; docs/gpu.md has the numbers);
 - `finish` runs on worker threads (the native coders release the GIL, and so do NumPy's
-  large array operations) while the main thread quantizes the next window;
-- results come back in the model's order, so the container holds the bytes that coding
-  one tensor at a time writes (tests/pipeline/test_batch.py checks that on zoo models).
+  large array operations) while the main thread quantizes the next chunk;
+- a group is quantized in chunks of about CPU_CHUNK weights on the CPU (whole on a GPU), and
+  results come back as soon as they and all before them are done, in the model's order, so
+  progress moves every few seconds (dq on a whole 64 MB window took 18 s before its first
+  result) and the container holds the bytes that coding one tensor at a time writes
+  (tests/pipeline/test_batch.py checks that on zoo models; any split of a group quantizes
+  each tensor as quantize() alone does).
 
 On a CUDA device, each group runs on its own CUDA stream (two in turn); its results are
 copied into pinned host buffers asynchronously and the worker waits for that copy, so the
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -41,6 +46,10 @@ CPU_WINDOW = 64 << 20  # bytes of weights read ahead on the CPU (the gain there 
 GPU_WINDOW = 1 << 30  # on a GPU: large launches; a 1B bf16 model in two windows
 THREADS = max(2, min(8, (os.cpu_count() or 2) // 2))  # coding workers (the engine's pool also runs inside each call)
 MEMORY_SHARE = 32  # a window never exceeds this fraction of the memory budget (intermediates are ~10x)
+# weights quantized per call on the CPU: dq on 1M weights takes 1-3 s on a loaded 2-core machine
+# (progress moves and Ctrl-C lands between calls) and keeps most of grouping's gain (dq on
+# 24 matrices of 256x1024: 15.5 s in groups of 4, 13.2 s in one group, 17.4 s in pairs)
+CPU_CHUNK = 1 << 20
 
 
 def default_window(xp) -> int:
@@ -50,38 +59,71 @@ def default_window(xp) -> int:
 
 def run(tensors: Iterable[TensorData], choose: Callable[[TensorData], MethodSpec],
         finish: Callable[[TensorData, MethodSpec, Quantized], Any], xp=np,
-        window: int | None = None, threads: int = THREADS) -> Iterator[Any]:
+        window: int | None = None, threads: int = THREADS, chunk: int | None = None) -> Iterator[Any]:
     """finish(t, spec, quantization) for every tensor, in the order of `tensors`.
 
     `choose` runs on the calling thread as tensors are read; `finish` on `threads` workers
-    (inline when 0). A spec quantizes in `xp` only when it has a GPU path (`spec.gpu`)."""
+    (inline when 0). A spec quantizes in `xp` only when it has a GPU path (`spec.gpu`).
+    A group is quantized `chunk` weights at a time (default: CPU_CHUNK on NumPy; 0, the whole
+    group, on a GPU, where large launches are the point), and each result is yielded as soon
+    as it and every one before it are done: the caller's progress moves every chunk, not
+    every window."""
     window = default_window(xp) if window is None else window
+    chunk = (CPU_CHUNK if xp is np else 0) if chunk is None else chunk
     pool = ThreadPoolExecutor(threads, thread_name_prefix="zoocodec-code") if threads else None
     streams = _Streams(xp)
-    previous: list[Future | Any] = []
+    queue: deque[_Slot] = deque()  # every tensor read and not yet yielded, in the model's order
     try:
-        for items in _windows(tensors, choose, window):
-            current: list[Future | Any] = [None] * len(items)
+        for n, items in enumerate(_windows(tensors, choose, window)):
+            slots = [_Slot(n) for _ in items]
+            queue.extend(slots)
             for spec, members in _groups(items, gpu=xp is not np):
-                ts = [items[i][0] for i in members]
-                with streams.next() as stream:
-                    qs = spec.quantize_many(ts, xp if spec.gpu else np)
-                    ready = stream.to_host(qs)
-                for i, t, q in zip(members, ts, qs):
-                    job = (t, spec, q, ready)
-                    current[i] = pool.submit(_finish, finish, *job) if pool else _finish(finish, *job)
-            if pool:
-                yield from _results(previous)  # coded on the workers while this window quantized
-                previous = current
-                if len(items) == 1 and items[0][0].array.nbytes >= window:  # a tensor as large as a window:
-                    yield from _results(previous)  # coded before the next is read (peak memory: one
-                    previous = []  # large tensor in flight, bench/memory.py)
-            else:
-                yield from current
-        yield from _results(previous)
+                for part in _chunks(members, items, chunk):
+                    ts = [items[i][0] for i in part]
+                    with streams.next() as stream:
+                        qs = spec.quantize_many(ts, xp if spec.gpu else np)
+                        ready = stream.to_host(qs)
+                    for i, t, q in zip(part, ts, qs):
+                        job = (t, spec, q, ready)
+                        slots[i].job = pool.submit(_finish, finish, *job) if pool else _finish(finish, *job)
+                    yield from _done(queue)
+            # memory: the next window is read once this one's predecessors are written, so at most
+            # two windows are in flight (one quantizing, one coding); a tensor as large as a window
+            # is coded before the next is read (peak memory: one large tensor, bench/memory.py)
+            large = len(items) == 1 and items[0][0].array.nbytes >= window
+            yield from _drain(queue, before=n + 1 if large or not pool else n)
+        yield from _drain(queue, before=None)
     finally:
         if pool:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Slot:
+    """A tensor's place in the output order: its window, then its finish() job once quantized
+    (a Future on the workers, the value itself when coded inline)."""
+
+    __slots__ = ("window", "job")
+
+    def __init__(self, window: int):
+        self.window, self.job = window, None
+
+    def done(self) -> bool:
+        return self.job is not None and (not isinstance(self.job, Future) or self.job.done())
+
+    def result(self) -> Any:
+        return self.job.result() if isinstance(self.job, Future) else self.job
+
+
+def _done(queue: deque[_Slot]) -> Iterator[Any]:
+    """The results at the head of `queue` that are ready, without waiting."""
+    while queue and queue[0].done():
+        yield queue.popleft().result()
+
+
+def _drain(queue: deque[_Slot], before: int | None) -> Iterator[Any]:
+    """Every result of windows before `before` (None: all), waiting for them."""
+    while queue and (before is None or queue[0].window < before):
+        yield queue.popleft().result()
 
 
 def _finish(finish, t: TensorData, spec: MethodSpec, q: Quantized, ready) -> Any:
@@ -90,9 +132,17 @@ def _finish(finish, t: TensorData, spec: MethodSpec, q: Quantized, ready) -> Any
     return finish(t, spec, q)
 
 
-def _results(jobs: list) -> Iterator[Any]:
-    for job in jobs:
-        yield job.result() if isinstance(job, Future) else job
+def _chunks(members: list[int], items: list[tuple[TensorData, MethodSpec]], chunk: int) -> Iterator[list[int]]:
+    """`members` in consecutive runs of about `chunk` weights (at least one tensor; 0: one run)."""
+    part, size = [], 0
+    for i in members:
+        part.append(i)
+        size += items[i][0].array.size
+        if chunk and size >= chunk:
+            yield part
+            part, size = [], 0
+    if part:
+        yield part
 
 
 def _windows(tensors: Iterable[TensorData], choose, window: int) -> Iterator[list[tuple[TensorData, MethodSpec]]]:
