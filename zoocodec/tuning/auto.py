@@ -19,8 +19,9 @@
    search trace) and the verified metric with its 95% interval in its header (`meta["auto"]`).
 
 Every "within budget" is judged by the pessimistic end of the loss's 95% interval from
-the paired inputs (zoocodec.eval.stats), so a budget narrower than what the inputs can
-resolve ends in an error that says so. A model outside the zoo is judged by output
+the paired inputs (zoocodec.eval.stats). A budget the search subset cannot resolve is
+searched on all of the task's inputs; one that those cannot resolve either ends in an
+error that says so. A model outside the zoo is judged by output
 fidelity on the user's inputs (`inputs=`, zoocodec.eval.anymodel): the budget is then on
 KL (absolute, nats), 1 - cosine or relative L2 against the original.
 
@@ -151,26 +152,38 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
 
     trace: list[dict[str, float]] = []
 
-    def passes(base: float, strength: float) -> bool:
-        m = search_ev.judge(reconstruct(weights, plan_for(base, strength)))
+    def passes(ev, base: float, strength: float) -> bool:
+        m = ev.judge(reconstruct(weights, plan_for(base, strength)))
         trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
         say(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% (95% bound {100 * m.loss_high:.3f}%)")
         if m.loss <= 0 < m.loss_high - target_loss:  # no loss at all, and its interval alone exceeds the budget
-            raise ZoocodecError(f"the {t.primary} loss within {100 * target_loss:g}% on {reference or model} is "
+            raise _Unresolvable(f"the {t.primary} loss within {100 * target_loss:g}% on {reference or model} is "
                                 f"not resolvable with {m.n:,} inputs (with no loss measured, the 95% bound is "
                                 f"{100 * m.loss_high:.3g}%)")
         return m.loss_high <= target_loss
 
-    found: dict[float, float] = {}  # strength -> the largest base step that passes
-    start_at = DEFAULT_BASE_STEP
-    for strength in STRENGTHS:
-        base = _search(lambda b, s=strength: passes(b, s), start_at)
-        if base is None:  # even 2**-24 times the step fails: no allocation will pass
-            break
-        found[strength] = start_at = base
-    if not found:
-        raise ZoocodecError(f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on "
-                            f"{reference or model}{_unresolved(search_ev, weights, plan_for(start_at / 2**24, 1.0), target_loss)}")
+    def search(ev) -> dict[float, float]:
+        """strength -> the largest base step that passes on `ev`'s inputs."""
+        found: dict[float, float] = {}
+        start_at = DEFAULT_BASE_STEP
+        for strength in STRENGTHS:
+            base = _search(lambda b, s=strength: passes(ev, b, s), start_at)
+            if base is None:  # even 2**-24 times the step fails: no allocation will pass
+                break
+            found[strength] = start_at = base
+        if not found:
+            raise ZoocodecError(f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on {reference or model}"
+                                f"{_unresolved(ev, weights, plan_for(DEFAULT_BASE_STEP / 2**24, 1.0), target_loss)}")
+        return found
+
+    try:
+        found = search(search_ev)
+    except _Unresolvable as e:
+        if search_ev is full_ev:
+            raise
+        say(f"{e}: searching on all of the task's inputs instead")
+        search_ev = full_ev  # slower, but a budget the search subset cannot resolve may be resolvable on all
+        found = search(search_ev)
     def price(plan: dict[str, MethodSpec]) -> float:
         """Bits of the planned tensors, plus those of the 1-D tensors the plan leaves lossless."""
         return plan_bits(weights, plan) + 8 * sum(b for k, b in exact_bytes.items() if k not in plan)
@@ -206,7 +219,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                 "loss_high": m.loss_high, "delta_low": m.low, "delta_high": m.high, "inputs": m.n,
                 "interval": m.interval, "judged_by": "loss_high", "metrics": {k: p.value for k, p in paired.items()}}
     auto = {"task": t.name, "metric": t.primary, "target_loss": target_loss, "method": str(coded),
-            "verified": verified, "base_step": base, "strength": strength, "search_inputs": t.search_limit,
+            "verified": verified, "base_step": base, "strength": strength,
+            "search_inputs": None if search_ev is full_ev else t.search_limit,
             "search": trace, "one_d_lossy": sorted(k for k in plan if weights[k].dim() < 2),
             "sensitivities": {k: np.atleast_1d(v).tolist() for k, v in usable.items()}}
     # a model outside the zoo: its original and inputs stand where a zoo name would
@@ -215,6 +229,10 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     report = compress(model, out, plan=plan, min_size=min_size, meta=meta)
     return AutoResult(report, reference or str(model), t.name, t.primary, target_loss, m.value, m.baseline, m.loss,
                       m.loss_high, m.n, base, strength, str(coded), trace, time.perf_counter() - start)
+
+
+class _Unresolvable(ZoocodecError):
+    """The loss interval on these inputs is wider than the budget even where nothing is lost."""
 
 
 def _search(passes: Callable[[float], bool], start: float, rounds: int = BISECTIONS,
