@@ -7,7 +7,7 @@ Four ways through zoocodec.compress on real zoo models, interleaved, best of `--
   batched         the default: coding on threads, rdoq/dq grouped (`batch_on_cpu`)
 Every file's sha256 must equal the peer's.
 
-    python bench/batch.py [--models minilm minilm-attention mpnet] [--reps 2]     (JSON to bench/results/batch-DATE.json)
+    python bench/batch.py [--models minilm minilm-attention mpnet] [--reps 2]     (JSON to bench/results/batch-DATE.json, or --name)
 """
 from __future__ import annotations
 
@@ -64,9 +64,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(CASES))
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--name", default="batch", help="results file: bench/results/NAME-DATE.json")
     args = ap.parse_args()
     from zoocodec.pipeline import batch
 
+    start = machine()  # with the load average now: other work on the machine moves wall-clock ratios
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
@@ -87,10 +89,11 @@ def main() -> None:
                 print(f"{model} {spec}: " + ", ".join(f"{w} {s:.2f} s ({best['one_at_a_time'] / s:.2f}x)"
                                                       for w, s in best.items()) + f"; same bytes {row['same_bytes']}",
                       flush=True)
-    result = {"machine": machine(), "threads": batch.THREADS, "cpu_window_bytes": batch.CPU_WINDOW,
+    result = {"machine": start, "load_average_at_end": os.getloadavg(), "threads": batch.THREADS,
+              "cpu_window_bytes": batch.CPU_WINDOW, "cpu_chunk_weights": batch.CPU_CHUNK,
               "zoocodec_threads_env": os.environ.get("ZOOCODEC_THREADS"), "rows": rows,
-              "note": "best of the interleaved runs; the machine is shared (see load_average_at_start)"}
-    print(f"wrote {save('batch', result)}")
+              "note": "best of the interleaved runs; the machine is shared (load_average_at_start, load_average_at_end)"}
+    print(f"wrote {save(args.name, result)}")
 
 
 if __name__ == "__main__":
