@@ -113,6 +113,30 @@ def test_models_outside_the_zoo_name_their_inputs(tmp_path, tiny):
     assert plain.work_id != outside.work_id and not plain.evaluated
 
 
+def test_the_module_to_ship_is_found_beside_the_spec_or_on_the_path(tmp_path, tiny, monkeypatch):
+    """`module:`'s top-level package (a folder) or one-file module is what the sweep ships to the
+    workers; installed code (standard library, site-packages, zoocodec) and names found nowhere
+    are left to the workers' environment. Nothing is imported to find it."""
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_text("raise RuntimeError('imported')")
+    (tmp_path / "pkg" / "sub" / "nets.py").write_text("")
+    (tmp_path / "onefile.py").write_text("raise RuntimeError('imported')")
+    found = sweep_spec.module_source
+    assert found("pkg.sub.nets:make", tmp_path) == str((tmp_path / "pkg").resolve())
+    assert found("onefile:make", tmp_path) == str((tmp_path / "onefile.py").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert found("pkg.sub.nets:make", elsewhere) is None
+    monkeypatch.syspath_prepend(str(tmp_path))  # on this process's path instead
+    assert found("pkg.sub.nets:make", elsewhere) == str((tmp_path / "pkg").resolve())
+    for installed in ("json:loads", "numpy.random:default_rng", "zoocodec.eval.anymodel:factory", "nowhere:make"):
+        assert found(installed, tmp_path) is None, installed
+    (tmp_path / "x.npy").write_bytes(b"")
+    text = "models:\n  - model: tiny.safetensors\n    inputs: x.npy\n    module: onefile:make\nmethods: [uniform]\n"
+    item = sweep_spec.load(write(tmp_path, text)).items[0]
+    assert item.judged_on.module_source == str((tmp_path / "onefile.py").resolve())
+
+
 def test_unknown_evaluation_task_is_rejected(tmp_path, tiny):
     with pytest.raises(SpecError, match=r"sweep.yaml:3: .*(unknown evaluation task 'telepathy'|lacks)"):
         sweep_spec.load(write(tmp_path, "models: [tiny.safetensors]\nmethods: [uniform]\ntasks: [telepathy]\n"))

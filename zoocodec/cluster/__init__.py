@@ -50,6 +50,27 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in ("ZOOCODEC_ZOO", "HF_HUB_OFFLINE") if k in os.environ}
 
 
+def runtime_env(py_modules: list[str] | None = None) -> dict | None:
+    """The job's runtime environment: worker_env(), and `py_modules` (local folders or .py files,
+    which Ray uploads by content and puts on every worker's path), or None when empty."""
+    env: dict = {}
+    if worker_env():
+        env["env_vars"] = worker_env()
+    if py_modules:
+        env["py_modules"] = list(py_modules)
+    return env or None
+
+
+def _init(ray, py_modules: list[str] | None, **kwargs) -> None:
+    """ray.init with runtime_env(py_modules); a module Ray cannot upload (too large, unreadable)
+    is one line naming it."""
+    try:
+        ray.init(runtime_env=runtime_env(py_modules), **kwargs)
+    except ray.exceptions.RuntimeEnvSetupError as e:
+        why = " ".join(str(e).split())[:500] or type(e).__name__
+        raise ZoocodecError(f"cannot ship {', '.join(py_modules or [])} to the Ray workers: {why}") from None
+
+
 def _host_port(address: str) -> tuple[str, int | None]:
     host, _, port = address.split("://")[-1].rstrip("/").rpartition(":")
     return (host.strip("[]"), int(port)) if host and port.isdigit() else (address.split("://")[-1], None)
@@ -87,11 +108,14 @@ class Connection:
 
 
 @contextlib.contextmanager
-def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator[Connection]:
+def connect(address: str | None = None, num_cpus: int | None = None,
+            py_modules: list[str] | None = None) -> Iterator[Connection]:
     """Use the Ray already initialised in this process, join `address` (or RAY_ADDRESS), or
     start an embedded local Ray bound to loopback.
 
-    Only what this call started is shut down on exit.
+    `py_modules` (local package folders or .py files) are shipped to the workers when this call
+    starts or joins Ray; a Ray already initialised here keeps the runtime environment it was
+    given. Only what this call started is shut down on exit.
     """
     address = address or os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -110,9 +134,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
         watchdog = reaper.start()
         before = reaper.descendants(os.getpid())
         try:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), resources=detect_resources(), include_dashboard=False,
-                     runtime_env={"env_vars": worker_env()} if worker_env() else None,
-                     logging_level="WARNING", log_to_driver=False)
+            _init(ray, py_modules, num_cpus=num_cpus or os.cpu_count(), resources=detect_resources(),
+                  include_dashboard=False, logging_level="WARNING", log_to_driver=False)
             reaper.watch(watchdog, {p: s for p, s in reaper.descendants(os.getpid()).items()
                                     if p not in before and reaper.is_ray(p)})
             if not _is_loopback(ray.get_runtime_context().gcs_address):  # Ray imported with other settings
@@ -134,8 +157,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
         yield Connection(f"the running Ray ({ray.get_runtime_context().gcs_address})", False)
         return
     try:
-        ray.init(address=address, runtime_env={"env_vars": worker_env()} if worker_env() else None,
-                 logging_level="WARNING")
+        _init(ray, py_modules, address=address, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ZoocodecError(f"cannot join the Ray cluster at {address}: {e}") from None
     try:

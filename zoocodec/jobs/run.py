@@ -221,7 +221,10 @@ def run(sweep: Sweep, address: str | None = None, max_parallel: int | None = Non
     if not todo:
         return Outcome(len(sweep.items), skipped, 0, 0, 0.0, "nothing to run")
     pending: dict[Any, tuple[WorkItem, int]] = {}
-    with cluster.connect(address, num_cpus) as conn:
+    # the users' modules (state dicts judged with `module:`) go to the workers with the job: Ray
+    # uploads local folders and files only in ray.init's runtime_env, not in a task's
+    ship = sorted({i.judged_on.module_source for i in todo if i.judged_on and i.judged_on.module_source})
+    with cluster.connect(address, num_cpus, py_modules=ship) as conn:
         import ray  # noqa: PLC0415
 
         task = ray.remote(run_item)

@@ -33,9 +33,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib.machinery
 import itertools
 import json
 import os
+import sys
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,9 @@ class Inputs:
     module: str | None = None  # package.module:factory for a state dict
     output: str | None = None  # logits | embeddings | values (default: from the model)
     content: str = ""  # content_hash of the inputs when planned
+    # the module's top-level package (its folder) or one-file module found on the planning machine,
+    # shipped to the Ray workers (zoocodec.jobs.run); None: the workers' environment provides it
+    module_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -310,7 +316,8 @@ class _Checker:
         if module is not None and (":" not in module or not all(module.partition(":")[::2])):
             raise self.fail(self.node([*where, "module"]), f"module {module!r}: write package.module:factory")
         return model, model_path, fingerprint, Inputs(str(inputs.resolve()), module, entry.get("output"),
-                                                      content_hash(inputs.resolve()))
+                                                      content_hash(inputs.resolve()),
+                                                      module_source(module, self.path.parent) if module else None)
 
     def model_path(self, node: yaml.Node, text: str) -> tuple[str, str | None, str]:
         if zoo.is_zoo_name(text):
@@ -387,6 +394,38 @@ def _item(model, model_path, fingerprint, spec: MethodSpec, overrides: Overrides
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return WorkItem(digest, model, model_path, spec.to_dict(), overrides.to_list(), min_size, tuple(tasks), resources,
                     fingerprint, device, judged_on)
+
+
+def module_source(module: str, spec_dir: Path) -> str | None:
+    """Where the top-level package of `module` (package.module:factory) is on this machine, to be
+    shipped to the workers: its folder, or the file of a one-file module; looked up next to the
+    spec, then on this process's path, without importing it. None when it is not found there, or
+    is installed (the standard library, site-packages, zoocodec itself): the workers' own
+    environment then has to provide it."""
+    top = module.partition(":")[0].split(".")[0]
+    if top == "zoocodec":
+        return None
+    try:
+        found = importlib.machinery.PathFinder.find_spec(top, [str(spec_dir), *sys.path])
+    except (ImportError, ValueError):
+        return None
+    if found is None:
+        return None
+    if found.submodule_search_locations:  # a package (a namespace package: its first folder)
+        where = Path(list(found.submodule_search_locations)[0])
+    elif found.origin and found.origin.endswith(".py"):
+        where = Path(found.origin)
+    else:  # an extension module: built for one machine, not shipped
+        return None
+    where = where.resolve()
+    installed = {Path(p).resolve() for k, p in sysconfig.get_paths().items() if k in INSTALLED_PATHS}
+    if any(part in ("site-packages", "dist-packages") for part in where.parts) or \
+            any(where.is_relative_to(p) for p in installed):
+        return None
+    return str(where)
+
+
+INSTALLED_PATHS = ("stdlib", "platstdlib", "purelib", "platlib")
 
 
 def known_tasks() -> set[str] | None:
