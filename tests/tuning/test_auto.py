@@ -122,6 +122,7 @@ def test_auto_mode_on_an_onnx_model_outside_the_zoo(digits_net, tmp_path, monkey
                               "--min-size", "1024")
     assert summary["metric"] == "kl" and summary["loss_high"] <= 0.01 and summary["inputs"] == len(x)
     assert summary["ratio"] > 4  # far smaller than 8 bits at a KL of at most 0.01 nats
+    assert auto["rounding"]["rounding"] == "nearest" and "ONNX" in auto["rounding"]["why"]  # no torch module
     # the written file gives the verified KL when evaluated against the original
     kl = next(m for m in evaluate_pair(path, out, tmp_path / "x.npy") if m.metric == "kl")
     assert kl.value == pytest.approx(auto["verified"]["value"], rel=1e-9)
@@ -145,6 +146,7 @@ def test_auto_mode_on_a_state_dict_with_its_module(digits_net, tmp_path, monkeyp
     assert auto["module"] == "autonets:make" and auto["output"] == "values"
     assert summary["method"].startswith("dq:") and summary["method"].endswith("coder=ctx")  # the coder named is kept
     assert summary["ratio"] > 3
+    assert auto["rounding"] == {"rounding": "nearest", "why": "method dq chooses its own levels"}
     rel = next(m for m in evaluate_pair(tmp_path / "net.pt", out, tmp_path / "x.npz", module="autonets:make",
                                         output="values"))
     assert rel.metric == "rel_l2" and rel.value == pytest.approx(auto["verified"]["value"], rel=1e-9)
@@ -164,3 +166,23 @@ def test_auto_mode_on_a_hugging_face_encoder(tmp_path, monkeypatch, capsys):
     zoocodec.decompress(out, tmp_path / "back")
     cos = next(m for m in evaluate_pair(folder, tmp_path / "back", tmp_path / "texts.txt") if m.metric == "cosine_mean")
     assert cos.value == pytest.approx(auto["verified"]["value"], abs=1e-6)
+
+
+def test_data_aware_rounding_on_a_state_dict_with_its_module(digits_net, tmp_path, monkeypatch, capsys):
+    """A uniform grid on the user's module: the indices are chosen with its --inputs (calibration on the
+    judged inputs), and the written file gives the verified metric."""
+    net, x = digits_net
+    (tmp_path / "autonets.py").write_text(DIGITS_MLP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "auto.zc"
+    summary, auto = _auto_cli(monkeypatch, capsys, tmp_path / "net.pt", out, "--target-loss", "1%", "--inputs",
+                              tmp_path / "x.npy", "--module", "autonets:make", "--min-size", "1024")
+    r = auto["rounding"]
+    assert r["rounding"] == "gptq" and r["calibration"] == f"the {len(x)} judged --inputs"
+    assert r["calibration_inputs"] == len(x) and r["rounded"] == ["1.weight", "3.weight"]
+    assert summary["metric"] == "kl" and summary["loss_high"] <= 0.01
+    kl = next(m for m in evaluate_pair(tmp_path / "net.pt", out, tmp_path / "x.npy", module="autonets:make")
+              if m.metric == "kl")
+    assert kl.value == pytest.approx(auto["verified"]["value"], rel=1e-9)

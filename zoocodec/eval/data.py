@@ -55,6 +55,37 @@ def fashion_mnist(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     return x.unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
+CALIBRATION_IMAGES = 1024  # inputs data-aware rounding measures layer inputs on (zoocodec.tuning.calibrate)
+
+
+def _seeded(n: int, count: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:count].sort().values
+
+
+def fashion_calibration() -> torch.Tensor:
+    """CALIBRATION_IMAGES Fashion-MNIST train images (seeded): never judged, the tasks use the test split."""
+    x = fashion_mnist.__wrapped__("train")[0]  # not cached: 188 MB for 1,024 images
+    return x[_seeded(len(x), CALIBRATION_IMAGES)].clone()
+
+
+def digits_calibration() -> torch.Tensor:
+    """CALIBRATION_IMAGES of opencv-doc's 5,000 digits (seeded). The only labelled digits that
+    ship, so they overlap the judged ones."""
+    x = opencv_digits()[0]
+    return x[_seeded(len(x), CALIBRATION_IMAGES)]
+
+
+def text_calibration() -> list[str]:
+    """gensim's lee.cor (50 news documents) and pang_lee_polarity.cor (200 review sentences,
+    labels dropped): text the sentence tasks never judge (they use lee_background.cor and word lists)."""
+    lines = []
+    for name in ("lee.cor", "pang_lee_polarity.cor"):
+        text = _gensim(name).read_text(encoding="utf-8", errors="replace")
+        lines += [line.strip().removeprefix("__label__neg ").removeprefix("__label__pos ")
+                  for line in text.splitlines() if line.strip()]
+    return lines
+
+
 @functools.cache
 def opencv_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """opencv-doc's digits.png: 5,000 MNIST digits (20x20 cells, 50 rows x 100 columns, 500 per class

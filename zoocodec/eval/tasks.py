@@ -31,6 +31,10 @@ class Task:
     # and to measure sensitivities (one run per tensor)
     search_limit: int | None = None
     sensitivity_limit: int | None = None
+    # inputs that data-aware rounding measures layer inputs on (zoocodec.eval.calibration):
+    # images or texts, disjoint from the judged ones where the data allows (`calibration_about` says)
+    calibration: Callable[[], object] | None = None
+    calibration_about: str = ""
 
     def metrics(self, out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
         return {k: p.value for k, p in self.compare(out, ref).items()}
@@ -121,18 +125,25 @@ def _word_similarity(out: torch.Tensor, ref: torch.Tensor) -> dict[str, Paired]:
     return result
 
 
+TEXT_CALIBRATION = "gensim's lee.cor (50 documents) and pang_lee_polarity.cor (200 sentences), not lee_background.cor"
+
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("digits", "image", "top-1/top-5 on opencv-doc's 5,000 MNIST digits, and agreement/KL vs the original",
          "top1", _logits(lambda: data.opencv_digits()[0], 1000), _labelled(lambda: data.opencv_digits()[1]), ("kl",),
-         search_limit=1000, sensitivity_limit=1000),
+         search_limit=1000, sensitivity_limit=1000, calibration=data.digits_calibration,
+         calibration_about=f"{data.CALIBRATION_IMAGES} of the 5,000 judged digits (seeded; the only labelled digits: "
+                           "they overlap)"),
     Task("fashion", "image", "top-1/top-5 on the 10,000 Fashion-MNIST test images, and agreement/KL vs the original",
          "top1", _logits(lambda: data.fashion_mnist("test")[0], 1000), _labelled(lambda: data.fashion_mnist("test")[1]),
-         ("kl",), search_limit=2000, sensitivity_limit=1000),
+         ("kl",), search_limit=2000, sensitivity_limit=1000, calibration=data.fashion_calibration,
+         calibration_about=f"{data.CALIBRATION_IMAGES} Fashion-MNIST train images (seeded; disjoint from the test set)"),
     Task("photos", "image", "KL and top-1 agreement vs the original on opencv-doc's 90 example photos, "
          f"{data.PHOTO_VIEWS} views each (2 crops x 2 flips, 224x224)",
          "kl", _logits(data.photo_views, 16), _photo_fidelity, ("kl",), search_limit=90, sensitivity_limit=16),
     Task("lee", "text", "embedding cosine vs the original on the 300 documents of lee_background.cor",
-         "cosine_mean", _embed_docs, _cosine, search_limit=64, sensitivity_limit=16),
+         "cosine_mean", _embed_docs, _cosine, search_limit=64, sensitivity_limit=16,
+         calibration=data.text_calibration, calibration_about=TEXT_CALIBRATION),
     Task("wordsim", "text", "Spearman of embedding cosine vs human scores on WordSim353 and SimLex-999",
-         "wordsim353", _embed_words, _word_similarity),
+         "wordsim353", _embed_words, _word_similarity, calibration=data.text_calibration,
+         calibration_about=TEXT_CALIBRATION),
 )}

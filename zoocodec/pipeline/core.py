@@ -165,7 +165,8 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
              overrides: Overrides | dict | None = None, min_size: int = DEFAULT_MIN_SIZE,
              allow_nonfinite: bool = False, progress: Callable[[str], None] | None = None,
              plan: dict[str, MethodSpec | str] | None = None, meta: dict[str, Any] | None = None,
-             device: str | Device = "cpu", batch: bool = True) -> Report:
+             device: str | Device = "cpu", batch: bool = True,
+             targets: dict[str, np.ndarray] | None = None) -> Report:
     """Compress `model` (path, zoo name, or dict of tensors) into the container `out`.
 
     `device` (cpu, gpu, cuda:N, auto) is where the quantizers run; the bytes are the same.
@@ -175,6 +176,9 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     Spec precedence per tensor: `plan` (exact names, e.g. from bit allocation), then
     `overrides` (name patterns), then lossless for small or non-float tensors, then `spec`.
     `meta` (JSON) is stored in the header, e.g. the decisions and metric of automatic mode.
+    `targets` (native arrays by tensor name, same shape and dtype) are quantized in place of
+    the model's values, e.g. weights already on their grid, whose indices data-aware rounding
+    chose (zoocodec.tuning.calibrate); errors and SQNR are still measured against the model's own.
     """
     spec = parse_spec(spec)
     plan = {k: parse_spec(v) for k, v in (plan or {}).items()}
@@ -186,6 +190,22 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     start = time.perf_counter()
     entries = []
     floored = spec == parse_spec(DEFAULT_SPEC)
+    targets, originals = dict(targets or {}), {}
+
+    def tensors():
+        for t in source.tensors():
+            moved = targets.pop(t.name, None)
+            if moved is None:
+                yield t
+                continue
+            moved = np.asarray(moved)
+            if moved.shape != t.array.shape or moved.dtype != t.array.dtype:
+                raise ZoocodecError(f"target values of {t.name!r}: {moved.dtype}{list(moved.shape)}, the tensor is "
+                                    f"{t.array.dtype}{list(t.array.shape)}")
+            originals[t.name] = t
+            yield TensorData(t.name, t.dtype, moved)
+        if targets:
+            raise ZoocodecError(f"target values for {sorted(targets)[0]!r}, which is not a tensor of the model")
 
     def finish(t: TensorData, chosen: MethodSpec, q) -> tuple:  # on a coding thread (pipeline/batch.py)
         on_gpu, stats = chosen.gpu and dev.is_gpu, None
@@ -194,6 +214,8 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
             safe = safe_default(t, spec, stats)
             if safe is not spec:
                 chosen, q, on_gpu, stats = safe, safe.quantize(t), False, None
+        if t.name in originals:  # moved before quantizing: the error is against the model's own values
+            stats = error_stats(originals.pop(t.name), to_numpy(q.recon))
         # the reconstruction is dropped once measured: coding holds the tensor and its symbols only
         return t, chosen, chosen.code(t, q, recon=False, stats=stats), on_gpu
 
@@ -202,7 +224,7 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
 
     window, threads = (None, batch_mod.THREADS) if batch else (0, 0)
     with Container.create(out) as c, dev.activate(), contextlib.closing(
-            batch_mod.run(source.tensors(), choose, finish, dev.xp, window, threads)) as results:
+            batch_mod.run(tensors(), choose, finish, dev.xp, window, threads)) as results:
         for t, chosen, enc, on_gpu in results:
             segments = {k: list(c.add_segment(v)) for k, v in enc.segments.items()}
             stats = enc.stats or ErrorStats(power=math.inf)  # lossless: no error

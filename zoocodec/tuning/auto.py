@@ -12,11 +12,16 @@
    once per allocation strength: the measured sensitivities, their square root and none
    (one step for all: measured sensitivities are noisy, and a flatter allocation sometimes
    wins). The smallest result, priced by the coder's entropy model, is kept.
+   Where calibration inputs exist (zoocodec.eval.calibration) and the method is uniform,
+   every search step is judged on data-aware rounding (zoocodec.tuning.calibrate: error
+   feedback through each layer's measured inputs, then bias correction) instead of
+   nearest rounding: the same grid and decoder, other indices; the file holds exactly them.
 4. Where the method takes a coder, price the chosen steps under each context coder
-   (`ctx`, `cabac`) and keep the cheaper.
+   (`ctx`, `cabac`; and `ans`, the default, when the user named none) and keep the cheapest.
 5. Check the result on the whole task; while it misses the budget, shrink the step.
 6. Write the container with the decisions (sensitivities, strength, coder, base step,
-   search trace) and the verified metric with its 95% interval in its header (`meta["auto"]`).
+   rounding and its calibration inputs, search trace) and the verified metric with its 95%
+   interval in its header (`meta["auto"]`).
 
 Every "within budget" is judged by the pessimistic end of the loss's 95% interval from
 the paired inputs (zoocodec.eval.stats). A budget the search subset cannot resolve is
@@ -47,12 +52,14 @@ from zoocodec.methods.lossless import Lossless
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
 from zoocodec.pipeline.modelio import to_tensordata, to_torch
 from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate, plan_bits
+from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, eligible
 
 BISECTIONS = 5  # the base step ends within a factor 2**(1/32) of the largest that passes
 FINAL_ROUNDS = 3  # the search again on all inputs: brackets by 2**(1/4), ends within 2**(1/32)
 FINAL_DOWN = 8  # ... and gives up (unresolvable) 4x below the step the search inputs passed
 STRENGTHS = (1.0, 0.5, 0.0)  # allocation by sensitivity**strength: measured, square root, one step for all
 CONTEXT_CODERS = ("ctx", "cabac")  # priced against each other where the method takes a coder
+ROUNDINGS = ("gptq", "nearest")  # data-aware where calibration inputs exist, or each method's own
 
 
 @dataclass
@@ -70,6 +77,7 @@ class AutoResult:
     base_step: float
     strength: float = 1.0
     method: str = ""
+    rounding: str = "nearest"
     search: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -100,7 +108,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                   task: str | None = None, reference: str | None = None, method: str | MethodSpec | None = None,
                   min_size: int = DEFAULT_MIN_SIZE, log: Callable[[str], None] | None = None,
                   sensitivities: dict[str, float | np.ndarray] | None = None, inputs: str | os.PathLike | None = None,
-                  module: str | None = None, output: str | None = None, choose_coder: bool = True) -> AutoResult:
+                  module: str | None = None, output: str | None = None, choose_coder: bool = True,
+                  rounding: str = "gptq", rate_lam: float = RATE_LAM) -> AutoResult:
     """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction).
 
     `choose_coder=False` keeps the method's coder (one the user named); otherwise a method
@@ -108,6 +117,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     `sensitivities` (from zoocodec.tuning.sensitivity.measure) skips their measurement, e.g.
     when one model is compressed at several budgets. `inputs` (with `module`, `output` as
     for zoocodec.eval.anymodel) judges a model outside the zoo by its outputs on them.
+    `rounding="gptq"` chooses the indices of a uniform method's grid with calibration inputs
+    (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
     """
     from zoocodec.eval.evaluate import evaluator, identify, load_weights, metric_row, tasks_of  # noqa: PLC0415
     from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names  # noqa: PLC0415
@@ -117,6 +128,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     start = time.perf_counter()
     if not 0 < target_loss < 1:
         raise ZoocodecError(f"target loss must be a fraction in (0, 1), got {target_loss}")
+    if rounding not in ROUNDINGS:
+        raise ZoocodecError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
     weights = load_weights(model)
     if inputs is not None:
         from zoocodec.eval.anymodel import PairEvaluator  # noqa: PLC0415
@@ -143,6 +156,12 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     broken = set(sens) - set(usable)
     spec = parse_spec(method or "uniform")
     exact_bytes: dict[str, int] = {}
+    rounder, calibration = _rounder(rounding, rate_lam, spec, full_ev, t, weights, say)
+
+    def decoded(plan: dict[str, MethodSpec]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(what the decoder returns under `plan`, the values handed to the quantizers in place of the originals)."""
+        targets = rounder.targets(weights, plan) if rounder else {}
+        return reconstruct({**weights, **targets}, plan), targets
 
     def plan_for(base: float, strength: float, coded: MethodSpec = spec) -> dict[str, MethodSpec]:
         plan = allocate(weights, sensitivities=_flatten(usable, strength), base_step=base, method=coded,
@@ -153,7 +172,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     trace: list[dict[str, float]] = []
 
     def passes(ev, base: float, strength: float) -> bool:
-        m = ev.judge(reconstruct(weights, plan_for(base, strength)))
+        m = ev.judge(decoded(plan_for(base, strength))[0])
         trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
         say(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% (95% bound {100 * m.loss_high:.3f}%)")
         if m.loss <= 0 < m.loss_high - target_loss:  # no loss at all, and its interval alone exceeds the budget
@@ -173,7 +192,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             found[strength] = start_at = base
         if not found:
             raise ZoocodecError(f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on {reference or model}"
-                                f"{_unresolved(ev, weights, plan_for(DEFAULT_BASE_STEP / 2**24, 1.0), target_loss)}")
+                                f"{_unresolved(ev, decoded(plan_for(DEFAULT_BASE_STEP / 2**24, 1.0))[0], target_loss)}")
         return found
 
     try:
@@ -186,34 +205,36 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         found = search(search_ev)
     def price(plan: dict[str, MethodSpec]) -> float:
         """Bits of the planned tensors, plus those of the 1-D tensors the plan leaves lossless."""
-        return plan_bits(weights, plan) + 8 * sum(b for k, b in exact_bytes.items() if k not in plan)
+        targets = rounder.targets(weights, plan) if rounder else {}
+        return plan_bits({**weights, **targets}, plan) + 8 * sum(b for k, b in exact_bytes.items() if k not in plan)
 
     priced = {st: price(plan_for(b, st)) for st, b in found.items()}
     strength = min(priced, key=priced.get)
     base = found[strength]
     say("allocation strengths priced: " + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items()))
-    coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say) if choose_coder else spec
+    coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say, choose_coder)
 
     checked: dict[float, tuple] = {}
 
     def passes_all(b: float) -> bool:  # the same search again on all of the task's inputs, from there
         plan = plan_for(b, strength, coded)
-        paired = full_ev.compare(reconstruct(weights, plan))
+        recon, targets = decoded(plan)
+        paired = full_ev.compare(recon)
         m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
         trace.append({"strength": strength, "base_step": b, "loss": m.loss, "loss_high": m.loss_high, "all_inputs": 1})
         say(f"check on all inputs at base step {b:.3g}: loss {100 * m.loss:.3f}% "
             f"(95% interval {100 * m.loss_low:.3f}% .. {100 * m.loss_high:.3f}%, {m.n:,} inputs)")
-        checked[b] = plan, paired, m
+        checked[b] = plan, paired, m, targets
         return m.loss_high <= target_loss
 
     final = _search(passes_all, base, rounds=FINAL_ROUNDS, down=FINAL_DOWN) if full_ev is not search_ev else base
     if final is None:
         raise ZoocodecError(f"the {t.primary} loss stays above {100 * target_loss:g}% on all of {t.name}'s inputs"
-                            f"{_unresolved(full_ev, weights, plan_for(base / 2**24, strength, coded), target_loss)}")
+                            f"{_unresolved(full_ev, decoded(plan_for(base / 2**24, strength, coded))[0], target_loss)}")
     if final not in checked:
         passes_all(final)
     base = final
-    plan, paired, m = checked[final]
+    plan, paired, m, targets = checked[final]
 
     verified = {"value": m.value, "baseline": m.baseline, "loss": m.loss, "loss_low": m.loss_low,
                 "loss_high": m.loss_high, "delta_low": m.low, "delta_high": m.high, "inputs": m.n,
@@ -222,13 +243,18 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             "verified": verified, "base_step": base, "strength": strength,
             "search_inputs": None if search_ev is full_ev else t.search_limit,
             "search": trace, "one_d_lossy": sorted(k for k in plan if weights[k].dim() < 2),
+            "rounding": rounder.describe(sorted(targets)) | calibration if rounder else calibration,
             "sensitivities": {k: np.atleast_1d(v).tolist() for k, v in usable.items()}}
     # a model outside the zoo: its original and inputs stand where a zoo name would
     meta = {"zoo": reference, "auto": auto} if reference else \
         {"auto": auto | {"original": str(model), "inputs": str(inputs), "module": module, "output": output}}
-    report = compress(model, out, plan=plan, min_size=min_size, meta=meta)
+    # the quantizers get the chosen grid values (their rounding returns the chosen indices); errors are
+    # measured against the original weights
+    report = compress(model, out, plan=plan, min_size=min_size, meta=meta,
+                      targets={k: to_tensordata(k, v).array for k, v in targets.items()})
     return AutoResult(report, reference or str(model), t.name, t.primary, target_loss, m.value, m.baseline, m.loss,
-                      m.loss_high, m.n, base, strength, str(coded), trace, time.perf_counter() - start)
+                      m.loss_high, m.n, base, strength, str(coded), auto["rounding"]["rounding"], trace,
+                      time.perf_counter() - start)
 
 
 class _Unresolvable(ZoocodecError):
@@ -286,13 +312,38 @@ def _one_d_where_it_pays(weights: dict[str, torch.Tensor], plan: dict[str, Metho
     return out
 
 
-def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say) -> MethodSpec:
+def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, ev, task, weights: dict[str, torch.Tensor],
+             say) -> tuple[DataAware | None, dict]:
+    """Data-aware rounding from the model's calibration inputs, or None (nearest), with what the header says of it."""
+    from zoocodec.eval import calibration as C  # noqa: PLC0415
+
+    why = None
+    if rounding == "nearest":
+        why = "asked for"
+    elif not eligible(spec):
+        why = f"method {spec.name} chooses its own levels"
+    if why is None:
+        run = getattr(ev, "run", None)
+        cal = C.for_runner(run, weights) if run is not None else C.for_zoo(ev.arch, ev.folder, task, weights)
+        if cal is None:
+            why = "no calibration inputs for this model (ONNX, or a task judged on all the data it has)"
+    if why is not None:
+        say(f"rounding: nearest ({why})")
+        return None, {"rounding": "nearest", "why": why}
+    start = time.perf_counter()
+    inputs = collect(cal.net, cal.run, cal.names)
+    say(f"rounding: gptq on {len(inputs)} layers, inputs measured on {cal.about} ({time.perf_counter() - start:.1f} s)")
+    return DataAware(inputs, lam=rate_lam), {"calibration": cal.about, "calibration_inputs": cal.count}
+
+
+def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say, choose: bool = True) -> MethodSpec:
     """`spec`, or the same method with another context coder where that one's entropy model
-    prices the planned tensors lower."""
+    prices the planned tensors lower; a spec with the default coder `ans` (none named) is priced too."""
     from zoocodec.codecs import CODERS, parse_coder  # noqa: PLC0415
 
-    if "coder" not in {f.name for f in dataclasses.fields(spec)} or spec.coder.name not in CONTEXT_CODERS:
-        return spec  # a coder the user chose outside the context coders (ans, video) is kept
+    if not choose or "coder" not in {f.name for f in dataclasses.fields(spec)} or \
+            spec.coder.name not in CONTEXT_CODERS + ("ans",):
+        return spec  # a coder the user named, or video, is kept
     options = [spec] + [dataclasses.replace(spec, coder=parse_coder(c)) for c in CONTEXT_CODERS
                         if c in CODERS and c != spec.coder.name]
     priced = {str(o): (price(o), o) for o in options}
@@ -300,9 +351,9 @@ def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say)
     return min(priced.values(), key=lambda bo: bo[0])[1]
 
 
-def _unresolved(ev, weights: dict[str, torch.Tensor], plan: dict[str, MethodSpec], target_loss: float) -> str:
+def _unresolved(ev, recon: dict[str, torch.Tensor], target_loss: float) -> str:
     """': not resolvable with N inputs (...)' when the loss's interval at the finest step tried is wider than the budget."""
-    m = ev.judge(reconstruct(weights, plan))
+    m = ev.judge(recon)
     if m.loss_high is not None and m.loss_high - m.loss_low > target_loss:
         return (f": not resolvable with {m.n:,} inputs (the 95% interval of the loss is "
                 f"{100 * (m.loss_high - m.loss_low):.3g}% wide)")

@@ -1,0 +1,100 @@
+"""Automatic mode with data-aware rounding (GPTQ + bias correction) against nearest rounding and dq.
+
+For each model and budget, automatic mode is run as bench/head_to_head.py runs it (the
+whole model as a dict of tensors, min_size 64, sensitivities measured once and shared),
+once per configuration:
+- `dq+ctx nearest`: the head-to-head's method (trellis quantization, its own levels): before;
+- `uniform nearest`: the uniform grid, nearest rounding;
+- `uniform gptq`: the same grid, indices chosen with calibration inputs (zoocodec.tuning.calibrate);
+- `uniform gptq lam=L`: the same, rate-aware.
+Every result is judged on the task's full input set by the pessimistic end of the loss's
+95% interval; bits/weight are those of the written file. NNCodec's bits/weight at each
+budget come from bench/results/head_to_head.json (interpolated there, same judging; not
+rerun here), and `vs_nncodec` is NNCodec's size over ours.
+
+    nice -n 10 python bench/auto_rounding.py [--models fmnist-cnn] [--budgets 1,0.5] [--configs ...] [--name N]
+
+Writes bench/results/auto-rounding-YYYY-MM-DD.json (N-YYYY-MM-DD.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from common import RESULTS, machine, save  # noqa: E402
+from zoocodec.pipeline.core import load  # noqa: E402
+from zoocodec.pipeline.modelio import to_torch  # noqa: E402
+from zoocodec.tuning.auto import auto_compress  # noqa: E402
+
+CONFIGS = {  # the most telling first: results are saved after every run
+    "uniform gptq": ("uniform:coder=ctx", "gptq", 0.0),
+    "dq+ctx nearest": ("dq:coder=ctx", "nearest", 0.0),
+    "uniform gptq lam=0.1": ("uniform:coder=ctx", "gptq", 0.1),
+    "uniform nearest": ("uniform:coder=ctx", "nearest", 0.0),
+}
+MIN_SIZE = 64  # as bench/head_to_head.py
+
+
+def nncodec_at(model: str, budget_pct: float) -> float | None:
+    """NNCodec's interpolated bits/weight at `budget_pct` from the head-to-head's summary."""
+    md = (RESULTS / "head_to_head.md").read_text()
+    section = md.split(f"## {model}")[1] if f"## {model}" in md else ""
+    m = re.search(rf"loss {budget_pct:.1f}%: zoocodec [\d.]+ bpw \([^)]*\) vs NNCodec ([\d.]+)", section)
+    return float(m.group(1)) if m else None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default="fmnist-cnn")
+    p.add_argument("--budgets", default="1,0.5")
+    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--name", default="auto-rounding", help="results file: bench/results/NAME-DATE.json")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    result = {"machine": machine(), "what": __doc__.split("\n\n")[0], "rows": []}
+    for model in args.models.split(","):
+        tensors = {t.name: to_torch(t.array, t.dtype).clone() for t in load(model).tensors()}
+        params = sum(t.numel() for t in tensors.values())
+        sens = None
+        for budget in [float(b) for b in args.budgets.split(",")]:
+            for label in args.configs.split(","):
+                method, rounding, lam = CONFIGS[label]
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "auto.zc"
+                    start = time.perf_counter()
+                    r = auto_compress(tensors, path, budget / 100, reference=model, method=method, min_size=MIN_SIZE,
+                                      sensitivities=sens, rounding=rounding, rate_lam=lam,
+                                      log=lambda msg: print("   ", msg, flush=True))
+                    seconds = time.perf_counter() - start
+                    if sens is None:
+                        import zoocodec  # noqa: PLC0415
+
+                        with zoocodec.Archive(path) as a:
+                            stored = a.header["meta"]["auto"]["sensitivities"]
+                        sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in stored.items()}
+                    bpw = 8 * path.stat().st_size / params
+                nn = nncodec_at(model, budget)
+                row = {"model": model, "budget_pct": budget, "config": label, "method": r.method,
+                       "rounding": r.rounding, "rate_lam": lam, "bits_per_weight": bpw,
+                       "file_bytes": r.report.file_bytes, "metric": r.metric, "value": r.value,
+                       "baseline": r.baseline, "loss_pct": 100 * r.loss, "loss_high_pct": 100 * r.loss_high,
+                       "inputs": r.inputs, "base_step": r.base_step, "strength": r.strength, "seconds": seconds,
+                       "nncodec_bpw": nn, "vs_nncodec": nn / bpw if nn else None}
+                result["rows"].append(row)
+                print(json.dumps(row), flush=True)
+                save(args.name, result)
+    print(save(args.name, result))
+
+
+if __name__ == "__main__":
+    main()

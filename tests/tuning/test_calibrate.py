@@ -1,0 +1,109 @@
+"""Data-aware rounding on a real network and real images: error feedback, bias correction, exact files."""
+import numpy as np
+import pytest
+import torch
+
+import zoocodec
+from zoocodec.errors import ZoocodecError
+from zoocodec.codecs.base import Order0
+from zoocodec.eval import data
+from zoocodec.eval.models import build
+from zoocodec.eval.tasks import _logits
+from zoocodec.methods import parse_spec
+from zoocodec.tuning.auto import reconstruct
+from zoocodec.tuning.calibrate import DataAware, collect, gptq, output_error
+from conftest import zoo_path
+
+QUANTIZED = ("conv2.0.weight", "conv3.0.weight", "conv4.0.weight", "conv5.0.weight")
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    """fmnist-cnn's weights and its layer inputs measured on 128 train and 128 test images."""
+    zoo_path("fmnist-cnn")
+    try:
+        train = data.fashion_calibration()[:128]
+        test = data.fashion_mnist("test")[0][:128]
+    except data.DatasetMissing as e:
+        pytest.skip(str(e))
+    from zoocodec.eval.evaluate import load_weights
+
+    w = load_weights("fmnist-cnn")
+    names = {k: k for k in w}
+
+    def inputs(images):
+        return collect(build("fashionnet", w), lambda n: _logits(lambda: images, 256)(n, None), names)
+    return w, inputs(train), inputs(test)
+
+
+def test_error_feedback_lowers_the_layer_output_error_on_held_out_images(fmnist):
+    """Rounded with H from train images, judged on test images' layer inputs: ||(W - W_hat) X||^2 falls well below nearest rounding's."""
+    w, train, test = fmnist
+    for name in QUANTIZED:
+        w2 = w[name].double().reshape(w[name].shape[0], -1).numpy()
+        step = 0.75 * float(np.std(w2))
+        k = gptq(w2, np.array([step]), train[name].h)
+        nearest = np.rint(w2 / step)
+        assert np.abs(k - nearest).max() >= 1 and (k != nearest).mean() < 0.6  # other indices, on the same grid
+        ratio = output_error(w2, k * step, test[name]) / output_error(w2, nearest * step, test[name])
+        assert ratio < 0.7, (name, ratio)
+
+
+def test_rate_aware_rounding_trades_error_for_zeros(fmnist):
+    w, train, _ = fmnist
+    name = "conv5.0.weight"
+    w2 = w[name].double().reshape(w[name].shape[0], -1).numpy()
+    step = 0.75 * float(np.std(w2))
+    plain, cheap = gptq(w2, np.array([step]), train[name].h), gptq(w2, np.array([step]), train[name].h, lam=0.2)
+    assert (cheap == 0).mean() > (plain == 0).mean()
+    assert Order0().bits(cheap) < 0.98 * Order0().bits(plain)
+    assert output_error(w2, cheap * step, train[name]) > output_error(w2, plain * step, train[name])
+
+
+def test_bias_correction_cancels_the_mean_output_error(fmnist):
+    """conv2 alone quantized coarsely: the mean error of its BatchNorm's outputs (the running mean
+    absorbs it) is ~0 per channel on the calibration images, and far from 0 without the correction."""
+    w, train, _ = fmnist
+    plan = {"conv2.0.weight": parse_spec(f"uniform:step={2 * float(w['conv2.0.weight'].std())}")}
+    images = data.fashion_calibration()[:128]
+
+    def bn_out(weights):
+        net, seen = build("fashionnet", weights), []
+        net.conv2[1].register_forward_hook(lambda m, a, out: seen.append(out.detach().double()))
+        _logits(lambda: images, 256)(net, None)
+        return torch.cat(seen)
+
+    ref = bn_out(w)
+    bias_mean = {}
+    for corrected in (False, True):
+        rounder = DataAware({"conv2.0.weight": train["conv2.0.weight"]}, bias_correction=corrected)
+        targets = rounder.targets(w, plan)
+        assert ("conv2.1.running_mean" in targets) is corrected
+        err = bn_out(reconstruct({**w, **targets}, plan)) - ref
+        bias_mean[corrected] = err.mean(dim=(0, 2, 3)).abs().max().item() / ref.std().item()
+    assert bias_mean[True] < 1e-4 < 0.01 < bias_mean[False]
+
+
+def test_the_file_holds_exactly_the_chosen_indices(fmnist, tmp_path):
+    """compress(targets=...) writes the data-aware indices: the decoded model equals the
+    reconstruction bit for bit, and its errors are measured against the original weights."""
+    w, train, _ = fmnist
+    plan = {n: parse_spec("uniform:step=0.03,coder=ctx") for n in QUANTIZED}
+    targets = DataAware({n: train[n] for n in QUANTIZED}).targets(w, plan)
+    assert set(targets) == set(QUANTIZED) | {n.replace("0.weight", "1.running_mean") for n in QUANTIZED}
+    expected = reconstruct({**w, **targets}, plan)
+    out = tmp_path / "m.zc"
+    report = zoocodec.compress(w, out, plan=plan, targets={k: v.numpy() for k, v in targets.items()})
+    decoded = zoocodec.decompress(out)
+    for name, t in expected.items():
+        assert torch.equal(decoded[name], t), name
+    rows = {t.name: t for t in report.tensors}
+    for name in QUANTIZED:
+        mse = float(((w[name].double() - expected[name].double()) ** 2).mean())
+        assert rows[name].mse == pytest.approx(mse, rel=1e-12)
+        assert not torch.equal(expected[name], reconstruct(w, plan)[name])  # not nearest rounding
+    rm = "conv5.1.running_mean"  # lossless, moved by the correction: its error is reported, not 0
+    assert rows[rm].method.startswith("lossless") and rows[rm].mse > 0
+    with pytest.raises(ZoocodecError, match="not a tensor of the model"):
+        zoocodec.compress(w, tmp_path / "bad.zc", plan=plan, targets={"nope": np.zeros(3, np.float32)})
+    assert not (tmp_path / "bad.zc").exists()

@@ -1,0 +1,253 @@
+"""Data-aware rounding: the integer indices of a uniform grid chosen with the model's inputs.
+
+Automatic mode's quantizer is a uniform grid (k * step, one step per tensor). Rounding
+each weight to its nearest level minimises the weight error; what the task feels is the
+error of each layer's *outputs*, ||(W - W_hat) X||^2 over real inputs X. Two classic
+corrections aim at that, with the decoder and the file format unchanged (the same
+grid, the same dequantization: a reader cannot tell):
+
+- error feedback (GPTQ, Frantar et al. 2023; OBQ): the columns of a Linear weight (of
+  a Conv's (Cout, Cin*kh*kw) view, matching its unfolded input patches) are rounded in
+  order, and each column's rounding error is spread onto the columns not yet rounded
+  through the Cholesky factor of H^-1, H = E[x x^T] of the layer's inputs (dampened by
+  DAMP of its mean diagonal). Optionally rate-aware: each index is the one among
+  floor, ceil and 0 that minimises (error)^2 + lam * bits under the tensor's order-0
+  model of its rounded symbols, so small weights fall to 0 where that pays;
+- bias correction (Nagel et al. 2019, DFQ): the mean output error (W - W_hat) E[x] is
+  added to the layer's bias, or subtracted from the running mean of the BatchNorm that
+  follows a bias-free convolution.
+
+H and E[x] are measured once, on the original model with calibration inputs
+(zoocodec.eval.tasks: disjoint from the judged inputs where the data allows), with
+torch forward hooks on the nn.Linear and nn.Conv2d (groups = 1) modules whose weights
+are quantized. Layers are rounded independently, each against its original inputs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from zoocodec.codecs.base import Order0
+from zoocodec.methods import MethodSpec
+from zoocodec.methods.uniform import Uniform
+
+DAMP = 0.01  # of the mean diagonal of H, added to its diagonal (GPTQ's default)
+BLOCK = 128  # columns rounded between two rank-BLOCK updates of the rest
+RATE_LAM = 0.0  # lam of rate-aware rounding: (x - k)^2 + lam * bits(k) in step units; 0: nearest after feedback
+
+
+@dataclass
+class LayerInputs:
+    """Second moment and mean of one layer's inputs (columns of its weight's 2-D view)."""
+
+    h: np.ndarray  # d x d, E[x x^T]
+    mean: np.ndarray  # d
+    count: int
+    # the 1-D tensor that absorbs the mean output error: (name, +1) a bias, (name, -1) a BN running mean
+    bias: tuple[str, int] | None = None
+
+
+def collect(net: torch.nn.Module, run: Callable[[torch.nn.Module], object],
+            names: Mapping[str, str]) -> dict[str, LayerInputs]:
+    """LayerInputs per weight name of `net`'s Linear/Conv2d modules, from one `run(net)`.
+
+    `names` maps the module's own parameter names (`fc.weight`) to the names of the
+    model's tensors (they differ where a wrapper adds a prefix); modules whose weight is
+    not in it are left alone."""
+    modules = dict(net.named_modules())
+    order = list(modules)
+    sums: dict[str, list] = {}
+    hooks = []
+    for mname, mod in modules.items():
+        pname = f"{mname}.weight" if mname else "weight"
+        if pname not in names or not _supported(mod):
+            continue
+        key = names[pname]
+        sums[key] = [None, None, 0]
+
+        def hook(m, args, _out, key=key):
+            x = _patches(m, args[0].detach().float())  # float32 products per batch, summed in float64
+            acc = sums[key]
+            xtx, s = (x.T @ x).double(), x.double().sum(0)
+            acc[0] = xtx if acc[0] is None else acc[0] + xtx
+            acc[1] = s if acc[1] is None else acc[1] + s
+            acc[2] += x.shape[0]
+        hooks.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            run(net)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for mname, mod in modules.items():
+        pname = f"{mname}.weight" if mname else "weight"
+        key = names.get(pname)
+        if key not in sums or sums[key][2] == 0:
+            continue
+        xtx, s, n = sums[key]
+        out[key] = LayerInputs((xtx / n).numpy(), (s / n).numpy(), n, _bias_of(mname, mod, modules, order, names))
+    return out
+
+
+def _supported(mod: torch.nn.Module) -> bool:
+    if isinstance(mod, torch.nn.Linear):
+        return True
+    return isinstance(mod, torch.nn.Conv2d) and mod.groups == 1 and isinstance(mod.padding, tuple)
+
+
+def _patches(mod: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's inputs as rows matching the columns of its weight's 2-D view."""
+    if isinstance(mod, torch.nn.Linear):
+        return x.reshape(-1, x.shape[-1])
+    if mod.padding_mode != "zeros" and any(mod.padding):
+        x = torch.nn.functional.pad(x, mod._reversed_padding_repeated_twice, mode=mod.padding_mode)
+        pad = 0
+    else:
+        pad = mod.padding
+    cols = torch.nn.functional.unfold(x, mod.kernel_size, mod.dilation, pad, mod.stride)  # N x (C*kh*kw) x L
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def _bias_of(mname: str, mod: torch.nn.Module, modules: dict, order: list[str],
+             names: Mapping[str, str]) -> tuple[str, int] | None:
+    """Where the layer's mean output error goes: its own bias, else the BatchNorm right after it."""
+    prefix = f"{mname}." if mname else ""
+    if getattr(mod, "bias", None) is not None and f"{prefix}bias" in names:
+        return names[f"{prefix}bias"], 1
+    at = order.index(mname)
+    nxt = order[at + 1] if at + 1 < len(order) else None
+    bn = modules.get(nxt) if nxt is not None else None
+    if (isinstance(bn, torch.nn.modules.batchnorm._BatchNorm) and bn.track_running_stats
+            and bn.num_features == mod.weight.shape[0] and f"{nxt}.running_mean" in names):
+        return names[f"{nxt}.running_mean"], -1
+    return None
+
+
+def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, lam: float = 0.0) -> np.ndarray:
+    """int64 indices of the rows x d matrix `w` on the grid k * steps[row] (or one step),
+    rounded column by column with error feedback through H (d x d).
+
+    lam > 0: each index is the cheapest of floor, ceil and 0 under (x - k)^2 * c_j + lam *
+    bits(k), c_j the relative weight GPTQ gives column j's error, bits from the order-0
+    model of the nearest-rounded symbols."""
+    w = np.array(w, dtype=np.float64)
+    rows, d = w.shape
+    step = np.broadcast_to(np.asarray(steps, dtype=np.float64).reshape(-1, 1), (rows, 1))
+    h = np.array(h, dtype=np.float64)
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    u = _inverse_cholesky(h, damp)
+    diag = np.diag(u).copy()
+    table = None
+    if lam > 0:
+        rounded = np.rint(w / step).astype(np.int64)
+        table = Order0().rates(rounded)
+        weight = (1.0 / diag**2) / np.mean(1.0 / diag**2)  # column j's share of the output error per unit
+    q = np.zeros((rows, d), dtype=np.int64)
+    for b0 in range(0, d, BLOCK):
+        b1 = min(b0 + BLOCK, d)
+        err = np.zeros((rows, b1 - b0))
+        for j in range(b0, b1):
+            x = w[:, j] / step[:, 0]
+            k = np.rint(x) if table is None else _cheapest(x, table, lam / weight[j])
+            q[:, j] = k
+            e = (w[:, j] - k * step[:, 0]) / diag[j]
+            err[:, j - b0] = e
+            if j + 1 < b1:
+                w[:, j + 1 : b1] -= np.outer(e, u[j, j + 1 : b1])
+        if b1 < d:
+            w[:, b1:] -= err @ u[b0:b1, b1:]
+    return q
+
+
+def _inverse_cholesky(h: np.ndarray, damp: float) -> np.ndarray:
+    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, dampened more until it is positive definite."""
+    d = h.shape[0]
+    base = float(np.mean(np.diag(h)))
+    for extra in (1, 10, 100, 1000):
+        try:
+            hd = h + np.eye(d) * damp * extra * base
+            hinv = np.linalg.inv(np.linalg.cholesky(hd))  # L^-1: H^-1 = L^-T L^-1
+            return np.linalg.cholesky(hinv.T @ hinv).T
+        except np.linalg.LinAlgError:
+            continue
+    raise np.linalg.LinAlgError("H is not positive definite even when dampened")
+
+
+def _cheapest(x: np.ndarray, table, lam: float) -> np.ndarray:
+    """Per value, the level among floor, ceil and 0 with the least (x - k)^2 + lam * bits(k)."""
+    lo = np.floor(x)
+    cands = np.stack([lo, lo + 1, np.zeros_like(x)])
+    bits = _bits(table, cands.astype(np.int64))
+    cost = (x[None] - cands) ** 2 + lam * bits
+    return cands[np.argmin(cost, axis=0), np.arange(x.size)]
+
+
+def _bits(table, k: np.ndarray) -> np.ndarray:
+    """Order-0 rate of levels k (outside the table: its dearest level plus one bit)."""
+    rates = table.bits[0, 0]
+    i = k - table.origin
+    inside = (i >= 0) & (i < rates.size)
+    return np.where(inside, rates[np.clip(i, 0, rates.size - 1)], rates.max() + 1.0)
+
+
+def eligible(spec: MethodSpec) -> bool:
+    """Methods whose own quantizer reproduces indices handed over as values on its grid
+    (uniform: rint(k * step / step) = k); rdoq and dq choose their own levels."""
+    return type(spec) is Uniform
+
+
+@dataclass
+class DataAware:
+    """Rounds a plan's eligible tensors with error feedback (and corrects biases) from measured layer inputs."""
+
+    inputs: dict[str, LayerInputs]
+    lam: float = RATE_LAM
+    bias_correction: bool = True
+    damp: float = DAMP
+
+    def targets(self, weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec]) -> dict[str, torch.Tensor]:
+        """The tensors to hand the quantizers instead of the originals: eligible planned
+        weights snapped onto their grid (k * step, so the method's rounding returns k),
+        and the 1-D tensors that absorb the mean output errors. Others are left out."""
+        out: dict[str, torch.Tensor] = {}
+        shifts: dict[str, np.ndarray] = {}
+        for name, li in self.inputs.items():
+            spec = plan.get(name)
+            if spec is None or not eligible(spec) or spec.step is None:
+                continue
+            w = weights[name]
+            w2 = w.detach().to(torch.float64).reshape(w.shape[0], -1).numpy()
+            if w2.shape[1] != li.h.shape[0]:
+                continue
+            k = gptq(w2, np.array([spec.step]), li.h, self.damp, self.lam)
+            snapped = (k * spec.step).astype(np.float64)
+            out[name] = torch.from_numpy(snapped.reshape(tuple(w.shape))).to(w.dtype)
+            if self.bias_correction and li.bias is not None:
+                # the decoded weights, not the float64 grid: what the model will multiply by
+                hat = out[name].to(torch.float64).reshape(w.shape[0], -1).numpy()
+                bname, sign = li.bias
+                shifts[bname] = shifts.get(bname, 0.0) + sign * ((w2 - hat) @ li.mean)
+        for bname, delta in shifts.items():
+            b = weights[bname]
+            out[bname] = (b.detach().to(torch.float64) + torch.from_numpy(delta)).to(b.dtype)
+        return out
+
+    def describe(self, moved: list[str]) -> dict[str, object]:
+        """For the header: the settings, the tensors rounded and the 1-D tensors corrected (`moved`: targets' names)."""
+        return {"rounding": "gptq", "rate_lam": self.lam, "bias_correction": self.bias_correction, "damp": self.damp,
+                "rounded": [k for k in moved if k in self.inputs],
+                "bias_corrected": [k for k in moved if k not in self.inputs]}
+
+
+def output_error(w: np.ndarray, w_hat: np.ndarray, li: LayerInputs) -> float:
+    """E ||(W - W_hat) x||^2 over the layer's calibration inputs: trace(E H E^T)."""
+    e = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1) - np.asarray(w_hat, dtype=np.float64).reshape(
+        w.shape[0], -1)
+    return float(np.einsum("ij,jk,ik->", e, li.h, e))
+
