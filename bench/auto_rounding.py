@@ -12,13 +12,14 @@ Every result is judged on the task's full input set by the pessimistic end of th
 budget come from bench/results/head_to_head.json (interpolated there, same judging; not
 rerun here), and `vs_nncodec` is NNCodec's size over ours.
 
-    nice -n 10 python bench/auto_rounding.py [--models fmnist-cnn] [--budgets 1,0.5] [--configs ...] [--name N]
+    nice -n 10 python bench/auto_rounding.py [--models fmnist-cnn] [--runs 1:uniform gptq,...] [--name N]
 
 Writes bench/results/auto-rounding-YYYY-MM-DD.json (N-YYYY-MM-DD.json).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import sys
@@ -43,6 +44,8 @@ CONFIGS = {  # the most telling first: results are saved after every run
     "uniform nearest": ("uniform:coder=ctx", "nearest", 0.0),
 }
 MIN_SIZE = 64  # as bench/head_to_head.py
+RUNS = ("1:uniform gptq", "0.5:uniform gptq", "1:dq+ctx nearest", "1:uniform gptq lam=0.1", "0.5:dq+ctx nearest",
+        "1:uniform nearest", "0.5:uniform gptq lam=0.1")
 
 
 def nncodec_at(model: str, budget_pct: float) -> float | None:
@@ -56,43 +59,47 @@ def nncodec_at(model: str, budget_pct: float) -> float | None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="fmnist-cnn")
-    p.add_argument("--budgets", default="1,0.5")
-    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--runs", default=",".join(RUNS), help="BUDGET_PCT:CONFIG, comma-separated, in order")
     p.add_argument("--name", default="auto-rounding", help="results file: bench/results/NAME-DATE.json")
     args = p.parse_args()
     torch.set_num_threads(2)
+    runs = [(float(r.split(":", 1)[0]), r.split(":", 1)[1]) for r in args.runs.split(",")]
     result = {"machine": machine(), "what": __doc__.split("\n\n")[0], "rows": []}
+    previous = RESULTS / f"{args.name}-{datetime.date.today().isoformat()}.json"
+    if previous.exists():  # resume: the rows of today's earlier run are kept, not rerun
+        result["rows"] = json.loads(previous.read_text())["rows"]
     for model in args.models.split(","):
         tensors = {t.name: to_torch(t.array, t.dtype).clone() for t in load(model).tensors()}
         params = sum(t.numel() for t in tensors.values())
         sens = None
-        for budget in [float(b) for b in args.budgets.split(",")]:
-            for label in args.configs.split(","):
-                method, rounding, lam = CONFIGS[label]
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / "auto.zc"
-                    start = time.perf_counter()
-                    r = auto_compress(tensors, path, budget / 100, reference=model, method=method, min_size=MIN_SIZE,
-                                      sensitivities=sens, rounding=rounding, rate_lam=lam,
-                                      log=lambda msg: print("   ", msg, flush=True))
-                    seconds = time.perf_counter() - start
-                    if sens is None:
-                        import zoocodec  # noqa: PLC0415
+        for budget, label in runs:
+            if any((r["model"], r["budget_pct"], r["config"]) == (model, budget, label) for r in result["rows"]):
+                continue
+            method, rounding, lam = CONFIGS[label]
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "auto.zc"
+                start = time.perf_counter()
+                r = auto_compress(tensors, path, budget / 100, reference=model, method=method, min_size=MIN_SIZE,
+                                  sensitivities=sens, rounding=rounding, rate_lam=lam,
+                                  log=lambda msg: print("   ", msg, flush=True))
+                seconds = time.perf_counter() - start
+                if sens is None:
+                    import zoocodec  # noqa: PLC0415
 
-                        with zoocodec.Archive(path) as a:
-                            stored = a.header["meta"]["auto"]["sensitivities"]
-                        sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in stored.items()}
-                    bpw = 8 * path.stat().st_size / params
-                nn = nncodec_at(model, budget)
-                row = {"model": model, "budget_pct": budget, "config": label, "method": r.method,
-                       "rounding": r.rounding, "rate_lam": lam, "bits_per_weight": bpw,
-                       "file_bytes": r.report.file_bytes, "metric": r.metric, "value": r.value,
-                       "baseline": r.baseline, "loss_pct": 100 * r.loss, "loss_high_pct": 100 * r.loss_high,
-                       "inputs": r.inputs, "base_step": r.base_step, "strength": r.strength, "seconds": seconds,
-                       "nncodec_bpw": nn, "vs_nncodec": nn / bpw if nn else None}
-                result["rows"].append(row)
-                print(json.dumps(row), flush=True)
-                save(args.name, result)
+                    with zoocodec.Archive(path) as a:
+                        stored = a.header["meta"]["auto"]["sensitivities"]
+                    sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in stored.items()}
+                bpw = 8 * path.stat().st_size / params
+            nn = nncodec_at(model, budget)
+            row = {"model": model, "budget_pct": budget, "config": label, "method": r.method,
+                   "rounding": r.rounding, "rate_lam": lam, "bits_per_weight": bpw,
+                   "file_bytes": r.report.file_bytes, "metric": r.metric, "value": r.value,
+                   "baseline": r.baseline, "loss_pct": 100 * r.loss, "loss_high_pct": 100 * r.loss_high,
+                   "inputs": r.inputs, "base_step": r.base_step, "strength": r.strength, "seconds": seconds,
+                   "nncodec_bpw": nn, "vs_nncodec": nn / bpw if nn else None}
+            result["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            save(args.name, result)
     print(save(args.name, result))
 
 

@@ -86,6 +86,28 @@ def test_auto_mode_respects_the_budget_on_mnist_cnn(mnist_path, tmp_path):
     assert result.report.ratio > 2 * eight.ratio  # far smaller than int8 at <= 1% top-1 loss
 
 
+@pytest.mark.slow  # about 6 minutes here: calibration, three strengths, the search again on all 10,000 images
+def test_data_aware_rounding_passes_the_budget_on_all_of_fashion_mnist(tmp_path):
+    """fmnist-cnn at 1%: indices chosen on Fashion-MNIST train images, judged on all 10,000 test images
+    by the pessimistic bound; the file decodes to what was judged and is far below nearest rounding's 2.6 bits/weight."""
+    from conftest import zoo_path
+
+    zoo_path("fmnist-cnn")
+    try:
+        data.fashion_mnist("test")
+    except data.DatasetMissing as e:
+        pytest.skip(str(e))
+    out = tmp_path / "auto.zc"
+    result = auto_compress("fmnist-cnn", out, 0.01)
+    assert result.task == "fashion" and result.inputs == 10_000 and result.rounding == "gptq"
+    _check(result, out, 0.01)
+    with zoocodec.Archive(out) as a:
+        r = a.header["meta"]["auto"]["rounding"]
+    assert "train images" in r["calibration"] and r["calibration_inputs"] == data.CALIBRATION_IMAGES
+    assert set(r["rounded"]) == {"conv2.0.weight", "conv3.0.weight", "conv4.0.weight", "conv5.0.weight"}
+    assert result.report.bits_per_weight < 2.2
+
+
 @pytest.mark.slow
 def test_auto_mode_respects_the_budget_on_minilm(minilm_path, tmp_path):
     out = tmp_path / "auto.zc"
