@@ -44,7 +44,7 @@ CONFIGS = {  # the most telling first: results are saved after every run
     "uniform nearest": ("uniform:coder=ctx", "nearest", 0.0),
 }
 MIN_SIZE = 64  # as bench/head_to_head.py
-RUNS = ("1:uniform gptq", "0.5:uniform gptq", "1:dq+ctx nearest", "1:uniform gptq lam=0.1", "0.5:dq+ctx nearest",
+RUNS = ("1:uniform gptq", "0.5:uniform gptq", "1:uniform gptq lam=0.1", "1:dq+ctx nearest", "0.5:dq+ctx nearest",
         "1:uniform nearest", "0.5:uniform gptq lam=0.1")
 
 
