@@ -79,3 +79,10 @@ def test_models_price_symbols_without_coding():
         ideal = table.stateless[table.ctx, s - table.origin].sum()
         coded = 8 * len(parse_coder(name).encode(s))
         assert ideal <= coded * 1.01 and model.bits(s) == pytest.approx(coded, rel=0.03)
+
+
+def test_order0_bits_of_narrow_symbols_spanning_more_than_their_type():
+    """int8 symbols from -100 to 100 (uniform quantization makes the narrowest type): the offset
+    to the smallest must not wrap in int8."""
+    s = np.array([-100, 100, 5, 5], dtype=np.int8)
+    assert order0_bits(s) == pytest.approx(order0_bits(s.astype(np.int64))) == pytest.approx(6.0)
