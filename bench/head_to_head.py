@@ -278,8 +278,8 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
     def auto(target: float):
         # the whole model, so the task can run during the search; its few non-float tensors cost ~100 bytes.
         def write(path):
-            auto_compress(subject.tensors, path, target / 100, reference=subject.name,
-                          method=f"uniform:{ctx[1:]}" if big and ctx else method, min_size=MIN_SIZE,
+            # as `zoocodec compress --target-loss` runs it: its own method, rounding and coder choice
+            auto_compress(subject.tensors, path, target / 100, reference=subject.name, min_size=MIN_SIZE,
                           sensitivities=shared.get("auto_sens"))
             if "auto_sens" not in shared:
                 with zoocodec.Archive(path) as a:

@@ -175,11 +175,16 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         m = ev.judge(decoded(plan_for(base, strength))[0])
         trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
         say(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% (95% bound {100 * m.loss_high:.3f}%)")
-        if m.loss <= 0 < m.loss_high - target_loss:  # no loss at all, and its interval alone exceeds the budget
-            raise _Unresolvable(f"the {t.primary} loss within {100 * target_loss:g}% on {reference or model} is "
-                                f"not resolvable with {m.n:,} inputs (with no loss measured, the 95% bound is "
-                                f"{100 * m.loss_high:.3g}%)")
         return m.loss_high <= target_loss
+
+    def unresolvable(ev) -> str:
+        """Why no file can pass on `ev`'s inputs, or "": the original model itself (no changed
+        output: the narrowest interval those inputs allow) must be within the budget."""
+        m = ev.judge(weights)
+        if m.loss_high <= target_loss:
+            return ""
+        return (f"the {t.primary} loss within {100 * target_loss:g}% on {reference or model} is not resolvable with "
+                f"{m.n:,} inputs (with no output changed, the 95% bound is {100 * m.loss_high:.3g}%)")
 
     def search(ev) -> dict[float, float]:
         """strength -> the largest base step that passes on `ev`'s inputs."""
@@ -195,14 +200,15 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                                 f"{_unresolved(ev, decoded(plan_for(DEFAULT_BASE_STEP / 2**24, 1.0))[0], target_loss)}")
         return found
 
-    try:
-        found = search(search_ev)
-    except _Unresolvable as e:
-        if search_ev is full_ev:
-            raise
-        say(f"{e}: searching on all of the task's inputs instead")
+    why = unresolvable(search_ev)
+    if why and search_ev is not full_ev:
+        say(f"{why}: searching on all of the task's inputs instead")
         search_ev = full_ev  # slower, but a budget the search subset cannot resolve may be resolvable on all
-        found = search(search_ev)
+        why = unresolvable(search_ev)
+    if why:
+        raise ZoocodecError(why)
+    found = search(search_ev)
+
     def price(plan: dict[str, MethodSpec]) -> float:
         """Bits of the planned tensors, plus those of the 1-D tensors the plan leaves lossless."""
         targets = rounder.targets(weights, plan) if rounder else {}
@@ -227,12 +233,11 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         checked[b] = plan, paired, m, targets
         return m.loss_high <= target_loss
 
-    final = _search(passes_all, base, rounds=FINAL_ROUNDS, down=FINAL_DOWN) if full_ev is not search_ev else base
+    # again on all inputs, also where the search ran on them: the coder chosen since can move dq's levels
+    final = _search(passes_all, base, rounds=FINAL_ROUNDS, down=FINAL_DOWN)
     if final is None:
         raise ZoocodecError(f"the {t.primary} loss stays above {100 * target_loss:g}% on all of {t.name}'s inputs"
                             f"{_unresolved(full_ev, decoded(plan_for(base / 2**24, strength, coded))[0], target_loss)}")
-    if final not in checked:
-        passes_all(final)
     base = final
     plan, paired, m, targets = checked[final]
 
@@ -255,10 +260,6 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     return AutoResult(report, reference or str(model), t.name, t.primary, target_loss, m.value, m.baseline, m.loss,
                       m.loss_high, m.n, base, strength, str(coded), auto["rounding"]["rounding"], trace,
                       time.perf_counter() - start)
-
-
-class _Unresolvable(ZoocodecError):
-    """The loss interval on these inputs is wider than the budget even where nothing is lost."""
 
 
 def _search(passes: Callable[[float], bool], start: float, rounds: int = BISECTIONS,
