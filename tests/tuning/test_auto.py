@@ -117,6 +117,15 @@ def test_auto_mode_respects_the_budget_on_minilm(minilm_path, tmp_path):
     assert result.value >= 0.99 and result.report.bits_per_weight < 6
 
 
+def _state_dict_and_module(digits_net, tmp_path, monkeypatch):
+    """The digits net as net.pt with its module `autonets:make` importable; returns its inputs."""
+    net, x = digits_net
+    (tmp_path / "autonets.py").write_text(DIGITS_MLP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    return x
+
+
 def _auto_cli(monkeypatch, capsys, model, out, *args):
     """compress --target-loss through the CLI: its JSON summary and the decisions in the file's header."""
     code, stdout, err = run_cli(monkeypatch, capsys, "compress", str(model), "-o", str(out), "--json", *args)
@@ -155,10 +164,7 @@ def test_auto_mode_on_an_onnx_model_outside_the_zoo(digits_net, tmp_path, monkey
 
 def test_auto_mode_on_a_state_dict_with_its_module(digits_net, tmp_path, monkeypatch, capsys):
     """A PyTorch state dict and the user's module (--module), judged as values: a relative-L2 budget."""
-    net, x = digits_net
-    (tmp_path / "autonets.py").write_text(DIGITS_MLP)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    torch.save(net.state_dict(), tmp_path / "net.pt")
+    x = _state_dict_and_module(digits_net, tmp_path, monkeypatch)
     np.savez(tmp_path / "x.npz", x)
     out = tmp_path / "auto.zc"
     summary, auto = _auto_cli(monkeypatch, capsys, tmp_path / "net.pt", out, "--target-loss", "2%", "--inputs",
@@ -193,10 +199,7 @@ def test_auto_mode_on_a_hugging_face_encoder(tmp_path, monkeypatch, capsys):
 def test_data_aware_rounding_on_a_state_dict_with_its_module(digits_net, tmp_path, monkeypatch, capsys):
     """A uniform grid on the user's module: the indices are chosen with its --inputs (calibration on the
     judged inputs), and the written file gives the verified metric."""
-    net, x = digits_net
-    (tmp_path / "autonets.py").write_text(DIGITS_MLP)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    torch.save(net.state_dict(), tmp_path / "net.pt")
+    x = _state_dict_and_module(digits_net, tmp_path, monkeypatch)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "auto.zc"
     summary, auto = _auto_cli(monkeypatch, capsys, tmp_path / "net.pt", out, "--target-loss", "1%", "--inputs",
