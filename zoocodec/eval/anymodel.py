@@ -231,6 +231,12 @@ class TorchRunner:
         self._kind = kind
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        result = self.forward(self.module(weights))
+        self.kind = self._kind or _guess_kind(result)
+        return result
+
+    def module(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """The user's module with `weights`, in eval mode."""
         net = self.make()
         if not isinstance(net, torch.nn.Module):
             raise ZoocodecError(f"the factory returned {type(net).__name__}, not a torch.nn.Module")
@@ -239,15 +245,17 @@ class TorchRunner:
         except RuntimeError as e:
             raise ModelFormatError(f"the weights do not fit the module: {str(e).splitlines()[0]}") from None
         net.eval()
+        return net
+
+    def forward(self, net: torch.nn.Module) -> torch.Tensor:
+        """`net`'s outputs on the inputs, batch by batch."""
         outs = []
         with torch.no_grad():
             for b in _batches(self.arrays, BATCH):
                 args = [torch.from_numpy(b[k]) for k in b if k.startswith("arr_")]
                 kwargs = {k: torch.from_numpy(v) for k, v in b.items() if not k.startswith("arr_")}
                 outs.append(_first(net(*args, **kwargs)).float())
-        result = torch.cat(outs)
-        self.kind = self._kind or _guess_kind(result)
-        return result
+        return torch.cat(outs)
 
 
 def _first(out) -> torch.Tensor:

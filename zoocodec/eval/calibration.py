@@ -50,7 +50,7 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
 
 def for_runner(run, weights: dict[str, torch.Tensor]) -> Calibration | None:
     """A model outside the zoo on its user's inputs (zoocodec.eval.anymodel runners), where it has a torch module."""
-    from zoocodec.eval.anymodel import HfRunner, TorchRunner, BATCH, _batches  # noqa: PLC0415
+    from zoocodec.eval.anymodel import HfRunner, TorchRunner  # noqa: PLC0415
 
     if isinstance(run, HfRunner):
         from zoocodec.eval.text import TextModel  # noqa: PLC0415
@@ -59,15 +59,8 @@ def for_runner(run, weights: dict[str, torch.Tensor]) -> Calibration | None:
         go = (lambda _n: enc.logits(run.texts)) if run.classifier else (lambda _n: enc.encode(run.texts))
         return Calibration(enc.model, go, _names(enc.model, weights), f"the {run.n:,} judged --inputs", run.n)
     if isinstance(run, TorchRunner):
-        net = run.make()
-        net.load_state_dict(weights, strict=True)
-        net.eval()
-
-        def go(n):
-            for b in _batches(run.arrays, BATCH):
-                n(*[torch.from_numpy(b[k]) for k in b if k.startswith("arr_")],
-                  **{k: torch.from_numpy(v) for k, v in b.items() if not k.startswith("arr_")})
-        return Calibration(net, go, _names(net, weights), f"the {run.n:,} judged --inputs", run.n)
+        net = run.module(weights)
+        return Calibration(net, run.forward, _names(net, weights), f"the {run.n:,} judged --inputs", run.n)
     return None
 
 
