@@ -107,3 +107,61 @@ def test_the_file_holds_exactly_the_chosen_indices(fmnist, tmp_path):
     with pytest.raises(ZoocodecError, match="not a tensor of the model"):
         zoocodec.compress(w, tmp_path / "bad.zc", plan=plan, targets={"nope": np.zeros(3, np.float32)})
     assert not (tmp_path / "bad.zc").exists()
+
+
+EFFNET = ("_conv_stem.weight", "_blocks.1._depthwise_conv.weight", "_blocks.4._depthwise_conv.weight",
+          "_blocks.4._project_conv.weight")
+
+
+@pytest.mark.slow
+def test_depthwise_and_padded_convolutions_get_one_h_per_channel_and_error_feedback_helps():
+    """effnet-lite0: layer inputs measured on 32 calibration crops (photos the task never judges),
+    judged on 32 of the judged views. Depthwise convolutions have one 5x5 or 3x3 H per channel, the
+    static padding is applied before the patches, BatchNorm running means absorb the mean error."""
+    from zoocodec.eval.evaluate import load_weights
+
+    zoo_path("effnet-lite0")
+    try:
+        calib, judged = data.photo_calibration()[:32], data.photo_views()[:32]
+    except data.DatasetMissing as e:
+        pytest.skip(str(e))
+    w = load_weights("effnet-lite0")
+    names = {k: k for k in w if k in EFFNET or k.endswith("running_mean")}  # hooks on EFFNET only
+
+    def inputs(images):
+        return collect(build("effnet-lite0", w), lambda n: _logits(lambda: images, 16)(n, None), names)
+    train, test = inputs(calib), inputs(judged)
+    assert train["_blocks.4._depthwise_conv.weight"].h.shape == (240, 25, 25)
+    assert train["_blocks.4._project_conv.weight"].h.shape == (1, 240, 240)
+    assert train["_conv_stem.weight"].bias == ("_bn0.running_mean", -1)
+    assert train["_blocks.1._depthwise_conv.weight"].bias == ("_blocks.1._bn1.running_mean", -1)
+    for name in EFFNET:
+        w2 = w[name].double().reshape(w[name].shape[0], -1).numpy()
+        step = 0.5 * float(np.std(w2))
+        k = gptq(w2, np.array([step]), train[name].h)
+        ratio = output_error(w2, k * step, test[name]) / output_error(w2, np.rint(w2 / step) * step, test[name])
+        assert ratio < 0.6, (name, ratio)
+    plan = {n: parse_spec(f"uniform:step={0.5 * float(w[n].std())}") for n in EFFNET}
+    moved = DataAware({n: train[n] for n in EFFNET}).targets(w, plan)
+    assert {"_bn0.running_mean", "_blocks.4._bn1.running_mean"} < set(moved)
+
+
+def test_patches_match_the_convolution():
+    """The rows _patches builds, times the weight's 2-D view, are the convolution's outputs
+    (every other position on a large input), for padded, strided, dilated and grouped convolutions."""
+    from zoocodec.tuning.calibrate import POSITIONS, _patches
+
+    torch.manual_seed(0)
+    for conv, size in ((torch.nn.Conv2d(6, 4, 3, stride=2, padding=1, groups=2), 9),
+                       (torch.nn.Conv2d(3, 5, (3, 2), dilation=2, padding=(2, 1), padding_mode="reflect"), 8),
+                       (torch.nn.Conv2d(4, 4, 5, padding=2, groups=4, bias=False), 2 * int(POSITIONS**0.5) + 1)):
+        x = torch.randn(2, conv.in_channels, size, size)
+        out = conv(x).detach()
+        every = max(1, int(np.ceil(np.sqrt(out.shape[2] * out.shape[3] / POSITIONS))))
+        out = out[:, :, ::every, ::every].permute(0, 2, 3, 1).reshape(-1, conv.out_channels)
+        rows = _patches(conv, x).view(len(out), conv.groups, -1)
+        w3 = conv.weight.detach().reshape(conv.groups, conv.out_channels // conv.groups, -1)
+        got = torch.einsum("rgd,god->rgo", rows, w3).reshape(len(out), -1)
+        if conv.bias is not None:
+            got = got + conv.bias.detach()
+        assert torch.allclose(got, out, atol=1e-5), conv

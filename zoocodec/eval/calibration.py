@@ -5,8 +5,8 @@ measure what each layer sees. Sources, by the kind of model:
 - zoo image classifiers and sentence encoders: their task's calibration inputs
   (zoocodec.eval.tasks: Fashion-MNIST train images for fmnist-cnn, disjoint from the
   judged test set; a seeded subset of the 5,000 judged digits for mnist-cnn; gensim
-  texts other than the judged lee_background.cor for minilm). The photo task (effnet-lite0)
-  has none: its 90 photos are all it is judged on;
+  texts other than the judged lee_background.cor for minilm; random crops of three photos
+  that ship with scikit-learn and matplotlib for effnet-lite0, judged on opencv-doc's);
 - a state dict with the user's `--module`, or a Hugging Face folder: the user's `--inputs`,
   i.e. calibration on the judged inputs;
 - ONNX models (run by onnxruntime, no torch module): none.
@@ -44,7 +44,9 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
         return Calibration(enc.model, lambda _net: enc.encode(inputs), _names(enc.model, weights), task.calibration_about,
                            len(inputs))
     net = build(arch, weights)
-    return Calibration(net, lambda n: _logits(lambda: inputs, 256)(n, None), _names(net, weights),
+    # batches of ~2M input values: the hooks unfold each convolution's input (k*k times its size)
+    batch = max(1, min(256, 2**21 // inputs[0].numel()))
+    return Calibration(net, lambda n: _logits(lambda: inputs, batch)(n, None), _names(net, weights),
                        task.calibration_about, len(inputs))
 
 

@@ -139,6 +139,50 @@ def _decoded_photos(loader: str | None) -> list[torch.Tensor]:
     raise ZoocodecError(f"ZOOCODEC_IMAGE_LOADER={loader!r}: use cpu or dali")
 
 
+CALIBRATION_CROPS = 256  # random crops data-aware rounding measures effnet-lite0's layer inputs on
+
+
+def _calibration_photo_files() -> list[Path]:
+    """Photos that ship with scikit-learn (china.jpg, flower.jpg) and matplotlib (grace_hopper.jpg):
+    real photos the photo task never judges (it judges opencv-doc's)."""
+    import importlib.util  # noqa: PLC0415
+
+    files = []
+    for package, folder, names in (("sklearn", "datasets/images", ("china.jpg", "flower.jpg")),
+                                   ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg",))):
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise DatasetMissing(f"calibration photos need {package}; install it with: pip install 'zoocodec[zoo]'")
+        files += [_need(Path(spec.origin).parent / folder / n, "pip install 'zoocodec[zoo]'") for n in names]
+    return files
+
+
+def photo_calibration(size: int = 224) -> torch.Tensor:
+    """CALIBRATION_CROPS random crops (seeded; 10-100% of the area, aspect 3:4 to 4:3, half of
+    them mirrored) of the three calibration photos, resized to size x size and normalised like
+    the judged views: CALIBRATION_CROPS x 3 x size x size."""
+    from PIL import Image  # noqa: PLC0415
+
+    photos = []
+    for path in _calibration_photo_files():
+        with Image.open(path) as img:
+            photos.append(torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1).unsqueeze(0))
+    gen = torch.Generator().manual_seed(0)
+    crops = []
+    for i in range(CALIBRATION_CROPS):
+        x = photos[i % len(photos)]
+        h, w = x.shape[-2:]
+        area, aspect = h * w * (0.1 + 0.9 * float(torch.rand(1, generator=gen))), \
+            float(torch.exp((torch.rand(1, generator=gen) - 0.5) * 2 * np.log(4 / 3)))
+        ch, cw = min(h, round((area / aspect) ** 0.5)), min(w, round((area * aspect) ** 0.5))
+        top, left = (int(torch.randint(0, n - c + 1, (1,), generator=gen)) for n, c in ((h, ch), (w, cw)))
+        x = torch.nn.functional.interpolate(x[..., top:top + ch, left:left + cw].float() / 255.0, size=(size, size),
+                                            mode="bilinear", antialias=True, align_corners=False)
+        x = _centre(x, size)
+        crops.append(x.flip(-1) if i % 2 else x)
+    return torch.stack(crops)
+
+
 PHOTO_VIEWS = 4  # per photo: two crops (shorter side 256 and 224, centre 224) x (as is, mirrored)
 
 

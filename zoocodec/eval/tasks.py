@@ -139,7 +139,10 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          calibration_about=f"{data.CALIBRATION_IMAGES} Fashion-MNIST train images (seeded; disjoint from the test set)"),
     Task("photos", "image", "KL and top-1 agreement vs the original on opencv-doc's 90 example photos, "
          f"{data.PHOTO_VIEWS} views each (2 crops x 2 flips, 224x224)",
-         "kl", _logits(data.photo_views, 16), _photo_fidelity, ("kl",), search_limit=90, sensitivity_limit=16),
+         "kl", _logits(data.photo_views, 16), _photo_fidelity, ("kl",), search_limit=90, sensitivity_limit=16,
+         calibration=data.photo_calibration,
+         calibration_about=f"{data.CALIBRATION_CROPS} random crops of 3 photos that ship with scikit-learn and "
+                           "matplotlib (seeded; never judged)"),
     Task("lee", "text", "embedding cosine vs the original on the 300 documents of lee_background.cor",
          "cosine_mean", _embed_docs, _cosine, search_limit=64, sensitivity_limit=16,
          calibration=data.text_calibration, calibration_about=TEXT_CALIBRATION),

@@ -7,10 +7,11 @@ corrections aim at that, with the decoder and the file format unchanged (the sam
 grid, the same dequantization: a reader cannot tell):
 
 - error feedback (GPTQ, Frantar et al. 2023; OBQ): the columns of a Linear weight (of
-  a Conv's (Cout, Cin*kh*kw) view, matching its unfolded input patches) are rounded in
-  order, and each column's rounding error is spread onto the columns not yet rounded
-  through the Cholesky factor of H^-1, H = E[x x^T] of the layer's inputs (dampened by
-  DAMP of its mean diagonal). Optionally rate-aware: each index is the one among
+  a Conv's (Cout, Cin/groups*kh*kw) view, matching its unfolded input patches) are
+  rounded in order, and each column's rounding error is spread onto the columns not yet
+  rounded through the Cholesky factor of H^-1, H = E[x x^T] of the layer's inputs
+  (dampened by DAMP of its mean diagonal). A grouped convolution (depthwise: one group
+  per channel) has one H per group: each output channel sees only its group's inputs. Optionally rate-aware: each index is the one among
   floor, ceil and 0 that minimises (error)^2 + lam * bits under the tensor's order-0
   model of its rounded symbols, so small weights fall to 0 where that pays;
 - bias correction (Nagel et al. 2019, DFQ): the mean output error (W - W_hat) E[x] is
@@ -19,11 +20,14 @@ grid, the same dequantization: a reader cannot tell):
 
 H and E[x] are measured once, on the original model with calibration inputs
 (zoocodec.eval.tasks: disjoint from the judged inputs where the data allows), with
-torch forward hooks on the nn.Linear and nn.Conv2d (groups = 1) modules whose weights
-are quantized. Layers are rounded independently, each against its original inputs.
+torch forward hooks on the nn.Linear and nn.Conv2d modules whose weights are quantized.
+Layers are rounded independently, each against its original inputs; a layer whose H was
+measured on fewer input vectors than its size keeps nearest rounding (H would be singular:
+error feedback would push the error where the calibration inputs never look).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -36,6 +40,7 @@ from zoocodec.methods.uniform import Uniform
 
 DAMP = 0.01  # of the mean diagonal of H, added to its diagonal (GPTQ's default)
 BLOCK = 128  # columns rounded between two rank-BLOCK updates of the rest
+POSITIONS = 1024  # output positions per image and convolution whose input patches H is measured on
 RATE_LAM = 0.0  # lam of rate-aware rounding: (x - k)^2 + lam * bits(k) in step units; 0: nearest after feedback
 
 
@@ -43,9 +48,9 @@ RATE_LAM = 0.0  # lam of rate-aware rounding: (x - k)^2 + lam * bits(k) in step 
 class LayerInputs:
     """Second moment and mean of one layer's inputs (columns of its weight's 2-D view)."""
 
-    h: np.ndarray  # d x d, E[x x^T]
-    mean: np.ndarray  # d
-    count: int
+    h: np.ndarray  # groups x d x d, E[x x^T] of each group's inputs (groups = 1 but for grouped convolutions)
+    mean: np.ndarray  # groups x d
+    count: int  # input vectors measured (per group)
     # the 1-D tensor that absorbs the mean output error: (name, +1) a bias, (name, -1) a BN running mean
     bias: tuple[str, int] | None = None
 
@@ -70,11 +75,13 @@ def collect(net: torch.nn.Module, run: Callable[[torch.nn.Module], object],
 
         def hook(m, args, _out, key=key):
             x = _patches(m, args[0].detach().float())  # float32 products per batch, summed in float64
+            rows = x.shape[0]
+            x = x.view(rows, getattr(m, "groups", 1), -1).transpose(0, 1)  # groups x rows x d
             acc = sums[key]
-            xtx, s = (x.T @ x).double(), x.double().sum(0)
+            xtx, s = (x.transpose(1, 2) @ x).double(), x.sum(1).double()
             acc[0] = xtx if acc[0] is None else acc[0] + xtx
             acc[1] = s if acc[1] is None else acc[1] + s
-            acc[2] += x.shape[0]
+            acc[2] += rows
         hooks.append(mod.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -96,20 +103,30 @@ def collect(net: torch.nn.Module, run: Callable[[torch.nn.Module], object],
 def _supported(mod: torch.nn.Module) -> bool:
     if isinstance(mod, torch.nn.Linear):
         return True
-    return isinstance(mod, torch.nn.Conv2d) and mod.groups == 1 and isinstance(mod.padding, tuple)
+    return isinstance(mod, torch.nn.Conv2d) and isinstance(mod.padding, tuple)
 
 
 def _patches(mod: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The layer's inputs as rows matching the columns of its weight's 2-D view."""
+    """The layer's inputs as rows matching the columns of its weight's 2-D view (all groups side by side).
+
+    A convolution contributes at most POSITIONS output positions per image (a strided grid:
+    neighbouring patches add little to H, and unfolding a 112 x 112 depthwise layer whole
+    costs minutes here). One that pads its input itself before F.conv2d (EfficientNet's
+    Conv2dStaticSamePadding: a `static_padding` module) is given that padding first."""
     if isinstance(mod, torch.nn.Linear):
         return x.reshape(-1, x.shape[-1])
-    if mod.padding_mode != "zeros" and any(mod.padding):
-        x = torch.nn.functional.pad(x, mod._reversed_padding_repeated_twice, mode=mod.padding_mode)
-        pad = 0
-    else:
-        pad = mod.padding
-    cols = torch.nn.functional.unfold(x, mod.kernel_size, mod.dilation, pad, mod.stride)  # N x (C*kh*kw) x L
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    if isinstance(getattr(mod, "static_padding", None), torch.nn.Module):
+        x = mod.static_padding(x)
+    if any(mod.padding):
+        mode = "constant" if mod.padding_mode == "zeros" else mod.padding_mode
+        x = torch.nn.functional.pad(x, mod._reversed_padding_repeated_twice, mode=mode)
+    (kh, kw), (sh, sw), (dh, dw) = mod.kernel_size, mod.stride, mod.dilation
+    ho, wo = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1, (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    every = max(1, math.ceil(math.sqrt(ho * wo / POSITIONS)))
+    taps = [x[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh * every, j * dw:j * dw + (wo - 1) * sw + 1:sw * every]
+            for i in range(kh) for j in range(kw)]  # each N x C x ho' x wo'
+    cols = torch.stack(taps, dim=-1)  # N x C x ho' x wo' x (kh*kw): columns in the weight's (c, i, j) order
+    return cols.permute(0, 2, 3, 1, 4).reshape(-1, x.shape[1] * kh * kw)
 
 
 def _bias_of(mname: str, mod: torch.nn.Module, modules: dict, order: list[str],
@@ -118,8 +135,8 @@ def _bias_of(mname: str, mod: torch.nn.Module, modules: dict, order: list[str],
     prefix = f"{mname}." if mname else ""
     if getattr(mod, "bias", None) is not None and f"{prefix}bias" in names:
         return names[f"{prefix}bias"], 1
-    at = order.index(mname)
-    nxt = order[at + 1] if at + 1 < len(order) else None
+    after = [n for n in order[order.index(mname) + 1:] if not n.startswith(prefix)] if prefix else []
+    nxt = after[0] if after else None  # the next module that is not part of this one (its padding)
     bn = modules.get(nxt) if nxt is not None else None
     if (isinstance(bn, torch.nn.modules.batchnorm._BatchNorm) and bn.track_running_stats
             and bn.num_features == mod.weight.shape[0] and f"{nxt}.running_mean" in names):
@@ -129,7 +146,8 @@ def _bias_of(mname: str, mod: torch.nn.Module, modules: dict, order: list[str],
 
 def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, lam: float = 0.0) -> np.ndarray:
     """int64 indices of the rows x d matrix `w` on the grid k * steps[row] (or one step),
-    rounded column by column with error feedback through H (d x d).
+    rounded column by column with error feedback through H: d x d for every row, or
+    groups x d x d for consecutive equal groups of rows (a grouped convolution's).
 
     lam > 0: each index is the cheapest of floor, ceil and 0 under (x - k)^2 * c_j + lam *
     bits(k), c_j the relative weight GPTQ gives column j's error, bits from the order-0
@@ -137,31 +155,35 @@ def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, la
     w = np.array(w, dtype=np.float64)
     rows, d = w.shape
     step = np.broadcast_to(np.asarray(steps, dtype=np.float64).reshape(-1, 1), (rows, 1))
-    h = np.array(h, dtype=np.float64)
-    dead = np.diag(h) <= 0
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    u = _inverse_cholesky(h, damp)
-    diag = np.diag(u).copy()
+    hs = np.array(h, dtype=np.float64).reshape(-1, d, d)
+    per = rows // hs.shape[0]
+    dead = np.diagonal(hs, axis1=1, axis2=2) <= 0  # groups x d: inputs that are always 0
+    g, j = np.nonzero(dead)
+    hs[g, j, j] = 1.0
+    w[np.repeat(dead, per, axis=0)] = 0.0
+    u = np.stack([_inverse_cholesky(x, damp) for x in hs])
+    # per row: its group's factor (one shared factor stays one matrix: the block updates are then one product)
+    u_rows = u if len(u) == 1 else np.repeat(u, per, axis=0)
+    diag = np.diagonal(u_rows, axis1=1, axis2=2)  # 1 or rows x d
     table = None
     if lam > 0:
         rounded = np.rint(w / step).astype(np.int64)
         table = Order0().rates(rounded)
-        weight = (1.0 / diag**2) / np.mean(1.0 / diag**2)  # column j's share of the output error per unit
+        weight = (1.0 / diag**2) / np.mean(1.0 / diag**2, axis=1, keepdims=True)  # column j's share of the output error
     q = np.zeros((rows, d), dtype=np.int64)
     for b0 in range(0, d, BLOCK):
         b1 = min(b0 + BLOCK, d)
         err = np.zeros((rows, b1 - b0))
         for j in range(b0, b1):
             x = w[:, j] / step[:, 0]
-            k = np.rint(x) if table is None else _cheapest(x, table, lam / weight[j])
+            k = np.rint(x) if table is None else _cheapest(x, table, lam / weight[:, j])
             q[:, j] = k
-            e = (w[:, j] - k * step[:, 0]) / diag[j]
+            e = (w[:, j] - k * step[:, 0]) / diag[:, j]
             err[:, j - b0] = e
             if j + 1 < b1:
-                w[:, j + 1 : b1] -= np.outer(e, u[j, j + 1 : b1])
+                w[:, j + 1 : b1] -= e[:, None] * u_rows[:, j, j + 1 : b1]
         if b1 < d:
-            w[:, b1:] -= err @ u[b0:b1, b1:]
+            w[:, b1:] -= err @ u[0, b0:b1, b1:] if len(u) == 1 else (err[:, None] @ u_rows[:, b0:b1, b1:])[:, 0]
     return q
 
 
@@ -223,7 +245,7 @@ class DataAware:
                 continue
             w = weights[name]
             w2 = w.detach().to(torch.float64).reshape(w.shape[0], -1).numpy()
-            if w2.shape[1] != li.h.shape[0]:
+            if w2.shape[1] != li.h.shape[-1] or w2.shape[0] % len(li.h) or li.count < li.h.shape[-1]:
                 continue
             k = gptq(w2, np.array([spec.step]), li.h, self.damp, self.lam)
             snapped = (k * spec.step).astype(np.float64)
@@ -232,7 +254,8 @@ class DataAware:
                 # the decoded weights, not the float64 grid: what the model will multiply by
                 hat = out[name].to(torch.float64).reshape(w.shape[0], -1).numpy()
                 bname, sign = li.bias
-                shifts[bname] = shifts.get(bname, 0.0) + sign * ((w2 - hat) @ li.mean)
+                shifts[bname] = shifts.get(bname, 0.0) + sign * np.einsum("gpd,gd->gp", _by_group(w2 - hat, li),
+                                                                           li.mean).ravel()
         for bname, delta in shifts.items():
             b = weights[bname]
             out[bname] = (b.detach().to(torch.float64) + torch.from_numpy(delta)).to(b.dtype)
@@ -246,8 +269,14 @@ class DataAware:
 
 
 def output_error(w: np.ndarray, w_hat: np.ndarray, li: LayerInputs) -> float:
-    """E ||(W - W_hat) x||^2 over the layer's calibration inputs: trace(E H E^T)."""
+    """E ||(W - W_hat) x||^2 over the layer's calibration inputs: the sum over rows of e H e^T."""
     e = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1) - np.asarray(w_hat, dtype=np.float64).reshape(
         w.shape[0], -1)
-    return float(np.einsum("ij,jk,ik->", e, li.h, e))
+    e = _by_group(e, li)
+    return float(np.einsum("gpd,gde,gpe->", e, li.h, e))
+
+
+def _by_group(e: np.ndarray, li: LayerInputs) -> np.ndarray:
+    """rows x d -> groups x rows per group x d: each row beside its group's H and mean."""
+    return e.reshape(len(li.h), -1, e.shape[1])
 
