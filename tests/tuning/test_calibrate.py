@@ -165,3 +165,16 @@ def test_patches_match_the_convolution():
         if conv.bias is not None:
             got = got + conv.bias.detach()
         assert torch.allclose(got, out, atol=1e-5), conv
+
+
+def test_inputs_never_seen_keep_their_weights():
+    """A column whose input was always 0 in calibration (a channel the calibration photos never
+    excite) is rounded to nearest, not zeroed: other inputs may excite it. Per group too."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6))
+    x[:, 2] = 0
+    h = x.T @ x / len(x)
+    w = rng.normal(size=(4, 6))
+    for hs in (h, np.stack([h, np.eye(6)])):
+        k = gptq(w, np.array([0.1]), hs)
+        assert np.array_equal(k[:, 2], np.rint(w[:, 2] / 0.1))

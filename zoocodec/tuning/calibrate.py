@@ -157,10 +157,10 @@ def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, la
     step = np.broadcast_to(np.asarray(steps, dtype=np.float64).reshape(-1, 1), (rows, 1))
     hs = np.array(h, dtype=np.float64).reshape(-1, d, d)
     per = rows // hs.shape[0]
-    dead = np.diagonal(hs, axis1=1, axis2=2) <= 0  # groups x d: inputs that are always 0
-    g, j = np.nonzero(dead)
+    # inputs that were always 0: decoupled, so their weights get nearest rounding and no feedback. Not
+    # zeroed (GPTQ's choice): a channel dead on the calibration inputs may well be alive on others
+    g, j = np.nonzero(np.diagonal(hs, axis1=1, axis2=2) <= 0)
     hs[g, j, j] = 1.0
-    w[np.repeat(dead, per, axis=0)] = 0.0
     u = np.stack([_inverse_cholesky(x, damp) for x in hs])
     # per row: its group's factor (one shared factor stays one matrix: the block updates are then one product)
     u_rows = u if len(u) == 1 else np.repeat(u, per, axis=0)
