@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -144,24 +144,20 @@ def _bias_of(mname: str, mod: torch.nn.Module, modules: dict, order: list[str],
     return None
 
 
-def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, lam: float = 0.0) -> np.ndarray:
+def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, lam: float = 0.0,
+         u: np.ndarray | None = None) -> np.ndarray:
     """int64 indices of the rows x d matrix `w` on the grid k * steps[row] (or one step),
     rounded column by column with error feedback through H: d x d for every row, or
     groups x d x d for consecutive equal groups of rows (a grouped convolution's).
 
     lam > 0: each index is the cheapest of floor, ceil and 0 under (x - k)^2 * c_j + lam *
     bits(k), c_j the relative weight GPTQ gives column j's error, bits from the order-0
-    model of the nearest-rounded symbols."""
+    model of the nearest-rounded symbols. `u`: factors(h, damp), where already computed."""
     w = np.array(w, dtype=np.float64)
     rows, d = w.shape
     step = np.broadcast_to(np.asarray(steps, dtype=np.float64).reshape(-1, 1), (rows, 1))
-    hs = np.array(h, dtype=np.float64).reshape(-1, d, d)
-    per = rows // hs.shape[0]
-    # inputs that were always 0: decoupled, so their weights get nearest rounding and no feedback. Not
-    # zeroed (GPTQ's choice): a channel dead on the calibration inputs may well be alive on others
-    g, j = np.nonzero(np.diagonal(hs, axis1=1, axis2=2) <= 0)
-    hs[g, j, j] = 1.0
-    u = np.stack([_inverse_cholesky(x, damp) for x in hs])
+    u = factors(h, damp) if u is None else u
+    per = rows // len(u)
     # per row: its group's factor (one shared factor stays one matrix: the block updates are then one product)
     u_rows = u if len(u) == 1 else np.repeat(u, per, axis=0)
     diag = np.diagonal(u_rows, axis1=1, axis2=2)  # 1 or rows x d
@@ -185,6 +181,17 @@ def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, la
         if b1 < d:
             w[:, b1:] -= err @ u[0, b0:b1, b1:] if len(u) == 1 else (err[:, None] @ u_rows[:, b0:b1, b1:])[:, 0]
     return q
+
+
+def factors(h: np.ndarray, damp: float = DAMP) -> np.ndarray:
+    """groups x d x d: per group, the upper Cholesky factor of its dampened H^-1 (what the feedback runs through)."""
+    d = np.shape(h)[-1]
+    hs = np.array(h, dtype=np.float64).reshape(-1, d, d)
+    # inputs that were always 0: decoupled, so their weights get nearest rounding and no feedback. Not
+    # zeroed (GPTQ's choice): a channel dead on the calibration inputs may well be alive on others
+    g, j = np.nonzero(np.diagonal(hs, axis1=1, axis2=2) <= 0)
+    hs[g, j, j] = 1.0
+    return np.stack([_inverse_cholesky(x, damp) for x in hs])
 
 
 def _inverse_cholesky(h: np.ndarray, damp: float) -> np.ndarray:
@@ -232,6 +239,7 @@ class DataAware:
     lam: float = RATE_LAM
     bias_correction: bool = True
     damp: float = DAMP
+    _factors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # per layer: H is fixed, steps are not
 
     def targets(self, weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec]) -> dict[str, torch.Tensor]:
         """The tensors to hand the quantizers instead of the originals: eligible planned
@@ -247,7 +255,9 @@ class DataAware:
             w2 = w.detach().to(torch.float64).reshape(w.shape[0], -1).numpy()
             if w2.shape[1] != li.h.shape[-1] or w2.shape[0] % len(li.h) or li.count < li.h.shape[-1]:
                 continue
-            k = gptq(w2, np.array([spec.step]), li.h, self.damp, self.lam)
+            if name not in self._factors:
+                self._factors[name] = factors(li.h, self.damp)
+            k = gptq(w2, np.array([spec.step]), li.h, self.damp, self.lam, self._factors[name])
             snapped = (k * spec.step).astype(np.float64)
             out[name] = torch.from_numpy(snapped.reshape(tuple(w.shape))).to(w.dtype)
             if self.bias_correction and li.bias is not None:
