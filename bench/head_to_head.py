@@ -236,7 +236,8 @@ def best_method() -> str:
     return next((f"{m}:{coder[1:]}" if coder else m for m in ("dq", "rdoq") if m in REGISTRY), "uniform")
 
 
-def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = False) -> list[tuple[str, str, object]]:
+def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = False,
+                      log=lambda _msg: None) -> list[tuple[str, str, object]]:
     """(tool, setting, write(path)) for the methods the registry holds now, bracketing NNCodec.
 
     `mode` is quick (one setting per tool), default, or full; `lean` leaves out the tools
@@ -280,7 +281,7 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
         def write(path):
             # as `zoocodec compress --target-loss` runs it: its own method, rounding and coder choice
             auto_compress(subject.tensors, path, target / 100, reference=subject.name, min_size=MIN_SIZE,
-                          sensitivities=shared.get("auto_sens"))
+                          sensitivities=shared.get("auto_sens"), log=lambda m: log(f"{subject.name}: auto {target}%: {m}"))
             if "auto_sens" not in shared:
                 with zoocodec.Archive(path) as a:
                     stored = a.header["meta"]["auto"]["sensitivities"]
@@ -689,7 +690,7 @@ def bench_model(name: str, mode: str, log, search_inputs: bool = False, lean: bo
             rows += run_nncodec(subject, judge, qps, work, repeat)
         else:
             result["nncodec_skipped"] = "no NNCodec environment (run bench/peers/setup_nncodec.sh)"
-        for tool, setting, write in zoocodec_settings(subject, judge, mode, lean):
+        for tool, setting, write in zoocodec_settings(subject, judge, mode, lean, log):
             log(f"{name}: {tool} {setting}")
             try:
                 rows.append(run_zoocodec(subject, judge, tool, setting, write, work, 1 if "auto" in tool else repeat))
