@@ -64,9 +64,10 @@ MIN_SIZE = 64
 # Automatic mode measures every tensor of MIN_SIZE weights, 1-D ones too (their noise keeps
 # BatchNorm variances positive), and codes a 1-D tensor lossily where that takes fewer bytes.
 HEAVY = 5e6
-# qp / step grids are set for minilm and the MNIST CNNs; effnet-lite0 (depthwise convolutions)
-# loses 3% top-1 agreement already at NNCodec's qp -40: its grids sit 12 qp finer (steps / 8).
-SHIFT = {"effnet-lite0": -12}
+# qp / step grids are set for minilm and the MNIST CNNs; effnet-lite0 (depthwise convolutions,
+# budgeted by output KL 0.001-0.01) reaches KL 0.003 already at NNCodec's qp -39: its grids sit
+# 6 qp finer (NNCodec qp -46..-33).
+SHIFT = {"effnet-lite0": -6}
 ZOO = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm", "mpnet"]  # run and table order  # fp32 bytes above which a model gets fewer settings (effnet-lite0, minilm): time on 2 shared cores
 
 
