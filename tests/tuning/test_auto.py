@@ -84,6 +84,15 @@ def test_auto_mode_respects_the_budget_on_mnist_cnn(mnist_path, tmp_path):
     _check(result, out, 0.01)
     eight = zoocodec.compress("mnist-cnn", tmp_path / "u8.zc", "uniform:bits=8")
     assert result.report.ratio > 2 * eight.ratio  # far smaller than int8 at <= 1% top-1 loss
+    # another budget from the file's sensitivities (as the head-to-head runs them): a tensor they leave
+    # out, as the header leaves out one whose noise broke the model, stays lossless
+    with zoocodec.Archive(out) as a:
+        stored = a.header["meta"]["auto"]["sensitivities"]
+    left_out = "fc_layers.0.weight"
+    again = tmp_path / "again.zc"
+    auto_compress("mnist-cnn", again, 0.02, sensitivities={k: v for k, v in stored.items() if k != left_out})
+    methods = {t["name"]: t["method"] for t in zoocodec.inspect(again)["tensors"]}
+    assert methods[left_out].startswith("lossless") and not methods["conv_layers.6.weight"].startswith("lossless")
 
 
 @pytest.mark.slow  # about 6 minutes here: calibration, three strengths, the search again on all 10,000 images

@@ -114,8 +114,9 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
 
     `choose_coder=False` keeps the method's coder (one the user named); otherwise a method
     whose coder is a context coder gets the cheaper of them.
-    `sensitivities` (from zoocodec.tuning.sensitivity.measure) skips their measurement, e.g.
-    when one model is compressed at several budgets. `inputs` (with `module`, `output` as
+    `sensitivities` (from zoocodec.tuning.sensitivity.measure, or a file's
+    `meta["auto"]["sensitivities"]`) skips their measurement, e.g. when one model is compressed
+    at several budgets; a tensor they leave out or give a non-finite value stays lossless. `inputs` (with `module`, `output` as
     for zoocodec.eval.anymodel) judges a model outside the zoo by its outputs on them.
     `rounding="gptq"` chooses the indices of a uniform method's grid with calibration inputs
     (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
@@ -151,9 +152,11 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         say(f"measuring sensitivities on {reference or model}/{t.name}")
         sens_ev = sens_ev or evaluator(reference, t, t.sensitivity_limit)
         sens = measure(sens_ev, weights, quantized_names(weights, min_size), groups=embedding_groups(weights))
-    # a tensor whose noise broke the model (non-finite) is left out of the plan: it stays lossless
+    # a tensor whose noise broke the model (non-finite) is left out of the plan: it stays lossless. So does
+    # one missing from given sensitivities: the header stores only the usable ones, and reusing them must
+    # not quantize a tensor the first run found broken
     usable = {k: v for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
-    broken = set(sens) - set(usable)
+    broken = set(quantized_names(weights, min_size)) - set(usable)
     spec = parse_spec(method or "uniform")
     exact_bytes: dict[str, int] = {}
     rounder, calibration = _rounder(rounding, rate_lam, spec, full_ev, t, weights, say)
