@@ -21,6 +21,7 @@ OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 APT_FASHION = "apt-get install dataset-fashion-mnist"
 APT_OPENCV = "apt-get install opencv-doc"
 PIP_GENSIM = "pip install gensim"
+PIP_ZOO = "pip install 'zoocodec[zoo]'"
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -152,8 +153,8 @@ def _calibration_photo_files() -> list[Path]:
                                    ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg",))):
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:
-            raise DatasetMissing(f"calibration photos need {package}; install it with: pip install 'zoocodec[zoo]'")
-        files += [_need(Path(spec.origin).parent / folder / n, "pip install 'zoocodec[zoo]'") for n in names]
+            raise DatasetMissing(f"calibration photos need {package}; install it with: {PIP_ZOO}")
+        files += [_need(Path(spec.origin).parent / folder / n, PIP_ZOO) for n in names]
     return files
 
 

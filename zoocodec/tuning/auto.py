@@ -257,10 +257,9 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     meta = {"zoo": reference, "auto": auto} if reference else \
         {"auto": auto | {"original": str(model), "inputs": str(inputs), "module": module, "output": output}}
     # the quantizers get the chosen grid values (their rounding returns the chosen indices); errors are
-    # measured against the original weights; the tensors left out of the plan stay exact, as they were
-    # when the file was verified (not the model-wide default spec)
-    exact = {k: Lossless() for k in broken}
-    report = compress(model, out, plan={**exact, **plan}, min_size=min_size, meta=meta,
+    # measured against the original weights; every tensor outside the plan stays exact, as it was when the
+    # file was verified (not the model-wide default spec)
+    report = compress(model, out, "lossless", plan=plan, min_size=min_size, meta=meta,
                       targets={k: to_tensordata(k, v).array for k, v in targets.items()})
     return AutoResult(report, reference or str(model), t.name, t.primary, target_loss, m.value, m.baseline, m.loss,
                       m.loss_high, m.n, base, strength, str(coded), auto["rounding"]["rounding"], trace,

@@ -135,8 +135,8 @@ def _bias_of(mname: str, mod: torch.nn.Module, modules: dict, order: list[str],
     prefix = f"{mname}." if mname else ""
     if getattr(mod, "bias", None) is not None and f"{prefix}bias" in names:
         return names[f"{prefix}bias"], 1
-    after = [n for n in order[order.index(mname) + 1:] if not n.startswith(prefix)] if prefix else []
-    nxt = after[0] if after else None  # the next module that is not part of this one (its padding)
+    # the next module that is not part of this one (its padding)
+    nxt = next((n for n in order[order.index(mname) + 1:] if not n.startswith(prefix)), None) if prefix else None
     bn = modules.get(nxt) if nxt is not None else None
     if (isinstance(bn, torch.nn.modules.batchnorm._BatchNorm) and bn.track_running_stats
             and bn.num_features == mod.weight.shape[0] and f"{nxt}.running_mean" in names):
