@@ -30,6 +30,7 @@ from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import uniform as K
 from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, inner_method, nested_text, register
 from zoocodec.methods.uniform import Uniform, load_steps, store_steps
+from zoocodec.registry import METHOD_TEXT, ints, one_of
 
 MODES = ("video", "delta", "independent")
 
@@ -39,6 +40,7 @@ MODES = ("video", "delta", "independent")
 class Sequence(MethodSpec):
     name = "sequence"
     version = 1
+    ranges = {"mode": one_of(*MODES), "keyint": ints(0), "then": METHOD_TEXT}
 
     mode: str = "delta"
     keyint: int = 0
@@ -55,11 +57,7 @@ class Sequence(MethodSpec):
         """Members quantized on one shared uniform grid (else each member coded alone by `then`)."""
         return type(self.inner) is Uniform
 
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise SpecError(f"sequence: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not isinstance(self.keyint, int) or self.keyint < 0:
-            raise SpecError(f"sequence: keyint must be >= 0, got {self.keyint!r}")
+    def check(self) -> None:
         video = isinstance(getattr(self.inner, "coder", None), VideoCoder)
         if self.mode == "video" and not (self.on_grid and video):
             raise SpecError(f"sequence mode 'video' needs a uniform spec with a video coder "

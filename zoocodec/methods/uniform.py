@@ -24,8 +24,8 @@ from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import uniform as K
 from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
-from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, as_float64, check_step_or_bits, default_bits,
-                                   from_float64, read_array, register, row_blocks)
+from zoocodec.methods.base import (STEP_OR_BITS, MethodSpec, Quantized, TensorData, as_float64, check_step_or_bits,
+                                   default_bits, from_float64, nested_coder, read_array, register, row_blocks)
 from zoocodec.methods.lossless import native_dtype
 
 
@@ -59,6 +59,12 @@ def load_steps(q: Quantized, shape: tuple[int, ...], what: str) -> np.ndarray:
 class Uniform(MethodSpec):
     name = "uniform"
     version = 2
+    upgrades = {1: nested_coder}
+    ranges = STEP_OR_BITS
+    gpu = True
+    gpu_decode = True
+    steppable = True
+    rounds_nearest = True
 
     bits: int | None = None
     step: float | None = None
@@ -69,11 +75,8 @@ class Uniform(MethodSpec):
         super().__post_init__()
         default_bits(self)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         check_step_or_bits(self)
-        self.coder.validate()
-
-    gpu = True
 
     def steps_for(self, w, per_channel: bool | None = None) -> np.ndarray:
         """float64 steps (host), one per row of the quantization view, exactly representable in
