@@ -142,6 +142,7 @@ class CoderSpec(Spec):
     alphabet: ClassVar[str] = "levels"
     # kernels/decode.py decodes its streams on a GPU
     gpu_decode: ClassVar[bool] = False
+    examples: ClassVar[tuple[str, ...]] = ()  # its other modes, for the conformance suite (tests/codecs)
 
     @classmethod
     def parse(cls, text: str) -> CoderSpec:

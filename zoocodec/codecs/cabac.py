@@ -148,6 +148,7 @@ class Cabac(CoderSpec):
     version = 1
 
     ranges = {"substream": ints(1, 1 << 30, text="1..2^30 weights")}
+    examples = ("cabac(substream=100)",)
 
     substream: int = 1 << 16
 

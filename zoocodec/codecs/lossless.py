@@ -37,6 +37,7 @@ class Zstd(CoderSpec):
 
     alphabet = "bits"
     ranges = {"level": ints(1, 22)}
+    examples = ("zstd(level=1)",)
 
     level: int = 19
 

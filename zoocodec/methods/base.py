@@ -216,6 +216,9 @@ class MethodSpec(Spec):
     # nearest rounding on its grid: values handed over on the grid (k * step) quantize to k, so
     # data-aware rounding (tuning/calibrate.py) may choose the symbols for it
     rounds_nearest: ClassVar[bool] = False
+    # spec texts of its other modes, run with the default by the conformance suite
+    # (tests/methods/test_conformance.py) and the batching tests
+    examples: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         for name in spec_fields(type(self)):
@@ -327,7 +330,10 @@ class MethodSpec(Spec):
             if consume:
                 del segments[name]
         arrays = {k: v for k, v in segments.items() if k not in shapes}  # (consumed streams are gone already)
-        return self.dequantize(Quantized(symbols, side, arrays), tuple(shape), dtype)
+        try:
+            return self.dequantize(Quantized(symbols, side, arrays), tuple(shape), dtype)
+        except (KeyError, IndexError, ValueError, TypeError, OverflowError) as e:  # what a forgery makes NumPy raise
+            raise ContainerError(f"{self.name}: damaged payload or side info ({type(e).__name__}: {e})") from None
 
     def _decoded_dtype(self, stream: str, dtype: str, coder: CoderSpec) -> np.dtype | None:
         want = self.symbol_dtype(stream, dtype)

@@ -41,6 +41,7 @@ class Dither(MethodSpec):
     upgrades = {1: nested_coder}
     ranges = {**STEP_OR_BITS, "lattice": one_of(*K.LATTICES), "seed": ints(0, 2**63 - 1, text="0..2**63-1")}
     steppable = True
+    examples = ("dither:bits=6,lattice=e8,seed=3", "dither:step=0.01,lattice=d4")
 
     step: float | None = None
     bits: int | None = None

@@ -43,6 +43,7 @@ class LNQ(MethodSpec):
     upgrades = {1: nested_coder}
     ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "unit": ints(1, 4096), "clusters": ints(2, 16), "iters": ints(0, 1000)}
     steppable = True
+    examples = ("lnq:bits=6,unit=4,clusters=4",)
 
     bits: int | None = None
     step: float | None = None

@@ -49,6 +49,7 @@ class Lossless(MethodSpec):
         return params
 
     upgrades = {1: _from_v1}
+    examples = ("lossless:coder=zstd(level=3)", "lossless:coder=raw")
 
     def check(self) -> None:
         if self.coder.lossy:

@@ -31,6 +31,7 @@ class LowRank(MethodSpec):
     version = 2
     upgrades = {1: nested_coder}
     ranges = {"rank": ints(0), "energy": interval(0, 1, "(]"), "bits": ints(2, 16)}
+    examples = ("lowrank:rank=3,bits=8",)
 
     rank: int | None = None
     energy: float | None = None

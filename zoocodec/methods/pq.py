@@ -34,6 +34,7 @@ class PQ(MethodSpec):
     upgrades = {1: nested_coder}
     ranges = {"m": ints(1, 64), "k": ints(2, 4096), "groups": ints(1, 65536), "stages": ints(1, 8),
               "iters": ints(0, 1000), "codebook": one_of(*CODEBOOK)}
+    examples = ("pq:m=2,k=16,groups=2,stages=2,codebook=float16",)
 
     m: int = 4
     k: int = 256

@@ -38,6 +38,7 @@ class Prune(MethodSpec):
     # version 1 coded the mask's row classes with its `coder` (ans); the mask coder is `flags` since
     upgrades = {1: lambda params: {**params, "coder": {"coder": "flags", "version": 1}}}
     ranges = {"sparsity": interval(0, 1), "then": METHOD_TEXT}
+    examples = ("prune:sparsity=0.75,per_row=true,then=dq:bits=6", "prune:sparsity=0.9,then=lossless")
 
     sparsity: float = 0.5
     then: str = "uniform"

@@ -37,6 +37,7 @@ class RDOQ(MethodSpec):
     ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "iters": ints(0, 10)}
     steppable = True
     grouped_steps = True
+    examples = ("rdoq:step=0.01,coder=ans,lam=0.3",)
 
     step: float | None = None
     bits: int | None = None
@@ -185,6 +186,7 @@ class DQ(RDOQ):
 
     name = "dq"
     version = 2
+    examples = ("dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac")
 
     def trellis(self, stream, shape):
         """The state machine walks each row of the 2-D view (axis 1), or each column when wider than tall."""

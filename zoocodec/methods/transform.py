@@ -120,6 +120,7 @@ class DCT(_Transform):
 class KLT(_Transform):
     name = "klt"
     version = 2
+    examples = ("klt:theta=1e-5,block=8",)
     stores_basis = True
 
     def basis(self, x):

@@ -65,6 +65,7 @@ class Uniform(MethodSpec):
     gpu_decode = True
     steppable = True
     rounds_nearest = True
+    examples = ("uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx")
 
     bits: int | None = None
     step: float | None = None
