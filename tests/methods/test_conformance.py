@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from zoocodec.errors import SpecError
-from zoocodec.kernels.backend import gpu_available, to_numpy
-from zoocodec.methods import REGISTRY, MethodSpec, Quantized, TensorData, parse_spec, spec_from_dict
+from zoocodec.kernels.backend import gpu_available
+from zoocodec.methods import REGISTRY, MethodSpec, TensorData, parse_spec, spec_from_dict
 from zoocodec.methods.base import from_float64
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import range_of
 
-from conformance import outside, refused_in_one_line
+from conformance import outside, refused_in_one_line, same
 
 
 def spec_texts() -> list[str]:
@@ -82,14 +82,6 @@ def test_empty_and_one_element(text, shape, device):
     check_round_trip(parse_spec(text), weights(shape), namespace(device))
 
 
-def same(a: Quantized, b: Quantized) -> bool:
-    sa, sb = ({k: to_numpy(v) for k, v in q.symbols.items()} for q in (a, b))
-    arrays_a, arrays_b = ({k: bytes(v) for k, v in q.arrays.items()} for q in (a, b))
-    ra, rb = to_numpy(a.recon), to_numpy(b.recon)
-    return (sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and np.array_equal(sa[k], sb[k]) for k in sa)
-            and a.side == b.side and arrays_a == arrays_b and ra.dtype == rb.dtype and ra.tobytes() == rb.tobytes())
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("text", SPECS)
 def test_quantize_many_equals_quantize(text, device):
@@ -114,7 +106,7 @@ FORGED_VALUES = [None, -1, 1e308, "x", [], {}, [[-1]]]
 
 @pytest.mark.parametrize("text", SPECS)
 def test_forged_payloads_and_side_info_are_refused_in_one_line(text):
-    spec, t = parse_spec(text), weights((12, 40))
+    spec, t = parse_spec(text), weights((4, 30))  # (4 rows: a sequence of 4 members, each its own streams)
     enc = spec.encode(t)
     side = json.loads(json.dumps(enc.side))
     shape = t.array.shape
@@ -127,7 +119,7 @@ def test_forged_payloads_and_side_info_are_refused_in_one_line(text):
     for name, data in enc.segments.items():
         for cut in sorted({0, 1, len(data) // 2, max(len(data) - 1, 0)}):
             refused_in_one_line(lambda: decode(side, {**enc.segments, name: data[:cut]}))
-        for _ in range(12 if data else 0):
+        for _ in range(8 if data else 0):
             b = bytearray(data)
             for pos in g.integers(0, len(b), int(g.integers(1, 4))):
                 b[pos] ^= int(g.integers(1, 256))
@@ -185,7 +177,7 @@ def test_declarations_hold(cls):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("text", SPECS)
+@pytest.mark.parametrize("text", SPECS if gpu_available() else [])  # (one skip without a GPU)
 def test_gpu_equals_cpu(text):
     """Where a method declares a GPU quantizer, CuPy gives NumPy's symbols, side info and bytes."""
     spec, xp = parse_spec(text), namespace("cuda")
