@@ -123,7 +123,11 @@ class Spec:
     def upgrade(cls, d: dict[str, Any], from_version: int) -> dict[str, Any]:
         """The JSON of version `from_version` of this spec -> that of the current version, by the
         declared `upgrades`, one version at a time. SpecError for versions newer than this code,
-        or older than any upgrade reaches."""
+        or older than any upgrade reaches. On a base class (MethodSpec.upgrade) the JSON's own
+        method or coder name picks the class."""
+        if not cls.name:
+            name = d.get(cls.kind) if isinstance(d, dict) else None
+            return REGISTRIES[cls.kind].lookup(name if isinstance(name, str) else repr(name)).upgrade(d, from_version)
         if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
             raise SpecError(f"{cls.kind} {cls.name!r}: version {from_version!r} is not a version")
         if from_version > cls.version:
