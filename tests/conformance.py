@@ -23,6 +23,8 @@ def outside(r: Range):
         return "?"
     if r.registry:
         return "nope"
+    if r.each:
+        return ()
     if r.lo is not None:
         return r.lo if r.open_lo else r.lo - 1
     return r.hi if r.open_hi else r.hi + 1

@@ -125,5 +125,7 @@ def zoo_models() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m zoocodec.catalog docs/methods.md  (rewrites its generated tables)")
     path = Path(sys.argv[1])
     path.write_text(with_tables(path.read_text()))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,9 +30,10 @@ from zoocodec.errors import SpecError
 @dataclass(frozen=True)
 class Range:
     """The valid values of one parameter: numbers between `lo` and `hi` (integers only when
-    `integer`), one of `choices`, or the names of a registry (`registry`: "method" for the
-    spec text of an inner method, "coder"). `text` is how it reads where the bounds alone
-    would not say it well. None is always accepted where the field allows it."""
+    `integer`; a non-empty tuple of such numbers when `each`), one of `choices`, or the names
+    of a registry (`registry`: "method" for the spec text of an inner method, "coder").
+    `text` is how it reads where the bounds alone would not say it well. None is always
+    accepted where the field allows it."""
 
     lo: float | None = None
     hi: float | None = None
@@ -40,16 +42,20 @@ class Range:
     open_hi: bool = False
     choices: tuple[str, ...] = ()
     registry: str = ""
+    each: bool = False
     text: str = ""
 
     def holds(self, value: Any) -> bool:
+        if self.each:
+            one = dataclasses.replace(self, each=False)
+            return isinstance(value, (tuple, list)) and len(value) > 0 and all(one.holds(v) for v in value)
         if self.choices:
             return value in self.choices
         if self.registry == "method":
             return isinstance(value, str) and value.partition(":")[0].strip() in METHODS
         if self.registry == "coder":
             return isinstance(value, Spec) and value.name in CODERS
-        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if self.integer else numbers.Real):
             return False
         if not math.isfinite(value):
             return False

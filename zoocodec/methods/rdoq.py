@@ -34,7 +34,8 @@ class RDOQ(MethodSpec):
     name = "rdoq"
     version = 2
     upgrades = {1: nested_coder}
-    ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "iters": ints(0, 10)}
+    ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "iters": ints(0, 10),
+              "group_steps": Range(0, open_lo=True, each=True, text="positive numbers, one per row group")}
     steppable = True
     grouped_steps = True
     examples = ("rdoq:step=0.01,coder=ans,lam=0.3",)
@@ -57,10 +58,8 @@ class RDOQ(MethodSpec):
 
     def check(self) -> None:
         check_step_or_bits(self)
-        if self.group_steps is not None:
-            if self.step is None or not self.group_steps or not all(
-                    isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in self.group_steps):
-                raise SpecError("rdoq: group_steps must be positive numbers, with step set")
+        if self.group_steps is not None and self.step is None:
+            raise SpecError(f"{self.name}: group_steps need step set (the smallest of them)")
 
     def row_steps(self, w2: np.ndarray) -> np.ndarray:
         """float64 step per row of the matrix view (or a single one), exact in float32."""
