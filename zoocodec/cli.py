@@ -170,7 +170,7 @@ def compress(
     device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
 ):
     """Compress a model into a .zc container."""
-    from zoocodec.methods import Overrides  # noqa: PLC0415
+    from zoocodec.pipeline.policy import Overrides  # noqa: PLC0415
     from zoocodec.device import resolve  # noqa: PLC0415
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
 

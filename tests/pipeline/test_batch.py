@@ -8,9 +8,10 @@ import torch
 
 import zoocodec
 from zoocodec.errors import SpecError
-from zoocodec.methods import REGISTRY, Overrides, parse_spec
+from zoocodec.methods import REGISTRY, parse_spec
 from zoocodec.pipeline import batch
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, DEFAULT_SPEC, choose_spec, load
+from zoocodec.pipeline.core import load
+from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, choose_spec
 
 from conformance import same
 from conftest import laplace_model, zoo_path

@@ -20,9 +20,7 @@ coder may model the quantizer's state.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import math
-import re
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -435,41 +433,3 @@ def inner_method(outer: MethodSpec) -> MethodSpec:
     if isinstance(spec, type(outer)):
         raise SpecError(f"{outer.name}: the inner method cannot be {outer.name} again")
     return spec
-
-
-class Overrides:
-    """Per-tensor specs chosen by name pattern; the first pattern that matches wins.
-
-    Patterns are shell globs ('*embeddings*') or regular expressions ('re:layer\\.[0-5]\\.').
-    """
-
-    def __init__(self, rules: list[tuple[str, MethodSpec]] | dict[str, Any] | None = None):
-        items = rules.items() if isinstance(rules, dict) else (rules or [])
-        self.rules: list[tuple[str, re.Pattern, MethodSpec]] = []
-        for pattern, spec in items:
-            regex = pattern[3:] if pattern.startswith("re:") else fnmatch.translate(pattern)
-            try:
-                compiled = re.compile(regex)
-            except re.error as e:
-                raise SpecError(f"bad override pattern {pattern!r}: {e}") from None
-            self.rules.append((pattern, compiled, parse_spec(spec)))
-
-    @classmethod
-    def parse(cls, texts: list[str]) -> Overrides:
-        """['PATTERN=SPEC', ...] as given on the command line."""
-        rules = []
-        for text in texts:
-            pattern, eq, spec = text.partition("=")
-            if not eq or not pattern:
-                raise SpecError(f"override {text!r} is not PATTERN=SPEC")
-            rules.append((pattern, spec))
-        return cls(rules)
-
-    def match(self, name: str) -> MethodSpec | None:
-        for pattern, compiled, spec in self.rules:
-            if (compiled.search(name) if pattern.startswith("re:") else compiled.match(name)):
-                return spec
-        return None
-
-    def to_list(self) -> list[list]:
-        return [[p, s.to_dict()] for p, _, s in self.rules]

@@ -42,7 +42,8 @@ from zoocodec.codecs.base import Order0
 from zoocodec.errors import SpecError
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
 from zoocodec.methods.lossless import Lossless
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, finite, load, selected
+from zoocodec.pipeline.core import load
+from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, finite, selected
 
 DEFAULT_METHOD = "uniform"
 DEFAULT_BASE_STEP = 2.0 ** (-30 / 4)  # about level with NNCodec's default on minilm (NOTES.md)
@@ -139,7 +140,7 @@ class _Item:
 
 
 def _gather(model, min_size: int) -> tuple[list[_Item], float, int]:
-    """The tensors compress quantizes (pipeline.core.selected, finite), and the bits of the others."""
+    """The tensors compress quantizes (pipeline.policy.selected, finite), and the bits of the others."""
     items, fixed_bits, params = [], 0.0, 0
     for t in load(model).tensors():
         params += t.array.size
