@@ -578,7 +578,7 @@ def report(
 def compress_seq(
     models: Annotated[list[str], typer.Argument(help="the members in order (files or zoo names), one architecture")],
     output: Annotated[Path, typer.Option("-o", "--output", help="the .zc file to write")],
-    mode: Annotated[str, typer.Option(help="delta (member minus predecessor; the smallest in bench/video.py) | video (inter-coded) | independent")] = "delta",
+    mode: Annotated[str, typer.Option(help="delta (member minus predecessor; the smallest in bench/bench_video.py) | video (inter-coded) | independent")] = "delta",
     method: Annotated[Optional[str], typer.Option(help="the shared grid (default uniform:bits=8)")] = None,
     coder: Annotated[Optional[str], typer.Option(help="video-h264 | video-hevc (video mode; default video-hevc), or ans | ctx for delta/independent")] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless (the default)")] = False,
