@@ -446,49 +446,70 @@ def inspect(
         console.print(line, highlight=False)
 
 
-def _inspect_seq(container: Path, json_out: bool) -> None:
-    """A sequence file: members, mode, and per tensor and per member what it costs."""
+def _seq_info(container: Path) -> dict:
+    """A sequence file's numbers, one definition for compress-seq and inspect: per member, the
+    bytes of its own streams (every tensor, quantized or exact) over its weights; on average,
+    the whole file (shared steps and header included) over all members' weights."""
     from zoocodec.methods import spec_from_dict  # noqa: PLC0415
     from zoocodec.pipeline.core import native_dtype  # noqa: PLC0415
-    from zoocodec.pipeline.sequence import SeqArchive  # noqa: PLC0415
+    from zoocodec.pipeline.sequence import SeqArchive, member_bytes  # noqa: PLC0415
 
     with SeqArchive(container) as a:
         h, labels = a.header, a.labels
-    n = len(labels)
-    rows, per_member = [], [0] * n
-    for e in h["tensors"]:
-        numel = math.prod(e["shape"])
-        nbytes = sum(v[1] for v in e["segments"].values())
-        for i in range(n):
-            per_member[i] += e["segments"].get(f"m{i}", [0, 0])[1]
-        kind = e["side"].get("kind", "?")
-        coding = f"{kind} {spec_from_dict(e['method']['spec'])}" if kind == "quantized" else kind
-        rows.append({"name": e["name"], "shape": e["shape"], "dtype": e["dtype"], "coding": coding, "bytes": nbytes,
-                     "bits_per_weight": 8 * nbytes / max(numel * n, 1)})
+        n = len(labels)
+        rows, per_member = [], [0] * n
+        for e in h["tensors"]:
+            numel = math.prod(e["shape"])
+            segs = e["segments"]
+            if "video" in segs:  # one stream: each member's frames
+                sizes = member_bytes({"video": a.container.segment(e["name"], tuple(segs["video"]))}, n)
+            else:  # member i's streams are m{i} (on the grid) or m{i}.NAME (each member coded alone)
+                sizes = [sum(v[1] for k, v in segs.items() if k.split(".")[0] == f"m{i}") for i in range(n)]
+            for i, b in enumerate(sizes):
+                per_member[i] += b
+            seq = spec_from_dict(e["method"])
+            coding = str(seq.inner) if seq.mode == "independent" else f"{seq.mode} {seq.inner}"
+            rows.append({"name": e["name"], "shape": e["shape"], "dtype": e["dtype"], "coding": coding,
+                         "bytes": sum(v[1] for v in e["segments"].values()),
+                         "bits_per_weight": 8 * sum(v[1] for v in e["segments"].values()) / max(numel * n, 1)})
     params = sum(math.prod(e["shape"]) for e in h["tensors"])
     bytes_in = n * sum(math.prod(e["shape"]) * native_dtype(e["dtype"]).itemsize for e in h["tensors"])
     size = container.stat().st_size
     weight_bytes = size - sum(seg[1] for seg in h["files"].values())
     seq = h["meta"]["sequence"]
-    info = {"path": str(container), "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
+    return {"path": str(container), "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
             "params_per_member": params, "file_bytes": size, "weight_bytes": weight_bytes, "bytes_in": bytes_in,
             "ratio": bytes_in / max(weight_bytes, 1), "bits_per_weight": 8 * weight_bytes / max(params * n, 1),
-            "member_bytes": dict(zip(labels, per_member)) if seq["mode"] != "video" else None, "tensors": rows}
+            "member_bytes": dict(zip(labels, per_member)), "shared_bytes": weight_bytes - sum(per_member),
+            "member_bits_per_weight": {k: 8 * v / max(params, 1) for k, v in zip(labels, per_member)},
+            "tensors": rows}
+
+
+def _seq_lines(info: dict) -> list[str]:
+    """The summary lines compress-seq and inspect print for a sequence file."""
+    n, params = len(info["member_bytes"]), info["params_per_member"]
+    return [f"members (own streams): " + ", ".join(f"{k} {v:.3f}" for k, v in info["member_bits_per_weight"].items())
+            + f" bits/weight; shared by all (steps, header): {info['shared_bytes']:,} bytes",
+            f"{n} members x {params:,} weights, {info['bytes_in']:,} -> {info['weight_bytes']:,} bytes, "
+            f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight on average (whole file)"]
+
+
+def _inspect_seq(container: Path, json_out: bool) -> None:
+    """A sequence file: members, mode, and per tensor and per member what it costs."""
+    info = _seq_info(container)
     if json_out:
         print(json.dumps(info, indent=2))
         return
-    table = Table(title=f"{container}  (sequence of {n}, mode {seq['mode']}, keyint {seq.get('keyint', 0)})")
+    seq = info["sequence"]
+    table = Table(title=f"{container}  (sequence of {len(seq['members'])}, mode {seq['mode']}, keyint {seq['keyint']})")
     for col in ("tensor", "shape", "dtype", "coding", "bytes", "bits/w per member"):
         table.add_column(col, justify="right" if col in ("bytes", "bits/w per member") else "left")
-    for r in rows:
+    for r in info["tensors"]:
         table.add_row(r["name"], "x".join(map(str, r["shape"])), r["dtype"], r["coding"], f"{r['bytes']:,}",
                       f"{r['bits_per_weight']:.3f}")
     console.print(table)
-    if info["member_bytes"]:
-        console.print("members: " + ", ".join(f"{k} {8 * v / max(params, 1):.3f} bits/weight"
-                                              for k, v in info["member_bytes"].items()), highlight=False)
-    console.print(f"{n} members x {params:,} weights, {bytes_in:,} -> {weight_bytes:,} bytes, "
-                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight on average", highlight=False)
+    for line in _seq_lines(info):
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -596,18 +617,19 @@ def compress_seq(
                        lossless=lossless, crf=crf, hw=hw)
     if hw == "nvdec":
         _note_nvdec()
+    start = time.perf_counter()
     with _working(f"compressing {len(models)} members"):
-        report = run(models, output, spec, mode, keyint, min_size=min_size)
-    summary = {"output": str(output), "spec": str(spec), "mode": mode, "keyint": keyint, "members": report.labels,
-               "bits_per_weight": report.bits_per_weight, "mean_bits_per_weight": report.mean_bits_per_weight,
-               "file_bytes": report.file_bytes, "seconds": report.seconds}
+        run(models, output, spec, mode, keyint, min_size=min_size)
+    info = _seq_info(output)
+    seconds = time.perf_counter() - start
     if json_out:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({"output": str(output), "spec": str(spec), "mode": mode, "keyint": keyint,
+                          "seconds": seconds, **{k: v for k, v in info.items() if k not in ("path", "tensors")}},
+                         indent=2))
     else:
-        console.print(f"{output}: {len(models)} members, {report.quantized_params:,} quantized weights each, "
-                      f"{report.mean_bits_per_weight:.3f} bits/weight on average "
-                      f"({', '.join(f'{b:.2f}' for b in report.bits_per_weight)}), {report.file_bytes:,} bytes, "
-                      f"{report.seconds:.1f} s")
+        console.print(f"{output}: {info['file_bytes']:,} bytes, {seconds:.1f} s", highlight=False, markup=False)
+        for line in _seq_lines(info):
+            console.print(line, highlight=False, markup=False)
 
 
 @app.command("decompress-seq")
