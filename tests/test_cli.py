@@ -229,3 +229,29 @@ def test_automatic_mode_decisions_in_inspect_and_decompress(tmp_path, mnist_path
     assert code == 0 and "automatic mode: mnist-cnn digits top1 kept within 1%" in out and "verified on all inputs" in out
     code, out, _ = run(monkeypatch, capsys, "decompress", tmp_path / "a.zc", "-o", tmp_path / "a.pt")
     assert code == 0 and "automatic mode" in out and "ratio" in out
+
+
+def test_sweep_summary_title_keeps_its_example(monkeypatch, capsys):
+    """The note names the tasks to add as YAML (`tasks: [lee, wordsim]`); rich once ate it as markup."""
+    import zoocodec.cli as cli
+    from zoocodec.jobs import report as rep
+
+    note = rep.not_evaluated(["minilm"])
+    cli._print_summaries("quick", [rep.Summary(["model", "lossless"], [["minilm", "1.22x [lossless]"]], note)])
+    out = capsys.readouterr().out
+    assert "tasks: [lee, wordsim]" in " ".join(out.split()) and "1.22x [lossless]" in out
+
+
+def test_sqnr_says_lossless_or_on_the_grid(tmp_path, st_model, monkeypatch, capsys):
+    """A lossless file's summary says `lossless` (not `SQNR lossless dB`); compressing a decompressed
+    file again finds its values exactly on the grid and says so instead of `lossless`."""
+    code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "l.zc", "--method", "lossless")
+    assert code == 0 and ", lossless, " in out and "SQNR" not in out.partition(": ")[2]
+    run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "a.zc", "--min-size", "100")
+    run(monkeypatch, capsys, "decompress", tmp_path / "a.zc", "-o", tmp_path / "a.safetensors")
+    code, out, _ = run(monkeypatch, capsys, "compress", tmp_path / "a.safetensors", "-o", tmp_path / "b.zc",
+                       "--min-size", "100")
+    assert code == 0 and "already sat on its grid" in out and "lossless" not in out.partition(": ")[2]
+    code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "b.zc")
+    rows = {line.split()[1]: line.split()[-2:] for line in out.splitlines() if line.startswith("│")}
+    assert rows["fc.weight"] == ["on", "grid"] and rows["fc.bias"][0] == "lossless"

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -138,10 +139,17 @@ def _budgeted(command):
     return run
 
 
-def _fmt(x: float | None, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and math.isinf(x)):
-        return "lossless"
-    return f"{x:.{digits}f}"
+def _sqnr(x: float | None, lossless: bool) -> str:
+    """An SQNR in dB, or why there is none: a lossless method's output is `lossless`; a quantizer
+    that made no error found every value already on its grid (a decompressed file compressed
+    again with its own spec), and says so instead of claiming a lossless method."""
+    if x is not None and math.isfinite(x):
+        return f"{x:.1f}"
+    return "lossless" if lossless else "on grid"
+
+
+def _is_lossless(method: str) -> bool:
+    return method.partition(":")[0] == "lossless"
 
 
 @app.command()
@@ -219,7 +227,17 @@ def compress(
     else:
         console.print(f"{output}: {report.params:,} weights, {report.bytes_in:,} -> {report.weight_bytes:,} bytes, "
                       f"ratio {report.ratio:.2f}x, {report.bits_per_weight:.3f} bits/weight, "
-                      f"SQNR {_fmt(report.sqnr_db, 1)} dB, {report.seconds:.1f} s")
+                      f"{_sqnr_summary(report)}, {report.seconds:.1f} s", markup=False)
+
+
+def _sqnr_summary(report) -> str:
+    """The model's SQNR for the summary line."""
+    sqnr = _sqnr(report.sqnr_db, all(_is_lossless(t.method) for t in report.tensors))
+    if sqnr == "lossless":
+        return "lossless"
+    if sqnr == "on grid":
+        return "exact: every quantized value already sat on its grid"
+    return f"SQNR {sqnr} dB"
 
 
 def _note_nvdec() -> None:
@@ -273,7 +291,7 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
         console.print(f"{output}: {r.task} {r.metric} {r.value:.4f} (original {r.baseline:.4f}, loss "
                       f"{100 * r.loss:.3f}%, 95% bound {100 * r.loss_high:.3f}% <= {100 * r.target_loss:g}% on "
                       f"{r.inputs:,} inputs), ratio {rep.ratio:.2f}x, "
-                      f"{rep.bits_per_weight:.3f} bits/weight, {r.seconds:.1f} s")
+                      f"{rep.bits_per_weight:.3f} bits/weight, {r.seconds:.1f} s", markup=False)
 
 
 @app.command()
@@ -320,7 +338,7 @@ def evaluate(
     if json_out:
         print(json.dumps([m.to_dict() for m in metrics], indent=2))
         return
-    table = Table(title=str(compressed or model))
+    table = Table(title=escape(str(compressed or model)))
     for col in ("task", "metric", "value", "original", "delta", "95% interval", "inputs"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right", no_wrap=True)
     for m in metrics:
@@ -387,7 +405,7 @@ def decompress(
     info = info_of(container)
     console.print(f"wrote {output} ({fmt}): {total} tensors, {info['params']:,} weights, "
                   f"{info['weight_bytes']:,} -> {info['bytes_in']:,} bytes (ratio {info['ratio']:.2f}x, "
-                  f"{info['bits_per_weight']:.3f} bits/weight), {time.perf_counter() - start:.1f} s", highlight=False)
+                  f"{info['bits_per_weight']:.3f} bits/weight), {time.perf_counter() - start:.1f} s", highlight=False, markup=False)
     for line in _auto_lines(info.get("meta") or {}):
         console.print(line, highlight=False)
 
@@ -432,16 +450,19 @@ def inspect(
     if json_out:
         print(json.dumps(info, indent=2))
         return
-    table = Table(title=f"{container}  ({info['source']}, zoocodec {info['zoocodec']})")
+    table = Table(title=escape(f"{container}  ({info['source']}, zoocodec {info['zoocodec']})"))
     for col in ("tensor", "shape", "dtype", "method", "bits/w", "ratio", "SQNR dB"):
         table.add_column(col, justify="right" if col in ("bits/w", "ratio", "SQNR dB") else "left")
     for r in info["tensors"]:
         table.add_row(r["name"], "x".join(map(str, r["shape"])), r["dtype"], r["method"],
-                      f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.2f}", _fmt(r["sqnr_db"], 1))
+                      f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.2f}", _sqnr(r["sqnr_db"], _is_lossless(r["method"])))
     console.print(table)
+    if any(_sqnr(r["sqnr_db"], _is_lossless(r["method"])) == "on grid" for r in info["tensors"]):
+        console.print("on grid: the tensor's values already sat exactly on its quantization grid (no error; "
+                      "a decompressed file compressed again)", highlight=False, markup=False)
     console.print(f"{info['params']:,} weights, {info['bytes_in']:,} -> {info['weight_bytes']:,} bytes "
                   f"(+{info['file_bytes'] - info['weight_bytes']:,} attached), "
-                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight", highlight=False)
+                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight", highlight=False, markup=False)
     for line in _auto_lines(info["meta"]):
         console.print(line, highlight=False)
 
@@ -501,7 +522,7 @@ def _inspect_seq(container: Path, json_out: bool) -> None:
         print(json.dumps(info, indent=2))
         return
     seq = info["sequence"]
-    table = Table(title=f"{container}  (sequence of {len(seq['members'])}, mode {seq['mode']}, keyint {seq['keyint']})")
+    table = Table(title=escape(f"{container}  (sequence of {len(seq['members'])}, mode {seq['mode']}, keyint {seq['keyint']})"))
     for col in ("tensor", "shape", "dtype", "coding", "bytes", "bits/w per member"):
         table.add_column(col, justify="right" if col in ("bytes", "bits/w per member") else "left")
     for r in info["tensors"]:
@@ -525,22 +546,26 @@ def sweep(
     from zoocodec.jobs import report as rep, run as runner, spec as sweep_spec  # noqa: PLC0415
 
     sw = sweep_spec.load(spec, out)
-    err_console.print(f"sweep {sw.name}: {len(sw.items)} work items -> {sw.out}")
+    err_console.print(f"sweep {sw.name}: {len(sw.items)} work items -> {sw.out}", markup=False)
     with _sweep_progress() as progress:
         outcome = runner.run(sw, address, max_parallel, num_cpus, progress=progress)
     err_console.print(f"{outcome.where}: {outcome.ok} ok, {outcome.failed} failed, {outcome.skipped} already done, "
-                      f"{outcome.seconds:.1f} s")
-    runs = rep.ok_runs(sw.out, {i.work_id for i in sw.items})
-    for s in rep.summaries(runs, sw.budgets):
-        table = Table(title=f"sweep {sw.name}: {s.note}")
-        for col in s.columns:
-            table.add_column(col)
-        for row in s.rows:
-            table.add_row(*row)
-        console.print(table)
-    console.print(f"results: {sw.out / 'runs'} and {sw.out / 'tensors'} (Parquet)")
+                      f"{outcome.seconds:.1f} s", markup=False)
+    _print_summaries(sw.name, rep.summaries(rep.ok_runs(sw.out, {i.work_id for i in sw.items}), sw.budgets))
+    console.print(f"results: {sw.out / 'runs'} and {sw.out / 'tensors'} (Parquet)", markup=False)
     if report:
-        console.print(f"report: {rep.write(sw.out, sw.out / 'report.html', sw.budgets, title=f'zoocodec sweep {sw.name}')}")
+        console.print(f"report: {rep.write(sw.out, sw.out / 'report.html', sw.budgets, title=f'zoocodec sweep {sw.name}')}", markup=False)
+
+
+def _print_summaries(name: str, summaries) -> None:
+    """A sweep's summary tables, their text printed as written (`tasks: [lee, wordsim]` is no markup)."""
+    for s in summaries:
+        table = Table(title=escape(f"sweep {name}: {s.note}"))
+        for col in s.columns:
+            table.add_column(escape(col))
+        for row in s.rows:
+            table.add_row(*map(escape, row))
+        console.print(table)
 
 
 @contextmanager
@@ -592,7 +617,7 @@ def report(
     from zoocodec.jobs import report as rep  # noqa: PLC0415
 
     _check_output(output, [results])
-    console.print(f"wrote {rep.write(results, output)}")
+    console.print(f"wrote {rep.write(results, output)}", markup=False)
 
 
 @app.command("compress-seq")
@@ -653,7 +678,7 @@ def decompress_seq(
     _check_output(output, [container], folder=fmt == "hf")
     with _working(f"decoding member {which}"):
         run(container, which, output, fmt)
-    console.print(f"wrote {output} ({fmt}): member {which} of {container}", highlight=False)
+    console.print(f"wrote {output} ({fmt}): member {which} of {container}", highlight=False, markup=False)
 
 
 @app.command()
@@ -683,7 +708,7 @@ def methods(
         console.print("[bold]presets[/bold] (compress --preset NAME)")
         for k, p in presets.items():
             opts = " ".join(f"--{o.replace('_', '-')} {v}" for o, v in p["options"].items())
-            console.print(f"  {k:<14} {opts}: {p['about']}", highlight=False)
+            console.print(f"  {k:<14} {opts}: {p['about']}", highlight=False, markup=False)
 
 
 def _print_spec(m: dict, note: str) -> None:
