@@ -256,3 +256,20 @@ def test_sqnr_says_lossless_or_on_the_grid(tmp_path, st_model, monkeypatch, caps
     rows = {cells[1].strip(): cells[-2].strip() for cells in (line.split("│") for line in out.splitlines())
             if len(cells) > 2}
     assert rows["fc.weight"] == "on grid" and rows["fc.bias"] == "lossless"
+
+
+def test_zoo_name_note_only_for_a_typed_name_and_never_before_an_error(tmp_path, mnist_path, monkeypatch, capsys):
+    """Beside a local file named `mnist-cnn`: the note comes when the user typed the name, after
+    the work; evaluating a .zc (whose reference zoocodec resolves itself) prints none; an error
+    is one line, without the note."""
+    from conftest import laplace_model
+
+    save_file(laplace_model(), tmp_path / "mnist-cnn")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, "compress", "mnist-cnn", "-o", "z.zc")
+    assert code == 0 and err.strip().splitlines() == [
+        "note: mnist-cnn: using the zoo model; a local 'mnist-cnn' also exists (write ./mnist-cnn to use it)"]
+    code, out, err = run(monkeypatch, capsys, "evaluate", "z.zc", "--json")
+    assert code == 0 and "note" not in err and json.loads(out)[0]["task"] == "digits"
+    code, _, err = run(monkeypatch, capsys, "compress", "mnist-cnn", "-o", "missing/z.zc")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")

@@ -182,6 +182,7 @@ def compress(
     from zoocodec.device import resolve  # noqa: PLC0415
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
 
+    _typed(model)
     dev = resolve(device)  # a GPU that is not there fails before any work
     if dev.is_gpu and target_loss is not None:
         raise ZoocodecError("automatic mode (--target-loss) runs on the CPU only; leave out --device")
@@ -245,9 +246,8 @@ def _note_nvdec() -> None:
     from zoocodec.codecs import nvdec  # noqa: PLC0415
 
     if not nvdec.nvdec_available():
-        err_console.print("note: --hw nvdec: this machine has no usable NVDEC (no NVIDIA GPU with CuPy and "
-                          "PyNvVideoCodec); the stream is made for NVDEC, and decoding it here runs in software",
-                          markup=False, highlight=False, soft_wrap=True)
+        _note("--hw nvdec: this machine has no usable NVDEC (no NVIDIA GPU with CuPy and PyNvVideoCodec); "
+              "the stream is made for NVDEC, and decoding it here runs in software")
 
 
 def _preset(name: str, method: str, step, bits, per_tensor, target_bpw, target_loss) -> tuple[str, float | None]:
@@ -315,6 +315,7 @@ def evaluate(
     """
     from zoocodec.device import resolve  # noqa: PLC0415
 
+    _typed(model, *([compressed] if compressed else []))
     dev = resolve(device)  # a GPU that is not there fails before any work
     if compressed is not None or inputs is not None or module is not None or output_kind is not None:
         if dev.is_gpu:
@@ -637,6 +638,7 @@ def compress_seq(
     """Compress a sequence of same-architecture models (checkpoints, fine-tunes) into one .zc."""
     from zoocodec.pipeline.sequence import compress_seq as run  # noqa: PLC0415
 
+    _typed(*models)
     _check_output(output, [_model_path(m) for m in models])
     spec = _build_spec(method or "uniform:bits=8", coder=coder or ("video-hevc" if mode == "video" else None),
                        lossless=lossless, crf=crf, hw=hw)
@@ -755,11 +757,30 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Compress neural-network weights and measure what it costs."""
 
 
+_NOTES: list[str] = []
+
+
+def _note(text: str) -> None:
+    """A `note:` line for stderr, printed once the command has succeeded: a failed or
+    interrupted command prints its one error line alone."""
+    if text not in _NOTES:
+        _NOTES.append(text)
+
+
+def _typed(*models: str) -> None:
+    """Notes for the model names the user typed (a zoo name with a local file of that name)."""
+    from zoocodec.pipeline import zoo  # noqa: PLC0415
+
+    for model in models:
+        if (note := zoo.shadowed(model)) is not None:
+            _note(note)
+
+
 class _Notes(logging.Handler):
-    """zoocodec's warnings (e.g. which model a name meant) as `note:` lines on stderr."""
+    """zoocodec's warnings (e.g. NVDEC falling back to software) as notes."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"note: {record.getMessage()}", markup=False, highlight=False, soft_wrap=True)
+        _note(record.getMessage())
 
 
 def _show_warnings() -> None:
@@ -780,8 +801,12 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
+    _NOTES.clear()
     try:
         code = app(standalone_mode=False)
+        if code in (None, 0):
+            for text in _NOTES:
+                err_console.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     except Exception as e:
