@@ -62,6 +62,7 @@ def corrupt(tmp_path, st_model, monkeypatch, capsys):
     (("compress", "{model}", "-o", "x.zc", "--bits", "1"), "bits must be 2..16"),
     (("compress", "{model}", "-o", "x.zc", "--override", "oops"), "PATTERN=SPEC"),
     (("compress", "{text}", "-o", "x.zc"), "not a model zoocodec reads"),
+    (("compress", "{bin}", "-o", "x.zc"), "notmodel.bin: not a model zoocodec reads"),  # a suffix is no checkpoint
     (("compress", "{nan}", "-o", "x.zc"), "NaN or Inf"),
     (("inspect", "flipped.zc"), "checksum mismatch"),
     (("inspect", "short.zc"), "truncated or corrupt"),
@@ -79,10 +80,12 @@ def corrupt(tmp_path, st_model, monkeypatch, capsys):
 def test_bad_input_exit_2_with_one_line(tmp_path, st_model, model, monkeypatch, capsys, case, expect):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a model")
+    (tmp_path / "notmodel.bin").write_text("hi")
     model["fc.weight"][1, 2] = float("inf")
     save_file(model, tmp_path / "nan.safetensors")
     corrupt(tmp_path, st_model, monkeypatch, capsys)
-    args = [a.format(model=st_model, text=tmp_path / "notes.txt", nan=tmp_path / "nan.safetensors") for a in case]
+    args = [a.format(model=st_model, text=tmp_path / "notes.txt", bin=tmp_path / "notmodel.bin",
+                     nan=tmp_path / "nan.safetensors") for a in case]
     code, out, err = run(monkeypatch, capsys, *args)
     assert code == 2
     assert expect in err

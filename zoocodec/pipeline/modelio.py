@@ -90,7 +90,7 @@ def sniff(path: Path) -> str:
         head = f.read(16)
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32:
         return "safetensors"
-    if head[:4] == b"PK\x03\x04" or head[:2] == b"\x80\x02" or path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip, or a legacy pickle (any protocol)
         return "pytorch"
     if path.suffix == ".onnx":
         return "onnx"
