@@ -276,3 +276,16 @@ def test_zoo_name_note_only_for_a_typed_name_and_never_before_an_error(tmp_path,
     assert code == 0 and "note" not in err and json.loads(out)[0]["task"] == "digits"
     code, _, err = run(monkeypatch, capsys, "compress", "mnist-cnn", "-o", "missing/z.zc")
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_missing_output_folders_are_refused_for_files_and_model_folders(tmp_path):
+    """One rule (issue 22: a model folder's missing parents were created, a file's refused):
+    the folder an output goes into must exist."""
+    import zoocodec.cli as cli
+    from zoocodec.errors import ZoocodecError
+
+    for folder in (False, True):
+        with pytest.raises(ZoocodecError, match="folder .*nodir/sub does not exist"):
+            cli._check_output(tmp_path / "nodir" / "sub" / "minilm", [], folder=folder)
+    cli._check_output(tmp_path / "minilm", [], folder=True)  # the output itself may be new
+    assert sorted(tmp_path.iterdir()) == []

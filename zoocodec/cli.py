@@ -93,16 +93,15 @@ def _working(what: str) -> Iterator[None]:
 
 def _check_output(output: Path, inputs: list[Path], folder: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written or would replace an input:
-    a file output that is a folder (`-o .`) or whose folder does not exist, a folder we
-    cannot write in, an output that is one of the inputs. A model folder output (`folder`)
-    is created with its missing parents, as the writer does."""
+    a file output that is a folder (`-o .`), an output whose folder does not exist (a file
+    and a model folder alike: zoocodec creates the output, never missing folders above it,
+    so a mistyped path fails instead of leaving new folders behind), a folder we cannot
+    write in, an output that is one of the inputs."""
     where = output.parent if output.name else output
     if output.is_dir() and not folder:
         raise ZoocodecError(f"-o {output}: is a folder; name the file to write (e.g. {output / 'model.zc'})")
     if output.exists() and folder and not output.is_dir():
         raise ZoocodecError(f"-o {output}: is a file; this writes a model folder")
-    if folder:
-        where = next(p for p in (output, *output.parents) if p.exists())
     if not where.resolve().is_dir():
         raise ZoocodecError(f"-o {output}: folder {where} does not exist" if not where.exists()
                             else f"-o {output}: {where} is not a folder")
