@@ -307,3 +307,11 @@ def test_printed_time_includes_every_phase(tmp_path, st_model, monkeypatch, caps
     code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "m.zc", "--min-size", "100",
                        "--target-bpw", "4", "--json")
     assert code == 0 and json.loads(out)["seconds"] >= 0.5
+
+
+def test_compress_help_names_every_coder(monkeypatch, capsys):
+    from zoocodec import catalog
+
+    code, out, _ = run(monkeypatch, capsys, "compress", "--help")
+    text = " ".join(out.split())
+    assert code == 0 and [c["name"] for c in catalog.coders() if c["name"] not in text] == []

@@ -163,7 +163,8 @@ def compress(
     min_size: Annotated[int, typer.Option(help="tensors with fewer weights stay lossless")] = 4096,
     allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf lossless instead of failing")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-    coder: Annotated[Optional[str], typer.Option(help="symbol coder: ans, ctx, video-h264, video-hevc")] = None,
+    coder: Annotated[Optional[str], typer.Option(help="symbol coder: ans, ctx, cabac, video-h264, video-hevc; masks: flags; "
+                                                      "--method lossless: float, zstd, raw (see `zoocodec methods`)")] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless coding of the symbols (the default)")] = False,
     crf: Annotated[Optional[int], typer.Option(help="video: lossy, the encoder's constant rate factor 0..51")] = None,
     hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
