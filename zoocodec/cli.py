@@ -233,13 +233,12 @@ def compress(
 
 
 def _sqnr_summary(report) -> str:
-    """The model's SQNR for the summary line."""
-    sqnr = _sqnr(report.sqnr_db, all(_is_lossless(t.method) for t in report.tensors))
-    if sqnr == "lossless":
+    """The model's SQNR for the summary line (see _sqnr)."""
+    if math.isfinite(report.sqnr_db):
+        return f"SQNR {report.sqnr_db:.1f} dB"
+    if all(_is_lossless(t.method) for t in report.tensors):
         return "lossless"
-    if sqnr == "on grid":
-        return "exact: every quantized value already sat on its grid"
-    return f"SQNR {sqnr} dB"
+    return "exact: every quantized value already sat on its grid"
 
 
 def _note_nvdec() -> None:
