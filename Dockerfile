@@ -33,7 +33,7 @@ COPY . /opt/zoocodec
 # not in it: it cannot install on the CPU machine that writes the file).
 RUN pip install --upgrade pip \
  && pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
- && pip install -c constraints.txt ".[gpu,video,ray,zoo]" \
+ && pip install ".[gpu,video,ray,zoo]" -c constraints.txt \
  && pip install --no-deps digit-recognizer-py==0.1.0 \
  && python -c "import zoocodec, ray; from zoocodec.codecs import native; print('zoocodec', zoocodec.__version__, 'ray', ray.__version__, 'native threads', native.default_threads())"
 
