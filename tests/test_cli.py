@@ -63,7 +63,7 @@ def corrupt(tmp_path, st_model, monkeypatch, capsys):
     (("compress", "{model}", "-o", "x.zc", "--override", "oops"), "PATTERN=SPEC"),
     (("compress", "{text}", "-o", "x.zc"), "not a model zoocodec reads"),
     (("compress", "{nan}", "-o", "x.zc"), "NaN or Inf"),
-    (("inspect", "flipped.zc"), "checksum mismatch"),
+    (("verify", "flipped.zc"), "is corrupt"),
     (("inspect", "short.zc"), "truncated or corrupt"),
     (("decompress", "missing.zc", "-o", "y.safetensors"), "no such file"),
     (("inspect", "{text}"), "too short"),

@@ -269,7 +269,9 @@ class ArchiveBase:
 
     sequence: bool = False
 
-    def __init__(self, path: str | os.PathLike, verify: bool = True):
+    def __init__(self, path: str | os.PathLike, verify: bool = False):
+        """`verify`: check every byte of the file on open (Container.verify); without it each
+        tensor's bytes are checked as they are read."""
         self.container = Container.open(path, verify=verify)
         self.header = self.container.header
         meta = self.header.get("meta")
@@ -319,6 +321,11 @@ class ArchiveBase:
         """The model's attached files (ONNX graph, Hugging Face config and tokenizer)."""
         return self.container.files()
 
+    def verify_unread(self) -> None:
+        """Check every byte a full decode does not check as it reads the tensors (padding,
+        attached files): with it, a decode of every tensor has checked the whole file."""
+        self.container.verify(skip=[s[0] for e in self.entries.values() for s in e["segments"].values()])
+
     def check_budget(self, streamed: bool = False) -> None:
         """Refuse, before decoding anything, a file whose full decode would pass the memory budget
         (`streamed`: the tensors are written one at a time, so only the largest one counts)."""
@@ -363,6 +370,7 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
         if out is not None:
             fmt = output_format(out, src["format"], a.header["files"], fmt)
         a.check_budget(streamed=out is not None and fmt in STREAMED_FORMATS)
+        a.verify_unread()
         on_device = {}
         if dev.is_gpu:  # every payload the CUDA decoder takes, in one launch per dtype
             from zoocodec.kernels import decode  # noqa: PLC0415
