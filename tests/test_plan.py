@@ -1,0 +1,89 @@
+"""The decode plan: fused native decoding equals each method's own decode, bit for bit."""
+import numpy as np
+import pytest
+import torch
+
+import zoocodec
+from zoocodec.codecs import ans, native
+from zoocodec.errors import ContainerError
+from zoocodec.methods import spec_from_dict
+from zoocodec.methods.base import from_float64
+from zoocodec.plan import KINDS, Affine, Entry, decode_affine
+
+
+def own_decode(a: zoocodec.Archive, name: str) -> np.ndarray:
+    return a.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(side, segs, shape, dtype))
+
+
+def mixed_model() -> dict[str, torch.Tensor]:
+    g = np.random.default_rng(0)
+    w = lambda *s: (g.laplace(0, 0.02, s) * g.uniform(0.2, 3, (s[0],) + (1,) * (len(s) - 1))).astype(np.float32)  # noqa: E731
+    return {"f32": torch.from_numpy(w(300, 500)), "f16": torch.from_numpy(w(64, 1000).astype(np.float16)),
+            "bf16": torch.from_numpy(w(70, 3, 9)).to(torch.bfloat16), "conv": torch.from_numpy(w(16, 8, 3, 3)),
+            "zero": torch.zeros(40, 200), "tall": torch.from_numpy(w(5000, 1)), "empty": torch.zeros(0, 30)}
+
+
+@pytest.mark.parametrize("spec", ["uniform:bits=8", "uniform:bits=2", "uniform:bits=4,per_tensor=true",
+                                  "uniform:bits=12", "uniform:bits=16", "uniform:step=0.001"])
+def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
+    out = tmp_path / "m.zc"
+    zoocodec.compress(mixed_model(), out, spec, min_size=10)
+    taken = []
+    real = native.engine().decode_affine
+
+    def spy(jobs, threads):
+        result = real(jobs, threads)
+        taken.extend(status for status, _ in result)
+        return result
+
+    monkeypatch.setattr(native.engine(), "decode_affine", spy)
+    with zoocodec.Archive(out) as a:
+        batch = a.read_many(a.names())
+        for name in a.names():
+            want = own_decode(a, name)
+            assert batch[name].dtype == want.dtype and batch[name].shape == want.shape
+            assert np.array_equal(batch[name].view(np.uint8), want.view(np.uint8)), name
+    assert taken.count(0) >= 2, taken  # decoded natively (packed frames, small or flat, are left to ans.py)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_rounding_into_each_dtype_is_numpys(dtype):
+    """Steps that put products on float16 subnormals, overflow, and bfloat16 ties: the native
+    conversion of each float64 product equals methods/base.from_float64."""
+    g = np.random.default_rng(3)
+    symbols = g.integers(-300, 300, 60_000)
+    for step in (2.0 ** -24 / 3, 6.1e-5 / 7, 0.1, 1 / 3, 300.0, 1e30, 3.4e38 / 200, 2.0 ** -140):
+        rows = np.array([step, step * 1.0000001, step / 3], dtype=np.float64)
+        s = symbols.reshape(3, -1)
+        with np.errstate(over="ignore"):
+            want = from_float64(s.astype(np.float64) * rows[:, None], dtype)
+        e = Entry("t", s.shape, dtype, {}, {}, {})
+        got, left = decode_affine([(e, Affine("symbols", rows), ans.encode(s))])
+        assert not left
+        assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8)), step
+
+
+def test_damaged_stream_is_named(tmp_path):
+    out = tmp_path / "m.zc"
+    zoocodec.compress(mixed_model(), out, "uniform:bits=8", min_size=10)
+    with zoocodec.Archive(out) as a:
+        e = a.plan["f32"]
+        payload = bytearray(a.container.segment("f32", e.segments["symbols"]))
+        steps = spec_from_dict(e.method).fused(e.side, {"steps": a.container.segment("s", e.segments["steps"])},
+                                               e.shape, e.dtype)
+    payload[len(payload) // 2] ^= 0x55
+    with pytest.raises(ContainerError, match="tensor 'f32': corrupt entropy-coded payload"):
+        decode_affine([(e, steps, bytes(payload))])
+
+
+def test_the_frame_parser_reads_what_ans_wrote():
+    g = np.random.default_rng(4)
+    s = np.rint(g.laplace(0, 20, 200_000)).astype(np.int64)
+    data = ans.encode(s)
+    lo, L, constant, freq, chunk, offsets, lengths = native.engine().ans_frame(data, s.size)
+    assert lo == s.min() and 1 <= L <= 16 and freq.sum() == 1 << L and chunk == native.SUBSTREAM
+    assert len(offsets) == len(lengths) == -(-s.size // chunk) and offsets[-1] + lengths[-1] == len(data)
+    assert native.engine().ans_frame(ans._packed(s), s.size) is None
+    with pytest.raises(native.engine().CorruptStream):
+        native.engine().ans_frame(data[:-3], s.size)
+    assert set(KINDS) == {"float32", "float16", "bfloat16"}

@@ -1,0 +1,97 @@
+// Python bindings of the batched decoder (plan.h) and of the ans frame parser (ans_frame.h).
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <algorithm>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "buffer.h"
+#include "plan.h"
+
+namespace nb = nanobind;
+using namespace zc;
+
+namespace {
+
+using Steps = nb::ndarray<const double, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+// jobs: (payload, count, steps float64[rows], row_len, kind 0 f32 | 1 f16 | 2 bf16, out: a
+// writable contiguous array of count values of that width). Returns (status, error) per job:
+// 0 decoded, 1 not taken (packed or wide-alphabet frames: ans.py decodes those), 2 corrupt.
+std::vector<std::tuple<int, std::string>> decode_affine(const std::vector<nb::tuple>& jobs, int threads) {
+  std::vector<std::unique_ptr<InBuffer>> held;
+  std::vector<Steps> steps;
+  std::vector<Out> outs;
+  std::vector<plan::Affine> work(jobs.size());
+  for (std::size_t t = 0; t < jobs.size(); ++t) {
+    const nb::tuple& j = jobs[t];
+    if (j.size() != 6) throw std::invalid_argument("a job is (payload, count, steps, row_len, kind, out)");
+    held.emplace_back(new InBuffer(j[0]));
+    steps.push_back(nb::cast<Steps>(j[2]));
+    outs.push_back(nb::cast<Out>(j[5]));
+    plan::Affine& a = work[t];
+    a.payload = held.back()->data();
+    a.size = held.back()->size();
+    a.count = nb::cast<uint64_t>(j[1]);
+    a.steps = steps.back().data();
+    a.rows = steps.back().shape(0);
+    a.row_len = nb::cast<uint64_t>(j[3]);
+    a.kind = nb::cast<int>(j[4]);
+    const std::size_t width = a.kind == plan::F32 ? 4 : 2;
+    if (a.kind < 0 || a.kind > 2) throw std::invalid_argument("kind is 0 (float32), 1 (float16) or 2 (bfloat16)");
+    if (a.rows < 1) throw std::invalid_argument("no steps");
+    if (outs.back().nbytes() != a.count * width) throw std::invalid_argument("output of the wrong size");
+    a.out = outs.back().data();
+  }
+  {
+    nb::gil_scoped_release release;
+    plan::decode_affine(work, threads);
+  }
+  std::vector<std::tuple<int, std::string>> result;
+  for (auto& a : work) result.emplace_back(a.status, a.error);
+  return result;
+}
+
+// The frame of an ans payload of `count` symbols for a GPU decoder's host side, or None when
+// it is not a rANS frame of at most 2^16 symbols: (lo, L, constant, freq uint32[nsym], chunk,
+// offsets uint64[substreams] into the payload, lengths uint32[substreams]).
+nb::object ans_frame(nb::handle data, uint64_t count) {
+  InBuffer in(data);
+  Reader r(in.data(), in.size());
+  ans::Frame f;
+  {
+    nb::gil_scoped_release release;
+    if (!ans::parse_frame(r, count, &f)) return nb::none();
+  }
+  const rans::Parsed& p = f.stream;
+  uint32_t* freq;
+  auto freqs = new_array<uint32_t>(p.L ? p.nsym : 0, &freq);
+  std::fill(freq, freq + (p.L ? p.nsym : 0), 0u);
+  for (const rans::Entry& e : p.table)  // each symbol's first slot (bias 0) holds its frequency
+    if (e.bias == 0) freq[e.sym] = e.freq;
+  uint64_t* off;
+  uint32_t* len;
+  auto offsets = new_array<uint64_t>(p.body.size(), &off);
+  auto lengths = new_array<uint32_t>(p.body.size(), &len);
+  for (std::size_t i = 0; i < p.body.size(); ++i) {
+    off[i] = static_cast<uint64_t>(p.body[i] - in.data());
+    len[i] = p.length[i];
+  }
+  return nb::make_tuple(f.lo, p.L, p.constant, freqs, p.chunk, offsets, lengths);
+}
+
+}  // namespace
+
+void bind_plan(nb::module_& m) {
+  m.def("decode_affine", &decode_affine, nb::arg("jobs"), nb::arg("threads") = 0,
+        "Many tensors' ans payloads -> symbol * step in their dtype, written into the given arrays, "
+        "every substream on one pass of the pool; (status, error) per job.");
+  m.def("ans_frame", &ans_frame, nb::arg("data"), nb::arg("count"),
+        "The parsed frame of an ans payload (lo, L, constant, freq, chunk, offsets, lengths), or None.");
+}
