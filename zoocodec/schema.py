@@ -8,6 +8,7 @@ parameters are checked for their JSON types here and for their ranges by the spe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -230,8 +231,7 @@ def _fields(cls: type, d: dict, what: str, own: tuple[str, ...] = ("method", "ve
     """The JSON types of a spec dataclass's fields (k=16, not "16" or 16.0), nested coder specs too."""
     from zoocodec.codecs.base import CODERS  # noqa: PLC0415
 
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    hints, fields = _hints(cls)
     for key, value in d.items():
         if key in own:
             continue
@@ -241,6 +241,12 @@ def _fields(cls: type, d: dict, what: str, own: tuple[str, ...] = ("method", "ve
             _fields(CODERS[value["coder"]], value, f"{what}: coder {value['coder']!r}", ("coder", "version"))
         elif not _json_type_ok(hints[key], value):
             raise Invalid(f"{what}: parameter {key}={value!r} is not of type {_type_name(hints[key])}")
+
+
+@functools.cache
+def _hints(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """A spec class's field types and names (resolved once: a header names a class per tensor)."""
+    return typing.get_type_hints(cls), frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def _json_type_ok(hint: Any, value: Any) -> bool:

@@ -49,7 +49,7 @@ void emit(const Affine& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t fir
     const uint64_t row = a.rows > 1 ? e / a.row_len : 0;
     const uint64_t run = a.rows > 1 ? std::min(m - j, a.row_len - e % a.row_len) : m - j;
     const double step = a.steps[row];
-    if (lut && run >= nsym) {  // a row's values by table: nsym conversions instead of `run`
+    if (lut && run >= 2 * nsym) {  // a row's values by table: nsym conversions instead of `run`
       for (uint32_t s = 0; s < nsym; ++s) lut[s] = convert<O>(static_cast<double>(lo + s) * step, a.kind);
       for (uint64_t i = 0; i < run; ++i) out[e + i] = lut[sym[j + i]];
     } else {
@@ -104,7 +104,7 @@ void decode_affine(std::vector<Affine>& jobs, int threads) {
         using T = std::remove_pointer_t<decltype(sym)>;
         if (p.L == 0) std::fill(sym, sym + m, static_cast<T>(p.constant));
         else rans::decode_substream(p, it.sub, sym);
-        const bool table = p.nsym <= 256;
+        const bool table = p.nsym <= 256 && (a.kind == F16 || a.rows == 1);  // float16's rounding is a call
         if (a.kind == F32) {
           lut32.resize(256);
           emit<uint32_t>(a, f.lo, p.nsym, sym, first, m, table ? lut32.data() : nullptr);
