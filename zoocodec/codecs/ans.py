@@ -145,14 +145,7 @@ def decode(data: bytes | memoryview, count: int, narrow: bool = False) -> np.nda
     r = Reader(data, "entropy-coded payload")
     mode = r.byte()
     if mode == PACKED:
-        n = r.uvarint()
-        if n != count:
-            raise r.fail(f"holds {n} symbols, expected {count}")
-        lo = r.svarint()
-        width = r.byte()
-        if width not in (1, 2, 4, 8):
-            raise r.fail(f"bad symbol width {width}")
-        raw = unzstd(r.rest(), n * width, "corrupt entropy-coded payload: packed symbols")
+        lo, width, raw = unpack(r, count)
         return np.frombuffer(raw, dtype=f"<u{width}").astype(np.int64) + lo
     if mode != ANS:
         raise r.fail(f"unknown coder mode {mode}")
@@ -174,6 +167,19 @@ def decode(data: bytes | memoryview, count: int, narrow: bool = False) -> np.nda
     bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=count * k, bitorder="little")
     low = (bits.reshape(count, k).astype(np.int64) << np.arange(k, dtype=np.int64)).sum(axis=1)
     return (top << k | low) + lo
+
+
+def unpack(r: Reader, count: int) -> tuple[int, int, bytes]:
+    """The packed frame after its mode byte: (lo, width, the inflated little-endian ints), each
+    symbol lo + an unsigned int of `width` bytes (the CPU and GPU decoders both read it here)."""
+    n = r.uvarint()
+    if n != count:
+        raise r.fail(f"holds {n} symbols, expected {count}")
+    lo = r.svarint()
+    width = r.byte()
+    if width not in (1, 2, 4, 8):
+        raise r.fail(f"bad symbol width {width}")
+    return lo, width, unzstd(r.rest(), n * width, "corrupt entropy-coded payload: packed symbols")
 
 
 BLOCK = 1 << 20  # values per step of _offset: its temporaries stay small

@@ -139,3 +139,27 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
 KERNEL(rans_dequant_f32, 0)
 KERNEL(rans_dequant_f16, 1)
 KERNEL(rans_dequant_bf16, 2)
+
+// Packed frames (zoocodec/codecs/ans.py mode 1, inflated on the host by ans.unpack): symbol
+// i = lo + the little-endian unsigned int of `width` bytes at i (wrapping as NumPy's int64
+// does), value = (double)symbol * steps[row], rounded as above. A grid-stride loop.
+template <int KIND>
+__device__ void packed(const unsigned char* raw, u32 width, u64 n, long long lo, const double* steps, u32 rows,
+                       u64 row_len, void* out) {
+  for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+    u64 v = 0;
+    for (u32 b = 0; b < width; ++b) v |= (u64)raw[i * width + b] << (8 * b);
+    const long long sym = (long long)(v + (u64)lo);
+    store<KIND>(out, i, (double)sym * steps[rows > 1 ? i / row_len : 0]);
+  }
+}
+
+#define PACKED_KERNEL(NAME, KIND)                                                                        \
+  extern "C" __global__ void NAME(const unsigned char* raw, u32 width, u64 n, long long lo,             \
+                                  const double* steps, u32 rows, u64 row_len, void* out) {              \
+    packed<KIND>(raw, width, n, lo, steps, rows, row_len, out);                                          \
+  }
+
+PACKED_KERNEL(packed_dequant_f32, 0)
+PACKED_KERNEL(packed_dequant_f16, 1)
+PACKED_KERNEL(packed_dequant_bf16, 2)
