@@ -111,17 +111,14 @@ def job(archive, name: str) -> Job | None:
     if e.dtype not in KINDS:
         return None
     where = f"{archive.container.path}: {e.where}"
+    segments = dict(zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()])))
     try:
-        spec = spec_from_dict(e.method)
-        segments = dict(zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()])))
-        fused = plan.fused_job(spec, e, segments)
-        if not isinstance(fused, plan.Affine):
-            return None
-        stream = parse(segments[fused.stream], e.numel, f"{where}: entropy-coded payload")
-    except ContainerError as err:
-        raise ContainerError(f"{where}: {err}" if not str(err).startswith(str(archive.container.path)) else str(err)) from None
-    except Exception as err:  # noqa: BLE001  (a spec the host path refuses with the proper error)
+        fused = plan.fused_job(spec_from_dict(e.method), e, segments)
+    except Exception as err:  # noqa: BLE001  (a spec or side info the host path refuses the same way)
         raise ContainerError(f"{where}: {err}") from None
+    if not isinstance(fused, plan.Affine):
+        return None
+    stream = parse(segments[fused.stream], e.numel, f"{where}: entropy-coded payload")
     if stream is None:
         return None
     return Job(name, e.shape, e.dtype, stream, fused.steps)

@@ -428,13 +428,15 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
                 progress(name)
             return t
 
-        if out is None:
-            rest = [n for n in a.names() if n not in on_device]
-            host = {n: to_torch(v, a.entries[n]["dtype"]).to(dev.torch) for n, v in a.read_many(rest).items()}
-            if progress:
-                for name in host:
+        if out is None:  # the rest in batches of one native pass each (Archive.read_many)
+            host = a.read_many([n for n in a.names() if n not in on_device])
+            tensors = {}
+            for name in a.names():
+                tensors[name] = on_device.pop(name) if name in on_device else to_torch(
+                    host.pop(name), a.entries[name]["dtype"]).to(dev.torch)
+                if progress:
                     progress(name)
-            return {name: on_device.pop(name) if name in on_device else host.pop(name) for name in a.names()}
+            return tensors
         kinds = {n: (FROM_NAME[e["dtype"]], tuple(e["shape"])) for n, e in a.entries.items()}
         # safetensors and Hugging Face folders are written tensor by tensor as they are decoded
         write_model(LazyTensors(kinds, lambda n: get(n).cpu()), out, src["format"], src.get("layout") or {},
