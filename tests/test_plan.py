@@ -8,7 +8,7 @@ from zoocodec.codecs import ans, native
 from zoocodec.errors import ContainerError
 from zoocodec.methods import spec_from_dict
 from zoocodec.methods.base import from_float64
-from zoocodec.plan import KINDS, Affine, Entry, decode_affine
+from zoocodec.plan import KINDS, Affine, Entry, decode
 
 
 def own_decode(a: zoocodec.Archive, name: str) -> np.ndarray:
@@ -24,19 +24,21 @@ def mixed_model() -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("spec", ["uniform:bits=8", "uniform:bits=2", "uniform:bits=4,per_tensor=true",
-                                  "uniform:bits=12", "uniform:bits=16", "uniform:step=0.001"])
+                                  "uniform:bits=12", "uniform:bits=16", "uniform:step=0.001", "kmeans:k=16",
+                                  "kmeans:k=8,per=channel", "kmeans:k=4,per=block,block=1000",
+                                  "kmeans:k=256,codebook=float16"])
 def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
     out = tmp_path / "m.zc"
     zoocodec.compress(mixed_model(), out, spec, min_size=10)
     taken = []
-    real = native.engine().decode_affine
+    real = native.engine().decode_fused
 
     def spy(jobs, threads):
         result = real(jobs, threads)
         taken.extend(status for status, _ in result)
         return result
 
-    monkeypatch.setattr(native.engine(), "decode_affine", spy)
+    monkeypatch.setattr(native.engine(), "decode_fused", spy)
     with zoocodec.Archive(out) as a:
         batch = a.read_many(a.names())
         for name in a.names():
@@ -58,9 +60,24 @@ def test_rounding_into_each_dtype_is_numpys(dtype):
         with np.errstate(over="ignore"):
             want = from_float64(s.astype(np.float64) * rows[:, None], dtype)
         e = Entry("t", s.shape, dtype, {}, {}, {})
-        got, left = decode_affine([(e, Affine("symbols", rows), ans.encode(s))])
+        got, left = decode([(e, Affine("symbols", rows), ans.encode(s))])
         assert not left
         assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8)), step
+
+
+def test_codebook_index_out_of_range_is_refused():
+    """A forged index stream that points past the codebook: ContainerError, not a read outside it."""
+    from zoocodec.plan import Lookup
+
+    e = Entry("t", (2, 600), "float16", {}, {}, {})
+    book = np.linspace(-1, 1, 8)
+    with pytest.raises(ContainerError, match="codebook index 4 out of range 0..3"):
+        decode([(e, Lookup("indices", book, 4, 600), ans.encode(np.arange(1200) % 5))])
+    with pytest.raises(ContainerError, match="out of range"):
+        decode([(e, Lookup("indices", book, 4, 600), ans.encode(np.arange(1200) % 4 - 1))])
+    got, _ = decode([(e, Lookup("indices", book, 4, 600), ans.encode(np.arange(1200) % 4))])
+    want = from_float64(book[(np.arange(1200) // 600) * 4 + np.arange(1200) % 4], "float16")
+    assert np.array_equal(got["t"].ravel().view(np.uint16), want.view(np.uint16))
 
 
 def test_damaged_stream_is_named(tmp_path):
@@ -73,7 +90,7 @@ def test_damaged_stream_is_named(tmp_path):
                                                e.shape, e.dtype)
     payload[len(payload) // 2] ^= 0x55
     with pytest.raises(ContainerError, match="tensor 'f32': corrupt entropy-coded payload"):
-        decode_affine([(e, steps, bytes(payload))])
+        decode([(e, steps, bytes(payload))])
 
 
 def test_the_frame_parser_reads_what_ans_wrote():

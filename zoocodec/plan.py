@@ -8,10 +8,10 @@ CPU runs every fused job of a batch in one pass of the native thread pool (plan.
 CUDA decoder (kernels/decode.py) takes the same descriptions. So adding a method never means
 editing a decoder: a method whose dequantization is one of these kinds returns it.
 
-Kinds:
-    Affine   value = symbol * step[row] of an `ans` stream (uniform): symbols from the
-             native frame parser (ans_frame.h), float64 products rounded to the dtype
-             exactly as methods/base.from_float64 rounds them.
+Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; values in
+float64 rounded to the dtype exactly as methods/base.from_float64 rounds them):
+    Affine   value = symbol * steps[row]               (uniform)
+    Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
 """
 from __future__ import annotations
 
@@ -34,6 +34,29 @@ class Affine:
 
     stream: str
     steps: np.ndarray
+    same_shape = True  # the symbols have the tensor's shape (dequantize reshapes to theirs)
+
+    def native(self, numel: int) -> tuple[np.ndarray, int, int]:
+        """(values, row length, k) of plan.h's Fused."""
+        rows = self.steps.shape[0]
+        return self.steps, numel // rows if rows > 1 else numel, 0
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """values[p * k + symbol] for the symbols of problem p = element // size (stream `stream`, coder ans)."""
+
+    stream: str
+    values: np.ndarray  # float64, k per problem
+    k: int
+    size: int
+    same_shape = False  # the indices are flat: their count is the tensor's
+
+    def native(self, numel: int) -> tuple[np.ndarray, int, int]:
+        return self.values, self.size, self.k
+
+
+FUSED = (Affine, Lookup)
 
 
 @dataclass
@@ -85,24 +108,25 @@ def fused_job(spec, e: Entry, segments: dict[str, bytes]):
     if e.dtype not in KINDS or not isinstance(shapes, dict):
         return None
     job = spec.fused(e.side, {k: v for k, v in segments.items() if k not in shapes}, e.shape, e.dtype)
-    if isinstance(job, Affine) and (shapes != {job.stream: list(e.shape)} or set(segments) - {job.stream, "steps"}):
+    if not isinstance(job, FUSED) or set(shapes) != {job.stream}:
         return None
-    return job
+    s = shapes[job.stream]
+    return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
 
 
-def decode_affine(jobs: list[tuple[Entry, Affine, bytes]], threads: int = 0) -> tuple[dict[str, np.ndarray], list[str]]:
+def decode(jobs: list[tuple[Entry, Affine | Lookup, bytes]], threads: int = 0) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every job in one native pass -> ({name: array}, names the native decoder left to the
     method's own decode). Damage raises ContainerError naming the tensor."""
     from zoocodec.methods.lossless import native_dtype  # noqa: PLC0415
 
     outs = {e.name: np.empty(e.shape, dtype=native_dtype(e.dtype)) for e, _, _ in jobs}
     args = []
-    for e, a, payload in jobs:
-        rows = a.steps.shape[0]
-        args.append((payload, e.numel, np.ascontiguousarray(a.steps, dtype=np.float64),
-                     e.numel // rows if rows > 1 else e.numel, KINDS[e.dtype], outs[e.name].reshape(-1)))
+    for e, job, payload in jobs:
+        values, row_len, k = job.native(e.numel)
+        args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k, KINDS[e.dtype],
+                     outs[e.name].reshape(-1)))
     left = []
-    for (e, _, _), (status, error) in zip(jobs, native.engine().decode_affine(args, threads)):
+    for (e, _, _), (status, error) in zip(jobs, native.engine().decode_fused(args, threads)):
         if status == 2:
             raise ContainerError(f"{e.where}: corrupt entropy-coded payload: {error}")
         if status == 1:

@@ -370,7 +370,7 @@ class Archive(ArchiveBase):
                 else:
                     fused.append((e, job, segments[e.name].pop(job.stream)))
             try:
-                arrays, left = plan.decode_affine(fused, threads)
+                arrays, left = plan.decode(fused, threads)
             except ContainerError as err:
                 raise ContainerError(f"{self.container.path}: {err}") from None
             del fused

@@ -13,14 +13,17 @@ namespace zc::plan {
 
 enum Kind { F32 = 0, F16 = 1, BF16 = 2 };
 
-// value = float64(lo + symbol) * steps[row], rounded to the output dtype as NumPy rounds
-// float64 (methods/base.from_float64: bfloat16 through float32, nearest-even).
-struct Affine {
+// A tensor's symbols (an ans frame) to values, rounded to the output dtype as NumPy rounds
+// float64 (methods/base.from_float64: bfloat16 through float32, nearest-even). Element e
+// lies in row e / row_len of `rows`:
+//   k == 0 (affine, uniform): value = float64(symbol) * values[row]
+//   k > 0 (lookup, kmeans):   value = values[row * k + symbol], symbol in [0, k) (else corrupt)
+struct Fused {
   const uint8_t* payload = nullptr;  // the ans frame
   std::size_t size = 0;
   uint64_t count = 0;
-  const double* steps = nullptr;  // one per row of the 2-D view
-  uint64_t rows = 1, row_len = 0;
+  const double* values = nullptr;  // rows steps, or rows * k codebook values
+  uint64_t rows = 1, row_len = 0, k = 0;
   int kind = F32;
   void* out = nullptr;  // count values of the kind
   // results
@@ -28,6 +31,6 @@ struct Affine {
   std::string error;
 };
 
-void decode_affine(std::vector<Affine>& jobs, int threads);
+void decode(std::vector<Fused>& jobs, int threads);
 
 }  // namespace zc::plan

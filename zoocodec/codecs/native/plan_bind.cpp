@@ -21,37 +21,39 @@ namespace {
 using Steps = nb::ndarray<const double, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
-// jobs: (payload, count, steps float64[rows], row_len, kind 0 f32 | 1 f16 | 2 bf16, out: a
-// writable contiguous array of count values of that width). Returns (status, error) per job:
-// 0 decoded, 1 not taken (packed or wide-alphabet frames: ans.py decodes those), 2 corrupt.
-std::vector<std::tuple<int, std::string>> decode_affine(const std::vector<nb::tuple>& jobs, int threads) {
+// jobs: (payload, count, values float64, row_len, k, kind 0 f32 | 1 f16 | 2 bf16, out: a
+// writable contiguous array of count values of that width); values: one step per row (k 0)
+// or k codebook values per row. Returns (status, error) per job: 0 decoded, 1 not taken
+// (packed or wide-alphabet frames: ans.py decodes those), 2 corrupt.
+std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tuple>& jobs, int threads) {
   std::vector<std::unique_ptr<InBuffer>> held;
   std::vector<Steps> steps;
   std::vector<Out> outs;
-  std::vector<plan::Affine> work(jobs.size());
+  std::vector<plan::Fused> work(jobs.size());
   for (std::size_t t = 0; t < jobs.size(); ++t) {
     const nb::tuple& j = jobs[t];
-    if (j.size() != 6) throw std::invalid_argument("a job is (payload, count, steps, row_len, kind, out)");
+    if (j.size() != 7) throw std::invalid_argument("a job is (payload, count, values, row_len, k, kind, out)");
     held.emplace_back(new InBuffer(j[0]));
     steps.push_back(nb::cast<Steps>(j[2]));
-    outs.push_back(nb::cast<Out>(j[5]));
-    plan::Affine& a = work[t];
+    outs.push_back(nb::cast<Out>(j[6]));
+    plan::Fused& a = work[t];
     a.payload = held.back()->data();
     a.size = held.back()->size();
     a.count = nb::cast<uint64_t>(j[1]);
-    a.steps = steps.back().data();
-    a.rows = steps.back().shape(0);
+    a.values = steps.back().data();
     a.row_len = nb::cast<uint64_t>(j[3]);
-    a.kind = nb::cast<int>(j[4]);
+    a.k = nb::cast<uint64_t>(j[4]);
+    a.kind = nb::cast<int>(j[5]);
+    a.rows = a.k ? steps.back().shape(0) / a.k : steps.back().shape(0);
     const std::size_t width = a.kind == plan::F32 ? 4 : 2;
     if (a.kind < 0 || a.kind > 2) throw std::invalid_argument("kind is 0 (float32), 1 (float16) or 2 (bfloat16)");
-    if (a.rows < 1) throw std::invalid_argument("no steps");
+    if (a.rows < 1 || (a.k && a.rows * a.k != steps.back().shape(0))) throw std::invalid_argument("bad values");
     if (outs.back().nbytes() != a.count * width) throw std::invalid_argument("output of the wrong size");
     a.out = outs.back().data();
   }
   {
     nb::gil_scoped_release release;
-    plan::decode_affine(work, threads);
+    plan::decode(work, threads);
   }
   std::vector<std::tuple<int, std::string>> result;
   for (auto& a : work) result.emplace_back(a.status, a.error);
@@ -89,9 +91,9 @@ nb::object ans_frame(nb::handle data, uint64_t count) {
 }  // namespace
 
 void bind_plan(nb::module_& m) {
-  m.def("decode_affine", &decode_affine, nb::arg("jobs"), nb::arg("threads") = 0,
-        "Many tensors' ans payloads -> symbol * step in their dtype, written into the given arrays, "
-        "every substream on one pass of the pool; (status, error) per job.");
+  m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
+        "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, written into the "
+        "given arrays, every substream on one pass of the pool; (status, error) per job.");
   m.def("ans_frame", &ans_frame, nb::arg("data"), nb::arg("count"),
         "The parsed frame of an ans payload (lo, L, constant, freq, chunk, offsets, lengths), or None.");
 }
