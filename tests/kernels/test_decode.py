@@ -32,8 +32,11 @@ def emulate_packed(job: G.Job) -> np.ndarray:
     for b in range(p.width):
         v |= raw[:, b] << np.uint64(8 * b)
     sym = (v + np.uint64(p.lo % (1 << 64))).view(np.int64)
-    rows = len(job.steps)
-    row = np.arange(numel) // (numel // rows) if rows > 1 else np.zeros(numel, np.int64)
+    row = np.arange(numel) // job.row_length if job.rows > 1 else np.zeros(numel, np.int64)
+    if job.k:
+        if sym.size and (sym.min() < 0 or sym.max() >= job.k):
+            raise ContainerError("codebook index out of range")
+        return from_float64(job.steps[row * job.k + sym], job.dtype).reshape(job.shape)
     return from_float64(sym.astype(np.float64) * job.steps[row], job.dtype).reshape(job.shape)
 
 
@@ -43,11 +46,15 @@ def emulate(job: G.Job) -> np.ndarray:
         return emulate_packed(job)
     s, numel = job.stream, math.prod(job.shape)
     out = np.empty(numel, np.float64)
-    rows = len(job.steps)
-    row_len = numel // rows if rows > 1 else max(numel, 1)
+    rows, row_len = job.rows, job.row_length
 
     def value(elem, sym):
-        return float(np.float64(sym + s.lo) * job.steps[elem // row_len if rows > 1 else 0])
+        row = elem // row_len if rows > 1 else 0
+        if job.k:  # a codebook index: outside [0, k) the kernel flags the substream
+            if not 0 <= sym + s.lo < job.k:
+                raise ContainerError("codebook index out of range")
+            return float(job.steps[row * job.k + sym + s.lo])
+        return float(np.float64(sym + s.lo) * job.steps[row])
 
     if s.L == 0:
         out[:] = [value(i, 0) for i in range(numel)]
@@ -128,6 +135,29 @@ def test_every_uniform_width_is_taken(tmp_path, spec):
         assert "Packed" in kinds
 
 
+@pytest.mark.parametrize("spec", ["kmeans:k=16", "kmeans:k=4,per=channel", "kmeans:k=8,per=block,block=1000",
+                                  "kmeans:k=256,codebook=float16"])
+def test_codebook_lookup_is_taken(tmp_path, spec):
+    """kmeans declares a fused Lookup: the kernel's algorithm gives the CPU decoder's bytes."""
+    model = {k: v for k, v in MODEL.items() if k != "big.weight"}
+    compress(model, tmp_path / "m.zc", spec, min_size=100)
+    with Archive(tmp_path / "m.zc") as a:
+        for name in model:
+            job = G.job(a, name)
+            assert job is not None and job.k, name
+            assert emulate(job).tobytes() == a.read(name).tobytes(), name
+
+
+def test_codebook_index_out_of_range_is_flagged():
+    from zoocodec.codecs import ans
+
+    steps = np.linspace(-1, 1, 4)
+    for data in (ans.encode(np.arange(5000) % 5), ans._packed(np.arange(5000) % 5)):
+        job = G.Job("t", (5000,), "float32", G.parse(data, 5000, "t"), steps, k=4, row_len=5000)
+        with pytest.raises(ContainerError, match="out of range"):
+            emulate(job)
+
+
 def test_batches_and_what_the_kernel_takes(tmp_path, archives):
     with Archive(archives["uniform:bits=8"]) as a:
         jobs = [G.job(a, n) for n in MODEL]
@@ -135,8 +165,8 @@ def test_batches_and_what_the_kernel_takes(tmp_path, archives):
         assert [len(j.stream.lengths) for j in jobs] == [4, 1, 1, 0]
     compress(MODEL, tmp_path / "m.zc", "kmeans:k=4", min_size=100,
              overrides={"half*": "uniform:bits=8,coder=ctx", "bf*": "uniform:bits=8"})
-    with Archive(tmp_path / "m.zc") as a:  # other methods and coders decode on the host
-        assert G.job(a, "big.weight") is None and G.job(a, "half.weight") is None
+    with Archive(tmp_path / "m.zc") as a:  # kmeans as a codebook lookup; other coders on the host
+        assert G.job(a, "big.weight").k == 4 and G.job(a, "half.weight") is None
         assert G.job(a, "bf.weight") is not None
 
 

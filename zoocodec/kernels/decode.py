@@ -1,7 +1,7 @@
 """Decode into GPU memory: the payloads whose methods declare a fused decoder
-(MethodSpec.fused -> zoocodec.plan.Affine: symbols of an `ans` stream times a step per row,
-uniform at 2-16 bits), entropy decoding and dequantization fused in one CUDA kernel
-(decode.cu), the result handed to torch through DLPack.
+(MethodSpec.fused -> zoocodec.plan: Affine, symbols of an `ans` stream times a step per row,
+uniform at 2-16 bits; Lookup, a codebook per problem, kmeans), entropy decoding and
+dequantization fused in one CUDA kernel (decode.cu), the result handed to torch through DLPack.
 
 The frame is parsed by the native engine's one parser of the ans frame (ans_frame.h, the
 same code the CPU decoder runs); the host builds the slot tables and copies only the
@@ -32,7 +32,7 @@ KINDS = {"float32": ("rans_dequant_f32", np.float32), "float16": ("rans_dequant_
          "bfloat16": ("rans_dequant_bf16", np.uint16)}
 PACKED_KERNELS = {"float32": "packed_dequant_f32", "float16": "packed_dequant_f16", "bfloat16": "packed_dequant_bf16"}
 TENSOR = np.dtype([("out_start", "<u8"), ("row_len", "<u8"), ("lo", "<i8"), ("table", "<u4"), ("L", "<u4"),
-                   ("steps", "<u4"), ("rows", "<u4")])  # struct Tensor of decode.cu (40 bytes)
+                   ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("pad", "<u4")])  # struct Tensor of decode.cu (48 bytes)
 MAX_NSYM = 1 << 16
 
 
@@ -92,13 +92,25 @@ def slot_table(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Job:
-    """One tensor to decode on the GPU: its stream, steps (float64, one per row) and dtype."""
+    """One tensor to decode on the GPU: its stream, dtype, and values (float64): one step per
+    row (k 0), or k codebook values per row; `row_len` elements a row (0: numel / rows)."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     stream: Stream | Packed
     steps: np.ndarray
+    k: int = 0
+    row_len: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.steps) // self.k if self.k else len(self.steps)
+
+    @property
+    def row_length(self) -> int:
+        numel = math.prod(self.shape)
+        return self.row_len or (numel // self.rows if self.rows > 1 else max(numel, 1))
 
 
 def job(archive, name: str) -> Job | None:
@@ -116,12 +128,13 @@ def job(archive, name: str) -> Job | None:
         fused = plan.fused_job(spec_from_dict(e.method), e, segments)
     except Exception as err:  # noqa: BLE001  (a spec or side info the host path refuses the same way)
         raise ContainerError(f"{where}: {err}") from None
-    if not isinstance(fused, plan.Affine):
+    if fused is None:
         return None
     stream = parse(segments[fused.stream], e.numel, f"{where}: entropy-coded payload")
     if stream is None:
         return None
-    return Job(name, e.shape, e.dtype, stream, fused.steps)
+    values, row_len, k = fused.native(e.numel)
+    return Job(name, e.shape, e.dtype, stream, values, k, row_len if k else 0)
 
 
 @functools.cache
@@ -151,15 +164,14 @@ def run(jobs: list[Job], what: str = "GPU decode") -> list:
     for t, (j, out_at) in enumerate(coded):
         s = j.stream
         numel = math.prod(j.shape)
-        rows = len(j.steps)
-        tensors[t] = (out_at, numel // rows if rows > 1 else max(numel, 1), s.lo, table_at, s.L, steps_at, rows)
+        tensors[t] = (out_at, j.row_length, s.lo, table_at, s.L, steps_at, j.rows, j.k, 0)
         if s.L:
             fb, sy = slot_table(s.freq)
             tables.append(fb)
             syms.append(sy)
             table_at += fb.size
         steps.append(j.steps)
-        steps_at += rows
+        steps_at += len(j.steps)
         blobs.append(s.data)
         offsets = np.concatenate([[0], np.cumsum(s.lengths, dtype=np.uint64)[:-1]]) if s.lengths else []
         chunk = s.chunk
@@ -173,7 +185,7 @@ def run(jobs: list[Job], what: str = "GPU decode") -> list:
     nsub = len(sub_off)
     out = cupy.empty(starts[-1], dtype=out_dtype)
     for j, at in packed:
-        _packed_launch(j, out[at:])
+        _packed_launch(j, out[at:], what)
     if nsub:
         host = _pinned(blobs, data_at)  # kept until the kernel has run (the .get() of `bad` below waits)
         data = cupy.empty(host.shape, dtype=np.uint8)
@@ -204,20 +216,22 @@ def run(jobs: list[Job], what: str = "GPU decode") -> list:
     return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts, numels)]
 
 
-def _packed_launch(j: Job, out) -> None:
+def _packed_launch(j: Job, out, what: str) -> None:
     """One packed tensor: its inflated ints uploaded, dequantized into `out` (a view at its start)."""
     import cupy  # noqa: PLC0415
 
     p, numel = j.stream, math.prod(j.shape)
     if not numel:
         return
-    rows = len(j.steps)
     raw = cupy.asarray(np.frombuffer(p.raw, np.uint8))
     steps = cupy.asarray(np.ascontiguousarray(j.steps, np.float64))
+    bad = cupy.zeros(1, dtype=np.int32)
     blocks = min(-(-numel // THREADS), 65535)
     _module().get_function(PACKED_KERNELS[j.dtype])(
-        (blocks,), (THREADS,), (raw, np.uint32(p.width), np.uint64(numel), np.int64(p.lo), steps, np.uint32(rows),
-                                np.uint64(numel // rows if rows > 1 else numel), out))
+        (blocks,), (THREADS,), (raw, np.uint32(p.width), np.uint64(numel), np.int64(p.lo), steps, np.uint32(j.rows),
+                                np.uint64(j.row_length), np.uint32(j.k), out, bad))
+    if int(bad.get()[0]):
+        raise ContainerError(f"{what}: tensor {j.name!r}: codebook index out of range")
 
 
 def _pinned(blobs: list, size: int) -> np.ndarray:
