@@ -1,8 +1,8 @@
-"""GPU decoding of uniform payloads at every width (issue 24), on a GPU machine: for 2, 4, 8,
-12 and 16 bits, `zoocodec.load(device="cuda")` against `safetensors.torch.load_file(device=
+"""GPU decoding of every payload the GPU decoder takes (issue 24), on a GPU machine: for uniform
+at 2, 4, 8, 12 and 16 bits and kmeans, `zoocodec.load(device="cuda")` against `safetensors.torch.load_file(device=
 "cuda")` of the same weights (page cache, same run), the decode kernels alone on data already
 in GPU memory (GB/s of decoded weights), and a bit-exact check against the CPU decoder.
-Which payloads took the rANS kernel and which the packed one is recorded per width.
+Which payloads took the rANS kernel and which the packed one is recorded per spec.
 
     python bench/bench_decode_gpu.py [--params 50e6] [--out DIR]      (scripts/gpu_check.sh runs it)
 """
@@ -24,7 +24,8 @@ from bench_common import gpu_time, machine
 import zoocodec
 from zoocodec.kernels import decode as G
 
-BITS = (2, 4, 8, 12, 16)
+SPECS = ("uniform:bits=2", "uniform:bits=4", "uniform:bits=8", "uniform:bits=12", "uniform:bits=16", "kmeans:k=16",
+         "kmeans:k=256,per=channel")
 
 
 def model(params: float) -> dict[str, torch.Tensor]:
@@ -58,9 +59,9 @@ def main() -> None:
         tmp = Path(tmp)
         save_file(weights, tmp / "m.safetensors")
         st = best(lambda: load_file(tmp / "m.safetensors", device="cuda"))
-        for bits in BITS:
-            path = tmp / f"u{bits}.zc"
-            zoocodec.compress(weights, path, f"uniform:bits={bits}", min_size=1)
+        for i, spec in enumerate(SPECS):
+            path = tmp / f"{i}.zc"
+            zoocodec.compress(weights, path, spec, min_size=1)
             cpu = zoocodec.load(path, device="cpu")
             gpu = zoocodec.load(path, device="cuda")
             exact = all(torch.equal(gpu[n].cpu().view(torch.int16), cpu[n].view(torch.int16)) for n in cpu)
@@ -69,7 +70,7 @@ def main() -> None:
             kinds = sorted({type(j.stream).__name__ for j in jobs if j is not None})
             kernel = gpu_time(lambda: G.run([j for j in jobs if j is not None]), reps=5)
             load = best(lambda: zoocodec.load(path, device="cuda"))
-            rows.append({"bits": bits, "file_bytes": path.stat().st_size, "bf16_bytes": nbytes,
+            rows.append({"spec": spec, "file_bytes": path.stat().st_size, "bf16_bytes": nbytes,
                          "taken_by_gpu": sum(j is not None for j in jobs), "tensors": len(jobs), "kinds": kinds,
                          "bit_exact_vs_cpu": exact, "load_cuda_s": load, "safetensors_cuda_s": st,
                          "load_speed_over_safetensors": st / load, "kernel_and_upload_s": kernel,
@@ -79,7 +80,7 @@ def main() -> None:
               "gpu": torch.cuda.get_device_name(0), "params": args.params, "rows": rows}
     (args.out / "decode-gpu.json").write_text(json.dumps(result, indent=2))
     for r in rows:
-        print(f"uniform {r['bits']:>2} bits: {r['taken_by_gpu']}/{r['tensors']} on the GPU {r['kinds']}, "
+        print(f"{r['spec']}: {r['taken_by_gpu']}/{r['tensors']} on the GPU {r['kinds']}, "
               f"exact {r['bit_exact_vs_cpu']}, load {r['load_speed_over_safetensors']:.2f}x safetensors, "
               f"decode call {r['kernel_and_upload_GBps']:.0f} GB/s")
 

@@ -1,5 +1,6 @@
-"""On a CUDA GPU: the rANS + dequantization kernels (uniform, kmeans; rANS and packed frames) write the CPU decoder's bytes, straight into
-torch CUDA tensors; damaged substreams raise ContainerError. Skips cleanly without a GPU."""
+"""On a CUDA GPU: the rANS + dequantization kernels (uniform, kmeans; rANS and packed frames)
+write the CPU decoder's bytes, straight into torch CUDA tensors; damaged substreams raise
+ContainerError. Skips cleanly without a GPU."""
 from __future__ import annotations
 
 import numpy as np
