@@ -88,12 +88,45 @@ nb::object ans_frame(nb::handle data, uint64_t count) {
   return nb::make_tuple(f.lo, p.L, p.constant, freqs, p.chunk, offsets, lengths);
 }
 
+nb::object decoded_indices(const rans::Parsed& p, int threads) {
+  auto run = [&](auto* out) {
+    nb::gil_scoped_release release;
+    if (p.L == 0) std::fill(out, out + p.n, p.constant);
+    else rans::decode(p, out, threads);
+  };
+  if (p.nsym <= 256) {
+    uint8_t* out;
+    auto a = new_array<uint8_t>(p.n, &out);
+    run(out);
+    return nb::cast(a);
+  }
+  uint16_t* out;
+  auto a = new_array<uint16_t>(p.n, &out);
+  run(out);
+  return nb::cast(a);
+}
+
+// (lo, indices uint8/uint16) of an ans payload's rANS frame of `count` symbols (symbol = lo +
+// index), or None for the frames ans.py reads itself (packed, raw low bits).
+nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
+  InBuffer in(data);
+  Reader r(in.data(), in.size());
+  ans::Frame f;
+  {
+    nb::gil_scoped_release release;
+    if (!ans::parse_frame(r, count, &f)) return nb::none();
+  }
+  return nb::make_tuple(f.lo, decoded_indices(f.stream, threads));
+}
+
 }  // namespace
 
 void bind_plan(nb::module_& m) {
   m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, written into the "
         "given arrays, every substream on one pass of the pool; (status, error) per job.");
+  m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
+        "(lo, indices) of an ans payload's rANS frame, or None for packed and wide-alphabet frames.");
   m.def("ans_frame", &ans_frame, nb::arg("data"), nb::arg("count"),
         "The parsed frame of an ans payload (lo, L, constant, freq, chunk, offsets, lengths), or None.");
 }
