@@ -104,3 +104,16 @@ def test_the_frame_parser_reads_what_ans_wrote():
     with pytest.raises(native.engine().CorruptStream):
         native.engine().ans_frame(data[:-3], s.size)
     assert set(KINDS) == {"float32", "float16", "bfloat16"}
+
+
+def test_a_missing_stream_is_named_not_a_crash(tmp_path):
+    """Found by the container fuzzer: side info naming a stream whose payload is gone."""
+    from support import Forge
+
+    zoocodec.compress(mixed_model(), tmp_path / "m.zc", "uniform:bits=8", min_size=10)
+    f = Forge((tmp_path / "m.zc").read_bytes())
+    t = next(t for t in f.header["tensors"] if t["name"] == "f32")
+    t["segments"]["renamed"] = t["segments"].pop("symbols")
+    f.write(tmp_path / "bad.zc")
+    with zoocodec.Archive(tmp_path / "bad.zc") as a, pytest.raises(ContainerError, match="'f32'.*'symbols' is missing"):
+        a.read_many(a.names())

@@ -108,8 +108,8 @@ def fused_job(spec, e: Entry, segments: dict[str, bytes]):
     if e.dtype not in KINDS or not isinstance(shapes, dict):
         return None
     job = spec.fused(e.side, {k: v for k, v in segments.items() if k not in shapes}, e.shape, e.dtype)
-    if not isinstance(job, FUSED) or set(shapes) != {job.stream}:
-        return None
+    if not isinstance(job, FUSED) or set(shapes) != {job.stream} or job.stream not in segments:
+        return None  # (the method's own decode names what is wrong)
     s = shapes[job.stream]
     return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
 
