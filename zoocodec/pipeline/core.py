@@ -390,9 +390,9 @@ class Archive(ArchiveBase):
         return got
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
-        """One tensor as torch, on `device`: on a GPU, uniform+ans payloads are decoded by a
-        CUDA kernel straight into device memory (zoocodec/kernels/decode.py); other
-        payloads are decoded on the host and copied."""
+        """One tensor as torch, on `device`: on a GPU, payloads whose method declares a fused
+        decoder (zoocodec/plan.py: uniform, kmeans) are decoded by a CUDA kernel straight into
+        device memory (zoocodec/kernels/decode.py); other payloads are decoded on the host and copied."""
         dev = resolve(device)
         if dev.is_gpu:
             from zoocodec.kernels import decode  # noqa: PLC0415
