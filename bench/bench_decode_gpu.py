@@ -1,7 +1,7 @@
 """GPU decoding of every payload the GPU decoder takes (issue 24), on a GPU machine: for uniform
-at 2, 4, 8, 12 and 16 bits and kmeans, `zoocodec.load(device="cuda")` against `safetensors.torch.load_file(device=
+at 2, 4, 8, 12 and 16 bits, kmeans and lossless, `zoocodec.load(device="cuda")` against `safetensors.torch.load_file(device=
 "cuda")` of the same weights (page cache, same run), the decode kernels alone on data already
-in GPU memory (GB/s of decoded weights), and a bit-exact check against the CPU decoder.
+in GPU memory (the decode call: host parsing, upload and kernels, GB/s of decoded weights), and a bit-exact check against the CPU decoder.
 Which payloads took the rANS kernel and which the packed one is recorded per spec.
 
     python bench/bench_decode_gpu.py [--params 50e6] [--out DIR]      (scripts/gpu_check.sh runs it)
@@ -25,7 +25,7 @@ import zoocodec
 from zoocodec.kernels import decode as G
 
 SPECS = ("uniform:bits=2", "uniform:bits=4", "uniform:bits=8", "uniform:bits=12", "uniform:bits=16", "kmeans:k=16",
-         "kmeans:k=256,per=channel")
+         "kmeans:k=256,per=channel", "lossless")
 
 
 def model(params: float) -> dict[str, torch.Tensor]:
@@ -67,8 +67,8 @@ def main() -> None:
             exact = all(torch.equal(gpu[n].cpu().view(torch.int16), cpu[n].view(torch.int16)) for n in cpu)
             with zoocodec.Archive(path) as a:
                 jobs = [G.job(a, n) for n in a.names()]
-            kinds = sorted({type(j.stream).__name__ for j in jobs if j is not None})
-            kernel = gpu_time(lambda: G.run([j for j in jobs if j is not None]), reps=5)
+                kernel = gpu_time(lambda: G.tensors(a, a.names()), reps=5)  # host parsing, upload, kernels
+            kinds = sorted({type(getattr(j, "stream", j)).__name__ for j in jobs if j is not None})
             load = best(lambda: zoocodec.load(path, device="cuda"))
             rows.append({"spec": spec, "file_bytes": path.stat().st_size, "bf16_bytes": nbytes,
                          "taken_by_gpu": sum(j is not None for j in jobs), "tensors": len(jobs), "kinds": kinds,

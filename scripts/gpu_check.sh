@@ -5,7 +5,7 @@
 # bit for bit: every method with a GPU path, the batched compress, the GPU decoder) and
 # bench/gpu.py (compress GPU vs CPU, load into GPU memory vs safetensors, decoder GB/s,
 # k-means as a fraction of HBM), and bench/bench_decode_gpu.py (uniform at 2-16 bits on the
-# GPU decoder, and kmeans: rANS and packed frames, exact against the CPU, load and kernel speed). Everything lands in $OUT (default ./gpu-check-out):
+# GPU decoder, kmeans and lossless float planes: exact against the CPU, load and kernel speed). Everything lands in $OUT (default ./gpu-check-out):
 # nvidia-smi.txt, build.log, nvcc.log, pytest.log, junit.xml, bench.log, gpu-bench.json.
 #
 # The H200 image (python3 3.12, torch 2.11 cu130, CuPy 14 cuda13x, nanobind, scikit-build-core,
@@ -69,7 +69,8 @@ done
 timeout "$(limit 60)" $PY -c "
 from zoocodec.kernels import decode, kmeans
 for m, names in ((kmeans, ('lloyd_pass', 'lloyd_small')),
-                 (decode, tuple(k for k, _ in decode.KINDS.values()) + tuple(decode.PACKED_KERNELS.values()))):
+                 (decode, tuple(k for k, _ in decode.KINDS.values()) + tuple(decode.PACKED_KERNELS.values())
+                  + ('rans_bytes', 'planes_merge4', 'planes_merge2'))):
     for n in names:
         m._module().get_function(n)
 print('CUDA kernels compiled by NVRTC')
@@ -83,7 +84,7 @@ timeout "$(limit 150)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxm
   tests/kernels/test_transform.py tests/methods/test_rdoq.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 tests=${PIPESTATUS[0]}
 
-stage "bench/bench_decode_gpu.py (uniform 2-16 bits, kmeans: load vs safetensors, kernel GB/s, exact vs CPU)"
+stage "bench/bench_decode_gpu.py (uniform 2-16 bits, kmeans, lossless: load vs safetensors, GB/s, exact vs CPU)"
 timeout "$(limit 90)" $PY bench/bench_decode_gpu.py --params "${DECODE_PARAMS:-50e6}" --out "$OUT" 2>&1 |
   tee "$OUT/decode-gpu.log" | grep -v "^{" | tail -8
 

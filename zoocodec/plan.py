@@ -12,6 +12,8 @@ Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; val
 float64 rounded to the dtype exactly as methods/base.from_float64 rounds them):
     Affine   value = symbol * steps[row]               (uniform)
     Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
+    Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py; the
+             GPU only: on the CPU the coder's own native decoder is this already)
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class Affine:
     stream: str
     steps: np.ndarray
     same_shape = True  # the symbols have the tensor's shape (dequantize reshapes to theirs)
+    cpu = True  # plan.cpp decodes it
 
     def native(self, numel: int) -> tuple[np.ndarray, int, int]:
         """(values, row length, k) of plan.h's Fused."""
@@ -51,12 +54,22 @@ class Lookup:
     k: int
     size: int
     same_shape = False  # the indices are flat: their count is the tensor's
+    cpu = True
 
     def native(self, numel: int) -> tuple[np.ndarray, int, int]:
         return self.values, self.size, self.k
 
 
-FUSED = (Affine, Lookup)
+@dataclass(frozen=True)
+class Planes:
+    """The tensor's bits from the float-plane payload `stream` (codecs/floatplanes.py)."""
+
+    stream: str
+    same_shape = True
+    cpu = False
+
+
+FUSED = (Affine, Lookup, Planes)
 
 
 @dataclass
@@ -101,14 +114,15 @@ def batches(items: list[Entry], limit: int = BATCH_BYTES) -> list[list[Entry]]:
     return [b for b in out if b]
 
 
-def fused_job(spec, e: Entry, segments: dict[str, bytes]):
-    """The method's fused description of entry `e`, or None (its own decode then runs). Only
-    payloads shaped as the generic decoder would accept them are taken."""
+def fused_job(spec, e: Entry, segments: dict[str, bytes], gpu: bool = False):
+    """The method's fused description of entry `e` for the CPU's batched decoder (`gpu`: for the
+    CUDA decoder), or None (its own decode then runs). Only payloads shaped as the generic
+    decoder would accept them are taken."""
     shapes = e.side.get("symbols")
     if e.dtype not in KINDS or not isinstance(shapes, dict):
         return None
     job = spec.fused(e.side, {k: v for k, v in segments.items() if k not in shapes}, e.shape, e.dtype)
-    if not isinstance(job, FUSED) or set(shapes) != {job.stream} or job.stream not in segments:
+    if not isinstance(job, FUSED) or not (gpu or job.cpu) or set(shapes) != {job.stream} or job.stream not in segments:
         return None  # (the method's own decode names what is wrong)
     s = shapes[job.stream]
     return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None

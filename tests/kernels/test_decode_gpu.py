@@ -1,4 +1,4 @@
-"""On a CUDA GPU: the rANS + dequantization kernels (uniform, kmeans; rANS and packed frames)
+"""On a CUDA GPU: the rANS + dequantization kernels (uniform, kmeans, lossless float planes; rANS and packed frames)
 write the CPU decoder's bytes, straight into torch CUDA tensors; damaged substreams raise
 ContainerError. Skips cleanly without a GPU."""
 from __future__ import annotations
@@ -35,7 +35,7 @@ MODEL = {
 }
 SPECS = ["uniform:bits=8", "uniform:bits=4", "uniform:bits=3,per_tensor=true", "uniform:step=0.013",
          "uniform:bits=12", "uniform:bits=16", "uniform:bits=2", "kmeans:k=16", "kmeans:k=4,per=channel",
-         "kmeans:k=256,per=block,block=5000,codebook=float16"]
+         "kmeans:k=256,per=block,block=5000,codebook=float16", "lossless"]
 
 
 @pytest.mark.parametrize("spec", SPECS)

@@ -56,11 +56,16 @@ __device__ __forceinline__ u32 load32(const unsigned char* p) {
 }
 
 // slots[table + x & mask] = freq | bias << 16 ; syms[table + ...] = symbol
-// false: a codebook index outside [0, k) (nothing is read or written)
+// false: a codebook index outside [0, k) (nothing is read or written). KIND 3 stores the
+// symbol itself as a byte (a float plane: rans_bytes).
 template <int KIND>
 __device__ bool emit(void* out, const Tensor& t, const double* steps, u64 elem, u32 sym) {
   const u64 row = t.rows > 1 ? elem / t.row_len : 0;
   const long long s = (long long)sym + t.lo;
+  if (KIND == 3) {
+    reinterpret_cast<unsigned char*>(out)[t.out_start + elem] = (unsigned char)s;
+    return true;
+  }
   if (t.k) {
     if (s < 0 || s >= (long long)t.k) return false;
     store<KIND>(out, t.out_start + elem, steps[t.steps + row * t.k + s]);
@@ -151,6 +156,24 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
 KERNEL(rans_dequant_f32, 0)
 KERNEL(rans_dequant_f16, 1)
 KERNEL(rans_dequant_bf16, 2)
+KERNEL(rans_bytes, 3)
+
+// Lossless float planes (zoocodec/codecs/floatplanes.py), decoded into `planes` (plane k of
+// n bytes at k * n, the top byte of each value first): each value's bits rotated back right
+// by one, as floatplanes.cpp's merge does.
+extern "C" __global__ void planes_merge4(const unsigned char* planes, u64 n, u32* out) {
+  for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+    const u32 r = u32(planes[i]) << 24 | u32(planes[n + i]) << 16 | u32(planes[2 * n + i]) << 8 | planes[3 * n + i];
+    out[i] = r >> 1 | r << 31;
+  }
+}
+
+extern "C" __global__ void planes_merge2(const unsigned char* planes, u64 n, unsigned short* out) {
+  for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+    const u32 r = u32(planes[i]) << 8 | planes[n + i];
+    out[i] = (unsigned short)(r >> 1 | r << 15);
+  }
+}
 
 // Packed frames (zoocodec/codecs/ans.py mode 1, inflated on the host by ans.unpack): symbol
 // i = lo + the little-endian unsigned int of `width` bytes at i (wrapping as NumPy's int64

@@ -113,7 +113,41 @@ class Job:
         return self.row_len or (numel // self.rows if self.rows > 1 else max(numel, 1))
 
 
-def job(archive, name: str) -> Job | None:
+@dataclass
+class PlanesJob:
+    """One lossless float tensor: its byte planes, top first, each a rANS Stream (lo 0) or the
+    plane's bytes (raw, or inflated from zstd on the host)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    planes: list
+
+
+def parse_planes(data, count: int, dtype: str, what: str) -> list:
+    """A float-plane payload's planes (codecs/floatplanes.frame, the CPU's parser; rANS planes by
+    the native one), as PlanesJob holds them."""
+    from zoocodec.codecs import floatplanes  # noqa: PLC0415
+    from zoocodec.methods.lossless import bits_dtype  # noqa: PLC0415
+
+    eng = native.engine()
+    planes = []
+    for mode, body in floatplanes.frame(data, count, bits_dtype(dtype)):
+        if mode == floatplanes.RAW:
+            planes.append(bytes(body))
+            continue
+        try:
+            _, L, constant, freq, chunk, offsets, lengths = eng.rans_frame(body, count)
+        except eng.CorruptStream as e:
+            raise ContainerError(f"corrupt {what}: {e}") from None
+        start = int(offsets[0]) if len(offsets) else 0
+        planes.append(Stream(count, constant if L == 0 else 0, L, freq, chunk if L else 1 << 16,
+                             [int(x) for x in lengths] if L else [],
+                             memoryview(body)[start : start + int(lengths.sum(dtype=np.uint64))] if L else memoryview(b"")))
+    return planes
+
+
+def job(archive, name: str) -> Job | PlanesJob | None:
     """The GPU decode job of one tensor of an open Archive, or None when its method declares
     no fused decoder this kernel takes (zoocodec/plan.py)."""
     from zoocodec import plan  # noqa: PLC0415
@@ -125,11 +159,14 @@ def job(archive, name: str) -> Job | None:
     where = f"{archive.container.path}: {e.where}"
     segments = dict(zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()])))
     try:
-        fused = plan.fused_job(spec_from_dict(e.method), e, segments)
+        fused = plan.fused_job(spec_from_dict(e.method), e, segments, gpu=True)
     except Exception as err:  # noqa: BLE001  (a spec or side info the host path refuses the same way)
         raise ContainerError(f"{where}: {err}") from None
     if fused is None:
         return None
+    if isinstance(fused, plan.Planes):
+        return PlanesJob(name, e.shape, e.dtype, parse_planes(segments[fused.stream], e.numel, e.dtype,
+                                                              f"{where}: float payload"))
     stream = parse(segments[fused.stream], e.numel, f"{where}: entropy-coded payload")
     if stream is None:
         return None
@@ -144,14 +181,16 @@ def _module():
     return cupy.RawModule(code=Path(__file__).with_name("decode.cu").read_text(), options=("-std=c++17",))
 
 
-def run(jobs: list[Job], what: str = "GPU decode") -> list:
+def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, out=None) -> list:
     """Decode every job (all of one dtype) -> CuPy arrays of their shapes, views of one buffer: the
-    rANS streams in one launch, each packed one in a launch of its own."""
+    rANS streams in one launch, each packed one in a launch of its own. `kernel` and `out`: a
+    kernel other than the dtype's (rans_bytes) writing into a given buffer."""
     import cupy  # noqa: PLC0415
 
     if not jobs:
         return []
     kernel_name, out_dtype = KINDS[jobs[0].dtype]
+    kernel_name = kernel or kernel_name
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     numels = [math.prod(j.shape) for j in jobs]
     starts = [int(x) for x in np.cumsum([0] + numels)]
@@ -183,7 +222,7 @@ def run(jobs: list[Job], what: str = "GPU decode") -> list:
             tensor_of.append(t)
         data_at += len(s.data)
     nsub = len(sub_off)
-    out = cupy.empty(starts[-1], dtype=out_dtype)
+    out = cupy.empty(starts[-1], dtype=out_dtype) if out is None else out
     for j, at in packed:
         _packed_launch(j, out[at:], what)
     if nsub:
@@ -214,6 +253,40 @@ def run(jobs: list[Job], what: str = "GPU decode") -> list:
             raise ContainerError(f"{what}: tensor {j.name!r}: corrupt rANS substream "
                                  f"{sub_first[int(broken[0])] // j.stream.chunk}")
     return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts, numels)]
+
+
+def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
+    """Lossless float tensors (all of one dtype): each rANS-coded plane decoded by rans_bytes (a
+    launch a plane) into one buffer of planes, raw planes copied in, then a merge launch per
+    tensor -> CuPy arrays of their shapes (bfloat16 as uint16 bits)."""
+    import cupy  # noqa: PLC0415
+
+    if not jobs:
+        return []
+    out_dtype = KINDS[jobs[0].dtype][1]
+    width = np.dtype(out_dtype).itemsize
+    numels = [math.prod(j.shape) for j in jobs]
+    starts = [int(x) for x in np.cumsum([0] + [width * n for n in numels])]
+    planes = cupy.empty(max(starts[-1], 1), dtype=np.uint8)
+    coded = []
+    for j, at, n in zip(jobs, starts, numels):
+        for k, p in enumerate(j.planes):
+            if isinstance(p, Stream):  # decoded below, symbol = byte
+                coded.append((Job(j.name, (n,), "float32", p, np.ones(1)), at + k * n))
+            elif n:
+                planes[at + k * n : at + (k + 1) * n].set(np.frombuffer(p, np.uint8))
+    for cj, at in coded:  # (run() lays its jobs out back to back: one call a plane keeps each at its offset)
+        run([cj], what, kernel="rans_bytes", out=planes[at:])
+    out, views = cupy.empty(sum(numels), dtype=out_dtype), []
+    merge = _module().get_function("planes_merge4" if width == 4 else "planes_merge2")
+    at_out = 0
+    for j, at, n in zip(jobs, starts, numels):
+        if n:
+            merge((min(-(-n // THREADS), 65535),), (THREADS,),
+                  (planes[at:], np.uint64(n), out[at_out:].view(np.uint32 if width == 4 else np.uint16)))
+        views.append(out[at_out : at_out + n].reshape(j.shape))
+        at_out += n
+    return views
 
 
 def _packed_launch(j: Job, out, what: str) -> None:
@@ -259,18 +332,18 @@ def tensor(archive, name: str):
     j = job(archive, name)
     if j is None:
         return None
-    return to_torch(run([j], str(archive.container.path))[0], j.dtype)
+    return to_torch((run_planes if isinstance(j, PlanesJob) else run)([j], str(archive.container.path))[0], j.dtype)
 
 
 def tensors(archive, names: list[str]) -> dict:
     """Every tensor of `names` the kernel takes, decoded in one launch per dtype: {name: torch CUDA tensor}."""
-    jobs: dict[str, list[Job]] = {}
+    jobs: dict[tuple[str, bool], list] = {}
     for name in names:
         j = job(archive, name)
         if j is not None:
-            jobs.setdefault(j.dtype, []).append(j)
+            jobs.setdefault((j.dtype, isinstance(j, PlanesJob)), []).append(j)
     out = {}
-    for dtype, group in jobs.items():
-        for j, a in zip(group, run(group, str(archive.container.path))):
+    for (dtype, planes), group in jobs.items():
+        for j, a in zip(group, (run_planes if planes else run)(group, str(archive.container.path))):
             out[j.name] = to_torch(a, dtype)
     return out

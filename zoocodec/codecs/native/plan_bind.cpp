@@ -60,18 +60,9 @@ std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tup
   return result;
 }
 
-// The frame of an ans payload of `count` symbols for a GPU decoder's host side, or None when
-// it is not a rANS frame of at most 2^16 symbols: (lo, L, constant, freq uint32[nsym], chunk,
-// offsets uint64[substreams] into the payload, lengths uint32[substreams]).
-nb::object ans_frame(nb::handle data, uint64_t count) {
-  InBuffer in(data);
-  Reader r(in.data(), in.size());
-  ans::Frame f;
-  {
-    nb::gil_scoped_release release;
-    if (!ans::parse_frame(r, count, &f)) return nb::none();
-  }
-  const rans::Parsed& p = f.stream;
+// A parsed rANS stream for a GPU decoder's host side: (lo, L, constant, freq uint32[nsym],
+// chunk, offsets uint64[substreams] into the payload at `base`, lengths uint32[substreams]).
+nb::object frame_tuple(int64_t lo, const rans::Parsed& p, const uint8_t* base) {
   uint32_t* freq;
   auto freqs = new_array<uint32_t>(p.L ? p.nsym : 0, &freq);
   std::fill(freq, freq + (p.L ? p.nsym : 0), 0u);
@@ -82,10 +73,36 @@ nb::object ans_frame(nb::handle data, uint64_t count) {
   auto offsets = new_array<uint64_t>(p.body.size(), &off);
   auto lengths = new_array<uint32_t>(p.body.size(), &len);
   for (std::size_t i = 0; i < p.body.size(); ++i) {
-    off[i] = static_cast<uint64_t>(p.body[i] - in.data());
+    off[i] = static_cast<uint64_t>(p.body[i] - base);
     len[i] = p.length[i];
   }
-  return nb::make_tuple(f.lo, p.L, p.constant, freqs, p.chunk, offsets, lengths);
+  return nb::make_tuple(lo, p.L, p.constant, freqs, p.chunk, offsets, lengths);
+}
+
+// The frame of an ans payload of `count` symbols (frame_tuple), or None when it is not a rANS
+// frame of at most 2^16 symbols.
+nb::object ans_frame(nb::handle data, uint64_t count) {
+  InBuffer in(data);
+  Reader r(in.data(), in.size());
+  ans::Frame f;
+  {
+    nb::gil_scoped_release release;
+    if (!ans::parse_frame(r, count, &f)) return nb::none();
+  }
+  return frame_tuple(f.lo, f.stream, in.data());
+}
+
+// A bare rANS stream of `count` symbols (rans.h; a float plane), as frame_tuple with lo 0.
+nb::object rans_frame(nb::handle data, uint64_t count) {
+  InBuffer in(data);
+  Reader r(in.data(), in.size());
+  rans::Parsed p;
+  {
+    nb::gil_scoped_release release;
+    p = rans::parse(r, count);
+    if (r.left()) throw Corrupt("bytes left after the stream");
+  }
+  return frame_tuple(0, p, in.data());
 }
 
 nb::object decoded_indices(const rans::Parsed& p, int threads) {
@@ -127,6 +144,8 @@ void bind_plan(nb::module_& m) {
         "given arrays, every substream on one pass of the pool; (status, error) per job.");
   m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
         "(lo, indices) of an ans payload's rANS frame, or None for packed and wide-alphabet frames.");
+  m.def("rans_frame", &rans_frame, nb::arg("data"), nb::arg("count"),
+        "The parsed frame of a bare rANS stream (lo 0, L, constant, freq, chunk, offsets, lengths).");
   m.def("ans_frame", &ans_frame, nb::arg("data"), nb::arg("count"),
         "The parsed frame of an ans payload (lo, L, constant, freq, chunk, offsets, lengths), or None.");
 }
