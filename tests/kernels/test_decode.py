@@ -163,6 +163,17 @@ def test_codebook_lookup_is_taken(tmp_path, spec):
             assert emulate(job).tobytes() == a.read(name).tobytes(), name
 
 
+def test_rdoq_levels_under_ans_are_taken_and_dq_is_not(tmp_path):
+    model = {k: v for k, v in MODEL.items() if k != "big.weight"}
+    compress(model, tmp_path / "r.zc", "rdoq:bits=6,coder=ans", min_size=100)
+    compress(model, tmp_path / "d.zc", "dq:step=0.01,coder=ans", min_size=100)
+    with Archive(tmp_path / "r.zc") as a, Archive(tmp_path / "d.zc") as d:
+        for name in model:
+            job = G.job(a, name)
+            assert job is not None and emulate(job).tobytes() == a.read(name).tobytes(), name
+            assert G.job(d, name) is None, name
+
+
 def test_codebook_index_out_of_range_is_flagged():
     from zoocodec.codecs import ans
 

@@ -35,7 +35,7 @@ MODEL = {
 }
 SPECS = ["uniform:bits=8", "uniform:bits=4", "uniform:bits=3,per_tensor=true", "uniform:step=0.013",
          "uniform:bits=12", "uniform:bits=16", "uniform:bits=2", "kmeans:k=16", "kmeans:k=4,per=channel",
-         "kmeans:k=256,per=block,block=5000,codebook=float16", "lossless"]
+         "kmeans:k=256,per=block,block=5000,codebook=float16", "lossless", "rdoq:bits=6,coder=ans"]
 
 
 @pytest.mark.parametrize("spec", SPECS)
