@@ -161,6 +161,14 @@ class Uniform(MethodSpec):
         return out.reshape(symbols.shape)
 
 
+    def fused(self, side, arrays, shape, dtype):
+        """symbols * step of an ans stream (zoocodec.plan.Affine)."""
+        from zoocodec.plan import Affine  # noqa: PLC0415
+
+        if not isinstance(self.coder, Ans):
+            return None
+        return Affine("symbols", load_steps(Quantized({}, side, arrays), shape, "uniform").astype(np.float64))
+
 def absmax_rows(m: np.ndarray, dtype: str) -> np.ndarray:
     """max |w| of each row of the native matrix `m` as float64, block by block, on the bits:
     with the sign bit cleared, a float's bits order as its magnitude (NaN above Inf, as np.max
