@@ -3,9 +3,10 @@ registry (each method's default spec and its declared `examples`), so a new meth
 as soon as it registers.
 
 Round trip (decode gives byte for byte the reconstruction encode reported) in fp32, fp16 and
-bf16 and for empty and one-element tensors; quantize_many equal to quantize; forged payloads
-and side info refused in one line (ContainerError); the spec's JSON round trip and its
-version; the declared ranges and capabilities hold; GPU equal to CPU.
+bf16 and for empty and one-element tensors; a declared fused decoder equal to decode;
+quantize_many equal to quantize; forged payloads and side info refused in one line
+(ContainerError); the spec's JSON round trip and its version; the declared ranges and
+capabilities hold; GPU equal to CPU.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import json
 import numpy as np
 import pytest
 
+from zoocodec import plan
 from zoocodec.errors import SpecError
 from zoocodec.kernels.backend import gpu_available
 from zoocodec.methods import REGISTRY, MethodSpec, TensorData, parse_spec, spec_from_dict
@@ -73,6 +75,23 @@ def check_round_trip(spec: MethodSpec, t: TensorData, xp=np) -> None:
 @pytest.mark.parametrize("text", SPECS)
 def test_round_trip(text, dtype, device):
     check_round_trip(parse_spec(text), weights((12, 40), dtype), namespace(device))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("text", SPECS)
+def test_fused_decode_equals_decode(text, dtype):
+    """Where a method declares a fused decoder the native CPU pass runs (MethodSpec.fused,
+    zoocodec/plan.py), it decodes byte for byte what the method's own decode does."""
+    spec = parse_spec(text)
+    for shape in [(12, 40), (40,), (3, 4, 10)]:
+        enc, out = round_trip(spec, weights(shape, dtype))
+        side = json.loads(json.dumps(enc.side))
+        entry = plan.Entry("t", shape, dtype, spec.to_dict(), side, {})
+        job = plan.fused_job(spec, entry, enc.segments)
+        if job is None or not job.cpu:
+            continue
+        outs, left = plan.decode([(entry, job, enc.segments[job.stream])])
+        assert left or outs["t"].tobytes() == out.tobytes(), shape
 
 
 @pytest.mark.parametrize("device", DEVICES)

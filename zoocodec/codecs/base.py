@@ -140,8 +140,6 @@ class CoderSpec(Spec):
     # the symbols it is made for: "levels" (signed integers), "flags" (0 and 1) or "bits"
     # (a tensor's bits as unsigned integers of its width: the bit-exact coders)
     alphabet: ClassVar[str] = "levels"
-    # kernels/decode.py decodes its streams on a GPU
-    gpu_decode: ClassVar[bool] = False
     examples: ClassVar[tuple[str, ...]] = ()  # its other modes, for the conformance suite (tests/codecs)
 
     @classmethod
@@ -175,7 +173,7 @@ class CoderSpec(Spec):
         return f"{self.name}({params})" if params else self.name
 
 
-CAPABILITIES = ("narrows", "gpu_decode")
+CAPABILITIES = ("narrows",)
 
 
 def coder_from_dict(d: Any) -> CoderSpec:

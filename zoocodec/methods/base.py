@@ -206,7 +206,6 @@ class MethodSpec(Spec):
     # quantize_many pays on the CPU too (many small array operations become few large ones);
     # else tensors are grouped on a GPU only: on the CPU, large stacked temporaries lose the cache
     batch_on_cpu: ClassVar[bool] = False
-    gpu_decode: ClassVar[bool] = False  # kernels/decode.py decodes it on a GPU (when its coder can too)
     # `step` sets one absolute step per tensor, as bit allocation chooses it (with_step); `bits`,
     # the other way to set it, then gives way
     steppable: ClassVar[bool] = False
@@ -385,7 +384,7 @@ def default_bits(spec: MethodSpec) -> None:
         object.__setattr__(spec, "bits", 8)
 
 
-CAPABILITIES = ("lossless", "gpu", "gpu_decode", "batch_on_cpu", "steppable", "grouped_steps", "rounds_nearest")
+CAPABILITIES = ("lossless", "gpu", "batch_on_cpu", "steppable", "grouped_steps", "rounds_nearest")
 
 STEP_OR_BITS: dict[str, Range] = {"step": positive(), "bits": ints(2, 16)}  # the quantizers' two ways to a step
 

@@ -62,7 +62,6 @@ class Uniform(MethodSpec):
     upgrades = {1: nested_coder}
     ranges = STEP_OR_BITS
     gpu = True
-    gpu_decode = True
     steppable = True
     rounds_nearest = True
     examples = ("uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx")
