@@ -32,3 +32,45 @@ def dequantize(symbols, steps, xp):
     rows = steps.shape[0]
     s2 = symbols.reshape(rows, -1).astype(xp.float64)
     return (s2 * steps[:, None]).reshape(symbols.shape)
+
+
+# ---- group-wise steps (and offsets) along a row ------------------------------------------
+# A row of the 2-D view is cut into groups of `group` consecutive weights (the last one
+# shorter when `group` does not divide the row). Side values come one per group,
+# as arrays of shape (rows, groups).
+
+def group_count(cols: int, group: int) -> int:
+    return -(-cols // group)
+
+
+def group_ranges(w2, group: int, xp):
+    """(min, max) of every group of the float64 rows `w2`, each (rows, groups); the last,
+    shorter group is padded with its own last value, which moves neither."""
+    rows, cols = w2.shape
+    pad = group_count(cols, group) * group - cols
+    if pad:
+        w2 = xp.concatenate([w2, xp.repeat(w2[:, -1:], pad, axis=1)], axis=1)
+    g = w2.reshape(rows, -1, group)
+    return g.min(axis=2), g.max(axis=2)
+
+
+def expand(per_group, group: int, cols: int, xp):
+    """(rows, groups) -> (rows, cols): each group's value over its weights."""
+    return xp.repeat(per_group, group, axis=1)[:, :cols]
+
+
+def quantize_groups(w2, steps, zeros, group: int, xp):
+    """symbols = rint((w - zero) / step) per group (int64); `steps` (rows, groups) or a
+    scalar array, `zeros` (rows, groups) or None."""
+    cols = w2.shape[1]
+    s = expand(steps, group, cols, xp) if steps.ndim == 2 else steps
+    x = w2 - expand(zeros, group, cols, xp) if zeros is not None else w2
+    return xp.rint(x / s).astype(xp.int64)
+
+
+def dequantize_groups(s2, steps, zeros, group: int, xp):
+    """float64 reconstruction symbols * step + zero per group (the inverse of quantize_groups)."""
+    cols = s2.shape[1]
+    s = expand(steps, group, cols, xp) if steps.ndim == 2 else steps
+    r = s2.astype(xp.float64) * s
+    return r + expand(zeros, group, cols, xp) if zeros is not None else r

@@ -5,7 +5,15 @@ Three ways to set the step:
   model, which under entropy coding is the MSE-optimal allocation;
 - `bits=B` (2..16): symmetric min-max per output channel, what int8/int4 users expect;
 - `bits=B, per_tensor=true`: min-max over the whole tensor (fragile below 8 bits: one
-  outlier stretches the range).
+  outlier stretches the range);
+- `bits=B, group=G`: one step per G consecutive weights of each row (along the input
+  dimension; the last group of a row is shorter when G does not divide it), symmetric
+  min-max; with `zero=true` each group also gets an offset, its minimum, and B-bit levels
+  0..2^B-1 between its minimum and maximum (GGUF Q4_1, HQQ). With `step=S` every group
+  keeps the one step S and `zero=true` adds the offsets. The side values are rounded to
+  the float16 grid (float32 where a value is outside float16's range) and coded by the
+  float coder as their own streams (`group_steps`, `group_zeros`), so they count in the
+  size; the GPU decoder declines grouped tensors (they decode on the host).
 
 The symbols go to the spec's coder: `ans` (default), `ctx`, or video
 (`uniform:bits=8,coder=video-hevc`, lossy with `coder=video-h264(crf=18)`: the
@@ -21,11 +29,12 @@ import numpy as np
 
 from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
-from zoocodec.errors import ContainerError
+from zoocodec.codecs.lossless import Float
+from zoocodec.errors import ContainerError, SpecError, ZoocodecError
 from zoocodec.kernels import uniform as K
 from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
-from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, as_float64, check_step_or_bits, default_bits,
-                                   from_float64, read_array, register, row_blocks)
+from zoocodec.methods.base import (BLOCK_BYTES, MethodSpec, Quantized, TensorData, as_float64, check_step_or_bits,
+                                   default_bits, from_float64, read_array, register, row_blocks)
 from zoocodec.methods.lossless import native_dtype
 
 
@@ -63,6 +72,8 @@ class Uniform(MethodSpec):
     bits: int | None = None
     step: float | None = None
     per_tensor: bool = False
+    group: int | None = None
+    zero: bool = False
     coder: CoderSpec = Ans()
 
     def __post_init__(self):
@@ -71,13 +82,35 @@ class Uniform(MethodSpec):
 
     def validate(self) -> None:
         check_step_or_bits(self)
+        if self.group is not None and not (isinstance(self.group, int) and MIN_GROUP <= self.group <= MAX_GROUP):
+            raise SpecError(f"uniform: group must be {MIN_GROUP}..{MAX_GROUP} weights, got {self.group!r}")
+        if self.group is not None and self.per_tensor:
+            raise SpecError("uniform: group and per_tensor exclude each other")
+        if self.zero and self.group is None:
+            raise SpecError("uniform: zero points need a group (e.g. group=32,zero=true)")
         self.coder.validate()
 
     gpu = True
 
+    def to_dict(self):
+        """Without group and zero when ungrouped: headers of ungrouped tensors stay as they were."""
+        d = super().to_dict()
+        if self.group is None:
+            del d["group"], d["zero"]
+        return d
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if self.group is not None else text.replace(",zero=False", "")
+
+    def coder_for(self, stream: str) -> CoderSpec:
+        return Float() if stream in GROUP_STREAMS else self.coder
+
     def steps_for(self, w, per_channel: bool | None = None) -> np.ndarray:
         """float64 steps (host), one per row of the quantization view, exactly representable in
         float32; `w` is a model's TensorData (read block by block) or an array of values."""
+        if self.group is not None:
+            raise SpecError(f"{self}: group-wise steps are not available inside this method")
         if self.step is not None:
             return np.array([self.step], dtype=np.float64)
         per_channel = not self.per_tensor if per_channel is None else per_channel
@@ -94,6 +127,8 @@ class Uniform(MethodSpec):
     def quantize(self, t: TensorData, xp=np) -> Quantized:
         """Row blocks at a time: the float64 temporaries stay bounded, the symbols take the
         narrowest integer type their range needs, the reconstruction the tensor's own dtype."""
+        if self.group is not None:
+            return self._quantize_groups(t, xp)
         per_row = self.step is None and not self.per_tensor and t.array.ndim >= 2 and t.array.shape[0] > 1
         m = t.matrix(per_row=per_row)
         amax = absmax_rows(m, t.dtype) if m.size else np.zeros(1)
@@ -111,7 +146,46 @@ class Uniform(MethodSpec):
         store_steps(steps, side, arrays)
         return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays, recon.reshape(t.array.shape))
 
+    def _quantize_groups(self, t: TensorData, xp) -> Quantized:
+        """Group-wise steps: the groups' ranges in one pass over row blocks, their side values
+        on the host (small: one per group), then symbols and reconstruction block by block."""
+        m = t.matrix(per_row=True)
+        rows, cols = m.shape
+        g = self.group
+        count = K.group_count(cols, g)
+        lo, hi = np.empty((rows, count)), np.empty((rows, count))
+        blocks = list(row_blocks(rows, cols, limit=_group_block(g)))
+        for r, c in blocks:
+            gs = slice(c.start // g, K.group_count(c.stop, g))
+            lo[r, gs], hi[r, gs] = map(to_numpy, K.group_ranges(as_float64(m[r, c], t.dtype, xp), g, xp))
+        steps, zeros = group_side(lo, hi, self)
+        base = zeros if zeros is not None else 0.0
+        step = steps if steps is not None else self.step
+        with np.errstate(invalid="ignore"):
+            top = float(np.max(np.rint(np.maximum(np.abs(lo - base), np.abs(hi - base)) / step))) if lo.size else 0.0
+        symbols = np.empty(m.shape, dtype=narrowest(top))
+        recon = np.empty(m.shape, dtype=t.array.dtype)
+        scalar = xp.asarray(np.array(self.step if steps is None else 1.0))
+        for r, c in blocks:
+            gs = slice(c.start // g, K.group_count(c.stop, g))
+            s = xp.asarray(steps[r, gs]) if steps is not None else scalar
+            z = xp.asarray(zeros[r, gs]) if zeros is not None else None
+            sym = K.quantize_groups(as_float64(m[r, c], t.dtype, xp), s, z, g, xp)
+            symbols[r, c] = to_numpy(sym)
+            recon[r, c] = from_float64(to_numpy(K.dequantize_groups(sym, s, z, g, xp)), t.dtype)
+        side = {"rows": rows, "groups": count}
+        streams = {"symbols": symbols.reshape(t.array.shape)}
+        if steps is None:
+            side["step"] = float(self.step)
+        else:
+            streams["group_steps"] = steps.astype("<f4").view("<u4").ravel()
+        if zeros is not None:
+            streams["group_zeros"] = zeros.astype("<f4").view("<u4").ravel()
+        return Quantized(streams, side, {}, recon.reshape(t.array.shape))
+
     def symbol_dtype(self, stream, dtype):
+        if stream in GROUP_STREAMS:
+            return np.dtype("<u4")
         return None  # dequantize takes any integer type: the coder returns the narrowest
 
     def rows(self, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -123,6 +197,8 @@ class Uniform(MethodSpec):
 
     def batch_key(self, t: TensorData):
         """Tensors of one dtype whose rows have one length quantize as one stack of rows."""
+        if self.group is not None:
+            return None
         return (t.dtype, self.rows(t.array.shape)[1]) if t.array.size else None
 
     def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
@@ -147,6 +223,8 @@ class Uniform(MethodSpec):
         return out
 
     def dequantize(self, q, shape, dtype):
+        if self.group is not None:
+            return self._dequantize_groups(q, tuple(shape), dtype)
         steps = load_steps(q, shape, "uniform")
         symbols = q.symbols["symbols"]
         m = symbols.reshape(steps.shape[0], -1) if symbols.size else symbols.reshape(1, -1)
@@ -155,6 +233,86 @@ class Uniform(MethodSpec):
             s = steps[r] if steps.shape[0] > 1 else steps
             out[r, c] = from_float64(K.dequantize(m[r, c], s, np), dtype)
         return out.reshape(symbols.shape)
+
+    def _dequantize_groups(self, q: Quantized, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        """Every side value checked against the shape before use: a file is hostile."""
+        numel = math.prod(shape)
+        rows = shape[0] if len(shape) >= 2 and shape[0] else 1
+        cols = numel // rows
+        count = K.group_count(cols, self.group)
+        if q.side.get("rows") != rows or q.side.get("groups") != count:
+            raise ContainerError(f"uniform: side info is invalid for shape {shape}: {q.side}")
+        symbols = q.symbols.get("symbols")
+        if symbols is None or symbols.size != numel:
+            raise ContainerError(f"uniform: symbols do not fit shape {shape}")
+        steps = _group_values(q, "group_steps", rows, count) if self.step is None else None
+        if steps is None:
+            step = q.side.get("step")
+            if not isinstance(step, float) or not (math.isfinite(step) and step > 0):
+                raise ContainerError(f"uniform: side info is invalid: {q.side}")
+        elif not (steps > 0).all():
+            raise ContainerError("uniform: group steps must be positive")
+        zeros = _group_values(q, "group_zeros", rows, count) if self.zero else None
+        m = symbols.reshape(rows, cols)
+        out = np.empty(m.shape, dtype=native_dtype(dtype))
+        scalar = np.array(step if steps is None else 1.0)
+        for r, c in row_blocks(rows, cols, limit=_group_block(self.group)):
+            gs = slice(c.start // self.group, K.group_count(c.stop, self.group))
+            s = steps[r, gs] if steps is not None else scalar
+            out[r, c] = from_float64(K.dequantize_groups(m[r, c], s, None if zeros is None else zeros[r, gs],
+                                                         self.group, np), dtype)
+        return out.reshape(shape)
+
+
+MIN_GROUP, MAX_GROUP = 4, 1 << 16
+GROUP_STREAMS = ("group_steps", "group_zeros")
+
+
+def _group_block(group: int) -> int:
+    """Block bytes (float64) that cut a long row only at group boundaries."""
+    return max(BLOCK_BYTES // 8 // group, 1) * group * 8
+
+
+def _group_values(q: Quantized, name: str, rows: int, count: int) -> np.ndarray:
+    """A decoded side stream (float32 bits) as float64 (rows, groups), checked finite."""
+    bits = q.symbols.get(name)
+    if bits is None or bits.size != rows * count or bits.dtype.itemsize != 4:
+        raise ContainerError(f"uniform: {name} missing or not {rows} x {count} values")
+    values = np.ascontiguousarray(bits).view("<f4").astype(np.float64).reshape(rows, count)
+    if not np.isfinite(values).all():
+        raise ContainerError(f"uniform: {name} are not finite")
+    return values
+
+
+def group_side(lo: np.ndarray, hi: np.ndarray, spec: Uniform) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(steps, zeros) of groups with ranges lo..hi (float64, on the float16 grid, else float32;
+    None where the spec has none). Offsets round down, so symbols start at 0; steps round to
+    the nearest value unless that puts a group's extreme beyond the bit width's levels, then up:
+    symbols stay in 0..2^B-1 (zero=true) or -(2^(B-1)-1)..2^(B-1)-1, and weights already on a
+    float16 grid (a dequantized Q4_1 file) are reproduced."""
+    for dt in (np.float16, np.float32):
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            zeros = _on_grid(lo, dt, down=True) if spec.zero else None
+            steps = None
+            if spec.step is None:
+                span = hi - zeros if spec.zero else np.maximum(-lo, hi)
+                levels = (1 << spec.bits) - 1 if spec.zero else (1 << (spec.bits - 1)) - 1
+                steps = _on_grid(span / levels, dt)
+                up = np.rint(span / steps) > levels
+                steps[up] = np.nextafter(steps[up].astype(dt), dt(np.inf)).astype(np.float64)
+                steps[span == 0] = 1.0
+        if all(a is None or np.isfinite(a).all() for a in (steps, zeros)) and (steps is None or (steps > 0).all()):
+            return steps, zeros
+    raise ZoocodecError("uniform: group-wise steps need weights within float32's range")
+
+
+def _on_grid(x: np.ndarray, dt, down: bool = False) -> np.ndarray:
+    """x rounded to the nearest value of float type `dt` (down: the largest not above x), as float64."""
+    y = x.astype(dt)
+    if down:
+        over = y.astype(np.float64) > x
+        y[over] = np.nextafter(y[over], dt(-np.inf))
+    return y.astype(np.float64)
 
 
 def absmax_rows(m: np.ndarray, dtype: str) -> np.ndarray:
