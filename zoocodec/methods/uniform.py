@@ -27,14 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import CoderSpec
+from zoocodec.codecs import CoderSpec, native
 from zoocodec.codecs.ans import Ans
 from zoocodec.codecs.lossless import Float
 from zoocodec.errors import ContainerError, SpecError, ZoocodecError
 from zoocodec.kernels import uniform as K
 from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
-from zoocodec.methods.base import (BLOCK_BYTES, MethodSpec, Quantized, TensorData, as_float64, check_step_or_bits,
-                                   default_bits, from_float64, read_array, register, row_blocks)
+from zoocodec.methods.base import (BLOCK_BYTES, NATIVE_KINDS, ErrorStats, MethodSpec, Quantized, TensorData,
+                                   as_float64, bits_of, check_step_or_bits, default_bits, from_float64, read_array,
+                                   register, row_blocks)
 from zoocodec.methods.lossless import native_dtype
 
 
@@ -137,14 +138,29 @@ class Uniform(MethodSpec):
         top = float(np.rint(np.max(amax / steps))) if m.size else 0.0  # the largest |symbol|
         symbols = np.empty(m.shape, dtype=narrowest(top))
         recon = np.empty(m.shape, dtype=t.array.dtype)
+        stats = None
+        if xp is np and t.dtype in NATIVE_KINDS and symbols.dtype != np.int64 and m.size:
+            # fused in C++ threads: the same IEEE operations per weight, so the same symbols,
+            # reconstruction and statistics (np.sum's summation tree) as the blocks below
+            err2, power, max_err = native.engine().uniform_quantize(
+                bits_of(m), NATIVE_KINDS[t.dtype], np.ascontiguousarray(steps), m.shape[1],
+                symbols.reshape(-1), bits_of(recon))
+            stats = ErrorStats(float(np.float64(err2) / m.size), max_err, float(np.float64(power) / m.size))
+        else:
+            self._quantize_blocks(t, m, steps, symbols, recon, xp)
+        side, arrays = {}, {}
+        store_steps(steps, side, arrays)
+        return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays, recon.reshape(t.array.shape),
+                         stats)
+
+    def _quantize_blocks(self, t: TensorData, m: np.ndarray, steps: np.ndarray, symbols: np.ndarray,
+                         recon: np.ndarray, xp) -> None:
+        """The array path (NumPy or CuPy): row blocks in float64."""
         for r, c in row_blocks(*m.shape):
             s = xp.asarray(steps[r] if steps.shape[0] > 1 else steps)
             sym = K.quantize(as_float64(m[r, c], t.dtype, xp), s, xp)  # IEEE division and rint: the same symbols on any device
             symbols[r, c] = to_numpy(sym)
             recon[r, c] = from_float64(to_numpy(K.dequantize(sym, s, xp)), t.dtype)
-        side, arrays = {}, {}
-        store_steps(steps, side, arrays)
-        return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays, recon.reshape(t.array.shape))
 
     def _quantize_groups(self, t: TensorData, xp) -> Quantized:
         """Group-wise steps: the groups' ranges in one pass over row blocks, their side values
@@ -320,6 +336,10 @@ def absmax_rows(m: np.ndarray, dtype: str) -> np.ndarray:
     with the sign bit cleared, a float's bits order as its magnitude (NaN above Inf, as np.max
     propagates it), so no float64 copy is made."""
     width = m.dtype.itemsize
+    if dtype in NATIVE_KINDS and m.flags.c_contiguous and m.size:
+        top = np.empty(m.shape[0], dtype=f"<u{width}")
+        native.engine().absmax_rows(bits_of(m), m.shape[1], top)
+        return as_float64(top.view(m.dtype), dtype)
     bits = m.view(f"<u{width}")
     mask = np.array((1 << (8 * width - 1)) - 1, dtype=bits.dtype)
     top = np.zeros(m.shape[0], dtype=bits.dtype)
