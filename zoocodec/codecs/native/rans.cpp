@@ -86,27 +86,62 @@ std::vector<uint64_t> histogram(const T* sym, uint64_t n, uint32_t nsym, int thr
   return local[0];
 }
 
-template <class T>
-std::vector<uint8_t> encode_substream(const T* sym, uint64_t m, const std::vector<uint32_t>& freq,
-                                      const std::vector<uint32_t>& cum, int L) {
-  std::vector<uint16_t> words(m + 1);
-  std::size_t top = words.size();
-  const int K = lanes(m);
-  std::vector<uint32_t> x(K, STATE_LO);
-  const uint32_t shift = 32 - L;
-  for (uint64_t j = m; j-- > 0;) {
-    uint32_t& s = x[j % K];
-    uint32_t f = freq[sym[j]];
-    if (s >= (f << shift)) {
-      words[--top] = static_cast<uint16_t>(s);
-      s >>= 16;
-    }
-    s = ((s / f) << L) + (s % f) + cum[sym[j]];
+// One symbol's encoding constants: floor(x / f) as a multiply, exact for every 32-bit state x
+// and f <= 2^16 (the error of ceil(2^48 / f) moves x / f by less than 2^-16 <= 1 - (f-1)/f), so
+// x' = x + start + q (2^L - f) = (q << L) + x mod f + start: the same states a division gives.
+struct EncSym {
+  uint64_t rcp;
+  uint32_t bias, cmpl, xmax;
+};
+
+std::vector<EncSym> enc_table(const std::vector<uint32_t>& freq, const std::vector<uint32_t>& cum, int L) {
+  std::vector<EncSym> e(freq.size());
+  for (std::size_t s = 0; s < freq.size(); ++s) {
+    const uint64_t f = freq[s] ? freq[s] : 1;
+    e[s] = {((uint64_t(1) << 48) + f - 1) / f, cum[s], static_cast<uint32_t>((uint64_t(1) << L) - f),
+            static_cast<uint32_t>(f << (32 - L))};
   }
+  return e;
+}
+
+template <int K, class T>
+inline std::size_t encode_lanes(const T* sym, uint64_t m, const EncSym* e, uint16_t* words, std::size_t top,
+                                uint32_t* x) {
+  uint32_t s[K];
+  for (int k = 0; k < K; ++k) s[k] = STATE_LO;
+  auto put = [&](uint32_t& st, T v) {
+    const EncSym& es = e[v];
+    const bool out = st >= es.xmax;  // branch-free: the renormalisation is a coin flip per symbol
+    words[top - 1] = static_cast<uint16_t>(st);  // (top >= 1: at most one word per symbol, m + 1 slots)
+    top -= out;
+    st = out ? st >> 16 : st;
+    const uint32_t q = static_cast<uint32_t>((static_cast<unsigned __int128>(st) * es.rcp) >> 48);
+    st = st + es.bias + q * es.cmpl;
+  };
+  uint64_t j = m;
+  while (j % K) {  // symbol j uses state j mod K, from the last symbol back
+    --j;
+    put(s[j % K], sym[j]);
+  }
+  while (j) {
+    j -= K;
+    for (int k = K - 1; k >= 0; --k) put(s[k], sym[j + k]);
+  }
+  for (int k = 0; k < K; ++k) x[k] = s[k];
+  return top;
+}
+
+template <class T>
+std::vector<uint8_t> encode_substream(const T* sym, uint64_t m, const std::vector<EncSym>& enc) {
+  std::vector<uint16_t> words(m + 1);
+  const int K = lanes(m);
+  uint32_t x[LANES];
+  const std::size_t top = K == LANES ? encode_lanes<LANES>(sym, m, enc.data(), words.data(), words.size(), x)
+                                     : encode_lanes<1>(sym, m, enc.data(), words.data(), words.size(), x);
   std::vector<uint8_t> out(4 * K + 2 * (words.size() - top));
   uint8_t* o = out.data();
-  for (uint32_t s : x) {
-    for (int b = 0; b < 4; ++b) *o++ = static_cast<uint8_t>(s >> (8 * b));
+  for (int k = 0; k < K; ++k) {
+    for (int b = 0; b < 4; ++b) *o++ = static_cast<uint8_t>(x[k] >> (8 * b));
   }
   for (std::size_t i = top; i < words.size(); ++i) {
     *o++ = static_cast<uint8_t>(words[i]);
@@ -192,6 +227,7 @@ void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, in
   std::vector<uint32_t> cum(freq.size() + 1, 0);
   for (std::size_t s = 0; s < freq.size(); ++s) cum[s + 1] = cum[s] + freq[s];
   w.uvarint(chunk);
+  const std::vector<EncSym> enc = enc_table(freq, cum, L);
   if (n == 0) return;
   std::size_t parts = (n - 1) / chunk + 1;
   std::vector<std::vector<uint8_t>> bodies(parts);
@@ -203,7 +239,7 @@ void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, in
         bad[i] = 1;
         return;
       }
-    bodies[i] = encode_substream(sym + lo, m, freq, cum, L);
+    bodies[i] = encode_substream(sym + lo, m, enc);
   });
   for (int b : bad)
     if (b) throw std::invalid_argument("a symbol the frequency table does not hold");
