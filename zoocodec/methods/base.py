@@ -259,9 +259,11 @@ class MethodSpec:
         quantize_many (pipeline/batch.py groups a model's tensors by it)."""
         return None
 
-    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+    def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         """quantize() of tensors of one batch_key, with the same results; methods whose kernels
-        batch (one launch for many same-shape problems) override it."""
+        batch (one launch for many same-shape problems) override it. recon=False: the caller
+        codes the result and needs only its error, so a method that measured it (q.stats) may
+        leave q.recon None (code() rebuilds it from the symbols if it is ever asked for)."""
         return [self.quantize(t, xp) for t in ts]
 
     def encode(self, t: TensorData, xp=np, recon: bool = True) -> Encoded:
@@ -276,8 +278,10 @@ class MethodSpec:
         caller measured it already), before coding: the tensor, its symbols and the coder's
         output are held, not a second copy of the tensor."""
         q.symbols = {k: to_numpy(v) for k, v in q.symbols.items()}
-        q.recon = to_numpy(q.recon)
         stats = stats or q.stats
+        if q.recon is None and (recon or stats is None):  # left out by quantize_many(recon=False)
+            q.recon = self.dequantize(Quantized(q.symbols, q.side, q.arrays), t.array.shape, t.dtype)
+        q.recon = None if q.recon is None else to_numpy(q.recon)
         if stats is None and not self.lossless and t.is_float:
             stats = error_stats(t, q.recon)
         if not recon:

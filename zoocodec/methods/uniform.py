@@ -126,8 +126,13 @@ class Uniform(MethodSpec):
         return np.where(steps > 0, steps, 1.0).astype(np.float64)
 
     def quantize(self, t: TensorData, xp=np) -> Quantized:
+        return self._quantize(t, xp, recon=True)
+
+    def _quantize(self, t: TensorData, xp, recon: bool) -> Quantized:
         """Row blocks at a time: the float64 temporaries stay bounded, the symbols take the
-        narrowest integer type their range needs, the reconstruction the tensor's own dtype."""
+        narrowest integer type their range needs, the reconstruction the tensor's own dtype.
+        float32 and bfloat16 on the host take the native path; recon=False leaves the
+        reconstruction out there (its statistics are kept)."""
         if self.group is not None:
             return self._quantize_groups(t, xp)
         per_row = self.step is None and not self.per_tensor and t.array.ndim >= 2 and t.array.shape[0] > 1
@@ -137,21 +142,22 @@ class Uniform(MethodSpec):
             self._steps(amax) if m.size else np.ones(1))
         top = float(np.rint(np.max(amax / steps))) if m.size else 0.0  # the largest |symbol|
         symbols = np.empty(m.shape, dtype=narrowest(top))
-        recon = np.empty(m.shape, dtype=t.array.dtype)
         stats = None
         if xp is np and t.dtype in NATIVE_KINDS and symbols.dtype != np.int64 and m.size:
             # fused in C++ threads: the same IEEE operations per weight, so the same symbols,
             # reconstruction and statistics (np.sum's summation tree) as the blocks below
+            out = np.empty(m.shape, dtype=t.array.dtype) if recon else None  # (fresh pages are costly)
             err2, power, max_err = native.engine().uniform_quantize(
                 bits_of(m), NATIVE_KINDS[t.dtype], np.ascontiguousarray(steps), m.shape[1],
-                symbols.reshape(-1), bits_of(recon))
+                symbols.reshape(-1), None if out is None else bits_of(out))
             stats = ErrorStats(float(np.float64(err2) / m.size), max_err, float(np.float64(power) / m.size))
         else:
-            self._quantize_blocks(t, m, steps, symbols, recon, xp)
+            out = np.empty(m.shape, dtype=t.array.dtype)
+            self._quantize_blocks(t, m, steps, symbols, out, xp)
         side, arrays = {}, {}
         store_steps(steps, side, arrays)
-        return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays, recon.reshape(t.array.shape),
-                         stats)
+        return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays,
+                         None if out is None else out.reshape(t.array.shape), stats)
 
     def _quantize_blocks(self, t: TensorData, m: np.ndarray, steps: np.ndarray, symbols: np.ndarray,
                          recon: np.ndarray, xp) -> None:
@@ -217,11 +223,11 @@ class Uniform(MethodSpec):
             return None
         return (t.dtype, self.rows(t.array.shape)[1]) if t.array.size else None
 
-    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+    def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         """One quantization of the stacked rows of every tensor: each row keeps its own step
         (its tensor's, or its channel's), so each tensor gets quantize()'s symbols and recon."""
-        if len(ts) == 1:
-            return [self.quantize(ts[0], xp)]
+        if len(ts) == 1 or xp is np:
+            return [self._quantize(t, xp, recon) for t in ts]
         shapes = [t.array.shape for t in ts]
         w = TensorData("", ts[0].dtype, stack_rows([t.array.reshape(self.rows(s)) for t, s in zip(ts, shapes)], xp))
         w = w.float64(xp)

@@ -213,7 +213,7 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     def finish(t: TensorData, chosen: MethodSpec, q) -> tuple:  # on a coding thread (pipeline/batch.py)
         on_gpu, stats = chosen.gpu and dev.is_gpu, None
         if floored and chosen is spec:  # the default spec's floor, on the reconstruction made anyway
-            stats = q.stats or error_stats(t, to_numpy(q.recon))
+            stats = q.stats or error_stats(t, to_numpy(q.recon))  # (recon is None only where stats are set)
             safe = safe_default(t, spec, stats)
             if safe is not spec:
                 chosen, q, on_gpu, stats = safe, safe.quantize(t), False, None
@@ -227,7 +227,7 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
 
     window, threads = (None, batch_mod.THREADS) if batch else (0, 0)
     with Container.create(out) as c, dev.activate(), contextlib.closing(
-            batch_mod.run(tensors(), choose, finish, dev.xp, window, threads)) as results:
+            batch_mod.run(tensors(), choose, finish, dev.xp, window, threads, recon=bool(targets))) as results:
         for t, chosen, enc, on_gpu in results:
             segments = {k: list(c.add_segment(v)) for k, v in enc.segments.items()}
             stats = enc.stats or ErrorStats(power=math.inf)  # lossless: no error

@@ -39,6 +39,13 @@ inline uint16_t narrow(double r, uint16_t*) {  // from_float64: float32, then ne
   return static_cast<uint16_t>((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
 }
 
+// rint for |v| < 2^51 (symbols fit int32), inline: adding and taking back 1.5 * 2^52 rounds
+// to the nearest integer, ties to even, as rint does (a libm call per weight otherwise).
+inline double round_even(double v) {
+  constexpr double MAGIC = 6755399441055744.0;
+  return (v + MAGIC) - MAGIC;  // IEEE double on x86-64 (SSE2); never built with -ffast-math
+}
+
 // NumPy's pairwise sum of a block of at most BLOCK values (loops_utils.h: 8 accumulators).
 inline double block_sum(const double* v, std::size_t n) {
   if (n < 8) {
@@ -141,11 +148,11 @@ Stats uniform(const W* w, std::size_t n, Kind kind, const double* steps, std::si
       const std::size_t i = lo + k;
       const double step = steps[row];
       const double x = value(w[i], kind);
-      const double q = std::rint(x / step);
+      const double q = round_even(x / step);
       const S sym = static_cast<S>(q);
       symbols[i] = sym;
       const W r = narrow(static_cast<double>(sym) * step, static_cast<W*>(nullptr));  // from the integer: no -0
-      recon[i] = r;
+      if (recon) recon[i] = r;
       const double e = x - value(r, kind);
       e2[k] = e * e;
       x2[k] = x * x;

@@ -22,7 +22,8 @@ template <class W>
 void absmax_rows(const W* w, std::size_t rows, std::size_t cols, W* out, int threads);
 
 // symbols = rint(w / step), recon = symbols * step cast to the dtype; one step per row of
-// `cols` values (nsteps == rows) or one for all (nsteps == 1). Symbols must fit S.
+// `cols` values (nsteps == rows) or one for all (nsteps == 1). Symbols must fit S (|symbol| < 2^31);
+// recon may be null (only the statistics are wanted).
 template <class W, class S>
 Stats uniform(const W* w, std::size_t n, Kind kind, const double* steps, std::size_t nsteps, std::size_t cols,
               S* symbols, W* recon, int threads);

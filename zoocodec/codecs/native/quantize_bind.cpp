@@ -38,12 +38,13 @@ void absmax(In<W> w, std::size_t cols, Out<W> out, int threads) {
 template <class W, class S>
 Result uniform(In<W> w, int kind, In<double> steps, std::size_t cols, Out<S> symbols, Out<W> recon, int threads) {
   const std::size_t n = w.shape(0), nsteps = steps.shape(0);
-  if (symbols.shape(0) != n || recon.shape(0) != n) throw std::invalid_argument("uniform: output sizes differ");
+  W* out = recon.is_valid() ? recon.data() : nullptr;  // None: the statistics only
+  if (symbols.shape(0) != n || (out && recon.shape(0) != n)) throw std::invalid_argument("uniform: output sizes differ");
   if (nsteps == 0 || (nsteps > 1 && (cols == 0 || nsteps * cols != n)))
     throw std::invalid_argument("uniform: steps do not fit the rows");
   const quant::Kind k = kind_of(kind);
   nb::gil_scoped_release release;
-  return as_tuple(quant::uniform(w.data(), n, k, steps.data(), nsteps, cols, symbols.data(), recon.data(), threads));
+  return as_tuple(quant::uniform(w.data(), n, k, steps.data(), nsteps, cols, symbols.data(), out, threads));
 }
 
 template <class W>
@@ -62,7 +63,7 @@ void bind_quantize(nb::module_& m) {
         "Per row of `cols` float bits (uint16 bf16 / uint32 fp32): the largest |w|'s bits, into `out`.");
 #define ZC_BIND(W, S)                                                                                   \
   m.def("uniform_quantize", &uniform<W, S>, nb::arg("w"), nb::arg("kind"), nb::arg("steps"), nb::arg("cols"), \
-        nb::arg("symbols"), nb::arg("recon"), nb::arg("threads") = 0);
+        nb::arg("symbols"), nb::arg("recon").none(), nb::arg("threads") = 0);
   ZC_BIND(uint16_t, int8_t)
   ZC_BIND(uint16_t, int16_t)
   ZC_BIND(uint16_t, int32_t)
