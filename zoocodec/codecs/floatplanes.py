@@ -28,6 +28,7 @@ from zoocodec.errors import ContainerError
 RAW, ORDER0, ZSTD = 0, 1, 2
 ZSTD_LEVEL = 3
 SAMPLE = 1 << 20  # bytes of a plane zstd is tried on before the whole plane
+SMALL = 1 << 17  # planes up to this size are tried whole; up to SAMPLE, on a sample of this size
 PRECISION = 14  # rANS probability bits at most: a 16 KB decoding table stays in L1
 _UINT = {2: np.uint16, 4: np.uint32}
 
@@ -39,10 +40,10 @@ def _entropy_bytes(plane: np.ndarray) -> float:
     return float(n * np.log2(n) - (counts * np.log2(counts)).sum()) / 8
 
 
-def _zstd_wins(plane: np.ndarray, best: float) -> bool:
+def _zstd_wins(plane: np.ndarray, best: float, sample: int = SAMPLE) -> bool:
     """Does zstd beat `best` bytes on a sample of the plane (its start and middle, where
     repeated rows such as unused vocabulary entries sit), by 0.5%?"""
-    half = SAMPLE // 2
+    half = sample // 2
     mid = plane.size // 2
     sample = np.concatenate([plane[:half], plane[mid : mid + half]])
     size = len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(sample.tobytes()))
@@ -69,14 +70,16 @@ def encode(values: np.ndarray, threads: int = 0) -> bytes:
                 if len(coded) < plane.size:
                     mode, body = ORDER0, coded
             best = len(body)
-            if plane.size <= SAMPLE or _zstd_wins(plane, best):
+            # planes up to SMALL are tried whole; larger ones on a sample first (a quarter to an
+            # eighth of a plane up to 1 MiB): the mantissa planes of most matrices are noise
+            if plane.size <= SMALL or _zstd_wins(plane, best, SAMPLE if plane.size > SAMPLE else SMALL):
                 z = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1 if threads <= 0 else threads)
                 packed = z.compress(plane.tobytes())
                 if len(packed) < best:
                     mode, body = ZSTD, packed
         frame = bytearray([mode])
         put_uvarint(frame, len(body))
-        parts += [frame, body if isinstance(body, bytes) else body.tobytes()]
+        parts += [frame, body]  # (a raw plane joins as the array itself: no copy before the join)
         del plane, body
     return b"".join(parts)
 
