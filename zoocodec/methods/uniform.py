@@ -137,6 +137,10 @@ class Uniform(MethodSpec):
             return self._quantize_groups(t, xp)
         per_row = self.step is None and not self.per_tensor and t.array.ndim >= 2 and t.array.shape[0] > 1
         m = t.matrix(per_row=per_row)
+        if xp is not np and t.dtype in NATIVE_KINDS and m.size:
+            q = self._quantize_device(t, m, xp, recon)
+            if q is not None:
+                return q
         amax = absmax_rows(m, t.dtype) if m.size else np.zeros(1)
         steps = np.array([self.step], dtype=np.float64) if self.step is not None else (
             self._steps(amax) if m.size else np.ones(1))
@@ -158,6 +162,28 @@ class Uniform(MethodSpec):
         store_steps(steps, side, arrays)
         return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays,
                          None if out is None else out.reshape(t.array.shape), stats)
+
+    def _quantize_device(self, t: TensorData, m: np.ndarray, xp, recon: bool) -> Quantized | None:
+        """The device-resident path (kernels/uniform.cu): the bits go to the GPU once; the row
+        maxima, the symbols and the statistics are computed there, and only the maxima (one per
+        row), the symbols and three sums come back; the CPU's symbols and statistics bit for bit.
+        None when the symbols need int64 (the array path takes those)."""
+        bits = xp.asarray(bits_of(m)).reshape(m.shape)
+        mask = bits.dtype.type((1 << (8 * m.dtype.itemsize - 1)) - 1)  # |w| orders as its bits (absmax_rows)
+        amax = as_float64(to_numpy(xp.max(bits & mask, axis=1)).view(m.dtype), t.dtype)
+        steps = np.array([self.step], dtype=np.float64) if self.step is not None else self._steps(amax)
+        top = float(np.rint(np.max(amax / steps)))
+        dt = narrowest(top)
+        if dt == np.int64:
+            return None
+        symbols, out, (err2, power, max_err) = K.quantize_device(bits.reshape(-1), t.dtype, steps, m.shape[1], dt,
+                                                                 recon)
+        stats = ErrorStats(float(np.float64(err2) / m.size), max_err, float(np.float64(power) / m.size))
+        side, arrays = {}, {}
+        store_steps(steps, side, arrays)
+        if out is not None:
+            out = out.view(t.array.dtype).reshape(t.array.shape)
+        return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays, out, stats)
 
     def _quantize_blocks(self, t: TensorData, m: np.ndarray, steps: np.ndarray, symbols: np.ndarray,
                          recon: np.ndarray, xp) -> None:
@@ -226,7 +252,7 @@ class Uniform(MethodSpec):
     def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         """One quantization of the stacked rows of every tensor: each row keeps its own step
         (its tensor's, or its channel's), so each tensor gets quantize()'s symbols and recon."""
-        if len(ts) == 1 or xp is np:
+        if len(ts) == 1 or xp is np or ts[0].dtype in NATIVE_KINDS:  # the fused paths, one tensor at a time
             return [self._quantize(t, xp, recon) for t in ts]
         shapes = [t.array.shape for t in ts]
         w = TensorData("", ts[0].dtype, stack_rows([t.array.reshape(self.rows(s)) for t, s in zip(ts, shapes)], xp))
