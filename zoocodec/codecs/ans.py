@@ -118,7 +118,11 @@ def encode(symbols: np.ndarray) -> bytes:
     out.append(k)
     top = ((hi - lo) >> k) + 1
     if not k:
-        stream = native.rans_encode(_offset(s, -lo, np.uint8 if top <= 256 else np.uint16), top)
+        width = np.dtype(np.uint8 if top <= 256 else np.uint16)
+        if s.dtype.itemsize == width.itemsize:  # int8 / int16 symbols: the engine subtracts lo as it reads
+            stream = native.rans_encode(s.view(width), top, add=-lo % (1 << (8 * width.itemsize)))
+        else:
+            stream = native.rans_encode(_offset(s, -lo, width), top)
         idx = None
     else:
         s = s.astype(np.int64)

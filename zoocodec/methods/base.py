@@ -169,6 +169,8 @@ def all_finite(t: TensorData) -> bool:
     """No NaN or Inf (checked block by block; integer tensors are always finite)."""
     if not t.is_float:
         return True
+    if t.dtype in NATIVE_KINDS:  # on the bits, in C++: no float64 blocks
+        return native.engine().all_finite(bits_of(t.array))
     w = t.array.reshape(-1)
     step = BLOCK_BYTES // 8
     return all(bool(np.isfinite(as_float64(w[i : i + step], t.dtype)).all()) for i in range(0, w.size, step))

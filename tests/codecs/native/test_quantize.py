@@ -71,3 +71,28 @@ def test_bad_arguments_are_refused():
         engine().uniform_quantize(w, 7, np.ones(1), 10, np.zeros(10, np.int8), np.zeros(10, np.uint32))
     with pytest.raises(ValueError):
         engine().absmax_rows(w, 3, np.zeros(4, np.uint32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_all_finite_reads_the_bits(dtype):
+    from zoocodec.methods.base import all_finite
+
+    for bad in (None, np.nan, np.inf, -np.inf):
+        w = np.random.default_rng(0).standard_normal(300001).astype(np.float32)
+        if bad is not None:
+            w[123457] = bad
+        t = tensor(dtype, (1,))
+        t.array = w if dtype == "float32" else (w.view(np.uint32) >> 16).astype(np.uint16)
+        assert all_finite(t) == (bad is None)
+
+
+@pytest.mark.parametrize("width", [8, 16])
+def test_rans_add_codes_signed_symbols_as_their_indices(width):
+    from zoocodec.codecs import native
+
+    g = np.random.default_rng(width)
+    s = np.rint(g.laplace(0, 9, 200001)).clip(-100, 100).astype(np.int8 if width == 8 else np.int16)
+    lo, top = int(s.min()), int(s.max()) - int(s.min()) + 1
+    unsigned = np.uint8 if width == 8 else np.uint16
+    indices = (s.astype(np.int64) - lo).astype(unsigned)
+    assert native.rans_encode(s.view(unsigned), top, add=-lo % (1 << width)) == native.rans_encode(indices, top)

@@ -138,6 +138,20 @@ void absmax_rows(const W* w, std::size_t rows, std::size_t cols, W* out, int thr
   });
 }
 
+template <class W>
+bool all_finite(const W* w, std::size_t n, int threads) {
+  const W exp = sizeof(W) == 4 ? W(0x7F800000u) : W(0x7F80u);
+  const std::size_t parts = (n + TASK * 8 - 1) / (TASK * 8);
+  std::vector<char> bad(parts, 0);
+  parallel_for(parts, threads, [&](std::size_t t) {
+    const std::size_t lo = t * TASK * 8, hi = std::min(n, lo + TASK * 8);
+    W any = 0;  // branch-free: a flag per part
+    for (std::size_t i = lo; i < hi; ++i) any |= W((w[i] & exp) == exp);
+    bad[t] = any != 0;
+  });
+  return std::find(bad.begin(), bad.end(), 1) == bad.end();
+}
+
 template <class W, class S>
 Stats uniform(const W* w, std::size_t n, Kind kind, const double* steps, std::size_t nsteps, std::size_t cols,
               S* symbols, W* recon, int threads) {
@@ -182,6 +196,8 @@ Stats error_stats(const W* w, const W* recon, std::size_t n, Kind kind, int thre
 
 template void absmax_rows<uint16_t>(const uint16_t*, std::size_t, std::size_t, uint16_t*, int);
 template void absmax_rows<uint32_t>(const uint32_t*, std::size_t, std::size_t, uint32_t*, int);
+template bool all_finite<uint16_t>(const uint16_t*, std::size_t, int);
+template bool all_finite<uint32_t>(const uint32_t*, std::size_t, int);
 template Stats error_stats<uint16_t>(const uint16_t*, const uint16_t*, std::size_t, Kind, int);
 template Stats error_stats<uint32_t>(const uint32_t*, const uint32_t*, std::size_t, Kind, int);
 #define ZC_UNIFORM(W, S)                                                                                    \

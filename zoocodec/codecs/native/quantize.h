@@ -28,6 +28,10 @@ template <class W, class S>
 Stats uniform(const W* w, std::size_t n, Kind kind, const double* steps, std::size_t nsteps, std::size_t cols,
               S* symbols, W* recon, int threads);
 
+// No NaN or Inf among n float bits (the exponent never all ones).
+template <class W>
+bool all_finite(const W* w, std::size_t n, int threads);
+
 // The statistics alone, of a reconstruction made elsewhere (another method).
 template <class W>
 Stats error_stats(const W* w, const W* recon, std::size_t n, Kind kind, int threads);

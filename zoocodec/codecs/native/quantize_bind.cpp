@@ -55,6 +55,12 @@ Result stats(In<W> w, In<W> recon, int kind, int threads) {
   return as_tuple(quant::error_stats(w.data(), recon.data(), w.shape(0), k, threads));
 }
 
+template <class W>
+bool finite(In<W> w, int threads) {
+  nb::gil_scoped_release release;
+  return quant::all_finite(w.data(), w.shape(0), threads);
+}
+
 }  // namespace
 
 void bind_quantize(nb::module_& m) {
@@ -71,6 +77,9 @@ void bind_quantize(nb::module_& m) {
   ZC_BIND(uint32_t, int16_t)
   ZC_BIND(uint32_t, int32_t)
 #undef ZC_BIND
+  m.def("all_finite", &finite<uint16_t>, nb::arg("w"), nb::arg("threads") = 0);
+  m.def("all_finite", &finite<uint32_t>, nb::arg("w"), nb::arg("threads") = 0,
+        "No NaN or Inf among float bits (uint16 bfloat16 / float16, uint32 float32).");
   m.def("error_stats", &stats<uint16_t>, nb::arg("w"), nb::arg("recon"), nb::arg("kind"), nb::arg("threads") = 0);
   m.def("error_stats", &stats<uint32_t>, nb::arg("w"), nb::arg("recon"), nb::arg("kind"), nb::arg("threads") = 0,
         "(sum err^2, sum w^2, max |err|) of a reconstruction, summed as np.sum does.");
