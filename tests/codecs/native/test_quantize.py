@@ -96,3 +96,12 @@ def test_rans_add_codes_signed_symbols_as_their_indices(width):
     unsigned = np.uint8 if width == 8 else np.uint16
     indices = (s.astype(np.int64) - lo).astype(unsigned)
     assert native.rans_encode(s.view(unsigned), top, add=-lo % (1 << width)) == native.rans_encode(indices, top)
+
+
+def test_compress_leaves_the_reconstruction_out_and_code_rebuilds_it():
+    t, spec = tensor("bfloat16", (64, 200)), parse_spec("uniform:bits=6")
+    full = spec.quantize(t)
+    lean = spec.quantize_many([t], np, recon=False)[0]
+    assert lean.recon is None and lean.stats == full.stats
+    enc = spec.code(t, lean, recon=True)
+    assert enc.recon.tobytes() == full.recon.tobytes() and enc.stats == full.stats
