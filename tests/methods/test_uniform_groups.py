@@ -160,3 +160,46 @@ def test_compress_counts_the_side_info_and_the_gpu_decoder_declines(tmp_path):
             err = np.abs(back[name].numpy().astype(np.float64) - model[name]).max()
             assert err <= e["stats"]["max_err"] * (1 + 1e-9) and err > 0
     assert info["bits_per_weight"] > 4  # 4-bit symbols (entropy-coded) plus a step and a zero per 32 weights
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("text", ["uniform:bits=4,group=32", "uniform:bits=4,group=32,zero=true",
+                                  "uniform:bits=8,group=48,zero=true", "uniform:step=0.001,group=16,zero=true",
+                                  "uniform:bits=12,group=64"])
+def test_native_groups_equal_the_array_path(dtype, text):
+    from zoocodec.methods.base import error_stats
+
+    w = np.random.default_rng(6).laplace(0, 0.02, (37, 300)).astype(np.float32)
+    w[0, :5] = [0.0, -1e-9, 1e-9, 0.0, -0.0]
+    t = TensorData("w", dtype, w if dtype == "float32" else (w.view(np.uint32) >> 16).astype(np.uint16))
+    spec = parse_spec(text)
+    native = spec.quantize(t)
+    m = t.matrix()
+    rows, cols = m.shape
+    steps = native.symbols.get("group_steps")
+    zeros = native.symbols.get("group_zeros")
+    steps = None if steps is None else steps.view("<f4").astype(np.float64).reshape(rows, -1)
+    zeros = None if zeros is None else zeros.view("<f4").astype(np.float64).reshape(rows, -1)
+    symbols = np.empty(m.shape, dtype=native.symbols["symbols"].dtype)
+    recon = np.empty(m.shape, dtype=t.array.dtype)
+    from zoocodec.methods.uniform import _group_block
+    from zoocodec.methods.base import row_blocks
+
+    spec._quantize_group_blocks(t, m, list(row_blocks(rows, cols, limit=_group_block(spec.group))), steps, zeros,
+                                symbols, recon, np)
+    assert np.array_equal(symbols.reshape(t.array.shape), native.symbols["symbols"])
+    assert recon.tobytes() == native.recon.tobytes()
+    assert native.stats == error_stats(t, recon)
+
+
+@pytest.mark.parametrize("cols, group", [(300, 32), (96, 32), (7, 4), (1000, 128)])
+def test_native_group_ranges_equal_numpy(cols, group):
+    from zoocodec.codecs.native import engine
+    from zoocodec.kernels import uniform as K
+
+    w = np.random.default_rng(cols).laplace(0, 0.02, (9, cols)).astype(np.float32)
+    count = K.group_count(cols, group)
+    lo, hi = np.empty(9 * count), np.empty(9 * count)
+    engine().group_ranges(w.reshape(-1).view(np.uint32), 0, cols, group, lo, hi)
+    want_lo, want_hi = K.group_ranges(w.astype(np.float64), group, np)
+    assert np.array_equal(lo.reshape(9, count), want_lo) and np.array_equal(hi.reshape(9, count), want_hi)

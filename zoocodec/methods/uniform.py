@@ -34,8 +34,8 @@ from zoocodec.errors import ContainerError, SpecError, ZoocodecError
 from zoocodec.kernels import uniform as K
 from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
 from zoocodec.methods.base import (BLOCK_BYTES, NATIVE_KINDS, ErrorStats, MethodSpec, Quantized, TensorData,
-                                   as_float64, bits_of, check_step_or_bits, default_bits, from_float64, read_array,
-                                   register, row_blocks)
+                                   all_finite, as_float64, bits_of, check_step_or_bits, default_bits, from_float64,
+                                   read_array, register, row_blocks)
 from zoocodec.methods.lossless import native_dtype
 
 
@@ -134,7 +134,7 @@ class Uniform(MethodSpec):
         float32 and bfloat16 on the host take the native path; recon=False leaves the
         reconstruction out there (its statistics are kept)."""
         if self.group is not None:
-            return self._quantize_groups(t, xp)
+            return self._quantize_groups(t, xp, recon)
         per_row = self.step is None and not self.per_tensor and t.array.ndim >= 2 and t.array.shape[0] > 1
         m = t.matrix(per_row=per_row)
         if xp is not np and t.dtype in NATIVE_KINDS and m.size:
@@ -194,33 +194,41 @@ class Uniform(MethodSpec):
             symbols[r, c] = to_numpy(sym)
             recon[r, c] = from_float64(to_numpy(K.dequantize(sym, s, xp)), t.dtype)
 
-    def _quantize_groups(self, t: TensorData, xp) -> Quantized:
+    def _quantize_groups(self, t: TensorData, xp, recon: bool = True) -> Quantized:
         """Group-wise steps: the groups' ranges in one pass over row blocks, their side values
-        on the host (small: one per group), then symbols and reconstruction block by block."""
+        on the host (small: one per group), then symbols and reconstruction block by block
+        (float32 / bfloat16 on the host: both passes in C++, the same floats)."""
         m = t.matrix(per_row=True)
         rows, cols = m.shape
         g = self.group
         count = K.group_count(cols, g)
+        fused = xp is np and t.dtype in NATIVE_KINDS and m.size > 0 and all_finite(t)
         lo, hi = np.empty((rows, count)), np.empty((rows, count))
         blocks = list(row_blocks(rows, cols, limit=_group_block(g)))
-        for r, c in blocks:
-            gs = slice(c.start // g, K.group_count(c.stop, g))
-            lo[r, gs], hi[r, gs] = map(to_numpy, K.group_ranges(as_float64(m[r, c], t.dtype, xp), g, xp))
+        if fused:
+            native.engine().group_ranges(bits_of(m), NATIVE_KINDS[t.dtype], cols, g, lo.reshape(-1), hi.reshape(-1))
+        else:
+            for r, c in blocks:
+                gs = slice(c.start // g, K.group_count(c.stop, g))
+                lo[r, gs], hi[r, gs] = map(to_numpy, K.group_ranges(as_float64(m[r, c], t.dtype, xp), g, xp))
         steps, zeros = group_side(lo, hi, self)
         base = zeros if zeros is not None else 0.0
         step = steps if steps is not None else self.step
         with np.errstate(invalid="ignore"):
             top = float(np.max(np.rint(np.maximum(np.abs(lo - base), np.abs(hi - base)) / step))) if lo.size else 0.0
         symbols = np.empty(m.shape, dtype=narrowest(top))
-        recon = np.empty(m.shape, dtype=t.array.dtype)
-        scalar = xp.asarray(np.array(self.step if steps is None else 1.0))
-        for r, c in blocks:
-            gs = slice(c.start // g, K.group_count(c.stop, g))
-            s = xp.asarray(steps[r, gs]) if steps is not None else scalar
-            z = xp.asarray(zeros[r, gs]) if zeros is not None else None
-            sym = K.quantize_groups(as_float64(m[r, c], t.dtype, xp), s, z, g, xp)
-            symbols[r, c] = to_numpy(sym)
-            recon[r, c] = from_float64(to_numpy(K.dequantize_groups(sym, s, z, g, xp)), t.dtype)
+        stats = None
+        if fused and symbols.dtype != np.int64:
+            out = np.empty(m.shape, dtype=t.array.dtype) if recon else None
+            err2, power, max_err = native.engine().uniform_groups(
+                bits_of(m), NATIVE_KINDS[t.dtype], cols, g,
+                np.array([self.step], dtype=np.float64) if steps is None else steps.reshape(-1),
+                None if zeros is None else zeros.reshape(-1), symbols.reshape(-1),
+                None if out is None else bits_of(out))
+            stats = ErrorStats(float(np.float64(err2) / m.size), max_err, float(np.float64(power) / m.size))
+        else:
+            out = np.empty(m.shape, dtype=t.array.dtype)
+            self._quantize_group_blocks(t, m, blocks, steps, zeros, symbols, out, xp)
         side = {"rows": rows, "groups": count}
         streams = {"symbols": symbols.reshape(t.array.shape)}
         if steps is None:
@@ -229,7 +237,19 @@ class Uniform(MethodSpec):
             streams["group_steps"] = steps.astype("<f4").view("<u4").ravel()
         if zeros is not None:
             streams["group_zeros"] = zeros.astype("<f4").view("<u4").ravel()
-        return Quantized(streams, side, {}, recon.reshape(t.array.shape))
+        return Quantized(streams, side, {}, None if out is None else out.reshape(t.array.shape), stats)
+
+    def _quantize_group_blocks(self, t, m, blocks, steps, zeros, symbols, recon, xp) -> None:
+        """The array path of group-wise steps (NumPy or CuPy): row blocks in float64."""
+        g = self.group
+        scalar = xp.asarray(np.array(self.step if steps is None else 1.0))
+        for r, c in blocks:
+            gs = slice(c.start // g, K.group_count(c.stop, g))
+            s = xp.asarray(steps[r, gs]) if steps is not None else scalar
+            z = xp.asarray(zeros[r, gs]) if zeros is not None else None
+            sym = K.quantize_groups(as_float64(m[r, c], t.dtype, xp), s, z, g, xp)
+            symbols[r, c] = to_numpy(sym)
+            recon[r, c] = from_float64(to_numpy(K.dequantize_groups(sym, s, z, g, xp)), t.dtype)
 
     def symbol_dtype(self, stream, dtype):
         if stream in GROUP_STREAMS:

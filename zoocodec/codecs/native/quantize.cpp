@@ -181,6 +181,62 @@ Stats uniform(const W* w, std::size_t n, Kind kind, const double* steps, std::si
 }
 
 template <class W>
+void group_ranges(const W* w, std::size_t rows, std::size_t cols, Kind kind, std::size_t group, double* lo,
+                  double* hi, int threads) {
+  const std::size_t ng = (cols + group - 1) / group;
+  const std::size_t per = std::max<std::size_t>(1, (1 << 16) / std::max<std::size_t>(cols, 1));
+  parallel_for((rows + per - 1) / per, threads, [&](std::size_t t) {
+    for (std::size_t r = t * per; r < std::min(rows, (t + 1) * per); ++r) {
+      for (std::size_t g = 0; g < ng; ++g) {
+        const std::size_t c0 = g * group, c1 = std::min(cols, c0 + group);
+        double a = value(w[r * cols + c0], kind), b = a;
+        for (std::size_t c = c0 + 1; c < c1; ++c) {
+          const double x = value(w[r * cols + c], kind);
+          a = std::min(a, x);
+          b = std::max(b, x);
+        }
+        lo[r * ng + g] = a;
+        hi[r * ng + g] = b;
+      }
+    }
+  });
+}
+
+template <class W, class S>
+Stats uniform_groups(const W* w, std::size_t rows, std::size_t cols, Kind kind, std::size_t group,
+                     const double* steps, std::size_t nsteps, const double* zeros, S* symbols, W* recon, int threads) {
+  const std::size_t ng = (cols + group - 1) / group;
+  return run(rows * cols, threads, [=](std::size_t lo, std::size_t count, double* e2, double* x2) {
+    std::size_t row = lo / cols, col = lo % cols, gi = col / group, within = col % group;
+    double m = 0;
+    for (std::size_t k = 0; k < count; ++k) {
+      const std::size_t i = lo + k, at = row * ng + gi;
+      const double step = steps[nsteps > 1 ? at : 0];
+      const double x = value(w[i], kind);
+      const double q = round_even((zeros ? x - zeros[at] : x) / step);  // kernels/uniform.quantize_groups
+      const S sym = static_cast<S>(q);
+      symbols[i] = sym;
+      const double back = static_cast<double>(sym) * step;
+      const W r = narrow(zeros ? back + zeros[at] : back, static_cast<W*>(nullptr));
+      if (recon) recon[i] = r;
+      const double e = x - value(r, kind);
+      e2[k] = e * e;
+      x2[k] = x * x;
+      m = std::max(m, std::fabs(e));
+      if (++within == group) {
+        within = 0;
+        ++gi;
+      }
+      if (++col == cols) {
+        col = within = gi = 0;
+        ++row;
+      }
+    }
+    return m;
+  });
+}
+
+template <class W>
 Stats error_stats(const W* w, const W* recon, std::size_t n, Kind kind, int threads) {
   return run(n, threads, [=](std::size_t lo, std::size_t count, double* e2, double* x2) {
     double m = 0;
@@ -200,9 +256,15 @@ template bool all_finite<uint16_t>(const uint16_t*, std::size_t, int);
 template bool all_finite<uint32_t>(const uint32_t*, std::size_t, int);
 template Stats error_stats<uint16_t>(const uint16_t*, const uint16_t*, std::size_t, Kind, int);
 template Stats error_stats<uint32_t>(const uint32_t*, const uint32_t*, std::size_t, Kind, int);
+template void group_ranges<uint16_t>(const uint16_t*, std::size_t, std::size_t, Kind, std::size_t, double*, double*,
+                                     int);
+template void group_ranges<uint32_t>(const uint32_t*, std::size_t, std::size_t, Kind, std::size_t, double*, double*,
+                                     int);
 #define ZC_UNIFORM(W, S)                                                                                    \
   template Stats uniform<W, S>(const W*, std::size_t, Kind, const double*, std::size_t, std::size_t, S*, W*, \
-                               int);
+                               int);                                                                       \
+  template Stats uniform_groups<W, S>(const W*, std::size_t, std::size_t, Kind, std::size_t, const double*, \
+                                      std::size_t, const double*, S*, W*, int);
 ZC_UNIFORM(uint16_t, int8_t)
 ZC_UNIFORM(uint16_t, int16_t)
 ZC_UNIFORM(uint16_t, int32_t)

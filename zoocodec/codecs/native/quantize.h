@@ -28,6 +28,19 @@ template <class W, class S>
 Stats uniform(const W* w, std::size_t n, Kind kind, const double* steps, std::size_t nsteps, std::size_t cols,
               S* symbols, W* recon, int threads);
 
+// Group-wise (uniform:group=G): (min, max) of every group of `group` consecutive values of each
+// row (the last group shorter), as float64 (rows x ceil(cols / group)); finite input only.
+template <class W>
+void group_ranges(const W* w, std::size_t rows, std::size_t cols, Kind kind, std::size_t group, double* lo,
+                  double* hi, int threads);
+
+// symbols = rint((w - zero) / step) per group, recon = symbols * step + zero cast to the dtype, as
+// kernels/uniform.quantize_groups / dequantize_groups do; steps per group (nsteps = rows x groups)
+// or one; zeros per group or null; recon may be null.
+template <class W, class S>
+Stats uniform_groups(const W* w, std::size_t rows, std::size_t cols, Kind kind, std::size_t group,
+                     const double* steps, std::size_t nsteps, const double* zeros, S* symbols, W* recon, int threads);
+
 // No NaN or Inf among n float bits (the exponent never all ones).
 template <class W>
 bool all_finite(const W* w, std::size_t n, int threads);
