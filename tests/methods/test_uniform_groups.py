@@ -157,6 +157,7 @@ def test_compress_counts_the_side_info_and_the_gpu_decoder_declines(tmp_path):
             assert report.tensors[[t.name for t in report.tensors].index(name)].bytes_out == sum(
                 s[1] for s in e["segments"].values())
             assert gpu_decode.job(a, name) is None  # decoded on the host
+            assert spec_from_dict(e["method"]).fused(e["side"], {}, tuple(e["shape"]), e["dtype"]) is None
             err = np.abs(back[name].numpy().astype(np.float64) - model[name]).max()
             assert err <= e["stats"]["max_err"] * (1 + 1e-9) and err > 0
     assert info["bits_per_weight"] > 4  # 4-bit symbols (entropy-coded) plus a step and a zero per 32 weights

@@ -98,8 +98,10 @@ def encode(values: np.ndarray, threads: int = 0) -> bytes:
     return b"".join(parts)
 
 
-def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int = 0) -> np.ndarray:
-    """Bytes -> flat array of `count` values of `dtype` (a 2- or 4-byte float type)."""
+def frame(data: bytes | memoryview, count: int, dtype: np.dtype) -> list[tuple[int, bytes | memoryview]]:
+    """The planes of a payload of `count` values of `dtype`, top first: (RAW, bytes) or
+    (ORDER0, a native rANS stream); zstd planes come inflated, as RAW. The one parser of this
+    frame, for the CPU decoder below and the GPU decoder (kernels/decode.py)."""
     r = Reader(data, "float payload")
     n = r.uvarint()
     width = r.byte()
@@ -116,6 +118,13 @@ def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int =
             raise r.fail(f"unknown plane mode {mode}")
         parts.append((mode, body))
     r.done()
+    return parts
+
+
+def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int = 0) -> np.ndarray:
+    """Bytes -> flat array of `count` values of `dtype` (a 2- or 4-byte float type)."""
+    parts = frame(data, count, dtype)
+    n, width = count, np.dtype(dtype).itemsize
     eng = native.engine()
     try:
         bits = eng.float_merge(n, width, parts, threads)

@@ -333,6 +333,12 @@ class MethodSpec:
         arrays = {k: v for k, v in segments.items() if k not in shapes}  # (consumed streams are gone already)
         return self.dequantize(Quantized(symbols, side, arrays), tuple(shape), dtype)
 
+    def fused(self, side: dict, arrays: dict[str, bytes], shape: tuple[int, ...], dtype: str):
+        """How this tensor decodes in one pass, entropy decoding and dequantization fused into the
+        output dtype (a zoocodec.plan kind: the native CPU decoder and the CUDA kernel take it),
+        or None: decode() runs. `arrays`: the payloads that are not symbol streams."""
+        return None
+
     def _decoded_dtype(self, stream: str, dtype: str, coder: CoderSpec) -> np.dtype | None:
         want = self.symbol_dtype(stream, dtype)
         return np.dtype(np.int64) if want is None and not coder.narrows else want

@@ -302,6 +302,15 @@ class Uniform(MethodSpec):
             out[r, c] = from_float64(K.dequantize(m[r, c], s, np), dtype)
         return out.reshape(symbols.shape)
 
+    def fused(self, side, arrays, shape, dtype):
+        """symbols * step of an ans stream (zoocodec.plan.Affine); group-wise steps decode through
+        dequantize (the fused decoders take one step per row)."""
+        from zoocodec.plan import Affine  # noqa: PLC0415
+
+        if not isinstance(self.coder, Ans) or self.group is not None:
+            return None
+        return Affine("symbols", load_steps(Quantized({}, side, arrays), shape, "uniform").astype(np.float64))
+
     def _dequantize_groups(self, q: Quantized, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         """Every side value checked against the shape before use: a file is hostile."""
         numel = math.prod(shape)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import zstandard
 
-from zoocodec import __version__, budget
+from zoocodec import __version__, budget, plan
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.device import Device, resolve
 from zoocodec.errors import ContainerError, NonFiniteError, ZoocodecError
@@ -272,7 +272,9 @@ class ArchiveBase:
 
     sequence: bool = False
 
-    def __init__(self, path: str | os.PathLike, verify: bool = True):
+    def __init__(self, path: str | os.PathLike, verify: bool = False):
+        """`verify`: check every byte of the file on open (Container.verify); without it each
+        tensor's bytes are checked as they are read."""
         self.container = Container.open(path, verify=verify)
         self.header = self.container.header
         meta = self.header.get("meta")
@@ -283,6 +285,7 @@ class ArchiveBase:
                 f"{path}: holds a sequence of models; read it with `zoocodec decompress-seq` "
                 f"or zoocodec.pipeline.sequence.SeqArchive")
         self.entries = {t["name"]: t for t in self.header["tensors"]}
+        self.plan = plan.entries(self.header)  # typed, parsed once
 
     def __enter__(self):
         return self
@@ -293,34 +296,43 @@ class ArchiveBase:
     def names(self) -> list[str]:
         return list(self.entries)
 
-    def decode(self, name: str, run: Callable[[MethodSpec, dict, dict[str, memoryview], tuple[int, ...], str], np.ndarray]
-               ) -> np.ndarray:
-        """run(spec, side, segments, shape, dtype) on tensor `name`'s entry, errors named."""
+    def decode(self, name: str, run: Callable[[MethodSpec, dict, dict[str, memoryview], tuple[int, ...], str], np.ndarray],
+               segments: dict[str, bytes] | None = None) -> np.ndarray:
+        """run(spec, side, segments, shape, dtype) on tensor `name`'s entry, errors named
+        (`segments`: its payloads, when the caller read them already)."""
         if name not in self.entries:
             raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
-        e = self.entries[name]
-        where = f"tensor {name!r}"
+        e = self.plan[name]
+        with self._named(e.where):
+            spec = spec_from_dict(e.method)
+            if segments is None:
+                segments = dict(zip(e.segments, self.container.segments([(e.where, s) for s in e.segments.values()])))
+            budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
+            array = run(spec, e.side, segments, e.shape, e.dtype)
+        if array.shape != e.shape:
+            raise ContainerError(f"{self.container.path}: {e.where} decoded to shape {array.shape}, header says {e.shape}")
+        return array
+
+    @contextlib.contextmanager
+    def _named(self, where: str):
+        """Every failure of decoding one tensor as one ContainerError naming the file and tensor."""
         try:
-            spec = spec_from_dict(e["method"])
-            segments = {k: self.container.segment(where, tuple(v)) for k, v in e["segments"].items()}
-            shape = tuple(e["shape"])
-            budget.check_tensor(where, math.prod(shape), native_dtype(e["dtype"]).itemsize)
-            array = run(spec, e["side"], segments, shape, e["dtype"])
+            yield
         except MemoryError:
             raise ContainerError(f"{self.container.path}: {where}: out of memory decoding it") from None
-        except ContainerError as err:
-            raise ContainerError(f"{self.container.path}: {where}: {err}") from None
         except ZoocodecError as err:
             raise ContainerError(f"{self.container.path}: {where}: {err}") from None
         except (KeyError, ValueError, TypeError, IndexError, OverflowError) as err:
             raise ContainerError(f"{self.container.path}: {where} cannot be decoded ({type(err).__name__}: {err})") from None
-        if array.shape != shape:
-            raise ContainerError(f"{self.container.path}: {where} decoded to shape {array.shape}, header says {shape}")
-        return array
 
     def files(self) -> dict[str, bytes]:
         """The model's attached files (ONNX graph, Hugging Face config and tokenizer)."""
         return self.container.files()
+
+    def verify_unread(self) -> None:
+        """Check every byte a full decode does not check as it reads the tensors (padding,
+        attached files): with it, a decode of every tensor has checked the whole file."""
+        self.container.verify(skip=[s[0] for e in self.entries.values() for s in e["segments"].values()])
 
     def check_budget(self, streamed: bool = False) -> None:
         """Refuse, before decoding anything, a file whose full decode would pass the memory budget
@@ -333,17 +345,57 @@ class ArchiveBase:
 
 
 class Archive(ArchiveBase):
-    """An open .zc file of one model: tensors decoded one at a time."""
+    """An open .zc file of one model."""
 
     def read(self, name: str) -> np.ndarray:
         """Decode one tensor to its native NumPy array (bfloat16 as uint16 bits)."""
-        return self.decode(name, lambda spec, side, segments, shape, dtype: spec.decode(side, segments, shape, dtype,
-                                                                                         consume=True))
+        if name not in self.entries:
+            raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
+        return self.read_many([name])[name]
+
+    def read_many(self, names: list[str], threads: int = 0) -> dict[str, np.ndarray]:
+        """Decode tensors to native arrays, a batch of up to plan.BATCH_BYTES at a time: the
+        batch's chunks CRC-checked on threads together, the payloads its methods declare fused
+        (zoocodec/plan.py) entropy-decoded and dequantized into their dtype in one pass of the
+        native pool, the others by their method's own decode."""
+        out = {}
+        for batch in plan.batches([self.plan[n] for n in names]):
+            payloads = iter(self.container.segments([(e.where, s) for e in batch for s in e.segments.values()]))
+            segments = {e.name: {k: next(payloads) for k in e.segments} for e in batch}
+            fused, rest = [], []
+            for e in batch:
+                with self._named(e.where):
+                    spec = spec_from_dict(e.method)
+                    budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
+                    job = plan.fused_job(spec, e, segments[e.name])
+                if job is None:
+                    rest.append(e.name)
+                else:
+                    fused.append((e, job, segments[e.name].pop(job.stream)))
+            try:
+                arrays, left = plan.decode(fused, threads)
+            except ContainerError as err:
+                raise ContainerError(f"{self.container.path}: {err}") from None
+            del fused
+            for name in rest + left:
+                arrays[name] = self.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(
+                    side, segs, shape, dtype, consume=True), self._payloads(name, segments))
+            out.update((e.name, arrays[e.name]) for e in batch)
+        return out
+
+    def _payloads(self, name: str, segments: dict[str, dict[str, bytes]]) -> dict[str, bytes]:
+        """Tensor `name`'s payloads read with its batch (a fused job's stream read again if it was taken)."""
+        got = segments.pop(name)
+        e = self.plan[name]
+        missing = [k for k in e.segments if k not in got]
+        if missing:
+            got.update(zip(missing, self.container.segments([(e.where, e.segments[k]) for k in missing])))
+        return got
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
-        """One tensor as torch, on `device`: on a GPU, uniform+ans payloads are decoded by a
-        CUDA kernel straight into device memory (zoocodec/kernels/decode.py); other
-        payloads are decoded on the host and copied."""
+        """One tensor as torch, on `device`: on a GPU, payloads whose method declares a fused
+        decoder (zoocodec/plan.py: uniform, kmeans) are decoded by a CUDA kernel straight into
+        device memory (zoocodec/kernels/decode.py); other payloads are decoded on the host and copied."""
         dev = resolve(device)
         if dev.is_gpu:
             from zoocodec.kernels import decode  # noqa: PLC0415
@@ -366,6 +418,7 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
         if out is not None:
             fmt = output_format(out, src["format"], a.header["files"], fmt)
         a.check_budget(streamed=out is not None and fmt in STREAMED_FORMATS)
+        a.verify_unread()
         on_device = {}
         if dev.is_gpu:  # every payload the CUDA decoder takes, in one launch per dtype
             from zoocodec.kernels import decode  # noqa: PLC0415
@@ -378,8 +431,15 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
                 progress(name)
             return t
 
-        if out is None:
-            return {name: get(name) for name in a.names()}
+        if out is None:  # the rest in batches of one native pass each (Archive.read_many)
+            host = a.read_many([n for n in a.names() if n not in on_device])
+            tensors = {}
+            for name in a.names():
+                tensors[name] = on_device.pop(name) if name in on_device else to_torch(
+                    host.pop(name), a.entries[name]["dtype"]).to(dev.torch)
+                if progress:
+                    progress(name)
+            return tensors
         kinds = {n: (FROM_NAME[e["dtype"]], tuple(e["shape"])) for n, e in a.entries.items()}
         # safetensors and Hugging Face folders are written tensor by tensor as they are decoded
         write_model(LazyTensors(kinds, lambda n: get(n).cpu()), out, src["format"], src.get("layout") or {},

@@ -66,6 +66,13 @@ def rans_decode_freqs(data: bytes | memoryview, freqs: np.ndarray, count: int, *
     return _checked(what, engine().rans_decode_freqs, data, f, count, threads)
 
 
+def ans_decode(data: bytes | memoryview, count: int, *, what: str = "entropy-coded payload",
+               threads: int = 0) -> tuple[int, np.ndarray] | None:
+    """(lo, uint8/uint16 indices) of an ans payload's rANS frame (codecs/ans.py), or None for
+    the frames ans.py reads itself (packed, raw low bits)."""
+    return _checked(what, engine().ans_decode, data, count, threads)
+
+
 def _checked(what: str, fn, *args):
     eng = engine()
     try:

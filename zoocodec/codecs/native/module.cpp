@@ -11,6 +11,7 @@ void bind_rans(nb::module_& m);
 void bind_cabac(nb::module_& m);
 void bind_floatplanes(nb::module_& m);
 void bind_quantize(nb::module_& m);
+void bind_plan(nb::module_& m);
 
 NB_MODULE(_engine, m) {
   m.doc() = "zoocodec's native coding engine (C++17, multi-threaded)";
@@ -20,4 +21,5 @@ NB_MODULE(_engine, m) {
   bind_cabac(m);
   bind_floatplanes(m);
   bind_quantize(m);
+  bind_plan(m);
 }
