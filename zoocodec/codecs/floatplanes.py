@@ -6,7 +6,8 @@ The exponent plane of trained weights is highly skewed and entropy-codes well; t
 mantissa planes are close to uniform but sometimes hold repeats that zstd finds (on
 `minilm` the two lowest code 1.2% below their order-0 entropy). Each plane takes the
 smallest of raw, order-0 rANS (tried where its entropy says it may win) and zstd (tried
-on planes up to 1 MiB, and on larger ones where a 1 MiB sample says it wins).
+whole on planes up to 128 KiB, and on larger ones where a sample says it wins: 128 KiB of
+planes up to 1 MiB, 1 MiB of larger ones).
 
 The native engine splits the planes and, decoding, rebuilds the values in chunks of
 2^16 on its thread pool, rANS-decoding each chunk's substreams into a cache-sized buffer;
