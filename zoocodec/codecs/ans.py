@@ -120,7 +120,11 @@ def encode(symbols: np.ndarray) -> bytes:
     out.append(k)
     top = ((hi - lo) >> k) + 1
     if not k:
-        stream = native.rans_encode(_offset(s, -lo, np.uint8 if top <= 256 else np.uint16), top)
+        width = np.dtype(np.uint8 if top <= 256 else np.uint16)
+        if s.dtype.itemsize == width.itemsize:  # int8 / int16 symbols: the engine subtracts lo as it reads
+            stream = native.rans_encode(s.view(width), top, add=-lo % (1 << (8 * width.itemsize)))
+        else:
+            stream = native.rans_encode(_offset(s, -lo, width), top)
         idx = None
     else:
         s = s.astype(np.int64)
@@ -185,6 +189,10 @@ BLOCK = 1 << 20  # values per step of _offset: its temporaries stay small
 
 def _offset(a: np.ndarray, by: int, dtype) -> np.ndarray:
     """a + by as `dtype` (which holds every result), a block at a time."""
+    dt = np.dtype(dtype)
+    if a.dtype.kind in "iu" and dt.kind == "u" and a.dtype.itemsize == dt.itemsize:
+        # same width (int8 symbols -> uint8 indices): modular addition is exact when results fit
+        return a.view(dt) + dt.type(by % (1 << (8 * dt.itemsize)))
     out = np.empty(a.shape, dtype=dtype)
     for i in range(0, a.size, BLOCK):
         out[i : i + BLOCK] = a[i : i + BLOCK].astype(np.int64) + by

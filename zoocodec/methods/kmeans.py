@@ -78,7 +78,7 @@ class KMeans(MethodSpec):
         """Every tensor under one k-means spec: problems of one size, from any tensors, run as one batch."""
         return "problems" if t.array.size else None
 
-    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+    def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         """k-means of every problem of `ts`: each problem seeded as if alone (k-means++ per tensor
         and part, on the host), then one Lloyd batch per problem size (kernels/kmeans.py: a
         problem's result does not depend on the batch it runs in)."""

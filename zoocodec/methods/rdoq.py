@@ -144,7 +144,7 @@ class RDOQ(MethodSpec):
         """Tensors of one shape decide (and walk their trellises) together."""
         return (tuple(t.array.shape),) if t.array.size else None
 
-    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+    def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         ws = [t.float64() for t in ts]
         out = []
         for t, (q, steps) in zip(ts, self.levels_many(ws, xp)):
