@@ -209,14 +209,14 @@ def test_compress_seq_and_inspect_agree(tmp_path, monkeypatch, capsys):
 
 
 def test_plain_progress_lines_off_a_terminal(monkeypatch, capsys):
-    import zoocodec.cli as cli
+    from zoocodec.cli import render
 
-    monkeypatch.setattr(cli, "PLAIN_PROGRESS_SECONDS", 0.05)
-    with cli._working("evaluating m.zc"):
+    monkeypatch.setattr(render, "PLAIN_PROGRESS_SECONDS", 0.05)
+    with render.working("evaluating m.zc"):
         time.sleep(0.3)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) >= 2 and all(line.startswith("evaluating m.zc (") for line in lines)
-    with cli._progress(3, "compressing") as step:
+    with render.progress(3, "compressing") as step:
         for name in "abc":
             time.sleep(0.06)
             step(name)
@@ -236,11 +236,11 @@ def test_automatic_mode_decisions_in_inspect_and_decompress(tmp_path, mnist_path
 
 def test_sweep_summary_title_keeps_its_example(monkeypatch, capsys):
     """The note names the tasks to add as YAML (`tasks: [lee, wordsim]`); rich once ate it as markup."""
-    import zoocodec.cli as cli
+    from zoocodec.cli import render
     from zoocodec.jobs import report as rep
 
     note = rep.not_evaluated(["minilm"])
-    cli._print_summaries("quick", [rep.Summary(["model", "lossless"], [["minilm", "1.22x [lossless]"]], note)])
+    render.print_summaries("quick", [rep.Summary(["model", "lossless"], [["minilm", "1.22x [lossless]"]], note)])
     out = capsys.readouterr().out
     assert "tasks: [lee, wordsim]" in " ".join(out.split()) and "1.22x [lossless]" in out
 
@@ -281,13 +281,13 @@ def test_zoo_name_note_only_for_a_typed_name_and_never_before_an_error(tmp_path,
 def test_missing_output_folders_are_refused_for_files_and_model_folders(tmp_path):
     """One rule (issue 22: a model folder's missing parents were created, a file's refused):
     the folder an output goes into must exist."""
-    import zoocodec.cli as cli
+    from zoocodec.cli.options import check_output
     from zoocodec.errors import ZoocodecError
 
     for folder in (False, True):
         with pytest.raises(ZoocodecError, match="folder .*nodir/sub does not exist"):
-            cli._check_output(tmp_path / "nodir" / "sub" / "minilm", [], folder=folder)
-    cli._check_output(tmp_path / "minilm", [], folder=True)  # the output itself may be new
+            check_output(tmp_path / "nodir" / "sub" / "minilm", [], folder=folder)
+    check_output(tmp_path / "minilm", [], folder=True)  # the output itself may be new
     assert sorted(tmp_path.iterdir()) == []
 
 
