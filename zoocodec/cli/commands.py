@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -457,7 +456,3 @@ def main() -> int:
     if code == 130:  # typer turns Ctrl-C into Exit(130)
         err_console.print("interrupted", markup=False, highlight=False)
     return code if isinstance(code, int) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
