@@ -206,6 +206,10 @@ class Part(Evaluator):
         self.__dict__.update(whole.__dict__)
         self.whole, self.limit = whole, tuple(int(i) for i in indices)  # the task runs these inputs (tasks.subset)
         self.ref_out = whole.ref_out[list(self.limit)]
+        self.baseline = {k: p.baseline for k, p in self.compare(None).items()}
+
+    def score(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {k: p.value for k, p in self.compare(weights).items()}
 
     def compare(self, weights: dict[str, torch.Tensor] | None) -> dict[str, Paired]:
         rows = torch.tensor(self.limit, dtype=torch.long)

@@ -65,17 +65,17 @@ from zoocodec.pipeline.modelio import to_tensordata, to_torch
 from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate, plan_bits
 from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, eligible
 
-BISECTIONS = 5  # the base step ends within a factor 2**(1/32) of the largest that passes
-FINAL_ROUNDS = 3  # the search again on all inputs: brackets by 2**(1/4), ends within 2**(1/32)
-FINAL_DOWN = 8  # ... and gives up (unresolvable) 4x below the step the search inputs passed
+BISECTIONS = 3  # the search on the search inputs brackets by 2, ends within 2**(1/8) of the largest step that passes
+FINAL_FACTOR, FINAL_ROUNDS = 2 ** (1 / 8), 2  # the search again on the whole calibration/search part: within 2**(1/32)
+FINAL_DOWN = 16  # ... and gives up (unresolvable) 4x below the step the search inputs passed
 STRENGTHS = (1.0, 0.5, 0.0)  # allocation by sensitivity**strength: measured, square root, one step for all
 CONTEXT_CODERS = ("ctx", "cabac")  # priced against each other where the method takes a coder
 ROUNDINGS = ("gptq", "nearest")  # data-aware where calibration inputs exist, or each method's own
 HELD_BACK = 0.5  # of the inputs, never seen by calibration or search: the budget is verified on them alone
 SPLIT_SEED = 0
 PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivities are measured
-RUNS_PER_SEARCH = 8  # runs one allocation strength's search takes, about (for the time-left estimate)
-RUNS_PER_FINAL = 5
+RUNS_PER_SEARCH = 6  # runs one allocation strength's search takes, about (for the time-left estimate)
+RUNS_PER_FINAL = 4
 
 
 @dataclass
@@ -169,7 +169,7 @@ class _Clock:
 
     def stamp(self) -> str:
         spent, left = time.perf_counter() - self.start, self.left()
-        return f"{_duration(spent)} spent" + ("" if left is None else f", about {_duration(left)} left")
+        return f"{_duration(spent)} spent" + ("" if not left else f", about {_duration(left)} left")
 
     def line(self, msg: str, every: float = 0.0) -> None:
         """`msg` with the times; with `every`, at most one such line per that many seconds."""
@@ -376,7 +376,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         return bound <= target_loss
 
     # again on the whole part, also where the search ran on it: the coder chosen since can move dq's levels
-    final = _search(passes_decide, base, rounds=FINAL_ROUNDS, down=FINAL_DOWN)
+    final = _search(passes_decide, base, FINAL_FACTOR, FINAL_ROUNDS, FINAL_DOWN)
     if final is None:
         raise ZoocodecError(f"the {t.primary} loss stays above {100 * target_loss:g}% on the calibration/search part of "
                             f"{t.name}'s inputs{_unresolved(decide_ev, decoded(plan_for(base / 2**24, strength, coded))[0], target_loss)}")
@@ -398,7 +398,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         if m.loss_high <= target_loss or held_why or shrunk == FINAL_DOWN:
             break
         shrunk += 1
-        base /= 2 ** 0.25
+        base /= FINAL_FACTOR
         plan = plan_for(base, strength, coded)
         recon, targets = decoded(plan)
     if m.loss_high > target_loss:
@@ -443,12 +443,11 @@ def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev) -> None:
     clock.expect("verify", 1, len(held_ev.ref_out), plan=False)
 
 
-def _search(passes: Callable[[float], bool], start: float, rounds: int = BISECTIONS,
+def _search(passes: Callable[[float], bool], start: float, factor: float = 2.0, rounds: int = BISECTIONS,
             down: int = 24) -> float | None:
-    """The largest base step that passes: bracket [ok, bad] on log2(base) from `start` by
-    factors of 2**(2**(rounds - BISECTIONS)) (2 for a full search), then `rounds` bisections
-    (both end within 2**(1/32)); None when `down` factors below `start` still fail."""
-    factor = 2.0 ** (2.0 ** (rounds - BISECTIONS))
+    """The largest base step that passes: bracket [ok, bad] from `start` by `factor`, then `rounds`
+    bisections on log2(base) (it ends within factor**(2**-rounds)); None when `down` factors below
+    `start` still fail."""
     lo = hi = start
     if passes(lo):
         for _ in range(16):
