@@ -293,3 +293,23 @@ def test_calibration_inputs_apart_with_calib(digits_net, tmp_path, monkeypatch, 
     code, _, err = run_cli(monkeypatch, capsys, "compress", str(tmp_path / "net.pt"), "-o", str(out), "--calib",
                            str(tmp_path / "calib.npy"))
     assert code == 2 and "--calib" in err
+
+
+def test_the_time_left_counts_every_phase_still_to_come():
+    from zoocodec.tuning.auto import _Clock
+
+    lines: list[str] = []
+    clock = _Clock(lines.append)
+    clock.expect("sensitivities", 10, 100, plan=False)
+    clock.expect("search", 6, 200)
+    clock.expect("verify", 1, 500, plan=False)
+    assert clock.left() is None  # nothing measured yet
+    clock.ran("sensitivities", 1.0, 100)  # 0.01 s per input
+    assert clock.left() == pytest.approx(9 * 1.0 + 6 * 2.0 + 5.0)
+    clock.ran("search", 2.0, 200, plan_s=3.0)  # rounding a plan: 3 s
+    assert clock.left() == pytest.approx(9 * 1.0 + 5 * (2.0 + 3.0) + 5.0)
+    clock.done("sensitivities")
+    clock.line("step")
+    assert lines[-1].startswith("step (") and "left)" in lines[-1]
+    clock.line("again", every=3600)  # at most one line an hour: none now
+    assert len(lines) == 1
