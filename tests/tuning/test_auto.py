@@ -313,3 +313,28 @@ def test_the_time_left_counts_every_phase_still_to_come():
     assert lines[-1].startswith("step (") and "left)" in lines[-1]
     clock.line("again", every=3600)  # at most one line an hour: none now
     assert len(lines) == 1
+
+
+def test_sequential_rounding_against_the_quantized_models_inputs(digits_net, tmp_path, monkeypatch):
+    """sequential=True: the final rounding is against layer inputs measured on the model quantized at the
+    searched step (the second layer sees the first one's quantized outputs); the file still verifies."""
+    from zoocodec.eval.anymodel import TorchRunner
+    from zoocodec.tuning.calibrate import collect, collect_on
+
+    x = _state_dict_and_module(digits_net, tmp_path, monkeypatch)
+    np.save(tmp_path / "x.npy", x)
+    run = TorchRunner("autonets:make", tmp_path / "x.npy", None)
+    weights = dict(torch.load(tmp_path / "net.pt"))
+    net = run.module(weights)
+    names = {k: k for k in weights}
+    before = collect(net, run.forward, names)
+    coarse = {k: (v / 0.2).round() * 0.2 if v.dim() > 1 else v for k, v in weights.items()}
+    after = collect_on(net, run.forward, names, coarse)
+    assert np.allclose(after["1.weight"].h, before["1.weight"].h)  # the first layer's inputs are the data
+    assert not np.allclose(after["3.weight"].h, before["3.weight"].h)  # the second's come from the quantized first
+    out = tmp_path / "seq.zc"
+    r = auto_compress(tmp_path / "net.pt", out, 0.01, inputs=tmp_path / "x.npy", module="autonets:make",
+                      min_size=1024, sequential=True)
+    with zoocodec.Archive(out) as a:
+        rounding = a.header["meta"]["auto"]["rounding"]
+    assert "quantized at base step" in rounding["layer_inputs"] and r.within and r.loss_high <= 0.01

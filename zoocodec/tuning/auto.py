@@ -63,7 +63,7 @@ from zoocodec.methods.lossless import Lossless
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
 from zoocodec.pipeline.modelio import to_tensordata, to_torch
 from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate, plan_bits
-from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, eligible
+from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, collect_on, eligible
 
 BISECTIONS = 3  # the search on the search inputs brackets by 2, ends within 2**(1/8) of the largest step that passes
 FINAL_FACTOR, FINAL_ROUNDS = 2 ** (1 / 8), 2  # the search again on the whole calibration/search part: within 2**(1/32)
@@ -73,6 +73,7 @@ CONTEXT_CODERS = ("ctx", "cabac")  # priced against each other where the method 
 ROUNDINGS = ("gptq", "nearest")  # data-aware where calibration inputs exist, or each method's own
 HELD_BACK = 0.5  # of the inputs, never seen by calibration or search: the budget is verified on them alone
 SPLIT_SEED = 0
+SEQUENTIAL = False  # final rounding against the quantized model's layer inputs: measured, not yet a win (bench/auto_rounding.py)
 PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivities are measured
 RUNS_PER_SEARCH = 6  # runs one allocation strength's search takes, about (for the time-left estimate)
 RUNS_PER_FINAL = 4
@@ -189,7 +190,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                   sensitivities: dict[str, float | np.ndarray] | None = None, inputs: str | os.PathLike | None = None,
                   module: str | None = None, output: str | None = None, choose_coder: bool = True,
                   rounding: str = "gptq", rate_lam: float = RATE_LAM, calib: str | os.PathLike | None = None,
-                  seed: int = SPLIT_SEED) -> AutoResult:
+                  seed: int = SPLIT_SEED, sequential: bool = SEQUENTIAL) -> AutoResult:
     """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction).
 
     The task's inputs (the user's `inputs` for a model outside the zoo) are split, seeded by `seed`,
@@ -205,6 +206,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     format) gives its calibration inputs apart (default: the calibration/search part of `inputs`).
     `rounding="gptq"` chooses the indices of a uniform method's grid with calibration inputs
     (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
+    `sequential`: before the final search, each layer's inputs are measured again on the model
+    quantized at the step found (zoocodec.tuning.calibrate.collect_on), and the final rounding is against them.
     """
     from zoocodec.eval.evaluate import evaluator, identify, load_weights, metric_row, tasks_of  # noqa: PLC0415
     from zoocodec.eval.tasks import subset  # noqa: PLC0415
@@ -277,8 +280,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     broken = set(quantized_names(weights, min_size)) - set(usable)
     spec = parse_spec(method or "uniform")
     exact_bytes: dict[str, int] = {}
-    rounder, calibration = _rounder(rounding, rate_lam, spec, whole, decide_ev, t, weights, say, calib,
-                                    (model, module, output))
+    rounder, calibration, cal = _rounder(rounding, rate_lam, spec, whole, decide_ev, t, weights, say, calib,
+                                         (model, module, output))
 
     def decoded(plan: dict[str, MethodSpec]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(what the decoder returns under `plan`, the values handed to the quantizers in place of the originals)."""
@@ -358,6 +361,13 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     base = found[strength]
     say("allocation strengths priced: " + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items()))
     coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say, choose_coder)
+    if rounder is not None and sequential:
+        t0 = time.perf_counter()
+        inputs_q = collect_on(cal.net, cal.run, cal.names, decoded(plan_for(base, strength, coded))[0])
+        rounder = dataclasses.replace(rounder, inputs=inputs_q, _factors={})
+        calibration["layer_inputs"] = f"of the model quantized at base step {base:.4g} (sequential, one refresh)"
+        say(f"rounding: layer inputs measured again on the model quantized at base step {base:.3g} "
+            f"({time.perf_counter() - t0:.1f} s)")
 
     # the held-back part's interval is wider than the calibration/search part's by sqrt(their sizes): a
     # step passes the final search only with room for it, so that it passes there too (about 9 times in 10)
@@ -494,8 +504,9 @@ def _one_d_where_it_pays(weights: dict[str, torch.Tensor], plan: dict[str, Metho
 
 
 def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev, task,
-             weights: dict[str, torch.Tensor], say, calib, source: tuple) -> tuple[DataAware | None, dict]:
-    """Data-aware rounding from calibration inputs, or None (nearest), with what the header says of it.
+             weights: dict[str, torch.Tensor], say, calib, source: tuple) -> tuple[DataAware | None, dict, object]:
+    """Data-aware rounding from calibration inputs, or None (nearest), with what the header says of it
+    and the calibration it measured (zoocodec.eval.calibration.Calibration, for measuring again).
     A zoo model's come from its task (never judged); a model outside the zoo's from `calib`, else from
     the calibration/search part of its inputs (`decide_ev`)."""
     from zoocodec.eval import calibration as C  # noqa: PLC0415
@@ -521,11 +532,11 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
             why = "no calibration inputs for this model (ONNX, or a task judged on all the data it has)"
     if why is not None:
         say(f"rounding: nearest ({why})")
-        return None, {"rounding": "nearest", "why": why}
+        return None, {"rounding": "nearest", "why": why}, None
     start = time.perf_counter()
     inputs = collect(cal.net, cal.run, cal.names)
     say(f"rounding: gptq on {len(inputs)} layers, inputs measured on {cal.about} ({time.perf_counter() - start:.1f} s)")
-    return DataAware(inputs, lam=rate_lam), {"calibration": cal.about, "calibration_inputs": cal.count}
+    return DataAware(inputs, lam=rate_lam), {"calibration": cal.about, "calibration_inputs": cal.count}, cal
 
 
 def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say, choose: bool = True) -> MethodSpec:
