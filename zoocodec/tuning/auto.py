@@ -249,6 +249,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     where = (f"seeded split (seed {seed}) of the {n:,} inputs: {len(decide):,} for calibration and search, "
              f"{len(held):,} held back to verify the budget" + (" (whole photos)" if unit == "photos" else ""))
     say(where)
+    spec = parse_spec(method or "uniform")
+    calibrates = rounding == "gptq" and eligible(spec)
 
     sens = sensitivities
     if sens is None:
@@ -258,7 +260,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             whole.part(decide[subset(len(decide), t.sensitivity_limit).numpy()])
         runs = sum(groups.get(k, 1) for k in names)
         clock.expect("sensitivities", runs, len(sens_ev.ref_out), plan=False)
-        _expect_search(clock, search_ev, decide_ev, held_ev)
+        _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
         say(f"measuring sensitivities on {reference or model}/{t.name}: {runs} runs on {len(sens_ev.ref_out):,} inputs")
         tick = [time.perf_counter(), 0]
 
@@ -272,16 +274,16 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         sens = measure(sens_ev, weights, names, groups=groups, progress=measured)
         clock.done("sensitivities")
     else:
-        _expect_search(clock, search_ev, decide_ev, held_ev)
+        _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
     # a tensor whose noise broke the model (non-finite) is left out of the plan: it stays lossless. So does
     # one missing from given sensitivities: the header stores only the usable ones, and reusing them must
     # not quantize a tensor the first run found broken
     usable = {k: v for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
     broken = set(quantized_names(weights, min_size)) - set(usable)
-    spec = parse_spec(method or "uniform")
     exact_bytes: dict[str, int] = {}
     rounder, calibration, cal = _rounder(rounding, rate_lam, spec, whole, decide_ev, t, weights, say, calib,
                                          (model, module, output))
+    clock.done("calibration")
 
     def decoded(plan: dict[str, MethodSpec]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(what the decoder returns under `plan`, the values handed to the quantizers in place of the originals)."""
@@ -344,7 +346,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     if why and search_ev is not decide_ev:
         say(f"{why}: searching on all of the calibration/search part instead")
         search_ev = decide_ev  # slower, but a budget the search subset cannot resolve may be resolvable on all
-        _expect_search(clock, search_ev, decide_ev, held_ev)
+        _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
         why = unresolvable(search_ev)
     if why:
         raise ZoocodecError(why)
@@ -446,8 +448,11 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                       time.perf_counter() - start, split_info, m.loss_high <= target_loss)
 
 
-def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev) -> None:
-    """The runs still to come after the sensitivities, for the time-left estimate."""
+def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev, calibrates: bool) -> None:
+    """The runs still to come after the sensitivities, for the time-left estimate (calibration: one run of
+    about as many inputs as the calibration/search part, until it is measured)."""
+    if calibrates:
+        clock.expect("calibration", 1, len(decide_ev.ref_out), plan=False)
     clock.expect("search", RUNS_PER_SEARCH * len(STRENGTHS), len(search_ev.ref_out))
     clock.expect("final", RUNS_PER_FINAL, len(decide_ev.ref_out))
     clock.expect("verify", 1, len(held_ev.ref_out), plan=False)
