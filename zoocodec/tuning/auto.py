@@ -49,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,10 +145,26 @@ class _Clock:
 
     def __init__(self, say: Callable[[str], None]):
         self.say, self.start = say, time.perf_counter()
+        self.doing = "running the original model on the inputs"  # what the heartbeat says is running
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
         self.todo: dict[str, list] = {}  # phase -> [runs left, inputs per run, rounds a plan]
         self.model_s = self.inputs = 0.0
         self.plan_s, self.plans = 0.0, 0
         self.last_line = self.start
+
+    def __enter__(self) -> _Clock:
+        self._beat.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._beat.join()
+
+    def _heartbeat(self) -> None:
+        """A line every PROGRESS_SECONDS that nothing else printed one: a long step still shows it runs."""
+        while not self._stop.wait(PROGRESS_SECONDS / 2):
+            self.line(self.doing, every=PROGRESS_SECONDS)
 
     def expect(self, phase: str, runs: int, inputs: int, plan: bool = True) -> None:
         self.todo[phase] = [runs, inputs, plan]
@@ -215,237 +232,245 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     from zoocodec.pipeline import zoo  # noqa: PLC0415
 
     say = log or (lambda _msg: None)
-    clock = _Clock(say)
-    start = clock.start
-    if not 0 < target_loss < 1:
-        raise ZoocodecError(f"target loss must be a fraction in (0, 1), got {target_loss}")
-    if rounding not in ROUNDINGS:
-        raise ZoocodecError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
-    if calib is not None and inputs is None:
-        raise ZoocodecError("--calib gives the calibration inputs of a model judged on --inputs: add --inputs")
-    weights = load_weights(model)
-    if inputs is not None:
-        from zoocodec.eval.anymodel import PairEvaluator  # noqa: PLC0415
+    with _Clock(say) as clock:
+        if not 0 < target_loss < 1:
+            raise ZoocodecError(f"target loss must be a fraction in (0, 1), got {target_loss}")
+        if rounding not in ROUNDINGS:
+            raise ZoocodecError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+        if calib is not None and inputs is None:
+            raise ZoocodecError("--calib gives the calibration inputs of a model judged on --inputs: add --inputs")
+        weights = load_weights(model)
+        if inputs is not None:
+            from zoocodec.eval.anymodel import PairEvaluator  # noqa: PLC0415
 
-        if task is not None or reference is not None:
-            raise ZoocodecError("a model judged on --inputs has no zoo task or reference: drop --task/--reference")
-        whole = PairEvaluator(model, inputs, module, output)
-        t = whole.task
-    else:
-        if reference is None:
-            reference = str(model) if isinstance(model, str) and model in zoo.registry() else identify(weights, model)
-        t = tasks_of(reference, task)[0]
-        whole = evaluator(reference, t, None)
-    n = len(whole.ref_out)
-    own = whole.compare(None)
-    if any(p.n != n for p in own.values()):
-        raise ZoocodecError(f"automatic mode splits the inputs of task {t.name!r}, which is judged on pairs of "
-                            f"them, not input by input: choose another --task")
-    decide, held = split(n, own[t.primary].groups, seed)
-    unit = "photos" if own[t.primary].groups is not None else "inputs"
-    decide_ev, held_ev = whole.part(decide), whole.part(held)
-    search_ev = decide_ev if t.search_limit is None or t.search_limit >= len(decide) else \
-        whole.part(decide[subset(len(decide), t.search_limit).numpy()])
-    where = (f"seeded split (seed {seed}) of the {n:,} inputs: {len(decide):,} for calibration and search, "
-             f"{len(held):,} held back to verify the budget" + (" (whole photos)" if unit == "photos" else ""))
-    say(where)
-    spec = parse_spec(method or "uniform")
-    calibrates = rounding == "gptq" and eligible(spec)
+            if task is not None or reference is not None:
+                raise ZoocodecError("a model judged on --inputs has no zoo task or reference: drop --task/--reference")
+            whole = PairEvaluator(model, inputs, module, output)
+            t = whole.task
+        else:
+            if reference is None:
+                reference = str(model) if isinstance(model, str) and model in zoo.registry() else identify(weights, model)
+            t = tasks_of(reference, task)[0]
+            whole = evaluator(reference, t, None)
+        n = len(whole.ref_out)
+        own = whole.compare(None)
+        if any(p.n != n for p in own.values()):
+            raise ZoocodecError(f"automatic mode splits the inputs of task {t.name!r}, which is judged on pairs of "
+                                f"them, not input by input: choose another --task")
+        decide, held = split(n, own[t.primary].groups, seed)
+        unit = "photos" if own[t.primary].groups is not None else "inputs"
+        decide_ev, held_ev = whole.part(decide), whole.part(held)
+        search_ev = decide_ev if t.search_limit is None or t.search_limit >= len(decide) else \
+            whole.part(decide[subset(len(decide), t.search_limit).numpy()])
+        where = (f"seeded split (seed {seed}) of the {n:,} inputs: {len(decide):,} for calibration and search, "
+                 f"{len(held):,} held back to verify the budget" + (" (whole photos)" if unit == "photos" else ""))
+        say(where)
+        spec = parse_spec(method or "uniform")
+        calibrates = rounding == "gptq" and eligible(spec)
 
-    sens = sensitivities
-    if sens is None:
-        names = quantized_names(weights, min_size)
-        groups = embedding_groups(weights)
-        sens_ev = decide_ev if t.sensitivity_limit is None or t.sensitivity_limit >= len(decide) else \
-            whole.part(decide[subset(len(decide), t.sensitivity_limit).numpy()])
-        runs = sum(groups.get(k, 1) for k in names)
-        clock.expect("sensitivities", runs, len(sens_ev.ref_out), plan=False)
-        _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
-        say(f"measuring sensitivities on {reference or model}/{t.name}: {runs} runs on {len(sens_ev.ref_out):,} inputs")
-        tick = [time.perf_counter(), 0]
+        sens = sensitivities
+        if sens is None:
+            names = quantized_names(weights, min_size)
+            groups = embedding_groups(weights)
+            sens_ev = decide_ev if t.sensitivity_limit is None or t.sensitivity_limit >= len(decide) else \
+                whole.part(decide[subset(len(decide), t.sensitivity_limit).numpy()])
+            runs = sum(groups.get(k, 1) for k in names)
+            clock.expect("sensitivities", runs, len(sens_ev.ref_out), plan=False)
+            _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
+            clock.doing = "measuring sensitivities"
+            say(f"measuring sensitivities on {reference or model}/{t.name}: {runs} runs on {len(sens_ev.ref_out):,} inputs")
+            tick = [time.perf_counter(), 0]
 
-        def measured(name: str) -> None:
-            now = time.perf_counter()
-            runs_now = groups.get(name, 1)
-            for _ in range(runs_now):
-                clock.ran("sensitivities", (now - tick[0]) / runs_now, len(sens_ev.ref_out))
-            tick[0], tick[1] = now, tick[1] + runs_now
-            clock.line(f"sensitivities {tick[1]}/{runs}", every=PROGRESS_SECONDS)
-        sens = measure(sens_ev, weights, names, groups=groups, progress=measured)
-        clock.done("sensitivities")
-    else:
-        _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
-    # a tensor whose noise broke the model (non-finite) is left out of the plan: it stays lossless. So does
-    # one missing from given sensitivities: the header stores only the usable ones, and reusing them must
-    # not quantize a tensor the first run found broken
-    usable = {k: v for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
-    broken = set(quantized_names(weights, min_size)) - set(usable)
-    exact_bytes: dict[str, int] = {}
-    rounder, calibration, cal = _rounder(rounding, rate_lam, spec, whole, decide_ev, t, weights, say, calib,
-                                         (model, module, output))
-    clock.done("calibration")
+            def measured(name: str) -> None:
+                now = time.perf_counter()
+                runs_now = groups.get(name, 1)
+                for _ in range(runs_now):
+                    clock.ran("sensitivities", (now - tick[0]) / runs_now, len(sens_ev.ref_out))
+                tick[0], tick[1] = now, tick[1] + runs_now
+                clock.line(f"sensitivities {tick[1]}/{runs}", every=PROGRESS_SECONDS)
+            sens = measure(sens_ev, weights, names, groups=groups, progress=measured)
+            clock.done("sensitivities")
+        else:
+            _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
+        # a tensor whose noise broke the model (non-finite) is left out of the plan: it stays lossless. So does
+        # one missing from given sensitivities: the header stores only the usable ones, and reusing them must
+        # not quantize a tensor the first run found broken
+        usable = {k: v for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
+        broken = set(quantized_names(weights, min_size)) - set(usable)
+        exact_bytes: dict[str, int] = {}
+        clock.doing = "measuring layer inputs for data-aware rounding"
+        rounder, calibration, cal = _rounder(rounding, rate_lam, spec, whole, decide_ev, t, weights, say, calib,
+                                             (model, module, output))
+        clock.done("calibration")
 
-    def decoded(plan: dict[str, MethodSpec]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """(what the decoder returns under `plan`, the values handed to the quantizers in place of the originals)."""
-        targets = rounder.targets(weights, plan) if rounder else {}
-        return reconstruct({**weights, **targets}, plan), targets
+        def decoded(plan: dict[str, MethodSpec]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+            """(what the decoder returns under `plan`, the values handed to the quantizers in place of the originals)."""
+            targets = rounder.targets(weights, plan) if rounder else {}
+            return reconstruct({**weights, **targets}, plan), targets
 
-    def plan_for(base: float, strength: float, coded: MethodSpec = spec) -> dict[str, MethodSpec]:
-        plan = allocate(weights, sensitivities=_flatten(usable, strength), base_step=base, method=coded,
-                        min_size=min_size)
-        plan = {k: v for k, v in plan.items() if k not in broken}
-        return _one_d_where_it_pays(weights, plan, exact_bytes)
+        def plan_for(base: float, strength: float, coded: MethodSpec = spec) -> dict[str, MethodSpec]:
+            plan = allocate(weights, sensitivities=_flatten(usable, strength), base_step=base, method=coded,
+                            min_size=min_size)
+            plan = {k: v for k, v in plan.items() if k not in broken}
+            return _one_d_where_it_pays(weights, plan, exact_bytes)
 
-    def judged(phase: str, ev, plan: dict[str, MethodSpec]):
-        """(recon, targets, paired metrics, primary Metric) of `plan` on `ev`'s inputs, timed for the clock."""
-        t0 = time.perf_counter()
-        recon, targets = decoded(plan)
-        t1 = time.perf_counter()
-        paired = ev.compare(recon)
-        m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
-        clock.ran(phase, time.perf_counter() - t1, len(ev.ref_out), t1 - t0)
-        return recon, targets, paired, m
+        def judged(phase: str, ev, plan: dict[str, MethodSpec]):
+            """(recon, targets, paired metrics, primary Metric) of `plan` on `ev`'s inputs, timed for the clock."""
+            t0 = time.perf_counter()
+            recon, targets = decoded(plan)
+            t1 = time.perf_counter()
+            paired = ev.compare(recon)
+            m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
+            clock.ran(phase, time.perf_counter() - t1, len(ev.ref_out), t1 - t0)
+            return recon, targets, paired, m
 
-    trace: list[dict[str, float]] = []
+        trace: list[dict[str, float]] = []
 
-    def passes(ev, base: float, strength: float) -> bool:
-        m = judged("search", ev, plan_for(base, strength))[3]
-        trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
-        clock.line(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% "
-                   f"(95% bound {100 * m.loss_high:.3f}%)")
-        return m.loss_high <= target_loss
+        def passes(ev, base: float, strength: float) -> bool:
+            m = judged("search", ev, plan_for(base, strength))[3]
+            trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
+            clock.line(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% "
+                       f"(95% bound {100 * m.loss_high:.3f}%)")
+            return m.loss_high <= target_loss
 
-    def unresolvable(ev) -> str:
-        """Why no file can pass on `ev`'s inputs, or "": the original model itself (no changed
-        output: the narrowest interval those inputs allow) must be within the budget."""
-        m = ev.judge(weights)
-        if m.loss_high <= target_loss:
-            return ""
-        return (f"the {t.primary} loss within {100 * target_loss:g}% on {reference or model} is not resolvable with "
-                f"{m.n:,} inputs (with no output changed, the 95% bound is {100 * m.loss_high:.3g}%)")
+        def unresolvable(ev) -> str:
+            """Why no file can pass on `ev`'s inputs, or "": the original model itself (no changed
+            output: the narrowest interval those inputs allow) must be within the budget."""
+            m = ev.judge(weights)
+            if m.loss_high <= target_loss:
+                return ""
+            return (f"the {t.primary} loss within {100 * target_loss:g}% on {reference or model} is not resolvable with "
+                    f"{m.n:,} inputs (with no output changed, the 95% bound is {100 * m.loss_high:.3g}%)")
 
-    def search(ev) -> dict[float, float]:
-        """strength -> the largest base step that passes on `ev`'s inputs."""
-        found: dict[float, float] = {}
-        start_at = DEFAULT_BASE_STEP
-        for strength in STRENGTHS:
-            base = _search(lambda b, s=strength: passes(ev, b, s), start_at)
-            if base is None:  # even 2**-24 times the step fails: no allocation will pass
-                break
-            found[strength] = start_at = base
-        if not found:
-            raise ZoocodecError(f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on {reference or model}"
-                                f"{_unresolved(ev, decoded(plan_for(DEFAULT_BASE_STEP / 2**24, 1.0))[0], target_loss)}")
-        return found
+        def search(ev) -> dict[float, float]:
+            """strength -> the largest base step that passes on `ev`'s inputs."""
+            found: dict[float, float] = {}
+            start_at = DEFAULT_BASE_STEP
+            for strength in STRENGTHS:
+                base = _search(lambda b, s=strength: passes(ev, b, s), start_at)
+                if base is None:  # even 2**-24 times the step fails: no allocation will pass
+                    break
+                found[strength] = start_at = base
+            if not found:
+                raise ZoocodecError(f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on {reference or model}"
+                                    f"{_unresolved(ev, decoded(plan_for(DEFAULT_BASE_STEP / 2**24, 1.0))[0], target_loss)}")
+            return found
 
-    held_why = unresolvable(held_ev)
-    if held_why:
-        say(f"the held-back part cannot verify this budget: {held_why}; the file is searched on the "
-            f"calibration/search part and the held-back result reported as it is")
-    why = unresolvable(search_ev)
-    if why and search_ev is not decide_ev:
-        say(f"{why}: searching on all of the calibration/search part instead")
-        search_ev = decide_ev  # slower, but a budget the search subset cannot resolve may be resolvable on all
-        _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
+        held_why = unresolvable(held_ev)
+        if held_why:
+            say(f"the held-back part cannot verify this budget: {held_why}; the file is searched on the "
+                f"calibration/search part and the held-back result reported as it is")
         why = unresolvable(search_ev)
-    if why:
-        raise ZoocodecError(why)
-    found = search(search_ev)
-    clock.done("search")
+        if why and search_ev is not decide_ev:
+            say(f"{why}: searching on all of the calibration/search part instead")
+            search_ev = decide_ev  # slower, but a budget the search subset cannot resolve may be resolvable on all
+            _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
+            why = unresolvable(search_ev)
+        if why:
+            raise ZoocodecError(why)
+        clock.doing = "searching the base step"
+        found = search(search_ev)
+        clock.done("search")
 
-    def price(plan: dict[str, MethodSpec]) -> float:
-        """Bits of the planned tensors, plus those of the 1-D tensors the plan leaves lossless."""
-        targets = rounder.targets(weights, plan) if rounder else {}
-        return plan_bits({**weights, **targets}, plan) + 8 * sum(b for k, b in exact_bytes.items() if k not in plan)
+        def price(plan: dict[str, MethodSpec]) -> float:
+            """Bits of the planned tensors, plus those of the 1-D tensors the plan leaves lossless."""
+            targets = rounder.targets(weights, plan) if rounder else {}
+            return plan_bits({**weights, **targets}, plan) + 8 * sum(b for k, b in exact_bytes.items() if k not in plan)
 
-    priced = {st: price(plan_for(b, st)) for st, b in found.items()}
-    strength = min(priced, key=priced.get)
-    base = found[strength]
-    say("allocation strengths priced: " + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items()))
-    coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say, choose_coder)
-    if rounder is not None and sequential:
-        t0 = time.perf_counter()
-        inputs_q = collect_on(cal.net, cal.run, cal.names, decoded(plan_for(base, strength, coded))[0])
-        rounder = dataclasses.replace(rounder, inputs=inputs_q, _factors={})
-        calibration["layer_inputs"] = f"of the model quantized at base step {base:.4g} (sequential, one refresh)"
-        say(f"rounding: layer inputs measured again on the model quantized at base step {base:.3g} "
-            f"({time.perf_counter() - t0:.1f} s)")
+        clock.doing = "pricing allocation strengths and coders"
+        priced = {st: price(plan_for(b, st)) for st, b in found.items()}
+        strength = min(priced, key=priced.get)
+        base = found[strength]
+        say("allocation strengths priced: " + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items()))
+        coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say, choose_coder)
+        if rounder is not None and sequential:
+            t0 = time.perf_counter()
+            clock.doing = "measuring layer inputs of the quantized model"
+            inputs_q = collect_on(cal.net, cal.run, cal.names, decoded(plan_for(base, strength, coded))[0])
+            rounder = dataclasses.replace(rounder, inputs=inputs_q, _factors={})
+            calibration["layer_inputs"] = f"of the model quantized at base step {base:.4g} (sequential, one refresh)"
+            say(f"rounding: layer inputs measured again on the model quantized at base step {base:.3g} "
+                f"({time.perf_counter() - t0:.1f} s)")
 
-    # the held-back part's interval is wider than the calibration/search part's by sqrt(their sizes): a
-    # step passes the final search only with room for it, so that it passes there too (about 9 times in 10)
-    wider = math.sqrt(len(decide) / len(held))
-    checked: dict[float, tuple] = {}
+        # the held-back part's interval is wider than the calibration/search part's by sqrt(their sizes): a
+        # step passes the final search only with room for it, so that it passes there too (about 9 times in 10)
+        wider = math.sqrt(len(decide) / len(held))
+        checked: dict[float, tuple] = {}
 
-    def passes_decide(b: float) -> bool:  # the search again on all of the calibration/search part, from there
-        plan = plan_for(b, strength, coded)
-        recon, targets, _, m = judged("final", decide_ev, plan)
-        bound = m.loss_high + wider * (m.loss_high - m.loss)
-        trace.append({"strength": strength, "base_step": b, "loss": m.loss, "loss_high": m.loss_high,
-                      "with_room": bound, "all_search_inputs": 1})
-        clock.line(f"check on the {m.n:,} calibration/search inputs at base step {b:.3g}: loss {100 * m.loss:.3f}% "
-                   f"(95% bound {100 * m.loss_high:.3f}%, {100 * bound:.3f}% with room for the held-back part)")
-        checked[b] = plan, recon, targets
-        return bound <= target_loss
+        def passes_decide(b: float) -> bool:  # the search again on all of the calibration/search part, from there
+            plan = plan_for(b, strength, coded)
+            recon, targets, _, m = judged("final", decide_ev, plan)
+            bound = m.loss_high + wider * (m.loss_high - m.loss)
+            trace.append({"strength": strength, "base_step": b, "loss": m.loss, "loss_high": m.loss_high,
+                          "with_room": bound, "all_search_inputs": 1})
+            clock.line(f"check on the {m.n:,} calibration/search inputs at base step {b:.3g}: loss {100 * m.loss:.3f}% "
+                       f"(95% bound {100 * m.loss_high:.3f}%, {100 * bound:.3f}% with room for the held-back part)")
+            checked[b] = plan, recon, targets
+            return bound <= target_loss
 
-    # again on the whole part, also where the search ran on it: the coder chosen since can move dq's levels
-    final = _search(passes_decide, base, FINAL_FACTOR, FINAL_ROUNDS, FINAL_DOWN)
-    if final is None:
-        raise ZoocodecError(f"the {t.primary} loss stays above {100 * target_loss:g}% on the calibration/search part of "
-                            f"{t.name}'s inputs{_unresolved(decide_ev, decoded(plan_for(base / 2**24, strength, coded))[0], target_loss)}")
-    clock.done("final")
-    base = final
-    plan, recon, targets = checked[final]
+        # again on the whole part, also where the search ran on it: the coder chosen since can move dq's levels
+        clock.doing = "searching again on the whole calibration/search part"
+        final = _search(passes_decide, base, FINAL_FACTOR, FINAL_ROUNDS, FINAL_DOWN)
+        if final is None:
+            finest = decoded(plan_for(base / 2**24, strength, coded))[0]
+            raise ZoocodecError(f"the {t.primary} loss stays above {100 * target_loss:g}% on the calibration/search part of "
+                                f"{t.name}'s inputs{_unresolved(decide_ev, finest, target_loss)}")
+        clock.done("final")
+        base = final
+        plan, recon, targets = checked[final]
 
-    # verification on the held-back part: a step that fails there is shrunk and checked again, and the
-    # header counts how often (the interval is then no longer out of sample)
-    shrunk = 0
-    while True:
-        t0 = time.perf_counter()
-        paired = held_ev.compare(recon)
-        m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
-        clock.ran("verify", time.perf_counter() - t0, len(held))
-        trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high, "held_back": 1})
-        clock.line(f"verified on the {m.n:,} held-back inputs at base step {base:.3g}: loss {100 * m.loss:.3f}% "
-                   f"(95% interval {100 * m.loss_low:.3f}% .. {100 * m.loss_high:.3f}%)")
-        if m.loss_high <= target_loss or held_why or shrunk == FINAL_DOWN:
-            break
-        shrunk += 1
-        base /= FINAL_FACTOR
-        plan = plan_for(base, strength, coded)
-        recon, targets = decoded(plan)
-    if m.loss_high > target_loss:
-        say(f"the budget is not verified: the held-back part's 95% bound is {100 * m.loss_high:.3g}% > "
-            f"{100 * target_loss:g}%" + ("" if held_why else f" after shrinking the step {shrunk} times"))
-    elif shrunk:
-        say(f"the held-back part failed the first step: the step was shrunk {shrunk} times on it, so its interval "
-            f"is not out of sample")
+        # verification on the held-back part: a step that fails there is shrunk and checked again, and the
+        # header counts how often (the interval is then no longer out of sample)
+        shrunk = 0
+        clock.doing = "verifying on the held-back part"
+        while True:
+            t0 = time.perf_counter()
+            paired = held_ev.compare(recon)
+            m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
+            clock.ran("verify", time.perf_counter() - t0, len(held))
+            trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high, "held_back": 1})
+            clock.line(f"verified on the {m.n:,} held-back inputs at base step {base:.3g}: loss {100 * m.loss:.3f}% "
+                       f"(95% interval {100 * m.loss_low:.3f}% .. {100 * m.loss_high:.3f}%)")
+            if m.loss_high <= target_loss or held_why or shrunk == FINAL_DOWN:
+                break
+            shrunk += 1
+            base /= FINAL_FACTOR
+            plan = plan_for(base, strength, coded)
+            recon, targets = decoded(plan)
+        if m.loss_high > target_loss:
+            say(f"the budget is not verified: the held-back part's 95% bound is {100 * m.loss_high:.3g}% > "
+                f"{100 * target_loss:g}%" + ("" if held_why else f" after shrinking the step {shrunk} times"))
+        elif shrunk:
+            say(f"the held-back part failed the first step: the step was shrunk {shrunk} times on it, so its interval "
+                f"is not out of sample")
 
-    verified = {"value": m.value, "baseline": m.baseline, "loss": m.loss, "loss_low": m.loss_low,
-                "loss_high": m.loss_high, "delta_low": m.low, "delta_high": m.high, "inputs": m.n,
-                "interval": m.interval, "judged_by": "loss_high", "on": "held_back", "within": m.loss_high <= target_loss,
-                "resolvable": not held_why, "shrunk_on_held_back": shrunk,
-                "metrics": {k: p.value for k, p in paired.items()}}
-    split_info = {"seed": seed, "held_back": HELD_BACK, "unit": unit, "inputs": n, "calibration_search": len(decide),
-                  "held_back_inputs": len(held), "about": where}
-    auto = {"task": t.name, "metric": t.primary, "target_loss": target_loss, "method": str(coded),
-            "verified": verified, "split": split_info, "base_step": base, "strength": strength,
-            "search_inputs": len(search_ev.ref_out), "search": trace,
-            "one_d_lossy": sorted(k for k in plan if weights[k].dim() < 2),
-            "rounding": rounder.describe(sorted(targets)) | calibration if rounder else calibration,
-            "sensitivities": {k: np.atleast_1d(v).tolist() for k, v in usable.items()}}
-    # a model outside the zoo: its original and inputs stand where a zoo name would
-    meta = {"zoo": reference, "auto": auto} if reference else \
-        {"auto": auto | {"original": str(model), "inputs": str(inputs), "module": module, "output": output,
-                         "calib": None if calib is None else str(calib)}}
-    # the quantizers get the chosen grid values (their rounding returns the chosen indices); errors are
-    # measured against the original weights; every tensor outside the plan stays exact, as it was when the
-    # file was verified (not the model-wide default spec)
-    report = compress(model, out, "lossless", plan=plan, min_size=min_size, meta=meta,
-                      targets={k: to_tensordata(k, v).array for k, v in targets.items()})
-    clock.line("written")
-    return AutoResult(report, reference or str(model), t.name, t.primary, target_loss, m.value, m.baseline, m.loss,
-                      m.loss_high, m.n, base, strength, str(coded), auto["rounding"]["rounding"], trace,
-                      time.perf_counter() - start, split_info, m.loss_high <= target_loss)
+        verified = {"value": m.value, "baseline": m.baseline, "loss": m.loss, "loss_low": m.loss_low,
+                    "loss_high": m.loss_high, "delta_low": m.low, "delta_high": m.high, "inputs": m.n,
+                    "interval": m.interval, "judged_by": "loss_high", "on": "held_back", "within": m.loss_high <= target_loss,
+                    "resolvable": not held_why, "shrunk_on_held_back": shrunk,
+                    "metrics": {k: p.value for k, p in paired.items()}}
+        split_info = {"seed": seed, "held_back": HELD_BACK, "unit": unit, "inputs": n, "calibration_search": len(decide),
+                      "held_back_inputs": len(held), "about": where}
+        auto = {"task": t.name, "metric": t.primary, "target_loss": target_loss, "method": str(coded),
+                "verified": verified, "split": split_info, "base_step": base, "strength": strength,
+                "search_inputs": len(search_ev.ref_out), "search": trace,
+                "one_d_lossy": sorted(k for k in plan if weights[k].dim() < 2),
+                "rounding": rounder.describe(sorted(targets)) | calibration if rounder else calibration,
+                "sensitivities": {k: np.atleast_1d(v).tolist() for k, v in usable.items()}}
+        # a model outside the zoo: its original and inputs stand where a zoo name would
+        meta = {"zoo": reference, "auto": auto} if reference else \
+            {"auto": auto | {"original": str(model), "inputs": str(inputs), "module": module, "output": output,
+                             "calib": None if calib is None else str(calib)}}
+        # the quantizers get the chosen grid values (their rounding returns the chosen indices); errors are
+        # measured against the original weights; every tensor outside the plan stays exact, as it was when the
+        # file was verified (not the model-wide default spec)
+        clock.doing = "writing"
+        report = compress(model, out, "lossless", plan=plan, min_size=min_size, meta=meta,
+                          targets={k: to_tensordata(k, v).array for k, v in targets.items()})
+        clock.line("written")
+        return AutoResult(report, reference or str(model), t.name, t.primary, target_loss, m.value, m.baseline, m.loss,
+                          m.loss_high, m.n, base, strength, str(coded), auto["rounding"]["rounding"], trace,
+                          time.perf_counter() - clock.start, split_info, m.loss_high <= target_loss)
 
 
 def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev, calibrates: bool) -> None:
