@@ -74,7 +74,9 @@ CONTEXT_CODERS = ("ctx", "cabac")  # priced against each other where the method 
 ROUNDINGS = ("gptq", "nearest")  # data-aware where calibration inputs exist, or each method's own
 HELD_BACK = 0.5  # of the inputs, never seen by calibration or search: the budget is verified on them alone
 SPLIT_SEED = 0
-SEQUENTIAL = False  # final rounding against the quantized model's layer inputs: measured, not yet a win (bench/auto_rounding.py)
+# final rounding against the quantized model's layer inputs: no win measured (fmnist-cnn at 1%, one run each:
+# 1.756 bits/weight with it, 1.734 without; bench/results/auto-rounding-sequential-2026-12-04.json)
+SEQUENTIAL = False
 PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivities are measured
 RUNS_PER_SEARCH = 6  # runs one allocation strength's search takes, about (for the time-left estimate)
 RUNS_PER_FINAL = 4
