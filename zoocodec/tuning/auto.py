@@ -411,12 +411,17 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             return bound <= target_loss
 
         # again on the whole part, also where the search ran on it: the coder chosen since can move dq's levels
+        m0 = decide_ev.judge(weights)  # no output changed: the narrowest bound, plus its room, must be within budget
+        if m0.loss_high + wider * (m0.loss_high - m0.loss) > target_loss:
+            raise ZoocodecError(f"the {t.primary} loss within {100 * target_loss:g}% is not resolvable with a held-back "
+                                f"part of {len(held):,} inputs: with no output changed, the 95% bound on the "
+                                f"{len(decide):,} calibration/search inputs plus room for the held-back part's interval "
+                                f"is {100 * (m0.loss_high + wider * (m0.loss_high - m0.loss)):.3g}%")
         clock.doing = "searching again on the whole calibration/search part"
         final = _search(passes_decide, base, FINAL_FACTOR, FINAL_ROUNDS, FINAL_DOWN)
         if final is None:
-            finest = decoded(plan_for(base / 2**24, strength, coded))[0]
             raise ZoocodecError(f"the {t.primary} loss stays above {100 * target_loss:g}% on the calibration/search part of "
-                                f"{t.name}'s inputs{_unresolved(decide_ev, finest, target_loss)}")
+                                f"{t.name}'s inputs{_unresolved(decide_ev, weights, target_loss)}")
         clock.done("final")
         base = final
         plan, recon, targets = checked[final]
@@ -587,7 +592,8 @@ def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say,
 
 
 def _unresolved(ev, recon: dict[str, torch.Tensor], target_loss: float) -> str:
-    """': not resolvable with N inputs (...)' when the loss's interval at the finest step tried is wider than the budget."""
+    """': not resolvable with N inputs (...)' when the loss's interval at `recon` (the finest step tried, or
+    the original) is wider than the budget."""
     m = ev.judge(recon)
     if m.loss_high is not None and m.loss_high - m.loss_low > target_loss:
         return (f": not resolvable with {m.n:,} inputs (the 95% interval of the loss is "
