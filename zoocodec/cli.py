@@ -180,7 +180,7 @@ def compress(
 ):
     """Compress a model into a .zc container."""
     start = time.perf_counter()  # the time printed is every phase's: reading, allocation or search, coding
-    from zoocodec.methods import Overrides  # noqa: PLC0415
+    from zoocodec.pipeline.policy import Overrides  # noqa: PLC0415
     from zoocodec.device import resolve  # noqa: PLC0415
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
 
@@ -472,6 +472,16 @@ def inspect(
                   f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight", highlight=False, markup=False)
     for line in _auto_lines(info["meta"]):
         console.print(line, highlight=False)
+
+
+@app.command()
+def verify(container: Annotated[Path, typer.Argument(help="the .zc file")]):
+    """Check every byte of a container against its checksums (reading a tensor checks only its own)."""
+    from zoocodec.container import Container  # noqa: PLC0415
+
+    with Container.open(container) as c:
+        checked = c.verify()
+    print(f"{container}: ok (format version {c.version}, {checked:,} bytes checked)")
 
 
 def _seq_info(container: Path) -> dict:

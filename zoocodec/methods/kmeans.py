@@ -20,8 +20,9 @@ from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import kmeans as K
 from zoocodec.kernels.backend import stack_rows, to_numpy
 from zoocodec.methods import base
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, all_finite, from_float64, register
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, all_finite, from_float64, nested_coder, register
 from zoocodec.methods.lossless import native_dtype
+from zoocodec.registry import ints, one_of
 
 PER = ("tensor", "channel", "block")
 
@@ -56,6 +57,11 @@ def problems(shape: tuple[int, ...], per: str, block: int) -> list[tuple[int, in
 class KMeans(MethodSpec):
     name = "kmeans"
     version = 2
+    upgrades = {1: nested_coder}
+    ranges = {"k": ints(2, 256), "per": one_of(*PER), "block": ints(1), "iters": ints(0, 1000),
+              "codebook": one_of(*CODEBOOK)}
+    gpu = True
+    examples = ("kmeans:k=4,per=channel,codebook=float16", "kmeans:k=8,per=block,block=100")
 
     k: int = 16
     per: str = "tensor"
@@ -65,21 +71,6 @@ class KMeans(MethodSpec):
     codebook: str = "float32"
     coder: CoderSpec = Ans()
 
-    def validate(self) -> None:
-        if not 2 <= self.k <= 256:
-            raise SpecError(f"kmeans: k must be 2..256, got {self.k}")
-        if self.per not in PER:
-            raise SpecError(f"kmeans: per must be one of {', '.join(PER)}, got {self.per!r}")
-        if self.block < 1:
-            raise SpecError(f"kmeans: block must be >= 1, got {self.block}")
-        if not 0 <= self.iters <= 1000:
-            raise SpecError(f"kmeans: iters must be 0..1000, got {self.iters}")
-        if self.codebook not in CODEBOOK:
-            raise SpecError(f"kmeans: codebook must be float32 or float16, got {self.codebook!r}")
-        self.coder.validate()
-
-    gpu = True
-
     def quantize(self, t: TensorData, xp=np) -> Quantized:
         return self.quantize_many([t], xp)[0]
 
@@ -87,7 +78,7 @@ class KMeans(MethodSpec):
         """Every tensor under one k-means spec: problems of one size, from any tensors, run as one batch."""
         return "problems" if t.array.size else None
 
-    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+    def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         """k-means of every problem of `ts`: each problem seeded as if alone (k-means++ per tensor
         and part, on the host), then one Lloyd batch per problem size (kernels/kmeans.py: a
         problem's result does not depend on the batch it runs in)."""
@@ -147,6 +138,19 @@ class KMeans(MethodSpec):
                 out[start + lo : start + hi] = from_float64(book[p * self.k + flat[start + lo : start + hi]], dtype)
             start, first = start + count * size, first + count
         return out.reshape(shape)
+
+    def fused(self, side, arrays, shape, dtype):
+        """Codebook lookup of an ans stream of indices (zoocodec.plan.Lookup); damaged side data
+        is left to dequantize(), which names it."""
+        from zoocodec.plan import Lookup  # noqa: PLC0415
+
+        probs = problems(shape, self.per, self.block)
+        n = sum(c for c, _ in probs)
+        book = np.frombuffer(arrays.get("codebook", b""), dtype=CODEBOOK[self.codebook])
+        if not isinstance(self.coder, Ans) or not probs or book.size != n * self.k or side.get("problems") != n \
+                or not np.isfinite(book).all():
+            return None
+        return Lookup("indices", book.astype(np.float64), self.k, probs[0][1])
 
     def dequantize(self, q, shape, dtype):
         count = int(np.prod(shape))

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoocodec.codecs import CoderSpec
+from zoocodec.codecs.ans import Ans
 from zoocodec.codecs.context import Ctx, matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R
 from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits, from_float64,
-                                   read_array, register, row_blocks)
+from zoocodec.methods.base import (STEP_OR_BITS, MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits,
+                                   from_float64, nested_coder, read_array, register, row_blocks)
+from zoocodec.registry import Range, ints
 from zoocodec.methods.lossless import native_dtype
 
 
@@ -32,6 +34,12 @@ from zoocodec.methods.lossless import native_dtype
 class RDOQ(MethodSpec):
     name = "rdoq"
     version = 2
+    upgrades = {1: nested_coder}
+    ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "iters": ints(0, 10),
+              "group_steps": Range(0, open_lo=True, each=True, text="positive numbers, one per row group")}
+    steppable = True
+    grouped_steps = True
+    examples = ("rdoq:step=0.01,coder=ans,lam=0.3",)
 
     step: float | None = None
     bits: int | None = None
@@ -49,17 +57,10 @@ class RDOQ(MethodSpec):
         if self.group_steps is not None:  # a JSON list from the header
             object.__setattr__(self, "group_steps", tuple(self.group_steps))
 
-    def validate(self) -> None:
+    def check(self) -> None:
         check_step_or_bits(self)
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise SpecError(f"rdoq: lam must be a non-negative number, got {self.lam}")
-        if not 0 <= self.iters <= 10:
-            raise SpecError(f"rdoq: iters must be 0..10, got {self.iters}")
-        if self.group_steps is not None:
-            if self.step is None or not self.group_steps or not all(
-                    isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in self.group_steps):
-                raise SpecError("rdoq: group_steps must be positive numbers, with step set")
-        self.coder.validate()
+        if self.group_steps is not None and self.step is None:
+            raise SpecError(f"{self.name}: group_steps need step set (the smallest of them)")
 
     def row_steps(self, w2: np.ndarray) -> np.ndarray:
         """float64 step per row of the matrix view (or a single one), exact in float32."""
@@ -143,7 +144,7 @@ class RDOQ(MethodSpec):
         """Tensors of one shape decide (and walk their trellises) together."""
         return (tuple(t.array.shape),) if t.array.size else None
 
-    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+    def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         ws = [t.float64() for t in ts]
         out = []
         for t, (q, steps) in zip(ts, self.levels_many(ws, xp)):
@@ -156,18 +157,34 @@ class RDOQ(MethodSpec):
     def symbol_dtype(self, stream, dtype):
         return None  # levels of any integer type
 
-    def dequantize(self, q, shape, dtype):
-        levels = matrix_view(q.symbols["symbols"])
+    def decoded_steps(self, arrays: dict, rows: int, shape) -> np.ndarray:
+        """The steps a reader uses for a matrix view of `rows` rows (stored with bits=, else
+        from the spec: `step` alone needs no weights)."""
         if self.bits is not None:
-            steps = read_array(q.arrays, "steps", "<f4", levels.shape[0], "rdoq")
+            steps = read_array(arrays, "steps", "<f4", rows, "rdoq")
             if not (steps > 0).all():
                 raise ContainerError(f"rdoq: bad steps for shape {tuple(shape)}")
-        else:
-            try:
-                steps = self.row_steps(levels)
-            except SpecError as e:
-                raise ContainerError(str(e)) from None
-        return self.reconstruct_matrix(levels, steps, dtype).reshape(shape)
+            return steps
+        try:
+            return self.row_steps(np.empty((rows, 0)))
+        except SpecError as e:
+            raise ContainerError(str(e)) from None
+
+    def dequantize(self, q, shape, dtype):
+        levels = matrix_view(q.symbols["symbols"])
+        return self.reconstruct_matrix(levels, self.decoded_steps(q.arrays, levels.shape[0], shape), dtype).reshape(shape)
+
+    def fused(self, side, arrays, shape, dtype):
+        """Levels (the symbols themselves) times a step per row, coded by ans (zoocodec.plan.Affine);
+        damaged steps are left to dequantize(), which names them."""
+        from zoocodec.plan import Affine  # noqa: PLC0415
+
+        if not isinstance(self.coder, Ans):
+            return None
+        try:
+            return Affine("symbols", self.decoded_steps(arrays, view_shape(tuple(shape))[0], shape).astype(np.float64))
+        except ContainerError:
+            return None
 
 
 @register
@@ -185,6 +202,7 @@ class DQ(RDOQ):
 
     name = "dq"
     version = 2
+    examples = ("dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac")
 
     def trellis(self, stream, shape):
         """The state machine walks each row of the 2-D view (axis 1), or each column when wider than tall."""
@@ -198,6 +216,10 @@ class DQ(RDOQ):
 
     def _decide(self, x, ctx, origin, bits, xp):
         return R.dq_trellis(x, ctx, origin, bits, self.lam, xp)
+
+    def fused(self, side, arrays, shape, dtype):
+        """None: a level's value depends on the trellis state before it, not on the symbol alone."""
+        return None
 
     def levels(self, q: np.ndarray, by_column: bool | None = None) -> np.ndarray:
         """The state machine walks each row, or each column (`by_column`; default: wider than tall)."""
