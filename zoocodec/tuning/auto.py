@@ -289,7 +289,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                 for _ in range(runs_now):
                     clock.ran("sensitivities", (now - tick[0]) / runs_now, len(sens_ev.ref_out))
                 tick[0], tick[1] = now, tick[1] + runs_now
-                clock.line(f"sensitivities {tick[1]}/{runs}", every=PROGRESS_SECONDS)
+                clock.doing = f"measuring sensitivities: {tick[1]}/{runs} runs"  # the heartbeat prints it
             sens = measure(sens_ev, weights, names, groups=groups, progress=measured)
             clock.done("sensitivities")
         else:
