@@ -1,9 +1,8 @@
 """Head to head: zoocodec vs NNCodec, a Deep Compression-style baseline and lossless tools.
 
-    python bench/bench_head_to_head.py            # the zoo models, judged on their full test sets
+    python bench/bench_head_to_head.py            # the zoo models, judged on the held-back half of their test sets
     python bench/bench_head_to_head.py --quick    # mnist-cnn, one setting per tool
     python bench/bench_head_to_head.py --full     # also mpnet
-    python bench/bench_head_to_head.py --search-inputs   # judged on automatic mode's search subsets (faster)
     python bench/bench_head_to_head.py --lean     # only the tools that compete with NNCodec (quantize + code), timed once
 
 Every tool codes the same float tensors of the same real model in the same run; every
@@ -151,25 +150,31 @@ class Judge:
     metric gives the loss in % of the baseline (zoocodec.eval's definition); fidelity is
     KL of logits vs the original for classifiers, the mean embedding cosine for encoders.
     The loss carries its 95% interval; its pessimistic end (`loss_high_pct`) is what the
-    equal-quality comparison uses. It scores on the full test set, or with `search_inputs`
-    on the inputs automatic mode searches with (evenly spread: 1,000 digits, 2,000
-    Fashion-MNIST images, 64 documents, 90 photo views), wider intervals in less time.
+    equal-quality comparison uses. Every tool is scored on the held-back part of automatic
+    mode's seeded split of the test set (zoocodec.tuning.auto.split: half of the inputs,
+    whole photos), which automatic mode never decides on: its search and calibration see
+    none of the inputs it is judged on.
     """
 
-    def __init__(self, subject: Subject, search_inputs: bool = False):
+    def __init__(self, subject: Subject):
         from zoocodec.eval.evaluate import evaluator, tasks_of  # noqa: PLC0415
+        from zoocodec.tuning.auto import SPLIT_SEED, split  # noqa: PLC0415
 
         self.subject = subject
         self.task = tasks_of(subject.name)[0]
-        self.limit = self.task.search_limit if search_inputs else None
-        self.ev = evaluator(subject.name, self.task, self.limit)
-        self.baseline = self.ev.baseline
+        whole = evaluator(subject.name, self.task, None)
+        self.total = len(whole.ref_out)
+        _, held = split(self.total, whole.compare(None)[self.task.primary].groups, SPLIT_SEED)
+        self.ev = whole.part(held)
+        self.inputs = len(held)
+        self.seed = SPLIT_SEED
+        self.baseline = {k: p.baseline for k, p in self.ev.compare(None).items()}
         self.metric = self.task.primary
         self.fidelity = "kl" if "kl" in self.baseline else "cosine_mean"
         self.seconds = 0.0
 
     def describe(self) -> str:
-        inputs = f"{self.limit} inputs" if self.limit else "all inputs"
+        inputs = f"the {self.inputs:,} held-back inputs of {self.total:,}, seed {self.seed}"
         return (f"task {self.task.name} ({inputs}), metric {self.metric} baseline {self.baseline[self.metric]:.4f}, "
                 f"fidelity {self.fidelity}")
 
@@ -670,10 +675,10 @@ def plot(models: list[dict], path: Path) -> None:
 
 
 # ---- main ----------------------------------------------------------------------------------
-def bench_model(name: str, mode: str, log, search_inputs: bool = False, lean: bool = False) -> dict:
+def bench_model(name: str, mode: str, log, lean: bool = False) -> dict:
     subject = Subject.load(name)
     big = subject.fp32_bytes > 20e6
-    judge = Judge(subject, search_inputs=search_inputs)
+    judge = Judge(subject)
     quick = mode == "quick"
     repeat = 2 if not quick and not lean and subject.fp32_bytes < 5e6 else 1
     rows: list[Row] = []
@@ -716,8 +721,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="mnist-cnn, one setting per tool")
     p.add_argument("--full", action="store_true", help="also mpnet")
     p.add_argument("--models", nargs="+", help="zoo models to run (default: the zoo)")
-    p.add_argument("--search-inputs", action="store_true",
-                   help="judge on automatic mode's search subsets instead of the full test sets (faster, wider intervals)")
     p.add_argument("--lean", action="store_true",
                    help="only NNCodec and the zoocodec tools that compete with it; encode and decode timed once")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON, markdown and PNG")
@@ -742,7 +745,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["models"] = [m for m in old["models"] if m["model"] not in models]
         start -= old.get("seconds", 0)
     for name in models:
-        results["models"].append(bench_model(name, mode, log, a.search_inputs, a.lean))
+        results["models"].append(bench_model(name, mode, log, a.lean))
         results["models"].sort(key=lambda m: ZOO.index(m["model"]) if m["model"] in ZOO else len(ZOO))
         results["seconds"] = time.perf_counter() - start
         save(results, a.out, stem)  # after every model: a long run that dies keeps what it measured

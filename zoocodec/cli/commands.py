@@ -44,6 +44,7 @@ def compress(
     target_bpw: Annotated[Optional[float], typer.Option(help="bit allocation: one step slope for all tensors, base step searched for this size in bits/weight (methods with a step: uniform, rdoq, dq)")] = None,
     preset: Annotated[Optional[str], typer.Option(help="near-lossless | balanced | small (see `zoocodec methods`)")] = None,
     inputs: Annotated[Optional[Path], typer.Option(help="automatic mode on a model outside the zoo: the inputs its outputs are judged on (as for evaluate)")] = None,
+    calib: Annotated[Optional[Path], typer.Option(help="automatic mode on a model outside the zoo: calibration inputs apart from --inputs (same format; default: the calibration/search part of --inputs)")] = None,
     module: Annotated[Optional[str], typer.Option(help="automatic mode, a state dict: package.module:factory that builds its torch module")] = None,
     output_kind: Annotated[Optional[str], typer.Option(help="automatic mode, a model outside the zoo: logits | embeddings | values")] = None,
     device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
@@ -71,10 +72,12 @@ def compress(
         if unused:
             raise ZoocodecError(f"automatic mode (--target-loss) does not take {', '.join(unused)}")
         _auto(model, output, target_loss, task, build_spec(method, coder=coder), min_size, json_out,
-              inputs, module, output_kind, choose_coder=coder is None and "coder=" not in method, start=start)
+              inputs, module, output_kind, choose_coder=coder is None and "coder=" not in method, start=start,
+              calib=calib)
         return
-    if task is not None or inputs is not None or module is not None or output_kind is not None:
-        raise ZoocodecError("--task, --inputs, --module and --output-kind belong to automatic mode: add --target-loss")
+    if task is not None or inputs is not None or module is not None or output_kind is not None or calib is not None:
+        raise ZoocodecError("--task, --inputs, --calib, --module and --output-kind belong to automatic mode: "
+                            "add --target-loss")
 
     spec = build_spec(method, step, bits, per_tensor, coder, lossless, crf, hw)  # bad specs fail before reading
     if hw == "nvdec":
@@ -105,7 +108,7 @@ def compress(
 
 def _auto(model: str, output: Path, target_loss: str, task: str | None, method, min_size: int,
           json_out: bool, inputs: Path | None, module: str | None, output_kind: str | None,
-          choose_coder: bool, start: float) -> None:
+          choose_coder: bool, start: float, calib: Path | None = None) -> None:
     """compress --target-loss: search the per-tensor steps, verify on the task (or the user's inputs), report.
     A coder the user named is kept; otherwise a context coder's method gets the cheaper context coder."""
     from zoocodec.tuning.auto import auto_compress, parse_loss  # noqa: PLC0415
@@ -116,11 +119,11 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
         raise ZoocodecError(f"--module and --output-kind judge a model outside the zoo on your inputs: {INPUTS_HELP}")
     r = auto_compress(model, output, parse_loss(target_loss), task, method=method, min_size=min_size,
                       log=lambda msg: err_console.print(msg, markup=False, highlight=False), inputs=inputs,
-                      module=module, output=output_kind, choose_coder=choose_coder)
+                      module=module, output=output_kind, choose_coder=choose_coder, calib=calib)
     rep = r.report
     summary = {"output": str(output), "reference": r.reference, "task": r.task, "metric": r.metric,
                "target_loss": r.target_loss, "value": r.value, "baseline": r.baseline, "loss": r.loss,
-               "loss_high": r.loss_high, "inputs": r.inputs,
+               "loss_high": r.loss_high, "inputs": r.inputs, "within": r.within, "split": r.split,
                "base_step": r.base_step, "strength": r.strength, "method": r.method, "params": rep.params, "bytes_in": rep.bytes_in,
                "weight_bytes": rep.weight_bytes, "ratio": rep.ratio, "bits_per_weight": rep.bits_per_weight,
                "seconds": time.perf_counter() - start}
@@ -128,8 +131,9 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
         print(json.dumps(summary, indent=2))
     else:
         console.print(f"{output}: {r.task} {r.metric} {r.value:.4f} (original {r.baseline:.4f}, loss "
-                      f"{100 * r.loss:.3f}%, 95% bound {100 * r.loss_high:.3f}% <= {100 * r.target_loss:g}% on "
-                      f"{r.inputs:,} inputs), ratio {rep.ratio:.2f}x, "
+                      f"{100 * r.loss:.3f}%, 95% bound {100 * r.loss_high:.3f}% {'<=' if r.within else '>'} "
+                      f"{100 * r.target_loss:g}% on the {r.inputs:,} held-back inputs of a {r.split['about']}), "
+                      f"ratio {rep.ratio:.2f}x, "
                       f"{rep.bits_per_weight:.3f} bits/weight, {summary['seconds']:.1f} s", markup=False)
 
 

@@ -172,8 +172,10 @@ def auto_lines(meta: dict) -> list[str]:
     lines = [f"automatic mode: {meta.get('zoo', '?')} {auto.get('task')} {auto.get('metric')} kept within "
              f"{100 * auto.get('target_loss', 0):g}% with {auto.get('method')}, base step {auto.get('base_step', 0):.4g}"]
     if v:
-        lines.append(f"  verified on all inputs: {v.get('value', 0):.5f} vs original {v.get('baseline', 0):.5f} "
-                     f"(loss {100 * v.get('loss', 0):.3f}%)")
+        on = (auto.get("split") or {}).get("about")
+        lines.append(f"  verified on {f'the held-back part of a {on}' if on else 'all inputs'}: {v.get('value', 0):.5f} "
+                     f"vs original {v.get('baseline', 0):.5f} (loss {100 * v.get('loss', 0):.3f}%, 95% bound "
+                     f"{100 * v.get('loss_high', 0):.3f}%)")
     if auto.get("search"):
         lines.append(f"  search: {len(auto['search'])} steps tried on {auto.get('search_inputs')} inputs")
     return lines

@@ -15,6 +15,7 @@ carries its 95% interval from the paired inputs (zoocodec.eval.stats).
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from collections.abc import Callable
@@ -59,6 +60,8 @@ class Runner(Protocol):
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
+    def part(self, rows: np.ndarray) -> Runner: ...  # the same runner on the inputs at `rows` only
+
 
 def _guess_kind(out: torch.Tensor) -> str:
     return "logits" if out.dim() == 2 and out.shape[1] >= 2 else "values"
@@ -102,6 +105,9 @@ class OnnxRunner:
         self.n = len(next(iter(self.arrays.values())))
         self._kind = kind
 
+    def part(self, rows: np.ndarray) -> OnnxRunner:
+        return _part_of_arrays(self, rows)
+
     def _read_inputs(self, path: Path) -> dict[str, np.ndarray]:
         names = [i.name for i in self.inputs]
         if path.is_dir():
@@ -139,6 +145,14 @@ class OnnxRunner:
         result = torch.from_numpy(out).float()
         self.kind = self._kind or _guess_kind(result)
         return result
+
+
+def _part_of_arrays(run, rows: np.ndarray):
+    """A copy of a runner fed the inputs at `rows` only (one side of a split)."""
+    out = copy.copy(run)
+    out.arrays = {k: a[rows] for k, a in run.arrays.items()}
+    out.n = len(rows)
+    return out
 
 
 def _dims(inp) -> list[int]:
@@ -197,6 +211,12 @@ class HfRunner:
         self.classifier = is_classifier(folder)
         self.kind = kind or ("logits" if self.classifier else "embeddings")
 
+    def part(self, rows: np.ndarray) -> HfRunner:
+        out = copy.copy(self)
+        out.texts = [self.texts[i] for i in rows]
+        out.n = len(out.texts)
+        return out
+
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         from zoocodec.eval.text import TextModel  # noqa: PLC0415
 
@@ -229,6 +249,9 @@ class TorchRunner:
         self.arrays = _arrays(inputs)
         self.n = len(next(iter(self.arrays.values())))
         self._kind = kind
+
+    def part(self, rows: np.ndarray) -> TorchRunner:
+        return _part_of_arrays(self, rows)
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         result = self.forward(self.module(weights))
@@ -325,6 +348,13 @@ class PairEvaluator(Evaluator):
         self.ref_out = self.run.outputs(load_weights(original))
         self.task = FidelityTask(self.run.kind, Path(inputs))
         self.baseline = self.task.metrics(self.ref_out, self.ref_out)
+
+    def part(self, indices) -> PairEvaluator:
+        """The same judgement on the inputs at `indices` only (one side of a split)."""
+        rows = np.asarray(indices, dtype=np.int64)
+        out = copy.copy(self)
+        out.run, out.ref_out = self.run.part(rows), self.ref_out[torch.from_numpy(rows)]
+        return out
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.run.outputs(weights)

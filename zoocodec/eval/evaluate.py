@@ -175,6 +175,10 @@ class Evaluator:
         """Every metric of `weights` (None: the reference itself) paired with the reference's."""
         return self.task.compare(self.ref_out if weights is None else self.outputs(weights), self.ref_out)
 
+    def part(self, indices) -> Evaluator:
+        """The same task on the inputs at `indices` only (one side of a split): the model runs on them alone."""
+        return Part(self, indices)
+
     def judge(self, weights: dict[str, torch.Tensor], label: str = "") -> Metric:
         """The task's primary metric of `weights` with its 95% interval: what budgets are judged by."""
         p = self.task.primary
@@ -189,6 +193,37 @@ class Evaluator:
         value, base = scores[metric], self.baseline[metric]
         worse = value - base if metric in self.task.lower_is_better else base - value
         return worse / abs(base) if base else worse
+
+
+class Part(Evaluator):
+    """A zoo task on some of its inputs. Metrics are paired over them: the outputs go where those inputs
+    sit among the reference's, the task pairs all, and each metric keeps the pairs of the part (so labels
+    and photo groups stay aligned). A task whose metrics are not per input (word pairs) cannot be split."""
+
+    def __init__(self, whole: Evaluator, indices):
+        if whole.limit is not None:
+            raise ZoocodecError("a part is taken of an evaluator on all of the task's inputs")
+        self.__dict__.update(whole.__dict__)
+        self.whole, self.limit = whole, tuple(int(i) for i in indices)  # the task runs these inputs (tasks.subset)
+        self.ref_out = whole.ref_out[list(self.limit)]
+        self.baseline = {k: p.baseline for k, p in self.compare(None).items()}
+
+    def score(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {k: p.value for k, p in self.compare(weights).items()}
+
+    def compare(self, weights: dict[str, torch.Tensor] | None) -> dict[str, Paired]:
+        rows = torch.tensor(self.limit, dtype=torch.long)
+        full = self.whole.ref_out.clone()
+        if weights is not None:
+            full[rows] = self.outputs(weights)
+        paired = self.task.compare(full, self.whole.ref_out)
+        if any(p.n != len(full) for p in paired.values()):
+            raise ZoocodecError(f"task {self.task.name!r} is not judged input by input: it cannot be split")
+        keep = rows.numpy()
+        return {k: dataclasses.replace(p, x=p.x[keep], r=p.r[keep],
+                                       target=None if p.target is None else p.target[keep],
+                                       groups=None if p.groups is None else p.groups[keep])
+                for k, p in paired.items()}
 
 
 _EVALUATORS: dict[tuple[str, str, int | None, Device], Evaluator] = {}

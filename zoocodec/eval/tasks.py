@@ -49,8 +49,11 @@ class Task:
         return float(1 - M.cosines(out, ref).mean())
 
 
-def subset(n: int, limit: int | None) -> torch.Tensor:
-    """Indices of `limit` inputs spread evenly over all n (datasets sorted by class stay balanced)."""
+def subset(n: int, limit: int | tuple[int, ...] | None) -> torch.Tensor:
+    """Indices of `limit` inputs spread evenly over all n (datasets sorted by class stay balanced),
+    or the inputs a tuple of indices names (a part of a split: zoocodec.eval.evaluate.Evaluator.part)."""
+    if isinstance(limit, tuple):
+        return torch.tensor(limit, dtype=torch.long)
     if limit is None or limit >= n:
         return torch.arange(n, device="cpu")
     return torch.linspace(0, n - 1, limit, device="cpu").round().long()
@@ -131,8 +134,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("digits", "image", "top-1/top-5 on opencv-doc's 5,000 MNIST digits, and agreement/KL vs the original",
          "top1", _logits(lambda: data.opencv_digits()[0], 1000), _labelled(lambda: data.opencv_digits()[1]), ("kl",),
          search_limit=1000, sensitivity_limit=1000, calibration=data.digits_calibration,
-         calibration_about=f"{data.CALIBRATION_IMAGES} of the 5,000 judged digits (seeded; the only labelled digits: "
-                           "they overlap)"),
+         calibration_about=f"{data.CALIBRATION_IMAGES} of scikit-learn's 1,797 8x8 digits, scaled to 20x20 "
+                           "(seeded; never judged: the task judges opencv-doc's)"),
     Task("fashion", "image", "top-1/top-5 on the 10,000 Fashion-MNIST test images, and agreement/KL vs the original",
          "top1", _logits(lambda: data.fashion_mnist("test")[0], 1000), _labelled(lambda: data.fashion_mnist("test")[1]),
          ("kl",), search_limit=2000, sensitivity_limit=1000, calibration=data.fashion_calibration,
