@@ -30,6 +30,7 @@ from zoocodec.eval.stats import Paired
 WINDOW = 512  # tokens a window feeds the model
 BATCH = {False: 4, True: 32}  # windows per forward, on the CPU / on a GPU
 ROWS = 512  # positions whose logits are held at once (2 x ROWS x vocabulary floats)
+CALIBRATION_WINDOWS = 16  # windows data-aware rounding measures layer inputs on (8,192 tokens)
 
 
 def is_causal_lm(folder: Path) -> bool:
@@ -180,13 +181,13 @@ def distortion(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float(out[:, 1].mean())
 
 
-def calibration(folder: Path, texts: Sequence[str], weights: dict[str, torch.Tensor], count: int):
-    """(module, run, windows) for data-aware rounding: `count` windows of `texts`, evenly spread."""
+def calibration(folder: Path, texts: Sequence[str], weights: dict[str, torch.Tensor], count: int | None):
+    """(module, run, windows) for data-aware rounding: `count` windows of `texts` (None: all), evenly spread."""
     scorer = Scorer(folder, texts, count)
     net = scorer.model(weights)
 
     def run(module: torch.nn.Module) -> None:
         with torch.no_grad():
             for x, _ in scorer._batches():
-                module.base_model(input_ids=x, use_cache=False)
+                module(input_ids=x, use_cache=False)
     return net, run, len(scorer.windows)
