@@ -29,8 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 from common import RESULTS, machine, save  # noqa: E402
+
+# bench/kernels.py would shadow the `kernels` package that transformers imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 MODEL = "smollm2-135m"
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")

@@ -78,7 +78,7 @@ stage "pytest -m gpu"
 timeout "$(limit 150)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$OUT/junit.xml" \
   tests/test_device_gpu.py tests/kernels/test_decode_gpu.py tests/kernels/test_kmeans_gpu.py \
   tests/kernels/test_lowrank.py tests/kernels/test_prune.py tests/kernels/test_dither.py \
-  tests/kernels/test_transform.py tests/methods/test_rdoq.py 2>&1 | tee "$OUT/pytest.log" | tail -25
+  tests/kernels/test_transform.py tests/methods/test_rdoq.py tests/eval/test_lm.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 tests=${PIPESTATUS[0]}
 
 stage "bench/gpu.py"

@@ -179,3 +179,19 @@ def test_smollm2(tmp_path):
     zoocodec.compress("smollm2-135m", zc, "uniform:bits=8")
     rows = {m.metric: m for m in evaluate(zc, limit=8)}
     assert 10 < rows["ppl"].baseline < 60 and 0 < rows["kl"].value < 0.01
+
+
+@pytest.mark.gpu
+def test_scorer_on_the_gpu_matches_the_cpu(llama):
+    """--device cuda: windows batched 32 at a time on the GPU give the CPU's NLL and KL."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    docs = texts(40)
+    original = load_weights(llama)
+    noisy = {k: v + 0.02 * torch.randn_like(v) if v.dim() == 2 else v for k, v in original.items()}
+    rows = {}
+    for device in ("cpu", "cuda"):
+        scorer = lm.Scorer(llama, docs, device=device)
+        scorer.reference(original)
+        rows[device] = scorer.outputs(noisy)
+    torch.testing.assert_close(rows["cuda"], rows["cpu"], rtol=1e-3, atol=1e-4)
