@@ -10,13 +10,18 @@ included; the 1-D norm scales stay float32 in every peer):
 - GGUF formats written by gguf-py's own quantizers (`gguf.quants.quantize`): Q8_0, Q5_1,
   Q5_0, Q4_1, Q4_0, MXFP4 (blocks of 32 with their scales and minimums). gguf-py 0.19.0
   writes no K-quants (it only reads them), so Q4_K and friends are not here.
+- HQQ 0.2.8 (`hqq.core.quantize.Quantizer`, half-quadratic zero/scale optimisation, CPU):
+  B bits in groups of G weights along the input dimension; the packed weights plus a
+  float16 scale and zero per group (HQQ's default meta; `--peers DIR` names a folder where
+  `pip install --no-deps --target DIR hqq==0.2.8 termcolor` put it, so torch stays 2.13.0).
 - zoocodec: `uniform:bits=B` (min-max steps per output channel, ANS-coded): the file's bytes.
 
 Caveat printed beside every 4-bit number: SmolLM2's weights were dequantized from Q4_1 (32
 weights per block, 4 bits, a scale and a minimum), so a 4-bit 32-weight asymmetric block
 format (Q4_1 itself) reproduces them almost exactly. Judge the region below 4 bits.
 
-    python bench/llm_head_to_head.py --windows 16     # JSON, markdown and plot in bench/results/
+    pip install --no-deps --target /tmp/peers hqq==0.2.8 termcolor==3.2.0
+    python bench/llm_head_to_head.py --windows 16 --peers /tmp/peers   # JSON, markdown, plot in bench/results/
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 MODEL = "smollm2-135m"
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")
+HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
 ZOOCODEC_BITS = (8, 6, 5, 4, 3)
 BUDGETS = (0.01, 0.05, 0.1)  # token KL, nats, judged by the pessimistic end of the 95% interval
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
@@ -57,6 +63,22 @@ def gguf_point(weights: dict[str, torch.Tensor], qtype: str) -> tuple[dict[str, 
         q = gguf.quants.quantize(w.float().numpy(), t)
         size += q.nbytes
         recon[name] = torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(q, t)).reshape(w.shape)).float()
+    return recon, size
+
+
+def hqq_point(weights: dict[str, torch.Tensor], bits: int, group: int) -> tuple[dict[str, torch.Tensor], int]:
+    """(the weights as HQQ decodes them, bytes: packed weights + float16 scale and zero per group)."""
+    from hqq.core.quantize import Quantizer  # noqa: PLC0415
+
+    recon, size = {}, 0
+    for name, w in weights.items():
+        if w.dim() < 2:
+            recon[name], size = w, size + w.numel() * 4
+            continue
+        w_q, meta = Quantizer.quantize(w.float(), nbits=bits, channel_wise=True, group_size=group, optimize=True,
+                                       axis=1, compute_dtype=torch.float32, device="cpu")
+        size += w_q.numel() * w_q.element_size() + 2 * (meta["scale"].numel() + meta["zero"].numel())
+        recon[name] = Quantizer.dequantize(w_q, meta).float().reshape(w.shape)
     return recon, size
 
 
@@ -87,13 +109,16 @@ FOUR_BIT = ("Q4_0", "Q4_1", "MXFP4", "bits=4")
 
 
 def caveat(label: str) -> str:
-    return " (4-bit caveat)" if label in FOUR_BIT else ""
+    return " (4-bit caveat)" if label in FOUR_BIT or label.startswith("bits=4,") else ""
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, default=None, help="windows of lee_background.cor (default: all 147)")
+    ap.add_argument("--peers", type=Path, default=None, help="a folder with hqq installed (--target); none: HQQ left out")
     args = ap.parse_args()
+    if args.peers:
+        sys.path.append(str(args.peers))
     from zoocodec.eval.evaluate import evaluator, load_weights  # noqa: PLC0415
     from zoocodec.eval.tasks import TASKS  # noqa: PLC0415
 
@@ -106,6 +131,8 @@ def main() -> None:
     points = []
     runs = [("gguf", q, lambda q=q: gguf_point(weights, q)) for q in GGUF_TYPES] + \
            [("zoocodec uniform", f"bits={b}", lambda b=b: zoocodec_point(b)) for b in ZOOCODEC_BITS]
+    if args.peers:
+        runs += [("hqq", f"bits={b},group={g}", lambda b=b, g=g: hqq_point(weights, b, g)) for b, g in HQQ_SETTINGS]
     for family, label, make in runs:
         t0 = time.perf_counter()
         recon, size = make()
@@ -117,7 +144,7 @@ def main() -> None:
               flush=True)
     best = {}
     for budget in BUDGETS:
-        best[str(budget)] = {f: smallest_within(points, f, budget) for f in ("gguf", "zoocodec uniform")}
+        best[str(budget)] = {f: smallest_within(points, f, budget) for f in ("gguf", "hqq", "zoocodec uniform")}
     result = {"machine": info, "model": MODEL, "params": params, "tokens": ev.scorer.n,
               "windows": args.windows or "all", "baseline_ppl": ev.baseline["ppl"], "caveat": CAVEAT,
               "points": points, "smallest_within": best}
@@ -139,12 +166,13 @@ def write_markdown(r: dict, path: Path) -> None:
                      f"{p['kl_high']:.5f} | {p['ppl']['value']:.3f} | [{p['ppl']['delta_low']:+.3f}, "
                      f"{p['ppl']['delta_high']:+.3f}] | {caveat(p['label']).strip(' ()')} |")
     lines += ["", "Smallest point within each token-KL budget (pessimistic bound):", "",
-              "| KL budget | GGUF | zoocodec uniform | ratio |", "| ---: | --- | --- | ---: |"]
+              "| KL budget | GGUF | HQQ | zoocodec uniform | best peer / zoocodec |", "| ---: | --- | --- | --- | ---: |"]
     for budget, fam in r["smallest_within"].items():
-        g, z = fam["gguf"], fam["zoocodec uniform"]
+        g, h, z = fam["gguf"], fam["hqq"], fam["zoocodec uniform"]
         cell = lambda p: "none" if p is None else f"{p['label']} {p['bits_per_weight']:.3f}{caveat(p['label'])}"  # noqa: E731
-        ratio = f"{g['bits_per_weight'] / z['bits_per_weight']:.2f}x" if g and z else "-"
-        lines.append(f"| {budget} | {cell(g)} | {cell(z)} | {ratio} |")
+        peers = [p["bits_per_weight"] for p in (g, h) if p]
+        ratio = f"{min(peers) / z['bits_per_weight']:.2f}x" if peers and z else "-"
+        lines.append(f"| {budget} | {cell(g)} | {cell(h)} | {cell(z)} | {ratio} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -155,7 +183,7 @@ def plot(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for family, marker in (("gguf", "s"), ("zoocodec uniform", "o")):
+    for family, marker in (("gguf", "s"), ("hqq", "^"), ("zoocodec uniform", "o")):
         ps = sorted((p for p in r["points"] if p["family"] == family), key=lambda p: p["bits_per_weight"])
         ax.plot([p["bits_per_weight"] for p in ps], [max(p["kl"]["value"], 1e-6) for p in ps], marker=marker, label=family)
         for p in ps:
