@@ -29,9 +29,11 @@ COPY . /opt/zoocodec
 # torch is pinned (2.13.0) and only reads weights and runs evaluation here: the CPU wheel
 # keeps the image 4 GB smaller; GPU kernels use CuPy. digit-recognizer-py (mnist-cnn)
 # declares torchvision, which zoocodec never imports: install it without dependencies.
+# constraints.txt holds the versions the tests passed with (the CUDA-only gpu extra is
+# not in it: it cannot install on the CPU machine that writes the file).
 RUN pip install --upgrade pip \
  && pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
- && pip install ".[gpu,video,ray,zoo]" \
+ && pip install ".[gpu,video,ray,zoo]" -c constraints.txt \
  && pip install --no-deps digit-recognizer-py==0.1.0 \
  && python -c "import zoocodec, ray; from zoocodec.codecs import native; print('zoocodec', zoocodec.__version__, 'ray', ray.__version__, 'native threads', native.default_threads())"
 

@@ -3,7 +3,7 @@
 # timeout inside a 470 s budget). It builds the native engine, compiles the CUDA kernels
 # (nvcc for the resource report, CuPy's NVRTC as they run), runs `pytest -m gpu` (CPU vs GPU
 # bit for bit: every method with a GPU path, the batched compress, the GPU decoder) and
-# bench/gpu.py (compress GPU vs CPU, load into GPU memory vs safetensors, decoder GB/s,
+# bench/bench_gpu.py (compress GPU vs CPU, load into GPU memory vs safetensors, decoder GB/s,
 # k-means as a fraction of HBM). Everything lands in $OUT (default ./gpu-check-out):
 # nvidia-smi.txt, build.log, nvcc.log, pytest.log, junit.xml, bench.log, gpu-bench.json.
 #
@@ -14,7 +14,7 @@
 #   1. here, on a CPU machine with pip:   bash scripts/gpu_check.sh --fetch-wheels
 #   2. device tool:                        run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=540)
 # Without a GPU:                          bash scripts/gpu_check.sh --dry-run
-#   (bash -n, nvcc -arch=sm_90 of every .cu, `pytest -m gpu` skipping cleanly, bench/gpu.py --dry-run).
+#   (bash -n, nvcc -arch=sm_90 of every .cu, `pytest -m gpu` skipping cleanly, bench/bench_gpu.py --dry-run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-}
@@ -45,7 +45,7 @@ if [ "$MODE" = "--dry-run" ]; then
     nvcc -arch=sm_90 -std=c++17 -c -Xptxas -v "$f" -o /dev/null >> "$OUT/nvcc.log" 2>&1 || { echo "nvcc failed on $f"; exit 1; }
   done
   $PY -m pytest -q -p no:cacheprovider -m gpu -rs tests 2>&1 | tail -5
-  $PY bench/gpu.py --dry-run --out "$OUT" 2>&1 | tail -8
+  $PY bench/bench_gpu.py --dry-run --out "$OUT" 2>&1 | tail -8
   exit $?
 fi
 
@@ -81,8 +81,8 @@ timeout "$(limit 150)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxm
   tests/kernels/test_transform.py tests/methods/test_rdoq.py tests/eval/test_lm.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 tests=${PIPESTATUS[0]}
 
-stage "bench/gpu.py"
-timeout "$(limit 400)" $PY bench/gpu.py --scale "${SCALE:-1.0}" --out "$OUT" 2>&1 | tee "$OUT/bench.log" | grep -v "^ " | tail -30
+stage "bench/bench_gpu.py"
+timeout "$(limit 400)" $PY bench/bench_gpu.py --scale "${SCALE:-1.0}" --out "$OUT" 2>&1 | tee "$OUT/bench.log" | grep -v "^ " | tail -30
 bench=${PIPESTATUS[0]}
 
 stage "done (pytest rc $tests, bench rc $bench)"

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from support import console_script, run_cli, run_script, script_env
 
@@ -62,6 +62,7 @@ def corrupt(tmp_path, st_model, monkeypatch, capsys):
     (("compress", "{model}", "-o", "x.zc", "--bits", "1"), "bits must be 2..16"),
     (("compress", "{model}", "-o", "x.zc", "--override", "oops"), "PATTERN=SPEC"),
     (("compress", "{text}", "-o", "x.zc"), "not a model zoocodec reads"),
+    (("compress", "{bin}", "-o", "x.zc"), "notmodel.bin: not a model zoocodec reads"),  # a suffix is no checkpoint
     (("compress", "{nan}", "-o", "x.zc"), "NaN or Inf"),
     (("inspect", "flipped.zc"), "checksum mismatch"),
     (("inspect", "short.zc"), "truncated or corrupt"),
@@ -79,10 +80,12 @@ def corrupt(tmp_path, st_model, monkeypatch, capsys):
 def test_bad_input_exit_2_with_one_line(tmp_path, st_model, model, monkeypatch, capsys, case, expect):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a model")
+    (tmp_path / "notmodel.bin").write_text("hi")
     model["fc.weight"][1, 2] = float("inf")
     save_file(model, tmp_path / "nan.safetensors")
     corrupt(tmp_path, st_model, monkeypatch, capsys)
-    args = [a.format(model=st_model, text=tmp_path / "notes.txt", nan=tmp_path / "nan.safetensors") for a in case]
+    args = [a.format(model=st_model, text=tmp_path / "notes.txt", bin=tmp_path / "notmodel.bin",
+                     nan=tmp_path / "nan.safetensors") for a in case]
     code, out, err = run(monkeypatch, capsys, *args)
     assert code == 2
     assert expect in err
@@ -179,6 +182,32 @@ def test_inspect_shows_a_sequence(tmp_path, monkeypatch, capsys):
     assert code == 0 and "sequence of 2" in out and "epoch-02" in out and "bits/weight on average" in out
 
 
+def test_compress_seq_and_inspect_agree(tmp_path, monkeypatch, capsys):
+    """Both print the same numbers from one definition (issue 22: 138,816 vs 141,111 weights per
+    member, 7.32 vs 7.198 bits/weight, `?` in the coding column)."""
+    from zoocodec.pipeline import zoo
+
+    data = zoo.resolve("fmnist-cnn").parent
+    members = [data / f"epoch-0{i}.safetensors" for i in (1, 2, 3)]
+    code, made, _ = run(monkeypatch, capsys, "compress-seq", *members, "-o", tmp_path / "seq.zc")
+    assert code == 0
+    code, shown, _ = run(monkeypatch, capsys, "inspect", tmp_path / "seq.zc")
+    assert code == 0
+    summary = [line for line in made.splitlines() if line.startswith(("members", "3 members x"))]
+    assert len(summary) == 2 and all(line in shown.splitlines() for line in summary)
+    code, out, _ = run(monkeypatch, capsys, "compress-seq", *members, "-o", tmp_path / "seq2.zc", "--json")
+    made = json.loads(out)
+    code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "seq2.zc", "--json")
+    info = json.loads(out)
+    assert made["member_bits_per_weight"] == info["member_bits_per_weight"]
+    assert made["params_per_member"] == info["params_per_member"] == sum(t.numel() for t in load_file(members[0]).values())
+    # the members' own streams and the shared bytes add up to the file's weight bytes
+    assert sum(info["member_bytes"].values()) + info["shared_bytes"] == info["weight_bytes"]
+    codings = {r["name"]: r["coding"] for r in info["tensors"]}
+    assert codings["fc.weight"].startswith("lossless") and codings["conv2.0.weight"].startswith("delta uniform:bits=8")
+    assert not [c for c in codings.values() if "?" in c]
+
+
 def test_plain_progress_lines_off_a_terminal(monkeypatch, capsys):
     import zoocodec.cli as cli
 
@@ -203,3 +232,86 @@ def test_automatic_mode_decisions_in_inspect_and_decompress(tmp_path, mnist_path
     assert code == 0 and "automatic mode: mnist-cnn digits top1 kept within 1%" in out and "verified on all inputs" in out
     code, out, _ = run(monkeypatch, capsys, "decompress", tmp_path / "a.zc", "-o", tmp_path / "a.pt")
     assert code == 0 and "automatic mode" in out and "ratio" in out
+
+
+def test_sweep_summary_title_keeps_its_example(monkeypatch, capsys):
+    """The note names the tasks to add as YAML (`tasks: [lee, wordsim]`); rich once ate it as markup."""
+    import zoocodec.cli as cli
+    from zoocodec.jobs import report as rep
+
+    note = rep.not_evaluated(["minilm"])
+    cli._print_summaries("quick", [rep.Summary(["model", "lossless"], [["minilm", "1.22x [lossless]"]], note)])
+    out = capsys.readouterr().out
+    assert "tasks: [lee, wordsim]" in " ".join(out.split()) and "1.22x [lossless]" in out
+
+
+def test_sqnr_says_lossless_or_on_the_grid(tmp_path, st_model, monkeypatch, capsys):
+    """A lossless file's summary says `lossless` (not `SQNR lossless dB`); compressing a decompressed
+    file again finds its values exactly on the grid and says so instead of `lossless`."""
+    code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "l.zc", "--method", "lossless")
+    assert code == 0 and ", lossless, " in out and "SQNR" not in out.partition(": ")[2]
+    run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "a.zc", "--min-size", "100")
+    run(monkeypatch, capsys, "decompress", tmp_path / "a.zc", "-o", tmp_path / "a.safetensors")
+    code, out, _ = run(monkeypatch, capsys, "compress", tmp_path / "a.safetensors", "-o", tmp_path / "b.zc",
+                       "--min-size", "100")
+    assert code == 0 and "already sat on its grid" in out and "lossless" not in out.partition(": ")[2]
+    code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "b.zc")
+    rows = {cells[1].strip(): cells[-2].strip() for cells in (line.split("│") for line in out.splitlines())
+            if len(cells) > 2}
+    assert rows["fc.weight"] == "on grid" and rows["fc.bias"] == "lossless"
+
+
+def test_zoo_name_note_only_for_a_typed_name_and_never_before_an_error(tmp_path, mnist_path, monkeypatch, capsys):
+    """Beside a local file named `mnist-cnn`: the note comes when the user typed the name, after
+    the work; evaluating a .zc (whose reference zoocodec resolves itself) prints none; an error
+    is one line, without the note."""
+    from conftest import laplace_model
+
+    save_file(laplace_model(), tmp_path / "mnist-cnn")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, "compress", "mnist-cnn", "-o", "z.zc")
+    assert code == 0 and err.strip().splitlines() == [
+        "note: mnist-cnn: using the zoo model; a local 'mnist-cnn' also exists (write ./mnist-cnn to use it)"]
+    code, out, err = run(monkeypatch, capsys, "evaluate", "z.zc", "--json")
+    assert code == 0 and "note" not in err and json.loads(out)[0]["task"] == "digits"
+    code, _, err = run(monkeypatch, capsys, "compress", "mnist-cnn", "-o", "missing/z.zc")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_missing_output_folders_are_refused_for_files_and_model_folders(tmp_path):
+    """One rule (issue 22: a model folder's missing parents were created, a file's refused):
+    the folder an output goes into must exist."""
+    import zoocodec.cli as cli
+    from zoocodec.errors import ZoocodecError
+
+    for folder in (False, True):
+        with pytest.raises(ZoocodecError, match="folder .*nodir/sub does not exist"):
+            cli._check_output(tmp_path / "nodir" / "sub" / "minilm", [], folder=folder)
+    cli._check_output(tmp_path / "minilm", [], folder=True)  # the output itself may be new
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_printed_time_includes_every_phase(tmp_path, st_model, monkeypatch, capsys):
+    """--target-bpw allocates steps before compressing; the time printed counts both (issue 22:
+    45.2 s printed for an 86 s run). The real allocation runs, then waits 0.5 s more."""
+    import zoocodec.tuning.allocate as allocation
+
+    real = allocation.allocate
+
+    def slow_allocate(*args, **kwargs):
+        plan = real(*args, **kwargs)
+        time.sleep(0.5)
+        return plan
+
+    monkeypatch.setattr(allocation, "allocate", slow_allocate)
+    code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "m.zc", "--min-size", "100",
+                       "--target-bpw", "4", "--json")
+    assert code == 0 and json.loads(out)["seconds"] >= 0.5
+
+
+def test_compress_help_names_every_coder(monkeypatch, capsys):
+    from zoocodec import catalog
+
+    code, out, _ = run(monkeypatch, capsys, "compress", "--help")
+    text = " ".join(out.split())
+    assert code == 0 and [c["name"] for c in catalog.coders() if c["name"] not in text] == []

@@ -16,7 +16,7 @@ from zoocodec.errors import SpecError
 from zoocodec.pipeline import zoo
 
 PRESETS: dict[str, tuple[dict[str, Any], str]] = {
-    # name: (compress options, what it is for); measured on the zoo by bench/presets.py
+    # name: (compress options, what it is for); measured on the zoo by bench/bench_presets.py
     "near-lossless": ({"method": "uniform:bits=8"}, "8 bits per output channel (the default)"),
     "balanced": ({"method": "dq:coder=ctx", "target_bpw": 5.0},
                  "dependent quantization + context coding, one step for the model at 5 bits/weight"),

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -92,16 +93,15 @@ def _working(what: str) -> Iterator[None]:
 
 def _check_output(output: Path, inputs: list[Path], folder: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written or would replace an input:
-    a file output that is a folder (`-o .`) or whose folder does not exist, a folder we
-    cannot write in, an output that is one of the inputs. A model folder output (`folder`)
-    is created with its missing parents, as the writer does."""
+    a file output that is a folder (`-o .`), an output whose folder does not exist (a file
+    and a model folder alike: zoocodec creates the output, never missing folders above it,
+    so a mistyped path fails instead of leaving new folders behind), a folder we cannot
+    write in, an output that is one of the inputs."""
     where = output.parent if output.name else output
     if output.is_dir() and not folder:
         raise ZoocodecError(f"-o {output}: is a folder; name the file to write (e.g. {output / 'model.zc'})")
     if output.exists() and folder and not output.is_dir():
         raise ZoocodecError(f"-o {output}: is a file; this writes a model folder")
-    if folder:
-        where = next(p for p in (output, *output.parents) if p.exists())
     if not where.resolve().is_dir():
         raise ZoocodecError(f"-o {output}: folder {where} does not exist" if not where.exists()
                             else f"-o {output}: {where} is not a folder")
@@ -138,10 +138,17 @@ def _budgeted(command):
     return run
 
 
-def _fmt(x: float | None, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and math.isinf(x)):
-        return "lossless"
-    return f"{x:.{digits}f}"
+def _sqnr(x: float | None, lossless: bool) -> str:
+    """An SQNR in dB, or why there is none: a lossless method's output is `lossless`; a quantizer
+    that made no error found every value already on its grid (a decompressed file compressed
+    again with its own spec), and says so instead of claiming a lossless method."""
+    if x is not None and math.isfinite(x):
+        return f"{x:.1f}"
+    return "lossless" if lossless else "on grid"
+
+
+def _is_lossless(method: str) -> bool:
+    return method.partition(":")[0] == "lossless"
 
 
 @app.command()
@@ -156,7 +163,8 @@ def compress(
     min_size: Annotated[int, typer.Option(help="tensors with fewer weights stay lossless")] = 4096,
     allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf lossless instead of failing")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-    coder: Annotated[Optional[str], typer.Option(help="symbol coder: ans, ctx, video-h264, video-hevc")] = None,
+    coder: Annotated[Optional[str], typer.Option(help="symbol coder: ans, ctx, cabac, video-h264, video-hevc; masks: flags; "
+                                                      "--method lossless: float, zstd, raw (see `zoocodec methods`)")] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless coding of the symbols (the default)")] = False,
     crf: Annotated[Optional[int], typer.Option(help="video: lossy, the encoder's constant rate factor 0..51")] = None,
     hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
@@ -170,10 +178,12 @@ def compress(
     device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
 ):
     """Compress a model into a .zc container."""
+    start = time.perf_counter()  # the time printed is every phase's: reading, allocation or search, coding
     from zoocodec.methods import Overrides  # noqa: PLC0415
     from zoocodec.device import resolve  # noqa: PLC0415
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
 
+    _typed(model)
     dev = resolve(device)  # a GPU that is not there fails before any work
     if dev.is_gpu and target_loss is not None:
         raise ZoocodecError("automatic mode (--target-loss) runs on the CPU only; leave out --device")
@@ -190,7 +200,7 @@ def compress(
         if unused:
             raise ZoocodecError(f"automatic mode (--target-loss) does not take {', '.join(unused)}")
         _auto(model, output, target_loss, task, _build_spec(method, coder=coder), min_size, json_out,
-              inputs, module, output_kind, choose_coder=coder is None and "coder=" not in method)
+              inputs, module, output_kind, choose_coder=coder is None and "coder=" not in method, start=start)
         return
     if task is not None or inputs is not None or module is not None or output_kind is not None:
         raise ZoocodecError("--task, --inputs, --module and --output-kind belong to automatic mode: add --target-loss")
@@ -212,14 +222,23 @@ def compress(
         report = run(model, output, spec, overrides, min_size, allow_nonfinite, progress=step, plan=plan, device=dev)
     summary = {"output": str(output), "spec": str(spec), "params": report.params, "bytes_in": report.bytes_in,
                "file_bytes": report.file_bytes, "weight_bytes": report.weight_bytes, "ratio": report.ratio, "bits_per_weight": report.bits_per_weight,
-               "sqnr_db": None if math.isinf(report.sqnr_db) else report.sqnr_db, "seconds": report.seconds,
+               "sqnr_db": None if math.isinf(report.sqnr_db) else report.sqnr_db, "seconds": time.perf_counter() - start,
                "device": report.device}
     if json_out:
         print(json.dumps(summary, indent=2))
     else:
         console.print(f"{output}: {report.params:,} weights, {report.bytes_in:,} -> {report.weight_bytes:,} bytes, "
                       f"ratio {report.ratio:.2f}x, {report.bits_per_weight:.3f} bits/weight, "
-                      f"SQNR {_fmt(report.sqnr_db, 1)} dB, {report.seconds:.1f} s")
+                      f"{_sqnr_summary(report)}, {summary['seconds']:.1f} s", markup=False)
+
+
+def _sqnr_summary(report) -> str:
+    """The model's SQNR for the summary line (see _sqnr)."""
+    if math.isfinite(report.sqnr_db):
+        return f"SQNR {report.sqnr_db:.1f} dB"
+    if all(_is_lossless(t.method) for t in report.tensors):
+        return "lossless"
+    return "exact: every quantized value already sat on its grid"
 
 
 def _note_nvdec() -> None:
@@ -227,9 +246,8 @@ def _note_nvdec() -> None:
     from zoocodec.codecs import nvdec  # noqa: PLC0415
 
     if not nvdec.nvdec_available():
-        err_console.print("note: --hw nvdec: this machine has no usable NVDEC (no NVIDIA GPU with CuPy and "
-                          "PyNvVideoCodec); the stream is made for NVDEC, and decoding it here runs in software",
-                          markup=False, highlight=False, soft_wrap=True)
+        _note("--hw nvdec: this machine has no usable NVDEC (no NVIDIA GPU with CuPy and PyNvVideoCodec); "
+              "the stream is made for NVDEC, and decoding it here runs in software")
 
 
 def _preset(name: str, method: str, step, bits, per_tensor, target_bpw, target_loss) -> tuple[str, float | None]:
@@ -248,7 +266,7 @@ def _preset(name: str, method: str, step, bits, per_tensor, target_bpw, target_l
 
 def _auto(model: str, output: Path, target_loss: str, task: str | None, method, min_size: int,
           json_out: bool, inputs: Path | None, module: str | None, output_kind: str | None,
-          choose_coder: bool) -> None:
+          choose_coder: bool, start: float) -> None:
     """compress --target-loss: search the per-tensor steps, verify on the task (or the user's inputs), report.
     A coder the user named is kept; otherwise a context coder's method gets the cheaper context coder."""
     from zoocodec.tuning.auto import auto_compress, parse_loss  # noqa: PLC0415
@@ -266,14 +284,14 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
                "loss_high": r.loss_high, "inputs": r.inputs,
                "base_step": r.base_step, "strength": r.strength, "method": r.method, "params": rep.params, "bytes_in": rep.bytes_in,
                "weight_bytes": rep.weight_bytes, "ratio": rep.ratio, "bits_per_weight": rep.bits_per_weight,
-               "seconds": r.seconds}
+               "seconds": time.perf_counter() - start}
     if json_out:
         print(json.dumps(summary, indent=2))
     else:
         console.print(f"{output}: {r.task} {r.metric} {r.value:.4f} (original {r.baseline:.4f}, loss "
                       f"{100 * r.loss:.3f}%, 95% bound {100 * r.loss_high:.3f}% <= {100 * r.target_loss:g}% on "
                       f"{r.inputs:,} inputs), ratio {rep.ratio:.2f}x, "
-                      f"{rep.bits_per_weight:.3f} bits/weight, {r.seconds:.1f} s")
+                      f"{rep.bits_per_weight:.3f} bits/weight, {summary['seconds']:.1f} s", markup=False)
 
 
 @app.command()
@@ -297,6 +315,7 @@ def evaluate(
     """
     from zoocodec.device import resolve  # noqa: PLC0415
 
+    _typed(model, *([compressed] if compressed else []))
     dev = resolve(device)  # a GPU that is not there fails before any work
     if compressed is not None or inputs is not None or module is not None or output_kind is not None:
         if dev.is_gpu:
@@ -320,7 +339,7 @@ def evaluate(
     if json_out:
         print(json.dumps([m.to_dict() for m in metrics], indent=2))
         return
-    table = Table(title=str(compressed or model))
+    table = Table(title=escape(str(compressed or model)))
     for col in ("task", "metric", "value", "original", "delta", "95% interval", "inputs"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right", no_wrap=True)
     for m in metrics:
@@ -372,6 +391,7 @@ def decompress(
     max_memory: MaxMemory = None,
 ):
     """Decode a .zc container back into a model file in its original format."""
+    start = time.perf_counter()
     from zoocodec.device import resolve  # noqa: PLC0415
     from zoocodec.pipeline.core import Archive, decompress as run, inspect as info_of  # noqa: PLC0415
     from zoocodec.pipeline.modelio import output_format  # noqa: PLC0415
@@ -381,13 +401,12 @@ def decompress(
         total = len(a.names())
         fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
     _check_output(output, [container], folder=fmt == "hf")
-    start = time.perf_counter()
     with _progress(total, "decoding") as step:
         run(container, output, fmt, progress=step, device=dev)
     info = info_of(container)
     console.print(f"wrote {output} ({fmt}): {total} tensors, {info['params']:,} weights, "
                   f"{info['weight_bytes']:,} -> {info['bytes_in']:,} bytes (ratio {info['ratio']:.2f}x, "
-                  f"{info['bits_per_weight']:.3f} bits/weight), {time.perf_counter() - start:.1f} s", highlight=False)
+                  f"{info['bits_per_weight']:.3f} bits/weight), {time.perf_counter() - start:.1f} s", highlight=False, markup=False)
     for line in _auto_lines(info.get("meta") or {}):
         console.print(line, highlight=False)
 
@@ -432,63 +451,87 @@ def inspect(
     if json_out:
         print(json.dumps(info, indent=2))
         return
-    table = Table(title=f"{container}  ({info['source']}, zoocodec {info['zoocodec']})")
+    table = Table(title=escape(f"{container}  ({info['source']}, zoocodec {info['zoocodec']})"))
     for col in ("tensor", "shape", "dtype", "method", "bits/w", "ratio", "SQNR dB"):
         table.add_column(col, justify="right" if col in ("bits/w", "ratio", "SQNR dB") else "left")
     for r in info["tensors"]:
         table.add_row(r["name"], "x".join(map(str, r["shape"])), r["dtype"], r["method"],
-                      f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.2f}", _fmt(r["sqnr_db"], 1))
+                      f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.2f}", _sqnr(r["sqnr_db"], _is_lossless(r["method"])))
     console.print(table)
+    if any(_sqnr(r["sqnr_db"], _is_lossless(r["method"])) == "on grid" for r in info["tensors"]):
+        console.print("on grid: the tensor's values already sat exactly on its quantization grid (no error; "
+                      "a decompressed file compressed again)", highlight=False, markup=False)
     console.print(f"{info['params']:,} weights, {info['bytes_in']:,} -> {info['weight_bytes']:,} bytes "
                   f"(+{info['file_bytes'] - info['weight_bytes']:,} attached), "
-                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight", highlight=False)
+                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight", highlight=False, markup=False)
     for line in _auto_lines(info["meta"]):
         console.print(line, highlight=False)
 
 
-def _inspect_seq(container: Path, json_out: bool) -> None:
-    """A sequence file: members, mode, and per tensor and per member what it costs."""
+def _seq_info(container: Path) -> dict:
+    """A sequence file's numbers, one definition for compress-seq and inspect: per member, the
+    bytes of its own streams (every tensor, quantized or exact) over its weights; on average,
+    the whole file (shared steps and header included) over all members' weights."""
     from zoocodec.methods import spec_from_dict  # noqa: PLC0415
     from zoocodec.pipeline.core import native_dtype  # noqa: PLC0415
-    from zoocodec.pipeline.sequence import SeqArchive  # noqa: PLC0415
+    from zoocodec.pipeline.sequence import SeqArchive, member_bytes  # noqa: PLC0415
 
     with SeqArchive(container) as a:
         h, labels = a.header, a.labels
-    n = len(labels)
-    rows, per_member = [], [0] * n
-    for e in h["tensors"]:
-        numel = math.prod(e["shape"])
-        nbytes = sum(v[1] for v in e["segments"].values())
-        for i in range(n):
-            per_member[i] += e["segments"].get(f"m{i}", [0, 0])[1]
-        kind = e["side"].get("kind", "?")
-        coding = f"{kind} {spec_from_dict(e['method']['spec'])}" if kind == "quantized" else kind
-        rows.append({"name": e["name"], "shape": e["shape"], "dtype": e["dtype"], "coding": coding, "bytes": nbytes,
-                     "bits_per_weight": 8 * nbytes / max(numel * n, 1)})
+        n = len(labels)
+        rows, per_member = [], [0] * n
+        for e in h["tensors"]:
+            numel = math.prod(e["shape"])
+            segs = e["segments"]
+            if "video" in segs:  # one stream: each member's frames
+                sizes = member_bytes({"video": a.container.segment(e["name"], tuple(segs["video"]))}, n)
+            else:  # member i's streams are m{i} (on the grid) or m{i}.NAME (each member coded alone)
+                sizes = [sum(v[1] for k, v in segs.items() if k.split(".")[0] == f"m{i}") for i in range(n)]
+            for i, b in enumerate(sizes):
+                per_member[i] += b
+            seq = spec_from_dict(e["method"])
+            coding = str(seq.inner) if seq.mode == "independent" else f"{seq.mode} {seq.inner}"
+            rows.append({"name": e["name"], "shape": e["shape"], "dtype": e["dtype"], "coding": coding,
+                         "bytes": sum(v[1] for v in e["segments"].values()),
+                         "bits_per_weight": 8 * sum(v[1] for v in e["segments"].values()) / max(numel * n, 1)})
     params = sum(math.prod(e["shape"]) for e in h["tensors"])
     bytes_in = n * sum(math.prod(e["shape"]) * native_dtype(e["dtype"]).itemsize for e in h["tensors"])
     size = container.stat().st_size
     weight_bytes = size - sum(seg[1] for seg in h["files"].values())
     seq = h["meta"]["sequence"]
-    info = {"path": str(container), "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
+    return {"path": str(container), "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
             "params_per_member": params, "file_bytes": size, "weight_bytes": weight_bytes, "bytes_in": bytes_in,
             "ratio": bytes_in / max(weight_bytes, 1), "bits_per_weight": 8 * weight_bytes / max(params * n, 1),
-            "member_bytes": dict(zip(labels, per_member)) if seq["mode"] != "video" else None, "tensors": rows}
+            "member_bytes": dict(zip(labels, per_member)), "shared_bytes": weight_bytes - sum(per_member),
+            "member_bits_per_weight": {k: 8 * v / max(params, 1) for k, v in zip(labels, per_member)},
+            "tensors": rows}
+
+
+def _seq_lines(info: dict) -> list[str]:
+    """The summary lines compress-seq and inspect print for a sequence file."""
+    n, params = len(info["member_bytes"]), info["params_per_member"]
+    return [f"members (own streams): " + ", ".join(f"{k} {v:.3f}" for k, v in info["member_bits_per_weight"].items())
+            + f" bits/weight; shared by all (steps, header): {info['shared_bytes']:,} bytes",
+            f"{n} members x {params:,} weights, {info['bytes_in']:,} -> {info['weight_bytes']:,} bytes, "
+            f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight on average (whole file)"]
+
+
+def _inspect_seq(container: Path, json_out: bool) -> None:
+    """A sequence file: members, mode, and per tensor and per member what it costs."""
+    info = _seq_info(container)
     if json_out:
         print(json.dumps(info, indent=2))
         return
-    table = Table(title=f"{container}  (sequence of {n}, mode {seq['mode']}, keyint {seq.get('keyint', 0)})")
+    seq = info["sequence"]
+    table = Table(title=escape(f"{container}  (sequence of {len(seq['members'])}, mode {seq['mode']}, keyint {seq['keyint']})"))
     for col in ("tensor", "shape", "dtype", "coding", "bytes", "bits/w per member"):
         table.add_column(col, justify="right" if col in ("bytes", "bits/w per member") else "left")
-    for r in rows:
+    for r in info["tensors"]:
         table.add_row(r["name"], "x".join(map(str, r["shape"])), r["dtype"], r["coding"], f"{r['bytes']:,}",
                       f"{r['bits_per_weight']:.3f}")
     console.print(table)
-    if info["member_bytes"]:
-        console.print("members: " + ", ".join(f"{k} {8 * v / max(params, 1):.3f} bits/weight"
-                                              for k, v in info["member_bytes"].items()), highlight=False)
-    console.print(f"{n} members x {params:,} weights, {bytes_in:,} -> {weight_bytes:,} bytes, "
-                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight on average", highlight=False)
+    for line in _seq_lines(info):
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -504,22 +547,26 @@ def sweep(
     from zoocodec.jobs import report as rep, run as runner, spec as sweep_spec  # noqa: PLC0415
 
     sw = sweep_spec.load(spec, out)
-    err_console.print(f"sweep {sw.name}: {len(sw.items)} work items -> {sw.out}")
+    err_console.print(f"sweep {sw.name}: {len(sw.items)} work items -> {sw.out}", markup=False)
     with _sweep_progress() as progress:
         outcome = runner.run(sw, address, max_parallel, num_cpus, progress=progress)
     err_console.print(f"{outcome.where}: {outcome.ok} ok, {outcome.failed} failed, {outcome.skipped} already done, "
-                      f"{outcome.seconds:.1f} s")
-    runs = rep.ok_runs(sw.out, {i.work_id for i in sw.items})
-    for s in rep.summaries(runs, sw.budgets):
-        table = Table(title=f"sweep {sw.name}: {s.note}")
-        for col in s.columns:
-            table.add_column(col)
-        for row in s.rows:
-            table.add_row(*row)
-        console.print(table)
-    console.print(f"results: {sw.out / 'runs'} and {sw.out / 'tensors'} (Parquet)")
+                      f"{outcome.seconds:.1f} s", markup=False)
+    _print_summaries(sw.name, rep.summaries(rep.ok_runs(sw.out, {i.work_id for i in sw.items}), sw.budgets))
+    console.print(f"results: {sw.out / 'runs'} and {sw.out / 'tensors'} (Parquet)", markup=False)
     if report:
-        console.print(f"report: {rep.write(sw.out, sw.out / 'report.html', sw.budgets, title=f'zoocodec sweep {sw.name}')}")
+        console.print(f"report: {rep.write(sw.out, sw.out / 'report.html', sw.budgets, title=f'zoocodec sweep {sw.name}')}", markup=False)
+
+
+def _print_summaries(name: str, summaries) -> None:
+    """A sweep's summary tables, their text printed as written (`tasks: [lee, wordsim]` is no markup)."""
+    for s in summaries:
+        table = Table(title=escape(f"sweep {name}: {s.note}"))
+        for col in s.columns:
+            table.add_column(escape(col))
+        for row in s.rows:
+            table.add_row(*map(escape, row))
+        console.print(table)
 
 
 @contextmanager
@@ -571,14 +618,14 @@ def report(
     from zoocodec.jobs import report as rep  # noqa: PLC0415
 
     _check_output(output, [results])
-    console.print(f"wrote {rep.write(results, output)}")
+    console.print(f"wrote {rep.write(results, output)}", markup=False)
 
 
 @app.command("compress-seq")
 def compress_seq(
     models: Annotated[list[str], typer.Argument(help="the members in order (files or zoo names), one architecture")],
     output: Annotated[Path, typer.Option("-o", "--output", help="the .zc file to write")],
-    mode: Annotated[str, typer.Option(help="delta (member minus predecessor; the smallest in bench/video.py) | video (inter-coded) | independent")] = "delta",
+    mode: Annotated[str, typer.Option(help="delta (member minus predecessor; the smallest in bench/bench_video.py) | video (inter-coded) | independent")] = "delta",
     method: Annotated[Optional[str], typer.Option(help="the shared grid (default uniform:bits=8)")] = None,
     coder: Annotated[Optional[str], typer.Option(help="video-h264 | video-hevc (video mode; default video-hevc), or ans | ctx for delta/independent")] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless (the default)")] = False,
@@ -589,25 +636,27 @@ def compress_seq(
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ):
     """Compress a sequence of same-architecture models (checkpoints, fine-tunes) into one .zc."""
+    start = time.perf_counter()
     from zoocodec.pipeline.sequence import compress_seq as run  # noqa: PLC0415
 
+    _typed(*models)
     _check_output(output, [_model_path(m) for m in models])
     spec = _build_spec(method or "uniform:bits=8", coder=coder or ("video-hevc" if mode == "video" else None),
                        lossless=lossless, crf=crf, hw=hw)
     if hw == "nvdec":
         _note_nvdec()
     with _working(f"compressing {len(models)} members"):
-        report = run(models, output, spec, mode, keyint, min_size=min_size)
-    summary = {"output": str(output), "spec": str(spec), "mode": mode, "keyint": keyint, "members": report.labels,
-               "bits_per_weight": report.bits_per_weight, "mean_bits_per_weight": report.mean_bits_per_weight,
-               "file_bytes": report.file_bytes, "seconds": report.seconds}
+        run(models, output, spec, mode, keyint, min_size=min_size)
+    info = _seq_info(output)
+    seconds = time.perf_counter() - start
     if json_out:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({"output": str(output), "spec": str(spec), "mode": mode, "keyint": keyint,
+                          "seconds": seconds, **{k: v for k, v in info.items() if k not in ("path", "tensors")}},
+                         indent=2))
     else:
-        console.print(f"{output}: {len(models)} members, {report.quantized_params:,} quantized weights each, "
-                      f"{report.mean_bits_per_weight:.3f} bits/weight on average "
-                      f"({', '.join(f'{b:.2f}' for b in report.bits_per_weight)}), {report.file_bytes:,} bytes, "
-                      f"{report.seconds:.1f} s")
+        console.print(f"{output}: {info['file_bytes']:,} bytes, {seconds:.1f} s", highlight=False, markup=False)
+        for line in _seq_lines(info):
+            console.print(line, highlight=False, markup=False)
 
 
 @app.command("decompress-seq")
@@ -631,7 +680,7 @@ def decompress_seq(
     _check_output(output, [container], folder=fmt == "hf")
     with _working(f"decoding member {which}"):
         run(container, which, output, fmt)
-    console.print(f"wrote {output} ({fmt}): member {which} of {container}", highlight=False)
+    console.print(f"wrote {output} ({fmt}): member {which} of {container}", highlight=False, markup=False)
 
 
 @app.command()
@@ -661,7 +710,7 @@ def methods(
         console.print("[bold]presets[/bold] (compress --preset NAME)")
         for k, p in presets.items():
             opts = " ".join(f"--{o.replace('_', '-')} {v}" for o, v in p["options"].items())
-            console.print(f"  {k:<14} {opts}: {p['about']}", highlight=False)
+            console.print(f"  {k:<14} {opts}: {p['about']}", highlight=False, markup=False)
 
 
 def _print_spec(m: dict, note: str) -> None:
@@ -708,11 +757,30 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Compress neural-network weights and measure what it costs."""
 
 
+_NOTES: list[str] = []
+
+
+def _note(text: str) -> None:
+    """A `note:` line for stderr, printed once the command has succeeded: a failed or
+    interrupted command prints its one error line alone."""
+    if text not in _NOTES:
+        _NOTES.append(text)
+
+
+def _typed(*models: str) -> None:
+    """Notes for the model names the user typed (a zoo name with a local file of that name)."""
+    from zoocodec.pipeline import zoo  # noqa: PLC0415
+
+    for model in models:
+        if (note := zoo.shadowed(model)) is not None:
+            _note(note)
+
+
 class _Notes(logging.Handler):
-    """zoocodec's warnings (e.g. which model a name meant) as `note:` lines on stderr."""
+    """zoocodec's warnings (e.g. NVDEC falling back to software) as notes."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"note: {record.getMessage()}", markup=False, highlight=False, soft_wrap=True)
+        _note(record.getMessage())
 
 
 def _show_warnings() -> None:
@@ -733,8 +801,12 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
+    _NOTES.clear()
     try:
         code = app(standalone_mode=False)
+        if code in (None, 0):
+            for text in _NOTES:
+                err_console.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     except Exception as e:

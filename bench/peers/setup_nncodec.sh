@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build NNCodec (PyPI `nncodec`, the MPEG NNR reference software) in its OWN virtual
-# environment, for bench/head_to_head.py. Never touches the project's venv.
+# environment, for bench/bench_head_to_head.py. Never touches the project's venv.
 #
 # Why a separate venv: nncodec declares unpinned `torch>=2` and `torchvision>=0.15`, so a
 # plain `pip install nncodec` replaces the project's pinned torch with a CUDA build and adds

@@ -1,22 +1,14 @@
-"""bench/coding.py's translation of NNCodec's levels: NNCodec's quantization indices <-> the
+"""bench/bench_coding.py's translation of NNCodec's levels: NNCodec's quantization indices <-> the
 levels its coder codes under its 8-state machine, and cabac round-tripping them exactly."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("coding", ROOT / "bench" / "coding.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["coding"] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench_coding")  # bench/ is on sys.path (conftest.py)
 
 
 def test_indices_and_levels_translate_both_ways_and_code_exactly():

@@ -1,23 +1,15 @@
-"""bench/head_to_head.py --quick end to end: every tool runs, decoded models reload and evaluate."""
+"""bench/bench_head_to_head.py --quick end to end: every tool runs, decoded models reload and evaluate."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("head_to_head", ROOT / "bench" / "head_to_head.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["head_to_head"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench_head_to_head")  # bench/ is on sys.path (conftest.py)
 
 
 @pytest.mark.slow

@@ -116,7 +116,8 @@ def test_regress_passes_identical_results_and_flags_a_worse_ratio(swept):
     sweep, tmp = swept
     same = run_script("regress", "--baseline", sweep.out, "--current", sweep.out)
     assert same.returncode == 0, same.stderr
-    assert "3 work items compared, 0 regressions" in same.stdout
+    assert same.stdout.startswith("3 work items in the baseline, 3 in the current results: 3 compared, 0 missing, "
+                                  "0 new. 0 regressed (0 missing, 0 worse), 0 improved.")
 
     method = "uniform:bits=4,per_tensor=False,coder=ans"
     _scaled_copy(sweep.out, tmp / "worse", 0.98, method)
@@ -140,6 +141,26 @@ def test_regress_flags_failures_and_missing_items(swept, tmp_path):
     next((out / "runs").glob(f"*/{sweep.items[1].work_id}.parquet")).unlink()
     measures = sorted(c.measure for c in regress.compare(sweep.out, out).regressions)
     assert measures == ["missing", "status"]
+
+
+def test_regress_counts_add_up_and_list_new_items(swept, tmp_path):
+    """Issue 22: '4 work items compared, 20 regressions' against a smaller sweep, and '1 new'
+    never listed. Every baseline item is compared or missing; new items are listed."""
+    sweep, _ = swept
+    fewer = tmp_path / "fewer"
+    shutil.copytree(sweep.out, fewer)
+    for item in sweep.items[1:]:
+        next((fewer / "runs").glob(f"*/{item.work_id}.parquet")).unlink()
+    _scaled_copy(fewer, tmp_path / "fewer-worse", 0.9, res.Results(fewer).runs().to_pylist()[0]["method"])
+    text = regress.compare(sweep.out, tmp_path / "fewer-worse").markdown()
+    assert text.startswith("3 work items in the baseline, 1 in the current results: 1 compared, 2 missing, 0 new. "
+                           "3 regressed (2 missing, 1 worse), 0 improved.")
+    assert text.count("| regression |") == 3
+    back = regress.compare(fewer, sweep.out)
+    text = back.markdown()
+    assert text.startswith("1 work items in the baseline, 3 in the current results: 1 compared, 0 missing, 2 new. "
+                           "0 regressed (0 missing, 0 worse), 0 improved.")
+    assert text.count("| new | mnist-cnn |") == 2 and not back.regressions
 
 
 def test_bad_tolerance_is_a_user_error():

@@ -1,5 +1,5 @@
 """Peak memory of compress and decompress, measured in a fresh process, as a multiple of the
-largest tensor's own bytes: at most 3x and 2x (bench/memory.py measures the 1 GB case;
+largest tensor's own bytes: at most 3x and 2x (bench/bench_memory.py measures the 1 GB case;
 before streaming, a 64 MB tensor took 11.0x and 6.4x in fp32, 24x and 16x in bf16:
 bench/results/memory-before-64mb-*.json)."""
 import json

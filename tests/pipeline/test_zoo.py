@@ -1,6 +1,5 @@
 """Zoo names: a name means the zoo model; a local file of that name is used only when written as a path."""
 import json
-import logging
 
 from safetensors.torch import save_file
 
@@ -17,13 +16,13 @@ def _shadow(tmp_path, mnist_path):
     return tmp_path / "mnist-cnn"
 
 
-def test_a_zoo_name_means_the_zoo_model_and_says_so(tmp_path, mnist_path, monkeypatch, caplog):
+def test_a_zoo_name_means_the_zoo_model_and_says_so(tmp_path, mnist_path, monkeypatch):
     local = _shadow(tmp_path, mnist_path)
     monkeypatch.chdir(tmp_path)
-    zoo._shadow_noted.clear()
-    with caplog.at_level(logging.WARNING, logger="zoocodec"):
-        assert zoo.locate("mnist-cnn") == mnist_path
-    assert "using the zoo model" in caplog.text and "./mnist-cnn" in caplog.text
+    assert zoo.locate("mnist-cnn") == mnist_path
+    note = zoo.shadowed("mnist-cnn")
+    assert "using the zoo model" in note and "./mnist-cnn" in note
+    assert zoo.shadowed("./mnist-cnn") is None and zoo.shadowed("fmnist-cnn") is None
     assert zoo.locate("./mnist-cnn").resolve() == local.resolve()
     assert "conv.weight" in load("./mnist-cnn").names and "conv.weight" not in load("mnist-cnn").names
 

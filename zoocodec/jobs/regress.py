@@ -4,7 +4,10 @@ A work id is the same model content, method spec and format version, so a change
 its numbers is a change in zoocodec. Checked per matching id: status (ok -> failed),
 compression ratio (relative, `ratio=1%`), every accuracy metric (its drop, in percentage
 points of its baseline, `metric=0.2%`) and weight SQNR (`sqnr=0.1` dB). A baseline id
-missing from the current results counts as a regression: the work silently vanished.
+missing from the current results counts as a regression: the work silently vanished. An id
+only in the current results is listed as new. The counts are of work items, and add up: every
+baseline item is compared or missing; an item regressed once, however many of its measures
+got worse.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ DEFAULT_TOLERANCE = {"ratio": 1.0, "metric": 0.2, "sqnr": 0.1}
 
 @dataclass
 class Change:
-    verdict: str  # regression | improvement
+    verdict: str  # regression | improvement | new
+    work_id: str
     model: str
     method: str
     measure: str
@@ -30,22 +34,35 @@ class Change:
 
 @dataclass
 class Comparison:
+    baseline: int  # work items in each results folder
+    current: int
     matched: int
-    only_current: int
     changes: list[Change] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[Change]:
         return [c for c in self.changes if c.verdict == "regression"]
 
+    def items(self, verdict: str, measure: str | None = None) -> int:
+        """How many work items have a change of this verdict (and measure)."""
+        return len({c.work_id for c in self.changes if c.verdict == verdict and measure in (None, c.measure)})
+
+    def improved(self) -> int:
+        """Work items that got better and none of whose measures got worse."""
+        worse = {c.work_id for c in self.regressions}
+        return len({c.work_id for c in self.changes if c.verdict == "improvement" and c.work_id not in worse})
+
     def markdown(self) -> str:
-        lines = [f"{self.matched} work items compared, {len(self.regressions)} regressions, "
-                 f"{len(self.changes) - len(self.regressions)} improvements"
-                 + (f", {self.only_current} new" if self.only_current else "") + ".", ""]
+        missing, new = self.items("regression", "missing"), self.items("new")
+        regressed = self.items("regression")
+        lines = [f"{self.baseline} work items in the baseline, {self.current} in the current results: "
+                 f"{self.matched} compared, {missing} missing, {new} new. {regressed} regressed "
+                 f"({missing} missing, {regressed - missing} worse), {self.improved()} improved.", ""]
         if self.changes:
             lines += ["| verdict | model | method | measure | baseline | current | change |",
                       "| --- | --- | --- | --- | ---: | ---: | ---: |"]
-            order = sorted(self.changes, key=lambda c: (c.verdict != "regression", c.model, c.method, c.measure))
+            rank = {"regression": 0, "new": 1, "improvement": 2}
+            order = sorted(self.changes, key=lambda c: (rank[c.verdict], c.model, c.method, c.measure))
             lines += [f"| {c.verdict} | {c.model} | `{c.method}` | {c.measure} | {c.baseline} | {c.current} | {c.change} |"
                       for c in order]
         return "\n".join(lines) + "\n"
@@ -72,38 +89,41 @@ def compare(baseline: str | os.PathLike, current: str | os.PathLike, tolerance: 
     tol = tolerance or DEFAULT_TOLERANCE
     base = {r["work_id"]: r for r in Results(baseline).runs().to_pylist()}
     cur = {r["work_id"]: r for r in Results(current).runs().to_pylist()}
-    out = Comparison(matched=len(base.keys() & cur.keys()), only_current=len(cur.keys() - base.keys()))
+    out = Comparison(baseline=len(base), current=len(cur), matched=len(base.keys() & cur.keys()))
+    for wid in sorted(cur.keys() - base.keys()):
+        c = cur[wid]
+        out.changes.append(Change("new", wid, c["model"], c["method"], "added", "absent", c["status"], ""))
     for wid, b in sorted(base.items()):
         c = cur.get(wid)
         if c is None:
-            out.changes.append(Change("regression", b["model"], b["method"], "missing", b["status"], "absent", ""))
+            out.changes.append(Change("regression", wid, b["model"], b["method"], "missing", b["status"], "absent", ""))
             continue
         if b["status"] != c["status"]:
             verdict = "regression" if b["status"] == "ok" else "improvement"
-            out.changes.append(Change(verdict, b["model"], b["method"], "status", b["status"], c["status"],
+            out.changes.append(Change(verdict, wid, b["model"], b["method"], "status", b["status"], c["status"],
                                       (c["error"] or "")[:80]))
             continue
         if b["status"] != "ok":
             continue
         rel = 100 * (c["ratio"] / b["ratio"] - 1)
         if abs(rel) > tol["ratio"]:
-            out.changes.append(Change("regression" if rel < 0 else "improvement", b["model"], b["method"], "ratio",
+            out.changes.append(Change("regression" if rel < 0 else "improvement", wid, b["model"], b["method"], "ratio",
                                       f"{b['ratio']:.4f}", f"{c['ratio']:.4f}", f"{rel:+.2f}%"))
         bs, cs = b["sqnr_db"], c["sqnr_db"]
         if (bs is None) != (cs is None) or (bs is not None and abs(cs - bs) > tol["sqnr"]):
             worse = cs is not None and (bs is None or cs < bs)
-            out.changes.append(Change("regression" if worse else "improvement", b["model"], b["method"], "SQNR dB",
+            out.changes.append(Change("regression" if worse else "improvement", wid, b["model"], b["method"], "SQNR dB",
                                       _db(bs), _db(cs), "" if bs is None or cs is None else f"{cs - bs:+.2f} dB"))
         cur_metrics = {(m["task"], m["metric"]): m for m in c["metrics"]}
         for m in b["metrics"]:
             n = cur_metrics.get((m["task"], m["metric"]))
             name = f"{m['task']} {m['metric']}"
             if n is None:
-                out.changes.append(Change("regression", b["model"], b["method"], name, f"{m['value']:.5g}", "absent", ""))
+                out.changes.append(Change("regression", wid, b["model"], b["method"], name, f"{m['value']:.5g}", "absent", ""))
                 continue
             worse_by = _worse_by(m, n)
             if abs(worse_by) > tol["metric"]:
-                out.changes.append(Change("regression" if worse_by > 0 else "improvement", b["model"], b["method"], name,
+                out.changes.append(Change("regression" if worse_by > 0 else "improvement", wid, b["model"], b["method"], name,
                                           f"{m['value']:.5g}", f"{n['value']:.5g}", f"{-worse_by:+.3f} pp"))
     return out
 

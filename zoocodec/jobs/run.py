@@ -1,6 +1,6 @@
 """Run a sweep: one Ray task per work item, results written by the driver as they arrive.
 
-Why tasks (and not an actor per model, or Ray Data): bench/sweep.py measured the three
+Why tasks (and not an actor per model, or Ray Data): bench/bench_sweep.py measured the three
 on this machine; per-item overhead of a task is about a millisecond against 0.06-4 s of
 compression per item, loading a model is a small part of compressing it, and a task is
 the unit Ray retries on its own after a worker crash (`max_retries`), which an actor pool

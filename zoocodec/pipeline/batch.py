@@ -89,7 +89,7 @@ def run(tensors: Iterable[TensorData], choose: Callable[[TensorData], MethodSpec
                     yield from _done(queue)
             # memory: the next window is read once this one's predecessors are written, so at most
             # two windows are in flight (one quantizing, one coding); a tensor as large as a window
-            # is coded before the next is read (peak memory: one large tensor, bench/memory.py)
+            # is coded before the next is read (peak memory: one large tensor, bench/bench_memory.py)
             large = len(items) == 1 and items[0][0].array.nbytes >= window
             yield from _drain(queue, before=n + 1 if large or not pool else n)
         yield from _drain(queue, before=None)

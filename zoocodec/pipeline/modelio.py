@@ -3,7 +3,7 @@
 Reading streams tensor by tensor (a safetensors tensor is read into its own memory, a .pt
 checkpoint is memory-mapped), and safetensors files and Hugging Face folders are written
 tensor by tensor (LazyTensors), so neither holds the model: peak memory follows the largest
-tensor (bench/memory.py). PyTorch and ONNX outputs are built whole by their libraries. What is needed to write the model back in its own
+tensor (bench/bench_memory.py). PyTorch and ONNX outputs are built whole by their libraries. What is needed to write the model back in its own
 format (nesting of a checkpoint, the ONNX graph, a Hugging Face folder's small files and
 shard map) travels as `layout` (JSON) and `files` (bytes) in the container.
 """
@@ -90,7 +90,7 @@ def sniff(path: Path) -> str:
         head = f.read(16)
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32:
         return "safetensors"
-    if head[:4] == b"PK\x03\x04" or head[:2] == b"\x80\x02" or path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip, or a legacy pickle (any protocol)
         return "pytorch"
     if path.suffix == ".onnx":
         return "onnx"

@@ -88,7 +88,7 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
             enc = chosen.encode(TensorData(t0.name, t0.dtype, np.stack([t.array for t in members])))
             if quantize:
                 report.quantized_params += t0.array.size
-                for i, b in enumerate(_member_bytes(enc.segments, n)):
+                for i, b in enumerate(member_bytes(enc.segments, n)):
                     report.member_bytes[i] += b
                 for i, t in enumerate(members):
                     sq_err[i] += float(np.sum((t.float64() - TensorData(t.name, t.dtype, enc.recon[i]).float64()) ** 2))
@@ -116,7 +116,7 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
     return report
 
 
-def _member_bytes(segments: dict[str, bytes], n: int) -> list[int]:
+def member_bytes(segments: dict[str, bytes], n: int) -> list[int]:
     """Coded bytes of each member: its own stream, or its frames of the video stream (the stream
     header and CRCs counted with the first member)."""
     if "video" not in segments:

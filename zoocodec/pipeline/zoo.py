@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import logging
 import os
 import shutil
 import tempfile
@@ -18,9 +17,6 @@ from typing import Any
 import yaml
 
 from zoocodec.errors import ModelFormatError, ZoocodecError
-
-log = logging.getLogger(__name__)
-
 
 @functools.cache
 def registry() -> dict[str, dict[str, Any]]:
@@ -184,20 +180,19 @@ def is_zoo_name(model: str | os.PathLike) -> bool:
     return isinstance(model, str) and model in registry() and "/" not in model and os.sep not in model
 
 
-_shadow_noted: set[str] = set()
+def shadowed(model: str | os.PathLike) -> str | None:
+    """What to tell a user who typed a zoo name while a file or folder of that name exists
+    here (the zoo model is used; `./NAME` names the local one), else None. Only for names
+    the user typed: zoocodec resolves names internally too (the reference of a .zc)."""
+    if is_zoo_name(model) and Path(model).exists():
+        return f"{model}: using the zoo model; a local {model!r} also exists (write ./{model} to use it)"
+    return None
 
 
 def locate(model: str | os.PathLike) -> Path:
-    """What a model argument means: the zoo model for a zoo name, else the path as written.
-
-    A local file named like a zoo model never replaces it silently: the zoo model is used
-    and a warning says so (and how to name the local one).
-    """
+    """What a model argument means: the zoo model for a zoo name (even where a local file
+    of that name exists: see `shadowed`), else the path as written."""
     if is_zoo_name(model):
-        if Path(model).exists() and model not in _shadow_noted:
-            _shadow_noted.add(model)
-            log.warning("%s: using the zoo model; a local %r also exists (write ./%s to use it)",
-                        model, model, model)
         return resolve(model)
     if not Path(model).exists() and not is_model_path(str(model)):
         return resolve(str(model))  # neither a file nor a zoo name: the registry's error

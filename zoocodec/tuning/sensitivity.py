@@ -6,7 +6,7 @@ embedding table), run the task's inputs, and divide the fidelity loss (KL of log
 1 - cosine of embeddings, against the original) by numel * variance: the loss per unit of
 squared error per weight, which zoocodec.tuning.allocate turns into per-tensor steps
 (equal slope: step_t ~ 1/sqrt(s_t)). In the small-noise regime the loss is additive over
-tensors and linear in the variance; `predict` and bench/eval.py check that on real models.
+tensors and linear in the variance; `predict` and bench/bench_eval.py check that on real models.
 """
 from __future__ import annotations
 

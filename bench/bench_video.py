@@ -1,6 +1,6 @@
 """Video coding of weights vs zoocodec's entropy coders, measured on real models.
 
-    python bench/video.py [--quick]
+    python bench/bench_video.py [--quick]
 
 1. Lossless, single models (minilm, mnist-cnn) at 4/6/8 bits per channel: bits/weight of
    H.264 and HEVC (x264/x265 through PyAV) vs the order-0 ANS coder and the context coder
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from bench_common import machine, save  # noqa: E402
 
 import zoocodec  # noqa: E402
 from zoocodec.codecs import CODERS, parse_coder  # noqa: E402

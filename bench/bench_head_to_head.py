@@ -1,10 +1,10 @@
 """Head to head: zoocodec vs NNCodec, a Deep Compression-style baseline and lossless tools.
 
-    python bench/head_to_head.py            # the zoo models, judged on their full test sets
-    python bench/head_to_head.py --quick    # mnist-cnn, one setting per tool
-    python bench/head_to_head.py --full     # also mpnet
-    python bench/head_to_head.py --search-inputs   # judged on automatic mode's search subsets (faster)
-    python bench/head_to_head.py --lean     # only the tools that compete with NNCodec (quantize + code), timed once
+    python bench/bench_head_to_head.py            # the zoo models, judged on their full test sets
+    python bench/bench_head_to_head.py --quick    # mnist-cnn, one setting per tool
+    python bench/bench_head_to_head.py --full     # also mpnet
+    python bench/bench_head_to_head.py --search-inputs   # judged on automatic mode's search subsets (faster)
+    python bench/bench_head_to_head.py --lean     # only the tools that compete with NNCodec (quantize + code), timed once
 
 Every tool codes the same float tensors of the same real model in the same run; every
 decoded model is evaluated the same way (task metric and output fidelity against the
@@ -45,8 +45,7 @@ from zoocodec.methods import REGISTRY
 from zoocodec.pipeline.core import load
 from zoocodec.pipeline.modelio import to_torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine as _machine  # noqa: E402
+from bench_common import machine as _machine  # noqa: E402
 
 
 def machine() -> dict:

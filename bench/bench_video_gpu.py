@@ -1,7 +1,7 @@
 """NVDEC vs software decode of weight video, on a GPU machine: which profiles NVDEC takes,
 whether it returns exactly the software decoder's symbols, and how fast (to GPU memory).
 
-    python bench/video_gpu.py [--symbols FILE.npz] [--out bench/results]
+    python bench/bench_video_gpu.py [--symbols FILE.npz] [--out bench/results]
 
 The symbols are real minilm tensors quantized per channel (8/10/12 bits); without --symbols
 they are made from the installed minilm. Also records whether this GPU has NVENC.

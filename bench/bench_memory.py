@@ -1,7 +1,7 @@
 """Peak memory of compress and decompress on a model with one large tensor, as a multiple of
 that tensor's size in its own dtype, next to safetensors loading and saving the same file.
 
-    python bench/memory.py [--mib 1024] [--dtypes float32,bfloat16] [--specs uniform:bits=8,...]
+    python bench/bench_memory.py [--mib 1024] [--dtypes float32,bfloat16] [--specs uniform:bits=8,...]
 
 Each measurement runs in a fresh Python process: it imports everything, runs the same step
 once on a tiny model (so lazily imported modules and thread pools exist), resets the kernel's
@@ -21,7 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ("uniform:bits=8", "uniform:step=0.001", "dq:bits=8", "kmeans:k=16", "lossless")
@@ -132,7 +131,7 @@ def run(mib: int, dtypes: list[str], specs: list[str], folder: Path) -> list[dic
 
 
 def main() -> None:
-    from common import machine, save  # noqa: PLC0415
+    from bench_common import machine, save  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=1024, help="size of the large tensor in MiB")

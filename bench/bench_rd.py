@@ -1,7 +1,7 @@
 """Rate-distortion on minilm and mnist-cnn: one equal step, bit allocation, RDOQ, context coding.
 
-    nice -n 10 python bench/rd.py            # mnist-cnn and minilm (~45 min on 2 busy cores)
-    nice -n 10 python bench/rd.py --quick    # mnist-cnn only
+    nice -n 10 python bench/bench_rd.py            # mnist-cnn and minilm (~45 min on 2 busy cores)
+    nice -n 10 python bench/bench_rd.py --quick    # mnist-cnn only
 
 For every setting: the real .zc size (bits/weight over all parameters), model SQNR, and
 the task metric of the decoded model (minilm: cosine of the 300 lee_background.cor
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,8 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, save  # noqa: E402
+from bench_common import RESULTS, machine, save  # noqa: E402
 
 import zoocodec  # noqa: E402
 from zoocodec.eval.evaluate import evaluator, load_weights  # noqa: E402

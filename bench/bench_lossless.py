@@ -3,7 +3,7 @@ coder (byte planes, native rANS) against zipnn, measured in the same run on the 
 bytes, tensor by tensor, with 1 and 2 threads. Reports size and speed ratios (ours /
 zipnn); every decode is checked bit-exact.
 
-    python bench/lossless.py [--models mnist-cnn,...] [--repeats 3]
+    python bench/bench_lossless.py [--models mnist-cnn,...] [--repeats 3]
 
 zipnn overwrites the buffer handed to compress(): it gets a fresh copy each time.
 """
@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from bench_common import machine, save  # noqa: E402
 from zoocodec.codecs import floatplanes  # noqa: E402
 from zoocodec.pipeline import modelio, zoo  # noqa: E402
 

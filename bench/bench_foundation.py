@@ -6,7 +6,7 @@
 - lossless: zoocodec's float coder vs zstd-19 and zipnn on fp32 and bf16 weights;
 - encode and decode MB/s (fp32 bytes per second) for everything.
 
-    python bench/foundation.py [--quick]
+    python bench/bench_foundation.py [--quick]
 """
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ import numpy as np
 import torch
 import zstandard
 
-sys.path.insert(0, str(Path(__file__).parent))
 import zoocodec  # noqa: E402
-from common import machine, save  # noqa: E402
+from bench_common import machine, save  # noqa: E402
 from zoocodec.codecs import ans, floatplanes  # noqa: E402
 from zoocodec.codecs.base import order0_bits  # noqa: E402
 from zoocodec.eval.data import lee_documents  # noqa: E402

@@ -1,6 +1,6 @@
 """Rate-distortion of dither, dct, klt, prune and lowrank against plain uniform, in one run.
 
-    python bench/methods.py [--quick]      (--quick: mnist-cnn only)
+    python bench/bench_methods.py [--quick]      (--quick: mnist-cnn only)
 
 For each model (mnist-cnn, minilm) every float tensor the pipeline would quantize
 (>= 4096 weights) is encoded by each method setting; bits/weight counts every payload
@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")  # before NumPy loads its BLAS
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from bench_common import machine, save  # noqa: E402
 from zoocodec.kernels.prune import magnitude_mask  # noqa: E402
 from zoocodec.methods import TensorData, parse_spec  # noqa: E402
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load  # noqa: E402

@@ -1,6 +1,6 @@
 """Automatic mode with data-aware rounding (GPTQ + bias correction) against nearest rounding and dq.
 
-For each model and budget, automatic mode is run as bench/head_to_head.py runs it (the
+For each model and budget, automatic mode is run as bench/bench_head_to_head.py runs it (the
 whole model as a dict of tensors, min_size 64, sensitivities measured once and shared),
 once per configuration:
 - `dq+ctx nearest`: the head-to-head's method (trellis quantization, its own levels): before;
@@ -12,7 +12,7 @@ Every result is judged on the task's full input set by the pessimistic end of th
 budget come from bench/results/head_to_head.json (interpolated there, same judging; not
 rerun here), and `vs_nncodec` is NNCodec's size over ours.
 
-    nice -n 10 python bench/auto_rounding.py [--models fmnist-cnn] [--runs 1:uniform gptq,...] [--name N]
+    nice -n 10 python bench/bench_auto_rounding.py [--models fmnist-cnn] [--runs 1:uniform gptq,...] [--name N]
 
 Writes bench/results/auto-rounding-YYYY-MM-DD.json (N-YYYY-MM-DD.json).
 """
@@ -22,17 +22,15 @@ import argparse
 import datetime
 import json
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common import RESULTS, machine, save  # noqa: E402
+from bench_common import RESULTS, machine, save  # noqa: E402
 from zoocodec.pipeline.core import load  # noqa: E402
 from zoocodec.pipeline.modelio import to_torch  # noqa: E402
 from zoocodec.tuning.auto import auto_compress  # noqa: E402
@@ -43,7 +41,7 @@ CONFIGS = {  # the most telling first: results are saved after every run
     "uniform gptq lam=0.1": ("uniform:coder=ctx", "gptq", 0.1),
     "uniform nearest": ("uniform:coder=ctx", "nearest", 0.0),
 }
-MIN_SIZE = 64  # as bench/head_to_head.py
+MIN_SIZE = 64  # as bench/bench_head_to_head.py
 RUNS = ("1:uniform gptq", "0.5:uniform gptq", "1:uniform gptq lam=0.1", "1:dq+ctx nearest", "0.5:dq+ctx nearest",
         "1:uniform nearest", "0.5:uniform gptq lam=0.1")
 

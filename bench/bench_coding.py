@@ -1,6 +1,6 @@
 """Coding alone: zoocodec's `cabac` coder vs NNCodec 2.1.3 (DeepCABAC) on NNCodec's own levels.
 
-    python bench/coding.py [--models mnist-cnn fmnist-cnn effnet-lite0 minilm] [--qp -38 ... -20]
+    python bench/bench_coding.py [--models mnist-cnn fmnist-cnn effnet-lite0 minilm] [--qp -38 ... -20]
 
 For every zoo model and qp, NNCodec (in its own venv: bench/peers/setup_nncodec.sh;
 NNCODEC_PYTHON) encodes all float tensors with its defaults (8-state dependent
@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,8 +36,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from common import RESULTS, machine, save  # noqa: E402
+from bench_common import RESULTS, machine, save  # noqa: E402
 
 from zoocodec.codecs import cabac  # noqa: E402
 

@@ -7,20 +7,18 @@ Four ways through zoocodec.compress on real zoo models, interleaved, best of `--
   batched         the default: coding on threads, rdoq/dq grouped (`batch_on_cpu`)
 Every file's sha256 must equal the peer's.
 
-    python bench/batch.py [--models minilm minilm-attention mpnet] [--reps 2]     (JSON to bench/results/batch-DATE.json, or --name)
+    python bench/bench_batch.py [--models minilm minilm-attention mpnet] [--reps 2]     (JSON to bench/results/batch-DATE.json, or --name)
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from bench_common import machine, save  # noqa: E402
 
 CASES = {"minilm": ["uniform:bits=8", "kmeans:k=16"], "minilm-attention": ["dq:bits=6"], "mpnet": ["uniform:bits=8"]}
 

@@ -1,11 +1,11 @@
 """Clustering kernels: seconds per Lloyd iteration against scikit-learn and faiss, GPU bandwidth, RD points.
 
-    python bench/kernels.py [--quick]   CPU: k-means on 1M and 16M weights (k = 4, 16, 256) and
+    python bench/bench_kernels.py [--quick]   CPU: k-means on 1M and 16M weights (k = 4, 16, 256) and
                                         ternary LNQ on 100k 8x8 blocks; zoocodec vs scikit-learn
                                         KMeans and faiss-cpu in the same run (ratios)
-    python bench/kernels.py --gpu       GPU: seconds per Lloyd iteration and achieved bandwidth
+    python bench/bench_kernels.py --gpu       GPU: seconds per Lloyd iteration and achieved bandwidth
                                         (fraction of the device's peak) on 16M..256M weights
-    python bench/kernels.py --rd        bits/weight vs SQNR of kmeans, lnq, pq (and uniform for
+    python bench/bench_kernels.py --rd        bits/weight vs SQNR of kmeans, lnq, pq (and uniform for
                                         reference) on minilm and mnist-cnn, through zoocodec.compress
 
 Every peer gets the same data, the same initial centroids and the same thread count (2).
@@ -29,8 +29,7 @@ THREADS = 2
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 RESULTS = Path(__file__).parent / "results"
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import gpu_time, machine as _machine, save  # noqa: E402
+from bench_common import gpu_time, machine as _machine, save  # noqa: E402
 from zoocodec.kernels import kmeans as K  # noqa: E402
 from zoocodec.kernels import lnq as L  # noqa: E402
 

@@ -2,7 +2,7 @@
 safetensors, about 13.5 GB) compressed and decompressed on this machine: peak memory and time
 of each, next to safetensors reading and writing the same shards in the same run.
 
-    nice -n 10 python bench/big_model.py [--layers 32] [--dir /work/bigmodel] [--spec uniform:bits=8]
+    nice -n 10 python bench/bench_big_model.py [--layers 32] [--dir /work/bigmodel] [--spec uniform:bits=8]
 
 The weights are Gaussian random numbers (a generator's, not a trained model's: sizes and
 ratios are not those of a real model; memory and time are what this measures). Results are
@@ -22,7 +22,6 @@ import time
 import zlib
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 ROOT = Path(__file__).resolve().parent.parent
 HIDDEN, INTER, VOCAB = 4096, 11008, 32000
@@ -132,7 +131,7 @@ def step(name: str, src: Path, dst: Path, spec: str = "") -> dict:
 
 
 def main() -> None:
-    from common import machine, save  # noqa: PLC0415
+    from bench_common import machine, save  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=32, help="decoder layers (32: 6.74 B parameters)")

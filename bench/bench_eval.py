@@ -10,7 +10,7 @@ point that stays within the same budget. `sensitivity_check` compares the fideli
 sensitivities predict (sum of s_t x squared error) with the one measured, for uniform 8 and
 4 bits and the 1% plan.
 
-    nice -n 10 python bench/eval.py [--quick] [--models mnist-cnn,minilm]
+    nice -n 10 python bench/bench_eval.py [--quick] [--models mnist-cnn,minilm]
 
 One JSON per model in bench/results/eval-<model>.json (machine info included).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +27,7 @@ import numpy as np
 import torch
 
 import zoocodec
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine as _machine  # noqa: E402
+from bench_common import machine as _machine  # noqa: E402
 from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
 from zoocodec.tuning.sensitivity import embedding_groups, measure, predict, quantized_names
 from zoocodec.methods import spec_from_dict

@@ -6,20 +6,18 @@ same process (primary metric, its loss as a fraction of the baseline with the 95
 The peer is the default (`near-lossless`, uniform 8 bits per output channel) measured in
 the same run: `size_vs_default` is each preset's file size over the default's.
 
-    nice -n 10 python bench/presets.py [--models mnist-cnn,minilm] [--name presets]
+    nice -n 10 python bench/bench_presets.py [--models mnist-cnn,minilm] [--name presets]
 
 Writes bench/results/NAME-DATE.json (machine info included) and prints a markdown table.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save  # noqa: E402
+from bench_common import machine, save  # noqa: E402
 
 import zoocodec  # noqa: E402
 from zoocodec.catalog import PRESETS  # noqa: E402

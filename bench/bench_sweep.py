@@ -1,6 +1,6 @@
 """Sweep machinery on Ray: scheduling overhead, execution models, and scaling.
 
-    python bench/sweep.py [--quick]
+    python bench/bench_sweep.py [--quick]
 
 1. Overhead: N small work items (a real 2-tensor slice of mnist-cnn, one uniform step each)
    run four ways: zoocodec.compress in a plain loop (the peer), the same work items in a
@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback, before Ray is imported
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-import common  # noqa: E402
+import bench_common  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
@@ -174,7 +172,7 @@ def main() -> None:
     model = small_model(tmp)
     steps = [f"uniform:step={0.001 + 1e-6 * k:.6f}" for k in range(n_small)]
     small = make_sweep(tmp, str(model), steps, "small")
-    report: dict = {"machine": common.machine(("numpy", "torch", "ray", "pyarrow")), "items": n_small,
+    report: dict = {"machine": bench_common.machine(("numpy", "torch", "ray", "pyarrow")), "items": n_small,
                     "rounds": rounds, "timing": "best of the rounds (the machine is shared)",
                     "small_model": {"tensors": len(zoocodec.pipeline.core.load(model).names),
                                     "weights": sum(t.array.size for t in zoocodec.pipeline.core.load(model).tensors())}}
@@ -215,7 +213,7 @@ def main() -> None:
                          "note": "3 simulated nodes x 1 CPU share this machine's 2 cores",
                          "nvenc_placement": placement}
     print(report["scaling"], flush=True)
-    print("wrote", common.save("sweep-quick" if args.quick else "sweep", report))
+    print("wrote", bench_common.save("sweep-quick" if args.quick else "sweep", report))
 
 
 if __name__ == "__main__":

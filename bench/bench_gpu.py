@@ -19,8 +19,8 @@ so "mpnet-shaped" has every matrix shape of all-mpnet-base-v2 (109M weights); "1
 llama-like bf16 (hidden 2048, 19 layers of q/k/v/o and 2048x8192 up/down, a 32000x2048
 embedding: 1.02B weights).
 
-    python bench/gpu.py [--scale 1.0] [--out DIR]    (JSON to DIR/gpu-bench.json, written after each case)
-    python bench/gpu.py --dry-run                   (no GPU: every case on the CPU at a tiny scale, to check the script)
+    python bench/bench_gpu.py [--scale 1.0] [--out DIR]    (JSON to DIR/gpu-bench.json, written after each case)
+    python bench/bench_gpu.py --dry-run                   (no GPU: every case on the CPU at a tiny scale, to check the script)
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import math
-import sys
 import tempfile
 import time
 import traceback
@@ -36,8 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import gpu_time, machine  # noqa: E402
+from bench_common import gpu_time, machine  # noqa: E402
 
 PEAK = {"H100": 3.35e12, "H200": 4.8e12}  # HBM bytes/s by the datasheets
 

@@ -2,17 +2,14 @@
 decoding) costs in size, against one stream per tensor, on mnist-cnn and minilm: the
 `ans` coder on uniform 8-bit symbols, and the fp32 exponent plane of the float coder.
 
-    python bench/substreams.py
+    python bench/bench_substreams.py
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from bench_common import machine, save  # noqa: E402
 from zoocodec.codecs import floatplanes, native  # noqa: E402
 from zoocodec.methods import parse_spec  # noqa: E402
 from zoocodec.pipeline import modelio, zoo  # noqa: E402
