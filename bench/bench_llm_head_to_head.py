@@ -22,7 +22,7 @@ weights per block, 4 bits, a scale and a minimum), so a 4-bit 32-weight asymmetr
 format (Q4_1 itself) reproduces them almost exactly. Judge the region below 4 bits.
 
     pip install --no-deps --target /tmp/peers hqq==0.2.8 termcolor==3.2.0
-    python bench/llm_head_to_head.py --windows 16 --peers /tmp/peers   # JSON, markdown, plot in bench/results/
+    python bench/bench_llm_head_to_head.py --windows 16 --peers /tmp/peers   # JSON, markdown, plot in bench/results/
 """
 from __future__ import annotations
 
@@ -35,12 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from common import RESULTS, machine, save  # noqa: E402
-
-# bench/kernels.py would shadow the `kernels` package that transformers imports
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+from bench_common import RESULTS, machine, save
 
 MODEL = "smollm2-135m"
 GGUF_TYPES = ("Q8_0", "Q4_1", "Q4_0", "MXFP4")
