@@ -3,6 +3,7 @@ safetensors, about 13.5 GB) compressed and decompressed on this machine: peak me
 of each, next to safetensors reading and writing the same shards in the same run.
 
     nice -n 10 python bench/bench_big_model.py [--layers 32] [--dir /work/bigmodel] [--spec uniform:bits=8]
+                                               [--baseline /path/to/older/checkout]
 
 The weights are Gaussian random numbers (a generator's, not a trained model's: sizes and
 ratios are not those of a real model; memory and time are what this measures). Results are
@@ -121,10 +122,11 @@ def generate(folder: Path, layers: int) -> dict:
     return {"params": params, "bytes": total, "largest_tensor_bytes": largest, "shards": len(shards)}
 
 
-def step(name: str, src: Path, dst: Path, spec: str = "") -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", CHILD, name, str(src), str(dst), spec], capture_output=True,
-                         text=True, env=env, check=False)
+def step(name: str, src: Path, dst: Path, spec: str = "", root: Path = ROOT) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    kind = "compress" if name.startswith("compress") else name
+    out = subprocess.run([sys.executable, "-c", CHILD, kind, str(src), str(dst), spec], capture_output=True,
+                         text=True, env=env, check=False, cwd=root)  # (python -c puts the cwd first on the path)
     if out.returncode:
         raise RuntimeError(f"{name} failed: {out.stderr.strip().splitlines()[-3:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -138,6 +140,8 @@ def main() -> None:
     ap.add_argument("--dir", default="/work/bigmodel")
     ap.add_argument("--spec", default="uniform:bits=8")
     ap.add_argument("--name", default="big_model")
+    ap.add_argument("--baseline", help="another checkout (e.g. an older commit's worktree, its engine built) whose "
+                                       "compress runs too, as step compress_baseline, on the same model")
     args = ap.parse_args()
     work = Path(args.dir)
     if work.exists():
@@ -150,8 +154,11 @@ def main() -> None:
         print(f"generated {info['params'] / 1e9:.2f} B parameters, {info['bytes'] / 2**30:.2f} GiB in "
               f"{info['shards']} shards, {info['generate_seconds']:.0f} s", flush=True)
         rows = {}
-        for name, src, dst in (("safetensors", model, peer), ("compress", model, zc), ("decompress", zc, back)):
-            m = step(name, src, dst, args.spec)
+        plan = [("safetensors", model, peer), ("compress", model, zc), ("decompress", zc, back)]
+        if args.baseline:
+            plan.insert(1, ("compress_baseline", model, work / "baseline.zc"))
+        for name, src, dst in plan:
+            m = step(name, src, dst, args.spec, Path(args.baseline) if name == "compress_baseline" else ROOT)
             growth = (m["peak_kib"] - m["base_kib"]) * 1024
             rows[name] = {**m, "peak_bytes": growth, "peak_multiple_of_largest_tensor":
                           growth / info["largest_tensor_bytes"], "peak_fraction_of_model": growth / info["bytes"]}
@@ -159,9 +166,14 @@ def main() -> None:
                   f"the largest tensor), {m['seconds']:.0f} s", flush=True)
             if name == "safetensors":
                 shutil.rmtree(peer)
+            if name == "compress_baseline":
+                rows[name]["file_bytes"] = (work / "baseline.zc").stat().st_size
+                (work / "baseline.zc").unlink()
             if name == "compress":
                 rows[name]["file_bytes"] = zc.stat().st_size
                 rows[name]["ratio"] = info["bytes"] / zc.stat().st_size
+                if "compress_baseline" in rows:
+                    rows[name]["speed_vs_baseline"] = rows["compress_baseline"]["seconds"] / m["seconds"]
             if name == "decompress":
                 rows[name]["output_files"] = {p.name: p.stat().st_size for p in sorted(back.iterdir())}
             if name != "safetensors":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoocodec.codecs import native
+from zoocodec.codecs import ans, native
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "fuzz_corpus"
 
@@ -43,6 +43,9 @@ def main() -> None:
     for rows, cols, trellis in ((8, 40, 0), (30, 50, 1)):
         levels = np.rint(g.laplace(0, 1.5, (rows, cols))).astype(np.int32)
         save("cabac", struct.pack("<H", rows * cols) + eng.cabac_encode(levels, trellis, 256, 1))
+    for kind, k, rows, n in ((0, 0, 1, 300), (1, 0, 3, 6000), (2, 16, 2, 5000)):
+        s = g.integers(0, k or 40, n) - (0 if k else 20)
+        save("fused", bytes([kind, k, rows]) + struct.pack("<H", n) + ans.encode(s))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 //   floatplanes [b0: bit0 width 4 (else 2), bits 1.. plane k rANS (else raw)][n u16 LE]
 //               then per plane [size u16 LE][bytes]
 //   cabac       [count u16 LE][stream]
+//   fused       [kind (mod 3)][k (0: steps)][rows (0 as 1)][count u16 LE][an ans frame]: plan.h's
+//               batched decode into float32/float16/bfloat16, steps 0.5 + row or codebook values
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +16,7 @@
 
 #include "../zoocodec/codecs/native/bytes.h"
 #include "../zoocodec/codecs/native/floatplanes.h"
+#include "../zoocodec/codecs/native/plan.h"
 #include "../zoocodec/codecs/native/rans.h"
 
 extern "C" int zc_cabac_decode(const uint8_t* data, std::size_t size, int32_t* out, uint64_t count, int threads);
@@ -78,6 +81,25 @@ void cabac(const uint8_t* data, std::size_t size) {
   uint64_t n = u16(data);
   std::vector<int32_t> out(n);
   if (zc_cabac_decode(data + 2, size - 2, out.data(), n, 2) == 2) __builtin_trap();  // not a Corrupt: a bug
+}
+
+void fused(const uint8_t* data, std::size_t size) {
+  if (size < 5) return;
+  zc::plan::Fused a;
+  a.kind = data[0] % 3;
+  a.k = data[1];
+  a.rows = data[2] ? data[2] : 1;
+  a.count = u16(data + 3);
+  a.row_len = (a.count + a.rows - 1) / a.rows;
+  std::vector<double> values(a.k ? a.rows * a.k : a.rows);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = a.k ? 0.25 * i : 0.5 + i;
+  std::vector<uint32_t> out(a.count);
+  a.values = values.data();
+  a.out = out.data();
+  a.payload = data + 5;
+  a.size = size - 5;
+  std::vector<zc::plan::Fused> jobs{a};
+  zc::plan::decode(jobs, 2);
 }
 
 }  // namespace

@@ -2,10 +2,13 @@
 # The GPU check of issue 13: one command on a GPU machine, under 8 minutes (each stage has a
 # timeout inside a 470 s budget). It builds the native engine, compiles the CUDA kernels
 # (nvcc for the resource report, CuPy's NVRTC as they run), runs `pytest -m gpu` (CPU vs GPU
-# bit for bit: every method with a GPU path, the batched compress, the GPU decoder) and
+# bit for bit: every method with a GPU path, the batched compress, the device-resident uniform
+# quantizer of uniform.cu, the GPU decoder) and
 # bench/bench_gpu.py (compress GPU vs CPU, load into GPU memory vs safetensors, decoder GB/s,
-# k-means as a fraction of HBM). Everything lands in $OUT (default ./gpu-check-out):
-# nvidia-smi.txt, build.log, nvcc.log, pytest.log, junit.xml, bench.log, gpu-bench.json.
+# k-means as a fraction of HBM), and bench/bench_decode_gpu.py (uniform at 2-16 bits, kmeans
+# and lossless float planes on the GPU decoder: exact against the CPU, load and kernel speed).
+# Everything lands in $OUT (default ./gpu-check-out): nvidia-smi.txt, build.log, nvcc.log,
+# pytest.log, junit.xml, decode-gpu.log, decode-gpu.json, bench.log, gpu-bench.json.
 #
 # The H200 image (python3 3.12, torch 2.11 cu130, CuPy 14 cuda13x, nanobind, scikit-build-core,
 # CMake, ninja, pytest, hypothesis, safetensors, pyarrow, pyyaml) lacks zstandard and jsonschema
@@ -66,8 +69,11 @@ for f in zoocodec/kernels/*.cu; do
   timeout 30 nvcc -arch=sm_90 -std=c++17 -c -Xptxas -v "$f" -o /dev/null >> "$OUT/nvcc.log" 2>&1 || echo "nvcc: $f failed (see nvcc.log)"
 done
 timeout "$(limit 60)" $PY -c "
-from zoocodec.kernels import decode, kmeans
-for m, names in ((kmeans, ('lloyd_pass', 'lloyd_small')), (decode, tuple(k for k, _ in decode.KINDS.values()))):
+from zoocodec.kernels import decode, kmeans, uniform
+for m, names in ((kmeans, ('lloyd_pass', 'lloyd_small')),
+                 (decode, tuple(k for k, _ in decode.KINDS.values()) + tuple(decode.PACKED_KERNELS.values())
+                  + ('rans_bytes', 'planes_merge4', 'planes_merge2')),
+                 (uniform, tuple(uniform.KERNELS.values()))):
     for n in names:
         m._module().get_function(n)
 print('CUDA kernels compiled by NVRTC')
@@ -78,8 +84,12 @@ stage "pytest -m gpu"
 timeout "$(limit 150)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$OUT/junit.xml" \
   tests/test_device_gpu.py tests/kernels/test_decode_gpu.py tests/kernels/test_kmeans_gpu.py \
   tests/kernels/test_lowrank.py tests/kernels/test_prune.py tests/kernels/test_dither.py \
-  tests/kernels/test_transform.py tests/methods/test_rdoq.py tests/eval/test_lm.py 2>&1 | tee "$OUT/pytest.log" | tail -25
+  tests/kernels/test_transform.py tests/methods/test_rdoq.py tests/kernels/test_uniform_device.py tests/eval/test_lm.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 tests=${PIPESTATUS[0]}
+
+stage "bench/bench_decode_gpu.py (uniform 2-16 bits, kmeans, lossless: load vs safetensors, GB/s, exact vs CPU)"
+timeout "$(limit 90)" $PY bench/bench_decode_gpu.py --params "${DECODE_PARAMS:-50e6}" --out "$OUT" 2>&1 |
+  tee "$OUT/decode-gpu.log" | grep -v "^{" | tail -8
 
 stage "bench/bench_gpu.py"
 timeout "$(limit 400)" $PY bench/bench_gpu.py --scale "${SCALE:-1.0}" --out "$OUT" 2>&1 | tee "$OUT/bench.log" | grep -v "^ " | tail -30

@@ -1,5 +1,4 @@
 """Helpers shared by the tests: the float-array strategy, the exact round trip, the CLI runner, forgery."""
-import hashlib
 import json
 import os
 import struct
@@ -13,7 +12,7 @@ import zstandard
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from zoocodec.container import ALIGN, TRAILER_MAGIC, TRAILER_SIZE
+from zoocodec.container import ALIGN, CRC_CHUNK, TRAILER_MAGIC, TRAILER_SIZE, chunk_crcs
 from zoocodec.methods import Encoded, TensorData, parse_spec
 
 floats = hnp.arrays(
@@ -53,17 +52,18 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 
 class Forge:
     """A real container taken apart so a test can rewrite its header and payloads the way an
-    attacker would: every checksum (segment CRC32s, header CRC32, SHA-256) recomputed."""
+    attacker would: every checksum (segment chunk CRC32s, header CRC32) recomputed."""
 
     def __init__(self, data: bytes):
         offset, length, _, _ = struct.unpack_from("<QQII", data, len(data) - TRAILER_SIZE)
         self.body = bytearray(data[:offset])
         self.header = json.loads(zstandard.ZstdDecompressor().decompress(data[offset:offset + length]))
 
-    def add(self, payload: bytes) -> list[int]:
-        """Append a payload; returns its [offset, length, crc32] for the header."""
+    def add(self, payload: bytes) -> list:
+        """Append a payload; returns its [offset, length, chunk CRC32s] for the header."""
         self.body += bytes(-len(self.body) % ALIGN)
-        seg = [len(self.body), len(payload), zlib.crc32(payload)]
+        chunk = self.header.get("crc_chunk") if isinstance(self.header.get("crc_chunk"), int) else CRC_CHUNK
+        seg = [len(self.body), len(payload), chunk_crcs(payload, max(chunk, 1))]
         self.body += payload
         return seg
 
@@ -72,14 +72,30 @@ class Forge:
 
     def to_bytes(self, header_frame: bytes | None = None, json_text: bytes | None = None) -> bytes:
         """The file; `header_frame` replaces the compressed header (e.g. a zstd bomb), `json_text` its text."""
-        body = bytearray(self.body) + bytes(-len(self.body) % ALIGN)
+        body = self._orphans_zeroed() + bytes(-len(self.body) % ALIGN)
         if header_frame is None:
             text = json_text or json.dumps(self.header, sort_keys=True).encode()
             header_frame = zstandard.ZstdCompressor().compress(text)
         offset = len(body)
         body += header_frame + bytes(-len(header_frame) % ALIGN)
         body += struct.pack("<QQII", offset, len(header_frame), zlib.crc32(header_frame), 0) + TRAILER_MAGIC
-        return bytes(body + hashlib.sha256(body).digest())
+        return bytes(body + bytes(32))
+
+    def _orphans_zeroed(self) -> bytearray:
+        """The body with the bytes no segment names any more (payloads replaced by add) zeroed,
+        as a writer leaves only zero padding between segments (`zoocodec verify` checks it)."""
+        body = bytearray(self.body)
+        h = self.header if isinstance(self.header, dict) else {}
+        tensors = h.get("tensors") if isinstance(h.get("tensors"), list) else []
+        groups = [t.get("segments") for t in tensors if isinstance(t, dict)] + [h.get("files")]
+        spans = sorted((s[0], s[0] + s[1]) for g in groups if isinstance(g, dict) for s in g.values()
+                       if isinstance(s, list) and len(s) == 3 and all(type(x) is int and x >= 0 for x in s[:2]))
+        at = ALIGN
+        for start, end in spans + [(len(body), len(body))]:
+            if start > at:
+                body[at:min(start, len(body))] = bytes(min(start, len(body)) - at)
+            at = max(at, end)
+        return body
 
     def write(self, path, header_frame: bytes | None = None):
         path.write_bytes(self.to_bytes(header_frame))

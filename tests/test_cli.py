@@ -64,7 +64,7 @@ def corrupt(tmp_path, st_model, monkeypatch, capsys):
     (("compress", "{text}", "-o", "x.zc"), "not a model zoocodec reads"),
     (("compress", "{bin}", "-o", "x.zc"), "notmodel.bin: not a model zoocodec reads"),  # a suffix is no checkpoint
     (("compress", "{nan}", "-o", "x.zc"), "NaN or Inf"),
-    (("inspect", "flipped.zc"), "checksum mismatch"),
+    (("verify", "flipped.zc"), "is corrupt"),
     (("inspect", "short.zc"), "truncated or corrupt"),
     (("decompress", "missing.zc", "-o", "y.safetensors"), "no such file"),
     (("inspect", "{text}"), "too short"),

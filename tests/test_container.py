@@ -130,15 +130,84 @@ def test_failed_write_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_old_format_version_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("version", [1, FORMAT_VERSION + 1])
+def test_unreadable_format_version_is_refused_in_one_line(tmp_path, monkeypatch, capsys, version):
     out = tmp_path / "old.zc"
     zoocodec.compress(golden_model(), out, "uniform:bits=8", min_size=1000)
     data = bytearray(out.read_bytes())
-    data[8:12] = (FORMAT_VERSION - 1).to_bytes(4, "little")
+    data[8:12] = version.to_bytes(4, "little")
     out.write_bytes(bytes(data))
     code, _, err = run_cli(monkeypatch, capsys, "inspect", out)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert f"format version {FORMAT_VERSION - 1} " in err and f"reads {FORMAT_VERSION})" in err
+    assert f"format version {version} " in err
+    assert ("newer than this zoocodec reads" in err) == (version > FORMAT_VERSION)
+
+
+V2 = Path(__file__).parent / "expected" / "v2"
+
+
+@pytest.mark.parametrize("spec", ["uniform:bits=8", "lossless", "dq:step=0.004,coder=ctx", "kmeans:k=8"])
+def test_version_2_files_still_decode(tmp_path, spec):
+    """Files the version-2 writer made (tests/expected/v2) decode to what today's writer's files decode to."""
+    name = {"uniform:bits=8": "uniform-8", "lossless": "lossless", "dq:step=0.004,coder=ctx": "dq-ctx",
+            "kmeans:k=8": "kmeans"}[spec]
+    old = V2 / f"{name}.zc"
+    assert old.read_bytes()[8:12] == (2).to_bytes(4, "little")
+    zoocodec.compress(golden_model(), tmp_path / "new.zc", spec, min_size=1000)
+    got, want = zoocodec.decompress(old), zoocodec.decompress(tmp_path / "new.zc")
+    assert list(got) == list(want)
+    for k in got:
+        assert torch.equal(got[k], want[k]), k
+    with Container.open(old) as c:
+        assert c.version == 2 and c.verify() == old.stat().st_size
+    assert zoocodec.inspect(old)["format_version"] == 2
+
+
+def test_version_2_damage_is_found(tmp_path):
+    data = bytearray((V2 / "uniform-8.zc").read_bytes())
+    data[100] ^= 1
+    (tmp_path / "bad.zc").write_bytes(bytes(data))
+    with pytest.raises(ContainerError):
+        zoocodec.decompress(tmp_path / "bad.zc")
+
+
+def test_verify_checks_every_byte(tmp_path, monkeypatch, capsys):
+    """`zoocodec verify`: a flipped byte anywhere (payload, padding, header, trailer) fails it in
+    one line; opening the file does not read the payloads."""
+    out = tmp_path / "m.zc"
+    zoocodec.compress(golden_model(), out, "uniform:bits=8", min_size=1000)
+    code, stdout, _ = run_cli(monkeypatch, capsys, "verify", out)
+    assert code == 0 and "ok" in stdout
+    data = out.read_bytes()
+    g = np.random.default_rng(5)
+    for pos in list(g.integers(0, len(data), 40)) + [70, len(data) - 1]:
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        (tmp_path / "bad.zc").write_bytes(bytes(bad))
+        code, _, err = run_cli(monkeypatch, capsys, "verify", tmp_path / "bad.zc")
+        assert code == 2 and len(err.strip().splitlines()) == 1, (pos, err)
+
+
+def test_chunk_checksums_of_a_large_segment(tmp_path):
+    """A payload over one checksum chunk gets a CRC per chunk; damage in any chunk is found when it is read."""
+    from zoocodec.container import CRC_CHUNK
+
+    payload = np.random.default_rng(1).integers(0, 256, 2 * CRC_CHUNK + 5, dtype=np.uint8).tobytes()
+    out = tmp_path / "c.zc"
+    with Container.create(out) as c:
+        seg = c.add_segment(payload)
+        c.header = {"tensors": [], "source": {"format": "dict"}, "files": {}}
+    assert len(seg[2]) == 3
+    with Container.open(out) as c:
+        assert c.segment("it", tuple(seg)) == payload
+    for at in (5, CRC_CHUNK + 7, 2 * CRC_CHUNK + 4):
+        data = bytearray(out.read_bytes())
+        data[seg[0] + at] ^= 1
+        out.write_bytes(bytes(data))
+        with Container.open(out) as c, pytest.raises(ContainerError, match="payload of it is corrupt"):
+            c.segment("it", tuple(seg))
+        data[seg[0] + at] ^= 1
+        out.write_bytes(bytes(data))
 
 
 def coder_cases():

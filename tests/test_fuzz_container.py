@@ -177,7 +177,7 @@ def apply(f: Forge, ops, value, payload, name, shape, escape: Path) -> None:
             if isinstance(segs, dict) and segs:
                 key = rnd.choice(sorted(segs))
                 seg = segs[key]
-                if isinstance(seg, list) and len(seg) == 3 and all(isinstance(x, int) for x in seg) and seg[1] > 0 \
+                if isinstance(seg, list) and len(seg) == 3 and all(isinstance(x, int) for x in seg[:2]) and seg[1] > 0 \
                         and seg[0] + seg[1] <= len(f.body):
                     data = bytearray(f.body[seg[0]:seg[0] + seg[1]])
                     for _ in range(rnd.randint(1, 4)):

@@ -8,6 +8,7 @@ parameters are checked for their JSON types here and for their ranges by the spe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -59,7 +60,8 @@ def _depth(text: bytes) -> int:
 
 
 def validate(path: Path, h: Any, format_version: int, payload_end: int, align: int) -> None:
-    """Check the whole header; raise ContainerError('PATH: invalid header: WHY')."""
+    """Check the whole header of a file of `format_version` (2 or 3: the segments' checksums
+    differ, see zoocodec/container.py); raise ContainerError('PATH: invalid header: WHY')."""
     try:
         _header(h, format_version, payload_end, align)
     except Invalid as e:
@@ -103,6 +105,7 @@ def _header(h: Any, format_version: int, payload_end: int, align: int) -> None:
     for key in ("tensors", "source", "files"):
         if key not in h:
             raise Invalid(f"field {key!r} is missing")
+    crc = _crc32 if format_version < 3 else _chunk_crcs(h.get("crc_chunk"))
     _str(h.get("zoocodec", ""), "field 'zoocodec'")
     _obj(h.get("options", {}), "field 'options'")
     meta = _obj(h.get("meta", {}), "field 'meta'")
@@ -118,8 +121,8 @@ def _header(h: Any, format_version: int, payload_end: int, align: int) -> None:
         if name in names:
             raise Invalid(f"tensor {name!r} appears twice")
         names.add(name)
-        _tensor(t, f"tensor {name!r}", spans, payload_end, align)
-    _segments(_obj(h["files"], "field 'files'"), "the attached files", spans, payload_end, align)
+        _tensor(t, f"tensor {name!r}", spans, payload_end, align, crc)
+    _segments(_obj(h["files"], "field 'files'"), "the attached files", spans, payload_end, align, crc)
     spans.sort()
     for (a, alen, aname), (b, _, bname) in zip(spans, spans[1:]):
         if a + alen > b:
@@ -161,7 +164,7 @@ def _source(src: dict) -> None:
             _str_map(meta, f"source layout metadata of {shard!r}")
 
 
-def _tensor(t: dict, what: str, spans: list, payload_end: int, align: int) -> None:
+def _tensor(t: dict, what: str, spans: list, payload_end: int, align: int, crc) -> None:
     shape = t.get("shape")
     if not isinstance(shape, list) or len(shape) > MAX_DIMS:
         raise Invalid(f"shape of {what} is not a list of at most {MAX_DIMS} sizes")
@@ -174,16 +177,35 @@ def _tensor(t: dict, what: str, spans: list, payload_end: int, align: int) -> No
     stats = _obj(t.get("stats", {}), f"stats of {what}")
     for key in ("mse", "max_err", "sqnr_db"):
         _number(stats.get(key), f"stats.{key} of {what}", optional=True)
-    _segments(t.get("segments"), what, spans, payload_end, align)
+    _segments(t.get("segments"), what, spans, payload_end, align, crc)
 
 
-def _segments(segs: Any, owner: str, spans: list, payload_end: int, align: int) -> None:
+def _crc32(v: Any, length: int, what: str) -> None:
+    """Version 2: one CRC32 of the whole segment."""
+    _int(v, f"crc32 of {what}", 0, 1 << 32)
+
+
+def _chunk_crcs(chunk: Any):
+    """Version 3: a CRC32 per `chunk` bytes of the segment (the header's crc_chunk, a power of two)."""
+    _int(chunk, "field 'crc_chunk'", 1 << 12, (1 << 30) + 1)
+    if chunk & (chunk - 1):
+        raise Invalid(f"field 'crc_chunk' {chunk} is not a power of two")
+
+    def check(v: Any, length: int, what: str) -> None:
+        if not isinstance(v, list) or len(v) != -(-length // chunk):
+            raise Invalid(f"checksums of {what} are not a list of {-(-length // chunk)} CRC32s")
+        if not all(type(c) is int and 0 <= c < 1 << 32 for c in v):
+            raise Invalid(f"checksums of {what} are not CRC32s")
+    return check
+
+
+def _segments(segs: Any, owner: str, spans: list, payload_end: int, align: int, crc) -> None:
     for name, seg in _obj(segs, f"segments of {owner}").items():
         if not (isinstance(seg, list) and len(seg) == 3):
-            raise Invalid(f"segment {name!r} of {owner} is not [offset, length, crc32]")
+            raise Invalid(f"segment {name!r} of {owner} is not [offset, length, checksums]")
         off = _int(seg[0], f"offset of segment {name!r} of {owner}")
         length = _int(seg[1], f"length of segment {name!r} of {owner}")
-        _int(seg[2], f"crc32 of segment {name!r} of {owner}", 0, 1 << 32)
+        crc(seg[2], length, f"segment {name!r} of {owner}")
         if off % align or off < align or off + length > payload_end:
             raise Invalid(f"segment {name!r} of {owner} lies outside the payload area")
         spans.append((off, length, owner))
@@ -209,8 +231,7 @@ def _fields(cls: type, d: dict, what: str, own: tuple[str, ...] = ("method", "ve
     """The JSON types of a spec dataclass's fields (k=16, not "16" or 16.0), nested coder specs too."""
     from zoocodec.codecs.base import CODERS  # noqa: PLC0415
 
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    hints, fields = _hints(cls)
     for key, value in d.items():
         if key in own:
             continue
@@ -220,6 +241,12 @@ def _fields(cls: type, d: dict, what: str, own: tuple[str, ...] = ("method", "ve
             _fields(CODERS[value["coder"]], value, f"{what}: coder {value['coder']!r}", ("coder", "version"))
         elif not _json_type_ok(hints[key], value):
             raise Invalid(f"{what}: parameter {key}={value!r} is not of type {_type_name(hints[key])}")
+
+
+@functools.cache
+def _hints(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """A spec class's field types and names (resolved once: a header names a class per tensor)."""
+    return typing.get_type_hints(cls), frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def _json_type_ok(hint: Any, value: Any) -> bool:

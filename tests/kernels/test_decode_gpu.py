@@ -1,5 +1,6 @@
-"""On a CUDA GPU: the rANS + dequantization kernel writes the CPU decoder's bytes, straight into
-torch CUDA tensors; damaged substreams raise ContainerError. Skips cleanly without a GPU."""
+"""On a CUDA GPU: the rANS + dequantization kernels (uniform, kmeans, lossless float planes; rANS and packed frames)
+write the CPU decoder's bytes, straight into torch CUDA tensors; damaged substreams raise
+ContainerError. Skips cleanly without a GPU."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,8 @@ MODEL = {
     "conv.weight": weights((64, 32, 3, 3), "float32", 5),
 }
 SPECS = ["uniform:bits=8", "uniform:bits=4", "uniform:bits=3,per_tensor=true", "uniform:step=0.013",
-         "uniform:bits=12", "uniform:bits=16"]
+         "uniform:bits=12", "uniform:bits=16", "uniform:bits=2", "kmeans:k=16", "kmeans:k=4,per=channel",
+         "kmeans:k=256,per=block,block=5000,codebook=float16", "lossless", "rdoq:bits=6,coder=ans"]
 
 
 @pytest.mark.parametrize("spec", SPECS)

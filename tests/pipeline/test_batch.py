@@ -139,7 +139,7 @@ def test_results_come_as_chunks_finish(threads, monkeypatch):
     spec = parse_spec("dq:bits=6")
     calls = []
     real = type(spec).quantize_many
-    monkeypatch.setattr(type(spec), "quantize_many", lambda self, group, xp=np: calls.append(len(group))
+    monkeypatch.setattr(type(spec), "quantize_many", lambda self, group, xp=np, recon=True: calls.append(len(group))
                         or real(self, group, xp))
     results = batch.run(iter(ts), lambda t: spec, lambda t, s, q: (t.name, s.code(t, q).segments),
                         threads=threads, chunk=2 * 32 * 64)

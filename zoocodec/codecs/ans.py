@@ -4,6 +4,8 @@ packed-zstd fallback; and the one ANS stream primitive every coder here uses (en
 
 Bitstream: a mode byte, 0 = rANS, 1 = packed little-endian ints + zstd (chosen when
 smaller, e.g. for near-uniform wide alphabets whose table would cost more than it saves).
+The rANS frame with k = 0 is parsed by the native engine (codecs/native/ans_frame.h), for
+this decoder, the batched CPU decoder and the GPU decoder alike; ans.py reads the others.
   rANS: lo (signed varint), k (a byte), then the native stream of (symbols - lo) >> k
         (zoocodec/codecs/native/rans.h: count, alphabet, precision, table, substreams of
         2^16 symbols decoded in parallel). k = 0 unless the alphabet is wider than 2^16:
@@ -118,7 +120,11 @@ def encode(symbols: np.ndarray) -> bytes:
     out.append(k)
     top = ((hi - lo) >> k) + 1
     if not k:
-        stream = native.rans_encode(_offset(s, -lo, np.uint8 if top <= 256 else np.uint16), top)
+        width = np.dtype(np.uint8 if top <= 256 else np.uint16)
+        if s.dtype.itemsize == width.itemsize:  # int8 / int16 symbols: the engine subtracts lo as it reads
+            stream = native.rans_encode(s.view(width), top, add=-lo % (1 << (8 * width.itemsize)))
+        else:
+            stream = native.rans_encode(_offset(s, -lo, width), top)
         idx = None
     else:
         s = s.astype(np.int64)
@@ -142,32 +148,21 @@ def encode(symbols: np.ndarray) -> bytes:
 def decode(data: bytes | memoryview, count: int, narrow: bool = False) -> np.ndarray:
     """Bytes -> int64 symbols (`narrow`: the smallest signed type that holds them, made
     without an int64 copy); `count` is the number the caller expects (from the shape)."""
-    r = Reader(data, "entropy-coded payload")
-    mode = r.byte()
-    if mode == PACKED:
-        n = r.uvarint()
-        if n != count:
-            raise r.fail(f"holds {n} symbols, expected {count}")
-        lo = r.svarint()
-        width = r.byte()
-        if width not in (1, 2, 4, 8):
-            raise r.fail(f"bad symbol width {width}")
-        raw = unzstd(r.rest(), n * width, "corrupt entropy-coded payload: packed symbols")
-        return np.frombuffer(raw, dtype=f"<u{width}").astype(np.int64) + lo
-    if mode != ANS:
-        raise r.fail(f"unknown coder mode {mode}")
-    lo = r.svarint()
-    k = r.byte()
-    if k > 48:
-        raise r.fail(f"{k} raw low bits")
-    if not k:
-        idx = native.rans_decode(r.rest(), count, what=r.what)
+    frame = native.ans_decode(data, count, what="entropy-coded payload")  # the one parser of the rANS frame
+    if frame is not None:
+        lo, idx = frame
         dt = narrowest(lo, lo + (int(idx.max()) if idx.size else 0)) if narrow else np.dtype(np.int64)
         if dt.itemsize == idx.itemsize:  # in place: two's complement wraps to the right values
             out = idx.view(dt)
             out += np.array(lo).astype(dt)
             return out
         return _offset(idx, lo, dt)
+    r = Reader(data, "entropy-coded payload")  # the frames the native parser leaves here
+    if r.byte() == PACKED:
+        lo, width, raw = unpack(r, count)
+        return np.frombuffer(raw, dtype=f"<u{width}").astype(np.int64) + lo
+    lo = r.svarint()
+    k = r.byte()
     top = native.rans_decode(r.take(r.uvarint(limit=len(r.data))), count, what=r.what).astype(np.int64)
     packed = r.take(-(-count * k // 8))
     r.done()
@@ -176,11 +171,28 @@ def decode(data: bytes | memoryview, count: int, narrow: bool = False) -> np.nda
     return (top << k | low) + lo
 
 
+def unpack(r: Reader, count: int) -> tuple[int, int, bytes]:
+    """The packed frame after its mode byte: (lo, width, the inflated little-endian ints), each
+    symbol lo + an unsigned int of `width` bytes (the CPU and GPU decoders both read it here)."""
+    n = r.uvarint()
+    if n != count:
+        raise r.fail(f"holds {n} symbols, expected {count}")
+    lo = r.svarint()
+    width = r.byte()
+    if width not in (1, 2, 4, 8):
+        raise r.fail(f"bad symbol width {width}")
+    return lo, width, unzstd(r.rest(), n * width, "corrupt entropy-coded payload: packed symbols")
+
+
 BLOCK = 1 << 20  # values per step of _offset: its temporaries stay small
 
 
 def _offset(a: np.ndarray, by: int, dtype) -> np.ndarray:
     """a + by as `dtype` (which holds every result), a block at a time."""
+    dt = np.dtype(dtype)
+    if a.dtype.kind in "iu" and dt.kind == "u" and a.dtype.itemsize == dt.itemsize:
+        # same width (int8 symbols -> uint8 indices): modular addition is exact when results fit
+        return a.view(dt) + dt.type(by % (1 << (8 * dt.itemsize)))
     out = np.empty(a.shape, dtype=dtype)
     for i in range(0, a.size, BLOCK):
         out[i : i + BLOCK] = a[i : i + BLOCK].astype(np.int64) + by

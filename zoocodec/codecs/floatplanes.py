@@ -6,7 +6,8 @@ The exponent plane of trained weights is highly skewed and entropy-codes well; t
 mantissa planes are close to uniform but sometimes hold repeats that zstd finds (on
 `minilm` the two lowest code 1.2% below their order-0 entropy). Each plane takes the
 smallest of raw, order-0 rANS (tried where its entropy says it may win) and zstd (tried
-on planes up to 1 MiB, and on larger ones where a 1 MiB sample says it wins).
+whole on planes up to 128 KiB, and on larger ones where a sample says it wins: 128 KiB of
+planes up to 1 MiB, 1 MiB of larger ones).
 
 The native engine splits the planes and, decoding, rebuilds the values in chunks of
 2^16 on its thread pool, rANS-decoding each chunk's substreams into a cache-sized buffer;
@@ -16,6 +17,8 @@ Bitstream: n, number of planes, then per plane a mode byte (0 raw, 1 rANS order-
 native stream of 256 byte symbols), 2 zstd) and a varint length, then the plane data.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import zstandard
@@ -28,6 +31,7 @@ from zoocodec.errors import ContainerError
 RAW, ORDER0, ZSTD = 0, 1, 2
 ZSTD_LEVEL = 3
 SAMPLE = 1 << 20  # bytes of a plane zstd is tried on before the whole plane
+SMALL = 1 << 17  # planes up to this size are tried whole; up to SAMPLE, on a sample of this size
 PRECISION = 14  # rANS probability bits at most: a 16 KB decoding table stays in L1
 _UINT = {2: np.uint16, 4: np.uint32}
 
@@ -39,13 +43,25 @@ def _entropy_bytes(plane: np.ndarray) -> float:
     return float(n * np.log2(n) - (counts * np.log2(counts)).sum()) / 8
 
 
-def _zstd_wins(plane: np.ndarray, best: float) -> bool:
+_local = threading.local()
+
+
+def _compressor(threads: int) -> zstandard.ZstdCompressor:
+    """A ZstdCompressor per thread and thread count, made once: a model's hundreds of small
+    planes each paid for a new compression context (0.3 ms apiece, most of a small plane's time)."""
+    cache = _local.__dict__.setdefault("compressors", {})
+    if threads not in cache:
+        cache[threads] = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=threads)
+    return cache[threads]
+
+
+def _zstd_wins(plane: np.ndarray, best: float, sample: int = SAMPLE) -> bool:
     """Does zstd beat `best` bytes on a sample of the plane (its start and middle, where
     repeated rows such as unused vocabulary entries sit), by 0.5%?"""
-    half = SAMPLE // 2
+    half = sample // 2
     mid = plane.size // 2
     sample = np.concatenate([plane[:half], plane[mid : mid + half]])
-    size = len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(sample.tobytes()))
+    size = len(_compressor(0).compress(sample.tobytes()))
     return size < 0.995 * best * sample.size / plane.size
 
 
@@ -69,20 +85,24 @@ def encode(values: np.ndarray, threads: int = 0) -> bytes:
                 if len(coded) < plane.size:
                     mode, body = ORDER0, coded
             best = len(body)
-            if plane.size <= SAMPLE or _zstd_wins(plane, best):
-                z = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1 if threads <= 0 else threads)
+            # planes up to SMALL are tried whole; larger ones on a sample first (a quarter to an
+            # eighth of a plane up to 1 MiB): the mantissa planes of most matrices are noise
+            if plane.size <= SMALL or _zstd_wins(plane, best, SAMPLE if plane.size > SAMPLE else SMALL):
+                z = _compressor(-1 if threads <= 0 else threads)
                 packed = z.compress(plane.tobytes())
                 if len(packed) < best:
                     mode, body = ZSTD, packed
         frame = bytearray([mode])
         put_uvarint(frame, len(body))
-        parts += [frame, body if isinstance(body, bytes) else body.tobytes()]
+        parts += [frame, body]  # (a raw plane joins as the array itself: no copy before the join)
         del plane, body
     return b"".join(parts)
 
 
-def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int = 0) -> np.ndarray:
-    """Bytes -> flat array of `count` values of `dtype` (a 2- or 4-byte float type)."""
+def frame(data: bytes | memoryview, count: int, dtype: np.dtype) -> list[tuple[int, bytes | memoryview]]:
+    """The planes of a payload of `count` values of `dtype`, top first: (RAW, bytes) or
+    (ORDER0, a native rANS stream); zstd planes come inflated, as RAW. The one parser of this
+    frame, for the CPU decoder below and the GPU decoder (kernels/decode.py)."""
     r = Reader(data, "float payload")
     n = r.uvarint()
     width = r.byte()
@@ -99,6 +119,13 @@ def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int =
             raise r.fail(f"unknown plane mode {mode}")
         parts.append((mode, body))
     r.done()
+    return parts
+
+
+def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int = 0) -> np.ndarray:
+    """Bytes -> flat array of `count` values of `dtype` (a 2- or 4-byte float type)."""
+    parts = frame(data, count, dtype)
+    n, width = count, np.dtype(dtype).itemsize
     eng = native.engine()
     try:
         bits = eng.float_merge(n, width, parts, threads)

@@ -13,7 +13,9 @@
 // checked against the substream's length; a damaged substream sets bad[s] (the host
 // raises ContainerError) and never reads or writes outside its own ranges.
 //
-// value = (double)(symbol + lo) * step[row] in float64, then rounded to the output dtype
+// value = (double)(symbol + lo) * step[row] in float64 (uniform), or, for a tensor with k > 0,
+// values[row * k + symbol + lo] (kmeans: row is the problem, `steps` holds its codebook;
+// an index outside [0, k) marks the substream bad), then rounded to the output dtype
 // exactly as NumPy does on the CPU (methods/base.from_float64), so the bytes are equal.
 #include <cuda_fp16.h>
 
@@ -42,8 +44,10 @@ struct Tensor {
   long long lo;    // symbol offset (ans: lo)
   u32 table;       // offset of its slot table in `slots`
   u32 L;           // probability precision (1..16); 0: every symbol is `lo`
-  u32 steps;       // offset of its steps in `steps`
-  u32 rows;        // number of steps (1: one for the tensor)
+  u32 steps;       // offset of its steps (or codebooks) in `steps`
+  u32 rows;        // number of rows (1: one for the tensor)
+  u32 k;           // 0: steps; else codebook values per row
+  u32 pad;
 };
 
 __device__ __forceinline__ u32 load16(const unsigned char* p) { return u32(p[0]) | u32(p[1]) << 8; }
@@ -52,11 +56,23 @@ __device__ __forceinline__ u32 load32(const unsigned char* p) {
 }
 
 // slots[table + x & mask] = freq | bias << 16 ; syms[table + ...] = symbol
+// false: a codebook index outside [0, k) (nothing is read or written). KIND 3 stores the
+// symbol itself as a byte (a float plane: rans_bytes).
 template <int KIND>
-__device__ void emit(void* out, const Tensor& t, const double* steps, u64 elem, u32 sym) {
-  u64 row = t.rows > 1 ? elem / t.row_len : 0;
-  double v = (double)((long long)sym + t.lo) * steps[t.steps + row];
-  store<KIND>(out, t.out_start + elem, v);
+__device__ bool emit(void* out, const Tensor& t, const double* steps, u64 elem, u32 sym) {
+  const u64 row = t.rows > 1 ? elem / t.row_len : 0;
+  const long long s = (long long)sym + t.lo;
+  if (KIND == 3) {
+    reinterpret_cast<unsigned char*>(out)[t.out_start + elem] = (unsigned char)s;
+    return true;
+  }
+  if (t.k) {
+    if (s < 0 || s >= (long long)t.k) return false;
+    store<KIND>(out, t.out_start + elem, steps[t.steps + row * t.k + s]);
+  } else {
+    store<KIND>(out, t.out_start + elem, (double)s * steps[t.steps + row]);
+  }
+  return true;
 }
 
 template <int KIND>
@@ -71,7 +87,8 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
   const u32 m = sub_count[s];
   const u64 first = sub_first[s];
   if (t.L == 0) {  // a constant tensor: no coded bits
-    for (u32 j = k; j < m; j += LANES) emit<KIND>(out, t, steps, first + j, 0);
+    for (u32 j = k; j < m; j += LANES)
+      if (!emit<KIND>(out, t, steps, first + j, 0)) bad[s] = 1;
     return;
   }
   const unsigned char* q = data + sub_off[s];
@@ -86,7 +103,7 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
     if (x < STATE_LO) { bad[s] = 1; return; }
     for (u32 j = 0; j < m; ++j) {
       const u32 e = slot[x & mask];
-      emit<KIND>(out, t, steps, first + j, sym[x & mask]);
+      if (!emit<KIND>(out, t, steps, first + j, sym[x & mask])) { bad[s] = 1; return; }
       x = (e & 0xFFFFu) * (x >> t.L) + (e >> 16);
       if (x < STATE_LO) {
         if (pos + 2 > len) { bad[s] = 1; return; }
@@ -109,7 +126,7 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
     bool need = false;
     if (active) {
       const u32 e = slot[x & mask];
-      emit<KIND>(out, t, steps, first + j + k, sym[x & mask]);
+      if (!emit<KIND>(out, t, steps, first + j + k, sym[x & mask])) broken = 1;
       x = (e & 0xFFFFu) * (x >> t.L) + (e >> 16);
       need = x < STATE_LO;
     }
@@ -139,3 +156,53 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
 KERNEL(rans_dequant_f32, 0)
 KERNEL(rans_dequant_f16, 1)
 KERNEL(rans_dequant_bf16, 2)
+KERNEL(rans_bytes, 3)
+
+// Lossless float planes (zoocodec/codecs/floatplanes.py), decoded into `planes` (plane k of
+// n bytes at k * n, the top byte of each value first): each value's bits rotated back right
+// by one, as floatplanes.cpp's merge does.
+extern "C" __global__ void planes_merge4(const unsigned char* planes, u64 n, u32* out) {
+  for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+    const u32 r = u32(planes[i]) << 24 | u32(planes[n + i]) << 16 | u32(planes[2 * n + i]) << 8 | planes[3 * n + i];
+    out[i] = r >> 1 | r << 31;
+  }
+}
+
+extern "C" __global__ void planes_merge2(const unsigned char* planes, u64 n, unsigned short* out) {
+  for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+    const u32 r = u32(planes[i]) << 8 | planes[n + i];
+    out[i] = (unsigned short)(r >> 1 | r << 15);
+  }
+}
+
+// Packed frames (zoocodec/codecs/ans.py mode 1, inflated on the host by ans.unpack): symbol
+// i = lo + the little-endian unsigned int of `width` bytes at i (wrapping as NumPy's int64
+// does), value as above (k > 0: a codebook index; outside [0, k) sets *bad). A grid-stride loop.
+template <int KIND>
+__device__ void packed(const unsigned char* raw, u32 width, u64 n, long long lo, const double* steps, u32 rows,
+                       u64 row_len, u32 k, void* out, int* bad) {
+  for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+    u64 v = 0;
+    for (u32 b = 0; b < width; ++b) v |= (u64)raw[i * width + b] << (8 * b);
+    const long long sym = (long long)(v + (u64)lo);
+    const u64 row = rows > 1 ? i / row_len : 0;
+    if (!k) {
+      store<KIND>(out, i, (double)sym * steps[row]);
+    } else if (sym >= 0 && sym < (long long)k) {
+      store<KIND>(out, i, steps[row * k + sym]);
+    } else {
+      *bad = 1;
+    }
+  }
+}
+
+#define PACKED_KERNEL(NAME, KIND)                                                                        \
+  extern "C" __global__ void NAME(const unsigned char* raw, u32 width, u64 n, long long lo,             \
+                                  const double* steps, u32 rows, u64 row_len, u32 k, void* out,         \
+                                  int* bad) {                                                            \
+    packed<KIND>(raw, width, n, lo, steps, rows, row_len, k, out, bad);                                  \
+  }
+
+PACKED_KERNEL(packed_dequant_f32, 0)
+PACKED_KERNEL(packed_dequant_f16, 1)
+PACKED_KERNEL(packed_dequant_bf16, 2)

@@ -1,15 +1,18 @@
-"""Decode into GPU memory: uniform + ans payloads, entropy decoding and dequantization fused
-in one CUDA kernel (decode.cu), the result handed to torch through DLPack.
+"""Decode into GPU memory: the payloads whose methods declare a fused decoder
+(MethodSpec.fused -> zoocodec.plan: Affine, symbols of an `ans` stream times a step per row,
+uniform at 2-16 bits; Lookup, a codebook per problem, kmeans), entropy decoding and
+dequantization fused in one CUDA kernel (decode.cu), the result handed to torch through DLPack.
 
-The host parses each stream's frame (zoocodec/codecs/ans.py mode byte, `lo`, the native
-rANS header of zoocodec/codecs/native/rans.h: count, alphabet, precision, frequency table,
-substream lengths) with the same checks as the native decoder, builds the slot tables,
-and copies only the compressed substreams to the device. One launch decodes every
-substream of every tensor given (eight threads per substream); the output is the
-tensor's native float bits, equal to what the CPU decoder writes.
+The frame is parsed by the native engine's one parser of the ans frame (ans_frame.h, the
+same code the CPU decoder runs); the host builds the slot tables and copies only the
+compressed substreams to the device. One launch decodes every substream of every tensor
+given (eight threads per substream). Packed frames (ans.py's zstd of plain ints, chosen for
+flat alphabets such as 16-bit symbols) are inflated on the host by ans.unpack and
+dequantized on the device. The output is the tensor's native float bits, equal to what the
+CPU decoder writes.
 
-Payloads this kernel does not take (other methods and coders, the packed-zstd mode,
-alphabets wider than 2^16) return None: the caller decodes them on the host and copies.
+Payloads no method declares fused (other methods and coders, alphabets wider than 2^16)
+return None: the caller decodes them on the host and copies.
 """
 from __future__ import annotations
 
@@ -20,20 +23,22 @@ from pathlib import Path
 
 import numpy as np
 
+from zoocodec.codecs import native
 from zoocodec.codecs.wire import Reader
 from zoocodec.errors import ContainerError
 
 THREADS = 256  # per block: 32 substreams
 KINDS = {"float32": ("rans_dequant_f32", np.float32), "float16": ("rans_dequant_f16", np.float16),
          "bfloat16": ("rans_dequant_bf16", np.uint16)}
+PACKED_KERNELS = {"float32": "packed_dequant_f32", "float16": "packed_dequant_f16", "bfloat16": "packed_dequant_bf16"}
 TENSOR = np.dtype([("out_start", "<u8"), ("row_len", "<u8"), ("lo", "<i8"), ("table", "<u4"), ("L", "<u4"),
-                   ("steps", "<u4"), ("rows", "<u4")])  # struct Tensor of decode.cu (40 bytes)
+                   ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("pad", "<u4")])  # struct Tensor of decode.cu (48 bytes)
 MAX_NSYM = 1 << 16
 
 
 @dataclass
 class Stream:
-    """One tensor's parsed stream: the model and where its substreams lie in `data`."""
+    """One tensor's parsed rANS stream: the model and where its substreams lie in `data`."""
 
     count: int
     lo: int
@@ -44,61 +49,37 @@ class Stream:
     data: memoryview  # the substreams, back to back
 
 
-def parse(data, count: int, what: str) -> Stream | None:
-    """The ans payload of `count` symbols, or None when it is not in the GPU's mode (packed, k > 0)."""
+@dataclass
+class Packed:
+    """One tensor's packed frame, inflated: symbol i = lo + the unsigned int of `width` bytes at i."""
+
+    count: int
+    lo: int
+    width: int
+    raw: bytes
+
+
+def parse(data, count: int, what: str) -> Stream | Packed | None:
+    """The ans payload of `count` symbols, or None when its alphabet is wider than 2^16."""
+    from zoocodec.codecs import ans  # noqa: PLC0415
+
+    eng = native.engine()
+    try:
+        frame = eng.ans_frame(data, count)
+    except eng.CorruptStream as e:
+        raise ContainerError(f"corrupt {what}: {e}") from None
+    if frame is not None:
+        lo, L, constant, freq, chunk, offsets, lengths = frame
+        if L == 0:  # a constant: no coded bits
+            return Stream(count, lo + constant, 0, np.zeros(0, np.uint32), 1 << 16, [], memoryview(b""))
+        start = int(offsets[0]) if len(offsets) else 0
+        return Stream(count, lo, L, freq, chunk, [int(x) for x in lengths],
+                      memoryview(data)[start : start + int(lengths.sum(dtype=np.uint64))])
     r = Reader(data, what)
-    if r.byte() != 0:  # PACKED
+    if r.byte() != ans.PACKED:  # rANS with raw low bits
         return None
-    lo = r.svarint()
-    if r.byte() != 0:  # wide alphabet: top bits coded, low bits raw
-        return None
-    n = r.uvarint()
-    if n != count:
-        raise r.fail(f"holds {n} symbols, expected {count}")
-    nsym = r.uvarint(limit=MAX_NSYM)
-    if nsym < 1:
-        raise r.fail("empty alphabet")
-    if n == 0:
-        return Stream(0, lo, 0, np.zeros(0, np.uint32), 1, [], memoryview(b""))
-    L = r.byte()
-    if L > 16:
-        raise r.fail("probability precision over 16 bits")
-    if L == 0:
-        constant = r.uvarint(limit=nsym - 1)
-        r.done()
-        return Stream(n, lo + constant, 0, np.zeros(0, np.uint32), 1 << 16, [], memoryview(b""))
-    M = 1 << L
-    freq = np.zeros(nsym, np.uint32)
-    s = total = 0
-    while s < nsym:
-        f = r.uvarint(limit=M - 1)
-        if f == 0:
-            run = r.uvarint(limit=nsym) + 1
-            if run > nsym - s:
-                raise r.fail("frequency table overruns its alphabet")
-            s += run
-        else:
-            freq[s] = f
-            s += 1
-            total += f
-            if total > M:
-                raise r.fail("frequencies exceed the precision")
-    if total != M:
-        raise r.fail("frequencies do not sum to 2^L")
-    chunk = r.uvarint()
-    if chunk < 1:
-        raise r.fail("zero substream size")
-    parts = (n - 1) // chunk + 1
-    if parts > len(r.data):
-        raise r.fail("more substreams than bytes")
-    lengths = [r.uvarint(limit=(1 << 32) - 1) for _ in range(parts)]
-    for i, length in enumerate(lengths):
-        m = min(chunk, n - i * chunk)
-        if length < 4 * (8 if m >= 4096 else 1) or length % 2:
-            raise r.fail("substream of a bad length")
-    body = r.take(sum(lengths))
-    r.done()
-    return Stream(n, lo, L, freq, chunk, lengths, body)
+    lo, width, raw = ans.unpack(r, count)
+    return Packed(count, lo, width, raw)
 
 
 def slot_table(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,43 +92,86 @@ def slot_table(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Job:
-    """One tensor to decode on the GPU: its stream, steps (float64, one per row) and dtype."""
+    """One tensor to decode on the GPU: its stream, dtype, and values (float64): one step per
+    row (k 0), or k codebook values per row; `row_len` elements a row (0: numel / rows)."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
-    stream: Stream
+    stream: Stream | Packed
     steps: np.ndarray
+    k: int = 0
+    row_len: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.steps) // self.k if self.k else len(self.steps)
+
+    @property
+    def row_length(self) -> int:
+        numel = math.prod(self.shape)
+        return self.row_len or (numel // self.rows if self.rows > 1 else max(numel, 1))
 
 
-def job(archive, name: str) -> Job | None:
-    """The GPU decode job of one tensor of an open Archive, or None when the kernel does not take it."""
-    from zoocodec.codecs.ans import Ans  # noqa: PLC0415
-    from zoocodec.methods import Quantized, spec_from_dict  # noqa: PLC0415
-    from zoocodec.methods.uniform import Uniform, load_steps  # noqa: PLC0415
+@dataclass
+class PlanesJob:
+    """One lossless float tensor: its byte planes, top first, each a rANS Stream (lo 0) or the
+    plane's bytes (raw, or inflated from zstd on the host)."""
 
-    e = archive.entries[name]
-    if e.get("dtype") not in KINDS or not isinstance(e.get("method"), dict) or e["method"].get("method") != "uniform":
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    planes: list
+
+
+def parse_planes(data, count: int, dtype: str, what: str) -> list:
+    """A float-plane payload's planes (codecs/floatplanes.frame, the CPU's parser; rANS planes by
+    the native one), as PlanesJob holds them."""
+    from zoocodec.codecs import floatplanes  # noqa: PLC0415
+    from zoocodec.methods.lossless import bits_dtype  # noqa: PLC0415
+
+    eng = native.engine()
+    planes = []
+    for mode, body in floatplanes.frame(data, count, bits_dtype(dtype)):
+        if mode == floatplanes.RAW:
+            planes.append(bytes(body))
+            continue
+        try:
+            _, L, constant, freq, chunk, offsets, lengths = eng.rans_frame(body, count)
+        except eng.CorruptStream as e:
+            raise ContainerError(f"corrupt {what}: {e}") from None
+        start = int(offsets[0]) if len(offsets) else 0
+        planes.append(Stream(count, constant if L == 0 else 0, L, freq, chunk if L else 1 << 16,
+                             [int(x) for x in lengths] if L else [],
+                             memoryview(body)[start : start + int(lengths.sum(dtype=np.uint64))] if L else memoryview(b"")))
+    return planes
+
+
+def job(archive, name: str) -> Job | PlanesJob | None:
+    """The GPU decode job of one tensor of an open Archive, or None when its method declares
+    no fused decoder this kernel takes (zoocodec/plan.py)."""
+    from zoocodec import plan  # noqa: PLC0415
+    from zoocodec.methods import spec_from_dict  # noqa: PLC0415
+
+    e = archive.plan[name]
+    if e.dtype not in KINDS:
         return None
-    where = f"{archive.container.path}: tensor {name!r}"
+    where = f"{archive.container.path}: {e.where}"
+    segments = dict(zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()])))
     try:
-        spec = spec_from_dict(e["method"])
-    except Exception as err:  # noqa: BLE001  (the host path raises the proper error)
+        fused = plan.fused_job(spec_from_dict(e.method), e, segments, gpu=True)
+    except Exception as err:  # noqa: BLE001  (a spec or side info the host path refuses the same way)
         raise ContainerError(f"{where}: {err}") from None
-    if not isinstance(spec, Uniform) or not isinstance(spec.coder, Ans) or set(e["segments"]) - {"symbols", "steps"}:
+    if fused is None:
         return None
-    shape = tuple(e["shape"])
-    segments = {k: archive.container.segment(f"tensor {name!r}", tuple(v)) for k, v in e["segments"].items()}
-    if "symbols" not in segments:
-        raise ContainerError(f"{where}: symbol stream 'symbols' is missing")
-    try:
-        steps = load_steps(Quantized({}, e["side"], segments), shape, "uniform").astype(np.float64)
-        stream = parse(segments["symbols"], math.prod(shape), f"{where}: entropy-coded payload")
-    except ContainerError as err:
-        raise ContainerError(f"{where}: {err}") from None
+    if isinstance(fused, plan.Planes):
+        return PlanesJob(name, e.shape, e.dtype, parse_planes(segments[fused.stream], e.numel, e.dtype,
+                                                              f"{where}: float payload"))
+    stream = parse(segments[fused.stream], e.numel, f"{where}: entropy-coded payload")
     if stream is None:
         return None
-    return Job(name, shape, e["dtype"], stream, steps)
+    values, row_len, k = fused.native(e.numel)
+    return Job(name, e.shape, e.dtype, stream, values, k, row_len if k else 0)
 
 
 @functools.cache
@@ -157,30 +181,36 @@ def _module():
     return cupy.RawModule(code=Path(__file__).with_name("decode.cu").read_text(), options=("-std=c++17",))
 
 
-def run(jobs: list[Job], what: str = "GPU decode") -> list:
-    """Decode every job (all of one dtype) in one launch -> CuPy arrays of their shapes, views of one buffer."""
+def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, out=None) -> list:
+    """Decode every job (all of one dtype) -> CuPy arrays of their shapes, views of one buffer: the
+    rANS streams in one launch, each packed one in a launch of its own. `kernel` and `out`: a
+    kernel other than the dtype's (rans_bytes) writing into a given buffer."""
     import cupy  # noqa: PLC0415
 
     if not jobs:
         return []
     kernel_name, out_dtype = KINDS[jobs[0].dtype]
+    kernel_name = kernel or kernel_name
     assert all(j.dtype == jobs[0].dtype for j in jobs)
-    tensors = np.zeros(len(jobs), TENSOR)
+    numels = [math.prod(j.shape) for j in jobs]
+    starts = [int(x) for x in np.cumsum([0] + numels)]
+    packed = [(j, at) for j, at in zip(jobs, starts) if isinstance(j.stream, Packed)]
+    coded = [(j, at) for j, at in zip(jobs, starts) if isinstance(j.stream, Stream)]
+    tensors = np.zeros(len(coded), TENSOR)
     tables, syms, steps, blobs = [], [], [], []
     sub_off, sub_len, sub_first, sub_count, tensor_of = [], [], [], [], []
-    out_at = table_at = steps_at = data_at = 0
-    for t, j in enumerate(jobs):
+    table_at = steps_at = data_at = 0
+    for t, (j, out_at) in enumerate(coded):
         s = j.stream
         numel = math.prod(j.shape)
-        rows = len(j.steps)
-        tensors[t] = (out_at, numel // rows if rows > 1 else max(numel, 1), s.lo, table_at, s.L, steps_at, rows)
+        tensors[t] = (out_at, j.row_length, s.lo, table_at, s.L, steps_at, j.rows, j.k, 0)
         if s.L:
             fb, sy = slot_table(s.freq)
             tables.append(fb)
             syms.append(sy)
             table_at += fb.size
         steps.append(j.steps)
-        steps_at += rows
+        steps_at += len(j.steps)
         blobs.append(s.data)
         offsets = np.concatenate([[0], np.cumsum(s.lengths, dtype=np.uint64)[:-1]]) if s.lengths else []
         chunk = s.chunk
@@ -191,9 +221,10 @@ def run(jobs: list[Job], what: str = "GPU decode") -> list:
             sub_count.append(min(chunk, s.count - i * chunk))
             tensor_of.append(t)
         data_at += len(s.data)
-        out_at += numel
     nsub = len(sub_off)
-    out = cupy.empty(out_at, dtype=out_dtype)
+    out = cupy.empty(starts[-1], dtype=out_dtype) if out is None else out
+    for j, at in packed:
+        _packed_launch(j, out[at:], what)
     if nsub:
         host = _pinned(blobs, data_at)  # kept until the kernel has run (the .get() of `bad` below waits)
         data = cupy.empty(host.shape, dtype=np.uint8)
@@ -218,14 +249,62 @@ def run(jobs: list[Job], what: str = "GPU decode") -> list:
              dev["tensors"], dev["slots"], dev["syms"], dev["steps"], out, bad, np.uint64(nsub)))
         broken = cupy.flatnonzero(bad).get()
         if broken.size:
-            raise ContainerError(f"{what}: tensor {jobs[tensor_of[int(broken[0])]].name!r}: corrupt rANS substream "
-                                 f"{sub_first[int(broken[0])] // jobs[tensor_of[int(broken[0])]].stream.chunk}")
-    views, at = [], 0
-    for j in jobs:
-        numel = math.prod(j.shape)
-        views.append(out[at:at + numel].reshape(j.shape))
-        at += numel
+            j = coded[tensor_of[int(broken[0])]][0]
+            raise ContainerError(f"{what}: tensor {j.name!r}: corrupt rANS substream "
+                                 f"{sub_first[int(broken[0])] // j.stream.chunk}")
+    return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts, numels)]
+
+
+def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
+    """Lossless float tensors (all of one dtype): each rANS-coded plane decoded by rans_bytes (a
+    launch a plane) into one buffer of planes, raw planes copied in, then a merge launch per
+    tensor -> CuPy arrays of their shapes (bfloat16 as uint16 bits)."""
+    import cupy  # noqa: PLC0415
+
+    if not jobs:
+        return []
+    out_dtype = KINDS[jobs[0].dtype][1]
+    width = np.dtype(out_dtype).itemsize
+    numels = [math.prod(j.shape) for j in jobs]
+    starts = [int(x) for x in np.cumsum([0] + [width * n for n in numels])]
+    planes = cupy.empty(max(starts[-1], 1), dtype=np.uint8)
+    coded = []
+    for j, at, n in zip(jobs, starts, numels):
+        for k, p in enumerate(j.planes):
+            if isinstance(p, Stream):  # decoded below, symbol = byte
+                coded.append((Job(j.name, (n,), "float32", p, np.ones(1)), at + k * n))
+            elif n:
+                planes[at + k * n : at + (k + 1) * n].set(np.frombuffer(p, np.uint8))
+    for cj, at in coded:  # (run() lays its jobs out back to back: one call a plane keeps each at its offset)
+        run([cj], what, kernel="rans_bytes", out=planes[at:])
+    out, views = cupy.empty(sum(numels), dtype=out_dtype), []
+    merge = _module().get_function("planes_merge4" if width == 4 else "planes_merge2")
+    at_out = 0
+    for j, at, n in zip(jobs, starts, numels):
+        if n:
+            merge((min(-(-n // THREADS), 65535),), (THREADS,),
+                  (planes[at:], np.uint64(n), out[at_out:].view(np.uint32 if width == 4 else np.uint16)))
+        views.append(out[at_out : at_out + n].reshape(j.shape))
+        at_out += n
     return views
+
+
+def _packed_launch(j: Job, out, what: str) -> None:
+    """One packed tensor: its inflated ints uploaded, dequantized into `out` (a view at its start)."""
+    import cupy  # noqa: PLC0415
+
+    p, numel = j.stream, math.prod(j.shape)
+    if not numel:
+        return
+    raw = cupy.asarray(np.frombuffer(p.raw, np.uint8))
+    steps = cupy.asarray(np.ascontiguousarray(j.steps, np.float64))
+    bad = cupy.zeros(1, dtype=np.int32)
+    blocks = min(-(-numel // THREADS), 65535)
+    _module().get_function(PACKED_KERNELS[j.dtype])(
+        (blocks,), (THREADS,), (raw, np.uint32(p.width), np.uint64(numel), np.int64(p.lo), steps, np.uint32(j.rows),
+                                np.uint64(j.row_length), np.uint32(j.k), out, bad))
+    if int(bad.get()[0]):
+        raise ContainerError(f"{what}: tensor {j.name!r}: codebook index out of range")
 
 
 def _pinned(blobs: list, size: int) -> np.ndarray:
@@ -253,18 +332,18 @@ def tensor(archive, name: str):
     j = job(archive, name)
     if j is None:
         return None
-    return to_torch(run([j], str(archive.container.path))[0], j.dtype)
+    return to_torch((run_planes if isinstance(j, PlanesJob) else run)([j], str(archive.container.path))[0], j.dtype)
 
 
 def tensors(archive, names: list[str]) -> dict:
     """Every tensor of `names` the kernel takes, decoded in one launch per dtype: {name: torch CUDA tensor}."""
-    jobs: dict[str, list[Job]] = {}
+    jobs: dict[tuple[str, bool], list] = {}
     for name in names:
         j = job(archive, name)
         if j is not None:
-            jobs.setdefault(j.dtype, []).append(j)
+            jobs.setdefault((j.dtype, isinstance(j, PlanesJob)), []).append(j)
     out = {}
-    for dtype, group in jobs.items():
-        for j, a in zip(group, run(group, str(archive.container.path))):
+    for (dtype, planes), group in jobs.items():
+        for j, a in zip(group, (run_planes if planes else run)(group, str(archive.container.path))):
             out[j.name] = to_torch(a, dtype)
     return out

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from zoocodec import budget
-from zoocodec.codecs import CoderSpec, coder_from_dict, parse_coder
+from zoocodec.codecs import CoderSpec, coder_from_dict, native, parse_coder
 from zoocodec.codecs.base import convert, split_params
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels.backend import to_numpy
@@ -140,6 +140,10 @@ def error_stats(t: TensorData, recon: np.ndarray) -> ErrorStats:
     if not n:
         return ErrorStats()
     w, r = t.array.reshape(-1), np.asarray(recon).reshape(-1)
+    if t.dtype in NATIVE_KINDS and r.dtype == w.dtype:  # the same sums, in C++ threads, without float64 copies
+        bits = bits_of(w)
+        err2, power, top = native.engine().error_stats(bits, bits_of(r), NATIVE_KINDS[t.dtype])
+        return ErrorStats(float(np.float64(err2) / n), top, float(np.float64(power) / n))
     top = [0.0]
 
     def sums(lo, hi):
@@ -152,10 +156,21 @@ def error_stats(t: TensorData, recon: np.ndarray) -> ErrorStats:
     return ErrorStats(float(np.float64(err2) / n), top[0], float(np.float64(power) / n))
 
 
+NATIVE_KINDS = {"float32": 0, "bfloat16": 1}  # the dtypes the native quantizers take (codecs/native/quantize.h)
+
+
+def bits_of(a: np.ndarray) -> np.ndarray:
+    """A float32 / bfloat16 (uint16) array's bits, flat and contiguous, for the native engine."""
+    a = np.ascontiguousarray(a).reshape(-1)
+    return a.view(np.uint32) if a.dtype.itemsize == 4 else a.view(np.uint16)
+
+
 def all_finite(t: TensorData) -> bool:
     """No NaN or Inf (checked block by block; integer tensors are always finite)."""
     if not t.is_float:
         return True
+    if t.dtype in NATIVE_KINDS:  # on the bits, in C++: no float64 blocks
+        return native.engine().all_finite(bits_of(t.array))
     w = t.array.reshape(-1)
     step = BLOCK_BYTES // 8
     return all(bool(np.isfinite(as_float64(w[i : i + step], t.dtype)).all()) for i in range(0, w.size, step))
@@ -183,6 +198,7 @@ class Quantized:
     side: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, bytes | memoryview] = field(default_factory=dict)
     recon: np.ndarray | None = None
+    stats: ErrorStats | None = None  # recon's error, when the quantizer measured it on the way (native uniform)
 
 
 @dataclass
@@ -245,9 +261,11 @@ class MethodSpec:
         quantize_many (pipeline/batch.py groups a model's tensors by it)."""
         return None
 
-    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+    def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         """quantize() of tensors of one batch_key, with the same results; methods whose kernels
-        batch (one launch for many same-shape problems) override it."""
+        batch (one launch for many same-shape problems) override it. recon=False: the caller
+        codes the result and needs only its error, so a method that measured it (q.stats) may
+        leave q.recon None (code() rebuilds it from the symbols if it is ever asked for)."""
         return [self.quantize(t, xp) for t in ts]
 
     def encode(self, t: TensorData, xp=np, recon: bool = True) -> Encoded:
@@ -262,7 +280,10 @@ class MethodSpec:
         caller measured it already), before coding: the tensor, its symbols and the coder's
         output are held, not a second copy of the tensor."""
         q.symbols = {k: to_numpy(v) for k, v in q.symbols.items()}
-        q.recon = to_numpy(q.recon)
+        stats = stats or q.stats
+        if q.recon is None and (recon or stats is None):  # left out by quantize_many(recon=False)
+            q.recon = self.dequantize(Quantized(q.symbols, q.side, q.arrays), t.array.shape, t.dtype)
+        q.recon = None if q.recon is None else to_numpy(q.recon)
         if stats is None and not self.lossless and t.is_float:
             stats = error_stats(t, q.recon)
         if not recon:
@@ -311,6 +332,12 @@ class MethodSpec:
                 del segments[name]
         arrays = {k: v for k, v in segments.items() if k not in shapes}  # (consumed streams are gone already)
         return self.dequantize(Quantized(symbols, side, arrays), tuple(shape), dtype)
+
+    def fused(self, side: dict, arrays: dict[str, bytes], shape: tuple[int, ...], dtype: str):
+        """How this tensor decodes in one pass, entropy decoding and dequantization fused into the
+        output dtype (a zoocodec.plan kind: the native CPU decoder and the CUDA kernel take it),
+        or None: decode() runs. `arrays`: the payloads that are not symbol streams."""
+        return None
 
     def _decoded_dtype(self, stream: str, dtype: str, coder: CoderSpec) -> np.dtype | None:
         want = self.symbol_dtype(stream, dtype)

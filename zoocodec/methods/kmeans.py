@@ -87,7 +87,7 @@ class KMeans(MethodSpec):
         """Every tensor under one k-means spec: problems of one size, from any tensors, run as one batch."""
         return "problems" if t.array.size else None
 
-    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+    def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         """k-means of every problem of `ts`: each problem seeded as if alone (k-means++ per tensor
         and part, on the host), then one Lloyd batch per problem size (kernels/kmeans.py: a
         problem's result does not depend on the batch it runs in)."""
@@ -147,6 +147,19 @@ class KMeans(MethodSpec):
                 out[start + lo : start + hi] = from_float64(book[p * self.k + flat[start + lo : start + hi]], dtype)
             start, first = start + count * size, first + count
         return out.reshape(shape)
+
+    def fused(self, side, arrays, shape, dtype):
+        """Codebook lookup of an ans stream of indices (zoocodec.plan.Lookup); damaged side data
+        is left to dequantize(), which names it."""
+        from zoocodec.plan import Lookup  # noqa: PLC0415
+
+        probs = problems(shape, self.per, self.block)
+        n = sum(c for c, _ in probs)
+        book = np.frombuffer(arrays.get("codebook", b""), dtype=CODEBOOK[self.codebook])
+        if not isinstance(self.coder, Ans) or not probs or book.size != n * self.k or side.get("problems") != n \
+                or not np.isfinite(book).all():
+            return None
+        return Lookup("indices", book.astype(np.float64), self.k, probs[0][1])
 
     def dequantize(self, q, shape, dtype):
         count = int(np.prod(shape))

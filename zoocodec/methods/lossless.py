@@ -53,6 +53,12 @@ class Lossless(MethodSpec):
         a = t.array if t.array.flags.c_contiguous else t.array.copy()  # (ascontiguousarray makes 0-D 1-D)
         return Quantized({"data": a.view(bits_dtype(t.dtype))}, {}, {}, a)
 
+    def fused(self, side, arrays, shape, dtype):
+        """Float planes decode on the GPU too (zoocodec.plan.Planes)."""
+        from zoocodec.plan import Planes  # noqa: PLC0415
+
+        return Planes("data") if isinstance(self.coder, Float) and dtype in ("float32", "float16", "bfloat16") else None
+
     def dequantize(self, q, shape, dtype):
         data = q.symbols["data"]
         if data.shape != tuple(shape):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoocodec.codecs import CoderSpec
+from zoocodec.codecs.ans import Ans
 from zoocodec.codecs.context import Ctx, matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R
@@ -143,7 +144,7 @@ class RDOQ(MethodSpec):
         """Tensors of one shape decide (and walk their trellises) together."""
         return (tuple(t.array.shape),) if t.array.size else None
 
-    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+    def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         ws = [t.float64() for t in ts]
         out = []
         for t, (q, steps) in zip(ts, self.levels_many(ws, xp)):
@@ -156,18 +157,34 @@ class RDOQ(MethodSpec):
     def symbol_dtype(self, stream, dtype):
         return None  # levels of any integer type
 
-    def dequantize(self, q, shape, dtype):
-        levels = matrix_view(q.symbols["symbols"])
+    def decoded_steps(self, arrays: dict, rows: int, shape) -> np.ndarray:
+        """The steps a reader uses for a matrix view of `rows` rows (stored with bits=, else
+        from the spec: `step` alone needs no weights)."""
         if self.bits is not None:
-            steps = read_array(q.arrays, "steps", "<f4", levels.shape[0], "rdoq")
+            steps = read_array(arrays, "steps", "<f4", rows, "rdoq")
             if not (steps > 0).all():
                 raise ContainerError(f"rdoq: bad steps for shape {tuple(shape)}")
-        else:
-            try:
-                steps = self.row_steps(levels)
-            except SpecError as e:
-                raise ContainerError(str(e)) from None
-        return self.reconstruct_matrix(levels, steps, dtype).reshape(shape)
+            return steps
+        try:
+            return self.row_steps(np.empty((rows, 0)))
+        except SpecError as e:
+            raise ContainerError(str(e)) from None
+
+    def dequantize(self, q, shape, dtype):
+        levels = matrix_view(q.symbols["symbols"])
+        return self.reconstruct_matrix(levels, self.decoded_steps(q.arrays, levels.shape[0], shape), dtype).reshape(shape)
+
+    def fused(self, side, arrays, shape, dtype):
+        """Levels (the symbols themselves) times a step per row, coded by ans (zoocodec.plan.Affine);
+        damaged steps are left to dequantize(), which names them."""
+        from zoocodec.plan import Affine  # noqa: PLC0415
+
+        if not isinstance(self.coder, Ans):
+            return None
+        try:
+            return Affine("symbols", self.decoded_steps(arrays, view_shape(tuple(shape))[0], shape).astype(np.float64))
+        except ContainerError:
+            return None
 
 
 @register
@@ -198,6 +215,10 @@ class DQ(RDOQ):
 
     def _decide(self, x, ctx, origin, bits, xp):
         return R.dq_trellis(x, ctx, origin, bits, self.lam, xp)
+
+    def fused(self, side, arrays, shape, dtype):
+        """None: a level's value depends on the trellis state before it, not on the symbol alone."""
+        return None
 
     def levels(self, q: np.ndarray, by_column: bool | None = None) -> np.ndarray:
         """The state machine walks each row, or each column (`by_column`; default: wider than tall)."""

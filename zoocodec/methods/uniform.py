@@ -5,7 +5,15 @@ Three ways to set the step:
   model, which under entropy coding is the MSE-optimal allocation;
 - `bits=B` (2..16): symmetric min-max per output channel, what int8/int4 users expect;
 - `bits=B, per_tensor=true`: min-max over the whole tensor (fragile below 8 bits: one
-  outlier stretches the range).
+  outlier stretches the range);
+- `bits=B, group=G`: one step per G consecutive weights of each row (along the input
+  dimension; the last group of a row is shorter when G does not divide it), symmetric
+  min-max; with `zero=true` each group also gets an offset, its minimum, and B-bit levels
+  0..2^B-1 between its minimum and maximum (GGUF Q4_1, HQQ). With `step=S` every group
+  keeps the one step S and `zero=true` adds the offsets. The side values are rounded to
+  the float16 grid (float32 where a value is outside float16's range) and coded by the
+  float coder as their own streams (`group_steps`, `group_zeros`), so they count in the
+  size; the GPU decoder declines grouped tensors (they decode on the host).
 
 The symbols go to the spec's coder: `ans` (default), `ctx`, or video
 (`uniform:bits=8,coder=video-hevc`, lossy with `coder=video-h264(crf=18)`: the
@@ -19,13 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import CoderSpec
+from zoocodec.codecs import CoderSpec, native
 from zoocodec.codecs.ans import Ans
-from zoocodec.errors import ContainerError
+from zoocodec.codecs.lossless import Float
+from zoocodec.errors import ContainerError, SpecError, ZoocodecError
 from zoocodec.kernels import uniform as K
 from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
-from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, as_float64, check_step_or_bits, default_bits,
-                                   from_float64, read_array, register, row_blocks)
+from zoocodec.methods.base import (BLOCK_BYTES, NATIVE_KINDS, ErrorStats, MethodSpec, Quantized, TensorData,
+                                   all_finite, as_float64, bits_of, check_step_or_bits, default_bits, from_float64,
+                                   read_array, register, row_blocks)
 from zoocodec.methods.lossless import native_dtype
 
 
@@ -63,6 +73,8 @@ class Uniform(MethodSpec):
     bits: int | None = None
     step: float | None = None
     per_tensor: bool = False
+    group: int | None = None
+    zero: bool = False
     coder: CoderSpec = Ans()
 
     def __post_init__(self):
@@ -71,13 +83,35 @@ class Uniform(MethodSpec):
 
     def validate(self) -> None:
         check_step_or_bits(self)
+        if self.group is not None and not (isinstance(self.group, int) and MIN_GROUP <= self.group <= MAX_GROUP):
+            raise SpecError(f"uniform: group must be {MIN_GROUP}..{MAX_GROUP} weights, got {self.group!r}")
+        if self.group is not None and self.per_tensor:
+            raise SpecError("uniform: group and per_tensor exclude each other")
+        if self.zero and self.group is None:
+            raise SpecError("uniform: zero points need a group (e.g. group=32,zero=true)")
         self.coder.validate()
 
     gpu = True
 
+    def to_dict(self):
+        """Without group and zero when ungrouped: headers of ungrouped tensors stay as they were."""
+        d = super().to_dict()
+        if self.group is None:
+            del d["group"], d["zero"]
+        return d
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if self.group is not None else text.replace(",zero=False", "")
+
+    def coder_for(self, stream: str) -> CoderSpec:
+        return Float() if stream in GROUP_STREAMS else self.coder
+
     def steps_for(self, w, per_channel: bool | None = None) -> np.ndarray:
         """float64 steps (host), one per row of the quantization view, exactly representable in
         float32; `w` is a model's TensorData (read block by block) or an array of values."""
+        if self.group is not None:
+            raise SpecError(f"{self}: group-wise steps are not available inside this method")
         if self.step is not None:
             return np.array([self.step], dtype=np.float64)
         per_channel = not self.per_tensor if per_channel is None else per_channel
@@ -92,26 +126,134 @@ class Uniform(MethodSpec):
         return np.where(steps > 0, steps, 1.0).astype(np.float64)
 
     def quantize(self, t: TensorData, xp=np) -> Quantized:
+        return self._quantize(t, xp, recon=True)
+
+    def _quantize(self, t: TensorData, xp, recon: bool) -> Quantized:
         """Row blocks at a time: the float64 temporaries stay bounded, the symbols take the
-        narrowest integer type their range needs, the reconstruction the tensor's own dtype."""
+        narrowest integer type their range needs, the reconstruction the tensor's own dtype.
+        float32 and bfloat16 on the host take the native path; recon=False leaves the
+        reconstruction out there (its statistics are kept)."""
+        if self.group is not None:
+            return self._quantize_groups(t, xp, recon)
         per_row = self.step is None and not self.per_tensor and t.array.ndim >= 2 and t.array.shape[0] > 1
         m = t.matrix(per_row=per_row)
+        if xp is not np and t.dtype in NATIVE_KINDS and m.size:
+            q = self._quantize_device(t, m, xp, recon)
+            if q is not None:
+                return q
         amax = absmax_rows(m, t.dtype) if m.size else np.zeros(1)
         steps = np.array([self.step], dtype=np.float64) if self.step is not None else (
             self._steps(amax) if m.size else np.ones(1))
         top = float(np.rint(np.max(amax / steps))) if m.size else 0.0  # the largest |symbol|
         symbols = np.empty(m.shape, dtype=narrowest(top))
-        recon = np.empty(m.shape, dtype=t.array.dtype)
+        stats = None
+        if xp is np and t.dtype in NATIVE_KINDS and symbols.dtype != np.int64 and m.size:
+            # fused in C++ threads: the same IEEE operations per weight, so the same symbols,
+            # reconstruction and statistics (np.sum's summation tree) as the blocks below
+            out = np.empty(m.shape, dtype=t.array.dtype) if recon else None  # (fresh pages are costly)
+            err2, power, max_err = native.engine().uniform_quantize(
+                bits_of(m), NATIVE_KINDS[t.dtype], np.ascontiguousarray(steps), m.shape[1],
+                symbols.reshape(-1), None if out is None else bits_of(out))
+            stats = ErrorStats(float(np.float64(err2) / m.size), max_err, float(np.float64(power) / m.size))
+        else:
+            out = np.empty(m.shape, dtype=t.array.dtype)
+            self._quantize_blocks(t, m, steps, symbols, out, xp)
+        side, arrays = {}, {}
+        store_steps(steps, side, arrays)
+        return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays,
+                         None if out is None else out.reshape(t.array.shape), stats)
+
+    def _quantize_device(self, t: TensorData, m: np.ndarray, xp, recon: bool) -> Quantized | None:
+        """The device-resident path (kernels/uniform.cu): the bits go to the GPU once; the row
+        maxima, the symbols and the statistics are computed there, and only the maxima (one per
+        row), the symbols and three sums come back; the CPU's symbols and statistics bit for bit.
+        None when the symbols need int64 (the array path takes those)."""
+        bits = xp.asarray(bits_of(m)).reshape(m.shape)
+        mask = bits.dtype.type((1 << (8 * m.dtype.itemsize - 1)) - 1)  # |w| orders as its bits (absmax_rows)
+        amax = as_float64(to_numpy(xp.max(bits & mask, axis=1)).view(m.dtype), t.dtype)
+        steps = np.array([self.step], dtype=np.float64) if self.step is not None else self._steps(amax)
+        top = float(np.rint(np.max(amax / steps)))
+        dt = narrowest(top)
+        if dt == np.int64:
+            return None
+        symbols, out, (err2, power, max_err) = K.quantize_device(bits.reshape(-1), t.dtype, steps, m.shape[1], dt,
+                                                                 recon)
+        stats = ErrorStats(float(np.float64(err2) / m.size), max_err, float(np.float64(power) / m.size))
+        side, arrays = {}, {}
+        store_steps(steps, side, arrays)
+        if out is not None:
+            out = out.view(t.array.dtype).reshape(t.array.shape)
+        return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays, out, stats)
+
+    def _quantize_blocks(self, t: TensorData, m: np.ndarray, steps: np.ndarray, symbols: np.ndarray,
+                         recon: np.ndarray, xp) -> None:
+        """The array path (NumPy or CuPy): row blocks in float64."""
         for r, c in row_blocks(*m.shape):
             s = xp.asarray(steps[r] if steps.shape[0] > 1 else steps)
             sym = K.quantize(as_float64(m[r, c], t.dtype, xp), s, xp)  # IEEE division and rint: the same symbols on any device
             symbols[r, c] = to_numpy(sym)
             recon[r, c] = from_float64(to_numpy(K.dequantize(sym, s, xp)), t.dtype)
-        side, arrays = {}, {}
-        store_steps(steps, side, arrays)
-        return Quantized({"symbols": symbols.reshape(t.array.shape)}, side, arrays, recon.reshape(t.array.shape))
+
+    def _quantize_groups(self, t: TensorData, xp, recon: bool = True) -> Quantized:
+        """Group-wise steps: the groups' ranges in one pass over row blocks, their side values
+        on the host (small: one per group), then symbols and reconstruction block by block
+        (float32 / bfloat16 on the host: both passes in C++, the same floats)."""
+        m = t.matrix(per_row=True)
+        rows, cols = m.shape
+        g = self.group
+        count = K.group_count(cols, g)
+        fused = xp is np and t.dtype in NATIVE_KINDS and m.size > 0 and all_finite(t)
+        lo, hi = np.empty((rows, count)), np.empty((rows, count))
+        blocks = list(row_blocks(rows, cols, limit=_group_block(g)))
+        if fused:
+            native.engine().group_ranges(bits_of(m), NATIVE_KINDS[t.dtype], cols, g, lo.reshape(-1), hi.reshape(-1))
+        else:
+            for r, c in blocks:
+                gs = slice(c.start // g, K.group_count(c.stop, g))
+                lo[r, gs], hi[r, gs] = map(to_numpy, K.group_ranges(as_float64(m[r, c], t.dtype, xp), g, xp))
+        steps, zeros = group_side(lo, hi, self)
+        base = zeros if zeros is not None else 0.0
+        step = steps if steps is not None else self.step
+        with np.errstate(invalid="ignore"):
+            top = float(np.max(np.rint(np.maximum(np.abs(lo - base), np.abs(hi - base)) / step))) if lo.size else 0.0
+        symbols = np.empty(m.shape, dtype=narrowest(top))
+        stats = None
+        if fused and symbols.dtype != np.int64:
+            out = np.empty(m.shape, dtype=t.array.dtype) if recon else None
+            err2, power, max_err = native.engine().uniform_groups(
+                bits_of(m), NATIVE_KINDS[t.dtype], cols, g,
+                np.array([self.step], dtype=np.float64) if steps is None else steps.reshape(-1),
+                None if zeros is None else zeros.reshape(-1), symbols.reshape(-1),
+                None if out is None else bits_of(out))
+            stats = ErrorStats(float(np.float64(err2) / m.size), max_err, float(np.float64(power) / m.size))
+        else:
+            out = np.empty(m.shape, dtype=t.array.dtype)
+            self._quantize_group_blocks(t, m, blocks, steps, zeros, symbols, out, xp)
+        side = {"rows": rows, "groups": count}
+        streams = {"symbols": symbols.reshape(t.array.shape)}
+        if steps is None:
+            side["step"] = float(self.step)
+        else:
+            streams["group_steps"] = steps.astype("<f4").view("<u4").ravel()
+        if zeros is not None:
+            streams["group_zeros"] = zeros.astype("<f4").view("<u4").ravel()
+        return Quantized(streams, side, {}, None if out is None else out.reshape(t.array.shape), stats)
+
+    def _quantize_group_blocks(self, t, m, blocks, steps, zeros, symbols, recon, xp) -> None:
+        """The array path of group-wise steps (NumPy or CuPy): row blocks in float64."""
+        g = self.group
+        scalar = xp.asarray(np.array(self.step if steps is None else 1.0))
+        for r, c in blocks:
+            gs = slice(c.start // g, K.group_count(c.stop, g))
+            s = xp.asarray(steps[r, gs]) if steps is not None else scalar
+            z = xp.asarray(zeros[r, gs]) if zeros is not None else None
+            sym = K.quantize_groups(as_float64(m[r, c], t.dtype, xp), s, z, g, xp)
+            symbols[r, c] = to_numpy(sym)
+            recon[r, c] = from_float64(to_numpy(K.dequantize_groups(sym, s, z, g, xp)), t.dtype)
 
     def symbol_dtype(self, stream, dtype):
+        if stream in GROUP_STREAMS:
+            return np.dtype("<u4")
         return None  # dequantize takes any integer type: the coder returns the narrowest
 
     def rows(self, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -123,13 +265,15 @@ class Uniform(MethodSpec):
 
     def batch_key(self, t: TensorData):
         """Tensors of one dtype whose rows have one length quantize as one stack of rows."""
+        if self.group is not None:
+            return None
         return (t.dtype, self.rows(t.array.shape)[1]) if t.array.size else None
 
-    def quantize_many(self, ts: list[TensorData], xp=np) -> list[Quantized]:
+    def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         """One quantization of the stacked rows of every tensor: each row keeps its own step
         (its tensor's, or its channel's), so each tensor gets quantize()'s symbols and recon."""
-        if len(ts) == 1:
-            return [self.quantize(ts[0], xp)]
+        if len(ts) == 1 or xp is np or ts[0].dtype in NATIVE_KINDS:  # the fused paths, one tensor at a time
+            return [self._quantize(t, xp, recon) for t in ts]
         shapes = [t.array.shape for t in ts]
         w = TensorData("", ts[0].dtype, stack_rows([t.array.reshape(self.rows(s)) for t, s in zip(ts, shapes)], xp))
         w = w.float64(xp)
@@ -147,6 +291,8 @@ class Uniform(MethodSpec):
         return out
 
     def dequantize(self, q, shape, dtype):
+        if self.group is not None:
+            return self._dequantize_groups(q, tuple(shape), dtype)
         steps = load_steps(q, shape, "uniform")
         symbols = q.symbols["symbols"]
         m = symbols.reshape(steps.shape[0], -1) if symbols.size else symbols.reshape(1, -1)
@@ -156,12 +302,105 @@ class Uniform(MethodSpec):
             out[r, c] = from_float64(K.dequantize(m[r, c], s, np), dtype)
         return out.reshape(symbols.shape)
 
+    def fused(self, side, arrays, shape, dtype):
+        """symbols * step of an ans stream (zoocodec.plan.Affine); group-wise steps decode through
+        dequantize (the fused decoders take one step per row)."""
+        from zoocodec.plan import Affine  # noqa: PLC0415
+
+        if not isinstance(self.coder, Ans) or self.group is not None:
+            return None
+        return Affine("symbols", load_steps(Quantized({}, side, arrays), shape, "uniform").astype(np.float64))
+
+    def _dequantize_groups(self, q: Quantized, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        """Every side value checked against the shape before use: a file is hostile."""
+        numel = math.prod(shape)
+        rows = shape[0] if len(shape) >= 2 and shape[0] else 1
+        cols = numel // rows
+        count = K.group_count(cols, self.group)
+        if q.side.get("rows") != rows or q.side.get("groups") != count:
+            raise ContainerError(f"uniform: side info is invalid for shape {shape}: {q.side}")
+        symbols = q.symbols.get("symbols")
+        if symbols is None or symbols.size != numel:
+            raise ContainerError(f"uniform: symbols do not fit shape {shape}")
+        steps = _group_values(q, "group_steps", rows, count) if self.step is None else None
+        if steps is None:
+            step = q.side.get("step")
+            if not isinstance(step, float) or not (math.isfinite(step) and step > 0):
+                raise ContainerError(f"uniform: side info is invalid: {q.side}")
+        elif not (steps > 0).all():
+            raise ContainerError("uniform: group steps must be positive")
+        zeros = _group_values(q, "group_zeros", rows, count) if self.zero else None
+        m = symbols.reshape(rows, cols)
+        out = np.empty(m.shape, dtype=native_dtype(dtype))
+        scalar = np.array(step if steps is None else 1.0)
+        for r, c in row_blocks(rows, cols, limit=_group_block(self.group)):
+            gs = slice(c.start // self.group, K.group_count(c.stop, self.group))
+            s = steps[r, gs] if steps is not None else scalar
+            out[r, c] = from_float64(K.dequantize_groups(m[r, c], s, None if zeros is None else zeros[r, gs],
+                                                         self.group, np), dtype)
+        return out.reshape(shape)
+
+
+MIN_GROUP, MAX_GROUP = 4, 1 << 16
+GROUP_STREAMS = ("group_steps", "group_zeros")
+
+
+def _group_block(group: int) -> int:
+    """Block bytes (float64) that cut a long row only at group boundaries."""
+    return max(BLOCK_BYTES // 8 // group, 1) * group * 8
+
+
+def _group_values(q: Quantized, name: str, rows: int, count: int) -> np.ndarray:
+    """A decoded side stream (float32 bits) as float64 (rows, groups), checked finite."""
+    bits = q.symbols.get(name)
+    if bits is None or bits.size != rows * count or bits.dtype.itemsize != 4:
+        raise ContainerError(f"uniform: {name} missing or not {rows} x {count} values")
+    values = np.ascontiguousarray(bits).view("<f4").astype(np.float64).reshape(rows, count)
+    if not np.isfinite(values).all():
+        raise ContainerError(f"uniform: {name} are not finite")
+    return values
+
+
+def group_side(lo: np.ndarray, hi: np.ndarray, spec: Uniform) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(steps, zeros) of groups with ranges lo..hi (float64, on the float16 grid, else float32;
+    None where the spec has none). Offsets round down, so symbols start at 0; steps round to
+    the nearest value unless that puts a group's extreme beyond the bit width's levels, then up:
+    symbols stay in 0..2^B-1 (zero=true) or -(2^(B-1)-1)..2^(B-1)-1, and weights already on a
+    float16 grid (a dequantized Q4_1 file) are reproduced."""
+    for dt in (np.float16, np.float32):
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            zeros = _on_grid(lo, dt, down=True) if spec.zero else None
+            steps = None
+            if spec.step is None:
+                span = hi - zeros if spec.zero else np.maximum(-lo, hi)
+                levels = (1 << spec.bits) - 1 if spec.zero else (1 << (spec.bits - 1)) - 1
+                steps = _on_grid(span / levels, dt)
+                up = np.rint(span / steps) > levels
+                steps[up] = np.nextafter(steps[up].astype(dt), dt(np.inf)).astype(np.float64)
+                steps[span == 0] = 1.0
+        if all(a is None or np.isfinite(a).all() for a in (steps, zeros)) and (steps is None or (steps > 0).all()):
+            return steps, zeros
+    raise ZoocodecError("uniform: group-wise steps need weights within float32's range")
+
+
+def _on_grid(x: np.ndarray, dt, down: bool = False) -> np.ndarray:
+    """x rounded to the nearest value of float type `dt` (down: the largest not above x), as float64."""
+    y = x.astype(dt)
+    if down:
+        over = y.astype(np.float64) > x
+        y[over] = np.nextafter(y[over], dt(-np.inf))
+    return y.astype(np.float64)
+
 
 def absmax_rows(m: np.ndarray, dtype: str) -> np.ndarray:
     """max |w| of each row of the native matrix `m` as float64, block by block, on the bits:
     with the sign bit cleared, a float's bits order as its magnitude (NaN above Inf, as np.max
     propagates it), so no float64 copy is made."""
     width = m.dtype.itemsize
+    if dtype in NATIVE_KINDS and m.flags.c_contiguous and m.size:
+        top = np.empty(m.shape[0], dtype=f"<u{width}")
+        native.engine().absmax_rows(bits_of(m), m.shape[1], top)
+        return as_float64(top.view(m.dtype), dtype)
     bits = m.view(f"<u{width}")
     mask = np.array((1 << (8 * width - 1)) - 1, dtype=bits.dtype)
     top = np.zeros(m.shape[0], dtype=bits.dtype)

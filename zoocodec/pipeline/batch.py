@@ -59,7 +59,8 @@ def default_window(xp) -> int:
 
 def run(tensors: Iterable[TensorData], choose: Callable[[TensorData], MethodSpec],
         finish: Callable[[TensorData, MethodSpec, Quantized], Any], xp=np,
-        window: int | None = None, threads: int = THREADS, chunk: int | None = None) -> Iterator[Any]:
+        window: int | None = None, threads: int = THREADS, chunk: int | None = None,
+        recon: bool = True) -> Iterator[Any]:
     """finish(t, spec, quantization) for every tensor, in the order of `tensors`.
 
     `choose` runs on the calling thread as tensors are read; `finish` on `threads` workers
@@ -67,7 +68,8 @@ def run(tensors: Iterable[TensorData], choose: Callable[[TensorData], MethodSpec
     A group is quantized `chunk` weights at a time (default: CPU_CHUNK on NumPy; 0, the whole
     group, on a GPU, where large launches are the point), and each result is yielded as soon
     as it and every one before it are done: the caller's progress moves every chunk, not
-    every window."""
+    every window. recon=False: `finish` needs only the error of the reconstruction (q.stats,
+    when the method measured it), see MethodSpec.quantize_many."""
     window = default_window(xp) if window is None else window
     chunk = (CPU_CHUNK if xp is np else 0) if chunk is None else chunk
     pool = ThreadPoolExecutor(threads, thread_name_prefix="zoocodec-code") if threads else None
@@ -81,7 +83,7 @@ def run(tensors: Iterable[TensorData], choose: Callable[[TensorData], MethodSpec
                 for part in _chunks(members, items, chunk):
                     ts = [items[i][0] for i in part]
                     with streams.next() as stream:
-                        qs = spec.quantize_many(ts, xp if spec.gpu else np)
+                        qs = spec.quantize_many(ts, xp if spec.gpu else np, recon=recon)
                         ready = stream.to_host(qs)
                     for i, t, q in zip(part, ts, qs):
                         job = (t, spec, q, ready)

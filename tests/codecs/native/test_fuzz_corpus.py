@@ -15,7 +15,7 @@ from zoocodec.errors import ContainerError
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "fuzz_corpus"
-TARGETS = ("rans", "rans_body", "floatplanes", "cabac")
+TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused")
 
 
 def replay(target: str, data: bytes) -> None:
@@ -58,6 +58,14 @@ def replay(target: str, data: bytes) -> None:
             eng.float_merge(n, width, parts, 2)
         except eng.CorruptStream:
             pass
+    elif target == "fused":
+        if len(data) < 5:
+            return
+        kind, k, rows, n = data[0] % 3, data[1], data[2] or 1, struct.unpack_from("<H", data, 3)[0]
+        values = np.arange(rows * k) * 0.25 if k else 0.5 + np.arange(rows, dtype=np.float64)
+        out = np.empty(n, dtype=np.float32 if kind == 0 else np.uint16)
+        [(status, _)] = eng.decode_fused([(data[5:], n, values, -(-n // rows), k, kind, out)], 2)
+        assert status in (0, 1, 2)
     else:
         if len(data) < 2:
             return

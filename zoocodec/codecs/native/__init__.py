@@ -35,12 +35,13 @@ def default_threads() -> int:
 
 
 def rans_encode(symbols: np.ndarray, nsym: int, *, chunk: int = SUBSTREAM, threads: int = 0,
-                max_bits: int = 16) -> bytes:
+                max_bits: int = 16, add: int = 0) -> bytes:
     """uint8/uint16 symbols, each below `nsym` (<= 2**16) -> an order-0 rANS stream.
 
     max_bits caps the probability precision: 12 or less (256 symbols or fewer) takes the
-    decoder's fastest path for a little size (0.2% on fp32 exponents)."""
-    return engine().rans_encode(np.ascontiguousarray(symbols).ravel(), nsym, chunk, threads, max_bits)
+    decoder's fastest path for a little size (0.2% on fp32 exponents). `add` is added to each
+    symbol modulo its width as it is read (signed symbols minus their minimum, with no copy)."""
+    return engine().rans_encode(np.ascontiguousarray(symbols).ravel(), nsym, chunk, threads, max_bits, add)
 
 
 def rans_decode(data: bytes | memoryview, count: int, *, what: str = "rANS stream", threads: int = 0) -> np.ndarray:
@@ -63,6 +64,13 @@ def rans_decode_freqs(data: bytes | memoryview, freqs: np.ndarray, count: int, *
     """`count` symbols of rans_encode_freqs under the same table."""
     f = np.ascontiguousarray(freqs, dtype=np.int64)
     return _checked(what, engine().rans_decode_freqs, data, f, count, threads)
+
+
+def ans_decode(data: bytes | memoryview, count: int, *, what: str = "entropy-coded payload",
+               threads: int = 0) -> tuple[int, np.ndarray] | None:
+    """(lo, uint8/uint16 indices) of an ans payload's rANS frame (codecs/ans.py), or None for
+    the frames ans.py reads itself (packed, raw low bits)."""
+    return _checked(what, engine().ans_decode, data, count, threads)
 
 
 def _checked(what: str, fn, *args):

@@ -10,6 +10,8 @@ namespace nb = nanobind;
 void bind_rans(nb::module_& m);
 void bind_cabac(nb::module_& m);
 void bind_floatplanes(nb::module_& m);
+void bind_quantize(nb::module_& m);
+void bind_plan(nb::module_& m);
 
 NB_MODULE(_engine, m) {
   m.doc() = "zoocodec's native coding engine (C++17, multi-threaded)";
@@ -18,4 +20,6 @@ NB_MODULE(_engine, m) {
   bind_rans(m);
   bind_cabac(m);
   bind_floatplanes(m);
+  bind_quantize(m);
+  bind_plan(m);
 }

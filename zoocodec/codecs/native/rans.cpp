@@ -64,7 +64,7 @@ inline uint32_t load32(const uint8_t* p) {
 inline uint32_t load16(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8; }
 
 template <class T>
-std::vector<uint64_t> histogram(const T* sym, uint64_t n, uint32_t nsym, int threads) {
+std::vector<uint64_t> histogram(const T* sym, uint64_t n, uint32_t nsym, int threads, T add) {
   std::size_t parts = std::max<std::size_t>(1, std::min<uint64_t>(threads, n / 65536 + 1));
   std::vector<std::vector<uint64_t>> local(parts, std::vector<uint64_t>(nsym, 0));
   std::vector<int> bad(parts, 0);
@@ -72,11 +72,12 @@ std::vector<uint64_t> histogram(const T* sym, uint64_t n, uint32_t nsym, int thr
     uint64_t lo = n * t / parts, hi = n * (t + 1) / parts;
     auto& h = local[t];
     for (uint64_t i = lo; i < hi; ++i) {
-      if (sym[i] >= nsym) {
+      const T v = static_cast<T>(sym[i] + add);
+      if (v >= nsym) {
         bad[t] = 1;
         return;
       }
-      ++h[sym[i]];
+      ++h[v];
     }
   });
   for (std::size_t t = 0; t < parts; ++t)
@@ -86,27 +87,62 @@ std::vector<uint64_t> histogram(const T* sym, uint64_t n, uint32_t nsym, int thr
   return local[0];
 }
 
-template <class T>
-std::vector<uint8_t> encode_substream(const T* sym, uint64_t m, const std::vector<uint32_t>& freq,
-                                      const std::vector<uint32_t>& cum, int L) {
-  std::vector<uint16_t> words(m + 1);
-  std::size_t top = words.size();
-  const int K = lanes(m);
-  std::vector<uint32_t> x(K, STATE_LO);
-  const uint32_t shift = 32 - L;
-  for (uint64_t j = m; j-- > 0;) {
-    uint32_t& s = x[j % K];
-    uint32_t f = freq[sym[j]];
-    if (s >= (f << shift)) {
-      words[--top] = static_cast<uint16_t>(s);
-      s >>= 16;
-    }
-    s = ((s / f) << L) + (s % f) + cum[sym[j]];
+// One symbol's encoding constants: floor(x / f) as a multiply, exact for every 32-bit state x
+// and f <= 2^16 (the error of ceil(2^48 / f) moves x / f by less than 2^-16 <= 1 - (f-1)/f), so
+// x' = x + start + q (2^L - f) = (q << L) + x mod f + start: the same states a division gives.
+struct EncSym {
+  uint64_t rcp;
+  uint32_t bias, cmpl, xmax;
+};
+
+std::vector<EncSym> enc_table(const std::vector<uint32_t>& freq, const std::vector<uint32_t>& cum, int L) {
+  std::vector<EncSym> e(freq.size());
+  for (std::size_t s = 0; s < freq.size(); ++s) {
+    const uint64_t f = freq[s] ? freq[s] : 1;
+    e[s] = {((uint64_t(1) << 48) + f - 1) / f, cum[s], static_cast<uint32_t>((uint64_t(1) << L) - f),
+            static_cast<uint32_t>(f << (32 - L))};
   }
+  return e;
+}
+
+template <int K, class T>
+inline std::size_t encode_lanes(const T* sym, uint64_t m, const EncSym* e, uint16_t* words, std::size_t top,
+                                uint32_t* x, T add) {
+  uint32_t s[K];
+  for (int k = 0; k < K; ++k) s[k] = STATE_LO;
+  auto put = [&](uint32_t& st, T v) {
+    const EncSym& es = e[v];
+    const bool out = st >= es.xmax;  // branch-free: the renormalisation is a coin flip per symbol
+    words[top - 1] = static_cast<uint16_t>(st);  // (top >= 1: at most one word per symbol, m + 1 slots)
+    top -= out;
+    st = out ? st >> 16 : st;
+    const uint32_t q = static_cast<uint32_t>((static_cast<unsigned __int128>(st) * es.rcp) >> 48);
+    st = st + es.bias + q * es.cmpl;
+  };
+  uint64_t j = m;
+  while (j % K) {  // symbol j uses state j mod K, from the last symbol back
+    --j;
+    put(s[j % K], static_cast<T>(sym[j] + add));
+  }
+  while (j) {
+    j -= K;
+    for (int k = K - 1; k >= 0; --k) put(s[k], static_cast<T>(sym[j + k] + add));
+  }
+  for (int k = 0; k < K; ++k) x[k] = s[k];
+  return top;
+}
+
+template <class T>
+std::vector<uint8_t> encode_substream(const T* sym, uint64_t m, const std::vector<EncSym>& enc, T add) {
+  std::vector<uint16_t> words(m + 1);
+  const int K = lanes(m);
+  uint32_t x[LANES];
+  const std::size_t top = K == LANES ? encode_lanes<LANES>(sym, m, enc.data(), words.data(), words.size(), x, add)
+                                     : encode_lanes<1>(sym, m, enc.data(), words.data(), words.size(), x, add);
   std::vector<uint8_t> out(4 * K + 2 * (words.size() - top));
   uint8_t* o = out.data();
-  for (uint32_t s : x) {
-    for (int b = 0; b < 4; ++b) *o++ = static_cast<uint8_t>(s >> (8 * b));
+  for (int k = 0; k < K; ++k) {
+    for (int b = 0; b < 4; ++b) *o++ = static_cast<uint8_t>(x[k] >> (8 * b));
   }
   for (std::size_t i = top; i < words.size(); ++i) {
     *o++ = static_cast<uint8_t>(words[i]);
@@ -187,23 +223,26 @@ std::vector<uint32_t> pow2_table(const std::vector<uint64_t>& f, int* L) {
 
 template <class T>
 void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
-                 int threads, Writer& w) {
+                 int threads, Writer& w, T add) {
   if (chunk < 1) throw std::invalid_argument("chunk must be positive");
   std::vector<uint32_t> cum(freq.size() + 1, 0);
   for (std::size_t s = 0; s < freq.size(); ++s) cum[s + 1] = cum[s] + freq[s];
   w.uvarint(chunk);
+  const std::vector<EncSym> enc = enc_table(freq, cum, L);
   if (n == 0) return;
   std::size_t parts = (n - 1) / chunk + 1;
   std::vector<std::vector<uint8_t>> bodies(parts);
   std::vector<int> bad(parts, 0);
   parallel_for(parts, threads, [&](std::size_t i) {
     uint64_t lo = i * chunk, m = std::min<uint64_t>(chunk, n - lo);
-    for (uint64_t j = lo; j < lo + m; ++j)
-      if (sym[j] >= freq.size() || !freq[sym[j]]) {
+    for (uint64_t j = lo; j < lo + m; ++j) {
+      const T v = static_cast<T>(sym[j] + add);
+      if (v >= freq.size() || !freq[v]) {
         bad[i] = 1;
         return;
       }
-    bodies[i] = encode_substream(sym + lo, m, freq, cum, L);
+    }
+    bodies[i] = encode_substream(sym + lo, m, enc, add);
   });
   for (int b : bad)
     if (b) throw std::invalid_argument("a symbol the frequency table does not hold");
@@ -218,13 +257,13 @@ void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, in
 }
 
 template <class T>
-void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads, Writer& w, int max_bits) {
+void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads, Writer& w, int max_bits, T add) {
   if (nsym < 1 || nsym > MAX_NSYM) throw std::invalid_argument("alphabet size must be 1..65536");
   if (chunk < 1) throw std::invalid_argument("chunk must be positive");
   w.uvarint(n);
   w.uvarint(nsym);
   if (n == 0) return;
-  std::vector<uint64_t> counts = histogram(sym, n, nsym, threads);
+  std::vector<uint64_t> counts = histogram(sym, n, nsym, threads, add);
   std::size_t present = 0, only = 0;
   for (uint32_t s = 0; s < nsym; ++s)
     if (counts[s]) ++present, only = s;
@@ -247,7 +286,7 @@ void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads
     w.uvarint(run - 1);
     s += run;
   }
-  encode_body(sym, n, freq, L, chunk, threads, w);
+  encode_body(sym, n, freq, L, chunk, threads, w, add);
 }
 
 namespace {
@@ -490,11 +529,12 @@ void decode(const Parsed& p, T* out, int threads) {
   parallel_for(p.body.size(), threads, [&](std::size_t i) { decode_substream(p, i, out + i * p.chunk); });
 }
 
-template void encode<uint8_t>(const uint8_t*, uint64_t, uint32_t, uint64_t, int, Writer&, int);
-template void encode<uint16_t>(const uint16_t*, uint64_t, uint32_t, uint64_t, int, Writer&, int);
-template void encode_body<uint8_t>(const uint8_t*, uint64_t, const std::vector<uint32_t>&, int, uint64_t, int, Writer&);
+template void encode<uint8_t>(const uint8_t*, uint64_t, uint32_t, uint64_t, int, Writer&, int, uint8_t);
+template void encode<uint16_t>(const uint16_t*, uint64_t, uint32_t, uint64_t, int, Writer&, int, uint16_t);
+template void encode_body<uint8_t>(const uint8_t*, uint64_t, const std::vector<uint32_t>&, int, uint64_t, int, Writer&,
+                                   uint8_t);
 template void encode_body<uint16_t>(const uint16_t*, uint64_t, const std::vector<uint32_t>&, int, uint64_t, int,
-                                    Writer&);
+                                    Writer&, uint16_t);
 template void decode_substream<uint8_t>(const Parsed&, std::size_t, uint8_t*);
 template void decode_substream<uint16_t>(const Parsed&, std::size_t, uint16_t*);
 template void decode<uint8_t>(const Parsed&, uint8_t*, int);

@@ -48,12 +48,15 @@ inline int lanes(uint64_t m) { return m >= 4096 ? LANES : 1; }
 
 // Appends the full stream for `n` symbols (each below nsym) to `w`.
 template <class T>
-void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads, Writer& w, int max_bits = 16);
+// `add` (modulo the width of T) is added to every symbol as it is read: int8 symbols, viewed as
+// uint8 with add = -lo, are coded as indices without an index array.
+void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads, Writer& w, int max_bits = 16,
+            T add = 0);
 
 // Appends a body coded under `freq` (summing to 2^L) to `w`.
 template <class T>
 void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
-                 int threads, Writer& w);
+                 int threads, Writer& w, T add = 0);
 
 // Reads a full stream; throws Corrupt on anything inconsistent. `expected_n` is the
 // count the caller knows from the shape.

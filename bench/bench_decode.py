@@ -1,0 +1,130 @@
+"""Whole-model decoding on the CPU, with the peers in the same run on the same weights:
+
+- `zoocodec.load(path, device="cpu")` of minilm at 8 bits (uniform, the default spec)
+  against `safetensors.torch.load_file` of the uncompressed model (both from the page
+  cache; load_file maps the file and reads nothing, so it is also timed with a copy of every
+  tensor into memory of its own, which is what a decoder hands back), and against each method's own per-tensor decode (the path before the fused
+  native decoder: float64 dequantization, one tensor at a time);
+- lossless minilm (fp32 and bf16): `zoocodec.load` against zipnn's decompress of every
+  tensor with the same threads.
+Each with 1 and 2 threads (ZOOCODEC_THREADS; zipnn's `threads`); every decode checked
+against the original (bit-exact for lossless). Wall seconds and the process's CPU seconds
+(all its threads) are both recorded: on a shared, loaded machine the wall time is mostly
+waiting for a core, and the CPU seconds say what each decoder costs.
+
+    python bench/bench_decode.py [--model minilm] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from bench_common import machine, save
+
+import zoocodec
+from zoocodec.pipeline import modelio, zoo
+
+
+CPU = {}  # fastest CPU seconds of the last call to best(), by label
+
+
+def best(repeats: int, fn, label: str = ""):
+    """(last result, fastest wall seconds); the fastest CPU seconds go to CPU[label]."""
+    t_best, c_best, out = float("inf"), float("inf"), None
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        t_best, c_best = min(t_best, time.perf_counter() - t), min(c_best, time.process_time() - c)
+    CPU[label] = c_best
+    return out, t_best
+
+
+def per_tensor_decode(path: Path) -> dict[str, np.ndarray]:
+    """Each tensor by its method's own decode (no fused native pass): the reference path."""
+    with zoocodec.Archive(path) as a:
+        return {n: a.decode(n, lambda spec, side, segs, shape, dtype: spec.decode(side, segs, shape, dtype))
+                for n in a.names()}
+
+
+def zipnn_round(tensors: dict[str, torch.Tensor], dtype: str, threads: int, repeats: int):
+    import zipnn  # noqa: PLC0415  (the peer)
+
+    z = zipnn.ZipNN(bytearray_dtype=dtype, threads=threads)
+    blobs = {n: t.contiguous().view(torch.uint8).numpy().tobytes() for n, t in tensors.items()}
+    packed = {n: z.compress(bytearray(b)) for n, b in blobs.items()}  # (it overwrites its input: a copy each)
+    back, secs = best(repeats, lambda: {n: z.decompress(c) for n, c in packed.items()}, "zipnn")
+    assert all(bytes(back[n]) == blobs[n] for n in blobs), "zipnn round trip failed"
+    return sum(map(len, packed.values())), secs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    start = machine(("numpy", "torch", "zipnn", "safetensors"))  # (its load average: before the run)
+    torch.set_num_threads(1)
+    src = modelio.open_model(zoo.resolve(args.model))
+    model = {n: src._get(n) for n in src.names}
+    floats = {n: t for n, t in model.items() if t.dtype == torch.float32}
+    nbytes = sum(t.nbytes for t in model.values())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        save_file(model, tmp / "m.safetensors")
+        zoocodec.compress(model, tmp / "m8.zc", "uniform:bits=8")
+        zoocodec.compress(floats, tmp / "fp32.zc", "lossless", min_size=1 << 62)
+        bf16 = {n: t.to(torch.bfloat16) for n, t in floats.items()}
+        zoocodec.compress(bf16, tmp / "bf16.zc", "lossless", min_size=1 << 62)
+        for threads in (1, 2):
+            os.environ["ZOOCODEC_THREADS"] = str(threads)
+            torch.set_num_threads(threads)
+            _, st = best(args.repeats, lambda: load_file(tmp / "m.safetensors"))
+            _, st_read = best(args.repeats, lambda: {k: v.clone() for k, v in load_file(tmp / "m.safetensors").items()},
+                              "safetensors")
+            got, ours = best(args.repeats, lambda: zoocodec.load(tmp / "m8.zc", device="cpu"), "ours")
+            old, before = best(args.repeats, lambda: per_tensor_decode(tmp / "m8.zc"), "before")
+            assert all(np.array_equal(got[n].view(torch.uint8).numpy(), old[n].view(np.uint8)) for n in old)
+            rows.append({"what": "8-bit load", "threads": threads, "bytes_decoded": nbytes,
+                         "file_bytes": (tmp / "m8.zc").stat().st_size, "safetensors_s": st,
+                         "safetensors_and_copy_s": st_read, "zoocodec_s": ours, "per_tensor_decode_s": before,
+                         "zoocodec_over_safetensors_time": ours / st,
+                         "zoocodec_over_safetensors_and_copy_time": ours / st_read,
+                         "cpu_s": {"zoocodec": CPU["ours"], "safetensors_and_copy": CPU["safetensors"],
+                                   "per_tensor_decode": CPU["before"]},
+                         "zoocodec_over_safetensors_and_copy_cpu": CPU["ours"] / CPU["safetensors"],
+                         "speedup_over_per_tensor_decode": before / ours,
+                         "zoocodec_MBps": nbytes / 1e6 / ours, "safetensors_and_copy_MBps": nbytes / 1e6 / st_read})
+            for dtype, tensors, path in (("float32", floats, tmp / "fp32.zc"), ("bfloat16", bf16, tmp / "bf16.zc")):
+                size = sum(t.nbytes for t in tensors.values())
+                zbytes, zsecs = zipnn_round(tensors, dtype, threads, args.repeats)
+                got, ours = best(args.repeats, lambda: zoocodec.load(path, device="cpu"), "ours")
+                assert all(torch.equal(got[n], tensors[n]) for n in tensors)
+                rows.append({"what": f"lossless {dtype} load", "threads": threads, "bytes_decoded": size,
+                             "file_bytes": path.stat().st_size, "zipnn_bytes": zbytes, "zoocodec_s": ours,
+                             "zipnn_decompress_s": zsecs, "decode_speed_ours_over_zipnn": zsecs / ours,
+                             "cpu_s": {"zoocodec": CPU["ours"], "zipnn": CPU["zipnn"]},
+                             "decode_cpu_zipnn_over_ours": CPU["zipnn"] / CPU["ours"],
+                             "zoocodec_MBps": size / 1e6 / ours, "zipnn_MBps": size / 1e6 / zsecs})
+            print(rows[-3:], file=sys.stderr)
+    scaling = {r["what"]: r["zoocodec_s"] / next(s["zoocodec_s"] for s in rows if s["what"] == r["what"]
+                                                  and s["threads"] == 2) for r in rows if r["threads"] == 1}
+    result = {"machine": start, "model": args.model,
+              "repeats": args.repeats, "rows": rows, "speedup_2_over_1_threads": scaling,
+              "load_average_at_end": os.getloadavg()}
+    for r in rows:
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
+    print("2 threads over 1:", {k: round(v, 2) for k, v in scaling.items()})
+    print(f"saved {save('decode', result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The fused native uniform quantizer gives the array path's symbols, reconstruction and
+statistics bit for bit, whatever the thread count."""
+import numpy as np
+import pytest
+
+from zoocodec.codecs.native import engine
+from zoocodec.methods import TensorData, parse_spec
+from zoocodec.methods import uniform as U
+from zoocodec.methods.base import as_float64, bits_of, error_stats
+
+
+def tensor(dtype: str, shape, seed: int = 0) -> TensorData:
+    w = np.random.default_rng(seed).laplace(0, 0.02, shape).astype(np.float32)
+    w.reshape(-1)[:: 97] = 0.0  # exact zeros, and weights that round to -0 below
+    w.reshape(-1)[1:: 89] = -1e-9
+    if dtype == "bfloat16":
+        return TensorData("w", dtype, (w.view(np.uint32) >> 16).astype(np.uint16))
+    return TensorData("w", dtype, w)
+
+
+def reference_stats(t: TensorData, recon: np.ndarray):
+    """np.sum / np.max over whole float64 copies: what error_stats promises."""
+    x, r = as_float64(t.array.reshape(-1), t.dtype), as_float64(recon.reshape(-1), t.dtype)
+    e = x - r
+    n = x.size
+    return float(np.sum(e**2) / n), float(np.max(np.abs(e))), float(np.sum(x * x) / n)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", [(64, 200), (1000,), (3, 5, 7), (300, 1100), (1, 1)])
+@pytest.mark.parametrize("text", ["uniform:bits=8", "uniform:bits=4", "uniform:bits=16", "uniform:step=0.001",
+                                  "uniform:step=1e-7", "uniform:bits=8,per_tensor=true"])
+def test_native_equals_the_array_path(dtype, shape, text):
+    t, spec = tensor(dtype, shape), parse_spec(text)
+    q = spec.quantize(t)  # native
+    assert q.stats is not None
+    m = t.matrix(per_row=spec.step is None and not spec.per_tensor and t.array.ndim >= 2)
+    symbols = np.empty(m.shape, dtype=q.symbols["symbols"].dtype)
+    recon = np.empty(m.shape, dtype=t.array.dtype)
+    spec._quantize_blocks(t, m, U.load_steps(q, t.array.shape, "uniform"), symbols, recon, np)
+    assert np.array_equal(symbols.reshape(t.array.shape), q.symbols["symbols"])
+    assert recon.tobytes() == q.recon.tobytes()  # -0 included
+    mse, max_err, power = reference_stats(t, recon)
+    assert (q.stats.mse, q.stats.max_err, q.stats.power) == (mse, max_err, power)
+
+
+def test_symbol_widths_follow_the_range():
+    t = tensor("float32", (16, 64))
+    widths = {text: parse_spec(text).quantize(t).symbols["symbols"].dtype
+              for text in ("uniform:bits=8", "uniform:bits=12", "uniform:step=1e-7")}
+    assert widths == {"uniform:bits=8": np.int8, "uniform:bits=12": np.int16, "uniform:step=1e-7": np.int32}
+
+
+@pytest.mark.parametrize("n", [0, 7, 8, 129, 32768, 32769, 300001])
+def test_error_stats_sum_as_numpy_does_with_any_threads(n):
+    g = np.random.default_rng(n)
+    w = g.laplace(0, 0.02, n).astype(np.float32)
+    r = (w * np.float32(1.01) + np.float32(1e-4)).astype(np.float32)
+    t = TensorData("w", "float32", w)
+    got = [engine().error_stats(bits_of(w), bits_of(r), 0, threads) for threads in (1, 2, 3)]
+    assert got[0] == got[1] == got[2]
+    if n:
+        assert (error_stats(t, r).mse, error_stats(t, r).max_err, error_stats(t, r).power) == reference_stats(t, r)
+
+
+def test_bad_arguments_are_refused():
+    w = np.zeros(10, np.uint32)
+    with pytest.raises(ValueError):
+        engine().uniform_quantize(w, 0, np.ones(3), 3, np.zeros(10, np.int8), np.zeros(10, np.uint32))
+    with pytest.raises(ValueError):
+        engine().uniform_quantize(w, 7, np.ones(1), 10, np.zeros(10, np.int8), np.zeros(10, np.uint32))
+    with pytest.raises(ValueError):
+        engine().absmax_rows(w, 3, np.zeros(4, np.uint32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_all_finite_reads_the_bits(dtype):
+    from zoocodec.methods.base import all_finite
+
+    for bad in (None, np.nan, np.inf, -np.inf):
+        w = np.random.default_rng(0).standard_normal(300001).astype(np.float32)
+        if bad is not None:
+            w[123457] = bad
+        t = tensor(dtype, (1,))
+        t.array = w if dtype == "float32" else (w.view(np.uint32) >> 16).astype(np.uint16)
+        assert all_finite(t) == (bad is None)
+
+
+@pytest.mark.parametrize("width", [8, 16])
+def test_rans_add_codes_signed_symbols_as_their_indices(width):
+    from zoocodec.codecs import native
+
+    g = np.random.default_rng(width)
+    s = np.rint(g.laplace(0, 9, 200001)).clip(-100, 100).astype(np.int8 if width == 8 else np.int16)
+    lo, top = int(s.min()), int(s.max()) - int(s.min()) + 1
+    unsigned = np.uint8 if width == 8 else np.uint16
+    indices = (s.astype(np.int64) - lo).astype(unsigned)
+    assert native.rans_encode(s.view(unsigned), top, add=-lo % (1 << width)) == native.rans_encode(indices, top)
+
+
+def test_compress_leaves_the_reconstruction_out_and_code_rebuilds_it():
+    t, spec = tensor("bfloat16", (64, 200)), parse_spec("uniform:bits=6")
+    full = spec.quantize(t)
+    lean = spec.quantize_many([t], np, recon=False)[0]
+    assert lean.recon is None and lean.stats == full.stats
+    enc = spec.code(t, lean, recon=True)
+    assert enc.recon.tobytes() == full.recon.tobytes() and enc.stats == full.stats

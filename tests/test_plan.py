@@ -1,0 +1,123 @@
+"""The decode plan: fused native decoding equals each method's own decode, bit for bit."""
+import numpy as np
+import pytest
+import torch
+
+import zoocodec
+from zoocodec.codecs import ans, native
+from zoocodec.errors import ContainerError
+from zoocodec.methods import spec_from_dict
+from zoocodec.methods.base import from_float64
+from zoocodec.plan import KINDS, Affine, Entry, decode
+
+
+def own_decode(a: zoocodec.Archive, name: str) -> np.ndarray:
+    return a.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(side, segs, shape, dtype))
+
+
+def mixed_model() -> dict[str, torch.Tensor]:
+    g = np.random.default_rng(0)
+    w = lambda *s: (g.laplace(0, 0.02, s) * g.uniform(0.2, 3, (s[0],) + (1,) * (len(s) - 1))).astype(np.float32)  # noqa: E731
+    return {"f32": torch.from_numpy(w(300, 500)), "f16": torch.from_numpy(w(64, 1000).astype(np.float16)),
+            "bf16": torch.from_numpy(w(70, 3, 9)).to(torch.bfloat16), "conv": torch.from_numpy(w(16, 8, 3, 3)),
+            "zero": torch.zeros(40, 200), "tall": torch.from_numpy(w(5000, 1)), "empty": torch.zeros(0, 30)}
+
+
+@pytest.mark.parametrize("spec", ["uniform:bits=8", "uniform:bits=2", "uniform:bits=4,per_tensor=true",
+                                  "uniform:bits=12", "uniform:bits=16", "uniform:step=0.001", "kmeans:k=16",
+                                  "kmeans:k=8,per=channel", "kmeans:k=4,per=block,block=1000",
+                                  "kmeans:k=256,codebook=float16", "rdoq:step=0.004,coder=ans",
+                                  "rdoq:bits=6,coder=ans", "dq:step=0.004,coder=ans"])
+def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
+    out = tmp_path / "m.zc"
+    zoocodec.compress(mixed_model(), out, spec, min_size=10)
+    taken = []
+    real = native.engine().decode_fused
+
+    def spy(jobs, threads):
+        result = real(jobs, threads)
+        taken.extend(status for status, _ in result)
+        return result
+
+    monkeypatch.setattr(native.engine(), "decode_fused", spy)
+    with zoocodec.Archive(out) as a:
+        batch = a.read_many(a.names())
+        for name in a.names():
+            want = own_decode(a, name)
+            assert batch[name].dtype == want.dtype and batch[name].shape == want.shape
+            assert np.array_equal(batch[name].view(np.uint8), want.view(np.uint8)), name
+    if not spec.startswith("dq"):  # dq's levels follow its trellis state: its own decode
+        assert taken.count(0) >= 2, taken  # decoded natively (packed frames, small or flat, are left to ans.py)
+    else:
+        assert not taken
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_rounding_into_each_dtype_is_numpys(dtype):
+    """Steps that put products on float16 subnormals, overflow, and bfloat16 ties: the native
+    conversion of each float64 product equals methods/base.from_float64."""
+    g = np.random.default_rng(3)
+    symbols = g.integers(-300, 300, 60_000)
+    for step in (2.0 ** -24 / 3, 6.1e-5 / 7, 0.1, 1 / 3, 300.0, 1e30, 3.4e38 / 200, 2.0 ** -140):
+        rows = np.array([step, step * 1.0000001, step / 3], dtype=np.float64)
+        s = symbols.reshape(3, -1)
+        with np.errstate(over="ignore"):
+            want = from_float64(s.astype(np.float64) * rows[:, None], dtype)
+        e = Entry("t", s.shape, dtype, {}, {}, {})
+        got, left = decode([(e, Affine("symbols", rows), ans.encode(s))])
+        assert not left
+        assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8)), step
+
+
+def test_codebook_index_out_of_range_is_refused():
+    """A forged index stream that points past the codebook: ContainerError, not a read outside it."""
+    from zoocodec.plan import Lookup
+
+    e = Entry("t", (2, 600), "float16", {}, {}, {})
+    book = np.linspace(-1, 1, 8)
+    with pytest.raises(ContainerError, match="codebook index 4 out of range 0..3"):
+        decode([(e, Lookup("indices", book, 4, 600), ans.encode(np.arange(1200) % 5))])
+    with pytest.raises(ContainerError, match="out of range"):
+        decode([(e, Lookup("indices", book, 4, 600), ans.encode(np.arange(1200) % 4 - 1))])
+    got, _ = decode([(e, Lookup("indices", book, 4, 600), ans.encode(np.arange(1200) % 4))])
+    want = from_float64(book[(np.arange(1200) // 600) * 4 + np.arange(1200) % 4], "float16")
+    assert np.array_equal(got["t"].ravel().view(np.uint16), want.view(np.uint16))
+
+
+def test_damaged_stream_is_named(tmp_path):
+    out = tmp_path / "m.zc"
+    zoocodec.compress(mixed_model(), out, "uniform:bits=8", min_size=10)
+    with zoocodec.Archive(out) as a:
+        e = a.plan["f32"]
+        payload = bytearray(a.container.segment("f32", e.segments["symbols"]))
+        steps = spec_from_dict(e.method).fused(e.side, {"steps": a.container.segment("s", e.segments["steps"])},
+                                               e.shape, e.dtype)
+    payload[len(payload) // 2] ^= 0x55
+    with pytest.raises(ContainerError, match="tensor 'f32': corrupt entropy-coded payload"):
+        decode([(e, steps, bytes(payload))])
+
+
+def test_the_frame_parser_reads_what_ans_wrote():
+    g = np.random.default_rng(4)
+    s = np.rint(g.laplace(0, 20, 200_000)).astype(np.int64)
+    data = ans.encode(s)
+    lo, L, constant, freq, chunk, offsets, lengths = native.engine().ans_frame(data, s.size)
+    assert lo == s.min() and 1 <= L <= 16 and freq.sum() == 1 << L and chunk == native.SUBSTREAM
+    assert len(offsets) == len(lengths) == -(-s.size // chunk) and offsets[-1] + lengths[-1] == len(data)
+    assert native.engine().ans_frame(ans._packed(s), s.size) is None
+    with pytest.raises(native.engine().CorruptStream):
+        native.engine().ans_frame(data[:-3], s.size)
+    assert set(KINDS) == {"float32", "float16", "bfloat16"}
+
+
+def test_a_missing_stream_is_named_not_a_crash(tmp_path):
+    """Found by the container fuzzer: side info naming a stream whose payload is gone."""
+    from support import Forge
+
+    zoocodec.compress(mixed_model(), tmp_path / "m.zc", "uniform:bits=8", min_size=10)
+    f = Forge((tmp_path / "m.zc").read_bytes())
+    t = next(t for t in f.header["tensors"] if t["name"] == "f32")
+    t["segments"]["renamed"] = t["segments"].pop("symbols")
+    f.write(tmp_path / "bad.zc")
+    with zoocodec.Archive(tmp_path / "bad.zc") as a, pytest.raises(ContainerError, match="'f32'.*'symbols' is missing"):
+        a.read_many(a.names())

@@ -1,0 +1,36 @@
+// Batched decoding of many tensors into their own dtype (the CPU side of
+// zoocodec/plan.py): every tensor's frame parsed once, then one pass of the thread pool
+// over every substream of every tensor, each entropy-decoded into a cache-sized buffer and
+// dequantized straight into the output, with no float64 array.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ans_frame.h"
+
+namespace zc::plan {
+
+enum Kind { F32 = 0, F16 = 1, BF16 = 2 };
+
+// A tensor's symbols (an ans frame) to values, rounded to the output dtype as NumPy rounds
+// float64 (methods/base.from_float64: bfloat16 through float32, nearest-even). Element e
+// lies in row e / row_len of `rows`:
+//   k == 0 (affine, uniform): value = float64(symbol) * values[row]
+//   k > 0 (lookup, kmeans):   value = values[row * k + symbol], symbol in [0, k) (else corrupt)
+struct Fused {
+  const uint8_t* payload = nullptr;  // the ans frame
+  std::size_t size = 0;
+  uint64_t count = 0;
+  const double* values = nullptr;  // rows steps, or rows * k codebook values
+  uint64_t rows = 1, row_len = 0, k = 0;
+  int kind = F32;
+  void* out = nullptr;  // count values of the kind
+  // results
+  int status = 0;  // 0 decoded, 1 not taken (ans.py decodes it), 2 corrupt
+  std::string error;
+};
+
+void decode(std::vector<Fused>& jobs, int threads);
+
+}  // namespace zc::plan

@@ -1,0 +1,151 @@
+// Python bindings of the batched decoder (plan.h) and of the ans frame parser (ans_frame.h).
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <algorithm>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "buffer.h"
+#include "plan.h"
+
+namespace nb = nanobind;
+using namespace zc;
+
+namespace {
+
+using Steps = nb::ndarray<const double, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+// jobs: (payload, count, values float64, row_len, k, kind 0 f32 | 1 f16 | 2 bf16, out: a
+// writable contiguous array of count values of that width); values: one step per row (k 0)
+// or k codebook values per row. Returns (status, error) per job: 0 decoded, 1 not taken
+// (packed or wide-alphabet frames: ans.py decodes those), 2 corrupt.
+std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tuple>& jobs, int threads) {
+  std::vector<std::unique_ptr<InBuffer>> held;
+  std::vector<Steps> steps;
+  std::vector<Out> outs;
+  std::vector<plan::Fused> work(jobs.size());
+  for (std::size_t t = 0; t < jobs.size(); ++t) {
+    const nb::tuple& j = jobs[t];
+    if (j.size() != 7) throw std::invalid_argument("a job is (payload, count, values, row_len, k, kind, out)");
+    held.emplace_back(new InBuffer(j[0]));
+    steps.push_back(nb::cast<Steps>(j[2]));
+    outs.push_back(nb::cast<Out>(j[6]));
+    plan::Fused& a = work[t];
+    a.payload = held.back()->data();
+    a.size = held.back()->size();
+    a.count = nb::cast<uint64_t>(j[1]);
+    a.values = steps.back().data();
+    a.row_len = nb::cast<uint64_t>(j[3]);
+    a.k = nb::cast<uint64_t>(j[4]);
+    a.kind = nb::cast<int>(j[5]);
+    a.rows = a.k ? steps.back().shape(0) / a.k : steps.back().shape(0);
+    const std::size_t width = a.kind == plan::F32 ? 4 : 2;
+    if (a.kind < 0 || a.kind > 2) throw std::invalid_argument("kind is 0 (float32), 1 (float16) or 2 (bfloat16)");
+    if (a.rows < 1 || (a.k && a.rows * a.k != steps.back().shape(0))) throw std::invalid_argument("bad values");
+    if (outs.back().nbytes() != a.count * width) throw std::invalid_argument("output of the wrong size");
+    a.out = outs.back().data();
+  }
+  {
+    nb::gil_scoped_release release;
+    plan::decode(work, threads);
+  }
+  std::vector<std::tuple<int, std::string>> result;
+  for (auto& a : work) result.emplace_back(a.status, a.error);
+  return result;
+}
+
+// A parsed rANS stream for a GPU decoder's host side: (lo, L, constant, freq uint32[nsym],
+// chunk, offsets uint64[substreams] into the payload at `base`, lengths uint32[substreams]).
+nb::object frame_tuple(int64_t lo, const rans::Parsed& p, const uint8_t* base) {
+  uint32_t* freq;
+  auto freqs = new_array<uint32_t>(p.L ? p.nsym : 0, &freq);
+  std::fill(freq, freq + (p.L ? p.nsym : 0), 0u);
+  for (const rans::Entry& e : p.table)  // each symbol's first slot (bias 0) holds its frequency
+    if (e.bias == 0) freq[e.sym] = e.freq;
+  uint64_t* off;
+  uint32_t* len;
+  auto offsets = new_array<uint64_t>(p.body.size(), &off);
+  auto lengths = new_array<uint32_t>(p.body.size(), &len);
+  for (std::size_t i = 0; i < p.body.size(); ++i) {
+    off[i] = static_cast<uint64_t>(p.body[i] - base);
+    len[i] = p.length[i];
+  }
+  return nb::make_tuple(lo, p.L, p.constant, freqs, p.chunk, offsets, lengths);
+}
+
+// The frame of an ans payload of `count` symbols (frame_tuple), or None when it is not a rANS
+// frame of at most 2^16 symbols.
+nb::object ans_frame(nb::handle data, uint64_t count) {
+  InBuffer in(data);
+  Reader r(in.data(), in.size());
+  ans::Frame f;
+  {
+    nb::gil_scoped_release release;
+    if (!ans::parse_frame(r, count, &f)) return nb::none();
+  }
+  return frame_tuple(f.lo, f.stream, in.data());
+}
+
+// A bare rANS stream of `count` symbols (rans.h; a float plane), as frame_tuple with lo 0.
+nb::object rans_frame(nb::handle data, uint64_t count) {
+  InBuffer in(data);
+  Reader r(in.data(), in.size());
+  rans::Parsed p;
+  {
+    nb::gil_scoped_release release;
+    p = rans::parse(r, count);
+    if (r.left()) throw Corrupt("bytes left after the stream");
+  }
+  return frame_tuple(0, p, in.data());
+}
+
+nb::object decoded_indices(const rans::Parsed& p, int threads) {
+  auto run = [&](auto* out) {
+    nb::gil_scoped_release release;
+    if (p.L == 0) std::fill(out, out + p.n, p.constant);
+    else rans::decode(p, out, threads);
+  };
+  if (p.nsym <= 256) {
+    uint8_t* out;
+    auto a = new_array<uint8_t>(p.n, &out);
+    run(out);
+    return nb::cast(a);
+  }
+  uint16_t* out;
+  auto a = new_array<uint16_t>(p.n, &out);
+  run(out);
+  return nb::cast(a);
+}
+
+// (lo, indices uint8/uint16) of an ans payload's rANS frame of `count` symbols (symbol = lo +
+// index), or None for the frames ans.py reads itself (packed, raw low bits).
+nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
+  InBuffer in(data);
+  Reader r(in.data(), in.size());
+  ans::Frame f;
+  {
+    nb::gil_scoped_release release;
+    if (!ans::parse_frame(r, count, &f)) return nb::none();
+  }
+  return nb::make_tuple(f.lo, decoded_indices(f.stream, threads));
+}
+
+}  // namespace
+
+void bind_plan(nb::module_& m) {
+  m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
+        "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, written into the "
+        "given arrays, every substream on one pass of the pool; (status, error) per job.");
+  m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
+        "(lo, indices) of an ans payload's rANS frame, or None for packed and wide-alphabet frames.");
+  m.def("rans_frame", &rans_frame, nb::arg("data"), nb::arg("count"),
+        "The parsed frame of a bare rANS stream (lo 0, L, constant, freq, chunk, offsets, lengths).");
+  m.def("ans_frame", &ans_frame, nb::arg("data"), nb::arg("count"),
+        "The parsed frame of an ans payload (lo, L, constant, freq, chunk, offsets, lengths), or None.");
+}

@@ -1,0 +1,52 @@
+// Encode-side quantization, fused: uniform symbols, the reconstruction in the tensor's own
+// dtype, and the error statistics compress reports, in one pass over the weights, with
+// no float64 array. Per-element arithmetic is double in registers, the same IEEE
+// operations as the NumPy path (x / step, rint, symbol * step, the cast back), so the
+// symbols and reconstruction are bit-identical to it; the sums follow NumPy's pairwise
+// summation tree exactly (np.sum over the whole float64 array), so the statistics are too,
+// whatever the number of threads.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace zc::quant {
+
+enum Kind { FLOAT32 = 0, BFLOAT16 = 1 };
+
+struct Stats {
+  double err2 = 0, power = 0, max_err = 0;  // sum (w - w_hat)^2, sum w^2, max |w - w_hat|
+};
+
+// max over each row of |w|'s bits (the sign bit cleared), `rows` rows of `cols` values.
+template <class W>
+void absmax_rows(const W* w, std::size_t rows, std::size_t cols, W* out, int threads);
+
+// symbols = rint(w / step), recon = symbols * step cast to the dtype; one step per row of
+// `cols` values (nsteps == rows) or one for all (nsteps == 1). Symbols must fit S (|symbol| < 2^31);
+// recon may be null (only the statistics are wanted).
+template <class W, class S>
+Stats uniform(const W* w, std::size_t n, Kind kind, const double* steps, std::size_t nsteps, std::size_t cols,
+              S* symbols, W* recon, int threads);
+
+// Group-wise (uniform:group=G): (min, max) of every group of `group` consecutive values of each
+// row (the last group shorter), as float64 (rows x ceil(cols / group)); finite input only.
+template <class W>
+void group_ranges(const W* w, std::size_t rows, std::size_t cols, Kind kind, std::size_t group, double* lo,
+                  double* hi, int threads);
+
+// symbols = rint((w - zero) / step) per group, recon = symbols * step + zero cast to the dtype, as
+// kernels/uniform.quantize_groups / dequantize_groups do; steps per group (nsteps = rows x groups)
+// or one; zeros per group or null; recon may be null.
+template <class W, class S>
+Stats uniform_groups(const W* w, std::size_t rows, std::size_t cols, Kind kind, std::size_t group,
+                     const double* steps, std::size_t nsteps, const double* zeros, S* symbols, W* recon, int threads);
+
+// No NaN or Inf among n float bits (the exponent never all ones).
+template <class W>
+bool all_finite(const W* w, std::size_t n, int threads);
+
+// The statistics alone, of a reconstruction made elsewhere (another method).
+template <class W>
+Stats error_stats(const W* w, const W* recon, std::size_t n, Kind kind, int threads);
+
+}  // namespace zc::quant

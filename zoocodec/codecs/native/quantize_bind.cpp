@@ -1,0 +1,130 @@
+// Python bindings of the fused encode-side quantizers (quantize.h).
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/tuple.h>
+
+#include <stdexcept>
+#include <tuple>
+
+#include "quantize.h"
+
+namespace nb = nanobind;
+using namespace zc;
+
+namespace {
+
+template <class T>
+using In = nb::ndarray<const T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+template <class T>
+using Out = nb::ndarray<T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+using Result = std::tuple<double, double, double>;  // sum err^2, sum w^2, max |err|
+
+Result as_tuple(const quant::Stats& s) { return {s.err2, s.power, s.max_err}; }
+
+quant::Kind kind_of(int kind) {
+  if (kind != quant::FLOAT32 && kind != quant::BFLOAT16) throw std::invalid_argument("unknown float kind");
+  return static_cast<quant::Kind>(kind);
+}
+
+template <class W>
+void absmax(In<W> w, std::size_t cols, Out<W> out, int threads) {
+  const std::size_t rows = out.shape(0);
+  if (w.shape(0) != rows * cols) throw std::invalid_argument("absmax_rows: rows x cols != size");
+  nb::gil_scoped_release release;
+  quant::absmax_rows(w.data(), rows, cols, out.data(), threads);
+}
+
+template <class W, class S>
+Result uniform(In<W> w, int kind, In<double> steps, std::size_t cols, Out<S> symbols, Out<W> recon, int threads) {
+  const std::size_t n = w.shape(0), nsteps = steps.shape(0);
+  W* out = recon.is_valid() ? recon.data() : nullptr;  // None: the statistics only
+  if (symbols.shape(0) != n || (out && recon.shape(0) != n)) throw std::invalid_argument("uniform: output sizes differ");
+  if (nsteps == 0 || (nsteps > 1 && (cols == 0 || nsteps * cols != n)))
+    throw std::invalid_argument("uniform: steps do not fit the rows");
+  const quant::Kind k = kind_of(kind);
+  nb::gil_scoped_release release;
+  return as_tuple(quant::uniform(w.data(), n, k, steps.data(), nsteps, cols, symbols.data(), out, threads));
+}
+
+template <class W>
+Result stats(In<W> w, In<W> recon, int kind, int threads) {
+  if (w.shape(0) != recon.shape(0)) throw std::invalid_argument("error_stats: sizes differ");
+  const quant::Kind k = kind_of(kind);
+  nb::gil_scoped_release release;
+  return as_tuple(quant::error_stats(w.data(), recon.data(), w.shape(0), k, threads));
+}
+
+template <class W>
+void ranges(In<W> w, int kind, std::size_t cols, std::size_t group, Out<double> lo, Out<double> hi, int threads) {
+  const std::size_t n = w.shape(0);
+  if (cols == 0 || group == 0 || n % cols) throw std::invalid_argument("group_ranges: bad cols or group");
+  const std::size_t rows = n / cols, ng = (cols + group - 1) / group;
+  if (lo.shape(0) != rows * ng || hi.shape(0) != rows * ng) throw std::invalid_argument("group_ranges: outputs");
+  const quant::Kind k = kind_of(kind);
+  nb::gil_scoped_release release;
+  quant::group_ranges(w.data(), rows, cols, k, group, lo.data(), hi.data(), threads);
+}
+
+template <class W, class S>
+Result groups(In<W> w, int kind, std::size_t cols, std::size_t group, In<double> steps, Out<double> zeros,
+              Out<S> symbols, Out<W> recon, int threads) {
+  const std::size_t n = w.shape(0);
+  if (cols == 0 || group == 0 || n % cols) throw std::invalid_argument("uniform_groups: bad cols or group");
+  const std::size_t rows = n / cols, count = rows * ((cols + group - 1) / group), nsteps = steps.shape(0);
+  const double* z = zeros.is_valid() ? zeros.data() : nullptr;
+  W* out = recon.is_valid() ? recon.data() : nullptr;
+  if ((nsteps != 1 && nsteps != count) || (z && zeros.shape(0) != count) || symbols.shape(0) != n ||
+      (out && recon.shape(0) != n))
+    throw std::invalid_argument("uniform_groups: sizes do not fit");
+  const quant::Kind k = kind_of(kind);
+  nb::gil_scoped_release release;
+  return as_tuple(quant::uniform_groups(w.data(), rows, cols, k, group, steps.data(), nsteps, z, symbols.data(), out,
+                                        threads));
+}
+
+template <class W>
+bool finite(In<W> w, int threads) {
+  nb::gil_scoped_release release;
+  return quant::all_finite(w.data(), w.shape(0), threads);
+}
+
+}  // namespace
+
+void bind_quantize(nb::module_& m) {
+  m.def("absmax_rows", &absmax<uint16_t>, nb::arg("w"), nb::arg("cols"), nb::arg("out"), nb::arg("threads") = 0);
+  m.def("absmax_rows", &absmax<uint32_t>, nb::arg("w"), nb::arg("cols"), nb::arg("out"), nb::arg("threads") = 0,
+        "Per row of `cols` float bits (uint16 bf16 / uint32 fp32): the largest |w|'s bits, into `out`.");
+#define ZC_BIND(W, S)                                                                                   \
+  m.def("uniform_quantize", &uniform<W, S>, nb::arg("w"), nb::arg("kind"), nb::arg("steps"), nb::arg("cols"), \
+        nb::arg("symbols"), nb::arg("recon").none(), nb::arg("threads") = 0);
+  ZC_BIND(uint16_t, int8_t)
+  ZC_BIND(uint16_t, int16_t)
+  ZC_BIND(uint16_t, int32_t)
+  ZC_BIND(uint32_t, int8_t)
+  ZC_BIND(uint32_t, int16_t)
+  ZC_BIND(uint32_t, int32_t)
+#undef ZC_BIND
+#define ZC_BIND(W, S)                                                                                      \
+  m.def("uniform_groups", &groups<W, S>, nb::arg("w"), nb::arg("kind"), nb::arg("cols"), nb::arg("group"),   \
+        nb::arg("steps"), nb::arg("zeros").none(), nb::arg("symbols"), nb::arg("recon").none(),             \
+        nb::arg("threads") = 0);
+  ZC_BIND(uint16_t, int8_t)
+  ZC_BIND(uint16_t, int16_t)
+  ZC_BIND(uint16_t, int32_t)
+  ZC_BIND(uint32_t, int8_t)
+  ZC_BIND(uint32_t, int16_t)
+  ZC_BIND(uint32_t, int32_t)
+#undef ZC_BIND
+  m.def("group_ranges", &ranges<uint16_t>, nb::arg("w"), nb::arg("kind"), nb::arg("cols"), nb::arg("group"),
+        nb::arg("lo"), nb::arg("hi"), nb::arg("threads") = 0);
+  m.def("group_ranges", &ranges<uint32_t>, nb::arg("w"), nb::arg("kind"), nb::arg("cols"), nb::arg("group"),
+        nb::arg("lo"), nb::arg("hi"), nb::arg("threads") = 0,
+        "(min, max) of each group of `group` values along rows of `cols` (finite float bits), into lo and hi.");
+  m.def("all_finite", &finite<uint16_t>, nb::arg("w"), nb::arg("threads") = 0);
+  m.def("all_finite", &finite<uint32_t>, nb::arg("w"), nb::arg("threads") = 0,
+        "No NaN or Inf among float bits (uint16 bfloat16 / float16, uint32 float32).");
+  m.def("error_stats", &stats<uint16_t>, nb::arg("w"), nb::arg("recon"), nb::arg("kind"), nb::arg("threads") = 0);
+  m.def("error_stats", &stats<uint32_t>, nb::arg("w"), nb::arg("recon"), nb::arg("kind"), nb::arg("threads") = 0,
+        "(sum err^2, sum w^2, max |err|) of a reconstruction, summed as np.sum does.");
+}

@@ -1,0 +1,91 @@
+// Fused uniform quantization on the device, for compress(device="gpu"): the tensor's bits go
+// to the GPU once; symbols (narrow integers) and the error statistics come back; the
+// reconstruction stays there (written only when asked for). No float64 array anywhere.
+//
+// One thread per leaf of NumPy's pairwise summation tree (kernels/uniform.py: leaves(), at
+// most 128 consecutive weights). A thread quantizes its weights in order, exactly as the CPU
+// does (x / step in IEEE double, rint, symbol * step, the cast back), and sums the squared
+// error and the squared weights as NumPy sums a block (8 accumulators, then the tail), so the
+// host, adding the leaf sums up the same tree, gets np.sum's floats bit for bit.
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+template <int KIND>  // 0 float32 (u32 bits), 1 bfloat16 (u16 bits)
+__device__ __forceinline__ double value(const void* w, u64 i) {
+  if (KIND == 0) return (double)__uint_as_float(reinterpret_cast<const u32*>(w)[i]);
+  return (double)__uint_as_float(((u32)reinterpret_cast<const u16*>(w)[i]) << 16);
+}
+
+template <int KIND>
+__device__ __forceinline__ u32 narrow(double r) {
+  u32 b = __float_as_uint(__double2float_rn(r));
+  return KIND == 0 ? b : ((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);  // bfloat16: nearest-even, as from_float64
+}
+
+template <int KIND>
+__device__ __forceinline__ double from_bits(u32 b) {
+  return KIND == 0 ? (double)__uint_as_float(b) : (double)__uint_as_float(b << 16);
+}
+
+// S: the symbol type (signed char, short, int). steps: one per row of `cols` weights, or one.
+template <int KIND, typename S>
+__device__ void quantize(const void* w, const double* steps, u64 nsteps, u64 cols, const u64* leaf_start,
+                         const u32* leaf_count, u64 nleaves, S* symbols, void* recon, double* err2, double* power,
+                         double* max_err) {
+  const u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= nleaves) return;
+  const u64 lo = leaf_start[t];
+  const u32 n = leaf_count[t];
+  const u32 main = n < 8 ? 0 : n - n % 8;
+  double re[8], rx[8], se = 0.0, sx = 0.0, m = 0.0;
+  for (u32 k = 0; k < n; ++k) {
+    const u64 i = lo + k;
+    const double step = steps[nsteps > 1 ? i / cols : 0];
+    const double x = value<KIND>(w, i);
+    const S q = (S)rint(x / step);
+    symbols[i] = q;
+    const u32 r = narrow<KIND>((double)q * step);
+    if (recon) {
+      if (KIND == 0) reinterpret_cast<u32*>(recon)[i] = r;
+      else reinterpret_cast<u16*>(recon)[i] = (u16)r;
+    }
+    const double e = x - from_bits<KIND>(r), e2 = e * e, x2 = x * x;
+    m = fmax(m, fabs(e));
+    if (k < 8 && main) {
+      re[k] = e2;
+      rx[k] = x2;
+    } else if (k < main) {
+      re[k % 8] += e2;
+      rx[k % 8] += x2;
+    } else {
+      if (k == main && main) {
+        se = ((re[0] + re[1]) + (re[2] + re[3])) + ((re[4] + re[5]) + (re[6] + re[7]));
+        sx = ((rx[0] + rx[1]) + (rx[2] + rx[3])) + ((rx[4] + rx[5]) + (rx[6] + rx[7]));
+      }
+      se += e2;
+      sx += x2;
+    }
+  }
+  if (main && main == n) {  // no tail
+    se = ((re[0] + re[1]) + (re[2] + re[3])) + ((re[4] + re[5]) + (re[6] + re[7]));
+    sx = ((rx[0] + rx[1]) + (rx[2] + rx[3])) + ((rx[4] + rx[5]) + (rx[6] + rx[7]));
+  }
+  err2[t] = se;
+  power[t] = sx;
+  max_err[t] = m;
+}
+
+#define ZC_KERNEL(NAME, KIND, S)                                                                          \
+  extern "C" __global__ void NAME(const void* w, const double* steps, u64 nsteps, u64 cols,                \
+                                  const u64* leaf_start, const u32* leaf_count, u64 nleaves, S* symbols,  \
+                                  void* recon, double* err2, double* power, double* max_err) {            \
+    quantize<KIND, S>(w, steps, nsteps, cols, leaf_start, leaf_count, nleaves, symbols, recon, err2, power, \
+                      max_err);                                                                           \
+  }
+ZC_KERNEL(uniform_f32_i8, 0, signed char)
+ZC_KERNEL(uniform_f32_i16, 0, short)
+ZC_KERNEL(uniform_f32_i32, 0, int)
+ZC_KERNEL(uniform_bf16_i8, 1, signed char)
+ZC_KERNEL(uniform_bf16_i16, 1, short)
+ZC_KERNEL(uniform_bf16_i32, 1, int)

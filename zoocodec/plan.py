@@ -1,0 +1,150 @@
+"""One decode plan per file: the header read once into typed entries, and many tensors
+decoded together by the decoders their methods declare.
+
+A method declares a fused decoder with `MethodSpec.fused(side, arrays, shape, dtype)`: a
+description of how its payload decodes in one pass (entropy decoding and dequantization
+fused, written in the tensor's dtype), or None when only its own `decode` can do it. The
+CPU runs every fused job of a batch in one pass of the native thread pool (plan.cpp); the
+CUDA decoder (kernels/decode.py) takes the same descriptions. So adding a method never means
+editing a decoder: a method whose dequantization is one of these kinds returns it.
+
+Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; values in
+float64 rounded to the dtype exactly as methods/base.from_float64 rounds them):
+    Affine   value = symbol * steps[row]               (uniform)
+    Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
+    Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py; the
+             GPU only: on the CPU the coder's own native decoder is this already)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zoocodec.codecs import native
+from zoocodec.errors import ContainerError
+
+KINDS = {"float32": 0, "float16": 1, "bfloat16": 2}  # plan.h Kind
+BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
+
+
+@dataclass(frozen=True)
+class Affine:
+    """symbols (stream `stream`, coder ans) times one float64 step per row of the 2-D view."""
+
+    stream: str
+    steps: np.ndarray
+    same_shape = True  # the symbols have the tensor's shape (dequantize reshapes to theirs)
+    cpu = True  # plan.cpp decodes it
+
+    def native(self, numel: int) -> tuple[np.ndarray, int, int]:
+        """(values, row length, k) of plan.h's Fused."""
+        rows = self.steps.shape[0]
+        return self.steps, numel // rows if rows > 1 else numel, 0
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """values[p * k + symbol] for the symbols of problem p = element // size (stream `stream`, coder ans)."""
+
+    stream: str
+    values: np.ndarray  # float64, k per problem
+    k: int
+    size: int
+    same_shape = False  # the indices are flat: their count is the tensor's
+    cpu = True
+
+    def native(self, numel: int) -> tuple[np.ndarray, int, int]:
+        return self.values, self.size, self.k
+
+
+@dataclass(frozen=True)
+class Planes:
+    """The tensor's bits from the float-plane payload `stream` (codecs/floatplanes.py)."""
+
+    stream: str
+    same_shape = True
+    cpu = False
+
+
+FUSED = (Affine, Lookup, Planes)
+
+
+@dataclass
+class Entry:
+    """One tensor of the header, typed: what decoding it needs, parsed once."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    method: dict[str, Any]
+    side: dict[str, Any]
+    segments: dict[str, tuple]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def where(self) -> str:
+        return f"tensor {self.name!r}"
+
+
+def entries(header: dict[str, Any]) -> dict[str, Entry]:
+    """The header's tensors (validated by zoocodec/schema.py) as typed entries, by name."""
+    return {t["name"]: Entry(t["name"], tuple(t["shape"]), t["dtype"], t["method"], t["side"],
+                             {k: tuple(v) for k, v in t["segments"].items()})
+            for t in header["tensors"]}
+
+
+def batches(items: list[Entry], limit: int = BATCH_BYTES) -> list[list[Entry]]:
+    """Consecutive entries grouped up to about `limit` decoded bytes each."""
+    from zoocodec.methods.lossless import native_dtype  # noqa: PLC0415
+
+    out, size = [[]], 0
+    for e in items:
+        nbytes = e.numel * native_dtype(e.dtype).itemsize
+        if out[-1] and size + nbytes > limit:
+            out.append([])
+            size = 0
+        out[-1].append(e)
+        size += nbytes
+    return [b for b in out if b]
+
+
+def fused_job(spec, e: Entry, segments: dict[str, bytes], gpu: bool = False):
+    """The method's fused description of entry `e` for the CPU's batched decoder (`gpu`: for the
+    CUDA decoder), or None (its own decode then runs). Only payloads shaped as the generic
+    decoder would accept them are taken."""
+    shapes = e.side.get("symbols")
+    if e.dtype not in KINDS or not isinstance(shapes, dict):
+        return None
+    job = spec.fused(e.side, {k: v for k, v in segments.items() if k not in shapes}, e.shape, e.dtype)
+    if not isinstance(job, FUSED) or not (gpu or job.cpu) or set(shapes) != {job.stream} or job.stream not in segments:
+        return None  # (the method's own decode names what is wrong)
+    s = shapes[job.stream]
+    return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
+
+
+def decode(jobs: list[tuple[Entry, Affine | Lookup, bytes]], threads: int = 0) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every job in one native pass -> ({name: array}, names the native decoder left to the
+    method's own decode). Damage raises ContainerError naming the tensor."""
+    from zoocodec.methods.lossless import native_dtype  # noqa: PLC0415
+
+    outs = {e.name: np.empty(e.shape, dtype=native_dtype(e.dtype)) for e, _, _ in jobs}
+    args = []
+    for e, job, payload in jobs:
+        values, row_len, k = job.native(e.numel)
+        args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k, KINDS[e.dtype],
+                     outs[e.name].reshape(-1)))
+    left = []
+    for (e, _, _), (status, error) in zip(jobs, native.engine().decode_fused(args, threads)):
+        if status == 2:
+            raise ContainerError(f"{e.where}: corrupt entropy-coded payload: {error}")
+        if status == 1:
+            del outs[e.name]
+            left.append(e.name)
+    return outs, left
+
