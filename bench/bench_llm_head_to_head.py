@@ -102,6 +102,7 @@ def smallest_within(points: list[dict], family: str, budget: float) -> dict | No
 
 
 FOUR_BIT = ("Q4_0", "Q4_1", "MXFP4", "bits=4")
+FIRST = ("bits=3,group=64", "bits=3", "bits=2,group=32", "bits=4", "Q4_0", "MXFP4", "bits=4,group=64")
 
 
 def caveat(label: str) -> str:
@@ -129,8 +130,8 @@ def main() -> None:
            [("zoocodec uniform", f"bits={b}", lambda b=b: zoocodec_point(b)) for b in ZOOCODEC_BITS]
     if args.peers:
         runs += [("hqq", f"bits={b},group={g}", lambda b=b, g=g: hqq_point(weights, b, g)) for b, g in HQQ_SETTINGS]
-    # zoocodec and the peers alternate, so a run cut short still compares them
-    runs = [r for pair in zip(runs[:len(GGUF_TYPES)], runs[len(GGUF_TYPES):]) for r in pair] + runs[2 * len(GGUF_TYPES):]
+    # below 4 bits first (the region the 4-bit caveat leaves to judge), so a run cut short has it
+    runs.sort(key=lambda r: (r[1] not in FIRST, FIRST.index(r[1]) if r[1] in FIRST else 0))
     for family, label, make in runs:
         t0 = time.perf_counter()
         recon, size = make()
