@@ -15,7 +15,9 @@ included; the 1-D norm scales stay float32 in every peer):
   B bits in groups of G weights along the input dimension; the packed weights plus a
   float16 scale and zero per group (HQQ's default meta; `--peers DIR` names a folder where
   `pip install --no-deps --target DIR hqq==0.2.8 termcolor` put it, so torch stays 2.13.0).
-- zoocodec: `uniform:bits=B` (min-max steps per output channel, ANS-coded): the file's bytes.
+- zoocodec: `uniform:bits=B` (min-max steps per output channel) and group-wise
+  `uniform:bits=B,group=32,zero=true` (a step and a minimum per 32 weights, as Q4_1;
+  steps and minimums coded in the file), ANS-coded: the file's bytes.
 
 Caveat printed beside every 4-bit number: SmolLM2's weights were dequantized from Q4_1 (32
 weights per block, 4 bits, a scale and a minimum), so a 4-bit 32-weight asymmetric block
@@ -40,7 +42,7 @@ from bench_common import RESULTS, machine, save
 MODEL = "smollm2-135m"
 GGUF_TYPES = ("Q8_0", "Q4_1", "Q4_0", "MXFP4")
 HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
-ZOOCODEC_BITS = (8, 5, 4, 3)
+ZOOCODEC_SPECS = ("bits=3,group=32,zero=true", "bits=4,group=32,zero=true", "bits=3", "bits=4", "bits=5", "bits=8")
 BUDGETS = (0.01, 0.05, 0.1)  # token KL, nats, judged by the pessimistic end of the 95% interval
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
@@ -78,11 +80,11 @@ def hqq_point(weights: dict[str, torch.Tensor], bits: int, group: int) -> tuple[
     return recon, size
 
 
-def zoocodec_point(bits: int) -> tuple[dict[str, torch.Tensor], int]:
+def zoocodec_point(options: str) -> tuple[dict[str, torch.Tensor], int]:
     import zoocodec  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:
-        report = zoocodec.compress(MODEL, Path(tmp) / "m.zc", f"uniform:bits={bits}")
+        report = zoocodec.compress(MODEL, Path(tmp) / "m.zc", f"uniform:{options}")
         return zoocodec.decompress(Path(tmp) / "m.zc"), report.weight_bytes
 
 
@@ -101,8 +103,9 @@ def smallest_within(points: list[dict], family: str, budget: float) -> dict | No
     return min(ok, key=lambda p: p["bits_per_weight"]) if ok else None
 
 
-FOUR_BIT = ("Q4_0", "Q4_1", "MXFP4", "bits=4")
-FIRST = ("bits=3,group=64", "bits=3", "bits=2,group=32", "bits=4", "Q4_0", "MXFP4", "bits=4,group=64")
+FOUR_BIT = ("Q4_0", "Q4_1", "MXFP4", "bits=4", "bits=4,group=32,zero=true")
+FIRST = ("bits=3,group=64", "bits=3,group=32,zero=true", "bits=2,group=32", "bits=4,group=32,zero=true", "Q4_0",
+         "bits=3", "MXFP4", "bits=4,group=64", "bits=4")
 
 
 def caveat(label: str) -> str:
@@ -127,7 +130,7 @@ def main() -> None:
     print(f"reference: perplexity {ev.baseline['ppl']:.3f} on {ev.scorer.n:,} tokens ({time.perf_counter() - start:.0f} s)")
     points = []
     runs = [("gguf", q, lambda q=q: gguf_point(weights, q)) for q in GGUF_TYPES] + \
-           [("zoocodec uniform", f"bits={b}", lambda b=b: zoocodec_point(b)) for b in ZOOCODEC_BITS]
+           [("zoocodec uniform", z, lambda z=z: zoocodec_point(z)) for z in ZOOCODEC_SPECS]
     if args.peers:
         runs += [("hqq", f"bits={b},group={g}", lambda b=b, g=g: hqq_point(weights, b, g)) for b, g in HQQ_SETTINGS]
     # below 4 bits first (the region the 4-bit caveat leaves to judge), so a run cut short has it
