@@ -3,7 +3,8 @@
 # timeout inside a 470 s budget). It builds the native engine, compiles the CUDA kernels
 # (nvcc for the resource report, CuPy's NVRTC as they run), runs `pytest -m gpu` (CPU vs GPU
 # bit for bit: every method with a GPU path, the batched compress, the device-resident uniform
-# quantizer of uniform.cu, the GPU decoder) and
+# quantizer of uniform.cu, the GPU decoder, and every registered method's conformance on CUDA:
+# round trip, quantize_many, GPU equal to CPU) and
 # bench/bench_gpu.py (compress GPU vs CPU, load into GPU memory vs safetensors, decoder GB/s,
 # k-means as a fraction of HBM), and bench/bench_decode_gpu.py (uniform at 2-16 bits, kmeans
 # and lossless float planes on the GPU decoder: exact against the CPU, load and kernel speed).
@@ -84,7 +85,8 @@ stage "pytest -m gpu"
 timeout "$(limit 150)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$OUT/junit.xml" \
   tests/test_device_gpu.py tests/kernels/test_decode_gpu.py tests/kernels/test_kmeans_gpu.py \
   tests/kernels/test_lowrank.py tests/kernels/test_prune.py tests/kernels/test_dither.py \
-  tests/kernels/test_transform.py tests/methods/test_rdoq.py tests/kernels/test_uniform_device.py tests/eval/test_lm.py 2>&1 | tee "$OUT/pytest.log" | tail -25
+  tests/kernels/test_transform.py tests/methods/test_rdoq.py tests/kernels/test_uniform_device.py \
+  tests/methods/test_conformance.py tests/eval/test_lm.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 tests=${PIPESTATUS[0]}
 
 stage "bench/bench_decode_gpu.py (uniform 2-16 bits, kmeans, lossless: load vs safetensors, GB/s, exact vs CPU)"

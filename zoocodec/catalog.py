@@ -1,19 +1,22 @@
 """What zoocodec offers, generated from its registries: methods with their parameters,
 coders, zoo models, presets. Shown by `zoocodec methods` and `zoocodec zoo`.
 
-A parameter's range is the rule its method's own `validate()` enforces: each parameter is
-probed with a value no method accepts and the "must be ..." of the refusal is shown, so
-the listing cannot drift from the code.
+A parameter's range is its declared `Range` (registry.py), the same object `validate()`
+checks, so the listing cannot drift from the code. The tables of docs/methods.md are made
+here too: `python -m zoocodec.catalog docs/methods.md` rewrites them, and a test checks
+that they are current.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import typing
+from pathlib import Path
 from typing import Any
 
-from zoocodec.errors import SpecError
 from zoocodec.pipeline import zoo
+from zoocodec.registry import CODERS, METHODS, range_of
 
 PRESETS: dict[str, tuple[dict[str, Any], str]] = {
     # name: (compress options, what it is for); measured on the zoo by bench/bench_presets.py
@@ -24,7 +27,6 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
               "dependent quantization + context coding, one step for the model at 3 bits/weight"),
 }
 
-_PROBES = {int: -10**9, float: -1e9, str: "?"}
 
 
 def _summary(doc: str | None) -> str:
@@ -37,32 +39,9 @@ def _doc(cls) -> str:
     return _summary(own or sys.modules[cls.__module__].__doc__)
 
 
-def _refusal(cls, name: str, value: Any) -> str | None:
-    """validate()'s refusal of cls(name=value), or None when accepted."""
-    try:
-        cls(**{name: value}).validate()
-    except (SpecError, TypeError, ValueError) as e:
-        return str(e)
-    return None
-
-
-def _range(cls, name: str, hint) -> str:
-    """The rule validate() enforces on one parameter: for a coder, the coders it accepts; for
-    a number or text, the "must be ..." it answers to a value outside every range."""
-    from zoocodec.codecs import CODERS, CoderSpec  # noqa: PLC0415
-
-    kinds = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    if any(isinstance(k, type) and issubclass(k, CoderSpec) for k in kinds):
-        return "one of " + ", ".join(n for n, c in CODERS.items() if _refusal(cls, name, c()) is None)
-    kind = next((k for k in kinds if k in _PROBES), None)
-    text = _refusal(cls, name, _PROBES[kind]) if kind else None
-    if not text:
-        return ""
-    if " must be " in text:
-        return text.split(" must be ", 1)[1].rsplit(", got ", 1)[0]
-    if "(known: " in text:  # a name looked up in another registry (then=)
-        return "one of " + text.split("(known: ", 1)[1].rstrip(")")
-    return ""
+def _range(cls, name: str) -> str:
+    r = range_of(cls, name)
+    return "" if r is None else str(r)
 
 
 def _type_name(hint) -> str:
@@ -83,24 +62,59 @@ def _params(cls) -> list[dict[str, Any]]:
         if default is not None and not isinstance(default, (bool, int, float, str)):
             default = str(default)  # a nested spec, e.g. a coder
         out.append({"name": f.name, "type": _type_name(hints[f.name]), "default": default,
-                    "range": _range(cls, f.name, hints[f.name])})
+                    "range": _range(cls, f.name)})
     return out
 
 
 def methods() -> list[dict[str, Any]]:
-    """Every registered method: name, version, what it does, parameters (type, default, range)."""
-    from zoocodec.methods import REGISTRY  # noqa: PLC0415
+    """Every registered method: name, version, what it does, its declared capabilities, parameters
+    (type, default, range)."""
+    from zoocodec.methods.base import CAPABILITIES  # noqa: PLC0415  (registers every method)
 
     return [{"name": name, "version": cls.version, "lossless": cls.lossless, "about": _doc(cls),
-             "params": _params(cls)} for name, cls in sorted(REGISTRY.items())]
+             "capabilities": [c for c in CAPABILITIES if getattr(cls, c)], "params": _params(cls)}
+            for name, cls in sorted(METHODS.items())]
 
 
 def coders() -> list[dict[str, Any]]:
     """Every registered coder a method's `coder=` can name, with its own parameters."""
-    from zoocodec.codecs import CODERS  # noqa: PLC0415
+    from zoocodec.codecs.base import CAPABILITIES  # noqa: PLC0415  (registers every coder)
 
-    return [{"name": name, "version": cls.version, "about": _doc(cls), "params": _params(cls)}
+    return [{"name": name, "version": cls.version, "about": _doc(cls), "alphabet": cls.alphabet,
+             "capabilities": [c for c in CAPABILITIES if getattr(cls, c)], "params": _params(cls)}
             for name, cls in sorted(CODERS.items())]
+
+
+def _cell(p: dict[str, Any]) -> str:
+    default = "none" if p["default"] is None else str(p["default"]).lower() if isinstance(p["default"], bool) \
+        else p["default"]
+    shown = p["range"] if p["type"] != "coder" else ""  # (every coder field takes any coder)
+    return f"`{p['name']}` {default}" + (f" ({shown})" if shown else "")
+
+
+def docs_tables() -> str:
+    """The markdown tables of every method and coder that docs/methods.md holds (one row each)."""
+    lines = ["| method | version | parameters: default (range) | capabilities |", "| --- | --- | --- | --- |"]
+    for m in methods():
+        lines.append(f"| `{m['name']}` | {m['version']} | {', '.join(map(_cell, m['params']))} | "
+                     f"{', '.join(m['capabilities'])} |")
+    lines += ["", "| coder | version | parameters: default (range) | symbols | capabilities |",
+              "| --- | --- | --- | --- | --- |"]
+    for c in coders():
+        lines.append(f"| `{c['name']}` | {c['version']} | {', '.join(map(_cell, c['params']))} | {c['alphabet']} | "
+                     f"{', '.join(c['capabilities'])} |")
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- tables generated by: python -m zoocodec.catalog docs/methods.md -->", "<!-- end of generated tables -->"
+
+
+def with_tables(doc: str) -> str:
+    """`doc` with the text between BEGIN and END replaced by docs_tables()."""
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(doc):
+        raise ValueError(f"the document has no {BEGIN} ... {END} block")
+    return pattern.sub(lambda _: f"{BEGIN}\n{docs_tables()}\n{END}", doc)
 
 
 def zoo_models() -> list[dict[str, Any]]:
@@ -108,3 +122,10 @@ def zoo_models() -> list[dict[str, Any]]:
     return [{"name": name, "installed": zoo.installed(name), "tasks": list(e.get("tasks") or []),
              "format": e.get("format", ""), "about": e.get("about", ""), "install": e.get("install", "")}
             for name, e in zoo.registry().items()]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m zoocodec.catalog docs/methods.md  (rewrites its generated tables)")
+    path = Path(sys.argv[1])
+    path.write_text(with_tables(path.read_text()))

@@ -179,7 +179,7 @@ def compress(
 ):
     """Compress a model into a .zc container."""
     start = time.perf_counter()  # the time printed is every phase's: reading, allocation or search, coding
-    from zoocodec.methods import Overrides  # noqa: PLC0415
+    from zoocodec.pipeline.policy import Overrides  # noqa: PLC0415
     from zoocodec.device import resolve  # noqa: PLC0415
     from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
 

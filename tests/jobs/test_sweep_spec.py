@@ -154,7 +154,7 @@ def test_short_method_keeps_only_what_differs_from_the_defaults():
     assert sweep_spec.short_method(parse_spec("uniform:bits=6").to_dict()) == "uniform:bits=6"
     assert sweep_spec.short_method(parse_spec("lossless").to_dict()) == "lossless"
     assert sweep_spec.short_method(parse_spec("dq:coder=ans").to_dict()) == "dq:bits=8,coder=ans"
-    assert sweep_spec.short_method({"method": "uniform", "version": 1, "coder": "ans"}) == "uniform"  # an old row
+    assert sweep_spec.short_method({"method": "uniform", "version": 1, "coder": "ans"}) == "uniform:bits=8"  # an old row, upgraded
 
 
 def test_the_schema_comes_from_the_registry_and_accepts_the_shipped_specs():

@@ -8,10 +8,12 @@ import torch
 
 import zoocodec
 from zoocodec.errors import SpecError
-from zoocodec.methods import Overrides, Quantized, parse_spec
+from zoocodec.methods import REGISTRY, parse_spec
 from zoocodec.pipeline import batch
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, DEFAULT_SPEC, choose_spec, load
+from zoocodec.pipeline.core import load
+from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, choose_spec
 
+from conformance import same
 from conftest import laplace_model, zoo_path
 
 
@@ -28,9 +30,9 @@ def shapes_model() -> dict[str, torch.Tensor]:
     return m
 
 
-SPECS = ["uniform:bits=8", "uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
-         "kmeans:k=16", "kmeans:k=4,per=channel,codebook=float16", "kmeans:k=8,per=block,block=1000",
-         "rdoq:bits=6", "dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac", "lnq"]
+# every method whose tensors group (batch_key, on a GPU or on the CPU), in each mode it declares
+SPECS = [text for name, cls in sorted(REGISTRY.items()) if cls.gpu or cls.batch_on_cpu
+         for text in (name, *cls.examples)]
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -43,25 +45,7 @@ def test_batched_bytes_equal_one_tensor_at_a_time(spec, tmp_path):
     assert [(t.method, t.mse, t.sqnr_db) for t in one.tensors] == [(t.method, t.mse, t.sqnr_db) for t in many.tensors]
 
 
-def same(a: Quantized, b: Quantized) -> bool:
-    return (a.symbols.keys() == b.symbols.keys() and a.side == b.side and a.arrays == b.arrays
-            and all(a.symbols[k].shape == b.symbols[k].shape and np.array_equal(a.symbols[k], b.symbols[k])
-                    for k in a.symbols)
-            and a.recon.dtype == b.recon.dtype and a.recon.tobytes() == b.recon.tobytes())
-
-
-@pytest.mark.parametrize("spec", [s for s in SPECS if s.startswith(("uniform", "kmeans"))])  # (rdoq, dq: above)
-def test_quantize_many_equals_quantize(spec):
-    """Each group a GPU would form, quantized together with NumPy: each tensor's symbols, side
-    info, side arrays and reconstruction are those of quantizing it alone."""
-    s = parse_spec(spec)
-    ts = [t for t in load(shapes_model()).tensors() if t.is_float and t.array.ndim >= 2]
-    groups = batch._groups([(t, s) for t in ts], gpu=True)
-    assert s.batch_key(ts[0]) is None or any(len(m) > 1 for _, m in groups)
-    for _, members in groups:
-        group = [ts[i] for i in members]
-        for t, q in zip(group, s.quantize_many(group)):
-            assert same(q, s.quantize(t)), t.name
+# (quantize_many equal to quantize, for every method: tests/methods/test_conformance.py)
 
 
 def test_minilm_groups(minilm_path):

@@ -54,7 +54,7 @@ def test_report_and_inspect_agree(tmp_path, model):
 
 
 def test_bad_override_and_spec():
-    from zoocodec.methods import Overrides
+    from zoocodec.pipeline.policy import Overrides
 
     with pytest.raises(SpecError):
         Overrides.parse(["no-equals-sign"])
@@ -83,7 +83,7 @@ def _outliers(rng, shape, count, big=5.0, scale=0.017):
 def test_default_keeps_1d_exact_and_every_tensor_above_30_db(tmp_path):
     from zoocodec.methods.uniform import Uniform
     from zoocodec.methods.base import TensorData
-    from zoocodec.pipeline.core import SAFE_SQNR_DB
+    from zoocodec.pipeline.policy import SAFE_SQNR_DB
 
     rng = np.random.default_rng(0)
     tensors = {"out.bias": _outliers(rng, (8210,), 5),  # the OCR model's output bias of the issue
@@ -106,7 +106,7 @@ def test_default_keeps_1d_exact_and_every_tensor_above_30_db(tmp_path):
 @settings(max_examples=15, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.floats(0.5, 50), st.floats(1e-4, 1.0))
 def test_default_floor_holds_for_any_outliers(tmp_path_factory, seed, count, big, scale):
-    from zoocodec.pipeline.core import SAFE_SQNR_DB
+    from zoocodec.pipeline.policy import SAFE_SQNR_DB
 
     rng = np.random.default_rng(seed)
     tensors = {"w": _outliers(rng, (8, 512), count, big * scale, scale),
@@ -117,7 +117,7 @@ def test_default_floor_holds_for_any_outliers(tmp_path_factory, seed, count, big
 
 def test_zoo_default_worst_tensor(tmp_path, mnist_path):
     """The default spec on a real model: every float tensor at or above the floor."""
-    from zoocodec.pipeline.core import SAFE_SQNR_DB
+    from zoocodec.pipeline.policy import SAFE_SQNR_DB
 
     report = zoocodec.compress("mnist-cnn", tmp_path / "m.zc")
     worst = min(report.tensors, key=lambda t: t.sqnr_db)

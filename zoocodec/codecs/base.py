@@ -1,11 +1,11 @@
 """The coder layer: registered, versioned coder specs, and the entropy models they fit.
 
-Three layers code a tensor (STYLE.md): a method quantizes (zoocodec/methods), an entropy
+Three layers code a tensor: a method quantizes (zoocodec/methods), an entropy
 model prices symbols, a coder turns symbols into bytes and back. This module holds the
 last two contracts.
 
-A **coder** is a frozen dataclass registered in `CODERS` under its `name`, with a
-`version` and its parameters as fields. It appears in a method spec as text
+A **coder** is a frozen dataclass registered in `CODERS` (registry.py) under its `name`,
+with a `version`, its parameters as fields and their declared ranges. It appears in a method spec as text
 (`uniform:coder=ctx`, `uniform:coder=video-hevc(crf=18,preset=medium)`) and in the
 spec's JSON as a nested dict (`{"method": "dq", ..., "coder": {"coder": "ctx",
 "version": 1}}`). It has four operations:
@@ -39,20 +39,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from zoocodec.errors import SpecError
+from zoocodec.registry import CODERS, Spec, build, text_params
 
-CODERS: dict[str, type[CoderSpec]] = {}
-
-
-def register_coder(cls: type[CoderSpec]) -> type[CoderSpec]:
-    CODERS[cls.name] = cls
-    return cls
+register_coder = CODERS.register
 
 
 @dataclass(frozen=True)
@@ -134,14 +129,22 @@ class Order0:
 
 
 @dataclass(frozen=True)
-class CoderSpec:
-    """Base of all coders. Subclasses set `name`, `version` and their fields."""
+class CoderSpec(Spec):
+    """Base of all coders. Subclasses set `name`, `version`, their fields, their `ranges`
+    (registry.py) and these capabilities:"""
 
-    name: ClassVar[str] = ""
-    version: ClassVar[int] = 1
+    kind = "coder"
     # encode takes signed symbols of any width as they are (others get int64), and
     # decode(dtype=None) gives the narrowest signed type that holds them
     narrows: ClassVar[bool] = False
+    # the symbols it is made for: "levels" (signed integers), "flags" (0 and 1) or "bits"
+    # (a tensor's bits as unsigned integers of its width: the bit-exact coders)
+    alphabet: ClassVar[str] = "levels"
+    examples: ClassVar[tuple[str, ...]] = ()  # its other modes, for the conformance suite (tests/codecs)
+
+    @classmethod
+    def parse(cls, text: str) -> CoderSpec:
+        return parse_coder(text)
 
     @property
     def lossy(self) -> bool:
@@ -160,9 +163,6 @@ class CoderSpec:
     def describe(self, data: bytes | memoryview) -> dict[str, Any]:
         return {}
 
-    def validate(self) -> None:
-        """Raise SpecError for parameters outside their range."""
-
     def to_dict(self) -> dict[str, Any]:
         return {"coder": self.name, "version": self.version, **dataclasses.asdict(self)}
 
@@ -173,15 +173,14 @@ class CoderSpec:
         return f"{self.name}({params})" if params else self.name
 
 
+CAPABILITIES = ("narrows",)
+
+
 def coder_from_dict(d: Any) -> CoderSpec:
-    """The inverse of CoderSpec.to_dict; rejects unknown coders, versions and fields."""
-    if not isinstance(d, dict) or not isinstance(d.get("coder"), str):
-        raise SpecError(f"not a coder spec: {d!r}")
-    cls = _lookup(d["coder"])
-    if d.get("version") != cls.version:
-        raise SpecError(f"coder {cls.name!r} version {d.get('version')!r} is not supported "
-                        f"(this zoocodec reads version {cls.version})")
-    return _build(cls, {k: v for k, v in d.items() if k not in ("coder", "version")})
+    """The inverse of CoderSpec.to_dict; rejects unknown coders, newer versions and unknown fields
+    (older versions are upgraded)."""
+    cls, params = CODERS.from_dict(d)
+    return build(cls, params)
 
 
 def parse_coder(text: str | CoderSpec | dict) -> CoderSpec:
@@ -196,79 +195,5 @@ def parse_coder(text: str | CoderSpec | dict) -> CoderSpec:
     name, paren, rest = text.strip().partition("(")
     if paren and not rest.endswith(")"):
         raise SpecError(f"coder {text!r}: parameters go in parentheses, e.g. video-hevc(crf=18)")
-    cls = _lookup(name.strip())
-    hints = typing.get_type_hints(cls)
-    params = {}
-    for key, value in split_params(rest[:-1] if paren else "", text):
-        if key not in hints or key in ("name", "version"):
-            raise SpecError(f"coder {cls.name!r} has no parameter {key!r} (has: {', '.join(_fields(cls)) or 'none'})")
-        params[key] = convert(value, hints[key], key, cls.name)
-    return _build(cls, params)
-
-
-def split_params(text: str, whole: str) -> list[tuple[str, str]]:
-    """'a=1,b=video-hevc(crf=1,preset=fast)' -> [(a, 1), (b, video-hevc(...))]: commas inside () stay."""
-    items, depth, cur = [], 0, ""
-    for ch in text:
-        depth += (ch == "(") - (ch == ")")
-        if depth < 0:
-            raise SpecError(f"unbalanced parentheses in {whole!r}")
-        if ch == "," and depth == 0:
-            items.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if depth:
-        raise SpecError(f"unbalanced parentheses in {whole!r}")
-    items.append(cur)
-    out = []
-    for item in filter(None, (i.strip() for i in items)):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise SpecError(f"parameter {item!r} in {whole!r} is not KEY=VALUE")
-        out.append((key.strip().replace("-", "_"), value.strip()))
-    return out
-
-
-def convert(value: str, hint, key: str, owner: str):
-    """Text -> the field's type (int, float, str, bool, a coder, or None where allowed)."""
-    types_ = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    if value.lower() in ("none", "null") and type(None) in typing.get_args(hint):
-        return None
-    for t in types_:
-        try:
-            if isinstance(t, type) and issubclass(t, CoderSpec):
-                return parse_coder(value)
-            if t is bool:
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                continue
-            if t in (int, float, str):
-                return t(value)
-        except ValueError:
-            continue
-    raise SpecError(f"parameter {key}={value!r} of {owner!r} is not a valid {getattr(hint, '__name__', hint)}")
-
-
-def _lookup(name: str) -> type[CoderSpec]:
-    if name not in CODERS:
-        raise SpecError(f"unknown coder {name!r} (known: {', '.join(sorted(CODERS))})")
-    return CODERS[name]
-
-
-def _fields(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def _build(cls, params: dict[str, Any]) -> CoderSpec:
-    unknown = set(params) - set(_fields(cls))
-    if unknown:
-        raise SpecError(f"coder {cls.name!r} has no parameter {sorted(unknown)[0]!r}")
-    try:
-        spec = cls(**params)
-        spec.validate()
-    except TypeError as e:  # a field of the wrong type (from a damaged or forged header)
-        raise SpecError(f"bad parameters for coder {cls.name!r}: {e}") from None
-    return spec
+    cls = CODERS.lookup(name.strip())
+    return build(cls, text_params(cls, rest[:-1] if paren else "", text))

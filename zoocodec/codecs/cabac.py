@@ -24,6 +24,7 @@ from zoocodec.codecs.base import CoderSpec, RateTable, register_coder
 from zoocodec.codecs.context import matrix_view
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels.rdoq import NEXT_STATE
+from zoocodec.registry import ints
 
 NONE, DQ4 = 0, 1  # the C++ coder's trellis kinds (2 is NNR's 8-state machine, for benchmarks)
 # Bucket thresholds of the expected |level| in 1/16 (native/cabac.cpp kThresholds).
@@ -146,11 +147,10 @@ class Cabac(CoderSpec):
     name = "cabac"
     version = 1
 
-    substream: int = 1 << 16
+    ranges = {"substream": ints(1, 1 << 30, text="1..2^30 weights")}
+    examples = ("cabac(substream=100)",)
 
-    def validate(self) -> None:
-        if not (isinstance(self.substream, int) and 1 <= self.substream <= 1 << 30):
-            raise SpecError(f"cabac: substream must be 1..2^30 weights, got {self.substream!r}")
+    substream: int = 1 << 16
 
     def encode(self, symbols, trellis=None) -> bytes:
         return encode_levels(walk(symbols, trellis), NONE if trellis is None else DQ4, self.substream)

@@ -67,6 +67,7 @@ class FlagsModel:
 class Flags(CoderSpec):
     name = "flags"
     version = 1
+    alphabet = "flags"
 
     def model(self, symbols, trellis=None) -> FlagsModel:
         m = matrix_view(symbols) != 0

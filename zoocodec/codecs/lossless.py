@@ -14,7 +14,8 @@ import zstandard
 from zoocodec.budget import unzstd
 from zoocodec.codecs import floatplanes
 from zoocodec.codecs.base import CoderSpec, register_coder
-from zoocodec.errors import ContainerError, SpecError
+from zoocodec.errors import ContainerError
+from zoocodec.registry import ints
 
 
 def _le(dtype) -> np.dtype:
@@ -34,11 +35,11 @@ class Zstd(CoderSpec):
     name = "zstd"
     version = 1
 
-    level: int = 19
+    alphabet = "bits"
+    ranges = {"level": ints(1, 22)}
+    examples = ("zstd(level=1)",)
 
-    def validate(self) -> None:
-        if not isinstance(self.level, int) or not 1 <= self.level <= 22:
-            raise SpecError(f"zstd: level must be 1..22, got {self.level!r}")
+    level: int = 19
 
     def encode(self, symbols, trellis=None) -> bytes:
         return zstandard.ZstdCompressor(level=self.level).compress(_le_bytes(symbols))
@@ -55,6 +56,7 @@ class Raw(CoderSpec):
 
     name = "raw"
     version = 1
+    alphabet = "bits"
 
     def encode(self, symbols, trellis=None) -> bytes:
         return _le_bytes(symbols)
@@ -70,6 +72,7 @@ class Float(CoderSpec):
 
     name = "float"
     version = 1
+    alphabet = "bits"
 
     def encode(self, symbols, trellis=None) -> bytes:
         a = np.ascontiguousarray(symbols)

@@ -26,8 +26,10 @@ import numpy as np
 
 from zoocodec.codecs import nvdec, pyav
 from zoocodec.codecs.base import CoderSpec, register_coder
-from zoocodec.codecs.videostream import CODECS, Codec, Header, Layout, Options, check, crc, depth_for
+from zoocodec.codecs.videostream import (CODECS, PIXEL_LAYOUTS, PRESETS, Codec, Header, Layout, Options, check, crc,
+                                         depth_for)
 from zoocodec.errors import ContainerError, SpecError
+from zoocodec.registry import ints, one_of
 
 log = logging.getLogger("zoocodec.video")
 
@@ -159,6 +161,8 @@ class VideoCoder(CoderSpec):
 
     codec: ClassVar[str] = ""
     version = 1
+    ranges = {"crf": ints(0, 51), "preset": one_of(*PRESETS), "pix": one_of(*PIXEL_LAYOUTS),
+              "hw": one_of("auto", "cpu", "nvenc", "nvdec")}
 
     crf: int | None = None
     preset: str = "medium"
@@ -171,9 +175,6 @@ class VideoCoder(CoderSpec):
 
     def options(self, keyint: int = 0) -> Options:
         return Options(codec=self.codec, crf=self.crf, preset=self.preset, pix=self.pix, hw=self.hw, keyint=keyint)
-
-    def validate(self) -> None:
-        self.options().validate()
 
     def encode(self, symbols, trellis=None) -> bytes:
         return encode_members([np.asarray(symbols)], self.options())[0]

@@ -60,7 +60,8 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
     """
     import zoocodec  # noqa: PLC0415
     from zoocodec.device import resolve  # noqa: PLC0415
-    from zoocodec.methods import Overrides, spec_from_dict  # noqa: PLC0415
+    from zoocodec.methods import spec_from_dict  # noqa: PLC0415
+    from zoocodec.pipeline.policy import Overrides  # noqa: PLC0415
     from zoocodec.pipeline import core  # noqa: PLC0415
 
     try:

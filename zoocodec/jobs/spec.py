@@ -48,7 +48,8 @@ import yaml
 from zoocodec.container import FORMAT_VERSION
 from zoocodec.device import name as device_name
 from zoocodec.errors import SpecError, ZoocodecError
-from zoocodec.methods import REGISTRY, MethodSpec, Overrides, parse_spec, spec_from_dict
+from zoocodec.methods import REGISTRY, MethodSpec, parse_spec, spec_from_dict
+from zoocodec.pipeline.policy import Overrides
 from zoocodec.pipeline import zoo
 
 TOP_KEYS = {"name", "out", "models", "methods", "tasks", "budgets", "max_retries", "min_size"}

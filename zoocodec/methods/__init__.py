@@ -4,11 +4,10 @@ from zoocodec.methods.base import (
     REGISTRY,
     Encoded,
     MethodSpec,
-    Overrides,
     Quantized,
     TensorData,
     parse_spec,
     spec_from_dict,
 )
 
-__all__ = ["REGISTRY", "Encoded", "MethodSpec", "Overrides", "Quantized", "TensorData", "parse_spec", "spec_from_dict"]
+__all__ = ["REGISTRY", "Encoded", "MethodSpec", "Quantized", "TensorData", "parse_spec", "spec_from_dict"]

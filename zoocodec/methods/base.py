@@ -1,4 +1,4 @@
-"""Method specs: frozen, versioned dataclasses, one registry, parsed from text or JSON.
+"""Method specs: frozen, versioned dataclasses in one registry (registry.py), parsed from text or JSON.
 
 A spec says how one tensor is coded: the quantizer, its parameters, and the coder of its
 symbols (a nested coder spec, codecs/base.py). Its dict form goes into the container
@@ -20,11 +20,7 @@ coder may model the quantizer's state.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import functools
 import math
-import re
-import typing
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -33,16 +29,12 @@ import numpy as np
 
 from zoocodec import budget
 from zoocodec.codecs import CoderSpec, coder_from_dict, native, parse_coder
-from zoocodec.codecs.base import convert, split_params
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels.backend import to_numpy
+from zoocodec.registry import METHODS, Range, Spec, build, ints, positive, spec_fields, text_params
 
-REGISTRY: dict[str, type[MethodSpec]] = {}
-
-
-def register(cls: type[MethodSpec]) -> type[MethodSpec]:
-    REGISTRY[cls.name] = cls
-    return cls
+REGISTRY = METHODS  # every method, by name
+register = METHODS.register
 
 
 @dataclass
@@ -216,25 +208,50 @@ MAX_SYMBOLS = 1 << 40
 
 
 @dataclass(frozen=True)
-class MethodSpec:
-    """Base of all method specs. Subclasses set `name`, `version` and their fields.
+class MethodSpec(Spec):
+    """Base of all method specs. Subclasses set `name`, `version`, their fields, their
+    `ranges` and `upgrades` (registry.py), and the capabilities below that they have.
 
     A field annotated `CoderSpec` is a coder: text or its dict is accepted and parsed.
     """
 
-    name: ClassVar[str] = ""
-    version: ClassVar[int] = 1
-    lossless: ClassVar[bool] = False
+    kind = "method"
+    # ---- capabilities: declared, so no caller probes for fields or types -------------------
+    lossless: ClassVar[bool] = False  # the reader gets the tensor's bits back
     gpu: ClassVar[bool] = False  # quantize() does its array work in the `xp` it is given (CuPy on a GPU)
     # quantize_many pays on the CPU too (many small array operations become few large ones);
     # else tensors are grouped on a GPU only: on the CPU, large stacked temporaries lose the cache
     batch_on_cpu: ClassVar[bool] = False
+    # `step` sets one absolute step per tensor, as bit allocation chooses it (with_step); `bits`,
+    # the other way to set it, then gives way
+    steppable: ClassVar[bool] = False
+    grouped_steps: ClassVar[bool] = False  # `group_steps`: a step per group of consecutive rows
+    # nearest rounding on its grid: values handed over on the grid (k * step) quantize to k, so
+    # data-aware rounding (tuning/calibrate.py) may choose the symbols for it
+    rounds_nearest: ClassVar[bool] = False
+    # spec texts of its other modes, run with the default by the conformance suite
+    # (tests/methods/test_conformance.py) and the batching tests
+    examples: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, (str, dict)) and f.name in _coder_fields(type(self)):
-                object.__setattr__(self, f.name, parse_coder(value))
+        for name in spec_fields(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, (str, dict)):
+                object.__setattr__(self, name, parse_coder(value))
+
+    @classmethod
+    def parse(cls, text: str) -> MethodSpec:
+        return parse_spec(text)
+
+    def with_step(self, step: float, group_steps: tuple[float, ...] | None = None) -> MethodSpec:
+        """This spec with an absolute step (and, where it has them, steps per row group) in place
+        of `bits`, validated: what bit allocation hands each tensor."""
+        if not self.steppable or (group_steps is not None and not self.grouped_steps):
+            raise SpecError(f"method {self.name!r} takes no {'group steps' if self.steppable else 'step'}")
+        fields = {"step": step, "bits": None, **({"group_steps": group_steps} if self.grouped_steps else {})}
+        spec = dataclasses.replace(self, **fields)
+        spec.validate()
+        return spec
 
     # ---- the quantizer: what each method writes ----------------------------------------
     def quantize(self, t: TensorData, xp=np) -> Quantized:
@@ -331,7 +348,10 @@ class MethodSpec:
             if consume:
                 del segments[name]
         arrays = {k: v for k, v in segments.items() if k not in shapes}  # (consumed streams are gone already)
-        return self.dequantize(Quantized(symbols, side, arrays), tuple(shape), dtype)
+        try:
+            return self.dequantize(Quantized(symbols, side, arrays), tuple(shape), dtype)
+        except (KeyError, IndexError, ValueError, TypeError, OverflowError) as e:  # what a forgery makes NumPy raise
+            raise ContainerError(f"{self.name}: damaged payload or side info ({type(e).__name__}: {e})") from None
 
     def fused(self, side: dict, arrays: dict[str, bytes], shape: tuple[int, ...], dtype: str):
         """How this tensor decodes in one pass, entropy decoding and dequantization fused into the
@@ -351,9 +371,6 @@ class MethodSpec:
         return q.recon
 
     # ---- description ----------------------------------------------------------------------
-    def validate(self) -> None:
-        """Raise SpecError for parameters outside their range."""
-
     def to_dict(self) -> dict[str, Any]:
         params = {}
         for f in dataclasses.fields(self):
@@ -365,13 +382,6 @@ class MethodSpec:
         params = ",".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
                           if getattr(self, f.name) is not None)
         return f"{self.name}:{params}" if params else self.name
-
-
-@functools.cache
-def _coder_fields(cls) -> frozenset[str]:
-    hints = typing.get_type_hints(cls)
-    return frozenset(f.name for f in dataclasses.fields(cls)
-                     if isinstance(hints.get(f.name), type) and issubclass(hints[f.name], CoderSpec))
 
 
 def read_array(arrays: dict, name: str, dtype: str, count: int, what: str) -> np.ndarray:
@@ -395,32 +405,33 @@ def default_bits(spec: MethodSpec) -> None:
         object.__setattr__(spec, "bits", 8)
 
 
+CAPABILITIES = ("lossless", "gpu", "batch_on_cpu", "steppable", "grouped_steps", "rounds_nearest")
+
+STEP_OR_BITS: dict[str, Range] = {"step": positive(), "bits": ints(2, 16)}  # the quantizers' two ways to a step
+
+
 def check_step_or_bits(spec: MethodSpec) -> None:
-    """Exactly one of step (a positive number) and bits (2..16)."""
+    """Not both of step and bits (their ranges: STEP_OR_BITS)."""
     if spec.step is not None and spec.bits is not None:
         raise SpecError(f"{spec.name}: give either step or bits, not both")
-    if spec.step is not None and not (np.isfinite(spec.step) and spec.step > 0):
-        raise SpecError(f"{spec.name}: step must be a positive number, got {spec.step}")
-    if spec.bits is not None and not 2 <= spec.bits <= 16:
-        raise SpecError(f"{spec.name}: bits must be 2..16, got {spec.bits}")
+
+
+def nested_coder(params: dict[str, Any]) -> dict[str, Any]:
+    """Upgrade from version 1, whose `coder` was its name as text, to 2, where it is the coder's JSON."""
+    if isinstance(params.get("coder"), str):
+        params["coder"] = parse_coder(params["coder"]).to_dict()
+    return params
 
 
 def spec_from_dict(d: dict[str, Any]) -> MethodSpec:
-    """The inverse of MethodSpec.to_dict; rejects unknown methods, versions and fields."""
-    if not isinstance(d, dict) or not isinstance(d.get("method"), str):
-        raise SpecError(f"not a method spec: {d!r}")
-    cls = _lookup(d["method"])
-    if d.get("version") != cls.version:
-        raise SpecError(
-            f"method {cls.name!r} version {d.get('version')!r} is not supported "
-            f"(this zoocodec reads version {cls.version})"
-        )
-    params = {k: v for k, v in d.items() if k not in ("method", "version")}
-    for key in _coder_fields(cls) & set(params):
+    """The inverse of MethodSpec.to_dict; rejects unknown methods, newer versions and unknown
+    fields (older versions are upgraded: MethodSpec.upgrade)."""
+    cls, params = METHODS.from_dict(d)
+    for key in spec_fields(cls) & set(params):
         if not isinstance(params[key], dict):
             raise SpecError(f"method {cls.name!r}: {key} must be a coder spec dict, got {params[key]!r}")
         params[key] = coder_from_dict(params[key])
-    return _build(cls, params)
+    return build(cls, params)
 
 
 def parse_spec(text: str | MethodSpec) -> MethodSpec:
@@ -431,14 +442,8 @@ def parse_spec(text: str | MethodSpec) -> MethodSpec:
     if not isinstance(text, str):
         raise SpecError(f"not a method spec: {text!r}")
     name, _, rest = text.strip().partition(":")
-    cls = _lookup(name.strip())
-    hints = typing.get_type_hints(cls)
-    params: dict[str, Any] = {}
-    for key, value in split_params(rest, text):
-        if key not in hints or key in ("name", "version", "lossless"):
-            raise SpecError(f"method {cls.name!r} has no parameter {key!r} (has: {', '.join(_fields(cls))})")
-        params[key] = convert(value, hints[key], key, cls.name)
-    return _build(cls, params)
+    cls = METHODS.lookup(name.strip())
+    return build(cls, text_params(cls, rest, text))
 
 
 def nested_text(spec: MethodSpec) -> str:
@@ -454,63 +459,3 @@ def inner_method(outer: MethodSpec) -> MethodSpec:
     if isinstance(spec, type(outer)):
         raise SpecError(f"{outer.name}: the inner method cannot be {outer.name} again")
     return spec
-
-
-def _lookup(name: str) -> type[MethodSpec]:
-    if name not in REGISTRY:
-        raise SpecError(f"unknown method {name!r} (known: {', '.join(sorted(REGISTRY))})")
-    return REGISTRY[name]
-
-
-def _fields(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def _build(cls, params: dict[str, Any]) -> MethodSpec:
-    unknown = set(params) - set(_fields(cls))
-    if unknown:
-        raise SpecError(f"method {cls.name!r} has no parameter {sorted(unknown)[0]!r} (has: {', '.join(_fields(cls))})")
-    try:
-        spec = cls(**params)
-        spec.validate()
-    except TypeError as e:  # a field of the wrong type (from a damaged or forged header)
-        raise SpecError(f"bad parameters for method {cls.name!r}: {e}") from None
-    return spec
-
-
-class Overrides:
-    """Per-tensor specs chosen by name pattern; the first pattern that matches wins.
-
-    Patterns are shell globs ('*embeddings*') or regular expressions ('re:layer\\.[0-5]\\.').
-    """
-
-    def __init__(self, rules: list[tuple[str, MethodSpec]] | dict[str, Any] | None = None):
-        items = rules.items() if isinstance(rules, dict) else (rules or [])
-        self.rules: list[tuple[str, re.Pattern, MethodSpec]] = []
-        for pattern, spec in items:
-            regex = pattern[3:] if pattern.startswith("re:") else fnmatch.translate(pattern)
-            try:
-                compiled = re.compile(regex)
-            except re.error as e:
-                raise SpecError(f"bad override pattern {pattern!r}: {e}") from None
-            self.rules.append((pattern, compiled, parse_spec(spec)))
-
-    @classmethod
-    def parse(cls, texts: list[str]) -> Overrides:
-        """['PATTERN=SPEC', ...] as given on the command line."""
-        rules = []
-        for text in texts:
-            pattern, eq, spec = text.partition("=")
-            if not eq or not pattern:
-                raise SpecError(f"override {text!r} is not PATTERN=SPEC")
-            rules.append((pattern, spec))
-        return cls(rules)
-
-    def match(self, name: str) -> MethodSpec | None:
-        for pattern, compiled, spec in self.rules:
-            if (compiled.search(name) if pattern.startswith("re:") else compiled.match(name)):
-                return spec
-        return None
-
-    def to_list(self) -> list[list]:
-        return [[p, s.to_dict()] for p, _, s in self.rules]

@@ -16,11 +16,12 @@ import numpy as np
 
 from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
-from zoocodec.errors import ContainerError, SpecError
+from zoocodec.errors import ContainerError
 from zoocodec.kernels import dither as K
 from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits, from_float64,
-                                   read_array, register)
+from zoocodec.methods.base import (STEP_OR_BITS, MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits,
+                                   from_float64, nested_coder, read_array, register)
+from zoocodec.registry import ints, one_of
 
 STREAMS = ("head", "tail", "coset")
 
@@ -37,6 +38,10 @@ def matrix_view(shape: tuple[int, ...], per_row: bool) -> tuple[int, int]:
 class Dither(MethodSpec):
     name = "dither"
     version = 2
+    upgrades = {1: nested_coder}
+    ranges = {**STEP_OR_BITS, "lattice": one_of(*K.LATTICES), "seed": ints(0, 2**63 - 1, text="0..2**63-1")}
+    steppable = True
+    examples = ("dither:bits=6,lattice=e8,seed=3", "dither:step=0.01,lattice=d4")
 
     step: float | None = None
     bits: int | None = None
@@ -48,13 +53,8 @@ class Dither(MethodSpec):
         super().__post_init__()
         default_bits(self)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         check_step_or_bits(self)
-        if self.lattice not in K.LATTICES:
-            raise SpecError(f"dither: lattice must be one of {', '.join(K.LATTICES)}, got {self.lattice!r}")
-        if not 0 <= self.seed < 2**63:
-            raise SpecError(f"dither: seed must be 0..2**63-1, got {self.seed}")
-        self.coder.validate()
 
     def _steps(self, w2: np.ndarray) -> np.ndarray:
         if self.step is not None:

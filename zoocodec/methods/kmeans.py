@@ -20,8 +20,9 @@ from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import kmeans as K
 from zoocodec.kernels.backend import stack_rows, to_numpy
 from zoocodec.methods import base
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, all_finite, from_float64, register
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, all_finite, from_float64, nested_coder, register
 from zoocodec.methods.lossless import native_dtype
+from zoocodec.registry import ints, one_of
 
 PER = ("tensor", "channel", "block")
 
@@ -56,6 +57,11 @@ def problems(shape: tuple[int, ...], per: str, block: int) -> list[tuple[int, in
 class KMeans(MethodSpec):
     name = "kmeans"
     version = 2
+    upgrades = {1: nested_coder}
+    ranges = {"k": ints(2, 256), "per": one_of(*PER), "block": ints(1), "iters": ints(0, 1000),
+              "codebook": one_of(*CODEBOOK)}
+    gpu = True
+    examples = ("kmeans:k=4,per=channel,codebook=float16", "kmeans:k=8,per=block,block=100")
 
     k: int = 16
     per: str = "tensor"
@@ -64,21 +70,6 @@ class KMeans(MethodSpec):
     seed: int = 0
     codebook: str = "float32"
     coder: CoderSpec = Ans()
-
-    def validate(self) -> None:
-        if not 2 <= self.k <= 256:
-            raise SpecError(f"kmeans: k must be 2..256, got {self.k}")
-        if self.per not in PER:
-            raise SpecError(f"kmeans: per must be one of {', '.join(PER)}, got {self.per!r}")
-        if self.block < 1:
-            raise SpecError(f"kmeans: block must be >= 1, got {self.block}")
-        if not 0 <= self.iters <= 1000:
-            raise SpecError(f"kmeans: iters must be 0..1000, got {self.iters}")
-        if self.codebook not in CODEBOOK:
-            raise SpecError(f"kmeans: codebook must be float32 or float16, got {self.codebook!r}")
-        self.coder.validate()
-
-    gpu = True
 
     def quantize(self, t: TensorData, xp=np) -> Quantized:
         return self.quantize_many([t], xp)[0]

@@ -26,11 +26,13 @@ import numpy as np
 
 from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
-from zoocodec.errors import ContainerError, NonFiniteError, SpecError
+from zoocodec.errors import ContainerError, NonFiniteError
 from zoocodec.kernels import lnq as L
 from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, default_bits, from_float64, register
+from zoocodec.methods.base import (STEP_OR_BITS, MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits,
+                                   from_float64, nested_coder, register)
 from zoocodec.methods.uniform import Uniform, load_steps, store_steps
+from zoocodec.registry import Range, ints
 
 
 @register
@@ -38,6 +40,10 @@ from zoocodec.methods.uniform import Uniform, load_steps, store_steps
 class LNQ(MethodSpec):
     name = "lnq"
     version = 2
+    upgrades = {1: nested_coder}
+    ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "unit": ints(1, 4096), "clusters": ints(2, 16), "iters": ints(0, 1000)}
+    steppable = True
+    examples = ("lnq:bits=6,unit=4,clusters=4",)
 
     bits: int | None = None
     step: float | None = None
@@ -56,16 +62,8 @@ class LNQ(MethodSpec):
     def base(self) -> Uniform:
         return Uniform(bits=self.bits, step=self.step, per_tensor=self.per_tensor, coder=self.coder)
 
-    def validate(self) -> None:
-        self.base().validate()
-        if not (np.isfinite(self.lam) and self.lam >= 0):
-            raise SpecError(f"lnq: lam must be >= 0, got {self.lam}")
-        if not 1 <= self.unit <= 4096:
-            raise SpecError(f"lnq: unit must be 1..4096, got {self.unit}")
-        if not 2 <= self.clusters <= 16:
-            raise SpecError(f"lnq: clusters must be 2..16, got {self.clusters}")
-        if not 0 <= self.iters <= 1000:
-            raise SpecError(f"lnq: iters must be 0..1000, got {self.iters}")
+    def check(self) -> None:
+        check_step_or_bits(self)
 
     def quantize(self, t: TensorData, xp=np) -> Quantized:
         w = t.float64()

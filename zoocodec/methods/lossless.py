@@ -41,10 +41,19 @@ class Lossless(MethodSpec):
 
     coder: CoderSpec = Float()
 
-    def validate(self) -> None:
+    @staticmethod
+    def _from_v1(params: dict) -> dict:
+        """Version 1 named its coder (float, zstd, raw) and zstd's level apart."""
+        coder, level = params.pop("coder", "float"), params.pop("level", 19)
+        params["coder"] = {"coder": coder, "version": 1, **({"level": level} if coder == "zstd" else {})}
+        return params
+
+    upgrades = {1: _from_v1}
+    examples = ("lossless:coder=zstd(level=3)", "lossless:coder=raw")
+
+    def check(self) -> None:
         if self.coder.lossy:
             raise SpecError(f"lossless: coder {self.coder} is lossy")
-        self.coder.validate()
 
     def symbol_dtype(self, stream, dtype):
         return bits_dtype(dtype)

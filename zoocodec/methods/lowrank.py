@@ -19,8 +19,9 @@ from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import lowrank as K
 from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, read_array, register
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, nested_coder, read_array, register
 from zoocodec.methods.dither import matrix_view
+from zoocodec.registry import interval, ints
 
 
 @register
@@ -28,6 +29,9 @@ from zoocodec.methods.dither import matrix_view
 class LowRank(MethodSpec):
     name = "lowrank"
     version = 2
+    upgrades = {1: nested_coder}
+    ranges = {"rank": ints(0), "energy": interval(0, 1, "(]"), "bits": ints(2, 16)}
+    examples = ("lowrank:rank=3,bits=8",)
 
     rank: int | None = None
     energy: float | None = None
@@ -39,16 +43,9 @@ class LowRank(MethodSpec):
         if self.rank is None and self.energy is None:
             object.__setattr__(self, "energy", 0.9)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.rank is not None and self.energy is not None:
             raise SpecError("lowrank: give either rank or energy, not both")
-        if self.rank is not None and self.rank < 0:
-            raise SpecError(f"lowrank: rank must be >= 0, got {self.rank}")
-        if self.energy is not None and not 0 < self.energy <= 1:
-            raise SpecError(f"lowrank: energy must be in (0, 1], got {self.energy}")
-        if self.bits is not None and not 2 <= self.bits <= 16:
-            raise SpecError(f"lowrank: bits must be 2..16 (or none for fp16 factors), got {self.bits}")
-        self.coder.validate()
 
     def _store(self, q: Quantized, key: str, m: np.ndarray) -> np.ndarray:
         """One factor, rank components as rows, into `q`; returns the values the decoder will see."""

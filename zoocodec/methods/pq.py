@@ -21,8 +21,9 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import pq as P
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, register
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, nested_coder, register
 from zoocodec.methods.kmeans import CODEBOOK
+from zoocodec.registry import ints, one_of
 
 
 @register
@@ -30,6 +31,10 @@ from zoocodec.methods.kmeans import CODEBOOK
 class PQ(MethodSpec):
     name = "pq"
     version = 2
+    upgrades = {1: nested_coder}
+    ranges = {"m": ints(1, 64), "k": ints(2, 4096), "groups": ints(1, 65536), "stages": ints(1, 8),
+              "iters": ints(0, 1000), "codebook": one_of(*CODEBOOK)}
+    examples = ("pq:m=2,k=16,groups=2,stages=2,codebook=float16",)
 
     m: int = 4
     k: int = 256
@@ -39,21 +44,6 @@ class PQ(MethodSpec):
     seed: int = 0
     codebook: str = "float32"
     coder: CoderSpec = Ans()
-
-    def validate(self) -> None:
-        if not 1 <= self.m <= 64:
-            raise SpecError(f"pq: m must be 1..64, got {self.m}")
-        if not 2 <= self.k <= 4096:
-            raise SpecError(f"pq: k must be 2..4096, got {self.k}")
-        if not 1 <= self.groups <= 65536:
-            raise SpecError(f"pq: groups must be 1..65536, got {self.groups}")
-        if not 1 <= self.stages <= 8:
-            raise SpecError(f"pq: stages must be 1..8, got {self.stages}")
-        if not 0 <= self.iters <= 1000:
-            raise SpecError(f"pq: iters must be 0..1000, got {self.iters}")
-        if self.codebook not in CODEBOOK:
-            raise SpecError(f"pq: codebook must be float32 or float16, got {self.codebook!r}")
-        self.coder.validate()
 
     def _geometry(self, shape) -> tuple[int, int, int, int]:
         """(rows, cols, padded cols, sub-vectors per row and group)."""

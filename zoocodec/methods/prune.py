@@ -25,6 +25,7 @@ from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import prune as K
 from zoocodec.methods.base import MethodSpec, Quantized, TensorData, inner_method, nested_text, register, spec_from_dict
 from zoocodec.methods.dither import matrix_view
+from zoocodec.registry import METHOD_TEXT, interval
 
 INNER = "then."
 
@@ -34,6 +35,10 @@ INNER = "then."
 class Prune(MethodSpec):
     name = "prune"
     version = 2
+    # version 1 coded the mask's row classes with its `coder` (ans); the mask coder is `flags` since
+    upgrades = {1: lambda params: {**params, "coder": {"coder": "flags", "version": 1}}}
+    ranges = {"sparsity": interval(0, 1), "then": METHOD_TEXT}
+    examples = ("prune:sparsity=0.75,per_row=true,then=dq:bits=6", "prune:sparsity=0.9,then=lossless")
 
     sparsity: float = 0.5
     then: str = "uniform"
@@ -45,11 +50,6 @@ class Prune(MethodSpec):
         object.__setattr__(self, "then", nested_text(self.inner))
 
     inner = property(inner_method)
-
-    def validate(self) -> None:
-        if not 0 <= self.sparsity <= 1:
-            raise SpecError(f"prune: sparsity must be in [0, 1], got {self.sparsity}")
-        self.coder.validate()
 
     def coder_for(self, stream):
         return self.inner.coder_for(stream[len(INNER):]) if stream.startswith(INNER) else self.coder

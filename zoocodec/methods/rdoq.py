@@ -23,8 +23,9 @@ from zoocodec.codecs.context import Ctx, matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R
 from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import (MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits, from_float64,
-                                   read_array, register, row_blocks)
+from zoocodec.methods.base import (STEP_OR_BITS, MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits,
+                                   from_float64, nested_coder, read_array, register, row_blocks)
+from zoocodec.registry import Range, ints
 from zoocodec.methods.lossless import native_dtype
 
 
@@ -33,6 +34,12 @@ from zoocodec.methods.lossless import native_dtype
 class RDOQ(MethodSpec):
     name = "rdoq"
     version = 2
+    upgrades = {1: nested_coder}
+    ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "iters": ints(0, 10),
+              "group_steps": Range(0, open_lo=True, each=True, text="positive numbers, one per row group")}
+    steppable = True
+    grouped_steps = True
+    examples = ("rdoq:step=0.01,coder=ans,lam=0.3",)
 
     step: float | None = None
     bits: int | None = None
@@ -50,17 +57,10 @@ class RDOQ(MethodSpec):
         if self.group_steps is not None:  # a JSON list from the header
             object.__setattr__(self, "group_steps", tuple(self.group_steps))
 
-    def validate(self) -> None:
+    def check(self) -> None:
         check_step_or_bits(self)
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise SpecError(f"rdoq: lam must be a non-negative number, got {self.lam}")
-        if not 0 <= self.iters <= 10:
-            raise SpecError(f"rdoq: iters must be 0..10, got {self.iters}")
-        if self.group_steps is not None:
-            if self.step is None or not self.group_steps or not all(
-                    isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in self.group_steps):
-                raise SpecError("rdoq: group_steps must be positive numbers, with step set")
-        self.coder.validate()
+        if self.group_steps is not None and self.step is None:
+            raise SpecError(f"{self.name}: group_steps need step set (the smallest of them)")
 
     def row_steps(self, w2: np.ndarray) -> np.ndarray:
         """float64 step per row of the matrix view (or a single one), exact in float32."""
@@ -202,6 +202,7 @@ class DQ(RDOQ):
 
     name = "dq"
     version = 2
+    examples = ("dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac")
 
     def trellis(self, stream, shape):
         """The state machine walks each row of the 2-D view (axis 1), or each column when wider than tall."""

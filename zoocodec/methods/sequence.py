@@ -29,7 +29,9 @@ from zoocodec.codecs.video import MemberVideo, VideoCoder
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import uniform as K
 from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, inner_method, nested_text, register
+from zoocodec.methods.lossless import native_dtype
 from zoocodec.methods.uniform import Uniform, load_steps, store_steps
+from zoocodec.registry import METHOD_TEXT, ints, one_of
 
 MODES = ("video", "delta", "independent")
 
@@ -39,6 +41,8 @@ MODES = ("video", "delta", "independent")
 class Sequence(MethodSpec):
     name = "sequence"
     version = 1
+    ranges = {"mode": one_of(*MODES), "keyint": ints(0), "then": METHOD_TEXT}
+    examples = ("sequence:mode=delta,keyint=2", "sequence:mode=independent,then=kmeans:k=4")
 
     mode: str = "delta"
     keyint: int = 0
@@ -55,11 +59,7 @@ class Sequence(MethodSpec):
         """Members quantized on one shared uniform grid (else each member coded alone by `then`)."""
         return type(self.inner) is Uniform
 
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise SpecError(f"sequence: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not isinstance(self.keyint, int) or self.keyint < 0:
-            raise SpecError(f"sequence: keyint must be >= 0, got {self.keyint!r}")
+    def check(self) -> None:
         video = isinstance(getattr(self.inner, "coder", None), VideoCoder)
         if self.mode == "video" and not (self.on_grid and video):
             raise SpecError(f"sequence mode 'video' needs a uniform spec with a video coder "
@@ -90,6 +90,8 @@ class Sequence(MethodSpec):
     # ---- quantizer ----------------------------------------------------------------------
     def quantize(self, t: TensorData, xp=np) -> Quantized:
         """`t` holds the members stacked on axis 0."""
+        if not t.array.shape[0]:  # no member: nothing to code
+            return Quantized({}, {}, {}, t.array.copy())
         members = [TensorData(t.name, t.dtype, t.array[i]) for i in range(t.array.shape[0])]
         if not self.on_grid:
             qs = [self.inner.quantize(m, xp) for m in members]
@@ -109,6 +111,8 @@ class Sequence(MethodSpec):
         return Quantized(symbols, side, arrays, recon)
 
     def dequantize(self, q, shape, dtype):
+        if not shape[0]:
+            return np.empty(shape, dtype=native_dtype(dtype))
         return np.stack([self._member(q, tuple(shape[1:]), dtype, m, q.symbols) for m in range(shape[0])])
 
     def decode_member(self, side: dict, segments: dict, shape: tuple[int, ...], dtype: str, m: int) -> np.ndarray:

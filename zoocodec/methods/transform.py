@@ -27,8 +27,9 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import transform as K
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, read_array, register
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, nested_coder, read_array, register
 from zoocodec.methods.dither import matrix_view
+from zoocodec.registry import interval, ints, positive
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class _Transform(MethodSpec):
     """Shared by dct and klt; only the basis differs."""
 
     stores_basis: ClassVar[bool] = False
+    upgrades = {1: nested_coder}
+    ranges = {"bits": interval(0, 16, "(]"), "theta": positive(), "block": ints(2, 64)}
 
     bits: float | None = None
     theta: float | None = None
@@ -47,16 +50,9 @@ class _Transform(MethodSpec):
         if self.bits is None and self.theta is None:
             object.__setattr__(self, "bits", 4.0)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.bits is not None and self.theta is not None:
             raise SpecError(f"{self.name}: give either bits or theta, not both")
-        if self.bits is not None and not (math.isfinite(self.bits) and 0 < self.bits <= 16):
-            raise SpecError(f"{self.name}: bits must be in (0, 16], got {self.bits}")
-        if self.theta is not None and not (math.isfinite(self.theta) and self.theta > 0):
-            raise SpecError(f"{self.name}: theta must be a positive number, got {self.theta}")
-        if not 2 <= self.block <= 64:
-            raise SpecError(f"{self.name}: block must be 2..64, got {self.block}")
-        self.coder.validate()
 
     def basis(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -124,6 +120,7 @@ class DCT(_Transform):
 class KLT(_Transform):
     name = "klt"
     version = 2
+    examples = ("klt:theta=1e-5,block=8",)
     stores_basis = True
 
     def basis(self, x):

@@ -33,10 +33,11 @@ from zoocodec.codecs.lossless import Float
 from zoocodec.errors import ContainerError, SpecError, ZoocodecError
 from zoocodec.kernels import uniform as K
 from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
-from zoocodec.methods.base import (BLOCK_BYTES, NATIVE_KINDS, ErrorStats, MethodSpec, Quantized, TensorData,
-                                   all_finite, as_float64, bits_of, check_step_or_bits, default_bits, from_float64,
-                                   read_array, register, row_blocks)
+from zoocodec.methods.base import (BLOCK_BYTES, NATIVE_KINDS, STEP_OR_BITS, ErrorStats, MethodSpec, Quantized,
+                                   TensorData, all_finite, as_float64, bits_of, check_step_or_bits, default_bits,
+                                   from_float64, nested_coder, read_array, register, row_blocks)
 from zoocodec.methods.lossless import native_dtype
+from zoocodec.registry import ints
 
 
 def store_steps(steps: np.ndarray, side: dict, arrays: dict) -> None:
@@ -64,11 +65,21 @@ def load_steps(q: Quantized, shape: tuple[int, ...], what: str) -> np.ndarray:
     return np.array([step])
 
 
+MIN_GROUP, MAX_GROUP = 4, 1 << 16  # weights per group of group-wise steps
+
+
 @register
 @dataclass(frozen=True)
 class Uniform(MethodSpec):
     name = "uniform"
     version = 2
+    upgrades = {1: nested_coder}
+    ranges = {**STEP_OR_BITS, "group": ints(MIN_GROUP, MAX_GROUP, text=f"{MIN_GROUP}..{MAX_GROUP} weights")}
+    gpu = True
+    steppable = True
+    rounds_nearest = True
+    examples = ("uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
+                "uniform:bits=4,group=16,zero=true")
 
     bits: int | None = None
     step: float | None = None
@@ -81,17 +92,12 @@ class Uniform(MethodSpec):
         super().__post_init__()
         default_bits(self)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         check_step_or_bits(self)
-        if self.group is not None and not (isinstance(self.group, int) and MIN_GROUP <= self.group <= MAX_GROUP):
-            raise SpecError(f"uniform: group must be {MIN_GROUP}..{MAX_GROUP} weights, got {self.group!r}")
         if self.group is not None and self.per_tensor:
             raise SpecError("uniform: group and per_tensor exclude each other")
         if self.zero and self.group is None:
             raise SpecError("uniform: zero points need a group (e.g. group=32,zero=true)")
-        self.coder.validate()
-
-    gpu = True
 
     def to_dict(self):
         """Without group and zero when ungrouped: headers of ungrouped tensors stay as they were."""
@@ -341,7 +347,6 @@ class Uniform(MethodSpec):
         return out.reshape(shape)
 
 
-MIN_GROUP, MAX_GROUP = 4, 1 << 16
 GROUP_STREAMS = ("group_steps", "group_zeros")
 
 

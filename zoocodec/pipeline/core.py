@@ -1,8 +1,8 @@
 """compress / decompress / inspect: one model end to end.
 
-compress streams the model tensor by tensor: choose a spec (override pattern, else
-lossless for small, 1-D or non-float tensors, else the model-wide spec; the default
-spec keeps every tensor at or above SAFE_SQNR_DB), encode, append the payloads to the
+compress streams the model tensor by tensor: choose a spec (pipeline/policy.py: override
+pattern, else lossless for small, 1-D or non-float tensors, else the model-wide spec; the
+default spec keeps every tensor at or above SAFE_SQNR_DB), encode, append the payloads to the
 container, keep only statistics. Nothing else holds the weights.
 """
 from __future__ import annotations
@@ -24,19 +24,17 @@ import zstandard
 from zoocodec import __version__, budget, plan
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.device import Device, resolve
-from zoocodec.errors import ContainerError, NonFiniteError, ZoocodecError
-from zoocodec.methods import MethodSpec, Overrides, TensorData, parse_spec, spec_from_dict
-from zoocodec.methods.base import FLOAT_DTYPES, ErrorStats, all_finite, error_stats
-from zoocodec.methods.lossless import Lossless, native_dtype
-from zoocodec.methods.uniform import Uniform
+from zoocodec.errors import ContainerError, ZoocodecError
+from zoocodec.methods import MethodSpec, TensorData, parse_spec, spec_from_dict
+from zoocodec.methods.base import ErrorStats, error_stats
+from zoocodec.methods.lossless import native_dtype
 from zoocodec.fsutil import check_output
 from zoocodec.kernels.backend import to_numpy
 from zoocodec.pipeline import batch as batch_mod, zoo
 from zoocodec.pipeline.modelio import (FROM_NAME, STREAMED_FORMATS, LazyTensors, ModelSource, open_model,
                                        output_format, to_torch, write_model)
+from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, choose_spec, safe_default
 
-DEFAULT_SPEC = "uniform:bits=8"
-DEFAULT_MIN_SIZE = 4096
 # the attached files (config, tokenizer): level 19 took 0.85 s on minilm's 0.76 MB, more than
 # quantizing and coding its 91 MB of weights; level 9 takes 0.05 s for 11% more (+31 KB), outside the weights' ratio
 FILES_ZSTD_LEVEL = 9
@@ -111,58 +109,6 @@ class Report:
 def load(model: str | os.PathLike | dict) -> ModelSource:
     """A path, a zoo name, or a dict of tensors -> ModelSource."""
     return open_model(zoo.locate(model) if isinstance(model, (str, os.PathLike)) else model)
-
-
-def selected(dtype: str, numel: int, min_size: int = DEFAULT_MIN_SIZE) -> bool:
-    """The one tensor-selection policy: floating-point tensors of at least `min_size` weights
-    are quantized by default; the rest (biases, norms, counters, masks) stay lossless.
-    compress, sequences, allocation and sensitivity measurement all ask this."""
-    return dtype in FLOAT_DTYPES and numel >= min_size
-
-
-def finite(t: TensorData) -> bool:
-    return all_finite(t)
-
-
-def choose_spec(t: TensorData, spec: MethodSpec, overrides: Overrides, min_size: int,
-                allow_nonfinite: bool, plan: dict[str, MethodSpec] | None = None, floor: bool = True) -> MethodSpec:
-    """The spec of tensor `t`. With floor=False the default spec's SQNR floor (safe_default) is
-    left to the caller, which checks it on the reconstruction it makes anyway (compress)."""
-    chosen = (plan or {}).get(t.name) or overrides.match(t.name)
-    if chosen is None:
-        chosen = Lossless() if not selected(t.dtype, t.array.size, min_size) or t.array.ndim < 2 else spec
-    if not chosen.lossless and not t.is_float:
-        return Lossless()
-    if not chosen.lossless and not finite(t):
-        if not allow_nonfinite:
-            raise NonFiniteError(
-                f"tensor {t.name!r} holds NaN or Inf; use --allow-nonfinite to keep such tensors lossless"
-            )
-        return Lossless()
-    if floor and chosen is spec and spec == parse_spec(DEFAULT_SPEC):
-        return safe_default(t, spec)
-    return chosen
-
-
-SAFE_SQNR_DB = 30.0  # the floor the default spec keeps on every tensor
-
-
-def safe_default(t: TensorData, spec: MethodSpec, stats: ErrorStats | None = None) -> MethodSpec:
-    """The default spec, or one uniform step from the tensor's own RMS where min-max rows fall below the floor.
-
-    A few large values in a row stretch its min-max range, and the small ones round to
-    nothing (a real OCR model's output bias: 14 dB, the rest of the model above 40 dB).
-    Any step s = 2 rms 10^(-floor/20) keeps |error| <= s/2, so SQNR >= the floor (about
-    35 dB in practice); the large values just get large symbols, which the entropy
-    coder prices. 1-D tensors (biases, norm scales: under 1% of the weights) never get
-    here: choose_spec keeps them lossless under a model-wide spec. `stats`: the error of
-    what a reader decodes under `spec`, when the caller measured it (compress does).
-    """
-    stats = stats or error_stats(t, spec.reconstruct(t))  # an empty tensor: power 0, nothing to keep
-    if stats.power == 0 or stats.sqnr_db >= SAFE_SQNR_DB:
-        return spec
-    step = float(np.float32(2 * math.sqrt(stats.power) * 10 ** (-SAFE_SQNR_DB / 20) * (1 - 1e-6)))
-    return Uniform(step=step, coder=spec.coder)
 
 
 def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str | MethodSpec = DEFAULT_SPEC,

@@ -17,8 +17,8 @@ Sensitivities:
 - a float per tensor name (per-weight sensitivity; tensors without one get the median);
 - a 1-D array per tensor: one sensitivity per row group of axis 0 (rows split into
   len(array) near-equal consecutive groups, e.g. frequent and rare rows of an embedding
-  table; the median above then counts the tensor once, by its mean). The plan then holds a method with `group_steps` (only `rdoq` has that field); a
-  method without it gets the weighted mean step of the groups;
+  table; the median above then counts the tensor once, by its mean). A method that declares
+  `grouped_steps` (rdoq, dq) then gets a step per group; any other the groups' weighted mean step;
 - 0 means the tensor does not matter (e.g. a pooler the task never runs): its step is
   capped so that every weight quantizes to zero.
 
@@ -42,7 +42,8 @@ from zoocodec.codecs.base import Order0
 from zoocodec.errors import SpecError
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
 from zoocodec.methods.lossless import Lossless
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, finite, load, selected
+from zoocodec.pipeline.core import load
+from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, finite, selected
 
 DEFAULT_METHOD = "uniform"
 DEFAULT_BASE_STEP = 2.0 ** (-30 / 4)  # about level with NNCodec's default on minilm (NOTES.md)
@@ -53,7 +54,7 @@ def allocate(model: str | os.PathLike | dict, *, sensitivities: Mapping[str, flo
              min_size: int = DEFAULT_MIN_SIZE) -> dict[str, MethodSpec]:
     """A per-tensor plan {name: spec} for `compress(model, out, plan=plan)`.
 
-    `method` is any spec with a `step` field ('uniform', 'rdoq:lam=0.1,coder=ctx'); each
+    `method` is any `steppable` spec ('uniform', 'rdoq:lam=0.1,coder=ctx'); each
     quantized tensor gets it with its own step. Give `base_step` or `target_bpw`, not both
     (neither: DEFAULT_BASE_STEP). Tensors that compress keeps lossless (small, non-float)
     are left out of the plan.
@@ -65,7 +66,7 @@ def allocate(model: str | os.PathLike | dict, *, sensitivities: Mapping[str, flo
     if target_bpw is not None and not (math.isfinite(target_bpw) and target_bpw > 0):
         raise SpecError(f"allocate: target_bpw must be a positive number, got {target_bpw}")
     spec = parse_spec(method or DEFAULT_METHOD)
-    if "step" not in {f.name for f in dataclasses.fields(spec)}:
+    if not spec.steppable:
         raise SpecError(f"allocate: method {spec.name!r} has no step parameter to allocate")
     items, fixed_bits, params = _gather(model, min_size)
     rel = _relative_steps(items, sensitivities or {})
@@ -139,7 +140,7 @@ class _Item:
 
 
 def _gather(model, min_size: int) -> tuple[list[_Item], float, int]:
-    """The tensors compress quantizes (pipeline.core.selected, finite), and the bits of the others."""
+    """The tensors compress quantizes (pipeline.policy.selected, finite), and the bits of the others."""
     items, fixed_bits, params = [], 0.0, 0
     for t in load(model).tensors():
         params += t.array.size
@@ -179,7 +180,7 @@ def _group_rows(n_rows: int, groups: int) -> np.ndarray:
 
 def _steps_of(spec: MethodSpec, rows: int) -> np.ndarray:
     """One step per row (or a single step) as `spec` will apply it."""
-    groups = getattr(spec, "group_steps", None)
+    groups = spec.group_steps if spec.grouped_steps else None
     if groups:
         return np.asarray(groups, dtype=np.float64)[_group_rows(rows, len(groups))]
     return np.array([spec.step])
@@ -188,19 +189,11 @@ def _steps_of(spec: MethodSpec, rows: int) -> np.ndarray:
 def _spec_for(spec: MethodSpec, it: _Item, steps: np.ndarray) -> MethodSpec:
     steps = np.minimum(steps, it.cap).astype(np.float32).astype(np.float64)  # compact, exact in the header
     if steps.size == 1 or np.all(steps == steps[0]):
-        fields = {"step": float(steps[0])}
-        if hasattr(spec, "group_steps"):
-            fields["group_steps"] = None
-    elif hasattr(spec, "group_steps"):
-        fields = {"step": float(steps.min()), "group_steps": tuple(float(s) for s in steps)}
-    else:  # one step for the tensor: the mean of the groups' steps weighted by their rows
-        sizes = np.bincount(_group_rows(it.rows, steps.size), minlength=steps.size)
-        fields = {"step": float(np.float32((steps * sizes).sum() / sizes.sum()))}
-    if hasattr(spec, "bits"):  # uniform: a step replaces its bits
-        fields["bits"] = None
-    spec = dataclasses.replace(spec, **fields)
-    spec.validate()
-    return spec
+        return spec.with_step(float(steps[0]))
+    if spec.grouped_steps:
+        return spec.with_step(float(steps.min()), tuple(float(s) for s in steps))
+    sizes = np.bincount(_group_rows(it.rows, steps.size), minlength=steps.size)  # one step for the tensor:
+    return spec.with_step(float(np.float32((steps * sizes).sum() / sizes.sum())))  # the groups' row-weighted mean
 
 
 def _rounded_bits(w: np.ndarray, steps: np.ndarray) -> float:

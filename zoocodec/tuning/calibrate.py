@@ -36,7 +36,6 @@ import torch
 
 from zoocodec.codecs.base import Order0
 from zoocodec.methods import MethodSpec
-from zoocodec.methods.uniform import Uniform
 
 DAMP = 0.01  # of the mean diagonal of H, added to its diagonal (GPTQ's default)
 BLOCK = 128  # columns rounded between two rank-BLOCK updates of the rest
@@ -228,7 +227,7 @@ def _bits(table, k: np.ndarray) -> np.ndarray:
 def eligible(spec: MethodSpec) -> bool:
     """Methods whose own quantizer reproduces indices handed over as values on its grid
     (uniform: rint(k * step / step) = k); rdoq and dq choose their own levels."""
-    return type(spec) is Uniform
+    return spec.rounds_nearest
 
 
 @dataclass

@@ -1,0 +1,112 @@
+"""Which spec each tensor gets: the one tensor-selection policy (`selected`), per-tensor
+overrides by name pattern, a plan's exact names, and the default spec's SQNR floor.
+
+compress, sequences, allocation and sensitivity measurement all ask here.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from zoocodec.errors import NonFiniteError, SpecError
+from zoocodec.methods import MethodSpec, TensorData, parse_spec
+from zoocodec.methods.base import FLOAT_DTYPES, ErrorStats, all_finite, error_stats
+from zoocodec.methods.lossless import Lossless
+from zoocodec.methods.uniform import Uniform
+
+DEFAULT_SPEC = "uniform:bits=8"
+DEFAULT_MIN_SIZE = 4096
+
+
+class Overrides:
+    """Per-tensor specs chosen by name pattern; the first pattern that matches wins.
+
+    Patterns are shell globs ('*embeddings*') or regular expressions ('re:layer\\.[0-5]\\.').
+    """
+
+    def __init__(self, rules: list[tuple[str, MethodSpec]] | dict[str, Any] | None = None):
+        items = rules.items() if isinstance(rules, dict) else (rules or [])
+        self.rules: list[tuple[str, re.Pattern, MethodSpec]] = []
+        for pattern, spec in items:
+            regex = pattern[3:] if pattern.startswith("re:") else fnmatch.translate(pattern)
+            try:
+                compiled = re.compile(regex)
+            except re.error as e:
+                raise SpecError(f"bad override pattern {pattern!r}: {e}") from None
+            self.rules.append((pattern, compiled, parse_spec(spec)))
+
+    @classmethod
+    def parse(cls, texts: list[str]) -> Overrides:
+        """['PATTERN=SPEC', ...] as given on the command line."""
+        rules = []
+        for text in texts:
+            pattern, eq, spec = text.partition("=")
+            if not eq or not pattern:
+                raise SpecError(f"override {text!r} is not PATTERN=SPEC")
+            rules.append((pattern, spec))
+        return cls(rules)
+
+    def match(self, name: str) -> MethodSpec | None:
+        for pattern, compiled, spec in self.rules:
+            if (compiled.search(name) if pattern.startswith("re:") else compiled.match(name)):
+                return spec
+        return None
+
+    def to_list(self) -> list[list]:
+        return [[p, s.to_dict()] for p, _, s in self.rules]
+
+
+def selected(dtype: str, numel: int, min_size: int = DEFAULT_MIN_SIZE) -> bool:
+    """The one tensor-selection policy: floating-point tensors of at least `min_size` weights
+    are quantized by default; the rest (biases, norms, counters, masks) stay lossless.
+    compress, sequences, allocation and sensitivity measurement all ask this."""
+    return dtype in FLOAT_DTYPES and numel >= min_size
+
+
+def finite(t: TensorData) -> bool:
+    return all_finite(t)
+
+
+def choose_spec(t: TensorData, spec: MethodSpec, overrides: Overrides, min_size: int,
+                allow_nonfinite: bool, plan: dict[str, MethodSpec] | None = None, floor: bool = True) -> MethodSpec:
+    """The spec of tensor `t`. With floor=False the default spec's SQNR floor (safe_default) is
+    left to the caller, which checks it on the reconstruction it makes anyway (compress)."""
+    chosen = (plan or {}).get(t.name) or overrides.match(t.name)
+    if chosen is None:
+        chosen = Lossless() if not selected(t.dtype, t.array.size, min_size) or t.array.ndim < 2 else spec
+    if not chosen.lossless and not t.is_float:
+        return Lossless()
+    if not chosen.lossless and not finite(t):
+        if not allow_nonfinite:
+            raise NonFiniteError(
+                f"tensor {t.name!r} holds NaN or Inf; use --allow-nonfinite to keep such tensors lossless"
+            )
+        return Lossless()
+    if floor and chosen is spec and spec == parse_spec(DEFAULT_SPEC):
+        return safe_default(t, spec)
+    return chosen
+
+
+SAFE_SQNR_DB = 30.0  # the floor the default spec keeps on every tensor
+
+
+def safe_default(t: TensorData, spec: MethodSpec, stats: ErrorStats | None = None) -> MethodSpec:
+    """The default spec, or one uniform step from the tensor's own RMS where min-max rows fall below the floor.
+
+    A few large values in a row stretch its min-max range, and the small ones round to
+    nothing (a real OCR model's output bias: 14 dB, the rest of the model above 40 dB).
+    Any step s = 2 rms 10^(-floor/20) keeps |error| <= s/2, so SQNR >= the floor (about
+    35 dB in practice); the large values just get large symbols, which the entropy
+    coder prices. 1-D tensors (biases, norm scales: under 1% of the weights) never get
+    here: choose_spec keeps them lossless under a model-wide spec. `stats`: the error of
+    what a reader decodes under `spec`, when the caller measured it (compress does).
+    """
+    stats = stats or error_stats(t, spec.reconstruct(t))  # an empty tensor: power 0, nothing to keep
+    if stats.power == 0 or stats.sqnr_db >= SAFE_SQNR_DB:
+        return spec
+    step = float(np.float32(2 * math.sqrt(stats.power) * 10 ** (-SAFE_SQNR_DB / 20) * (1 - 1e-6)))
+    return Uniform(step=step, coder=spec.coder)
