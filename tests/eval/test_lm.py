@@ -95,6 +95,20 @@ def test_token_kl_is_the_full_vocabulary_kl(llama):
     assert m["kl"].value > 0 and m["ppl"].value == pytest.approx(float(out[:, 0].mean().exp()))
 
 
+def test_a_part_of_the_tokens_scores_them_alone(llama):
+    """One side of automatic mode's split: only the windows holding the chosen tokens run, and the
+    rows equal the whole scorer's rows for those tokens, in the order asked."""
+    original = load_weights(llama)
+    noisy = {k: v + 0.02 * torch.randn_like(v) if v.dim() == 2 else v for k, v in original.items()}
+    scorer = lm.Scorer(llama, texts(12))
+    scorer.reference(original)
+    whole = scorer.outputs(noisy)
+    rows = np.array([len(whole) - 1, 3, 0, 4])
+    part = scorer.part(rows)
+    assert len(part.windows) < len(scorer.windows)
+    torch.testing.assert_close(part.outputs(noisy), whole[torch.from_numpy(rows)], rtol=1e-5, atol=1e-7)
+
+
 def test_perplexity_interval():
     rng = np.random.default_rng(0)
     r = rng.gamma(2, 1.5, 3000)

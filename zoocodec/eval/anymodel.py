@@ -232,8 +232,11 @@ class HfRunner:
 
     def part(self, rows: np.ndarray) -> HfRunner:
         out = copy.copy(self)
-        out.texts = [self.texts[i] for i in rows]
-        out.n = len(out.texts)
+        if self.scorer:  # a causal LM's inputs are its tokens
+            out.scorer = self.scorer.part(rows)
+        else:
+            out.texts = [self.texts[i] for i in rows]
+        out.n = len(rows)
         return out
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:

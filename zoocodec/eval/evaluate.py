@@ -213,6 +213,8 @@ class Part(Evaluator):
             raise ZoocodecError("a part is taken of an evaluator on all of the task's inputs")
         self.__dict__.update(whole.__dict__)
         self.whole, self.limit = whole, tuple(int(i) for i in indices)  # the task runs these inputs (tasks.subset)
+        if whole.task.kind == "tokens":  # a causal LM's inputs are tokens: its scorer runs their windows
+            self.scorer = whole.scorer.part(self.limit)
         self.ref_out = whole.ref_out[list(self.limit)]
         self.baseline = {k: p.baseline for k, p in self.compare(None).items()}
 

@@ -14,6 +14,7 @@ a time, beside the model's.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from collections.abc import Sequence
@@ -93,6 +94,7 @@ class Scorer:
         self.windows = [all_windows[i] for i in subset(len(all_windows), limit).tolist()]
         self.docs = np.concatenate([w[2] for w in self.windows])
         self._ref: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self._pick: torch.Tensor | None = None  # a part's rows among its windows' tokens
 
     @property
     def n(self) -> int:
@@ -155,7 +157,29 @@ class Scorer:
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         if self._ref is None:
             raise RuntimeError("Scorer.outputs before Scorer.reference")
-        return self._run(self.model(weights), ref=False)
+        out = self._run(self.model(weights), ref=False)
+        return out if self._pick is None else out[self._pick]
+
+    def part(self, rows) -> Scorer:
+        """The same scorer on the tokens at `rows` only (one side of a split): only the windows
+        holding them run, and outputs() gives those tokens' rows in the order of `rows`."""
+        if self._ref is None or self._pick is not None:
+            raise RuntimeError("Scorer.part needs the whole scorer after Scorer.reference")
+        rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        sizes = torch.tensor([len(w[1]) for w in self.windows])
+        ends = torch.cumsum(sizes, 0)
+        keep = torch.unique(torch.searchsorted(ends, rows, right=True))
+        starts = ends - sizes
+        tokens = torch.cat([torch.arange(int(starts[w]), int(ends[w])) for w in keep.tolist()])
+        where = torch.full((int(ends[-1]),), -1, dtype=torch.long)
+        where[tokens] = torch.arange(len(tokens))
+        out = copy.copy(self)
+        out.windows = [self.windows[w] for w in keep.tolist()]
+        out.docs = self.docs[tokens.numpy()]
+        rh, rw, rb = self._ref
+        out._ref = (rh[tokens.to(rh.device)], rw, rb)
+        out._pick = where[rows]
+        return out
 
 
 def _check_head(net: torch.nn.Module, x: torch.Tensor) -> None:

@@ -154,7 +154,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "cosine_mean", _embed_docs, _cosine, search_limit=64, sensitivity_limit=16,
          calibration=data.text_calibration, calibration_about=TEXT_CALIBRATION),
     Task("ppl", "tokens", f"token KL(original || model) and perplexity on the 300 documents of lee_background.cor, "
-         f"{lm.WINDOW}-token windows", "kl", None, lm.compare, ("kl", "ppl"), search_limit=16, sensitivity_limit=2,
+         f"{lm.WINDOW}-token windows", "kl", None, lm.compare, ("kl", "ppl"),
          calibration=data.lm_calibration, calibration_about=data.LM_CALIBRATION, texts=data.lee_documents),
     Task("wordsim", "text", "Spearman of embedding cosine vs human scores on WordSim353 and SimLex-999",
          "wordsim353", _embed_words, _word_similarity, calibration=data.text_calibration,
