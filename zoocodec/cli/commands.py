@@ -46,7 +46,7 @@ def compress(
     inputs: Annotated[Optional[Path], typer.Option(help="automatic mode on a model outside the zoo: the inputs its outputs are judged on (as for evaluate)")] = None,
     calib: Annotated[Optional[Path], typer.Option(help="automatic mode on a model outside the zoo: calibration inputs apart from --inputs (same format; default: the calibration/search part of --inputs)")] = None,
     module: Annotated[Optional[str], typer.Option(help="automatic mode, a state dict: package.module:factory that builds its torch module")] = None,
-    output_kind: Annotated[Optional[str], typer.Option(help="automatic mode, a model outside the zoo: logits | embeddings | values")] = None,
+    output_kind: Annotated[Optional[str], typer.Option(help="automatic mode, a model outside the zoo: logits | embeddings | values | tokens")] = None,
     device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
 ):
     """Compress a model into a .zc container."""
@@ -144,7 +144,7 @@ def evaluate(
     compressed: Annotated[Optional[str], typer.Argument(help="a model outside the zoo: its .zc (or decoded file), judged against MODEL on --inputs")] = None,
     inputs: Annotated[Optional[Path], typer.Option(help="inputs for a model outside the zoo: images folder or .npy/.npz (ONNX), text file one example a line (Hugging Face), .npy/.npz (--module)")] = None,
     module: Annotated[Optional[str], typer.Option(help="package.module:factory that builds the torch module of a state dict")] = None,
-    output_kind: Annotated[Optional[str], typer.Option(help="what the model outputs: logits | embeddings | values (default: from the config, else logits for N x C, values otherwise)")] = None,
+    output_kind: Annotated[Optional[str], typer.Option(help="what the model outputs: logits | embeddings | values | tokens (default: from the config (tokens for a *ForCausalLM), else logits for N x C, values otherwise)")] = None,
     task: Annotated[Optional[str], typer.Option(help="one of the model's zoo tasks (default: all of them)")] = None,
     reference: Annotated[Optional[str], typer.Option(help="the zoo model it derives from (default: recognised by its tensors)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the metrics as JSON rows")] = False,

