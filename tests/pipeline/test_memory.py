@@ -103,9 +103,9 @@ def test_a_model_larger_than_the_budget_decompresses_to_a_file(tmp_path):
 
 @LINUX
 def test_decompress_does_not_hold_the_container(tmp_path):
-    """Checking the whole file's SHA-256 reads every byte of it: the pages are released as they
-    are hashed, so a model of many tensors decompresses in memory for about one tensor (it
-    held the whole .zc before: a 7B model's 6 GB file)."""
+    """A full decode checks every byte (chunk CRCs, padding, attached files): the pages are
+    released as they are read, so a model of many tensors decompresses in memory for a few
+    tensors, one in flight per decoding thread (it held the whole .zc before: a 7B model's 6 GB file)."""
     g = np.random.default_rng(0)
     save_file({f"l{i}.weight": torch.from_numpy(g.normal(0, 0.02, (256, 1024)).astype(np.float32)) for i in range(40)},
               str(tmp_path / "m.safetensors"))
@@ -128,4 +128,6 @@ print((kib("VmHWM:") - base) * 1024)
                          cwd=ROOT)
     zc = (tmp_path / "m.zc").stat().st_size
     peak = int(out.stdout.splitlines()[-1])
-    assert peak < zc / 2, (peak, zc)  # 1.5-3.8 MB measured (1 MB tensors); holding the whole file was >= 9.6 MB
+    # 3.0-5.2 MB measured with 1 MB tensors decoded two at a time (format 3, 2026-12-04; 1.5-3.8 MB
+    # one at a time before); holding the whole file was >= 9.6 MB
+    assert peak < zc * 2 / 3, (peak, zc)
