@@ -27,13 +27,13 @@ import time
 from pathlib import Path
 
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from bench_common import RESULTS, machine, save  # noqa: E402
-from zoocodec.pipeline.core import load  # noqa: E402
-from zoocodec.pipeline.modelio import to_torch  # noqa: E402
-from zoocodec.tuning.auto import auto_compress  # noqa: E402
+from bench_common import RESULTS, machine, save
+from zoocodec.pipeline.core import load
+from zoocodec.pipeline.modelio import to_torch
+from zoocodec.tuning.auto import auto_compress
 
 CONFIGS = {  # the most telling first: results are saved after every run
     "uniform gptq": ("uniform:coder=ctx", "gptq", 0.0),
@@ -82,7 +82,7 @@ def main() -> None:
                                   log=lambda msg: print("   ", msg, flush=True))
                 seconds = time.perf_counter() - start
                 if sens is None:
-                    import zoocodec  # noqa: PLC0415
+                    import zoocodec
 
                     with zoocodec.Archive(path) as a:
                         stored = a.header["meta"]["auto"]["sensitivities"]

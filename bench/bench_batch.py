@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import machine, save  # noqa: E402
+from bench_common import machine, save
 
 CASES = {"minilm": ["uniform:bits=8", "kmeans:k=16"], "minilm-attention": ["dq:bits=6"], "mpnet": ["uniform:bits=8"]}
 

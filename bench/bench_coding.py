@@ -35,11 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_common import RESULTS, machine, save
+from zoocodec.codecs import cabac
+
 ROOT = Path(__file__).resolve().parents[1]
-from bench_common import RESULTS, machine, save  # noqa: E402
-
-from zoocodec.codecs import cabac  # noqa: E402
-
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 MODELS = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm"]
 QPS = [-38, -35, -32, -29, -26, -23, -20]
@@ -84,9 +83,9 @@ def matrix(k: np.ndarray) -> np.ndarray:
 
 
 def run_nncodec(model: str, qps: list[int], work: Path) -> list[dict]:
-    from safetensors.numpy import save_file  # noqa: PLC0415
+    from safetensors.numpy import save_file
 
-    from zoocodec.pipeline.core import load  # noqa: PLC0415
+    from zoocodec.pipeline.core import load
 
     src = work / f"{model}.safetensors"
     if not src.exists():
@@ -102,7 +101,7 @@ def run_nncodec(model: str, qps: list[int], work: Path) -> list[dict]:
 
 
 def sqnr_db(src: Path, decoded: Path) -> float:
-    from safetensors.numpy import load_file  # noqa: PLC0415
+    from safetensors.numpy import load_file
 
     a, b = load_file(str(src)), load_file(str(decoded))
     num = sum(float((a[n].astype(np.float64) ** 2).sum()) for n in a)

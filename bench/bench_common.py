@@ -42,8 +42,8 @@ def save(name: str, data: dict) -> Path:
 
 def gpu_time(fn, reps: int = 10) -> float:
     """Median seconds of fn() by CUDA events, after 2 warm-up calls."""
-    import cupy  # noqa: PLC0415  (GPU benchmarks only)
-    import numpy as np  # noqa: PLC0415
+    import cupy  # GPU benchmarks only
+    import numpy as np
 
     for _ in range(2):
         fn()

@@ -55,7 +55,7 @@ def per_tensor_decode(path: Path) -> dict[str, np.ndarray]:
 
 
 def zipnn_round(tensors: dict[str, torch.Tensor], dtype: str, threads: int, repeats: int):
-    import zipnn  # noqa: PLC0415  (the peer)
+    import zipnn  # the peer
 
     z = zipnn.ZipNN(bytearray_dtype=dtype, threads=threads)
     blobs = {n: t.contiguous().view(torch.uint8).numpy().tobytes() for n, t in tensors.items()}

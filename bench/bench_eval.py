@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import zoocodec
-from bench_common import machine as _machine  # noqa: E402
+from bench_common import machine as _machine
 from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
 from zoocodec.tuning.sensitivity import embedding_groups, measure, predict, quantized_names
 from zoocodec.methods import spec_from_dict

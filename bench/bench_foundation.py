@@ -20,15 +20,15 @@ import numpy as np
 import torch
 import zstandard
 
-import zoocodec  # noqa: E402
-from bench_common import machine, save  # noqa: E402
-from zoocodec.codecs import ans, floatplanes  # noqa: E402
-from zoocodec.codecs.base import order0_bits  # noqa: E402
-from zoocodec.eval.data import lee_documents  # noqa: E402
-from zoocodec.eval.text import TextModel  # noqa: E402
-from zoocodec.kernels import uniform as K  # noqa: E402
-from zoocodec.methods import TensorData, parse_spec  # noqa: E402
-from zoocodec.pipeline import zoo  # noqa: E402
+import zoocodec
+from bench_common import machine, save
+from zoocodec.codecs import ans, floatplanes
+from zoocodec.codecs.base import order0_bits
+from zoocodec.eval.data import lee_documents
+from zoocodec.eval.text import TextModel
+from zoocodec.kernels import uniform as K
+from zoocodec.methods import TensorData, parse_spec
+from zoocodec.pipeline import zoo
 
 STEPS = [2 ** (-e / 4) for e in (36, 34, 32, 30, 28)]
 BITS = [8, 6, 4]

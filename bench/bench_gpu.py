@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import gpu_time, machine  # noqa: E402
+from bench_common import gpu_time, machine
 
 PEAK = {"H100": 3.35e12, "H200": 4.8e12}  # HBM bytes/s by the datasheets
 

@@ -45,7 +45,7 @@ from zoocodec.methods import REGISTRY
 from zoocodec.pipeline.core import load
 from zoocodec.pipeline.modelio import to_torch
 
-from bench_common import machine as _machine  # noqa: E402
+from bench_common import machine as _machine
 
 
 def machine() -> dict:
@@ -157,7 +157,7 @@ class Judge:
     """
 
     def __init__(self, subject: Subject, search_inputs: bool = False):
-        from zoocodec.eval.evaluate import evaluator, tasks_of  # noqa: PLC0415
+        from zoocodec.eval.evaluate import evaluator, tasks_of
 
         self.subject = subject
         self.task = tasks_of(subject.name)[0]
@@ -176,7 +176,7 @@ class Judge:
     def __call__(self, decoded: dict[str, torch.Tensor]) -> dict:
         t0 = time.perf_counter()
         full = self.subject.with_floats(decoded)
-        from zoocodec.eval.evaluate import metric_row  # noqa: PLC0415
+        from zoocodec.eval.evaluate import metric_row
 
         paired = self.ev.compare(full)
         scores = {k: p.value for k, p in paired.items()}
@@ -230,7 +230,7 @@ def best_method() -> str:
     """What allocation and automatic mode plug in: trellis (dq) or RD-optimised rounding under
     the context coder when they exist (dq measured smallest at equal SQNR here), else uniform.
     Automatic mode then prices `ctx` against `cabac` itself."""
-    from zoocodec.codecs import CODERS  # noqa: PLC0415
+    from zoocodec.codecs import CODERS
 
     coder = ",coder=ctx" if "ctx" in CODERS else ""
     return next((f"{m}:{coder[1:]}" if coder else m for m in ("dq", "rdoq") if m in REGISTRY), "uniform")
@@ -248,10 +248,10 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
     later budgets and allocation reuse the sensitivities automatic mode measured first
     (stored in its file's header): measuring them costs one evaluation per tensor.
     """
-    from zoocodec.eval.evaluate import evaluator  # noqa: PLC0415
-    from zoocodec.tuning.sensitivity import embedding_groups, measure  # noqa: PLC0415
-    from zoocodec.tuning.allocate import allocate  # noqa: PLC0415
-    from zoocodec.tuning.auto import auto_compress  # noqa: PLC0415
+    from zoocodec.eval.evaluate import evaluator
+    from zoocodec.tuning.sensitivity import embedding_groups, measure
+    from zoocodec.tuning.allocate import allocate
+    from zoocodec.tuning.auto import auto_compress
 
     floats, big, quick = subject.floats, subject.fp32_bytes > HEAVY, mode == "quick"
     method = best_method()
@@ -304,7 +304,7 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
         dq_qs = pick(([-36, -30] if lean else [-38, -34, -30, -26]) if big else [-38, -30, -24, -18, -14])
         out += [(f"zoocodec dq{ctx.replace(',coder=', '+')}", f"step=2^({q}/4)", spec(f"dq:step={step(q)}{ctx}"))
                 for q in dq_qs]
-        from zoocodec.codecs import CODERS  # noqa: PLC0415
+        from zoocodec.codecs import CODERS
 
         if "cabac" in CODERS and not big:  # the context coder automatic mode may pick instead of ctx
             out += [("zoocodec dq+cabac", f"step=2^({q}/4)", spec(f"dq:step={step(q)},coder=cabac"))
@@ -332,7 +332,7 @@ def nncodec_python() -> Path | None:
 
 
 def run_nncodec(subject: Subject, judge: Judge, qps: list[int], work: Path, repeat: int = 1) -> list[Row]:
-    from safetensors.numpy import load_file, save_file  # noqa: PLC0415
+    from safetensors.numpy import load_file, save_file
 
     python = nncodec_python()
     src = work / "nncodec_in.safetensors"
@@ -448,7 +448,7 @@ def lossless_rows(subject: Subject, dtype: torch.dtype, work: Path, lzma_too: bo
 
 def _zipnn(label: str):
     try:
-        from zipnn import ZipNN  # noqa: PLC0415
+        from zipnn import ZipNN
     except ImportError:
         return None
     return ZipNN(input_format="byte", bytearray_dtype="bfloat16" if label == "bf16" else "float32", threads=os.cpu_count())
@@ -638,10 +638,10 @@ def summary_text(model: dict) -> str:
 
 
 def plot(models: list[dict], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 8), squeeze=False)
     for j, m in enumerate(models):

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-THREADS = 2
-os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-RESULTS = Path(__file__).parent / "results"
+from bench_common import gpu_time, machine as _machine, save
+from zoocodec.kernels import kmeans as K
+from zoocodec.kernels import lnq as L
 
-from bench_common import gpu_time, machine as _machine, save  # noqa: E402
-from zoocodec.kernels import kmeans as K  # noqa: E402
-from zoocodec.kernels import lnq as L  # noqa: E402
+THREADS = 2
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))  # read by faiss and scikit-learn, imported later
+RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict:
@@ -41,7 +41,7 @@ def machine() -> dict:
 def weights(n: int) -> tuple[np.ndarray, str]:
     """n real weights (minilm's 2-D tensors, concatenated), or Laplace values where minilm is missing."""
     try:
-        from zoocodec.pipeline.core import load  # noqa: PLC0415
+        from zoocodec.pipeline.core import load
 
         parts, have = [], 0
         for t in load("minilm").tensors():
@@ -74,8 +74,8 @@ def zoocodec_iteration(x: np.ndarray, c: np.ndarray, iters: int, sorted_path: bo
 
 
 def sklearn_iteration(x: np.ndarray, c: np.ndarray, iters: int) -> float:
-    from sklearn.cluster import KMeans  # noqa: PLC0415
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(THREADS):
         km = KMeans(c.size, init=c.reshape(-1, 1), n_init=1, max_iter=iters, tol=0, algorithm="lloyd")
@@ -85,7 +85,7 @@ def sklearn_iteration(x: np.ndarray, c: np.ndarray, iters: int) -> float:
 
 
 def faiss_iteration(x: np.ndarray, c: np.ndarray, iters: int) -> float:
-    import faiss  # noqa: PLC0415
+    import faiss
 
     faiss.omp_set_num_threads(THREADS)
     km = faiss.Kmeans(1, c.size, niter=iters, nredo=1, verbose=False, seed=0,
@@ -123,7 +123,7 @@ def cpu_kmeans(quick: bool) -> list[dict]:
 
 def lnq_blocks(count: int) -> tuple[np.ndarray, str]:
     """count 8x8 blocks of uniformly quantized (6-bit, per row) real weights, as (count, 64) levels."""
-    from zoocodec.kernels import uniform as U  # noqa: PLC0415
+    from zoocodec.kernels import uniform as U
 
     data, source = weights(-(-count // 64) * 8 * 512)
     w = data.reshape(-1, 512).astype(np.float64)  # 8 rows of 512 hold 64 blocks
@@ -144,9 +144,9 @@ def cpu_lnq(quick: bool) -> dict:
     L.cluster_units(blocks, 3, iters=10)
     full = time.perf_counter() - start
     # the peers have no batched API: one call per block, timed on a subset and scaled up
-    from sklearn.cluster import KMeans  # noqa: PLC0415
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
-    import faiss  # noqa: PLC0415
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+    import faiss
 
     faiss.omp_set_num_threads(THREADS)
     sub_sk, sub_fa = 200, 2000
@@ -177,7 +177,7 @@ def cpu_lnq(quick: bool) -> dict:
 
 
 def gpu(quick: bool) -> dict:
-    import cupy  # noqa: PLC0415
+    import cupy
 
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
@@ -227,7 +227,7 @@ PQ_ON_MINILM = 2  # PQ takes minutes per setting on minilm on 2 cores: only the 
 
 
 def rd(quick: bool) -> dict:
-    import zoocodec  # noqa: PLC0415
+    import zoocodec
 
     out = {}
     models = ["mnist-cnn"] if quick else ["mnist-cnn", "minilm"]
@@ -244,7 +244,7 @@ def rd(quick: bool) -> dict:
                              "ratio": report.ratio, "sqnr_db": report.sqnr_db,
                              "encode_s": time.perf_counter() - start}
                     if model == "mnist-cnn":  # top-1 on the 5,000 real digits (fast enough to run per point)
-                        from zoocodec.eval import evaluate  # noqa: PLC0415
+                        from zoocodec.eval import evaluate
 
                         m = next(m for m in evaluate(Path(tmp) / "m.zc", task="digits") if m.metric == "top1")
                         point["top1"], point["top1_fp32"] = m.value, m.baseline
@@ -262,10 +262,10 @@ def rd(quick: bool) -> dict:
 
 def plot_rd(result: dict, path: Path) -> None:
     """bits/weight vs SQNR, one panel per model, one series per method family."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     models = result["models"]
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)

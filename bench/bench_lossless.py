@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
-from bench_common import machine, save  # noqa: E402
-from zoocodec.codecs import floatplanes  # noqa: E402
-from zoocodec.pipeline import modelio, zoo  # noqa: E402
+from bench_common import machine, save
+from zoocodec.codecs import floatplanes
+from zoocodec.pipeline import modelio, zoo
 
 MODELS = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm"]
 

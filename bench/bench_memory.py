@@ -63,8 +63,8 @@ print(json.dumps({"base_kib": base, "peak_kib": status_kib("VmHWM:"), "seconds":
 def make_model(path: Path, numel: int, dtype: str, seed: int = 0) -> int:
     """A safetensors file with one large 2-D tensor (4096 columns, Laplacian-like weights) and
     a small bias; returns the large tensor's bytes."""
-    import torch  # noqa: PLC0415
-    from safetensors.torch import save_file  # noqa: PLC0415
+    import torch
+    from safetensors.torch import save_file
 
     cols = 4096 if numel >= 4096 * 4 else 64
     rows = max(numel // cols, 1)
@@ -131,7 +131,7 @@ def run(mib: int, dtypes: list[str], specs: list[str], folder: Path) -> list[dic
 
 
 def main() -> None:
-    from bench_common import machine, save  # noqa: PLC0415
+    from bench_common import machine, save
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=1024, help="size of the large tensor in MiB")

@@ -17,13 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import machine, save  # noqa: E402
+from bench_common import machine, save
 
-import zoocodec  # noqa: E402
-from zoocodec.catalog import PRESETS  # noqa: E402
-from zoocodec.eval import evaluate  # noqa: E402
-from zoocodec.eval.evaluate import tasks_of  # noqa: E402
-from zoocodec.tuning.allocate import allocate  # noqa: E402
+import zoocodec
+from zoocodec.catalog import PRESETS
+from zoocodec.eval import evaluate
+from zoocodec.eval.evaluate import tasks_of
+from zoocodec.tuning.allocate import allocate
 
 MODELS = ("mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm")
 

@@ -35,15 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import RESULTS, machine, save  # noqa: E402
+from bench_common import RESULTS, machine, save
 
-import zoocodec  # noqa: E402
-from zoocodec.eval.evaluate import evaluator, load_weights  # noqa: E402
-from zoocodec.eval.models import build  # noqa: E402
-from zoocodec.eval.tasks import TASKS  # noqa: E402
-from zoocodec.pipeline import zoo  # noqa: E402
-from zoocodec.tuning.allocate import allocate, noise_sensitivities  # noqa: E402
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load  # noqa: E402
+import zoocodec
+from zoocodec.eval.evaluate import evaluator, load_weights
+from zoocodec.eval.models import build
+from zoocodec.eval.tasks import TASKS
+from zoocodec.pipeline import zoo
+from zoocodec.tuning.allocate import allocate, noise_sensitivities
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
 
 # NNCodec 2.1.3 on minilm, document cosine on lee_background.cor (NOTES.md): qp, bits/weight, mean, min
 NNCODEC = [(-38, 6.380, 0.99883, 0.99810), (-34, 5.358, 0.99479, 0.99242),
@@ -82,7 +82,7 @@ def probe_loss(model: str):
         return {**others, **{k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in ws.items()}}
 
     if entry["arch"] == "sentence-encoder":
-        from gensim.test.utils import datapath  # noqa: PLC0415
+        from gensim.test.utils import datapath
 
         docs = [d for d in Path(datapath("lee.cor")).read_text(errors="replace").splitlines() if d.strip()][:8]
         folder = zoo.resolve(model)
@@ -92,7 +92,7 @@ def probe_loss(model: str):
             out = build(entry["arch"], torch_weights(ws), folder).encode(docs)
             return float(1 - torch.nn.functional.cosine_similarity(out.double(), ref.double()).mean())
     else:
-        from zoocodec.eval import data  # noqa: PLC0415
+        from zoocodec.eval import data
 
         x = data.opencv_digits()[0][:500]
         with torch.no_grad():
@@ -170,10 +170,10 @@ def versus_nncodec(rows: list[dict]) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     models = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 8), squeeze=False)

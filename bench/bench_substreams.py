@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench_common import machine, save  # noqa: E402
-from zoocodec.codecs import floatplanes, native  # noqa: E402
-from zoocodec.methods import parse_spec  # noqa: E402
-from zoocodec.pipeline import modelio, zoo  # noqa: E402
+from bench_common import machine, save
+from zoocodec.codecs import floatplanes, native
+from zoocodec.methods import parse_spec
+from zoocodec.pipeline import modelio, zoo
 
 ONE = 1 << 40  # a substream longer than any tensor: one stream
 

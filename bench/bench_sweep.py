@@ -25,12 +25,12 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback, before Ray is imported
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-import bench_common  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+import bench_common
+import torch
+from safetensors.torch import save_file
 
-import zoocodec  # noqa: E402
-from zoocodec.jobs import results as res, run as runner, spec as sweep_spec  # noqa: E402
+import zoocodec
+from zoocodec.jobs import results as res, run as runner, spec as sweep_spec
 
 
 def small_model(folder: Path) -> Path:

@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import machine, save  # noqa: E402
+from bench_common import machine, save
 
-import zoocodec  # noqa: E402
-from zoocodec.codecs import CODERS, parse_coder  # noqa: E402
-from zoocodec.codecs.base import order0_bits  # noqa: E402
-from zoocodec.kernels import uniform as K  # noqa: E402
-from zoocodec.methods import parse_spec  # noqa: E402
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load  # noqa: E402
-from zoocodec.pipeline.sequence import SeqArchive, compress_seq  # noqa: E402
+import zoocodec
+from zoocodec.codecs import CODERS, parse_coder
+from zoocodec.codecs.base import order0_bits
+from zoocodec.kernels import uniform as K
+from zoocodec.methods import parse_spec
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
+from zoocodec.pipeline.sequence import SeqArchive, compress_seq
 
 MINILM_SUBSET = ("encoder.layer.0.", "embeddings.position_embeddings.weight")
 CHECKPOINTS = Path(zoocodec.__file__).parent / "data" / "fmnist-cnn"
@@ -114,7 +114,7 @@ def lossy_table(label: str, model: str, names, crfs, top1: bool) -> list[dict]:
             row = {"model": label, "spec": spec, "weights": sum(w.size for w in weights.values()),
                    "bits_per_weight": 8 * size / sum(w.size for w in weights.values()), **weight_error(weights, recon)}
             if top1:
-                from zoocodec.eval import evaluate  # noqa: PLC0415
+                from zoocodec.eval import evaluate
 
                 m = next(m for m in evaluate(path, reference=model) if m.metric == "top1")
                 row.update(top1=m.value, top1_baseline=m.baseline)
@@ -186,7 +186,7 @@ def main() -> None:
     ap.add_argument("--parts", default="lossless,lossy,sequence", help="comma-separated subset to run")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    import av  # noqa: PLC0415
+    import av
 
     result = {"machine": machine(("numpy", "torch", "constriction", "av")), "ffmpeg": av.library_versions["libavcodec"],
               "notes": "video: x264/x265 preset medium, lossless unless crf; ANS/ctx: zoocodec entropy coders on the same "

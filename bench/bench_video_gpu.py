@@ -23,9 +23,9 @@ from zoocodec.codecs import nvdec, video
 def load_symbols(path: str | None) -> dict[str, np.ndarray]:
     if path:
         return dict(np.load(path))
-    from zoocodec.kernels import uniform as K  # noqa: PLC0415
-    from zoocodec.methods import parse_spec  # noqa: PLC0415
-    from zoocodec.pipeline.core import load  # noqa: PLC0415
+    from zoocodec.kernels import uniform as K
+    from zoocodec.methods import parse_spec
+    from zoocodec.pipeline.core import load
 
     out = {}
     for t in load("minilm").tensors():
@@ -57,7 +57,7 @@ def probe(name: str, symbols: np.ndarray, opts: video.Options) -> dict:
     row["software_matches_encoder"] = bool(np.array_equal(sw, expect))
     packets = [p for p, _ in h.streams[0]]
     try:
-        import cupy  # noqa: PLC0415
+        import cupy
 
         def gpu():
             frames = nvdec.decode_packets(packets, h)
@@ -95,11 +95,11 @@ def main() -> None:
     result = {"device": gpu, "platform": platform.platform(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "nvdec_available": nvdec.nvdec_available(), "nvenc_available": nvdec.nvenc_available(),
               "nvenc_reason": nvdec.nvenc_reason(), "rows": []}
-    import av  # noqa: PLC0415
+    import av
 
     result["pyav"] = av.__version__
     if result["nvdec_available"]:
-        import PyNvVideoCodec  # noqa: PLC0415
+        import PyNvVideoCodec
 
         result["pynvvideocodec"] = PyNvVideoCodec.__version__
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}), flush=True)

@@ -45,7 +45,7 @@ def _range(cls, name: str) -> str:
 
 
 def _type_name(hint) -> str:
-    from zoocodec.codecs import CoderSpec  # noqa: PLC0415
+    from zoocodec.codecs import CoderSpec
 
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     names = ["coder" if isinstance(a, type) and issubclass(a, CoderSpec) else getattr(a, "__name__", str(a))
@@ -69,7 +69,7 @@ def _params(cls) -> list[dict[str, Any]]:
 def methods() -> list[dict[str, Any]]:
     """Every registered method: name, version, what it does, its declared capabilities, parameters
     (type, default, range)."""
-    from zoocodec.methods.base import CAPABILITIES  # noqa: PLC0415  (registers every method)
+    from zoocodec.methods.base import CAPABILITIES  # registers every method
 
     return [{"name": name, "version": cls.version, "lossless": cls.lossless, "about": _doc(cls),
              "capabilities": [c for c in CAPABILITIES if getattr(cls, c)], "params": _params(cls)}
@@ -78,7 +78,7 @@ def methods() -> list[dict[str, Any]]:
 
 def coders() -> list[dict[str, Any]]:
     """Every registered coder a method's `coder=` can name, with its own parameters."""
-    from zoocodec.codecs.base import CAPABILITIES  # noqa: PLC0415  (registers every coder)
+    from zoocodec.codecs.base import CAPABILITIES  # registers every coder
 
     return [{"name": name, "version": cls.version, "about": _doc(cls), "alphabet": cls.alphabet,
              "capabilities": [c for c in CAPABILITIES if getattr(cls, c)], "params": _params(cls)}

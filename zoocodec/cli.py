@@ -114,7 +114,7 @@ def _check_output(output: Path, inputs: list[Path], folder: bool = False) -> Non
 
 def _model_path(model: str) -> Path:
     """The path a model argument reads (a zoo name's file included), for _check_output."""
-    from zoocodec.pipeline import zoo  # noqa: PLC0415
+    from zoocodec.pipeline import zoo
 
     try:
         return zoo.locate(model)
@@ -130,7 +130,7 @@ def _budgeted(command):
     """Run a command that reads .zc files under its --max-memory (zoocodec.budget)."""
     @functools.wraps(command)
     def run(*args, max_memory: str | None = None, **kwargs):
-        from zoocodec import budget  # noqa: PLC0415
+        from zoocodec import budget
 
         with budget.limit(budget.parse_size(max_memory) if max_memory else None):
             return command(*args, max_memory=max_memory, **kwargs)
@@ -179,9 +179,9 @@ def compress(
 ):
     """Compress a model into a .zc container."""
     start = time.perf_counter()  # the time printed is every phase's: reading, allocation or search, coding
-    from zoocodec.pipeline.policy import Overrides  # noqa: PLC0415
-    from zoocodec.device import resolve  # noqa: PLC0415
-    from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
+    from zoocodec.pipeline.policy import Overrides
+    from zoocodec.device import resolve
+    from zoocodec.pipeline.core import compress as run, load
 
     _typed(model)
     dev = resolve(device)  # a GPU that is not there fails before any work
@@ -213,7 +213,7 @@ def compress(
     if target_bpw is not None:
         if step is not None or bits is not None:
             raise ZoocodecError("--target-bpw chooses the steps itself: leave out --step and --bits")
-        from zoocodec.tuning.allocate import allocate  # noqa: PLC0415
+        from zoocodec.tuning.allocate import allocate
 
         with _working(f"allocating steps for {target_bpw:g} bits/weight"):
             plan = allocate(model, target_bpw=target_bpw, method=spec, min_size=min_size)
@@ -243,7 +243,7 @@ def _sqnr_summary(report) -> str:
 
 def _note_nvdec() -> None:
     """--hw nvdec encodes in software a stream NVDEC decodes; say so when this machine has none."""
-    from zoocodec.codecs import nvdec  # noqa: PLC0415
+    from zoocodec.codecs import nvdec
 
     if not nvdec.nvdec_available():
         _note("--hw nvdec: this machine has no usable NVDEC (no NVIDIA GPU with CuPy and PyNvVideoCodec); "
@@ -252,7 +252,7 @@ def _note_nvdec() -> None:
 
 def _preset(name: str, method: str, step, bits, per_tensor, target_bpw, target_loss) -> tuple[str, float | None]:
     """A named preset's method and size target; it refuses options it would override."""
-    from zoocodec.catalog import PRESETS  # noqa: PLC0415
+    from zoocodec.catalog import PRESETS
 
     if name not in PRESETS:
         raise ZoocodecError(f"unknown preset {name!r} (presets: {', '.join(PRESETS)})")
@@ -269,10 +269,10 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
           choose_coder: bool, start: float) -> None:
     """compress --target-loss: search the per-tensor steps, verify on the task (or the user's inputs), report.
     A coder the user named is kept; otherwise a context coder's method gets the cheaper context coder."""
-    from zoocodec.tuning.auto import auto_compress, parse_loss  # noqa: PLC0415
+    from zoocodec.tuning.auto import auto_compress, parse_loss
 
     if (module is not None or output_kind is not None) and inputs is None:
-        from zoocodec.eval.anymodel import INPUTS_HELP  # noqa: PLC0415
+        from zoocodec.eval.anymodel import INPUTS_HELP
 
         raise ZoocodecError(f"--module and --output-kind judge a model outside the zoo on your inputs: {INPUTS_HELP}")
     r = auto_compress(model, output, parse_loss(target_loss), task, method=method, min_size=min_size,
@@ -313,14 +313,14 @@ def evaluate(
     Zoo models run on their tasks; any other model (ONNX, Hugging Face, a state dict with
     --module) is judged by output fidelity: zoocodec evaluate ORIGINAL COMPRESSED --inputs PATH.
     """
-    from zoocodec.device import resolve  # noqa: PLC0415
+    from zoocodec.device import resolve
 
     _typed(model, *([compressed] if compressed else []))
     dev = resolve(device)  # a GPU that is not there fails before any work
     if compressed is not None or inputs is not None or module is not None or output_kind is not None:
         if dev.is_gpu:
             raise ZoocodecError("--device: models outside the zoo are evaluated on the CPU only; leave out --device")
-        from zoocodec.eval.anymodel import INPUTS_HELP, evaluate_pair  # noqa: PLC0415
+        from zoocodec.eval.anymodel import INPUTS_HELP, evaluate_pair
 
         if compressed is None:
             raise ZoocodecError("a model outside the zoo is judged against its original: zoocodec evaluate ORIGINAL "
@@ -332,7 +332,7 @@ def evaluate(
         with _working(f"evaluating {compressed} against {model}"):
             metrics = evaluate_pair(model, compressed, inputs, module, output_kind)
     else:
-        from zoocodec.eval import evaluate as run  # noqa: PLC0415
+        from zoocodec.eval import evaluate as run
 
         with _working(f"evaluating {model}"):
             metrics = run(model, task, reference, device=dev)
@@ -355,10 +355,10 @@ def _build_spec(method: str, step: float | None = None, bits: int | None = None,
                 coder: str | None = None, lossless: bool = False, crf: int | None = None, hw: str | None = None):
     """The method spec from --method and the sugar options (--step/--bits/--per-tensor for uniform,
     --coder with --lossless/--crf/--hw for video), as fields of typed specs, never by editing text."""
-    import dataclasses  # noqa: PLC0415
+    import dataclasses
 
-    from zoocodec.codecs import parse_coder  # noqa: PLC0415
-    from zoocodec.methods import parse_spec  # noqa: PLC0415
+    from zoocodec.codecs import parse_coder
+    from zoocodec.methods import parse_spec
 
     spec = parse_spec(method)
     if step is not None or bits is not None or per_tensor:
@@ -392,9 +392,9 @@ def decompress(
 ):
     """Decode a .zc container back into a model file in its original format."""
     start = time.perf_counter()
-    from zoocodec.device import resolve  # noqa: PLC0415
-    from zoocodec.pipeline.core import Archive, decompress as run, inspect as info_of  # noqa: PLC0415
-    from zoocodec.pipeline.modelio import output_format  # noqa: PLC0415
+    from zoocodec.device import resolve
+    from zoocodec.pipeline.core import Archive, decompress as run, inspect as info_of
+    from zoocodec.pipeline.modelio import output_format
 
     dev = resolve(device)
     with Archive(container) as a:
@@ -436,8 +436,8 @@ def inspect(
 ):
     """Show a container's tensors (shape, method, bits/weight, ratio, SQNR), what automatic mode
     decided and verified, and a sequence file's members."""
-    from zoocodec.container import Container  # noqa: PLC0415
-    from zoocodec.pipeline.core import inspect as run  # noqa: PLC0415
+    from zoocodec.container import Container
+    from zoocodec.pipeline.core import inspect as run
 
     c = Container.open(container, verify=False)
     try:
@@ -471,7 +471,7 @@ def inspect(
 @app.command()
 def verify(container: Annotated[Path, typer.Argument(help="the .zc file")]):
     """Check every byte of a container against its checksums (reading a tensor checks only its own)."""
-    from zoocodec.container import Container  # noqa: PLC0415
+    from zoocodec.container import Container
 
     with Container.open(container) as c:
         checked = c.verify()
@@ -482,9 +482,9 @@ def _seq_info(container: Path) -> dict:
     """A sequence file's numbers, one definition for compress-seq and inspect: per member, the
     bytes of its own streams (every tensor, quantized or exact) over its weights; on average,
     the whole file (shared steps and header included) over all members' weights."""
-    from zoocodec.methods import spec_from_dict  # noqa: PLC0415
-    from zoocodec.pipeline.core import native_dtype  # noqa: PLC0415
-    from zoocodec.pipeline.sequence import SeqArchive, member_bytes  # noqa: PLC0415
+    from zoocodec.methods import spec_from_dict
+    from zoocodec.pipeline.core import native_dtype
+    from zoocodec.pipeline.sequence import SeqArchive, member_bytes
 
     with SeqArchive(container) as a:
         h, labels = a.header, a.labels
@@ -554,7 +554,7 @@ def sweep(
     report: Annotated[bool, typer.Option(help="write OUT/report.html at the end")] = True,
 ):
     """Run a sweep on Ray; results go to Parquet (finished work is skipped on a rerun)."""
-    from zoocodec.jobs import report as rep, run as runner, spec as sweep_spec  # noqa: PLC0415
+    from zoocodec.jobs import report as rep, run as runner, spec as sweep_spec
 
     sw = sweep_spec.load(spec, out)
     err_console.print(f"sweep {sw.name}: {len(sw.items)} work items -> {sw.out}", markup=False)
@@ -611,7 +611,7 @@ def regress(
     tolerance: Annotated[Optional[str], typer.Option(help="allowed change: ratio=1%,metric=0.2%,sqnr=0.1 (dB)")] = None,
 ):
     """Compare two sweeps by work id; print a markdown table; exit 1 on a regression."""
-    from zoocodec.jobs import regress as rg  # noqa: PLC0415
+    from zoocodec.jobs import regress as rg
 
     result = rg.compare(baseline, current, rg.parse_tolerance(tolerance))
     print(result.markdown(), end="")
@@ -625,7 +625,7 @@ def report(
     output: Annotated[Path, typer.Option("-o", "--output", help="the HTML file to write")] = Path("report.html"),
 ):
     """Write an HTML report: summary, rate-distortion plots and Pareto fronts per model."""
-    from zoocodec.jobs import report as rep  # noqa: PLC0415
+    from zoocodec.jobs import report as rep
 
     _check_output(output, [results])
     console.print(f"wrote {rep.write(results, output)}", markup=False)
@@ -647,7 +647,7 @@ def compress_seq(
 ):
     """Compress a sequence of same-architecture models (checkpoints, fine-tunes) into one .zc."""
     start = time.perf_counter()
-    from zoocodec.pipeline.sequence import compress_seq as run  # noqa: PLC0415
+    from zoocodec.pipeline.sequence import compress_seq as run
 
     _typed(*models)
     _check_output(output, [_model_path(m) for m in models])
@@ -679,9 +679,9 @@ def decompress_seq(
     max_memory: MaxMemory = None,
 ):
     """Decode one member of a sequence container (random access: only its group is decoded)."""
-    from zoocodec.pipeline.sequence import SeqArchive, decompress_seq as run  # noqa: PLC0415
+    from zoocodec.pipeline.sequence import SeqArchive, decompress_seq as run
 
-    from zoocodec.pipeline.modelio import output_format  # noqa: PLC0415
+    from zoocodec.pipeline.modelio import output_format
 
     with SeqArchive(container) as a:
         which = member if member in a.labels or not member.lstrip("-").isdigit() else int(member)
@@ -699,7 +699,7 @@ def methods(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ):
     """List every method and coder with its parameters, defaults and ranges, and the presets."""
-    from zoocodec import catalog  # noqa: PLC0415
+    from zoocodec import catalog
 
     listed = catalog.methods()
     if name is not None:
@@ -738,7 +738,7 @@ def _print_spec(m: dict, note: str) -> None:
 @app.command("zoo")
 def zoo_list(json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False):
     """List the zoo models, installed or not, with their tasks and how to install them."""
-    from zoocodec import catalog  # noqa: PLC0415
+    from zoocodec import catalog
 
     models = catalog.zoo_models()
     if json_out:
@@ -755,7 +755,7 @@ def zoo_list(json_out: Annotated[bool, typer.Option("--json", help="print JSON")
 
 def _version(value: bool) -> None:
     if value:
-        from zoocodec import __version__  # noqa: PLC0415
+        from zoocodec import __version__
 
         print(f"zoocodec {__version__}")
         raise typer.Exit()
@@ -779,7 +779,7 @@ def _note(text: str) -> None:
 
 def _typed(*models: str) -> None:
     """Notes for the model names the user typed (a zoo name with a local file of that name)."""
-    from zoocodec.pipeline import zoo  # noqa: PLC0415
+    from zoocodec.pipeline import zoo
 
     for model in models:
         if (note := zoo.shadowed(model)) is not None:

@@ -59,7 +59,7 @@ def preamble(version: int = FORMAT_VERSION) -> bytes:
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    from zoocodec.codecs import native  # noqa: PLC0415  (the thread count every coder uses)
+    from zoocodec.codecs import native  # the thread count every coder uses
 
     return ThreadPoolExecutor(max_workers=native.default_threads(), thread_name_prefix="zoocodec-crc")
 

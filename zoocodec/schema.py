@@ -213,8 +213,8 @@ def _segments(segs: Any, owner: str, spans: list, payload_end: int, align: int, 
 
 def _method(d: Any, what: str) -> None:
     """A method spec's JSON: a registered method (or a sequence of one) whose parameters have their types."""
-    from zoocodec.methods import spec_from_dict  # noqa: PLC0415  (the registry: methods import numpy only)
-    from zoocodec.methods.base import REGISTRY  # noqa: PLC0415
+    from zoocodec.methods import spec_from_dict  # the registry: methods import numpy only
+    from zoocodec.methods.base import REGISTRY
 
     d = _obj(d, what)
     cls = REGISTRY.get(d["method"]) if isinstance(d.get("method"), str) else None
@@ -229,7 +229,7 @@ def _method(d: Any, what: str) -> None:
 
 def _fields(cls: type, d: dict, what: str, own: tuple[str, ...] = ("method", "version")) -> None:
     """The JSON types of a spec dataclass's fields (k=16, not "16" or 16.0), nested coder specs too."""
-    from zoocodec.codecs.base import CODERS  # noqa: PLC0415
+    from zoocodec.codecs.base import CODERS
 
     hints, fields = _hints(cls)
     for key, value in d.items():

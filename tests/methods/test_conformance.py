@@ -40,7 +40,7 @@ def namespace(device: str):
         return np
     if not gpu_available():
         pytest.skip("no CUDA device here")
-    import cupy  # noqa: PLC0415
+    import cupy
 
     return cupy
 

@@ -10,10 +10,10 @@ from safetensors.torch import save_file
 
 pytest.importorskip("av")
 
-import zoocodec  # noqa: E402
-from zoocodec.errors import ContainerError, ModelFormatError, SpecError  # noqa: E402
-from zoocodec.pipeline.core import load  # noqa: E402
-from zoocodec.pipeline.sequence import SeqArchive, compress_seq, decompress_seq  # noqa: E402
+import zoocodec
+from zoocodec.errors import ContainerError, ModelFormatError, SpecError
+from zoocodec.pipeline.core import load
+from zoocodec.pipeline.sequence import SeqArchive, compress_seq, decompress_seq
 
 CHECKPOINTS = sorted((Path(zoocodec.__file__).parent / "data" / "fmnist-cnn").glob("epoch-*.safetensors"))
 
@@ -83,9 +83,9 @@ def test_decompress_one_member_to_a_file(coded, sequence, tmp_path):
 
 
 def test_cli_round_trip(sequence, tmp_path):
-    from typer.testing import CliRunner  # noqa: PLC0415
+    from typer.testing import CliRunner
 
-    from zoocodec.cli import app  # noqa: PLC0415
+    from zoocodec.cli import app
 
     files = []
     for i, members in enumerate(sequence[:3]):

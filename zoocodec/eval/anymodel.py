@@ -87,8 +87,8 @@ def _batches(arrays: dict[str, np.ndarray], batch: int):
 # ---- ONNX --------------------------------------------------------------------------------
 class OnnxRunner:
     def __init__(self, original: Path, inputs: Path, kind: str | None):
-        import onnx  # noqa: PLC0415
-        from zoocodec.pipeline.modelio import open_model  # noqa: PLC0415
+        import onnx
+        from zoocodec.pipeline.modelio import open_model
 
         src = open_model(original)
         if src.format != "onnx":
@@ -120,8 +120,8 @@ class OnnxRunner:
         return {n: arrays[n] for n in names}
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        import onnxruntime as ort  # noqa: PLC0415
-        from zoocodec.pipeline.modelio import onnx_with_weights  # noqa: PLC0415
+        import onnxruntime as ort
+        from zoocodec.pipeline.modelio import onnx_with_weights
 
         proto = onnx_with_weights(self.graph, weights)
         opts = ort.SessionOptions()
@@ -147,9 +147,9 @@ def _dims(inp) -> list[int]:
 
 def _images(folder: Path, dims: list[int]) -> np.ndarray:
     """Every image of a folder (sorted), shaped for a 4-D image input (NCHW or NHWC)."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
-    from zoocodec.eval.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: PLC0415
+    from zoocodec.eval.data import IMAGENET_MEAN, IMAGENET_STD
 
     if len(dims) != 4:
         raise ZoocodecError(f"a folder of images feeds a 4-D image input; the graph's input has shape {dims}: "
@@ -183,7 +183,7 @@ def _images(folder: Path, dims: list[int]) -> np.ndarray:
 # ---- Hugging Face ------------------------------------------------------------------------
 class HfRunner:
     def __init__(self, folder: Path, inputs: Path, kind: str | None):
-        from zoocodec.eval.text import is_classifier  # noqa: PLC0415
+        from zoocodec.eval.text import is_classifier
 
         if inputs.is_dir() or inputs.suffix in (".npy", ".npz"):
             raise ZoocodecError(f"{inputs}: a Hugging Face model takes a text file of inputs, one example a line")
@@ -198,7 +198,7 @@ class HfRunner:
         self.kind = kind or ("logits" if self.classifier else "embeddings")
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        from zoocodec.eval.text import TextModel  # noqa: PLC0415
+        from zoocodec.eval.text import TextModel
 
         model = TextModel(self.folder, weights, classifier=self.classifier)
         return model.logits(self.texts) if self.classifier else model.encode(self.texts)
@@ -275,7 +275,7 @@ def runner(original: Path, inputs: Path, module: str | None = None, kind: str | 
         raise ZoocodecError(f"--output-kind {kind!r}: use {', '.join(OUTPUT_KINDS)}")
     if not inputs.exists():
         raise ZoocodecError(f"{inputs}: no such file or directory")
-    from zoocodec.pipeline.modelio import sniff  # noqa: PLC0415
+    from zoocodec.pipeline.modelio import sniff
 
     if not original.exists():
         raise ZoocodecError(f"{original}: no such file or directory")

@@ -38,7 +38,7 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
         return None
     inputs = task.calibration()
     if task.kind == "text":
-        from zoocodec.eval.text import TextModel  # noqa: PLC0415
+        from zoocodec.eval.text import TextModel
 
         enc = TextModel(folder, weights)
         return Calibration(enc.model, lambda _net: enc.encode(inputs), _names(enc.model, weights), task.calibration_about,
@@ -52,10 +52,10 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
 
 def for_runner(run, weights: dict[str, torch.Tensor]) -> Calibration | None:
     """A model outside the zoo on its user's inputs (zoocodec.eval.anymodel runners), where it has a torch module."""
-    from zoocodec.eval.anymodel import HfRunner, TorchRunner  # noqa: PLC0415
+    from zoocodec.eval.anymodel import HfRunner, TorchRunner
 
     if isinstance(run, HfRunner):
-        from zoocodec.eval.text import TextModel  # noqa: PLC0415
+        from zoocodec.eval.text import TextModel
 
         enc = TextModel(run.folder, weights, classifier=run.classifier)
         go = (lambda _n: enc.logits(run.texts)) if run.classifier else (lambda _n: enc.encode(run.texts))

@@ -151,7 +151,7 @@ def colours(runs: list[dict[str, Any]]) -> dict[str, str]:
     """One colour per method for the whole report."""
     names = sorted({method_name(r) for r in runs})
     palette = "tab10" if len(names) <= 10 else "tab20"
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     cmap = matplotlib.colormaps[palette]
     return {name: matplotlib.colors.to_hex(cmap(i % cmap.N)) for i, name in enumerate(names)}
@@ -166,10 +166,10 @@ def plot(model: str, runs: list[dict[str, Any]], metric: tuple[str, str] | None,
          palette: dict[str, str] | None = None) -> tuple[bytes, list]:
     """A bits/weight vs quality PNG of one model's lossy runs: one colour per method, each point
     labelled with its setting, the Pareto front as a line."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     palette = palette or colours(runs)
     fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
@@ -227,7 +227,7 @@ td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}i
 
 def _page():
     """The page template (Jinja2, every value escaped)."""
-    import jinja2  # noqa: PLC0415
+    import jinja2
 
     return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(PAGE)
 

@@ -212,7 +212,7 @@ class _Checker:
         return str(where[-1])
 
     def check_schema(self) -> None:
-        import jsonschema  # noqa: PLC0415
+        import jsonschema
 
         validator = jsonschema.Draft202012Validator(schema())
         errors = list(validator.iter_errors(self.data))
@@ -432,7 +432,7 @@ INSTALLED_PATHS = ("stdlib", "platstdlib", "purelib", "platlib")
 def known_tasks() -> set[str] | None:
     """The evaluation tasks zoocodec.eval offers, or None when it is not installed."""
     try:
-        from zoocodec.eval.tasks import TASKS  # noqa: PLC0415
+        from zoocodec.eval.tasks import TASKS
     except ImportError:
         return None
     return set(TASKS)

@@ -61,7 +61,7 @@ class Packed:
 
 def parse(data, count: int, what: str) -> Stream | Packed | None:
     """The ans payload of `count` symbols, or None when its alphabet is wider than 2^16."""
-    from zoocodec.codecs import ans  # noqa: PLC0415
+    from zoocodec.codecs import ans
 
     eng = native.engine()
     try:
@@ -127,8 +127,8 @@ class PlanesJob:
 def parse_planes(data, count: int, dtype: str, what: str) -> list:
     """A float-plane payload's planes (codecs/floatplanes.frame, the CPU's parser; rANS planes by
     the native one), as PlanesJob holds them."""
-    from zoocodec.codecs import floatplanes  # noqa: PLC0415
-    from zoocodec.methods.lossless import bits_dtype  # noqa: PLC0415
+    from zoocodec.codecs import floatplanes
+    from zoocodec.methods.lossless import bits_dtype
 
     eng = native.engine()
     planes = []
@@ -150,8 +150,8 @@ def parse_planes(data, count: int, dtype: str, what: str) -> list:
 def job(archive, name: str) -> Job | PlanesJob | None:
     """The GPU decode job of one tensor of an open Archive, or None when its method declares
     no fused decoder this kernel takes (zoocodec/plan.py)."""
-    from zoocodec import plan  # noqa: PLC0415
-    from zoocodec.methods import spec_from_dict  # noqa: PLC0415
+    from zoocodec import plan
+    from zoocodec.methods import spec_from_dict
 
     e = archive.plan[name]
     if e.dtype not in KINDS:
@@ -176,7 +176,7 @@ def job(archive, name: str) -> Job | PlanesJob | None:
 
 @functools.cache
 def _module():
-    import cupy  # noqa: PLC0415  (GPU only)
+    import cupy  # GPU only
 
     return cupy.RawModule(code=Path(__file__).with_name("decode.cu").read_text(), options=("-std=c++17",))
 
@@ -185,7 +185,7 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
     """Decode every job (all of one dtype) -> CuPy arrays of their shapes, views of one buffer: the
     rANS streams in one launch, each packed one in a launch of its own. `kernel` and `out`: a
     kernel other than the dtype's (rans_bytes) writing into a given buffer."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
     if not jobs:
         return []
@@ -259,7 +259,7 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
     """Lossless float tensors (all of one dtype): each rANS-coded plane decoded by rans_bytes (a
     launch a plane) into one buffer of planes, raw planes copied in, then a merge launch per
     tensor -> CuPy arrays of their shapes (bfloat16 as uint16 bits)."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
     if not jobs:
         return []
@@ -291,7 +291,7 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
 
 def _packed_launch(j: Job, out, what: str) -> None:
     """One packed tensor: its inflated ints uploaded, dequantized into `out` (a view at its start)."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
     p, numel = j.stream, math.prod(j.shape)
     if not numel:
@@ -309,7 +309,7 @@ def _packed_launch(j: Job, out, what: str) -> None:
 
 def _pinned(blobs: list, size: int) -> np.ndarray:
     """The compressed substreams back to back in one page-locked host buffer (one copy from the file's pages)."""
-    import cupyx  # noqa: PLC0415  (GPU only)
+    import cupyx  # GPU only
 
     host = cupyx.empty_pinned((max(size, 1),), dtype=np.uint8)
     at = 0
@@ -321,7 +321,7 @@ def _pinned(blobs: list, size: int) -> np.ndarray:
 
 def to_torch(array, dtype: str):
     """A CuPy array -> a torch CUDA tensor on the same memory (DLPack; bfloat16 from its uint16 bits)."""
-    import torch  # noqa: PLC0415
+    import torch
 
     t = torch.from_dlpack(array)
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t

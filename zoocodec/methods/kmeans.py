@@ -142,7 +142,7 @@ class KMeans(MethodSpec):
     def fused(self, side, arrays, shape, dtype):
         """Codebook lookup of an ans stream of indices (zoocodec.plan.Lookup); damaged side data
         is left to dequantize(), which names it."""
-        from zoocodec.plan import Lookup  # noqa: PLC0415
+        from zoocodec.plan import Lookup
 
         probs = problems(shape, self.per, self.block)
         n = sum(c for c, _ in probs)

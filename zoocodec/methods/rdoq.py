@@ -177,7 +177,7 @@ class RDOQ(MethodSpec):
     def fused(self, side, arrays, shape, dtype):
         """Levels (the symbols themselves) times a step per row, coded by ans (zoocodec.plan.Affine);
         damaged steps are left to dequantize(), which names them."""
-        from zoocodec.plan import Affine  # noqa: PLC0415
+        from zoocodec.plan import Affine
 
         if not isinstance(self.coder, Ans):
             return None

@@ -311,7 +311,7 @@ class Uniform(MethodSpec):
     def fused(self, side, arrays, shape, dtype):
         """symbols * step of an ans stream (zoocodec.plan.Affine); group-wise steps decode through
         dequantize (the fused decoders take one step per row)."""
-        from zoocodec.plan import Affine  # noqa: PLC0415
+        from zoocodec.plan import Affine
 
         if not isinstance(self.coder, Ans) or self.group is not None:
             return None

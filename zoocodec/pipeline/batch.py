@@ -205,8 +205,8 @@ class _Stream:
         this stream; returns the event a worker waits for (None when nothing was on a device)."""
         if self.stream is None:
             return None
-        import cupy  # noqa: PLC0415  (GPU only)
-        import cupyx  # noqa: PLC0415
+        import cupy  # GPU only
+        import cupyx
 
         def host(a):
             if not isinstance(a, cupy.ndarray):

@@ -344,7 +344,7 @@ class Archive(ArchiveBase):
         device memory (zoocodec/kernels/decode.py); other payloads are decoded on the host and copied."""
         dev = resolve(device)
         if dev.is_gpu:
-            from zoocodec.kernels import decode  # noqa: PLC0415
+            from zoocodec.kernels import decode
 
             with dev.activate():
                 t = decode.tensor(self, name)
@@ -367,7 +367,7 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
         a.verify_unread()
         on_device = {}
         if dev.is_gpu:  # every payload the CUDA decoder takes, in one launch per dtype
-            from zoocodec.kernels import decode  # noqa: PLC0415
+            from zoocodec.kernels import decode
 
             with dev.activate():
                 on_device = decode.tensors(a, a.names())

@@ -98,7 +98,7 @@ def sniff(path: Path) -> str:
 
 
 def _open_safetensors(path: Path) -> ModelSource:
-    from safetensors import SafetensorError, safe_open  # noqa: PLC0415
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:  # validates the header and the offsets
@@ -227,8 +227,8 @@ def _confined(root: Path, rel: str) -> Path:
 
 
 def _open_onnx(path: Path) -> ModelSource:
-    import onnx  # noqa: PLC0415
-    from onnx import numpy_helper  # noqa: PLC0415
+    import onnx
+    from onnx import numpy_helper
 
     try:
         proto = onnx.load(str(path))
@@ -353,8 +353,8 @@ def _write_pytorch(tensors, path: Path, layout, files) -> None:
 
 def onnx_with_weights(graph: bytes, tensors: dict[str, torch.Tensor]):
     """An ONNX graph (serialized, without its weights) with `tensors` as its initializers: an onnx.ModelProto."""
-    import onnx  # noqa: PLC0415
-    from onnx import numpy_helper  # noqa: PLC0415
+    import onnx
+    from onnx import numpy_helper
 
     proto = onnx.ModelProto()
     try:
@@ -371,7 +371,7 @@ def onnx_with_weights(graph: bytes, tensors: dict[str, torch.Tensor]):
 
 
 def _write_onnx(tensors, path: Path, layout, files) -> None:
-    import onnx  # noqa: PLC0415
+    import onnx
 
     onnx.save(onnx_with_weights(files["model.onnx"], tensors), str(path))
 

@@ -80,7 +80,7 @@ def split_zip(name: str, entry: dict[str, Any]) -> Path:
     a temporary folder beside the cache entry and renamed into place, so a reader never sees
     half a model, even after a crash.
     """
-    from filelock import FileLock  # noqa: PLC0415
+    from filelock import FileLock
 
     target = cache_dir() / name
     if target.is_dir():

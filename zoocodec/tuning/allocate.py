@@ -91,7 +91,7 @@ def estimate_bpw(model: str | os.PathLike | dict, plan: Mapping[str, MethodSpec]
 def plan_bits(weights: Mapping[str, object], plan: Mapping[str, MethodSpec]) -> float:
     """Bits of the plan's tensors under their coders' entropy models, for the symbols each
     method makes of them (quantized, never coded): what choices between plans compare."""
-    from zoocodec.pipeline.modelio import to_tensordata  # noqa: PLC0415
+    from zoocodec.pipeline.modelio import to_tensordata
 
     return sum(_model_bits(spec, to_tensordata(name, weights[name]).float64()) for name, spec in plan.items())
 

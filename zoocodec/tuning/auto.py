@@ -121,9 +121,9 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     `rounding="gptq"` chooses the indices of a uniform method's grid with calibration inputs
     (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
     """
-    from zoocodec.eval.evaluate import evaluator, identify, load_weights, metric_row, tasks_of  # noqa: PLC0415
-    from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names  # noqa: PLC0415
-    from zoocodec.pipeline import zoo  # noqa: PLC0415
+    from zoocodec.eval.evaluate import evaluator, identify, load_weights, metric_row, tasks_of
+    from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names
+    from zoocodec.pipeline import zoo
 
     say = log or (lambda _msg: None)
     start = time.perf_counter()
@@ -133,7 +133,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         raise ZoocodecError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
     weights = load_weights(model)
     if inputs is not None:
-        from zoocodec.eval.anymodel import PairEvaluator  # noqa: PLC0415
+        from zoocodec.eval.anymodel import PairEvaluator
 
         if task is not None or reference is not None:
             raise ZoocodecError("a model judged on --inputs has no zoo task or reference: drop --task/--reference")
@@ -320,7 +320,7 @@ def _one_d_where_it_pays(weights: dict[str, torch.Tensor], plan: dict[str, Metho
 def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, ev, task, weights: dict[str, torch.Tensor],
              say) -> tuple[DataAware | None, dict]:
     """Data-aware rounding from the model's calibration inputs, or None (nearest), with what the header says of it."""
-    from zoocodec.eval import calibration as C  # noqa: PLC0415
+    from zoocodec.eval import calibration as C
 
     why = None
     if rounding == "nearest":
@@ -344,7 +344,7 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, ev, task, weights
 def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say, choose: bool = True) -> MethodSpec:
     """`spec`, or the same method with another context coder where that one's entropy model
     prices the planned tensors lower; a spec with the default coder `ans` (none named) is priced too."""
-    from zoocodec.codecs import CODERS, parse_coder  # noqa: PLC0415
+    from zoocodec.codecs import CODERS, parse_coder
 
     if not choose or "coder" not in {f.name for f in dataclasses.fields(spec)} or \
             spec.coder.name not in CONTEXT_CODERS + ("ans",):
