@@ -23,7 +23,6 @@ import time
 import zlib
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 HIDDEN, INTER, VOCAB = 4096, 11008, 32000
 SHARD = 5 << 30  # bytes per shard at most, like transformers' save_pretrained for 7B models

@@ -25,7 +25,7 @@ def machine(packages: tuple[str, ...] = ("numpy", "torch", "constriction", "zsta
         except md.PackageNotFoundError:
             versions[pkg] = None
     return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "versions": versions, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "load_average_at_start": os.getloadavg()}
 
 

@@ -27,11 +27,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench_common import machine, save
-
 import zoocodec
+from bench_common import machine, save
 from zoocodec.pipeline import modelio, zoo
-
 
 CPU = {}  # fastest CPU seconds of the last call to best(), by label
 

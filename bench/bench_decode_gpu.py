@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench_common import gpu_time, machine
-
 import zoocodec
+from bench_common import gpu_time, machine
 from zoocodec.kernels import decode as G
 
 SPECS = ("uniform:bits=2", "uniform:bits=4", "uniform:bits=8", "uniform:bits=12", "uniform:bits=16", "kmeans:k=16",

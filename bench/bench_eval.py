@@ -29,9 +29,9 @@ import torch
 import zoocodec
 from bench_common import machine as _machine
 from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
-from zoocodec.tuning.sensitivity import embedding_groups, measure, predict, quantized_names
 from zoocodec.methods import spec_from_dict
 from zoocodec.tuning.auto import auto_compress, reconstruct
+from zoocodec.tuning.sensitivity import embedding_groups, measure, predict, quantized_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm")

@@ -40,12 +40,11 @@ import torch
 import zstandard
 
 import zoocodec
+from bench_common import machine as _machine
 from zoocodec.kernels import kmeans as kmeans_kernels, prune as prune_kernels
 from zoocodec.methods import REGISTRY
 from zoocodec.pipeline.core import load
 from zoocodec.pipeline.modelio import to_torch
-
-from bench_common import machine as _machine
 
 
 def machine() -> dict:
@@ -249,9 +248,9 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
     (stored in its file's header): measuring them costs one evaluation per tensor.
     """
     from zoocodec.eval.evaluate import evaluator
-    from zoocodec.tuning.sensitivity import embedding_groups, measure
     from zoocodec.tuning.allocate import allocate
     from zoocodec.tuning.auto import auto_compress
+    from zoocodec.tuning.sensitivity import embedding_groups, measure
 
     floats, big, quick = subject.floats, subject.fp32_bytes > HEAVY, mode == "quick"
     method = best_method()

@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench_common import gpu_time, machine as _machine, save
-from zoocodec.kernels import kmeans as K
-from zoocodec.kernels import lnq as L
+from zoocodec.kernels import kmeans as K, lnq as L
 
 THREADS = 2
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))  # read by faiss and scikit-learn, imported later
@@ -144,9 +143,9 @@ def cpu_lnq(quick: bool) -> dict:
     L.cluster_units(blocks, 3, iters=10)
     full = time.perf_counter() - start
     # the peers have no batched API: one call per block, timed on a subset and scaled up
+    import faiss
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
-    import faiss
 
     faiss.omp_set_num_threads(THREADS)
     sub_sk, sub_fa = 200, 2000

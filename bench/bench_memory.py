@@ -21,7 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ("uniform:bits=8", "uniform:step=0.001", "dq:bits=8", "kmeans:k=16", "lossless")
 

@@ -17,9 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import machine, save
-
 import zoocodec
+from bench_common import machine, save
 from zoocodec.catalog import PRESETS
 from zoocodec.eval import evaluate
 from zoocodec.eval.evaluate import tasks_of

@@ -35,15 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import RESULTS, machine, save
-
 import zoocodec
+from bench_common import RESULTS, machine, save
 from zoocodec.eval.evaluate import evaluator, load_weights
 from zoocodec.eval.models import build
 from zoocodec.eval.tasks import TASKS
 from zoocodec.pipeline import zoo
-from zoocodec.tuning.allocate import allocate, noise_sensitivities
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
+from zoocodec.tuning.allocate import allocate, noise_sensitivities
 
 # NNCodec 2.1.3 on minilm, document cosine on lee_background.cor (NOTES.md): qp, bits/weight, mean, min
 NNCODEC = [(-38, 6.380, 0.99883, 0.99810), (-34, 5.358, 0.99479, 0.99242),

@@ -6,7 +6,6 @@ decoding) costs in size, against one stream per tensor, on mnist-cnn and minilm:
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from bench_common import machine, save

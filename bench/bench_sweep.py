@@ -25,10 +25,10 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback, before Ray is imported
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-import bench_common
 import torch
 from safetensors.torch import save_file
 
+import bench_common
 import zoocodec
 from zoocodec.jobs import results as res, run as runner, spec as sweep_spec
 

@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import machine, save
-
 import zoocodec
+from bench_common import machine, save
 from zoocodec.codecs import CODERS, parse_coder
 from zoocodec.codecs.base import order0_bits
 from zoocodec.kernels import uniform as K

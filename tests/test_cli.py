@@ -11,7 +11,6 @@ from safetensors.torch import load_file, save_file
 
 from support import console_script, run_cli, run_script, script_env
 
-
 run = run_cli
 
 

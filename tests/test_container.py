@@ -8,11 +8,10 @@ import pytest
 import torch
 
 import zoocodec
+from support import run_cli
 from zoocodec.codecs import CODERS, parse_coder
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.errors import ContainerError
-
-from support import run_cli
 
 EXPECTED = Path(__file__).parent / "expected" / "golden.sha256"
 

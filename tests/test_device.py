@@ -7,11 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 import zoocodec
+from support import run_cli
 from zoocodec import device as D
 from zoocodec.jobs import run as runner, spec as sweep_spec
 from zoocodec.pipeline.core import compress, decompress
-
-from support import run_cli
 
 NO_GPU = D.gpu_count() == 0
 needs_no_gpu = pytest.mark.skipif(not NO_GPU, reason="checks the behaviour of a machine without a GPU")

@@ -2,9 +2,7 @@
 import json
 import multiprocessing
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 

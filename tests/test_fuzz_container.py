@@ -25,8 +25,7 @@ import numpy as np
 import pytest
 import torch
 import zstandard
-from hypothesis import HealthCheck, given, seed, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, seed, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
 import zoocodec

@@ -2,8 +2,7 @@
 registered coder round-trips what it is made for, and entropy models price symbols."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from zoocodec.codecs import CODERS, coder_from_dict, parse_coder

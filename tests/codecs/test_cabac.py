@@ -2,8 +2,7 @@
 rate tables, dq with cabac on a real layer, and the CLI round trip of dq:coder=cabac."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tests.support import run_cli

@@ -11,10 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from support import run_script
 from zoocodec import fsutil
 from zoocodec.jobs import regress, report, results as res, run as runner, spec as sweep_spec
-
-from support import run_script
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,13 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import zoocodec
+from support import run_cli
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import uniform as U
-from support import run_cli
 from zoocodec.methods import TensorData, parse_spec
 
 

@@ -3,10 +3,9 @@ decodes exactly what the whole decode gives, from as few streams as the mode all
 import numpy as np
 import pytest
 
+from support import roundtrip
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.methods import TensorData, parse_spec
-
-from support import roundtrip
 
 
 def members(n: int = 5, seed: int = 0) -> TensorData:

@@ -1,15 +1,12 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
+from support import floats, roundtrip
 from zoocodec.codecs import ans
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import transform as K
-from support import floats, roundtrip
 from zoocodec.methods import TensorData, parse_spec
-
-
 
 
 @given(floats, st.sampled_from(["dct", "klt"]), st.sampled_from([2, 4, 8, 16]),

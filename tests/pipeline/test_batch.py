@@ -7,14 +7,13 @@ import pytest
 import torch
 
 import zoocodec
+from conformance import same
+from conftest import laplace_model, zoo_path
 from zoocodec.errors import SpecError
 from zoocodec.methods import REGISTRY, parse_spec
 from zoocodec.pipeline import batch
 from zoocodec.pipeline.core import load
 from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, choose_spec
-
-from conformance import same
-from conftest import laplace_model, zoo_path
 
 
 def shapes_model() -> dict[str, torch.Tensor]:

@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 import torch
+from hypothesis import given, settings, strategies as st
 
 import zoocodec
 from zoocodec.errors import NonFiniteError, SpecError
@@ -81,8 +81,8 @@ def _outliers(rng, shape, count, big=5.0, scale=0.017):
 
 
 def test_default_keeps_1d_exact_and_every_tensor_above_30_db(tmp_path):
-    from zoocodec.methods.uniform import Uniform
     from zoocodec.methods.base import TensorData
+    from zoocodec.methods.uniform import Uniform
     from zoocodec.pipeline.policy import SAFE_SQNR_DB
 
     rng = np.random.default_rng(0)

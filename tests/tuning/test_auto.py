@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import zoocodec
+from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli
 from zoocodec.errors import ZoocodecError
 from zoocodec.eval import data, evaluate
 from zoocodec.eval.anymodel import evaluate_pair
 from zoocodec.tuning.auto import STRENGTHS, _flatten, _one_d_where_it_pays, auto_compress, parse_loss
-from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli
 
 
 def test_parse_loss():

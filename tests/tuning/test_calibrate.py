@@ -4,15 +4,15 @@ import pytest
 import torch
 
 import zoocodec
-from zoocodec.errors import ZoocodecError
+from conftest import zoo_path
 from zoocodec.codecs.base import Order0
+from zoocodec.errors import ZoocodecError
 from zoocodec.eval import data
 from zoocodec.eval.models import build
 from zoocodec.eval.tasks import _logits
 from zoocodec.methods import parse_spec
 from zoocodec.tuning.auto import reconstruct
 from zoocodec.tuning.calibrate import DataAware, collect, gptq, output_error
-from conftest import zoo_path
 
 QUANTIZED = ("conv2.0.weight", "conv3.0.weight", "conv4.0.weight", "conv5.0.weight")
 

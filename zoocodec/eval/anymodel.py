@@ -88,6 +88,7 @@ def _batches(arrays: dict[str, np.ndarray], batch: int):
 class OnnxRunner:
     def __init__(self, original: Path, inputs: Path, kind: str | None):
         import onnx
+
         from zoocodec.pipeline.modelio import open_model
 
         src = open_model(original)
@@ -121,6 +122,7 @@ class OnnxRunner:
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         import onnxruntime as ort
+
         from zoocodec.pipeline.modelio import onnx_with_weights
 
         proto = onnx_with_weights(self.graph, weights)

@@ -61,8 +61,8 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
     import zoocodec
     from zoocodec.device import resolve
     from zoocodec.methods import spec_from_dict
-    from zoocodec.pipeline.policy import Overrides
     from zoocodec.pipeline import core
+    from zoocodec.pipeline.policy import Overrides
 
     try:
         dev = resolve(item.device)  # a GPU asked for and not visible to this worker fails the item
@@ -172,7 +172,7 @@ def _base_row(item: WorkItem, sweep: str, device: str) -> dict[str, Any]:
         "method_name": item.spec["method"], "params": json.dumps(item.spec, sort_keys=True),
         "coder": _coder(item.spec), "overrides": json.dumps(item.overrides),
         "device": device, "node": _node(), "versions": json.dumps(versions, sort_keys=True),
-        "metrics": [], "finished_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
+        "metrics": [], "finished_at": dt.datetime.now(dt.UTC).replace(microsecond=0),
     }
 
 

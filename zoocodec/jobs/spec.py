@@ -49,8 +49,8 @@ from zoocodec.container import FORMAT_VERSION
 from zoocodec.device import name as device_name
 from zoocodec.errors import SpecError, ZoocodecError
 from zoocodec.methods import REGISTRY, MethodSpec, parse_spec, spec_from_dict
-from zoocodec.pipeline.policy import Overrides
 from zoocodec.pipeline import zoo
+from zoocodec.pipeline.policy import Overrides
 
 TOP_KEYS = {"name", "out", "models", "methods", "tasks", "budgets", "max_retries", "min_size"}
 METHOD_KEYS = {"method", "params", "overrides", "resources", "device"}

@@ -17,10 +17,19 @@ import numpy as np
 from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError
-from zoocodec.kernels import dither as K
-from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import (STEP_OR_BITS, MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits,
-                                   from_float64, nested_coder, read_array, register)
+from zoocodec.kernels import dither as K, uniform as U
+from zoocodec.methods.base import (
+    STEP_OR_BITS,
+    MethodSpec,
+    Quantized,
+    TensorData,
+    check_step_or_bits,
+    default_bits,
+    from_float64,
+    nested_coder,
+    read_array,
+    register,
+)
 from zoocodec.registry import ints, one_of
 
 STREAMS = ("head", "tail", "coset")

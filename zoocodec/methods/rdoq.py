@@ -21,12 +21,22 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.codecs.context import Ctx, matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
-from zoocodec.kernels import rdoq as R
-from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import (STEP_OR_BITS, MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits,
-                                   from_float64, nested_coder, read_array, register, row_blocks)
-from zoocodec.registry import Range, ints
+from zoocodec.kernels import rdoq as R, uniform as K
+from zoocodec.methods.base import (
+    STEP_OR_BITS,
+    MethodSpec,
+    Quantized,
+    TensorData,
+    check_step_or_bits,
+    default_bits,
+    from_float64,
+    nested_coder,
+    read_array,
+    register,
+    row_blocks,
+)
 from zoocodec.methods.lossless import native_dtype
+from zoocodec.registry import Range, ints
 
 
 @register

@@ -33,9 +33,25 @@ from zoocodec.codecs.lossless import Float
 from zoocodec.errors import ContainerError, SpecError, ZoocodecError
 from zoocodec.kernels import uniform as K
 from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
-from zoocodec.methods.base import (BLOCK_BYTES, NATIVE_KINDS, STEP_OR_BITS, ErrorStats, MethodSpec, Quantized,
-                                   TensorData, all_finite, as_float64, bits_of, check_step_or_bits, default_bits,
-                                   from_float64, nested_coder, read_array, register, row_blocks)
+from zoocodec.methods.base import (
+    BLOCK_BYTES,
+    NATIVE_KINDS,
+    STEP_OR_BITS,
+    ErrorStats,
+    MethodSpec,
+    Quantized,
+    TensorData,
+    all_finite,
+    as_float64,
+    bits_of,
+    check_step_or_bits,
+    default_bits,
+    from_float64,
+    nested_coder,
+    read_array,
+    register,
+    row_blocks,
+)
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import ints
 

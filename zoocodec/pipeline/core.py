@@ -24,14 +24,22 @@ from zoocodec import __version__, budget, plan
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.device import Device, resolve
 from zoocodec.errors import ContainerError, ZoocodecError
+from zoocodec.fsutil import check_output
+from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods import MethodSpec, TensorData, parse_spec, spec_from_dict
 from zoocodec.methods.base import ErrorStats, error_stats
 from zoocodec.methods.lossless import native_dtype
-from zoocodec.fsutil import check_output
-from zoocodec.kernels.backend import to_numpy
 from zoocodec.pipeline import batch as batch_mod, zoo
-from zoocodec.pipeline.modelio import (FROM_NAME, STREAMED_FORMATS, LazyTensors, ModelSource, open_model,
-                                       output_format, to_torch, write_model)
+from zoocodec.pipeline.modelio import (
+    FROM_NAME,
+    STREAMED_FORMATS,
+    LazyTensors,
+    ModelSource,
+    open_model,
+    output_format,
+    to_torch,
+    write_model,
+)
 from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, choose_spec, safe_default
 
 # the attached files (config, tokenizer): level 19 took 0.85 s on minilm's 0.76 MB, more than

@@ -28,8 +28,8 @@ from zoocodec.methods import MethodSpec, TensorData, parse_spec
 from zoocodec.methods.base import nested_text
 from zoocodec.methods.sequence import MODES, Sequence
 from zoocodec.pipeline.core import ArchiveBase, load
-from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, finite, selected
 from zoocodec.pipeline.modelio import output_format, to_torch, write_model
+from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, finite, selected
 
 
 @dataclass

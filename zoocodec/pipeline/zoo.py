@@ -18,6 +18,7 @@ import yaml
 
 from zoocodec.errors import ModelFormatError, ZoocodecError
 
+
 @functools.cache
 def registry() -> dict[str, dict[str, Any]]:
     entries = yaml.safe_load((Path(__file__).parent.parent / "zoo.yaml").read_text())

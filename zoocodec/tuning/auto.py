@@ -122,8 +122,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
     """
     from zoocodec.eval.evaluate import evaluator, identify, load_weights, metric_row, tasks_of
-    from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names
     from zoocodec.pipeline import zoo
+    from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names
 
     say = log or (lambda _msg: None)
     start = time.perf_counter()

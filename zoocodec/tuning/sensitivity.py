@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from zoocodec.eval.evaluate import Evaluator, entry, evaluator, tasks_of
-from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, selected
 from zoocodec.pipeline.modelio import TORCH_DTYPES
+from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, selected
 
 EMBEDDING_GROUPS = 4  # row groups of a word-embedding table (token ids: frequent words come first)
 
