@@ -130,7 +130,7 @@ def measure(model: str, row: dict, work: Path, speed: bool, repeat: int) -> dict
     levels = {n: halve(z[n]) for n in names}
     weights = sum(k.size for k in levels.values())
     streams = code_levels(levels, 1 << 16, 0)
-    for (n, k), s in zip(levels.items(), streams):  # identical levels back, identical reconstruction
+    for (n, k), s in zip(levels.items(), streams, strict=True):  # identical levels back, identical reconstruction
         back = cabac.decode_levels(s, k.size).reshape(k.shape)
         if not (np.array_equal(back, k) and np.array_equal(unhalve(back), z[n])):
             raise RuntimeError(f"{model} {n}: cabac did not return NNCodec's levels")
@@ -145,7 +145,7 @@ def measure(model: str, row: dict, work: Path, speed: bool, repeat: int) -> dict
         out["substream_cost"] = ours / whole - 1
         for threads in (1, 2):
             enc_s, coded = timed(lambda: code_levels(levels, 1 << 16, threads), repeat)
-            dec_s, _ = timed(lambda: [cabac.decode_levels(s, k.size, threads) for s, k in zip(coded, levels.values())],
+            dec_s, _ = timed(lambda: [cabac.decode_levels(s, k.size, threads) for s, k in zip(coded, levels.values(), strict=True)],
                              repeat)
             out[f"cabac_encode_s_{threads}t"], out[f"cabac_decode_s_{threads}t"] = enc_s, dec_s
         out["encode_speedup_2t"] = row["encode_s"] / out["cabac_encode_s_2t"]

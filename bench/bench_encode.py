@@ -80,7 +80,7 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved: every case sees the same load
             copies = [bytearray(b) for _, b in inputs]
             t = time.perf_counter()
-            blobs = [coders[d].compress(c) for (d, _), c in zip(inputs, copies)]
+            blobs = [coders[d].compress(c) for (d, _), c in zip(inputs, copies, strict=True)]
             best["zipnn_in_memory"] = min(best.get("zipnn_in_memory", 1e9), time.perf_counter() - t)
             sizes["zipnn"] = sum(len(b) for b in blobs)
             del copies, blobs

@@ -99,14 +99,14 @@ def lossless(tensors: dict, quick: bool, log) -> list[dict]:
         raw = [(a.view(torch.int16).numpy().view(np.uint16) if dtype == "bfloat16" else a.numpy()) for a in arrays]
         nbytes = sum(r.nbytes for r in raw)
         coded, enc = timed(lambda: [floatplanes.encode(r) for r in raw])
-        _, dec = timed(lambda: [floatplanes.decode(c, r.size, r.dtype) for c, r in zip(coded, raw)])
+        _, dec = timed(lambda: [floatplanes.decode(c, r.size, r.dtype) for c, r in zip(coded, raw, strict=True)])
         rows.append({"dtype": dtype, "tool": "zoocodec lossless", "ratio": nbytes / sum(map(len, coded)),
                      "encode_MBps": nbytes / 1e6 / enc, "decode_MBps": nbytes / 1e6 / dec})
         z = zipnn.ZipNN(bytearray_dtype=dtype, threads=1)
         blobs = [r.tobytes() for r in raw]
         coded, enc = timed(lambda: [z.compress(bytearray(b)) for b in blobs])  # zipnn overwrites its input
         out, dec = timed(lambda: [z.decompress(c) for c in coded])
-        assert all(bytes(o) == b for o, b in zip(out, blobs)), "zipnn round trip failed"
+        assert all(bytes(o) == b for o, b in zip(out, blobs, strict=True)), "zipnn round trip failed"
         rows.append({"dtype": dtype, "tool": "zipnn (1 thread)", "ratio": nbytes / sum(map(len, coded)),
                      "encode_MBps": nbytes / 1e6 / enc, "decode_MBps": nbytes / 1e6 / dec})
         level = 3 if quick else 19

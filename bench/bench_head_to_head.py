@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 import lzma
 import math
@@ -477,7 +478,7 @@ def bits_at(rows: list[Row], key, target: float) -> tuple[float | None, str]:
     exact = [b for d, b in f if d == target]
     if exact:
         return exact[-1], "measured"
-    for (d0, b0), (d1, b1) in zip(f, f[1:]):
+    for (d0, b0), (d1, b1) in itertools.pairwise(f):
         if d0 <= target <= d1:
             return (b0 + (b1 - b0) * (target - d0) / (d1 - d0) if d1 > d0 else b1), "interpolated"
     return f[-1][1], "upper bound"
@@ -654,7 +655,7 @@ def plot(models: list[dict], path: Path) -> None:
                 if key == "distortion":
                     pts = [(b, max(v, 1e-7)) for b, v in pts]
                 if pts:
-                    ax.plot(*zip(*pts), "o-", label=tool, ms=4, lw=2.5 if tool == "NNCodec" else 1.2,
+                    ax.plot(*zip(*pts, strict=True), "o-", label=tool, ms=4, lw=2.5 if tool == "NNCodec" else 1.2,
                             color="black" if tool == "NNCodec" else None)
             if key == "distortion":
                 ax.set_yscale("log")

@@ -191,8 +191,8 @@ def gpu(quick: bool) -> dict:
             c = K.kmeanspp_init(x, k, seed=0)
             scales = K.fixed_point_scales(x)
             plan = K.CudaLloyd(x, c, scales)
-            t_fused = gpu_time(lambda: [plan.step() for _ in range(10)]) / 10
-            t_generic = gpu_time(lambda: K.update(c, *K.cluster_sums(x, c, scales), scales), reps=3)
+            t_fused = gpu_time(lambda plan=plan: [plan.step() for _ in range(10)]) / 10
+            t_generic = gpu_time(lambda x=x, c=c, scales=scales: K.update(c, *K.cluster_sums(x, c, scales), scales), reps=3)
             bw = 4 * B * n / t_fused
             row = {"weights": B * n, "problems": B, "k": k, "fused_s_per_iter": t_fused, "bytes_per_iter": 4 * B * n,
                    "achieved_bytes_per_s": bw, "fraction_of_peak": bw / peak_bw if peak_bw else None,

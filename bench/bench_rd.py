@@ -26,6 +26,7 @@ at equal document cosine interpolates each curve's bits/weight in log(1 - cosine
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import tempfile
@@ -148,7 +149,7 @@ def interpolate(rows: list[dict], cosine: float, key: str = "cosine_mean") -> fl
     """bits/weight of a curve at a document cosine (linear in log(1 - cosine)); None outside it."""
     pts = sorted((math.log(1 - r["metrics"][key]), r["bits_per_weight"]) for r in rows if "metrics" in r)
     x = math.log(1 - cosine)
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
         if x0 <= x <= x1 and x1 > x0:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return None
@@ -218,7 +219,7 @@ def main() -> None:
     for model, (plan, evaluated) in plans.items():
         rows += run_model(model, plan, evaluated, args.fresh, log)
     result = {"machine": machine(("numpy", "torch", "constriction")), "lam": LAM, "rows": rows,
-              "nncodec_points": [dict(zip(("qp", "bits_per_weight", "cosine_mean", "cosine_min"), n)) for n in NNCODEC],
+              "nncodec_points": [dict(zip(("qp", "bits_per_weight", "cosine_mean", "cosine_min"), n, strict=True)) for n in NNCODEC],
               "nncodec_source": "../shared/NOTES.md (NNCodec 2.1.3, defaults, dependent quantization on)"}
     if any(r["model"] == "minilm" for r in rows):
         result["versus_nncodec"] = versus_nncodec(rows)

@@ -66,7 +66,7 @@ def damaged_files(data: bytes, cases: int, seed: int):
 
 def check_damage(tmp_path, data: bytes, cases: int, seed: int):
     p = tmp_path / "bad.zc"
-    for what, bad in damaged_files(data, cases, seed):
+    for _what, bad in damaged_files(data, cases, seed):
         p.write_bytes(bad)
         with pytest.raises(ContainerError):
             zoocodec.decompress(p)

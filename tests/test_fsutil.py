@@ -195,7 +195,7 @@ def kill_during_output(tmp_path: Path, kills: int, verb: str) -> dict[str, int]:
     """
     src = [hf_model(tmp_path, 1), hf_model(tmp_path, 2)]
     zcs = [tmp_path / "m1.zc", tmp_path / "m2.zc"]
-    for s, z in zip(src, zcs):
+    for s, z in zip(src, zcs, strict=True):
         zoocodec.compress(s, z, "lossless:coder=raw")
     if verb == "decompress":
         out = tmp_path / "work" / "model"

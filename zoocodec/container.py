@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,7 @@ class Container:
         for _, (offset, length, _) in items:
             copies.append(self._buffer[offset : offset + length])
             _release(self._buffer, offset, length)
-        self._check([(where, memoryview(data), seg[2]) for (where, seg), data in zip(items, copies)])
+        self._check([(where, memoryview(data), seg[2]) for (where, seg), data in zip(items, copies, strict=True)])
         return copies
 
     def _check(self, views: list[tuple[str, memoryview, Any]]) -> None:
@@ -242,7 +243,7 @@ class Container:
         jobs = [(i, at) for i, (_, view, _) in enumerate(views) for at in range(0, len(view), chunk)]
         crc = lambda job: zlib.crc32(views[job[0]][1][job[1] : job[1] + chunk])  # noqa: E731
         got = list(_pool().map(crc, jobs) if sum(len(v) for _, v, _ in views) > chunk else map(crc, jobs))
-        return next((i for (i, at), c in zip(jobs, got) if c != views[i][2][at // chunk]), None)
+        return next((i for (i, at), c in zip(jobs, got, strict=True) if c != views[i][2][at // chunk]), None)
 
     def verify(self, skip: Iterable[int] = ()) -> int:
         """Check every byte of the file; returns the bytes checked. Version 3: each segment's
@@ -265,7 +266,7 @@ class Container:
         header_offset, header_len = struct.unpack_from("<QQ", self._buffer, t)
         spans = [(0, ALIGN)] + [(s[0], s[1]) for _, s in segs] + [(header_offset, header_len), (t, TRAILER_SIZE)]
         spans.sort()
-        for (a, alen), (b, _) in zip(spans, spans[1:]):
+        for (a, alen), (b, _) in pairwise(spans):
             if not _zeros(self._buffer, a + alen, b):
                 raise ContainerError(f"{self.path}: corrupt padding at byte {a + alen}")
         checked = 0

@@ -140,7 +140,7 @@ def decode(jobs: list[tuple[Entry, Affine | Lookup, bytes]], threads: int = 0) -
         args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k, KINDS[e.dtype],
                      outs[e.name].reshape(-1)))
     left = []
-    for (e, _, _), (status, error) in zip(jobs, native.engine().decode_fused(args, threads)):
+    for (e, _, _), (status, error) in zip(jobs, native.engine().decode_fused(args, threads), strict=True):
         if status == 2:
             raise ContainerError(f"{e.where}: corrupt entropy-coded payload: {error}")
         if status == 1:

@@ -14,6 +14,7 @@ import math
 import re
 import types
 import typing
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def _header(h: Any, format_version: int, payload_end: int, align: int) -> None:
         _tensor(t, f"tensor {name!r}", spans, payload_end, align, crc)
     _segments(_obj(h["files"], "field 'files'"), "the attached files", spans, payload_end, align, crc)
     spans.sort()
-    for (a, alen, aname), (b, _, bname) in zip(spans, spans[1:]):
+    for (a, alen, aname), (b, _, bname) in pairwise(spans):
         if a + alen > b:
             raise Invalid(f"payloads of {aname} and {bname} overlap")
     _output_names(h)

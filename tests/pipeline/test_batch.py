@@ -84,7 +84,7 @@ def test_minilm_quantize_many(spec, minilm_path):
     ts = [t for t in load(minilm_path).tensors() if t.is_float and t.array.ndim >= 2]
     for _, members in batch._groups([(t, s) for t in ts], gpu=True):
         group = [ts[i] for i in members]
-        for t, q in zip(group, s.quantize_many(group)):
+        for t, q in zip(group, s.quantize_many(group), strict=True):
             assert same(q, s.quantize(t)), t.name
 
 

@@ -157,7 +157,7 @@ def job(archive, name: str) -> Job | PlanesJob | None:
     if e.dtype not in KINDS:
         return None
     where = f"{archive.container.path}: {e.where}"
-    segments = dict(zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()])))
+    segments = dict(zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()]), strict=True))
     try:
         fused = plan.fused_job(spec_from_dict(e.method), e, segments, gpu=True)
     except Exception as err:  # noqa: BLE001  (a spec or side info the host path refuses the same way)
@@ -194,15 +194,14 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     numels = [math.prod(j.shape) for j in jobs]
     starts = [int(x) for x in np.cumsum([0] + numels)]
-    packed = [(j, at) for j, at in zip(jobs, starts) if isinstance(j.stream, Packed)]
-    coded = [(j, at) for j, at in zip(jobs, starts) if isinstance(j.stream, Stream)]
+    packed = [(j, at) for j, at in zip(jobs, starts, strict=True) if isinstance(j.stream, Packed)]
+    coded = [(j, at) for j, at in zip(jobs, starts, strict=True) if isinstance(j.stream, Stream)]
     tensors = np.zeros(len(coded), TENSOR)
     tables, syms, steps, blobs = [], [], [], []
     sub_off, sub_len, sub_first, sub_count, tensor_of = [], [], [], [], []
     table_at = steps_at = data_at = 0
     for t, (j, out_at) in enumerate(coded):
         s = j.stream
-        numel = math.prod(j.shape)
         tensors[t] = (out_at, j.row_length, s.lo, table_at, s.L, steps_at, j.rows, j.k, 0)
         if s.L:
             fb, sy = slot_table(s.freq)
@@ -252,7 +251,7 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
             j = coded[tensor_of[int(broken[0])]][0]
             raise ContainerError(f"{what}: tensor {j.name!r}: corrupt rANS substream "
                                  f"{sub_first[int(broken[0])] // j.stream.chunk}")
-    return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts, numels)]
+    return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts, numels, strict=True)]
 
 
 def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
@@ -269,7 +268,7 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
     starts = [int(x) for x in np.cumsum([0] + [width * n for n in numels])]
     planes = cupy.empty(max(starts[-1], 1), dtype=np.uint8)
     coded = []
-    for j, at, n in zip(jobs, starts, numels):
+    for j, at, n in zip(jobs, starts, numels, strict=True):
         for k, p in enumerate(j.planes):
             if isinstance(p, Stream):  # decoded below, symbol = byte
                 coded.append((Job(j.name, (n,), "float32", p, np.ones(1)), at + k * n))
@@ -280,7 +279,7 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
     out, views = cupy.empty(sum(numels), dtype=out_dtype), []
     merge = _module().get_function("planes_merge4" if width == 4 else "planes_merge2")
     at_out = 0
-    for j, at, n in zip(jobs, starts, numels):
+    for j, at, n in zip(jobs, starts, numels, strict=True):
         if n:
             merge((min(-(-n // THREADS), 65535),), (THREADS,),
                   (planes[at:], np.uint64(n), out[at_out:].view(np.uint32 if width == 4 else np.uint16)))
@@ -344,6 +343,6 @@ def tensors(archive, names: list[str]) -> dict:
             jobs.setdefault((j.dtype, isinstance(j, PlanesJob)), []).append(j)
     out = {}
     for (dtype, planes), group in jobs.items():
-        for j, a in zip(group, (run_planes if planes else run)(group, str(archive.container.path))):
+        for j, a in zip(group, (run_planes if planes else run)(group, str(archive.container.path)), strict=True):
             out[j.name] = to_torch(a, dtype)
     return out

@@ -107,7 +107,7 @@ def pairwise_sum(n: int, leaf, limit: int | None = None) -> tuple[float, ...]:
     half -= half % 8
     left = pairwise_sum(half, leaf, limit)
     right = pairwise_sum(n - half, lambda lo, hi: leaf(lo + half, hi + half), limit)
-    return tuple(a + b for a, b in zip(left, right))
+    return tuple(a + b for a, b in zip(left, right, strict=True))
 
 
 @dataclass(frozen=True)

@@ -104,19 +104,19 @@ class RDOQ(MethodSpec):
         w2s = [matrix_view(w) for w in ws]
         steps = [self.row_steps(w2) for w2 in w2s]
         flip = self._walk_columns(w2s[0].shape)
-        xs = [xp.asarray(w2) / xp.asarray(s)[:, None] for w2, s in zip(w2s, steps)]
+        xs = [xp.asarray(w2) / xp.asarray(s)[:, None] for w2, s in zip(w2s, steps, strict=True)]
         x = xp.concatenate([v.T if flip else v for v in xs]) if len(xs) > 1 else (xs[0].T if flip else xs[0])
         q = self._first(x, xp)
         models = [None] * len(ws)
         trellis = self.trellis("symbols", w2s[0].shape)
         for _ in range(self.iters if self.lam > 0 and q.size else 0):
             qs = _split(_host(q), len(ws), flip)
-            models = [self.coder.model(qh, trellis) if m is None else m.refit(qh) for m, qh in zip(models, qs)]
-            merged = _merge([m.rates(qh) for m, qh in zip(models, qs)], x, flip, xp)
+            models = [self.coder.model(qh, trellis) if m is None else m.refit(qh) for m, qh in zip(models, qs, strict=True)]
+            merged = _merge([m.rates(qh) for m, qh in zip(models, qs, strict=True)], x, flip, xp)
             if merged is None:  # the tables' union would be too large: one tensor at a time
                 return [r for w in ws for r in self.levels_many([w], xp)]
             q = self._decide(x, *merged, xp)
-        return list(zip(_split(_host(q), len(ws), flip), steps))
+        return list(zip(_split(_host(q), len(ws), flip), steps, strict=True))
 
     def _walk_columns(self, shape: tuple[int, int]) -> bool:
         """Whether decisions run along columns (the matrix is transposed for them)."""
@@ -157,7 +157,7 @@ class RDOQ(MethodSpec):
     def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         ws = [t.float64() for t in ts]
         out = []
-        for t, (q, steps) in zip(ts, self.levels_many(ws, xp)):
+        for t, (q, steps) in zip(ts, self.levels_many(ws, xp), strict=True):
             recon = self.reconstruct_matrix(q, steps, t.dtype).reshape(t.array.shape)
             arrays = {"steps": steps.astype("<f4").tobytes()} if self.bits is not None else {}
             out.append(Quantized({"symbols": q.reshape(t.array.shape)}, {}, arrays, recon))

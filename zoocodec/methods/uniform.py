@@ -297,7 +297,7 @@ class Uniform(MethodSpec):
         if len(ts) == 1 or xp is np or ts[0].dtype in NATIVE_KINDS:  # the fused paths, one tensor at a time
             return [self._quantize(t, xp, recon) for t in ts]
         shapes = [t.array.shape for t in ts]
-        w = TensorData("", ts[0].dtype, stack_rows([t.array.reshape(self.rows(s)) for t, s in zip(ts, shapes)], xp))
+        w = TensorData("", ts[0].dtype, stack_rows([t.array.reshape(self.rows(s)) for t, s in zip(ts, shapes, strict=True)], xp))
         w = w.float64(xp)
         steps = self.steps_for(w, per_channel=True)  # a row per channel, or per tensor: the rows above
         symbols = K.quantize(w, xp.asarray(steps), xp)

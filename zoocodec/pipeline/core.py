@@ -260,7 +260,7 @@ class ArchiveBase:
         with self._named(e.where):
             spec = spec_from_dict(e.method)
             if segments is None:
-                segments = dict(zip(e.segments, self.container.segments([(e.where, s) for s in e.segments.values()])))
+                segments = dict(zip(e.segments, self.container.segments([(e.where, s) for s in e.segments.values()]), strict=True))
             budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
             array = run(spec, e.side, segments, e.shape, e.dtype)
         if array.shape != e.shape:
@@ -343,7 +343,7 @@ class Archive(ArchiveBase):
         e = self.plan[name]
         missing = [k for k in e.segments if k not in got]
         if missing:
-            got.update(zip(missing, self.container.segments([(e.where, e.segments[k]) for k in missing])))
+            got.update(zip(missing, self.container.segments([(e.where, e.segments[k]) for k in missing]), strict=True))
         return got
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:

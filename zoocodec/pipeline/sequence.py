@@ -71,7 +71,7 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
     if len(labels) != len(models) or len(set(labels)) != len(labels):
         raise SpecError("sequence labels must be unique, one per model")
     sources = [load(m) for m in models]
-    for lab, src in zip(labels[1:], sources[1:]):
+    for lab, src in zip(labels[1:], sources[1:], strict=True):
         if src.names != sources[0].names:
             raise ModelFormatError(f"{lab}: its tensors differ from {labels[0]}'s; a sequence needs one architecture")
     n = len(models)
@@ -80,7 +80,7 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
     start = time.perf_counter()
     entries = []
     with Container.create(out) as c:
-        for members in zip(*(s.tensors() for s in sources)):
+        for members in zip(*(s.tensors() for s in sources), strict=True):
             t0 = members[0]
             if any(t.dtype != t0.dtype or t.array.shape != t0.array.shape for t in members):
                 raise ModelFormatError(f"tensor {t0.name!r} changes shape or dtype along the sequence")
