@@ -87,10 +87,16 @@ def main() -> None:
                 print(f"{model} {spec}: " + ", ".join(f"{w} {s:.2f} s ({best['one_at_a_time'] / s:.2f}x)"
                                                       for w, s in best.items()) + f"; same bytes {row['same_bytes']}",
                       flush=True)
-    result = {"machine": start, "load_average_at_end": os.getloadavg(), "threads": batch.THREADS,
-              "cpu_window_bytes": batch.CPU_WINDOW, "cpu_chunk_weights": batch.CPU_CHUNK,
-              "zoocodec_threads_env": os.environ.get("ZOOCODEC_THREADS"), "rows": rows,
-              "note": "best of the interleaved runs; the machine is shared (load_average_at_start, load_average_at_end)"}
+    result = {
+        "machine": start,
+        "load_average_at_end": os.getloadavg(),
+        "threads": batch.THREADS,
+        "cpu_window_bytes": batch.CPU_WINDOW,
+        "cpu_chunk_weights": batch.CPU_CHUNK,
+        "zoocodec_threads_env": os.environ.get("ZOOCODEC_THREADS"),
+        "rows": rows,
+        "note": "best of the interleaved runs; the machine is shared (load_average_at_start, load_average_at_end)",
+    }
     print(f"wrote {save(args.name, result)}")
 
 

@@ -51,7 +51,9 @@ def nncodec_python() -> Path:
     env = os.environ.get("NNCODEC_PYTHON")
     path = Path(env) if env else ROOT / ".venv-nncodec" / "bin" / "python"
     if not path.exists():
-        raise SystemExit(f"NNCodec's Python not found at {path}: run bench/peers/setup_nncodec.sh or set NNCODEC_PYTHON")
+        raise SystemExit(
+            f"NNCodec's Python not found at {path}: run bench/peers/setup_nncodec.sh or set NNCODEC_PYTHON"
+        )
     return path
 
 
@@ -145,8 +147,10 @@ def measure(model: str, row: dict, work: Path, speed: bool, repeat: int) -> dict
         out["substream_cost"] = ours / whole - 1
         for threads in (1, 2):
             enc_s, coded = timed(lambda: code_levels(levels, 1 << 16, threads), repeat)
-            dec_s, _ = timed(lambda: [cabac.decode_levels(s, k.size, threads) for s, k in zip(coded, levels.values(), strict=True)],
-                             repeat)
+            dec_s, _ = timed(
+                lambda: [cabac.decode_levels(s, k.size, threads) for s, k in zip(coded, levels.values(), strict=True)],
+                repeat,
+            )
             out[f"cabac_encode_s_{threads}t"], out[f"cabac_decode_s_{threads}t"] = enc_s, dec_s
         out["encode_speedup_2t"] = row["encode_s"] / out["cabac_encode_s_2t"]
         out["decode_speedup_2t"] = row["decode_s"] / out["cabac_decode_s_2t"]
@@ -159,18 +163,22 @@ def table(results: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for model, rows in results["models"].items():
         for r in rows:
-            lines.append(f"| {model} | {r['qp']} | {r['sqnr_db']:.1f} | {r['nncodec_bpw']:.3f} | {r['cabac_bpw']:.3f} | "
-                         f"{r['ratio']:.4f} |")
+            lines.append(
+                f"| {model} | {r['qp']} | {r['sqnr_db']:.1f} | {r['nncodec_bpw']:.3f} | {r['cabac_bpw']:.3f} | "
+                f"{r['ratio']:.4f} |"
+            )
     speed = [(m, r) for m, rows in results["models"].items() for r in rows if "cabac_decode_s_1t" in r]
     if speed:
         lines += ["", "| model | qp | NNCodec encode s | cabac encode s (1 / 2 threads) | NNCodec decode s | "
                   "cabac decode s (1 / 2 threads) | encode x | decode x | 2 threads / 1 | substream cut cost |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for m, r in speed:
-            lines.append(f"| {m} | {r['qp']} | {r['nncodec_encode_s']:.2f} | {r['cabac_encode_s_1t']:.3f} / "
-                         f"{r['cabac_encode_s_2t']:.3f} | {r['nncodec_decode_s']:.2f} | {r['cabac_decode_s_1t']:.3f} / "
-                         f"{r['cabac_decode_s_2t']:.3f} | {r['encode_speedup_2t']:.1f} | {r['decode_speedup_2t']:.1f} | "
-                         f"{r['decode_threads_gain']:.2f} | {100 * r['substream_cost']:+.2f}% |")
+            lines.append(
+                f"| {m} | {r['qp']} | {r['nncodec_encode_s']:.2f} | {r['cabac_encode_s_1t']:.3f} / "
+                f"{r['cabac_encode_s_2t']:.3f} | {r['nncodec_decode_s']:.2f} | {r['cabac_decode_s_1t']:.3f} / "
+                f"{r['cabac_decode_s_2t']:.3f} | {r['encode_speedup_2t']:.1f} | {r['decode_speedup_2t']:.1f} | "
+                f"{r['decode_threads_gain']:.2f} | {100 * r['substream_cost']:+.2f}% |"
+            )
     return "\n".join(lines) + "\n"
 
 

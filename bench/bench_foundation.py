@@ -154,7 +154,9 @@ def print_tables(result: dict) -> None:
     for col in ("dtype", "tool", "ratio", "enc MB/s", "dec MB/s"):
         lossless.add_column(col, justify="left" if col in ("dtype", "tool") else "right")
     for r in result["lossless"]:
-        lossless.add_row(r["dtype"], r["tool"], f"{r['ratio']:.4f}", f"{r['encode_MBps']:.0f}", f"{r['decode_MBps']:.0f}")
+        lossless.add_row(
+            r["dtype"], r["tool"], f"{r['ratio']:.4f}", f"{r['encode_MBps']:.0f}", f"{r['decode_MBps']:.0f}"
+        )
     Console(width=150).print(t, lossless)
 
 

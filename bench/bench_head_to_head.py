@@ -310,11 +310,19 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
             out += [("zoocodec dq+cabac", f"step=2^({q}/4)", spec(f"dq:step={step(q)},coder=cabac"))
                     for q in pick([-30, -24, -18, -14])]
     if "lnq" in REGISTRY and not lean:
-        out += [("zoocodec LNQ", f"step=2^({q}/4)", spec(f"lnq:step={step(q)}")) for q in pick([-30] if big else [-30, -22])]
+        out += [
+            ("zoocodec LNQ", f"step=2^({q}/4)", spec(f"lnq:step={step(q)}")) for q in pick([-30] if big else [-30, -22])
+        ]
     if "kmeans" in REGISTRY and not lean:
-        out += [("zoocodec k-means", f"k={k}", spec(f"kmeans:k={k}")) for k in pick([64, 256] if shift else [16, 64] if big else [4, 8, 16, 32], False)]
+        out += [
+            ("zoocodec k-means", f"k={k}", spec(f"kmeans:k={k}"))
+            for k in pick([64, 256] if shift else [16, 64] if big else [4, 8, 16, 32], False)
+        ]
     if "dct" in REGISTRY and not lean:
-        out += [("zoocodec DCT", f"bits={b}", spec(f"dct:bits={b}")) for b in pick([5, 7] if shift else [3, 5] if big else [1, 2, 3, 4], False)]
+        out += [
+            ("zoocodec DCT", f"bits={b}", spec(f"dct:bits={b}"))
+            for b in pick([5, 7] if shift else [3, 5] if big else [1, 2, 3, 4], False)
+        ]
     targets = [1.0, 0.5, 0.1]  # the widest budget first: its sensitivities serve the others
     out += [("zoocodec auto", f"target={t}%", auto(t)) for t in (targets[:1] if quick else targets)]
     if not quick and not (lean and big):
@@ -347,7 +355,9 @@ def run_nncodec(subject: Subject, judge: Judge, qps: list[int], work: Path, repe
     for line in done.stdout.splitlines():
         r = json.loads(line)
         decoded = {n: torch.from_numpy(a) for n, a in load_file(r["path"]).items()}
-        row = Row("NNCodec", f"qp={r['qp']}", r["bytes"], subject.params, subject.fp32_bytes, r["encode_s"], r["decode_s"])
+        row = Row(
+            "NNCodec", f"qp={r['qp']}", r["bytes"], subject.params, subject.fp32_bytes, r["encode_s"], r["decode_s"]
+        )
         row.quality = judge(decoded)
         rows.append(row)
         Path(r["path"]).unlink()
@@ -411,7 +421,9 @@ def deep_compression(subject: Subject, judge: Judge, sparsity: float, bits: int)
 def lossless_rows(subject: Subject, dtype: torch.dtype, work: Path, lzma_too: bool, repeat: int = 1) -> list[Row]:
     """zoocodec lossless vs zstd-19, lzma-9 and zipnn on the same bytes; every decode checked bit-exact."""
     tensors = {n: t.to(dtype).contiguous() for n, t in subject.floats.items()}
-    raw = b"".join(t.view(torch.int16 if dtype == torch.bfloat16 else t.dtype).numpy().tobytes() for t in tensors.values())
+    raw = b"".join(
+        t.view(torch.int16 if dtype == torch.bfloat16 else t.dtype).numpy().tobytes() for t in tensors.values()
+    )
     label = "bf16" if dtype == torch.bfloat16 else "fp32"
     rows = []
 
@@ -451,7 +463,9 @@ def _zipnn(label: str):
         from zipnn import ZipNN
     except ImportError:
         return None
-    return ZipNN(input_format="byte", bytearray_dtype="bfloat16" if label == "bf16" else "float32", threads=os.cpu_count())
+    return ZipNN(
+        input_format="byte", bytearray_dtype="bfloat16" if label == "bf16" else "float32", threads=os.cpu_count()
+    )
 
 
 # ---- equal-quality comparison --------------------------------------------------------------
@@ -501,7 +515,11 @@ def unresolvable(rows: list[Row], target: float) -> str | None:
         return None
     for r in rows:
         q = r.quality
-        if q.get("loss_pct") is not None and q["loss_pct"] <= target and q["loss_high_pct"] - q["loss_low_pct"] > target:
+        if (
+            q.get("loss_pct") is not None
+            and q["loss_pct"] <= target
+            and q["loss_high_pct"] - q["loss_low_pct"] > target
+        ):
             return f"not resolvable with {q['inputs']:,} inputs"
     return None
 
@@ -588,11 +606,13 @@ def table(model: dict) -> str:
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in model["rows"]:
         q = r["quality"]
-        lines.append(f"| {r['tool']} | {r['setting']} | {r['bits_per_weight']:.3f} | {r['ratio']:.2f}x | "
-                     f"{fmt(q.get('metric'), '.4f', 'exact' if r['lossless'] else '-')} | {fmt(q.get('loss_pct'), '.2f')}"
-                     f"{_bracket(q)} | "
-                     f"{fmt(q.get('fidelity'), '.5f')} | {fmt(q.get('sqnr_db'), '.1f')} | "
-                     f"{fmt(r['encode_mbps'], '.1f')} | {fmt(r['decode_mbps'], '.1f')} |")
+        lines.append(
+            f"| {r['tool']} | {r['setting']} | {r['bits_per_weight']:.3f} | {r['ratio']:.2f}x | "
+            f"{fmt(q.get('metric'), '.4f', 'exact' if r['lossless'] else '-')} | {fmt(q.get('loss_pct'), '.2f')}"
+            f"{_bracket(q)} | "
+            f"{fmt(q.get('fidelity'), '.5f')} | {fmt(q.get('sqnr_db'), '.1f')} | "
+            f"{fmt(r['encode_mbps'], '.1f')} | {fmt(r['decode_mbps'], '.1f')} |"
+        )
     return "\n".join(lines)
 
 
@@ -646,7 +666,10 @@ def plot(models: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 8), squeeze=False)
     for j, m in enumerate(models):
         tools = sorted({r["tool"] for r in m["rows"] if not r["lossless"]})
-        panels = (("loss_pct", "metric loss % (lower is better)"), ("distortion", "output distortion: KL or 1 - cosine"))
+        panels = (
+            ("loss_pct", "metric loss % (lower is better)"),
+            ("distortion", "output distortion: KL or 1 - cosine"),
+        )
         for i, (key, label) in enumerate(panels):
             ax = axes[i][j]
             for tool in tools:
@@ -716,8 +739,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="mnist-cnn, one setting per tool")
     p.add_argument("--full", action="store_true", help="also mpnet")
     p.add_argument("--models", nargs="+", help="zoo models to run (default: the zoo)")
-    p.add_argument("--search-inputs", action="store_true",
-                   help="judge on automatic mode's search subsets instead of the full test sets (faster, wider intervals)")
+    p.add_argument(
+        "--search-inputs",
+        action="store_true",
+        help="judge on automatic mode's search subsets instead of the full test sets (faster, wider intervals)",
+    )
     p.add_argument("--lean", action="store_true",
                    help="only NNCodec and the zoocodec tools that compete with it; encode and decode timed once")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON, markdown and PNG")
@@ -752,10 +778,12 @@ def main(argv: list[str] | None = None) -> dict:
 
 def headline(results: dict) -> str:
     """One row per model: zoocodec's size and speed ratios vs NNCodec, and the lossless ratios."""
-    lines = ["| model | size vs NNCodec at loss 0.1% / 0.5% / 1% | at NNCodec's fidelities (min-max, bounds left out) | "
-             "encode / decode speedup at those points (min-max) | lossless fp32, bf16: zipnn size / ours | "
-             "zstd-19 size / ours | our decode speed / zipnn's |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| model | size vs NNCodec at loss 0.1% / 0.5% / 1% | at NNCodec's fidelities (min-max, bounds left out) | "
+        "encode / decode speedup at those points (min-max) | lossless fp32, bf16: zipnn size / ours | "
+        "zstd-19 size / ours | our decode speed / zipnn's |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
 
     def span(values, spec=".2f"):
         v = [x for x in values if x is not None]

@@ -192,7 +192,9 @@ def gpu(quick: bool) -> dict:
             scales = K.fixed_point_scales(x)
             plan = K.CudaLloyd(x, c, scales)
             t_fused = gpu_time(lambda plan=plan: [plan.step() for _ in range(10)]) / 10
-            t_generic = gpu_time(lambda x=x, c=c, scales=scales: K.update(c, *K.cluster_sums(x, c, scales), scales), reps=3)
+            t_generic = gpu_time(
+                lambda x=x, c=c, scales=scales: K.update(c, *K.cluster_sums(x, c, scales), scales), reps=3
+            )
             bw = 4 * B * n / t_fused
             row = {"weights": B * n, "problems": B, "k": k, "fused_s_per_iter": t_fused, "bytes_per_iter": 4 * B * n,
                    "achieved_bytes_per_s": bw, "fraction_of_peak": bw / peak_bw if peak_bw else None,
@@ -210,10 +212,15 @@ def gpu(quick: bool) -> dict:
            "cluster_units_s_10_iters_with_init_and_transfer": lnq_total,
            "generic_cupy_s_per_iter": lnq_generic}
     print(json.dumps(lnq), flush=True)
-    return {"device": name, "peak_bytes_per_s": peak_bw, "kmeans": rows, "lnq": lnq,
-            "data": "Laplace(0, 0.05) float32, seed 0 (minilm is not installed on the GPU machine)",
-            "timing": "CUDA events, median of 10 runs after 2 warm-ups (fused: 10 back-to-back iterations per run, "
-                      "one launch each, host launch overhead included); bytes = the float32 weights read once per iteration"}
+    return {
+        "device": name,
+        "peak_bytes_per_s": peak_bw,
+        "kmeans": rows,
+        "lnq": lnq,
+        "data": "Laplace(0, 0.05) float32, seed 0 (minilm is not installed on the GPU machine)",
+        "timing": "CUDA events, median of 10 runs after 2 warm-ups (fused: 10 back-to-back iterations per run, "
+        "one launch each, host launch overhead included); bytes = the float32 weights read once per iteration",
+    }
 
 
 RD_SPECS = {

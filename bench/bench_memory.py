@@ -146,7 +146,9 @@ def main() -> None:
     specs = _rejoin(specs)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         rows = run(args.mib, args.dtypes.split(","), specs, Path(tmp))
-    commit = subprocess.run(["git", "-C", str(TREE), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(TREE), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     path = save(args.name, {"machine": machine(("numpy", "torch", "safetensors")), "mib": args.mib, "commit": commit,
                             "unit": "peak resident memory above the process's baseline / the large tensor's "
                                     "bytes in its own dtype", "rows": rows})

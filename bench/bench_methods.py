@@ -119,7 +119,9 @@ def bench_model(model: str, quick: bool) -> dict:
         p = run(tensors, f"uniform:step={s}")
         p["top1"] = top1(model, tensors, p.pop("recon"))
         curve.append(p)
-        print(f"  {p['spec']:60s} {p['bits_per_weight']:6.3f} b/w  {p['sqnr_db']:6.2f} dB  top1 {p['top1']}", flush=True)
+        print(
+            f"  {p['spec']:60s} {p['bits_per_weight']:6.3f} b/w  {p['sqnr_db']:6.2f} dB  top1 {p['top1']}", flush=True
+        )
     points = []
     for text in settings(quick):
         p = run(tensors, text)

@@ -163,8 +163,10 @@ def versus_nncodec(rows: list[dict]) -> list[dict]:
         for setting in SETTINGS:
             curve = [r for r in rows if r["model"] == "minilm" and r["setting"] == setting]
             at = {key: interpolate(curve, c, key) for key, c in (("cosine_mean", mean), ("cosine_min", low))}
-            entry[setting] = {f"at_equal_{key}": None if v is None else {"bits_per_weight": v, "nncodec_over_ours": bpw / v}
-                              for key, v in at.items()}
+            entry[setting] = {
+                f"at_equal_{key}": None if v is None else {"bits_per_weight": v, "nncodec_over_ours": bpw / v}
+                for key, v in at.items()
+            }
         out.append(entry)
     return out
 
@@ -191,8 +193,11 @@ def plot(rows: list[dict], path: Path) -> None:
             axes[1][j].plot([n[1] for n in NNCODEC], [n[2] for n in NNCODEC], "ks--", label="NNCodec 2.1.3 (NOTES.md)")
             axes[1][j].set_ylim(0.975, 1.0)
         axes[0][j].set(title=f"{model}: SQNR", xlabel="bits/weight (whole .zc)", ylabel="model SQNR, dB")
-        axes[1][j].set(title=f"{model}: {'document cosine vs fp32 (mean)' if model == 'minilm' else 'top-1, 5,000 digits'}",
-                       xlabel="bits/weight (whole .zc)", ylabel=metric)
+        axes[1][j].set(
+            title=f"{model}: {'document cosine vs fp32 (mean)' if model == 'minilm' else 'top-1, 5,000 digits'}",
+            xlabel="bits/weight (whole .zc)",
+            ylabel=metric,
+        )
         for ax in axes[:, j]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)

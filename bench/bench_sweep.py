@@ -135,7 +135,9 @@ def ray_models(sweep: sweep_spec.Sweep, workers: int, rounds: int) -> dict[str, 
     return out
 
 
-def cluster_3_nodes(sweep: sweep_spec.Sweep, out: Path, rounds: int, nvenc_sweep: sweep_spec.Sweep) -> tuple[float, dict]:
+def cluster_3_nodes(
+    sweep: sweep_spec.Sweep, out: Path, rounds: int, nvenc_sweep: sweep_spec.Sweep
+) -> tuple[float, dict]:
     import ray
     from ray.cluster_utils import Cluster
 
@@ -178,9 +180,15 @@ def main() -> None:
                                     "weights": sum(t.array.size for t in zoocodec.pipeline.core.load(model).tensors())}}
     print(f"1. overhead: {n_small} items on {model.name}", flush=True)
     specs = [sweep_spec.spec_from_dict(i.spec) for i in small.items]
-    t_compress = best([timed(lambda: [zoocodec.compress(model, tmp / "x.zc", s) for s in specs]) for _ in range(rounds)])
-    t_loop = best([timed(lambda r=r: [res.Results(tmp / f"loop{r}").write(*runner.execute(i, "loop")) for i in small.items])
-                   for r in range(rounds)])
+    t_compress = best(
+        [timed(lambda: [zoocodec.compress(model, tmp / "x.zc", s) for s in specs]) for _ in range(rounds)]
+    )
+    t_loop = best(
+        [
+            timed(lambda r=r: [res.Results(tmp / f"loop{r}").write(*runner.execute(i, "loop")) for i in small.items])
+            for r in range(rounds)
+        ]
+    )
     start1, t_ray1 = sweep_on_embedded(small, 1, tmp / "ray1", rounds)
     start2, t_ray2 = sweep_on_embedded(small, 2, tmp / "ray2", rounds)
     report["overhead"] = {"ray_start_s": {"1_worker": start1, "2_workers": start2},

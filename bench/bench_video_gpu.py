@@ -113,7 +113,11 @@ def main() -> None:
                         continue
                     cases.append((f"{mid}|{bits}", video.Options(codec=codec, crf=crf, pix=pix, hw="cpu")))
     big = "embeddings.word_embeddings.weight|8"
-    cases += [] if args.quick else [(big, video.Options(codec=c, crf=crf, hw="cpu")) for c in ("hevc", "h264") for crf in (None, 20)]
+    cases += (
+        []
+        if args.quick
+        else [(big, video.Options(codec=c, crf=crf, hw="cpu")) for c in ("hevc", "h264") for crf in (None, 20)]
+    )
     for name, opts in cases:
         row = probe(name, symbols[name].astype(np.int64), opts)
         print(json.dumps(row), flush=True)
@@ -131,7 +135,9 @@ def main() -> None:
     if nvdec.can_decode(h):
         u = nvdec.decode_gpu(data, member=4)
         seq_row["nvdec_member_4_exact"] = bool(np.array_equal(u.get(), seq[4].reshape(-1)))
-    seq_row["software_member_4_exact"] = bool(np.array_equal(video.decode_member(data, 4, hw="cpu"), seq[4].reshape(-1)))
+    seq_row["software_member_4_exact"] = bool(
+        np.array_equal(video.decode_member(data, 4, hw="cpu"), seq[4].reshape(-1))
+    )
     result["sequence"] = seq_row
     print(json.dumps(seq_row), flush=True)
     out = Path(args.out)

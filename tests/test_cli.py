@@ -199,7 +199,9 @@ def test_compress_seq_and_inspect_agree(tmp_path, monkeypatch, capsys):
     code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "seq2.zc", "--json")
     info = json.loads(out)
     assert made["member_bits_per_weight"] == info["member_bits_per_weight"]
-    assert made["params_per_member"] == info["params_per_member"] == sum(t.numel() for t in load_file(members[0]).values())
+    assert (
+        made["params_per_member"] == info["params_per_member"] == sum(t.numel() for t in load_file(members[0]).values())
+    )
     # the members' own streams and the shared bytes add up to the file's weight bytes
     assert sum(info["member_bytes"].values()) + info["shared_bytes"] == info["weight_bytes"]
     codings = {r["name"]: r["coding"] for r in info["tensors"]}
@@ -228,7 +230,9 @@ def test_automatic_mode_decisions_in_inspect_and_decompress(tmp_path, mnist_path
     code, _, err = run(monkeypatch, capsys, "compress", "mnist-cnn", "-o", tmp_path / "a.zc", "--target-loss", "1%")
     assert code == 0, err
     code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "a.zc")
-    assert code == 0 and "automatic mode: mnist-cnn digits top1 kept within 1%" in out and "verified on all inputs" in out
+    assert (
+        code == 0 and "automatic mode: mnist-cnn digits top1 kept within 1%" in out and "verified on all inputs" in out
+    )
     code, out, _ = run(monkeypatch, capsys, "decompress", tmp_path / "a.zc", "-o", tmp_path / "a.pt")
     assert code == 0 and "automatic mode" in out and "ratio" in out
 

@@ -218,7 +218,9 @@ def coder_cases():
     for name in sorted(CODERS):
         if name.startswith("video-"):
             pytest.importorskip("av")
-        symbols = {"flags": (np.abs(w) > 0.02).astype(np.int64), "float": bits, "zstd": bits, "raw": bits}.get(name, levels)
+        symbols = {"flags": (np.abs(w) > 0.02).astype(np.int64), "float": bits, "zstd": bits, "raw": bits}.get(
+            name, levels
+        )
         yield name, symbols
 
 

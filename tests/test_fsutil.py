@@ -61,7 +61,9 @@ def test_garbage_onnx_graph(tmp_path, zc, monkeypatch, capsys):
     f = Forge(zc.read_bytes())
     f.header["source"].update(format="onnx", layout={})
     f.attach("model.onnx", b"\xff\xff\xff not protobuf")
-    err = one_line_error(run_cli(monkeypatch, capsys, "decompress", f.write(tmp_path / "e.zc"), "-o", tmp_path / "x.onnx"))
+    err = one_line_error(
+        run_cli(monkeypatch, capsys, "decompress", f.write(tmp_path / "e.zc"), "-o", tmp_path / "x.onnx")
+    )
     assert "ONNX graph" in err and not (tmp_path / "x.onnx").exists()
 
 

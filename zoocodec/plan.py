@@ -128,7 +128,9 @@ def fused_job(spec, e: Entry, segments: dict[str, bytes], gpu: bool = False):
     return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
 
 
-def decode(jobs: list[tuple[Entry, Affine | Lookup, bytes]], threads: int = 0) -> tuple[dict[str, np.ndarray], list[str]]:
+def decode(
+    jobs: list[tuple[Entry, Affine | Lookup, bytes]], threads: int = 0
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every job in one native pass -> ({name: array}, names the native decoder left to the
     method's own decode). Damage raises ContainerError naming the tensor."""
     from zoocodec.methods.lossless import native_dtype

@@ -278,7 +278,9 @@ def _output_names(h: dict) -> None:
     """Every header name that becomes a path on decompress is a plain relative name, and no two collide."""
     shards = h["source"].get("layout", {}).get("shards", {})
     names: set[str] = set()
-    for kind, name in [("attached file", n) for n in h["files"]] + [("shard", s) for s in dict.fromkeys(shards.values())]:
+    for kind, name in [("attached file", n) for n in h["files"]] + [
+        ("shard", s) for s in dict.fromkeys(shards.values())
+    ]:
         why = plain_relpath(name)
         if why is None and (kind == "shard") != name.endswith(".safetensors"):  # compress never attaches weights
             why = "does not end in .safetensors" if kind == "shard" else "ends in .safetensors, as only shards do"

@@ -56,7 +56,9 @@ def test_integer_coders_round_trip(s, name):
 
 
 @settings(max_examples=30, deadline=None)
-@given(hnp.arrays(np.int64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=50), elements=st.integers(0, 1)))
+@given(
+    hnp.arrays(np.int64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=50), elements=st.integers(0, 1))
+)
 def test_flags_round_trip(mask):
     coder = parse_coder("flags")
     assert np.array_equal(coder.decode(coder.encode(mask), mask.shape), mask)

@@ -20,7 +20,9 @@ from zoocodec.jobs import regress, report, results as res, run as runner, spec a
 def swept(tmp_path_factory, mnist_path) -> tuple[sweep_spec.Sweep, Path]:
     """mnist-cnn at three settings, executed here and written as a sweep would."""
     tmp = tmp_path_factory.mktemp("sweep")
-    (tmp / "s.yaml").write_text("name: s\nmodels: [mnist-cnn]\nmethods: [lossless, 'uniform:bits=4', 'uniform:bits=8']\n")
+    (tmp / "s.yaml").write_text(
+        "name: s\nmodels: [mnist-cnn]\nmethods: [lossless, 'uniform:bits=4', 'uniform:bits=8']\n"
+    )
     sweep = sweep_spec.load(tmp / "s.yaml", tmp / "base")
     store = res.Results(sweep.out)
     for item in sweep.items:

@@ -49,7 +49,9 @@ def test_ids_are_deterministic_and_follow_the_model_content(tmp_path, tiny):
     first = sweep_spec.load(write(tmp_path, text)).items[0].work_id
     assert sweep_spec.load(write(tmp_path, text)).items[0].work_id == first
     # the same item written differently is the same work
-    same = sweep_spec.load(write(tmp_path, "models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params: {bits: 6}\n"))
+    same = sweep_spec.load(
+        write(tmp_path, "models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params: {bits: 6}\n")
+    )
     assert same.items[0].work_id == first
     other = sweep_spec.load(write(tmp_path, "models: [tiny.safetensors]\nmethods: ['uniform:bits=5']\n"))
     assert other.items[0].work_id != first
@@ -154,7 +156,9 @@ def test_short_method_keeps_only_what_differs_from_the_defaults():
     assert sweep_spec.short_method(parse_spec("uniform:bits=6").to_dict()) == "uniform:bits=6"
     assert sweep_spec.short_method(parse_spec("lossless").to_dict()) == "lossless"
     assert sweep_spec.short_method(parse_spec("dq:coder=ans").to_dict()) == "dq:bits=8,coder=ans"
-    assert sweep_spec.short_method({"method": "uniform", "version": 1, "coder": "ans"}) == "uniform:bits=8"  # an old row, upgraded
+    assert (
+        sweep_spec.short_method({"method": "uniform", "version": 1, "coder": "ans"}) == "uniform:bits=8"
+    )  # an old row, upgraded
 
 
 def test_the_schema_comes_from_the_registry_and_accepts_the_shipped_specs():

@@ -22,7 +22,11 @@ def test_round_trip_and_error_bound(a, kind, block, rate):
     w = t.float64()
     rows = a.shape[0] if a.ndim >= 2 else 1
     x = K.to_blocks(w.reshape(rows, -1), block, np)
-    basis = K.dct_matrix(block) if kind == "dct" else np.frombuffer(enc.segments["basis"], "<f4").astype(np.float64).reshape(block, block)
+    basis = (
+        K.dct_matrix(block)
+        if kind == "dct"
+        else np.frombuffer(enc.segments["basis"], "<f4").astype(np.float64).reshape(block, block)
+    )
     y = x @ basis.T
     coded = [g for s in enc.side["streams"] for g in s]
     dropped = np.ones(block, dtype=bool)
@@ -33,7 +37,11 @@ def test_round_trip_and_error_bound(a, kind, block, rate):
     cols = w.size // rows
     real = (np.arange(-(-cols // block) * block) < cols).reshape(-1, block)  # padding is not reconstructed
     real = np.tile(real, (rows, 1))
-    cast = np.sum((np.spacing(np.abs(K.to_blocks(r.reshape(rows, -1), block, np)).astype(a.dtype)).astype(np.float64) * real) ** 2, axis=1)
+    cast = np.sum(
+        (np.spacing(np.abs(K.to_blocks(r.reshape(rows, -1), block, np)).astype(a.dtype)).astype(np.float64) * real)
+        ** 2,
+        axis=1,
+    )
     assert np.all(np.sqrt(np.sum((err * real) ** 2, axis=1)) <= np.sqrt(bound * (1 + 1e-6)) + np.sqrt(cast) + 1e-6)
 
 

@@ -112,7 +112,9 @@ def test_default_floor_holds_for_any_outliers(tmp_path_factory, seed, count, big
     tensors = {"w": _outliers(rng, (8, 512), count, big * scale, scale),
                "v": _outliers(rng, (4096,), count, big * scale, scale)}
     report = zoocodec.compress(tensors, tmp_path_factory.mktemp("safe") / "m.zc")
-    assert all(t.sqnr_db >= SAFE_SQNR_DB for t in report.tensors), [(t.name, t.method, t.sqnr_db) for t in report.tensors]
+    assert all(t.sqnr_db >= SAFE_SQNR_DB for t in report.tensors), [
+        (t.name, t.method, t.sqnr_db) for t in report.tensors
+    ]
 
 
 def test_zoo_default_worst_tensor(tmp_path, mnist_path):

@@ -93,7 +93,9 @@ def test_cli_round_trip(sequence, tmp_path):
         save_file(members, files[-1])
     r = CliRunner().invoke(app, ["compress-seq", *files, "-o", str(tmp_path / "s.zc"), "--mode", "video", "--coder", "video-h264", "--keyint", "2"])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["decompress-seq", str(tmp_path / "s.zc"), "--member", "ck-2", "-o", str(tmp_path / "b.safetensors")])
+    r = CliRunner().invoke(
+        app, ["decompress-seq", str(tmp_path / "s.zc"), "--member", "ck-2", "-o", str(tmp_path / "b.safetensors")]
+    )
     assert r.exit_code == 0, r.output
     with SeqArchive(tmp_path / "s.zc") as a:
         expect = a.tensors(2)
@@ -138,7 +140,9 @@ def test_corrupt_video_payload(coded, tmp_path):
 @pytest.mark.skipif(len(CHECKPOINTS) < 2, reason="the fmnist-cnn checkpoints are not in zoocodec/data")
 def test_real_checkpoints_random_access(tmp_path):
     members = CHECKPOINTS[:3]
-    rep = compress_seq(members, tmp_path / "f.zc", "uniform:bits=8,coder=video-h264(preset=veryfast)", "video", keyint=2)
+    rep = compress_seq(
+        members, tmp_path / "f.zc", "uniform:bits=8,coder=video-h264(preset=veryfast)", "video", keyint=2
+    )
     with SeqArchive(tmp_path / "f.zc") as a:
         last = a.tensors(len(members) - 1)
     ref = compress_seq(members, tmp_path / "g.zc", "uniform:bits=8", "independent")

@@ -41,8 +41,9 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
         from zoocodec.eval.text import TextModel
 
         enc = TextModel(folder, weights)
-        return Calibration(enc.model, lambda _net: enc.encode(inputs), _names(enc.model, weights), task.calibration_about,
-                           len(inputs))
+        return Calibration(
+            enc.model, lambda _net: enc.encode(inputs), _names(enc.model, weights), task.calibration_about, len(inputs)
+        )
     net = build(arch, weights)
     # batches of ~2M input values: the hooks unfold each convolution's input (k*k times its size)
     batch = max(1, min(256, 2**21 // inputs[0].numel()))

@@ -31,7 +31,9 @@ def build(arch: str, weights: dict[str, torch.Tensor], folder: Path | None = Non
         from zoocodec.eval.text import TextModel
 
         if folder is None or not folder.is_dir():
-            raise ModelFormatError(f"arch {arch!r} needs a Hugging Face folder (config.json, tokenizer.json), got {folder}")
+            raise ModelFormatError(
+                f"arch {arch!r} needs a Hugging Face folder (config.json, tokenizer.json), got {folder}"
+            )
         return TextModel(folder, weights)
     if arch == "effnet-lite0":
         from efficientnet_lite_pytorch import EfficientNet

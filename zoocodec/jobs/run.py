@@ -91,7 +91,9 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
         return failed_row(item, sweep, str(e)), []
     except Exception as e:  # a bug: record it with where it happened, the sweep goes on
         where = traceback.extract_tb(e.__traceback__)[-1]
-        return failed_row(item, sweep, f"{type(e).__name__}: {e} ({os.path.basename(where.filename)}:{where.lineno})"), []
+        return failed_row(
+            item, sweep, f"{type(e).__name__}: {e} ({os.path.basename(where.filename)}:{where.lineno})"
+        ), []
     lossy = [t for t in report.tensors if t.mse > 0]
     weights = report.params
     run = _base_row(item, sweep, dev.label) | {

@@ -354,7 +354,9 @@ class _Checker:
         specs = []
         keys = list(grid)
         for combo in itertools.product(*(range(len(grid[k])) for k in keys)):
-            text = name + (":" + ",".join(f"{k}={_text(grid[k][j])}" for k, j in zip(keys, combo, strict=True)) if keys else "")
+            text = name + (
+                ":" + ",".join(f"{k}={_text(grid[k][j])}" for k, j in zip(keys, combo, strict=True)) if keys else ""
+            )
             last = [*where, "params", keys[-1]] + ([combo[-1]] if isinstance(entry["params"][keys[-1]], list) else []) \
                 if keys else [*where, "method"]
             specs.append((self.parse(self.node(last), text), overrides, resources, device))

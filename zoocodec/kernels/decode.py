@@ -157,7 +157,9 @@ def job(archive, name: str) -> Job | PlanesJob | None:
     if e.dtype not in KINDS:
         return None
     where = f"{archive.container.path}: {e.where}"
-    segments = dict(zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()]), strict=True))
+    segments = dict(
+        zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()]), strict=True)
+    )
     try:
         fused = plan.fused_job(spec_from_dict(e.method), e, segments, gpu=True)
     except Exception as err:  # noqa: BLE001  (a spec or side info the host path refuses the same way)

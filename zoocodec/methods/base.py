@@ -344,7 +344,9 @@ class MethodSpec(Spec):
         symbols = {}
         for name, s in shapes.items():
             s, coder = tuple(s), self.coder_for(name)
-            symbols[name] = coder.decode(segments[name], s, self._decoded_dtype(name, dtype, coder), self.trellis(name, s))
+            symbols[name] = coder.decode(
+                segments[name], s, self._decoded_dtype(name, dtype, coder), self.trellis(name, s)
+            )
             if consume:
                 del segments[name]
         arrays = {k: v for k, v in segments.items() if k not in shapes}  # (consumed streams are gone already)

@@ -111,7 +111,9 @@ class RDOQ(MethodSpec):
         trellis = self.trellis("symbols", w2s[0].shape)
         for _ in range(self.iters if self.lam > 0 and q.size else 0):
             qs = _split(_host(q), len(ws), flip)
-            models = [self.coder.model(qh, trellis) if m is None else m.refit(qh) for m, qh in zip(models, qs, strict=True)]
+            models = [
+                self.coder.model(qh, trellis) if m is None else m.refit(qh) for m, qh in zip(models, qs, strict=True)
+            ]
             merged = _merge([m.rates(qh) for m, qh in zip(models, qs, strict=True)], x, flip, xp)
             if merged is None:  # the tables' union would be too large: one tensor at a time
                 return [r for w in ws for r in self.levels_many([w], xp)]
@@ -182,7 +184,9 @@ class RDOQ(MethodSpec):
 
     def dequantize(self, q, shape, dtype):
         levels = matrix_view(q.symbols["symbols"])
-        return self.reconstruct_matrix(levels, self.decoded_steps(q.arrays, levels.shape[0], shape), dtype).reshape(shape)
+        return self.reconstruct_matrix(levels, self.decoded_steps(q.arrays, levels.shape[0], shape), dtype).reshape(
+            shape
+        )
 
     def fused(self, side, arrays, shape, dtype):
         """Levels (the symbols themselves) times a step per row, coded by ans (zoocodec.plan.Affine);

@@ -212,7 +212,9 @@ class Uniform(MethodSpec):
         """The array path (NumPy or CuPy): row blocks in float64."""
         for r, c in row_blocks(*m.shape):
             s = xp.asarray(steps[r] if steps.shape[0] > 1 else steps)
-            sym = K.quantize(as_float64(m[r, c], t.dtype, xp), s, xp)  # IEEE division and rint: the same symbols on any device
+            sym = K.quantize(
+                as_float64(m[r, c], t.dtype, xp), s, xp
+            )  # IEEE division and rint: the same symbols on any device
             symbols[r, c] = to_numpy(sym)
             recon[r, c] = from_float64(to_numpy(K.dequantize(sym, s, xp)), t.dtype)
 
@@ -297,7 +299,9 @@ class Uniform(MethodSpec):
         if len(ts) == 1 or xp is np or ts[0].dtype in NATIVE_KINDS:  # the fused paths, one tensor at a time
             return [self._quantize(t, xp, recon) for t in ts]
         shapes = [t.array.shape for t in ts]
-        w = TensorData("", ts[0].dtype, stack_rows([t.array.reshape(self.rows(s)) for t, s in zip(ts, shapes, strict=True)], xp))
+        w = TensorData(
+            "", ts[0].dtype, stack_rows([t.array.reshape(self.rows(s)) for t, s in zip(ts, shapes, strict=True)], xp)
+        )
         w = w.float64(xp)
         steps = self.steps_for(w, per_channel=True)  # a row per channel, or per tensor: the rows above
         symbols = K.quantize(w, xp.asarray(steps), xp)

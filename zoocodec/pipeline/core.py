@@ -250,8 +250,12 @@ class ArchiveBase:
     def names(self) -> list[str]:
         return list(self.entries)
 
-    def decode(self, name: str, run: Callable[[MethodSpec, dict, dict[str, memoryview], tuple[int, ...], str], np.ndarray],
-               segments: dict[str, bytes] | None = None) -> np.ndarray:
+    def decode(
+        self,
+        name: str,
+        run: Callable[[MethodSpec, dict, dict[str, memoryview], tuple[int, ...], str], np.ndarray],
+        segments: dict[str, bytes] | None = None,
+    ) -> np.ndarray:
         """run(spec, side, segments, shape, dtype) on tensor `name`'s entry, errors named
         (`segments`: its payloads, when the caller read them already)."""
         if name not in self.entries:
@@ -260,11 +264,15 @@ class ArchiveBase:
         with self._named(e.where):
             spec = spec_from_dict(e.method)
             if segments is None:
-                segments = dict(zip(e.segments, self.container.segments([(e.where, s) for s in e.segments.values()]), strict=True))
+                segments = dict(
+                    zip(e.segments, self.container.segments([(e.where, s) for s in e.segments.values()]), strict=True)
+                )
             budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
             array = run(spec, e.side, segments, e.shape, e.dtype)
         if array.shape != e.shape:
-            raise ContainerError(f"{self.container.path}: {e.where} decoded to shape {array.shape}, header says {e.shape}")
+            raise ContainerError(
+                f"{self.container.path}: {e.where} decoded to shape {array.shape}, header says {e.shape}"
+            )
         return array
 
     @contextlib.contextmanager
@@ -277,7 +285,9 @@ class ArchiveBase:
         except ZoocodecError as err:
             raise ContainerError(f"{self.container.path}: {where}: {err}") from None
         except (KeyError, ValueError, TypeError, IndexError, OverflowError) as err:
-            raise ContainerError(f"{self.container.path}: {where} cannot be decoded ({type(err).__name__}: {err})") from None
+            raise ContainerError(
+                f"{self.container.path}: {where} cannot be decoded ({type(err).__name__}: {err})"
+            ) from None
 
     def files(self) -> dict[str, bytes]:
         """The model's attached files (ONNX graph, Hugging Face config and tokenizer)."""
@@ -409,7 +419,9 @@ def load_into(module: torch.nn.Module, path: str | os.PathLike, device: str | De
     try:
         module.load_state_dict(tensors, strict=strict, assign=True)
     except RuntimeError as e:
-        raise ZoocodecError(f"{path}: the tensors do not fit {type(module).__name__}: {str(e).splitlines()[0]}") from None
+        raise ZoocodecError(
+            f"{path}: the tensors do not fit {type(module).__name__}: {str(e).splitlines()[0]}"
+        ) from None
     return module
 
 

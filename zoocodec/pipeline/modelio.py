@@ -94,7 +94,9 @@ def sniff(path: Path) -> str:
         return "pytorch"
     if path.suffix == ".onnx":
         return "onnx"
-    raise ModelFormatError(f"{path}: not a model zoocodec reads (safetensors, PyTorch .pt, ONNX, or a Hugging Face folder)")
+    raise ModelFormatError(
+        f"{path}: not a model zoocodec reads (safetensors, PyTorch .pt, ONNX, or a Hugging Face folder)"
+    )
 
 
 def _open_safetensors(path: Path) -> ModelSource:
@@ -109,7 +111,9 @@ def _open_safetensors(path: Path) -> ModelSource:
             entries = json.loads(f.read(size))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFormatError(f"{path}: unreadable safetensors file ({e})") from None
-    return ModelSource("safetensors", path, names, lambda n: _read_tensor(path, 8 + size, entries[n]), {"metadata": meta})
+    return ModelSource(
+        "safetensors", path, names, lambda n: _read_tensor(path, 8 + size, entries[n]), {"metadata": meta}
+    )
 
 
 _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
@@ -213,7 +217,10 @@ def _open_hf(path: Path) -> ModelSource:
             f = _confined(root, rel)
             if entry not in dirnames and f.is_file() and f.stat().st_size <= HF_SMALL_FILE_LIMIT:
                 files[rel] = f.read_bytes()
-    layout = {"shards": {n: owner[n] for n in names}, "metadata": {s: src.layout["metadata"] for s, src in sources.items()}}
+    layout = {
+        "shards": {n: owner[n] for n in names},
+        "metadata": {s: src.layout["metadata"] for s, src in sources.items()},
+    }
     return ModelSource("hf", path, names, lambda n: sources[owner[n]]._get(n), layout, files)
 
 

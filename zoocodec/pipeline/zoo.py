@@ -93,7 +93,9 @@ def split_zip(name: str, entry: dict[str, Any]) -> Path:
             raise ModelFormatError(f"zoo model {name!r} is not installed; install it with: {entry['install']}")
         parts += sorted(root.glob(entry["parts"]))
     if not parts:
-        raise ModelFormatError(f"zoo model {name!r}: no files match {entry['parts']}; reinstall with: {entry['install']}")
+        raise ModelFormatError(
+            f"zoo model {name!r}: no files match {entry['parts']}; reinstall with: {entry['install']}"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(target.parent / f".{name}.lock"):
         if target.is_dir():  # another process extracted it while this one waited

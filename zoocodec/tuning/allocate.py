@@ -81,7 +81,9 @@ def allocate(model: str | os.PathLike | dict, *, sensitivities: Mapping[str, flo
     return {it.name: _spec_for(spec, it, base * r) for it, r in zip(items, rel, strict=True)}
 
 
-def estimate_bpw(model: str | os.PathLike | dict, plan: Mapping[str, MethodSpec], min_size: int = DEFAULT_MIN_SIZE) -> float:
+def estimate_bpw(
+    model: str | os.PathLike | dict, plan: Mapping[str, MethodSpec], min_size: int = DEFAULT_MIN_SIZE
+) -> float:
     """Estimated bits/weight of a plan (order-0 model of the rounded symbols + lossless tensors)."""
     items, fixed_bits, params = _gather(model, min_size)
     bits = fixed_bits + sum(_rounded_bits(it.w, _steps_of(plan[it.name], it.rows)) for it in items)

@@ -199,8 +199,10 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                 break
             found[strength] = start_at = base
         if not found:
-            raise ZoocodecError(f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on {reference or model}"
-                                f"{_unresolved(ev, decoded(plan_for(DEFAULT_BASE_STEP / 2**24, 1.0))[0], target_loss)}")
+            raise ZoocodecError(
+                f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on {reference or model}"
+                f"{_unresolved(ev, decoded(plan_for(DEFAULT_BASE_STEP / 2**24, 1.0))[0], target_loss)}"
+            )
         return found
 
     why = unresolvable(search_ev)
@@ -220,7 +222,9 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     priced = {st: price(plan_for(b, st)) for st, b in found.items()}
     strength = min(priced, key=priced.get)
     base = found[strength]
-    say("allocation strengths priced: " + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items()))
+    say(
+        "allocation strengths priced: " + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items())
+    )
     coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say, choose_coder)
 
     checked: dict[float, tuple] = {}
