@@ -7,7 +7,8 @@ Four ways through zoocodec.compress on real zoo models, interleaved, best of `--
   batched         the default: coding on threads, rdoq/dq grouped (`batch_on_cpu`)
 Every file's sha256 must equal the peer's.
 
-    python bench/bench_batch.py [--models minilm minilm-attention mpnet] [--reps 2]     (JSON to bench/results/batch-DATE.json, or --name)
+    python bench/bench_batch.py [--models minilm minilm-attention mpnet] [--reps 2]
+        (JSON to bench/results/batch-DATE.json, or --name)
 """
 from __future__ import annotations
 

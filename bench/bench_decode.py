@@ -3,8 +3,9 @@
 - `zoocodec.load(path, device="cpu")` of minilm at 8 bits (uniform, the default spec)
   against `safetensors.torch.load_file` of the uncompressed model (both from the page
   cache; load_file maps the file and reads nothing, so it is also timed with a copy of every
-  tensor into memory of its own, which is what a decoder hands back), and against each method's own per-tensor decode (the path before the fused
-  native decoder: float64 dequantization, one tensor at a time);
+  tensor into memory of its own, which is what a decoder hands back), and against each
+  method's own per-tensor decode (the path before the fused native decoder: float64
+  dequantization, one tensor at a time);
 - lossless minilm (fp32 and bf16): `zoocodec.load` against zipnn's decompress of every
   tensor with the same threads.
 Each with 1 and 2 threads (ZOOCODEC_THREADS; zipnn's `threads`); every decode checked

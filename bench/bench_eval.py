@@ -59,8 +59,9 @@ def bench_model(name: str, tmp: Path, save) -> dict:
         t1 = time.perf_counter()
         scores = full.score(decoded)
         row.setdefault("eval_seconds", round(time.perf_counter() - t1, 2))  # one evaluation on all inputs
-        row["points"].append({"setting": f"uniform:bits={bits}", "ratio": rep.ratio, "bits_per_weight": rep.bits_per_weight,
-                              "value": scores[task.primary], "loss": full.loss(scores), "metrics": scores})
+        row["points"].append({"setting": f"uniform:bits={bits}", "ratio": rep.ratio,
+                              "bits_per_weight": rep.bits_per_weight, "value": scores[task.primary],
+                              "loss": full.loss(scores), "metrics": scores})
         print(f"  uniform {bits} bits: ratio {rep.ratio:.2f}x, {task.primary} {scores[task.primary]:.5f}", flush=True)
         save(row)
 

@@ -144,7 +144,8 @@ def print_tables(result: dict) -> None:
     from rich.table import Table
 
     t = Table(title=f"minilm: uniform quantization ({result['documents']} documents)")
-    for col in ("setting", "ratio", "bits/w", "entropy overhead %", "SQNR dB", "doc cosine mean/min", "enc MB/s", "dec MB/s"):
+    for col in ("setting", "ratio", "bits/w", "entropy overhead %", "SQNR dB", "doc cosine mean/min", "enc MB/s",
+                "dec MB/s"):
         t.add_column(col, justify="left" if col == "setting" else "right")
     for r in result["lossy"]:
         t.add_row(r["spec"], f"{r['ratio']:.2f}", f"{r['bits_per_weight']:.3f}", f"{r['entropy_overhead_pct']:.2f}",

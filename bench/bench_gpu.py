@@ -20,7 +20,8 @@ llama-like bf16 (hidden 2048, 19 layers of q/k/v/o and 2048x8192 up/down, a 3200
 embedding: 1.02B weights).
 
     python bench/bench_gpu.py [--scale 1.0] [--out DIR]    (JSON to DIR/gpu-bench.json, written after each case)
-    python bench/bench_gpu.py --dry-run                   (no GPU: every case on the CPU at a tiny scale, to check the script)
+    python bench/bench_gpu.py --dry-run                   (no GPU: every case on the CPU at a tiny scale,
+                                                          to check the script)
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
     python bench/bench_head_to_head.py --quick    # mnist-cnn, one setting per tool
     python bench/bench_head_to_head.py --full     # also mpnet
     python bench/bench_head_to_head.py --search-inputs   # judged on automatic mode's search subsets (faster)
-    python bench/bench_head_to_head.py --lean     # only the tools that compete with NNCodec (quantize + code), timed once
+    python bench/bench_head_to_head.py --lean     # only the tools that compete with NNCodec (quantize + code),
+                                                  # timed once
 
 Every tool codes the same float tensors of the same real model in the same run; every
 decoded model is evaluated the same way (task metric and output fidelity against the
@@ -62,12 +63,12 @@ LOSS_POINTS = (0.1, 0.5, 1.0)  # metric loss, % of the baseline
 MIN_SIZE = 64
 # Automatic mode measures every tensor of MIN_SIZE weights, 1-D ones too (their noise keeps
 # BatchNorm variances positive), and codes a 1-D tensor lossily where that takes fewer bytes.
-HEAVY = 5e6
+HEAVY = 5e6  # fp32 bytes above which a model gets fewer settings (effnet-lite0, minilm): time on 2 shared cores
 # qp / step grids are set for minilm and the MNIST CNNs; effnet-lite0 (depthwise convolutions,
 # budgeted by output KL 0.001-0.01) reaches KL 0.003 already at NNCodec's qp -39: its grids sit
 # 6 qp finer (NNCodec qp -46..-33).
 SHIFT = {"effnet-lite0": -6}
-ZOO = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm", "mpnet"]  # run and table order  # fp32 bytes above which a model gets fewer settings (effnet-lite0, minilm): time on 2 shared cores
+ZOO = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm", "mpnet"]  # run and table order
 
 
 # ---- the model under test ---------------------------------------------------------------
@@ -281,7 +282,8 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
         def write(path):
             # as `zoocodec compress --target-loss` runs it: its own method, rounding and coder choice
             auto_compress(subject.tensors, path, target / 100, reference=subject.name, min_size=MIN_SIZE,
-                          sensitivities=shared.get("auto_sens"), log=lambda m: log(f"{subject.name}: auto {target}%: {m}"))
+                          sensitivities=shared.get("auto_sens"),
+                          log=lambda m: log(f"{subject.name}: auto {target}%: {m}"))
             if "auto_sens" not in shared:
                 with zoocodec.Archive(path) as a:
                     stored = a.header["meta"]["auto"]["sensitivities"]
@@ -387,8 +389,9 @@ def huffman_lengths(counts: np.ndarray) -> np.ndarray:
 def deep_compression(subject: Subject, judge: Judge, sparsity: float, bits: int) -> Row:
     """Han et al.: magnitude pruning, k = 2**bits shared values per layer, Huffman-coded indices.
 
-    Built from zoocodec's kernels (magnitude mask, batched k-means). Pruned weights are symbol 0 of a (k+1)-symbol alphabet (a generous stand-in for
-    Han's relative-index sparse format); size = Huffman code lengths x counts + fp32
+    Built from zoocodec's kernels (magnitude mask, batched k-means). Pruned weights are
+    symbol 0 of a (k+1)-symbol alphabet (a generous stand-in for Han's relative-index
+    sparse format); size = Huffman code lengths x counts + fp32
     codebook, no retraining (Han retrains; no tool here does). Small tensors stay fp32.
     The size is that of a real Huffman code, but no bitstream is written: no decode time.
     """
@@ -443,9 +446,11 @@ def lossless_rows(subject: Subject, dtype: torch.dtype, work: Path, lzma_too: bo
     def zc_dec(_blob):
         return zoocodec.decompress(path)
 
+    def bits(t: torch.Tensor) -> torch.Tensor:  # bf16 compared bit for bit
+        return t.view(torch.int16) if dtype == torch.bfloat16 else t
+
     add("zoocodec lossless", zc_enc, zc_dec,
-        lambda back: all(torch.equal(back[n].view(torch.int16) if dtype == torch.bfloat16 else back[n],
-                                     t.view(torch.int16) if dtype == torch.bfloat16 else t) for n, t in tensors.items()))
+        lambda back: all(torch.equal(bits(back[n]), bits(t)) for n, t in tensors.items()))
     path.unlink()
     add("zstd-19", lambda: zstandard.ZstdCompressor(level=19).compress(raw),
         lambda b: zstandard.ZstdDecompressor().decompress(b), lambda back: back == raw, enc_repeat=1)
@@ -602,7 +607,8 @@ def fmt(x, spec=".3f", none="-"):
 def table(model: dict) -> str:
     lines = [f"### {model['model']} ({model['params']:,} float parameters; {model['evaluation']}; "
              f"run {model.get('date', '?')})", "",
-             "| tool | setting | bits/weight | ratio | metric | metric loss % [95% interval] | fidelity | SQNR dB | encode MB/s | decode MB/s |",
+             "| tool | setting | bits/weight | ratio | metric | metric loss % [95% interval] | fidelity | SQNR dB "
+             "| encode MB/s | decode MB/s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in model["rows"]:
         q = r["quality"]

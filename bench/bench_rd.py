@@ -224,7 +224,8 @@ def main() -> None:
     for model, (plan, evaluated) in plans.items():
         rows += run_model(model, plan, evaluated, args.fresh, log)
     result = {"machine": machine(("numpy", "torch", "constriction")), "lam": LAM, "rows": rows,
-              "nncodec_points": [dict(zip(("qp", "bits_per_weight", "cosine_mean", "cosine_min"), n, strict=True)) for n in NNCODEC],
+              "nncodec_points": [dict(zip(("qp", "bits_per_weight", "cosine_mean", "cosine_min"), n, strict=True))
+                                 for n in NNCODEC],
               "nncodec_source": "../shared/NOTES.md (NNCodec 2.1.3, defaults, dependent quantization on)"}
     if any(r["model"] == "minilm" for r in rows):
         result["versus_nncodec"] = versus_nncodec(rows)

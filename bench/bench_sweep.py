@@ -129,8 +129,8 @@ def ray_models(sweep: sweep_spec.Sweep, workers: int, rounds: int) -> dict[str, 
             run_row, _ = runner.execute(items[row["i"]], "b")
             return {"status": run_row["status"]}
 
-        out["ray_data"] = best([timed(lambda: ray.data.from_items(rows).map(one, compute=ray.data.TaskPoolStrategy(size=workers),
-                                                                            num_cpus=1).take_all())
+        pool = ray.data.TaskPoolStrategy(size=workers)
+        out["ray_data"] = best([timed(lambda: ray.data.from_items(rows).map(one, compute=pool, num_cpus=1).take_all())
                                 for _ in range(rounds)])
     return out
 
@@ -192,12 +192,14 @@ def main() -> None:
     start1, t_ray1 = sweep_on_embedded(small, 1, tmp / "ray1", rounds)
     start2, t_ray2 = sweep_on_embedded(small, 2, tmp / "ray2", rounds)
     report["overhead"] = {"ray_start_s": {"1_worker": start1, "2_workers": start2},
-        "compress_loop_s": t_compress, "work_item_loop_s": t_loop, "sweep_1_worker_s": t_ray1, "sweep_2_workers_s": t_ray2,
+        "compress_loop_s": t_compress, "work_item_loop_s": t_loop,
+        "sweep_1_worker_s": t_ray1, "sweep_2_workers_s": t_ray2,
         "items_per_s": {"compress_loop": n_small / t_compress, "work_item_loop": n_small / t_loop,
                         "sweep_1_worker": n_small / t_ray1, "sweep_2_workers": n_small / t_ray2},
         "overhead_ms_per_item_vs_work_item_loop": 1000 * (t_ray1 - t_loop) / n_small,
         "overhead_ms_per_item_vs_compress_loop": 1000 * (t_ray1 - t_compress) / n_small,
-        "note": "sweep times exclude starting Ray and its workers (ray_start_s); the sweep writes 2 Parquet files per item",
+        "note": "sweep times exclude starting Ray and its workers (ray_start_s); "
+                "the sweep writes 2 Parquet files per item",
     }
     print(report["overhead"], flush=True)
 

@@ -92,7 +92,8 @@ def main() -> None:
                              capture_output=True, text=True).stdout.strip()
     except FileNotFoundError:
         gpu = "none (no nvidia-smi)"
-    result = {"device": gpu, "platform": platform.platform(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    result = {"device": gpu, "platform": platform.platform(),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "nvdec_available": nvdec.nvdec_available(), "nvenc_available": nvdec.nvenc_available(),
               "nvenc_reason": nvdec.nvenc_reason(), "rows": []}
     import av

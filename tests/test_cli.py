@@ -22,8 +22,8 @@ def st_model(tmp_path, model):
 
 
 def test_compress_inspect_decompress(tmp_path, st_model, monkeypatch, capsys):
-    code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "m.zc", "--bits", "6", "--min-size", "100",
-                       "--override", "*emb*=uniform:bits=8", "--json")
+    code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "m.zc", "--bits", "6",
+                       "--min-size", "100", "--override", "*emb*=uniform:bits=8", "--json")
     assert code == 0
     summary = json.loads(out)
     assert summary["ratio"] > 3 and summary["spec"] == "uniform:bits=6,per_tensor=False,coder=ans"

@@ -87,7 +87,8 @@ def test_damaged_containers_of_every_stream_kind(tmp_path, mnist_path):
     """dq levels under ctx, a pruning mask (flags) with kmeans inside, zstd-coded lossless tensors."""
     out = tmp_path / "mix.zc"
     zoocodec.compress(mnist_path, out, "dq:step=0.01,coder=ctx", min_size=300,
-                      overrides={"conv_layers.0.*": "prune:sparsity=0.5,then=kmeans:k=8", "*.bias": "lossless:coder=zstd"})
+                      overrides={"conv_layers.0.*": "prune:sparsity=0.5,then=kmeans:k=8",
+                                 "*.bias": "lossless:coder=zstd"})
     check_damage(tmp_path, out.read_bytes(), 60, seed=3)
 
 

@@ -11,8 +11,8 @@ from zoocodec.errors import SpecError
 from zoocodec.methods import parse_spec, spec_from_dict
 
 
-@pytest.mark.parametrize("text", ["ans", "ctx", "flags", "float", "zstd(level=3)", "raw", "video-hevc(crf=18,preset=fast)",
-                                  "video-h264(pix=gray,hw=cpu)"])
+@pytest.mark.parametrize("text", ["ans", "ctx", "flags", "float", "zstd(level=3)", "raw",
+                                  "video-hevc(crf=18,preset=fast)", "video-h264(pix=gray,hw=cpu)"])
 def test_text_and_json_round_trip(text):
     coder = parse_coder(text)
     assert parse_coder(str(coder)) == coder

@@ -7,7 +7,8 @@ from zoocodec.codecs import floatplanes
 from zoocodec.errors import ContainerError
 
 
-@given(hnp.arrays(st.sampled_from([np.float32, np.float16, np.uint16]), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=20)))
+@given(hnp.arrays(st.sampled_from([np.float32, np.float16, np.uint16]),
+                  hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=20)))
 @settings(max_examples=150, deadline=None)
 def test_bit_exact_round_trip(a):
     coded = floatplanes.encode(a)

@@ -144,7 +144,8 @@ def test_nvdec_streams_fit_nvdec_frame_sizes(mnist_symbols):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("opts", [video.Options(codec="hevc", hw="nvdec"), video.Options(codec="hevc", crf=22, hw="nvdec"),
+@pytest.mark.parametrize("opts", [video.Options(codec="hevc", hw="nvdec"),
+                                  video.Options(codec="hevc", crf=22, hw="nvdec"),
                                   video.Options(codec="h264", hw="nvdec")])
 def test_nvdec_matches_software(mnist_symbols, opts):
     if not nvdec.nvdec_available():

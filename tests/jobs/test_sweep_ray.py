@@ -136,8 +136,8 @@ def test_killed_worker_is_retried_and_rows_appear_once(ray_address, tmp_path):
 def test_killed_driver_then_rerun_completes_without_duplicates(ray_address, tmp_path):
     sweep = sweep_spec.load(spec_file(tmp_path, ["effnet-lite0"], [f"uniform:bits={b}" for b in range(4, 9)]),
                             tmp_path / "out")
-    driver = subprocess.Popen([sys.executable, "-m", "zoocodec.cli", "sweep", str(sweep.source), "--out", str(sweep.out),
-                               "--address", ray_address, "--no-report", "--max-parallel", "1"],
+    driver = subprocess.Popen([sys.executable, "-m", "zoocodec.cli", "sweep", str(sweep.source),
+                               "--out", str(sweep.out), "--address", ray_address, "--no-report", "--max-parallel", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               env={k: v for k, v in os.environ.items() if k != cluster.LOOPBACK_ENV})
     deadline = time.time() + 90

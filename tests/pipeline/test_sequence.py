@@ -54,7 +54,8 @@ def test_every_mode_gives_the_same_members(sequence, coded):
                 assert all(np.array_equal(got[0], x) for x in got[1:])
                 ref = sequence[m][name].numpy()
                 if name.endswith(".weight") and ref.size >= 4096:
-                    step = np.abs(np.stack([s[name].numpy() for s in sequence])).max(axis=0).reshape(ref.shape[0], -1).max(1) / 127
+                    peak = np.abs(np.stack([s[name].numpy() for s in sequence])).max(axis=0)
+                    step = peak.reshape(ref.shape[0], -1).max(1) / 127
                     err = np.abs(got[0] - ref).reshape(ref.shape[0], -1)
                     assert np.all(err <= step[:, None] * 0.5 * (1 + 1e-5) + 1e-7)
                 else:
@@ -91,7 +92,8 @@ def test_cli_round_trip(sequence, tmp_path):
     for i, members in enumerate(sequence[:3]):
         files.append(str(tmp_path / f"ck-{i}.safetensors"))
         save_file(members, files[-1])
-    r = CliRunner().invoke(app, ["compress-seq", *files, "-o", str(tmp_path / "s.zc"), "--mode", "video", "--coder", "video-h264", "--keyint", "2"])
+    r = CliRunner().invoke(app, ["compress-seq", *files, "-o", str(tmp_path / "s.zc"), "--mode", "video",
+                                 "--coder", "video-h264", "--keyint", "2"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(
         app, ["decompress-seq", str(tmp_path / "s.zc"), "--member", "ck-2", "-o", str(tmp_path / "b.safetensors")]

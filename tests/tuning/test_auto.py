@@ -98,7 +98,8 @@ def test_auto_mode_respects_the_budget_on_mnist_cnn(mnist_path, tmp_path):
 @pytest.mark.slow  # about 6 minutes here: calibration, three strengths, the search again on all 10,000 images
 def test_data_aware_rounding_passes_the_budget_on_all_of_fashion_mnist(tmp_path):
     """fmnist-cnn at 1%: indices chosen on Fashion-MNIST train images, judged on all 10,000 test images
-    by the pessimistic bound; the file decodes to what was judged and is far below nearest rounding's 2.6 bits/weight."""
+    by the pessimistic bound; the file decodes to what was judged and is far below nearest rounding's
+    2.6 bits/weight."""
     from conftest import zoo_path
 
     zoo_path("fmnist-cnn")

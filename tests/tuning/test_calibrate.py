@@ -37,7 +37,8 @@ def fmnist():
 
 
 def test_error_feedback_lowers_the_layer_output_error_on_held_out_images(fmnist):
-    """Rounded with H from train images, judged on test images' layer inputs: ||(W - W_hat) X||^2 falls well below nearest rounding's."""
+    """Rounded with H from train images, judged on test images' layer inputs: ||(W - W_hat) X||^2 falls
+    well below nearest rounding's."""
     w, train, test = fmnist
     for name in QUANTIZED:
         w2 = w[name].double().reshape(w[name].shape[0], -1).numpy()

@@ -172,8 +172,8 @@ def _images(folder: Path, dims: list[int]) -> np.ndarray:
             raise ZoocodecError(f"{p}: unreadable image ({e})") from None
         x = (x if x.dim() == 3 else x.unsqueeze(-1)).permute(2, 0, 1).unsqueeze(0) / 255.0
         scale = max(h / x.shape[-2], w / x.shape[-1])
-        x = torch.nn.functional.interpolate(x, size=(max(h, round(x.shape[-2] * scale)), max(w, round(x.shape[-1] * scale))),
-                                            mode="bilinear", antialias=True, align_corners=False)
+        size = (max(h, round(x.shape[-2] * scale)), max(w, round(x.shape[-1] * scale)))
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
         x = x[0, :, top:top + h, left:left + w]
         if c == 3:

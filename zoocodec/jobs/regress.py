@@ -129,7 +129,8 @@ def compare(
                 continue
             worse_by = _worse_by(m, n)
             if abs(worse_by) > tol["metric"]:
-                out.changes.append(Change("regression" if worse_by > 0 else "improvement", wid, b["model"], b["method"], name,
+                kind = "regression" if worse_by > 0 else "improvement"
+                out.changes.append(Change(kind, wid, b["model"], b["method"], name,
                                           f"{m['value']:.5g}", f"{n['value']:.5g}", f"{-worse_by:+.3f} pp"))
     return out
 

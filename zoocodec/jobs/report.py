@@ -212,7 +212,8 @@ td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}i
 <h1>{{ title }}</h1>
 <p>{{ runs }} successful runs of {{ all_rows }} in <code>{{ out }}</code>.</p>
 {% for s in summaries %}<p>{{ s.note }}:</p>{{ table(s.columns, s.rows) }}{% endfor %}
-{% if palette %}<p>Methods: {% for name, colour in palette.items() %}<span class="swatch" style="background:{{ colour }}"></span>{{ name }} {% endfor %}</p>{% endif %}
+{% if palette %}<p>Methods: {% for name, colour in palette.items() -%}
+<span class="swatch" style="background:{{ colour }}"></span>{{ name }} {% endfor %}</p>{% endif %}
 {% for m in models %}
 <h2>{{ m.name }}</h2>
 {% if m.note %}<p>{{ m.note }}</p>{% endif %}
@@ -220,7 +221,8 @@ td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}i
 <img alt="{{ p.name }}" src="data:image/png;base64,{{ p.png }}">
 <h3>Pareto front</h3>{{ table(p.front_columns, p.front) }}
 {% endfor %}
-{% if m.lossless %}<h3>Lossless</h3>{{ table(["method", "bits/weight", "ratio", "encode s", "decode s"], m.lossless) }}{% endif %}
+{% if m.lossless %}<h3>Lossless</h3>{{ table(["method", "bits/weight", "ratio", "encode s", "decode s"],
+                                             m.lossless) }}{% endif %}
 {% endfor %}
 </body></html>
 """
@@ -264,7 +266,8 @@ def write(out: str | os.PathLike, html_path: str | os.PathLike, budgets: list[fl
                        "lossless": [[short_method(r["params"]), f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.4f}x",
                                      f"{r['encode_s']:.2f}", f"{r['decode_s']:.2f}"] for r in mine if is_lossless(r)]})
     page = _page().render(
-        title=title or f"zoocodec sweep: {out}", runs=len(runs), all_rows=Results(out).runs(columns=["status"]).num_rows,
+        title=title or f"zoocodec sweep: {out}", runs=len(runs),
+        all_rows=Results(out).runs(columns=["status"]).num_rows,
         out=str(out), summaries=summaries(runs, budgets), palette=palette, models=models)
     _atomic_bytes(html_path, page.encode())
     return html_path

@@ -31,8 +31,9 @@ THREADS = 256  # per block: 32 substreams
 KINDS = {"float32": ("rans_dequant_f32", np.float32), "float16": ("rans_dequant_f16", np.float16),
          "bfloat16": ("rans_dequant_bf16", np.uint16)}
 PACKED_KERNELS = {"float32": "packed_dequant_f32", "float16": "packed_dequant_f16", "bfloat16": "packed_dequant_bf16"}
+# struct Tensor of decode.cu (48 bytes)
 TENSOR = np.dtype([("out_start", "<u8"), ("row_len", "<u8"), ("lo", "<i8"), ("table", "<u4"), ("L", "<u4"),
-                   ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("pad", "<u4")])  # struct Tensor of decode.cu (48 bytes)
+                   ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("pad", "<u4")])
 MAX_NSYM = 1 << 16
 
 
@@ -141,9 +142,9 @@ def parse_planes(data, count: int, dtype: str, what: str) -> list:
         except eng.CorruptStream as e:
             raise ContainerError(f"corrupt {what}: {e}") from None
         start = int(offsets[0]) if len(offsets) else 0
+        payload = memoryview(body)[start : start + int(lengths.sum(dtype=np.uint64))] if L else memoryview(b"")
         planes.append(Stream(count, constant if L == 0 else 0, L, freq, chunk if L else 1 << 16,
-                             [int(x) for x in lengths] if L else [],
-                             memoryview(body)[start : start + int(lengths.sum(dtype=np.uint64))] if L else memoryview(b"")))
+                             [int(x) for x in lengths] if L else [], payload))
     return planes
 
 

@@ -49,7 +49,8 @@ class LNQ(MethodSpec):
     name = "lnq"
     version = 2
     upgrades = {1: nested_coder}
-    ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "unit": ints(1, 4096), "clusters": ints(2, 16), "iters": ints(0, 1000)}
+    ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "unit": ints(1, 4096),
+              "clusters": ints(2, 16), "iters": ints(0, 1000)}
     steppable = True
     examples = ("lnq:bits=6,unit=4,clusters=4",)
 

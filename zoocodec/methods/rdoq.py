@@ -3,8 +3,8 @@
 For a step, each weight takes the level among floor, ceil and 0 (in step units) that
 minimises (x - level)^2 + lam * bits(level), with bits from the rate table of the entropy
 model the chosen coder fits (codecs/base.py: order-0 for `ans`, per-row/column contexts
-for `ctx`). The model is refitted to the new symbols and the choice repeated `iters` times. The decoder is plain dequantization (symbol * step), so
-lam=0 is exactly uniform rounding.
+for `ctx`). The model is refitted to the new symbols and the choice repeated `iters` times.
+The decoder is plain dequantization (symbol * step), so lam=0 is exactly uniform rounding.
 
 Steps: `step=S` (one for the tensor), or `bits=B` (min-max per output channel, as in
 uniform), or `group_steps` from bit allocation (one step per consecutive group of

@@ -3,9 +3,10 @@
 Reading streams tensor by tensor (a safetensors tensor is read into its own memory, a .pt
 checkpoint is memory-mapped), and safetensors files and Hugging Face folders are written
 tensor by tensor (LazyTensors), so neither holds the model: peak memory follows the largest
-tensor (bench/bench_memory.py). PyTorch and ONNX outputs are built whole by their libraries. What is needed to write the model back in its own
-format (nesting of a checkpoint, the ONNX graph, a Hugging Face folder's small files and
-shard map) travels as `layout` (JSON) and `files` (bytes) in the container.
+tensor (bench/bench_memory.py). PyTorch and ONNX outputs are built whole by their libraries.
+What is needed to write the model back in its own format (nesting of a checkpoint, the ONNX
+graph, a Hugging Face folder's small files and shard map) travels as `layout` (JSON) and
+`files` (bytes) in the container.
 """
 from __future__ import annotations
 

@@ -116,8 +116,9 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     whose coder is a context coder gets the cheaper of them.
     `sensitivities` (from zoocodec.tuning.sensitivity.measure, or a file's
     `meta["auto"]["sensitivities"]`) skips their measurement, e.g. when one model is compressed
-    at several budgets; a tensor they leave out or give a non-finite value stays lossless. `inputs` (with `module`, `output` as
-    for zoocodec.eval.anymodel) judges a model outside the zoo by its outputs on them.
+    at several budgets; a tensor they leave out or give a non-finite value stays lossless.
+    `inputs` (with `module`, `output` as for zoocodec.eval.anymodel) judges a model outside the
+    zoo by its outputs on them.
     `rounding="gptq"` chooses the indices of a uniform method's grid with calibration inputs
     (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
     """
@@ -177,7 +178,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     def passes(ev, base: float, strength: float) -> bool:
         m = ev.judge(decoded(plan_for(base, strength))[0])
         trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
-        say(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% (95% bound {100 * m.loss_high:.3f}%)")
+        say(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% "
+            f"(95% bound {100 * m.loss_high:.3f}%)")
         return m.loss_high <= target_loss
 
     def unresolvable(ev) -> str:
@@ -297,7 +299,8 @@ def _search(passes: Callable[[float], bool], start: float, rounds: int = BISECTI
 
 
 def _flatten(sens: dict[str, float | np.ndarray], strength: float) -> dict[str, float | np.ndarray]:
-    """Sensitivities raised to `strength` (0: all equal, one step for all); 0 stays 0 (a tensor that does not matter)."""
+    """Sensitivities raised to `strength` (0: all equal, one step for all); 0 stays 0 (a tensor that
+    does not matter)."""
     out = {}
     for k, v in sens.items():
         a = np.asarray(v, dtype=np.float64)
@@ -361,7 +364,8 @@ def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say,
 
 
 def _unresolved(ev, recon: dict[str, torch.Tensor], target_loss: float) -> str:
-    """': not resolvable with N inputs (...)' when the loss's interval at the finest step tried is wider than the budget."""
+    """': not resolvable with N inputs (...)' when the loss's interval at the finest step tried is wider
+    than the budget."""
     m = ev.judge(recon)
     if m.loss_high is not None and m.loss_high - m.loss_low > target_loss:
         return (f": not resolvable with {m.n:,} inputs (the 95% interval of the loss is "
