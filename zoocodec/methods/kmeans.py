@@ -100,7 +100,9 @@ class KMeans(MethodSpec):
             c = K.lloyd(x, xp.asarray(np.concatenate([p[3] for p in group])), self.iters)
             if self.codebook == "float16":
                 c16 = c.astype(xp.float16)
-                bad += [p[0] for p, ok in zip(group, to_numpy(xp.isfinite(c16).all(axis=1)), strict=True) if not ok]
+                owner = np.repeat([p[0] for p in group], [p[2].shape[0] for p in group])  # tensor of each problem
+                finite = to_numpy(xp.isfinite(c16).all(axis=1))
+                bad += [int(i) for i, ok in zip(owner, finite, strict=True) if not ok]
                 c = c16.astype(xp.float32)
             if not bad:
                 results[size] = (to_numpy(c), to_numpy(K.assign_any(x, c)))
