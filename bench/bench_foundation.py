@@ -131,7 +131,9 @@ def main() -> None:
     specs = [f"uniform:step={s!r}" for s in STEPS] + [f"uniform:bits={b}" for b in BITS]
     if args.quick:
         specs = [specs[1], "uniform:bits=8"]
-    log = lambda r: print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, file=sys.stderr)  # noqa: E731
+    def log(r):
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, file=sys.stderr)
+
     result = {"model": "minilm", "machine": machine(("numpy", "torch", "constriction", "zstandard", "zipnn")),
               "documents": len(docs), "lossy": lossy(folder, tensors, ref, docs, specs, log),
               "lossless": lossless(tensors, args.quick, log)}

@@ -241,7 +241,9 @@ class Container:
             return next((i for i, (_, view, crc) in enumerate(views) if zlib.crc32(view) != crc), None)
         chunk = self.crc_chunk
         jobs = [(i, at) for i, (_, view, _) in enumerate(views) for at in range(0, len(view), chunk)]
-        crc = lambda job: zlib.crc32(views[job[0]][1][job[1] : job[1] + chunk])  # noqa: E731
+        def crc(job):
+            return zlib.crc32(views[job[0]][1][job[1] : job[1] + chunk])
+
         got = list(_pool().map(crc, jobs) if sum(len(v) for _, v, _ in views) > chunk else map(crc, jobs))
         return next((i for (i, at), c in zip(jobs, got, strict=True) if c != views[i][2][at // chunk]), None)
 

@@ -47,7 +47,9 @@ def test_members_round_trip_and_read_alone(text):
 
 def test_delta_beats_independent_on_related_members():
     t = members()
-    size = lambda text: sum(len(v) for v in parse_spec(text).encode(t).segments.values())  # noqa: E731
+    def size(text):
+        return sum(len(v) for v in parse_spec(text).encode(t).segments.values())
+
     assert size("sequence:mode=delta,then=uniform:bits=8") < 0.6 * size("sequence:mode=independent,then=uniform:bits=8")
 
 

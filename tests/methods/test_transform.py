@@ -80,8 +80,12 @@ def test_transform_gain_on_correlated_weights():
     step = 0.01
     plain = parse_spec(f"uniform:step={step}").encode(t)
     dct = parse_spec(f"dct:theta={step**2 / 12}").encode(t)
-    size = lambda e: sum(len(v) for v in e.segments.values())  # noqa: E731
-    mse = lambda e: np.mean((e.recon.astype(np.float64) - t.float64()) ** 2)  # noqa: E731
+    def size(e):
+        return sum(len(v) for v in e.segments.values())
+
+    def mse(e):
+        return np.mean((e.recon.astype(np.float64) - t.float64()) ** 2)
+
     assert size(dct) < 0.6 * size(plain) and mse(dct) < 1.2 * mse(plain)
 
 
