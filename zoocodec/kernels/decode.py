@@ -196,9 +196,9 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
     kernel_name = kernel or kernel_name
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     numels = [math.prod(j.shape) for j in jobs]
-    starts = [int(x) for x in np.cumsum([0] + numels)]
-    packed = [(j, at) for j, at in zip(jobs, starts, strict=True) if isinstance(j.stream, Packed)]
-    coded = [(j, at) for j, at in zip(jobs, starts, strict=True) if isinstance(j.stream, Stream)]
+    starts = [int(x) for x in np.cumsum([0] + numels)]  # where each tensor starts, then the total
+    packed = [(j, at) for j, at in zip(jobs, starts[:-1], strict=True) if isinstance(j.stream, Packed)]
+    coded = [(j, at) for j, at in zip(jobs, starts[:-1], strict=True) if isinstance(j.stream, Stream)]
     tensors = np.zeros(len(coded), TENSOR)
     tables, syms, steps, blobs = [], [], [], []
     sub_off, sub_len, sub_first, sub_count, tensor_of = [], [], [], [], []
@@ -254,7 +254,7 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
             j = coded[tensor_of[int(broken[0])]][0]
             raise ContainerError(f"{what}: tensor {j.name!r}: corrupt rANS substream "
                                  f"{sub_first[int(broken[0])] // j.stream.chunk}")
-    return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts, numels, strict=True)]
+    return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts[:-1], numels, strict=True)]
 
 
 def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
@@ -268,10 +268,10 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
     out_dtype = KINDS[jobs[0].dtype][1]
     width = np.dtype(out_dtype).itemsize
     numels = [math.prod(j.shape) for j in jobs]
-    starts = [int(x) for x in np.cumsum([0] + [width * n for n in numels])]
+    starts = [int(x) for x in np.cumsum([0] + [width * n for n in numels])]  # starts, then the total
     planes = cupy.empty(max(starts[-1], 1), dtype=np.uint8)
     coded = []
-    for j, at, n in zip(jobs, starts, numels, strict=True):
+    for j, at, n in zip(jobs, starts[:-1], numels, strict=True):
         for k, p in enumerate(j.planes):
             if isinstance(p, Stream):  # decoded below, symbol = byte
                 coded.append((Job(j.name, (n,), "float32", p, np.ones(1)), at + k * n))
@@ -282,7 +282,7 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
     out, views = cupy.empty(sum(numels), dtype=out_dtype), []
     merge = _module().get_function("planes_merge4" if width == 4 else "planes_merge2")
     at_out = 0
-    for j, at, n in zip(jobs, starts, numels, strict=True):
+    for j, at, n in zip(jobs, starts[:-1], numels, strict=True):
         if n:
             merge((min(-(-n // THREADS), 65535),), (THREADS,),
                   (planes[at:], np.uint64(n), out[at_out:].view(np.uint32 if width == 4 else np.uint16)))
