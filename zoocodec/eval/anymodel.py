@@ -10,11 +10,15 @@ centre crop, [0, 1], ImageNet mean/std for 3 channels) or .npy (a one-input grap
 .npz (arrays named like the graph's inputs); for Hugging Face a text file, one example a
 line; for a state dict .npy / .npz (arr_0, arr_1, ... positional, other names keyword).
 The output kind decides the metrics: logits -> KL (primary) and top-1 agreement,
-embeddings -> cosine (primary: mean; and min), anything else -> relative L2. Each delta
-carries its 95% interval from the paired inputs (zoocodec.eval.stats).
+embeddings -> cosine (primary: mean; and min), tokens (a Hugging Face folder whose config
+names a `*ForCausalLM` architecture: the lines of the text file are its documents,
+zoocodec.eval.lm) -> token KL (primary) and perplexity, anything else -> relative L2.
+Each delta carries its 95% interval from the paired inputs (zoocodec.eval.stats; for
+tokens, resampling the lines).
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from collections.abc import Callable
@@ -29,9 +33,9 @@ from zoocodec.eval import metrics as M
 from zoocodec.eval.evaluate import Evaluator, load_weights, metric_row
 from zoocodec.eval.stats import Paired
 
-OUTPUT_KINDS = ("logits", "embeddings", "values")
-PRIMARY = {"logits": "kl", "embeddings": "cosine_mean", "values": "rel_l2"}
-LOWER_IS_BETTER = ("kl", "rel_l2")
+OUTPUT_KINDS = ("logits", "embeddings", "values", "tokens")
+PRIMARY = {"logits": "kl", "embeddings": "cosine_mean", "values": "rel_l2", "tokens": "kl"}
+LOWER_IS_BETTER = ("kl", "rel_l2", "ppl")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 BATCH = 32
 INPUTS_HELP = ("give --inputs: a folder of images or .npy/.npz arrays for an ONNX model, a text file (one "
@@ -41,6 +45,10 @@ INPUTS_HELP = ("give --inputs: a folder of images or .npy/.npz arrays for an ONN
 def compare(kind: str, out: torch.Tensor, ref: torch.Tensor) -> dict[str, Paired]:
     """The metrics of an output kind, paired per input with the original's."""
     n = len(out)
+    if kind == "tokens":
+        from zoocodec.eval import lm  # noqa: PLC0415
+
+        return lm.compare(out, ref)
     if kind == "logits":
         out, ref = out.reshape(n, -1), ref.reshape(n, -1)
         return {"kl": Paired("mean", M.kl_rows(out, ref).numpy(), np.zeros(n)),
@@ -58,6 +66,8 @@ class Runner(Protocol):
     n: int  # inputs
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def part(self, rows: np.ndarray) -> Runner: ...  # the same runner on the inputs at `rows` only
 
 
 def _guess_kind(out: torch.Tensor) -> str:
@@ -87,9 +97,8 @@ def _batches(arrays: dict[str, np.ndarray], batch: int):
 # ---- ONNX --------------------------------------------------------------------------------
 class OnnxRunner:
     def __init__(self, original: Path, inputs: Path, kind: str | None):
-        import onnx
-
-        from zoocodec.pipeline.modelio import open_model
+        import onnx  # noqa: PLC0415
+        from zoocodec.pipeline.modelio import open_model  # noqa: PLC0415
 
         src = open_model(original)
         if src.format != "onnx":
@@ -102,6 +111,9 @@ class OnnxRunner:
         self.arrays = self._read_inputs(inputs)
         self.n = len(next(iter(self.arrays.values())))
         self._kind = kind
+
+    def part(self, rows: np.ndarray) -> OnnxRunner:
+        return _part_of_arrays(self, rows)
 
     def _read_inputs(self, path: Path) -> dict[str, np.ndarray]:
         names = [i.name for i in self.inputs]
@@ -121,9 +133,8 @@ class OnnxRunner:
         return {n: arrays[n] for n in names}
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        import onnxruntime as ort
-
-        from zoocodec.pipeline.modelio import onnx_with_weights
+        import onnxruntime as ort  # noqa: PLC0415
+        from zoocodec.pipeline.modelio import onnx_with_weights  # noqa: PLC0415
 
         proto = onnx_with_weights(self.graph, weights)
         opts = ort.SessionOptions()
@@ -143,15 +154,23 @@ class OnnxRunner:
         return result
 
 
+def _part_of_arrays(run, rows: np.ndarray):
+    """A copy of a runner fed the inputs at `rows` only (one side of a split)."""
+    out = copy.copy(run)
+    out.arrays = {k: a[rows] for k, a in run.arrays.items()}
+    out.n = len(rows)
+    return out
+
+
 def _dims(inp) -> list[int]:
     return [d.dim_value for d in inp.type.tensor_type.shape.dim]
 
 
 def _images(folder: Path, dims: list[int]) -> np.ndarray:
     """Every image of a folder (sorted), shaped for a 4-D image input (NCHW or NHWC)."""
-    from PIL import Image
+    from PIL import Image  # noqa: PLC0415
 
-    from zoocodec.eval.data import IMAGENET_MEAN, IMAGENET_STD
+    from zoocodec.eval.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: PLC0415
 
     if len(dims) != 4:
         raise ZoocodecError(f"a folder of images feeds a 4-D image input; the graph's input has shape {dims}: "
@@ -172,8 +191,8 @@ def _images(folder: Path, dims: list[int]) -> np.ndarray:
             raise ZoocodecError(f"{p}: unreadable image ({e})") from None
         x = (x if x.dim() == 3 else x.unsqueeze(-1)).permute(2, 0, 1).unsqueeze(0) / 255.0
         scale = max(h / x.shape[-2], w / x.shape[-1])
-        size = (max(h, round(x.shape[-2] * scale)), max(w, round(x.shape[-1] * scale)))
-        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        x = torch.nn.functional.interpolate(x, size=(max(h, round(x.shape[-2] * scale)), max(w, round(x.shape[-1] * scale))),
+                                            mode="bilinear", antialias=True, align_corners=False)
         top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
         x = x[0, :, top:top + h, left:left + w]
         if c == 3:
@@ -185,7 +204,8 @@ def _images(folder: Path, dims: list[int]) -> np.ndarray:
 # ---- Hugging Face ------------------------------------------------------------------------
 class HfRunner:
     def __init__(self, folder: Path, inputs: Path, kind: str | None):
-        from zoocodec.eval.text import is_classifier
+        from zoocodec.eval import lm  # noqa: PLC0415
+        from zoocodec.eval.text import is_classifier  # noqa: PLC0415
 
         if inputs.is_dir() or inputs.suffix in (".npy", ".npz"):
             raise ZoocodecError(f"{inputs}: a Hugging Face model takes a text file of inputs, one example a line")
@@ -195,13 +215,35 @@ class HfRunner:
             raise ZoocodecError(f"{inputs}: unreadable text file ({e})") from None
         if not self.texts:
             raise ZoocodecError(f"{inputs}: no examples (one a line)")
-        self.folder, self.n = folder, len(self.texts)
+        self.folder = folder
         self.classifier = is_classifier(folder)
-        self.kind = kind or ("logits" if self.classifier else "embeddings")
+        self.scorer = None
+        if lm.is_causal_lm(folder):
+            if kind not in (None, "tokens"):
+                raise ZoocodecError(f"{folder}: a causal LM is judged by its next-token predictions: "
+                                    f"--output-kind tokens (or leave it out), not {kind}")
+            self.scorer = lm.Scorer(folder, self.texts)
+        self.n = self.scorer.n if self.scorer else len(self.texts)
+        self.kind = "tokens" if self.scorer else kind or ("logits" if self.classifier else "embeddings")
+
+    def reference(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The original's outputs; a causal LM's scorer keeps what the later comparisons need."""
+        return self.scorer.reference(weights) if self.scorer else self.outputs(weights)
+
+    def part(self, rows: np.ndarray) -> HfRunner:
+        out = copy.copy(self)
+        if self.scorer:  # a causal LM's inputs are its tokens
+            out.scorer = self.scorer.part(rows)
+        else:
+            out.texts = [self.texts[i] for i in rows]
+        out.n = len(rows)
+        return out
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        from zoocodec.eval.text import TextModel
+        from zoocodec.eval.text import TextModel  # noqa: PLC0415
 
+        if self.scorer:
+            return self.scorer.outputs(weights)
         model = TextModel(self.folder, weights, classifier=self.classifier)
         return model.logits(self.texts) if self.classifier else model.encode(self.texts)
 
@@ -231,6 +273,9 @@ class TorchRunner:
         self.arrays = _arrays(inputs)
         self.n = len(next(iter(self.arrays.values())))
         self._kind = kind
+
+    def part(self, rows: np.ndarray) -> TorchRunner:
+        return _part_of_arrays(self, rows)
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         result = self.forward(self.module(weights))
@@ -277,7 +322,7 @@ def runner(original: Path, inputs: Path, module: str | None = None, kind: str | 
         raise ZoocodecError(f"--output-kind {kind!r}: use {', '.join(OUTPUT_KINDS)}")
     if not inputs.exists():
         raise ZoocodecError(f"{inputs}: no such file or directory")
-    from zoocodec.pipeline.modelio import sniff
+    from zoocodec.pipeline.modelio import sniff  # noqa: PLC0415
 
     if not original.exists():
         raise ZoocodecError(f"{original}: no such file or directory")
@@ -310,6 +355,8 @@ class FidelityTask:
     def distortion(self, out: torch.Tensor, ref: torch.Tensor) -> float:
         """Smooth, and linear in small weight-noise variance (for sensitivities): KL, 1 - cosine, rel. L2 squared."""
         n = len(out)
+        if self.kind == "tokens":
+            return float(out[:, 1].mean())
         if self.kind == "logits":
             return M.kl(out.reshape(n, -1), ref.reshape(n, -1))
         if self.kind == "embeddings":
@@ -324,9 +371,17 @@ class PairEvaluator(Evaluator):
                  output: str | None = None):
         self.reference, self.limit = str(original), None
         self.run = runner(Path(original), Path(inputs), module, output)
-        self.ref_out = self.run.outputs(load_weights(original))
+        weights = load_weights(original)
+        self.ref_out = self.run.reference(weights) if isinstance(self.run, HfRunner) else self.run.outputs(weights)
         self.task = FidelityTask(self.run.kind, Path(inputs))
         self.baseline = self.task.metrics(self.ref_out, self.ref_out)
+
+    def part(self, indices) -> PairEvaluator:
+        """The same judgement on the inputs at `indices` only (one side of a split)."""
+        rows = np.asarray(indices, dtype=np.int64)
+        out = copy.copy(self)
+        out.run, out.ref_out = self.run.part(rows), self.ref_out[torch.from_numpy(rows)]
+        return out
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.run.outputs(weights)

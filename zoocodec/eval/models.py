@@ -15,6 +15,7 @@ from zoocodec.errors import ModelFormatError, ZoocodecError
 
 IMAGE_ARCHS = ("mnist-cnn", "fashionnet", "effnet-lite0")
 TEXT_ARCHS = ("sentence-encoder",)
+LM_ARCHS = ("causal-lm",)  # run by zoocodec.eval.lm.Scorer from the zoo model's folder
 
 
 def kind(arch: str) -> str:
@@ -22,7 +23,9 @@ def kind(arch: str) -> str:
         return "image"
     if arch in TEXT_ARCHS:
         return "text"
-    raise ZoocodecError(f"unknown arch {arch!r} (known: {', '.join(IMAGE_ARCHS + TEXT_ARCHS)})")
+    if arch in LM_ARCHS:
+        return "tokens"
+    raise ZoocodecError(f"unknown arch {arch!r} (known: {', '.join(IMAGE_ARCHS + TEXT_ARCHS + LM_ARCHS)})")
 
 
 def build(arch: str, weights: dict[str, torch.Tensor], folder: Path | None = None) -> Any:

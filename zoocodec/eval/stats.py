@@ -9,7 +9,10 @@ its paired differences, not by two independent accuracies:
 - per-input values (KL, cosine, relative L2) and statistics of the whole set (Spearman):
   a paired bootstrap over inputs (both models get the same resampled inputs),
   percentile interval, a fixed seed so equal outputs give equal intervals;
-- inputs in groups (several views of one photo): the bootstrap resamples whole groups.
+- inputs in groups (several views of one photo, the tokens of one document): the
+  bootstrap resamples whole groups;
+- perplexity, exp of the mean per-token NLL: a paired bootstrap of the difference of the
+  two perplexities (over groups where given).
 
 A minimum over inputs gets no interval (a bootstrap cannot move it below the sample's).
 """
@@ -39,7 +42,8 @@ class Paired:
     """One metric of a model (`x`) and of the reference (`r`), per input, on the same inputs.
 
     kind: "mean" (per-input values, averaged), "binary" (per-input 0/1, averaged),
-    "spearman" (rank correlation of the per-input values with `target`), "min".
+    "spearman" (rank correlation of the per-input values with `target`), "min",
+    "perplexity" (exp of the mean of per-token NLLs).
     """
 
     kind: str
@@ -53,6 +57,8 @@ class Paired:
             from scipy.stats import spearmanr
 
             return float(spearmanr(v, self.target).statistic)
+        if self.kind == "perplexity":
+            return float(np.exp(np.mean(v, dtype=np.float64)))
         return float(v.min()) if self.kind == "min" else float(v.mean())
 
     @property
@@ -75,6 +81,8 @@ class Paired:
             return newcombe(self.x.astype(bool), self.r.astype(bool))
         if self.kind == "spearman":
             return _bootstrap_spearman(self.x, self.r, self.target)
+        if self.kind == "perplexity":
+            return bootstrap_perplexity(self.x, self.r, self.groups)
         d = np.asarray(self.x, dtype=np.float64) - np.asarray(self.r, dtype=np.float64)
         return bootstrap_mean(d, self.groups)
 
@@ -137,6 +145,27 @@ def bootstrap_mean(d: np.ndarray, groups: np.ndarray | None = None, resamples: i
         out.append(sums[idx].sum(1) / sizes[idx].sum(1))
     low, high = _percentiles(np.concatenate(out))
     return Interval(low, high, "paired bootstrap" + (" over groups" if groups is not None else ""))
+
+
+def bootstrap_perplexity(x: np.ndarray, r: np.ndarray, groups: np.ndarray | None = None,
+                         resamples: int = RESAMPLES, seed: int = SEED) -> Interval:
+    """Percentile bootstrap interval of exp(mean x) - exp(mean r), per-token NLLs of two models on
+    the same tokens, resampling tokens (or whole groups: the tokens of one document)."""
+    how = "paired bootstrap" + (" over groups" if groups is not None else "")
+    x, r = np.asarray(x, dtype=np.float64), np.asarray(r, dtype=np.float64)
+    if np.array_equal(x, r):
+        return Interval(0.0, 0.0, how)
+    ids = np.unique(groups, return_inverse=True)[1] if groups is not None else np.arange(len(x))
+    sx, sr = np.bincount(ids, weights=x), np.bincount(ids, weights=r)
+    sizes = np.bincount(ids).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    out = []
+    for start in range(0, resamples, _CHUNK):
+        idx = rng.integers(0, len(sizes), (min(_CHUNK, resamples - start), len(sizes)))
+        n = sizes[idx].sum(1)
+        out.append(np.exp(sx[idx].sum(1) / n) - np.exp(sr[idx].sum(1) / n))
+    low, high = _percentiles(np.concatenate(out))
+    return Interval(low, high, how)
 
 
 def _rowwise_spearman(v: np.ndarray, target: np.ndarray) -> np.ndarray:

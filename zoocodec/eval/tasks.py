@@ -8,23 +8,24 @@ Fidelity metrics have baselines 1 (cosine, agreement) or 0 (KL).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from zoocodec.eval import data, metrics as M
+from zoocodec.eval import data, lm, metrics as M
 from zoocodec.eval.stats import Paired
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # image | text: what the model must be
+    kind: str  # image | text | tokens (a causal LM): what the model must be
     about: str
     primary: str  # the metric automatic mode keeps within budget
-    outputs: Callable[[object, int | None], torch.Tensor]
+    # the model's outputs on `limit` inputs; a tokens task has `texts` instead (zoocodec.eval.lm.Scorer runs them)
+    outputs: Callable[[object, int | None], torch.Tensor] | None
     compare: Callable[[torch.Tensor, torch.Tensor], dict[str, Paired]]
     lower_is_better: tuple[str, ...] = field(default=())
     # inputs (evenly spread) used while automatic mode searches (all of them for its final check),
@@ -35,6 +36,7 @@ class Task:
     # images or texts, disjoint from the judged ones where the data allows (`calibration_about` says)
     calibration: Callable[[], object] | None = None
     calibration_about: str = ""
+    texts: Callable[[], Sequence[str]] | None = None  # a tokens task's documents
 
     def metrics(self, out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
         return {k: p.value for k, p in self.compare(out, ref).items()}
@@ -46,11 +48,16 @@ class Task:
         """
         if self.kind == "image":
             return M.kl(out, ref)
+        if self.kind == "tokens":
+            return lm.distortion(out, ref)
         return float(1 - M.cosines(out, ref).mean())
 
 
-def subset(n: int, limit: int | None) -> torch.Tensor:
-    """Indices of `limit` inputs spread evenly over all n (datasets sorted by class stay balanced)."""
+def subset(n: int, limit: int | tuple[int, ...] | None) -> torch.Tensor:
+    """Indices of `limit` inputs spread evenly over all n (datasets sorted by class stay balanced),
+    or the inputs a tuple of indices names (a part of a split: zoocodec.eval.evaluate.Evaluator.part)."""
+    if isinstance(limit, tuple):
+        return torch.tensor(limit, dtype=torch.long)
     if limit is None or limit >= n:
         return torch.arange(n, device="cpu")
     return torch.linspace(0, n - 1, limit, device="cpu").round().long()
@@ -131,8 +138,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("digits", "image", "top-1/top-5 on opencv-doc's 5,000 MNIST digits, and agreement/KL vs the original",
          "top1", _logits(lambda: data.opencv_digits()[0], 1000), _labelled(lambda: data.opencv_digits()[1]), ("kl",),
          search_limit=1000, sensitivity_limit=1000, calibration=data.digits_calibration,
-         calibration_about=f"{data.CALIBRATION_IMAGES} of the 5,000 judged digits (seeded; the only labelled digits: "
-                           "they overlap)"),
+         calibration_about=f"{data.CALIBRATION_IMAGES} of scikit-learn's 1,797 8x8 digits, scaled to 20x20 "
+                           "(seeded; never judged: the task judges opencv-doc's)"),
     Task("fashion", "image", "top-1/top-5 on the 10,000 Fashion-MNIST test images, and agreement/KL vs the original",
          "top1", _logits(lambda: data.fashion_mnist("test")[0], 1000), _labelled(lambda: data.fashion_mnist("test")[1]),
          ("kl",), search_limit=2000, sensitivity_limit=1000, calibration=data.fashion_calibration,
@@ -147,6 +154,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("lee", "text", "embedding cosine vs the original on the 300 documents of lee_background.cor",
          "cosine_mean", _embed_docs, _cosine, search_limit=64, sensitivity_limit=16,
          calibration=data.text_calibration, calibration_about=TEXT_CALIBRATION),
+    Task("ppl", "tokens", f"token KL(original || model) and perplexity on the 300 documents of lee_background.cor, "
+         f"{lm.WINDOW}-token windows", "kl", None, lm.compare, ("kl", "ppl"),
+         calibration=data.lm_calibration, calibration_about=data.LM_CALIBRATION, texts=data.lee_documents),
     Task("wordsim", "text", "Spearman of embedding cosine vs human scores on WordSim353 and SimLex-999",
          "wordsim353", _embed_words, _word_similarity, calibration=data.text_calibration,
          calibration_about=TEXT_CALIBRATION),

@@ -8,6 +8,7 @@ container, keep only statistics. Nothing else holds the weights.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import time
@@ -136,6 +137,8 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     `targets` (native arrays by tensor name, same shape and dtype) are quantized in place of
     the model's values, e.g. weights already on their grid, whose indices data-aware rounding
     chose (zoocodec.tuning.calibrate); errors and SQNR are still measured against the model's own.
+    A tensor of at least `min_size` weights equal to an earlier one (tied embedding and output
+    head weights) is stored once: the header's `aliases` maps its name to the stored one's.
     """
     spec = parse_spec(spec)
     plan = {k: parse_spec(v) for k, v in (plan or {}).items()}
@@ -148,9 +151,18 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     entries = []
     floored = spec == parse_spec(DEFAULT_SPEC)
     targets, originals = dict(targets or {}), {}
+    aliases: dict[str, str] = {}
+    stored: dict[tuple, str] = {}
 
     def tensors():
         for t in source.tensors():
+            if t.array.size >= min_size:  # tied weights: the same values under a second name
+                key = (t.dtype, t.array.shape, hashlib.blake2b(np.ascontiguousarray(t.array).data).digest())
+                if key in stored:
+                    aliases[t.name] = stored[key]
+                    targets.pop(t.name, None)
+                    continue
+                stored[key] = t.name
             moved = targets.pop(t.name, None)
             if moved is None:
                 yield t
@@ -210,6 +222,8 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
             "tensors": entries,
             "files": files,
         }
+        if aliases:
+            c.header["aliases"] = aliases
     report.seconds = time.perf_counter() - start
     report.file_bytes = Path(out).stat().st_size
     report.attached_bytes = sum(seg[1] for seg in files.values())
@@ -240,6 +254,17 @@ class ArchiveBase:
                 f"or zoocodec.pipeline.sequence.SeqArchive")
         self.entries = {t["name"]: t for t in self.header["tensors"]}
         self.plan = plan.entries(self.header)  # typed, parsed once
+        self.aliases = self._aliases(path)
+
+    def _aliases(self, path) -> dict[str, str]:
+        """The header's tensors stored once under another name (tied weights): alias -> stored name."""
+        aliases = self.header.get("aliases", {})
+        if not isinstance(aliases, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and v in self.entries and k not in self.entries
+                for k, v in aliases.items()):
+            self.container.close()
+            raise ContainerError(f"{path}: invalid header: field 'aliases' is not an object of new names to stored tensors")
+        return aliases
 
     def __enter__(self):
         return self
@@ -258,6 +283,7 @@ class ArchiveBase:
     ) -> np.ndarray:
         """run(spec, side, segments, shape, dtype) on tensor `name`'s entry, errors named
         (`segments`: its payloads, when the caller read them already)."""
+        name = self.aliases.get(name, name)
         if name not in self.entries:
             raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
         e = self.plan[name]
@@ -360,6 +386,7 @@ class Archive(ArchiveBase):
         """One tensor as torch, on `device`: on a GPU, payloads whose method declares a fused
         decoder (zoocodec/plan.py: uniform, kmeans) are decoded by a CUDA kernel straight into
         device memory (zoocodec/kernels/decode.py); other payloads are decoded on the host and copied."""
+        name = self.aliases.get(name, name)
         dev = resolve(device)
         if dev.is_gpu:
             from zoocodec.kernels import decode
@@ -403,11 +430,12 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
                     host.pop(name), a.entries[name]["dtype"]).to(dev.torch)
                 if progress:
                     progress(name)
-            return tensors
+            return tensors | {alias: tensors[name] for alias, name in a.aliases.items()}  # tied: one tensor
         kinds = {n: (FROM_NAME[e["dtype"]], tuple(e["shape"])) for n, e in a.entries.items()}
+        kinds |= {alias: kinds[name] for alias, name in a.aliases.items()}
         # safetensors and Hugging Face folders are written tensor by tensor as they are decoded
-        write_model(LazyTensors(kinds, lambda n: get(n).cpu()), out, src["format"], src.get("layout") or {},
-                    a.files(), fmt)
+        write_model(LazyTensors(kinds, lambda n: get(a.aliases.get(n, n)).cpu()), out, src["format"],
+                    src.get("layout") or {}, a.files(), fmt)
         return Path(out)
 
 
@@ -451,6 +479,6 @@ def inspect(path: str | os.PathLike) -> dict[str, Any]:
             "bytes_in": bytes_in, "ratio": bytes_in / max(weight_bytes, 1),
             "bits_per_weight": 8 * weight_bytes / max(params, 1),
             "source": h["source"]["format"], "zoocodec": h.get("zoocodec"), "format_version": h["format_version"],
-            "options": h.get("options"), "meta": h.get("meta", {}), "tensors": rows,
+            "options": h.get("options"), "meta": h.get("meta", {}), "tensors": rows, "aliases": a.aliases,
         }
 

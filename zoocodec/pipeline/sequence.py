@@ -9,6 +9,7 @@ SeqArchive reads any member through the same archive base as zoocodec.Archive.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -24,8 +25,9 @@ from zoocodec import __version__
 from zoocodec.codecs import videostream
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.errors import ContainerError, ModelFormatError, SpecError, ZoocodecError
-from zoocodec.methods import MethodSpec, TensorData, parse_spec
+from zoocodec.methods import MethodSpec, TensorData, parse_spec, spec_from_dict
 from zoocodec.methods.base import nested_text
+from zoocodec.methods.lossless import native_dtype
 from zoocodec.methods.sequence import MODES, Sequence
 from zoocodec.pipeline.core import ArchiveBase, load
 from zoocodec.pipeline.modelio import output_format, to_torch, write_model
@@ -178,3 +180,38 @@ def decompress_seq(path: str | os.PathLike, member: int | str, out: str | os.Pat
             return tensors
         write_model(tensors, out, src["format"], src.get("layout") or {}, a.files(), fmt)
         return Path(out)
+
+
+def inspect_seq(container: Path) -> dict:
+    """A sequence file's numbers, one definition for compress-seq and inspect: per member, the
+    bytes of its own streams (every tensor, quantized or exact) over its weights; on average,
+    the whole file (shared steps and header included) over all members' weights."""
+    with SeqArchive(container) as a:
+        h, labels = a.header, a.labels
+        n = len(labels)
+        rows, per_member = [], [0] * n
+        for e in h["tensors"]:
+            numel = math.prod(e["shape"])
+            segs = e["segments"]
+            if "video" in segs:  # one stream: each member's frames
+                sizes = member_bytes({"video": a.container.segment(e["name"], tuple(segs["video"]))}, n)
+            else:  # member i's streams are m{i} (on the grid) or m{i}.NAME (each member coded alone)
+                sizes = [sum(v[1] for k, v in segs.items() if k.split(".")[0] == f"m{i}") for i in range(n)]
+            for i, b in enumerate(sizes):
+                per_member[i] += b
+            seq = spec_from_dict(e["method"])
+            coding = str(seq.inner) if seq.mode == "independent" else f"{seq.mode} {seq.inner}"
+            rows.append({"name": e["name"], "shape": e["shape"], "dtype": e["dtype"], "coding": coding,
+                         "bytes": sum(v[1] for v in e["segments"].values()),
+                         "bits_per_weight": 8 * sum(v[1] for v in e["segments"].values()) / max(numel * n, 1)})
+    params = sum(math.prod(e["shape"]) for e in h["tensors"])
+    bytes_in = n * sum(math.prod(e["shape"]) * native_dtype(e["dtype"]).itemsize for e in h["tensors"])
+    size = container.stat().st_size
+    weight_bytes = size - sum(seg[1] for seg in h["files"].values())
+    seq = h["meta"]["sequence"]
+    return {"path": str(container), "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
+            "params_per_member": params, "file_bytes": size, "weight_bytes": weight_bytes, "bytes_in": bytes_in,
+            "ratio": bytes_in / max(weight_bytes, 1), "bits_per_weight": 8 * weight_bytes / max(params * n, 1),
+            "member_bytes": dict(zip(labels, per_member)), "shared_bytes": weight_bytes - sum(per_member),
+            "member_bits_per_weight": {k: 8 * v / max(params, 1) for k, v in zip(labels, per_member)},
+            "tensors": rows}

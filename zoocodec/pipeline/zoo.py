@@ -48,6 +48,8 @@ def resolve(name: str) -> Path:
         path = Path(entry["path"]).expanduser()
     elif "packages" in entry:
         path = split_zip(name, entry) / entry.get("file", "")
+    elif "convert" in entry:
+        path = converted(name, entry)
     else:
         root = package_dir(entry["package"])
         if root is None:
@@ -65,6 +67,9 @@ def installed(name: str) -> bool:
         return Path(entry["path"]).expanduser().exists()
     if "packages" in entry:
         return (cache_dir() / name).is_dir() or all(package_dir(p) is not None for p in entry["packages"])
+    if "convert" in entry:
+        root = package_dir(entry["package"])
+        return (cache_dir() / name).is_dir() or (root is not None and (root / entry["file"]).is_file())
     root = package_dir(entry["package"])
     return root is not None and (root / entry.get("file", "")).exists()
 
@@ -116,6 +121,56 @@ def split_zip(name: str, entry: dict[str, Any]) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def converted(name: str, entry: dict[str, Any]) -> Path:
+    """The Hugging Face folder of a zoo model shipped as a GGUF file (`convert: gguf`), converted once.
+
+    transformers dequantizes the GGUF tensors (with the gguf package); the model is rebuilt
+    from its config without the GGUF quantization_config (save_pretrained refuses one) and
+    saved in float32 beside its tokenizer. As for split zips: one process converts under a
+    file lock while the others wait, into a temporary folder renamed into place.
+    """
+    from filelock import FileLock  # noqa: PLC0415
+
+    target = cache_dir() / name
+    if target.is_dir():
+        return target
+    root = package_dir(entry["package"])
+    if root is None or not (root / entry["file"]).is_file():
+        raise ModelFormatError(f"zoo model {name!r} is not installed; install it with: {entry['install']}")
+    for needed in ("gguf", "accelerate", "transformers"):
+        if importlib.util.find_spec(needed) is None:
+            raise ModelFormatError(f"zoo model {name!r}: converting its GGUF file needs {needed}; install it with: "
+                                   f"pip install 'zoocodec[zoo]'")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(target.parent / f".{name}.lock"):
+        if target.is_dir():  # another process converted it while this one waited
+            return target
+        log.warning("%s: converting %s into a Hugging Face folder in %s (once)", name, entry["file"], target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+        try:
+            _gguf_to_hf(root, entry["file"], tmp / "files")
+            os.rename(tmp / "files", target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _gguf_to_hf(folder: Path, file: str, out: Path) -> None:
+    import torch  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, local_files_only=True,
+                                                               dtype=torch.float32)
+    tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=file, local_files_only=True)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
 
 
 def is_model_path(text: str) -> bool:

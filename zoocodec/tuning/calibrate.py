@@ -19,10 +19,11 @@ grid, the same dequantization: a reader cannot tell):
   added to the layer's bias, or subtracted from the running mean of the BatchNorm that
   follows a bias-free convolution.
 
-H and E[x] are measured once, on the original model with calibration inputs
-(zoocodec.eval.tasks: disjoint from the judged inputs where the data allows), with
-torch forward hooks on the nn.Linear and nn.Conv2d modules whose weights are quantized.
-Layers are rounded independently, each against its original inputs; a layer whose H was
+H and E[x] are measured on the original model with calibration inputs (zoocodec.eval.tasks:
+never the judged inputs), with torch forward hooks on the nn.Linear and nn.Conv2d modules
+whose weights are quantized. Layers are rounded independently, each against its original
+inputs, or (collect_on, automatic mode's `sequential`) against the inputs of the model
+quantized at a chosen step; a layer whose H was
 measured on fewer input vectors than its size keeps nearest rounding (H would be singular:
 error feedback would push the error where the calibration inputs never look).
 """
@@ -98,6 +99,15 @@ def collect(net: torch.nn.Module, run: Callable[[torch.nn.Module], object],
         xtx, s, n = sums[key]
         out[key] = LayerInputs((xtx / n).numpy(), (s / n).numpy(), n, _bias_of(mname, mod, modules, order, names))
     return out
+
+
+def collect_on(net: torch.nn.Module, run: Callable[[torch.nn.Module], object], names: Mapping[str, str],
+               weights: Mapping[str, torch.Tensor]) -> dict[str, LayerInputs]:
+    """collect() with `weights` loaded into `net` first. Given the quantized model, each layer's H and
+    mean are those of the inputs the quantized layers before it produce: rounding against them is GPTQ's
+    sequential order, up to one refresh (the layers before were rounded against the original's inputs)."""
+    net.load_state_dict({own: weights[name] for own, name in names.items() if name in weights}, strict=False)
+    return collect(net, run, names)
 
 
 def _supported(mod: torch.nn.Module) -> bool:

@@ -1,0 +1,217 @@
+"""Causal language models judged by their next-token predictions: perplexity and token KL.
+
+Texts are tokenized with the model's own tokenizer, document by document (each followed
+by a newline), concatenated, and cut into non-overlapping windows of WINDOW tokens; a
+window starts with the tokenizer's BOS token where it has one, so every text token is
+predicted once, from the tokens of its own window before it. Each scored token belongs
+to one document: intervals resample whole documents (zoocodec.eval.stats).
+
+Per scored token the outputs are (NLL of the true token, KL(original || model) in nats,
+document). The KL is exact over the whole vocabulary without holding the original's
+logits (49,152 per token for SmolLM2): its final hidden states and output head are kept
+from its run (576 floats per token) and its logits recomputed, a block of positions at
+a time, beside the model's.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from zoocodec.device import Device, resolve
+from zoocodec.errors import ModelFormatError
+from zoocodec.eval.stats import Paired
+
+WINDOW = 512  # tokens a window feeds the model
+BATCH = {False: 4, True: 32}  # windows per forward, on the CPU / on a GPU
+ROWS = 512  # positions whose logits are held at once (2 x ROWS x vocabulary floats)
+CALIBRATION_WINDOWS = 16  # windows data-aware rounding measures layer inputs on (8,192 tokens)
+
+
+def is_causal_lm(folder: Path) -> bool:
+    """The folder's config names a `*ForCausalLM` architecture."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or ())
+
+
+@functools.cache
+def _skeleton(folder: Path, device: str) -> torch.nn.Module:
+    """The folder's causal LM built from its config.json in float32 (weights are loaded per call)."""
+    import transformers  # noqa: PLC0415
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+    except (ValueError, KeyError, OSError) as e:
+        raise ModelFormatError(f"{folder}: transformers cannot build a causal LM from its config.json "
+                               f"({str(e).splitlines()[0]})") from None
+    return model.eval().to(device)
+
+
+def windows(tok, texts: Sequence[str], size: int = WINDOW) -> list[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+    """(inputs, targets, document of each target) per window of `size` tokens, in order."""
+    ids, docs = [], []
+    for d, text in enumerate(texts):
+        t = tok(text + "\n", add_special_tokens=False)["input_ids"]
+        ids += t
+        docs += [d] * len(t)
+    ids_t, docs_a = torch.tensor(ids, dtype=torch.long), np.array(docs, dtype=np.int64)
+    bos = tok.bos_token_id
+    out = []
+    for s in range(0, len(ids), size):
+        chunk = ids_t[s:s + size]
+        seq = torch.cat([torch.tensor([bos]), chunk]) if bos is not None else chunk
+        if len(seq) >= 2:
+            out.append((seq[:-1], seq[1:], docs_a[s:s + size][len(chunk) - len(seq) + 1:]))
+    return out
+
+
+class Scorer:
+    """A causal LM's per-token outputs on fixed texts, against the original recorded once.
+
+    `reference(weights)` runs the original and keeps what its logits need; `outputs(weights)`
+    gives (NLL, KL vs the original, document) per scored token, float64, on the host.
+    """
+
+    def __init__(self, folder: Path, texts: Sequence[str], limit: int | None = None,
+                 device: str | Device = "cpu"):
+        from zoocodec.eval.tasks import subset  # noqa: PLC0415
+        from zoocodec.eval.text import _tokenizer  # noqa: PLC0415
+
+        self.folder, self.device = Path(folder), resolve(device)
+        all_windows = windows(_tokenizer(self.folder), texts)
+        if not all_windows:
+            raise ModelFormatError(f"{folder}: the texts give no tokens to predict")
+        self.windows = [all_windows[i] for i in subset(len(all_windows), limit).tolist()]
+        self.docs = np.concatenate([w[2] for w in self.windows])
+        self._ref: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self._pick: torch.Tensor | None = None  # a part's rows among its windows' tokens
+
+    @property
+    def n(self) -> int:
+        return len(self.docs)
+
+    def model(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """The folder's model with `weights` loaded, on the scorer's device."""
+        from zoocodec.eval.text import _load  # noqa: PLC0415
+
+        net = _skeleton(self.folder, str(self.device.torch))
+        _load(net, weights)
+        return net
+
+    def _batches(self):
+        """(inputs B x L, targets B*L) of consecutive windows of one length."""
+        step = BATCH[self.device.is_gpu]
+        i = 0
+        while i < len(self.windows):
+            j = i + 1
+            while j < len(self.windows) and j - i < step and len(self.windows[j][0]) == len(self.windows[i][0]):
+                j += 1
+            group = self.windows[i:j]
+            yield torch.stack([w[0] for w in group]), torch.cat([w[1] for w in group])
+            i = j
+
+    def _run(self, net: torch.nn.Module, ref: bool) -> torch.Tensor:
+        head = net.get_output_embeddings()
+        dev = self.device.torch
+        nll, kl, hidden = [], [], []
+        start = 0
+        with torch.no_grad():
+            for x, y in self._batches():
+                h = net.base_model(input_ids=x.to(dev), use_cache=False).last_hidden_state
+                h = h.reshape(-1, h.shape[-1])
+                y = y.to(dev)
+                for s in range(0, len(h), ROWS):
+                    lq = head(h[s:s + ROWS]).float().log_softmax(-1)
+                    nll.append(-lq.gather(1, y[s:s + ROWS, None])[:, 0])
+                    if ref:
+                        continue
+                    rh, rw, rb = self._ref
+                    lp = F.linear(rh[start + s:start + s + ROWS], rw, rb).float().log_softmax(-1)
+                    kl.append((lp.exp() * (lp - lq)).sum(-1).clamp(min=0))
+                if ref:
+                    hidden.append(h.clone())
+                start += len(h)
+        nll_t = torch.cat(nll).double().cpu()
+        if ref:
+            self._ref = (torch.cat(hidden), head.weight.detach().clone(),
+                         None if head.bias is None else head.bias.detach().clone())
+        kl_t = torch.zeros_like(nll_t) if ref else torch.cat(kl).double().cpu()
+        return torch.stack([nll_t, kl_t, torch.from_numpy(self.docs).double()], dim=1)
+
+    def reference(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The original's rows (KL 0); what later runs are compared against is kept."""
+        net = self.model(weights)
+        _check_head(net, self.windows[0][0][:8].to(self.device.torch))
+        return self._run(net, ref=True)
+
+    def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self._ref is None:
+            raise RuntimeError("Scorer.outputs before Scorer.reference")
+        out = self._run(self.model(weights), ref=False)
+        return out if self._pick is None else out[self._pick]
+
+    def part(self, rows) -> Scorer:
+        """The same scorer on the tokens at `rows` only (one side of a split): only the windows
+        holding them run, and outputs() gives those tokens' rows in the order of `rows`."""
+        if self._ref is None or self._pick is not None:
+            raise RuntimeError("Scorer.part needs the whole scorer after Scorer.reference")
+        rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        sizes = torch.tensor([len(w[1]) for w in self.windows])
+        ends = torch.cumsum(sizes, 0)
+        keep = torch.unique(torch.searchsorted(ends, rows, right=True))
+        starts = ends - sizes
+        tokens = torch.cat([torch.arange(int(starts[w]), int(ends[w])) for w in keep.tolist()])
+        where = torch.full((int(ends[-1]),), -1, dtype=torch.long)
+        where[tokens] = torch.arange(len(tokens))
+        out = copy.copy(self)
+        out.windows = [self.windows[w] for w in keep.tolist()]
+        out.docs = self.docs[tokens.numpy()]
+        rh, rw, rb = self._ref
+        out._ref = (rh[tokens.to(rh.device)], rw, rb)
+        out._pick = where[rows]
+        return out
+
+
+def _check_head(net: torch.nn.Module, x: torch.Tensor) -> None:
+    """The logits must be the output head applied to the last hidden state (no soft-capping or
+    scaling after it), or the KL from kept hidden states would not be the model's."""
+    with torch.no_grad():
+        full = net(input_ids=x[None], use_cache=False).logits[0].float()
+        mine = net.get_output_embeddings()(net.base_model(input_ids=x[None], use_cache=False).last_hidden_state[0])
+    if not torch.allclose(full, mine.float(), rtol=1e-4, atol=1e-4):
+        raise ModelFormatError(f"{type(net).__name__}: its logits are not its output head applied to its last "
+                               f"hidden state; zoocodec cannot judge it by token KL")
+
+
+def compare(out: torch.Tensor, ref: torch.Tensor) -> dict[str, Paired]:
+    """Token KL against the original (primary) and perplexity, paired per token, resampled by document."""
+    docs = out[:, 2].long().numpy()
+    return {"kl": Paired("mean", out[:, 1].numpy(), np.zeros(len(out)), groups=docs),
+            "ppl": Paired("perplexity", out[:, 0].numpy(), ref[:, 0].numpy(), groups=docs)}
+
+
+def distortion(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """Mean token KL (nats): what sensitivities are measured on."""
+    return float(out[:, 1].mean())
+
+
+def calibration(folder: Path, texts: Sequence[str], weights: dict[str, torch.Tensor], count: int | None):
+    """(module, run, windows) for data-aware rounding: `count` windows of `texts` (None: all), evenly spread."""
+    scorer = Scorer(folder, texts, count)
+    net = scorer.model(weights)
+
+    def run(module: torch.nn.Module) -> None:
+        with torch.no_grad():
+            for x, _ in scorer._batches():
+                module(input_ids=x, use_cache=False)
+    return net, run, len(scorer.windows)
