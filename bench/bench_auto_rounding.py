@@ -10,9 +10,9 @@ once per configuration:
 - `uniform gptq sequential`: the same, the final rounding against the layer inputs of the model
   quantized at the searched step (GPTQ's sequential order, one refresh).
 Every result is judged on the held-back half of the task's inputs (automatic mode's split)
-by the pessimistic end of the loss's 95% interval; bits/weight are those of the written file. NNCodec's bits/weight at each
-budget come from bench/results/head_to_head.json (interpolated there, same judging; not
-rerun here), and `vs_nncodec` is NNCodec's size over ours.
+by the pessimistic end of the loss's 95% interval; bits/weight are those of the written file.
+NNCodec's bits/weight at each budget come from bench/results/head_to_head.json (interpolated
+there, same judging; not rerun here), and `vs_nncodec` is NNCodec's size over ours.
 
     nice -n 10 python bench/bench_auto_rounding.py [--models fmnist-cnn] [--runs 1:uniform gptq,...] [--name N]
 
@@ -95,7 +95,8 @@ def main() -> None:
                    "rounding": r.rounding, "rate_lam": lam, "sequential": sequential, "bits_per_weight": bpw,
                    "file_bytes": r.report.file_bytes, "metric": r.metric, "value": r.value,
                    "baseline": r.baseline, "loss_pct": 100 * r.loss, "loss_high_pct": 100 * r.loss_high,
-                   "inputs": r.inputs, "within": r.within, "base_step": r.base_step, "strength": r.strength, "seconds": seconds,
+                   "inputs": r.inputs, "within": r.within, "base_step": r.base_step, "strength": r.strength,
+                   "seconds": seconds,
                    "nncodec_bpw": nn, "vs_nncodec": nn / bpw if nn else None}
             result["rows"].append(row)
             print(json.dumps(row), flush=True)

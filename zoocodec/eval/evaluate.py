@@ -129,7 +129,8 @@ def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
     names = frozenset(weights)
     for name, e in zoo.registry().items():
         if not e.get("arch") or (("packages" in e or "convert" in e) and not (zoo.cache_dir() / name).is_dir()):
-            continue  # not evaluable, or a split zip never extracted / a model never converted (not worth it to compare names)
+            # not evaluable, or a split zip never extracted / a model never converted (not worth it to compare names)
+            continue
         if name not in _NAMES:
             try:
                 _NAMES[name] = frozenset(load(name).names)
@@ -158,7 +159,7 @@ class Evaluator:
         self.folder = zoo.resolve(reference) if task.kind in ("text", "tokens") else None
         ref_weights = load_weights(reference, self.device)
         if task.kind == "tokens":  # a causal LM: the scorer keeps what the original's logits need
-            from zoocodec.eval.lm import Scorer  # noqa: PLC0415
+            from zoocodec.eval.lm import Scorer
 
             self.scorer = Scorer(self.folder, task.texts(), limit, self.device)
             self.ref_out = self.scorer.reference(ref_weights)

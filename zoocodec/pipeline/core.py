@@ -263,7 +263,9 @@ class ArchiveBase:
                 isinstance(k, str) and isinstance(v, str) and v in self.entries and k not in self.entries
                 for k, v in aliases.items()):
             self.container.close()
-            raise ContainerError(f"{path}: invalid header: field 'aliases' is not an object of new names to stored tensors")
+            raise ContainerError(
+                f"{path}: invalid header: field 'aliases' is not an object of new names to stored tensors"
+            )
         return aliases
 
     def __enter__(self):

@@ -209,9 +209,17 @@ def inspect_seq(container: Path) -> dict:
     size = container.stat().st_size
     weight_bytes = size - sum(seg[1] for seg in h["files"].values())
     seq = h["meta"]["sequence"]
-    return {"path": str(container), "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
-            "params_per_member": params, "file_bytes": size, "weight_bytes": weight_bytes, "bytes_in": bytes_in,
-            "ratio": bytes_in / max(weight_bytes, 1), "bits_per_weight": 8 * weight_bytes / max(params * n, 1),
-            "member_bytes": dict(zip(labels, per_member)), "shared_bytes": weight_bytes - sum(per_member),
-            "member_bits_per_weight": {k: 8 * v / max(params, 1) for k, v in zip(labels, per_member)},
-            "tensors": rows}
+    return {
+        "path": str(container),
+        "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
+        "params_per_member": params,
+        "file_bytes": size,
+        "weight_bytes": weight_bytes,
+        "bytes_in": bytes_in,
+        "ratio": bytes_in / max(weight_bytes, 1),
+        "bits_per_weight": 8 * weight_bytes / max(params * n, 1),
+        "member_bytes": dict(zip(labels, per_member, strict=True)),
+        "shared_bytes": weight_bytes - sum(per_member),
+        "member_bits_per_weight": {k: 8 * v / max(params, 1) for k, v in zip(labels, per_member, strict=True)},
+        "tensors": rows,
+    }
