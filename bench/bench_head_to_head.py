@@ -764,7 +764,9 @@ def main(argv: list[str] | None = None) -> dict:
         models = ZOO[:-1] + (ZOO[-1:] if a.full else [])
     mode = "quick" if a.quick else "full" if a.full else "default"
     stem = "head_to_head_quick" if a.quick else "head_to_head"
-    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    def log(msg):
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
     start = time.perf_counter()
     results = {"machine": machine(), "mode": mode, "nncodec_python": str(nncodec_python() or ""),
                "methods_registered": sorted(REGISTRY), "models": []}

@@ -174,11 +174,14 @@ def write_markdown(r: dict, path: Path) -> None:
                      f"{p['kl_high']:.5f} | {p['ppl']['value']:.3f} | [{p['ppl']['delta_low']:+.3f}, "
                      f"{p['ppl']['delta_high']:+.3f}] | {caveat(p['label']).strip(' ()')} |")
     lines += ["", "Smallest point within each token-KL budget (pessimistic bound):", "",
-              "| KL budget | GGUF | HQQ | zoocodec uniform | best peer / zoocodec |", "| ---: | --- | "
-                                                                                      "--- | --- | ---: |"]
+              "| KL budget | GGUF | HQQ | zoocodec uniform | best peer / zoocodec |",
+              "| ---: | --- | --- | --- | ---: |"]
+
+    def cell(p):
+        return "none" if p is None else f"{p['label']} {p['bits_per_weight']:.3f}{caveat(p['label'])}"
+
     for budget, fam in r["smallest_within"].items():
         g, h, z = fam["gguf"], fam["hqq"], fam["zoocodec uniform"]
-        cell = lambda p: "none" if p is None else f"{p['label']} {p['bits_per_weight']:.3f}{caveat(p['label'])}"  # noqa: E731
         peers = [p["bits_per_weight"] for p in (g, h) if p]
         ratio = f"{min(peers) / z['bits_per_weight']:.2f}x" if peers and z else "-"
         lines.append(f"| {budget} | {cell(g)} | {cell(h)} | {cell(z)} | {ratio} |")
