@@ -10,9 +10,9 @@ once per configuration:
 - `uniform gptq sequential`: the same, the final rounding against the layer inputs of the model
   quantized at the searched step (GPTQ's sequential order, one refresh).
 Every result is judged on the held-back half of the task's inputs (automatic mode's split)
-by the pessimistic end of the loss's 95% interval; bits/weight are those of the written file. NNCodec's bits/weight at each
-budget come from bench/results/head_to_head.json (interpolated there, same judging; not
-rerun here), and `vs_nncodec` is NNCodec's size over ours.
+by the pessimistic end of the loss's 95% interval; bits/weight are those of the written file.
+NNCodec's bits/weight at each budget come from bench/results/head_to_head.json (interpolated
+there, same judging; not rerun here), and `vs_nncodec` is NNCodec's size over ours.
 
     nice -n 10 python bench/bench_auto_rounding.py [--models fmnist-cnn] [--runs 1:uniform gptq,...] [--name N]
 
@@ -28,14 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench_common import RESULTS, machine, save  # noqa: E402
-from zoocodec.pipeline.core import load  # noqa: E402
-from zoocodec.pipeline.modelio import to_torch  # noqa: E402
-from zoocodec.tuning.auto import auto_compress  # noqa: E402
+from bench_common import RESULTS, machine, save
+from zoocodec.pipeline.core import load
+from zoocodec.pipeline.modelio import to_torch
+from zoocodec.tuning.auto import auto_compress
 
 CONFIGS = {  # the most telling first: results are saved after every run. (method, rounding, lam, sequential)
     "uniform gptq": ("uniform:coder=ctx", "gptq", 0.0, False),
@@ -85,7 +84,7 @@ def main() -> None:
                                   log=lambda msg: print("   ", msg, flush=True))
                 seconds = time.perf_counter() - start
                 if sens is None:
-                    import zoocodec  # noqa: PLC0415
+                    import zoocodec
 
                     with zoocodec.Archive(path) as a:
                         stored = a.header["meta"]["auto"]["sensitivities"]
@@ -96,7 +95,8 @@ def main() -> None:
                    "rounding": r.rounding, "rate_lam": lam, "sequential": sequential, "bits_per_weight": bpw,
                    "file_bytes": r.report.file_bytes, "metric": r.metric, "value": r.value,
                    "baseline": r.baseline, "loss_pct": 100 * r.loss, "loss_high_pct": 100 * r.loss_high,
-                   "inputs": r.inputs, "within": r.within, "base_step": r.base_step, "strength": r.strength, "seconds": seconds,
+                   "inputs": r.inputs, "within": r.within, "base_step": r.base_step, "strength": r.strength,
+                   "seconds": seconds,
                    "nncodec_bpw": nn, "vs_nncodec": nn / bpw if nn else None}
             result["rows"].append(row)
             print(json.dumps(row), flush=True)

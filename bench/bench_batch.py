@@ -7,7 +7,8 @@ Four ways through zoocodec.compress on real zoo models, interleaved, best of `--
   batched         the default: coding on threads, rdoq/dq grouped (`batch_on_cpu`)
 Every file's sha256 must equal the peer's.
 
-    python bench/bench_batch.py [--models minilm minilm-attention mpnet] [--reps 2]     (JSON to bench/results/batch-DATE.json, or --name)
+    python bench/bench_batch.py [--models minilm minilm-attention mpnet] [--reps 2]
+        (JSON to bench/results/batch-DATE.json, or --name)
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import machine, save  # noqa: E402
+from bench_common import machine, save
 
 CASES = {"minilm": ["uniform:bits=8", "kmeans:k=16"], "minilm-attention": ["dq:bits=6"], "mpnet": ["uniform:bits=8"]}
 
@@ -87,10 +88,16 @@ def main() -> None:
                 print(f"{model} {spec}: " + ", ".join(f"{w} {s:.2f} s ({best['one_at_a_time'] / s:.2f}x)"
                                                       for w, s in best.items()) + f"; same bytes {row['same_bytes']}",
                       flush=True)
-    result = {"machine": start, "load_average_at_end": os.getloadavg(), "threads": batch.THREADS,
-              "cpu_window_bytes": batch.CPU_WINDOW, "cpu_chunk_weights": batch.CPU_CHUNK,
-              "zoocodec_threads_env": os.environ.get("ZOOCODEC_THREADS"), "rows": rows,
-              "note": "best of the interleaved runs; the machine is shared (load_average_at_start, load_average_at_end)"}
+    result = {
+        "machine": start,
+        "load_average_at_end": os.getloadavg(),
+        "threads": batch.THREADS,
+        "cpu_window_bytes": batch.CPU_WINDOW,
+        "cpu_chunk_weights": batch.CPU_CHUNK,
+        "zoocodec_threads_env": os.environ.get("ZOOCODEC_THREADS"),
+        "rows": rows,
+        "note": "best of the interleaved runs; the machine is shared (load_average_at_start, load_average_at_end)",
+    }
     print(f"wrote {save(args.name, result)}")
 
 

@@ -23,7 +23,6 @@ import time
 import zlib
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 HIDDEN, INTER, VOCAB = 4096, 11008, 32000
 SHARD = 5 << 30  # bytes per shard at most, like transformers' save_pretrained for 7B models
@@ -78,9 +77,9 @@ def shapes(layers: int) -> dict[str, tuple[int, ...]]:
 
 def generate(folder: Path, layers: int) -> dict:
     """Write the model folder shard by shard, each tensor generated when the writer asks for it."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from zoocodec.pipeline.modelio import LazyTensors, _write_safetensors  # noqa: PLC0415
+    from zoocodec.pipeline.modelio import LazyTensors, _write_safetensors
 
     def make(name: str) -> torch.Tensor:
         shape = kinds[name][1]
@@ -133,7 +132,7 @@ def step(name: str, src: Path, dst: Path, spec: str = "", root: Path = ROOT) -> 
 
 
 def main() -> None:
-    from bench_common import machine, save  # noqa: PLC0415
+    from bench_common import machine, save
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=32, help="decoder layers (32: 6.74 B parameters)")

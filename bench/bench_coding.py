@@ -35,11 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_common import RESULTS, machine, save
+from zoocodec.codecs import cabac
+
 ROOT = Path(__file__).resolve().parents[1]
-from bench_common import RESULTS, machine, save  # noqa: E402
-
-from zoocodec.codecs import cabac  # noqa: E402
-
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 MODELS = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm"]
 QPS = [-38, -35, -32, -29, -26, -23, -20]
@@ -52,7 +51,9 @@ def nncodec_python() -> Path:
     env = os.environ.get("NNCODEC_PYTHON")
     path = Path(env) if env else ROOT / ".venv-nncodec" / "bin" / "python"
     if not path.exists():
-        raise SystemExit(f"NNCodec's Python not found at {path}: run bench/peers/setup_nncodec.sh or set NNCODEC_PYTHON")
+        raise SystemExit(
+            f"NNCodec's Python not found at {path}: run bench/peers/setup_nncodec.sh or set NNCODEC_PYTHON"
+        )
     return path
 
 
@@ -84,9 +85,9 @@ def matrix(k: np.ndarray) -> np.ndarray:
 
 
 def run_nncodec(model: str, qps: list[int], work: Path) -> list[dict]:
-    from safetensors.numpy import save_file  # noqa: PLC0415
+    from safetensors.numpy import save_file
 
-    from zoocodec.pipeline.core import load  # noqa: PLC0415
+    from zoocodec.pipeline.core import load
 
     src = work / f"{model}.safetensors"
     if not src.exists():
@@ -102,7 +103,7 @@ def run_nncodec(model: str, qps: list[int], work: Path) -> list[dict]:
 
 
 def sqnr_db(src: Path, decoded: Path) -> float:
-    from safetensors.numpy import load_file  # noqa: PLC0415
+    from safetensors.numpy import load_file
 
     a, b = load_file(str(src)), load_file(str(decoded))
     num = sum(float((a[n].astype(np.float64) ** 2).sum()) for n in a)
@@ -131,7 +132,7 @@ def measure(model: str, row: dict, work: Path, speed: bool, repeat: int) -> dict
     levels = {n: halve(z[n]) for n in names}
     weights = sum(k.size for k in levels.values())
     streams = code_levels(levels, 1 << 16, 0)
-    for (n, k), s in zip(levels.items(), streams):  # identical levels back, identical reconstruction
+    for (n, k), s in zip(levels.items(), streams, strict=True):  # identical levels back, identical reconstruction
         back = cabac.decode_levels(s, k.size).reshape(k.shape)
         if not (np.array_equal(back, k) and np.array_equal(unhalve(back), z[n])):
             raise RuntimeError(f"{model} {n}: cabac did not return NNCodec's levels")
@@ -146,8 +147,10 @@ def measure(model: str, row: dict, work: Path, speed: bool, repeat: int) -> dict
         out["substream_cost"] = ours / whole - 1
         for threads in (1, 2):
             enc_s, coded = timed(lambda: code_levels(levels, 1 << 16, threads), repeat)
-            dec_s, _ = timed(lambda: [cabac.decode_levels(s, k.size, threads) for s, k in zip(coded, levels.values())],
-                             repeat)
+            dec_s, _ = timed(
+                lambda: [cabac.decode_levels(s, k.size, threads) for s, k in zip(coded, levels.values(), strict=True)],
+                repeat,
+            )
             out[f"cabac_encode_s_{threads}t"], out[f"cabac_decode_s_{threads}t"] = enc_s, dec_s
         out["encode_speedup_2t"] = row["encode_s"] / out["cabac_encode_s_2t"]
         out["decode_speedup_2t"] = row["decode_s"] / out["cabac_decode_s_2t"]
@@ -160,18 +163,22 @@ def table(results: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for model, rows in results["models"].items():
         for r in rows:
-            lines.append(f"| {model} | {r['qp']} | {r['sqnr_db']:.1f} | {r['nncodec_bpw']:.3f} | {r['cabac_bpw']:.3f} | "
-                         f"{r['ratio']:.4f} |")
+            lines.append(
+                f"| {model} | {r['qp']} | {r['sqnr_db']:.1f} | {r['nncodec_bpw']:.3f} | {r['cabac_bpw']:.3f} | "
+                f"{r['ratio']:.4f} |"
+            )
     speed = [(m, r) for m, rows in results["models"].items() for r in rows if "cabac_decode_s_1t" in r]
     if speed:
         lines += ["", "| model | qp | NNCodec encode s | cabac encode s (1 / 2 threads) | NNCodec decode s | "
                   "cabac decode s (1 / 2 threads) | encode x | decode x | 2 threads / 1 | substream cut cost |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for m, r in speed:
-            lines.append(f"| {m} | {r['qp']} | {r['nncodec_encode_s']:.2f} | {r['cabac_encode_s_1t']:.3f} / "
-                         f"{r['cabac_encode_s_2t']:.3f} | {r['nncodec_decode_s']:.2f} | {r['cabac_decode_s_1t']:.3f} / "
-                         f"{r['cabac_decode_s_2t']:.3f} | {r['encode_speedup_2t']:.1f} | {r['decode_speedup_2t']:.1f} | "
-                         f"{r['decode_threads_gain']:.2f} | {100 * r['substream_cost']:+.2f}% |")
+            lines.append(
+                f"| {m} | {r['qp']} | {r['nncodec_encode_s']:.2f} | {r['cabac_encode_s_1t']:.3f} / "
+                f"{r['cabac_encode_s_2t']:.3f} | {r['nncodec_decode_s']:.2f} | {r['cabac_decode_s_1t']:.3f} / "
+                f"{r['cabac_decode_s_2t']:.3f} | {r['encode_speedup_2t']:.1f} | {r['decode_speedup_2t']:.1f} | "
+                f"{r['decode_threads_gain']:.2f} | {100 * r['substream_cost']:+.2f}% |"
+            )
     return "\n".join(lines) + "\n"
 
 

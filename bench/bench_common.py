@@ -25,7 +25,7 @@ def machine(packages: tuple[str, ...] = ("numpy", "torch", "constriction", "zsta
         except md.PackageNotFoundError:
             versions[pkg] = None
     return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "versions": versions, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "load_average_at_start": os.getloadavg()}
 
 
@@ -42,8 +42,8 @@ def save(name: str, data: dict) -> Path:
 
 def gpu_time(fn, reps: int = 10) -> float:
     """Median seconds of fn() by CUDA events, after 2 warm-up calls."""
-    import cupy  # noqa: PLC0415  (GPU benchmarks only)
-    import numpy as np  # noqa: PLC0415
+    import cupy  # GPU benchmarks only
+    import numpy as np
 
     for _ in range(2):
         fn()

@@ -3,8 +3,9 @@
 - `zoocodec.load(path, device="cpu")` of minilm at 8 bits (uniform, the default spec)
   against `safetensors.torch.load_file` of the uncompressed model (both from the page
   cache; load_file maps the file and reads nothing, so it is also timed with a copy of every
-  tensor into memory of its own, which is what a decoder hands back), and against each method's own per-tensor decode (the path before the fused
-  native decoder: float64 dequantization, one tensor at a time);
+  tensor into memory of its own, which is what a decoder hands back), and against each
+  method's own per-tensor decode (the path before the fused native decoder: float64
+  dequantization, one tensor at a time);
 - lossless minilm (fp32 and bf16): `zoocodec.load` against zipnn's decompress of every
   tensor with the same threads.
 Each with 1 and 2 threads (ZOOCODEC_THREADS; zipnn's `threads`); every decode checked
@@ -27,11 +28,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench_common import machine, save
-
 import zoocodec
+from bench_common import machine, save
 from zoocodec.pipeline import modelio, zoo
-
 
 CPU = {}  # fastest CPU seconds of the last call to best(), by label
 
@@ -55,7 +54,7 @@ def per_tensor_decode(path: Path) -> dict[str, np.ndarray]:
 
 
 def zipnn_round(tensors: dict[str, torch.Tensor], dtype: str, threads: int, repeats: int):
-    import zipnn  # noqa: PLC0415  (the peer)
+    import zipnn  # the peer
 
     z = zipnn.ZipNN(bytearray_dtype=dtype, threads=threads)
     blobs = {n: t.contiguous().view(torch.uint8).numpy().tobytes() for n, t in tensors.items()}

@@ -1,7 +1,8 @@
 """GPU decoding of every payload the GPU decoder takes (issue 24), on a GPU machine: for uniform
-at 2, 4, 8, 12 and 16 bits, kmeans and lossless, `zoocodec.load(device="cuda")` against `safetensors.torch.load_file(device=
-"cuda")` of the same weights (page cache, same run), the decode kernels alone on data already
-in GPU memory (the decode call: host parsing, upload and kernels, GB/s of decoded weights), and a bit-exact check against the CPU decoder.
+at 2, 4, 8, 12 and 16 bits, kmeans and lossless, `zoocodec.load(device="cuda")` against
+`safetensors.torch.load_file(device="cuda")` of the same weights (page cache, same run), the
+decode kernels alone on data already in GPU memory (the decode call: host parsing, upload and
+kernels, GB/s of decoded weights), and a bit-exact check against the CPU decoder.
 Which payloads took the rANS kernel and which the packed one is recorded per spec.
 
     python bench/bench_decode_gpu.py [--params 50e6] [--out DIR]      (scripts/gpu_check.sh runs it)
@@ -19,9 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench_common import gpu_time, machine
-
 import zoocodec
+from bench_common import gpu_time, machine
 from zoocodec.kernels import decode as G
 
 SPECS = ("uniform:bits=2", "uniform:bits=4", "uniform:bits=8", "uniform:bits=12", "uniform:bits=16", "kmeans:k=16",

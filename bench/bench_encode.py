@@ -26,7 +26,7 @@ from bench_common import machine, save
 
 def zipnn_inputs(model_path: Path) -> list[tuple[str, bytes]]:
     """(dtype, bytes) of every float tensor of the model's safetensors file(s)."""
-    from safetensors.numpy import load_file  # noqa: PLC0415
+    from safetensors.numpy import load_file
 
     files = [model_path] if model_path.is_file() else sorted(model_path.rglob("*.safetensors"))
     out = []
@@ -39,7 +39,7 @@ def zipnn_inputs(model_path: Path) -> list[tuple[str, bytes]]:
 
 def zipnn_end_to_end(zipnn, model_path: Path, out: Path, threads: int) -> int:
     """Read the model's safetensors, zipnn-compress every float tensor, write the blobs."""
-    from safetensors.numpy import load_file  # noqa: PLC0415
+    from safetensors.numpy import load_file
 
     files = [model_path] if model_path.is_file() else sorted(model_path.rglob("*.safetensors"))
     coders = {d: zipnn.ZipNN(bytearray_dtype=d, threads=threads) for d in ("float32", "float16")}
@@ -61,11 +61,11 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["ZOOCODEC_THREADS"] = str(args.threads)  # read by the native engine at every call
 
-    import torch  # noqa: PLC0415
-    import zipnn  # noqa: PLC0415
+    import torch
+    import zipnn
 
-    import zoocodec  # noqa: PLC0415
-    from zoocodec.pipeline import zoo  # noqa: PLC0415
+    import zoocodec
+    from zoocodec.pipeline import zoo
 
     torch.set_num_threads(args.threads)
     start = machine(("numpy", "torch", "zipnn", "zstandard"))
@@ -80,7 +80,7 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved: every case sees the same load
             copies = [bytearray(b) for _, b in inputs]
             t = time.perf_counter()
-            blobs = [coders[d].compress(c) for (d, _), c in zip(inputs, copies)]
+            blobs = [coders[d].compress(c) for (d, _), c in zip(inputs, copies, strict=True)]
             best["zipnn_in_memory"] = min(best.get("zipnn_in_memory", 1e9), time.perf_counter() - t)
             sizes["zipnn"] = sum(len(b) for b in blobs)
             del copies, blobs

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 import zoocodec
-from bench_common import machine as _machine  # noqa: E402
+from bench_common import machine as _machine
 from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
-from zoocodec.tuning.sensitivity import embedding_groups, measure, predict, quantized_names
 from zoocodec.methods import spec_from_dict
 from zoocodec.tuning.auto import auto_compress, reconstruct
+from zoocodec.tuning.sensitivity import embedding_groups, measure, predict, quantized_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm")
@@ -59,8 +59,9 @@ def bench_model(name: str, tmp: Path, save) -> dict:
         t1 = time.perf_counter()
         scores = full.score(decoded)
         row.setdefault("eval_seconds", round(time.perf_counter() - t1, 2))  # one evaluation on all inputs
-        row["points"].append({"setting": f"uniform:bits={bits}", "ratio": rep.ratio, "bits_per_weight": rep.bits_per_weight,
-                              "value": scores[task.primary], "loss": full.loss(scores), "metrics": scores})
+        row["points"].append({"setting": f"uniform:bits={bits}", "ratio": rep.ratio,
+                              "bits_per_weight": rep.bits_per_weight, "value": scores[task.primary],
+                              "loss": full.loss(scores), "metrics": scores})
         print(f"  uniform {bits} bits: ratio {rep.ratio:.2f}x, {task.primary} {scores[task.primary]:.5f}", flush=True)
         save(row)
 

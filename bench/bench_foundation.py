@@ -20,15 +20,15 @@ import numpy as np
 import torch
 import zstandard
 
-import zoocodec  # noqa: E402
-from bench_common import machine, save  # noqa: E402
-from zoocodec.codecs import ans, floatplanes  # noqa: E402
-from zoocodec.codecs.base import order0_bits  # noqa: E402
-from zoocodec.eval.data import lee_documents  # noqa: E402
-from zoocodec.eval.text import TextModel  # noqa: E402
-from zoocodec.kernels import uniform as K  # noqa: E402
-from zoocodec.methods import TensorData, parse_spec  # noqa: E402
-from zoocodec.pipeline import zoo  # noqa: E402
+import zoocodec
+from bench_common import machine, save
+from zoocodec.codecs import ans, floatplanes
+from zoocodec.codecs.base import order0_bits
+from zoocodec.eval.data import lee_documents
+from zoocodec.eval.text import TextModel
+from zoocodec.kernels import uniform as K
+from zoocodec.methods import TensorData, parse_spec
+from zoocodec.pipeline import zoo
 
 STEPS = [2 ** (-e / 4) for e in (36, 34, 32, 30, 28)]
 BITS = [8, 6, 4]
@@ -99,14 +99,14 @@ def lossless(tensors: dict, quick: bool, log) -> list[dict]:
         raw = [(a.view(torch.int16).numpy().view(np.uint16) if dtype == "bfloat16" else a.numpy()) for a in arrays]
         nbytes = sum(r.nbytes for r in raw)
         coded, enc = timed(lambda: [floatplanes.encode(r) for r in raw])
-        _, dec = timed(lambda: [floatplanes.decode(c, r.size, r.dtype) for c, r in zip(coded, raw)])
+        _, dec = timed(lambda: [floatplanes.decode(c, r.size, r.dtype) for c, r in zip(coded, raw, strict=True)])
         rows.append({"dtype": dtype, "tool": "zoocodec lossless", "ratio": nbytes / sum(map(len, coded)),
                      "encode_MBps": nbytes / 1e6 / enc, "decode_MBps": nbytes / 1e6 / dec})
         z = zipnn.ZipNN(bytearray_dtype=dtype, threads=1)
         blobs = [r.tobytes() for r in raw]
         coded, enc = timed(lambda: [z.compress(bytearray(b)) for b in blobs])  # zipnn overwrites its input
         out, dec = timed(lambda: [z.decompress(c) for c in coded])
-        assert all(bytes(o) == b for o, b in zip(out, blobs)), "zipnn round trip failed"
+        assert all(bytes(o) == b for o, b in zip(out, blobs, strict=True)), "zipnn round trip failed"
         rows.append({"dtype": dtype, "tool": "zipnn (1 thread)", "ratio": nbytes / sum(map(len, coded)),
                      "encode_MBps": nbytes / 1e6 / enc, "decode_MBps": nbytes / 1e6 / dec})
         level = 3 if quick else 19
@@ -131,7 +131,9 @@ def main() -> None:
     specs = [f"uniform:step={s!r}" for s in STEPS] + [f"uniform:bits={b}" for b in BITS]
     if args.quick:
         specs = [specs[1], "uniform:bits=8"]
-    log = lambda r: print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, file=sys.stderr)  # noqa: E731
+    def log(r):
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, file=sys.stderr)
+
     result = {"model": "minilm", "machine": machine(("numpy", "torch", "constriction", "zstandard", "zipnn")),
               "documents": len(docs), "lossy": lossy(folder, tensors, ref, docs, specs, log),
               "lossless": lossless(tensors, args.quick, log)}
@@ -144,7 +146,8 @@ def print_tables(result: dict) -> None:
     from rich.table import Table
 
     t = Table(title=f"minilm: uniform quantization ({result['documents']} documents)")
-    for col in ("setting", "ratio", "bits/w", "entropy overhead %", "SQNR dB", "doc cosine mean/min", "enc MB/s", "dec MB/s"):
+    for col in ("setting", "ratio", "bits/w", "entropy overhead %", "SQNR dB", "doc cosine mean/min", "enc MB/s",
+                "dec MB/s"):
         t.add_column(col, justify="left" if col == "setting" else "right")
     for r in result["lossy"]:
         t.add_row(r["spec"], f"{r['ratio']:.2f}", f"{r['bits_per_weight']:.3f}", f"{r['entropy_overhead_pct']:.2f}",
@@ -154,7 +157,9 @@ def print_tables(result: dict) -> None:
     for col in ("dtype", "tool", "ratio", "enc MB/s", "dec MB/s"):
         lossless.add_column(col, justify="left" if col in ("dtype", "tool") else "right")
     for r in result["lossless"]:
-        lossless.add_row(r["dtype"], r["tool"], f"{r['ratio']:.4f}", f"{r['encode_MBps']:.0f}", f"{r['decode_MBps']:.0f}")
+        lossless.add_row(
+            r["dtype"], r["tool"], f"{r['ratio']:.4f}", f"{r['encode_MBps']:.0f}", f"{r['decode_MBps']:.0f}"
+        )
     Console(width=150).print(t, lossless)
 
 

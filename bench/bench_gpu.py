@@ -20,14 +20,14 @@ llama-like bf16 (hidden 2048, 19 layers of q/k/v/o and 2048x8192 up/down, a 3200
 embedding: 1.02B weights).
 
     python bench/bench_gpu.py [--scale 1.0] [--out DIR]    (JSON to DIR/gpu-bench.json, written after each case)
-    python bench/bench_gpu.py --dry-run                   (no GPU: every case on the CPU at a tiny scale, to check the script)
+    python bench/bench_gpu.py --dry-run                   (no GPU: every case on the CPU at a tiny scale,
+                                                          to check the script)
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import math
 import tempfile
 import time
 import traceback
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import gpu_time, machine  # noqa: E402
+from bench_common import gpu_time, machine
 
 PEAK = {"H100": 3.35e12, "H200": 4.8e12}  # HBM bytes/s by the datasheets
 
@@ -79,7 +79,9 @@ def billion(scale: float = 1.0, seed: int = 1) -> dict:
             m[f"layers.{i}.{name}.weight"] = laplace(g, (h, h)).to(torch.bfloat16)
         m[f"layers.{i}.up.weight"] = laplace(g, (4 * h, h)).to(torch.bfloat16)
         m[f"layers.{i}.down.weight"] = laplace(g, (h, 4 * h)).to(torch.bfloat16)
-    m["embed.weight"] = laplace(g, (max(64, int(32000 * min(scale, 1))), h)).to(torch.bfloat16)  # last: slices are layers
+    m["embed.weight"] = laplace(g, (max(64, int(32000 * min(scale, 1))), h)).to(
+        torch.bfloat16
+    )  # last: slices are layers
     return m
 
 
@@ -142,10 +144,13 @@ def compress_case(tmp: Path, model: str, spec: str, tensors: dict, cpu_weights: 
     if one_at_a_time:
         row["speedup_batched_vs_one_at_a_time_gpu_per_weight"] = \
             row["gpu_one_at_a_time_s"] / row["slice_weights"] / gpu_per_weight
-    print(f"compress {model} {spec}: {total / 1e6:.0f}M weights, GPU batched {row['gpu_batched_s']:.2f} s; on "
-          f"{row['slice_weights'] / 1e6:.1f}M: GPU one at a time {row.get('gpu_one_at_a_time_s', float('nan')):.2f} s, "
-          f"CPU {row['cpu_one_at_a_time_s']:.2f} s: GPU {row['speedup_gpu_vs_cpu_per_weight']:.1f}x the CPU per weight, "
-          f"same bytes {row['same_bytes']}", flush=True)
+    print(
+        f"compress {model} {spec}: {total / 1e6:.0f}M weights, GPU batched {row['gpu_batched_s']:.2f} s; on "
+        f"{row['slice_weights'] / 1e6:.1f}M: GPU one at a time {row.get('gpu_one_at_a_time_s', float('nan')):.2f} s, "
+        f"CPU {row['cpu_one_at_a_time_s']:.2f} s: GPU {row['speedup_gpu_vs_cpu_per_weight']:.1f}x the CPU per weight, "
+        f"same bytes {row['same_bytes']}",
+        flush=True,
+    )
     return row
 
 
@@ -217,7 +222,7 @@ def kmeans_case(name: str, scale: float) -> dict:
     from zoocodec.kernels import kmeans as K
 
     src = cupy.random.default_rng(0).random(1 << 28, dtype=cupy.float32)
-    copy_s = gpu_time(lambda: src.copy(), reps=5)
+    copy_s = gpu_time(src.copy, reps=5)
     copy_bw = 2 * src.nbytes / copy_s  # read + write
     del src
     peak = next((v for k, v in PEAK.items() if k in name), None)
@@ -227,18 +232,24 @@ def kmeans_case(name: str, scale: float) -> dict:
         x = cupy.asarray(np.random.default_rng(0).laplace(0, 0.05, B * n).astype(np.float32)).reshape(B, n)
         for k in ks:
             plan = K.CudaLloyd(x, K.kmeanspp_init(x, k, seed=0), K.fixed_point_scales(x))
-            s = gpu_time(lambda: [plan.step() for _ in range(10)]) / 10
+            s = gpu_time(lambda plan=plan: [plan.step() for _ in range(10)]) / 10
             bw = x.nbytes / s
             rows.append({"weights": B * n, "problems": B, "k": k, "s_per_iter": s, "bytes_per_s": bw,
                          "fraction_of_copy_bandwidth": bw / copy_bw,
                          "fraction_of_datasheet_peak": bw / peak if peak else None})
-            print(f"k-means {B}x{n} k={k}: {s * 1e3:.2f} ms/iter, {bw / 1e12:.2f} TB/s = "
-                  f"{bw / copy_bw:.0%} of the measured copy, {bw / peak if peak else float('nan'):.0%} of the datasheet",
-                  flush=True)
+            print(
+                f"k-means {B}x{n} k={k}: {s * 1e3:.2f} ms/iter, {bw / 1e12:.2f} TB/s = "
+                f"{bw / copy_bw:.0%} of the measured copy, {bw / peak if peak else float('nan'):.0%} of the datasheet",
+                flush=True,
+            )
         del x, plan
-    return {"copy_bytes_per_s": copy_bw, "datasheet_peak_bytes_per_s": peak, "lloyd": rows,
-            "timing": "CUDA events, median of 10 runs of 10 back-to-back iterations (one launch each) after 2 warm-ups; "
-                      "bytes = the float32 weights read once per iteration; copy = 1 GiB device-to-device, read + write"}
+    return {
+        "copy_bytes_per_s": copy_bw,
+        "datasheet_peak_bytes_per_s": peak,
+        "lloyd": rows,
+        "timing": "CUDA events, median of 10 runs of 10 back-to-back iterations (one launch each) after 2 warm-ups; "
+        "bytes = the float32 weights read once per iteration; copy = 1 GiB device-to-device, read + write",
+    }
 
 
 def main() -> None:

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-THREADS = 2
-os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-RESULTS = Path(__file__).parent / "results"
+from bench_common import gpu_time, machine as _machine, save
+from zoocodec.kernels import kmeans as K, lnq as L
 
-from bench_common import gpu_time, machine as _machine, save  # noqa: E402
-from zoocodec.kernels import kmeans as K  # noqa: E402
-from zoocodec.kernels import lnq as L  # noqa: E402
+THREADS = 2
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))  # read by faiss and scikit-learn, imported later
+RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict:
@@ -41,7 +40,7 @@ def machine() -> dict:
 def weights(n: int) -> tuple[np.ndarray, str]:
     """n real weights (minilm's 2-D tensors, concatenated), or Laplace values where minilm is missing."""
     try:
-        from zoocodec.pipeline.core import load  # noqa: PLC0415
+        from zoocodec.pipeline.core import load
 
         parts, have = [], 0
         for t in load("minilm").tensors():
@@ -74,8 +73,8 @@ def zoocodec_iteration(x: np.ndarray, c: np.ndarray, iters: int, sorted_path: bo
 
 
 def sklearn_iteration(x: np.ndarray, c: np.ndarray, iters: int) -> float:
-    from sklearn.cluster import KMeans  # noqa: PLC0415
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(THREADS):
         km = KMeans(c.size, init=c.reshape(-1, 1), n_init=1, max_iter=iters, tol=0, algorithm="lloyd")
@@ -85,7 +84,7 @@ def sklearn_iteration(x: np.ndarray, c: np.ndarray, iters: int) -> float:
 
 
 def faiss_iteration(x: np.ndarray, c: np.ndarray, iters: int) -> float:
-    import faiss  # noqa: PLC0415
+    import faiss
 
     faiss.omp_set_num_threads(THREADS)
     km = faiss.Kmeans(1, c.size, niter=iters, nredo=1, verbose=False, seed=0,
@@ -123,7 +122,7 @@ def cpu_kmeans(quick: bool) -> list[dict]:
 
 def lnq_blocks(count: int) -> tuple[np.ndarray, str]:
     """count 8x8 blocks of uniformly quantized (6-bit, per row) real weights, as (count, 64) levels."""
-    from zoocodec.kernels import uniform as U  # noqa: PLC0415
+    from zoocodec.kernels import uniform as U
 
     data, source = weights(-(-count // 64) * 8 * 512)
     w = data.reshape(-1, 512).astype(np.float64)  # 8 rows of 512 hold 64 blocks
@@ -144,9 +143,9 @@ def cpu_lnq(quick: bool) -> dict:
     L.cluster_units(blocks, 3, iters=10)
     full = time.perf_counter() - start
     # the peers have no batched API: one call per block, timed on a subset and scaled up
-    from sklearn.cluster import KMeans  # noqa: PLC0415
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
-    import faiss  # noqa: PLC0415
+    import faiss
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     faiss.omp_set_num_threads(THREADS)
     sub_sk, sub_fa = 200, 2000
@@ -177,7 +176,7 @@ def cpu_lnq(quick: bool) -> dict:
 
 
 def gpu(quick: bool) -> dict:
-    import cupy  # noqa: PLC0415
+    import cupy
 
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
@@ -192,8 +191,10 @@ def gpu(quick: bool) -> dict:
             c = K.kmeanspp_init(x, k, seed=0)
             scales = K.fixed_point_scales(x)
             plan = K.CudaLloyd(x, c, scales)
-            t_fused = gpu_time(lambda: [plan.step() for _ in range(10)]) / 10
-            t_generic = gpu_time(lambda: K.update(c, *K.cluster_sums(x, c, scales), scales), reps=3)
+            t_fused = gpu_time(lambda plan=plan: [plan.step() for _ in range(10)]) / 10
+            t_generic = gpu_time(
+                lambda x=x, c=c, scales=scales: K.update(c, *K.cluster_sums(x, c, scales), scales), reps=3
+            )
             bw = 4 * B * n / t_fused
             row = {"weights": B * n, "problems": B, "k": k, "fused_s_per_iter": t_fused, "bytes_per_iter": 4 * B * n,
                    "achieved_bytes_per_s": bw, "fraction_of_peak": bw / peak_bw if peak_bw else None,
@@ -211,10 +212,15 @@ def gpu(quick: bool) -> dict:
            "cluster_units_s_10_iters_with_init_and_transfer": lnq_total,
            "generic_cupy_s_per_iter": lnq_generic}
     print(json.dumps(lnq), flush=True)
-    return {"device": name, "peak_bytes_per_s": peak_bw, "kmeans": rows, "lnq": lnq,
-            "data": "Laplace(0, 0.05) float32, seed 0 (minilm is not installed on the GPU machine)",
-            "timing": "CUDA events, median of 10 runs after 2 warm-ups (fused: 10 back-to-back iterations per run, "
-                      "one launch each, host launch overhead included); bytes = the float32 weights read once per iteration"}
+    return {
+        "device": name,
+        "peak_bytes_per_s": peak_bw,
+        "kmeans": rows,
+        "lnq": lnq,
+        "data": "Laplace(0, 0.05) float32, seed 0 (minilm is not installed on the GPU machine)",
+        "timing": "CUDA events, median of 10 runs after 2 warm-ups (fused: 10 back-to-back iterations per run, "
+        "one launch each, host launch overhead included); bytes = the float32 weights read once per iteration",
+    }
 
 
 RD_SPECS = {
@@ -227,7 +233,7 @@ PQ_ON_MINILM = 2  # PQ takes minutes per setting on minilm on 2 cores: only the 
 
 
 def rd(quick: bool) -> dict:
-    import zoocodec  # noqa: PLC0415
+    import zoocodec
 
     out = {}
     models = ["mnist-cnn"] if quick else ["mnist-cnn", "minilm"]
@@ -244,7 +250,7 @@ def rd(quick: bool) -> dict:
                              "ratio": report.ratio, "sqnr_db": report.sqnr_db,
                              "encode_s": time.perf_counter() - start}
                     if model == "mnist-cnn":  # top-1 on the 5,000 real digits (fast enough to run per point)
-                        from zoocodec.eval import evaluate  # noqa: PLC0415
+                        from zoocodec.eval import evaluate
 
                         m = next(m for m in evaluate(Path(tmp) / "m.zc", task="digits") if m.metric == "top1")
                         point["top1"], point["top1_fp32"] = m.value, m.baseline
@@ -262,10 +268,10 @@ def rd(quick: bool) -> dict:
 
 def plot_rd(result: dict, path: Path) -> None:
     """bits/weight vs SQNR, one panel per model, one series per method family."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     models = result["models"]
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)

@@ -50,7 +50,7 @@ CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight block
 
 def gguf_point(weights: dict[str, torch.Tensor], qtype: str) -> tuple[dict[str, torch.Tensor], int]:
     """(the weights as the GGUF type decodes them, bytes of every tensor)."""
-    import gguf  # noqa: PLC0415
+    import gguf
 
     t = getattr(gguf.GGMLQuantizationType, qtype)
     recon, size = {}, 0
@@ -66,7 +66,7 @@ def gguf_point(weights: dict[str, torch.Tensor], qtype: str) -> tuple[dict[str, 
 
 def hqq_point(weights: dict[str, torch.Tensor], bits: int, group: int) -> tuple[dict[str, torch.Tensor], int]:
     """(the weights as HQQ decodes them, bytes: packed weights + float16 scale and zero per group)."""
-    from hqq.core.quantize import Quantizer  # noqa: PLC0415
+    from hqq.core.quantize import Quantizer
 
     recon, size = {}, 0
     for name, w in weights.items():
@@ -81,7 +81,7 @@ def hqq_point(weights: dict[str, torch.Tensor], bits: int, group: int) -> tuple[
 
 
 def zoocodec_point(options: str) -> tuple[dict[str, torch.Tensor], int]:
-    import zoocodec  # noqa: PLC0415
+    import zoocodec
 
     with tempfile.TemporaryDirectory() as tmp:
         report = zoocodec.compress(MODEL, Path(tmp) / "m.zc", f"uniform:{options}")
@@ -115,19 +115,22 @@ def caveat(label: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, default=None, help="windows of lee_background.cor (default: all 147)")
-    ap.add_argument("--peers", type=Path, default=None, help="a folder with hqq installed (--target); none: HQQ left out")
+    ap.add_argument(
+        "--peers", type=Path, default=None, help="a folder with hqq installed (--target); none: HQQ left out"
+    )
     args = ap.parse_args()
     if args.peers:
         sys.path.append(str(args.peers))
-    from zoocodec.eval.evaluate import evaluator, load_weights  # noqa: PLC0415
-    from zoocodec.eval.tasks import TASKS  # noqa: PLC0415
+    from zoocodec.eval.evaluate import evaluator, load_weights
+    from zoocodec.eval.tasks import TASKS
 
     info = machine(("numpy", "torch", "transformers", "gguf"))
     weights = load_weights(MODEL)
     params = sum(w.numel() for w in weights.values())
     start = time.perf_counter()
     ev = evaluator(MODEL, TASKS["ppl"], args.windows)
-    print(f"reference: perplexity {ev.baseline['ppl']:.3f} on {ev.scorer.n:,} tokens ({time.perf_counter() - start:.0f} s)")
+    print(f"reference: perplexity {ev.baseline['ppl']:.3f} on {ev.scorer.n:,} "
+          f"tokens ({time.perf_counter() - start:.0f} s)")
     points = []
     runs = [("gguf", q, lambda q=q: gguf_point(weights, q)) for q in GGUF_TYPES] + \
            [("zoocodec uniform", z, lambda z=z: zoocodec_point(z)) for z in ZOOCODEC_SPECS]
@@ -138,13 +141,17 @@ def main() -> None:
     for family, label, make in runs:
         t0 = time.perf_counter()
         recon, size = make()
-        point = {"family": family, "label": label, "bytes": size, "bits_per_weight": 8 * size / params} | judge(ev, recon)
+        point = {"family": family, "label": label, "bytes": size, "bits_per_weight": 8 * size / params} | judge(
+            ev, recon
+        )
         point["seconds"] = time.perf_counter() - t0
         points.append(point)
         print(f"{family:18s} {label:8s} {point['bits_per_weight']:.3f} bits/weight  KL {point['kl']['value']:.5f} "
               f"(95% bound {point['kl_high']:.5f})  ppl {point['ppl']['value']:.3f}{caveat(label)}",
               flush=True)
-        best = {str(b): {f: smallest_within(points, f, b) for f in ("gguf", "hqq", "zoocodec uniform")} for b in BUDGETS}
+        best = {
+            str(b): {f: smallest_within(points, f, b) for f in ("gguf", "hqq", "zoocodec uniform")} for b in BUDGETS
+        }
         result = {"machine": info, "model": MODEL, "params": params, "tokens": ev.scorer.n,
                   "windows": args.windows or "all", "baseline_ppl": ev.baseline["ppl"], "caveat": CAVEAT,
                   "complete": len(points) == len(runs), "points": points, "smallest_within": best}
@@ -167,10 +174,14 @@ def write_markdown(r: dict, path: Path) -> None:
                      f"{p['kl_high']:.5f} | {p['ppl']['value']:.3f} | [{p['ppl']['delta_low']:+.3f}, "
                      f"{p['ppl']['delta_high']:+.3f}] | {caveat(p['label']).strip(' ()')} |")
     lines += ["", "Smallest point within each token-KL budget (pessimistic bound):", "",
-              "| KL budget | GGUF | HQQ | zoocodec uniform | best peer / zoocodec |", "| ---: | --- | --- | --- | ---: |"]
+              "| KL budget | GGUF | HQQ | zoocodec uniform | best peer / zoocodec |",
+              "| ---: | --- | --- | --- | ---: |"]
+
+    def cell(p):
+        return "none" if p is None else f"{p['label']} {p['bits_per_weight']:.3f}{caveat(p['label'])}"
+
     for budget, fam in r["smallest_within"].items():
         g, h, z = fam["gguf"], fam["hqq"], fam["zoocodec uniform"]
-        cell = lambda p: "none" if p is None else f"{p['label']} {p['bits_per_weight']:.3f}{caveat(p['label'])}"  # noqa: E731
         peers = [p["bits_per_weight"] for p in (g, h) if p]
         ratio = f"{min(peers) / z['bits_per_weight']:.2f}x" if peers and z else "-"
         lines.append(f"| {budget} | {cell(g)} | {cell(h)} | {cell(z)} | {ratio} |")
@@ -178,15 +189,17 @@ def write_markdown(r: dict, path: Path) -> None:
 
 
 def plot(r: dict, path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for family, marker in (("gguf", "s"), ("hqq", "^"), ("zoocodec uniform", "o")):
         ps = sorted((p for p in r["points"] if p["family"] == family), key=lambda p: p["bits_per_weight"])
-        ax.plot([p["bits_per_weight"] for p in ps], [max(p["kl"]["value"], 1e-6) for p in ps], marker=marker, label=family)
+        ax.plot(
+            [p["bits_per_weight"] for p in ps], [max(p["kl"]["value"], 1e-6) for p in ps], marker=marker, label=family
+        )
         for p in ps:
             ax.annotate(p["label"], (p["bits_per_weight"], max(p["kl"]["value"], 1e-6)), fontsize=7)
     ax.axvspan(4.0, 5.1, color="0.9", label="4-bit caveat (weights on Q4_1's grid)")

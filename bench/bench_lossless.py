@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
-from bench_common import machine, save  # noqa: E402
-from zoocodec.codecs import floatplanes  # noqa: E402
-from zoocodec.pipeline import modelio, zoo  # noqa: E402
+from bench_common import machine, save
+from zoocodec.codecs import floatplanes
+from zoocodec.pipeline import modelio, zoo
 
 MODELS = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm"]
 
@@ -58,11 +58,11 @@ def measure(model: str, dtype: str, threads: int, repeats: int) -> dict:
         zback, z_dec = best_of(1, lambda: [z.decompress(c) for c in zc])
         oc, o_enc = best_of(1, lambda: [floatplanes.encode(v, threads=threads) for v in values])
         oback, o_dec = best_of(1, lambda: [floatplanes.decode(c, v.size, v.dtype, threads=threads)
-                                           for c, v in zip(oc, values)])
+                                           for c, v in zip(oc, values, strict=True)])
         for key, v in (("z_enc", z_enc), ("z_dec", z_dec), ("o_enc", o_enc), ("o_dec", o_dec)):
             rows[key] = min(rows.get(key, float("inf")), v)
-    assert all(bytes(a) == b for a, b in zip(zback, blobs)), "zipnn round trip failed"
-    assert all(a.tobytes() == v.tobytes() for a, v in zip(oback, values)), "zoocodec round trip failed"
+    assert all(bytes(a) == b for a, b in zip(zback, blobs, strict=True)), "zipnn round trip failed"
+    assert all(a.tobytes() == v.tobytes() for a, v in zip(oback, values, strict=True)), "zoocodec round trip failed"
     ours, theirs = sum(map(len, oc)), sum(map(len, zc))
     return {
         "model": model, "dtype": dtype, "threads": threads, "tensors": len(bits), "bytes": nbytes,

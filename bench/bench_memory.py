@@ -21,7 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ("uniform:bits=8", "uniform:step=0.001", "dq:bits=8", "kmeans:k=16", "lossless")
 
@@ -63,8 +62,8 @@ print(json.dumps({"base_kib": base, "peak_kib": status_kib("VmHWM:"), "seconds":
 def make_model(path: Path, numel: int, dtype: str, seed: int = 0) -> int:
     """A safetensors file with one large 2-D tensor (4096 columns, Laplacian-like weights) and
     a small bias; returns the large tensor's bytes."""
-    import torch  # noqa: PLC0415
-    from safetensors.torch import save_file  # noqa: PLC0415
+    import torch
+    from safetensors.torch import save_file
 
     cols = 4096 if numel >= 4096 * 4 else 64
     rows = max(numel // cols, 1)
@@ -131,7 +130,7 @@ def run(mib: int, dtypes: list[str], specs: list[str], folder: Path) -> list[dic
 
 
 def main() -> None:
-    from bench_common import machine, save  # noqa: PLC0415
+    from bench_common import machine, save
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=1024, help="size of the large tensor in MiB")
@@ -147,7 +146,9 @@ def main() -> None:
     specs = _rejoin(specs)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         rows = run(args.mib, args.dtypes.split(","), specs, Path(tmp))
-    commit = subprocess.run(["git", "-C", str(TREE), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(TREE), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     path = save(args.name, {"machine": machine(("numpy", "torch", "safetensors")), "mib": args.mib, "commit": commit,
                             "unit": "peak resident memory above the process's baseline / the large tensor's "
                                     "bytes in its own dtype", "rows": rows})

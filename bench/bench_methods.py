@@ -22,13 +22,13 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")  # before NumPy loads its BLAS
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from bench_common import machine, save  # noqa: E402
-from zoocodec.kernels.prune import magnitude_mask  # noqa: E402
-from zoocodec.methods import TensorData, parse_spec  # noqa: E402
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load  # noqa: E402
+from bench_common import machine, save
+from zoocodec.kernels.prune import magnitude_mask
+from zoocodec.methods import TensorData, parse_spec
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
 
 UNIFORM_STEPS = [2.0**-k for k in range(1, 12)]
 
@@ -80,7 +80,7 @@ def uniform_at(curve: list[dict], bits: float) -> float | None:
 def top1(model: str, tensors: list[TensorData], recon: dict) -> float | None:
     if model != "mnist-cnn":
         return None
-    from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of  # noqa: PLC0415
+    from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
 
     weights = dict(load_weights(model))
     for t in tensors:
@@ -119,7 +119,9 @@ def bench_model(model: str, quick: bool) -> dict:
         p = run(tensors, f"uniform:step={s}")
         p["top1"] = top1(model, tensors, p.pop("recon"))
         curve.append(p)
-        print(f"  {p['spec']:60s} {p['bits_per_weight']:6.3f} b/w  {p['sqnr_db']:6.2f} dB  top1 {p['top1']}", flush=True)
+        print(
+            f"  {p['spec']:60s} {p['bits_per_weight']:6.3f} b/w  {p['sqnr_db']:6.2f} dB  top1 {p['top1']}", flush=True
+        )
     points = []
     for text in settings(quick):
         p = run(tensors, text)

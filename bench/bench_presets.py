@@ -17,13 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import machine, save  # noqa: E402
-
-import zoocodec  # noqa: E402
-from zoocodec.catalog import PRESETS  # noqa: E402
-from zoocodec.eval import evaluate  # noqa: E402
-from zoocodec.eval.evaluate import tasks_of  # noqa: E402
-from zoocodec.tuning.allocate import allocate  # noqa: E402
+import zoocodec
+from bench_common import machine, save
+from zoocodec.catalog import PRESETS
+from zoocodec.eval import evaluate
+from zoocodec.eval.evaluate import tasks_of
+from zoocodec.tuning.allocate import allocate
 
 MODELS = ("mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm")
 
@@ -31,7 +30,9 @@ MODELS = ("mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm")
 def point(model: str, preset: str, tmp: Path) -> dict:
     options = PRESETS[preset][0]
     start = time.perf_counter()
-    plan = allocate(model, target_bpw=options["target_bpw"], method=options["method"]) if "target_bpw" in options else None
+    plan = (
+        allocate(model, target_bpw=options["target_bpw"], method=options["method"]) if "target_bpw" in options else None
+    )
     out = tmp / f"{model}-{preset}.zc"
     rep = zoocodec.compress(model, out, options["method"], plan=plan)
     seconds = time.perf_counter() - start
@@ -55,8 +56,11 @@ def main() -> None:
             for preset in PRESETS:
                 p = point(model, preset, Path(tmp))
                 data["points"].append(p)
-                print(f"{model} {preset}: {p['ratio']:.2f}x, {p['bits_per_weight']:.3f} bits/weight, "
-                      f"{p['metric']} {p['value']:.5f} vs {p['baseline']:.5f} (loss {100 * p['loss']:.2f}%)", flush=True)
+                print(
+                    f"{model} {preset}: {p['ratio']:.2f}x, {p['bits_per_weight']:.3f} bits/weight, "
+                    f"{p['metric']} {p['value']:.5f} vs {p['baseline']:.5f} (loss {100 * p['loss']:.2f}%)",
+                    flush=True,
+                )
                 save(args.name, data)
     for p in data["points"]:
         default = next(q for q in data["points"] if q["model"] == p["model"] and q["preset"] == "near-lossless")

@@ -26,6 +26,7 @@ at equal document cosine interpolates each curve's bits/weight in log(1 - cosine
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import tempfile
@@ -35,15 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import RESULTS, machine, save  # noqa: E402
-
-import zoocodec  # noqa: E402
-from zoocodec.eval.evaluate import evaluator, load_weights  # noqa: E402
-from zoocodec.eval.models import build  # noqa: E402
-from zoocodec.eval.tasks import TASKS  # noqa: E402
-from zoocodec.pipeline import zoo  # noqa: E402
-from zoocodec.tuning.allocate import allocate, noise_sensitivities  # noqa: E402
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load  # noqa: E402
+import zoocodec
+from bench_common import RESULTS, machine, save
+from zoocodec.eval.evaluate import evaluator, load_weights
+from zoocodec.eval.models import build
+from zoocodec.eval.tasks import TASKS
+from zoocodec.pipeline import zoo
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
+from zoocodec.tuning.allocate import allocate, noise_sensitivities
 
 # NNCodec 2.1.3 on minilm, document cosine on lee_background.cor (NOTES.md): qp, bits/weight, mean, min
 NNCODEC = [(-38, 6.380, 0.99883, 0.99810), (-34, 5.358, 0.99479, 0.99242),
@@ -82,7 +82,7 @@ def probe_loss(model: str):
         return {**others, **{k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in ws.items()}}
 
     if entry["arch"] == "sentence-encoder":
-        from gensim.test.utils import datapath  # noqa: PLC0415
+        from gensim.test.utils import datapath
 
         docs = [d for d in Path(datapath("lee.cor")).read_text(errors="replace").splitlines() if d.strip()][:8]
         folder = zoo.resolve(model)
@@ -92,7 +92,7 @@ def probe_loss(model: str):
             out = build(entry["arch"], torch_weights(ws), folder).encode(docs)
             return float(1 - torch.nn.functional.cosine_similarity(out.double(), ref.double()).mean())
     else:
-        from zoocodec.eval import data  # noqa: PLC0415
+        from zoocodec.eval import data
 
         x = data.opencv_digits()[0][:500]
         with torch.no_grad():
@@ -149,7 +149,7 @@ def interpolate(rows: list[dict], cosine: float, key: str = "cosine_mean") -> fl
     """bits/weight of a curve at a document cosine (linear in log(1 - cosine)); None outside it."""
     pts = sorted((math.log(1 - r["metrics"][key]), r["bits_per_weight"]) for r in rows if "metrics" in r)
     x = math.log(1 - cosine)
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
         if x0 <= x <= x1 and x1 > x0:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return None
@@ -163,17 +163,19 @@ def versus_nncodec(rows: list[dict]) -> list[dict]:
         for setting in SETTINGS:
             curve = [r for r in rows if r["model"] == "minilm" and r["setting"] == setting]
             at = {key: interpolate(curve, c, key) for key, c in (("cosine_mean", mean), ("cosine_min", low))}
-            entry[setting] = {f"at_equal_{key}": None if v is None else {"bits_per_weight": v, "nncodec_over_ours": bpw / v}
-                              for key, v in at.items()}
+            entry[setting] = {
+                f"at_equal_{key}": None if v is None else {"bits_per_weight": v, "nncodec_over_ours": bpw / v}
+                for key, v in at.items()
+            }
         out.append(entry)
     return out
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     models = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 8), squeeze=False)
@@ -191,8 +193,11 @@ def plot(rows: list[dict], path: Path) -> None:
             axes[1][j].plot([n[1] for n in NNCODEC], [n[2] for n in NNCODEC], "ks--", label="NNCodec 2.1.3 (NOTES.md)")
             axes[1][j].set_ylim(0.975, 1.0)
         axes[0][j].set(title=f"{model}: SQNR", xlabel="bits/weight (whole .zc)", ylabel="model SQNR, dB")
-        axes[1][j].set(title=f"{model}: {'document cosine vs fp32 (mean)' if model == 'minilm' else 'top-1, 5,000 digits'}",
-                       xlabel="bits/weight (whole .zc)", ylabel=metric)
+        axes[1][j].set(
+            title=f"{model}: {'document cosine vs fp32 (mean)' if model == 'minilm' else 'top-1, 5,000 digits'}",
+            xlabel="bits/weight (whole .zc)",
+            ylabel=metric,
+        )
         for ax in axes[:, j]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
@@ -219,7 +224,8 @@ def main() -> None:
     for model, (plan, evaluated) in plans.items():
         rows += run_model(model, plan, evaluated, args.fresh, log)
     result = {"machine": machine(("numpy", "torch", "constriction")), "lam": LAM, "rows": rows,
-              "nncodec_points": [dict(zip(("qp", "bits_per_weight", "cosine_mean", "cosine_min"), n)) for n in NNCODEC],
+              "nncodec_points": [dict(zip(("qp", "bits_per_weight", "cosine_mean", "cosine_min"), n, strict=True))
+                                 for n in NNCODEC],
               "nncodec_source": "../shared/NOTES.md (NNCodec 2.1.3, defaults, dependent quantization on)"}
     if any(r["model"] == "minilm" for r in rows):
         result["versus_nncodec"] = versus_nncodec(rows)

@@ -6,13 +6,12 @@ decoding) costs in size, against one stream per tensor, on mnist-cnn and minilm:
 """
 from __future__ import annotations
 
-
 import numpy as np
 
-from bench_common import machine, save  # noqa: E402
-from zoocodec.codecs import floatplanes, native  # noqa: E402
-from zoocodec.methods import parse_spec  # noqa: E402
-from zoocodec.pipeline import modelio, zoo  # noqa: E402
+from bench_common import machine, save
+from zoocodec.codecs import floatplanes, native
+from zoocodec.methods import parse_spec
+from zoocodec.pipeline import modelio, zoo
 
 ONE = 1 << 40  # a substream longer than any tensor: one stream
 

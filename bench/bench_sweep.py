@@ -25,12 +25,12 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback, before Ray is imported
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-import bench_common  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+import torch
+from safetensors.torch import save_file
 
-import zoocodec  # noqa: E402
-from zoocodec.jobs import results as res, run as runner, spec as sweep_spec  # noqa: E402
+import bench_common
+import zoocodec
+from zoocodec.jobs import results as res, run as runner, spec as sweep_spec
 
 
 def small_model(folder: Path) -> Path:
@@ -129,13 +129,15 @@ def ray_models(sweep: sweep_spec.Sweep, workers: int, rounds: int) -> dict[str, 
             run_row, _ = runner.execute(items[row["i"]], "b")
             return {"status": run_row["status"]}
 
-        out["ray_data"] = best([timed(lambda: ray.data.from_items(rows).map(one, compute=ray.data.TaskPoolStrategy(size=workers),
-                                                                            num_cpus=1).take_all())
+        pool = ray.data.TaskPoolStrategy(size=workers)
+        out["ray_data"] = best([timed(lambda: ray.data.from_items(rows).map(one, compute=pool, num_cpus=1).take_all())
                                 for _ in range(rounds)])
     return out
 
 
-def cluster_3_nodes(sweep: sweep_spec.Sweep, out: Path, rounds: int, nvenc_sweep: sweep_spec.Sweep) -> tuple[float, dict]:
+def cluster_3_nodes(
+    sweep: sweep_spec.Sweep, out: Path, rounds: int, nvenc_sweep: sweep_spec.Sweep
+) -> tuple[float, dict]:
     import ray
     from ray.cluster_utils import Cluster
 
@@ -178,18 +180,26 @@ def main() -> None:
                                     "weights": sum(t.array.size for t in zoocodec.pipeline.core.load(model).tensors())}}
     print(f"1. overhead: {n_small} items on {model.name}", flush=True)
     specs = [sweep_spec.spec_from_dict(i.spec) for i in small.items]
-    t_compress = best([timed(lambda: [zoocodec.compress(model, tmp / "x.zc", s) for s in specs]) for _ in range(rounds)])
-    t_loop = best([timed(lambda r=r: [res.Results(tmp / f"loop{r}").write(*runner.execute(i, "loop")) for i in small.items])
-                   for r in range(rounds)])
+    t_compress = best(
+        [timed(lambda: [zoocodec.compress(model, tmp / "x.zc", s) for s in specs]) for _ in range(rounds)]
+    )
+    t_loop = best(
+        [
+            timed(lambda r=r: [res.Results(tmp / f"loop{r}").write(*runner.execute(i, "loop")) for i in small.items])
+            for r in range(rounds)
+        ]
+    )
     start1, t_ray1 = sweep_on_embedded(small, 1, tmp / "ray1", rounds)
     start2, t_ray2 = sweep_on_embedded(small, 2, tmp / "ray2", rounds)
     report["overhead"] = {"ray_start_s": {"1_worker": start1, "2_workers": start2},
-        "compress_loop_s": t_compress, "work_item_loop_s": t_loop, "sweep_1_worker_s": t_ray1, "sweep_2_workers_s": t_ray2,
+        "compress_loop_s": t_compress, "work_item_loop_s": t_loop,
+        "sweep_1_worker_s": t_ray1, "sweep_2_workers_s": t_ray2,
         "items_per_s": {"compress_loop": n_small / t_compress, "work_item_loop": n_small / t_loop,
                         "sweep_1_worker": n_small / t_ray1, "sweep_2_workers": n_small / t_ray2},
         "overhead_ms_per_item_vs_work_item_loop": 1000 * (t_ray1 - t_loop) / n_small,
         "overhead_ms_per_item_vs_compress_loop": 1000 * (t_ray1 - t_compress) / n_small,
-        "note": "sweep times exclude starting Ray and its workers (ray_start_s); the sweep writes 2 Parquet files per item",
+        "note": "sweep times exclude starting Ray and its workers (ray_start_s); "
+                "the sweep writes 2 Parquet files per item",
     }
     print(report["overhead"], flush=True)
 

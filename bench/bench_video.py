@@ -27,15 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import machine, save  # noqa: E402
-
-import zoocodec  # noqa: E402
-from zoocodec.codecs import CODERS, parse_coder  # noqa: E402
-from zoocodec.codecs.base import order0_bits  # noqa: E402
-from zoocodec.kernels import uniform as K  # noqa: E402
-from zoocodec.methods import parse_spec  # noqa: E402
-from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load  # noqa: E402
-from zoocodec.pipeline.sequence import SeqArchive, compress_seq  # noqa: E402
+import zoocodec
+from bench_common import machine, save
+from zoocodec.codecs import CODERS, parse_coder
+from zoocodec.codecs.base import order0_bits
+from zoocodec.kernels import uniform as K
+from zoocodec.methods import parse_spec
+from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
+from zoocodec.pipeline.sequence import SeqArchive, compress_seq
 
 MINILM_SUBSET = ("encoder.layer.0.", "embeddings.position_embeddings.weight")
 CHECKPOINTS = Path(zoocodec.__file__).parent / "data" / "fmnist-cnn"
@@ -114,7 +113,7 @@ def lossy_table(label: str, model: str, names, crfs, top1: bool) -> list[dict]:
             row = {"model": label, "spec": spec, "weights": sum(w.size for w in weights.values()),
                    "bits_per_weight": 8 * size / sum(w.size for w in weights.values()), **weight_error(weights, recon)}
             if top1:
-                from zoocodec.eval import evaluate  # noqa: PLC0415
+                from zoocodec.eval import evaluate
 
                 m = next(m for m in evaluate(path, reference=model) if m.metric == "top1")
                 row.update(top1=m.value, top1_baseline=m.baseline)
@@ -134,7 +133,9 @@ def sparse_sequence(steps: int = 4, fraction: float = 0.1) -> list[dict[str, tor
         nxt = {}
         for k, w in members[-1].items():
             if w.dtype.is_floating_point:
-                w = w + ((torch.rand(w.shape, generator=g) < fraction) * torch.randn(w.shape, generator=g) * 0.01 * w.std()).to(w.dtype)
+                w = w + (
+                    (torch.rand(w.shape, generator=g) < fraction) * torch.randn(w.shape, generator=g) * 0.01 * w.std()
+                ).to(w.dtype)
             nxt[k] = w
         members.append(nxt)
     return members
@@ -160,8 +161,12 @@ def sequence_rows(label: str, members: list, bits: int) -> list[dict]:
                          "members": r.labels, "quantized_weights_per_member": r.quantized_params,
                          "bits_per_weight": r.bits_per_weight, "mean_bits_per_weight": r.mean_bits_per_weight,
                          "file_bytes": r.file_bytes, "encode_s": r.seconds, "read_last_member_s": t_last})
-            print(f"  {label} {bits}-bit {coding:16s} " + " ".join(f"{b:.3f}" for b in r.bits_per_weight)
-                  + f" mean {r.mean_bits_per_weight:.3f} (encode {r.seconds:.1f} s, last member {t_last:.2f} s)", flush=True)
+            print(
+                f"  {label} {bits}-bit {coding:16s} "
+                + " ".join(f"{b:.3f}" for b in r.bits_per_weight)
+                + f" mean {r.mean_bits_per_weight:.3f} (encode {r.seconds:.1f} s, last member {t_last:.2f} s)",
+                flush=True,
+            )
     indep = next(r["mean_bits_per_weight"] for r in rows if r["coding"] == "independent ans")
     for r in rows:
         r["ratio_to_independent_ans"] = r["mean_bits_per_weight"] / indep
@@ -186,23 +191,31 @@ def main() -> None:
     ap.add_argument("--parts", default="lossless,lossy,sequence", help="comma-separated subset to run")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    import av  # noqa: PLC0415
+    import av
 
-    result = {"machine": machine(("numpy", "torch", "constriction", "av")), "ffmpeg": av.library_versions["libavcodec"],
-              "notes": "video: x264/x265 preset medium, lossless unless crf; ANS/ctx: zoocodec entropy coders on the same "
-                       "symbols (uniform, per-channel min-max). Speeds: million weights per second, one process.",
-              "lossless": [], "lossy": []}
+    result = {
+        "machine": machine(("numpy", "torch", "constriction", "av")),
+        "ffmpeg": av.library_versions["libavcodec"],
+        "notes": "video: x264/x265 preset medium, lossless unless crf; ANS/ctx: zoocodec entropy coders on the same "
+        "symbols (uniform, per-channel min-max). Speeds: million weights per second, one process.",
+        "lossless": [],
+        "lossy": [],
+    }
     if "lossless" in parts:
         print("1. lossless", flush=True)
         result["lossless"] += lossless_table("mnist-cnn", tensors("mnist-cnn"))
         result["lossless"] += lossless_table("minilm layer 0 + position embeddings", tensors("minilm", MINILM_SUBSET))
         if not args.quick:
-            result["lossless"] += lossless_table("minilm word embeddings", tensors("minilm", ("embeddings.word_embeddings",)))
+            result["lossless"] += lossless_table(
+                "minilm word embeddings", tensors("minilm", ("embeddings.word_embeddings",))
+            )
     if "lossy" in parts:
         print("2. lossy", flush=True)
         crfs = (0, 12, 18, 24, 30, 36)
         result["lossy"] += lossy_table("mnist-cnn", "mnist-cnn", None, crfs, top1=True)
-        result["lossy"] += lossy_table("minilm layer 0 + position embeddings", "minilm", MINILM_SUBSET, crfs, top1=False)
+        result["lossy"] += lossy_table(
+            "minilm layer 0 + position embeddings", "minilm", MINILM_SUBSET, crfs, top1=False
+        )
     if "sequence" in parts:
         print("3. sequences", flush=True)
         result["sequence"] = sequence_table()

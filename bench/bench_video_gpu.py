@@ -23,9 +23,9 @@ from zoocodec.codecs import nvdec, video
 def load_symbols(path: str | None) -> dict[str, np.ndarray]:
     if path:
         return dict(np.load(path))
-    from zoocodec.kernels import uniform as K  # noqa: PLC0415
-    from zoocodec.methods import parse_spec  # noqa: PLC0415
-    from zoocodec.pipeline.core import load  # noqa: PLC0415
+    from zoocodec.kernels import uniform as K
+    from zoocodec.methods import parse_spec
+    from zoocodec.pipeline.core import load
 
     out = {}
     for t in load("minilm").tensors():
@@ -57,7 +57,7 @@ def probe(name: str, symbols: np.ndarray, opts: video.Options) -> dict:
     row["software_matches_encoder"] = bool(np.array_equal(sw, expect))
     packets = [p for p, _ in h.streams[0]]
     try:
-        import cupy  # noqa: PLC0415
+        import cupy
 
         def gpu():
             frames = nvdec.decode_packets(packets, h)
@@ -92,14 +92,15 @@ def main() -> None:
                              capture_output=True, text=True).stdout.strip()
     except FileNotFoundError:
         gpu = "none (no nvidia-smi)"
-    result = {"device": gpu, "platform": platform.platform(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    result = {"device": gpu, "platform": platform.platform(),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "nvdec_available": nvdec.nvdec_available(), "nvenc_available": nvdec.nvenc_available(),
               "nvenc_reason": nvdec.nvenc_reason(), "rows": []}
-    import av  # noqa: PLC0415
+    import av
 
     result["pyav"] = av.__version__
     if result["nvdec_available"]:
-        import PyNvVideoCodec  # noqa: PLC0415
+        import PyNvVideoCodec
 
         result["pynvvideocodec"] = PyNvVideoCodec.__version__
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}), flush=True)
@@ -113,7 +114,11 @@ def main() -> None:
                         continue
                     cases.append((f"{mid}|{bits}", video.Options(codec=codec, crf=crf, pix=pix, hw="cpu")))
     big = "embeddings.word_embeddings.weight|8"
-    cases += [] if args.quick else [(big, video.Options(codec=c, crf=crf, hw="cpu")) for c in ("hevc", "h264") for crf in (None, 20)]
+    cases += (
+        []
+        if args.quick
+        else [(big, video.Options(codec=c, crf=crf, hw="cpu")) for c in ("hevc", "h264") for crf in (None, 20)]
+    )
     for name, opts in cases:
         row = probe(name, symbols[name].astype(np.int64), opts)
         print(json.dumps(row), flush=True)
@@ -131,7 +136,9 @@ def main() -> None:
     if nvdec.can_decode(h):
         u = nvdec.decode_gpu(data, member=4)
         seq_row["nvdec_member_4_exact"] = bool(np.array_equal(u.get(), seq[4].reshape(-1)))
-    seq_row["software_member_4_exact"] = bool(np.array_equal(video.decode_member(data, 4, hw="cpu"), seq[4].reshape(-1)))
+    seq_row["software_member_4_exact"] = bool(
+        np.array_equal(video.decode_member(data, 4, hw="cpu"), seq[4].reshape(-1))
+    )
     result["sequence"] = seq_row
     print(json.dumps(seq_row), flush=True)
     out = Path(args.out)

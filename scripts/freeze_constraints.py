@@ -52,7 +52,8 @@ def main() -> None:
     pinned = closure(roots)
     head = [
         "# The exact versions zoocodec's test suite last passed with (written by",
-        f"# scripts/freeze_constraints.py; Python {platform.python_version()}, {platform.system()} {platform.machine()}).",
+        f"# scripts/freeze_constraints.py; Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}).",
         "# scripts/setup.sh, .ci/run and the Dockerfile install with `-c constraints.txt`;",
         "# `scripts/setup.sh --latest` ignores it to test the newest releases.",
     ]

@@ -11,7 +11,6 @@ from safetensors.torch import load_file, save_file
 
 from support import console_script, run_cli, run_script, script_env
 
-
 run = run_cli
 
 
@@ -23,8 +22,8 @@ def st_model(tmp_path, model):
 
 
 def test_compress_inspect_decompress(tmp_path, st_model, monkeypatch, capsys):
-    code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "m.zc", "--bits", "6", "--min-size", "100",
-                       "--override", "*emb*=uniform:bits=8", "--json")
+    code, out, _ = run(monkeypatch, capsys, "compress", st_model, "-o", tmp_path / "m.zc", "--bits", "6",
+                       "--min-size", "100", "--override", "*emb*=uniform:bits=8", "--json")
     assert code == 0
     summary = json.loads(out)
     assert summary["ratio"] > 3 and summary["spec"] == "uniform:bits=6,per_tensor=False,coder=ans"
@@ -200,7 +199,9 @@ def test_compress_seq_and_inspect_agree(tmp_path, monkeypatch, capsys):
     code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "seq2.zc", "--json")
     info = json.loads(out)
     assert made["member_bits_per_weight"] == info["member_bits_per_weight"]
-    assert made["params_per_member"] == info["params_per_member"] == sum(t.numel() for t in load_file(members[0]).values())
+    assert (
+        made["params_per_member"] == info["params_per_member"] == sum(t.numel() for t in load_file(members[0]).values())
+    )
     # the members' own streams and the shared bytes add up to the file's weight bytes
     assert sum(info["member_bytes"].values()) + info["shared_bytes"] == info["weight_bytes"]
     codings = {r["name"]: r["coding"] for r in info["tensors"]}
@@ -229,7 +230,11 @@ def test_automatic_mode_decisions_in_inspect_and_decompress(tmp_path, mnist_path
     code, _, err = run(monkeypatch, capsys, "compress", "mnist-cnn", "-o", tmp_path / "a.zc", "--target-loss", "1%")
     assert code == 0, err
     code, out, _ = run(monkeypatch, capsys, "inspect", tmp_path / "a.zc")
-    assert code == 0 and "automatic mode: mnist-cnn digits top1 kept within 1%" in out and "verified on the held-back part" in out
+    assert (
+        code == 0
+        and "automatic mode: mnist-cnn digits top1 kept within 1%" in out
+        and "verified on the held-back part" in out
+    )
     code, out, _ = run(monkeypatch, capsys, "decompress", tmp_path / "a.zc", "-o", tmp_path / "a.pt")
     assert code == 0 and "automatic mode" in out and "ratio" in out
 

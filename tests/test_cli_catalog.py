@@ -24,7 +24,8 @@ def test_import_and_help_load_no_torch_ray_or_cupy():
     assert out.returncode == 0 and "methods" in out.stdout
     loaded = _imported(out.stderr)
     assert "zoocodec" in loaded and not loaded & set(HEAVY), loaded & set(HEAVY)
-    probe = subprocess.run([sys.executable, "-c", f"import sys, zoocodec; print([m for m in {HEAVY!r} if m in sys.modules])"],
+    script = f"import sys, zoocodec; print([m for m in {HEAVY!r} if m in sys.modules])"
+    probe = subprocess.run([sys.executable, "-c", script],
                            env=script_env(), capture_output=True, text=True, timeout=120)
     assert probe.stdout.strip() == "[]", probe.stderr
 

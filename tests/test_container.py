@@ -8,11 +8,10 @@ import pytest
 import torch
 
 import zoocodec
+from support import run_cli
 from zoocodec.codecs import CODERS, parse_coder
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.errors import ContainerError
-
-from support import run_cli
 
 EXPECTED = Path(__file__).parent / "expected" / "golden.sha256"
 
@@ -67,7 +66,7 @@ def damaged_files(data: bytes, cases: int, seed: int):
 
 def check_damage(tmp_path, data: bytes, cases: int, seed: int):
     p = tmp_path / "bad.zc"
-    for what, bad in damaged_files(data, cases, seed):
+    for _what, bad in damaged_files(data, cases, seed):
         p.write_bytes(bad)
         with pytest.raises(ContainerError):
             zoocodec.decompress(p)
@@ -88,7 +87,8 @@ def test_damaged_containers_of_every_stream_kind(tmp_path, mnist_path):
     """dq levels under ctx, a pruning mask (flags) with kmeans inside, zstd-coded lossless tensors."""
     out = tmp_path / "mix.zc"
     zoocodec.compress(mnist_path, out, "dq:step=0.01,coder=ctx", min_size=300,
-                      overrides={"conv_layers.0.*": "prune:sparsity=0.5,then=kmeans:k=8", "*.bias": "lossless:coder=zstd"})
+                      overrides={"conv_layers.0.*": "prune:sparsity=0.5,then=kmeans:k=8",
+                                 "*.bias": "lossless:coder=zstd"})
     check_damage(tmp_path, out.read_bytes(), 60, seed=3)
 
 
@@ -219,7 +219,9 @@ def coder_cases():
     for name in sorted(CODERS):
         if name.startswith("video-"):
             pytest.importorskip("av")
-        symbols = {"flags": (np.abs(w) > 0.02).astype(np.int64), "float": bits, "zstd": bits, "raw": bits}.get(name, levels)
+        symbols = {"flags": (np.abs(w) > 0.02).astype(np.int64), "float": bits, "zstd": bits, "raw": bits}.get(
+            name, levels
+        )
         yield name, symbols
 
 

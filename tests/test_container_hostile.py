@@ -225,8 +225,12 @@ SCHEMA_CASES = {
     "method bits float": lambda h: tensor0(h)["method"].update(step=None, bits=8.0),
     "method per_tensor int": lambda h: tensor0(h)["method"].update(per_tensor=1),
     "method unknown parameter": lambda h: tensor0(h)["method"].update(evil=1),
-    "coder parameter a float": lambda h: tensor0(h)["method"].update(coder={"coder": "zstd", "version": 1, "level": 19.0}),
-    "coder parameter a string": lambda h: tensor0(h)["method"].update(coder={"coder": "zstd", "version": 1, "level": "9"}),
+    "coder parameter a float": lambda h: tensor0(h)["method"].update(
+        coder={"coder": "zstd", "version": 1, "level": 19.0}
+    ),
+    "coder parameter a string": lambda h: tensor0(h)["method"].update(
+        coder={"coder": "zstd", "version": 1, "level": "9"}
+    ),
     "coder unknown": lambda h: tensor0(h)["method"].update(coder={"coder": "evil", "version": 1}),
     "side a list": lambda h: tensor0(h).update(side=[]),
     "segment a bool offset": lambda h: tensor0(h)["segments"].update(symbols=[True, 1, 0]),
@@ -269,7 +273,10 @@ def test_empty_rows_round_trip(tmp_path, spec):
 
 
 BAD_ARRAYS = [("uniform:bits=8", "steps", bad) for bad in (float("nan"), float("inf"), -1.0, 0.0)] + [
-    (spec, "codebook", bad) for spec in ("kmeans:k=4", "kmeans:k=4,codebook=float16") for bad in (float("nan"), float("inf"))]
+    (spec, "codebook", bad)
+    for spec in ("kmeans:k=4", "kmeans:k=4,codebook=float16")
+    for bad in (float("nan"), float("inf"))
+]
 
 
 @pytest.mark.parametrize("spec,array,bad", BAD_ARRAYS)

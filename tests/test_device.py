@@ -7,11 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 import zoocodec
+from support import run_cli
 from zoocodec import device as D
 from zoocodec.jobs import run as runner, spec as sweep_spec
 from zoocodec.pipeline.core import compress, decompress
-
-from support import run_cli
 
 NO_GPU = D.gpu_count() == 0
 needs_no_gpu = pytest.mark.skipif(not NO_GPU, reason="checks the behaviour of a machine without a GPU")
@@ -36,7 +35,7 @@ def test_a_missing_gpu_is_an_error(name):
 
 @needs_no_gpu
 def test_auto_is_cpu_here_and_compress_records_it(tmp_path, model):
-    a = compress(model, tmp_path / "a.zc", "uniform:bits=6", min_size=100)
+    compress(model, tmp_path / "a.zc", "uniform:bits=6", min_size=100)
     b = compress(model, tmp_path / "b.zc", "uniform:bits=6", min_size=100, device="auto")
     assert b.device == "cpu" and {t.device for t in b.tensors} == {"cpu"}
     assert (tmp_path / "a.zc").read_bytes() == (tmp_path / "b.zc").read_bytes()

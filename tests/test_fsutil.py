@@ -2,9 +2,7 @@
 import json
 import multiprocessing
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -63,7 +61,9 @@ def test_garbage_onnx_graph(tmp_path, zc, monkeypatch, capsys):
     f = Forge(zc.read_bytes())
     f.header["source"].update(format="onnx", layout={})
     f.attach("model.onnx", b"\xff\xff\xff not protobuf")
-    err = one_line_error(run_cli(monkeypatch, capsys, "decompress", f.write(tmp_path / "e.zc"), "-o", tmp_path / "x.onnx"))
+    err = one_line_error(
+        run_cli(monkeypatch, capsys, "decompress", f.write(tmp_path / "e.zc"), "-o", tmp_path / "x.onnx")
+    )
     assert "ONNX graph" in err and not (tmp_path / "x.onnx").exists()
 
 
@@ -197,7 +197,7 @@ def kill_during_output(tmp_path: Path, kills: int, verb: str) -> dict[str, int]:
     """
     src = [hf_model(tmp_path, 1), hf_model(tmp_path, 2)]
     zcs = [tmp_path / "m1.zc", tmp_path / "m2.zc"]
-    for s, z in zip(src, zcs):
+    for s, z in zip(src, zcs, strict=True):
         zoocodec.compress(s, z, "lossless:coder=raw")
     if verb == "decompress":
         out = tmp_path / "work" / "model"

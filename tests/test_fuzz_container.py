@@ -25,8 +25,7 @@ import numpy as np
 import pytest
 import torch
 import zstandard
-from hypothesis import HealthCheck, given, seed, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, seed, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
 import zoocodec
@@ -130,7 +129,9 @@ def forgeries(draw, bases_keys):
 
 def apply(f: Forge, ops, value, payload, name, shape, escape: Path) -> None:
     h = f.header
-    fix = lambda v: str(escape) + v[len("ESCAPE"):] if isinstance(v, str) and v.startswith("ESCAPE") else v  # noqa: E731
+    def fix(v):
+        return str(escape) + v[len("ESCAPE"):] if isinstance(v, str) and v.startswith("ESCAPE") else v
+
     for op, rnd in ops:
         tensors = [t for t in h.get("tensors", []) if isinstance(t, dict)] if isinstance(h.get("tensors"), list) else []
         if op in ("set", "del"):
@@ -204,7 +205,9 @@ def cli(*args) -> tuple[int, str]:
 def rss() -> tuple[int, int]:
     """(current, peak) resident bytes of this process."""
     status = Path("/proc/self/status").read_text()
-    kb = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024  # noqa: E731
+    def kb(key):
+        return int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024
+
     return kb("VmRSS"), kb("VmHWM")
 
 

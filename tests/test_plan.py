@@ -17,7 +17,9 @@ def own_decode(a: zoocodec.Archive, name: str) -> np.ndarray:
 
 def mixed_model() -> dict[str, torch.Tensor]:
     g = np.random.default_rng(0)
-    w = lambda *s: (g.laplace(0, 0.02, s) * g.uniform(0.2, 3, (s[0],) + (1,) * (len(s) - 1))).astype(np.float32)  # noqa: E731
+    def w(*s):
+        return (g.laplace(0, 0.02, s) * g.uniform(0.2, 3, (s[0],) + (1,) * (len(s) - 1))).astype(np.float32)
+
     return {"f32": torch.from_numpy(w(300, 500)), "f16": torch.from_numpy(w(64, 1000).astype(np.float16)),
             "bf16": torch.from_numpy(w(70, 3, 9)).to(torch.bfloat16), "conv": torch.from_numpy(w(16, 8, 3, 3)),
             "zero": torch.zeros(40, 200), "tall": torch.from_numpy(w(5000, 1)), "empty": torch.zeros(0, 30)}

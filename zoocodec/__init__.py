@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str):
     if name in ("Archive", "Report", "compress", "decompress", "inspect", "load_into"):
-        from zoocodec.pipeline import core  # noqa: PLC0415
+        from zoocodec.pipeline import core
 
         return getattr(core, name)
     raise AttributeError(f"module 'zoocodec' has no attribute {name!r}")
@@ -31,6 +31,6 @@ def __getattr__(name: str):
 
 def load(path, device="cpu"):
     """Every tensor of a .zc as torch tensors on `device` (cpu, gpu, cuda:N, auto)."""
-    from zoocodec.pipeline.core import decompress  # noqa: PLC0415
+    from zoocodec.pipeline.core import decompress
 
     return decompress(path, device=device)

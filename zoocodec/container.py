@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def preamble(version: int = FORMAT_VERSION) -> bytes:
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    from zoocodec.codecs import native  # noqa: PLC0415  (the thread count every coder uses)
+    from zoocodec.codecs import native  # the thread count every coder uses
 
     return ThreadPoolExecutor(max_workers=native.default_threads(), thread_name_prefix="zoocodec-crc")
 
@@ -224,7 +225,7 @@ class Container:
         for _, (offset, length, _) in items:
             copies.append(self._buffer[offset : offset + length])
             _release(self._buffer, offset, length)
-        self._check([(where, memoryview(data), seg[2]) for (where, seg), data in zip(items, copies)])
+        self._check([(where, memoryview(data), seg[2]) for (where, seg), data in zip(items, copies, strict=True)])
         return copies
 
     def _check(self, views: list[tuple[str, memoryview, Any]]) -> None:
@@ -240,9 +241,11 @@ class Container:
             return next((i for i, (_, view, crc) in enumerate(views) if zlib.crc32(view) != crc), None)
         chunk = self.crc_chunk
         jobs = [(i, at) for i, (_, view, _) in enumerate(views) for at in range(0, len(view), chunk)]
-        crc = lambda job: zlib.crc32(views[job[0]][1][job[1] : job[1] + chunk])  # noqa: E731
+        def crc(job):
+            return zlib.crc32(views[job[0]][1][job[1] : job[1] + chunk])
+
         got = list(_pool().map(crc, jobs) if sum(len(v) for _, v, _ in views) > chunk else map(crc, jobs))
-        return next((i for (i, at), c in zip(jobs, got) if c != views[i][2][at // chunk]), None)
+        return next((i for (i, at), c in zip(jobs, got, strict=True) if c != views[i][2][at // chunk]), None)
 
     def verify(self, skip: Iterable[int] = ()) -> int:
         """Check every byte of the file; returns the bytes checked. Version 3: each segment's
@@ -265,7 +268,7 @@ class Container:
         header_offset, header_len = struct.unpack_from("<QQ", self._buffer, t)
         spans = [(0, ALIGN)] + [(s[0], s[1]) for _, s in segs] + [(header_offset, header_len), (t, TRAILER_SIZE)]
         spans.sort()
-        for (a, alen), (b, _) in zip(spans, spans[1:]):
+        for (a, alen), (b, _) in pairwise(spans):
             if not _zeros(self._buffer, a + alen, b):
                 raise ContainerError(f"{self.path}: corrupt padding at byte {a + alen}")
         checked = 0

@@ -47,7 +47,7 @@ class Device:
         """The array namespace of this device (CuPy imported only for a CUDA device)."""
         if not self.is_gpu:
             return np
-        import cupy  # noqa: PLC0415  (GPU only)
+        import cupy  # GPU only
 
         return cupy
 
@@ -68,7 +68,7 @@ class Device:
     def activate(self):
         """A context in which CuPy allocates and launches on this device (nothing on the CPU)."""
         if not self.is_gpu:
-            import contextlib  # noqa: PLC0415
+            import contextlib
 
             return contextlib.nullcontext()
         return self.xp.cuda.Device(self.index)
@@ -113,7 +113,7 @@ def resolve(device: str | Device | None = "cpu") -> Device:
 def _probe() -> tuple[int, str]:
     """(number of CUDA devices CuPy sees, why none when 0)."""
     try:
-        import cupy  # noqa: PLC0415  (optional, GPU only)
+        import cupy  # optional, GPU only
     except ImportError:
         return 0, "CuPy is not installed: pip install zoocodec[gpu]"
     try:
@@ -134,7 +134,7 @@ def why_no_gpu() -> str:
 
 @functools.cache
 def _name(index: int) -> str:
-    import cupy  # noqa: PLC0415
+    import cupy
 
     name = cupy.cuda.runtime.getDeviceProperties(index)["name"]
     return name.decode() if isinstance(name, bytes) else str(name)

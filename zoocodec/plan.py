@@ -101,7 +101,7 @@ def entries(header: dict[str, Any]) -> dict[str, Entry]:
 
 def batches(items: list[Entry], limit: int = BATCH_BYTES) -> list[list[Entry]]:
     """Consecutive entries grouped up to about `limit` decoded bytes each."""
-    from zoocodec.methods.lossless import native_dtype  # noqa: PLC0415
+    from zoocodec.methods.lossless import native_dtype
 
     out, size = [[]], 0
     for e in items:
@@ -128,10 +128,12 @@ def fused_job(spec, e: Entry, segments: dict[str, bytes], gpu: bool = False):
     return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
 
 
-def decode(jobs: list[tuple[Entry, Affine | Lookup, bytes]], threads: int = 0) -> tuple[dict[str, np.ndarray], list[str]]:
+def decode(
+    jobs: list[tuple[Entry, Affine | Lookup, bytes]], threads: int = 0
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every job in one native pass -> ({name: array}, names the native decoder left to the
     method's own decode). Damage raises ContainerError naming the tensor."""
-    from zoocodec.methods.lossless import native_dtype  # noqa: PLC0415
+    from zoocodec.methods.lossless import native_dtype
 
     outs = {e.name: np.empty(e.shape, dtype=native_dtype(e.dtype)) for e, _, _ in jobs}
     args = []
@@ -140,7 +142,7 @@ def decode(jobs: list[tuple[Entry, Affine | Lookup, bytes]], threads: int = 0) -
         args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k, KINDS[e.dtype],
                      outs[e.name].reshape(-1)))
     left = []
-    for (e, _, _), (status, error) in zip(jobs, native.engine().decode_fused(args, threads)):
+    for (e, _, _), (status, error) in zip(jobs, native.engine().decode_fused(args, threads), strict=True):
         if status == 2:
             raise ContainerError(f"{e.where}: corrupt entropy-coded payload: {error}")
         if status == 1:

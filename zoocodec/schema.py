@@ -14,6 +14,7 @@ import math
 import re
 import types
 import typing
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def _header(h: Any, format_version: int, payload_end: int, align: int) -> None:
         _tensor(t, f"tensor {name!r}", spans, payload_end, align, crc)
     _segments(_obj(h["files"], "field 'files'"), "the attached files", spans, payload_end, align, crc)
     spans.sort()
-    for (a, alen, aname), (b, _, bname) in zip(spans, spans[1:]):
+    for (a, alen, aname), (b, _, bname) in pairwise(spans):
         if a + alen > b:
             raise Invalid(f"payloads of {aname} and {bname} overlap")
     _output_names(h)
@@ -213,8 +214,8 @@ def _segments(segs: Any, owner: str, spans: list, payload_end: int, align: int, 
 
 def _method(d: Any, what: str) -> None:
     """A method spec's JSON: a registered method (or a sequence of one) whose parameters have their types."""
-    from zoocodec.methods import spec_from_dict  # noqa: PLC0415  (the registry: methods import numpy only)
-    from zoocodec.methods.base import REGISTRY  # noqa: PLC0415
+    from zoocodec.methods import spec_from_dict  # the registry: methods import numpy only
+    from zoocodec.methods.base import REGISTRY
 
     d = _obj(d, what)
     cls = REGISTRY.get(d["method"]) if isinstance(d.get("method"), str) else None
@@ -229,7 +230,7 @@ def _method(d: Any, what: str) -> None:
 
 def _fields(cls: type, d: dict, what: str, own: tuple[str, ...] = ("method", "version")) -> None:
     """The JSON types of a spec dataclass's fields (k=16, not "16" or 16.0), nested coder specs too."""
-    from zoocodec.codecs.base import CODERS  # noqa: PLC0415
+    from zoocodec.codecs.base import CODERS
 
     hints, fields = _hints(cls)
     for key, value in d.items():
@@ -277,7 +278,9 @@ def _output_names(h: dict) -> None:
     """Every header name that becomes a path on decompress is a plain relative name, and no two collide."""
     shards = h["source"].get("layout", {}).get("shards", {})
     names: set[str] = set()
-    for kind, name in [("attached file", n) for n in h["files"]] + [("shard", s) for s in dict.fromkeys(shards.values())]:
+    for kind, name in [("attached file", n) for n in h["files"]] + [
+        ("shard", s) for s in dict.fromkeys(shards.values())
+    ]:
         why = plain_relpath(name)
         if why is None and (kind == "shard") != name.endswith(".safetensors"):  # compress never attaches weights
             why = "does not end in .safetensors" if kind == "shard" else "ends in .safetensors, as only shards do"

@@ -47,7 +47,7 @@ def import_nncodec():
         if parent:
             setattr(stand_ins[parent], child, m)
     try:
-        from nncodec.nn import decode, encode  # noqa: PLC0415
+        from nncodec.nn import decode, encode
     finally:
         for n, m in saved.items():
             if m is None:
@@ -59,7 +59,7 @@ def import_nncodec():
 
 def capture_levels() -> dict[str, np.ndarray]:
     """Record what NNCodec's per-tensor entropy coding step receives (a wrapper, no change)."""
-    from nncodec.nnc_core.coder import baseline  # noqa: PLC0415
+    from nncodec.nnc_core.coder import baseline
 
     seen: dict[str, np.ndarray] = {}
     inner = getattr(baseline, "_zc_original_encode", baseline.encode)
@@ -101,7 +101,7 @@ def main() -> None:
     p.add_argument("--self-test", action="store_true", help="round-trip a random tensor and exit")
     p.add_argument("--levels", action="store_true", help="also save the levels NNCodec entropy-codes")
     a = p.parse_args()
-    import torch  # noqa: PLC0415  (NNCodec's own dependency; pins its threads)
+    import torch  # NNCodec's own dependency; pins its threads
 
     torch.set_num_threads(1)
     if a.self_test:
@@ -114,7 +114,7 @@ def main() -> None:
         return
     if not a.input or not a.out:
         p.error("give IN.safetensors and OUT_DIR (or --self-test)")
-    from safetensors.numpy import load_file, save_file  # noqa: PLC0415
+    from safetensors.numpy import load_file, save_file
 
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in load_file(a.input).items()}
     out = Path(a.out)

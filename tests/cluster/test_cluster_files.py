@@ -25,7 +25,9 @@ def test_ray_config_matches_the_launcher_schema(config):
     spec = importlib.util.find_spec("ray")  # locate Ray's schema without importing Ray
     if spec is None:
         pytest.skip("ray is not installed (pip install 'zoocodec[ray]')")
-    schema = json.loads((Path(next(iter(spec.submodule_search_locations))) / "autoscaler" / "ray-schema.json").read_text())
+    schema = json.loads(
+        (Path(next(iter(spec.submodule_search_locations))) / "autoscaler" / "ray-schema.json").read_text()
+    )
     jsonschema.validate(config, schema)
 
 

@@ -2,8 +2,7 @@
 registered coder round-trips what it is made for, and entropy models price symbols."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from zoocodec.codecs import CODERS, coder_from_dict, parse_coder
@@ -12,8 +11,8 @@ from zoocodec.errors import SpecError
 from zoocodec.methods import parse_spec, spec_from_dict
 
 
-@pytest.mark.parametrize("text", ["ans", "ctx", "flags", "float", "zstd(level=3)", "raw", "video-hevc(crf=18,preset=fast)",
-                                  "video-h264(pix=gray,hw=cpu)"])
+@pytest.mark.parametrize("text", ["ans", "ctx", "flags", "float", "zstd(level=3)", "raw",
+                                  "video-hevc(crf=18,preset=fast)", "video-h264(pix=gray,hw=cpu)"])
 def test_text_and_json_round_trip(text):
     coder = parse_coder(text)
     assert parse_coder(str(coder)) == coder
@@ -57,7 +56,9 @@ def test_integer_coders_round_trip(s, name):
 
 
 @settings(max_examples=30, deadline=None)
-@given(hnp.arrays(np.int64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=50), elements=st.integers(0, 1)))
+@given(
+    hnp.arrays(np.int64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=50), elements=st.integers(0, 1))
+)
 def test_flags_round_trip(mask):
     coder = parse_coder("flags")
     assert np.array_equal(coder.decode(coder.encode(mask), mask.shape), mask)

@@ -2,8 +2,7 @@
 rate tables, dq with cabac on a real layer, and the CLI round trip of dq:coder=cabac."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tests.support import run_cli
@@ -71,7 +70,9 @@ def test_dq_with_cabac_round_trips_a_real_layer_below_order0():
 
 def test_cli_round_trip_dq_cabac(tmp_path, monkeypatch, capsys):
     out = tmp_path / "m.zc"
-    code, _, err = run_cli(monkeypatch, capsys, "compress", "mnist-cnn", "-o", out, "--method", "dq:step=0.004,coder=cabac")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "compress", "mnist-cnn", "-o", out, "--method", "dq:step=0.004,coder=cabac"
+    )
     assert code == 0, err
     code, _, err = run_cli(monkeypatch, capsys, "decompress", out, "-o", tmp_path / "back")
     assert code == 0, err

@@ -12,11 +12,10 @@ import json
 import numpy as np
 import pytest
 
+from conformance import outside, refused_in_one_line
 from zoocodec.codecs import CODERS, coder_from_dict, parse_coder
 from zoocodec.errors import SpecError
 from zoocodec.registry import range_of
-
-from conformance import outside, refused_in_one_line
 
 
 def coder_texts() -> list[str]:

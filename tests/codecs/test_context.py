@@ -1,8 +1,7 @@
 """The context coder: exact, deterministic, below order-0 entropy on real weights, robust to damage."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from zoocodec.codecs import ans, context

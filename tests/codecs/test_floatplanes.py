@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from zoocodec.codecs import floatplanes
 from zoocodec.errors import ContainerError
 
 
-@given(hnp.arrays(st.sampled_from([np.float32, np.float16, np.uint16]), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=20)))
+@given(hnp.arrays(st.sampled_from([np.float32, np.float16, np.uint16]),
+                  hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=20)))
 @settings(max_examples=150, deadline=None)
 def test_bit_exact_round_trip(a):
     coded = floatplanes.encode(a)

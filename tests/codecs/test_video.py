@@ -7,12 +7,12 @@ import torch
 
 pytest.importorskip("av")
 
-import zoocodec  # noqa: E402
-from zoocodec.codecs import nvdec, parse_coder, video, videostream  # noqa: E402
-from zoocodec.errors import ContainerError, SpecError  # noqa: E402
-from zoocodec.kernels import uniform as K  # noqa: E402
-from zoocodec.methods import parse_spec  # noqa: E402
-from zoocodec.pipeline.core import load  # noqa: E402
+import zoocodec
+from zoocodec.codecs import nvdec, parse_coder, video, videostream
+from zoocodec.errors import ContainerError, SpecError
+from zoocodec.kernels import uniform as K
+from zoocodec.methods import parse_spec
+from zoocodec.pipeline.core import load
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,8 @@ def test_nvdec_streams_fit_nvdec_frame_sizes(mnist_symbols):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("opts", [video.Options(codec="hevc", hw="nvdec"), video.Options(codec="hevc", crf=22, hw="nvdec"),
+@pytest.mark.parametrize("opts", [video.Options(codec="hevc", hw="nvdec"),
+                                  video.Options(codec="hevc", crf=22, hw="nvdec"),
                                   video.Options(codec="h264", hw="nvdec")])
 def test_nvdec_matches_software(mnist_symbols, opts):
     if not nvdec.nvdec_available():
@@ -167,9 +168,9 @@ def test_nvenc_encode_round_trip(mnist_symbols):
 
 
 def test_cli_video_options(mnist_path, tmp_path):
-    from typer.testing import CliRunner  # noqa: PLC0415
+    from typer.testing import CliRunner
 
-    from zoocodec.cli import app  # noqa: PLC0415
+    from zoocodec.cli import app
 
     out = tmp_path / "m.zc"
     r = CliRunner().invoke(app, ["compress", str(mnist_path), "-o", str(out), "--bits", "6", "--coder", "video-h264",

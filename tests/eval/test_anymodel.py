@@ -42,7 +42,9 @@ def test_onnx_classifier_from_arrays_and_images(digits_net, tmp_path):
 
     (tmp_path / "img").mkdir()
     for i in range(12):
-        Image.fromarray((np.kron(x[i, 0], np.ones((4, 4))) * 255).astype(np.uint8)).save(tmp_path / "img" / f"{i:02d}.png")
+        Image.fromarray((np.kron(x[i, 0], np.ones((4, 4))) * 255).astype(np.uint8)).save(
+            tmp_path / "img" / f"{i:02d}.png"
+        )
     m = _metrics(evaluate_pair(path, zc, tmp_path / "img"))
     assert m["kl"].n == 12 and m["kl"].value > 0
 

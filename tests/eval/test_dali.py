@@ -41,7 +41,7 @@ def test_dali_cpu_pipeline_decodes_the_plain_loaders_images():
         pytest.skip(str(e))
     decoded = dali.decode(files, device_id=None)
     assert len(decoded) == len(plain) == len(files)
-    for a, b in zip(decoded, plain):
+    for a, b in zip(decoded, plain, strict=True):
         assert a.dtype == b.dtype == torch.uint8 and a.shape == b.shape
         # libjpeg-turbo in both; allow the IDCT rounding of one level on a few pixels
         assert (a.int() - b.int()).abs().float().mean() < 0.5

@@ -5,8 +5,7 @@ import json
 import pytest
 
 from support import run_cli
-from zoocodec.eval import data
-from zoocodec.eval import evaluate as ev_fn
+from zoocodec.eval import data, evaluate as ev_fn
 from zoocodec.pipeline import zoo
 
 ev_mod = importlib.import_module("zoocodec.eval.evaluate")  # the module (the package's `evaluate` is the function)

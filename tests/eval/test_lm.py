@@ -25,8 +25,12 @@ def llama_folder(folder) -> None:
 
     vocab = {t: i for i, t in enumerate(["<unk>", "<s>", "</s>", "\n"] + WORDS)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.WhitespaceSplit()])
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.WhitespaceSplit()]
+    )
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
     config = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                                       tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
@@ -51,7 +55,9 @@ def llama(tmp_path_factory):
 def tiny_zoo(tmp_path, monkeypatch, llama):
     """The tiny Llama as zoo model `tiny-lm` with task ppl (ZOOCODEC_ZOO), the registry re-read around the test."""
     path = tmp_path / "zoo.yaml"
-    path.write_text(json.dumps({"tiny-lm": {"path": str(llama), "format": "hf", "arch": "causal-lm", "tasks": ["ppl"]}}))
+    path.write_text(
+        json.dumps({"tiny-lm": {"path": str(llama), "format": "hf", "arch": "causal-lm", "tasks": ["ppl"]}})
+    )
     monkeypatch.setenv("ZOOCODEC_ZOO", str(path))
     zoo.registry.cache_clear()
     yield "tiny-lm"
@@ -125,14 +131,17 @@ def test_zoo_lm_evaluate(tiny_zoo, monkeypatch, capsys):
     pytest.importorskip("gensim")
     rows = {m.metric: m for m in evaluate(tiny_zoo, limit=4)}
     assert set(rows) == {"kl", "ppl"} and rows["kl"].primary and rows["kl"].value == 0
-    assert rows["ppl"].value == rows["ppl"].baseline > 1 and 3 * lm.WINDOW < rows["kl"].n <= 4 * lm.WINDOW  # the last window is partial
+    assert (
+        rows["ppl"].value == rows["ppl"].baseline > 1 and 3 * lm.WINDOW < rows["kl"].n <= 4 * lm.WINDOW
+    )  # the last window is partial
     code, out, err = run_cli(monkeypatch, capsys, "zoo", "--json")
     assert code == 0 and "smollm2-135m" in out
 
 
 @pytest.mark.slow
 def test_zoo_lm_target_loss_and_sweep(tiny_zoo, tmp_path, monkeypatch, capsys):
-    """Automatic mode on token KL (calibrated on text other than the judged documents), and a sweep item with tasks: [ppl]."""
+    """Automatic mode on token KL (calibrated on text other than the judged documents), and a sweep
+    item with tasks: [ppl]."""
     pytest.importorskip("gensim")
     zc = tmp_path / "lm.zc"
     code, _, err = run_cli(monkeypatch, capsys, "compress", tiny_zoo, "-o", zc, "--target-loss", "2%")
@@ -179,7 +188,11 @@ def test_causal_lm_outside_the_zoo_target_loss(llama, tmp_path, monkeypatch, cap
                            "--inputs", tmp_path / "in.txt")
     assert code == 0, err
     auto = zoocodec.inspect(tmp_path / "auto.zc")["meta"]["auto"]
-    assert auto["metric"] == "kl" and auto["verified"]["loss_high"] <= 0.05 and "windows" in auto["rounding"]["calibration"]
+    assert (
+        auto["metric"] == "kl"
+        and auto["verified"]["loss_high"] <= 0.05
+        and "windows" in auto["rounding"]["calibration"]
+    )
 
 
 @pytest.mark.slow

@@ -16,8 +16,10 @@ def test_report_renders_in_headless_chromium(tmp_path, mnist_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("no chromium here (apt-get install chromium)")
-    (tmp_path / "s.yaml").write_text("models: [mnist-cnn]\nmethods:\n  - method: uniform\n    params: {bits: [3, 4, 5, 6, 8]}\n"
-                                     "  - method: uniform\n    params: {step: [0.02, 0.01, 0.005]}\n")
+    (tmp_path / "s.yaml").write_text(
+        "models: [mnist-cnn]\nmethods:\n  - method: uniform\n    params: {bits: [3, 4, 5, 6, 8]}\n"
+        "  - method: uniform\n    params: {step: [0.02, 0.01, 0.005]}\n"
+    )
     sweep = sweep_spec.load(tmp_path / "s.yaml", tmp_path / "out")
     for item in sweep.items:
         res.Results(sweep.out).write(*runner.execute(item, "s"))

@@ -90,7 +90,9 @@ def test_readable_by_pandas_and_duckdb(ray_address, tmp_path):
     df = pd.read_parquet(sweep.out / "runs")
     assert list(df["status"]) == ["ok"]
     duckdb = pytest.importorskip("duckdb")
-    n, total = duckdb.sql(f"SELECT count(*), sum(weights) FROM read_parquet('{sweep.out}/tensors/*/*.parquet')").fetchall()[0]
+    n, total = duckdb.sql(
+        f"SELECT count(*), sum(weights) FROM read_parquet('{sweep.out}/tensors/*/*.parquet')"
+    ).fetchall()[0]
     assert total == 390410 and n == 10
 
 
@@ -108,8 +110,9 @@ def ray_workers_running(task: str = "ray::run_item") -> list[int]:
 
 
 def test_killed_worker_is_retried_and_rows_appear_once(ray_address, tmp_path):
-    sweep = sweep_spec.load(spec_file(tmp_path, ["effnet-lite0"], ["uniform:bits=4", "uniform:bits=6", "uniform:bits=8"]),
-                            tmp_path / "out")
+    sweep = sweep_spec.load(
+        spec_file(tmp_path, ["effnet-lite0"], ["uniform:bits=4", "uniform:bits=6", "uniform:bits=8"]), tmp_path / "out"
+    )
     killed = []
 
     def killer():
@@ -133,8 +136,8 @@ def test_killed_worker_is_retried_and_rows_appear_once(ray_address, tmp_path):
 def test_killed_driver_then_rerun_completes_without_duplicates(ray_address, tmp_path):
     sweep = sweep_spec.load(spec_file(tmp_path, ["effnet-lite0"], [f"uniform:bits={b}" for b in range(4, 9)]),
                             tmp_path / "out")
-    driver = subprocess.Popen([sys.executable, "-m", "zoocodec.cli", "sweep", str(sweep.source), "--out", str(sweep.out),
-                               "--address", ray_address, "--no-report", "--max-parallel", "1"],
+    driver = subprocess.Popen([sys.executable, "-m", "zoocodec.cli", "sweep", str(sweep.source),
+                               "--out", str(sweep.out), "--address", ray_address, "--no-report", "--max-parallel", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               env={k: v for k, v in os.environ.items() if k != cluster.LOOPBACK_ENV})
     deadline = time.time() + 90
@@ -172,8 +175,9 @@ def test_two_sweeps_at_once_on_one_folder_run_each_item_once(ray_address, tmp_pa
 @pytest.mark.slow
 def test_two_sweep_processes_on_one_folder_run_each_item_once(ray_address, tmp_path):
     """A `zoocodec sweep` process and a sweep in this process, at once, on one --out."""
-    sweep = sweep_spec.load(spec_file(tmp_path, ["mnist-cnn", "fmnist-cnn"], [f"uniform:bits={b}" for b in range(3, 9)]),
-                            tmp_path / "out")
+    sweep = sweep_spec.load(
+        spec_file(tmp_path, ["mnist-cnn", "fmnist-cnn"], [f"uniform:bits={b}" for b in range(3, 9)]), tmp_path / "out"
+    )
     first = subprocess.Popen([sys.executable, "-m", "zoocodec.cli", "sweep", str(sweep.source), "--out", str(sweep.out),
                               "--address", ray_address, "--no-report", "--max-parallel", "1"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -185,7 +189,9 @@ def test_two_sweep_processes_on_one_folder_run_each_item_once(ray_address, tmp_p
     _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     ok, failed, skipped = map(int, re.search(r"(\d+) ok, (\d+) failed, (\d+) already done", err).groups())
-    print(f"two sweep processes: the CLI ran {ok}, skipped {skipped}; this one ran {second.ok}, skipped {second.skipped}")
+    print(
+        f"two sweep processes: the CLI ran {ok}, skipped {skipped}; this one ran {second.ok}, skipped {second.skipped}"
+    )
     assert ok + second.ok == len(sweep.items) and failed == second.failed == 0
     assert ok > 0 and second.ok > 0  # they did run at the same time
     assert ok + skipped == second.ok + second.skipped == len(sweep.items)

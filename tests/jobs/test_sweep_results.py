@@ -11,17 +11,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from support import run_script
 from zoocodec import fsutil
 from zoocodec.jobs import regress, report, results as res, run as runner, spec as sweep_spec
-
-from support import run_script
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, mnist_path) -> tuple[sweep_spec.Sweep, Path]:
     """mnist-cnn at three settings, executed here and written as a sweep would."""
     tmp = tmp_path_factory.mktemp("sweep")
-    (tmp / "s.yaml").write_text("name: s\nmodels: [mnist-cnn]\nmethods: [lossless, 'uniform:bits=4', 'uniform:bits=8']\n")
+    (tmp / "s.yaml").write_text(
+        "name: s\nmodels: [mnist-cnn]\nmethods: [lossless, 'uniform:bits=4', 'uniform:bits=8']\n"
+    )
     sweep = sweep_spec.load(tmp / "s.yaml", tmp / "base")
     store = res.Results(sweep.out)
     for item in sweep.items:

@@ -49,7 +49,9 @@ def test_ids_are_deterministic_and_follow_the_model_content(tmp_path, tiny):
     first = sweep_spec.load(write(tmp_path, text)).items[0].work_id
     assert sweep_spec.load(write(tmp_path, text)).items[0].work_id == first
     # the same item written differently is the same work
-    same = sweep_spec.load(write(tmp_path, "models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params: {bits: 6}\n"))
+    same = sweep_spec.load(
+        write(tmp_path, "models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params: {bits: 6}\n")
+    )
     assert same.items[0].work_id == first
     other = sweep_spec.load(write(tmp_path, "models: [tiny.safetensors]\nmethods: ['uniform:bits=5']\n"))
     assert other.items[0].work_id != first
@@ -60,13 +62,16 @@ def test_ids_are_deterministic_and_follow_the_model_content(tmp_path, tiny):
 @pytest.mark.parametrize("body, line, words", [
     ("models: [tiny.safetensors, no-such-model]\nmethods: [uniform]\n", 1, "unknown model 'no-such-model'"),
     ("models: [tiny.safetensors]\nmethods:\n  - lossless\n  - wavelet:bits=3\n", 4, "unknown method 'wavelet'"),
-    ("models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params:\n      bitz: [4]\n", 5, "unknown key 'bitz' in the params of uniform"),
-    ("models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params:\n      bits: [4,\n        99]\n", 6, "bits must be 2..16"),
+    ("models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params:\n      bitz: [4]\n", 5,
+     "unknown key 'bitz' in the params of uniform"),
+    ("models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    params:\n      bits: [4,\n        99]\n", 6,
+     "bits must be 2..16"),
     ("models: [tiny.safetensors]\nmethods: ['uniform:bits=six']\n", 2, "not a valid"),
     ("models: [tiny.safetensors]\nmethods: [uniform]\nmax_retries: -1\n", 3, "max_retries"),
     ("models: [tiny.safetensors]\nmethod: [uniform]\n", 2, "unknown key 'method'"),
     ("models: [missing/model.pt]\nmethods: [uniform]\n", 1, "does not exist"),
-    ("models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    overrides: {'re:(': 'uniform:bits=8'}\n", 4, "bad override pattern"),
+    ("models: [tiny.safetensors]\nmethods:\n  - method: uniform\n    overrides: {'re:(': 'uniform:bits=8'}\n", 4,
+     "bad override pattern"),
     ("models: [tiny.safetensors]\nmethods: [uniform]\nbudgets: [1, -2]\n", 3, "entry 2 of budgets must be >= 0"),
     ("models: tiny.safetensors\nmethods: [uniform]\n", 1, "models must be a list"),
     ("models: [tiny.safetensors]\nmethods: [uniform]\ntasks: some\n", 3, "tasks must be 'all' or a list"),
@@ -154,7 +159,9 @@ def test_short_method_keeps_only_what_differs_from_the_defaults():
     assert sweep_spec.short_method(parse_spec("uniform:bits=6").to_dict()) == "uniform:bits=6"
     assert sweep_spec.short_method(parse_spec("lossless").to_dict()) == "lossless"
     assert sweep_spec.short_method(parse_spec("dq:coder=ans").to_dict()) == "dq:bits=8,coder=ans"
-    assert sweep_spec.short_method({"method": "uniform", "version": 1, "coder": "ans"}) == "uniform:bits=8"  # an old row, upgraded
+    assert (
+        sweep_spec.short_method({"method": "uniform", "version": 1, "coder": "ans"}) == "uniform:bits=8"
+    )  # an old row, upgraded
 
 
 def test_the_schema_comes_from_the_registry_and_accepts_the_shipped_specs():

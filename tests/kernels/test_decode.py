@@ -225,7 +225,7 @@ def test_slot_table_matches_the_native_layout():
 def test_damage_is_an_error_never_garbage(archives, data):
     """Flipped bytes in a stream: the parser or the emulated kernel refuses it, or it decodes
     to exactly what the CPU decoder makes of the same bytes."""
-    from zoocodec.methods import Quantized, spec_from_dict
+    from zoocodec.methods import spec_from_dict
 
     with Archive(archives["uniform:bits=8"]) as a:
         e = a.entries["half.weight"]

@@ -52,7 +52,7 @@ def test_closest_point_matches_brute_force(lattice):
     rng = np.random.default_rng(1)
     xs = rng.normal(0, 2, (30 if lattice == "d4" else 4, n))
     got = K.closest_point(xs, lattice, np)
-    for x, g in zip(xs, got):
+    for x, g in zip(xs, got, strict=True):
         _, d = brute_closest(x, lattice)
         assert ((x - g) ** 2).sum() <= d + 1e-12
         assert g.sum() % 2 == 0 and (np.all(g == np.rint(g)) or np.all(g - 0.5 == np.rint(g - 0.5)))
@@ -101,5 +101,5 @@ def test_gpu_matches_cpu(lattice):
     assert np.array_equal(cp.asnumpy(vg), v)  # identical lattice points (symbols)
     np.testing.assert_allclose(cp.asnumpy(ug), u, rtol=0, atol=1e-15)
     head, tail, coset = K.to_symbols(vg, lattice, cp)
-    for a, b in zip((head, tail, coset), K.to_symbols(v, lattice, np)):
+    for a, b in zip((head, tail, coset), K.to_symbols(v, lattice, np), strict=True):
         assert np.array_equal(cp.asnumpy(a), b)

@@ -2,9 +2,7 @@
 import numpy as np
 import pytest
 
-from zoocodec.kernels import kmeans as K
-from zoocodec.kernels import lnq as L
-from zoocodec.kernels import pq as P
+from zoocodec.kernels import kmeans as K, lnq as L, pq as P
 from zoocodec.kernels.backend import gpu_available
 
 pytestmark = pytest.mark.gpu

@@ -1,13 +1,10 @@
 """Batched k-means, LNQ and PQ kernels on the CPU (NumPy) path."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from zoocodec.kernels import kmeans as K
-from zoocodec.kernels import lnq as L
-from zoocodec.kernels import pq as P
+from zoocodec.kernels import kmeans as K, lnq as L, pq as P
 
 
 def laplace(shape, seed=0, scale=0.05):

@@ -2,14 +2,13 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import zoocodec
+from support import run_cli
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import uniform as U
-from support import run_cli
 from zoocodec.methods import TensorData, parse_spec
 
 
@@ -177,3 +176,14 @@ def test_cli_method_option(spec, tmp_path, monkeypatch, capsys):
     assert code == 0 and all(r["method"].startswith(spec.split(":")[0]) for r in json.loads(out)["tensors"])
     code, _, err = run("compress", src, "-o", tmp_path / "bad.zc", "--method", spec.split(":")[0] + ":k=0")
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_a_float16_overflow_in_any_problem_of_a_tensor_is_refused():
+    """per=channel: every channel's centroids are checked, not only the first rows of the batch
+    (each tensor holds several problems, so the rows of a batch outnumber its tensors)."""
+    w = np.random.default_rng(0).normal(0, 0.05, (8, 64)).astype(np.float32)
+    w[5, 3] = 1e6  # the sixth channel's centroid overflows float16
+    t = TensorData("w", "float32", w)
+    with pytest.raises(SpecError, match="overflows float16"):
+        parse_spec("kmeans:k=4,per=channel,codebook=float16").quantize(t)
+    parse_spec("kmeans:k=4,per=channel,codebook=float32").quantize(t)

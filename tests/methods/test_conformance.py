@@ -16,6 +16,7 @@ import json
 import numpy as np
 import pytest
 
+from conformance import outside, refused_in_one_line, same
 from zoocodec import plan
 from zoocodec.errors import SpecError
 from zoocodec.kernels.backend import gpu_available
@@ -23,8 +24,6 @@ from zoocodec.methods import REGISTRY, MethodSpec, TensorData, parse_spec, spec_
 from zoocodec.methods.base import from_float64
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import range_of
-
-from conformance import outside, refused_in_one_line, same
 
 
 def spec_texts() -> list[str]:
@@ -40,7 +39,7 @@ def namespace(device: str):
         return np
     if not gpu_available():
         pytest.skip("no CUDA device here")
-    import cupy  # noqa: PLC0415
+    import cupy
 
     return cupy
 

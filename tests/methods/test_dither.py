@@ -1,14 +1,11 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
+from support import floats, roundtrip
 from zoocodec.codecs import ans
 from zoocodec.errors import ContainerError, SpecError
-from support import floats, roundtrip
 from zoocodec.methods import TensorData, parse_spec
-
-
 
 
 @given(floats, st.sampled_from(["scalar", "d4", "e8"]), st.integers(0, 2**40), st.booleans())

@@ -1,13 +1,10 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from zoocodec.errors import ContainerError, SpecError
 from support import floats, roundtrip
+from zoocodec.errors import ContainerError, SpecError
 from zoocodec.methods import TensorData, parse_spec
-
-
 
 
 @given(floats, st.sampled_from(["rank=1", "rank=3", "rank=100", "energy=0.5", "energy=1.0"]),

@@ -3,11 +3,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from zoocodec.errors import ContainerError, SpecError
 from support import floats, roundtrip
+from zoocodec.errors import ContainerError, SpecError
 from zoocodec.methods import TensorData, parse_spec, spec_from_dict
 
 INNER = ["uniform:step=0.37", "uniform:bits=4", "dither:step=0.37", "dct:bits=3;block=4", "lowrank:rank=2",

@@ -7,8 +7,8 @@ from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R
 from zoocodec.methods import TensorData, parse_spec, spec_from_dict
 from zoocodec.methods.rdoq import DQ, RDOQ
-from zoocodec.tuning.allocate import allocate
 from zoocodec.pipeline.core import load
+from zoocodec.tuning.allocate import allocate
 
 
 def tensor(path, name: str) -> TensorData:

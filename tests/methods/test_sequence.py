@@ -3,10 +3,9 @@ decodes exactly what the whole decode gives, from as few streams as the mode all
 import numpy as np
 import pytest
 
+from support import roundtrip
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.methods import TensorData, parse_spec
-
-from support import roundtrip
 
 
 def members(n: int = 5, seed: int = 0) -> TensorData:
@@ -18,11 +17,17 @@ def members(n: int = 5, seed: int = 0) -> TensorData:
     return TensorData("w", "float32", np.stack(w))
 
 
-SPECS = ["sequence:mode=delta,keyint=2,then=uniform:bits=8", "sequence:mode=independent,then=uniform:step=0.001;coder=ctx",
-         "sequence:mode=independent,then=lossless", "sequence:mode=delta,then=uniform:bits=6"]
+SPECS = [
+    "sequence:mode=delta,keyint=2,then=uniform:bits=8",
+    "sequence:mode=independent,then=uniform:step=0.001;coder=ctx",
+    "sequence:mode=independent,then=lossless",
+    "sequence:mode=delta,then=uniform:bits=6",
+]
 
 
-@pytest.mark.parametrize("text", SPECS + ["sequence:mode=video,keyint=3,then=uniform:bits=8;coder=video-h264(preset=ultrafast)"])
+@pytest.mark.parametrize(
+    "text", SPECS + ["sequence:mode=video,keyint=3,then=uniform:bits=8;coder=video-h264(preset=ultrafast)"]
+)
 def test_members_round_trip_and_read_alone(text):
     if "video" in text:
         pytest.importorskip("av")
@@ -42,7 +47,9 @@ def test_members_round_trip_and_read_alone(text):
 
 def test_delta_beats_independent_on_related_members():
     t = members()
-    size = lambda text: sum(len(v) for v in parse_spec(text).encode(t).segments.values())  # noqa: E731
+    def size(text):
+        return sum(len(v) for v in parse_spec(text).encode(t).segments.values())
+
     assert size("sequence:mode=delta,then=uniform:bits=8") < 0.6 * size("sequence:mode=independent,then=uniform:bits=8")
 
 
@@ -58,7 +65,11 @@ def test_damaged_side_info():
     spec = parse_spec(SPECS[0])
     enc = spec.encode(t)
     segs = {k: memoryview(v) for k, v in enc.segments.items()}
-    for side, s in [({**enc.side, "symbols": None}, segs), (enc.side, {k: v for k, v in segs.items() if k != "m2"}),
-                    ({**enc.side, "rows": 3}, segs), ({**enc.side, "symbols": {**enc.side["symbols"], "m2": [2, 2]}}, segs)]:  # m3 needs m2 and m3 only
+    for side, s in [
+        ({**enc.side, "symbols": None}, segs),
+        (enc.side, {k: v for k, v in segs.items() if k != "m2"}),
+        ({**enc.side, "rows": 3}, segs),
+        ({**enc.side, "symbols": {**enc.side["symbols"], "m2": [2, 2]}}, segs),
+    ]:  # m3 needs m2 and m3 only
         with pytest.raises(ContainerError):
             spec.decode_member(side, s, t.array.shape[1:], t.dtype, 3)

@@ -1,15 +1,12 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
+from support import floats, roundtrip
 from zoocodec.codecs import ans
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import transform as K
-from support import floats, roundtrip
 from zoocodec.methods import TensorData, parse_spec
-
-
 
 
 @given(floats, st.sampled_from(["dct", "klt"]), st.sampled_from([2, 4, 8, 16]),
@@ -25,7 +22,11 @@ def test_round_trip_and_error_bound(a, kind, block, rate):
     w = t.float64()
     rows = a.shape[0] if a.ndim >= 2 else 1
     x = K.to_blocks(w.reshape(rows, -1), block, np)
-    basis = K.dct_matrix(block) if kind == "dct" else np.frombuffer(enc.segments["basis"], "<f4").astype(np.float64).reshape(block, block)
+    basis = (
+        K.dct_matrix(block)
+        if kind == "dct"
+        else np.frombuffer(enc.segments["basis"], "<f4").astype(np.float64).reshape(block, block)
+    )
     y = x @ basis.T
     coded = [g for s in enc.side["streams"] for g in s]
     dropped = np.ones(block, dtype=bool)
@@ -36,7 +37,11 @@ def test_round_trip_and_error_bound(a, kind, block, rate):
     cols = w.size // rows
     real = (np.arange(-(-cols // block) * block) < cols).reshape(-1, block)  # padding is not reconstructed
     real = np.tile(real, (rows, 1))
-    cast = np.sum((np.spacing(np.abs(K.to_blocks(r.reshape(rows, -1), block, np)).astype(a.dtype)).astype(np.float64) * real) ** 2, axis=1)
+    cast = np.sum(
+        (np.spacing(np.abs(K.to_blocks(r.reshape(rows, -1), block, np)).astype(a.dtype)).astype(np.float64) * real)
+        ** 2,
+        axis=1,
+    )
     assert np.all(np.sqrt(np.sum((err * real) ** 2, axis=1)) <= np.sqrt(bound * (1 + 1e-6)) + np.sqrt(cast) + 1e-6)
 
 
@@ -75,8 +80,12 @@ def test_transform_gain_on_correlated_weights():
     step = 0.01
     plain = parse_spec(f"uniform:step={step}").encode(t)
     dct = parse_spec(f"dct:theta={step**2 / 12}").encode(t)
-    size = lambda e: sum(len(v) for v in e.segments.values())  # noqa: E731
-    mse = lambda e: np.mean((e.recon.astype(np.float64) - t.float64()) ** 2)  # noqa: E731
+    def size(e):
+        return sum(len(v) for v in e.segments.values())
+
+    def mse(e):
+        return np.mean((e.recon.astype(np.float64) - t.float64()) ** 2)
+
     assert size(dct) < 0.6 * size(plain) and mse(dct) < 1.2 * mse(plain)
 
 

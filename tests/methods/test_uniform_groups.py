@@ -1,8 +1,7 @@
 """uniform with group-wise steps and zero points: round trips, the Q4_1 grid, hostile side info."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import zoocodec
@@ -183,8 +182,8 @@ def test_native_groups_equal_the_array_path(dtype, text):
     zeros = None if zeros is None else zeros.view("<f4").astype(np.float64).reshape(rows, -1)
     symbols = np.empty(m.shape, dtype=native.symbols["symbols"].dtype)
     recon = np.empty(m.shape, dtype=t.array.dtype)
-    from zoocodec.methods.uniform import _group_block
     from zoocodec.methods.base import row_blocks
+    from zoocodec.methods.uniform import _group_block
 
     spec._quantize_group_blocks(t, m, list(row_blocks(rows, cols, limit=_group_block(spec.group))), steps, zeros,
                                 symbols, recon, np)

@@ -7,14 +7,13 @@ import pytest
 import torch
 
 import zoocodec
+from conformance import same
+from conftest import laplace_model, zoo_path
 from zoocodec.errors import SpecError
 from zoocodec.methods import REGISTRY, parse_spec
 from zoocodec.pipeline import batch
 from zoocodec.pipeline.core import load
 from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, choose_spec
-
-from conformance import same
-from conftest import laplace_model, zoo_path
 
 
 def shapes_model() -> dict[str, torch.Tensor]:
@@ -85,7 +84,7 @@ def test_minilm_quantize_many(spec, minilm_path):
     ts = [t for t in load(minilm_path).tensors() if t.is_float and t.array.ndim >= 2]
     for _, members in batch._groups([(t, s) for t in ts], gpu=True):
         group = [ts[i] for i in members]
-        for t, q in zip(group, s.quantize_many(group)):
+        for t, q in zip(group, s.quantize_many(group), strict=True):
             assert same(q, s.quantize(t)), t.name
 
 

@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 import torch
+from hypothesis import given, settings, strategies as st
 
 import zoocodec
 from zoocodec.errors import NonFiniteError, SpecError
@@ -81,8 +81,8 @@ def _outliers(rng, shape, count, big=5.0, scale=0.017):
 
 
 def test_default_keeps_1d_exact_and_every_tensor_above_30_db(tmp_path):
-    from zoocodec.methods.uniform import Uniform
     from zoocodec.methods.base import TensorData
+    from zoocodec.methods.uniform import Uniform
     from zoocodec.pipeline.policy import SAFE_SQNR_DB
 
     rng = np.random.default_rng(0)
@@ -112,7 +112,9 @@ def test_default_floor_holds_for_any_outliers(tmp_path_factory, seed, count, big
     tensors = {"w": _outliers(rng, (8, 512), count, big * scale, scale),
                "v": _outliers(rng, (4096,), count, big * scale, scale)}
     report = zoocodec.compress(tensors, tmp_path_factory.mktemp("safe") / "m.zc")
-    assert all(t.sqnr_db >= SAFE_SQNR_DB for t in report.tensors), [(t.name, t.method, t.sqnr_db) for t in report.tensors]
+    assert all(t.sqnr_db >= SAFE_SQNR_DB for t in report.tensors), [
+        (t.name, t.method, t.sqnr_db) for t in report.tensors
+    ]
 
 
 def test_zoo_default_worst_tensor(tmp_path, mnist_path):

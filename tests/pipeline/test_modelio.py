@@ -86,7 +86,9 @@ def test_sharded_hf_folder_round_trip(tmp_path, model):
 def test_onnx_round_trip_runs_in_onnxruntime(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * 6 * 6, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * 6 * 6, 10)
+    )
     x = torch.randn(2, 1, 8, 8)
     torch.onnx.export(net, (x,), tmp_path / "m.onnx", dynamo=False, input_names=["x"])
     zoocodec.compress(tmp_path / "m.onnx", tmp_path / "m.zc", "uniform:bits=8", min_size=200)

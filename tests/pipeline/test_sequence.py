@@ -10,10 +10,10 @@ from safetensors.torch import save_file
 
 pytest.importorskip("av")
 
-import zoocodec  # noqa: E402
-from zoocodec.errors import ContainerError, ModelFormatError, SpecError  # noqa: E402
-from zoocodec.pipeline.core import load  # noqa: E402
-from zoocodec.pipeline.sequence import SeqArchive, compress_seq, decompress_seq  # noqa: E402
+import zoocodec
+from zoocodec.errors import ContainerError, ModelFormatError, SpecError
+from zoocodec.pipeline.core import load
+from zoocodec.pipeline.sequence import SeqArchive, compress_seq, decompress_seq
 
 CHECKPOINTS = sorted((Path(zoocodec.__file__).parent / "data" / "fmnist-cnn").glob("epoch-*.safetensors"))
 
@@ -54,7 +54,8 @@ def test_every_mode_gives_the_same_members(sequence, coded):
                 assert all(np.array_equal(got[0], x) for x in got[1:])
                 ref = sequence[m][name].numpy()
                 if name.endswith(".weight") and ref.size >= 4096:
-                    step = np.abs(np.stack([s[name].numpy() for s in sequence])).max(axis=0).reshape(ref.shape[0], -1).max(1) / 127
+                    peak = np.abs(np.stack([s[name].numpy() for s in sequence])).max(axis=0)
+                    step = peak.reshape(ref.shape[0], -1).max(1) / 127
                     err = np.abs(got[0] - ref).reshape(ref.shape[0], -1)
                     assert np.all(err <= step[:, None] * 0.5 * (1 + 1e-5) + 1e-7)
                 else:
@@ -83,17 +84,20 @@ def test_decompress_one_member_to_a_file(coded, sequence, tmp_path):
 
 
 def test_cli_round_trip(sequence, tmp_path):
-    from typer.testing import CliRunner  # noqa: PLC0415
+    from typer.testing import CliRunner
 
-    from zoocodec.cli import app  # noqa: PLC0415
+    from zoocodec.cli import app
 
     files = []
     for i, members in enumerate(sequence[:3]):
         files.append(str(tmp_path / f"ck-{i}.safetensors"))
         save_file(members, files[-1])
-    r = CliRunner().invoke(app, ["compress-seq", *files, "-o", str(tmp_path / "s.zc"), "--mode", "video", "--coder", "video-h264", "--keyint", "2"])
+    r = CliRunner().invoke(app, ["compress-seq", *files, "-o", str(tmp_path / "s.zc"), "--mode", "video",
+                                 "--coder", "video-h264", "--keyint", "2"])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["decompress-seq", str(tmp_path / "s.zc"), "--member", "ck-2", "-o", str(tmp_path / "b.safetensors")])
+    r = CliRunner().invoke(
+        app, ["decompress-seq", str(tmp_path / "s.zc"), "--member", "ck-2", "-o", str(tmp_path / "b.safetensors")]
+    )
     assert r.exit_code == 0, r.output
     with SeqArchive(tmp_path / "s.zc") as a:
         expect = a.tensors(2)
@@ -138,7 +142,9 @@ def test_corrupt_video_payload(coded, tmp_path):
 @pytest.mark.skipif(len(CHECKPOINTS) < 2, reason="the fmnist-cnn checkpoints are not in zoocodec/data")
 def test_real_checkpoints_random_access(tmp_path):
     members = CHECKPOINTS[:3]
-    rep = compress_seq(members, tmp_path / "f.zc", "uniform:bits=8,coder=video-h264(preset=veryfast)", "video", keyint=2)
+    rep = compress_seq(
+        members, tmp_path / "f.zc", "uniform:bits=8,coder=video-h264(preset=veryfast)", "video", keyint=2
+    )
     with SeqArchive(tmp_path / "f.zc") as a:
         last = a.tensors(len(members) - 1)
     ref = compress_seq(members, tmp_path / "g.zc", "uniform:bits=8", "independent")

@@ -26,7 +26,9 @@ def test_tied_weights_are_stored_once(tmp_path):
     other = zoocodec.compress(tmp_path / "untied.pt", tmp_path / "untied.zc", "uniform:bits=8")
     info = zoocodec.inspect(tmp_path / "tied.zc")
     # the equal 64-weight biases stay apart: below --min-size, not worth an alias
-    assert info["aliases"] == {"head.weight": "embed.weight"} and zoocodec.inspect(tmp_path / "untied.zc")["aliases"] == {}
+    assert (
+        info["aliases"] == {"head.weight": "embed.weight"} and zoocodec.inspect(tmp_path / "untied.zc")["aliases"] == {}
+    )
     assert [t.name for t in tied.tensors] == ["embed.weight", "body.weight", "body.bias", "norm.bias"]
     assert other.weight_bytes - tied.weight_bytes > 0.8 * 200 * 64  # one 8-bit copy of the table less
     out = zoocodec.decompress(tmp_path / "tied.zc")

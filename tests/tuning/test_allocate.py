@@ -36,8 +36,11 @@ def test_sensitivity_sets_equal_slope(mnist_path):
 
 def test_sensitive_tensors_get_more_bits_at_equal_size(mnist_path):
     flat = allocate(mnist_path, target_bpw=3.0)
-    tilted = allocate(mnist_path, target_bpw=3.0, sensitivities={"fc_layers.0.weight": 1.0, "conv_layers.3.weight": 50.0,
-                                                                 "conv_layers.6.weight": 50.0})
+    tilted = allocate(
+        mnist_path,
+        target_bpw=3.0,
+        sensitivities={"fc_layers.0.weight": 1.0, "conv_layers.3.weight": 50.0, "conv_layers.6.weight": 50.0},
+    )
     assert estimate_bpw(mnist_path, tilted) == pytest.approx(3.0, rel=2e-3)
     assert tilted["conv_layers.3.weight"].step < flat["conv_layers.3.weight"].step
     assert tilted["fc_layers.0.weight"].step > flat["fc_layers.0.weight"].step

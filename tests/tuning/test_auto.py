@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import zoocodec
+from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli
 from zoocodec.errors import ZoocodecError
-from zoocodec.eval import data, evaluate
+from zoocodec.eval import data
 from zoocodec.eval.anymodel import evaluate_pair
 from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
 from zoocodec.tuning.auto import STRENGTHS, _flatten, _one_d_where_it_pays, auto_compress, parse_loss, split
-from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli
 
 
 def test_parse_loss():
@@ -144,7 +144,8 @@ def test_auto_mode_respects_the_budget_on_mnist_cnn(mnist_path, tmp_path):
 @pytest.mark.slow  # about 6 minutes here: calibration, three strengths, the search again on all 10,000 images
 def test_data_aware_rounding_passes_the_budget_on_fashion_mnist(tmp_path):
     """fmnist-cnn at 1%: indices chosen on Fashion-MNIST train images, searched on half the test images and
-    verified on the other 5,000 by the pessimistic bound; the file decodes to what was judged and is far below nearest rounding's 2.6 bits/weight."""
+    verified on the other 5,000 by the pessimistic bound; the file decodes to what was judged and is
+    far below nearest rounding's 2.6 bits/weight."""
     from conftest import zoo_path
 
     zoo_path("fmnist-cnn")
@@ -288,7 +289,9 @@ def test_calibration_inputs_apart_with_calib(digits_net, tmp_path, monkeypatch, 
                               tmp_path / "x.npy", "--calib", tmp_path / "calib.npy", "--module", "autonets:make",
                               "--min-size", "1024")
     r = auto["rounding"]
-    assert r["calibration"] == f"the {len(x) - len(x) // 2} inputs of --calib calib.npy" and auto["calib"].endswith("calib.npy")
+    assert r["calibration"] == f"the {len(x) - len(x) // 2} inputs of --calib calib.npy" and auto["calib"].endswith(
+        "calib.npy"
+    )
     assert summary["inputs"] == len(split(len(x) // 2)[1]) and summary["loss_high"] <= 0.01
     code, _, err = run_cli(monkeypatch, capsys, "compress", str(tmp_path / "net.pt"), "-o", str(out), "--calib",
                            str(tmp_path / "calib.npy"))

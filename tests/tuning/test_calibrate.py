@@ -4,15 +4,15 @@ import pytest
 import torch
 
 import zoocodec
-from zoocodec.errors import ZoocodecError
+from conftest import zoo_path
 from zoocodec.codecs.base import Order0
+from zoocodec.errors import ZoocodecError
 from zoocodec.eval import data
 from zoocodec.eval.models import build
 from zoocodec.eval.tasks import _logits
 from zoocodec.methods import parse_spec
 from zoocodec.tuning.auto import reconstruct
 from zoocodec.tuning.calibrate import DataAware, collect, gptq, output_error
-from conftest import zoo_path
 
 QUANTIZED = ("conv2.0.weight", "conv3.0.weight", "conv4.0.weight", "conv5.0.weight")
 
@@ -37,7 +37,8 @@ def fmnist():
 
 
 def test_error_feedback_lowers_the_layer_output_error_on_held_out_images(fmnist):
-    """Rounded with H from train images, judged on test images' layer inputs: ||(W - W_hat) X||^2 falls well below nearest rounding's."""
+    """Rounded with H from train images, judged on test images' layer inputs: ||(W - W_hat) X||^2 falls
+    well below nearest rounding's."""
     w, train, test = fmnist
     for name in QUANTIZED:
         w2 = w[name].double().reshape(w[name].shape[0], -1).numpy()

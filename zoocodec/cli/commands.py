@@ -7,15 +7,34 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from zoocodec.cli import render
-from zoocodec.cli.options import (MaxMemory, apply_preset, budgeted, build_spec, check_output, model_path,
-                                  note_nvdec, typed)
-from zoocodec.cli.render import (NOTES, auto_lines, console, err_console, print_summaries, progress, seq_lines,
-                                 show_warnings, sqnr_summary, sweep_progress, working)
+from zoocodec.cli.options import (
+    MaxMemory,
+    apply_preset,
+    budgeted,
+    build_spec,
+    check_output,
+    model_path,
+    note_nvdec,
+    typed,
+)
+from zoocodec.cli.render import (
+    NOTES,
+    auto_lines,
+    console,
+    err_console,
+    print_summaries,
+    progress,
+    seq_lines,
+    show_warnings,
+    sqnr_summary,
+    sweep_progress,
+    working,
+)
 from zoocodec.errors import ZoocodecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -27,33 +46,48 @@ def compress(
     model: Annotated[str, typer.Argument(help="model file or folder, or a zoo name (e.g. minilm)")],
     output: Annotated[Path, typer.Option("-o", "--output", help="the .zc file to write")],
     method: Annotated[str, typer.Option(help="method name, optionally with parameters: uniform:bits=6")] = "uniform",
-    step: Annotated[Optional[float], typer.Option(help="uniform: one step for every quantized tensor")] = None,
-    bits: Annotated[Optional[int], typer.Option(help="uniform: bits per weight, min-max per output channel")] = None,
+    step: Annotated[float | None, typer.Option(help="uniform: one step for every quantized tensor")] = None,
+    bits: Annotated[int | None, typer.Option(help="uniform: bits per weight, min-max per output channel")] = None,
     per_tensor: Annotated[bool, typer.Option(help="uniform: min-max over the whole tensor")] = False,
-    override: Annotated[Optional[list[str]], typer.Option(help="PATTERN=SPEC, e.g. '*embeddings*=uniform:bits=8' (repeatable)")] = None,
+    override: Annotated[list[str] | None, typer.Option(help="PATTERN=SPEC, e.g. "
+                                                            "'*embeddings*=uniform:bits=8' (repeatable)")] = None,
     min_size: Annotated[int, typer.Option(help="tensors with fewer weights stay lossless")] = 4096,
-    allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf lossless instead of failing")] = False,
+    allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf "
+                                                       "lossless instead of failing")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-    coder: Annotated[Optional[str], typer.Option(help="symbol coder: ans, ctx, cabac, video-h264, video-hevc; masks: flags; "
-                                                      "--method lossless: float, zstd, raw (see `zoocodec methods`)")] = None,
-    lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless coding of the symbols (the default)")] = False,
-    crf: Annotated[Optional[int], typer.Option(help="video: lossy, the encoder's constant rate factor 0..51")] = None,
-    hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
-    target_loss: Annotated[Optional[str], typer.Option(help="automatic mode: the smallest file within this loss of the task metric, e.g. 1%")] = None,
-    task: Annotated[Optional[str], typer.Option(help="automatic mode: the zoo task to keep within budget (default: the model's first)")] = None,
-    target_bpw: Annotated[Optional[float], typer.Option(help="bit allocation: one step slope for all tensors, base step searched for this size in bits/weight (methods with a step: uniform, rdoq, dq)")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="near-lossless | balanced | small (see `zoocodec methods`)")] = None,
-    inputs: Annotated[Optional[Path], typer.Option(help="automatic mode on a model outside the zoo: the inputs its outputs are judged on (as for evaluate)")] = None,
-    calib: Annotated[Optional[Path], typer.Option(help="automatic mode on a model outside the zoo: calibration inputs apart from --inputs (same format; default: the calibration/search part of --inputs)")] = None,
-    module: Annotated[Optional[str], typer.Option(help="automatic mode, a state dict: package.module:factory that builds its torch module")] = None,
-    output_kind: Annotated[Optional[str], typer.Option(help="automatic mode, a model outside the zoo: logits | embeddings | values | tokens")] = None,
-    device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
+    coder: Annotated[str | None, typer.Option(help="symbol coder: ans, ctx, cabac, video-h264, video-hevc; "
+                                                   "masks: flags; --method lossless: float, zstd, raw "
+                                                   "(see `zoocodec methods`)")] = None,
+    lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless coding "
+                                                              "of the symbols (the default)")] = False,
+    crf: Annotated[int | None, typer.Option(help="video: lossy, the encoder's constant rate factor 0..51")] = None,
+    hw: Annotated[str | None, typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
+    target_loss: Annotated[str | None, typer.Option(help="automatic mode: the smallest file "
+                                                         "within this loss of the task metric, e.g. 1%")] = None,
+    task: Annotated[str | None, typer.Option(help="automatic mode: the zoo task to keep "
+                                                  "within budget (default: the model's first)")] = None,
+    target_bpw: Annotated[float | None, typer.Option(help="bit allocation: one step slope for all tensors, base step "
+                                                          "searched for this size in bits/weight "
+                                                          "(methods with a step: uniform, rdoq, dq)")] = None,
+    preset: Annotated[str | None, typer.Option(help="near-lossless | balanced | "
+                                                    "small (see `zoocodec methods`)")] = None,
+    inputs: Annotated[Path | None, typer.Option(help="automatic mode on a model outside the zoo: the inputs its "
+                                                     "outputs are judged on (as for evaluate)")] = None,
+    calib: Annotated[Path | None, typer.Option(help="automatic mode on a model outside the zoo: calibration inputs "
+                                                    "apart from --inputs (same format; "
+                                                    "default: the calibration/search part of --inputs)")] = None,
+    module: Annotated[str | None, typer.Option(help="automatic mode, a state dict: "
+                                                    "package.module:factory that builds its torch module")] = None,
+    output_kind: Annotated[str | None, typer.Option(help="automatic mode, a model outside the "
+                                                         "zoo: logits | embeddings | values | tokens")] = None,
+    device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | "
+                                             "auto (a missing GPU is an error)")] = "cpu",
 ):
     """Compress a model into a .zc container."""
     start = time.perf_counter()  # the time printed is every phase's: reading, allocation or search, coding
-    from zoocodec.pipeline.policy import Overrides  # noqa: PLC0415
-    from zoocodec.device import resolve  # noqa: PLC0415
-    from zoocodec.pipeline.core import compress as run, load  # noqa: PLC0415
+    from zoocodec.device import resolve
+    from zoocodec.pipeline.core import compress as run, load
+    from zoocodec.pipeline.policy import Overrides
 
     typed(model)
     dev = resolve(device)  # a GPU that is not there fails before any work
@@ -65,7 +99,9 @@ def compress(
 
     if target_loss is not None:
         if step is not None or bits is not None or per_tensor:
-            raise ZoocodecError("automatic mode (--target-loss) chooses the steps: drop --step, --bits and --per-tensor")
+            raise ZoocodecError(
+                "automatic mode (--target-loss) chooses the steps: drop --step, --bits and --per-tensor"
+            )
         unused = [flag for flag, given in (("--override", override), ("--target-bpw", target_bpw is not None),
                                            ("--allow-nonfinite", allow_nonfinite), ("--lossless", lossless),
                                            ("--crf", crf is not None), ("--hw", hw)) if given]
@@ -87,7 +123,7 @@ def compress(
     if target_bpw is not None:
         if step is not None or bits is not None:
             raise ZoocodecError("--target-bpw chooses the steps itself: leave out --step and --bits")
-        from zoocodec.tuning.allocate import allocate  # noqa: PLC0415
+        from zoocodec.tuning.allocate import allocate
 
         with working(f"allocating steps for {target_bpw:g} bits/weight"):
             plan = allocate(model, target_bpw=target_bpw, method=spec, min_size=min_size)
@@ -95,8 +131,10 @@ def compress(
     with progress(total, "compressing") as step:
         report = run(model, output, spec, overrides, min_size, allow_nonfinite, progress=step, plan=plan, device=dev)
     summary = {"output": str(output), "spec": str(spec), "params": report.params, "bytes_in": report.bytes_in,
-               "file_bytes": report.file_bytes, "weight_bytes": report.weight_bytes, "ratio": report.ratio, "bits_per_weight": report.bits_per_weight,
-               "sqnr_db": None if math.isinf(report.sqnr_db) else report.sqnr_db, "seconds": time.perf_counter() - start,
+               "file_bytes": report.file_bytes, "weight_bytes": report.weight_bytes, "ratio": report.ratio,
+               "bits_per_weight": report.bits_per_weight,
+               "sqnr_db": None if math.isinf(report.sqnr_db) else report.sqnr_db,
+               "seconds": time.perf_counter() - start,
                "device": report.device}
     if json_out:
         print(json.dumps(summary, indent=2))
@@ -111,10 +149,10 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
           choose_coder: bool, start: float, calib: Path | None = None) -> None:
     """compress --target-loss: search the per-tensor steps, verify on the task (or the user's inputs), report.
     A coder the user named is kept; otherwise a context coder's method gets the cheaper context coder."""
-    from zoocodec.tuning.auto import auto_compress, parse_loss  # noqa: PLC0415
+    from zoocodec.tuning.auto import auto_compress, parse_loss
 
     if (module is not None or output_kind is not None) and inputs is None:
-        from zoocodec.eval.anymodel import INPUTS_HELP  # noqa: PLC0415
+        from zoocodec.eval.anymodel import INPUTS_HELP
 
         raise ZoocodecError(f"--module and --output-kind judge a model outside the zoo on your inputs: {INPUTS_HELP}")
     r = auto_compress(model, output, parse_loss(target_loss), task, method=method, min_size=min_size,
@@ -124,7 +162,8 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
     summary = {"output": str(output), "reference": r.reference, "task": r.task, "metric": r.metric,
                "target_loss": r.target_loss, "value": r.value, "baseline": r.baseline, "loss": r.loss,
                "loss_high": r.loss_high, "inputs": r.inputs, "within": r.within, "split": r.split,
-               "base_step": r.base_step, "strength": r.strength, "method": r.method, "params": rep.params, "bytes_in": rep.bytes_in,
+               "base_step": r.base_step, "strength": r.strength, "method": r.method, "params": rep.params,
+               "bytes_in": rep.bytes_in,
                "weight_bytes": rep.weight_bytes, "ratio": rep.ratio, "bits_per_weight": rep.bits_per_weight,
                "seconds": time.perf_counter() - start}
     if json_out:
@@ -140,15 +179,25 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
 @app.command()
 @budgeted
 def evaluate(
-    model: Annotated[str, typer.Argument(help="a .zc file, a model file or folder, or a zoo name; with COMPRESSED: the original")],
-    compressed: Annotated[Optional[str], typer.Argument(help="a model outside the zoo: its .zc (or decoded file), judged against MODEL on --inputs")] = None,
-    inputs: Annotated[Optional[Path], typer.Option(help="inputs for a model outside the zoo: images folder or .npy/.npz (ONNX), text file one example a line (Hugging Face), .npy/.npz (--module)")] = None,
-    module: Annotated[Optional[str], typer.Option(help="package.module:factory that builds the torch module of a state dict")] = None,
-    output_kind: Annotated[Optional[str], typer.Option(help="what the model outputs: logits | embeddings | values | tokens (default: from the config (tokens for a *ForCausalLM), else logits for N x C, values otherwise)")] = None,
-    task: Annotated[Optional[str], typer.Option(help="one of the model's zoo tasks (default: all of them)")] = None,
-    reference: Annotated[Optional[str], typer.Option(help="the zoo model it derives from (default: recognised by its tensors)")] = None,
+    model: Annotated[str, typer.Argument(help="a .zc file, a model file or folder, or a zoo "
+                                              "name; with COMPRESSED: the original")],
+    compressed: Annotated[str | None, typer.Argument(help="a model outside the zoo: its .zc (or decoded file), judged "
+                                                          "against MODEL on --inputs")] = None,
+    inputs: Annotated[Path | None, typer.Option(help="inputs for a model outside the zoo: images folder or .npy/.npz "
+                                                     "(ONNX), text file one example a line "
+                                                     "(Hugging Face), .npy/.npz (--module)")] = None,
+    module: Annotated[str | None, typer.Option(help="package.module:factory that builds "
+                                                    "the torch module of a state dict")] = None,
+    output_kind: Annotated[str | None, typer.Option(help="what the model outputs: logits | embeddings | values | "
+                                                         "tokens (default: from the config (tokens for a "
+                                                         "*ForCausalLM), else logits "
+                                                         "for N x C, values otherwise)")] = None,
+    task: Annotated[str | None, typer.Option(help="one of the model's zoo tasks (default: all of them)")] = None,
+    reference: Annotated[str | None, typer.Option(help="the zoo model it derives from "
+                                                       "(default: recognised by its tensors)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the metrics as JSON rows")] = False,
-    device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
+    device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | "
+                                             "auto (a missing GPU is an error)")] = "cpu",
     max_memory: MaxMemory = None,
 ):
     """Evaluate a (compressed) model next to its original; print value, baseline, delta and its 95% interval.
@@ -156,14 +205,14 @@ def evaluate(
     Zoo models run on their tasks; any other model (ONNX, Hugging Face, a state dict with
     --module) is judged by output fidelity: zoocodec evaluate ORIGINAL COMPRESSED --inputs PATH.
     """
-    from zoocodec.device import resolve  # noqa: PLC0415
+    from zoocodec.device import resolve
 
     typed(model, *([compressed] if compressed else []))
     dev = resolve(device)  # a GPU that is not there fails before any work
     if compressed is not None or inputs is not None or module is not None or output_kind is not None:
         if dev.is_gpu:
             raise ZoocodecError("--device: models outside the zoo are evaluated on the CPU only; leave out --device")
-        from zoocodec.eval.anymodel import INPUTS_HELP, evaluate_pair  # noqa: PLC0415
+        from zoocodec.eval.anymodel import INPUTS_HELP, evaluate_pair
 
         if compressed is None:
             raise ZoocodecError("a model outside the zoo is judged against its original: zoocodec evaluate ORIGINAL "
@@ -171,11 +220,13 @@ def evaluate(
         if inputs is None:
             raise ZoocodecError(f"{compressed} is judged against {model} on your inputs: {INPUTS_HELP}")
         if task is not None or reference is not None:
-            raise ZoocodecError("--task and --reference belong to zoo models; a model outside the zoo is judged on --inputs")
+            raise ZoocodecError(
+                "--task and --reference belong to zoo models; a model outside the zoo is judged on --inputs"
+            )
         with working(f"evaluating {compressed} against {model}"):
             metrics = evaluate_pair(model, compressed, inputs, module, output_kind)
     else:
-        from zoocodec.eval import evaluate as run  # noqa: PLC0415
+        from zoocodec.eval import evaluate as run
 
         with working(f"evaluating {model}"):
             metrics = run(model, task, reference, device=dev)
@@ -190,15 +241,19 @@ def evaluate(
 def decompress(
     container: Annotated[Path, typer.Argument(help="the .zc file")],
     output: Annotated[Path, typer.Option("-o", "--output", help="model file or folder to write")],
-    format: Annotated[Optional[str], typer.Option(help="safetensors | pytorch | onnx | hf (default: from the suffix, else the source)")] = None,
-    device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")] = "cpu",
+    format: Annotated[
+        str | None, typer.Option(help="safetensors | pytorch | onnx | hf (default: from the suffix, else the source)")
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | auto (a missing GPU is an error)")
+    ] = "cpu",
     max_memory: MaxMemory = None,
 ):
     """Decode a .zc container back into a model file in its original format."""
     start = time.perf_counter()
-    from zoocodec.device import resolve  # noqa: PLC0415
-    from zoocodec.pipeline.core import Archive, decompress as run, inspect as info_of  # noqa: PLC0415
-    from zoocodec.pipeline.modelio import output_format  # noqa: PLC0415
+    from zoocodec.device import resolve
+    from zoocodec.pipeline.core import Archive, decompress as run, inspect as info_of
+    from zoocodec.pipeline.modelio import output_format
 
     dev = resolve(device)
     with Archive(container) as a:
@@ -208,9 +263,13 @@ def decompress(
     with progress(total, "decoding") as step:
         run(container, output, fmt, progress=step, device=dev)
     info = info_of(container)
-    console.print(f"wrote {output} ({fmt}): {total} tensors, {info['params']:,} weights, "
-                  f"{info['weight_bytes']:,} -> {info['bytes_in']:,} bytes (ratio {info['ratio']:.2f}x, "
-                  f"{info['bits_per_weight']:.3f} bits/weight), {time.perf_counter() - start:.1f} s", highlight=False, markup=False)
+    console.print(
+        f"wrote {output} ({fmt}): {total} tensors, {info['params']:,} weights, "
+        f"{info['weight_bytes']:,} -> {info['bytes_in']:,} bytes (ratio {info['ratio']:.2f}x, "
+        f"{info['bits_per_weight']:.3f} bits/weight), {time.perf_counter() - start:.1f} s",
+        highlight=False,
+        markup=False,
+    )
     for line in auto_lines(info.get("meta") or {}):
         console.print(line, highlight=False)
 
@@ -224,8 +283,8 @@ def inspect(
 ):
     """Show a container's tensors (shape, method, bits/weight, ratio, SQNR), what automatic mode
     decided and verified, and a sequence file's members."""
-    from zoocodec.container import Container  # noqa: PLC0415
-    from zoocodec.pipeline.core import inspect as run  # noqa: PLC0415
+    from zoocodec.container import Container
+    from zoocodec.pipeline.core import inspect as run
 
     c = Container.open(container, verify=False)
     try:
@@ -245,7 +304,7 @@ def inspect(
 @app.command()
 def verify(container: Annotated[Path, typer.Argument(help="the .zc file")]):
     """Check every byte of a container against its checksums (reading a tensor checks only its own)."""
-    from zoocodec.container import Container  # noqa: PLC0415
+    from zoocodec.container import Container
 
     with Container.open(container) as c:
         checked = c.verify()
@@ -254,7 +313,7 @@ def verify(container: Annotated[Path, typer.Argument(help="the .zc file")]):
 
 def _inspect_seq(container: Path, json_out: bool) -> None:
     """A sequence file: members, mode, and per tensor and per member what it costs."""
-    from zoocodec.pipeline.sequence import inspect_seq  # noqa: PLC0415
+    from zoocodec.pipeline.sequence import inspect_seq
 
     info = inspect_seq(container)
     if json_out:
@@ -266,14 +325,16 @@ def _inspect_seq(container: Path, json_out: bool) -> None:
 @app.command()
 def sweep(
     spec: Annotated[Path, typer.Argument(help="the sweep spec (YAML): models x methods x parameters")],
-    address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (auto, HOST:PORT, ray://...); default: RAY_ADDRESS, else an embedded local Ray on loopback")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="results folder (default: the spec's out, else results/NAME)")] = None,
-    max_parallel: Annotated[Optional[int], typer.Option(min=1, help="at most this many work items in flight")] = None,
-    num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs of the embedded Ray (default: all)")] = None,
+    address: Annotated[str | None, typer.Option(help="join this Ray cluster (auto, HOST:PORT, ray://...); default: "
+                                                     "RAY_ADDRESS, else an embedded local Ray on loopback")] = None,
+    out: Annotated[Path | None, typer.Option(help="results folder (default: the "
+                                                  "spec's out, else results/NAME)")] = None,
+    max_parallel: Annotated[int | None, typer.Option(min=1, help="at most this many work items in flight")] = None,
+    num_cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of the embedded Ray (default: all)")] = None,
     report: Annotated[bool, typer.Option(help="write OUT/report.html at the end")] = True,
 ):
     """Run a sweep on Ray; results go to Parquet (finished work is skipped on a rerun)."""
-    from zoocodec.jobs import report as rep, run as runner, spec as sweep_spec  # noqa: PLC0415
+    from zoocodec.jobs import report as rep, run as runner, spec as sweep_spec
 
     sw = sweep_spec.load(spec, out)
     err_console.print(f"sweep {sw.name}: {len(sw.items)} work items -> {sw.out}", markup=False)
@@ -284,17 +345,20 @@ def sweep(
     print_summaries(sw.name, rep.summaries(rep.ok_runs(sw.out, {i.work_id for i in sw.items}), sw.budgets))
     console.print(f"results: {sw.out / 'runs'} and {sw.out / 'tensors'} (Parquet)", markup=False)
     if report:
-        console.print(f"report: {rep.write(sw.out, sw.out / 'report.html', sw.budgets, title=f'zoocodec sweep {sw.name}')}", markup=False)
+        console.print(
+            f"report: {rep.write(sw.out, sw.out / 'report.html', sw.budgets, title=f'zoocodec sweep {sw.name}')}",
+            markup=False,
+        )
 
 
 @app.command()
 def regress(
     baseline: Annotated[Path, typer.Option(help="results folder of the baseline sweep")],
     current: Annotated[Path, typer.Option(help="results folder of the sweep to check")],
-    tolerance: Annotated[Optional[str], typer.Option(help="allowed change: ratio=1%,metric=0.2%,sqnr=0.1 (dB)")] = None,
+    tolerance: Annotated[str | None, typer.Option(help="allowed change: ratio=1%,metric=0.2%,sqnr=0.1 (dB)")] = None,
 ):
     """Compare two sweeps by work id; print a markdown table; exit 1 on a regression."""
-    from zoocodec.jobs import regress as rg  # noqa: PLC0415
+    from zoocodec.jobs import regress as rg
 
     result = rg.compare(baseline, current, rg.parse_tolerance(tolerance))
     print(result.markdown(), end="")
@@ -308,7 +372,7 @@ def report(
     output: Annotated[Path, typer.Option("-o", "--output", help="the HTML file to write")] = Path("report.html"),
 ):
     """Write an HTML report: summary, rate-distortion plots and Pareto fronts per model."""
-    from zoocodec.jobs import report as rep  # noqa: PLC0415
+    from zoocodec.jobs import report as rep
 
     check_output(output, [results])
     console.print(f"wrote {rep.write(results, output)}", markup=False)
@@ -318,19 +382,22 @@ def report(
 def compress_seq(
     models: Annotated[list[str], typer.Argument(help="the members in order (files or zoo names), one architecture")],
     output: Annotated[Path, typer.Option("-o", "--output", help="the .zc file to write")],
-    mode: Annotated[str, typer.Option(help="delta (member minus predecessor; the smallest in bench/bench_video.py) | video (inter-coded) | independent")] = "delta",
-    method: Annotated[Optional[str], typer.Option(help="the shared grid (default uniform:bits=8)")] = None,
-    coder: Annotated[Optional[str], typer.Option(help="video-h264 | video-hevc (video mode; default video-hevc), or ans | ctx for delta/independent")] = None,
+    mode: Annotated[str, typer.Option(help="delta (member minus predecessor; the smallest in bench/bench_video.py) | "
+                                           "video (inter-coded) | independent")] = "delta",
+    method: Annotated[str | None, typer.Option(help="the shared grid (default uniform:bits=8)")] = None,
+    coder: Annotated[str | None, typer.Option(help="video-h264 | video-hevc (video mode; default video-hevc), or ans | "
+                                                   "ctx for delta/independent")] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless (the default)")] = False,
-    crf: Annotated[Optional[int], typer.Option(help="video: lossy, constant rate factor 0..51")] = None,
-    hw: Annotated[Optional[str], typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
-    keyint: Annotated[int, typer.Option(min=0, help="members per group: reading one decodes at most this many (0: one group)")] = 0,
+    crf: Annotated[int | None, typer.Option(help="video: lossy, constant rate factor 0..51")] = None,
+    hw: Annotated[str | None, typer.Option(help="video: auto | nvdec | nvenc | cpu")] = None,
+    keyint: Annotated[int, typer.Option(min=0, help="members per group: reading one decodes "
+                                                    "at most this many (0: one group)")] = 0,
     min_size: Annotated[int, typer.Option(help="tensors with fewer weights stay lossless")] = 4096,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ):
     """Compress a sequence of same-architecture models (checkpoints, fine-tunes) into one .zc."""
     start = time.perf_counter()
-    from zoocodec.pipeline.sequence import compress_seq as run, inspect_seq  # noqa: PLC0415
+    from zoocodec.pipeline.sequence import compress_seq as run, inspect_seq
 
     typed(*models)
     check_output(output, [model_path(m) for m in models])
@@ -358,13 +425,12 @@ def decompress_seq(
     container: Annotated[Path, typer.Argument(help="the sequence .zc file")],
     member: Annotated[str, typer.Option(help="the member's label or index")],
     output: Annotated[Path, typer.Option("-o", "--output", help="model file to write")],
-    format: Annotated[Optional[str], typer.Option(help="safetensors | pytorch | onnx | hf")] = None,
+    format: Annotated[str | None, typer.Option(help="safetensors | pytorch | onnx | hf")] = None,
     max_memory: MaxMemory = None,
 ):
     """Decode one member of a sequence container (random access: only its group is decoded)."""
-    from zoocodec.pipeline.sequence import SeqArchive, decompress_seq as run  # noqa: PLC0415
-
-    from zoocodec.pipeline.modelio import output_format  # noqa: PLC0415
+    from zoocodec.pipeline.modelio import output_format
+    from zoocodec.pipeline.sequence import SeqArchive, decompress_seq as run
 
     with SeqArchive(container) as a:
         which = member if member in a.labels or not member.lstrip("-").isdigit() else int(member)
@@ -378,11 +444,11 @@ def decompress_seq(
 
 @app.command()
 def methods(
-    name: Annotated[Optional[str], typer.Argument(help="one method (default: all)")] = None,
+    name: Annotated[str | None, typer.Argument(help="one method (default: all)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ):
     """List every method and coder with its parameters, defaults and ranges, and the presets."""
-    from zoocodec import catalog  # noqa: PLC0415
+    from zoocodec import catalog
 
     listed = catalog.methods()
     if name is not None:
@@ -400,7 +466,7 @@ def methods(
 @app.command("zoo")
 def zoo_list(json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False):
     """List the zoo models, installed or not, with their tasks and how to install them."""
-    from zoocodec import catalog  # noqa: PLC0415
+    from zoocodec import catalog
 
     models = catalog.zoo_models()
     if json_out:
@@ -411,7 +477,7 @@ def zoo_list(json_out: Annotated[bool, typer.Option("--json", help="print JSON")
 
 def _version(value: bool) -> None:
     if value:
-        from zoocodec import __version__  # noqa: PLC0415
+        from zoocodec import __version__
 
         print(f"zoocodec {__version__}")
         raise typer.Exit()

@@ -4,22 +4,23 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from zoocodec.cli.render import note
 from zoocodec.errors import ZoocodecError
 
-MaxMemory = Annotated[Optional[str], typer.Option(
-    "--max-memory", help="refuse files whose decoding would take more memory than this (8G, 512M, 50%; default: half of it)")]
+MaxMemory = Annotated[str | None, typer.Option(
+    "--max-memory", help="refuse files whose decoding would take more memory than this (8G, "
+                         "512M, 50%; default: half of it)")]
 
 
 def budgeted(command):
     """Run a command that reads .zc files under its --max-memory (zoocodec.budget)."""
     @functools.wraps(command)
     def run(*args, max_memory: str | None = None, **kwargs):
-        from zoocodec import budget  # noqa: PLC0415
+        from zoocodec import budget
 
         with budget.limit(budget.parse_size(max_memory) if max_memory else None):
             return command(*args, max_memory=max_memory, **kwargs)
@@ -50,7 +51,7 @@ def check_output(output: Path, inputs: list[Path], folder: bool = False) -> None
 
 def model_path(model: str) -> Path:
     """The path a model argument reads (a zoo name's file included), for check_output."""
-    from zoocodec.pipeline import zoo  # noqa: PLC0415
+    from zoocodec.pipeline import zoo
 
     try:
         return zoo.locate(model)
@@ -60,7 +61,7 @@ def model_path(model: str) -> Path:
 
 def typed(*models: str) -> None:
     """Notes for the model names the user typed (a zoo name with a local file of that name)."""
-    from zoocodec.pipeline import zoo  # noqa: PLC0415
+    from zoocodec.pipeline import zoo
 
     for model in models:
         if (text := zoo.shadowed(model)) is not None:
@@ -69,7 +70,7 @@ def typed(*models: str) -> None:
 
 def apply_preset(name: str, method: str, step, bits, per_tensor, target_bpw, target_loss) -> tuple[str, float | None]:
     """A named preset's method and size target; it refuses options it would override."""
-    from zoocodec.catalog import PRESETS  # noqa: PLC0415
+    from zoocodec.catalog import PRESETS
 
     if name not in PRESETS:
         raise ZoocodecError(f"unknown preset {name!r} (presets: {', '.join(PRESETS)})")
@@ -85,10 +86,10 @@ def build_spec(method: str, step: float | None = None, bits: int | None = None, 
                coder: str | None = None, lossless: bool = False, crf: int | None = None, hw: str | None = None):
     """The method spec from --method and the sugar options (--step/--bits/--per-tensor for uniform,
     --coder with --lossless/--crf/--hw for video), as fields of typed specs, never by editing text."""
-    import dataclasses  # noqa: PLC0415
+    import dataclasses
 
-    from zoocodec.codecs import parse_coder  # noqa: PLC0415
-    from zoocodec.methods import parse_spec  # noqa: PLC0415
+    from zoocodec.codecs import parse_coder
+    from zoocodec.methods import parse_spec
 
     spec = parse_spec(method)
     if step is not None or bits is not None or per_tensor:
@@ -113,7 +114,7 @@ def build_spec(method: str, step: float | None = None, bits: int | None = None, 
 
 def note_nvdec() -> None:
     """--hw nvdec encodes in software a stream NVDEC decodes; say so when this machine has none."""
-    from zoocodec.codecs import nvdec  # noqa: PLC0415
+    from zoocodec.codecs import nvdec
 
     if not nvdec.nvdec_available():
         note("--hw nvdec: this machine has no usable NVDEC (no NVIDIA GPU with CuPy and PyNvVideoCodec); "

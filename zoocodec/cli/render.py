@@ -169,13 +169,17 @@ def auto_lines(meta: dict) -> list[str]:
     if not isinstance(auto, dict):
         return []
     v = auto.get("verified") or {}
-    lines = [f"automatic mode: {meta.get('zoo', '?')} {auto.get('task')} {auto.get('metric')} kept within "
-             f"{100 * auto.get('target_loss', 0):g}% with {auto.get('method')}, base step {auto.get('base_step', 0):.4g}"]
+    lines = [
+        f"automatic mode: {meta.get('zoo', '?')} {auto.get('task')} {auto.get('metric')} kept within "
+        f"{100 * auto.get('target_loss', 0):g}% with {auto.get('method')}, base step {auto.get('base_step', 0):.4g}"
+    ]
     if v:
         on = (auto.get("split") or {}).get("about")
-        lines.append(f"  verified on {f'the held-back part of a {on}' if on else 'all inputs'}: {v.get('value', 0):.5f} "
-                     f"vs original {v.get('baseline', 0):.5f} (loss {100 * v.get('loss', 0):.3f}%, 95% bound "
-                     f"{100 * v.get('loss_high', 0):.3f}%)")
+        lines.append(
+            f"  verified on {f'the held-back part of a {on}' if on else 'all inputs'}: {v.get('value', 0):.5f} "
+            f"vs original {v.get('baseline', 0):.5f} (loss {100 * v.get('loss', 0):.3f}%, 95% bound "
+            f"{100 * v.get('loss_high', 0):.3f}%)"
+        )
     if auto.get("search"):
         lines.append(f"  search: {len(auto['search'])} steps tried on {auto.get('search_inputs')} inputs")
     return lines
@@ -193,9 +197,13 @@ def inspect_table(container, info: dict) -> None:
     if any(sqnr(r["sqnr_db"], is_lossless(r["method"])) == "on grid" for r in info["tensors"]):
         console.print("on grid: the tensor's values already sat exactly on its quantization grid (no error; "
                       "a decompressed file compressed again)", highlight=False, markup=False)
-    console.print(f"{info['params']:,} weights, {info['bytes_in']:,} -> {info['weight_bytes']:,} bytes "
-                  f"(+{info['file_bytes'] - info['weight_bytes']:,} attached), "
-                  f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight", highlight=False, markup=False)
+    console.print(
+        f"{info['params']:,} weights, {info['bytes_in']:,} -> {info['weight_bytes']:,} bytes "
+        f"(+{info['file_bytes'] - info['weight_bytes']:,} attached), "
+        f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight",
+        highlight=False,
+        markup=False,
+    )
     for line in auto_lines(info["meta"]):
         console.print(line, highlight=False)
 
@@ -203,7 +211,7 @@ def inspect_table(container, info: dict) -> None:
 def seq_lines(info: dict) -> list[str]:
     """The summary lines compress-seq and inspect print for a sequence file."""
     n, params = len(info["member_bytes"]), info["params_per_member"]
-    return [f"members (own streams): " + ", ".join(f"{k} {v:.3f}" for k, v in info["member_bits_per_weight"].items())
+    return ["members (own streams): " + ", ".join(f"{k} {v:.3f}" for k, v in info["member_bits_per_weight"].items())
             + f" bits/weight; shared by all (steps, header): {info['shared_bytes']:,} bytes",
             f"{n} members x {params:,} weights, {info['bytes_in']:,} -> {info['weight_bytes']:,} bytes, "
             f"ratio {info['ratio']:.2f}x, {info['bits_per_weight']:.3f} bits/weight on average (whole file)"]
@@ -212,7 +220,9 @@ def seq_lines(info: dict) -> list[str]:
 def seq_table(container, info: dict) -> None:
     """A sequence file: members, mode, and per tensor and per member what it costs."""
     seq = info["sequence"]
-    table = Table(title=escape(f"{container}  (sequence of {len(seq['members'])}, mode {seq['mode']}, keyint {seq['keyint']})"))
+    table = Table(
+        title=escape(f"{container}  (sequence of {len(seq['members'])}, mode {seq['mode']}, keyint {seq['keyint']})")
+    )
     for col in ("tensor", "shape", "dtype", "coding", "bytes", "bits/w per member"):
         table.add_column(col, justify="right" if col in ("bytes", "bits/w per member") else "left")
     for r in info["tensors"]:

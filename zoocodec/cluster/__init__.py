@@ -31,7 +31,7 @@ CONNECT_TIMEOUT_S = 10.0  # how long joining waits for the cluster's address to 
 def nvenc_available() -> bool:
     """True when this machine's GPU has an NVENC encoder (False without the video codecs)."""
     try:
-        from zoocodec.codecs.nvdec import nvenc_available as probe  # noqa: PLC0415
+        from zoocodec.codecs.nvdec import nvenc_available as probe
     except ImportError:
         return False
     try:
@@ -122,7 +122,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     if not address:
         if "ray" not in sys.modules:
             os.environ.setdefault(LOOPBACK_ENV, "0")
-        import ray  # noqa: PLC0415
+        import ray
 
         if ray.is_initialized():
             yield Connection(f"the running Ray ({ray.get_runtime_context().gcs_address})", False)
@@ -151,7 +151,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     check_reachable(address)
     if "ray" not in sys.modules and _is_loopback(address):
         os.environ.setdefault(LOOPBACK_ENV, "0")  # else Ray rewrites 127.0.0.1 to this host's network address
-    import ray  # noqa: PLC0415
+    import ray
 
     if ray.is_initialized():
         yield Connection(f"the running Ray ({ray.get_runtime_context().gcs_address})", False)

@@ -15,11 +15,10 @@ this decoder, the batched CPU decoder and the GPU decoder alike; ans.py reads th
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import zstandard
-
-from dataclasses import dataclass
 
 from zoocodec.budget import unzstd
 from zoocodec.codecs import native

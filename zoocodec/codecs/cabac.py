@@ -34,7 +34,7 @@ MAX_LEVEL = 1 << 29
 
 
 def _engine():
-    from zoocodec.codecs.native import engine  # noqa: PLC0415  (compiled module, loaded on first use)
+    from zoocodec.codecs.native import engine  # compiled module, loaded on first use
 
     return engine()
 

@@ -255,7 +255,7 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
     streams = r.streams(len(tables))
     r.done()
     out = np.empty(n, dtype=np.int64)
-    for (c, origin, freqs), data in zip(tables, streams):
+    for (c, origin, freqs), data in zip(tables, streams, strict=True):
         where = ctx == c
         if len(freqs) == 1:
             if len(data):

@@ -105,7 +105,7 @@ class Flags(CoderSpec):
         if classes.size and (classes.min() < 0 or classes.max() >= k):
             raise ContainerError("corrupt flags payload: row class out of range")
         mask = np.zeros((rows, cols), dtype=bool)
-        for c, (p128, stream) in enumerate(zip(densities, streams[1:])):
+        for c, (p128, stream) in enumerate(zip(densities, streams[1:], strict=True)):
             members = classes == c
             n = int(members.sum()) * cols
             if p128 in (0, 128):

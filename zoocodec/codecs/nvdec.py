@@ -41,14 +41,14 @@ NVDEC_MAX = {"h264": (4096, 4096), "hevc": (8192, 8192)}
 def _load():
     """(PyNvVideoCodec module, None) or (None, why not)."""
     try:
-        import cupy  # noqa: PLC0415
+        import cupy
 
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return None, "no CUDA GPU"
     except Exception as e:  # ImportError, or a CUDA driver error
         return None, f"CuPy/CUDA unavailable ({type(e).__name__})"
     try:
-        import PyNvVideoCodec as nvc  # noqa: PLC0415  (optional: the `gpu` extra)
+        import PyNvVideoCodec as nvc  # optional: the `gpu` extra
     except ImportError:
         return None, "PyNvVideoCodec is not installed (pip install 'zoocodec[gpu]')"
     except RuntimeError as e:  # raised at import without the NVIDIA video driver libraries
@@ -109,9 +109,9 @@ MAX_DECODERS = 8
 
 def decode_packets(packets: list[bytes], h) -> list:
     """Annex B packets (from a keyframe on) -> luma planes as CuPy arrays in GPU memory."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
-    from zoocodec.errors import ContainerError  # noqa: PLC0415
+    from zoocodec.errors import ContainerError
 
     nvc, why = _load()
     if nvc is None:
@@ -159,9 +159,9 @@ def decode_gpu(data: bytes | memoryview, member: int = 0, verify: bool = True):
     The weights stay in GPU memory; `verify` copies them to the host once to check the
     member's CRC (the container already checks the payload's own CRC32 before this).
     """
-    import cupy  # noqa: PLC0415
+    import cupy
 
-    from zoocodec.errors import ContainerError  # noqa: PLC0415
+    from zoocodec.errors import ContainerError
 
     h = videostream.Header.unpack(data)
     if not 0 <= member < h.members:

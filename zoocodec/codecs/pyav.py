@@ -93,7 +93,7 @@ def _to_videoframe(av, tile: np.ndarray, pix_fmt: str, depth: int):
 
 def _av():
     try:
-        import av  # noqa: PLC0415  (optional: pip install 'zoocodec[video]')
+        import av  # optional: pip install 'zoocodec[video]'
     except ImportError:
         raise SpecError("video coding needs PyAV: pip install 'zoocodec[video]'") from None
     return av

@@ -26,8 +26,18 @@ import numpy as np
 
 from zoocodec.codecs import nvdec, pyav
 from zoocodec.codecs.base import CoderSpec, register_coder
-from zoocodec.codecs.videostream import (CODECS, PIXEL_LAYOUTS, PRESETS, Codec, Header, Layout, Options, check, crc,
-                                         depth_for)
+from zoocodec.codecs.videostream import (
+    CODECS,
+    PIXEL_LAYOUTS,
+    PRESETS,
+    Codec,
+    Header,
+    Layout,
+    Options,
+    check,
+    crc,
+    depth_for,
+)
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.registry import ints, one_of
 

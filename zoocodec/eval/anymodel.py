@@ -46,7 +46,7 @@ def compare(kind: str, out: torch.Tensor, ref: torch.Tensor) -> dict[str, Paired
     """The metrics of an output kind, paired per input with the original's."""
     n = len(out)
     if kind == "tokens":
-        from zoocodec.eval import lm  # noqa: PLC0415
+        from zoocodec.eval import lm
 
         return lm.compare(out, ref)
     if kind == "logits":
@@ -97,8 +97,9 @@ def _batches(arrays: dict[str, np.ndarray], batch: int):
 # ---- ONNX --------------------------------------------------------------------------------
 class OnnxRunner:
     def __init__(self, original: Path, inputs: Path, kind: str | None):
-        import onnx  # noqa: PLC0415
-        from zoocodec.pipeline.modelio import open_model  # noqa: PLC0415
+        import onnx
+
+        from zoocodec.pipeline.modelio import open_model
 
         src = open_model(original)
         if src.format != "onnx":
@@ -133,8 +134,9 @@ class OnnxRunner:
         return {n: arrays[n] for n in names}
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        import onnxruntime as ort  # noqa: PLC0415
-        from zoocodec.pipeline.modelio import onnx_with_weights  # noqa: PLC0415
+        import onnxruntime as ort
+
+        from zoocodec.pipeline.modelio import onnx_with_weights
 
         proto = onnx_with_weights(self.graph, weights)
         opts = ort.SessionOptions()
@@ -168,9 +170,9 @@ def _dims(inp) -> list[int]:
 
 def _images(folder: Path, dims: list[int]) -> np.ndarray:
     """Every image of a folder (sorted), shaped for a 4-D image input (NCHW or NHWC)."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
-    from zoocodec.eval.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: PLC0415
+    from zoocodec.eval.data import IMAGENET_MEAN, IMAGENET_STD
 
     if len(dims) != 4:
         raise ZoocodecError(f"a folder of images feeds a 4-D image input; the graph's input has shape {dims}: "
@@ -191,8 +193,8 @@ def _images(folder: Path, dims: list[int]) -> np.ndarray:
             raise ZoocodecError(f"{p}: unreadable image ({e})") from None
         x = (x if x.dim() == 3 else x.unsqueeze(-1)).permute(2, 0, 1).unsqueeze(0) / 255.0
         scale = max(h / x.shape[-2], w / x.shape[-1])
-        x = torch.nn.functional.interpolate(x, size=(max(h, round(x.shape[-2] * scale)), max(w, round(x.shape[-1] * scale))),
-                                            mode="bilinear", antialias=True, align_corners=False)
+        size = (max(h, round(x.shape[-2] * scale)), max(w, round(x.shape[-1] * scale)))
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
         x = x[0, :, top:top + h, left:left + w]
         if c == 3:
@@ -204,8 +206,8 @@ def _images(folder: Path, dims: list[int]) -> np.ndarray:
 # ---- Hugging Face ------------------------------------------------------------------------
 class HfRunner:
     def __init__(self, folder: Path, inputs: Path, kind: str | None):
-        from zoocodec.eval import lm  # noqa: PLC0415
-        from zoocodec.eval.text import is_classifier  # noqa: PLC0415
+        from zoocodec.eval import lm
+        from zoocodec.eval.text import is_classifier
 
         if inputs.is_dir() or inputs.suffix in (".npy", ".npz"):
             raise ZoocodecError(f"{inputs}: a Hugging Face model takes a text file of inputs, one example a line")
@@ -240,7 +242,7 @@ class HfRunner:
         return out
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        from zoocodec.eval.text import TextModel  # noqa: PLC0415
+        from zoocodec.eval.text import TextModel
 
         if self.scorer:
             return self.scorer.outputs(weights)
@@ -322,7 +324,7 @@ def runner(original: Path, inputs: Path, module: str | None = None, kind: str | 
         raise ZoocodecError(f"--output-kind {kind!r}: use {', '.join(OUTPUT_KINDS)}")
     if not inputs.exists():
         raise ZoocodecError(f"{inputs}: no such file or directory")
-    from zoocodec.pipeline.modelio import sniff  # noqa: PLC0415
+    from zoocodec.pipeline.modelio import sniff
 
     if not original.exists():
         raise ZoocodecError(f"{original}: no such file or directory")

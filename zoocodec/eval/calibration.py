@@ -39,16 +39,17 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
         return None
     inputs = task.calibration()
     if task.kind == "tokens":
-        from zoocodec.eval import lm  # noqa: PLC0415
+        from zoocodec.eval import lm
 
         net, run, count = lm.calibration(folder, inputs, weights, lm.CALIBRATION_WINDOWS)
         return Calibration(net, run, _names(net, weights), task.calibration_about, count)
     if task.kind == "text":
-        from zoocodec.eval.text import TextModel  # noqa: PLC0415
+        from zoocodec.eval.text import TextModel
 
         enc = TextModel(folder, weights)
-        return Calibration(enc.model, lambda _net: enc.encode(inputs), _names(enc.model, weights), task.calibration_about,
-                           len(inputs))
+        return Calibration(
+            enc.model, lambda _net: enc.encode(inputs), _names(enc.model, weights), task.calibration_about, len(inputs)
+        )
     net = build(arch, weights)
     # batches of ~2M input values: the hooks unfold each convolution's input (k*k times its size)
     batch = max(1, min(256, 2**21 // inputs[0].numel()))
@@ -59,15 +60,15 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
 def for_runner(run, weights: dict[str, torch.Tensor], about: str) -> Calibration | None:
     """A model outside the zoo on the inputs of `run` (a zoocodec.eval.anymodel runner: calibration
     inputs, never the held-back ones), where it has a torch module; `about` says which inputs they are."""
-    from zoocodec.eval.anymodel import HfRunner, TorchRunner  # noqa: PLC0415
+    from zoocodec.eval.anymodel import HfRunner, TorchRunner
 
     if isinstance(run, HfRunner) and run.kind == "tokens":
-        from zoocodec.eval import lm  # noqa: PLC0415
+        from zoocodec.eval import lm
 
         net, go, count = lm.calibration(run.folder, run.texts, weights, None)
         return Calibration(net, go, _names(net, weights), f"{count:,} windows of {about}", count)
     if isinstance(run, HfRunner):
-        from zoocodec.eval.text import TextModel  # noqa: PLC0415
+        from zoocodec.eval.text import TextModel
 
         enc = TextModel(run.folder, weights, classifier=run.classifier)
         go = (lambda _n: enc.logits(run.texts)) if run.classifier else (lambda _n: enc.encode(run.texts))

@@ -17,7 +17,7 @@ def decode(files: list[str], device_id: int | None = 0) -> list[torch.Tensor]:
     """uint8 HWC RGB images, decoded by DALI's mixed (GPU) decoder on `device_id`, in the order
     given; `device_id=None` runs DALI's CPU decoder in a CPU-only pipeline (no GPU needed)."""
     try:
-        from nvidia.dali import fn, pipeline_def, types  # noqa: PLC0415
+        from nvidia.dali import fn, pipeline_def, types
     except ImportError:
         raise ZoocodecError("DALI is not installed; install it with: pip install 'zoocodec[gpu]'") from None
 

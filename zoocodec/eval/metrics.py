@@ -42,6 +42,6 @@ def cosines(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation (ties get their average rank)."""
-    from scipy.stats import spearmanr  # noqa: PLC0415
+    from scipy.stats import spearmanr
 
     return float(spearmanr(a, b).statistic)

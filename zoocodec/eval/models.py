@@ -31,17 +31,19 @@ def kind(arch: str) -> str:
 def build(arch: str, weights: dict[str, torch.Tensor], folder: Path | None = None) -> Any:
     """A model ready to run; `folder` is the Hugging Face folder a sentence encoder needs."""
     if kind(arch) == "text":
-        from zoocodec.eval.text import TextModel  # noqa: PLC0415
+        from zoocodec.eval.text import TextModel
 
         if folder is None or not folder.is_dir():
-            raise ModelFormatError(f"arch {arch!r} needs a Hugging Face folder (config.json, tokenizer.json), got {folder}")
+            raise ModelFormatError(
+                f"arch {arch!r} needs a Hugging Face folder (config.json, tokenizer.json), got {folder}"
+            )
         return TextModel(folder, weights)
     if arch == "effnet-lite0":
-        from efficientnet_lite_pytorch import EfficientNet  # noqa: PLC0415
+        from efficientnet_lite_pytorch import EfficientNet
 
         net = EfficientNet.from_name("efficientnet-lite0")
     else:
-        from zoocodec.eval.nets import FashionNet, MnistCNN  # noqa: PLC0415
+        from zoocodec.eval.nets import FashionNet, MnistCNN
 
         net = MnistCNN() if arch == "mnist-cnn" else FashionNet()
     try:

@@ -54,7 +54,7 @@ class Paired:
 
     def _stat(self, v: np.ndarray) -> float:
         if self.kind == "spearman":
-            from scipy.stats import spearmanr  # noqa: PLC0415
+            from scipy.stats import spearmanr
 
             return float(spearmanr(v, self.target).statistic)
         if self.kind == "perplexity":
@@ -96,14 +96,14 @@ def wilson(k: int, n: int, z: float) -> tuple[float, float]:
 
 
 def _z() -> float:
-    from scipy.stats import norm  # noqa: PLC0415
+    from scipy.stats import norm
 
     return float(norm.ppf(0.5 + CONFIDENCE / 2))
 
 
 def newcombe(x: np.ndarray, r: np.ndarray) -> Interval:
     """Interval of mean(x) - mean(r) for paired 0/1 outcomes, and the exact McNemar p-value."""
-    from scipy.stats import binomtest  # noqa: PLC0415
+    from scipy.stats import binomtest
 
     n = len(x)
     a, b = int((x & r).sum()), int((~x & r).sum())  # b: right before, wrong now
@@ -169,7 +169,7 @@ def bootstrap_perplexity(x: np.ndarray, r: np.ndarray, groups: np.ndarray | None
 
 
 def _rowwise_spearman(v: np.ndarray, target: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata  # noqa: PLC0415
+    from scipy.stats import rankdata
 
     a, b = rankdata(v, axis=1), rankdata(target, axis=1)
     a -= a.mean(1, keepdims=True)

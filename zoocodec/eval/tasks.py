@@ -143,7 +143,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("fashion", "image", "top-1/top-5 on the 10,000 Fashion-MNIST test images, and agreement/KL vs the original",
          "top1", _logits(lambda: data.fashion_mnist("test")[0], 1000), _labelled(lambda: data.fashion_mnist("test")[1]),
          ("kl",), search_limit=2000, sensitivity_limit=1000, calibration=data.fashion_calibration,
-         calibration_about=f"{data.CALIBRATION_IMAGES} Fashion-MNIST train images (seeded; disjoint from the test set)"),
+         calibration_about=f"{data.CALIBRATION_IMAGES} Fashion-MNIST train images "
+                           "(seeded; disjoint from the test set)"),
     Task("photos", "image", "KL and top-1 agreement vs the original on opencv-doc's 90 example photos, "
          f"{data.PHOTO_VIEWS} views each (2 crops x 2 flips, 224x224)",
          "kl", _logits(data.photo_views, 16), _photo_fidelity, ("kl",), search_limit=90, sensitivity_limit=16,

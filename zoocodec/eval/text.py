@@ -39,7 +39,7 @@ def _max_len(folder: Path) -> int:
 @functools.cache
 def _skeleton(folder: Path, classifier: bool) -> torch.nn.Module:
     """The folder's model built from its config (weights are loaded into it per call)."""
-    import transformers  # noqa: PLC0415
+    import transformers
 
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
@@ -53,7 +53,7 @@ def _skeleton(folder: Path, classifier: bool) -> torch.nn.Module:
 
 @functools.cache
 def _tokenizer(folder: Path):
-    import transformers  # noqa: PLC0415
+    import transformers
 
     try:
         return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -63,8 +63,10 @@ class Comparison:
                       "| --- | --- | --- | --- | ---: | ---: | ---: |"]
             rank = {"regression": 0, "new": 1, "improvement": 2}
             order = sorted(self.changes, key=lambda c: (rank[c.verdict], c.model, c.method, c.measure))
-            lines += [f"| {c.verdict} | {c.model} | `{c.method}` | {c.measure} | {c.baseline} | {c.current} | {c.change} |"
-                      for c in order]
+            lines += [
+                f"| {c.verdict} | {c.model} | `{c.method}` | {c.measure} | {c.baseline} | {c.current} | {c.change} |"
+                for c in order
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -85,7 +87,9 @@ def parse_tolerance(text: str | None) -> dict[str, float]:
     return tol
 
 
-def compare(baseline: str | os.PathLike, current: str | os.PathLike, tolerance: dict[str, float] | None = None) -> Comparison:
+def compare(
+    baseline: str | os.PathLike, current: str | os.PathLike, tolerance: dict[str, float] | None = None
+) -> Comparison:
     tol = tolerance or DEFAULT_TOLERANCE
     base = {r["work_id"]: r for r in Results(baseline).runs().to_pylist()}
     cur = {r["work_id"]: r for r in Results(current).runs().to_pylist()}
@@ -119,11 +123,14 @@ def compare(baseline: str | os.PathLike, current: str | os.PathLike, tolerance: 
             n = cur_metrics.get((m["task"], m["metric"]))
             name = f"{m['task']} {m['metric']}"
             if n is None:
-                out.changes.append(Change("regression", wid, b["model"], b["method"], name, f"{m['value']:.5g}", "absent", ""))
+                out.changes.append(
+                    Change("regression", wid, b["model"], b["method"], name, f"{m['value']:.5g}", "absent", "")
+                )
                 continue
             worse_by = _worse_by(m, n)
             if abs(worse_by) > tol["metric"]:
-                out.changes.append(Change("regression" if worse_by > 0 else "improvement", wid, b["model"], b["method"], name,
+                kind = "regression" if worse_by > 0 else "improvement"
+                out.changes.append(Change(kind, wid, b["model"], b["method"], name,
                                           f"{m['value']:.5g}", f"{n['value']:.5g}", f"{-worse_by:+.3f} pp"))
     return out
 

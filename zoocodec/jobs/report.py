@@ -151,7 +151,7 @@ def colours(runs: list[dict[str, Any]]) -> dict[str, str]:
     """One colour per method for the whole report."""
     names = sorted({method_name(r) for r in runs})
     palette = "tab10" if len(names) <= 10 else "tab20"
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     cmap = matplotlib.colormaps[palette]
     return {name: matplotlib.colors.to_hex(cmap(i % cmap.N)) for i, name in enumerate(names)}
@@ -166,10 +166,10 @@ def plot(model: str, runs: list[dict[str, Any]], metric: tuple[str, str] | None,
          palette: dict[str, str] | None = None) -> tuple[bytes, list]:
     """A bits/weight vs quality PNG of one model's lossy runs: one colour per method, each point
     labelled with its setting, the Pareto front as a line."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     palette = palette or colours(runs)
     fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
@@ -212,7 +212,8 @@ td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}i
 <h1>{{ title }}</h1>
 <p>{{ runs }} successful runs of {{ all_rows }} in <code>{{ out }}</code>.</p>
 {% for s in summaries %}<p>{{ s.note }}:</p>{{ table(s.columns, s.rows) }}{% endfor %}
-{% if palette %}<p>Methods: {% for name, colour in palette.items() %}<span class="swatch" style="background:{{ colour }}"></span>{{ name }} {% endfor %}</p>{% endif %}
+{% if palette %}<p>Methods: {% for name, colour in palette.items() -%}
+<span class="swatch" style="background:{{ colour }}"></span>{{ name }} {% endfor %}</p>{% endif %}
 {% for m in models %}
 <h2>{{ m.name }}</h2>
 {% if m.note %}<p>{{ m.note }}</p>{% endif %}
@@ -220,14 +221,15 @@ td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}i
 <img alt="{{ p.name }}" src="data:image/png;base64,{{ p.png }}">
 <h3>Pareto front</h3>{{ table(p.front_columns, p.front) }}
 {% endfor %}
-{% if m.lossless %}<h3>Lossless</h3>{{ table(["method", "bits/weight", "ratio", "encode s", "decode s"], m.lossless) }}{% endif %}
+{% if m.lossless %}<h3>Lossless</h3>{{ table(["method", "bits/weight", "ratio", "encode s", "decode s"],
+                                             m.lossless) }}{% endif %}
 {% endfor %}
 </body></html>
 """
 
 def _page():
     """The page template (Jinja2, every value escaped)."""
-    import jinja2  # noqa: PLC0415
+    import jinja2
 
     return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(PAGE)
 
@@ -264,7 +266,8 @@ def write(out: str | os.PathLike, html_path: str | os.PathLike, budgets: list[fl
                        "lossless": [[short_method(r["params"]), f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.4f}x",
                                      f"{r['encode_s']:.2f}", f"{r['decode_s']:.2f}"] for r in mine if is_lossless(r)]})
     page = _page().render(
-        title=title or f"zoocodec sweep: {out}", runs=len(runs), all_rows=Results(out).runs(columns=["status"]).num_rows,
+        title=title or f"zoocodec sweep: {out}", runs=len(runs),
+        all_rows=Results(out).runs(columns=["status"]).num_rows,
         out=str(out), summaries=summaries(runs, budgets), palette=palette, models=models)
     _atomic_bytes(html_path, page.encode())
     return html_path

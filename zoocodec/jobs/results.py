@@ -141,7 +141,7 @@ class Results:
         if not self.runs_dir.exists():
             return set()
         t = self.runs(columns=["work_id", "status"])
-        return {w for w, s in zip(t["work_id"].to_pylist(), t["status"].to_pylist()) if s == "ok"}
+        return {w for w, s in zip(t["work_id"].to_pylist(), t["status"].to_pylist(), strict=True) if s == "ok"}
 
     def runs(self, columns: list[str] | None = None) -> pa.Table:
         return _read(self.runs_dir, RUNS, columns)

@@ -58,11 +58,11 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
     User errors (a bad model file, NaN weights) and bugs become a failed row; errors that
     may pass on another attempt raise RetryableError for Ray to retry.
     """
-    import zoocodec  # noqa: PLC0415
-    from zoocodec.device import resolve  # noqa: PLC0415
-    from zoocodec.methods import spec_from_dict  # noqa: PLC0415
-    from zoocodec.pipeline.policy import Overrides  # noqa: PLC0415
-    from zoocodec.pipeline import core  # noqa: PLC0415
+    import zoocodec
+    from zoocodec.device import resolve
+    from zoocodec.methods import spec_from_dict
+    from zoocodec.pipeline import core
+    from zoocodec.pipeline.policy import Overrides
 
     try:
         dev = resolve(item.device)  # a GPU asked for and not visible to this worker fails the item
@@ -91,7 +91,9 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
         return failed_row(item, sweep, str(e)), []
     except Exception as e:  # a bug: record it with where it happened, the sweep goes on
         where = traceback.extract_tb(e.__traceback__)[-1]
-        return failed_row(item, sweep, f"{type(e).__name__}: {e} ({os.path.basename(where.filename)}:{where.lineno})"), []
+        return failed_row(
+            item, sweep, f"{type(e).__name__}: {e} ({os.path.basename(where.filename)}:{where.lineno})"
+        ), []
     lossy = [t for t in report.tensors if t.mse > 0]
     weights = report.params
     run = _base_row(item, sweep, dev.label) | {
@@ -121,7 +123,7 @@ def _evaluate(zc: str, task: str, reference: str | None, device) -> list[dict[st
     95% interval of both (zoocodec.eval.Metric: relative to the uncompressed model's value,
     absolute where that is 0, as for KL). Only the task's primary metric enters the run's
     worst drops (its accuracy budget)."""
-    from zoocodec.eval import evaluate  # noqa: PLC0415
+    from zoocodec.eval import evaluate
 
     return [_metric(m) for m in evaluate(zc, task=task, reference=reference, device=device)]
 
@@ -129,7 +131,7 @@ def _evaluate(zc: str, task: str, reference: str | None, device) -> list[dict[st
 def _judge(model: str, zc: str, on: Inputs) -> list[dict[str, Any]]:
     """A model outside the zoo: its output fidelity against the original on the spec's inputs
     (zoocodec.eval.anymodel, as `zoocodec evaluate ORIGINAL COMPRESSED --inputs`)."""
-    from zoocodec.eval.anymodel import evaluate_pair  # noqa: PLC0415
+    from zoocodec.eval.anymodel import evaluate_pair
 
     return [_metric(m) for m in evaluate_pair(model, zc, on.path, on.module, on.output)]
 
@@ -161,7 +163,7 @@ def _finite(x: float) -> float | None:
 def _base_row(item: WorkItem, sweep: str, device: str) -> dict[str, Any]:
     """`device`: what ran (zoocodec.device.Device.label: `cpu` or `cuda:N NAME`); on a failed
     row, the device the item asked for."""
-    import torch  # noqa: PLC0415
+    import torch
 
     versions = {"zoocodec": __version__, "format": FORMAT_VERSION, "python": platform.python_version(),
                 "numpy": np.__version__, "torch": torch.__version__}
@@ -172,13 +174,13 @@ def _base_row(item: WorkItem, sweep: str, device: str) -> dict[str, Any]:
         "method_name": item.spec["method"], "params": json.dumps(item.spec, sort_keys=True),
         "coder": _coder(item.spec), "overrides": json.dumps(item.overrides),
         "device": device, "node": _node(), "versions": json.dumps(versions, sort_keys=True),
-        "metrics": [], "finished_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
+        "metrics": [], "finished_at": dt.datetime.now(dt.UTC).replace(microsecond=0),
     }
 
 
 def _coder(spec: dict) -> str | None:
     """The spec's coder as text (video-hevc(crf=18)), for a column that filters easily."""
-    from zoocodec.codecs import coder_from_dict  # noqa: PLC0415
+    from zoocodec.codecs import coder_from_dict
 
     return str(coder_from_dict(spec["coder"])) if isinstance(spec.get("coder"), dict) else None
 
@@ -209,7 +211,7 @@ def run(sweep: Sweep, address: str | None = None, max_parallel: int | None = Non
     it (a lock the kernel drops if its holder dies), leaves the items another sweep holds for
     last, and skips those that sweep wrote meanwhile, so each item runs once.
     """
-    from zoocodec import cluster  # noqa: PLC0415
+    from zoocodec import cluster
 
     results = Results(sweep.out)
     results.clean_temp()
@@ -226,7 +228,7 @@ def run(sweep: Sweep, address: str | None = None, max_parallel: int | None = Non
     # uploads local folders and files only in ray.init's runtime_env, not in a task's
     ship = sorted({i.judged_on.module_source for i in todo if i.judged_on and i.judged_on.module_source})
     with cluster.connect(address, num_cpus, py_modules=ship) as conn:
-        import ray  # noqa: PLC0415
+        import ray
 
         task = ray.remote(run_item)
         have = ray.cluster_resources()

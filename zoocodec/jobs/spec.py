@@ -49,8 +49,8 @@ from zoocodec.container import FORMAT_VERSION
 from zoocodec.device import name as device_name
 from zoocodec.errors import SpecError, ZoocodecError
 from zoocodec.methods import REGISTRY, MethodSpec, parse_spec, spec_from_dict
-from zoocodec.pipeline.policy import Overrides
 from zoocodec.pipeline import zoo
+from zoocodec.pipeline.policy import Overrides
 
 TOP_KEYS = {"name", "out", "models", "methods", "tasks", "budgets", "max_retries", "min_size"}
 METHOD_KEYS = {"method", "params", "overrides", "resources", "device"}
@@ -212,7 +212,7 @@ class _Checker:
         return str(where[-1])
 
     def check_schema(self) -> None:
-        import jsonschema  # noqa: PLC0415
+        import jsonschema
 
         validator = jsonschema.Draft202012Validator(schema())
         errors = list(validator.iter_errors(self.data))
@@ -354,7 +354,9 @@ class _Checker:
         specs = []
         keys = list(grid)
         for combo in itertools.product(*(range(len(grid[k])) for k in keys)):
-            text = name + (":" + ",".join(f"{k}={_text(grid[k][j])}" for k, j in zip(keys, combo)) if keys else "")
+            text = name + (
+                ":" + ",".join(f"{k}={_text(grid[k][j])}" for k, j in zip(keys, combo, strict=True)) if keys else ""
+            )
             last = [*where, "params", keys[-1]] + ([combo[-1]] if isinstance(entry["params"][keys[-1]], list) else []) \
                 if keys else [*where, "method"]
             specs.append((self.parse(self.node(last), text), overrides, resources, device))
@@ -432,7 +434,7 @@ INSTALLED_PATHS = ("stdlib", "platstdlib", "purelib", "platlib")
 def known_tasks() -> set[str] | None:
     """The evaluation tasks zoocodec.eval offers, or None when it is not installed."""
     try:
-        from zoocodec.eval.tasks import TASKS  # noqa: PLC0415
+        from zoocodec.eval.tasks import TASKS
     except ImportError:
         return None
     return set(TASKS)

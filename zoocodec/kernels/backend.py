@@ -8,14 +8,14 @@ import numpy as np
 
 def gpu_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
-    from zoocodec.device import gpu_count  # noqa: PLC0415
+    from zoocodec.device import gpu_count
 
     return gpu_count() > 0
 
 
 def get_xp(device: str = "cpu") -> types.ModuleType:
     """The namespace for a device name (cpu, gpu, cuda:N, auto); DeviceError for a missing GPU."""
-    from zoocodec.device import resolve  # noqa: PLC0415
+    from zoocodec.device import resolve
 
     return resolve(device).xp
 
@@ -26,7 +26,7 @@ def array_namespace(x) -> types.ModuleType:
         return np
     module = type(x).__module__.split(".")[0]
     if module == "cupy":
-        import cupy  # noqa: PLC0415
+        import cupy
 
         return cupy
     return np
@@ -48,7 +48,7 @@ def stack_rows(arrays: list[np.ndarray], xp) -> object:
     one transfer on the current stream (waited for before the buffer is released)."""
     if xp is np:
         return np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0]
-    import cupyx  # noqa: PLC0415  (GPU only)
+    import cupyx  # GPU only
 
     rows = sum(a.shape[0] for a in arrays)
     staged = cupyx.empty_pinned((rows, arrays[0].shape[1]), dtype=arrays[0].dtype)

@@ -31,8 +31,9 @@ THREADS = 256  # per block: 32 substreams
 KINDS = {"float32": ("rans_dequant_f32", np.float32), "float16": ("rans_dequant_f16", np.float16),
          "bfloat16": ("rans_dequant_bf16", np.uint16)}
 PACKED_KERNELS = {"float32": "packed_dequant_f32", "float16": "packed_dequant_f16", "bfloat16": "packed_dequant_bf16"}
+# struct Tensor of decode.cu (48 bytes)
 TENSOR = np.dtype([("out_start", "<u8"), ("row_len", "<u8"), ("lo", "<i8"), ("table", "<u4"), ("L", "<u4"),
-                   ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("pad", "<u4")])  # struct Tensor of decode.cu (48 bytes)
+                   ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("pad", "<u4")])
 MAX_NSYM = 1 << 16
 
 
@@ -61,7 +62,7 @@ class Packed:
 
 def parse(data, count: int, what: str) -> Stream | Packed | None:
     """The ans payload of `count` symbols, or None when its alphabet is wider than 2^16."""
-    from zoocodec.codecs import ans  # noqa: PLC0415
+    from zoocodec.codecs import ans
 
     eng = native.engine()
     try:
@@ -127,8 +128,8 @@ class PlanesJob:
 def parse_planes(data, count: int, dtype: str, what: str) -> list:
     """A float-plane payload's planes (codecs/floatplanes.frame, the CPU's parser; rANS planes by
     the native one), as PlanesJob holds them."""
-    from zoocodec.codecs import floatplanes  # noqa: PLC0415
-    from zoocodec.methods.lossless import bits_dtype  # noqa: PLC0415
+    from zoocodec.codecs import floatplanes
+    from zoocodec.methods.lossless import bits_dtype
 
     eng = native.engine()
     planes = []
@@ -141,23 +142,25 @@ def parse_planes(data, count: int, dtype: str, what: str) -> list:
         except eng.CorruptStream as e:
             raise ContainerError(f"corrupt {what}: {e}") from None
         start = int(offsets[0]) if len(offsets) else 0
+        payload = memoryview(body)[start : start + int(lengths.sum(dtype=np.uint64))] if L else memoryview(b"")
         planes.append(Stream(count, constant if L == 0 else 0, L, freq, chunk if L else 1 << 16,
-                             [int(x) for x in lengths] if L else [],
-                             memoryview(body)[start : start + int(lengths.sum(dtype=np.uint64))] if L else memoryview(b"")))
+                             [int(x) for x in lengths] if L else [], payload))
     return planes
 
 
 def job(archive, name: str) -> Job | PlanesJob | None:
     """The GPU decode job of one tensor of an open Archive, or None when its method declares
     no fused decoder this kernel takes (zoocodec/plan.py)."""
-    from zoocodec import plan  # noqa: PLC0415
-    from zoocodec.methods import spec_from_dict  # noqa: PLC0415
+    from zoocodec import plan
+    from zoocodec.methods import spec_from_dict
 
     e = archive.plan[name]
     if e.dtype not in KINDS:
         return None
     where = f"{archive.container.path}: {e.where}"
-    segments = dict(zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()])))
+    segments = dict(
+        zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()]), strict=True)
+    )
     try:
         fused = plan.fused_job(spec_from_dict(e.method), e, segments, gpu=True)
     except Exception as err:  # noqa: BLE001  (a spec or side info the host path refuses the same way)
@@ -176,7 +179,7 @@ def job(archive, name: str) -> Job | PlanesJob | None:
 
 @functools.cache
 def _module():
-    import cupy  # noqa: PLC0415  (GPU only)
+    import cupy  # GPU only
 
     return cupy.RawModule(code=Path(__file__).with_name("decode.cu").read_text(), options=("-std=c++17",))
 
@@ -185,7 +188,7 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
     """Decode every job (all of one dtype) -> CuPy arrays of their shapes, views of one buffer: the
     rANS streams in one launch, each packed one in a launch of its own. `kernel` and `out`: a
     kernel other than the dtype's (rans_bytes) writing into a given buffer."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
     if not jobs:
         return []
@@ -193,16 +196,15 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
     kernel_name = kernel or kernel_name
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     numels = [math.prod(j.shape) for j in jobs]
-    starts = [int(x) for x in np.cumsum([0] + numels)]
-    packed = [(j, at) for j, at in zip(jobs, starts) if isinstance(j.stream, Packed)]
-    coded = [(j, at) for j, at in zip(jobs, starts) if isinstance(j.stream, Stream)]
+    starts = [int(x) for x in np.cumsum([0] + numels)]  # where each tensor starts, then the total
+    packed = [(j, at) for j, at in zip(jobs, starts[:-1], strict=True) if isinstance(j.stream, Packed)]
+    coded = [(j, at) for j, at in zip(jobs, starts[:-1], strict=True) if isinstance(j.stream, Stream)]
     tensors = np.zeros(len(coded), TENSOR)
     tables, syms, steps, blobs = [], [], [], []
     sub_off, sub_len, sub_first, sub_count, tensor_of = [], [], [], [], []
     table_at = steps_at = data_at = 0
     for t, (j, out_at) in enumerate(coded):
         s = j.stream
-        numel = math.prod(j.shape)
         tensors[t] = (out_at, j.row_length, s.lo, table_at, s.L, steps_at, j.rows, j.k, 0)
         if s.L:
             fb, sy = slot_table(s.freq)
@@ -252,24 +254,24 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
             j = coded[tensor_of[int(broken[0])]][0]
             raise ContainerError(f"{what}: tensor {j.name!r}: corrupt rANS substream "
                                  f"{sub_first[int(broken[0])] // j.stream.chunk}")
-    return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts, numels)]
+    return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts[:-1], numels, strict=True)]
 
 
 def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
     """Lossless float tensors (all of one dtype): each rANS-coded plane decoded by rans_bytes (a
     launch a plane) into one buffer of planes, raw planes copied in, then a merge launch per
     tensor -> CuPy arrays of their shapes (bfloat16 as uint16 bits)."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
     if not jobs:
         return []
     out_dtype = KINDS[jobs[0].dtype][1]
     width = np.dtype(out_dtype).itemsize
     numels = [math.prod(j.shape) for j in jobs]
-    starts = [int(x) for x in np.cumsum([0] + [width * n for n in numels])]
+    starts = [int(x) for x in np.cumsum([0] + [width * n for n in numels])]  # starts, then the total
     planes = cupy.empty(max(starts[-1], 1), dtype=np.uint8)
     coded = []
-    for j, at, n in zip(jobs, starts, numels):
+    for j, at, n in zip(jobs, starts[:-1], numels, strict=True):
         for k, p in enumerate(j.planes):
             if isinstance(p, Stream):  # decoded below, symbol = byte
                 coded.append((Job(j.name, (n,), "float32", p, np.ones(1)), at + k * n))
@@ -280,7 +282,7 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
     out, views = cupy.empty(sum(numels), dtype=out_dtype), []
     merge = _module().get_function("planes_merge4" if width == 4 else "planes_merge2")
     at_out = 0
-    for j, at, n in zip(jobs, starts, numels):
+    for j, at, n in zip(jobs, starts[:-1], numels, strict=True):
         if n:
             merge((min(-(-n // THREADS), 65535),), (THREADS,),
                   (planes[at:], np.uint64(n), out[at_out:].view(np.uint32 if width == 4 else np.uint16)))
@@ -291,7 +293,7 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
 
 def _packed_launch(j: Job, out, what: str) -> None:
     """One packed tensor: its inflated ints uploaded, dequantized into `out` (a view at its start)."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
     p, numel = j.stream, math.prod(j.shape)
     if not numel:
@@ -309,7 +311,7 @@ def _packed_launch(j: Job, out, what: str) -> None:
 
 def _pinned(blobs: list, size: int) -> np.ndarray:
     """The compressed substreams back to back in one page-locked host buffer (one copy from the file's pages)."""
-    import cupyx  # noqa: PLC0415  (GPU only)
+    import cupyx  # GPU only
 
     host = cupyx.empty_pinned((max(size, 1),), dtype=np.uint8)
     at = 0
@@ -321,7 +323,7 @@ def _pinned(blobs: list, size: int) -> np.ndarray:
 
 def to_torch(array, dtype: str):
     """A CuPy array -> a torch CUDA tensor on the same memory (DLPack; bfloat16 from its uint16 bits)."""
-    import torch  # noqa: PLC0415
+    import torch
 
     t = torch.from_dlpack(array)
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
@@ -344,6 +346,6 @@ def tensors(archive, names: list[str]) -> dict:
             jobs.setdefault((j.dtype, isinstance(j, PlanesJob)), []).append(j)
     out = {}
     for (dtype, planes), group in jobs.items():
-        for j, a in zip(group, (run_planes if planes else run)(group, str(archive.container.path))):
+        for j, a in zip(group, (run_planes if planes else run)(group, str(archive.container.path)), strict=True):
             out[j.name] = to_torch(a, dtype)
     return out

@@ -260,7 +260,7 @@ THREADS = 128  # threads per block of lloyd_pass; per-lane shared sums for k <= 
 
 @functools.cache
 def _module():
-    import cupy  # noqa: PLC0415  (GPU only)
+    import cupy  # GPU only
 
     src = (Path(__file__).with_name("kmeans.cu")).read_text()
     return cupy.RawModule(code=src, options=("-std=c++17",))
@@ -273,14 +273,14 @@ def _kernel(name: str):
 
 @functools.cache
 def _sm_count() -> int:
-    import cupy  # noqa: PLC0415
+    import cupy
 
     return cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["multiProcessorCount"]
 
 
 def _pass_launches(x, mids, scales, sums, counts, idx_out=None, c=None, done=None, changed=None):
     """(grid, shared bytes, args) of the lloyd_pass launches for a batch, built once and reused."""
-    import cupy  # noqa: PLC0415
+    import cupy
 
     B, n = x.shape
     k = sums.shape[1]
@@ -311,7 +311,7 @@ class CudaLloyd:
     """Device state of repeated fused Lloyd iterations (k > 8 or n > 4096): one launch each."""
 
     def __init__(self, x, c, scales):
-        import cupy  # noqa: PLC0415
+        import cupy
 
         B, n = x.shape
         k = c.shape[1]
@@ -331,7 +331,7 @@ def _small(B: int, n: int, k: int) -> bool:
 
 
 def _cuda_lloyd(x, c, iters, scales, check_every: int = 4):
-    import cupy  # noqa: PLC0415
+    import cupy
 
     B, n = x.shape
     k = c.shape[1]
@@ -354,7 +354,7 @@ def _cuda_lloyd(x, c, iters, scales, check_every: int = 4):
 
 
 def _cuda_assign(x, c):
-    import cupy  # noqa: PLC0415
+    import cupy
 
     B, n = x.shape
     k = c.shape[1]

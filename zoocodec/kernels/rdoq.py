@@ -122,7 +122,7 @@ def dq_trellis(x, ctx, origin: int, bits, lam: float, xp):
         v = x[:, j].astype(xp.float64)
         a, sign = xp.abs(v), xp.where(v < 0, -1.0, 1.0)
         return [_dq_options(a, sign, ctx[:, j], origin, b, worst, size, lam, q, xp)
-                for (q, _), (b, worst) in zip(sets, tables)]
+                for (q, _), (b, worst) in zip(sets, tables, strict=True)]
 
     kept = xp.empty((cols, 2 * len(sets), rows), dtype=xp.int32)  # the level of each (option set, parity)
     for j in range(cols):

@@ -21,7 +21,6 @@ import math
 import numpy as np
 
 
-
 def dct_matrix(b: int) -> np.ndarray:
     """Orthonormal DCT-II analysis matrix (b x b), rows are basis vectors; always NumPy float64."""
     k = np.arange(b)[:, None]

@@ -155,7 +155,7 @@ def quantize_device(bits, dtype: str, steps: np.ndarray, cols: int, symbol_dtype
     """uniform.cu on CuPy: `bits` (the tensor's float32 / bfloat16 bits, flat, on the device),
     float64 steps (one per row of `cols`, or one) -> (symbols on the device, recon bits on the
     device or None, (sum err^2, sum w^2, max |err|) as np.sum would give them)."""
-    import cupy  # noqa: PLC0415  (GPU only)
+    import cupy  # GPU only
 
     n = bits.size
     start, count, splits = leaves(n)
@@ -200,6 +200,6 @@ def quantize_emulated(bits: np.ndarray, dtype: str, steps: np.ndarray, cols: int
 
 @functools.cache
 def _module():
-    import cupy  # noqa: PLC0415  (GPU only)
+    import cupy  # GPU only
 
     return cupy.RawModule(code=Path(__file__).with_name("uniform.cu").read_text(), options=("-std=c++17",))

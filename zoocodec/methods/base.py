@@ -107,7 +107,7 @@ def pairwise_sum(n: int, leaf, limit: int | None = None) -> tuple[float, ...]:
     half -= half % 8
     left = pairwise_sum(half, leaf, limit)
     right = pairwise_sum(n - half, lambda lo, hi: leaf(lo + half, hi + half), limit)
-    return tuple(a + b for a, b in zip(left, right))
+    return tuple(a + b for a, b in zip(left, right, strict=True))
 
 
 @dataclass(frozen=True)
@@ -344,7 +344,9 @@ class MethodSpec(Spec):
         symbols = {}
         for name, s in shapes.items():
             s, coder = tuple(s), self.coder_for(name)
-            symbols[name] = coder.decode(segments[name], s, self._decoded_dtype(name, dtype, coder), self.trellis(name, s))
+            symbols[name] = coder.decode(
+                segments[name], s, self._decoded_dtype(name, dtype, coder), self.trellis(name, s)
+            )
             if consume:
                 del segments[name]
         arrays = {k: v for k, v in segments.items() if k not in shapes}  # (consumed streams are gone already)

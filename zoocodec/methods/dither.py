@@ -17,10 +17,19 @@ import numpy as np
 from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError
-from zoocodec.kernels import dither as K
-from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import (STEP_OR_BITS, MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits,
-                                   from_float64, nested_coder, read_array, register)
+from zoocodec.kernels import dither as K, uniform as U
+from zoocodec.methods.base import (
+    STEP_OR_BITS,
+    MethodSpec,
+    Quantized,
+    TensorData,
+    check_step_or_bits,
+    default_bits,
+    from_float64,
+    nested_coder,
+    read_array,
+    register,
+)
 from zoocodec.registry import ints, one_of
 
 STREAMS = ("head", "tail", "coset")
@@ -76,7 +85,7 @@ class Dither(MethodSpec):
         steps = self._steps(w2)
         v, u = K.quantize(w2, steps, self.lattice, self.seed, np)
         recon = from_float64(K.dequantize(v, u, steps, cols, self.lattice, np).reshape(shape), t.dtype)
-        streams = dict(zip(STREAMS, K.to_symbols(v, self.lattice, np)))
+        streams = dict(zip(STREAMS, K.to_symbols(v, self.lattice, np), strict=True))
         symbols = {k: s for k, s in streams.items() if self._counts(rows, cols)[k]}
         arrays = {"steps": steps.astype("<f4").tobytes()} if self.step is None else {}
         return Quantized(symbols, {"rows": rows}, arrays, recon)
@@ -93,7 +102,7 @@ class Dither(MethodSpec):
             steps = np.full(rows, self.step, dtype=np.float64)
         counts = self._counts(rows, cols)
         streams = [q.symbols[k].ravel() if counts[k] else np.zeros(0, np.int64) for k in STREAMS]
-        if any(s.size != counts[k] for k, s in zip(STREAMS, streams)):
+        if any(s.size != counts[k] for k, s in zip(STREAMS, streams, strict=True)):
             raise ContainerError(f"dither: stream sizes do not match shape {tuple(shape)}")
         if self.lattice == "e8" and streams[2].size and (streams[2].min() < 0 or streams[2].max() > 1):
             raise ContainerError("dither: E8 coset flags must be 0 or 1")

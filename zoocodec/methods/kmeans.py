@@ -100,7 +100,9 @@ class KMeans(MethodSpec):
             c = K.lloyd(x, xp.asarray(np.concatenate([p[3] for p in group])), self.iters)
             if self.codebook == "float16":
                 c16 = c.astype(xp.float16)
-                bad += [p[0] for p, ok in zip(group, to_numpy(xp.isfinite(c16).all(axis=1))) if not ok]
+                owner = np.repeat([p[0] for p in group], [p[2].shape[0] for p in group])  # tensor of each problem
+                finite = to_numpy(xp.isfinite(c16).all(axis=1))
+                bad += [int(i) for i, ok in zip(owner, finite, strict=True) if not ok]
                 c = c16.astype(xp.float32)
             if not bad:
                 results[size] = (to_numpy(c), to_numpy(K.assign_any(x, c)))
@@ -114,7 +116,7 @@ class KMeans(MethodSpec):
             indices[i].append(idx[r : r + n].ravel())
             row[size] = r + n
         out = []
-        for t, bs, ids in zip(ts, books, indices):
+        for t, bs, ids in zip(ts, books, indices, strict=True):
             book = np.concatenate([b.ravel() for b in bs]) if bs else np.zeros(0, np.float32)
             sym = np.concatenate(ids).astype(np.int16) if ids else np.zeros(0, np.int16)  # k <= 256
             recon = self._gather(book, sym, t.array.shape, t.dtype)
@@ -142,7 +144,7 @@ class KMeans(MethodSpec):
     def fused(self, side, arrays, shape, dtype):
         """Codebook lookup of an ans stream of indices (zoocodec.plan.Lookup); damaged side data
         is left to dequantize(), which names it."""
-        from zoocodec.plan import Lookup  # noqa: PLC0415
+        from zoocodec.plan import Lookup
 
         probs = problems(shape, self.per, self.block)
         n = sum(c for c, _ in probs)

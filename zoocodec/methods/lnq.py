@@ -27,10 +27,18 @@ import numpy as np
 from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError
-from zoocodec.kernels import lnq as L
-from zoocodec.kernels import uniform as U
-from zoocodec.methods.base import (STEP_OR_BITS, MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits,
-                                   from_float64, nested_coder, register)
+from zoocodec.kernels import lnq as L, uniform as U
+from zoocodec.methods.base import (
+    STEP_OR_BITS,
+    MethodSpec,
+    Quantized,
+    TensorData,
+    check_step_or_bits,
+    default_bits,
+    from_float64,
+    nested_coder,
+    register,
+)
 from zoocodec.methods.uniform import Uniform, load_steps, store_steps
 from zoocodec.registry import Range, ints
 
@@ -41,7 +49,8 @@ class LNQ(MethodSpec):
     name = "lnq"
     version = 2
     upgrades = {1: nested_coder}
-    ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "unit": ints(1, 4096), "clusters": ints(2, 16), "iters": ints(0, 1000)}
+    ranges = {**STEP_OR_BITS, "lam": Range(0, text="a non-negative number"), "unit": ints(1, 4096),
+              "clusters": ints(2, 16), "iters": ints(0, 1000)}
     steppable = True
     examples = ("lnq:bits=6,unit=4,clusters=4",)
 

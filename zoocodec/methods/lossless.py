@@ -64,7 +64,7 @@ class Lossless(MethodSpec):
 
     def fused(self, side, arrays, shape, dtype):
         """Float planes decode on the GPU too (zoocodec.plan.Planes)."""
-        from zoocodec.plan import Planes  # noqa: PLC0415
+        from zoocodec.plan import Planes
 
         return Planes("data") if isinstance(self.coder, Float) and dtype in ("float32", "float16", "bfloat16") else None
 

@@ -17,8 +17,7 @@ import numpy as np
 from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, SpecError
-from zoocodec.kernels import lowrank as K
-from zoocodec.kernels import uniform as U
+from zoocodec.kernels import lowrank as K, uniform as U
 from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, nested_coder, read_array, register
 from zoocodec.methods.dither import matrix_view
 from zoocodec.registry import interval, ints

@@ -3,8 +3,8 @@
 For a step, each weight takes the level among floor, ceil and 0 (in step units) that
 minimises (x - level)^2 + lam * bits(level), with bits from the rate table of the entropy
 model the chosen coder fits (codecs/base.py: order-0 for `ans`, per-row/column contexts
-for `ctx`). The model is refitted to the new symbols and the choice repeated `iters` times. The decoder is plain dequantization (symbol * step), so
-lam=0 is exactly uniform rounding.
+for `ctx`). The model is refitted to the new symbols and the choice repeated `iters` times.
+The decoder is plain dequantization (symbol * step), so lam=0 is exactly uniform rounding.
 
 Steps: `step=S` (one for the tensor), or `bits=B` (min-max per output channel, as in
 uniform), or `group_steps` from bit allocation (one step per consecutive group of
@@ -21,12 +21,22 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.codecs.context import Ctx, matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
-from zoocodec.kernels import rdoq as R
-from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import (STEP_OR_BITS, MethodSpec, Quantized, TensorData, check_step_or_bits, default_bits,
-                                   from_float64, nested_coder, read_array, register, row_blocks)
-from zoocodec.registry import Range, ints
+from zoocodec.kernels import rdoq as R, uniform as K
+from zoocodec.methods.base import (
+    STEP_OR_BITS,
+    MethodSpec,
+    Quantized,
+    TensorData,
+    check_step_or_bits,
+    default_bits,
+    from_float64,
+    nested_coder,
+    read_array,
+    register,
+    row_blocks,
+)
 from zoocodec.methods.lossless import native_dtype
+from zoocodec.registry import Range, ints
 
 
 @register
@@ -94,19 +104,21 @@ class RDOQ(MethodSpec):
         w2s = [matrix_view(w) for w in ws]
         steps = [self.row_steps(w2) for w2 in w2s]
         flip = self._walk_columns(w2s[0].shape)
-        xs = [xp.asarray(w2) / xp.asarray(s)[:, None] for w2, s in zip(w2s, steps)]
+        xs = [xp.asarray(w2) / xp.asarray(s)[:, None] for w2, s in zip(w2s, steps, strict=True)]
         x = xp.concatenate([v.T if flip else v for v in xs]) if len(xs) > 1 else (xs[0].T if flip else xs[0])
         q = self._first(x, xp)
         models = [None] * len(ws)
         trellis = self.trellis("symbols", w2s[0].shape)
         for _ in range(self.iters if self.lam > 0 and q.size else 0):
             qs = _split(_host(q), len(ws), flip)
-            models = [self.coder.model(qh, trellis) if m is None else m.refit(qh) for m, qh in zip(models, qs)]
-            merged = _merge([m.rates(qh) for m, qh in zip(models, qs)], x, flip, xp)
+            models = [
+                self.coder.model(qh, trellis) if m is None else m.refit(qh) for m, qh in zip(models, qs, strict=True)
+            ]
+            merged = _merge([m.rates(qh) for m, qh in zip(models, qs, strict=True)], x, flip, xp)
             if merged is None:  # the tables' union would be too large: one tensor at a time
                 return [r for w in ws for r in self.levels_many([w], xp)]
             q = self._decide(x, *merged, xp)
-        return list(zip(_split(_host(q), len(ws), flip), steps))
+        return list(zip(_split(_host(q), len(ws), flip), steps, strict=True))
 
     def _walk_columns(self, shape: tuple[int, int]) -> bool:
         """Whether decisions run along columns (the matrix is transposed for them)."""
@@ -147,7 +159,7 @@ class RDOQ(MethodSpec):
     def quantize_many(self, ts: list[TensorData], xp=np, recon: bool = True) -> list[Quantized]:
         ws = [t.float64() for t in ts]
         out = []
-        for t, (q, steps) in zip(ts, self.levels_many(ws, xp)):
+        for t, (q, steps) in zip(ts, self.levels_many(ws, xp), strict=True):
             recon = self.reconstruct_matrix(q, steps, t.dtype).reshape(t.array.shape)
             arrays = {"steps": steps.astype("<f4").tobytes()} if self.bits is not None else {}
             out.append(Quantized({"symbols": q.reshape(t.array.shape)}, {}, arrays, recon))
@@ -172,12 +184,14 @@ class RDOQ(MethodSpec):
 
     def dequantize(self, q, shape, dtype):
         levels = matrix_view(q.symbols["symbols"])
-        return self.reconstruct_matrix(levels, self.decoded_steps(q.arrays, levels.shape[0], shape), dtype).reshape(shape)
+        return self.reconstruct_matrix(levels, self.decoded_steps(q.arrays, levels.shape[0], shape), dtype).reshape(
+            shape
+        )
 
     def fused(self, side, arrays, shape, dtype):
         """Levels (the symbols themselves) times a step per row, coded by ans (zoocodec.plan.Affine);
         damaged steps are left to dequantize(), which names them."""
-        from zoocodec.plan import Affine  # noqa: PLC0415
+        from zoocodec.plan import Affine
 
         if not isinstance(self.coder, Ans):
             return None

@@ -84,7 +84,11 @@ class _Transform(MethodSpec):
             raise ContainerError(f"{self.name}: bad step {step!r}")
         groups = [g for s in streams for g in s] if isinstance(streams, list) and all(
             isinstance(s, list) and s for s in streams) else None
-        if groups is None or not all(isinstance(g, int) and 0 <= g < b for g in groups) or len(set(groups)) != len(groups):
+        if (
+            groups is None
+            or not all(isinstance(g, int) and 0 <= g < b for g in groups)
+            or len(set(groups)) != len(groups)
+        ):
             raise ContainerError(f"{self.name}: bad coded groups {streams!r}")
         vectors = rows * (-(-cols // b))
         if self.stores_basis:
@@ -97,7 +101,9 @@ class _Transform(MethodSpec):
         for i, members in enumerate(streams):
             s = q.symbols[f"symbols.{i}"]
             if s.size != vectors * len(members):
-                raise ContainerError(f"{self.name}: stream {i} holds {s.size} symbols, expected {vectors * len(members)}")
+                raise ContainerError(
+                    f"{self.name}: stream {i} holds {s.size} symbols, expected {vectors * len(members)}"
+                )
             coef[:, members] = s.reshape(vectors, len(members))
         active = np.zeros(b, dtype=bool)
         active[groups] = True

@@ -33,9 +33,25 @@ from zoocodec.codecs.lossless import Float
 from zoocodec.errors import ContainerError, SpecError, ZoocodecError
 from zoocodec.kernels import uniform as K
 from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
-from zoocodec.methods.base import (BLOCK_BYTES, NATIVE_KINDS, STEP_OR_BITS, ErrorStats, MethodSpec, Quantized,
-                                   TensorData, all_finite, as_float64, bits_of, check_step_or_bits, default_bits,
-                                   from_float64, nested_coder, read_array, register, row_blocks)
+from zoocodec.methods.base import (
+    BLOCK_BYTES,
+    NATIVE_KINDS,
+    STEP_OR_BITS,
+    ErrorStats,
+    MethodSpec,
+    Quantized,
+    TensorData,
+    all_finite,
+    as_float64,
+    bits_of,
+    check_step_or_bits,
+    default_bits,
+    from_float64,
+    nested_coder,
+    read_array,
+    register,
+    row_blocks,
+)
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import ints
 
@@ -196,7 +212,9 @@ class Uniform(MethodSpec):
         """The array path (NumPy or CuPy): row blocks in float64."""
         for r, c in row_blocks(*m.shape):
             s = xp.asarray(steps[r] if steps.shape[0] > 1 else steps)
-            sym = K.quantize(as_float64(m[r, c], t.dtype, xp), s, xp)  # IEEE division and rint: the same symbols on any device
+            sym = K.quantize(
+                as_float64(m[r, c], t.dtype, xp), s, xp
+            )  # IEEE division and rint: the same symbols on any device
             symbols[r, c] = to_numpy(sym)
             recon[r, c] = from_float64(to_numpy(K.dequantize(sym, s, xp)), t.dtype)
 
@@ -281,7 +299,9 @@ class Uniform(MethodSpec):
         if len(ts) == 1 or xp is np or ts[0].dtype in NATIVE_KINDS:  # the fused paths, one tensor at a time
             return [self._quantize(t, xp, recon) for t in ts]
         shapes = [t.array.shape for t in ts]
-        w = TensorData("", ts[0].dtype, stack_rows([t.array.reshape(self.rows(s)) for t, s in zip(ts, shapes)], xp))
+        w = TensorData(
+            "", ts[0].dtype, stack_rows([t.array.reshape(self.rows(s)) for t, s in zip(ts, shapes, strict=True)], xp)
+        )
         w = w.float64(xp)
         steps = self.steps_for(w, per_channel=True)  # a row per channel, or per tensor: the rows above
         symbols = K.quantize(w, xp.asarray(steps), xp)
@@ -311,7 +331,7 @@ class Uniform(MethodSpec):
     def fused(self, side, arrays, shape, dtype):
         """symbols * step of an ans stream (zoocodec.plan.Affine); group-wise steps decode through
         dequantize (the fused decoders take one step per row)."""
-        from zoocodec.plan import Affine  # noqa: PLC0415
+        from zoocodec.plan import Affine
 
         if not isinstance(self.coder, Ans) or self.group is not None:
             return None

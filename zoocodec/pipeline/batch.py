@@ -85,7 +85,7 @@ def run(tensors: Iterable[TensorData], choose: Callable[[TensorData], MethodSpec
                     with streams.next() as stream:
                         qs = spec.quantize_many(ts, xp if spec.gpu else np, recon=recon)
                         ready = stream.to_host(qs)
-                    for i, t, q in zip(part, ts, qs):
+                    for i, t, q in zip(part, ts, qs, strict=True):
                         job = (t, spec, q, ready)
                         slots[i].job = pool.submit(_finish, finish, *job) if pool else _finish(finish, *job)
                     yield from _done(queue)
@@ -205,8 +205,8 @@ class _Stream:
         this stream; returns the event a worker waits for (None when nothing was on a device)."""
         if self.stream is None:
             return None
-        import cupy  # noqa: PLC0415  (GPU only)
-        import cupyx  # noqa: PLC0415
+        import cupy  # GPU only
+        import cupyx
 
         def host(a):
             if not isinstance(a, cupy.ndarray):

@@ -25,14 +25,22 @@ from zoocodec import __version__, budget, plan
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.device import Device, resolve
 from zoocodec.errors import ContainerError, ZoocodecError
+from zoocodec.fsutil import check_output
+from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods import MethodSpec, TensorData, parse_spec, spec_from_dict
 from zoocodec.methods.base import ErrorStats, error_stats
 from zoocodec.methods.lossless import native_dtype
-from zoocodec.fsutil import check_output
-from zoocodec.kernels.backend import to_numpy
 from zoocodec.pipeline import batch as batch_mod, zoo
-from zoocodec.pipeline.modelio import (FROM_NAME, STREAMED_FORMATS, LazyTensors, ModelSource, open_model,
-                                       output_format, to_torch, write_model)
+from zoocodec.pipeline.modelio import (
+    FROM_NAME,
+    STREAMED_FORMATS,
+    LazyTensors,
+    ModelSource,
+    open_model,
+    output_format,
+    to_torch,
+    write_model,
+)
 from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, choose_spec, safe_default
 
 # the attached files (config, tokenizer): level 19 took 0.85 s on minilm's 0.76 MB, more than
@@ -255,7 +263,9 @@ class ArchiveBase:
                 isinstance(k, str) and isinstance(v, str) and v in self.entries and k not in self.entries
                 for k, v in aliases.items()):
             self.container.close()
-            raise ContainerError(f"{path}: invalid header: field 'aliases' is not an object of new names to stored tensors")
+            raise ContainerError(
+                f"{path}: invalid header: field 'aliases' is not an object of new names to stored tensors"
+            )
         return aliases
 
     def __enter__(self):
@@ -267,8 +277,12 @@ class ArchiveBase:
     def names(self) -> list[str]:
         return list(self.entries)
 
-    def decode(self, name: str, run: Callable[[MethodSpec, dict, dict[str, memoryview], tuple[int, ...], str], np.ndarray],
-               segments: dict[str, bytes] | None = None) -> np.ndarray:
+    def decode(
+        self,
+        name: str,
+        run: Callable[[MethodSpec, dict, dict[str, memoryview], tuple[int, ...], str], np.ndarray],
+        segments: dict[str, bytes] | None = None,
+    ) -> np.ndarray:
         """run(spec, side, segments, shape, dtype) on tensor `name`'s entry, errors named
         (`segments`: its payloads, when the caller read them already)."""
         name = self.aliases.get(name, name)
@@ -278,11 +292,15 @@ class ArchiveBase:
         with self._named(e.where):
             spec = spec_from_dict(e.method)
             if segments is None:
-                segments = dict(zip(e.segments, self.container.segments([(e.where, s) for s in e.segments.values()])))
+                segments = dict(
+                    zip(e.segments, self.container.segments([(e.where, s) for s in e.segments.values()]), strict=True)
+                )
             budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
             array = run(spec, e.side, segments, e.shape, e.dtype)
         if array.shape != e.shape:
-            raise ContainerError(f"{self.container.path}: {e.where} decoded to shape {array.shape}, header says {e.shape}")
+            raise ContainerError(
+                f"{self.container.path}: {e.where} decoded to shape {array.shape}, header says {e.shape}"
+            )
         return array
 
     @contextlib.contextmanager
@@ -295,7 +313,9 @@ class ArchiveBase:
         except ZoocodecError as err:
             raise ContainerError(f"{self.container.path}: {where}: {err}") from None
         except (KeyError, ValueError, TypeError, IndexError, OverflowError) as err:
-            raise ContainerError(f"{self.container.path}: {where} cannot be decoded ({type(err).__name__}: {err})") from None
+            raise ContainerError(
+                f"{self.container.path}: {where} cannot be decoded ({type(err).__name__}: {err})"
+            ) from None
 
     def files(self) -> dict[str, bytes]:
         """The model's attached files (ONNX graph, Hugging Face config and tokenizer)."""
@@ -361,7 +381,7 @@ class Archive(ArchiveBase):
         e = self.plan[name]
         missing = [k for k in e.segments if k not in got]
         if missing:
-            got.update(zip(missing, self.container.segments([(e.where, e.segments[k]) for k in missing])))
+            got.update(zip(missing, self.container.segments([(e.where, e.segments[k]) for k in missing]), strict=True))
         return got
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
@@ -371,7 +391,7 @@ class Archive(ArchiveBase):
         name = self.aliases.get(name, name)
         dev = resolve(device)
         if dev.is_gpu:
-            from zoocodec.kernels import decode  # noqa: PLC0415
+            from zoocodec.kernels import decode
 
             with dev.activate():
                 t = decode.tensor(self, name)
@@ -394,7 +414,7 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
         a.verify_unread()
         on_device = {}
         if dev.is_gpu:  # every payload the CUDA decoder takes, in one launch per dtype
-            from zoocodec.kernels import decode  # noqa: PLC0415
+            from zoocodec.kernels import decode
 
             with dev.activate():
                 on_device = decode.tensors(a, a.names())
@@ -429,7 +449,9 @@ def load_into(module: torch.nn.Module, path: str | os.PathLike, device: str | De
     try:
         module.load_state_dict(tensors, strict=strict, assign=True)
     except RuntimeError as e:
-        raise ZoocodecError(f"{path}: the tensors do not fit {type(module).__name__}: {str(e).splitlines()[0]}") from None
+        raise ZoocodecError(
+            f"{path}: the tensors do not fit {type(module).__name__}: {str(e).splitlines()[0]}"
+        ) from None
     return module
 
 

@@ -3,9 +3,10 @@
 Reading streams tensor by tensor (a safetensors tensor is read into its own memory, a .pt
 checkpoint is memory-mapped), and safetensors files and Hugging Face folders are written
 tensor by tensor (LazyTensors), so neither holds the model: peak memory follows the largest
-tensor (bench/bench_memory.py). PyTorch and ONNX outputs are built whole by their libraries. What is needed to write the model back in its own
-format (nesting of a checkpoint, the ONNX graph, a Hugging Face folder's small files and
-shard map) travels as `layout` (JSON) and `files` (bytes) in the container.
+tensor (bench/bench_memory.py). PyTorch and ONNX outputs are built whole by their libraries.
+What is needed to write the model back in its own format (nesting of a checkpoint, the ONNX
+graph, a Hugging Face folder's small files and shard map) travels as `layout` (JSON) and
+`files` (bytes) in the container.
 """
 from __future__ import annotations
 
@@ -94,11 +95,13 @@ def sniff(path: Path) -> str:
         return "pytorch"
     if path.suffix == ".onnx":
         return "onnx"
-    raise ModelFormatError(f"{path}: not a model zoocodec reads (safetensors, PyTorch .pt, ONNX, or a Hugging Face folder)")
+    raise ModelFormatError(
+        f"{path}: not a model zoocodec reads (safetensors, PyTorch .pt, ONNX, or a Hugging Face folder)"
+    )
 
 
 def _open_safetensors(path: Path) -> ModelSource:
-    from safetensors import SafetensorError, safe_open  # noqa: PLC0415
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:  # validates the header and the offsets
@@ -109,7 +112,9 @@ def _open_safetensors(path: Path) -> ModelSource:
             entries = json.loads(f.read(size))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFormatError(f"{path}: unreadable safetensors file ({e})") from None
-    return ModelSource("safetensors", path, names, lambda n: _read_tensor(path, 8 + size, entries[n]), {"metadata": meta})
+    return ModelSource(
+        "safetensors", path, names, lambda n: _read_tensor(path, 8 + size, entries[n]), {"metadata": meta}
+    )
 
 
 _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
@@ -213,7 +218,10 @@ def _open_hf(path: Path) -> ModelSource:
             f = _confined(root, rel)
             if entry not in dirnames and f.is_file() and f.stat().st_size <= HF_SMALL_FILE_LIMIT:
                 files[rel] = f.read_bytes()
-    layout = {"shards": {n: owner[n] for n in names}, "metadata": {s: src.layout["metadata"] for s, src in sources.items()}}
+    layout = {
+        "shards": {n: owner[n] for n in names},
+        "metadata": {s: src.layout["metadata"] for s, src in sources.items()},
+    }
     return ModelSource("hf", path, names, lambda n: sources[owner[n]]._get(n), layout, files)
 
 
@@ -227,8 +235,8 @@ def _confined(root: Path, rel: str) -> Path:
 
 
 def _open_onnx(path: Path) -> ModelSource:
-    import onnx  # noqa: PLC0415
-    from onnx import numpy_helper  # noqa: PLC0415
+    import onnx
+    from onnx import numpy_helper
 
     try:
         proto = onnx.load(str(path))
@@ -353,8 +361,8 @@ def _write_pytorch(tensors, path: Path, layout, files) -> None:
 
 def onnx_with_weights(graph: bytes, tensors: dict[str, torch.Tensor]):
     """An ONNX graph (serialized, without its weights) with `tensors` as its initializers: an onnx.ModelProto."""
-    import onnx  # noqa: PLC0415
-    from onnx import numpy_helper  # noqa: PLC0415
+    import onnx
+    from onnx import numpy_helper
 
     proto = onnx.ModelProto()
     try:
@@ -371,7 +379,7 @@ def onnx_with_weights(graph: bytes, tensors: dict[str, torch.Tensor]):
 
 
 def _write_onnx(tensors, path: Path, layout, files) -> None:
-    import onnx  # noqa: PLC0415
+    import onnx
 
     onnx.save(onnx_with_weights(files["model.onnx"], tensors), str(path))
 

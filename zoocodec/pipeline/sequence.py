@@ -30,8 +30,8 @@ from zoocodec.methods.base import nested_text
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.methods.sequence import MODES, Sequence
 from zoocodec.pipeline.core import ArchiveBase, load
-from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, finite, selected
 from zoocodec.pipeline.modelio import output_format, to_torch, write_model
+from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, finite, selected
 
 
 @dataclass
@@ -73,7 +73,7 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
     if len(labels) != len(models) or len(set(labels)) != len(labels):
         raise SpecError("sequence labels must be unique, one per model")
     sources = [load(m) for m in models]
-    for lab, src in zip(labels[1:], sources[1:]):
+    for lab, src in zip(labels[1:], sources[1:], strict=True):
         if src.names != sources[0].names:
             raise ModelFormatError(f"{lab}: its tensors differ from {labels[0]}'s; a sequence needs one architecture")
     n = len(models)
@@ -82,7 +82,7 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
     start = time.perf_counter()
     entries = []
     with Container.create(out) as c:
-        for members in zip(*(s.tensors() for s in sources)):
+        for members in zip(*(s.tensors() for s in sources), strict=True):
             t0 = members[0]
             if any(t.dtype != t0.dtype or t.array.shape != t0.array.shape for t in members):
                 raise ModelFormatError(f"tensor {t0.name!r} changes shape or dtype along the sequence")
@@ -209,9 +209,17 @@ def inspect_seq(container: Path) -> dict:
     size = container.stat().st_size
     weight_bytes = size - sum(seg[1] for seg in h["files"].values())
     seq = h["meta"]["sequence"]
-    return {"path": str(container), "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
-            "params_per_member": params, "file_bytes": size, "weight_bytes": weight_bytes, "bytes_in": bytes_in,
-            "ratio": bytes_in / max(weight_bytes, 1), "bits_per_weight": 8 * weight_bytes / max(params * n, 1),
-            "member_bytes": dict(zip(labels, per_member)), "shared_bytes": weight_bytes - sum(per_member),
-            "member_bits_per_weight": {k: 8 * v / max(params, 1) for k, v in zip(labels, per_member)},
-            "tensors": rows}
+    return {
+        "path": str(container),
+        "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
+        "params_per_member": params,
+        "file_bytes": size,
+        "weight_bytes": weight_bytes,
+        "bytes_in": bytes_in,
+        "ratio": bytes_in / max(weight_bytes, 1),
+        "bits_per_weight": 8 * weight_bytes / max(params * n, 1),
+        "member_bytes": dict(zip(labels, per_member, strict=True)),
+        "shared_bytes": weight_bytes - sum(per_member),
+        "member_bits_per_weight": {k: 8 * v / max(params, 1) for k, v in zip(labels, per_member, strict=True)},
+        "tensors": rows,
+    }

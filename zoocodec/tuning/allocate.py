@@ -78,10 +78,12 @@ def allocate(model: str | os.PathLike | dict, *, sensitivities: Mapping[str, flo
                 break
             base_step = _search_base(items, rel, fixed_bits, params, target_bpw + offset)
     base = base_step if base_step is not None else DEFAULT_BASE_STEP
-    return {it.name: _spec_for(spec, it, base * r) for it, r in zip(items, rel)}
+    return {it.name: _spec_for(spec, it, base * r) for it, r in zip(items, rel, strict=True)}
 
 
-def estimate_bpw(model: str | os.PathLike | dict, plan: Mapping[str, MethodSpec], min_size: int = DEFAULT_MIN_SIZE) -> float:
+def estimate_bpw(
+    model: str | os.PathLike | dict, plan: Mapping[str, MethodSpec], min_size: int = DEFAULT_MIN_SIZE
+) -> float:
     """Estimated bits/weight of a plan (order-0 model of the rounded symbols + lossless tensors)."""
     items, fixed_bits, params = _gather(model, min_size)
     bits = fixed_bits + sum(_rounded_bits(it.w, _steps_of(plan[it.name], it.rows)) for it in items)
@@ -91,7 +93,7 @@ def estimate_bpw(model: str | os.PathLike | dict, plan: Mapping[str, MethodSpec]
 def plan_bits(weights: Mapping[str, object], plan: Mapping[str, MethodSpec]) -> float:
     """Bits of the plan's tensors under their coders' entropy models, for the symbols each
     method makes of them (quantized, never coded): what choices between plans compare."""
-    from zoocodec.pipeline.modelio import to_tensordata  # noqa: PLC0415
+    from zoocodec.pipeline.modelio import to_tensordata
 
     return sum(_model_bits(spec, to_tensordata(name, weights[name]).float64()) for name, spec in plan.items())
 
@@ -217,7 +219,7 @@ def _method_offset(spec: MethodSpec, items: list[_Item], rel, base: float, param
     tensor: a cheap correction that the bisection then aims off.
     """
     diff = 0.0
-    for it, r in zip(items, rel):
+    for it, r in zip(items, rel, strict=True):
         planned = _spec_for(spec, it, base * r)
         rows = np.unique(np.linspace(0, it.rows - 1, min(sample_rows, it.rows)).astype(np.int64))
         w = it.w.reshape(it.rows, -1)[rows]
@@ -233,7 +235,7 @@ def _search_base(items: list[_Item], rel, fixed_bits: float, params: int, target
     """Bisection on log(base) until the estimated bits/weight is within 0.1% of the target."""
     def bpw(base: float) -> float:
         bits = fixed_bits
-        for it, r in zip(items, rel):
+        for it, r in zip(items, rel, strict=True):
             steps = np.minimum(base * r, it.cap)
             bits += _rounded_bits(it.w, steps[_group_rows(it.rows, steps.size)] if steps.size > 1 else steps)
         return bits / max(params, 1)
@@ -242,7 +244,7 @@ def _search_base(items: list[_Item], rel, fixed_bits: float, params: int, target
     if target_bpw <= floor_bpw:
         raise SpecError(f"allocate: target {target_bpw} bits/weight is below what the lossless tensors "
                         f"alone take ({floor_bpw:.4f})")
-    finite = [(it, r[np.isfinite(r)]) for it, r in zip(items, rel)]
+    finite = [(it, r[np.isfinite(r)]) for it, r in zip(items, rel, strict=True)]
     # bracket: from about 2**24 levels in the most finely stepped tensor to all-zero everywhere
     lo = math.log(min((it.cap / r.max() for it, r in finite if r.size), default=1.0) * 2.0**-24)
     hi = math.log(max((it.cap / r.min() for it, r in finite if r.size), default=1.0))

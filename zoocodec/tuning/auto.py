@@ -185,7 +185,9 @@ class _Clock:
         if not self.inputs:
             return None
         per_input, per_plan = self.model_s / self.inputs, self.plan_s / max(self.plans, 1)
-        return sum(runs * (per_input * inputs + (per_plan if plan else 0.0)) for runs, inputs, plan in self.todo.values())
+        return sum(
+            runs * (per_input * inputs + (per_plan if plan else 0.0)) for runs, inputs, plan in self.todo.values()
+        )
 
     def stamp(self) -> str:
         spent, left = time.perf_counter() - self.start, self.left()
@@ -220,18 +222,19 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     whose coder is a context coder gets the cheaper of them.
     `sensitivities` (from zoocodec.tuning.sensitivity.measure, or a file's
     `meta["auto"]["sensitivities"]`) skips their measurement, e.g. when one model is compressed
-    at several budgets; a tensor they leave out or give a non-finite value stays lossless. `inputs` (with `module`, `output` as
-    for zoocodec.eval.anymodel) judges a model outside the zoo by its outputs on them; `calib` (same
-    format) gives its calibration inputs apart (default: the calibration/search part of `inputs`).
+    at several budgets; a tensor they leave out or give a non-finite value stays lossless.
+    `inputs` (with `module`, `output` as for zoocodec.eval.anymodel) judges a model outside the
+    zoo by its outputs on them; `calib` (same format) gives its calibration inputs apart
+    (default: the calibration/search part of `inputs`).
     `rounding="gptq"` chooses the indices of a uniform method's grid with calibration inputs
     (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
     `sequential`: before the final search, each layer's inputs are measured again on the model
     quantized at the step found (zoocodec.tuning.calibrate.collect_on), and the final rounding is against them.
     """
-    from zoocodec.eval.evaluate import evaluator, identify, load_weights, metric_row, tasks_of  # noqa: PLC0415
-    from zoocodec.eval.tasks import subset  # noqa: PLC0415
-    from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names  # noqa: PLC0415
-    from zoocodec.pipeline import zoo  # noqa: PLC0415
+    from zoocodec.eval.evaluate import evaluator, identify, load_weights, metric_row, tasks_of
+    from zoocodec.eval.tasks import subset
+    from zoocodec.pipeline import zoo
+    from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names
 
     say = log or (lambda _msg: None)
     with _Clock(say) as clock:
@@ -243,7 +246,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             raise ZoocodecError("--calib gives the calibration inputs of a model judged on --inputs: add --inputs")
         weights = load_weights(model)
         if inputs is not None:
-            from zoocodec.eval.anymodel import PairEvaluator  # noqa: PLC0415
+            from zoocodec.eval.anymodel import PairEvaluator
 
             if task is not None or reference is not None:
                 raise ZoocodecError("a model judged on --inputs has no zoo task or reference: drop --task/--reference")
@@ -251,7 +254,9 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             t = whole.task
         else:
             if reference is None:
-                reference = str(model) if isinstance(model, str) and model in zoo.registry() else identify(weights, model)
+                reference = (
+                    str(model) if isinstance(model, str) and model in zoo.registry() else identify(weights, model)
+                )
             t = tasks_of(reference, task)[0]
             whole = evaluator(reference, t, None)
         n = len(whole.ref_out)
@@ -280,7 +285,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             clock.expect("sensitivities", runs, len(sens_ev.ref_out), plan=False)
             _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
             clock.doing = "measuring sensitivities"
-            say(f"measuring sensitivities on {reference or model}/{t.name}: {runs} runs on {len(sens_ev.ref_out):,} inputs")
+            say(f"measuring sensitivities on {reference or model}/{t.name}: {runs} runs on "
+                f"{len(sens_ev.ref_out):,} inputs")
             tick = [time.perf_counter(), 0]
 
             def measured(name: str) -> None:
@@ -306,7 +312,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         clock.done("calibration")
 
         def decoded(plan: dict[str, MethodSpec]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-            """(what the decoder returns under `plan`, the values handed to the quantizers in place of the originals)."""
+            """(what the decoder returns under `plan`, the values handed to the quantizers in place of
+            the originals)."""
             targets = rounder.targets(weights, plan) if rounder else {}
             return reconstruct({**weights, **targets}, plan), targets
 
@@ -341,8 +348,10 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             m = ev.judge(weights)
             if m.loss_high <= target_loss:
                 return ""
-            return (f"the {t.primary} loss within {100 * target_loss:g}% on {reference or model} is not resolvable with "
-                    f"{m.n:,} inputs (with no output changed, the 95% bound is {100 * m.loss_high:.3g}%)")
+            return (
+                f"the {t.primary} loss within {100 * target_loss:g}% on {reference or model} is not resolvable with "
+                f"{m.n:,} inputs (with no output changed, the 95% bound is {100 * m.loss_high:.3g}%)"
+            )
 
         def search(ev) -> dict[float, float]:
             """strength -> the largest base step that passes on `ev`'s inputs."""
@@ -354,8 +363,10 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                     break
                 found[strength] = start_at = base
             if not found:
-                raise ZoocodecError(f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on {reference or model}"
-                                    f"{_unresolved(ev, decoded(plan_for(DEFAULT_BASE_STEP / 2**24, 1.0))[0], target_loss)}")
+                raise ZoocodecError(
+                    f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on {reference or model}"
+                    f"{_unresolved(ev, decoded(plan_for(DEFAULT_BASE_STEP / 2**24, 1.0))[0], target_loss)}"
+                )
             return found
 
         held_why = unresolvable(held_ev)
@@ -383,7 +394,10 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         priced = {st: price(plan_for(b, st)) for st, b in found.items()}
         strength = min(priced, key=priced.get)
         base = found[strength]
-        say("allocation strengths priced: " + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items()))
+        say(
+            "allocation strengths priced: "
+            + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items())
+        )
         coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say, choose_coder)
         if rounder is not None and sequential:
             t0 = time.perf_counter()
@@ -413,15 +427,19 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         # again on the whole part, also where the search ran on it: the coder chosen since can move dq's levels
         m0 = decide_ev.judge(weights)  # no output changed: the narrowest bound, plus its room, must be within budget
         if m0.loss_high + wider * (m0.loss_high - m0.loss) > target_loss:
-            raise ZoocodecError(f"the {t.primary} loss within {100 * target_loss:g}% is not resolvable with a held-back "
-                                f"part of {len(held):,} inputs: with no output changed, the 95% bound on the "
-                                f"{len(decide):,} calibration/search inputs plus room for the held-back part's interval "
-                                f"is {100 * (m0.loss_high + wider * (m0.loss_high - m0.loss)):.3g}%")
+            raise ZoocodecError(
+                f"the {t.primary} loss within {100 * target_loss:g}% is not resolvable with a held-back "
+                f"part of {len(held):,} inputs: with no output changed, the 95% bound on the "
+                f"{len(decide):,} calibration/search inputs plus room for the held-back part's interval "
+                f"is {100 * (m0.loss_high + wider * (m0.loss_high - m0.loss)):.3g}%"
+            )
         clock.doing = "searching again on the whole calibration/search part"
         final = _search(passes_decide, base, FINAL_FACTOR, FINAL_ROUNDS, FINAL_DOWN)
         if final is None:
-            raise ZoocodecError(f"the {t.primary} loss stays above {100 * target_loss:g}% on the calibration/search part of "
-                                f"{t.name}'s inputs{_unresolved(decide_ev, weights, target_loss)}")
+            raise ZoocodecError(
+                f"the {t.primary} loss stays above {100 * target_loss:g}% on the calibration/search part of "
+                f"{t.name}'s inputs{_unresolved(decide_ev, weights, target_loss)}"
+            )
         clock.done("final")
         base = final
         plan, recon, targets = checked[final]
@@ -435,7 +453,9 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             paired = held_ev.compare(recon)
             m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
             clock.ran("verify", time.perf_counter() - t0, len(held))
-            trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high, "held_back": 1})
+            trace.append(
+                {"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high, "held_back": 1}
+            )
             clock.line(f"verified on the {m.n:,} held-back inputs at base step {base:.3g}: loss {100 * m.loss:.3f}% "
                        f"(95% interval {100 * m.loss_low:.3f}% .. {100 * m.loss_high:.3f}%)")
             if m.loss_high <= target_loss or held_why or shrunk == FINAL_DOWN:
@@ -453,11 +473,12 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
 
         verified = {"value": m.value, "baseline": m.baseline, "loss": m.loss, "loss_low": m.loss_low,
                     "loss_high": m.loss_high, "delta_low": m.low, "delta_high": m.high, "inputs": m.n,
-                    "interval": m.interval, "judged_by": "loss_high", "on": "held_back", "within": m.loss_high <= target_loss,
+                    "interval": m.interval, "judged_by": "loss_high", "on": "held_back",
+                    "within": m.loss_high <= target_loss,
                     "resolvable": not held_why, "shrunk_on_held_back": shrunk,
                     "metrics": {k: p.value for k, p in paired.items()}}
-        split_info = {"seed": seed, "held_back": HELD_BACK, "unit": unit, "inputs": n, "calibration_search": len(decide),
-                      "held_back_inputs": len(held), "about": where}
+        split_info = {"seed": seed, "held_back": HELD_BACK, "unit": unit, "inputs": n,
+                      "calibration_search": len(decide), "held_back_inputs": len(held), "about": where}
         auto = {"task": t.name, "metric": t.primary, "target_loss": target_loss, "method": str(coded),
                 "verified": verified, "split": split_info, "base_step": base, "strength": strength,
                 "search_inputs": len(search_ev.ref_out), "search": trace,
@@ -516,7 +537,8 @@ def _search(passes: Callable[[float], bool], start: float, factor: float = 2.0, 
 
 
 def _flatten(sens: dict[str, float | np.ndarray], strength: float) -> dict[str, float | np.ndarray]:
-    """Sensitivities raised to `strength` (0: all equal, one step for all); 0 stays 0 (a tensor that does not matter)."""
+    """Sensitivities raised to `strength` (0: all equal, one step for all); 0 stays 0 (a tensor that
+    does not matter)."""
     out = {}
     for k, v in sens.items():
         a = np.asarray(v, dtype=np.float64)
@@ -546,7 +568,7 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
     and the calibration it measured (zoocodec.eval.calibration.Calibration, for measuring again).
     A zoo model's come from its task (never judged); a model outside the zoo's from `calib`, else from
     the calibration/search part of its inputs (`decide_ev`)."""
-    from zoocodec.eval import calibration as C  # noqa: PLC0415
+    from zoocodec.eval import calibration as C
 
     why = None
     if rounding == "nearest":
@@ -557,7 +579,7 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
         if getattr(whole, "run", None) is None:
             cal = C.for_zoo(whole.arch, whole.folder, task, weights)
         elif calib is not None:
-            from zoocodec.eval.anymodel import runner  # noqa: PLC0415
+            from zoocodec.eval.anymodel import runner
 
             model, module, output = source
             run = runner(Path(model), Path(calib), module, output)
@@ -579,7 +601,7 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
 def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say, choose: bool = True) -> MethodSpec:
     """`spec`, or the same method with another context coder where that one's entropy model
     prices the planned tensors lower; a spec with the default coder `ans` (none named) is priced too."""
-    from zoocodec.codecs import CODERS, parse_coder  # noqa: PLC0415
+    from zoocodec.codecs import CODERS, parse_coder
 
     if not choose or "coder" not in {f.name for f in dataclasses.fields(spec)} or \
             spec.coder.name not in CONTEXT_CODERS + ("ans",):

@@ -11,9 +11,10 @@ grid, the same dequantization: a reader cannot tell):
   rounded in order, and each column's rounding error is spread onto the columns not yet
   rounded through the Cholesky factor of H^-1, H = E[x x^T] of the layer's inputs
   (dampened by DAMP of its mean diagonal). A grouped convolution (depthwise: one group
-  per channel) has one H per group: each output channel sees only its group's inputs. Optionally rate-aware: each index is the one among
-  floor, ceil and 0 that minimises (error)^2 + lam * bits under the tensor's order-0
-  model of its rounded symbols, so small weights fall to 0 where that pays;
+  per channel) has one H per group: each output channel sees only its group's inputs.
+  Optionally rate-aware: each index is the one among floor, ceil and 0 that minimises
+  (error)^2 + lam * bits under the tensor's order-0 model of its rounded symbols, so small
+  weights fall to 0 where that pays;
 - bias correction (Nagel et al. 2019, DFQ): the mean output error (W - W_hat) E[x] is
   added to the layer's bias, or subtracted from the running mean of the BatchNorm that
   follows a bias-free convolution.

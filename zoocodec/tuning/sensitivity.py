@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from zoocodec.eval.evaluate import Evaluator, entry, evaluator, tasks_of
-from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, selected
 from zoocodec.pipeline.modelio import TORCH_DTYPES
+from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, selected
 
 EMBEDDING_GROUPS = 4  # row groups of a word-embedding table (token ids: frequent words come first)
 
@@ -95,7 +95,7 @@ def predict(sens: dict[str, float | np.ndarray], weights: dict[str, torch.Tensor
 def sensitivities(reference: str, task: str | None = None, limit: int | None = None,
                   progress: Callable[[str], None] | None = None) -> dict[str, float | np.ndarray]:
     """Measured sensitivities of zoo model `reference` on its task (default: its first task)."""
-    from zoocodec.eval.evaluate import load_weights  # noqa: PLC0415
+    from zoocodec.eval.evaluate import load_weights
 
     entry(reference)
     t = tasks_of(reference, task)[0]

@@ -2,8 +2,7 @@
 substream size and thread count, size against the order-0 entropy, and damaged streams."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from zoocodec.codecs import native

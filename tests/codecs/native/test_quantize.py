@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from zoocodec.codecs.native import engine
-from zoocodec.methods import TensorData, parse_spec
-from zoocodec.methods import uniform as U
+from zoocodec.methods import TensorData, parse_spec, uniform as U
 from zoocodec.methods.base import as_float64, bits_of, error_stats
 
 

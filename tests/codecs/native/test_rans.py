@@ -2,8 +2,7 @@
 constriction (an independent coder), substreams, threads, and damaged streams."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from zoocodec.codecs import native
 from zoocodec.errors import ContainerError

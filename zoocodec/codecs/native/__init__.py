@@ -21,7 +21,7 @@ SUBSTREAM = 1 << 16  # symbols per rANS substream: the unit of parallel decoding
 @cache
 def engine():
     try:
-        from zoocodec.codecs.native import _engine  # noqa: PLC0415
+        from zoocodec.codecs.native import _engine
     except ImportError as e:  # pragma: no cover - only in an unbuilt checkout
         raise ImportError(
             f"zoocodec's native engine is not built ({e}): run `pip install -e .` "
