@@ -221,7 +221,7 @@ def best_method() -> str:
 
 
 def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = False,
-                      log=lambda _msg: None) -> list[tuple[str, str, object]]:
+                      log=lambda _msg: None, budgets=(1.0, 0.5, 0.1)) -> list[tuple[str, str, object]]:
     """(tool, setting, write(path)) for the methods the registry holds now, bracketing NNCodec.
 
     `mode` is quick (one setting per tool), default, or full; `lean` leaves out the tools
@@ -308,7 +308,7 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
             ("zoocodec DCT", f"bits={b}", spec(f"dct:bits={b}"))
             for b in pick([5, 7] if shift else [3, 5] if big else [1, 2, 3, 4], False)
         ]
-    targets = [1.0, 0.5, 0.1]  # the widest budget first: its sensitivities serve the others
+    targets = sorted(budgets, reverse=True)  # the widest budget first: its sensitivities serve the others
     out += [("zoocodec auto", f"target={t}%", auto(t)) for t in (targets[:1] if quick else targets)]
     if not quick and not (lean and big):
         alloc_qs = pick([-34, -30, -27, -24] if big else [-34, -28, -22, -16, -12])

@@ -55,7 +55,7 @@ from bench_h2h_run import (
 from zoocodec.methods import REGISTRY
 
 
-def bench_model(name: str, mode: str, log, lean: bool = False) -> dict:
+def bench_model(name: str, mode: str, log, lean: bool = False, budgets=(1.0, 0.5, 0.1)) -> dict:
     subject = Subject.load(name)
     big = subject.fp32_bytes > 20e6
     judge = Judge(subject)
@@ -75,7 +75,7 @@ def bench_model(name: str, mode: str, log, lean: bool = False) -> dict:
             rows += run_nncodec(subject, judge, qps, work, repeat)
         else:
             result["nncodec_skipped"] = "no NNCodec environment (run bench/peers/setup_nncodec.sh)"
-        for tool, setting, write in zoocodec_settings(subject, judge, mode, lean, log):
+        for tool, setting, write in zoocodec_settings(subject, judge, mode, lean, log, budgets):
             log(f"{name}: {tool} {setting}")
             try:
                 rows.append(run_zoocodec(subject, judge, tool, setting, write, work, 1 if "auto" in tool else repeat))
@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lean", action="store_true",
                    help="only NNCodec and the zoocodec tools that compete with it; encode and decode timed once")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON, markdown and PNG")
+    p.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.5, 0.1],
+                   help="automatic mode's budgets in %% (default 1 0.5 0.1; --quick: the widest)")
     p.add_argument("--merge", action="store_true",
                    help="replace these models' entries in the existing results instead of starting anew")
     a = p.parse_args(argv)
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["models"] = [m for m in old["models"] if m["model"] not in models]
         start -= old.get("seconds", 0)
     for name in models:
-        results["models"].append(bench_model(name, mode, log, a.lean))
+        results["models"].append(bench_model(name, mode, log, a.lean, a.budgets))
         results["models"].sort(key=lambda m: ZOO.index(m["model"]) if m["model"] in ZOO else len(ZOO))
         results["seconds"] = time.perf_counter() - start
         save(results, a.out, stem)  # after every model: a long run that dies keeps what it measured
