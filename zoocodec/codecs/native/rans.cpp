@@ -409,6 +409,12 @@ Parsed parse(Reader& r, uint64_t expected_n) {
   return p;
 }
 
+Parsed parse_whole(Reader& r, uint64_t expected_n) {
+  Parsed p = parse(r, expected_n);
+  if (r.left()) throw Corrupt("bytes left after the stream");
+  return p;
+}
+
 namespace {
 
 // Byte symbols, 8 lanes: eight states in registers, the precision a constant, branch-free

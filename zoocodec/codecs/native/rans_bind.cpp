@@ -2,11 +2,33 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 
-#include "buffer.h"
-#include "rans.h"
+#include "rans_bind.h"
 
 namespace nb = nanobind;
 using namespace zc;
+
+rans::Parsed zc::parse_released(const InBuffer& in, uint64_t count) {
+  Reader r(in.data(), in.size());
+  nb::gil_scoped_release release;
+  return rans::parse_whole(r, count);
+}
+
+nb::object zc::decoded(const rans::Parsed& p, int threads) {
+  auto run = [&](auto* out) {
+    nb::gil_scoped_release release;
+    rans::decode(p, out, threads);
+  };
+  if (p.nsym <= 256) {
+    uint8_t* out;
+    auto a = new_array<uint8_t>(p.n, &out);
+    run(out);
+    return nb::cast(a);
+  }
+  uint16_t* out;
+  auto a = new_array<uint16_t>(p.n, &out);
+  run(out);
+  return nb::cast(a);
+}
 
 namespace {
 
@@ -23,35 +45,9 @@ nb::bytes encode(nb::ndarray<const T, nb::ndim<1>, nb::c_contig, nb::device::cpu
   return to_bytes(w, &head);
 }
 
-nb::object decoded(const rans::Parsed& p, uint64_t count, int threads);
-
 nb::object decode(nb::handle data, uint64_t count, int threads) {
   InBuffer in(data);
-  Reader r(in.data(), in.size());
-  rans::Parsed p;
-  {
-    nb::gil_scoped_release release;
-    p = rans::parse(r, count);
-    if (r.left()) throw Corrupt("bytes left after the stream");
-  }
-  return decoded(p, count, threads);
-}
-
-nb::object decoded(const rans::Parsed& p, uint64_t count, int threads) {
-  auto run = [&](auto* out) {
-    nb::gil_scoped_release release;
-    rans::decode(p, out, threads);
-  };
-  if (p.nsym <= 256) {
-    uint8_t* out;
-    auto a = new_array<uint8_t>(count, &out);
-    run(out);
-    return nb::cast(a);
-  }
-  uint16_t* out;
-  auto a = new_array<uint16_t>(count, &out);
-  run(out);
-  return nb::cast(a);
+  return decoded(parse_released(in, count), threads);
 }
 
 std::vector<uint64_t> table_of(nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> freqs) {
@@ -91,7 +87,7 @@ nb::object decode_freqs(nb::handle data, nb::ndarray<const int64_t, nb::ndim<1>,
     p = rans::parse_body(r, count, table, L);
     if (r.left()) throw Corrupt("bytes left after the stream");
   }
-  return decoded(p, count, threads);
+  return decoded(p, threads);
 }
 
 }  // namespace
