@@ -228,6 +228,26 @@ class Container:
         self._check([(where, memoryview(data), seg[2]) for (where, seg), data in zip(items, copies, strict=True)])
         return copies
 
+    def views(self, items: Iterable[tuple[str, Segment]]) -> list[memoryview]:
+        """Payloads as read-only views of the mapped file (no copy), their chunks CRC-checked on
+        threads together. Hand them back to `release` once decoded: the mapping cannot close
+        while a view lives, and their pages stay resident until then."""
+        items = list(items)
+        with memoryview(self._buffer) as whole:
+            views = [whole[offset : offset + length] for _, (offset, length, _) in items]
+        try:
+            self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
+        except BaseException:
+            self.release(items, views)
+            raise
+        return views
+
+    def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview]) -> None:
+        """End `views` (from views(items)) and drop their pages from this process's resident set."""
+        for (_, (offset, length, _)), v in zip(items, views, strict=True):
+            v.release()
+            _release(self._buffer, offset, length)
+
     def _check(self, views: list[tuple[str, memoryview, Any]]) -> None:
         """Raise ContainerError naming the first payload whose bytes do not match their CRC32s."""
         bad = self._first_bad(views)

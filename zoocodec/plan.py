@@ -17,8 +17,10 @@ float64 rounded to the dtype exactly as methods/base.from_float64 rounds them):
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -90,6 +92,19 @@ class Entry:
     @property
     def where(self) -> str:
         return f"tensor {self.name!r}"
+
+
+def spec(method: dict[str, Any]):
+    """The MethodSpec of a header's method dict, built once per distinct dict (a model's
+    tensors share a few; specs are frozen). Failures are not kept: each raises again."""
+    return _spec(json.dumps(method, sort_keys=True))
+
+
+@lru_cache(maxsize=256)
+def _spec(text: str):
+    from zoocodec.methods import spec_from_dict
+
+    return spec_from_dict(json.loads(text))
 
 
 def entries(header: dict[str, Any]) -> dict[str, Entry]:

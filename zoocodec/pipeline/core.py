@@ -307,7 +307,7 @@ class ArchiveBase:
             raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
         e = self.plan[name]
         with self._named(e.where):
-            spec = spec_from_dict(e.method)
+            spec = plan.spec(e.method)
             if segments is None:
                 segments = dict(
                     zip(e.segments, self.container.segments([(e.where, s) for s in e.segments.values()]), strict=True)
@@ -366,40 +366,40 @@ class Archive(ArchiveBase):
         """Decode tensors to native arrays, a batch of up to plan.BATCH_BYTES at a time: the
         batch's chunks CRC-checked on threads together, the payloads its methods declare fused
         (zoocodec/plan.py) entropy-decoded and dequantized into their dtype in one pass of the
-        native pool, the others by their method's own decode."""
+        native pool straight from the mapped file, the others by their method's own decode
+        (from copies: a method may keep views of what it decodes)."""
         out = {}
         for batch in plan.batches([self.plan[n] for n in names]):
-            payloads = iter(self.container.segments([(e.where, s) for e in batch for s in e.segments.values()]))
-            segments = {e.name: {k: next(payloads) for k in e.segments} for e in batch}
-            fused, rest = [], []
-            for e in batch:
-                with self._named(e.where):
-                    spec = spec_from_dict(e.method)
-                    budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
-                    job = plan.fused_job(spec, e, segments[e.name])
-                if job is None:
-                    rest.append(e.name)
-                else:
-                    fused.append((e, job, segments[e.name].pop(job.stream)))
+            items = [(e.where, s) for e in batch for s in e.segments.values()]
+            views = self.container.views(items)
             try:
-                arrays, left = plan.decode(fused, threads)
-            except ContainerError as err:
-                raise ContainerError(f"{self.container.path}: {err}") from None
-            del fused
-            for name in rest + left:
-                arrays[name] = self.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(
-                    side, segs, shape, dtype, consume=True), self._payloads(name, segments))
+                payloads = iter(views)
+                segments = {e.name: {k: next(payloads) for k in e.segments} for e in batch}
+                fused, rest = [], []
+                for e in batch:
+                    with self._named(e.where):
+                        spec = plan.spec(e.method)
+                        budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
+                        job = plan.fused_job(spec, e, segments[e.name])
+                    if job is None:
+                        rest.append(e.name)
+                    else:
+                        fused.append((e, job, segments[e.name][job.stream]))
+                try:
+                    arrays, left = plan.decode(fused, threads)
+                except ContainerError as err:
+                    raise ContainerError(f"{self.container.path}: {err}") from None
+                del fused
+                for name in rest + left:
+                    copies = {k: bytes(v) for k, v in segments.pop(name).items()}
+                    arrays[name] = self.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(
+                        side, segs, shape, dtype, consume=True), copies)
+                    del copies
+            finally:
+                segments = payloads = None
+                self.container.release(items, views)
             out.update((e.name, arrays[e.name]) for e in batch)
         return out
-
-    def _payloads(self, name: str, segments: dict[str, dict[str, bytes]]) -> dict[str, bytes]:
-        """Tensor `name`'s payloads read with its batch (a fused job's stream read again if it was taken)."""
-        got = segments.pop(name)
-        e = self.plan[name]
-        missing = [k for k in e.segments if k not in got]
-        if missing:
-            got.update(zip(missing, self.container.segments([(e.where, e.segments[k]) for k in missing]), strict=True))
-        return got
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
         """One tensor as torch, on `device`: on a GPU, payloads whose method declares a fused
