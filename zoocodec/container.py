@@ -261,10 +261,18 @@ class Container:
             return next((i for i, (_, view, crc) in enumerate(views) if zlib.crc32(view) != crc), None)
         chunk = self.crc_chunk
         jobs = [(i, at) for i, (_, view, _) in enumerate(views) for at in range(0, len(view), chunk)]
-        def crc(job):
-            return zlib.crc32(views[job[0]][1][job[1] : job[1] + chunk])
+        tasks, size = [[]], 0  # consecutive chunks of about `chunk` bytes a task: small payloads share one
+        for i, at in jobs:
+            if size >= chunk:
+                tasks.append([])
+                size = 0
+            tasks[-1].append((i, at))
+            size += min(chunk, len(views[i][1]) - at)
 
-        got = list(_pool().map(crc, jobs) if sum(len(v) for _, v, _ in views) > chunk else map(crc, jobs))
+        def crcs(task):
+            return [zlib.crc32(views[i][1][at : at + chunk]) for i, at in task]
+
+        got = [c for cs in (_pool().map(crcs, tasks) if len(tasks) > 1 else map(crcs, tasks)) for c in cs]
         return next((i for (i, at), c in zip(jobs, got, strict=True) if c != views[i][2][at // chunk]), None)
 
     def verify(self, skip: Iterable[int] = ()) -> int:
