@@ -104,3 +104,26 @@ def test_compress_leaves_the_reconstruction_out_and_code_rebuilds_it():
     assert lean.recon is None and lean.stats == full.stats
     enc = spec.code(t, lean, recon=True)
     assert enc.recon.tobytes() == full.recon.tobytes() and enc.stats == full.stats
+
+
+@pytest.mark.parametrize("bits", [np.uint16, np.uint32])
+@pytest.mark.parametrize("cols", [1, 7, 384, 1001])
+def test_absmax_rows_is_the_largest_magnitude_bits(bits, cols):
+    """The native row maxima (a vectorised copy where the CPU has AVX2) equal NumPy's, signs
+    cleared, infinities and NaN bits included."""
+    w = np.random.default_rng(cols).integers(0, np.iinfo(bits).max, (37, cols), dtype=np.uint64).astype(bits)
+    w[3, 0] = bits(0x7F80 if bits == np.uint16 else 0x7F800000)  # +inf
+    w[5, -1] = np.iinfo(bits).max  # a negative NaN
+    out = np.zeros(37, bits)
+    engine().absmax_rows(w.reshape(-1), cols, out)
+    assert np.array_equal(out, (w & bits(np.iinfo(bits).max >> 1)).max(axis=1))
+
+
+def test_rans_refuses_a_symbol_its_callers_table_lacks():
+    from zoocodec.codecs import native
+
+    symbols = np.array([0, 1, 2, 1] * 5000, np.uint8)
+    assert native.rans_decode_freqs(native.rans_encode_freqs(symbols, np.array([1, 2, 1])), np.array([1, 2, 1]),
+                                    symbols.size).tolist() == symbols.tolist()
+    with pytest.raises(ValueError, match="frequency table does not hold"):
+        native.rans_encode_freqs(symbols, np.array([1, 2, 0]))

@@ -241,9 +241,13 @@ std::vector<uint32_t> pow2_table(const std::vector<uint64_t>& f, int* L) {
   return out;
 }
 
+namespace {
+
+// encode_body; `check`: first make sure every symbol has a frequency (a caller's table), which
+// a table made from the symbols' own histogram (encode) needs not.
 template <class T>
-void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
-                 int threads, Writer& w, T add) {
+void encode_body_checked(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
+                         int threads, Writer& w, T add, bool check) {
   if (chunk < 1) throw std::invalid_argument("chunk must be positive");
   std::vector<uint32_t> cum(freq.size() + 1, 0);
   for (std::size_t s = 0; s < freq.size(); ++s) cum[s + 1] = cum[s] + freq[s];
@@ -255,7 +259,7 @@ void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, in
   std::vector<int> bad(parts, 0);
   parallel_for(parts, threads, [&](std::size_t i) {
     uint64_t lo = i * chunk, m = std::min<uint64_t>(chunk, n - lo);
-    for (uint64_t j = lo; j < lo + m; ++j) {
+    for (uint64_t j = lo; check && j < lo + m; ++j) {
       const T v = static_cast<T>(sym[j] + add);
       if (v >= freq.size() || !freq[v]) {
         bad[i] = 1;
@@ -268,6 +272,14 @@ void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, in
     if (b) throw std::invalid_argument("a symbol the frequency table does not hold");
   for (auto& b : bodies) w.uvarint(b.size());
   for (auto& b : bodies) w.tail.push_back(std::move(b));  // copied once, by the caller, into its result
+}
+
+}  // namespace
+
+template <class T>
+void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
+                 int threads, Writer& w, T add) {
+  encode_body_checked(sym, n, freq, L, chunk, threads, w, add, true);
 }
 
 template <class T>
@@ -300,7 +312,7 @@ void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads
     w.uvarint(run - 1);
     s += run;
   }
-  encode_body(sym, n, freq, L, chunk, threads, w, add);
+  encode_body_checked(sym, n, freq, L, chunk, threads, w, add, false);  // (normalise: each present symbol >= 1)
 }
 
 namespace {
