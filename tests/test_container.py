@@ -12,6 +12,7 @@ from support import run_cli
 from zoocodec.codecs import CODERS, parse_coder
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.errors import ContainerError
+from zoocodec.header import Header, Source
 
 EXPECTED = Path(__file__).parent / "expected" / "golden.sha256"
 
@@ -171,6 +172,23 @@ def test_version_2_damage_is_found(tmp_path):
         zoocodec.decompress(tmp_path / "bad.zc")
 
 
+def test_an_old_spec_is_upgraded_before_its_fields_are_checked(tmp_path):
+    """lossless version 1 named its coder and zstd's level apart (version 2 has no `level`): a
+    header holding it opens and decodes, upgraded first; a wrong type in it is still refused."""
+    from support import Forge
+
+    zoocodec.compress({"w": torch.randn(64, 80)}, tmp_path / "new.zc", "lossless:coder=zstd(level=3)")
+    f = Forge((tmp_path / "new.zc").read_bytes())
+    f.header["tensors"][0]["method"] = {"method": "lossless", "version": 1, "coder": "zstd", "level": 3}
+    old = f.write(tmp_path / "old.zc")
+    with zoocodec.Archive(old) as a:
+        assert str(a.plan["w"].spec) == "lossless:coder=zstd(level=3)"
+    assert torch.equal(zoocodec.decompress(old)["w"], zoocodec.decompress(tmp_path / "new.zc")["w"])
+    f.header["tensors"][0]["method"]["level"] = "3"
+    with pytest.raises(ContainerError, match="invalid header: .*parameter level='3' is not of type int"):
+        zoocodec.decompress(f.write(tmp_path / "bad.zc"))
+
+
 def test_verify_checks_every_byte(tmp_path, monkeypatch, capsys):
     """`zoocodec verify`: a flipped byte anywhere (payload, padding, header, trailer) fails it in
     one line; opening the file does not read the payloads."""
@@ -196,16 +214,16 @@ def test_chunk_checksums_of_a_large_segment(tmp_path):
     out = tmp_path / "c.zc"
     with Container.create(out) as c:
         seg = c.add_segment(payload)
-        c.header = {"tensors": [], "source": {"format": "dict"}, "files": {}}
-    assert len(seg[2]) == 3
+        c.head = Header(Source("dict"), ())
+    assert len(seg.crc) == 3
     with Container.open(out) as c:
-        assert c.segment("it", tuple(seg)) == payload
+        assert c.segment("it", seg) == payload
     for at in (5, CRC_CHUNK + 7, 2 * CRC_CHUNK + 4):
         data = bytearray(out.read_bytes())
         data[seg[0] + at] ^= 1
         out.write_bytes(bytes(data))
         with Container.open(out) as c, pytest.raises(ContainerError, match="payload of it is corrupt"):
-            c.segment("it", tuple(seg))
+            c.segment("it", seg)
         data[seg[0] + at] ^= 1
         out.write_bytes(bytes(data))
 

@@ -6,9 +6,10 @@ import torch
 import zoocodec
 from zoocodec.codecs import ans, native
 from zoocodec.errors import ContainerError
-from zoocodec.methods import spec_from_dict
+from zoocodec.header import TensorEntry
+from zoocodec.methods import parse_spec
 from zoocodec.methods.base import from_float64
-from zoocodec.plan import KINDS, Affine, Entry, decode
+from zoocodec.plan import KINDS, Affine, decode
 
 
 def own_decode(a: zoocodec.Archive, name: str) -> np.ndarray:
@@ -65,7 +66,7 @@ def test_rounding_into_each_dtype_is_numpys(dtype):
         s = symbols.reshape(3, -1)
         with np.errstate(over="ignore"):
             want = from_float64(s.astype(np.float64) * rows[:, None], dtype)
-        e = Entry("t", s.shape, dtype, {}, {}, {})
+        e = TensorEntry("t", s.shape, dtype, parse_spec("uniform"), {}, {})
         got, left = decode([(e, Affine("symbols", rows), ans.encode(s))])
         assert not left
         assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8)), step
@@ -75,7 +76,7 @@ def test_codebook_index_out_of_range_is_refused():
     """A forged index stream that points past the codebook: ContainerError, not a read outside it."""
     from zoocodec.plan import Lookup
 
-    e = Entry("t", (2, 600), "float16", {}, {}, {})
+    e = TensorEntry("t", (2, 600), "float16", parse_spec("kmeans:k=4"), {}, {})
     book = np.linspace(-1, 1, 8)
     with pytest.raises(ContainerError, match="codebook index 4 out of range 0..3"):
         decode([(e, Lookup("indices", book, 4, 600), ans.encode(np.arange(1200) % 5))])
@@ -92,7 +93,7 @@ def test_damaged_stream_is_named(tmp_path):
     with zoocodec.Archive(out) as a:
         e = a.plan["f32"]
         payload = bytearray(a.container.segment("f32", e.segments["symbols"]))
-        steps = spec_from_dict(e.method).fused(e.side, {"steps": a.container.segment("s", e.segments["steps"])},
+        steps = e.spec.fused(e.side, {"steps": a.container.segment("s", e.segments["steps"])},
                                                e.shape, e.dtype)
     payload[len(payload) // 2] ^= 0x55
     with pytest.raises(ContainerError, match="tensor 'f32': corrupt entropy-coded payload"):

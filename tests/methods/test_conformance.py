@@ -19,6 +19,7 @@ import pytest
 from conformance import outside, refused_in_one_line, same
 from zoocodec import plan
 from zoocodec.errors import SpecError
+from zoocodec.header import TensorEntry
 from zoocodec.kernels.backend import gpu_available
 from zoocodec.methods import REGISTRY, MethodSpec, TensorData, parse_spec, spec_from_dict
 from zoocodec.methods.base import from_float64
@@ -85,7 +86,7 @@ def test_fused_decode_equals_decode(text, dtype):
     for shape in [(12, 40), (40,), (3, 4, 10)]:
         enc, out = round_trip(spec, weights(shape, dtype))
         side = json.loads(json.dumps(enc.side))
-        entry = plan.Entry("t", shape, dtype, spec.to_dict(), side, {})
+        entry = TensorEntry("t", shape, dtype, spec, side, {})
         job = plan.fused_job(spec, entry, enc.segments)
         if job is None or not job.cpu:
             continue

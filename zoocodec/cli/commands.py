@@ -258,7 +258,7 @@ def decompress(
     dev = resolve(device)
     with Archive(container) as a:
         total = len(a.names())
-        fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
+        fmt = output_format(output, a.head.source.format, a.head.files, format)
     check_output(output, [container], folder=fmt == "hf")
     with progress(total, "decoding") as step:
         run(container, output, fmt, progress=step, device=dev)
@@ -286,11 +286,8 @@ def inspect(
     from zoocodec.container import Container
     from zoocodec.pipeline.core import inspect as run
 
-    c = Container.open(container, verify=False)
-    try:
-        is_sequence = isinstance(c.header.get("meta", {}).get("sequence"), dict)
-    finally:
-        c.close()
+    with Container.open(container, verify=False) as c:
+        is_sequence = c.head.sequence is not None
     if is_sequence:
         _inspect_seq(container, json_out)
         return
@@ -435,7 +432,7 @@ def decompress_seq(
     with SeqArchive(container) as a:
         which = member if member in a.labels or not member.lstrip("-").isdigit() else int(member)
         a.member_index(which)
-        fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
+        fmt = output_format(output, a.head.source.format, a.head.files, format)
     check_output(output, [container], folder=fmt == "hf")
     with working(f"decoding member {which}"):
         run(container, which, output, fmt)
