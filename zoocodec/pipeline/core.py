@@ -440,6 +440,7 @@ def inspect(path: str | os.PathLike) -> dict[str, Any]:
         h = a.head
         rows = [{
             "name": e.name, "shape": list(e.shape), "dtype": e.dtype, "method": str(e.spec),
+            "lossless": e.spec.lossless,
             "bits_per_weight": 8 * e.stored_bytes / max(e.numel, 1),
             "ratio": e.raw_bytes / max(e.stored_bytes, 1), "bytes": e.stored_bytes,
             "sqnr_db": None if e.stats is None else e.stats.sqnr_db,
