@@ -86,20 +86,29 @@ def str_map(v: Any, what: str) -> None:
 def spec_of(d: Any, what: str):
     """A method spec's JSON -> the MethodSpec: a registered method, upgraded from an older
     version first (so a parameter a later version removed is no error), then its parameters'
-    JSON types checked (k=16, not "16" or 16.0), nested coders' too, then its ranges."""
+    JSON types checked (k=16, not "16" or 16.0), nested coders' too, then its ranges. Specs are
+    immutable, so the tensors of a header that share a spec's JSON share one parse."""
+    try:
+        return _spec(json.dumps(obj(d, what), sort_keys=True))
+    except Invalid as e:
+        raise Invalid(f"{what}: {e}") from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _spec(text: str):
     from zoocodec.methods import spec_from_dict  # the registry: methods import numpy only
     from zoocodec.registry import METHODS
 
-    d = obj(d, what)
+    d = json.loads(text)
     cls = METHODS.get(d["method"]) if isinstance(d.get("method"), str) else None
     if cls is None:
-        raise Invalid(f"{what}: unknown method {d.get('method')!r}")
+        raise Invalid(f"unknown method {d.get('method')!r}")
     try:
         current = _upgraded(cls, d)
-        _fields(cls, current, what)
+        _fields(cls, current, "")
         return spec_from_dict(current)
     except ZoocodecError as e:
-        raise Invalid(f"{what}: {e}") from None
+        raise Invalid(str(e)) from None
 
 
 def _upgraded(cls: type, d: dict) -> dict:
@@ -114,7 +123,7 @@ def _upgraded(cls: type, d: dict) -> dict:
                         f"({type(e).__name__}: {e})") from None
 
 
-def _fields(cls: type, d: dict, what: str) -> None:
+def _fields(cls: type, d: dict, prefix: str) -> None:
     """The JSON types of a spec dataclass's fields (k=16, not "16" or 16.0), nested coder specs
     (upgraded first) too."""
     from zoocodec.registry import CODERS
@@ -124,12 +133,12 @@ def _fields(cls: type, d: dict, what: str) -> None:
         if key in (cls.kind, "version"):
             continue
         if key not in fields:
-            raise Invalid(f"{what}: {cls.__name__} has no parameter {key!r}")
+            raise Invalid(f"{prefix}{cls.__name__} has no parameter {key!r}")
         if isinstance(value, dict) and isinstance(value.get("coder"), str) and value["coder"] in CODERS:
             coder = CODERS[value["coder"]]
-            _fields(coder, _upgraded(coder, value), f"{what}: coder {value['coder']!r}")
+            _fields(coder, _upgraded(coder, value), f"{prefix}coder {value['coder']!r}: ")
         elif not _json_type_ok(hints[key], value):
-            raise Invalid(f"{what}: parameter {key}={value!r} is not of type {_type_name(hints[key])}")
+            raise Invalid(f"{prefix}parameter {key}={value!r} is not of type {_type_name(hints[key])}")
 
 
 @functools.cache
