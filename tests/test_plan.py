@@ -8,7 +8,7 @@ from zoocodec.codecs import ans, native
 from zoocodec.errors import ContainerError
 from zoocodec.header import TensorEntry
 from zoocodec.methods import parse_spec
-from zoocodec.methods.base import from_float64
+from zoocodec.methods.arrays import from_float64
 from zoocodec.plan import KINDS, Affine, decode
 
 
@@ -58,7 +58,7 @@ def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_rounding_into_each_dtype_is_numpys(dtype):
     """Steps that put products on float16 subnormals, overflow, and bfloat16 ties: the native
-    conversion of each float64 product equals methods/base.from_float64."""
+    conversion of each float64 product equals methods/arrays.from_float64."""
     g = np.random.default_rng(3)
     symbols = g.integers(-300, 300, 60_000)
     for step in (2.0 ** -24 / 3, 6.1e-5 / 7, 0.1, 1 / 3, 300.0, 1e30, 3.4e38 / 200, 2.0 ** -140):

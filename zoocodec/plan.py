@@ -9,7 +9,7 @@ CUDA decoder (kernels/decode.py) takes the same descriptions. So adding a method
 editing a decoder: a method whose dequantization is one of these kinds returns it.
 
 Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; values in
-float64 rounded to the dtype exactly as methods/base.from_float64 rounds them):
+float64 rounded to the dtype exactly as methods/arrays.from_float64 rounds them):
     Affine   value = symbol * steps[row]               (uniform)
     Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
     Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py; the

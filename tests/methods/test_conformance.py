@@ -22,7 +22,7 @@ from zoocodec.errors import SpecError
 from zoocodec.header import TensorEntry
 from zoocodec.kernels.backend import gpu_available
 from zoocodec.methods import REGISTRY, MethodSpec, TensorData, parse_spec, spec_from_dict
-from zoocodec.methods.base import from_float64
+from zoocodec.methods.arrays import from_float64
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import range_of
 

@@ -28,7 +28,8 @@ import numpy as np
 from zoocodec.codecs.video import MemberVideo, VideoCoder
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, inner_method, nested_text, register
+from zoocodec.methods.arrays import from_float64
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, inner_method, nested_text, register
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.methods.uniform import Uniform, load_steps, store_steps
 from zoocodec.registry import METHOD_TEXT, ints, one_of

@@ -29,7 +29,7 @@ from zoocodec.fsutil import check_output
 from zoocodec.header import Header, Source, Stats, TensorEntry
 from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
-from zoocodec.methods.base import ErrorStats, error_stats
+from zoocodec.methods.arrays import ErrorStats, error_stats
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.pipeline import batch as batch_mod, zoo
 from zoocodec.pipeline.modelio import (
