@@ -193,6 +193,15 @@ def test_declarations_hold(cls):
         k = np.arange(-20, 20).reshape(4, 10)
         q = default.with_step(0.25).quantize(TensorData("t", "float32", (k * 0.25).astype(np.float32)))
         assert [s.ravel().tolist() for s in q.symbols.values()] == [k.ravel().tolist()]
+    if cls.name != "sequence":  # a shared grid is what a sequence's delta coding needs from its inner method
+        delta = f"sequence:mode=delta,then={cls.name}"
+        if cls.shared_grid:
+            members = TensorData("t", "float32", np.stack([weights((12, 40)).array] * 2))
+            assert parse_spec(delta).on_grid
+            check_round_trip(parse_spec(delta), members)
+        else:
+            with pytest.raises(SpecError):
+                parse_spec(delta)
 
 
 @pytest.mark.gpu

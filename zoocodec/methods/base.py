@@ -116,6 +116,9 @@ class MethodSpec(Spec):
     # nearest rounding on its grid: values handed over on the grid (k * step) quantize to k, so
     # data-aware rounding (tuning/calibrate.py) may choose the symbols for it
     rounds_nearest: ClassVar[bool] = False
+    # steps_for(amax) gives a step per row from the largest |w| of several tensors, so a sequence
+    # (methods/sequence.py) puts all its members on one grid and codes their deltas
+    shared_grid: ClassVar[bool] = False
     # spec texts of its other modes, run with the default by the conformance suite
     # (tests/methods/test_conformance.py) and the batching tests
     examples: ClassVar[tuple[str, ...]] = ()
@@ -279,7 +282,7 @@ def default_bits(spec: MethodSpec) -> None:
         object.__setattr__(spec, "bits", 8)
 
 
-CAPABILITIES = ("lossless", "gpu", "batch_on_cpu", "steppable", "grouped_steps", "rounds_nearest")
+CAPABILITIES = ("lossless", "gpu", "batch_on_cpu", "steppable", "grouped_steps", "rounds_nearest", "shared_grid")
 
 STEP_OR_BITS: dict[str, Range] = {"step": positive(), "bits": ints(2, 16)}  # the quantizers' two ways to a step
 

@@ -96,6 +96,7 @@ class Uniform(MethodSpec):
     gpu = True
     steppable = True
     rounds_nearest = True
+    shared_grid = True
     examples = ("uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
                 "uniform:bits=4,group=16,zero=true")
 
