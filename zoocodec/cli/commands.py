@@ -18,6 +18,7 @@ from zoocodec.cli.options import (
     budgeted,
     build_spec,
     check_output,
+    coders_help,
     model_path,
     note_nvdec,
     typed,
@@ -55,9 +56,7 @@ def compress(
     allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf "
                                                        "lossless instead of failing")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-    coder: Annotated[str | None, typer.Option(help="symbol coder: ans, ctx, cabac, video-h264, video-hevc; "
-                                                   "masks: flags; --method lossless: float, zstd, raw "
-                                                   "(see `zoocodec methods`)")] = None,
+    coder: Annotated[str | None, typer.Option(help=coders_help())] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless coding "
                                                               "of the symbols (the default)")] = False,
     crf: Annotated[int | None, typer.Option(help="video: lossy, the encoder's constant rate factor 0..51")] = None,
