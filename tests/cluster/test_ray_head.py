@@ -47,7 +47,10 @@ def head():
         pytest.skip("ray is not installed (pip install 'zoocodec[ray]')")
     ray_bin = str(Path(sys.executable).with_name("ray"))
     temp = tempfile.mkdtemp(prefix="zcr", dir="/tmp")
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    # The job's entrypoint `zoocodec` is found on the head's PATH: put this interpreter's bin first,
+    # as an activated virtualenv would (pytest is often run as .venv/bin/python without activating).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, PATH=path, RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     env.pop("RAY_ADDRESS", None)
     port, dash = free_port(), free_port()
     subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
