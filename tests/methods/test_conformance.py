@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conformance import outside, refused_in_one_line, same
-from zoocodec import plan
+from zoocodec import plan, schema
 from zoocodec.errors import SpecError
 from zoocodec.header import TensorEntry
 from zoocodec.kernels.backend import gpu_available
@@ -159,6 +159,7 @@ def test_spec_json_round_trip_and_versions(text):
     d = json.loads(json.dumps(spec.to_dict()))
     assert d["method"] == spec.name and d["version"] == type(spec).version
     assert spec_from_dict(d) == spec == parse_spec(str(spec))
+    assert schema.spec_of(d, "its header entry") == spec  # what a file's header reader accepts (JSON types)
     assert type(spec).upgrade(d, spec.version) == d
     with pytest.raises(SpecError, match="newer than this zoocodec"):
         spec_from_dict({**d, "version": spec.version + 1})
