@@ -73,7 +73,8 @@ def test_emulated_trellis_with_rates_per_state_and_ties():
         assert np.array_equal(R.dq_trellis_emulated(x, ctx, -10, bits, lam), R.dq_trellis(x, ctx, -10, bits, lam, np))
         assert np.array_equal(R.dq_trellis_emulated(x, ctx, -10, bits[:, :1], lam),
                               R.dq_trellis(x, ctx, -10, bits[:, 0], lam, np))
-        assert np.array_equal(R.decide_emulated(x, ctx, -10, bits[:, 0], lam), R.decide(x, ctx, -10, bits[:, 0], lam, np))
+        assert np.array_equal(R.decide_emulated(x, ctx, -10, bits[:, 0], lam),
+                              R.decide(x, ctx, -10, bits[:, 0], lam, np))
     empty = np.zeros((4, 0))
     assert R.dq_trellis_emulated(empty, empty.astype(int), 0, bits, 0.1).shape == (4, 0)
 
