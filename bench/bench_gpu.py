@@ -246,15 +246,24 @@ def kmeans_case(name: str, scale: float) -> dict:
     for B, n, ks in ((1, n64, (4, 16)), (1, 4 * n64, (4, 16)), (4096, n64 // 4096, (4, 16))):
         x = cupy.asarray(np.random.default_rng(0).laplace(0, 0.05, B * n).astype(np.float32)).reshape(B, n)
         for k in ks:
-            plan = K.CudaLloyd(x, K.kmeanspp_init(x, k, seed=0), K.fixed_point_scales(x))
+            init, scales = K.kmeanspp_init(x, k, seed=0), K.fixed_point_scales(x)
+            plan = K.CudaLloyd(x, init, scales)
             s = gpu_time(lambda plan=plan: [plan.step() for _ in range(10)]) / 10
+            kernel = plan.launches[0][0] if len(plan.launches[0]) == 4 else "lloyd_pass"
+            # the peer: lloyd_pass (per-lane sum and count apart, the search in shared memory), same centroids
+            old = K.CudaLloyd(x, init, scales, pass16=False)
+            s_old = gpu_time(lambda old=old: [old.step() for _ in range(10)]) / 10
+            same = bool((plan.c == old.c).all())
             bw = x.nbytes / s
-            rows.append({"weights": B * n, "problems": B, "k": k, "s_per_iter": s, "bytes_per_s": bw,
+            rows.append({"weights": B * n, "problems": B, "k": k, "kernel": kernel, "s_per_iter": s, "bytes_per_s": bw,
                          "fraction_of_copy_bandwidth": bw / copy_bw,
-                         "fraction_of_datasheet_peak": bw / peak if peak else None})
+                         "fraction_of_datasheet_peak": bw / peak if peak else None,
+                         "lloyd_pass_s_per_iter": s_old, "speedup_vs_lloyd_pass": s_old / s,
+                         "same_centroids_as_lloyd_pass": same})
             print(
-                f"k-means {B}x{n} k={k}: {s * 1e3:.2f} ms/iter, {bw / 1e12:.2f} TB/s = "
-                f"{bw / copy_bw:.0%} of the measured copy, {bw / peak if peak else float('nan'):.0%} of the datasheet",
+                f"k-means {B}x{n} k={k} ({kernel}): {s * 1e3:.2f} ms/iter, {bw / 1e12:.2f} TB/s = "
+                f"{bw / copy_bw:.0%} of the measured copy, {bw / peak if peak else float('nan'):.0%} of the datasheet; "
+                f"lloyd_pass {s_old * 1e3:.2f} ms ({s_old / s:.2f}x), same centroids {same}",
                 flush=True,
             )
         del x, plan

@@ -72,7 +72,7 @@ for f in zoocodec/kernels/*.cu; do
 done
 timeout "$(limit 60)" $PY -c "
 from zoocodec.kernels import decode, kmeans, rdoq, uniform
-for m, names in ((kmeans, ('lloyd_pass', 'lloyd_small')), (rdoq, ('rdoq_decide', 'dq_trellis_1', 'dq_trellis_4')),
+for m, names in ((kmeans, ('lloyd_pass', 'lloyd_pass16', 'lloyd_small')), (rdoq, ('rdoq_decide', 'dq_trellis_1', 'dq_trellis_4')),
                  (decode, tuple(k for k, _ in decode.KINDS.values()) + tuple(decode.PACKED_KERNELS.values())
                   + ('rans_bytes', 'planes_merge4', 'planes_merge2')),
                  (uniform, tuple(uniform.KERNELS.values()))):
