@@ -73,3 +73,9 @@ def test_cli(tmp_path, monkeypatch, capsys):
     assert code == 0, err
     with Archive(tmp_path / "r.zc") as a:
         assert all(G.job(a, n) is not None for n in a.names())
+
+
+def test_automatic_mode_refuses_before_any_work(tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "compress", "mnist-cnn", "-o", tmp_path / "a.zc", "--target-loss", "1%",
+                           "--method", "dq", "--decode-on", "gpu")
+    assert code == 2 and "method 'dq' has no GPU decoder" in err and "split" not in err

@@ -109,9 +109,10 @@ def compress(
                                            ("--crf", crf is not None), ("--hw", hw)) if given]
         if unused:
             raise ZoocodecError(f"automatic mode (--target-loss) does not take {', '.join(unused)}")
+        choose = coder is None and "coder=" not in method
+        for_decoder(build_spec(method, coder=coder), decode_on, choose)  # refused before any work
         _auto(model, output, target_loss, task, build_spec(method, coder=coder), min_size, json_out,
-              inputs, module, output_kind, choose_coder=coder is None and "coder=" not in method, start=start,
-              calib=calib, decode_on=decode_on)
+              inputs, module, output_kind, choose_coder=choose, start=start, calib=calib, decode_on=decode_on)
         return
     if task is not None or inputs is not None or module is not None or output_kind is not None or calib is not None:
         raise ZoocodecError("--task, --inputs, --calib, --module and --output-kind belong to automatic mode: "
