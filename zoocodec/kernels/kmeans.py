@@ -26,7 +26,8 @@ one array operation over the whole batch (no Python loop over problems or weight
 
 On CuPy arrays the heavy loops run in the CUDA kernels of kmeans.cu: one launch per
 Lloyd iteration reads every weight once, assigns it, adds it to per-block shared-memory
-sums, and its last block per problem computes the new centroids; small problems
+sums (for k <= 16, lloyd_pass16: the midpoints in registers, each lane's count and sum of a
+cluster packed in one word), and its last block per problem computes the new centroids; small problems
 (n <= 4096, k <= 8, e.g. LNQ units) run every Lloyd iteration of one problem in one
 warp. `cuda=False` runs the generic `xp` path (sorted or streaming) on CuPy instead.
 """
