@@ -119,6 +119,9 @@ class MethodSpec(Spec):
     # steps_for(amax) gives a step per row from the largest |w| of several tensors, so a sequence
     # (methods/sequence.py) puts all its members on one grid and codes their deltas
     shared_grid: ClassVar[bool] = False
+    # its fused() describes its payloads to the GPU decoder when its coder has `gpu_decode`
+    # (kernels/decode.py; `compress --decode-on gpu` keeps to these methods)
+    gpu_decode: ClassVar[bool] = False
     # spec texts of its other modes, run with the default by the conformance suite
     # (tests/methods/test_conformance.py) and the batching tests
     examples: ClassVar[tuple[str, ...]] = ()
@@ -282,7 +285,8 @@ def default_bits(spec: MethodSpec) -> None:
         object.__setattr__(spec, "bits", 8)
 
 
-CAPABILITIES = ("lossless", "gpu", "batch_on_cpu", "steppable", "grouped_steps", "rounds_nearest", "shared_grid")
+CAPABILITIES = ("lossless", "gpu", "batch_on_cpu", "steppable", "grouped_steps", "rounds_nearest", "shared_grid",
+                "gpu_decode")
 
 STEP_OR_BITS: dict[str, Range] = {"step": positive(), "bits": ints(2, 16)}  # the quantizers' two ways to a step
 

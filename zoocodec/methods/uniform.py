@@ -97,6 +97,7 @@ class Uniform(MethodSpec):
     steppable = True
     rounds_nearest = True
     shared_grid = True
+    gpu_decode = True  # not group-wise steps: fused() leaves those to dequantize()
     examples = ("uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
                 "uniform:bits=4,group=16,zero=true")
 
