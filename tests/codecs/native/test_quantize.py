@@ -127,3 +127,31 @@ def test_rans_refuses_a_symbol_its_callers_table_lacks():
                                     symbols.size).tolist() == symbols.tolist()
     with pytest.raises(ValueError, match="frequency table does not hold"):
         native.rans_encode_freqs(symbols, np.array([1, 2, 0]))
+
+
+def test_the_avx2_and_plain_copies_agree(tmp_path):
+    """The quantizer's and the row maxima's AVX2 copies (chosen at run time) give the bytes the
+    plain copies give: a second process with ZOOCODEC_NO_AVX2 set computes the same."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from zoocodec.methods import TensorData, parse_spec\n"
+        "from zoocodec.codecs.native import engine\n"
+        "w = np.random.default_rng(3).laplace(0, 0.02, (97, 333)).astype(np.float32)\n"
+        "w.reshape(-1)[::89] = -1e-9\n"
+        "out = []\n"
+        "bf16 = (w.view(np.uint32) >> 16).astype(np.uint16)\n"
+        "for t in (TensorData('w', 'float32', w), TensorData('w', 'bfloat16', bf16)):\n"
+        "    q = parse_spec('uniform:bits=8').quantize(t)\n"
+        "    top = np.zeros(97, np.uint32 if t.dtype == 'float32' else np.uint16)\n"
+        "    engine().absmax_rows(t.array.reshape(-1).view(top.dtype), 333, top)\n"
+        "    out += [q.symbols['symbols'].tobytes(), q.recon.tobytes(), repr(q.stats).encode(), top.tobytes()]\n"
+        "sys.stdout.buffer.write(b'|'.join(x.hex().encode() for x in out))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    runs = [subprocess.run([sys.executable, "-c", script], env={**env, **extra}, capture_output=True, check=True).stdout
+            for extra in ({}, {"ZOOCODEC_NO_AVX2": "1"})]
+    assert runs[0] == runs[1] and len(runs[0]) > 1000

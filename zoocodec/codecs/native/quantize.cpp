@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -14,7 +15,8 @@ namespace {
 
 constexpr std::size_t BLOCK = 128;      // NumPy's PW_BLOCKSIZE: 8 accumulators below it
 constexpr std::size_t TASK = 1 << 15;   // subtrees of the summation tree run as one task
-const bool has_avx2 = __builtin_cpu_supports("avx2");  // the vectorised copies below run where it is
+// The AVX2 copies below run where the CPU has it, unless ZOOCODEC_NO_AVX2 is set (tests compare the two).
+const bool has_avx2 = __builtin_cpu_supports("avx2") && !std::getenv("ZOOCODEC_NO_AVX2");
 
 inline double value(uint32_t bits, Kind) {
   float f;
