@@ -32,7 +32,7 @@ RAW, ORDER0, ZSTD = 0, 1, 2
 ZSTD_LEVEL = 3
 SAMPLE = 1 << 20  # bytes of a plane zstd is tried on before the whole plane
 SMALL = 1 << 17  # planes up to this size are tried whole; up to SAMPLE, on a sample of this size
-PRECISION = 14  # rANS probability bits at most: a 16 KB decoding table stays in L1
+PRECISION = 12  # rANS probability bits at most: one 32-bit table entry a slot, the vector decoder's (16 KB)
 _UINT = {2: np.uint16, 4: np.uint32}
 
 

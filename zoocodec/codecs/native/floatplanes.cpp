@@ -6,6 +6,11 @@
 // fills the top byte); plane 0 holds the top byte of every value, plane width-1 the lowest.
 #include "floatplanes.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define ZC_AVX2 1
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -18,6 +23,9 @@ namespace zc::planes {
 namespace {
 
 constexpr uint64_t CHUNK = 1 << 16;  // values a task splits or rebuilds when no plane is rANS-coded
+
+inline uint32_t load16(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8; }
+inline uint32_t load32(const uint8_t* p) { return load16(p) | load16(p + 2) << 16; }
 
 template <class U>
 inline U rotl1(U u) { return static_cast<U>(u << 1 | u >> (8 * sizeof(U) - 1)); }
@@ -75,9 +83,163 @@ struct Plane {
   rans::Parsed coded;
 };
 
+// rANS planes decoded with AVX2: the 8 interleaved states of a substream are one vector, and
+// S substreams (consecutive chunks) advance together so that the gathers of one hide the
+// latency of the others. Same bitstream as rans::decode_substream, same checks; it takes
+// substreams of 8 lanes under a packed table (byte symbols, L <= 12) and leaves the others to
+// rans.cpp.
+struct Lanes {
+  const uint8_t* q;
+  const uint8_t* end;
+  uint8_t* out;
+  uint64_t j, m;
+  alignas(32) uint32_t x[rans::LANES];
+};
+
+// The rest of a substream one symbol at a time, then the end checks of rans::decode_substream.
+void lanes_finish(const uint32_t* pk, int L, Lanes& s) {
+  const uint32_t mask = (1u << L) - 1;
+  const uint8_t* q = s.q;
+  for (uint64_t j = s.j; j < s.m; ++j) {
+    uint32_t& x = s.x[j % rans::LANES];
+    uint32_t e = pk[x & mask];
+    s.out[j] = static_cast<uint8_t>(e);
+    x = (e >> 20) * (x >> L) + (e >> 8 & 0xfff);
+    if (x < rans::STATE_LO) {
+      if (s.end - q < 2) throw Corrupt("substream ends early");
+      x = x << 16 | load16(q);
+      q += 2;
+    }
+  }
+  if (q != s.end) throw Corrupt("substream has bytes left over");
+  for (uint32_t x : s.x)
+    if (x != rans::STATE_LO) throw Corrupt("substream does not end in the initial state");
+}
+
+#ifdef ZC_AVX2
+// Lane permutations of the renormalisation words: for a mask of the lanes that read a word,
+// lane k takes word number (set lanes below k).
+struct Expand {
+  alignas(32) uint32_t idx[256][8];
+  Expand() {
+    for (int m = 0; m < 256; ++m)
+      for (int k = 0, w = 0; k < 8; ++k) {
+        idx[m][k] = static_cast<uint32_t>(w);
+        w += m >> k & 1;
+      }
+  }
+};
+const Expand EXPAND;
+
+template <int S>
+__attribute__((target("avx2,popcnt"))) void lanes_avx2(const uint32_t* pk, int L, Lanes* s) {
+  const __m256i mask = _mm256_set1_epi32((1 << L) - 1), lo12 = _mm256_set1_epi32(0xfff),
+                lo8 = _mm256_set1_epi32(0xff), zero = _mm256_setzero_si256();
+  const __m128i shift = _mm_cvtsi32_si128(L);
+  // byte 0 of each 32-bit lane, per 128-bit half, to its low 4 bytes
+  const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  __m256i x[S];
+  const uint8_t* q[S];
+  uint8_t* out[S];
+  uint64_t j = 0, m = UINT64_MAX;  // groups done, and the fewest any substream has left
+  for (int k = 0; k < S; ++k) {
+    x[k] = _mm256_load_si256(reinterpret_cast<const __m256i*>(s[k].x));
+    q[k] = s[k].q;
+    out[k] = s[k].out + s[k].j;
+    m = std::min(m, s[k].m - s[k].j);
+  }
+  for (;; j += rans::LANES) {
+    bool room = j + rans::LANES <= m;
+    for (int k = 0; k < S; ++k) room &= s[k].end - q[k] >= 2 * rans::LANES;
+    if (!room) break;
+    for (int k = 0; k < S; ++k) {
+      __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(pk), _mm256_and_si256(x[k], mask), 4);
+      __m256i nx = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_srli_epi32(e, 20), _mm256_srl_epi32(x[k], shift)),
+                                    _mm256_and_si256(_mm256_srli_epi32(e, 8), lo12));
+      __m256i small = _mm256_cmpeq_epi32(_mm256_srli_epi32(nx, 16), zero);
+      unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(small)));
+      __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q[k])));
+      w = _mm256_permutevar8x32_epi32(w, _mm256_load_si256(reinterpret_cast<const __m256i*>(EXPAND.idx[bits])));
+      x[k] = _mm256_blendv_epi8(nx, _mm256_or_si256(_mm256_slli_epi32(nx, 16), w), small);
+      q[k] += 2 * _mm_popcnt_u32(bits);
+      __m256i sym = _mm256_shuffle_epi8(_mm256_and_si256(e, lo8), pick);
+      uint64_t group = static_cast<uint32_t>(_mm256_cvtsi256_si32(sym)) |
+                       uint64_t(static_cast<uint32_t>(_mm256_extract_epi32(sym, 4))) << 32;
+      std::memcpy(out[k] + j, &group, 8);
+    }
+  }
+  for (int k = 0; k < S; ++k) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(s[k].x), x[k]);
+    s[k].q = q[k];
+    s[k].j += j;
+  }
+}
+
+const bool AVX2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+#else
+constexpr bool AVX2 = false;
+template <int S>
+void lanes_avx2(const uint32_t*, int, Lanes*) {}  // never called: vector_ready is false
+#endif
+
+bool vector_ready(const rans::Parsed& p) { return AVX2 && p.L >= 1 && p.L <= 12 && !p.packed.empty(); }
+
+// Substreams first .. first + count of a plane (its symbols from `first` x chunk on, `size`
+// of them) into out.
+void decode_plane(const rans::Parsed& p, std::size_t first, std::size_t count, uint64_t size, uint8_t* out) {
+  if (p.L == 0) {
+    std::memset(out, static_cast<int>(p.constant), size);
+    return;
+  }
+  constexpr std::size_t MAXS = 4;
+  Lanes lanes[MAXS];
+  std::size_t ns = 0;
+  for (std::size_t i = first; i < first + count; ++i) {
+    uint64_t m = std::min<uint64_t>(p.chunk, p.n - i * p.chunk);
+    uint8_t* o = out + (i - first) * p.chunk;
+    if (!vector_ready(p) || rans::lanes(m) != rans::LANES) {
+      rans::decode_substream(p, i, o);
+      continue;
+    }
+    Lanes& s = lanes[ns++];
+    s.q = p.body[i];
+    s.end = s.q + p.length[i];
+    if (s.end - s.q < 4 * rans::LANES) throw Corrupt("substream ends early");
+    for (int k = 0; k < rans::LANES; ++k, s.q += 4) {
+      s.x[k] = load32(s.q);
+      if (s.x[k] < rans::STATE_LO) throw Corrupt("bad rANS state");
+    }
+    s.out = o, s.j = 0, s.m = m;
+  }
+  // Groups of the substreams still running: a shorter last substream, or one near its end,
+  // leaves the group, and the others go on together.
+  const uint32_t* pk = p.packed.data();
+  Lanes* run[MAXS];
+  for (std::size_t k = 0; k < ns; ++k) run[k] = &lanes[k];
+  while (ns) {
+    Lanes group[MAXS];
+    for (std::size_t k = 0; k < ns; ++k) group[k] = *run[k];
+    if (ns == 4) lanes_avx2<4>(pk, p.L, group);
+    else if (ns == 3) lanes_avx2<3>(pk, p.L, group);
+    else if (ns == 2) lanes_avx2<2>(pk, p.L, group);
+    else lanes_avx2<1>(pk, p.L, group);
+    std::size_t left = 0;
+    for (std::size_t k = 0; k < ns; ++k) {
+      *run[k] = group[k];
+      if (run[k]->j + rans::LANES <= run[k]->m && run[k]->end - run[k]->q >= 2 * rans::LANES)
+        run[left++] = run[k];
+      else
+        lanes_finish(pk, p.L, *run[k]);
+    }
+    ns = left;
+  }
+}
+
 template <class U>
 void merge_into(U* out, uint64_t n, std::vector<Plane>& planes, int threads) {
   constexpr int W = sizeof(U);
+  constexpr std::size_t GROUP = 4;  // substreams a task decodes together (see lanes_avx2)
   uint64_t chunk = 0;
   for (auto& p : planes)
     if (p.mode == RANS && p.coded.L > 0) {
@@ -86,8 +248,11 @@ void merge_into(U* out, uint64_t n, std::vector<Plane>& planes, int threads) {
     }
   if (!chunk) chunk = CHUNK;
   if (chunk > (uint64_t(1) << 24)) throw Corrupt("substreams over 2^24 values");
-  parallel_for((n + chunk - 1) / chunk, threads, [&](std::size_t c) {
-    uint64_t lo = c * chunk, m = std::min(n - lo, chunk);
+  const std::size_t chunks = (n + chunk - 1) / chunk;
+  const std::size_t group = chunk <= CHUNK ? GROUP : 1;  // a task's buffer stays within 4 x 64K values
+  parallel_for((chunks + group - 1) / group, threads, [&](std::size_t t) {
+    const std::size_t c0 = t * group, nc = std::min(group, chunks - c0);
+    const uint64_t lo = c0 * chunk, m = std::min(n - lo, nc * chunk);
     thread_local std::vector<uint8_t> buf;  // reused: a fresh 256 KB block would be mmapped
     const uint8_t* src[W];
     for (int k = 0; k < W; ++k) {
@@ -97,10 +262,7 @@ void merge_into(U* out, uint64_t n, std::vector<Plane>& planes, int threads) {
       } else {
         if (buf.size() < W * m) buf.resize(W * m);
         uint8_t* b = buf.data() + k * m;
-        if (p.coded.L == 0)
-          std::memset(b, static_cast<int>(p.coded.constant), m);
-        else
-          rans::decode_substream(p.coded, c, b);
+        decode_plane(p.coded, c0, nc, m, b);
         src[k] = b;
       }
     }

@@ -4,16 +4,40 @@
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
 #include "buffer.h"
 #include "floatplanes.h"
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 namespace nb = nanobind;
 using namespace zc;
 
 namespace {
+
+// A new 1-D NumPy array like new_array, on transparent huge pages when it spans a few of
+// them: faulting in a fresh 90 MB output page by page cost more than decoding it (NumPy
+// asks for huge pages the same way).
+template <class T>
+Array1<T> big_array(std::size_t n, T** data) {
+  constexpr std::size_t HUGE = std::size_t(1) << 21;
+  const std::size_t bytes = n * sizeof(T);
+  if (bytes < 2 * HUGE) return new_array<T>(n, data);
+  const std::size_t rounded = (bytes + HUGE - 1) / HUGE * HUGE;
+  void* p = std::aligned_alloc(HUGE, rounded);
+  if (!p) throw std::bad_alloc();
+#ifdef __linux__
+  madvise(p, rounded, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
+#endif
+  nb::capsule owner(p, [](void* q) noexcept { std::free(q); });
+  *data = static_cast<T*>(p);
+  return Array1<T>(*data, {n}, owner);
+}
 
 template <class U>
 nb::list split(nb::ndarray<const U, nb::ndim<1>, nb::c_contig, nb::device::cpu> values, int threads) {
@@ -21,7 +45,7 @@ nb::list split(nb::ndarray<const U, nb::ndim<1>, nb::c_contig, nb::device::cpu> 
   const uint64_t n = values.shape(0);
   uint8_t* plane[W];
   nb::list out;
-  for (int k = 0; k < W; ++k) out.append(new_array<uint8_t>(n, &plane[k]));
+  for (int k = 0; k < W; ++k) out.append(big_array<uint8_t>(n, &plane[k]));
   {
     nb::gil_scoped_release release;
     planes::split(values.data(), n, plane, threads);
@@ -52,11 +76,11 @@ nb::object merge(uint64_t n, int width, const std::vector<std::pair<int, nb::obj
   };
   if (width == 2) {
     uint16_t* out;
-    auto a = new_array<uint16_t>(n, &out);
+    auto a = big_array<uint16_t>(n, &out);
     return run(out, a);
   }
   uint32_t* out;
-  auto a = new_array<uint32_t>(n, &out);
+  auto a = big_array<uint32_t>(n, &out);
   return run(out, a);
 }
 
