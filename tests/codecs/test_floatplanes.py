@@ -85,3 +85,16 @@ def test_damaged_vector_streams_fail_like_the_scalar_decoder():
             got = None
         assert (want is None) == (got is None)
         assert want is None or np.array_equal(want, got)
+
+
+@pytest.mark.parametrize("n", [0, 1, 50, 4095, 5000, 70_000, 300_000])
+@pytest.mark.parametrize("plane", [0, 2])
+def test_rans_size_estimate_is_the_stream_size(n, plane):
+    """The encoder decides from rans_size without coding: the stream's framing exactly plus the
+    body's ideal length under the table the encoder picks (each substream's final states carry
+    up to 16 bytes more)."""
+    w = np.random.default_rng(n).laplace(0, 0.03, n).astype(np.float32)
+    p = native.engine().float_split(w.view(np.uint32), 1)[plane]
+    est = native.engine().rans_size(native.engine().byte_histogram(p), floatplanes.PRECISION, native.SUBSTREAM)
+    real = len(native.rans_encode(p, 256, max_bits=floatplanes.PRECISION))
+    assert abs(est - real) <= 16 * (1 + -(-n // native.SUBSTREAM))

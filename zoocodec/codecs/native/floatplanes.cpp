@@ -249,7 +249,10 @@ void merge_into(U* out, uint64_t n, std::vector<Plane>& planes, int threads) {
   if (!chunk) chunk = CHUNK;
   if (chunk > (uint64_t(1) << 24)) throw Corrupt("substreams over 2^24 values");
   const std::size_t chunks = (n + chunk - 1) / chunk;
-  const std::size_t group = chunk <= CHUNK ? GROUP : 1;  // a task's buffer stays within 4 x 64K values
+  // Up to GROUP substreams a task (its buffer stays within 4 x 64K values), fewer where that
+  // would leave threads idle.
+  const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
+  const std::size_t group = chunk > CHUNK ? 1 : std::clamp<std::size_t>((chunks + workers - 1) / workers, 1, GROUP);
   parallel_for((chunks + group - 1) / group, threads, [&](std::size_t t) {
     const std::size_t c0 = t * group, nc = std::min(group, chunks - c0);
     const uint64_t lo = c0 * chunk, m = std::min(n - lo, nc * chunk);

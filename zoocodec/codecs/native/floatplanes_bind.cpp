@@ -4,12 +4,14 @@
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/vector.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <vector>
 
 #include "buffer.h"
 #include "floatplanes.h"
+#include "rans.h"
 
 #ifdef __linux__
 #include <sys/mman.h>
@@ -95,12 +97,54 @@ nb::ndarray<nb::numpy, uint64_t, nb::ndim<1>> histogram(
   return a;
 }
 
+uint64_t varint_bytes(uint64_t v) {
+  uint64_t k = 1;
+  while (v >= 128) v >>= 7, ++k;
+  return k;
+}
+
+// The bytes of the rANS stream (rans.h) of n byte symbols with these counts, from the table
+// the encoder would pick, without coding them: the framing exactly, the body to within a few
+// bytes (its ideal length under that table).
+uint64_t rans_size(nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> counts, int max_bits,
+                   uint64_t chunk) {
+  if (counts.shape(0) != 256) throw std::invalid_argument("counts of 256 byte values expected");
+  if (chunk < 1) throw std::invalid_argument("chunk must be positive");
+  std::vector<uint64_t> c(counts.data(), counts.data() + 256);
+  uint64_t n = 0, present = 0;
+  for (uint64_t v : c) n += v, present += v != 0;
+  uint64_t head = varint_bytes(n) + varint_bytes(256);
+  if (present <= 1) return head + (n ? 2 : 0);  // (n == 0: nothing more; one symbol: L = 0 and it)
+  int L;
+  const std::vector<uint32_t> f = rans::normalise(c, max_bits, &L);
+  double bits = 0;
+  uint64_t table = 1;  // L
+  for (int s = 0; s < 256;) {
+    if (f[s]) {
+      bits += c[s] * (L - std::log2(static_cast<double>(f[s])));
+      table += varint_bytes(f[s++]);
+      continue;
+    }
+    int run = 0;
+    while (s + run < 256 && !f[s + run]) ++run;
+    table += 1 + varint_bytes(run - 1);
+    s += run;
+  }
+  const uint64_t full = n / chunk, last = n % chunk;  // each substream: its length and its states
+  const uint64_t body = static_cast<uint64_t>(std::ceil(bits / 8)), per = body / (full + (last > 0)) + 1;
+  const uint64_t streams = full * (varint_bytes(per) + 4 * rans::lanes(chunk)) +
+                           (last ? varint_bytes(per) + 4 * rans::lanes(last) : 0);
+  return head + table + varint_bytes(chunk) + streams + body;
+}
+
 }  // namespace
 
 void bind_floatplanes(nb::module_& m) {
   m.def("float_split", &split<uint16_t>, nb::arg("values"), nb::arg("threads") = 0);
   m.def("float_split", &split<uint32_t>, nb::arg("values"), nb::arg("threads") = 0,
         "uint16/uint32 bits of floats -> their byte planes (rotated left by one, top byte first).");
+  m.def("rans_size", &rans_size, nb::arg("counts"), nb::arg("max_bits"), nb::arg("chunk"),
+        "256 byte counts -> the size of their rANS stream, estimated from its table (bytes).");
   m.def("byte_histogram", &histogram, nb::arg("bytes"), "uint8 array -> 256 uint64 counts.");
   m.def("float_merge", &merge, nb::arg("n"), nb::arg("width"), nb::arg("planes"), nb::arg("threads") = 0,
         "n, width and one (mode, bytes) per plane (0 raw, 1 rANS stream) -> uint16/uint32 bits.");
