@@ -98,3 +98,19 @@ def test_rans_size_estimate_is_the_stream_size(n, plane):
     est = native.engine().rans_size(native.engine().byte_histogram(p), floatplanes.PRECISION, native.SUBSTREAM)
     real = len(native.rans_encode(p, 256, max_bits=floatplanes.PRECISION))
     assert abs(est - real) <= 16 * (1 + -(-n // native.SUBSTREAM))
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 100, 4096, 4103, 65536, 65536 * 5 + 4096 + 5])
+@pytest.mark.parametrize("kind", ["exponent", "mantissa", "constant", "rare", "two-level"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_plane_encoder_writes_the_rans_encoders_bytes(n, kind, threads):
+    """plane_encode (8 lanes a vector, 4 substreams together, quotients in single precision
+    corrected by the remainder) writes exactly the stream of the scalar rans_encode."""
+    g = np.random.default_rng(n)
+    planes = native.engine().float_split(g.laplace(0, 0.03, n).astype(np.float32).view(np.uint32), 1)
+    plane = {"exponent": planes[0], "mantissa": planes[3], "constant": np.full(n, 7, np.uint8),
+             "rare": (g.random(n) < 0.01).astype(np.uint8) * 200,  # a coarse table: the scalar path
+             "two-level": np.where(g.random(n) < 0.3, 3, 250).astype(np.uint8)}[kind]
+    for bits in (12, 14):
+        want = native.rans_encode(plane, 256, threads=threads, max_bits=bits)
+        assert native.engine().plane_encode(plane, bits, native.SUBSTREAM, threads) == want

@@ -79,7 +79,7 @@ def _code(plane: np.ndarray, threads: int) -> tuple[int, np.ndarray | bytes]:
         if len(packed) < guess:
             return ZSTD, packed
     if rans < 0.995 * plane.size:  # else its decoding costs more than it saves
-        coded = native.rans_encode(plane, 256, threads=threads, max_bits=PRECISION)
+        coded = eng.plane_encode(plane, PRECISION, native.SUBSTREAM, threads)  # (rans_encode's bytes)
         if len(coded) < plane.size:
             return ORDER0, coded
     return RAW, plane

@@ -18,6 +18,10 @@ void split(const U* v, uint64_t n, uint8_t* const* plane, int threads);
 void merge(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes, void* out,
            int threads);
 
+// Appends the rANS stream of n byte symbols (rans.h), exactly as rans::encode<uint8_t> with
+// nsym 256 writes it; substreams of 8 lanes under tables of 12 bits or fewer are coded with AVX2.
+void encode_plane(const uint8_t* sym, uint64_t n, uint64_t chunk, int max_bits, int threads, Writer& w);
+
 // Byte counts (256) of n bytes.
 void histogram(const uint8_t* p, uint64_t n, uint64_t* out);
 

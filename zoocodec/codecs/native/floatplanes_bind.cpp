@@ -97,6 +97,16 @@ nb::ndarray<nb::numpy, uint64_t, nb::ndim<1>> histogram(
   return a;
 }
 
+nb::bytes encode_plane(nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> plane, int max_bits,
+                       uint64_t chunk, int threads) {
+  Writer w;
+  {
+    nb::gil_scoped_release release;
+    planes::encode_plane(plane.data(), plane.shape(0), chunk, max_bits, threads, w);
+  }
+  return to_bytes(w.out);
+}
+
 uint64_t varint_bytes(uint64_t v) {
   uint64_t k = 1;
   while (v >= 128) v >>= 7, ++k;
@@ -143,6 +153,8 @@ void bind_floatplanes(nb::module_& m) {
   m.def("float_split", &split<uint16_t>, nb::arg("values"), nb::arg("threads") = 0);
   m.def("float_split", &split<uint32_t>, nb::arg("values"), nb::arg("threads") = 0,
         "uint16/uint32 bits of floats -> their byte planes (rotated left by one, top byte first).");
+  m.def("plane_encode", &encode_plane, nb::arg("plane"), nb::arg("max_bits"), nb::arg("chunk"), nb::arg("threads") = 0,
+        "uint8 plane -> its rANS stream, the bytes rans_encode(plane, 256, ...) gives.");
   m.def("rans_size", &rans_size, nb::arg("counts"), nb::arg("max_bits"), nb::arg("chunk"),
         "256 byte counts -> the size of their rANS stream, estimated from its table (bytes).");
   m.def("byte_histogram", &histogram, nb::arg("bytes"), "uint8 array -> 256 uint64 counts.");
