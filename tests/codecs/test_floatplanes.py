@@ -98,6 +98,8 @@ def test_rans_size_estimate_is_the_stream_size(n, plane):
     est = native.engine().rans_size(native.engine().byte_histogram(p), floatplanes.PRECISION, native.SUBSTREAM)
     real = len(native.rans_encode(p, 256, max_bits=floatplanes.PRECISION))
     assert abs(est - real) <= 16 * (1 + -(-n // native.SUBSTREAM))
+    floor = native.engine().rans_size(native.engine().byte_histogram(p), floatplanes.PRECISION, native.SUBSTREAM, 0)
+    assert floor <= real  # the bound the encoder stops at (at_least=0: always the bound)
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 100, 4096, 4103, 65536, 65536 * 5 + 4096 + 5])

@@ -71,14 +71,15 @@ def _code(plane: np.ndarray, threads: int) -> tuple[int, np.ndarray | bytes]:
     if not plane.size:
         return RAW, plane
     eng = native.engine()
-    rans = eng.rans_size(eng.byte_histogram(plane), PRECISION, native.SUBSTREAM)
-    guess = min(rans, plane.size)
+    gate = int(0.995 * plane.size)  # rANS only 0.5% under raw: else its decoding costs more than it saves
+    rans = eng.rans_size(eng.byte_histogram(plane), PRECISION, native.SUBSTREAM, gate)  # (or a bound >= gate)
+    guess = rans if rans < gate else plane.size
     # the mantissa planes of most matrices are noise: zstd is tried whole on small planes only
     if plane.size <= SMALL or _zstd_wins(plane, guess):
         packed = _compressor(-1 if threads <= 0 else threads).compress(plane.tobytes())
         if len(packed) < guess:
             return ZSTD, packed
-    if rans < 0.995 * plane.size:  # else its decoding costs more than it saves
+    if rans < gate:
         coded = eng.plane_encode(plane, PRECISION, native.SUBSTREAM, threads)  # (rans_encode's bytes)
         if len(coded) < plane.size:
             return ORDER0, coded

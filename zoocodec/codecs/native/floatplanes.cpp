@@ -525,6 +525,18 @@ void histogram(const uint8_t* p, uint64_t n, uint64_t* out) {
 template void split<uint16_t>(const uint16_t*, uint64_t, uint8_t* const*, int);
 template void split<uint32_t>(const uint32_t*, uint64_t, uint8_t* const*, int);
 
+std::vector<uint32_t> table(const std::vector<uint64_t>& counts, int max_bits, int* L) {
+  thread_local std::vector<uint64_t> last_counts;  // the encoder sizes a plane, then codes it
+  thread_local std::vector<uint32_t> last_freq;
+  thread_local int last_bits = -1, last_L = 0;
+  if (max_bits != last_bits || counts != last_counts) {
+    last_freq = rans::normalise(counts, max_bits, &last_L);
+    last_counts = counts, last_bits = max_bits;
+  }
+  *L = last_L;
+  return last_freq;
+}
+
 void encode_plane(const uint8_t* sym, uint64_t n, uint64_t chunk, int max_bits, int threads, Writer& w) {
   if (chunk < 1) throw std::invalid_argument("chunk must be positive");
   std::vector<uint64_t> counts(256);
@@ -533,7 +545,7 @@ void encode_plane(const uint8_t* sym, uint64_t n, uint64_t chunk, int max_bits, 
   for (uint64_t c : counts) present += c != 0;
   int L = 0;
   std::vector<uint32_t> freq;
-  if (present > 1) freq = rans::normalise(counts, max_bits, &L);
+  if (present > 1) freq = table(counts, max_bits, &L);
   if (n == 0 || present == 1 || L > 12) {  // nothing for the vector encoder to do
     rans::encode<uint8_t>(sym, n, 256, chunk, threads, w, max_bits);
     return;

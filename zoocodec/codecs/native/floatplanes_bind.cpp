@@ -115,9 +115,11 @@ uint64_t varint_bytes(uint64_t v) {
 
 // The bytes of the rANS stream (rans.h) of n byte symbols with these counts, from the table
 // the encoder would pick, without coding them: the framing exactly, the body to within a few
-// bytes (its ideal length under that table).
+// bytes (its ideal length under that table). Where a lower bound (the order-0 entropy, a byte a
+// present symbol, the states) reaches at_least bytes, that bound instead: the table is not built
+// (normalising one took 20 us, most of a small plane's encoding).
 uint64_t rans_size(nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> counts, int max_bits,
-                   uint64_t chunk) {
+                   uint64_t chunk, uint64_t at_least) {
   if (counts.shape(0) != 256) throw std::invalid_argument("counts of 256 byte values expected");
   if (chunk < 1) throw std::invalid_argument("chunk must be positive");
   std::vector<uint64_t> c(counts.data(), counts.data() + 256);
@@ -125,8 +127,15 @@ uint64_t rans_size(nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::de
   for (uint64_t v : c) n += v, present += v != 0;
   uint64_t head = varint_bytes(n) + varint_bytes(256);
   if (present <= 1) return head + (n ? 2 : 0);  // (n == 0: nothing more; one symbol: L = 0 and it)
+  const uint64_t full = n / chunk, last = n % chunk;  // substreams: each one's states at least
+  const uint64_t states = full * 4 * rans::lanes(chunk) + (last ? 4 * rans::lanes(last) : 0);
+  double entropy = 0;  // no table codes below the order-0 entropy, and each present symbol costs a byte
+  for (uint64_t v : c)
+    if (v) entropy += v * std::log2(static_cast<double>(n) / v);
+  const uint64_t floor = head + 1 + present + varint_bytes(chunk) + states + static_cast<uint64_t>(entropy / 8);
+  if (floor >= at_least) return floor;
   int L;
-  const std::vector<uint32_t> f = rans::normalise(c, max_bits, &L);
+  const std::vector<uint32_t> f = planes::table(c, max_bits, &L);
   double bits = 0;
   uint64_t table = 1;  // L
   for (int s = 0; s < 256;) {
@@ -140,7 +149,6 @@ uint64_t rans_size(nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::de
     table += 1 + varint_bytes(run - 1);
     s += run;
   }
-  const uint64_t full = n / chunk, last = n % chunk;  // each substream: its length and its states
   const uint64_t body = static_cast<uint64_t>(std::ceil(bits / 8)), per = body / (full + (last > 0)) + 1;
   const uint64_t streams = full * (varint_bytes(per) + 4 * rans::lanes(chunk)) +
                            (last ? varint_bytes(per) + 4 * rans::lanes(last) : 0);
@@ -156,7 +164,9 @@ void bind_floatplanes(nb::module_& m) {
   m.def("plane_encode", &encode_plane, nb::arg("plane"), nb::arg("max_bits"), nb::arg("chunk"), nb::arg("threads") = 0,
         "uint8 plane -> its rANS stream, the bytes rans_encode(plane, 256, ...) gives.");
   m.def("rans_size", &rans_size, nb::arg("counts"), nb::arg("max_bits"), nb::arg("chunk"),
-        "256 byte counts -> the size of their rANS stream, estimated from its table (bytes).");
+        nb::arg("at_least") = UINT64_MAX,
+        "256 byte counts -> the size of their rANS stream, estimated from its table (bytes), or a lower bound "
+        "of it that is at least at_least.");
   m.def("byte_histogram", &histogram, nb::arg("bytes"), "uint8 array -> 256 uint64 counts.");
   m.def("float_merge", &merge, nb::arg("n"), nb::arg("width"), nb::arg("planes"), nb::arg("threads") = 0,
         "n, width and one (mode, bytes) per plane (0 raw, 1 rANS stream) -> uint16/uint32 bits.");
