@@ -116,7 +116,7 @@ uint64_t varint_bytes(uint64_t v) {
 // The bytes of the rANS stream (rans.h) of n byte symbols with these counts, from the table
 // the encoder would pick, without coding them: the framing exactly, the body to within a few
 // bytes (its ideal length under that table). Where a lower bound (the order-0 entropy, a byte a
-// present symbol, the states) reaches at_least bytes, that bound instead: the table is not built
+// present symbol, the states' overhead) reaches at_least bytes, that bound instead: the table is not built
 // (normalising one took 20 us, most of a small plane's encoding).
 uint64_t rans_size(nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> counts, int max_bits,
                    uint64_t chunk, uint64_t at_least) {
@@ -127,8 +127,9 @@ uint64_t rans_size(nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::de
   for (uint64_t v : c) n += v, present += v != 0;
   uint64_t head = varint_bytes(n) + varint_bytes(256);
   if (present <= 1) return head + (n ? 2 : 0);  // (n == 0: nothing more; one symbol: L = 0 and it)
-  const uint64_t full = n / chunk, last = n % chunk;  // substreams: each one's states at least
-  const uint64_t states = full * 4 * rans::lanes(chunk) + (last ? 4 * rans::lanes(last) : 0);
+  // substreams: each state starts at 2^16, so its 4 final bytes carry 2 of the message at most
+  const uint64_t full = n / chunk, last = n % chunk;
+  const uint64_t states = full * 2 * rans::lanes(chunk) + (last ? 2 * rans::lanes(last) : 0);
   double entropy = 0;  // no table codes below the order-0 entropy, and each present symbol costs a byte
   for (uint64_t v : c)
     if (v) entropy += v * std::log2(static_cast<double>(n) / v);
