@@ -140,6 +140,9 @@ class CoderSpec(Spec):
     # the symbols it is made for: "levels" (signed integers), "flags" (0 and 1) or "bits"
     # (a tensor's bits as unsigned integers of its width: the bit-exact coders)
     alphabet: ClassVar[str] = "levels"
+    # the GPU decoder (kernels/decode.py) reads its payloads, where the method's fused()
+    # describes them: `compress --decode-on gpu` keeps to these coders
+    gpu_decode: ClassVar[bool] = False
     examples: ClassVar[tuple[str, ...]] = ()  # its other modes, for the conformance suite (tests/codecs)
 
     @classmethod
@@ -173,7 +176,7 @@ class CoderSpec(Spec):
         return f"{self.name}({params})" if params else self.name
 
 
-CAPABILITIES = ("narrows",)
+CAPABILITIES = ("narrows", "gpu_decode")
 
 
 def coder_from_dict(d: Any) -> CoderSpec:

@@ -229,6 +229,9 @@ class MethodSpec(Spec):
     # nearest rounding on its grid: values handed over on the grid (k * step) quantize to k, so
     # data-aware rounding (tuning/calibrate.py) may choose the symbols for it
     rounds_nearest: ClassVar[bool] = False
+    # its fused() describes its payloads to the GPU decoder when its coder has `gpu_decode`
+    # (kernels/decode.py; `compress --decode-on gpu` keeps to these methods)
+    gpu_decode: ClassVar[bool] = False
     # spec texts of its other modes, run with the default by the conformance suite
     # (tests/methods/test_conformance.py) and the batching tests
     examples: ClassVar[tuple[str, ...]] = ()
@@ -407,7 +410,7 @@ def default_bits(spec: MethodSpec) -> None:
         object.__setattr__(spec, "bits", 8)
 
 
-CAPABILITIES = ("lossless", "gpu", "batch_on_cpu", "steppable", "grouped_steps", "rounds_nearest")
+CAPABILITIES = ("lossless", "gpu", "batch_on_cpu", "steppable", "grouped_steps", "rounds_nearest", "gpu_decode")
 
 STEP_OR_BITS: dict[str, Range] = {"step": positive(), "bits": ints(2, 16)}  # the quantizers' two ways to a step
 

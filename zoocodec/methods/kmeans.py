@@ -61,6 +61,7 @@ class KMeans(MethodSpec):
     ranges = {"k": ints(2, 256), "per": one_of(*PER), "block": ints(1), "iters": ints(0, 1000),
               "codebook": one_of(*CODEBOOK)}
     gpu = True
+    gpu_decode = True
     examples = ("kmeans:k=4,per=channel,codebook=float16", "kmeans:k=8,per=block,block=100")
 
     k: int = 16

@@ -60,6 +60,7 @@ class RDOQ(MethodSpec):
 
     gpu = True  # the decisions run in xp; the entropy model is fitted on the host
     batch_on_cpu = True  # dq's trellis: a few operations per column, on every row of every tensor at once
+    gpu_decode = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -217,6 +218,7 @@ class DQ(RDOQ):
     name = "dq"
     version = 2
     examples = ("dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac")
+    gpu_decode = False  # a level's value depends on the trellis state before it (fused() is None)
 
     def trellis(self, stream, shape):
         """The state machine walks each row of the 2-D view (axis 1), or each column when wider than tall."""

@@ -94,6 +94,7 @@ class Uniform(MethodSpec):
     gpu = True
     steppable = True
     rounds_nearest = True
+    gpu_decode = True  # not group-wise steps: fused() leaves those to dequantize()
     examples = ("uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
                 "uniform:bits=4,group=16,zero=true")
 
