@@ -116,3 +116,26 @@ def test_plane_encoder_writes_the_rans_encoders_bytes(n, kind, threads):
     for bits in (12, 14):
         want = native.rans_encode(plane, 256, threads=threads, max_bits=bits)
         assert native.engine().plane_encode(plane, bits, native.SUBSTREAM, threads) == want
+
+
+@pytest.mark.parametrize("coded", [(0,), (1,), (0, 2), (0, 1, 2, 3)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_any_planes_rans_coded_merge_bit_exact(coded, threads):
+    """The decoder writes values straight from its registers when only the top plane is coded;
+    any other mix of coded and raw planes goes through the plane buffers."""
+    w, _ = _exponents(3 * 65536 + 4100, seed=4)
+    planes = native.engine().float_split(w.view(np.uint32), 1)
+    parts = [(floatplanes.ORDER0, native.rans_encode(p, 256, max_bits=12)) if k in coded else (floatplanes.RAW, p)
+             for k, p in enumerate(planes)]
+    assert native.engine().float_merge(w.size, 4, parts, threads).tobytes() == w.tobytes()
+
+
+@pytest.mark.parametrize("n", [4096 + 3, 2 * 65536 + 4100, 5 * 65536])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_byte_values_from_the_vector_decoder(n, threads):
+    """fp16/bf16: the exponent plane decoded with the low byte merged in the decoder's registers."""
+    w = np.random.default_rng(n).laplace(0, 0.03, n).astype(np.float16)
+    planes = native.engine().float_split(w.view(np.uint16), 1)
+    parts = [(floatplanes.ORDER0, native.rans_encode(planes[0], 256, max_bits=12)), (floatplanes.RAW, planes[1])]
+    assert native.engine().float_merge(n, 2, parts, threads).tobytes() == w.tobytes()
+    assert floatplanes.decode(floatplanes.encode(w), n, w.dtype, threads=threads).tobytes() == w.tobytes()

@@ -12,10 +12,11 @@ raw; zstd whole on planes up to 64 KiB, and on larger ones where a sample at a f
 
 rANS tables have at most 12 probability bits (0.06% on minilm's exponents against 14),
 so that the native decoder takes its AVX2 path: the 8 interleaved states of a substream
-form one vector, one gather a step, and a task advances up to 4 substreams (chunks of 2^16
-values) together so that their gathers overlap. It rebuilds the values chunk group by chunk
-group on its thread pool, rANS-decoding into a cache-sized buffer; zstd planes are inflated
-first (they are rare). Streams with finer tables (written before, up to 14 bits) decode on
+form one vector, one table lookup a step, and a task advances up to 4 substreams (chunks of 2^16
+values) together so that their table lookups overlap; when only the exponent plane is coded
+it writes the values straight from its registers. zstd planes are inflated first (they are
+rare). The encoder codes 4 substreams together the same way and writes the scalar encoder's
+bytes exactly. Streams with finer tables (written before, up to 14 bits) decode on
 the scalar path. Outputs are allocated on transparent huge pages.
 
 Bitstream: n, number of planes, then per plane a mode byte (0 raw, 1 rANS order-0 (the

@@ -1,6 +1,8 @@
-// Byte planes of 2- and 4-byte floats (codecs/floatplanes.py frames them): the split for
-// the encoder, and a decoder that rebuilds the values chunk by chunk on the thread pool,
-// entropy-decoding each chunk's rANS substreams straight into a cache-sized buffer.
+// Byte planes of 2- and 4-byte floats (codecs/floatplanes.py frames them): the split and an
+// AVX2 rANS encoder for the encoder; a decoder that rebuilds the values a group of chunks (up
+// to 4 rANS substreams) per pool task, their substreams advanced together in AVX2 vectors.
+// When only the top plane is coded (the usual case) the values are written straight from the
+// decoder's registers; otherwise coded planes go through a cache-sized buffer first.
 //
 // A value's bits are rotated left by one (the sign becomes the lowest bit, the exponent
 // fills the top byte); plane 0 holds the top byte of every value, plane width-1 the lowest.
@@ -12,6 +14,7 @@
 #endif
 
 #include <algorithm>
+#include <type_traits>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -92,9 +95,12 @@ struct Plane {
 struct Lanes {
   const uint8_t* q;
   const uint8_t* end;
-  uint8_t* out;
+  uint8_t* out;  // symbols (when fused: those decoded one at a time, from `tail` on)
   uint64_t j, m;
   alignas(32) uint32_t x[rans::LANES];
+  const uint8_t* raw[3];  // fused: the other planes (raw), and the values, from the substream's start
+  void* values;
+  uint64_t tail;
 };
 
 // The rest of a substream one symbol at a time, then the end checks of rans::decode_substream.
@@ -172,10 +178,19 @@ __attribute__((target("avx2"))) inline __m256i lookup8(const uint32_t* table, __
   return _mm256_set_m128i(hi, lo);
 }
 
-template <int S>
+// 8 bytes, zero-extended to the 8 lanes.
+__attribute__((target("avx2"))) inline __m256i bytes8(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+// W = 0: symbols to out. W = 2 or 4 (fused): the values themselves, from the symbol (the top
+// plane) and the W - 1 raw planes, rotated back as merge_chunk does.
+template <int S, int W>
 __attribute__((target("avx2,popcnt"))) void lanes_avx2(const uint32_t* pk, int L, Lanes* s) {
   const __m256i mask = _mm256_set1_epi32((1 << L) - 1), lo12 = _mm256_set1_epi32(0xfff),
-                zero = _mm256_setzero_si256(), halves = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
+                zero = _mm256_setzero_si256(), halves = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0),
+                lo8 = _mm256_set1_epi32(0xff), one = _mm256_set1_epi32(1);
+  (void)lo8, (void)one;  // (W == 2 only)
   const __m128i shift = _mm_cvtsi32_si128(L);
   // byte 0 of each 32-bit lane (the symbol), per 128-bit half, to its low 4 bytes; then both
   // halves' to the low 8 bytes
@@ -205,8 +220,22 @@ __attribute__((target("avx2,popcnt"))) void lanes_avx2(const uint32_t* pk, int L
       w = _mm256_permutevar8x32_epi32(w, _mm256_load_si256(reinterpret_cast<const __m256i*>(EXPAND.idx[bits])));
       x[k] = _mm256_blendv_epi8(nx, _mm256_or_si256(_mm256_slli_epi32(nx, 16), w), small);
       q[k] += 2 * _mm_popcnt_u32(bits);
-      const __m256i sym = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(e, pick), halves);
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(out[k] + j), _mm256_castsi256_si128(sym));
+      const uint64_t at = s[k].j + j;
+      if constexpr (W == 0) {
+        const __m256i sym = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(e, pick), halves);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out[k] + j), _mm256_castsi256_si128(sym));
+      } else if constexpr (W == 2) {
+        const __m256i t = _mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(e, lo8), 8), bytes8(s[k].raw[0] + at));
+        const __m256i r = _mm256_or_si256(_mm256_srli_epi32(t, 1), _mm256_slli_epi32(_mm256_and_si256(t, one), 15));
+        const __m256i v = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(s[k].values) + at), _mm256_castsi256_si128(v));
+      } else {
+        const __m256i t = _mm256_or_si256(
+            _mm256_or_si256(_mm256_slli_epi32(e, 24), _mm256_slli_epi32(bytes8(s[k].raw[0] + at), 16)),
+            _mm256_or_si256(_mm256_slli_epi32(bytes8(s[k].raw[1] + at), 8), bytes8(s[k].raw[2] + at)));
+        const __m256i v = _mm256_or_si256(_mm256_srli_epi32(t, 1), _mm256_slli_epi32(t, 31));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint32_t*>(s[k].values) + at), v);
+      }
     }
   }
   for (int k = 0; k < S; ++k) {
@@ -219,27 +248,41 @@ __attribute__((target("avx2,popcnt"))) void lanes_avx2(const uint32_t* pk, int L
 const bool AVX2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
 #else
 constexpr bool AVX2 = false;
-template <int S>
+template <int S, int W>
 void lanes_avx2(const uint32_t*, int, Lanes*) {}  // never called: vector_ready is false
 #endif
 
 bool vector_ready(const rans::Parsed& p) { return AVX2 && p.L >= 1 && p.L <= 12 && !p.packed.empty(); }
 
 // Substreams first .. first + count of a plane (its symbols from `first` x chunk on, `size`
-// of them) into out.
-void decode_plane(const rans::Parsed& p, std::size_t first, std::size_t count, uint64_t size, uint8_t* out) {
+// of them) into out. Fused (W = 2 or 4: raw holds the other planes and values the output, from
+// the same value on): the values are written instead, the vector decoder's straight from its
+// registers, the rest merged from out.
+template <int W>
+void decode_plane(const rans::Parsed& p, std::size_t first, std::size_t count, uint64_t size, uint8_t* out,
+                  const uint8_t* const* raw = nullptr, void* values = nullptr) {
+  using U = std::conditional_t<W == 4, uint32_t, uint16_t>;
+  auto merge_from = [&](uint64_t at, uint64_t lo, uint64_t hi) {  // at: the substream's first value
+    if constexpr (W != 0) {
+      const uint8_t* src[W] = {out + at + lo};
+      for (int k = 1; k < W; ++k) src[k] = raw[k - 1] + at + lo;
+      merge_chunk<U>(static_cast<U*>(values) + at + lo, hi - lo, src);
+    }
+  };
   if (p.L == 0) {
     std::memset(out, static_cast<int>(p.constant), size);
+    merge_from(0, 0, size);
     return;
   }
   constexpr std::size_t MAXS = 4;
   Lanes lanes[MAXS];
   std::size_t ns = 0;
   for (std::size_t i = first; i < first + count; ++i) {
-    uint64_t m = std::min<uint64_t>(p.chunk, p.n - i * p.chunk);
-    uint8_t* o = out + (i - first) * p.chunk;
+    uint64_t m = std::min<uint64_t>(p.chunk, p.n - i * p.chunk), at = (i - first) * p.chunk;
+    uint8_t* o = out + at;
     if (!vector_ready(p) || rans::lanes(m) != rans::LANES) {
       rans::decode_substream(p, i, o);
+      merge_from(at, 0, m);
       continue;
     }
     Lanes& s = lanes[ns++];
@@ -250,7 +293,11 @@ void decode_plane(const rans::Parsed& p, std::size_t first, std::size_t count, u
       s.x[k] = load32(s.q);
       if (s.x[k] < rans::STATE_LO) throw Corrupt("bad rANS state");
     }
-    s.out = o, s.j = 0, s.m = m;
+    s.out = o, s.j = 0, s.m = m, s.tail = UINT64_MAX;
+    if constexpr (W != 0) {
+      for (int k = 1; k < W; ++k) s.raw[k - 1] = raw[k - 1] + at;
+      s.values = static_cast<U*>(values) + at;
+    }
   }
   // Groups of the substreams still running: a shorter last substream, or one near its end,
   // leaves the group, and the others go on together.
@@ -260,17 +307,24 @@ void decode_plane(const rans::Parsed& p, std::size_t first, std::size_t count, u
   while (ns) {
     Lanes group[MAXS];
     for (std::size_t k = 0; k < ns; ++k) group[k] = *run[k];
-    if (ns == 4) lanes_avx2<4>(pk, p.L, group);
-    else if (ns == 3) lanes_avx2<3>(pk, p.L, group);
-    else if (ns == 2) lanes_avx2<2>(pk, p.L, group);
-    else lanes_scalar(pk, p.L, group[0]);  // (one vector alone waits on its own latencies)
+    if (ns == 4) lanes_avx2<4, W>(pk, p.L, group);
+    else if (ns == 3) lanes_avx2<3, W>(pk, p.L, group);
+    else if (ns == 2) lanes_avx2<2, W>(pk, p.L, group);
+    else {  // one vector alone waits on its own latencies: scalar lanes, symbols to out
+      group[0].tail = std::min(group[0].tail, group[0].j);
+      lanes_scalar(pk, p.L, group[0]);
+    }
     std::size_t left = 0;
     for (std::size_t k = 0; k < ns; ++k) {
       *run[k] = group[k];
-      if (run[k]->j + rans::LANES <= run[k]->m && run[k]->end - run[k]->q >= 2 * rans::LANES)
+      if (run[k]->j + rans::LANES <= run[k]->m && run[k]->end - run[k]->q >= 2 * rans::LANES) {
         run[left++] = run[k];
-      else
-        lanes_finish(pk, p.L, *run[k]);
+        continue;
+      }
+      Lanes& s = *run[k];
+      s.tail = std::min(s.tail, s.j);
+      lanes_finish(pk, p.L, s);
+      merge_from(static_cast<uint64_t>(s.out - out), s.tail, s.m);
     }
     ns = left;
   }
@@ -295,10 +349,19 @@ void merge_into(U* out, uint64_t n, std::vector<Plane>& planes, int threads) {
   const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
   const std::size_t tasks = chunk > CHUNK ? chunks
                                           : std::max((chunks + GROUP - 1) / GROUP, std::min(workers, chunks));
+  bool fused = planes[0].mode == RANS && vector_ready(planes[0].coded);
+  for (int k = 1; k < W; ++k) fused &= planes[k].mode == RAW;
   parallel_for(tasks, threads, [&](std::size_t t) {
     const std::size_t c0 = t * chunks / tasks, nc = (t + 1) * chunks / tasks - c0;
     const uint64_t lo = c0 * chunk, m = std::min(n - lo, nc * chunk);
     thread_local std::vector<uint8_t> buf;  // reused: a fresh 256 KB block would be mmapped
+    if (fused) {  // the top plane coded, the others raw: values straight from the decoder
+      if (buf.size() < m) buf.resize(m);
+      const uint8_t* raw[W - 1];
+      for (int k = 1; k < W; ++k) raw[k - 1] = planes[k].raw + lo;
+      decode_plane<W>(planes[0].coded, c0, nc, m, buf.data(), raw, out + lo);
+      return;
+    }
     const uint8_t* src[W];
     for (int k = 0; k < W; ++k) {
       Plane& p = planes[k];
@@ -307,7 +370,7 @@ void merge_into(U* out, uint64_t n, std::vector<Plane>& planes, int threads) {
       } else {
         if (buf.size() < W * m) buf.resize(W * m);
         uint8_t* b = buf.data() + k * m;
-        decode_plane(p.coded, c0, nc, m, b);
+        decode_plane<0>(p.coded, c0, nc, m, b);
         src[k] = b;
       }
     }
