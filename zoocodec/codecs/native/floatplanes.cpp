@@ -31,6 +31,17 @@ constexpr uint64_t CHUNK = 1 << 16;  // values a task splits or rebuilds when no
 inline uint32_t load16(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8; }
 inline uint32_t load32(const uint8_t* p) { return load16(p) | load16(p + 2) << 16; }
 
+// parallel_for, or a plain loop where there is one task or one thread: the pool wakes every
+// helper it ever started on each call (a model's hundreds of small tensors paid for that).
+template <class F>
+void run_tasks(std::size_t n, int threads, const F& fn) {
+  if (n <= 1 || threads == 1) {
+    for (std::size_t i = 0; i < n; ++i) fn(i);
+  } else {
+    parallel_for(n, threads, fn);
+  }
+}
+
 template <class U>
 inline U rotl1(U u) { return static_cast<U>(u << 1 | u >> (8 * sizeof(U) - 1)); }
 
@@ -351,7 +362,7 @@ void merge_into(U* out, uint64_t n, std::vector<Plane>& planes, int threads) {
                                           : std::max((chunks + GROUP - 1) / GROUP, std::min(workers, chunks));
   bool fused = planes[0].mode == RANS && vector_ready(planes[0].coded);
   for (int k = 1; k < W; ++k) fused &= planes[k].mode == RAW;
-  parallel_for(tasks, threads, [&](std::size_t t) {
+  run_tasks(tasks, threads, [&](std::size_t t) {
     const std::size_t c0 = t * chunks / tasks, nc = (t + 1) * chunks / tasks - c0;
     const uint64_t lo = c0 * chunk, m = std::min(n - lo, nc * chunk);
     thread_local std::vector<uint8_t> buf;  // reused: a fresh 256 KB block would be mmapped
@@ -541,7 +552,7 @@ void enc_substreams(const uint8_t* sym, uint64_t n, uint64_t chunk, std::size_t 
 
 template <class U>
 void split(const U* v, uint64_t n, uint8_t* const* plane, int threads) {
-  parallel_for((n + CHUNK - 1) / CHUNK, threads, [&](std::size_t c) {
+  run_tasks((n + CHUNK - 1) / CHUNK, threads, [&](std::size_t c) {
     uint64_t lo = c * CHUNK, m = std::min(n - lo, CHUNK);
     split_chunk<U>(v + lo, m, plane, lo);
   });
@@ -640,7 +651,7 @@ void encode_plane(const uint8_t* sym, uint64_t n, uint64_t chunk, int max_bits, 
   const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
   const std::size_t tasks = std::max((parts + 3) / 4, std::min(workers, parts));
   std::vector<std::vector<uint8_t>> bodies(parts);
-  parallel_for(tasks, threads, [&](std::size_t t) {
+  run_tasks(tasks, threads, [&](std::size_t t) {
     const std::size_t first = t * parts / tasks, count = (t + 1) * parts / tasks - first;
     enc_substreams(sym, n, chunk, first, count, lanes.data(), fc.data(), L, bodies);
   });
