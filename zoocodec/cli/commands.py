@@ -18,6 +18,7 @@ from zoocodec.cli.options import (
     budgeted,
     build_spec,
     check_output,
+    coders_help,
     model_path,
     note_nvdec,
     typed,
@@ -55,9 +56,7 @@ def compress(
     allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf "
                                                        "lossless instead of failing")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-    coder: Annotated[str | None, typer.Option(help="symbol coder: ans, ctx, cabac, video-h264, video-hevc; "
-                                                   "masks: flags; --method lossless: float, zstd, raw "
-                                                   "(see `zoocodec methods`)")] = None,
+    coder: Annotated[str | None, typer.Option(help=coders_help())] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless coding "
                                                               "of the symbols (the default)")] = False,
     crf: Annotated[int | None, typer.Option(help="video: lossy, the encoder's constant rate factor 0..51")] = None,
@@ -264,7 +263,7 @@ def decompress(
     dev = resolve(device)
     with Archive(container) as a:
         total = len(a.names())
-        fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
+        fmt = output_format(output, a.head.source.format, a.head.files, format)
     check_output(output, [container], folder=fmt == "hf")
     with progress(total, "decoding") as step:
         run(container, output, fmt, progress=step, device=dev)
@@ -292,11 +291,8 @@ def inspect(
     from zoocodec.container import Container
     from zoocodec.pipeline.core import inspect as run
 
-    c = Container.open(container, verify=False)
-    try:
-        is_sequence = isinstance(c.header.get("meta", {}).get("sequence"), dict)
-    finally:
-        c.close()
+    with Container.open(container, verify=False) as c:
+        is_sequence = c.head.sequence is not None
     if is_sequence:
         _inspect_seq(container, json_out)
         return
@@ -441,7 +437,7 @@ def decompress_seq(
     with SeqArchive(container) as a:
         which = member if member in a.labels or not member.lstrip("-").isdigit() else int(member)
         a.member_index(which)
-        fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
+        fmt = output_format(output, a.head.source.format, a.head.files, format)
     check_output(output, [container], folder=fmt == "hf")
     with working(f"decoding member {which}"):
         run(container, which, output, fmt)

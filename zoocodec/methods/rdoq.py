@@ -22,6 +22,7 @@ from zoocodec.codecs.ans import Ans
 from zoocodec.codecs.context import Ctx, matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R, uniform as K
+from zoocodec.methods.arrays import from_float64, read_array, row_blocks
 from zoocodec.methods.base import (
     STEP_OR_BITS,
     MethodSpec,
@@ -29,11 +30,8 @@ from zoocodec.methods.base import (
     TensorData,
     check_step_or_bits,
     default_bits,
-    from_float64,
     nested_coder,
-    read_array,
     register,
-    row_blocks,
 )
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import Range, ints

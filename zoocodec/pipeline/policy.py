@@ -15,7 +15,7 @@ import numpy as np
 
 from zoocodec.errors import NonFiniteError, SpecError
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
-from zoocodec.methods.base import FLOAT_DTYPES, ErrorStats, all_finite, error_stats
+from zoocodec.methods.arrays import FLOAT_DTYPES, ErrorStats, all_finite, error_stats
 from zoocodec.methods.lossless import Lossless
 from zoocodec.methods.uniform import Uniform
 
