@@ -191,7 +191,7 @@ def plot(rows: list[dict], path: Path) -> None:
             if ev:
                 axes[1][j].plot([p[0] for p in ev], [p[2] for p in ev], "o-", color=f"C{i}", label=setting)
         if model == "minilm":
-            axes[1][j].plot([n[1] for n in NNCODEC], [n[2] for n in NNCODEC], "ks--", label="NNCodec 2.1.3 (earlier run)")
+            axes[1][j].plot([n[1] for n in NNCODEC], [n[2] for n in NNCODEC], "ks--", label="NNCodec 2.1.3 (earlier)")
             axes[1][j].set_ylim(0.975, 1.0)
         axes[0][j].set(title=f"{model}: SQNR", xlabel="bits/weight (whole .zc)", ylabel="model SQNR, dB")
         axes[1][j].set(
