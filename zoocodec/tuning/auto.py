@@ -80,6 +80,8 @@ SEQUENTIAL = False
 PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivities are measured
 RUNS_PER_SEARCH = 6  # runs one allocation strength's search takes, about (for the time-left estimate)
 RUNS_PER_FINAL = 4
+FINETUNE_FACTOR, FINETUNE_TRIES = 2 ** (1 / 4), 4  # fine-tuning tries base steps up to 2x the one found
+FINETUNE_SECONDS = 120.0  # fine-tuning's share of automatic mode's time (2 cores: minilm's whole run <= 5 min)
 
 
 @dataclass
@@ -211,7 +213,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                   sensitivities: dict[str, float | np.ndarray] | None = None, inputs: str | os.PathLike | None = None,
                   module: str | None = None, output: str | None = None, choose_coder: bool = True,
                   rounding: str = "gptq", rate_lam: float = RATE_LAM, calib: str | os.PathLike | None = None,
-                  seed: int = SPLIT_SEED, sequential: bool = SEQUENTIAL) -> AutoResult:
+                  seed: int = SPLIT_SEED, sequential: bool = SEQUENTIAL, finetune: bool = False,
+                  finetune_steps: int | None = None, device: str = "cpu") -> AutoResult:
     """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction).
 
     The task's inputs (the user's `inputs` for a model outside the zoo) are split, seeded by `seed`,
@@ -230,6 +233,9 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
     `sequential`: before the final search, each layer's inputs are measured again on the model
     quantized at the step found (zoocodec.tuning.calibrate.collect_on), and the final rounding is against them.
+    `finetune`: after the search again, larger steps are tried with their steps, symbols and lossless 1-D
+    tensors fine-tuned (zoocodec.tuning.finetune, `finetune_steps` optimiser steps each, on torch `device`);
+    the cheapest that passes on the calibration/search part is kept, and the held-back part verifies it.
     """
     say = log or (lambda _msg: None)
     with _Clock(say) as clock:
@@ -240,13 +246,21 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         if calib is not None and inputs is None:
             raise ZoocodecError("--calib gives the calibration inputs of a model judged on --inputs: add --inputs")
         asked = Asked(model, target_loss, task, reference, parse_spec(method or "uniform"), min_size, inputs,
-                      module, output, choose_coder, rounding, rate_lam, calib, seed, sequential)
+                      module, output, choose_coder, rounding, rate_lam, calib, seed, sequential, finetune,
+                      finetune_steps, device)
+        if finetune and not eligible(asked.spec):
+            raise ZoocodecError(f"fine-tuning trains the steps of a method that rounds to nearest (uniform): "
+                                f"{asked.spec.name} chooses its own levels; leave out --finetune")
         run = _Search(clock, asked)
+        if finetune:
+            run.trainable()  # a model fine-tuning cannot run is refused before any search
         run.sensitivities(sensitivities)
         run.calibrate()
         run.search()
         run.choose()
         run.search_again()
+        if finetune:
+            run.fine_tune()
         run.verify()
         return run.write(out)
 
@@ -270,6 +284,9 @@ class Asked:
     calib: str | os.PathLike | None
     seed: int
     sequential: bool
+    finetune: bool = False
+    finetune_steps: int | None = None
+    device: str = "cpu"
 
 
 class _Search:
@@ -319,7 +336,12 @@ class _Search:
                       f"{len(held):,} held back to verify the budget"
                       + ("" if self.unit == "inputs" else f" (whole {self.unit})"))
         self.say(self.where)
+        # the held-back part's interval is wider than the calibration/search part's by sqrt(their sizes): a step
+        # passes on the calibration/search part only with room for it, so that it passes there too (9 times in 10)
+        self.wider = math.sqrt(len(decide) / len(held))
         self.trace: list[dict[str, float]] = []
+        self.tuning: dict[str, object] = {}
+        self.untuned: tuple = ()  # (base, plan, recon, targets) before fine-tuning, where it was kept
         self.exact_bytes: dict[str, int] = {}
         self.calibrates = asked.rounding == "gptq" and eligible(self.spec)
 
@@ -498,8 +520,7 @@ class _Search:
         for the held-back part's wider interval (so that it passes there too, about 9 times in 10)."""
         target_loss, t = self.target_loss, self.t
         decide_ev = self.decide_ev
-        # the held-back part's interval is wider than the calibration/search part's by sqrt(their sizes)
-        wider = math.sqrt(len(self.decide) / len(self.held))
+        wider = self.wider
         checked: dict[float, tuple] = {}
 
         def passes_decide(b: float) -> bool:
@@ -534,6 +555,63 @@ class _Search:
         self.base = final
         self.plan, self.recon, self.targets = checked[final]
 
+    # ---- phase 5b: trained quantization --------------------------------------------------------------------
+    def trainable(self) -> None:
+        """The module and calibration inputs fine-tuning runs on (refuses a model it cannot run)."""
+        from zoocodec.tuning.finetune import trainable
+
+        a = self.asked
+        self.tr = trainable(self.whole, self.t, self.weights, self.decide_ev,
+                            (self.model, a.calib, a.module, a.output) if a.inputs is not None else None)
+
+    def fine_tune(self) -> None:
+        """Larger base steps (FINETUNE_FACTOR apart, at most FINETUNE_TRIES), each with its steps, symbols and
+        lossless 1-D tensors fine-tuned on the calibration inputs (zoocodec.tuning.finetune); the cheapest
+        that passes on the calibration/search part, with room for the held-back part, replaces the file's
+        plan where it is smaller. Stops at the first that fails, or when FINETUNE_SECONDS are spent."""
+        from zoocodec.tuning.finetune import STEPS, finetune
+
+        a, clock, t0, tr = self.asked, self.clock, time.perf_counter(), self.tr
+        steps = a.finetune_steps or STEPS
+        best = self.price(self.plan)
+        tries: list[dict[str, float]] = []
+        self.say(f"fine-tuning: up to {FINETUNE_TRIES} larger steps, {steps} optimiser steps each on the "
+                 f"{tr.count:,} calibration inputs ({tr.about}), on {a.device}")
+        for j in range(1, FINETUNE_TRIES + 1):
+            left = FINETUNE_SECONDS - (time.perf_counter() - t0)
+            if left <= 0:
+                self.say("fine-tuning: its time is spent")
+                break
+            b = self.base * FINETUNE_FACTOR**j
+            clock.doing = f"fine-tuning at base step {b:.3g}"
+            plan = self.plan_for(b, self.strength, self.coded)
+            recon, targets = self.decoded(plan)
+            tuned = finetune(tr, self.weights, plan, recon, targets, steps=steps, seconds=left, device=a.device,
+                             say=lambda msg: clock.line(msg))
+            recon = reconstruct({**self.weights, **tuned.targets}, tuned.plan)
+            m = self.decide_ev.judge(recon)
+            bound = m.loss_high + self.wider * (m.loss_high - m.loss)
+            bits = plan_bits({**self.weights, **tuned.targets}, tuned.plan) + 8 * sum(
+                n for k, n in self.exact_bytes.items() if k not in tuned.plan)
+            tries.append({"base_step": b, "loss": m.loss, "loss_high": m.loss_high, "with_room": bound,
+                          "bits": bits, **tuned.describe()})
+            self.trace.append({"strength": self.strength, "base_step": b, "loss": m.loss, "loss_high": m.loss_high,
+                               "with_room": bound, "all_search_inputs": 1, "finetuned": 1})
+            clock.line(f"fine-tuned at base step {b:.3g} ({tuned.steps} steps, {tuned.seconds:.0f} s, distillation "
+                       f"loss {tuned.before:.3g} -> {tuned.after:.3g}, {100 * tuned.moved:.2f}% symbols moved): "
+                       f"{bits / 8 / 1024:.1f} KiB, loss {100 * m.loss:.3f}% ({100 * bound:.3f}% with room)")
+            if bound > self.target_loss:
+                break
+            if bits < best:
+                best = bits
+                self.untuned = (self.base, self.plan, self.recon, self.targets)
+                self.base, self.plan, self.recon, self.targets = b, tuned.plan, recon, tuned.targets
+        kept = bool(self.untuned)
+        self.tuning = {"kept": kept, "tries": tries, "calibration": tr.about, "calibration_inputs": tr.count,
+                       "device": str(a.device), "seconds": round(time.perf_counter() - t0, 2)}
+        self.say(f"fine-tuning: {'kept at base step ' + format(self.base, '.3g') if kept else 'not kept'} "
+                 f"({time.perf_counter() - t0:.0f} s)")
+
     # ---- phase 6: verification on the held-back part -------------------------------------------------------
     def verify(self) -> None:
         """The budget on the held-back part: a step that fails there is shrunk and checked again, and the
@@ -554,6 +632,13 @@ class _Search:
                             f"{100 * m.loss:.3f}% (95% interval {100 * m.loss_low:.3f}% .. {100 * m.loss_high:.3f}%)")
             if m.loss_high <= target_loss or held_why or shrunk == FINAL_DOWN:
                 break
+            if self.untuned:  # the fine-tuned file fails where the one without passed the same check: back to it
+                self.base, self.plan, self.recon, self.targets = self.untuned
+                self.untuned = ()
+                self.tuning.update(kept=False, failed_held_back=True)
+                self.say("fine-tuning: the held-back part rejects the fine-tuned file; verifying the one without "
+                         "(the held-back part was looked at twice)")
+                continue
             shrunk += 1
             self.base /= FINAL_FACTOR
             self.plan = self.plan_for(self.base, self.strength, self.coded)
@@ -586,6 +671,8 @@ class _Search:
                 "rounding": self.rounder.describe(sorted(targets)) | self.calibration if self.rounder
                 else self.calibration,
                 "sensitivities": {k: np.atleast_1d(v).tolist() for k, v in self.usable.items()}}
+        if self.tuning:
+            auto["finetune"] = self.tuning
         # a model outside the zoo: its original and inputs stand where a zoo name would
         meta = {"zoo": self.reference, "auto": auto} if self.reference else \
             {"auto": auto | {"original": str(self.model), "inputs": str(a.inputs), "module": a.module,
