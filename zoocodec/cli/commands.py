@@ -179,6 +179,8 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
                "bytes_in": rep.bytes_in,
                "weight_bytes": rep.weight_bytes, "ratio": rep.ratio, "bits_per_weight": rep.bits_per_weight,
                "seconds": time.perf_counter() - start}
+    if r.finetune:
+        summary["finetune"] = {k: r.finetune[k] for k in ("kept", "seconds", "device")}
     if json_out:
         print(json.dumps(summary, indent=2))
     else:

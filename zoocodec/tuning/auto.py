@@ -80,7 +80,7 @@ SEQUENTIAL = False
 PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivities are measured
 RUNS_PER_SEARCH = 6  # runs one allocation strength's search takes, about (for the time-left estimate)
 RUNS_PER_FINAL = 4
-FINETUNE_FACTOR, FINETUNE_TRIES = 2 ** (1 / 4), 4  # fine-tuning tries base steps up to 2x the one found
+FINETUNE_FACTOR, FINETUNE_TRIES = 2 ** (1 / 8), 4  # fine-tuning tries base steps up to sqrt(2)x the one found
 FINETUNE_SECONDS = 120.0  # fine-tuning's share of automatic mode's time (2 cores: minilm's whole run <= 5 min)
 
 
@@ -104,6 +104,7 @@ class AutoResult:
     seconds: float = 0.0
     split: dict = field(default_factory=dict)  # how the inputs were split (inputs: the held-back part's size)
     within: bool = True  # the held-back part's 95% bound is within the budget
+    finetune: dict = field(default_factory=dict)  # what fine-tuning tried and whether it was kept (asked for only)
 
 
 def parse_loss(text: str | float) -> float:
@@ -214,7 +215,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                   module: str | None = None, output: str | None = None, choose_coder: bool = True,
                   rounding: str = "gptq", rate_lam: float = RATE_LAM, calib: str | os.PathLike | None = None,
                   seed: int = SPLIT_SEED, sequential: bool = SEQUENTIAL, finetune: bool = False,
-                  finetune_steps: int | None = None, device: str = "cpu") -> AutoResult:
+                  finetune_steps: int | None = None, finetune_seconds: float = FINETUNE_SECONDS,
+                  device: str = "cpu") -> AutoResult:
     """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction).
 
     The task's inputs (the user's `inputs` for a model outside the zoo) are split, seeded by `seed`,
@@ -234,7 +236,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     `sequential`: before the final search, each layer's inputs are measured again on the model
     quantized at the step found (zoocodec.tuning.calibrate.collect_on), and the final rounding is against them.
     `finetune`: after the search again, larger steps are tried with their steps, symbols and lossless 1-D
-    tensors fine-tuned (zoocodec.tuning.finetune, `finetune_steps` optimiser steps each, on torch `device`);
+    tensors fine-tuned (zoocodec.tuning.finetune, `finetune_steps` optimiser steps each, on torch `device`,
+    `finetune_seconds` in all);
     the cheapest that passes on the calibration/search part is kept, and the held-back part verifies it.
     """
     say = log or (lambda _msg: None)
@@ -247,7 +250,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             raise ZoocodecError("--calib gives the calibration inputs of a model judged on --inputs: add --inputs")
         asked = Asked(model, target_loss, task, reference, parse_spec(method or "uniform"), min_size, inputs,
                       module, output, choose_coder, rounding, rate_lam, calib, seed, sequential, finetune,
-                      finetune_steps, device)
+                      finetune_steps, finetune_seconds, device)
         if finetune and not eligible(asked.spec):
             raise ZoocodecError(f"fine-tuning trains the steps of a method that rounds to nearest (uniform): "
                                 f"{asked.spec.name} chooses its own levels; leave out --finetune")
@@ -286,6 +289,7 @@ class Asked:
     sequential: bool
     finetune: bool = False
     finetune_steps: int | None = None
+    finetune_seconds: float = FINETUNE_SECONDS
     device: str = "cpu"
 
 
@@ -568,7 +572,7 @@ class _Search:
         """Larger base steps (FINETUNE_FACTOR apart, at most FINETUNE_TRIES), each with its steps, symbols and
         lossless 1-D tensors fine-tuned on the calibration inputs (zoocodec.tuning.finetune); the cheapest
         that passes on the calibration/search part, with room for the held-back part, replaces the file's
-        plan where it is smaller. Stops at the first that fails, or when FINETUNE_SECONDS are spent."""
+        plan where it is smaller. Stops at the first that fails, or when its seconds are spent."""
         from zoocodec.tuning.finetune import STEPS, finetune
 
         a, clock, t0, tr = self.asked, self.clock, time.perf_counter(), self.tr
@@ -576,9 +580,9 @@ class _Search:
         best = self.price(self.plan)
         tries: list[dict[str, float]] = []
         self.say(f"fine-tuning: up to {FINETUNE_TRIES} larger steps, {steps} optimiser steps each on the "
-                 f"{tr.count:,} calibration inputs ({tr.about}), on {a.device}")
+                 f"{tr.count:,} calibration inputs ({tr.about}), on {a.device}, at most {a.finetune_seconds:.0f} s")
         for j in range(1, FINETUNE_TRIES + 1):
-            left = FINETUNE_SECONDS - (time.perf_counter() - t0)
+            left = a.finetune_seconds - (time.perf_counter() - t0)
             if left <= 0:
                 self.say("fine-tuning: its time is spent")
                 break
@@ -687,7 +691,7 @@ class _Search:
         return AutoResult(report, self.reference or str(self.model), t.name, t.primary, self.target_loss, m.value,
                           m.baseline, m.loss, m.loss_high, m.n, self.base, self.strength, str(self.coded),
                           auto["rounding"]["rounding"], self.trace, time.perf_counter() - self.clock.start,
-                          split_info, m.loss_high <= self.target_loss)
+                          split_info, m.loss_high <= self.target_loss, self.tuning)
 
 
 def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev, calibrates: bool) -> None:
