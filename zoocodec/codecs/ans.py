@@ -226,6 +226,7 @@ class Ans(CoderSpec):
     name = "ans"
     version = 1
     narrows = True
+    gpu_decode = True
 
     def encode(self, symbols, trellis=None) -> bytes:
         return encode(symbols)

@@ -5,7 +5,7 @@ import pytest
 
 from zoocodec.codecs.native import engine
 from zoocodec.methods import TensorData, parse_spec, uniform as U
-from zoocodec.methods.base import as_float64, bits_of, error_stats
+from zoocodec.methods.arrays import as_float64, bits_of, error_stats
 
 
 def tensor(dtype: str, shape, seed: int = 0) -> TensorData:
@@ -74,7 +74,7 @@ def test_bad_arguments_are_refused():
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_all_finite_reads_the_bits(dtype):
-    from zoocodec.methods.base import all_finite
+    from zoocodec.methods.arrays import all_finite
 
     for bad in (None, np.nan, np.inf, -np.inf):
         w = np.random.default_rng(0).standard_normal(300001).astype(np.float32)
