@@ -581,23 +581,26 @@ class _Search:
         plan where it is smaller. Stops at the first that fails, or when its seconds are spent."""
         from zoocodec.tuning.finetune import STEPS, finetune
 
-        a, clock, t0, tr = self.asked, self.clock, time.perf_counter(), self.tr
+        a, clock, t0, tr, base = self.asked, self.clock, time.perf_counter(), self.tr, self.base
         steps = a.finetune_steps or STEPS
         best = self.price(self.plan)
         tries: list[dict[str, float]] = []
         self.say(f"fine-tuning: up to {FINETUNE_TRIES} larger steps, {steps} optimiser steps each on the "
                  f"{tr.count:,} calibration inputs ({tr.about}), on {a.device}, at most {a.finetune_seconds:.0f} s")
+        last = 0.0  # the last try's seconds: a try starts only with that much time left
         for j in range(1, FINETUNE_TRIES + 1):
             left = a.finetune_seconds - (time.perf_counter() - t0)
-            if left <= 0:
-                self.say("fine-tuning: its time is spent")
+            if left <= last:
+                self.say(f"fine-tuning: its time is spent ({left:.0f} s left, the last try took {last:.0f} s)")
                 break
-            b = self.base * FINETUNE_FACTOR**j
+            b = base * FINETUNE_FACTOR**j
             clock.doing = f"fine-tuning at base step {b:.3g}"
             plan = self.plan_for(b, self.strength, self.coded)
             recon, targets = self.decoded(plan)
+            t1 = time.perf_counter()
             tuned = finetune(tr, self.weights, plan, recon, targets, steps=steps, seconds=left, device=a.device,
                              say=lambda msg: clock.line(msg))
+            last = time.perf_counter() - t1
             recon = reconstruct({**self.weights, **tuned.targets}, tuned.plan)
             m = self.decide_ev.judge(recon)
             bound = m.loss_high + self.wider * (m.loss_high - m.loss)
@@ -610,11 +613,11 @@ class _Search:
             clock.line(f"fine-tuned at base step {b:.3g} ({tuned.steps} steps, {tuned.seconds:.0f} s, distillation "
                        f"loss {tuned.before:.3g} -> {tuned.after:.3g}, {100 * tuned.moved:.2f}% symbols moved): "
                        f"{bits / 8 / 1024:.1f} KiB, loss {100 * m.loss:.3f}% ({100 * bound:.3f}% with room)")
-            if bound > self.target_loss:
+            if bound > self.target_loss or not tuned.trained:  # failed, or fine-tuning did not lower its loss
                 break
             if bits < best:
                 best = bits
-                self.untuned = (self.base, self.plan, self.recon, self.targets)
+                self.untuned = self.untuned or (self.base, self.plan, self.recon, self.targets)
                 self.base, self.plan, self.recon, self.targets = b, tuned.plan, recon, tuned.targets
         kept = bool(self.untuned)
         self.tuning = {"kept": kept, "tries": tries, "calibration": tr.about, "calibration_inputs": tr.count,
