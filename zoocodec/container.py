@@ -234,6 +234,26 @@ class Container:
         self._check([(where, memoryview(data), seg[2]) for (where, seg), data in zip(items, copies, strict=True)])
         return copies
 
+    def views(self, items: Iterable[tuple[str, Segment]]) -> list[memoryview]:
+        """Payloads as read-only views of the mapped file (no copy), their chunks CRC-checked on
+        threads together. Hand them back to `release` once decoded: the mapping cannot close
+        while a view lives, and their pages stay resident until then."""
+        items = list(items)
+        with memoryview(self._buffer) as whole:
+            views = [whole[offset : offset + length] for _, (offset, length, _) in items]
+        try:
+            self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
+        except BaseException:
+            self.release(items, views)
+            raise
+        return views
+
+    def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview]) -> None:
+        """End `views` (from views(items)) and drop their pages from this process's resident set."""
+        for (_, (offset, length, _)), v in zip(items, views, strict=True):
+            v.release()
+            _release(self._buffer, offset, length)
+
     def _check(self, views: list[tuple[str, memoryview, Any]]) -> None:
         """Raise ContainerError naming the first payload whose bytes do not match their CRC32s."""
         bad = self._first_bad(views)
@@ -247,10 +267,18 @@ class Container:
             return next((i for i, (_, view, crc) in enumerate(views) if zlib.crc32(view) != crc), None)
         chunk = self.crc_chunk
         jobs = [(i, at) for i, (_, view, _) in enumerate(views) for at in range(0, len(view), chunk)]
-        def crc(job):
-            return zlib.crc32(views[job[0]][1][job[1] : job[1] + chunk])
+        tasks, size = [[]], 0  # consecutive chunks of about `chunk` bytes a task: small payloads share one
+        for i, at in jobs:
+            if size >= chunk:
+                tasks.append([])
+                size = 0
+            tasks[-1].append((i, at))
+            size += min(chunk, len(views[i][1]) - at)
 
-        got = list(_pool().map(crc, jobs) if sum(len(v) for _, v, _ in views) > chunk else map(crc, jobs))
+        def crcs(task):
+            return [zlib.crc32(views[i][1][at : at + chunk]) for i, at in task]
+
+        got = [c for cs in (_pool().map(crcs, tasks) if len(tasks) > 1 else map(crcs, tasks)) for c in cs]
         return next((i for (i, at), c in zip(jobs, got, strict=True) if c != views[i][2][at // chunk]), None)
 
     def verify(self, skip: Iterable[int] = ()) -> int:
