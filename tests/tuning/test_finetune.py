@@ -134,3 +134,20 @@ def test_finetuning_runs_on_every_device_and_returns_host_tensors(device):
     for k, v in tuned.targets.items():
         assert v.device.type == "cpu" and v.dtype == weights[k].dtype
         assert torch.equal(decoded[k], v)  # on the grid: the quantizer returns them as they are
+
+
+def test_a_planned_batchnorm_statistic_stays_as_it_was_coded():
+    """BatchNorm's running mean may be coded lossily (a 1-D tensor in the plan): a buffer, not trained."""
+    from zoocodec.tuning.finetune import Trainable
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 3)).eval()
+    net[1].running_mean.normal_()
+    weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    x = torch.randn(64, 8)
+    tr = Trainable(net, {k: k for k in weights}, [x[:32], x[32:]],
+                   lambda n, s, b: torch.func.functional_call(n, s, (b,)), "logits", "random inputs")
+    plan = {k: parse_spec("uniform:step=0.05") for k in ("0.weight", "2.weight", "1.running_mean")}
+    recon = reconstruct(weights, plan)
+    tuned = finetune(tr, weights, plan, recon, {}, steps=10)
+    assert "1.running_mean" not in tuned.trained and tuned.plan["1.running_mean"] == plan["1.running_mean"]

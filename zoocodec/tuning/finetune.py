@@ -227,7 +227,7 @@ def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[s
             continue
         value = value.float()
         spec = plan.get(name)
-        if spec is not None and tunable(spec):
+        if spec is not None and tunable(spec) and key in params:  # a buffer (BatchNorm statistics) stays fixed
             k = torch.round(value.double() / spec.step).float()
             start_k[name] = k
             latent[name] = k.clone().requires_grad_(symbols)
