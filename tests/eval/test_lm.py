@@ -243,3 +243,10 @@ def test_the_reference_is_stored_once(llama, tmp_path, monkeypatch):
     assert len(list((tmp_path / "lm-reference").iterdir())) == 2
     stored[0].write_bytes(b"not a safetensors file")
     torch.testing.assert_close(lm.Scorer(llama, texts(6)).reference(original), ref, rtol=0, atol=0)
+
+
+def test_the_token_embedding_is_measured_in_row_groups(llama):
+    """Automatic mode measures a causal LM's token embedding (tied to its head) per group of token ids."""
+    from zoocodec.tuning.sensitivity import EMBEDDING_GROUPS, embedding_groups
+
+    assert embedding_groups(load_weights(llama)) == {"model.embed_tokens.weight": EMBEDDING_GROUPS}
