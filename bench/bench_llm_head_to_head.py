@@ -258,9 +258,9 @@ def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
     8 runs do. Kept beside the checkpoints for later runs."""
     from zoocodec.tuning.sensitivity import quantized_names
 
-    path = RESULTS / f"{NAME}.sensitivities.pt"
+    path = RESULTS / f"{NAME}.sensitivities.json"
     if path.exists():
-        return torch.load(path, weights_only=False)
+        return json.loads(path.read_text())
     t0 = time.perf_counter()
     sev = sensitivity_evaluator()
     names = quantized_names(weights)
@@ -280,7 +280,7 @@ def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
         loss = max(sev.task.distortion(sev.outputs(noisy), sev.ref_out), 0.0)
         sens.update({n: loss / energy for n in members})
         print(f"  {kind}: {len(members)} tensors, {loss / energy:.3g} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    torch.save(sens, path)
+    path.write_text(json.dumps(sens, indent=1))
     return sens
 
 
@@ -324,7 +324,9 @@ def nominal_bits(p: dict) -> str:
 
 
 def caveat(p: dict) -> str:
-    return " (4-bit caveat)" if nominal_bits(p) == "4" else ""
+    """Beside every 4-bit setting, and any point without a nominal width in the 4-bit region."""
+    four = nominal_bits(p) == "4" or (nominal_bits(p) == "-" and 4.0 <= p["bits_per_weight"] < 5.1)
+    return " (4-bit caveat)" if four else ""
 
 
 def table() -> None:
@@ -339,7 +341,9 @@ def table() -> None:
     r["auto_tokens"] = next((p.get("auto_tokens") for p in parts if "auto_tokens" in p), None)
     r["failed"] = {k: v for p in parts for k, v in p.get("failed", {}).items()}
     r["smallest_within"] = {}
-    for b in BUDGETS:
+    r["auto_budgets_run"] = sorted({p["budget"] for p in r["points"] if p["family"] == "zoocodec auto"}
+                                   | {float(k.split()[1]) for k in r["failed"]})
+    for b in sorted(BUDGETS):
         row = {f: smallest_within(r["points"], (f,), b) for f in FAMILIES}
         row["best peer"] = smallest_within(r["points"], PEERS, b)
         auto = row["zoocodec auto"]
@@ -366,7 +370,9 @@ def write_markdown(r: dict, path: Path) -> None:
              "| KL budget | zoocodec auto | best of GGUF/HQQ/quanto | NNCodec | auto vs best peer (target 1.3x) "
              "| auto vs NNCodec (target 1.5x) |", "| ---: | --- | --- | --- | ---: | ---: |"]
 
-    def cell(p):
+    def cell(p, budget=None):
+        if p is None and budget is not None and float(budget) not in r["auto_budgets_run"]:
+            return "not run (the session's time ran out)"
         return "none within" if p is None else \
             f"{p['family']} {p['label']}: {p['bits_per_weight']:.3f} bits/weight{caveat(p)}"
 
@@ -374,8 +380,9 @@ def write_markdown(r: dict, path: Path) -> None:
         return "-" if x is None else f"{x:.2f}x"
 
     for budget, row in r["smallest_within"].items():
-        lines.append(f"| {budget} | {cell(row['zoocodec auto'])} | {cell(row['best peer'])} | {cell(row['nncodec'])} "
-                     f"| {ratio(row['auto vs best peer'])} | {ratio(row['auto vs nncodec'])} |")
+        lines.append(f"| {budget} | {cell(row['zoocodec auto'], budget)} | {cell(row['best peer'])} "
+                     f"| {cell(row['nncodec'])} | {ratio(row['auto vs best peer'])} "
+                     f"| {ratio(row['auto vs nncodec'])} |")
     for label, why in r.get("failed", {}).items():
         lines.append(f"\nAutomatic mode {label} failed: {why}")
     if r.get("auto_tokens"):
