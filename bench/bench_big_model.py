@@ -9,7 +9,8 @@ The weights are Gaussian random numbers (a generator's, not a trained model's: s
 ratios are not those of a real model; memory and time are what this measures). Results are
 saved after every step, so a run stopped early keeps what it measured. Each
 step runs in a fresh process that reports its peak resident memory (VmHWM, file-backed pages
-included) above its resident set before the step. The folder is deleted afterwards.
+included) above its resident set before the step, its wall seconds and its CPU seconds (all
+its threads: on a shared machine the wall time is mostly waiting for a core). The folder is deleted afterwards.
 """
 from __future__ import annotations
 
@@ -52,9 +53,10 @@ def run():
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 base = status_kib("VmRSS:")
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 run()
-print(json.dumps({"base_kib": base, "peak_kib": status_kib("VmHWM:"), "seconds": time.perf_counter() - t}))
+print(json.dumps({"base_kib": base, "peak_kib": status_kib("VmHWM:"), "seconds": time.perf_counter() - t,
+                  "cpu_seconds": time.process_time() - c}))
 """
 
 
@@ -157,12 +159,14 @@ def main() -> None:
         if args.baseline:
             plan.insert(1, ("compress_baseline", model, work / "baseline.zc"))
         for name, src, dst in plan:
+            load = os.getloadavg()
             m = step(name, src, dst, args.spec, Path(args.baseline) if name == "compress_baseline" else ROOT)
+            m["load_average"] = {"before": load, "after": os.getloadavg()}
             growth = (m["peak_kib"] - m["base_kib"]) * 1024
             rows[name] = {**m, "peak_bytes": growth, "peak_multiple_of_largest_tensor":
                           growth / info["largest_tensor_bytes"], "peak_fraction_of_model": growth / info["bytes"]}
             print(f"{name:>12}: peak {growth / 2**30:.2f} GiB ({rows[name]['peak_multiple_of_largest_tensor']:.2f}x "
-                  f"the largest tensor), {m['seconds']:.0f} s", flush=True)
+                  f"the largest tensor), {m['seconds']:.0f} s, {m['cpu_seconds']:.0f} CPU s", flush=True)
             if name == "safetensors":
                 shutil.rmtree(peer)
             if name == "compress_baseline":
@@ -178,6 +182,7 @@ def main() -> None:
             if name != "safetensors":
                 rows[name]["peak_vs_safetensors"] = rows[name]["peak_bytes"] / rows["safetensors"]["peak_bytes"]
                 rows[name]["seconds_vs_safetensors"] = rows[name]["seconds"] / rows["safetensors"]["seconds"]
+                rows[name]["cpu_vs_safetensors"] = rows[name]["cpu_seconds"] / rows["safetensors"]["cpu_seconds"]
             memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
             path = save(args.name, {"machine": {**machine(("numpy", "torch", "safetensors")), "memory_bytes": memory},
                                     "spec": args.spec, "model": info, "steps": rows,

@@ -9,10 +9,16 @@
    call alone (CUDA events) in GB/s of decoded weights.
 3. compress a model held in host memory on the GPU vs the CPU path of the same machine,
    same bytes (sha256): uniform:bits=8 (the default spec), kmeans:k=16, dq:bits=6, on the
-   mpnet-shaped model and the 1B bf16 model; the GPU batched (pipeline/batch.py) and one
+   mpnet-shaped model and the 1B bf16 model; dq:bits=6 and rdoq:bits=6 on fmnist-cnn (the
+   real model, whole on both) and on two fp32 2048x4096 matrices; the GPU batched (pipeline/batch.py) and one
    tensor at a time. Where the CPU path would take minutes it runs on a slice (the first
    tensors, `slice_weights` in the row): the speedup is then per weight, and the bytes are
    compared on that slice (the GPU compresses the slice too, and one tensor at a time).
+
+4. the rdoq/dq kernels alone (kernels/rdoq.cu): rdoq.decide and rdoq.dq_trellis on CuPy vs
+   the same call on NumPy, on fmnist-cnn-sized (141K), 1.2M and 8.4M weights in step units,
+   under a fitted order-0 table and a 4-state cabac table; the levels compared element for
+   element (the CPU runs on at most 1.2M weights; the speedup is per weight).
 
 The models are generated (Laplace weights): mpnet's own weights are not on the GPU machine,
 so "mpnet-shaped" has every matrix shape of all-mpnet-base-v2 (109M weights); "1B" is
@@ -83,6 +89,15 @@ def billion(scale: float = 1.0, seed: int = 1) -> dict:
         torch.bfloat16
     )  # last: slices are layers
     return m
+
+
+def fmnist_cnn() -> dict:
+    """The zoo's fmnist-cnn (shipped in the repository: the real weights)."""
+    from safetensors.torch import load_file
+
+    from zoocodec.pipeline import zoo
+
+    return load_file(zoo.resolve("fmnist-cnn"))
 
 
 def weights(tensors: dict) -> int:
@@ -231,15 +246,24 @@ def kmeans_case(name: str, scale: float) -> dict:
     for B, n, ks in ((1, n64, (4, 16)), (1, 4 * n64, (4, 16)), (4096, n64 // 4096, (4, 16))):
         x = cupy.asarray(np.random.default_rng(0).laplace(0, 0.05, B * n).astype(np.float32)).reshape(B, n)
         for k in ks:
-            plan = K.CudaLloyd(x, K.kmeanspp_init(x, k, seed=0), K.fixed_point_scales(x))
+            init, scales = K.kmeanspp_init(x, k, seed=0), K.fixed_point_scales(x)
+            plan = K.CudaLloyd(x, init, scales)
             s = gpu_time(lambda plan=plan: [plan.step() for _ in range(10)]) / 10
+            kernel = plan.launches[0][0] if len(plan.launches[0]) == 4 else "lloyd_pass"
+            # the peer: lloyd_pass (per-lane sum and count apart, the search in shared memory), same centroids
+            old = K.CudaLloyd(x, init, scales, pass16=False)
+            s_old = gpu_time(lambda old=old: [old.step() for _ in range(10)]) / 10
+            same = bool((plan.c == old.c).all())
             bw = x.nbytes / s
-            rows.append({"weights": B * n, "problems": B, "k": k, "s_per_iter": s, "bytes_per_s": bw,
+            rows.append({"weights": B * n, "problems": B, "k": k, "kernel": kernel, "s_per_iter": s, "bytes_per_s": bw,
                          "fraction_of_copy_bandwidth": bw / copy_bw,
-                         "fraction_of_datasheet_peak": bw / peak if peak else None})
+                         "fraction_of_datasheet_peak": bw / peak if peak else None,
+                         "lloyd_pass_s_per_iter": s_old, "speedup_vs_lloyd_pass": s_old / s,
+                         "same_centroids_as_lloyd_pass": same})
             print(
-                f"k-means {B}x{n} k={k}: {s * 1e3:.2f} ms/iter, {bw / 1e12:.2f} TB/s = "
-                f"{bw / copy_bw:.0%} of the measured copy, {bw / peak if peak else float('nan'):.0%} of the datasheet",
+                f"k-means {B}x{n} k={k} ({kernel}): {s * 1e3:.2f} ms/iter, {bw / 1e12:.2f} TB/s = "
+                f"{bw / copy_bw:.0%} of the measured copy, {bw / peak if peak else float('nan'):.0%} of the datasheet; "
+                f"lloyd_pass {s_old * 1e3:.2f} ms ({s_old / s:.2f}x), same centroids {same}",
                 flush=True,
             )
         del x, plan
@@ -250,6 +274,46 @@ def kmeans_case(name: str, scale: float) -> dict:
         "timing": "CUDA events, median of 10 runs of 10 back-to-back iterations (one launch each) after 2 warm-ups; "
         "bytes = the float32 weights read once per iteration; copy = 1 GiB device-to-device, read + write",
     }
+
+
+def rdoq_kernel_case(scale: float, gpu: str) -> list[dict]:
+    """Seconds of one decide / dq_trellis pass, the kernel (CUDA events) against NumPy on the
+    same inputs, levels compared."""
+    from zoocodec.codecs.cabac import Cabac
+    from zoocodec.codecs.context import Ctx
+    from zoocodec.kernels import rdoq as R
+
+    if gpu == "cpu":
+        xp = np
+    else:
+        import cupy as xp
+    rows_out = []
+    g = np.random.default_rng(7)
+    for rows, cols in ((384, 368), (1536, 768), (8192, 1024)):
+        rows = max(16, int(rows * min(1.0, scale * 8)))
+        x = g.laplace(0, 6.0, (rows, cols)) * g.uniform(0.5, 2, (rows, 1))  # weights / step: about 6 bits
+        q = np.rint(x).astype(np.int64)
+        for model, table in (("ctx", Ctx().model(q).rates(q)), ("cabac-4-state", Cabac().model(q, 1).rates(q))):
+            cpu_rows = min(rows, max(16, (1 << 20) // cols))
+            for name, fn, bits in (("decide", R.decide, table.stateless), ("dq_trellis", R.dq_trellis, table.bits)):
+                if name == "decide" and model != "ctx":
+                    continue
+                args_gpu = (xp.asarray(x), xp.asarray(table.ctx), table.origin, xp.asarray(bits), 0.15, xp)
+                gpu_s = gpu_time(lambda a=args_gpu, f=fn: f(*a), reps=3) if xp is not np else float("nan")
+                got = fn(*args_gpu)
+                start = time.perf_counter()
+                want = fn(x[:cpu_rows], table.ctx[:cpu_rows], table.origin, bits, 0.15, np)
+                cpu_s = time.perf_counter() - start
+                got = got.get() if hasattr(got, "get") else got
+                same = bool(np.array_equal(got[:cpu_rows], want))
+                row = {"pass": name, "table": model, "weights": rows * cols, "cpu_weights": cpu_rows * cols,
+                       "gpu_s": gpu_s, "cpu_s": cpu_s, "same_levels": same,
+                       "speedup_gpu_vs_cpu_per_weight": cpu_s / (cpu_rows * cols) / (gpu_s / (rows * cols))}
+                rows_out.append(row)
+                print(f"rdoq kernel {name} ({model}) {rows}x{cols}: GPU {gpu_s * 1e3:.2f} ms, CPU {cpu_s:.2f} s on "
+                      f"{cpu_rows * cols / 1e6:.2f}M: {row['speedup_gpu_vs_cpu_per_weight']:.0f}x per weight, "
+                      f"same levels {same}", flush=True)
+    return rows_out
 
 
 def main() -> None:
@@ -263,7 +327,8 @@ def main() -> None:
     from zoocodec.device import resolve
 
     result = {"machine": machine(("numpy", "torch", "cupy-cuda13x")), "device": resolve(gpu).label,
-              "scale": scale, "dry_run": args.dry_run, "kmeans": None, "load": [], "compress": []}
+              "scale": scale, "dry_run": args.dry_run, "kmeans": None, "rdoq_kernels": None, "load": [],
+              "compress": []}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("gpu-bench-dry-run.json" if args.dry_run else "gpu-bench.json")
 
@@ -282,13 +347,20 @@ def main() -> None:
 
     if not args.dry_run:
         case("kmeans", kmeans_case, result["device"], scale)
+    case("rdoq_kernels", rdoq_kernel_case, scale, gpu)
     mp, big = mpnet_shaped(scale), billion(scale)
     square = {k: v for k, v in mp.items() if tuple(v.shape) == (768, 768)}  # 49 matrices: one dq trellis
     n_big = weights(big)
     # (model, spec, tensors on the GPU, weights on the CPU (None: all), GPU one at a time too):
     # CPU slices sized for ~10-30 s on a 16-core host (measured here: uniform 4.5M weights/s,
     # kmeans:k=16 1.5M/s, dq 0.05M/s on one core of a loaded 2-core machine)
-    plan = [("mpnet-shaped fp32", "uniform:bits=8", mp, None, True),
+    fmnist = fmnist_cnn()
+    g = np.random.default_rng(2)
+    pair = {f"m{i}.weight": laplace(g, (max(64, int(2048 * min(1, scale * 8))), 4096)) for i in range(2)}
+    plan = [("fmnist-cnn", "dq:bits=6", fmnist, None, True),
+            ("fmnist-cnn", "rdoq:bits=6", fmnist, None, False),
+            ("two fp32 2048x4096", "dq:bits=6", pair, weights(pair) // 2, False),
+            ("mpnet-shaped fp32", "uniform:bits=8", mp, None, True),
             ("mpnet-shaped fp32", "kmeans:k=16", mp, weights(mp) // 8, True),
             ("mpnet-shaped fp32", "dq:bits=6", square, 2 * 768 * 768, True),
             ("1B bf16", "uniform:bits=8", big, n_big // 32, False),

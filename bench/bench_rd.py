@@ -19,8 +19,9 @@ the metric does not use (minilm: the first documents of lee.cor, a different cor
 lee_background.cor; mnist-cnn: output KL on the first 500 digits, labels unused) and
 cached in bench/results/rd-sensitivity-<model>.json.
 
-NNCodec's points are those of ../shared/NOTES.md (NNCodec 2.1.3, same metric, measured
-earlier on this machine type); they are not re-measured here. The size ratio vs NNCodec
+NNCodec's points (NNCodec 2.1.3 with its defaults, same metric) were measured earlier on this
+machine type and are written below; they are not re-measured here (bench_head_to_head.py runs
+NNCodec itself). The size ratio vs NNCodec
 at equal document cosine interpolates each curve's bits/weight in log(1 - cosine).
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ from zoocodec.pipeline import zoo
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, load
 from zoocodec.tuning.allocate import allocate, noise_sensitivities
 
-# NNCodec 2.1.3 on minilm, document cosine on lee_background.cor (NOTES.md): qp, bits/weight, mean, min
+# NNCodec 2.1.3 on minilm, document cosine on lee_background.cor, measured 2026-11: qp, bits/weight, mean, min
 NNCODEC = [(-38, 6.380, 0.99883, 0.99810), (-34, 5.358, 0.99479, 0.99242),
            (-32, 4.936, 0.99187, 0.98754), (-30, 4.357, 0.98000, 0.96892)]
 LAM = 0.15
@@ -190,7 +191,7 @@ def plot(rows: list[dict], path: Path) -> None:
             if ev:
                 axes[1][j].plot([p[0] for p in ev], [p[2] for p in ev], "o-", color=f"C{i}", label=setting)
         if model == "minilm":
-            axes[1][j].plot([n[1] for n in NNCODEC], [n[2] for n in NNCODEC], "ks--", label="NNCodec 2.1.3 (NOTES.md)")
+            axes[1][j].plot([n[1] for n in NNCODEC], [n[2] for n in NNCODEC], "ks--", label="NNCodec 2.1.3 (earlier)")
             axes[1][j].set_ylim(0.975, 1.0)
         axes[0][j].set(title=f"{model}: SQNR", xlabel="bits/weight (whole .zc)", ylabel="model SQNR, dB")
         axes[1][j].set(
@@ -226,7 +227,7 @@ def main() -> None:
     result = {"machine": machine(("numpy", "torch", "constriction")), "lam": LAM, "rows": rows,
               "nncodec_points": [dict(zip(("qp", "bits_per_weight", "cosine_mean", "cosine_min"), n, strict=True))
                                  for n in NNCODEC],
-              "nncodec_source": "../shared/NOTES.md (NNCodec 2.1.3, defaults, dependent quantization on)"}
+              "nncodec_source": "earlier run on this machine type (NNCodec 2.1.3, defaults, dependent quantization on)"}
     if any(r["model"] == "minilm" for r in rows):
         result["versus_nncodec"] = versus_nncodec(rows)
         print(json.dumps(result["versus_nncodec"], indent=1))

@@ -46,6 +46,14 @@ def main() -> None:
     for kind, k, rows, n in ((0, 0, 1, 300), (1, 0, 3, 6000), (2, 16, 2, 5000)):
         s = g.integers(0, k or 40, n) - (0 if k else 20)
         save("fused", bytes([kind, k, rows]) + struct.pack("<H", n) + ans.encode(s))
+    # float planes the AVX2 decoder takes: 8-lane substreams of 4096 under 12-bit tables, grouped
+    for width, n in ((2, 20000), (4, 13000)):
+        w = np.random.default_rng(width).laplace(0, 0.05, n).astype(np.float16 if width == 2 else np.float32)
+        planes = native.engine().float_split(w.view(np.uint16 if width == 2 else np.uint32), 1)
+        body = native.rans_encode(planes[0], 256, chunk=4096, max_bits=12)
+        parts = struct.pack("<H", len(body)) + body
+        parts += b"".join(struct.pack("<H", p.size) + p.tobytes() for p in planes[1:])
+        save("floatplanes", bytes([(width == 4) | 2]) + struct.pack("<H", n) + parts)
 
 
 if __name__ == "__main__":

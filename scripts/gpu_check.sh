@@ -3,10 +3,11 @@
 # timeout inside a 470 s budget). It builds the native engine, compiles the CUDA kernels
 # (nvcc for the resource report, CuPy's NVRTC as they run), runs `pytest -m gpu` (CPU vs GPU
 # bit for bit: every method with a GPU path, the batched compress, the device-resident uniform
-# quantizer of uniform.cu, the GPU decoder, and every registered method's conformance on CUDA:
-# round trip, quantize_many, GPU equal to CPU) and
-# bench/bench_gpu.py (compress GPU vs CPU, load into GPU memory vs safetensors, decoder GB/s,
-# k-means as a fraction of HBM), and bench/bench_decode_gpu.py (uniform at 2-16 bits, kmeans
+# quantizer of uniform.cu, the rdoq/dq kernels of rdoq.cu, the GPU decoder, and every registered
+# method's conformance on CUDA: round trip, quantize_many, GPU equal to CPU) and
+# bench/bench_gpu.py (compress GPU vs CPU, dq and rdoq among them from fmnist-cnn up, the rdoq/dq
+# kernels alone vs NumPy, load into GPU memory vs safetensors, decoder GB/s, k-means as a
+# fraction of HBM), and bench/bench_decode_gpu.py (uniform at 2-16 bits, kmeans
 # and lossless float planes on the GPU decoder: exact against the CPU, load and kernel speed).
 # Everything lands in $OUT (default ./gpu-check-out): nvidia-smi.txt, build.log, nvcc.log,
 # pytest.log, junit.xml, decode-gpu.log, decode-gpu.json, bench.log, gpu-bench.json.
@@ -70,8 +71,8 @@ for f in zoocodec/kernels/*.cu; do
   timeout 30 nvcc -arch=sm_90 -std=c++17 -c -Xptxas -v "$f" -o /dev/null >> "$OUT/nvcc.log" 2>&1 || echo "nvcc: $f failed (see nvcc.log)"
 done
 timeout "$(limit 60)" $PY -c "
-from zoocodec.kernels import decode, kmeans, uniform
-for m, names in ((kmeans, ('lloyd_pass', 'lloyd_small')),
+from zoocodec.kernels import decode, kmeans, rdoq, uniform
+for m, names in ((kmeans, ('lloyd_pass', 'lloyd_pass16', 'lloyd_small')), (rdoq, ('rdoq_decide', 'dq_trellis_1', 'dq_trellis_4')),
                  (decode, tuple(k for k, _ in decode.KINDS.values()) + tuple(decode.PACKED_KERNELS.values())
                   + ('rans_bytes', 'planes_merge4', 'planes_merge2')),
                  (uniform, tuple(uniform.KERNELS.values()))):
@@ -86,6 +87,7 @@ timeout "$(limit 150)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxm
   tests/test_device_gpu.py tests/kernels/test_decode_gpu.py tests/kernels/test_kmeans_gpu.py \
   tests/kernels/test_lowrank.py tests/kernels/test_prune.py tests/kernels/test_dither.py \
   tests/kernels/test_transform.py tests/methods/test_rdoq.py tests/kernels/test_uniform_device.py \
+  tests/kernels/test_rdoq_kernels.py \
   tests/methods/test_conformance.py tests/eval/test_lm.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 tests=${PIPESTATUS[0]}
 

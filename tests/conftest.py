@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
+import secrets
 
 import numpy as np
 import pytest
@@ -15,6 +15,11 @@ from zoocodec.pipeline import zoo
 
 # Ray reads this once, at import: every Ray the tests start stays on loopback, whichever module imports it first.
 os.environ.setdefault(cluster.LOOPBACK_ENV, "0")
+# Ray also reads its auth mode at import (pytest.importorskip("ray") may come first). Each test run
+# authenticates its Rays with a token of its own, so runs side by side (or a user's Ray)
+# never read or overwrite one another's ~/.ray/auth_token.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 # Property tests draw the same examples on every run, so CI cannot turn red by luck;
 # HYPOTHESIS_PROFILE=explore draws fresh ones (run it when hunting bugs).
@@ -66,8 +71,6 @@ def ray_api():
     Ray running yet in this process; skips where Ray is not installed."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed (pip install 'zoocodec[ray]')")
-    if "ray" not in sys.modules:  # Ray reads the mode once, at import; the GCS it starts reads the environment
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():

@@ -30,6 +30,12 @@ def test_import_and_help_load_no_torch_ray_or_cupy():
     assert probe.stdout.strip() == "[]", probe.stderr
 
 
+def test_compress_help_lists_every_registered_coder(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "compress", "--help")
+    text = " ".join(out.split())
+    assert code == 0 and all(name in text for name in CODERS) and "cabac" in text, text
+
+
 def test_version_is_the_installed_version():
     out = run_script("--version")
     assert out.returncode == 0 and out.stdout.strip() == f"zoocodec {version('zoocodec')}"

@@ -9,9 +9,9 @@ import torch
 
 import zoocodec
 from support import run_cli
-from zoocodec.codecs import CODERS, parse_coder
 from zoocodec.container import FORMAT_VERSION, Container
 from zoocodec.errors import ContainerError
+from zoocodec.header import Header, Source
 
 EXPECTED = Path(__file__).parent / "expected" / "golden.sha256"
 
@@ -171,6 +171,23 @@ def test_version_2_damage_is_found(tmp_path):
         zoocodec.decompress(tmp_path / "bad.zc")
 
 
+def test_an_old_spec_is_upgraded_before_its_fields_are_checked(tmp_path):
+    """lossless version 1 named its coder and zstd's level apart (version 2 has no `level`): a
+    header holding it opens and decodes, upgraded first; a wrong type in it is still refused."""
+    from support import Forge
+
+    zoocodec.compress({"w": torch.randn(64, 80)}, tmp_path / "new.zc", "lossless:coder=zstd(level=3)")
+    f = Forge((tmp_path / "new.zc").read_bytes())
+    f.header["tensors"][0]["method"] = {"method": "lossless", "version": 1, "coder": "zstd", "level": 3}
+    old = f.write(tmp_path / "old.zc")
+    with zoocodec.Archive(old) as a:
+        assert str(a.plan["w"].spec) == "lossless:coder=zstd(level=3)"
+    assert torch.equal(zoocodec.decompress(old)["w"], zoocodec.decompress(tmp_path / "new.zc")["w"])
+    f.header["tensors"][0]["method"]["level"] = "3"
+    with pytest.raises(ContainerError, match="invalid header: .*parameter level='3' is not of type int"):
+        zoocodec.decompress(f.write(tmp_path / "bad.zc"))
+
+
 def test_verify_checks_every_byte(tmp_path, monkeypatch, capsys):
     """`zoocodec verify`: a flipped byte anywhere (payload, padding, header, trailer) fails it in
     one line; opening the file does not read the payloads."""
@@ -196,54 +213,15 @@ def test_chunk_checksums_of_a_large_segment(tmp_path):
     out = tmp_path / "c.zc"
     with Container.create(out) as c:
         seg = c.add_segment(payload)
-        c.header = {"tensors": [], "source": {"format": "dict"}, "files": {}}
-    assert len(seg[2]) == 3
+        c.head = Header(Source("dict"), ())
+    assert len(seg.crc) == 3
     with Container.open(out) as c:
-        assert c.segment("it", tuple(seg)) == payload
+        assert c.segment("it", seg) == payload
     for at in (5, CRC_CHUNK + 7, 2 * CRC_CHUNK + 4):
         data = bytearray(out.read_bytes())
         data[seg[0] + at] ^= 1
         out.write_bytes(bytes(data))
         with Container.open(out) as c, pytest.raises(ContainerError, match="payload of it is corrupt"):
-            c.segment("it", tuple(seg))
+            c.segment("it", seg)
         data[seg[0] + at] ^= 1
         out.write_bytes(bytes(data))
-
-
-def coder_cases():
-    """Every registered coder with symbols of the kind it is made for (real-looking weights)."""
-    g = np.random.default_rng(7)
-    w = g.laplace(0, 0.02, (40, 125)).astype(np.float32) * g.uniform(0.5, 2, (40, 1)).astype(np.float32)
-    levels = np.rint(w / 0.002).astype(np.int64)
-    bits = w.view(np.uint32)
-    for name in sorted(CODERS):
-        if name.startswith("video-"):
-            pytest.importorskip("av")
-        symbols = {"flags": (np.abs(w) > 0.02).astype(np.int64), "float": bits, "zstd": bits, "raw": bits}.get(
-            name, levels
-        )
-        yield name, symbols
-
-
-@pytest.mark.parametrize("name", sorted(CODERS))
-def test_forged_payloads_never_escape_as_other_errors(name):
-    """Even with valid checksums, a coder given garbage raises ContainerError or returns data."""
-    symbols = dict(coder_cases())[name]
-    coder = parse_coder(name)
-    coded = coder.encode(symbols)
-    assert np.array_equal(coder.decode(coded, symbols.shape, symbols.dtype), symbols)
-    g = np.random.default_rng(7)
-    for _ in range(30 if name.startswith("video-") else 300):
-        b = bytearray(coded)
-        for pos in g.integers(0, len(b), int(g.integers(1, 4))):
-            b[pos] ^= int(g.integers(1, 256))
-        try:
-            out = coder.decode(bytes(b), symbols.shape, symbols.dtype)
-            assert out.shape == symbols.shape
-        except ContainerError:
-            pass
-    for cut in (0, 1, len(coded) // 2, len(coded) - 1):
-        try:
-            assert coder.decode(coded[:cut], symbols.shape, symbols.dtype).shape == symbols.shape
-        except ContainerError:
-            pass

@@ -6,9 +6,10 @@ import torch
 import zoocodec
 from zoocodec.codecs import ans, native
 from zoocodec.errors import ContainerError
-from zoocodec.methods import spec_from_dict
-from zoocodec.methods.base import from_float64
-from zoocodec.plan import KINDS, Affine, Entry, decode
+from zoocodec.header import TensorEntry
+from zoocodec.methods import parse_spec
+from zoocodec.methods.arrays import from_float64
+from zoocodec.plan import KINDS, Affine, decode
 
 
 def own_decode(a: zoocodec.Archive, name: str) -> np.ndarray:
@@ -57,7 +58,7 @@ def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_rounding_into_each_dtype_is_numpys(dtype):
     """Steps that put products on float16 subnormals, overflow, and bfloat16 ties: the native
-    conversion of each float64 product equals methods/base.from_float64."""
+    conversion of each float64 product equals methods/arrays.from_float64."""
     g = np.random.default_rng(3)
     symbols = g.integers(-300, 300, 60_000)
     for step in (2.0 ** -24 / 3, 6.1e-5 / 7, 0.1, 1 / 3, 300.0, 1e30, 3.4e38 / 200, 2.0 ** -140):
@@ -65,7 +66,7 @@ def test_rounding_into_each_dtype_is_numpys(dtype):
         s = symbols.reshape(3, -1)
         with np.errstate(over="ignore"):
             want = from_float64(s.astype(np.float64) * rows[:, None], dtype)
-        e = Entry("t", s.shape, dtype, {}, {}, {})
+        e = TensorEntry("t", s.shape, dtype, parse_spec("uniform"), {}, {})
         got, left = decode([(e, Affine("symbols", rows), ans.encode(s))])
         assert not left
         assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8)), step
@@ -75,7 +76,7 @@ def test_codebook_index_out_of_range_is_refused():
     """A forged index stream that points past the codebook: ContainerError, not a read outside it."""
     from zoocodec.plan import Lookup
 
-    e = Entry("t", (2, 600), "float16", {}, {}, {})
+    e = TensorEntry("t", (2, 600), "float16", parse_spec("kmeans:k=4"), {}, {})
     book = np.linspace(-1, 1, 8)
     with pytest.raises(ContainerError, match="codebook index 4 out of range 0..3"):
         decode([(e, Lookup("indices", book, 4, 600), ans.encode(np.arange(1200) % 5))])
@@ -92,7 +93,7 @@ def test_damaged_stream_is_named(tmp_path):
     with zoocodec.Archive(out) as a:
         e = a.plan["f32"]
         payload = bytearray(a.container.segment("f32", e.segments["symbols"]))
-        steps = spec_from_dict(e.method).fused(e.side, {"steps": a.container.segment("s", e.segments["steps"])},
+        steps = e.spec.fused(e.side, {"steps": a.container.segment("s", e.segments["steps"])},
                                                e.shape, e.dtype)
     payload[len(payload) // 2] ^= 0x55
     with pytest.raises(ContainerError, match="tensor 'f32': corrupt entropy-coded payload"):

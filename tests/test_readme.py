@@ -68,3 +68,14 @@ def test_the_override_rule_as_stated(tmp_path):
     assert methods["*word_embeddings*"] == {"word_embeddings": "uniform:bits=8", "LayerNorm": "lossless",
                                             "position_ids": "lossless"}
     assert "`*embeddings*` on minilm also quantizes the\nembeddings' LayerNorm weight and bias" in README
+
+
+def test_the_lossless_table_is_the_lossless_results_file():
+    """README's lossless rows (issues 24/25: the float-plane coder against zipnn) are the results file's."""
+    rows = json.loads((RESULTS / "lossless-2026-12-04b.json").read_text())["rows"]
+    short = {"float32": "fp32", "bfloat16": "bf16"}
+    for r in rows:
+        cell = (f"| {r['size_zipnn_over_ours']:.4f} | {r['decode_cpu_zipnn_over_ours']:.2f} "
+                f"({r['decode_speed_ours_over_zipnn']:.2f}) | {r['encode_cpu_zipnn_over_ours']:.2f} "
+                f"({r['encode_speed_ours_over_zipnn']:.2f}) |")
+        assert cell in _row(f"{r['model']} | {short[r['dtype']]} | {r['threads']} |"), (r["model"], r["dtype"], cell)

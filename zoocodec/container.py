@@ -40,6 +40,7 @@ from zoocodec import budget, schema
 from zoocodec.budget import unzstd
 from zoocodec.errors import ContainerError, ZoocodecError
 from zoocodec.fsutil import atomic_file
+from zoocodec.header import Header, Segment
 
 MAGIC = b"ZOOCODEC"
 TRAILER_MAGIC = b"ZCTRAILR"
@@ -50,9 +51,6 @@ TRAILER_SIZE = 64
 MAX_HEADER = 1 << 28
 CRC_CHUNK = 1 << 20  # bytes per checksum: the unit of parallel checking
 HASH_CHUNK = 8 << 20  # bytes resident at a time while a whole file is checked
-
-Segment = tuple[int, int, Any]  # offset, length, CRC32s of its chunks (version 2: one CRC32)
-
 
 def preamble(version: int = FORMAT_VERSION) -> bytes:
     return MAGIC + struct.pack("<I", version) + bytes(ALIGN - 12)
@@ -74,10 +72,14 @@ def chunk_crcs(data, chunk: int = CRC_CHUNK) -> list[int]:
 
 
 class Container:
-    """Write with `Container.create(path)` (a context manager), read with `Container.open(path)`."""
+    """Write with `Container.create(path)` (a context manager): add the payloads, set `head`
+    (the typed header, zoocodec/header.py) and leave the block. Read with `Container.open(path)`:
+    `head` is the header validated into the typed model, `header` the same as its JSON."""
 
-    def __init__(self, path: Path, header: dict[str, Any], buffer, file=None, version: int = FORMAT_VERSION):
+    def __init__(self, path: Path, head: Header | None, header: dict[str, Any], buffer, file=None,
+                 version: int = FORMAT_VERSION):
         self.path = path
+        self.head = head
         self.header = header
         self.version = version
         self._buffer = buffer
@@ -94,7 +96,7 @@ class Container:
         except OSError as e:
             output.__exit__(type(e), e, None)
             raise ZoocodecError(f"{path}: cannot write it ({e.strerror})") from None
-        c = cls(path, {}, None, f)
+        c = cls(path, None, {}, None, f)
         c._output = output
         c._pos = 0
         c._write(preamble())
@@ -108,8 +110,8 @@ class Container:
         if self._pos % ALIGN:
             self._write(bytes(ALIGN - self._pos % ALIGN))
 
-    def add_segment(self, data: bytes) -> list:
-        """Append one payload; returns [offset, length, chunk CRC32s] for the header. The
+    def add_segment(self, data: bytes) -> Segment:
+        """Append one payload; returns its Segment (offset, length, chunk CRC32s) for the header. The
         CRCs are computed on threads while the main thread writes."""
         self._pad()
         offset = self._pos
@@ -121,7 +123,7 @@ class Container:
         else:
             self._write(view)
             crcs = chunk_crcs(view)
-        return [offset, len(view), crcs]
+        return Segment(offset, len(view), crcs)
 
     def __enter__(self) -> Container:
         return self
@@ -144,7 +146,8 @@ class Container:
     def _finish(self) -> None:
         self._pad()
         header_offset = self._pos
-        self.header.update(format_version=FORMAT_VERSION, crc_chunk=CRC_CHUNK)  # the layout's own fields
+        self.head = self.head.stamped(FORMAT_VERSION, CRC_CHUNK)  # the layout's own fields
+        self.header = self.head.to_json()
         text = json.dumps(self.header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
         header = zstandard.ZstdCompressor(level=19).compress(text)  # ~300 bytes a tensor as text: small models notice
         self._write(header)
@@ -167,7 +170,8 @@ class Container:
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             version = cls._version(path, buf)
-            c = cls(path, cls._read_header(path, buf, size, version), buf, version=version)
+            head, header = cls._read_header(path, buf, size, version)
+            c = cls(path, head, header, buf, version=version)
         except Exception:
             buf.close()
             raise
@@ -195,7 +199,7 @@ class Container:
         return version
 
     @staticmethod
-    def _read_header(path: Path, buf, size: int, version: int) -> dict[str, Any]:
+    def _read_header(path: Path, buf, size: int, version: int) -> tuple[Header, dict[str, Any]]:
         t = size - TRAILER_SIZE
         header_offset, header_len, header_crc, zero = struct.unpack_from("<QQII", buf, t)
         if buf[t + 24 : t + 32] != TRAILER_MAGIC or zero or (version >= 3 and buf[t + 32 :] != bytes(32)):
@@ -207,12 +211,14 @@ class Container:
             raise ContainerError(f"{path}: header checksum mismatch")
         text = unzstd(raw, budget.header_limit(header_len, MAX_HEADER), f"{path}: header", exact=False)
         header = schema.parse(path, text)
-        schema.validate(path, header, version, header_offset, ALIGN)
-        return header
+        try:
+            return Header.from_json(header, version, header_offset, ALIGN), header
+        except schema.Invalid as e:
+            raise ContainerError(f"{path}: invalid header: {e}") from None
 
     @property
     def crc_chunk(self) -> int:
-        return self.header["crc_chunk"] if self.version >= 3 else 0
+        return self.head.crc_chunk
 
     def segment(self, where: str, seg: Segment) -> bytes:
         """One payload (a copy), CRC-checked. `where` names it in errors (e.g. the tensor)."""
@@ -228,6 +234,26 @@ class Container:
         self._check([(where, memoryview(data), seg[2]) for (where, seg), data in zip(items, copies, strict=True)])
         return copies
 
+    def views(self, items: Iterable[tuple[str, Segment]]) -> list[memoryview]:
+        """Payloads as read-only views of the mapped file (no copy), their chunks CRC-checked on
+        threads together. Hand them back to `release` once decoded: the mapping cannot close
+        while a view lives, and their pages stay resident until then."""
+        items = list(items)
+        with memoryview(self._buffer) as whole:
+            views = [whole[offset : offset + length] for _, (offset, length, _) in items]
+        try:
+            self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
+        except BaseException:
+            self.release(items, views)
+            raise
+        return views
+
+    def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview]) -> None:
+        """End `views` (from views(items)) and drop their pages from this process's resident set."""
+        for (_, (offset, length, _)), v in zip(items, views, strict=True):
+            v.release()
+            _release(self._buffer, offset, length)
+
     def _check(self, views: list[tuple[str, memoryview, Any]]) -> None:
         """Raise ContainerError naming the first payload whose bytes do not match their CRC32s."""
         bad = self._first_bad(views)
@@ -241,10 +267,18 @@ class Container:
             return next((i for i, (_, view, crc) in enumerate(views) if zlib.crc32(view) != crc), None)
         chunk = self.crc_chunk
         jobs = [(i, at) for i, (_, view, _) in enumerate(views) for at in range(0, len(view), chunk)]
-        def crc(job):
-            return zlib.crc32(views[job[0]][1][job[1] : job[1] + chunk])
+        tasks, size = [[]], 0  # consecutive chunks of about `chunk` bytes a task: small payloads share one
+        for i, at in jobs:
+            if size >= chunk:
+                tasks.append([])
+                size = 0
+            tasks[-1].append((i, at))
+            size += min(chunk, len(views[i][1]) - at)
 
-        got = list(_pool().map(crc, jobs) if sum(len(v) for _, v, _ in views) > chunk else map(crc, jobs))
+        def crcs(task):
+            return [zlib.crc32(views[i][1][at : at + chunk]) for i, at in task]
+
+        got = [c for cs in (_pool().map(crcs, tasks) if len(tasks) > 1 else map(crcs, tasks)) for c in cs]
         return next((i for (i, at), c in zip(jobs, got, strict=True) if c != views[i][2][at // chunk]), None)
 
     def verify(self, skip: Iterable[int] = ()) -> int:
@@ -289,15 +323,14 @@ class Container:
 
     def all_segments(self) -> list[tuple[str, Segment]]:
         """Every payload segment the header names: (who, segment)."""
-        out = [(f"tensor {t['name']!r} ({k})", tuple(s)) for t in self.header["tensors"]
-               for k, s in t["segments"].items()]
-        return out + [(f"file {name!r}", tuple(s)) for name, s in self.header["files"].items()]
+        out = [(f"{e.where} ({k})", s) for e in self.head.tensors for k, s in e.segments.items()]
+        return out + [(f"file {name!r}", s) for name, s in self.head.files.items()]
 
     def file_sizes(self) -> dict[str, int]:
         """Each attached file's size as its zstd frame declares it, checked against what compress attaches."""
-        fmt = self.header["source"].get("format")
+        fmt = self.head.source.format
         sizes = {}
-        for name, (offset, length, _) in self.header["files"].items():
+        for name, (offset, length, _) in self.head.files.items():
             what = f"{self.path}: attached file {name!r}"
             sizes[name] = budget.declared_size(self._buffer[offset : offset + min(length, 18)], what)
             if sizes[name] > budget.attached_limit(name, fmt):
@@ -309,9 +342,8 @@ class Container:
         """The model's attached files (ONNX graph, Hugging Face config and tokenizer), inflated."""
         sizes = self.file_sizes()
         budget.check_total(f"{self.path}: the attached files", [], sum(sizes.values()))
-        return {name: unzstd(self.segment(f"file {name!r}", tuple(seg)), sizes[name],
-                             f"{self.path}: attached file {name!r}")
-                for name, seg in self.header["files"].items()}
+        return {name: unzstd(self.segment(f"file {name!r}", seg), sizes[name], f"{self.path}: attached file {name!r}")
+                for name, seg in self.head.files.items()}
 
     def close(self) -> None:
         if self._buffer is not None:

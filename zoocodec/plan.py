@@ -1,4 +1,4 @@
-"""One decode plan per file: the header read once into typed entries, and many tensors
+"""One decode plan per file: the header's typed entries (zoocodec/header.py), many tensors
 decoded together by the decoders their methods declare.
 
 A method declares a fused decoder with `MethodSpec.fused(side, arrays, shape, dtype)`: a
@@ -9,7 +9,7 @@ CUDA decoder (kernels/decode.py) takes the same descriptions. So adding a method
 editing a decoder: a method whose dequantization is one of these kinds returns it.
 
 Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; values in
-float64 rounded to the dtype exactly as methods/base.from_float64 rounds them):
+float64 rounded to the dtype exactly as methods/arrays.from_float64 rounds them):
     Affine   value = symbol * steps[row]               (uniform)
     Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
     Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py; the
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from zoocodec.codecs import native
 from zoocodec.errors import ContainerError
+from zoocodec.header import TensorEntry
 
 KINDS = {"float32": 0, "float16": 1, "bfloat16": 2}  # plan.h Kind
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
@@ -72,40 +72,11 @@ class Planes:
 FUSED = (Affine, Lookup, Planes)
 
 
-@dataclass
-class Entry:
-    """One tensor of the header, typed: what decoding it needs, parsed once."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    method: dict[str, Any]
-    side: dict[str, Any]
-    segments: dict[str, tuple]
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def where(self) -> str:
-        return f"tensor {self.name!r}"
-
-
-def entries(header: dict[str, Any]) -> dict[str, Entry]:
-    """The header's tensors (validated by zoocodec/schema.py) as typed entries, by name."""
-    return {t["name"]: Entry(t["name"], tuple(t["shape"]), t["dtype"], t["method"], t["side"],
-                             {k: tuple(v) for k, v in t["segments"].items()})
-            for t in header["tensors"]}
-
-
-def batches(items: list[Entry], limit: int = BATCH_BYTES) -> list[list[Entry]]:
+def batches(items: list[TensorEntry], limit: int = BATCH_BYTES) -> list[list[TensorEntry]]:
     """Consecutive entries grouped up to about `limit` decoded bytes each."""
-    from zoocodec.methods.lossless import native_dtype
-
     out, size = [[]], 0
     for e in items:
-        nbytes = e.numel * native_dtype(e.dtype).itemsize
+        nbytes = e.raw_bytes
         if out[-1] and size + nbytes > limit:
             out.append([])
             size = 0
@@ -114,7 +85,7 @@ def batches(items: list[Entry], limit: int = BATCH_BYTES) -> list[list[Entry]]:
     return [b for b in out if b]
 
 
-def fused_job(spec, e: Entry, segments: dict[str, bytes], gpu: bool = False):
+def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = False):
     """The method's fused description of entry `e` for the CPU's batched decoder (`gpu`: for the
     CUDA decoder), or None (its own decode then runs). Only payloads shaped as the generic
     decoder would accept them are taken."""
@@ -129,7 +100,7 @@ def fused_job(spec, e: Entry, segments: dict[str, bytes], gpu: bool = False):
 
 
 def decode(
-    jobs: list[tuple[Entry, Affine | Lookup, bytes]], threads: int = 0
+    jobs: list[tuple[TensorEntry, Affine | Lookup, bytes]], threads: int = 0
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every job in one native pass -> ({name: array}, names the native decoder left to the
     method's own decode). Damage raises ContainerError naming the tensor."""

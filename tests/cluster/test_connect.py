@@ -43,6 +43,16 @@ def test_embedded_ray_refuses_to_listen_on_every_address():
     assert out.stdout.startswith("ZoocodecError an embedded Ray would listen on every network address"), out.stderr
 
 
+def test_ray_imported_before_auth_is_set_is_refused_with_one_line():
+    pytest.importorskip("ray")
+    code = ("import ray\nfrom zoocodec import cluster\n"
+            "try:\n    cluster.connect().__enter__()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    env = script_env()
+    env.pop("RAY_AUTH_MODE", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("ZoocodecError Ray was imported before zoocodec could turn on token"), out.stderr
+
+
 DRIVER = """
 import time
 from zoocodec import cluster

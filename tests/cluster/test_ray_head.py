@@ -1,6 +1,7 @@
 """`ray start --head` on loopback + `ray job submit --working-dir . -- zoocodec sweep ...`.
 
-Only the Ray processes of this head (found by its own temp dir) are stopped at the end;
+Only the Ray processes of this head (found by its temp dir or GCS port, and their children) are
+stopped at the end;
 `ray stop` would end every Ray on the machine.
 """
 from __future__ import annotations
@@ -29,16 +30,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pids_with(text: str) -> list[int]:
-    pids = []
+def head_pids(*marks: str) -> list[int]:
+    """Processes whose command line holds one of `marks`, and all their descendants (the dashboard and
+    runtime-env agents rename themselves and keep only their parent as a trace)."""
+    cmd, parent = {}, {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if text.encode() in (d / "cmdline").read_bytes():
-                    pids.append(int(d.name))
-            except OSError:
+                cmd[int(d.name)] = (d / "cmdline").read_bytes()
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 pass
-    return pids
+    found = {p for p, c in cmd.items() if any(m.encode() in c for m in marks)}
+    while grown := {p for p, pp in parent.items() if pp in found} - found:
+        found |= grown
+    return sorted(found)
 
 
 @pytest.fixture
@@ -47,7 +53,10 @@ def head():
         pytest.skip("ray is not installed (pip install 'zoocodec[ray]')")
     ray_bin = str(Path(sys.executable).with_name("ray"))
     temp = tempfile.mkdtemp(prefix="zcr", dir="/tmp")
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    # The job's entrypoint `zoocodec` is found on the head's PATH: put this interpreter's bin first,
+    # as an activated virtualenv would (pytest is often run as .venv/bin/python without activating).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, PATH=path, RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     env.pop("RAY_ADDRESS", None)
     port, dash = free_port(), free_port()
     subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
@@ -56,13 +65,14 @@ def head():
     try:
         yield ray_bin, f"http://127.0.0.1:{dash}", env
     finally:
-        for pid in pids_with(temp):
+        marks = (temp, f"127.0.0.1:{port}")
+        for pid in head_pids(*marks):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         time.sleep(2)
-        for pid in pids_with(temp):
+        for pid in head_pids(*marks):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

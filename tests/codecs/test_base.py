@@ -1,18 +1,18 @@
-"""The coder layer: specs parse from text and JSON and back, versions are checked, every
-registered coder round-trips what it is made for, and entropy models price symbols."""
+"""The coder layer beyond what the conformance suite (tests/codecs/test_conformance.py) checks
+for every registered coder: parameters its examples do not set, bad text, nested coders in
+method JSON, round trips of random shapes, and how closely ans and ctx price what they code."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from zoocodec.codecs import CODERS, coder_from_dict, parse_coder
+from zoocodec.codecs import coder_from_dict, parse_coder
 from zoocodec.codecs.base import Order0, order0_bits
 from zoocodec.errors import SpecError
 from zoocodec.methods import parse_spec, spec_from_dict
 
 
-@pytest.mark.parametrize("text", ["ans", "ctx", "flags", "float", "zstd(level=3)", "raw",
-                                  "video-hevc(crf=18,preset=fast)", "video-h264(pix=gray,hw=cpu)"])
+@pytest.mark.parametrize("text", ["video-hevc(crf=18,preset=fast)", "video-h264(pix=gray,hw=cpu)"])
 def test_text_and_json_round_trip(text):
     coder = parse_coder(text)
     assert parse_coder(str(coder)) == coder
@@ -62,11 +62,6 @@ def test_integer_coders_round_trip(s, name):
 def test_flags_round_trip(mask):
     coder = parse_coder("flags")
     assert np.array_equal(coder.decode(coder.encode(mask), mask.shape), mask)
-
-
-def test_every_coder_is_registered_with_a_version():
-    assert {"ans", "ctx", "flags", "float", "zstd", "raw", "video-h264", "video-hevc"} <= set(CODERS)
-    assert all(isinstance(c.version, int) and c.version >= 1 for c in CODERS.values())
 
 
 def test_models_price_symbols_without_coding():

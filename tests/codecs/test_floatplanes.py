@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from zoocodec.codecs import floatplanes
+from zoocodec.codecs import floatplanes, native
 from zoocodec.errors import ContainerError
 
 
@@ -28,3 +28,114 @@ def test_truncated_payload_raises():
     for cut in (0, 3, len(coded) // 3, len(coded) - 1):
         with pytest.raises(ContainerError):
             floatplanes.decode(coded[:cut], w.size, w.dtype)
+
+
+def _exponents(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(fp32 weights, their exponent plane): the plane the vector decoder takes."""
+    w = np.random.default_rng(seed).laplace(0, 0.03, n).astype(np.float32)
+    return w, native.engine().float_split(w.view(np.uint32), 1)[0]
+
+
+def _raw_planes(w: np.ndarray) -> list:
+    return [(floatplanes.RAW, p) for p in native.engine().float_split(w.view(np.uint32), 1)[1:]]
+
+
+@pytest.mark.parametrize("n", [4096 * 8 + 5, 3 * 65536 + 4095, 9 * 65536 + 8])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_vector_rans_planes_equal_the_scalar_decoder(n, threads):
+    """Exponent planes of 8-lane substreams under a 12-bit table decode on the AVX2 path in groups
+    of substreams (a short last one leaves the group); the scalar rANS decoder is the reference."""
+    w, plane = _exponents(n)
+    stream = native.rans_encode(plane, 256, max_bits=12)
+    assert np.array_equal(native.rans_decode(stream, n, threads=1), plane)
+    bits = native.engine().float_merge(n, 4, [(floatplanes.ORDER0, stream), *_raw_planes(w)], threads)
+    assert bits.tobytes() == w.tobytes()
+    assert floatplanes.decode(floatplanes.encode(w), n, w.dtype, threads=threads).tobytes() == w.tobytes()
+
+
+@pytest.mark.parametrize("bits", [13, 14, 16])
+def test_planes_of_finer_tables_decode(bits):
+    """Streams with more than 12 probability bits (the encoder wrote up to 14 before) take the
+    scalar decoder."""
+    w, plane = _exponents(5 * 65536 + 100, seed=1)
+    stream = native.rans_encode(plane, 256, max_bits=bits)
+    back = native.engine().float_merge(w.size, 4, [(floatplanes.ORDER0, stream), *_raw_planes(w)], 2)
+    assert back.tobytes() == w.tobytes()
+
+
+def test_damaged_vector_streams_fail_like_the_scalar_decoder():
+    """Bytes flipped anywhere in a stream the vector path decodes: the merge raises exactly when
+    the scalar decoder does, and otherwise yields the same symbols (fuzz/ replays the rest)."""
+    n = 2 * 65536 + 4100
+    w, plane = _exponents(n, seed=2)
+    stream = bytearray(native.rans_encode(plane, 256, max_bits=12))
+    eng, rng = native.engine(), np.random.default_rng(3)
+    raw = _raw_planes(w)
+    for _ in range(150):
+        bad = bytearray(stream)
+        for at in rng.integers(len(stream) // 2 if rng.random() < 0.5 else 0, len(stream), rng.integers(1, 4)):
+            bad[at] ^= 1 << int(rng.integers(8))
+        try:
+            want = native.rans_decode(bytes(bad), n, threads=1)
+        except ContainerError:
+            want = None
+        try:
+            got = eng.float_split(eng.float_merge(n, 4, [(floatplanes.ORDER0, bytes(bad)), *raw], 2), 1)[0]
+        except eng.CorruptStream:
+            got = None
+        assert (want is None) == (got is None)
+        assert want is None or np.array_equal(want, got)
+
+
+@pytest.mark.parametrize("n", [0, 1, 50, 4095, 5000, 70_000, 300_000])
+@pytest.mark.parametrize("plane", [0, 2])
+def test_rans_size_estimate_is_the_stream_size(n, plane):
+    """The encoder decides from rans_size without coding: the stream's framing exactly plus the
+    body's ideal length under the table the encoder picks (each substream's final states carry
+    up to 16 bytes more)."""
+    w = np.random.default_rng(n).laplace(0, 0.03, n).astype(np.float32)
+    p = native.engine().float_split(w.view(np.uint32), 1)[plane]
+    est = native.engine().rans_size(native.engine().byte_histogram(p), floatplanes.PRECISION, native.SUBSTREAM)
+    real = len(native.rans_encode(p, 256, max_bits=floatplanes.PRECISION))
+    assert abs(est - real) <= 16 * (1 + -(-n // native.SUBSTREAM))
+    floor = native.engine().rans_size(native.engine().byte_histogram(p), floatplanes.PRECISION, native.SUBSTREAM, 0)
+    assert floor <= real  # the bound the encoder stops at (at_least=0: always the bound)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 100, 4096, 4103, 65536, 65536 * 5 + 4096 + 5])
+@pytest.mark.parametrize("kind", ["exponent", "mantissa", "constant", "rare", "two-level"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_plane_encoder_writes_the_rans_encoders_bytes(n, kind, threads):
+    """plane_encode (8 lanes a vector, 4 substreams together, quotients in single precision
+    corrected by the remainder) writes exactly the stream of the scalar rans_encode."""
+    g = np.random.default_rng(n)
+    planes = native.engine().float_split(g.laplace(0, 0.03, n).astype(np.float32).view(np.uint32), 1)
+    plane = {"exponent": planes[0], "mantissa": planes[3], "constant": np.full(n, 7, np.uint8),
+             "rare": (g.random(n) < 0.01).astype(np.uint8) * 200,  # a coarse table: the scalar path
+             "two-level": np.where(g.random(n) < 0.3, 3, 250).astype(np.uint8)}[kind]
+    for bits in (12, 14):
+        want = native.rans_encode(plane, 256, threads=threads, max_bits=bits)
+        assert native.engine().plane_encode(plane, bits, native.SUBSTREAM, threads) == want
+
+
+@pytest.mark.parametrize("coded", [(0,), (1,), (0, 2), (0, 1, 2, 3)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_any_planes_rans_coded_merge_bit_exact(coded, threads):
+    """The decoder writes values straight from its registers when only the top plane is coded;
+    any other mix of coded and raw planes goes through the plane buffers."""
+    w, _ = _exponents(3 * 65536 + 4100, seed=4)
+    planes = native.engine().float_split(w.view(np.uint32), 1)
+    parts = [(floatplanes.ORDER0, native.rans_encode(p, 256, max_bits=12)) if k in coded else (floatplanes.RAW, p)
+             for k, p in enumerate(planes)]
+    assert native.engine().float_merge(w.size, 4, parts, threads).tobytes() == w.tobytes()
+
+
+@pytest.mark.parametrize("n", [4096 + 3, 2 * 65536 + 4100, 5 * 65536])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_byte_values_from_the_vector_decoder(n, threads):
+    """fp16/bf16: the exponent plane decoded with the low byte merged in the decoder's registers."""
+    w = np.random.default_rng(n).laplace(0, 0.03, n).astype(np.float16)
+    planes = native.engine().float_split(w.view(np.uint16), 1)
+    parts = [(floatplanes.ORDER0, native.rans_encode(planes[0], 256, max_bits=12)), (floatplanes.RAW, planes[1])]
+    assert native.engine().float_merge(n, 2, parts, threads).tobytes() == w.tobytes()
+    assert floatplanes.decode(floatplanes.encode(w), n, w.dtype, threads=threads).tobytes() == w.tobytes()

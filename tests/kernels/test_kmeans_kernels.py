@@ -193,3 +193,28 @@ def test_pq_any_batch(v, k):
     assert c.shape == (v.shape[0], k, v.shape[2]) and idx.shape == v.shape[:2]
     if v.size:
         assert int(idx.max()) < k and np.isfinite(c).all()
+
+
+@pytest.mark.parametrize("shape, k, gx, scale", [((1, 1 << 16), 16, 1056, 0.05), ((64, 4096), 4, 16, 0.05),
+                                                  ((3, 3001), 16, 1, 3.0), ((2, 4096), 2, 1, 0.05),
+                                                  ((5, 999), 9, 2, 1e6), ((4, 512), 16, 1, 1e-30)])
+def test_pass16_kernel_adds_the_cpu_sums(shape, k, gx, scale):
+    """kmeans.cu's lloyd_pass16, transliterated (register search, packed per-lane words, float32
+    scaling where exact): the integer sums and counts of cluster_sums(), the indices of assign()."""
+    x = laplace(shape, scale=scale)
+    x[0, :4] = [0.0, -0.0, x.max(), x.min()]
+    c = K.lloyd(x, K.kmeanspp_init(x, k), 3)  # centroids as Lloyd leaves them (duplicates possible)
+    scales = K.fixed_point_scales(x)
+    sums, counts = K.lloyd_pass16_emulated(x, c, scales, gx)
+    want_sums, want_counts = K.cluster_sums(x, c, scales)
+    assert np.array_equal(sums, want_sums.astype(np.int64)) and np.array_equal(counts, want_counts)
+    assert np.array_equal(K.search16_emulated(K.midpoints(c), x), K.assign(x, c))
+
+
+def test_pass16_packing_is_refused_where_a_lane_could_overflow():
+    assert K.pack16(1 << 16, 1056 * 128) is not None
+    assert K.pack16(1 << 26, 128) is None  # 2**19 values on one lane: its sum would reach its count's bits
+    x = laplace((1, 1 << 16), scale=1.0)
+    c = K.kmeanspp_init(x, 16)
+    with pytest.raises(ValueError):
+        K.lloyd_pass16_emulated(x, c, K.fixed_point_scales(x), gx=1, threads=1)

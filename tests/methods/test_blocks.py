@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import zoocodec
-from zoocodec.methods import base
-from zoocodec.methods.base import pairwise_sum, row_blocks
+from zoocodec.methods import arrays
+from zoocodec.methods.arrays import pairwise_sum, row_blocks
 
 
 def model() -> dict[str, torch.Tensor]:
@@ -25,11 +25,11 @@ def model() -> dict[str, torch.Tensor]:
                                   "kmeans:k=4,per=block,block=1000", "lossless"])
 def test_blocks_change_no_byte(tmp_path, monkeypatch, spec):
     zoocodec.compress(model(), tmp_path / "one.zc", spec, min_size=100)
-    monkeypatch.setattr(base, "BLOCK_BYTES", 2048)  # 256 float64s: many blocks, rows cut in pieces
+    monkeypatch.setattr(arrays, "BLOCK_BYTES", 2048)  # 256 float64s: many blocks, rows cut in pieces
     zoocodec.compress(model(), tmp_path / "many.zc", spec, min_size=100)
     assert (tmp_path / "one.zc").read_bytes() == (tmp_path / "many.zc").read_bytes()
     back = zoocodec.decompress(tmp_path / "many.zc")
-    monkeypatch.setattr(base, "BLOCK_BYTES", 8 << 20)
+    monkeypatch.setattr(arrays, "BLOCK_BYTES", 8 << 20)
     for name, t in zoocodec.decompress(tmp_path / "one.zc").items():
         assert torch.equal(t, back[name])
 

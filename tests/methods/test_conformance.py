@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from conformance import outside, refused_in_one_line, same
-from zoocodec import plan
+from zoocodec import plan, schema
 from zoocodec.errors import SpecError
+from zoocodec.header import TensorEntry
 from zoocodec.kernels.backend import gpu_available
 from zoocodec.methods import REGISTRY, MethodSpec, TensorData, parse_spec, spec_from_dict
-from zoocodec.methods.base import from_float64
+from zoocodec.methods.arrays import from_float64
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import range_of
 
@@ -85,7 +86,7 @@ def test_fused_decode_equals_decode(text, dtype):
     for shape in [(12, 40), (40,), (3, 4, 10)]:
         enc, out = round_trip(spec, weights(shape, dtype))
         side = json.loads(json.dumps(enc.side))
-        entry = plan.Entry("t", shape, dtype, spec.to_dict(), side, {})
+        entry = TensorEntry("t", shape, dtype, spec, side, {})
         job = plan.fused_job(spec, entry, enc.segments)
         if job is None or not job.cpu:
             continue
@@ -158,6 +159,7 @@ def test_spec_json_round_trip_and_versions(text):
     d = json.loads(json.dumps(spec.to_dict()))
     assert d["method"] == spec.name and d["version"] == type(spec).version
     assert spec_from_dict(d) == spec == parse_spec(str(spec))
+    assert schema.spec_of(d, "its header entry") == spec  # what a file's header reader accepts (JSON types)
     assert type(spec).upgrade(d, spec.version) == d
     with pytest.raises(SpecError, match="newer than this zoocodec"):
         spec_from_dict({**d, "version": spec.version + 1})
@@ -192,6 +194,15 @@ def test_declarations_hold(cls):
         k = np.arange(-20, 20).reshape(4, 10)
         q = default.with_step(0.25).quantize(TensorData("t", "float32", (k * 0.25).astype(np.float32)))
         assert [s.ravel().tolist() for s in q.symbols.values()] == [k.ravel().tolist()]
+    if cls.name != "sequence":  # a shared grid is what a sequence's delta coding needs from its inner method
+        delta = f"sequence:mode=delta,then={cls.name}"
+        if cls.shared_grid:
+            members = TensorData("t", "float32", np.stack([weights((12, 40)).array] * 2))
+            assert parse_spec(delta).on_grid
+            check_round_trip(parse_spec(delta), members)
+        else:
+            with pytest.raises(SpecError):
+                parse_spec(delta)
 
 
 @pytest.mark.gpu

@@ -48,8 +48,8 @@ def test_ranges_are_checked_and_listed_from_one_declaration(monkeypatch, capsys)
     listed = {m["name"]: m for m in json.loads(out)["methods"]}
     bits = next(p for p in listed["uniform"]["params"] if p["name"] == "bits")
     assert code == 0 and bits["range"] == str(Uniform.ranges["bits"]) == "2..16"
-    assert listed["uniform"]["capabilities"] == ["gpu", "steppable", "rounds_nearest"]
-    assert listed["lossless"]["capabilities"] == ["lossless"]
+    assert listed["uniform"]["capabilities"] == ["gpu", "steppable", "rounds_nearest", "shared_grid", "gpu_decode"]
+    assert listed["lossless"]["capabilities"] == ["lossless", "gpu_decode"]
 
 
 VERSION_1 = [  # specs as version 1 wrote them (before coders were nested specs)

@@ -5,7 +5,7 @@ from hypothesis.extra import numpy as hnp
 
 from zoocodec.errors import SpecError
 from zoocodec.methods import TensorData, parse_spec
-from zoocodec.methods.base import from_float64
+from zoocodec.methods.arrays import from_float64
 
 
 def ulp(dtype: str, x: np.ndarray) -> np.ndarray:

@@ -167,7 +167,7 @@ def test_compress_counts_the_side_info_and_the_gpu_decoder_declines(tmp_path):
                                   "uniform:bits=8,group=48,zero=true", "uniform:step=0.001,group=16,zero=true",
                                   "uniform:bits=12,group=64"])
 def test_native_groups_equal_the_array_path(dtype, text):
-    from zoocodec.methods.base import error_stats
+    from zoocodec.methods.arrays import error_stats
 
     w = np.random.default_rng(6).laplace(0, 0.02, (37, 300)).astype(np.float32)
     w[0, :5] = [0.0, -1e-9, 1e-9, 0.0, -0.0]
@@ -182,7 +182,7 @@ def test_native_groups_equal_the_array_path(dtype, text):
     zeros = None if zeros is None else zeros.view("<f4").astype(np.float64).reshape(rows, -1)
     symbols = np.empty(m.shape, dtype=native.symbols["symbols"].dtype)
     recon = np.empty(m.shape, dtype=t.array.dtype)
-    from zoocodec.methods.base import row_blocks
+    from zoocodec.methods.arrays import row_blocks
     from zoocodec.methods.uniform import _group_block
 
     spec._quantize_group_blocks(t, m, list(row_blocks(rows, cols, limit=_group_block(spec.group))), steps, zeros,

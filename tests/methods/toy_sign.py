@@ -14,7 +14,8 @@ import numpy as np
 from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, register
+from zoocodec.methods.arrays import from_float64
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, register
 from zoocodec.registry import interval
 
 

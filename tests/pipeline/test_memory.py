@@ -17,11 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import ctypes, json, sys
-import zoocodec.methods.base
+import zoocodec.methods.arrays
 from zoocodec.pipeline import core
 
 src, zc, out, small, spec, block = sys.argv[1:7]
-zoocodec.methods.base.BLOCK_BYTES = int(block)  # the blocks scale with the tensor the test can afford
+zoocodec.methods.arrays.BLOCK_BYTES = int(block)  # the blocks scale with the tensor the test can afford
 
 def status_kib(key):
     with open("/proc/self/status") as f:
@@ -111,9 +111,9 @@ def test_decompress_does_not_hold_the_container(tmp_path):
               str(tmp_path / "m.safetensors"))
     child = r'''
 import sys
-import zoocodec.container, zoocodec.methods.base
+import zoocodec.container, zoocodec.methods.arrays
 from zoocodec.pipeline import core
-zoocodec.container.HASH_CHUNK, zoocodec.methods.base.BLOCK_BYTES = 256 << 10, 256 << 10  # scaled to 1 MB tensors
+zoocodec.container.HASH_CHUNK, zoocodec.methods.arrays.BLOCK_BYTES = 256 << 10, 256 << 10  # scaled to 1 MB tensors
 core.compress(sys.argv[1], sys.argv[2])
 def kib(k):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(k))

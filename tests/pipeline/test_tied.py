@@ -52,3 +52,16 @@ def test_bad_aliases_are_refused(tmp_path, monkeypatch, capsys, aliases):
         zoocodec.decompress(evil)
     code, _, err = run_cli(monkeypatch, capsys, "decompress", evil, "-o", tmp_path / "out.pt")
     assert code == 2 and err.count("\n") == 1 and "aliases" in err
+
+
+def test_tensors_equal_where_sampled_are_not_tied(tmp_path):
+    """Tied weights are found by a sample of each tensor's bytes, then compared whole: a tensor
+    differing from an earlier one in a byte the sample skips keeps its own payload."""
+    emb = torch.randn(300, 64, generator=torch.Generator().manual_seed(1))
+    near = emb.clone()
+    near.view(-1)[100] += 1.0  # bytes 400..403: past the first 64, between sampled ones (every ~18.7th)
+    twin = emb.clone()
+    zoocodec.compress({"a.weight": emb, "b.weight": near, "c.weight": twin}, tmp_path / "m.zc", "uniform:bits=8")
+    assert zoocodec.inspect(tmp_path / "m.zc")["aliases"] == {"c.weight": "a.weight"}
+    out = zoocodec.decompress(tmp_path / "m.zc")
+    assert (out["b.weight"].view(-1)[100] - near.view(-1)[100]).abs() < 0.05

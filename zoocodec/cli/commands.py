@@ -18,6 +18,7 @@ from zoocodec.cli.options import (
     budgeted,
     build_spec,
     check_output,
+    coders_help,
     model_path,
     note_nvdec,
     typed,
@@ -55,9 +56,7 @@ def compress(
     allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf "
                                                        "lossless instead of failing")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-    coder: Annotated[str | None, typer.Option(help="symbol coder: ans, ctx, cabac, video-h264, video-hevc; "
-                                                   "masks: flags; --method lossless: float, zstd, raw "
-                                                   "(see `zoocodec methods`)")] = None,
+    coder: Annotated[str | None, typer.Option(help=coders_help())] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="video: lossless coding "
                                                               "of the symbols (the default)")] = False,
     crf: Annotated[int | None, typer.Option(help="video: lossy, the encoder's constant rate factor 0..51")] = None,
@@ -82,12 +81,14 @@ def compress(
                                                          "zoo: logits | embeddings | values | tokens")] = None,
     device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | "
                                              "auto (a missing GPU is an error)")] = "cpu",
+    decode_on: Annotated[str, typer.Option(help="gpu: only methods and coders with a GPU decoder (automatic mode "
+                                                "prices only those; docs/gpu.md gives the size cost) | any")] = "any",
 ):
     """Compress a model into a .zc container."""
     start = time.perf_counter()  # the time printed is every phase's: reading, allocation or search, coding
     from zoocodec.device import resolve
     from zoocodec.pipeline.core import compress as run, load
-    from zoocodec.pipeline.policy import Overrides
+    from zoocodec.pipeline.policy import Overrides, for_decoder
 
     typed(model)
     dev = resolve(device)  # a GPU that is not there fails before any work
@@ -107,18 +108,22 @@ def compress(
                                            ("--crf", crf is not None), ("--hw", hw)) if given]
         if unused:
             raise ZoocodecError(f"automatic mode (--target-loss) does not take {', '.join(unused)}")
+        choose = coder is None and "coder=" not in method
+        for_decoder(build_spec(method, coder=coder), decode_on, choose)  # refused before any work
         _auto(model, output, target_loss, task, build_spec(method, coder=coder), min_size, json_out,
-              inputs, module, output_kind, choose_coder=coder is None and "coder=" not in method, start=start,
-              calib=calib)
+              inputs, module, output_kind, choose_coder=choose, start=start, calib=calib, decode_on=decode_on)
         return
     if task is not None or inputs is not None or module is not None or output_kind is not None or calib is not None:
         raise ZoocodecError("--task, --inputs, --calib, --module and --output-kind belong to automatic mode: "
                             "add --target-loss")
 
     spec = build_spec(method, step, bits, per_tensor, coder, lossless, crf, hw)  # bad specs fail before reading
+    spec = for_decoder(spec, decode_on, choose_coder=coder is None and "coder=" not in method)
     if hw == "nvdec":
         note_nvdec()
     overrides = Overrides.parse(override or [])
+    for _, _, named in overrides.rules:
+        for_decoder(named, decode_on)
     plan = None
     if target_bpw is not None:
         if step is not None or bits is not None:
@@ -146,7 +151,7 @@ def compress(
 
 def _auto(model: str, output: Path, target_loss: str, task: str | None, method, min_size: int,
           json_out: bool, inputs: Path | None, module: str | None, output_kind: str | None,
-          choose_coder: bool, start: float, calib: Path | None = None) -> None:
+          choose_coder: bool, start: float, calib: Path | None = None, decode_on: str = "any") -> None:
     """compress --target-loss: search the per-tensor steps, verify on the task (or the user's inputs), report.
     A coder the user named is kept; otherwise a context coder's method gets the cheaper context coder."""
     from zoocodec.tuning.auto import auto_compress, parse_loss
@@ -157,7 +162,7 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
         raise ZoocodecError(f"--module and --output-kind judge a model outside the zoo on your inputs: {INPUTS_HELP}")
     r = auto_compress(model, output, parse_loss(target_loss), task, method=method, min_size=min_size,
                       log=lambda msg: err_console.print(msg, markup=False, highlight=False), inputs=inputs,
-                      module=module, output=output_kind, choose_coder=choose_coder, calib=calib)
+                      module=module, output=output_kind, choose_coder=choose_coder, calib=calib, decode_on=decode_on)
     rep = r.report
     summary = {"output": str(output), "reference": r.reference, "task": r.task, "metric": r.metric,
                "target_loss": r.target_loss, "value": r.value, "baseline": r.baseline, "loss": r.loss,
@@ -258,7 +263,7 @@ def decompress(
     dev = resolve(device)
     with Archive(container) as a:
         total = len(a.names())
-        fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
+        fmt = output_format(output, a.head.source.format, a.head.files, format)
     check_output(output, [container], folder=fmt == "hf")
     with progress(total, "decoding") as step:
         run(container, output, fmt, progress=step, device=dev)
@@ -286,11 +291,8 @@ def inspect(
     from zoocodec.container import Container
     from zoocodec.pipeline.core import inspect as run
 
-    c = Container.open(container, verify=False)
-    try:
-        is_sequence = isinstance(c.header.get("meta", {}).get("sequence"), dict)
-    finally:
-        c.close()
+    with Container.open(container, verify=False) as c:
+        is_sequence = c.head.sequence is not None
     if is_sequence:
         _inspect_seq(container, json_out)
         return
@@ -435,7 +437,7 @@ def decompress_seq(
     with SeqArchive(container) as a:
         which = member if member in a.labels or not member.lstrip("-").isdigit() else int(member)
         a.member_index(which)
-        fmt = output_format(output, a.header["source"]["format"], a.header["files"], format)
+        fmt = output_format(output, a.head.source.format, a.head.files, format)
     check_output(output, [container], folder=fmt == "hf")
     with working(f"decoding member {which}"):
         run(container, which, output, fmt)

@@ -82,6 +82,18 @@ def apply_preset(name: str, method: str, step, bits, per_tensor, target_bpw, tar
     return options["method"], options.get("target_bpw")
 
 
+def coders_help() -> str:
+    """--coder's help: the registered coders by the symbols they are made for (registry.py),
+    so a new coder is listed without an edit here."""
+    from zoocodec.codecs import CODERS  # numpy and the coders' modules: no torch, Ray or CuPy
+
+    def made_for(alphabet: str) -> str:
+        return ", ".join(name for name, cls in CODERS.items() if cls.alphabet == alphabet)
+
+    return (f"symbol coder: {made_for('levels')}; masks: {made_for('flags')}; --method lossless: "
+            f"{made_for('bits')} (see `zoocodec methods`)")
+
+
 def build_spec(method: str, step: float | None = None, bits: int | None = None, per_tensor: bool = False,
                coder: str | None = None, lossless: bool = False, crf: int | None = None, hw: str | None = None):
     """The method spec from --method and the sugar options (--step/--bits/--per-tensor for uniform,

@@ -192,9 +192,9 @@ def inspect_table(container, info: dict) -> None:
         table.add_column(col, justify="right" if col in ("bits/w", "ratio", "SQNR dB") else "left")
     for r in info["tensors"]:
         table.add_row(r["name"], "x".join(map(str, r["shape"])), r["dtype"], r["method"],
-                      f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.2f}", sqnr(r["sqnr_db"], is_lossless(r["method"])))
+                      f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.2f}", sqnr(r["sqnr_db"], r["lossless"]))
     console.print(table)
-    if any(sqnr(r["sqnr_db"], is_lossless(r["method"])) == "on grid" for r in info["tensors"]):
+    if any(sqnr(r["sqnr_db"], r["lossless"]) == "on grid" for r in info["tensors"]):
         console.print("on grid: the tensor's values already sat exactly on its quantization grid (no error; "
                       "a decompressed file compressed again)", highlight=False, markup=False)
     console.print(

@@ -118,6 +118,10 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     given. Only what this call started is shut down on exit.
     """
     address = address or os.environ.get("RAY_ADDRESS")
+    if "ray" in sys.modules and "RAY_AUTH_MODE" not in os.environ:  # Ray read "disabled" at import
+        raise ZoocodecError("Ray was imported before zoocodec could turn on token authentication, so this process "
+                            "and the Ray it starts or joins would disagree; set RAY_AUTH_MODE=token in the "
+                            "environment")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     if not address:
         if "ray" not in sys.modules:

@@ -118,25 +118,21 @@ def encode(symbols: np.ndarray) -> bytes:
     put_svarint(out, lo)
     out.append(k)
     top = ((hi - lo) >> k) + 1
-    if not k:
+    if not k:  # the frame's first bytes go in front of the stream in the engine: one copy of it
         width = np.dtype(np.uint8 if top <= 256 else np.uint16)
         if s.dtype.itemsize == width.itemsize:  # int8 / int16 symbols: the engine subtracts lo as it reads
-            stream = native.rans_encode(s.view(width), top, add=-lo % (1 << (8 * width.itemsize)))
+            coded = native.rans_encode(s.view(width), top, add=-lo % (1 << (8 * width.itemsize)), prefix=bytes(out))
         else:
-            stream = native.rans_encode(_offset(s, -lo, width), top)
-        idx = None
+            coded = native.rans_encode(_offset(s, -lo, width), top, prefix=bytes(out))
     else:
         s = s.astype(np.int64)
         idx = (s - lo).astype(np.uint64)
         stream = native.rans_encode(_narrow(idx >> np.uint64(k), top), top)
-    if k:
         put_uvarint(out, len(stream))
         out += stream
         bits = (idx[:, None] >> np.arange(k, dtype=np.uint64)) & np.uint64(1)
         out += np.packbits(bits.astype(np.uint8).ravel(), bitorder="little").tobytes()
         coded = bytes(out)
-    else:
-        coded = b"".join((out, stream))  # one copy of the stream, not two
     if len(coded) > s.size:  # wide, flat alphabets: the table can cost more than it saves
         packed = _packed(s.astype(np.int64, copy=False))
         if len(packed) < len(coded):
@@ -226,6 +222,7 @@ class Ans(CoderSpec):
     name = "ans"
     version = 1
     narrows = True
+    gpu_decode = True
 
     def encode(self, symbols, trellis=None) -> bytes:
         return encode(symbols)

@@ -140,6 +140,12 @@ class CoderSpec(Spec):
     # the symbols it is made for: "levels" (signed integers), "flags" (0 and 1) or "bits"
     # (a tensor's bits as unsigned integers of its width: the bit-exact coders)
     alphabet: ClassVar[str] = "levels"
+    # its entropy model conditions on contexts (neighbour activity, the dq state): automatic mode
+    # prices these coders against each other where the user named none (tuning/auto.py)
+    context_model: ClassVar[bool] = False
+    # the GPU decoder (kernels/decode.py) reads its payloads, where the method's fused()
+    # describes them: `compress --decode-on gpu` keeps to these coders
+    gpu_decode: ClassVar[bool] = False
     examples: ClassVar[tuple[str, ...]] = ()  # its other modes, for the conformance suite (tests/codecs)
 
     @classmethod
@@ -173,7 +179,7 @@ class CoderSpec(Spec):
         return f"{self.name}({params})" if params else self.name
 
 
-CAPABILITIES = ("narrows",)
+CAPABILITIES = ("narrows", "context_model", "gpu_decode")
 
 
 def coder_from_dict(d: Any) -> CoderSpec:

@@ -146,6 +146,7 @@ class Cabac(CoderSpec):
 
     name = "cabac"
     version = 1
+    context_model = True
 
     ranges = {"substream": ints(1, 1 << 30, text="1..2^30 weights")}
     examples = ("cabac(substream=100)",)

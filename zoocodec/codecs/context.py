@@ -281,6 +281,7 @@ class Ctx(CoderSpec):
 
     name = "ctx"
     version = 1
+    context_model = True
 
     def encode(self, symbols, trellis=None) -> bytes:
         return encode(symbols)

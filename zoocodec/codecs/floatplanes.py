@@ -5,13 +5,19 @@ exponent fills the top byte; the bytes are then split into planes, top plane fir
 The exponent plane of trained weights is highly skewed and entropy-codes well; the
 mantissa planes are close to uniform but sometimes hold repeats that zstd finds (on
 `minilm` the two lowest code 1.2% below their order-0 entropy). Each plane takes the
-smallest of raw, order-0 rANS (tried where its entropy says it may win) and zstd (tried
-whole on planes up to 128 KiB, and on larger ones where a sample says it wins: 128 KiB of
-planes up to 1 MiB, 1 MiB of larger ones).
+smallest of raw, order-0 rANS and zstd, each coded only where it may win: rANS where the
+size of its stream, computed from the histogram and the table it would use, is 0.5% under
+raw; zstd whole on planes up to 64 KiB, and on larger ones where a sample at a fast level
+(an eighth of the plane, 32-256 KiB from its start and middle) beats the best so far.
 
-The native engine splits the planes and, decoding, rebuilds the values in chunks of
-2^16 on its thread pool, rANS-decoding each chunk's substreams into a cache-sized buffer;
-zstd planes are inflated first (they are rare).
+rANS tables have at most 12 probability bits (0.06% on minilm's exponents against 14),
+so that the native decoder takes its AVX2 path: the 8 interleaved states of a substream
+form one vector, one table lookup a step, and a task advances up to 4 substreams (chunks of 2^16
+values) together so that their table lookups overlap; when only the exponent plane is coded
+it writes the values straight from its registers. zstd planes are inflated first (they are
+rare). The encoder codes 4 substreams together the same way and writes the scalar encoder's
+bytes exactly. Streams with finer tables (written before, up to 14 bits) decode on
+the scalar path. Outputs are allocated on transparent huge pages.
 
 Bitstream: n, number of planes, then per plane a mode byte (0 raw, 1 rANS order-0 (the
 native stream of 256 byte symbols), 2 zstd) and a varint length, then the plane data.
@@ -30,39 +36,55 @@ from zoocodec.errors import ContainerError
 
 RAW, ORDER0, ZSTD = 0, 1, 2
 ZSTD_LEVEL = 3
-SAMPLE = 1 << 20  # bytes of a plane zstd is tried on before the whole plane
-SMALL = 1 << 17  # planes up to this size are tried whole; up to SAMPLE, on a sample of this size
-PRECISION = 14  # rANS probability bits at most: a 16 KB decoding table stays in L1
+SAMPLE_LEVEL = -1  # samples: a fast level finds the same long repeats at a third of the time
+SMALL = 1 << 16  # planes up to this size are tried whole with zstd; larger ones on a sample first,
+SAMPLE = 1 << 18  # an eighth of the plane, from SMALL / 2 up to this size
+PRECISION = 12  # rANS probability bits at most: one 32-bit table entry a slot, the vector decoder's (16 KB)
 _UINT = {2: np.uint16, 4: np.uint32}
-
-
-def _entropy_bytes(plane: np.ndarray) -> float:
-    counts = native.engine().byte_histogram(plane).astype(np.float64)
-    counts = counts[counts > 0]
-    n = plane.size
-    return float(n * np.log2(n) - (counts * np.log2(counts)).sum()) / 8
 
 
 _local = threading.local()
 
 
-def _compressor(threads: int) -> zstandard.ZstdCompressor:
+def _compressor(threads: int, level: int = ZSTD_LEVEL) -> zstandard.ZstdCompressor:
     """A ZstdCompressor per thread and thread count, made once: a model's hundreds of small
     planes each paid for a new compression context (0.3 ms apiece, most of a small plane's time)."""
     cache = _local.__dict__.setdefault("compressors", {})
-    if threads not in cache:
-        cache[threads] = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=threads)
-    return cache[threads]
+    if (threads, level) not in cache:
+        cache[threads, level] = zstandard.ZstdCompressor(level=level, threads=threads)
+    return cache[threads, level]
 
 
-def _zstd_wins(plane: np.ndarray, best: float, sample: int = SAMPLE) -> bool:
+def _zstd_wins(plane: np.ndarray, best: float) -> bool:
     """Does zstd beat `best` bytes on a sample of the plane (its start and middle, where
     repeated rows such as unused vocabulary entries sit), by 0.5%?"""
-    half = sample // 2
+    half = min(max(plane.size // 16, SMALL // 4), SAMPLE // 2)
     mid = plane.size // 2
     sample = np.concatenate([plane[:half], plane[mid : mid + half]])
-    size = len(_compressor(0).compress(sample.tobytes()))
+    size = len(_compressor(0, SAMPLE_LEVEL).compress(sample.tobytes()))
     return size < 0.995 * best * sample.size / plane.size
+
+
+def _code(plane: np.ndarray, threads: int) -> tuple[int, np.ndarray | bytes]:
+    """(mode, body) of one plane: the smallest of raw, rANS and zstd, each coded only where
+    the plane's histogram (rANS: the size of its stream, from its table) or a sample (zstd)
+    says it may win."""
+    if not plane.size:
+        return RAW, plane
+    eng = native.engine()
+    gate = int(0.995 * plane.size)  # rANS only 0.5% under raw: else its decoding costs more than it saves
+    rans = eng.rans_size(eng.byte_histogram(plane), PRECISION, native.SUBSTREAM, gate)  # (or a bound >= gate)
+    guess = rans if rans < gate else plane.size
+    # the mantissa planes of most matrices are noise: zstd is tried whole on small planes only
+    if plane.size <= SMALL or _zstd_wins(plane, guess):
+        packed = _compressor(-1 if threads <= 0 else threads).compress(plane.tobytes())
+        if len(packed) < guess:
+            return ZSTD, packed
+    if rans < gate:
+        coded = eng.plane_encode(plane, PRECISION, native.SUBSTREAM, threads)  # (rans_encode's bytes)
+        if len(coded) < plane.size:
+            return ORDER0, coded
+    return RAW, plane
 
 
 def encode(values: np.ndarray, threads: int = 0) -> bytes:
@@ -78,20 +100,7 @@ def encode(values: np.ndarray, threads: int = 0) -> bytes:
     parts = [head]
     while planes:  # each plane is released once coded: planes and bodies never both exist whole
         plane = planes.pop(0)
-        mode, body = RAW, plane
-        if plane.size:
-            if _entropy_bytes(plane) < 0.995 * plane.size:  # else rANS cannot pay for its table
-                coded = native.rans_encode(plane, 256, threads=threads, max_bits=PRECISION)
-                if len(coded) < plane.size:
-                    mode, body = ORDER0, coded
-            best = len(body)
-            # planes up to SMALL are tried whole; larger ones on a sample first (a quarter to an
-            # eighth of a plane up to 1 MiB): the mantissa planes of most matrices are noise
-            if plane.size <= SMALL or _zstd_wins(plane, best, SAMPLE if plane.size > SAMPLE else SMALL):
-                z = _compressor(-1 if threads <= 0 else threads)
-                packed = z.compress(plane.tobytes())
-                if len(packed) < best:
-                    mode, body = ZSTD, packed
+        mode, body = _code(plane, threads)
         frame = bytearray([mode])
         put_uvarint(frame, len(body))
         parts += [frame, body]  # (a raw plane joins as the array itself: no copy before the join)

@@ -73,6 +73,7 @@ class Float(CoderSpec):
     name = "float"
     version = 1
     alphabet = "bits"
+    gpu_decode = True
 
     def encode(self, symbols, trellis=None) -> bytes:
         a = np.ascontiguousarray(symbols)

@@ -1,6 +1,6 @@
 """Software video back end: FFmpeg's x264/x265 encoders and H.264/HEVC decoders through PyAV.
 
-PyAV (the `video` extra) is imported where used. Exactness traps (NOTES.md): H.264 decodes
+PyAV (the `video` extra) is imported where used. Exactness traps (found with PyAV 18.1.0 / FFmpeg 8.1.2): H.264 decodes
 a gray stream as yuv420p and the gray conversion is not exact, so the luma plane is read
 directly; x264's SEI options string is stripped from every packet.
 """

@@ -123,7 +123,7 @@ def identify(weights: dict[str, torch.Tensor], model: Any = None) -> str:
 
     if model is not None and _is_container(model):
         with Archive(model) as a:
-            named = a.header.get("meta", {}).get("zoo")
+            named = a.head.meta.get("zoo")
         if named:
             return named
     names = frozenset(weights)

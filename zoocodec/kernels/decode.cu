@@ -16,7 +16,7 @@
 // value = (double)(symbol + lo) * step[row] in float64 (uniform), or, for a tensor with k > 0,
 // values[row * k + symbol + lo] (kmeans: row is the problem, `steps` holds its codebook;
 // an index outside [0, k) marks the substream bad), then rounded to the output dtype
-// exactly as NumPy does on the CPU (methods/base.from_float64), so the bytes are equal.
+// exactly as NumPy does on the CPU (methods/arrays.from_float64), so the bytes are equal.
 #include <cuda_fp16.h>
 
 typedef unsigned int u32;

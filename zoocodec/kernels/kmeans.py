@@ -26,7 +26,8 @@ one array operation over the whole batch (no Python loop over problems or weight
 
 On CuPy arrays the heavy loops run in the CUDA kernels of kmeans.cu: one launch per
 Lloyd iteration reads every weight once, assigns it, adds it to per-block shared-memory
-sums, and its last block per problem computes the new centroids; small problems
+sums (for k <= 16, lloyd_pass16: the midpoints in registers, each lane's count and sum of a
+cluster packed in one word), and its last block per problem computes the new centroids; small problems
 (n <= 4096, k <= 8, e.g. LNQ units) run every Lloyd iteration of one problem in one
 warp. `cuda=False` runs the generic `xp` path (sorted or streaming) on CuPy instead.
 """
@@ -293,7 +294,7 @@ def _pass_launches(x, mids, scales, sums, counts, idx_out=None, c=None, done=Non
     launches = []
     for b0 in range(0, B, 65535):  # the grid's y extent is at most 65535 problems
         b1 = min(B, b0 + 65535)
-        gx = max(1, min(-(-work // THREADS), (_sm_count() * 8) // (b1 - b0) or 1, 65535))
+        gx = _grid_x(work, b1 - b0)
         launches.append(((gx, b1 - b0), shared, (
             x[b0:b1], np.int64(n), np.int32(k), mids[b0:b1], np.int32(top), scales[b0:b1], np.int32(per_lane),
             sums[b0:b1], counts[b0:b1], null if idx_out is None else idx_out[b0:b1],
@@ -303,14 +304,106 @@ def _pass_launches(x, mids, scales, sums, counts, idx_out=None, c=None, done=Non
 
 
 def _launch(launches) -> None:
-    for grid, shared, args in launches:
-        _kernel("lloyd_pass")(grid, (THREADS,), args, shared_mem=shared)
+    for launch in launches:
+        name, (grid, shared, args) = (launch[0], launch[1:]) if len(launch) == 4 else ("lloyd_pass", launch)
+        _kernel(name)(grid, (THREADS,), args, shared_mem=shared)
+
+
+def _grid_x(work: int, problems: int) -> int:
+    return max(1, min(-(-work // THREADS), (_sm_count() * 8) // problems or 1, 65535))
+
+
+def pack16(n: int, lanes: int) -> int | None:
+    """The shift of lloyd_pass16's packed words (count << pack, plus the signed fixed-point sum)
+    for problems of n values spread over `lanes` threads, or None when a lane's count or sum
+    could reach the other's bits. A lane visits at most L = 4 ceil(n / 4 / lanes) values, each
+    |rint(x * scale)| <= 2**(52 - n.bit_length()) (fixed_point_scales): its count takes
+    L.bit_length() bits, its sum must stay below 2**(pack - 1). (CudaLloyd's scales are
+    fixed_point_scales'.)"""
+    quads = -(-n // 4)
+    most = 4 * -(-quads // lanes)
+    pack = 63 - most.bit_length()
+    return pack if most << (52 - n.bit_length()) < 1 << (pack - 1) else None
+
+
+def float_scales(scales: np.ndarray) -> bool:
+    """Whether lloyd_pass16 may scale in float32: every scale a power of two in [1, 2**126]
+    (fixed_point_scales gives powers of two), so v * scale is exact in float32 as in double."""
+    return bool(((scales >= 1) & (scales <= 2.0**126)).all())
+
+
+def search16_emulated(mids, v):
+    """kmeans.cu's search16 in NumPy: for (B, k - 1) sorted midpoints (k <= 16) and values
+    (B, n), the count of midpoints <= each value, by the kernel's selects."""
+    m = np.full((mids.shape[0], 15), np.inf, dtype=np.float32)
+    m[:, : mids.shape[1]] = mids
+
+    def at(j):
+        return m[:, j : j + 1]
+
+    a = np.where(at(7) <= v, 8, 0)
+    p = np.where(a != 0, at(11), at(3))
+    a += np.where(p <= v, 4, 0)
+    p = np.where(a & 8, np.where(a & 4, at(13), at(9)), np.where(a & 4, at(5), at(1)))
+    a += np.where(p <= v, 2, 0)
+    p = np.where(a & 8, np.where(a & 4, np.where(a & 2, at(14), at(12)), np.where(a & 2, at(10), at(8))),
+                 np.where(a & 4, np.where(a & 2, at(6), at(4)), np.where(a & 2, at(2), at(0))))
+    return a + (p <= v)
+
+
+def lloyd_pass16_emulated(x: np.ndarray, c: np.ndarray, scales: np.ndarray, gx: int, threads: int = THREADS):
+    """The sums and counts one lloyd_pass16 launch of `gx` blocks adds up, in NumPy: each value
+    to the lane that reads it (float4 loads when n % 4 == 0), packed words per (problem,
+    cluster, block, lane) in wrapping int64, unpacked as the kernel's warps do -> (sums int64,
+    counts int64), each (B, k); cluster_sums() gives the same integers where pack16 allows the launch."""
+    B, n = x.shape
+    k = c.shape[1]
+    pack = pack16(n, gx * threads)
+    if pack is None:
+        raise ValueError(f"pack16 refuses {n} values over {gx * threads} lanes")
+    a = search16_emulated(midpoints(c), x)
+    if float_scales(scales):
+        q = np.rint(x * scales.astype(np.float32)[:, None]).astype(np.int64)
+    else:
+        q = np.rint(x.astype(np.float64) * scales[:, None]).astype(np.int64)
+    i = np.arange(n)
+    lane = (i // 4 if n % 4 == 0 else i) % (gx * threads)
+    words = np.zeros((B, k, gx, threads), dtype=np.int64)
+    b = np.repeat(np.arange(B), n)
+    with np.errstate(over="ignore"):
+        np.add.at(words, (b, a.ravel(), np.tile(lane // threads, B), np.tile(lane % threads, B)),
+                  (np.int64(1) << np.int64(pack)) + q.ravel())
+        count = (words + (np.int64(1) << np.int64(pack - 1))) >> np.int64(pack)
+        part = words - (count << np.int64(pack))
+    return part.sum(axis=(2, 3)), count.sum(axis=(2, 3))
+
+
+def _pass16_launches(x, mids, scales, sums, counts, c, done, changed):
+    """lloyd_pass16's launches (k <= 16), or None where pack16 refuses a batch."""
+    import cupy
+
+    B, n = x.shape
+    k = sums.shape[1]
+    fscale = int(float_scales(scales.get()))
+    launches = []
+    for b0 in range(0, B, 65535):
+        b1 = min(B, b0 + 65535)
+        gx = _grid_x(n // 4 if n % 4 == 0 else n, b1 - b0)
+        pack = pack16(n, gx * THREADS)
+        if pack is None:
+            return None
+        launches.append(("lloyd_pass16", (gx, b1 - b0), THREADS * k * 8 + 4 * max(k - 1, 0), (
+            x[b0:b1], np.int64(n), np.int32(k), mids[b0:b1], scales[b0:b1], np.int32(pack), np.int32(fscale),
+            sums[b0:b1], counts[b0:b1], c[b0:b1], done[b0:b1], changed if changed is not None else cupy.uint64(0))))
+    return launches
 
 
 class CudaLloyd:
-    """Device state of repeated fused Lloyd iterations (k > 8 or n > 4096): one launch each."""
+    """Device state of repeated fused Lloyd iterations (k > 8 or n > 4096): one launch each,
+    of lloyd_pass16 for k <= 16 where its packed sums fit (pack16), else (or `pass16=False`,
+    bench/bench_gpu.py's peer) of lloyd_pass."""
 
-    def __init__(self, x, c, scales):
+    def __init__(self, x, c, scales, pass16: bool = True):
         import cupy
 
         B, n = x.shape
@@ -320,7 +413,9 @@ class CudaLloyd:
         self.changed = cupy.zeros(1, dtype=cupy.int32)
         sums, counts = cupy.zeros((B, k), dtype=cupy.int64), cupy.zeros((B, k), dtype=cupy.int32)
         done = cupy.zeros(B, dtype=cupy.int32)
-        self.launches = _pass_launches(x, self.mids, scales, sums, counts, None, self.c, done, self.changed)
+        args = (x, self.mids, scales, sums, counts)
+        self.launches = (_pass16_launches(*args, self.c, done, self.changed) if pass16 and 1 < k <= 16 else None) or \
+            _pass_launches(*args, None, self.c, done, self.changed)
 
     def step(self) -> None:
         _launch(self.launches)

@@ -18,6 +18,7 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import dither as K, uniform as U
+from zoocodec.methods.arrays import from_float64, read_array
 from zoocodec.methods.base import (
     STEP_OR_BITS,
     MethodSpec,
@@ -25,9 +26,7 @@ from zoocodec.methods.base import (
     TensorData,
     check_step_or_bits,
     default_bits,
-    from_float64,
     nested_coder,
-    read_array,
     register,
 )
 from zoocodec.registry import ints, one_of

@@ -19,8 +19,9 @@ from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import kmeans as K
 from zoocodec.kernels.backend import stack_rows, to_numpy
-from zoocodec.methods import base
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, all_finite, from_float64, nested_coder, register
+from zoocodec.methods import arrays
+from zoocodec.methods.arrays import all_finite, from_float64
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, nested_coder, register
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import ints, one_of
 
@@ -61,6 +62,7 @@ class KMeans(MethodSpec):
     ranges = {"k": ints(2, 256), "per": one_of(*PER), "block": ints(1), "iters": ints(0, 1000),
               "codebook": one_of(*CODEBOOK)}
     gpu = True
+    gpu_decode = True
     examples = ("kmeans:k=4,per=channel,codebook=float16", "kmeans:k=8,per=block,block=100")
 
     k: int = 16
@@ -131,7 +133,7 @@ class KMeans(MethodSpec):
         """The native array of each weight's codebook value (problem p's indices look into
         book[p*k:(p+1)*k]), a block of weights at a time."""
         out = np.empty(sym.size, dtype=native_dtype(dtype))
-        book, flat, step = book.astype(np.float64), sym.reshape(-1), base.BLOCK_BYTES // 8
+        book, flat, step = book.astype(np.float64), sym.reshape(-1), arrays.BLOCK_BYTES // 8
         start, first = 0, 0
         for count, size in problems(shape, self.per, self.block):
             for lo in range(0, count * size, step):

@@ -28,6 +28,7 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError
 from zoocodec.kernels import lnq as L, uniform as U
+from zoocodec.methods.arrays import from_float64
 from zoocodec.methods.base import (
     STEP_OR_BITS,
     MethodSpec,
@@ -35,7 +36,6 @@ from zoocodec.methods.base import (
     TensorData,
     check_step_or_bits,
     default_bits,
-    from_float64,
     nested_coder,
     register,
 )

@@ -38,6 +38,7 @@ class Lossless(MethodSpec):
     name = "lossless"
     version = 2
     lossless = True
+    gpu_decode = True
 
     coder: CoderSpec = Float()
 

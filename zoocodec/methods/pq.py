@@ -21,7 +21,8 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import pq as P
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, nested_coder, register
+from zoocodec.methods.arrays import from_float64
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, nested_coder, register
 from zoocodec.methods.kmeans import CODEBOOK
 from zoocodec.registry import ints, one_of
 

@@ -22,6 +22,7 @@ from zoocodec.codecs.ans import Ans
 from zoocodec.codecs.context import Ctx, matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R, uniform as K
+from zoocodec.methods.arrays import from_float64, read_array, row_blocks
 from zoocodec.methods.base import (
     STEP_OR_BITS,
     MethodSpec,
@@ -29,11 +30,8 @@ from zoocodec.methods.base import (
     TensorData,
     check_step_or_bits,
     default_bits,
-    from_float64,
     nested_coder,
-    read_array,
     register,
-    row_blocks,
 )
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import Range, ints
@@ -60,6 +58,7 @@ class RDOQ(MethodSpec):
 
     gpu = True  # the decisions run in xp; the entropy model is fitted on the host
     batch_on_cpu = True  # dq's trellis: a few operations per column, on every row of every tensor at once
+    gpu_decode = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -217,6 +216,7 @@ class DQ(RDOQ):
     name = "dq"
     version = 2
     examples = ("dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac")
+    gpu_decode = False  # a level's value depends on the trellis state before it (fused() is None)
 
     def trellis(self, stream, shape):
         """The state machine walks each row of the 2-D view (axis 1), or each column when wider than tall."""

@@ -28,9 +28,10 @@ import numpy as np
 from zoocodec.codecs.video import MemberVideo, VideoCoder
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import uniform as K
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, inner_method, nested_text, register
+from zoocodec.methods.arrays import from_float64
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, inner_method, nested_text, register
 from zoocodec.methods.lossless import native_dtype
-from zoocodec.methods.uniform import Uniform, load_steps, store_steps
+from zoocodec.methods.uniform import load_steps, store_steps
 from zoocodec.registry import METHOD_TEXT, ints, one_of
 
 MODES = ("video", "delta", "independent")
@@ -56,8 +57,9 @@ class Sequence(MethodSpec):
 
     @property
     def on_grid(self) -> bool:
-        """Members quantized on one shared uniform grid (else each member coded alone by `then`)."""
-        return type(self.inner) is Uniform
+        """Members quantized on one shared grid, where the inner method declares one (else each
+        member coded alone by `then`)."""
+        return self.inner.shared_grid
 
     def check(self) -> None:
         video = isinstance(getattr(self.inner, "coder", None), VideoCoder)

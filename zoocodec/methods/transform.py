@@ -27,7 +27,8 @@ from zoocodec.codecs import CoderSpec
 from zoocodec.codecs.ans import Ans
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import transform as K
-from zoocodec.methods.base import MethodSpec, Quantized, TensorData, from_float64, nested_coder, read_array, register
+from zoocodec.methods.arrays import from_float64, read_array
+from zoocodec.methods.base import MethodSpec, Quantized, TensorData, nested_coder, register
 from zoocodec.methods.dither import matrix_view
 from zoocodec.registry import interval, ints, positive
 

@@ -33,24 +33,26 @@ from zoocodec.codecs.lossless import Float
 from zoocodec.errors import ContainerError, SpecError, ZoocodecError
 from zoocodec.kernels import uniform as K
 from zoocodec.kernels.backend import array_namespace, stack_rows, to_numpy
-from zoocodec.methods.base import (
+from zoocodec.methods.arrays import (
     BLOCK_BYTES,
     NATIVE_KINDS,
-    STEP_OR_BITS,
     ErrorStats,
-    MethodSpec,
-    Quantized,
-    TensorData,
     all_finite,
     as_float64,
     bits_of,
+    from_float64,
+    read_array,
+    row_blocks,
+)
+from zoocodec.methods.base import (
+    STEP_OR_BITS,
+    MethodSpec,
+    Quantized,
+    TensorData,
     check_step_or_bits,
     default_bits,
-    from_float64,
     nested_coder,
-    read_array,
     register,
-    row_blocks,
 )
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import ints
@@ -94,6 +96,8 @@ class Uniform(MethodSpec):
     gpu = True
     steppable = True
     rounds_nearest = True
+    shared_grid = True
+    gpu_decode = True  # not group-wise steps: fused() leaves those to dequantize()
     examples = ("uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
                 "uniform:bits=4,group=16,zero=true")
 

@@ -8,7 +8,6 @@ container, keep only statistics. Nothing else holds the weights.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import time
@@ -22,13 +21,14 @@ import torch
 import zstandard
 
 from zoocodec import __version__, budget, plan
-from zoocodec.container import FORMAT_VERSION, Container
+from zoocodec.container import Container
 from zoocodec.device import Device, resolve
 from zoocodec.errors import ContainerError, ZoocodecError
 from zoocodec.fsutil import check_output
+from zoocodec.header import Header, Source, Stats, TensorEntry
 from zoocodec.kernels.backend import to_numpy
-from zoocodec.methods import MethodSpec, TensorData, parse_spec, spec_from_dict
-from zoocodec.methods.base import ErrorStats, error_stats
+from zoocodec.methods import MethodSpec, TensorData, parse_spec
+from zoocodec.methods.arrays import ErrorStats, error_stats
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.pipeline import batch as batch_mod, zoo
 from zoocodec.pipeline.modelio import (
@@ -38,6 +38,7 @@ from zoocodec.pipeline.modelio import (
     ModelSource,
     open_model,
     output_format,
+    to_tensordata,
     to_torch,
     write_model,
 )
@@ -152,17 +153,18 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     floored = spec == parse_spec(DEFAULT_SPEC)
     targets, originals = dict(targets or {}), {}
     aliases: dict[str, str] = {}
-    stored: dict[tuple, str] = {}
+    stored: dict[tuple, list[str]] = {}
 
     def tensors():
         for t in source.tensors():
             if t.array.size >= min_size:  # tied weights: the same values under a second name
-                key = (t.dtype, t.array.shape, hashlib.blake2b(np.ascontiguousarray(t.array).data).digest())
-                if key in stored:
-                    aliases[t.name] = stored[key]
+                key = (t.dtype, t.array.shape, _sample(t.array))
+                same = next((n for n in stored.get(key, ()) if _equal(t.array, source._get(n))), None)
+                if same is not None:
+                    aliases[t.name] = same
                     targets.pop(t.name, None)
                     continue
-                stored[key] = t.name
+                stored.setdefault(key, []).append(t.name)
             moved = targets.pop(t.name, None)
             if moved is None:
                 yield t
@@ -195,39 +197,45 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     with Container.create(out) as c, dev.activate(), contextlib.closing(
             batch_mod.run(tensors(), choose, finish, dev.xp, window, threads, recon=bool(targets))) as results:
         for t, chosen, enc, on_gpu in results:
-            segments = {k: list(c.add_segment(v)) for k, v in enc.segments.items()}
+            segments = {k: c.add_segment(v) for k, v in enc.segments.items()}
             stats = enc.stats or ErrorStats(power=math.inf)  # lossless: no error
             mse, max_err, sqnr = stats.mse, stats.max_err, stats.sqnr_db
             tr = TensorReport(t.name, tuple(t.array.shape), t.dtype, str(chosen), t.array.nbytes,
                               sum(len(v) for v in enc.segments.values()), mse, max_err, sqnr,
                               dev.label if on_gpu else "cpu")
             report.tensors.append(tr)
-            entries.append({
-                "name": t.name, "shape": list(tr.shape), "dtype": t.dtype, "method": chosen.to_dict(),
-                "side": enc.side, "segments": segments,
-                "stats": {"mse": mse, "max_err": max_err, "sqnr_db": None if math.isinf(sqnr) else sqnr},
-            })
+            entries.append(TensorEntry(t.name, tr.shape, t.dtype, chosen, enc.side, segments,
+                                       Stats(mse, max_err, None if math.isinf(sqnr) else sqnr)))
             if progress:
                 progress(t.name)
         zstd = zstandard.ZstdCompressor(level=FILES_ZSTD_LEVEL)
-        files = {name: list(c.add_segment(zstd.compress(data))) for name, data in sorted(source.files.items())}
-        c.header = {
-            "format_version": FORMAT_VERSION,
-            "zoocodec": __version__,
-            "source": {"format": source.format, "name": source.path.name if source.path else None,
-                       "layout": source.layout},
-            "options": {"spec": spec.to_dict(), "overrides": overrides.to_list(), "min_size": min_size,
-                        "planned": sorted(plan)},
-            "meta": meta or {},
-            "tensors": entries,
-            "files": files,
-        }
-        if aliases:
-            c.header["aliases"] = aliases
+        files = {name: c.add_segment(zstd.compress(data)) for name, data in sorted(source.files.items())}
+        c.head = Header(
+            Source(source.format, source.path.name if source.path else None, source.layout), tuple(entries), files,
+            options={"spec": spec.to_dict(), "overrides": overrides.to_list(), "min_size": min_size,
+                     "planned": sorted(plan)},
+            meta=meta or {}, aliases=aliases, zoocodec=__version__,
+        )
     report.seconds = time.perf_counter() - start
     report.file_bytes = Path(out).stat().st_size
-    report.attached_bytes = sum(seg[1] for seg in files.values())
+    report.attached_bytes = c.head.attached_bytes
     return report
+
+
+def _sample(a: np.ndarray, count: int = 4096) -> bytes:
+    """`count` bytes spread evenly over the array and its first and last 64: tensors that
+    differ almost always differ here, and only tensors that agree are compared whole (a hash
+    of every byte cost as much CPU as quantizing: 34 ms for minilm's 47 MB embedding)."""
+    b = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    at = np.linspace(0, b.size - 1, min(count, b.size), dtype=np.int64)
+    return b[at].tobytes() + b[:64].tobytes() + b[-64:].tobytes()
+
+
+def _equal(a: np.ndarray, stored: torch.Tensor) -> bool:
+    """Are the bytes of `a` those of the model's tensor `stored` (read again from the source)?"""
+    b = to_tensordata("", stored).array
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(
+        np.ascontiguousarray(a).reshape(-1).view(np.uint8), np.ascontiguousarray(b).reshape(-1).view(np.uint8))
 
 
 class ArchiveBase:
@@ -244,29 +252,17 @@ class ArchiveBase:
         """`verify`: check every byte of the file on open (Container.verify); without it each
         tensor's bytes are checked as they are read."""
         self.container = Container.open(path, verify=verify)
-        self.header = self.container.header
-        meta = self.header.get("meta")
-        if (isinstance(meta, dict) and "sequence" in meta) != self.sequence:
+        self.head = self.container.head  # the typed header (zoocodec/header.py), validated
+        self.header = self.container.header  # the same as JSON
+        if (self.head.sequence is not None) != self.sequence:
             self.container.close()
             raise ContainerError(
                 f"{path}: not a sequence container (use zoocodec.Archive for a single model)" if self.sequence else
                 f"{path}: holds a sequence of models; read it with `zoocodec decompress-seq` "
                 f"or zoocodec.pipeline.sequence.SeqArchive")
-        self.entries = {t["name"]: t for t in self.header["tensors"]}
-        self.plan = plan.entries(self.header)  # typed, parsed once
-        self.aliases = self._aliases(path)
-
-    def _aliases(self, path) -> dict[str, str]:
-        """The header's tensors stored once under another name (tied weights): alias -> stored name."""
-        aliases = self.header.get("aliases", {})
-        if not isinstance(aliases, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) and v in self.entries and k not in self.entries
-                for k, v in aliases.items()):
-            self.container.close()
-            raise ContainerError(
-                f"{path}: invalid header: field 'aliases' is not an object of new names to stored tensors"
-            )
-        return aliases
+        self.plan = {e.name: e for e in self.head.tensors}  # typed entries by name
+        self.entries = {t["name"]: t for t in self.header["tensors"]}  # the same as JSON
+        self.aliases = self.head.aliases  # tied weights: alias -> stored name
 
     def __enter__(self):
         return self
@@ -290,7 +286,7 @@ class ArchiveBase:
             raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
         e = self.plan[name]
         with self._named(e.where):
-            spec = spec_from_dict(e.method)
+            spec = e.spec
             if segments is None:
                 segments = dict(
                     zip(e.segments, self.container.segments([(e.where, s) for s in e.segments.values()]), strict=True)
@@ -324,12 +320,12 @@ class ArchiveBase:
     def verify_unread(self) -> None:
         """Check every byte a full decode does not check as it reads the tensors (padding,
         attached files): with it, a decode of every tensor has checked the whole file."""
-        self.container.verify(skip=[s[0] for e in self.entries.values() for s in e["segments"].values()])
+        self.container.verify(skip=[s.offset for e in self.head.tensors for s in e.segments.values()])
 
     def check_budget(self, streamed: bool = False) -> None:
         """Refuse, before decoding anything, a file whose full decode would pass the memory budget
         (`streamed`: the tensors are written one at a time, so only the largest one counts)."""
-        claims = [(math.prod(e["shape"]), native_dtype(e["dtype"]).itemsize) for e in self.entries.values()]
+        claims = [(e.numel, native_dtype(e.dtype).itemsize) for e in self.head.tensors]
         if streamed and claims:
             claims = [max(claims, key=lambda c: c[0] * c[1])]
         budget.check_total(f"{self.container.path}: decoding {'its largest' if streamed else 'every'} tensor",
@@ -349,40 +345,40 @@ class Archive(ArchiveBase):
         """Decode tensors to native arrays, a batch of up to plan.BATCH_BYTES at a time: the
         batch's chunks CRC-checked on threads together, the payloads its methods declare fused
         (zoocodec/plan.py) entropy-decoded and dequantized into their dtype in one pass of the
-        native pool, the others by their method's own decode."""
+        native pool straight from the mapped file, the others by their method's own decode
+        (from copies: a method may keep views of what it decodes)."""
         out = {}
         for batch in plan.batches([self.plan[n] for n in names]):
-            payloads = iter(self.container.segments([(e.where, s) for e in batch for s in e.segments.values()]))
-            segments = {e.name: {k: next(payloads) for k in e.segments} for e in batch}
-            fused, rest = [], []
-            for e in batch:
-                with self._named(e.where):
-                    spec = spec_from_dict(e.method)
-                    budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
-                    job = plan.fused_job(spec, e, segments[e.name])
-                if job is None:
-                    rest.append(e.name)
-                else:
-                    fused.append((e, job, segments[e.name].pop(job.stream)))
+            items = [(e.where, s) for e in batch for s in e.segments.values()]
+            views = self.container.views(items)
             try:
-                arrays, left = plan.decode(fused, threads)
-            except ContainerError as err:
-                raise ContainerError(f"{self.container.path}: {err}") from None
-            del fused
-            for name in rest + left:
-                arrays[name] = self.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(
-                    side, segs, shape, dtype, consume=True), self._payloads(name, segments))
+                payloads = iter(views)
+                segments = {e.name: {k: next(payloads) for k in e.segments} for e in batch}
+                fused, rest = [], []
+                for e in batch:
+                    with self._named(e.where):
+                        spec = e.spec
+                        budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
+                        job = plan.fused_job(spec, e, segments[e.name])
+                    if job is None:
+                        rest.append(e.name)
+                    else:
+                        fused.append((e, job, segments[e.name][job.stream]))
+                try:
+                    arrays, left = plan.decode(fused, threads)
+                except ContainerError as err:
+                    raise ContainerError(f"{self.container.path}: {err}") from None
+                del fused
+                for name in rest + left:
+                    copies = {k: bytes(v) for k, v in segments.pop(name).items()}
+                    arrays[name] = self.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(
+                        side, segs, shape, dtype, consume=True), copies)
+                    del copies
+            finally:
+                segments = payloads = None
+                self.container.release(items, views)
             out.update((e.name, arrays[e.name]) for e in batch)
         return out
-
-    def _payloads(self, name: str, segments: dict[str, dict[str, bytes]]) -> dict[str, bytes]:
-        """Tensor `name`'s payloads read with its batch (a fused job's stream read again if it was taken)."""
-        got = segments.pop(name)
-        e = self.plan[name]
-        missing = [k for k in e.segments if k not in got]
-        if missing:
-            got.update(zip(missing, self.container.segments([(e.where, e.segments[k]) for k in missing]), strict=True))
-        return got
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
         """One tensor as torch, on `device`: on a GPU, payloads whose method declares a fused
@@ -397,7 +393,7 @@ class Archive(ArchiveBase):
                 t = decode.tensor(self, name)
             if t is not None:
                 return t
-        return to_torch(self.read(name), self.entries[name]["dtype"]).to(dev.torch)
+        return to_torch(self.read(name), self.plan[name].dtype).to(dev.torch)
 
 
 def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fmt: str | None = None,
@@ -407,9 +403,9 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
     source format (or `fmt`): a file on the host, so `device` then only says where decoding runs."""
     dev = resolve(device)
     with Archive(path) as a:
-        src = a.header["source"]
+        src = a.head.source
         if out is not None:
-            fmt = output_format(out, src["format"], a.header["files"], fmt)
+            fmt = output_format(out, src.format, a.head.files, fmt)
         a.check_budget(streamed=out is not None and fmt in STREAMED_FORMATS)
         a.verify_unread()
         on_device = {}
@@ -429,15 +425,15 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
             tensors = {}
             for name in a.names():
                 tensors[name] = on_device.pop(name) if name in on_device else to_torch(
-                    host.pop(name), a.entries[name]["dtype"]).to(dev.torch)
+                    host.pop(name), a.plan[name].dtype).to(dev.torch)
                 if progress:
                     progress(name)
             return tensors | {alias: tensors[name] for alias, name in a.aliases.items()}  # tied: one tensor
-        kinds = {n: (FROM_NAME[e["dtype"]], tuple(e["shape"])) for n, e in a.entries.items()}
+        kinds = {n: (FROM_NAME[e.dtype], e.shape) for n, e in a.plan.items()}
         kinds |= {alias: kinds[name] for alias, name in a.aliases.items()}
         # safetensors and Hugging Face folders are written tensor by tensor as they are decoded
-        write_model(LazyTensors(kinds, lambda n: get(a.aliases.get(n, n)).cpu()), out, src["format"],
-                    src.get("layout") or {}, a.files(), fmt)
+        write_model(LazyTensors(kinds, lambda n: get(a.aliases.get(n, n)).cpu()), out, src.format, src.layout,
+                    a.files(), fmt)
         return Path(out)
 
 
@@ -456,31 +452,23 @@ def load_into(module: torch.nn.Module, path: str | os.PathLike, device: str | De
 
 
 def inspect(path: str | os.PathLike) -> dict[str, Any]:
-    """The header plus per-tensor rows (shape, method, bits/weight, ratio, SQNR)."""
+    """The header's totals plus per-tensor rows (shape, method, bits/weight, ratio, SQNR)."""
     with Archive(path) as a:
-        h = a.header
-        rows = []
-        for e in h["tensors"]:
-            numel = math.prod(e["shape"])
-            out_bytes = sum(v[1] for v in e["segments"].values())
-            in_bytes = numel * native_dtype(e["dtype"]).itemsize
-            rows.append({
-                "name": e["name"], "shape": e["shape"], "dtype": e["dtype"],
-                "method": str(spec_from_dict(e["method"])),
-                "bits_per_weight": 8 * out_bytes / max(numel, 1),
-                "ratio": in_bytes / max(out_bytes, 1), "bytes": out_bytes,
-                "sqnr_db": e.get("stats", {}).get("sqnr_db"),
-                "max_err": e.get("stats", {}).get("max_err"),
-            })
+        h = a.head
+        rows = [{
+            "name": e.name, "shape": list(e.shape), "dtype": e.dtype, "method": str(e.spec),
+            "lossless": e.spec.lossless,
+            "bits_per_weight": 8 * e.stored_bytes / max(e.numel, 1),
+            "ratio": e.raw_bytes / max(e.stored_bytes, 1), "bytes": e.stored_bytes,
+            "sqnr_db": None if e.stats is None else e.stats.sqnr_db,
+            "max_err": None if e.stats is None else e.stats.max_err,
+        } for e in h.tensors]
         size = Path(path).stat().st_size
-        weight_bytes = size - sum(seg[1] for seg in h["files"].values())
-        params = sum(math.prod(e["shape"]) for e in h["tensors"])
-        bytes_in = sum(math.prod(e["shape"]) * native_dtype(e["dtype"]).itemsize for e in h["tensors"])
+        weight_bytes = size - h.attached_bytes
         return {
-            "path": str(path), "file_bytes": size, "weight_bytes": weight_bytes, "params": params,
-            "bytes_in": bytes_in, "ratio": bytes_in / max(weight_bytes, 1),
-            "bits_per_weight": 8 * weight_bytes / max(params, 1),
-            "source": h["source"]["format"], "zoocodec": h.get("zoocodec"), "format_version": h["format_version"],
-            "options": h.get("options"), "meta": h.get("meta", {}), "tensors": rows, "aliases": a.aliases,
+            "path": str(path), "file_bytes": size, "weight_bytes": weight_bytes, "params": h.params,
+            "bytes_in": h.raw_bytes, "ratio": h.raw_bytes / max(weight_bytes, 1),
+            "bits_per_weight": 8 * weight_bytes / max(h.params, 1),
+            "source": h.source.format, "zoocodec": h.zoocodec, "format_version": h.format_version,
+            "options": h.options, "meta": h.meta, "tensors": rows, "aliases": h.aliases,
         }
-

@@ -5,6 +5,7 @@ compress, sequences, allocation and sensitivity measurement all ask here.
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import re
@@ -14,7 +15,7 @@ import numpy as np
 
 from zoocodec.errors import NonFiniteError, SpecError
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
-from zoocodec.methods.base import FLOAT_DTYPES, ErrorStats, all_finite, error_stats
+from zoocodec.methods.arrays import FLOAT_DTYPES, ErrorStats, all_finite, error_stats
 from zoocodec.methods.lossless import Lossless
 from zoocodec.methods.uniform import Uniform
 
@@ -110,3 +111,38 @@ def safe_default(t: TensorData, spec: MethodSpec, stats: ErrorStats | None = Non
         return spec
     step = float(np.float32(2 * math.sqrt(stats.power) * 10 ** (-SAFE_SQNR_DB / 20) * (1 - 1e-6)))
     return Uniform(step=step, coder=spec.coder)
+
+
+# ---- where the file will be decoded ------------------------------------------------------
+DECODE_ON = ("any", "gpu")
+
+
+def gpu_coders() -> tuple[str, ...]:
+    """The coders whose registry entry declares a GPU decoder (`gpu_decode`)."""
+    from zoocodec.codecs import CODERS
+
+    return tuple(sorted(name for name, cls in CODERS.items() if cls.gpu_decode))
+
+
+def for_decoder(spec: MethodSpec, decode_on: str, choose_coder: bool = False) -> MethodSpec:
+    """The spec to write for a reader that decodes on `decode_on`: "any", `spec` itself; "gpu",
+    a spec whose method and coder both declare a GPU decoder (`gpu_decode`). A coder the user
+    did not name (`choose_coder`) without one gives way to the first GPU coder of its alphabet
+    (ans for levels, float for a tensor's bits); anything else is a SpecError saying what to change."""
+    from zoocodec.codecs import CODERS
+    from zoocodec.registry import METHODS, spec_fields
+
+    if decode_on not in DECODE_ON:
+        raise SpecError(f"--decode-on must be one of {', '.join(DECODE_ON)}, got {decode_on!r}")
+    if decode_on == "any":
+        return spec
+    if not type(spec).gpu_decode:
+        methods = ", ".join(sorted(n for n, cls in METHODS.items() if cls.gpu_decode))
+        raise SpecError(f"--decode-on gpu: method {spec.name!r} has no GPU decoder (methods with one: {methods})")
+    if "coder" not in spec_fields(type(spec)) or spec.coder.gpu_decode:
+        return spec
+    same = [c for c in gpu_coders() if CODERS[c].alphabet == spec.coder.alphabet]
+    if not choose_coder or not same:
+        raise SpecError(f"--decode-on gpu: coder {spec.coder.name!r} has no GPU decoder "
+                        f"(coders with one: {', '.join(gpu_coders())})")
+    return dataclasses.replace(spec, coder=CODERS[same[0]]())

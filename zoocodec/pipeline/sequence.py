@@ -9,7 +9,6 @@ SeqArchive reads any member through the same archive base as zoocodec.Archive.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -23,11 +22,11 @@ import zstandard
 
 from zoocodec import __version__
 from zoocodec.codecs import videostream
-from zoocodec.container import FORMAT_VERSION, Container
-from zoocodec.errors import ContainerError, ModelFormatError, SpecError, ZoocodecError
-from zoocodec.methods import MethodSpec, TensorData, parse_spec, spec_from_dict
+from zoocodec.container import Container
+from zoocodec.errors import ModelFormatError, SpecError, ZoocodecError
+from zoocodec.header import Header, SequenceInfo, Source, TensorEntry
+from zoocodec.methods import MethodSpec, TensorData, parse_spec
 from zoocodec.methods.base import nested_text
-from zoocodec.methods.lossless import native_dtype
 from zoocodec.methods.sequence import MODES, Sequence
 from zoocodec.pipeline.core import ArchiveBase, load
 from zoocodec.pipeline.modelio import output_format, to_torch, write_model
@@ -97,22 +96,18 @@ def compress_seq(models: list[str | os.PathLike | dict], out: str | os.PathLike,
                     sq_err[i] += float(np.sum((t.float64() - TensorData(t.name, t.dtype, enc.recon[i]).float64()) ** 2))
             else:
                 report.lossless_bytes += sum(len(v) for v in enc.segments.values())
-            entries.append({
-                "name": t0.name, "shape": list(t0.array.shape), "dtype": t0.dtype, "method": chosen.to_dict(),
-                "side": enc.side, "segments": {k: list(c.add_segment(v)) for k, v in enc.segments.items()},
-            })
+            entries.append(TensorEntry(t0.name, tuple(t0.array.shape), t0.dtype, chosen, enc.side,
+                                       {k: c.add_segment(v) for k, v in enc.segments.items()}))
             if progress:
                 progress(t0.name)
         zstd = zstandard.ZstdCompressor(level=19)
-        files = {name: list(c.add_segment(zstd.compress(data))) for name, data in sorted(sources[0].files.items())}
+        files = {name: c.add_segment(zstd.compress(data)) for name, data in sorted(sources[0].files.items())}
         src = sources[0]
-        c.header = {
-            "format_version": FORMAT_VERSION, "zoocodec": __version__,
-            "source": {"format": src.format, "name": src.path.name if src.path else None, "layout": src.layout},
-            "options": {"spec": method.to_dict(), "mode": mode, "keyint": keyint, "min_size": min_size},
-            "meta": {**(meta or {}), "sequence": {"members": labels, "mode": mode, "keyint": keyint}},
-            "tensors": entries, "files": files,
-        }
+        c.head = Header(
+            Source(src.format, src.path.name if src.path else None, src.layout), tuple(entries), files,
+            options={"spec": method.to_dict(), "mode": mode, "keyint": keyint, "min_size": min_size},
+            meta=meta or {}, sequence=SequenceInfo(tuple(labels), mode, keyint), zoocodec=__version__,
+        )
     report.mse = [e / max(report.quantized_params, 1) for e in sq_err]
     report.seconds = time.perf_counter() - start
     report.file_bytes = Path(out).stat().st_size
@@ -138,13 +133,10 @@ class SeqArchive(ArchiveBase):
 
     def __init__(self, path: str | os.PathLike, verify: bool = True):
         super().__init__(path, verify)
-        seq = self.header["meta"]["sequence"]
-        if not isinstance(seq, dict) or not isinstance(seq.get("members"), list) or seq.get("mode") not in MODES:
-            self.container.close()
-            raise ContainerError(f"{path}: invalid sequence description in the header")
-        self.labels: list[str] = [str(m) for m in seq["members"]]
-        self.mode: str = seq["mode"]
-        self.keyint = seq.get("keyint", 0)
+        seq = self.head.sequence
+        self.labels: list[str] = list(seq.members)
+        self.mode: str = seq.mode
+        self.keyint = seq.keyint
 
     def member_index(self, member: int | str) -> int:
         if isinstance(member, str) and member in self.labels:
@@ -157,28 +149,26 @@ class SeqArchive(ArchiveBase):
         """Decode tensor `name` of one member to its native NumPy array."""
         m = self.member_index(member)
 
-        def run(spec, side, segments, shape, dtype):
-            if not isinstance(spec, Sequence):
-                raise ZoocodecError(f"method {spec.name!r} is not a sequence")
+        def run(spec: Sequence, side, segments, shape, dtype):  # (the header model: every tensor's is one)
             return spec.decode_member(side, segments, shape, dtype, m)
 
         return self.decode(name, run)
 
     def tensors(self, member: int | str) -> dict[str, torch.Tensor]:
-        return {n: to_torch(self.read(member, n), self.entries[n]["dtype"]) for n in self.names()}
+        return {n: to_torch(self.read(member, n), self.plan[n].dtype) for n in self.names()}
 
 
 def decompress_seq(path: str | os.PathLike, member: int | str, out: str | os.PathLike | None = None,
                    fmt: str | None = None) -> dict[str, torch.Tensor] | Path:
     """One member of a sequence: its tensors, or (with `out`) a model file in the source format."""
     with SeqArchive(path) as a:
-        src = a.header["source"]
+        src = a.head.source
         if out is not None:  # a bad format or output path fails before any decoding
-            fmt = output_format(out, src["format"], a.header["files"], fmt)
+            fmt = output_format(out, src.format, a.head.files, fmt)
         tensors = a.tensors(member)
         if out is None:
             return tensors
-        write_model(tensors, out, src["format"], src.get("layout") or {}, a.files(), fmt)
+        write_model(tensors, out, src.format, src.layout, a.files(), fmt)
         return Path(out)
 
 
@@ -187,39 +177,35 @@ def inspect_seq(container: Path) -> dict:
     bytes of its own streams (every tensor, quantized or exact) over its weights; on average,
     the whole file (shared steps and header included) over all members' weights."""
     with SeqArchive(container) as a:
-        h, labels = a.header, a.labels
+        h, labels = a.head, a.labels
         n = len(labels)
         rows, per_member = [], [0] * n
-        for e in h["tensors"]:
-            numel = math.prod(e["shape"])
-            segs = e["segments"]
+        for e in h.tensors:
+            segs = e.segments
             if "video" in segs:  # one stream: each member's frames
-                sizes = member_bytes({"video": a.container.segment(e["name"], tuple(segs["video"]))}, n)
+                sizes = member_bytes({"video": a.container.segment(e.name, segs["video"])}, n)
             else:  # member i's streams are m{i} (on the grid) or m{i}.NAME (each member coded alone)
-                sizes = [sum(v[1] for k, v in segs.items() if k.split(".")[0] == f"m{i}") for i in range(n)]
+                sizes = [sum(v.length for k, v in segs.items() if k.split(".")[0] == f"m{i}") for i in range(n)]
             for i, b in enumerate(sizes):
                 per_member[i] += b
-            seq = spec_from_dict(e["method"])
+            seq = e.spec
             coding = str(seq.inner) if seq.mode == "independent" else f"{seq.mode} {seq.inner}"
-            rows.append({"name": e["name"], "shape": e["shape"], "dtype": e["dtype"], "coding": coding,
-                         "bytes": sum(v[1] for v in e["segments"].values()),
-                         "bits_per_weight": 8 * sum(v[1] for v in e["segments"].values()) / max(numel * n, 1)})
-    params = sum(math.prod(e["shape"]) for e in h["tensors"])
-    bytes_in = n * sum(math.prod(e["shape"]) * native_dtype(e["dtype"]).itemsize for e in h["tensors"])
+            rows.append({"name": e.name, "shape": list(e.shape), "dtype": e.dtype, "coding": coding,
+                         "bytes": e.stored_bytes, "bits_per_weight": 8 * e.stored_bytes / max(e.numel * n, 1)})
     size = container.stat().st_size
-    weight_bytes = size - sum(seg[1] for seg in h["files"].values())
-    seq = h["meta"]["sequence"]
+    weight_bytes = size - h.attached_bytes
+    bytes_in = n * h.raw_bytes
     return {
         "path": str(container),
-        "sequence": {"members": labels, "mode": seq["mode"], "keyint": seq.get("keyint", 0)},
-        "params_per_member": params,
+        "sequence": h.sequence.to_json(),
+        "params_per_member": h.params,
         "file_bytes": size,
         "weight_bytes": weight_bytes,
         "bytes_in": bytes_in,
         "ratio": bytes_in / max(weight_bytes, 1),
-        "bits_per_weight": 8 * weight_bytes / max(params * n, 1),
+        "bits_per_weight": 8 * weight_bytes / max(h.params * n, 1),
         "member_bytes": dict(zip(labels, per_member, strict=True)),
         "shared_bytes": weight_bytes - sum(per_member),
-        "member_bits_per_weight": {k: 8 * v / max(params, 1) for k, v in zip(labels, per_member, strict=True)},
+        "member_bits_per_weight": {k: 8 * v / max(h.params, 1) for k, v in zip(labels, per_member, strict=True)},
         "tensors": rows,
     }

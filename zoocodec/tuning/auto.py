@@ -58,11 +58,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoocodec.codecs import CODERS
 from zoocodec.errors import ZoocodecError
 from zoocodec.methods import MethodSpec, parse_spec
 from zoocodec.methods.lossless import Lossless
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
 from zoocodec.pipeline.modelio import to_tensordata, to_torch
+from zoocodec.pipeline.policy import for_decoder
 from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate, plan_bits
 from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, collect_on, eligible
 
@@ -70,7 +72,7 @@ BISECTIONS = 3  # the search on the search inputs brackets by 2, ends within 2**
 FINAL_FACTOR, FINAL_ROUNDS = 2 ** (1 / 8), 2  # the search again on the whole calibration/search part: within 2**(1/32)
 FINAL_DOWN = 16  # ... and gives up (unresolvable) 4x below the step the search inputs passed
 STRENGTHS = (1.0, 0.5, 0.0)  # allocation by sensitivity**strength: measured, square root, one step for all
-CONTEXT_CODERS = ("ctx", "cabac")  # priced against each other where the method takes a coder
+CONTEXT_CODERS = tuple(n for n, c in CODERS.items() if c.context_model)  # priced against each other (codecs/base.py)
 ROUNDINGS = ("gptq", "nearest")  # data-aware where calibration inputs exist, or each method's own
 HELD_BACK = 0.5  # of the inputs, never seen by calibration or search: the budget is verified on them alone
 SPLIT_SEED = 0
@@ -211,7 +213,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                   sensitivities: dict[str, float | np.ndarray] | None = None, inputs: str | os.PathLike | None = None,
                   module: str | None = None, output: str | None = None, choose_coder: bool = True,
                   rounding: str = "gptq", rate_lam: float = RATE_LAM, calib: str | os.PathLike | None = None,
-                  seed: int = SPLIT_SEED, sequential: bool = SEQUENTIAL) -> AutoResult:
+                  seed: int = SPLIT_SEED, sequential: bool = SEQUENTIAL, decode_on: str = "any") -> AutoResult:
     """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction).
 
     The task's inputs (the user's `inputs` for a model outside the zoo) are split, seeded by `seed`,
@@ -230,6 +232,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
     `sequential`: before the final search, each layer's inputs are measured again on the model
     quantized at the step found (zoocodec.tuning.calibrate.collect_on), and the final rounding is against them.
+    `decode_on="gpu"`: only methods and coders with a GPU decoder (pipeline/policy.for_decoder) are priced.
     """
     from zoocodec.eval.evaluate import evaluator, identify, load_weights, metric_row, tasks_of
     from zoocodec.eval.tasks import subset
@@ -272,7 +275,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         where = (f"seeded split (seed {seed}) of the {n:,} inputs: {len(decide):,} for calibration and search, "
                  f"{len(held):,} held back to verify the budget" + ("" if unit == "inputs" else f" (whole {unit})"))
         say(where)
-        spec = parse_spec(method or "uniform")
+        spec = for_decoder(parse_spec(method or "uniform"), decode_on, choose_coder)
         calibrates = rounding == "gptq" and eligible(spec)
 
         sens = sensitivities
@@ -398,7 +401,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             "allocation strengths priced: "
             + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items())
         )
-        coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say, choose_coder)
+        coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say, choose_coder,
+                                CONTEXT_CODERS if decode_on == "any" else ())
         if rounder is not None and sequential:
             t0 = time.perf_counter()
             clock.doing = "measuring layer inputs of the quantized model"
@@ -598,15 +602,16 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
     return DataAware(inputs, lam=rate_lam), {"calibration": cal.about, "calibration_inputs": cal.count}, cal
 
 
-def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say, choose: bool = True) -> MethodSpec:
-    """`spec`, or the same method with another context coder where that one's entropy model
+def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say, choose: bool = True,
+                    coders: tuple[str, ...] = CONTEXT_CODERS) -> MethodSpec:
+    """`spec`, or the same method with another of `coders` where that one's entropy model
     prices the planned tensors lower; a spec with the default coder `ans` (none named) is priced too."""
     from zoocodec.codecs import CODERS, parse_coder
 
     if not choose or "coder" not in {f.name for f in dataclasses.fields(spec)} or \
             spec.coder.name not in CONTEXT_CODERS + ("ans",):
         return spec  # a coder the user named, or video, is kept
-    options = [spec] + [dataclasses.replace(spec, coder=parse_coder(c)) for c in CONTEXT_CODERS
+    options = [spec] + [dataclasses.replace(spec, coder=parse_coder(c)) for c in coders
                         if c in CODERS and c != spec.coder.name]
     priced = {str(o): (price(o), o) for o in options}
     say("coders priced: " + ", ".join(f"{k}: {b / 8 / 1024:.1f} KiB" for k, (b, _) in priced.items()))

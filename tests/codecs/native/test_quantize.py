@@ -5,7 +5,7 @@ import pytest
 
 from zoocodec.codecs.native import engine
 from zoocodec.methods import TensorData, parse_spec, uniform as U
-from zoocodec.methods.base import as_float64, bits_of, error_stats
+from zoocodec.methods.arrays import as_float64, bits_of, error_stats
 
 
 def tensor(dtype: str, shape, seed: int = 0) -> TensorData:
@@ -74,7 +74,7 @@ def test_bad_arguments_are_refused():
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_all_finite_reads_the_bits(dtype):
-    from zoocodec.methods.base import all_finite
+    from zoocodec.methods.arrays import all_finite
 
     for bad in (None, np.nan, np.inf, -np.inf):
         w = np.random.default_rng(0).standard_normal(300001).astype(np.float32)
@@ -104,3 +104,54 @@ def test_compress_leaves_the_reconstruction_out_and_code_rebuilds_it():
     assert lean.recon is None and lean.stats == full.stats
     enc = spec.code(t, lean, recon=True)
     assert enc.recon.tobytes() == full.recon.tobytes() and enc.stats == full.stats
+
+
+@pytest.mark.parametrize("bits", [np.uint16, np.uint32])
+@pytest.mark.parametrize("cols", [1, 7, 384, 1001])
+def test_absmax_rows_is_the_largest_magnitude_bits(bits, cols):
+    """The native row maxima (a vectorised copy where the CPU has AVX2) equal NumPy's, signs
+    cleared, infinities and NaN bits included."""
+    w = np.random.default_rng(cols).integers(0, np.iinfo(bits).max, (37, cols), dtype=np.uint64).astype(bits)
+    w[3, 0] = bits(0x7F80 if bits == np.uint16 else 0x7F800000)  # +inf
+    w[5, -1] = np.iinfo(bits).max  # a negative NaN
+    out = np.zeros(37, bits)
+    engine().absmax_rows(w.reshape(-1), cols, out)
+    assert np.array_equal(out, (w & bits(np.iinfo(bits).max >> 1)).max(axis=1))
+
+
+def test_rans_refuses_a_symbol_its_callers_table_lacks():
+    from zoocodec.codecs import native
+
+    symbols = np.array([0, 1, 2, 1] * 5000, np.uint8)
+    assert native.rans_decode_freqs(native.rans_encode_freqs(symbols, np.array([1, 2, 1])), np.array([1, 2, 1]),
+                                    symbols.size).tolist() == symbols.tolist()
+    with pytest.raises(ValueError, match="frequency table does not hold"):
+        native.rans_encode_freqs(symbols, np.array([1, 2, 0]))
+
+
+def test_the_avx2_and_plain_copies_agree(tmp_path):
+    """The quantizer's and the row maxima's AVX2 copies (chosen at run time) give the bytes the
+    plain copies give: a second process with ZOOCODEC_NO_AVX2 set computes the same."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from zoocodec.methods import TensorData, parse_spec\n"
+        "from zoocodec.codecs.native import engine\n"
+        "w = np.random.default_rng(3).laplace(0, 0.02, (97, 333)).astype(np.float32)\n"
+        "w.reshape(-1)[::89] = -1e-9\n"
+        "out = []\n"
+        "bf16 = (w.view(np.uint32) >> 16).astype(np.uint16)\n"
+        "for t in (TensorData('w', 'float32', w), TensorData('w', 'bfloat16', bf16)):\n"
+        "    q = parse_spec('uniform:bits=8').quantize(t)\n"
+        "    top = np.zeros(97, np.uint32 if t.dtype == 'float32' else np.uint16)\n"
+        "    engine().absmax_rows(t.array.reshape(-1).view(top.dtype), 333, top)\n"
+        "    out += [q.symbols['symbols'].tobytes(), q.recon.tobytes(), repr(q.stats).encode(), top.tobytes()]\n"
+        "sys.stdout.buffer.write(b'|'.join(x.hex().encode() for x in out))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    runs = [subprocess.run([sys.executable, "-c", script], env={**env, **extra}, capture_output=True, check=True).stdout
+            for extra in ({}, {"ZOOCODEC_NO_AVX2": "1"})]
+    assert runs[0] == runs[1] and len(runs[0]) > 1000

@@ -35,13 +35,14 @@ def default_threads() -> int:
 
 
 def rans_encode(symbols: np.ndarray, nsym: int, *, chunk: int = SUBSTREAM, threads: int = 0,
-                max_bits: int = 16, add: int = 0) -> bytes:
-    """uint8/uint16 symbols, each below `nsym` (<= 2**16) -> an order-0 rANS stream.
+                max_bits: int = 16, add: int = 0, prefix: bytes = b"") -> bytes:
+    """uint8/uint16 symbols, each below `nsym` (<= 2**16) -> `prefix` + an order-0 rANS stream.
 
     max_bits caps the probability precision: 12 or less (256 symbols or fewer) takes the
     decoder's fastest path for a little size (0.2% on fp32 exponents). `add` is added to each
-    symbol modulo its width as it is read (signed symbols minus their minimum, with no copy)."""
-    return engine().rans_encode(np.ascontiguousarray(symbols).ravel(), nsym, chunk, threads, max_bits, add)
+    symbol modulo its width as it is read (signed symbols minus their minimum, with no copy).
+    `prefix` (a frame's own first bytes) is written first, so the result is copied once."""
+    return engine().rans_encode(np.ascontiguousarray(symbols).ravel(), nsym, chunk, threads, max_bits, add, prefix)
 
 
 def rans_decode(data: bytes | memoryview, count: int, *, what: str = "rANS stream", threads: int = 0) -> np.ndarray:

@@ -35,8 +35,7 @@ inline bool parse_frame(Reader& r, uint64_t count, Frame* f) {
   const uint8_t k = r.byte();
   if (k > 48) throw Corrupt(std::to_string(k) + " raw low bits");
   if (k) return false;
-  f->stream = rans::parse(r, count);
-  if (r.left()) throw Corrupt("bytes left after the stream");
+  f->stream = rans::parse_whole(r, count);
   return true;
 }
 

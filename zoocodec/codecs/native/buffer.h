@@ -5,7 +5,10 @@
 #include <nanobind/ndarray.h>
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
+
+#include "bytes.h"
 
 namespace zc {
 
@@ -41,6 +44,20 @@ Array1<T> new_array(std::size_t n, T** data) {
 
 inline nb::bytes to_bytes(const std::vector<uint8_t>& v) {
   return nb::bytes(reinterpret_cast<const char*>(v.data()), v.size());
+}
+
+// `prefix` then everything `w` holds, as one new bytes object: its one copy, made without the GIL.
+inline nb::bytes to_bytes(const Writer& w, const InBuffer* prefix = nullptr) {
+  const std::size_t head = prefix ? prefix->size() : 0;
+  PyObject* obj = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(head + w.size()));
+  if (!obj) throw nb::python_error();
+  auto* dst = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(obj));
+  {
+    nb::gil_scoped_release release;
+    if (head) std::memcpy(dst, prefix->data(), head);
+    w.copy_to(dst + head);
+  }
+  return nb::steal<nb::bytes>(obj);
 }
 
 }  // namespace zc

@@ -15,8 +15,24 @@ struct Corrupt : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Bytes written to `out`, then the `tail` blocks in order (large coded bodies, moved in
+// rather than copied: the caller copies everything once, into its own result).
 struct Writer {
   std::vector<uint8_t> out;
+  std::vector<std::vector<uint8_t>> tail;  // nothing goes to `out` once a block is here
+  std::size_t size() const {
+    std::size_t n = out.size();
+    for (const auto& b : tail) n += b.size();
+    return n;
+  }
+  void copy_to(uint8_t* dst) const {
+    std::memcpy(dst, out.data(), out.size());
+    dst += out.size();
+    for (const auto& b : tail) {
+      std::memcpy(dst, b.data(), b.size());
+      dst += b.size();
+    }
+  }
   void byte(uint8_t b) { out.push_back(b); }
   void uvarint(uint64_t v) {
     while (v >= 0x80) {

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "bytes.h"
 
@@ -17,6 +18,14 @@ void split(const U* v, uint64_t n, uint8_t* const* plane, int threads);
 // n byte symbols -> n values of `width` bytes in out. Throws Corrupt on damaged input.
 void merge(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes, void* out,
            int threads);
+
+// rans::normalise(counts, max_bits, L), the last result kept per thread: the encoder sizes a
+// plane from its table, then codes it under the same table.
+std::vector<uint32_t> table(const std::vector<uint64_t>& counts, int max_bits, int* L);
+
+// Appends the rANS stream of n byte symbols (rans.h), exactly as rans::encode<uint8_t> with
+// nsym 256 writes it; substreams of 8 lanes under tables of 12 bits or fewer are coded with AVX2.
+void encode_plane(const uint8_t* sym, uint64_t n, uint64_t chunk, int max_bits, int threads, Writer& w);
 
 // Byte counts (256) of n bytes.
 void histogram(const uint8_t* p, uint64_t n, uint64_t* out);

@@ -4,16 +4,42 @@
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/vector.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
 #include "buffer.h"
 #include "floatplanes.h"
+#include "rans.h"
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace nb = nanobind;
 using namespace zc;
 
 namespace {
+
+// A new 1-D NumPy array like new_array, on transparent huge pages when it spans a few of
+// them: faulting in a fresh 90 MB output page by page cost more than decoding it (NumPy
+// asks for huge pages the same way).
+template <class T>
+Array1<T> big_array(std::size_t n, T** data) {
+  constexpr std::size_t HUGE = std::size_t(1) << 21;
+  const std::size_t bytes = n * sizeof(T);
+  if (bytes < 2 * HUGE) return new_array<T>(n, data);
+  const std::size_t rounded = (bytes + HUGE - 1) / HUGE * HUGE;
+  void* p = std::aligned_alloc(HUGE, rounded);
+  if (!p) throw std::bad_alloc();
+#ifdef __linux__
+  madvise(p, rounded, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
+#endif
+  nb::capsule owner(p, [](void* q) noexcept { std::free(q); });
+  *data = static_cast<T*>(p);
+  return Array1<T>(*data, {n}, owner);
+}
 
 template <class U>
 nb::list split(nb::ndarray<const U, nb::ndim<1>, nb::c_contig, nb::device::cpu> values, int threads) {
@@ -21,7 +47,7 @@ nb::list split(nb::ndarray<const U, nb::ndim<1>, nb::c_contig, nb::device::cpu> 
   const uint64_t n = values.shape(0);
   uint8_t* plane[W];
   nb::list out;
-  for (int k = 0; k < W; ++k) out.append(new_array<uint8_t>(n, &plane[k]));
+  for (int k = 0; k < W; ++k) out.append(big_array<uint8_t>(n, &plane[k]));
   {
     nb::gil_scoped_release release;
     planes::split(values.data(), n, plane, threads);
@@ -52,11 +78,11 @@ nb::object merge(uint64_t n, int width, const std::vector<std::pair<int, nb::obj
   };
   if (width == 2) {
     uint16_t* out;
-    auto a = new_array<uint16_t>(n, &out);
+    auto a = big_array<uint16_t>(n, &out);
     return run(out, a);
   }
   uint32_t* out;
-  auto a = new_array<uint32_t>(n, &out);
+  auto a = big_array<uint32_t>(n, &out);
   return run(out, a);
 }
 
@@ -71,12 +97,77 @@ nb::ndarray<nb::numpy, uint64_t, nb::ndim<1>> histogram(
   return a;
 }
 
+nb::bytes encode_plane(nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> plane, int max_bits,
+                       uint64_t chunk, int threads) {
+  Writer w;
+  {
+    nb::gil_scoped_release release;
+    planes::encode_plane(plane.data(), plane.shape(0), chunk, max_bits, threads, w);
+  }
+  return to_bytes(w.out);
+}
+
+uint64_t varint_bytes(uint64_t v) {
+  uint64_t k = 1;
+  while (v >= 128) v >>= 7, ++k;
+  return k;
+}
+
+// The bytes of the rANS stream (rans.h) of n byte symbols with these counts, from the table
+// the encoder would pick, without coding them: the framing exactly, the body to within a few
+// bytes (its ideal length under that table). Where a lower bound (the order-0 entropy, a byte a
+// present symbol, the states' overhead) reaches at_least bytes, that bound instead: the table is not built
+// (normalising one took 20 us, most of a small plane's encoding).
+uint64_t rans_size(nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> counts, int max_bits,
+                   uint64_t chunk, uint64_t at_least) {
+  if (counts.shape(0) != 256) throw std::invalid_argument("counts of 256 byte values expected");
+  if (chunk < 1) throw std::invalid_argument("chunk must be positive");
+  std::vector<uint64_t> c(counts.data(), counts.data() + 256);
+  uint64_t n = 0, present = 0;
+  for (uint64_t v : c) n += v, present += v != 0;
+  uint64_t head = varint_bytes(n) + varint_bytes(256);
+  if (present <= 1) return head + (n ? 2 : 0);  // (n == 0: nothing more; one symbol: L = 0 and it)
+  // substreams: each state starts at 2^16, so its 4 final bytes carry 2 of the message at most
+  const uint64_t full = n / chunk, last = n % chunk;
+  const uint64_t states = full * 2 * rans::lanes(chunk) + (last ? 2 * rans::lanes(last) : 0);
+  double entropy = 0;  // no table codes below the order-0 entropy, and each present symbol costs a byte
+  for (uint64_t v : c)
+    if (v) entropy += v * std::log2(static_cast<double>(n) / v);
+  const uint64_t floor = head + 1 + present + varint_bytes(chunk) + states + static_cast<uint64_t>(entropy / 8);
+  if (floor >= at_least) return floor;
+  int L;
+  const std::vector<uint32_t> f = planes::table(c, max_bits, &L);
+  double bits = 0;
+  uint64_t table = 1;  // L
+  for (int s = 0; s < 256;) {
+    if (f[s]) {
+      bits += c[s] * (L - std::log2(static_cast<double>(f[s])));
+      table += varint_bytes(f[s++]);
+      continue;
+    }
+    int run = 0;
+    while (s + run < 256 && !f[s + run]) ++run;
+    table += 1 + varint_bytes(run - 1);
+    s += run;
+  }
+  const uint64_t body = static_cast<uint64_t>(std::ceil(bits / 8)), per = body / (full + (last > 0)) + 1;
+  const uint64_t streams = full * (varint_bytes(per) + 4 * rans::lanes(chunk)) +
+                           (last ? varint_bytes(per) + 4 * rans::lanes(last) : 0);
+  return head + table + varint_bytes(chunk) + streams + body;
+}
+
 }  // namespace
 
 void bind_floatplanes(nb::module_& m) {
   m.def("float_split", &split<uint16_t>, nb::arg("values"), nb::arg("threads") = 0);
   m.def("float_split", &split<uint32_t>, nb::arg("values"), nb::arg("threads") = 0,
         "uint16/uint32 bits of floats -> their byte planes (rotated left by one, top byte first).");
+  m.def("plane_encode", &encode_plane, nb::arg("plane"), nb::arg("max_bits"), nb::arg("chunk"), nb::arg("threads") = 0,
+        "uint8 plane -> its rANS stream, the bytes rans_encode(plane, 256, ...) gives.");
+  m.def("rans_size", &rans_size, nb::arg("counts"), nb::arg("max_bits"), nb::arg("chunk"),
+        nb::arg("at_least") = UINT64_MAX,
+        "256 byte counts -> the size of their rANS stream, estimated from its table (bytes), or a lower bound "
+        "of it that is at least at_least.");
   m.def("byte_histogram", &histogram, nb::arg("bytes"), "uint8 array -> 256 uint64 counts.");
   m.def("float_merge", &merge, nb::arg("n"), nb::arg("width"), nb::arg("planes"), nb::arg("threads") = 0,
         "n, width and one (mode, bytes) per plane (0 raw, 1 rANS stream) -> uint16/uint32 bits.");

@@ -13,7 +13,7 @@ namespace zc::plan {
 
 namespace {
 
-inline uint16_t to_bf16(double v) {  // float32 first, then nearest-even (methods/base.from_float64)
+inline uint16_t to_bf16(double v) {  // float32 first, then nearest-even (methods/arrays.from_float64)
   float f = static_cast<float>(v);
   uint32_t b;
   std::memcpy(&b, &f, 4);

@@ -14,7 +14,7 @@ namespace zc::plan {
 enum Kind { F32 = 0, F16 = 1, BF16 = 2 };
 
 // A tensor's symbols (an ans frame) to values, rounded to the output dtype as NumPy rounds
-// float64 (methods/base.from_float64: bfloat16 through float32, nearest-even). Element e
+// float64 (methods/arrays.from_float64: bfloat16 through float32, nearest-even). Element e
 // lies in row e / row_len of `rows`:
 //   k == 0 (affine, uniform): value = float64(symbol) * values[row]
 //   k > 0 (lookup, kmeans):   value = values[row * k + symbol], symbol in [0, k) (else corrupt)

@@ -12,6 +12,7 @@
 
 #include "buffer.h"
 #include "plan.h"
+#include "rans_bind.h"
 
 namespace nb = nanobind;
 using namespace zc;
@@ -95,32 +96,7 @@ nb::object ans_frame(nb::handle data, uint64_t count) {
 // A bare rANS stream of `count` symbols (rans.h; a float plane), as frame_tuple with lo 0.
 nb::object rans_frame(nb::handle data, uint64_t count) {
   InBuffer in(data);
-  Reader r(in.data(), in.size());
-  rans::Parsed p;
-  {
-    nb::gil_scoped_release release;
-    p = rans::parse(r, count);
-    if (r.left()) throw Corrupt("bytes left after the stream");
-  }
-  return frame_tuple(0, p, in.data());
-}
-
-nb::object decoded_indices(const rans::Parsed& p, int threads) {
-  auto run = [&](auto* out) {
-    nb::gil_scoped_release release;
-    if (p.L == 0) std::fill(out, out + p.n, p.constant);
-    else rans::decode(p, out, threads);
-  };
-  if (p.nsym <= 256) {
-    uint8_t* out;
-    auto a = new_array<uint8_t>(p.n, &out);
-    run(out);
-    return nb::cast(a);
-  }
-  uint16_t* out;
-  auto a = new_array<uint16_t>(p.n, &out);
-  run(out);
-  return nb::cast(a);
+  return frame_tuple(0, parse_released(in, count), in.data());
 }
 
 // (lo, indices uint8/uint16) of an ans payload's rANS frame of `count` symbols (symbol = lo +
@@ -133,7 +109,7 @@ nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
     nb::gil_scoped_release release;
     if (!ans::parse_frame(r, count, &f)) return nb::none();
   }
-  return nb::make_tuple(f.lo, decoded_indices(f.stream, threads));
+  return nb::make_tuple(f.lo, decoded(f.stream, threads));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -14,6 +15,8 @@ namespace {
 
 constexpr std::size_t BLOCK = 128;      // NumPy's PW_BLOCKSIZE: 8 accumulators below it
 constexpr std::size_t TASK = 1 << 15;   // subtrees of the summation tree run as one task
+// The AVX2 copies below run where the CPU has it, unless ZOOCODEC_NO_AVX2 is set (tests compare the two).
+const bool has_avx2 = __builtin_cpu_supports("avx2") && !std::getenv("ZOOCODEC_NO_AVX2");
 
 inline double value(uint32_t bits, Kind) {
   float f;
@@ -124,17 +127,36 @@ Stats run(std::size_t n, int threads, Block block) {
 
 }  // namespace
 
+namespace {
+
+// max of a row's bits with the sign cleared; unsigned max of 16/32-bit lanes is an SSE4.1 /
+// AVX2 instruction, so the AVX2 copy runs where the CPU has it (the same maximum).
+template <class W>
+__attribute__((always_inline)) inline W row_absmax(const W* __restrict row, std::size_t cols) {
+  const W mask = static_cast<W>(std::numeric_limits<W>::max() >> 1);  // every bit but the sign
+  W top = 0;
+  for (std::size_t c = 0; c < cols; ++c) top = std::max<W>(top, row[c] & mask);
+  return top;
+}
+
+template <class W>
+__attribute__((target("avx2"))) W row_absmax_avx2(const W* row, std::size_t cols) {
+  return row_absmax(row, cols);
+}
+
+template <class W>
+W row_absmax_plain(const W* row, std::size_t cols) {
+  return row_absmax(row, cols);
+}
+
+}  // namespace
+
 template <class W>
 void absmax_rows(const W* w, std::size_t rows, std::size_t cols, W* out, int threads) {
-  const W mask = static_cast<W>(std::numeric_limits<W>::max() >> 1);  // every bit but the sign
+  auto* of = has_avx2 ? &row_absmax_avx2<W> : &row_absmax_plain<W>;
   const std::size_t per = std::max<std::size_t>(1, (1 << 16) / std::max<std::size_t>(cols, 1));
   parallel_for((rows + per - 1) / per, threads, [&](std::size_t t) {
-    for (std::size_t r = t * per; r < std::min(rows, (t + 1) * per); ++r) {
-      W top = 0;
-      const W* row = w + r * cols;
-      for (std::size_t c = 0; c < cols; ++c) top = std::max<W>(top, row[c] & mask);
-      out[r] = top;
-    }
+    for (std::size_t r = t * per; r < std::min(rows, (t + 1) * per); ++r) out[r] = of(w + r * cols, cols);
   });
 }
 
@@ -152,30 +174,59 @@ bool all_finite(const W* w, std::size_t n, int threads) {
   return std::find(bad.begin(), bad.end(), 1) == bad.end();
 }
 
+namespace {
+
+// One run of values under one step (a row's part of a leaf): no branch and no reduction, so
+// the compiler vectorises it; the division, rounding and conversions are the same IEEE
+// operations lane by lane. recon is written always (a scratch block when not wanted).
+template <class W, class S>
+__attribute__((always_inline)) inline void uniform_run(const W* __restrict w, std::size_t count, Kind kind,
+                                                      double step, S* __restrict symbols, W* __restrict recon,
+                                                      double* __restrict e2, double* __restrict x2,
+                                                      double* __restrict err) {
+  for (std::size_t k = 0; k < count; ++k) {
+    const double x = value(w[k], kind);
+    const S sym = static_cast<S>(round_even(x / step));
+    symbols[k] = sym;
+    const W r = narrow(static_cast<double>(sym) * step, static_cast<W*>(nullptr));  // from the integer: no -0
+    recon[k] = r;
+    const double e = x - value(r, kind);
+    e2[k] = e * e;
+    x2[k] = x * x;
+    err[k] = std::fabs(e);
+  }
+}
+
+template <class W, class S>
+__attribute__((target("avx2"))) void uniform_run_avx2(const W* w, std::size_t count, Kind kind, double step,
+                                                      S* symbols, W* recon, double* e2, double* x2, double* err) {
+  uniform_run(w, count, kind, step, symbols, recon, e2, x2, err);  // (no FMA: results stay NumPy's)
+}
+
+template <class W, class S>
+void uniform_run_plain(const W* w, std::size_t count, Kind kind, double step, S* symbols, W* recon, double* e2,
+                       double* x2, double* err) {
+  uniform_run(w, count, kind, step, symbols, recon, e2, x2, err);
+}
+
+}  // namespace
+
 template <class W, class S>
 Stats uniform(const W* w, std::size_t n, Kind kind, const double* steps, std::size_t nsteps, std::size_t cols,
               S* symbols, W* recon, int threads) {
+  auto* leaf = has_avx2 ? &uniform_run_avx2<W, S> : &uniform_run_plain<W, S>;
   return run(n, threads, [=](std::size_t lo, std::size_t count, double* e2, double* x2) {
-    std::size_t row = nsteps > 1 ? lo / cols : 0, col = nsteps > 1 ? lo % cols : 0;
-    double m = 0;
-    for (std::size_t k = 0; k < count; ++k) {
+    double err[BLOCK];
+    W scratch[BLOCK];
+    for (std::size_t k = 0; k < count;) {  // a run per row the leaf touches
       const std::size_t i = lo + k;
-      const double step = steps[row];
-      const double x = value(w[i], kind);
-      const double q = round_even(x / step);
-      const S sym = static_cast<S>(q);
-      symbols[i] = sym;
-      const W r = narrow(static_cast<double>(sym) * step, static_cast<W*>(nullptr));  // from the integer: no -0
-      if (recon) recon[i] = r;
-      const double e = x - value(r, kind);
-      e2[k] = e * e;
-      x2[k] = x * x;
-      m = std::max(m, std::fabs(e));
-      if (nsteps > 1 && ++col == cols) {
-        col = 0;
-        ++row;
-      }
+      const std::size_t len = nsteps > 1 ? std::min(count - k, cols - i % cols) : count - k;
+      leaf(w + i, len, kind, steps[nsteps > 1 ? i / cols : 0], symbols + i, recon ? recon + i : scratch + k, e2 + k,
+           x2 + k, err + k);
+      k += len;
     }
+    double m = 0;
+    for (std::size_t k = 0; k < count; ++k) m = std::max(m, err[k]);
     return m;
   });
 }

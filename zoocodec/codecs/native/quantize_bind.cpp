@@ -89,33 +89,29 @@ bool finite(In<W> w, int threads) {
   return quant::all_finite(w.data(), w.shape(0), threads);
 }
 
+// fn(W{}, S{}) for each float-bits type W and each symbol type S (int8, int16, int32).
+template <class... Ws, class Fn>
+void for_pairs(Fn fn) {
+  auto symbols = [&](auto w) { fn(w, int8_t{}), fn(w, int16_t{}), fn(w, int32_t{}); };
+  (symbols(Ws{}), ...);
+}
+
 }  // namespace
 
 void bind_quantize(nb::module_& m) {
   m.def("absmax_rows", &absmax<uint16_t>, nb::arg("w"), nb::arg("cols"), nb::arg("out"), nb::arg("threads") = 0);
   m.def("absmax_rows", &absmax<uint32_t>, nb::arg("w"), nb::arg("cols"), nb::arg("out"), nb::arg("threads") = 0,
         "Per row of `cols` float bits (uint16 bf16 / uint32 fp32): the largest |w|'s bits, into `out`.");
-#define ZC_BIND(W, S)                                                                                   \
-  m.def("uniform_quantize", &uniform<W, S>, nb::arg("w"), nb::arg("kind"), nb::arg("steps"), nb::arg("cols"), \
-        nb::arg("symbols"), nb::arg("recon").none(), nb::arg("threads") = 0);
-  ZC_BIND(uint16_t, int8_t)
-  ZC_BIND(uint16_t, int16_t)
-  ZC_BIND(uint16_t, int32_t)
-  ZC_BIND(uint32_t, int8_t)
-  ZC_BIND(uint32_t, int16_t)
-  ZC_BIND(uint32_t, int32_t)
-#undef ZC_BIND
-#define ZC_BIND(W, S)                                                                                      \
-  m.def("uniform_groups", &groups<W, S>, nb::arg("w"), nb::arg("kind"), nb::arg("cols"), nb::arg("group"),   \
-        nb::arg("steps"), nb::arg("zeros").none(), nb::arg("symbols"), nb::arg("recon").none(),             \
-        nb::arg("threads") = 0);
-  ZC_BIND(uint16_t, int8_t)
-  ZC_BIND(uint16_t, int16_t)
-  ZC_BIND(uint16_t, int32_t)
-  ZC_BIND(uint32_t, int8_t)
-  ZC_BIND(uint32_t, int16_t)
-  ZC_BIND(uint32_t, int32_t)
-#undef ZC_BIND
+  // every (float bits, symbol) pair the quantizers take: uint16 bf16 / uint32 fp32 by int8..int32
+  for_pairs<uint16_t, uint32_t>([&](auto w, auto s) {
+    using W = decltype(w);
+    using S = decltype(s);
+    m.def("uniform_quantize", &uniform<W, S>, nb::arg("w"), nb::arg("kind"), nb::arg("steps"), nb::arg("cols"),
+          nb::arg("symbols"), nb::arg("recon").none(), nb::arg("threads") = 0);
+    m.def("uniform_groups", &groups<W, S>, nb::arg("w"), nb::arg("kind"), nb::arg("cols"), nb::arg("group"),
+          nb::arg("steps"), nb::arg("zeros").none(), nb::arg("symbols"), nb::arg("recon").none(),
+          nb::arg("threads") = 0);
+  });
   m.def("group_ranges", &ranges<uint16_t>, nb::arg("w"), nb::arg("kind"), nb::arg("cols"), nb::arg("group"),
         nb::arg("lo"), nb::arg("hi"), nb::arg("threads") = 0);
   m.def("group_ranges", &ranges<uint32_t>, nb::arg("w"), nb::arg("kind"), nb::arg("cols"), nb::arg("group"),

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <queue>
 #include <utility>
 #include <string>
@@ -66,25 +67,43 @@ inline uint32_t load16(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]
 template <class T>
 std::vector<uint64_t> histogram(const T* sym, uint64_t n, uint32_t nsym, int threads, T add) {
   std::size_t parts = std::max<std::size_t>(1, std::min<uint64_t>(threads, n / 65536 + 1));
-  std::vector<std::vector<uint64_t>> local(parts, std::vector<uint64_t>(nsym, 0));
+  // four counters per symbol, used in turn: runs of one symbol do not wait on one counter
+  std::vector<std::vector<uint32_t>> local(parts, std::vector<uint32_t>(4 * std::size_t(nsym), 0));
+  std::vector<uint64_t> total(nsym, 0);
   std::vector<int> bad(parts, 0);
+  std::mutex adding;
   parallel_for(parts, threads, [&](std::size_t t) {
     uint64_t lo = n * t / parts, hi = n * (t + 1) / parts;
-    auto& h = local[t];
-    for (uint64_t i = lo; i < hi; ++i) {
-      const T v = static_cast<T>(sym[i] + add);
-      if (v >= nsym) {
+    uint32_t* h = local[t].data();
+    T top = 0;
+    for (uint64_t i = lo; i < hi;) {  // blocks below 2^32 values: the 32-bit counters cannot wrap
+      const uint64_t end = std::min<uint64_t>(hi, i + (uint64_t(1) << 31)), whole = i + (end - i) / 4 * 4;
+      for (; i < whole; i += 4) {
+        const T a = static_cast<T>(sym[i] + add), b = static_cast<T>(sym[i + 1] + add);
+        const T c = static_cast<T>(sym[i + 2] + add), d = static_cast<T>(sym[i + 3] + add);
+        top = std::max({top, a, b, c, d});
+        if (top >= nsym) break;
+        ++h[4 * a], ++h[4 * b + 1], ++h[4 * c + 2], ++h[4 * d + 3];
+      }
+      for (; i < end && top < nsym; ++i) {
+        const T a = static_cast<T>(sym[i] + add);
+        top = std::max(top, a);
+        if (top < nsym) ++h[4 * a];
+      }
+      if (top >= nsym) {
         bad[t] = 1;
         return;
       }
-      ++h[v];
+      std::lock_guard<std::mutex> lock(adding);
+      for (uint32_t s = 0; s < nsym; ++s) {
+        total[s] += uint64_t(h[4 * s]) + h[4 * s + 1] + h[4 * s + 2] + h[4 * s + 3];
+        h[4 * s] = h[4 * s + 1] = h[4 * s + 2] = h[4 * s + 3] = 0;
+      }
     }
   });
   for (std::size_t t = 0; t < parts; ++t)
     if (bad[t]) throw std::invalid_argument("symbol outside the alphabet");
-  for (std::size_t t = 1; t < parts; ++t)
-    for (uint32_t s = 0; s < nsym; ++s) local[0][s] += local[t][s];
-  return local[0];
+  return total;
 }
 
 // One symbol's encoding constants: floor(x / f) as a multiply, exact for every 32-bit state x
@@ -134,7 +153,8 @@ inline std::size_t encode_lanes(const T* sym, uint64_t m, const EncSym* e, uint1
 
 template <class T>
 std::vector<uint8_t> encode_substream(const T* sym, uint64_t m, const std::vector<EncSym>& enc, T add) {
-  std::vector<uint16_t> words(m + 1);
+  thread_local std::vector<uint16_t> words;  // reused: a substream's words, written backwards
+  words.resize(m + 1);
   const int K = lanes(m);
   uint32_t x[LANES];
   const std::size_t top = K == LANES ? encode_lanes<LANES>(sym, m, enc.data(), words.data(), words.size(), x, add)
@@ -221,9 +241,13 @@ std::vector<uint32_t> pow2_table(const std::vector<uint64_t>& f, int* L) {
   return out;
 }
 
+namespace {
+
+// encode_body; `check`: first make sure every symbol has a frequency (a caller's table), which
+// a table made from the symbols' own histogram (encode) needs not.
 template <class T>
-void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
-                 int threads, Writer& w, T add) {
+void encode_body_checked(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
+                         int threads, Writer& w, T add, bool check) {
   if (chunk < 1) throw std::invalid_argument("chunk must be positive");
   std::vector<uint32_t> cum(freq.size() + 1, 0);
   for (std::size_t s = 0; s < freq.size(); ++s) cum[s + 1] = cum[s] + freq[s];
@@ -235,7 +259,7 @@ void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, in
   std::vector<int> bad(parts, 0);
   parallel_for(parts, threads, [&](std::size_t i) {
     uint64_t lo = i * chunk, m = std::min<uint64_t>(chunk, n - lo);
-    for (uint64_t j = lo; j < lo + m; ++j) {
+    for (uint64_t j = lo; check && j < lo + m; ++j) {
       const T v = static_cast<T>(sym[j] + add);
       if (v >= freq.size() || !freq[v]) {
         bad[i] = 1;
@@ -246,14 +270,16 @@ void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, in
   });
   for (int b : bad)
     if (b) throw std::invalid_argument("a symbol the frequency table does not hold");
-  std::size_t total = w.out.size();
-  for (auto& b : bodies) total += b.size() + 10;
-  w.out.reserve(total);  // one allocation, not a doubling vector's 2x
   for (auto& b : bodies) w.uvarint(b.size());
-  for (auto& b : bodies) {
-    w.bytes(b.data(), b.size());
-    std::vector<uint8_t>().swap(b);  // released once copied: the bodies and the stream are never both whole
-  }
+  for (auto& b : bodies) w.tail.push_back(std::move(b));  // copied once, by the caller, into its result
+}
+
+}  // namespace
+
+template <class T>
+void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
+                 int threads, Writer& w, T add) {
+  encode_body_checked(sym, n, freq, L, chunk, threads, w, add, true);
 }
 
 template <class T>
@@ -286,7 +312,7 @@ void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads
     w.uvarint(run - 1);
     s += run;
   }
-  encode_body(sym, n, freq, L, chunk, threads, w, add);
+  encode_body_checked(sym, n, freq, L, chunk, threads, w, add, false);  // (normalise: each present symbol >= 1)
 }
 
 namespace {
@@ -392,6 +418,12 @@ Parsed parse(Reader& r, uint64_t expected_n) {
   if (total != M) throw Corrupt("frequencies do not sum to 2^L");
   build_table(p, freq, p.L);
   read_body(r, p);
+  return p;
+}
+
+Parsed parse_whole(Reader& r, uint64_t expected_n) {
+  Parsed p = parse(r, expected_n);
+  if (r.left()) throw Corrupt("bytes left after the stream");
   return p;
 }
 

@@ -62,6 +62,9 @@ void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, in
 // count the caller knows from the shape.
 Parsed parse(Reader& r, uint64_t expected_n);
 
+// parse() of a stream that must end the input: bytes left after it are Corrupt.
+Parsed parse_whole(Reader& r, uint64_t expected_n);
+
 // Reads a body of n symbols under `freq` (validated: sums to 2^L, each below 2^L).
 Parsed parse_body(Reader& r, uint64_t n, const std::vector<uint32_t>& freq, int L);
 

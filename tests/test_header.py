@@ -1,0 +1,60 @@
+"""The typed header (zoocodec/header.py): what the writers build is what the file holds and
+what a reader parses back; what it refuses is refused in one line."""
+import json
+
+import pytest
+
+import zoocodec
+from conftest import laplace_model
+from support import Forge, run_cli
+from zoocodec.container import Container
+from zoocodec.errors import ContainerError
+from zoocodec.header import Header, Segment
+from zoocodec.pipeline.sequence import compress_seq
+
+
+def _files(tmp_path):
+    model = laplace_model()
+    zoocodec.compress(model, tmp_path / "one.zc", "uniform:bits=6", overrides={"*bias*": "lossless"}, min_size=64,
+                      meta={"note": "x"})
+    compress_seq([laplace_model(1), laplace_model(2)], tmp_path / "seq.zc", "uniform:bits=8", "delta", min_size=64)
+    return [tmp_path / "one.zc", tmp_path / "seq.zc"]
+
+
+def test_the_file_holds_what_the_model_writes_and_reads_back(tmp_path):
+    for path in _files(tmp_path):
+        with Container.open(path) as c:
+            assert json.dumps(c.head.to_json(), sort_keys=True) == json.dumps(c.header, sort_keys=True)
+            again = Header.from_json(json.loads(json.dumps(c.head.to_json())), c.version, 1 << 62, 64)
+            assert again == c.head
+            assert all(isinstance(s, Segment) for e in c.head.tensors for s in e.segments.values())
+            assert (c.head.sequence is None) == (path.name == "one.zc")
+
+
+def test_inspect_reads_the_model(tmp_path):
+    one, _ = _files(tmp_path)
+    info = zoocodec.inspect(one)
+    with Container.open(one) as c:
+        h = c.head
+    assert info["params"] == h.params and info["bytes_in"] == h.raw_bytes and info["meta"] == {"note": "x"}
+    rows = {r["name"]: r for r in info["tensors"]}
+    for e in h.tensors:
+        assert rows[e.name]["bytes"] == e.stored_bytes and rows[e.name]["lossless"] == e.spec.lossless
+
+
+def test_a_sequence_tensor_coded_by_another_method_is_refused(tmp_path, monkeypatch, capsys):
+    _, seq = _files(tmp_path)
+    f = Forge(seq.read_bytes())
+    f.header["tensors"][0]["method"] = {"method": "lossless", "version": 2,
+                                        "coder": {"coder": "float", "version": 1}}
+    code, _, err = run_cli(monkeypatch, capsys, "inspect", f.write(tmp_path / "bad.zc"))
+    assert code == 2 and err.count("\n") == 1 and "not 'sequence'" in err, err
+
+
+@pytest.mark.parametrize("field,value", [("zoocodec", 3), ("options", []), ("aliases", {"a": "nowhere"})])
+def test_top_level_fields_are_checked(tmp_path, field, value):
+    one, _ = _files(tmp_path)
+    f = Forge(one.read_bytes())
+    f.header[field] = value
+    with pytest.raises(ContainerError, match="invalid header"):
+        zoocodec.decompress(f.write(tmp_path / "bad.zc"))
