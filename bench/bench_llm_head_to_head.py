@@ -14,7 +14,8 @@ included; the 1-D norm scales stay float32 in every peer):
   B bits in groups of G weights along the input dimension; packed weights plus a float16
   scale and zero per group (HQQ's meta as a float16 model stores it; computed in float32).
 - optimum-quanto 0.2.7 (`quantize_weight` with its MaxOptimizer, the optimizer its QLinear
-  uses): qint2/qint4 in groups of 128 along the input dimension with a float16 scale and
+  uses): qint2/qint4 in groups of 128 along the input dimension (96 where a row has 576
+  weights: QLinear's rule, 128 less 32 until it divides the row) with a float16 scale and
   shift per group, qint8 per output channel with a float16 scale (symmetric, AbsmaxOptimizer).
   Every 2-D tensor, the tied embedding/head included.
 - NNCodec 2.1.3 (bench/peers/nncodec_runner.py in its own venv, NNCODEC_PYTHON): all float
@@ -34,6 +35,7 @@ Two processes share the work and each checkpoints every point to its own file, s
 can be written from whatever finished:
     python bench/bench_llm_head_to_head.py --part peers --windows 12 &
     python bench/bench_llm_head_to_head.py --part auto --windows 12 &
+    python bench/bench_llm_head_to_head.py --part peers2 --windows 12 --only qp=-34 &   # a third, if cores allow
     python bench/bench_llm_head_to_head.py --part table   # JSON, markdown, plot in bench/results/
 """
 from __future__ import annotations
@@ -66,6 +68,7 @@ FIRST = ("Q8_0", "qint8", "qp=-38", "Q5_1", "bits=4,group=64", "qint4,group=128"
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
+PARTS = ("peers", "peers2", "auto")  # one checkpoint file per process
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -120,8 +123,11 @@ def quanto_point(weights: dict[str, torch.Tensor], bits: int, group: int | None)
             scale = AbsmaxOptimizer()(w, qtype=qtype, axis=0)
             q = quantize_weight(w, qtype=qtype, axis=0, scale=scale, optimized=False)
             return q.dequantize(), w.numel() + 2 * scale.numel()
-        scale, shift = MaxOptimizer()(w, qtype=qtype, axis=0, group_size=group)
-        q = quantize_weight(w, qtype=qtype, axis=0, scale=scale, shift=shift, group_size=group, optimized=False)
+        g = group  # QLinear's rule: 128, less 32 at a time until it divides the row (96 for SmolLM2's 576)
+        while w.shape[1] % g and g > 32:
+            g -= 32
+        scale, shift = MaxOptimizer()(w, qtype=qtype, axis=0, group_size=g)
+        q = quantize_weight(w, qtype=qtype, axis=0, scale=scale, shift=shift, group_size=g, optimized=False)
         return q.dequantize(), w.numel() * bits // 8 + 2 * (scale.numel() + shift.numel())
     return floats_only(weights, one)
 
@@ -202,7 +208,7 @@ class Run:
               f"(95% bound {point['kl_high']:.5f})  ppl {point['ppl']['value']:.3f}{caveat(point)}", flush=True)
 
 
-def run_peers(run: Run) -> None:
+def run_peers(run: Run, only: list[str] | None = None) -> None:
     w = run.weights
     order = [("gguf", q, lambda q=q: gguf_point(w, q)) for q in GGUF_TYPES]
     order += [("quanto", f"qint{b}" + (f",group={g}" if g else ""), lambda b=b, g=g: quanto_point(w, b, g))
@@ -212,6 +218,7 @@ def run_peers(run: Run) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         order += [("nncodec", f"qp={qp}", lambda qp=qp: nncodec_points(w, qp, Path(tmp))) for qp in NNCODEC_QPS]
         order.sort(key=lambda o: (o[1] not in FIRST, FIRST.index(o[1]) if o[1] in FIRST else 0))
+        order = [o for o in order if only is None or o[1] in only]
         for family, label, make in order:
             run.add(family, label, make)
 
@@ -330,14 +337,16 @@ def caveat(p: dict) -> str:
 
 
 def table() -> None:
-    parts = [json.loads(checkpoint(part).read_text()) for part in ("peers", "auto") if checkpoint(part).exists()]
+    parts = [json.loads(checkpoint(part).read_text()) for part in PARTS if checkpoint(part).exists()]
     if not parts:
         raise SystemExit("no checkpoint: run --part peers / --part auto first")
     if len({p["windows"] for p in parts}) != 1:
         raise SystemExit("the checkpoints judged different windows")
     r = {k: v for k, v in parts[0].items() if k != "points"}
     r["caveat"] = CAVEAT
-    r["points"] = [p for part in parts for p in part["points"]]
+    seen: set[tuple[str, str]] = set()  # a setting two processes both measured: the first kept
+    r["points"] = [p for part in parts for p in part["points"]
+                   if (p["family"], p["label"]) not in seen and not seen.add((p["family"], p["label"]))]
     r["auto_tokens"] = next((p.get("auto_tokens") for p in parts if "auto_tokens" in p), None)
     r["failed"] = {k: v for p in parts for k, v in p.get("failed", {}).items()}
     r["smallest_within"] = {}
@@ -426,15 +435,16 @@ def plot(r: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("peers", "auto", "table"), required=True)
+    ap.add_argument("--part", choices=(*PARTS, "table"), required=True)
+    ap.add_argument("--only", nargs="+", default=None, help="peers: just these settings (e.g. qp=-34)")
     ap.add_argument("--windows", type=int, default=None, help="judged windows of lee_background.cor (default: all 147)")
     ap.add_argument("--auto-windows", type=int, default=6, help="windows of lee.cor automatic mode splits")
     ap.add_argument("--rounding", default="gptq", help="automatic mode's rounding (gptq: its default)")
     args = ap.parse_args()
     if args.part == "table":
         return table()
-    if args.part == "peers":
-        run_peers(Run(args.part, args.windows))
+    if args.part.startswith("peers"):  # peers2: a second process on other settings, its own checkpoint
+        run_peers(Run(args.part, args.windows), args.only)
     else:  # sensitivities first: they need no judged windows
         from zoocodec.eval.evaluate import load_weights
 
