@@ -70,6 +70,20 @@ def test_the_override_rule_as_stated(tmp_path):
     assert "`*embeddings*` on minilm also quantizes the\nembeddings' LayerNorm weight and bias" in README
 
 
+def test_the_outside_zoo_ratios_and_split_count_are_the_outside_zoo_results_file():
+    (path,) = sorted(RESULTS.glob("outside_zoo-*.json"))[-1:]
+    results = json.loads(path.read_text())
+    stands = _row("smaller than NNCodec")
+    assert path.name in stands or "outside_zoo" in stands
+    for m in results["models"]:
+        for a in m["auto"]:
+            assert f"{a['bits_per_weight']:.3f}" in stands, (m["model"], a["target_pct"])
+            if a["ratio_at_same_kl"] is not None:
+                assert f"{a['ratio_at_same_kl']:.2f}x" in stands, (m["model"], a["target_pct"])
+    for s in results["splits"]:
+        assert f"{s['holds']} of {s['count']}" in stands, s["model"]
+
+
 def test_the_lossless_table_is_the_lossless_results_file():
     """README's lossless rows (issues 24/25: the float-plane coder against zipnn) are the results file's."""
     rows = json.loads((RESULTS / "lossless-2026-12-04b.json").read_text())["rows"]

@@ -79,6 +79,12 @@ def compress(
                                                     "package.module:factory that builds its torch module")] = None,
     output_kind: Annotated[str | None, typer.Option(help="automatic mode, a model outside the "
                                                          "zoo: logits | embeddings | values | tokens")] = None,
+    finetune: Annotated[bool, typer.Option("--finetune", help="automatic mode: also try larger steps with the "
+                                                             "steps, symbols, biases and norms fine-tuned against "
+                                                             "the original's outputs on the calibration inputs "
+                                                             "(kept where smaller; runs on --device)")] = False,
+    finetune_steps: Annotated[int | None, typer.Option(help="automatic mode with --finetune: optimiser steps "
+                                                            "per step size tried (default 60)")] = None,
     device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | "
                                              "auto (a missing GPU is an error)")] = "cpu",
     decode_on: Annotated[str, typer.Option(help="gpu: only methods and coders with a GPU decoder (automatic mode "
@@ -92,8 +98,13 @@ def compress(
 
     typed(model)
     dev = resolve(device)  # a GPU that is not there fails before any work
-    if dev.is_gpu and target_loss is not None:
-        raise ZoocodecError("automatic mode (--target-loss) runs on the CPU only; leave out --device")
+    if dev.is_gpu and target_loss is not None and not finetune:
+        raise ZoocodecError("automatic mode (--target-loss) runs on the CPU only but for --finetune; leave out "
+                            "--device")
+    if (finetune or finetune_steps is not None) and target_loss is None:
+        raise ZoocodecError("--finetune belongs to automatic mode: add --target-loss")
+    if finetune_steps is not None and (finetune_steps < 1 or not finetune):
+        raise ZoocodecError("--finetune-steps takes a positive number of steps, with --finetune")
     check_output(output, [model_path(model)])
     if preset is not None:
         method, target_bpw = apply_preset(preset, method, step, bits, per_tensor, target_bpw, target_loss)
@@ -111,7 +122,8 @@ def compress(
         choose = coder is None and "coder=" not in method
         for_decoder(build_spec(method, coder=coder), decode_on, choose)  # refused before any work
         _auto(model, output, target_loss, task, build_spec(method, coder=coder), min_size, json_out,
-              inputs, module, output_kind, choose_coder=choose, start=start, calib=calib, decode_on=decode_on)
+              inputs, module, output_kind, choose_coder=choose, start=start, calib=calib, decode_on=decode_on,
+              finetune=finetune, finetune_steps=finetune_steps, device=dev.torch)
         return
     if task is not None or inputs is not None or module is not None or output_kind is not None or calib is not None:
         raise ZoocodecError("--task, --inputs, --calib, --module and --output-kind belong to automatic mode: "
@@ -151,7 +163,8 @@ def compress(
 
 def _auto(model: str, output: Path, target_loss: str, task: str | None, method, min_size: int,
           json_out: bool, inputs: Path | None, module: str | None, output_kind: str | None,
-          choose_coder: bool, start: float, calib: Path | None = None, decode_on: str = "any") -> None:
+          choose_coder: bool, start: float, calib: Path | None = None, decode_on: str = "any",
+          finetune: bool = False, finetune_steps: int | None = None, device: str = "cpu") -> None:
     """compress --target-loss: search the per-tensor steps, verify on the task (or the user's inputs), report.
     A coder the user named is kept; otherwise a context coder's method gets the cheaper context coder."""
     from zoocodec.tuning.auto import auto_compress, parse_loss
@@ -162,7 +175,8 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
         raise ZoocodecError(f"--module and --output-kind judge a model outside the zoo on your inputs: {INPUTS_HELP}")
     r = auto_compress(model, output, parse_loss(target_loss), task, method=method, min_size=min_size,
                       log=lambda msg: err_console.print(msg, markup=False, highlight=False), inputs=inputs,
-                      module=module, output=output_kind, choose_coder=choose_coder, calib=calib, decode_on=decode_on)
+                      module=module, output=output_kind, choose_coder=choose_coder, calib=calib, decode_on=decode_on,
+                      finetune=finetune, finetune_steps=finetune_steps, device=device)
     rep = r.report
     summary = {"output": str(output), "reference": r.reference, "task": r.task, "metric": r.metric,
                "target_loss": r.target_loss, "value": r.value, "baseline": r.baseline, "loss": r.loss,
@@ -171,6 +185,8 @@ def _auto(model: str, output: Path, target_loss: str, task: str | None, method, 
                "bytes_in": rep.bytes_in,
                "weight_bytes": rep.weight_bytes, "ratio": rep.ratio, "bits_per_weight": rep.bits_per_weight,
                "seconds": time.perf_counter() - start}
+    if r.finetune:
+        summary["finetune"] = {k: r.finetune[k] for k in ("kept", "seconds", "device")}
     if json_out:
         print(json.dumps(summary, indent=2))
     else:

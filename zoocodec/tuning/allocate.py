@@ -46,7 +46,7 @@ from zoocodec.pipeline.core import load
 from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, finite, selected
 
 DEFAULT_METHOD = "uniform"
-DEFAULT_BASE_STEP = 2.0 ** (-30 / 4)  # about level with NNCodec's default on minilm (NOTES.md)
+DEFAULT_BASE_STEP = 2.0 ** (-30 / 4)  # about level with NNCodec's default on minilm (bench/bench_rd.py)
 
 
 def allocate(model: str | os.PathLike | dict, *, sensitivities: Mapping[str, float | np.ndarray] | None = None,

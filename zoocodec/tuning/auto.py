@@ -82,6 +82,8 @@ SEQUENTIAL = False
 PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivities are measured
 RUNS_PER_SEARCH = 6  # runs one allocation strength's search takes, about (for the time-left estimate)
 RUNS_PER_FINAL = 4
+FINETUNE_FACTOR, FINETUNE_TRIES = 2 ** (1 / 8), 4  # fine-tuning tries base steps up to sqrt(2)x the one found
+FINETUNE_SECONDS = 120.0  # fine-tuning's share of automatic mode's time (2 cores: minilm's whole run <= 5 min)
 
 
 @dataclass
@@ -104,6 +106,7 @@ class AutoResult:
     seconds: float = 0.0
     split: dict = field(default_factory=dict)  # how the inputs were split (inputs: the held-back part's size)
     within: bool = True  # the held-back part's 95% bound is within the budget
+    finetune: dict = field(default_factory=dict)  # what fine-tuning tried and whether it was kept (asked for only)
 
 
 def parse_loss(text: str | float) -> float:
@@ -213,7 +216,9 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                   sensitivities: dict[str, float | np.ndarray] | None = None, inputs: str | os.PathLike | None = None,
                   module: str | None = None, output: str | None = None, choose_coder: bool = True,
                   rounding: str = "gptq", rate_lam: float = RATE_LAM, calib: str | os.PathLike | None = None,
-                  seed: int = SPLIT_SEED, sequential: bool = SEQUENTIAL, decode_on: str = "any") -> AutoResult:
+                  seed: int = SPLIT_SEED, sequential: bool = SEQUENTIAL, finetune: bool = False,
+                  finetune_steps: int | None = None, finetune_seconds: float = FINETUNE_SECONDS,
+                  device: str = "cpu", decode_on: str = "any") -> AutoResult:
     """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction).
 
     The task's inputs (the user's `inputs` for a model outside the zoo) are split, seeded by `seed`,
@@ -232,13 +237,12 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
     `sequential`: before the final search, each layer's inputs are measured again on the model
     quantized at the step found (zoocodec.tuning.calibrate.collect_on), and the final rounding is against them.
+    `finetune`: after the search again, larger steps are tried with their steps, symbols and lossless 1-D
+    tensors fine-tuned (zoocodec.tuning.finetune, `finetune_steps` optimiser steps each, on torch `device`,
+    `finetune_seconds` in all);
+    the cheapest that passes on the calibration/search part is kept, and the held-back part verifies it.
     `decode_on="gpu"`: only methods and coders with a GPU decoder (pipeline/policy.for_decoder) are priced.
     """
-    from zoocodec.eval.evaluate import evaluator, identify, load_weights, metric_row, tasks_of
-    from zoocodec.eval.tasks import subset
-    from zoocodec.pipeline import zoo
-    from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names
-
     say = log or (lambda _msg: None)
     with _Clock(say) as clock:
         if not 0 < target_loss < 1:
@@ -247,49 +251,133 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             raise ZoocodecError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
         if calib is not None and inputs is None:
             raise ZoocodecError("--calib gives the calibration inputs of a model judged on --inputs: add --inputs")
-        weights = load_weights(model)
-        if inputs is not None:
+        spec = for_decoder(parse_spec(method or "uniform"), decode_on, choose_coder)
+        asked = Asked(model, target_loss, task, reference, spec, min_size, inputs, module, output, choose_coder,
+                      rounding, rate_lam, calib, seed, sequential, finetune, finetune_steps, finetune_seconds, device,
+                      decode_on)
+        if finetune and not eligible(asked.spec):
+            raise ZoocodecError(f"fine-tuning trains the steps of a method that rounds to nearest (uniform): "
+                                f"{asked.spec.name} chooses its own levels; leave out --finetune")
+        run = _Search(clock, asked)
+        if finetune:
+            run.trainable()  # a model fine-tuning cannot run is refused before any search
+        run.sensitivities(sensitivities)
+        run.calibrate()
+        run.search()
+        run.choose()
+        run.search_again()
+        if finetune:
+            run.fine_tune()
+        run.verify()
+        return run.write(out)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the caller of auto_compress asked for (its parameters, as it documents them)."""
+
+    model: str | os.PathLike | dict
+    target_loss: float
+    task: str | None
+    reference: str | None
+    spec: MethodSpec
+    min_size: int
+    inputs: str | os.PathLike | None
+    module: str | None
+    output: str | None
+    choose_coder: bool
+    rounding: str
+    rate_lam: float
+    calib: str | os.PathLike | None
+    seed: int
+    sequential: bool
+    finetune: bool = False
+    finetune_steps: int | None = None
+    finetune_seconds: float = FINETUNE_SECONDS
+    device: str = "cpu"
+    decode_on: str = "any"
+
+
+class _Search:
+    """One automatic-mode run: the task split into its parts, and what each phase decided, in the order
+    auto_compress runs them (sensitivities, calibration, search, strength and coder, search again on the
+    whole calibration/search part, verification on the held-back part, writing)."""
+
+    def __init__(self, clock: _Clock, asked: Asked):
+        """Load the model, find its task (a zoo one, or output fidelity on the user's inputs) and split
+        its inputs into the calibration/search part and the held-back part."""
+        from zoocodec.eval.evaluate import evaluator, identify, load_weights, tasks_of
+        from zoocodec.eval.tasks import subset
+        from zoocodec.pipeline import zoo
+
+        self.clock, self.say, self.asked = clock, clock.say, asked
+        self.model, self.target_loss, self.spec, self.min_size = asked.model, asked.target_loss, asked.spec, \
+            asked.min_size
+        model, task, reference, seed = asked.model, asked.task, asked.reference, asked.seed
+        self.weights = weights = load_weights(model)
+        if asked.inputs is not None:
             from zoocodec.eval.anymodel import PairEvaluator
 
             if task is not None or reference is not None:
                 raise ZoocodecError("a model judged on --inputs has no zoo task or reference: drop --task/--reference")
-            whole = PairEvaluator(model, inputs, module, output)
-            t = whole.task
+            self.whole = PairEvaluator(model, asked.inputs, asked.module, asked.output)
+            t = self.whole.task
         else:
             if reference is None:
                 reference = (
                     str(model) if isinstance(model, str) and model in zoo.registry() else identify(weights, model)
                 )
             t = tasks_of(reference, task)[0]
-            whole = evaluator(reference, t, None)
-        n = len(whole.ref_out)
-        own = whole.compare(None)
+            self.whole = evaluator(reference, t, None)
+        self.t, self.reference = t, reference
+        n = len(self.whole.ref_out)
+        own = self.whole.compare(None)
         if any(p.n != n for p in own.values()):
             raise ZoocodecError(f"automatic mode splits the inputs of task {t.name!r}, which is judged on pairs of "
                                 f"them, not input by input: choose another --task")
-        decide, held = split(n, own[t.primary].groups, seed)
-        unit = "inputs" if own[t.primary].groups is None else "documents" if t.kind == "tokens" else "photos"
-        decide_ev, held_ev = whole.part(decide), whole.part(held)
-        search_ev = decide_ev if t.search_limit is None or t.search_limit >= len(decide) else \
-            whole.part(decide[subset(len(decide), t.search_limit).numpy()])
-        where = (f"seeded split (seed {seed}) of the {n:,} inputs: {len(decide):,} for calibration and search, "
-                 f"{len(held):,} held back to verify the budget" + ("" if unit == "inputs" else f" (whole {unit})"))
-        say(where)
-        spec = for_decoder(parse_spec(method or "uniform"), decode_on, choose_coder)
-        calibrates = rounding == "gptq" and eligible(spec)
+        self.n = n
+        self.decide, self.held = decide, held = split(n, own[t.primary].groups, seed)
+        self.unit = "inputs" if own[t.primary].groups is None else "documents" if t.kind == "tokens" else "photos"
+        self.decide_ev, self.held_ev = self.whole.part(decide), self.whole.part(held)
+        self.search_ev = self.decide_ev if t.search_limit is None or t.search_limit >= len(decide) else \
+            self.whole.part(decide[subset(len(decide), t.search_limit).numpy()])
+        self.where = (f"seeded split (seed {seed}) of the {n:,} inputs: {len(decide):,} for calibration and search, "
+                      f"{len(held):,} held back to verify the budget"
+                      + ("" if self.unit == "inputs" else f" (whole {self.unit})"))
+        self.say(self.where)
+        # the held-back part's interval is wider than the calibration/search part's by sqrt(their sizes): a step
+        # passes on the calibration/search part only with room for it, so that it passes there too (9 times in 10)
+        self.wider = math.sqrt(len(decide) / len(held))
+        self.trace: list[dict[str, float]] = []
+        self.tuning: dict[str, object] = {}
+        self.untuned: tuple = ()  # (base, plan, recon, targets) before fine-tuning, where it was kept
+        self.exact_bytes: dict[str, int] = {}
+        self.calibrates = asked.rounding == "gptq" and eligible(self.spec)
 
-        sens = sensitivities
+    @property
+    def name(self) -> str:
+        """The model as the messages name it."""
+        return self.reference or self.model
+
+    # ---- phase 1: sensitivities ----------------------------------------------------------------------------
+    def sensitivities(self, given: dict[str, float | np.ndarray] | None) -> None:
+        """Measure each tensor's sensitivity on (a subset of) the calibration/search part, or take `given`."""
+        from zoocodec.eval.tasks import subset
+        from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names
+
+        weights, t, clock = self.weights, self.t, self.clock
+        sens = given
         if sens is None:
-            names = quantized_names(weights, min_size)
+            names = quantized_names(weights, self.min_size)
             groups = embedding_groups(weights)
-            sens_ev = decide_ev if t.sensitivity_limit is None or t.sensitivity_limit >= len(decide) else \
-                whole.part(decide[subset(len(decide), t.sensitivity_limit).numpy()])
+            sens_ev = self.decide_ev if t.sensitivity_limit is None or t.sensitivity_limit >= len(self.decide) else \
+                self.whole.part(self.decide[subset(len(self.decide), t.sensitivity_limit).numpy()])
             runs = sum(groups.get(k, 1) for k in names)
             clock.expect("sensitivities", runs, len(sens_ev.ref_out), plan=False)
-            _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
+            self._expect_search()
             clock.doing = "measuring sensitivities"
-            say(f"measuring sensitivities on {reference or model}/{t.name}: {runs} runs on "
-                f"{len(sens_ev.ref_out):,} inputs")
+            self.say(f"measuring sensitivities on {self.name}/{t.name}: {runs} runs on "
+                     f"{len(sens_ev.ref_out):,} inputs")
             tick = [time.perf_counter(), 0]
 
             def measured(name: str) -> None:
@@ -302,207 +390,317 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             sens = measure(sens_ev, weights, names, groups=groups, progress=measured)
             clock.done("sensitivities")
         else:
-            _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
+            self._expect_search()
         # a tensor whose noise broke the model (non-finite) is left out of the plan: it stays lossless. So does
         # one missing from given sensitivities: the header stores only the usable ones, and reusing them must
         # not quantize a tensor the first run found broken
-        usable = {k: v for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
-        broken = set(quantized_names(weights, min_size)) - set(usable)
-        exact_bytes: dict[str, int] = {}
-        clock.doing = "measuring layer inputs for data-aware rounding"
-        rounder, calibration, cal = _rounder(rounding, rate_lam, spec, whole, decide_ev, t, weights, say, calib,
-                                             (model, module, output))
-        clock.done("calibration")
+        self.usable = {k: v for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
+        self.broken = set(quantized_names(weights, self.min_size)) - set(self.usable)
 
-        def decoded(plan: dict[str, MethodSpec]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-            """(what the decoder returns under `plan`, the values handed to the quantizers in place of
-            the originals)."""
-            targets = rounder.targets(weights, plan) if rounder else {}
-            return reconstruct({**weights, **targets}, plan), targets
+    def _expect_search(self) -> None:
+        _expect_search(self.clock, self.search_ev, self.decide_ev, self.held_ev, self.calibrates)
 
-        def plan_for(base: float, strength: float, coded: MethodSpec = spec) -> dict[str, MethodSpec]:
-            plan = allocate(weights, sensitivities=_flatten(usable, strength), base_step=base, method=coded,
-                            min_size=min_size)
-            plan = {k: v for k, v in plan.items() if k not in broken}
-            return _one_d_where_it_pays(weights, plan, exact_bytes)
+    # ---- phase 2: calibration ------------------------------------------------------------------------------
+    def calibrate(self) -> None:
+        """Data-aware rounding's layer inputs (or nearest rounding, said why)."""
+        a = self.asked
+        self.clock.doing = "measuring layer inputs for data-aware rounding"
+        self.rounder, self.calibration, self.cal = _rounder(
+            a.rounding, a.rate_lam, self.spec, self.whole, self.decide_ev, self.t, self.weights, self.say, a.calib,
+            (self.model, a.module, a.output))
+        self.clock.done("calibration")
 
-        def judged(phase: str, ev, plan: dict[str, MethodSpec]):
-            """(recon, targets, paired metrics, primary Metric) of `plan` on `ev`'s inputs, timed for the clock."""
-            t0 = time.perf_counter()
-            recon, targets = decoded(plan)
-            t1 = time.perf_counter()
-            paired = ev.compare(recon)
-            m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
-            clock.ran(phase, time.perf_counter() - t1, len(ev.ref_out), t1 - t0)
-            return recon, targets, paired, m
+    # ---- the plans and their judgement ---------------------------------------------------------------------
+    def decoded(self, plan: dict[str, MethodSpec]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(what the decoder returns under `plan`, the values handed to the quantizers in place of
+        the originals)."""
+        targets = self.rounder.targets(self.weights, plan) if self.rounder else {}
+        return reconstruct({**self.weights, **targets}, plan), targets
 
-        trace: list[dict[str, float]] = []
+    def plan_for(self, base: float, strength: float, coded: MethodSpec | None = None) -> dict[str, MethodSpec]:
+        plan = allocate(self.weights, sensitivities=_flatten(self.usable, strength), base_step=base,
+                        method=self.spec if coded is None else coded, min_size=self.min_size)
+        plan = {k: v for k, v in plan.items() if k not in self.broken}
+        return _one_d_where_it_pays(self.weights, plan, self.exact_bytes)
 
-        def passes(ev, base: float, strength: float) -> bool:
-            m = judged("search", ev, plan_for(base, strength))[3]
-            trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
-            clock.line(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% "
-                       f"(95% bound {100 * m.loss_high:.3f}%)")
-            return m.loss_high <= target_loss
+    def judged(self, phase: str, ev, plan: dict[str, MethodSpec]):
+        """(recon, targets, paired metrics, primary Metric) of `plan` on `ev`'s inputs, timed for the clock."""
+        from zoocodec.eval.evaluate import metric_row
 
-        def unresolvable(ev) -> str:
-            """Why no file can pass on `ev`'s inputs, or "": the original model itself (no changed
-            output: the narrowest interval those inputs allow) must be within the budget."""
-            m = ev.judge(weights)
-            if m.loss_high <= target_loss:
-                return ""
-            return (
-                f"the {t.primary} loss within {100 * target_loss:g}% on {reference or model} is not resolvable with "
-                f"{m.n:,} inputs (with no output changed, the 95% bound is {100 * m.loss_high:.3g}%)"
+        t = self.t
+        t0 = time.perf_counter()
+        recon, targets = self.decoded(plan)
+        t1 = time.perf_counter()
+        paired = ev.compare(recon)
+        m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
+        self.clock.ran(phase, time.perf_counter() - t1, len(ev.ref_out), t1 - t0)
+        return recon, targets, paired, m
+
+    def price(self, plan: dict[str, MethodSpec]) -> float:
+        """Bits of the planned tensors, plus those of the 1-D tensors the plan leaves lossless."""
+        targets = self.rounder.targets(self.weights, plan) if self.rounder else {}
+        return plan_bits({**self.weights, **targets}, plan) + 8 * sum(
+            b for k, b in self.exact_bytes.items() if k not in plan)
+
+    def unresolvable(self, ev) -> str:
+        """Why no file can pass on `ev`'s inputs, or "": the original model itself (no changed
+        output: the narrowest interval those inputs allow) must be within the budget."""
+        m = ev.judge(self.weights)
+        if m.loss_high <= self.target_loss:
+            return ""
+        return (
+            f"the {self.t.primary} loss within {100 * self.target_loss:g}% on {self.name} is not resolvable with "
+            f"{m.n:,} inputs (with no output changed, the 95% bound is {100 * m.loss_high:.3g}%)"
+        )
+
+    # ---- phase 3: the search on the search inputs ----------------------------------------------------------
+    def passes(self, ev, base: float, strength: float) -> bool:
+        m = self.judged("search", ev, self.plan_for(base, strength))[3]
+        self.trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
+        self.clock.line(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% "
+                        f"(95% bound {100 * m.loss_high:.3f}%)")
+        return m.loss_high <= self.target_loss
+
+    def search_on(self, ev) -> dict[float, float]:
+        """strength -> the largest base step that passes on `ev`'s inputs."""
+        found: dict[float, float] = {}
+        start_at = DEFAULT_BASE_STEP
+        for strength in STRENGTHS:
+            base = _search(lambda b, s=strength: self.passes(ev, b, s), start_at)
+            if base is None:  # even 2**-24 times the step fails: no allocation will pass
+                break
+            found[strength] = start_at = base
+        if not found:
+            raise ZoocodecError(
+                f"no step keeps the {self.t.primary} loss within {100 * self.target_loss:g}% on {self.name}"
+                f"{_unresolved(ev, self.decoded(self.plan_for(DEFAULT_BASE_STEP / 2**24, 1.0))[0], self.target_loss)}"
             )
+        return found
 
-        def search(ev) -> dict[float, float]:
-            """strength -> the largest base step that passes on `ev`'s inputs."""
-            found: dict[float, float] = {}
-            start_at = DEFAULT_BASE_STEP
-            for strength in STRENGTHS:
-                base = _search(lambda b, s=strength: passes(ev, b, s), start_at)
-                if base is None:  # even 2**-24 times the step fails: no allocation will pass
-                    break
-                found[strength] = start_at = base
-            if not found:
-                raise ZoocodecError(
-                    f"no step keeps the {t.primary} loss within {100 * target_loss:g}% on {reference or model}"
-                    f"{_unresolved(ev, decoded(plan_for(DEFAULT_BASE_STEP / 2**24, 1.0))[0], target_loss)}"
-                )
-            return found
-
-        held_why = unresolvable(held_ev)
-        if held_why:
-            say(f"the held-back part cannot verify this budget: {held_why}; the file is searched on the "
-                f"calibration/search part and the held-back result reported as it is")
-        why = unresolvable(search_ev)
-        if why and search_ev is not decide_ev:
-            say(f"{why}: searching on all of the calibration/search part instead")
-            search_ev = decide_ev  # slower, but a budget the search subset cannot resolve may be resolvable on all
-            _expect_search(clock, search_ev, decide_ev, held_ev, calibrates)
-            why = unresolvable(search_ev)
+    def search(self) -> None:
+        """Each allocation strength's largest base step on the search inputs (all of the calibration/search
+        part where the subset cannot resolve the budget)."""
+        self.held_why = self.unresolvable(self.held_ev)
+        if self.held_why:
+            self.say(f"the held-back part cannot verify this budget: {self.held_why}; the file is searched on the "
+                     f"calibration/search part and the held-back result reported as it is")
+        why = self.unresolvable(self.search_ev)
+        if why and self.search_ev is not self.decide_ev:
+            self.say(f"{why}: searching on all of the calibration/search part instead")
+            # slower, but a budget the search subset cannot resolve may be resolvable on all
+            self.search_ev = self.decide_ev
+            self._expect_search()
+            why = self.unresolvable(self.search_ev)
         if why:
             raise ZoocodecError(why)
-        clock.doing = "searching the base step"
-        found = search(search_ev)
-        clock.done("search")
+        self.clock.doing = "searching the base step"
+        self.found = self.search_on(self.search_ev)
+        self.clock.done("search")
 
-        def price(plan: dict[str, MethodSpec]) -> float:
-            """Bits of the planned tensors, plus those of the 1-D tensors the plan leaves lossless."""
-            targets = rounder.targets(weights, plan) if rounder else {}
-            return plan_bits({**weights, **targets}, plan) + 8 * sum(b for k, b in exact_bytes.items() if k not in plan)
-
-        clock.doing = "pricing allocation strengths and coders"
-        priced = {st: price(plan_for(b, st)) for st, b in found.items()}
-        strength = min(priced, key=priced.get)
-        base = found[strength]
-        say(
+    # ---- phase 4: strength and coder -----------------------------------------------------------------------
+    def choose(self) -> None:
+        """The cheapest allocation strength and coder at the steps found; with `sequential`, the layer inputs
+        measured again on the model quantized there."""
+        self.clock.doing = "pricing allocation strengths and coders"
+        priced = {st: self.price(self.plan_for(b, st)) for st, b in self.found.items()}
+        self.strength = min(priced, key=priced.get)
+        self.base = self.found[self.strength]
+        self.say(
             "allocation strengths priced: "
             + ", ".join(f"{st:g}: {bits / 8 / 1024:.1f} KiB" for st, bits in priced.items())
         )
-        coded = _cheapest_coder(spec, lambda c: price(plan_for(base, strength, c)), say, choose_coder,
-                                CONTEXT_CODERS if decode_on == "any" else ())
-        if rounder is not None and sequential:
+        self.coded = _cheapest_coder(self.spec, lambda c: self.price(self.plan_for(self.base, self.strength, c)),
+                                     self.say, self.asked.choose_coder,
+                                     CONTEXT_CODERS if self.asked.decode_on == "any" else ())
+        if self.rounder is not None and self.asked.sequential:
             t0 = time.perf_counter()
-            clock.doing = "measuring layer inputs of the quantized model"
-            inputs_q = collect_on(cal.net, cal.run, cal.names, decoded(plan_for(base, strength, coded))[0])
-            rounder = dataclasses.replace(rounder, inputs=inputs_q, _factors={})
-            calibration["layer_inputs"] = f"of the model quantized at base step {base:.4g} (sequential, one refresh)"
-            say(f"rounding: layer inputs measured again on the model quantized at base step {base:.3g} "
-                f"({time.perf_counter() - t0:.1f} s)")
+            self.clock.doing = "measuring layer inputs of the quantized model"
+            cal = self.cal
+            inputs_q = collect_on(cal.net, cal.run, cal.names,
+                                  self.decoded(self.plan_for(self.base, self.strength, self.coded))[0])
+            self.rounder = dataclasses.replace(self.rounder, inputs=inputs_q, _factors={})
+            self.calibration["layer_inputs"] = (f"of the model quantized at base step {self.base:.4g} "
+                                                "(sequential, one refresh)")
+            self.say(f"rounding: layer inputs measured again on the model quantized at base step {self.base:.3g} "
+                     f"({time.perf_counter() - t0:.1f} s)")
 
-        # the held-back part's interval is wider than the calibration/search part's by sqrt(their sizes): a
-        # step passes the final search only with room for it, so that it passes there too (about 9 times in 10)
-        wider = math.sqrt(len(decide) / len(held))
+    # ---- phase 5: the search again on the whole calibration/search part ------------------------------------
+    def search_again(self) -> None:
+        """The largest step near the one found that passes on all of the calibration/search part, with room
+        for the held-back part's wider interval (so that it passes there too, about 9 times in 10)."""
+        target_loss, t = self.target_loss, self.t
+        decide_ev = self.decide_ev
+        wider = self.wider
         checked: dict[float, tuple] = {}
 
-        def passes_decide(b: float) -> bool:  # the search again on all of the calibration/search part, from there
-            plan = plan_for(b, strength, coded)
-            recon, targets, _, m = judged("final", decide_ev, plan)
+        def passes_decide(b: float) -> bool:
+            plan = self.plan_for(b, self.strength, self.coded)
+            recon, targets, _, m = self.judged("final", decide_ev, plan)
             bound = m.loss_high + wider * (m.loss_high - m.loss)
-            trace.append({"strength": strength, "base_step": b, "loss": m.loss, "loss_high": m.loss_high,
-                          "with_room": bound, "all_search_inputs": 1})
-            clock.line(f"check on the {m.n:,} calibration/search inputs at base step {b:.3g}: loss {100 * m.loss:.3f}% "
-                       f"(95% bound {100 * m.loss_high:.3f}%, {100 * bound:.3f}% with room for the held-back part)")
+            self.trace.append({"strength": self.strength, "base_step": b, "loss": m.loss, "loss_high": m.loss_high,
+                               "with_room": bound, "all_search_inputs": 1})
+            self.clock.line(f"check on the {m.n:,} calibration/search inputs at base step {b:.3g}: loss "
+                            f"{100 * m.loss:.3f}% (95% bound {100 * m.loss_high:.3f}%, {100 * bound:.3f}% with room "
+                            f"for the held-back part)")
             checked[b] = plan, recon, targets
             return bound <= target_loss
 
         # again on the whole part, also where the search ran on it: the coder chosen since can move dq's levels
-        m0 = decide_ev.judge(weights)  # no output changed: the narrowest bound, plus its room, must be within budget
+        m0 = decide_ev.judge(self.weights)  # no output changed: the narrowest bound, plus its room, must be within
         if m0.loss_high + wider * (m0.loss_high - m0.loss) > target_loss:
             raise ZoocodecError(
                 f"the {t.primary} loss within {100 * target_loss:g}% is not resolvable with a held-back "
-                f"part of {len(held):,} inputs: with no output changed, the 95% bound on the "
-                f"{len(decide):,} calibration/search inputs plus room for the held-back part's interval "
+                f"part of {len(self.held):,} inputs: with no output changed, the 95% bound on the "
+                f"{len(self.decide):,} calibration/search inputs plus room for the held-back part's interval "
                 f"is {100 * (m0.loss_high + wider * (m0.loss_high - m0.loss)):.3g}%"
             )
-        clock.doing = "searching again on the whole calibration/search part"
-        final = _search(passes_decide, base, FINAL_FACTOR, FINAL_ROUNDS, FINAL_DOWN)
+        self.clock.doing = "searching again on the whole calibration/search part"
+        final = _search(passes_decide, self.base, FINAL_FACTOR, FINAL_ROUNDS, FINAL_DOWN)
         if final is None:
             raise ZoocodecError(
                 f"the {t.primary} loss stays above {100 * target_loss:g}% on the calibration/search part of "
-                f"{t.name}'s inputs{_unresolved(decide_ev, weights, target_loss)}"
+                f"{t.name}'s inputs{_unresolved(decide_ev, self.weights, target_loss)}"
             )
-        clock.done("final")
-        base = final
-        plan, recon, targets = checked[final]
+        self.clock.done("final")
+        self.base = final
+        self.plan, self.recon, self.targets = checked[final]
 
-        # verification on the held-back part: a step that fails there is shrunk and checked again, and the
-        # header counts how often (the interval is then no longer out of sample)
+    # ---- phase 5b: trained quantization --------------------------------------------------------------------
+    def trainable(self) -> None:
+        """The module and calibration inputs fine-tuning runs on (refuses a model it cannot run)."""
+        from zoocodec.tuning.finetune import trainable
+
+        a = self.asked
+        self.tr = trainable(self.whole, self.t, self.weights, self.decide_ev,
+                            (self.model, a.calib, a.module, a.output) if a.inputs is not None else None)
+
+    def fine_tune(self) -> None:
+        """Larger base steps (FINETUNE_FACTOR apart, at most FINETUNE_TRIES), each with its steps, symbols and
+        lossless 1-D tensors fine-tuned on the calibration inputs (zoocodec.tuning.finetune); the cheapest
+        that passes on the calibration/search part, with room for the held-back part, replaces the file's
+        plan where it is smaller. Stops at the first that fails, or when its seconds are spent."""
+        from zoocodec.tuning.finetune import STEPS, finetune
+
+        a, clock, t0, tr, base = self.asked, self.clock, time.perf_counter(), self.tr, self.base
+        steps = a.finetune_steps or STEPS
+        best = self.price(self.plan)
+        tries: list[dict[str, float]] = []
+        self.say(f"fine-tuning: up to {FINETUNE_TRIES} larger steps, {steps} optimiser steps each on the "
+                 f"{tr.count:,} calibration inputs ({tr.about}), on {a.device}, at most {a.finetune_seconds:.0f} s")
+        last = 0.0  # the last try's seconds: a try starts only with that much time left
+        for j in range(1, FINETUNE_TRIES + 1):
+            left = a.finetune_seconds - (time.perf_counter() - t0)
+            if left <= last:
+                self.say(f"fine-tuning: its time is spent ({left:.0f} s left, the last try took {last:.0f} s)")
+                break
+            b = base * FINETUNE_FACTOR**j
+            clock.doing = f"fine-tuning at base step {b:.3g}"
+            plan = self.plan_for(b, self.strength, self.coded)
+            recon, targets = self.decoded(plan)
+            t1 = time.perf_counter()
+            tuned = finetune(tr, self.weights, plan, recon, targets, steps=steps, seconds=left, device=a.device,
+                             say=lambda msg: clock.line(msg))
+            last = time.perf_counter() - t1
+            recon = reconstruct({**self.weights, **tuned.targets}, tuned.plan)
+            m = self.decide_ev.judge(recon)
+            bound = m.loss_high + self.wider * (m.loss_high - m.loss)
+            bits = plan_bits({**self.weights, **tuned.targets}, tuned.plan) + 8 * sum(
+                n for k, n in self.exact_bytes.items() if k not in tuned.plan)
+            tries.append({"base_step": b, "loss": m.loss, "loss_high": m.loss_high, "with_room": bound,
+                          "bits": bits, **tuned.describe()})
+            self.trace.append({"strength": self.strength, "base_step": b, "loss": m.loss, "loss_high": m.loss_high,
+                               "with_room": bound, "all_search_inputs": 1, "finetuned": 1})
+            clock.line(f"fine-tuned at base step {b:.3g} ({tuned.steps} steps, {tuned.seconds:.0f} s, distillation "
+                       f"loss {tuned.before:.3g} -> {tuned.after:.3g}, {100 * tuned.moved:.2f}% symbols moved): "
+                       f"{bits / 8 / 1024:.1f} KiB, loss {100 * m.loss:.3f}% ({100 * bound:.3f}% with room)")
+            if bound > self.target_loss or not tuned.trained:  # failed, or fine-tuning did not lower its loss
+                break
+            if bits < best:
+                best = bits
+                self.untuned = self.untuned or (self.base, self.plan, self.recon, self.targets)
+                self.base, self.plan, self.recon, self.targets = b, tuned.plan, recon, tuned.targets
+        kept = bool(self.untuned)
+        self.tuning = {"kept": kept, "tries": tries, "calibration": tr.about, "calibration_inputs": tr.count,
+                       "device": str(a.device), "seconds": round(time.perf_counter() - t0, 2)}
+        self.say(f"fine-tuning: {'kept at base step ' + format(self.base, '.3g') if kept else 'not kept'} "
+                 f"({time.perf_counter() - t0:.0f} s)")
+
+    # ---- phase 6: verification on the held-back part -------------------------------------------------------
+    def verify(self) -> None:
+        """The budget on the held-back part: a step that fails there is shrunk and checked again, and the
+        header counts how often (the interval is then no longer out of sample)."""
+        from zoocodec.eval.evaluate import metric_row
+
+        t, target_loss, held_why = self.t, self.target_loss, self.held_why
         shrunk = 0
-        clock.doing = "verifying on the held-back part"
+        self.clock.doing = "verifying on the held-back part"
         while True:
             t0 = time.perf_counter()
-            paired = held_ev.compare(recon)
+            paired = self.held_ev.compare(self.recon)
             m = metric_row("", t.name, t.primary, paired[t.primary], t.primary in t.lower_is_better, True)
-            clock.ran("verify", time.perf_counter() - t0, len(held))
-            trace.append(
-                {"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high, "held_back": 1}
-            )
-            clock.line(f"verified on the {m.n:,} held-back inputs at base step {base:.3g}: loss {100 * m.loss:.3f}% "
-                       f"(95% interval {100 * m.loss_low:.3f}% .. {100 * m.loss_high:.3f}%)")
+            self.clock.ran("verify", time.perf_counter() - t0, len(self.held))
+            self.trace.append({"strength": self.strength, "base_step": self.base, "loss": m.loss,
+                               "loss_high": m.loss_high, "held_back": 1})
+            self.clock.line(f"verified on the {m.n:,} held-back inputs at base step {self.base:.3g}: loss "
+                            f"{100 * m.loss:.3f}% (95% interval {100 * m.loss_low:.3f}% .. {100 * m.loss_high:.3f}%)")
             if m.loss_high <= target_loss or held_why or shrunk == FINAL_DOWN:
                 break
+            if self.untuned:  # the fine-tuned file fails where the one without passed the same check: back to it
+                self.base, self.plan, self.recon, self.targets = self.untuned
+                self.untuned = ()
+                self.tuning.update(kept=False, failed_held_back=True)
+                self.say("fine-tuning: the held-back part rejects the fine-tuned file; verifying the one without "
+                         "(the held-back part was looked at twice)")
+                continue
             shrunk += 1
-            base /= FINAL_FACTOR
-            plan = plan_for(base, strength, coded)
-            recon, targets = decoded(plan)
+            self.base /= FINAL_FACTOR
+            self.plan = self.plan_for(self.base, self.strength, self.coded)
+            self.recon, self.targets = self.decoded(self.plan)
         if m.loss_high > target_loss:
-            say(f"the budget is not verified: the held-back part's 95% bound is {100 * m.loss_high:.3g}% > "
-                f"{100 * target_loss:g}%" + ("" if held_why else f" after shrinking the step {shrunk} times"))
+            self.say(f"the budget is not verified: the held-back part's 95% bound is {100 * m.loss_high:.3g}% > "
+                     f"{100 * target_loss:g}%" + ("" if held_why else f" after shrinking the step {shrunk} times"))
         elif shrunk:
-            say(f"the held-back part failed the first step: the step was shrunk {shrunk} times on it, so its interval "
-                f"is not out of sample")
+            self.say(f"the held-back part failed the first step: the step was shrunk {shrunk} times on it, so its "
+                     f"interval is not out of sample")
+        self.m = m
+        self.verified = {"value": m.value, "baseline": m.baseline, "loss": m.loss, "loss_low": m.loss_low,
+                         "loss_high": m.loss_high, "delta_low": m.low, "delta_high": m.high, "inputs": m.n,
+                         "interval": m.interval, "judged_by": "loss_high", "on": "held_back",
+                         "within": m.loss_high <= target_loss,
+                         "resolvable": not held_why, "shrunk_on_held_back": shrunk,
+                         "metrics": {k: p.value for k, p in paired.items()}}
 
-        verified = {"value": m.value, "baseline": m.baseline, "loss": m.loss, "loss_low": m.loss_low,
-                    "loss_high": m.loss_high, "delta_low": m.low, "delta_high": m.high, "inputs": m.n,
-                    "interval": m.interval, "judged_by": "loss_high", "on": "held_back",
-                    "within": m.loss_high <= target_loss,
-                    "resolvable": not held_why, "shrunk_on_held_back": shrunk,
-                    "metrics": {k: p.value for k, p in paired.items()}}
-        split_info = {"seed": seed, "held_back": HELD_BACK, "unit": unit, "inputs": n,
-                      "calibration_search": len(decide), "held_back_inputs": len(held), "about": where}
-        auto = {"task": t.name, "metric": t.primary, "target_loss": target_loss, "method": str(coded),
-                "verified": verified, "split": split_info, "base_step": base, "strength": strength,
-                "search_inputs": len(search_ev.ref_out), "search": trace,
-                "one_d_lossy": sorted(k for k in plan if weights[k].dim() < 2),
-                "rounding": rounder.describe(sorted(targets)) | calibration if rounder else calibration,
-                "sensitivities": {k: np.atleast_1d(v).tolist() for k, v in usable.items()}}
+    # ---- phase 7: writing ----------------------------------------------------------------------------------
+    def write(self, out: str | os.PathLike) -> AutoResult:
+        """The container with the decisions and the held-back metric in its header (`meta["auto"]`)."""
+        t, m, plan, targets = self.t, self.m, self.plan, self.targets
+        a = self.asked
+        split_info = {"seed": a.seed, "held_back": HELD_BACK, "unit": self.unit, "inputs": self.n,
+                      "calibration_search": len(self.decide), "held_back_inputs": len(self.held), "about": self.where}
+        auto = {"task": t.name, "metric": t.primary, "target_loss": self.target_loss, "method": str(self.coded),
+                "verified": self.verified, "split": split_info, "base_step": self.base, "strength": self.strength,
+                "search_inputs": len(self.search_ev.ref_out), "search": self.trace,
+                "one_d_lossy": sorted(k for k in plan if self.weights[k].dim() < 2),
+                "rounding": self.rounder.describe(sorted(targets)) | self.calibration if self.rounder
+                else self.calibration,
+                "sensitivities": {k: np.atleast_1d(v).tolist() for k, v in self.usable.items()}}
+        if self.tuning:
+            auto["finetune"] = self.tuning
         # a model outside the zoo: its original and inputs stand where a zoo name would
-        meta = {"zoo": reference, "auto": auto} if reference else \
-            {"auto": auto | {"original": str(model), "inputs": str(inputs), "module": module, "output": output,
-                             "calib": None if calib is None else str(calib)}}
+        meta = {"zoo": self.reference, "auto": auto} if self.reference else \
+            {"auto": auto | {"original": str(self.model), "inputs": str(a.inputs), "module": a.module,
+                             "output": a.output, "calib": None if a.calib is None else str(a.calib)}}
         # the quantizers get the chosen grid values (their rounding returns the chosen indices); errors are
         # measured against the original weights; every tensor outside the plan stays exact, as it was when the
         # file was verified (not the model-wide default spec)
-        clock.doing = "writing"
-        report = compress(model, out, "lossless", plan=plan, min_size=min_size, meta=meta,
+        self.clock.doing = "writing"
+        report = compress(self.model, out, "lossless", plan=plan, min_size=self.min_size, meta=meta,
                           targets={k: to_tensordata(k, v).array for k, v in targets.items()})
-        clock.line("written")
-        return AutoResult(report, reference or str(model), t.name, t.primary, target_loss, m.value, m.baseline, m.loss,
-                          m.loss_high, m.n, base, strength, str(coded), auto["rounding"]["rounding"], trace,
-                          time.perf_counter() - clock.start, split_info, m.loss_high <= target_loss)
+        self.clock.line("written")
+        return AutoResult(report, self.reference or str(self.model), t.name, t.primary, self.target_loss, m.value,
+                          m.baseline, m.loss, m.loss_high, m.n, self.base, self.strength, str(self.coded),
+                          auto["rounding"]["rounding"], self.trace, time.perf_counter() - self.clock.start,
+                          split_info, m.loss_high <= self.target_loss, self.tuning)
 
 
 def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev, calibrates: bool) -> None:
