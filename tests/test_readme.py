@@ -93,3 +93,16 @@ def test_the_lossless_table_is_the_lossless_results_file():
                 f"({r['decode_speed_ours_over_zipnn']:.2f}) | {r['encode_cpu_zipnn_over_ours']:.2f} "
                 f"({r['encode_speed_ours_over_zipnn']:.2f}) |")
         assert cell in _row(f"{r['model']} | {short[r['dtype']]} | {r['threads']} |"), (r["model"], r["dtype"], cell)
+
+
+def test_the_language_model_row_is_the_llm_head_to_head_results_file():
+    r = json.loads((RESULTS / "llm_head_to_head-2026-12-04b.json").read_text())
+    row = _row("language models")
+    assert f"{r['windows']} of the 147 windows" in row
+    for budget, best in r["smallest_within"].items():
+        for key in ("zoocodec auto", "best peer", "nncodec"):
+            if best[key] is not None:
+                assert f"{best[key]['bits_per_weight']:.3f}" in row, (budget, key)
+        for key in ("auto vs best peer", "auto vs nncodec"):
+            if best[key] is not None:
+                assert f"{best[key]:.2f}x" in row, (budget, key)

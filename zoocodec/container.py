@@ -250,8 +250,15 @@ class Container:
 
     def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview]) -> None:
         """End `views` (from views(items)) and drop their pages from this process's resident set."""
-        for (_, (offset, length, _)), v in zip(items, views, strict=True):
+        items = list(items)
+        for v in views:
             v.release()
+        self.drop_pages(seg for _, seg in items)
+
+    def drop_pages(self, segments: Iterable[Segment]) -> None:
+        """Drop these payloads' mapped pages from the resident set once a copy stands in for them;
+        views of them stay valid (a later read faults the pages in again)."""
+        for offset, length, _ in segments:
             _release(self._buffer, offset, length)
 
     def _check(self, views: list[tuple[str, memoryview, Any]]) -> None:

@@ -222,3 +222,31 @@ def test_scorer_on_the_gpu_matches_the_cpu(llama):
         scorer.reference(original)
         rows[device] = scorer.outputs(noisy)
     torch.testing.assert_close(rows["cuda"], rows["cpu"], rtol=1e-3, atol=1e-4)
+
+
+def test_the_reference_is_stored_once(llama, tmp_path, monkeypatch):
+    """A second scorer of the same weights and tokens reads the original's run from the zoo cache
+    (same rows, same KL of a noisy copy); other weights miss it; a damaged file is run again."""
+    monkeypatch.setenv("ZOOCODEC_CACHE", str(tmp_path))
+    original = load_weights(llama)
+    noisy = {k: v + 0.02 * torch.randn_like(v) if v.dim() == 2 else v for k, v in original.items()}
+    first = lm.Scorer(llama, texts(6))
+    ref = first.reference(original)
+    stored = list((tmp_path / "lm-reference").iterdir())
+    assert len(stored) == 1
+    second = lm.Scorer(llama, texts(6))
+    second._run = lambda net, ref: pytest.fail("the original ran again")
+    torch.testing.assert_close(second.reference(original), ref, rtol=0, atol=0)
+    del second._run
+    torch.testing.assert_close(second.outputs(noisy), first.outputs(noisy), rtol=0, atol=0)
+    lm.Scorer(llama, texts(6)).reference(noisy)
+    assert len(list((tmp_path / "lm-reference").iterdir())) == 2
+    stored[0].write_bytes(b"not a safetensors file")
+    torch.testing.assert_close(lm.Scorer(llama, texts(6)).reference(original), ref, rtol=0, atol=0)
+
+
+def test_the_token_embedding_is_measured_in_row_groups(llama):
+    """Automatic mode measures a causal LM's token embedding (tied to its head) per group of token ids."""
+    from zoocodec.tuning.sensitivity import EMBEDDING_GROUPS, embedding_groups
+
+    assert embedding_groups(load_weights(llama)) == {"model.embed_tokens.weight": EMBEDDING_GROUPS}

@@ -11,12 +11,19 @@ document). The KL is exact over the whole vocabulary without holding the origina
 logits (49,152 per token for SmolLM2): its final hidden states and output head are kept
 from its run (576 floats per token) and its logits recomputed, a block of positions at
 a time, beside the model's.
+
+The original's run is the costly half of an evaluation, so what it keeps (hidden states and
+NLL per token) is stored once per machine in the zoo cache, under a key hashed from the
+weights' contents, the token ids, and the torch/transformers versions and device: a later
+evaluation of any compressed copy runs the compressed model alone.
 """
 from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +37,7 @@ from zoocodec.eval.stats import Paired
 
 WINDOW = 512  # tokens a window feeds the model
 BATCH = {False: 4, True: 32}  # windows per forward, on the CPU / on a GPU
-ROWS = 512  # positions whose logits are held at once (2 x ROWS x vocabulary floats)
+ROWS = 512  # positions whose logits are held at once (2 x ROWS x vocabulary floats; fewer re-read the head per block)
 CALIBRATION_WINDOWS = 16  # windows data-aware rounding measures layer inputs on (8,192 tokens)
 
 
@@ -125,19 +132,19 @@ class Scorer:
         dev = self.device.torch
         nll, kl, hidden = [], [], []
         start = 0
-        with torch.no_grad():
+        with torch.inference_mode():
             for x, y in self._batches():
                 h = net.base_model(input_ids=x.to(dev), use_cache=False).last_hidden_state
                 h = h.reshape(-1, h.shape[-1])
                 y = y.to(dev)
                 for s in range(0, len(h), ROWS):
-                    lq = head(h[s:s + ROWS]).float().log_softmax(-1)
-                    nll.append(-lq.gather(1, y[s:s + ROWS, None])[:, 0])
-                    if ref:
-                        continue
-                    rh, rw, rb = self._ref
-                    lp = F.linear(rh[start + s:start + s + ROWS], rw, rb).float().log_softmax(-1)
-                    kl.append((lp.exp() * (lp - lq)).sum(-1).clamp(min=0))
+                    zq = head(h[s:s + ROWS]).float()
+                    lse_q = zq.logsumexp(-1)
+                    nll.append(lse_q - zq.gather(1, y[s:s + ROWS, None])[:, 0])
+                    if not ref:
+                        rh, rw, rb = self._ref
+                        zp = F.linear(rh[start + s:start + s + ROWS], rw, rb).float()
+                        kl.append(_kl_from_logits(zp, zq, lse_q))
                 if ref:
                     hidden.append(h.clone())
                 start += len(h)
@@ -148,11 +155,39 @@ class Scorer:
         kl_t = torch.zeros_like(nll_t) if ref else torch.cat(kl).double().cpu()
         return torch.stack([nll_t, kl_t, torch.from_numpy(self.docs).double()], dim=1)
 
-    def reference(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The original's rows (KL 0); what later runs are compared against is kept."""
+    def reference(self, weights: dict[str, torch.Tensor], cache: bool = True) -> torch.Tensor:
+        """The original's rows (KL 0); what later runs are compared against is kept, and stored in
+        the zoo cache (`cache`) so the next process with these weights and tokens skips the run."""
         net = self.model(weights)
         _check_head(net, self.windows[0][0][:8].to(self.device.torch))
-        return self._run(net, ref=True)
+        path = self._cache_path(weights) if cache else None
+        head = net.get_output_embeddings()
+        kept = _read_reference(path, self.n) if path else None
+        if kept is not None:
+            hidden, nll = kept
+            self._ref = (hidden.to(self.device.torch), head.weight.detach().clone(),
+                         None if head.bias is None else head.bias.detach().clone())
+            return torch.stack([nll, torch.zeros_like(nll), torch.from_numpy(self.docs).double()], dim=1)
+        out = self._run(net, ref=True)
+        if path:
+            _write_reference(path, self._ref[0], out[:, 0])
+        return out
+
+    def _cache_path(self, weights: dict[str, torch.Tensor]) -> Path:
+        import transformers
+
+        from zoocodec.pipeline import zoo
+
+        h = hashlib.sha256(f"{torch.__version__} {transformers.__version__} {torch.device(self.device.torch).type} "
+                           f"{WINDOW}".encode())
+        for name in sorted(weights):
+            w = weights[name].detach().contiguous().cpu()
+            h.update(f"{name} {w.dtype} {tuple(w.shape)}".encode())
+            h.update(w.reshape(-1).view(torch.uint8).numpy())
+        for x, _, _ in self.windows:
+            h.update(x.numpy().tobytes())
+        h.update(self.windows[-1][1][-1:].numpy().tobytes())  # the last target (the inputs give the others)
+        return zoo.cache_dir() / "lm-reference" / f"{h.hexdigest()[:32]}.safetensors"
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         if self._ref is None:
@@ -182,10 +217,45 @@ class Scorer:
         return out
 
 
+def _kl_from_logits(zp: torch.Tensor, zq: torch.Tensor, lse_q: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(zp) || softmax(zq)) per row, as sum p (zp - zq) - lse(zp) + lse(zq): one softmax, no
+    log-softmax tensors (the rows are 49,152 wide; each pass over them is memory traffic)."""
+    lse_p = zp.logsumexp(-1)
+    zq = zp - zq  # the logit difference, in a fresh buffer (zq is the caller's)
+    zp.sub_(lse_p[:, None]).exp_()  # p, in place
+    return (torch.linalg.vecdot(zp, zq) - lse_p + lse_q).clamp(min=0)
+
+
+def _read_reference(path: Path, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(hidden states, NLL) stored for these weights and tokens, or None (absent, unreadable, wrong size)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        kept = load_file(path)
+        hidden, nll = kept["hidden"], kept["nll"]
+    except (OSError, SafetensorError, KeyError):
+        return None
+    return (hidden, nll) if hidden.dim() == 2 and len(hidden) == n and nll.shape == (n,) else None
+
+
+def _write_reference(path: Path, hidden: torch.Tensor, nll: torch.Tensor) -> None:
+    """Stored whole or not at all (a temporary file renamed into place); a cache that cannot be written is skipped."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"hidden": hidden.contiguous().cpu(), "nll": nll.contiguous()}, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
 def _check_head(net: torch.nn.Module, x: torch.Tensor) -> None:
     """The logits must be the output head applied to the last hidden state (no soft-capping or
     scaling after it), or the KL from kept hidden states would not be the model's."""
-    with torch.no_grad():
+    with torch.inference_mode():
         full = net(input_ids=x[None], use_cache=False).logits[0].float()
         mine = net.get_output_embeddings()(net.base_model(input_ids=x[None], use_cache=False).last_hidden_state[0])
     if not torch.allclose(full, mine.float(), rtol=1e-4, atol=1e-4):

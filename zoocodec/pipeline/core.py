@@ -369,8 +369,10 @@ class Archive(ArchiveBase):
                 except ContainerError as err:
                     raise ContainerError(f"{self.container.path}: {err}") from None
                 del fused
+                entries = {e.name: e for e in batch}
                 for name in rest + left:
                     copies = {k: bytes(v) for k, v in segments.pop(name).items()}
+                    self.container.drop_pages(entries[name].segments.values())  # else mapped and copied
                     arrays[name] = self.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(
                         side, segs, shape, dtype, consume=True), copies)
                     del copies

@@ -76,8 +76,9 @@ def measure(ev: Evaluator, weights: dict[str, torch.Tensor], names: list[str] | 
 
 
 def embedding_groups(weights: dict[str, torch.Tensor]) -> dict[str, int]:
-    """Row groups for word-embedding tables (frequent and rare tokens matter differently)."""
-    return {k: EMBEDDING_GROUPS for k in weights if k.endswith("word_embeddings.weight")}
+    """Row groups for word-embedding tables (frequent and rare tokens matter differently): BERT's
+    `word_embeddings`, and `embed_tokens` of Llama-like causal LMs (also their output head when tied)."""
+    return {k: EMBEDDING_GROUPS for k in weights if k.endswith(("word_embeddings.weight", "embed_tokens.weight"))}
 
 
 def predict(sens: dict[str, float | np.ndarray], weights: dict[str, torch.Tensor],
