@@ -250,7 +250,6 @@ class Container:
 
     def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview]) -> None:
         """End `views` (from views(items)) and drop their pages from this process's resident set."""
-        items = list(items)
         for v in views:
             v.release()
         self.drop_pages(seg for _, seg in items)

@@ -271,7 +271,7 @@ class ArchiveBase:
         self.container.close()
 
     def names(self) -> list[str]:
-        return list(self.entries)
+        return list(self.plan)
 
     def decode(
         self,
@@ -282,7 +282,7 @@ class ArchiveBase:
         """run(spec, side, segments, shape, dtype) on tensor `name`'s entry, errors named
         (`segments`: its payloads, when the caller read them already)."""
         name = self.aliases.get(name, name)
-        if name not in self.entries:
+        if name not in self.plan:
             raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
         e = self.plan[name]
         with self._named(e.where):
@@ -337,7 +337,7 @@ class Archive(ArchiveBase):
 
     def read(self, name: str) -> np.ndarray:
         """Decode one tensor to its native NumPy array (bfloat16 as uint16 bits)."""
-        if name not in self.entries:
+        if name not in self.plan:
             raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
         return self.read_many([name])[name]
 
