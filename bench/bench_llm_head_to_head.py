@@ -55,7 +55,7 @@ import torch
 from bench_common import RESULTS, machine
 
 MODEL = "smollm2-135m"
-NAME = "llm_head_to_head-2026-12-04b"  # the files this run writes in bench/results
+NAME = "llm_head_to_head-2026-12-05"  # the files this run writes in bench/results
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")
 HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
 QUANTO_SETTINGS = ((8, None), (4, 128), (2, 128))  # quanto's QLinear: 128 weights per group below 8 bits
@@ -68,7 +68,7 @@ FIRST = ("Q8_0", "qint8", "qp=-38", "Q5_1", "bits=4,group=64", "qint4,group=128"
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
-PARTS = ("peers", "peers2", "auto")  # one checkpoint file per process
+PARTS = ("peers", "peers2", "auto", "auto2", "auto3", "auto4")  # one checkpoint file per process
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -291,14 +291,14 @@ def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
     return sens
 
 
-def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str) -> None:
+def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS) -> None:
     from zoocodec import decompress
     from zoocodec.tuning.auto import auto_compress
 
     cal = calibration_evaluator(auto_windows)
     run.state["auto_tokens"] = cal.scorer.n
-    for budget in BUDGETS:
-        label = f"KL {budget} ({rounding})"
+    for budget in budgets:
+        label = f"KL {budget} ({rounding}, group candidates)"
 
         def make(budget=budget):
             with tempfile.TemporaryDirectory() as tmp:
@@ -440,6 +440,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=None, help="judged windows of lee_background.cor (default: all 147)")
     ap.add_argument("--auto-windows", type=int, default=6, help="windows of lee.cor automatic mode splits")
     ap.add_argument("--rounding", default="gptq", help="automatic mode's rounding (gptq: its default)")
+    ap.add_argument("--budgets", type=float, nargs="+", default=None, help="auto: just these token-KL budgets")
     args = ap.parse_args()
     if args.part == "table":
         return table()
@@ -449,7 +450,7 @@ def main() -> None:
         from zoocodec.eval.evaluate import load_weights
 
         sens = measured_sensitivities(load_weights(MODEL))
-        run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding)
+        run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding, args.budgets or BUDGETS)
     table()
 
 

@@ -353,6 +353,7 @@ class _Search:
         self.untuned: tuple = ()  # (base, plan, recon, targets) before fine-tuning, where it was kept
         self.exact_bytes: dict[str, int] = {}
         self.calibrates = asked.rounding == "gptq" and eligible(self.spec)
+        self.groupwise = _groupwise(t, self.spec, weights)
 
     @property
     def name(self) -> str:
@@ -421,7 +422,8 @@ class _Search:
         plan = allocate(self.weights, sensitivities=_flatten(self.usable, strength), base_step=base,
                         method=self.spec if coded is None else coded, min_size=self.min_size)
         plan = {k: v for k, v in plan.items() if k not in self.broken}
-        return _one_d_where_it_pays(self.weights, plan, self.exact_bytes)
+        plan = _one_d_where_it_pays(self.weights, plan, self.exact_bytes)
+        return self.groupwise.plan(plan, _flatten(self.usable, strength)) if self.groupwise else plan
 
     def judged(self, phase: str, ev, plan: dict[str, MethodSpec]):
         """(recon, targets, paired metrics, primary Metric) of `plan` on `ev`'s inputs, timed for the clock."""
@@ -686,6 +688,10 @@ class _Search:
                 "sensitivities": {k: np.atleast_1d(v).tolist() for k, v in self.usable.items()}}
         if self.tuning:
             auto["finetune"] = self.tuning
+        if self.groupwise:
+            from zoocodec.tuning.groupwise import describe
+
+            auto["groupwise"] = describe(plan, self.weights)
         # a model outside the zoo: its original and inputs stand where a zoo name would
         meta = {"zoo": self.reference, "auto": auto} if self.reference else \
             {"auto": auto | {"original": str(self.model), "inputs": str(a.inputs), "module": a.module,
@@ -701,6 +707,13 @@ class _Search:
                           m.baseline, m.loss, m.loss_high, m.n, self.base, self.strength, str(self.coded),
                           auto["rounding"]["rounding"], self.trace, time.perf_counter() - self.clock.start,
                           split_info, m.loss_high <= self.target_loss, self.tuning)
+
+
+def _groupwise(task, spec: MethodSpec, weights: dict[str, torch.Tensor]):
+    """Group-wise candidates (zoocodec.tuning.groupwise) for a causal LM's plain-uniform plans, else None."""
+    from zoocodec.tuning import groupwise
+
+    return groupwise.Groupwise(weights) if task.kind == "tokens" and groupwise.applies(spec) else None
 
 
 def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev, calibrates: bool) -> None:
