@@ -292,7 +292,7 @@ def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
 
 
 def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS) -> None:
-    from zoocodec import decompress
+    from zoocodec import decompress, inspect
     from zoocodec.tuning.auto import auto_compress
 
     cal = calibration_evaluator(auto_windows)
@@ -300,13 +300,16 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
     for budget in budgets:
         label = f"KL {budget} ({rounding}, group candidates)"
 
-        def make(budget=budget):
+        header: dict = {}
+
+        def make(budget=budget, header=header):
             with tempfile.TemporaryDirectory() as tmp:
                 result = auto_compress(MODEL, Path(tmp) / "m.zc", budget, sensitivities=sens, rounding=rounding,
                                        log=lambda msg: print("  " + msg, flush=True))
+                header.update(inspect(Path(tmp) / "m.zc")["meta"]["auto"])
                 return decompress(Path(tmp) / "m.zc"), result.report.weight_bytes
         try:
-            run.add("zoocodec auto", label, make, budget=budget)
+            run.add("zoocodec auto", label, make, budget=budget, auto=header)  # the header, filled by make
         except Exception as e:  # a budget automatic mode cannot meet: say so in the table, go on
             print(f"automatic mode at KL {budget}: {e}", flush=True)
             run.state.setdefault("failed", {})[label] = str(e)
