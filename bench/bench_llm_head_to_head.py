@@ -197,7 +197,8 @@ class Run:
         t0 = time.perf_counter()
         recon, size = make()
         t1 = time.perf_counter()
-        point = {"family": family, "label": label, "bytes": size, "bits_per_weight": 8 * size / self.params,
+        point = {"family": family, "label": label, "bytes": size, "params": self.params,
+                 "bits_per_weight": 8 * size / self.params,
                  **judge(self.ev, recon), "quantize_s": t1 - t0, "judge_s": time.perf_counter() - t1,
                  "load_average": os.getloadavg()[0], **extra}
         self.state["points"].append(point)
@@ -293,12 +294,14 @@ def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
 
 def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS) -> None:
     from zoocodec import decompress, inspect
+    from zoocodec.tuning import auto
     from zoocodec.tuning.auto import auto_compress
 
+    strengths = "" if auto.STRENGTHS == (1.0, 0.5, 0.0) else f", strengths {'/'.join(f'{x:g}' for x in auto.STRENGTHS)}"
     cal = calibration_evaluator(auto_windows)
     run.state["auto_tokens"] = cal.scorer.n
     for budget in budgets:
-        label = f"KL {budget} ({rounding}, group candidates)"
+        label = f"KL {budget} ({rounding}, group candidates{strengths})"
 
         header: dict = {}
 
@@ -333,9 +336,19 @@ def nominal_bits(p: dict) -> str:
     return m.group(1) if m else "-"
 
 
+def on_q4_1_grid(p: dict) -> float:
+    """The share of the weights automatic mode put in 4-bit 32-weight groups with zero points (Q4_1's grid)."""
+    counts = p.get("auto", {}).get("groupwise", {}).get("weights", {})
+    return sum(n for k, n in counts.items() if k.startswith("bits=4,group=32,")) / max(p.get("params", 1), 1)
+
+
 def caveat(p: dict) -> str:
-    """Beside every 4-bit setting, and any point without a nominal width in the 4-bit region."""
+    """Beside every 4-bit setting, any point without a nominal width in the 4-bit region, and any
+    automatic-mode file with tensors in 4-bit 32-weight groups."""
     four = nominal_bits(p) == "4" or (nominal_bits(p) == "-" and 4.0 <= p["bits_per_weight"] < 5.1)
+    share = on_q4_1_grid(p)
+    if share:
+        return f" (4-bit caveat: {100 * share:.0f}% of the weights in 4-bit 32-weight groups, Q4_1's grid)"
     return " (4-bit caveat)" if four else ""
 
 
@@ -350,6 +363,8 @@ def table() -> None:
     seen: set[tuple[str, str]] = set()  # a setting two processes both measured: the first kept
     r["points"] = [p for part in parts for p in part["points"]
                    if (p["family"], p["label"]) not in seen and not seen.add((p["family"], p["label"]))]
+    for p in r["points"]:
+        p.setdefault("params", r["params"])
     r["auto_tokens"] = next((p.get("auto_tokens") for p in parts if "auto_tokens" in p), None)
     r["failed"] = {k: v for p in parts for k, v in p.get("failed", {}).items()}
     r["smallest_within"] = {}
@@ -444,6 +459,8 @@ def main() -> None:
     ap.add_argument("--auto-windows", type=int, default=6, help="windows of lee.cor automatic mode splits")
     ap.add_argument("--rounding", default="gptq", help="automatic mode's rounding (gptq: its default)")
     ap.add_argument("--budgets", type=float, nargs="+", default=None, help="auto: just these token-KL budgets")
+    ap.add_argument("--strengths", type=float, nargs="+", default=None,
+                    help="auto: just these allocation strengths (default: automatic mode's 1, 1/2, 0)")
     args = ap.parse_args()
     if args.part == "table":
         return table()
@@ -453,6 +470,10 @@ def main() -> None:
         from zoocodec.eval.evaluate import load_weights
 
         sens = measured_sensitivities(load_weights(MODEL))
+        if args.strengths:  # fewer searches, for the time the shared machine gives; the points say so
+            from zoocodec.tuning import auto
+
+            auto.STRENGTHS = tuple(args.strengths)
         run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding, args.budgets or BUDGETS)
     table()
 

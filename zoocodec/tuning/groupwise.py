@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from zoocodec.methods import MethodSpec
-from zoocodec.tuning.allocate import plan_bits
 
 CANDIDATES = ((2, 32), (3, 32), (4, 32), (5, 32), (3, 128), (4, 128))  # (bits, weights per group)
 _MEASURED: dict[tuple[str, str], tuple[float, float]] = {}  # (content hash, candidate) -> (mse, bits)
@@ -67,16 +66,18 @@ class Groupwise:
         return self._keys[name]
 
     def measured(self, name: str, spec: MethodSpec) -> tuple[float, float]:
-        """(mse, bits) of `name` under the group candidate `spec` (quantized and priced, never coded)."""
-        from zoocodec.pipeline.modelio import to_tensordata, to_torch
+        """(mse, bits) of `name` under the group candidate `spec`: quantized once (the native path where the
+        dtype has one), its symbols priced by the coders' entropy models, never coded."""
+        from zoocodec.methods.arrays import error_stats
+        from zoocodec.pipeline.modelio import to_tensordata
 
         key = (self._key(name), str(spec))
         if key not in _MEASURED:
-            w = self.weights[name]
-            t = to_tensordata(name, w)
-            recon = to_torch(spec.reconstruct(t), t.dtype)
-            mse = float((recon.double() - w.double()).pow(2).mean())
-            _MEASURED[key] = (mse, plan_bits({name: w}, {name: spec}))
+            t = to_tensordata(name, self.weights[name])
+            q = spec.quantize(t)
+            mse = (q.stats or error_stats(t, q.recon)).mse
+            bits = sum(spec.coder_for(n).model(s, spec.trellis(n, s.shape)).bits(s) for n, s in q.symbols.items())
+            _MEASURED[key] = (mse, float(bits))
         return _MEASURED[key]
 
     def step_cost(self, name: str, step: float) -> tuple[float, float]:
