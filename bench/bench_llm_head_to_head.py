@@ -63,7 +63,7 @@ NNCODEC_QPS = (-38, -34, -30)
 ZOOCODEC_SPECS = ("bits=8", "bits=5,group=32,zero=true", "bits=4,group=32,zero=true")
 BUDGETS = (0.05, 0.01, 0.1)  # token KL, nats, judged by the pessimistic end of the 95% interval
 FAMILIES = ("gguf", "hqq", "quanto", "nncodec", "zoocodec uniform", "zoocodec auto")
-FIRST = ("Q8_0", "qint8", "qp=-38", "Q5_1", "bits=4,group=64", "qint4,group=128", "Q4_1", "qp=-34", "Q5_0",
+FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "Q5_1", "bits=4,group=64", "qint4,group=128", "Q4_1", "qp=-34", "Q5_0",
          "bits=3,group=64")  # the points nearest the budgets first, so a run cut short has them
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
@@ -399,7 +399,7 @@ def write_markdown(r: dict, path: Path) -> None:
 
     def cell(p, budget=None):
         if p is None and budget is not None and float(budget) not in r["auto_budgets_run"]:
-            return "not run (the session's time ran out)"
+            return "not run"
         return "none within" if p is None else \
             f"{p['family']} {p['label']}: {p['bits_per_weight']:.3f} bits/weight{caveat(p)}"
 
@@ -415,7 +415,22 @@ def write_markdown(r: dict, path: Path) -> None:
     if r.get("auto_tokens"):
         lines += ["", f"Automatic mode searched and verified on {r['auto_tokens']:,} tokens of gensim's lee.cor "
                   "(never the judged documents); sensitivities per tensor role (8 runs: the embedding and the 7 "
-                  "matrices of a layer) on 349 tokens of one convention speech."]
+                  "matrices of a layer) on 349 tokens of one convention speech. Its label names its settings: "
+                  "`group candidates` (zoocodec/tuning/groupwise.py: per tensor, its step or B-bit min-max groups "
+                  "with zero points, side streams counted), the allocation strengths searched where not all three, "
+                  "and the rounding (nearest: data-aware rounding's calibration runs were left out for the time)."]
+    for p in r["points"]:
+        if p["family"] == "zoocodec auto" and on_q4_1_grid(p):
+            lines += ["", f"{p['label']}: {100 * on_q4_1_grid(p):.0f}% of the weights in 4-bit 32-weight groups "
+                      f"with zero points ({CAVEAT})."]
+    low = sorted((p for p in r["points"] if p["bits_per_weight"] < 4.0), key=lambda p: p["kl_high"])
+    if low:
+        best = low[0]
+        lines += ["", f"**Below 4 bits/weight** ({len(low)} points): the lowest token KL is {best['family']} "
+                  f"{best['label']} at {best['bits_per_weight']:.3f} bits/weight, KL {best['kl']['value']:.3g} "
+                  f"(bound {best['kl_high']:.3g}); "
+                  + ("no point there is within any budget." if best["kl_high"] > max(BUDGETS) else
+                     "that is within the largest budget.")]
     lines += ["", "## Every point, by bit width", "",
               "| bits | tool | setting | bits/weight | token KL | KL 95% bound | perplexity | ppl delta 95% interval "
               "| note |", "| ---: | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
