@@ -378,6 +378,7 @@ def table() -> None:
             if auto and row["best peer"] else None
         row["auto vs nncodec"] = row["nncodec"]["bits_per_weight"] / auto["bits_per_weight"] \
             if auto and row["nncodec"] else None
+        row["auto share on Q4_1's grid"] = on_q4_1_grid(auto) if auto else None  # the 4-bit caveat's reach
         r["smallest_within"][str(b)] = row
     out = RESULTS / f"{NAME}.json"
     out.write_text(json.dumps(r, indent=2))
