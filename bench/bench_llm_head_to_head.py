@@ -59,12 +59,12 @@ NAME = "llm_head_to_head-2026-12-05"  # the files this run writes in bench/resul
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")
 HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
 QUANTO_SETTINGS = ((8, None), (4, 128), (2, 128))  # quanto's QLinear: 128 weights per group below 8 bits
-NNCODEC_QPS = (-38, -34, -30)
+NNCODEC_QPS = (-38, -34, -30, -28, -26)
 ZOOCODEC_SPECS = ("bits=8", "bits=5,group=32,zero=true", "bits=4,group=32,zero=true")
 BUDGETS = (0.05, 0.01, 0.1)  # token KL, nats, judged by the pessimistic end of the 95% interval
 FAMILIES = ("gguf", "hqq", "quanto", "nncodec", "zoocodec uniform", "zoocodec auto")
-FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "Q5_1", "bits=4,group=64", "qint4,group=128", "Q4_1", "qp=-34", "Q5_0",
-         "bits=3,group=64")  # the points nearest the budgets first, so a run cut short has them
+FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "qp=-28", "qp=-26", "Q5_1", "bits=4,group=64", "qint4,group=128", "Q4_1",
+         "qp=-34", "Q5_0", "bits=3,group=64")  # the points nearest the budgets first, so a run cut short has them
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
