@@ -292,7 +292,8 @@ def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
     return sens
 
 
-def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS) -> None:
+def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS,
+             choose_coder: bool = True) -> None:
     from zoocodec import decompress, inspect
     from zoocodec.tuning import auto
     from zoocodec.tuning.auto import auto_compress
@@ -301,14 +302,14 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
     cal = calibration_evaluator(auto_windows)
     run.state["auto_tokens"] = cal.scorer.n
     for budget in budgets:
-        label = f"KL {budget} ({rounding}, group candidates{strengths})"
+        label = f"KL {budget} ({rounding}, group candidates{strengths}{'' if choose_coder else ', ans'})"
 
         header: dict = {}
 
         def make(budget=budget, header=header):
             with tempfile.TemporaryDirectory() as tmp:
                 result = auto_compress(MODEL, Path(tmp) / "m.zc", budget, sensitivities=sens, rounding=rounding,
-                                       log=lambda msg: print("  " + msg, flush=True))
+                                       choose_coder=choose_coder, log=lambda msg: print("  " + msg, flush=True))
                 header.update(inspect(Path(tmp) / "m.zc")["meta"]["auto"])
                 return decompress(Path(tmp) / "m.zc"), result.report.weight_bytes
         try:
@@ -474,6 +475,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=None, help="judged windows of lee_background.cor (default: all 147)")
     ap.add_argument("--auto-windows", type=int, default=6, help="windows of lee.cor automatic mode splits")
     ap.add_argument("--rounding", default="gptq", help="automatic mode's rounding (gptq: its default)")
+    ap.add_argument("--ans", action="store_true", help="auto: keep the ans coder (no context coders priced)")
     ap.add_argument("--budgets", type=float, nargs="+", default=None, help="auto: just these token-KL budgets")
     ap.add_argument("--strengths", type=float, nargs="+", default=None,
                     help="auto: just these allocation strengths (default: automatic mode's 1, 1/2, 0)")
@@ -490,7 +492,8 @@ def main() -> None:
             from zoocodec.tuning import auto
 
             auto.STRENGTHS = tuple(args.strengths)
-        run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding, args.budgets or BUDGETS)
+        run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding, args.budgets or BUDGETS,
+                 not args.ans)
     table()
 
 

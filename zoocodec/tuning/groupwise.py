@@ -12,9 +12,10 @@ The slope is the allocation's own: it gives every tensor the step where s_t * d_
 constant (allocate.py), and at high rate a step d costs d^2/12 per weight for -log2 d bits,
 so a bit is worth 2 ln2 * s_t * d_t^2 / 12 of weighted squared error. The step itself is a
 candidate (its nearest rounding's mse and order-0 bits), so a tensor keeps it unless a group
-format is cheaper at equal slope. The group candidates' mse and bits (priced by the entropy
-models, never coded) are measured once per tensor and kept for the process: automatic mode at
-several budgets of one model measures them once.
+format is cheaper at equal slope. The group candidates' mse and bits (priced by the order-0
+model `ans` codes with, never coded; the plan is then priced under each coder as a whole) are
+measured once per tensor and kept for the process: automatic mode at several budgets of one
+model, or with several coders priced, measures them once.
 
 Measured on smollm2-135m (whose weights were dequantized from 32-weight Q4_1 blocks): below 4
 bits, min-max groups cost 0.2-0.6 bits/weight more than one entropy-coded step at equal mse;
@@ -32,6 +33,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from zoocodec.codecs.ans import Ans
 from zoocodec.methods import MethodSpec
 
 CANDIDATES = ((2, 32), (3, 32), (4, 32), (5, 32), (3, 128), (4, 128))  # (bits, weights per group)
@@ -110,7 +112,7 @@ class Groupwise:
                 if w.shape[1] < g:
                     continue
                 cand = _grouped(spec, b, g)
-                mse, bits = self.measured(name, cand)
+                mse, bits = self.measured(name, _grouped(dataclasses.replace(spec, coder=Ans()), b, g))
                 if bits + n * mse / per_bit < cost:
                     best, cost = cand, bits + n * mse / per_bit
             out[name] = best
