@@ -5,7 +5,7 @@ names). Its outputs and metrics are computed once per process and cached, so the
 baseline is measured in the same run, with the same code, and a loss is a true
 difference. An image or text task's reference outputs are also stored in the zoo cache
 (`eval-reference/`), keyed by a hash of the weights' contents, the task, the limit, the device
-type and the library versions: the next process skips the original's run (minilm's 300
+type, the thread count and the library versions: the next process skips the original's run (minilm's 300
 documents: about 50 s on 2 cores). Every delta carries a 95% interval from the paired inputs
 (zoocodec.eval.stats), and a loss budget is judged by its pessimistic bound. Evaluation
 is deterministic: fixed input order, fixed bootstrap seed.
@@ -225,7 +225,8 @@ def _reference_path(reference: str, task: Task, limit: int | None, device: Devic
     except ImportError:
         versions = "-"
     h = hashlib.sha256(f"{zoocodec.__version__} {torch.__version__} {np.__version__} {versions} "
-                       f"{torch.device(device.torch).type} {reference} {task.name} {task.about} {limit}".encode())
+                       f"{torch.device(device.torch).type} {torch.get_num_threads()} "  # threads: a sum's order
+                       f"{reference} {task.name} {task.about} {limit}".encode())
     for name in sorted(weights):
         w = weights[name].detach().contiguous().cpu()
         h.update(f"{name} {w.dtype} {tuple(w.shape)}".encode())

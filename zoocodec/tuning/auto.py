@@ -80,7 +80,7 @@ SPLIT_SEED = 0
 # 1.756 bits/weight with it, 1.734 without; bench/results/auto-rounding-sequential-2026-12-04.json)
 SEQUENTIAL = False
 PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivities are measured
-RUNS_PER_SEARCH = 3  # runs one allocation strength's search takes, about (for the time-left estimate; minilm at 1%: 2-4)
+RUNS_PER_SEARCH = 3  # runs one allocation strength's search takes, about (time-left estimate; minilm at 1%: 2-4)
 RUNS_PER_FINAL = 2
 FINETUNE_FACTOR, FINETUNE_TRIES = 2 ** (1 / 8), 4  # fine-tuning tries base steps up to sqrt(2)x the one found
 ROUNDED_KEPT = 4  # plans whose data-aware rounding is kept (minilm: a full copy of the weights each)
