@@ -227,6 +227,8 @@ void advance(const Parsed& p, Lanes* group, std::size_t ns) {
 
 }  // namespace
 
+bool avx2() { return AVX2; }
+
 bool vector_ready(const Parsed& p) { return AVX2 && p.L >= 1 && p.nsym <= 256 && !p.sym8.empty(); }
 
 void decode_group(const Parsed& p, std::size_t first, std::size_t count, uint8_t* out, const Fuse* fuse) {

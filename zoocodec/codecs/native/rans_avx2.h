@@ -48,6 +48,9 @@ struct Fuse {
   void (*merge)(const Fuse&, const uint8_t* out, uint64_t lo, uint64_t hi) = nullptr;
 };
 
+// Do the AVX2 decoders run here (the CPU has AVX2 and ZOOCODEC_NO_AVX2 is unset)?
+bool avx2();
+
 // Does the vector decoder run on streams like p (byte symbols, a coded table) here?
 bool vector_ready(const Parsed& p);
 
