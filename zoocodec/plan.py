@@ -12,8 +12,8 @@ Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; val
 float64 rounded to the dtype exactly as methods/arrays.from_float64 rounds them):
     Affine   value = symbol * steps[row]               (uniform)
     Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
-    Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py, whose
-             native decoder the CPU runs straight from the mapped file)
+    Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py's frame;
+             on the CPU its tasks join the same native pass)
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class Planes:
 
     stream: str
     same_shape = True
-    cpu = True  # codecs/floatplanes.decode
+    cpu = True  # plan.cpp's planes jobs
 
 
 FUSED = (Affine, Lookup, Planes)
@@ -102,31 +102,34 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
 def decode(
     jobs: list[tuple[TensorEntry, Affine | Lookup | Planes, bytes]], threads: int = 0
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Every job -> ({name: array}, names the native decoder left to the method's own decode):
-    the Affine and Lookup jobs in one native pass, the Planes jobs by the float-plane decoder
-    (which reads its payload and keeps no view of it). Damage raises ContainerError naming the
-    tensor."""
+    """Every job in one native pass (the float-plane tasks of Planes jobs beside the substreams of
+    the others) -> ({name: array}, names the native decoder left to the method's own decode).
+    Frames the native decoder leaves (zstd-coded planes) are decoded here. Damage raises
+    ContainerError naming the tensor."""
     from zoocodec.codecs import floatplanes
     from zoocodec.methods.lossless import native_dtype
 
-    outs, args, fused = {}, [], []
+    outs, args = {}, []
     for e, job, payload in jobs:
+        outs[e.name] = out = np.empty(e.shape, dtype=native_dtype(e.dtype))
         if isinstance(job, Planes):
+            args.append((payload, e.numel, out.itemsize, out.reshape(-1)))
+            continue
+        values, row_len, k = job.native(e.numel)
+        args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k, KINDS[e.dtype],
+                     out.reshape(-1)))
+    left = []
+    results = native.engine().decode_fused(args, threads) if args else []
+    for (e, job, payload), (status, error) in zip(jobs, results, strict=True):
+        planes = isinstance(job, Planes)
+        if status == 2:
+            raise ContainerError(f"{e.where}: corrupt {'float' if planes else 'entropy-coded'} payload: {error}")
+        if status == 1 and planes:  # zstd-coded planes
             try:
                 outs[e.name] = floatplanes.decode(payload, e.numel, native_dtype(e.dtype), threads).reshape(e.shape)
             except ContainerError as err:
                 raise ContainerError(f"{e.where}: {err}") from None
-            continue
-        outs[e.name] = out = np.empty(e.shape, dtype=native_dtype(e.dtype))
-        values, row_len, k = job.native(e.numel)
-        args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k, KINDS[e.dtype],
-                     out.reshape(-1)))
-        fused.append(e)
-    left = []
-    for e, (status, error) in zip(fused, native.engine().decode_fused(args, threads) if args else [], strict=True):
-        if status == 2:
-            raise ContainerError(f"{e.where}: corrupt entropy-coded payload: {error}")
-        if status == 1:
+        elif status == 1:
             del outs[e.name]
             left.append(e.name)
     return outs, left

@@ -94,11 +94,6 @@ void merge_chunk(U* __restrict o, uint64_t m, const uint8_t* const* src) {
   }
 }
 
-struct Plane {
-  int mode = RAW;
-  const uint8_t* raw = nullptr;
-  rans::Parsed coded;
-};
 #ifdef ZC_AVX2
 const bool AVX2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
 #else
@@ -138,54 +133,35 @@ void decode_plane(const rans::Parsed& p, std::size_t first, std::size_t count, u
   rans::decode_group(p, first, count, out, W ? &fuse : nullptr);
 }
 
+// Task t of a prepared merge: its chunks' values into m.out.
 template <class U>
-void merge_into(U* out, uint64_t n, std::vector<Plane>& planes, int threads) {
+void merge_task(const Merge& g, std::size_t t) {
   constexpr int W = sizeof(U);
-  using rans::GROUP;  // substreams a task decodes together (rans_avx2.h)
-  uint64_t chunk = 0;
-  for (auto& p : planes)
-    if (p.mode == RANS && p.coded.L > 0) {
-      if (chunk && p.coded.chunk != chunk) throw Corrupt("planes cut into different substreams");
-      chunk = p.coded.chunk;
+  U* out = static_cast<U*>(g.out);
+  const std::size_t c0 = t * g.chunks / g.tasks, nc = (t + 1) * g.chunks / g.tasks - c0;
+  const uint64_t lo = c0 * g.chunk, m = std::min(g.n - lo, nc * g.chunk);
+  thread_local std::vector<uint8_t> buf;  // reused: a fresh 256 KB block would be mmapped
+  if (g.fused) {  // the top plane coded, the others raw: values straight from the decoder
+    if (buf.size() < m) buf.resize(m);
+    const uint8_t* raw[W - 1];
+    for (int k = 1; k < W; ++k) raw[k - 1] = g.planes[k].raw + lo;
+    decode_plane<W>(g.planes[0].coded, c0, nc, m, buf.data(), raw, out + lo);
+    return;
+  }
+  const uint8_t* src[W];
+  for (int k = 0; k < W; ++k) {
+    const Plane& p = g.planes[k];
+    if (p.mode == RAW) {
+      src[k] = p.raw + lo;
+    } else {
+      if (buf.size() < W * m) buf.resize(W * m);
+      uint8_t* b = buf.data() + k * m;
+      decode_plane<0>(p.coded, c0, nc, m, b);
+      src[k] = b;
     }
-  if (!chunk) chunk = CHUNK;
-  if (chunk > (uint64_t(1) << 24)) throw Corrupt("substreams over 2^24 values");
-  const std::size_t chunks = (n + chunk - 1) / chunk;
-  // Tasks of up to GROUP substreams (a task's buffer stays within 4 x 64K values), more tasks
-  // where that would leave threads idle, and the substreams shared out evenly: a task left
-  // with one substream decodes it at a third of the speed of a group.
-  const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
-  const std::size_t tasks = chunk > CHUNK ? chunks
-                                          : std::max((chunks + GROUP - 1) / GROUP, std::min(workers, chunks));
-  bool fused = planes[0].mode == RANS && rans::vector_ready(planes[0].coded);
-  for (int k = 1; k < W; ++k) fused &= planes[k].mode == RAW;
-  run_tasks(tasks, threads, [&](std::size_t t) {
-    const std::size_t c0 = t * chunks / tasks, nc = (t + 1) * chunks / tasks - c0;
-    const uint64_t lo = c0 * chunk, m = std::min(n - lo, nc * chunk);
-    thread_local std::vector<uint8_t> buf;  // reused: a fresh 256 KB block would be mmapped
-    if (fused) {  // the top plane coded, the others raw: values straight from the decoder
-      if (buf.size() < m) buf.resize(m);
-      const uint8_t* raw[W - 1];
-      for (int k = 1; k < W; ++k) raw[k - 1] = planes[k].raw + lo;
-      decode_plane<W>(planes[0].coded, c0, nc, m, buf.data(), raw, out + lo);
-      return;
-    }
-    const uint8_t* src[W];
-    for (int k = 0; k < W; ++k) {
-      Plane& p = planes[k];
-      if (p.mode == RAW) {
-        src[k] = p.raw + lo;
-      } else {
-        if (buf.size() < W * m) buf.resize(W * m);
-        uint8_t* b = buf.data() + k * m;
-        decode_plane<0>(p.coded, c0, nc, m, b);
-        src[k] = b;
-      }
-    }
-    merge_chunk<U>(out + lo, m, src);
-  });
+  }
+  merge_chunk<U>(out + lo, m, src);
 }
-
 
 // rANS encoding of a byte plane: the stream rans::encode writes, bit for bit, with the 8
 // lanes of a substream in one AVX2 vector (one table lookup a step; x / f by a single-precision
@@ -355,28 +331,54 @@ void split(const U* v, uint64_t n, uint8_t* const* plane, int threads) {
   });
 }
 
-void merge(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes, void* out,
-           int threads) {
+Merge prepare(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes,
+              void* out, int workers) {
   if (width != 2 && width != 4) throw Corrupt("planes of a width other than 2 or 4 bytes");
-  std::vector<Plane> planes(width);
+  Merge g;
+  g.n = n, g.width = width, g.out = out;
   for (int k = 0; k < width; ++k) {
-    planes[k].mode = modes[k];
+    Plane& p = g.planes[k];
+    p.mode = modes[k];
     if (modes[k] == RAW) {
       if (sizes[k] != n) throw Corrupt("raw plane has the wrong length");
-      planes[k].raw = data[k];
+      p.raw = data[k];
     } else if (modes[k] == RANS) {
       Reader r(data[k], sizes[k]);
-      planes[k].coded = rans::parse(r, n);
+      p.coded = rans::parse(r, n);
       if (r.left()) throw Corrupt("bytes left after a plane");
-      if (planes[k].coded.nsym > 256) throw Corrupt("plane symbols wider than a byte");
+      if (p.coded.nsym > 256) throw Corrupt("plane symbols wider than a byte");
+      if (p.coded.L > 0) {
+        if (g.chunk && p.coded.chunk != g.chunk) throw Corrupt("planes cut into different substreams");
+        g.chunk = p.coded.chunk;
+      }
     } else {
       throw Corrupt("unknown plane mode");
     }
   }
-  if (width == 2)
-    merge_into(static_cast<uint16_t*>(out), n, planes, threads);
+  if (!g.chunk) g.chunk = CHUNK;
+  if (g.chunk > (uint64_t(1) << 24)) throw Corrupt("substreams over 2^24 values");
+  g.chunks = (n + g.chunk - 1) / g.chunk;
+  // Tasks of up to GROUP substreams (a task's buffer stays within 4 x 64K values), more tasks
+  // where that would leave threads idle, and the substreams shared out evenly: a task left
+  // with one substream decodes it at a third of the speed of a group.
+  const std::size_t w = static_cast<std::size_t>(std::max(workers, 1));
+  g.tasks = g.chunk > CHUNK ? g.chunks : std::max((g.chunks + rans::GROUP - 1) / rans::GROUP, std::min(w, g.chunks));
+  g.fused = g.planes[0].mode == RANS && rans::vector_ready(g.planes[0].coded);
+  for (int k = 1; k < width; ++k) g.fused &= g.planes[k].mode == RAW;
+  return g;
+}
+
+void run_task(const Merge& g, std::size_t t) {
+  if (g.width == 2)
+    merge_task<uint16_t>(g, t);
   else
-    merge_into(static_cast<uint32_t*>(out), n, planes, threads);
+    merge_task<uint32_t>(g, t);
+}
+
+void merge(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes, void* out,
+           int threads) {
+  const Merge g = prepare(n, width, modes, data, sizes, out, threads > 0 ? threads : default_threads());
+  run_tasks(g.tasks, threads, [&](std::size_t t) { run_task(g, t); });
 }
 
 void histogram(const uint8_t* p, uint64_t n, uint64_t* out) {

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "floatplanes.h"
 #include "pool.h"
 #include "rans_avx2.h"
 
@@ -125,17 +126,62 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
   }
 }
 
-// Substreams first .. first + count of a job (count > 1: a group the vector decoder advances
-// together, rans_avx2.h); for a constant stream (L == 0), runs of 2^16 symbols instead.
+// Substreams first .. first + count of a fused job (count > 1: a group the vector decoder
+// advances together, rans_avx2.h); for a constant stream (L == 0), runs of 2^16 symbols instead.
+// For a planes job (count 0): its task `first`.
 struct Item {
   std::size_t job, first, count;
 };
 
+constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2;  // codecs/floatplanes.py's modes
+
+// A planes job's frame -> its prepared merge, or false when a plane is zstd-coded.
+bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
+  Reader r(a.payload, a.size);
+  const uint64_t n = r.uvarint(UINT64_MAX);
+  const int width = r.byte();
+  if (n != a.count || width != a.width)
+    throw Corrupt("holds " + std::to_string(n) + " values of " + std::to_string(width) + " bytes, expected " +
+                  std::to_string(a.count) + " of " + std::to_string(a.width));
+  int modes[4];
+  const uint8_t* data[4];
+  std::size_t sizes[4];
+  bool zstd = false;
+  for (int k = 0; k < width; ++k) {
+    const uint8_t mode = r.byte();
+    if (mode != PLANE_RAW && mode != PLANE_RANS && mode != PLANE_ZSTD)
+      throw Corrupt("unknown plane mode " + std::to_string(mode));
+    zstd |= mode == PLANE_ZSTD;
+    modes[k] = mode == PLANE_RANS ? planes::RANS : planes::RAW;
+    sizes[k] = r.uvarint(r.left());
+    data[k] = r.take(sizes[k]);
+  }
+  if (r.left()) throw Corrupt("bytes left after the planes");
+  if (zstd) return false;
+  *g = planes::prepare(n, width, modes, data, sizes, a.out, workers);
+  return true;
+}
+
 }  // namespace
 
-void decode(std::vector<Fused>& jobs, int threads) {
+void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads) {
   std::vector<ans::Frame> frames(jobs.size());
   std::vector<Item> items;
+  std::vector<planes::Merge> merges(planes.size());
+  const int workers = threads > 0 ? threads : default_threads();
+  for (std::size_t t = 0; t < planes.size(); ++t) {
+    Planes& a = planes[t];
+    try {
+      if (!parse_planes(a, workers, &merges[t])) {
+        a.status = 1;
+        continue;
+      }
+      for (std::size_t i = 0; i < merges[t].tasks; ++i) items.push_back({t, i, 0});
+    } catch (const Corrupt& e) {
+      a.status = 2;
+      a.error = e.what();
+    }
+  }
   for (std::size_t t = 0; t < jobs.size(); ++t) {
     Fused& a = jobs[t];
     try {
@@ -155,10 +201,19 @@ void decode(std::vector<Fused>& jobs, int threads) {
       a.error = e.what();
     }
   }
-  std::vector<std::exception_ptr> failed(jobs.size());
+  std::vector<std::exception_ptr> failed(jobs.size()), failed_planes(planes.size());
   std::mutex failing;
   parallel_for(items.size(), threads, [&](std::size_t k) {
     const Item it = items[k];
+    if (it.count == 0) {
+      try {
+        planes::run_task(merges[it.job], it.first);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(failing);
+        if (!failed_planes[it.job]) failed_planes[it.job] = std::current_exception();
+      }
+      return;
+    }
     Fused& a = jobs[it.job];
     const ans::Frame& f = frames[it.job];
     const rans::Parsed& p = f.stream;
@@ -201,15 +256,17 @@ void decode(std::vector<Fused>& jobs, int threads) {
       if (!failed[it.job]) failed[it.job] = std::current_exception();
     }
   });
-  for (std::size_t t = 0; t < jobs.size(); ++t) {
-    if (!failed[t]) continue;
-    jobs[t].status = 2;
+  auto report = [](std::exception_ptr failure, int& status, std::string& error) {
+    if (!failure) return;
+    status = 2;
     try {
-      std::rethrow_exception(failed[t]);
+      std::rethrow_exception(failure);
     } catch (const std::exception& e) {
-      jobs[t].error = e.what();
+      error = e.what();
     }
-  }
+  };
+  for (std::size_t t = 0; t < jobs.size(); ++t) report(failed[t], jobs[t].status, jobs[t].error);
+  for (std::size_t t = 0; t < planes.size(); ++t) report(failed_planes[t], planes[t].status, planes[t].error);
 }
 
 }  // namespace zc::plan
