@@ -28,6 +28,7 @@ from zoocodec.header import TensorEntry
 
 KINDS = {"float32": 0, "float16": 1, "bfloat16": 2}  # plan.h Kind
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
+ALIGN = 64  # bytes: where each output starts in its batch's block
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,15 @@ def decode(
     from zoocodec.codecs import floatplanes
     from zoocodec.methods.lossless import native_dtype
 
+    # one block on huge pages for every output: faulting in many small arrays page by page cost
+    # about as much as decoding them (the arrays are views: the block lives while any of them does)
+    dtypes = [native_dtype(e.dtype) for e, _, _ in jobs]
+    ends = np.cumsum([-(-e.numel * dt.itemsize // ALIGN) * ALIGN for (e, _, _), dt in zip(jobs, dtypes, strict=True)])
+    block = native.engine().output_block(int(ends[-1]) if jobs else 0)
     outs, args = {}, []
-    for e, job, payload in jobs:
-        outs[e.name] = out = np.empty(e.shape, dtype=native_dtype(e.dtype))
+    for (e, job, payload), dt, end in zip(jobs, dtypes, ends, strict=True):
+        start = int(end) - -(-e.numel * dt.itemsize // ALIGN) * ALIGN
+        outs[e.name] = out = block[start : start + e.numel * dt.itemsize].view(dt).reshape(e.shape)
         if isinstance(job, Planes):
             args.append((payload, e.numel, out.itemsize, out.reshape(-1)))
             continue

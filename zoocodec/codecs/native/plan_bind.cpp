@@ -131,9 +131,17 @@ nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
   return nb::make_tuple(f.lo, decoded(f.stream, threads));
 }
 
+// n bytes for the outputs of a batch (plan.py cuts them into its tensors), on huge pages.
+Array1<uint8_t> output_block(std::size_t n) {
+  uint8_t* p;
+  return big_array<uint8_t>(n, &p);
+}
+
 }  // namespace
 
 void bind_plan(nb::module_& m) {
+  m.def("output_block", &output_block, nb::arg("n"),
+        "A new uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch).");
   m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
         "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
