@@ -257,9 +257,16 @@ class Container:
 
     def drop_pages(self, segments: Iterable[Segment]) -> None:
         """Drop these payloads' mapped pages from the resident set once a copy stands in for them;
-        views of them stay valid (a later read faults the pages in again)."""
-        for offset, length, _ in segments:
-            _release(self._buffer, offset, length)
+        views of them stay valid (a later read faults the pages in again). Payloads less than
+        HASH_CHUNK apart go in one call (a model's hundreds of small payloads: one madvise)."""
+        start = end = None
+        for offset, length, _ in sorted(segments, key=lambda s: s[0]):
+            if start is not None and offset - end >= HASH_CHUNK:
+                _release(self._buffer, start, end - start)
+                start = None
+            start, end = (offset, offset + length) if start is None else (start, max(end, offset + length))
+        if start is not None:
+            _release(self._buffer, start, end - start)
 
     def _check(self, views: list[tuple[str, memoryview, Any]]) -> None:
         """Raise ContainerError naming the first payload whose bytes do not match their CRC32s."""
