@@ -13,7 +13,7 @@ against the original (bit-exact for lossless). Wall seconds and the process's CP
 (all its threads) are both recorded: on a shared, loaded machine the wall time is mostly
 waiting for a core, and the CPU seconds say what each decoder costs.
 
-    python bench/bench_decode.py [--model minilm] [--repeats 3]
+    python bench/bench_decode.py [--model minilm] [--repeats 3] [--tag TAG]
 """
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tag", default="", help="suffix of the results file name (decode-DATE-TAG.json)")
     args = ap.parse_args()
     start = machine(("numpy", "torch", "zipnn", "safetensors"))  # (its load average: before the run)
     torch.set_num_threads(1)
@@ -123,7 +124,7 @@ def main() -> None:
     for r in rows:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
     print("2 threads over 1:", {k: round(v, 2) for k, v in scaling.items()})
-    print(f"saved {save('decode', result)}")
+    print(f"saved {save('decode', result, args.tag)}")
 
 
 if __name__ == "__main__":
