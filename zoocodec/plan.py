@@ -12,8 +12,8 @@ Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; val
 float64 rounded to the dtype exactly as methods/arrays.from_float64 rounds them):
     Affine   value = symbol * steps[row]               (uniform)
     Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
-    Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py; the
-             GPU only: on the CPU the coder's own native decoder is this already)
+    Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py's frame;
+             on the CPU its tasks join the same native pass)
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from zoocodec.header import TensorEntry
 
 KINDS = {"float32": 0, "float16": 1, "bfloat16": 2}  # plan.h Kind
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
+ALIGN = 64  # bytes: where each output starts in its batch's block
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Planes:
 
     stream: str
     same_shape = True
-    cpu = False
+    cpu = True  # plan.cpp's planes jobs
 
 
 FUSED = (Affine, Lookup, Planes)
@@ -100,24 +101,42 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
 
 
 def decode(
-    jobs: list[tuple[TensorEntry, Affine | Lookup, bytes]], threads: int = 0
+    jobs: list[tuple[TensorEntry, Affine | Lookup | Planes, bytes]], threads: int = 0
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Every job in one native pass -> ({name: array}, names the native decoder left to the
-    method's own decode). Damage raises ContainerError naming the tensor."""
+    """Every job in one native pass (the float-plane tasks of Planes jobs beside the substreams of
+    the others) -> ({name: array}, names the native decoder left to the method's own decode).
+    Frames the native decoder leaves (zstd-coded planes) are decoded here. Damage raises
+    ContainerError naming the tensor."""
+    from zoocodec.codecs import floatplanes
     from zoocodec.methods.lossless import native_dtype
 
-    outs = {e.name: np.empty(e.shape, dtype=native_dtype(e.dtype)) for e, _, _ in jobs}
-    args = []
-    for e, job, payload in jobs:
+    # one block on huge pages for every output: faulting in many small arrays page by page cost
+    # about as much as decoding them (the arrays are views: the block lives while any of them does)
+    dtypes = [native_dtype(e.dtype) for e, _, _ in jobs]
+    ends = np.cumsum([-(-e.numel * dt.itemsize // ALIGN) * ALIGN for (e, _, _), dt in zip(jobs, dtypes, strict=True)])
+    block = native.engine().output_block(int(ends[-1]) if jobs else 0)
+    outs, args = {}, []
+    for (e, job, payload), dt, end in zip(jobs, dtypes, ends, strict=True):
+        start = int(end) - -(-e.numel * dt.itemsize // ALIGN) * ALIGN
+        outs[e.name] = out = block[start : start + e.numel * dt.itemsize].view(dt).reshape(e.shape)
+        if isinstance(job, Planes):
+            args.append((payload, e.numel, out.itemsize, out.reshape(-1)))
+            continue
         values, row_len, k = job.native(e.numel)
         args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k, KINDS[e.dtype],
-                     outs[e.name].reshape(-1)))
+                     out.reshape(-1)))
     left = []
-    for (e, _, _), (status, error) in zip(jobs, native.engine().decode_fused(args, threads), strict=True):
+    results = native.engine().decode_fused(args, threads) if args else []
+    for (e, job, payload), (status, error) in zip(jobs, results, strict=True):
+        planes = isinstance(job, Planes)
         if status == 2:
-            raise ContainerError(f"{e.where}: corrupt entropy-coded payload: {error}")
-        if status == 1:
+            raise ContainerError(f"{e.where}: corrupt {'float' if planes else 'entropy-coded'} payload: {error}")
+        if status == 1 and planes:  # zstd-coded planes
+            try:
+                outs[e.name] = floatplanes.decode(payload, e.numel, native_dtype(e.dtype), threads).reshape(e.shape)
+            except ContainerError as err:
+                raise ContainerError(f"{e.where}: {err}") from None
+        elif status == 1:
             del outs[e.name]
             left.append(e.name)
     return outs, left
-

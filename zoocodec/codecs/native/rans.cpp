@@ -9,6 +9,7 @@
 #include <string>
 
 #include "pool.h"
+#include "rans_avx2.h"
 
 namespace zc::rans {
 
@@ -557,6 +558,18 @@ void decode(const Parsed& p, T* out, int threads) {
   if (p.L == 0) {
     std::fill(out, out + p.n, static_cast<T>(p.constant));
     return;
+  }
+  if constexpr (sizeof(T) == 1) {
+    if (vector_ready(p)) {  // groups of substreams advanced together (rans_avx2.h), as many as the threads
+      const std::size_t parts = p.body.size();
+      const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
+      const std::size_t tasks = std::max((parts + GROUP - 1) / GROUP, std::min(workers, parts));
+      parallel_for(tasks, threads, [&](std::size_t t) {
+        const std::size_t first = t * parts / tasks, count = (t + 1) * parts / tasks - first;
+        decode_group(p, first, count, out + first * p.chunk);
+      });
+      return;
+    }
   }
   parallel_for(p.body.size(), threads, [&](std::size_t i) { decode_substream(p, i, out + i * p.chunk); });
 }
