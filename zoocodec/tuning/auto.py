@@ -424,8 +424,7 @@ class _Search:
         the coders, and the first check of the search again, round a plan the search already rounded."""
         if not self.rounder:
             return {}
-        key = tuple((k, v.name, getattr(v, "step", None), getattr(v, "group_steps", None))  # the grid, not the coder
-                    for k, v in sorted(plan.items()))
+        key = tuple((k, v.name, getattr(v, "step", None)) for k, v in sorted(plan.items()))  # the grid, not the coder
         if key not in self._rounded:
             while len(self._rounded) >= ROUNDED_KEPT:
                 self._rounded.pop(next(iter(self._rounded)))
