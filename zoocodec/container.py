@@ -52,6 +52,18 @@ MAX_HEADER = 1 << 28
 CRC_CHUNK = 1 << 20  # bytes per checksum: the unit of parallel checking
 HASH_CHUNK = 8 << 20  # bytes resident at a time while a whole file is checked
 
+# The header's zstd level by its size (~300 bytes a tensor as text, and a CRC per MiB of payload):
+# level 19 runs at ~3 MB/s, 14.6 ms for minilm's 44 KB header, as long as quantizing and coding a
+# quarter of its 91 MB of weights; level 12 takes 0.55 ms for 529 bytes more (of a 21 MB file).
+# Either level is the same format: readers just decompress.
+HEADER_SMALL, HEADER_LEVEL_SMALL, HEADER_LEVEL = 16 << 10, 19, 12
+
+
+def header_level(size: int) -> int:
+    """The zstd level of a header of `size` bytes of JSON text."""
+    return HEADER_LEVEL_SMALL if size <= HEADER_SMALL else HEADER_LEVEL
+
+
 def preamble(version: int = FORMAT_VERSION) -> bytes:
     return MAGIC + struct.pack("<I", version) + bytes(ALIGN - 12)
 
@@ -149,7 +161,7 @@ class Container:
         self.head = self.head.stamped(FORMAT_VERSION, CRC_CHUNK)  # the layout's own fields
         self.header = self.head.to_json()
         text = json.dumps(self.header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-        header = zstandard.ZstdCompressor(level=19).compress(text)  # ~300 bytes a tensor as text: small models notice
+        header = zstandard.ZstdCompressor(level=header_level(len(text))).compress(text)
         self._write(header)
         self._pad()
         self._write(struct.pack("<QQII", header_offset, len(header), zlib.crc32(header), 0) + TRAILER_MAGIC

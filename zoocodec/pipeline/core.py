@@ -44,9 +44,10 @@ from zoocodec.pipeline.modelio import (
 )
 from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, choose_spec, safe_default
 
-# the attached files (config, tokenizer): level 19 took 0.85 s on minilm's 0.76 MB, more than
-# quantizing and coding its 91 MB of weights; level 9 takes 0.05 s for 11% more (+31 KB), outside the weights' ratio
-FILES_ZSTD_LEVEL = 9
+# the attached files (config, tokenizer), outside the weights' ratio: on minilm's 0.76 MB, level 19
+# took 163 ms of CPU, more than quantizing and coding its 91 MB of weights; level 9 14 ms for 11%
+# more (+31 KB), level 3 3.6 ms for 10% more again (+30 KB)
+FILES_ZSTD_LEVEL = 3
 
 
 @dataclass
