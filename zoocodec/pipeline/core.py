@@ -38,7 +38,6 @@ from zoocodec.pipeline.modelio import (
     ModelSource,
     open_model,
     output_format,
-    to_tensordata,
     to_torch,
     write_model,
 )
@@ -160,7 +159,7 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
         for t in source.tensors():
             if t.array.size >= min_size:  # tied weights: the same values under a second name
                 key = (t.dtype, t.array.shape, _sample(t.array))
-                same = next((n for n in stored.get(key, ()) if _equal(t.array, source._get(n))), None)
+                same = next((n for n in stored.get(key, ()) if _equal(t.array, source.tensor(n).array)), None)
                 if same is not None:
                     aliases[t.name] = same
                     targets.pop(t.name, None)
@@ -224,17 +223,16 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
 
 
 def _sample(a: np.ndarray, count: int = 4096) -> bytes:
-    """`count` bytes spread evenly over the array and its first and last 64: tensors that
+    """About `count` bytes evenly strided over the array, and its first and last 64: tensors that
     differ almost always differ here, and only tensors that agree are compared whole (a hash
-    of every byte cost as much CPU as quantizing: 34 ms for minilm's 47 MB embedding)."""
+    of every byte cost as much CPU as quantizing: 34 ms for minilm's 47 MB embedding; picking the
+    bytes by an index array 2 ms for the model, a strided view of them 0.1 ms)."""
     b = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-    at = np.linspace(0, b.size - 1, min(count, b.size), dtype=np.int64)
-    return b[at].tobytes() + b[:64].tobytes() + b[-64:].tobytes()
+    return b[:: max(1, b.size // count)].tobytes() + b[:64].tobytes() + b[-64:].tobytes()
 
 
-def _equal(a: np.ndarray, stored: torch.Tensor) -> bool:
-    """Are the bytes of `a` those of the model's tensor `stored` (read again from the source)?"""
-    b = to_tensordata("", stored).array
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Are the bytes of `a` those of `b` (the model's tensor, read again from the source)?"""
     return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(
         np.ascontiguousarray(a).reshape(-1).view(np.uint8), np.ascontiguousarray(b).reshape(-1).view(np.uint8))
 
