@@ -10,9 +10,9 @@ ratios are not those of a real model; memory and time are what this measures). R
 saved after every step, so a run stopped early keeps what it measured. Each
 step runs in a fresh process that reports its peak resident memory (VmHWM, file-backed pages
 included) above its resident set before the step, its wall seconds and its CPU seconds (all
-its threads), and where the rest of the wall time went: its threads' seconds waiting for a core
-(runnable, /proc/self/task/*/schedstat) and blocked (neither running nor runnable: reading,
-writing, fsync, waiting for one another), the bytes it made the storage read and write
+its threads), and where the main thread's wall time went: on a core, waiting for one (runnable,
+/proc/self/task/PID/schedstat) and blocked (neither: reading, writing, fsync, which is timed
+apart, waiting for its worker threads), the bytes it made the storage read and write
 (/proc/self/io) and its major page faults. The folder is deleted afterwards unless --keep
 (then a later run with the same --dir and --layers reuses the model: generating it takes minutes).
 """
@@ -63,6 +63,17 @@ def sched():  # the main thread's (seconds on a core, seconds runnable and waiti
         on, waiting, _ = f.read().split()
     return int(on) / 1e9, int(waiting) / 1e9
 
+fsync_s = [0.0]  # the time spent flushing the output to storage (os.fsync, as fsutil calls it)
+plain_fsync = os.fsync
+
+def timed_fsync(fd):
+    t = time.perf_counter()
+    try:
+        return plain_fsync(fd)
+    finally:
+        fsync_s[0] += time.perf_counter() - t
+
+os.fsync = timed_fsync
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 base = status_kib("VmRSS:")
@@ -74,7 +85,7 @@ io1, s1, r1 = io(), sched(), resource.getrusage(resource.RUSAGE_SELF)
 on, waiting = s1[0] - s0[0], s1[1] - s0[1]
 print(json.dumps({"base_kib": base, "peak_kib": status_kib("VmHWM:"), "seconds": wall, "cpu_seconds": cpu,
                   "main_thread": {"on_core_s": on, "runnable_waiting_for_a_core_s": waiting,
-                                  "blocked_s": wall - on - waiting},
+                                  "blocked_s": wall - on - waiting, "of_which_fsync_s": fsync_s[0]},
                   "storage_read_bytes": io1["read_bytes"] - io0["read_bytes"],
                   "storage_write_bytes": io1["write_bytes"] - io0["write_bytes"],
                   "major_page_faults": r1.ru_majflt - r0.ru_majflt,

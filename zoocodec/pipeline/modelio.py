@@ -11,6 +11,7 @@ graph, a Hugging Face folder's small files and shard map) travels as `layout` (J
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import mmap
@@ -18,7 +19,9 @@ import os
 import pickle
 import re
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +52,18 @@ class ModelSource:
     _get: Any
     layout: dict[str, Any] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
+    _ahead: Any = None  # name -> None: start reading a tensor's bytes from storage, in the background
 
     def tensor(self, name: str) -> TensorData:
         """One tensor by name, read again from the source."""
         return to_tensordata(name, self._get(name))
 
     def tensors(self) -> Iterator[TensorData]:
-        for name in self.names:
+        """Every tensor in order; while one is used, the next one's bytes are read from storage
+        (safetensors), so a model larger than the page cache does not wait for its reads."""
+        for i, name in enumerate(self.names):
+            if self._ahead is not None and i + 1 < len(self.names):
+                self._ahead(self.names[i + 1])
             yield self.tensor(name)
 
 
@@ -119,7 +127,8 @@ def _open_safetensors(path: Path) -> ModelSource:
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFormatError(f"{path}: unreadable safetensors file ({e})") from None
     return ModelSource(
-        "safetensors", path, names, lambda n: _read_tensor(path, 8 + size, entries[n]), {"metadata": meta}
+        "safetensors", path, names, lambda n: _read_tensor(path, 8 + size, entries[n]), {"metadata": meta},
+        _ahead=lambda n: _read_ahead(path, 8 + size, entries[n]),
     )
 
 
@@ -156,6 +165,29 @@ def _read_tensor(path: Path, start: int, entry: dict) -> torch.Tensor:
         pages = mmap.mmap(f.fileno(), at + end - begin - base, access=mmap.ACCESS_COPY, offset=base)
     raw = np.frombuffer(pages, dtype=np.uint8, count=end - begin, offset=at - base)
     return torch.from_numpy(raw).view(dtype).view(entry["shape"])
+
+
+@cache
+def _reader() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="zoocodec-read")
+
+
+READ_AHEAD_MIN = 8 << 20  # bytes: smaller tensors are read when used (a hand-off costs more than it hides)
+
+
+def _read_ahead(path: Path, start: int, entry: dict) -> None:
+    """Ask the kernel to read a tensor's bytes into the page cache, on a thread (posix_fadvise
+    WILLNEED waits while it queues the reads); nothing waits for it, and a failure changes nothing."""
+    begin, end = entry["data_offsets"]
+    if end - begin < READ_AHEAD_MIN:
+        return
+
+    def ahead():
+        with contextlib.suppress(OSError), open(path, "rb") as f:
+            os.posix_fadvise(f.fileno(), start + begin, end - begin, os.POSIX_FADV_WILLNEED)
+
+    if hasattr(os, "posix_fadvise"):
+        _reader().submit(ahead)
 
 
 def _open_pytorch(path: Path) -> ModelSource:
@@ -243,7 +275,8 @@ def _open_hf(path: Path) -> ModelSource:
         "shards": {n: owner[n] for n in names},
         "metadata": {s: src.layout["metadata"] for s, src in sources.items()},
     }
-    return ModelSource("hf", path, names, lambda n: sources[owner[n]]._get(n), layout, files)
+    return ModelSource("hf", path, names, lambda n: sources[owner[n]]._get(n), layout, files,
+                       _ahead=lambda n: sources[owner[n]]._ahead(n))
 
 
 def _confined(root: Path, rel: str) -> Path:

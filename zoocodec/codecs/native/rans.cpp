@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <queue>
@@ -203,7 +204,9 @@ std::vector<uint8_t> sub_end(SubEnc<T>& e, const EncSym* enc, T add) {
 }
 
 #ifdef ZC_AVX2
-const bool AVX2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
+// where the CPU has it, unless ZOOCODEC_NO_AVX2 is set (tests compare the two encoders' bytes)
+const bool AVX2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt") &&
+                  !std::getenv("ZOOCODEC_NO_AVX2");
 
 // For a mask of the lanes that emit a word: lane k's word goes to position 8 - (emitting
 // lanes) + (emitting lanes below k) of the group's 8 word slots.
