@@ -4,6 +4,7 @@ of each, next to safetensors reading and writing the same shards in the same run
 
     nice -n 10 python bench/bench_big_model.py [--layers 32] [--dir /work/bigmodel] [--spec uniform:bits=8]
                                                [--baseline /path/to/older/checkout] [--steps compress] [--keep]
+                                               [--suffix=-b]
 
 The weights are Gaussian random numbers (a generator's, not a trained model's: sizes and
 ratios are not those of a real model; memory and time are what this measures). Results are
@@ -177,6 +178,7 @@ def main() -> None:
     ap.add_argument("--name", default="big_model")
     ap.add_argument("--baseline", help="another checkout (e.g. an older commit's worktree, its engine built) whose "
                                        "compress runs too, as step compress_baseline, on the same model")
+    ap.add_argument("--suffix", default="", help="appended to the results file's date (a second run that day)")
     ap.add_argument("--steps", default="safetensors,compress,decompress",
                     help="which steps to run, in this order (decompress needs compress)")
     ap.add_argument("--keep", action="store_true", help="keep the model folder for a later run (and reuse one "
@@ -238,7 +240,10 @@ def main() -> None:
                                             "each step in a fresh process, peak = VmHWM above the resident set "
                                             "before the step; run at nice 10 on a 2-core machine shared with "
                                             "other work"})
-        print(path)
+            if args.suffix:
+                path = path.replace(path.with_name(f"{path.stem}{args.suffix}.json"))
+        if plan:
+            print(path)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
