@@ -137,26 +137,29 @@ _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16
               "BOOL": torch.bool}
 
 
+MAP_MIN = 256 << 10  # bytes: smaller tensors are read (a mapping of their own costs more than the copy)
+
+
 def _read_tensor(path: Path, start: int, entry: dict) -> torch.Tensor:
     """One tensor of a safetensors file as a private (copy-on-write) mapping of its bytes: the page
     cache's pages, not a copy (reading minilm's 91 MB into fresh memory cost 35 ms of CPU, more than
     quantizing it). The mapping goes with the tensor; safetensors' own mmap would keep every tensor
-    read so far resident until the file is closed. Bytes not aligned for their dtype are copied."""
+    read so far resident until the file is closed. Tensors under MAP_MIN bytes, and bytes not
+    aligned for their dtype, are read into the tensor's own memory."""
     if entry["dtype"] not in _ST_DTYPES:
         raise ModelFormatError(f"{path}: dtype {entry['dtype']}, which zoocodec does not handle")
     begin, end = entry["data_offsets"]
-    dtype = _ST_DTYPES[entry["dtype"]]
-    t = torch.empty(entry["shape"], dtype=dtype)
-    if end - begin != t.numel() * t.element_size():
+    dtype, shape = _ST_DTYPES[entry["dtype"]], entry["shape"]
+    if end - begin != math.prod(shape) * dtype.itemsize:
         raise ModelFormatError(f"{path}: a tensor's bytes are cut short")
-    if not t.numel():
-        return t
+    if end == begin:
+        return torch.empty(shape, dtype=dtype)
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if start + end > size:
+        if start + end > os.fstat(f.fileno()).st_size:
             raise ModelFormatError(f"{path}: a tensor's bytes are cut short")
         at = start + begin
-        if at % t.element_size():
+        if at % dtype.itemsize or end - begin < MAP_MIN:
+            t = torch.empty(shape, dtype=dtype)
             f.seek(at)
             if f.readinto(memoryview(t.view(-1).view(torch.uint8).numpy())) != end - begin:
                 raise ModelFormatError(f"{path}: a tensor's bytes are cut short")
@@ -164,7 +167,7 @@ def _read_tensor(path: Path, start: int, entry: dict) -> torch.Tensor:
         base = at - at % mmap.ALLOCATIONGRANULARITY
         pages = mmap.mmap(f.fileno(), at + end - begin - base, access=mmap.ACCESS_COPY, offset=base)
     raw = np.frombuffer(pages, dtype=np.uint8, count=end - begin, offset=at - base)
-    return torch.from_numpy(raw).view(dtype).view(entry["shape"])
+    return torch.from_numpy(raw).view(dtype).view(shape)
 
 
 @cache
