@@ -91,13 +91,32 @@ def emulate_symbols(s: G.Stream, numel: int) -> np.ndarray:
     return out
 
 
+def emulate_index(s: G.Stream, numel: int) -> np.ndarray:
+    """emit()'s index of each element: the coded symbol, with raw low bits (shift > 0) shifted
+    in from `low` by low_bits()'s unaligned 8-byte read (the host pads `low` by 8 bytes)."""
+    syms = emulate_symbols(s, numel)
+    if not s.shift:
+        return syms
+    low = bytes(s.low) + bytes(8)
+    out = np.empty(numel, np.uint64)
+    for i, sym in enumerate(syms.tolist()):
+        bit = i * s.shift
+        v = int.from_bytes(low[bit >> 3:(bit >> 3) + 8], "little")
+        out[i] = (sym << s.shift) | ((v >> (bit & 7)) & ((1 << s.shift) - 1))
+    return out
+
+
+def wrap(v: int) -> int:
+    return (v + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
 def emulate(job: G.Job) -> np.ndarray:
     """decode.cu on one job, in NumPy; raises ContainerError where the kernel sets bad[s]."""
     if isinstance(job.stream, G.Packed):
         return emulate_packed(job)
     numel = math.prod(job.shape)
-    syms = emulate_symbols(job.stream, numel)
-    out = np.array([value(job, i, int(v) + job.stream.lo) for i, v in enumerate(syms)], np.float64)
+    index = emulate_index(job.stream, numel)
+    out = np.array([value(job, i, wrap(int(v) + job.stream.lo)) for i, v in enumerate(index)], np.float64)
     return from_float64(out, job.dtype).reshape(job.shape)
 
 
@@ -115,7 +134,7 @@ def emulate_trellis(jobs: list[G.TrellisJob]) -> list[np.ndarray]:
     for j, src in zip(jobs, srcs, strict=True):
         n = math.prod(j.shape)
         raw = j.stream.raw if isinstance(j.stream, G.Packed) else \
-            emulate_symbols(j.stream, n).astype("<u2").tobytes()
+            emulate_index(j.stream, n).astype(f"<u{j.width}").tobytes()  # rans_index / rans_index64
         idx[src:src + len(raw)] = np.frombuffer(raw, np.uint8)
     nxt = (DQ_CONSTANTS["DQ_NEXT0"], DQ_CONSTANTS["DQ_NEXT1"])
     steps = np.concatenate([np.asarray(j.steps, np.float64) for j in jobs])
@@ -256,18 +275,20 @@ DQ_MODEL = {  # row walks (tall) and column walks (wide), walks longer than a se
     "tall.weight": weights((700, 40), "float32", 7),           # 40 < 700: each row walked, 40 levels
     "wide.weight": weights((20, 600), "float16", 8),           # columns walked, 20 levels each
     "square.weight": weights((300, 300), "bfloat16", 9),       # rows: 2 segments of 256, the second short
-    "long.weight": weights((530, 600), "float32", 10),         # columns of 530: 3 segments (256, 256, 18)
     "conv.weight": weights((16, 8, 3, 3), "float32", 11),      # view (16, 72): columns walked
     "const.weight": torch.full((20, 20), 0.25),
 }
 
 
-@pytest.mark.parametrize("spec", ["dq:bits=6,coder=ans", "dq:step=0.01,coder=ans,lam=0.3",
-                                  "dq:step=0.00002,coder=ans"])
-def test_dq_levels_are_taken(tmp_path, spec):
+@pytest.mark.parametrize(("spec", "segment"), [("dq:bits=6,coder=ans", 256), ("dq:bits=6,coder=ans", 16),
+                                               ("dq:step=0.01,coder=ans,lam=0.3", 256),
+                                               ("dq:step=0.00002,coder=ans", 256)])
+def test_dq_levels_are_taken(tmp_path, monkeypatch, spec, segment):
     """dq declares plan.Trellis: the scan of state maps (dq_maps, dq_values) over rans_index's
     indices, or a packed frame's ints (the tiny step: a wide, flat alphabet), gives the CPU
-    decoder's bytes, every tensor in one batch as run_trellis lays them out."""
+    decoder's bytes, every tensor in one batch as run_trellis lays them out. Segments of 16
+    (the kernels take the length as an argument) make walks of up to 19 segments."""
+    monkeypatch.setattr(G, "DQ_SEGMENT", segment)
     compress(DQ_MODEL, tmp_path / "d.zc", spec, min_size=100)
     with Archive(tmp_path / "d.zc") as a:
         jobs = [G.job(a, n) for n in DQ_MODEL]
@@ -327,6 +348,37 @@ def test_grouped_side_streams_decode_only_when_taken(tmp_path, monkeypatch):
         assert len(calls) == 1  # dequantize's own
         G.job(a, "w")
         assert len(calls) == 2
+
+
+WIDE = ["uniform:step=0.000001", "uniform:step=0.000001,group=64", "rdoq:step=0.000001,coder=ans,lam=0"]
+
+
+@pytest.mark.parametrize("spec", WIDE)
+def test_alphabets_wider_than_2_to_16_are_taken(tmp_path, spec):
+    """ans frames with raw low bits (a step far below the weights' spread): emit() shifts each
+    element's low bits in, and the values are the CPU decoder's."""
+    model = {"w.weight": weights((30, 700), "float32", 14), "h.weight": weights((20, 300), "float16", 15),
+             "c.weight": torch.full((10, 10), 0.25)}
+    compress(model, tmp_path / "m.zc", spec, min_size=50)
+    shifts = set()
+    with Archive(tmp_path / "m.zc") as a:
+        for name in model:
+            job = G.job(a, name)
+            assert job is not None, name
+            shifts.add(getattr(job.stream, "shift", 0) > 0)
+            assert emulate(job).tobytes() == a.read(name).tobytes(), name
+    assert True in shifts  # (a small tensor may take the packed frame)
+
+
+def test_dq_wide_alphabet_is_taken(tmp_path):
+    """dq levels with raw low bits: rans_index64's 64-bit indices, then the state walk."""
+    model = {"w.weight": weights((100, 700), "float32", 16), "c.weight": torch.full((10, 10), 0.25)}
+    compress(model, tmp_path / "m.zc", "dq:step=0.000001,coder=ans", min_size=50)
+    with Archive(tmp_path / "m.zc") as a:
+        jobs = [G.job(a, n) for n in model]
+        assert jobs[0].stream.shift > 0 and jobs[0].width == 8
+        for j, got in zip(jobs, emulate_trellis(jobs), strict=True):
+            assert got.tobytes() == a.read(j.name).tobytes(), j.name
 
 
 def test_codebook_index_out_of_range_is_flagged():

@@ -37,7 +37,7 @@ MODEL = {
 SPECS = ["uniform:bits=8", "uniform:bits=4", "uniform:bits=3,per_tensor=true", "uniform:step=0.013",
          "uniform:bits=12", "uniform:bits=16", "uniform:bits=2", "kmeans:k=16", "kmeans:k=4,per=channel",
          "kmeans:k=256,per=block,block=5000,codebook=float16", "lossless", "rdoq:bits=6,coder=ans",
-         "dq:bits=6,coder=ans", "dq:step=0.01,coder=ans", "dq:step=0.00002,coder=ans",
+         "dq:bits=6,coder=ans", "dq:step=0.01,coder=ans", "dq:step=0.000001,coder=ans", "uniform:step=0.000001",
          "uniform:bits=4,group=32,zero=true", "uniform:bits=4,group=64", "uniform:bits=12,group=128",
          "uniform:step=0.01,group=64,zero=true"]
 

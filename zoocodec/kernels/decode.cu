@@ -50,6 +50,7 @@ struct Tensor {
   u64 out_start;   // first element of the tensor in the output buffer
   u64 row_len;     // elements per row of the 2-D view (steps are per row)
   long long lo;    // symbol offset (ans: lo)
+  u64 low;         // shift > 0: byte offset of its raw low bits in `low`
   u32 table;       // offset of its slot table in `slots`
   u32 L;           // probability precision (1..16); 0: every symbol is `lo`
   u32 steps;       // offset of its steps (or codebooks) in `steps`
@@ -58,6 +59,9 @@ struct Tensor {
   u32 group;       // > 0: weights per group of a row (Grouped)
   u32 groups;      // Grouped: groups per row
   u32 zeros;       // Grouped: offset of its zero points in `steps`, or NO_ZEROS
+  u32 shift;       // > 0: the ans frame with raw low bits (alphabets wider than 2^16): symbol
+                   // = (coded << shift | the shift bits at element * shift of `low`) (shift <= 48)
+  u32 pad;
 };
 
 // The value of element `elem` of tensor t whose symbol plus lo is s; false: a codebook index
@@ -86,13 +90,25 @@ __device__ __forceinline__ u32 load32(const unsigned char* p) {
   return u32(p[0]) | u32(p[1]) << 8 | u32(p[2]) << 16 | u32(p[3]) << 24;
 }
 
+// The `shift` low bits of element `elem` (the host pads `low` by 8 bytes: one unaligned 8-byte
+// read covers them, shift + 7 <= 55).
+__device__ __forceinline__ u64 low_bits(const unsigned char* low, const Tensor& t, u64 elem) {
+  const u64 bit = elem * t.shift;
+  const unsigned char* p = low + t.low + (bit >> 3);
+  u64 v = 0;
+  for (int b = 0; b < 8; ++b) v |= (u64)p[b] << (8 * b);
+  return (v >> (bit & 7)) & ((1ull << t.shift) - 1);
+}
+
 // slots[table + x & mask] = freq | bias << 16 ; syms[table + ...] = symbol
 // false: a codebook index outside [0, k) (nothing is read or written). KIND 3 stores the
 // symbol plus lo as a byte (a float plane: rans_bytes); KIND 4 the symbol itself as a
-// 16-bit index (rans_index: dq_values adds lo).
+// 16-bit index, KIND 5 with its low bits as a 64-bit one (rans_index, rans_index64:
+// dq_values adds lo).
 template <int KIND>
-__device__ bool emit(void* out, const Tensor& t, const double* steps, u64 elem, u32 sym) {
-  const long long s = (long long)sym + t.lo;
+__device__ bool emit(void* out, const Tensor& t, const double* steps, const unsigned char* low, u64 elem, u32 sym) {
+  const u64 index = t.shift ? (u64)sym << t.shift | low_bits(low, t, elem) : (u64)sym;
+  const long long s = (long long)(index + (u64)t.lo);  // wrapping as NumPy's int64 does
   if (KIND == 3) {
     reinterpret_cast<unsigned char*>(out)[t.out_start + elem] = (unsigned char)s;
     return true;
@@ -101,13 +117,18 @@ __device__ bool emit(void* out, const Tensor& t, const double* steps, u64 elem, 
     reinterpret_cast<unsigned short*>(out)[t.out_start + elem] = (unsigned short)sym;
     return true;
   }
+  if (KIND == 5) {
+    reinterpret_cast<u64*>(out)[t.out_start + elem] = index;
+    return true;
+  }
   return put<KIND>(out, t, steps, elem, s);
 }
 
 template <int KIND>
 __device__ void decode(const unsigned char* data, const u64* sub_off, const u32* sub_len, const u64* sub_first,
                        const u32* sub_count, const u32* tensor_of, const Tensor* tensors, const u32* slots,
-                       const unsigned short* syms, const double* steps, void* out, int* bad, u64 nsub) {
+                       const unsigned short* syms, const double* steps, const unsigned char* low, void* out,
+                       int* bad, u64 nsub) {
   const u64 tid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
   const u64 s = tid / LANES;
   const int k = (int)(tid % LANES);
@@ -117,7 +138,7 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
   const u64 first = sub_first[s];
   if (t.L == 0) {  // a constant tensor: no coded bits
     for (u32 j = k; j < m; j += LANES)
-      if (!emit<KIND>(out, t, steps, first + j, 0)) bad[s] = 1;
+      if (!emit<KIND>(out, t, steps, low, first + j, 0)) bad[s] = 1;
     return;
   }
   const unsigned char* q = data + sub_off[s];
@@ -132,7 +153,7 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
     if (x < STATE_LO) { bad[s] = 1; return; }
     for (u32 j = 0; j < m; ++j) {
       const u32 e = slot[x & mask];
-      if (!emit<KIND>(out, t, steps, first + j, sym[x & mask])) { bad[s] = 1; return; }
+      if (!emit<KIND>(out, t, steps, low, first + j, sym[x & mask])) { bad[s] = 1; return; }
       x = (e & 0xFFFFu) * (x >> t.L) + (e >> 16);
       if (x < STATE_LO) {
         if (pos + 2 > len) { bad[s] = 1; return; }
@@ -155,7 +176,7 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
     bool need = false;
     if (active) {
       const u32 e = slot[x & mask];
-      if (!emit<KIND>(out, t, steps, first + j + k, sym[x & mask])) broken = 1;
+      if (!emit<KIND>(out, t, steps, low, first + j + k, sym[x & mask])) broken = 1;
       x = (e & 0xFFFFu) * (x >> t.L) + (e >> 16);
       need = x < STATE_LO;
     }
@@ -177,9 +198,10 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
   extern "C" __global__ void NAME(const unsigned char* data, const u64* sub_off, const u32* sub_len,     \
                                   const u64* sub_first, const u32* sub_count, const u32* tensor_of,     \
                                   const Tensor* tensors, const u32* slots, const unsigned short* syms,  \
-                                  const double* steps, void* out, int* bad, u64 nsub) {                 \
+                                  const double* steps, const unsigned char* low, void* out, int* bad,   \
+                                  u64 nsub) {                                                           \
     decode<KIND>(data, sub_off, sub_len, sub_first, sub_count, tensor_of, tensors, slots, syms, steps,   \
-                 out, bad, nsub);                                                                        \
+                 low, out, bad, nsub);                                                                   \
   }
 
 KERNEL(rans_dequant_f32, 0)
@@ -187,6 +209,7 @@ KERNEL(rans_dequant_f16, 1)
 KERNEL(rans_dequant_bf16, 2)
 KERNEL(rans_bytes, 3)
 KERNEL(rans_index, 4)
+KERNEL(rans_index64, 5)
 
 // Lossless float planes (zoocodec/codecs/floatplanes.py), decoded into `planes` (plane k of
 // n bytes at k * n, the top byte of each value first): each value's bits rotated back right

@@ -14,9 +14,9 @@ dequantized on the device. dq levels decode to 16-bit indices first (or stay a p
 frame's ints), then two launches walk the state machine as a scan (decode.cu, dq_maps and
 dq_values). The output is the tensor's native float bits, equal to what the CPU decoder writes.
 
-Payloads no method declares fused (other methods and coders, alphabets wider than 2^16,
-dtypes other than float32, float16 and bfloat16) return None: the caller decodes them on
-the host and copies.
+Frames with raw low bits (alphabets wider than 2^16) upload those bits beside the substreams.
+Payloads no method declares fused (other methods and coders, dtypes other than float32,
+float16 and bfloat16) return None: the caller decodes them on the host and copies.
 """
 from __future__ import annotations
 
@@ -37,10 +37,11 @@ KINDS = {"float32": ("rans_dequant_f32", np.float32), "float16": ("rans_dequant_
 PACKED_KERNELS = {"float32": "packed_dequant_f32", "float16": "packed_dequant_f16", "bfloat16": "packed_dequant_bf16"}
 DQ_KERNELS = {"float32": "dq_values_f32", "float16": "dq_values_f16", "bfloat16": "dq_values_bf16"}
 NO_ZEROS = 0xFFFFFFFF
-# struct Tensor of decode.cu (56 bytes)
-TENSOR = np.dtype([("out_start", "<u8"), ("row_len", "<u8"), ("lo", "<i8"), ("table", "<u4"), ("L", "<u4"),
-                   ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("group", "<u4"), ("groups", "<u4"),
-                   ("zeros", "<u4")])
+# struct Tensor of decode.cu (72 bytes)
+TENSOR = np.dtype([("out_start", "<u8"), ("row_len", "<u8"), ("lo", "<i8"), ("low", "<u8"), ("table", "<u4"),
+                   ("L", "<u4"), ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("group", "<u4"),
+                   ("groups", "<u4"), ("zeros", "<u4"), ("shift", "<u4"), ("pad", "<u4")])
+MAX_SHIFT = 48  # raw low bits per symbol the kernels take (ans.encode writes at most 48)
 # struct DqTensor of decode.cu (64 bytes)
 DQ_TENSOR = np.dtype([("out_start", "<u8"), ("src", "<u8"), ("seg_start", "<u8"), ("rows", "<u8"), ("cols", "<u8"),
                       ("lo", "<i8"), ("width", "<u4"), ("by_column", "<u4"), ("steps", "<u4"), ("nsteps", "<u4")])
@@ -50,7 +51,9 @@ MAX_NSYM = 1 << 16
 
 @dataclass
 class Stream:
-    """One tensor's parsed rANS stream: the model and where its substreams lie in `data`."""
+    """One tensor's parsed rANS stream: the model and where its substreams lie in `data`; with
+    `shift` > 0 (alphabets wider than 2^16) the coded symbols are the top bits and `low` holds
+    each symbol's `shift` low bits, packed little-endian."""
 
     count: int
     lo: int
@@ -59,6 +62,8 @@ class Stream:
     chunk: int
     lengths: list[int]
     data: memoryview  # the substreams, back to back
+    shift: int = 0
+    low: bytes | memoryview = b""
 
 
 @dataclass
@@ -72,26 +77,42 @@ class Packed:
 
 
 def parse(data, count: int, what: str) -> Stream | Packed | None:
-    """The ans payload of `count` symbols, or None when its alphabet is wider than 2^16."""
+    """The ans payload of `count` symbols (rANS frames by the native parser, the others by
+    codecs/ans.py's), or None when it has more raw low bits than MAX_SHIFT."""
     from zoocodec.codecs import ans
 
     eng = native.engine()
     try:
         frame = eng.ans_frame(data, count)
+        if frame is not None:
+            return _stream(data, count, *frame)
+        r = Reader(data, what)
+        if r.byte() == ans.PACKED:
+            lo, width, raw = ans.unpack(r, count)
+            return Packed(count, lo, width, raw)
+        lo, shift, body, low = ans.wide(r, count)  # rANS of the top bits, then raw low bits
+        if not 0 < shift <= MAX_SHIFT:
+            return None
+        stream = _stream(body, count, lo, *eng.rans_frame(body, count)[1:])
     except eng.CorruptStream as e:
         raise ContainerError(f"corrupt {what}: {e}") from None
-    if frame is not None:
-        lo, L, constant, freq, chunk, offsets, lengths = frame
-        if L == 0:  # a constant: no coded bits
-            return Stream(count, lo + constant, 0, np.zeros(0, np.uint32), 1 << 16, [], memoryview(b""))
-        start = int(offsets[0]) if len(offsets) else 0
-        return Stream(count, lo, L, freq, chunk, [int(x) for x in lengths],
-                      memoryview(data)[start : start + int(lengths.sum(dtype=np.uint64))])
-    r = Reader(data, what)
-    if r.byte() != ans.PACKED:  # rANS with raw low bits
-        return None
-    lo, width, raw = ans.unpack(r, count)
-    return Packed(count, lo, width, raw)
+    stream.shift, stream.low = shift, low
+    if stream.L == 0:  # the constant's top bits: (c << shift | low) + lo == (low) + (lo + c << shift)
+        stream.lo = _wrap(lo + ((stream.lo - lo) << shift))
+    return stream
+
+
+def _stream(data, count: int, lo: int, L: int, constant: int, freq, chunk: int, offsets, lengths) -> Stream:
+    if L == 0:  # a constant: no coded bits
+        return Stream(count, lo + constant, 0, np.zeros(0, np.uint32), 1 << 16, [], memoryview(b""))
+    start = int(offsets[0]) if len(offsets) else 0
+    return Stream(count, lo, L, freq, chunk, [int(x) for x in lengths],
+                  memoryview(data)[start : start + int(lengths.sum(dtype=np.uint64))])
+
+
+def _wrap(v: int) -> int:
+    """v as a two's complement int64 (what the kernels' 64-bit arithmetic and NumPy's make of it)."""
+    return (v + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
 def slot_table(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,13 +149,14 @@ class Job:
     def groups(self) -> int:
         return -(-self.row_length // self.group) if self.group else 0
 
-    def record(self, out_at: int, table_at: int, steps_at: int) -> tuple:
-        """Its struct Tensor of decode.cu, the output at `out_at`, its slot table and steps (then
-        zeros) at those offsets."""
+    def record(self, out_at: int, table_at: int, steps_at: int, low_at: int = 0) -> tuple:
+        """Its struct Tensor of decode.cu, the output at `out_at`, its slot table, steps (then
+        zeros) and raw low bits at those offsets."""
         s = self.stream
         zeros = NO_ZEROS if self.zeros is None else steps_at + len(self.steps)
-        return (out_at, self.row_length, s.lo, table_at, s.L if isinstance(s, Stream) else 0, steps_at, self.rows,
-                self.k, self.group, self.groups, zeros)
+        coded = isinstance(s, Stream)
+        return (out_at, self.row_length, s.lo, low_at, table_at, s.L if coded else 0, steps_at, self.rows, self.k,
+                self.group, self.groups, zeros, s.shift if coded else 0, 0)
 
     def values(self) -> np.ndarray:
         """Its steps, then its zeros: what the kernel reads from `steps`."""
@@ -162,8 +184,11 @@ class TrellisJob:
 
     @property
     def width(self) -> int:
-        """Bytes per level index on the device: rans_index writes 16 bits, a packed frame keeps its own."""
-        return self.stream.width if isinstance(self.stream, Packed) else 2
+        """Bytes per level index on the device: rans_index writes 16 bits (rans_index64 64 with
+        raw low bits), a packed frame keeps its own."""
+        if isinstance(self.stream, Packed):
+            return self.stream.width
+        return 8 if self.stream.shift else 2
 
     @property
     def segments(self) -> int:
@@ -276,12 +301,14 @@ def _launch(coded: list[tuple[Job, int]], kernel_name: str, out, what: str) -> N
     import cupy
 
     tensors = np.zeros(len(coded), TENSOR)
-    tables, syms, steps, blobs = [], [], [], []
+    tables, syms, steps, blobs, lows = [], [], [], [], []
     sub_off, sub_len, sub_first, sub_count, tensor_of = [], [], [], [], []
-    table_at = steps_at = data_at = 0
+    table_at = steps_at = data_at = low_at = 0
     for t, (j, out_at) in enumerate(coded):
         s = j.stream
-        tensors[t] = j.record(out_at, table_at, steps_at)
+        tensors[t] = j.record(out_at, table_at, steps_at, low_at)
+        lows.append(s.low)
+        low_at += len(s.low)
         if s.L:
             fb, sy = slot_table(s.freq)
             tables.append(fb)
@@ -317,13 +344,14 @@ def _launch(coded: list[tuple[Job, int]], kernel_name: str, out, what: str) -> N
         "slots": cupy.asarray(np.concatenate(tables) if tables else np.zeros(1, np.uint32)),
         "syms": cupy.asarray(np.concatenate(syms) if syms else np.zeros(1, np.uint16)),
         "steps": cupy.asarray(np.concatenate(steps).astype(np.float64, copy=False)),
+        "low": cupy.asarray(np.frombuffer(b"".join(lows) + bytes(8), np.uint8)),  # padded: low_bits reads 8 bytes
     }
     bad = cupy.zeros(nsub, dtype=np.int32)
     blocks = -(-nsub * 8 // THREADS)
     _module().get_function(kernel_name)(
         (blocks,), (THREADS,),
         (dev["data"], dev["sub_off"], dev["sub_len"], dev["sub_first"], dev["sub_count"], dev["tensor_of"],
-         dev["tensors"], dev["slots"], dev["syms"], dev["steps"], out, bad, np.uint64(nsub)))
+         dev["tensors"], dev["slots"], dev["syms"], dev["steps"], dev["low"], out, bad, np.uint64(nsub)))
     broken = cupy.flatnonzero(bad).get()
     if broken.size:
         j = coded[tensor_of[int(broken[0])]][0]
@@ -362,14 +390,16 @@ def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode") -> list:
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     records, srcs, size, nseg = trellis_layout(jobs)
     idx = cupy.zeros(size, dtype=np.uint8)
-    coded = []
+    narrow, wide = [], []
     for j, src in zip(jobs, srcs, strict=True):
         if isinstance(j.stream, Packed):
             if j.stream.raw:
                 idx[src:src + len(j.stream.raw)].set(np.frombuffer(j.stream.raw, np.uint8))
         else:  # (rans_index ignores the steps)
-            coded.append((Job(j.name, j.shape, j.dtype, j.stream, np.ones(1)), src // 2))
-    _launch(coded, "rans_index", idx.view(np.uint16), what)
+            (wide if j.stream.shift else narrow).append(
+                (Job(j.name, j.shape, j.dtype, j.stream, np.ones(1)), src // j.width))
+    _launch(narrow, "rans_index", idx.view(np.uint16), what)
+    _launch(wide, "rans_index64", idx.view(np.uint64), what)
     numels = [math.prod(j.shape) for j in jobs]
     starts = [int(x) for x in np.cumsum([0] + numels)]
     out = cupy.empty(starts[-1], dtype=out_dtype)
