@@ -133,7 +133,7 @@ __device__ void decode(const unsigned char* data, const u64* sub_off, const u32*
   const u64 s = tid / LANES;
   const int k = (int)(tid % LANES);
   if (s >= nsub) return;  // whole groups leave together (blockDim is a multiple of 8)
-  const Tensor t = tensors[tensor_of[s]];
+  const Tensor& t = tensors[tensor_of[s]];  // (a reference: fields read as used, fewer registers)
   const u32 m = sub_count[s];
   const u64 first = sub_first[s];
   if (t.L == 0) {  // a constant tensor: no coded bits
