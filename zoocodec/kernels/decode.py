@@ -93,7 +93,8 @@ def parse(data, count: int, what: str) -> Stream | Packed | None:
         lo, shift, body, low = ans.wide(r, count)  # rANS of the top bits, then raw low bits
         if not 0 < shift <= MAX_SHIFT:
             return None
-        stream = _stream(body, count, lo, *eng.rans_frame(body, count)[1:])
+        stream = _stream(body, count, *eng.rans_frame(body, count))
+        stream.lo += lo
     except eng.CorruptStream as e:
         raise ContainerError(f"corrupt {what}: {e}") from None
     stream.shift, stream.low = shift, low
@@ -103,6 +104,7 @@ def parse(data, count: int, what: str) -> Stream | Packed | None:
 
 
 def _stream(data, count: int, lo: int, L: int, constant: int, freq, chunk: int, offsets, lengths) -> Stream:
+    """A Stream from the native parser's frame tuple (ans_frame, or rans_frame with lo 0)."""
     if L == 0:  # a constant: no coded bits
         return Stream(count, lo + constant, 0, np.zeros(0, np.uint32), 1 << 16, [], memoryview(b""))
     start = int(offsets[0]) if len(offsets) else 0
@@ -220,13 +222,9 @@ def parse_planes(data, count: int, dtype: str, what: str) -> list:
             planes.append(bytes(body))
             continue
         try:
-            _, L, constant, freq, chunk, offsets, lengths = eng.rans_frame(body, count)
+            planes.append(_stream(body, count, *eng.rans_frame(body, count)))
         except eng.CorruptStream as e:
             raise ContainerError(f"corrupt {what}: {e}") from None
-        start = int(offsets[0]) if len(offsets) else 0
-        payload = memoryview(body)[start : start + int(lengths.sum(dtype=np.uint64))] if L else memoryview(b"")
-        planes.append(Stream(count, constant if L == 0 else 0, L, freq, chunk if L else 1 << 16,
-                             [int(x) for x in lengths] if L else [], payload))
     return planes
 
 
