@@ -11,9 +11,15 @@
    levels under each coder's own rate model, so the levels differ too; bits per weight and
    the model's SQNR of each.
 
+4. The presets (`balanced`, `small`: dq:coder=ctx at a bits-per-weight target) as the CLI runs
+   them, with and without `--decode-on gpu` (there dq:coder=ans): the size is the target, so the
+   cost shows in the model's SQNR.
+
     python bench/bench_decode_on.py [--models minilm,mnist-cnn,fmnist-cnn] [--auto mnist-cnn] [--loss 1%]
-                                    [--dq minilm,mnist-cnn,fmnist-cnn]
-Writes bench/results/decode-on-gpu-DATE.json (after each case).
+                                    [--dq minilm,mnist-cnn,fmnist-cnn] [--presets minilm,mnist-cnn,fmnist-cnn]
+Writes bench/results/decode-on-gpu-DATE.json after each case of sections 1-3, and
+decode-on-gpu-presets-DATE.json after each preset (a run of the presets alone leaves the day's
+other file as it is).
 """
 from __future__ import annotations
 
@@ -66,6 +72,40 @@ def dq_cost(model: str, tmp: Path) -> list[dict]:
     return rows
 
 
+def preset_cost(model: str, tmp: Path) -> list[dict]:
+    import contextlib
+    import io
+    import json
+    import sys
+
+    from zoocodec.cli import main
+
+    rows = []
+    for preset in ("balanced", "small"):
+        row = {"model": model, "preset": preset}
+        for where in ("any", "gpu"):
+            out, start = io.StringIO(), time.perf_counter()
+            argv, sys.argv = sys.argv, ["zoocodec", "compress", model, "-o", str(tmp / f"{preset}-{where}.zc"),
+                                        "--preset", preset, "--decode-on", where, "--json"]
+            try:
+                with contextlib.redirect_stdout(out):
+                    main()
+            except SystemExit as e:
+                if e.code:
+                    raise
+            finally:
+                sys.argv = argv
+            d = json.loads(out.getvalue())
+            row[where] = {"bits_per_weight": d["bits_per_weight"], "sqnr_db": d["sqnr_db"],
+                          "seconds": time.perf_counter() - start}
+        row["gpu_sqnr_minus_any_db"] = row["gpu"]["sqnr_db"] - row["any"]["sqnr_db"]
+        rows.append(row)
+        print(f"{model} --preset {preset}: " + ", ".join(
+            f"decode on {w} {row[w]['bits_per_weight']:.3f} bits/weight, {row[w]['sqnr_db']:.2f} dB"
+            for w in ("any", "gpu")), flush=True)
+    return rows
+
+
 def auto_cost(model: str, loss: float, tmp: Path) -> dict:
     from zoocodec.tuning.auto import auto_compress
 
@@ -87,11 +127,16 @@ def main() -> None:
     ap.add_argument("--auto", default="mnist-cnn", help="automatic mode, both ways ('' for none)")
     ap.add_argument("--loss", default="1%")
     ap.add_argument("--dq", default="minilm,mnist-cnn,fmnist-cnn", help="dq under each coder, equal steps")
+    ap.add_argument("--presets", default="minilm,mnist-cnn,fmnist-cnn", help="the presets, decode on any vs gpu")
     args = ap.parse_args()
     from zoocodec.tuning.auto import parse_loss
 
-    result = {"machine": machine(), "coders_at_equal_levels": [], "automatic_mode": [], "dq_at_equal_steps": []}
+    result = {"machine": machine(), "coders_at_equal_levels": [], "automatic_mode": [], "dq_at_equal_steps": [],
+              "presets": []}
     with tempfile.TemporaryDirectory() as tmp:
+        for m in filter(None, args.presets.split(",")):
+            result["presets"] += preset_cost(m, Path(tmp))
+            save("decode-on-gpu-presets", result)
         for m in filter(None, args.dq.split(",")):
             result["dq_at_equal_steps"] += dq_cost(m, Path(tmp))
             save("decode-on-gpu", result)
