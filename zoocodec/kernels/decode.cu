@@ -306,7 +306,7 @@ __device__ __forceinline__ u32 dq_find(const DqTensor* ts, u32 nt, u64 seg) {
   return lo;
 }
 
-#define DQ_SEGMENT                                                                \
+#define DQ_THIS_SEGMENT                                                           \
   const u64 gid = (u64)blockIdx.x * blockDim.x + threadIdx.x;                     \
   if (gid >= nseg) return;                                                        \
   const DqTensor t = ts[dq_find(ts, nt, gid)];                                    \
@@ -318,7 +318,7 @@ __device__ __forceinline__ u32 dq_find(const DqTensor* ts, u32 nt, u64 seg) {
 
 extern "C" __global__ void dq_maps(const unsigned char* idx, const DqTensor* ts, u32 nt, u64 nseg, u32 seg,
                                    unsigned char* maps) {
-  DQ_SEGMENT
+  DQ_THIS_SEGMENT
   u32 m = DQ_IDENTITY;
   for (u64 p = begin; p < end; ++p) {
     const long long k = dq_level(idx, t, first + p * stride);
@@ -332,7 +332,7 @@ extern "C" __global__ void dq_maps(const unsigned char* idx, const DqTensor* ts,
 template <int KIND>
 __device__ void dq_values(const unsigned char* idx, const DqTensor* ts, u32 nt, u64 nseg, u32 seg,
                           const unsigned char* maps, const double* steps, void* out) {
-  DQ_SEGMENT
+  DQ_THIS_SEGMENT
   u32 state = 0;
   for (u64 h = 0; h < g; ++h) state = (maps[t.seg_start + h * walks + w] >> (2 * state)) & 3u;
   for (u64 p = begin; p < end; ++p) {
