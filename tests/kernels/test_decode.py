@@ -130,6 +130,7 @@ def emulate_trellis(jobs: list[G.TrellisJob]) -> list[np.ndarray]:
     then dq_maps and dq_values thread by thread (the state maps and transition constants
     read from decode.cu), each thread's segment found by binary search as the kernel finds it."""
     records, srcs, size, nseg = G.trellis_layout(jobs)
+    assert size % 8 == 0 and all(src % 8 == 0 for src in srcs)  # run_trellis views it as uint16 and uint64
     idx = np.zeros(size, np.uint8)
     for j, src in zip(jobs, srcs, strict=True):
         n = math.prod(j.shape)

@@ -359,7 +359,7 @@ def _launch(coded: list[tuple[Job, int]], kernel_name: str, out, what: str) -> N
 
 def trellis_layout(jobs: list[TrellisJob]) -> tuple[np.ndarray, list[int], int, int]:
     """(struct DqTensor records of the non-empty jobs, each job's byte offset in the index
-    buffer, its size, the segments in all); outputs back to back, steps back to back."""
+    buffer, its size (a multiple of 8), the segments in all); outputs back to back, steps back to back."""
     records, srcs = [], []
     src = out_at = steps_at = seg_at = 0
     for j in jobs:
@@ -373,7 +373,7 @@ def trellis_layout(jobs: list[TrellisJob]) -> tuple[np.ndarray, list[int], int, 
         out_at += numel
         steps_at += len(j.steps)
         seg_at += j.segments
-    return np.array(records, DQ_TENSOR), srcs, max(src, 8), seg_at
+    return np.array(records, DQ_TENSOR), srcs, max(-(-src // 8) * 8, 8), seg_at  # (viewed as uint16 and uint64)
 
 
 def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode") -> list:
