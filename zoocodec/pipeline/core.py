@@ -348,8 +348,9 @@ class Archive(ArchiveBase):
         """Decode tensors to native arrays, a batch of up to plan.BATCH_BYTES at a time: the
         batch's chunks CRC-checked on threads together, the payloads its methods declare fused
         (zoocodec/plan.py) entropy-decoded and dequantized into their dtype in one pass of the
-        native pool straight from the mapped file, the others by their method's own decode
-        (from copies: a method may keep views of what it decodes)."""
+        native pool straight from the mapped file into one block of huge pages per batch (its
+        arrays are views of it: the block is freed when the last of them is), the others by their
+        method's own decode (from copies: a method may keep views of what it decodes)."""
         out = {}
         for batch in plan.batches([self.plan[n] for n in names]):
             items = [(e.where, s) for e in batch for s in e.segments.values()]
@@ -387,7 +388,7 @@ class Archive(ArchiveBase):
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
         """One tensor as torch, on `device`: on a GPU, payloads whose method declares a fused
-        decoder (zoocodec/plan.py: uniform, kmeans) are decoded by a CUDA kernel straight into
+        decoder (zoocodec/plan.py: uniform, rdoq, dq, kmeans, lossless) are decoded by CUDA kernels straight into
         device memory (zoocodec/kernels/decode.py); other payloads are decoded on the host and copied."""
         name = self.aliases.get(name, name)
         dev = resolve(device)

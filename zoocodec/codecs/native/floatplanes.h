@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "bytes.h"
+#include "rans.h"
 
 namespace zc::planes {
 
@@ -18,6 +19,31 @@ void split(const U* v, uint64_t n, uint8_t* const* plane, int threads);
 // n byte symbols -> n values of `width` bytes in out. Throws Corrupt on damaged input.
 void merge(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes, void* out,
            int threads);
+
+struct Plane {
+  int mode = RAW;
+  const uint8_t* raw = nullptr;
+  rans::Parsed coded;
+};
+
+// merge() in two steps, so that a caller runs the tasks of many tensors on one pass of the pool
+// (plan.cpp): the planes parsed and checked, and the work cut into `tasks` for `workers` threads.
+struct Merge {
+  uint64_t n = 0;
+  int width = 0;
+  void* out = nullptr;
+  Plane planes[4];
+  uint64_t chunk = 0;
+  std::size_t chunks = 0, tasks = 0;
+  bool fused = false;  // the top plane coded (vector decoder), the others raw
+};
+
+// merge()'s checks, then the tasks; throws Corrupt.
+Merge prepare(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes,
+              void* out, int workers);
+
+// Task t < g.tasks: its values into g.out (throws Corrupt on a damaged substream).
+void run_task(const Merge& g, std::size_t t);
 
 // rans::normalise(counts, max_bits, L), the last result kept per thread: the encoder sizes a
 // plane from its table, then codes it under the same table.

@@ -31,6 +31,21 @@ struct Fused {
   std::string error;
 };
 
-void decode(std::vector<Fused>& jobs, int threads);
+// A tensor's float-plane payload (codecs/floatplanes.py's frame: n, width, then each plane's
+// mode, length and bytes) to its values: plan.py's Planes kind on the CPU.
+struct Planes {
+  const uint8_t* payload = nullptr;
+  std::size_t size = 0;
+  uint64_t count = 0;
+  int width = 4;        // bytes a value: 2 or 4
+  void* out = nullptr;  // count values
+  // results, as Fused's: 1 when a plane is zstd-coded (floatplanes.py decodes those)
+  int status = 0;
+  std::string error;
+};
+
+// Every job's frame parsed, then one pass of the pool over all their substreams (fused jobs)
+// and float-plane tasks (planes jobs).
+void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads);
 
 }  // namespace zc::plan

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "pool.h"
+#include "rans_avx2.h"
 
 namespace zc::rans {
 
@@ -204,9 +205,10 @@ std::vector<uint8_t> sub_end(SubEnc<T>& e, const EncSym* enc, T add) {
 }
 
 #ifdef ZC_AVX2
-// where the CPU has it, unless ZOOCODEC_NO_AVX2 is set (tests compare the two encoders' bytes)
-const bool AVX2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt") &&
-                  !std::getenv("ZOOCODEC_NO_AVX2");
+// The vector encoder runs where the CPU has it, unless ZOOCODEC_NO_AVX2 is set (tests compare
+// the two encoders' bytes); it codes GROUP substreams of a task together (rans_avx2.h).
+const bool ENC_AVX2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                      __builtin_cpu_supports("popcnt") && !std::getenv("ZOOCODEC_NO_AVX2");
 
 // For a mask of the lanes that emit a word: lane k's word goes to position 8 - (emitting
 // lanes) + (emitting lanes below k) of the group's 8 word slots.
@@ -222,21 +224,6 @@ struct Compress {
   }
 };
 const Compress COMPRESS;
-
-// table[i] for the 8 indices of a vector, by scalar loads (faster than vpgatherdd on Zen 4).
-__attribute__((target("avx2"))) inline __m256i table8(const uint32_t* table, __m256i index) {
-  alignas(32) uint32_t i[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(i), index);
-  __m128i lo = _mm_cvtsi32_si128(static_cast<int>(table[i[0]]));
-  __m128i hi = _mm_cvtsi32_si128(static_cast<int>(table[i[4]]));
-  lo = _mm_insert_epi32(lo, static_cast<int>(table[i[1]]), 1);
-  hi = _mm_insert_epi32(hi, static_cast<int>(table[i[5]]), 1);
-  lo = _mm_insert_epi32(lo, static_cast<int>(table[i[2]]), 2);
-  hi = _mm_insert_epi32(hi, static_cast<int>(table[i[6]]), 2);
-  lo = _mm_insert_epi32(lo, static_cast<int>(table[i[3]]), 3);
-  hi = _mm_insert_epi32(hi, static_cast<int>(table[i[7]]), 3);
-  return _mm256_set_m128i(hi, lo);
-}
 
 // The groups of S byte substreams with the same number of symbols left (a multiple of 8), the 8
 // lanes of each in one vector, advanced together so that each one's chain of latencies overlaps
@@ -260,7 +247,7 @@ __attribute__((target("avx2,fma,popcnt"))) void sub_vectors(SubEnc<uint8_t>* con
     j -= 8;
     for (int k = 0; k < S; ++k) {
       const __m128i eight = _mm_add_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(subs[k]->sym + j)), plus);
-      const __m256i e = table8(fc, _mm256_cvtepu8_epi32(eight));
+      const __m256i e = lookup8(fc, _mm256_cvtepu8_epi32(eight));
       const __m256i f = _mm256_and_si256(e, lo16), cum = _mm256_srli_epi32(e, 16);
       const __m256i below =
           _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_sll_epi32(f, up), sign), _mm256_xor_si256(x[k], sign));
@@ -294,12 +281,10 @@ __attribute__((target("avx2,fma,popcnt"))) void sub_vectors(SubEnc<uint8_t>* con
   }
 }
 #else
-constexpr bool AVX2 = false;
+constexpr bool ENC_AVX2 = false;
 template <int S>
-void sub_vectors(SubEnc<uint8_t>* const*, const uint32_t*, int, uint8_t) {}  // never called: AVX2 is false
+void sub_vectors(SubEnc<uint8_t>* const*, const uint32_t*, int, uint8_t) {}  // never called: ENC_AVX2 is false
 #endif
-
-constexpr std::size_t GROUP = 4;  // substreams a task codes together (the vector encoder interleaves them)
 
 // Substreams first .. first + count into bodies. Byte symbols under a table of 9 bits or more
 // take the vector encoder (coarser tables: quotients too large for single precision), the
@@ -316,7 +301,7 @@ void encode_substreams(const T* sym, uint64_t n, uint64_t chunk, std::size_t fir
     words[i].resize(m + 9);
     sub_begin(subs[i], sym + lo, m, words[i].data(), enc, add);
     if constexpr (sizeof(T) == 1) {
-      if (!AVX2 || L < 9 || subs[i].K != LANES) continue;
+      if (!ENC_AVX2 || L < 9 || subs[i].K != LANES) continue;
       if (subs[i].m == chunk) {
         full[nf++] = &subs[i];
       } else {
@@ -731,6 +716,18 @@ void decode(const Parsed& p, T* out, int threads) {
   if (p.L == 0) {
     std::fill(out, out + p.n, static_cast<T>(p.constant));
     return;
+  }
+  if constexpr (sizeof(T) == 1) {
+    if (vector_ready(p)) {  // groups of substreams advanced together (rans_avx2.h), as many as the threads
+      const std::size_t parts = p.body.size();
+      const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
+      const std::size_t tasks = std::max((parts + GROUP - 1) / GROUP, std::min(workers, parts));
+      parallel_for(tasks, threads, [&](std::size_t t) {
+        const std::size_t first = t * parts / tasks, count = (t + 1) * parts / tasks - first;
+        decode_group(p, first, count, out + first * p.chunk);
+      });
+      return;
+    }
   }
   parallel_for(p.body.size(), threads, [&](std::size_t i) { decode_substream(p, i, out + i * p.chunk); });
 }
