@@ -77,7 +77,8 @@ def main() -> None:
         stream = full_stream(s, 10, bits, 4096) if bits > 12 else native.rans_encode(s, 10, chunk=4096, max_bits=bits)
         save("rans", stream)
         frame = bytes([ans.ANS, 0, 0]) + stream  # mode rANS, lo 0, no raw low bits
-        save("fused", bytes([bits % 3, 0, 3]) + struct.pack("<H", s.size) + frame)    # float-plane frames as a tensor's payload (plan.cpp's planes jobs): fp16 and fp32, coded,
+        save("fused", bytes([bits % 3, 0, 3]) + struct.pack("<H", s.size) + frame)
+    # float-plane frames as a tensor's payload (plan.cpp's planes jobs): fp16 and fp32, coded,
     # raw and zstd planes, substreams the vector decoder takes in groups
     for width, n, seed in ((2, 9000, 0), (4, 3000, 1), (4, 4 * 4096 + 100, 2)):
         w = np.random.default_rng(seed).laplace(0, 0.05, n).astype(np.float16 if width == 2 else np.float32)
