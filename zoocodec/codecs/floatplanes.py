@@ -11,9 +11,9 @@ raw; zstd whole on planes up to 64 KiB, and on larger ones where a sample at a f
 (an eighth of the plane, 32-256 KiB from its start and middle) beats the best so far.
 
 rANS tables have at most 12 probability bits (0.06% on minilm's exponents against 14),
-so that the native decoder takes its AVX2 path: the 8 interleaved states of a substream
-form one vector, one table lookup a step, and a task advances up to 4 substreams (chunks of 2^16
-values) together so that their table lookups overlap; when only the exponent plane is coded
+so that the native decoder reads one packed table entry a step (finer tables take 8-byte
+entries): the 8 interleaved states of a substream form one vector (native/rans_avx2.cpp), and
+a task advances up to 8 substreams (chunks of 2^16 values) together so that their table lookups overlap; when only the exponent plane is coded
 it writes the values straight from its registers. zstd planes are inflated first (they are
 rare). The encoder codes 4 substreams together the same way and writes the scalar encoder's
 bytes exactly. Streams with finer tables (written before, up to 14 bits) decode on

@@ -1,6 +1,6 @@
 // Byte planes of 2- and 4-byte floats (codecs/floatplanes.py frames them): the split and an
 // AVX2 rANS encoder for the encoder; a decoder that rebuilds the values a group of chunks (up
-// to 4 rANS substreams) per pool task, their substreams advanced together in AVX2 vectors
+// to 8 rANS substreams) per pool task, their substreams advanced together in AVX2 vectors
 // (rans_avx2.h).
 // When only the top plane is coded (the usual case) the values are written straight from the
 // decoder's registers; otherwise coded planes go through a cache-sized buffer first.
@@ -358,7 +358,7 @@ Merge prepare(uint64_t n, int width, const int* modes, const uint8_t* const* dat
   if (!g.chunk) g.chunk = CHUNK;
   if (g.chunk > (uint64_t(1) << 24)) throw Corrupt("substreams over 2^24 values");
   g.chunks = (n + g.chunk - 1) / g.chunk;
-  // Tasks of up to GROUP substreams (a task's buffer stays within 4 x 64K values), more tasks
+  // Tasks of up to GROUP substreams (a task's buffer stays within 8 x 64K values), more tasks
   // where that would leave threads idle, and the substreams shared out evenly: a task left
   // with one substream decodes it at a third of the speed of a group.
   const std::size_t w = static_cast<std::size_t>(std::max(workers, 1));

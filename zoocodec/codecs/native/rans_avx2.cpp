@@ -219,7 +219,11 @@ const bool AVX2 = avx2_here();
 
 template <int W, bool Packed>
 void advance(const Parsed& p, Lanes* group, std::size_t ns) {
-  if (ns == 4) lanes_avx2<4, W, Packed>(p, group);
+  if (ns == 8) lanes_avx2<8, W, Packed>(p, group);
+  else if (ns == 7) lanes_avx2<7, W, Packed>(p, group);
+  else if (ns == 6) lanes_avx2<6, W, Packed>(p, group);
+  else if (ns == 5) lanes_avx2<5, W, Packed>(p, group);
+  else if (ns == 4) lanes_avx2<4, W, Packed>(p, group);
   else if (ns == 3) lanes_avx2<3, W, Packed>(p, group);
   else if (ns == 2) lanes_avx2<2, W, Packed>(p, group);
   else lanes_scalar<Packed>(p, group[0]);  // one vector alone waits on its own latencies: symbols to out
