@@ -14,10 +14,15 @@ float64 rounded to the dtype exactly as methods/arrays.from_float64 rounds them)
     Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
     Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py's frame;
              on the CPU its tasks join the same native pass)
+    Grouped  value = symbol * step[g] (+ zero[g]), g the group of consecutive weights of a row
+             (uniform group=G; GPU only: side streams decoded on the host when asked)
+    Trellis  value = dq_level(state, symbol) * steps[row], the state walked along each row or
+             column (dq; GPU only: kernels/decode.cu walks it as a scan of state maps)
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +44,7 @@ class Affine:
     steps: np.ndarray
     same_shape = True  # the symbols have the tensor's shape (dequantize reshapes to theirs)
     cpu = True  # plan.cpp decodes it
+    sides = ()  # the other symbol streams the job consumes
 
     def native(self, numel: int) -> tuple[np.ndarray, int, int]:
         """(values, row length, k) of plan.h's Fused."""
@@ -56,6 +62,7 @@ class Lookup:
     size: int
     same_shape = False  # the indices are flat: their count is the tensor's
     cpu = True
+    sides = ()
 
     def native(self, numel: int) -> tuple[np.ndarray, int, int]:
         return self.values, self.size, self.k
@@ -68,9 +75,44 @@ class Planes:
     stream: str
     same_shape = True
     cpu = True  # plan.cpp's planes jobs
+    sides = ()
 
 
-FUSED = (Affine, Lookup, Planes)
+@dataclass(frozen=True)
+class Grouped:
+    """symbols (stream `stream`, coder ans) * step + zero of their group: `group` consecutive
+    weights of a row of the (rows, cols) view. `values()` decodes and checks the side streams
+    `sides` (only a decoder that takes the job calls it): (float64 steps, one per group or one
+    for the tensor; float64 zeros per group, or None)."""
+
+    stream: str
+    group: int
+    rows: int
+    cols: int
+    values: Callable[[], tuple[np.ndarray, np.ndarray | None]]
+    sides: tuple[str, ...]
+    same_shape = True
+    cpu = False
+
+
+@dataclass(frozen=True)
+class Trellis:
+    """dq levels (stream `stream`, coder ans) of the (rows, cols) view: the 4-state machine of
+    kernels/rdoq.NEXT_STATE walks each row (each column when `by_column`) from state 0, a level
+    k reconstructs 2k in states 0-1 and 2k - sgn k in 2-3, times the float64 step of its row
+    (`steps`: one per row, or one)."""
+
+    stream: str
+    steps: np.ndarray
+    rows: int
+    cols: int
+    by_column: bool
+    same_shape = True
+    cpu = False
+    sides = ()
+
+
+FUSED = (Affine, Lookup, Planes, Grouped, Trellis)
 
 
 def batches(items: list[TensorEntry], limit: int = BATCH_BYTES) -> list[list[TensorEntry]]:
@@ -93,8 +135,9 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
     shapes = e.side.get("symbols")
     if e.dtype not in KINDS or not isinstance(shapes, dict):
         return None
-    job = spec.fused(e.side, {k: v for k, v in segments.items() if k not in shapes}, e.shape, e.dtype)
-    if not isinstance(job, FUSED) or not (gpu or job.cpu) or set(shapes) != {job.stream} or job.stream not in segments:
+    job = spec.fused(e.side, segments, e.shape, e.dtype)
+    if not isinstance(job, FUSED) or not (gpu or job.cpu) or set(shapes) != {job.stream, *job.sides} \
+            or not set(shapes) <= set(segments):
         return None  # (the method's own decode names what is wrong)
     s = shapes[job.stream]
     return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None

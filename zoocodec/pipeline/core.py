@@ -385,7 +385,7 @@ class Archive(ArchiveBase):
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
         """One tensor as torch, on `device`: on a GPU, payloads whose method declares a fused
-        decoder (zoocodec/plan.py: uniform, kmeans) are decoded by a CUDA kernel straight into
+        decoder (zoocodec/plan.py: uniform, rdoq, dq, kmeans, lossless) are decoded by CUDA kernels straight into
         device memory (zoocodec/kernels/decode.py); other payloads are decoded on the host and copied."""
         name = self.aliases.get(name, name)
         dev = resolve(device)
