@@ -137,6 +137,10 @@ constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2;  // codecs/floa
 
 // A planes job's frame -> its prepared merge, or false when a plane is zstd-coded.
 bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
+  if (a.split) {
+    *g = planes::prepare(a.count, a.width, a.modes, a.data, a.sizes, a.out, workers);
+    return true;
+  }
   Reader r(a.payload, a.size);
   const uint64_t n = r.uvarint(UINT64_MAX);
   const int width = r.byte();
