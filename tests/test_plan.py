@@ -39,7 +39,8 @@ def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
 
     def spy(jobs, threads):
         result = real(jobs, threads)
-        taken.extend(status for job, (status, _) in zip(jobs, result, strict=True) if len(job) == 7)  # (no planes)
+        # (not float planes)
+        taken.extend(status for job, (status, _) in zip(jobs, result, strict=True) if len(job) == 7)
         return result
 
     monkeypatch.setattr(native.engine(), "decode_fused", spy)

@@ -53,6 +53,18 @@ MAX_HEADER = 1 << 28
 CRC_CHUNK = 1 << 20  # bytes per checksum: the unit of parallel checking
 HASH_CHUNK = 8 << 20  # bytes resident at a time while a whole file is checked
 
+# The header's zstd level by its size (~300 bytes a tensor as text, and a CRC per MiB of payload):
+# level 19 runs at ~3 MB/s, 14.6 ms for minilm's 44 KB header, as long as quantizing and coding a
+# quarter of its 91 MB of weights; level 12 takes 0.55 ms for 529 bytes more (of a 21 MB file).
+# Either level is the same format: readers just decompress.
+HEADER_SMALL, HEADER_LEVEL_SMALL, HEADER_LEVEL = 16 << 10, 19, 12
+
+
+def header_level(size: int) -> int:
+    """The zstd level of a header of `size` bytes of JSON text."""
+    return HEADER_LEVEL_SMALL if size <= HEADER_SMALL else HEADER_LEVEL
+
+
 def preamble(version: int = FORMAT_VERSION) -> bytes:
     return MAGIC + struct.pack("<I", version) + bytes(ALIGN - 12)
 
@@ -62,6 +74,29 @@ def _pool() -> ThreadPoolExecutor:
     from zoocodec.codecs import native  # the thread count every coder uses
 
     return ThreadPoolExecutor(max_workers=native.default_threads(), thread_name_prefix="zoocodec-crc")
+
+
+@cache
+def _sync_file_range():
+    """libc's sync_file_range (Linux), or None where there is none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).sync_file_range
+    except (OSError, AttributeError, TypeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return fn
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a large payload to storage now (SYNC_FILE_RANGE_WRITE: it does not wait), so
+    the fsync that publishes the file has little left to write: minilm's 21 MB, written during
+    compress, left 8 ms of fsync at the end."""
+    fn = _sync_file_range()
+    if fn is not None:
+        fn(fd, offset, length, 2)
 
 
 def chunk_crcs(data, chunk: int = CRC_CHUNK) -> list[int]:
@@ -120,6 +155,8 @@ class Container:
         if len(view) > CRC_CHUNK:
             pending = [_pool().submit(crc32, view[at : at + CRC_CHUNK]) for at in range(0, len(view), CRC_CHUNK)]
             self._write(view)
+            self._file.flush()
+            _start_writeback(self._file.fileno(), offset, len(view))
             crcs = [p.result() for p in pending]
         else:
             self._write(view)
@@ -150,7 +187,7 @@ class Container:
         self.head = self.head.stamped(FORMAT_VERSION, CRC_CHUNK)  # the layout's own fields
         self.header = self.head.to_json()
         text = json.dumps(self.header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-        header = zstandard.ZstdCompressor(level=19).compress(text)  # ~300 bytes a tensor as text: small models notice
+        header = zstandard.ZstdCompressor(level=header_level(len(text))).compress(text)
         self._write(header)
         self._pad()
         self._write(struct.pack("<QQII", header_offset, len(header), crc32(header), 0) + TRAILER_MAGIC

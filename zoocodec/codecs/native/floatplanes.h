@@ -50,7 +50,7 @@ void run_task(const Merge& g, std::size_t t);
 std::vector<uint32_t> table(const std::vector<uint64_t>& counts, int max_bits, int* L);
 
 // Appends the rANS stream of n byte symbols (rans.h), exactly as rans::encode<uint8_t> with
-// nsym 256 writes it; substreams of 8 lanes under tables of 12 bits or fewer are coded with AVX2.
+// nsym 256 writes it (rans::encode_table codes the substreams, with AVX2 where it can).
 void encode_plane(const uint8_t* sym, uint64_t n, uint64_t chunk, int max_bits, int threads, Writer& w);
 
 // Byte counts (256) of n bytes.

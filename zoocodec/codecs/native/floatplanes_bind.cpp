@@ -81,7 +81,7 @@ nb::bytes encode_plane(nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb:
     nb::gil_scoped_release release;
     planes::encode_plane(plane.data(), plane.shape(0), chunk, max_bits, threads, w);
   }
-  return to_bytes(w.out);
+  return to_bytes(w);
 }
 
 uint64_t varint_bytes(uint64_t v) {

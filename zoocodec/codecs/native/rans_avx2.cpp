@@ -236,13 +236,13 @@ bool avx2() { return AVX2; }
 bool vector_ready(const Parsed& p) { return AVX2 && p.L >= 1 && p.nsym <= 256 && !p.sym8.empty(); }
 
 void decode_group(const Parsed& p, std::size_t first, std::size_t count, uint8_t* out, const Fuse* fuse) {
-  if (count > GROUP) throw std::invalid_argument("more substreams than a group holds");
+  if (count > DECODE_GROUP) throw std::invalid_argument("more substreams than a group holds");
   const bool fused = fuse && fuse->width;
   const int W = fused ? fuse->width : 0;
   auto merge = [&](uint64_t lo, uint64_t hi) {
     if (fused && hi > lo) fuse->merge(*fuse, out, lo, hi);
   };
-  Lanes state[GROUP];
+  Lanes state[DECODE_GROUP];
   std::size_t ns = 0;
   for (std::size_t i = first; i < first + count; ++i) {
     const uint64_t m = std::min<uint64_t>(p.chunk, p.n - i * p.chunk), at = (i - first) * p.chunk;
@@ -268,10 +268,10 @@ void decode_group(const Parsed& p, std::size_t first, std::size_t count, uint8_t
   // Groups of the substreams still running: a shorter last substream, or one near its end,
   // leaves the group, and the others go on together.
   const bool packed = p.L <= 12 && !p.packed.empty();
-  Lanes* run[GROUP];
+  Lanes* run[DECODE_GROUP];
   for (std::size_t k = 0; k < ns; ++k) run[k] = &state[k];
   while (ns) {
-    Lanes group[GROUP];
+    Lanes group[DECODE_GROUP];
     for (std::size_t k = 0; k < ns; ++k) group[k] = *run[k];
     if (ns == 1) group[0].tail = std::min(group[0].tail, group[0].j);  // (scalar lanes: symbols to out)
     if (W == 4) packed ? advance<4, true>(p, group, ns) : advance<4, false>(p, group, ns);
