@@ -148,8 +148,8 @@ def decode(
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every job in one native pass (the float-plane tasks of Planes jobs beside the substreams of
     the others) -> ({name: array}, names the native decoder left to the method's own decode).
-    Frames the native decoder leaves (zstd-coded planes) are decoded here. Damage raises
-    ContainerError naming the tensor."""
+    Float-plane frames with zstd-coded planes are split (and inflated) here, then decoded in a
+    second native pass. Damage raises ContainerError naming the tensor."""
     from zoocodec.codecs import floatplanes
     from zoocodec.methods.lossless import native_dtype
 
@@ -168,18 +168,24 @@ def decode(
         values, row_len, k = job.native(e.numel)
         args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k, KINDS[e.dtype],
                      out.reshape(-1)))
-    left = []
+    left, inflated = [], []
     results = native.engine().decode_fused(args, threads) if args else []
     for (e, job, payload), (status, error) in zip(jobs, results, strict=True):
         planes = isinstance(job, Planes)
         if status == 2:
             raise ContainerError(f"{e.where}: corrupt {'float' if planes else 'entropy-coded'} payload: {error}")
-        if status == 1 and planes:  # zstd-coded planes
+        if status == 1 and planes:  # zstd-coded planes: inflated here, then a second pass
             try:
-                outs[e.name] = floatplanes.decode(payload, e.numel, native_dtype(e.dtype), threads).reshape(e.shape)
+                parts = floatplanes.frame(payload, e.numel, native_dtype(e.dtype))
             except ContainerError as err:
                 raise ContainerError(f"{e.where}: {err}") from None
+            inflated.append((e, (parts, e.numel, outs[e.name].itemsize, outs[e.name].reshape(-1))))
         elif status == 1:
             del outs[e.name]
             left.append(e.name)
+    if inflated:
+        again = native.engine().decode_fused([a for _, a in inflated], threads)
+        for (e, _), (status, error) in zip(inflated, again, strict=True):
+            if status:
+                raise ContainerError(f"{e.where}: corrupt float payload: {error}")
     return outs, left

@@ -1,6 +1,6 @@
 // Byte planes of 2- and 4-byte floats (codecs/floatplanes.py frames them): the split and the
 // rANS streams of the planes for the encoder (rans::encode_table codes them); a decoder that
-// rebuilds the values a group of chunks (up to 4 rANS substreams) per pool task, their
+// rebuilds the values a group of chunks (up to 8 rANS substreams) per pool task, their
 // substreams advanced together in AVX2 vectors (rans_avx2.h).
 // When only the top plane is coded (the usual case) the values are written straight from the
 // decoder's registers; otherwise coded planes go through a cache-sized buffer first.
@@ -8,11 +8,6 @@
 // A value's bits are rotated left by one (the sign becomes the lowest bit, the exponent
 // fills the top byte); plane 0 holds the top byte of every value, plane width-1 the lowest.
 #include "floatplanes.h"
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define ZC_AVX2 1
-#endif
 
 #include <algorithm>
 #include <type_traits>
@@ -92,12 +87,6 @@ void merge_chunk(U* __restrict o, uint64_t m, const uint8_t* const* src) {
     }
   }
 }
-
-#ifdef ZC_AVX2
-const bool AVX2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
-#else
-constexpr bool AVX2 = false;  // (the vector encoder's)
-#endif
 
 // The values of symbols [lo, hi) of a group that the rANS decoder wrote to `out` only: merged
 // from there and the raw planes.
@@ -200,11 +189,12 @@ Merge prepare(uint64_t n, int width, const int* modes, const uint8_t* const* dat
   if (!g.chunk) g.chunk = CHUNK;
   if (g.chunk > (uint64_t(1) << 24)) throw Corrupt("substreams over 2^24 values");
   g.chunks = (n + g.chunk - 1) / g.chunk;
-  // Tasks of up to GROUP substreams (a task's buffer stays within 4 x 64K values), more tasks
+  // Tasks of up to DECODE_GROUP substreams (a task's buffer stays within 8 x 64K values), more tasks
   // where that would leave threads idle, and the substreams shared out evenly: a task left
   // with one substream decodes it at a third of the speed of a group.
   const std::size_t w = static_cast<std::size_t>(std::max(workers, 1));
-  g.tasks = g.chunk > CHUNK ? g.chunks : std::max((g.chunks + rans::GROUP - 1) / rans::GROUP, std::min(w, g.chunks));
+  g.tasks = g.chunk > CHUNK ? g.chunks : std::max((g.chunks + rans::DECODE_GROUP - 1) / rans::DECODE_GROUP,
+                                                            std::min(w, g.chunks));
   g.fused = g.planes[0].mode == RANS && rans::vector_ready(g.planes[0].coded);
   for (int k = 1; k < width; ++k) g.fused &= g.planes[k].mode == RAW;
   return g;

@@ -137,6 +137,10 @@ constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2;  // codecs/floa
 
 // A planes job's frame -> its prepared merge, or false when a plane is zstd-coded.
 bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
+  if (a.split) {
+    *g = planes::prepare(a.count, a.width, a.modes, a.data, a.sizes, a.out, workers);
+    return true;
+  }
   Reader r(a.payload, a.size);
   const uint64_t n = r.uvarint(UINT64_MAX);
   const int width = r.byte();
@@ -194,7 +198,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads) 
       if (a.rows > 1 && (a.row_len == 0 || (a.rows - 1) * a.row_len >= a.count || a.rows * a.row_len < a.count))
         throw Corrupt("rows do not match the shape");
       const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / (uint64_t(1) << 16) + 1 : p.body.size();
-      const std::size_t group = p.L && rans::vector_ready(p) ? rans::GROUP : 1;
+      const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
       for (std::size_t i = 0; i < parts; i += group) items.push_back({t, i, std::min(group, parts - i)});
     } catch (const Corrupt& e) {
       a.status = 2;

@@ -39,7 +39,13 @@ struct Planes {
   uint64_t count = 0;
   int width = 4;        // bytes a value: 2 or 4
   void* out = nullptr;  // count values
-  // results, as Fused's: 1 when a plane is zstd-coded (floatplanes.py decodes those)
+  // Or the planes already split (and zstd planes inflated) by floatplanes.py: `width` of them,
+  // each raw (mode 0) or a rANS stream (1), as floatplanes.h's merge takes them.
+  bool split = false;
+  int modes[4] = {};
+  const uint8_t* data[4] = {};
+  std::size_t sizes[4] = {};
+  // results, as Fused's: 1 when a plane is zstd-coded (floatplanes.py inflates those first)
   int status = 0;
   std::string error;
 };

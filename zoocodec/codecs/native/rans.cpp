@@ -721,7 +721,7 @@ void decode(const Parsed& p, T* out, int threads) {
     if (vector_ready(p)) {  // groups of substreams advanced together (rans_avx2.h), as many as the threads
       const std::size_t parts = p.body.size();
       const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
-      const std::size_t tasks = std::max((parts + GROUP - 1) / GROUP, std::min(workers, parts));
+      const std::size_t tasks = std::max((parts + DECODE_GROUP - 1) / DECODE_GROUP, std::min(workers, parts));
       parallel_for(tasks, threads, [&](std::size_t t) {
         const std::size_t first = t * parts / tasks, count = (t + 1) * parts / tasks - first;
         decode_group(p, first, count, out + first * p.chunk);

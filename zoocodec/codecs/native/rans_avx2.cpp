@@ -219,7 +219,11 @@ const bool AVX2 = avx2_here();
 
 template <int W, bool Packed>
 void advance(const Parsed& p, Lanes* group, std::size_t ns) {
-  if (ns == 4) lanes_avx2<4, W, Packed>(p, group);
+  if (ns == 8) lanes_avx2<8, W, Packed>(p, group);
+  else if (ns == 7) lanes_avx2<7, W, Packed>(p, group);
+  else if (ns == 6) lanes_avx2<6, W, Packed>(p, group);
+  else if (ns == 5) lanes_avx2<5, W, Packed>(p, group);
+  else if (ns == 4) lanes_avx2<4, W, Packed>(p, group);
   else if (ns == 3) lanes_avx2<3, W, Packed>(p, group);
   else if (ns == 2) lanes_avx2<2, W, Packed>(p, group);
   else lanes_scalar<Packed>(p, group[0]);  // one vector alone waits on its own latencies: symbols to out
@@ -232,13 +236,13 @@ bool avx2() { return AVX2; }
 bool vector_ready(const Parsed& p) { return AVX2 && p.L >= 1 && p.nsym <= 256 && !p.sym8.empty(); }
 
 void decode_group(const Parsed& p, std::size_t first, std::size_t count, uint8_t* out, const Fuse* fuse) {
-  if (count > GROUP) throw std::invalid_argument("more substreams than a group holds");
+  if (count > DECODE_GROUP) throw std::invalid_argument("more substreams than a group holds");
   const bool fused = fuse && fuse->width;
   const int W = fused ? fuse->width : 0;
   auto merge = [&](uint64_t lo, uint64_t hi) {
     if (fused && hi > lo) fuse->merge(*fuse, out, lo, hi);
   };
-  Lanes state[GROUP];
+  Lanes state[DECODE_GROUP];
   std::size_t ns = 0;
   for (std::size_t i = first; i < first + count; ++i) {
     const uint64_t m = std::min<uint64_t>(p.chunk, p.n - i * p.chunk), at = (i - first) * p.chunk;
@@ -264,10 +268,10 @@ void decode_group(const Parsed& p, std::size_t first, std::size_t count, uint8_t
   // Groups of the substreams still running: a shorter last substream, or one near its end,
   // leaves the group, and the others go on together.
   const bool packed = p.L <= 12 && !p.packed.empty();
-  Lanes* run[GROUP];
+  Lanes* run[DECODE_GROUP];
   for (std::size_t k = 0; k < ns; ++k) run[k] = &state[k];
   while (ns) {
-    Lanes group[GROUP];
+    Lanes group[DECODE_GROUP];
     for (std::size_t k = 0; k < ns; ++k) group[k] = *run[k];
     if (ns == 1) group[0].tail = std::min(group[0].tail, group[0].j);  // (scalar lanes: symbols to out)
     if (W == 4) packed ? advance<4, true>(p, group, ns) : advance<4, false>(p, group, ns);
