@@ -3,14 +3,19 @@ safetensors, about 13.5 GB) compressed and decompressed on this machine: peak me
 of each, next to safetensors reading and writing the same shards in the same run.
 
     nice -n 10 python bench/bench_big_model.py [--layers 32] [--dir /work/bigmodel] [--spec uniform:bits=8]
-                                               [--baseline /path/to/older/checkout]
+                                               [--baseline /path/to/older/checkout] [--steps compress] [--keep]
+                                               [--suffix=-b]
 
 The weights are Gaussian random numbers (a generator's, not a trained model's: sizes and
 ratios are not those of a real model; memory and time are what this measures). Results are
 saved after every step, so a run stopped early keeps what it measured. Each
 step runs in a fresh process that reports its peak resident memory (VmHWM, file-backed pages
 included) above its resident set before the step, its wall seconds and its CPU seconds (all
-its threads: on a shared machine the wall time is mostly waiting for a core). The folder is deleted afterwards.
+its threads), and where the main thread's wall time went: on a core, waiting for one (runnable,
+/proc/self/task/PID/schedstat) and blocked (neither: reading, writing, fsync, which is timed
+apart, waiting for its worker threads), the bytes it made the storage read and write
+(/proc/self/io) and its major page faults. The folder is deleted afterwards unless --keep
+(then a later run with the same --dir and --layers reuses the model: generating it takes minutes).
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ HIDDEN, INTER, VOCAB = 4096, 11008, 32000
 SHARD = 5 << 30  # bytes per shard at most, like transformers' save_pretrained for 7B models
 
 CHILD = r"""
-import json, sys, time
+import json, os, resource, sys, time
 from zoocodec.pipeline import core
 
 step, src, dst, spec = sys.argv[1:5]
@@ -50,13 +55,43 @@ def run():
         for shard in sorted(Path(src).glob("*.safetensors")):
             save_file(load_file(shard), str(Path(dst) / shard.name), metadata={"format": "pt"})
 
+def io():
+    with open("/proc/self/io") as f:
+        return {k: int(v) for k, v in (line.split(": ") for line in f)}
+
+def sched():  # the main thread's (seconds on a core, seconds runnable and waiting for one)
+    with open(f"/proc/self/task/{os.getpid()}/schedstat") as f:
+        on, waiting, _ = f.read().split()
+    return int(on) / 1e9, int(waiting) / 1e9
+
+fsync_s = [0.0]  # the time spent flushing the output to storage (os.fsync, as fsutil calls it)
+plain_fsync = os.fsync
+
+def timed_fsync(fd):
+    t = time.perf_counter()
+    try:
+        return plain_fsync(fd)
+    finally:
+        fsync_s[0] += time.perf_counter() - t
+
+os.fsync = timed_fsync
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 base = status_kib("VmRSS:")
+io0, s0, r0 = io(), sched(), resource.getrusage(resource.RUSAGE_SELF)
 t, c = time.perf_counter(), time.process_time()
 run()
-print(json.dumps({"base_kib": base, "peak_kib": status_kib("VmHWM:"), "seconds": time.perf_counter() - t,
-                  "cpu_seconds": time.process_time() - c}))
+wall, cpu = time.perf_counter() - t, time.process_time() - c
+io1, s1, r1 = io(), sched(), resource.getrusage(resource.RUSAGE_SELF)
+on, waiting = s1[0] - s0[0], s1[1] - s0[1]
+print(json.dumps({"base_kib": base, "peak_kib": status_kib("VmHWM:"), "seconds": wall, "cpu_seconds": cpu,
+                  "main_thread": {"on_core_s": on, "runnable_waiting_for_a_core_s": waiting,
+                                  "blocked_s": wall - on - waiting, "of_which_fsync_s": fsync_s[0]},
+                  "storage_read_bytes": io1["read_bytes"] - io0["read_bytes"],
+                  "storage_write_bytes": io1["write_bytes"] - io0["write_bytes"],
+                  "major_page_faults": r1.ru_majflt - r0.ru_majflt,
+                  "voluntary_switches": r1.ru_nvcsw - r0.ru_nvcsw,
+                  "involuntary_switches": r1.ru_nivcsw - r0.ru_nivcsw}))
 """
 
 
@@ -143,19 +178,33 @@ def main() -> None:
     ap.add_argument("--name", default="big_model")
     ap.add_argument("--baseline", help="another checkout (e.g. an older commit's worktree, its engine built) whose "
                                        "compress runs too, as step compress_baseline, on the same model")
+    ap.add_argument("--suffix", default="", help="appended to the results file's date (a second run that day)")
+    ap.add_argument("--steps", default="safetensors,compress,decompress",
+                    help="which steps to run, in this order (decompress needs compress)")
+    ap.add_argument("--keep", action="store_true", help="keep the model folder for a later run (and reuse one "
+                                                        "this bench made before with the same --layers)")
     args = ap.parse_args()
     work = Path(args.dir)
-    if work.exists():
-        shutil.rmtree(work)
     model, zc, back, peer = work / "model", work / "model.zc", work / "back", work / "peer"
+    made = work / "model.json"  # written last by generate: the folder is whole
+    info = json.loads(made.read_text()) if args.keep and made.is_file() else None
+    if info is not None and info.get("layers") != args.layers:
+        info = None
+    if info is None and work.exists():
+        shutil.rmtree(work)
     try:
-        t = time.perf_counter()
-        info = generate(model, args.layers)
-        info["generate_seconds"] = time.perf_counter() - t
+        if info is None:
+            t = time.perf_counter()
+            info = generate(model, args.layers)
+            info["generate_seconds"] = time.perf_counter() - t
+            info["layers"] = args.layers
+            made.write_text(json.dumps(info))
         print(f"generated {info['params'] / 1e9:.2f} B parameters, {info['bytes'] / 2**30:.2f} GiB in "
               f"{info['shards']} shards, {info['generate_seconds']:.0f} s", flush=True)
         rows = {}
-        plan = [("safetensors", model, peer), ("compress", model, zc), ("decompress", zc, back)]
+        steps = args.steps.split(",")
+        plan = [(n, s, d) for n, s, d in (("safetensors", model, peer), ("compress", model, zc),
+                                          ("decompress", zc, back)) if n in steps]
         if args.baseline:
             plan.insert(1, ("compress_baseline", model, work / "baseline.zc"))
         for name, src, dst in plan:
@@ -179,7 +228,8 @@ def main() -> None:
                     rows[name]["speed_vs_baseline"] = rows["compress_baseline"]["seconds"] / m["seconds"]
             if name == "decompress":
                 rows[name]["output_files"] = {p.name: p.stat().st_size for p in sorted(back.iterdir())}
-            if name != "safetensors":
+                shutil.rmtree(back)
+            if name != "safetensors" and "safetensors" in rows:
                 rows[name]["peak_vs_safetensors"] = rows[name]["peak_bytes"] / rows["safetensors"]["peak_bytes"]
                 rows[name]["seconds_vs_safetensors"] = rows[name]["seconds"] / rows["safetensors"]["seconds"]
                 rows[name]["cpu_vs_safetensors"] = rows[name]["cpu_seconds"] / rows["safetensors"]["cpu_seconds"]
@@ -190,9 +240,18 @@ def main() -> None:
                                             "each step in a fresh process, peak = VmHWM above the resident set "
                                             "before the step; run at nice 10 on a 2-core machine shared with "
                                             "other work"})
-        print(path)
+            if args.suffix:
+                path = path.replace(path.with_name(f"{path.stem}{args.suffix}.json"))
+        if plan:
+            print(path)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            for p in (back, peer):
+                shutil.rmtree(p, ignore_errors=True)
+            for p in (zc, work / "baseline.zc"):
+                p.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

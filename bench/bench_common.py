@@ -29,10 +29,10 @@ def machine(packages: tuple[str, ...] = ("numpy", "torch", "constriction", "zsta
             "load_average_at_start": os.getloadavg()}
 
 
-def save(name: str, data: dict) -> Path:
-    """Write bench/results/NAME-YYYY-MM-DD.json atomically and return its path."""
+def save(name: str, data: dict, tag: str = "") -> Path:
+    """Write bench/results/NAME-YYYY-MM-DD[-TAG].json atomically and return its path."""
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{name}-{datetime.date.today().isoformat()}.json"
+    out = RESULTS / f"{name}-{datetime.date.today().isoformat()}{'-' + tag if tag else ''}.json"
     fd, tmp = tempfile.mkstemp(dir=RESULTS, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)

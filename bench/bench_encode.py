@@ -6,7 +6,7 @@ shared machine the wall time is mostly waiting for a core). zipnn is timed twice
 memory (its compress() alone, what it advertises) and end to end (the file read, every
 tensor compressed, the result written), the like-for-like peer of `zoocodec compress`.
 
-    python bench/bench_encode.py [--model minilm] [--threads 2] [--repeats 5]
+    python bench/bench_encode.py [--model minilm] [--threads 2] [--repeats 5] [--suffix=-b]
 
 Targets (issue 25): uniform:bits=8 at least 1x zipnn's speed, lossless at least 0.5x.
 zipnn overwrites the buffer handed to compress(): it gets a fresh copy, made untimed.
@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--suffix", default="", help="appended to the results file's date (a second run that day)")
     args = ap.parse_args()
     os.environ["ZOOCODEC_THREADS"] = str(args.threads)  # read by the native engine at every call
 
@@ -116,7 +117,10 @@ def main() -> None:
     for key in ("seconds_best", "MBps", "speed_vs_zipnn_in_memory", "speed_vs_zipnn_end_to_end", "cpu_seconds_best",
                 "cpu_speed_vs_zipnn_in_memory", "cpu_speed_vs_zipnn_end_to_end"):
         print(key, {k: round(v, 3) for k, v in rows[key].items()}, file=sys.stderr)
-    print(f"saved {save('encode', result)}")
+    out = save("encode", result)
+    if args.suffix:
+        out = out.replace(out.with_name(f"{out.stem}{args.suffix}.json"))
+    print(f"saved {out}")
 
 
 if __name__ == "__main__":

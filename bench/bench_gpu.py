@@ -6,7 +6,10 @@
 2. load into GPU memory: zoocodec.load(path, device="cuda") of a uniform:bits=8 .zc vs
    safetensors.torch.load_file(uncompressed, device="cuda"), both files read once before
    (same page cache), on an mpnet-shaped fp32 model and a 1B bf16 model; and the decode
-   call alone (CUDA events) in GB/s of decoded weights.
+   call alone (CUDA events) in GB/s of decoded weights. Last (after the compress cases),
+   the same for the kernels added since: dq:bits=6,coder=ans (Trellis: rans_index, dq_maps,
+   dq_values) on mpnet's 49 square matrices and uniform:bits=4,group=32,zero=true (Grouped)
+   on the mpnet-shaped model, each file written on the GPU.
 3. compress a model held in host memory on the GPU vs the CPU path of the same machine,
    same bytes (sha256): uniform:bits=8 (the default spec), kmeans:k=16, dq:bits=6, on the
    mpnet-shaped model and the 1B bf16 model; dq:bits=6 and rdoq:bits=6 on fmnist-cnn (the
@@ -169,7 +172,7 @@ def compress_case(tmp: Path, model: str, spec: str, tensors: dict, cpu_weights: 
     return row
 
 
-def load_case(tmp: Path, model: str, tensors: dict, gpu: str) -> dict:
+def load_case(tmp: Path, model: str, tensors: dict, gpu: str, spec: str = "uniform:bits=8") -> dict:
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -178,12 +181,13 @@ def load_case(tmp: Path, model: str, tensors: dict, gpu: str) -> dict:
 
     raw, zc = tmp / "m.safetensors", tmp / "m.zc"
     save_file(tensors, raw)
-    compress(raw, zc, "uniform:bits=8", device=gpu)
+    compress(raw, zc, spec, device=gpu)
     for p in (raw, zc):  # both in the page cache
         p.read_bytes()
     total = weights(tensors)
     itemsize = next(iter(tensors.values())).element_size()
-    row = {"model": model, "weights": total, "safetensors_bytes": raw.stat().st_size, "zc_bytes": zc.stat().st_size}
+    row = {"model": model, "spec": spec, "weights": total, "safetensors_bytes": raw.stat().st_size,
+           "zc_bytes": zc.stat().st_size}
     target = "cuda" if gpu != "cpu" else "cpu"
     cases = (("zoocodec_load", lambda: zoocodec.load(zc, device=target)),
              ("safetensors_load", lambda: load_file(raw, device=target)))
@@ -203,27 +207,36 @@ def load_case(tmp: Path, model: str, tensors: dict, gpu: str) -> dict:
     row["load_speedup_vs_safetensors"] = row["safetensors_load_s"] / row["zoocodec_load_s"]
     if gpu != "cpu":
         row.update(decode_kernel(zc, total * itemsize))
-    print(f"load {model} ({total / 1e6:.0f}M weights): zoocodec {row['zoocodec_load_s']:.3f} s, safetensors "
+    print(f"load {model} {spec} ({total / 1e6:.0f}M weights): zoocodec {row['zoocodec_load_s']:.3f} s, safetensors "
           f"{row['safetensors_load_s']:.3f} s ({row['load_speedup_vs_safetensors']:.2f}x); "
           f"decode {row.get('decoded_GB_per_s', float('nan')):.0f} GB/s", flush=True)
     return row
 
 
 def decode_kernel(zc: Path, decoded_bytes: int) -> dict:
-    """The decode call alone on prepared jobs (H2D of the compressed bytes + kernel + error check)."""
+    """The decode call alone on prepared jobs (H2D of the compressed bytes + kernels + error check),
+    one call per dtype and kind of job, as decode.tensors groups them."""
     import cupy
 
     from zoocodec.kernels import decode as G
     from zoocodec.pipeline.core import Archive
 
     with Archive(zc) as a:
-        jobs = [j for j in (G.job(a, n) for n in a.names()) if j is not None]
-        G.run(jobs)
+        groups: dict = {}
+        for j in (G.job(a, n) for n in a.names()):
+            if j is not None:
+                groups.setdefault((j.dtype, type(j)), []).append(j)
+
+        def call():
+            for (_, kind), jobs in groups.items():
+                G.RUNS[kind](jobs)
+
+        call()
         start, stop = cupy.cuda.Event(), cupy.cuda.Event()
         reps = 5
         start.record()
         for _ in range(reps):
-            G.run(jobs)
+            call()
         stop.record()
         stop.synchronize()
         s = cupy.cuda.get_elapsed_time(start, stop) / 1e3 / reps
@@ -371,6 +384,8 @@ def main() -> None:
         case("load", load_case, tmp, "1B bf16", big, gpu)
         for model, spec, tensors, cpu_weights, one in plan:
             case("compress", compress_case, tmp, model, spec, tensors, cpu_weights, gpu, one)
+        case("load", load_case, tmp, "mpnet's 49 768x768 fp32", square, gpu, "dq:bits=6,coder=ans")
+        case("load", load_case, tmp, "mpnet-shaped fp32", mp, gpu, "uniform:bits=4,group=32,zero=true")
     print(f"wrote {path}")
 
 

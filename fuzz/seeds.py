@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoocodec.codecs import ans, native
+from zoocodec.codecs import ans, floatplanes, native
+from zoocodec.codecs.wire import put_uvarint
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "fuzz_corpus"
 
@@ -17,6 +18,21 @@ def save(target: str, data: bytes) -> None:
     folder = CORPUS / target
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"seed-{hashlib.sha1(data).hexdigest()[:16]}").write_bytes(data)
+
+
+def full_stream(s: np.ndarray, nsym: int, bits: int, chunk: int) -> bytes:
+    """A full rANS stream (rans.h) under a table of exactly `bits` probability bits, where the
+    encoder's own choice would be coarser; every symbol below nsym present."""
+    counts = np.bincount(s, minlength=nsym).astype(np.int64)
+    f = np.maximum(1, counts * (1 << bits) // counts.sum())
+    f[np.argmax(f)] += (1 << bits) - f.sum()
+    out = bytearray()
+    for v in (s.size, nsym):
+        put_uvarint(out, v)
+    out.append(bits)
+    for v in f:
+        put_uvarint(out, int(v))
+    return bytes(out) + native.rans_encode_freqs(s, f, chunk=chunk)
 
 
 def main() -> None:
@@ -54,6 +70,31 @@ def main() -> None:
         parts = struct.pack("<H", len(body)) + body
         parts += b"".join(struct.pack("<H", p.size) + p.tobytes() for p in planes[1:])
         save("floatplanes", bytes([(width == 4) | 2]) + struct.pack("<H", n) + parts)
+    # byte streams the shared AVX2 decoder (rans_avx2.cpp) takes in groups: 8-lane substreams of
+    # 4096 skewed symbols, 8 of them (a whole group), under a packed table and an 8-byte 14-bit one
+    for bits in (12, 14):
+        s = np.minimum(np.random.default_rng(bits).geometric(0.8, 8 * 4096 + 700) - 1, 9).astype(np.uint8)
+        stream = full_stream(s, 10, bits, 4096) if bits > 12 else native.rans_encode(s, 10, chunk=4096, max_bits=bits)
+        save("rans", stream)
+        frame = bytes([ans.ANS, 0, 0]) + stream  # mode rANS, lo 0, no raw low bits
+        save("fused", bytes([bits % 3, 0, 3]) + struct.pack("<H", s.size) + frame)
+    # float-plane frames as a tensor's payload (plan.cpp's planes jobs): fp16 and fp32, coded,
+    # raw and zstd planes, substreams the vector decoder takes in groups
+    for width, n, seed in ((2, 9000, 0), (4, 3000, 1), (4, 4 * 4096 + 100, 2)):
+        w = np.random.default_rng(seed).laplace(0, 0.05, n).astype(np.float16 if width == 2 else np.float32)
+        save("planes", bytes([width == 4]) + struct.pack("<H", n) + floatplanes.encode(w))
+    # and one whose exponent plane is cut into 8-lane substreams of 4096 (the vector decoder's groups)
+    w = np.random.default_rng(3).laplace(0, 0.05, 8 * 4096 + 100).astype(np.float16)
+    planes = native.engine().float_split(w.view(np.uint16), 1)
+    frame = bytearray()
+    put_uvarint(frame, w.size)
+    frame.append(2)
+    for mode, body in ((floatplanes.ORDER0, native.rans_encode(planes[0], 256, chunk=4096, max_bits=12)),
+                       (floatplanes.RAW, planes[1].tobytes())):
+        frame.append(mode)
+        put_uvarint(frame, len(body))
+        frame += body
+    save("planes", bytes([0]) + struct.pack("<H", w.size) + bytes(frame))
 
 
 if __name__ == "__main__":

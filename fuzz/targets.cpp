@@ -9,6 +9,8 @@
 //   cabac       [count u16 LE][stream]
 //   fused       [kind (mod 3)][k (0: steps)][rows (0 as 1)][count u16 LE][an ans frame]: plan.h's
 //               batched decode into float32/float16/bfloat16, steps 0.5 + row or codebook values
+//   planes      [width: 2 if even, else 4][count u16 LE][a float-plane frame (codecs/floatplanes.py)]:
+//               plan.h's batched decode of a planes job
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -99,7 +101,22 @@ void fused(const uint8_t* data, std::size_t size) {
   a.payload = data + 5;
   a.size = size - 5;
   std::vector<zc::plan::Fused> jobs{a};
-  zc::plan::decode(jobs, 2);
+  std::vector<zc::plan::Planes> none;
+  zc::plan::decode(jobs, none, 2);
+}
+
+void planes(const uint8_t* data, std::size_t size) {
+  if (size < 3) return;
+  zc::plan::Planes a;
+  a.width = data[0] % 2 ? 4 : 2;
+  a.count = u16(data + 1);
+  std::vector<uint8_t> out(a.count * a.width);
+  a.out = out.data();
+  a.payload = data + 3;
+  a.size = size - 3;
+  std::vector<zc::plan::Fused> none;
+  std::vector<zc::plan::Planes> jobs{a};
+  zc::plan::decode(none, jobs, 2);
 }
 
 }  // namespace

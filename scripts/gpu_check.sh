@@ -7,8 +7,9 @@
 # method's conformance on CUDA: round trip, quantize_many, GPU equal to CPU) and
 # bench/bench_gpu.py (compress GPU vs CPU, dq and rdoq among them from fmnist-cnn up, the rdoq/dq
 # kernels alone vs NumPy, load into GPU memory vs safetensors, decoder GB/s, k-means as a
-# fraction of HBM), and bench/bench_decode_gpu.py (uniform at 2-16 bits, kmeans
-# and lossless float planes on the GPU decoder: exact against the CPU, load and kernel speed).
+# fraction of HBM; last, load of dq and grouped-uniform files), and bench/bench_decode_gpu.py
+# (uniform at 2-16 bits, grouped uniform, dq levels, kmeans and lossless float planes on the GPU
+# decoder: exact against the CPU, load and kernel speed; its JSON is rewritten after each spec).
 # Everything lands in $OUT (default ./gpu-check-out): nvidia-smi.txt, build.log, nvcc.log,
 # pytest.log, junit.xml, decode-gpu.log, decode-gpu.json, bench.log, gpu-bench.json.
 #
@@ -74,7 +75,8 @@ timeout "$(limit 60)" $PY -c "
 from zoocodec.kernels import decode, kmeans, rdoq, uniform
 for m, names in ((kmeans, ('lloyd_pass', 'lloyd_pass16', 'lloyd_small')), (rdoq, ('rdoq_decide', 'dq_trellis_1', 'dq_trellis_4')),
                  (decode, tuple(k for k, _ in decode.KINDS.values()) + tuple(decode.PACKED_KERNELS.values())
-                  + ('rans_bytes', 'planes_merge4', 'planes_merge2')),
+                  + tuple(decode.DQ_KERNELS.values()) + ('rans_bytes', 'rans_index', 'dq_maps', 'planes_merge4',
+                  'planes_merge2')),
                  (uniform, tuple(uniform.KERNELS.values()))):
     for n in names:
         m._module().get_function(n)
@@ -83,7 +85,7 @@ print('CUDA kernels compiled by NVRTC')
 
 stage "pytest -m gpu"
 # only the files that hold gpu tests: the rest need packages this image lacks
-timeout "$(limit 150)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$OUT/junit.xml" \
+timeout "$(limit 180)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$OUT/junit.xml" \
   tests/test_device_gpu.py tests/kernels/test_decode_gpu.py tests/kernels/test_kmeans_gpu.py \
   tests/kernels/test_lowrank.py tests/kernels/test_prune.py tests/kernels/test_dither.py \
   tests/kernels/test_transform.py tests/methods/test_rdoq.py tests/kernels/test_uniform_device.py \
@@ -91,9 +93,9 @@ timeout "$(limit 150)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxm
   tests/methods/test_conformance.py tests/eval/test_lm.py tests/tuning/test_finetune.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 tests=${PIPESTATUS[0]}
 
-stage "bench/bench_decode_gpu.py (uniform 2-16 bits, kmeans, lossless: load vs safetensors, GB/s, exact vs CPU)"
-timeout "$(limit 90)" $PY bench/bench_decode_gpu.py --params "${DECODE_PARAMS:-50e6}" --out "$OUT" 2>&1 |
-  tee "$OUT/decode-gpu.log" | grep -v "^{" | tail -8
+stage "bench/bench_decode_gpu.py (uniform 2-16 bits, grouped, dq, kmeans, lossless: load vs safetensors, GB/s, exact)"
+timeout "$(limit 150)" $PY bench/bench_decode_gpu.py --params "${DECODE_PARAMS:-30e6}" \
+  --dq-params "${DQ_PARAMS:-8e6}" --out "$OUT" 2>&1 | tee "$OUT/decode-gpu.log" | tail -14
 
 stage "bench/bench_gpu.py"
 timeout "$(limit 400)" $PY bench/bench_gpu.py --scale "${SCALE:-1.0}" --out "$OUT" 2>&1 | tee "$OUT/bench.log" | grep -v "^ " | tail -30

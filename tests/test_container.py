@@ -225,3 +225,20 @@ def test_chunk_checksums_of_a_large_segment(tmp_path):
             c.segment("it", seg)
         data[seg[0] + at] ^= 1
         out.write_bytes(bytes(data))
+
+
+def test_a_large_header_is_compressed_faster_and_reads_the_same(tmp_path):
+    """Headers over HEADER_SMALL bytes of JSON take zstd level 12 instead of 19 (the same format:
+    a reader just decompresses); a model of 400 tensors writes one and reads back exactly."""
+    from zoocodec.container import HEADER_SMALL, header_level
+
+    assert header_level(HEADER_SMALL) == 19 and header_level(HEADER_SMALL + 1) == 12
+    g = np.random.default_rng(1)
+    model = {f"layer.{i}.bias": torch.from_numpy(g.standard_normal(16).astype(np.float32)) for i in range(400)}
+    zoocodec.compress(model, tmp_path / "m.zc", "uniform:bits=8")
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        import json
+
+        assert len(json.dumps(a.header, sort_keys=True, separators=(",", ":"))) > HEADER_SMALL
+    back = zoocodec.decompress(tmp_path / "m.zc")
+    assert all(torch.equal(back[k], v) for k, v in model.items())

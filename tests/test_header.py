@@ -58,3 +58,32 @@ def test_top_level_fields_are_checked(tmp_path, field, value):
     f.header[field] = value
     with pytest.raises(ContainerError, match="invalid header"):
         zoocodec.decompress(f.write(tmp_path / "bad.zc"))
+
+
+def test_nesting_depth_is_the_parsers_with_brackets_quotes_and_escapes_in_strings():
+    """schema._depth (checked before json.loads recurses) counts what the parser nests: strings
+    full of brackets, quotes and backslashes do not move it."""
+    import random
+
+    from zoocodec.schema import _depth
+
+    def depth(v) -> int:
+        inner = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        return 0 if inner is None else 1 + max(map(depth, inner), default=0)
+
+    g = random.Random(1)
+
+    def text() -> str:
+        return "".join(g.choice('[]{}"\\ab\n/u\u00e9') for _ in range(g.randint(0, 8)))
+
+    def doc(d: int):
+        r = g.random()
+        if d > 6 or r < 0.3:
+            return text()
+        if r < 0.65:
+            return [doc(d + 1) for _ in range(g.randint(0, 3))]
+        return {text(): doc(d + 1) for _ in range(g.randint(0, 3))}
+
+    for _ in range(3000):
+        v = doc(0)
+        assert _depth(json.dumps(v, ensure_ascii=g.random() < 0.5, indent=g.choice([None, 1])).encode()) == depth(v)

@@ -127,6 +127,29 @@ def unzstd(data, size: int, what: str, exact: bool = True) -> bytes:
     return out
 
 
+def unzstd_into(data, out: memoryview, what: str) -> None:
+    """Inflate one zstd frame into `out`, which it must fill exactly: unzstd's checks without a
+    new bytes object, so `out` can lie on huge pages (a fresh 12 MB bytes object faulted in page
+    by page cost more than inflating into it)."""
+    size = len(out)
+    try:
+        declared = zstandard.get_frame_parameters(data).content_size
+        if declared not in (zstandard.CONTENTSIZE_UNKNOWN, size):
+            raise ContainerError(f"{what}: zstd frame declares {declared:,} bytes, expected {size:,}")
+        got, extra = 0, b""
+        with _dctx().stream_reader(data) as reader:
+            while got < size:
+                step = reader.readinto(out[got:])
+                if not step:
+                    break
+                got += step
+            extra = reader.read(1)
+    except zstandard.ZstdError as e:
+        raise ContainerError(f"{what}: zstd: {e}") from None
+    if got != size or extra:
+        raise ContainerError(f"{what}: inflates to {'more than ' if extra else ''}{got:,} bytes, expected {size:,}")
+
+
 def header_limit(compressed: int, hard_limit: int) -> int:
     """How large the header's JSON may be, given its compressed size and the budget."""
     honest = max(HEADER_FLOOR, HEADER_MAX_EXPANSION * compressed)

@@ -12,12 +12,17 @@ Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; val
 float64 rounded to the dtype exactly as methods/arrays.from_float64 rounds them):
     Affine   value = symbol * steps[row]               (uniform)
     Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
-    Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py; the
-             GPU only: on the CPU the coder's own native decoder is this already)
+    Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py's frame;
+             on the CPU its tasks join the same native pass)
+    Grouped  value = symbol * step[g] (+ zero[g]), g the group of consecutive weights of a row
+             (uniform group=G; GPU only: side streams decoded on the host when asked)
+    Trellis  value = dq_level(state, symbol) * steps[row], the state walked along each row or
+             column (dq; GPU only: kernels/decode.cu walks it as a scan of state maps)
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +33,7 @@ from zoocodec.header import TensorEntry
 
 KINDS = {"float32": 0, "float16": 1, "bfloat16": 2}  # plan.h Kind
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
+ALIGN = 64  # bytes: where each output starts in its batch's block
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class Affine:
     steps: np.ndarray
     same_shape = True  # the symbols have the tensor's shape (dequantize reshapes to theirs)
     cpu = True  # plan.cpp decodes it
+    sides = ()  # the other symbol streams the job consumes
 
     def native(self, numel: int) -> tuple[np.ndarray, int, int]:
         """(values, row length, k) of plan.h's Fused."""
@@ -55,6 +62,7 @@ class Lookup:
     size: int
     same_shape = False  # the indices are flat: their count is the tensor's
     cpu = True
+    sides = ()
 
     def native(self, numel: int) -> tuple[np.ndarray, int, int]:
         return self.values, self.size, self.k
@@ -66,10 +74,45 @@ class Planes:
 
     stream: str
     same_shape = True
+    cpu = True  # plan.cpp's planes jobs
+    sides = ()
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """symbols (stream `stream`, coder ans) * step + zero of their group: `group` consecutive
+    weights of a row of the (rows, cols) view. `values()` decodes and checks the side streams
+    `sides` (only a decoder that takes the job calls it): (float64 steps, one per group or one
+    for the tensor; float64 zeros per group, or None)."""
+
+    stream: str
+    group: int
+    rows: int
+    cols: int
+    values: Callable[[], tuple[np.ndarray, np.ndarray | None]]
+    sides: tuple[str, ...]
+    same_shape = True
     cpu = False
 
 
-FUSED = (Affine, Lookup, Planes)
+@dataclass(frozen=True)
+class Trellis:
+    """dq levels (stream `stream`, coder ans) of the (rows, cols) view: the 4-state machine of
+    kernels/rdoq.NEXT_STATE walks each row (each column when `by_column`) from state 0, a level
+    k reconstructs 2k in states 0-1 and 2k - sgn k in 2-3, times the float64 step of its row
+    (`steps`: one per row, or one)."""
+
+    stream: str
+    steps: np.ndarray
+    rows: int
+    cols: int
+    by_column: bool
+    same_shape = True
+    cpu = False
+    sides = ()
+
+
+FUSED = (Affine, Lookup, Planes, Grouped, Trellis)
 
 
 def batches(items: list[TensorEntry], limit: int = BATCH_BYTES) -> list[list[TensorEntry]]:
@@ -92,32 +135,57 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
     shapes = e.side.get("symbols")
     if e.dtype not in KINDS or not isinstance(shapes, dict):
         return None
-    job = spec.fused(e.side, {k: v for k, v in segments.items() if k not in shapes}, e.shape, e.dtype)
-    if not isinstance(job, FUSED) or not (gpu or job.cpu) or set(shapes) != {job.stream} or job.stream not in segments:
+    job = spec.fused(e.side, segments, e.shape, e.dtype)
+    if not isinstance(job, FUSED) or not (gpu or job.cpu) or set(shapes) != {job.stream, *job.sides} \
+            or not set(shapes) <= set(segments):
         return None  # (the method's own decode names what is wrong)
     s = shapes[job.stream]
     return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
 
 
 def decode(
-    jobs: list[tuple[TensorEntry, Affine | Lookup, bytes]], threads: int = 0
+    jobs: list[tuple[TensorEntry, Affine | Lookup | Planes, bytes]], threads: int = 0
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Every job in one native pass -> ({name: array}, names the native decoder left to the
-    method's own decode). Damage raises ContainerError naming the tensor."""
+    """Every job in one native pass (the float-plane tasks of Planes jobs beside the substreams of
+    the others) -> ({name: array}, names the native decoder left to the method's own decode).
+    Float-plane frames with zstd-coded planes are split (and inflated) here, then decoded in a
+    second native pass. Damage raises ContainerError naming the tensor."""
+    from zoocodec.codecs import floatplanes
     from zoocodec.methods.lossless import native_dtype
 
-    outs = {e.name: np.empty(e.shape, dtype=native_dtype(e.dtype)) for e, _, _ in jobs}
-    args = []
-    for e, job, payload in jobs:
+    # one block on huge pages for every output: faulting in many small arrays page by page cost
+    # about as much as decoding them (the arrays are views: the block lives while any of them does)
+    dtypes = [native_dtype(e.dtype) for e, _, _ in jobs]
+    ends = np.cumsum([-(-e.numel * dt.itemsize // ALIGN) * ALIGN for (e, _, _), dt in zip(jobs, dtypes, strict=True)])
+    block = native.engine().output_block(int(ends[-1]) if jobs else 0)
+    outs, args = {}, []
+    for (e, job, payload), dt, end in zip(jobs, dtypes, ends, strict=True):
+        start = int(end) - -(-e.numel * dt.itemsize // ALIGN) * ALIGN
+        outs[e.name] = out = block[start : start + e.numel * dt.itemsize].view(dt).reshape(e.shape)
+        if isinstance(job, Planes):
+            args.append((payload, e.numel, out.itemsize, out.reshape(-1)))
+            continue
         values, row_len, k = job.native(e.numel)
         args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k, KINDS[e.dtype],
-                     outs[e.name].reshape(-1)))
-    left = []
-    for (e, _, _), (status, error) in zip(jobs, native.engine().decode_fused(args, threads), strict=True):
+                     out.reshape(-1)))
+    left, inflated = [], []
+    results = native.engine().decode_fused(args, threads) if args else []
+    for (e, job, payload), (status, error) in zip(jobs, results, strict=True):
+        planes = isinstance(job, Planes)
         if status == 2:
-            raise ContainerError(f"{e.where}: corrupt entropy-coded payload: {error}")
-        if status == 1:
+            raise ContainerError(f"{e.where}: corrupt {'float' if planes else 'entropy-coded'} payload: {error}")
+        if status == 1 and planes:  # zstd-coded planes: inflated here, then a second pass
+            try:
+                parts = floatplanes.frame(payload, e.numel, native_dtype(e.dtype))
+            except ContainerError as err:
+                raise ContainerError(f"{e.where}: {err}") from None
+            inflated.append((e, (parts, e.numel, outs[e.name].itemsize, outs[e.name].reshape(-1))))
+        elif status == 1:
             del outs[e.name]
             left.append(e.name)
+    if inflated:
+        again = native.engine().decode_fused([a for _, a in inflated], threads)
+        for (e, _), (status, error) in zip(inflated, again, strict=True):
+            if status:
+                raise ContainerError(f"{e.where}: corrupt float payload: {error}")
     return outs, left
-

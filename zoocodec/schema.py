@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import json
 import math
-import re
 import types
 import typing
 from pathlib import Path
@@ -45,9 +44,15 @@ def _no_constant(name: str):
     raise Invalid(f"{name} is not JSON")
 
 
+_OTHER = bytes(b for b in range(256) if b not in b'[]{}"')
+
+
 def _depth(text: bytes) -> int:
-    """Deepest nesting of [ and { outside strings."""
-    stripped = re.sub(rb'"(?:[^"\\]|\\.)*"', b"", re.sub(rb"\s+", b"", text))
+    """Deepest nesting of [ and { outside strings. Escaped backslashes, then escaped quotes, go
+    first, so that quotes alone delimit the strings; then everything but brackets and quotes (a
+    header of 37 KB is left with about 2 KB to scan)."""
+    marks = text.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _OTHER)
+    stripped = b"".join(marks.split(b'"')[::2])  # (the parts outside strings)
     a = np.frombuffer(stripped, dtype=np.uint8)
     step = (a == ord("[")).astype(np.int32) + (a == ord("{")) - (a == ord("]")) - (a == ord("}"))
     return int(np.cumsum(step).max(initial=0))

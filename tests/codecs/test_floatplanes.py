@@ -56,7 +56,7 @@ def test_vector_rans_planes_equal_the_scalar_decoder(n, threads):
 @pytest.mark.parametrize("bits", [13, 14, 16])
 def test_planes_of_finer_tables_decode(bits):
     """Streams with more than 12 probability bits (the encoder wrote up to 14 before) take the
-    scalar decoder."""
+    vector decoder's 8-byte table entries (rans_avx2.cpp)."""
     w, plane = _exponents(5 * 65536 + 100, seed=1)
     stream = native.rans_encode(plane, 256, max_bits=bits)
     back = native.engine().float_merge(w.size, 4, [(floatplanes.ORDER0, stream), *_raw_planes(w)], 2)

@@ -135,3 +135,25 @@ def test_photo_views_are_judged_by_kl_with_photos_resampled_whole():
     kl = metrics["kl"]
     assert kl.primary and kl.n == 12 and kl.interval == "paired bootstrap over groups"
     assert 0 <= kl.low <= kl.value <= kl.high
+
+
+def test_the_reference_outputs_are_stored_once(mnist_path, tmp_path, monkeypatch):
+    """A second evaluator of the same weights and task reads the original's outputs from the zoo cache (the
+    same floats); other weights miss it; a damaged file is run again."""
+    from zoocodec.eval.evaluate import TASKS, Evaluator
+
+    _need_digits()
+    monkeypatch.setenv("ZOOCODEC_CACHE", str(tmp_path))
+    task = TASKS["digits"]
+    first = Evaluator("mnist-cnn", task, 200)
+    stored = list((tmp_path / "eval-reference").iterdir())
+    assert len(stored) == 1
+    monkeypatch.setattr(Evaluator, "outputs", lambda *_: pytest.fail("the original ran again"))
+    second = Evaluator("mnist-cnn", task, 200)
+    torch.testing.assert_close(second.ref_out, first.ref_out, rtol=0, atol=0)
+    monkeypatch.undo()
+    monkeypatch.setenv("ZOOCODEC_CACHE", str(tmp_path))
+    Evaluator("mnist-cnn", task, 100)  # other inputs: another file
+    assert len(list((tmp_path / "eval-reference").iterdir())) == 2
+    stored[0].write_bytes(b"not a safetensors file")
+    torch.testing.assert_close(Evaluator("mnist-cnn", task, 200).ref_out, first.ref_out, rtol=0, atol=0)

@@ -7,7 +7,10 @@ it must give the CPU decoder's bytes. The kernel itself runs only in tests/kerne
 """
 from __future__ import annotations
 
+import bisect
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,42 +23,46 @@ from zoocodec.methods.arrays import from_float64
 from zoocodec.pipeline.core import Archive, compress
 
 
+def value(job: G.Job, elem: int, s: int) -> float:
+    """decode.cu's put(): element `elem` of a job whose symbol plus lo is s, in float64 (a
+    codebook index outside [0, k) raises ContainerError, where the kernel flags it)."""
+    if job.k:
+        if not 0 <= s < job.k:
+            raise ContainerError("codebook index out of range")
+        row = elem // job.row_length if job.rows > 1 else 0
+        return float(job.steps[row * job.k + s])
+    if job.group:
+        row = elem // job.row_length
+        g = row * job.groups + (elem - row * job.row_length) // job.group
+        v = np.float64(s) * job.steps[g if job.rows > 1 else 0]
+        return float(v if job.zeros is None else v + job.zeros[g])
+    row = elem // job.row_length if job.rows > 1 else 0
+    return float(np.float64(s) * job.steps[row])
+
+
 def emulate_packed(job: G.Job) -> np.ndarray:
     """decode.cu's packed kernel in NumPy: each element's little-endian bytes assembled into a
-    uint64, lo added with wrap-around, the float64 product rounded as the kernel rounds."""
+    uint64, lo added with wrap-around, then put()."""
     p, numel = job.stream, math.prod(job.shape)
+    out = np.array([value(job, i, int(s)) for i, s in enumerate(packed_levels(p, numel))], np.float64)
+    return from_float64(out, job.dtype).reshape(job.shape)
+
+
+def packed_levels(p: G.Packed, numel: int) -> np.ndarray:
+    """A packed frame's symbols as the kernels read them: `width` little-endian bytes plus lo, wrapping."""
     raw = np.frombuffer(p.raw, np.uint8).reshape(numel, p.width).astype(np.uint64)
     v = np.zeros(numel, np.uint64)
     for b in range(p.width):
         v |= raw[:, b] << np.uint64(8 * b)
-    sym = (v + np.uint64(p.lo % (1 << 64))).view(np.int64)
-    row = np.arange(numel) // job.row_length if job.rows > 1 else np.zeros(numel, np.int64)
-    if job.k:
-        if sym.size and (sym.min() < 0 or sym.max() >= job.k):
-            raise ContainerError("codebook index out of range")
-        return from_float64(job.steps[row * job.k + sym], job.dtype).reshape(job.shape)
-    return from_float64(sym.astype(np.float64) * job.steps[row], job.dtype).reshape(job.shape)
+    return (v + np.uint64(p.lo % (1 << 64))).view(np.int64)
 
 
-def emulate(job: G.Job) -> np.ndarray:
-    """decode.cu on one job, in NumPy; raises ContainerError where the kernel sets bad[s]."""
-    if isinstance(job.stream, G.Packed):
-        return emulate_packed(job)
-    s, numel = job.stream, math.prod(job.shape)
-    out = np.empty(numel, np.float64)
-    rows, row_len = job.rows, job.row_length
-
-    def value(elem, sym):
-        row = elem // row_len if rows > 1 else 0
-        if job.k:  # a codebook index: outside [0, k) the kernel flags the substream
-            if not 0 <= sym + s.lo < job.k:
-                raise ContainerError("codebook index out of range")
-            return float(job.steps[row * job.k + sym + s.lo])
-        return float(np.float64(sym + s.lo) * job.steps[row])
-
+def emulate_symbols(s: G.Stream, numel: int) -> np.ndarray:
+    """decode.cu's rANS walk on one stream -> each element's symbol (without lo), as rans_index
+    writes it; raises ContainerError where the kernel sets bad[s]."""
+    out = np.zeros(numel, np.int64)
     if s.L == 0:
-        out[:] = [value(i, 0) for i in range(numel)]
-        return from_float64(out, job.dtype).reshape(job.shape)
+        return out
     slots, syms = G.slot_table(s.freq)
     mask, data, at = (1 << s.L) - 1, bytes(s.data), 0
     for i, length in enumerate(s.lengths):
@@ -70,7 +77,7 @@ def emulate(job: G.Job) -> np.ndarray:
             need = []
             for k in range(min(lanes, m - j)):
                 e = int(slots[x[k] & mask])
-                out[first + j + k] = value(first + j + k, int(syms[x[k] & mask]))
+                out[first + j + k] = int(syms[x[k] & mask])
                 x[k] = (e & 0xFFFF) * (x[k] >> s.L) + (e >> 16)
                 if x[k] < 1 << 16:
                     need.append(k)
@@ -81,7 +88,103 @@ def emulate(job: G.Job) -> np.ndarray:
             pos += 2 * len(need)
         if pos != length or any(v != 1 << 16 for v in x):
             raise ContainerError("substream does not end in its initial state")
+    return out
+
+
+def emulate_index(s: G.Stream, numel: int) -> np.ndarray:
+    """emit()'s index of each element: the coded symbol, with raw low bits (shift > 0) shifted
+    in from `low` by low_bits()'s unaligned 8-byte read (the host pads `low` by 8 bytes)."""
+    syms = emulate_symbols(s, numel)
+    if not s.shift:
+        return syms
+    low = bytes(s.low) + bytes(8)
+    out = np.empty(numel, np.uint64)
+    for i, sym in enumerate(syms.tolist()):
+        bit = i * s.shift
+        v = int.from_bytes(low[bit >> 3:(bit >> 3) + 8], "little")
+        out[i] = (sym << s.shift) | ((v >> (bit & 7)) & ((1 << s.shift) - 1))
+    return out
+
+
+def wrap(v: int) -> int:
+    return (v + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def emulate(job: G.Job) -> np.ndarray:
+    """decode.cu on one job, in NumPy; raises ContainerError where the kernel sets bad[s]."""
+    if isinstance(job.stream, G.Packed):
+        return emulate_packed(job)
+    numel = math.prod(job.shape)
+    index = emulate_index(job.stream, numel)
+    out = np.array([value(job, i, wrap(int(v) + job.stream.lo)) for i, v in enumerate(index)], np.float64)
     return from_float64(out, job.dtype).reshape(job.shape)
+
+
+DQ_CONSTANTS = {name: int(v, 16) for name, v in re.findall(r"#define (DQ_\w+) (0x[0-9A-F]+)u",
+                                                            (Path(G.__file__).with_name("decode.cu")).read_text())}
+
+
+def emulate_trellis(jobs: list[G.TrellisJob]) -> list[np.ndarray]:
+    """run_trellis in NumPy over the arrays it uploads: the index buffer (rans_index's 16-bit
+    symbols or a packed frame's ints at each record's byte offset), the DqTensor records,
+    then dq_maps and dq_values thread by thread (the state maps and transition constants
+    read from decode.cu), each thread's segment found by binary search as the kernel finds it."""
+    records, srcs, size, nseg = G.trellis_layout(jobs)
+    assert size % 8 == 0 and all(src % 8 == 0 for src in srcs)  # run_trellis views it as uint16 and uint64
+    idx = np.zeros(size, np.uint8)
+    for j, src in zip(jobs, srcs, strict=True):
+        n = math.prod(j.shape)
+        raw = j.stream.raw if isinstance(j.stream, G.Packed) else \
+            emulate_index(j.stream, n).astype(f"<u{j.width}").tobytes()  # rans_index / rans_index64
+        idx[src:src + len(raw)] = np.frombuffer(raw, np.uint8)
+    nxt = (DQ_CONSTANTS["DQ_NEXT0"], DQ_CONSTANTS["DQ_NEXT1"])
+    steps = np.concatenate([np.asarray(j.steps, np.float64) for j in jobs])
+    out = np.zeros(sum(math.prod(j.shape) for j in jobs), np.float64)
+    starts = records["seg_start"].tolist()
+
+    def level(t, flat):
+        w = int(t["width"])
+        v = int.from_bytes(idx[int(t["src"]) + flat * w:int(t["src"]) + (flat + 1) * w].tobytes(), "little")
+        v = (v + int(t["lo"])) % (1 << 64)
+        return v - (1 << 64) if v >= 1 << 63 else v
+
+    def segment(gid):
+        t = records[bisect.bisect_right(starts, gid) - 1]
+        walks, length = (int(t["cols"]), int(t["rows"])) if t["by_column"] else (int(t["rows"]), int(t["cols"]))
+        j = gid - int(t["seg_start"])
+        w, g = j % walks, j // walks
+        first, stride = (w, int(t["cols"])) if t["by_column"] else (w * int(t["cols"]), 1)
+        return t, walks, w, g, range(g * G.DQ_SEGMENT, min(g * G.DQ_SEGMENT + G.DQ_SEGMENT, length)), first, stride
+
+    maps = np.zeros(nseg, np.uint8)
+    for gid in range(nseg):  # dq_maps
+        t, _, _, _, positions, first, stride = segment(gid)
+        m = DQ_CONSTANTS["DQ_IDENTITY"]
+        for p in positions:
+            n = nxt[level(t, first + p * stride) & 1]
+            m = sum(((n >> (2 * ((m >> (2 * s)) & 3))) & 3) << (2 * s) for s in range(4))
+        maps[gid] = m
+    for gid in range(nseg):  # dq_values
+        t, walks, w, g, positions, first, stride = segment(gid)
+        state = 0
+        for h in range(g):
+            state = (int(maps[int(t["seg_start"]) + h * walks + w]) >> (2 * state)) & 3
+        for p in positions:
+            flat = first + p * stride
+            k = level(t, flat)
+            twice = (2 * k) % (1 << 64)
+            lev = twice if state < 2 else (twice - (k > 0) + (k < 0)) % (1 << 64)
+            lev = lev - (1 << 64) if lev >= 1 << 63 else lev
+            row = p if t["by_column"] else w
+            step = steps[int(t["steps"]) + (row if t["nsteps"] > 1 else 0)]
+            out[int(t["out_start"]) + flat] = float(np.float64(lev) * step)
+            state = (nxt[k & 1] >> (2 * state)) & 3
+    res, at = [], 0
+    for j in jobs:
+        n = math.prod(j.shape)
+        res.append(from_float64(out[at:at + n], j.dtype).reshape(j.shape))
+        at += n
+    return res
 
 
 def emulate_planes(job: G.PlanesJob) -> np.ndarray:
@@ -160,15 +263,123 @@ def test_codebook_lookup_is_taken(tmp_path, spec):
             assert emulate(job).tobytes() == a.read(name).tobytes(), name
 
 
-def test_rdoq_levels_under_ans_are_taken_and_dq_is_not(tmp_path):
+def test_rdoq_levels_under_ans_are_taken(tmp_path):
     model = {k: v for k, v in MODEL.items() if k != "big.weight"}
     compress(model, tmp_path / "r.zc", "rdoq:bits=6,coder=ans", min_size=100)
-    compress(model, tmp_path / "d.zc", "dq:step=0.01,coder=ans", min_size=100)
-    with Archive(tmp_path / "r.zc") as a, Archive(tmp_path / "d.zc") as d:
+    with Archive(tmp_path / "r.zc") as a:
         for name in model:
             job = G.job(a, name)
             assert job is not None and emulate(job).tobytes() == a.read(name).tobytes(), name
-            assert G.job(d, name) is None, name
+
+
+DQ_MODEL = {  # row walks (tall) and column walks (wide), walks longer than a segment, a partial last one
+    "tall.weight": weights((700, 40), "float32", 7),           # 40 < 700: each row walked, 40 levels
+    "wide.weight": weights((20, 600), "float16", 8),           # columns walked, 20 levels each
+    "square.weight": weights((300, 300), "bfloat16", 9),       # rows: 2 segments of 256, the second short
+    "conv.weight": weights((16, 8, 3, 3), "float32", 11),      # view (16, 72): columns walked
+    "const.weight": torch.full((20, 20), 0.25),
+}
+
+
+@pytest.mark.parametrize(("spec", "segment"), [("dq:bits=6,coder=ans", 256), ("dq:bits=6,coder=ans", 16),
+                                               ("dq:step=0.01,coder=ans,lam=0.3", 256),
+                                               ("dq:step=0.00002,coder=ans", 256)])
+def test_dq_levels_are_taken(tmp_path, monkeypatch, spec, segment):
+    """dq declares plan.Trellis: the scan of state maps (dq_maps, dq_values) over rans_index's
+    indices, or a packed frame's ints (the tiny step: a wide, flat alphabet), gives the CPU
+    decoder's bytes, every tensor in one batch as run_trellis lays them out. Segments of 16
+    (the kernels take the length as an argument) make walks of up to 19 segments."""
+    monkeypatch.setattr(G, "DQ_SEGMENT", segment)
+    compress(DQ_MODEL, tmp_path / "d.zc", spec, min_size=100)
+    with Archive(tmp_path / "d.zc") as a:
+        jobs = [G.job(a, n) for n in DQ_MODEL]
+        assert all(isinstance(j, G.TrellisJob) for j in jobs)
+        by_dtype = {}
+        for j in jobs:
+            by_dtype.setdefault(j.dtype, []).append(j)
+        for group in by_dtype.values():
+            for j, got in zip(group, emulate_trellis(group), strict=True):
+                assert got.tobytes() == a.read(j.name).tobytes(), j.name
+        kinds = {type(j.stream).__name__ for j in jobs}
+    assert kinds == ({"Packed", "Stream"} if "0.00002" in spec else {"Stream"})
+    assert {j.by_column for j in jobs} == {True, False}
+
+
+def test_dq_steps_per_row_group(tmp_path):
+    """dq with group_steps (the bit allocator's step per row group): each row its group's step."""
+    from zoocodec.methods import parse_spec
+
+    spec = parse_spec("dq:step=0.004,coder=ans").with_step(0.004, (0.004, 0.006, 0.01))
+    compress({"w": DQ_MODEL["tall.weight"]}, tmp_path / "g.zc", spec, min_size=100)
+    with Archive(tmp_path / "g.zc") as a:
+        job = G.job(a, "w")
+        assert len(set(job.steps.tolist())) == 3
+        assert emulate_trellis([job])[0].tobytes() == a.read("w").tobytes()
+
+
+GROUPED = ["uniform:bits=4,group=32", "uniform:bits=4,group=16,zero=true", "uniform:bits=3,group=100,zero=true",
+           "uniform:step=0.01,group=64,zero=true", "uniform:step=0.01,group=64", "uniform:bits=12,group=128"]
+
+
+@pytest.mark.parametrize("spec", GROUPED)
+def test_grouped_steps_are_taken(tmp_path, spec):
+    """uniform group=G declares plan.Grouped: put()'s step and zero point per group (a last,
+    shorter group in every row where G does not divide it) give the CPU decoder's bytes."""
+    model = {k: v for k, v in MODEL.items() if k != "big.weight"}
+    model["odd.weight"] = weights((7, 250), "float32", 12)
+    compress(model, tmp_path / "m.zc", spec, min_size=100)
+    with Archive(tmp_path / "m.zc") as a:
+        for name in model:
+            job = G.job(a, name)
+            assert job is not None and job.group, name
+            assert emulate(job).tobytes() == a.read(name).tobytes(), name
+
+
+def test_grouped_side_streams_decode_only_when_taken(tmp_path, monkeypatch):
+    """The CPU's batched decoder asks every method for its fused job: a Grouped one (GPU only)
+    must not decode its side streams there."""
+    from zoocodec.methods.uniform import Uniform
+
+    compress({"w": DQ_MODEL["tall.weight"]}, tmp_path / "m.zc", "uniform:bits=4,group=16,zero=true", min_size=100)
+    calls = []
+    real = Uniform._group_values
+    monkeypatch.setattr(Uniform, "_group_values", lambda self, *a: calls.append(1) or real(self, *a))
+    with Archive(tmp_path / "m.zc") as a:
+        a.read("w")
+        assert len(calls) == 1  # dequantize's own
+        G.job(a, "w")
+        assert len(calls) == 2
+
+
+WIDE = ["uniform:step=0.000001", "uniform:step=0.000001,group=64", "rdoq:step=0.000001,coder=ans,lam=0"]
+
+
+@pytest.mark.parametrize("spec", WIDE)
+def test_alphabets_wider_than_2_to_16_are_taken(tmp_path, spec):
+    """ans frames with raw low bits (a step far below the weights' spread): emit() shifts each
+    element's low bits in, and the values are the CPU decoder's."""
+    model = {"w.weight": weights((30, 700), "float32", 14), "h.weight": weights((20, 300), "float16", 15),
+             "c.weight": torch.full((10, 10), 0.25)}
+    compress(model, tmp_path / "m.zc", spec, min_size=50)
+    shifts = set()
+    with Archive(tmp_path / "m.zc") as a:
+        for name in model:
+            job = G.job(a, name)
+            assert job is not None, name
+            shifts.add(getattr(job.stream, "shift", 0) > 0)
+            assert emulate(job).tobytes() == a.read(name).tobytes(), name
+    assert True in shifts  # (a small tensor may take the packed frame)
+
+
+def test_dq_wide_alphabet_is_taken(tmp_path):
+    """dq levels with raw low bits: rans_index64's 64-bit indices, then the state walk."""
+    model = {"w.weight": weights((100, 700), "float32", 16), "c.weight": torch.full((10, 10), 0.25)}
+    compress(model, tmp_path / "m.zc", "dq:step=0.000001,coder=ans", min_size=50)
+    with Archive(tmp_path / "m.zc") as a:
+        jobs = [G.job(a, n) for n in model]
+        assert jobs[0].stream.shift > 0 and jobs[0].width == 8
+        for j, got in zip(jobs, emulate_trellis(jobs), strict=True):
+            assert got.tobytes() == a.read(j.name).tobytes(), j.name
 
 
 def test_codebook_index_out_of_range_is_flagged():
@@ -245,3 +456,32 @@ def test_damage_is_an_error_never_garbage(archives, data):
         if stream is not None and gpu is not None:
             assert cpu is not None and gpu.tobytes() == cpu.tobytes()
 
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data())
+def test_dq_damage_is_an_error_never_garbage(tmp_path_factory, data):
+    """Flipped bytes in a dq stream: the emulated rans_index refuses it, or the state walk gives
+    exactly what the CPU decoder makes of the same bytes."""
+    from zoocodec.methods import spec_from_dict
+
+    path = tmp_path_factory.getbasetemp() / "dq-damage.zc"
+    if not path.exists():
+        compress({"w": weights((40, 120), "float32", 13)}, path, "dq:step=0.01,coder=ans", min_size=100)
+    with Archive(path) as a:
+        e = a.entries["w"]
+        raw = bytearray(a.container.segment("t", tuple(e["segments"]["symbols"])))
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] ^= data.draw(st.integers(1, 255))
+    try:
+        cpu = spec_from_dict(e["method"]).decode(e["side"], {"symbols": memoryview(bytes(raw))}, (40, 120), "float32")
+    except (ContainerError, ValueError):
+        cpu = None
+    try:
+        stream = G.parse(bytes(raw), 4800, "t")
+        gpu = None if stream is None else emulate_trellis(
+            [G.TrellisJob("w", (40, 120), "float32", stream, np.array([0.01]), 40, 120, True)])[0]
+    except ContainerError:
+        gpu = None
+    if gpu is not None:
+        assert cpu is not None and gpu.tobytes() == cpu.tobytes()

@@ -1,4 +1,5 @@
-"""On a CUDA GPU: the rANS + dequantization kernels (uniform, kmeans, lossless float planes; rANS and packed frames)
+"""On a CUDA GPU: the rANS + dequantization kernels (uniform, grouped uniform, rdoq, dq, kmeans, lossless float
+planes; rANS and packed frames)
 write the CPU decoder's bytes, straight into torch CUDA tensors; damaged substreams raise
 ContainerError. Skips cleanly without a GPU."""
 from __future__ import annotations
@@ -35,7 +36,10 @@ MODEL = {
 }
 SPECS = ["uniform:bits=8", "uniform:bits=4", "uniform:bits=3,per_tensor=true", "uniform:step=0.013",
          "uniform:bits=12", "uniform:bits=16", "uniform:bits=2", "kmeans:k=16", "kmeans:k=4,per=channel",
-         "kmeans:k=256,per=block,block=5000,codebook=float16", "lossless", "rdoq:bits=6,coder=ans"]
+         "kmeans:k=256,per=block,block=5000,codebook=float16", "lossless", "rdoq:bits=6,coder=ans",
+         "dq:bits=6,coder=ans", "dq:step=0.01,coder=ans", "dq:step=0.000001,coder=ans", "uniform:step=0.000001",
+         "uniform:bits=4,group=32,zero=true", "uniform:bits=4,group=64", "uniform:bits=12,group=128",
+         "uniform:step=0.01,group=64,zero=true"]
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -109,3 +113,37 @@ def test_many_tensors_one_launch_matches(tmp_path):
     with Archive(tmp_path / "m.zc") as a:
         gpu = G.tensors(a, a.names())
     assert set(gpu) == set(cpu) and all(torch.equal(gpu[k].cpu(), cpu[k]) for k in cpu)
+
+
+def test_dq_damage_gives_an_error_or_the_cpu_decoders_bytes(tmp_path):
+    """dq levels: a substream rans_index flags raises before dq_maps / dq_values run; a damaged
+    stream that stays valid walks the state machine to exactly what the CPU decoder makes of it."""
+    from zoocodec.methods import spec_from_dict
+
+    compress({"w": MODEL["big.weight"]}, tmp_path / "m.zc", "dq:step=0.01,coder=ans", min_size=100)
+    with Archive(tmp_path / "m.zc") as a:
+        e = a.entries["w"]
+        payload = bytes(a.container.segment("t", tuple(e["segments"]["symbols"])))
+        job = G.job(a, "w")
+        assert isinstance(job, G.TrellisJob)
+        assert torch.equal(bits(G.to_torch(G.run_trellis([job])[0], "float32").cpu()), bits(a.tensor("w")))
+    spec = spec_from_dict(e["method"])
+    body_at = len(payload) - len(job.stream.data)
+    rng = np.random.default_rng(1)
+    errors = 0
+    for _ in range(30):
+        damaged = bytearray(payload)
+        damaged[body_at + int(rng.integers(0, len(payload) - body_at))] ^= int(rng.integers(1, 256))
+        try:
+            cpu = spec.decode(e["side"], {"symbols": memoryview(bytes(damaged))}, (1000, 1000), "float32")
+        except ContainerError:
+            cpu = None
+        job.stream = G.parse(bytes(damaged), 1000 * 1000, "t")
+        try:
+            gpu = G.run_trellis([job])[0].get()
+        except ContainerError:
+            errors += 1
+            assert cpu is None
+            continue
+        assert cpu is not None and gpu.tobytes() == cpu.tobytes()
+    assert errors >= 20

@@ -22,27 +22,26 @@ def model():
             "bias": torch.from_numpy(g.normal(0, 0.01, 64).astype(np.float32))}
 
 
+GPU_SPECS = sorted({(n, text) for n, cls in METHODS.items() if cls.gpu_decode for text in (n, *cls.examples)})
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_declared_gpu_decoders_are_the_ones_the_gpu_decoder_takes(tmp_path, name):
-    """Every tensor of a file written under a method's default spec made GPU-decodable is taken
-    by the GPU decoder; a method that declares none is refused."""
+def test_methods_without_a_gpu_decoder_are_refused(name):
     spec = parse_spec(name)
     if not METHODS[name].gpu_decode:
         with pytest.raises(SpecError, match="no GPU decoder"):
             for_decoder(spec, "gpu", choose_coder=True)
-        return
-    spec = for_decoder(spec, "gpu", choose_coder=True)
+
+
+@pytest.mark.parametrize(("name", "text"), GPU_SPECS, ids=[t for _, t in GPU_SPECS])
+def test_declared_gpu_decoders_are_the_ones_the_gpu_decoder_takes(tmp_path, name, text):
+    """Every tensor of a file written under a method's default spec and each of its examples
+    (uniform group=G, dq, kmeans, lossless...), made GPU-decodable, is taken by the GPU decoder."""
+    spec = for_decoder(parse_spec(text), "gpu", choose_coder=True)
     assert spec.coder.gpu_decode
     compress(model(), tmp_path / "m.zc", spec, min_size=100)
     with Archive(tmp_path / "m.zc") as a:
         assert all(G.job(a, n) is not None for n in a.names())
-
-
-def test_dq_under_ans_is_not_taken(tmp_path):
-    """dq declares no GPU decoder, whatever its coder: its levels depend on the trellis state."""
-    compress(model(), tmp_path / "d.zc", "dq:bits=6,coder=ans", min_size=100)
-    with Archive(tmp_path / "d.zc") as a:
-        assert [G.job(a, n) for n in ("a.weight", "b.weight")] == [None, None]
 
 
 def test_coders_without_a_gpu_decoder_give_way_or_are_refused():
@@ -61,21 +60,39 @@ def test_cli(tmp_path, monkeypatch, capsys):
     from safetensors.torch import save_file
 
     save_file(model(), tmp_path / "m.safetensors")
-    code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "d.zc",
-                           "--method", "dq:bits=6", "--decode-on", "gpu")
-    assert code == 2 and "method 'dq' has no GPU decoder" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "d.zc").exists()
+    code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "p.zc",
+                           "--method", "prune", "--decode-on", "gpu")
+    assert code == 2 and "method 'prune' has no GPU decoder" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p.zc").exists()
     code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "o.zc",
                            "--override", "b*=uniform:bits=8,coder=ctx", "--decode-on", "gpu")
     assert code == 2 and "coder 'ctx' has no GPU decoder" in err
-    code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "r.zc",
-                           "--method", "rdoq:bits=6", "--min-size", "100", "--decode-on", "gpu")
+    code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "d.zc",
+                           "--method", "dq:bits=6,coder=cabac", "--decode-on", "gpu")
+    assert code == 2 and "coder 'cabac' has no GPU decoder" in err
+    for method in ("rdoq:bits=6", "dq:bits=6"):
+        code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "r.zc",
+                               "--method", method, "--min-size", "100", "--decode-on", "gpu")
+        assert code == 0, err
+        with Archive(tmp_path / "r.zc") as a:
+            assert all(G.job(a, n) is not None for n in a.names()), method
+        (tmp_path / "r.zc").unlink()
+
+
+def test_a_presets_coder_gives_way(tmp_path, monkeypatch, capsys):
+    """The presets name dq:coder=ctx; under --decode-on gpu that coder is not the user's, so ans takes its place."""
+    from safetensors.torch import save_file
+
+    save_file(model(), tmp_path / "m.safetensors")
+    code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "b.zc",
+                           "--preset", "balanced", "--min-size", "100", "--decode-on", "gpu")
     assert code == 0, err
-    with Archive(tmp_path / "r.zc") as a:
+    with Archive(tmp_path / "b.zc") as a:
+        assert {a.plan[n].method["method"] for n in a.names()} >= {"dq"}
         assert all(G.job(a, n) is not None for n in a.names())
 
 
 def test_automatic_mode_refuses_before_any_work(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "compress", "mnist-cnn", "-o", tmp_path / "a.zc", "--target-loss", "1%",
-                           "--method", "dq", "--decode-on", "gpu")
-    assert code == 2 and "method 'dq' has no GPU decoder" in err and "split" not in err
+                           "--method", "prune", "--decode-on", "gpu")
+    assert code == 2 and "method 'prune' has no GPU decoder" in err and "split" not in err

@@ -137,9 +137,13 @@ def test_hostile_side_info_is_a_container_error():
     for side, segments in cases:
         with pytest.raises(ContainerError):
             spec.decode(side, segments, w.shape, "float32")
+        job = spec.fused(side, segments, w.shape, "float32")  # the GPU decoder's description checks them too
+        if job is not None and set(side["symbols"]) == {job.stream, *job.sides}:
+            with pytest.raises(ContainerError):
+                job.values()
 
 
-def test_compress_counts_the_side_info_and_the_gpu_decoder_declines(tmp_path):
+def test_compress_counts_the_side_info_and_the_gpu_decoder_takes_it(tmp_path):
     g = np.random.default_rng(4)
     model = {"a.weight": g.laplace(0, 0.02, (64, 96)).astype(np.float32),
              "b.weight": g.laplace(0, 0.02, (32, 200)).astype(np.float32)}
@@ -155,8 +159,8 @@ def test_compress_counts_the_side_info_and_the_gpu_decoder_declines(tmp_path):
             assert set(e["segments"]) == {"symbols", "group_steps", "group_zeros"}
             assert report.tensors[[t.name for t in report.tensors].index(name)].bytes_out == sum(
                 s[1] for s in e["segments"].values())
-            assert gpu_decode.job(a, name) is None  # decoded on the host
-            assert spec_from_dict(e["method"]).fused(e["side"], {}, tuple(e["shape"]), e["dtype"]) is None
+            assert gpu_decode.job(a, name).group == 32  # plan.Grouped: the GPU only (the CPU's dequantize runs)
+            assert not spec_from_dict(e["method"]).fused(e["side"], {}, tuple(e["shape"]), e["dtype"]).cpu
             err = np.abs(back[name].numpy().astype(np.float64) - model[name]).max()
             assert err <= e["stats"]["max_err"] * (1 + 1e-9) and err > 0
     assert info["bits_per_weight"] > 4  # 4-bit symbols (entropy-coded) plus a step and a zero per 32 weights

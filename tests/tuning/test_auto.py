@@ -341,3 +341,31 @@ def test_sequential_rounding_against_the_quantized_models_inputs(digits_net, tmp
     with zoocodec.Archive(out) as a:
         rounding = a.header["meta"]["auto"]["rounding"]
     assert "quantized at base step" in rounding["layer_inputs"] and r.within and r.loss_high <= 0.01
+
+
+def test_the_search_ends_near_the_budget_in_few_runs():
+    """The loss grows about as the step squared: aimed steps end within bisection's resolution in fewer runs;
+    a budget nothing meets gives None; a noisy, non-quadratic loss still ends at a step that passes."""
+    from zoocodec.tuning.auto import _search
+
+    calls: list[float] = []
+
+    def quadratic(b: float) -> float:
+        calls.append(b)
+        return 0.01 * (b / 0.37) ** 2
+
+    found = _search(quadratic, 0.05, 0.01)
+    assert 0.37 / 2 ** (1 / 8) <= found <= 0.37 and quadratic(found) <= 0.01 and len(calls) <= 5
+    calls.clear()
+    found = _search(quadratic, 0.37 * 2 ** (1 / 4), 0.01, 2 ** (1 / 8), 2, 16)  # the search again: 2**(1/32)
+    assert 0.37 / 2 ** (1 / 32) <= found <= 0.37 and len(calls) <= 4
+    assert _search(lambda b: 1.0, 1.0, 0.01, down=4) is None
+    g = np.random.default_rng(0)
+    for _ in range(20):
+        p, edge = g.uniform(1, 4), g.uniform(0.01, 10)
+
+        def rough(b: float, p=p, edge=edge) -> float:
+            return 0.01 * (b / edge) ** p * g.uniform(0.8, 1.25)
+
+        found = _search(rough, 1.0, 0.01)
+        assert found is not None and found <= edge * 1.25 ** (1 / p) and found >= edge * 0.8 ** (1 / p) / 2 ** 0.5

@@ -108,6 +108,7 @@ def compress(
     check_output(output, [model_path(model)])
     if preset is not None:
         method, target_bpw = apply_preset(preset, method, step, bits, per_tensor, target_bpw, target_loss)
+    choose = coder is None and ("coder=" not in method or preset is not None)  # a coder the user did not name
 
     if target_loss is not None:
         if step is not None or bits is not None or per_tensor:
@@ -119,7 +120,6 @@ def compress(
                                            ("--crf", crf is not None), ("--hw", hw)) if given]
         if unused:
             raise ZoocodecError(f"automatic mode (--target-loss) does not take {', '.join(unused)}")
-        choose = coder is None and "coder=" not in method
         for_decoder(build_spec(method, coder=coder), decode_on, choose)  # refused before any work
         _auto(model, output, target_loss, task, build_spec(method, coder=coder), min_size, json_out,
               inputs, module, output_kind, choose_coder=choose, start=start, calib=calib, decode_on=decode_on,
@@ -130,7 +130,7 @@ def compress(
                             "add --target-loss")
 
     spec = build_spec(method, step, bits, per_tensor, coder, lossless, crf, hw)  # bad specs fail before reading
-    spec = for_decoder(spec, decode_on, choose_coder=coder is None and "coder=" not in method)
+    spec = for_decoder(spec, decode_on, choose_coder=choose)
     if hw == "nvdec":
         note_nvdec()
     overrides = Overrides.parse(override or [])

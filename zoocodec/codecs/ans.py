@@ -156,14 +156,22 @@ def decode(data: bytes | memoryview, count: int, narrow: bool = False) -> np.nda
     if r.byte() == PACKED:
         lo, width, raw = unpack(r, count)
         return np.frombuffer(raw, dtype=f"<u{width}").astype(np.int64) + lo
-    lo = r.svarint()
-    k = r.byte()
-    top = native.rans_decode(r.take(r.uvarint(limit=len(r.data))), count, what=r.what).astype(np.int64)
-    packed = r.take(-(-count * k // 8))
-    r.done()
+    lo, k, stream, packed = wide(r, count)
+    top = native.rans_decode(stream, count, what=r.what).astype(np.int64)
     bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=count * k, bitorder="little")
     low = (bits.reshape(count, k).astype(np.int64) << np.arange(k, dtype=np.int64)).sum(axis=1)
     return (top << k | low) + lo
+
+
+def wide(r: Reader, count: int) -> tuple[int, int, memoryview, memoryview]:
+    """The rANS frame with raw low bits after its mode byte: (lo, k, the native stream of the
+    symbols' top bits, their k low bits packed little-endian); the CPU and GPU decoders both read it here."""
+    lo = r.svarint()
+    k = r.byte()
+    stream = r.take(r.uvarint(limit=len(r.data)))
+    low = r.take(-(-count * k // 8))
+    r.done()
+    return lo, k, stream, low
 
 
 def unpack(r: Reader, count: int) -> tuple[int, int, bytes]:

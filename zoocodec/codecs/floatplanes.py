@@ -11,13 +11,13 @@ raw; zstd whole on planes up to 64 KiB, and on larger ones where a sample at a f
 (an eighth of the plane, 32-256 KiB from its start and middle) beats the best so far.
 
 rANS tables have at most 12 probability bits (0.06% on minilm's exponents against 14),
-so that the native decoder takes its AVX2 path: the 8 interleaved states of a substream
-form one vector, one table lookup a step, and a task advances up to 4 substreams (chunks of 2^16
-values) together so that their table lookups overlap; when only the exponent plane is coded
-it writes the values straight from its registers. zstd planes are inflated first (they are
-rare). The encoder codes 4 substreams together the same way and writes the scalar encoder's
-bytes exactly. Streams with finer tables (written before, up to 14 bits) decode on
-the scalar path. Outputs are allocated on transparent huge pages.
+so that the native decoder reads one packed table entry a step (finer tables, written before
+up to 14 bits, take 8-byte entries): the 8 interleaved states of a substream form one vector
+(native/rans_avx2.cpp), and a task advances up to 8 substreams (chunks of 2^16 values)
+together so that their table lookups overlap; when only the exponent plane is coded it writes
+the values straight from its registers. zstd planes are inflated first, into a block on huge
+pages (minilm's fp32 embedding has two). The encoder codes 4 substreams together the same way
+and writes the scalar encoder's bytes exactly. Outputs are allocated on transparent huge pages.
 
 Bitstream: n, number of planes, then per plane a mode byte (0 raw, 1 rANS order-0 (the
 native stream of 256 byte symbols), 2 zstd) and a varint length, then the plane data.
@@ -29,7 +29,7 @@ import threading
 import numpy as np
 import zstandard
 
-from zoocodec.budget import unzstd
+from zoocodec.budget import unzstd_into
 from zoocodec.codecs import native
 from zoocodec.codecs.wire import Reader, put_uvarint
 from zoocodec.errors import ContainerError
@@ -121,9 +121,10 @@ def frame(data: bytes | memoryview, count: int, dtype: np.dtype) -> list[tuple[i
     for _ in range(width):
         mode = r.byte()
         body = r.take(r.uvarint(limit=len(r.data)))
-        if mode == ZSTD:
-            body = unzstd(body, n, "corrupt float payload: zstd plane")
-            mode = RAW
+        if mode == ZSTD:  # inflated into a block of its own (on huge pages from 4 MB on)
+            plane = memoryview(native.engine().output_block(n))
+            unzstd_into(body, plane, "corrupt float payload: zstd plane")
+            body, mode = plane, RAW
         elif mode not in (RAW, ORDER0):
             raise r.fail(f"unknown plane mode {mode}")
         parts.append((mode, body))

@@ -1,18 +1,22 @@
 """Decode into GPU memory: the payloads whose methods declare a fused decoder
 (MethodSpec.fused -> zoocodec.plan: Affine, symbols of an `ans` stream times a step per row,
-uniform at 2-16 bits; Lookup, a codebook per problem, kmeans), entropy decoding and
-dequantization fused in one CUDA kernel (decode.cu), the result handed to torch through DLPack.
+uniform at 2-16 bits and rdoq; Lookup, a codebook per problem, kmeans; Grouped, a step and
+zero point per group of a row, uniform group=G; Trellis, dq levels walked by its state
+machine; Planes, lossless float planes), entropy decoding and dequantization fused in CUDA
+kernels (decode.cu), the result handed to torch through DLPack.
 
 The frame is parsed by the native engine's one parser of the ans frame (ans_frame.h, the
 same code the CPU decoder runs); the host builds the slot tables and copies only the
 compressed substreams to the device. One launch decodes every substream of every tensor
 given (eight threads per substream). Packed frames (ans.py's zstd of plain ints, chosen for
 flat alphabets such as 16-bit symbols) are inflated on the host by ans.unpack and
-dequantized on the device. The output is the tensor's native float bits, equal to what the
-CPU decoder writes.
+dequantized on the device. dq levels decode to 16-bit indices first (or stay a packed
+frame's ints), then two launches walk the state machine as a scan (decode.cu, dq_maps and
+dq_values). The output is the tensor's native float bits, equal to what the CPU decoder writes.
 
-Payloads no method declares fused (other methods and coders, alphabets wider than 2^16)
-return None: the caller decodes them on the host and copies.
+Frames with raw low bits (alphabets wider than 2^16) upload those bits beside the substreams.
+Payloads no method declares fused (other methods and coders, dtypes other than float32,
+float16 and bfloat16) return None: the caller decodes them on the host and copies.
 """
 from __future__ import annotations
 
@@ -31,15 +35,25 @@ THREADS = 256  # per block: 32 substreams
 KINDS = {"float32": ("rans_dequant_f32", np.float32), "float16": ("rans_dequant_f16", np.float16),
          "bfloat16": ("rans_dequant_bf16", np.uint16)}
 PACKED_KERNELS = {"float32": "packed_dequant_f32", "float16": "packed_dequant_f16", "bfloat16": "packed_dequant_bf16"}
-# struct Tensor of decode.cu (48 bytes)
-TENSOR = np.dtype([("out_start", "<u8"), ("row_len", "<u8"), ("lo", "<i8"), ("table", "<u4"), ("L", "<u4"),
-                   ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("pad", "<u4")])
+DQ_KERNELS = {"float32": "dq_values_f32", "float16": "dq_values_f16", "bfloat16": "dq_values_bf16"}
+NO_ZEROS = 0xFFFFFFFF
+# struct Tensor of decode.cu (72 bytes)
+TENSOR = np.dtype([("out_start", "<u8"), ("row_len", "<u8"), ("lo", "<i8"), ("low", "<u8"), ("table", "<u4"),
+                   ("L", "<u4"), ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("group", "<u4"),
+                   ("groups", "<u4"), ("zeros", "<u4"), ("shift", "<u4"), ("pad", "<u4")])
+MAX_SHIFT = 48  # raw low bits per symbol the kernels take (ans.encode writes at most 48)
+# struct DqTensor of decode.cu (64 bytes)
+DQ_TENSOR = np.dtype([("out_start", "<u8"), ("src", "<u8"), ("seg_start", "<u8"), ("rows", "<u8"), ("cols", "<u8"),
+                      ("lo", "<i8"), ("width", "<u4"), ("by_column", "<u4"), ("steps", "<u4"), ("nsteps", "<u4")])
+DQ_SEGMENT = 256  # levels of a walk per thread of dq_maps / dq_values
 MAX_NSYM = 1 << 16
 
 
 @dataclass
 class Stream:
-    """One tensor's parsed rANS stream: the model and where its substreams lie in `data`."""
+    """One tensor's parsed rANS stream: the model and where its substreams lie in `data`; with
+    `shift` > 0 (alphabets wider than 2^16) the coded symbols are the top bits and `low` holds
+    each symbol's `shift` low bits, packed little-endian."""
 
     count: int
     lo: int
@@ -48,6 +62,8 @@ class Stream:
     chunk: int
     lengths: list[int]
     data: memoryview  # the substreams, back to back
+    shift: int = 0
+    low: bytes | memoryview = b""
 
 
 @dataclass
@@ -61,26 +77,44 @@ class Packed:
 
 
 def parse(data, count: int, what: str) -> Stream | Packed | None:
-    """The ans payload of `count` symbols, or None when its alphabet is wider than 2^16."""
+    """The ans payload of `count` symbols (rANS frames by the native parser, the others by
+    codecs/ans.py's), or None when it has more raw low bits than MAX_SHIFT."""
     from zoocodec.codecs import ans
 
     eng = native.engine()
     try:
         frame = eng.ans_frame(data, count)
+        if frame is not None:
+            return _stream(data, count, *frame)
+        r = Reader(data, what)
+        if r.byte() == ans.PACKED:
+            lo, width, raw = ans.unpack(r, count)
+            return Packed(count, lo, width, raw)
+        lo, shift, body, low = ans.wide(r, count)  # rANS of the top bits, then raw low bits
+        if not 0 < shift <= MAX_SHIFT:
+            return None
+        stream = _stream(body, count, *eng.rans_frame(body, count))
+        stream.lo += lo
     except eng.CorruptStream as e:
         raise ContainerError(f"corrupt {what}: {e}") from None
-    if frame is not None:
-        lo, L, constant, freq, chunk, offsets, lengths = frame
-        if L == 0:  # a constant: no coded bits
-            return Stream(count, lo + constant, 0, np.zeros(0, np.uint32), 1 << 16, [], memoryview(b""))
-        start = int(offsets[0]) if len(offsets) else 0
-        return Stream(count, lo, L, freq, chunk, [int(x) for x in lengths],
-                      memoryview(data)[start : start + int(lengths.sum(dtype=np.uint64))])
-    r = Reader(data, what)
-    if r.byte() != ans.PACKED:  # rANS with raw low bits
-        return None
-    lo, width, raw = ans.unpack(r, count)
-    return Packed(count, lo, width, raw)
+    stream.shift, stream.low = shift, low
+    if stream.L == 0:  # the constant's top bits: (c << shift | low) + lo == (low) + (lo + c << shift)
+        stream.lo = _wrap(lo + ((stream.lo - lo) << shift))
+    return stream
+
+
+def _stream(data, count: int, lo: int, L: int, constant: int, freq, chunk: int, offsets, lengths) -> Stream:
+    """A Stream from the native parser's frame tuple (ans_frame, or rans_frame with lo 0)."""
+    if L == 0:  # a constant: no coded bits
+        return Stream(count, lo + constant, 0, np.zeros(0, np.uint32), 1 << 16, [], memoryview(b""))
+    start = int(offsets[0]) if len(offsets) else 0
+    return Stream(count, lo, L, freq, chunk, [int(x) for x in lengths],
+                  memoryview(data)[start : start + int(lengths.sum(dtype=np.uint64))])
+
+
+def _wrap(v: int) -> int:
+    """v as a two's complement int64 (what the kernels' 64-bit arithmetic and NumPy's make of it)."""
+    return (v + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
 def slot_table(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +128,9 @@ def slot_table(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class Job:
     """One tensor to decode on the GPU: its stream, dtype, and values (float64): one step per
-    row (k 0), or k codebook values per row; `row_len` elements a row (0: numel / rows)."""
+    row (k 0), or k codebook values per row; `row_len` elements a row (0: numel / rows). With
+    `group` > 0 (Grouped): one step per group of `group` weights of a row of `row_len`, or
+    one step, and `zeros` per group or None."""
 
     name: str
     shape: tuple[int, ...]
@@ -103,15 +139,63 @@ class Job:
     steps: np.ndarray
     k: int = 0
     row_len: int = 0
+    group: int = 0
+    zeros: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
+        """The steps (codebooks) it has: 1, or one per row (per group)."""
         return len(self.steps) // self.k if self.k else len(self.steps)
+
+    @property
+    def groups(self) -> int:
+        return -(-self.row_length // self.group) if self.group else 0
+
+    def record(self, out_at: int, table_at: int, steps_at: int, low_at: int = 0) -> tuple:
+        """Its struct Tensor of decode.cu, the output at `out_at`, its slot table, steps (then
+        zeros) and raw low bits at those offsets."""
+        s = self.stream
+        zeros = NO_ZEROS if self.zeros is None else steps_at + len(self.steps)
+        coded = isinstance(s, Stream)
+        return (out_at, self.row_length, s.lo, low_at, table_at, s.L if coded else 0, steps_at, self.rows, self.k,
+                self.group, self.groups, zeros, s.shift if coded else 0, 0)
+
+    def values(self) -> np.ndarray:
+        """Its steps, then its zeros: what the kernel reads from `steps`."""
+        return self.steps if self.zeros is None else np.concatenate([self.steps, self.zeros])
 
     @property
     def row_length(self) -> int:
         numel = math.prod(self.shape)
         return self.row_len or (numel // self.rows if self.rows > 1 else max(numel, 1))
+
+
+@dataclass
+class TrellisJob:
+    """One tensor of dq levels: its stream, dtype, float64 steps (one per row of the (rows,
+    cols) view, or one), and whether the state machine walks the columns."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    stream: Stream | Packed
+    steps: np.ndarray
+    rows: int
+    cols: int
+    by_column: bool
+
+    @property
+    def width(self) -> int:
+        """Bytes per level index on the device: rans_index writes 16 bits (rans_index64 64 with
+        raw low bits), a packed frame keeps its own."""
+        if isinstance(self.stream, Packed):
+            return self.stream.width
+        return 8 if self.stream.shift else 2
+
+    @property
+    def segments(self) -> int:
+        walks, length = (self.cols, self.rows) if self.by_column else (self.rows, self.cols)
+        return walks * -(-length // DQ_SEGMENT) if self.rows * self.cols else 0
 
 
 @dataclass
@@ -138,17 +222,13 @@ def parse_planes(data, count: int, dtype: str, what: str) -> list:
             planes.append(bytes(body))
             continue
         try:
-            _, L, constant, freq, chunk, offsets, lengths = eng.rans_frame(body, count)
+            planes.append(_stream(body, count, *eng.rans_frame(body, count)))
         except eng.CorruptStream as e:
             raise ContainerError(f"corrupt {what}: {e}") from None
-        start = int(offsets[0]) if len(offsets) else 0
-        payload = memoryview(body)[start : start + int(lengths.sum(dtype=np.uint64))] if L else memoryview(b"")
-        planes.append(Stream(count, constant if L == 0 else 0, L, freq, chunk if L else 1 << 16,
-                             [int(x) for x in lengths] if L else [], payload))
     return planes
 
 
-def job(archive, name: str) -> Job | PlanesJob | None:
+def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
     """The GPU decode job of one tensor of an open Archive, or None when its method declares
     no fused decoder this kernel takes (zoocodec/plan.py)."""
     from zoocodec import plan
@@ -173,6 +253,14 @@ def job(archive, name: str) -> Job | PlanesJob | None:
     stream = parse(segments[fused.stream], e.numel, f"{where}: entropy-coded payload")
     if stream is None:
         return None
+    if isinstance(fused, plan.Trellis):
+        return TrellisJob(name, e.shape, e.dtype, stream, fused.steps, fused.rows, fused.cols, fused.by_column)
+    if isinstance(fused, plan.Grouped):
+        try:
+            steps, zeros = fused.values()
+        except ContainerError as err:
+            raise ContainerError(f"{where}: {err}") from None
+        return Job(name, e.shape, e.dtype, stream, steps, 0, fused.cols, fused.group, zeros)
     values, row_len, k = fused.native(e.numel)
     return Job(name, e.shape, e.dtype, stream, values, k, row_len if k else 0)
 
@@ -193,26 +281,40 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
     if not jobs:
         return []
     kernel_name, out_dtype = KINDS[jobs[0].dtype]
-    kernel_name = kernel or kernel_name
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     numels = [math.prod(j.shape) for j in jobs]
     starts = [int(x) for x in np.cumsum([0] + numels)]  # where each tensor starts, then the total
-    packed = [(j, at) for j, at in zip(jobs, starts[:-1], strict=True) if isinstance(j.stream, Packed)]
-    coded = [(j, at) for j, at in zip(jobs, starts[:-1], strict=True) if isinstance(j.stream, Stream)]
+    out = cupy.empty(starts[-1], dtype=out_dtype) if out is None else out
+    for j, at in zip(jobs, starts[:-1], strict=True):
+        if isinstance(j.stream, Packed):
+            _packed_launch(j, out[at:], what)
+    _launch([(j, at) for j, at in zip(jobs, starts[:-1], strict=True) if isinstance(j.stream, Stream)],
+            kernel or kernel_name, out, what)
+    return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts[:-1], numels, strict=True)]
+
+
+def _launch(coded: list[tuple[Job, int]], kernel_name: str, out, what: str) -> None:
+    """One launch of `kernel_name` over every substream of the rANS-coded jobs, each writing at
+    its element offset of `out`; a damaged substream raises ContainerError naming its tensor."""
+    import cupy
+
     tensors = np.zeros(len(coded), TENSOR)
-    tables, syms, steps, blobs = [], [], [], []
+    tables, syms, steps, blobs, lows = [], [], [], [], []
     sub_off, sub_len, sub_first, sub_count, tensor_of = [], [], [], [], []
-    table_at = steps_at = data_at = 0
+    table_at = steps_at = data_at = low_at = 0
     for t, (j, out_at) in enumerate(coded):
         s = j.stream
-        tensors[t] = (out_at, j.row_length, s.lo, table_at, s.L, steps_at, j.rows, j.k, 0)
+        tensors[t] = j.record(out_at, table_at, steps_at, low_at)
+        lows.append(s.low)
+        low_at += len(s.low)
         if s.L:
             fb, sy = slot_table(s.freq)
             tables.append(fb)
             syms.append(sy)
             table_at += fb.size
-        steps.append(j.steps)
-        steps_at += len(j.steps)
+        values = j.values()
+        steps.append(values)
+        steps_at += len(values)
         blobs.append(s.data)
         offsets = np.concatenate([[0], np.cumsum(s.lengths, dtype=np.uint64)[:-1]]) if s.lengths else []
         chunk = s.chunk
@@ -224,36 +326,89 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
             tensor_of.append(t)
         data_at += len(s.data)
     nsub = len(sub_off)
-    out = cupy.empty(starts[-1], dtype=out_dtype) if out is None else out
-    for j, at in packed:
-        _packed_launch(j, out[at:], what)
-    if nsub:
-        host = _pinned(blobs, data_at)  # kept until the kernel has run (the .get() of `bad` below waits)
-        data = cupy.empty(host.shape, dtype=np.uint8)
-        data.set(host)  # one DMA from page-locked memory, in order on the current stream
-        dev = {
-            "data": data,
-            "sub_off": cupy.asarray(np.asarray(sub_off, np.uint64)),
-            "sub_len": cupy.asarray(np.asarray(sub_len, np.uint32)),
-            "sub_first": cupy.asarray(np.asarray(sub_first, np.uint64)),
-            "sub_count": cupy.asarray(np.asarray(sub_count, np.uint32)),
-            "tensor_of": cupy.asarray(np.asarray(tensor_of, np.uint32)),
-            "tensors": cupy.asarray(tensors.view(np.uint8)),
-            "slots": cupy.asarray(np.concatenate(tables) if tables else np.zeros(1, np.uint32)),
-            "syms": cupy.asarray(np.concatenate(syms) if syms else np.zeros(1, np.uint16)),
-            "steps": cupy.asarray(np.concatenate(steps)),
-        }
-        bad = cupy.zeros(nsub, dtype=np.int32)
-        blocks = -(-nsub * 8 // THREADS)
-        _module().get_function(kernel_name)(
-            (blocks,), (THREADS,),
-            (dev["data"], dev["sub_off"], dev["sub_len"], dev["sub_first"], dev["sub_count"], dev["tensor_of"],
-             dev["tensors"], dev["slots"], dev["syms"], dev["steps"], out, bad, np.uint64(nsub)))
-        broken = cupy.flatnonzero(bad).get()
-        if broken.size:
-            j = coded[tensor_of[int(broken[0])]][0]
-            raise ContainerError(f"{what}: tensor {j.name!r}: corrupt rANS substream "
-                                 f"{sub_first[int(broken[0])] // j.stream.chunk}")
+    if not nsub:
+        return
+    host = _pinned(blobs, data_at)  # kept until the kernel has run (the .get() of `bad` below waits)
+    data = cupy.empty(host.shape, dtype=np.uint8)
+    data.set(host)  # one DMA from page-locked memory, in order on the current stream
+    dev = {
+        "data": data,
+        "sub_off": cupy.asarray(np.asarray(sub_off, np.uint64)),
+        "sub_len": cupy.asarray(np.asarray(sub_len, np.uint32)),
+        "sub_first": cupy.asarray(np.asarray(sub_first, np.uint64)),
+        "sub_count": cupy.asarray(np.asarray(sub_count, np.uint32)),
+        "tensor_of": cupy.asarray(np.asarray(tensor_of, np.uint32)),
+        "tensors": cupy.asarray(tensors.view(np.uint8)),
+        "slots": cupy.asarray(np.concatenate(tables) if tables else np.zeros(1, np.uint32)),
+        "syms": cupy.asarray(np.concatenate(syms) if syms else np.zeros(1, np.uint16)),
+        "steps": cupy.asarray(np.concatenate(steps).astype(np.float64, copy=False)),
+        "low": cupy.asarray(np.frombuffer(b"".join(lows) + bytes(8), np.uint8)),  # padded: low_bits reads 8 bytes
+    }
+    bad = cupy.zeros(nsub, dtype=np.int32)
+    blocks = -(-nsub * 8 // THREADS)
+    _module().get_function(kernel_name)(
+        (blocks,), (THREADS,),
+        (dev["data"], dev["sub_off"], dev["sub_len"], dev["sub_first"], dev["sub_count"], dev["tensor_of"],
+         dev["tensors"], dev["slots"], dev["syms"], dev["steps"], dev["low"], out, bad, np.uint64(nsub)))
+    broken = cupy.flatnonzero(bad).get()
+    if broken.size:
+        j = coded[tensor_of[int(broken[0])]][0]
+        raise ContainerError(f"{what}: tensor {j.name!r}: corrupt rANS substream "
+                             f"{sub_first[int(broken[0])] // j.stream.chunk}")
+
+
+def trellis_layout(jobs: list[TrellisJob]) -> tuple[np.ndarray, list[int], int, int]:
+    """(struct DqTensor records of the non-empty jobs, each job's byte offset in the index
+    buffer, its size (a multiple of 8), the segments in all); outputs back to back, steps back to back."""
+    records, srcs = [], []
+    src = out_at = steps_at = seg_at = 0
+    for j in jobs:
+        numel = math.prod(j.shape)
+        src = -(-src // 8) * 8
+        srcs.append(src)
+        if j.segments:
+            records.append((out_at, src, seg_at, j.rows, j.cols, j.stream.lo, j.width, int(j.by_column), steps_at,
+                            len(j.steps)))
+        src += numel * j.width
+        out_at += numel
+        steps_at += len(j.steps)
+        seg_at += j.segments
+    return np.array(records, DQ_TENSOR), srcs, max(-(-src // 8) * 8, 8), seg_at  # (viewed as uint16 and uint64)
+
+
+def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode") -> list:
+    """dq tensors (all of one dtype) -> CuPy arrays of their shapes: the rANS streams decoded to
+    16-bit indices in one launch (packed frames' ints uploaded as they are), then dq_maps and
+    dq_values over every segment of every tensor (decode.cu)."""
+    import cupy
+
+    if not jobs:
+        return []
+    out_dtype = KINDS[jobs[0].dtype][1]
+    assert all(j.dtype == jobs[0].dtype for j in jobs)
+    records, srcs, size, nseg = trellis_layout(jobs)
+    idx = cupy.zeros(size, dtype=np.uint8)
+    narrow, wide = [], []
+    for j, src in zip(jobs, srcs, strict=True):
+        if isinstance(j.stream, Packed):
+            if j.stream.raw:
+                idx[src:src + len(j.stream.raw)].set(np.frombuffer(j.stream.raw, np.uint8))
+        else:  # (rans_index ignores the steps)
+            (wide if j.stream.shift else narrow).append(
+                (Job(j.name, j.shape, j.dtype, j.stream, np.ones(1)), src // j.width))
+    _launch(narrow, "rans_index", idx.view(np.uint16), what)
+    _launch(wide, "rans_index64", idx.view(np.uint64), what)
+    numels = [math.prod(j.shape) for j in jobs]
+    starts = [int(x) for x in np.cumsum([0] + numels)]
+    out = cupy.empty(starts[-1], dtype=out_dtype)
+    if nseg:
+        ts = cupy.asarray(records.view(np.uint8))
+        maps = cupy.empty(nseg, dtype=np.uint8)
+        steps = cupy.asarray(np.concatenate([np.asarray(j.steps, np.float64) for j in jobs]))
+        blocks = (-(-nseg // THREADS),)
+        args = (idx, ts, np.uint32(len(records)), np.uint64(nseg), np.uint32(DQ_SEGMENT), maps)
+        _module().get_function("dq_maps")(blocks, (THREADS,), args)
+        _module().get_function(DQ_KERNELS[jobs[0].dtype])(blocks, (THREADS,), (*args, steps, out))
     return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts[:-1], numels, strict=True)]
 
 
@@ -299,12 +454,12 @@ def _packed_launch(j: Job, out, what: str) -> None:
     if not numel:
         return
     raw = cupy.asarray(np.frombuffer(p.raw, np.uint8))
-    steps = cupy.asarray(np.ascontiguousarray(j.steps, np.float64))
+    steps = cupy.asarray(np.ascontiguousarray(j.values(), np.float64))
+    record = cupy.asarray(np.array([j.record(0, 0, 0)], TENSOR).view(np.uint8))
     bad = cupy.zeros(1, dtype=np.int32)
     blocks = min(-(-numel // THREADS), 65535)
     _module().get_function(PACKED_KERNELS[j.dtype])(
-        (blocks,), (THREADS,), (raw, np.uint32(p.width), np.uint64(numel), np.int64(p.lo), steps, np.uint32(j.rows),
-                                np.uint64(j.row_length), np.uint32(j.k), out, bad))
+        (blocks,), (THREADS,), (raw, np.uint32(p.width), np.uint64(numel), record, steps, out, bad))
     if int(bad.get()[0]):
         raise ContainerError(f"{what}: tensor {j.name!r}: codebook index out of range")
 
@@ -329,23 +484,26 @@ def to_torch(array, dtype: str):
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
 
 
+RUNS = {Job: run, PlanesJob: run_planes, TrellisJob: run_trellis}
+
+
 def tensor(archive, name: str):
     """One tensor decoded on the current CUDA device as torch, or None when the kernel does not take it."""
     j = job(archive, name)
     if j is None:
         return None
-    return to_torch((run_planes if isinstance(j, PlanesJob) else run)([j], str(archive.container.path))[0], j.dtype)
+    return to_torch(RUNS[type(j)]([j], str(archive.container.path))[0], j.dtype)
 
 
 def tensors(archive, names: list[str]) -> dict:
-    """Every tensor of `names` the kernel takes, decoded in one launch per dtype: {name: torch CUDA tensor}."""
-    jobs: dict[tuple[str, bool], list] = {}
+    """Every tensor of `names` the kernel takes, decoded in one launch per dtype and kind: {name: torch CUDA tensor}."""
+    jobs: dict[tuple[str, type], list] = {}
     for name in names:
         j = job(archive, name)
         if j is not None:
-            jobs.setdefault((j.dtype, isinstance(j, PlanesJob)), []).append(j)
+            jobs.setdefault((j.dtype, type(j)), []).append(j)
     out = {}
-    for (dtype, planes), group in jobs.items():
-        for j, a in zip(group, (run_planes if planes else run)(group, str(archive.container.path)), strict=True):
+    for (dtype, kind), group in jobs.items():
+        for j, a in zip(group, RUNS[kind](group, str(archive.container.path)), strict=True):
             out[j.name] = to_torch(a, dtype)
     return out

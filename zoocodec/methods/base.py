@@ -251,7 +251,8 @@ class MethodSpec(Spec):
     def fused(self, side: dict, arrays: dict[str, bytes], shape: tuple[int, ...], dtype: str):
         """How this tensor decodes in one pass, entropy decoding and dequantization fused into the
         output dtype (a zoocodec.plan kind: the native CPU decoder and the CUDA kernel take it),
-        or None: decode() runs. `arrays`: the payloads that are not symbol streams."""
+        or None: decode() runs. `arrays`: every payload, symbol streams included (a kind with
+        side streams decodes them only when a decoder takes it)."""
         return None
 
     def _decoded_dtype(self, stream: str, dtype: str, coder: CoderSpec) -> np.dtype | None:

@@ -216,7 +216,7 @@ class DQ(RDOQ):
     name = "dq"
     version = 2
     examples = ("dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac")
-    gpu_decode = False  # a level's value depends on the trellis state before it (fused() is None)
+    gpu_decode = True  # the state walk as a scan on the GPU (plan.Trellis); the CPU walks it in levels()
 
     def trellis(self, stream, shape):
         """The state machine walks each row of the 2-D view (axis 1), or each column when wider than tall."""
@@ -232,8 +232,18 @@ class DQ(RDOQ):
         return R.dq_trellis(x, ctx, origin, bits, self.lam, xp)
 
     def fused(self, side, arrays, shape, dtype):
-        """None: a level's value depends on the trellis state before it, not on the symbol alone."""
-        return None
+        """The levels of an ans stream, walked by the state machine (zoocodec.plan.Trellis, GPU
+        only: a level's value depends on the state before it); damaged steps are left to dequantize()."""
+        from zoocodec.plan import Trellis
+
+        if not isinstance(self.coder, Ans):
+            return None
+        rows, cols = view_shape(tuple(shape))
+        try:
+            steps = self.decoded_steps(arrays, rows, shape).astype(np.float64)
+        except ContainerError:
+            return None
+        return Trellis("symbols", steps, rows, cols, _flip((rows, cols)))
 
     def levels(self, q: np.ndarray, by_column: bool | None = None) -> np.ndarray:
         """The state machine walks each row, or each column (`by_column`; default: wider than tall)."""

@@ -13,7 +13,7 @@ Three ways to set the step:
   keeps the one step S and `zero=true` adds the offsets. The side values are rounded to
   the float16 grid (float32 where a value is outside float16's range) and coded by the
   float coder as their own streams (`group_steps`, `group_zeros`), so they count in the
-  size; the GPU decoder declines grouped tensors (they decode on the host).
+  size; the GPU decoder takes them (zoocodec.plan.Grouped), the CPU's dequantize() here.
 
 The symbols go to the spec's coder: `ans` (default), `ctx`, or video
 (`uniform:bits=8,coder=video-hevc`, lossy with `coder=video-h264(crf=18)`: the
@@ -97,7 +97,7 @@ class Uniform(MethodSpec):
     steppable = True
     rounds_nearest = True
     shared_grid = True
-    gpu_decode = True  # not group-wise steps: fused() leaves those to dequantize()
+    gpu_decode = True  # group-wise steps too (plan.Grouped, GPU only)
     examples = ("uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
                 "uniform:bits=4,group=16,zero=true")
 
@@ -333,33 +333,66 @@ class Uniform(MethodSpec):
         return out.reshape(symbols.shape)
 
     def fused(self, side, arrays, shape, dtype):
-        """symbols * step of an ans stream (zoocodec.plan.Affine); group-wise steps decode through
-        dequantize (the fused decoders take one step per row)."""
-        from zoocodec.plan import Affine
+        """symbols * step of an ans stream (zoocodec.plan.Affine); with group-wise steps,
+        zoocodec.plan.Grouped, whose side streams decode (by this method's coders, checked as
+        dequantize checks them) only when a decoder takes it."""
+        from zoocodec.plan import Affine, Grouped
 
-        if not isinstance(self.coder, Ans) or self.group is not None:
+        if not isinstance(self.coder, Ans):
             return None
-        return Affine("symbols", load_steps(Quantized({}, side, arrays), shape, "uniform").astype(np.float64))
+        if self.group is None:
+            return Affine("symbols", load_steps(Quantized({}, side, arrays), shape, "uniform").astype(np.float64))
+        try:
+            rows, cols, count = self._group_shape(side, tuple(shape))
+        except ContainerError:
+            return None  # (dequantize names it)
+        sides = (*(("group_steps",) if self.step is None else ()), *(("group_zeros",) if self.zero else ()))
+        shapes = side.get("symbols", {})
 
-    def _dequantize_groups(self, q: Quantized, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-        """Every side value checked against the shape before use: a file is hostile."""
+        def values():
+            streams = {}
+            for name in sides:
+                if shapes.get(name) != [rows * count]:
+                    raise ContainerError(f"uniform: {name} missing or not {rows} x {count} values")
+                coder = self.coder_for(name)
+                streams[name] = coder.decode(arrays[name], (rows * count,), self._decoded_dtype(name, dtype, coder),
+                                             self.trellis(name, (rows * count,)))
+            steps, step, zeros = self._group_values(Quantized(streams, side, {}), rows, count)
+            return (np.array([step]) if steps is None else steps.reshape(-1)), \
+                (None if zeros is None else zeros.reshape(-1))
+
+        return Grouped("symbols", self.group, rows, cols, values, sides)
+
+    def _group_shape(self, side: dict, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """(rows, cols, groups per row) of a grouped tensor, checked against its side info."""
         numel = math.prod(shape)
         rows = shape[0] if len(shape) >= 2 and shape[0] else 1
         cols = numel // rows
         count = K.group_count(cols, self.group)
-        if q.side.get("rows") != rows or q.side.get("groups") != count:
-            raise ContainerError(f"uniform: side info is invalid for shape {shape}: {q.side}")
-        symbols = q.symbols.get("symbols")
-        if symbols is None or symbols.size != numel:
-            raise ContainerError(f"uniform: symbols do not fit shape {shape}")
+        if side.get("rows") != rows or side.get("groups") != count:
+            raise ContainerError(f"uniform: side info is invalid for shape {shape}: {side}")
+        return rows, cols, count
+
+    def _group_values(self, q: Quantized, rows: int, count: int):
+        """(steps (rows, groups) or None, the one step or None, zeros or None), each checked."""
         steps = _group_values(q, "group_steps", rows, count) if self.step is None else None
+        step = None
         if steps is None:
             step = q.side.get("step")
             if not isinstance(step, float) or not (math.isfinite(step) and step > 0):
                 raise ContainerError(f"uniform: side info is invalid: {q.side}")
         elif not (steps > 0).all():
             raise ContainerError("uniform: group steps must be positive")
-        zeros = _group_values(q, "group_zeros", rows, count) if self.zero else None
+        return steps, step, _group_values(q, "group_zeros", rows, count) if self.zero else None
+
+    def _dequantize_groups(self, q: Quantized, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        """Every side value checked against the shape before use: a file is hostile."""
+        numel = math.prod(shape)
+        rows, cols, count = self._group_shape(q.side, shape)
+        symbols = q.symbols.get("symbols")
+        if symbols is None or symbols.size != numel:
+            raise ContainerError(f"uniform: symbols do not fit shape {shape}")
+        steps, step, zeros = self._group_values(q, rows, count)
         m = symbols.reshape(rows, cols)
         out = np.empty(m.shape, dtype=native_dtype(dtype))
         scalar = np.array(step if steps is None else 1.0)

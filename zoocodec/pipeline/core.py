@@ -38,15 +38,15 @@ from zoocodec.pipeline.modelio import (
     ModelSource,
     open_model,
     output_format,
-    to_tensordata,
     to_torch,
     write_model,
 )
 from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, choose_spec, safe_default
 
-# the attached files (config, tokenizer): level 19 took 0.85 s on minilm's 0.76 MB, more than
-# quantizing and coding its 91 MB of weights; level 9 takes 0.05 s for 11% more (+31 KB), outside the weights' ratio
-FILES_ZSTD_LEVEL = 9
+# the attached files (config, tokenizer), outside the weights' ratio: on minilm's 0.76 MB, level 19
+# took 163 ms of CPU, more than quantizing and coding its 91 MB of weights; level 9 14 ms for 11%
+# more (+31 KB), level 3 3.6 ms for 10% more again (+30 KB)
+FILES_ZSTD_LEVEL = 3
 
 
 @dataclass
@@ -159,7 +159,7 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
         for t in source.tensors():
             if t.array.size >= min_size:  # tied weights: the same values under a second name
                 key = (t.dtype, t.array.shape, _sample(t.array))
-                same = next((n for n in stored.get(key, ()) if _equal(t.array, source._get(n))), None)
+                same = next((n for n in stored.get(key, ()) if _equal(t.array, source.tensor(n).array)), None)
                 if same is not None:
                     aliases[t.name] = same
                     targets.pop(t.name, None)
@@ -222,18 +222,21 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     return report
 
 
-def _sample(a: np.ndarray, count: int = 4096) -> bytes:
-    """`count` bytes spread evenly over the array and its first and last 64: tensors that
-    differ almost always differ here, and only tensors that agree are compared whole (a hash
-    of every byte cost as much CPU as quantizing: 34 ms for minilm's 47 MB embedding)."""
+def _sample(a: np.ndarray, runs: int = 64, width: int = 64) -> bytes:
+    """`runs` evenly spaced runs of `width` bytes from the start to (nearly) the end:
+    tensors that differ almost always differ here, and only tensors that agree are compared whole
+    (a hash of every byte cost as much CPU as quantizing: 34 ms for minilm's 47 MB embedding;
+    4,096 single bytes spread over the tensor 4-5 ms for the model, one cache miss each, where
+    64 cache lines cost 64)."""
     b = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-    at = np.linspace(0, b.size - 1, min(count, b.size), dtype=np.int64)
-    return b[at].tobytes() + b[:64].tobytes() + b[-64:].tobytes()
+    if b.size <= runs * width:
+        return b.tobytes()
+    stride = (b.size - width) // (runs - 1)
+    return np.lib.stride_tricks.as_strided(b, (runs, width), (stride, 1), writeable=False).tobytes()
 
 
-def _equal(a: np.ndarray, stored: torch.Tensor) -> bool:
-    """Are the bytes of `a` those of the model's tensor `stored` (read again from the source)?"""
-    b = to_tensordata("", stored).array
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Are the bytes of `a` those of `b` (the model's tensor, read again from the source)?"""
     return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(
         np.ascontiguousarray(a).reshape(-1).view(np.uint8), np.ascontiguousarray(b).reshape(-1).view(np.uint8))
 
@@ -345,8 +348,9 @@ class Archive(ArchiveBase):
         """Decode tensors to native arrays, a batch of up to plan.BATCH_BYTES at a time: the
         batch's chunks CRC-checked on threads together, the payloads its methods declare fused
         (zoocodec/plan.py) entropy-decoded and dequantized into their dtype in one pass of the
-        native pool straight from the mapped file, the others by their method's own decode
-        (from copies: a method may keep views of what it decodes)."""
+        native pool straight from the mapped file into one block of huge pages per batch (its
+        arrays are views of it: the block is freed when the last of them is), the others by their
+        method's own decode (from copies: a method may keep views of what it decodes)."""
         out = {}
         for batch in plan.batches([self.plan[n] for n in names]):
             items = [(e.where, s) for e in batch for s in e.segments.values()]
@@ -384,7 +388,7 @@ class Archive(ArchiveBase):
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
         """One tensor as torch, on `device`: on a GPU, payloads whose method declares a fused
-        decoder (zoocodec/plan.py: uniform, kmeans) are decoded by a CUDA kernel straight into
+        decoder (zoocodec/plan.py: uniform, rdoq, dq, kmeans, lossless) are decoded by CUDA kernels straight into
         device memory (zoocodec/kernels/decode.py); other payloads are decoded on the host and copied."""
         name = self.aliases.get(name, name)
         dev = resolve(device)

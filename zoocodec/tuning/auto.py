@@ -80,9 +80,10 @@ SPLIT_SEED = 0
 # 1.756 bits/weight with it, 1.734 without; bench/results/auto-rounding-sequential-2026-12-04.json)
 SEQUENTIAL = False
 PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivities are measured
-RUNS_PER_SEARCH = 6  # runs one allocation strength's search takes, about (for the time-left estimate)
-RUNS_PER_FINAL = 4
+RUNS_PER_SEARCH = 3  # runs one allocation strength's search takes, about (time-left estimate; minilm at 1%: 2-4)
+RUNS_PER_FINAL = 2
 FINETUNE_FACTOR, FINETUNE_TRIES = 2 ** (1 / 8), 4  # fine-tuning tries base steps up to sqrt(2)x the one found
+ROUNDED_KEPT = 4  # plans whose data-aware rounding is kept (minilm: a full copy of the weights each)
 FINETUNE_SECONDS = 120.0  # fine-tuning's share of automatic mode's time (2 cores: minilm's whole run <= 5 min)
 
 
@@ -354,6 +355,7 @@ class _Search:
         self.exact_bytes: dict[str, int] = {}
         self.calibrates = asked.rounding == "gptq" and eligible(self.spec)
         self.groupwise = _groupwise(t, self.spec, weights)
+        self._rounded: dict[tuple, dict[str, torch.Tensor]] = {}  # plan steps -> data-aware rounding's targets
 
     @property
     def name(self) -> str:
@@ -415,8 +417,20 @@ class _Search:
     def decoded(self, plan: dict[str, MethodSpec]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(what the decoder returns under `plan`, the values handed to the quantizers in place of
         the originals)."""
-        targets = self.rounder.targets(self.weights, plan) if self.rounder else {}
+        targets = self.rounded(plan)
         return reconstruct({**self.weights, **targets}, plan), targets
+
+    def rounded(self, plan: dict[str, MethodSpec]) -> dict[str, torch.Tensor]:
+        """Data-aware rounding's targets for `plan` ({} without it), kept for the last few plans' steps: pricing
+        the coders, and the first check of the search again, round a plan the search already rounded."""
+        if not self.rounder:
+            return {}
+        key = tuple((k, v.name, getattr(v, "step", None)) for k, v in sorted(plan.items()))  # the grid, not the coder
+        if key not in self._rounded:
+            while len(self._rounded) >= ROUNDED_KEPT:
+                self._rounded.pop(next(iter(self._rounded)))
+            self._rounded[key] = self.rounder.targets(self.weights, plan)
+        return self._rounded[key]
 
     def plan_for(self, base: float, strength: float, coded: MethodSpec | None = None) -> dict[str, MethodSpec]:
         plan = allocate(self.weights, sensitivities=_flatten(self.usable, strength), base_step=base,
@@ -440,7 +454,7 @@ class _Search:
 
     def price(self, plan: dict[str, MethodSpec]) -> float:
         """Bits of the planned tensors, plus those of the 1-D tensors the plan leaves lossless."""
-        targets = self.rounder.targets(self.weights, plan) if self.rounder else {}
+        targets = self.rounded(plan)
         return plan_bits({**self.weights, **targets}, plan) + 8 * sum(
             b for k, b in self.exact_bytes.items() if k not in plan)
 
@@ -456,19 +470,20 @@ class _Search:
         )
 
     # ---- phase 3: the search on the search inputs ----------------------------------------------------------
-    def passes(self, ev, base: float, strength: float) -> bool:
+    def bound(self, ev, base: float, strength: float) -> float:
+        """The pessimistic end of the loss's 95% interval at `base`, `strength` on `ev`'s inputs."""
         m = self.judged("search", ev, self.plan_for(base, strength))[3]
         self.trace.append({"strength": strength, "base_step": base, "loss": m.loss, "loss_high": m.loss_high})
         self.clock.line(f"strength {strength:g}, base step {base:.3g}: loss {100 * m.loss:.3f}% "
                         f"(95% bound {100 * m.loss_high:.3f}%)")
-        return m.loss_high <= self.target_loss
+        return m.loss_high
 
     def search_on(self, ev) -> dict[float, float]:
         """strength -> the largest base step that passes on `ev`'s inputs."""
         found: dict[float, float] = {}
         start_at = DEFAULT_BASE_STEP
         for strength in STRENGTHS:
-            base = _search(lambda b, s=strength: self.passes(ev, b, s), start_at)
+            base = _search(lambda b, s=strength: self.bound(ev, b, s), start_at, self.target_loss)
             if base is None:  # even 2**-24 times the step fails: no allocation will pass
                 break
             found[strength] = start_at = base
@@ -521,6 +536,7 @@ class _Search:
             inputs_q = collect_on(cal.net, cal.run, cal.names,
                                   self.decoded(self.plan_for(self.base, self.strength, self.coded))[0])
             self.rounder = dataclasses.replace(self.rounder, inputs=inputs_q, _factors={})
+            self._rounded.clear()
             self.calibration["layer_inputs"] = (f"of the model quantized at base step {self.base:.4g} "
                                                 "(sequential, one refresh)")
             self.say(f"rounding: layer inputs measured again on the model quantized at base step {self.base:.3g} "
@@ -535,7 +551,7 @@ class _Search:
         wider = self.wider
         checked: dict[float, tuple] = {}
 
-        def passes_decide(b: float) -> bool:
+        def bound_decide(b: float) -> float:
             plan = self.plan_for(b, self.strength, self.coded)
             recon, targets, _, m = self.judged("final", decide_ev, plan)
             bound = m.loss_high + wider * (m.loss_high - m.loss)
@@ -545,7 +561,7 @@ class _Search:
                             f"{100 * m.loss:.3f}% (95% bound {100 * m.loss_high:.3f}%, {100 * bound:.3f}% with room "
                             f"for the held-back part)")
             checked[b] = plan, recon, targets
-            return bound <= target_loss
+            return bound
 
         # again on the whole part, also where the search ran on it: the coder chosen since can move dq's levels
         m0 = decide_ev.judge(self.weights)  # no output changed: the narrowest bound, plus its room, must be within
@@ -557,7 +573,7 @@ class _Search:
                 f"is {100 * (m0.loss_high + wider * (m0.loss_high - m0.loss)):.3g}%"
             )
         self.clock.doing = "searching again on the whole calibration/search part"
-        final = _search(passes_decide, self.base, FINAL_FACTOR, FINAL_ROUNDS, FINAL_DOWN)
+        final = _search(bound_decide, self.base, target_loss, FINAL_FACTOR, FINAL_ROUNDS, FINAL_DOWN)
         if final is None:
             raise ZoocodecError(
                 f"the {t.primary} loss stays above {100 * target_loss:g}% on the calibration/search part of "
@@ -726,29 +742,62 @@ def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev, calibrates: boo
     clock.expect("verify", 1, len(held_ev.ref_out), plan=False)
 
 
-def _search(passes: Callable[[float], bool], start: float, factor: float = 2.0, rounds: int = BISECTIONS,
-            down: int = 24) -> float | None:
-    """The largest base step that passes: bracket [ok, bad] from `start` by `factor`, then `rounds`
-    bisections on log2(base) (it ends within factor**(2**-rounds)); None when `down` factors below
-    `start` still fail."""
-    lo = hi = start
-    if passes(lo):
-        for _ in range(16):
-            hi = lo * factor
-            if not passes(hi):
-                break
-            lo = hi
-    else:
-        for _ in range(down):
-            hi, lo = lo, lo / factor
-            if passes(lo):
-                break
+def _search(bound: Callable[[float], float], start: float, target: float, factor: float = 2.0,
+            rounds: int = BISECTIONS, down: int = 24) -> float | None:
+    """The largest base step whose `bound` (the loss's pessimistic end) is within `target`, to the resolution
+    of bracketing by `factor` and `rounds` bisections of log2(base) (factor**(2**-rounds)); None when `down`
+    factors below `start` still fail.
+
+    Each next step is aimed where the bound would reach the target if it grew as the step squared (the
+    quantization noise's variance), from the nearest steps measured (log-log interpolation once bracketed,
+    kept inside the middle of the bracket); a passing step whose bound is within that resolution of the target
+    (loss as step**2: target * resolution**-2) ends the search: two to four runs where bisection takes five
+    or six (minilm at 1%)."""
+    resolution = factor ** (2.0 ** -rounds)
+    close = target * resolution**-2
+    floor = start / factor**down  # all failed down to here: None
+    lo: tuple[float, float] | None = None  # (step, bound): the largest that passed
+    hi: tuple[float, float] | None = None  # the smallest that failed
+    b, inside = start, 0
+    while True:
+        value = bound(b)
+        if value <= target:
+            lo = (b, value) if lo is None or b > lo[0] else lo
+            if value >= close:
+                return lo[0]
         else:
-            return None
-    for _ in range(rounds):
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if passes(mid) else (lo, mid)
-    return lo
+            hi = (b, value) if hi is None or b < hi[0] else hi
+        if lo is not None and hi is not None:
+            inside += 1
+            if hi[0] / lo[0] <= resolution * (1 + 1e-9) or inside > rounds + 2:
+                return lo[0]
+            b = _aim(lo, hi, target, (hi[0] / lo[0]) ** 0.25)
+        elif lo is not None:  # all passed so far: up, by at most the bracketing factor
+            if lo[0] >= start * factor**16:
+                return lo[0]
+            b = lo[0] * min(factor, max(resolution, _scale(lo[1], target)))
+        else:  # all failed so far: down, by the bracketing factor or more (at most its fourth power)
+            if hi[0] <= floor * (1 + 1e-9):
+                return None
+            b = max(floor, hi[0] / max(factor, min(factor**4, 1 / _scale(hi[1], target))))
+
+
+def _scale(value: float, target: float, aim: float = 0.97) -> float:
+    """The factor on the step that would bring `value` to `aim` x `target` if the loss grew as the step
+    squared (a value at or below 0: the largest factor)."""
+    return math.sqrt(aim * target / value) if value > 0 else math.inf
+
+
+def _aim(lo: tuple[float, float], hi: tuple[float, float], target: float, margin: float) -> float:
+    """A step between a passing `lo` and a failing `hi` (step, bound): where the log-log line through them
+    reaches 0.97 x target, kept `margin` (a factor) away from either end."""
+    (b0, v0), (b1, v1) = lo, hi
+    if v0 > 0 and v1 > v0:
+        t = (math.log(0.97 * target) - math.log(v0)) / (math.log(v1) - math.log(v0))
+        b = math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0)))
+    else:
+        b = math.sqrt(b0 * b1)
+    return min(max(b, b0 * margin), b1 / margin)
 
 
 def _flatten(sens: dict[str, float | np.ndarray], strength: float) -> dict[str, float | np.ndarray]:

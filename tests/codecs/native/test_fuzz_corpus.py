@@ -15,7 +15,7 @@ from zoocodec.errors import ContainerError
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "fuzz_corpus"
-TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused")
+TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes")
 
 
 def replay(target: str, data: bytes) -> None:
@@ -65,6 +65,13 @@ def replay(target: str, data: bytes) -> None:
         values = np.arange(rows * k) * 0.25 if k else 0.5 + np.arange(rows, dtype=np.float64)
         out = np.empty(n, dtype=np.float32 if kind == 0 else np.uint16)
         [(status, _)] = eng.decode_fused([(data[5:], n, values, -(-n // rows), k, kind, out)], 2)
+        assert status in (0, 1, 2)
+    elif target == "planes":
+        if len(data) < 3:
+            return
+        width, n = 2 if data[0] % 2 == 0 else 4, struct.unpack_from("<H", data, 1)[0]
+        out = np.empty(n, dtype=np.uint16 if width == 2 else np.uint32)
+        [(status, _)] = eng.decode_fused([(data[3:], n, width, out)], 2)
         assert status in (0, 1, 2)
     else:
         if len(data) < 2:

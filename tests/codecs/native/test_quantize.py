@@ -130,8 +130,11 @@ def test_rans_refuses_a_symbol_its_callers_table_lacks():
 
 
 def test_the_avx2_and_plain_copies_agree(tmp_path):
-    """The quantizer's and the row maxima's AVX2 copies (chosen at run time) give the bytes the
-    plain copies give: a second process with ZOOCODEC_NO_AVX2 set computes the same."""
+    """The quantizer's, the row maxima's and the byte rANS encoder's AVX2 copies (chosen at run
+    time) give the bytes the plain copies give: a second process with ZOOCODEC_NO_AVX2 set
+    computes the same (quantizer: one and several steps per 8 values, every symbol width, recon
+    or not; encoder: substreams of 8 lanes in groups of 1-4 and shorter ones, tables of 8-16 bits,
+    signed symbols read with an offset, byte planes)."""
     import os
     import subprocess
     import sys
@@ -145,10 +148,20 @@ def test_the_avx2_and_plain_copies_agree(tmp_path):
         "out = []\n"
         "bf16 = (w.view(np.uint32) >> 16).astype(np.uint16)\n"
         "for t in (TensorData('w', 'float32', w), TensorData('w', 'bfloat16', bf16)):\n"
-        "    q = parse_spec('uniform:bits=8').quantize(t)\n"
+        "    for spec in ('uniform:bits=8', 'uniform:bits=12', 'uniform:step=1e-7', 'uniform:bits=4,per_tensor=1'):\n"
+        "        for m in (t, TensorData('w', t.dtype, t.array[:, :7]), TensorData('w', t.dtype, t.array[:5])):\n"
+        "            q = parse_spec(spec).quantize(m)\n"
+        "            out += [q.symbols['symbols'].tobytes(), q.recon.tobytes(), repr(q.stats).encode()]\n"
+        "            out.append(repr(parse_spec(spec)._quantize(m, np, recon=False).stats).encode())\n"
         "    top = np.zeros(97, np.uint32 if t.dtype == 'float32' else np.uint16)\n"
         "    engine().absmax_rows(t.array.reshape(-1).view(top.dtype), 333, top)\n"
-        "    out += [q.symbols['symbols'].tobytes(), q.recon.tobytes(), repr(q.stats).encode(), top.tobytes()]\n"
+        "    out.append(top.tobytes())\n"
+        "g = np.random.default_rng(5)\n"
+        "for n in (100, 4096, 65536, 65536 * 3 + 4100, 65536 * 9):\n"
+        "    s = np.clip(np.rint(g.laplace(0, 9, n)), -127, 127).astype(np.int8)\n"
+        "    for bits in (8, 9, 12, 16):\n"
+        "        out.append(engine().rans_encode(s.view(np.uint8), 255, 65536, 2, bits, 127, b''))\n"
+        "    out.append(engine().plane_encode(s.view(np.uint8), 12, 65536, 2))\n"
         "sys.stdout.buffer.write(b'|'.join(x.hex().encode() for x in out))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -1,6 +1,7 @@
-// Byte planes of 2- and 4-byte floats (codecs/floatplanes.py frames them): the split and an
-// AVX2 rANS encoder for the encoder; a decoder that rebuilds the values a group of chunks (up
-// to 4 rANS substreams) per pool task, their substreams advanced together in AVX2 vectors.
+// Byte planes of 2- and 4-byte floats (codecs/floatplanes.py frames them): the split and the
+// rANS streams of the planes for the encoder (rans::encode_table codes them); a decoder that
+// rebuilds the values a group of chunks (up to 8 rANS substreams) per pool task, their
+// substreams advanced together in AVX2 vectors (rans_avx2.h).
 // When only the top plane is coded (the usual case) the values are written straight from the
 // decoder's registers; otherwise coded planes go through a cache-sized buffer first.
 //
@@ -8,19 +9,14 @@
 // fills the top byte); plane 0 holds the top byte of every value, plane width-1 the lowest.
 #include "floatplanes.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define ZC_AVX2 1
-#endif
-
 #include <algorithm>
 #include <type_traits>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include "pool.h"
 #include "rans.h"
+#include "rans_avx2.h"
 
 namespace zc::planes {
 
@@ -92,461 +88,69 @@ void merge_chunk(U* __restrict o, uint64_t m, const uint8_t* const* src) {
   }
 }
 
-struct Plane {
-  int mode = RAW;
-  const uint8_t* raw = nullptr;
-  rans::Parsed coded;
-};
-
-// rANS planes decoded with AVX2: the 8 interleaved states of a substream are one vector, and
-// S substreams (consecutive chunks) advance together so that the lookups of one hide the
-// latency of the others. Same bitstream as rans::decode_substream, same checks; it takes
-// substreams of 8 lanes under a packed table (byte symbols, L <= 12) and leaves the others to
-// rans.cpp.
-struct Lanes {
-  const uint8_t* q;
-  const uint8_t* end;
-  uint8_t* out;  // symbols (when fused: those decoded one at a time, from `tail` on)
-  uint64_t j, m;
-  alignas(32) uint32_t x[rans::LANES];
-  const uint8_t* raw[3];  // fused: the other planes (raw), and the values, from the substream's start
-  void* values;
-  uint64_t tail;
-};
-
-// The rest of a substream one symbol at a time, then the end checks of rans::decode_substream.
-void lanes_finish(const uint32_t* pk, int L, Lanes& s) {
-  const uint32_t mask = (1u << L) - 1;
-  const uint8_t* q = s.q;
-  for (uint64_t j = s.j; j < s.m; ++j) {
-    uint32_t& x = s.x[j % rans::LANES];
-    uint32_t e = pk[x & mask];
-    s.out[j] = static_cast<uint8_t>(e);
-    x = (e >> 20) * (x >> L) + (e >> 8 & 0xfff);
-    if (x < rans::STATE_LO) {
-      if (s.end - q < 2) throw Corrupt("substream ends early");
-      x = x << 16 | load16(q);
-      q += 2;
-    }
-  }
-  if (q != s.end) throw Corrupt("substream has bytes left over");
-  for (uint32_t x : s.x)
-    if (x != rans::STATE_LO) throw Corrupt("substream does not end in the initial state");
+// The values of symbols [lo, hi) of a group that the rANS decoder wrote to `out` only: merged
+// from there and the raw planes.
+template <class U>
+void merge_fused(const rans::Fuse& f, const uint8_t* out, uint64_t lo, uint64_t hi) {
+  constexpr int W = sizeof(U);
+  const uint8_t* src[W] = {out + lo};
+  for (int k = 1; k < W; ++k) src[k] = f.raw[k - 1] + lo;
+  merge_chunk<U>(static_cast<U*>(f.values) + lo, hi - lo, src);
 }
-
-// Whole groups of one substream's 8 states in scalar registers, branch-free (as rans.cpp's
-// byte decoder): faster than one vector alone, whose every step waits for the last.
-void lanes_scalar(const uint32_t* pk, int L, Lanes& s) {
-  const uint32_t mask = (1u << L) - 1;
-  const uint8_t* q = s.q;
-  uint32_t x[rans::LANES];
-  std::memcpy(x, s.x, sizeof x);
-  uint64_t j = s.j;
-  for (; j + rans::LANES <= s.m && s.end - q >= 2 * rans::LANES; j += rans::LANES) {
-    uint64_t group = 0;
-    for (int k = 0; k < rans::LANES; ++k) {
-      const uint32_t e = pk[x[k] & mask], nx = (e >> 20) * (x[k] >> L) + (e >> 8 & 0xfff);
-      group |= uint64_t(e & 0xff) << (8 * k);
-      const uint32_t r = nx < rans::STATE_LO;  // arithmetic, not a branch
-      x[k] = nx << (r << 4) | (load16(q) & (0u - r));
-      q += r << 1;
-    }
-    std::memcpy(s.out + j, &group, 8);
-  }
-  std::memcpy(s.x, x, sizeof x);
-  s.q = q;
-  s.j = j;
-}
-
-#ifdef ZC_AVX2
-// Lane permutations of the renormalisation words: for a mask of the lanes that read a word,
-// lane k takes word number (set lanes below k).
-struct Expand {
-  alignas(32) uint32_t idx[256][8];
-  Expand() {
-    for (int m = 0; m < 256; ++m)
-      for (int k = 0, w = 0; k < 8; ++k) {
-        idx[m][k] = static_cast<uint32_t>(w);
-        w += m >> k & 1;
-      }
-  }
-};
-const Expand EXPAND;
-
-// table[i] for the 8 indices of a vector, by scalar loads: faster than vpgatherdd on the EPYC
-// (Zen 4) this was measured on (the exponent plane decoded 1.3x faster).
-__attribute__((target("avx2"))) inline __m256i lookup8(const uint32_t* table, __m256i index) {
-  alignas(32) uint32_t i[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(i), index);
-  __m128i lo = _mm_cvtsi32_si128(static_cast<int>(table[i[0]]));
-  __m128i hi = _mm_cvtsi32_si128(static_cast<int>(table[i[4]]));
-  lo = _mm_insert_epi32(lo, static_cast<int>(table[i[1]]), 1);
-  hi = _mm_insert_epi32(hi, static_cast<int>(table[i[5]]), 1);
-  lo = _mm_insert_epi32(lo, static_cast<int>(table[i[2]]), 2);
-  hi = _mm_insert_epi32(hi, static_cast<int>(table[i[6]]), 2);
-  lo = _mm_insert_epi32(lo, static_cast<int>(table[i[3]]), 3);
-  hi = _mm_insert_epi32(hi, static_cast<int>(table[i[7]]), 3);
-  return _mm256_set_m128i(hi, lo);
-}
-
-// 8 bytes, zero-extended to the 8 lanes.
-__attribute__((target("avx2"))) inline __m256i bytes8(const uint8_t* p) {
-  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-}
-
-// W = 0: symbols to out. W = 2 or 4 (fused): the values themselves, from the symbol (the top
-// plane) and the W - 1 raw planes, rotated back as merge_chunk does.
-template <int S, int W>
-__attribute__((target("avx2,popcnt"))) void lanes_avx2(const uint32_t* pk, int L, Lanes* s) {
-  const __m256i mask = _mm256_set1_epi32((1 << L) - 1), lo12 = _mm256_set1_epi32(0xfff),
-                zero = _mm256_setzero_si256(), halves = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0),
-                lo8 = _mm256_set1_epi32(0xff), one = _mm256_set1_epi32(1);
-  (void)lo8, (void)one;  // (W == 2 only)
-  const __m128i shift = _mm_cvtsi32_si128(L);
-  // byte 0 of each 32-bit lane (the symbol), per 128-bit half, to its low 4 bytes; then both
-  // halves' to the low 8 bytes
-  const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  __m256i x[S];
-  const uint8_t* q[S];
-  uint8_t* out[S];
-  uint64_t j = 0, m = UINT64_MAX;  // groups done, and the fewest any substream has left
-  for (int k = 0; k < S; ++k) {
-    x[k] = _mm256_load_si256(reinterpret_cast<const __m256i*>(s[k].x));
-    q[k] = s[k].q;
-    out[k] = s[k].out + s[k].j;
-    m = std::min(m, s[k].m - s[k].j);
-  }
-  for (;; j += rans::LANES) {
-    bool room = j + rans::LANES <= m;
-    for (int k = 0; k < S; ++k) room &= s[k].end - q[k] >= 2 * rans::LANES;
-    if (!room) break;
-    for (int k = 0; k < S; ++k) {
-      const __m256i e = lookup8(pk, _mm256_and_si256(x[k], mask));
-      __m256i nx = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_srli_epi32(e, 20), _mm256_srl_epi32(x[k], shift)),
-                                    _mm256_and_si256(_mm256_srli_epi32(e, 8), lo12));
-      __m256i small = _mm256_cmpeq_epi32(_mm256_srli_epi32(nx, 16), zero);
-      unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(small)));
-      __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q[k])));
-      w = _mm256_permutevar8x32_epi32(w, _mm256_load_si256(reinterpret_cast<const __m256i*>(EXPAND.idx[bits])));
-      x[k] = _mm256_blendv_epi8(nx, _mm256_or_si256(_mm256_slli_epi32(nx, 16), w), small);
-      q[k] += 2 * _mm_popcnt_u32(bits);
-      const uint64_t at = s[k].j + j;
-      if constexpr (W == 0) {
-        const __m256i sym = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(e, pick), halves);
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(out[k] + j), _mm256_castsi256_si128(sym));
-      } else if constexpr (W == 2) {
-        const __m256i t = _mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(e, lo8), 8), bytes8(s[k].raw[0] + at));
-        const __m256i r = _mm256_or_si256(_mm256_srli_epi32(t, 1), _mm256_slli_epi32(_mm256_and_si256(t, one), 15));
-        const __m256i v = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(s[k].values) + at), _mm256_castsi256_si128(v));
-      } else {
-        const __m256i t = _mm256_or_si256(
-            _mm256_or_si256(_mm256_slli_epi32(e, 24), _mm256_slli_epi32(bytes8(s[k].raw[0] + at), 16)),
-            _mm256_or_si256(_mm256_slli_epi32(bytes8(s[k].raw[1] + at), 8), bytes8(s[k].raw[2] + at)));
-        const __m256i v = _mm256_or_si256(_mm256_srli_epi32(t, 1), _mm256_slli_epi32(t, 31));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint32_t*>(s[k].values) + at), v);
-      }
-    }
-  }
-  for (int k = 0; k < S; ++k) {
-    _mm256_store_si256(reinterpret_cast<__m256i*>(s[k].x), x[k]);
-    s[k].q = q[k];
-    s[k].j += j;
-  }
-}
-
-const bool AVX2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
-#else
-constexpr bool AVX2 = false;
-template <int S, int W>
-void lanes_avx2(const uint32_t*, int, Lanes*) {}  // never called: vector_ready is false
-#endif
-
-bool vector_ready(const rans::Parsed& p) { return AVX2 && p.L >= 1 && p.L <= 12 && !p.packed.empty(); }
 
 // Substreams first .. first + count of a plane (its symbols from `first` x chunk on, `size`
 // of them) into out. Fused (W = 2 or 4: raw holds the other planes and values the output, from
 // the same value on): the values are written instead, the vector decoder's straight from its
-// registers, the rest merged from out.
+// registers (rans_avx2.h), the rest merged from out.
 template <int W>
 void decode_plane(const rans::Parsed& p, std::size_t first, std::size_t count, uint64_t size, uint8_t* out,
                   const uint8_t* const* raw = nullptr, void* values = nullptr) {
   using U = std::conditional_t<W == 4, uint32_t, uint16_t>;
-  auto merge_from = [&](uint64_t at, uint64_t lo, uint64_t hi) {  // at: the substream's first value
-    if constexpr (W != 0) {
-      const uint8_t* src[W] = {out + at + lo};
-      for (int k = 1; k < W; ++k) src[k] = raw[k - 1] + at + lo;
-      merge_chunk<U>(static_cast<U*>(values) + at + lo, hi - lo, src);
-    }
-  };
+  rans::Fuse fuse;
+  if constexpr (W != 0) {
+    fuse.width = W;
+    for (int k = 1; k < W; ++k) fuse.raw[k - 1] = raw[k - 1];
+    fuse.values = values;
+    fuse.merge = merge_fused<U>;
+  }
   if (p.L == 0) {
     std::memset(out, static_cast<int>(p.constant), size);
-    merge_from(0, 0, size);
+    if constexpr (W != 0) merge_fused<U>(fuse, out, 0, size);
     return;
   }
-  constexpr std::size_t MAXS = 4;
-  Lanes lanes[MAXS];
-  std::size_t ns = 0;
-  for (std::size_t i = first; i < first + count; ++i) {
-    uint64_t m = std::min<uint64_t>(p.chunk, p.n - i * p.chunk), at = (i - first) * p.chunk;
-    uint8_t* o = out + at;
-    if (!vector_ready(p) || rans::lanes(m) != rans::LANES) {
-      rans::decode_substream(p, i, o);
-      merge_from(at, 0, m);
-      continue;
-    }
-    Lanes& s = lanes[ns++];
-    s.q = p.body[i];
-    s.end = s.q + p.length[i];
-    if (s.end - s.q < 4 * rans::LANES) throw Corrupt("substream ends early");
-    for (int k = 0; k < rans::LANES; ++k, s.q += 4) {
-      s.x[k] = load32(s.q);
-      if (s.x[k] < rans::STATE_LO) throw Corrupt("bad rANS state");
-    }
-    s.out = o, s.j = 0, s.m = m, s.tail = UINT64_MAX;
-    if constexpr (W != 0) {
-      for (int k = 1; k < W; ++k) s.raw[k - 1] = raw[k - 1] + at;
-      s.values = static_cast<U*>(values) + at;
-    }
-  }
-  // Groups of the substreams still running: a shorter last substream, or one near its end,
-  // leaves the group, and the others go on together.
-  const uint32_t* pk = p.packed.data();
-  Lanes* run[MAXS];
-  for (std::size_t k = 0; k < ns; ++k) run[k] = &lanes[k];
-  while (ns) {
-    Lanes group[MAXS];
-    for (std::size_t k = 0; k < ns; ++k) group[k] = *run[k];
-    if (ns == 4) lanes_avx2<4, W>(pk, p.L, group);
-    else if (ns == 3) lanes_avx2<3, W>(pk, p.L, group);
-    else if (ns == 2) lanes_avx2<2, W>(pk, p.L, group);
-    else {  // one vector alone waits on its own latencies: scalar lanes, symbols to out
-      group[0].tail = std::min(group[0].tail, group[0].j);
-      lanes_scalar(pk, p.L, group[0]);
-    }
-    std::size_t left = 0;
-    for (std::size_t k = 0; k < ns; ++k) {
-      *run[k] = group[k];
-      if (run[k]->j + rans::LANES <= run[k]->m && run[k]->end - run[k]->q >= 2 * rans::LANES) {
-        run[left++] = run[k];
-        continue;
-      }
-      Lanes& s = *run[k];
-      s.tail = std::min(s.tail, s.j);
-      lanes_finish(pk, p.L, s);
-      merge_from(static_cast<uint64_t>(s.out - out), s.tail, s.m);
-    }
-    ns = left;
-  }
+  rans::decode_group(p, first, count, out, W ? &fuse : nullptr);
 }
 
+// Task t of a prepared merge: its chunks' values into m.out.
 template <class U>
-void merge_into(U* out, uint64_t n, std::vector<Plane>& planes, int threads) {
+void merge_task(const Merge& g, std::size_t t) {
   constexpr int W = sizeof(U);
-  constexpr std::size_t GROUP = 4;  // substreams a task decodes together (see lanes_avx2)
-  uint64_t chunk = 0;
-  for (auto& p : planes)
-    if (p.mode == RANS && p.coded.L > 0) {
-      if (chunk && p.coded.chunk != chunk) throw Corrupt("planes cut into different substreams");
-      chunk = p.coded.chunk;
-    }
-  if (!chunk) chunk = CHUNK;
-  if (chunk > (uint64_t(1) << 24)) throw Corrupt("substreams over 2^24 values");
-  const std::size_t chunks = (n + chunk - 1) / chunk;
-  // Tasks of up to GROUP substreams (a task's buffer stays within 4 x 64K values), more tasks
-  // where that would leave threads idle, and the substreams shared out evenly: a task left
-  // with one substream decodes it at a third of the speed of a group.
-  const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
-  const std::size_t tasks = chunk > CHUNK ? chunks
-                                          : std::max((chunks + GROUP - 1) / GROUP, std::min(workers, chunks));
-  bool fused = planes[0].mode == RANS && vector_ready(planes[0].coded);
-  for (int k = 1; k < W; ++k) fused &= planes[k].mode == RAW;
-  run_tasks(tasks, threads, [&](std::size_t t) {
-    const std::size_t c0 = t * chunks / tasks, nc = (t + 1) * chunks / tasks - c0;
-    const uint64_t lo = c0 * chunk, m = std::min(n - lo, nc * chunk);
-    thread_local std::vector<uint8_t> buf;  // reused: a fresh 256 KB block would be mmapped
-    if (fused) {  // the top plane coded, the others raw: values straight from the decoder
-      if (buf.size() < m) buf.resize(m);
-      const uint8_t* raw[W - 1];
-      for (int k = 1; k < W; ++k) raw[k - 1] = planes[k].raw + lo;
-      decode_plane<W>(planes[0].coded, c0, nc, m, buf.data(), raw, out + lo);
-      return;
-    }
-    const uint8_t* src[W];
-    for (int k = 0; k < W; ++k) {
-      Plane& p = planes[k];
-      if (p.mode == RAW) {
-        src[k] = p.raw + lo;
-      } else {
-        if (buf.size() < W * m) buf.resize(W * m);
-        uint8_t* b = buf.data() + k * m;
-        decode_plane<0>(p.coded, c0, nc, m, b);
-        src[k] = b;
-      }
-    }
-    merge_chunk<U>(out + lo, m, src);
-  });
-}
-
-
-// rANS encoding of a byte plane: the stream rans::encode writes, bit for bit, with the 8
-// lanes of a substream in one AVX2 vector (one table lookup a step; x / f by a single-precision
-// division, corrected by the remainder).
-struct EncLane {
-  uint64_t rcp;  // ceil(2^48 / f): floor(x / f) = x * rcp >> 48 for 32-bit x (see rans.cpp)
-  uint32_t f, cum;
-};
-
-inline void enc_put(uint32_t& x, const EncLane& e, int L, uint16_t* words, std::size_t& top) {
-  if (x >= e.f << (32 - L)) {
-    words[--top] = static_cast<uint16_t>(x);
-    x >>= 16;
+  U* out = static_cast<U*>(g.out);
+  const std::size_t c0 = t * g.chunks / g.tasks, nc = (t + 1) * g.chunks / g.tasks - c0;
+  const uint64_t lo = c0 * g.chunk, m = std::min(g.n - lo, nc * g.chunk);
+  thread_local std::vector<uint8_t> buf;  // reused: a fresh 256 KB block would be mmapped
+  if (g.fused) {  // the top plane coded, the others raw: values straight from the decoder
+    if (buf.size() < m) buf.resize(m);
+    const uint8_t* raw[W - 1];
+    for (int k = 1; k < W; ++k) raw[k - 1] = g.planes[k].raw + lo;
+    decode_plane<W>(g.planes[0].coded, c0, nc, m, buf.data(), raw, out + lo);
+    return;
   }
-  const uint32_t q = static_cast<uint32_t>((static_cast<unsigned __int128>(x) * e.rcp) >> 48);
-  x = x + e.cum + q * ((1u << L) - e.f);
-}
-
-// One substream being encoded: its symbols, states, and words pushed down from the top.
-struct EncJob {
-  const uint8_t* sym;
-  uint64_t m, j;  // symbols, and those not coded yet (the first j)
-  int K;
-  alignas(32) uint32_t x[rans::LANES];
-  std::unique_ptr<uint16_t[]> words;  // one word a symbol at most, and 8 slots below for the vector stores
-  std::size_t size, top;
-};
-
-#ifdef ZC_AVX2
-// For a mask of the lanes that emit a word: lane k's word goes to position 8 - (emitting
-// lanes) + (emitting lanes below k) of the group's 8 word slots.
-struct Compress {
-  alignas(32) uint32_t idx[256][8];
-  Compress() {
-    for (int m = 0; m < 256; ++m) {
-      int c = __builtin_popcount(m), at = 8 - c;
-      for (int k = 0; k < 8; ++k) idx[m][k] = 0;
-      for (int k = 0; k < 8; ++k)
-        if (m >> k & 1) idx[m][at++] = static_cast<uint32_t>(k);
-    }
-  }
-};
-const Compress COMPRESS;
-
-// The remaining groups of S substreams with the same number of symbols left (a multiple of 8),
-// advanced together so that each one's chain of latencies overlaps the others'. A group's words
-// land right-aligned in lane order below `top`, where the scalar encoder pushes them.
-template <int S>
-__attribute__((target("avx2,fma,popcnt"))) void enc_groups(EncJob* const* jobs, const uint32_t* fc, int L) {
-  const __m256i lo16 = _mm256_set1_epi32(0xffff), sign = _mm256_set1_epi32(INT32_MIN),
-                one = _mm256_set1_epi32(1);
-  const __m128i up = _mm_cvtsi32_si128(32 - L), shift = _mm_cvtsi32_si128(L);
-  const __m256 k65536 = _mm256_set1_ps(65536.0f);
-  __m256i x[S];
-  std::size_t top[S];
-  for (int k = 0; k < S; ++k) {
-    x[k] = _mm256_load_si256(reinterpret_cast<const __m256i*>(jobs[k]->x));
-    top[k] = jobs[k]->top;
-  }
-  for (uint64_t j = jobs[0]->j; j;) {
-    j -= 8;
-    for (int k = 0; k < S; ++k) {
-      uint64_t eight;
-      std::memcpy(&eight, jobs[k]->sym + j, 8);
-      const __m256i s = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(eight)));
-      const __m256i e = lookup8(fc, s);
-      const __m256i f = _mm256_and_si256(e, lo16), cum = _mm256_srli_epi32(e, 16);
-      const __m256i below =
-          _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_sll_epi32(f, up), sign), _mm256_xor_si256(x[k], sign));
-      const unsigned out = ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(below))) & 0xff;
-      const __m256i w = _mm256_permutevar8x32_epi32(
-          _mm256_and_si256(x[k], lo16), _mm256_load_si256(reinterpret_cast<const __m256i*>(COMPRESS.idx[out])));
-      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(w, w), 0x08);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(jobs[k]->words.get() + top[k] - 8), _mm256_castsi256_si128(packed));
-      top[k] -= _mm_popcnt_u32(out);
-      const __m256i y = _mm256_blendv_epi8(_mm256_srli_epi32(x[k], 16), x[k], below);
-      // q = y / f in single precision is within 1 of the quotient (relative error 2^-23, and
-      // q < 2^(32 - L) <= 2^23 for L >= 9): the remainder y - q f puts it right; then
-      // x' = (q << L) + y mod f + start
-      const __m256 yf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(y, 16)), k65536,
-                                        _mm256_cvtepi32_ps(_mm256_and_si256(y, lo16)));  // one rounding
-      __m256i q = _mm256_cvttps_epi32(_mm256_div_ps(yf, _mm256_cvtepi32_ps(f)));
-      __m256i r = _mm256_sub_epi32(y, _mm256_mullo_epi32(q, f));
-      const __m256i under = _mm256_cmpgt_epi32(_mm256_setzero_si256(), r);  // (r is within (-f, 2f))
-      q = _mm256_add_epi32(q, under);
-      r = _mm256_add_epi32(r, _mm256_and_si256(under, f));
-      const __m256i over = _mm256_cmpgt_epi32(r, _mm256_sub_epi32(f, one));
-      q = _mm256_sub_epi32(q, over);
-      r = _mm256_sub_epi32(r, _mm256_and_si256(over, f));
-      x[k] = _mm256_add_epi32(_mm256_add_epi32(_mm256_sll_epi32(q, shift), r), cum);
-    }
-  }
-  for (int k = 0; k < S; ++k) {
-    _mm256_store_si256(reinterpret_cast<__m256i*>(jobs[k]->x), x[k]);
-    jobs[k]->top = top[k];
-    jobs[k]->j = 0;
-  }
-}
-#else
-template <int S>
-void enc_groups(EncJob* const*, const uint32_t*, int) {}  // never called: AVX2 is false
-#endif
-
-// A substream's last m mod K symbols (lane j mod K each, from the last one back).
-void enc_begin(EncJob& e, const uint8_t* sym, uint64_t m, const EncLane* lanes, int L) {
-  e.sym = sym, e.m = m, e.j = m, e.K = rans::lanes(m);
-  e.size = e.top = m + 9;
-  e.words.reset(new uint16_t[e.size]);  // (not zeroed: every word read back was written)
-  for (int k = 0; k < e.K; ++k) e.x[k] = rans::STATE_LO;
-  while (e.j % e.K) {
-    --e.j;
-    enc_put(e.x[e.j % e.K], lanes[sym[e.j]], L, e.words.get(), e.top);
-  }
-}
-
-// The remaining groups one lane at a time, then the substream's bytes: its states, its words.
-std::vector<uint8_t> enc_end(EncJob& e, const EncLane* lanes, int L) {
-  const int K = e.K;
-  for (uint64_t j = e.j; j;) {
-    j -= K;
-    for (int k = K - 1; k >= 0; --k) enc_put(e.x[k], lanes[e.sym[j + k]], L, e.words.get(), e.top);
-  }
-  std::vector<uint8_t> out(4 * K + 2 * (e.size - e.top));
-  uint8_t* o = out.data();
-  for (int k = 0; k < K; ++k)
-    for (int b = 0; b < 4; ++b) *o++ = static_cast<uint8_t>(e.x[k] >> (8 * b));
-  for (std::size_t i = e.top; i < e.size; ++i) {
-    *o++ = static_cast<uint8_t>(e.words[i]);
-    *o++ = static_cast<uint8_t>(e.words[i] >> 8);
-  }
-  return out;
-}
-
-// Substreams first .. first + count of a plane, into bodies: the vector encoder takes the 8-lane
-// ones in groups of those with as many symbols (all but perhaps the last).
-void enc_substreams(const uint8_t* sym, uint64_t n, uint64_t chunk, std::size_t first, std::size_t count,
-                    const EncLane* lanes, const uint32_t* fc, int L, std::vector<std::vector<uint8_t>>& bodies) {
-  constexpr std::size_t MAXS = 4;
-  EncJob jobs[MAXS];
-  EncJob* full[MAXS];
-  std::size_t nf = 0;
-  for (std::size_t i = 0; i < count; ++i) {
-    const uint64_t lo = (first + i) * chunk;
-    enc_begin(jobs[i], sym + lo, std::min(chunk, n - lo), lanes, L);
-    if (!AVX2 || L < 9 || jobs[i].K != rans::LANES) continue;  // (coarser tables: quotients too large for floats)
-    if (jobs[i].m == chunk) {
-      full[nf++] = &jobs[i];
+  const uint8_t* src[W];
+  for (int k = 0; k < W; ++k) {
+    const Plane& p = g.planes[k];
+    if (p.mode == RAW) {
+      src[k] = p.raw + lo;
     } else {
-      EncJob* last = &jobs[i];
-      enc_groups<1>(&last, fc, L);
+      if (buf.size() < W * m) buf.resize(W * m);
+      uint8_t* b = buf.data() + k * m;
+      decode_plane<0>(p.coded, c0, nc, m, b);
+      src[k] = b;
     }
   }
-  if (nf == 4) enc_groups<4>(full, fc, L);
-  else if (nf == 3) enc_groups<3>(full, fc, L);
-  else if (nf == 2) enc_groups<2>(full, fc, L);
-  else if (nf == 1) enc_groups<1>(full, fc, L);
-  for (std::size_t i = 0; i < count; ++i) bodies[first + i] = enc_end(jobs[i], lanes, L);
+  merge_chunk<U>(out + lo, m, src);
 }
+
 
 }  // namespace
 
@@ -558,28 +162,55 @@ void split(const U* v, uint64_t n, uint8_t* const* plane, int threads) {
   });
 }
 
-void merge(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes, void* out,
-           int threads) {
+Merge prepare(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes,
+              void* out, int workers) {
   if (width != 2 && width != 4) throw Corrupt("planes of a width other than 2 or 4 bytes");
-  std::vector<Plane> planes(width);
+  Merge g;
+  g.n = n, g.width = width, g.out = out;
   for (int k = 0; k < width; ++k) {
-    planes[k].mode = modes[k];
+    Plane& p = g.planes[k];
+    p.mode = modes[k];
     if (modes[k] == RAW) {
       if (sizes[k] != n) throw Corrupt("raw plane has the wrong length");
-      planes[k].raw = data[k];
+      p.raw = data[k];
     } else if (modes[k] == RANS) {
       Reader r(data[k], sizes[k]);
-      planes[k].coded = rans::parse(r, n);
+      p.coded = rans::parse(r, n);
       if (r.left()) throw Corrupt("bytes left after a plane");
-      if (planes[k].coded.nsym > 256) throw Corrupt("plane symbols wider than a byte");
+      if (p.coded.nsym > 256) throw Corrupt("plane symbols wider than a byte");
+      if (p.coded.L > 0) {
+        if (g.chunk && p.coded.chunk != g.chunk) throw Corrupt("planes cut into different substreams");
+        g.chunk = p.coded.chunk;
+      }
     } else {
       throw Corrupt("unknown plane mode");
     }
   }
-  if (width == 2)
-    merge_into(static_cast<uint16_t*>(out), n, planes, threads);
+  if (!g.chunk) g.chunk = CHUNK;
+  if (g.chunk > (uint64_t(1) << 24)) throw Corrupt("substreams over 2^24 values");
+  g.chunks = (n + g.chunk - 1) / g.chunk;
+  // Tasks of up to DECODE_GROUP substreams (a task's buffer stays within 8 x 64K values), more tasks
+  // where that would leave threads idle, and the substreams shared out evenly: a task left
+  // with one substream decodes it at a third of the speed of a group.
+  const std::size_t w = static_cast<std::size_t>(std::max(workers, 1));
+  g.tasks = g.chunk > CHUNK ? g.chunks : std::max((g.chunks + rans::DECODE_GROUP - 1) / rans::DECODE_GROUP,
+                                                            std::min(w, g.chunks));
+  g.fused = g.planes[0].mode == RANS && rans::vector_ready(g.planes[0].coded);
+  for (int k = 1; k < width; ++k) g.fused &= g.planes[k].mode == RAW;
+  return g;
+}
+
+void run_task(const Merge& g, std::size_t t) {
+  if (g.width == 2)
+    merge_task<uint16_t>(g, t);
   else
-    merge_into(static_cast<uint32_t*>(out), n, planes, threads);
+    merge_task<uint32_t>(g, t);
+}
+
+void merge(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes, void* out,
+           int threads) {
+  const Merge g = prepare(n, width, modes, data, sizes, out, threads > 0 ? threads : default_threads());
+  run_tasks(g.tasks, threads, [&](std::size_t t) { run_task(g, t); });
 }
 
 void histogram(const uint8_t* p, uint64_t n, uint64_t* out) {
@@ -620,49 +251,13 @@ void encode_plane(const uint8_t* sym, uint64_t n, uint64_t chunk, int max_bits, 
   int L = 0;
   std::vector<uint32_t> freq;
   if (present > 1) freq = table(counts, max_bits, &L);
-  if (n == 0 || present == 1 || L > 12) {  // nothing for the vector encoder to do
+  if (n == 0 || present == 1) {  // nothing to code
     rans::encode<uint8_t>(sym, n, 256, chunk, threads, w, max_bits);
     return;
   }
   w.uvarint(n);
   w.uvarint(256);
-  w.byte(static_cast<uint8_t>(L));
-  for (uint32_t s = 0; s < 256;) {  // the table as rans::encode writes it: runs of zeros as (0, run - 1)
-    if (freq[s]) {
-      w.uvarint(freq[s++]);
-      continue;
-    }
-    uint32_t run = 0;
-    while (s + run < 256 && !freq[s + run]) ++run;
-    w.uvarint(0);
-    w.uvarint(run - 1);
-    s += run;
-  }
-  std::vector<EncLane> lanes(256);
-  std::vector<uint32_t> fc(256);
-  for (uint32_t s = 0, cum = 0; s < 256; cum += freq[s++]) {
-    const uint64_t f = freq[s] ? freq[s] : 1;
-    lanes[s] = {((uint64_t(1) << 48) + f - 1) / f, freq[s], cum};
-    fc[s] = freq[s] | cum << 16;
-  }
-  w.uvarint(chunk);
-  // tasks of up to 4 substreams, more where that would leave threads idle
-  const std::size_t parts = (n - 1) / chunk + 1;
-  const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
-  const std::size_t tasks = std::max((parts + 3) / 4, std::min(workers, parts));
-  std::vector<std::vector<uint8_t>> bodies(parts);
-  run_tasks(tasks, threads, [&](std::size_t t) {
-    const std::size_t first = t * parts / tasks, count = (t + 1) * parts / tasks - first;
-    enc_substreams(sym, n, chunk, first, count, lanes.data(), fc.data(), L, bodies);
-  });
-  std::size_t total = w.out.size();
-  for (auto& b : bodies) total += b.size() + 10;
-  w.out.reserve(total);
-  for (auto& b : bodies) w.uvarint(b.size());
-  for (auto& b : bodies) {
-    w.bytes(b.data(), b.size());
-    std::vector<uint8_t>().swap(b);
-  }
+  rans::encode_table<uint8_t>(sym, n, freq, L, chunk, threads, w);  // (the AVX2 encoder codes the substreams)
 }
 
 }  // namespace zc::planes

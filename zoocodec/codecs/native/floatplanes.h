@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "bytes.h"
+#include "rans.h"
 
 namespace zc::planes {
 
@@ -19,12 +20,37 @@ void split(const U* v, uint64_t n, uint8_t* const* plane, int threads);
 void merge(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes, void* out,
            int threads);
 
+struct Plane {
+  int mode = RAW;
+  const uint8_t* raw = nullptr;
+  rans::Parsed coded;
+};
+
+// merge() in two steps, so that a caller runs the tasks of many tensors on one pass of the pool
+// (plan.cpp): the planes parsed and checked, and the work cut into `tasks` for `workers` threads.
+struct Merge {
+  uint64_t n = 0;
+  int width = 0;
+  void* out = nullptr;
+  Plane planes[4];
+  uint64_t chunk = 0;
+  std::size_t chunks = 0, tasks = 0;
+  bool fused = false;  // the top plane coded (vector decoder), the others raw
+};
+
+// merge()'s checks, then the tasks; throws Corrupt.
+Merge prepare(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes,
+              void* out, int workers);
+
+// Task t < g.tasks: its values into g.out (throws Corrupt on a damaged substream).
+void run_task(const Merge& g, std::size_t t);
+
 // rans::normalise(counts, max_bits, L), the last result kept per thread: the encoder sizes a
 // plane from its table, then codes it under the same table.
 std::vector<uint32_t> table(const std::vector<uint64_t>& counts, int max_bits, int* L);
 
 // Appends the rANS stream of n byte symbols (rans.h), exactly as rans::encode<uint8_t> with
-// nsym 256 writes it; substreams of 8 lanes under tables of 12 bits or fewer are coded with AVX2.
+// nsym 256 writes it (rans::encode_table codes the substreams, with AVX2 where it can).
 void encode_plane(const uint8_t* sym, uint64_t n, uint64_t chunk, int max_bits, int threads, Writer& w);
 
 // Byte counts (256) of n bytes.

@@ -13,33 +13,10 @@
 #include "floatplanes.h"
 #include "rans.h"
 
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
-
 namespace nb = nanobind;
 using namespace zc;
 
 namespace {
-
-// A new 1-D NumPy array like new_array, on transparent huge pages when it spans a few of
-// them: faulting in a fresh 90 MB output page by page cost more than decoding it (NumPy
-// asks for huge pages the same way).
-template <class T>
-Array1<T> big_array(std::size_t n, T** data) {
-  constexpr std::size_t HUGE = std::size_t(1) << 21;
-  const std::size_t bytes = n * sizeof(T);
-  if (bytes < 2 * HUGE) return new_array<T>(n, data);
-  const std::size_t rounded = (bytes + HUGE - 1) / HUGE * HUGE;
-  void* p = std::aligned_alloc(HUGE, rounded);
-  if (!p) throw std::bad_alloc();
-#ifdef __linux__
-  madvise(p, rounded, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
-#endif
-  nb::capsule owner(p, [](void* q) noexcept { std::free(q); });
-  *data = static_cast<T*>(p);
-  return Array1<T>(*data, {n}, owner);
-}
 
 template <class U>
 nb::list split(nb::ndarray<const U, nb::ndim<1>, nb::c_contig, nb::device::cpu> values, int threads) {
@@ -104,7 +81,7 @@ nb::bytes encode_plane(nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb:
     nb::gil_scoped_release release;
     planes::encode_plane(plane.data(), plane.shape(0), chunk, max_bits, threads, w);
   }
-  return to_bytes(w.out);
+  return to_bytes(w);
 }
 
 uint64_t varint_bytes(uint64_t v) {

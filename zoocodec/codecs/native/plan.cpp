@@ -1,5 +1,10 @@
 #include "plan.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define ZC_AVX2 1
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <exception>
@@ -7,7 +12,9 @@
 #include <mutex>
 #include <type_traits>
 
+#include "floatplanes.h"
 #include "pool.h"
+#include "rans_avx2.h"
 
 namespace zc::plan {
 
@@ -40,11 +47,46 @@ inline O convert(double v, int kind) {
   }
 }
 
+#ifdef ZC_AVX2
+// out[i] = value of (lo + sym[i]) * step for i < m - m % 8, 8 at a time: the int32 sum converted
+// to float64 exactly, one float64 product, rounded to float32 (and to bfloat16 as to_bf16 does)
+// as the scalar convert() rounds it, so the bits are the same. lo + every symbol fits an int32.
+template <class O, class T>
+__attribute__((target("avx2"))) uint64_t affine_avx2(const T* sym, uint64_t m, int32_t lo, double step, O* out) {
+  const __m256i base = _mm256_set1_epi32(lo), bias = _mm256_set1_epi32(0x7FFF), one = _mm256_set1_epi32(1);
+  const __m256d by = _mm256_set1_pd(step);
+  (void)bias, (void)one;  // (bfloat16 only)
+  uint64_t i = 0;
+  for (; i + 8 <= m; i += 8) {
+    __m256i s;
+    if constexpr (sizeof(T) == 1) s = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sym + i)));
+    else s = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sym + i)));
+    s = _mm256_add_epi32(s, base);
+    const __m128 lo4 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(s)), by));
+    const __m128 hi4 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(s, 1)), by));
+    const __m256i f = _mm256_castps_si256(_mm256_set_m128(hi4, lo4));
+    if constexpr (sizeof(O) == 4) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), f);
+    } else {  // nearest-even to the top 16 bits: b + 0x7FFF + ((b >> 16) & 1), in 32-bit lanes
+      const __m256i r = _mm256_add_epi32(_mm256_add_epi32(f, bias), _mm256_and_si256(_mm256_srli_epi32(f, 16), one));
+      const __m256i h = _mm256_srli_epi32(r, 16);
+      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(packed));
+    }
+  }
+  return i;
+}
+#else
+template <class O, class T>
+uint64_t affine_avx2(const T*, uint64_t, int32_t, double, O*) { return 0; }  // never called: rans::avx2() is false
+#endif
+
 // Values of m symbols (indices into the alphabet) of element range [first, first + m).
 template <class O, class T>
 void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t first, uint64_t m, O* lut) {
   O* out = static_cast<O*>(a.out);
   const int64_t k = static_cast<int64_t>(a.k);
+  const bool vector = !k && a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX;
   uint64_t j = 0;
   while (j < m) {
     const uint64_t e = first + j;
@@ -69,7 +111,11 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
       continue;
     }
     const double step = a.values[row];
-    if (lut && run >= 2 * nsym) {  // a row's values by table: nsym conversions instead of `run`
+    if (vector) {  // float32 and bfloat16 computed 8 at a time, the last few below
+      const uint64_t done = affine_avx2(sym + j, run, static_cast<int32_t>(lo), step, out + e);
+      for (uint64_t i = done; i < run; ++i)
+        out[e + i] = convert<O>(static_cast<double>(lo + static_cast<int64_t>(sym[j + i])) * step, a.kind);
+    } else if (lut && run >= 2 * nsym) {  // a row's values by table: nsym conversions instead of `run`
       for (uint32_t s = 0; s < nsym; ++s) lut[s] = convert<O>(static_cast<double>(lo + s) * step, a.kind);
       for (uint64_t i = 0; i < run; ++i) out[e + i] = lut[sym[j + i]];
     } else {
@@ -80,15 +126,66 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
   }
 }
 
+// Substreams first .. first + count of a fused job (count > 1: a group the vector decoder
+// advances together, rans_avx2.h); for a constant stream (L == 0), runs of 2^16 symbols instead.
+// For a planes job (count 0): its task `first`.
 struct Item {
-  std::size_t job, sub;
+  std::size_t job, first, count;
 };
+
+constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2;  // codecs/floatplanes.py's modes
+
+// A planes job's frame -> its prepared merge, or false when a plane is zstd-coded.
+bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
+  if (a.split) {
+    *g = planes::prepare(a.count, a.width, a.modes, a.data, a.sizes, a.out, workers);
+    return true;
+  }
+  Reader r(a.payload, a.size);
+  const uint64_t n = r.uvarint(UINT64_MAX);
+  const int width = r.byte();
+  if (n != a.count || width != a.width)
+    throw Corrupt("holds " + std::to_string(n) + " values of " + std::to_string(width) + " bytes, expected " +
+                  std::to_string(a.count) + " of " + std::to_string(a.width));
+  int modes[4];
+  const uint8_t* data[4];
+  std::size_t sizes[4];
+  bool zstd = false;
+  for (int k = 0; k < width; ++k) {
+    const uint8_t mode = r.byte();
+    if (mode != PLANE_RAW && mode != PLANE_RANS && mode != PLANE_ZSTD)
+      throw Corrupt("unknown plane mode " + std::to_string(mode));
+    zstd |= mode == PLANE_ZSTD;
+    modes[k] = mode == PLANE_RANS ? planes::RANS : planes::RAW;
+    sizes[k] = r.uvarint(r.left());
+    data[k] = r.take(sizes[k]);
+  }
+  if (r.left()) throw Corrupt("bytes left after the planes");
+  if (zstd) return false;
+  *g = planes::prepare(n, width, modes, data, sizes, a.out, workers);
+  return true;
+}
 
 }  // namespace
 
-void decode(std::vector<Fused>& jobs, int threads) {
+void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads) {
   std::vector<ans::Frame> frames(jobs.size());
   std::vector<Item> items;
+  std::vector<planes::Merge> merges(planes.size());
+  const int workers = threads > 0 ? threads : default_threads();
+  for (std::size_t t = 0; t < planes.size(); ++t) {
+    Planes& a = planes[t];
+    try {
+      if (!parse_planes(a, workers, &merges[t])) {
+        a.status = 1;
+        continue;
+      }
+      for (std::size_t i = 0; i < merges[t].tasks; ++i) items.push_back({t, i, 0});
+    } catch (const Corrupt& e) {
+      a.status = 2;
+      a.error = e.what();
+    }
+  }
   for (std::size_t t = 0; t < jobs.size(); ++t) {
     Fused& a = jobs[t];
     try {
@@ -101,21 +198,31 @@ void decode(std::vector<Fused>& jobs, int threads) {
       if (a.rows > 1 && (a.row_len == 0 || (a.rows - 1) * a.row_len >= a.count || a.rows * a.row_len < a.count))
         throw Corrupt("rows do not match the shape");
       const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / (uint64_t(1) << 16) + 1 : p.body.size();
-      for (std::size_t i = 0; i < parts; ++i) items.push_back({t, i});
+      const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
+      for (std::size_t i = 0; i < parts; i += group) items.push_back({t, i, std::min(group, parts - i)});
     } catch (const Corrupt& e) {
       a.status = 2;
       a.error = e.what();
     }
   }
-  std::vector<std::exception_ptr> failed(jobs.size());
+  std::vector<std::exception_ptr> failed(jobs.size()), failed_planes(planes.size());
   std::mutex failing;
   parallel_for(items.size(), threads, [&](std::size_t k) {
     const Item it = items[k];
+    if (it.count == 0) {
+      try {
+        planes::run_task(merges[it.job], it.first);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(failing);
+        if (!failed_planes[it.job]) failed_planes[it.job] = std::current_exception();
+      }
+      return;
+    }
     Fused& a = jobs[it.job];
     const ans::Frame& f = frames[it.job];
     const rans::Parsed& p = f.stream;
     const uint64_t chunk = p.L == 0 ? uint64_t(1) << 16 : p.chunk;
-    const uint64_t first = it.sub * chunk, m = std::min(chunk, p.n - first);
+    const uint64_t first = it.first * chunk, m = std::min(chunk * it.count, p.n - first);
     thread_local std::vector<uint16_t> sym16;
     thread_local std::vector<uint8_t> sym8;
     thread_local std::vector<uint32_t> lut32;
@@ -123,8 +230,14 @@ void decode(std::vector<Fused>& jobs, int threads) {
     try {
       auto run = [&](auto* sym) {
         using T = std::remove_pointer_t<decltype(sym)>;
-        if (p.L == 0) std::fill(sym, sym + m, static_cast<T>(p.constant));
-        else rans::decode_substream(p, it.sub, sym);
+        if (p.L == 0) {
+          std::fill(sym, sym + m, static_cast<T>(p.constant));
+        } else if constexpr (sizeof(T) == 1) {
+          if (it.count > 1) rans::decode_group(p, it.first, it.count, sym);
+          else rans::decode_substream(p, it.first, sym);
+        } else {
+          rans::decode_substream(p, it.first, sym);
+        }
         // by table where conversions repeat: float16's rounding is a call; a codebook has k values
         const bool table = (a.k ? a.k <= 256 : p.nsym <= 256) && (a.kind == F16 || a.rows == 1 || a.k);
         if (a.kind == F32) {
@@ -147,15 +260,17 @@ void decode(std::vector<Fused>& jobs, int threads) {
       if (!failed[it.job]) failed[it.job] = std::current_exception();
     }
   });
-  for (std::size_t t = 0; t < jobs.size(); ++t) {
-    if (!failed[t]) continue;
-    jobs[t].status = 2;
+  auto report = [](std::exception_ptr failure, int& status, std::string& error) {
+    if (!failure) return;
+    status = 2;
     try {
-      std::rethrow_exception(failed[t]);
+      std::rethrow_exception(failure);
     } catch (const std::exception& e) {
-      jobs[t].error = e.what();
+      error = e.what();
     }
-  }
+  };
+  for (std::size_t t = 0; t < jobs.size(); ++t) report(failed[t], jobs[t].status, jobs[t].error);
+  for (std::size_t t = 0; t < planes.size(); ++t) report(failed_planes[t], planes[t].status, planes[t].error);
 }
 
 }  // namespace zc::plan

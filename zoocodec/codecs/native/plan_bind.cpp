@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <memory>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "buffer.h"
@@ -24,20 +25,51 @@ using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 // jobs: (payload, count, values float64, row_len, k, kind 0 f32 | 1 f16 | 2 bf16, out: a
 // writable contiguous array of count values of that width); values: one step per row (k 0)
-// or k codebook values per row. Returns (status, error) per job: 0 decoded, 1 not taken
-// (packed or wide-alphabet frames: ans.py decodes those), 2 corrupt.
+// or k codebook values per row. Or a float-plane job: (payload, count, width 2 | 4, out), the
+// payload either the frame or a list of its planes split already, (mode 0 raw | 1 rANS, bytes).
+// Returns (status, error) per job: 0 decoded, 1 not taken (packed or wide-alphabet frames, or
+// zstd-coded planes: the Python coders decode those), 2 corrupt.
 std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tuple>& jobs, int threads) {
   std::vector<std::unique_ptr<InBuffer>> held;
   std::vector<Steps> steps;
   std::vector<Out> outs;
-  std::vector<plan::Fused> work(jobs.size());
-  for (std::size_t t = 0; t < jobs.size(); ++t) {
-    const nb::tuple& j = jobs[t];
-    if (j.size() != 7) throw std::invalid_argument("a job is (payload, count, values, row_len, k, kind, out)");
+  std::vector<plan::Fused> work;
+  std::vector<plan::Planes> planes;
+  std::vector<std::pair<bool, std::size_t>> where;  // each job: (a planes job?, its index there)
+  for (const nb::tuple& j : jobs) {
+    if (j.size() != 7 && j.size() != 4)
+      throw std::invalid_argument("a job is (payload, count, values, row_len, k, kind, out) or (payload, count, "
+                                  "width, out)");
+    outs.push_back(nb::cast<Out>(j[j.size() - 1]));
+    if (j.size() == 4) {
+      plan::Planes& a = planes.emplace_back();
+      a.width = nb::cast<int>(j[2]);
+      if (a.width != 2 && a.width != 4) throw std::invalid_argument("width is 2 or 4");
+      if (nb::isinstance<nb::list>(j[0])) {  // planes split already: (mode, bytes-like) each
+        nb::list parts = nb::cast<nb::list>(j[0]);
+        if (parts.size() != static_cast<std::size_t>(a.width)) throw std::invalid_argument("one (mode, bytes) a plane");
+        a.split = true;
+        for (std::size_t k = 0; k < parts.size(); ++k) {
+          nb::tuple part = nb::cast<nb::tuple>(parts[k]);
+          held.emplace_back(new InBuffer(part[1]));
+          a.modes[k] = nb::cast<int>(part[0]);
+          a.data[k] = held.back()->data();
+          a.sizes[k] = held.back()->size();
+        }
+      } else {
+        held.emplace_back(new InBuffer(j[0]));
+        a.payload = held.back()->data();
+        a.size = held.back()->size();
+      }
+      a.count = nb::cast<uint64_t>(j[1]);
+      if (outs.back().nbytes() != a.count * a.width) throw std::invalid_argument("output of the wrong size");
+      a.out = outs.back().data();
+      where.emplace_back(true, planes.size() - 1);
+      continue;
+    }
     held.emplace_back(new InBuffer(j[0]));
     steps.push_back(nb::cast<Steps>(j[2]));
-    outs.push_back(nb::cast<Out>(j[6]));
-    plan::Fused& a = work[t];
+    plan::Fused& a = work.emplace_back();
     a.payload = held.back()->data();
     a.size = held.back()->size();
     a.count = nb::cast<uint64_t>(j[1]);
@@ -51,13 +83,15 @@ std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tup
     if (a.rows < 1 || (a.k && a.rows * a.k != steps.back().shape(0))) throw std::invalid_argument("bad values");
     if (outs.back().nbytes() != a.count * width) throw std::invalid_argument("output of the wrong size");
     a.out = outs.back().data();
+    where.emplace_back(false, work.size() - 1);
   }
   {
     nb::gil_scoped_release release;
-    plan::decode(work, threads);
+    plan::decode(work, planes, threads);
   }
   std::vector<std::tuple<int, std::string>> result;
-  for (auto& a : work) result.emplace_back(a.status, a.error);
+  for (auto [is_planes, i] : where)
+    result.emplace_back(is_planes ? planes[i].status : work[i].status, is_planes ? planes[i].error : work[i].error);
   return result;
 }
 
@@ -112,12 +146,21 @@ nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
   return nb::make_tuple(f.lo, decoded(f.stream, threads));
 }
 
+// n bytes for the outputs of a batch (plan.py cuts them into its tensors), on huge pages.
+Array1<uint8_t> output_block(std::size_t n) {
+  uint8_t* p;
+  return big_array<uint8_t>(n, &p);
+}
+
 }  // namespace
 
 void bind_plan(nb::module_& m) {
+  m.def("output_block", &output_block, nb::arg("n"),
+        "A new uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch).");
   m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
-        "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, written into the "
-        "given arrays, every substream on one pass of the pool; (status, error) per job.");
+        "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
+        "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
+        "(status, error) per job.");
   m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
         "(lo, indices) of an ans payload's rANS frame, or None for packed and wide-alphabet frames.");
   m.def("rans_frame", &rans_frame, nb::arg("data"), nb::arg("count"),

@@ -9,6 +9,11 @@
 
 #include "pool.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define ZC_AVX2 1
+#endif
+
 namespace zc::quant {
 
 namespace {
@@ -16,7 +21,11 @@ namespace {
 constexpr std::size_t BLOCK = 128;      // NumPy's PW_BLOCKSIZE: 8 accumulators below it
 constexpr std::size_t TASK = 1 << 15;   // subtrees of the summation tree run as one task
 // The AVX2 copies below run where the CPU has it, unless ZOOCODEC_NO_AVX2 is set (tests compare the two).
+#if defined(__x86_64__)
 const bool has_avx2 = __builtin_cpu_supports("avx2") && !std::getenv("ZOOCODEC_NO_AVX2");
+#else
+const bool has_avx2 = false;
+#endif
 
 inline double value(uint32_t bits, Kind) {
   float f;
@@ -50,7 +59,7 @@ inline double round_even(double v) {
 }
 
 // NumPy's pairwise sum of a block of at most BLOCK values (loops_utils.h: 8 accumulators).
-inline double block_sum(const double* v, std::size_t n) {
+__attribute__((always_inline)) inline double block_sum(const double* v, std::size_t n) {
   if (n < 8) {
     double res = 0.;
     for (std::size_t i = 0; i < n; ++i) res += v[i];
@@ -75,16 +84,12 @@ inline std::size_t half(std::size_t n) {
   return n2 - n2 % 8;
 }
 
-// The pairwise tree over [lo, lo + n); `block(lo, n, e2, x2)` fills the squares of a leaf.
-template <class Block>
-Sums tree(std::size_t lo, std::size_t n, Block& block) {
-  if (n <= BLOCK) {
-    double e2[BLOCK], x2[BLOCK];
-    double m = block(lo, n, e2, x2);
-    return {block_sum(e2, n), block_sum(x2, n), m};
-  }
+// The pairwise tree over [lo, lo + n); `leaf(lo, n)` sums a leaf of at most BLOCK values.
+template <class Leaf>
+Sums tree(std::size_t lo, std::size_t n, Leaf& leaf) {
+  if (n <= BLOCK) return leaf(lo, n);
   std::size_t n2 = half(n);
-  Sums a = tree(lo, n2, block), b = tree(lo + n2, n - n2, block);
+  Sums a = tree(lo, n2, leaf), b = tree(lo + n2, n - n2, leaf);
   return {a.err2 + b.err2, a.power + b.power, std::max(a.max_err, b.max_err)};
 }
 
@@ -106,23 +111,35 @@ Sums combine(std::size_t n, const std::vector<Sums>& leaf, std::size_t& at) {
   return {a.err2 + b.err2, a.power + b.power, std::max(a.max_err, b.max_err)};
 }
 
-template <class Block>
-Stats run(std::size_t n, int threads, Block block) {
+// The statistics over n values, subtrees on the pool; `leaf(lo, n)` returns a leaf's Sums.
+template <class Leaf>
+Stats run_leaves(std::size_t n, int threads, Leaf leaf) {
   Stats out;
   if (n == 0) return out;
   std::vector<std::pair<std::size_t, std::size_t>> parts;
   tasks(0, n, parts);
-  std::vector<Sums> leaf(parts.size());
+  std::vector<Sums> sums(parts.size());
   parallel_for(parts.size(), threads, [&](std::size_t i) {
-    Block b = block;
-    leaf[i] = tree(parts[i].first, parts[i].second, b);
+    Leaf l = leaf;
+    sums[i] = tree(parts[i].first, parts[i].second, l);
   });
   std::size_t at = 0;
-  Sums s = combine(n, leaf, at);
+  Sums s = combine(n, sums, at);
   out.err2 = 0.0 + s.err2;  // np.add.reduce starts from its identity
   out.power = 0.0 + s.power;
   out.max_err = s.max_err;
   return out;
+}
+
+// run_leaves over leaves whose `block(lo, n, e2, x2)` fills the squares and returns the largest |error|.
+template <class Block>
+Stats run(std::size_t n, int threads, Block block) {
+  return run_leaves(n, threads, [block](std::size_t lo, std::size_t count) {
+    double e2[BLOCK], x2[BLOCK];
+    Block b = block;
+    const double m = b(lo, count, e2, x2);
+    return Sums{block_sum(e2, count), block_sum(x2, count), m};
+  });
 }
 
 }  // namespace
@@ -176,6 +193,12 @@ bool all_finite(const W* w, std::size_t n, int threads) {
 
 namespace {
 
+// One leaf of at most BLOCK values: symbols, the reconstruction (when wanted) and the leaf's
+// sums, NumPy's pairwise block sum (8 accumulators over whole groups of 8, combined as a tree,
+// then the rest added in order: block_sum) computed on the way, in registers. Each value is the
+// same IEEE operations as the NumPy path (x / step, rint, symbol * step, the cast back), so the
+// symbols, the reconstruction and the sums are NumPy's bit for bit. No FMA is enabled (an
+// a * b + c must round twice, as NumPy's does).
 // One run of values under one step (a row's part of a leaf): no branch and no reduction, so
 // the compiler vectorises it; the division, rounding and conversions are the same IEEE
 // operations lane by lane. recon is written always (a scratch block when not wanted).
@@ -197,16 +220,163 @@ __attribute__((always_inline)) inline void uniform_run(const W* __restrict w, st
   }
 }
 
+// One leaf of at most BLOCK values: its runs, then its sums (block_sum, as NumPy) and its largest
+// |error| (8 lanes at a time: a maximum in any order is the same), all in one function, so the
+// AVX2 copy vectorises every part of it.
 template <class W, class S>
-__attribute__((target("avx2"))) void uniform_run_avx2(const W* w, std::size_t count, Kind kind, double step,
-                                                      S* symbols, W* recon, double* e2, double* x2, double* err) {
-  uniform_run(w, count, kind, step, symbols, recon, e2, x2, err);  // (no FMA: results stay NumPy's)
+__attribute__((always_inline)) inline Sums uniform_leaf(const W* w, std::size_t lo, std::size_t count, Kind kind,
+                                                        const double* steps, std::size_t nsteps, std::size_t cols,
+                                                        S* symbols, W* recon) {
+  double e2[BLOCK], x2[BLOCK], err[BLOCK];
+  W scratch[BLOCK];
+  for (std::size_t k = 0; k < count;) {  // a run per row the leaf touches
+    const std::size_t i = lo + k;
+    const std::size_t len = nsteps > 1 ? std::min(count - k, cols - i % cols) : count - k;
+    uniform_run(w + i, len, kind, steps[nsteps > 1 ? i / cols : 0], symbols + i, recon ? recon + i : scratch + k,
+                e2 + k, x2 + k, err + k);
+    k += len;
+  }
+  double m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::size_t k = 0;
+  for (; k + 8 <= count; k += 8)
+    for (int j = 0; j < 8; ++j) m[j] = m[j] < err[k + j] ? err[k + j] : m[j];
+  double top = 0;
+  for (; k < count; ++k) top = std::max(top, err[k]);
+  for (int j = 0; j < 8; ++j) top = std::max(top, m[j]);
+  return {block_sum(e2, count), block_sum(x2, count), top};
 }
 
+#ifdef ZC_AVX2
+// 4 values as doubles: float32 bits, or bfloat16 bits (the top half of a float32).
+template <class W>
+__attribute__((target("avx2"))) inline __m256d load4(const W* w) {
+  if constexpr (sizeof(W) == 4) {
+    return _mm256_cvtps_pd(_mm_loadu_ps(reinterpret_cast<const float*>(w)));
+  } else {
+    uint64_t b;
+    std::memcpy(&b, w, 8);
+    const __m128i x = _mm_slli_epi32(_mm_cvtepu16_epi32(_mm_cvtsi64_si128(static_cast<long long>(b))), 16);
+    return _mm256_cvtps_pd(_mm_castsi128_ps(x));
+  }
+}
+
+// uniform_value of 4 values under steps `st`: symbols as int32, the reconstruction's bits in
+// 32-bit lanes, and e^2, x^2, |e| as doubles (the same IEEE operations, lane by lane).
+template <class W>
+__attribute__((target("avx2"))) inline void uniform4(const W* w, __m256d st, __m128i* sym, __m128i* back, __m256d* e2,
+                                                     __m256d* x2, __m256d* err) {
+  const __m256d x = load4(w);
+  const __m256d magic = _mm256_set1_pd(6755399441055744.0);
+  const __m256d q = _mm256_sub_pd(_mm256_add_pd(_mm256_div_pd(x, st), magic), magic);  // round_even
+  const __m128i k = _mm256_cvttpd_epi32(q);  // (an integer already)
+  *sym = k;
+  const __m128 rf = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(k), st));  // from the integer: no -0
+  __m256d r;
+  if constexpr (sizeof(W) == 4) {
+    *back = _mm_castps_si128(rf);
+    r = _mm256_cvtps_pd(rf);
+  } else {  // nearest-even to the top 16 bits, as narrow()
+    const __m128i b = _mm_castps_si128(rf);
+    const __m128i top = _mm_srli_epi32(
+        _mm_add_epi32(_mm_add_epi32(b, _mm_set1_epi32(0x7FFF)), _mm_and_si128(_mm_srli_epi32(b, 16), _mm_set1_epi32(1))),
+        16);
+    *back = top;
+    r = _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(top, 16)));
+  }
+  const __m256d e = _mm256_sub_pd(x, r);
+  *e2 = _mm256_mul_pd(e, e);
+  *x2 = _mm256_mul_pd(x, x);
+  *err = _mm256_andnot_pd(_mm256_set1_pd(-0.0), e);
+}
+
+template <class S>
+__attribute__((target("avx2"))) inline void store_symbols8(S* out, __m128i a, __m128i b) {
+  if constexpr (sizeof(S) == 4) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), a);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4), b);
+  } else if constexpr (sizeof(S) == 2) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_packs_epi32(a, b));
+  } else {
+    const __m128i h = _mm_packs_epi32(a, b);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_packs_epi16(h, h));
+  }
+}
+
+template <class W>
+__attribute__((target("avx2"))) inline void store_recon8(W* out, __m128i a, __m128i b) {
+  if constexpr (sizeof(W) == 4) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), a);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4), b);
+  } else {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_packus_epi32(a, b));  // (each below 2^16)
+  }
+}
+
+// uniform_leaf in AVX2 vectors: groups of 8 values as two vectors of 4, their squares added into
+// NumPy's 8 block_sum accumulators (position mod 8 of the leaf) and their largest |error| kept
+// lane by lane; the last count mod 8 values one at a time, added in order, as block_sum does.
+// The symbols fit S (the caller chose it from the largest), so the saturating packs never saturate.
 template <class W, class S>
-void uniform_run_plain(const W* w, std::size_t count, Kind kind, double step, S* symbols, W* recon, double* e2,
-                       double* x2, double* err) {
-  uniform_run(w, count, kind, step, symbols, recon, e2, x2, err);
+__attribute__((target("avx2"))) Sums uniform_leaf_avx2(const W* w, std::size_t lo, std::size_t count, Kind kind,
+                                                       const double* steps, std::size_t nsteps, std::size_t cols,
+                                                       S* symbols, W* recon) {
+  __m256d a2lo = _mm256_setzero_pd(), a2hi = a2lo, axlo = a2lo, axhi = a2lo, mlo = a2lo, mhi = a2lo;
+  std::size_t k = 0;
+  for (; k + 8 <= count; k += 8) {
+    const std::size_t i = lo + k;
+    __m256d slo, shi;
+    if (nsteps == 1 || i / cols == (i + 7) / cols) {
+      slo = shi = _mm256_set1_pd(steps[nsteps > 1 ? i / cols : 0]);
+    } else {
+      slo = _mm256_setr_pd(steps[i / cols], steps[(i + 1) / cols], steps[(i + 2) / cols], steps[(i + 3) / cols]);
+      shi = _mm256_setr_pd(steps[(i + 4) / cols], steps[(i + 5) / cols], steps[(i + 6) / cols], steps[(i + 7) / cols]);
+    }
+    __m128i s0, s1, b0, b1;
+    __m256d e0, e1, x0, x1, r0, r1;
+    uniform4(w + i, slo, &s0, &b0, &e0, &x0, &r0);
+    uniform4(w + i + 4, shi, &s1, &b1, &e1, &x1, &r1);
+    store_symbols8(symbols + i, s0, s1);
+    if (recon) store_recon8(recon + i, b0, b1);
+    a2lo = _mm256_add_pd(a2lo, e0), a2hi = _mm256_add_pd(a2hi, e1);  // (0 + v is v, as block_sum's first group)
+    axlo = _mm256_add_pd(axlo, x0), axhi = _mm256_add_pd(axhi, x1);
+    mlo = _mm256_max_pd(mlo, r0), mhi = _mm256_max_pd(mhi, r1);  // (a maximum in any order is the same)
+  }
+  alignas(32) double a[8], x[8], m[8];
+  _mm256_store_pd(a, a2lo), _mm256_store_pd(a + 4, a2hi);
+  _mm256_store_pd(x, axlo), _mm256_store_pd(x + 4, axhi);
+  _mm256_store_pd(m, mlo), _mm256_store_pd(m + 4, mhi);
+  Sums out{((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])),
+           ((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7])), 0.0};
+  for (int j = 0; j < 8; ++j) out.max_err = std::max(out.max_err, m[j]);
+  if (k < count) {
+    double e2[8], x2[8], err[8];
+    W scratch[8];
+    for (std::size_t t = k; t < count;) {
+      const std::size_t i = lo + t;
+      const std::size_t len = nsteps > 1 ? std::min(count - t, cols - i % cols) : count - t;
+      uniform_run(w + i, len, kind, steps[nsteps > 1 ? i / cols : 0], symbols + i, recon ? recon + i : scratch + t - k,
+                  e2 + t - k, x2 + t - k, err + t - k);
+      t += len;
+    }
+    for (std::size_t t = 0; t < count - k; ++t) {
+      out.err2 += e2[t];
+      out.power += x2[t];
+      out.max_err = std::max(out.max_err, err[t]);
+    }
+  }
+  return out;
+}
+#else
+template <class W, class S>
+Sums uniform_leaf_avx2(const W*, std::size_t, std::size_t, Kind, const double*, std::size_t, std::size_t, S*, W*) {
+  return {};  // never called: has_avx2 is false
+}
+#endif
+
+template <class W, class S>
+Sums uniform_leaf_plain(const W* w, std::size_t lo, std::size_t count, Kind kind, const double* steps,
+                        std::size_t nsteps, std::size_t cols, S* symbols, W* recon) {
+  return uniform_leaf(w, lo, count, kind, steps, nsteps, cols, symbols, recon);
 }
 
 }  // namespace
@@ -214,20 +384,9 @@ void uniform_run_plain(const W* w, std::size_t count, Kind kind, double step, S*
 template <class W, class S>
 Stats uniform(const W* w, std::size_t n, Kind kind, const double* steps, std::size_t nsteps, std::size_t cols,
               S* symbols, W* recon, int threads) {
-  auto* leaf = has_avx2 ? &uniform_run_avx2<W, S> : &uniform_run_plain<W, S>;
-  return run(n, threads, [=](std::size_t lo, std::size_t count, double* e2, double* x2) {
-    double err[BLOCK];
-    W scratch[BLOCK];
-    for (std::size_t k = 0; k < count;) {  // a run per row the leaf touches
-      const std::size_t i = lo + k;
-      const std::size_t len = nsteps > 1 ? std::min(count - k, cols - i % cols) : count - k;
-      leaf(w + i, len, kind, steps[nsteps > 1 ? i / cols : 0], symbols + i, recon ? recon + i : scratch + k, e2 + k,
-           x2 + k, err + k);
-      k += len;
-    }
-    double m = 0;
-    for (std::size_t k = 0; k < count; ++k) m = std::max(m, err[k]);
-    return m;
+  auto* leaf = has_avx2 ? &uniform_leaf_avx2<W, S> : &uniform_leaf_plain<W, S>;
+  return run_leaves(n, threads, [=](std::size_t lo, std::size_t count) {
+    return leaf(w, lo, count, kind, steps, nsteps, cols, symbols, recon);
   });
 }
 

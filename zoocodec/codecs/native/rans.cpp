@@ -1,7 +1,13 @@
 #include "rans.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define ZC_AVX2 1
+#endif
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <queue>
@@ -9,6 +15,7 @@
 #include <string>
 
 #include "pool.h"
+#include "rans_avx2.h"
 
 namespace zc::rans {
 
@@ -67,9 +74,13 @@ inline uint32_t load16(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]
 template <class T>
 std::vector<uint64_t> histogram(const T* sym, uint64_t n, uint32_t nsym, int threads, T add) {
   std::size_t parts = std::max<std::size_t>(1, std::min<uint64_t>(threads, n / 65536 + 1));
+  // Byte symbols: counters for all 256 values, checked against the alphabet afterwards, so the
+  // loop compares nothing; wider ones: counters for the alphabet, each symbol checked first.
+  constexpr bool bytes = sizeof(T) == 1;
+  const std::size_t width = bytes ? 256 : nsym;
   // four counters per symbol, used in turn: runs of one symbol do not wait on one counter
-  std::vector<std::vector<uint32_t>> local(parts, std::vector<uint32_t>(4 * std::size_t(nsym), 0));
-  std::vector<uint64_t> total(nsym, 0);
+  std::vector<std::vector<uint32_t>> local(parts, std::vector<uint32_t>(4 * width, 0));
+  std::vector<uint64_t> total(width, 0);
   std::vector<int> bad(parts, 0);
   std::mutex adding;
   parallel_for(parts, threads, [&](std::size_t t) {
@@ -81,13 +92,15 @@ std::vector<uint64_t> histogram(const T* sym, uint64_t n, uint32_t nsym, int thr
       for (; i < whole; i += 4) {
         const T a = static_cast<T>(sym[i] + add), b = static_cast<T>(sym[i + 1] + add);
         const T c = static_cast<T>(sym[i + 2] + add), d = static_cast<T>(sym[i + 3] + add);
-        top = std::max({top, a, b, c, d});
-        if (top >= nsym) break;
+        if constexpr (!bytes) {
+          top = std::max({top, a, b, c, d});
+          if (top >= nsym) break;
+        }
         ++h[4 * a], ++h[4 * b + 1], ++h[4 * c + 2], ++h[4 * d + 3];
       }
       for (; i < end && top < nsym; ++i) {
         const T a = static_cast<T>(sym[i] + add);
-        top = std::max(top, a);
+        if constexpr (!bytes) top = std::max(top, a);
         if (top < nsym) ++h[4 * a];
       }
       if (top >= nsym) {
@@ -95,14 +108,16 @@ std::vector<uint64_t> histogram(const T* sym, uint64_t n, uint32_t nsym, int thr
         return;
       }
       std::lock_guard<std::mutex> lock(adding);
-      for (uint32_t s = 0; s < nsym; ++s) {
+      for (std::size_t s = 0; s < width; ++s) {
         total[s] += uint64_t(h[4 * s]) + h[4 * s + 1] + h[4 * s + 2] + h[4 * s + 3];
         h[4 * s] = h[4 * s + 1] = h[4 * s + 2] = h[4 * s + 3] = 0;
       }
     }
   });
+  for (std::size_t s = nsym; s < width; ++s) bad[0] |= total[s] != 0;
   for (std::size_t t = 0; t < parts; ++t)
     if (bad[t]) throw std::invalid_argument("symbol outside the alphabet");
+  total.resize(nsym);
   return total;
 }
 
@@ -124,51 +139,182 @@ std::vector<EncSym> enc_table(const std::vector<uint32_t>& freq, const std::vect
   return e;
 }
 
-template <int K, class T>
-inline std::size_t encode_lanes(const T* sym, uint64_t m, const EncSym* e, uint16_t* words, std::size_t top,
-                                uint32_t* x, T add) {
-  uint32_t s[K];
-  for (int k = 0; k < K; ++k) s[k] = STATE_LO;
-  auto put = [&](uint32_t& st, T v) {
-    const EncSym& es = e[v];
-    const bool out = st >= es.xmax;  // branch-free: the renormalisation is a coin flip per symbol
-    words[top - 1] = static_cast<uint16_t>(st);  // (top >= 1: at most one word per symbol, m + 1 slots)
-    top -= out;
-    st = out ? st >> 16 : st;
-    const uint32_t q = static_cast<uint32_t>((static_cast<unsigned __int128>(st) * es.rcp) >> 48);
-    st = st + es.bias + q * es.cmpl;
-  };
-  uint64_t j = m;
-  while (j % K) {  // symbol j uses state j mod K, from the last symbol back
-    --j;
-    put(s[j % K], static_cast<T>(sym[j] + add));
-  }
-  while (j) {
-    j -= K;
-    for (int k = K - 1; k >= 0; --k) put(s[k], static_cast<T>(sym[j + k] + add));
-  }
-  for (int k = 0; k < K; ++k) x[k] = s[k];
-  return top;
-}
+// A substream being coded, from its last symbol back: its words pushed down from the top of
+// `words` (one a symbol at most, and 8 slots below for the vector stores).
+template <class T>
+struct SubEnc {
+  const T* sym;
+  uint64_t m, j;  // symbols, and those not coded yet (the first j)
+  int K;
+  alignas(32) uint32_t x[LANES];
+  uint16_t* words;
+  std::size_t size, top;
+};
 
 template <class T>
-std::vector<uint8_t> encode_substream(const T* sym, uint64_t m, const std::vector<EncSym>& enc, T add) {
-  thread_local std::vector<uint16_t> words;  // reused: a substream's words, written backwards
-  words.resize(m + 1);
-  const int K = lanes(m);
-  uint32_t x[LANES];
-  const std::size_t top = K == LANES ? encode_lanes<LANES>(sym, m, enc.data(), words.data(), words.size(), x, add)
-                                     : encode_lanes<1>(sym, m, enc.data(), words.data(), words.size(), x, add);
-  std::vector<uint8_t> out(4 * K + 2 * (words.size() - top));
-  uint8_t* o = out.data();
-  for (int k = 0; k < K; ++k) {
-    for (int b = 0; b < 4; ++b) *o++ = static_cast<uint8_t>(x[k] >> (8 * b));
+inline void put(uint32_t& st, const EncSym& es, uint16_t* words, std::size_t& top) {
+  const bool out = st >= es.xmax;  // branch-free: the renormalisation is a coin flip per symbol
+  words[top - 1] = static_cast<uint16_t>(st);  // (top >= 1: at most one word per symbol, m + 1 slots)
+  top -= out;
+  st = out ? st >> 16 : st;
+  const uint32_t q = static_cast<uint32_t>((static_cast<unsigned __int128>(st) * es.rcp) >> 48);
+  st = st + es.bias + q * es.cmpl;
+}
+
+// Whole groups of K symbols, one lane each, while more than `stop` symbols are left.
+template <int K, class T>
+inline void sub_groups(SubEnc<T>& e, const EncSym* enc, T add, uint64_t stop) {
+  uint32_t s[K];
+  for (int k = 0; k < K; ++k) s[k] = e.x[k];
+  std::size_t top = e.top;
+  uint64_t j = e.j;
+  while (j > stop) {
+    j -= K;
+    for (int k = K - 1; k >= 0; --k) put<T>(s[k], enc[static_cast<T>(e.sym[j + k] + add)], e.words, top);
   }
-  for (std::size_t i = top; i < words.size(); ++i) {
-    *o++ = static_cast<uint8_t>(words[i]);
-    *o++ = static_cast<uint8_t>(words[i] >> 8);
+  for (int k = 0; k < K; ++k) e.x[k] = s[k];
+  e.top = top, e.j = j;
+}
+
+// The last m mod K symbols (symbol j uses state j mod K, from the last symbol back).
+template <class T>
+void sub_begin(SubEnc<T>& e, const T* sym, uint64_t m, uint16_t* words, const EncSym* enc, T add) {
+  e.sym = sym, e.m = m, e.j = m, e.K = lanes(m);
+  e.words = words, e.size = e.top = m + 9;
+  for (int k = 0; k < e.K; ++k) e.x[k] = STATE_LO;
+  while (e.j % e.K) {
+    --e.j;
+    put<T>(e.x[e.j % e.K], enc[static_cast<T>(sym[e.j] + add)], e.words, e.top);
+  }
+}
+
+// The groups left, then the substream's bytes: its states, its words.
+template <class T>
+std::vector<uint8_t> sub_end(SubEnc<T>& e, const EncSym* enc, T add) {
+  if (e.K == LANES) sub_groups<LANES>(e, enc, add, 0);
+  else sub_groups<1>(e, enc, add, 0);
+  std::vector<uint8_t> out(4 * e.K + 2 * (e.size - e.top));
+  uint8_t* o = out.data();
+  for (int k = 0; k < e.K; ++k)
+    for (int b = 0; b < 4; ++b) *o++ = static_cast<uint8_t>(e.x[k] >> (8 * b));
+  for (std::size_t i = e.top; i < e.size; ++i) {
+    *o++ = static_cast<uint8_t>(e.words[i]);
+    *o++ = static_cast<uint8_t>(e.words[i] >> 8);
   }
   return out;
+}
+
+#ifdef ZC_AVX2
+// The vector encoder runs where the CPU has it, unless ZOOCODEC_NO_AVX2 is set (tests compare
+// the two encoders' bytes); it codes GROUP substreams of a task together (rans_avx2.h).
+const bool ENC_AVX2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                      __builtin_cpu_supports("popcnt") && !std::getenv("ZOOCODEC_NO_AVX2");
+
+// For a mask of the lanes that emit a word: lane k's word goes to position 8 - (emitting
+// lanes) + (emitting lanes below k) of the group's 8 word slots.
+struct Compress {
+  alignas(32) uint32_t idx[256][8];
+  Compress() {
+    for (int m = 0; m < 256; ++m) {
+      int c = __builtin_popcount(m), at = 8 - c;
+      for (int k = 0; k < 8; ++k) idx[m][k] = 0;
+      for (int k = 0; k < 8; ++k)
+        if (m >> k & 1) idx[m][at++] = static_cast<uint32_t>(k);
+    }
+  }
+};
+const Compress COMPRESS;
+
+// The groups of S byte substreams with the same number of symbols left (a multiple of 8), the 8
+// lanes of each in one vector, advanced together so that each one's chain of latencies overlaps
+// the others'; `fc` is freq | start << 16 by symbol. A group's words land right-aligned in lane
+// order below `top`, where put() pushes them: the scalar encoder's bytes.
+template <int S>
+__attribute__((target("avx2,fma,popcnt"))) void sub_vectors(SubEnc<uint8_t>* const* subs, const uint32_t* fc, int L,
+                                                              uint8_t add) {
+  const __m256i lo16 = _mm256_set1_epi32(0xffff), sign = _mm256_set1_epi32(INT32_MIN),
+                one = _mm256_set1_epi32(1);
+  const __m128i up = _mm_cvtsi32_si128(32 - L), shift = _mm_cvtsi32_si128(L), plus = _mm_set1_epi8(
+                                                                                     static_cast<char>(add));
+  const __m256 k65536 = _mm256_set1_ps(65536.0f);
+  __m256i x[S];
+  std::size_t top[S];
+  for (int k = 0; k < S; ++k) {
+    x[k] = _mm256_load_si256(reinterpret_cast<const __m256i*>(subs[k]->x));
+    top[k] = subs[k]->top;
+  }
+  for (uint64_t j = subs[0]->j; j;) {
+    j -= 8;
+    for (int k = 0; k < S; ++k) {
+      const __m128i eight = _mm_add_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(subs[k]->sym + j)), plus);
+      const __m256i e = lookup8(fc, _mm256_cvtepu8_epi32(eight));
+      const __m256i f = _mm256_and_si256(e, lo16), cum = _mm256_srli_epi32(e, 16);
+      const __m256i below =
+          _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_sll_epi32(f, up), sign), _mm256_xor_si256(x[k], sign));
+      const unsigned out = ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(below))) & 0xff;
+      const __m256i w = _mm256_permutevar8x32_epi32(
+          _mm256_and_si256(x[k], lo16), _mm256_load_si256(reinterpret_cast<const __m256i*>(COMPRESS.idx[out])));
+      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(w, w), 0x08);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(subs[k]->words + top[k] - 8), _mm256_castsi256_si128(packed));
+      top[k] -= _mm_popcnt_u32(out);
+      const __m256i y = _mm256_blendv_epi8(_mm256_srli_epi32(x[k], 16), x[k], below);
+      // q = y / f in single precision is within 1 of the quotient (relative error 2^-23, and
+      // q < 2^(32 - L) <= 2^23 for L >= 9): the remainder y - q f puts it right; then
+      // x' = (q << L) + y mod f + start
+      const __m256 yf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(y, 16)), k65536,
+                                        _mm256_cvtepi32_ps(_mm256_and_si256(y, lo16)));  // one rounding
+      __m256i q = _mm256_cvttps_epi32(_mm256_div_ps(yf, _mm256_cvtepi32_ps(f)));
+      __m256i r = _mm256_sub_epi32(y, _mm256_mullo_epi32(q, f));
+      const __m256i under = _mm256_cmpgt_epi32(_mm256_setzero_si256(), r);  // (r is within (-f, 2f))
+      q = _mm256_add_epi32(q, under);
+      r = _mm256_add_epi32(r, _mm256_and_si256(under, f));
+      const __m256i over = _mm256_cmpgt_epi32(r, _mm256_sub_epi32(f, one));
+      q = _mm256_sub_epi32(q, over);
+      r = _mm256_sub_epi32(r, _mm256_and_si256(over, f));
+      x[k] = _mm256_add_epi32(_mm256_add_epi32(_mm256_sll_epi32(q, shift), r), cum);
+    }
+  }
+  for (int k = 0; k < S; ++k) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(subs[k]->x), x[k]);
+    subs[k]->top = top[k];
+    subs[k]->j = 0;
+  }
+}
+#else
+constexpr bool ENC_AVX2 = false;
+template <int S>
+void sub_vectors(SubEnc<uint8_t>* const*, const uint32_t*, int, uint8_t) {}  // never called: ENC_AVX2 is false
+#endif
+
+// Substreams first .. first + count into bodies. Byte symbols under a table of 9 bits or more
+// take the vector encoder (coarser tables: quotients too large for single precision), the
+// substreams of 8 lanes with as many symbols (all but perhaps the last) advanced together.
+template <class T>
+void encode_substreams(const T* sym, uint64_t n, uint64_t chunk, std::size_t first, std::size_t count,
+                       const EncSym* enc, const uint32_t* fc, int L, T add, std::vector<std::vector<uint8_t>>& bodies) {
+  thread_local std::vector<uint16_t> words[GROUP];  // reused
+  SubEnc<T> subs[GROUP];
+  SubEnc<uint8_t>* full[GROUP];
+  std::size_t nf = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const uint64_t lo = (first + i) * chunk, m = std::min(chunk, n - lo);
+    words[i].resize(m + 9);
+    sub_begin(subs[i], sym + lo, m, words[i].data(), enc, add);
+    if constexpr (sizeof(T) == 1) {
+      if (!ENC_AVX2 || L < 9 || subs[i].K != LANES) continue;
+      if (subs[i].m == chunk) {
+        full[nf++] = &subs[i];
+      } else {
+        SubEnc<uint8_t>* last = &subs[i];
+        sub_vectors<1>(&last, fc, L, add);
+      }
+    }
+  }
+  if (nf == 4) sub_vectors<4>(full, fc, L, static_cast<uint8_t>(add));
+  else if (nf == 3) sub_vectors<3>(full, fc, L, static_cast<uint8_t>(add));
+  else if (nf == 2) sub_vectors<2>(full, fc, L, static_cast<uint8_t>(add));
+  else if (nf == 1) sub_vectors<1>(full, fc, L, static_cast<uint8_t>(add));
+  for (std::size_t i = 0; i < count; ++i) bodies[first + i] = sub_end(subs[i], enc, add);
 }
 
 }  // namespace
@@ -254,19 +400,25 @@ void encode_body_checked(const T* sym, uint64_t n, const std::vector<uint32_t>& 
   w.uvarint(chunk);
   const std::vector<EncSym> enc = enc_table(freq, cum, L);
   if (n == 0) return;
-  std::size_t parts = (n - 1) / chunk + 1;
+  std::vector<uint32_t> fc(256, 0);  // byte symbols' freq | start << 16, for the vector encoder
+  for (std::size_t s = 0; s < std::min<std::size_t>(256, freq.size()); ++s) fc[s] = freq[s] | cum[s] << 16;
+  const std::size_t parts = (n - 1) / chunk + 1;
+  // tasks of up to GROUP substreams, more where that would leave threads idle
+  const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
+  const std::size_t tasks = std::max((parts + GROUP - 1) / GROUP, std::min(workers, parts));
   std::vector<std::vector<uint8_t>> bodies(parts);
-  std::vector<int> bad(parts, 0);
-  parallel_for(parts, threads, [&](std::size_t i) {
-    uint64_t lo = i * chunk, m = std::min<uint64_t>(chunk, n - lo);
-    for (uint64_t j = lo; check && j < lo + m; ++j) {
+  std::vector<int> bad(tasks, 0);
+  parallel_for(tasks, threads, [&](std::size_t t) {
+    const std::size_t first = t * parts / tasks, count = (t + 1) * parts / tasks - first;
+    const uint64_t lo = first * chunk, hi = std::min<uint64_t>(n, (first + count) * chunk);
+    for (uint64_t j = lo; check && j < hi; ++j) {
       const T v = static_cast<T>(sym[j] + add);
       if (v >= freq.size() || !freq[v]) {
-        bad[i] = 1;
+        bad[t] = 1;
         return;
       }
     }
-    bodies[i] = encode_substream(sym + lo, m, enc, add);
+    encode_substreams(sym, n, chunk, first, count, enc.data(), fc.data(), L, add, bodies);
   });
   for (int b : bad)
     if (b) throw std::invalid_argument("a symbol the frequency table does not hold");
@@ -300,6 +452,13 @@ void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads
   }
   int L;
   std::vector<uint32_t> freq = normalise(counts, max_bits, &L);
+  encode_table(sym, n, freq, L, chunk, threads, w, add);
+}
+
+template <class T>
+void encode_table(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk, int threads,
+                  Writer& w, T add) {
+  const uint32_t nsym = static_cast<uint32_t>(freq.size());
   w.byte(static_cast<uint8_t>(L));
   for (uint32_t s = 0; s < nsym;) {
     if (freq[s]) {
@@ -558,6 +717,18 @@ void decode(const Parsed& p, T* out, int threads) {
     std::fill(out, out + p.n, static_cast<T>(p.constant));
     return;
   }
+  if constexpr (sizeof(T) == 1) {
+    if (vector_ready(p)) {  // groups of substreams advanced together (rans_avx2.h), as many as the threads
+      const std::size_t parts = p.body.size();
+      const std::size_t workers = static_cast<std::size_t>(threads > 0 ? threads : default_threads());
+      const std::size_t tasks = std::max((parts + DECODE_GROUP - 1) / DECODE_GROUP, std::min(workers, parts));
+      parallel_for(tasks, threads, [&](std::size_t t) {
+        const std::size_t first = t * parts / tasks, count = (t + 1) * parts / tasks - first;
+        decode_group(p, first, count, out + first * p.chunk);
+      });
+      return;
+    }
+  }
   parallel_for(p.body.size(), threads, [&](std::size_t i) { decode_substream(p, i, out + i * p.chunk); });
 }
 
@@ -567,6 +738,10 @@ template void encode_body<uint8_t>(const uint8_t*, uint64_t, const std::vector<u
                                    uint8_t);
 template void encode_body<uint16_t>(const uint16_t*, uint64_t, const std::vector<uint32_t>&, int, uint64_t, int,
                                     Writer&, uint16_t);
+template void encode_table<uint8_t>(const uint8_t*, uint64_t, const std::vector<uint32_t>&, int, uint64_t, int,
+                                    Writer&, uint8_t);
+template void encode_table<uint16_t>(const uint16_t*, uint64_t, const std::vector<uint32_t>&, int, uint64_t, int,
+                                     Writer&, uint16_t);
 template void decode_substream<uint8_t>(const Parsed&, std::size_t, uint8_t*);
 template void decode_substream<uint16_t>(const Parsed&, std::size_t, uint16_t*);
 template void decode<uint8_t>(const Parsed&, uint8_t*, int);

@@ -53,6 +53,14 @@ template <class T>
 void encode(const T* sym, uint64_t n, uint32_t nsym, uint64_t chunk, int threads, Writer& w, int max_bits = 16,
             T add = 0);
 
+// Appends the rest of encode's stream after its alphabet size, for n symbols under `freq` (from
+// normalise: two or more symbols present, every symbol present has a frequency, not checked):
+// the precision, the table, the body. Byte symbols under tables of 9 bits or more are coded 8
+// lanes at a time with AVX2 where the CPU has it (the same bytes).
+template <class T>
+void encode_table(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk, int threads,
+                  Writer& w, T add = 0);
+
 // Appends a body coded under `freq` (summing to 2^L) to `w`.
 template <class T>
 void encode_body(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, int L, uint64_t chunk,
