@@ -31,7 +31,9 @@ from pathlib import Path
 from bench_common import machine, save
 
 
-def coder_cost(model: str, tmp: Path) -> list[dict]:
+def coder_cost(model: str, tmp: Path, method: str) -> list[dict]:
+    """`method` (uniform: equal levels; dq: equal steps) at 4 and 6 bits under ans, the GPU-decodable
+    coder, against the best host context coder."""
     from zoocodec.pipeline.core import compress
 
     rows = []
@@ -39,34 +41,14 @@ def coder_cost(model: str, tmp: Path) -> list[dict]:
         sizes = {}
         for coder in ("ans", "ctx", "cabac"):
             start = time.perf_counter()
-            rep = compress(model, tmp / f"{coder}.zc", f"uniform:bits={bits},coder={coder}")
-            sizes[coder] = {"bits_per_weight": rep.bits_per_weight, "seconds": time.perf_counter() - start}
-        best = min(("ctx", "cabac"), key=lambda c: sizes[c]["bits_per_weight"])
-        cost = sizes["ans"]["bits_per_weight"] / sizes[best]["bits_per_weight"]
-        rows.append({"model": model, "spec": f"uniform:bits={bits}", "coders": sizes, "best_host_coder": best,
-                     "gpu_size_vs_best": cost})
-        print(f"{model} uniform:bits={bits}: ans {sizes['ans']['bits_per_weight']:.3f}, ctx "
-              f"{sizes['ctx']['bits_per_weight']:.3f}, cabac {sizes['cabac']['bits_per_weight']:.3f} bits/weight: "
-              f"GPU-decodable {cost:.3f}x the best", flush=True)
-    return rows
-
-
-def dq_cost(model: str, tmp: Path) -> list[dict]:
-    from zoocodec.pipeline.core import compress
-
-    rows = []
-    for bits in (4, 6):
-        sizes = {}
-        for coder in ("ans", "ctx", "cabac"):
-            start = time.perf_counter()
-            rep = compress(model, tmp / f"dq-{coder}.zc", f"dq:bits={bits},coder={coder}")
+            rep = compress(model, tmp / f"{method}-{coder}.zc", f"{method}:bits={bits},coder={coder}")
             sizes[coder] = {"bits_per_weight": rep.bits_per_weight, "sqnr_db": rep.sqnr_db,
                             "seconds": time.perf_counter() - start}
         best = min(("ctx", "cabac"), key=lambda c: sizes[c]["bits_per_weight"])
         cost = sizes["ans"]["bits_per_weight"] / sizes[best]["bits_per_weight"]
-        rows.append({"model": model, "spec": f"dq:bits={bits}", "coders": sizes, "best_host_coder": best,
+        rows.append({"model": model, "spec": f"{method}:bits={bits}", "coders": sizes, "best_host_coder": best,
                      "gpu_size_vs_best": cost})
-        print(f"{model} dq:bits={bits}: " + ", ".join(
+        print(f"{model} {method}:bits={bits}: " + ", ".join(
             f"{c} {v['bits_per_weight']:.3f} bits/weight ({v['sqnr_db']:.2f} dB)" for c, v in sizes.items())
             + f": GPU-decodable {cost:.3f}x the best", flush=True)
     return rows
@@ -138,10 +120,10 @@ def main() -> None:
             result["presets"] += preset_cost(m, Path(tmp))
             save("decode-on-gpu-presets", result)
         for m in filter(None, args.dq.split(",")):
-            result["dq_at_equal_steps"] += dq_cost(m, Path(tmp))
+            result["dq_at_equal_steps"] += coder_cost(m, Path(tmp), "dq")
             save("decode-on-gpu", result)
         for m in filter(None, args.models.split(",")):
-            result["coders_at_equal_levels"] += coder_cost(m, Path(tmp))
+            result["coders_at_equal_levels"] += coder_cost(m, Path(tmp), "uniform")
             save("decode-on-gpu", result)
         for m in filter(None, args.auto.split(",")):
             result["automatic_mode"].append(auto_cost(m, parse_loss(args.loss), Path(tmp)))
