@@ -22,6 +22,7 @@ import torch
 
 from zoocodec.device import Device, resolve
 from zoocodec.errors import ZoocodecError
+from zoocodec.eval import refcache
 from zoocodec.eval.models import build, kind
 from zoocodec.eval.stats import Paired, loss_bounds, verdict
 from zoocodec.eval.tasks import TASKS, Task
@@ -171,7 +172,7 @@ class Evaluator:
             self.ref_out = _read_reference(path)
             if self.ref_out is None:
                 self.ref_out = self.outputs(ref_weights)
-                _write_reference(path, self.ref_out)
+                refcache.write(path, {"outputs": self.ref_out})
         self.baseline = task.metrics(self.ref_out, self.ref_out)
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -213,8 +214,6 @@ class Evaluator:
 
 def _reference_path(reference: str, task: Task, limit: int | None, device: Device,
                     weights: dict[str, torch.Tensor]) -> Path:
-    import hashlib
-
     import numpy as np
 
     import zoocodec
@@ -224,39 +223,17 @@ def _reference_path(reference: str, task: Task, limit: int | None, device: Devic
         versions = f"{transformers.__version__}"
     except ImportError:
         versions = "-"
-    h = hashlib.sha256(f"{zoocodec.__version__} {torch.__version__} {np.__version__} {versions} "
-                       f"{torch.device(device.torch).type} {torch.get_num_threads()} "  # threads: a sum's order
-                       f"{reference} {task.name} {task.about} {limit}".encode())
-    for name in sorted(weights):
-        w = weights[name].detach().contiguous().cpu()
-        h.update(f"{name} {w.dtype} {tuple(w.shape)}".encode())
-        h.update(w.reshape(-1).view(torch.uint8).numpy())
-    return zoo.cache_dir() / "eval-reference" / f"{h.hexdigest()[:32]}.safetensors"
+    return refcache.path("eval-reference",
+                         f"{zoocodec.__version__} {torch.__version__} {np.__version__} {versions} "
+                         f"{torch.device(device.torch).type} {torch.get_num_threads()} "  # threads: a sum's order
+                         f"{reference} {task.name} {task.about} {limit}", weights)
 
 
 def _read_reference(path: Path) -> torch.Tensor | None:
     """The outputs stored for these weights and task, or None (absent, unreadable, not a float tensor)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        out = load_file(path)["outputs"]
-    except (OSError, SafetensorError, KeyError):
-        return None
-    return out if out.is_floating_point() and out.dim() >= 1 and len(out) else None
-
-
-def _write_reference(path: Path, out: torch.Tensor) -> None:
-    """Stored whole or not at all (a temporary file renamed into place); a cache that cannot be written is skipped."""
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"outputs": out.detach().contiguous().cpu()}, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    kept = refcache.read(path, ("outputs",))
+    out = kept[0] if kept else None
+    return out if out is not None and out.is_floating_point() and out.dim() >= 1 and len(out) else None
 
 
 class Part(Evaluator):

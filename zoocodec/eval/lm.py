@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from torch.nn import functional as F
 
 from zoocodec.device import Device, resolve
 from zoocodec.errors import ModelFormatError
+from zoocodec.eval import refcache
 from zoocodec.eval.stats import Paired
 
 WINDOW = 512  # tokens a window feeds the model
@@ -170,24 +169,16 @@ class Scorer:
             return torch.stack([nll, torch.zeros_like(nll), torch.from_numpy(self.docs).double()], dim=1)
         out = self._run(net, ref=True)
         if path:
-            _write_reference(path, self._ref[0], out[:, 0])
+            refcache.write(path, {"hidden": self._ref[0], "nll": out[:, 0]})
         return out
 
     def _cache_path(self, weights: dict[str, torch.Tensor]) -> Path:
         import transformers
 
-        from zoocodec.pipeline import zoo
-
-        h = hashlib.sha256(f"{torch.__version__} {transformers.__version__} {torch.device(self.device.torch).type} "
-                           f"{WINDOW}".encode())
-        for name in sorted(weights):
-            w = weights[name].detach().contiguous().cpu()
-            h.update(f"{name} {w.dtype} {tuple(w.shape)}".encode())
-            h.update(w.reshape(-1).view(torch.uint8).numpy())
-        for x, _, _ in self.windows:
-            h.update(x.numpy().tobytes())
-        h.update(self.windows[-1][1][-1:].numpy().tobytes())  # the last target (the inputs give the others)
-        return zoo.cache_dir() / "lm-reference" / f"{h.hexdigest()[:32]}.safetensors"
+        # the inputs' tokens, and the last target (the inputs give the others)
+        tokens = [x.numpy().tobytes() for x, _, _ in self.windows] + [self.windows[-1][1][-1:].numpy().tobytes()]
+        return refcache.path("lm-reference", f"{torch.__version__} {transformers.__version__} "
+                             f"{torch.device(self.device.torch).type} {WINDOW}", weights, *tokens)
 
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         if self._ref is None:
@@ -228,28 +219,11 @@ def _kl_from_logits(zp: torch.Tensor, zq: torch.Tensor, lse_q: torch.Tensor) -> 
 
 def _read_reference(path: Path, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(hidden states, NLL) stored for these weights and tokens, or None (absent, unreadable, wrong size)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        kept = load_file(path)
-        hidden, nll = kept["hidden"], kept["nll"]
-    except (OSError, SafetensorError, KeyError):
+    kept = refcache.read(path, ("hidden", "nll"))
+    if kept is None:
         return None
+    hidden, nll = kept
     return (hidden, nll) if hidden.dim() == 2 and len(hidden) == n and nll.shape == (n,) else None
-
-
-def _write_reference(path: Path, hidden: torch.Tensor, nll: torch.Tensor) -> None:
-    """Stored whole or not at all (a temporary file renamed into place); a cache that cannot be written is skipped."""
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"hidden": hidden.contiguous().cpu(), "nll": nll.contiguous()}, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_head(net: torch.nn.Module, x: torch.Tensor) -> None:
