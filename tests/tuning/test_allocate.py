@@ -61,6 +61,19 @@ def test_row_groups_fall_back_to_a_weighted_mean_step(mnist_path):
     assert plan["fc_layers.0.weight"].step == pytest.approx(expected, rel=1e-6)
 
 
+def test_a_grouped_method_for_one_tensor_takes_its_row_groups(mnist_path):
+    """`methods` gives one tensor a method with a step per row group; the others keep `method`'s one step."""
+    from zoocodec.methods import parse_spec
+
+    rows = parse_spec("rdoq:lam=0,iters=0,coder=ctx")
+    sens = {"fc_layers.0.weight": [1.0, 100.0], "conv_layers.3.weight": 50.5}
+    plan = allocate(mnist_path, base_step=0.02, sensitivities=sens, methods={"fc_layers.0.weight": rows})
+    fc = plan["fc_layers.0.weight"]
+    assert fc.name == "rdoq" and fc.group_steps == pytest.approx((0.02 * math.sqrt(50.5), 0.02 * math.sqrt(0.505)))
+    assert fc.step == min(fc.group_steps) and plan["conv_layers.3.weight"].name == "uniform"
+    assert plan["conv_layers.3.weight"].step == pytest.approx(0.02, rel=1e-6)  # the median (50.5) keeps the base
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"base_step": 0.01, "target_bpw": 3.0}, "not both"),
     ({"base_step": -1.0}, "positive"),

@@ -247,11 +247,20 @@ def test_auto_mode_on_a_hugging_face_encoder(tmp_path, monkeypatch, capsys):
     pytest.importorskip("transformers")
     folder = tmp_path / "bert"
     (tmp_path / "texts.txt").write_text("\n".join(bert_folder(folder, classifier=False, n_texts=40)) + "\n")
+    rng = np.random.default_rng(1)  # calibration texts of the vocabulary's first 80 words only
+    calib = [" ".join(rng.choice([f"w{i}" for i in range(80)], 12)) for _ in range(30)]
+    (tmp_path / "calib.txt").write_text("\n".join(calib) + "\n")
     out = tmp_path / "auto.zc"
     summary, auto = _auto_cli(monkeypatch, capsys, folder, out, "--target-loss", "0.5%", "--inputs",
-                              tmp_path / "texts.txt", "--min-size", "8192")
+                              tmp_path / "texts.txt", "--calib", tmp_path / "calib.txt", "--min-size", "8192")
     assert summary["metric"] == "cosine_mean" and summary["loss_high"] <= 0.005 and summary["inputs"] == 20
     assert summary["ratio"] > 2 and auto["sensitivities"]  # lossless float coding: about 1.2x
+    # the word-embedding table: a step per row, from its tokens' counts over the --calib texts alone
+    rows = auto["token_rows"]["embeddings.word_embeddings.weight"]
+    assert rows["texts"] == 30 and rows["about"] == "--calib calib.txt" and 0 < rows["rows_seen"] <= 82 < rows["rows"]
+    with zoocodec.Archive(out) as a:
+        emb = next(t for t in a.header["tensors"] if t["name"] == "embeddings.word_embeddings.weight")
+    assert emb["method"]["method"] == "rdoq" and emb["method"]["lam"] == 0 and len(emb["method"]["group_steps"]) > 1
     # the decoded folder is the same model: evaluated against the original on the held-back texts, the verified cosine
     zoocodec.decompress(out, tmp_path / "back")
     texts = (tmp_path / "texts.txt").read_text().splitlines()

@@ -51,11 +51,14 @@ DEFAULT_BASE_STEP = 2.0 ** (-30 / 4)  # about level with NNCodec's default on mi
 
 def allocate(model: str | os.PathLike | dict, *, sensitivities: Mapping[str, float | np.ndarray] | None = None,
              base_step: float | None = None, target_bpw: float | None = None, method: str | MethodSpec | None = None,
-             min_size: int = DEFAULT_MIN_SIZE) -> dict[str, MethodSpec]:
+             min_size: int = DEFAULT_MIN_SIZE,
+             methods: Mapping[str, MethodSpec] | None = None) -> dict[str, MethodSpec]:
     """A per-tensor plan {name: spec} for `compress(model, out, plan=plan)`.
 
     `method` is any `steppable` spec ('uniform', 'rdoq:lam=0.1,coder=ctx'); each
-    quantized tensor gets it with its own step. Give `base_step` or `target_bpw`, not both
+    quantized tensor gets it with its own step. `methods` names another steppable spec for some
+    tensors (e.g. one with `grouped_steps` where a tensor has a sensitivity per row group and
+    `method` takes one step). Give `base_step` or `target_bpw`, not both
     (neither: DEFAULT_BASE_STEP). Tensors that compress keeps lossless (small, non-float)
     are left out of the plan.
     """
@@ -66,19 +69,21 @@ def allocate(model: str | os.PathLike | dict, *, sensitivities: Mapping[str, flo
     if target_bpw is not None and not (math.isfinite(target_bpw) and target_bpw > 0):
         raise SpecError(f"allocate: target_bpw must be a positive number, got {target_bpw}")
     spec = parse_spec(method or DEFAULT_METHOD)
-    if not spec.steppable:
-        raise SpecError(f"allocate: method {spec.name!r} has no step parameter to allocate")
+    for s in (spec, *(methods or {}).values()):
+        if not s.steppable:
+            raise SpecError(f"allocate: method {s.name!r} has no step parameter to allocate")
     items, fixed_bits, params = _gather(model, min_size)
+    specs = [(methods or {}).get(it.name, spec) for it in items]
     rel = _relative_steps(items, sensitivities or {})
     if target_bpw is not None:
         base_step = _search_base(items, rel, fixed_bits, params, target_bpw)
         for _ in range(2):  # aim off by what the coders' models say of the method's own symbols
-            offset = _method_offset(spec, items, rel, base_step, params)
+            offset = _method_offset(specs, items, rel, base_step, params)
             if abs(offset) < 1e-4 * target_bpw:
                 break
             base_step = _search_base(items, rel, fixed_bits, params, target_bpw + offset)
     base = base_step if base_step is not None else DEFAULT_BASE_STEP
-    return {it.name: _spec_for(spec, it, base * r) for it, r in zip(items, rel, strict=True)}
+    return {it.name: _spec_for(sp, it, base * r) for it, sp, r in zip(items, specs, rel, strict=True)}
 
 
 def estimate_bpw(
@@ -210,16 +215,16 @@ def _model_bits(spec: MethodSpec, w: np.ndarray) -> float:
     return sum(spec.coder_for(n).model(s, spec.trellis(n, s.shape)).bits(s) for n, s in q.symbols.items())
 
 
-def _method_offset(spec: MethodSpec, items: list[_Item], rel, base: float, params: int,
+def _method_offset(specs: list[MethodSpec], items: list[_Item], rel, base: float, params: int,
                    sample_rows: int = 256) -> float:
-    """bits/weight by which the rounding estimate exceeds what the spec's coders' models give
-    the method's own symbols at `base`.
+    """bits/weight by which the rounding estimate exceeds what the specs' coders' models give
+    the methods' own symbols at `base` (one spec per item).
 
     Measured on up to `sample_rows` evenly spaced rows of each tensor, scaled to the whole
     tensor: a cheap correction that the bisection then aims off.
     """
     diff = 0.0
-    for it, r in zip(items, rel, strict=True):
+    for it, spec, r in zip(items, specs, rel, strict=True):
         planned = _spec_for(spec, it, base * r)
         rows = np.unique(np.linspace(0, it.rows - 1, min(sample_rows, it.rows)).astype(np.int64))
         w = it.w.reshape(it.rows, -1)[rows]
