@@ -36,8 +36,7 @@ class Task:
     # images or texts, disjoint from the judged ones where the data allows (`calibration_about` says)
     calibration: Callable[[], object] | None = None
     calibration_about: str = ""
-    # a tokens task's documents; a text task's inputs where they are texts (automatic mode counts their tokens)
-    texts: Callable[[], Sequence[str]] | None = None
+    texts: Callable[[], Sequence[str]] | None = None  # a tokens task's documents
 
     def metrics(self, out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
         return {k: p.value for k, p in self.compare(out, ref).items()}
@@ -154,7 +153,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                            "matplotlib (seeded; never judged)"),
     Task("lee", "text", "embedding cosine vs the original on the 300 documents of lee_background.cor",
          "cosine_mean", _embed_docs, _cosine, search_limit=64, sensitivity_limit=16,
-         calibration=data.text_calibration, calibration_about=TEXT_CALIBRATION, texts=data.lee_documents),
+         calibration=data.text_calibration, calibration_about=TEXT_CALIBRATION),
     Task("ppl", "tokens", f"token KL(original || model) and perplexity on the 300 documents of lee_background.cor, "
          f"{lm.WINDOW}-token windows", "kl", None, lm.compare, ("kl", "ppl"),
          calibration=data.lm_calibration, calibration_about=data.LM_CALIBRATION, texts=data.lee_documents),
