@@ -221,7 +221,8 @@ def best_method() -> str:
 
 
 def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = False,
-                      log=lambda _msg: None, budgets=(1.0, 0.5, 0.1)) -> list[tuple[str, str, object]]:
+                      log=lambda _msg: None, budgets=(1.0, 0.5, 0.1),
+                      one_embedding_step: bool = False) -> list[tuple[str, str, object]]:
     """(tool, setting, write(path)) for the methods the registry holds now, bracketing NNCodec.
 
     `mode` is quick (one setting per tool), default, or full; `lean` leaves out the tools
@@ -231,6 +232,8 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
     re-encodes the model at every trial: ~10 minutes on minilm here). Automatic mode at the
     later budgets and allocation reuse the sensitivities automatic mode measured first
     (stored in its file's header): measuring them costs one evaluation per tensor.
+    `one_embedding_step` also runs automatic mode at the widest budget with one step for a text model's
+    word-embedding table (`token_rows=False`), so that what a step per row gains is measured in the same run.
     """
     from zoocodec.eval.evaluate import evaluator
     from zoocodec.tuning.allocate import allocate
@@ -260,12 +263,12 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
         return lambda path: zoocodec.compress(floats, path, "uniform", min_size=0, plan={**exact, **allocate(
             quantized, sensitivities=sensitivities(), base_step=step(q), method=method, min_size=0)})
 
-    def auto(target: float):
+    def auto(target: float, token_rows: bool = True):
         # the whole model, so the task can run during the search; its few non-float tensors cost ~100 bytes.
         def write(path):
             # as `zoocodec compress --target-loss` runs it: its own method, rounding and coder choice
             auto_compress(subject.tensors, path, target / 100, reference=subject.name, min_size=MIN_SIZE,
-                          sensitivities=shared.get("auto_sens"),
+                          sensitivities=shared.get("auto_sens"), token_rows=token_rows,
                           log=lambda m: log(f"{subject.name}: auto {target}%: {m}"))
             if "auto_sens" not in shared:
                 with zoocodec.Archive(path) as a:
@@ -309,7 +312,10 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
             for b in pick([5, 7] if shift else [3, 5] if big else [1, 2, 3, 4], False)
         ]
     targets = sorted(budgets, reverse=True)  # the widest budget first: its sensitivities serve the others
-    out += [("zoocodec auto", f"target={t}%", auto(t)) for t in (targets[:1] if quick else targets)]
+    for t in targets[:1] if quick else targets:
+        out.append(("zoocodec auto", f"target={t}%", auto(t)))
+        if one_embedding_step and judge.task.kind == "text" and t == targets[0]:
+            out.append(("zoocodec auto, one embedding step", f"target={t}%", auto(t, token_rows=False)))
     if not quick and not (lean and big):
         alloc_qs = pick([-34, -30, -27, -24] if big else [-34, -28, -22, -16, -12])
         out += [(f"zoocodec alloc+{method.split(':')[0]}{ctx.replace(',coder=', '+')}", f"base=2^({q}/4)", planned(q))

@@ -226,7 +226,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
                   rounding: str = "gptq", rate_lam: float = RATE_LAM, calib: str | os.PathLike | None = None,
                   seed: int = SPLIT_SEED, sequential: bool = SEQUENTIAL, finetune: bool = False,
                   finetune_steps: int | None = None, finetune_seconds: float = FINETUNE_SECONDS,
-                  device: str = "cpu", decode_on: str = "any") -> AutoResult:
+                  device: str = "cpu", decode_on: str = "any", token_rows: bool = True) -> AutoResult:
     """Compress `model` into `out` as small as the allocation allows within `target_loss` (a fraction).
 
     The task's inputs (the user's `inputs` for a model outside the zoo) are split, seeded by `seed`,
@@ -250,6 +250,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     `finetune_seconds` in all);
     the cheapest that passes on the calibration/search part is kept, and the held-back part verifies it.
     `decode_on="gpu"`: only methods and coders with a GPU decoder (pipeline/policy.for_decoder) are priced.
+    `token_rows=False` keeps one step for a text model's word-embedding table (to measure what a step per row gains).
     """
     say = log or (lambda _msg: None)
     with _Clock(say) as clock:
@@ -262,7 +263,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         spec = for_decoder(parse_spec(method or "uniform"), decode_on, choose_coder)
         asked = Asked(model, target_loss, task, reference, spec, min_size, inputs, module, output, choose_coder,
                       rounding, rate_lam, calib, seed, sequential, finetune, finetune_steps, finetune_seconds, device,
-                      decode_on)
+                      decode_on, token_rows)
         if finetune and not eligible(asked.spec):
             raise ZoocodecError(f"fine-tuning trains the steps of a method that rounds to nearest (uniform): "
                                 f"{asked.spec.name} chooses its own levels; leave out --finetune")
@@ -304,6 +305,7 @@ class Asked:
     finetune_seconds: float = FINETUNE_SECONDS
     device: str = "cpu"
     decode_on: str = "any"
+    token_rows: bool = True
 
 
 class _Search:
@@ -418,7 +420,7 @@ class _Search:
 
         t, spec, a = self.t, self.spec, self.asked
         names = [k for k in embedding_groups(self.weights) if k in self.usable and self.weights[k].dim() == 2]
-        if not names or spec.name != "uniform" or not hasattr(spec, "coder"):
+        if not a.token_rows or not names or spec.name != "uniform" or not hasattr(spec, "coder"):
             return {}, {}
         run = getattr(self.whole, "run", None)
         if run is None and t.kind == "text" and t.calibration is not None:  # a zoo text task: its calibration texts
