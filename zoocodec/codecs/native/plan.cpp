@@ -133,7 +133,7 @@ struct Item {
   std::size_t job, first, count;
 };
 
-constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2;  // codecs/floatplanes.py's modes
+constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2, PLANE_HUFF = 3;  // codecs/floatplanes.py's modes
 
 // A planes job's frame -> its prepared merge, or false when a plane is zstd-coded.
 bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
@@ -153,10 +153,10 @@ bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
   bool zstd = false;
   for (int k = 0; k < width; ++k) {
     const uint8_t mode = r.byte();
-    if (mode != PLANE_RAW && mode != PLANE_RANS && mode != PLANE_ZSTD)
+    if (mode != PLANE_RAW && mode != PLANE_RANS && mode != PLANE_ZSTD && mode != PLANE_HUFF)
       throw Corrupt("unknown plane mode " + std::to_string(mode));
     zstd |= mode == PLANE_ZSTD;
-    modes[k] = mode == PLANE_RANS ? planes::RANS : planes::RAW;
+    modes[k] = mode == PLANE_RANS ? planes::RANS : mode == PLANE_HUFF ? planes::HUFF : planes::RAW;
     sizes[k] = r.uvarint(r.left());
     data[k] = r.take(sizes[k]);
   }
