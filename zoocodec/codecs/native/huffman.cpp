@@ -18,6 +18,7 @@ namespace zc::huff {
 namespace {
 
 constexpr uint64_t SLOTS = uint64_t(1) << LIMIT;
+constexpr std::ptrdiff_t ROOM = 24;  // output bytes a round of 4 lookups may touch (5 symbols, an 8-byte store each)
 
 // The decoder's shifts take their count from any register with BMI2 (shlx), not only cl: the
 // hot loop then keeps every substream's state in registers. Every CPU with AVX2 has it.
@@ -84,7 +85,7 @@ ZC_BMI2 void advance(const uint64_t* __restrict table, Sub* sub) {
   }
   for (;;) {
     bool room = true;
-    for (int k = 0; k < S; ++k) room &= (end[k] - o[k] >= 24) & ((pos[k] >> 3) <= stop[k]);
+    for (int k = 0; k < S; ++k) room &= (end[k] - o[k] >= ROOM) & ((pos[k] >> 3) <= stop[k]);
     if (!room) break;
     uint64_t v[S];
     for (int k = 0; k < S; ++k) v[k] = load_be64(b[k] + (pos[k] >> 3)) << (pos[k] & 7);
@@ -140,7 +141,7 @@ void lengths(const uint64_t* counts, uint8_t* len) {
     parent[a.second] = parent[b.second] = static_cast<int>(next);
     queue.push({weight[next] = a.first + b.first, next});
   }
-  std::vector<uint64_t> per(k + 1);  // leaves per depth (a depth is below k)
+  std::vector<uint64_t> per(std::max<std::size_t>(k, LIMIT) + 1);  // leaves per depth (a depth is below k)
   std::size_t deepest = 0;
   for (std::size_t i = 0; i < k; ++i) {
     std::size_t d = 0;
@@ -278,13 +279,22 @@ void decode_group(const Parsed& p, std::size_t first, std::size_t count, uint8_t
     uint8_t* o = out + k * p.chunk;
     s[k] = {p.body[first + k], p.length[first + k], 0, o, o + m};
   }
-  // 4 at a time (their state fills the registers), then each one's rest alone
-  for (std::size_t k = 0; k < count; k += 4) {
-    const std::size_t left = std::min<std::size_t>(4, count - k);
-    if (left == 4) advance<4>(table, s + k);
-    else if (left == 3) advance<3>(table, s + k);
-    else if (left == 2) advance<2>(table, s + k);
-    else advance<1>(table, s + k);
+  // up to 4 at a time (their state fills the registers) while each has room; one without
+  // leaves, and the others go on
+  for (;;) {
+    Sub* run[DECODE_GROUP];
+    std::size_t ns = 0;
+    for (std::size_t k = 0; k < count; ++k)
+      if (s[k].len >= 8 && s[k].end - s[k].o >= ROOM && (s[k].pos >> 3) + 8 <= s[k].len) run[ns++] = &s[k];
+    if (!ns) break;
+    Sub four[4];
+    const std::size_t n4 = std::min<std::size_t>(ns, 4);
+    for (std::size_t j = 0; j < n4; ++j) four[j] = *run[j];
+    if (n4 == 4) advance<4>(table, four);
+    else if (n4 == 3) advance<3>(table, four);
+    else if (n4 == 2) advance<2>(table, four);
+    else advance<1>(table, four);
+    for (std::size_t j = 0; j < n4; ++j) *run[j] = four[j];
   }
   for (std::size_t k = 0; k < count; ++k) finish(table, s[k]);
 }
