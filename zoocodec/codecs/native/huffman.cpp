@@ -20,12 +20,14 @@ namespace {
 constexpr uint64_t SLOTS = uint64_t(1) << LIMIT;
 constexpr std::ptrdiff_t ROOM = 24;  // output bytes a round of 4 lookups may touch (5 symbols, an 8-byte store each)
 
-// The decoder's shifts take their count from any register with BMI2 (shlx), not only cl: the
-// hot loop then keeps every substream's state in registers. Every CPU with AVX2 has it.
+// With BMI2 the decoder's shifts take their count from any register (shlx), not only cl, and the
+// hot loop keeps every substream's state in registers: built twice, picked by the CPU.
 #if defined(__x86_64__)
 #define ZC_BMI2 __attribute__((target("bmi2")))
+const bool BMI2 = __builtin_cpu_supports("bmi2");
 #else
 #define ZC_BMI2
+const bool BMI2 = false;
 #endif
 
 inline uint64_t varint_bytes(uint64_t v) {
@@ -73,7 +75,7 @@ struct Sub {
 // (a load holds at least 57 unread bits, 4 lookups take at most 48), while every one has room for
 // the round: 20 symbols of output and 8 bytes of input (each lookup stores 8 bytes: 24).
 template <int S>
-ZC_BMI2 void advance(const uint64_t* __restrict table, Sub* sub) {
+__attribute__((always_inline)) inline void advance_body(const uint64_t* __restrict table, Sub* sub) {
   const uint8_t* b[S];
   uint64_t pos[S], stop[S];
   uint8_t* o[S];
@@ -100,6 +102,17 @@ ZC_BMI2 void advance(const uint64_t* __restrict table, Sub* sub) {
     }
   }
   for (int k = 0; k < S; ++k) sub[k].pos = pos[k], sub[k].o = o[k];
+}
+
+template <int S>
+ZC_BMI2 void advance_bmi2(const uint64_t* table, Sub* sub) { advance_body<S>(table, sub); }
+
+template <int S>
+void advance(const uint64_t* table, Sub* sub) {
+  if (BMI2)
+    advance_bmi2<S>(table, sub);
+  else
+    advance_body<S>(table, sub);
 }
 
 // The rest of a substream one symbol at a time, then its end checks.
