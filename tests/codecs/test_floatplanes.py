@@ -235,7 +235,7 @@ def test_damaged_huffman_streams_raise():
             pass
     with pytest.raises(eng.CorruptStream):
         eng.huff_decode(bytes(stream), plane.size + 1)
-    with pytest.raises(ContainerError, match="Huffman"):
+    with pytest.raises(ContainerError, match="corrupt float payload"):
         frame = bytearray()
         from zoocodec.codecs.wire import put_uvarint
 
@@ -248,3 +248,32 @@ def test_damaged_huffman_streams_raise():
             put_uvarint(frame, plane.size)
             frame += bytes(plane.size)
         floatplanes.decode(bytes(frame), plane.size, np.float32)
+
+
+def test_huffman_beside_zstd_planes_decodes_in_the_second_pass():
+    """A frame with a zstd plane goes through floatplanes.frame and a second native pass; its
+    Huffman plane stays coded for that pass."""
+    import zstandard
+
+    from zoocodec.codecs.wire import put_uvarint
+
+    w = np.random.default_rng(7).laplace(0, 0.03, 70_000).astype(np.float32)
+    planes = native.engine().float_split(w.view(np.uint32), 1)
+    frame = bytearray()
+    put_uvarint(frame, w.size)
+    frame.append(4)
+    for mode, body in ((floatplanes.HUFFMAN, _huffman(planes[0])),
+                       (floatplanes.ZSTD, zstandard.ZstdCompressor().compress(planes[1].tobytes())),
+                       (floatplanes.RAW, planes[2].tobytes()), (floatplanes.RAW, planes[3].tobytes())):
+        frame.append(mode)
+        put_uvarint(frame, len(body))
+        frame += body
+    assert [m for m, _ in floatplanes.frame(bytes(frame), w.size, w.dtype, huffman=True)] == [3, 0, 0, 0]
+    assert floatplanes.decode(bytes(frame), w.size, w.dtype).tobytes() == w.tobytes()
+    from zoocodec import plan
+    from zoocodec.header import TensorEntry
+    from zoocodec.methods import parse_spec
+
+    e = TensorEntry("w", (w.size,), "float32", parse_spec("lossless"), {"symbols": {"data": [w.size]}}, {})
+    arrays, left = plan.decode([(e, plan.Planes("data"), bytes(frame))], 2)
+    assert left == [] and arrays["w"].tobytes() == w.tobytes()

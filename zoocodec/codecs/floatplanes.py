@@ -123,11 +123,13 @@ def encode(values: np.ndarray, threads: int = 0, huffman: bool = False) -> bytes
     return b"".join(parts)
 
 
-def frame(data: bytes | memoryview, count: int, dtype: np.dtype) -> list[tuple[int, bytes | memoryview]]:
+def frame(data: bytes | memoryview, count: int, dtype: np.dtype,
+          huffman: bool = False) -> list[tuple[int, bytes | memoryview]]:
     """The planes of a payload of `count` values of `dtype`, top first: (RAW, bytes) or
-    (ORDER0, a native rANS stream); zstd and Huffman planes come decoded, as RAW. The one parser
-    of this frame, for the CPU decoder below and the GPU decoder (kernels/decode.py); the native
-    batched decoder (plan.cpp) parses it too, and decodes Huffman planes itself."""
+    (ORDER0, a native rANS stream); zstd planes come inflated, as RAW, and Huffman planes decoded,
+    as RAW (`huffman`: left as (HUFFMAN, the stream), for the native merge). The one parser of
+    this frame, for the CPU decoder below and the GPU decoder (kernels/decode.py); the native
+    batched decoder (plan.cpp) parses it too."""
     r = Reader(data, "float payload")
     n = r.uvarint()
     width = r.byte()
@@ -141,13 +143,13 @@ def frame(data: bytes | memoryview, count: int, dtype: np.dtype) -> list[tuple[i
             plane = memoryview(native.engine().output_block(n))
             unzstd_into(body, plane, "corrupt float payload: zstd plane")
             body, mode = plane, RAW
-        elif mode == HUFFMAN:
+        elif mode == HUFFMAN and not huffman:
             eng = native.engine()
             try:
                 body, mode = eng.huff_decode(body, n), RAW
             except eng.CorruptStream as e:
                 raise r.fail(f"corrupt Huffman plane: {e}") from None
-        elif mode not in (RAW, ORDER0):
+        elif mode not in (RAW, ORDER0, HUFFMAN):
             raise r.fail(f"unknown plane mode {mode}")
         parts.append((mode, body))
     r.done()
@@ -156,7 +158,7 @@ def frame(data: bytes | memoryview, count: int, dtype: np.dtype) -> list[tuple[i
 
 def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int = 0) -> np.ndarray:
     """Bytes -> flat array of `count` values of `dtype` (a 2- or 4-byte float type)."""
-    parts = frame(data, count, dtype)
+    parts = frame(data, count, dtype, huffman=True)
     n, width = count, np.dtype(dtype).itemsize
     eng = native.engine()
     try:
