@@ -153,7 +153,7 @@ nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
 // pages are zeroed by the kernel as they are first touched (minilm's bf16 outputs, 45 MB: 1.7
 // CPU ms of a 17 ms load), so loading models one after another (a sweep, a benchmark) reuses
 // them, as malloc's heap does for smaller arrays (zipnn's outputs among them).
-constexpr std::size_t HUGE_PAGE = std::size_t(1) << 21, KEEP = std::size_t(128) << 20;
+constexpr std::size_t HUGE_PAGE = std::size_t(1) << 21, KEEP = std::size_t(64) << 20;  // (malloc keeps up to 64 MiB too)
 struct Kept {
   std::mutex lock;
   void* block = nullptr;
@@ -209,7 +209,7 @@ Array1<uint8_t> output_block(std::size_t n) {
 void bind_plan(nb::module_& m) {
   m.def("output_block", &output_block, nb::arg("n"),
         "A uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch); "
-        "the last freed one of up to 128 MiB is kept for the next call.");
+        "the last freed one of up to 64 MiB is kept for the next call.");
   m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
         "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
