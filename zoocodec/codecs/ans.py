@@ -231,9 +231,14 @@ class Ans(CoderSpec):
     version = 1
     narrows = True
     gpu_decode = True
+    gpu_encode = True
 
     def encode(self, symbols, trellis=None) -> bytes:
-        return encode(symbols)
+        if isinstance(symbols, np.ndarray):
+            return encode(symbols)
+        from zoocodec.kernels import rans_encode  # symbols on a GPU: coded there, the same bytes
+
+        return rans_encode.encode(symbols)
 
     def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
         return as_requested(decode(data, math.prod(shape), narrow=dtype is None), dtype).reshape(shape)

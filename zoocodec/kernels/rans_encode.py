@@ -151,8 +151,10 @@ KINDS = {"int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64", "uint8": 
 
 
 def encode(symbols) -> bytes:
-    """ans.encode(symbols) for integer symbols on a CUDA device, coded there; runs on this
-    thread's own stream on the symbols' device (a coding worker of pipeline/batch.py)."""
+    """ans.encode(symbols) for integer symbols on a CUDA device, coded there: the histogram's
+    counts and the substreams' lengths and bytes come back, not the symbols. Runs on this
+    thread's own stream on the symbols' device (a coding worker of pipeline/batch.py, after
+    the symbols' stream is done); each `get` waits for that stream."""
     import cupy  # GPU only
 
     s = symbols.ravel()
@@ -181,17 +183,19 @@ def encode(symbols) -> bytes:
         states = cupy.empty(parts * LANES, dtype=cupy.uint32)
         count = cupy.empty(parts, dtype=cupy.uint32)
         per_block = 16  # substreams per block of 128 threads
+        table = cupy.asarray(_table(freq))
         mod.get_function(f"rans_encode_{kind}")(
             (-(-parts // per_block),), (per_block * LANES,),
-            (s, np.uint64(n), np.int64(lo), np.uint64(native.SUBSTREAM), cupy.asarray(_table(freq)),
-             np.uint32(nsym), np.int32(L), words, states, count))
+            (s, np.uint64(n), np.int64(lo), np.uint64(native.SUBSTREAM), table, np.uint32(nsym), np.int32(L), words,
+             states, count))
         lengths = 4 * lanes + 2 * count.get().astype(np.int64)
         total = int(lengths.sum())
         if total > n:  # the frame would be longer than n bytes: ans.encode weighs its packed frame
             return ans.encode(cupy.asnumpy(s))
         offset = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.uint64)
         body = cupy.empty(total, dtype=cupy.uint8)
-        mod.get_function("rans_gather")((parts,), (256,), (words, states, count, cupy.asarray(offset), np.uint64(n),
+        offsets = cupy.asarray(offset)
+        mod.get_function("rans_gather")((parts,), (256,), (words, states, count, offsets, np.uint64(n),
                                                             np.uint64(native.SUBSTREAM), body))
         return _unless_larger(frame(lo, n, nsym, L, freq, lengths, cupy.asnumpy(body)), s)
 
