@@ -24,6 +24,7 @@ from zoocodec.budget import unzstd
 from zoocodec.codecs import native
 from zoocodec.codecs.base import CoderSpec, register_coder
 from zoocodec.codecs.wire import Reader, put_svarint, put_uvarint
+from zoocodec.kernels.backend import on_device
 
 TABLE_SCALE = 1 << 16
 MAX_ALPHABET = native.RANS_MAX_ALPHABET  # of one rANS table
@@ -234,7 +235,7 @@ class Ans(CoderSpec):
     gpu_encode = True
 
     def encode(self, symbols, trellis=None) -> bytes:
-        if isinstance(symbols, np.ndarray):
+        if not on_device(symbols):
             return encode(symbols)
         from zoocodec.kernels import rans_encode  # symbols on a GPU: coded there, the same bytes
 
