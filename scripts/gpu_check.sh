@@ -75,7 +75,7 @@ done
 timeout "$(limit 60)" $PY -c "
 from zoocodec.kernels import decode, kmeans, rans_encode, rdoq, stats, uniform
 for m, names in ((stats, tuple(stats.KERNELS.values())),
-                 ((kmeans, ('lloyd_pass', 'lloyd_pass16', 'lloyd_small')), (rdoq, ('rdoq_decide', 'dq_trellis_1', 'dq_trellis_4')),
+                 (kmeans, ('lloyd_pass', 'lloyd_pass16', 'lloyd_small')), (rdoq, ('rdoq_decide', 'dq_trellis_1', 'dq_trellis_4')),
                  (rans_encode, tuple(f'rans_{p}_{k}' for p in ('histogram', 'encode') for k in rans_encode.KINDS.values())
                   + ('rans_gather',)),
                  (decode, tuple(k for k, _ in decode.KINDS.values()) + tuple(decode.PACKED_KERNELS.values())
