@@ -140,7 +140,7 @@ def frame(lo: int, n: int, nsym: int, L: int, freq: np.ndarray | None, lengths: 
 
 def _table(freq: np.ndarray) -> np.ndarray:
     """freq | start << 16 by symbol (each below 2^16: two or more symbols present)."""
-    start = np.concatenate([[0], np.cumsum(freq, dtype=np.uint64)[:-1]]).astype(np.uint32)
+    start = np.concatenate([np.zeros(1, np.uint64), np.cumsum(freq, dtype=np.uint64)[:-1]]).astype(np.uint32)
     return freq.astype(np.uint32) | start << np.uint32(16)
 
 
@@ -192,7 +192,7 @@ def encode(symbols) -> bytes:
         total = int(lengths.sum())
         if total > n:  # the frame would be longer than n bytes: ans.encode weighs its packed frame
             return ans.encode(cupy.asnumpy(s))
-        offset = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.uint64)
+        offset = np.concatenate([np.zeros(1, np.int64), np.cumsum(lengths)[:-1]]).astype(np.uint64)
         body = cupy.empty(total, dtype=cupy.uint8)
         offsets = cupy.asarray(offset)
         mod.get_function("rans_gather")((parts,), (256,), (words, states, count, offsets, np.uint64(n),
