@@ -89,3 +89,9 @@ def test_gpu_encoder_writes_ans_bytes(symbols):
     cupy = pytest.importorskip("cupy")
     assert R.encode(cupy.asarray(symbols)) == ans.encode(symbols)
     assert ans.Ans().encode(cupy.asarray(symbols)) == ans.encode(symbols)
+
+
+@pytest.mark.gpu
+def test_gpu_encoder_passes_its_probe():
+    cupy = pytest.importorskip("cupy")
+    assert R._probe(cupy.cuda.Device(0))

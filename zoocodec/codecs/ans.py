@@ -239,7 +239,7 @@ class Ans(CoderSpec):
             return encode(symbols)
         from zoocodec.kernels import rans_encode  # symbols on a GPU: coded there, the same bytes
 
-        return rans_encode.encode(symbols)
+        return rans_encode.encode_checked(symbols)
 
     def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
         return as_requested(decode(data, math.prod(shape), narrow=dtype is None), dtype).reshape(shape)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import logging
 import math
 import threading
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 from zoocodec.codecs import ans, native
 from zoocodec.codecs.wire import put_svarint, put_uvarint
 
+log = logging.getLogger("zoocodec.gpu")
 LANES = 8
 STATE_LO = 1 << 16
 MAX_BITS = 16  # ans.encode's precision cap (native.rans_encode's default)
@@ -198,6 +200,36 @@ def encode(symbols) -> bytes:
         mod.get_function("rans_gather")((parts,), (256,), (words, states, count, offsets, np.uint64(n),
                                                             np.uint64(native.SUBSTREAM), body))
         return _unless_larger(frame(lo, n, nsym, L, freq, lengths, cupy.asnumpy(body)), s)
+
+
+def encode_checked(symbols) -> bytes:
+    """encode() where this device's encoder wrote ans.encode's bytes on a probe (checked once
+    per device and process), else ans.encode of a host copy: a file is never written by an
+    encoder that disagrees with the CPU's (a warning says so)."""
+    device = symbols.device.id
+    with _probe_lock:
+        if device not in _probed:
+            _probed[device] = _probe(symbols.device)
+    return encode(symbols) if _probed[device] else ans.encode(symbols.get())
+
+
+_probed: dict[int, bool] = {}
+_probe_lock = threading.Lock()
+
+
+def _probe(device) -> bool:
+    import cupy  # GPU only
+
+    g = np.random.default_rng(25)
+    # full substreams, partial groups, a one-state substream, an alphabet wider than a byte
+    cases = (np.clip(np.rint(g.laplace(0, 12, 2 * native.SUBSTREAM + 4100)), -127, 127).astype(np.int8),
+             np.rint(g.laplace(0, 3, 3001)).astype(np.int16), np.rint(g.laplace(0, 60, 70001)).astype(np.int16))
+    with device:
+        bad = [c.dtype.name for c in cases if encode(cupy.asarray(c)) != ans.encode(c)]
+    if bad:
+        log.warning("zoocodec: the GPU rANS encoder disagrees with the CPU's on a %s probe: ans payloads are "
+                    "encoded on the host", bad[0])
+    return not bad
 
 
 def _unless_larger(coded: bytes, symbols) -> bytes:
