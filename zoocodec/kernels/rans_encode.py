@@ -223,7 +223,7 @@ def _probe(device) -> bool:
     g = np.random.default_rng(25)
     # full substreams, partial groups, a one-state substream, an alphabet wider than a byte
     cases = (np.clip(np.rint(g.laplace(0, 12, 2 * native.SUBSTREAM + 4100)), -127, 127).astype(np.int8),
-             np.rint(g.laplace(0, 3, 3001)).astype(np.int16), np.rint(g.laplace(0, 60, 70001)).astype(np.int16))
+             np.rint(g.laplace(0, 3, 3001)).astype(np.int16), np.rint(g.laplace(0, 20, 70001)).astype(np.int16))
     with device:
         bad = [c.dtype.name for c in cases if encode(cupy.asarray(c)) != ans.encode(c)]
     if bad:
