@@ -46,6 +46,40 @@ def test_emulated_kernel_gives_the_cpu_statistics_and_reconstruction(t, spec):
     assert bits.tobytes() == np.ascontiguousarray(q.recon).tobytes()
 
 
+@pytest.mark.parametrize("per", ["tensor", "channel", "block"])
+def test_device_results_put_each_part_back_in_its_tensor(per):
+    """kmeans' device-side assembly (_device_results), run on NumPy arrays: tensors whose
+    problems fall into groups of different sizes get the host path's indices, codebooks,
+    reconstruction and statistics."""
+    from zoocodec.kernels import kmeans as K
+
+    g = np.random.default_rng(4)
+    spec = parse_spec(f"kmeans:k=8,per={per},block=700")
+    ts = [TensorData(f"w{i}", "float32", g.laplace(0, 0.02, shape).astype(np.float32))
+          for i, shape in enumerate([(40, 300), (7, 100), (33, 300)])]
+    parts = []
+    for i, t in enumerate(ts):
+        x, start = float32(t).ravel(), 0
+        for count, size in problems(t.array.shape, spec.per, spec.block):
+            part = x[start : start + count * size].reshape(count, size)
+            start += count * size
+            parts.append((i, size, part, K.kmeanspp_init(part, spec.k, spec.seed)))
+    results = {}
+    for size in dict.fromkeys(p[1] for p in parts):
+        group = [p for p in parts if p[1] == size]
+        x = np.concatenate([p[2] for p in group])
+        c = K.lloyd(x, np.concatenate([p[3] for p in group]), spec.iters)
+        results[size] = (c, K.assign_any(x, c), x)
+    got = spec._device_results(ts, parts, results, np, recon=True)
+    for t, q in zip(ts, spec.quantize_many(ts), strict=True):
+        d = got.pop(0)
+        assert np.array_equal(d.symbols["indices"], q.symbols["indices"])
+        assert d.symbols["indices"].dtype == q.symbols["indices"].dtype
+        assert d.arrays == q.arrays and d.side == q.side
+        assert d.recon.tobytes() == q.recon.tobytes()
+        assert d.stats == error_stats(t, q.recon)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("t, spec", CASES, ids=IDS)
 @pytest.mark.parametrize("recon", [True, False])

@@ -20,7 +20,11 @@ KERNELS = {"float32": "error_stats_f32", "bfloat16": "error_stats_bf16"}
 
 def error_stats_device(x, r, dtype: str, recon: bool):
     """(ErrorStats, the reconstruction's bits in `dtype` on the device or None) of float32
-    values `r` (flat, on the device) against the weights `x` (float32, flat, same order)."""
+    values `r` (flat, on the device) against the weights `x` (float32, flat, same order).
+    NumPy arrays take error_stats_emulated (the same arithmetic)."""
+    if isinstance(x, np.ndarray):
+        stats, bits = error_stats_emulated(x, r, dtype)
+        return stats, bits if recon else None
     import cupy  # GPU only
 
     n = int(x.size)
