@@ -2,7 +2,7 @@
 gives them on the host: the weights and the reconstruction as float32 values there (every
 float32 and bfloat16 weight is one), the reconstruction narrowed to the tensor's dtype; per
 leaf of np.sum's tree the kernel sums as NumPy does, and the host adds the leaves up the tree
-(kernels/uniform.py: leaves, combine). Only three floats per leaf come back, and the
+(kernels/uniform.py: tree_sums_device). Only a float per 16K weights comes back, and the
 reconstruction's bits only when asked for. `error_stats_emulated` is the kernel's arithmetic in
 NumPy, leaf by leaf: the test on a machine without a GPU."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoocodec.kernels.uniform import combine, leaf_sums, leaves
+from zoocodec.kernels.uniform import device_tree, tree_sums_device, tree_sums_emulated
 from zoocodec.methods.arrays import ErrorStats
 
 KERNELS = {"float32": "error_stats_f32", "bfloat16": "error_stats_bf16"}
@@ -28,7 +28,7 @@ def error_stats_device(x, r, dtype: str, recon: bool):
     import cupy  # GPU only
 
     n = int(x.size)
-    start, count, splits = leaves(n)
+    start, count, _, _ = device_tree(n, cupy.cuda.Device().id)
     k = start.size
     out = (cupy.empty(n, dtype=cupy.uint32 if dtype == "float32" else cupy.uint16)) if recon else None
     err2, power, top = (cupy.empty(k, dtype=cupy.float64) for _ in range(3))
@@ -37,10 +37,8 @@ def error_stats_device(x, r, dtype: str, recon: bool):
         _module().get_function(KERNELS[dtype])(
             ((k + threads - 1) // threads,), (threads,),
             (cupy.ascontiguousarray(x, dtype=cupy.float32), cupy.ascontiguousarray(r, dtype=cupy.float32),
-             cupy.asarray(start.astype(np.uint64)), cupy.asarray(count.astype(np.uint32)), np.uint64(k),
-             out if out is not None else 0, err2, power, top))
-    return _stats(n, combine(cupy.asnumpy(err2), splits), combine(cupy.asnumpy(power), splits),
-                  float(cupy.asnumpy(top).max()) if k else 0.0), out
+             start, count, np.uint64(k), out if out is not None else 0, err2, power, top))
+    return _stats(n, *tree_sums_device([err2, power], n), float(top.max()) if k else 0.0), out
 
 
 def error_stats_emulated(x: np.ndarray, r: np.ndarray, dtype: str) -> tuple[ErrorStats, np.ndarray]:
@@ -53,9 +51,7 @@ def error_stats_emulated(x: np.ndarray, r: np.ndarray, dtype: str) -> tuple[Erro
         bits = ((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
         back = (bits.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
     e = x64 - back
-    start, count, splits = leaves(x.size)
-    stats = _stats(x.size, combine(leaf_sums(e * e, start, count), splits),
-                   combine(leaf_sums(x64 * x64, start, count), splits), float(np.abs(e).max()) if x.size else 0.0)
+    stats = _stats(x.size, *tree_sums_emulated([e * e, x64 * x64], x.size), float(np.abs(e).max()) if x.size else 0.0)
     return stats, bits
 
 
