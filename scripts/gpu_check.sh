@@ -81,7 +81,7 @@ for m, names in ((stats, tuple(stats.KERNELS.values())),
                  (decode, tuple(k for k, _ in decode.KINDS.values()) + tuple(decode.PACKED_KERNELS.values())
                   + tuple(decode.DQ_KERNELS.values()) + ('rans_bytes', 'rans_index', 'dq_maps', 'planes_merge4',
                   'planes_merge2')),
-                 (uniform, tuple(uniform.KERNELS.values()))):
+                 (uniform, tuple(uniform.KERNELS.values()) + ('pairwise_nodes',))):
     for n in names:
         m._module().get_function(n)
 print('CUDA kernels compiled by NVRTC')
