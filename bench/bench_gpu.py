@@ -29,6 +29,9 @@
    and 16M symbols at scale 1; seconds (the GPU's from symbols on the device to the frame's
    bytes on the host), symbols per second, and the bytes compared.
 
+6. a cProfile of compress(device="gpu") of the 1B bf16 model at 8 bits (after the compress
+   cases): the main thread's top 25 functions by own time, toward the 1-s target.
+
 The models are generated (Laplace weights): mpnet's own weights are not on the GPU machine,
 so "mpnet-shaped" has every matrix shape of all-mpnet-base-v2 (109M weights); "1B" is
 llama-like bf16 (hidden 2048, 19 layers of q/k/v/o and 2048x8192 up/down, a 32000x2048
@@ -378,6 +381,32 @@ def rans_encode_case(scale: float, gpu: str) -> list[dict]:
     return rows
 
 
+def profile_case(tmp: Path, model: str, spec: str, tensors: dict, gpu: str) -> dict:
+    """Where `compress(device=gpu)` spends the main thread's time (cProfile, top 25 by own time)
+    and the wall time of the same call: what to work on next toward the 1-s target."""
+    import cProfile
+    import pstats
+
+    from zoocodec.pipeline.core import compress
+
+    compress(first(tensors, 1), tmp / "warm.zc", spec, device=gpu)
+    sync(gpu)
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    prof.enable()
+    compress(tensors, tmp / "profiled.zc", spec, device=gpu)
+    sync(gpu)
+    prof.disable()
+    wall = time.perf_counter() - start
+    st = pstats.Stats(prof)
+    rows = sorted(((f"{Path(f).name}:{line}:{fn}", cc, tt, ct) for (f, line, fn), (cc, _, tt, ct, _) in
+                   st.stats.items()), key=lambda r: -r[2])[:25]
+    print(f"profile {model} {spec}: {wall:.2f} s under cProfile; top own time: "
+          + ", ".join(f"{name} {tt:.2f} s" for name, _, tt, _ in rows[:6]), flush=True)
+    return {"model": model, "spec": spec, "wall_s_profiled": wall,
+            "top_own_time": [{"function": n, "calls": c, "own_s": t, "cumulative_s": cu} for n, c, t, cu in rows]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies the model and k-means sizes")
@@ -390,7 +419,7 @@ def main() -> None:
 
     result = {"machine": machine(("numpy", "torch", "cupy-cuda13x")), "device": resolve(gpu).label,
               "scale": scale, "dry_run": args.dry_run, "kmeans": None, "rdoq_kernels": None, "rans_encode": None,
-              "load": [], "compress": []}
+              "load": [], "compress": [], "profile": None}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("gpu-bench-dry-run.json" if args.dry_run else "gpu-bench.json")
 
@@ -434,6 +463,7 @@ def main() -> None:
         case("load", load_case, tmp, "1B bf16", big, gpu)
         for model, spec, tensors, cpu_weights, one in plan:
             case("compress", compress_case, tmp, model, spec, tensors, cpu_weights, gpu, one)
+        case("profile", profile_case, tmp, "1B bf16", "uniform:bits=8", big, gpu)
         case("load", load_case, tmp, "mpnet's 49 768x768 fp32", square, gpu, "dq:bits=6,coder=ans")
         case("load", load_case, tmp, "mpnet-shaped fp32", mp, gpu, "uniform:bits=4,group=32,zero=true")
     print(f"wrote {path}")
