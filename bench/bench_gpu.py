@@ -29,8 +29,8 @@
    and 16M symbols at scale 1; seconds (the GPU's from symbols on the device to the frame's
    bytes on the host), symbols per second, and the bytes compared.
 
-6. a cProfile of compress(device="gpu") of the 1B bf16 model at 8 bits (after the compress
-   cases): the main thread's top 25 functions by own time, toward the 1-s target.
+6. last, a cProfile of compress(device="gpu") of the 1B bf16 model at 8 bits: the main
+   thread's top 25 functions by own time, toward the 1-s target.
 
 The models are generated (Laplace weights): mpnet's own weights are not on the GPU machine,
 so "mpnet-shaped" has every matrix shape of all-mpnet-base-v2 (109M weights); "1B" is
@@ -463,9 +463,9 @@ def main() -> None:
         case("load", load_case, tmp, "1B bf16", big, gpu)
         for model, spec, tensors, cpu_weights, one in plan:
             case("compress", compress_case, tmp, model, spec, tensors, cpu_weights, gpu, one)
-        case("profile", profile_case, tmp, "1B bf16", "uniform:bits=8", big, gpu)
         case("load", load_case, tmp, "mpnet's 49 768x768 fp32", square, gpu, "dq:bits=6,coder=ans")
         case("load", load_case, tmp, "mpnet-shaped fp32", mp, gpu, "uniform:bits=4,group=32,zero=true")
+        case("profile", profile_case, tmp, "1B bf16", "uniform:bits=8", big, gpu)
     print(f"wrote {path}")
 
 
