@@ -170,7 +170,7 @@ def encode(symbols) -> bytes:
         if nsym > native.RANS_MAX_ALPHABET:  # raw low bits: the host frame
             return ans.encode(cupy.asnumpy(s))
         if nsym == 1:
-            return frame(lo, n, 1, 0, None, np.zeros(0, np.int64), b"")
+            return _unless_larger(frame(lo, n, 1, 0, None, np.zeros(0, np.int64), b""), s)
         mod = _module()
         counts = cupy.zeros(nsym, dtype=cupy.uint64)
         threads = 256
@@ -278,7 +278,7 @@ def encode_emulated(symbols: np.ndarray) -> bytes:
     if nsym > native.RANS_MAX_ALPHABET:
         return ans.encode(s)
     if nsym == 1:
-        return frame(lo, n, 1, 0, None, np.zeros(0, np.int64), b"")
+        return _unless_larger(frame(lo, n, 1, 0, None, np.zeros(0, np.int64), b""), s)
     idx = (s.astype(np.int64) - lo).astype(np.uint32)
     freq, L = normalise(np.bincount(idx, minlength=nsym).astype(np.uint64))
     fc = _table(freq)
