@@ -198,8 +198,9 @@ void encode(const uint8_t* sym, uint64_t n, const uint8_t* len, uint64_t chunk, 
     present += len[s] != 0;
   }
   if (present < 2) throw std::invalid_argument("a Huffman stream codes at least two symbols");
-  uint32_t code[256];
+  uint32_t code[256], entry[256];  // entry: code << 8 | length, one load a symbol
   canonical(len, code);
+  for (int s = 0; s < 256; ++s) entry[s] = code[s] << 8 | len[s];
   const std::size_t subs = static_cast<std::size_t>((n + chunk - 1) / chunk);
   std::vector<std::vector<uint8_t>> body(subs);
   std::vector<int> missing(subs);
@@ -209,12 +210,14 @@ void encode(const uint8_t* sym, uint64_t n, const uint8_t* len, uint64_t chunk, 
     out.resize(m * LIMIT / 8 + 8);
     uint8_t* o = out.data();
     uint64_t acc = 0;
-    int have = 0;
-    for (uint64_t j = lo; j < lo + m; ++j) {
-      const uint8_t s = sym[j];
-      missing[i] |= len[s] == 0;
-      acc = acc << len[s] | code[s];
-      have += len[s];
+    int have = 0;  // bits in acc, below 32 between pairs: a pair adds at most 2 x LIMIT
+    int absent = 0;
+    uint64_t j = lo;
+    for (; j + 2 <= lo + m; j += 2) {
+      const uint32_t a = entry[sym[j]], b = entry[sym[j + 1]];
+      absent |= (a & 0xff) == 0 || (b & 0xff) == 0;
+      acc = (acc << (a & 0xff) | a >> 8) << (b & 0xff) | b >> 8;
+      have += static_cast<int>((a & 0xff) + (b & 0xff));
       if (have >= 32) {
         have -= 32;
         const uint32_t v = __builtin_bswap32(static_cast<uint32_t>(acc >> have));
@@ -222,6 +225,19 @@ void encode(const uint8_t* sym, uint64_t n, const uint8_t* len, uint64_t chunk, 
         o += 4;
       }
     }
+    if (j < lo + m) {
+      const uint32_t a = entry[sym[j]];
+      absent |= (a & 0xff) == 0;
+      acc = acc << (a & 0xff) | a >> 8;
+      have += static_cast<int>(a & 0xff);
+      if (have >= 32) {
+        have -= 32;
+        const uint32_t v = __builtin_bswap32(static_cast<uint32_t>(acc >> have));
+        std::memcpy(o, &v, 4);
+        o += 4;
+      }
+    }
+    missing[i] = absent;
     for (; have >= 8; have -= 8) *o++ = static_cast<uint8_t>(acc >> (have - 8));
     if (have) *o++ = static_cast<uint8_t>(acc << (8 - have));
     out.resize(static_cast<std::size_t>(o - out.data()));
