@@ -193,11 +193,14 @@ uint64_t size(const uint64_t* counts, const uint8_t* len, uint64_t chunk) {
 void encode(const uint8_t* sym, uint64_t n, const uint8_t* len, uint64_t chunk, int threads, Writer& w) {
   if (chunk < 1 || chunk > MAX_CHUNK) throw std::invalid_argument("chunk must be in 1..2^24");
   int present = 0;
+  uint64_t kraft = 0;
   for (int s = 0; s < 256; ++s) {
     if (len[s] > LIMIT) throw std::invalid_argument("code longer than LIMIT bits");
     present += len[s] != 0;
+    if (len[s]) kraft += SLOTS >> len[s];
   }
-  if (present < 2) throw std::invalid_argument("a Huffman stream codes at least two symbols");
+  if (present < 2 || kraft != SLOTS)  // (what parse() refuses)
+    throw std::invalid_argument("lengths of a complete code of at least two symbols expected");
   uint32_t code[256], entry[256];  // entry: code << 8 | length, one load a symbol
   canonical(len, code);
   for (int s = 0; s < 256; ++s) entry[s] = code[s] << 8 | len[s];
