@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the native decoders with libFuzzer under AddressSanitizer and
 # UndefinedBehaviorSanitizer (needs clang and libFuzzer: on Debian
-# `apt-get install clang-14 libfuzzer-14-dev libclang-rt-14-dev`).
+# `apt-get install clang-14 libfuzzer-14-dev libclang-rt-14-dev`; with gcc only, fuzz/mutate.sh
+# replays the corpus and random mutations of it under the same sanitizers).
 #   fuzz/run.sh SECONDS [TARGET...]     (targets: rans rans_body floatplanes cabac fused planes huffman;
 #                                        default all)
 # Each target starts from tests/fuzz_corpus/TARGET/ (kept in git, replayed by
