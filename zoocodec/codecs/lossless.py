@@ -6,7 +6,7 @@ unsigned integers of its width) and give back the same dtype, byte for byte.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import zstandard
@@ -98,6 +98,10 @@ class Float(CoderSpec):
         if np.dtype(dtype).itemsize in (2, 4):
             return floatplanes.decode(data, math.prod(shape), _le(dtype)).reshape(shape).astype(dtype, copy=False)
         return Zstd().decode(data, shape, dtype)
+
+    def for_gpu(self) -> Float:
+        """rANS planes: the GPU decoder decodes Huffman planes on the host."""
+        return replace(self, planes="rans")
 
 
 def _exact(data, shape, dtype) -> np.ndarray:
