@@ -19,7 +19,7 @@
 3. Search that base step (doubling to bracket, then bisection on its logarithm) for the
    largest one whose metric loss, measured on the task's search inputs (a subset of the
    calibration/search part), is within budget;
-   once per allocation strength: the measured sensitivities, their square root and none
+   once per allocation strength: the measured sensitivities to the power 1, 3/4 and 1/2, and none
    (one step for all: measured sensitivities are noisy, and a flatter allocation sometimes
    wins). The smallest result, priced by the coder's entropy model, is kept.
    Where calibration inputs exist (zoocodec.eval.calibration) and the method is uniform,
@@ -75,7 +75,7 @@ from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, collect_on, 
 BISECTIONS = 3  # the search on the search inputs brackets by 2, ends within 2**(1/8) of the largest step that passes
 FINAL_FACTOR, FINAL_ROUNDS = 2 ** (1 / 8), 2  # the search again on the whole calibration/search part: within 2**(1/32)
 FINAL_DOWN = 16  # ... and gives up (unresolvable) 4x below the step the search inputs passed
-STRENGTHS = (1.0, 0.75, 0.5, 0.0)  # allocation by sensitivity**strength: measured, between, square root, one step for all
+STRENGTHS = (1.0, 0.75, 0.5, 0.0)  # allocation by sensitivity**strength (0: one step for all; minilm: 3/4 wins)
 CONTEXT_CODERS = tuple(n for n, c in CODERS.items() if c.context_model)  # priced against each other (codecs/base.py)
 ROUNDINGS = ("gptq", "nearest")  # data-aware where calibration inputs exist, or each method's own
 HELD_BACK = 0.5  # of the inputs, never seen by calibration or search: the budget is verified on them alone
