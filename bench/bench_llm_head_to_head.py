@@ -55,7 +55,7 @@ import torch
 from bench_common import RESULTS, machine
 
 MODEL = "smollm2-135m"
-NAME = "llm_head_to_head-2026-12-05"  # the files this run writes in bench/results
+NAME = "llm_head_to_head-2026-12-05b"  # the files this run writes in bench/results
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")
 HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
 QUANTO_SETTINGS = ((8, None), (4, 128), (2, 128))  # quanto's QLinear: 128 weights per group below 8 bits
@@ -293,7 +293,7 @@ def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
 
 
 def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS,
-             choose_coder: bool = True) -> None:
+             choose_coder: bool = True, sequential: bool = False) -> None:
     from zoocodec import decompress, inspect
     from zoocodec.tuning import auto
     from zoocodec.tuning.auto import auto_compress
@@ -302,14 +302,16 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
     cal = calibration_evaluator(auto_windows)
     run.state["auto_tokens"] = cal.scorer.n
     for budget in budgets:
-        label = f"KL {budget} ({rounding}, group candidates{strengths}{'' if choose_coder else ', ans'})"
+        how = f"{rounding}, sequential" if sequential and rounding == "gptq" else rounding
+        label = f"KL {budget} ({how}, group candidates{strengths}{'' if choose_coder else ', ans'})"
 
         header: dict = {}
 
         def make(budget=budget, header=header):
             with tempfile.TemporaryDirectory() as tmp:
                 result = auto_compress(MODEL, Path(tmp) / "m.zc", budget, sensitivities=sens, rounding=rounding,
-                                       choose_coder=choose_coder, log=lambda msg: print("  " + msg, flush=True))
+                                       choose_coder=choose_coder, sequential=sequential,
+                                       log=lambda msg: print("  " + msg, flush=True))
                 header.update(inspect(Path(tmp) / "m.zc")["meta"]["auto"])
                 return decompress(Path(tmp) / "m.zc"), result.report.weight_bytes
         try:
@@ -476,6 +478,12 @@ def main() -> None:
     ap.add_argument("--auto-windows", type=int, default=6, help="windows of lee.cor automatic mode splits")
     ap.add_argument("--rounding", default="gptq", help="automatic mode's rounding (gptq: its default)")
     ap.add_argument("--ans", action="store_true", help="auto: keep the ans coder (no context coders priced)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="auto: data-aware rounding in GPTQ's order before the final search (zoocodec.tuning.gptq)")
+    ap.add_argument("--calibration-windows", type=int, default=None,
+                    help="auto: windows of calibration text data-aware rounding measures layer inputs on "
+                         "(default: zoocodec.eval.lm.CALIBRATION_WINDOWS)")
+
     ap.add_argument("--budgets", type=float, nargs="+", default=None, help="auto: just these token-KL budgets")
     ap.add_argument("--strengths", type=float, nargs="+", default=None,
                     help="auto: just these allocation strengths (default: automatic mode's 1, 1/2, 0)")
@@ -492,8 +500,12 @@ def main() -> None:
             from zoocodec.tuning import auto
 
             auto.STRENGTHS = tuple(args.strengths)
+        if args.calibration_windows:
+            from zoocodec.eval import lm
+
+            lm.CALIBRATION_WINDOWS = args.calibration_windows
         run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding, args.budgets or BUDGETS,
-                 not args.ans)
+                 not args.ans, args.sequential)
     table()
 
 

@@ -58,3 +58,18 @@ def test_sequential_rounding_is_on_the_grid_and_beats_nearest(setup):
     kl = {label: float(scorer.outputs(reconstruct({**w, **t}, plan))[:, 1].mean())
           for label, t in (("nearest", {}), ("sequential", targets))}
     assert kl["sequential"] < 0.95 * kl["nearest"]
+
+
+@pytest.mark.slow
+def test_automatic_mode_rounds_a_causal_lm_layer_by_layer(setup, tmp_path):
+    """About 100 CPU s: the slow tier."""
+    import zoocodec
+    from zoocodec.tuning.auto import auto_compress
+
+    folder = setup[0]
+    (tmp_path / "in.txt").write_text("\n".join(texts(20)))
+    auto_compress(str(folder), tmp_path / "m.zc", 0.05, inputs=tmp_path / "in.txt", sequential=True)
+    auto = zoocodec.inspect(tmp_path / "m.zc")["meta"]["auto"]
+    assert "sequential, layer by layer" in auto["rounding"]["layer_inputs"]
+    assert "model.embed_tokens.weight" in auto["rounding"]["rounded"]  # the tied head, rounded as the head
+    assert auto["verified"]["loss_high"] <= 0.05
