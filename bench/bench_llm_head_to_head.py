@@ -69,6 +69,9 @@ PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is again
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
 PARTS = ("peers", "peers2", "auto", "auto2", "auto3", "auto4")  # one checkpoint file per process
+CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
+           "llm_head_to_head-2026-12-05's (its checkpoints copied: the same 6 windows, the same weights); "
+           "the `gptq, sequential` points are this run's.")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -299,8 +302,12 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
     from zoocodec.tuning.auto import auto_compress
 
     strengths = "" if auto.STRENGTHS == (1.0, 0.5, 0.0) else f", strengths {'/'.join(f'{x:g}' for x in auto.STRENGTHS)}"
+    from zoocodec.eval import lm
+
     cal = calibration_evaluator(auto_windows)
     run.state["auto_tokens"] = cal.scorer.n
+    if rounding == "gptq":
+        run.state["calibration_windows"] = lm.CALIBRATION_WINDOWS
     for budget in budgets:
         how = f"{rounding}, sequential" if sequential and rounding == "gptq" else rounding
         label = f"KL {budget} ({how}, group candidates{strengths}{'' if choose_coder else ', ans'})"
@@ -369,6 +376,8 @@ def table() -> None:
     for p in r["points"]:
         p.setdefault("params", r["params"])
     r["auto_tokens"] = next((p.get("auto_tokens") for p in parts if "auto_tokens" in p), None)
+    r["calibration_windows"] = next((p["calibration_windows"] for p in parts if "calibration_windows" in p), None)
+    r["carried"] = CARRIED
     r["failed"] = {k: v for p in parts for k, v in p.get("failed", {}).items()}
     r["smallest_within"] = {}
     r["auto_budgets_run"] = sorted({p["budget"] for p in r["points"] if p["family"] == "zoocodec auto"}
@@ -422,7 +431,12 @@ def write_markdown(r: dict, path: Path) -> None:
                   "matrices of a layer) on 349 tokens of one convention speech. Its label names its settings: "
                   "`group candidates` (zoocodec/tuning/groupwise.py: per tensor, its step or B-bit min-max groups "
                   "with zero points, side streams counted), the allocation strengths searched where not all three, "
-                  "and the rounding (nearest: data-aware rounding's calibration runs were left out for the time)."]
+                  "and the rounding: `nearest`, or `gptq, sequential` (data-aware rounding of the one-step tensors "
+                  "against layer inputs measured on calibration windows of lee.cor and the convention speeches, "
+                  f"{r.get('calibration_windows') or 16} windows of 512 tokens; before the final search measured again "
+                  "layer by layer on the quantized model, GPTQ's order: zoocodec/tuning/gptq.py)."]
+    if r.get("carried"):
+        lines += ["", r["carried"]]
     for p in r["points"]:
         if p["family"] == "zoocodec auto" and on_q4_1_grid(p):
             lines += ["", f"{p['label']}: {100 * on_q4_1_grid(p):.0f}% of the weights in 4-bit 32-weight groups "
