@@ -3,10 +3,11 @@
 # timeout inside a 470 s budget). It builds the native engine, compiles the CUDA kernels
 # (nvcc for the resource report, CuPy's NVRTC as they run), runs `pytest -m gpu` (CPU vs GPU
 # bit for bit: every method with a GPU path, the batched compress, the device-resident uniform
-# quantizer of uniform.cu, the rdoq/dq kernels of rdoq.cu, the GPU decoder, and every registered
+# quantizer of uniform.cu, the rANS encoder of rans_encode.cu (ans.encode's bytes), kmeans' device-resident
+# indices and statistics (stats.cu), the rdoq/dq kernels of rdoq.cu, the GPU decoder, and every registered
 # method's conformance on CUDA: round trip, quantize_many, GPU equal to CPU) and
-# bench/bench_gpu.py (compress GPU vs CPU, dq and rdoq among them from fmnist-cnn up, the rdoq/dq
-# kernels alone vs NumPy, load into GPU memory vs safetensors, decoder GB/s, k-means as a
+# bench/bench_gpu.py (compress GPU vs CPU with the 20x and 1B-in-1-s targets, dq and rdoq among them
+# from fmnist-cnn up, the rdoq/dq kernels alone vs NumPy, the GPU rANS encoder vs the native CPU one, load into GPU memory vs safetensors, decoder GB/s, k-means as a
 # fraction of HBM; last, load of dq and grouped-uniform files), and bench/bench_decode_gpu.py
 # (uniform at 2-16 bits, grouped uniform, dq levels, kmeans and lossless float planes on the GPU
 # decoder: exact against the CPU, load and kernel speed; its JSON is rewritten after each spec).
@@ -72,12 +73,15 @@ for f in zoocodec/kernels/*.cu; do
   timeout 30 nvcc -arch=sm_90 -std=c++17 -c -Xptxas -v "$f" -o /dev/null >> "$OUT/nvcc.log" 2>&1 || echo "nvcc: $f failed (see nvcc.log)"
 done
 timeout "$(limit 60)" $PY -c "
-from zoocodec.kernels import decode, kmeans, rdoq, uniform
-for m, names in ((kmeans, ('lloyd_pass', 'lloyd_pass16', 'lloyd_small')), (rdoq, ('rdoq_decide', 'dq_trellis_1', 'dq_trellis_4')),
+from zoocodec.kernels import decode, kmeans, rans_encode, rdoq, stats, uniform
+for m, names in ((stats, tuple(stats.KERNELS.values())),
+                 (kmeans, ('lloyd_pass', 'lloyd_pass16', 'lloyd_small')), (rdoq, ('rdoq_decide', 'dq_trellis_1', 'dq_trellis_4')),
+                 (rans_encode, tuple(f'rans_{p}_{k}' for p in ('histogram', 'encode') for k in rans_encode.KINDS.values())
+                  + ('rans_gather',)),
                  (decode, tuple(k for k, _ in decode.KINDS.values()) + tuple(decode.PACKED_KERNELS.values())
                   + tuple(decode.DQ_KERNELS.values()) + ('rans_bytes', 'rans_index', 'dq_maps', 'planes_merge4',
                   'planes_merge2')),
-                 (uniform, tuple(uniform.KERNELS.values()))):
+                 (uniform, tuple(uniform.KERNELS.values()) + ('pairwise_nodes',))):
     for n in names:
         m._module().get_function(n)
 print('CUDA kernels compiled by NVRTC')
@@ -89,7 +93,7 @@ timeout "$(limit 180)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxm
   tests/test_device_gpu.py tests/kernels/test_decode_gpu.py tests/kernels/test_kmeans_gpu.py \
   tests/kernels/test_lowrank.py tests/kernels/test_prune.py tests/kernels/test_dither.py \
   tests/kernels/test_transform.py tests/methods/test_rdoq.py tests/kernels/test_uniform_device.py \
-  tests/kernels/test_rdoq_kernels.py \
+  tests/kernels/test_rdoq_kernels.py tests/kernels/test_rans_encode.py tests/kernels/test_stats.py \
   tests/methods/test_conformance.py tests/eval/test_lm.py tests/tuning/test_finetune.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 tests=${PIPESTATUS[0]}
 

@@ -18,6 +18,16 @@ def test_leaf_sums_added_up_the_tree_equal_np_sum(n):
     assert K.combine(K.leaf_sums(v, start, count), splits) == float(np.sum(v))
 
 
+@pytest.mark.parametrize("n", [0, 1, 128, 129, 16383, 16384, 16385, 32776, 100003, 300007, (1 << 20) + 17])
+def test_the_tree_cut_at_nodes_gives_np_sum(n):
+    """pairwise_nodes' loop (transliterated) below nodes of NODE values, combine above: np.sum's float."""
+    v = np.random.default_rng(n).laplace(0, 1, n) ** 3
+    start, count, node_count, first, splits = K.tree(n)
+    assert int(node_count.sum()) == n and (node_count <= K.NODE).all()
+    assert first.size == 0 or first[-1] + K.leaf_count(int(node_count[-1])) == start.size
+    assert K.tree_sums_emulated([v], n) == [float(np.sum(v))]
+
+
 def cases():
     g = np.random.default_rng(5)
     w = g.laplace(0, 0.02, (300, 1100)).astype(np.float32)

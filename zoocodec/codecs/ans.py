@@ -24,6 +24,7 @@ from zoocodec.budget import unzstd
 from zoocodec.codecs import native
 from zoocodec.codecs.base import CoderSpec, register_coder
 from zoocodec.codecs.wire import Reader, put_svarint, put_uvarint
+from zoocodec.kernels.backend import on_device
 
 TABLE_SCALE = 1 << 16
 MAX_ALPHABET = native.RANS_MAX_ALPHABET  # of one rANS table
@@ -231,9 +232,14 @@ class Ans(CoderSpec):
     version = 1
     narrows = True
     gpu_decode = True
+    gpu_encode = True
 
     def encode(self, symbols, trellis=None) -> bytes:
-        return encode(symbols)
+        if not on_device(symbols):
+            return encode(symbols)
+        from zoocodec.kernels import rans_encode  # symbols on a GPU: coded there, the same bytes
+
+        return rans_encode.encode_checked(symbols)
 
     def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
         return as_requested(decode(data, math.prod(shape), narrow=dtype is None), dtype).reshape(shape)

@@ -146,6 +146,9 @@ class CoderSpec(Spec):
     # the GPU decoder (kernels/decode.py) reads its payloads, where the method's fused()
     # describes them: `compress --decode-on gpu` keeps to these coders
     gpu_decode: ClassVar[bool] = False
+    # encode takes the symbols on a CUDA device too (a CuPy array) and codes them there: only
+    # its bytes cross to the host (MethodSpec.code and pipeline/batch.py leave them there)
+    gpu_encode: ClassVar[bool] = False
     examples: ClassVar[tuple[str, ...]] = ()  # its other modes, for the conformance suite (tests/codecs)
 
     @classmethod
@@ -179,7 +182,7 @@ class CoderSpec(Spec):
         return f"{self.name}({params})" if params else self.name
 
 
-CAPABILITIES = ("narrows", "context_model", "gpu_decode")
+CAPABILITIES = ("narrows", "context_model", "gpu_decode", "gpu_encode")
 
 
 def coder_from_dict(d: Any) -> CoderSpec:

@@ -32,6 +32,11 @@ def array_namespace(x) -> types.ModuleType:
     return np
 
 
+def on_device(x) -> bool:
+    """Is `x` a CuPy array (without importing CuPy)?"""
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
 def to_numpy(x) -> np.ndarray:
     """A host copy of any backend's array (no copy for NumPy input)."""
     if isinstance(x, np.ndarray):

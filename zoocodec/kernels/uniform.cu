@@ -89,3 +89,41 @@ ZC_KERNEL(uniform_f32_i32, 0, int)
 ZC_KERNEL(uniform_bf16_i8, 1, signed char)
 ZC_KERNEL(uniform_bf16_i16, 1, short)
 ZC_KERNEL(uniform_bf16_i32, 1, int)
+
+// The leaf sums added up np.sum's tree below the nodes of at most NODE values (kernels/uniform.py:
+// tree): one thread a node, its subtree walked as NumPy recurses (a block over 128 values split at
+// half its size rounded down to a multiple of 8), left + right, reading its leaves in order from
+// its first; the recursion as a loop over an explicit stack (depth <= 24 for nodes below 2^29
+// values). The host adds the nodes up the tree above them.
+extern "C" __global__ void pairwise_nodes(const double* leaf, const u64* first, const u64* count, u64 nodes,
+                                          double* out) {
+  const u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= nodes) return;
+  u64 next = first[t], c = count[t], right[24];
+  double left[24];
+  bool has_left[24];
+  int sp = 0;
+  for (;;) {
+    while (c > 128) {  // down the left side, each right half pending
+      u64 half = c / 2;
+      half -= half % 8;
+      right[sp] = c - half;
+      has_left[sp++] = false;
+      c = half;
+    }
+    double v = leaf[next++];
+    for (;;) {  // up while both halves are done
+      if (sp == 0) {
+        out[t] = v;
+        return;
+      }
+      if (!has_left[sp - 1]) {  // a left half done: its right half next
+        left[sp - 1] = v;
+        has_left[sp - 1] = true;
+        c = right[sp - 1];
+        break;
+      }
+      v = left[--sp] + v;
+    }
+  }
+}

@@ -88,13 +88,14 @@ def dequantize_groups(s2, steps, zeros, group: int, xp):
 PW_BLOCK = 128
 
 
-def leaves(n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def leaves(n: int, block: int = PW_BLOCK) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(start, count) of the leaves of np.sum's tree over n values, in order, and the split
-    masks level by level (for combine())."""
+    masks level by level (for combine()). block > PW_BLOCK: the nodes of the tree that hold at
+    most `block` values and whose parent holds more (np.sum's tree is the same above them)."""
     start, count = np.zeros(1 if n else 0, np.int64), np.full(1 if n else 0, n, np.int64)
     splits = []
-    while count.size and (count > PW_BLOCK).any():
-        split = count > PW_BLOCK
+    while count.size and (count > block).any():
+        split = count > block
         half = count // 2
         half -= half % 8
         left_count = np.where(split, half, count)
@@ -123,6 +124,95 @@ def combine(values: np.ndarray, splits: list[np.ndarray]) -> float:
         out[split] = values[first[split]] + values[first[split] + 1]
         values = out
     return float(0.0 + values[0])
+
+
+# The leaf sums are added up the tree in two steps: on the device, one thread per node of at
+# most NODE values (pairwise_nodes in uniform.cu: the node's subtree, left + right, from its
+# first leaf), then on the host the few nodes above (combine). Per tensor only a value per
+# NODE weights comes back, and the host's work no longer grows with the leaves (8M of them for
+# a 1B-weight model: about 0.5 s of NumPy on the main thread).
+NODE = 1 << 14  # (at most 2^29: pairwise_nodes walks a depth of 24)
+
+
+@functools.lru_cache(maxsize=32)
+def tree(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """np.sum's tree over n values, cut in two (read-only arrays, cached: a model has few
+    sizes): (leaf start, leaf count, node count, the node's first leaf, the nodes' split masks)."""
+    start, count, _ = leaves(n)
+    _, node_count, node_splits = leaves(n, NODE)
+    per_node = np.array([leaf_count(int(c)) for c in node_count], dtype=np.int64)
+    first = np.concatenate([np.zeros(1, np.int64), np.cumsum(per_node)[:-1]]) if per_node.size else per_node
+    for a in (start, count, node_count, first, *node_splits):
+        a.flags.writeable = False
+    return start, count, node_count, first, node_splits
+
+
+@functools.lru_cache(maxsize=4096)
+def leaf_count(count: int) -> int:
+    """Leaves of np.sum's tree over `count` values."""
+    if count <= PW_BLOCK:
+        return 1
+    half = count // 2
+    half -= half % 8
+    return leaf_count(half) + leaf_count(count - half)
+
+
+def node_sums_emulated(values: np.ndarray, node_count: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """pairwise_nodes in NumPy, thread by thread: each node's leaf sums added up its subtree
+    (left + right) by the kernel's loop over an explicit stack."""
+    out = np.empty(node_count.size, dtype=np.float64)
+    for t, (c, nxt) in enumerate(zip(node_count.tolist(), first.tolist(), strict=True)):
+        right, left, has_left = [], [], []
+        while True:
+            while c > PW_BLOCK:
+                half = c // 2
+                half -= half % 8
+                right.append(c - half)
+                left.append(0.0)
+                has_left.append(False)
+                c = half
+            v = values[nxt]
+            nxt += 1
+            while right:
+                if not has_left[-1]:
+                    left[-1], has_left[-1], c = v, True, right[-1]
+                    break
+                v = left.pop() + v
+                right.pop()
+                has_left.pop()
+            else:
+                out[t] = v
+                break
+    return out
+
+
+def tree_sums_device(leaf_values: list, n: int) -> list[float]:
+    """Each array of leaf sums (CuPy, one per leaf of tree(n)) added up np.sum's tree."""
+    import cupy  # GPU only
+
+    _, _, node_count, first, splits = tree(n)
+    k = node_count.size
+    if not k:
+        return [0.0 for _ in leaf_values]
+    _, _, count_d, first_d = device_tree(n, cupy.cuda.Device().id)
+    out = cupy.empty((len(leaf_values), k), dtype=cupy.float64)
+    threads = 128
+    for i, v in enumerate(leaf_values):
+        _module().get_function("pairwise_nodes")(((k + threads - 1) // threads,), (threads,),
+                                                 (v, first_d, count_d, np.uint64(k), out[i]))
+    return [combine(row, splits) for row in cupy.asnumpy(out)]
+
+
+@functools.lru_cache(maxsize=32)
+def device_tree(n: int, device: int):
+    """tree(n) on a device (cached: a model has few sizes): leaf starts (uint64), leaf counts
+    (uint32), node counts and first leaves (uint64)."""
+    import cupy  # GPU only
+
+    start, count, node_count, first, _ = tree(n)
+    with cupy.cuda.Device(device):
+        return (cupy.asarray(start.astype(np.uint64)), cupy.asarray(count.astype(np.uint32)),
+                cupy.asarray(node_count.astype(np.uint64)), cupy.asarray(first.astype(np.uint64)))
 
 
 def leaf_sums(v: np.ndarray, start: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -158,7 +248,7 @@ def quantize_device(bits, dtype: str, steps: np.ndarray, cols: int, symbol_dtype
     import cupy  # GPU only
 
     n = bits.size
-    start, count, splits = leaves(n)
+    start, count, _, _ = device_tree(n, cupy.cuda.Device().id)
     k = start.size
     symbols = cupy.empty(n, dtype=symbol_dtype)
     out = cupy.empty_like(bits) if recon else None
@@ -168,10 +258,8 @@ def quantize_device(bits, dtype: str, steps: np.ndarray, cols: int, symbol_dtype
         _module().get_function(KERNELS[dtype, np.dtype(symbol_dtype).name])(
             ((k + threads - 1) // threads,), (threads,),
             (bits, cupy.asarray(steps, dtype=cupy.float64), np.uint64(steps.size), np.uint64(max(cols, 1)),
-             cupy.asarray(start.astype(np.uint64)), cupy.asarray(count.astype(np.uint32)), np.uint64(k),
-             symbols, out if out is not None else 0, err2, power, top))
-    stats = (combine(cupy.asnumpy(err2), splits), combine(cupy.asnumpy(power), splits),
-             float(cupy.asnumpy(top).max()) if k else 0.0)
+             start, count, np.uint64(k), symbols, out if out is not None else 0, err2, power, top))
+    stats = (*tree_sums_device([err2, power], n), float(top.max()) if k else 0.0)
     return symbols, out, stats
 
 
@@ -192,10 +280,16 @@ def quantize_emulated(bits: np.ndarray, dtype: str, steps: np.ndarray, cols: int
     else:
         back = f.astype(np.float64)
     e = x - back
-    start, count, splits = leaves(n)
-    stats = (combine(leaf_sums(e * e, start, count), splits), combine(leaf_sums(x * x, start, count), splits),
-             float(np.abs(e).max()) if n else 0.0)
+    stats = (*tree_sums_emulated([e * e, x * x], n), float(np.abs(e).max()) if n else 0.0)
     return q, stats
+
+
+def tree_sums_emulated(values: list[np.ndarray], n: int) -> list[float]:
+    """tree_sums_device's two steps on the leaf sums of float64 arrays of n values (NumPy)."""
+    start, count, node_count, first, splits = tree(n)
+    if not node_count.size:
+        return [0.0 for _ in values]
+    return [combine(node_sums_emulated(leaf_sums(v, start, count), node_count, first), splits) for v in values]
 
 
 @functools.cache

@@ -31,7 +31,7 @@ import numpy as np
 from zoocodec import budget
 from zoocodec.codecs import CoderSpec, coder_from_dict, parse_coder
 from zoocodec.errors import ContainerError, SpecError
-from zoocodec.kernels.backend import to_numpy
+from zoocodec.kernels.backend import on_device, to_numpy
 from zoocodec.methods.arrays import FLOAT_DTYPES, ErrorStats, as_float64, error_stats
 from zoocodec.registry import METHODS, Range, Spec, build, ints, positive, spec_fields, text_params
 
@@ -189,10 +189,13 @@ class MethodSpec(Spec):
         recon=False drops the reconstruction once its error is measured (`stats`, when the
         caller measured it already), before coding: the tensor, its symbols and the coder's
         output are held, not a second copy of the tensor."""
-        q.symbols = {k: to_numpy(v) for k, v in q.symbols.items()}
+        # symbols on a GPU stay there for a coder that encodes them there (only its bytes come back)
+        q.symbols = {k: v if self.coder_for(k).gpu_encode and on_device(v) else to_numpy(v)
+                     for k, v in q.symbols.items()}
         stats = stats or q.stats
         if q.recon is None and (recon or stats is None):  # left out by quantize_many(recon=False)
-            q.recon = self.dequantize(Quantized(q.symbols, q.side, q.arrays), t.array.shape, t.dtype)
+            host = {k: to_numpy(v) for k, v in q.symbols.items()}
+            q.recon = self.dequantize(Quantized(host, q.side, q.arrays), t.array.shape, t.dtype)
         q.recon = None if q.recon is None else to_numpy(q.recon)
         if stats is None and not self.lossless and t.is_float:
             stats = error_stats(t, q.recon)

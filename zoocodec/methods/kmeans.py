@@ -20,7 +20,7 @@ from zoocodec.errors import ContainerError, NonFiniteError, SpecError
 from zoocodec.kernels import kmeans as K
 from zoocodec.kernels.backend import stack_rows, to_numpy
 from zoocodec.methods import arrays
-from zoocodec.methods.arrays import all_finite, from_float64
+from zoocodec.methods.arrays import NATIVE_KINDS, all_finite, from_float64
 from zoocodec.methods.base import MethodSpec, Quantized, TensorData, nested_coder, register
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.registry import ints, one_of
@@ -93,6 +93,7 @@ class KMeans(MethodSpec):
                 part = x[start : start + count * size].reshape(count, size)
                 start += count * size
                 parts.append((i, size, part, K.kmeanspp_init(part, self.k, self.seed)))
+        device = xp is not np and all(t.dtype in NATIVE_KINDS for t in ts)
         books = [[] for _ in ts]
         indices = [[] for _ in ts]
         results, bad = {}, []
@@ -107,9 +108,11 @@ class KMeans(MethodSpec):
                 bad += [int(i) for i, ok in zip(owner, finite, strict=True) if not ok]
                 c = c16.astype(xp.float32)
             if not bad:
-                results[size] = (to_numpy(c), to_numpy(K.assign_any(x, c)))
+                results[size] = (c, K.assign_any(x, c), x) if device else (to_numpy(c), to_numpy(K.assign_any(x, c)))
         if bad:  # the first such tensor in the model's order, as one at a time would report
             raise SpecError(f"kmeans: a centroid of {ts[min(bad)].name!r} overflows float16; use codebook=float32")
+        if device:
+            return self._device_results(ts, parts, results, xp, recon)
         row = {size: 0 for size in results}
         for i, size, part, _ in parts:  # back to each tensor, in its own part order
             c, idx = results[size]
@@ -117,14 +120,47 @@ class KMeans(MethodSpec):
             books[i].append(c[r : r + n])
             indices[i].append(idx[r : r + n].ravel())
             row[size] = r + n
+        return [self._host_result(t, bs, ids) for t, bs, ids in zip(ts, books, indices, strict=True)]
+
+    def _device_results(self, ts, parts, results, xp, recon: bool) -> list[Quantized]:
+        """Each tensor's indices, lookups and statistics from the device's centroids and
+        assignments (float32 and bfloat16 tensors): the indices stay there (coded there by a
+        coder that encodes on the GPU), the reconstruction is made and measured there
+        (kernels/stats.cu: arrays.error_stats' floats) and comes back only when asked for; only
+        the codebooks (k values a problem) come to the host. The same Quantized as the host's."""
+        from zoocodec.kernels.stats import error_stats_device
+
+        row = {size: 0 for size in results}
+        pieces = [[] for _ in ts]  # (centroids, indices, values) of each part, in the tensor's order
+        for i, size, part, _ in parts:
+            c, idx, x = results[size]
+            r, n = row[size], part.shape[0]
+            pieces[i].append((c[r : r + n], idx[r : r + n], x[r : r + n]))
+            row[size] = r + n
+
+        def flat(arrays):
+            return xp.concatenate([a.ravel() for a in arrays]) if len(arrays) > 1 else arrays[0].ravel()
+
         out = []
-        for t, bs, ids in zip(ts, books, indices, strict=True):
-            book = np.concatenate([b.ravel() for b in bs]) if bs else np.zeros(0, np.float32)
-            sym = np.concatenate(ids).astype(np.int16) if ids else np.zeros(0, np.int16)  # k <= 256
-            recon = self._gather(book, sym, t.array.shape, t.dtype)
+        for t, ps in zip(ts, pieces, strict=True):
+            if not ps:
+                out.append(self._host_result(t, [], []))
+                continue
+            sym = flat([idx for _, idx, _ in ps]).astype(xp.int16)  # k <= 256; flat, as the host's
+            values = flat([xp.take_along_axis(c, idx, axis=1) for c, idx, _ in ps])
+            stats, bits = error_stats_device(flat([x for _, _, x in ps]), values, t.dtype, recon)
+            book = np.concatenate([to_numpy(c).ravel() for c, _, _ in ps])
             out.append(Quantized({"indices": sym}, {"problems": int(book.size // self.k)},
-                                 {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes()}, recon))
+                                 {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes()},
+                                 None if bits is None else bits.view(t.array.dtype).reshape(t.array.shape), stats))
         return out
+
+    def _host_result(self, t: TensorData, bs: list, ids: list) -> Quantized:
+        book = np.concatenate([b.ravel() for b in bs]) if bs else np.zeros(0, np.float32)
+        sym = np.concatenate(ids).astype(np.int16) if ids else np.zeros(0, np.int16)  # k <= 256
+        recon = self._gather(book, sym, t.array.shape, t.dtype)
+        return Quantized({"indices": sym}, {"problems": int(book.size // self.k)},
+                         {"codebook": book.astype(CODEBOOK[self.codebook]).tobytes()}, recon)
 
     def symbol_dtype(self, stream, dtype):
         return None  # indices of any integer type

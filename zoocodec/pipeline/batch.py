@@ -84,7 +84,7 @@ def run(tensors: Iterable[TensorData], choose: Callable[[TensorData], MethodSpec
                     ts = [items[i][0] for i in part]
                     with streams.next() as stream:
                         qs = spec.quantize_many(ts, xp if spec.gpu else np, recon=recon)
-                        ready = stream.to_host(qs)
+                        ready = stream.to_host(qs, spec)
                     for i, t, q in zip(part, ts, qs, strict=True):
                         job = (t, spec, q, ready)
                         slots[i].job = pool.submit(_finish, finish, *job) if pool else _finish(finish, *job)
@@ -200,26 +200,30 @@ class _Stream:
         if self.stream is not None:
             self.stream.__exit__(*exc)
 
-    def to_host(self, qs: list[Quantized]):
+    def to_host(self, qs: list[Quantized], spec: MethodSpec):
         """Replace device arrays in `qs` (symbols, recon) by pinned host arrays being filled on
-        this stream; returns the event a worker waits for (None when nothing was on a device)."""
+        this stream, except the symbols of a stream whose coder encodes on the device (they stay
+        there: the worker codes them and only their bytes come back); returns the event a worker
+        waits for (None when nothing was on a device)."""
         if self.stream is None:
             return None
         import cupy  # GPU only
         import cupyx
 
-        def host(a):
+        def host(a, stay: bool = False):
             if not isinstance(a, cupy.ndarray):
                 return a
             a = cupy.ascontiguousarray(a)
+            keep.append(a)  # the device array lives until the copy (or the kernels that made it) has run
+            if stay:
+                return a
             out = cupyx.empty_pinned(a.shape, dtype=a.dtype)
             cupy.asnumpy(a, stream=self.stream, out=out, blocking=False)
-            keep.append(a)  # the device array lives until the copy has run
             return out
 
         keep: list = []
         for q in qs:
-            q.symbols = {k: host(v) for k, v in q.symbols.items()}
+            q.symbols = {k: host(v, spec.coder_for(k).gpu_encode) for k, v in q.symbols.items()}
             q.recon = host(q.recon)
         if not keep:
             return None

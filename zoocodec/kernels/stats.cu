@@ -1,0 +1,68 @@
+// The error statistics of a reconstruction on the device (kernels/stats.py), for methods whose
+// reconstruction is made there from float32 values (kmeans' codebook lookups): the
+// reconstruction narrowed to the tensor's dtype (optionally written), and per leaf of NumPy's
+// pairwise summation tree (kernels/uniform.py: leaves(), at most 128 consecutive weights) the
+// sums of the squared error and of the squared weights as NumPy sums a block (8 accumulators,
+// then the tail) and the largest |error|: the host adds the leaf sums up the same tree and gets
+// arrays.error_stats' floats bit for bit. The same arithmetic as uniform.cu's leaves.
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+// KIND 0: float32 (recon written as u32 bits), 1: bfloat16 (nearest-even u16 bits, as from_float64)
+template <int KIND>
+__device__ void leaf_stats(const float* x, const float* r, const u64* leaf_start, const u32* leaf_count,
+                           u64 nleaves, void* recon, double* err2, double* power, double* max_err) {
+  const u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= nleaves) return;
+  const u64 lo = leaf_start[t];
+  const u32 n = leaf_count[t];
+  const u32 main = n < 8 ? 0 : n - n % 8;
+  double re[8], rx[8], se = 0.0, sx = 0.0, m = 0.0;
+  for (u32 k = 0; k < n; ++k) {
+    const u64 i = lo + k;
+    const double v = (double)x[i];
+    u32 b = __float_as_uint(r[i]);
+    double back;
+    if (KIND == 0) {
+      back = (double)r[i];
+      if (recon) reinterpret_cast<u32*>(recon)[i] = b;
+    } else {
+      b = (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;
+      back = (double)__uint_as_float(b << 16);
+      if (recon) reinterpret_cast<u16*>(recon)[i] = (u16)b;
+    }
+    const double e = v - back, e2 = e * e, x2 = v * v;
+    m = fmax(m, fabs(e));
+    if (k < 8 && main) {
+      re[k] = e2;
+      rx[k] = x2;
+    } else if (k < main) {
+      re[k % 8] += e2;
+      rx[k % 8] += x2;
+    } else {
+      if (k == main && main) {
+        se = ((re[0] + re[1]) + (re[2] + re[3])) + ((re[4] + re[5]) + (re[6] + re[7]));
+        sx = ((rx[0] + rx[1]) + (rx[2] + rx[3])) + ((rx[4] + rx[5]) + (rx[6] + rx[7]));
+      }
+      se += e2;
+      sx += x2;
+    }
+  }
+  if (main && main == n) {  // no tail
+    se = ((re[0] + re[1]) + (re[2] + re[3])) + ((re[4] + re[5]) + (re[6] + re[7]));
+    sx = ((rx[0] + rx[1]) + (rx[2] + rx[3])) + ((rx[4] + rx[5]) + (rx[6] + rx[7]));
+  }
+  err2[t] = se;
+  power[t] = sx;
+  max_err[t] = m;
+}
+
+#define ZC_STATS(NAME, KIND)                                                                              \
+  extern "C" __global__ void NAME(const float* x, const float* r, const u64* leaf_start,                   \
+                                  const u32* leaf_count, u64 nleaves, void* recon, double* err2,           \
+                                  double* power, double* max_err) {                                        \
+    leaf_stats<KIND>(x, r, leaf_start, leaf_count, nleaves, recon, err2, power, max_err);                 \
+  }
+ZC_STATS(error_stats_f32, 0)
+ZC_STATS(error_stats_bf16, 1)
