@@ -73,3 +73,11 @@ def test_automatic_mode_rounds_a_causal_lm_layer_by_layer(setup, tmp_path):
     assert "sequential, layer by layer" in auto["rounding"]["layer_inputs"]
     assert "model.embed_tokens.weight" in auto["rounding"]["rounded"]  # the tied head, rounded as the head
     assert auto["verified"]["loss_high"] <= 0.05
+
+
+def test_only_llama_shaped_causal_lms_go_layer_by_layer(setup):
+    from zoocodec.tuning.gptq import layers_of
+
+    net = setup[2]
+    assert layers_of(net) is not None and layers_of(net.base_model) is None  # no output head: not a causal LM
+    assert layers_of(torch.nn.Linear(2, 2)) is None

@@ -19,9 +19,11 @@ indices reach the file as values on their grid (`targets`, as with DataAware; th
 decoder are unchanged). Others (group-wise steps: zoocodec.tuning.groupwise) keep their
 method's own rounding, and the layers after them see their decoded values.
 
-Every plan is rounded by one pass through the decoder on the calibration tokens (two layer
-forwards per layer: the inputs measured, then the quantized layer's outputs): about two
-forwards of the model per plan.
+One measurement is one pass through the decoder on the calibration tokens (two layer
+forwards per layer: the inputs measured, then the quantized layer's outputs), about two
+forwards of the model; automatic mode makes it once, as its `sequential` refresh
+(zoocodec.tuning.auto), for causal LMs shaped like Llama (`layers_of`); others get the
+refresh of calibrate.collect_on.
 """
 from __future__ import annotations
 
@@ -46,10 +48,12 @@ class _Catcher(torch.nn.Module):
 
 
 def layers_of(net: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
-    """(parameter-name prefix, decoder layers) of a Hugging Face causal LM, or None (another shape)."""
+    """(parameter-name prefix, decoder layers) of a Hugging Face causal LM shaped like Llama (its base model's
+    `layers` and `norm`), or None (another shape: GPT-2's `h`, ...)."""
     base = getattr(net, "base_model", None)
     layers = getattr(base, "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList) or not hasattr(base, "norm"):
+    heads = getattr(net, "get_output_embeddings", None)
+    if not isinstance(layers, torch.nn.ModuleList) or not hasattr(base, "norm") or heads is None or heads() is None:
         return None
     prefix = next((n for n, m in net.named_modules() if m is layers), None)
     return (f"{prefix}.", layers) if prefix is not None else None
@@ -101,18 +105,16 @@ def _first_inputs(net: torch.nn.Module, layers: torch.nn.ModuleList,
                   run: Callable[[torch.nn.Module], object]) -> list[tuple[torch.Tensor, dict]]:
     """(hidden states, keyword arguments) the first decoder layer gets, per calibration batch: one run
     with a stand-in for the layers and none for the head (its logits are not needed)."""
-    base, catcher = net.base_model, _Catcher()
-    head = net.get_output_embeddings()
-    head_name = next(n for n, m in net.named_modules() if m is head)
+    base, catcher, head = net.base_model, _Catcher(), net.get_output_embeddings()
     attr = next(n for n, m in base.named_children() if m is layers)
     setattr(base, attr, torch.nn.ModuleList([catcher]))
-    setattr(net, head_name, torch.nn.Identity())
+    net.set_output_embeddings(torch.nn.Identity())
     try:
         with torch.no_grad():
             run(net)
     finally:
         setattr(base, attr, layers)
-        setattr(net, head_name, head)
+        net.set_output_embeddings(head)
     return catcher.seen
 
 
