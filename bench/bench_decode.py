@@ -7,7 +7,8 @@
   method's own per-tensor decode (the path before the fused native decoder: float64
   dequantization, one tensor at a time);
 - lossless minilm (fp32 and bf16): `zoocodec.load` against zipnn's decompress of every
-  tensor with the same threads.
+  tensor with the same threads; the default float coder (exponents by Huffman) and
+  `float(planes=rans)` (rows named "... (planes=rans)").
 Each with 1 and 2 threads (ZOOCODEC_THREADS; zipnn's `threads`); every decode checked
 against the original (bit-exact for lossless). Wall seconds and the process's CPU seconds
 (all its threads) are both recorded: on a shared, loaded machine the wall time is mostly
@@ -22,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -54,15 +56,40 @@ def per_tensor_decode(path: Path) -> dict[str, np.ndarray]:
                 for n in a.names()}
 
 
-def zipnn_round(tensors: dict[str, torch.Tensor], dtype: str, threads: int, repeats: int):
+def zipnn_round(tensors: dict[str, torch.Tensor], dtype: str, threads: int):
+    """(zipnn's compressed bytes, a function decompressing every tensor), its round trip checked."""
     import zipnn  # the peer
 
     z = zipnn.ZipNN(bytearray_dtype=dtype, threads=threads)
     blobs = {n: t.contiguous().view(torch.uint8).numpy().tobytes() for n, t in tensors.items()}
     packed = {n: z.compress(bytearray(b)) for n, b in blobs.items()}  # (it overwrites its input: a copy each)
-    back, secs = best(repeats, lambda: {n: z.decompress(c) for n, c in packed.items()}, "zipnn")
+    back = {n: z.decompress(c) for n, c in packed.items()}
     assert all(bytes(back[n]) == blobs[n] for n in blobs), "zipnn round trip failed"
-    return sum(map(len, packed.values())), secs
+    return sum(map(len, packed.values())), lambda: {n: z.decompress(c) for n, c in packed.items()}
+
+
+def interleaved(repeats: int, fns: dict) -> tuple[dict, dict]:
+    """({label: fastest wall s}, {label: fastest CPU s}) of each function, called in turn each
+    repeat (A/B/A/B: a loaded machine's moods reach every one alike)."""
+    wall, cpu = dict.fromkeys(fns, float("inf")), dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for label, fn in fns.items():
+            out = None
+            t, c = time.perf_counter(), time.process_time()
+            out = fn()
+            t, c = time.perf_counter() - t, time.process_time() - c
+            wall[label], cpu[label] = min(wall[label], t), min(cpu[label], c)
+            del out
+    return wall, cpu
+
+
+def lossless_row(what: str, threads: int, size: int, path: Path, zbytes: int, zsecs: float, ours: float) -> dict:
+    """A lossless load's row: zoocodec's time (`ours`, CPU["ours"]) against zipnn's (`zsecs`, CPU["zipnn"])."""
+    return {"what": what, "threads": threads, "bytes_decoded": size, "file_bytes": path.stat().st_size,
+            "zipnn_bytes": zbytes, "zoocodec_s": ours, "zipnn_decompress_s": zsecs,
+            "decode_speed_ours_over_zipnn": zsecs / ours, "cpu_s": {"zoocodec": CPU["ours"], "zipnn": CPU["zipnn"]},
+            "decode_cpu_zipnn_over_ours": CPU["zipnn"] / CPU["ours"], "zoocodec_MBps": size / 1e6 / ours,
+            "zipnn_MBps": size / 1e6 / zsecs}
 
 
 def main() -> None:
@@ -85,6 +112,9 @@ def main() -> None:
         zoocodec.compress(floats, tmp / "fp32.zc", "lossless", min_size=1 << 62)
         bf16 = {n: t.to(torch.bfloat16) for n, t in floats.items()}
         zoocodec.compress(bf16, tmp / "bf16.zc", "lossless", min_size=1 << 62)
+        rans = "lossless:coder=float(planes=rans)"  # (min_size 0: every tensor takes it)
+        zoocodec.compress(floats, tmp / "fp32-rans.zc", rans, min_size=0)
+        zoocodec.compress(bf16, tmp / "bf16-rans.zc", rans, min_size=0)
         for threads in (1, 2):
             os.environ["ZOOCODEC_THREADS"] = str(threads)
             torch.set_num_threads(threads)
@@ -104,18 +134,20 @@ def main() -> None:
                          "zoocodec_over_safetensors_and_copy_cpu": CPU["ours"] / CPU["safetensors"],
                          "speedup_over_per_tensor_decode": before / ours,
                          "zoocodec_MBps": nbytes / 1e6 / ours, "safetensors_and_copy_MBps": nbytes / 1e6 / st_read})
-            for dtype, tensors, path in (("float32", floats, tmp / "fp32.zc"), ("bfloat16", bf16, tmp / "bf16.zc")):
+            for dtype, tensors, name in (("float32", floats, "fp32"), ("bfloat16", bf16, "bf16")):
                 size = sum(t.nbytes for t in tensors.values())
-                zbytes, zsecs = zipnn_round(tensors, dtype, threads, args.repeats)
-                got, ours = best(args.repeats, lambda: zoocodec.load(path, device="cpu"), "ours")
-                assert all(torch.equal(got[n], tensors[n]) for n in tensors)
-                rows.append({"what": f"lossless {dtype} load", "threads": threads, "bytes_decoded": size,
-                             "file_bytes": path.stat().st_size, "zipnn_bytes": zbytes, "zoocodec_s": ours,
-                             "zipnn_decompress_s": zsecs, "decode_speed_ours_over_zipnn": zsecs / ours,
-                             "cpu_s": {"zoocodec": CPU["ours"], "zipnn": CPU["zipnn"]},
-                             "decode_cpu_zipnn_over_ours": CPU["zipnn"] / CPU["ours"],
-                             "zoocodec_MBps": size / 1e6 / ours, "zipnn_MBps": size / 1e6 / zsecs})
-            print(rows[-3:], file=sys.stderr)
+                paths = {"": tmp / f"{name}.zc", " (planes=rans)": tmp / f"{name}-rans.zc"}
+                zbytes, zipnn_decode = zipnn_round(tensors, dtype, threads)
+                fns = {"zipnn": zipnn_decode} | {label: partial(zoocodec.load, p) for label, p in paths.items()}
+                wall, cpu = interleaved(args.repeats, fns)
+                for label, path in paths.items():
+                    got = zoocodec.load(path, device="cpu")
+                    assert all(torch.equal(got[n], tensors[n]) for n in tensors)
+                    CPU["ours"], CPU["zipnn"] = cpu[label], cpu["zipnn"]
+                    rows.append(lossless_row(f"lossless {dtype} load{label}", threads, size, path, zbytes,
+                                             wall["zipnn"], wall[label]))
+            print(rows[-5:], file=sys.stderr)
+
     scaling = {r["what"]: r["zoocodec_s"] / next(s["zoocodec_s"] for s in rows if s["what"] == r["what"]
                                                   and s["threads"] == 2) for r in rows if r["threads"] == 1}
     result = {"machine": start, "model": args.model,

@@ -1,6 +1,7 @@
 """Lossless coding of every zoo model's float weights, fp32 and bf16: zoocodec's float
-coder (byte planes, native rANS) against zipnn, measured in the same run on the same
-bytes, tensor by tensor, in memory, with 1 and 2 threads. Reports size and speed ratios
+coder (byte planes; the exponents by Huffman, the default `planes=huffman`, and by rANS,
+`planes=rans`) against zipnn, measured in the same run on the same bytes, tensor by tensor,
+in memory, with 1 and 2 threads. Reports size and speed ratios
 (ours / zipnn) by wall seconds and by the process's CPU seconds (all its threads: on a
 shared machine the wall time is mostly waiting for a core); every decode is checked
 bit-exact.
@@ -44,7 +45,7 @@ def timed(fn):
     return out, time.perf_counter() - t, time.process_time() - c
 
 
-def measure(model: str, dtype: str, threads: int, repeats: int) -> dict:
+def measure(model: str, dtype: str, threads: int, repeats: int, planes: str) -> dict:
     import zipnn
 
     bits = [as_bits(t, dtype) for t in float_tensors(model)]
@@ -56,7 +57,8 @@ def measure(model: str, dtype: str, threads: int, repeats: int) -> dict:
     for _ in range(repeats):  # interleaved, so both see the same machine load; fastest of each kept
         zc, *z_enc = timed(lambda: [z.compress(bytearray(b)) for b in blobs])
         zback, *z_dec = timed(lambda: [z.decompress(c) for c in zc])
-        oc, *o_enc = timed(lambda: [floatplanes.encode(v, threads=threads) for v in values])
+        oc, *o_enc = timed(lambda: [floatplanes.encode(v, threads=threads, huffman=planes == "huffman")
+                                    for v in values])
         oback, *o_dec = timed(lambda: [floatplanes.decode(c, v.size, v.dtype, threads=threads)
                                        for c, v in zip(oc, values, strict=True)])
         for key, (w, c) in (("z_enc", z_enc), ("z_dec", z_dec), ("o_enc", o_enc), ("o_dec", o_dec)):
@@ -65,7 +67,7 @@ def measure(model: str, dtype: str, threads: int, repeats: int) -> dict:
     assert all(a.tobytes() == v.tobytes() for a, v in zip(oback, values, strict=True)), "zoocodec round trip failed"
     ours, theirs = sum(map(len, oc)), sum(map(len, zc))
     return {
-        "model": model, "dtype": dtype, "threads": threads, "tensors": len(bits), "bytes": nbytes,
+        "model": model, "dtype": dtype, "planes": planes, "threads": threads, "tensors": len(bits), "bytes": nbytes,
         "ours_bytes": ours, "zipnn_bytes": theirs, "ours_ratio": nbytes / ours, "zipnn_ratio": nbytes / theirs,
         "size_zipnn_over_ours": theirs / ours,
         "wall_s": wall, "cpu_s": cpu,
@@ -79,11 +81,12 @@ def measure(model: str, dtype: str, threads: int, repeats: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | dtype | threads | ratio ours / zipnn | size: zipnn / ours | decode speed: ours / zipnn, CPU "
-             "(wall) | encode speed: ours / zipnn, CPU (wall) |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
+    lines = ["| model | dtype | planes | threads | ratio ours / zipnn | size: zipnn / ours "
+             "| decode speed: ours / zipnn, CPU (wall) | encode speed: ours / zipnn, CPU (wall) |",
+             "| --- | --- | --- | ---: | --- | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['dtype']} | {r['threads']} | {r['ours_ratio']:.3f} / {r['zipnn_ratio']:.3f} "
+        lines.append(f"| {r['model']} | {r['dtype']} | {r['planes']} | {r['threads']} "
+                     f"| {r['ours_ratio']:.3f} / {r['zipnn_ratio']:.3f} "
                      f"| {r['size_zipnn_over_ours']:.4f} "
                      f"| {r['decode_cpu_zipnn_over_ours']:.2f} ({r['decode_speed_ours_over_zipnn']:.2f}) "
                      f"| {r['encode_cpu_zipnn_over_ours']:.2f} ({r['encode_speed_ours_over_zipnn']:.2f}) |")
@@ -95,6 +98,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--suffix", default="", help="appended to the results file's date (a second run that day)")
+    ap.add_argument("--planes", default="huffman,rans", help="the float coder's plane coders to measure")
     args = ap.parse_args()
     start = machine(("numpy", "torch", "zipnn", "zstandard"))  # (its load average: before the run)
     torch.set_num_threads(1)
@@ -102,11 +106,13 @@ def main() -> None:
     for model in args.models.split(","):
         for dtype in ("float32", "bfloat16"):
             for threads in (1, 2):
-                rows.append(measure(model, dtype, threads, args.repeats))
+                for planes in args.planes.split(","):
+                    rows.append(measure(model, dtype, threads, args.repeats, planes))
                 print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, file=sys.stderr)
-    scaling = {f"{r['model']}/{r['dtype']}": next(s["ours_decode_MBps"] for s in rows if s["model"] == r["model"]
-               and s["dtype"] == r["dtype"] and s["threads"] == 2) / r["ours_decode_MBps"]
-               for r in rows if r["threads"] == 1}
+    scaling = {f"{r['model']}/{r['dtype']}/{r['planes']}": next(
+        s["ours_decode_MBps"] for s in rows if s["model"] == r["model"] and s["dtype"] == r["dtype"]
+        and s["planes"] == r["planes"] and s["threads"] == 2) / r["ours_decode_MBps"]
+        for r in rows if r["threads"] == 1}
     result = {"machine": start, "load_average_at_end": os.getloadavg(), "repeats": args.repeats, "rows": rows,
               "decode_scaling_2_over_1_threads": scaling}
     print(table(rows))

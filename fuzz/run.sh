@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the native decoders with libFuzzer under AddressSanitizer and
 # UndefinedBehaviorSanitizer (needs clang and libFuzzer: on Debian
-# `apt-get install clang-14 libfuzzer-14-dev libclang-rt-14-dev`).
-#   fuzz/run.sh SECONDS [TARGET...]     (targets: rans rans_body floatplanes cabac fused planes; default all)
+# `apt-get install clang-14 libfuzzer-14-dev libclang-rt-14-dev`; with gcc only, fuzz/mutate.sh
+# replays the corpus and random mutations of it under the same sanitizers).
+#   fuzz/run.sh SECONDS [TARGET...]     (targets: rans rans_body floatplanes cabac fused planes huffman;
+#                                        default all)
 # Each target starts from tests/fuzz_corpus/TARGET/ (kept in git, replayed by
 # tests/codecs/native/test_fuzz_corpus.py; fuzz/seeds.py writes valid seeds) and merges
 # back the smallest set of inputs that covers what it found. A crash, leak, hang
@@ -12,14 +14,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
-TARGETS=${*:-rans rans_body floatplanes cabac fused planes}
+TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman}
 CXX=${CXX:-$(command -v clang++ || command -v clang++-14)}
 SRC=zoocodec/codecs/native
 mkdir -p build/fuzz
 for t in $TARGETS; do
   bin=build/fuzz/$t
   "$CXX" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp -o "$bin"
+    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp -o "$bin"
   mkdir -p tests/fuzz_corpus/$t
   echo "fuzzing $t for ${SECONDS_EACH}s"
   rm -rf build/fuzz/$t.work && mkdir -p build/fuzz/$t.work

@@ -95,6 +95,26 @@ def main() -> None:
         put_uvarint(frame, len(body))
         frame += body
     save("planes", bytes([0]) + struct.pack("<H", w.size) + bytes(frame))
+    # Huffman streams (native/huffman.h): exponent planes in substreams of 4096 (groups of 4 and a
+    # shorter last one), a skewed alphabet whose codes are cut to the 12-bit limit, two symbols
+    eng = native.engine()
+    for n, seed in ((9 * 4096 + 300, 4), (700, 5)):
+        w = np.random.default_rng(seed).laplace(0, 0.05, n).astype(np.float16)
+        planes = eng.float_split(w.view(np.uint16), 1)
+        body = eng.huff_encode(planes[0], eng.huff_lengths(eng.byte_histogram(planes[0])), 4096)
+        save("huffman", body)
+        frame = bytearray()
+        put_uvarint(frame, n)
+        frame.append(2)
+        for mode, part in ((floatplanes.HUFFMAN, body), (floatplanes.RAW, planes[1].tobytes())):
+            frame.append(mode)
+            put_uvarint(frame, len(part))
+            frame += part
+        save("planes", bytes([0]) + struct.pack("<H", n) + bytes(frame))
+    skewed = np.minimum(np.random.default_rng(6).geometric(0.5, 3000) - 1, 40).astype(np.uint8)
+    save("huffman", eng.huff_encode(skewed, eng.huff_lengths(eng.byte_histogram(skewed)), 1000))
+    two = (np.arange(50) % 3 == 0).astype(np.uint8)
+    save("huffman", eng.huff_encode(two, eng.huff_lengths(eng.byte_histogram(two)), 7))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,16 @@
 //               batched decode into float32/float16/bfloat16, steps 0.5 + row or codebook values
 //   planes      [width: 2 if even, else 4][count u16 LE][a float-plane frame (codecs/floatplanes.py)]:
 //               plan.h's batched decode of a planes job
+//   huffman     a Huffman stream (huffman.h); the count is the one the stream declares (<= 2^22)
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "../zoocodec/codecs/native/bytes.h"
 #include "../zoocodec/codecs/native/floatplanes.h"
+#include "../zoocodec/codecs/native/huffman.h"
 #include "../zoocodec/codecs/native/plan.h"
 #include "../zoocodec/codecs/native/rans.h"
 
@@ -117,6 +120,19 @@ void planes(const uint8_t* data, std::size_t size) {
   std::vector<zc::plan::Fused> none;
   std::vector<zc::plan::Planes> jobs{a};
   zc::plan::decode(none, jobs, 2);
+}
+
+void huffman(const uint8_t* data, std::size_t size) {
+  zc::Reader peek(data, size);
+  uint64_t n = peek.uvarint(uint64_t(1) << 22);
+  zc::Reader r(data, size);
+  zc::huff::Parsed p = zc::huff::parse(r, n);
+  if (r.left()) throw zc::Corrupt("bytes left");
+  std::vector<uint8_t> out(n);
+  for (std::size_t first = 0; first < p.body.size(); first += zc::huff::DECODE_GROUP) {
+    const std::size_t count = std::min(zc::huff::DECODE_GROUP, p.body.size() - first);
+    zc::huff::decode_group(p, first, count, out.data() + first * p.chunk);
+  }
 }
 
 }  // namespace

@@ -156,3 +156,20 @@ def test_float_planes_with_zstd_planes_decode_in_a_second_pass(tmp_path, monkeyp
         got = a.read_many(["w", "b"])
     assert got["w"].tobytes() == w.tobytes() and got["b"].tobytes() == w[0].tobytes()
     assert len(calls) == 2 and set(calls[1]) == {list}  # the second pass: split planes
+
+
+def test_a_freed_output_block_serves_the_next_load_only_once_free(tmp_path):
+    """The last freed block is reused by the next batch of about its size; one still referenced
+    by a tensor never is (native/plan_bind.cpp's output_block)."""
+    g = np.random.default_rng(3)
+    models = [{"w": torch.from_numpy(g.laplace(0, 0.03, (1024, 2048)).astype(np.float32))} for _ in range(2)]
+    for i, m in enumerate(models):
+        zoocodec.compress(m, tmp_path / f"{i}.zc", "lossless", min_size=0)
+    first = zoocodec.load(tmp_path / "0.zc")["w"]
+    second = zoocodec.load(tmp_path / "1.zc")["w"]  # the first still lives: a block of its own
+    assert first.data_ptr() != second.data_ptr()
+    assert torch.equal(first, models[0]["w"]) and torch.equal(second, models[1]["w"])
+    address = first.data_ptr()
+    del first
+    again = zoocodec.load(tmp_path / "1.zc")["w"]
+    assert again.data_ptr() == address and torch.equal(again, models[1]["w"]) and torch.equal(second, again)

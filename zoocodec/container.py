@@ -70,10 +70,15 @@ def preamble(version: int = FORMAT_VERSION) -> bytes:
 
 
 @cache
-def _pool() -> ThreadPoolExecutor:
+def _threads() -> int:
     from zoocodec.codecs import native  # the thread count every coder uses
 
-    return ThreadPoolExecutor(max_workers=native.default_threads(), thread_name_prefix="zoocodec-crc")
+    return native.default_threads()
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="zoocodec-crc")
 
 
 @cache
@@ -329,7 +334,8 @@ class Container:
         def crcs(task):
             return [crc32(views[i][1][at : at + chunk]) for i, at in task]
 
-        got = [c for cs in (_pool().map(crcs, tasks) if len(tasks) > 1 else map(crcs, tasks)) for c in cs]
+        threaded = len(tasks) > 1 and _threads() > 1  # (one thread: no hand-off to it)
+        got = [c for cs in (_pool().map(crcs, tasks) if threaded else map(crcs, tasks)) for c in cs]
         return next((i for (i, at), c in zip(jobs, got, strict=True) if c != views[i][2][at // chunk]), None)
 
     def verify(self, skip: Iterable[int] = ()) -> int:

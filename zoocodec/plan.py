@@ -176,7 +176,7 @@ def decode(
             raise ContainerError(f"{e.where}: corrupt {'float' if planes else 'entropy-coded'} payload: {error}")
         if status == 1 and planes:  # zstd-coded planes: inflated here, then a second pass
             try:
-                parts = floatplanes.frame(payload, e.numel, native_dtype(e.dtype))
+                parts = floatplanes.frame(payload, e.numel, native_dtype(e.dtype), huffman=True)
             except ContainerError as err:
                 raise ContainerError(f"{e.where}: {err}") from None
             inflated.append((e, (parts, e.numel, outs[e.name].itemsize, outs[e.name].reshape(-1))))

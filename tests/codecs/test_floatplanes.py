@@ -139,3 +139,141 @@ def test_two_byte_values_from_the_vector_decoder(n, threads):
     parts = [(floatplanes.ORDER0, native.rans_encode(planes[0], 256, max_bits=12)), (floatplanes.RAW, planes[1])]
     assert native.engine().float_merge(n, 2, parts, threads).tobytes() == w.tobytes()
     assert floatplanes.decode(floatplanes.encode(w), n, w.dtype, threads=threads).tobytes() == w.tobytes()
+
+
+# ---- Huffman planes (float coder version 2, native/huffman.h) ----------------------------------
+
+def _modes(coded: bytes, n: int, width: int) -> list[int]:
+    """The plane modes of a float-plane frame."""
+    from zoocodec.codecs.wire import Reader
+
+    r = Reader(coded, "frame")
+    assert r.uvarint() == n and r.byte() == width
+    modes = []
+    for _ in range(width):
+        modes.append(r.byte())
+        r.take(r.uvarint())
+    return modes
+
+
+def _huffman(plane: np.ndarray, chunk: int = native.SUBSTREAM) -> bytes:
+    eng = native.engine()
+    return eng.huff_encode(plane, eng.huff_lengths(eng.byte_histogram(plane)), chunk)
+
+
+@pytest.mark.parametrize("dtype, n", [(np.float16, 70_000), (np.float32, 150_000), ("bfloat16", 3 * 65536 + 17)])
+def test_huffman_planes_round_trip_through_every_decoder(dtype, n):
+    """Exponent planes of a substream or more take Huffman; the frame parser (GPU, per-tensor
+    path) and the batched native decoder (plan.cpp) give the same bits."""
+    w = np.random.default_rng(1).laplace(0, 0.03, n).astype(np.float32)
+    w = (w.view(np.uint32) >> 16).astype(np.uint16) if dtype == "bfloat16" else w.astype(dtype)
+    coded = floatplanes.encode(w, huffman=True)
+    assert _modes(coded, n, w.itemsize)[0] == floatplanes.HUFFMAN
+    assert floatplanes.decode(coded, n, w.dtype).tobytes() == w.tobytes()
+    out = np.empty(n, dtype=np.uint16 if w.itemsize == 2 else np.uint32)
+    [(status, error)] = native.engine().decode_fused([(coded, n, w.itemsize, out)], 2)
+    assert (status, error) == (0, "") and out.tobytes() == w.tobytes()
+
+
+def test_huffman_only_where_it_pays():
+    """Small planes, and planes where Huffman would cost over 2% more than rANS, keep rANS; without
+    `huffman` the frame is the version 1 bytes."""
+    g = np.random.default_rng(2)
+    small = g.laplace(0, 0.03, 60_000).astype(np.float16)
+    assert _modes(floatplanes.encode(small, huffman=True), small.size, 2)[0] == floatplanes.ORDER0
+    skewed = np.where(g.random(200_000) < 0.97, 0.0, g.laplace(0, 0.03, 200_000)).astype(np.float16)
+    assert _modes(floatplanes.encode(skewed, huffman=True), skewed.size, 2)[0] == floatplanes.ORDER0
+    w = g.laplace(0, 0.03, 100_000).astype(np.float16)
+    assert floatplanes.encode(w) == floatplanes.encode(w, huffman=False)
+    assert _modes(floatplanes.encode(w), w.size, 2)[0] == floatplanes.ORDER0
+
+
+def test_huffman_lengths_are_limited_and_complete():
+    eng = native.engine()
+    counts = np.zeros(256, dtype=np.uint64)
+    counts[:40] = 2 ** np.arange(40, dtype=np.uint64)  # unlimited Huffman: codes of up to 39 bits
+    lengths = eng.huff_lengths(counts).astype(np.int64)
+    assert lengths.max() == 12 and (lengths[:40] > 0).all() and (lengths[40:] == 0).all()
+    assert sum(2.0 ** -lengths[:40]) == 1.0  # a complete code
+    assert not eng.huff_lengths(np.eye(1, 256, 7, dtype=np.uint64)[0]).any()  # one symbol: no code
+    s = np.repeat(np.arange(40, dtype=np.uint8), np.minimum(2 ** np.arange(40), 3000))
+    assert np.array_equal(eng.huff_decode(_huffman(s, 1000), s.size), s)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 65536])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_huffman_substreams_decode_alike(chunk, threads):
+    """Substreams of any length (groups of 4 in registers, shorter last ones leaving the group)."""
+    s = np.minimum(np.random.default_rng(chunk).geometric(0.4, 9 * 4096 + 123) - 1, 30).astype(np.uint8)
+    stream = _huffman(s, chunk)
+    assert np.array_equal(native.engine().huff_decode(stream, s.size, threads), s)
+
+
+def test_damaged_huffman_streams_raise():
+    """Every damage raises CorruptStream, never a crash: wrong count, truncation, an incomplete
+    or over-long code, flipped bits, bytes left over, non-zero padding."""
+    eng = native.engine()
+    _, plane = _exponents(3 * 4096 + 5)
+    stream = bytearray(_huffman(plane, 4096))
+    assert np.array_equal(eng.huff_decode(bytes(stream), plane.size), plane)
+    head = 3 + 2 + 128  # n (3 bytes), chunk (2), the lengths
+    bad = [bytes(stream[:cut]) for cut in (0, 4, head, head + 2, len(stream) - 1)]
+    lengths = stream[5 : 5 + 128]
+    top = next(i for i, b in enumerate(lengths) if b & 0xF)  # a present symbol: its length changed
+    for v in ((lengths[top] & 0xF0) | 0xD, lengths[top] ^ 1):  # 13 bits, or one bit shorter/longer
+        bad.append(bytes(stream[:5 + top]) + bytes([v]) + bytes(stream[6 + top:]))
+    bad.append(bytes(stream) + b"\0")
+    for data in bad:
+        with pytest.raises(eng.CorruptStream):
+            eng.huff_decode(data, plane.size)
+    for k in range(40):  # a flipped bit in the bodies: an error, or other symbols, never a crash
+        s = bytearray(stream)
+        s[np.random.default_rng(k).integers(head, len(s))] ^= 1 << k % 8
+        try:
+            assert eng.huff_decode(bytes(s), plane.size).size == plane.size
+        except eng.CorruptStream:
+            pass
+    with pytest.raises(eng.CorruptStream):
+        eng.huff_decode(bytes(stream), plane.size + 1)
+    with pytest.raises(ContainerError, match="corrupt float payload"):
+        frame = bytearray()
+        from zoocodec.codecs.wire import put_uvarint
+
+        put_uvarint(frame, plane.size)
+        frame += bytes([4, floatplanes.HUFFMAN])
+        put_uvarint(frame, len(stream) - 1)
+        frame += stream[:-1]
+        for _ in range(3):
+            frame += bytes([floatplanes.RAW])
+            put_uvarint(frame, plane.size)
+            frame += bytes(plane.size)
+        floatplanes.decode(bytes(frame), plane.size, np.float32)
+
+
+def test_huffman_beside_zstd_planes_decodes_in_the_second_pass():
+    """A frame with a zstd plane goes through floatplanes.frame and a second native pass; its
+    Huffman plane stays coded for that pass."""
+    import zstandard
+
+    from zoocodec.codecs.wire import put_uvarint
+
+    w = np.random.default_rng(7).laplace(0, 0.03, 70_000).astype(np.float32)
+    planes = native.engine().float_split(w.view(np.uint32), 1)
+    frame = bytearray()
+    put_uvarint(frame, w.size)
+    frame.append(4)
+    for mode, body in ((floatplanes.HUFFMAN, _huffman(planes[0])),
+                       (floatplanes.ZSTD, zstandard.ZstdCompressor().compress(planes[1].tobytes())),
+                       (floatplanes.RAW, planes[2].tobytes()), (floatplanes.RAW, planes[3].tobytes())):
+        frame.append(mode)
+        put_uvarint(frame, len(body))
+        frame += body
+    assert [m for m, _ in floatplanes.frame(bytes(frame), w.size, w.dtype, huffman=True)] == [3, 0, 0, 0]
+    assert floatplanes.decode(bytes(frame), w.size, w.dtype).tobytes() == w.tobytes()
+    from zoocodec import plan
+    from zoocodec.header import TensorEntry
+    from zoocodec.methods import parse_spec
+
+    e = TensorEntry("w", (w.size,), "float32", parse_spec("lossless"), {"symbols": {"data": [w.size]}}, {})
+    arrays, left = plan.decode([(e, plan.Planes("data"), bytes(frame))], 2)
+    assert left == [] and arrays["w"].tobytes() == w.tobytes()

@@ -47,7 +47,11 @@ def test_declared_gpu_decoders_are_the_ones_the_gpu_decoder_takes(tmp_path, name
 def test_coders_without_a_gpu_decoder_give_way_or_are_refused():
     assert gpu_coders() == tuple(sorted(n for n, c in CODERS.items() if c.gpu_decode)) and "ans" in gpu_coders()
     assert for_decoder(parse_spec("rdoq:bits=6"), "gpu", choose_coder=True).coder.name == "ans"
-    assert for_decoder(parse_spec("lossless:coder=zstd"), "gpu", choose_coder=True).coder.name == "float"
+    assert str(for_decoder(parse_spec("lossless:coder=zstd"), "gpu", choose_coder=True).coder) == "float(planes=rans)"
+    # Huffman planes decode on the host: a float coder the user did not name takes rANS planes
+    assert str(for_decoder(parse_spec("lossless"), "gpu", choose_coder=True).coder) == "float(planes=rans)"
+    named = parse_spec("lossless:coder=float")
+    assert for_decoder(named, "gpu", choose_coder=False) is named
     with pytest.raises(SpecError, match="coder 'cabac' has no GPU decoder"):
         for_decoder(parse_spec("rdoq:bits=6,coder=cabac"), "gpu", choose_coder=False)
     spec = parse_spec("uniform:bits=6,coder=cabac")

@@ -60,7 +60,7 @@ VERSION_1 = [  # specs as version 1 wrote them (before coders were nested specs)
     ({"method": "kmeans", "version": 1, "k": 8, "coder": "ans"}, "kmeans:k=8"),
     ({"method": "dct", "version": 1, "bits": 3.0, "coder": "ctx"}, "dct:bits=3,coder=ctx"),
     ({"method": "lossless", "version": 1, "coder": "zstd", "level": 3}, "lossless:coder=zstd(level=3)"),
-    ({"method": "lossless", "version": 1, "coder": "float", "level": 19}, "lossless"),
+    ({"method": "lossless", "version": 1, "coder": "float", "level": 19}, "lossless:coder=float(planes=rans)"),
     ({"method": "prune", "version": 1, "sparsity": 0.9, "then": "uniform", "per_row": False, "coder": "ans"},
      "prune:sparsity=0.9"),
 ]

@@ -172,6 +172,11 @@ class CoderSpec(Spec):
     def describe(self, data: bytes | memoryview) -> dict[str, Any]:
         return {}
 
+    def for_gpu(self) -> CoderSpec:
+        """This coder in the mode whose payloads the GPU decoder decodes itself (`--decode-on gpu`
+        with a coder the user did not name); itself where it has no other."""
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return {"coder": self.name, "version": self.version, **dataclasses.asdict(self)}
 

@@ -1,7 +1,9 @@
 """Array namespaces: NumPy always, CuPy only for a CUDA device (zoocodec/device.py decides)."""
 from __future__ import annotations
 
+import re
 import types
+from pathlib import Path
 
 import numpy as np
 
@@ -63,3 +65,14 @@ def stack_rows(arrays: list[np.ndarray], xp) -> object:
     out.set(staged, stream=stream)
     stream.synchronize()
     return out
+
+
+_LOCAL_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_]+\.cuh)"$', re.M)
+
+
+def cuda_source(name: str) -> str:
+    """The CUDA source kernels/`name` with its local `#include "x.cuh"` lines replaced by those
+    headers' text: NVRTC compiles it with no include path, and CuPy's kernel cache, keyed by the
+    text, sees a change to a header too."""
+    here = Path(__file__).parent
+    return _LOCAL_INCLUDE.sub(lambda m: (here / m.group(1)).read_text(), (here / name).read_text())

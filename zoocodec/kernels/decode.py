@@ -23,13 +23,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from zoocodec.codecs import native
 from zoocodec.codecs.wire import Reader
 from zoocodec.errors import ContainerError
+from zoocodec.kernels.backend import cuda_source
 
 THREADS = 256  # per block: 32 substreams
 KINDS = {"float32": ("rans_dequant_f32", np.float32), "float16": ("rans_dequant_f16", np.float16),
@@ -269,7 +269,7 @@ def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
 def _module():
     import cupy  # GPU only
 
-    return cupy.RawModule(code=Path(__file__).with_name("decode.cu").read_text(), options=("-std=c++17",))
+    return cupy.RawModule(code=cuda_source("decode.cu"), options=("-std=c++17",))
 
 
 def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, out=None) -> list:

@@ -34,11 +34,10 @@ warp. `cuda=False` runs the generic `xp` path (sorted or streaming) on CuPy inst
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 
-from zoocodec.kernels.backend import array_namespace, to_numpy
+from zoocodec.kernels.backend import array_namespace, cuda_source, to_numpy
 
 CHUNK = 1 << 22  # values per tile on the streaming path: bounds the temporaries to ~100 MB
 SORT_LIMIT = 1 << 25  # batches up to this many values take the sorted path (12 bytes per value)
@@ -263,8 +262,7 @@ THREADS = 128  # threads per block of lloyd_pass; per-lane shared sums for k <= 
 def _module():
     import cupy  # GPU only
 
-    src = (Path(__file__).with_name("kmeans.cu")).read_text()
-    return cupy.RawModule(code=src, options=("-std=c++17",))
+    return cupy.RawModule(code=cuda_source("kmeans.cu"), options=("-std=c++17",))
 
 
 @functools.cache

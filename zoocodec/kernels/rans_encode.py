@@ -22,12 +22,12 @@ import heapq
 import logging
 import math
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from zoocodec.codecs import ans, native
 from zoocodec.codecs.wire import put_svarint, put_uvarint
+from zoocodec.kernels.backend import cuda_source
 
 log = logging.getLogger("zoocodec.gpu")
 LANES = 8
@@ -260,7 +260,7 @@ def _stream():
 def _module():
     import cupy  # GPU only
 
-    return cupy.RawModule(code=Path(__file__).with_name("rans_encode.cu").read_text(), options=("-std=c++17",))
+    return cupy.RawModule(code=cuda_source("rans_encode.cu"), options=("-std=c++17",))
 
 
 # ---- the kernels' algorithm in NumPy ------------------------------------------------------

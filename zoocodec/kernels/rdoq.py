@@ -21,9 +21,10 @@ saturated by the kernel, wrapped by NumPy.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
+
+from zoocodec.kernels.backend import cuda_source
 
 CHUNK = 1 << 22
 
@@ -239,7 +240,7 @@ def _trellis_device(xt, ct, bits, worst, origin: int, lam: float):
 def _module():
     import cupy  # GPU only
 
-    return cupy.RawModule(code=Path(__file__).with_name("rdoq.cu").read_text(), options=("-std=c++17", "--fmad=false"))
+    return cupy.RawModule(code=cuda_source("rdoq.cu"), options=("-std=c++17", "--fmad=false"))
 
 
 def decide_emulated(x, ctx, origin: int, bits, lam: float) -> np.ndarray:

@@ -8,10 +8,10 @@ NumPy, leaf by leaf: the test on a machine without a GPU."""
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 
+from zoocodec.kernels.backend import cuda_source
 from zoocodec.kernels.uniform import device_tree, tree_sums_device, tree_sums_emulated
 from zoocodec.methods.arrays import ErrorStats
 
@@ -65,4 +65,4 @@ def _stats(n: int, err2: float, power: float, top: float) -> ErrorStats:
 def _module():
     import cupy  # GPU only
 
-    return cupy.RawModule(code=Path(__file__).with_name("stats.cu").read_text(), options=("-std=c++17",))
+    return cupy.RawModule(code=cuda_source("stats.cu"), options=("-std=c++17",))

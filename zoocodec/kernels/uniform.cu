@@ -11,6 +11,8 @@ typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
 
+#include "leafsum.cuh"
+
 template <int KIND>  // 0 float32 (u32 bits), 1 bfloat16 (u16 bits)
 __device__ __forceinline__ double value(const void* w, u64 i) {
   if (KIND == 0) return (double)__uint_as_float(reinterpret_cast<const u32*>(w)[i]);
@@ -37,8 +39,8 @@ __device__ void quantize(const void* w, const double* steps, u64 nsteps, u64 col
   if (t >= nleaves) return;
   const u64 lo = leaf_start[t];
   const u32 n = leaf_count[t];
-  const u32 main = n < 8 ? 0 : n - n % 8;
-  double re[8], rx[8], se = 0.0, sx = 0.0, m = 0.0;
+  LeafSum se(n), sx(n);
+  double m = 0.0;
   for (u32 k = 0; k < n; ++k) {
     const u64 i = lo + k;
     const double step = steps[nsteps > 1 ? i / cols : 0];
@@ -52,27 +54,11 @@ __device__ void quantize(const void* w, const double* steps, u64 nsteps, u64 col
     }
     const double e = x - from_bits<KIND>(r), e2 = e * e, x2 = x * x;
     m = fmax(m, fabs(e));
-    if (k < 8 && main) {
-      re[k] = e2;
-      rx[k] = x2;
-    } else if (k < main) {
-      re[k % 8] += e2;
-      rx[k % 8] += x2;
-    } else {
-      if (k == main && main) {
-        se = ((re[0] + re[1]) + (re[2] + re[3])) + ((re[4] + re[5]) + (re[6] + re[7]));
-        sx = ((rx[0] + rx[1]) + (rx[2] + rx[3])) + ((rx[4] + rx[5]) + (rx[6] + rx[7]));
-      }
-      se += e2;
-      sx += x2;
-    }
+    se.add(k, e2);
+    sx.add(k, x2);
   }
-  if (main && main == n) {  // no tail
-    se = ((re[0] + re[1]) + (re[2] + re[3])) + ((re[4] + re[5]) + (re[6] + re[7]));
-    sx = ((rx[0] + rx[1]) + (rx[2] + rx[3])) + ((rx[4] + rx[5]) + (rx[6] + rx[7]));
-  }
-  err2[t] = se;
-  power[t] = sx;
+  err2[t] = se.total();
+  power[t] = sx.total();
   max_err[t] = m;
 }
 

@@ -6,9 +6,10 @@ Arithmetic is float64 so that |w - w_hat| <= step/2 holds up to one float64 ulp.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
+
+from zoocodec.kernels.backend import cuda_source
 
 
 def absmax_steps(w, bits: int, per_channel: bool, xp):
@@ -296,4 +297,4 @@ def tree_sums_emulated(values: list[np.ndarray], n: int) -> list[float]:
 def _module():
     import cupy  # GPU only
 
-    return cupy.RawModule(code=Path(__file__).with_name("uniform.cu").read_text(), options=("-std=c++17",))
+    return cupy.RawModule(code=cuda_source("uniform.cu"), options=("-std=c++17",))

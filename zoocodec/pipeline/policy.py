@@ -128,7 +128,8 @@ def for_decoder(spec: MethodSpec, decode_on: str, choose_coder: bool = False) ->
     """The spec to write for a reader that decodes on `decode_on`: "any", `spec` itself; "gpu",
     a spec whose method and coder both declare a GPU decoder (`gpu_decode`). A coder the user
     did not name (`choose_coder`) without one gives way to the first GPU coder of its alphabet
-    (ans for levels, float for a tensor's bits); anything else is a SpecError saying what to change."""
+    (ans for levels, float for a tensor's bits), and takes the mode the GPU decodes itself
+    (CoderSpec.for_gpu: float's rANS planes); anything else is a SpecError saying what to change."""
     from zoocodec.codecs import CODERS
     from zoocodec.registry import METHODS, spec_fields
 
@@ -139,10 +140,12 @@ def for_decoder(spec: MethodSpec, decode_on: str, choose_coder: bool = False) ->
     if not type(spec).gpu_decode:
         methods = ", ".join(sorted(n for n, cls in METHODS.items() if cls.gpu_decode))
         raise SpecError(f"--decode-on gpu: method {spec.name!r} has no GPU decoder (methods with one: {methods})")
-    if "coder" not in spec_fields(type(spec)) or spec.coder.gpu_decode:
+    if "coder" not in spec_fields(type(spec)):
         return spec
+    if spec.coder.gpu_decode:
+        return dataclasses.replace(spec, coder=spec.coder.for_gpu()) if choose_coder else spec
     same = [c for c in gpu_coders() if CODERS[c].alphabet == spec.coder.alphabet]
     if not choose_coder or not same:
         raise SpecError(f"--decode-on gpu: coder {spec.coder.name!r} has no GPU decoder "
                         f"(coders with one: {', '.join(gpu_coders())})")
-    return dataclasses.replace(spec, coder=CODERS[same[0]]())
+    return dataclasses.replace(spec, coder=CODERS[same[0]]().for_gpu())

@@ -15,21 +15,28 @@ from zoocodec.errors import ContainerError
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "fuzz_corpus"
-TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes")
+TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes", "huffman")
 
 
 def replay(target: str, data: bytes) -> None:
     """The input layouts of fuzz/targets.cpp, through the Python API."""
     eng = native.engine()
-    if target == "rans":
+    if target in ("rans", "huffman"):
         n, shift = 0, 0
         for b in data[:10]:  # the count the stream declares (a varint)
             n |= (b & 0x7F) << shift
             shift += 7
             if not b & 0x80:
                 break
-        if n <= 1 << 22:
+        if n > 1 << 22:
+            return
+        if target == "rans":
             native.rans_decode(data, n, threads=2)
+            return
+        try:
+            eng.huff_decode(data, n, 2)
+        except eng.CorruptStream:
+            pass
     elif target == "rans_body":
         k = 2 + data[0] % 62 if data else 0
         if len(data) < 3 + k:

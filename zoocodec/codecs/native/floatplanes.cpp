@@ -144,7 +144,10 @@ void merge_task(const Merge& g, std::size_t t) {
     } else {
       if (buf.size() < W * m) buf.resize(W * m);
       uint8_t* b = buf.data() + k * m;
-      decode_plane<0>(p.coded, c0, nc, m, b);
+      if (p.mode == HUFF)
+        huff::decode_group(p.huff, c0, nc, b);
+      else
+        decode_plane<0>(p.coded, c0, nc, m, b);
       src[k] = b;
     }
   }
@@ -173,6 +176,12 @@ Merge prepare(uint64_t n, int width, const int* modes, const uint8_t* const* dat
     if (modes[k] == RAW) {
       if (sizes[k] != n) throw Corrupt("raw plane has the wrong length");
       p.raw = data[k];
+    } else if (modes[k] == HUFF) {
+      Reader r(data[k], sizes[k]);
+      p.huff = huff::parse(r, n);
+      if (r.left()) throw Corrupt("bytes left after a plane");
+      if (g.chunk && p.huff.chunk != g.chunk) throw Corrupt("planes cut into different substreams");
+      g.chunk = p.huff.chunk;
     } else if (modes[k] == RANS) {
       Reader r(data[k], sizes[k]);
       p.coded = rans::parse(r, n);

@@ -5,18 +5,20 @@
 #include <vector>
 
 #include "bytes.h"
+#include "huffman.h"
 #include "rans.h"
 
 namespace zc::planes {
 
-enum Mode { RAW = 0, RANS = 1 };
+enum Mode { RAW = 0, RANS = 1, HUFF = 3 };  // (codecs/floatplanes.py's numbers; its zstd, 2, never comes here)
 
 // values (n of U = uint16_t or uint32_t) -> sizeof(U) planes of n bytes, top plane first.
 template <class U>
 void split(const U* v, uint64_t n, uint8_t* const* plane, int threads);
 
-// One (mode, data, size) per plane, top first: RAW n bytes, or RANS a full rANS stream of
-// n byte symbols -> n values of `width` bytes in out. Throws Corrupt on damaged input.
+// One (mode, data, size) per plane, top first: RAW n bytes, RANS a full rANS stream of n byte
+// symbols, or HUFF a Huffman stream of them (huffman.h) -> n values of `width` bytes in out.
+// Throws Corrupt on damaged input.
 void merge(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes, void* out,
            int threads);
 
@@ -24,6 +26,7 @@ struct Plane {
   int mode = RAW;
   const uint8_t* raw = nullptr;
   rans::Parsed coded;
+  huff::Parsed huff;
 };
 
 // merge() in two steps, so that a caller runs the tasks of many tensors on one pass of the pool

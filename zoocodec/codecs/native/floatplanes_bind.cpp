@@ -11,6 +11,8 @@
 
 #include "buffer.h"
 #include "floatplanes.h"
+#include "huffman.h"
+#include "pool.h"
 #include "rans.h"
 
 namespace nb = nanobind;
@@ -133,6 +135,52 @@ uint64_t rans_size(nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::de
   return head + table + varint_bytes(chunk) + streams + body;
 }
 
+using Counts = nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Lengths = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+Array1<uint8_t> huff_lengths(Counts counts) {
+  if (counts.shape(0) != 256) throw std::invalid_argument("counts of 256 byte values expected");
+  uint8_t* out;
+  auto a = new_array<uint8_t>(256, &out);
+  huff::lengths(counts.data(), out);
+  return a;
+}
+
+uint64_t huff_size(Counts counts, Lengths len, uint64_t chunk) {
+  if (counts.shape(0) != 256 || len.shape(0) != 256) throw std::invalid_argument("256 counts and lengths expected");
+  return huff::size(counts.data(), len.data(), chunk);
+}
+
+nb::bytes huff_encode(nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> plane, Lengths len,
+                      uint64_t chunk, int threads) {
+  if (len.shape(0) != 256) throw std::invalid_argument("256 lengths expected");
+  Writer w;
+  {
+    nb::gil_scoped_release release;
+    huff::encode(plane.data(), plane.shape(0), len.data(), chunk, threads, w);
+  }
+  return to_bytes(w);
+}
+
+// A whole Huffman stream of n symbols -> them (groups of substreams on the pool).
+Array1<uint8_t> huff_decode(nb::handle data, uint64_t n, int threads) {
+  InBuffer in(data);
+  uint8_t* out;
+  auto a = big_array<uint8_t>(n, &out);
+  {
+    nb::gil_scoped_release release;
+    Reader r(in.data(), in.size());
+    const huff::Parsed p = huff::parse(r, n);
+    if (r.left()) throw Corrupt("bytes left after the stream");
+    const std::size_t subs = p.body.size(), groups = (subs + huff::DECODE_GROUP - 1) / huff::DECODE_GROUP;
+    parallel_for(groups, threads, [&](std::size_t g) {
+      const std::size_t first = g * huff::DECODE_GROUP;
+      huff::decode_group(p, first, std::min(huff::DECODE_GROUP, subs - first), out + first * p.chunk);
+    });
+  }
+  return a;
+}
+
 }  // namespace
 
 void bind_floatplanes(nb::module_& m) {
@@ -146,6 +194,14 @@ void bind_floatplanes(nb::module_& m) {
         "256 byte counts -> the size of their rANS stream, estimated from its table (bytes), or a lower bound "
         "of it that is at least at_least.");
   m.def("byte_histogram", &histogram, nb::arg("bytes"), "uint8 array -> 256 uint64 counts.");
+  m.def("huff_lengths", &huff_lengths, nb::arg("counts"),
+        "256 byte counts -> Huffman code lengths limited to 11 bits (uint8, 0 = absent; all 0 below 2 symbols).");
+  m.def("huff_size", &huff_size, nb::arg("counts"), nb::arg("lengths"), nb::arg("chunk"),
+        "Bytes of the Huffman stream of symbols with these counts under these lengths (to a byte a substream).");
+  m.def("huff_encode", &huff_encode, nb::arg("plane"), nb::arg("lengths"), nb::arg("chunk"), nb::arg("threads") = 0,
+        "uint8 plane -> its Huffman stream (huffman.h) under these code lengths.");
+  m.def("huff_decode", &huff_decode, nb::arg("data"), nb::arg("n"), nb::arg("threads") = 0,
+        "A Huffman stream of n byte symbols -> them (uint8).");
   m.def("float_merge", &merge, nb::arg("n"), nb::arg("width"), nb::arg("planes"), nb::arg("threads") = 0,
-        "n, width and one (mode, bytes) per plane (0 raw, 1 rANS stream) -> uint16/uint32 bits.");
+        "n, width and one (mode, bytes) per plane (0 raw, 1 rANS stream, 3 Huffman stream) -> uint16/uint32 bits.");
 }

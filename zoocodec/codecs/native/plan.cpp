@@ -133,7 +133,7 @@ struct Item {
   std::size_t job, first, count;
 };
 
-constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2;  // codecs/floatplanes.py's modes
+constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2, PLANE_HUFF = 3;  // codecs/floatplanes.py's modes
 
 // A planes job's frame -> its prepared merge, or false when a plane is zstd-coded.
 bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
@@ -153,10 +153,10 @@ bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
   bool zstd = false;
   for (int k = 0; k < width; ++k) {
     const uint8_t mode = r.byte();
-    if (mode != PLANE_RAW && mode != PLANE_RANS && mode != PLANE_ZSTD)
+    if (mode != PLANE_RAW && mode != PLANE_RANS && mode != PLANE_ZSTD && mode != PLANE_HUFF)
       throw Corrupt("unknown plane mode " + std::to_string(mode));
     zstd |= mode == PLANE_ZSTD;
-    modes[k] = mode == PLANE_RANS ? planes::RANS : planes::RAW;
+    modes[k] = mode == PLANE_RANS ? planes::RANS : mode == PLANE_HUFF ? planes::HUFF : planes::RAW;
     sizes[k] = r.uvarint(r.left());
     data[k] = r.take(sizes[k]);
   }
@@ -173,37 +173,42 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads) 
   std::vector<Item> items;
   std::vector<planes::Merge> merges(planes.size());
   const int workers = threads > 0 ? threads : default_threads();
-  for (std::size_t t = 0; t < planes.size(); ++t) {
-    Planes& a = planes[t];
-    try {
-      if (!parse_planes(a, workers, &merges[t])) {
-        a.status = 1;
-        continue;
+  // every frame parsed (and its tables built) on the pool, then the items in order
+  parallel_for(planes.size() + jobs.size(), threads, [&](std::size_t i) {
+    if (i < planes.size()) {
+      Planes& a = planes[i];
+      try {
+        if (!parse_planes(a, workers, &merges[i])) a.status = 1;
+      } catch (const Corrupt& e) {
+        a.status = 2;
+        a.error = e.what();
       }
-      for (std::size_t i = 0; i < merges[t].tasks; ++i) items.push_back({t, i, 0});
-    } catch (const Corrupt& e) {
-      a.status = 2;
-      a.error = e.what();
+      return;
     }
-  }
-  for (std::size_t t = 0; t < jobs.size(); ++t) {
+    const std::size_t t = i - planes.size();
     Fused& a = jobs[t];
     try {
       Reader r(a.payload, a.size);
       if (!ans::parse_frame(r, a.count, &frames[t])) {
         a.status = 1;
-        continue;
+        return;
       }
-      const rans::Parsed& p = frames[t].stream;
       if (a.rows > 1 && (a.row_len == 0 || (a.rows - 1) * a.row_len >= a.count || a.rows * a.row_len < a.count))
         throw Corrupt("rows do not match the shape");
-      const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / (uint64_t(1) << 16) + 1 : p.body.size();
-      const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
-      for (std::size_t i = 0; i < parts; i += group) items.push_back({t, i, std::min(group, parts - i)});
     } catch (const Corrupt& e) {
       a.status = 2;
       a.error = e.what();
     }
+  });
+  for (std::size_t t = 0; t < planes.size(); ++t)
+    if (!planes[t].status)
+      for (std::size_t i = 0; i < merges[t].tasks; ++i) items.push_back({t, i, 0});
+  for (std::size_t t = 0; t < jobs.size(); ++t) {
+    if (jobs[t].status) continue;
+    const rans::Parsed& p = frames[t].stream;
+    const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / (uint64_t(1) << 16) + 1 : p.body.size();
+    const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
+    for (std::size_t i = 0; i < parts; i += group) items.push_back({t, i, std::min(group, parts - i)});
   }
   std::vector<std::exception_ptr> failed(jobs.size()), failed_planes(planes.size());
   std::mutex failing;

@@ -6,7 +6,9 @@
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -147,16 +149,67 @@ nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
 }
 
 // n bytes for the outputs of a batch (plan.py cuts them into its tensors), on huge pages.
+// The last freed output block of at most KEEP bytes, kept for the next batch: a fresh block's
+// pages are zeroed by the kernel as they are first touched (minilm's bf16 outputs, 45 MB: 1.7
+// CPU ms of a 17 ms load), so loading models one after another (a sweep, a benchmark) reuses
+// them, as malloc's heap does for smaller arrays (zipnn's outputs among them).
+constexpr std::size_t HUGE_PAGE = std::size_t(1) << 21, KEEP = std::size_t(64) << 20;  // (malloc keeps up to 64 MiB too)
+struct Kept {
+  std::mutex lock;
+  void* block = nullptr;
+  std::size_t size = 0;
+};
+Kept& kept() {
+  static Kept* k = new Kept();  // never destroyed: capsules may be freed at interpreter teardown
+  return *k;
+}
+
+void release_block(void* p) noexcept {
+  auto* b = static_cast<std::pair<void*, std::size_t>*>(p);
+  Kept& k = kept();
+  {
+    std::lock_guard<std::mutex> guard(k.lock);
+    if (b->second <= KEEP && !k.block) {
+      k.block = b->first, k.size = b->second;
+      b->first = nullptr;
+    }
+  }
+  std::free(b->first);
+  delete b;
+}
+
 Array1<uint8_t> output_block(std::size_t n) {
-  uint8_t* p;
-  return big_array<uint8_t>(n, &p);
+  if (n < 2 * HUGE_PAGE) {
+    uint8_t* p;
+    return big_array<uint8_t>(n, &p);
+  }
+  const std::size_t size = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+  void* p = nullptr;
+  std::size_t have = size;
+  Kept& k = kept();
+  {
+    std::lock_guard<std::mutex> guard(k.lock);
+    if (k.block && k.size >= size && k.size <= 2 * size) {  // (not a large block for a small batch)
+      p = k.block, have = k.size, k.block = nullptr;
+    }
+  }
+  if (!p) {
+    p = std::aligned_alloc(HUGE_PAGE, size);
+    if (!p) throw std::bad_alloc();
+#ifdef __linux__
+    madvise(p, size, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
+#endif
+  }
+  nb::capsule owner(new std::pair<void*, std::size_t>(p, have), release_block);
+  return Array1<uint8_t>(static_cast<uint8_t*>(p), {n}, owner);
 }
 
 }  // namespace
 
 void bind_plan(nb::module_& m) {
   m.def("output_block", &output_block, nb::arg("n"),
-        "A new uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch).");
+        "A uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch); "
+        "the last freed one of up to 64 MiB is kept for the next call.");
   m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
         "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
