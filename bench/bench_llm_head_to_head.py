@@ -68,7 +68,7 @@ FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "qp=-28", "qp=-26", "Q5_1", "bits=
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
-PARTS = ("peers", "peers2", "auto", "auto2", "auto3", "auto4", "auto5", "auto6", "auto7")  # one checkpoint file per process
+PARTS = ("peers", "peers2", "auto", "auto2", "auto3", "auto4", "auto5", "auto6", "auto7")  # one checkpoint per process
 CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
            "llm_head_to_head-2026-12-05's (its checkpoints copied: the same 6 windows, the same weights); "
            "the `gptq, sequential` points are this run's.")
