@@ -37,6 +37,9 @@ can be written from whatever finished:
     python bench/bench_llm_head_to_head.py --part auto --windows 12 &
     python bench/bench_llm_head_to_head.py --part peers2 --windows 12 --only qp=-34 &   # a third, if cores allow
     python bench/bench_llm_head_to_head.py --part table   # JSON, markdown, plot in bench/results/
+The 12-05b automatic-mode points (one process per budget, the peers' checkpoints copied from 12-05):
+    python bench/bench_llm_head_to_head.py --part auto7 --windows 6 --auto-windows 4 --rounding gptq \
+        --sequential --ans --strengths 1 --calibration-windows 8 --budgets 0.01
 """
 from __future__ import annotations
 
