@@ -37,6 +37,9 @@ can be written from whatever finished:
     python bench/bench_llm_head_to_head.py --part auto --windows 12 &
     python bench/bench_llm_head_to_head.py --part peers2 --windows 12 --only qp=-34 &   # a third, if cores allow
     python bench/bench_llm_head_to_head.py --part table   # JSON, markdown, plot in bench/results/
+The 12-05b automatic-mode points (one process per budget, the peers' checkpoints copied from 12-05):
+    python bench/bench_llm_head_to_head.py --part auto7 --windows 6 --auto-windows 4 --rounding gptq \
+        --sequential --ans --strengths 1 --calibration-windows 8 --budgets 0.01
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ import torch
 from bench_common import RESULTS, machine
 
 MODEL = "smollm2-135m"
-NAME = "llm_head_to_head-2026-12-05"  # the files this run writes in bench/results
+NAME = "llm_head_to_head-2026-12-05b"  # the files this run writes in bench/results
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")
 HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
 QUANTO_SETTINGS = ((8, None), (4, 128), (2, 128))  # quanto's QLinear: 128 weights per group below 8 bits
@@ -68,7 +71,10 @@ FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "qp=-28", "qp=-26", "Q5_1", "bits=
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
-PARTS = ("peers", "peers2", "auto", "auto2", "auto3", "auto4")  # one checkpoint file per process
+PARTS = ("peers", "peers2", "auto", "auto2", "auto3", "auto4", "auto5", "auto6", "auto7")  # one checkpoint per process
+CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
+           "llm_head_to_head-2026-12-05's (its checkpoints copied: the same 6 windows, the same weights); "
+           "the `gptq, sequential` points are this run's.")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -293,23 +299,30 @@ def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
 
 
 def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS,
-             choose_coder: bool = True) -> None:
+             choose_coder: bool = True, sequential: bool = False) -> None:
     from zoocodec import decompress, inspect
     from zoocodec.tuning import auto
     from zoocodec.tuning.auto import auto_compress
 
     strengths = "" if auto.STRENGTHS == (1.0, 0.5, 0.0) else f", strengths {'/'.join(f'{x:g}' for x in auto.STRENGTHS)}"
+    from zoocodec.eval import lm
+
     cal = calibration_evaluator(auto_windows)
     run.state["auto_tokens"] = cal.scorer.n
+    if rounding == "gptq":
+        run.state["calibration_windows"] = lm.CALIBRATION_WINDOWS
     for budget in budgets:
-        label = f"KL {budget} ({rounding}, group candidates{strengths}{'' if choose_coder else ', ans'})"
+        how = f"{rounding}, sequential" if sequential and rounding == "gptq" else rounding
+        windows = "" if auto_windows == 2 else f", {auto_windows} lee.cor windows"  # 2: every earlier run's
+        label = f"KL {budget} ({how}, group candidates{strengths}{'' if choose_coder else ', ans'}{windows})"
 
         header: dict = {}
 
         def make(budget=budget, header=header):
             with tempfile.TemporaryDirectory() as tmp:
                 result = auto_compress(MODEL, Path(tmp) / "m.zc", budget, sensitivities=sens, rounding=rounding,
-                                       choose_coder=choose_coder, log=lambda msg: print("  " + msg, flush=True))
+                                       choose_coder=choose_coder, sequential=sequential,
+                                       log=lambda msg: print("  " + msg, flush=True))
                 header.update(inspect(Path(tmp) / "m.zc")["meta"]["auto"])
                 return decompress(Path(tmp) / "m.zc"), result.report.weight_bytes
         try:
@@ -367,6 +380,8 @@ def table() -> None:
     for p in r["points"]:
         p.setdefault("params", r["params"])
     r["auto_tokens"] = next((p.get("auto_tokens") for p in parts if "auto_tokens" in p), None)
+    r["calibration_windows"] = next((p["calibration_windows"] for p in parts if "calibration_windows" in p), None)
+    r["carried"] = CARRIED
     r["failed"] = {k: v for p in parts for k, v in p.get("failed", {}).items()}
     r["smallest_within"] = {}
     r["auto_budgets_run"] = sorted({p["budget"] for p in r["points"] if p["family"] == "zoocodec auto"}
@@ -420,7 +435,12 @@ def write_markdown(r: dict, path: Path) -> None:
                   "matrices of a layer) on 349 tokens of one convention speech. Its label names its settings: "
                   "`group candidates` (zoocodec/tuning/groupwise.py: per tensor, its step or B-bit min-max groups "
                   "with zero points, side streams counted), the allocation strengths searched where not all three, "
-                  "and the rounding (nearest: data-aware rounding's calibration runs were left out for the time)."]
+                  "and the rounding: `nearest`, or `gptq, sequential` (data-aware rounding of the one-step tensors "
+                  "against layer inputs measured on calibration windows of lee.cor and the convention speeches, "
+                  f"{r.get('calibration_windows') or 16} windows of 512 tokens; before the final search measured again "
+                  "layer by layer on the quantized model, GPTQ's order: zoocodec/tuning/gptq.py)."]
+    if r.get("carried"):
+        lines += ["", r["carried"]]
     for p in r["points"]:
         if p["family"] == "zoocodec auto" and on_q4_1_grid(p):
             lines += ["", f"{p['label']}: {100 * on_q4_1_grid(p):.0f}% of the weights in 4-bit 32-weight groups "
@@ -476,6 +496,12 @@ def main() -> None:
     ap.add_argument("--auto-windows", type=int, default=6, help="windows of lee.cor automatic mode splits")
     ap.add_argument("--rounding", default="gptq", help="automatic mode's rounding (gptq: its default)")
     ap.add_argument("--ans", action="store_true", help="auto: keep the ans coder (no context coders priced)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="auto: data-aware rounding in GPTQ's order before the final search (zoocodec.tuning.gptq)")
+    ap.add_argument("--calibration-windows", type=int, default=None,
+                    help="auto: windows of calibration text data-aware rounding measures layer inputs on "
+                         "(default: zoocodec.eval.lm.CALIBRATION_WINDOWS)")
+
     ap.add_argument("--budgets", type=float, nargs="+", default=None, help="auto: just these token-KL budgets")
     ap.add_argument("--strengths", type=float, nargs="+", default=None,
                     help="auto: just these allocation strengths (default: automatic mode's 1, 1/2, 0)")
@@ -492,8 +518,12 @@ def main() -> None:
             from zoocodec.tuning import auto
 
             auto.STRENGTHS = tuple(args.strengths)
+        if args.calibration_windows:
+            from zoocodec.eval import lm
+
+            lm.CALIBRATION_WINDOWS = args.calibration_windows
         run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding, args.budgets or BUDGETS,
-                 not args.ans)
+                 not args.ans, args.sequential)
     table()
 
 

@@ -57,3 +57,15 @@ def test_only_plain_uniform_plans_of_causal_lms_take_groups():
     assert _groupwise(text, parse_spec("uniform"), w) is None
     assert _groupwise(tokens, parse_spec("rdoq:lam=0.1"), w) is None
     assert _groupwise(tokens, parse_spec("uniform:bits=4,group=64"), w) is None
+
+
+def test_the_step_candidate_is_priced_by_the_coders_entropy_model():
+    """The allocation's own step is quantized and priced like the group candidates (no second entropy estimate)."""
+    from zoocodec.codecs.ans import Ans
+
+    w = weights()
+    spec = allocate(w, base_step=0.004, method="uniform")["gauss.weight"]
+    mse, bits = Groupwise(w).measured("gauss.weight", spec)
+    k = np.rint(w["gauss.weight"].double().numpy() / spec.step).astype(np.int64)
+    assert bits == Ans().model(k).bits(k)
+    assert np.isclose(mse, np.mean((k * spec.step - w["gauss.weight"].double().numpy()) ** 2), rtol=1e-6)

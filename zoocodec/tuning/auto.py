@@ -71,6 +71,7 @@ from zoocodec.pipeline.modelio import to_tensordata, to_torch
 from zoocodec.pipeline.policy import for_decoder
 from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate, plan_bits
 from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, collect_on, eligible
+from zoocodec.tuning.gptq import collect_sequential, layers_of
 
 BISECTIONS = 3  # the search on the search inputs brackets by 2, ends within 2**(1/8) of the largest step that passes
 FINAL_FACTOR, FINAL_ROUNDS = 2 ** (1 / 8), 2  # the search again on the whole calibration/search part: within 2**(1/32)
@@ -585,13 +586,17 @@ class _Search:
         if self.rounder is not None and self.asked.sequential:
             t0 = time.perf_counter()
             self.clock.doing = "measuring layer inputs of the quantized model"
-            cal = self.cal
-            inputs_q = collect_on(cal.net, cal.run, cal.names,
-                                  self.decoded(self.plan_for(self.base, self.strength, self.coded))[0])
+            cal, plan = self.cal, self.plan_for(self.base, self.strength, self.coded)
+            layered = layers_of(cal.net) is not None  # a causal LM shaped like Llama: GPTQ's order, layer by layer
+            if layered:
+                inputs_q = collect_sequential(cal.net, cal.run, cal.names, self.weights, plan, self.rounder.lam,
+                                              self.rounder.damp)
+            else:
+                inputs_q = collect_on(cal.net, cal.run, cal.names, self.decoded(plan)[0])
             self.rounder = dataclasses.replace(self.rounder, inputs=inputs_q, _factors={})
             self._rounded.clear()
-            self.calibration["layer_inputs"] = (f"of the model quantized at base step {self.base:.4g} "
-                                                "(sequential, one refresh)")
+            how = "sequential, layer by layer" if layered else "sequential, one refresh"
+            self.calibration["layer_inputs"] = f"of the model quantized at base step {self.base:.4g} ({how})"
             self.say(f"rounding: layer inputs measured again on the model quantized at base step {self.base:.3g} "
                      f"({time.perf_counter() - t0:.1f} s)")
 

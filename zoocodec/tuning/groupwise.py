@@ -11,9 +11,9 @@ slope wins:
 The slope is the allocation's own: it gives every tensor the step where s_t * d_t^2 is one
 constant (allocate.py), and at high rate a step d costs d^2/12 per weight for -log2 d bits,
 so a bit is worth 2 ln2 * s_t * d_t^2 / 12 of weighted squared error. The step itself is a
-candidate (its nearest rounding's mse and order-0 bits), so a tensor keeps it unless a group
-format is cheaper at equal slope. The group candidates' mse and bits (priced by the order-0
-model `ans` codes with, never coded; the plan is then priced under each coder as a whole) are
+candidate (its nearest rounding, quantized and priced like the others), so a tensor keeps it
+unless a group format is cheaper at equal slope. Every candidate's mse and bits (priced by the
+entropy model of `ans`, never coded; the plan is then priced under each coder as a whole) are
 measured once per tensor and kept for the process: automatic mode at several budgets of one
 model, or with several coders priced, measures them once.
 
@@ -57,7 +57,6 @@ class Groupwise:
     def __init__(self, weights: Mapping[str, torch.Tensor]):
         self.weights = weights
         self._keys: dict[str, str] = {}
-        self._steps: dict[tuple[str, float], tuple[float, float]] = {}
 
     def _key(self, name: str) -> str:
         if name not in self._keys:
@@ -68,8 +67,8 @@ class Groupwise:
         return self._keys[name]
 
     def measured(self, name: str, spec: MethodSpec) -> tuple[float, float]:
-        """(mse, bits) of `name` under the group candidate `spec`: quantized once (the native path where the
-        dtype has one), its symbols priced by the coders' entropy models, never coded."""
+        """(mse, bits) of `name` under `spec` (a group candidate, or the plan's own step): quantized once (the
+        native path where the dtype has one), its symbols priced by the coder's entropy model, never coded."""
         from zoocodec.methods.arrays import error_stats
         from zoocodec.pipeline.modelio import to_tensordata
 
@@ -81,17 +80,6 @@ class Groupwise:
             bits = sum(spec.coder_for(n).model(s, spec.trellis(n, s.shape)).bits(s) for n, s in q.symbols.items())
             _MEASURED[key] = (mse, float(bits))
         return _MEASURED[key]
-
-    def step_cost(self, name: str, step: float) -> tuple[float, float]:
-        """(mse, order-0 bits) of nearest rounding to one step: the allocation's own candidate."""
-        if (name, step) not in self._steps:
-            w = self.weights[name].detach().float().reshape(-1).numpy()
-            q = np.rint(w / np.float32(step))
-            mse = float(np.mean((q * np.float32(step) - w).astype(np.float64) ** 2))
-            counts = np.bincount((q - q.min()).astype(np.int64))
-            p = counts[counts > 0] / w.size
-            self._steps[(name, step)] = (mse, float(-w.size * (p * np.log2(p)).sum()))
-        return self._steps[(name, step)]
 
     def plan(self, plan: dict[str, MethodSpec], sensitivities: Mapping[str, object]) -> dict[str, MethodSpec]:
         """`plan` with each 2-D uniform tensor at its cheapest candidate at the plan's slope (a tensor of
@@ -106,7 +94,7 @@ class Groupwise:
                 continue
             n, d = w.numel(), spec.step
             per_bit = 2 * math.log(2) * d * d / 12  # squared error worth one bit at this tensor's slope
-            mse, bits = self.step_cost(name, d)
+            mse, bits = self.measured(name, dataclasses.replace(spec, coder=Ans()))  # its own step, priced alike
             best, cost = spec, bits + n * mse / per_bit
             for b, g in CANDIDATES:
                 if w.shape[1] < g:

@@ -1,0 +1,144 @@
+"""Sequential data-aware rounding for causal LMs: GPTQ in the order it was published.
+
+calibrate.DataAware rounds every layer against the inputs the *original* model gives it.
+GPTQ as published (Frantar et al. 2023) goes through the decoder layers in order instead:
+the calibration tokens' hidden states enter layer i as the layers before it, already
+quantized, produce them. Layer i's H = E[x x^T] of each Linear's inputs is measured there
+(calibrate.collect, on the layer alone), its planned weights are rounded with error feedback
+(calibrate.DataAware: calibrate.gptq, bias correction where a layer has a bias), and the
+layer, now holding what the decoder will return, produces the next layer's inputs. Each
+layer so corrects for the error that reaches it, not only its own.
+
+The output head is rounded last, against the final norm's outputs on the quantized stack.
+A head tied to the token embedding (SmolLM2's) is that one tensor: its rounding is chosen
+for its head role, and the layers' inputs start from the original embedding (as in GPTQ,
+which leaves the embedding alone).
+
+Tensors of one step (`uniform`, nearest rounding otherwise) are rounded this way: their
+indices reach the file as values on their grid (`targets`, as with DataAware; the format and
+decoder are unchanged). Others (group-wise steps: zoocodec.tuning.groupwise) keep their
+method's own rounding, and the layers after them see their decoded values.
+
+One measurement is one pass through the decoder on the calibration tokens (two layer
+forwards per layer: the inputs measured, then the quantized layer's outputs), about two
+forwards of the model; automatic mode makes it once, as its `sequential` refresh
+(zoocodec.tuning.auto), for causal LMs shaped like Llama (`layers_of`); others get the
+refresh of calibrate.collect_on.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+
+from zoocodec.methods import MethodSpec
+from zoocodec.tuning.calibrate import DAMP, RATE_LAM, DataAware, LayerInputs, collect
+
+
+class _Catcher(torch.nn.Module):
+    """Stands in for the decoder layers during one calibration run: keeps what the first layer would get."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[tuple[torch.Tensor, dict]] = []
+
+    def forward(self, hidden: torch.Tensor, **kwargs):
+        self.seen.append((hidden.detach(), {k: v for k, v in kwargs.items() if k != "cache"}))
+        return hidden
+
+
+def layers_of(net: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
+    """(parameter-name prefix, decoder layers) of a Hugging Face causal LM shaped like Llama (its base model's
+    `layers` and `norm`), or None (another shape: GPT-2's `h`, ...)."""
+    base = getattr(net, "base_model", None)
+    layers = getattr(base, "layers", None)
+    heads = getattr(net, "get_output_embeddings", None)
+    if not isinstance(layers, torch.nn.ModuleList) or not hasattr(base, "norm") or heads is None or heads() is None:
+        return None
+    prefix = next((n for n, m in net.named_modules() if m is layers), None)
+    return (f"{prefix}.", layers) if prefix is not None else None
+
+
+def collect_sequential(net: torch.nn.Module, run: Callable[[torch.nn.Module], object], names: Mapping[str, str],
+                       weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec], lam: float = RATE_LAM,
+                       damp: float = DAMP) -> dict[str, LayerInputs]:
+    """LayerInputs of a causal LM's Linear layers and output head, measured in GPTQ's order under `plan`:
+    each decoder layer on the outputs of the layers before it as `plan` quantizes them (one-step tensors
+    rounded by DataAware against the inputs measured there, others by their method), the head on the final
+    norm's outputs. `net` (a float32 causal LM, `run` running it on the calibration tokens, `names` its
+    parameter names -> the model's tensor names) holds `weights` again on return.
+
+    DataAware(these inputs).targets(weights, plan) then gives the sequential rounding of `plan` itself;
+    automatic mode measures them once, at the step its search found, and rounds the plans near it against them."""
+    from zoocodec.tuning.auto import reconstruct
+
+    found = layers_of(net)
+    if found is None:
+        raise ValueError(f"{type(net).__name__}: no decoder layers (base_model.layers) to go through")
+    prefix, layers = found
+    out: dict[str, LayerInputs] = {}
+    _load(net, names, weights)
+    try:
+        seen = _first_inputs(net, layers, run)
+        for i, layer in enumerate(layers):
+            own = f"{prefix}{i}."
+            local = {k[len(own):]: v for k, v in names.items() if k.startswith(own)}
+            inputs = collect(layer, lambda m, seen=seen: _through(m, seen), local)
+            out.update(inputs)
+            rounded = DataAware(inputs, lam=lam, damp=damp).targets(weights, plan)
+            mine = {v: plan[v] for v in local.values() if v in plan}
+            decoded = reconstruct({**weights, **rounded}, mine)
+            layer.load_state_dict({k: decoded[v] for k, v in local.items()}, strict=False)
+            with torch.no_grad():
+                seen = [(_hidden(layer(h, **kw)), kw) for h, kw in seen]
+        out.update(_head_inputs(net, names, seen))
+    finally:
+        _load(net, names, weights)
+    return out
+
+
+def _load(net: torch.nn.Module, names: Mapping[str, str], weights: Mapping[str, torch.Tensor]) -> None:
+    net.load_state_dict({own: weights[name] for own, name in names.items() if name in weights}, strict=False)
+
+
+def _first_inputs(net: torch.nn.Module, layers: torch.nn.ModuleList,
+                  run: Callable[[torch.nn.Module], object]) -> list[tuple[torch.Tensor, dict]]:
+    """(hidden states, keyword arguments) the first decoder layer gets, per calibration batch: one run
+    with a stand-in for the layers and none for the head (its logits are not needed)."""
+    base, catcher, head = net.base_model, _Catcher(), net.get_output_embeddings()
+    attr = next(n for n, m in base.named_children() if m is layers)
+    setattr(base, attr, torch.nn.ModuleList([catcher]))
+    net.set_output_embeddings(torch.nn.Identity())
+    try:
+        with torch.no_grad():
+            run(net)
+    finally:
+        setattr(base, attr, layers)
+        net.set_output_embeddings(head)
+    return catcher.seen
+
+
+def _head_inputs(net: torch.nn.Module, names: Mapping[str, str],
+                 seen: list[tuple[torch.Tensor, dict]]) -> dict[str, LayerInputs]:
+    """The output head's LayerInputs: the final norm's outputs (a head without a bias)."""
+    head = net.get_output_embeddings()
+    # a tied head's parameter has two names; the model's tensor is stored under one of them
+    name = next((names[n] for n, p in net.named_parameters(remove_duplicate=False)
+                 if p is head.weight and n in names), None)
+    if name is None or getattr(head, "bias", None) is not None:
+        return {}
+    with torch.no_grad():
+        x = torch.cat([net.base_model.norm(h).reshape(-1, h.shape[-1]) for h, _ in seen]).double()
+    return {name: LayerInputs((x.T @ x / len(x)).numpy()[None], x.mean(0).numpy()[None], len(x))}
+
+
+def _through(layer: torch.nn.Module, seen: list[tuple[torch.Tensor, dict]]) -> None:
+    with torch.no_grad():
+        for h, kw in seen:
+            layer(h, **kw)
+
+
+def _hidden(out) -> torch.Tensor:
+    """A decoder layer's hidden states (transformers 5 returns the tensor, older versions a tuple)."""
+    return out[0] if isinstance(out, tuple) else out
+
