@@ -299,12 +299,16 @@ def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
 
 
 def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS,
-             choose_coder: bool = True, sequential: bool = False) -> None:
+             choose_coder: bool = True, sequential: bool = False, strengths: list[float] | None = None) -> None:
+    """`strengths`: search just these allocation strengths (fewer searches, for the time the shared
+    machine gives; the points' labels say so)."""
     from zoocodec import decompress, inspect
     from zoocodec.tuning import auto
     from zoocodec.tuning.auto import auto_compress
 
-    strengths = "" if auto.STRENGTHS == (1.0, 0.5, 0.0) else f", strengths {'/'.join(f'{x:g}' for x in auto.STRENGTHS)}"
+    if strengths:
+        auto.STRENGTHS = tuple(strengths)
+    strengths = f", strengths {'/'.join(f'{x:g}' for x in strengths)}" if strengths else ""
     from zoocodec.eval import lm
 
     cal = calibration_evaluator(auto_windows)
@@ -504,7 +508,7 @@ def main() -> None:
 
     ap.add_argument("--budgets", type=float, nargs="+", default=None, help="auto: just these token-KL budgets")
     ap.add_argument("--strengths", type=float, nargs="+", default=None,
-                    help="auto: just these allocation strengths (default: automatic mode's 1, 1/2, 0)")
+                    help="auto: just these allocation strengths (default: all of automatic mode's STRENGTHS)")
     args = ap.parse_args()
     if args.part == "table":
         return table()
@@ -514,16 +518,12 @@ def main() -> None:
         from zoocodec.eval.evaluate import load_weights
 
         sens = measured_sensitivities(load_weights(MODEL))
-        if args.strengths:  # fewer searches, for the time the shared machine gives; the points say so
-            from zoocodec.tuning import auto
-
-            auto.STRENGTHS = tuple(args.strengths)
         if args.calibration_windows:
             from zoocodec.eval import lm
 
             lm.CALIBRATION_WINDOWS = args.calibration_windows
         run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding, args.budgets or BUDGETS,
-                 not args.ans, args.sequential)
+                 not args.ans, args.sequential, args.strengths)
     table()
 
 
