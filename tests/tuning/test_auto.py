@@ -11,7 +11,15 @@ from zoocodec.errors import ZoocodecError
 from zoocodec.eval import data
 from zoocodec.eval.anymodel import evaluate_pair
 from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
-from zoocodec.tuning.auto import STRENGTHS, _flatten, _one_d_where_it_pays, auto_compress, parse_loss, split
+from zoocodec.tuning.auto import (
+    STRENGTHS,
+    _cheapest_coder,
+    _flatten,
+    _one_d_where_it_pays,
+    auto_compress,
+    parse_loss,
+    split,
+)
 
 
 def test_parse_loss():
@@ -40,6 +48,18 @@ def test_a_1d_tensor_is_lossy_only_where_that_is_smaller():
     assert _one_d_where_it_pays(weights, plan, exact) == plan and set(exact) == {"big.bias", "tiny.bias"}
     # finer than the floats themselves: the lossless coding is smaller, the tensors stay exact
     assert _one_d_where_it_pays(weights, {"big.bias": fine, "tiny.bias": fine}, exact) == {}
+
+
+def test_a_coder_that_cannot_code_the_levels_is_left_out_of_the_pricing():
+    """A tiny step at a tight budget gives levels beyond cabac's 2^29: the other coders are priced
+    and one of them written, where the run used to end with cabac's SpecError."""
+    from zoocodec.methods import parse_spec
+
+    levels = np.random.default_rng(0).normal(0, 1e9, (64, 64)).astype(np.int64)
+    said = []
+    spec = _cheapest_coder(parse_spec("rdoq:bits=8"), lambda s: s.coder.model(levels).bits(levels), said.append)
+    assert spec.coder.name in ("ans", "ctx")
+    assert any("cabac" in line and "left out" in line for line in said)
 
 
 def test_the_split_is_seeded_disjoint_and_keeps_groups_whole():

@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 from zoocodec.codecs import CODERS
-from zoocodec.errors import ZoocodecError
+from zoocodec.errors import SpecError, ZoocodecError
 from zoocodec.methods import MethodSpec, parse_spec
 from zoocodec.methods.lossless import Lossless
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
@@ -925,7 +925,8 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
 def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say, choose: bool = True,
                     coders: tuple[str, ...] = CONTEXT_CODERS) -> MethodSpec:
     """`spec`, or the same method with another of `coders` where that one's entropy model
-    prices the planned tensors lower; a spec with the default coder `ans` (none named) is priced too."""
+    prices the planned tensors lower; a spec with the default coder `ans` (none named) is priced too.
+    A coder that cannot code the planned levels (cabac beyond 2^29: SpecError) is left out."""
     from zoocodec.codecs import CODERS, parse_coder
 
     if not choose or "coder" not in {f.name for f in dataclasses.fields(spec)} or \
@@ -933,7 +934,14 @@ def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say,
         return spec  # a coder the user named, or video, is kept
     options = [spec] + [dataclasses.replace(spec, coder=parse_coder(c)) for c in coders
                         if c in CODERS and c != spec.coder.name]
-    priced = {str(o): (price(o), o) for o in options}
+    priced = {}
+    for o in options:
+        try:
+            priced[str(o)] = (price(o), o)
+        except SpecError as e:
+            if o is spec:
+                raise
+            say(f"coder {o.coder} left out: {e}")
     say("coders priced: " + ", ".join(f"{k}: {b / 8 / 1024:.1f} KiB" for k, (b, _) in priced.items()))
     return min(priced.values(), key=lambda bo: bo[0])[1]
 
