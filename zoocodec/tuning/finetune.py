@@ -288,7 +288,8 @@ def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[s
             last = now
             per = (now - start) / done
             left = (steps - done) * per if seconds is None else min((steps - done) * per, seconds - (now - start))
-            say(f"fine-tuning: step {done}/{steps}, batch loss {float(loss.detach()):.4g} (about {max(left, 0):.0f} s left)")
+            batch = float(loss.detach())
+            say(f"fine-tuning: step {done}/{steps}, batch loss {batch:.4g} (about {max(left, 0):.0f} s left)")
     after = total()
     tr.net.to("cpu")
     if not after < before:  # no better on all the calibration inputs: what it started from
