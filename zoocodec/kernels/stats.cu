@@ -4,14 +4,13 @@
 // pairwise summation tree (kernels/uniform.py: leaves(), at most 128 consecutive weights) the
 // sums of the squared error and of the squared weights as NumPy sums a block (8 accumulators,
 // then the tail) and the largest |error|: the host adds the leaf sums up the same tree and gets
-// arrays.error_stats' floats bit for bit. The same arithmetic as uniform.cu's leaves.
+// arrays.error_stats' floats bit for bit. The same arithmetic as uniform.cu's leaves (leafsum.cuh).
 typedef unsigned int u32;
-typedef unsigned short u16;
 typedef unsigned long long u64;
 
 #include "leafsum.cuh"
 
-// KIND 0: float32 (recon written as u32 bits), 1: bfloat16 (nearest-even u16 bits, as from_float64)
+// KIND 0: float32 (recon written as its bits), 1: bfloat16 (narrow: nearest-even, as from_float64)
 template <int KIND>
 __device__ void leaf_stats(const float* x, const float* r, const u64* leaf_start, const u32* leaf_count,
                            u64 nleaves, void* recon, double* err2, double* power, double* max_err) {
@@ -19,29 +18,14 @@ __device__ void leaf_stats(const float* x, const float* r, const u64* leaf_start
   if (t >= nleaves) return;
   const u64 lo = leaf_start[t];
   const u32 n = leaf_count[t];
-  LeafSum se(n), sx(n);
-  double m = 0.0;
+  LeafStats leaf(n);
   for (u32 k = 0; k < n; ++k) {
     const u64 i = lo + k;
-    const double v = (double)x[i];
-    u32 b = __float_as_uint(r[i]);
-    double back;
-    if (KIND == 0) {
-      back = (double)r[i];
-      if (recon) reinterpret_cast<u32*>(recon)[i] = b;
-    } else {
-      b = (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;
-      back = (double)__uint_as_float(b << 16);
-      if (recon) reinterpret_cast<u16*>(recon)[i] = (u16)b;
-    }
-    const double e = v - back, e2 = e * e, x2 = v * v;
-    m = fmax(m, fabs(e));
-    se.add(k, e2);
-    sx.add(k, x2);
+    const u32 b = narrow<KIND>((double)r[i]);  // r is a float32: float32 keeps its bits
+    if (recon) put_bits<KIND>(recon, i, b);
+    leaf.add(k, (double)x[i], from_bits<KIND>(b));
   }
-  err2[t] = se.total();
-  power[t] = sx.total();
-  max_err[t] = m;
+  leaf.store(t, err2, power, max_err);
 }
 
 #define ZC_STATS(NAME, KIND)                                                                              \

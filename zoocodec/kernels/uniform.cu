@@ -19,17 +19,6 @@ __device__ __forceinline__ double value(const void* w, u64 i) {
   return (double)__uint_as_float(((u32)reinterpret_cast<const u16*>(w)[i]) << 16);
 }
 
-template <int KIND>
-__device__ __forceinline__ u32 narrow(double r) {
-  u32 b = __float_as_uint(__double2float_rn(r));
-  return KIND == 0 ? b : ((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);  // bfloat16: nearest-even, as from_float64
-}
-
-template <int KIND>
-__device__ __forceinline__ double from_bits(u32 b) {
-  return KIND == 0 ? (double)__uint_as_float(b) : (double)__uint_as_float(b << 16);
-}
-
 // S: the symbol type (signed char, short, int). steps: one per row of `cols` weights, or one.
 template <int KIND, typename S>
 __device__ void quantize(const void* w, const double* steps, u64 nsteps, u64 cols, const u64* leaf_start,
@@ -39,8 +28,7 @@ __device__ void quantize(const void* w, const double* steps, u64 nsteps, u64 col
   if (t >= nleaves) return;
   const u64 lo = leaf_start[t];
   const u32 n = leaf_count[t];
-  LeafSum se(n), sx(n);
-  double m = 0.0;
+  LeafStats leaf(n);
   for (u32 k = 0; k < n; ++k) {
     const u64 i = lo + k;
     const double step = steps[nsteps > 1 ? i / cols : 0];
@@ -48,18 +36,10 @@ __device__ void quantize(const void* w, const double* steps, u64 nsteps, u64 col
     const S q = (S)rint(x / step);
     symbols[i] = q;
     const u32 r = narrow<KIND>((double)q * step);
-    if (recon) {
-      if (KIND == 0) reinterpret_cast<u32*>(recon)[i] = r;
-      else reinterpret_cast<u16*>(recon)[i] = (u16)r;
-    }
-    const double e = x - from_bits<KIND>(r), e2 = e * e, x2 = x * x;
-    m = fmax(m, fabs(e));
-    se.add(k, e2);
-    sx.add(k, x2);
+    if (recon) put_bits<KIND>(recon, i, r);
+    leaf.add(k, x, from_bits<KIND>(r));
   }
-  err2[t] = se.total();
-  power[t] = sx.total();
-  max_err[t] = m;
+  leaf.store(t, err2, power, max_err);
 }
 
 #define ZC_KERNEL(NAME, KIND, S)                                                                          \
