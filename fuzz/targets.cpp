@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "../zoocodec/codecs/native/bytes.h"
@@ -30,12 +31,19 @@ namespace {
 
 uint32_t u16(const uint8_t* p) { return p[0] | p[1] << 8; }
 
-void rans(const uint8_t* data, std::size_t size) {
+// A whole stream that starts with its symbol count n: (n, what `parse` makes of it), no byte left over.
+template <typename Parse>
+auto whole_stream(const uint8_t* data, std::size_t size, Parse parse) {
   zc::Reader peek(data, size);
-  uint64_t n = peek.uvarint(uint64_t(1) << 22);
+  const uint64_t n = peek.uvarint(uint64_t(1) << 22);
   zc::Reader r(data, size);
-  zc::rans::Parsed p = zc::rans::parse(r, n);
+  auto p = parse(r, n);
   if (r.left()) throw zc::Corrupt("bytes left");
+  return std::make_pair(n, std::move(p));
+}
+
+void rans(const uint8_t* data, std::size_t size) {
+  auto [n, p] = whole_stream(data, size, zc::rans::parse);
   std::vector<uint16_t> out(n);
   if (p.nsym <= 256) {
     std::vector<uint8_t> out8(n);
@@ -123,11 +131,7 @@ void planes(const uint8_t* data, std::size_t size) {
 }
 
 void huffman(const uint8_t* data, std::size_t size) {
-  zc::Reader peek(data, size);
-  uint64_t n = peek.uvarint(uint64_t(1) << 22);
-  zc::Reader r(data, size);
-  zc::huff::Parsed p = zc::huff::parse(r, n);
-  if (r.left()) throw zc::Corrupt("bytes left");
+  auto [n, p] = whole_stream(data, size, zc::huff::parse);
   std::vector<uint8_t> out(n);
   for (std::size_t first = 0; first < p.body.size(); first += zc::huff::DECODE_GROUP) {
     const std::size_t count = std::min(zc::huff::DECODE_GROUP, p.body.size() - first);
