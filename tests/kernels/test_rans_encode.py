@@ -1,5 +1,5 @@
-"""The GPU rANS encoder (kernels/rans_encode.cu): the frequency table it is given (normalise,
-ported from rans.cpp) is the native encoder's on every histogram tried, and the kernels'
+"""The GPU rANS encoder (kernels/rans_encode.cu): the frequency table it is given
+(native.rans_normalise) is the one the native encoder writes on every histogram tried, and the kernels'
 algorithm transliterated to NumPy (kernels/rans_encode.encode_emulated) writes ans.encode's
 bytes; on a GPU the kernels themselves are checked against ans.encode (marker gpu)."""
 
@@ -37,9 +37,9 @@ def histograms():
 
 
 @pytest.mark.parametrize("counts", list(histograms()), ids=lambda c: f"{c.size}sym")
-def test_normalise_gives_the_native_table(counts):
+def test_rans_normalise_gives_the_table_the_encoder_writes(counts):
     counts = counts.astype(np.int64)
-    freq, L = R.normalise(counts.astype(np.uint64))
+    freq, L = native.rans_normalise(counts)
     ref, ref_L = native_table(counts)
     assert L == ref_L
     assert np.array_equal(freq.astype(np.int64), ref)
@@ -76,7 +76,7 @@ def test_a_wrong_word_order_is_caught():
     """The transliteration is sensitive to the ballot's placement: lanes in reverse order differ."""
     s = np.clip(np.rint(np.random.default_rng(1).laplace(0, 20, 8000)), -127, 127).astype(np.int8)
     idx = (s.astype(np.int64) - s.min()).astype(np.uint32)
-    freq, L = R.normalise(np.bincount(idx).astype(np.uint64))
+    freq, L = native.rans_normalise(np.bincount(idx))
     body = R._encode_substream(idx, 8, R._table(freq), L)
     flipped = R._encode_substream(idx[::-1].copy(), 8, R._table(freq), L)
     assert body != flipped

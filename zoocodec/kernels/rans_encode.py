@@ -2,9 +2,8 @@
 device and only the compressed bytes come back, the very bytes codecs/ans.encode writes.
 
 The steps are the native CPU encoder's (codecs/native/rans.h has the format): a histogram of
-the symbols' offsets from their minimum (on the device), the quantized frequencies (on the host:
-`normalise` here is rans.cpp's normalise step by step, the same IEEE double operations, the same
-libm log2 and the same order of ties, so the same table), then every 2^16-symbol substream coded
+the symbols' offsets from their minimum (on the device), the quantized frequencies (on the host,
+by the native encoder's own normalise: native.rans_normalise), then every 2^16-symbol substream coded
 from its last symbol back with its 8 interleaved states, one thread per state: the 8 threads of a
 substream push their renormalisation words together, in the order the CPU's encoder pushes them
 (a ballot gives each emitting lane its place), and a second kernel packs each substream's states
@@ -18,9 +17,7 @@ test that the device path writes the CPU's bytes on a machine without a GPU.
 from __future__ import annotations
 
 import functools
-import heapq
 import logging
-import math
 import threading
 
 import numpy as np
@@ -32,71 +29,7 @@ from zoocodec.kernels.backend import cuda_source
 log = logging.getLogger("zoocodec.gpu")
 LANES = 8
 STATE_LO = 1 << 16
-MAX_BITS = 16  # ans.encode's precision cap (native.rans_encode's default)
 HIST_SHARED = 8192  # alphabets up to this size are counted in shared memory first (32 KiB)
-
-
-@functools.cache
-def _log2(f: int) -> float:
-    return math.log2(f)  # the C library's log2, as std::log2 in rans.cpp
-
-
-def _quantise(c: list[int], present: list[int], M: int, total: float) -> list[int]:
-    """rans.cpp's quantise(): frequencies summing to M, rounded, then moved a unit at a time
-    where it costs the fewest bits (std::priority_queue's order of ties)."""
-    f = [0] * len(c)
-    s = 0
-    for i in present:
-        x = float(c[i]) * M / total
-        r = math.floor(x)
-        r += x - r >= 0.5  # llround: halves away from zero (x > 0, and x - r is exact)
-        f[i] = max(1, int(r))
-        s += f[i]
-    diff = M - s
-    if diff > 0:  # max-heap of (gain, i): ties to the larger index
-        q = [(-(float(c[i]) * math.log2((f[i] + 1.0) / f[i])), -i) for i in present]
-        heapq.heapify(q)
-        for _ in range(diff):
-            i = -heapq.heappop(q)[1]
-            f[i] += 1
-            heapq.heappush(q, (-(float(c[i]) * math.log2((f[i] + 1.0) / f[i])), -i))
-    elif diff < 0:  # min-heap of (loss, i): ties to the smaller index
-        q = [(float(c[i]) * math.log2(f[i] / (f[i] - 1.0)), i) for i in present if f[i] > 1]
-        heapq.heapify(q)
-        for _ in range(-diff):
-            i = heapq.heappop(q)[1]
-            f[i] -= 1
-            if f[i] > 1:
-                heapq.heappush(q, (float(c[i]) * math.log2(f[i] / (f[i] - 1.0)), i))
-    return f
-
-
-def _cost(c: list[int], f: list[int], present: list[int], L: int) -> float:
-    bits = 0.0
-    for i in present:
-        bits += float(c[i]) * (L - _log2(f[i]))
-    return bits
-
-
-def normalise(counts: np.ndarray, max_bits: int = MAX_BITS) -> tuple[np.ndarray, int]:
-    """(frequencies summing to 2^L, L) for symbol counts with two or more present: rans.cpp's
-    normalise, the smallest precision coding within 0.05% (+ 8 bits) of max_bits'."""
-    c = [int(v) for v in counts]
-    present = [i for i, v in enumerate(c) if v]
-    total = 0.0
-    for v in c:
-        total += float(v)
-    while max_bits < 16 and (1 << max_bits) < 2 * len(present):
-        max_bits += 1
-    best = _quantise(c, present, 1 << max_bits, total)
-    best_cost = _cost(c, best, present, max_bits)
-    for bits in range(1, max_bits):
-        if (1 << bits) < 2 * len(present):
-            continue
-        f = _quantise(c, present, 1 << bits, total)
-        if _cost(c, f, present, bits) <= best_cost * 1.0005 + 8:
-            return np.array(f, dtype=np.uint32), bits
-    return np.array(best, dtype=np.uint32), max_bits
 
 
 def substreams(n: int, chunk: int = native.SUBSTREAM) -> tuple[np.ndarray, np.ndarray]:
@@ -119,18 +52,7 @@ def frame(lo: int, n: int, nsym: int, L: int, freq: np.ndarray | None, lengths: 
     if L == 0:
         put_uvarint(out, 0)  # the only symbol: lo itself
         return bytes(out)
-    s = 0
-    while s < nsym:
-        if freq[s]:
-            put_uvarint(out, int(freq[s]))
-            s += 1
-            continue
-        run = 0
-        while s + run < nsym and not freq[s + run]:
-            run += 1
-        put_uvarint(out, 0)
-        put_uvarint(out, run - 1)
-        s += run
+    ans.put_table(out, freq)
     put_uvarint(out, native.SUBSTREAM)
     for length in lengths.tolist():
         put_uvarint(out, length)
@@ -178,7 +100,7 @@ def encode(symbols) -> bytes:
         mod.get_function(f"rans_histogram_{kind}")(
             (blocks,), (threads,), (s, np.uint64(n), np.int64(lo), np.uint32(nsym), counts),
             shared_mem=4 * nsym if nsym <= HIST_SHARED else 0)
-        freq, L = normalise(counts.get())
+        freq, L = native.rans_normalise(counts.get())
         m, lanes = substreams(n)
         parts = m.size
         words = cupy.empty(n, dtype=cupy.uint16)
@@ -280,7 +202,7 @@ def encode_emulated(symbols: np.ndarray) -> bytes:
     if nsym == 1:
         return _unless_larger(frame(lo, n, 1, 0, None, np.zeros(0, np.int64), b""), s)
     idx = (s.astype(np.int64) - lo).astype(np.uint32)
-    freq, L = normalise(np.bincount(idx, minlength=nsym).astype(np.uint64))
+    freq, L = native.rans_normalise(np.bincount(idx, minlength=nsym))
     fc = _table(freq)
     m, lanes = substreams(n)
     bodies = [_encode_substream(idx[i * native.SUBSTREAM: i * native.SUBSTREAM + int(mi)], int(k), fc, L)

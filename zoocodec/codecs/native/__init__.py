@@ -45,6 +45,12 @@ def rans_encode(symbols: np.ndarray, nsym: int, *, chunk: int = SUBSTREAM, threa
     return engine().rans_encode(np.ascontiguousarray(symbols).ravel(), nsym, chunk, threads, max_bits, add, prefix)
 
 
+def rans_normalise(counts: np.ndarray, max_bits: int = 16) -> tuple[np.ndarray, int]:
+    """(uint32 frequencies summing to 2^L, L): the table rans_encode writes for symbols with
+    these counts (two or more present), for an encoder elsewhere (the GPU's) to write the same."""
+    return engine().rans_normalise(np.ascontiguousarray(counts, dtype=np.uint64), max_bits)
+
+
 def rans_decode(data: bytes | memoryview, count: int, *, what: str = "rANS stream", threads: int = 0) -> np.ndarray:
     """A stream of `count` symbols -> uint8 (alphabet <= 256) or uint16 symbols."""
     return _checked(what, engine().rans_decode, data, count, threads)

@@ -1,4 +1,6 @@
 // Python bindings of the order-0 rANS coder (rans.h).
+#include <algorithm>
+
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 
@@ -90,6 +92,19 @@ nb::object decode_freqs(nb::handle data, nb::ndarray<const int64_t, nb::ndim<1>,
   return decoded(p, threads);
 }
 
+nb::tuple normalise(nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> counts, int max_bits) {
+  if (max_bits < 1 || max_bits > 16) throw std::invalid_argument("max_bits must be 1..16");
+  std::vector<uint64_t> c(counts.data(), counts.data() + counts.shape(0));
+  if (std::count_if(c.begin(), c.end(), [](uint64_t v) { return v != 0; }) < 2)
+    throw std::invalid_argument("normalise needs two or more symbols present");
+  int L;
+  std::vector<uint32_t> f = rans::normalise(c, max_bits, &L);
+  uint32_t* out;
+  auto a = new_array<uint32_t>(f.size(), &out);
+  std::copy(f.begin(), f.end(), out);
+  return nb::make_tuple(a, L);
+}
+
 }  // namespace
 
 void bind_rans(nb::module_& m) {
@@ -100,6 +115,9 @@ void bind_rans(nb::module_& m) {
         nb::arg("max_bits") = 16, nb::arg("add") = 0, nb::arg("prefix") = nb::bytes("", 0),
         "Symbols (uint8 or uint16, each below nsym once `add` is added modulo their width) -> `prefix` (bytes "
         "the caller's frame puts first) followed by an order-0 rANS stream of chunk-symbol substreams.");
+  m.def("rans_normalise", &normalise, nb::arg("counts"), nb::arg("max_bits") = 16,
+        "Symbol counts (uint64, two or more present) -> (frequencies summing to 2^L, L): the table rans_encode "
+        "writes for symbols with these counts.");
   m.def("rans_decode", &decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
         "A stream of `count` symbols -> uint8 (alphabet <= 256) or uint16 array; CorruptStream if damaged.");
   m.def("rans_encode_freqs", &encode_freqs<uint8_t>, nb::arg("symbols"), nb::arg("freqs"), nb::arg("chunk"),
