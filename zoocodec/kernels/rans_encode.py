@@ -24,7 +24,7 @@ import numpy as np
 
 from zoocodec.codecs import ans, native
 from zoocodec.codecs.wire import put_svarint, put_uvarint
-from zoocodec.kernels.backend import cuda_source
+from zoocodec.kernels.backend import cuda_source, to_numpy
 
 log = logging.getLogger("zoocodec.gpu")
 LANES = 8
@@ -157,11 +157,7 @@ def _probe(device) -> bool:
 def _unless_larger(coded: bytes, symbols) -> bytes:
     """The frame, or where it is longer than the symbol count, ans.encode's choice (its packed
     frame may be smaller)."""
-    return coded if len(coded) <= symbols.size else ans.encode(_host(symbols))
-
-
-def _host(symbols) -> np.ndarray:
-    return symbols if isinstance(symbols, np.ndarray) else symbols.get()
+    return coded if len(coded) <= symbols.size else ans.encode(to_numpy(symbols))
 
 
 _local = threading.local()

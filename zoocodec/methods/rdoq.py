@@ -22,6 +22,7 @@ from zoocodec.codecs.ans import Ans
 from zoocodec.codecs.context import Ctx, matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R, uniform as K
+from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods.arrays import from_float64, read_array, row_blocks
 from zoocodec.methods.base import (
     STEP_OR_BITS,
@@ -109,7 +110,7 @@ class RDOQ(MethodSpec):
         models = [None] * len(ws)
         trellis = self.trellis("symbols", w2s[0].shape)
         for _ in range(self.iters if self.lam > 0 and q.size else 0):
-            qs = _split(_host(q), len(ws), flip)
+            qs = _split(to_numpy(q), len(ws), flip)
             models = [
                 self.coder.model(qh, trellis) if m is None else m.refit(qh) for m, qh in zip(models, qs, strict=True)
             ]
@@ -117,7 +118,7 @@ class RDOQ(MethodSpec):
             if merged is None:  # the tables' union would be too large: one tensor at a time
                 return [r for w in ws for r in self.levels_many([w], xp)]
             q = self._decide(x, *merged, xp)
-        return list(zip(_split(_host(q), len(ws), flip), steps, strict=True))
+        return list(zip(_split(to_numpy(q), len(ws), flip), steps, strict=True))
 
     def _walk_columns(self, shape: tuple[int, int]) -> bool:
         """Whether decisions run along columns (the matrix is transposed for them)."""
@@ -256,9 +257,6 @@ def _flip(shape: tuple[int, int]) -> bool:
     """Walk the trellis along the shorter side (fewer sequential steps, wider vector ops)."""
     return shape[1] > shape[0]
 
-
-def _host(a) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.get()
 
 
 def _split(q: np.ndarray, count: int, flip: bool) -> list[np.ndarray]:
