@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -17,13 +18,18 @@ def path(kind: str, about: str, weights: dict[str, torch.Tensor], *extra: bytes)
     from zoocodec.pipeline import zoo
 
     h = hashlib.sha256(about.encode())
+    add_tensors(h, weights)
+    for data in extra:
+        h.update(data)
+    return zoo.cache_dir() / kind / f"{h.hexdigest()[:32]}.safetensors"
+
+
+def add_tensors(h, weights: Mapping[str, torch.Tensor]) -> None:
+    """Feed hash `h` each tensor by name order: its name, dtype, shape and bytes."""
     for name in sorted(weights):
         w = weights[name].detach().contiguous().cpu()
         h.update(f"{name} {w.dtype} {tuple(w.shape)}".encode())
         h.update(w.reshape(-1).view(torch.uint8).numpy())
-    for data in extra:
-        h.update(data)
-    return zoo.cache_dir() / kind / f"{h.hexdigest()[:32]}.safetensors"
 
 
 def read(file: Path, names: tuple[str, ...]) -> tuple[torch.Tensor, ...] | None:

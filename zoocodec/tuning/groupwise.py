@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from zoocodec.codecs.ans import Ans
+from zoocodec.eval.refcache import add_tensors
 from zoocodec.methods import MethodSpec
 
 CANDIDATES = ((2, 32), (3, 32), (4, 32), (5, 32), (3, 128), (4, 128))  # (bits, weights per group)
@@ -60,9 +61,8 @@ class Groupwise:
 
     def _key(self, name: str) -> str:
         if name not in self._keys:
-            w = self.weights[name].detach().contiguous().cpu()
-            h = hashlib.blake2b(f"{name} {w.dtype} {tuple(w.shape)}".encode(), digest_size=16)
-            h.update(w.reshape(-1).view(torch.uint8).numpy())
+            h = hashlib.sha256()
+            add_tensors(h, {name: self.weights[name]})
             self._keys[name] = h.hexdigest()
         return self._keys[name]
 
@@ -81,6 +81,11 @@ class Groupwise:
             _MEASURED[key] = (mse, float(bits))
         return _MEASURED[key]
 
+    def _cost(self, name: str, spec: MethodSpec, per_bit: float) -> float:
+        """J of `name` under `spec` (any candidate, its own step too), priced by the ans model."""
+        mse, bits = self.measured(name, dataclasses.replace(spec, coder=Ans()))
+        return bits + self.weights[name].numel() * mse / per_bit
+
     def plan(self, plan: dict[str, MethodSpec], sensitivities: Mapping[str, object]) -> dict[str, MethodSpec]:
         """`plan` with each 2-D uniform tensor at its cheapest candidate at the plan's slope (a tensor of
         sensitivity 0 keeps its step: every weight already rounds to 0 there)."""
@@ -92,17 +97,15 @@ class Groupwise:
             s = np.asarray(sensitivities.get(name, 1.0), dtype=np.float64)
             if not (s > 0).any():
                 continue
-            n, d = w.numel(), spec.step
+            d = spec.step
             per_bit = 2 * math.log(2) * d * d / 12  # squared error worth one bit at this tensor's slope
-            mse, bits = self.measured(name, dataclasses.replace(spec, coder=Ans()))  # its own step, priced alike
-            best, cost = spec, bits + n * mse / per_bit
+            best, least = spec, self._cost(name, spec, per_bit)
             for b, g in CANDIDATES:
                 if w.shape[1] < g:
                     continue
                 cand = _grouped(spec, b, g)
-                mse, bits = self.measured(name, _grouped(dataclasses.replace(spec, coder=Ans()), b, g))
-                if bits + n * mse / per_bit < cost:
-                    best, cost = cand, bits + n * mse / per_bit
+                if (c := self._cost(name, cand, per_bit)) < least:
+                    best, least = cand, c
             out[name] = best
         return out
 
