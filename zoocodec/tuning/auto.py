@@ -88,6 +88,7 @@ PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivit
 RUNS_PER_SEARCH = 3  # runs one allocation strength's search takes, about (time-left estimate; minilm at 1%: 2-4)
 RUNS_PER_FINAL = 2
 FINETUNE_FACTOR, FINETUNE_TRIES = 2 ** (1 / 8), 4  # fine-tuning tries base steps up to sqrt(2)x the one found
+AIM = 0.97  # the search aims each next step where the bound would be this share of the budget
 ROUNDED_KEPT = 4  # plans whose data-aware rounding is kept (minilm: a full copy of the weights each)
 FINETUNE_SECONDS = 120.0  # fine-tuning's share of automatic mode's time (2 cores: minilm's whole run <= 5 min)
 # a word-embedding row's weight (its token's count + TOKEN_PRIOR, over the mean) is rounded to a power of
@@ -842,18 +843,18 @@ def _search(bound: Callable[[float], float], start: float, target: float, factor
             b = max(floor, hi[0] / max(factor, min(factor**4, 1 / _scale(hi[1], target))))
 
 
-def _scale(value: float, target: float, aim: float = 0.97) -> float:
-    """The factor on the step that would bring `value` to `aim` x `target` if the loss grew as the step
+def _scale(value: float, target: float) -> float:
+    """The factor on the step that would bring `value` to AIM x `target` if the loss grew as the step
     squared (a value at or below 0: the largest factor)."""
-    return math.sqrt(aim * target / value) if value > 0 else math.inf
+    return math.sqrt(AIM * target / value) if value > 0 else math.inf
 
 
 def _aim(lo: tuple[float, float], hi: tuple[float, float], target: float, margin: float) -> float:
     """A step between a passing `lo` and a failing `hi` (step, bound): where the log-log line through them
-    reaches 0.97 x target, kept `margin` (a factor) away from either end."""
+    reaches AIM x target, kept `margin` (a factor) away from either end."""
     (b0, v0), (b1, v1) = lo, hi
     if v0 > 0 and v1 > v0:
-        t = (math.log(0.97 * target) - math.log(v0)) / (math.log(v1) - math.log(v0))
+        t = (math.log(AIM * target) - math.log(v0)) / (math.log(v1) - math.log(v0))
         b = math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0)))
     else:
         b = math.sqrt(b0 * b1)
