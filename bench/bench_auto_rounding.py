@@ -37,6 +37,8 @@ from zoocodec.pipeline.modelio import to_torch
 from zoocodec.tuning.auto import auto_compress
 
 CONFIGS = {  # the most telling first: results are saved after every run. (method, rounding, lam, sequential)
+    "auto": (None, "gptq", 0.0, False),  # as `zoocodec compress --target-loss` and the head-to-head run it
+    "auto sequential": (None, "gptq", 0.0, True),
     "uniform gptq": ("uniform:coder=ctx", "gptq", 0.0, False),
     "uniform gptq sequential": ("uniform:coder=ctx", "gptq", 0.0, True),
     "dq+ctx nearest": ("dq:coder=ctx", "nearest", 0.0, False),
@@ -56,11 +58,20 @@ def nncodec_at(model: str, budget_pct: float) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def _read_sensitivities(path: Path | None) -> dict | None:
+    if path is None or not path.exists():
+        return None
+    return {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(path.read_text()).items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="fmnist-cnn")
     p.add_argument("--runs", default=",".join(RUNS), help="BUDGET_PCT:CONFIG, comma-separated, in order")
     p.add_argument("--name", default="auto-rounding", help="results file: bench/results/NAME-DATE.json")
+    p.add_argument("--sensitivities", type=Path,
+                   help="a JSON file of the measured sensitivities: read where it exists, else written after the "
+                        "first run (runs of one model in several invocations then measure them once)")
     args = p.parse_args()
     torch.set_num_threads(2)
     runs = [(float(r.split(":", 1)[0]), r.split(":", 1)[1]) for r in args.runs.split(",")]
@@ -71,7 +82,7 @@ def main() -> None:
     for model in args.models.split(","):
         tensors = {t.name: to_torch(t.array, t.dtype).clone() for t in load(model).tensors()}
         params = sum(t.numel() for t in tensors.values())
-        sens = None
+        sens = _read_sensitivities(args.sensitivities)
         for budget, label in runs:
             if any((r["model"], r["budget_pct"], r["config"]) == (model, budget, label) for r in result["rows"]):
                 continue
@@ -89,6 +100,8 @@ def main() -> None:
                     with zoocodec.Archive(path) as a:
                         stored = a.header["meta"]["auto"]["sensitivities"]
                     sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in stored.items()}
+                    if args.sensitivities is not None:
+                        args.sensitivities.write_text(json.dumps(stored))
                 bpw = 8 * path.stat().st_size / params
             nn = nncodec_at(model, budget)
             row = {"model": model, "budget_pct": budget, "config": label, "method": r.method,

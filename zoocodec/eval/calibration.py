@@ -31,6 +31,9 @@ class Calibration:
     names: dict[str, str]  # the module's parameter names -> the model's tensor names
     about: str
     count: int
+    # the same run in one batch, where the inputs allow it (images): what sequential rounding's hooks need
+    # (zoocodec.tuning.sequential: each layer rounded inside the forward, on all calibration inputs at once)
+    whole: Callable[[torch.nn.Module], object] | None = None
 
 
 def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> Calibration | None:
@@ -54,7 +57,7 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
     # batches of ~2M input values: the hooks unfold each convolution's input (k*k times its size)
     batch = max(1, min(256, 2**21 // inputs[0].numel()))
     return Calibration(net, lambda n: _logits(lambda: inputs, batch)(n, None), _names(net, weights),
-                       task.calibration_about, len(inputs))
+                       task.calibration_about, len(inputs), lambda n: _logits(lambda: inputs, len(inputs))(n, None))
 
 
 def for_runner(run, weights: dict[str, torch.Tensor], about: str) -> Calibration | None:

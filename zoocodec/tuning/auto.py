@@ -72,6 +72,7 @@ from zoocodec.pipeline.policy import for_decoder
 from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate, plan_bits
 from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, collect_on, eligible
 from zoocodec.tuning.gptq import collect_sequential, layers_of
+from zoocodec.tuning.sequential import collect_in_order
 
 BISECTIONS = 3  # the search on the search inputs brackets by 2, ends within 2**(1/8) of the largest step that passes
 FINAL_FACTOR, FINAL_ROUNDS = 2 ** (1 / 8), 2  # the search again on the whole calibration/search part: within 2**(1/32)
@@ -592,11 +593,16 @@ class _Search:
             if layered:
                 inputs_q = collect_sequential(cal.net, cal.run, cal.names, self.weights, plan, self.rounder.lam,
                                               self.rounder.damp)
+                how = "sequential, layer by layer"
+            elif cal.whole is not None:
+                inputs_q = collect_in_order(cal.net, cal.whole, cal.names, self.weights, plan, self.rounder.inputs,
+                                            self.rounder.lam, self.rounder.damp)
+                how = "sequential, in the forward's order"
             else:
                 inputs_q = collect_on(cal.net, cal.run, cal.names, self.decoded(plan)[0])
+                how = "sequential, one refresh"
             self.rounder = dataclasses.replace(self.rounder, inputs=inputs_q, _factors={})
             self._rounded.clear()
-            how = "sequential, layer by layer" if layered else "sequential, one refresh"
             self.calibration["layer_inputs"] = f"of the model quantized at base step {self.base:.4g} ({how})"
             self.say(f"rounding: layer inputs measured again on the model quantized at base step {self.base:.3g} "
                      f"({time.perf_counter() - t0:.1f} s)")

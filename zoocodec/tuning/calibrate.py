@@ -54,6 +54,9 @@ class LayerInputs:
     count: int  # input vectors measured (per group)
     # the 1-D tensor that absorbs the mean output error: (name, +1) a bias, (name, -1) a BN running mean
     bias: tuple[str, int] | None = None
+    # groups x d: the original model's mean input minus this one (inputs measured on a quantized model, whose
+    # drift W @ drift the bias correction also takes out); None: measured on the original
+    drift: np.ndarray | None = None
 
 
 def collect(net: torch.nn.Module, run: Callable[[torch.nn.Module], object],
@@ -73,17 +76,7 @@ def collect(net: torch.nn.Module, run: Callable[[torch.nn.Module], object],
             continue
         key = names[pname]
         sums[key] = [None, None, 0]
-
-        def hook(m, args, _out, key=key):
-            x = _patches(m, args[0].detach().float())  # float32 products per batch, summed in float64
-            rows = x.shape[0]
-            x = x.view(rows, getattr(m, "groups", 1), -1).transpose(0, 1)  # groups x rows x d
-            acc = sums[key]
-            xtx, s = (x.transpose(1, 2) @ x).double(), x.sum(1).double()
-            acc[0] = xtx if acc[0] is None else acc[0] + xtx
-            acc[1] = s if acc[1] is None else acc[1] + s
-            acc[2] += rows
-        hooks.append(mod.register_forward_hook(hook))
+        hooks.append(mod.register_forward_hook(lambda m, args, _out, key=key: accumulate(sums[key], m, args[0])))
     try:
         with torch.no_grad():
             run(net)
@@ -96,9 +89,28 @@ def collect(net: torch.nn.Module, run: Callable[[torch.nn.Module], object],
         key = names.get(pname)
         if key not in sums or sums[key][2] == 0:
             continue
-        xtx, s, n = sums[key]
-        out[key] = LayerInputs((xtx / n).numpy(), (s / n).numpy(), n, _bias_of(mname, mod, modules, order, names))
+        out[key] = inputs_of(sums[key], _bias_of(mname, mod, modules, order, names))
     return out
+
+
+def accumulate(acc: list, mod: torch.nn.Module, x: torch.Tensor, chunk: int | None = None) -> None:
+    """Add the sums of `mod`'s input batch `x` to `acc` ([sum x x^T, sum x, count], per group), `chunk`
+    inputs of the batch at a time (a convolution's unfolded patches are k*k times its input)."""
+    chunk = chunk or len(x)
+    for i in range(0, len(x), chunk):
+        p = _patches(mod, x[i:i + chunk].detach().float())  # float32 products per chunk, summed in float64
+        rows = p.shape[0]
+        p = p.view(rows, getattr(mod, "groups", 1), -1).transpose(0, 1)  # groups x rows x d
+        xtx, s = (p.transpose(1, 2) @ p).double(), p.sum(1).double()
+        acc[0] = xtx if acc[0] is None else acc[0] + xtx
+        acc[1] = s if acc[1] is None else acc[1] + s
+        acc[2] += rows
+
+
+def inputs_of(acc: list, bias: tuple[str, int] | None) -> LayerInputs:
+    """The LayerInputs of accumulated sums."""
+    xtx, s, n = acc
+    return LayerInputs((xtx / n).numpy(), (s / n).numpy(), n, bias)
 
 
 def collect_on(net: torch.nn.Module, run: Callable[[torch.nn.Module], object], names: Mapping[str, str],
@@ -274,8 +286,10 @@ class DataAware:
                 # the decoded weights, not the float64 grid: what the model will multiply by
                 hat = out[name].to(torch.float64).reshape(w.shape[0], -1).numpy()
                 bname, sign = li.bias
-                shifts[bname] = shifts.get(bname, 0.0) + sign * np.einsum("gpd,gd->gp", _by_group(w2 - hat, li),
-                                                                           li.mean).ravel()
+                mean_error = np.einsum("gpd,gd->gp", _by_group(w2 - hat, li), li.mean)
+                if li.drift is not None:
+                    mean_error = mean_error + np.einsum("gpd,gd->gp", _by_group(w2, li), li.drift)
+                shifts[bname] = shifts.get(bname, 0.0) + sign * mean_error.ravel()
         for bname, delta in shifts.items():
             b = weights[bname]
             out[bname] = (b.detach().to(torch.float64) + torch.from_numpy(delta)).to(b.dtype)
