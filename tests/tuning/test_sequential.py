@@ -53,3 +53,23 @@ def test_each_layer_is_measured_on_the_quantized_layers_before_it_and_the_roundi
     assert "_bn0.running_mean" in targets
     again = _logits(lambda: calib, len(calib))(build("effnet-lite0", reconstruct({**w, **targets}, plan)), None)
     assert torch.allclose(again, seen[0], atol=1e-4)
+
+
+def test_a_layer_seen_on_fewer_inputs_than_its_size_is_rounded_with_a_dampened_h(effnet, monkeypatch):
+    """The classifier (1,280 inputs, 24 crops): error feedback with H dampened by its mean diagonal lowers the
+    output error on other crops, and its bias absorbs the mean error; without FEW_DAMP it keeps nearest rounding."""
+    from zoocodec.tuning import calibrate
+    from zoocodec.tuning.calibrate import output_error
+
+    w, net, names, plan, calib = effnet
+    fc = {"_fc.weight": "_fc.weight", "_fc.bias": "_fc.bias"}
+    seen = collect(net, lambda n: _logits(lambda: calib, 8)(n, None), fc)["_fc.weight"]
+    other = collect(net, lambda n: _logits(lambda: data.photo_calibration()[24:64], 8)(n, None), fc)["_fc.weight"]
+    assert seen.count < seen.h.shape[-1]
+    targets = DataAware({"_fc.weight": seen}).targets(w, plan)
+    assert set(targets) == {"_fc.weight", "_fc.bias"}
+    wf = w["_fc.weight"].double().numpy()
+    nearest = reconstruct(w, plan)["_fc.weight"].double().numpy()
+    assert output_error(wf, targets["_fc.weight"].double().numpy(), other) < 0.95 * output_error(wf, nearest, other)
+    monkeypatch.setattr(calibrate, "FEW_DAMP", None)
+    assert DataAware({"_fc.weight": seen}).targets(w, plan) == {}
