@@ -8,7 +8,10 @@ once per configuration:
 - `uniform gptq`: the same grid, indices chosen with calibration inputs (zoocodec.tuning.calibrate);
 - `uniform gptq lam=L`: the same, rate-aware;
 - `uniform gptq sequential`: the same, the final rounding against the layer inputs of the model
-  quantized at the searched step (GPTQ's sequential order, one refresh).
+  quantized at the searched step (GPTQ's sequential order: layer by layer where the calibration runs in one
+  batch, zoocodec.tuning.sequential; else one refresh);
+- `auto ...`: automatic mode's own method and coder choice, as the head-to-head runs it; `few=nearest`
+  keeps a layer seen on fewer calibration inputs than its size at nearest rounding (calibrate.FEW_DAMP None).
 Every result is judged on the held-back half of the task's inputs (automatic mode's split)
 by the pessimistic end of the loss's 95% interval; bits/weight are those of the written file.
 NNCodec's bits/weight at each budget come from bench/results/head_to_head.json (interpolated
@@ -34,17 +37,22 @@ import torch
 from bench_common import RESULTS, machine, save
 from zoocodec.pipeline.core import load
 from zoocodec.pipeline.modelio import to_torch
+from zoocodec.tuning import calibrate
 from zoocodec.tuning.auto import auto_compress
 
 CONFIGS = {  # the most telling first: results are saved after every run. (method, rounding, lam, sequential)
     "auto": (None, "gptq", 0.0, False),  # as `zoocodec compress --target-loss` and the head-to-head run it
     "auto sequential": (None, "gptq", 0.0, True),
+    # a layer seen on fewer inputs than its size (effnet-lite0's classifier) at nearest rounding, as before FEW_DAMP
+    "auto few=nearest": (None, "gptq", 0.0, False, None),
+    "auto sequential few=nearest": (None, "gptq", 0.0, True, None),
     "uniform gptq": ("uniform:coder=ctx", "gptq", 0.0, False),
     "uniform gptq sequential": ("uniform:coder=ctx", "gptq", 0.0, True),
     "dq+ctx nearest": ("dq:coder=ctx", "nearest", 0.0, False),
     "uniform gptq lam=0.1": ("uniform:coder=ctx", "gptq", 0.1, False),
     "uniform nearest": ("uniform:coder=ctx", "nearest", 0.0, False),
 }
+FEW_DAMP = calibrate.FEW_DAMP
 MIN_SIZE = 64  # as bench/bench_head_to_head.py
 RUNS = ("1:uniform gptq", "0.5:uniform gptq", "1:uniform gptq lam=0.1", "1:dq+ctx nearest", "0.5:dq+ctx nearest",
         "1:uniform nearest", "0.5:uniform gptq lam=0.1")
@@ -86,7 +94,8 @@ def main() -> None:
         for budget, label in runs:
             if any((r["model"], r["budget_pct"], r["config"]) == (model, budget, label) for r in result["rows"]):
                 continue
-            method, rounding, lam, sequential = CONFIGS[label]
+            method, rounding, lam, sequential, *few = CONFIGS[label]
+            calibrate.FEW_DAMP = few[0] if few else FEW_DAMP
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "auto.zc"
                 start = time.perf_counter()
@@ -105,7 +114,8 @@ def main() -> None:
                 bpw = 8 * path.stat().st_size / params
             nn = nncodec_at(model, budget)
             row = {"model": model, "budget_pct": budget, "config": label, "method": r.method,
-                   "rounding": r.rounding, "rate_lam": lam, "sequential": sequential, "bits_per_weight": bpw,
+                   "rounding": r.rounding, "rate_lam": lam, "sequential": sequential, "few_damp": calibrate.FEW_DAMP,
+                   "bits_per_weight": bpw,
                    "file_bytes": r.report.file_bytes, "metric": r.metric, "value": r.value,
                    "baseline": r.baseline, "loss_pct": 100 * r.loss, "loss_high_pct": 100 * r.loss_high,
                    "inputs": r.inputs, "within": r.within, "base_step": r.base_step, "strength": r.strength,
