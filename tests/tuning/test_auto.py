@@ -232,6 +232,10 @@ def test_auto_mode_on_an_onnx_model_outside_the_zoo(digits_net, tmp_path, monkey
     assert summary["split"]["calibration_search"] == len(x) - len(held) and auto["split"] == summary["split"]
     assert summary["ratio"] > 4  # far smaller than 8 bits at a KL of at most 0.01 nats
     assert auto["rounding"]["rounding"] == "nearest" and "ONNX" in auto["rounding"]["why"]  # no torch module
+    # a coder per tensor, the one that wrote it smallest: the header counts what the tensors say
+    with zoocodec.Archive(out) as a:
+        written = [t["method"]["coder"]["coder"] for t in a.header["tensors"] if t["method"]["method"] == "uniform"]
+    assert auto["coders"] == {c: written.count(c) for c in set(written)} and set(written) <= {"ans", "ctx", "cabac"}
     # the written file gives the verified KL when evaluated against the original on the held-back inputs
     np.save(tmp_path / "held.npy", x[held])
     kl = next(m for m in evaluate_pair(path, out, tmp_path / "held.npy") if m.metric == "kl")
