@@ -1,0 +1,116 @@
+"""Rounding levers of automatic mode at fixed plans: what each buys at equal size, without the search's luck.
+
+A whole automatic-mode run ends wherever its step search lands, and on effnet-lite0 the loss moves by
++-15% between steps 2% apart (another rounding), so two runs differ by a few % of size whatever the lever.
+Here each lever rounds the *same* plans (the allocation at one strength, base steps around the one automatic
+mode finds), and the loss is measured on the calibration/search part of automatic mode's split (never the
+held-back part). Each point's size at the target loss follows from loss ~ step^2 (bits + log2(loss / target)
+/ 2), and the points of one configuration are averaged:
+- `nearest`: the method's own rounding;
+- `gptq`: error feedback against the original model's layer inputs, bias correction (the default until
+  2026-12-05), with a layer seen on fewer calibration inputs than its size at nearest rounding;
+- `gptq few`: the same, such layers (effnet-lite0's classifier) dampened by their mean diagonal (FEW_DAMP);
+- `sequential`, `sequential few`: every layer rounded against what the quantized layers before it give
+  (zoocodec.tuning.sequential, measured once at the middle step as automatic mode does), with the drift of
+  the mean input corrected too.
+Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
+
+    nice -n 10 python bench/bench_h2h_levers.py [--model effnet-lite0] [--strength 0.5] [--base 0.0057]
+        [--sensitivities sens.json] [--target 0.8]
+
+Writes bench/results/h2h-levers-YYYY-MM-DD.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench_common import machine, save
+from zoocodec.eval import calibration as C
+from zoocodec.eval.evaluate import evaluator, load_weights, metric_row, tasks_of
+from zoocodec.eval.tasks import subset
+from zoocodec.methods import parse_spec
+from zoocodec.tuning import calibrate
+from zoocodec.tuning.allocate import allocate, plan_bits
+from zoocodec.tuning.auto import _flatten, _one_d_where_it_pays, reconstruct, split
+from zoocodec.tuning.calibrate import DataAware, collect
+from zoocodec.tuning.sensitivity import measure, quantized_names
+from zoocodec.tuning.sequential import collect_in_order
+
+MIN_SIZE = 64  # as the head-to-head
+FACTORS = (0.9, 0.95, 1.0, 1.05, 1.1)  # base steps around --base
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="effnet-lite0")
+    p.add_argument("--strength", type=float, default=0.5)
+    p.add_argument("--base", type=float, default=0.0057)
+    p.add_argument("--target", type=float, default=0.8, help="loss in %% at which sizes are compared")
+    p.add_argument("--sensitivities", type=Path, help="JSON of measured sensitivities (else measured here)")
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    w = load_weights(a.model)
+    t = tasks_of(a.model)[0]
+    whole = evaluator(a.model, t)
+    own = whole.compare(None)
+    decide, _held = split(len(whole.ref_out), own[t.primary].groups)
+    ev = whole.part(decide)
+    if a.sensitivities and a.sensitivities.exists():
+        sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(a.sensitivities.read_text()).items()}
+    else:
+        sens_ev = whole.part(decide[subset(len(decide), t.sensitivity_limit).numpy()]) if t.sensitivity_limit else ev
+        sens = measure(sens_ev, w, quantized_names(w, MIN_SIZE))
+    cal = C.for_zoo(whole.arch, whole.folder, t, w)
+    original = collect(cal.net, cal.run, cal.names)
+    exact: dict[str, int] = {}
+
+    def plan_at(base: float):
+        plan = allocate(w, sensitivities=_flatten(sens, a.strength), base_step=base, method=parse_spec("uniform"),
+                        min_size=MIN_SIZE)
+        return _one_d_where_it_pays(w, plan, exact)
+
+    def sequential(few: float | None) -> dict:
+        calibrate.FEW_DAMP = few
+        return collect_in_order(cal.net, cal.whole, cal.names, w, plan_at(a.base), original)
+
+    t0 = time.perf_counter()
+    seq_few, seq_near = sequential(1.0), sequential(None)
+    seq_seconds = (time.perf_counter() - t0) / 2
+    configs = {"nearest": (None, None), "gptq": (original, None), "gptq few": (original, 1.0),
+               "sequential": (seq_near, None), "sequential few": (seq_few, 1.0)}
+    rows = []
+    for label, (inputs, few) in configs.items():
+        calibrate.FEW_DAMP = few
+        for f in FACTORS:
+            plan = plan_at(a.base * f)
+            targets = DataAware(inputs).targets(w, plan) if inputs is not None else {}
+            recon = reconstruct({**w, **targets}, plan)
+            m = metric_row("", t.name, t.primary, ev.compare(recon)[t.primary], t.primary in t.lower_is_better, True)
+            bits = plan_bits({**w, **targets}, plan) + 8 * sum(n for k, n in exact.items() if k not in plan)
+            bpw = bits / sum(v.numel() for v in w.values() if v.is_floating_point())
+            at_target = bpw + math.log2(m.loss / (a.target / 100)) / 2
+            rows.append({"config": label, "base_step": a.base * f, "bits_per_weight": bpw, "loss_pct": 100 * m.loss,
+                         "loss_high_pct": 100 * m.loss_high, "bpw_at_target": at_target})
+            print(json.dumps(rows[-1]), flush=True)
+    summary = {}
+    for label in configs:
+        xs = [r["bpw_at_target"] for r in rows if r["config"] == label]
+        summary[label] = {"bpw_at_target": float(np.mean(xs)), "spread": float(np.std(xs, ddof=1)),
+                          "vs_gptq": float(np.mean(xs)) / float(np.mean(
+                              [r["bpw_at_target"] for r in rows if r["config"] == "gptq"]))}
+        print(label, summary[label], flush=True)
+    save("h2h-levers", {"machine": machine(), "what": __doc__.split("\n\n")[0], "model": a.model,
+                        "strength": a.strength, "base": a.base, "target_pct": a.target,
+                        "judged_on": f"the {len(decide)} calibration/search inputs of automatic mode's split (seed 0)",
+                        "sequential_measure_seconds": seq_seconds, "rows": rows, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()
