@@ -74,7 +74,8 @@ def main() -> None:
     def plan_at(base: float):
         plan = allocate(w, sensitivities=_flatten(sens, a.strength), base_step=base, method=parse_spec("uniform"),
                         min_size=MIN_SIZE)
-        return _one_d_where_it_pays(w, plan, exact)
+        # as automatic mode: a tensor without a usable sensitivity (its noise broke the model) stays lossless
+        return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in sens}, exact)
 
     def sequential(few: float | None) -> dict:
         calibrate.FEW_DAMP = few

@@ -222,7 +222,8 @@ def best_method() -> str:
 
 def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = False,
                       log=lambda _msg: None, budgets=(1.0, 0.5, 0.1),
-                      one_embedding_step: bool = False) -> list[tuple[str, str, object]]:
+                      one_embedding_step: bool = False,
+                      measured: dict | None = None) -> list[tuple[str, str, object]]:
     """(tool, setting, write(path)) for the methods the registry holds now, bracketing NNCodec.
 
     `mode` is quick (one setting per tool), default, or full; `lean` leaves out the tools
@@ -234,6 +235,7 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
     (stored in its file's header): measuring them costs one evaluation per tensor.
     `one_embedding_step` also runs automatic mode at the widest budget with one step for a text model's
     word-embedding table (`token_rows=False`), so that what a step per row gains is measured in the same run.
+    `measured` (sensitivities as a file's header stores them) skips their measurement by the first automatic-mode run.
     """
     from zoocodec.eval.evaluate import evaluator
     from zoocodec.tuning.allocate import allocate
@@ -252,6 +254,9 @@ def zoocodec_settings(subject: Subject, judge: Judge, mode: str, lean: bool = Fa
 
     groups = embedding_groups(subject.tensors)
     shared: dict = {}
+    if measured:
+        shared["auto_sens"] = {k: np.array(v) if k in groups else v[0] for k, v in measured.items()}
+        shared["sens"] = {k: v for k, v in shared["auto_sens"].items() if k in quantized}
 
     def sensitivities() -> dict:
         if "sens" not in shared:  # automatic mode did not run or failed: measure here

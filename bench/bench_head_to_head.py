@@ -56,7 +56,7 @@ from zoocodec.methods import REGISTRY
 
 
 def bench_model(name: str, mode: str, log, lean: bool = False, budgets=(1.0, 0.5, 0.1),
-                one_embedding_step: bool = False) -> dict:
+                one_embedding_step: bool = False, sensitivities: dict | None = None) -> dict:
     subject = Subject.load(name)
     big = subject.fp32_bytes > 20e6
     judge = Judge(subject)
@@ -76,7 +76,8 @@ def bench_model(name: str, mode: str, log, lean: bool = False, budgets=(1.0, 0.5
             rows += run_nncodec(subject, judge, qps, work, repeat)
         else:
             result["nncodec_skipped"] = "no NNCodec environment (run bench/peers/setup_nncodec.sh)"
-        for tool, setting, write in zoocodec_settings(subject, judge, mode, lean, log, budgets, one_embedding_step):
+        for tool, setting, write in zoocodec_settings(subject, judge, mode, lean, log, budgets, one_embedding_step,
+                                                     sensitivities):
             log(f"{name}: {tool} {setting}")
             try:
                 rows.append(run_zoocodec(subject, judge, tool, setting, write, work, 1 if "auto" in tool else repeat))
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--one-embedding-step", action="store_true",
                    help="text models: also automatic mode at the widest budget with one step for the "
                         "word-embedding table (what a step per row gains, in the same run)")
+    p.add_argument("--sensitivities", type=Path,
+                   help="one model: automatic mode's sensitivities as a file's header stores them (JSON), measured "
+                        "before with the same code, instead of measuring them again")
     p.add_argument("--merge", action="store_true",
                    help="replace these models' entries in the existing results instead of starting anew")
     a = p.parse_args(argv)
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["models"] = [m for m in old["models"] if m["model"] not in models]
         start -= old.get("seconds", 0)
     for name in models:
-        results["models"].append(bench_model(name, mode, log, a.lean, a.budgets, a.one_embedding_step))
+        given = json.loads(a.sensitivities.read_text()) if a.sensitivities and len(models) == 1 else None
+        results["models"].append(bench_model(name, mode, log, a.lean, a.budgets, a.one_embedding_step, given))
         results["models"].sort(key=lambda m: ZOO.index(m["model"]) if m["model"] in ZOO else len(ZOO))
         results["seconds"] = time.perf_counter() - start
         save(results, a.out, stem)  # after every model: a long run that dies keeps what it measured
