@@ -16,9 +16,9 @@ held-back part). Each point's size at the target loss follows from loss ~ step^2
 Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
 
     nice -n 10 python bench/bench_h2h_levers.py [--model effnet-lite0] [--strength 0.5] [--base 0.0057]
-        [--sensitivities sens.json] [--target 0.8]
+        [--sensitivities sens.json] [--target 0.8] [--configs "gptq few,gptq few damp=0.1"] [--tag T]
 
-Writes bench/results/h2h-levers-YYYY-MM-DD.json.
+Writes bench/results/h2h-levers-YYYY-MM-DD[-T].json; `vs_first` is each configuration's size over the first's.
 """
 from __future__ import annotations
 
@@ -52,8 +52,11 @@ def main() -> None:
     p.add_argument("--model", default="effnet-lite0")
     p.add_argument("--strength", type=float, default=0.5)
     p.add_argument("--base", type=float, default=0.0057)
+    p.add_argument("--tag", default="", help="results file suffix")
     p.add_argument("--target", type=float, default=0.8, help="loss in %% at which sizes are compared")
     p.add_argument("--sensitivities", type=Path, help="JSON of measured sensitivities (else measured here)")
+    p.add_argument("--configs", default="nearest,gptq,gptq few,sequential,sequential few",
+                   help="comma-separated; also `gptq few damp=D`: H dampened by D of its mean diagonal (GPTQ: 0.01)")
     a = p.parse_args()
     torch.set_num_threads(2)
     w = load_weights(a.model)
@@ -81,17 +84,20 @@ def main() -> None:
         calibrate.FEW_DAMP = few
         return collect_in_order(cal.net, cal.whole, cal.names, w, plan_at(a.base), original)
 
+    labels = a.configs.split(",")
     t0 = time.perf_counter()
-    seq_few, seq_near = sequential(1.0), sequential(None)
-    seq_seconds = (time.perf_counter() - t0) / 2
+    seq = {few: sequential(few) for few, label in ((1.0, "sequential few"), (None, "sequential")) if label in labels}
+    seq_seconds = (time.perf_counter() - t0) / max(len(seq), 1)
     configs = {"nearest": (None, None), "gptq": (original, None), "gptq few": (original, 1.0),
-               "sequential": (seq_near, None), "sequential few": (seq_few, 1.0)}
+               "sequential": (seq.get(None), None), "sequential few": (seq.get(1.0), 1.0)}
     rows = []
-    for label, (inputs, few) in configs.items():
+    for label in labels:
+        inputs, few = configs.get(label.split(" damp=")[0])
+        damp = float(label.split(" damp=")[1]) if " damp=" in label else calibrate.DAMP
         calibrate.FEW_DAMP = few
         for f in FACTORS:
             plan = plan_at(a.base * f)
-            targets = DataAware(inputs).targets(w, plan) if inputs is not None else {}
+            targets = DataAware(inputs, damp=damp).targets(w, plan) if inputs is not None else {}
             recon = reconstruct({**w, **targets}, plan)
             m = metric_row("", t.name, t.primary, ev.compare(recon)[t.primary], t.primary in t.lower_is_better, True)
             bits = plan_bits({**w, **targets}, plan) + 8 * sum(n for k, n in exact.items() if k not in plan)
@@ -101,16 +107,16 @@ def main() -> None:
                          "loss_high_pct": 100 * m.loss_high, "bpw_at_target": at_target})
             print(json.dumps(rows[-1]), flush=True)
     summary = {}
-    for label in configs:
+    for label in labels:
         xs = [r["bpw_at_target"] for r in rows if r["config"] == label]
         summary[label] = {"bpw_at_target": float(np.mean(xs)), "spread": float(np.std(xs, ddof=1)),
-                          "vs_gptq": float(np.mean(xs)) / float(np.mean(
-                              [r["bpw_at_target"] for r in rows if r["config"] == "gptq"]))}
+                          "vs_first": float(np.mean(xs)) / float(np.mean(
+                              [r["bpw_at_target"] for r in rows if r["config"] == labels[0]]))}
         print(label, summary[label], flush=True)
-    save("h2h-levers", {"machine": machine(), "what": __doc__.split("\n\n")[0], "model": a.model,
+    save("h2h-levers", {"configs": labels, "machine": machine(), "what": __doc__.split("\n\n")[0], "model": a.model,
                         "strength": a.strength, "base": a.base, "target_pct": a.target,
                         "judged_on": f"the {len(decide)} calibration/search inputs of automatic mode's split (seed 0)",
-                        "sequential_measure_seconds": seq_seconds, "rows": rows, "summary": summary})
+                        "sequential_measure_seconds": seq_seconds, "rows": rows, "summary": summary}, a.tag)
 
 
 if __name__ == "__main__":
