@@ -32,7 +32,10 @@
    wider interval; then verify once on the held-back part. A step that fails there is
    shrunk and verified again, and the header counts how often (its interval is then no
    longer out of sample). A held-back part too small to resolve the budget is said so.
-6. Write the container with the decisions (split, sensitivities, strength, coder, base step,
+6. Give each planned tensor the coder (`ans`, `ctx`, `cabac`) that writes it in the fewest bytes,
+   encoded (the entropy model of step 4 leaves out a small tensor's table), where the user named
+   no coder; the values, hence the verified metric, do not change.
+7. Write the container with the decisions (split, sensitivities, strength, coder, base step,
    rounding and its calibration inputs, search trace) and the held-back metric with its 95%
    interval in its header (`meta["auto"]`).
 
@@ -82,8 +85,9 @@ CONTEXT_CODERS = tuple(n for n, c in CODERS.items() if c.context_model)  # price
 ROUNDINGS = ("gptq", "nearest")  # data-aware where calibration inputs exist, or each method's own
 HELD_BACK = 0.5  # of the inputs, never seen by calibration or search: the budget is verified on them alone
 SPLIT_SEED = 0
-# final rounding against the quantized model's layer inputs: no win measured (fmnist-cnn at 1%, one run each:
-# 1.756 bits/weight with it, 1.734 without; bench/results/auto-rounding-sequential-2026-12-04.json)
+# final rounding against the quantized model's layer inputs: no win measured (fmnist-cnn at 1%, one refresh, one
+# run each: 1.756 bits/weight with it, 1.734 without; bench/results/auto-rounding-sequential-2026-12-04.json;
+# effnet-lite0 in the forward's order, at five fixed plans: 0.2-0.3% larger at KL 0.008, h2h-levers-2026-12-05.json)
 SEQUENTIAL = False
 PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivities are measured
 RUNS_PER_SEARCH = 3  # runs one allocation strength's search takes, about (time-left estimate; minilm at 1%: 2-4)
@@ -247,7 +251,10 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     `rounding="gptq"` chooses the indices of a uniform method's grid with calibration inputs
     (`rate_lam` > 0: rate-aware, zoocodec.tuning.calibrate); "nearest" keeps the method's own.
     `sequential`: before the final search, each layer's inputs are measured again on the model
-    quantized at the step found (zoocodec.tuning.calibrate.collect_on), and the final rounding is against them.
+    quantized at the step found, and the final rounding is against them: layer by layer in the forward's order
+    where the calibration runs in one batch (zoo image classifiers: zoocodec.tuning.sequential), decoder layer
+    by decoder layer for causal LMs shaped like Llama (zoocodec.tuning.gptq), else one refresh
+    (zoocodec.tuning.calibrate.collect_on).
     `finetune`: after the search again, larger steps are tried with their steps, symbols and lossless 1-D
     tensors fine-tuned (zoocodec.tuning.finetune, `finetune_steps` optimiser steps each, on torch `device`,
     `finetune_seconds` in all);
