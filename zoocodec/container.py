@@ -8,8 +8,9 @@ Format version 3 (written now):
                u32 zero, b"ZCTRAILR", 32 zero bytes
 A segment in the header is [offset, length, [CRC32 of each `crc_chunk`-byte chunk]]
 (`crc_chunk` is a header field, 1 MiB by default), so reading a tensor checks only its own
-bytes, a chunk per thread (zlib-ng's CRC32, the same checksum as zlib's, releases the GIL: about
-30 GB/s a core here, against 7 GB/s for the system's zlib 1.2).
+bytes, a chunk per thread: the writer with zlib-ng's CRC32 (the same checksum as zlib's; it
+releases the GIL: about 30 GB/s a core here, against 7 GB/s for the system's zlib 1.2), the
+readers with the native engine's (as fast: native/crc32.cpp) on its own pool.
 Nothing hashes the whole file on open; `Container.verify` (`zoocodec verify`) checks
 every byte: each chunk, the zero padding, the header and the trailer.
 
@@ -318,25 +319,14 @@ class Container:
 
     def _first_bad(self, views: list[tuple[str, memoryview, Any]]) -> int | None:
         """The index of the first view whose bytes do not match their CRC32s (all chunks checked
-        before it returns: no thread holds a view afterwards)."""
+        before it returns: nothing holds a view afterwards). Format 3: every chunk of every view
+        on one pass of the native pool (no hand-off of each chunk to a Python thread)."""
         if self.version < 3:
             return next((i for i, (_, view, crc) in enumerate(views) if crc32(view) != crc), None)
-        chunk = self.crc_chunk
-        jobs = [(i, at) for i, (_, view, _) in enumerate(views) for at in range(0, len(view), chunk)]
-        tasks, size = [[]], 0  # consecutive chunks of about `chunk` bytes a task: small payloads share one
-        for i, at in jobs:
-            if size >= chunk:
-                tasks.append([])
-                size = 0
-            tasks[-1].append((i, at))
-            size += min(chunk, len(views[i][1]) - at)
+        from zoocodec.codecs import native
 
-        def crcs(task):
-            return [crc32(views[i][1][at : at + chunk]) for i, at in task]
-
-        threaded = len(tasks) > 1 and _threads() > 1  # (one thread: no hand-off to it)
-        got = [c for cs in (_pool().map(crcs, tasks) if threaded else map(crcs, tasks)) for c in cs]
-        return next((i for (i, at), c in zip(jobs, got, strict=True) if c != views[i][2][at // chunk]), None)
+        bad = native.engine().first_bad([(view, self.crc_chunk, crcs) for _, view, crcs in views])
+        return None if bad < 0 else bad
 
     def verify(self, skip: Iterable[int] = ()) -> int:
         """Check every byte of the file; returns the bytes checked. Version 3: each segment's

@@ -14,7 +14,9 @@
 #include <vector>
 
 #include "buffer.h"
+#include "crc32.h"
 #include "plan.h"
+#include "pool.h"
 #include "rans_bind.h"
 
 namespace nb = nanobind;
@@ -204,12 +206,56 @@ Array1<uint8_t> output_block(std::size_t n) {
   return Array1<uint8_t>(static_cast<uint8_t*>(p), {n}, owner);
 }
 
+// Index of the first of `payloads` whose bytes do not match their CRC32s, or -1. A payload is
+// (bytes-like, chunk, [CRC32 of each `chunk` bytes]); every chunk is checked on one pass of the
+// pool (container.py's format 3), so the decode that follows reads checked bytes.
+int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
+  struct Chunk {
+    std::size_t payload;
+    const uint8_t* data;
+    std::size_t size;
+    uint32_t crc;
+  };
+  std::vector<std::unique_ptr<InBuffer>> held;
+  std::vector<Chunk> chunks;
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
+    const nb::tuple& p = payloads[i];
+    if (p.size() != 3) throw std::invalid_argument("a payload is (bytes, chunk, crcs)");
+    held.emplace_back(new InBuffer(p[0]));
+    const auto chunk = nb::cast<uint64_t>(p[1]);
+    const auto crcs = nb::cast<std::vector<uint32_t>>(p[2]);
+    const std::size_t size = held.back()->size();
+    if (chunk == 0 || crcs.size() != (size + chunk - 1) / chunk)
+      throw std::invalid_argument("one CRC32 a chunk of the payload");
+    for (std::size_t k = 0; k < crcs.size(); ++k)
+      chunks.push_back({i, held.back()->data() + k * chunk, std::min<std::size_t>(chunk, size - k * chunk), crcs[k]});
+  }
+  std::vector<uint8_t> bad(chunks.size(), 0);  // (a byte a chunk: each written by its own task)
+  {
+    nb::gil_scoped_release release;
+    parallel_for(chunks.size(), threads, [&](std::size_t k) {
+      bad[k] = crc32(0, chunks[k].data, chunks[k].size) != chunks[k].crc;
+    });
+  }
+  for (std::size_t k = 0; k < chunks.size(); ++k)  // (chunks in payload order)
+    if (bad[k]) return static_cast<int64_t>(chunks[k].payload);
+  return -1;
+}
+
 }  // namespace
 
 void bind_plan(nb::module_& m) {
   m.def("output_block", &output_block, nb::arg("n"),
         "A uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch); "
         "the last freed one of up to 64 MiB is kept for the next call.");
+  m.def("crc32", [](nb::handle data, uint32_t crc) {
+    InBuffer in(data);
+    nb::gil_scoped_release release;
+    return zc::crc32(crc, in.data(), in.size());
+  }, nb::arg("data"), nb::arg("crc") = 0, "zlib.crc32(data, crc): the checksum the decode pass checks chunks with.");
+  m.def("first_bad", &first_bad, nb::arg("payloads"), nb::arg("threads") = 0,
+        "Index of the first (bytes, chunk, crcs) whose chunks do not match their CRC32s, or -1; every chunk "
+        "on one pass of the pool.");
   m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
         "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
