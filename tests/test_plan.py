@@ -173,3 +173,44 @@ def test_a_freed_output_block_serves_the_next_load_only_once_free(tmp_path):
     del first
     again = zoocodec.load(tmp_path / "1.zc")["w"]
     assert again.data_ptr() == address and torch.equal(again, models[1]["w"]) and torch.equal(second, again)
+
+
+def test_large_zstd_planes_inflate_beside_the_native_pass(tmp_path, monkeypatch):
+    """With 2 threads, a float-plane payload of ZSTD_AHEAD values or more has its zstd planes
+    inflated on a thread while the first native pass runs: the same values, and damage to such
+    a plane is one ContainerError naming the tensor, after which the file still closes."""
+    from zoocodec import plan
+    from zoocodec.codecs import floatplanes
+    from zoocodec.codecs.wire import Reader
+
+    g = np.random.default_rng(8)
+    n = plan.ZSTD_AHEAD + 4096
+    bits = (g.laplace(0, 0.03, n).astype(np.float32).view(np.uint32) & ~np.uint32(0xFF)) | (
+        np.arange(n, dtype=np.uint32) % 251)
+    w = bits.view(np.float32).reshape(-1, 64)
+    model = {"w": torch.from_numpy(w), "b": torch.from_numpy(w[0].copy())}
+    zoocodec.compress(model, tmp_path / "m.zc", "lossless", min_size=1 << 62)
+    ahead = []
+    real = floatplanes.frame
+    monkeypatch.setattr(floatplanes, "frame", lambda *a, **k: ahead.append(len(a[0])) or real(*a, **k))
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        assert floatplanes.has_zstd(a.container.segment("w", a.plan["w"].segments["data"]))
+        got = a.read_many(["w", "b"], threads=2)
+    assert got["w"].tobytes() == w.tobytes() and got["b"].tobytes() == w[0].tobytes()
+    assert ahead  # (inflated by frame, on the pool)
+    # a zstd plane's bytes damaged (the CRCs rewritten to match): named, and the file closes
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        seg = a.plan["w"].segments["data"]
+        payload = bytearray(a.container.segment("w", seg))
+    r = Reader(payload, "x")
+    r.uvarint(), r.byte()
+    while r.byte() != floatplanes.ZSTD:
+        r.take(r.uvarint())
+    r.uvarint()
+    payload[r.pos] ^= 0xFF  # the zstd plane's magic number
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        monkeypatch.setattr(a.container, "views", lambda items: [memoryview(bytes(payload))] + [
+            memoryview(a.container.segment(w, s)) for w, s in items[1:]])
+        monkeypatch.setattr(a.container, "release", lambda items, views: None)
+        with pytest.raises(ContainerError, match="tensor 'w'"):
+            a.read_many(["w"], threads=2)
