@@ -288,7 +288,7 @@ def test_long_merges_stream_the_same_values(dtype, n):
     g = np.random.default_rng(n)
     v = g.laplace(0, 0.02, n).astype(dtype)
     low = v.view(np.uint32 if dtype == np.float32 else np.uint16)
-    for values in (v, (low & low.dtype.type(~0xFF)).view(dtype)):  # (a zero low plane: codes to a constant)
+    for values in (v, (low & ~low.dtype.type(0xFF)).view(dtype)):  # (a zero low plane: codes to a constant)
         for huffman in (False, True):
             coded = floatplanes.encode(values, threads=2, huffman=huffman)
             for threads in (1, 2):
