@@ -171,9 +171,9 @@ void release_block(void* p) noexcept {
   Kept& k = kept();
   {
     std::lock_guard<std::mutex> guard(k.lock);
-    if (b->second <= KEEP && !k.block) {
-      k.block = b->first, k.size = b->second;
-      b->first = nullptr;
+    if (b->second <= KEEP) {  // the last freed one is kept (the one kept before is freed instead)
+      std::swap(k.block, b->first);
+      k.size = b->second;
     }
   }
   std::free(b->first);
