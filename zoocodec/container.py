@@ -278,19 +278,26 @@ class Container:
         self._check([(where, memoryview(data), seg[2]) for (where, seg), data in zip(items, copies, strict=True)])
         return copies
 
-    def views(self, items: Iterable[tuple[str, Segment]]) -> list[memoryview]:
+    def views(self, items: Iterable[tuple[str, Segment]], check: bool = True) -> list[memoryview]:
         """Payloads as read-only views of the mapped file (no copy), their chunks CRC-checked on
-        threads together. Hand them back to `release` once decoded: the mapping cannot close
-        while a view lives, and their pages stay resident until then."""
+        threads together (`check` False: the caller checks them, as plan.decode does on its pass).
+        Hand them back to `release` once decoded: the mapping cannot close while a view lives, and
+        their pages stay resident until then."""
         items = list(items)
         with memoryview(self._buffer) as whole:
             views = [whole[offset : offset + length] for _, (offset, length, _) in items]
         try:
-            self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
+            if check:
+                self.check(items, views)
         except BaseException:
             self.release(items, views)
             raise
         return views
+
+    def check(self, items: list[tuple[str, Segment]], views: list[memoryview]) -> None:
+        """Raise ContainerError naming the first of `views` (of views(items, check=False)) whose
+        bytes do not match their CRC32s."""
+        self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
 
     def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview]) -> None:
         """End `views` (from views(items)) and drop their pages from this process's resident set."""

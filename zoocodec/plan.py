@@ -147,10 +147,15 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
 
 
 def decode(
-    jobs: list[tuple[TensorEntry, Affine | Lookup | Planes, bytes]], threads: int = 0
+    jobs: list[tuple[TensorEntry, Affine | Lookup | Planes, bytes]], threads: int = 0,
+    checks: list[tuple[str, memoryview, int, list[int], int]] = (),
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every job in one native pass (the float-plane tasks of Planes jobs beside the substreams of
     the others) -> ({name: array}, names the native decoder left to the method's own decode).
+    `checks`: payloads (who, bytes, chunk, CRC32 of each chunk, index of the job that reads them or
+    -1) whose chunks the same pass checks, each just before its job's tasks (which then read the
+    bytes from cache, not memory); a mismatch raises ContainerError naming the first such payload,
+    before any decoding error.
     Float-plane frames with zstd-coded planes are split (and inflated) here, then decoded in a
     second native pass; with more than one thread, those of ZSTD_AHEAD values or more are
     inflated on threads while the first pass runs (python-zstandard releases the GIL): on the
@@ -182,7 +187,15 @@ def decode(
                          KINDS[e.dtype], out.reshape(-1)))
             taken.append(i)
         left, inflated = [], []
-        results = native.engine().decode_fused(args, threads) if args else []
+        if checks:
+            at = {job: n for n, job in enumerate(taken)}  # (a job inflated ahead: its payload checked first)
+            payloads = [(view, chunk, crcs, at.get(job, -1)) for _, view, chunk, crcs, job in checks]
+            bad, results = native.engine().decode_checked(args, payloads, threads)
+            del payloads
+            if bad >= 0:
+                raise ContainerError(f"payload of {checks[bad][0]} is corrupt (CRC mismatch)")
+        else:
+            results = native.engine().decode_fused(args, threads) if args else []
         del args
         for i, (status, error) in zip(taken, results, strict=True):
             e, job, payload = jobs[i]

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "crc32.h"
 #include "floatplanes.h"
 #include "pool.h"
 #include "rans_avx2.h"
@@ -138,8 +139,9 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
 
 // Substreams first .. first + count of a fused job (count > 1: a group the vector decoder
 // advances together, rans_avx2.h); for a constant stream (L == 0), runs of 2^16 symbols instead.
-// For a planes job (count 0): its task `first`.
+// For a planes job: its task `first`. For a check: checks[job].
 struct Item {
+  enum Kind : uint8_t { FUSED, PLANES, CHECK } kind;
   std::size_t job, first, count;
 };
 
@@ -178,7 +180,8 @@ bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
 
 }  // namespace
 
-void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads) {
+void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, const std::vector<Ref>& order,
+            std::vector<Check>* checks) {
   std::vector<ans::Frame> frames(jobs.size());
   std::vector<Item> items;
   std::vector<planes::Merge> merges(planes.size());
@@ -210,21 +213,52 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads) 
       a.error = e.what();
     }
   });
-  for (std::size_t t = 0; t < planes.size(); ++t)
-    if (!planes[t].status)
-      for (std::size_t i = 0; i < merges[t].tasks; ++i) items.push_back({t, i, 0});
-  for (std::size_t t = 0; t < jobs.size(); ++t) {
-    if (jobs[t].status) continue;
+  auto add = [&](Ref r) {
+    const std::size_t t = r.index;
+    if (r.planes) {
+      if (!planes[t].status)
+        for (std::size_t i = 0; i < merges[t].tasks; ++i) items.push_back({Item::PLANES, t, i, 0});
+      return;
+    }
+    if (jobs[t].status) return;
     const rans::Parsed& p = frames[t].stream;
     const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / (uint64_t(1) << 16) + 1 : p.body.size();
     const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
-    for (std::size_t i = 0; i < parts; i += group) items.push_back({t, i, std::min(group, parts - i)});
+    for (std::size_t i = 0; i < parts; i += group) items.push_back({Item::FUSED, t, i, std::min(group, parts - i)});
+  };
+  std::vector<std::size_t> by_job;  // checks by the job they precede
+  if (checks) {
+    by_job.resize(checks->size());
+    for (std::size_t c = 0; c < by_job.size(); ++c) by_job[c] = c;
+    std::stable_sort(by_job.begin(), by_job.end(),
+                     [&](std::size_t a, std::size_t b) { return (*checks)[a].before < (*checks)[b].before; });
   }
+  std::size_t next = 0;
+  auto checks_before = [&](int64_t job) {
+    for (; next < by_job.size() && (*checks)[by_job[next]].before <= job; ++next)
+      items.push_back({Item::CHECK, by_job[next], 0, 0});
+  };
+  checks_before(-1);
+  if (order.empty()) {
+    for (std::size_t t = 0; t < planes.size(); ++t) add({true, t});
+    for (std::size_t t = 0; t < jobs.size(); ++t) add({false, t});
+  } else {
+    for (std::size_t k = 0; k < order.size(); ++k) {
+      checks_before(static_cast<int64_t>(k));
+      add(order[k]);
+    }
+  }
+  checks_before(INT64_MAX);
   std::vector<std::exception_ptr> failed(jobs.size()), failed_planes(planes.size());
   std::mutex failing;
   parallel_for(items.size(), threads, [&](std::size_t k) {
     const Item it = items[k];
-    if (it.count == 0) {
+    if (it.kind == Item::CHECK) {
+      Check& c = (*checks)[it.job];
+      c.bad = crc32(0, c.data, c.size) != c.crc;
+      return;
+    }
+    if (it.kind == Item::PLANES) {
       try {
         planes::run_task(merges[it.job], it.first);
       } catch (...) {

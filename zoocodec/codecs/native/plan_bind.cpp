@@ -33,13 +33,26 @@ using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 // payload either the frame or a list of its planes split already, (mode 0 raw | 1 rANS, bytes).
 // Returns (status, error) per job: 0 decoded, 1 not taken (packed or wide-alphabet frames, or
 // zstd-coded planes: the Python coders decode those), 2 corrupt.
-std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tuple>& jobs, int threads) {
+struct Batch {
   std::vector<std::unique_ptr<InBuffer>> held;
   std::vector<Steps> steps;
   std::vector<Out> outs;
   std::vector<plan::Fused> work;
   std::vector<plan::Planes> planes;
-  std::vector<std::pair<bool, std::size_t>> where;  // each job: (a planes job?, its index there)
+  std::vector<plan::Ref> order;  // each job: a planes job or a fused one, its index there
+
+  std::vector<std::tuple<int, std::string>> results() const {
+    std::vector<std::tuple<int, std::string>> out;
+    for (const plan::Ref& r : order)
+      out.emplace_back(r.planes ? planes[r.index].status : work[r.index].status,
+                       r.planes ? planes[r.index].error : work[r.index].error);
+    return out;
+  }
+};
+
+Batch batch_of(const std::vector<nb::tuple>& jobs) {
+  Batch b;
+  auto& [held, steps, outs, work, planes, order] = b;
   for (const nb::tuple& j : jobs) {
     if (j.size() != 7 && j.size() != 4)
       throw std::invalid_argument("a job is (payload, count, values, row_len, k, kind, out) or (payload, count, "
@@ -68,7 +81,7 @@ std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tup
       a.count = nb::cast<uint64_t>(j[1]);
       if (outs.back().nbytes() != a.count * a.width) throw std::invalid_argument("output of the wrong size");
       a.out = outs.back().data();
-      where.emplace_back(true, planes.size() - 1);
+      order.push_back({true, planes.size() - 1});
       continue;
     }
     held.emplace_back(new InBuffer(j[0]));
@@ -87,16 +100,55 @@ std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tup
     if (a.rows < 1 || (a.k && a.rows * a.k != steps.back().shape(0))) throw std::invalid_argument("bad values");
     if (outs.back().nbytes() != a.count * width) throw std::invalid_argument("output of the wrong size");
     a.out = outs.back().data();
-    where.emplace_back(false, work.size() - 1);
+    order.push_back({false, work.size() - 1});
+  }
+  return b;
+}
+
+std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tuple>& jobs, int threads) {
+  Batch b = batch_of(jobs);
+  {
+    nb::gil_scoped_release release;
+    plan::decode(b.work, b.planes, threads, b.order);
+  }
+  return b.results();
+}
+
+// decode_fused with the payloads' CRC32 chunks checked on the same pass, each payload's just
+// before the tasks of the job it names (its bytes then read from cache by the decoder).
+// payloads: (bytes, chunk, [CRC32 of each `chunk` bytes], job index or -1). Returns (index of
+// the first payload with a wrong chunk or -1, the jobs' results, meaningless where it is not -1).
+std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> decode_checked(const std::vector<nb::tuple>& jobs,
+                                                                             const std::vector<nb::tuple>& payloads,
+                                                                             int threads) {
+  Batch b = batch_of(jobs);
+  std::vector<plan::Check> checks;
+  std::vector<std::size_t> owner;  // each check's payload
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
+    const nb::tuple& p = payloads[i];
+    if (p.size() != 4) throw std::invalid_argument("a payload is (bytes, chunk, crcs, job)");
+    b.held.emplace_back(new InBuffer(p[0]));
+    const auto chunk = nb::cast<uint64_t>(p[1]);
+    const auto crcs = nb::cast<std::vector<uint32_t>>(p[2]);
+    const auto before = nb::cast<int64_t>(p[3]);
+    const std::size_t size = b.held.back()->size();
+    if (chunk == 0 || crcs.size() != (size + chunk - 1) / chunk)
+      throw std::invalid_argument("one CRC32 a chunk of the payload");
+    if (before < -1 || before >= static_cast<int64_t>(jobs.size())) throw std::invalid_argument("no such job");
+    for (std::size_t k = 0; k < crcs.size(); ++k) {
+      checks.push_back({b.held.back()->data() + k * chunk, std::min<std::size_t>(chunk, size - k * chunk), crcs[k],
+                        before});
+      owner.push_back(i);
+    }
   }
   {
     nb::gil_scoped_release release;
-    plan::decode(work, planes, threads);
+    plan::decode(b.work, b.planes, threads, b.order, &checks);
   }
-  std::vector<std::tuple<int, std::string>> result;
-  for (auto [is_planes, i] : where)
-    result.emplace_back(is_planes ? planes[i].status : work[i].status, is_planes ? planes[i].error : work[i].error);
-  return result;
+  int64_t bad = -1;
+  for (std::size_t c = 0; c < checks.size() && bad < 0; ++c)  // (chunks in payload order)
+    if (checks[c].bad) bad = static_cast<int64_t>(owner[c]);
+  return {bad, b.results()};
 }
 
 // A parsed rANS stream for a GPU decoder's host side: (lo, L, constant, freq uint32[nsym],
@@ -260,6 +312,9 @@ void bind_plan(nb::module_& m) {
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
         "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
         "(status, error) per job.");
+  m.def("decode_checked", &decode_checked, nb::arg("jobs"), nb::arg("payloads"), nb::arg("threads") = 0,
+        "decode_fused, with each payload's (bytes, chunk, crcs, job) CRC32 chunks checked on the same pass just "
+        "before that job's tasks; (index of the first payload whose chunks do not match or -1, results).");
   m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
         "(lo, indices) of an ans payload's rANS frame, or None for packed and wide-alphabet frames.");
   m.def("rans_frame", &rans_frame, nb::arg("data"), nb::arg("count"),
