@@ -35,6 +35,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zstandard
 from zlib_ng.zlib_ng import crc32
 
@@ -351,17 +352,19 @@ class Container:
                 raise ContainerError(f"{self.path}: checksum mismatch (the file is corrupt or truncated)")
             return size
         skip = set(skip)
-        segs = sorted(self.all_segments(), key=lambda s: s[1][0])
+        every = self._segments()
+        segs = sorted(((owner, key, s) for owner, key, s in every if s.offset not in skip), key=lambda s: s[2].offset)
         t = size - TRAILER_SIZE
         header_offset, header_len = struct.unpack_from("<QQ", self._buffer, t)
-        spans = [(0, ALIGN)] + [(s[0], s[1]) for _, s in segs] + [(header_offset, header_len), (t, TRAILER_SIZE)]
+        spans = [(0, ALIGN)] + [(s.offset, s.length) for _, _, s in every] + [(header_offset, header_len),
+                                                                                (t, TRAILER_SIZE)]
         spans.sort()
-        for (a, alen), (b, _) in pairwise(spans):
-            if not _zeros(self._buffer, a + alen, b):
-                raise ContainerError(f"{self.path}: corrupt padding at byte {a + alen}")
+        bad = self._nonzero_padding([(a + alen, b) for (a, alen), (b, _) in pairwise(spans) if b > a + alen])
+        if bad is not None:
+            raise ContainerError(f"{self.path}: corrupt padding at byte {bad}")
         checked = 0
         for start in range(0, len(segs), 64):  # a batch of segments mapped at a time
-            batch = [(where, s) for where, s in segs[start : start + 64] if s[0] not in skip]
+            batch = [(_who(owner, key), s) for owner, key, s in segs[start : start + 64]]
             with memoryview(self._buffer) as view:
                 views = [(where, view[s[0] : s[0] + s[1]], s[2]) for where, s in batch]
                 bad = self._first_bad(views)
@@ -375,10 +378,38 @@ class Container:
                 checked += s[1]
         return checked
 
+    def _nonzero_padding(self, gaps: list[tuple[int, int]]) -> int | None:
+        """The start of the first gap [start, end) that holds a non-zero byte, or None. The gaps a
+        writer leaves (under ALIGN bytes each: hundreds in a model) are read in one NumPy gather;
+        longer ones, which only a damaged or forged file has, a block at a time."""
+        short = np.array([g for g in gaps if g[1] - g[0] < ALIGN], dtype=np.int64).reshape(-1, 2)
+        if len(short):
+            whole = np.frombuffer(self._buffer, dtype=np.uint8)
+            try:
+                at = short[:, :1] + np.arange(ALIGN)
+                inside = at < short[:, 1:]
+                dirty = (whole[np.where(inside, at, 0)] != 0) & inside
+            finally:
+                del whole  # (the mapping cannot close while an array of it lives)
+            rows = np.flatnonzero(dirty.any(axis=1))
+            first = int(short[rows[0], 0]) if len(rows) else None
+        else:
+            first = None
+        for start, end in gaps:
+            if end - start >= ALIGN and (first is None or start < first) and not _zeros(self._buffer, start, end):
+                first = start
+                break
+        return first
+
     def all_segments(self) -> list[tuple[str, Segment]]:
         """Every payload segment the header names: (who, segment)."""
-        out = [(f"{e.where} ({k})", s) for e in self.head.tensors for k, s in e.segments.items()]
-        return out + [(f"file {name!r}", s) for name, s in self.head.files.items()]
+        return [(_who(owner, key), s) for owner, key, s in self._segments()]
+
+    def _segments(self) -> list[tuple[Any, str, Segment]]:
+        """Every payload segment: (its tensor entry, or None for an attached file; its stream or
+        file name; the segment). all_segments names them (hundreds of names a load never shows)."""
+        out = [(e, k, s) for e in self.head.tensors for k, s in e.segments.items()]
+        return out + [(None, name, s) for name, s in self.head.files.items()]
 
     def file_sizes(self) -> dict[str, int]:
         """Each attached file's size as its zstd frame declares it, checked against what compress attaches."""
@@ -403,6 +434,11 @@ class Container:
         if self._buffer is not None:
             self._buffer.close()
             self._buffer = None
+
+
+def _who(owner, key: str) -> str:
+    """A segment's name in errors: its tensor and stream, or its attached file."""
+    return f"file {key!r}" if owner is None else f"{owner.where} ({key})"
 
 
 def _zeros(buf, start: int, end: int) -> bool:
