@@ -440,11 +440,14 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
             return t
 
         if out is None:  # the rest in batches of one native pass each (Archive.read_many)
-            host = a.read_many([n for n in a.names() if n not in on_device])
+            host = a.read_many([n for n in a.plan if n not in on_device])
             tensors = {}
-            for name in a.names():
-                tensors[name] = on_device.pop(name) if name in on_device else to_torch(
-                    host.pop(name), a.plan[name].dtype).to(dev.torch)
+            for name, e in a.plan.items():
+                if name in on_device:
+                    tensors[name] = on_device.pop(name)
+                else:
+                    t = to_torch(host.pop(name), e.dtype)
+                    tensors[name] = t.to(dev.torch) if dev.is_gpu else t
                 if progress:
                     progress(name)
             return tensors | {alias: tensors[name] for alias, name in a.aliases.items()}  # tied: one tensor
