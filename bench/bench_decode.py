@@ -92,7 +92,8 @@ def threaded(threads: int, fn):
     return call
 
 
-PARALLEL = ("native decode pass", "CRC32 chunks")  # the phases that run on the native pool
+PARALLEL = ("native decode pass", "CRC32 chunks")  # the phases that run on the native pool (CRCs: on its own
+# pass where the decoding pass does not check them)
 
 
 def phases(path: Path, threads: int, repeats: int) -> dict:
@@ -113,6 +114,7 @@ def phases(path: Path, threads: int, repeats: int) -> dict:
                (plan, "fused_job", "jobs from the header"),
                (plan, "decode", "plan.decode (native pass included)"),
                (native.engine(), "decode_fused", "native decode pass"),
+               (native.engine(), "decode_checked", "native decode pass"),  # (chunk CRCs on the same pass)
                (container.Container, "release", "mapping released"),
                (core, "to_torch", "to torch"),
                (container.Container, "close", "close")]
