@@ -237,3 +237,20 @@ def test_damage_is_named_as_a_crc_mismatch_by_the_pass_that_checks_it(tmp_path, 
         (tmp_path / "bad.zc").write_bytes(bytes(bad))
         with pytest.raises(ContainerError, match=rf"payload of tensor '{name}' is corrupt \(CRC mismatch\)"):
             zoocodec.load(tmp_path / "bad.zc")
+
+
+def test_an_output_block_faulted_in_on_a_thread_and_a_declined_slot_given_back():
+    """output_block(prefault=True) faults a fresh block's pages in on a thread while the caller
+    writes it (MADV_POPULATE_WRITE writes nothing: what the caller wrote stays); discard gives the
+    whole pages inside an array back, and they read as zeros."""
+    eng = native.engine()
+    for _ in range(3):
+        block = eng.output_block(24 << 20, True)
+        block[::4096] = 7  # (beside the faulting thread)
+        assert (block[::4096] == 7).all()
+        del block
+    block = eng.output_block(24 << 20, True)
+    slot = block[5000 : 5000 + 3 * 4096]
+    slot[:] = 9
+    eng.discard(slot)
+    assert (slot[:3192] == 9).all() and (slot[3192 : 3192 + 8192] == 0).all() and (slot[3192 + 8192 :] == 9).all()

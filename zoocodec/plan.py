@@ -146,16 +146,32 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
     return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
 
 
+def outputs(entries: list[TensorEntry], threads: int = 0) -> tuple[np.ndarray, dict[str, int]]:
+    """(one block for the decoded values of `entries`, on huge pages, {name: where each starts}):
+    faulting in many small arrays page by page cost about as much as decoding them (the arrays are
+    views: the block lives while any of them does). With 2+ threads a fresh block's pages are
+    faulted in on a thread of its own while the caller prepares the decoding pass (native
+    output_block's `prefault`), so that the pass does not."""
+    from zoocodec.methods.lossless import native_dtype
+
+    spans = [-(-e.numel * native_dtype(e.dtype).itemsize // ALIGN) * ALIGN for e in entries]
+    ends = np.cumsum(spans)
+    workers = threads if threads > 0 else native.default_threads()
+    block = native.engine().output_block(int(ends[-1]) if entries else 0, workers > 1)
+    return block, {e.name: int(end) - span for e, span, end in zip(entries, spans, ends, strict=True)}
+
+
 def decode(
     jobs: list[tuple[TensorEntry, Affine | Lookup | Planes, bytes]], threads: int = 0,
     checks: list[tuple[str, memoryview, int, list[int], int]] = (),
+    out: tuple[np.ndarray, dict[str, int]] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every job in one native pass (the float-plane tasks of Planes jobs beside the substreams of
     the others) -> ({name: array}, names the native decoder left to the method's own decode).
     `checks`: payloads (who, bytes, chunk, CRC32 of each chunk, index of the job that reads them or
     -1) whose chunks the same pass checks, each just before its job's tasks (which then read the
     bytes from cache, not memory); a mismatch raises ContainerError naming the first such payload,
-    before any decoding error.
+    before any decoding error. `out`: outputs() of the jobs' entries (or of more), made here if None.
     Float-plane frames with zstd-coded planes are split (and inflated) here, then decoded in a
     second native pass; with more than one thread, those of ZSTD_AHEAD values or more are
     inflated on threads while the first pass runs (python-zstandard releases the GIL): on the
@@ -164,16 +180,13 @@ def decode(
     from zoocodec.codecs import floatplanes
     from zoocodec.methods.lossless import native_dtype
 
-    # one block on huge pages for every output: faulting in many small arrays page by page cost
-    # about as much as decoding them (the arrays are views: the block lives while any of them does)
-    dtypes = [native_dtype(e.dtype) for e, _, _ in jobs]
-    ends = np.cumsum([-(-e.numel * dt.itemsize // ALIGN) * ALIGN for (e, _, _), dt in zip(jobs, dtypes, strict=True)])
-    block = native.engine().output_block(int(ends[-1]) if jobs else 0)
+    block, starts = outputs([e for e, _, _ in jobs], threads) if out is None else out
     workers = threads if threads > 0 else native.default_threads()
     outs, args, taken, ahead = {}, [], [], {}  # ahead: job index -> its planes, being inflated
     try:
-        for i, ((e, job, payload), dt, end) in enumerate(zip(jobs, dtypes, ends, strict=True)):
-            start = int(end) - -(-e.numel * dt.itemsize // ALIGN) * ALIGN
+        for i, (e, job, payload) in enumerate(jobs):
+            dt = native_dtype(e.dtype)
+            start = starts[e.name]
             outs[e.name] = out = block[start : start + e.numel * dt.itemsize].view(dt).reshape(e.shape)
             if isinstance(job, Planes):
                 if workers > 1 and e.numel >= ZSTD_AHEAD and floatplanes.has_zstd(payload):
@@ -209,7 +222,7 @@ def decode(
                     raise ContainerError(f"{e.where}: {err}") from None
                 inflated.append((e, parts))
             elif status == 1:
-                del outs[e.name]
+                native.engine().discard(outs.pop(e.name).reshape(-1).view(np.uint8))  # (faulted in for nothing)
                 left.append(e.name)
         for i, planes in ahead.items():
             e = jobs[i][0]

@@ -364,9 +364,8 @@ class Archive(ArchiveBase):
                 try:
                     for e in batch:
                         with self._named(e.where):
-                            spec = e.spec
                             budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
-                            job = plan.fused_job(spec, e, segments[e.name])
+                            job = plan.fused_job(e.spec, e, segments[e.name])
                         if job is None:
                             rest.append(e.name)
                         else:
@@ -375,6 +374,7 @@ class Archive(ArchiveBase):
                     if on_pass:  # (side info read unchecked: a damaged payload is named as such first)
                         self.container.check(items, views)
                     raise
+                block = plan.outputs([e for e, _, _ in fused], threads)  # (faulted in meanwhile: 2+ threads)
                 checks = []
                 if on_pass:
                     index = {e.name: i for i, (e, _, _) in enumerate(fused)}
@@ -382,10 +382,10 @@ class Archive(ArchiveBase):
                     checks = [(where, view, self.container.crc_chunk, seg.crc, index.get(e.name, -1))
                               for (where, seg), view, e in zip(items, views, owners, strict=True)]
                 try:
-                    arrays, left = plan.decode(fused, threads, checks)
+                    arrays, left = plan.decode(fused, threads, checks, block)
                 except ContainerError as err:
                     raise ContainerError(f"{self.container.path}: {err}") from None
-                del fused
+                del fused, block
                 entries = {e.name: e for e in batch}
                 for name in rest + left:
                     copies = {k: bytes(v) for k, v in segments.pop(name).items()}
