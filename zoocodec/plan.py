@@ -164,14 +164,14 @@ def outputs(entries: list[TensorEntry], threads: int = 0) -> tuple[np.ndarray, d
 def decode(
     jobs: list[tuple[TensorEntry, Affine | Lookup | Planes, bytes]], threads: int = 0,
     checks: list[tuple[str, memoryview, int, list[int], int]] = (),
-    out: tuple[np.ndarray, dict[str, int]] | None = None,
+    into: tuple[np.ndarray, dict[str, int]] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every job in one native pass (the float-plane tasks of Planes jobs beside the substreams of
     the others) -> ({name: array}, names the native decoder left to the method's own decode).
     `checks`: payloads (who, bytes, chunk, CRC32 of each chunk, index of the job that reads them or
     -1) whose chunks the same pass checks, each just before its job's tasks (which then read the
     bytes from cache, not memory); a mismatch raises ContainerError naming the first such payload,
-    before any decoding error. `out`: outputs() of the jobs' entries (or of more), made here if None.
+    before any decoding error. `into`: outputs() of the jobs' entries (or of more), made here if None.
     Float-plane frames with zstd-coded planes are split (and inflated) here, then decoded in a
     second native pass; with more than one thread, those of ZSTD_AHEAD values or more are
     inflated on threads while the first pass runs (python-zstandard releases the GIL): on the
@@ -180,7 +180,7 @@ def decode(
     from zoocodec.codecs import floatplanes
     from zoocodec.methods.lossless import native_dtype
 
-    block, starts = outputs([e for e, _, _ in jobs], threads) if out is None else out
+    block, starts = outputs([e for e, _, _ in jobs], threads) if into is None else into
     workers = threads if threads > 0 else native.default_threads()
     outs, args, taken, ahead = {}, [], [], {}  # ahead: job index -> its planes, being inflated
     try:
@@ -202,7 +202,7 @@ def decode(
         left, inflated = [], []
         if checks:
             at = {job: n for n, job in enumerate(taken)}  # (a job inflated ahead: its payload checked first)
-            payloads = [(view, chunk, crcs, at.get(job, -1)) for _, view, chunk, crcs, job in checks]
+            payloads = [(view, chunk, crcs, at.get(reader, -1)) for _, view, chunk, crcs, reader in checks]
             bad, results = native.engine().decode_checked(args, payloads, threads)
             del payloads
             if bad >= 0:
