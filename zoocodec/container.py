@@ -10,7 +10,8 @@ A segment in the header is [offset, length, [CRC32 of each `crc_chunk`-byte chun
 (`crc_chunk` is a header field, 1 MiB by default), so reading a tensor checks only its own
 bytes, a chunk per thread: the writer with zlib-ng's CRC32 (the same checksum as zlib's; it
 releases the GIL: about 30 GB/s a core here, against 7 GB/s for the system's zlib 1.2), the
-readers with the native engine's (as fast: native/crc32.cpp) on its own pool.
+readers with the native engine's (as fast: native/crc32.cpp) on its pool; a load checks them on
+the pass that decodes the payloads (plan.decode), each just before the tasks that read it.
 Nothing hashes the whole file on open; `Container.verify` (`zoocodec verify`) checks
 every byte: each chunk, the zero padding, the header and the trailer.
 
@@ -401,13 +402,9 @@ class Container:
                 break
         return first
 
-    def all_segments(self) -> list[tuple[str, Segment]]:
-        """Every payload segment the header names: (who, segment)."""
-        return [(_who(owner, key), s) for owner, key, s in self._segments()]
-
     def _segments(self) -> list[tuple[Any, str, Segment]]:
-        """Every payload segment: (its tensor entry, or None for an attached file; its stream or
-        file name; the segment). all_segments names them (hundreds of names a load never shows)."""
+        """Every payload segment the header names: (its tensor entry, or None for an attached file;
+        its stream or file name; the segment). _who names one (hundreds of names a load never shows)."""
         out = [(e, k, s) for e in self.head.tensors for k, s in e.segments.items()]
         return out + [(None, name, s) for name, s in self.head.files.items()]
 
