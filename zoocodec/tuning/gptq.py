@@ -114,6 +114,7 @@ def round_groups(w: np.ndarray, spec: MethodSpec, u: np.ndarray) -> np.ndarray |
     Each row's group minimum takes level 0 and its maximum level 2^B - 1, whatever the feedback did to
     them since: so the method's min-max over these values finds the same step and zero point, and its
     nearest rounding returns these levels (the format and the decoder are unchanged)."""
+    from zoocodec.kernels import uniform as K
     from zoocodec.methods.uniform import group_side
 
     g = getattr(spec, "group", None)
@@ -122,6 +123,11 @@ def round_groups(w: np.ndarray, spec: MethodSpec, u: np.ndarray) -> np.ndarray |
     w = np.array(w, dtype=np.float64)
     rows, d = w.shape
     top = (1 << spec.bits) - 1
+    lo, hi = K.group_ranges(w, g, np)
+    steps, zeros = group_side(lo, hi, spec)
+    nearest = K.dequantize_groups(K.quantize_groups(w, steps, zeros, g, np), steps, zeros, g, np)
+    if np.array_equal(nearest.astype(np.float32), w.astype(np.float32)):  # on the grid (Q4_1's): no error to feed
+        return nearest
     u = u[0]
     diag = np.diagonal(u)
     block = max(g, BLOCK // g * g)  # whole groups per block: a group's columns are all updated when it starts
