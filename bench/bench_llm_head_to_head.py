@@ -40,6 +40,9 @@ can be written from whatever finished:
 The 12-05b automatic-mode points (one process per budget, the peers' checkpoints copied from 12-05):
     python bench/bench_llm_head_to_head.py --part auto7 --windows 6 --auto-windows 4 --rounding gptq \
         --sequential --ans --strengths 1 --calibration-windows 8 --budgets 0.01
+The 12-05c point (12-05b's checkpoints copied; 30 more sensitivity runs, one per layer):
+    python bench/bench_llm_head_to_head.py --part auto8 --windows 6 --auto-windows 4 --rounding gptq \
+        --sequential --ans --strengths 1 --calibration-windows 32 --layer-sensitivities --budgets 0.1
 """
 from __future__ import annotations
 
@@ -74,8 +77,9 @@ CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight block
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
 PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 11))))  # one checkpoint per process
 CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
-           "llm_head_to_head-2026-12-05's (its checkpoints copied: the same 6 windows, the same weights); "
-           "the `gptq, sequential` points are this run's.")
+           "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` "
+           "12-05b's (their checkpoints copied: the same 6 windows, the same weights); the point labelled "
+           "`32 calibration windows, sensitivities per layer` is this run's (12-05c).")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -488,6 +492,11 @@ def write_markdown(r: dict, path: Path) -> None:
                   "against layer inputs measured on calibration windows of lee.cor and the convention speeches, "
                   f"{r.get('calibration_windows') or 16} windows of 512 tokens; before the final search measured again "
                   "layer by layer on the quantized model, GPTQ's order: zoocodec/tuning/gptq.py)."]
+    if any("sensitivities per layer" in p["label"] for p in r["points"]):
+        lines += ["", "`sensitivities per layer`: the role sensitivities scaled per decoder layer by one more run per "
+                  f"layer (noise of {LAYER_NOISE:g} of each matrix's RMS in its 7 matrices, the same 349 tokens; "
+                  f"{NAME}.layer-sensitivities.json): layer factors 0.25-5.1. `32 calibration windows`: data-aware "
+                  "rounding measured its layer inputs on 32 windows, not 8."]
     if r.get("carried"):
         lines += ["", r["carried"]]
     for p in r["points"]:
