@@ -9,10 +9,13 @@
 - lossless minilm (fp32 and bf16): `zoocodec.load` against zipnn's decompress of every
   tensor with the same threads; the default float coder (exponents by Huffman) and
   `float(planes=rans)` (rows named "... (planes=rans)").
-Each with 1 and 2 threads (ZOOCODEC_THREADS; zipnn's `threads`); every decode checked
-against the original (bit-exact for lossless). Wall seconds and the process's CPU seconds
-(all its threads) are both recorded: on a shared, loaded machine the wall time is mostly
-waiting for a core, and the CPU seconds say what each decoder costs.
+Each with 1 and 2 threads (ZOOCODEC_THREADS; zipnn's `threads`), the calls of both
+interleaved; every decode checked against the original (bit-exact for lossless). Wall
+seconds and the process's CPU seconds (all its threads) are both recorded: on a shared,
+loaded machine the wall time is mostly waiting for a core, and the CPU seconds say what each
+decoder costs. `breakdown_ms`: where a load's time goes, phase by phase, at 1 and 2 threads:
+the native pool's part (parallel) against the Python around it (serial), and the 2-thread
+speed-up Amdahl's law allows with that serial part.
 
     python bench/bench_decode.py [--model minilm] [--repeats 3] [--tag TAG]
 """
@@ -34,19 +37,7 @@ import zoocodec
 from bench_common import machine, save
 from zoocodec.pipeline import modelio, zoo
 
-CPU = {}  # fastest CPU seconds of the last call to best(), by label
-
-
-def best(repeats: int, fn, label: str = ""):
-    """(last result, fastest wall seconds); the fastest CPU seconds go to CPU[label]."""
-    t_best, c_best, out = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        out = None  # the last result is freed before the clock starts: each call is timed alone
-        t, c = time.perf_counter(), time.process_time()
-        out = fn()
-        t_best, c_best = min(t_best, time.perf_counter() - t), min(c_best, time.process_time() - c)
-    CPU[label] = c_best
-    return out, t_best
+CPU = {}  # fastest CPU seconds of the row lossless_row() writes, by label
 
 
 def per_tensor_decode(path: Path) -> dict[str, np.ndarray]:
@@ -92,6 +83,87 @@ def lossless_row(what: str, threads: int, size: int, path: Path, zbytes: int, zs
             "zipnn_MBps": size / 1e6 / zsecs}
 
 
+def threaded(threads: int, fn):
+    """fn called with `threads` threads (ZOOCODEC_THREADS, torch's, the peer's own are its own)."""
+    def call():
+        os.environ["ZOOCODEC_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+        return fn()
+    return call
+
+
+PARALLEL = ("native decode pass", "CRC32 chunks")  # the phases that run on the native pool (CRCs: on its own
+# pass where the decoding pass does not check them)
+
+
+def phases(path: Path, threads: int, repeats: int) -> dict:
+    """Where a load's time goes (the fastest of `repeats` loads): wall and CPU ms of each phase,
+    by wrapping the functions that carry them (nothing of this stays in the package). The
+    native pool's phases (PARALLEL) are the parallel part; the rest is the Python around them,
+    serial but for what overlaps the pool (zstd planes inflated beside it: plan.ZSTD_AHEAD)."""
+    from zoocodec import container, plan
+    from zoocodec.codecs import native
+    from zoocodec.pipeline import core
+
+    spent: dict[str, list[float]] = {}
+    wrapped = [(container.Container, "_read_header", "header (inflate, parse, validate)"),
+               (core.ArchiveBase, "__init__", "open (header included)"),
+               (core.ArchiveBase, "check_budget", "memory budget"),
+               (core.ArchiveBase, "verify_unread", "padding and attached files"),
+               (container.Container, "_first_bad", "CRC32 chunks"),
+               (plan, "fused_job", "jobs from the header"),
+               (plan, "decode", "plan.decode (native pass included)"),
+               (native.engine(), "decode_fused", "native decode pass"),
+               (native.engine(), "decode_checked", "native decode pass"),  # (chunk CRCs on the same pass)
+               (container.Container, "release", "mapping released"),
+               (core, "to_torch", "to torch"),
+               (container.Container, "close", "close")]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in wrapped]
+
+    def timer(fn, label):
+        def timed(*a, **k):
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                got = spent.setdefault(label, [0.0, 0.0])
+                got[0] += time.perf_counter() - t
+                got[1] += time.process_time() - c
+        return timed
+
+    best_total = None
+    try:
+        for owner, name, label in wrapped:
+            setattr(owner, name, timer(getattr(owner, name), label))
+        for _ in range(repeats):
+            spent.clear()
+            t, c = time.perf_counter(), time.process_time()
+            threaded(threads, lambda: zoocodec.load(path, device="cpu"))()
+            total = (time.perf_counter() - t, time.process_time() - c)
+            if best_total is None or total[0] < best_total[0][0]:
+                best_total = (total, {k: tuple(v) for k, v in spent.items()})
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+    (wall, cpu), parts = best_total
+    ms = {k: {"wall_ms": w * 1e3, "cpu_ms": c * 1e3} for k, (w, c) in parts.items()}
+    parallel = sum(parts.get(k, (0, 0))[0] for k in PARALLEL)
+    parallel_cpu = sum(parts.get(k, (0, 0))[1] for k in PARALLEL)
+    return {"threads": threads, "wall_ms": wall * 1e3, "cpu_ms": cpu * 1e3, "phases": ms,
+            "parallel_wall_ms": parallel * 1e3, "parallel_cpu_ms": parallel_cpu * 1e3,
+            "serial_wall_ms": (wall - parallel) * 1e3, "serial_cpu_ms": (cpu - parallel_cpu) * 1e3}
+
+
+def amdahl(one: dict, two: dict) -> dict:
+    """The 2-thread speed-up, and what it would be with the serial part as measured and the
+    parallel part halved (the pool's scaling alone), from phases() at 1 and 2 threads."""
+    s, p = one["serial_wall_ms"], one["parallel_wall_ms"]
+    return {"speedup": one["wall_ms"] / two["wall_ms"],
+            "parallel_part_speedup": p / two["parallel_wall_ms"] if two["parallel_wall_ms"] else None,
+            "serial_part_speedup": s / two["serial_wall_ms"] if two["serial_wall_ms"] else None,
+            "bound_if_parallel_part_halved": (s + p) / (s + p / 2) if s + p else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="minilm")
@@ -104,7 +176,7 @@ def main() -> None:
     model = {n: src._get(n) for n in src.names}
     floats = {n: t for n, t in model.items() if t.dtype == torch.float32}
     nbytes = sum(t.nbytes for t in model.values())
-    rows = []
+    rows, breakdown = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         save_file(model, tmp / "m.safetensors")
@@ -115,47 +187,69 @@ def main() -> None:
         rans = "lossless:coder=float(planes=rans)"  # (min_size 0: every tensor takes it)
         zoocodec.compress(floats, tmp / "fp32-rans.zc", rans, min_size=0)
         zoocodec.compress(bf16, tmp / "bf16-rans.zc", rans, min_size=0)
+        # 1 and 2 threads interleaved, call by call: a shared machine's moods reach both alike
+        fns = {}
         for threads in (1, 2):
-            os.environ["ZOOCODEC_THREADS"] = str(threads)
-            torch.set_num_threads(threads)
-            _, st = best(args.repeats, lambda: load_file(tmp / "m.safetensors"))
-            _, st_read = best(args.repeats, lambda: {k: v.clone() for k, v in load_file(tmp / "m.safetensors").items()},
-                              "safetensors")
-            got, ours = best(args.repeats, lambda: zoocodec.load(tmp / "m8.zc", device="cpu"), "ours")
-            old, before = best(args.repeats, lambda: per_tensor_decode(tmp / "m8.zc"), "before")
-            assert all(np.array_equal(got[n].view(torch.uint8).numpy(), old[n].view(np.uint8)) for n in old)
+            fns |= {("safetensors", threads): threaded(threads, lambda: load_file(tmp / "m.safetensors")),
+                    ("safetensors_and_copy", threads): threaded(threads, lambda: {
+                        k: v.clone() for k, v in load_file(tmp / "m.safetensors").items()}),
+                    ("ours", threads): threaded(threads, lambda: zoocodec.load(tmp / "m8.zc", device="cpu")),
+                    ("before", threads): threaded(threads, lambda: per_tensor_decode(tmp / "m8.zc"))}
+        wall, cpu = interleaved(args.repeats, fns)
+        got, old = zoocodec.load(tmp / "m8.zc", device="cpu"), per_tensor_decode(tmp / "m8.zc")
+        assert all(np.array_equal(got[n].view(torch.uint8).numpy(), old[n].view(np.uint8)) for n in old)
+        for threads in (1, 2):
+            st, st_read, ours, before = (wall[k, threads] for k in ("safetensors", "safetensors_and_copy", "ours",
+                                                                     "before"))
             rows.append({"what": "8-bit load", "threads": threads, "bytes_decoded": nbytes,
                          "file_bytes": (tmp / "m8.zc").stat().st_size, "safetensors_s": st,
                          "safetensors_and_copy_s": st_read, "zoocodec_s": ours, "per_tensor_decode_s": before,
                          "zoocodec_over_safetensors_time": ours / st,
                          "zoocodec_over_safetensors_and_copy_time": ours / st_read,
-                         "cpu_s": {"zoocodec": CPU["ours"], "safetensors_and_copy": CPU["safetensors"],
-                                   "per_tensor_decode": CPU["before"]},
-                         "zoocodec_over_safetensors_and_copy_cpu": CPU["ours"] / CPU["safetensors"],
+                         "cpu_s": {"zoocodec": cpu["ours", threads], "safetensors_and_copy": cpu[
+                             "safetensors_and_copy", threads], "per_tensor_decode": cpu["before", threads]},
+                         "zoocodec_over_safetensors_and_copy_cpu": cpu["ours", threads] / cpu[
+                             "safetensors_and_copy", threads],
                          "speedup_over_per_tensor_decode": before / ours,
                          "zoocodec_MBps": nbytes / 1e6 / ours, "safetensors_and_copy_MBps": nbytes / 1e6 / st_read})
-            for dtype, tensors, name in (("float32", floats, "fp32"), ("bfloat16", bf16, "bf16")):
-                size = sum(t.nbytes for t in tensors.values())
-                paths = {"": tmp / f"{name}.zc", " (planes=rans)": tmp / f"{name}-rans.zc"}
+        for dtype, tensors, name in (("float32", floats, "fp32"), ("bfloat16", bf16, "bf16")):
+            size = sum(t.nbytes for t in tensors.values())
+            paths = {"": tmp / f"{name}.zc", " (planes=rans)": tmp / f"{name}-rans.zc"}
+            fns, zbytes = {}, None
+            for threads in (1, 2):
                 zbytes, zipnn_decode = zipnn_round(tensors, dtype, threads)
-                fns = {"zipnn": zipnn_decode} | {label: partial(zoocodec.load, p) for label, p in paths.items()}
-                wall, cpu = interleaved(args.repeats, fns)
-                for label, path in paths.items():
-                    got = zoocodec.load(path, device="cpu")
-                    assert all(torch.equal(got[n], tensors[n]) for n in tensors)
-                    CPU["ours"], CPU["zipnn"] = cpu[label], cpu["zipnn"]
+                fns[("zipnn", threads)] = zipnn_decode
+                fns |= {(label, threads): threaded(threads, partial(zoocodec.load, p)) for label, p in paths.items()}
+            wall, cpu = interleaved(args.repeats, fns)
+            for label, path in paths.items():
+                got = zoocodec.load(path, device="cpu")
+                assert all(torch.equal(got[n], tensors[n]) for n in tensors)
+                for threads in (1, 2):
+                    CPU["ours"], CPU["zipnn"] = cpu[label, threads], cpu["zipnn", threads]
                     rows.append(lossless_row(f"lossless {dtype} load{label}", threads, size, path, zbytes,
-                                             wall["zipnn"], wall[label]))
-            print(rows[-5:], file=sys.stderr)
+                                             wall["zipnn", threads], wall[label, threads]))
+        print(rows[-4:], file=sys.stderr)
+        # where the time goes, 1 and 2 threads in turn (Amdahl: the serial part against the pool's)
+        for what, file in (("8-bit load", "m8.zc"), ("lossless float32 load", "fp32.zc"),
+                           ("lossless bfloat16 load", "bf16.zc")):
+            runs = {1: [], 2: []}
+            for _ in range(3):
+                for threads in (1, 2):
+                    runs[threads].append(phases(tmp / file, threads, args.repeats))
+            one, two = (min(runs[t], key=lambda r: r["wall_ms"]) for t in (1, 2))
+            breakdown[what] = {"1": one, "2": two, "amdahl": amdahl(one, two)}
 
     scaling = {r["what"]: r["zoocodec_s"] / next(s["zoocodec_s"] for s in rows if s["what"] == r["what"]
                                                   and s["threads"] == 2) for r in rows if r["threads"] == 1}
     result = {"machine": start, "model": args.model,
               "repeats": args.repeats, "rows": rows, "speedup_2_over_1_threads": scaling,
-              "load_average_at_end": os.getloadavg()}
+              "breakdown_ms": breakdown, "load_average_at_end": os.getloadavg()}
     for r in rows:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
     print("2 threads over 1:", {k: round(v, 2) for k, v in scaling.items()})
+    for what, b in breakdown.items():
+        print(what, {t: (round(b[t]["serial_wall_ms"], 2), round(b[t]["parallel_wall_ms"], 2)) for t in ("1", "2")},
+              {k: round(v, 2) for k, v in b["amdahl"].items() if v is not None})
     print(f"saved {save('decode', result, args.tag)}")
 
 

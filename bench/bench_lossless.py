@@ -1,7 +1,7 @@
 """Lossless coding of every zoo model's float weights, fp32 and bf16: zoocodec's float
 coder (byte planes; the exponents by Huffman, the default `planes=huffman`, and by rANS,
 `planes=rans`) against zipnn, measured in the same run on the same bytes, tensor by tensor,
-in memory, with 1 and 2 threads. Reports size and speed ratios
+in memory, with 1 and 2 threads (their calls interleaved). Reports size and speed ratios
 (ours / zipnn) by wall seconds and by the process's CPU seconds (all its threads: on a
 shared machine the wall time is mostly waiting for a core); every decode is checked
 bit-exact.
@@ -25,6 +25,7 @@ from zoocodec.codecs import floatplanes
 from zoocodec.pipeline import modelio, zoo
 
 MODELS = ["mnist-cnn", "fmnist-cnn", "effnet-lite0", "minilm"]
+THREADS = (1, 2)
 
 
 def float_tensors(model: str) -> list[torch.Tensor]:
@@ -45,39 +46,47 @@ def timed(fn):
     return out, time.perf_counter() - t, time.process_time() - c
 
 
-def measure(model: str, dtype: str, threads: int, repeats: int, planes: str) -> dict:
+def measure(model: str, dtype: str, repeats: int, planes: str) -> list[dict]:
+    """One row per thread count (1 and 2), every call of both interleaved in each repeat."""
     import zipnn
 
     bits = [as_bits(t, dtype) for t in float_tensors(model)]
     values = [b.view(np.float32 if dtype == "float32" else np.float16) for b in bits]  # bf16 bits: any 2-byte view
     nbytes = sum(b.nbytes for b in bits)
     blobs = [b.tobytes() for b in bits]
-    z = zipnn.ZipNN(bytearray_dtype=dtype, threads=threads)
-    wall, cpu = {}, {}
-    for _ in range(repeats):  # interleaved, so both see the same machine load; fastest of each kept
-        zc, *z_enc = timed(lambda: [z.compress(bytearray(b)) for b in blobs])
-        zback, *z_dec = timed(lambda: [z.decompress(c) for c in zc])
-        oc, *o_enc = timed(lambda: [floatplanes.encode(v, threads=threads, huffman=planes == "huffman")
-                                    for v in values])
-        oback, *o_dec = timed(lambda: [floatplanes.decode(c, v.size, v.dtype, threads=threads)
-                                       for c, v in zip(oc, values, strict=True)])
-        for key, (w, c) in (("z_enc", z_enc), ("z_dec", z_dec), ("o_enc", o_enc), ("o_dec", o_dec)):
-            wall[key], cpu[key] = min(wall.get(key, float("inf")), w), min(cpu.get(key, float("inf")), c)
-    assert all(bytes(a) == b for a, b in zip(zback, blobs, strict=True)), "zipnn round trip failed"
-    assert all(a.tobytes() == v.tobytes() for a, v in zip(oback, values, strict=True)), "zoocodec round trip failed"
-    ours, theirs = sum(map(len, oc)), sum(map(len, zc))
-    return {
-        "model": model, "dtype": dtype, "planes": planes, "threads": threads, "tensors": len(bits), "bytes": nbytes,
-        "ours_bytes": ours, "zipnn_bytes": theirs, "ours_ratio": nbytes / ours, "zipnn_ratio": nbytes / theirs,
-        "size_zipnn_over_ours": theirs / ours,
-        "wall_s": wall, "cpu_s": cpu,
-        "ours_encode_MBps": nbytes / 1e6 / wall["o_enc"], "ours_decode_MBps": nbytes / 1e6 / wall["o_dec"],
-        "zipnn_encode_MBps": nbytes / 1e6 / wall["z_enc"], "zipnn_decode_MBps": nbytes / 1e6 / wall["z_dec"],
-        "encode_speed_ours_over_zipnn": wall["z_enc"] / wall["o_enc"],
-        "decode_speed_ours_over_zipnn": wall["z_dec"] / wall["o_dec"],
-        "encode_cpu_zipnn_over_ours": cpu["z_enc"] / cpu["o_enc"],
-        "decode_cpu_zipnn_over_ours": cpu["z_dec"] / cpu["o_dec"],
-    }
+    zips = {threads: zipnn.ZipNN(bytearray_dtype=dtype, threads=threads) for threads in THREADS}
+    wall, cpu, coded = {t: {} for t in THREADS}, {t: {} for t in THREADS}, {}
+    for _ in range(repeats):  # interleaved (peer and ours, 1 and 2 threads): all see the same machine load
+        for threads in THREADS:
+            z = zips[threads]
+            zc, *z_enc = timed(lambda: [z.compress(bytearray(b)) for b in blobs])
+            zback, *z_dec = timed(lambda: [z.decompress(c) for c in zc])
+            oc, *o_enc = timed(lambda: [floatplanes.encode(v, threads=threads, huffman=planes == "huffman")
+                                        for v in values])
+            oback, *o_dec = timed(lambda: [floatplanes.decode(c, v.size, v.dtype, threads=threads)
+                                           for c, v in zip(oc, values, strict=True)])
+            for key, (w, c) in (("z_enc", z_enc), ("z_dec", z_dec), ("o_enc", o_enc), ("o_dec", o_dec)):
+                wall[threads][key] = min(wall[threads].get(key, float("inf")), w)
+                cpu[threads][key] = min(cpu[threads].get(key, float("inf")), c)
+            assert all(bytes(a) == b for a, b in zip(zback, blobs, strict=True)), "zipnn round trip failed"
+            assert all(a.tobytes() == v.tobytes() for a, v in zip(oback, values, strict=True)), "round trip failed"
+            coded[threads] = (sum(map(len, oc)), sum(map(len, zc)))
+    rows = []
+    for threads in THREADS:
+        (ours, theirs), w, c = coded[threads], wall[threads], cpu[threads]
+        rows.append({
+            "model": model, "dtype": dtype, "planes": planes, "threads": threads, "tensors": len(bits),
+            "bytes": nbytes, "ours_bytes": ours, "zipnn_bytes": theirs, "ours_ratio": nbytes / ours,
+            "zipnn_ratio": nbytes / theirs, "size_zipnn_over_ours": theirs / ours,
+            "wall_s": w, "cpu_s": c,
+            "ours_encode_MBps": nbytes / 1e6 / w["o_enc"], "ours_decode_MBps": nbytes / 1e6 / w["o_dec"],
+            "zipnn_encode_MBps": nbytes / 1e6 / w["z_enc"], "zipnn_decode_MBps": nbytes / 1e6 / w["z_dec"],
+            "encode_speed_ours_over_zipnn": w["z_enc"] / w["o_enc"],
+            "decode_speed_ours_over_zipnn": w["z_dec"] / w["o_dec"],
+            "encode_cpu_zipnn_over_ours": c["z_enc"] / c["o_enc"],
+            "decode_cpu_zipnn_over_ours": c["z_dec"] / c["o_dec"],
+        })
+    return rows
 
 
 def table(rows: list[dict]) -> str:
@@ -105,9 +114,8 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         for dtype in ("float32", "bfloat16"):
-            for threads in (1, 2):
-                for planes in args.planes.split(","):
-                    rows.append(measure(model, dtype, threads, args.repeats, planes))
+            for planes in args.planes.split(","):
+                rows += measure(model, dtype, args.repeats, planes)
                 print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, file=sys.stderr)
     scaling = {f"{r['model']}/{r['dtype']}/{r['planes']}": next(
         s["ours_decode_MBps"] for s in rows if s["model"] == r["model"] and s["dtype"] == r["dtype"]

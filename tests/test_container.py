@@ -242,3 +242,21 @@ def test_a_large_header_is_compressed_faster_and_reads_the_same(tmp_path):
         assert len(json.dumps(a.header, sort_keys=True, separators=(",", ":"))) > HEADER_SMALL
     back = zoocodec.decompress(tmp_path / "m.zc")
     assert all(torch.equal(back[k], v) for k, v in model.items())
+
+
+def test_padding_is_checked_short_gaps_together_and_long_ones_by_block(tmp_path):
+    """verify's padding check (Container._nonzero_padding): the writer's short gaps in one gather,
+    longer ones (only a forged file has them) a block at a time; the first non-zero gap either way."""
+    payload = bytes(range(1, 201))
+    out = tmp_path / "c.zc"
+    with Container.create(out) as c:
+        seg = c.add_segment(payload)
+        c.head = Header(Source("dict"), ())
+    end = seg.offset + seg.length
+    with Container.open(out) as c:
+        assert c._nonzero_padding([(end, end + 40), (0 + 12, 64)]) is None  # (the writer's zeros)
+        assert c._nonzero_padding([(end, end + 40), (seg.offset + 3, seg.offset + 13)]) == seg.offset + 3
+        assert c._nonzero_padding([(seg.offset, seg.offset + 150), (end, end + 40)]) == seg.offset  # long
+        assert c._nonzero_padding([(end, end + 40), (seg.offset + 5, seg.offset + 150)]) == seg.offset + 5
+        assert c._nonzero_padding([(seg.offset + 100, seg.offset + 110), (seg.offset + 120, seg.offset + 190)]) \
+            == seg.offset + 100  # (a short one before a long one)

@@ -35,15 +35,15 @@ def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
     out = tmp_path / "m.zc"
     zoocodec.compress(mixed_model(), out, spec, min_size=10)
     taken = []
-    real = native.engine().decode_fused
+    real = native.engine().decode_checked
 
-    def spy(jobs, threads):
-        result = real(jobs, threads)
+    def spy(jobs, payloads, threads):  # (the first pass checks the chunk CRCs too)
+        bad, result = real(jobs, payloads, threads)
         # (not float planes)
         taken.extend(status for job, (status, _) in zip(jobs, result, strict=True) if len(job) == 7)
-        return result
+        return bad, result
 
-    monkeypatch.setattr(native.engine(), "decode_fused", spy)
+    monkeypatch.setattr(native.engine(), "decode_checked", spy)
     with zoocodec.Archive(out) as a:
         batch = a.read_many(a.names())
         for name in a.names():
@@ -140,9 +140,12 @@ def test_float_planes_with_zstd_planes_decode_in_a_second_pass(tmp_path, monkeyp
     zoocodec.compress({"w": torch.from_numpy(w), "b": torch.from_numpy(w[0].copy())}, tmp_path / "m.zc", "lossless",
                       min_size=1 << 62)
     calls = []
-    real = native.engine().decode_fused
-    monkeypatch.setattr(native.engine(), "decode_fused",  # (keeping no view of the file: it must close)
-                        lambda jobs, threads: calls.append([type(j[0]) for j in jobs]) or real(jobs, threads))
+    first, second = native.engine().decode_checked, native.engine().decode_fused
+    monkeypatch.setattr(native.engine(), "decode_checked",  # (keeping no view of the file: it must close)
+                        lambda jobs, payloads, threads: calls.append([type(j[0]) for j in jobs]) or first(
+                            jobs, payloads, threads))
+    monkeypatch.setattr(native.engine(), "decode_fused",
+                        lambda jobs, threads: calls.append([type(j[0]) for j in jobs]) or second(jobs, threads))
     with zoocodec.Archive(tmp_path / "m.zc") as a:
         e = a.plan["w"]
         payload = a.container.segment(e.where, e.segments["data"])
@@ -173,3 +176,81 @@ def test_a_freed_output_block_serves_the_next_load_only_once_free(tmp_path):
     del first
     again = zoocodec.load(tmp_path / "1.zc")["w"]
     assert again.data_ptr() == address and torch.equal(again, models[1]["w"]) and torch.equal(second, again)
+
+
+def test_large_zstd_planes_inflate_beside_the_native_pass(tmp_path, monkeypatch):
+    """With 2 threads, a float-plane payload of ZSTD_AHEAD values or more has its zstd planes
+    inflated on a thread while the first native pass runs: the same values, and damage to such
+    a plane is one ContainerError naming the tensor, after which the file still closes."""
+    from zoocodec import plan
+    from zoocodec.codecs import floatplanes
+    from zoocodec.codecs.wire import Reader
+
+    g = np.random.default_rng(8)
+    n = plan.ZSTD_AHEAD + 4096
+    bits = (g.laplace(0, 0.03, n).astype(np.float32).view(np.uint32) & ~np.uint32(0xFF)) | (
+        np.arange(n, dtype=np.uint32) % 251)
+    w = bits.view(np.float32).reshape(-1, 64)
+    model = {"w": torch.from_numpy(w), "b": torch.from_numpy(w[0].copy())}
+    zoocodec.compress(model, tmp_path / "m.zc", "lossless", min_size=1 << 62)
+    ahead = []
+    real = floatplanes.frame
+    monkeypatch.setattr(floatplanes, "frame", lambda *a, **k: ahead.append(len(a[0])) or real(*a, **k))
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        assert floatplanes.has_zstd(a.container.segment("w", a.plan["w"].segments["data"]))
+        got = a.read_many(["w", "b"], threads=2)
+    assert got["w"].tobytes() == w.tobytes() and got["b"].tobytes() == w[0].tobytes()
+    assert ahead  # (inflated by frame, on the pool)
+    # a zstd plane's bytes damaged: one ContainerError naming the tensor (the pool's inflation
+    # waited for, so no thread holds the payload afterwards)
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        e = a.plan["w"]
+        payload = bytearray(a.container.segment(e.where, e.segments["data"]))
+    r = Reader(payload, "x")
+    r.uvarint(), r.byte()
+    while r.byte() != floatplanes.ZSTD:
+        r.take(r.uvarint())
+    r.uvarint()
+    payload[r.pos] ^= 0xFF  # the zstd plane's magic number
+    job = plan.fused_job(e.spec, e, {"data": bytes(payload)})
+    with pytest.raises(ContainerError, match="tensor 'w'.*zstd"):
+        plan.decode([(e, job, memoryview(bytes(payload)))], threads=2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_damage_is_named_as_a_crc_mismatch_by_the_pass_that_checks_it(tmp_path, monkeypatch, threads):
+    """Chunk CRCs are checked on the decoding pass (each payload just before its tasks): a byte
+    flipped in a fused payload, in a side segment a method reads before the pass (uniform's
+    per-row steps) or in a payload its own decode reads (dq) is one ContainerError naming that
+    payload as corrupt, before any decoding error."""
+    monkeypatch.setenv("ZOOCODEC_THREADS", str(threads))
+    model = mixed_model()
+    zoocodec.compress(model, tmp_path / "m.zc", "uniform:bits=8", overrides={"conv": "dq:step=0.004,coder=ans"},
+                      min_size=10)
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        segments = {(n, k): s for n in ("f32", "conv") for k, s in a.plan[n].segments.items()}
+    assert ("f32", "steps") in segments and ("f32", "symbols") in segments
+    data = (tmp_path / "m.zc").read_bytes()
+    for (name, _), seg in segments.items():
+        bad = bytearray(data)
+        bad[seg.offset + seg.length // 2] ^= 0x40
+        (tmp_path / "bad.zc").write_bytes(bytes(bad))
+        with pytest.raises(ContainerError, match=rf"payload of tensor '{name}' is corrupt \(CRC mismatch\)"):
+            zoocodec.load(tmp_path / "bad.zc")
+
+
+def test_an_output_block_faulted_in_on_a_thread_and_a_declined_slot_given_back():
+    """output_block(prefault=True) faults a fresh block's pages in on a thread while the caller
+    writes it (MADV_POPULATE_WRITE writes nothing: what the caller wrote stays); discard gives the
+    whole pages inside an array back, and they read as zeros."""
+    eng = native.engine()
+    for _ in range(3):
+        block = eng.output_block(24 << 20, True)
+        block[::4096] = 7  # (beside the faulting thread)
+        assert (block[::4096] == 7).all()
+        del block
+    block = eng.output_block(24 << 20, True)
+    slot = block[5000 : 5000 + 3 * 4096]
+    slot[:] = 9
+    eng.discard(slot)
+    assert (slot[:3192] == 9).all() and (slot[3192 : 3192 + 8192] == 0).all() and (slot[3192 + 8192 :] == 9).all()

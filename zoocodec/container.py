@@ -8,8 +8,10 @@ Format version 3 (written now):
                u32 zero, b"ZCTRAILR", 32 zero bytes
 A segment in the header is [offset, length, [CRC32 of each `crc_chunk`-byte chunk]]
 (`crc_chunk` is a header field, 1 MiB by default), so reading a tensor checks only its own
-bytes, a chunk per thread (zlib-ng's CRC32, the same checksum as zlib's, releases the GIL: about
-30 GB/s a core here, against 7 GB/s for the system's zlib 1.2).
+bytes, a chunk per thread: the writer with zlib-ng's CRC32 (the same checksum as zlib's; it
+releases the GIL: about 30 GB/s a core here, against 7 GB/s for the system's zlib 1.2), the
+readers with the native engine's (as fast: native/crc32.cpp) on its pool; a load checks them on
+the pass that decodes the payloads (plan.decode), each just before the tasks that read it.
 Nothing hashes the whole file on open; `Container.verify` (`zoocodec verify`) checks
 every byte: each chunk, the zero padding, the header and the trailer.
 
@@ -34,6 +36,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zstandard
 from zlib_ng.zlib_ng import crc32
 
@@ -277,19 +280,26 @@ class Container:
         self._check([(where, memoryview(data), seg[2]) for (where, seg), data in zip(items, copies, strict=True)])
         return copies
 
-    def views(self, items: Iterable[tuple[str, Segment]]) -> list[memoryview]:
+    def views(self, items: Iterable[tuple[str, Segment]], check: bool = True) -> list[memoryview]:
         """Payloads as read-only views of the mapped file (no copy), their chunks CRC-checked on
-        threads together. Hand them back to `release` once decoded: the mapping cannot close
-        while a view lives, and their pages stay resident until then."""
+        threads together (`check` False: the caller checks them, as plan.decode does on its pass).
+        Hand them back to `release` once decoded: the mapping cannot close while a view lives, and
+        their pages stay resident until then."""
         items = list(items)
         with memoryview(self._buffer) as whole:
             views = [whole[offset : offset + length] for _, (offset, length, _) in items]
         try:
-            self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
+            if check:
+                self.check(items, views)
         except BaseException:
             self.release(items, views)
             raise
         return views
+
+    def check(self, items: list[tuple[str, Segment]], views: list[memoryview]) -> None:
+        """Raise ContainerError naming the first of `views` (of views(items, check=False)) whose
+        bytes do not match their CRC32s."""
+        self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
 
     def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview]) -> None:
         """End `views` (from views(items)) and drop their pages from this process's resident set."""
@@ -318,25 +328,14 @@ class Container:
 
     def _first_bad(self, views: list[tuple[str, memoryview, Any]]) -> int | None:
         """The index of the first view whose bytes do not match their CRC32s (all chunks checked
-        before it returns: no thread holds a view afterwards)."""
+        before it returns: nothing holds a view afterwards). Format 3: every chunk of every view
+        on one pass of the native pool (no hand-off of each chunk to a Python thread)."""
         if self.version < 3:
             return next((i for i, (_, view, crc) in enumerate(views) if crc32(view) != crc), None)
-        chunk = self.crc_chunk
-        jobs = [(i, at) for i, (_, view, _) in enumerate(views) for at in range(0, len(view), chunk)]
-        tasks, size = [[]], 0  # consecutive chunks of about `chunk` bytes a task: small payloads share one
-        for i, at in jobs:
-            if size >= chunk:
-                tasks.append([])
-                size = 0
-            tasks[-1].append((i, at))
-            size += min(chunk, len(views[i][1]) - at)
+        from zoocodec.codecs import native
 
-        def crcs(task):
-            return [crc32(views[i][1][at : at + chunk]) for i, at in task]
-
-        threaded = len(tasks) > 1 and _threads() > 1  # (one thread: no hand-off to it)
-        got = [c for cs in (_pool().map(crcs, tasks) if threaded else map(crcs, tasks)) for c in cs]
-        return next((i for (i, at), c in zip(jobs, got, strict=True) if c != views[i][2][at // chunk]), None)
+        bad = native.engine().first_bad([(view, self.crc_chunk, crcs) for _, view, crcs in views])
+        return None if bad < 0 else bad
 
     def verify(self, skip: Iterable[int] = ()) -> int:
         """Check every byte of the file; returns the bytes checked. Version 3: each segment's
@@ -354,17 +353,19 @@ class Container:
                 raise ContainerError(f"{self.path}: checksum mismatch (the file is corrupt or truncated)")
             return size
         skip = set(skip)
-        segs = sorted(self.all_segments(), key=lambda s: s[1][0])
+        every = self._segments()
+        segs = sorted(((owner, key, s) for owner, key, s in every if s.offset not in skip), key=lambda s: s[2].offset)
         t = size - TRAILER_SIZE
         header_offset, header_len = struct.unpack_from("<QQ", self._buffer, t)
-        spans = [(0, ALIGN)] + [(s[0], s[1]) for _, s in segs] + [(header_offset, header_len), (t, TRAILER_SIZE)]
+        spans = [(0, ALIGN)] + [(s.offset, s.length) for _, _, s in every] + [(header_offset, header_len),
+                                                                                (t, TRAILER_SIZE)]
         spans.sort()
-        for (a, alen), (b, _) in pairwise(spans):
-            if not _zeros(self._buffer, a + alen, b):
-                raise ContainerError(f"{self.path}: corrupt padding at byte {a + alen}")
+        bad = self._nonzero_padding([(a + alen, b) for (a, alen), (b, _) in pairwise(spans) if b > a + alen])
+        if bad is not None:
+            raise ContainerError(f"{self.path}: corrupt padding at byte {bad}")
         checked = 0
         for start in range(0, len(segs), 64):  # a batch of segments mapped at a time
-            batch = [(where, s) for where, s in segs[start : start + 64] if s[0] not in skip]
+            batch = [(_who(owner, key), s) for owner, key, s in segs[start : start + 64]]
             with memoryview(self._buffer) as view:
                 views = [(where, view[s[0] : s[0] + s[1]], s[2]) for where, s in batch]
                 bad = self._first_bad(views)
@@ -378,10 +379,34 @@ class Container:
                 checked += s[1]
         return checked
 
-    def all_segments(self) -> list[tuple[str, Segment]]:
-        """Every payload segment the header names: (who, segment)."""
-        out = [(f"{e.where} ({k})", s) for e in self.head.tensors for k, s in e.segments.items()]
-        return out + [(f"file {name!r}", s) for name, s in self.head.files.items()]
+    def _nonzero_padding(self, gaps: list[tuple[int, int]]) -> int | None:
+        """The start of the first gap [start, end) that holds a non-zero byte, or None. The gaps a
+        writer leaves (under ALIGN bytes each: hundreds in a model) are read in one NumPy gather;
+        longer ones, which only a damaged or forged file has, a block at a time."""
+        short = np.array([g for g in gaps if g[1] - g[0] < ALIGN], dtype=np.int64).reshape(-1, 2)
+        if len(short):
+            whole = np.frombuffer(self._buffer, dtype=np.uint8)
+            try:
+                at = short[:, :1] + np.arange(ALIGN)
+                inside = at < short[:, 1:]
+                dirty = (whole[np.where(inside, at, 0)] != 0) & inside
+            finally:
+                del whole  # (the mapping cannot close while an array of it lives)
+            rows = np.flatnonzero(dirty.any(axis=1))
+            first = int(short[rows[0], 0]) if len(rows) else None
+        else:
+            first = None
+        for start, end in gaps:
+            if end - start >= ALIGN and (first is None or start < first) and not _zeros(self._buffer, start, end):
+                first = start
+                break
+        return first
+
+    def _segments(self) -> list[tuple[Any, str, Segment]]:
+        """Every payload segment the header names: (its tensor entry, or None for an attached file;
+        its stream or file name; the segment). _who names one (hundreds of names a load never shows)."""
+        out = [(e, k, s) for e in self.head.tensors for k, s in e.segments.items()]
+        return out + [(None, name, s) for name, s in self.head.files.items()]
 
     def file_sizes(self) -> dict[str, int]:
         """Each attached file's size as its zstd frame declares it, checked against what compress attaches."""
@@ -406,6 +431,11 @@ class Container:
         if self._buffer is not None:
             self._buffer.close()
             self._buffer = None
+
+
+def _who(owner, key: str) -> str:
+    """A segment's name in errors: its tensor and stream, or its attached file."""
+    return f"file {key!r}" if owner is None else f"{owner.where} ({key})"
 
 
 def _zeros(buf, start: int, end: int) -> bool:

@@ -106,7 +106,9 @@ class TensorEntry:
         return out
 
     @classmethod
-    def from_json(cls, t: dict, what: str, segment) -> TensorEntry:
+    def from_json(cls, t: dict, what: str, segment, specs: dict[str, Any] | None = None) -> TensorEntry:
+        """`specs`: the specs parsed so far by the repr of their JSON (a header's tensors share a
+        few specs; repr tells JSON values apart, and is cheaper than spec_of's sorted dump)."""
         shape = t.get("shape")
         if not isinstance(shape, list) or len(shape) > MAX_DIMS:
             raise Invalid(f"shape of {what} is not a list of at most {MAX_DIMS} sizes")
@@ -114,7 +116,12 @@ class TensorEntry:
             integer(d, f"a size in the shape of {what}", 0, MAX_DIM)
         if t.get("dtype") not in DTYPES:
             raise Invalid(f"dtype {t.get('dtype')!r} of {what} is not one of {', '.join(DTYPES)}")
-        spec = spec_of(t.get("method"), f"method of {what}")
+        key = repr(t.get("method"))
+        spec = None if specs is None else specs.get(key)
+        if spec is None:
+            spec = spec_of(t.get("method"), f"method of {what}")
+            if specs is not None:
+                specs[key] = spec
         side = obj(t.get("side"), f"side info of {what}")
         stats = Stats.from_json(t["stats"], what) if "stats" in t else None
         return cls(t["name"], tuple(shape), t["dtype"], spec, side, segments(t.get("segments"), what, segment), stats)
@@ -254,12 +261,13 @@ class Header:
             raise Invalid("field 'tensors' is not a list")
         tensors: list[TensorEntry] = []
         names: set[str] = set()
+        specs: dict[str, Any] = {}
         for i, t in enumerate(h["tensors"]):
             name = string(obj(t, f"tensor #{i}").get("name"), f"name of tensor #{i}")
             if name in names:
                 raise Invalid(f"tensor {name!r} appears twice")
             names.add(name)
-            tensors.append(TensorEntry.from_json(t, f"tensor {name!r}", segment))
+            tensors.append(TensorEntry.from_json(t, f"tensor {name!r}", segment, specs))
             if sequence is not None and tensors[-1].spec.name != "sequence":
                 raise Invalid(f"tensor {name!r} of a sequence is coded by {tensors[-1].spec.name!r}, not 'sequence'")
         files = segments(obj(h["files"], "field 'files'"), "the attached files", segment)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -34,6 +36,7 @@ from zoocodec.header import TensorEntry
 KINDS = {"float32": 0, "float16": 1, "bfloat16": 2}  # plan.h Kind
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
 ALIGN = 64  # bytes: where each output starts in its batch's block
+ZSTD_AHEAD = 1 << 20  # values of a float-plane payload whose zstd planes are inflated beside the native pass
 
 
 @dataclass(frozen=True)
@@ -143,49 +146,101 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
     return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
 
 
+def outputs(entries: list[TensorEntry], threads: int = 0) -> tuple[np.ndarray, dict[str, int]]:
+    """(one block for the decoded values of `entries`, on huge pages, {name: where each starts}):
+    faulting in many small arrays page by page cost about as much as decoding them (the arrays are
+    views: the block lives while any of them does). With 2+ threads a fresh block's pages are
+    faulted in on a thread of its own while the caller prepares the decoding pass (native
+    output_block's `prefault`), so that the pass does not."""
+    from zoocodec.methods.lossless import native_dtype
+
+    spans = [-(-e.numel * native_dtype(e.dtype).itemsize // ALIGN) * ALIGN for e in entries]
+    ends = np.cumsum(spans)
+    workers = threads if threads > 0 else native.default_threads()
+    block = native.engine().output_block(int(ends[-1]) if entries else 0, workers > 1)
+    return block, {e.name: int(end) - span for e, span, end in zip(entries, spans, ends, strict=True)}
+
+
 def decode(
-    jobs: list[tuple[TensorEntry, Affine | Lookup | Planes, bytes]], threads: int = 0
+    jobs: list[tuple[TensorEntry, Affine | Lookup | Planes, bytes]], threads: int = 0,
+    checks: list[tuple[str, memoryview, int, list[int], int]] = (),
+    into: tuple[np.ndarray, dict[str, int]] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every job in one native pass (the float-plane tasks of Planes jobs beside the substreams of
     the others) -> ({name: array}, names the native decoder left to the method's own decode).
+    `checks`: payloads (who, bytes, chunk, CRC32 of each chunk, index of the job that reads them or
+    -1) whose chunks the same pass checks, each just before its job's tasks (which then read the
+    bytes from cache, not memory); a mismatch raises ContainerError naming the first such payload,
+    before any decoding error. `into`: outputs() of the jobs' entries (or of more), made here if None.
     Float-plane frames with zstd-coded planes are split (and inflated) here, then decoded in a
-    second native pass. Damage raises ContainerError naming the tensor."""
+    second native pass; with more than one thread, those of ZSTD_AHEAD values or more are
+    inflated on threads while the first pass runs (python-zstandard releases the GIL): on the
+    main thread they were most of a 2-thread fp32 load's serial time. Damage raises
+    ContainerError naming the tensor."""
     from zoocodec.codecs import floatplanes
     from zoocodec.methods.lossless import native_dtype
 
-    # one block on huge pages for every output: faulting in many small arrays page by page cost
-    # about as much as decoding them (the arrays are views: the block lives while any of them does)
-    dtypes = [native_dtype(e.dtype) for e, _, _ in jobs]
-    ends = np.cumsum([-(-e.numel * dt.itemsize // ALIGN) * ALIGN for (e, _, _), dt in zip(jobs, dtypes, strict=True)])
-    block = native.engine().output_block(int(ends[-1]) if jobs else 0)
-    outs, args = {}, []
-    for (e, job, payload), dt, end in zip(jobs, dtypes, ends, strict=True):
-        start = int(end) - -(-e.numel * dt.itemsize // ALIGN) * ALIGN
-        outs[e.name] = out = block[start : start + e.numel * dt.itemsize].view(dt).reshape(e.shape)
-        if isinstance(job, Planes):
-            args.append((payload, e.numel, out.itemsize, out.reshape(-1)))
-            continue
-        values, row_len, k = job.native(e.numel)
-        args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k, KINDS[e.dtype],
-                     out.reshape(-1)))
-    left, inflated = [], []
-    results = native.engine().decode_fused(args, threads) if args else []
-    for (e, job, payload), (status, error) in zip(jobs, results, strict=True):
-        planes = isinstance(job, Planes)
-        if status == 2:
-            raise ContainerError(f"{e.where}: corrupt {'float' if planes else 'entropy-coded'} payload: {error}")
-        if status == 1 and planes:  # zstd-coded planes: inflated here, then a second pass
+    block, starts = outputs([e for e, _, _ in jobs], threads) if into is None else into
+    workers = threads if threads > 0 else native.default_threads()
+    outs, args, taken, ahead = {}, [], [], {}  # ahead: job index -> its planes, being inflated
+    try:
+        for i, (e, job, payload) in enumerate(jobs):
+            dt = native_dtype(e.dtype)
+            start = starts[e.name]
+            outs[e.name] = out = block[start : start + e.numel * dt.itemsize].view(dt).reshape(e.shape)
+            if isinstance(job, Planes):
+                if workers > 1 and e.numel >= ZSTD_AHEAD and floatplanes.has_zstd(payload):
+                    ahead[i] = _inflating(workers).submit(floatplanes.frame, payload, e.numel, dt, huffman=True)
+                else:
+                    args.append((payload, e.numel, out.itemsize, out.reshape(-1)))
+                    taken.append(i)
+                continue
+            values, row_len, k = job.native(e.numel)
+            args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k,
+                         KINDS[e.dtype], out.reshape(-1)))
+            taken.append(i)
+        left, inflated = [], []
+        if checks:
+            at = {job: n for n, job in enumerate(taken)}  # (a job inflated ahead: its payload checked first)
+            payloads = [(view, chunk, crcs, at.get(reader, -1)) for _, view, chunk, crcs, reader in checks]
+            bad, results = native.engine().decode_checked(args, payloads, threads)
+            del payloads
+            if bad >= 0:
+                raise ContainerError(f"payload of {checks[bad][0]} is corrupt (CRC mismatch)")
+        else:
+            results = native.engine().decode_fused(args, threads) if args else []
+        del args
+        for i, (status, error) in zip(taken, results, strict=True):
+            e, job, payload = jobs[i]
+            planes = isinstance(job, Planes)
+            if status == 2:
+                raise ContainerError(f"{e.where}: corrupt {'float' if planes else 'entropy-coded'} payload: {error}")
+            if status == 1 and planes:  # zstd-coded planes: inflated here, then a second pass
+                try:
+                    parts = floatplanes.frame(payload, e.numel, native_dtype(e.dtype), huffman=True)
+                except ContainerError as err:
+                    raise ContainerError(f"{e.where}: {err}") from None
+                inflated.append((e, parts))
+            elif status == 1:
+                native.engine().discard(outs.pop(e.name).reshape(-1).view(np.uint8))  # (faulted in for nothing)
+                left.append(e.name)
+        for i, planes in ahead.items():
+            e = jobs[i][0]
             try:
-                parts = floatplanes.frame(payload, e.numel, native_dtype(e.dtype), huffman=True)
+                inflated.append((e, planes.result()))
             except ContainerError as err:
                 raise ContainerError(f"{e.where}: {err}") from None
-            inflated.append((e, (parts, e.numel, outs[e.name].itemsize, outs[e.name].reshape(-1))))
-        elif status == 1:
-            del outs[e.name]
-            left.append(e.name)
+    finally:
+        futures.wait(ahead.values())  # (none may hold a view of the file once this returns)
     if inflated:
-        again = native.engine().decode_fused([a for _, a in inflated], threads)
+        again = native.engine().decode_fused(
+            [(parts, e.numel, outs[e.name].itemsize, outs[e.name].reshape(-1)) for e, parts in inflated], threads)
         for (e, _), (status, error) in zip(inflated, again, strict=True):
             if status:
                 raise ContainerError(f"{e.where}: corrupt float payload: {error}")
     return outs, left
+
+
+@cache
+def _inflating(workers: int) -> futures.ThreadPoolExecutor:
+    return futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoocodec-zstd")

@@ -277,3 +277,19 @@ def test_huffman_beside_zstd_planes_decodes_in_the_second_pass():
     e = TensorEntry("w", (w.size,), "float32", parse_spec("lossless"), {"symbols": {"data": [w.size]}}, {})
     arrays, left = plan.decode([(e, plan.Planes("data"), bytes(frame))], 2)
     assert left == [] and arrays["w"].tobytes() == w.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("n", [4095, 4096, 5003, 3 * 65536 + 7, 9 * 65536 + 33])
+def test_long_merges_stream_the_same_values(dtype, n):
+    """Merges of 4 KB or more store past the cache, 32 values a step (native/floatplanes.cpp's
+    merge_streamed), between an unaligned head and tail merged as before: the same values, by
+    every plane coder and with raw low planes."""
+    g = np.random.default_rng(n)
+    v = g.laplace(0, 0.02, n).astype(dtype)
+    low = v.view(np.uint32 if dtype == np.float32 else np.uint16)
+    for values in (v, (low & ~low.dtype.type(0xFF)).view(dtype)):  # (a zero low plane: codes to a constant)
+        for huffman in (False, True):
+            coded = floatplanes.encode(values, threads=2, huffman=huffman)
+            for threads in (1, 2):
+                assert floatplanes.decode(coded, n, np.dtype(dtype), threads).tobytes() == values.tobytes()

@@ -156,6 +156,21 @@ def frame(data: bytes | memoryview, count: int, dtype: np.dtype,
     return parts
 
 
+def has_zstd(data: bytes | memoryview) -> bool:
+    """Does the payload hold a zstd plane (a look at its plane headers only; a damaged frame
+    says no here, and frame() or the native decoder names what is wrong)?"""
+    r = Reader(data, "float payload")
+    try:
+        r.uvarint()
+        modes = []
+        for _ in range(r.byte()):
+            modes.append(r.byte())
+            r.take(r.uvarint(limit=len(r.data)))
+    except ContainerError:
+        return False
+    return ZSTD in modes
+
+
 def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int = 0) -> np.ndarray:
     """Bytes -> flat array of `count` values of `dtype` (a 2- or 4-byte float type)."""
     parts = frame(data, count, dtype, huffman=True)

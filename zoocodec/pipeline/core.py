@@ -346,33 +346,46 @@ class Archive(ArchiveBase):
 
     def read_many(self, names: list[str], threads: int = 0) -> dict[str, np.ndarray]:
         """Decode tensors to native arrays, a batch of up to plan.BATCH_BYTES at a time: the
-        batch's chunks CRC-checked on threads together, the payloads its methods declare fused
+        batch's chunks CRC-checked on the native pass that decodes it (format 3; each payload's
+        just before the tasks that read it), the payloads its methods declare fused
         (zoocodec/plan.py) entropy-decoded and dequantized into their dtype in one pass of the
         native pool straight from the mapped file into one block of huge pages per batch (its
         arrays are views of it: the block is freed when the last of them is), the others by their
         method's own decode (from copies: a method may keep views of what it decodes)."""
         out = {}
+        on_pass = self.container.version >= 3  # chunk CRCs checked on the decoding pass (plan.decode)
         for batch in plan.batches([self.plan[n] for n in names]):
             items = [(e.where, s) for e in batch for s in e.segments.values()]
-            views = self.container.views(items)
+            views = self.container.views(items, check=not on_pass)
             try:
                 payloads = iter(views)
                 segments = {e.name: {k: next(payloads) for k in e.segments} for e in batch}
                 fused, rest = [], []
-                for e in batch:
-                    with self._named(e.where):
-                        spec = e.spec
-                        budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
-                        job = plan.fused_job(spec, e, segments[e.name])
-                    if job is None:
-                        rest.append(e.name)
-                    else:
-                        fused.append((e, job, segments[e.name][job.stream]))
                 try:
-                    arrays, left = plan.decode(fused, threads)
+                    for e in batch:
+                        with self._named(e.where):
+                            budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
+                            job = plan.fused_job(e.spec, e, segments[e.name])
+                        if job is None:
+                            rest.append(e.name)
+                        else:
+                            fused.append((e, job, segments[e.name][job.stream]))
+                except ContainerError:
+                    if on_pass:  # (side info read unchecked: a damaged payload is named as such first)
+                        self.container.check(items, views)
+                    raise
+                block = plan.outputs([e for e, _, _ in fused], threads)  # (faulted in meanwhile: 2+ threads)
+                checks = []
+                if on_pass:
+                    index = {e.name: i for i, (e, _, _) in enumerate(fused)}
+                    owners = [e for e in batch for _ in e.segments]
+                    checks = [(where, view, self.container.crc_chunk, seg.crc, index.get(e.name, -1))
+                              for (where, seg), view, e in zip(items, views, owners, strict=True)]
+                try:
+                    arrays, left = plan.decode(fused, threads, checks, block)
                 except ContainerError as err:
                     raise ContainerError(f"{self.container.path}: {err}") from None
-                del fused
+                del fused, block
                 entries = {e.name: e for e in batch}
                 for name in rest + left:
                     copies = {k: bytes(v) for k, v in segments.pop(name).items()}
@@ -427,11 +440,14 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
             return t
 
         if out is None:  # the rest in batches of one native pass each (Archive.read_many)
-            host = a.read_many([n for n in a.names() if n not in on_device])
+            host = a.read_many([n for n in a.plan if n not in on_device])
             tensors = {}
-            for name in a.names():
-                tensors[name] = on_device.pop(name) if name in on_device else to_torch(
-                    host.pop(name), a.plan[name].dtype).to(dev.torch)
+            for name, e in a.plan.items():
+                if name in on_device:
+                    tensors[name] = on_device.pop(name)
+                else:
+                    t = to_torch(host.pop(name), e.dtype)
+                    tensors[name] = t.to(dev.torch) if dev.is_gpu else t
                 if progress:
                     progress(name)
             return tensors | {alias: tensors[name] for alias, name in a.aliases.items()}  # tied: one tensor

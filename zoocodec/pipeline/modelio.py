@@ -77,7 +77,8 @@ def to_tensordata(name: str, t: torch.Tensor) -> TensorData:
 
 
 def to_torch(array: np.ndarray, dtype: str) -> torch.Tensor:
-    array = np.require(array, requirements="CW")  # keeps 0-d shapes, unlike ascontiguousarray
+    if not (array.flags.c_contiguous and array.flags.writeable):  # (a decoded array is both: no call)
+        array = np.require(array, requirements="CW")  # keeps 0-d shapes, unlike ascontiguousarray
     if dtype == "bfloat16":
         return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(array)

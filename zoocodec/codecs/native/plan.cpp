@@ -12,6 +12,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "crc32.h"
 #include "floatplanes.h"
 #include "pool.h"
 #include "rans_avx2.h"
@@ -51,6 +52,9 @@ inline O convert(double v, int kind) {
 // out[i] = value of (lo + sym[i]) * step for i < m - m % 8, 8 at a time: the int32 sum converted
 // to float64 exactly, one float64 product, rounded to float32 (and to bfloat16 as to_bf16 does)
 // as the scalar convert() rounds it, so the bits are the same. lo + every symbol fits an int32.
+// `out` is aligned to the stores' 32 (float32) or 16 bytes (bfloat16): they are non-temporal, as
+// floatplanes.cpp's merges (a load's outputs are written once, not read soon; a plain store
+// reads its line first, and two threads' memory traffic set their pace).
 template <class O, class T>
 __attribute__((target("avx2"))) uint64_t affine_avx2(const T* sym, uint64_t m, int32_t lo, double step, O* out) {
   const __m256i base = _mm256_set1_epi32(lo), bias = _mm256_set1_epi32(0x7FFF), one = _mm256_set1_epi32(1);
@@ -66,12 +70,12 @@ __attribute__((target("avx2"))) uint64_t affine_avx2(const T* sym, uint64_t m, i
     const __m128 hi4 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(s, 1)), by));
     const __m256i f = _mm256_castps_si256(_mm256_set_m128(hi4, lo4));
     if constexpr (sizeof(O) == 4) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), f);
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(out + i), f);
     } else {  // nearest-even to the top 16 bits: b + 0x7FFF + ((b >> 16) & 1), in 32-bit lanes
       const __m256i r = _mm256_add_epi32(_mm256_add_epi32(f, bias), _mm256_and_si256(_mm256_srli_epi32(f, 16), one));
       const __m256i h = _mm256_srli_epi32(r, 16);
       const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(packed));
+      _mm_stream_si128(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(packed));
     }
   }
   return i;
@@ -86,7 +90,8 @@ template <class O, class T>
 void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t first, uint64_t m, O* lut) {
   O* out = static_cast<O*>(a.out);
   const int64_t k = static_cast<int64_t>(a.k);
-  const bool vector = !k && a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX;
+  const bool vector = !k && a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX &&
+                      reinterpret_cast<uintptr_t>(out) % sizeof(O) == 0;  // (then aligned stores can start)
   uint64_t j = 0;
   while (j < m) {
     const uint64_t e = first + j;
@@ -111,10 +116,16 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
       continue;
     }
     const double step = a.values[row];
-    if (vector) {  // float32 and bfloat16 computed 8 at a time, the last few below
-      const uint64_t done = affine_avx2(sym + j, run, static_cast<int32_t>(lo), step, out + e);
-      for (uint64_t i = done; i < run; ++i)
+    if (vector) {  // float32 and bfloat16 computed 8 at a time from an aligned start, the rest one by one
+      constexpr uintptr_t align = 8 * sizeof(O);
+      const uint64_t head = std::min<uint64_t>(run, (align - reinterpret_cast<uintptr_t>(out + e) % align) % align /
+                                                        sizeof(O));
+      auto one = [&](uint64_t i) {
         out[e + i] = convert<O>(static_cast<double>(lo + static_cast<int64_t>(sym[j + i])) * step, a.kind);
+      };
+      for (uint64_t i = 0; i < head; ++i) one(i);
+      const uint64_t done = head + affine_avx2(sym + j + head, run - head, static_cast<int32_t>(lo), step, out + e + head);
+      for (uint64_t i = done; i < run; ++i) one(i);
     } else if (lut && run >= 2 * nsym) {  // a row's values by table: nsym conversions instead of `run`
       for (uint32_t s = 0; s < nsym; ++s) lut[s] = convert<O>(static_cast<double>(lo + s) * step, a.kind);
       for (uint64_t i = 0; i < run; ++i) out[e + i] = lut[sym[j + i]];
@@ -128,8 +139,9 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
 
 // Substreams first .. first + count of a fused job (count > 1: a group the vector decoder
 // advances together, rans_avx2.h); for a constant stream (L == 0), runs of 2^16 symbols instead.
-// For a planes job (count 0): its task `first`.
+// For a planes job: its task `first`. For a check: checks[job].
 struct Item {
+  enum Kind : uint8_t { FUSED, PLANES, CHECK } kind;
   std::size_t job, first, count;
 };
 
@@ -168,7 +180,8 @@ bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
 
 }  // namespace
 
-void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads) {
+void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, const std::vector<Ref>& order,
+            std::vector<Check>* checks) {
   std::vector<ans::Frame> frames(jobs.size());
   std::vector<Item> items;
   std::vector<planes::Merge> merges(planes.size());
@@ -200,21 +213,52 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads) 
       a.error = e.what();
     }
   });
-  for (std::size_t t = 0; t < planes.size(); ++t)
-    if (!planes[t].status)
-      for (std::size_t i = 0; i < merges[t].tasks; ++i) items.push_back({t, i, 0});
-  for (std::size_t t = 0; t < jobs.size(); ++t) {
-    if (jobs[t].status) continue;
+  auto add = [&](Ref r) {
+    const std::size_t t = r.index;
+    if (r.planes) {
+      if (!planes[t].status)
+        for (std::size_t i = 0; i < merges[t].tasks; ++i) items.push_back({Item::PLANES, t, i, 0});
+      return;
+    }
+    if (jobs[t].status) return;
     const rans::Parsed& p = frames[t].stream;
     const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / (uint64_t(1) << 16) + 1 : p.body.size();
     const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
-    for (std::size_t i = 0; i < parts; i += group) items.push_back({t, i, std::min(group, parts - i)});
+    for (std::size_t i = 0; i < parts; i += group) items.push_back({Item::FUSED, t, i, std::min(group, parts - i)});
+  };
+  std::vector<std::size_t> by_job;  // checks by the job they precede
+  if (checks) {
+    by_job.resize(checks->size());
+    for (std::size_t c = 0; c < by_job.size(); ++c) by_job[c] = c;
+    std::stable_sort(by_job.begin(), by_job.end(),
+                     [&](std::size_t a, std::size_t b) { return (*checks)[a].before < (*checks)[b].before; });
   }
+  std::size_t next = 0;
+  auto checks_before = [&](int64_t job) {
+    for (; next < by_job.size() && (*checks)[by_job[next]].before <= job; ++next)
+      items.push_back({Item::CHECK, by_job[next], 0, 0});
+  };
+  checks_before(-1);
+  if (order.empty()) {
+    for (std::size_t t = 0; t < planes.size(); ++t) add({true, t});
+    for (std::size_t t = 0; t < jobs.size(); ++t) add({false, t});
+  } else {
+    for (std::size_t k = 0; k < order.size(); ++k) {
+      checks_before(static_cast<int64_t>(k));
+      add(order[k]);
+    }
+  }
+  checks_before(INT64_MAX);
   std::vector<std::exception_ptr> failed(jobs.size()), failed_planes(planes.size());
   std::mutex failing;
   parallel_for(items.size(), threads, [&](std::size_t k) {
     const Item it = items[k];
-    if (it.count == 0) {
+    if (it.kind == Item::CHECK) {
+      Check& c = (*checks)[it.job];
+      c.bad = crc32(0, c.data, c.size) != c.crc;
+      return;
+    }
+    if (it.kind == Item::PLANES) {
       try {
         planes::run_task(merges[it.job], it.first);
       } catch (...) {
@@ -252,6 +296,9 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads) 
           lut16.resize(256);
           emit<uint16_t>(a, f.lo, p.nsym, sym, first, m, table ? lut16.data() : nullptr);
         }
+#ifdef ZC_AVX2
+        _mm_sfence();  // (emit's streamed stores are weakly ordered: visible before the task counts as done)
+#endif
       };
       if (p.nsym <= 256) {
         sym8.resize(std::max<uint64_t>(m, 1));

@@ -50,8 +50,28 @@ struct Planes {
   std::string error;
 };
 
+// One job of a batch, in the batch's order: a planes job or a fused one, by its index there.
+struct Ref {
+  bool planes = false;
+  std::size_t index = 0;
+};
+
+// A CRC32 chunk of a payload (container.py's format 3), checked on the decoding pass just before
+// the tasks of job `before` (an index into the batch order), which then find its bytes in cache:
+// reading a payload once instead of twice. `before` < 0: first.
+struct Check {
+  const uint8_t* data = nullptr;
+  std::size_t size = 0;
+  uint32_t crc = 0;
+  int64_t before = -1;
+  bool bad = false;  // result
+};
+
 // Every job's frame parsed, then one pass of the pool over all their substreams (fused jobs)
-// and float-plane tasks (planes jobs).
-void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads);
+// and float-plane tasks (planes jobs), in the batch `order` (default: planes jobs, then fused
+// ones), each job's `checks` just before its tasks. A job's result is meaningless where a check
+// fails (its bytes are not the file's): the caller reports the mismatch first.
+void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, const std::vector<Ref>& order = {},
+            std::vector<Check>* checks = nullptr);
 
 }  // namespace zc::plan

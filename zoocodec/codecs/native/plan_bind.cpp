@@ -9,12 +9,16 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <system_error>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "buffer.h"
+#include "crc32.h"
 #include "plan.h"
+#include "pool.h"
 #include "rans_bind.h"
 
 namespace nb = nanobind;
@@ -31,13 +35,26 @@ using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 // payload either the frame or a list of its planes split already, (mode 0 raw | 1 rANS, bytes).
 // Returns (status, error) per job: 0 decoded, 1 not taken (packed or wide-alphabet frames, or
 // zstd-coded planes: the Python coders decode those), 2 corrupt.
-std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tuple>& jobs, int threads) {
+struct Batch {
   std::vector<std::unique_ptr<InBuffer>> held;
   std::vector<Steps> steps;
   std::vector<Out> outs;
   std::vector<plan::Fused> work;
   std::vector<plan::Planes> planes;
-  std::vector<std::pair<bool, std::size_t>> where;  // each job: (a planes job?, its index there)
+  std::vector<plan::Ref> order;  // each job: a planes job or a fused one, its index there
+
+  std::vector<std::tuple<int, std::string>> results() const {
+    std::vector<std::tuple<int, std::string>> out;
+    for (const plan::Ref& r : order)
+      out.emplace_back(r.planes ? planes[r.index].status : work[r.index].status,
+                       r.planes ? planes[r.index].error : work[r.index].error);
+    return out;
+  }
+};
+
+Batch batch_of(const std::vector<nb::tuple>& jobs) {
+  Batch b;
+  auto& [held, steps, outs, work, planes, order] = b;
   for (const nb::tuple& j : jobs) {
     if (j.size() != 7 && j.size() != 4)
       throw std::invalid_argument("a job is (payload, count, values, row_len, k, kind, out) or (payload, count, "
@@ -66,7 +83,7 @@ std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tup
       a.count = nb::cast<uint64_t>(j[1]);
       if (outs.back().nbytes() != a.count * a.width) throw std::invalid_argument("output of the wrong size");
       a.out = outs.back().data();
-      where.emplace_back(true, planes.size() - 1);
+      order.push_back({true, planes.size() - 1});
       continue;
     }
     held.emplace_back(new InBuffer(j[0]));
@@ -85,16 +102,55 @@ std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tup
     if (a.rows < 1 || (a.k && a.rows * a.k != steps.back().shape(0))) throw std::invalid_argument("bad values");
     if (outs.back().nbytes() != a.count * width) throw std::invalid_argument("output of the wrong size");
     a.out = outs.back().data();
-    where.emplace_back(false, work.size() - 1);
+    order.push_back({false, work.size() - 1});
+  }
+  return b;
+}
+
+std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tuple>& jobs, int threads) {
+  Batch b = batch_of(jobs);
+  {
+    nb::gil_scoped_release release;
+    plan::decode(b.work, b.planes, threads, b.order);
+  }
+  return b.results();
+}
+
+// decode_fused with the payloads' CRC32 chunks checked on the same pass, each payload's just
+// before the tasks of the job it names (its bytes then read from cache by the decoder).
+// payloads: (bytes, chunk, [CRC32 of each `chunk` bytes], job index or -1). Returns (index of
+// the first payload with a wrong chunk or -1, the jobs' results, meaningless where it is not -1).
+std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> decode_checked(const std::vector<nb::tuple>& jobs,
+                                                                             const std::vector<nb::tuple>& payloads,
+                                                                             int threads) {
+  Batch b = batch_of(jobs);
+  std::vector<plan::Check> checks;
+  std::vector<std::size_t> owner;  // each check's payload
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
+    const nb::tuple& p = payloads[i];
+    if (p.size() != 4) throw std::invalid_argument("a payload is (bytes, chunk, crcs, job)");
+    b.held.emplace_back(new InBuffer(p[0]));
+    const auto chunk = nb::cast<uint64_t>(p[1]);
+    const auto crcs = nb::cast<std::vector<uint32_t>>(p[2]);
+    const auto before = nb::cast<int64_t>(p[3]);
+    const std::size_t size = b.held.back()->size();
+    if (chunk == 0 || crcs.size() != (size + chunk - 1) / chunk)
+      throw std::invalid_argument("one CRC32 a chunk of the payload");
+    if (before < -1 || before >= static_cast<int64_t>(jobs.size())) throw std::invalid_argument("no such job");
+    for (std::size_t k = 0; k < crcs.size(); ++k) {
+      checks.push_back({b.held.back()->data() + k * chunk, std::min<std::size_t>(chunk, size - k * chunk), crcs[k],
+                        before});
+      owner.push_back(i);
+    }
   }
   {
     nb::gil_scoped_release release;
-    plan::decode(work, planes, threads);
+    plan::decode(b.work, b.planes, threads, b.order, &checks);
   }
-  std::vector<std::tuple<int, std::string>> result;
-  for (auto [is_planes, i] : where)
-    result.emplace_back(is_planes ? planes[i].status : work[i].status, is_planes ? planes[i].error : work[i].error);
-  return result;
+  int64_t bad = -1;
+  for (std::size_t c = 0; c < checks.size() && bad < 0; ++c)  // (chunks in payload order)
+    if (checks[c].bad) bad = static_cast<int64_t>(owner[c]);
+  return {bad, b.results()};
 }
 
 // A parsed rANS stream for a GPU decoder's host side: (lo, L, constant, freq uint32[nsym],
@@ -154,6 +210,9 @@ nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
 // CPU ms of a 17 ms load), so loading models one after another (a sweep, a benchmark) reuses
 // them, as malloc's heap does for smaller arrays (zipnn's outputs among them).
 constexpr std::size_t HUGE_PAGE = std::size_t(1) << 21, KEEP = std::size_t(64) << 20;  // (malloc keeps up to 64 MiB too)
+#ifdef __linux__
+constexpr int POPULATE_WRITE = 23;  // MADV_POPULATE_WRITE (Linux 5.14), which older headers lack
+#endif
 struct Kept {
   std::mutex lock;
   void* block = nullptr;
@@ -164,21 +223,33 @@ Kept& kept() {
   return *k;
 }
 
+// A block handed out: its memory, size, and the thread faulting its pages in, if any.
+struct Block {
+  void* p;
+  std::size_t size;
+  std::thread filler;
+};
+
 void release_block(void* p) noexcept {
-  auto* b = static_cast<std::pair<void*, std::size_t>*>(p);
+  auto* b = static_cast<Block*>(p);
+  if (b->filler.joinable()) b->filler.join();  // (done long before: it ran while the block was decoded)
   Kept& k = kept();
   {
     std::lock_guard<std::mutex> guard(k.lock);
-    if (b->second <= KEEP && !k.block) {
-      k.block = b->first, k.size = b->second;
-      b->first = nullptr;
+    if (b->size <= KEEP) {  // the last freed one is kept (the one kept before is freed instead)
+      std::swap(k.block, b->p);
+      k.size = b->size;
     }
   }
-  std::free(b->first);
+  std::free(b->p);
   delete b;
 }
 
-Array1<uint8_t> output_block(std::size_t n) {
+// `prefault`: a fresh block's pages are faulted in (and zeroed by the kernel) on a thread of
+// its own while the caller goes on, MADV_POPULATE_WRITE (Linux 5.14; it writes nothing, so the
+// decoders may write beside it): a load's Python work before its decoding pass leaves a core
+// idle, and faulting in minilm's 90 MB output took about 4 CPU ms of that pass.
+Array1<uint8_t> output_block(std::size_t n, bool prefault) {
   if (n < 2 * HUGE_PAGE) {
     uint8_t* p;
     return big_array<uint8_t>(n, &p);
@@ -193,27 +264,96 @@ Array1<uint8_t> output_block(std::size_t n) {
       p = k.block, have = k.size, k.block = nullptr;
     }
   }
+  auto* b = new Block{p, have, {}};
   if (!p) {
-    p = std::aligned_alloc(HUGE_PAGE, size);
-    if (!p) throw std::bad_alloc();
+    b->p = p = std::aligned_alloc(HUGE_PAGE, size);
+    if (!p) {
+      delete b;
+      throw std::bad_alloc();
+    }
 #ifdef __linux__
     madvise(p, size, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
+    try {
+      if (prefault) b->filler = std::thread([p, size] { madvise(p, size, POPULATE_WRITE); });  // (refused: nothing)
+    } catch (const std::system_error&) {  // (no thread to be had: the decoders fault the pages in)
+    }
 #endif
   }
-  nb::capsule owner(new std::pair<void*, std::size_t>(p, have), release_block);
+  nb::capsule owner(b, release_block);
   return Array1<uint8_t>(static_cast<uint8_t*>(p), {n}, owner);
+}
+
+// The whole pages inside `a` given back to the system (their contents become zeros): the slot
+// of an output block that a decoder declined, which a prefault made resident.
+void discard(Out a) {
+#ifdef __linux__
+  const std::size_t page = 4096;
+  const auto lo = (reinterpret_cast<uintptr_t>(a.data()) + page - 1) / page * page;
+  const auto hi = (reinterpret_cast<uintptr_t>(a.data()) + a.nbytes()) / page * page;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+#endif
+}
+
+// Index of the first of `payloads` whose bytes do not match their CRC32s, or -1. A payload is
+// (bytes-like, chunk, [CRC32 of each `chunk` bytes]); every chunk is checked on one pass of the
+// pool (container.py's format 3), so the decode that follows reads checked bytes.
+int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
+  struct Chunk {
+    std::size_t payload;
+    const uint8_t* data;
+    std::size_t size;
+    uint32_t crc;
+  };
+  std::vector<std::unique_ptr<InBuffer>> held;
+  std::vector<Chunk> chunks;
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
+    const nb::tuple& p = payloads[i];
+    if (p.size() != 3) throw std::invalid_argument("a payload is (bytes, chunk, crcs)");
+    held.emplace_back(new InBuffer(p[0]));
+    const auto chunk = nb::cast<uint64_t>(p[1]);
+    const auto crcs = nb::cast<std::vector<uint32_t>>(p[2]);
+    const std::size_t size = held.back()->size();
+    if (chunk == 0 || crcs.size() != (size + chunk - 1) / chunk)
+      throw std::invalid_argument("one CRC32 a chunk of the payload");
+    for (std::size_t k = 0; k < crcs.size(); ++k)
+      chunks.push_back({i, held.back()->data() + k * chunk, std::min<std::size_t>(chunk, size - k * chunk), crcs[k]});
+  }
+  std::vector<uint8_t> bad(chunks.size(), 0);  // (a byte a chunk: each written by its own task)
+  {
+    nb::gil_scoped_release release;
+    parallel_for(chunks.size(), threads, [&](std::size_t k) {
+      bad[k] = crc32(0, chunks[k].data, chunks[k].size) != chunks[k].crc;
+    });
+  }
+  for (std::size_t k = 0; k < chunks.size(); ++k)  // (chunks in payload order)
+    if (bad[k]) return static_cast<int64_t>(chunks[k].payload);
+  return -1;
 }
 
 }  // namespace
 
 void bind_plan(nb::module_& m) {
-  m.def("output_block", &output_block, nb::arg("n"),
+  m.def("output_block", &output_block, nb::arg("n"), nb::arg("prefault") = false,
         "A uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch); "
-        "the last freed one of up to 64 MiB is kept for the next call.");
+        "the last freed one of up to 64 MiB is kept for the next call. `prefault`: a fresh block's pages are "
+        "faulted in on a thread of its own meanwhile.");
+  m.def("discard", &discard, nb::arg("array"),
+        "The whole pages inside a contiguous array given back to the system (they read as zeros after).");
+  m.def("crc32", [](nb::handle data, uint32_t crc) {
+    InBuffer in(data);
+    nb::gil_scoped_release release;
+    return zc::crc32(crc, in.data(), in.size());
+  }, nb::arg("data"), nb::arg("crc") = 0, "zlib.crc32(data, crc): the checksum the decode pass checks chunks with.");
+  m.def("first_bad", &first_bad, nb::arg("payloads"), nb::arg("threads") = 0,
+        "Index of the first (bytes, chunk, crcs) whose chunks do not match their CRC32s, or -1; every chunk "
+        "on one pass of the pool.");
   m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
         "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
         "(status, error) per job.");
+  m.def("decode_checked", &decode_checked, nb::arg("jobs"), nb::arg("payloads"), nb::arg("threads") = 0,
+        "decode_fused, with each payload's (bytes, chunk, crcs, job) CRC32 chunks checked on the same pass just "
+        "before that job's tasks; (index of the first payload whose chunks do not match or -1, results).");
   m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
         "(lo, indices) of an ans payload's rANS frame, or None for packed and wide-alphabet frames.");
   m.def("rans_frame", &rans_frame, nb::arg("data"), nb::arg("count"),
