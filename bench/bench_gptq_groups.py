@@ -49,8 +49,8 @@ def main() -> None:
         energy = output_error(w2, 0 * w2, a)
         d = float(np.float32(np.sqrt((w2**2).mean()) * 0.4))
         row = {"tensor": name, "step": d, "nearest": output_error(w2, np.rint(w2 / d) * d, a) / energy}
-        for label, li in seen.items():
-            row[f"gptq {label}"] = output_error(w2, gptq(w2, np.array([d]), li.h) * d, a) / energy
+        for label, measured in seen.items():
+            row[f"gptq {label}"] = output_error(w2, gptq(w2, np.array([d]), measured[name].h) * d, a) / energy
         for bits, g in GROUPS:
             spec = parse_spec(f"uniform:bits={bits},group={g},zero=true")
             key = f"{bits}-bit groups of {g}"

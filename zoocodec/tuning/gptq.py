@@ -21,9 +21,10 @@ candidates, `round_groups`): each group's step and zero point chosen from the we
 feedback has left them when it reaches the group, as GPTQ does, and the group's extremes kept at
 its end levels, so the method's own min-max finds that grid again. Weights already on such a grid
 (SmolLM2's Q4_1 groups at 4 bits, 32 weights) have no error to feed back: they stay as they are.
-Held against layer inputs of other text (lee.cor, H measured on 8 windows of the speeches), this
-gave 2-3x less output error than min-max rounding at 3 bits in groups of 32 on layers 2 and 15,
-about what it gives one step; so it does not move automatic mode's choice between them.
+Held against layer inputs of other text (lee.cor, H measured on 8 windows of the speeches), it
+left 3-bit groups of 32 on smollm2's layers 2 and 15 0.67x of min-max rounding's output error on
+average, about what it leaves one step (0.60x; bench/bench_gptq_groups.py); so it does not move
+automatic mode's choice between them.
 
 One measurement is one pass through the decoder on the calibration tokens (two layer
 forwards per layer: the inputs measured, then the quantized layer's outputs), about two
