@@ -40,6 +40,9 @@ can be written from whatever finished:
 The 12-05b automatic-mode points (one process per budget, the peers' checkpoints copied from 12-05):
     python bench/bench_llm_head_to_head.py --part auto7 --windows 6 --auto-windows 4 --rounding gptq \
         --sequential --ans --strengths 1 --calibration-windows 8 --budgets 0.01
+The 12-05c point (12-05b's checkpoints copied; 30 more sensitivity runs, one per layer):
+    python bench/bench_llm_head_to_head.py --part auto8 --windows 6 --auto-windows 4 --rounding gptq \
+        --sequential --ans --strengths 1 --calibration-windows 32 --layer-sensitivities --budgets 0.1
 """
 from __future__ import annotations
 
@@ -58,23 +61,25 @@ import torch
 from bench_common import RESULTS, machine
 
 MODEL = "smollm2-135m"
-NAME = "llm_head_to_head-2026-12-05b"  # the files this run writes in bench/results
+NAME = "llm_head_to_head-2026-12-05c"  # the files this run writes in bench/results
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")
 HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
 QUANTO_SETTINGS = ((8, None), (4, 128), (2, 128))  # quanto's QLinear: 128 weights per group below 8 bits
 NNCODEC_QPS = (-38, -34, -30, -28, -26)
 ZOOCODEC_SPECS = ("bits=8", "bits=5,group=32,zero=true", "bits=4,group=32,zero=true")
 BUDGETS = (0.05, 0.01, 0.1)  # token KL, nats, judged by the pessimistic end of the 95% interval
+LAYER_NOISE = 0.05  # of a matrix's RMS, in the per-layer sensitivity runs (7 matrices, not 30: more noise each)
 FAMILIES = ("gguf", "hqq", "quanto", "nncodec", "zoocodec uniform", "zoocodec auto")
 FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "qp=-28", "qp=-26", "Q5_1", "bits=4,group=64", "qint4,group=128", "Q4_1",
          "qp=-34", "Q5_0", "bits=3,group=64")  # the points nearest the budgets first, so a run cut short has them
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
-PARTS = ("peers", "peers2", "auto", "auto2", "auto3", "auto4", "auto5", "auto6", "auto7")  # one checkpoint per process
+PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 11))))  # one checkpoint per process
 CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
-           "llm_head_to_head-2026-12-05's (its checkpoints copied: the same 6 windows, the same weights); "
-           "the `gptq, sequential` points are this run's.")
+           "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` "
+           "12-05b's (their checkpoints copied: the same 6 windows, the same weights); the point labelled "
+           "`32 calibration windows, sensitivities per layer` is this run's (12-05c).")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -298,10 +303,50 @@ def measured_sensitivities(weights: dict[str, torch.Tensor]) -> dict:
     return sens
 
 
+def layer_of(name: str) -> int | None:
+    """A decoder layer's index in a tensor's name (model.layers.7.mlp.up_proj.weight -> 7), else None."""
+    import re
+
+    m = re.search(r"layers\.(\d+)\.", name)
+    return int(m.group(1)) if m else None
+
+
+def layered_sensitivities(weights: dict[str, torch.Tensor], by_role: dict) -> dict:
+    """Sensitivities per role scaled per decoder layer: one run per layer adds noise to its 7 matrices
+    (LAYER_NOISE of each one's RMS) and its tensors' role sensitivities are scaled by that run's loss over the
+    loss they predict for it. 30 runs on the same 349 tokens as the role runs; the embedding keeps its own."""
+    path = RESULTS / f"{NAME}.layer-sensitivities.json"
+    if path.exists():
+        return json.loads(path.read_text())["sensitivities"]
+    t0 = time.perf_counter()
+    sev = sensitivity_evaluator()
+    layers: dict[int, list[str]] = {}
+    for n in by_role:
+        if (i := layer_of(n)) is not None:
+            layers.setdefault(i, []).append(n)
+    gen = torch.Generator().manual_seed(1)
+    sens, factors = dict(by_role), {}
+    for i, members in sorted(layers.items()):
+        noisy, predicted = dict(weights), 0.0
+        for n in members:
+            w = weights[n]
+            sigma = LAYER_NOISE * float(w.double().pow(2).mean().sqrt())
+            noisy[n] = w + sigma * torch.randn(w.shape, generator=gen)
+            predicted += by_role[n] * w.numel() * sigma**2
+        loss = max(sev.task.distortion(sev.outputs(noisy), sev.ref_out), 0.0)
+        factors[i] = loss / predicted
+        sens.update({n: by_role[n] * factors[i] for n in members})
+        print(f"  layer {i}: loss {loss:.3g}, {factors[i]:.3g} of the roles' prediction "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    path.write_text(json.dumps({"noise": LAYER_NOISE, "layer_factors": factors, "sensitivities": sens}, indent=1))
+    return sens
+
+
 def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS,
-             choose_coder: bool = True, sequential: bool = False, strengths: list[float] | None = None) -> None:
+             choose_coder: bool = True, sequential: bool = False, strengths: list[float] | None = None,
+             layered: bool = False) -> None:
     """`strengths`: search just these allocation strengths (fewer searches, for the time the shared
-    machine gives; the points' labels say so)."""
+    machine gives; the points' labels say so). `layered`: `sens` are scaled per layer (the label says so)."""
     from zoocodec import decompress, inspect
     from zoocodec.tuning import auto
     from zoocodec.tuning.auto import auto_compress
@@ -318,6 +363,10 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
     for budget in budgets:
         how = f"{rounding}, sequential" if sequential and rounding == "gptq" else rounding
         windows = "" if auto_windows == 2 else f", {auto_windows} lee.cor windows"  # 2: every earlier run's
+        if rounding == "gptq" and lm.CALIBRATION_WINDOWS != 8:  # 8: every 12-05b point's
+            windows += f", {lm.CALIBRATION_WINDOWS} calibration windows"
+        if layered:
+            windows += ", sensitivities per layer"
         label = f"KL {budget} ({how}, group candidates{strengths}{'' if choose_coder else ', ans'}{windows})"
 
         header: dict = {}
@@ -443,6 +492,11 @@ def write_markdown(r: dict, path: Path) -> None:
                   "against layer inputs measured on calibration windows of lee.cor and the convention speeches, "
                   f"{r.get('calibration_windows') or 16} windows of 512 tokens; before the final search measured again "
                   "layer by layer on the quantized model, GPTQ's order: zoocodec/tuning/gptq.py)."]
+    if any("sensitivities per layer" in p["label"] for p in r["points"]):
+        lines += ["", "`sensitivities per layer`: the role sensitivities scaled per decoder layer by one more run per "
+                  f"layer (noise of {LAYER_NOISE:g} of each matrix's RMS in its 7 matrices, the same 349 tokens; "
+                  f"{NAME}.layer-sensitivities.json): layer factors 0.25-5.1. `32 calibration windows`: data-aware "
+                  "rounding measured its layer inputs on 32 windows, not 8."]
     if r.get("carried"):
         lines += ["", r["carried"]]
     for p in r["points"]:
@@ -509,6 +563,8 @@ def main() -> None:
     ap.add_argument("--budgets", type=float, nargs="+", default=None, help="auto: just these token-KL budgets")
     ap.add_argument("--strengths", type=float, nargs="+", default=None,
                     help="auto: just these allocation strengths (default: all of automatic mode's STRENGTHS)")
+    ap.add_argument("--layer-sensitivities", action="store_true",
+                    help="auto: the role sensitivities scaled per decoder layer (30 more runs, kept beside them)")
     args = ap.parse_args()
     if args.part == "table":
         return table()
@@ -517,13 +573,16 @@ def main() -> None:
     else:  # sensitivities first: they need no judged windows
         from zoocodec.eval.evaluate import load_weights
 
-        sens = measured_sensitivities(load_weights(MODEL))
+        weights = load_weights(MODEL)
+        sens = measured_sensitivities(weights)
+        if args.layer_sensitivities:
+            sens = layered_sensitivities(weights, sens)
         if args.calibration_windows:
             from zoocodec.eval import lm
 
             lm.CALIBRATION_WINDOWS = args.calibration_windows
         run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding, args.budgets or BUDGETS,
-                 not args.ans, args.sequential, args.strengths)
+                 not args.ans, args.sequential, args.strengths, args.layer_sensitivities)
     table()
 
 

@@ -45,7 +45,7 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
         from zoocodec.eval import lm
 
         net, run, count = lm.calibration(folder, inputs, weights, lm.CALIBRATION_WINDOWS)
-        return Calibration(net, run, _names(net, weights), task.calibration_about, count)
+        return Calibration(net, run, _names(net, weights), f"{count} {task.calibration_about}", count)
     if task.kind == "text":
         from zoocodec.eval.text import TextModel
 

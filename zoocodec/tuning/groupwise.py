@@ -37,7 +37,7 @@ from zoocodec.codecs.ans import Ans
 from zoocodec.eval.refcache import add_tensors
 from zoocodec.methods import MethodSpec
 
-CANDIDATES = ((2, 32), (3, 32), (4, 32), (5, 32), (3, 128), (4, 128))  # (bits, weights per group)
+CANDIDATES = ((2, 32), (3, 32), (4, 32), (5, 32), (3, 64), (4, 64), (3, 128), (4, 128))  # (bits, weights per group)
 _MEASURED: dict[tuple[str, str], tuple[float, float]] = {}  # (content hash, candidate) -> (mse, bits)
 
 
