@@ -18,7 +18,6 @@
 #include "buffer.h"
 #include "crc32.h"
 #include "plan.h"
-#include "pool.h"
 #include "rans_bind.h"
 
 namespace nb = nanobind;
@@ -120,19 +119,22 @@ std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tup
 // before the tasks of the job it names (its bytes then read from cache by the decoder).
 // payloads: (bytes, chunk, [CRC32 of each `chunk` bytes], job index or -1). Returns (index of
 // the first payload with a wrong chunk or -1, the jobs' results, meaningless where it is not -1).
-std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> decode_checked(const std::vector<nb::tuple>& jobs,
-                                                                             const std::vector<nb::tuple>& payloads,
-                                                                             int threads) {
+// The pass of decode_checked (with_job) and first_bad (payloads of 3 fields, checked before every job).
+std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> checked_pass(const std::vector<nb::tuple>& jobs,
+                                                                           const std::vector<nb::tuple>& payloads,
+                                                                           int threads, bool with_job) {
   Batch b = batch_of(jobs);
   std::vector<plan::Check> checks;
   std::vector<std::size_t> owner;  // each check's payload
   for (std::size_t i = 0; i < payloads.size(); ++i) {
     const nb::tuple& p = payloads[i];
-    if (p.size() != 4) throw std::invalid_argument("a payload is (bytes, chunk, crcs, job)");
+    if (p.size() != (with_job ? 4u : 3u))
+      throw std::invalid_argument(with_job ? "a payload is (bytes, chunk, crcs, job)"
+                                           : "a payload is (bytes, chunk, crcs)");
     b.held.emplace_back(new InBuffer(p[0]));
     const auto chunk = nb::cast<uint64_t>(p[1]);
     const auto crcs = nb::cast<std::vector<uint32_t>>(p[2]);
-    const auto before = nb::cast<int64_t>(p[3]);
+    const int64_t before = with_job ? nb::cast<int64_t>(p[3]) : -1;
     const std::size_t size = b.held.back()->size();
     if (chunk == 0 || crcs.size() != (size + chunk - 1) / chunk)
       throw std::invalid_argument("one CRC32 a chunk of the payload");
@@ -151,6 +153,12 @@ std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> decode_checked(co
   for (std::size_t c = 0; c < checks.size() && bad < 0; ++c)  // (chunks in payload order)
     if (checks[c].bad) bad = static_cast<int64_t>(owner[c]);
   return {bad, b.results()};
+}
+
+std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> decode_checked(const std::vector<nb::tuple>& jobs,
+                                                                             const std::vector<nb::tuple>& payloads,
+                                                                             int threads) {
+  return checked_pass(jobs, payloads, threads, true);
 }
 
 // A parsed rANS stream for a GPU decoder's host side: (lo, L, constant, freq uint32[nsym],
@@ -296,38 +304,9 @@ void discard(Out a) {
 
 // Index of the first of `payloads` whose bytes do not match their CRC32s, or -1. A payload is
 // (bytes-like, chunk, [CRC32 of each `chunk` bytes]); every chunk is checked on one pass of the
-// pool (container.py's format 3), so the decode that follows reads checked bytes.
+// pool (container.py's format 3): decode_checked's pass with no job.
 int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
-  struct Chunk {
-    std::size_t payload;
-    const uint8_t* data;
-    std::size_t size;
-    uint32_t crc;
-  };
-  std::vector<std::unique_ptr<InBuffer>> held;
-  std::vector<Chunk> chunks;
-  for (std::size_t i = 0; i < payloads.size(); ++i) {
-    const nb::tuple& p = payloads[i];
-    if (p.size() != 3) throw std::invalid_argument("a payload is (bytes, chunk, crcs)");
-    held.emplace_back(new InBuffer(p[0]));
-    const auto chunk = nb::cast<uint64_t>(p[1]);
-    const auto crcs = nb::cast<std::vector<uint32_t>>(p[2]);
-    const std::size_t size = held.back()->size();
-    if (chunk == 0 || crcs.size() != (size + chunk - 1) / chunk)
-      throw std::invalid_argument("one CRC32 a chunk of the payload");
-    for (std::size_t k = 0; k < crcs.size(); ++k)
-      chunks.push_back({i, held.back()->data() + k * chunk, std::min<std::size_t>(chunk, size - k * chunk), crcs[k]});
-  }
-  std::vector<uint8_t> bad(chunks.size(), 0);  // (a byte a chunk: each written by its own task)
-  {
-    nb::gil_scoped_release release;
-    parallel_for(chunks.size(), threads, [&](std::size_t k) {
-      bad[k] = crc32(0, chunks[k].data, chunks[k].size) != chunks[k].crc;
-    });
-  }
-  for (std::size_t k = 0; k < chunks.size(); ++k)  // (chunks in payload order)
-    if (bad[k]) return static_cast<int64_t>(chunks[k].payload);
-  return -1;
+  return std::get<0>(checked_pass({}, payloads, threads, false));
 }
 
 }  // namespace
