@@ -184,32 +184,43 @@ def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, la
     model of the nearest-rounded symbols. `u`: factors(h, damp), where already computed."""
     w = np.array(w, dtype=np.float64)
     rows, d = w.shape
-    step = np.broadcast_to(np.asarray(steps, dtype=np.float64).reshape(-1, 1), (rows, 1))
+    step = np.broadcast_to(np.asarray(steps, dtype=np.float64).reshape(-1, 1), (rows, 1))[:, 0]
     u = factors(h, damp) if u is None else u
-    per = rows // len(u)
-    # per row: its group's factor (one shared factor stays one matrix: the block updates are then one product)
-    u_rows = u if len(u) == 1 else np.repeat(u, per, axis=0)
-    diag = np.diagonal(u_rows, axis1=1, axis2=2)  # 1 or rows x d
     table = None
     if lam > 0:
-        rounded = np.rint(w / step).astype(np.int64)
+        rounded = np.rint(w / step[:, None]).astype(np.int64)
         table = Order0().rates(rounded)
+        diag = np.diagonal(u if len(u) == 1 else np.repeat(u, rows // len(u), axis=0), axis1=1, axis2=2)
         weight = (1.0 / diag**2) / np.mean(1.0 / diag**2, axis=1, keepdims=True)  # column j's share of the output error
     q = np.zeros((rows, d), dtype=np.int64)
-    for b0 in range(0, d, BLOCK):
-        b1 = min(b0 + BLOCK, d)
+
+    def on_grid(j: int, column: np.ndarray) -> np.ndarray:
+        x = column / step
+        q[:, j] = k = np.rint(x) if table is None else _cheapest(x, table, lam / weight[:, j])
+        return k * step
+
+    feedback(w, u, BLOCK, on_grid)
+    return q
+
+
+def feedback(w: np.ndarray, u: np.ndarray, block: int, on_grid: Callable[[int, np.ndarray], np.ndarray]) -> None:
+    """GPTQ's column loop over the rows x d matrix `w` (updated in place): column j becomes on_grid(j, column),
+    its error fed through `u` (factors(): one, or one per consecutive equal group of rows) to the columns after
+    it, `block` columns between two rank-`block` updates of the rest."""
+    rows, d = w.shape
+    # per row: its group's factor (one shared factor stays one matrix: the block updates are then one product)
+    u_rows = u if len(u) == 1 else np.repeat(u, rows // len(u), axis=0)
+    diag = np.diagonal(u_rows, axis1=1, axis2=2)  # 1 or rows x d
+    for b0 in range(0, d, block):
+        b1 = min(b0 + block, d)
         err = np.zeros((rows, b1 - b0))
         for j in range(b0, b1):
-            x = w[:, j] / step[:, 0]
-            k = np.rint(x) if table is None else _cheapest(x, table, lam / weight[:, j])
-            q[:, j] = k
-            e = (w[:, j] - k * step[:, 0]) / diag[:, j]
+            e = (w[:, j] - on_grid(j, w[:, j])) / diag[:, j]
             err[:, j - b0] = e
             if j + 1 < b1:
                 w[:, j + 1 : b1] -= e[:, None] * u_rows[:, j, j + 1 : b1]
         if b1 < d:
             w[:, b1:] -= err @ u[0, b0:b1, b1:] if len(u) == 1 else (err[:, None] @ u_rows[:, b0:b1, b1:])[:, 0]
-    return q
 
 
 def factors(h: np.ndarray, damp: float = DAMP) -> np.ndarray:

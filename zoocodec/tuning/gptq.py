@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from zoocodec.methods import MethodSpec
-from zoocodec.tuning.calibrate import BLOCK, DAMP, RATE_LAM, DataAware, LayerInputs, collect
+from zoocodec.tuning.calibrate import BLOCK, DAMP, RATE_LAM, DataAware, LayerInputs, collect, feedback
 
 
 class _Catcher(torch.nn.Module):
@@ -129,33 +129,27 @@ def round_groups(w: np.ndarray, spec: MethodSpec, u: np.ndarray) -> np.ndarray |
     nearest = K.dequantize_groups(K.quantize_groups(w, steps, zeros, g, np), steps, zeros, g, np)
     if np.array_equal(nearest.astype(np.float32), w.astype(np.float32)):  # on the grid (Q4_1's): no error to feed
         return nearest
-    u = u[0]
-    diag = np.diagonal(u)
     block = max(g, BLOCK // g * g)  # whole groups per block: a group's columns are all updated when it starts
     out = np.zeros_like(w)
     every = np.arange(rows)
-    for b0 in range(0, d, block):
-        b1 = min(b0 + block, d)
-        err = np.zeros((rows, b1 - b0))
-        for j in range(b0, b1):
-            if (j - b0) % g == 0:
-                part = w[:, j:min(j + g, b1)]
-                lo, hi = part.min(axis=1), part.max(axis=1)
-                steps, zeros = group_side(lo[:, None], hi[:, None], spec)
-                step, zero = steps[:, 0], zeros[:, 0]
-                ends = np.full((rows, part.shape[1]), -1)  # per column: the level pinned (-1: none)
-                ends[every, part.argmax(axis=1)] = np.where(hi > lo, top, 0)
-                ends[every, part.argmin(axis=1)] = 0
-                ends[hi == lo] = 0  # one value: every weight at level 0
-            pinned = ends[:, (j - b0) % g]
-            k = np.where(pinned >= 0, pinned, np.clip(np.rint((w[:, j] - zero) / step), 0, top))
-            out[:, j] = k * step + zero  # kernels.uniform.dequantize_groups' arithmetic
-            e = (w[:, j] - out[:, j]) / diag[j]
-            err[:, j - b0] = e
-            if j + 1 < b1:
-                w[:, j + 1 : b1] -= e[:, None] * u[j, j + 1 : b1]
-        if b1 < d:
-            w[:, b1:] -= err @ u[b0:b1, b1:]
+    grid: dict[str, np.ndarray] = {}  # the group the feedback is in: its step, zero point and pinned levels
+
+    def on_grid(j: int, column: np.ndarray) -> np.ndarray:
+        if j % g == 0:
+            part = w[:, j:j + g]
+            lo, hi = part.min(axis=1), part.max(axis=1)
+            steps, zeros = group_side(lo[:, None], hi[:, None], spec)
+            ends = np.full((rows, part.shape[1]), -1)  # per column: the level pinned (-1: none)
+            ends[every, part.argmax(axis=1)] = np.where(hi > lo, top, 0)
+            ends[every, part.argmin(axis=1)] = 0
+            ends[hi == lo] = 0  # one value: every weight at level 0
+            grid.update(step=steps[:, 0], zero=zeros[:, 0], ends=ends)
+        step, zero, pinned = grid["step"], grid["zero"], grid["ends"][:, j % g]
+        k = np.where(pinned >= 0, pinned, np.clip(np.rint((column - zero) / step), 0, top))
+        out[:, j] = k * step + zero  # kernels.uniform.dequantize_groups' arithmetic
+        return out[:, j]
+
+    feedback(w, u, block, on_grid)
     return out
 
 
