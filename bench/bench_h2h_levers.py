@@ -16,7 +16,7 @@ held-back part). Each point's size at the target loss follows from loss ~ step^2
 Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
 
     nice -n 10 python bench/bench_h2h_levers.py [--model effnet-lite0] [--strength 0.5] [--base 0.0057]
-        [--sensitivities sens.json] [--target 0.8] [--configs "gptq few,gptq few damp=0.1"] [--tag T]
+        [--sensitivities sens.json] [--target 0.8] [--configs "gptq few,gptq few grouped=0.3 lam=0.02"] [--tag T]
 
 Writes bench/results/h2h-levers-YYYY-MM-DD[-T].json; `vs_first` is each configuration's size over the first's.
 """
@@ -44,7 +44,7 @@ from zoocodec.tuning.sensitivity import measure, quantized_names
 from zoocodec.tuning.sequential import collect_in_order
 
 MIN_SIZE = 64  # as the head-to-head
-FACTORS = (0.9, 0.95, 1.0, 1.05, 1.1)  # base steps around --base
+SPAN = 0.1  # plans at base steps from (1 - SPAN) to (1 + SPAN) x --base
 
 
 def main() -> None:
@@ -53,10 +53,19 @@ def main() -> None:
     p.add_argument("--strength", type=float, default=0.5)
     p.add_argument("--base", type=float, default=0.0057)
     p.add_argument("--tag", default="", help="results file suffix")
+    p.add_argument("--plans", type=int, default=5,
+                   help="plans per configuration (base steps spread evenly over 0.9-1.1x --base): a lever worth ~1%% "
+                        "needs more than 5, each plan's rounding moves the loss by +-15%%")
     p.add_argument("--target", type=float, default=0.8, help="loss in %% at which sizes are compared")
-    p.add_argument("--sensitivities", type=Path, help="JSON of measured sensitivities (else measured here)")
+    p.add_argument("--sensitivities", type=Path,
+                   help="JSON of measured sensitivities; where the file does not exist, measured here and written "
+                        "there")
+    p.add_argument("--sensitivity-views", type=int,
+                   help="inputs of the calibration/search part the sensitivities are measured on (default: the task's "
+                        "sensitivity_limit, 16 views on effnet-lite0)")
     p.add_argument("--configs", default="nearest,gptq,gptq few,sequential,sequential few",
-                   help="comma-separated; also `gptq few damp=D`: H dampened by D of its mean diagonal (GPTQ: 0.01)")
+                   help="comma-separated; a gptq one may add `damp=D` (H dampened by D of its mean diagonal; GPTQ: "
+                        "0.01), `dense=D` / `grouped=D` (one layer kind only) and `lam=L` (rate-aware rounding)")
     a = p.parse_args()
     torch.set_num_threads(2)
     w = load_weights(a.model)
@@ -68,8 +77,11 @@ def main() -> None:
     if a.sensitivities and a.sensitivities.exists():
         sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(a.sensitivities.read_text()).items()}
     else:
-        sens_ev = whole.part(decide[subset(len(decide), t.sensitivity_limit).numpy()]) if t.sensitivity_limit else ev
+        views = a.sensitivity_views or t.sensitivity_limit
+        sens_ev = whole.part(decide[subset(len(decide), views).numpy()]) if views and views < len(decide) else ev
         sens = measure(sens_ev, w, quantized_names(w, MIN_SIZE))
+        if a.sensitivities:  # as a file's header stores them: a list per tensor
+            a.sensitivities.write_text(json.dumps({k: np.atleast_1d(v).tolist() for k, v in sens.items()}))
     cal = C.for_zoo(whole.arch, whole.folder, t, w)
     original = collect(cal.net, cal.run, cal.names)
     exact: dict[str, int] = {}
@@ -92,31 +104,51 @@ def main() -> None:
                "sequential": (seq.get(None), None), "sequential few": (seq.get(1.0), 1.0)}
     rows = []
     for label in labels:
-        inputs, few = configs.get(label.split(" damp=")[0])
-        damp = float(label.split(" damp=")[1]) if " damp=" in label else calibrate.DAMP
+        base, *options = label.split(" ")
+        if base == "gptq" and options and options[0] == "few":
+            base, options = "gptq few", options[1:]
+        inputs, few = configs[base]
         calibrate.FEW_DAMP = few
-        for f in FACTORS:
+        rounder = DataAware(inputs, **_options(options)) if inputs is not None else None
+        for f in np.linspace(1 - SPAN, 1 + SPAN, a.plans):
+            t0 = time.perf_counter()
             plan = plan_at(a.base * f)
-            targets = DataAware(inputs, damp=damp).targets(w, plan) if inputs is not None else {}
+            targets = rounder.targets(w, plan) if rounder is not None else {}
             recon = reconstruct({**w, **targets}, plan)
             m = metric_row("", t.name, t.primary, ev.compare(recon)[t.primary], t.primary in t.lower_is_better, True)
             bits = plan_bits({**w, **targets}, plan) + 8 * sum(n for k, n in exact.items() if k not in plan)
             bpw = bits / sum(v.numel() for v in w.values() if v.is_floating_point())
             at_target = bpw + math.log2(m.loss / (a.target / 100)) / 2
-            rows.append({"config": label, "base_step": a.base * f, "bits_per_weight": bpw, "loss_pct": 100 * m.loss,
+            rows.append({"config": label, "seconds": round(time.perf_counter() - t0, 1), "base_step": a.base * f,
+                         "bits_per_weight": bpw, "loss_pct": 100 * m.loss,
                          "loss_high_pct": 100 * m.loss_high, "bpw_at_target": at_target})
             print(json.dumps(rows[-1]), flush=True)
     summary = {}
     for label in labels:
-        xs = [r["bpw_at_target"] for r in rows if r["config"] == label]
+        xs = np.array([r["bpw_at_target"] for r in rows if r["config"] == label])
+        first = np.array([r["bpw_at_target"] for r in rows if r["config"] == labels[0]])
+        # the plans are the same in every configuration: the difference per plan is the lever, its spread the noise
         summary[label] = {"bpw_at_target": float(np.mean(xs)), "spread": float(np.std(xs, ddof=1)),
-                          "vs_first": float(np.mean(xs)) / float(np.mean(
-                              [r["bpw_at_target"] for r in rows if r["config"] == labels[0]]))}
+                          "vs_first": float(np.mean(xs)) / float(np.mean(first)),
+                          "minus_first_per_plan": [round(float(d), 4) for d in xs - first]}
         print(label, summary[label], flush=True)
     save("h2h-levers", {"configs": labels, "machine": machine(), "what": __doc__.split("\n\n")[0], "model": a.model,
-                        "strength": a.strength, "base": a.base, "target_pct": a.target,
+                        "strength": a.strength, "base": a.base, "plans": a.plans, "target_pct": a.target,
                         "judged_on": f"the {len(decide)} calibration/search inputs of automatic mode's split (seed 0)",
                         "sequential_measure_seconds": seq_seconds, "rows": rows, "summary": summary}, a.tag)
+
+
+def _options(options: list[str]) -> dict:
+    """DataAware's settings from a configuration's `damp=D` (every layer but the few-input ones), `dense=D` /
+    `grouped=D` (one kind of layer: calibrate.kind_of) and `lam=L` (rate-aware rounding)."""
+    out: dict = {"kind_damp": {}}
+    for o in options:
+        key, value = o.split("=")
+        if key in ("dense", "grouped"):
+            out["kind_damp"][key] = float(value)
+        else:
+            out[{"damp": "damp", "lam": "lam"}[key]] = float(value)
+    return out
 
 
 if __name__ == "__main__":

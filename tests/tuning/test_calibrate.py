@@ -179,3 +179,24 @@ def test_inputs_never_seen_keep_their_weights():
     for hs in (h, np.stack([h, np.eye(6)])):
         k = gptq(w, np.array([0.1]), hs)
         assert np.array_equal(k[:, 2], np.rint(w[:, 2] / 0.1))
+
+
+def test_dampening_by_layer_kind():
+    """kind_of tells a grouped (depthwise) layer, a layer seen on fewer inputs than its size and the rest
+    apart; DataAware's kind_damp dampens one kind only, and the header records it."""
+    from zoocodec.tuning.calibrate import LayerInputs, kind_of
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8)) * np.linspace(0.2, 2.0, 8)
+    h = x.T @ x / len(x)
+    dense, grouped = LayerInputs(h[None], x.mean(0)[None], 400), LayerInputs(np.stack([h] * 4), np.zeros((4, 8)), 400)
+    assert (kind_of(dense), kind_of(grouped), kind_of(LayerInputs(h[None], x.mean(0)[None], 5))) == \
+        ("dense", "grouped", "few")
+    w = {"d": torch.from_numpy(rng.normal(size=(4, 8))), "g": torch.from_numpy(rng.normal(size=(4, 8)))}
+    plan = {k: parse_spec("uniform:step=0.3") for k in w}
+    plain = DataAware({"d": dense, "g": grouped}).targets(w, plan)
+    apart = DataAware({"d": dense, "g": grouped}, kind_damp={"grouped": 100.0})
+    other = apart.targets(w, plan)
+    assert torch.equal(plain["d"], other["d"]) and not torch.equal(plain["g"], other["g"])  # dense ones keep DAMP
+    assert torch.equal(other["g"], torch.from_numpy(gptq(w["g"].numpy(), np.array([0.3]), grouped.h, 100.0) * 0.3))
+    assert apart.describe(["g"])["damp_by_kind"] == {"grouped": 100.0}

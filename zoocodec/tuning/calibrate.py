@@ -279,6 +279,8 @@ class DataAware:
     lam: float = RATE_LAM
     bias_correction: bool = True
     damp: float = DAMP
+    # a dampening per layer kind (kind_of: "dense", "grouped"), where it differs from `damp`
+    kind_damp: Mapping[str, float] = field(default_factory=dict)
     _factors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # per layer: H is fixed, steps are not
 
     def targets(self, weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec]) -> dict[str, torch.Tensor]:
@@ -294,7 +296,7 @@ class DataAware:
                 continue
             w = weights[name]
             w2 = w.detach().to(torch.float64).reshape(w.shape[0], -1).numpy()
-            damp = self.damp if li.count >= li.h.shape[-1] else FEW_DAMP
+            damp = FEW_DAMP if kind_of(li) == "few" else self.kind_damp.get(kind_of(li), self.damp)
             if w2.shape[1] != li.h.shape[-1] or w2.shape[0] % len(li.h) or damp is None:
                 continue
             if name not in self._factors:
@@ -325,9 +327,18 @@ class DataAware:
     def describe(self, moved: list[str]) -> dict[str, object]:
         """For the header: the settings, the tensors rounded and the 1-D tensors corrected (`moved`: targets' names)."""
         return {"rounding": "gptq", "rate_lam": self.lam, "bias_correction": self.bias_correction, "damp": self.damp,
+                **({"damp_by_kind": dict(self.kind_damp)} if self.kind_damp else {}),
                 "few_inputs_damp": FEW_DAMP,
                 "rounded": [k for k in moved if k in self.inputs],
                 "bias_corrected": [k for k in moved if k not in self.inputs]}
+
+
+def kind_of(li: LayerInputs) -> str:
+    """"few": measured on fewer input vectors than its size (FEW_DAMP); "grouped": a grouped (depthwise)
+    convolution, one H per group; "dense": the rest (pointwise and full convolutions, Linear layers)."""
+    if li.count < li.h.shape[-1]:
+        return "few"
+    return "grouped" if len(li.h) > 1 else "dense"
 
 
 def output_error(w: np.ndarray, w_hat: np.ndarray, li: LayerInputs) -> float:
