@@ -63,6 +63,9 @@ def main() -> None:
     p.add_argument("--sensitivity-views", type=int,
                    help="inputs of the calibration/search part the sensitivities are measured on (default: the task's "
                         "sensitivity_limit, 16 views on effnet-lite0)")
+    p.add_argument("--one-d-from", type=Path,
+                   help="with --sensitivity-views: the 1-D tensors' sensitivities from this JSON, only the others "
+                        "measured")
     p.add_argument("--configs", default="nearest,gptq,gptq few,sequential,sequential few",
                    help="comma-separated; a gptq one may add `damp=D` (H dampened by D of its mean diagonal; GPTQ: "
                         "0.01), `dense=D` / `grouped=D` (one layer kind only) and `lam=L` (rate-aware rounding)")
@@ -75,11 +78,13 @@ def main() -> None:
     decide, _held = split(len(whole.ref_out), own[t.primary].groups)
     ev = whole.part(decide)
     if a.sensitivities and a.sensitivities.exists():
-        sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(a.sensitivities.read_text()).items()}
+        sens = _read(a.sensitivities)
     else:
         views = a.sensitivity_views or t.sensitivity_limit
         sens_ev = whole.part(decide[subset(len(decide), views).numpy()]) if views and views < len(decide) else ev
-        sens = measure(sens_ev, w, quantized_names(w, MIN_SIZE))
+        old = _read(a.one_d_from) if a.one_d_from else {}
+        sens = {k: old[k] for k in old if w[k].dim() < 2}
+        sens |= measure(sens_ev, w, [k for k in quantized_names(w, MIN_SIZE) if k not in sens])
         if a.sensitivities:  # as a file's header stores them: a list per tensor
             a.sensitivities.write_text(json.dumps({k: np.atleast_1d(v).tolist() for k, v in sens.items()}))
     cal = C.for_zoo(whole.arch, whole.folder, t, w)
@@ -136,6 +141,11 @@ def main() -> None:
                         "strength": a.strength, "base": a.base, "plans": a.plans, "target_pct": a.target,
                         "judged_on": f"the {len(decide)} calibration/search inputs of automatic mode's split (seed 0)",
                         "sequential_measure_seconds": seq_seconds, "rows": rows, "summary": summary}, a.tag)
+
+
+def _read(path: Path) -> dict:
+    """Sensitivities as a file's header stores them (a list per tensor)."""
+    return {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(path.read_text()).items()}
 
 
 def _options(options: list[str]) -> dict:

@@ -402,3 +402,23 @@ def test_the_search_ends_near_the_budget_in_few_runs():
 
         found = _search(rough, 1.0, 0.01)
         assert found is not None and found <= edge * 1.25 ** (1 / p) and found >= edge * 0.8 ** (1 / p) / 2 ** 0.5
+
+
+def test_a_tasks_dampening_by_layer_kind_reaches_data_aware_rounding(monkeypatch):
+    """The photo task's calibration (crops of three photos) dampens the pointwise layers' H more: automatic
+    mode's rounder carries it, and the header records it."""
+    from types import SimpleNamespace
+
+    from zoocodec.eval import calibration as C
+    from zoocodec.methods import parse_spec
+    from zoocodec.tuning import auto
+
+    monkeypatch.setattr(C, "for_zoo", lambda *_: C.Calibration(None, None, {}, "crops", 256))
+    monkeypatch.setattr(auto, "collect", lambda *_: {})  # the layer inputs are not what this checks
+    zoo_model = SimpleNamespace(run=None, arch="effnet-lite0", folder=None)
+    rounder, _, _ = auto._rounder("gptq", 0.0, parse_spec("uniform"), zoo_model, None, tasks_of("effnet-lite0")[0],
+                                  {}, lambda _msg: None, None, ())
+    assert rounder.kind_damp == {"dense": 0.3} and rounder.describe([])["damp_by_kind"] == {"dense": 0.3}
+    digits, _, _ = auto._rounder("gptq", 0.0, parse_spec("uniform"), SimpleNamespace(run=None, arch="mnistnet",
+                                 folder=None), None, tasks_of("mnist-cnn")[0], {}, lambda _msg: None, None, ())
+    assert digits.kind_damp == {}

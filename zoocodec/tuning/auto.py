@@ -977,7 +977,8 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
     start = time.perf_counter()
     inputs = collect(cal.net, cal.run, cal.names)
     say(f"rounding: gptq on {len(inputs)} layers, inputs measured on {cal.about} ({time.perf_counter() - start:.1f} s)")
-    return DataAware(inputs, lam=rate_lam), {"calibration": cal.about, "calibration_inputs": cal.count}, cal
+    return (DataAware(inputs, lam=rate_lam, kind_damp=dict(getattr(task, "rounding_damp", ()))),
+            {"calibration": cal.about, "calibration_inputs": cal.count}, cal)
 
 
 def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say, choose: bool = True,
