@@ -250,3 +250,13 @@ def test_the_token_embedding_is_measured_in_row_groups(llama):
     from zoocodec.tuning.sensitivity import EMBEDDING_GROUPS, embedding_groups
 
     assert embedding_groups(load_weights(llama)) == {"model.embed_tokens.weight": EMBEDDING_GROUPS}
+
+
+def test_rows_are_weighted_by_predicted_probability(llama):
+    """The mean predicted distribution over calibration windows: one probability per head row, summing to 1;
+    the row weights floored, on their grid, of mean about 1."""
+    p = lm.predicted_rows(llama, texts(6), load_weights(llama), 2)
+    assert p.shape == (124,) and (p > 0).all() and p.sum() == pytest.approx(1.0)
+    r = lm.row_weights(p, 2.0)
+    assert r.min() >= lm.ROW_FLOOR / 2 and np.allclose(np.log2(r) * 2, np.rint(np.log2(r) * 2))
+    assert 0.8 < r.mean() < 1.25 and r[np.argmax(p)] == r.max()

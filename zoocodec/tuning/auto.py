@@ -434,6 +434,8 @@ class _Search:
         names = [k for k in embedding_groups(self.weights) if k in self.usable and self.weights[k].dim() == 2]
         if not a.token_rows or not names or spec.name != "uniform" or not hasattr(spec, "coder"):
             return {}, {}
+        if t.kind == "tokens" and t.calibration is not None:  # a causal LM: rows by its own predictions
+            return self._predicted_rows(names)
         run = getattr(self.whole, "run", None)
         if run is None and t.kind == "text" and t.calibration is not None:  # a zoo text task: its calibration texts
             folder, texts, about = self.whole.folder, list(t.calibration()), t.calibration_about
@@ -461,6 +463,22 @@ class _Search:
                  + ", ".join(f"{name} ({d['tokens']:,} tokens of {d['texts']:,} texts, {about}; {d['rows_seen']:,} "
                              f"of {d['rows']:,} rows seen)" for name, d in described.items()))
         return out, described
+
+    def _predicted_rows(self, names: list[str]) -> tuple[dict[str, np.ndarray], dict]:
+        """A causal LM's word-embedding rows (its head's too, when tied) weighted by the model's mean predicted
+        probability of their tokens over its calibration windows (zoocodec.eval.lm.predicted_rows)."""
+        from zoocodec.eval import lm
+
+        t = self.t
+        p = lm.predicted_rows(self.whole.folder, list(t.calibration()), self.weights, lm.CALIBRATION_WINDOWS)
+        out = {name: lm.row_weights(p, TOKEN_GRID) for name in names if self.weights[name].shape[0] == len(p)}
+        about = {name: {"about": f"the model's mean predicted probability of each token over "
+                                 f"{lm.CALIBRATION_WINDOWS} {t.calibration_about}", "floor": lm.ROW_FLOOR,
+                        "rows": len(p)} for name in out}
+        if out:
+            self.say("word-embedding rows weighted by the model's mean predicted probability of their tokens: "
+                     + ", ".join(out))
+        return out, about
 
     def _expect_search(self) -> None:
         _expect_search(self.clock, self.search_ev, self.decide_ev, self.held_ev, self.calibrates)
