@@ -43,6 +43,9 @@ The 12-05b automatic-mode points (one process per budget, the peers' checkpoints
 The 12-05c point (12-05b's checkpoints copied; 30 more sensitivity runs, one per layer):
     python bench/bench_llm_head_to_head.py --part auto8 --windows 6 --auto-windows 4 --rounding gptq \
         --sequential --ans --strengths 1 --calibration-windows 32 --layer-sensitivities --budgets 0.1
+The 12-05d points (12-05c's checkpoints copied; auto10 the same at --budgets 0.05):
+    python bench/bench_llm_head_to_head.py --part auto9 --windows 6 --auto-windows 4 --rounding gptq \
+        --sequential --ans --strengths 1 --calibration-windows 8 --predicted-rows --budgets 0.1
 """
 from __future__ import annotations
 
@@ -77,9 +80,10 @@ CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight block
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
 PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 14))))  # one checkpoint per process
 CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
-           "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` "
-           "12-05b's (their checkpoints copied: the same 6 windows, the same weights); the point labelled "
-           "`32 calibration windows, sensitivities per layer` is this run's (12-05c).")
+           "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` or "
+           "`embedding rows by predicted probability` 12-05b's, the point labelled `32 calibration windows, "
+           "sensitivities per layer` 12-05c's (their checkpoints copied: the same 6 windows, the same weights); "
+           "the two points labelled `embedding rows by predicted probability` are this run's (12-05d).")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -355,6 +359,7 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
 
     if strengths:
         auto.STRENGTHS = tuple(strengths)
+    auto.PREDICTED_ROWS = predicted_rows
     strengths = f", strengths {'/'.join(f'{x:g}' for x in strengths)}" if strengths else ""
     from zoocodec.eval import lm
 
@@ -378,7 +383,7 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
         def make(budget=budget, header=header):
             with tempfile.TemporaryDirectory() as tmp:
                 result = auto_compress(MODEL, Path(tmp) / "m.zc", budget, sensitivities=sens, rounding=rounding,
-                                       choose_coder=choose_coder, sequential=sequential, token_rows=predicted_rows,
+                                       choose_coder=choose_coder, sequential=sequential,
                                        log=lambda msg: print("  " + msg, flush=True))
                 header.update(inspect(Path(tmp) / "m.zc")["meta"]["auto"])
                 return decompress(Path(tmp) / "m.zc"), result.report.weight_bytes
