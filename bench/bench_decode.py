@@ -92,7 +92,7 @@ def threaded(threads: int, fn):
     return call
 
 
-PARALLEL = ("native decode pass", "CRC32 chunks")  # the phases that run on the native pool (CRCs: on its own
+PARALLEL = ("native decode pass", "chunk checksums")  # the phases that run on the native pool (checksums: on its own
 # pass where the decoding pass does not check them)
 
 
@@ -110,11 +110,11 @@ def phases(path: Path, threads: int, repeats: int) -> dict:
                (core.ArchiveBase, "__init__", "open (header included)"),
                (core.ArchiveBase, "check_budget", "memory budget"),
                (core.ArchiveBase, "verify_unread", "padding and attached files"),
-               (container.Container, "_first_bad", "CRC32 chunks"),
+               (container.Container, "_first_bad", "chunk checksums"),
                (plan, "fused_job", "jobs from the header"),
                (plan, "decode", "plan.decode (native pass included)"),
                (native.engine(), "decode_fused", "native decode pass"),
-               (native.engine(), "decode_checked", "native decode pass"),  # (chunk CRCs on the same pass)
+               (native.engine(), "decode_checked", "native decode pass"),  # (chunk checksums on the same pass)
                (container.Container, "release", "mapping released"),
                (core, "to_torch", "to torch"),
                (container.Container, "close", "close")]

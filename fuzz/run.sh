@@ -21,7 +21,7 @@ mkdir -p build/fuzz
 for t in $TARGETS; do
   bin=build/fuzz/$t
   "$CXX" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/crc32.cpp -o "$bin"
+    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/checksum.cpp -o "$bin"
   mkdir -p tests/fuzz_corpus/$t
   echo "fuzzing $t for ${SECONDS_EACH}s"
   rm -rf build/fuzz/$t.work && mkdir -p build/fuzz/$t.work

@@ -37,7 +37,7 @@ def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
     taken = []
     real = native.engine().decode_checked
 
-    def spy(jobs, payloads, threads):  # (the first pass checks the chunk CRCs too)
+    def spy(jobs, payloads, threads):  # (the first pass checks the chunk checksums too)
         bad, result = real(jobs, payloads, threads)
         # (not float planes)
         taken.extend(status for job, (status, _) in zip(jobs, result, strict=True) if len(job) == 7)
@@ -219,7 +219,7 @@ def test_large_zstd_planes_inflate_beside_the_native_pass(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_damage_is_named_as_a_crc_mismatch_by_the_pass_that_checks_it(tmp_path, monkeypatch, threads):
-    """Chunk CRCs are checked on the decoding pass (each payload just before its tasks): a byte
+    """Chunk checksums are checked on the decoding pass (each payload just before its tasks): a byte
     flipped in a fused payload, in a side segment a method reads before the pass (uniform's
     per-row steps) or in a payload its own decode reads (dq) is one ContainerError naming that
     payload as corrupt, before any decoding error."""
@@ -235,7 +235,7 @@ def test_damage_is_named_as_a_crc_mismatch_by_the_pass_that_checks_it(tmp_path, 
         bad = bytearray(data)
         bad[seg.offset + seg.length // 2] ^= 0x40
         (tmp_path / "bad.zc").write_bytes(bytes(bad))
-        with pytest.raises(ContainerError, match=rf"payload of tensor '{name}' is corrupt \(CRC mismatch\)"):
+        with pytest.raises(ContainerError, match=rf"payload of tensor '{name}' is corrupt \(checksum mismatch\)"):
             zoocodec.load(tmp_path / "bad.zc")
 
 

@@ -32,8 +32,9 @@ LAYOUT_FIELDS = {"safetensors": {"metadata"}, "pytorch": {"nest", "prefix"}, "hf
 
 
 class Segment(NamedTuple):
-    """One payload: where it lies and its checksums (format 3: a CRC32 per `crc_chunk` bytes;
-    format 2: one CRC32 of the segment). Stored as the JSON list [offset, length, crc]."""
+    """One payload: where it lies and its checksums (format 4: an XXH3-64 per `crc_chunk` bytes;
+    format 3: a CRC32 per `crc_chunk` bytes; format 2: one CRC32 of the segment). Stored as the
+    JSON list [offset, length, crc]."""
 
     offset: int
     length: int
@@ -230,7 +231,7 @@ class Header:
 
     @classmethod
     def from_json(cls, h: Any, format_version: int, payload_end: int, align: int) -> Header:
-        """The header of a file of `format_version` (2 or 3: the segments' checksums differ, see
+        """The header of a file of `format_version` (2 to 4: the segments' checksums differ, see
         zoocodec/container.py) whose payloads end at `payload_end`; raise Invalid('WHY')."""
         obj(h, "the header")
         if h.get("format_version") != format_version or type(h.get("format_version")) is not int:
@@ -238,7 +239,7 @@ class Header:
         for key in ("tensors", "source", "files"):
             if key not in h:
                 raise Invalid(f"field {key!r} is missing")
-        crc = _crc32 if format_version < 3 else _chunk_crcs(h.get("crc_chunk"))
+        crc = _crc32 if format_version < 3 else _chunk_sums(h.get("crc_chunk"), 32 if format_version == 3 else 64)
         spans: list[tuple[int, int, str]] = []
 
         def segment(seg: Any, name: str, owner: str) -> Segment:
@@ -294,17 +295,18 @@ def _crc32(v: Any, length: int, what: str) -> None:
     integer(v, f"crc32 of {what}", 0, 1 << 32)
 
 
-def _chunk_crcs(chunk: Any):
-    """Version 3: a CRC32 per `chunk` bytes of the segment (the header's crc_chunk, a power of two)."""
+def _chunk_sums(chunk: Any, bits: int):
+    """Versions 3 and 4: a checksum of `bits` bits (CRC32, XXH3-64) per `chunk` bytes of the
+    segment (the header's crc_chunk, a power of two)."""
     integer(chunk, "field 'crc_chunk'", 1 << 12, (1 << 30) + 1)
     if chunk & (chunk - 1):
         raise Invalid(f"field 'crc_chunk' {chunk} is not a power of two")
 
     def check(v: Any, length: int, what: str) -> None:
         if not isinstance(v, list) or len(v) != -(-length // chunk):
-            raise Invalid(f"checksums of {what} are not a list of {-(-length // chunk)} CRC32s")
-        if not all(type(c) is int and 0 <= c < 1 << 32 for c in v):
-            raise Invalid(f"checksums of {what} are not CRC32s")
+            raise Invalid(f"checksums of {what} are not a list of {-(-length // chunk)} checksums")
+        if not all(type(c) is int and 0 <= c < 1 << bits for c in v):
+            raise Invalid(f"checksums of {what} are not {bits}-bit integers")
     return check
 
 

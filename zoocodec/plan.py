@@ -168,7 +168,7 @@ def decode(
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every job in one native pass (the float-plane tasks of Planes jobs beside the substreams of
     the others) -> ({name: array}, names the native decoder left to the method's own decode).
-    `checks`: payloads (who, bytes, chunk, CRC32 of each chunk, index of the job that reads them or
+    `checks`: payloads (who, bytes, chunk, XXH3-64 of each chunk, index of the job that reads them or
     -1) whose chunks the same pass checks, each just before its job's tasks (which then read the
     bytes from cache, not memory); a mismatch raises ContainerError naming the first such payload,
     before any decoding error. `into`: outputs() of the jobs' entries (or of more), made here if None.
@@ -206,7 +206,7 @@ def decode(
             bad, results = native.engine().decode_checked(args, payloads, threads)
             del payloads
             if bad >= 0:
-                raise ContainerError(f"payload of {checks[bad][0]} is corrupt (CRC mismatch)")
+                raise ContainerError(f"payload of {checks[bad][0]} is corrupt (checksum mismatch)")
         else:
             results = native.engine().decode_fused(args, threads) if args else []
         del args

@@ -346,14 +346,14 @@ class Archive(ArchiveBase):
 
     def read_many(self, names: list[str], threads: int = 0) -> dict[str, np.ndarray]:
         """Decode tensors to native arrays, a batch of up to plan.BATCH_BYTES at a time: the
-        batch's chunks CRC-checked on the native pass that decodes it (format 3; each payload's
+        batch's chunk checksums checked on the native pass that decodes it (format 4; each payload's
         just before the tasks that read it), the payloads its methods declare fused
         (zoocodec/plan.py) entropy-decoded and dequantized into their dtype in one pass of the
         native pool straight from the mapped file into one block of huge pages per batch (its
         arrays are views of it: the block is freed when the last of them is), the others by their
         method's own decode (from copies: a method may keep views of what it decodes)."""
         out = {}
-        on_pass = self.container.version >= 3  # chunk CRCs checked on the decoding pass (plan.decode)
+        on_pass = self.container.version >= 4  # chunk checksums checked on the decoding pass (plan.decode)
         for batch in plan.batches([self.plan[n] for n in names]):
             items = [(e.where, s) for e in batch for s in e.segments.values()]
             views = self.container.views(items, check=not on_pass)

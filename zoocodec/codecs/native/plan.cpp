@@ -12,7 +12,7 @@
 #include <mutex>
 #include <type_traits>
 
-#include "crc32.h"
+#include "checksum.h"
 #include "floatplanes.h"
 #include "pool.h"
 #include "rans_avx2.h"
@@ -255,7 +255,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
     const Item it = items[k];
     if (it.kind == Item::CHECK) {
       Check& c = (*checks)[it.job];
-      c.bad = crc32(0, c.data, c.size) != c.crc;
+      c.bad = checksum(c.data, c.size) != c.sum;
       return;
     }
     if (it.kind == Item::PLANES) {

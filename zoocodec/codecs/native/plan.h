@@ -56,13 +56,13 @@ struct Ref {
   std::size_t index = 0;
 };
 
-// A CRC32 chunk of a payload (container.py's format 3), checked on the decoding pass just before
-// the tasks of job `before` (an index into the batch order), which then find its bytes in cache:
-// reading a payload once instead of twice. `before` < 0: first.
+// A checksummed chunk of a payload (container.py's format 4: XXH3-64, checksum.h), checked on
+// the decoding pass just before the tasks of job `before` (an index into the batch order), which
+// then find its bytes in cache: reading a payload once instead of twice. `before` < 0: first.
 struct Check {
   const uint8_t* data = nullptr;
   std::size_t size = 0;
-  uint32_t crc = 0;
+  uint64_t sum = 0;
   int64_t before = -1;
   bool bad = false;  // result
 };

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "buffer.h"
-#include "crc32.h"
+#include "checksum.h"
 #include "plan.h"
 #include "rans_bind.h"
 
@@ -115,10 +115,11 @@ std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tup
   return b.results();
 }
 
-// decode_fused with the payloads' CRC32 chunks checked on the same pass, each payload's just
-// before the tasks of the job it names (its bytes then read from cache by the decoder).
-// payloads: (bytes, chunk, [CRC32 of each `chunk` bytes], job index or -1). Returns (index of
-// the first payload with a wrong chunk or -1, the jobs' results, meaningless where it is not -1).
+// decode_fused with the payloads' chunk checksums (XXH3-64, checksum.h) checked on the same pass,
+// each payload's just before the tasks of the job it names (its bytes then read from cache by the
+// decoder). payloads: (bytes, chunk, [XXH3-64 of each `chunk` bytes], job index or -1). Returns
+// (index of the first payload with a wrong chunk or -1, the jobs' results, meaningless where it is
+// not -1).
 // The pass of decode_checked (with_job) and first_bad (payloads of 3 fields, checked before every job).
 std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> checked_pass(const std::vector<nb::tuple>& jobs,
                                                                            const std::vector<nb::tuple>& payloads,
@@ -129,18 +130,18 @@ std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> checked_pass(cons
   for (std::size_t i = 0; i < payloads.size(); ++i) {
     const nb::tuple& p = payloads[i];
     if (p.size() != (with_job ? 4u : 3u))
-      throw std::invalid_argument(with_job ? "a payload is (bytes, chunk, crcs, job)"
-                                           : "a payload is (bytes, chunk, crcs)");
+      throw std::invalid_argument(with_job ? "a payload is (bytes, chunk, sums, job)"
+                                           : "a payload is (bytes, chunk, sums)");
     b.held.emplace_back(new InBuffer(p[0]));
     const auto chunk = nb::cast<uint64_t>(p[1]);
-    const auto crcs = nb::cast<std::vector<uint32_t>>(p[2]);
+    const auto sums = nb::cast<std::vector<uint64_t>>(p[2]);
     const int64_t before = with_job ? nb::cast<int64_t>(p[3]) : -1;
     const std::size_t size = b.held.back()->size();
-    if (chunk == 0 || crcs.size() != (size + chunk - 1) / chunk)
-      throw std::invalid_argument("one CRC32 a chunk of the payload");
+    if (chunk == 0 || sums.size() != (size + chunk - 1) / chunk)
+      throw std::invalid_argument("one checksum a chunk of the payload");
     if (before < -1 || before >= static_cast<int64_t>(jobs.size())) throw std::invalid_argument("no such job");
-    for (std::size_t k = 0; k < crcs.size(); ++k) {
-      checks.push_back({b.held.back()->data() + k * chunk, std::min<std::size_t>(chunk, size - k * chunk), crcs[k],
+    for (std::size_t k = 0; k < sums.size(); ++k) {
+      checks.push_back({b.held.back()->data() + k * chunk, std::min<std::size_t>(chunk, size - k * chunk), sums[k],
                         before});
       owner.push_back(i);
     }
@@ -302,9 +303,9 @@ void discard(Out a) {
 #endif
 }
 
-// Index of the first of `payloads` whose bytes do not match their CRC32s, or -1. A payload is
-// (bytes-like, chunk, [CRC32 of each `chunk` bytes]); every chunk is checked on one pass of the
-// pool (container.py's format 3): decode_checked's pass with no job.
+// Index of the first of `payloads` whose bytes do not match their checksums, or -1. A payload is
+// (bytes-like, chunk, [XXH3-64 of each `chunk` bytes]); every chunk is checked on one pass of the
+// pool (container.py's format 4): decode_checked's pass with no job.
 int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
   return std::get<0>(checked_pass({}, payloads, threads, false));
 }
@@ -318,20 +319,20 @@ void bind_plan(nb::module_& m) {
         "faulted in on a thread of its own meanwhile.");
   m.def("discard", &discard, nb::arg("array"),
         "The whole pages inside a contiguous array given back to the system (they read as zeros after).");
-  m.def("crc32", [](nb::handle data, uint32_t crc) {
+  m.def("xxh3", [](nb::handle data) {
     InBuffer in(data);
     nb::gil_scoped_release release;
-    return zc::crc32(crc, in.data(), in.size());
-  }, nb::arg("data"), nb::arg("crc") = 0, "zlib.crc32(data, crc): the checksum the decode pass checks chunks with.");
+    return zc::checksum(in.data(), in.size());
+  }, nb::arg("data"), "XXH3-64 (seed 0) of a bytes-like object: the chunk checksum of format 4, GIL released.");
   m.def("first_bad", &first_bad, nb::arg("payloads"), nb::arg("threads") = 0,
-        "Index of the first (bytes, chunk, crcs) whose chunks do not match their CRC32s, or -1; every chunk "
+        "Index of the first (bytes, chunk, sums) whose chunks do not match their XXH3-64s, or -1; every chunk "
         "on one pass of the pool.");
   m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
         "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
         "(status, error) per job.");
   m.def("decode_checked", &decode_checked, nb::arg("jobs"), nb::arg("payloads"), nb::arg("threads") = 0,
-        "decode_fused, with each payload's (bytes, chunk, crcs, job) CRC32 chunks checked on the same pass just "
+        "decode_fused, with each payload's (bytes, chunk, sums, job) XXH3-64 chunks checked on the same pass just "
         "before that job's tasks; (index of the first payload whose chunks do not match or -1, results).");
   m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
         "(lo, indices) of an ans payload's rANS frame, or None for packed and wide-alphabet frames.");
