@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:?usage: fuzz/mutate.sh ROUNDS [TARGET...]}
 shift
-TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman}
+TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked}
 SRC=zoocodec/codecs/native
 mkdir -p build/fuzz
 for t in $TARGETS; do

@@ -12,6 +12,10 @@
 //   planes      [width: 2 if even, else 4][count u16 LE][a float-plane frame (codecs/floatplanes.py)]:
 //               plan.h's batched decode of a planes job
 //   huffman     a Huffman stream (huffman.h); the count is the one the stream declares (<= 2^22)
+//   checked     [c: chunk 64 << (c % 8), bit 3 one chunk's checksum wrong, bit 4 checked before the job
+//               (else first)][the fused layout]: the fused job with its payload's chunk checksums
+//               (XXH3-64, container format 4) checked on the same pass, as plan_bind's decode_checked
+//               does; a check that reports the wrong verdict is a bug (trap)
 #include <cstddef>
 #include <cstdint>
 #include <algorithm>
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "../zoocodec/codecs/native/bytes.h"
+#include "../zoocodec/codecs/native/checksum.h"
 #include "../zoocodec/codecs/native/floatplanes.h"
 #include "../zoocodec/codecs/native/huffman.h"
 #include "../zoocodec/codecs/native/plan.h"
@@ -96,24 +101,51 @@ void cabac(const uint8_t* data, std::size_t size) {
   if (zc_cabac_decode(data + 2, size - 2, out.data(), n, 2) == 2) __builtin_trap();  // not a Corrupt: a bug
 }
 
-void fused(const uint8_t* data, std::size_t size) {
-  if (size < 5) return;
+// The fused layout's job (size >= 5), its steps or codebook in `values` and its output in `out`.
+zc::plan::Fused fused_job(const uint8_t* data, std::size_t size, std::vector<double>& values,
+                          std::vector<uint32_t>& out) {
   zc::plan::Fused a;
   a.kind = data[0] % 3;
   a.k = data[1];
   a.rows = data[2] ? data[2] : 1;
   a.count = u16(data + 3);
   a.row_len = (a.count + a.rows - 1) / a.rows;
-  std::vector<double> values(a.k ? a.rows * a.k : a.rows);
+  values.resize(a.k ? a.rows * a.k : a.rows);
   for (std::size_t i = 0; i < values.size(); ++i) values[i] = a.k ? 0.25 * i : 0.5 + i;
-  std::vector<uint32_t> out(a.count);
+  out.resize(a.count);
   a.values = values.data();
   a.out = out.data();
   a.payload = data + 5;
   a.size = size - 5;
-  std::vector<zc::plan::Fused> jobs{a};
+  return a;
+}
+
+void fused(const uint8_t* data, std::size_t size) {
+  if (size < 5) return;
+  std::vector<double> values;
+  std::vector<uint32_t> out;
+  std::vector<zc::plan::Fused> jobs{fused_job(data, size, values, out)};
   std::vector<zc::plan::Planes> none;
   zc::plan::decode(jobs, none, 2);
+}
+
+void checked(const uint8_t* data, std::size_t size) {
+  if (size < 6) return;
+  const std::size_t chunk = std::size_t(64) << (data[0] % 8);
+  const bool wrong = data[0] & 8;
+  std::vector<double> values;
+  std::vector<uint32_t> out;
+  std::vector<zc::plan::Fused> jobs{fused_job(data + 1, size - 1, values, out)};
+  std::vector<zc::plan::Check> checks;
+  for (std::size_t at = 0; at < jobs[0].size; at += chunk) {
+    const std::size_t n = std::min(chunk, jobs[0].size - at);
+    const uint64_t sum = zc::checksum(jobs[0].payload + at, n) ^ (wrong && at == 0);
+    checks.push_back({jobs[0].payload + at, n, sum, data[0] & 16 ? 0 : -1});
+  }
+  std::vector<zc::plan::Planes> none;
+  zc::plan::decode(jobs, none, 2, {}, &checks);
+  for (std::size_t c = 0; c < checks.size(); ++c)
+    if (checks[c].bad != (wrong && c == 0)) __builtin_trap();  // a verdict that is not the checksum's: a bug
 }
 
 void planes(const uint8_t* data, std::size_t size) {
