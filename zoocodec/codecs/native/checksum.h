@@ -7,8 +7,8 @@
 
 namespace zc {
 
-// XXH3_64bits(data, n): the widest vector unit this CPU has, chosen at load time on x86-64
-// (xxHash's own dispatcher: SSE2, AVX2 or AVX-512), the compiler's target elsewhere.
+// XXH3_64bits(data, n): on x86-64 by SSE2 or AVX2, chosen at load time by xxHash's own
+// dispatcher (checksum.cpp says why not AVX-512); by the compiler's target elsewhere.
 uint64_t checksum(const uint8_t* data, std::size_t n);
 
 }  // namespace zc
