@@ -150,7 +150,7 @@ OLD_SPECS = {"uniform:bits=8": "uniform-8", "lossless": "lossless", "dq:step=0.0
 
 @pytest.mark.parametrize("version", [2, 3])
 @pytest.mark.parametrize("spec", list(OLD_SPECS))
-def test_older_format_versions_still_decode(tmp_path, spec, version):
+def test_older_format_versions_still_decode(tmp_path, monkeypatch, capsys, spec, version):
     """Files the version-2 and version-3 writers made (tests/expected/v2, v3) decode to what today's
     writer's files decode to, bit for bit, and `verify` checks every byte of them."""
     old = OLD / f"v{version}" / f"{OLD_SPECS[spec]}.zc"
@@ -164,6 +164,8 @@ def test_older_format_versions_still_decode(tmp_path, spec, version):
         payloads = sum(s.length for _, _, s in c._segments())  # (version 3: the chunks; 2: the whole file's hash)
         assert c.version == version and c.verify() == (old.stat().st_size if version == 2 else payloads)
     assert zoocodec.inspect(old)["format_version"] == version
+    code, out, _ = run_cli(monkeypatch, capsys, "verify", old)
+    assert code == 0 and f"ok (format version {version}," in out
 
 
 def test_version_3_files_are_the_version_3_golden_bytes():
@@ -311,3 +313,29 @@ def test_padding_is_checked_short_gaps_together_and_long_ones_by_block(tmp_path)
         assert c._nonzero_padding([(end, end + 40), (seg.offset + 5, seg.offset + 150)]) == seg.offset + 5
         assert c._nonzero_padding([(seg.offset + 100, seg.offset + 110), (seg.offset + 120, seg.offset + 190)]) \
             == seg.offset + 100  # (a short one before a long one)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("version", [3, 4])
+def test_a_damaged_chunk_is_one_line_naming_the_checksum_before_any_decode_error(tmp_path, monkeypatch, capsys,
+                                                                                  version, threads):
+    """`zoocodec decompress` of a file with a byte flipped in a payload (version 4 as written now,
+    version 3 as its writer left it): exit 2, one line saying the checksum does not match, never a
+    decode error, at 1 and 2 threads; `verify` says the same and passes the undamaged file."""
+    good = OLD / "v3" / "lossless.zc" if version == 3 else tmp_path / "good.zc"
+    if version == 4:
+        zoocodec.compress(golden_model(), good, "lossless", min_size=1000)
+    monkeypatch.setenv("ZOOCODEC_THREADS", threads)
+    code, out, _ = run_cli(monkeypatch, capsys, "verify", good)
+    assert code == 0 and f"ok (format version {version}," in out
+    with Container.open(good) as c:
+        seg = max((s for _, _, s in c._segments()), key=lambda s: s.length)
+    for at in (0, seg.length // 2, seg.length - 1):
+        bad = bytearray(good.read_bytes())
+        bad[seg.offset + at] ^= 0x21
+        (tmp_path / "bad.zc").write_bytes(bytes(bad))
+        for command in (["decompress", tmp_path / "bad.zc", "-o", tmp_path / "out.safetensors"],
+                        ["verify", tmp_path / "bad.zc"]):
+            code, _, err = run_cli(monkeypatch, capsys, *command)
+            assert code == 2 and len(err.strip().splitlines()) == 1 and "(checksum mismatch)" in err, (at, err)
+        assert not (tmp_path / "out.safetensors").exists()
