@@ -358,19 +358,13 @@ class Container:
         """The index of the first view whose bytes do not match their checksums (all chunks checked
         before it returns: nothing holds a view afterwards). Format 4: every chunk of every view
         on one pass of the native pool (no hand-off of each chunk to a Python thread); format 3:
-        each chunk's CRC32 on the Python pool; format 2: each segment's CRC32."""
+        a view's chunk CRC32s on the Python pool (chunk_sums), a view at a time; format 2: each
+        segment's CRC32."""
         if self.version < 3:
             return next((i for i, (_, view, crc) in enumerate(views) if crc32(view) != crc), None)
         if self.version == 3:
-            chunk = self.crc_chunk
-            spans = [(i, view[at : at + chunk], crcs[at // chunk])
-                     for i, (_, view, crcs) in enumerate(views) for at in range(0, len(view), chunk)]
-            try:
-                good = list(_pool().map(lambda s: crc32(s[1]) == s[2], spans))
-                return next((i for (i, _, _), ok in zip(spans, good, strict=True) if not ok), None)
-            finally:
-                for _, part, _ in spans:
-                    part.release()  # (the mapping cannot close while a view of it lives)
+            return next((i for i, (_, view, crcs) in enumerate(views) if chunk_sums(view, self.crc_chunk, 3) != crcs),
+                        None)
         from zoocodec.codecs import native
 
         bad = native.engine().first_bad([(view, self.crc_chunk, sums) for _, view, sums in views])
