@@ -339,3 +339,15 @@ def test_a_damaged_chunk_is_one_line_naming_the_checksum_before_any_decode_error
             code, _, err = run_cli(monkeypatch, capsys, *command)
             assert code == 2 and len(err.strip().splitlines()) == 1 and "(checksum mismatch)" in err, (at, err)
         assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_version_3_header_takes_only_32_bit_checksums(tmp_path):
+    """Each version's checksums are validated at their own width: a version-3 file naming a 33-bit
+    chunk checksum is refused as invalid before any payload is read (version 4 takes 64 bits)."""
+    from support import Forge
+
+    f = Forge((OLD / "v3" / "uniform-8.zc").read_bytes())
+    seg = next(iter(f.header["tensors"][0]["segments"].values()))
+    seg[2][0] |= 1 << 32
+    with pytest.raises(ContainerError, match="not 32-bit integers"):
+        Container.open(f.write(tmp_path / "wide.zc"))
