@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from itertools import pairwise
 from typing import Any, NamedTuple
 
@@ -78,11 +79,11 @@ class TensorEntry:
         """The spec's JSON."""
         return self.spec.to_dict()
 
-    @property
-    def numel(self) -> int:
+    @cached_property
+    def numel(self) -> int:  # (cached, like where and raw_bytes: a load asks for each a few times a tensor)
         return math.prod(self.shape)
 
-    @property
+    @cached_property
     def where(self) -> str:
         return f"tensor {self.name!r}"
 
@@ -91,7 +92,7 @@ class TensorEntry:
         """Bytes of its payloads in the file."""
         return sum(s.length for s in self.segments.values())
 
-    @property
+    @cached_property
     def raw_bytes(self) -> int:
         """Bytes of the tensor decoded."""
         from zoocodec.methods.lossless import native_dtype  # (loaded already: `spec` is a method)

@@ -29,11 +29,13 @@ from functools import cache
 
 import numpy as np
 
-from zoocodec.codecs import native
+from zoocodec.codecs import floatplanes, native
 from zoocodec.errors import ContainerError
 from zoocodec.header import TensorEntry
+from zoocodec.methods.lossless import native_dtype
 
 KINDS = {"float32": 0, "float16": 1, "bfloat16": 2}  # plan.h Kind
+DTYPES = {kind: native_dtype(kind) for kind in KINDS}
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
 ALIGN = 64  # bytes: where each output starts in its batch's block
 ZSTD_AHEAD = 1 << 20  # values of a float-plane payload whose zstd planes are inflated beside the native pass
@@ -153,9 +155,7 @@ def outputs(entries: list[TensorEntry], threads: int = 0) -> tuple[np.ndarray, d
     views: the block lives while any of them does). With 2+ threads a fresh block's pages are
     faulted in on a thread of its own while the caller prepares the decoding pass (native
     output_block's `prefault`), so that the pass does not."""
-    from zoocodec.methods.lossless import native_dtype
-
-    spans = [-(-e.numel * native_dtype(e.dtype).itemsize // ALIGN) * ALIGN for e in entries]
+    spans = [-(-e.raw_bytes // ALIGN) * ALIGN for e in entries]
     ends = np.cumsum(spans)
     workers = threads if threads > 0 else native.default_threads()
     block = native.engine().output_block(int(ends[-1]) if entries else 0, workers > 1)
@@ -164,10 +164,8 @@ def outputs(entries: list[TensorEntry], threads: int = 0) -> tuple[np.ndarray, d
 
 def give_back(into: tuple[np.ndarray, dict[str, int]], e: TensorEntry) -> None:
     """Return the pages of entry `e`'s slot of outputs() `into` (one no fused job filled)."""
-    from zoocodec.methods.lossless import native_dtype
-
     start = into[1][e.name]
-    native.engine().discard(into[0][start : start + e.numel * native_dtype(e.dtype).itemsize])
+    native.engine().discard(into[0][start : start + e.raw_bytes])
 
 
 class Stream:
@@ -195,25 +193,23 @@ class Stream:
     def add(self, e: TensorEntry, job: Affine | Lookup | Planes, payload) -> np.ndarray:
         """Queue entry `e`'s job (its fused description and payload); returns its output array
         (its values once `finish` returns)."""
-        from zoocodec.codecs import floatplanes
-        from zoocodec.methods.lossless import native_dtype
-
-        dt = native_dtype(e.dtype)
+        dt = DTYPES[e.dtype]
         start = self.starts[e.name]
-        self.outs[e.name] = out = self.block[start : start + e.numel * dt.itemsize].view(dt).reshape(e.shape)
+        flat = self.block[start : start + e.raw_bytes].view(dt)
+        self.outs[e.name] = out = flat.reshape(e.shape)
         i = len(self.jobs)
         self.jobs.append((e, job, payload))
         if isinstance(job, Planes):
             if self.workers > 1 and e.numel >= ZSTD_AHEAD and floatplanes.has_zstd(payload):
                 self.ahead[i] = _inflating(self.workers).submit(floatplanes.frame, payload, e.numel, dt, huffman=True)
                 return out
-            self.args.append((payload, e.numel, out.itemsize, out.reshape(-1)))
+            self.args.append((payload, e.numel, dt.itemsize, flat))
         else:
             values, row_len, k = job.native(e.numel)
             self.args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k,
-                              KINDS[e.dtype], out.reshape(-1)))
+                              KINDS[e.dtype], flat))
         self.taken.append(i)
-        self.queued += e.numel * dt.itemsize
+        self.queued += e.raw_bytes
         if self.queued >= PART_BYTES:
             self.flush()
         return out
@@ -241,9 +237,6 @@ class Stream:
     def finish(self) -> tuple[dict[str, np.ndarray], list[str]]:
         """Wait for the pass (helping it) -> ({name: array}, names the native decoder left to the
         method's own decode)."""
-        from zoocodec.codecs import floatplanes
-        from zoocodec.methods.lossless import native_dtype
-
         outs, left, inflated = self.outs, [], []
         try:
             try:

@@ -345,39 +345,40 @@ class Archive(ArchiveBase):
         return self.read_many([name])[name]
 
     def read_many(self, names: list[str], threads: int = 0,
-                  convert: Callable[[np.ndarray, TensorEntry], Any] | None = None) -> dict[str, Any]:
+                  convert: Callable[[np.ndarray, TensorEntry], Any] | None = None,
+                  beside: Callable[[], None] | None = None) -> dict[str, Any]:
         """Decode tensors to native arrays (`convert(array, entry)`: to what it returns, e.g. a
         torch tensor), a batch of up to plan.BATCH_BYTES at a time. The payloads its methods
         declare fused (zoocodec/plan.py) are entropy-decoded and dequantized into their dtype by
         the native pool straight from the mapped file into one block of huge pages per batch (its
         arrays are views of it: the block is freed when the last of them is), on a plan.Stream:
         the pass starts on the first tensors while the jobs of the next are built, and the views
-        are converted while it runs. Format 3: the batch's chunks are CRC-checked on that pass,
-        each payload's just before the tasks that read it. The other tensors are decoded by their
-        method's own decode (from copies: a method may keep views of what it decodes)."""
+        are converted (and `beside()` called, once) while it runs. Format 3: the batch's chunks
+        are CRC-checked on that pass, each payload's just before the tasks that read it. The
+        other tensors are decoded by their method's own decode (from copies: a method may keep
+        views of what it decodes)."""
         out = {}
         on_pass = self.container.version >= 3  # chunk CRCs checked on the decoding pass (plan.Stream)
         chunk = self.container.crc_chunk
         for batch in plan.batches([self.plan[n] for n in names]):
+            for e in batch:
+                with self._named(e.where):
+                    budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
             items = [(e.where, s) for e in batch for s in e.segments.values()]
             views = self.container.views(items, check=not on_pass)
             stream = None
             try:
-                payloads = iter(views)
-                segments = {e.name: {k: next(payloads) for k in e.segments} for e in batch}
-                for e in batch:
-                    with self._named(e.where):
-                        budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
                 block = plan.outputs(batch, threads)  # (faulted in meanwhile: 2+ threads)
                 stream = plan.Stream(block, threads)
-                arrays, rest = {}, []
+                arrays, rest, segments, at = {}, [], {}, 0
                 try:
                     for e in batch:
-                        segs = segments[e.name]
+                        segs = segments[e.name] = dict(zip(e.segments, views[at : at + len(e.segments)], strict=True))
+                        at += len(segs)
                         with self._named(e.where):
                             job = plan.fused_job(e.spec, e, segs)
                         if on_pass:
-                            for (key, seg) in e.segments.items():
+                            for key, seg in e.segments.items():
                                 stream.check(e.where, segs[key], chunk, seg.crc)
                         if job is None:
                             rest.append(e.name)
@@ -388,6 +389,9 @@ class Archive(ArchiveBase):
                     if on_pass:  # (side info read unchecked: a damaged payload is named as such first)
                         self.container.check(items, views)
                     raise
+                if beside is not None:
+                    beside()
+                    beside = None
                 try:
                     _, left = stream.finish()
                 except ContainerError as err:
@@ -407,10 +411,12 @@ class Archive(ArchiveBase):
             finally:
                 if stream is not None:
                     stream.cancel()
-                segments = payloads = None
+                segments = None
                 self.container.release(items, views)
             out.update((e.name, arrays[e.name]) for e in batch)
             del block
+        if beside is not None:  # (no batch)
+            beside()
         return out
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
@@ -440,7 +446,8 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
         if out is not None:
             fmt = output_format(out, src.format, a.head.files, fmt)
         a.check_budget(streamed=out is not None and fmt in STREAMED_FORMATS)
-        a.verify_unread()
+        if out is not None or dev.is_gpu:
+            a.verify_unread()
         on_device = {}
         if dev.is_gpu:  # every payload the CUDA decoder takes, in one launch per dtype
             from zoocodec.kernels import decode
@@ -455,7 +462,7 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
 
         if out is None:  # the rest in batches of one native pass each (Archive.read_many)
             host = a.read_many([n for n in a.plan if n not in on_device],
-                               convert=lambda array, e: to_torch(array, e.dtype))
+                               convert=lambda array, e: to_torch(array, e.dtype), beside=a.verify_unread)
             tensors = {}
             for name in a.plan:
                 if name in on_device:
