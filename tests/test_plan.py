@@ -21,8 +21,8 @@ def spy_passes(monkeypatch) -> list[list]:
     real, passes = native.engine().Pass, []
 
     class Spy:
-        def __init__(self, threads):
-            self.real, self.jobs = real(threads), []
+        def __init__(self, threads, mapped):
+            self.real, self.jobs = real(threads, mapped), []
             passes.append(self.jobs)
 
         def submit(self, jobs, payloads):

@@ -301,11 +301,13 @@ class Container:
         bytes do not match their CRC32s."""
         self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
 
-    def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview]) -> None:
-        """End `views` (from views(items)) and drop their pages from this process's resident set."""
+    def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview], drop: bool = True) -> None:
+        """End `views` (from views(items)) and drop their pages from this process's resident set
+        (`drop` False: a decoding pass dropped them, plan.Stream's `mapped`)."""
         for v in views:
             v.release()
-        self.drop_pages(seg for _, seg in items)
+        if drop:
+            self.drop_pages(seg for _, seg in items)
 
     def drop_pages(self, segments: Iterable[Segment]) -> None:
         """Drop these payloads' mapped pages from the resident set once a copy stands in for them;

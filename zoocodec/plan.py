@@ -177,16 +177,18 @@ class Stream:
     `check`: a payload (who, bytes, chunk, CRC32 of each chunk) whose chunks the pass checks, just
     before the tasks of the job added next (or first, in the part, when no job reads it); a
     mismatch raises ContainerError naming the first such payload, before any decoding error.
-    `into`: outputs() of the jobs' entries (or of more). Float-plane frames with zstd-coded planes
+    `into`: outputs() of the jobs' entries (or of more). `mapped`: the checked payloads are views of
+    a read-only file mapping, whose pages the pass drops from the resident set once it decoded
+    them (what Container.release does, on the pass's thread). Float-plane frames with zstd-coded planes
     are split (and inflated) here, then decoded in a second native pass; with more than one
     thread, those of ZSTD_AHEAD values or more are inflated on threads while the first pass runs
     (python-zstandard releases the GIL). Damage raises ContainerError naming the tensor."""
 
-    def __init__(self, into: tuple[np.ndarray, dict[str, int]], threads: int = 0):
+    def __init__(self, into: tuple[np.ndarray, dict[str, int]], threads: int = 0, mapped: bool = False):
         self.block, self.starts = into
         self.threads = threads
         self.workers = threads if threads > 0 else native.default_threads()
-        self.native = native.engine().Pass(threads)
+        self.native = native.engine().Pass(threads, mapped)
         self.jobs, self.outs, self.taken, self.ahead = [], {}, [], {}  # ahead: job index -> planes inflating
         self.args, self.payloads, self.names, self.queued = [], [], [], 0  # the part not handed over yet
 

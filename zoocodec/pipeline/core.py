@@ -369,7 +369,7 @@ class Archive(ArchiveBase):
             stream = None
             try:
                 block = plan.outputs(batch, threads)  # (faulted in meanwhile: 2+ threads)
-                stream = plan.Stream(block, threads)
+                stream = plan.Stream(block, threads, mapped=on_pass)  # (each payload checked: its pages dropped)
                 arrays, rest, segments, at = {}, [], {}, 0
                 try:
                     for e in batch:
@@ -412,7 +412,7 @@ class Archive(ArchiveBase):
                 if stream is not None:
                     stream.cancel()
                 segments = None
-                self.container.release(items, views)
+                self.container.release(items, views, drop=not on_pass)
             out.update((e.name, arrays[e.name]) for e in batch)
             del block
         if beside is not None:  # (no batch)

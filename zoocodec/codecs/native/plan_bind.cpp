@@ -126,6 +126,7 @@ struct Part {
   std::vector<plan::Check> checks;
   std::vector<std::size_t> owner;  // each check's payload
   std::size_t payloads = 0;
+  std::vector<std::pair<const uint8_t*, std::size_t>> spans;  // each payload's bytes
 
   Part(const std::vector<nb::tuple>& jobs, const std::vector<nb::tuple>& given, bool with_job)
       : b(batch_of(jobs)), payloads(given.size()) {
@@ -147,11 +148,24 @@ struct Part {
                           before});
         owner.push_back(i);
       }
+      spans.emplace_back(b.held.back()->data(), size);
     }
   }
 
-  void run(int threads, Helper* helper = nullptr) {
+  // The pass; `mapped`: then the payloads' pages are dropped from the resident set (they are
+  // views of a read-only file mapping: container.py's _release, done here on the pass's thread).
+  void run(int threads, Helper* helper = nullptr, bool mapped = false) {
     plan::decode(b.work, b.planes, threads, b.order, &checks, helper);
+#ifdef __linux__
+    if (!mapped) return;
+    const uintptr_t page = 4096;
+    for (const auto& [data, size] : spans) {
+      if (!size) continue;
+      const uintptr_t lo = reinterpret_cast<uintptr_t>(data) / page * page;
+      const uintptr_t hi = (reinterpret_cast<uintptr_t>(data) + size + page - 1) / page * page;
+      madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
+#endif
   }
 
   int64_t first_bad() const {  // (chunks in payload order)
@@ -185,7 +199,7 @@ std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> checked_pass(cons
 // One thread: each part decodes in `submit` (no thread of its own).
 class Pass {
  public:
-  explicit Pass(int threads) : threads_(threads > 0 ? threads : default_threads()) {
+  Pass(int threads, bool mapped) : threads_(threads > 0 ? threads : default_threads()), mapped_(mapped) {
     if (threads_ > 1) runner_ = std::thread([this] { run(); });
   }
   Pass(const Pass&) = delete;
@@ -206,7 +220,7 @@ class Pass {
       return;
     }
     nb::gil_scoped_release release;
-    p->run(1);
+    p->run(1, nullptr, mapped_);
   }
 
   // (index, over all parts in order, of the first payload with a wrong chunk or -1, each job's
@@ -244,7 +258,7 @@ class Pass {
         queue_.pop_front();
       }
       try {
-        if (!error_) p->run(threads_, &helper_);
+        if (!error_) p->run(threads_, &helper_, mapped_);
       } catch (...) {
         error_ = std::current_exception();
       }
@@ -265,6 +279,7 @@ class Pass {
   }
 
   const int threads_;
+  const bool mapped_;  // the payloads are views of a read-only file mapping: their pages dropped once decoded
   std::vector<std::unique_ptr<Part>> parts_;
   std::deque<Part*> queue_;
   std::mutex m_;
@@ -457,8 +472,10 @@ void bind_plan(nb::module_& m) {
                    "A decoding pass that runs while its caller builds the next jobs: submit(jobs, payloads) as "
                    "decode_checked's (payloads' job indices within that part), then wait() -> (index of the first "
                    "payload over all parts with a wrong chunk or -1, every job's (status, error)). With threads "
-                   "> 1 it decodes on threads - 1 threads of its own, and wait() joins it; with one, submit decodes.")
-      .def(nb::init<int>(), nb::arg("threads") = 0)
+                   "> 1 it decodes on threads - 1 threads of its own, and wait() joins it; with one, submit decodes. "
+                   "`mapped`: the payloads are views of a read-only file mapping, whose pages it drops from the "
+                   "resident set once decoded (MADV_DONTNEED).")
+      .def(nb::init<int, bool>(), nb::arg("threads") = 0, nb::arg("mapped") = false)
       .def("submit", &Pass::submit, nb::arg("jobs"), nb::arg("payloads"))
       .def("wait", &Pass::wait);
   m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
