@@ -26,6 +26,8 @@ MAX_DIMS = 32
 MAX_DIM = 1 << 40
 SOURCE_FORMATS = ("safetensors", "pytorch", "hf", "onnx", "dict")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2, "int32": 4,
+            "int64": 8, "bool": 1}  # bytes a value of each of DTYPES (methods/lossless.native_dtype's)
 CHECKPOINT_NESTS = (None, "state_dict", "model", "model_state_dict")
 SEQUENCE_MODES = ("video", "delta", "independent")
 LAYOUT_FIELDS = {"safetensors": {"metadata"}, "pytorch": {"nest", "prefix"}, "hf": {"shards", "metadata"},
@@ -97,9 +99,7 @@ class TensorEntry:
     @cached_property
     def raw_bytes(self) -> int:
         """Bytes of the tensor decoded."""
-        from zoocodec.methods.lossless import native_dtype  # (loaded already: `spec` is a method)
-
-        return self.numel * native_dtype(self.dtype).itemsize
+        return self.numel * ITEMSIZE[self.dtype]
 
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "method": self.method,

@@ -25,7 +25,7 @@ from zoocodec.container import Container
 from zoocodec.device import Device, resolve
 from zoocodec.errors import ContainerError, ZoocodecError
 from zoocodec.fsutil import check_output
-from zoocodec.header import Header, Source, Stats, TensorEntry
+from zoocodec.header import ITEMSIZE, Header, Source, Stats, TensorEntry
 from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
 from zoocodec.methods.arrays import ErrorStats, error_stats
@@ -328,11 +328,15 @@ class ArchiveBase:
     def check_budget(self, streamed: bool = False) -> None:
         """Refuse, before decoding anything, a file whose full decode would pass the memory budget
         (`streamed`: the tensors are written one at a time, so only the largest one counts)."""
-        claims = [(e.numel, native_dtype(e.dtype).itemsize) for e in self.head.tensors]
+        claims = [(e.numel, ITEMSIZE[e.dtype]) for e in self.head.tensors]
         if streamed and claims:
             claims = [max(claims, key=lambda c: c[0] * c[1])]
         budget.check_total(f"{self.container.path}: decoding {'its largest' if streamed else 'every'} tensor",
                            claims, sum(self.container.file_sizes().values()))
+
+
+def _largest_first(e: TensorEntry) -> int:
+    return -e.raw_bytes
 
 
 class Archive(ArchiveBase):
@@ -362,8 +366,9 @@ class Archive(ArchiveBase):
         chunk = self.container.crc_chunk
         for batch in plan.batches([self.plan[n] for n in names]):
             for e in batch:
-                with self._named(e.where):
-                    budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
+                if budget.over_tensor(e.numel, ITEMSIZE[e.dtype]):
+                    with self._named(e.where):
+                        budget.check_tensor(e.where, e.numel, ITEMSIZE[e.dtype])
             items = [(e.where, s) for e in batch for s in e.segments.values()]
             views = self.container.views(items, check=not on_pass)
             stream = None
@@ -371,10 +376,12 @@ class Archive(ArchiveBase):
                 block = plan.outputs(batch, threads)  # (faulted in meanwhile: 2+ threads)
                 stream = plan.Stream(block, threads, mapped=on_pass)  # (each payload checked: its pages dropped)
                 arrays, rest, segments, at = {}, [], {}, 0
+                for e in batch:
+                    segments[e.name] = dict(zip(e.segments, views[at : at + len(e.segments)], strict=True))
+                    at += len(e.segments)
                 try:
-                    for e in batch:
-                        segs = segments[e.name] = dict(zip(e.segments, views[at : at + len(e.segments)], strict=True))
-                        at += len(segs)
+                    for e in sorted(batch, key=_largest_first):  # (the pass starts on the largest tensor)
+                        segs = segments[e.name]
                         with self._named(e.where):
                             job = plan.fused_job(e.spec, e, segs)
                         if on_pass:
