@@ -181,8 +181,9 @@ class Stream:
     a read-only file mapping, whose pages the pass drops from the resident set once it decoded
     them (what Container.release does, on the pass's thread). Float-plane frames with zstd-coded planes
     are split (and inflated) here, then decoded in a second native pass; with more than one
-    thread, those of ZSTD_AHEAD values or more are inflated on threads while the first pass runs
-    (python-zstandard releases the GIL). Damage raises ContainerError naming the tensor."""
+    thread, those of ZSTD_AHEAD values or more are inflated on threads while the pass runs
+    (python-zstandard releases the GIL), and merged by its last part. Damage raises
+    ContainerError naming the tensor."""
 
     def __init__(self, into: tuple[np.ndarray, dict[str, int]], threads: int = 0, mapped: bool = False):
         self.block, self.starts = into
@@ -239,14 +240,26 @@ class Stream:
     def finish(self) -> tuple[dict[str, np.ndarray], list[str]]:
         """Wait for the pass (helping it) -> ({name: array}, names the native decoder left to the
         method's own decode)."""
-        outs, left, inflated = self.outs, [], []
+        outs, left, inflated, failed = self.outs, [], [], None
         try:
             try:
+                for i, planes in self.ahead.items():  # (inflated meanwhile: their merge joins the last part)
+                    e = self.jobs[i][0]
+                    try:
+                        parts = planes.result()
+                    except ContainerError as err:
+                        failed = failed or ContainerError(f"{e.where}: {err}")  # (after the CRCs)
+                        continue
+                    flat = outs[e.name].reshape(-1)
+                    self.args.append((parts, e.numel, flat.itemsize, flat))
+                    self.taken.append(i)
                 self.flush()
             finally:
                 bad, results = self.native.wait()  # (helping it; nothing holds a view of the file after it)
             if bad >= 0:
                 raise ContainerError(f"payload of {self.names[bad]} is corrupt (CRC mismatch)")
+            if failed is not None:
+                raise failed
             for i, (status, error) in zip(self.taken, results, strict=True):
                 e, job, payload = self.jobs[i]
                 planes = isinstance(job, Planes)
@@ -263,12 +276,6 @@ class Stream:
                     give_back((self.block, self.starts), e)  # (faulted in for nothing)
                     del outs[e.name]
                     left.append(e.name)
-            for i, planes in self.ahead.items():
-                e = self.jobs[i][0]
-                try:
-                    inflated.append((e, planes.result()))
-                except ContainerError as err:
-                    raise ContainerError(f"{e.where}: {err}") from None
         finally:
             futures.wait(self.ahead.values())
             self.jobs = self.args = self.payloads = None
