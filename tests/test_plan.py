@@ -266,3 +266,80 @@ def test_an_output_block_faulted_in_on_a_thread_and_a_declined_slot_given_back()
     slot[:] = 9
     eng.discard(slot)
     assert (slot[:3192] == 9).all() and (slot[3192 : 3192 + 8192] == 0).all() and (slot[3192 + 8192 :] == 9).all()
+
+
+def many_tensors(n: int = 24) -> dict[str, torch.Tensor]:
+    g = np.random.default_rng(11)
+    return {f"t{i:02d}": torch.from_numpy(g.laplace(0, 0.02, (40 + 13 * i, 96)).astype(np.float32))
+            for i in range(n)}
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("spec", ["uniform:bits=8", "lossless"])
+def test_a_stream_of_many_parts_decodes_what_one_pass_does(tmp_path, monkeypatch, threads, spec):
+    """plan.Stream hands its jobs to the native pass a part at a time (here a tensor or two each)
+    while the next are built, and the caller joins the pass when it waits: the same bits as each
+    method's own decode, at 1, 2 and 3 threads, with the torch views made while it runs."""
+    from zoocodec import plan
+
+    monkeypatch.setattr(plan, "PART_BYTES", 30_000)
+    model = many_tensors()
+    zoocodec.compress(model, tmp_path / "m.zc", spec, min_size=0)
+    passes = spy_passes(monkeypatch)
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        got = a.read_many(a.names(), threads=threads, convert=lambda array, e: torch.from_numpy(array))
+        for name in a.names():
+            assert np.array_equal(got[name].numpy().view(np.uint8), own_decode(a, name).view(np.uint8)), name
+    assert len(passes) == 1 and [status for _, status in passes[0]] == [0] * len(model)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_damage_in_a_later_part_is_named_and_the_file_closes(tmp_path, monkeypatch, threads):
+    """A byte flipped in a tensor decoded by a later part of the pass: one ContainerError naming
+    it as corrupt; and a method's side info found damaged while the pass already runs on earlier
+    parts: that error, after which the pass has ended (the mapping closes: no view is left)."""
+    from zoocodec import plan
+
+    monkeypatch.setattr(plan, "PART_BYTES", 30_000)
+    monkeypatch.setenv("ZOOCODEC_THREADS", str(threads))
+    zoocodec.compress(many_tensors(), tmp_path / "m.zc", "uniform:bits=8", min_size=0)
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        seg = a.plan["t03"].segments["symbols"]  # (a small one: built late, largest first)
+    data = (tmp_path / "m.zc").read_bytes()
+    bad = bytearray(data)
+    bad[seg.offset + seg.length // 2] ^= 0x40
+    (tmp_path / "bad.zc").write_bytes(bytes(bad))
+    with pytest.raises(ContainerError, match=r"payload of tensor 't03' is corrupt \(CRC mismatch\)"):
+        zoocodec.load(tmp_path / "bad.zc")
+    real = plan.fused_job
+
+    def late_damage(spec, e, segments, gpu=False):
+        if e.name == "t01":
+            raise ContainerError("uniform: damaged steps")
+        return real(spec, e, segments, gpu)
+
+    monkeypatch.setattr(plan, "fused_job", late_damage)
+    a = zoocodec.Archive(tmp_path / "m.zc")
+    with pytest.raises(ContainerError, match="damaged steps"):
+        a.read_many(a.names())
+    a.container.close()  # (BufferError if the pass still held a view of the mapping)
+
+
+def test_a_pass_left_without_waiting_ends_alone():
+    """A native Pass whose caller never waits (an exception on its way) finishes its parts on its
+    own thread when it is freed; waiting twice gives the results once."""
+    eng = native.engine()
+    g = np.random.default_rng(5)
+    s = g.integers(-50, 50, (64, 1000))
+    data, steps = ans.encode(s), np.full(64, 0.5)
+    for threads in (1, 2, 4):
+        p = eng.Pass(threads)
+        outs = [np.empty(s.size, np.float32) for _ in range(3)]
+        for out in outs:
+            p.submit([(data, s.size, steps, 1000, 0, KINDS["float32"], out)], [])
+        bad, results = p.wait()
+        assert bad == -1 and results == [(0, "")] * 3 and p.wait() == (-1, [])
+        assert all(np.array_equal(out, (s * 0.5).astype(np.float32).ravel()) for out in outs)
+        p = eng.Pass(threads)
+        p.submit([(data, s.size, steps, 1000, 0, KINDS["float32"], np.empty(s.size, np.float32))], [])
+        del p
