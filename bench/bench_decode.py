@@ -176,11 +176,13 @@ def phases(path: Path, threads: int, repeats: int) -> dict:
 
 
 def amdahl(one: dict, two: dict) -> dict:
-    """The 2-thread speed-up, and what it would be with the serial part (prefix and suffix, the
-    main thread's CPU at 1 thread) as measured and the rest (pass and overlapped Python) halved."""
-    serial = one["prefix_main_cpu_ms"] + one["suffix_main_cpu_ms"]
-    return {"speedup": one["wall_ms"] / two["wall_ms"], "serial_ms_1_thread": serial,
-            "serial_ms_2_threads": two["prefix_main_cpu_ms"] + two["suffix_main_cpu_ms"],
+    """The 2-thread speed-up, and what it would be with the serial part of a 2-thread load (its
+    prefix and suffix: the main thread's CPU before the pass starts and after it ends) as
+    measured and the rest of the 1-thread load halved. (At 1 thread the suffix also holds work
+    that 2 threads do beside the pass: the zstd planes of large fp32 tensors.)"""
+    serial = two["prefix_main_cpu_ms"] + two["suffix_main_cpu_ms"]
+    return {"speedup": one["wall_ms"] / two["wall_ms"],
+            "serial_ms_1_thread": one["prefix_main_cpu_ms"] + one["suffix_main_cpu_ms"], "serial_ms_2_threads": serial,
             "bound_if_the_rest_halved": one["wall_ms"] / (serial + (one["wall_ms"] - serial) / 2)}
 
 

@@ -4,8 +4,9 @@ decoded together by the decoders their methods declare.
 A method declares a fused decoder with `MethodSpec.fused(side, arrays, shape, dtype)`: a
 description of how its payload decodes in one pass (entropy decoding and dequantization
 fused, written in the tensor's dtype), or None when only its own `decode` can do it. The
-CPU runs every fused job of a batch in one pass of the native thread pool (plan.cpp); the
-CUDA decoder (kernels/decode.py) takes the same descriptions. So adding a method never means
+CPU runs every fused job of a batch in one pass of the native thread pool (plan.cpp), which a
+Stream starts on the first jobs while the caller builds the next; the CUDA decoder
+(kernels/decode.py) takes the same descriptions. So adding a method never means
 editing a decoder: a method whose dequantization is one of these kinds returns it.
 
 Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; values in
@@ -39,7 +40,7 @@ DTYPES = {kind: native_dtype(kind) for kind in KINDS}
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
 ALIGN = 64  # bytes: where each output starts in its batch's block
 ZSTD_AHEAD = 1 << 20  # values of a float-plane payload whose zstd planes are inflated beside the native pass
-PART_BYTES = 8 << 20  # decoded bytes a Stream hands to its pass at once (the first start it while the rest are built)
+PART_BYTES = 8 << 20  # decoded bytes a Stream hands to its pass at once (the first starts it while the rest are built)
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,8 @@ std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tup
 }
 
 // A batch and the CRC32 chunks of its payloads (payloads: (bytes, chunk, [CRC32 of each `chunk`
-// bytes], and with_job: the index of the job they precede or -1), as plan::decode checks them.
+// bytes], and with_job: the index of the job they precede or -1), as plan::decode checks them
+// (the chunks of each payload just before its job's tasks, whose bytes it then reads from cache).
 struct Part {
   Batch b;
   std::vector<plan::Check> checks;
@@ -175,24 +176,8 @@ struct Part {
   }
 };
 
-// decode_fused with the payloads' CRC32 chunks checked on the same pass, each payload's just
-// before the tasks of the job it names (its bytes then read from cache by the decoder).
-// Returns (index of the first payload with a wrong chunk or -1, the jobs' results, meaningless
-// where it is not -1). The pass of decode_checked (with_job) and first_bad (payloads of 3
-// fields, checked before every job).
-std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> checked_pass(const std::vector<nb::tuple>& jobs,
-                                                                           const std::vector<nb::tuple>& payloads,
-                                                                           int threads, bool with_job) {
-  Part part(jobs, payloads, with_job);
-  {
-    nb::gil_scoped_release release;
-    part.run(threads);
-  }
-  return {part.first_bad(), part.b.results()};
-}
-
 // A decoding pass that starts while its caller is still building the jobs: each part given to
-// `submit` (decode_checked's jobs and payloads) is decoded, in order, on threads - 1 threads of
+// `submit` (decode_fused's jobs, and payloads as Part's with the job they precede) is decoded, in order, on threads - 1 threads of
 // its own while the caller goes on in Python; `wait` makes the caller the last thread, helping
 // with whatever is left. So the Python around a load (its jobs, its tensors' views) runs beside
 // the pass instead of before and after it, and never more than `threads` threads work at once.
@@ -224,7 +209,7 @@ class Pass {
   }
 
   // (index, over all parts in order, of the first payload with a wrong chunk or -1, each job's
-  // (status, error) in order), as decode_checked's.
+  // (status, error) in order).
   std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> wait() {
     {
       nb::gil_scoped_release release;
@@ -289,12 +274,6 @@ class Pass {
   Helper helper_;
   std::thread runner_;
 };
-
-std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> decode_checked(const std::vector<nb::tuple>& jobs,
-                                                                             const std::vector<nb::tuple>& payloads,
-                                                                             int threads) {
-  return checked_pass(jobs, payloads, threads, true);
-}
 
 // A parsed rANS stream for a GPU decoder's host side: (lo, L, constant, freq uint32[nsym],
 // chunk, offsets uint64[substreams] into the payload at `base`, lengths uint32[substreams]).
@@ -439,9 +418,14 @@ void discard(Out a) {
 
 // Index of the first of `payloads` whose bytes do not match their CRC32s, or -1. A payload is
 // (bytes-like, chunk, [CRC32 of each `chunk` bytes]); every chunk is checked on one pass of the
-// pool (container.py's format 3): decode_checked's pass with no job.
+// pool (container.py's format 3): a Part with no job.
 int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
-  return std::get<0>(checked_pass({}, payloads, threads, false));
+  Part part({}, payloads, false);
+  {
+    nb::gil_scoped_release release;
+    part.run(threads);
+  }
+  return part.first_bad();
 }
 
 }  // namespace
@@ -465,13 +449,12 @@ void bind_plan(nb::module_& m) {
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
         "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
         "(status, error) per job.");
-  m.def("decode_checked", &decode_checked, nb::arg("jobs"), nb::arg("payloads"), nb::arg("threads") = 0,
-        "decode_fused, with each payload's (bytes, chunk, crcs, job) CRC32 chunks checked on the same pass just "
-        "before that job's tasks; (index of the first payload whose chunks do not match or -1, results).");
   nb::class_<Pass>(m, "Pass",
-                   "A decoding pass that runs while its caller builds the next jobs: submit(jobs, payloads) as "
-                   "decode_checked's (payloads' job indices within that part), then wait() -> (index of the first "
-                   "payload over all parts with a wrong chunk or -1, every job's (status, error)). With threads "
+                   "A decoding pass that runs while its caller builds the next jobs: submit(jobs, payloads), jobs "
+                   "as decode_fused's, payloads (bytes, chunk, [CRC32 of each chunk], index in this part of the "
+                   "job whose tasks they precede or -1), their chunks checked on the pass; then wait() -> (index "
+                   "of the first payload over all parts with a wrong chunk or -1, every job's (status, error)). "
+                   "With threads "
                    "> 1 it decodes on threads - 1 threads of its own, and wait() joins it; with one, submit decodes. "
                    "`mapped`: the payloads are views of a read-only file mapping, whose pages it drops from the "
                    "resident set once decoded (MADV_DONTNEED).")
