@@ -11,7 +11,7 @@ A segment in the header is [offset, length, [CRC32 of each `crc_chunk`-byte chun
 bytes, a chunk per thread: the writer with zlib-ng's CRC32 (the same checksum as zlib's; it
 releases the GIL: about 30 GB/s a core here, against 7 GB/s for the system's zlib 1.2), the
 readers with the native engine's (as fast: native/crc32.cpp) on its pool; a load checks them on
-the pass that decodes the payloads (plan.decode), each just before the tasks that read it.
+the pass that decodes the payloads (plan.Stream), each just before the tasks that read it.
 Nothing hashes the whole file on open; `Container.verify` (`zoocodec verify`) checks
 every byte: each chunk, the zero padding, the header and the trailer.
 
@@ -282,7 +282,7 @@ class Container:
 
     def views(self, items: Iterable[tuple[str, Segment]], check: bool = True) -> list[memoryview]:
         """Payloads as read-only views of the mapped file (no copy), their chunks CRC-checked on
-        threads together (`check` False: the caller checks them, as plan.decode does on its pass).
+        threads together (`check` False: the caller checks them, as plan.Stream does on its pass).
         Hand them back to `release` once decoded: the mapping cannot close while a view lives, and
         their pages stay resident until then."""
         items = list(items)
