@@ -21,8 +21,8 @@ def spy_passes(monkeypatch) -> list[list]:
     real, passes = native.engine().Pass, []
 
     class Spy:
-        def __init__(self, threads, mapped):
-            self.real, self.jobs = real(threads, mapped), []
+        def __init__(self, threads, mapped, overlap):
+            self.real, self.jobs = real(threads, mapped, overlap), []
             passes.append(self.jobs)
 
         def submit(self, jobs, payloads):
@@ -332,14 +332,14 @@ def test_a_pass_left_without_waiting_ends_alone():
     g = np.random.default_rng(5)
     s = g.integers(-50, 50, (64, 1000))
     data, steps = ans.encode(s), np.full(64, 0.5)
-    for threads in (1, 2, 4):
-        p = eng.Pass(threads)
+    for threads, overlap in ((1, True), (2, True), (4, True), (2, False)):
+        p = eng.Pass(threads, False, overlap)
         outs = [np.empty(s.size, np.float32) for _ in range(3)]
         for out in outs:
             p.submit([(data, s.size, steps, 1000, 0, KINDS["float32"], out)], [])
         bad, results = p.wait()
         assert bad == -1 and results == [(0, "")] * 3 and p.wait() == (-1, [])
         assert all(np.array_equal(out, (s * 0.5).astype(np.float32).ravel()) for out in outs)
-        p = eng.Pass(threads)
+        p = eng.Pass(threads, False, overlap)
         p.submit([(data, s.size, steps, 1000, 0, KINDS["float32"], np.empty(s.size, np.float32))], [])
         del p

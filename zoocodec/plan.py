@@ -180,17 +180,19 @@ class Stream:
     mismatch raises ContainerError naming the first such payload, before any decoding error.
     `into`: outputs() of the jobs' entries (or of more). `mapped`: the checked payloads are views of
     a read-only file mapping, whose pages the pass drops from the resident set once it decoded
-    them (what Container.release does, on the pass's thread). Float-plane frames with zstd-coded planes
+    them (what Container.release does, on the pass's thread). `overlap` False (a tensor or two:
+    no thread of its own is worth starting): the pass runs in `finish`. Float-plane frames with zstd-coded planes
     are split (and inflated) here, then decoded in a second native pass; with more than one
     thread, those of ZSTD_AHEAD values or more are inflated on threads while the pass runs
     (python-zstandard releases the GIL), and merged by its last part. Damage raises
     ContainerError naming the tensor."""
 
-    def __init__(self, into: tuple[np.ndarray, dict[str, int]], threads: int = 0, mapped: bool = False):
+    def __init__(self, into: tuple[np.ndarray, dict[str, int]], threads: int = 0, mapped: bool = False,
+                 overlap: bool = True):
         self.block, self.starts = into
         self.threads = threads
         self.workers = threads if threads > 0 else native.default_threads()
-        self.native = native.engine().Pass(threads, mapped)
+        self.native = native.engine().Pass(threads, mapped, overlap)
         self.jobs, self.outs, self.taken, self.ahead = [], {}, [], {}  # ahead: job index -> planes inflating
         self.args, self.payloads, self.names, self.queued = [], [], [], 0  # the part not handed over yet
 
@@ -299,7 +301,7 @@ def decode(
     own decode). `checks`: payloads (who, bytes, chunk, CRC32 of each chunk, index of the job
     that reads them or -1), checked on the pass just before that job's tasks (Stream.check).
     `into`: outputs() of the jobs' entries (or of more), made here if None."""
-    stream = Stream(outputs([e for e, _, _ in jobs], threads) if into is None else into, threads)
+    stream = Stream(outputs([e for e, _, _ in jobs], threads) if into is None else into, threads, overlap=False)
     readers: dict[int, list] = {}
     for who, view, chunk, crcs, reader in checks:
         readers.setdefault(reader, []).append((who, view, chunk, crcs))

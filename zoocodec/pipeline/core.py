@@ -374,7 +374,8 @@ class Archive(ArchiveBase):
             stream = None
             try:
                 block = plan.outputs(batch, threads)  # (faulted in meanwhile: 2+ threads)
-                stream = plan.Stream(block, threads, mapped=on_pass)  # (each payload checked: its pages dropped)
+                stream = plan.Stream(block, threads, mapped=on_pass,  # (each payload checked: its pages dropped)
+                                     overlap=len(batch) > 2)
                 arrays, rest, segments, at = {}, [], {}, 0
                 for e in batch:
                     segments[e.name] = dict(zip(e.segments, views[at : at + len(e.segments)], strict=True))

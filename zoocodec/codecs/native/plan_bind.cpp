@@ -181,11 +181,12 @@ struct Part {
 // its own while the caller goes on in Python; `wait` makes the caller the last thread, helping
 // with whatever is left. So the Python around a load (its jobs, its tensors' views) runs beside
 // the pass instead of before and after it, and never more than `threads` threads work at once.
-// One thread: each part decodes in `submit` (no thread of its own).
+// One thread: each part decodes in `submit`; no `overlap` (one part, say): in `wait`, on the pool.
 class Pass {
  public:
-  Pass(int threads, bool mapped) : threads_(threads > 0 ? threads : default_threads()), mapped_(mapped) {
-    if (threads_ > 1) runner_ = std::thread([this] { run(); });
+  Pass(int threads, bool mapped, bool overlap)
+      : threads_(threads > 0 ? threads : default_threads()), mapped_(mapped) {
+    if (threads_ > 1 && overlap) runner_ = std::thread([this] { run(); });
   }
   Pass(const Pass&) = delete;
   Pass& operator=(const Pass&) = delete;
@@ -204,6 +205,7 @@ class Pass {
       wake_.notify_one();
       return;
     }
+    if (threads_ > 1) return;  // (no overlap: wait() decodes it)
     nb::gil_scoped_release release;
     p->run(1, nullptr, mapped_);
   }
@@ -258,7 +260,11 @@ class Pass {
       closed_ = true;
     }
     wake_.notify_one();
-    if (!runner_.joinable()) return;
+    if (!runner_.joinable()) {
+      if (help && threads_ > 1)  // (no overlap: the parts on the pool now, in order)
+        for (; done_ < parts_.size(); ++done_) parts_[done_]->run(threads_, nullptr, mapped_);
+      return;
+    }
     if (help) helper_.help();
     runner_.join();
   }
@@ -266,6 +272,7 @@ class Pass {
   const int threads_;
   const bool mapped_;  // the payloads are views of a read-only file mapping: their pages dropped once decoded
   std::vector<std::unique_ptr<Part>> parts_;
+  std::size_t done_ = 0;  // parts decoded by wait() (no overlap)
   std::deque<Part*> queue_;
   std::mutex m_;
   std::condition_variable wake_;
@@ -457,8 +464,9 @@ void bind_plan(nb::module_& m) {
                    "With threads "
                    "> 1 it decodes on threads - 1 threads of its own, and wait() joins it; with one, submit decodes. "
                    "`mapped`: the payloads are views of a read-only file mapping, whose pages it drops from the "
-                   "resident set once decoded (MADV_DONTNEED).")
-      .def(nb::init<int, bool>(), nb::arg("threads") = 0, nb::arg("mapped") = false)
+                   "resident set once decoded (MADV_DONTNEED). `overlap` False: no thread of its own; wait() "
+                   "decodes the parts on the pool.")
+      .def(nb::init<int, bool, bool>(), nb::arg("threads") = 0, nb::arg("mapped") = false, nb::arg("overlap") = true)
       .def("submit", &Pass::submit, nb::arg("jobs"), nb::arg("payloads"))
       .def("wait", &Pass::wait);
   m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
