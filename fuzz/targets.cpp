@@ -8,14 +8,18 @@
 //               then per plane [size u16 LE][bytes]
 //   cabac       [count u16 LE][stream]
 //   fused       [kind (mod 3)][k (0: steps)][rows (0 as 1)][count u16 LE][an ans frame]: plan.h's
-//               batched decode into float32/float16/bfloat16, steps 0.5 + row or codebook values
+//               batched decode into float32/float16/bfloat16, steps 0.5 + row or codebook values;
+//               then again on a thread of its own joined by this one (pool.h's Helper: the pass a
+//               load starts while it builds the next jobs, plan_bind.cpp's Pass)
 //   planes      [width: 2 if even, else 4][count u16 LE][a float-plane frame (codecs/floatplanes.py)]:
-//               plan.h's batched decode of a planes job
+//               plan.h's batched decode of a planes job, then again joined as fused's
 //   huffman     a Huffman stream (huffman.h); the count is the one the stream declares (<= 2^22)
 #include <cstddef>
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -96,6 +100,24 @@ void cabac(const uint8_t* data, std::size_t size) {
   if (zc_cabac_decode(data + 2, size - 2, out.data(), n, 2) == 2) __builtin_trap();  // not a Corrupt: a bug
 }
 
+// plan::decode of the jobs on a thread of its own with this thread joining it, as a load's
+// decoding pass runs once its caller waits (the same results as the plain call).
+void joined(std::vector<zc::plan::Fused> jobs, std::vector<zc::plan::Planes> planes) {
+  zc::Helper helper;
+  std::exception_ptr error;
+  std::thread runner([&] {
+    try {
+      zc::plan::decode(jobs, planes, 2, {}, nullptr, &helper);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    helper.close();
+  });
+  helper.help();
+  runner.join();
+  if (error) std::rethrow_exception(error);
+}
+
 void fused(const uint8_t* data, std::size_t size) {
   if (size < 5) return;
   zc::plan::Fused a;
@@ -114,6 +136,7 @@ void fused(const uint8_t* data, std::size_t size) {
   std::vector<zc::plan::Fused> jobs{a};
   std::vector<zc::plan::Planes> none;
   zc::plan::decode(jobs, none, 2);
+  joined({a}, {});
 }
 
 void planes(const uint8_t* data, std::size_t size) {
@@ -128,6 +151,7 @@ void planes(const uint8_t* data, std::size_t size) {
   std::vector<zc::plan::Fused> none;
   std::vector<zc::plan::Planes> jobs{a};
   zc::plan::decode(none, jobs, 2);
+  joined({}, {a});
 }
 
 void huffman(const uint8_t* data, std::size_t size) {
