@@ -365,24 +365,24 @@ class Archive(ArchiveBase):
         on_pass = self.container.version >= 3  # chunk CRCs checked on the decoding pass (plan.Stream)
         chunk = self.container.crc_chunk
         for batch in plan.batches([self.plan[n] for n in names]):
+            items, first = [], {}  # first: where each entry's payloads start in items
             for e in batch:
                 if budget.over_tensor(e.numel, ITEMSIZE[e.dtype]):
                     with self._named(e.where):
                         budget.check_tensor(e.where, e.numel, ITEMSIZE[e.dtype])
-            items = [(e.where, s) for e in batch for s in e.segments.values()]
+                first[e.name] = len(items)
+                items += [(e.where, s) for s in e.segments.values()]
             views = self.container.views(items, check=not on_pass)
             stream = None
             try:
                 block = plan.outputs(batch, threads)  # (faulted in meanwhile: 2+ threads)
                 stream = plan.Stream(block, threads, mapped=on_pass,  # (each payload checked: its pages dropped)
                                      overlap=len(batch) > 2)
-                arrays, rest, segments, at = {}, [], {}, 0
-                for e in batch:
-                    segments[e.name] = dict(zip(e.segments, views[at : at + len(e.segments)], strict=True))
-                    at += len(e.segments)
+                arrays, rest, segments = {}, [], {}
                 try:
                     for e in sorted(batch, key=_largest_first):  # (the pass starts on the largest tensor)
-                        segs = segments[e.name]
+                        at = first[e.name]
+                        segs = segments[e.name] = dict(zip(e.segments, views[at : at + len(e.segments)], strict=True))
                         with self._named(e.where):
                             job = plan.fused_job(e.spec, e, segs)
                         if on_pass:
