@@ -470,7 +470,8 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
 
         if out is None:  # the rest in batches of one native pass each (Archive.read_many)
             host = a.read_many([n for n in a.plan if n not in on_device],
-                               convert=lambda array, e: to_torch(array, e.dtype), beside=a.verify_unread)
+                               convert=lambda array, e: to_torch(array, e.dtype),
+                               beside=None if dev.is_gpu else a.verify_unread)  # (on a GPU: checked already)
             tensors = {}
             for name in a.plan:
                 if name in on_device:
