@@ -11,7 +11,7 @@ A segment in the header is [offset, length, [XXH3-64 of each `crc_chunk`-byte ch
 reading a tensor checks only its own bytes, a chunk per thread. XXH3-64 is xxHash's (seed 0;
 the library is vendored whole in native/third_party/xxhash), computed by the native engine for
 the writer and the readers alike, with the GIL released; a load checks them on the pass of the
-native pool that decodes the payloads (plan.decode), each just before the tasks that read it.
+native pool that decodes the payloads (plan.Stream), each just before the tasks that read it.
 Nothing hashes the whole file on open; `Container.verify` (`zoocodec verify`) checks
 every byte: each chunk, the zero padding, the header and the trailer.
 
@@ -310,7 +310,7 @@ class Container:
 
     def views(self, items: Iterable[tuple[str, Segment]], check: bool = True) -> list[memoryview]:
         """Payloads as read-only views of the mapped file (no copy), their chunks checked on
-        threads together (`check` False: the caller checks them, as plan.decode does on its pass).
+        threads together (`check` False: the caller checks them, as plan.Stream does on its pass).
         Hand them back to `release` once decoded: the mapping cannot close while a view lives, and
         their pages stay resident until then."""
         items = list(items)
@@ -329,11 +329,13 @@ class Container:
         bytes do not match their checksums."""
         self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
 
-    def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview]) -> None:
-        """End `views` (from views(items)) and drop their pages from this process's resident set."""
+    def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview], drop: bool = True) -> None:
+        """End `views` (from views(items)) and drop their pages from this process's resident set
+        (`drop` False: a decoding pass dropped them, plan.Stream's `mapped`)."""
         for v in views:
             v.release()
-        self.drop_pages(seg for _, seg in items)
+        if drop:
+            self.drop_pages(seg for _, seg in items)
 
     def drop_pages(self, segments: Iterable[Segment]) -> None:
         """Drop these payloads' mapped pages from the resident set once a copy stands in for them;

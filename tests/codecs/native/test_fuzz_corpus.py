@@ -81,8 +81,10 @@ def replay(target: str, data: bytes) -> None:
         values = np.arange(rows * k) * 0.25 if k else 0.5 + np.arange(rows, dtype=np.float64)
         out = np.empty(n, dtype=np.float32 if kind == 0 else np.uint16)
         sums = [eng.xxh3(payload[at : at + chunk]) ^ (wrong and at == 0) for at in range(0, len(payload), chunk)]
-        bad, [(status, _)] = eng.decode_checked([(payload, n, values, -(-n // rows), k, kind, out)],
-                                                [(payload, chunk, sums, 0 if data[0] & 16 else -1)], 2)
+        run = eng.Pass(2, False, False)
+        run.submit([(payload, n, values, -(-n // rows), k, kind, out)],
+                   [(payload, chunk, sums, 0 if data[0] & 16 else -1)])
+        bad, [(status, _)] = run.wait()
         assert bad == (0 if wrong and payload else -1) and status in (0, 1, 2)
     elif target == "planes":
         if len(data) < 3:
