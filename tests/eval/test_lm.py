@@ -260,3 +260,18 @@ def test_rows_are_weighted_by_predicted_probability(llama):
     r = lm.row_weights(p, 2.0)
     assert r.min() >= lm.ROW_FLOOR / 2 and np.allclose(np.log2(r) * 2, np.rint(np.log2(r) * 2))
     assert 0.8 < r.mean() < 1.25 and r[np.argmax(p)] == r.max()
+
+
+@pytest.mark.slow
+def test_predicted_rows_in_automatic_mode(tiny_zoo, tmp_path, monkeypatch):
+    """Asked for (auto.PREDICTED_ROWS), a causal LM's tied embedding gets a step per row from its predicted
+    probabilities, rounded by GPTQ, and the file still meets its budget."""
+    pytest.importorskip("gensim")
+    from zoocodec.tuning import auto
+
+    monkeypatch.setattr(auto, "PREDICTED_ROWS", True)
+    result = auto.auto_compress(tiny_zoo, tmp_path / "lm.zc", 0.02)
+    header = zoocodec.inspect(tmp_path / "lm.zc")["meta"]["auto"]
+    assert header["token_rows"]["model.embed_tokens.weight"]["rows"] == 124
+    assert "model.embed_tokens.weight" in header["rounding"]["rounded"]
+    assert result.report.tensors and header["verified"]["loss_high"] <= 0.02
