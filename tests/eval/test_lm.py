@@ -265,7 +265,7 @@ def test_rows_are_weighted_by_predicted_probability(llama):
 @pytest.mark.slow
 def test_predicted_rows_in_automatic_mode(tiny_zoo, tmp_path, monkeypatch):
     """Asked for (auto.PREDICTED_ROWS), a causal LM's tied embedding gets a step per row from its predicted
-    probabilities, rounded by GPTQ, and the file still meets its budget."""
+    probabilities (uniform rounding: rdoq at lam=0), and the file still meets its budget."""
     pytest.importorskip("gensim")
     from zoocodec.tuning import auto
 
@@ -273,5 +273,6 @@ def test_predicted_rows_in_automatic_mode(tiny_zoo, tmp_path, monkeypatch):
     result = auto.auto_compress(tiny_zoo, tmp_path / "lm.zc", 0.02)
     header = zoocodec.inspect(tmp_path / "lm.zc")["meta"]["auto"]
     assert header["token_rows"]["model.embed_tokens.weight"]["rows"] == 124
-    assert "model.embed_tokens.weight" in header["rounding"]["rounded"]
-    assert result.report.tensors and header["verified"]["loss_high"] <= 0.02
+    rows = {t.name: t for t in result.report.tensors}
+    assert rows["model.embed_tokens.weight"].method.startswith("rdoq:")
+    assert "lam=0" in rows["model.embed_tokens.weight"].method and header["verified"]["loss_high"] <= 0.02
