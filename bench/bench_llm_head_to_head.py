@@ -43,6 +43,9 @@ The 12-05b automatic-mode points (one process per budget, the peers' checkpoints
 The 12-05c point (12-05b's checkpoints copied; 30 more sensitivity runs, one per layer):
     python bench/bench_llm_head_to_head.py --part auto8 --windows 6 --auto-windows 4 --rounding gptq \
         --sequential --ans --strengths 1 --calibration-windows 32 --layer-sensitivities --budgets 0.1
+The 12-05d points (12-05c's checkpoints copied; auto10 the same at --budgets 0.05):
+    python bench/bench_llm_head_to_head.py --part auto9 --windows 6 --auto-windows 4 --rounding gptq \
+        --sequential --ans --strengths 1 --calibration-windows 8 --predicted-rows --budgets 0.1
 """
 from __future__ import annotations
 
@@ -61,7 +64,7 @@ import torch
 from bench_common import RESULTS, machine
 
 MODEL = "smollm2-135m"
-NAME = "llm_head_to_head-2026-12-05c"  # the files this run writes in bench/results
+NAME = "llm_head_to_head-2026-12-05d"  # the files this run writes in bench/results
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")
 HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
 QUANTO_SETTINGS = ((8, None), (4, 128), (2, 128))  # quanto's QLinear: 128 weights per group below 8 bits
@@ -75,11 +78,12 @@ FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "qp=-28", "qp=-26", "Q5_1", "bits=
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
-PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 11))))  # one checkpoint per process
+PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 14))))  # one checkpoint per process
 CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
-           "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` "
-           "12-05b's (their checkpoints copied: the same 6 windows, the same weights); the point labelled "
-           "`32 calibration windows, sensitivities per layer` is this run's (12-05c).")
+           "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` or "
+           "`embedding rows by predicted probability` 12-05b's, the point labelled `32 calibration windows, "
+           "sensitivities per layer` 12-05c's (their checkpoints copied: the same 6 windows, the same weights); "
+           "the two points labelled `embedding rows by predicted probability` are this run's (12-05d).")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -344,8 +348,10 @@ def layered_sensitivities(weights: dict[str, torch.Tensor], by_role: dict) -> di
 
 def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS,
              choose_coder: bool = True, sequential: bool = False, strengths: list[float] | None = None,
-             layered: bool = False) -> None:
-    """`strengths`: search just these allocation strengths (fewer searches, for the time the shared
+             layered: bool = False, predicted_rows: bool = False) -> None:
+    """`predicted_rows`: the tied embedding/head gets a step per row, weighted by the model's mean predicted
+    probability of its token (automatic mode's token rows for a causal LM; the label says so).
+    `strengths`: search just these allocation strengths (fewer searches, for the time the shared
     machine gives; the points' labels say so). `layered`: `sens` are scaled per layer (the label says so)."""
     from zoocodec import decompress, inspect
     from zoocodec.tuning import auto
@@ -353,6 +359,7 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
 
     if strengths:
         auto.STRENGTHS = tuple(strengths)
+    auto.PREDICTED_ROWS = predicted_rows
     strengths = f", strengths {'/'.join(f'{x:g}' for x in strengths)}" if strengths else ""
     from zoocodec.eval import lm
 
@@ -367,6 +374,8 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
             windows += f", {lm.CALIBRATION_WINDOWS} calibration windows"
         if layered:
             windows += ", sensitivities per layer"
+        if predicted_rows:
+            windows += ", embedding rows by predicted probability"
         label = f"KL {budget} ({how}, group candidates{strengths}{'' if choose_coder else ', ans'}{windows})"
 
         header: dict = {}
@@ -565,6 +574,8 @@ def main() -> None:
                     help="auto: just these allocation strengths (default: all of automatic mode's STRENGTHS)")
     ap.add_argument("--layer-sensitivities", action="store_true",
                     help="auto: the role sensitivities scaled per decoder layer (30 more runs, kept beside them)")
+    ap.add_argument("--predicted-rows", action="store_true",
+                    help="auto: a step per row of the tied embedding/head, by the model's predicted probabilities")
     args = ap.parse_args()
     if args.part == "table":
         return table()
@@ -582,7 +593,7 @@ def main() -> None:
 
             lm.CALIBRATION_WINDOWS = args.calibration_windows
         run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding, args.budgets or BUDGETS,
-                 not args.ans, args.sequential, args.strengths, args.layer_sensitivities)
+                 not args.ans, args.sequential, args.strengths, args.layer_sensitivities, args.predicted_rows)
     table()
 
 

@@ -3,8 +3,8 @@
 # UndefinedBehaviorSanitizer (needs clang and libFuzzer: on Debian
 # `apt-get install clang-14 libfuzzer-14-dev libclang-rt-14-dev`; with gcc only, fuzz/mutate.sh
 # replays the corpus and random mutations of it under the same sanitizers).
-#   fuzz/run.sh SECONDS [TARGET...]     (targets: rans rans_body floatplanes cabac fused planes huffman;
-#                                        default all)
+#   fuzz/run.sh SECONDS [TARGET...]     (targets: rans rans_body floatplanes cabac fused planes huffman
+#                                        checked; default all)
 # Each target starts from tests/fuzz_corpus/TARGET/ (kept in git, replayed by
 # tests/codecs/native/test_fuzz_corpus.py; fuzz/seeds.py writes valid seeds) and merges
 # back the smallest set of inputs that covers what it found. A crash, leak, hang
@@ -14,14 +14,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
-TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman}
+TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked}
 CXX=${CXX:-$(command -v clang++ || command -v clang++-14)}
 SRC=zoocodec/codecs/native
 mkdir -p build/fuzz
 for t in $TARGETS; do
   bin=build/fuzz/$t
   "$CXX" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/crc32.cpp -o "$bin"
+    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/checksum.cpp -o "$bin"
   mkdir -p tests/fuzz_corpus/$t
   echo "fuzzing $t for ${SECONDS_EACH}s"
   rm -rf build/fuzz/$t.work && mkdir -p build/fuzz/$t.work

@@ -62,6 +62,8 @@ def main() -> None:
     for kind, k, rows, n in ((0, 0, 1, 300), (1, 0, 3, 6000), (2, 16, 2, 5000)):
         s = g.integers(0, k or 40, n) - (0 if k else 20)
         save("fused", bytes([kind, k, rows]) + struct.pack("<H", n) + ans.encode(s))
+        for c in (kind, 8 | 16 | kind + 5):  # (chunks of 64 << c % 8 bytes; one wrong, checked after the job)
+            save("checked", bytes([c, kind, k, rows]) + struct.pack("<H", n) + ans.encode(s))
     # float planes the AVX2 decoder takes: 8-lane substreams of 4096 under 12-bit tables, grouped
     for width, n in ((2, 20000), (4, 13000)):
         w = np.random.default_rng(width).laplace(0, 0.05, n).astype(np.float16 if width == 2 else np.float32)

@@ -8,18 +8,27 @@
 //               then per plane [size u16 LE][bytes]
 //   cabac       [count u16 LE][stream]
 //   fused       [kind (mod 3)][k (0: steps)][rows (0 as 1)][count u16 LE][an ans frame]: plan.h's
-//               batched decode into float32/float16/bfloat16, steps 0.5 + row or codebook values
+//               batched decode into float32/float16/bfloat16, steps 0.5 + row or codebook values;
+//               then again on a thread of its own joined by this one (pool.h's Helper: the pass a
+//               load starts while it builds the next jobs, plan_bind.cpp's Pass)
 //   planes      [width: 2 if even, else 4][count u16 LE][a float-plane frame (codecs/floatplanes.py)]:
-//               plan.h's batched decode of a planes job
+//               plan.h's batched decode of a planes job, then again joined as fused's
 //   huffman     a Huffman stream (huffman.h); the count is the one the stream declares (<= 2^22)
+//   checked     [c: chunk 64 << (c % 8), bit 3 one chunk's checksum wrong, bit 4 checked before the job
+//               (else first)][the fused layout]: the fused job with its payload's chunk checksums
+//               (XXH3-64, container format 4) checked on the same pass, as plan_bind's Pass does;
+//               a check that reports the wrong verdict is a bug (trap)
 #include <cstddef>
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "../zoocodec/codecs/native/bytes.h"
+#include "../zoocodec/codecs/native/checksum.h"
 #include "../zoocodec/codecs/native/floatplanes.h"
 #include "../zoocodec/codecs/native/huffman.h"
 #include "../zoocodec/codecs/native/plan.h"
@@ -96,24 +105,71 @@ void cabac(const uint8_t* data, std::size_t size) {
   if (zc_cabac_decode(data + 2, size - 2, out.data(), n, 2) == 2) __builtin_trap();  // not a Corrupt: a bug
 }
 
-void fused(const uint8_t* data, std::size_t size) {
-  if (size < 5) return;
+// plan::decode of the jobs on a thread of its own with this thread joining it, as a load's
+// decoding pass runs once its caller waits (the same results as the plain call).
+void joined(std::vector<zc::plan::Fused> jobs, std::vector<zc::plan::Planes> planes) {
+  zc::Helper helper;
+  std::exception_ptr error;
+  std::thread runner([&] {
+    try {
+      zc::plan::decode(jobs, planes, 2, {}, nullptr, &helper);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    helper.close();
+  });
+  helper.help();
+  runner.join();
+  if (error) std::rethrow_exception(error);
+}
+
+// The fused layout's job (size >= 5), its steps or codebook in `values` and its output in `out`.
+zc::plan::Fused fused_job(const uint8_t* data, std::size_t size, std::vector<double>& values,
+                          std::vector<uint32_t>& out) {
   zc::plan::Fused a;
   a.kind = data[0] % 3;
   a.k = data[1];
   a.rows = data[2] ? data[2] : 1;
   a.count = u16(data + 3);
   a.row_len = (a.count + a.rows - 1) / a.rows;
-  std::vector<double> values(a.k ? a.rows * a.k : a.rows);
+  values.resize(a.k ? a.rows * a.k : a.rows);
   for (std::size_t i = 0; i < values.size(); ++i) values[i] = a.k ? 0.25 * i : 0.5 + i;
-  std::vector<uint32_t> out(a.count);
+  out.resize(a.count);
   a.values = values.data();
   a.out = out.data();
   a.payload = data + 5;
   a.size = size - 5;
+  return a;
+}
+
+void fused(const uint8_t* data, std::size_t size) {
+  if (size < 5) return;
+  std::vector<double> values;
+  std::vector<uint32_t> out;
+  const zc::plan::Fused a = fused_job(data, size, values, out);
   std::vector<zc::plan::Fused> jobs{a};
   std::vector<zc::plan::Planes> none;
   zc::plan::decode(jobs, none, 2);
+  joined({a}, {});
+}
+
+void checked(const uint8_t* data, std::size_t size) {
+  if (size < 6) return;
+  const std::size_t chunk = std::size_t(64) << (data[0] % 8);
+  const bool wrong = data[0] & 8;
+  std::vector<double> values;
+  std::vector<uint32_t> out;
+  std::vector<zc::plan::Fused> jobs{fused_job(data + 1, size - 1, values, out)};
+  std::vector<zc::plan::Check> checks;
+  for (std::size_t at = 0; at < jobs[0].size; at += chunk) {
+    const std::size_t n = std::min(chunk, jobs[0].size - at);
+    const uint64_t sum = zc::checksum(jobs[0].payload + at, n) ^ (wrong && at == 0);
+    checks.push_back({jobs[0].payload + at, n, sum, data[0] & 16 ? 0 : -1});
+  }
+  std::vector<zc::plan::Planes> none;
+  zc::plan::decode(jobs, none, 2, {}, &checks);
+  for (std::size_t c = 0; c < checks.size(); ++c)
+    if (checks[c].bad != (wrong && c == 0)) __builtin_trap();  // a verdict that is not the checksum's: a bug
 }
 
 void planes(const uint8_t* data, std::size_t size) {
@@ -128,6 +184,7 @@ void planes(const uint8_t* data, std::size_t size) {
   std::vector<zc::plan::Fused> none;
   std::vector<zc::plan::Planes> jobs{a};
   zc::plan::decode(none, jobs, 2);
+  joined({}, {a});
 }
 
 void huffman(const uint8_t* data, std::size_t size) {

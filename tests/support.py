@@ -4,7 +4,6 @@ import os
 import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import zstandard
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from zoocodec.container import ALIGN, CRC_CHUNK, TRAILER_MAGIC, TRAILER_SIZE, chunk_crcs
+from zoocodec.container import ALIGN, CHECK_CHUNK, TRAILER_SIZE, chunk_sums, trailer
 from zoocodec.methods import Encoded, TensorData, parse_spec
 
 floats = hnp.arrays(
@@ -52,18 +51,20 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 
 class Forge:
     """A real container taken apart so a test can rewrite its header and payloads the way an
-    attacker would: every checksum (segment chunk CRC32s, header CRC32) recomputed."""
+    attacker would: every checksum (segment chunks, header) recomputed, as its format version
+    (3 or 4, from its preamble) computes them."""
 
     def __init__(self, data: bytes):
-        offset, length, _, _ = struct.unpack_from("<QQII", data, len(data) - TRAILER_SIZE)
+        self.version = struct.unpack_from("<I", data, 8)[0]
+        offset, length = struct.unpack_from("<QQ", data, len(data) - TRAILER_SIZE)
         self.body = bytearray(data[:offset])
         self.header = json.loads(zstandard.ZstdDecompressor().decompress(data[offset:offset + length]))
 
     def add(self, payload: bytes) -> list:
-        """Append a payload; returns its [offset, length, chunk CRC32s] for the header."""
+        """Append a payload; returns its [offset, length, chunk checksums] for the header."""
         self.body += bytes(-len(self.body) % ALIGN)
-        chunk = self.header.get("crc_chunk") if isinstance(self.header.get("crc_chunk"), int) else CRC_CHUNK
-        seg = [len(self.body), len(payload), chunk_crcs(payload, max(chunk, 1))]
+        chunk = self.header.get("crc_chunk") if isinstance(self.header.get("crc_chunk"), int) else CHECK_CHUNK
+        seg = [len(self.body), len(payload), chunk_sums(payload, max(chunk, 1), self.version)]
         self.body += payload
         return seg
 
@@ -78,8 +79,7 @@ class Forge:
             header_frame = zstandard.ZstdCompressor().compress(text)
         offset = len(body)
         body += header_frame + bytes(-len(header_frame) % ALIGN)
-        body += struct.pack("<QQII", offset, len(header_frame), zlib.crc32(header_frame), 0) + TRAILER_MAGIC
-        return bytes(body + bytes(32))
+        return bytes(body + trailer(offset, header_frame, self.version))
 
     def _orphans_zeroed(self) -> bytearray:
         """The body with the bytes no segment names any more (payloads replaced by add) zeroed,

@@ -143,32 +143,82 @@ def test_unreadable_format_version_is_refused_in_one_line(tmp_path, monkeypatch,
     assert ("newer than this zoocodec reads" in err) == (version > FORMAT_VERSION)
 
 
-V2 = Path(__file__).parent / "expected" / "v2"
+OLD = Path(__file__).parent / "expected"  # files of older format versions: v2/, v3/
+OLD_SPECS = {"uniform:bits=8": "uniform-8", "lossless": "lossless", "dq:step=0.004,coder=ctx": "dq-ctx",
+             "kmeans:k=8": "kmeans"}
 
 
-@pytest.mark.parametrize("spec", ["uniform:bits=8", "lossless", "dq:step=0.004,coder=ctx", "kmeans:k=8"])
-def test_version_2_files_still_decode(tmp_path, spec):
-    """Files the version-2 writer made (tests/expected/v2) decode to what today's writer's files decode to."""
-    name = {"uniform:bits=8": "uniform-8", "lossless": "lossless", "dq:step=0.004,coder=ctx": "dq-ctx",
-            "kmeans:k=8": "kmeans"}[spec]
-    old = V2 / f"{name}.zc"
-    assert old.read_bytes()[8:12] == (2).to_bytes(4, "little")
+@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("spec", list(OLD_SPECS))
+def test_older_format_versions_still_decode(tmp_path, monkeypatch, capsys, spec, version):
+    """Files the version-2 and version-3 writers made (tests/expected/v2, v3) decode to what today's
+    writer's files decode to, bit for bit, and `verify` checks every byte of them."""
+    old = OLD / f"v{version}" / f"{OLD_SPECS[spec]}.zc"
+    assert old.read_bytes()[8:12] == version.to_bytes(4, "little")
     zoocodec.compress(golden_model(), tmp_path / "new.zc", spec, min_size=1000)
     got, want = zoocodec.decompress(old), zoocodec.decompress(tmp_path / "new.zc")
     assert list(got) == list(want)
     for k in got:
         assert torch.equal(got[k], want[k]), k
     with Container.open(old) as c:
-        assert c.version == 2 and c.verify() == old.stat().st_size
-    assert zoocodec.inspect(old)["format_version"] == 2
+        payloads = sum(s.length for _, _, s in c._segments())  # (version 3: the chunks; 2: the whole file's hash)
+        assert c.version == version and c.verify() == (old.stat().st_size if version == 2 else payloads)
+    assert zoocodec.inspect(old)["format_version"] == version
+    code, out, _ = run_cli(monkeypatch, capsys, "verify", old)
+    assert code == 0 and f"ok (format version {version}," in out
 
 
-def test_version_2_damage_is_found(tmp_path):
-    data = bytearray((V2 / "uniform-8.zc").read_bytes())
+def test_version_3_files_are_the_version_3_golden_bytes():
+    """tests/expected/v3 holds what the version-3 writer wrote for the golden model (its hashes were
+    the golden ones until version 4): the fixtures are the real thing, not a rewrite."""
+    v3 = {"uniform:bits=8": "af6c35fb29242d1df1846a2c62efc822e252a5afee48e55c25a6400a214958db",
+          "lossless": "593824270bf102b7350c7e10ddfcb9b40097cb7b3db3881a1550b926ae9b4e45",
+          "dq:step=0.004,coder=ctx": "3b98eace1310bc22f0cffc85e60ce2359d5ea25693943c07a770f2d93fbe6f20",
+          "kmeans:k=8": "3e51b8dbbec801859d84887640cce11d285dcfbbd95580ff6b58466d584072fc"}
+    for spec, digest in v3.items():
+        assert hashlib.sha256((OLD / "v3" / f"{OLD_SPECS[spec]}.zc").read_bytes()).hexdigest() == digest, spec
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_older_format_damage_is_found(tmp_path, version):
+    data = bytearray((OLD / f"v{version}" / "uniform-8.zc").read_bytes())
     data[100] ^= 1
     (tmp_path / "bad.zc").write_bytes(bytes(data))
     with pytest.raises(ContainerError):
         zoocodec.decompress(tmp_path / "bad.zc")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_version_3_chunk_crcs_are_checked_chunk_by_chunk(tmp_path, threads):
+    """A version-3 file with 4 KiB CRC32 chunks (forged from a real one, as its writer would have
+    written it): damage in any chunk of a payload is named as a checksum mismatch before any decode
+    error, by a read of that tensor (the CRCs checked on Python threads before the native pass) and
+    by `verify`; the undamaged file reads bit-exact."""
+    from support import Forge
+
+    f = Forge((OLD / "v3" / "lossless.zc").read_bytes())
+    assert f.version == 3
+    f.header["crc_chunk"] = 4096
+    for t in f.header["tensors"]:
+        for key, (offset, length, _) in t["segments"].items():
+            t["segments"][key] = f.add(bytes(f.body[offset : offset + length]))
+    good = f.write(tmp_path / "good.zc")
+    want = zoocodec.decompress(OLD / "v3" / "lossless.zc")
+    with zoocodec.Archive(good) as a:
+        assert all(torch.equal(a.tensor(k), want[k]) for k in want)
+        name = max(a.plan, key=lambda n: sum(s.length for s in a.plan[n].segments.values()))
+        seg = max(a.plan[name].segments.values(), key=lambda s: s.length)
+        assert len(seg.crc) > 2 and a.container.verify()
+    data = good.read_bytes()
+    for at in (5, 4096 + 9, seg.length - 1):
+        bad = bytearray(data)
+        bad[seg.offset + at] ^= 0x40
+        (tmp_path / "bad.zc").write_bytes(bytes(bad))
+        with zoocodec.Archive(tmp_path / "bad.zc") as a, pytest.raises(
+                ContainerError, match=rf"payload of tensor '{name}'.* is corrupt \(checksum mismatch\)"):
+            a.read_many([name], threads)
+        with Container.open(tmp_path / "bad.zc") as c, pytest.raises(ContainerError, match="checksum mismatch"):
+            c.verify()
 
 
 def test_an_old_spec_is_upgraded_before_its_fields_are_checked(tmp_path):
@@ -206,18 +256,21 @@ def test_verify_checks_every_byte(tmp_path, monkeypatch, capsys):
 
 
 def test_chunk_checksums_of_a_large_segment(tmp_path):
-    """A payload over one checksum chunk gets a CRC per chunk; damage in any chunk is found when it is read."""
-    from zoocodec.container import CRC_CHUNK
+    """A payload over one checksum chunk gets an XXH3-64 per chunk; damage in any chunk is found when it is read."""
+    from zoocodec.container import CHECK_CHUNK
 
-    payload = np.random.default_rng(1).integers(0, 256, 2 * CRC_CHUNK + 5, dtype=np.uint8).tobytes()
+    xxhash = pytest.importorskip("xxhash")
+
+    payload = np.random.default_rng(1).integers(0, 256, 2 * CHECK_CHUNK + 5, dtype=np.uint8).tobytes()
     out = tmp_path / "c.zc"
     with Container.create(out) as c:
         seg = c.add_segment(payload)
         c.head = Header(Source("dict"), ())
-    assert len(seg.crc) == 3
+    chunks = range(0, len(payload), CHECK_CHUNK)
+    assert seg.crc == [xxhash.xxh3_64_intdigest(payload[at : at + CHECK_CHUNK]) for at in chunks]
     with Container.open(out) as c:
         assert c.segment("it", seg) == payload
-    for at in (5, CRC_CHUNK + 7, 2 * CRC_CHUNK + 4):
+    for at in (5, CHECK_CHUNK + 7, 2 * CHECK_CHUNK + 4):
         data = bytearray(out.read_bytes())
         data[seg[0] + at] ^= 1
         out.write_bytes(bytes(data))
@@ -260,3 +313,41 @@ def test_padding_is_checked_short_gaps_together_and_long_ones_by_block(tmp_path)
         assert c._nonzero_padding([(end, end + 40), (seg.offset + 5, seg.offset + 150)]) == seg.offset + 5
         assert c._nonzero_padding([(seg.offset + 100, seg.offset + 110), (seg.offset + 120, seg.offset + 190)]) \
             == seg.offset + 100  # (a short one before a long one)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("version", [3, 4])
+def test_a_damaged_chunk_is_one_line_naming_the_checksum_before_any_decode_error(tmp_path, monkeypatch, capsys,
+                                                                                  version, threads):
+    """`zoocodec decompress` of a file with a byte flipped in a payload (version 4 as written now,
+    version 3 as its writer left it): exit 2, one line saying the checksum does not match, never a
+    decode error, at 1 and 2 threads; `verify` says the same and passes the undamaged file."""
+    good = OLD / "v3" / "lossless.zc" if version == 3 else tmp_path / "good.zc"
+    if version == 4:
+        zoocodec.compress(golden_model(), good, "lossless", min_size=1000)
+    monkeypatch.setenv("ZOOCODEC_THREADS", threads)
+    code, out, _ = run_cli(monkeypatch, capsys, "verify", good)
+    assert code == 0 and f"ok (format version {version}," in out
+    with Container.open(good) as c:
+        seg = max((s for _, _, s in c._segments()), key=lambda s: s.length)
+    for at in (0, seg.length // 2, seg.length - 1):
+        bad = bytearray(good.read_bytes())
+        bad[seg.offset + at] ^= 0x21
+        (tmp_path / "bad.zc").write_bytes(bytes(bad))
+        for command in (["decompress", tmp_path / "bad.zc", "-o", tmp_path / "out.safetensors"],
+                        ["verify", tmp_path / "bad.zc"]):
+            code, _, err = run_cli(monkeypatch, capsys, *command)
+            assert code == 2 and len(err.strip().splitlines()) == 1 and "(checksum mismatch)" in err, (at, err)
+        assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_version_3_header_takes_only_32_bit_checksums(tmp_path):
+    """Each version's checksums are validated at their own width: a version-3 file naming a 33-bit
+    chunk checksum is refused as invalid before any payload is read (version 4 takes 64 bits)."""
+    from support import Forge
+
+    f = Forge((OLD / "v3" / "uniform-8.zc").read_bytes())
+    seg = next(iter(f.header["tensors"][0]["segments"].values()))
+    seg[2][0] |= 1 << 32
+    with pytest.raises(ContainerError, match="not 32-bit integers"):
+        Container.open(f.write(tmp_path / "wide.zc"))

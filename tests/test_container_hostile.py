@@ -235,6 +235,9 @@ SCHEMA_CASES = {
     "side a list": lambda h: tensor0(h).update(side=[]),
     "segment a bool offset": lambda h: tensor0(h)["segments"].update(symbols=[True, 1, 0]),
     "segment crc too large": lambda h: tensor0(h)["segments"]["symbols"].__setitem__(2, 1 << 40),
+    "segment checksum over 64 bits": lambda h: tensor0(h)["segments"]["symbols"].__setitem__(
+        2, [1 << 64 for _ in tensor0(h)["segments"]["symbols"][2]]),
+    "segment checksum negative": lambda h: tensor0(h)["segments"]["symbols"][2].__setitem__(0, -1),
     "files a list": lambda h: h.update(files=[]),
     "format_version a string": lambda h: h.update(format_version="1"),
     "meta a list": lambda h: h.update(meta=[]),

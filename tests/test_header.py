@@ -87,3 +87,11 @@ def test_nesting_depth_is_the_parsers_with_brackets_quotes_and_escapes_in_string
     for _ in range(3000):
         v = doc(0)
         assert _depth(json.dumps(v, ensure_ascii=g.random() < 0.5, indent=g.choice([None, 1])).encode()) == depth(v)
+
+
+def test_itemsize_is_the_native_dtypes():
+    """header.ITEMSIZE (what a load sizes its outputs and budget with, no NumPy dtype a tensor)."""
+    from zoocodec.header import DTYPES, ITEMSIZE
+    from zoocodec.methods.lossless import native_dtype
+
+    assert set(ITEMSIZE) == set(DTYPES) and all(native_dtype(d).itemsize == ITEMSIZE[d] for d in DTYPES)

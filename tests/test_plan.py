@@ -16,6 +16,28 @@ def own_decode(a: zoocodec.Archive, name: str) -> np.ndarray:
     return a.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(side, segs, shape, dtype))
 
 
+def spy_passes(monkeypatch) -> list[list]:
+    """Each native pass plan.Stream starts, as the list of its jobs' (job tuple, status) in order."""
+    real, passes = native.engine().Pass, []
+
+    class Spy:
+        def __init__(self, threads, mapped, overlap):
+            self.real, self.jobs = real(threads, mapped, overlap), []
+            passes.append(self.jobs)
+
+        def submit(self, jobs, payloads):
+            self.jobs.extend(jobs)
+            return self.real.submit(jobs, payloads)
+
+        def wait(self):
+            bad, results = self.real.wait()
+            self.jobs[:] = [(job, status) for job, (status, _) in zip(self.jobs, results, strict=True)]
+            return bad, results
+
+    monkeypatch.setattr(native.engine(), "Pass", Spy)
+    return passes
+
+
 def mixed_model() -> dict[str, torch.Tensor]:
     g = np.random.default_rng(0)
     def w(*s):
@@ -34,22 +56,14 @@ def mixed_model() -> dict[str, torch.Tensor]:
 def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
     out = tmp_path / "m.zc"
     zoocodec.compress(mixed_model(), out, spec, min_size=10)
-    taken = []
-    real = native.engine().decode_checked
-
-    def spy(jobs, payloads, threads):  # (the first pass checks the chunk CRCs too)
-        bad, result = real(jobs, payloads, threads)
-        # (not float planes)
-        taken.extend(status for job, (status, _) in zip(jobs, result, strict=True) if len(job) == 7)
-        return bad, result
-
-    monkeypatch.setattr(native.engine(), "decode_checked", spy)
+    passes = spy_passes(monkeypatch)
     with zoocodec.Archive(out) as a:
         batch = a.read_many(a.names())
         for name in a.names():
             want = own_decode(a, name)
             assert batch[name].dtype == want.dtype and batch[name].shape == want.shape
             assert np.array_equal(batch[name].view(np.uint8), want.view(np.uint8)), name
+    taken = [status for jobs in passes for job, status in jobs if len(job) == 7]  # (not float planes)
     if not spec.startswith("dq"):  # dq's levels follow its trellis state: its own decode
         assert taken.count(0) >= 2, taken  # decoded natively (packed frames, small or flat, are left to ans.py)
     else:
@@ -140,10 +154,8 @@ def test_float_planes_with_zstd_planes_decode_in_a_second_pass(tmp_path, monkeyp
     zoocodec.compress({"w": torch.from_numpy(w), "b": torch.from_numpy(w[0].copy())}, tmp_path / "m.zc", "lossless",
                       min_size=1 << 62)
     calls = []
-    first, second = native.engine().decode_checked, native.engine().decode_fused
-    monkeypatch.setattr(native.engine(), "decode_checked",  # (keeping no view of the file: it must close)
-                        lambda jobs, payloads, threads: calls.append([type(j[0]) for j in jobs]) or first(
-                            jobs, payloads, threads))
+    second = native.engine().decode_fused
+    passes = spy_passes(monkeypatch)
     monkeypatch.setattr(native.engine(), "decode_fused",
                         lambda jobs, threads: calls.append([type(j[0]) for j in jobs]) or second(jobs, threads))
     with zoocodec.Archive(tmp_path / "m.zc") as a:
@@ -158,7 +170,7 @@ def test_float_planes_with_zstd_planes_decode_in_a_second_pass(tmp_path, monkeyp
         assert floatplanes.ZSTD in modes, modes
         got = a.read_many(["w", "b"])
     assert got["w"].tobytes() == w.tobytes() and got["b"].tobytes() == w[0].tobytes()
-    assert len(calls) == 2 and set(calls[1]) == {list}  # the second pass: split planes
+    assert len(passes) == 1 and len(calls) == 1 and set(calls[0]) == {list}  # the second pass: split planes
 
 
 def test_a_freed_output_block_serves_the_next_load_only_once_free(tmp_path):
@@ -219,7 +231,7 @@ def test_large_zstd_planes_inflate_beside_the_native_pass(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_damage_is_named_as_a_crc_mismatch_by_the_pass_that_checks_it(tmp_path, monkeypatch, threads):
-    """Chunk CRCs are checked on the decoding pass (each payload just before its tasks): a byte
+    """Chunk checksums are checked on the decoding pass (each payload just before its tasks): a byte
     flipped in a fused payload, in a side segment a method reads before the pass (uniform's
     per-row steps) or in a payload its own decode reads (dq) is one ContainerError naming that
     payload as corrupt, before any decoding error."""
@@ -235,7 +247,7 @@ def test_damage_is_named_as_a_crc_mismatch_by_the_pass_that_checks_it(tmp_path, 
         bad = bytearray(data)
         bad[seg.offset + seg.length // 2] ^= 0x40
         (tmp_path / "bad.zc").write_bytes(bytes(bad))
-        with pytest.raises(ContainerError, match=rf"payload of tensor '{name}' is corrupt \(CRC mismatch\)"):
+        with pytest.raises(ContainerError, match=rf"payload of tensor '{name}' is corrupt \(checksum mismatch\)"):
             zoocodec.load(tmp_path / "bad.zc")
 
 
@@ -254,3 +266,80 @@ def test_an_output_block_faulted_in_on_a_thread_and_a_declined_slot_given_back()
     slot[:] = 9
     eng.discard(slot)
     assert (slot[:3192] == 9).all() and (slot[3192 : 3192 + 8192] == 0).all() and (slot[3192 + 8192 :] == 9).all()
+
+
+def many_tensors(n: int = 24) -> dict[str, torch.Tensor]:
+    g = np.random.default_rng(11)
+    return {f"t{i:02d}": torch.from_numpy(g.laplace(0, 0.02, (40 + 13 * i, 96)).astype(np.float32))
+            for i in range(n)}
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("spec", ["uniform:bits=8", "lossless"])
+def test_a_stream_of_many_parts_decodes_what_one_pass_does(tmp_path, monkeypatch, threads, spec):
+    """plan.Stream hands its jobs to the native pass a part at a time (here a tensor or two each)
+    while the next are built, and the caller joins the pass when it waits: the same bits as each
+    method's own decode, at 1, 2 and 3 threads, with the torch views made while it runs."""
+    from zoocodec import plan
+
+    monkeypatch.setattr(plan, "PART_BYTES", 30_000)
+    model = many_tensors()
+    zoocodec.compress(model, tmp_path / "m.zc", spec, min_size=0)
+    passes = spy_passes(monkeypatch)
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        got = a.read_many(a.names(), threads=threads, convert=lambda array, e: torch.from_numpy(array))
+        for name in a.names():
+            assert np.array_equal(got[name].numpy().view(np.uint8), own_decode(a, name).view(np.uint8)), name
+    assert len(passes) == 1 and [status for _, status in passes[0]] == [0] * len(model)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_damage_in_a_later_part_is_named_and_the_file_closes(tmp_path, monkeypatch, threads):
+    """A byte flipped in a tensor decoded by a later part of the pass: one ContainerError naming
+    it as corrupt; and a method's side info found damaged while the pass already runs on earlier
+    parts: that error, after which the pass has ended (the mapping closes: no view is left)."""
+    from zoocodec import plan
+
+    monkeypatch.setattr(plan, "PART_BYTES", 30_000)
+    monkeypatch.setenv("ZOOCODEC_THREADS", str(threads))
+    zoocodec.compress(many_tensors(), tmp_path / "m.zc", "uniform:bits=8", min_size=0)
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        seg = a.plan["t03"].segments["symbols"]  # (a small one: built late, largest first)
+    data = (tmp_path / "m.zc").read_bytes()
+    bad = bytearray(data)
+    bad[seg.offset + seg.length // 2] ^= 0x40
+    (tmp_path / "bad.zc").write_bytes(bytes(bad))
+    with pytest.raises(ContainerError, match=r"payload of tensor 't03' is corrupt \(checksum mismatch\)"):
+        zoocodec.load(tmp_path / "bad.zc")
+    real = plan.fused_job
+
+    def late_damage(spec, e, segments, gpu=False):
+        if e.name == "t01":
+            raise ContainerError("uniform: damaged steps")
+        return real(spec, e, segments, gpu)
+
+    monkeypatch.setattr(plan, "fused_job", late_damage)
+    a = zoocodec.Archive(tmp_path / "m.zc")
+    with pytest.raises(ContainerError, match="damaged steps"):
+        a.read_many(a.names())
+    a.container.close()  # (BufferError if the pass still held a view of the mapping)
+
+
+def test_a_pass_left_without_waiting_ends_alone():
+    """A native Pass whose caller never waits (an exception on its way) finishes its parts on its
+    own thread when it is freed; waiting twice gives the results once."""
+    eng = native.engine()
+    g = np.random.default_rng(5)
+    s = g.integers(-50, 50, (64, 1000))
+    data, steps = ans.encode(s), np.full(64, 0.5)
+    for threads, overlap in ((1, True), (2, True), (4, True), (2, False)):
+        p = eng.Pass(threads, False, overlap)
+        outs = [np.empty(s.size, np.float32) for _ in range(3)]
+        for out in outs:
+            p.submit([(data, s.size, steps, 1000, 0, KINDS["float32"], out)], [])
+        bad, results = p.wait()
+        assert bad == -1 and results == [(0, "")] * 3 and p.wait() == (-1, [])
+        assert all(np.array_equal(out, (s * 0.5).astype(np.float32).ravel()) for out in outs)
+        p = eng.Pass(threads, False, overlap)
+        p.submit([(data, s.size, steps, 1000, 0, KINDS["float32"], np.empty(s.size, np.float32))], [])
+        del p

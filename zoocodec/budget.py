@@ -169,6 +169,11 @@ def check_tensor(what: str, numel: int, itemsize: int, held: int = 0) -> None:
         raise over(f"{what} ({numel:,} weights)", held + cost, budget)
 
 
+def over_tensor(numel: int, itemsize: int) -> bool:
+    """Would check_tensor refuse this tensor (a quick test for hundreds of them)?"""
+    return tensor_cost(numel, itemsize) > max_memory()
+
+
 def check_total(what: str, tensors: list[tuple[int, int]], files: int) -> None:
     """Refuse a whole decode (every tensor held, `files` attached bytes) that would pass the budget."""
     budget = max_memory()

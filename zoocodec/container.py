@@ -1,19 +1,23 @@
 """The .zc container: the only place that knows its byte layout.
 
-Format version 3 (written now):
+Format version 4 (written now):
     offset 0   preamble, 64 bytes: magic b"ZOOCODEC", u32 format version, zeros
     64         payload segments, each at a 64-byte aligned offset, zero padded
     H          header: UTF-8 JSON (sorted keys), zstd-compressed, at a 64-byte aligned offset
-    end - 64   trailer, 64 bytes: u64 header offset, u64 header length, u32 header CRC32,
-               u32 zero, b"ZCTRAILR", 32 zero bytes
-A segment in the header is [offset, length, [CRC32 of each `crc_chunk`-byte chunk]]
-(`crc_chunk` is a header field, 1 MiB by default), so reading a tensor checks only its own
-bytes, a chunk per thread: the writer with zlib-ng's CRC32 (the same checksum as zlib's; it
-releases the GIL: about 30 GB/s a core here, against 7 GB/s for the system's zlib 1.2), the
-readers with the native engine's (as fast: native/crc32.cpp) on its pool; a load checks them on
-the pass that decodes the payloads (plan.decode), each just before the tasks that read it.
+    end - 64   trailer, 64 bytes: u64 header offset, u64 header length, u64 XXH3-64 of the
+               header's bytes, b"ZCTRAILR", 32 zero bytes
+A segment in the header is [offset, length, [XXH3-64 of each `crc_chunk`-byte chunk]]
+(`crc_chunk`, a header field named when the checksum was CRC32, is 1 MiB by default), so
+reading a tensor checks only its own bytes, a chunk per thread. XXH3-64 is xxHash's (seed 0;
+the library is vendored whole in native/third_party/xxhash), computed by the native engine for
+the writer and the readers alike, with the GIL released; a load checks them on the pass of the
+native pool that decodes the payloads (plan.Stream), each just before the tasks that read it.
 Nothing hashes the whole file on open; `Container.verify` (`zoocodec verify`) checks
 every byte: each chunk, the zero padding, the header and the trailer.
+
+Format version 3 (read): the same, with zlib's CRC32 in place of XXH3-64: of each chunk, and of
+the header in a u32 followed by a u32 zero in the trailer. Its chunks are checked with zlib-ng's
+CRC32 on Python threads (it releases the GIL) before the decode pass, not on it.
 
 Format version 2 (read): segments are [offset, length, CRC32 of the segment] and the last
 32 bytes of the trailer are the SHA-256 of every byte before them; `verify` checks it.
@@ -48,15 +52,15 @@ from zoocodec.header import Header, Segment
 
 MAGIC = b"ZOOCODEC"
 TRAILER_MAGIC = b"ZCTRAILR"
-FORMAT_VERSION = 3
-READS = (2, 3)  # every version this project has written since 2; newer ones are refused
+FORMAT_VERSION = 4
+READS = (2, 3, 4)  # every version this project has written since 2; newer ones are refused
 ALIGN = 64
 TRAILER_SIZE = 64
 MAX_HEADER = 1 << 28
-CRC_CHUNK = 1 << 20  # bytes per checksum: the unit of parallel checking
+CHECK_CHUNK = 1 << 20  # bytes per checksum: the unit of parallel checking
 HASH_CHUNK = 8 << 20  # bytes resident at a time while a whole file is checked
 
-# The header's zstd level by its size (~300 bytes a tensor as text, and a CRC per MiB of payload):
+# The header's zstd level by its size (~300 bytes a tensor as text, and a checksum per MiB of payload):
 # level 19 runs at ~3 MB/s, 14.6 ms for minilm's 44 KB header, as long as quantizing and coding a
 # quarter of its 91 MB of weights; level 12 takes 0.55 ms for 529 bytes more (of a 21 MB file).
 # Either level is the same format: readers just decompress.
@@ -81,7 +85,7 @@ def _threads() -> int:
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="zoocodec-crc")
+    return ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="zoocodec-check")
 
 
 @cache
@@ -107,12 +111,32 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         fn(fd, offset, length, 2)
 
 
-def chunk_crcs(data, chunk: int = CRC_CHUNK) -> list[int]:
-    """CRC32 of each `chunk` bytes of `data` (none for empty data), chunks on threads."""
+def checksum(data, version: int = FORMAT_VERSION) -> int:
+    """The checksum of a chunk (or of the header) in a file of format `version`: XXH3-64 by the
+    native engine from version 4, zlib's CRC32 (by zlib-ng) before; either releases the GIL."""
+    if version >= 4:
+        from zoocodec.codecs import native
+
+        return native.engine().xxh3(data)
+    return crc32(data)
+
+
+def chunk_sums(data, chunk: int = CHECK_CHUNK, version: int = FORMAT_VERSION) -> list[int]:
+    """The checksum of each `chunk` bytes of `data` (none for empty data), chunks on threads."""
     view = memoryview(data).cast("B")
     if len(view) <= chunk:
-        return [crc32(view)] if len(view) else []
-    return list(_pool().map(lambda at: crc32(view[at : at + chunk]), range(0, len(view), chunk)))
+        return [checksum(view, version)] if len(view) else []
+    return list(_pool().map(lambda at: checksum(view[at : at + chunk], version), range(0, len(view), chunk)))
+
+
+def trailer(header_offset: int, header: bytes, version: int = FORMAT_VERSION) -> bytes:
+    """The trailer of a file of format `version` (3 or 4) whose zstd-compressed header `header`
+    starts at `header_offset`."""
+    if version >= 4:
+        fields = struct.pack("<QQQ", header_offset, len(header), checksum(header, version))
+    else:
+        fields = struct.pack("<QQII", header_offset, len(header), crc32(header), 0)
+    return fields + TRAILER_MAGIC + bytes(32)
 
 
 class Container:
@@ -155,21 +179,22 @@ class Container:
             self._write(bytes(ALIGN - self._pos % ALIGN))
 
     def add_segment(self, data: bytes) -> Segment:
-        """Append one payload; returns its Segment (offset, length, chunk CRC32s) for the header. The
-        CRCs are computed on threads while the main thread writes."""
+        """Append one payload; returns its Segment (offset, length, chunk checksums) for the header.
+        The checksums are computed on threads while the main thread writes."""
         self._pad()
         offset = self._pos
         view = memoryview(data).cast("B")
-        if len(view) > CRC_CHUNK:
-            pending = [_pool().submit(crc32, view[at : at + CRC_CHUNK]) for at in range(0, len(view), CRC_CHUNK)]
+        if len(view) > CHECK_CHUNK:
+            pending = [_pool().submit(checksum, view[at : at + CHECK_CHUNK])
+                       for at in range(0, len(view), CHECK_CHUNK)]
             self._write(view)
             self._file.flush()
             _start_writeback(self._file.fileno(), offset, len(view))
-            crcs = [p.result() for p in pending]
+            sums = [p.result() for p in pending]
         else:
             self._write(view)
-            crcs = chunk_crcs(view)
-        return Segment(offset, len(view), crcs)
+            sums = chunk_sums(view)
+        return Segment(offset, len(view), sums)
 
     def __enter__(self) -> Container:
         return self
@@ -192,14 +217,13 @@ class Container:
     def _finish(self) -> None:
         self._pad()
         header_offset = self._pos
-        self.head = self.head.stamped(FORMAT_VERSION, CRC_CHUNK)  # the layout's own fields
+        self.head = self.head.stamped(FORMAT_VERSION, CHECK_CHUNK)  # the layout's own fields
         self.header = self.head.to_json()
         text = json.dumps(self.header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
         header = zstandard.ZstdCompressor(level=header_level(len(text))).compress(text)
         self._write(header)
         self._pad()
-        self._write(struct.pack("<QQII", header_offset, len(header), crc32(header), 0) + TRAILER_MAGIC
-                    + bytes(32))
+        self._write(trailer(header_offset, header))
         self._file.close()
 
     # ---- reading -------------------------------------------------------------------
@@ -247,13 +271,17 @@ class Container:
     @staticmethod
     def _read_header(path: Path, buf, size: int, version: int) -> tuple[Header, dict[str, Any]]:
         t = size - TRAILER_SIZE
-        header_offset, header_len, header_crc, zero = struct.unpack_from("<QQII", buf, t)
+        if version >= 4:
+            header_offset, header_len, header_sum = struct.unpack_from("<QQQ", buf, t)
+            zero = 0
+        else:
+            header_offset, header_len, header_sum, zero = struct.unpack_from("<QQII", buf, t)
         if buf[t + 24 : t + 32] != TRAILER_MAGIC or zero or (version >= 3 and buf[t + 32 :] != bytes(32)):
             raise ContainerError(f"{path}: truncated or corrupt (bad trailer)")
         if header_offset % ALIGN or header_offset < ALIGN or header_len > MAX_HEADER or header_offset + header_len > t:
             raise ContainerError(f"{path}: corrupt trailer (header at {header_offset}+{header_len})")
         raw = buf[header_offset : header_offset + header_len]
-        if crc32(raw) != header_crc:
+        if checksum(raw, version) != header_sum:
             raise ContainerError(f"{path}: header checksum mismatch")
         text = unzstd(raw, budget.header_limit(header_len, MAX_HEADER), f"{path}: header", exact=False)
         header = schema.parse(path, text)
@@ -267,11 +295,11 @@ class Container:
         return self.head.crc_chunk
 
     def segment(self, where: str, seg: Segment) -> bytes:
-        """One payload (a copy), CRC-checked. `where` names it in errors (e.g. the tensor)."""
+        """One payload (a copy), its checksums checked. `where` names it in errors (e.g. the tensor)."""
         return self.segments([(where, seg)])[0]
 
     def segments(self, items: Iterable[tuple[str, Segment]]) -> list[bytes]:
-        """Payloads (copies), their chunks CRC-checked on threads together. `where` names each in errors."""
+        """Payloads (copies), their chunks checked on threads together. `where` names each in errors."""
         items = list(items)
         copies = []
         for _, (offset, length, _) in items:
@@ -281,8 +309,8 @@ class Container:
         return copies
 
     def views(self, items: Iterable[tuple[str, Segment]], check: bool = True) -> list[memoryview]:
-        """Payloads as read-only views of the mapped file (no copy), their chunks CRC-checked on
-        threads together (`check` False: the caller checks them, as plan.decode does on its pass).
+        """Payloads as read-only views of the mapped file (no copy), their chunks checked on
+        threads together (`check` False: the caller checks them, as plan.Stream does on its pass).
         Hand them back to `release` once decoded: the mapping cannot close while a view lives, and
         their pages stay resident until then."""
         items = list(items)
@@ -298,14 +326,16 @@ class Container:
 
     def check(self, items: list[tuple[str, Segment]], views: list[memoryview]) -> None:
         """Raise ContainerError naming the first of `views` (of views(items, check=False)) whose
-        bytes do not match their CRC32s."""
+        bytes do not match their checksums."""
         self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
 
-    def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview]) -> None:
-        """End `views` (from views(items)) and drop their pages from this process's resident set."""
+    def release(self, items: Iterable[tuple[str, Segment]], views: list[memoryview], drop: bool = True) -> None:
+        """End `views` (from views(items)) and drop their pages from this process's resident set
+        (`drop` False: a decoding pass dropped them, plan.Stream's `mapped`)."""
         for v in views:
             v.release()
-        self.drop_pages(seg for _, seg in items)
+        if drop:
+            self.drop_pages(seg for _, seg in items)
 
     def drop_pages(self, segments: Iterable[Segment]) -> None:
         """Drop these payloads' mapped pages from the resident set once a copy stands in for them;
@@ -321,26 +351,31 @@ class Container:
             _release(self._buffer, start, end - start)
 
     def _check(self, views: list[tuple[str, memoryview, Any]]) -> None:
-        """Raise ContainerError naming the first payload whose bytes do not match their CRC32s."""
+        """Raise ContainerError naming the first payload whose bytes do not match their checksums."""
         bad = self._first_bad(views)
         if bad is not None:
-            raise ContainerError(f"{self.path}: payload of {views[bad][0]} is corrupt (CRC mismatch)")
+            raise ContainerError(f"{self.path}: payload of {views[bad][0]} is corrupt (checksum mismatch)")
 
     def _first_bad(self, views: list[tuple[str, memoryview, Any]]) -> int | None:
-        """The index of the first view whose bytes do not match their CRC32s (all chunks checked
-        before it returns: nothing holds a view afterwards). Format 3: every chunk of every view
-        on one pass of the native pool (no hand-off of each chunk to a Python thread)."""
+        """The index of the first view whose bytes do not match their checksums (all chunks checked
+        before it returns: nothing holds a view afterwards). Format 4: every chunk of every view
+        on one pass of the native pool (no hand-off of each chunk to a Python thread); format 3:
+        a view's chunk CRC32s on the Python pool (chunk_sums), a view at a time; format 2: each
+        segment's CRC32."""
         if self.version < 3:
             return next((i for i, (_, view, crc) in enumerate(views) if crc32(view) != crc), None)
+        if self.version == 3:
+            return next((i for i, (_, view, crcs) in enumerate(views) if chunk_sums(view, self.crc_chunk, 3) != crcs),
+                        None)
         from zoocodec.codecs import native
 
-        bad = native.engine().first_bad([(view, self.crc_chunk, crcs) for _, view, crcs in views])
+        bad = native.engine().first_bad([(view, self.crc_chunk, sums) for _, view, sums in views])
         return None if bad < 0 else bad
 
     def verify(self, skip: Iterable[int] = ()) -> int:
-        """Check every byte of the file; returns the bytes checked. Version 3: each segment's
-        chunks (those at offsets in `skip`, already checked as they were read, excepted) on
-        threads, and that the padding between them is zeros; version 2: its SHA-256."""
+        """Check every byte of the file; returns the bytes checked. Versions 3 and 4: each
+        segment's chunks (those at offsets in `skip`, already checked as they were read, excepted)
+        on threads, and that the padding between them is zeros; version 2: its SHA-256."""
         size = len(self._buffer)
         if self.version < 3:
             sha, view = hashlib.sha256(), memoryview(self._buffer)
@@ -373,7 +408,7 @@ class Container:
                     v.release()  # (the mapping cannot close while a view of it lives)
                 del views
             if bad is not None:
-                raise ContainerError(f"{self.path}: payload of {batch[bad][0]} is corrupt (CRC mismatch)")
+                raise ContainerError(f"{self.path}: payload of {batch[bad][0]} is corrupt (checksum mismatch)")
             for _, s in batch:
                 _release(self._buffer, s[0], s[1])
                 checked += s[1]

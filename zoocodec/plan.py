@@ -4,8 +4,9 @@ decoded together by the decoders their methods declare.
 A method declares a fused decoder with `MethodSpec.fused(side, arrays, shape, dtype)`: a
 description of how its payload decodes in one pass (entropy decoding and dequantization
 fused, written in the tensor's dtype), or None when only its own `decode` can do it. The
-CPU runs every fused job of a batch in one pass of the native thread pool (plan.cpp); the
-CUDA decoder (kernels/decode.py) takes the same descriptions. So adding a method never means
+CPU runs every fused job of a batch in one pass of the native thread pool (plan.cpp), which a
+Stream starts on the first jobs while the caller builds the next; the CUDA decoder
+(kernels/decode.py) takes the same descriptions. So adding a method never means
 editing a decoder: a method whose dequantization is one of these kinds returns it.
 
 Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; values in
@@ -29,14 +30,17 @@ from functools import cache
 
 import numpy as np
 
-from zoocodec.codecs import native
+from zoocodec.codecs import floatplanes, native
 from zoocodec.errors import ContainerError
 from zoocodec.header import TensorEntry
+from zoocodec.methods.lossless import native_dtype
 
 KINDS = {"float32": 0, "float16": 1, "bfloat16": 2}  # plan.h Kind
+DTYPES = {kind: native_dtype(kind) for kind in KINDS}
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
 ALIGN = 64  # bytes: where each output starts in its batch's block
 ZSTD_AHEAD = 1 << 20  # values of a float-plane payload whose zstd planes are inflated beside the native pass
+PART_BYTES = 8 << 20  # decoded bytes a Stream hands to its pass at once (the first starts it while the rest are built)
 
 
 @dataclass(frozen=True)
@@ -152,13 +156,140 @@ def outputs(entries: list[TensorEntry], threads: int = 0) -> tuple[np.ndarray, d
     views: the block lives while any of them does). With 2+ threads a fresh block's pages are
     faulted in on a thread of its own while the caller prepares the decoding pass (native
     output_block's `prefault`), so that the pass does not."""
-    from zoocodec.methods.lossless import native_dtype
-
-    spans = [-(-e.numel * native_dtype(e.dtype).itemsize // ALIGN) * ALIGN for e in entries]
+    spans = [-(-e.raw_bytes // ALIGN) * ALIGN for e in entries]
     ends = np.cumsum(spans)
     workers = threads if threads > 0 else native.default_threads()
     block = native.engine().output_block(int(ends[-1]) if entries else 0, workers > 1)
     return block, {e.name: int(end) - span for e, span, end in zip(entries, spans, ends, strict=True)}
+
+
+def give_back(into: tuple[np.ndarray, dict[str, int]], e: TensorEntry) -> None:
+    """Return the pages of entry `e`'s slot of outputs() `into` (one no fused job filled)."""
+    start = into[1][e.name]
+    native.engine().discard(into[0][start : start + e.raw_bytes])
+
+
+class Stream:
+    """Jobs decoded on the native pool while the caller builds the next ones (native Pass): `add`
+    gives a job its slot of the output block and queues it; each PART_BYTES of queued output go
+    to the pass at once, which decodes them on threads - 1 threads while the caller goes on in
+    Python (the next jobs, its tensors' views); `finish` makes the caller the last thread of the
+    pass, then reads the results. One thread: each part decodes when it is handed over.
+    `check`: a payload (who, bytes, chunk, XXH3-64 of each chunk) whose chunks the pass checks, just
+    before the tasks of the job added next (or first, in the part, when no job reads it); a
+    mismatch raises ContainerError naming the first such payload, before any decoding error.
+    `into`: outputs() of the jobs' entries (or of more). `mapped`: the checked payloads are views of
+    a read-only file mapping, whose pages the pass drops from the resident set once it decoded
+    them (what Container.release does, on the pass's thread). `overlap` False (a tensor or two:
+    no thread of its own is worth starting): the pass runs in `finish`. Float-plane frames with zstd-coded planes
+    are split (and inflated) here, then decoded in a second native pass; with more than one
+    thread, those of ZSTD_AHEAD values or more are inflated on threads while the pass runs
+    (python-zstandard releases the GIL), and merged by its last part. Damage raises
+    ContainerError naming the tensor."""
+
+    def __init__(self, into: tuple[np.ndarray, dict[str, int]], threads: int = 0, mapped: bool = False,
+                 overlap: bool = True):
+        self.block, self.starts = into
+        self.threads = threads
+        self.workers = threads if threads > 0 else native.default_threads()
+        self.native = native.engine().Pass(threads, mapped, overlap)
+        self.jobs, self.outs, self.taken, self.ahead = [], {}, [], {}  # ahead: job index -> planes inflating
+        self.args, self.payloads, self.names, self.queued = [], [], [], 0  # the part not handed over yet
+
+    def add(self, e: TensorEntry, job: Affine | Lookup | Planes, payload) -> np.ndarray:
+        """Queue entry `e`'s job (its fused description and payload); returns its output array
+        (its values once `finish` returns)."""
+        dt = DTYPES[e.dtype]
+        start = self.starts[e.name]
+        flat = self.block[start : start + e.raw_bytes].view(dt)
+        self.outs[e.name] = out = flat.reshape(e.shape)
+        i = len(self.jobs)
+        self.jobs.append((e, job, payload))
+        if isinstance(job, Planes):
+            if self.workers > 1 and e.numel >= ZSTD_AHEAD and floatplanes.has_zstd(payload):
+                self.ahead[i] = _inflating(self.workers).submit(floatplanes.frame, payload, e.numel, dt, huffman=True)
+                return out
+            self.args.append((payload, e.numel, dt.itemsize, flat))
+        else:
+            values, row_len, k = job.native(e.numel)
+            self.args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k,
+                              KINDS[e.dtype], flat))
+        self.taken.append(i)
+        self.queued += e.raw_bytes
+        if self.queued >= PART_BYTES:
+            self.flush()
+        return out
+
+    def check(self, who: str, view, chunk: int, sums: list[int]) -> None:
+        self.payloads.append((view, chunk, sums, len(self.args)))
+        self.names.append(who)
+
+    def flush(self) -> None:
+        """Hand the queued jobs to the pass."""
+        if self.args or self.payloads:
+            payloads = [(v, c, sums, at if at < len(self.args) else -1) for v, c, sums, at in self.payloads]
+            self.native.submit(self.args, payloads)
+        self.args, self.payloads, self.queued = [], [], 0
+
+    def cancel(self) -> None:
+        """Wait for the pass and the inflating threads, their results dropped (an error on the
+        way: nothing may hold a view of the file once this returns)."""
+        try:
+            self.native.wait()
+        except Exception:  # noqa: BLE001 (the error the caller raises is the one to report)
+            pass
+        futures.wait(self.ahead.values())
+
+    def finish(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Wait for the pass (helping it) -> ({name: array}, names the native decoder left to the
+        method's own decode)."""
+        outs, left, inflated, failed = self.outs, [], [], None
+        try:
+            try:
+                for i, planes in self.ahead.items():  # (inflated meanwhile: their merge joins the last part)
+                    e = self.jobs[i][0]
+                    try:
+                        parts = planes.result()
+                    except ContainerError as err:
+                        failed = failed or ContainerError(f"{e.where}: {err}")  # (after the checksums)
+                        continue
+                    flat = outs[e.name].reshape(-1)
+                    self.args.append((parts, e.numel, flat.itemsize, flat))
+                    self.taken.append(i)
+                self.flush()
+            finally:
+                bad, results = self.native.wait()  # (helping it; nothing holds a view of the file after it)
+            if bad >= 0:
+                raise ContainerError(f"payload of {self.names[bad]} is corrupt (checksum mismatch)")
+            if failed is not None:
+                raise failed
+            for i, (status, error) in zip(self.taken, results, strict=True):
+                e, job, payload = self.jobs[i]
+                planes = isinstance(job, Planes)
+                if status == 2:
+                    raise ContainerError(
+                        f"{e.where}: corrupt {'float' if planes else 'entropy-coded'} payload: {error}")
+                if status == 1 and planes:  # zstd-coded planes: inflated here, then a second pass
+                    try:
+                        parts = floatplanes.frame(payload, e.numel, native_dtype(e.dtype), huffman=True)
+                    except ContainerError as err:
+                        raise ContainerError(f"{e.where}: {err}") from None
+                    inflated.append((e, parts))
+                elif status == 1:
+                    give_back((self.block, self.starts), e)  # (faulted in for nothing)
+                    del outs[e.name]
+                    left.append(e.name)
+        finally:
+            futures.wait(self.ahead.values())
+            self.jobs = self.args = self.payloads = None
+        if inflated:
+            again = native.engine().decode_fused(
+                [(parts, e.numel, outs[e.name].itemsize, outs[e.name].reshape(-1)) for e, parts in inflated],
+                self.threads)
+            for (e, _), (status, error) in zip(inflated, again, strict=True):
+                if status:
+                    raise ContainerError(f"{e.where}: corrupt float payload: {error}")
+        return outs, left
 
 
 def decode(
@@ -166,79 +297,24 @@ def decode(
     checks: list[tuple[str, memoryview, int, list[int], int]] = (),
     into: tuple[np.ndarray, dict[str, int]] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Every job in one native pass (the float-plane tasks of Planes jobs beside the substreams of
-    the others) -> ({name: array}, names the native decoder left to the method's own decode).
-    `checks`: payloads (who, bytes, chunk, CRC32 of each chunk, index of the job that reads them or
-    -1) whose chunks the same pass checks, each just before its job's tasks (which then read the
-    bytes from cache, not memory); a mismatch raises ContainerError naming the first such payload,
-    before any decoding error. `into`: outputs() of the jobs' entries (or of more), made here if None.
-    Float-plane frames with zstd-coded planes are split (and inflated) here, then decoded in a
-    second native pass; with more than one thread, those of ZSTD_AHEAD values or more are
-    inflated on threads while the first pass runs (python-zstandard releases the GIL): on the
-    main thread they were most of a 2-thread fp32 load's serial time. Damage raises
-    ContainerError naming the tensor."""
-    from zoocodec.codecs import floatplanes
-    from zoocodec.methods.lossless import native_dtype
-
-    block, starts = outputs([e for e, _, _ in jobs], threads) if into is None else into
-    workers = threads if threads > 0 else native.default_threads()
-    outs, args, taken, ahead = {}, [], [], {}  # ahead: job index -> its planes, being inflated
+    """Every job on one Stream -> ({name: array}, names the native decoder left to the method's
+    own decode). `checks`: payloads (who, bytes, chunk, XXH3-64 of each chunk, index of the job
+    that reads them or -1), checked on the pass just before that job's tasks (Stream.check).
+    `into`: outputs() of the jobs' entries (or of more), made here if None."""
+    stream = Stream(outputs([e for e, _, _ in jobs], threads) if into is None else into, threads, overlap=False)
+    readers: dict[int, list] = {}
+    for who, view, chunk, sums, reader in checks:
+        readers.setdefault(reader, []).append((who, view, chunk, sums))
     try:
+        for check in readers.pop(-1, []):
+            stream.check(*check)
         for i, (e, job, payload) in enumerate(jobs):
-            dt = native_dtype(e.dtype)
-            start = starts[e.name]
-            outs[e.name] = out = block[start : start + e.numel * dt.itemsize].view(dt).reshape(e.shape)
-            if isinstance(job, Planes):
-                if workers > 1 and e.numel >= ZSTD_AHEAD and floatplanes.has_zstd(payload):
-                    ahead[i] = _inflating(workers).submit(floatplanes.frame, payload, e.numel, dt, huffman=True)
-                else:
-                    args.append((payload, e.numel, out.itemsize, out.reshape(-1)))
-                    taken.append(i)
-                continue
-            values, row_len, k = job.native(e.numel)
-            args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k,
-                         KINDS[e.dtype], out.reshape(-1)))
-            taken.append(i)
-        left, inflated = [], []
-        if checks:
-            at = {job: n for n, job in enumerate(taken)}  # (a job inflated ahead: its payload checked first)
-            payloads = [(view, chunk, crcs, at.get(reader, -1)) for _, view, chunk, crcs, reader in checks]
-            bad, results = native.engine().decode_checked(args, payloads, threads)
-            del payloads
-            if bad >= 0:
-                raise ContainerError(f"payload of {checks[bad][0]} is corrupt (CRC mismatch)")
-        else:
-            results = native.engine().decode_fused(args, threads) if args else []
-        del args
-        for i, (status, error) in zip(taken, results, strict=True):
-            e, job, payload = jobs[i]
-            planes = isinstance(job, Planes)
-            if status == 2:
-                raise ContainerError(f"{e.where}: corrupt {'float' if planes else 'entropy-coded'} payload: {error}")
-            if status == 1 and planes:  # zstd-coded planes: inflated here, then a second pass
-                try:
-                    parts = floatplanes.frame(payload, e.numel, native_dtype(e.dtype), huffman=True)
-                except ContainerError as err:
-                    raise ContainerError(f"{e.where}: {err}") from None
-                inflated.append((e, parts))
-            elif status == 1:
-                native.engine().discard(outs.pop(e.name).reshape(-1).view(np.uint8))  # (faulted in for nothing)
-                left.append(e.name)
-        for i, planes in ahead.items():
-            e = jobs[i][0]
-            try:
-                inflated.append((e, planes.result()))
-            except ContainerError as err:
-                raise ContainerError(f"{e.where}: {err}") from None
+            for check in readers.get(i, []):
+                stream.check(*check)
+            stream.add(e, job, payload)
     finally:
-        futures.wait(ahead.values())  # (none may hold a view of the file once this returns)
-    if inflated:
-        again = native.engine().decode_fused(
-            [(parts, e.numel, outs[e.name].itemsize, outs[e.name].reshape(-1)) for e, parts in inflated], threads)
-        for (e, _), (status, error) in zip(inflated, again, strict=True):
-            if status:
-                raise ContainerError(f"{e.where}: corrupt float payload: {error}")
-    return outs, left
+        outs = stream.finish()
+    return outs
 
 
 @cache

@@ -50,12 +50,13 @@ _OTHER = bytes(b for b in range(256) if b not in b'[]{}"')
 def _depth(text: bytes) -> int:
     """Deepest nesting of [ and { outside strings. Escaped backslashes, then escaped quotes, go
     first, so that quotes alone delimit the strings; then everything but brackets and quotes (a
-    header of 37 KB is left with about 2 KB to scan)."""
+    header of 37 KB is left with about 2 KB to scan), and a bracket counts where an even number
+    of quotes precedes it."""
     marks = text.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _OTHER)
-    stripped = b"".join(marks.split(b'"')[::2])  # (the parts outside strings)
-    a = np.frombuffer(stripped, dtype=np.uint8)
+    a = np.frombuffer(marks, dtype=np.uint8)
+    outside = (np.cumsum(a == ord('"'), dtype=np.int64) & 1) == 0
     step = (a == ord("[")).astype(np.int32) + (a == ord("{")) - (a == ord("]")) - (a == ord("}"))
-    return int(np.cumsum(step).max(initial=0))
+    return int(np.cumsum(np.where(outside, step, 0)).max(initial=0))
 
 
 def obj(v: Any, what: str) -> dict:

@@ -250,3 +250,29 @@ def test_the_token_embedding_is_measured_in_row_groups(llama):
     from zoocodec.tuning.sensitivity import EMBEDDING_GROUPS, embedding_groups
 
     assert embedding_groups(load_weights(llama)) == {"model.embed_tokens.weight": EMBEDDING_GROUPS}
+
+
+def test_rows_are_weighted_by_predicted_probability(llama):
+    """The mean predicted distribution over calibration windows: one probability per head row, summing to 1;
+    the row weights floored, on their grid, of mean about 1."""
+    p = lm.predicted_rows(llama, texts(6), load_weights(llama), 2)
+    assert p.shape == (124,) and (p > 0).all() and p.sum() == pytest.approx(1.0)
+    r = lm.row_weights(p, 2.0)
+    assert r.min() >= lm.ROW_FLOOR / 2 and np.allclose(np.log2(r) * 2, np.rint(np.log2(r) * 2))
+    assert 0.8 < r.mean() < 1.25 and r[np.argmax(p)] == r.max()
+
+
+@pytest.mark.slow
+def test_predicted_rows_in_automatic_mode(tiny_zoo, tmp_path, monkeypatch):
+    """Asked for (auto.PREDICTED_ROWS), a causal LM's tied embedding gets a step per row from its predicted
+    probabilities (uniform rounding: rdoq at lam=0), and the file still meets its budget."""
+    pytest.importorskip("gensim")
+    from zoocodec.tuning import auto
+
+    monkeypatch.setattr(auto, "PREDICTED_ROWS", True)
+    result = auto.auto_compress(tiny_zoo, tmp_path / "lm.zc", 0.02)
+    header = zoocodec.inspect(tmp_path / "lm.zc")["meta"]["auto"]
+    assert header["token_rows"]["model.embed_tokens.weight"]["rows"] == 124
+    rows = {t.name: t for t in result.report.tensors}
+    assert rows["model.embed_tokens.weight"].method.startswith("rdoq:")
+    assert "lam=0" in rows["model.embed_tokens.weight"].method and header["verified"]["loss_high"] <= 0.02

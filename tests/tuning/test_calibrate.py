@@ -200,3 +200,29 @@ def test_dampening_by_layer_kind():
     assert torch.equal(plain["d"], other["d"]) and not torch.equal(plain["g"], other["g"])  # dense ones keep DAMP
     assert torch.equal(other["g"], torch.from_numpy(gptq(w["g"].numpy(), np.array([0.3]), grouped.h, 100.0) * 0.3))
     assert apart.describe(["g"])["damp_by_kind"] == {"grouped": 100.0}
+
+
+def test_a_step_per_row_is_rounded_with_error_feedback():
+    """rdoq at lam=0 with a step per row (a word-embedding table tied to an LM's head, automatic mode's token
+    rows) is GPTQ-rounded on its own rows' grids, and the method reads exactly those indices back."""
+    import dataclasses
+
+    from zoocodec.pipeline.modelio import to_tensordata
+    from zoocodec.tuning.calibrate import LayerInputs
+
+    rng = np.random.default_rng(0)
+    w = torch.from_numpy(rng.normal(size=(40, 16)).astype(np.float32))
+    x = rng.normal(size=(256, 16)) @ rng.normal(size=(16, 16))  # correlated inputs
+    steps = np.float32(0.25) * np.exp2(rng.integers(0, 4, 40) / 2).astype(np.float32)
+    spec = dataclasses.replace(parse_spec("rdoq:lam=0,iters=0,coder=ans"), step=float(steps.min()),
+                               group_steps=tuple(float(s) for s in steps))
+    li = LayerInputs((x.T @ x / len(x))[None], x.mean(0)[None], len(x))
+    out = DataAware({"w": li}).targets({"w": w}, {"w": spec})["w"]
+    row = spec.row_steps(w.double().numpy())[:, None]
+    k = out.double().numpy() / row
+    assert np.abs(k - np.rint(k)).max() < 1e-5  # on each row's own grid
+    assert (np.rint(k) != np.rint(w.double().numpy() / row)).any()  # not nearest rounding
+    q = spec.quantize(to_tensordata("w", out))
+    assert torch.equal(torch.as_tensor(np.asarray(q.recon)), out)
+    wrong = dataclasses.replace(spec, lam=0.1)  # choosing its own levels: left alone
+    assert DataAware({"w": li}).targets({"w": w}, {"w": wrong}) == {}

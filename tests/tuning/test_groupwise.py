@@ -69,3 +69,17 @@ def test_the_step_candidate_is_priced_by_the_coders_entropy_model():
     k = np.rint(w["gauss.weight"].double().numpy() / spec.step).astype(np.int64)
     assert bits == Ans().model(k).bits(k)
     assert np.isclose(mse, np.mean((k * spec.step - w["gauss.weight"].double().numpy()) ** 2), rtol=1e-6)
+
+
+def test_a_group_candidate_is_priced_with_its_side_streams_coded():
+    """The groups' float16 steps and minimums are priced by their coded bytes (the order-0 model of their bits
+    prices them low), the symbols by the entropy model."""
+    from zoocodec.codecs.ans import Ans
+    from zoocodec.pipeline.modelio import to_tensordata
+
+    w = weights()
+    spec = parse_spec("uniform:bits=4,group=32,zero=true,coder=ans")
+    _, bits = Groupwise(w).measured("on_grid.weight", spec)
+    q = spec.quantize(to_tensordata("on_grid.weight", w["on_grid.weight"]))
+    side = sum(8 * len(spec.coder_for(n).encode(q.symbols[n])) for n in ("group_steps", "group_zeros"))
+    assert bits == Ans().model(q.symbols["symbols"]).bits(q.symbols["symbols"]) + side

@@ -259,3 +259,38 @@ def calibration(folder: Path, texts: Sequence[str], weights: dict[str, torch.Ten
             for x, _ in scorer._batches():
                 module(input_ids=x, use_cache=False)
     return net, run, len(scorer.windows)
+
+
+ROW_FLOOR = 1 / 32  # the least weight of a token's row (its step at most sqrt(32) = 5.7x the table's)
+
+
+def predicted_rows(folder: Path, texts: Sequence[str], weights: dict[str, torch.Tensor],
+                   count: int | None) -> np.ndarray:
+    """The model's mean predicted probability of each token (one per row of its output head) over `count`
+    windows of `texts`, float64.
+
+    Why it weights a word-embedding row: a logit error e_v moves KL(p || q) by about
+    sum_v p_v (e_v - sum_u p_u e_u)^2 / 2, so a head row matters in proportion to how often its token is
+    predicted; and as an input row, to how often its token occurs, which a calibrated model's mean prediction
+    estimates without the zeros of counts over a few thousand tokens."""
+    scorer = Scorer(folder, texts, count)
+    net = scorer.model(weights)
+    head = net.get_output_embeddings()
+    total, n = None, 0
+    with torch.inference_mode():
+        for x, _ in scorer._batches():
+            h = net.base_model(input_ids=x.to(scorer.device.torch), use_cache=False).last_hidden_state
+            h = h.reshape(-1, h.shape[-1])
+            for s in range(0, len(h), ROWS):
+                p = torch.softmax(head(h[s:s + ROWS]).double(), -1).sum(0)
+                total = p if total is None else total + p
+            n += len(h)
+    return (total / n).cpu().numpy()
+
+
+def row_weights(p: np.ndarray, grid: float) -> np.ndarray:
+    """Per-row weights (mean 1) from predicted probabilities `p`: floored at ROW_FLOOR of the mean, on a
+    2^(1/grid) grid (few distinct steps)."""
+    r = np.maximum(p / p.mean(), ROW_FLOOR)
+    r = r / r.mean()
+    return np.exp2(np.round(np.log2(r) * grid) / grid)

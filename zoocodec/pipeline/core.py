@@ -25,7 +25,7 @@ from zoocodec.container import Container
 from zoocodec.device import Device, resolve
 from zoocodec.errors import ContainerError, ZoocodecError
 from zoocodec.fsutil import check_output
-from zoocodec.header import Header, Source, Stats, TensorEntry
+from zoocodec.header import ITEMSIZE, Header, Source, Stats, TensorEntry
 from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
 from zoocodec.methods.arrays import ErrorStats, error_stats
@@ -325,14 +325,26 @@ class ArchiveBase:
         attached files): with it, a decode of every tensor has checked the whole file."""
         self.container.verify(skip=[s.offset for e in self.head.tensors for s in e.segments.values()])
 
+    def beside_load(self, dev: Device) -> None:
+        """What decompress does beside a load's decoding pass: the padding check (on a GPU, done
+        before), and the header's JSON freed (a load never shows it; freeing its objects took
+        about 0.2 ms after the pass)."""
+        if not dev.is_gpu:
+            self.verify_unread()
+        self.header = self.entries = self.container.header = None
+
     def check_budget(self, streamed: bool = False) -> None:
         """Refuse, before decoding anything, a file whose full decode would pass the memory budget
         (`streamed`: the tensors are written one at a time, so only the largest one counts)."""
-        claims = [(e.numel, native_dtype(e.dtype).itemsize) for e in self.head.tensors]
+        claims = [(e.numel, ITEMSIZE[e.dtype]) for e in self.head.tensors]
         if streamed and claims:
             claims = [max(claims, key=lambda c: c[0] * c[1])]
         budget.check_total(f"{self.container.path}: decoding {'its largest' if streamed else 'every'} tensor",
                            claims, sum(self.container.file_sizes().values()))
+
+
+def _largest_first(e: TensorEntry) -> int:
+    return -e.raw_bytes
 
 
 class Archive(ArchiveBase):
@@ -344,59 +356,83 @@ class Archive(ArchiveBase):
             raise ZoocodecError(f"no tensor {name!r} in {self.container.path}")
         return self.read_many([name])[name]
 
-    def read_many(self, names: list[str], threads: int = 0) -> dict[str, np.ndarray]:
-        """Decode tensors to native arrays, a batch of up to plan.BATCH_BYTES at a time: the
-        batch's chunks CRC-checked on the native pass that decodes it (format 3; each payload's
-        just before the tasks that read it), the payloads its methods declare fused
-        (zoocodec/plan.py) entropy-decoded and dequantized into their dtype in one pass of the
-        native pool straight from the mapped file into one block of huge pages per batch (its
-        arrays are views of it: the block is freed when the last of them is), the others by their
-        method's own decode (from copies: a method may keep views of what it decodes)."""
+    def read_many(self, names: list[str], threads: int = 0,
+                  convert: Callable[[np.ndarray, TensorEntry], Any] | None = None,
+                  beside: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Decode tensors to native arrays (`convert(array, entry)`: to what it returns, e.g. a
+        torch tensor), a batch of up to plan.BATCH_BYTES at a time. The payloads its methods
+        declare fused (zoocodec/plan.py) are entropy-decoded and dequantized into their dtype by
+        the native pool straight from the mapped file into one block of huge pages per batch (its
+        arrays are views of it: the block is freed when the last of them is), on a plan.Stream:
+        the pass starts on the first tensors while the jobs of the next are built, and the views
+        are converted (and `beside()` called, once) while it runs. Format 4: the batch's chunks
+        are checked (XXH3-64) on that pass, each payload's just before the tasks that read it. The
+        other tensors are decoded by their method's own decode (from copies: a method may keep
+        views of what it decodes)."""
         out = {}
-        on_pass = self.container.version >= 3  # chunk CRCs checked on the decoding pass (plan.decode)
+        on_pass = self.container.version >= 4  # chunk checksums checked on the decoding pass (plan.Stream)
+        chunk = self.container.crc_chunk
         for batch in plan.batches([self.plan[n] for n in names]):
-            items = [(e.where, s) for e in batch for s in e.segments.values()]
+            items, first = [], {}  # first: where each entry's payloads start in items
+            for e in batch:
+                if budget.over_tensor(e.numel, ITEMSIZE[e.dtype]):
+                    with self._named(e.where):
+                        budget.check_tensor(e.where, e.numel, ITEMSIZE[e.dtype])
+                first[e.name] = len(items)
+                items += [(e.where, s) for s in e.segments.values()]
             views = self.container.views(items, check=not on_pass)
+            stream = None
             try:
-                payloads = iter(views)
-                segments = {e.name: {k: next(payloads) for k in e.segments} for e in batch}
-                fused, rest = [], []
+                block = plan.outputs(batch, threads)  # (faulted in meanwhile: 2+ threads)
+                stream = plan.Stream(block, threads, mapped=on_pass,  # (each payload checked: its pages dropped)
+                                     overlap=len(batch) > 2)
+                arrays, rest, segments = {}, [], {}
                 try:
-                    for e in batch:
+                    for e in sorted(batch, key=_largest_first):  # (the pass starts on the largest tensor)
+                        at = first[e.name]
+                        segs = segments[e.name] = dict(zip(e.segments, views[at : at + len(e.segments)], strict=True))
                         with self._named(e.where):
-                            budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
-                            job = plan.fused_job(e.spec, e, segments[e.name])
+                            job = plan.fused_job(e.spec, e, segs)
+                        if on_pass:
+                            for key, seg in e.segments.items():
+                                stream.check(e.where, segs[key], chunk, seg.crc)
                         if job is None:
                             rest.append(e.name)
                         else:
-                            fused.append((e, job, segments[e.name][job.stream]))
+                            array = stream.add(e, job, segs[job.stream])
+                            arrays[e.name] = array if convert is None else convert(array, e)
                 except ContainerError:
                     if on_pass:  # (side info read unchecked: a damaged payload is named as such first)
                         self.container.check(items, views)
                     raise
-                block = plan.outputs([e for e, _, _ in fused], threads)  # (faulted in meanwhile: 2+ threads)
-                checks = []
-                if on_pass:
-                    index = {e.name: i for i, (e, _, _) in enumerate(fused)}
-                    owners = [e for e in batch for _ in e.segments]
-                    checks = [(where, view, self.container.crc_chunk, seg.crc, index.get(e.name, -1))
-                              for (where, seg), view, e in zip(items, views, owners, strict=True)]
+                if beside is not None:
+                    beside()
+                    beside = None
                 try:
-                    arrays, left = plan.decode(fused, threads, checks, block)
+                    _, left = stream.finish()
                 except ContainerError as err:
                     raise ContainerError(f"{self.container.path}: {err}") from None
-                del fused, block
-                entries = {e.name: e for e in batch}
+                finally:
+                    stream = None
                 for name in rest + left:
+                    e = self.plan[name]
+                    if name not in left:
+                        plan.give_back(block, e)  # (its slot, faulted in with the block: 2+ threads)
                     copies = {k: bytes(v) for k, v in segments.pop(name).items()}
-                    self.container.drop_pages(entries[name].segments.values())  # else mapped and copied
-                    arrays[name] = self.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(
+                    self.container.drop_pages(e.segments.values())  # else mapped and copied
+                    array = self.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(
                         side, segs, shape, dtype, consume=True), copies)
+                    arrays[name] = array if convert is None else convert(array, e)
                     del copies
             finally:
-                segments = payloads = None
-                self.container.release(items, views)
+                if stream is not None:
+                    stream.cancel()
+                segments = None
+                self.container.release(items, views, drop=not on_pass)
             out.update((e.name, arrays[e.name]) for e in batch)
+            del block
+        if beside is not None:  # (no batch)
+            beside()
         return out
 
     def tensor(self, name: str, device: str | Device = "cpu") -> torch.Tensor:
@@ -426,7 +462,8 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
         if out is not None:
             fmt = output_format(out, src.format, a.head.files, fmt)
         a.check_budget(streamed=out is not None and fmt in STREAMED_FORMATS)
-        a.verify_unread()
+        if out is not None or dev.is_gpu:
+            a.verify_unread()
         on_device = {}
         if dev.is_gpu:  # every payload the CUDA decoder takes, in one launch per dtype
             from zoocodec.kernels import decode
@@ -440,13 +477,14 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
             return t
 
         if out is None:  # the rest in batches of one native pass each (Archive.read_many)
-            host = a.read_many([n for n in a.plan if n not in on_device])
+            host = a.read_many([n for n in a.plan if n not in on_device],
+                               convert=lambda array, e: to_torch(array, e.dtype), beside=lambda: a.beside_load(dev))
             tensors = {}
-            for name, e in a.plan.items():
+            for name in a.plan:
                 if name in on_device:
                     tensors[name] = on_device.pop(name)
                 else:
-                    t = to_torch(host.pop(name), e.dtype)
+                    t = host.pop(name)
                     tensors[name] = t.to(dev.torch) if dev.is_gpu else t
                 if progress:
                     progress(name)

@@ -295,7 +295,8 @@ class DataAware:
         for name, li in self.inputs.items():
             spec = plan.get(name)
             grouped = getattr(spec, "group", None) is not None  # a causal LM's group candidates (tuning.groupwise)
-            if spec is None or not eligible(spec) or (spec.step is None and not grouped):
+            rows = spec is not None and spec.name == "rdoq" and spec.lam == 0  # uniform rounding, a step per row
+            if spec is None or not (eligible(spec) or rows) or (spec.step is None and not grouped):
                 continue
             w = weights[name]
             w2 = w.detach().to(torch.float64).reshape(w.shape[0], -1).numpy()
@@ -311,8 +312,9 @@ class DataAware:
                 if snapped is None:
                     continue
             else:
-                snapped = (gptq(w2, np.array([spec.step]), li.h, damp, self.lam, self._factors[name])
-                           * spec.step).astype(np.float64)
+                steps = spec.row_steps(w2) if rows else np.array([spec.step])
+                snapped = (gptq(w2, steps, li.h, damp, self.lam, self._factors[name])
+                           * steps[:, None]).astype(np.float64)
             out[name] = torch.from_numpy(snapped.reshape(tuple(w.shape))).to(w.dtype)
             if self.bias_correction and li.bias is not None:
                 # the decoded weights, not the float64 grid: what the model will multiply by

@@ -12,16 +12,21 @@ The slope is the allocation's own: it gives every tensor the step where s_t * d_
 constant (allocate.py), and at high rate a step d costs d^2/12 per weight for -log2 d bits,
 so a bit is worth 2 ln2 * s_t * d_t^2 / 12 of weighted squared error. The step itself is a
 candidate (its nearest rounding, quantized and priced like the others), so a tensor keeps it
-unless a group format is cheaper at equal slope. Every candidate's mse and bits (priced by the
-entropy model of `ans`, never coded; the plan is then priced under each coder as a whole) are
-measured once per tensor and kept for the process: automatic mode at several budgets of one
-model, or with several coders priced, measures them once.
+unless a group format is cheaper at equal slope. Every candidate's mse and bits (the symbols
+priced by the entropy model of `ans`, never coded; the groups' side streams coded; the plan is
+then priced under each coder as a whole) are measured once per tensor and kept for the process:
+automatic mode at several budgets of one model, or with several coders priced, measures them once.
 
 Measured on smollm2-135m (whose weights were dequantized from 32-weight Q4_1 blocks): below 4
 bits, min-max groups cost 0.2-0.6 bits/weight more than one entropy-coded step at equal mse;
-at 4 bits in groups of 32 with zero points they reproduce the layers' weights exactly
-(4.37 bits/weight with the side streams). That is the Q4_1 grid the weights came from, not a
-property of group-wise steps: the head-to-head prints that caveat beside every 4-bit number.
+at 4 bits in groups of 32 with zero points they reproduce the layers' weights exactly. Where
+those bits go (bench/bench_group_side.py, layers 2, 15 and 27): 3.862 bits/weight of indices
+(ctx the same, cabac 4.03: min-max levels are near uniform) and 0.596 of float16 steps and
+minimums as the float coder writes them (order-0 rANS of their float16 bits 0.573 with its
+tables, the order-0 entropy without tables 0.517, predicting a step from its row's last or a
+minimum from -7.5 steps worse): 4.46 coded, 4.38 as the order-0 model priced the side streams
+before they were coded here. That is the Q4_1 grid the weights came from, not a property of
+group-wise steps: the head-to-head prints that caveat beside every 4-bit number.
 """
 from __future__ import annotations
 
@@ -77,7 +82,7 @@ class Groupwise:
             t = to_tensordata(name, self.weights[name])
             q = spec.quantize(t)
             mse = (q.stats or error_stats(t, q.recon)).mse
-            bits = sum(spec.coder_for(n).model(s, spec.trellis(n, s.shape)).bits(s) for n, s in q.symbols.items())
+            bits = sum(_bits(spec, n, s) for n, s in q.symbols.items())
             _MEASURED[key] = (mse, float(bits))
         return _MEASURED[key]
 
@@ -108,6 +113,18 @@ class Groupwise:
                     best, least = cand, c
             out[name] = best
         return out
+
+
+def _bits(spec: MethodSpec, stream: str, symbols: np.ndarray) -> float:
+    """Bits of one stream: the symbols priced by the coder's entropy model; the groups' steps and zero points
+    coded (small streams, and their float coder's bytes are about 15% above the order-0 model's price: 0.596
+    against 0.517 bits/weight on smollm2's layers 2, 15 and 27, bench/bench_group_side.py)."""
+    from zoocodec.methods.uniform import GROUP_STREAMS
+
+    coder = spec.coder_for(stream)
+    if stream in GROUP_STREAMS:
+        return 8.0 * len(coder.encode(symbols))
+    return coder.model(symbols, spec.trellis(stream, symbols.shape)).bits(symbols)
 
 
 def describe(plan: Mapping[str, MethodSpec], weights: Mapping[str, torch.Tensor]) -> dict:

@@ -15,7 +15,7 @@ from zoocodec.errors import ContainerError
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "fuzz_corpus"
-TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes", "huffman")
+TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes", "huffman", "checked")
 
 
 def replay(target: str, data: bytes) -> None:
@@ -73,6 +73,19 @@ def replay(target: str, data: bytes) -> None:
         out = np.empty(n, dtype=np.float32 if kind == 0 else np.uint16)
         [(status, _)] = eng.decode_fused([(data[5:], n, values, -(-n // rows), k, kind, out)], 2)
         assert status in (0, 1, 2)
+    elif target == "checked":
+        if len(data) < 6:
+            return
+        chunk, wrong, payload = 64 << data[0] % 8, bool(data[0] & 8), data[6:]
+        kind, k, rows, n = data[1] % 3, data[2], data[3] or 1, struct.unpack_from("<H", data, 4)[0]
+        values = np.arange(rows * k) * 0.25 if k else 0.5 + np.arange(rows, dtype=np.float64)
+        out = np.empty(n, dtype=np.float32 if kind == 0 else np.uint16)
+        sums = [eng.xxh3(payload[at : at + chunk]) ^ (wrong and at == 0) for at in range(0, len(payload), chunk)]
+        run = eng.Pass(2, False, False)
+        run.submit([(payload, n, values, -(-n // rows), k, kind, out)],
+                   [(payload, chunk, sums, 0 if data[0] & 16 else -1)])
+        bad, [(status, _)] = run.wait()
+        assert bad == (0 if wrong and payload else -1) and status in (0, 1, 2)
     elif target == "planes":
         if len(data) < 3:
             return

@@ -12,7 +12,7 @@
 #include <mutex>
 #include <type_traits>
 
-#include "crc32.h"
+#include "checksum.h"
 #include "floatplanes.h"
 #include "pool.h"
 #include "rans_avx2.h"
@@ -181,13 +181,14 @@ bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
 }  // namespace
 
 void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, const std::vector<Ref>& order,
-            std::vector<Check>* checks) {
+            std::vector<Check>* checks, Helper* helper) {
   std::vector<ans::Frame> frames(jobs.size());
   std::vector<Item> items;
   std::vector<planes::Merge> merges(planes.size());
   const int workers = threads > 0 ? threads : default_threads();
+  const int own = helper ? std::max(1, workers - 1) : workers;  // (the helper: one more when it comes)
   // every frame parsed (and its tables built) on the pool, then the items in order
-  parallel_for(planes.size() + jobs.size(), threads, [&](std::size_t i) {
+  parallel_for(planes.size() + jobs.size(), own, [&](std::size_t i) {
     if (i < planes.size()) {
       Planes& a = planes[i];
       try {
@@ -212,7 +213,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       a.status = 2;
       a.error = e.what();
     }
-  });
+  }, helper);
   auto add = [&](Ref r) {
     const std::size_t t = r.index;
     if (r.planes) {
@@ -251,11 +252,11 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   checks_before(INT64_MAX);
   std::vector<std::exception_ptr> failed(jobs.size()), failed_planes(planes.size());
   std::mutex failing;
-  parallel_for(items.size(), threads, [&](std::size_t k) {
+  parallel_for(items.size(), own, [&](std::size_t k) {
     const Item it = items[k];
     if (it.kind == Item::CHECK) {
       Check& c = (*checks)[it.job];
-      c.bad = crc32(0, c.data, c.size) != c.crc;
+      c.bad = checksum(c.data, c.size) != c.sum;
       return;
     }
     if (it.kind == Item::PLANES) {
@@ -311,7 +312,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       std::lock_guard<std::mutex> lock(failing);
       if (!failed[it.job]) failed[it.job] = std::current_exception();
     }
-  });
+  }, helper);
   auto report = [](std::exception_ptr failure, int& status, std::string& error) {
     if (!failure) return;
     status = 2;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ans_frame.h"
+#include "pool.h"
 
 namespace zc::plan {
 
@@ -56,13 +57,13 @@ struct Ref {
   std::size_t index = 0;
 };
 
-// A CRC32 chunk of a payload (container.py's format 3), checked on the decoding pass just before
-// the tasks of job `before` (an index into the batch order), which then find its bytes in cache:
-// reading a payload once instead of twice. `before` < 0: first.
+// A checksummed chunk of a payload (container.py's format 4: XXH3-64, checksum.h), checked on
+// the decoding pass just before the tasks of job `before` (an index into the batch order), which
+// then find its bytes in cache: reading a payload once instead of twice. `before` < 0: first.
 struct Check {
   const uint8_t* data = nullptr;
   std::size_t size = 0;
-  uint32_t crc = 0;
+  uint64_t sum = 0;
   int64_t before = -1;
   bool bad = false;  // result
 };
@@ -70,8 +71,10 @@ struct Check {
 // Every job's frame parsed, then one pass of the pool over all their substreams (fused jobs)
 // and float-plane tasks (planes jobs), in the batch `order` (default: planes jobs, then fused
 // ones), each job's `checks` just before its tasks. A job's result is meaningless where a check
-// fails (its bytes are not the file's): the caller reports the mismatch first.
+// fails (its bytes are not the file's): the caller reports the mismatch first. `helper`: a
+// thread that may join (pool.h's Helper), one of the `threads`: the pass runs on threads - 1
+// others and it.
 void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, const std::vector<Ref>& order = {},
-            std::vector<Check>* checks = nullptr);
+            std::vector<Check>* checks = nullptr, Helper* helper = nullptr);
 
 }  // namespace zc::plan

@@ -6,7 +6,10 @@
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <system_error>
@@ -16,8 +19,9 @@
 #include <vector>
 
 #include "buffer.h"
-#include "crc32.h"
+#include "checksum.h"
 #include "plan.h"
+#include "pool.h"
 #include "rans_bind.h"
 
 namespace nb = nanobind;
@@ -115,51 +119,168 @@ std::vector<std::tuple<int, std::string>> decode_fused(const std::vector<nb::tup
   return b.results();
 }
 
-// decode_fused with the payloads' CRC32 chunks checked on the same pass, each payload's just
-// before the tasks of the job it names (its bytes then read from cache by the decoder).
-// payloads: (bytes, chunk, [CRC32 of each `chunk` bytes], job index or -1). Returns (index of
-// the first payload with a wrong chunk or -1, the jobs' results, meaningless where it is not -1).
-// The pass of decode_checked (with_job) and first_bad (payloads of 3 fields, checked before every job).
-std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> checked_pass(const std::vector<nb::tuple>& jobs,
-                                                                           const std::vector<nb::tuple>& payloads,
-                                                                           int threads, bool with_job) {
-  Batch b = batch_of(jobs);
+// A batch and the checksummed chunks of its payloads (payloads: (bytes, chunk, [XXH3-64 of each
+// `chunk` bytes], and with_job: the index of the job they precede or -1), as plan::decode checks them
+// (the chunks of each payload just before its job's tasks, whose bytes it then reads from cache).
+struct Part {
+  Batch b;
   std::vector<plan::Check> checks;
   std::vector<std::size_t> owner;  // each check's payload
-  for (std::size_t i = 0; i < payloads.size(); ++i) {
-    const nb::tuple& p = payloads[i];
-    if (p.size() != (with_job ? 4u : 3u))
-      throw std::invalid_argument(with_job ? "a payload is (bytes, chunk, crcs, job)"
-                                           : "a payload is (bytes, chunk, crcs)");
-    b.held.emplace_back(new InBuffer(p[0]));
-    const auto chunk = nb::cast<uint64_t>(p[1]);
-    const auto crcs = nb::cast<std::vector<uint32_t>>(p[2]);
-    const int64_t before = with_job ? nb::cast<int64_t>(p[3]) : -1;
-    const std::size_t size = b.held.back()->size();
-    if (chunk == 0 || crcs.size() != (size + chunk - 1) / chunk)
-      throw std::invalid_argument("one CRC32 a chunk of the payload");
-    if (before < -1 || before >= static_cast<int64_t>(jobs.size())) throw std::invalid_argument("no such job");
-    for (std::size_t k = 0; k < crcs.size(); ++k) {
-      checks.push_back({b.held.back()->data() + k * chunk, std::min<std::size_t>(chunk, size - k * chunk), crcs[k],
-                        before});
-      owner.push_back(i);
+  std::size_t payloads = 0;
+  std::vector<std::pair<const uint8_t*, std::size_t>> spans;  // each payload's bytes
+
+  Part(const std::vector<nb::tuple>& jobs, const std::vector<nb::tuple>& given, bool with_job)
+      : b(batch_of(jobs)), payloads(given.size()) {
+    for (std::size_t i = 0; i < given.size(); ++i) {
+      const nb::tuple& p = given[i];
+      if (p.size() != (with_job ? 4u : 3u))
+        throw std::invalid_argument(with_job ? "a payload is (bytes, chunk, sums, job)"
+                                             : "a payload is (bytes, chunk, sums)");
+      b.held.emplace_back(new InBuffer(p[0]));
+      const auto chunk = nb::cast<uint64_t>(p[1]);
+      const auto sums = nb::cast<std::vector<uint64_t>>(p[2]);
+      const int64_t before = with_job ? nb::cast<int64_t>(p[3]) : -1;
+      const std::size_t size = b.held.back()->size();
+      if (chunk == 0 || sums.size() != (size + chunk - 1) / chunk)
+        throw std::invalid_argument("one checksum a chunk of the payload");
+      if (before < -1 || before >= static_cast<int64_t>(jobs.size())) throw std::invalid_argument("no such job");
+      for (std::size_t k = 0; k < sums.size(); ++k) {
+        checks.push_back({b.held.back()->data() + k * chunk, std::min<std::size_t>(chunk, size - k * chunk), sums[k],
+                          before});
+        owner.push_back(i);
+      }
+      spans.emplace_back(b.held.back()->data(), size);
     }
   }
-  {
-    nb::gil_scoped_release release;
-    plan::decode(b.work, b.planes, threads, b.order, &checks);
-  }
-  int64_t bad = -1;
-  for (std::size_t c = 0; c < checks.size() && bad < 0; ++c)  // (chunks in payload order)
-    if (checks[c].bad) bad = static_cast<int64_t>(owner[c]);
-  return {bad, b.results()};
-}
 
-std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> decode_checked(const std::vector<nb::tuple>& jobs,
-                                                                             const std::vector<nb::tuple>& payloads,
-                                                                             int threads) {
-  return checked_pass(jobs, payloads, threads, true);
-}
+  // The pass; `mapped`: then the payloads' pages are dropped from the resident set (they are
+  // views of a read-only file mapping: container.py's _release, done here on the pass's thread).
+  void run(int threads, Helper* helper = nullptr, bool mapped = false) {
+    plan::decode(b.work, b.planes, threads, b.order, &checks, helper);
+#ifdef __linux__
+    if (!mapped) return;
+    const uintptr_t page = 4096;
+    for (const auto& [data, size] : spans) {
+      if (!size) continue;
+      const uintptr_t lo = reinterpret_cast<uintptr_t>(data) / page * page;
+      const uintptr_t hi = (reinterpret_cast<uintptr_t>(data) + size + page - 1) / page * page;
+      madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
+#endif
+  }
+
+  int64_t first_bad() const {  // (chunks in payload order)
+    for (std::size_t c = 0; c < checks.size(); ++c)
+      if (checks[c].bad) return static_cast<int64_t>(owner[c]);
+    return -1;
+  }
+};
+
+// A decoding pass that starts while its caller is still building the jobs: each part given to
+// `submit` (decode_fused's jobs, and payloads as Part's with the job they precede) is decoded, in order, on threads - 1 threads of
+// its own while the caller goes on in Python; `wait` makes the caller the last thread, helping
+// with whatever is left. So the Python around a load (its jobs, its tensors' views) runs beside
+// the pass instead of before and after it, and never more than `threads` threads work at once.
+// One thread: each part decodes in `submit`; no `overlap` (one part, say): in `wait`, on the pool.
+class Pass {
+ public:
+  Pass(int threads, bool mapped, bool overlap)
+      : threads_(threads > 0 ? threads : default_threads()), mapped_(mapped) {
+    if (threads_ > 1 && overlap) runner_ = std::thread([this] { run(); });
+  }
+  Pass(const Pass&) = delete;
+  Pass& operator=(const Pass&) = delete;
+  ~Pass() { stop(); }  // (a pass its caller never waited for: it ends alone)
+
+  void submit(const std::vector<nb::tuple>& jobs, const std::vector<nb::tuple>& payloads) {
+    auto part = std::make_unique<Part>(jobs, payloads, true);
+    Part* p = part.get();
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      if (closed_) throw std::invalid_argument("the pass is over");
+      parts_.push_back(std::move(part));
+      if (runner_.joinable()) queue_.push_back(p);
+    }
+    if (runner_.joinable()) {
+      wake_.notify_one();
+      return;
+    }
+    if (threads_ > 1) return;  // (no overlap: wait() decodes it)
+    nb::gil_scoped_release release;
+    p->run(1, nullptr, mapped_);
+  }
+
+  // (index, over all parts in order, of the first payload with a wrong chunk or -1, each job's
+  // (status, error) in order).
+  std::tuple<int64_t, std::vector<std::tuple<int, std::string>>> wait() {
+    {
+      nb::gil_scoped_release release;
+      stop(true);
+    }
+    if (error_) {
+      parts_.clear();
+      std::rethrow_exception(std::exchange(error_, nullptr));
+    }
+    int64_t bad = -1, before = 0;
+    std::vector<std::tuple<int, std::string>> results;
+    for (const auto& part : parts_) {
+      const int64_t at = part->first_bad();
+      if (bad < 0 && at >= 0) bad = before + at;
+      before += static_cast<int64_t>(part->payloads);
+      for (auto& r : part->b.results()) results.push_back(std::move(r));
+    }
+    parts_.clear();  // (their views of the payloads end here: a mapped file can close)
+    return {bad, std::move(results)};
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      Part* p;
+      {
+        std::unique_lock<std::mutex> lock(m_);
+        wake_.wait(lock, [&] { return closed_ || !queue_.empty(); });
+        if (queue_.empty()) break;
+        p = queue_.front();
+        queue_.pop_front();
+      }
+      try {
+        if (!error_) p->run(threads_, &helper_, mapped_);
+      } catch (...) {
+        error_ = std::current_exception();
+      }
+    }
+    helper_.close();
+  }
+
+  // No more parts; `help`: this thread takes items until the last part is done.
+  void stop(bool help = false) {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      closed_ = true;
+    }
+    wake_.notify_one();
+    if (!runner_.joinable()) {
+      if (help && threads_ > 1)  // (no overlap: the parts on the pool now, in order)
+        for (; done_ < parts_.size(); ++done_) parts_[done_]->run(threads_, nullptr, mapped_);
+      return;
+    }
+    if (help) helper_.help();
+    runner_.join();
+  }
+
+  const int threads_;
+  const bool mapped_;  // the payloads are views of a read-only file mapping: their pages dropped once decoded
+  std::vector<std::unique_ptr<Part>> parts_;
+  std::size_t done_ = 0;  // parts decoded by wait() (no overlap)
+  std::deque<Part*> queue_;
+  std::mutex m_;
+  std::condition_variable wake_;
+  bool closed_ = false;
+  std::exception_ptr error_;  // (written by the runner only, read after it joined)
+  Helper helper_;
+  std::thread runner_;
+};
 
 // A parsed rANS stream for a GPU decoder's host side: (lo, L, constant, freq uint32[nsym],
 // chunk, offsets uint64[substreams] into the payload at `base`, lengths uint32[substreams]).
@@ -302,11 +423,16 @@ void discard(Out a) {
 #endif
 }
 
-// Index of the first of `payloads` whose bytes do not match their CRC32s, or -1. A payload is
-// (bytes-like, chunk, [CRC32 of each `chunk` bytes]); every chunk is checked on one pass of the
-// pool (container.py's format 3): decode_checked's pass with no job.
+// Index of the first of `payloads` whose bytes do not match their checksums, or -1. A payload is
+// (bytes-like, chunk, [XXH3-64 of each `chunk` bytes]); every chunk is checked on one pass of the
+// pool (container.py's format 4): a Part with no job.
 int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
-  return std::get<0>(checked_pass({}, payloads, threads, false));
+  Part part({}, payloads, false);
+  {
+    nb::gil_scoped_release release;
+    part.run(threads);
+  }
+  return part.first_bad();
 }
 
 }  // namespace
@@ -318,21 +444,31 @@ void bind_plan(nb::module_& m) {
         "faulted in on a thread of its own meanwhile.");
   m.def("discard", &discard, nb::arg("array"),
         "The whole pages inside a contiguous array given back to the system (they read as zeros after).");
-  m.def("crc32", [](nb::handle data, uint32_t crc) {
+  m.def("xxh3", [](nb::handle data) {
     InBuffer in(data);
     nb::gil_scoped_release release;
-    return zc::crc32(crc, in.data(), in.size());
-  }, nb::arg("data"), nb::arg("crc") = 0, "zlib.crc32(data, crc): the checksum the decode pass checks chunks with.");
+    return zc::checksum(in.data(), in.size());
+  }, nb::arg("data"), "XXH3-64 (seed 0) of a bytes-like object: the chunk checksum of format 4, GIL released.");
   m.def("first_bad", &first_bad, nb::arg("payloads"), nb::arg("threads") = 0,
-        "Index of the first (bytes, chunk, crcs) whose chunks do not match their CRC32s, or -1; every chunk "
+        "Index of the first (bytes, chunk, sums) whose chunks do not match their XXH3-64s, or -1; every chunk "
         "on one pass of the pool.");
   m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
         "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
         "(status, error) per job.");
-  m.def("decode_checked", &decode_checked, nb::arg("jobs"), nb::arg("payloads"), nb::arg("threads") = 0,
-        "decode_fused, with each payload's (bytes, chunk, crcs, job) CRC32 chunks checked on the same pass just "
-        "before that job's tasks; (index of the first payload whose chunks do not match or -1, results).");
+  nb::class_<Pass>(m, "Pass",
+                   "A decoding pass that runs while its caller builds the next jobs: submit(jobs, payloads), jobs "
+                   "as decode_fused's, payloads (bytes, chunk, [XXH3-64 of each chunk], index in this part of the "
+                   "job whose tasks they precede or -1), their chunks checked on the pass; then wait() -> (index "
+                   "of the first payload over all parts with a wrong chunk or -1, every job's (status, error)). "
+                   "With threads "
+                   "> 1 it decodes on threads - 1 threads of its own, and wait() joins it; with one, submit decodes. "
+                   "`mapped`: the payloads are views of a read-only file mapping, whose pages it drops from the "
+                   "resident set once decoded (MADV_DONTNEED). `overlap` False: no thread of its own; wait() "
+                   "decodes the parts on the pool.")
+      .def(nb::init<int, bool, bool>(), nb::arg("threads") = 0, nb::arg("mapped") = false, nb::arg("overlap") = true)
+      .def("submit", &Pass::submit, nb::arg("jobs"), nb::arg("payloads"))
+      .def("wait", &Pass::wait);
   m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
         "(lo, indices) of an ans payload's rANS frame, or None for packed and wide-alphabet frames.");
   m.def("rans_frame", &rans_frame, nb::arg("data"), nb::arg("count"),

@@ -52,19 +52,31 @@ struct Job {
       }
     }
   }
+
+  // The caller's share, then wait for the items other threads hold.
+  void finish() {
+    work();
+    std::unique_lock<std::mutex> lock(m);
+    finished.wait(lock, [&] { return done.load() == n; });
+  }
 };
 
 class Pool {
  public:
   void run(std::size_t n, int threads, const std::function<void(std::size_t)>& fn) {
-    std::lock_guard<std::mutex> submit(submit_);
-    int helpers = static_cast<int>(std::min<std::size_t>(threads - 1, n - 1));
-    while (started_ < helpers) {
-      std::thread(&Pool::loop, this, started_++).detach();
-    }
     auto job = std::make_shared<Job>();
     job->fn = &fn;
     job->n = n;
+    run(job, static_cast<int>(std::min<std::size_t>(threads - 1, n - 1)));
+    if (job->error) std::rethrow_exception(job->error);
+  }
+
+  // `job` on `helpers` threads of the pool and the caller's.
+  void run(const std::shared_ptr<Job>& job, int helpers) {
+    std::lock_guard<std::mutex> submit(submit_);
+    while (started_ < helpers) {
+      std::thread(&Pool::loop, this, started_++).detach();
+    }
     {
       std::lock_guard<std::mutex> lock(m_);
       job_ = job;
@@ -72,16 +84,11 @@ class Pool {
       ++generation_;
     }
     wake_.notify_all();
-    job->work();
-    {
-      std::unique_lock<std::mutex> lock(job->m);
-      job->finished.wait(lock, [&] { return job->done.load() == n; });
-    }
+    job->finish();
     {
       std::lock_guard<std::mutex> lock(m_);
       job_.reset();
     }
-    if (job->error) std::rethrow_exception(job->error);
   }
 
  private:
@@ -107,6 +114,11 @@ class Pool {
   unsigned long generation_ = 0;
 };
 
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: workers may outlive interpreter teardown
+  return *p;
+}
+
 }  // namespace
 
 void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn) {
@@ -116,8 +128,64 @@ void parallel_for(std::size_t n, int threads, const std::function<void(std::size
     for (std::size_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  static Pool* pool = new Pool();  // never destroyed: workers may outlive interpreter teardown
-  pool->run(n, threads, fn);
+  pool().run(n, threads, fn);
+}
+
+struct Helper::State {
+  std::mutex m;
+  std::condition_variable wake;
+  std::shared_ptr<Job> job;  // the parallel_for running now, if any
+  unsigned long generation = 0;
+  bool closed = false;
+
+  void publish(std::shared_ptr<Job> j) {
+    {
+      std::lock_guard<std::mutex> lock(m);
+      job = std::move(j);
+      ++generation;
+    }
+    wake.notify_all();
+  }
+};
+
+Helper::Helper() : state_(std::make_shared<State>()) {}
+
+void Helper::help() {
+  State& s = *state_;
+  unsigned long seen = 0;
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(s.m);
+      s.wake.wait(lock, [&] { return s.closed || (s.job && s.generation != seen); });
+      if (s.closed) return;
+      seen = s.generation;
+      job = s.job;
+    }
+    job->work();  // (a job already done: every item taken, it returns at once)
+  }
+}
+
+void Helper::close() {
+  {
+    std::lock_guard<std::mutex> lock(state_->m);
+    state_->closed = true;
+  }
+  state_->wake.notify_all();
+}
+
+void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn, Helper* helper) {
+  if (!helper) return parallel_for(n, threads, fn);
+  if (n == 0) return;
+  if (threads <= 0) threads = default_threads();
+  auto job = std::make_shared<Job>();
+  job->fn = &fn;
+  job->n = n;
+  helper->state_->publish(job);
+  if (threads > 1 && n > 1) pool().run(job, static_cast<int>(std::min<std::size_t>(threads - 1, n - 1)));
+  else job->finish();
+  helper->state_->publish(nullptr);
+  if (job->error) std::rethrow_exception(job->error);
 }
 
 }  // namespace zc

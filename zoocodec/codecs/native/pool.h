@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <functional>
+#include <memory>
 
 namespace zc {
 
@@ -14,5 +15,23 @@ namespace zc {
 int default_threads();
 
 void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn);
+
+// One more thread for another thread's parallel_for calls: the thread that runs them passes
+// the Helper to parallel_for, and a thread in help() takes items of each of them (beside the
+// `threads` it asks for) until close(). plan.h's Pass: the Python caller, its own work done,
+// joins the decoding pass that started while it worked.
+class Helper {
+ public:
+  Helper();
+  void help();   // take items of every parallel_for given this Helper, until close()
+  void close();  // help() returns once the items it holds are done
+  struct State;
+
+ private:
+  friend void parallel_for(std::size_t, int, const std::function<void(std::size_t)>&, Helper*);
+  std::shared_ptr<State> state_;
+};
+
+void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn, Helper* helper);
 
 }  // namespace zc
