@@ -82,9 +82,12 @@ def main() -> None:
     else:
         views = a.sensitivity_views or t.sensitivity_limit
         sens_ev = whole.part(decide[subset(len(decide), views).numpy()]) if views and views < len(decide) else ev
-        old = _read(a.one_d_from) if a.one_d_from else {}
-        sens = {k: old[k] for k in old if w[k].dim() < 2}
-        sens |= measure(sens_ev, w, [k for k in quantized_names(w, MIN_SIZE) if k not in sens])
+        names = quantized_names(w, MIN_SIZE)
+        sens = {}
+        if a.one_d_from:  # as it stores them: a 1-D tensor its run found broken (left out) stays out
+            sens = {k: v for k, v in _read(a.one_d_from).items() if w[k].dim() < 2}
+            names = [k for k in names if w[k].dim() >= 2]
+        sens |= measure(sens_ev, w, names)
         if a.sensitivities:  # as a file's header stores them: a list per tensor
             a.sensitivities.write_text(json.dumps({k: np.atleast_1d(v).tolist() for k, v in sens.items()}))
     cal = C.for_zoo(whole.arch, whole.folder, t, w)
