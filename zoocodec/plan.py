@@ -312,9 +312,10 @@ def decode(
             for check in readers.get(i, []):
                 stream.check(*check)
             stream.add(e, job, payload)
-    finally:
-        outs = stream.finish()
-    return outs
+    except BaseException:
+        stream.cancel()  # (nothing may hold a view of the file once this raises)
+        raise
+    return stream.finish()
 
 
 @cache
