@@ -60,8 +60,15 @@ def main() -> None:
                     min_size=MIN_SIZE)
     cal = C.for_zoo(whole.arch, whole.folder, t, w)
     fitted = collect(cal.net, cal.run, cal.names)
-    views = photo_views()[torch.as_tensor(decide)]  # what the photo task judges, in its order
-    unseen = collect(cal.net, lambda n: _logits(lambda: views, 32)(n, None), cal.names)
+    if t.kind == "text":  # minilm: the search half's documents of lee_background.cor, through a second encoder
+        from zoocodec.eval.text import TextModel
+
+        enc = TextModel(whole.folder, w)
+        part = tuple(int(i) for i in decide)
+        unseen = collect(enc.model, lambda n: t.outputs(enc, part), cal.names)
+    else:
+        views = photo_views()[torch.as_tensor(decide)]  # what the photo task judges, in its order
+        unseen = collect(cal.net, lambda n: _logits(lambda: views, 32)(n, None), cal.names)
     layers = []
     for name, li in fitted.items():
         spec = plan.get(name)
@@ -106,7 +113,8 @@ def main() -> None:
         print(kind, json.dumps(summary[kind]), flush=True)
     save("h2h-damping", {"machine": machine(), "what": __doc__.split("\n\n")[0], "model": a.model,
                          "strength": a.strength, "base": a.base, "damps": damps,
-                         "unseen_inputs": f"the {len(decide)} calibration/search views of automatic mode's split "
+                         "unseen_inputs": f"the {len(decide)} calibration/search "
+                                          f"{'documents' if t.kind == 'text' else 'views'} of automatic mode's split "
                                           "(seed 0)",
                          "layers": layers, "summary": summary}, a.tag)
 
