@@ -58,7 +58,7 @@ class Stats:
 
     @classmethod
     def from_json(cls, v: Any, what: str) -> Stats:
-        d = obj(v, f"stats of {what}")
+        d = v if type(v) is dict else obj(v, f"stats of {what}")
         values = (d.get("mse"), d.get("max_err"), d.get("sqnr_db"))
         if not all(x is None or (type(x) is float and math.isfinite(x)) for x in values):  # (else: which)
             for key, x in zip(("mse", "max_err", "sqnr_db"), values, strict=True):
@@ -127,7 +127,9 @@ class TensorEntry:
             spec = spec_of(t.get("method"), f"method of {what}")
             if specs is not None:
                 specs[key] = spec
-        side = obj(t.get("side"), f"side info of {what}")
+        side = t.get("side")
+        if type(side) is not dict:  # (the message formatted only on failure, as below)
+            obj(side, f"side info of {what}")
         stats = Stats.from_json(t["stats"], what) if "stats" in t else None
         return cls(t["name"], tuple(shape), t["dtype"], spec, side, segments(t.get("segments"), what, segment), stats)
 
@@ -253,7 +255,7 @@ class Header:
             if type(off) is not int or type(length) is not int or not 0 <= off < 1 << 63 or not 0 <= length < 1 << 63:
                 integer(off, f"offset of segment {name!r} of {owner}")
                 integer(length, f"length of segment {name!r} of {owner}")
-            crc(sums, length, f"segment {name!r} of {owner}")
+            crc(sums, length, name, owner)
             if off % align or off < align or off + length > payload_end:
                 raise Invalid(f"segment {name!r} of {owner} lies outside the payload area")
             spans.append((off, length, owner))
@@ -269,20 +271,14 @@ class Header:
         tensors: list[TensorEntry] = []
         names: set[str] = set()
         specs: dict[str, Any] = {}
-        sums_ok = _quiet(crc)
         for i, t in enumerate(h["tensors"]):
-            quick = _entry(t, names, specs, sums_ok, align, payload_end)
-            if quick is not None:
-                tensors.append(quick[0])
-                spans.extend(quick[1])
-                name = quick[0].name
-                names.add(name)
-            else:  # the checks one by one, naming the first that fails
+            name = t.get("name") if type(t) is dict else None
+            if type(name) is not str:  # (else: which check fails)
                 name = string(obj(t, f"tensor #{i}").get("name"), f"name of tensor #{i}")
-                if name in names:
-                    raise Invalid(f"tensor {name!r} appears twice")
-                names.add(name)
-                tensors.append(TensorEntry.from_json(t, f"tensor {name!r}", segment, specs))
+            if name in names:
+                raise Invalid(f"tensor {name!r} appears twice")
+            names.add(name)
+            tensors.append(TensorEntry.from_json(t, f"tensor {name!r}", segment, specs))
             if sequence is not None and tensors[-1].spec.name != "sequence":
                 raise Invalid(f"tensor {name!r} of a sequence is coded by {tensors[-1].spec.name!r}, not 'sequence'")
         files = segments(obj(h["files"], "field 'files'"), "the attached files", segment)
@@ -300,70 +296,16 @@ class Header:
                    sequence, aliases, zoocodec, format_version, h.get("crc_chunk", 0) if format_version >= 3 else 0)
 
 
-def _entry(t: Any, names: set[str], specs: dict[str, Any], sums_ok, align: int,
-           payload_end: int) -> tuple[TensorEntry, list[tuple[int, int, str]]] | None:
-    """TensorEntry.from_json's checks in one function for a tensor that passes them all (a
-    header's hundreds of tensors: 2-3 us each instead of 5), with its segments' spans; None
-    where any fails (the caller then runs them one by one, to name it)."""
-    if type(t) is not dict:
-        return None
-    name, shape, dtype, side = t.get("name"), t.get("shape"), t.get("dtype"), t.get("side")
-    if type(name) is not str or name in names or type(shape) is not list or len(shape) > MAX_DIMS \
-            or dtype not in DTYPES or type(side) is not dict:
-        return None
-    for d in shape:
-        if type(d) is not int or not 0 <= d < MAX_DIM:
-            return None
-    stats = None
-    if "stats" in t:
-        v = t["stats"]
-        if type(v) is not dict:
-            return None
-        stats = Stats(v.get("mse"), v.get("max_err"), v.get("sqnr_db"))
-        for x in stats.__dict__.values():
-            if not (x is None or (type(x) is float and math.isfinite(x))):
-                return None
-    key = repr(t.get("method"))
-    spec = specs.get(key)
-    if spec is None:
-        try:
-            spec = specs[key] = spec_of(t.get("method"), "")
-        except Invalid:
-            return None
-    segs, spans, where = t.get("segments"), [], f"tensor {name!r}"
-    if type(segs) is not dict:
-        return None
-    out = {}
-    for key, seg in segs.items():
-        if type(seg) is not list or len(seg) != 3:
-            return None
-        off, length, sums = seg
-        if type(off) is not int or type(length) is not int or off < align or off % align or length < 0 \
-                or off + length > payload_end or not sums_ok(sums, length):
-            return None
-        spans.append((off, length, where))
-        out[key] = Segment(off, length, sums)
-    return TensorEntry(name, tuple(shape), dtype, spec, side, out, stats), spans
-
-
-def _quiet(check):
-    """A segment checksum check (_crc32, _chunk_sums') as a predicate for _entry."""
-    def ok(v: Any, length: int) -> bool:
-        try:
-            check(v, length, "")
-        except Invalid:
-            return False
-        return True
-    return ok
-
-
 def segments(segs: Any, owner: str, segment) -> dict[str, Segment]:
-    return {name: segment(seg, name, owner) for name, seg in obj(segs, f"segments of {owner}").items()}
+    if type(segs) is not dict:
+        obj(segs, f"segments of {owner}")
+    return {name: segment(seg, name, owner) for name, seg in segs.items()}
 
 
-def _crc32(v: Any, length: int, what: str) -> None:
-    """Version 2: one CRC32 of the whole segment."""
-    integer(v, f"crc32 of {what}", 0, 1 << 32)
+def _crc32(v: Any, length: int, name: str, owner: str) -> None:
+    """Version 2: one CRC32 of the whole segment `name` of `owner`."""
+    if type(v) is not int or not 0 <= v < 1 << 32:  # (the message formatted only on failure)
+        integer(v, f"crc32 of segment {name!r} of {owner}", 0, 1 << 32)
 
 
 def _chunk_sums(chunk: Any, bits: int):
@@ -373,11 +315,11 @@ def _chunk_sums(chunk: Any, bits: int):
     if chunk & (chunk - 1):
         raise Invalid(f"field 'crc_chunk' {chunk} is not a power of two")
 
-    def check(v: Any, length: int, what: str) -> None:
+    def check(v: Any, length: int, name: str, owner: str) -> None:
         if type(v) is not list or len(v) != -(-length // chunk):
-            raise Invalid(f"checksums of {what} are not a list of {-(-length // chunk)} checksums")
+            raise Invalid(f"checksums of segment {name!r} of {owner} are not a list of {-(-length // chunk)} checksums")
         if not all(type(c) is int and 0 <= c < 1 << bits for c in v):
-            raise Invalid(f"checksums of {what} are not {bits}-bit integers")
+            raise Invalid(f"checksums of segment {name!r} of {owner} are not {bits}-bit integers")
     return check
 
 
