@@ -66,6 +66,9 @@ def test_finetuning_lowers_the_distillation_loss_and_the_file_holds_what_it_trai
     # fewer symbols fixed: the steps and biases alone also lower it
     frozen = finetune(tr, weights, plan, recon, {}, steps=40, symbols=False)
     assert frozen.moved == 0 and frozen.after < frozen.before
+    # the steps alone: the biases stay as they are
+    steps_only = finetune(tr, weights, plan, recon, {}, steps=40, one_d_lr=0)
+    assert sorted(steps_only.trained) == sorted(plan) and set(steps_only.targets) <= set(plan)
 
 
 def test_a_time_budget_ends_finetuning_early(state_dict):

@@ -46,6 +46,7 @@ LR = 0.01
 # symbols' learning rate (step units) over LR. At 0.03 step units per step, 3% of mnist-cnn's symbols moved in 60
 # steps and the distillation loss rose 20%; at 0.003 none moved. Symbols move only under a steady gradient
 SYMBOL_LR = 0.3
+ONE_D_LR = 1.0  # the lossless 1-D tensors' learning rate over LR; 0 leaves them as they are
 BATCH = 32  # calibration inputs per step (images); texts: 16
 SEED = 0
 PROGRESS_EVERY = 10.0  # seconds between two progress lines
@@ -202,7 +203,7 @@ def tunable(spec: MethodSpec) -> bool:
 def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec],
              recon: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], steps: int = STEPS,
              lr: float = LR, symbols: bool = True, symbol_lr: float = SYMBOL_LR, seconds: float | None = None,
-             device: str | torch.device = "cpu",
+             one_d_lr: float = ONE_D_LR, device: str | torch.device = "cpu",
              say: Callable[[str], None] | None = None) -> Tuned:
     """Fine-tune `plan`'s steps and symbols and the lossless 1-D tensors for `steps` steps or `seconds`,
     whichever ends first, starting from `recon` (what the decoder returns under `plan` and `targets`, the
@@ -232,7 +233,7 @@ def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[s
             start_k[name] = k
             latent[name] = k.clone().requires_grad_(symbols)
             log_s[name] = torch.tensor(math.log(spec.step), device=dev, requires_grad=True)
-        elif spec is None and value.dim() == 1 and key in params:
+        elif one_d_lr > 0 and spec is None and value.dim() == 1 and key in params:
             rms = float(value.pow(2).mean().sqrt()) or 1.0
             free[name] = (value, torch.zeros_like(value, requires_grad=True), rms)
         else:
@@ -269,7 +270,7 @@ def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[s
                        for b, r in zip(tr.batches, refs, strict=True))
 
     before = total()
-    groups = [(list(log_s.values()), lr), ([d for _, d, _ in free.values()], lr)]
+    groups = [(list(log_s.values()), lr), ([d for _, d, _ in free.values()], lr * one_d_lr)]
     if symbols:
         groups.append((list(latent.values()), lr * symbol_lr))
     opt = _Adam(groups)

@@ -1,0 +1,144 @@
+"""Fine-tuning's gain at fixed plans: the same plans judged with and without trained quantization.
+
+A whole automatic-mode run ends wherever its step search lands (minilm: +-1% of size between two runs),
+and with fine-tuning its tries start 2^(1/8) apart, so two whole runs cannot resolve a lever worth a few %.
+Here each configuration fine-tunes the *same* plans as automatic mode makes them (its allocation at one
+strength, its token-weighted word-embedding rows, data-aware rounding, the coder it prices cheapest), at base
+steps spread around the one it finds, and every file is judged on both parts of automatic mode's split: the
+held-back half (as the head-to-head judges) and the calibration/search half (the search's view). Fine-tuning
+itself sees only the task's calibration inputs (minilm: lee.cor and pang_lee_polarity.cor, never
+lee_background.cor). Each point's size at the target loss follows from loss ~ step^2 (bits + log2(loss /
+target) / 2); the per-plan difference against the first configuration is the lever, its spread the noise.
+Configurations: `none` (automatic mode's plan as it is) or `ft` with finetune() keywords, e.g. `ft symbols=0`,
+`ft one_d_lr=0`, `ft lr=0.003`, `ft steps=120`.
+
+    nice -n 5 python bench/bench_finetune_plans.py [--model minilm] [--target 0.5] [--strength 0.5]
+        [--base 0.0095] [--plans 5] [--configs "none,ft,ft symbols=0"] [--sensitivities sens.json] [--tag T]
+
+Writes bench/results/finetune-plans-YYYY-MM-DD[-T].json (resumes it: rows already there are kept).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench_common import RESULTS, machine, save
+from zoocodec.eval.evaluate import metric_row
+from zoocodec.methods import parse_spec
+from zoocodec.pipeline.policy import for_decoder
+from zoocodec.tuning import finetune as F
+from zoocodec.tuning.allocate import plan_bits
+from zoocodec.tuning.auto import CONTEXT_CODERS, Asked, _Clock, _cheapest_coder, _Search, reconstruct
+
+MIN_SIZE = 64  # as the head-to-head
+SPAN = 0.1  # plans at base steps from (1 - SPAN) to (1 + SPAN) x --base
+NAME = "finetune-plans"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--target", type=float, default=0.5, help="loss in %% at which sizes are compared")
+    p.add_argument("--strength", type=float, default=0.5)
+    p.add_argument("--base", type=float, default=0.0095)
+    p.add_argument("--plans", type=int, default=5)
+    p.add_argument("--configs", default="none,ft")
+    p.add_argument("--sensitivities", type=Path, help="JSON as a file's header stores them (else measured here)")
+    p.add_argument("--tag", default="")
+    a = p.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    say = lambda msg: print("   ", msg, flush=True)  # noqa: E731
+    spec = for_decoder(parse_spec("uniform"), "any", True)
+    asked = Asked(a.model, a.target / 100, None, None, spec, MIN_SIZE, None, None, None, True, "gptq", 0.0, None, 0,
+                  False)
+    with _Clock(say) as clock:
+        run = _Search(clock, asked)
+        given = None
+        if a.sensitivities:
+            given = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(a.sensitivities.read_text()).items()}
+        run.sensitivities(given)
+        run.calibrate()
+        run.trainable()
+        coded = _cheapest_coder(run.spec, lambda c: run.price(run.plan_for(a.base, a.strength, c)), say, True,
+                                CONTEXT_CODERS)
+    t = run.t
+    params = sum(v.numel() for v in run.weights.values() if v.is_floating_point())
+    labels = a.configs.split(",")
+    out = RESULTS / f"{NAME}-{datetime.date.today().isoformat()}{'-' + a.tag if a.tag else ''}.json"
+    result = json.loads(out.read_text()) if out.exists() else {"rows": []}
+    result |= {"machine": machine(), "what": __doc__.split("\n\n")[0], "model": a.model, "target_pct": a.target,
+               "strength": a.strength, "base": a.base, "plans": a.plans, "configs": labels, "coder": str(coded.coder),
+               "split": run.where, "calibration": run.tr.about, "calibration_inputs": run.tr.count,
+               "threads": torch.get_num_threads()}
+
+    def judge(ev, recon) -> dict:
+        m = metric_row("", t.name, t.primary, ev.compare(recon)[t.primary], t.primary in t.lower_is_better, True)
+        return {"loss_pct": 100 * m.loss, "loss_high_pct": 100 * m.loss_high}
+
+    for f in np.linspace(1 - SPAN, 1 + SPAN, a.plans):
+        base = a.base * f
+        plan = run.plan_for(base, a.strength, coded)
+        recon, targets = run.decoded(plan)
+        for label in labels:
+            if any(r["config"] == label and math.isclose(r["base_step"], base) for r in result["rows"]):
+                continue
+            t0 = time.process_time()
+            row = {"config": label, "base_step": base}
+            if label == "none":
+                r_plan, r_targets, r_recon = plan, targets, recon
+            else:
+                kw = dict(o.split("=") for o in label.split(" ")[1:])
+                kw = {k: (bool(int(v)) if k == "symbols" else int(v) if k == "steps" else float(v))
+                      for k, v in kw.items()}
+                tuned = F.finetune(run.tr, run.weights, plan, recon, targets, **kw)
+                r_plan, r_targets = tuned.plan, tuned.targets
+                r_recon = reconstruct({**run.weights, **r_targets}, r_plan)
+                row |= {"distill_before": tuned.before, "distill_after": tuned.after, "steps": tuned.steps,
+                        "symbols_moved": tuned.moved, "trained": len(tuned.trained)}
+            bits = plan_bits({**run.weights, **r_targets}, r_plan) + 8 * sum(
+                n for k, n in run.exact_bytes.items() if k not in r_plan)
+            row["bits_per_weight"] = bpw = bits / params
+            held, decide = judge(run.held_ev, r_recon), judge(run.decide_ev, r_recon)
+            row |= {"held_back": held, "search_part": decide,
+                    "bpw_at_target_held": bpw + math.log2(held["loss_pct"] / a.target) / 2,
+                    "bpw_at_target_search": bpw + math.log2(decide["loss_pct"] / a.target) / 2,
+                    "cpu_seconds": round(time.process_time() - t0, 1), "load": os.getloadavg()[0]}
+            result["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            save(NAME, result, a.tag)
+    result["summary"] = summary(result["rows"], labels)
+    for label, s in result["summary"].items():
+        print(label, json.dumps(s), flush=True)
+    print(save(NAME, result, a.tag))
+
+
+def summary(rows: list[dict], labels: list[str]) -> dict:
+    """Per configuration: mean size at the target on each part, and its per-plan difference from the first
+    configuration (mean, standard error, each plan's)."""
+    out = {}
+    first = {r["base_step"]: r for r in rows if r["config"] == labels[0]}
+    for label in labels:
+        mine = [r for r in rows if r["config"] == label and r["base_step"] in first]
+        if not mine:
+            continue
+        s = {"plans": len(mine)}
+        for part in ("held", "search"):
+            key = f"bpw_at_target_{part}"
+            d = np.array([r[key] - first[r["base_step"]][key] for r in mine])
+            s[part] = {"bpw_at_target": float(np.mean([r[key] for r in mine])), "minus_first": float(d.mean()),
+                       "se": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None,
+                       "per_plan": [round(float(x), 4) for x in d]}
+        out[label] = s
+    return out
+
+
+if __name__ == "__main__":
+    main()
