@@ -36,7 +36,8 @@ from zoocodec.methods import parse_spec
 from zoocodec.pipeline.policy import for_decoder
 from zoocodec.tuning import finetune as F
 from zoocodec.tuning.allocate import plan_bits
-from zoocodec.tuning.auto import CONTEXT_CODERS, Asked, _Clock, _cheapest_coder, _Search, reconstruct
+from zoocodec.tuning.auto import CONTEXT_CODERS, SPLIT_SEED, Asked, _cheapest_coder, _Clock, _Search, reconstruct
+from zoocodec.tuning.calibrate import RATE_LAM
 
 MIN_SIZE = 64  # as the head-to-head
 SPAN = 0.1  # plans at base steps from (1 - SPAN) to (1 + SPAN) x --base
@@ -57,13 +58,14 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     say = lambda msg: print("   ", msg, flush=True)  # noqa: E731
     spec = for_decoder(parse_spec("uniform"), "any", True)
-    asked = Asked(a.model, a.target / 100, None, None, spec, MIN_SIZE, None, None, None, True, "gptq", 0.0, None, 0,
-                  False)
+    asked = Asked(a.model, a.target / 100, None, None, spec, MIN_SIZE, None, None, None, True, "gptq", RATE_LAM, None,
+                  SPLIT_SEED, False)
     with _Clock(say) as clock:
         run = _Search(clock, asked)
         given = None
         if a.sensitivities:
-            given = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(a.sensitivities.read_text()).items()}
+            stored = json.loads(a.sensitivities.read_text())
+            given = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in stored.items()}
         run.sensitivities(given)
         run.calibrate()
         run.trainable()
