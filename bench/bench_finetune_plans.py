@@ -16,7 +16,8 @@ the task never judges besides its calibration texts.
     nice -n 5 python bench/bench_finetune_plans.py [--model minilm] [--target 0.5] [--strength 0.5]
         [--base 0.0095] [--plans 5] [--configs "none,ft,ft symbols=0"] [--sensitivities sens.json] [--tag T]
 
-Writes bench/results/finetune-plans-YYYY-MM-DD[-T].json (resumes it: rows already there are kept).
+Writes bench/results/finetune-plans-YYYY-MM-DD[-T].json (resumes it: rows already there are kept);
+`--merge FILES --tag T` puts runs together in bench/results/finetune-T.{json,md}, against NNCodec.
 """
 from __future__ import annotations
 
@@ -57,7 +58,13 @@ def main() -> None:
     p.add_argument("--configs", default="none,ft")
     p.add_argument("--sensitivities", type=Path, help="JSON as a file's header stores them (else measured here)")
     p.add_argument("--tag", default="")
+    p.add_argument("--merge", type=Path, nargs="+",
+                   help="instead of running: merge these results files into bench/results/finetune-TAG.json and .md "
+                        "(TAG: --tag), with NNCodec's points from head_to_head.json")
     a = p.parse_args()
+    if a.merge:
+        print(merge(a.merge, a.tag))
+        return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     say = lambda msg: print("   ", msg, flush=True)  # noqa: E731
     spec = for_decoder(parse_spec("uniform"), "any", True)
@@ -165,6 +172,58 @@ def summary(rows: list[dict], labels: list[str]) -> dict:
                        "per_plan": [round(float(x), 4) for x in d]}
         out[label] = s
     return out
+
+
+def merge(files: list[Path], tag: str) -> Path:
+    """Every budget's plans from `files`, each configuration against `none` at the same plan: sizes where the
+    held-back 95% bound reaches the budget (bits + log2(bound / budget) / 2, the head-to-head's rule), and
+    NNCodec's bits/weight at that bound in head_to_head.json's run (interpolated along its front). A
+    configuration's size is `none`'s mean over all its plans plus the configuration's mean difference."""
+    runs = [json.loads(f.read_text()) for f in files]
+    h2h = json.loads((RESULTS / "head_to_head.json").read_text())
+    out = {"what": __doc__.split("\n\n")[0], "files": [f.name for f in files], "budgets": []}
+    md = ["| budget | configuration | plans | bits/weight at the held-back bound | minus none (mean ± SE) | "
+          "held-back loss / none's | calibration loss after / before | kept by calibration | vs NNCodec |",
+          "| --- | --- | ---: | ---: | --- | --- | --- | ---: | ---: |"]
+    for target in sorted({r["target_pct"] for r in runs}, reverse=True):
+        rows = {(x["config"], x["base_step"]): x | {"run": r["machine"]["date"]} for r in runs
+                if r["target_pct"] == target for x in r["rows"]}
+        model = runs[0]["model"]
+        nnc = next(pt["nncodec_bpw"] for m in h2h["models"] if m["model"] == model
+                   for pt in m["compare"]["points"] if pt["target"] == f"loss {target:g}%")
+        at = {k: x["bits_per_weight"] + math.log2(x["held_back"]["loss_high_pct"] / target) / 2
+              for k, x in rows.items()}
+        none = float(np.mean([v for (c, _), v in at.items() if c == "none"]))
+        budget = {"target_pct": target, "nncodec_bpw": nnc, "configs": {}}
+        for label in dict.fromkeys(c for c, _ in rows):
+            plans = sorted(b for c, b in rows if c == label and ("none", b) in rows)
+            if not plans:
+                continue
+            d = np.array([at[label, b] - at["none", b] for b in plans])
+            mine = [rows[label, b] for b in plans]
+            c = {"plans": plans, "bpw_at_bound": none + float(d.mean()), "minus_none": float(d.mean()), "se": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None,
+                 "minus_none_per_plan": [round(float(x), 4) for x in d],
+                 "held_back_loss_over_none": [round(x["held_back"]["loss_pct"] / rows["none", x["base_step"]]
+                                                    ["held_back"]["loss_pct"], 4) for x in mine],
+                 "search_part_loss_over_none": [round(x["search_part"]["loss_pct"] / rows["none", x["base_step"]]
+                                                      ["search_part"]["loss_pct"], 4) for x in mine],
+                 "calibration_after_over_before": [round(x["distill_after"] / x["distill_before"], 4)
+                                                   for x in mine if "distill_after" in x],
+                 "kept_by_calibration": sum(x.get("trained", 1) > 0 for x in mine)}
+            c["vs_nncodec"] = nnc / c["bpw_at_bound"]
+            budget["configs"][label] = c
+            se = "" if c["se"] is None else f" ± {c['se']:.4f}"
+            cal = c["calibration_after_over_before"]
+            md.append(f"| {target:g}% | {label} | {len(plans)} | {c['bpw_at_bound']:.4f} | "
+                      f"{c['minus_none']:+.4f}{se} | "
+                      f"{', '.join(f'{v:.3f}' for v in c['held_back_loss_over_none'])} | "
+                      f"{', '.join(f'{v:.3f}' for v in cal) if cal else '-'} | "
+                      f"{c['kept_by_calibration'] if cal else '-'} | {c['vs_nncodec']:.3f}x |")
+        out["budgets"].append(budget)
+    path = RESULTS / f"finetune-{tag}.json"
+    path.write_text(json.dumps(out, indent=2))
+    path.with_suffix(".md").write_text("\n".join(md) + "\n")
+    return path
 
 
 if __name__ == "__main__":
