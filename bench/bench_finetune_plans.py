@@ -201,7 +201,8 @@ def merge(files: list[Path], tag: str) -> Path:
                 continue
             d = np.array([at[label, b] - at["none", b] for b in plans])
             mine = [rows[label, b] for b in plans]
-            c = {"plans": plans, "bpw_at_bound": none + float(d.mean()), "minus_none": float(d.mean()), "se": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None,
+            c = {"plans": plans, "bpw_at_bound": none + float(d.mean()), "minus_none": float(d.mean()),
+                 "se": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None,
                  "minus_none_per_plan": [round(float(x), 4) for x in d],
                  "held_back_loss_over_none": [round(x["held_back"]["loss_pct"] / rows["none", x["base_step"]]
                                                     ["held_back"]["loss_pct"], 4) for x in mine],
