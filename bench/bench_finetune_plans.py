@@ -11,7 +11,7 @@ lee_background.cor). Each point's size at the target loss follows from loss ~ st
 target) / 2); the per-plan difference against the first configuration is the lever, its spread the noise.
 Configurations: `none` (automatic mode's plan as it is) or `ft` with finetune() keywords, e.g. `ft symbols=0`,
 `ft one_d_lr=0`, `ft lr=0.003`, `ft steps=120`; `texts=N` fine-tunes a text model on N pieces of other texts
-the task never judges besides its calibration texts.
+the task never judges besides its calibration texts, `texts=lee` on the calibration's news documents alone.
 
     nice -n 5 python bench/bench_finetune_plans.py [--model minilm] [--target 0.5] [--strength 0.5]
         [--base 0.0095] [--plans 5] [--configs "none,ft,ft symbols=0"] [--sensitivities sens.json] [--tag T]
@@ -108,8 +108,8 @@ def main() -> None:
                 r_plan, r_targets, r_recon = plan, targets, recon
             else:
                 kw = dict(o.split("=") for o in label.split(" ")[1:])
-                kw = {k: (bool(int(v)) if k == "symbols" else int(v) if k in ("steps", "texts") else float(v))
-                      for k, v in kw.items()}
+                kw = {k: (bool(int(v)) if k == "symbols" else int(v) if k == "steps" else v if k == "texts"
+                          else float(v)) for k, v in kw.items()}
                 tr = more_texts(run, kw.pop("texts")) if "texts" in kw else run.tr
                 tuned = F.finetune(tr, run.weights, plan, recon, targets, **kw)
                 r_plan, r_targets = tuned.plan, tuned.targets
@@ -134,10 +134,16 @@ def main() -> None:
 
 
 @functools.cache
-def _more(run, n: int) -> F.Trainable:
+def _more(run, which: str) -> F.Trainable:
     from zoocodec.eval import data
     from zoocodec.eval.calibration import _names
 
+    if which == "lee":
+        docs = [line.strip() for line in data._gensim("lee.cor").read_text(encoding="latin-1").splitlines()
+                if line.strip()]
+        return F._text(run.whole.folder, run.weights, docs, False, f"gensim's lee.cor ({len(docs)} documents)",
+                       _names)
+    n = int(which)
     words = [doc.split() for doc in data.lm_calibration()[50:]]  # the convention speeches, after lee.cor's 50
     chunks = [" ".join(ws[i:i + CHUNK]) for ws in words for i in range(0, len(ws) - CHUNK + 1, CHUNK)]
     pick = np.random.default_rng(0).choice(len(chunks), size=min(n, len(chunks)), replace=False)
@@ -146,12 +152,13 @@ def _more(run, n: int) -> F.Trainable:
                    False, about, _names)
 
 
-def more_texts(run, n: int) -> F.Trainable:
-    """A text model's calibration texts plus `n` pieces of other texts the task never judges (seeded): fewer
-    passes over each text in the same optimiser steps, and more than one kind of text."""
+def more_texts(run, which: str) -> F.Trainable:
+    """`texts=N`: a text model's calibration texts plus N pieces of other texts the task never judges (seeded):
+    fewer passes over each text in the same optimiser steps, and more than one kind of text. `texts=lee`: only
+    the calibration's news documents (lee.cor), the judged documents' kind."""
     if run.t.kind != "text" or not hasattr(run.whole, "folder"):
-        raise SystemExit("texts=N: a zoo text model only")
-    return _more(run, n)
+        raise SystemExit("texts=: a zoo text model only")
+    return _more(run, which)
 
 
 def summary(rows: list[dict], labels: list[str]) -> dict:
