@@ -63,7 +63,8 @@ def main() -> None:
     t = tasks_of(a.model)[0]
     whole = evaluator(a.model, t)
     decide, _held = split(len(whole.ref_out), whole.compare(None)[t.primary].groups)
-    sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(a.sensitivities.read_text()).items()}
+    sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(a.sensitivities.read_text()).items()
+            if np.isfinite(v).all()}  # as automatic mode: a tensor whose noise broke the model stays lossless
     plan = allocate(w, sensitivities=_flatten(sens, a.strength), base_step=a.base, method=parse_spec("uniform"),
                     min_size=MIN_SIZE)
     cal = C.for_zoo(whole.arch, whole.folder, t, w)

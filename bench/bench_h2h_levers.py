@@ -15,7 +15,7 @@ held-back part). Each point's size at the target loss follows from loss ~ step^2
   the mean input corrected too.
 A gptq configuration's `cal=` names the images its layer inputs are measured on: `photos` (the task's own
 calibration, the default), `distilled` (--distilled images synthesised from the model's BatchNorm statistics,
-zoocodec.eval.distilled) or `mixed` (both; `share=S` gives the distilled images the share S of each H and mean,
+bench_distilled.py) or `mixed` (both; `share=S` gives the distilled images the share S of each H and mean,
 by default their share of the images).
 Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
 
@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import bench_distilled as D
 from bench_common import machine, save
-from zoocodec.eval import calibration as C, distilled as D
+from zoocodec.eval import calibration as C
 from zoocodec.eval.evaluate import evaluator, load_weights, metric_row, tasks_of
 from zoocodec.eval.tasks import _logits, subset
 from zoocodec.methods import parse_spec
@@ -97,6 +98,7 @@ def main() -> None:
         sens |= measure(sens_ev, w, names)
         if a.sensitivities:  # as a file's header stores them: a list per tensor
             a.sensitivities.write_text(json.dumps({k: np.atleast_1d(v).tolist() for k, v in sens.items()}))
+    usable = {k for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}  # as auto.py
     cal = C.for_zoo(whole.arch, whole.folder, t, w)
     t0 = time.perf_counter()
     original = collect(cal.net, cal.run, cal.names)
@@ -108,7 +110,7 @@ def main() -> None:
         plan = allocate(w, sensitivities=_flatten(sens, a.strength), base_step=base, method=parse_spec("uniform"),
                         min_size=MIN_SIZE)
         # as automatic mode: a tensor without a usable sensitivity (its noise broke the model) stays lossless
-        return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in sens}, exact)
+        return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in usable}, exact)
 
     def sequential(few: float | None) -> dict:
         calibrate.FEW_DAMP = few

@@ -10,10 +10,18 @@ Adam on the pixels; loss = sum over BN layers of ||mean_batch - running_mean||_2
 ||std_batch - running_std||_2 (ZeroQ), with DeepInversion's random jitter and flips at every step
 and a small total-variation prior. To stay cheap on a CPU the images are first optimised at half
 resolution, then upsampled and refined at full size. Seeded; stored once per weights in the zoo
-cache (zoocodec.eval.refcache), written whole.
+cache (zoocodec.eval.refcache), written whole. bench_h2h_levers.py and bench_h2h_damping.py calibrate on them
+(`cal=distilled|mixed`); on effnet-lite0 they did not pay (2026-12-05h), so the package does not use them.
+
+    nice -n 5 python bench/bench_distilled.py [--model effnet-lite0] [--images 32] [--tag T]
+
+Makes the images (and stores them in the zoo cache), and writes bench/results/distilled-YYYY-MM-DD[-T].json:
+the time, and the statistic loss of the images, of as many of the task's calibration crops and of noise.
 """
 from __future__ import annotations
 
+import argparse
+import resource
 import time
 
 import torch
@@ -89,16 +97,60 @@ def images(net: torch.nn.Module, n: int, size: int = 224, seed: int = 0,
     return torch.cat(out), {"seconds": time.perf_counter() - t0, "first_loss": log[0], "last_loss": log[-1]}
 
 
+def _path(weights: dict[str, torch.Tensor], n: int, size: int = 224, seed: int = 0):
+    """The zoo cache file of these images. Not keyed by the thread count (a sum's order): any run's images are as
+    good, and a run at other threads reuses them."""
+    from zoocodec.eval import refcache
+
+    return refcache.path("distilled", f"{torch.__version__} {n} {size} {seed} {LR} {STEPS} {JITTER} {TV} {BATCH}",
+                         weights)
+
+
 def cached(net: torch.nn.Module, weights: dict[str, torch.Tensor], n: int, size: int = 224,
            seed: int = 0) -> torch.Tensor:
     """images(net, n, size, seed), stored in the zoo cache under a hash of `weights` and the settings."""
     from zoocodec.eval import refcache
 
-    about = (f"{torch.__version__} {torch.get_num_threads()} {n} {size} {seed} {LR} {STEPS} {JITTER} {TV} {BATCH}")
-    path = refcache.path("distilled", about, weights)
+    path = _path(weights, n, size, seed)
     kept = refcache.read(path, ("images",))
     if kept is not None and kept[0].shape == (n, 3, size, size):
         return kept[0]
     x, _info = images(net, n, size, seed)
     refcache.write(path, {"images": x})
     return x
+
+
+def main() -> None:
+    from bench_common import machine, save
+    from zoocodec.eval.evaluate import load_weights, tasks_of
+    from zoocodec.eval.models import build
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="effnet-lite0")
+    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--tag", default="", help="results file suffix")
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    w = load_weights(a.model)
+    net = build(a.model, w).to(memory_format=torch.channels_last)
+    start = resource.getrusage(resource.RUSAGE_SELF)
+    x, info = images(net, a.images)
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    info["cpu_seconds"] = end.ru_utime - start.ru_utime + end.ru_stime - start.ru_stime
+    from zoocodec.eval import refcache
+
+    refcache.write(_path(w, a.images), {"images": x})
+    crops = torch.as_tensor(tasks_of(a.model)[0].calibration())
+    pick = torch.randperm(len(crops), generator=torch.Generator().manual_seed(1))[:a.images]
+    with torch.no_grad():
+        losses = {"distilled": float(_bn_loss(net, x)), "calibration crops": float(_bn_loss(net, crops[pick])),
+                  "noise": float(_bn_loss(net, torch.randn(x.shape, generator=torch.Generator().manual_seed(1))))}
+    print(info, losses, flush=True)
+    save("distilled", {"machine": machine(), "what": __doc__.split("\n\n")[0], "model": a.model, "images": a.images,
+                       "steps": STEPS, "lr": LR, "jitter": JITTER, "tv": TV, "batch": BATCH, **info,
+                       "statistic_loss": losses, "pixel_std": {"distilled": float(x.std()),
+                                                               "calibration crops": float(crops.std())}}, a.tag)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,8 @@
-"""Calibration images distilled from a CNN's BatchNorm statistics (zoocodec.eval.distilled)."""
+"""Calibration images distilled from a CNN's BatchNorm statistics (bench_distilled.py)."""
 import pytest
 import torch
 
-from zoocodec.eval import distilled as D
+import bench_distilled as D
 
 
 def _net() -> torch.nn.Module:
