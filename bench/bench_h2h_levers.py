@@ -15,7 +15,7 @@ held-back part). Each point's size at the target loss follows from loss ~ step^2
   the mean input corrected too.
 A gptq configuration's `cal=` names the images its layer inputs are measured on: `photos` (the task's own
 calibration, the default), `distilled` (--distilled images synthesised from the model's BatchNorm statistics,
-bench_distilled.py) or `mixed` (both; `share=S` gives the distilled images the share S of each H and mean,
+zoocodec.eval.distilled) or `mixed` (both; `share=S` gives the distilled images the share S of each H and mean,
 by default their share of the images).
 Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
 
@@ -36,9 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import bench_distilled as D
 from bench_common import machine, save
-from zoocodec.eval import calibration as C
+from zoocodec.eval import calibration as C, distilled as D
 from zoocodec.eval.evaluate import evaluator, load_weights, metric_row, tasks_of
 from zoocodec.eval.tasks import _logits, subset
 from zoocodec.methods import parse_spec

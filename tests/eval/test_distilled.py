@@ -1,8 +1,8 @@
-"""Calibration images distilled from a CNN's BatchNorm statistics (bench_distilled.py)."""
+"""Calibration images distilled from a CNN's BatchNorm statistics (zoocodec.eval.distilled)."""
 import pytest
 import torch
 
-import bench_distilled as D
+from zoocodec.eval import distilled as D
 
 
 def _net() -> torch.nn.Module:
@@ -44,3 +44,24 @@ def test_the_images_are_stored_once(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "STEPS", (4, 2))
     D.cached(net, weights | {"0.weight": weights["0.weight"] + 1}, 3, size=16)
     assert len(list((tmp_path / "distilled").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_the_photo_task_calibrates_on_crops_and_distilled_images(tmp_path, monkeypatch):
+    """effnet-lite0's calibration: the 256 crops of three photos, then its distilled images (a few steps here)."""
+    from conftest import zoo_path
+    from zoocodec.eval import data
+    from zoocodec.eval.tasks import DISTILLED, TASKS
+
+    zoo_path("effnet-lite0")
+    monkeypatch.setenv("ZOOCODEC_CACHE", str(tmp_path))
+    monkeypatch.setattr(D, "STEPS", (2, 1))
+    try:
+        x = TASKS["photos"].calibration()
+    except data.DatasetMissing as e:
+        pytest.skip(str(e))
+    assert x.shape == (data.CALIBRATION_CROPS + DISTILLED, 3, 224, 224)
+    torch.testing.assert_close(x[:data.CALIBRATION_CROPS], data.photo_calibration(), rtol=0, atol=0)
+    torch.testing.assert_close(x[data.CALIBRATION_CROPS:], D.for_zoo("effnet-lite0", DISTILLED), rtol=0, atol=0)
+    assert len(list((tmp_path / "distilled").iterdir())) == 1
+    assert "distilled" in TASKS["photos"].calibration_about
