@@ -14,7 +14,8 @@ held-back part). Each point's size at the target loss follows from loss ~ step^2
   (zoocodec.tuning.sequential, measured once at the middle step as automatic mode does), with the drift of
   the mean input corrected too.
 A gptq configuration's `cal=` names the images its layer inputs are measured on: `photos` (the task's own
-calibration, the default), `distilled` (--distilled images synthesised from the model's BatchNorm statistics,
+calibration, the default; effnet-lite0's has held 32 distilled images beside its crops since 2026-12-05h, so
+`mixed` adds them twice), `distilled` (--distilled images synthesised from the model's BatchNorm statistics,
 zoocodec.eval.distilled) or `mixed` (both; `share=S` gives the distilled images the share S of each H and mean,
 by default their share of the images).
 Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
