@@ -7,10 +7,12 @@ dampening fits the error feedback to those three photos. End to end (bench_h2h_l
 E||(W - W_hat) x||^2 is measured instead on its inputs from the calibration/search half of the task's photos
 (never the held-back half), for each dampening, over nearest rounding's. Per layer kind (calibrate.kind_of:
 dense, grouped, few) the ratios are averaged, weighted by each layer's predicted share of the loss (its
-sensitivity x nearest rounding's squared weight error).
+sensitivity x nearest rounding's squared weight error). `--calibrations` compares the images the layer inputs
+are measured on (bench_h2h_levers.py's `cal=` sources: photos, distilled from the model's BatchNorm statistics,
+mixed), each at every dampening.
 
     nice -n 10 python bench/bench_h2h_damping.py --sensitivities sens.json [--base 0.0057] [--strength 0.5]
-        [--damps 0.001,0.003,0.01,0.03,0.1,0.3,1] [--lams 0.02,0.05,0.1]
+        [--damps 0.001,0.003,0.01,0.03,0.1,0.3,1] [--lams 0.02,0.05,0.1] [--calibrations photos,distilled,mixed]
 
 Writes bench/results/h2h-damping-YYYY-MM-DD[-T].json.
 """
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench_common import machine, save
+from bench_h2h_levers import calibration_sources
 from zoocodec.eval import calibration as C
 from zoocodec.eval.data import photo_views
 from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
@@ -47,6 +51,10 @@ def main() -> None:
                    help="also rate-aware rounding at these lam (GPTQ's dampening): each layer's order-0 bits and "
                         "unseen output error against lam 0, as bits/weight at equal error (error ~ step^2)")
     p.add_argument("--tag", default="", help="results file suffix")
+    p.add_argument("--calibrations", default="photos",
+                   help="comma-separated images the layer inputs are measured on: photos, distilled, mixed, "
+                        "`mixed share=S` (bench_h2h_levers.py's cal= sources)")
+    p.add_argument("--distilled", type=int, default=64, help="images distilled from the BN statistics")
     a = p.parse_args()
     torch.set_num_threads(2)
     damps = [float(d) for d in a.damps.split(",")]
@@ -55,11 +63,18 @@ def main() -> None:
     t = tasks_of(a.model)[0]
     whole = evaluator(a.model, t)
     decide, _held = split(len(whole.ref_out), whole.compare(None)[t.primary].groups)
-    sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(a.sensitivities.read_text()).items()}
+    sens = {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(a.sensitivities.read_text()).items()
+            if np.isfinite(v).all()}  # as automatic mode: a tensor whose noise broke the model stays lossless
     plan = allocate(w, sensitivities=_flatten(sens, a.strength), base_step=a.base, method=parse_spec("uniform"),
                     min_size=MIN_SIZE)
     cal = C.for_zoo(whole.arch, whole.folder, t, w)
-    fitted = collect(cal.net, cal.run, cal.names)
+    t0 = time.perf_counter()
+    photos = collect(cal.net, cal.run, cal.names)
+    seconds = {"photos": time.perf_counter() - t0}
+    labels = a.calibrations.split(",")
+    sources = calibration_sources([f"gptq cal={c}" if c != "photos" else "gptq" for c in labels], cal, w,
+                                  a.distilled, photos, seconds)
+    sources = {c: sources[c] for c in labels}
     if t.kind == "text":  # minilm: the search half's documents of lee_background.cor, through a second encoder
         from zoocodec.eval.text import TextModel
 
@@ -70,7 +85,7 @@ def main() -> None:
         views = photo_views()[torch.as_tensor(decide)]  # what the photo task judges, in its order
         unseen = collect(cal.net, lambda n: _logits(lambda: views, 32)(n, None), cal.names)
     layers = []
-    for name, li in fitted.items():
+    for name, li in photos.items():
         spec = plan.get(name)
         if spec is None or spec.step is None or name not in unseen:
             continue
@@ -79,10 +94,12 @@ def main() -> None:
         base_err = output_error(w2, near, unseen[name])
         row = {"name": name, "kind": kind_of(li), "weights": int(w2.size), "inputs_seen": li.count,
                "share": float(np.mean(sens[name]) * np.sum((w2 - near) ** 2)), "unseen": {}, "fitted": {}}
-        for d in damps:
-            hat = gptq(w2, np.array([spec.step]), li.h, d) * spec.step
-            row["unseen"][str(d)] = output_error(w2, hat, unseen[name]) / base_err
-            row["fitted"][str(d)] = output_error(w2, hat, li) / output_error(w2, near, li)
+        for c, fitted in sources.items():
+            row["unseen"][c], row["fitted"][c] = {}, {}
+            for d in damps:
+                hat = gptq(w2, np.array([spec.step]), fitted[name].h, d) * spec.step
+                row["unseen"][c][str(d)] = output_error(w2, hat, unseen[name]) / base_err
+                row["fitted"][c][str(d)] = output_error(w2, hat, fitted[name]) / output_error(w2, near, fitted[name])
         if lams:
             damp = FEW_DAMP if kind_of(li) == "few" else DAMP
             q0 = gptq(w2, np.array([spec.step]), li.h, damp)
@@ -100,11 +117,11 @@ def main() -> None:
     for kind in sorted({r["kind"] for r in layers}):
         rows = [r for r in layers if r["kind"] == kind]
         share = np.array([r["share"] for r in rows])
-        summary[kind] = {"layers": len(rows), "share_of_loss": float(share.sum() / sum(r["share"] for r in layers)),
-                         "unseen_over_nearest": {str(d): float(np.average([r["unseen"][str(d)] for r in rows],
-                                                                          weights=share)) for d in damps},
-                         "fitted_over_nearest": {str(d): float(np.average([r["fitted"][str(d)] for r in rows],
-                                                                          weights=share)) for d in damps}}
+        summary[kind] = {"layers": len(rows), "share_of_loss": float(share.sum() / sum(r["share"] for r in layers))}
+        for key in ("unseen", "fitted"):
+            summary[kind][f"{key}_over_nearest"] = {
+                c: {str(d): float(np.average([r[key][c][str(d)] for r in rows], weights=share)) for d in damps}
+                for c in sources}
         if lams:
             n = np.array([r["weights"] for r in rows])
             summary[kind]["lam_bits_at_equal_error"] = {  # over the whole model's weights
@@ -112,7 +129,8 @@ def main() -> None:
                 for lam in lams}
         print(kind, json.dumps(summary[kind]), flush=True)
     save("h2h-damping", {"machine": machine(), "what": __doc__.split("\n\n")[0], "model": a.model,
-                         "strength": a.strength, "base": a.base, "damps": damps,
+                         "strength": a.strength, "base": a.base, "damps": damps, "calibrations": labels,
+                         "distilled": a.distilled, "calibration_seconds": seconds,
                          "unseen_inputs": f"the {len(decide)} calibration/search "
                                           f"{'documents' if t.kind == 'text' else 'views'} of automatic mode's split "
                                           "(seed 0)",

@@ -13,10 +13,16 @@ held-back part). Each point's size at the target loss follows from loss ~ step^2
 - `sequential`, `sequential few`: every layer rounded against what the quantized layers before it give
   (zoocodec.tuning.sequential, measured once at the middle step as automatic mode does), with the drift of
   the mean input corrected too.
+A gptq configuration's `cal=` names the images its layer inputs are measured on: `photos` (the task's own
+calibration, the default; effnet-lite0's has held 32 distilled images beside its crops since 2026-12-05h, so
+`mixed` adds them twice), `distilled` (--distilled images synthesised from the model's BatchNorm statistics,
+zoocodec.eval.distilled) or `mixed` (both; `share=S` gives the distilled images the share S of each H and mean,
+by default their share of the images).
 Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
 
     nice -n 10 python bench/bench_h2h_levers.py [--model effnet-lite0] [--strength 0.5] [--base 0.0057]
         [--sensitivities sens.json] [--target 0.8] [--configs "gptq few,gptq few grouped=0.3 lam=0.02"] [--tag T]
+        [--distilled 64]
 
 Writes bench/results/h2h-levers-YYYY-MM-DD[-T].json; `vs_first` is each configuration's size over the first's.
 """
@@ -32,14 +38,14 @@ import numpy as np
 import torch
 
 from bench_common import machine, save
-from zoocodec.eval import calibration as C
+from zoocodec.eval import calibration as C, distilled as D
 from zoocodec.eval.evaluate import evaluator, load_weights, metric_row, tasks_of
-from zoocodec.eval.tasks import subset
+from zoocodec.eval.tasks import _logits, subset
 from zoocodec.methods import parse_spec
 from zoocodec.tuning import calibrate
 from zoocodec.tuning.allocate import allocate, plan_bits
 from zoocodec.tuning.auto import _flatten, _one_d_where_it_pays, reconstruct, split
-from zoocodec.tuning.calibrate import DataAware, collect
+from zoocodec.tuning.calibrate import DataAware, LayerInputs, collect
 from zoocodec.tuning.sensitivity import measure, quantized_names
 from zoocodec.tuning.sequential import collect_in_order
 
@@ -68,7 +74,9 @@ def main() -> None:
                         "measured")
     p.add_argument("--configs", default="nearest,gptq,gptq few,sequential,sequential few",
                    help="comma-separated; a gptq one may add `damp=D` (H dampened by D of its mean diagonal; GPTQ: "
-                        "0.01), `dense=D` / `grouped=D` (one layer kind only) and `lam=L` (rate-aware rounding)")
+                        "0.01), `dense=D` / `grouped=D` (one layer kind only), `lam=L` (rate-aware rounding) and "
+                        "`cal=photos|distilled|mixed` with `share=S` (the images its layer inputs are measured on)")
+    p.add_argument("--distilled", type=int, default=64, help="images distilled from the BN statistics for cal=")
     a = p.parse_args()
     torch.set_num_threads(2)
     w = load_weights(a.model)
@@ -90,15 +98,19 @@ def main() -> None:
         sens |= measure(sens_ev, w, names)
         if a.sensitivities:  # as a file's header stores them: a list per tensor
             a.sensitivities.write_text(json.dumps({k: np.atleast_1d(v).tolist() for k, v in sens.items()}))
+    usable = {k for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}  # as auto.py
     cal = C.for_zoo(whole.arch, whole.folder, t, w)
+    t0 = time.perf_counter()
     original = collect(cal.net, cal.run, cal.names)
+    cal_seconds = {"photos": time.perf_counter() - t0}
+    sources = calibration_sources(a.configs.split(","), cal, w, a.distilled, original, cal_seconds)
     exact: dict[str, int] = {}
 
     def plan_at(base: float):
         plan = allocate(w, sensitivities=_flatten(sens, a.strength), base_step=base, method=parse_spec("uniform"),
                         min_size=MIN_SIZE)
         # as automatic mode: a tensor without a usable sensitivity (its noise broke the model) stays lossless
-        return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in sens}, exact)
+        return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in usable}, exact)
 
     def sequential(few: float | None) -> dict:
         calibrate.FEW_DAMP = few
@@ -117,6 +129,10 @@ def main() -> None:
             base, options = "gptq few", options[1:]
         inputs, few = configs[base]
         calibrate.FEW_DAMP = few
+        source = _source(options)
+        options = [o for o in options if not o.startswith(("cal=", "share="))]
+        if base.startswith("gptq") and source != "photos":
+            inputs = sources[source]
         rounder = DataAware(inputs, **_options(options)) if inputs is not None else None
         for f in np.linspace(1 - SPAN, 1 + SPAN, a.plans):
             t0 = time.perf_counter()
@@ -143,7 +159,47 @@ def main() -> None:
     save("h2h-levers", {"configs": labels, "machine": machine(), "what": __doc__.split("\n\n")[0], "model": a.model,
                         "strength": a.strength, "base": a.base, "plans": a.plans, "target_pct": a.target,
                         "judged_on": f"the {len(decide)} calibration/search inputs of automatic mode's split (seed 0)",
-                        "sequential_measure_seconds": seq_seconds, "rows": rows, "summary": summary}, a.tag)
+                        "sequential_measure_seconds": seq_seconds, "distilled": a.distilled,
+                        "calibration_seconds": cal_seconds, "rows": rows, "summary": summary}, a.tag)
+
+
+def calibration_sources(configs: list[str], cal: C.Calibration, w: dict, n: int, photos: dict,
+                        seconds: dict) -> dict[str, dict[str, LayerInputs]]:
+    """The layer inputs each `cal=` source of the configurations names: the photos' (given), the distilled
+    images' and their mixtures (`seconds` gets what the distilled images and their layer inputs took)."""
+    wanted = {_source(c.split(" ")): c for c in configs}
+    out = {"photos": photos}
+    if set(wanted) - {"photos"}:
+        t0 = time.perf_counter()
+        x = D.cached(cal.net, w, n)
+        seconds["distilled_images"] = time.perf_counter() - t0  # near 0 where the zoo cache had them
+        t0 = time.perf_counter()
+        out["distilled"] = collect(cal.net, lambda net: _logits(lambda: x, 13)(net, None), cal.names)
+        seconds["distilled"] = time.perf_counter() - t0
+    for source, config in wanted.items():
+        if source.startswith("mixed"):
+            share = [float(o.split("=")[1]) for o in config.split(" ") if o.startswith("share=")]
+            out[source] = mix(photos, out["distilled"], share[0] if share else None)
+    return out
+
+
+def mix(a: dict[str, LayerInputs], b: dict[str, LayerInputs], share: float | None) -> dict[str, LayerInputs]:
+    """Layer inputs of both sets of images: b's H and mean weighted by `share` (None: by its share of the input
+    vectors, as one run over both sets gives)."""
+    out = {}
+    for name in a.keys() & b.keys():
+        la, lb = a[name], b[name]
+        s = lb.count / (la.count + lb.count) if share is None else share
+        out[name] = LayerInputs((1 - s) * la.h + s * lb.h, (1 - s) * la.mean + s * lb.mean, la.count + lb.count,
+                                la.bias)
+    return out
+
+
+def _source(options: list[str]) -> str:
+    """A configuration's `cal=` source, with its `share=` where given (each mixture is a source of its own)."""
+    cal = next((o.split("=")[1] for o in options if o.startswith("cal=")), "photos")
+    share = [o for o in options if o.startswith("share=")]
+    return f"{cal} {share[0]}" if cal == "mixed" and share else cal
 
 
 def _read(path: Path) -> dict:
