@@ -7,6 +7,10 @@ own, so the values and the judged loss are the same under every choice. Prints a
 and in all, the bytes under each coder, under the file's choice and under the cheapest, with the CPU
 seconds of each coder's encode (resource.getrusage: the whole process, every thread).
     python bench/bench_llm_coders.py FILE.zc [--tag 2026-12-05h]   # bench/results/llm_coders-<tag>.json
+`--timing MODEL`: automatic mode's choice per tensor timed both ways on MODEL's own weights under the file's
+specs, in this process (CPU seconds, the two ways alternated tensor by tensor): each tensor encoded whole under
+each coder (what auto.coder_per_tensor did before 2026-12-05h) against auto._coded_sizes (quantized once, the
+side streams coded once, the levels under each coder); the bytes must agree.
 """
 from __future__ import annotations
 
@@ -27,6 +31,42 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def timing(archive, model: str, names: list[str]) -> dict:
+    """CPU seconds of the choice per tensor: every coder's whole encode against auto._coded_sizes."""
+    import dataclasses
+
+    from zoocodec.codecs import parse_coder
+    from zoocodec.errors import SpecError
+    from zoocodec.eval.evaluate import load_weights
+    from zoocodec.pipeline.modelio import to_tensordata
+    from zoocodec.tuning.auto import _coded_sizes
+
+    weights = load_weights(model)
+    spent = {"whole encode per coder": 0.0, "levels per coder": 0.0}
+    for i, name in enumerate(names):
+        spec, t = archive.plan[name].spec, to_tensordata(name, weights[name])
+        whole, levels = {}, {}
+
+        def each_whole():
+            for c in CODERS:
+                try:
+                    o = dataclasses.replace(spec, coder=parse_coder(c))
+                    whole[c] = sum(len(v) for v in o.encode(t, recon=False).segments.values())
+                except SpecError:
+                    continue
+
+        def each_level():
+            levels.update(_coded_sizes(spec, t, CODERS))
+        ways = [("whole encode per coder", each_whole), ("levels per coder", each_level)]
+        for way, run in ways[::-1] if i % 2 else ways:
+            t0 = cpu()
+            run()
+            spent[way] += cpu() - t0
+        if whole != levels:
+            raise SystemExit(f"{name}: {whole} against {levels}")
+    return spent
+
+
 def main() -> None:
     from zoocodec.codecs import parse_coder
     from zoocodec.errors import SpecError
@@ -35,6 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file", type=Path)
     ap.add_argument("--tag", default="2026-12-05h")
+    ap.add_argument("--timing", metavar="MODEL", default=None)
     args = ap.parse_args()
     archive = Archive(args.file)
     coders = {c: parse_coder(c) for c in CODERS}
@@ -73,6 +114,9 @@ def main() -> None:
            "coded_tensors": len(rows), "bytes": total, "encode_cpu_s": seconds,
            "weight_bytes_with": {k: weight_bytes - total["written"] + v for k, v in total.items()},
            "what": __doc__.split("\n\n")[1].strip(), "tensors": rows}
+    if args.timing:
+        out["choice_cpu_s"] = timing(archive, args.timing, [r["tensor"] for r in rows])
+        print(out["choice_cpu_s"])
     path = RESULTS / f"llm_coders-{args.tag}.json"
     path.write_text(json.dumps(out, indent=1))
     print(json.dumps({k: out[k] for k in ("weight_bytes", "bytes", "encode_cpu_s", "weight_bytes_with")}, indent=1))
