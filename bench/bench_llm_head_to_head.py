@@ -50,6 +50,8 @@ The 12-05h point (12-05d's checkpoints copied; auto7's settings without --ans: t
 ans, ctx and cabac, then a coder per tensor, the one that writes it in the fewest bytes):
     python bench/bench_llm_head_to_head.py --part auto11 --windows 6 --auto-windows 4 --rounding gptq \
         --sequential --strengths 1 --calibration-windows 8 --budgets 0.01 --keep /tmp/auto11.zc
+    python bench/bench_llm_head_to_head.py --part auto12 --windows 6 --auto-windows 4 --rounding gptq \
+        --sequential --strengths 1 --calibration-windows 8 --predicted-rows --budgets 0.05 --keep /tmp/auto12.zc
 """
 from __future__ import annotations
 
@@ -88,8 +90,9 @@ CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode poin
            "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` or "
            "`embedding rows by predicted probability` 12-05b's, the point labelled `32 calibration windows, "
            "sensitivities per layer` 12-05c's, the two labelled `embedding rows by predicted probability` 12-05d's "
-           "(their checkpoints copied: the same 6 windows, the same weights); the point without `ans` in its label "
-           "is this run's (12-05h): 12-05b's KL 0.01 settings with the coders chosen, a coder per tensor.")
+           "(their checkpoints copied: the same 6 windows, the same weights); the points without `ans` in their "
+           "labels are this run's (12-05h): 12-05b's KL 0.01 settings and 12-05d's KL 0.05 ones with the coders "
+           "chosen (the plan's priced among ans, ctx and cabac, then a coder per tensor).")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -510,6 +513,10 @@ def write_markdown(r: dict, path: Path) -> None:
                   "against layer inputs measured on calibration windows of lee.cor and the convention speeches, "
                   f"{r.get('calibration_windows') or 16} windows of 512 tokens; before the final search measured again "
                   "layer by layer on the quantized model, GPTQ's order: zoocodec/tuning/gptq.py)."]
+    if any(p["family"] == "zoocodec auto" and ", ans" not in p["label"] for p in r["points"]):
+        lines += ["", "A label with `ans`: every tensor coded with ans (`--ans`). Without it the plan's coder is "
+                  "priced among ans, ctx and cabac by their entropy models, then each tensor is written with the coder "
+                  "that encodes its levels smallest (the header's `coders`); the values are the same either way."]
     if any("sensitivities per layer" in p["label"] for p in r["points"]):
         lines += ["", "`sensitivities per layer`: the role sensitivities scaled per decoder layer by one more run per "
                   f"layer (noise of {LAYER_NOISE:g} of each matrix's RMS in its 7 matrices, the same 349 tokens; "
