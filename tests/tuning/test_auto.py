@@ -73,17 +73,19 @@ def test_a_coder_per_tensor_counts_the_bytes_each_coder_writes():
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((64, 96)) * np.exp(rng.standard_normal((64, 1)))).astype(np.float32)
     t = TensorData("w", "float32", w)
-    for text in ("uniform:step=0.05", "uniform:bits=4,group=32,zero=true", "uniform:step=1e-12"):
-        spec = parse_spec(text)
+    rows = parse_spec("rdoq:lam=0,iters=0").with_step(0.05, (0.05, 0.1))  # a word-embedding table's, a step per row
+    for spec in map(parse_spec, ("uniform:step=0.05", "uniform:bits=4,group=32,zero=true", "uniform:step=1e-12", rows)):
         sizes = _coded_sizes(spec, t, ("ans", "ctx", "cabac"))
         for c in ("ans", "ctx", "cabac"):
             option = dataclasses.replace(spec, coder=parse_coder(c))
             try:
                 written = sum(len(v) for v in option.encode(t, recon=False).segments.values())
             except ZoocodecError:  # cabac beyond 2^29
-                assert c == "cabac" and c not in sizes and text.endswith("1e-12")
+                assert c == "cabac" and c not in sizes and spec.step == 1e-12
                 continue
             assert sizes[c] == written
+    levels = [dataclasses.replace(rows, coder=parse_coder(c)).quantize(t).symbols["symbols"] for c in ("ans", "ctx")]
+    assert np.array_equal(*levels)  # lam=0: the coder chooses no level
 
 
 def test_the_split_is_seeded_disjoint_and_keeps_groups_whole():
