@@ -578,7 +578,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=None, help="judged windows of lee_background.cor (default: all 147)")
     ap.add_argument("--auto-windows", type=int, default=6, help="windows of lee.cor automatic mode splits")
     ap.add_argument("--rounding", default="gptq", help="automatic mode's rounding (gptq: its default)")
-    ap.add_argument("--ans", action="store_true", help="auto: ans for every tensor (no context coders priced, no coder per tensor)")
+    ap.add_argument("--ans", action="store_true",
+                    help="auto: ans for every tensor (no context coders priced, no coder per tensor)")
     ap.add_argument("--sequential", action="store_true",
                     help="auto: data-aware rounding in GPTQ's order before the final search (zoocodec.tuning.gptq)")
     ap.add_argument("--calibration-windows", type=int, default=None,
