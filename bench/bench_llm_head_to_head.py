@@ -52,6 +52,7 @@ ans, ctx and cabac, then a coder per tensor, the one that writes it in the fewes
         --sequential --strengths 1 --calibration-windows 8 --budgets 0.01 --keep /tmp/auto11.zc
     python bench/bench_llm_head_to_head.py --part auto12 --windows 6 --auto-windows 4 --rounding gptq \
         --sequential --strengths 1 --calibration-windows 8 --predicted-rows --budgets 0.05 --keep /tmp/auto12.zc
+    (auto13: the same at --budgets 0.1, 12-05d's auto9 without --ans)
 """
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode poin
            "`embedding rows by predicted probability` 12-05b's, the point labelled `32 calibration windows, "
            "sensitivities per layer` 12-05c's, the two labelled `embedding rows by predicted probability` 12-05d's "
            "(their checkpoints copied: the same 6 windows, the same weights); the points without `ans` in their "
-           "labels are this run's (12-05h): 12-05b's KL 0.01 settings and 12-05d's KL 0.05 ones with the coders "
-           "chosen (the plan's priced among ans, ctx and cabac, then a coder per tensor).")
+           "labels are this run's (12-05h): 12-05b's KL 0.01 settings and 12-05d's predicted-rows ones at KL 0.05 "
+           "and 0.1 with the coders chosen (the plan's priced among ans, ctx and cabac, then a coder per tensor).")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
