@@ -46,6 +46,13 @@ The 12-05c point (12-05b's checkpoints copied; 30 more sensitivity runs, one per
 The 12-05d points (12-05c's checkpoints copied; auto10 the same at --budgets 0.05):
     python bench/bench_llm_head_to_head.py --part auto9 --windows 6 --auto-windows 4 --rounding gptq \
         --sequential --ans --strengths 1 --calibration-windows 8 --predicted-rows --budgets 0.1
+The 12-05h point (12-05d's checkpoints copied; auto7's settings without --ans: the plan's coder priced among
+ans, ctx and cabac, then a coder per tensor, the one that writes it in the fewest bytes):
+    python bench/bench_llm_head_to_head.py --part auto11 --windows 6 --auto-windows 4 --rounding gptq \
+        --sequential --strengths 1 --calibration-windows 8 --budgets 0.01 --keep /tmp/auto11.zc
+    python bench/bench_llm_head_to_head.py --part auto12 --windows 6 --auto-windows 4 --rounding gptq \
+        --sequential --strengths 1 --calibration-windows 8 --predicted-rows --budgets 0.05 --keep /tmp/auto12.zc
+    (auto13: the same at --budgets 0.1, 12-05d's auto9 without --ans)
 """
 from __future__ import annotations
 
@@ -53,6 +60,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -64,7 +72,7 @@ import torch
 from bench_common import RESULTS, machine
 
 MODEL = "smollm2-135m"
-NAME = "llm_head_to_head-2026-12-05d"  # the files this run writes in bench/results
+NAME = "llm_head_to_head-2026-12-05h"  # the files this run writes in bench/results
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")
 HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
 QUANTO_SETTINGS = ((8, None), (4, 128), (2, 128))  # quanto's QLinear: 128 weights per group below 8 bits
@@ -82,8 +90,10 @@ PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 14))))  # one c
 CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
            "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` or "
            "`embedding rows by predicted probability` 12-05b's, the point labelled `32 calibration windows, "
-           "sensitivities per layer` 12-05c's (their checkpoints copied: the same 6 windows, the same weights); "
-           "the two points labelled `embedding rows by predicted probability` are this run's (12-05d).")
+           "sensitivities per layer` 12-05c's, the two labelled `embedding rows by predicted probability` 12-05d's "
+           "(their checkpoints copied: the same 6 windows, the same weights); the points without `ans` in their "
+           "labels are this run's (12-05h): 12-05b's KL 0.01 settings and 12-05d's predicted-rows ones at KL 0.05 "
+           "and 0.1 with the coders chosen (the plan's priced among ans, ctx and cabac, then a coder per tensor).")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -348,11 +358,12 @@ def layered_sensitivities(weights: dict[str, torch.Tensor], by_role: dict) -> di
 
 def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUDGETS,
              choose_coder: bool = True, sequential: bool = False, strengths: list[float] | None = None,
-             layered: bool = False, predicted_rows: bool = False) -> None:
+             layered: bool = False, predicted_rows: bool = False, keep: Path | None = None) -> None:
     """`predicted_rows`: the tied embedding/head gets a step per row, weighted by the model's mean predicted
     probability of its token (automatic mode's token rows for a causal LM; the label says so).
     `strengths`: search just these allocation strengths (fewer searches, for the time the shared
-    machine gives; the points' labels say so). `layered`: `sens` are scaled per layer (the label says so)."""
+    machine gives; the points' labels say so). `layered`: `sens` are scaled per layer (the label says so).
+    `keep`: the written file is copied there (the last budget's)."""
     from zoocodec import decompress, inspect
     from zoocodec.tuning import auto
     from zoocodec.tuning.auto import auto_compress
@@ -386,6 +397,8 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
                                        choose_coder=choose_coder, sequential=sequential,
                                        log=lambda msg: print("  " + msg, flush=True))
                 header.update(inspect(Path(tmp) / "m.zc")["meta"]["auto"])
+                if keep is not None:
+                    shutil.copyfile(Path(tmp) / "m.zc", keep)
                 return decompress(Path(tmp) / "m.zc"), result.report.weight_bytes
         try:
             run.add("zoocodec auto", label, make, budget=budget, auto=header)  # the header, filled by make
@@ -501,6 +514,10 @@ def write_markdown(r: dict, path: Path) -> None:
                   "against layer inputs measured on calibration windows of lee.cor and the convention speeches, "
                   f"{r.get('calibration_windows') or 16} windows of 512 tokens; before the final search measured again "
                   "layer by layer on the quantized model, GPTQ's order: zoocodec/tuning/gptq.py)."]
+    if any(p["family"] == "zoocodec auto" and ", ans" not in p["label"] for p in r["points"]):
+        lines += ["", "A label with `ans`: every tensor coded with ans (`--ans`). Without it the plan's coder is "
+                  "priced among ans, ctx and cabac by their entropy models, then each tensor is written with the coder "
+                  "that encodes its levels smallest (the header's `coders`); the values are the same either way."]
     if any("sensitivities per layer" in p["label"] for p in r["points"]):
         lines += ["", "`sensitivities per layer`: the role sensitivities scaled per decoder layer by one more run per "
                   f"layer (noise of {LAYER_NOISE:g} of each matrix's RMS in its 7 matrices, the same 349 tokens; "
@@ -562,7 +579,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=None, help="judged windows of lee_background.cor (default: all 147)")
     ap.add_argument("--auto-windows", type=int, default=6, help="windows of lee.cor automatic mode splits")
     ap.add_argument("--rounding", default="gptq", help="automatic mode's rounding (gptq: its default)")
-    ap.add_argument("--ans", action="store_true", help="auto: keep the ans coder (no context coders priced)")
+    ap.add_argument("--ans", action="store_true",
+                    help="auto: ans for every tensor (no context coders priced, no coder per tensor)")
     ap.add_argument("--sequential", action="store_true",
                     help="auto: data-aware rounding in GPTQ's order before the final search (zoocodec.tuning.gptq)")
     ap.add_argument("--calibration-windows", type=int, default=None,
@@ -574,6 +592,8 @@ def main() -> None:
                     help="auto: just these allocation strengths (default: all of automatic mode's STRENGTHS)")
     ap.add_argument("--layer-sensitivities", action="store_true",
                     help="auto: the role sensitivities scaled per decoder layer (30 more runs, kept beside them)")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="auto: copy the written file here (to look at its tensors after the run)")
     ap.add_argument("--predicted-rows", action="store_true",
                     help="auto: a step per row of the tied embedding/head, by the model's predicted probabilities")
     args = ap.parse_args()
@@ -593,7 +613,8 @@ def main() -> None:
 
             lm.CALIBRATION_WINDOWS = args.calibration_windows
         run_auto(Run(args.part, args.windows), sens, args.auto_windows, args.rounding, args.budgets or BUDGETS,
-                 not args.ans, args.sequential, args.strengths, args.layer_sensitivities, args.predicted_rows)
+                 not args.ans, args.sequential, args.strengths, args.layer_sensitivities, args.predicted_rows,
+                 args.keep)
     table()
 
 

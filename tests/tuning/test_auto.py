@@ -14,6 +14,7 @@ from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
 from zoocodec.tuning.auto import (
     STRENGTHS,
     _cheapest_coder,
+    _coded_sizes,
     _flatten,
     _one_d_where_it_pays,
     auto_compress,
@@ -60,6 +61,31 @@ def test_a_coder_that_cannot_code_the_levels_is_left_out_of_the_pricing():
     spec = _cheapest_coder(parse_spec("rdoq:bits=8"), lambda s: s.coder.model(levels).bits(levels), said.append)
     assert spec.coder.name in ("ans", "ctx")
     assert any("cabac" in line and "left out" in line for line in said)
+
+
+def test_a_coder_per_tensor_counts_the_bytes_each_coder_writes():
+    """Quantized once, the side streams coded once: the same bytes as encoding the tensor under each coder."""
+    import dataclasses
+
+    from zoocodec.codecs import parse_coder
+    from zoocodec.methods import TensorData, parse_spec
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((64, 96)) * np.exp(rng.standard_normal((64, 1)))).astype(np.float32)
+    t = TensorData("w", "float32", w)
+    rows = parse_spec("rdoq:lam=0,iters=0").with_step(0.05, (0.05, 0.1))  # a word-embedding table's, a step per row
+    for spec in map(parse_spec, ("uniform:step=0.05", "uniform:bits=4,group=32,zero=true", "uniform:step=1e-12", rows)):
+        sizes = _coded_sizes(spec, t, ("ans", "ctx", "cabac"))
+        for c in ("ans", "ctx", "cabac"):
+            option = dataclasses.replace(spec, coder=parse_coder(c))
+            try:
+                written = sum(len(v) for v in option.encode(t, recon=False).segments.values())
+            except ZoocodecError:  # cabac beyond 2^29
+                assert c == "cabac" and c not in sizes and spec.step == 1e-12
+                continue
+            assert sizes[c] == written
+    levels = [dataclasses.replace(rows, coder=parse_coder(c)).quantize(t).symbols["symbols"] for c in ("ans", "ctx")]
+    assert np.array_equal(*levels)  # lam=0: the coder chooses no level
 
 
 def test_the_split_is_seeded_disjoint_and_keeps_groups_whole():
