@@ -96,7 +96,7 @@ def test_the_lossless_table_is_the_lossless_results_file():
 
 
 def test_the_language_model_row_is_the_llm_head_to_head_results_file():
-    r = json.loads((RESULTS / "llm_head_to_head-2026-12-05d.json").read_text())
+    r = json.loads((RESULTS / "llm_head_to_head-2026-12-05h.json").read_text())
     row = _row("language models")
     assert f"{r['windows']} of the 147 windows" in row
     for budget, best in r["smallest_within"].items():

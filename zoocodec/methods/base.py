@@ -203,14 +203,15 @@ class MethodSpec(Spec):
             q.recon = None
         segments, shapes, coded, decoded = {}, {}, {}, {}
         for name, symbols in q.symbols.items():
-            coder, trellis = self.coder_for(name), self.trellis(name, symbols.shape)
-            if symbols.dtype.kind == "i" and not coder.narrows:  # coders that do arithmetic in int64
-                symbols = q.symbols[name] = symbols.astype(np.int64)
-            segments[name] = data = coder.encode(symbols, trellis)
+            coder = self.coder_for(name)
+            data, symbols = self.code_stream(name, symbols, coder)
+            segments[name] = data
+            q.symbols[name] = symbols  # as coded: int64 for a coder that does not narrow
             shapes[name] = list(symbols.shape)
             info = coder.describe(data)
             if coder.lossy:  # measure what a reader will get
-                decoded[name] = coder.decode(data, symbols.shape, self._decoded_dtype(name, t.dtype, coder), trellis)
+                decoded[name] = coder.decode(data, symbols.shape, self._decoded_dtype(name, t.dtype, coder),
+                                             self.trellis(name, symbols.shape))
                 diff = np.abs(decoded[name].astype(np.int64) - symbols.astype(np.int64))
                 info["max_symbol_error"] = int(diff.max()) if diff.size else 0
             if info:
@@ -261,6 +262,14 @@ class MethodSpec(Spec):
     def _decoded_dtype(self, stream: str, dtype: str, coder: CoderSpec) -> np.dtype | None:
         want = self.symbol_dtype(stream, dtype)
         return np.dtype(np.int64) if want is None and not coder.narrows else want
+
+    def code_stream(self, stream: str, symbols: np.ndarray, coder: CoderSpec) -> tuple[bytes, np.ndarray]:
+        """Stream `stream`'s bytes under `coder` and the symbols as coded: handed over as a file holds them,
+        integers widened to int64 for a coder that does its arithmetic there. The one hand-over, for writing and
+        for automatic mode's choice of a coder per tensor."""
+        if symbols.dtype.kind == "i" and not coder.narrows:
+            symbols = symbols.astype(np.int64)
+        return coder.encode(symbols, self.trellis(stream, symbols.shape)), symbols
 
     def reconstruct(self, t: TensorData) -> np.ndarray:
         """What a reader will decode, by quantizing only (coding too where a coder is lossy)."""

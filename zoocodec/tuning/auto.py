@@ -1031,24 +1031,16 @@ def _coded_sizes(spec: MethodSpec, t, coders: tuple[str, ...]) -> dict[str, int]
     q = spec.quantize(t)
     symbols = {k: to_numpy(v) for k, v in q.symbols.items()}
     levels = [k for k in symbols if spec.coder_for(k) == spec.coder]
-    fixed = sum(_coded(spec.coder_for(k), spec, k, v) for k, v in symbols.items() if k not in levels) + \
+    fixed = sum(len(spec.code_stream(k, v, spec.coder_for(k))[0]) for k, v in symbols.items() if k not in levels) + \
         sum(len(bytes(v)) for v in q.arrays.values())
     sizes = {}
     for c in dict.fromkeys(coders):
         coder = parse_coder(c)
         try:
-            sizes[c] = fixed + sum(_coded(coder, spec, k, symbols[k]) for k in levels)
+            sizes[c] = fixed + sum(len(spec.code_stream(k, symbols[k], coder)[0]) for k in levels)
         except SpecError:  # cabac beyond 2^29
             continue
     return sizes
-
-
-def _coded(coder, spec: MethodSpec, stream: str, symbols: np.ndarray) -> int:
-    """Bytes of one stream under `coder`, handed over as MethodSpec.code hands it (int64 to a coder that does
-    not narrow)."""
-    if symbols.dtype.kind == "i" and not coder.narrows:
-        symbols = symbols.astype(np.int64)
-    return len(coder.encode(symbols, spec.trellis(stream, symbols.shape)))
 
 
 def _unresolved(ev, recon: dict[str, torch.Tensor], target_loss: float) -> str:
