@@ -98,9 +98,7 @@ def main() -> None:
         for c, other in coders.items():
             t0 = cpu()
             try:
-                row["bytes"][c] = fixed + sum(len(other.encode(np.asarray(symbols[s], dtype=np.int64),
-                                                               spec.trellis(s, tuple(shapes[s]))))
-                                              for s in levels)
+                row["bytes"][c] = fixed + sum(len(spec.code_stream(s, symbols[s], other)[0]) for s in levels)
             except SpecError:  # cabac beyond 2^29
                 continue
             seconds[c] += cpu() - t0

@@ -300,7 +300,8 @@ class DataAware:
                 continue
             w = weights[name]
             w2 = w.detach().to(torch.float64).reshape(w.shape[0], -1).numpy()
-            damp = FEW_DAMP if kind_of(li) == "few" else self.kind_damp.get(kind_of(li), self.damp)
+            kind = kind_of(li)
+            damp = FEW_DAMP if kind == "few" else self.kind_damp.get(kind, self.damp)
             if w2.shape[1] != li.h.shape[-1] or w2.shape[0] % len(li.h) or damp is None:
                 continue
             if name not in self._factors:

@@ -123,7 +123,7 @@ def _bits(spec: MethodSpec, stream: str, symbols: np.ndarray) -> float:
 
     coder = spec.coder_for(stream)
     if stream in GROUP_STREAMS:
-        return 8.0 * len(coder.encode(symbols))
+        return 8.0 * len(spec.code_stream(stream, symbols, coder)[0])
     return coder.model(symbols, spec.trellis(stream, symbols.shape)).bits(symbols)
 
 
