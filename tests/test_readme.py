@@ -1,6 +1,7 @@
-"""Every measured number the README quotes comes from one results file, so two places cannot
-disagree (issue 22: fmnist-cnn at 8 bits was 3.80x in one table and 4.02x in another). When a
-benchmark is rerun, its file and the README change together, or this test fails."""
+"""Every measured number the README (and docs/cpu-speed.md's lossless table) quotes comes from one
+results file, so two places cannot disagree (issue 22: fmnist-cnn at 8 bits was 3.80x in one table
+and 4.02x in another). When a benchmark is rerun, its file and the README change together, or this
+test fails."""
 from __future__ import annotations
 
 import json
@@ -31,9 +32,9 @@ def test_the_presets_table_is_the_presets_results_file():
 
 def test_automatic_mode_sizes_and_times_are_the_head_to_head_results_file():
     models = json.loads((RESULTS / "head_to_head.json").read_text())["models"]
-    stands = _row("smaller than NNCodec")
     timed = _row("accuracy-constrained compression")
     for m in models:
+        stands = _row(f"smaller than NNCodec by 1.5x, {m['model']} |")
         auto = {r["setting"]: r for r in m["rows"] if r["tool"] == "zoocodec auto"}
         for setting, r in auto.items():
             assert f"{r['bits_per_weight']:.3f}" in stands, (m["model"], setting)
@@ -74,7 +75,7 @@ def test_the_override_rule_as_stated(tmp_path):
 def test_the_outside_zoo_ratios_and_split_count_are_the_outside_zoo_results_file():
     (path,) = sorted(RESULTS.glob("outside_zoo-*.json"))[-1:]
     results = json.loads(path.read_text())
-    stands = _row("smaller than NNCodec")
+    stands = _row("smaller than NNCodec by 1.3x, outside the zoo")
     assert path.name in stands or "outside_zoo" in stands
     for m in results["models"]:
         for a in m["auto"]:
@@ -97,14 +98,14 @@ def test_the_lossless_table_is_the_lossless_results_file():
         assert cell in row, (r["model"], r["dtype"], cell)
 
 
-def test_the_language_model_row_is_the_llm_head_to_head_results_file():
+def test_the_language_model_rows_are_the_llm_head_to_head_results_file():
     r = json.loads((RESULTS / "llm_head_to_head-2026-12-05h.json").read_text())
-    row = _row("language models")
-    assert f"{r['windows']} of the 147 windows" in row
+    quantizers, nncodec = _row("language models: 1.3x the LLM quantizers"), _row("language models: 1.5x NNCodec")
+    assert f"{r['windows']} of the 147 windows" in quantizers
     for budget, best in r["smallest_within"].items():
-        for key in ("zoocodec auto", "best peer", "nncodec"):
+        for key, row in (("zoocodec auto", quantizers), ("best peer", quantizers), ("nncodec", nncodec)):
             if best[key] is not None:
                 assert f"{best[key]['bits_per_weight']:.3f}" in row, (budget, key)
-        for key in ("auto vs best peer", "auto vs nncodec"):
+        for key, row in (("auto vs best peer", quantizers), ("auto vs nncodec", nncodec)):
             if best[key] is not None:
                 assert f"{best[key]:.2f}x" in row, (budget, key)
