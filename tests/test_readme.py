@@ -109,3 +109,38 @@ def test_the_language_model_rows_are_the_llm_head_to_head_results_file():
         for key, row in (("auto vs best peer", quantizers), ("auto vs nncodec", nncodec)):
             if best[key] is not None:
                 assert f"{best[key]:.2f}x" in row, (budget, key)
+
+
+def test_the_lossless_size_and_codec_rows_are_the_latest_idle_lossless_file():
+    rows = json.loads((RESULTS / "lossless-2026-12-05g-idle.json").read_text())["rows"]
+    huffman = [r for r in rows if r["planes"] == "huffman"]
+
+    def span(values, digits):
+        return f"{min(values):.{digits}f}-{max(values):.{digits}f}x"
+
+    size = _row("lossless smaller than zipnn")
+    assert span([r["size_zipnn_over_ours"] for r in huffman if r["model"] != "minilm"], 4) in size
+    assert span([r["size_zipnn_over_ours"] for r in rows if r["planes"] == "rans"], 4) in size
+    for r in huffman:
+        if r["model"] == "minilm":
+            assert f"{r['size_zipnn_over_ours']:.3f}x {'bf16' if r['dtype'] == 'bfloat16' else 'fp32'}" in size
+    speed = _row("lossless decode at zipnn's speed")
+    decode = [span([r["decode_cpu_zipnn_over_ours"] for r in huffman if r["threads"] == t], 2) for t in (1, 2)]
+    assert " / ".join(decode) in speed
+    assert span([r["encode_cpu_zipnn_over_ours"] for r in huffman], 2) in speed
+
+
+def test_the_encode_and_big_model_rows_are_their_idle_results_files():
+    (e,) = json.loads((RESULTS / "encode-2026-12-05-idle.json").read_text())["rows"]
+    row = _row("encode at zipnn's speed")
+    assert f"**{e['speed_vs_zipnn_in_memory']['uniform8']:.2f}x** zipnn's compress in memory" in row
+    assert f"**{e['cpu_speed_vs_zipnn_in_memory']['uniform8']:.2f}x** in CPU s" in row
+    assert f"{e['speed_vs_zipnn_end_to_end']['uniform8']:.2f}x end to end" in row
+    lossless = e["speed_vs_zipnn_in_memory"]["lossless"], e["cpu_speed_vs_zipnn_in_memory"]["lossless"]
+    assert f"**{lossless[0]:.2f}x** ({lossless[1]:.2f}x CPU)" in row
+    steps = json.loads((RESULTS / "big_model-2026-12-05-idle.json").read_text())["steps"]
+    row = _row("a 7B model compressed in 240 s")
+    c, d = steps["compress"], steps["decompress"]
+    gib = c["peak_bytes"] / 2**30
+    assert f"**{c['seconds']:.0f} s** wall ({c['cpu_seconds']:.0f} CPU s, peak {gib:.2f} GiB)" in row
+    assert f"{d['seconds']:.0f} s with a peak of **{d['peak_multiple_of_largest_tensor']:.2f}x**" in row
