@@ -144,3 +144,17 @@ def test_the_encode_and_big_model_rows_are_their_idle_results_files():
     gib = c["peak_bytes"] / 2**30
     assert f"**{c['seconds']:.0f} s** wall ({c['cpu_seconds']:.0f} CPU s, peak {gib:.2f} GiB)" in row
     assert f"{d['seconds']:.0f} s with a peak of **{d['peak_multiple_of_largest_tensor']:.2f}x**" in row
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    """Pages move between README and docs/ (the README's history went to docs/results-history.md)."""
+    import re
+
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            path = target.partition("#")[0]
+            if path and not re.match(r"[a-z]+:", target) and not (page.parent / path).exists():
+                broken.append(f"{page.name}: {target}")
+    assert not broken
