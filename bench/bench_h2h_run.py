@@ -104,6 +104,7 @@ class Row:
     load: float = field(default_factory=lambda: os.getloadavg()[0])  # 1-min load average: timings are shared-CPU
     header_bytes: int | None = None  # zoocodec: container header + alignment (file minus payloads)
     exact_bytes: int | None = None  # zoocodec: payloads of the tensors kept exact
+    encode_cpu_s: float | None = None  # zoocodec: this process's CPU seconds per encode, all threads (wall is shared)
 
     @property
     def bits_per_weight(self) -> float:
@@ -194,9 +195,12 @@ def timed(fn, repeat: int):
 def run_zoocodec(subject: Subject, judge: Judge, tool: str, setting: str, write, work: Path, repeat: int = 1) -> Row:
     """Time `write(path)` (encode) and decompress (decode), then score the decoded model."""
     path = work / "model.zc"
+    cpu0 = time.process_time()
     _, enc_s = timed(lambda: write(path), repeat)
+    enc_cpu = (time.process_time() - cpu0) / repeat
     decoded, dec_s = timed(lambda: zoocodec.decompress(path), repeat)
-    row = Row(tool, setting, path.stat().st_size, subject.params, subject.fp32_bytes, enc_s, dec_s)
+    row = Row(tool, setting, path.stat().st_size, subject.params, subject.fp32_bytes, enc_s, dec_s,
+              encode_cpu_s=enc_cpu)
     info = zoocodec.inspect(path)
     row.header_bytes = info["file_bytes"] - sum(t["bytes"] for t in info["tensors"])
     row.exact_bytes = sum(t["bytes"] for t in info["tensors"] if t["method"].startswith("lossless"))

@@ -9,6 +9,8 @@ OUT_DIR/qp<qp>.safetensors and prints one JSON line: qp, bytes, encode_s, decode
 With --levels it also writes OUT_DIR/qp<qp>-levels.npz: per tensor the integer levels
 NNCodec's entropy coder received (its quantization indices, before the dependent
 quantizer's state halves them) and its dq flag, for coding-alone comparisons.
+With --sizes the JSON line also carries tensor_bytes: each tensor's entropy-coded payload
+(its data unit's DeepCABAC stream; the rest of `bytes` is unit headers and model parameters).
 This file imports nothing from zoocodec: it runs in NNCodec's own environment.
 """
 from __future__ import annotations
@@ -75,6 +77,42 @@ def capture_levels() -> dict[str, np.ndarray]:
     return seen
 
 
+def capture_sizes() -> dict[str, int]:
+    """Record each data unit's DeepCABAC payload bytes under its tensors' names (a wrapper, no change).
+
+    NNCodec makes one encoder per data unit and coded tensors pass through baseline.encode
+    on their way in; an encoder that coded no tensor (a codebook trial) is not counted.
+    """
+    from nncodec.nnc_core import coder
+    from nncodec.nnc_core.coder import baseline
+
+    sizes: dict[str, int] = {}
+    base = getattr(coder.deepCABAC, "_zc_original_encoder", coder.deepCABAC.Encoder)
+    coder.deepCABAC._zc_original_encoder = base
+    inner = getattr(baseline, "_zc_original_encode", baseline.encode)
+    baseline._zc_original_encode = inner
+
+    class Encoder(base):
+        def __init__(self):
+            super().__init__()
+            self.params: list[str] = []
+
+        def finish(self):
+            out = super().finish()
+            if self.params:  # a unit of several tensors is keyed by their names joined with "+"
+                sizes["+".join(self.params)] = len(out.tobytes())
+            return out
+
+    def encode(encoder, approx_data, approx_param_base, param, *rest):
+        if isinstance(encoder, Encoder):
+            encoder.params.append(param)
+        return inner(encoder, approx_data, approx_param_base, param, *rest)
+
+    coder.deepCABAC.Encoder = Encoder
+    baseline.encode = encode
+    return sizes
+
+
 def run(tensors: dict[str, np.ndarray], qp: int, workdir: str, repeat: int = 1) -> tuple[bytes, dict, float, float]:
     """Encode and decode `repeat` times (the CPU is shared: keep the fastest of each)."""
     encode, decode = import_nncodec()
@@ -100,6 +138,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="time the fastest of N encodes and decodes")
     p.add_argument("--self-test", action="store_true", help="round-trip a random tensor and exit")
     p.add_argument("--levels", action="store_true", help="also save the levels NNCodec entropy-codes")
+    p.add_argument("--sizes", action="store_true", help="also print each tensor's payload bytes")
     a = p.parse_args()
     import torch  # NNCodec's own dependency; pins its threads
 
@@ -121,6 +160,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for qp in a.qp:
         seen = capture_levels() if a.levels else None
+        sizes = capture_sizes() if a.sizes else None
         with tempfile.TemporaryDirectory() as d:
             bs, rec, enc_s, dec_s = run(tensors, qp, d, a.repeat)
         if seen is not None:
@@ -131,8 +171,8 @@ def main() -> None:
         path = out / f"qp{qp}.safetensors"
         save_file({k: np.ascontiguousarray(rec[k], dtype=np.float32).reshape(tensors[k].shape) for k in tensors},
                   str(path))
-        print(json.dumps({"qp": qp, "bytes": len(bs), "encode_s": enc_s, "decode_s": dec_s, "path": str(path)}),
-              flush=True)
+        line = {"qp": qp, "bytes": len(bs), "encode_s": enc_s, "decode_s": dec_s, "path": str(path)}
+        print(json.dumps(line | ({"tensor_bytes": sizes} if sizes is not None else {})), flush=True)
 
 
 if __name__ == "__main__":
