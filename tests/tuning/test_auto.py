@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoocodec
-from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli
+from support import DIGITS_MLP, bert_folder, bn_net, digits_mlp, onnx_digits, run_cli
 from zoocodec.errors import ZoocodecError
 from zoocodec.eval import data
 from zoocodec.eval.anymodel import evaluate_pair
@@ -375,6 +375,44 @@ def test_the_time_left_counts_every_phase_still_to_come():
     assert lines[-1].startswith("step (") and "left)" in lines[-1]
     clock.line("again", every=3600)  # at most one line an hour: none now
     assert len(lines) == 1
+
+
+def test_the_time_left_counts_calibration_images_while_they_are_made():
+    """A zoo task whose calibration images are made on a first run (effnet-lite0's distilled ones; a small net
+    and few steps here): a phase of its own, its steps on the heartbeat's line, its time left in the estimate,
+    moving down to none at its last step; nothing once made."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from zoocodec.eval import distilled as D
+    from zoocodec.eval.tasks import TASKS
+    from zoocodec.tuning.auto import _Clock, _Search
+
+    lines: list[str] = []
+    clock = _Clock(lines.append)
+    clock.expect("search", 6, 200)
+    clock.ran("sensitivities", 1.0, 100)  # runs measured: 0.01 s an input, 12 s of search runs to come
+    seen: list[tuple[str, float | None]] = []
+    net = bn_net()
+
+    def prepare(progress):
+        def step(done: int, total: int) -> None:
+            progress(done, total)
+            seen.append((clock.doing, clock.left()))
+        return D.images(net, 3, size=16, steps=(4, 2), progress=step)
+
+    task = dataclasses.replace(TASKS["digits"], prepare=prepare, prepare_about="distilling 3 images")
+    run = SimpleNamespace(t=task, clock=clock, say=lines.append, whole=SimpleNamespace(), prepared=False)
+    _Search.prepare(run)
+    assert [doing for doing, _ in seen] == [f"distilling 3 images: step {k}/6" for k in range(7)]
+    assert seen[0][1] is None  # no step measured yet
+    making = [left - 12.0 for _, left in seen[1:]]
+    assert all(m > 0 for m in making[:-1]) and making[-1] == pytest.approx(0.0)
+    assert len(set(making)) == len(making)  # it moves at every step
+    assert lines == ["distilling 3 images: 6 steps, this once (then read from the zoo cache)"]
+    assert "making" not in clock.work and clock.left() == pytest.approx(12.0)
+    _Search.prepare(run)  # made: not again
+    assert len(seen) == 7
 
 
 def test_sequential_rounding_against_the_quantized_models_inputs(digits_net, tmp_path, monkeypatch):

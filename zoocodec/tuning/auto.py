@@ -39,7 +39,9 @@
    rounding and its calibration inputs, search trace) and the held-back metric with its 95%
    interval in its header (`meta["auto"]`).
 
-Progress lines carry the time spent and an estimate of the time left over every phase.
+Progress lines carry the time spent and an estimate of the time left over every phase, the
+making of a zoo task's calibration images on a first run (effnet-lite0's distilled ones)
+included, as a phase of its own whose steps are counted.
 Every "within budget" is judged by the pessimistic end of the loss's 95% interval from
 the paired inputs (zoocodec.eval.stats). A budget the search subset cannot resolve is
 searched on the whole calibration/search part; one that this cannot resolve either ends in
@@ -168,7 +170,9 @@ def split(n: int, groups: np.ndarray | None = None, seed: int = SPLIT_SEED,
 class _Clock:
     """Time spent and an estimate of the time left, over every phase. A model run costs `per_input` x its
     inputs, plus `per_plan` where a plan is rounded and reconstructed first; both are measured as the runs
-    happen. The runs still to come are counted per phase (search runs are estimated: RUNS_PER_SEARCH)."""
+    happen. The runs still to come are counted per phase (search runs are estimated: RUNS_PER_SEARCH).
+    Work that counts its own steps (a task's calibration images made on a first run) is a phase of its own,
+    its steps left priced at its own steps' mean time so far."""
 
     def __init__(self, say: Callable[[str], None]):
         self.say, self.start = say, time.perf_counter()
@@ -176,6 +180,7 @@ class _Clock:
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True)
         self.todo: dict[str, list] = {}  # phase -> [runs left, inputs per run, rounds a plan]
+        self.work: dict[str, tuple[float, int, int]] = {}  # phase -> (its start, steps done, steps in all)
         self.model_s = self.inputs = 0.0
         self.plan_s, self.plans = 0.0, 0
         self.last_line = self.start
@@ -203,16 +208,23 @@ class _Clock:
         if phase in self.todo:
             self.todo[phase][0] = max(self.todo[phase][0] - 1, 0)
 
+    def stepped(self, phase: str, done: int, total: int) -> None:
+        """`done` of the `total` steps of work `phase` (0 when it starts)."""
+        start = self.work[phase][0] if phase in self.work else time.perf_counter()
+        self.work[phase] = (start, done, total)
+
     def done(self, phase: str) -> None:
         self.todo.pop(phase, None)
+        self.work.pop(phase, None)
 
     def left(self) -> float | None:
-        if not self.inputs:
+        """Seconds left, or None while no model run or no step of the work under way is measured yet."""
+        now, todo, work = time.perf_counter(), list(self.todo.values()), list(self.work.values())  # the heartbeat
+        if not self.inputs or any(not done for _, done, _ in work):  # thread reads them as the run changes them
             return None
         per_input, per_plan = self.model_s / self.inputs, self.plan_s / max(self.plans, 1)
-        return sum(
-            runs * (per_input * inputs + (per_plan if plan else 0.0)) for runs, inputs, plan in self.todo.values()
-        )
+        return sum(runs * (per_input * inputs + (per_plan if plan else 0.0)) for runs, inputs, plan in todo) + \
+            sum((now - start) / done * (total - done) for start, done, total in work)
 
     def stamp(self) -> str:
         spent, left = time.perf_counter() - self.start, self.left()
@@ -382,6 +394,7 @@ class _Search:
         self.calibrates = asked.rounding == "gptq" and eligible(self.spec)
         self.groupwise = _groupwise(t, self.spec, weights)
         self._rounded: dict[tuple, dict[str, torch.Tensor]] = {}  # plan steps -> data-aware rounding's targets
+        self.prepared = False  # the task's calibration inputs are made (prepare)
 
     @property
     def name(self) -> str:
@@ -489,9 +502,27 @@ class _Search:
         _expect_search(self.clock, self.search_ev, self.decide_ev, self.held_ev, self.calibrates)
 
     # ---- phase 2: calibration ------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """What a zoo task's calibration inputs are made of, made on a first run (effnet-lite0's distilled
+        images: minutes) as a phase of its own whose steps the clock counts; nothing where the zoo cache has it."""
+        t, clock = self.t, self.clock
+        if self.prepared or getattr(t, "prepare", None) is None or getattr(self.whole, "run", None) is not None:
+            return
+        self.prepared = True
+
+        def progress(done: int, total: int) -> None:
+            if not done:
+                self.say(f"{t.prepare_about}: {total} steps, this once (then read from the zoo cache)")
+            clock.stepped("making", done, total)
+            clock.doing = f"{t.prepare_about}: step {done}/{total}"  # the heartbeat prints it
+        t.prepare(progress)
+        clock.done("making")
+
     def calibrate(self) -> None:
         """Data-aware rounding's layer inputs (or nearest rounding, said why)."""
         a = self.asked
+        if self.calibrates:
+            self.prepare()
         self.clock.doing = "measuring layer inputs for data-aware rounding"
         self.rounder, self.calibration, self.cal = _rounder(
             a.rounding, a.rate_lam, self.spec, self.whole, self.decide_ev, self.t, self.weights, self.say, a.calib,
@@ -686,6 +717,7 @@ class _Search:
         from zoocodec.tuning.finetune import trainable
 
         a = self.asked
+        self.prepare()
         self.tr = trainable(self.whole, self.t, self.weights, self.decide_ev,
                             (self.model, a.calib, a.module, a.output) if a.inputs is not None else None)
 
