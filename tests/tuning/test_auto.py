@@ -14,7 +14,7 @@ from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
 from zoocodec.tuning.auto import (
     STRENGTHS,
     _cheapest_coder,
-    _coded_sizes,
+    _coded,
     _flatten,
     _one_d_where_it_pays,
     auto_compress,
@@ -64,7 +64,8 @@ def test_a_coder_that_cannot_code_the_levels_is_left_out_of_the_pricing():
 
 
 def test_a_coder_per_tensor_counts_the_bytes_each_coder_writes():
-    """Quantized once, the side streams coded once: the same bytes as encoding the tensor under each coder."""
+    """Quantized once, the side streams coded once: the same bytes as encoding the tensor under each coder, and
+    what a writer handed them writes without coding again."""
     import dataclasses
 
     from zoocodec.codecs import parse_coder
@@ -75,15 +76,23 @@ def test_a_coder_per_tensor_counts_the_bytes_each_coder_writes():
     t = TensorData("w", "float32", w)
     rows = parse_spec("rdoq:lam=0,iters=0").with_step(0.05, (0.05, 0.1))  # a word-embedding table's, a step per row
     for spec in map(parse_spec, ("uniform:step=0.05", "uniform:bits=4,group=32,zero=true", "uniform:step=1e-12", rows)):
-        sizes = _coded_sizes(spec, t, ("ans", "ctx", "cabac"))
+        coded = _coded(spec, t, ("ans", "ctx", "cabac"))
         for c in ("ans", "ctx", "cabac"):
             option = dataclasses.replace(spec, coder=parse_coder(c))
             try:
-                written = sum(len(v) for v in option.encode(t, recon=False).segments.values())
+                written = option.encode(t, recon=False).segments
             except ZoocodecError:  # cabac beyond 2^29
-                assert c == "cabac" and c not in sizes and spec.step == 1e-12
+                assert c == "cabac" and c not in coded and spec.step == 1e-12
                 continue
-            assert sizes[c] == written
+            size, streams = coded[c]
+            assert size == sum(map(len, written.values()))
+            assert {k: data for k, (_, data) in streams.items()} == {k: written[k] for k in streams}
+            handed = option.code(t, option.quantize(t), recon=False, kept={k: (d, b"kept " + data)
+                                                                           for k, (d, data) in streams.items()})
+            assert all(handed.segments[k] == b"kept " + data for k, (_, data) in streams.items())
+            stale = option.code(t, option.quantize(t), recon=False, kept={k: (("<i8", (1,), 0), b"stale")
+                                                                          for k in streams})
+            assert stale.segments == written  # other symbols than those kept: coded again
     levels = [dataclasses.replace(rows, coder=parse_coder(c)).quantize(t).symbols["symbols"] for c in ("ans", "ctx")]
     assert np.array_equal(*levels)  # lam=0: the coder chooses no level
 
@@ -355,6 +364,27 @@ def test_calibration_inputs_apart_with_calib(digits_net, tmp_path, monkeypatch, 
     code, _, err = run_cli(monkeypatch, capsys, "compress", str(tmp_path / "net.pt"), "-o", str(out), "--calib",
                            str(tmp_path / "calib.npy"))
     assert code == 2 and "--calib" in err
+
+
+def test_the_winning_coders_streams_are_written_as_coded(digits_net, tmp_path, monkeypatch):
+    """The coder per tensor codes each planned tensor under every coder; the writer takes the winner's streams
+    instead of coding them again: the same file bytes as a write that codes them."""
+    from zoocodec.methods import parse_spec
+    from zoocodec.tuning.auto import RATE_LAM, Asked, _Clock, _Search
+
+    x = _state_dict_and_module(digits_net, tmp_path, monkeypatch)
+    np.save(tmp_path / "x.npy", x)
+    asked = Asked(tmp_path / "net.pt", 0.01, None, None, parse_spec("uniform"), 1024, tmp_path / "x.npy",
+                  "autonets:make", None, True, "gptq", RATE_LAM, None, 0, False)
+    with _Clock(lambda _msg: None) as clock:
+        run = _Search(clock, asked)
+        run.phases(None)
+        assert run.streams and set(run.streams) == set(run.plan)
+        assert all(run.plan[k] == spec for k, (spec, _) in run.streams.items())
+        run.write(tmp_path / "kept.zc")
+        run.streams = {}
+        run.write(tmp_path / "coded.zc")
+    assert (tmp_path / "kept.zc").read_bytes() == (tmp_path / "coded.zc").read_bytes()
 
 
 def test_the_time_left_counts_every_phase_still_to_come():

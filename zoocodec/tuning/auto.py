@@ -71,6 +71,7 @@ from zoocodec.codecs import CODERS, parse_coder
 from zoocodec.errors import SpecError, ZoocodecError
 from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods import MethodSpec, parse_spec
+from zoocodec.methods.base import Coded, digest
 from zoocodec.methods.lossless import Lossless
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
 from zoocodec.pipeline.modelio import to_tensordata, to_torch
@@ -295,17 +296,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             raise ZoocodecError(f"fine-tuning trains the steps of a method that rounds to nearest (uniform): "
                                 f"{asked.spec.name} chooses its own levels; leave out --finetune")
         run = _Search(clock, asked)
-        if finetune:
-            run.trainable()  # a model fine-tuning cannot run is refused before any search
-        run.sensitivities(sensitivities)
-        run.calibrate()
-        run.search()
-        run.choose()
-        run.search_again()
-        if finetune:
-            run.fine_tune()
-        run.verify()
-        run.coder_per_tensor()
+        run.phases(sensitivities)
         return run.write(out)
 
 
@@ -389,6 +380,7 @@ class _Search:
         self.trace: list[dict[str, float]] = []
         self.tuning: dict[str, object] = {}
         self.coders: dict[str, int] = {}  # coder -> planned tensors written with it (coder_per_tensor)
+        self.streams: dict[str, tuple[MethodSpec, Coded]] = {}  # ... and its streams as coded there, for the writer
         self.untuned: tuple = ()  # (base, plan, recon, targets) before fine-tuning, where it was kept
         self.exact_bytes: dict[str, int] = {}
         self.calibrates = asked.rounding == "gptq" and eligible(self.spec)
@@ -400,6 +392,20 @@ class _Search:
     def name(self) -> str:
         """The model as the messages name it."""
         return self.reference or self.model
+
+    def phases(self, sensitivities: dict[str, float | np.ndarray] | None) -> None:
+        """Every phase before writing, in order (auto_compress's `sensitivities`)."""
+        if self.asked.finetune:
+            self.trainable()  # a model fine-tuning cannot run is refused before any search
+        self.sensitivities(sensitivities)
+        self.calibrate()
+        self.search()
+        self.choose()
+        self.search_again()
+        if self.asked.finetune:
+            self.fine_tune()
+        self.verify()
+        self.coder_per_tensor()
 
     # ---- phase 1: sensitivities ----------------------------------------------------------------------------
     def sensitivities(self, given: dict[str, float | np.ndarray] | None) -> None:
@@ -825,7 +831,8 @@ class _Search:
         smaller than ans, whose model priced lower; smollm2-135m at KL 0.01: ctx its tied embedding 3.4% smaller,
         ans its 4-bit groups). A word-embedding table's rows (rdoq with lam=0, exactly uniform rounding on a step
         per row) take part too: smollm2's at KL 0.05 with predicted rows, cabac 0.5% below ctx. The values, hence
-        the verified metric, stay the same."""
+        the verified metric, stay the same. The winner's streams are kept for the writer, which takes them instead
+        of coding them again."""
         a = self.asked
         if not a.choose_coder or a.decode_on != "any":
             return
@@ -839,11 +846,11 @@ class _Search:
                                                                                dataclasses.fields(spec)} or \
                     spec.coder.name not in CONTEXT_CODERS + ("ans",):
                 continue
-            sizes = _coded_sizes(spec, to_tensordata(name, tensors[name]), (spec.coder.name, "ans") + CONTEXT_CODERS)
-            before += sizes[spec.coder.name]
-            best = min(sizes, key=sizes.get)
-            after += sizes[best]
+            coded = _coded(spec, to_tensordata(name, tensors[name]), (spec.coder.name, "ans") + CONTEXT_CODERS)
+            best = min(coded, key=lambda c: coded[c][0])
+            before, after = before + coded[spec.coder.name][0], after + coded[best][0]
             plan[name] = spec if best == spec.coder.name else dataclasses.replace(spec, coder=parse_coder(best))
+            self.streams[name] = plan[name], coded[best][1]
         self.plan = plan
         counts: dict[str, int] = {}
         for spec in plan.values():
@@ -888,7 +895,7 @@ class _Search:
         # file was verified (not the model-wide default spec)
         self.clock.doing = "writing"
         report = compress(self.model, out, "lossless", plan=plan, min_size=self.min_size, meta=meta,
-                          targets={k: to_tensordata(k, v).array for k, v in targets.items()})
+                          targets={k: to_tensordata(k, v).array for k, v in targets.items()}, coded=self.streams)
         self.clock.line("written")
         return AutoResult(report, self.reference or str(self.model), t.name, t.primary, self.target_loss, m.value,
                           m.baseline, m.loss, m.loss_high, m.n, self.base, self.strength, str(self.coded),
@@ -1056,23 +1063,30 @@ def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say,
     return min(priced.values(), key=lambda bo: bo[0])[1]
 
 
-def _coded_sizes(spec: MethodSpec, t, coders: tuple[str, ...]) -> dict[str, int]:
-    """coder -> bytes of `t` under `spec` with that coder for its level streams: quantized once, and the streams
-    the coder does not write (a group's steps and zero points, raw arrays) coded once, not once per coder.
-    A coder that cannot code the levels (cabac beyond 2^29: SpecError) is left out."""
+def _coded(spec: MethodSpec, t, coders: tuple[str, ...]) -> dict[str, tuple[int, Coded]]:
+    """coder -> (bytes of `t` under `spec` with that coder for its level streams, its streams as coded):
+    quantized once, and the streams the coder does not write (a group's steps and zero points, raw arrays)
+    coded once, not once per coder. A coder that cannot code the levels (cabac beyond 2^29: SpecError) is
+    left out."""
     q = spec.quantize(t)
     symbols = {k: to_numpy(v) for k, v in q.symbols.items()}
     levels = [k for k in symbols if spec.coder_for(k) == spec.coder]
-    fixed = sum(len(spec.code_stream(k, v, spec.coder_for(k))[0]) for k, v in symbols.items() if k not in levels) + \
-        sum(len(bytes(v)) for v in q.arrays.values())
-    sizes = {}
+    fixed = {k: _stream(spec, k, v, spec.coder_for(k)) for k, v in symbols.items() if k not in levels}
+    arrays = sum(len(bytes(v)) for v in q.arrays.values())
+    out = {}
     for c in dict.fromkeys(coders):
         coder = parse_coder(c)
         try:
-            sizes[c] = fixed + sum(len(spec.code_stream(k, symbols[k], coder)[0]) for k in levels)
+            streams = fixed | {k: _stream(spec, k, symbols[k], coder) for k in levels}
         except SpecError:  # cabac beyond 2^29
             continue
-    return sizes
+        out[c] = arrays + sum(len(data) for _, data in streams.values()), streams
+    return out
+
+
+def _stream(spec: MethodSpec, stream: str, symbols: np.ndarray, coder) -> tuple[tuple, bytes]:
+    data, coded = spec.code_stream(stream, symbols, coder)
+    return digest(coded), data
 
 
 def _unresolved(ev, recon: dict[str, torch.Tensor], target_loss: float) -> str:
