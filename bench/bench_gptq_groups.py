@@ -12,13 +12,12 @@ returns them bit for bit. Never the judged lee_background.cor.
 """
 from __future__ import annotations
 
-import datetime
 import json
 
 import numpy as np
 import torch
 
-from bench_common import RESULTS, machine
+from bench_common import machine, save
 
 LAYERS = ("layers.2.", "layers.15.")
 GROUPS = ((3, 32), (3, 64), (4, 64))
@@ -68,8 +67,7 @@ def main() -> None:
            "mean gptq/nearest, groups (B8)": {f"{b}-bit groups of {g}": float(np.mean(
                [r[f"{b}-bit groups of {g}: gptq B8"] / r[f"{b}-bit groups of {g}: nearest"] for r in rows]))
                for b, g in GROUPS}}
-    path = RESULTS / f"gptq_groups-{datetime.date.today().isoformat()}.json"
-    path.write_text(json.dumps(out, indent=1))
+    path = save("gptq_groups", out)
     print(f"wrote {path}: {out['mean gptq/nearest, one step']} {out['mean gptq/nearest, groups (B8)']}")
 
 

@@ -11,13 +11,12 @@ the group's scale could take off.
 """
 from __future__ import annotations
 
-import datetime
 import json
 
 import numpy as np
 import torch
 
-from bench_common import RESULTS, machine
+from bench_common import machine, save
 
 LAYERS = ("layers.2.", "layers.15.", "layers.27.")
 
@@ -82,8 +81,7 @@ def main() -> None:
     count = sum(r["weights"] for r in rows)
     out = {"machine": machine(("numpy", "torch")), "tensors": rows,
            "weighted mean, bits/weight": {k: v / count for k, v in totals.items()}}
-    path = RESULTS / f"group_side-{datetime.date.today().isoformat()}.json"
-    path.write_text(json.dumps(out, indent=1))
+    path = save("group_side", out)
     print(f"wrote {path}: {json.dumps(out['weighted mean, bits/weight'], indent=1)}")
 
 

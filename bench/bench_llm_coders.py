@@ -32,14 +32,14 @@ def cpu() -> float:
 
 
 def timing(archive, model: str, names: list[str]) -> dict:
-    """CPU seconds of the choice per tensor: every coder's whole encode against auto._coded_sizes."""
+    """CPU seconds of the choice per tensor: every coder's whole encode against auto._coded."""
     import dataclasses
 
     from zoocodec.codecs import parse_coder
     from zoocodec.errors import SpecError
     from zoocodec.eval.evaluate import load_weights
     from zoocodec.pipeline.modelio import to_tensordata
-    from zoocodec.tuning.auto import _coded_sizes
+    from zoocodec.tuning.auto import _coded
 
     weights = load_weights(model)
     spent = {"whole encode per coder": 0.0, "levels per coder": 0.0}
@@ -56,7 +56,7 @@ def timing(archive, model: str, names: list[str]) -> dict:
                     continue
 
         def each_level():
-            levels.update(_coded_sizes(spec, t, CODERS))
+            levels.update({c: size for c, (size, _) in _coded(spec, t, CODERS).items()})
         ways = [("whole encode per coder", each_whole), ("levels per coder", each_level)]
         for way, run in ways[::-1] if i % 2 else ways:
             t0 = cpu()

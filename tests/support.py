@@ -157,6 +157,20 @@ def digits_mlp():
     return net, x[1400:].numpy()
 
 
+def bn_net():
+    """Two conv + BN layers whose running statistics are far from what noise gives (zoocodec.eval.distilled makes
+    images that match them: tests/eval/test_distilled.py, tests/tuning/test_auto.py)."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8))
+    for bn in (net[1], net[4]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.2, 3)
+    return net.eval()
+
+
 def onnx_digits(net, path, input_name: str) -> None:
     """Export the digits net to ONNX with a dynamic batch axis (the legacy exporter, quietly)."""
     import warnings

@@ -33,6 +33,43 @@ def test_overrides_by_pattern_and_plan(tmp_path, model):
     assert [r["method"] for r in info["tensors"]] == [t.method for t in rep.tensors]
 
 
+def test_streams_coded_before_are_written_as_they_are(tmp_path, model):
+    """compress(coded=...): a tensor's streams coded before under its exact spec (automatic mode's coder per
+    tensor) are written from there where its symbols are the ones coded: the same file bytes as coding them
+    again. A stream coded from other values, or under another spec, is coded again."""
+    from zoocodec.methods import TensorData
+    from zoocodec.methods.base import digest
+
+    def streams(name: str, spec, values: torch.Tensor) -> dict:
+        q = spec.quantize(TensorData(name, "float32", values.numpy()))
+        out = {}
+        for k, v in q.symbols.items():
+            data, coded = spec.code_stream(k, v, spec.coder_for(k))
+            out[k] = digest(coded), data
+        return out
+
+    plan = {"fc.weight": parse_spec("uniform:step=0.01,coder=cabac"),
+            "conv.weight": parse_spec("uniform:bits=4,group=8,zero=true,coder=ctx")}
+    zoocodec.compress(model, tmp_path / "plain.zc", plan=plan, min_size=100)
+    plain = (tmp_path / "plain.zc").read_bytes()
+    kept = {k: (spec, streams(k, spec, model[k])) for k, spec in plan.items()}
+    zoocodec.compress(model, tmp_path / "kept.zc", plan=plan, min_size=100, coded=kept)
+    assert (tmp_path / "kept.zc").read_bytes() == plain
+    doubled = streams("conv.weight", plan["conv.weight"], model["conv.weight"] * 2)  # other symbols
+    other = {"fc.weight": (parse_spec("uniform:step=0.01,coder=ans"), kept["fc.weight"][1]),  # another spec
+             "conv.weight": (plan["conv.weight"], doubled)}
+    zoocodec.compress(model, tmp_path / "other.zc", plan=plan, min_size=100, coded=other)
+    assert (tmp_path / "other.zc").read_bytes() == plain
+    marked = {k: (spec, {s: (d, b"kept " + data) for s, (d, data) in coded.items()})
+              for k, (spec, coded) in kept.items()}
+    zoocodec.compress(model, tmp_path / "marked.zc", plan=plan, min_size=100, coded=marked)
+    with zoocodec.Archive(tmp_path / "marked.zc") as a:  # what is written is what was handed over
+        for name, (_, coded) in marked.items():
+            e = a.plan[name]
+            written = a.container.segments([(e.where, e.segments[s]) for s in coded])
+            assert [bytes(w) for w in written] == [data for _, data in coded.values()]
+
+
 def test_nonfinite_weights(tmp_path, model):
     model["fc.weight"][0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match="fc.weight"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoocodec
-from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli
+from support import DIGITS_MLP, bert_folder, bn_net, digits_mlp, onnx_digits, run_cli
 from zoocodec.errors import ZoocodecError
 from zoocodec.eval import data
 from zoocodec.eval.anymodel import evaluate_pair
@@ -14,7 +14,7 @@ from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
 from zoocodec.tuning.auto import (
     STRENGTHS,
     _cheapest_coder,
-    _coded_sizes,
+    _coded,
     _flatten,
     _one_d_where_it_pays,
     auto_compress,
@@ -64,7 +64,8 @@ def test_a_coder_that_cannot_code_the_levels_is_left_out_of_the_pricing():
 
 
 def test_a_coder_per_tensor_counts_the_bytes_each_coder_writes():
-    """Quantized once, the side streams coded once: the same bytes as encoding the tensor under each coder."""
+    """Quantized once, the side streams coded once: the same bytes as encoding the tensor under each coder, and
+    what a writer handed them writes without coding again."""
     import dataclasses
 
     from zoocodec.codecs import parse_coder
@@ -75,15 +76,23 @@ def test_a_coder_per_tensor_counts_the_bytes_each_coder_writes():
     t = TensorData("w", "float32", w)
     rows = parse_spec("rdoq:lam=0,iters=0").with_step(0.05, (0.05, 0.1))  # a word-embedding table's, a step per row
     for spec in map(parse_spec, ("uniform:step=0.05", "uniform:bits=4,group=32,zero=true", "uniform:step=1e-12", rows)):
-        sizes = _coded_sizes(spec, t, ("ans", "ctx", "cabac"))
+        coded = _coded(spec, t, ("ans", "ctx", "cabac"))
         for c in ("ans", "ctx", "cabac"):
             option = dataclasses.replace(spec, coder=parse_coder(c))
             try:
-                written = sum(len(v) for v in option.encode(t, recon=False).segments.values())
+                written = option.encode(t, recon=False).segments
             except ZoocodecError:  # cabac beyond 2^29
-                assert c == "cabac" and c not in sizes and spec.step == 1e-12
+                assert c == "cabac" and c not in coded and spec.step == 1e-12
                 continue
-            assert sizes[c] == written
+            size, streams = coded[c]
+            assert size == sum(map(len, written.values()))
+            assert {k: data for k, (_, data) in streams.items()} == {k: written[k] for k in streams}
+            handed = option.code(t, option.quantize(t), recon=False, kept={k: (d, b"kept " + data)
+                                                                           for k, (d, data) in streams.items()})
+            assert all(handed.segments[k] == b"kept " + data for k, (_, data) in streams.items())
+            stale = option.code(t, option.quantize(t), recon=False, kept={k: (("<i8", (1,), 0), b"stale")
+                                                                          for k in streams})
+            assert stale.segments == written  # other symbols than those kept: coded again
     levels = [dataclasses.replace(rows, coder=parse_coder(c)).quantize(t).symbols["symbols"] for c in ("ans", "ctx")]
     assert np.array_equal(*levels)  # lam=0: the coder chooses no level
 
@@ -357,6 +366,27 @@ def test_calibration_inputs_apart_with_calib(digits_net, tmp_path, monkeypatch, 
     assert code == 2 and "--calib" in err
 
 
+def test_the_winning_coders_streams_are_written_as_coded(digits_net, tmp_path, monkeypatch):
+    """The coder per tensor codes each planned tensor under every coder; the writer takes the winner's streams
+    instead of coding them again: the same file bytes as a write that codes them."""
+    from zoocodec.methods import parse_spec
+    from zoocodec.tuning.auto import RATE_LAM, Asked, _Clock, _Search
+
+    x = _state_dict_and_module(digits_net, tmp_path, monkeypatch)
+    np.save(tmp_path / "x.npy", x)
+    asked = Asked(tmp_path / "net.pt", 0.01, None, None, parse_spec("uniform"), 1024, tmp_path / "x.npy",
+                  "autonets:make", None, True, "gptq", RATE_LAM, None, 0, False)
+    with _Clock(lambda _msg: None) as clock:
+        run = _Search(clock, asked)
+        run.phases(None)
+        assert run.streams and set(run.streams) == set(run.plan)
+        assert all(run.plan[k] == spec for k, (spec, _) in run.streams.items())
+        run.write(tmp_path / "kept.zc")
+        run.streams = {}
+        run.write(tmp_path / "coded.zc")
+    assert (tmp_path / "kept.zc").read_bytes() == (tmp_path / "coded.zc").read_bytes()
+
+
 def test_the_time_left_counts_every_phase_still_to_come():
     from zoocodec.tuning.auto import _Clock
 
@@ -375,6 +405,44 @@ def test_the_time_left_counts_every_phase_still_to_come():
     assert lines[-1].startswith("step (") and "left)" in lines[-1]
     clock.line("again", every=3600)  # at most one line an hour: none now
     assert len(lines) == 1
+
+
+def test_the_time_left_counts_calibration_images_while_they_are_made():
+    """A zoo task whose calibration images are made on a first run (effnet-lite0's distilled ones; a small net
+    and few steps here): a phase of its own, its steps on the heartbeat's line, its time left in the estimate,
+    moving down to none at its last step; nothing once made."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from zoocodec.eval import distilled as D
+    from zoocodec.eval.tasks import TASKS
+    from zoocodec.tuning.auto import _Clock, _Search
+
+    lines: list[str] = []
+    clock = _Clock(lines.append)
+    clock.expect("search", 6, 200)
+    clock.ran("sensitivities", 1.0, 100)  # runs measured: 0.01 s an input, 12 s of search runs to come
+    seen: list[tuple[str, float | None]] = []
+    net = bn_net()
+
+    def prepare(progress):
+        def step(done: int, total: int) -> None:
+            progress(done, total)
+            seen.append((clock.doing, clock.left()))
+        return D.images(net, 3, size=16, steps=(4, 2), progress=step)
+
+    task = dataclasses.replace(TASKS["digits"], prepare=prepare, prepare_about="distilling 3 images")
+    run = SimpleNamespace(t=task, clock=clock, say=lines.append, whole=SimpleNamespace(), prepared=False)
+    _Search.prepare(run)
+    assert [doing for doing, _ in seen] == [f"distilling 3 images: step {k}/6" for k in range(7)]
+    assert seen[0][1] is None  # no step measured yet
+    making = [left - 12.0 for _, left in seen[1:]]
+    assert all(m > 0 for m in making[:-1]) and making[-1] == pytest.approx(0.0)
+    assert len(set(making)) == len(making)  # it moves at every step
+    assert lines == ["distilling 3 images: 6 steps, this once (then read from the zoo cache)"]
+    assert "making" not in clock.work and clock.left() == pytest.approx(12.0)
+    _Search.prepare(run)  # made: not again
+    assert len(seen) == 7
 
 
 def test_sequential_rounding_against_the_quantized_models_inputs(digits_net, tmp_path, monkeypatch):

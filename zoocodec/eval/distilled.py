@@ -17,6 +17,7 @@ alone; on the distilled images alone 2.1% larger (bench/results/h2h-levers-2026-
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -53,7 +54,7 @@ def _tv(x: torch.Tensor) -> torch.Tensor:
 
 
 def _batch(net: torch.nn.Module, n: int, size: int, gen: torch.Generator, steps: tuple[int, int],
-           log: list) -> torch.Tensor:
+           log: list, tick: Callable[[int], None]) -> torch.Tensor:
     half = size // 2
     x = torch.randn(n, 3, half, half, generator=gen)
     for res, count in ((half, steps[0]), (size, steps[1])):
@@ -72,22 +73,30 @@ def _batch(net: torch.nn.Module, n: int, size: int, gen: torch.Generator, steps:
             total.backward()
             opt.step()
             log.append(float(loss.detach()))
+            tick(len(log))
     return x.detach()
 
 
-def images(net: torch.nn.Module, n: int, size: int = 224, seed: int = 0,
-           steps: tuple[int, int] | None = None) -> tuple[torch.Tensor, dict]:
+def images(net: torch.nn.Module, n: int, size: int = 224, seed: int = 0, steps: tuple[int, int] | None = None,
+           progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, dict]:
     """`n` images (n x 3 x size x size, in the model's normalised input space) whose batch statistics match
     `net`'s BatchNorm running statistics, and what it cost (seconds, the loss at start and end); `steps`: Adam
-    steps at half and full resolution (STEPS)."""
+    steps at half and full resolution (STEPS). `progress(done, total)` gets the Adam steps done over all
+    batches: 0 first, then after each step (minutes on a CPU, so a caller's time-left estimate counts them; a
+    full-resolution step takes 1.5-2x a half-resolution one, effnet-lite0 at 2 threads, so until the first
+    full-resolution step such an estimate runs 1-2 minutes short of STEPS' 4 minutes or so)."""
     net = net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
+    steps = steps or STEPS
+    total = -(-n // BATCH) * sum(steps)
+    tick = (lambda done: progress(done, total)) if progress else (lambda _done: None)
+    tick(0)
     t0 = time.perf_counter()
     out, log = [], []
     for start in range(0, n, BATCH):
-        out.append(_batch(net, min(BATCH, n - start), size, gen, steps or STEPS, log))
+        out.append(_batch(net, min(BATCH, n - start), size, gen, steps, log, tick))
     return torch.cat(out), {"seconds": time.perf_counter() - t0, "first_loss": log[0], "last_loss": log[-1]}
 
 
@@ -100,25 +109,25 @@ def _path(weights: dict[str, torch.Tensor], n: int, size: int = 224, seed: int =
                          weights)
 
 
-def cached(net: torch.nn.Module, weights: dict[str, torch.Tensor], n: int, size: int = 224,
-           seed: int = 0) -> torch.Tensor:
-    """images(net, n, size, seed), stored in the zoo cache under a hash of `weights` and the settings."""
+def cached(net: torch.nn.Module, weights: dict[str, torch.Tensor], n: int, size: int = 224, seed: int = 0,
+           progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """images(net, n, size, seed), stored in the zoo cache under a hash of `weights` and the settings
+    (`progress` is called only where they are made)."""
     from zoocodec.eval import refcache
 
     path = _path(weights, n, size, seed)
     kept = refcache.read(path, ("images",))
     if kept is not None and kept[0].shape == (n, 3, size, size):
         return kept[0]
-    x, _info = images(net, n, size, seed)
+    x, _info = images(net, n, size, seed, progress=progress)
     refcache.write(path, {"images": x})
     return x
 
 
-
-def for_zoo(model: str, n: int) -> torch.Tensor:
+def for_zoo(model: str, n: int, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """cached() images of zoo model `model`'s original weights."""
     from zoocodec.eval.evaluate import load_weights
     from zoocodec.eval.models import build
 
     weights = load_weights(model)
-    return cached(build(model, weights).to(memory_format=torch.channels_last), weights, n)
+    return cached(build(model, weights).to(memory_format=torch.channels_last), weights, n, progress=progress)

@@ -36,6 +36,11 @@ class Task:
     # images or texts, disjoint from the judged ones where the data allows (`calibration_about` says)
     calibration: Callable[[], object] | None = None
     calibration_about: str = ""
+    # what calibration() makes once, slowly, before it reads it from the zoo cache (effnet-lite0's distilled
+    # images: minutes on a CPU): `prepare(progress)` makes it, calling progress(done, total) with its steps, so
+    # that automatic mode's time-left estimate counts them; `prepare_about` names it
+    prepare: Callable[[Callable[[int, int], None] | None], object] | None = None
+    prepare_about: str = ""
     # data-aware rounding's dampening of H by layer kind (zoocodec.tuning.calibrate.kind_of), where calibration
     # inputs this few in kind over-fit GPTQ's 1%: (kind, fraction of H's mean diagonal) pairs
     rounding_damp: tuple[tuple[str, float], ...] = ()
@@ -143,9 +148,13 @@ def _photo_calibration() -> torch.Tensor:
     statistics (zoocodec.eval.distilled: made once, about 10 CPU-minutes, then read from the zoo cache).
     H measured on both: 0.6% smaller at equal KL than on the crops alone (17 fixed plans, -0.033 +- 0.011
     bits/weight; bench/results/h2h-levers-2026-12-05h-effnet-cal*.json); on the distilled images alone 2.1% larger."""
+    return torch.cat([data.photo_calibration(), _photo_distilled()])
+
+
+def _photo_distilled(progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     from zoocodec.eval import distilled
 
-    return torch.cat([data.photo_calibration(), distilled.for_zoo("effnet-lite0", DISTILLED)])
+    return distilled.for_zoo("effnet-lite0", DISTILLED, progress)
 
 
 TEXT_CALIBRATION = "gensim's lee.cor (50 documents) and pang_lee_polarity.cor (200 sentences), not lee_background.cor"
@@ -164,7 +173,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("photos", "image", "KL and top-1 agreement vs the original on opencv-doc's 90 example photos, "
          f"{data.PHOTO_VIEWS} views each (2 crops x 2 flips, 224x224)",
          "kl", _logits(data.photo_views, 16), _photo_fidelity, ("kl",), search_limit=90, sensitivity_limit=16,
-         calibration=_photo_calibration,
+         calibration=_photo_calibration, prepare=_photo_distilled,
+         prepare_about=f"distilling {DISTILLED} calibration images from the model's BatchNorm statistics",
          calibration_about=f"{data.CALIBRATION_CROPS} random crops of 3 photos that ship with scikit-learn and "
                            f"matplotlib (seeded; never judged) and {DISTILLED} images distilled from the model's "
                            "BatchNorm statistics (ZeroQ)",

@@ -182,13 +182,15 @@ class MethodSpec(Spec):
         """Quantize in `xp` (when the method has a GPU path), code on the host."""
         return self.code(t, self.quantize(t, xp if self.gpu else np), recon)
 
-    def code(self, t: TensorData, q: Quantized, recon: bool = True, stats: ErrorStats | None = None) -> Encoded:
+    def code(self, t: TensorData, q: Quantized, recon: bool = True, stats: ErrorStats | None = None,
+             kept: Coded | None = None) -> Encoded:
         """The payloads of quantization `q` of `t`: host work only (pipeline/batch.py runs it on
         worker threads while the next tensors quantize).
 
         recon=False drops the reconstruction once its error is measured (`stats`, when the
         caller measured it already), before coding: the tensor, its symbols and the coder's
-        output are held, not a second copy of the tensor."""
+        output are held, not a second copy of the tensor. `kept`: streams of `t` under this
+        spec coded before (code_stream)."""
         # symbols on a GPU stay there for a coder that encodes them there (only its bytes come back)
         q.symbols = {k: v if self.coder_for(k).gpu_encode and on_device(v) else to_numpy(v)
                      for k, v in q.symbols.items()}
@@ -204,7 +206,7 @@ class MethodSpec(Spec):
         segments, shapes, coded, decoded = {}, {}, {}, {}
         for name, symbols in q.symbols.items():
             coder = self.coder_for(name)
-            data, symbols = self.code_stream(name, symbols, coder)
+            data, symbols = self.code_stream(name, symbols, coder, None if kept is None else kept.get(name))
             segments[name] = data
             q.symbols[name] = symbols  # as coded: int64 for a coder that does not narrow
             shapes[name] = list(symbols.shape)
@@ -263,12 +265,17 @@ class MethodSpec(Spec):
         want = self.symbol_dtype(stream, dtype)
         return np.dtype(np.int64) if want is None and not coder.narrows else want
 
-    def code_stream(self, stream: str, symbols: np.ndarray, coder: CoderSpec) -> tuple[bytes, np.ndarray]:
+    def code_stream(self, stream: str, symbols: np.ndarray, coder: CoderSpec,
+                    kept: tuple[tuple, bytes] | None = None) -> tuple[bytes, np.ndarray]:
         """Stream `stream`'s bytes under `coder` and the symbols as coded: handed over as a file holds them,
         integers widened to int64 for a coder that does its arithmetic there. The one hand-over, for writing and
-        for automatic mode's choice of a coder per tensor."""
+        for automatic mode's choice of a coder per tensor. `kept`: (digest() of the symbols as coded, their
+        bytes) from an earlier hand-over of this stream under this spec (automatic mode's choice): taken where
+        the symbols have that digest, so the bytes are those of coding again, without the coding."""
         if symbols.dtype.kind == "i" and not coder.narrows:
             symbols = symbols.astype(np.int64)
+        if kept is not None and isinstance(symbols, np.ndarray) and kept[0] == digest(symbols):
+            return kept[1], symbols
         return coder.encode(symbols, self.trellis(stream, symbols.shape)), symbols
 
     def reconstruct(self, t: TensorData) -> np.ndarray:
@@ -290,6 +297,19 @@ class MethodSpec(Spec):
         params = ",".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
                           if getattr(self, f.name) is not None)
         return f"{self.name}:{params}" if params else self.name
+
+
+# a tensor's streams coded before under one spec: stream -> (digest() of its symbols as coded, its bytes)
+Coded = dict[str, tuple[tuple, bytes]]
+
+
+def digest(symbols: np.ndarray) -> tuple:
+    """What a stream's bytes under a given spec and coder depend on: its symbols' dtype, shape and values
+    (XXH3-64 of them, by the native engine: tens of GB/s, nothing beside coding them)."""
+    from zoocodec.codecs import native
+
+    a = np.ascontiguousarray(symbols)
+    return a.dtype.str, a.shape, native.engine().xxh3(a.reshape(-1).view(np.uint8))
 
 
 def default_bits(spec: MethodSpec) -> None:

@@ -29,6 +29,7 @@ from zoocodec.header import ITEMSIZE, Header, Source, Stats, TensorEntry
 from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
 from zoocodec.methods.arrays import ErrorStats, error_stats
+from zoocodec.methods.base import Coded
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.pipeline import batch as batch_mod, zoo
 from zoocodec.pipeline.modelio import (
@@ -125,7 +126,8 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
              allow_nonfinite: bool = False, progress: Callable[[str], None] | None = None,
              plan: dict[str, MethodSpec | str] | None = None, meta: dict[str, Any] | None = None,
              device: str | Device = "cpu", batch: bool = True,
-             targets: dict[str, np.ndarray] | None = None) -> Report:
+             targets: dict[str, np.ndarray] | None = None,
+             coded: dict[str, tuple[MethodSpec, Coded]] | None = None) -> Report:
     """Compress `model` (path, zoo name, or dict of tensors) into the container `out`.
 
     `device` (cpu, gpu, cuda:N, auto) is where the quantizers run; the bytes are the same.
@@ -140,6 +142,9 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
     chose (zoocodec.tuning.calibrate); errors and SQNR are still measured against the model's own.
     A tensor of at least `min_size` weights equal to an earlier one (tied embedding and output
     head weights) is stored once: the header's `aliases` maps its name to the stored one's.
+    `coded` (tensor name -> (spec, streams coded before under it), e.g. automatic mode's choice
+    of a coder per tensor, which codes each candidate): a stream of a tensor written with that
+    exact spec, whose symbols are the ones coded, is written from there (the same bytes).
     """
     spec = parse_spec(spec)
     plan = {k: parse_spec(v) for k, v in (plan or {}).items()}
@@ -187,8 +192,10 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
                 chosen, q, on_gpu, stats = safe, safe.quantize(t), False, None
         if t.name in originals:  # moved before quantizing: the error is against the model's own values
             stats = error_stats(originals.pop(t.name), to_numpy(q.recon))
+        kept = (coded or {}).get(t.name)
         # the reconstruction is dropped once measured: coding holds the tensor and its symbols only
-        return t, chosen, chosen.code(t, q, recon=False, stats=stats), on_gpu
+        return t, chosen, chosen.code(t, q, recon=False, stats=stats,
+                                      kept=kept[1] if kept is not None and kept[0] == chosen else None), on_gpu
 
     def choose(t: TensorData) -> MethodSpec:
         return choose_spec(t, spec, overrides, min_size, allow_nonfinite, plan, floor=False)

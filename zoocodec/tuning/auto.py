@@ -39,7 +39,9 @@
    rounding and its calibration inputs, search trace) and the held-back metric with its 95%
    interval in its header (`meta["auto"]`).
 
-Progress lines carry the time spent and an estimate of the time left over every phase.
+Progress lines carry the time spent and an estimate of the time left over every phase, the
+making of a zoo task's calibration images on a first run (effnet-lite0's distilled ones)
+included, as a phase of its own whose steps are counted.
 Every "within budget" is judged by the pessimistic end of the loss's 95% interval from
 the paired inputs (zoocodec.eval.stats). A budget the search subset cannot resolve is
 searched on the whole calibration/search part; one that this cannot resolve either ends in
@@ -69,6 +71,7 @@ from zoocodec.codecs import CODERS, parse_coder
 from zoocodec.errors import SpecError, ZoocodecError
 from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods import MethodSpec, parse_spec
+from zoocodec.methods.base import Coded, digest
 from zoocodec.methods.lossless import Lossless
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
 from zoocodec.pipeline.modelio import to_tensordata, to_torch
@@ -168,7 +171,9 @@ def split(n: int, groups: np.ndarray | None = None, seed: int = SPLIT_SEED,
 class _Clock:
     """Time spent and an estimate of the time left, over every phase. A model run costs `per_input` x its
     inputs, plus `per_plan` where a plan is rounded and reconstructed first; both are measured as the runs
-    happen. The runs still to come are counted per phase (search runs are estimated: RUNS_PER_SEARCH)."""
+    happen. The runs still to come are counted per phase (search runs are estimated: RUNS_PER_SEARCH).
+    Work that counts its own steps (a task's calibration images made on a first run) is a phase of its own,
+    its steps left priced at its own steps' mean time so far."""
 
     def __init__(self, say: Callable[[str], None]):
         self.say, self.start = say, time.perf_counter()
@@ -176,6 +181,7 @@ class _Clock:
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True)
         self.todo: dict[str, list] = {}  # phase -> [runs left, inputs per run, rounds a plan]
+        self.work: dict[str, tuple[float, int, int]] = {}  # phase -> (its start, steps done, steps in all)
         self.model_s = self.inputs = 0.0
         self.plan_s, self.plans = 0.0, 0
         self.last_line = self.start
@@ -203,16 +209,23 @@ class _Clock:
         if phase in self.todo:
             self.todo[phase][0] = max(self.todo[phase][0] - 1, 0)
 
+    def stepped(self, phase: str, done: int, total: int) -> None:
+        """`done` of the `total` steps of work `phase` (0 when it starts)."""
+        start = self.work[phase][0] if phase in self.work else time.perf_counter()
+        self.work[phase] = (start, done, total)
+
     def done(self, phase: str) -> None:
         self.todo.pop(phase, None)
+        self.work.pop(phase, None)
 
     def left(self) -> float | None:
-        if not self.inputs:
+        """Seconds left, or None while no model run or no step of the work under way is measured yet."""
+        now, todo, work = time.perf_counter(), list(self.todo.values()), list(self.work.values())  # the heartbeat
+        if not self.inputs or any(not done for _, done, _ in work):  # thread reads them as the run changes them
             return None
         per_input, per_plan = self.model_s / self.inputs, self.plan_s / max(self.plans, 1)
-        return sum(
-            runs * (per_input * inputs + (per_plan if plan else 0.0)) for runs, inputs, plan in self.todo.values()
-        )
+        return sum(runs * (per_input * inputs + (per_plan if plan else 0.0)) for runs, inputs, plan in todo) + \
+            sum((now - start) / done * (total - done) for start, done, total in work)
 
     def stamp(self) -> str:
         spent, left = time.perf_counter() - self.start, self.left()
@@ -283,17 +296,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
             raise ZoocodecError(f"fine-tuning trains the steps of a method that rounds to nearest (uniform): "
                                 f"{asked.spec.name} chooses its own levels; leave out --finetune")
         run = _Search(clock, asked)
-        if finetune:
-            run.trainable()  # a model fine-tuning cannot run is refused before any search
-        run.sensitivities(sensitivities)
-        run.calibrate()
-        run.search()
-        run.choose()
-        run.search_again()
-        if finetune:
-            run.fine_tune()
-        run.verify()
-        run.coder_per_tensor()
+        run.phases(sensitivities)
         return run.write(out)
 
 
@@ -377,16 +380,32 @@ class _Search:
         self.trace: list[dict[str, float]] = []
         self.tuning: dict[str, object] = {}
         self.coders: dict[str, int] = {}  # coder -> planned tensors written with it (coder_per_tensor)
+        self.streams: dict[str, tuple[MethodSpec, Coded]] = {}  # ... and its streams as coded there, for the writer
         self.untuned: tuple = ()  # (base, plan, recon, targets) before fine-tuning, where it was kept
         self.exact_bytes: dict[str, int] = {}
         self.calibrates = asked.rounding == "gptq" and eligible(self.spec)
         self.groupwise = _groupwise(t, self.spec, weights)
         self._rounded: dict[tuple, dict[str, torch.Tensor]] = {}  # plan steps -> data-aware rounding's targets
+        self.prepared = False  # the task's calibration inputs are made (prepare)
 
     @property
     def name(self) -> str:
         """The model as the messages name it."""
         return self.reference or self.model
+
+    def phases(self, sensitivities: dict[str, float | np.ndarray] | None) -> None:
+        """Every phase before writing, in order (auto_compress's `sensitivities`)."""
+        if self.asked.finetune:
+            self.trainable()  # a model fine-tuning cannot run is refused before any search
+        self.sensitivities(sensitivities)
+        self.calibrate()
+        self.search()
+        self.choose()
+        self.search_again()
+        if self.asked.finetune:
+            self.fine_tune()
+        self.verify()
+        self.coder_per_tensor()
 
     # ---- phase 1: sensitivities ----------------------------------------------------------------------------
     def sensitivities(self, given: dict[str, float | np.ndarray] | None) -> None:
@@ -489,9 +508,27 @@ class _Search:
         _expect_search(self.clock, self.search_ev, self.decide_ev, self.held_ev, self.calibrates)
 
     # ---- phase 2: calibration ------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """What a zoo task's calibration inputs are made of, made on a first run (effnet-lite0's distilled
+        images: minutes) as a phase of its own whose steps the clock counts; nothing where the zoo cache has it."""
+        t, clock = self.t, self.clock
+        if self.prepared or getattr(t, "prepare", None) is None or getattr(self.whole, "run", None) is not None:
+            return
+        self.prepared = True
+
+        def progress(done: int, total: int) -> None:
+            if not done:
+                self.say(f"{t.prepare_about}: {total} steps, this once (then read from the zoo cache)")
+            clock.stepped("making", done, total)
+            clock.doing = f"{t.prepare_about}: step {done}/{total}"  # the heartbeat prints it
+        t.prepare(progress)
+        clock.done("making")
+
     def calibrate(self) -> None:
         """Data-aware rounding's layer inputs (or nearest rounding, said why)."""
         a = self.asked
+        if self.calibrates:
+            self.prepare()
         self.clock.doing = "measuring layer inputs for data-aware rounding"
         self.rounder, self.calibration, self.cal = _rounder(
             a.rounding, a.rate_lam, self.spec, self.whole, self.decide_ev, self.t, self.weights, self.say, a.calib,
@@ -686,6 +723,7 @@ class _Search:
         from zoocodec.tuning.finetune import trainable
 
         a = self.asked
+        self.prepare()
         self.tr = trainable(self.whole, self.t, self.weights, self.decide_ev,
                             (self.model, a.calib, a.module, a.output) if a.inputs is not None else None)
 
@@ -793,7 +831,8 @@ class _Search:
         smaller than ans, whose model priced lower; smollm2-135m at KL 0.01: ctx its tied embedding 3.4% smaller,
         ans its 4-bit groups). A word-embedding table's rows (rdoq with lam=0, exactly uniform rounding on a step
         per row) take part too: smollm2's at KL 0.05 with predicted rows, cabac 0.5% below ctx. The values, hence
-        the verified metric, stay the same."""
+        the verified metric, stay the same. The winner's streams are kept for the writer, which takes them instead
+        of coding them again."""
         a = self.asked
         if not a.choose_coder or a.decode_on != "any":
             return
@@ -807,11 +846,11 @@ class _Search:
                                                                                dataclasses.fields(spec)} or \
                     spec.coder.name not in CONTEXT_CODERS + ("ans",):
                 continue
-            sizes = _coded_sizes(spec, to_tensordata(name, tensors[name]), (spec.coder.name, "ans") + CONTEXT_CODERS)
-            before += sizes[spec.coder.name]
-            best = min(sizes, key=sizes.get)
-            after += sizes[best]
+            coded = _coded(spec, to_tensordata(name, tensors[name]), (spec.coder.name, "ans") + CONTEXT_CODERS)
+            best = min(coded, key=lambda c: coded[c][0])
+            before, after = before + coded[spec.coder.name][0], after + coded[best][0]
             plan[name] = spec if best == spec.coder.name else dataclasses.replace(spec, coder=parse_coder(best))
+            self.streams[name] = plan[name], coded[best][1]
         self.plan = plan
         counts: dict[str, int] = {}
         for spec in plan.values():
@@ -856,7 +895,7 @@ class _Search:
         # file was verified (not the model-wide default spec)
         self.clock.doing = "writing"
         report = compress(self.model, out, "lossless", plan=plan, min_size=self.min_size, meta=meta,
-                          targets={k: to_tensordata(k, v).array for k, v in targets.items()})
+                          targets={k: to_tensordata(k, v).array for k, v in targets.items()}, coded=self.streams)
         self.clock.line("written")
         return AutoResult(report, self.reference or str(self.model), t.name, t.primary, self.target_loss, m.value,
                           m.baseline, m.loss, m.loss_high, m.n, self.base, self.strength, str(self.coded),
@@ -1024,23 +1063,30 @@ def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say,
     return min(priced.values(), key=lambda bo: bo[0])[1]
 
 
-def _coded_sizes(spec: MethodSpec, t, coders: tuple[str, ...]) -> dict[str, int]:
-    """coder -> bytes of `t` under `spec` with that coder for its level streams: quantized once, and the streams
-    the coder does not write (a group's steps and zero points, raw arrays) coded once, not once per coder.
-    A coder that cannot code the levels (cabac beyond 2^29: SpecError) is left out."""
+def _coded(spec: MethodSpec, t, coders: tuple[str, ...]) -> dict[str, tuple[int, Coded]]:
+    """coder -> (bytes of `t` under `spec` with that coder for its level streams, its streams as coded):
+    quantized once, and the streams the coder does not write (a group's steps and zero points, raw arrays)
+    coded once, not once per coder. A coder that cannot code the levels (cabac beyond 2^29: SpecError) is
+    left out."""
     q = spec.quantize(t)
     symbols = {k: to_numpy(v) for k, v in q.symbols.items()}
     levels = [k for k in symbols if spec.coder_for(k) == spec.coder]
-    fixed = sum(len(spec.code_stream(k, v, spec.coder_for(k))[0]) for k, v in symbols.items() if k not in levels) + \
-        sum(len(bytes(v)) for v in q.arrays.values())
-    sizes = {}
+    fixed = {k: _stream(spec, k, v, spec.coder_for(k)) for k, v in symbols.items() if k not in levels}
+    arrays = sum(len(bytes(v)) for v in q.arrays.values())
+    out = {}
     for c in dict.fromkeys(coders):
         coder = parse_coder(c)
         try:
-            sizes[c] = fixed + sum(len(spec.code_stream(k, symbols[k], coder)[0]) for k in levels)
+            streams = fixed | {k: _stream(spec, k, symbols[k], coder) for k in levels}
         except SpecError:  # cabac beyond 2^29
             continue
-    return sizes
+        out[c] = arrays + sum(len(data) for _, data in streams.values()), streams
+    return out
+
+
+def _stream(spec: MethodSpec, stream: str, symbols: np.ndarray, coder) -> tuple[tuple, bytes]:
+    data, coded = spec.code_stream(stream, symbols, coder)
+    return digest(coded), data
 
 
 def _unresolved(ev, recon: dict[str, torch.Tensor], target_loss: float) -> str:
