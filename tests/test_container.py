@@ -282,10 +282,13 @@ def test_chunk_checksums_of_a_large_segment(tmp_path):
 
 def test_a_large_header_is_compressed_faster_and_reads_the_same(tmp_path):
     """Headers over HEADER_SMALL bytes of JSON take zstd level 12 instead of 19 (the same format:
-    a reader just decompresses); a model of 400 tensors writes one and reads back exactly."""
-    from zoocodec.container import HEADER_SMALL, header_level
+    a reader just decompresses) unless they are a large share of the file; a model of 400 tensors
+    writes one and reads back exactly."""
+    from zoocodec.container import HEADER_SHARE, HEADER_SMALL, header_level
 
-    assert header_level(HEADER_SMALL) == 19 and header_level(HEADER_SMALL + 1) == 12
+    big = (HEADER_SMALL + 1) * HEADER_SHARE + 1  # payload bytes
+    assert header_level(HEADER_SMALL, big) == 19 and header_level(HEADER_SMALL + 1, big) == 12
+    assert header_level(HEADER_SMALL + 1, big - 1) == 19  # a header of 1/HEADER_SHARE of the payloads
     g = np.random.default_rng(1)
     model = {f"layer.{i}.bias": torch.from_numpy(g.standard_normal(16).astype(np.float32)) for i in range(400)}
     zoocodec.compress(model, tmp_path / "m.zc", "uniform:bits=8")

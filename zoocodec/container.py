@@ -63,13 +63,15 @@ HASH_CHUNK = 8 << 20  # bytes resident at a time while a whole file is checked
 # The header's zstd level by its size (~300 bytes a tensor as text, and a checksum per MiB of payload):
 # level 19 runs at ~3 MB/s, 14.6 ms for minilm's 44 KB header, as long as quantizing and coding a
 # quarter of its 91 MB of weights; level 12 takes 0.55 ms for 529 bytes more (of a 21 MB file).
-# Either level is the same format: readers just decompress.
-HEADER_SMALL, HEADER_LEVEL_SMALL, HEADER_LEVEL = 16 << 10, 19, 12
+# A header of at least 1/HEADER_SHARE of the payloads (many small tensors, few bits each: effnet-lite0's
+# automatic file, 146 KB of JSON for 3.1 MB) takes 19 whatever its size: there level 12 left 3.4 KB
+# (0.11% of the file) and 19 costs ~50 ms, next to minutes of search. Every level is the same format.
+HEADER_SMALL, HEADER_LEVEL_SMALL, HEADER_LEVEL, HEADER_SHARE = 16 << 10, 19, 12, 64
 
 
-def header_level(size: int) -> int:
-    """The zstd level of a header of `size` bytes of JSON text."""
-    return HEADER_LEVEL_SMALL if size <= HEADER_SMALL else HEADER_LEVEL
+def header_level(size: int, payload: int = 0) -> int:
+    """The zstd level of a header of `size` bytes of JSON text after `payload` bytes of payloads."""
+    return HEADER_LEVEL_SMALL if size <= HEADER_SMALL or size * HEADER_SHARE >= payload else HEADER_LEVEL
 
 
 def preamble(version: int = FORMAT_VERSION) -> bytes:
@@ -220,7 +222,7 @@ class Container:
         self.head = self.head.stamped(FORMAT_VERSION, CHECK_CHUNK)  # the layout's own fields
         self.header = self.head.to_json()
         text = json.dumps(self.header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-        header = zstandard.ZstdCompressor(level=header_level(len(text))).compress(text)
+        header = zstandard.ZstdCompressor(level=header_level(len(text), header_offset)).compress(text)
         self._write(header)
         self._pad()
         self._write(trailer(header_offset, header))

@@ -19,10 +19,13 @@ from functools import cached_property
 from itertools import pairwise
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from zoocodec.fsutil import plain_relpath
 from zoocodec.schema import Invalid, integer, number, obj, spec_of, str_map, string
 
 MAX_DIMS = 32
+F32_MAX = 3.4e38
 MAX_DIM = 1 << 40
 SOURCE_FORMATS = ("safetensors", "pytorch", "hf", "onnx", "dict")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
@@ -44,6 +47,13 @@ class Segment(NamedTuple):
     crc: Any
 
 
+def f32(x: float | None) -> float | None:
+    """`x` as the shortest decimal that reads back as the same float32: how a header stores measured numbers
+    (errors of float32 weights, noisy sensitivities). float64's 17 digits barely compress: effnet-lite0's
+    296 tensors' stats cost 3.5 KB of its 19 KB header, a third of that at float32's 6-9 digits."""
+    return x if x is None or not abs(x) < F32_MAX else float(str(np.float32(x)))  # (float64 beyond: as it is)
+
+
 @dataclass(frozen=True)
 class Stats:
     """A tensor's reconstruction error as compress measured it (None: not measured, or
@@ -54,7 +64,7 @@ class Stats:
     sqnr_db: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"mse": self.mse, "max_err": self.max_err, "sqnr_db": self.sqnr_db}
+        return {"mse": f32(self.mse), "max_err": f32(self.max_err), "sqnr_db": f32(self.sqnr_db)}
 
     @classmethod
     def from_json(cls, v: Any, what: str) -> Stats:
