@@ -4,8 +4,9 @@ For each file: padding (the zero bytes that put every segment at a 64-byte offse
 (zstd-compressed, and its raw JSON) with the compressed cost of each part measured by leaving it
 out (tensors' stats; segments with their checksums; methods and side info; meta.auto's
 sensitivities; the rest of meta.auto), and the file the current writer makes from the same
-payloads and header (`after`: its stats at float32 precision, its zstd level by size and share,
-and meta.auto's sensitivities at float32 precision as automatic mode now writes them).
+payloads and header (`after`: its stats at float32 precision, its zstd level by size and share).
+`what_if` prices levers not kept, at level 19: meta.auto's sensitivities at float32 precision, and
+stats at 4 significant digits.
 
     python bench/bench_header.py NAME=FILE.zc ... [--out header-TAG]
 """
@@ -68,6 +69,7 @@ def split(path: Path) -> dict:
         out = {"file_bytes": size, "segments": len(segs), "payload_bytes": payload, "padding_bytes": padding,
                "padding_under_4k_segments": sum(-s.length % ALIGN for s in segs if s.length < 4096),
                "header_bytes": header_len, "header_json_bytes": len(raw), "params": c.head.params,
+               "attached_bytes": c.head.attached_bytes,
                "parts": {}}
         for level in (12, 19):
             full = zlen(raw, level)
@@ -75,6 +77,17 @@ def split(path: Path) -> dict:
             out["parts"][f"level{level}"] = {p: full - zlen(text(without(c.header, p)), level)
                                             for p in ("stats", "segments", "methods_side", "auto_sensitivities",
                                                       "auto_rest")}
+        h = json.loads(raw)
+        sens = h.get("meta", {}).get("auto", {}).get("sensitivities")
+        if sens:
+            for k, v in sens.items():
+                sens[k] = [f32(x) for x in v]
+            out["what_if"] = {"auto_sensitivities_f32": out["header_level19"] - zlen(text(h), 19)}
+        h = json.loads(raw)
+        for t in h["tensors"]:
+            if "stats" in t:
+                t["stats"] = {k: v if v is None else float(f"{v:.4g}") for k, v in t["stats"].items()}
+        out.setdefault("what_if", {})["stats_4_digits"] = out["header_level19"] - zlen(text(h), 19)
         return out
 
 
@@ -92,12 +105,7 @@ def repack(src: Path, dst: Path) -> int:
                 new[key] = w.add_segment(c.segment(k, seg))
             tensors = tuple(replace(e, segments={k: new[("t", i, k)] for k in e.segments})
                             for i, e in enumerate(head.tensors))
-            meta = head.meta
-            if "sensitivities" in meta.get("auto", {}):  # as automatic mode's write now stores them
-                auto = meta["auto"] | {"sensitivities": {k: [f32(x) for x in v]
-                                                         for k, v in meta["auto"]["sensitivities"].items()}}
-                meta = meta | {"auto": auto}
-            w.head = replace(head, tensors=tensors, files={k: new[("f", None, k)] for k in head.files}, meta=meta)
+            w.head = replace(head, tensors=tensors, files={k: new[("f", None, k)] for k in head.files})
     return dst.stat().st_size
 
 
@@ -118,10 +126,10 @@ def main() -> None:
             assert [e.segments.keys() for e in a.head.tensors] == [e.segments.keys() for e in b.head.tensors]
             assert all(a.segment(k, s) == b.segment(k, t) for ea, eb in zip(a.head.tensors, b.head.tensors)
                        for (k, s), t in zip(ea.segments.items(), eb.segments.values()))
-        p = before["params"]
+        p, attached = before["params"], before["attached_bytes"]  # bits/weight as inspect counts them
         rows[name] = {"before": before, "after": after, "saved_bytes": before["file_bytes"] - after_bytes,
-                      "bits_per_weight_before": 8 * before["file_bytes"] / p,
-                      "bits_per_weight_after": 8 * after_bytes / p,
+                      "bits_per_weight_before": 8 * (before["file_bytes"] - attached) / p,
+                      "bits_per_weight_after": 8 * (after_bytes - attached) / p,
                       "level_after": header_level(after["header_json_bytes"], after["payload_bytes"])}
         r = rows[name]
         print(f"{name}: {before['file_bytes']:,} -> {after_bytes:,} bytes ({r['saved_bytes']:,} saved; "

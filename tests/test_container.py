@@ -1,6 +1,7 @@
 """The container: golden bytes, determinism, and damaged files always raising ContainerError."""
 import hashlib
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 import zoocodec
 from support import run_cli
-from zoocodec.container import FORMAT_VERSION, Container
+from zoocodec.container import FORMAT_VERSION, TRAILER_SIZE, Container
 from zoocodec.errors import ContainerError
 from zoocodec.header import Header, Source
 
@@ -298,6 +299,26 @@ def test_a_large_header_is_compressed_faster_and_reads_the_same(tmp_path):
         assert len(json.dumps(a.header, sort_keys=True, separators=(",", ":"))) > HEADER_SMALL
     back = zoocodec.decompress(tmp_path / "m.zc")
     assert all(torch.equal(back[k], v) for k, v in model.items())
+
+
+def test_the_trailer_follows_the_header_unaligned_and_older_padded_trailers_still_read(tmp_path):
+    """The trailer comes right after the header (no padding to align it: readers find it from the end);
+    files whose writer padded before it (tests/expected/v3, every version-4 file until 2026-12-05) verify."""
+    out = tmp_path / "m.zc"
+    zoocodec.compress(golden_model(), out, "uniform:bits=8", min_size=1000)
+    size = out.stat().st_size
+    with Container.open(out, verify=True) as c:
+        header_offset, header_len = struct.unpack_from("<QQ", c._buffer, size - TRAILER_SIZE)
+    assert header_offset % 64 == 0 and header_offset + header_len == size - TRAILER_SIZE
+    padded = tmp_path / "padded.zc"
+    data = out.read_bytes()
+    pad = bytes(-(header_offset + header_len) % 64)  # what the writer put there before
+    assert pad
+    padded.write_bytes(data[: size - TRAILER_SIZE] + pad + data[size - TRAILER_SIZE :])
+    with Container.open(padded, verify=True) as c, Container.open(out) as d:
+        assert c.header == d.header
+    back, want = zoocodec.decompress(padded), zoocodec.decompress(out)
+    assert all(torch.equal(back[k], v) for k, v in want.items())
 
 
 def test_padding_is_checked_short_gaps_together_and_long_ones_by_block(tmp_path):

@@ -95,3 +95,26 @@ def test_itemsize_is_the_native_dtypes():
     from zoocodec.methods.lossless import native_dtype
 
     assert set(ITEMSIZE) == set(DTYPES) and all(native_dtype(d).itemsize == ITEMSIZE[d] for d in DTYPES)
+
+
+def test_stats_are_stored_at_float32_precision_and_show_the_same_digits(tmp_path):
+    """A tensor's stats are stored as the shortest decimal of their float32 (6-9 digits, not float64's 17,
+    which barely compress): they read back as the same float32, and inspect's SQNR shows the same digits."""
+    import numpy as np
+
+    from zoocodec.cli.render import sqnr
+    from zoocodec.header import F32_MAX, SQNR_SHOWN, Stats, f32
+
+    g = np.random.default_rng(0)
+    for x in np.concatenate([g.uniform(-5, 90, 5000), 10.0 ** g.uniform(-40, 38, 5000)]).tolist():
+        y = f32(x)
+        assert np.float32(y) == np.float32(x) and len(repr(y)) <= len(repr(float(np.float32(x))))
+        assert sqnr(f32(x, SQNR_SHOWN), False) == sqnr(x, False)
+    assert f32(81.64999999, SQNR_SHOWN) == 81.64999999 and f32(81.64999999) == 81.65  # shown 81.6, not 81.7
+    assert f32(None) is None and f32(1e300) == 1e300 and f32(-F32_MAX * 10) == -F32_MAX * 10  # float64 beyond
+    out = tmp_path / "m.zc"
+    zoocodec.compress(laplace_model(), out, "uniform:bits=6", min_size=64)
+    with Container.open(out) as c:
+        stored = [t["stats"] for t in c.header["tensors"] if t["stats"]["sqnr_db"] is not None]
+    assert stored and all(len(repr(v)) <= 16 for s in stored for v in s.values())  # (float64 reprs: 17-24)
+    assert Stats.from_json(stored[0], "it").to_json() == stored[0]  # stored again unchanged

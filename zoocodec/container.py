@@ -5,7 +5,8 @@ Format version 4 (written now):
     64         payload segments, each at a 64-byte aligned offset, zero padded
     H          header: UTF-8 JSON (sorted keys), zstd-compressed, at a 64-byte aligned offset
     end - 64   trailer, 64 bytes: u64 header offset, u64 header length, u64 XXH3-64 of the
-               header's bytes, b"ZCTRAILR", 32 zero bytes
+               header's bytes, b"ZCTRAILR", 32 zero bytes; right after the header (until
+               2026-12-05 after 0-63 zero bytes that aligned it: readers take either)
 A segment in the header is [offset, length, [XXH3-64 of each `crc_chunk`-byte chunk]]
 (`crc_chunk`, a header field named when the checksum was CRC32, is 1 MiB by default), so
 reading a tensor checks only its own bytes, a chunk per thread. XXH3-64 is xxHash's (seed 0;
@@ -224,8 +225,7 @@ class Container:
         text = json.dumps(self.header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
         header = zstandard.ZstdCompressor(level=header_level(len(text), header_offset)).compress(text)
         self._write(header)
-        self._pad()
-        self._write(trailer(header_offset, header))
+        self._write(trailer(header_offset, header))  # right after it: readers find it from the end
         self._file.close()
 
     # ---- reading -------------------------------------------------------------------
