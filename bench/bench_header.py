@@ -4,7 +4,8 @@ For each file: padding (the zero bytes that put every segment at a 64-byte offse
 (zstd-compressed, and its raw JSON) with the compressed cost of each part measured by leaving it
 out (tensors' stats; segments with their checksums; methods and side info; meta.auto's
 sensitivities; the rest of meta.auto), and the file the current writer makes from the same
-payloads and header (`after`: its stats at float32 precision, its zstd level by size and share).
+payloads and header (`after`: its stats and meta.auto's search trace at float32 precision, its zstd
+level by size and share, the trailer right after the header).
 `what_if` prices levers not kept, at level 19: meta.auto's sensitivities at float32 precision, and
 stats at 4 significant digits.
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_common import RESULTS, machine  # noqa: E402
 
 from zoocodec.container import ALIGN, TRAILER_SIZE, Container, header_level  # noqa: E402
-from zoocodec.header import f32  # noqa: E402
+from zoocodec.header import f32, f32s  # noqa: E402
 
 
 def text(h: dict) -> bytes:
@@ -105,7 +106,10 @@ def repack(src: Path, dst: Path) -> int:
                 new[key] = w.add_segment(c.segment(k, seg))
             tensors = tuple(replace(e, segments={k: new[("t", i, k)] for k in e.segments})
                             for i, e in enumerate(head.tensors))
-            w.head = replace(head, tensors=tensors, files={k: new[("f", None, k)] for k in head.files})
+            meta = head.meta
+            if "search" in meta.get("auto", {}):  # as automatic mode's write now stores its trace
+                meta = meta | {"auto": meta["auto"] | {"search": f32s(meta["auto"]["search"])}}
+            w.head = replace(head, tensors=tensors, files={k: new[("f", None, k)] for k in head.files}, meta=meta)
     return dst.stat().st_size
 
 

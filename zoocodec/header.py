@@ -61,6 +61,16 @@ def f32(x: float | None, shown: str = "") -> float | None:
     return y if not shown or format(y, shown) == format(x, shown) else x
 
 
+def f32s(v: Any) -> Any:
+    """`v` (JSON) with every float in it as f32 stores it: automatic mode's search trace, a log of noisy
+    losses (it takes 239 bytes off mnist-cnn's automatic header of 2,307, at zstd 19)."""
+    if type(v) is float:
+        return f32(v)
+    if type(v) is list:
+        return [f32s(x) for x in v]
+    return {k: f32s(x) for k, x in v.items()} if type(v) is dict else v
+
+
 @dataclass(frozen=True)
 class Stats:
     """A tensor's reconstruction error as compress measured it (None: not measured, or

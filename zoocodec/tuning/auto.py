@@ -865,13 +865,15 @@ class _Search:
     # ---- phase 7: writing ----------------------------------------------------------------------------------
     def write(self, out: str | os.PathLike) -> AutoResult:
         """The container with the decisions and the held-back metric in its header (`meta["auto"]`)."""
+        from zoocodec.header import f32s
+
         t, m, plan, targets = self.t, self.m, self.plan, self.targets
         a = self.asked
         split_info = {"seed": a.seed, "held_back": HELD_BACK, "unit": self.unit, "inputs": self.n,
                       "calibration_search": len(self.decide), "held_back_inputs": len(self.held), "about": self.where}
         auto = {"task": t.name, "metric": t.primary, "target_loss": self.target_loss, "method": str(self.coded),
                 "verified": self.verified, "split": split_info, "base_step": self.base, "strength": self.strength,
-                "search_inputs": len(self.search_ev.ref_out), "search": self.trace,
+                "search_inputs": len(self.search_ev.ref_out), "search": f32s(self.trace),
                 "one_d_lossy": sorted(k for k in plan if self.weights[k].dim() < 2),
                 "rounding": self.rounder.describe(sorted(targets)) | self.calibration if self.rounder
                 else self.calibration,
