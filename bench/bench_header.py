@@ -24,7 +24,6 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_common import RESULTS, machine  # noqa: E402
-
 from zoocodec.container import ALIGN, TRAILER_SIZE, Container, header_level  # noqa: E402
 from zoocodec.header import f32, f32s  # noqa: E402
 
@@ -128,8 +127,8 @@ def main() -> None:
         after = split(dst)
         with Container.open(path) as a, Container.open(dst) as b:  # same payloads, same decisions
             assert [e.segments.keys() for e in a.head.tensors] == [e.segments.keys() for e in b.head.tensors]
-            assert all(a.segment(k, s) == b.segment(k, t) for ea, eb in zip(a.head.tensors, b.head.tensors)
-                       for (k, s), t in zip(ea.segments.items(), eb.segments.values()))
+            assert all(a.segment(k, s) == b.segment(k, t) for ea, eb in zip(a.head.tensors, b.head.tensors, strict=True)
+                       for (k, s), t in zip(ea.segments.items(), eb.segments.values(), strict=True))
         p, attached = before["params"], before["attached_bytes"]  # bits/weight as inspect counts them
         rows[name] = {"before": before, "after": after, "saved_bytes": before["file_bytes"] - after_bytes,
                       "bits_per_weight_before": 8 * (before["file_bytes"] - attached) / p,
