@@ -65,8 +65,9 @@ HASH_CHUNK = 8 << 20  # bytes resident at a time while a whole file is checked
 # level 19 runs at ~3 MB/s, 14.6 ms for minilm's 44 KB header, as long as quantizing and coding a
 # quarter of its 91 MB of weights; level 12 takes 0.55 ms for 529 bytes more (of a 21 MB file).
 # A header of at least 1/HEADER_SHARE of the payloads (many small tensors, few bits each: effnet-lite0's
-# automatic file, 146 KB of JSON for 3.1 MB) takes 19 whatever its size: there level 12 left 3.4 KB
-# (0.11% of the file) and 19 costs ~50 ms, next to minutes of search. Every level is the same format.
+# automatic file, 140 KB of JSON for 3.1 MB) takes 19 whatever its size: there 19 gives 16.4 KB where 12
+# gave 19.2 (0.09% of the file) for 66 ms of CPU instead of 3, next to minutes of search. Every level
+# is the same format.
 HEADER_SMALL, HEADER_LEVEL_SMALL, HEADER_LEVEL, HEADER_SHARE = 16 << 10, 19, 12, 64
 
 
