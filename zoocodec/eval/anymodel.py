@@ -344,6 +344,7 @@ class FidelityTask:
 
     lower_is_better = LOWER_IS_BETTER
     search_limit = sensitivity_limit = None  # every input: users give as many as they want judged
+    prepare = None  # nothing made ahead of calibration (Task.prepare: a zoo task's distilled images)
 
     def __init__(self, kind: str, inputs: Path):
         self.kind, self.primary, self.name = kind, PRIMARY[kind], f"{kind} on {inputs.name}"

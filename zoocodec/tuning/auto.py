@@ -512,7 +512,7 @@ class _Search:
         """What a zoo task's calibration inputs are made of, made on a first run (effnet-lite0's distilled
         images: minutes) as a phase of its own whose steps the clock counts; nothing where the zoo cache has it."""
         t, clock = self.t, self.clock
-        if self.prepared or getattr(t, "prepare", None) is None or getattr(self.whole, "run", None) is not None:
+        if self.prepared or t.prepare is None:
             return
         self.prepared = True
 
