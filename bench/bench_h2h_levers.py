@@ -17,12 +17,17 @@ A gptq configuration's `cal=` names the images its layer inputs are measured on:
 calibration, the default; effnet-lite0's has held 32 distilled images beside its crops since 2026-12-05h, so
 `mixed` adds them twice), `distilled` (--distilled images synthesised from the model's BatchNorm statistics,
 zoocodec.eval.distilled) or `mixed` (both; `share=S` gives the distilled images the share S of each H and mean,
-by default their share of the images).
+by default their share of the images). `order=act` rounds the columns in decreasing diag(H) order (GPTQ's
+act-order) and `cd=N` adds N sweeps of coordinate descent after the feedback (CDQuant; calibrate.descend).
 Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
 
     nice -n 10 python bench/bench_h2h_levers.py [--model effnet-lite0] [--strength 0.5] [--base 0.0057]
         [--sensitivities sens.json] [--target 0.8] [--configs "gptq few,gptq few grouped=0.3 lam=0.02"] [--tag T]
-        [--distilled 64]
+        [--distilled 64] [--proxy] [--inputs-cache /tmp/effnet-inputs.pkl]
+
+`--proxy` first measures each gptq configuration layer by layer at the middle plan: every layer's output
+error on its inputs from the calibration/search views (bench_h2h_damping.py's measure), over the first
+configuration's, averaged per layer kind weighted by the layer's predicted share of the loss.
 
 Writes bench/results/h2h-levers-YYYY-MM-DD[-T].json; `vs_first` is each configuration's size over the first's.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import time
 from pathlib import Path
 
@@ -39,13 +45,14 @@ import torch
 
 from bench_common import machine, save
 from zoocodec.eval import calibration as C, distilled as D
+from zoocodec.eval.data import photo_views
 from zoocodec.eval.evaluate import evaluator, load_weights, metric_row, tasks_of
 from zoocodec.eval.tasks import _logits, subset
 from zoocodec.methods import parse_spec
 from zoocodec.tuning import calibrate
 from zoocodec.tuning.allocate import allocate, plan_bits
 from zoocodec.tuning.auto import _flatten, _one_d_where_it_pays, reconstruct, split
-from zoocodec.tuning.calibrate import DataAware, LayerInputs, collect
+from zoocodec.tuning.calibrate import DataAware, LayerInputs, collect, output_error
 from zoocodec.tuning.sensitivity import measure, quantized_names
 from zoocodec.tuning.sequential import collect_in_order
 
@@ -77,6 +84,11 @@ def main() -> None:
                         "0.01), `dense=D` / `grouped=D` (one layer kind only), `lam=L` (rate-aware rounding) and "
                         "`cal=photos|distilled|mixed` with `share=S` (the images its layer inputs are measured on)")
     p.add_argument("--distilled", type=int, default=64, help="images distilled from the BN statistics for cal=")
+    p.add_argument("--proxy", action="store_true",
+                   help="first each configuration's output error per layer kind on the search views, at --base")
+    p.add_argument("--inputs-cache", type=Path,
+                   help="pickle of the measured layer inputs (calibration, and the search views' for --proxy): read "
+                        "where it exists, else written")
     a = p.parse_args()
     torch.set_num_threads(2)
     w = load_weights(a.model)
@@ -100,8 +112,12 @@ def main() -> None:
             a.sensitivities.write_text(json.dumps({k: np.atleast_1d(v).tolist() for k, v in sens.items()}))
     usable = {k for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}  # as auto.py
     cal = C.for_zoo(whole.arch, whole.folder, t, w)
+    cache = pickle.loads(a.inputs_cache.read_bytes()) if a.inputs_cache and a.inputs_cache.exists() else {}
     t0 = time.perf_counter()
-    original = collect(cal.net, cal.run, cal.names)
+    if "photos" not in cache:
+        cache["photos"] = collect(cal.net, cal.run, cal.names)
+        _keep(a.inputs_cache, cache)
+    original = cache["photos"]
     cal_seconds = {"photos": time.perf_counter() - t0}
     sources = calibration_sources(a.configs.split(","), cal, w, a.distilled, original, cal_seconds)
     exact: dict[str, int] = {}
@@ -117,6 +133,12 @@ def main() -> None:
         return collect_in_order(cal.net, cal.whole, cal.names, w, plan_at(a.base), original)
 
     labels = a.configs.split(",")
+    layers, by_kind = [], {}
+    if a.proxy:
+        if "unseen" not in cache:
+            cache["unseen"] = search_inputs(whole, t, cal, w, decide)
+            _keep(a.inputs_cache, cache)
+        layers, by_kind = proxy(labels, w, sens, plan_at(a.base), original, cache["unseen"])
     t0 = time.perf_counter()
     seq = {few: sequential(few) for few, label in ((1.0, "sequential few"), (None, "sequential")) if label in labels}
     seq_seconds = (time.perf_counter() - t0) / max(len(seq), 1)
@@ -130,7 +152,6 @@ def main() -> None:
         inputs, few = configs[base]
         calibrate.FEW_DAMP = few
         source = _source(options)
-        options = [o for o in options if not o.startswith(("cal=", "share="))]
         if base.startswith("gptq") and source != "photos":
             inputs = sources[source]
         rounder = DataAware(inputs, **_options(options)) if inputs is not None else None
@@ -160,7 +181,58 @@ def main() -> None:
                         "strength": a.strength, "base": a.base, "plans": a.plans, "target_pct": a.target,
                         "judged_on": f"the {len(decide)} calibration/search inputs of automatic mode's split (seed 0)",
                         "sequential_measure_seconds": seq_seconds, "distilled": a.distilled,
-                        "calibration_seconds": cal_seconds, "rows": rows, "summary": summary}, a.tag)
+                        "calibration_seconds": cal_seconds, "rows": rows, "summary": summary,
+                        **({"proxy": {"base": a.base, "by_kind": by_kind, "layers": layers}} if a.proxy else {})},
+         a.tag)
+
+
+def search_inputs(whole, t, cal: C.Calibration, w: dict, decide: np.ndarray) -> dict[str, LayerInputs]:
+    """Layer inputs of the calibration/search part of the split (bench_h2h_damping.py's `unseen`)."""
+    if t.kind == "text":  # minilm: the search half's documents through a second encoder
+        from zoocodec.eval.text import TextModel
+
+        enc = TextModel(whole.folder, w)
+        part = tuple(int(i) for i in decide)
+        return collect(enc.model, lambda n: t.outputs(enc, part), cal.names)
+    if t.name != "photos":
+        raise ValueError(f"--proxy: the photos and text tasks only, not {t.name}")
+    views = photo_views()[torch.as_tensor(decide)]  # what the photo task judges, in its order
+    return collect(cal.net, lambda n: _logits(lambda: views, 32)(n, None), cal.names)
+
+
+def proxy(labels: list[str], w: dict, sens: dict, plan: dict, original: dict[str, LayerInputs],
+          unseen: dict[str, LayerInputs]) -> tuple[list[dict], dict]:
+    """Per layer, each gptq configuration's output error on the search inputs at `plan` (one step per tensor), over
+    the first configuration's and over nearest rounding's; per layer kind the ratios averaged, weighted by the
+    layer's predicted share of the loss (its sensitivity x nearest rounding's squared weight error)."""
+    gptqs = [c for c in labels if c.startswith("gptq") and _source(c.split(" ")[1:]) == "photos"]
+    layers = []
+    for name, li in original.items():
+        spec = plan.get(name)
+        if spec is None or spec.step is None or name not in unseen:
+            continue
+        w2 = w[name].detach().to(torch.float64).reshape(w[name].shape[0], -1).numpy()
+        near = np.rint(w2 / spec.step) * spec.step
+        row = {"name": name, "kind": calibrate.kind_of(li), "weights": int(w2.size),
+               "share": float(np.mean(sens[name]) * np.sum((w2 - near) ** 2)),
+               "over_nearest": {}}
+        for c in gptqs:
+            calibrate.FEW_DAMP = 1.0 if c.startswith("gptq few") else None
+            options = c.split(" ")[2 if c.startswith("gptq few") else 1:]
+            hat = DataAware({name: li}, bias_correction=False, **_options(options)).targets(w, {name: spec})
+            got = hat[name].double().reshape(w2.shape).numpy() if name in hat else near
+            row["over_nearest"][c] = output_error(w2, got, unseen[name]) / output_error(w2, near, unseen[name])
+        layers.append(row)
+        print(json.dumps(row), flush=True)
+    by_kind = {}
+    for kind in sorted({r["kind"] for r in layers}):
+        rows = [r for r in layers if r["kind"] == kind]
+        share = np.array([r["share"] for r in rows])
+        mean = {c: float(np.average([r["over_nearest"][c] for r in rows], weights=share)) for c in gptqs}
+        by_kind[kind] = {"layers": len(rows), "share_of_loss": float(share.sum() / sum(r["share"] for r in layers)),
+                         "over_nearest": mean, "over_first": {c: mean[c] / mean[gptqs[0]] for c in gptqs}}
+        print(kind, json.dumps(by_kind[kind]), flush=True)
+    return layers, by_kind
 
 
 def calibration_sources(configs: list[str], cal: C.Calibration, w: dict, n: int, photos: dict,
@@ -202,6 +274,12 @@ def _source(options: list[str]) -> str:
     return f"{cal} {share[0]}" if cal == "mixed" and share else cal
 
 
+def _keep(path: Path | None, cache: dict) -> None:
+    """Write the layer inputs measured so far (--inputs-cache)."""
+    if path is not None:
+        path.write_bytes(pickle.dumps(cache))
+
+
 def _read(path: Path) -> dict:
     """Sensitivities as a file's header stores them (a list per tensor)."""
     return {k: (np.array(v) if len(v) > 1 else v[0]) for k, v in json.loads(path.read_text()).items()}
@@ -209,13 +287,20 @@ def _read(path: Path) -> dict:
 
 def _options(options: list[str]) -> dict:
     """DataAware's settings from a configuration's `damp=D` (every layer but the few-input ones), `dense=D` /
-    `grouped=D` (one kind of layer: calibrate.kind_of) and `lam=L` (rate-aware rounding)."""
+    `grouped=D` (one kind of layer: calibrate.kind_of), `lam=L` (rate-aware rounding), `order=act` (act-order)
+    and `cd=N` (sweeps of coordinate descent); `cal=` and `share=` name the layer inputs (_source)."""
     out: dict = {"kind_damp": {}}
     for o in options:
         key, value = o.split("=")
         if key in ("dense", "grouped"):
             out["kind_damp"][key] = float(value)
-        else:
+        elif key == "order":
+            if value not in ("act", "natural"):
+                raise ValueError(f"order={value}: act or natural")
+            out["act_order"] = value == "act"
+        elif key == "cd":
+            out["sweeps"] = int(value)
+        elif key not in ("cal", "share"):
             out[{"damp": "damp", "lam": "lam"}[key]] = float(value)
     return out
 

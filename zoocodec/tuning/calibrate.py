@@ -53,6 +53,8 @@ POSITIONS = 1024  # output positions per image and convolution whose input patch
 # inputs span, a plain rounding elsewhere); None: nearest rounding for such layers (what was done before)
 FEW_DAMP: float | None = 1.0
 RATE_LAM = 0.0  # lam of rate-aware rounding: (x - k)^2 + lam * bits(k) in step units; 0: nearest after feedback
+ACT_ORDER = False  # round the columns in decreasing diag(H) order (GPTQ's desc_act)
+SWEEPS = 0  # passes of coordinate descent after the feedback (CDQuant); 0: GPTQ's symbols as they are
 
 
 @dataclass
@@ -177,18 +179,24 @@ def _bias_of(mname: str, mod: torch.nn.Module, modules: dict, order: list[str],
 
 
 def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, lam: float = 0.0,
-         u: np.ndarray | None = None) -> np.ndarray:
+         act_order: bool = False, sweeps: int = 0, prepared: Prepared | None = None) -> np.ndarray:
     """int64 indices of the rows x d matrix `w` on the grid k * steps[row] (or one step),
     rounded column by column with error feedback through H: d x d for every row, or
     groups x d x d for consecutive equal groups of rows (a grouped convolution's).
 
     lam > 0: each index is the cheapest of floor, ceil and 0 under (x - k)^2 * c_j + lam *
     bits(k), c_j the relative weight GPTQ gives column j's error, bits from the order-0
-    model of the nearest-rounded symbols. `u`: factors(h, damp), where already computed."""
+    model of the nearest-rounded symbols. act_order: the columns rounded in decreasing
+    diag(H) order (GPTQ's desc_act; per group). sweeps > 0: that many passes of coordinate
+    descent after it (descend). `prepared`: prepare(h, damp, act_order), where already computed."""
     w = np.array(w, dtype=np.float64)
     rows, d = w.shape
     step = np.broadcast_to(np.asarray(steps, dtype=np.float64).reshape(-1, 1), (rows, 1))[:, 0]
-    u = factors(h, damp) if u is None else u
+    prepared = prepare(h, damp, act_order) if prepared is None else prepared
+    u = prepared.u
+    # rows x d: each row's columns in the order they are rounded (its group's)
+    cols = None if prepared.order is None else np.repeat(prepared.order, rows // len(prepared.order), axis=0)
+    wp = w.copy() if cols is None else np.take_along_axis(w, cols, axis=1)  # the feedback updates it in place
     table = None
     if lam > 0:
         rounded = np.rint(w / step[:, None]).astype(np.int64)
@@ -202,8 +210,76 @@ def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, la
         q[:, j] = k = np.rint(x) if table is None else _cheapest(x, table, lam / weight[:, j])
         return k * step
 
-    feedback(w, u, BLOCK, on_grid)
+    feedback(wp, u, BLOCK, on_grid)
+    if cols is not None:
+        q = _put(q, cols)
+    return descend(w, q, step, prepared.h, sweeps) if sweeps else q
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What rounding one layer takes from its H, computed once per layer (H is fixed, the steps are not)."""
+
+    u: np.ndarray  # groups x d x d: factors() of H, its columns in `order`
+    h: np.ndarray  # groups x d x d: H as dampened for them, in the columns' own order (coordinate descent's objective)
+    order: np.ndarray | None  # groups x d: the order the columns are rounded in; None: their own
+
+
+def prepare(h: np.ndarray, damp: float = DAMP, act_order: bool = False) -> Prepared:
+    """Prepared of H; act_order: the columns in decreasing order of H's diagonal (per group; stable)."""
+    d = np.shape(h)[-1]
+    hs = np.array(h, dtype=np.float64).reshape(-1, d, d)
+    # inputs that were always 0: decoupled, so their weights get nearest rounding and no feedback. Not
+    # zeroed (GPTQ's choice): a channel dead on the calibration inputs may well be alive on others
+    g, j = np.nonzero(np.diagonal(hs, axis1=1, axis2=2) <= 0)
+    hs[g, j, j] = 1.0
+    pairs = [_dampen(x, damp) for x in hs]
+    hd = np.stack([x for x, _ in pairs])
+    if not act_order:
+        return Prepared(np.stack([u for _, u in pairs]), hd, None)
+    order = np.argsort(-np.diagonal(hd, axis1=1, axis2=2), axis=1, kind="stable")
+    u = np.stack([_upper_inverse_cholesky(x[np.ix_(o, o)]) for x, o in zip(hd, order)])
+    return Prepared(u, hd, order)
+
+
+def descend(w: np.ndarray, q: np.ndarray, steps: np.ndarray, h: np.ndarray, sweeps: int) -> np.ndarray:
+    """int64 indices q after up to `sweeps` passes of greedy coordinate descent (CDQuant, Nair & Suggala 2024)
+    on sum over rows of (w - q s) H (w - q s)^T: column by column, every row whose symbol moved by +1 or -1
+    lowers it takes the better move. Per row g = H (w - q s)^T is kept: a move's gain is O(1), applying it
+    O(d). `h`: one d x d or groups x d x d (consecutive equal groups of rows, as gptq). No symbol leaves the
+    range of q (the tensor's symbol width and the coder's alphabet stay what GPTQ gave)."""
+    w, q = np.asarray(w, dtype=np.float64), np.array(q, dtype=np.int64)
+    rows, d = w.shape
+    s = np.broadcast_to(np.asarray(steps, dtype=np.float64).reshape(-1), (rows,))
+    hs = np.asarray(h, dtype=np.float64).reshape(-1, d, d)
+    per = rows // len(hs)
+    e = (w - q * s[:, None]).reshape(len(hs), per, d)
+    g = np.einsum("gpd,gde->gpe", e, hs).reshape(rows, d)
+    group = np.arange(rows) // per
+    curve = s**2 * np.diagonal(hs, axis1=1, axis2=2)[group].T  # d x rows: the objective's curvature per symbol
+    lo, hi = (q.min(), q.max()) if q.size else (0, 0)
+    for _ in range(sweeps):
+        moved = 0
+        for j in range(d):
+            slope = 2 * s * g[:, j]  # the objective moves by -slope * delta + curve * delta^2
+            delta = np.where(slope > 0, 1, -1)
+            gain = curve[j] - np.abs(slope)
+            ok = (gain < -1e-12 * curve[j]) & (q[:, j] + delta >= lo) & (q[:, j] + delta <= hi)
+            r = np.nonzero(ok)[0]
+            if r.size:
+                q[r, j] += delta[r]
+                g[r] -= (delta[r] * s[r])[:, None] * hs[group[r], j]
+                moved += r.size
+        if not moved:
+            break
     return q
+
+
+def _put(q: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The columns of q (in the order `cols` gave them, per row) back in their own order."""
+    out = np.empty_like(q)
+    np.put_along_axis(out, cols, q, axis=1)
+    return out
 
 
 def feedback(w: np.ndarray, u: np.ndarray, block: int, on_grid: Callable[[int, np.ndarray], np.ndarray]) -> None:
@@ -228,27 +304,26 @@ def feedback(w: np.ndarray, u: np.ndarray, block: int, on_grid: Callable[[int, n
 
 def factors(h: np.ndarray, damp: float = DAMP) -> np.ndarray:
     """groups x d x d: per group, the upper Cholesky factor of its dampened H^-1 (what the feedback runs through)."""
-    d = np.shape(h)[-1]
-    hs = np.array(h, dtype=np.float64).reshape(-1, d, d)
-    # inputs that were always 0: decoupled, so their weights get nearest rounding and no feedback. Not
-    # zeroed (GPTQ's choice): a channel dead on the calibration inputs may well be alive on others
-    g, j = np.nonzero(np.diagonal(hs, axis1=1, axis2=2) <= 0)
-    hs[g, j, j] = 1.0
-    return np.stack([_inverse_cholesky(x, damp) for x in hs])
+    return prepare(h, damp).u
 
 
-def _inverse_cholesky(h: np.ndarray, damp: float) -> np.ndarray:
-    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, dampened more until it is positive definite."""
+def _dampen(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:
+    """(H + damp * mean(diag H) * I, the upper Cholesky factor of its inverse), dampened more until both exist."""
     d = h.shape[0]
     base = float(np.mean(np.diag(h)))
     for extra in (1, 10, 100, 1000):
+        hd = h + np.eye(d) * damp * extra * base
         try:
-            hd = h + np.eye(d) * damp * extra * base
-            hinv = np.linalg.inv(np.linalg.cholesky(hd))  # L^-1: H^-1 = L^-T L^-1
-            return np.linalg.cholesky(hinv.T @ hinv).T
+            return hd, _upper_inverse_cholesky(hd)
         except np.linalg.LinAlgError:
             continue
     raise np.linalg.LinAlgError("H is not positive definite even when dampened")
+
+
+def _upper_inverse_cholesky(hd: np.ndarray) -> np.ndarray:
+    """Upper Cholesky factor of hd^-1."""
+    hinv = np.linalg.inv(np.linalg.cholesky(hd))  # L^-1: H^-1 = L^-T L^-1
+    return np.linalg.cholesky(hinv.T @ hinv).T
 
 
 def _cheapest(x: np.ndarray, table, lam: float) -> np.ndarray:
@@ -284,7 +359,13 @@ class DataAware:
     damp: float = DAMP
     # a dampening per layer kind (kind_of: "dense", "grouped"), where it differs from `damp`
     kind_damp: Mapping[str, float] = field(default_factory=dict)
-    _factors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # per layer: H is fixed, steps are not
+    act_order: bool = ACT_ORDER
+    sweeps: int = SWEEPS
+    _factors: dict[str, Prepared] = field(default_factory=dict, repr=False)  # per layer: H is fixed, steps are not
+
+    def __post_init__(self):
+        if self.sweeps and self.lam > 0:  # descent weighs the output error alone: it would undo the rate's choices
+            raise ValueError("coordinate descent after rate-aware rounding (lam > 0) is not supported")
 
     def targets(self, weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec]) -> dict[str, torch.Tensor]:
         """The tensors to hand the quantizers instead of the originals: eligible planned
@@ -304,18 +385,18 @@ class DataAware:
             damp = FEW_DAMP if kind == "few" else self.kind_damp.get(kind, self.damp)
             if w2.shape[1] != li.h.shape[-1] or w2.shape[0] % len(li.h) or damp is None:
                 continue
-            if name not in self._factors:
-                self._factors[name] = factors(li.h, damp)
+            if name not in self._factors:  # min-max groups: natural order (a group's columns are rounded together)
+                self._factors[name] = prepare(li.h, damp, self.act_order and not grouped)
             if grouped:
                 from zoocodec.tuning.gptq import round_groups
 
-                snapped = round_groups(w2, spec, self._factors[name])
+                snapped = round_groups(w2, spec, self._factors[name].u)
                 if snapped is None:
                     continue
             else:
                 steps = spec.row_steps(w2) if rows else np.array([spec.step])
-                snapped = (gptq(w2, steps, li.h, damp, self.lam, self._factors[name])
-                           * steps[:, None]).astype(np.float64)
+                q = gptq(w2, steps, li.h, damp, self.lam, self.act_order, self.sweeps, self._factors[name])
+                snapped = (q * steps[:, None]).astype(np.float64)
             out[name] = torch.from_numpy(snapped.reshape(tuple(w.shape))).to(w.dtype)
             if self.bias_correction and li.bias is not None:
                 # the decoded weights, not the float64 grid: what the model will multiply by
@@ -335,6 +416,8 @@ class DataAware:
         return {"rounding": "gptq", "rate_lam": self.lam, "bias_correction": self.bias_correction, "damp": self.damp,
                 **({"damp_by_kind": dict(self.kind_damp)} if self.kind_damp else {}),
                 "few_inputs_damp": FEW_DAMP,
+                **({"act_order": True} if self.act_order else {}),
+                **({"descent_sweeps": self.sweeps} if self.sweeps else {}),
                 "rounded": [k for k in moved if k in self.inputs],
                 "bias_corrected": [k for k in moved if k not in self.inputs]}
 
