@@ -198,7 +198,8 @@ def test_dampening_by_layer_kind():
     apart = DataAware({"d": dense, "g": grouped}, kind_damp={"grouped": 100.0})
     other = apart.targets(w, plan)
     assert torch.equal(plain["d"], other["d"]) and not torch.equal(plain["g"], other["g"])  # dense ones keep DAMP
-    assert torch.equal(other["g"], torch.from_numpy(gptq(w["g"].numpy(), np.array([0.3]), grouped.h, 100.0) * 0.3))
+    assert torch.equal(other["g"], torch.from_numpy(gptq(w["g"].numpy(), np.array([0.3]), grouped.h, 100.0,
+                                                         act_order=apart.act_order, sweeps=apart.sweeps) * 0.3))
     assert apart.describe(["g"])["damp_by_kind"] == {"grouped": 100.0}
 
 
@@ -340,3 +341,4 @@ def test_data_aware_takes_act_order_and_descent_and_says_so():
                        DataAware({"w": li}).targets(w, groups)["w"])
     with pytest.raises(ValueError, match="coordinate descent"):
         DataAware({"w": li}, lam=0.1, sweeps=1)
+    assert DataAware({"w": li}, lam=0.1).sweeps == 0  # the default descent stands aside for rate-aware rounding

@@ -360,11 +360,14 @@ class DataAware:
     # a dampening per layer kind (kind_of: "dense", "grouped"), where it differs from `damp`
     kind_damp: Mapping[str, float] = field(default_factory=dict)
     act_order: bool = ACT_ORDER
-    sweeps: int = SWEEPS
+    sweeps: int | None = None  # None: SWEEPS, or 0 under rate-aware rounding
     _factors: dict[str, Prepared] = field(default_factory=dict, repr=False)  # per layer: H is fixed, steps are not
 
     def __post_init__(self):
-        if self.sweeps and self.lam > 0:  # descent weighs the output error alone: it would undo the rate's choices
+        # descent weighs the output error alone: after rate-aware rounding it would undo the rate's choices
+        if self.sweeps is None:
+            self.sweeps = 0 if self.lam > 0 else SWEEPS
+        elif self.sweeps and self.lam > 0:
             raise ValueError("coordinate descent after rate-aware rounding (lam > 0) is not supported")
 
     def targets(self, weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec]) -> dict[str, torch.Tensor]:

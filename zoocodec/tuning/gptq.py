@@ -114,7 +114,12 @@ def round_groups(w: np.ndarray, spec: MethodSpec, u: np.ndarray) -> np.ndarray |
     first column, from the weights as updated so far (min-max, rounded as uniform.group_side rounds them).
     Each row's group minimum takes level 0 and its maximum level 2^B - 1, whatever the feedback did to
     them since: so the method's min-max over these values finds the same step and zero point, and its
-    nearest rounding returns these levels (the format and the decoder are unchanged)."""
+    nearest rounding returns these levels (the format and the decoder are unchanged).
+
+    Always in the columns' own order, and without coordinate descent after it (DataAware's act_order and
+    sweeps apply to one-step and step-per-row grids only): a group's step and zero point are fixed from its
+    columns when the feedback enters it, so every column of the group must come after that and before the next
+    group's (act-order would scatter them), and a descent move could shift a group's pinned extremes."""
     from zoocodec.kernels import uniform as K
     from zoocodec.methods.uniform import group_side
 
