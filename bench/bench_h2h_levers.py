@@ -18,8 +18,9 @@ calibration, the default; effnet-lite0's has held 32 distilled images beside its
 `mixed` adds them twice), `distilled` (--distilled images synthesised from the model's BatchNorm statistics,
 zoocodec.eval.distilled) or `mixed` (both; `share=S` gives the distilled images the share S of each H and mean,
 by default their share of the images). `order=act` rounds the columns in decreasing diag(H) order (GPTQ's
-act-order) and `cd=N` gives N sweeps of coordinate descent after the feedback (CDQuant; calibrate.descend;
-without it calibrate.SWEEPS, 2 since 2026-12-05j: `cd=0` is GPTQ's symbols as they are, the rows before that).
+act-order), `order=natural` in their own, and `cd=N` gives N sweeps of coordinate descent after the feedback
+(CDQuant; calibrate.descend). Without them calibrate.ACT_ORDER and SWEEPS hold, act-order and 2 sweeps since
+2026-12-05j: `order=natural cd=0` is plain GPTQ, what the gptq rows measured before then.
 Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
 
     nice -n 10 python bench/bench_h2h_levers.py [--model effnet-lite0] [--strength 0.5] [--base 0.0057]

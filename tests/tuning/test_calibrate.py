@@ -335,13 +335,12 @@ def test_data_aware_takes_act_order_and_descent_and_says_so():
     expected = gptq(w["w"].numpy(), np.array([0.3]), li.h, act_order=True, sweeps=2) * 0.3
     assert np.array_equal(got, expected)
     assert {"act_order": True, "descent_sweeps": 2}.items() <= both.describe(["w"]).items()
-    plain = DataAware({"w": li})  # automatic mode's: descent by default, natural order
-    assert plain.sweeps == 2 and "act_order" not in plain.describe(["w"])
-    assert np.array_equal(plain.targets(w, plan)["w"].numpy(),
-                          gptq(w["w"].numpy(), np.array([0.3]), li.h, sweeps=2) * 0.3)
+    plain = DataAware({"w": li})  # automatic mode's: act-order and descent by default
+    assert plain.sweeps == 2 and plain.act_order and np.array_equal(plain.targets(w, plan)["w"].numpy(), got)
+    assert "act_order" not in DataAware({"w": li}, act_order=False).describe(["w"])
     groups = {"w": parse_spec("uniform:bits=3,group=8,zero=true")}
     assert torch.equal(DataAware({"w": li}, act_order=True).targets(w, groups)["w"],
-                       DataAware({"w": li}).targets(w, groups)["w"])
+                       DataAware({"w": li}, act_order=False).targets(w, groups)["w"])
     with pytest.raises(ValueError, match="coordinate descent"):
         DataAware({"w": li}, lam=0.1, sweeps=1)
     assert DataAware({"w": li}, lam=0.1).sweeps == 0  # the default descent stands aside for rate-aware rounding

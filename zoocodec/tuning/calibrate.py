@@ -15,13 +15,14 @@ grid, the same dequantization: a reader cannot tell):
   Optionally rate-aware: each index is the one among floor, ceil and 0 that minimises
   (error)^2 + lam * bits under the tensor's order-0 model of its rounded symbols, so small
   weights fall to 0 where that pays;
-- coordinate descent after the feedback (CDQuant, Nair & Suggala 2024; `descend`, SWEEPS): GPTQ is a
-  greedy solution (Babai's nearest plane) of each row's integer least squares min_k (w - k s) H (w - k s)^T;
-  from its symbols, each symbol moves by +-1 wherever that lowers the same objective on the same dampened
-  H, two sweeps (all rows per column). On effnet-lite0 at 17 fixed plans 0.6% smaller at equal KL
-  (-0.029 +- 0.011 bits/weight per plan; bench/results/h2h-levers-2026-12-05j-effnet-cd*.json), for
-  about 1.5 CPU-seconds per plan. Act-order (GPTQ's desc_act: the columns in decreasing diag(H) order,
-  per group) is an option (act_order), not the default: on top of the descent it was level;
+- act-order and coordinate descent (ACT_ORDER, SWEEPS): GPTQ is a greedy solution (Babai's nearest
+  plane) of each row's integer least squares min_k (w - k s) H (w - k s)^T. Its columns are taken in
+  decreasing diag(H) order (GPTQ's desc_act; one order per group), and from its symbols each symbol then
+  moves by +-1 wherever that lowers the same objective on the same dampened H (CDQuant, Nair & Suggala
+  2024; `descend`), two sweeps. At fixed plans, bits/weight at equal loss (bench/results/
+  h2h-levers-2026-12-05j-*-cd*.json): effnet-lite0 -0.6% with the descent (17 plans, 2.6 standard
+  errors), -0.7% with both (1.9 SE; act-order on top level there); minilm -0.6% and -1.7% (9 plans, 6 and
+  7 SE). About 1.5 CPU-seconds per effnet-lite0 plan;
 - bias correction (Nagel et al. 2019, DFQ): the mean output error (W - W_hat) E[x] is
   added to the layer's bias, or subtracted from the running mean of the BatchNorm that
   follows a bias-free convolution.
@@ -60,7 +61,7 @@ POSITIONS = 1024  # output positions per image and convolution whose input patch
 # inputs span, a plain rounding elsewhere); None: nearest rounding for such layers (what was done before)
 FEW_DAMP: float | None = 1.0
 RATE_LAM = 0.0  # lam of rate-aware rounding: (x - k)^2 + lam * bits(k) in step units; 0: nearest after feedback
-ACT_ORDER = False  # round the columns in decreasing diag(H) order (GPTQ's desc_act)
+ACT_ORDER = True  # round the columns in decreasing diag(H) order (GPTQ's desc_act)
 SWEEPS = 2  # passes of coordinate descent after the feedback (CDQuant); 0: GPTQ's symbols as they are
 
 
