@@ -49,7 +49,7 @@ def test_the_images_are_stored_once(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_photo_task_calibrates_on_crops_and_distilled_images(tmp_path, monkeypatch):
-    """effnet-lite0's calibration: the 256 crops of three photos, then its distilled images (a few steps here),
+    """effnet-lite0's calibration: the 256 photo crops, then its distilled images (a few steps here),
     made first by the task's prepare(), which counts their steps."""
     from conftest import zoo_path
     from zoocodec.eval import data

@@ -499,7 +499,7 @@ def test_the_search_ends_near_the_budget_in_few_runs():
 
 
 def test_a_tasks_dampening_by_layer_kind_reaches_data_aware_rounding(monkeypatch):
-    """The photo task's calibration (crops of three photos) dampens the pointwise layers' H more: automatic
+    """The photo task's calibration (crops of 34 photos) dampens the pointwise layers' H more: automatic
     mode's rounder carries it, and the header records it."""
     from types import SimpleNamespace
 
@@ -512,7 +512,7 @@ def test_a_tasks_dampening_by_layer_kind_reaches_data_aware_rounding(monkeypatch
     zoo_model = SimpleNamespace(run=None, arch="effnet-lite0", folder=None)
     rounder, _, _ = auto._rounder("gptq", 0.0, parse_spec("uniform"), zoo_model, None, tasks_of("effnet-lite0")[0],
                                   {}, lambda _msg: None, None, ())
-    assert rounder.kind_damp == {"dense": 0.3} and rounder.describe([])["damp_by_kind"] == {"dense": 0.3}
+    assert rounder.kind_damp == {"dense": 0.1} and rounder.describe([])["damp_by_kind"] == {"dense": 0.1}
     digits, _, _ = auto._rounder("gptq", 0.0, parse_spec("uniform"), SimpleNamespace(run=None, arch="mnistnet",
                                  folder=None), None, tasks_of("mnist-cnn")[0], {}, lambda _msg: None, None, ())
     assert digits.kind_damp == {}

@@ -5,8 +5,9 @@ measure what each layer sees. Sources, by the kind of model:
 - zoo image classifiers and sentence encoders: their task's calibration inputs
   (zoocodec.eval.tasks), never the judged ones: Fashion-MNIST train images for fmnist-cnn
   (judged on the test set); scikit-learn's 8x8 digits for mnist-cnn (judged on opencv-doc's);
-  gensim texts other than the judged lee_background.cor for minilm and smollm2-135m; random crops of three
-  photos that ship with scikit-learn and matplotlib for effnet-lite0 (judged on opencv-doc's);
+  gensim texts other than the judged lee_background.cor for minilm and smollm2-135m; random crops of 34
+  photos that ship with scikit-learn, matplotlib, scikit-image and two Debian wallpaper packages, and 32 images
+  distilled from its BatchNorm statistics, for effnet-lite0 (judged on opencv-doc's);
 - a state dict with the user's `--module`, or a Hugging Face folder: the user's `--calib`, or
   the calibration/search part of a seeded split of `--inputs` (zoocodec.tuning.auto), never
   the held-back part the budget is verified on;

@@ -168,33 +168,64 @@ def _decoded_photos(loader: str | None) -> list[torch.Tensor]:
 
 
 CALIBRATION_CROPS = 256  # random crops data-aware rounding measures effnet-lite0's layer inputs on
+CALIBRATION_SIDE = 512  # a larger photo's shorter side is scaled to this before cropping (ImageNet's photos: ~400)
+APT_CALIBRATION = "apt-get install lomiri-wallpapers-16.04 mate-backgrounds"
+# Real photos effnet-lite0's data-aware rounding calibrates on: never judged (the photo task judges opencv-doc's;
+# tests/eval/test_data.py checks names and hashes). Each entry: the Python package or Debian folder that ships
+# them, the photos, and the install command. The wallpapers' artwork (gradients, patterns) is left out.
+CALIBRATION_PHOTOS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("sklearn", "datasets/images", ("china.jpg", "flower.jpg"), PIP_ZOO),
+    ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg",), PIP_ZOO),
+    ("skimage", "data", ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
+                         "rocket.jpg"), PIP_ZOO),
+    ("/usr/share/backgrounds", "", (  # lomiri-wallpapers-16.04: CC-BY-4.0, CC-BY-SA-4.0, CC0
+        "Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg",
+        "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg",
+        "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg", "greentock_by_Peter_Nerlich.jpg",
+        "life_by_Aitzol_Berasategi.jpg", "picosdeeuropa_by_Aitzol_Berasategi.jpg",
+        "seeding_by_Clements_Engelhardt.jpg", "sunset_by_Aitzol_Berasategi.jpg"), APT_CALIBRATION),
+    ("/usr/share/backgrounds/mate/nature", "", (  # mate-backgrounds: GPL-2+
+        "Aqua.jpg", "Blinds.jpg", "Dune.jpg", "FreshFlower.jpg", "Garden.jpg", "GreenMeadow.jpg", "LadyBird.jpg",
+        "RainDrops.jpg", "Storm.jpg", "TwoWings.jpg", "Wood.jpg", "YellowFlower.jpg"), APT_CALIBRATION),
+)
 
 
-def _calibration_photo_files() -> list[Path]:
-    """Photos that ship with scikit-learn (china.jpg, flower.jpg) and matplotlib (grace_hopper.jpg):
-    real photos the photo task never judges (it judges opencv-doc's)."""
+def calibration_photo_files() -> list[Path]:
+    """The files of CALIBRATION_PHOTOS, in its order (DatasetMissing, naming the install, where one is absent)."""
     import importlib.util
 
     files = []
-    for package, folder, names in (("sklearn", "datasets/images", ("china.jpg", "flower.jpg")),
-                                   ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg",))):
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise DatasetMissing(f"calibration photos need {package}; install it with: {PIP_ZOO}")
-        files += [_need(Path(spec.origin).parent / folder / n, PIP_ZOO) for n in names]
+    for source, folder, names, install in CALIBRATION_PHOTOS:
+        if source.startswith("/"):
+            root = Path(source)
+        else:
+            spec = importlib.util.find_spec(source)
+            if spec is None or spec.origin is None:
+                raise DatasetMissing(f"calibration photos need {source}; install it with: {install}")
+            root = Path(spec.origin).parent / folder
+        files += [_need(root / n, install) for n in names]
     return files
+
+
+def _calibration_photo(path: Path) -> torch.Tensor:
+    """1 x 3 x H x W uint8: the photo in RGB, its shorter side scaled down to CALIBRATION_SIDE where longer."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        scale = CALIBRATION_SIDE / min(img.size)
+        if scale < 1:
+            size = (round(img.width * scale), round(img.height * scale))
+            img.draft("RGB", size)  # a JPEG decoded at 1/2, 1/4 or 1/8 of its size where that is still larger
+            img = img.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        rgb = np.asarray(img.convert("RGB")).copy()
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
 
 
 def photo_calibration(size: int = 224) -> torch.Tensor:
     """CALIBRATION_CROPS random crops (seeded; 10-100% of the area, aspect 3:4 to 4:3, half of
-    them mirrored) of the three calibration photos, resized to size x size and normalised like
+    them mirrored) of the calibration photos in turn, resized to size x size and normalised like
     the judged views: CALIBRATION_CROPS x 3 x size x size."""
-    from PIL import Image
-
-    photos = []
-    for path in _calibration_photo_files():
-        with Image.open(path) as img:
-            photos.append(torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1).unsqueeze(0))
+    photos = [_calibration_photo(p) for p in calibration_photo_files()]
     gen = torch.Generator().manual_seed(0)
     crops = []
     for i in range(CALIBRATION_CROPS):

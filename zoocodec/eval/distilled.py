@@ -10,9 +10,9 @@ Adam on the pixels; loss = sum over BN layers of ||mean_batch - running_mean||_2
 ||std_batch - running_std||_2 (ZeroQ), with DeepInversion's random jitter and flips at every step
 and a small total-variation prior. To stay cheap on a CPU the images are first optimised at half
 resolution, then upsampled and refined at full size. Seeded; stored once per weights in the zoo
-cache (zoocodec.eval.refcache), written whole. The photo task (effnet-lite0) calibrates on its 256 crops of
-three photos and 32 of these (zoocodec.eval.tasks): at 17 fixed plans 0.6% smaller at equal KL than on the crops
-alone; on the distilled images alone 2.1% larger (bench/results/h2h-levers-2026-12-05h-effnet-cal*.json).
+cache (zoocodec.eval.refcache), written whole. The photo task (effnet-lite0) calibrates on its 256 photo crops
+and 32 of these (zoocodec.eval.tasks): at 17 fixed plans 0.6% smaller at equal KL than on the crops (of three
+photos, then) alone; on the distilled images alone 2.1% larger (bench/results/h2h-levers-2026-12-05h-effnet-cal*.json).
 """
 from __future__ import annotations
 
