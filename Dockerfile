@@ -15,10 +15,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
 
 # Python, a C++ compiler and CMake (the install builds the native engine), what the Ray
 # cluster launcher runs inside the container (ssh, rsync), and the labelled evaluation
-# data (digits and photos, Fashion-MNIST).
+# data (digits and photos, Fashion-MNIST) and the calibration photos (two wallpaper packages).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev g++ cmake \
-      openssh-client rsync opencv-doc dataset-fashion-mnist \
+      openssh-client rsync opencv-doc dataset-fashion-mnist lomiri-wallpapers-16.04 mate-backgrounds \
  && rm -rf /var/lib/apt/lists/*
 
 RUN python3 -m venv /opt/venv
