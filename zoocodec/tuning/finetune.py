@@ -207,11 +207,12 @@ def tunable(spec: MethodSpec) -> bool:
 def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec],
              recon: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], steps: int = STEPS,
              lr: float = LR, symbols: bool = True, symbol_lr: float = SYMBOL_LR, seconds: float | None = None,
-             one_d_lr: float = ONE_D_LR, device: str | torch.device = "cpu",
+             one_d_lr: float = ONE_D_LR, step_lr: float = 1.0, device: str | torch.device = "cpu",
              say: Callable[[str], None] | None = None) -> Tuned:
     """Fine-tune `plan`'s steps and symbols and the lossless 1-D tensors for `steps` steps or `seconds`,
     whichever ends first, starting from `recon` (what the decoder returns under `plan` and `targets`, the
-    values handed to the quantizers). Returns the plan and targets to write."""
+    values handed to the quantizers). `one_d_lr`, `symbol_lr` and `step_lr` scale `lr` for the 1-D tensors,
+    the symbols and the steps (0 leaves them as they are). Returns the plan and targets to write."""
     start = time.perf_counter()
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(SEED)
@@ -274,7 +275,7 @@ def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[s
                        for b, r in zip(tr.batches, refs, strict=True))
 
     before = total()
-    groups = [(list(log_s.values()), lr), ([d for _, d, _ in free.values()], lr * one_d_lr)]
+    groups = [(list(log_s.values()), lr * step_lr), ([d for _, d, _ in free.values()], lr * one_d_lr)]
     if symbols:
         groups.append((list(latent.values()), lr * symbol_lr))
     opt = _Adam(groups)
