@@ -111,7 +111,7 @@ def main() -> None:
                 kw = {k: (bool(int(v)) if k == "symbols" else int(v) if k == "steps" else v if k == "texts"
                           else float(v)) for k, v in kw.items()}
                 tr = more_texts(run, kw.pop("texts")) if "texts" in kw else run.tr
-                tuned = F.finetune(tr, run.weights, plan, recon, targets, **kw)
+                tuned = F.finetune(tr, run.weights, plan, recon, targets, say=say, **kw)
                 r_plan, r_targets = tuned.plan, tuned.targets
                 r_recon = reconstruct({**run.weights, **r_targets}, r_plan)
                 row |= {"distill_before": tuned.before, "distill_after": tuned.after, "steps": tuned.steps,

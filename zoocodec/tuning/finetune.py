@@ -78,12 +78,12 @@ class Tuned:
 
     plan: dict[str, MethodSpec]
     targets: dict[str, torch.Tensor]
-    before: float  # the distillation loss on all calibration inputs, before and after
+    before: float  # the distillation loss on all calibration inputs, before and after (also where it was dropped)
     after: float
     steps: int
     seconds: float
     moved: float  # the fraction of the planned tensors' symbols that changed
-    trained: list[str] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)  # empty: dropped, no better than its start
 
     def describe(self) -> dict[str, object]:
         return {"steps": self.steps, "seconds": round(self.seconds, 2), "loss_before": self.before,
@@ -298,8 +298,8 @@ def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[s
             say(f"fine-tuning: step {done}/{steps}, batch loss {batch:.4g} (about {max(left, 0):.0f} s left)")
     after = total()
     tr.net.to("cpu")
-    if not after < before:  # no better on all the calibration inputs: what it started from
-        return Tuned(dict(plan), dict(targets), before, before, done, time.perf_counter() - start, 0.0, [])
+    if not after < before:  # no better on all the calibration inputs: what it started from (after as measured)
+        return Tuned(dict(plan), dict(targets), before, after, done, time.perf_counter() - start, 0.0, [])
     out_plan, out_targets, moved, count = dict(plan), dict(targets), 0, 0
     with torch.no_grad():
         for name, u in latent.items():
