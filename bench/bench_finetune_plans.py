@@ -17,7 +17,7 @@ the task never judges besides its calibration texts, `texts=lee` on the calibrat
         [--base 0.0095] [--plans 5] [--configs "none,ft,ft symbols=0"] [--sensitivities sens.json] [--tag T]
 
 Writes bench/results/finetune-plans-YYYY-MM-DD[-T].json (resumes it: rows already there are kept);
-`--merge FILES --tag T` puts runs together in bench/results/finetune-T.{json,md}, against NNCodec.
+`--merge FILES --tag T [--budget B]` puts runs together in bench/results/finetune-T.{json,md}, against NNCodec.
 """
 from __future__ import annotations
 
@@ -61,9 +61,13 @@ def main() -> None:
     p.add_argument("--merge", type=Path, nargs="+",
                    help="instead of running: merge these results files into bench/results/finetune-TAG.json and .md "
                         "(TAG: --tag), with NNCodec's points from head_to_head.json")
+    p.add_argument("--budget", type=float,
+                   help="with --merge: the budget in %% the held-back bound is read at (default: each file's --target; "
+                        "effnet-lite0's plans aim at KL 0.008 on the search half for the budget KL 0.01, as "
+                        "bench_h2h_levers.py)")
     a = p.parse_args()
     if a.merge:
-        print(merge(a.merge, a.tag))
+        print(merge(a.merge, a.tag, a.budget))
         return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     say = lambda msg: print("   ", msg, flush=True)  # noqa: E731
@@ -111,7 +115,7 @@ def main() -> None:
                 kw = {k: (bool(int(v)) if k == "symbols" else int(v) if k == "steps" else v if k == "texts"
                           else float(v)) for k, v in kw.items()}
                 tr = more_texts(run, kw.pop("texts")) if "texts" in kw else run.tr
-                tuned = F.finetune(tr, run.weights, plan, recon, targets, **kw)
+                tuned = F.finetune(tr, run.weights, plan, recon, targets, say=say, **kw)
                 r_plan, r_targets = tuned.plan, tuned.targets
                 r_recon = reconstruct({**run.weights, **r_targets}, r_plan)
                 row |= {"distill_before": tuned.before, "distill_after": tuned.after, "steps": tuned.steps,
@@ -181,12 +185,14 @@ def summary(rows: list[dict], labels: list[str]) -> dict:
     return out
 
 
-def merge(files: list[Path], tag: str) -> Path:
+def merge(files: list[Path], tag: str, budget: float | None = None) -> Path:
     """Every budget's plans from `files`, each configuration against `none` at the same plan: sizes where the
     held-back 95% bound reaches the budget (bits + log2(bound / budget) / 2, the head-to-head's rule), and
     NNCodec's bits/weight at that bound in head_to_head.json's run (interpolated along its front). A
     configuration's size is `none`'s mean over all its plans plus the configuration's mean difference."""
     runs = [json.loads(f.read_text()) for f in files]
+    for r in runs:
+        r["target_pct"] = budget or r["target_pct"]
     h2h = json.loads((RESULTS / "head_to_head.json").read_text())
     out = {"what": __doc__.split("\n\n")[0], "files": [f.name for f in files], "budgets": []}
     md = ["| budget | configuration | plans | bits/weight at the held-back bound | minus none (mean ± SE) | "
@@ -197,7 +203,8 @@ def merge(files: list[Path], tag: str) -> Path:
                 if r["target_pct"] == target for x in r["rows"]}
         model = runs[0]["model"]
         nnc = next(pt["nncodec_bpw"] for m in h2h["models"] if m["model"] == model
-                   for pt in m["compare"]["points"] if pt["target"] == f"loss {target:g}%")
+                   for pt in m["compare"]["points"] if pt["target"].startswith("loss ")
+                   and math.isclose(pt["value"], target))
         at = {k: x["bits_per_weight"] + math.log2(x["held_back"]["loss_high_pct"] / target) / 2
               for k, x in rows.items()}
         none = float(np.mean([v for (c, _), v in at.items() if c == "none"]))

@@ -69,6 +69,11 @@ def test_finetuning_lowers_the_distillation_loss_and_the_file_holds_what_it_trai
     # the steps alone: the biases stay as they are
     steps_only = finetune(tr, weights, plan, recon, {}, steps=40, one_d_lr=0)
     assert sorted(steps_only.trained) == sorted(plan) and set(steps_only.targets) <= set(plan)
+    # the 1-D tensors alone: the steps and symbols stay as they are
+    one_d_only = finetune(tr, weights, plan, recon, {}, steps=40, symbols=False, step_lr=0)
+    assert one_d_only.after < one_d_only.before and one_d_only.moved == 0
+    assert all(one_d_only.plan[k].step == pytest.approx(plan[k].step, rel=1e-6) for k in plan)
+    assert any(not torch.equal(one_d_only.targets[k], weights[k]) for k in weights if weights[k].dim() == 1)
 
 
 def test_a_time_budget_ends_finetuning_early(state_dict):

@@ -78,12 +78,12 @@ class Tuned:
 
     plan: dict[str, MethodSpec]
     targets: dict[str, torch.Tensor]
-    before: float  # the distillation loss on all calibration inputs, before and after
+    before: float  # the distillation loss on all calibration inputs, before and after (also where it was dropped)
     after: float
     steps: int
     seconds: float
     moved: float  # the fraction of the planned tensors' symbols that changed
-    trained: list[str] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)  # empty: dropped, no better than its start
 
     def describe(self) -> dict[str, object]:
         return {"steps": self.steps, "seconds": round(self.seconds, 2), "loss_before": self.before,
@@ -207,11 +207,12 @@ def tunable(spec: MethodSpec) -> bool:
 def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec],
              recon: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], steps: int = STEPS,
              lr: float = LR, symbols: bool = True, symbol_lr: float = SYMBOL_LR, seconds: float | None = None,
-             one_d_lr: float = ONE_D_LR, device: str | torch.device = "cpu",
+             one_d_lr: float = ONE_D_LR, step_lr: float = 1.0, device: str | torch.device = "cpu",
              say: Callable[[str], None] | None = None) -> Tuned:
     """Fine-tune `plan`'s steps and symbols and the lossless 1-D tensors for `steps` steps or `seconds`,
     whichever ends first, starting from `recon` (what the decoder returns under `plan` and `targets`, the
-    values handed to the quantizers). Returns the plan and targets to write."""
+    values handed to the quantizers). `one_d_lr`, `symbol_lr` and `step_lr` scale `lr` for the 1-D tensors,
+    the symbols and the steps (0 leaves them as they are). Returns the plan and targets to write."""
     start = time.perf_counter()
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(SEED)
@@ -274,7 +275,7 @@ def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[s
                        for b, r in zip(tr.batches, refs, strict=True))
 
     before = total()
-    groups = [(list(log_s.values()), lr), ([d for _, d, _ in free.values()], lr * one_d_lr)]
+    groups = [(list(log_s.values()), lr * step_lr), ([d for _, d, _ in free.values()], lr * one_d_lr)]
     if symbols:
         groups.append((list(latent.values()), lr * symbol_lr))
     opt = _Adam(groups)
@@ -297,8 +298,8 @@ def finetune(tr: Trainable, weights: Mapping[str, torch.Tensor], plan: Mapping[s
             say(f"fine-tuning: step {done}/{steps}, batch loss {batch:.4g} (about {max(left, 0):.0f} s left)")
     after = total()
     tr.net.to("cpu")
-    if not after < before:  # no better on all the calibration inputs: what it started from
-        return Tuned(dict(plan), dict(targets), before, before, done, time.perf_counter() - start, 0.0, [])
+    if not after < before:  # no better on all the calibration inputs: what it started from (after as measured)
+        return Tuned(dict(plan), dict(targets), before, after, done, time.perf_counter() - start, 0.0, [])
     out_plan, out_targets, moved, count = dict(plan), dict(targets), 0, 0
     with torch.no_grad():
         for name, u in latent.items():
