@@ -27,11 +27,9 @@ import numpy as np
 import torch
 
 from bench_common import machine, save
-from bench_h2h_levers import calibration_sources
+from bench_h2h_levers import calibration_sources, search_inputs
 from zoocodec.eval import calibration as C
-from zoocodec.eval.data import photo_views
 from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
-from zoocodec.eval.tasks import _logits
 from zoocodec.methods import parse_spec
 from zoocodec.tuning.allocate import allocate
 from zoocodec.tuning.auto import _flatten, split
@@ -75,15 +73,7 @@ def main() -> None:
     sources = calibration_sources([f"gptq cal={c}" if c != "photos" else "gptq" for c in labels], cal, w,
                                   a.distilled, photos, seconds)
     sources = {c: sources[c] for c in labels}
-    if t.kind == "text":  # minilm: the search half's documents of lee_background.cor, through a second encoder
-        from zoocodec.eval.text import TextModel
-
-        enc = TextModel(whole.folder, w)
-        part = tuple(int(i) for i in decide)
-        unseen = collect(enc.model, lambda n: t.outputs(enc, part), cal.names)
-    else:
-        views = photo_views()[torch.as_tensor(decide)]  # what the photo task judges, in its order
-        unseen = collect(cal.net, lambda n: _logits(lambda: views, 32)(n, None), cal.names)
+    unseen = search_inputs(whole, t, cal, w, decide)
     layers = []
     for name, li in photos.items():
         spec = plan.get(name)
