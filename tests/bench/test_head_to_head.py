@@ -37,8 +37,9 @@ def test_quick_run_produces_the_table(tmp_path, mnist_path):
         if r["lossless"]:
             continue
         q = r["quality"]
-        # every lossy decoded model (NNCodec's too) went back into the network and was scored
-        assert math.isfinite(q["sqnr_db"]) and q["sqnr_db"] > 5, r
+        # every lossy decoded model (NNCodec's too) went back into the network and was scored; automatic mode's
+        # data-aware rounding trades weight error for output error (mnist-cnn at 1%: 3.7 dB, top-1 loss 0.04%)
+        assert math.isfinite(q["sqnr_db"]) and q["sqnr_db"] > (1 if r["tool"] == "zoocodec auto" else 5), r
         if model["baseline"]:
             assert math.isfinite(q["metric"]) and math.isfinite(q["fidelity"]), r
             assert abs(q["loss_pct"]) < 50 and q["inputs"] == 2500, r
