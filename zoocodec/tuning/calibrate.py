@@ -242,13 +242,10 @@ def prepare(h: np.ndarray, damp: float = DAMP, act_order: bool = False) -> Prepa
     # zeroed (GPTQ's choice): a channel dead on the calibration inputs may well be alive on others
     g, j = np.nonzero(np.diagonal(hs, axis1=1, axis2=2) <= 0)
     hs[g, j, j] = 1.0
-    pairs = [_dampen(x, damp) for x in hs]
-    hd = np.stack([x for x, _ in pairs])
-    if not act_order:
-        return Prepared(np.stack([u for _, u in pairs]), hd, None)
-    order = np.argsort(-np.diagonal(hd, axis1=1, axis2=2), axis=1, kind="stable")
-    u = np.stack([_upper_inverse_cholesky(x[np.ix_(o, o)]) for x, o in zip(hd, order, strict=True)])
-    return Prepared(u, hd, order)
+    # dampening adds one constant to a group's whole diagonal: the order of H's diagonal is the dampened one's
+    order = np.argsort(-np.diagonal(hs, axis1=1, axis2=2), axis=1, kind="stable") if act_order else None
+    pairs = [_dampen(x, damp, None if order is None else order[i]) for i, x in enumerate(hs)]
+    return Prepared(np.stack([u for _, u in pairs]), np.stack([x for x, _ in pairs]), order)
 
 
 def descend(w: np.ndarray, q: np.ndarray, steps: np.ndarray, h: np.ndarray, sweeps: int) -> np.ndarray:
@@ -316,14 +313,15 @@ def factors(h: np.ndarray, damp: float = DAMP) -> np.ndarray:
     return prepare(h, damp).u
 
 
-def _dampen(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:
-    """(H + damp * mean(diag H) * I, the upper Cholesky factor of its inverse), dampened more until both exist."""
+def _dampen(h: np.ndarray, damp: float, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(H + damp * mean(diag H) * I, the upper Cholesky factor of its inverse with the columns in `order`),
+    dampened more until both exist."""
     d = h.shape[0]
     base = float(np.mean(np.diag(h)))
     for extra in (1, 10, 100, 1000):
         hd = h + np.eye(d) * damp * extra * base
         try:
-            return hd, _upper_inverse_cholesky(hd)
+            return hd, _upper_inverse_cholesky(hd if order is None else hd[np.ix_(order, order)])
         except np.linalg.LinAlgError:
             continue
     raise np.linalg.LinAlgError("H is not positive definite even when dampened")
