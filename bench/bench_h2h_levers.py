@@ -21,8 +21,9 @@ by default their share of the images). `order=act` rounds the columns in decreas
 act-order), `order=natural` in their own, `order=dense+few` takes act-order for those layer kinds only
 (calibrate.kind_of), and `cd=N` gives N sweeps of coordinate descent after the feedback (CDQuant;
 calibrate.descend). `lam=L` adds L x rate_price x order-0 bits to the objective of the feedback and of the
-descent (since 2026-12-05k the descent runs under it too), `cdlam=L` to the descent's alone. Without them calibrate.ACT_ORDER and SWEEPS hold, act-order and 2 sweeps since
-2026-12-05j: `order=natural cd=0` is plain GPTQ, what the gptq rows measured before then.
+descent (since 2026-12-05k the descent runs under it too), `cdlam=L` to the descent's alone. Without them
+calibrate.ACT_ORDER and SWEEPS hold, act-order and 2 sweeps since 2026-12-05j: `order=natural cd=0` is plain
+GPTQ, what the gptq rows measured before then.
 Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
 
     nice -n 10 python bench/bench_h2h_levers.py [--model effnet-lite0] [--strength 0.5] [--base 0.0057]

@@ -16,12 +16,15 @@ grid, the same dequantization: a reader cannot tell):
   the objective's scale per symbol (s^2 x mean 1/u_jj^2, so lam means the same in every tensor;
   a step's own trade of error for bits is about 0.12 of it). Each index is then the one among
   floor, ceil and 0 that minimises it under the order-0 model of the nearest-rounded symbols, and
-  the descent below lowers the same objective, bits priced from the current symbols;
+  the descent below lowers the same objective, bits priced from the current symbols. Off (RATE_LAM
+  0): minilm at 9 fixed plans, lam 0.1 and 0.3 level, 0.6 1.4% larger at equal loss (bench/results/
+  h2h-levers-2026-12-05k-minilm-rate*.json; at ~4 bits/weight neighbouring levels' prices barely differ);
 - act-order and coordinate descent (ACT_ORDER, SWEEPS): GPTQ is a greedy solution (Babai's nearest
   plane) of each row's integer least squares min_k (w - k s) H (w - k s)^T. Its columns are taken in
-  decreasing diag(H) order (GPTQ's desc_act; one order per group), and from its symbols each symbol then
-  moves by +-1 wherever that lowers the same objective on the same dampened H (CDQuant, Nair & Suggala
-  2024; `descend`), two sweeps. At fixed plans, bits/weight at equal loss (bench/results/
+  decreasing diag(H) order (GPTQ's desc_act; one order per group; DataAware can keep it to some layer
+  kinds: level on effnet-lite0 without it on the depthwise layers, -effnet-actdense.json), and from its
+  symbols each symbol then moves by +-1 wherever that lowers the same objective on the same dampened H
+  (CDQuant, Nair & Suggala 2024; `descend`), two sweeps. At fixed plans, bits/weight at equal loss (bench/results/
   h2h-levers-2026-12-05j-*-cd*.json): effnet-lite0 -0.6% with the descent (17 plans, 2.6 standard
   errors), -0.7% with both (1.9 SE; act-order on top level there); minilm -0.6% and -1.7% (9 plans, 6 and
   7 SE). About 1.5 CPU-seconds per effnet-lite0 plan;
