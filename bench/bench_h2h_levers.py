@@ -18,9 +18,12 @@ calibration, the default; effnet-lite0's has held 32 distilled images beside its
 `mixed` adds them twice), `distilled` (--distilled images synthesised from the model's BatchNorm statistics,
 zoocodec.eval.distilled) or `mixed` (both; `share=S` gives the distilled images the share S of each H and mean,
 by default their share of the images). `order=act` rounds the columns in decreasing diag(H) order (GPTQ's
-act-order), `order=natural` in their own, and `cd=N` gives N sweeps of coordinate descent after the feedback
-(CDQuant; calibrate.descend). Without them calibrate.ACT_ORDER and SWEEPS hold, act-order and 2 sweeps since
-2026-12-05j: `order=natural cd=0` is plain GPTQ, what the gptq rows measured before then.
+act-order), `order=natural` in their own, `order=dense+few` takes act-order for those layer kinds only
+(calibrate.kind_of), and `cd=N` gives N sweeps of coordinate descent after the feedback (CDQuant;
+calibrate.descend). `lam=L` adds L x rate_price x order-0 bits to the objective of the feedback and of the
+descent (since 2026-12-05k the descent runs under it too), `cdlam=L` to the descent's alone. Without them
+calibrate.ACT_ORDER and SWEEPS hold, act-order and 2 sweeps since 2026-12-05j: `order=natural cd=0` is plain
+GPTQ, what the gptq rows measured before then.
 Sizes are the coder's entropy-model price of the planned tensors (plus the 1-D tensors left lossless).
 
     nice -n 10 python bench/bench_h2h_levers.py [--model effnet-lite0] [--strength 0.5] [--base 0.0057]
@@ -83,7 +86,8 @@ def main() -> None:
                         "measured")
     p.add_argument("--configs", default="nearest,gptq,gptq few,sequential,sequential few",
                    help="comma-separated; a gptq one may add `damp=D` (H dampened by D of its mean diagonal; GPTQ: "
-                        "0.01), `dense=D` / `grouped=D` (one layer kind only), `lam=L` (rate-aware rounding) and "
+                        "0.01), `dense=D` / `grouped=D` (one layer kind only), `lam=L` (rate-aware rounding; "
+                        "`cdlam=L` in the descent only), `order=act|natural|dense+few`, `cd=N` and "
                         "`cal=photos|distilled|mixed` with `share=S` (the images its layer inputs are measured on)")
     p.add_argument("--distilled", type=int, default=64, help="images distilled from the BN statistics for cal=")
     p.add_argument("--proxy", action="store_true",
@@ -289,19 +293,23 @@ def _read(path: Path) -> dict:
 
 def _options(options: list[str]) -> dict:
     """DataAware's settings from a configuration's `damp=D` (every layer but the few-input ones), `dense=D` /
-    `grouped=D` (one kind of layer: calibrate.kind_of), `lam=L` (rate-aware rounding), `order=act` (act-order)
-    and `cd=N` (sweeps of coordinate descent); `cal=` and `share=` name the layer inputs (_source)."""
+    `grouped=D` (one kind of layer: calibrate.kind_of), `lam=L` (rate-aware rounding: the feedback and the
+    descent), `cdlam=L` (the descent only), `order=act|natural|dense+few` (act-order: every layer, none, or
+    those kinds) and `cd=N` (sweeps of coordinate descent); `cal=` and `share=` name the layer inputs (_source)."""
     out: dict = {"kind_damp": {}}
     for o in options:
         key, value = o.split("=")
         if key in ("dense", "grouped"):
             out["kind_damp"][key] = float(value)
         elif key == "order":
-            if value not in ("act", "natural"):
-                raise ValueError(f"order={value}: act or natural")
-            out["act_order"] = value == "act"
+            kinds = tuple(value.split("+"))
+            if value not in ("act", "natural") and not set(kinds) <= {"dense", "grouped", "few"}:
+                raise ValueError(f"order={value}: act, natural or layer kinds joined by + (dense+few)")
+            out["act_order"] = value == "act" if value in ("act", "natural") else kinds
         elif key == "cd":
             out["sweeps"] = int(value)
+        elif key == "cdlam":
+            out["lam"], out["feedback_rate"] = float(value), False
         elif key not in ("cal", "share"):
             out[{"damp": "damp", "lam": "lam"}[key]] = float(value)
     return out

@@ -12,14 +12,19 @@ grid, the same dequantization: a reader cannot tell):
   rounded through the Cholesky factor of H^-1, H = E[x x^T] of the layer's inputs
   (dampened by DAMP of its mean diagonal). A grouped convolution (depthwise: one group
   per channel) has one H per group: each output channel sees only its group's inputs.
-  Optionally rate-aware: each index is the one among floor, ceil and 0 that minimises
-  (error)^2 + lam * bits under the tensor's order-0 model of its rounded symbols, so small
-  weights fall to 0 where that pays;
+  Optionally rate-aware (lam > 0): the objective gains lam * rate_price * order-0 bits, rate_price
+  the objective's scale per symbol (s^2 x mean 1/u_jj^2, so lam means the same in every tensor;
+  a step's own trade of error for bits is about 0.12 of it). Each index is then the one among
+  floor, ceil and 0 that minimises it under the order-0 model of the nearest-rounded symbols, and
+  the descent below lowers the same objective, bits priced from the current symbols. Off (RATE_LAM
+  0): minilm at 9 fixed plans, lam 0.1 and 0.3 level, 0.6 1.4% larger at equal loss (bench/results/
+  h2h-levers-2026-12-05k-minilm-rate*.json; at ~4 bits/weight neighbouring levels' prices barely differ);
 - act-order and coordinate descent (ACT_ORDER, SWEEPS): GPTQ is a greedy solution (Babai's nearest
   plane) of each row's integer least squares min_k (w - k s) H (w - k s)^T. Its columns are taken in
-  decreasing diag(H) order (GPTQ's desc_act; one order per group), and from its symbols each symbol then
-  moves by +-1 wherever that lowers the same objective on the same dampened H (CDQuant, Nair & Suggala
-  2024; `descend`), two sweeps. At fixed plans, bits/weight at equal loss (bench/results/
+  decreasing diag(H) order (GPTQ's desc_act; one order per group; DataAware can keep it to some layer
+  kinds: level on effnet-lite0 without it on the depthwise layers, -effnet-actdense.json), and from its
+  symbols each symbol then moves by +-1 wherever that lowers the same objective on the same dampened H
+  (CDQuant, Nair & Suggala 2024; `descend`), two sweeps. At fixed plans, bits/weight at equal loss (bench/results/
   h2h-levers-2026-12-05j-*-cd*.json): effnet-lite0 -0.6% with the descent (17 plans, 2.6 standard
   errors), -0.7% with both (1.9 SE; act-order on top level there); minilm -0.6% and -1.7% (9 plans, 6 and
   7 SE). About 1.5 CPU-seconds per effnet-lite0 plan;
@@ -188,16 +193,18 @@ def _bias_of(mname: str, mod: torch.nn.Module, modules: dict, order: list[str],
 
 
 def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, lam: float = 0.0,
-         act_order: bool = False, sweeps: int = 0, prepared: Prepared | None = None) -> np.ndarray:
+         act_order: bool = False, sweeps: int = 0, prepared: Prepared | None = None,
+         feedback_rate: bool = True) -> np.ndarray:
     """int64 indices of the rows x d matrix `w` on the grid k * steps[row] (or one step),
     rounded column by column with error feedback through H: d x d for every row, or
     groups x d x d for consecutive equal groups of rows (a grouped convolution's).
 
-    lam > 0: each index is the cheapest of floor, ceil and 0 under (x - k)^2 * c_j + lam *
-    bits(k), c_j the relative weight GPTQ gives column j's error, bits from the order-0
-    model of the nearest-rounded symbols. act_order: the columns rounded in decreasing
-    diag(H) order (GPTQ's desc_act; per group). sweeps > 0: that many passes of coordinate
-    descent after it (descend). `prepared`: prepare(h, damp, act_order), where already computed."""
+    lam > 0: the objective is sum over rows of (w - q s) H (w - q s)^T + lam * price * bits(q), price
+    the tensor's rate_price. The feedback (unless not `feedback_rate`) takes for each index the cheapest of
+    floor, ceil and 0 under it, bits from the order-0 model of the nearest-rounded symbols; the descent
+    then lowers the same objective, bits from the order-0 model of the current symbols. act_order: the
+    columns rounded in decreasing diag(H) order (GPTQ's desc_act; per group). sweeps > 0: that many passes
+    of coordinate descent after it (descend). `prepared`: prepare(h, damp, act_order), where already computed."""
     w = np.array(w, dtype=np.float64)
     rows, d = w.shape
     step = np.broadcast_to(np.asarray(steps, dtype=np.float64).reshape(-1, 1), (rows, 1))[:, 0]
@@ -207,22 +214,33 @@ def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, la
     cols = None if prepared.order is None else np.repeat(prepared.order, rows // len(prepared.order), axis=0)
     wp = w.copy() if cols is None else np.take_along_axis(w, cols, axis=1)  # the feedback updates it in place
     table = None
-    if lam > 0:
+    price = rate_price(u, step) if lam > 0 else 0.0
+    if lam > 0 and feedback_rate:
         rounded = np.rint(w / step[:, None]).astype(np.int64)
         table = Order0().rates(rounded)
         diag = np.diagonal(u if len(u) == 1 else np.repeat(u, rows // len(u), axis=0), axis1=1, axis2=2)
-        weight = (1.0 / diag**2) / np.mean(1.0 / diag**2, axis=1, keepdims=True)  # column j's share of the output error
+        # in step units, (x - k)^2 weighs s^2 / u_jj^2 of the objective (column j's error through the feedback)
+        per_bit = lam * price / (step[:, None] ** 2 / diag**2)
     q = np.zeros((rows, d), dtype=np.int64)
 
     def on_grid(j: int, column: np.ndarray) -> np.ndarray:
         x = column / step
-        q[:, j] = k = np.rint(x) if table is None else _cheapest(x, table, lam / weight[:, j])
+        q[:, j] = k = np.rint(x) if table is None else _cheapest(x, table, per_bit[:, j])
         return k * step
 
     feedback(wp, u, BLOCK, on_grid)
     if cols is not None:
         q = _put(q, cols)
-    return descend(w, q, step, prepared.h, sweeps) if sweeps else q
+    return descend(w, q, step, prepared.h, sweeps, lam * price) if sweeps else q
+
+
+def rate_price(u: np.ndarray, steps: np.ndarray) -> float:
+    """The objective's scale, per bit of lam: mean s^2 x mean 1/u_jj^2 over the tensor (`u`: factors(), one or
+    one per group). GPTQ's rounding error of column j in step units weighs s^2 / u_jj^2 in the objective, and is
+    about uniform over a step: the objective's slope against bits is then about 2 ln 2 / 12 = 0.12 of this
+    scale, whatever the tensor's step and inputs. One price per tensor: a bit costs the same in all its rows."""
+    return float(np.mean(np.asarray(steps, dtype=np.float64) ** 2)
+                 * np.mean(1.0 / np.diagonal(u, axis1=1, axis2=2) ** 2))
 
 
 @dataclass(frozen=True)
@@ -248,12 +266,19 @@ def prepare(h: np.ndarray, damp: float = DAMP, act_order: bool = False) -> Prepa
     return Prepared(np.stack([u for _, u in pairs]), np.stack([x for x, _ in pairs]), order)
 
 
-def descend(w: np.ndarray, q: np.ndarray, steps: np.ndarray, h: np.ndarray, sweeps: int) -> np.ndarray:
+def descend(w: np.ndarray, q: np.ndarray, steps: np.ndarray, h: np.ndarray, sweeps: int,
+            rate: float = 0.0) -> np.ndarray:
     """int64 indices q after up to `sweeps` passes of greedy coordinate descent (CDQuant, Nair & Suggala 2024)
-    on sum over rows of (w - q s) H (w - q s)^T: column by column, every row whose symbol moved by +1 or -1
-    lowers it takes the better move. Per row g = H (w - q s)^T is kept: a move's gain is O(1), applying it
-    O(d). `h`: one d x d or groups x d x d (consecutive equal groups of rows, as gptq). No symbol leaves the
-    range of q (the tensor's symbol width and the coder's alphabet stay what GPTQ gave)."""
+    on sum over rows of (w - q s) H (w - q s)^T (+ rate * the order-0 code length of q, in bits): column by
+    column, every row whose symbol moved by +1 or -1 lowers it takes the better move. Per row g = H (w - q s)^T
+    is kept: a move's gain is O(1), applying it O(d). `h`: one d x d or groups x d x d (consecutive equal groups
+    of rows, as gptq). No symbol leaves the range of q (the tensor's symbol width and the coder's alphabet stay
+    what GPTQ gave).
+
+    rate > 0: a symbol's bits are -log2 of its level's share of q's symbols, the shares taken afresh at each
+    column (a level no symbol holds is not entered). The moves of one column lower the objective under the
+    shares they were priced at, and the true code length of the shares after them is lower still (the
+    empirical shares minimise it, Gibbs), so the rate-augmented objective never rises."""
     w, q = np.asarray(w, dtype=np.float64), np.array(q, dtype=np.int64)
     rows, d = w.shape
     s = np.broadcast_to(np.asarray(steps, dtype=np.float64).reshape(-1), (rows,))
@@ -264,15 +289,31 @@ def descend(w: np.ndarray, q: np.ndarray, steps: np.ndarray, h: np.ndarray, swee
     group = np.arange(rows) // per
     curve = s**2 * np.diagonal(hs, axis1=1, axis2=2)[group].T  # d x rows: the objective's curvature per symbol
     lo, hi = (q.min(), q.max()) if q.size else (0, 0)
+    # per level lo - 1 .. hi + 1 (the two outside: never entered), how many symbols hold it
+    counts = np.bincount((q - lo + 1).ravel(), minlength=hi - lo + 3) if rate > 0 else None
     for _ in range(sweeps):
         moved = 0
         for j in range(d):
             slope = 2 * s * g[:, j]  # the objective moves by -slope * delta + curve * delta^2
-            delta = np.where(slope > 0, 1, -1)
-            gain = curve[j] - np.abs(slope)
-            ok = (gain < -1e-12 * curve[j]) & (q[:, j] + delta >= lo) & (q[:, j] + delta <= hi)
+            if counts is None:
+                delta = np.where(slope > 0, 1, -1)
+                gain = curve[j] - np.abs(slope)
+                ok = (gain < -1e-12 * curve[j]) & (q[:, j] + delta >= lo) & (q[:, j] + delta <= hi)
+            else:
+                with np.errstate(divide="ignore"):
+                    bits = -np.log2(counts / q.size)  # inf where no symbol holds the level
+                bits[[0, -1]] = np.inf
+                k = q[:, j] - lo + 1
+                up = curve[j] - slope + rate * (bits[k + 1] - bits[k])
+                down = curve[j] + slope + rate * (bits[k - 1] - bits[k])
+                delta = np.where(up < down, 1, -1)
+                gain = np.minimum(up, down)
+                ok = gain < -1e-12 * curve[j]
             r = np.nonzero(ok)[0]
             if r.size:
+                if counts is not None:
+                    np.subtract.at(counts, q[r, j] - lo + 1, 1)
+                    np.add.at(counts, q[r, j] + delta[r] - lo + 1, 1)
                 q[r, j] += delta[r]
                 g[r] -= (delta[r] * s[r])[:, None] * (hs[0, j] if len(hs) == 1 else hs[group[r], j])
                 moved += r.size
@@ -333,7 +374,7 @@ def _upper_inverse_cholesky(hd: np.ndarray) -> np.ndarray:
     return np.linalg.cholesky(hinv.T @ hinv).T
 
 
-def _cheapest(x: np.ndarray, table, lam: float) -> np.ndarray:
+def _cheapest(x: np.ndarray, table, lam: np.ndarray) -> np.ndarray:
     """Per value, the level among floor, ceil and 0 with the least (x - k)^2 + lam * bits(k)."""
     lo = np.floor(x)
     cands = np.stack([lo, lo + 1, np.zeros_like(x)])
@@ -366,16 +407,11 @@ class DataAware:
     damp: float = DAMP
     # a dampening per layer kind (kind_of: "dense", "grouped"), where it differs from `damp`
     kind_damp: Mapping[str, float] = field(default_factory=dict)
-    act_order: bool = ACT_ORDER
-    sweeps: int | None = None  # None: SWEEPS, or 0 under rate-aware rounding
+    # True / False: act-order for every layer or none; a tuple of kinds (kind_of): for those kinds only
+    act_order: bool | tuple[str, ...] = ACT_ORDER
+    sweeps: int = SWEEPS
+    feedback_rate: bool = True  # lam > 0: the feedback prices bits too (else only the descent does)
     _factors: dict[str, Prepared] = field(default_factory=dict, repr=False)  # per layer: H is fixed, steps are not
-
-    def __post_init__(self):
-        # descent weighs the output error alone: after rate-aware rounding it would undo the rate's choices
-        if self.sweeps is None:
-            self.sweeps = 0 if self.lam > 0 else SWEEPS
-        elif self.sweeps and self.lam > 0:
-            raise ValueError("coordinate descent after rate-aware rounding (lam > 0) is not supported")
 
     def targets(self, weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec]) -> dict[str, torch.Tensor]:
         """The tensors to hand the quantizers instead of the originals: eligible planned
@@ -395,8 +431,9 @@ class DataAware:
             damp = FEW_DAMP if kind == "few" else self.kind_damp.get(kind, self.damp)
             if w2.shape[1] != li.h.shape[-1] or w2.shape[0] % len(li.h) or damp is None:
                 continue
+            act = self.act_order if isinstance(self.act_order, bool) else kind in self.act_order
             if name not in self._factors:  # min-max groups: natural order (a group's columns are rounded together)
-                self._factors[name] = prepare(li.h, damp, self.act_order and not grouped)
+                self._factors[name] = prepare(li.h, damp, act and not grouped)
             if grouped:
                 from zoocodec.tuning.gptq import round_groups
 
@@ -405,7 +442,7 @@ class DataAware:
                     continue
             else:
                 steps = spec.row_steps(w2) if rows else np.array([spec.step])
-                q = gptq(w2, steps, li.h, damp, self.lam, self.act_order, self.sweeps, self._factors[name])
+                q = gptq(w2, steps, li.h, damp, self.lam, act, self.sweeps, self._factors[name], self.feedback_rate)
                 snapped = (q * steps[:, None]).astype(np.float64)
             out[name] = torch.from_numpy(snapped.reshape(tuple(w.shape))).to(w.dtype)
             if self.bias_correction and li.bias is not None:
@@ -426,8 +463,10 @@ class DataAware:
         return {"rounding": "gptq", "rate_lam": self.lam, "bias_correction": self.bias_correction, "damp": self.damp,
                 **({"damp_by_kind": dict(self.kind_damp)} if self.kind_damp else {}),
                 "few_inputs_damp": FEW_DAMP,
-                **({"act_order": True} if self.act_order else {}),
+                **({"act_order": self.act_order if isinstance(self.act_order, bool) else list(self.act_order)}
+                   if self.act_order else {}),
                 **({"descent_sweeps": self.sweeps} if self.sweeps else {}),
+                **({"feedback_rate": False} if self.lam > 0 and not self.feedback_rate else {}),
                 "rounded": [k for k in moved if k in self.inputs],
                 "bias_corrected": [k for k in moved if k not in self.inputs]}
 
