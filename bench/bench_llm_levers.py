@@ -13,9 +13,13 @@ Size: the plan's price (the coder's entropy model, group side streams counted, p
 moved to the budget through loss ~ step^2 of the tensors whose grid follows the base step (`scaled`: one-step
 tensors and the per-row head; the min-max groups' grid does not move with it): bits + scaled share x
 log2(loss / budget) / 2. A configuration is `default` (calibrate.ACT_ORDER, SWEEPS) or `order=natural|act cd=N`.
+`--no-predicted-rows`: the plan of automatic mode's default (12-05b's), the embedding/head on one step and the
+layers that leave Q4_1's grid on one step each, all rounded by GPTQ.
 
     nice -n 5 python bench/bench_llm_levers.py --budget 0.05 --base 0.02477 --refresh 0.0221 --plans 5 \
         --configs "default,order=natural cd=0" --tag 2026-12-05k-kl0.05
+    nice -n 5 python bench/bench_llm_levers.py --budget 0.1 --base 0.05505 --refresh 0.05505 --plans 3 \
+        --no-predicted-rows --method uniform:bits=8,per_tensor=False,coder=ans --tag 2026-12-05k-kl0.1-onestep
 
 Writes bench/results/llm-levers-YYYY-MM-DD[-T].json.
 """
@@ -70,6 +74,9 @@ def main() -> None:
     p.add_argument("--auto-windows", type=int, default=4)
     p.add_argument("--calibration-windows", type=int, default=8)
     p.add_argument("--configs", default="default,order=natural cd=0")
+    p.add_argument("--method", default=METHOD, help="the plan's method and coder (12-05b's `--ans` runs: coder=ans)")
+    p.add_argument("--no-predicted-rows", action="store_true",
+                   help="the embedding/head on one step (automatic mode's default), not a step per row")
     p.add_argument("--tag", default="")
     a = p.parse_args()
     torch.set_num_threads(2)
@@ -85,10 +92,10 @@ def main() -> None:
     from zoocodec.tuning.groupwise import describe
 
     lm.CALIBRATION_WINDOWS = a.calibration_windows
-    auto.PREDICTED_ROWS = True
+    auto.PREDICTED_ROWS = not a.no_predicted_rows
     t0 = time.perf_counter()
     H.calibration_evaluator(a.auto_windows)
-    spec = parse_spec(METHOD)
+    spec = parse_spec(a.method)
     asked = Asked(H.MODEL, a.budget, None, None, spec, auto.DEFAULT_MIN_SIZE, None, None, None, True, "gptq",
                   auto.RATE_LAM, None, auto.SPLIT_SEED, True)
     s = _Search(_Clock(lambda m: print("  " + m, flush=True)), asked)
@@ -127,7 +134,8 @@ def main() -> None:
             print(label, json.dumps(summary[label]), flush=True)
         save("llm-levers", {"configs": labels, "machine": machine(), "what": __doc__.split("\n\n")[0],
                             "model": H.MODEL, "budget": a.budget, "base": a.base, "refresh_step": a.refresh,
-                            "strength": a.strength, "plans": a.plans, "method": METHOD,
+                            "strength": a.strength, "plans": a.plans, "method": a.method,
+                            "predicted_rows": not a.no_predicted_rows,
                             "calibration_windows": a.calibration_windows,
                             "judged_on": f"{len(ev.ref_out):,} tokens: the calibration/search part of automatic mode's split "
                                          f"(seed {auto.SPLIT_SEED}) of {a.auto_windows} lee.cor windows",
