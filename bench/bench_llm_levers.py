@@ -21,7 +21,7 @@ layers that leave Q4_1's grid on one step each, all rounded by GPTQ.
     nice -n 5 python bench/bench_llm_levers.py --budget 0.1 --base 0.05505 --refresh 0.05505 --plans 3 \
         --no-predicted-rows --method uniform:bits=8,per_tensor=False,coder=ans --tag 2026-12-05k-kl0.1-onestep
 
-Writes bench/results/llm-levers-YYYY-MM-DD[-T].json.
+Writes bench/results/llm-levers-YYYY-MM-DD[-T].json (12-05k's renamed llm-levers-2026-12-05k-kl0.05.json, -kl0.1.json).
 """
 from __future__ import annotations
 
@@ -46,6 +46,13 @@ SENSITIVITIES = RESULTS / "llm_head_to_head-2026-12-05h.sensitivities.json"  # i
 def cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def on_grid(name: str, w: torch.Tensor, spec) -> bool:
+    """The method's own rounding returns `w` unchanged (no error for data-aware rounding to move)."""
+    from zoocodec.pipeline.modelio import to_tensordata
+
+    return bool(np.array_equal(np.asarray(spec.quantize(to_tensordata(name, w)).recon), w.numpy()))
 
 
 def settings(label: str) -> dict:
@@ -107,6 +114,15 @@ def main() -> None:
     print(f"setup {setup_s:.0f} s; judged on {len(ev.ref_out):,} tokens", flush=True)
 
     labels = a.configs.split(",")
+    # a tensor every plan puts in min-max groups that its weights already lie on (SmolLM2's layers on Q4_1's grid)
+    # comes back from gptq.round_groups unchanged, whatever its inputs: its inputs and factors are not kept (they
+    # took 11 GB with two configurations; the rounding is the same)
+    steps = [a.base * f for f in np.linspace(1 - SPAN, 1 + SPAN, a.plans)]
+    plans = [s.plan_for(b, a.strength, spec) for b in steps]
+    fixed = {k for k, v in plans[0].items() if getattr(v, "group", None) is not None
+             and all(p.get(k) == v for p in plans) and on_grid(k, w[k], v)}
+    print(f"{len(fixed)} tensors on their groups' grid in every plan", flush=True)
+    s.rounder, s._rounded = dataclasses.replace(s.rounder, inputs={}), {}
     rounders, refresh = {}, {}
     for label in labels:
         base_rounder = dataclasses.replace(s.rounder, _factors={}, **settings(label))
@@ -114,7 +130,9 @@ def main() -> None:
         inputs = collect_sequential(s.cal.net, s.cal.run, s.cal.names, w, s.plan_for(a.refresh, a.strength, spec),
                                     base_rounder.lam, base_rounder.damp, base_rounder.act_order, base_rounder.sweeps)
         refresh[label] = {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - w0}
-        rounders[label] = dataclasses.replace(base_rounder, inputs=inputs, _factors={})
+        rounders[label] = dataclasses.replace(base_rounder, inputs={k: v for k, v in inputs.items() if k not in fixed},
+                                              _factors={})
+        del inputs
         print(f"{label}: sequential inputs {refresh[label]}", flush=True)
 
     def write() -> None:
@@ -139,11 +157,11 @@ def main() -> None:
                             "calibration_windows": a.calibration_windows,
                             "judged_on": f"{len(ev.ref_out):,} tokens: the calibration/search part of automatic mode's split "
                                          f"(seed {auto.SPLIT_SEED}) of {a.auto_windows} lee.cor windows",
-                            "sequential_refresh": refresh, "setup_s": setup_s, "rows": rows, "summary": summary}, a.tag)
+                            "sequential_refresh": refresh, "setup_s": setup_s,
+                            "on_grid_not_rounded": len(fixed), "rows": rows, "summary": summary}, a.tag)
 
     rows = []
-    for f in np.linspace(1 - SPAN, 1 + SPAN, a.plans):
-        plan = s.plan_for(a.base * f, a.strength, spec)
+    for b, plan in zip(steps, plans, strict=True):
         scaled = sum(w[k].numel() for k, v in plan.items()
                      if getattr(v, "group", None) is None and w[k].dim() == 2) / total
         for label in labels:
@@ -154,7 +172,7 @@ def main() -> None:
             m = metric_row("", t.name, t.primary, ev.compare(recon)[t.primary], t.primary in t.lower_is_better, True)
             bits = plan_bits({**w, **targets}, plan) + 8 * sum(n for k, n in s.exact_bytes.items() if k not in plan)
             bpw = bits / total
-            rows.append({"config": label, "base_step": a.base * f, "bits_per_weight": bpw, "kl": m.loss,
+            rows.append({"config": label, "base_step": b, "bits_per_weight": bpw, "kl": m.loss,
                          "kl_high": m.loss_high, "scaled_share": scaled,
                          "bpw_at_budget": bpw + scaled * math.log2(m.loss / a.budget) / 2,
                          "rounding_cpu_s": round_cpu, "rounding_wall_s": round_wall,
