@@ -31,7 +31,6 @@ import json
 import math
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -155,8 +154,8 @@ def main() -> None:
                             "strength": a.strength, "plans": a.plans, "method": a.method,
                             "predicted_rows": not a.no_predicted_rows,
                             "calibration_windows": a.calibration_windows,
-                            "judged_on": f"{len(ev.ref_out):,} tokens: the calibration/search part of automatic mode's split "
-                                         f"(seed {auto.SPLIT_SEED}) of {a.auto_windows} lee.cor windows",
+                            "judged_on": f"{len(ev.ref_out):,} tokens: the calibration/search part of automatic "
+                                         f"mode's split (seed {auto.SPLIT_SEED}) of {a.auto_windows} lee.cor windows",
                             "sequential_refresh": refresh, "setup_s": setup_s,
                             "on_grid_not_rounded": len(fixed), "rows": rows, "summary": summary}, a.tag)
 
