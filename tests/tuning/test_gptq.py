@@ -60,6 +60,23 @@ def test_sequential_rounding_is_on_the_grid_and_beats_nearest(setup):
     assert kl["sequential"] < 0.95 * kl["nearest"]
 
 
+def test_sequential_measurement_rounds_the_layers_before_as_it_is_told(setup):
+    """act_order / sweeps reach the rounding of the layers whose outputs feed the next: layer 1's inputs are
+    those of layer 0 rounded by plain GPTQ when asked for it, and differ from the default's."""
+    _, w, net, run, names, plan = setup
+    plain = collect_sequential(net, run, names, w, plan, act_order=False, sweeps=0)
+    first = {k: v for k, v in plain.items() if ".layers.0." in k}
+    rounded = DataAware(first, act_order=False, sweeps=0).targets(w, plan)
+    decoded = reconstruct({**w, **rounded}, {k: plan[k] for k in plan if ".layers.0." in k})
+    again = collect_on(net, run, names, decoded)
+    net.load_state_dict({own: w[name] for own, name in names.items()}, strict=False)
+    default = collect_sequential(net, run, names, w, plan)
+    layer1 = [k for k in plain if ".layers.1." in k]
+    for k in layer1:
+        np.testing.assert_allclose(plain[k].h, again[k].h, rtol=1e-4, atol=1e-7)
+    assert any(not np.allclose(plain[k].h, default[k].h, rtol=1e-6, atol=0) for k in layer1)
+
+
 @pytest.mark.slow
 def test_automatic_mode_rounds_a_causal_lm_layer_by_layer(setup, tmp_path):
     """About 100 CPU s: the slow tier."""
