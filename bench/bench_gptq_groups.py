@@ -54,7 +54,7 @@ def main() -> None:
             spec = parse_spec(f"uniform:bits={bits},group={g},zero=true")
             key = f"{bits}-bit groups of {g}"
             near = np.asarray(spec.quantize(to_tensordata(name, w[name])).recon, np.float64)
-            ours = round_groups(w2, spec, factors(seen["B8"][name].h))
+            ours = round_groups(w2, spec, lambda: factors(seen["B8"][name].h))
             back = np.asarray(spec.quantize(to_tensordata(name, torch.from_numpy(ours).float())).recon, np.float64)
             row[f"{key}: nearest"] = output_error(w2, near, a) / energy
             row[f"{key}: gptq B8"] = output_error(w2, ours, a) / energy

@@ -115,7 +115,7 @@ def test_grouped_rounding_lands_on_the_methods_own_grid_and_beats_it(bits, group
     w = gen.standard_normal((40, 144)) * 0.05
     w[:, 7] = 0.0  # a constant column
     spec = parse_spec(f"uniform:bits={bits},group={group},zero=true")
-    ours = round_groups(w, spec, factors(h[None]))
+    ours = round_groups(w, spec, lambda: factors(h[None]))
     hat = np.asarray(spec.quantize(to_tensordata("w", torch.from_numpy(ours).float())).recon, np.float64)
     assert np.array_equal(hat, ours.astype(np.float32).astype(np.float64))
     nearest = np.asarray(spec.quantize(to_tensordata("w", torch.from_numpy(w).float())).recon, np.float64)
@@ -134,9 +134,9 @@ def test_grouped_rounding_keeps_weights_already_on_the_grid():
     spec = parse_spec("uniform:bits=4,group=32,zero=true")
     w = spec.quantize(to_tensordata("w", torch.from_numpy(gen.standard_normal((16, 96))).float())).recon
     x = gen.standard_normal((500, 96))
-    ours = round_groups(w.astype(np.float64), spec, factors((x.T @ x / 500)[None]))
+    ours = round_groups(w.astype(np.float64), spec, lambda: factors((x.T @ x / 500)[None]))
     assert np.array_equal(ours.astype(np.float32), w)
-    assert round_groups(w.astype(np.float64), parse_spec("uniform:step=0.1"), factors(np.eye(96)[None])) is None
+    assert round_groups(w.astype(np.float64), parse_spec("uniform:step=0.1"), lambda: factors(np.eye(96)[None])) is None
 
 
 def test_sequential_rounding_rounds_group_candidates_too(setup):

@@ -432,17 +432,22 @@ class DataAware:
             if w2.shape[1] != li.h.shape[-1] or w2.shape[0] % len(li.h) or damp is None:
                 continue
             act = self.act_order if isinstance(self.act_order, bool) else kind in self.act_order
-            if name not in self._factors:  # min-max groups: natural order (a group's columns are rounded together)
-                self._factors[name] = prepare(li.h, damp, act and not grouped)
+
+            def prepared(name=name, h=li.h, damp=damp, act=act and not grouped) -> Prepared:
+                # min-max groups: natural order (a group's columns are rounded together)
+                if name not in self._factors:
+                    self._factors[name] = prepare(h, damp, act)
+                return self._factors[name]
+
             if grouped:
                 from zoocodec.tuning.gptq import round_groups
 
-                snapped = round_groups(w2, spec, self._factors[name].u)
+                snapped = round_groups(w2, spec, lambda: prepared().u)
                 if snapped is None:
                     continue
             else:
                 steps = spec.row_steps(w2) if rows else np.array([spec.step])
-                q = gptq(w2, steps, li.h, damp, self.lam, act, self.sweeps, self._factors[name], self.feedback_rate)
+                q = gptq(w2, steps, li.h, damp, self.lam, act, self.sweeps, prepared(), self.feedback_rate)
                 snapped = (q * steps[:, None]).astype(np.float64)
             out[name] = torch.from_numpy(snapped.reshape(tuple(w.shape))).to(w.dtype)
             if self.bias_correction and li.bias is not None:

@@ -40,7 +40,17 @@ import numpy as np
 import torch
 
 from zoocodec.methods import MethodSpec
-from zoocodec.tuning.calibrate import ACT_ORDER, BLOCK, DAMP, RATE_LAM, DataAware, LayerInputs, collect, feedback
+from zoocodec.tuning.calibrate import (
+    ACT_ORDER,
+    BLOCK,
+    DAMP,
+    RATE_LAM,
+    SWEEPS,
+    DataAware,
+    LayerInputs,
+    collect,
+    feedback,
+)
 
 
 class _Catcher(torch.nn.Module):
@@ -69,8 +79,8 @@ def layers_of(net: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
 
 def collect_sequential(net: torch.nn.Module, run: Callable[[torch.nn.Module], object], names: Mapping[str, str],
                        weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec], lam: float = RATE_LAM,
-                       damp: float = DAMP, act_order: bool = ACT_ORDER,
-                       sweeps: int | None = None) -> dict[str, LayerInputs]:
+                       damp: float = DAMP, act_order: bool | tuple[str, ...] = ACT_ORDER,
+                       sweeps: int = SWEEPS) -> dict[str, LayerInputs]:
     """LayerInputs of a causal LM's Linear layers and output head, measured in GPTQ's order under `plan`:
     each decoder layer on the outputs of the layers before it as `plan` quantizes them (one-step tensors
     rounded by DataAware against the inputs measured there, others by their method), the head on the final
@@ -107,10 +117,12 @@ def collect_sequential(net: torch.nn.Module, run: Callable[[torch.nn.Module], ob
     return out
 
 
-def round_groups(w: np.ndarray, spec: MethodSpec, u: np.ndarray) -> np.ndarray | None:
+def round_groups(w: np.ndarray, spec: MethodSpec, factors: Callable[[], np.ndarray]) -> np.ndarray | None:
     """float64 values of the rows x d matrix `w` on the grid of `spec` (uniform min-max groups with zero
-    points: `bits=B,group=G,zero=true`), rounded column by column with GPTQ's error feedback through `u`
-    (calibrate.factors of one H); None for other specs (their own rounding stands).
+    points: `bits=B,group=G,zero=true`), rounded column by column with GPTQ's error feedback through
+    `factors()` (calibrate.factors of one H); None for other specs, or an H per group of rows (their own
+    rounding stands). `factors` is called only for weights off the grid: a Q4_1 model's 4-bit groups are
+    on it, and factoring their H would be spent for nothing (about 100 CPU s on smollm2).
 
     As GPTQ does with groups, each group's step and zero point are chosen when the feedback reaches its
     first column, from the weights as updated so far (min-max, rounded as uniform.group_side rounds them).
@@ -126,7 +138,7 @@ def round_groups(w: np.ndarray, spec: MethodSpec, u: np.ndarray) -> np.ndarray |
     from zoocodec.methods.uniform import group_side
 
     g = getattr(spec, "group", None)
-    if spec.name != "uniform" or g is None or not spec.zero or spec.step is not None or len(u) != 1:
+    if spec.name != "uniform" or g is None or not spec.zero or spec.step is not None:
         return None
     w = np.array(w, dtype=np.float64)
     rows, d = w.shape
@@ -136,6 +148,9 @@ def round_groups(w: np.ndarray, spec: MethodSpec, u: np.ndarray) -> np.ndarray |
     nearest = K.dequantize_groups(K.quantize_groups(w, steps, zeros, g, np), steps, zeros, g, np)
     if np.array_equal(nearest.astype(np.float32), w.astype(np.float32)):  # on the grid (Q4_1's): no error to feed
         return nearest
+    u = factors()
+    if len(u) != 1:
+        return None
     block = max(g, BLOCK // g * g)  # whole groups per block: a group's columns are all updated when it starts
     out = np.zeros_like(w)
     every = np.arange(rows)
