@@ -127,7 +127,7 @@ def main() -> None:
         base_rounder = dataclasses.replace(s.rounder, _factors={}, **settings(label))
         c0, w0 = cpu(), time.perf_counter()
         inputs = collect_sequential(s.cal.net, s.cal.run, s.cal.names, w, s.plan_for(a.refresh, a.strength, spec),
-                                    base_rounder.lam, base_rounder.damp, base_rounder.act_order, base_rounder.sweeps)
+                                    base_rounder)
         refresh[label] = {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - w0}
         rounders[label] = dataclasses.replace(base_rounder, inputs={k: v for k, v in inputs.items() if k not in fixed},
                                               _factors={})

@@ -64,7 +64,7 @@ def test_sequential_measurement_rounds_the_layers_before_as_it_is_told(setup):
     """act_order / sweeps reach the rounding of the layers whose outputs feed the next: layer 1's inputs are
     those of layer 0 rounded by plain GPTQ when asked for it, and differ from the default's."""
     _, w, net, run, names, plan = setup
-    plain = collect_sequential(net, run, names, w, plan, act_order=False, sweeps=0)
+    plain = collect_sequential(net, run, names, w, plan, DataAware({}, act_order=False, sweeps=0))
     first = {k: v for k, v in plain.items() if ".layers.0." in k}
     rounded = DataAware(first, act_order=False, sweeps=0).targets(w, plan)
     decoded = reconstruct({**w, **rounded}, {k: plan[k] for k in plan if ".layers.0." in k})

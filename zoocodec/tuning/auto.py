@@ -660,9 +660,7 @@ class _Search:
             cal, plan = self.cal, self.plan_for(self.base, self.strength, self.coded)
             layered = layers_of(cal.net) is not None  # a causal LM shaped like Llama: GPTQ's order, layer by layer
             if layered:
-                r = self.rounder
-                inputs_q = collect_sequential(cal.net, cal.run, cal.names, self.weights, plan, r.lam, r.damp,
-                                              r.act_order, r.sweeps)
+                inputs_q = collect_sequential(cal.net, cal.run, cal.names, self.weights, plan, self.rounder)
                 how = "sequential, layer by layer"
             elif cal.whole is not None:
                 inputs_q = collect_in_order(cal.net, cal.whole, cal.names, self.weights, plan, self.rounder.inputs,

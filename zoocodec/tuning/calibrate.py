@@ -66,7 +66,7 @@ POSITIONS = 1024  # output positions per image and convolution whose input patch
 # singular, so it is dampened by its mean diagonal, not 1% of it (error feedback in the directions the calibration
 # inputs span, a plain rounding elsewhere); None: nearest rounding for such layers (what was done before)
 FEW_DAMP: float | None = 1.0
-RATE_LAM = 0.0  # lam of rate-aware rounding: (x - k)^2 + lam * bits(k) in step units; 0: nearest after feedback
+RATE_LAM = 0.0  # lam of rate-aware rounding: the objective plus lam * rate_price * order-0 bits; 0: none
 ACT_ORDER = True  # round the columns in decreasing diag(H) order (GPTQ's desc_act)
 SWEEPS = 2  # passes of coordinate descent after the feedback (CDQuant); 0: GPTQ's symbols as they are
 
@@ -413,6 +413,12 @@ class DataAware:
     feedback_rate: bool = True  # lam > 0: the feedback prices bits too (else only the descent does)
     _factors: dict[str, Prepared] = field(default_factory=dict, repr=False)  # per layer: H is fixed, steps are not
 
+    def _prepared(self, name: str, h: np.ndarray, damp: float, act_order: bool) -> Prepared:
+        """prepare() of layer `name`'s H, once: H is fixed while the plans' steps change."""
+        if name not in self._factors:
+            self._factors[name] = prepare(h, damp, act_order)
+        return self._factors[name]
+
     def targets(self, weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec]) -> dict[str, torch.Tensor]:
         """The tensors to hand the quantizers instead of the originals: eligible planned
         weights snapped onto their grid (k * step, so the method's rounding returns k),
@@ -432,22 +438,16 @@ class DataAware:
             if w2.shape[1] != li.h.shape[-1] or w2.shape[0] % len(li.h) or damp is None:
                 continue
             act = self.act_order if isinstance(self.act_order, bool) else kind in self.act_order
-
-            def prepared(name=name, h=li.h, damp=damp, act=act and not grouped) -> Prepared:
-                # min-max groups: natural order (a group's columns are rounded together)
-                if name not in self._factors:
-                    self._factors[name] = prepare(h, damp, act)
-                return self._factors[name]
-
-            if grouped:
+            if grouped:  # min-max groups: natural order (a group's columns are rounded together)
                 from zoocodec.tuning.gptq import round_groups
 
-                snapped = round_groups(w2, spec, lambda: prepared().u)
+                snapped = round_groups(w2, spec, lambda n=name, h=li.h, d=damp: self._prepared(n, h, d, False).u)
                 if snapped is None:
                     continue
             else:
                 steps = spec.row_steps(w2) if rows else np.array([spec.step])
-                q = gptq(w2, steps, li.h, damp, self.lam, act, self.sweeps, prepared(), self.feedback_rate)
+                q = gptq(w2, steps, li.h, damp, self.lam, act, self.sweeps, self._prepared(name, li.h, damp, act),
+                         self.feedback_rate)
                 snapped = (q * steps[:, None]).astype(np.float64)
             out[name] = torch.from_numpy(snapped.reshape(tuple(w.shape))).to(w.dtype)
             if self.bias_correction and li.bias is not None:

@@ -34,23 +34,14 @@ refresh of calibrate.collect_on.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 
 from zoocodec.methods import MethodSpec
-from zoocodec.tuning.calibrate import (
-    ACT_ORDER,
-    BLOCK,
-    DAMP,
-    RATE_LAM,
-    SWEEPS,
-    DataAware,
-    LayerInputs,
-    collect,
-    feedback,
-)
+from zoocodec.tuning.calibrate import BLOCK, DataAware, LayerInputs, collect, feedback
 
 
 class _Catcher(torch.nn.Module):
@@ -78,20 +69,20 @@ def layers_of(net: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
 
 
 def collect_sequential(net: torch.nn.Module, run: Callable[[torch.nn.Module], object], names: Mapping[str, str],
-                       weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec], lam: float = RATE_LAM,
-                       damp: float = DAMP, act_order: bool | tuple[str, ...] = ACT_ORDER,
-                       sweeps: int = SWEEPS) -> dict[str, LayerInputs]:
+                       weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec],
+                       rounding: DataAware | None = None) -> dict[str, LayerInputs]:
     """LayerInputs of a causal LM's Linear layers and output head, measured in GPTQ's order under `plan`:
     each decoder layer on the outputs of the layers before it as `plan` quantizes them (one-step tensors
     rounded by DataAware against the inputs measured there, others by their method), the head on the final
-    norm's outputs (`lam`, `damp`, `act_order`, `sweeps`: DataAware's, the rounding that will use them). `net` (a
-    float32 causal LM, `run` running it on the calibration tokens, `names` its
-    parameter names -> the model's tensor names) holds `weights` again on return.
+    norm's outputs. `rounding`: the DataAware whose settings the final rounding will use (its inputs are not
+    read; None: DataAware's defaults). `net` (a float32 causal LM, `run` running it on the calibration tokens,
+    `names` its parameter names -> the model's tensor names) holds `weights` again on return.
 
     DataAware(these inputs).targets(weights, plan) then gives the sequential rounding of `plan` itself;
     automatic mode measures them once, at the step its search found, and rounds the plans near it against them."""
     from zoocodec.tuning.auto import reconstruct
 
+    settings = rounding if rounding is not None else DataAware({})
     found = layers_of(net)
     if found is None:
         raise ValueError(f"{type(net).__name__}: no decoder layers (base_model.layers) to go through")
@@ -105,7 +96,7 @@ def collect_sequential(net: torch.nn.Module, run: Callable[[torch.nn.Module], ob
             local = {k[len(own):]: v for k, v in names.items() if k.startswith(own)}
             inputs = collect(layer, lambda m, seen=seen: _through(m, seen), local)
             out.update(inputs)
-            rounded = DataAware(inputs, lam=lam, damp=damp, act_order=act_order, sweeps=sweeps).targets(weights, plan)
+            rounded = dataclasses.replace(settings, inputs=inputs, _factors={}).targets(weights, plan)
             mine = {v: plan[v] for v in local.values() if v in plan}
             decoded = reconstruct({**weights, **rounded}, mine)
             layer.load_state_dict({k: decoded[v] for k, v in local.items()}, strict=False)
