@@ -53,6 +53,9 @@ ans, ctx and cabac, then a coder per tensor, the one that writes it in the fewes
     python bench/bench_llm_head_to_head.py --part auto12 --windows 6 --auto-windows 4 --rounding gptq \
         --sequential --strengths 1 --calibration-windows 8 --predicted-rows --budgets 0.05 --keep /tmp/auto12.zc
     (auto13: the same at --budgets 0.1, 12-05d's auto9 without --ans)
+The 12-05l points (12-05h's checkpoints copied): auto11, auto12 and auto13's settings again as auto14, auto15 and
+auto16, with the rounding's defaults since 12-05j (act-order and two sweeps of coordinate descent after GPTQ's
+feedback: zoocodec/tuning/calibrate.py ACT_ORDER, SWEEPS; their labels say `act-order + descent`).
 """
 from __future__ import annotations
 
@@ -72,7 +75,7 @@ import torch
 from bench_common import RESULTS, machine
 
 MODEL = "smollm2-135m"
-NAME = "llm_head_to_head-2026-12-05h"  # the files this run writes in bench/results
+NAME = "llm_head_to_head-2026-12-05l"  # the files this run writes in bench/results
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")
 HQQ_SETTINGS = ((4, 64), (3, 64), (2, 32))  # (bits, group size): HQQ's recommended groups per bit width
 QUANTO_SETTINGS = ((8, None), (4, 128), (2, 128))  # quanto's QLinear: 128 weights per group below 8 bits
@@ -86,14 +89,16 @@ FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "qp=-28", "qp=-26", "Q5_1", "bits=
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
-PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 14))))  # one checkpoint per process
+PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 17))))  # one checkpoint per process
 CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
            "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` or "
            "`embedding rows by predicted probability` 12-05b's, the point labelled `32 calibration windows, "
            "sensitivities per layer` 12-05c's, the two labelled `embedding rows by predicted probability` 12-05d's "
            "(their checkpoints copied: the same 6 windows, the same weights); the points without `ans` in their "
-           "labels are this run's (12-05h): 12-05b's KL 0.01 settings and 12-05d's predicted-rows ones at KL 0.05 "
-           "and 0.1 with the coders chosen (the plan's priced among ans, ctx and cabac, then a coder per tensor).")
+           "labels are 12-05h's: 12-05b's KL 0.01 settings and 12-05d's predicted-rows ones at KL 0.05 "
+           "and 0.1 with the coders chosen (the plan's priced among ans, ctx and cabac, then a coder per tensor); "
+           "the points labelled `act-order + descent` are this run's (12-05l): 12-05h's three settings again, with "
+           "the data-aware rounding's defaults since 12-05j (act-order, then two sweeps of coordinate descent).")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -373,6 +378,7 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
     auto.PREDICTED_ROWS = predicted_rows
     strengths = f", strengths {'/'.join(f'{x:g}' for x in strengths)}" if strengths else ""
     from zoocodec.eval import lm
+    from zoocodec.tuning import calibrate
 
     cal = calibration_evaluator(auto_windows)
     run.state["auto_tokens"] = cal.scorer.n
@@ -387,6 +393,8 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
             windows += ", sensitivities per layer"
         if predicted_rows:
             windows += ", embedding rows by predicted probability"
+        if rounding == "gptq" and calibrate.ACT_ORDER and calibrate.SWEEPS:  # the default since 12-05j
+            windows += ", act-order + descent"
         label = f"KL {budget} ({how}, group candidates{strengths}{'' if choose_coder else ', ans'}{windows})"
 
         header: dict = {}
