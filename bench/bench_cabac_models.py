@@ -38,10 +38,11 @@ CANDIDATES = PAIRS + MIXES
 
 def build() -> ctypes.CDLL:
     native = HERE.parent / "zoocodec" / "codecs" / "native"
-    so = Path(tempfile.mkdtemp()) / "cabac_models.so"
-    subprocess.run(["g++", "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{native}", "-o", str(so),
-                    str(HERE / "bench_cabac_models.cpp"), str(native / "pool.cpp"), "-lpthread"], check=True)
-    lib = ctypes.CDLL(str(so))
+    with tempfile.TemporaryDirectory() as tmp:  # loaded, the library outlives its file
+        so = Path(tmp) / "cabac_models.so"
+        subprocess.run(["g++", "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{native}", "-o", str(so),
+                        str(HERE / "bench_cabac_models.cpp"), str(native / "pool.cpp"), "-lpthread"], check=True)
+        lib = ctypes.CDLL(str(so))
     lib.zc_cabac_models.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int, ctypes.c_uint64,
                                     ctypes.c_void_p]
     return lib
