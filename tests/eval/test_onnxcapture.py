@@ -195,3 +195,32 @@ def test_automatic_mode_sequential_on_an_onnx_graph(tmp_path):
     with zoocodec.Archive(out) as a:
         rounding = a.header["meta"]["auto"]["rounding"]
     assert "topological groups" in rounding["layer_inputs"] and rounding["rounding"] == "gptq" and r.within
+
+
+def test_same_padding_and_a_transposed_gemm(tmp_path):
+    """auto_pad SAME_UPPER on a strided Conv (one pixel of padding at the end), and a Gemm with transA and a
+    (in, out) B: H as the torch hooks give it on the same padded inputs, B rounded as its transpose."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    k, b = rng.standard_normal((4, 2, 3, 3)).astype(np.float32), rng.standard_normal((100, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "K"], ["c"], strides=[2, 2], auto_pad="SAME_UPPER"),
+             helper.make_node("Flatten", ["c"], ["f"]), helper.make_node("Transpose", ["f"], ["ft"], perm=[1, 0]),
+             helper.make_node("Gemm", ["ft", "B"], ["y"], transA=1)]
+    graph = helper.make_graph(nodes, "same", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(k, "K"), numpy_helper.from_array(b, "B")])
+    path = tmp_path / "same.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.standard_normal((24, 2, 10, 10)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    weights = load_weights(path)
+    cal = for_runner(OnnxRunner(path, tmp_path / "x.npy", None), weights, "x")
+    got = cal.measure(weights)
+    net = torch.nn.Sequential(torch.nn.ZeroPad2d((0, 1, 0, 1)), torch.nn.Conv2d(2, 4, 3, 2, bias=False),
+                              torch.nn.Flatten(), torch.nn.Linear(100, 3, bias=False))
+    net.load_state_dict({"1.weight": torch.from_numpy(k), "3.weight": torch.from_numpy(b.T.copy())})
+    expect = collect(net, lambda n: n(torch.from_numpy(x)), {"1.weight": "K", "3.weight": "B"})
+    for name in ("K", "B"):
+        np.testing.assert_allclose(got[name].h, expect[name].h, rtol=1e-4, atol=1e-5 * np.abs(expect[name].h).max())
+    assert cal.rounder.keywords["transposed"] == {"B"}
