@@ -201,22 +201,24 @@ def bench_model(name: str, work: Path, log, targets=TARGETS, onnx: bool = False,
     return result
 
 
-def splits(name: str, seeds: list[int], target: float, work: Path, log) -> dict:
+def splits(name: str, seeds: list[int], target: float, work: Path, log, onnx: bool = False) -> dict:
     """Seeded splits of the same --inputs: is each file within budget on never-seen inputs?"""
     from zoocodec.tuning.auto import auto_compress
 
-    subject = subject_of(name)
+    original = export_onnx(name, work / f"{name}.onnx") if onnx else None
+    subject = subject_of(name, original)
     calib, judged = work / "calib.npy", work / "judged.npy"
     np.save(calib, images("train", CALIB, 0))
     np.save(judged, images("test", JUDGED, 0))
-    judge = PairJudge(subject, NETS / f"{name}.safetensors", judged, MODULES[name])
+    judge = PairJudge(subject, original or NETS / f"{name}.safetensors", judged, None if onnx else MODULES[name])
     sys.path.insert(0, str(ROOT / "bench"))  # the factory module, as PYTHONPATH gives it to the CLI
     out = []
     for seed in seeds:
         path = work / f"seed{seed}.zc"
         t0 = time.perf_counter()
-        r = auto_compress(NETS / f"{name}.safetensors", path, target / 100, inputs=calib, module=MODULES[name],
-                          output="logits", min_size=MIN_SIZE, seed=seed, log=lambda m, s=seed: log(f"seed {s}: {m}"))
+        r = auto_compress(original or NETS / f"{name}.safetensors", path, target / 100, inputs=calib,
+                          module=None if onnx else MODULES[name], output="logits", min_size=MIN_SIZE, seed=seed,
+                          log=lambda m, s=seed: log(f"seed {s}: {m}"))
         seconds = time.perf_counter() - t0
         import zoocodec
 
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="outside-zoo-") as d:
         for name in a.models:
             if a.splits:
-                entry = splits(name, a.seeds or list(range(a.splits)), a.target, Path(d), log)
+                entry = splits(name, a.seeds or list(range(a.splits)), a.target, Path(d), log, a.onnx)
             else:
                 entry = bench_model(name, Path(d), log, a.targets, a.onnx, a.rounding)
             # read again just before writing: runs in parallel (other models, other seeds) share the file
