@@ -40,26 +40,29 @@ def _cnn() -> torch.nn.Module:
         torch.nn.Linear(6 * 5 * 5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5)).eval()
 
 
-def _export(net, x, path) -> None:
+def _export(net, x, path, batch: int | None = None) -> None:
+    """ONNX export with a dynamic batch axis, or a fixed `batch`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.from_numpy(x[:2]),), str(path), dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "n"}})
+        torch.onnx.export(net, (torch.from_numpy(x[:batch or 2]),), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes=None if batch else {"x": {0: "n"}})
 
 
 def _case(kind, tmp_path):
     """(torch module, inputs, its ONNX export's Calibration, the export's weights)."""
     rng = np.random.default_rng(0)
-    if kind == "cnn":
+    if kind.startswith("cnn"):
         net, x = _cnn(), rng.standard_normal((40, 2, 10, 10)).astype(np.float32)
     else:
         torch.manual_seed(1)
         net, x = Tokens().eval(), rng.standard_normal((30, 7, 8)).astype(np.float32)
     path = tmp_path / f"{kind}.onnx"
-    _export(net, x, path)
+    _export(net, x, path, 8 if kind == "cnn-fixed" else None)  # a graph that fixes its batch: runs of 8
     np.save(tmp_path / "x.npy", x)
     weights = load_weights(path)
-    return net, x, for_runner(OnnxRunner(path, tmp_path / "x.npy", None), weights, "test inputs"), weights
+    run = OnnxRunner(path, tmp_path / "x.npy", None)
+    assert run.fixed == (kind == "cnn-fixed")
+    return net, x, for_runner(run, weights, "test inputs"), weights
 
 
 def _torch_name(net, w: torch.Tensor) -> str:
@@ -71,7 +74,7 @@ def _torch_name(net, w: torch.Tensor) -> str:
     raise AssertionError("no parameter holds this initializer")
 
 
-@pytest.mark.parametrize("kind", ["cnn", "tokens"])
+@pytest.mark.parametrize("kind", ["cnn", "tokens", "cnn-fixed"])
 def test_captured_h_equals_the_torch_hooks(kind, tmp_path):
     net, x, cal, weights = _case(kind, tmp_path)
     assert isinstance(cal, Calibration) and cal.net is None and not cal.skipped

@@ -1045,8 +1045,9 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
     say(f"rounding: gptq on {len(inputs)} layers, inputs measured on {cal.about} ({time.perf_counter() - start:.1f} s)")
     record = {"calibration": cal.about, "calibration_inputs": cal.count}
     if cal.skipped:  # an ONNX graph's initializers that keep nearest rounding
-        say(f"rounding: nearest for {len(cal.skipped)} initializers: "
-            + "; ".join(f"{k} ({v})" for k, v in cal.skipped.items()))
+        shown = list(cal.skipped.items())[:5]
+        say(f"rounding: nearest for {len(cal.skipped)} initializers: " + "; ".join(f"{k} ({v})" for k, v in shown)
+            + (f"; and {len(cal.skipped) - len(shown)} more (the header lists them)" if len(cal.skipped) > 5 else ""))
         record["nearest"] = dict(cal.skipped)
     return ((cal.rounder or DataAware)(inputs, lam=rate_lam, kind_damp=dict(getattr(task, "rounding_damp", ()))),
             record, cal)
