@@ -18,6 +18,11 @@ its pessimistic end ("1%" is KL 0.01 nats, as automatic mode budgets a model out
 Sizes: the whole .zc against NNCodec's whole bitstream, over the float parameters; both quantize
 every tensor (zoocodec: every tensor of at least 64 weights, as bench_head_to_head.py runs it).
 
+`--onnx` runs the same on the models exported to ONNX (torch.onnx.export, the legacy exporter: `dynamo=False`,
+opset 17, a dynamic batch axis; BatchNorm folded into the convolutions), compressed as a user's ONNX file
+(`zoocodec compress model.onnx --target-loss X --inputs calib.npy --output-kind logits`, no --module: data-aware
+rounding on layer inputs captured with onnxruntime, zoocodec.eval.onnxcapture), NNCodec on the same tensors.
+
 `--splits N` compresses one model N times through the Python API with `seed=0..N-1` (the
 seed of automatic mode's calibration/held-back split, which the CLI does not expose) and
 counts the files whose KL on the never-seen test images stays within the budget at the
@@ -89,17 +94,40 @@ class PairJudge:
                 "fidelity": scores["kl"], "distortion": scores["kl"]}
 
 
-def subject_of(name: str) -> Subject:
+def subject_of(name: str, original: Path | None = None) -> Subject:
+    """The model's tensors: its state dict, or those of `original` (its ONNX export)."""
     from safetensors.torch import load_file
 
-    tensors = load_file(str(NETS / f"{name}.safetensors"))
+    from zoocodec.eval.evaluate import load_weights
+
+    tensors = load_weights(original) if original else load_file(str(NETS / f"{name}.safetensors"))
     return Subject(name, tensors, [n for n, t in tensors.items() if t.is_floating_point()])
 
 
-def cli_compress(name: str, calib: Path, target: float, path: Path, log) -> dict:
-    """`zoocodec compress --target-loss` as a user types it; its --json summary."""
-    cmd = [str(Path(sys.executable).with_name("zoocodec")), "compress", str(NETS / f"{name}.safetensors"),
-           "-o", str(path), "--target-loss", f"{target}%", "--inputs", str(calib), "--module", MODULES[name],
+def export_onnx(name: str, path: Path) -> Path:
+    """The model exported to ONNX as a user would: the legacy exporter, a dynamic batch axis."""
+    import warnings
+
+    from safetensors.torch import load_file
+
+    import bench_outside_zoo_nets as nets
+
+    net = nets.FACTORIES[name]()
+    net.load_state_dict(load_file(str(NETS / f"{name}.safetensors")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.zeros(2, 1, 28, 28),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
+    return path
+
+
+def cli_compress(name: str, calib: Path, target: float, path: Path, log, original: Path | None = None) -> dict:
+    """`zoocodec compress --target-loss` as a user types it (on `original`, an ONNX file, where given); its
+    --json summary."""
+    model = ["compress", str(original)] if original else ["compress", str(NETS / f"{name}.safetensors"),
+                                                          "--module", MODULES[name]]
+    cmd = [str(Path(sys.executable).with_name("zoocodec")), *model,
+           "-o", str(path), "--target-loss", f"{target}%", "--inputs", str(calib),
            "--output-kind", "logits", "--min-size", str(MIN_SIZE), "--json"]
     env = dict(os.environ)
     env["PYTHONPATH"] = ":".join(p for p in (str(ROOT / "bench"), env.get("PYTHONPATH", "")) if p)
@@ -110,16 +138,31 @@ def cli_compress(name: str, calib: Path, target: float, path: Path, log) -> dict
     return json.loads(done.stdout)
 
 
-def bench_model(name: str, work: Path, log, targets=TARGETS) -> dict:
-    subject = subject_of(name)
+def api_compress(name: str, calib: Path, target: float, path: Path, log, original: Path | None,
+                 rounding: str) -> dict:
+    """The same through the Python API, with `rounding` (the CLI has no switch for it): the summary's fields."""
+    from zoocodec.tuning.auto import auto_compress
+
+    sys.path.insert(0, str(ROOT / "bench"))  # the factory module, as PYTHONPATH gives it to the CLI
+    r = auto_compress(original or NETS / f"{name}.safetensors", path, target / 100, inputs=calib,
+                      module=None if original else MODULES[name], output="logits", min_size=MIN_SIZE,
+                      rounding=rounding, log=log)
+    return {"value": r.value, "loss_high": r.loss_high, "rounding": rounding}
+
+
+def bench_model(name: str, work: Path, log, targets=TARGETS, onnx: bool = False, rounding: str = "gptq") -> dict:
+    original = export_onnx(name, work / f"{name}.onnx") if onnx else None
+    subject = subject_of(name, original)
     calib, judged = work / "calib.npy", work / "judged.npy"
     np.save(calib, images("train", CALIB, 0))
     np.save(judged, images("test", JUDGED, 0))
-    judge = PairJudge(subject, NETS / f"{name}.safetensors", judged, MODULES[name])
+    judge = PairJudge(subject, original or NETS / f"{name}.safetensors", judged, None if onnx else MODULES[name])
     rows: list[Row] = []
-    result = {"model": name, "module": MODULES[name], "params": subject.params, "evaluation": judge.describe(),
+    result = {"model": name, "module": "ONNX export (onnxruntime)" if onnx else MODULES[name],
+              "params": subject.params, "evaluation": judge.describe(),
               "calibration": f"--inputs: {CALIB:,} Fashion-MNIST train images (seed 0); automatic mode splits them",
               "date": machine()["date"], "baseline": judge.baseline, "failures": [], "auto": []}
+    result["rounding"] = rounding
     if nncodec_python():
         log(f"{name}: NNCodec qp {QPS}")
         rows += run_nncodec(subject, judge, QPS, work)
@@ -129,7 +172,9 @@ def bench_model(name: str, work: Path, log, targets=TARGETS) -> dict:
         summary: dict = {}
 
         def write(path, target=target, summary=summary):
-            summary.update(cli_compress(name, calib, target, path, lambda m: log(f"{name}: {m}")))
+            say = lambda m: log(f"{name}: {m}")  # noqa: E731
+            summary.update(cli_compress(name, calib, target, path, say, original) if rounding == "gptq" else
+                           api_compress(name, calib, target, path, say, original, rounding))
 
         log(f"{name}: automatic mode {target}%")
         try:
@@ -156,22 +201,24 @@ def bench_model(name: str, work: Path, log, targets=TARGETS) -> dict:
     return result
 
 
-def splits(name: str, seeds: list[int], target: float, work: Path, log) -> dict:
+def splits(name: str, seeds: list[int], target: float, work: Path, log, onnx: bool = False) -> dict:
     """Seeded splits of the same --inputs: is each file within budget on never-seen inputs?"""
     from zoocodec.tuning.auto import auto_compress
 
-    subject = subject_of(name)
+    original = export_onnx(name, work / f"{name}.onnx") if onnx else None
+    subject = subject_of(name, original)
     calib, judged = work / "calib.npy", work / "judged.npy"
     np.save(calib, images("train", CALIB, 0))
     np.save(judged, images("test", JUDGED, 0))
-    judge = PairJudge(subject, NETS / f"{name}.safetensors", judged, MODULES[name])
+    judge = PairJudge(subject, original or NETS / f"{name}.safetensors", judged, None if onnx else MODULES[name])
     sys.path.insert(0, str(ROOT / "bench"))  # the factory module, as PYTHONPATH gives it to the CLI
     out = []
     for seed in seeds:
         path = work / f"seed{seed}.zc"
         t0 = time.perf_counter()
-        r = auto_compress(NETS / f"{name}.safetensors", path, target / 100, inputs=calib, module=MODULES[name],
-                          output="logits", min_size=MIN_SIZE, seed=seed, log=lambda m, s=seed: log(f"seed {s}: {m}"))
+        r = auto_compress(original or NETS / f"{name}.safetensors", path, target / 100, inputs=calib,
+                          module=None if onnx else MODULES[name], output="logits", min_size=MIN_SIZE, seed=seed,
+                          log=lambda m, s=seed: log(f"seed {s}: {m}"))
         seconds = time.perf_counter() - t0
         import zoocodec
 
@@ -203,8 +250,10 @@ def markdown(results: dict) -> str:
     md = ["# Automatic mode outside the zoo vs NNCodec 2.1.3 at equal output KL", "",
           f"{m['date']}, {m['cpu']} ({m['cores']} cores shared with other work), "
           f"{results['seconds'] / 60:.1f} minutes. Models: bench/bench_outside_zoo_nets.py; "
-          "compressed by `zoocodec compress --target-loss X --inputs calib.npy --module ... --output-kind logits "
-          f"--min-size {MIN_SIZE}` ({CALIB:,} Fashion-MNIST train images), judged on {JUDGED:,} test images neither "
+          + ("exported to ONNX (torch.onnx.export, dynamo=False, opset 17; BatchNorm folded), compressed by `zoocodec "
+             "compress model.onnx --target-loss X --inputs calib.npy --output-kind logits " if results.get("onnx") else
+             "compressed by `zoocodec compress --target-loss X --inputs calib.npy --module ... --output-kind logits ")
+          + f"--min-size {MIN_SIZE}` ({CALIB:,} Fashion-MNIST train images), judged on {JUDGED:,} test images neither "
           "calibration nor search saw. KL bounds: the pessimistic end of the 95% interval.", "",
           "| model | budget (KL) | automatic mode bits/weight | KL on its held-back half [95% bound] | KL judged [95%] "
           "| within on judged | NNCodec bits/weight at the judged bound | size vs NNCodec | minutes |",
@@ -241,8 +290,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", help="--splits: these seeds only (parallel runs merge into --out)")
     p.add_argument("--targets", type=float, nargs="+", default=list(TARGETS), help="budgets in %% (KL 0.01 at 1%%)")
     p.add_argument("--target", type=float, default=1.0, help="--splits: the budget in % (KL 0.01 nats at 1%%)")
-    p.add_argument("--out", type=Path, default=RESULTS / f"outside_zoo-{DATE}.json")
+    p.add_argument("--onnx", action="store_true", help="the models exported to ONNX, compressed as ONNX files")
+    p.add_argument("--rounding", default="gptq", choices=["gptq", "nearest"],
+                   help="automatic mode's rounding (nearest: through the Python API, the CLI has no switch)")
+    p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
+    a.out = a.out or RESULTS / f"outside_zoo{'-onnx' if a.onnx else ''}-{DATE}.json"
 
     def log(msg):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -251,12 +304,13 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="outside-zoo-") as d:
         for name in a.models:
             if a.splits:
-                entry = splits(name, a.seeds or list(range(a.splits)), a.target, Path(d), log)
+                entry = splits(name, a.seeds or list(range(a.splits)), a.target, Path(d), log, a.onnx)
             else:
-                entry = bench_model(name, Path(d), log, a.targets)
+                entry = bench_model(name, Path(d), log, a.targets, a.onnx, a.rounding)
             # read again just before writing: runs in parallel (other models, other seeds) share the file
             results = json.loads(a.out.read_text()) if a.out.exists() else {"models": [], "splits": []}
             results["machine"], results["nncodec_python"] = machine(), str(nncodec_python() or "")
+            results["onnx"] = a.onnx
             if a.splits:
                 old = next((s for s in results["splits"] if s["model"] == name), None)
                 results["splits"] = [s for s in results["splits"] if s["model"] != name] + [merged(old, entry)]

@@ -95,7 +95,8 @@ class ViT(nn.Module):
 
     def forward(self, x):
         t = self.patch(x).flatten(2).transpose(1, 2)
-        t = torch.cat([self.cls.expand(len(t), -1, -1), t], 1) + self.pos
+        # t.shape[0], not len(t): an ONNX trace keeps the batch size dynamic
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1) + self.pos
         return self.head(self.norm(self.blocks(t))[:, 0])
 
 

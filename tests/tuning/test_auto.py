@@ -266,7 +266,9 @@ def test_auto_mode_on_an_onnx_model_outside_the_zoo(digits_net, tmp_path, monkey
     assert summary["metric"] == "kl" and summary["loss_high"] <= 0.01 and summary["inputs"] == len(held)
     assert summary["split"]["calibration_search"] == len(x) - len(held) and auto["split"] == summary["split"]
     assert summary["ratio"] > 4  # far smaller than 8 bits at a KL of at most 0.01 nats
-    assert auto["rounding"]["rounding"] == "nearest" and "ONNX" in auto["rounding"]["why"]  # no torch module
+    # data-aware rounding on layer inputs captured with onnxruntime, on the calibration/search part only
+    assert auto["rounding"]["rounding"] == "gptq" and auto["rounding"]["calibration_inputs"] == len(x) - len(held)
+    assert len(auto["rounding"]["rounded"]) == 2 and "nearest" not in auto["rounding"]
     # a coder per tensor, the one that wrote it smallest: the header counts what the tensors say
     with zoocodec.Archive(out) as a:
         written = [t["method"]["coder"]["coder"] for t in a.header["tensors"] if t["method"]["method"] == "uniform"]

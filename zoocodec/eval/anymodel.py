@@ -112,6 +112,9 @@ class OnnxRunner:
         self.arrays = self._read_inputs(inputs)
         self.n = len(next(iter(self.arrays.values())))
         self._kind = kind
+        dim0 = self.inputs[0].type.tensor_type.shape.dim[0] if self.inputs[0].type.tensor_type.shape.dim else None
+        self.fixed = dim0 is not None and dim0.dim_value > 0  # the graph fixes its batch size: every run is of it
+        self.batch = dim0.dim_value if self.fixed else BATCH
 
     def part(self, rows: np.ndarray) -> OnnxRunner:
         return _part_of_arrays(self, rows)
@@ -145,10 +148,8 @@ class OnnxRunner:
             sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own exception types
             raise ModelFormatError(f"onnxruntime cannot run the graph: {str(e).splitlines()[0]}") from None
-        dim0 = self.inputs[0].type.tensor_type.shape.dim[0] if self.inputs[0].type.tensor_type.shape.dim else None
-        batch = dim0.dim_value if dim0 is not None and dim0.dim_value > 0 else BATCH
         try:
-            out = np.concatenate([sess.run(None, b)[0] for b in _batches(self.arrays, batch)])
+            out = np.concatenate([sess.run(None, b)[0] for b in _batches(self.arrays, self.batch)])
         except Exception as e:
             raise ZoocodecError(f"onnxruntime refused the inputs: {str(e).splitlines()[0]}") from None
         result = torch.from_numpy(out).float()

@@ -11,13 +11,14 @@ measure what each layer sees. Sources, by the kind of model:
 - a state dict with the user's `--module`, or a Hugging Face folder: the user's `--calib`, or
   the calibration/search part of a seeded split of `--inputs` (zoocodec.tuning.auto), never
   the held-back part the budget is verified on;
-- ONNX models (run by onnxruntime, no torch module): none.
+- ONNX models (run by onnxruntime, no torch module): the same inputs as a state dict's; each layer's inputs
+  are captured with onnxruntime (zoocodec.eval.onnxcapture: `measure`, and `sequential` for GPTQ's order).
 None means the caller keeps nearest rounding.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,6 +36,13 @@ class Calibration:
     # the same run in one batch, where the inputs allow it (images): what sequential rounding's hooks need
     # (zoocodec.tuning.sequential: each layer rounded inside the forward, on all calibration inputs at once)
     whole: Callable[[torch.nn.Module], object] | None = None
+    # a graph without a torch module (ONNX; `net` None): its layer inputs measured on given weights, what rounds
+    # them (a DataAware subclass that knows their layout), the same layers measured in GPTQ's sequential order
+    # (weights, plan, rounding, original inputs), and the initializers that keep nearest rounding -> why
+    measure: Callable[[Mapping[str, torch.Tensor]], dict] | None = None
+    rounder: Callable[..., object] | None = None
+    sequential: Callable[..., dict] | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> Calibration | None:
@@ -64,7 +72,7 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
 def for_runner(run, weights: dict[str, torch.Tensor], about: str) -> Calibration | None:
     """A model outside the zoo on the inputs of `run` (a zoocodec.eval.anymodel runner: calibration
     inputs, never the held-back ones), where it has a torch module; `about` says which inputs they are."""
-    from zoocodec.eval.anymodel import HfRunner, TorchRunner
+    from zoocodec.eval.anymodel import HfRunner, OnnxRunner, TorchRunner
 
     if isinstance(run, HfRunner) and run.kind == "tokens":
         from zoocodec.eval import lm
@@ -80,7 +88,26 @@ def for_runner(run, weights: dict[str, torch.Tensor], about: str) -> Calibration
     if isinstance(run, TorchRunner):
         net = run.module(weights)
         return Calibration(net, run.forward, _names(net, weights), about, run.n)
+    if isinstance(run, OnnxRunner):
+        return _onnx(run, weights, about)
     return None
+
+
+def _onnx(run, weights: dict[str, torch.Tensor], about: str) -> Calibration:
+    """An ONNX graph's calibration: layer inputs captured with onnxruntime on the runner's inputs."""
+    from functools import partial
+
+    from zoocodec.eval import onnxcapture as O
+
+    found, skipped = O.layers(run.graph, weights)
+    g, arrays, batch, fixed = run.graph, run.arrays, run.batch, run.fixed
+    return Calibration(
+        None, None, {k: k for k in weights}, about, run.n,
+        measure=lambda now: O.capture(g, now, arrays, found, batch, fixed),
+        rounder=partial(O.OnnxDataAware, transposed=frozenset(x.weight for x in found if x.transposed)),
+        sequential=lambda now, plan, rounding, original: O.sequential(g, now, arrays, found, batch, fixed, plan,
+                                                                      rounding, original),
+        skipped=skipped)
 
 
 def _names(net: torch.nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, str]:

@@ -658,8 +658,11 @@ class _Search:
             t0 = time.perf_counter()
             self.clock.doing = "measuring layer inputs of the quantized model"
             cal, plan = self.cal, self.plan_for(self.base, self.strength, self.coded)
-            layered = layers_of(cal.net) is not None  # a causal LM shaped like Llama: GPTQ's order, layer by layer
-            if layered:
+            layered = cal.net is not None and layers_of(cal.net) is not None  # a causal LM shaped like Llama
+            if cal.sequential is not None:  # an ONNX graph: captured with onnxruntime, topological group by group
+                inputs_q = cal.sequential(self.weights, plan, self.rounder, self.rounder.inputs)
+                how = "sequential, by topological groups of layers"
+            elif layered:
                 inputs_q = collect_sequential(cal.net, cal.run, cal.names, self.weights, plan, self.rounder)
                 how = "sequential, layer by layer"
             elif cal.whole is not None:
@@ -1031,15 +1034,23 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
             cal = C.for_runner(decide_ev.run, weights, f"the {decide_ev.run.n:,} --inputs of the calibration/search "
                                                        "part (never the held-back ones)")
         if cal is None:
-            why = "no calibration inputs for this model (ONNX, or a task judged on all the data it has)"
+            why = "no calibration inputs for this model (a task judged on all the data it has)"
+    start = time.perf_counter()
+    inputs = {} if why else cal.measure(weights) if cal.measure else collect(cal.net, cal.run, cal.names)
+    if why is None and not inputs and cal.measure:
+        why = "no MatMul/Gemm/Conv weight in the ONNX graph that one node alone reads"
     if why is not None:
         say(f"rounding: nearest ({why})")
         return None, {"rounding": "nearest", "why": why}, None
-    start = time.perf_counter()
-    inputs = collect(cal.net, cal.run, cal.names)
     say(f"rounding: gptq on {len(inputs)} layers, inputs measured on {cal.about} ({time.perf_counter() - start:.1f} s)")
-    return (DataAware(inputs, lam=rate_lam, kind_damp=dict(getattr(task, "rounding_damp", ()))),
-            {"calibration": cal.about, "calibration_inputs": cal.count}, cal)
+    record = {"calibration": cal.about, "calibration_inputs": cal.count}
+    if cal.skipped:  # an ONNX graph's initializers that keep nearest rounding
+        shown = list(cal.skipped.items())[:5]
+        say(f"rounding: nearest for {len(cal.skipped)} initializers: " + "; ".join(f"{k} ({v})" for k, v in shown)
+            + (f"; and {len(cal.skipped) - len(shown)} more (the header lists them)" if len(cal.skipped) > 5 else ""))
+        record["nearest"] = dict(cal.skipped)
+    return ((cal.rounder or DataAware)(inputs, lam=rate_lam, kind_damp=dict(getattr(task, "rounding_damp", ()))),
+            record, cal)
 
 
 def _cheapest_coder(spec: MethodSpec, price: Callable[[MethodSpec], float], say, choose: bool = True,
