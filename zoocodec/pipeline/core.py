@@ -46,8 +46,9 @@ from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, 
 
 # the attached files (config, tokenizer), outside the weights' ratio: on minilm's 0.76 MB, level 19
 # took 163 ms of CPU, more than quantizing and coding its 91 MB of weights; level 9 14 ms for 11%
-# more (+31 KB), level 3 3.6 ms for 10% more again (+30 KB)
-FILES_ZSTD_LEVEL = 3
+# more (+31 KB), level 3 3.6 ms for 10% more again (+30 KB). A small file costs little at 19: an ONNX graph
+# without its initializers (the outside-zoo ViT's: 3,873 -> 3,411 bytes, 0.03 of its 2.9 bits/weight), a config
+FILES_ZSTD_LEVEL, FILES_SMALL, FILES_LEVEL_SMALL = 3, 64 << 10, 19
 
 
 @dataclass
@@ -215,8 +216,9 @@ def compress(model: str | os.PathLike | dict, out: str | os.PathLike, spec: str 
                                        Stats(mse, max_err, None if math.isinf(sqnr) else sqnr)))
             if progress:
                 progress(t.name)
-        zstd = zstandard.ZstdCompressor(level=FILES_ZSTD_LEVEL)
-        files = {name: c.add_segment(zstd.compress(data)) for name, data in sorted(source.files.items())}
+        files = {name: c.add_segment(zstandard.ZstdCompressor(
+                     level=FILES_LEVEL_SMALL if len(data) <= FILES_SMALL else FILES_ZSTD_LEVEL).compress(data))
+                 for name, data in sorted(source.files.items())}
         c.head = Header(
             Source(source.format, source.path.name if source.path else None, source.layout), tuple(entries), files,
             options={"spec": spec.to_dict(), "overrides": overrides.to_list(), "min_size": min_size,
