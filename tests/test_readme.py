@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 CPU_SPEED = (ROOT / "docs" / "cpu-speed.md").read_text()
@@ -72,14 +74,19 @@ def test_the_override_rule_as_stated(tmp_path):
     assert "`*embeddings*` on minilm also quantizes the\nembeddings' LayerNorm weight and bias" in README
 
 
-def test_the_outside_zoo_ratios_and_split_count_are_the_outside_zoo_results_file():
-    (path,) = sorted(RESULTS.glob("outside_zoo-*.json"))[-1:]
-    results = json.loads(path.read_text())
+@pytest.mark.parametrize("name, bits", [("outside_zoo-2026-12-04.json", True),
+                                        ("outside_zoo-onnx-2026-12-05l.json", False),
+                                        ("outside_zoo-onnx-0.1-2026-12-05l.json", False),
+                                        ("outside_zoo-onnx-splits-2026-12-05l.json", False)])
+def test_the_outside_zoo_ratios_and_split_counts_are_the_outside_zoo_results_files(name, bits):
+    """The row's state dicts (12-04: sizes, ratios, splits) and ONNX files (12-05l: ratios, splits) are the files'."""
+    results = json.loads((RESULTS / name).read_text())
     stands = _row("smaller than NNCodec by 1.3x, outside the zoo")
-    assert path.name in stands or "outside_zoo" in stands
+    assert name.removesuffix(".json").split("-splits")[0].split("-0.1")[0] in stands
     for m in results["models"]:
         for a in m["auto"]:
-            assert f"{a['bits_per_weight']:.3f}" in stands, (m["model"], a["target_pct"])
+            if bits:
+                assert f"{a['bits_per_weight']:.3f}" in stands, (m["model"], a["target_pct"])
             if a["ratio_at_same_kl"] is not None:
                 assert f"{a['ratio_at_same_kl']:.2f}x" in stands, (m["model"], a["target_pct"])
     for s in results["splits"]:
