@@ -462,7 +462,7 @@ def table() -> None:
                    if (p["family"], p["label"]) not in seen and not seen.add((p["family"], p["label"]))]
     for p in r["points"]:
         p.setdefault("params", r["params"])
-    r["auto_tokens"] = next((p.get("auto_tokens") for p in parts if "auto_tokens" in p), None)
+    r["auto_tokens"] = sorted({p["auto_tokens"] for p in parts if "auto_tokens" in p})  # one per --auto-windows
     r["calibration_windows"] = next((p["calibration_windows"] for p in parts if "calibration_windows" in p), None)
     r["carried"] = CARRIED
     r["failed"] = {k: v for p in parts for k, v in p.get("failed", {}).items()}
@@ -513,7 +513,9 @@ def write_markdown(r: dict, path: Path) -> None:
     for label, why in r.get("failed", {}).items():
         lines.append(f"\nAutomatic mode {label} failed: {why}")
     if r.get("auto_tokens"):
-        lines += ["", f"Automatic mode searched and verified on {r['auto_tokens']:,} tokens of gensim's lee.cor "
+        tokens = " or ".join(f"{n:,}" for n in r["auto_tokens"])
+        lines += ["", f"Automatic mode searched and verified on {tokens} tokens of gensim's lee.cor (2 windows; "
+                  "4 where a label says `4 lee.cor windows`) "
                   "(never the judged documents); sensitivities per tensor role (8 runs: the embedding and the 7 "
                   "matrices of a layer) on 349 tokens of one convention speech. Its label names its settings: "
                   "`group candidates` (zoocodec/tuning/groupwise.py: per tensor, its step or B-bit min-max groups "
