@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import RESULTS, machine
+from bench_common import RESULTS, coded_tensors, machine
 
 HERE = Path(__file__).resolve().parent
 CODERS = ("ans", "ctx", "cabac")
@@ -54,17 +54,10 @@ def streams(path: Path):
     from zoocodec.codecs.cabac import DQ4, NONE, walk
     from zoocodec.pipeline.core import Archive
 
-    a = Archive(path)
     coders = {c: parse_coder(c) for c in CODERS}
-    for name in a.names():
-        e = a.plan[name]
-        spec = e.spec
-        coder = getattr(spec, "coder", None)
-        if coder is None or coder.name not in CODERS:
-            continue
-        data = dict(zip(e.segments, a.container.segments([(e.where, s) for s in e.segments.values()]), strict=True))
+    for name, e, spec, coder, data in coded_tensors(Archive(path), CODERS):
         for s in data:
-            if spec.coder_for(s) != coder:
+            if spec.coder_for(s) != coder or s not in e.side.get("symbols", {}):  # side streams (steps) as written
                 continue
             shape = tuple(e.side["symbols"][s])
             tr = spec.trellis(s, shape)

@@ -56,3 +56,15 @@ def gpu_time(fn, reps: int = 10) -> float:
         end.synchronize()
         times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
     return float(np.median(times))
+
+
+def coded_tensors(archive, coders: tuple[str, ...] = ("ans", "ctx", "cabac")):
+    """(name, entry, spec, coder, {stream: bytes}) of every tensor `archive` (a zoocodec Archive) wrote with one
+    of `coders`: what the coder benchmarks re-code."""
+    for name in archive.names():
+        e = archive.plan[name]
+        coder = getattr(e.spec, "coder", None)
+        if coder is None or coder.name not in coders:
+            continue
+        yield name, e, e.spec, coder, dict(zip(e.segments, archive.container.segments(
+            [(e.where, s) for s in e.segments.values()]), strict=True))

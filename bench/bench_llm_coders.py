@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import RESULTS, machine
+from bench_common import RESULTS, coded_tensors, machine
 
 CODERS = ("ans", "ctx", "cabac")
 
@@ -80,19 +80,12 @@ def main() -> None:
     archive = Archive(args.file)
     coders = {c: parse_coder(c) for c in CODERS}
     rows, seconds = [], dict.fromkeys(CODERS, 0.0)
-    for name in archive.names():
-        e = archive.plan[name]
-        spec = e.spec
-        coder = getattr(spec, "coder", None)
-        if coder is None or coder.name not in CODERS:
-            continue
-        data = dict(zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()]),
-                        strict=True))
+    for name, e, spec, coder, data in coded_tensors(archive, CODERS):
         row = {"tensor": name, "shape": list(e.shape), "written": coder.name,
                "bytes": {"written": sum(len(v) for v in data.values())}}
-        levels = [s for s in data if spec.coder_for(s) == coder]  # the rest (side streams) stay as written
+        shapes = e.side.get("symbols", {})
+        levels = [s for s in data if spec.coder_for(s) == coder and s in shapes]  # side streams (steps) as written
         fixed = sum(len(data[s]) for s in data if s not in levels)
-        shapes = e.side["symbols"]
         symbols = {s: coder.decode(data[s], tuple(shapes[s]), spec.symbol_dtype(s, e.dtype) or np.int64,
                                    spec.trellis(s, tuple(shapes[s]))) for s in levels}
         for c, other in coders.items():
