@@ -227,3 +227,54 @@ def test_same_padding_and_a_transposed_gemm(tmp_path):
     for name in ("K", "B"):
         np.testing.assert_allclose(got[name].h, expect[name].h, rtol=1e-4, atol=1e-5 * np.abs(expect[name].h).max())
     assert cal.rounder.keywords["transposed"] == {"B"}
+
+
+
+class Bert(torch.nn.Module):
+    """A BertModel called as sentence encoders call it: input_ids and attention_mask, the last hidden state."""
+
+    def __init__(self, transformers):
+        super().__init__()
+        config = transformers.BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=32, max_position_embeddings=24, attn_implementation="eager")
+        self.bert = transformers.BertModel(config, add_pooling_layer=False).eval()
+
+    def forward(self, input_ids, attention_mask):
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def test_a_bert_encoder_export(tmp_path):
+    """A BertModel exported as a user would (input_ids and attention_mask, padded, dynamic batch and sequence):
+    every Linear (query, key, value, attention output, both FFN layers) is a MatMul on a (in, out) initializer
+    then an Add, captured with the H the torch hooks give; only the embedding tables (Gather) keep nearest."""
+    net = Bert(pytest.importorskip("transformers")).eval()
+    torch.manual_seed(4)
+    for p in net.parameters():  # distinct values: zero biases and unit norms would be shared initializers
+        p.data.normal_(0, 0.3)
+    rng = np.random.default_rng(4)
+    ids = rng.integers(1, 60, (20, 9)).astype(np.int64)
+    mask = (np.arange(9) < rng.integers(3, 10, (20, 1))).astype(np.int64)  # padded at the end
+    ids[mask == 0] = 0
+    path = tmp_path / "bert.onnx"
+    axes = {"input_ids": {0: "n", 1: "s"}, "attention_mask": {0: "n", 1: "s"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.from_numpy(ids[:2]), torch.from_numpy(mask[:2])), str(path), dynamo=False,
+                          input_names=["input_ids", "attention_mask"], dynamic_axes=axes, opset_version=17)
+    np.savez(tmp_path / "ids.npz", input_ids=ids, attention_mask=mask)
+    weights = load_weights(path)
+    cal = for_runner(OnnxRunner(path, tmp_path / "ids.npz", None), weights, "texts")
+    got = cal.measure(weights)
+    tables = {n for n, p in net.named_parameters() if ".embeddings." in n and p.dim() == 2}
+    assert len(tables) == 3 and {_torch_name(net, weights[k]) for k in cal.skipped} == tables
+    assert set(cal.skipped.values()) == {"input of Gather, not of MatMul/Gemm/Conv"}
+    linear = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
+    expect = collect(net, lambda n: n(torch.from_numpy(ids), torch.from_numpy(mask)), {k: k for k in linear})
+    assert len(got) == len(linear) == 12 and cal.rounder.keywords["transposed"] == set(got)
+    for name, li in got.items():
+        torch_name = _torch_name(net, weights[name])
+        ref = expect[torch_name]
+        assert li.count == ref.count == 20 * 9
+        np.testing.assert_allclose(li.h, ref.h, rtol=1e-4, atol=1e-5 * np.abs(ref.h).max())
+        assert li.bias is not None
+        assert _torch_name(net, weights[li.bias[0]]) == torch_name.removesuffix("weight") + "bias"

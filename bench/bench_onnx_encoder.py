@@ -1,0 +1,176 @@
+"""ONNX data-aware rounding on a transformer encoder: the zoo's minilm exported to ONNX, nearest rounding against
+GPTQ on layer inputs captured with onnxruntime (zoocodec.eval.onnxcapture) at the same fixed plans.
+
+The model: minilm's BertModel with sentence-transformers' mean pooling and L2 normalisation, exported with
+`torch.onnx.export(dynamo=False)` (opset 17; inputs input_ids and attention_mask with dynamic batch and sequence
+axes; output the embedding). The inputs: the 250 texts of zoocodec.eval.data.text_calibration (gensim's lee.cor
+documents and pang_lee_polarity sentences, never lee_background.cor, which the zoo's task judges), tokenized and
+padded to 128 tokens, as an .npz. As automatic mode does with `--inputs ids.npz`, they are split (seed 0) into a
+calibration/search half and a held-back half. Sensitivities, the base step and the layer inputs come from the
+first half; every plan (automatic mode's allocation at strength 0.5, base steps around the one where nearest
+rounding reaches --target cosine loss on the calibration half) is judged on the held-back half by embedding
+cosine loss (1 - cosine with the original's embedding), per input and paired between the roundings.
+
+    nice -n 5 python bench/bench_onnx_encoder.py [--plans 3] [--span 0.8 1.6] [--target 0.01] [--tag 2026-12-05l]
+
+Writes bench/results/onnx-encoder-plans-<tag>.json (and keeps minilm.onnx and ids.npz in --work, for
+`zoocodec compress minilm.onnx --target-loss 1% --inputs ids.npz --output-kind embeddings`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench_common import machine
+from zoocodec.eval import calibration as C
+from zoocodec.eval.anymodel import OnnxRunner, PairEvaluator
+from zoocodec.eval.evaluate import load_weights, metric_row
+from zoocodec.methods import parse_spec
+from zoocodec.tuning.allocate import allocate, plan_bits
+from zoocodec.tuning.auto import _flatten, _one_d_where_it_pays, reconstruct, split
+from zoocodec.tuning.sensitivity import measure, quantized_names
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STRENGTH = 0.5
+MIN_SIZE = 4096  # compress's default
+MAX_LEN = 128
+
+
+class Encoder(torch.nn.Module):
+    """A BertModel with sentence-transformers' mean pooling over real tokens and L2 normalisation."""
+
+    def __init__(self, folder: Path):
+        import transformers
+
+        super().__init__()
+        self.bert = transformers.AutoModel.from_pretrained(folder, local_files_only=True,
+                                                           attn_implementation="eager").eval()
+
+    def forward(self, input_ids, attention_mask):
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), p=2, dim=1)
+
+
+def export(work: Path) -> tuple[Path, Path]:
+    """(minilm.onnx, ids.npz) in `work`: the zoo's minilm exported as a user would, and its tokenized inputs."""
+    import transformers
+
+    from zoocodec.eval.data import text_calibration
+    from zoocodec.pipeline import zoo
+
+    folder = Path(zoo.resolve("minilm"))
+    folder = folder if (folder / "config.json").is_file() else folder.parent
+    tok = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    enc = tok(text_calibration(), truncation=True, max_length=MAX_LEN, padding="max_length", return_tensors="np")
+    ids = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    np.savez(work / "ids.npz", **ids)
+    x = tuple(torch.from_numpy(ids[k][:2]) for k in ("input_ids", "attention_mask"))
+    axes = {"input_ids": {0: "n", 1: "s"}, "attention_mask": {0: "n", 1: "s"}, "embedding": {0: "n"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Encoder(folder), x, str(work / "minilm.onnx"), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["embedding"], dynamic_axes=axes)
+    return work / "minilm.onnx", work / "ids.npz"
+
+
+def run(work: Path, plans: int, target: float, span, log) -> dict:
+    onnx, ids = export(work)
+    w = load_weights(onnx)
+    floats = sum(v.numel() for v in w.values() if v.is_floating_point())
+    full = PairEvaluator(onnx, ids, None, "embeddings")
+    decide, held = split(full.run.n)
+    cal_ev, ev = full.part(decide), full.part(held)
+    t0 = time.perf_counter()
+    sens = measure(cal_ev, w, quantized_names(w, MIN_SIZE))
+    usable = {k for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
+    sens_s = time.perf_counter() - t0
+    log(f"sensitivities of {len(usable)} tensors in {sens_s:.0f} s")
+    exact: dict[str, int] = {}
+
+    def plan_at(base: float) -> dict:
+        plan = allocate(w, sensitivities=_flatten(sens, STRENGTH), base_step=base, method=parse_spec("uniform"),
+                        min_size=MIN_SIZE)
+        return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in usable}, exact)
+
+    def loss_on(e, weights) -> float:
+        return 1 - float(e.compare(weights)["cosine_mean"].x.mean())
+
+    base = 0.05  # the base step where nearest rounding's cosine loss on the calibration half reaches the target
+    for _ in range(3):
+        base *= math.sqrt(target / loss_on(cal_ev, reconstruct(dict(w), plan_at(base))))
+    log(f"base step {base:.4g} (nearest at cosine loss {target:g} on the calibration half)")
+    cal = C.for_runner(OnnxRunner(onnx, ids, "embeddings").part(decide), w,
+                       f"the {len(decide)} calibration/search texts")
+    t0 = time.perf_counter()
+    original = cal.measure(w)
+    capture_s = time.perf_counter() - t0
+    log(f"captured {len(original)} layers in {capture_s:.0f} s; nearest rounding: {cal.skipped}")
+    rounder = cal.rounder(original)
+    rows, per_input = [], {}
+    for f in np.geomspace(span[0], span[1], plans):
+        plan = plan_at(base * f)
+        for label, r in (("nearest", None), ("gptq", rounder)):
+            t0 = time.perf_counter()
+            targets = r.targets(w, plan) if r is not None else {}
+            paired = ev.compare(reconstruct({**w, **targets}, plan))["cosine_mean"]
+            m = metric_row("", "cosine", "cosine_mean", paired, False, True)
+            loss = 1 - paired.x
+            bits = plan_bits({**w, **targets}, plan) + 8 * sum(n for k, n in exact.items() if k not in plan)
+            row = {"config": label, "base_step": base * f, "bits_per_weight": bits / floats,
+                   "cosine_loss": float(loss.mean()), "cosine_loss_low": m.loss_low, "cosine_loss_high": m.loss_high,
+                   "cosine_min": float(paired.x.min()), "seconds": round(time.perf_counter() - t0, 2)}
+            per_input[(label, f)] = loss
+            if label != "nearest":
+                d = loss - per_input[("nearest", f)]
+                row["loss_minus_nearest"] = float(d.mean())
+                row["loss_minus_nearest_se"] = float(d.std(ddof=1) / math.sqrt(len(d)))
+                row["loss_over_nearest"] = row["cosine_loss"] / float(per_input[("nearest", f)].mean())
+            rows.append(row)
+            log(json.dumps(row))
+    near = sorted((r["cosine_loss"], r["bits_per_weight"]) for r in rows if r["config"] == "nearest")
+    lk, nb = np.log([k for k, _ in near]), np.array([b for _, b in near])
+    equal = [np.interp(math.log(r["cosine_loss"]), lk, nb) / r["bits_per_weight"] for r in rows
+             if r["config"] == "gptq" and lk[0] <= math.log(r["cosine_loss"]) <= lk[-1]]
+    summary = {"loss_over_nearest_same_plan": float(np.exp(np.mean(np.log(
+                   [r["loss_over_nearest"] for r in rows if r["config"] == "gptq"])))),
+               "nearest_bits_over_gptq_at_equal_loss": [round(float(x), 4) for x in equal]}
+    log(f"summary {summary}")
+    return {"model": "minilm (ONNX export)", "params": floats, "base": base, "plans": plans, "span": list(span),
+            "target_cosine_loss": target, "strength": STRENGTH, "min_size": MIN_SIZE,
+            "layers_rounded": len(original), "nearest_initializers": cal.skipped,
+            "seconds": {"sensitivities": sens_s, "capture": capture_s},
+            "calibration": f"{len(decide)} texts (the calibration/search half of seed 0's split of 250 lee.cor and "
+                           f"pang_lee_polarity texts, {MAX_LEN} tokens padded)",
+            "judged_on": f"the {len(held)} held-back texts", "rows": rows, "summary": summary}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--plans", type=int, default=3)
+    p.add_argument("--target", type=float, default=0.01, help="cosine loss of nearest rounding at the base step")
+    p.add_argument("--span", type=float, nargs=2, default=(0.8, 1.6), help="plans from LO to HI x the base step")
+    p.add_argument("--work", type=Path, required=True, help="a folder for minilm.onnx and ids.npz")
+    p.add_argument("--tag", default=time.strftime("%Y-%m-%d"))
+    a = p.parse_args()
+    torch.set_num_threads(2)
+
+    def log(msg):
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    a.work.mkdir(parents=True, exist_ok=True)
+    result = {"what": __doc__.split("\n\n")[0], "machine": machine(), **run(a.work, a.plans, a.target, a.span, log)}
+    out = RESULTS / f"onnx-encoder-plans-{a.tag}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    log(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
