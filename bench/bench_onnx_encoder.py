@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from bench_common import machine
+from bench_outside_zoo_onnx import planner
 from zoocodec.eval import calibration as C
 from zoocodec.eval.anymodel import OnnxRunner, PairEvaluator
 from zoocodec.eval.evaluate import load_weights, metric_row
-from zoocodec.methods import parse_spec
-from zoocodec.tuning.allocate import allocate, plan_bits
-from zoocodec.tuning.auto import _flatten, _one_d_where_it_pays, reconstruct, split
+from zoocodec.tuning.allocate import plan_bits
+from zoocodec.tuning.auto import reconstruct, split
 from zoocodec.tuning.sensitivity import measure, quantized_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,15 +99,9 @@ def run(work: Path, plans: int, target: float, span, log) -> dict:
     cal_ev, ev = full.part(decide), full.part(held)
     t0 = time.perf_counter()
     sens = measure(cal_ev, w, quantized_names(w, MIN_SIZE))
-    usable = {k for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
     sens_s = time.perf_counter() - t0
+    usable, plan_at, exact = planner(w, sens, MIN_SIZE, STRENGTH)
     log(f"sensitivities of {len(usable)} tensors in {sens_s:.0f} s")
-    exact: dict[str, int] = {}
-
-    def plan_at(base: float) -> dict:
-        plan = allocate(w, sensitivities=_flatten(sens, STRENGTH), base_step=base, method=parse_spec("uniform"),
-                        min_size=MIN_SIZE)
-        return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in usable}, exact)
 
     def loss_on(e, weights) -> float:
         return 1 - float(e.compare(weights)["cosine_mean"].x.mean())

@@ -50,6 +50,19 @@ SPAN = (0.7, 2.4)  # plans at base steps from SPAN[0] to SPAN[1] x the base foun
 # (vit; resnet's GPTQ KL is 0.03x nearest's at the same plan: --span 0.5 8 reaches its equal-KL steps)
 
 
+def planner(w: dict, sens: dict, min_size: int = MIN_SIZE, strength: float = STRENGTH):
+    """(the tensors with finite sensitivities; base step -> automatic mode's uniform plan of them at `strength`,
+    1-D tensors lossy where it pays; the bytes of the 1-D tensors that plan keeps exact, filled in as it runs)."""
+    usable = {k for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
+    exact: dict[str, int] = {}
+
+    def plan_at(base: float) -> dict:
+        plan = allocate(w, sensitivities=_flatten(sens, strength), base_step=base, method=parse_spec("uniform"),
+                        min_size=min_size)
+        return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in usable}, exact)
+    return usable, plan_at, exact
+
+
 def run_model(name: str, work: Path, plans: int, target: float, log, span=SPAN) -> dict:
     onnx = export_onnx(name, work / f"{name}.onnx")
     w = load_weights(onnx)
@@ -62,14 +75,8 @@ def run_model(name: str, work: Path, plans: int, target: float, log, span=SPAN) 
     ev = PairEvaluator(onnx, work / "judged.npy", None, "logits")
     t0 = time.perf_counter()
     sens = measure(cal_ev, w, quantized_names(w, MIN_SIZE))
-    usable = {k for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
     sens_s = time.perf_counter() - t0
-    exact: dict[str, int] = {}
-
-    def plan_at(base: float) -> dict:
-        plan = allocate(w, sensitivities=_flatten(sens, STRENGTH), base_step=base, method=parse_spec("uniform"),
-                        min_size=MIN_SIZE)
-        return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in usable}, exact)
+    _usable, plan_at, exact = planner(w, sens)
 
     def kl_on(e, weights) -> float:
         return float(e.compare(weights)["kl"].x.mean())
