@@ -129,8 +129,7 @@ def main() -> None:
         inputs = collect_sequential(s.cal.net, s.cal.run, s.cal.names, w, s.plan_for(a.refresh, a.strength, spec),
                                     base_rounder)
         refresh[label] = {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - w0}
-        rounders[label] = dataclasses.replace(base_rounder, inputs={k: v for k, v in inputs.items() if k not in fixed},
-                                              _factors={})
+        rounders[label] = base_rounder.on({k: v for k, v in inputs.items() if k not in fixed})
         del inputs
         print(f"{label}: sequential inputs {refresh[label]}", flush=True)
 

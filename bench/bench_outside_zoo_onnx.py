@@ -24,7 +24,6 @@ Writes bench/results/outside_zoo-onnx-plans-<tag>.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import tempfile
@@ -96,7 +95,7 @@ def run_model(name: str, work: Path, plans: int, target: float, log, span=SPAN) 
     seq = cal.sequential(w, plan_at(base * factors[plans // 2]), rounder, original)
     seq_s = time.perf_counter() - t0
     configs = {"nearest": None, "gptq": rounder,
-               "sequential": dataclasses.replace(rounder, inputs=seq, _factors={})}
+               "sequential": rounder.on(seq)}
     rows, per_image = [], {}
     for f in factors:
         plan = plan_at(base * f)

@@ -22,7 +22,6 @@ and `skipped` says why.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -330,7 +329,7 @@ def sequential(graph: bytes, weights: Mapping[str, torch.Tensor], arrays: Mappin
             if was is not None and was.mean.shape == li.mean.shape:
                 li.drift = was.mean - li.mean
         out.update(got)
-        rounded = dataclasses.replace(rounding, inputs=got, _factors={}).targets(weights, plan)
+        rounded = rounding.on(got).targets(weights, plan)
         moved = {x.weight for x in group} | set(rounded)
         decoded = reconstruct({**weights, **rounded}, {k: plan[k] for k in moved if k in plan})
         current.update({k: decoded[k] for k in moved})

@@ -672,7 +672,7 @@ class _Search:
             else:
                 inputs_q = collect_on(cal.net, cal.run, cal.names, self.decoded(plan)[0])
                 how = "sequential, one refresh"
-            self.rounder = dataclasses.replace(self.rounder, inputs=inputs_q, _factors={})
+            self.rounder = self.rounder.on(inputs_q)
             self._rounded.clear()
             self.calibration["layer_inputs"] = f"of the model quantized at base step {self.base:.4g} ({how})"
             self.say(f"rounding: layer inputs measured again on the model quantized at base step {self.base:.3g} "
@@ -1036,9 +1036,10 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
         if cal is None:
             why = "no calibration inputs for this model (a task judged on all the data it has)"
     start = time.perf_counter()
-    inputs = {} if why else cal.measure(weights) if cal.measure else collect(cal.net, cal.run, cal.names)
-    if why is None and not inputs and cal.measure:
-        why = "no MatMul/Gemm/Conv weight in the ONNX graph that one node alone reads"
+    if why is None:
+        inputs = cal.measure(weights) if cal.measure else collect(cal.net, cal.run, cal.names)
+        if not inputs and cal.measure:
+            why = "no MatMul/Gemm/Conv weight in the ONNX graph that one node alone reads"
     if why is not None:
         say(f"rounding: nearest ({why})")
         return None, {"rounding": "nearest", "why": why}, None

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -412,6 +412,10 @@ class DataAware:
     sweeps: int = SWEEPS
     feedback_rate: bool = True  # lam > 0: the feedback prices bits too (else only the descent does)
     _factors: dict[str, Prepared] = field(default_factory=dict, repr=False)  # per layer: H is fixed, steps are not
+
+    def on(self, inputs: dict[str, LayerInputs]) -> DataAware:
+        """The same rounding against other layer inputs (its factors of H belong to the old ones)."""
+        return replace(self, inputs=inputs, _factors={})
 
     def _prepared(self, name: str, h: np.ndarray, damp: float, act_order: bool) -> Prepared:
         """prepare() of layer `name`'s H, once: H is fixed while the plans' steps change."""

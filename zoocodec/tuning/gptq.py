@@ -34,7 +34,6 @@ refresh of calibrate.collect_on.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -96,7 +95,7 @@ def collect_sequential(net: torch.nn.Module, run: Callable[[torch.nn.Module], ob
             local = {k[len(own):]: v for k, v in names.items() if k.startswith(own)}
             inputs = collect(layer, lambda m, seen=seen: _through(m, seen), local)
             out.update(inputs)
-            rounded = dataclasses.replace(settings, inputs=inputs, _factors={}).targets(weights, plan)
+            rounded = settings.on(inputs).targets(weights, plan)
             mine = {v: plan[v] for v in local.values() if v in plan}
             decoded = reconstruct({**weights, **rounded}, mine)
             layer.load_state_dict({k: decoded[v] for k, v in local.items()}, strict=False)
