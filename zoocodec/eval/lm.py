@@ -56,9 +56,11 @@ def _skeleton(folder: Path, device: str) -> torch.nn.Module:
     """The folder's causal LM built from its config.json in float32 (weights are loaded per call)."""
     import transformers
 
+    from zoocodec.eval.text import built
+
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-        model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+        model = built(transformers.AutoModelForCausalLM, config, attn_implementation="sdpa", dtype=torch.float32)
     except (ValueError, KeyError, OSError) as e:
         raise ModelFormatError(f"{folder}: transformers cannot build a causal LM from its config.json "
                                f"({str(e).splitlines()[0]})") from None

@@ -36,6 +36,18 @@ def _max_len(folder: Path) -> int:
     return json.loads(st.read_text()).get("max_seq_length", 512) if st.is_file() else 512
 
 
+def built(cls, config, **kwargs) -> torch.nn.Module:
+    """`cls.from_config(config)` without random initialisation (seconds for a 135M model), since every
+    parameter is loaded right after (`_load` refuses a model missing one); ties its weights, which
+    the skipped initialisation would have done."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        model = cls.from_config(config, **kwargs)
+    model.tie_weights()
+    return model
+
+
 @functools.cache
 def _skeleton(folder: Path, classifier: bool) -> torch.nn.Module:
     """The folder's model built from its config (weights are loaded into it per call)."""
@@ -44,7 +56,7 @@ def _skeleton(folder: Path, classifier: bool) -> torch.nn.Module:
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
         cls = transformers.AutoModelForSequenceClassification if classifier else transformers.AutoModel
-        model = cls.from_config(config, attn_implementation="eager")
+        model = built(cls, config, attn_implementation="eager")
     except (ValueError, KeyError, OSError) as e:
         raise ModelFormatError(f"{folder}: transformers cannot build a model from its config.json "
                                f"({str(e).splitlines()[0]})") from None
