@@ -50,6 +50,16 @@ def run(file: Path, source: Path | None) -> dict:
             "metrics": done.stdout.strip().splitlines()}
 
 
+def stored(model: str = "smollm2-135m") -> bool:
+    """Whether the original's run on the zoo task's texts is in the zoo cache (what an evaluation reads)."""
+    from zoocodec.eval import lm
+    from zoocodec.eval.evaluate import load_weights, tasks_of
+    from zoocodec.pipeline import zoo
+
+    scorer = lm.Scorer(zoo.resolve(model), tasks_of(model, "ppl")[0].texts())
+    return scorer._cache_path(load_weights(model)).is_file()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file", type=Path)
@@ -58,7 +68,7 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
     info = machine(("numpy", "torch", "transformers"))
-    warm = run(a.file, None)  # stores the original's run where it is missing; not a repeat
+    warm = None if stored() else run(a.file, None)  # stores the original's run; not a repeat
     runs = []
     for i in range(a.repeats):
         for source in ([None, a.baseline] if a.baseline else [None])[:: 1 if i % 2 == 0 else -1]:
@@ -66,8 +76,8 @@ def main() -> None:
             print(runs[-1]["source"], runs[-1]["wall_s"], "s wall", runs[-1]["cpu_s"], "CPU s, load",
                   runs[-1]["load_before"], flush=True)
     mine = [r for r in runs if r["source"] == "installed"]
-    out = {"machine": info, "file": str(a.file), "target_wall_s": TARGET_S, "warm_up": warm, "runs": runs,
-           "wall_s_best": min(r["wall_s"] for r in mine), "cpu_s_best": min(r["cpu_s"] for r in mine)}
+    out = {"machine": info, "file": str(a.file), "target_wall_s": TARGET_S, "run_storing_the_original": warm,
+           "runs": runs, "wall_s_best": min(r["wall_s"] for r in mine), "cpu_s_best": min(r["cpu_s"] for r in mine)}
     if a.baseline:
         base = [r for r in runs if r["source"] != "installed"]
         out["baseline_over_this_wall"] = round(min(r["wall_s"] for r in base) / out["wall_s_best"], 3)
