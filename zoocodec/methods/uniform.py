@@ -544,16 +544,18 @@ def coded_side(lo: np.ndarray, hi: np.ndarray, bits: int, mant: int, frac: int |
     """(steps, zeros, step codes, centre codes) of min-max groups with ranges lo..hi at the
     precision their side values need: the step rounded to `mant` mantissa bits, the group's
     centre to a grid of step / 2^frac (frac None: mant - 2, where the two errors are about
-    equal: a step error e moves a weight by up to 7.5 e steps). A step grows by one code where
-    that would put an extreme beyond the levels 0..2^bits-1."""
+    equal at 4 bits: a step error e moves a weight by up to 7.5 e steps). A step grows by one
+    code where that would put an extreme beyond the levels 0..2^bits-1."""
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         raise ZoocodecError("uniform: group-wise steps need finite weights")
     frac = mant - 2 if frac is None else frac
     levels = (1 << bits) - 1
     centre = (lo + hi) / 2
     span = hi - lo
-    # one value in a group: it lies half a level from the centre, so a step far below its float's spacing
-    d = np.where(span > 0, span / levels, np.where(centre != 0, np.abs(centre) * 2.0**-30, 2.0**-200))
+    # at least 2^-40 of the centre: the centre codes stay within 2^(48+frac) (a group of one value lies half a
+    # level from its centre, so its step is that, far below its float's spacing)
+    d = np.maximum(span / levels, np.abs(centre) * 2.0**-40)
+    d[d == 0] = 2.0**-200
     e = np.floor(np.log2(d))
     codes = (e * (1 << mant) + np.rint((d / np.exp2(e) - 1) * (1 << mant))).astype(np.int64)
     while True:
