@@ -56,6 +56,11 @@ ans, ctx and cabac, then a coder per tensor, the one that writes it in the fewes
 The 12-05l points (12-05h's checkpoints copied): auto11, auto12 and auto13's settings again as auto14, auto15 and
 auto16, with the rounding's defaults since 12-05j (act-order and two sweeps of coordinate descent after GPTQ's
 feedback: zoocodec/tuning/calibrate.py ACT_ORDER, SWEEPS; their labels say `act-order + descent`).
+The 12-05n point (12-05l's checkpoints): auto15's settings with the group candidates' side values at M = 4, 5 and 6
+mantissa bits among them (uniform side=M, zoocodec/tuning/groupwise.py SIDES; its label says `side=4/5/6
+candidates`, added to the checkpoint by hand: the run's code had not named it yet):
+    python bench/bench_llm_head_to_head.py --part auto17 --windows 6 --auto-windows 4 --rounding gptq \
+        --sequential --strengths 1 --calibration-windows 8 --predicted-rows --budgets 0.05
 """
 from __future__ import annotations
 
@@ -89,7 +94,7 @@ FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "qp=-28", "qp=-26", "Q5_1", "bits=
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
-PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 17))))  # one checkpoint per process
+PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 19))))  # one checkpoint per process
 CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
            "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` or "
            "`embedding rows by predicted probability` 12-05b's, the point labelled `32 calibration windows, "
@@ -98,7 +103,10 @@ CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode poin
            "labels are 12-05h's: 12-05b's KL 0.01 settings and 12-05d's predicted-rows ones at KL 0.05 "
            "and 0.1 with the coders chosen (the plan's priced among ans, ctx and cabac, then a coder per tensor); "
            "the points labelled `act-order + descent` are this run's (12-05l): 12-05h's three settings again, with "
-           "the data-aware rounding's defaults since 12-05j (act-order, then two sweeps of coordinate descent).")
+           "the data-aware rounding's defaults since 12-05j (act-order, then two sweeps of coordinate descent); the "
+           "point labelled `side=4/5/6 candidates` is 12-05n's (part auto17): the KL 0.05 settings of 12-05l with "
+           "the group candidates' side values also at 4, 5 or 6 mantissa bits (uniform side=M; its groups sit on "
+           "Q4_1's 32-weight blocks, their steps and zero points rounded: the 4-bit caveat still applies).")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
@@ -378,7 +386,7 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
     auto.PREDICTED_ROWS = predicted_rows
     strengths = f", strengths {'/'.join(f'{x:g}' for x in strengths)}" if strengths else ""
     from zoocodec.eval import lm
-    from zoocodec.tuning import calibrate
+    from zoocodec.tuning import calibrate, groupwise
 
     cal = calibration_evaluator(auto_windows)
     run.state["auto_tokens"] = cal.scorer.n
@@ -395,6 +403,8 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
             windows += ", embedding rows by predicted probability"
         if rounding == "gptq" and calibrate.ACT_ORDER and calibrate.SWEEPS:  # the default since 12-05j
             windows += ", act-order + descent"
+        if any(groupwise.SIDES):  # since 12-05n: group candidates with their side values at M mantissa bits too
+            windows += f", side={'/'.join(str(m) for m in groupwise.SIDES if m)} candidates"
         label = f"KL {budget} ({how}, group candidates{strengths}{'' if choose_coder else ', ans'}{windows})"
 
         header: dict = {}

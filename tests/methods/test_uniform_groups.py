@@ -207,3 +207,82 @@ def test_native_group_ranges_equal_numpy(cols, group):
     engine().group_ranges(w.reshape(-1).view(np.uint32), 0, cols, group, lo, hi)
     want_lo, want_hi = K.group_ranges(w.astype(np.float64), group, np)
     assert np.array_equal(lo.reshape(9, count), want_lo) and np.array_equal(hi.reshape(9, count), want_hi)
+
+
+@given(floats, st.sampled_from([4, 32]), st.integers(2, 8), st.integers(3, 10))
+@settings(max_examples=100, deadline=None)
+def test_side_values_at_less_precision_round_trip_within_the_levels(a, group, bits, side):
+    """side=M: symbols stay in 0..2^B-1, the decoder rebuilds the encoder's steps and zero points, and the
+    error stays within half a step plus the side values' own rounding (a step to M mantissa bits, the centre to
+    step/2^(M-2)). (Quantizing the reconstruction again need not give it back where a step grew by a code: GPTQ's
+    pinned group ends do, tests/tuning/test_gptq.py.)"""
+    spec = parse_spec(f"uniform:bits={bits},group={group},zero=true,side={side}")
+    t = TensorData("t", str(a.dtype), a)
+    enc, back = round_trip(spec, t)
+    q = spec.quantize(t)
+    if a.size:
+        s = q.symbols["symbols"]
+        assert 0 <= s.min() and s.max() <= (1 << bits) - 1
+    w, r = a.astype(np.float64), back.astype(np.float64)
+    ulp = np.spacing(np.abs(w).astype(a.dtype)).astype(np.float64)
+    slack = 1 + 2.0 ** (1 - side) * (1 << bits)  # a step up to 2^-M larger, and up to 2^-M of it per level
+    assert np.all(np.abs(w - r) <= group_bound(spec, w) * slack + ulp + 1e-300)
+
+
+def test_side_values_at_less_precision_are_integer_codes_under_ans():
+    w = np.random.default_rng(7).laplace(0, 0.02, (64, 96)).astype(np.float32)
+    exact = parse_spec("uniform:bits=4,group=32,zero=true").encode(TensorData("w", "float32", w))
+    spec = parse_spec("uniform:bits=4,group=32,zero=true,side=5")
+    enc, back = round_trip(spec, TensorData("w", "float32", w))
+    assert set(enc.segments) == {"symbols", "group_step_codes", "group_centres"}
+    side = sum(len(enc.segments[k]) for k in ("group_step_codes", "group_centres"))
+    assert side < 0.8 * sum(len(exact.segments[k]) for k in ("group_steps", "group_zeros"))
+    segments = {k: memoryview(v) for k, v in enc.segments.items()}
+    steps, zeros = spec.fused(enc.side, segments, w.shape, "float32").values()
+    symbols = spec.quantize(TensorData("w", "float32", w)).symbols["symbols"].astype(np.float64)
+    rebuilt = symbols * np.repeat(steps.reshape(64, 3), 32, 1) + np.repeat(zeros.reshape(64, 3), 32, 1)
+    assert rebuilt.astype(np.float32).tobytes() == back.tobytes()  # the GPU decoder's values give the CPU's weights
+    mantissa = steps / np.exp2(np.floor(np.log2(steps)))
+    assert np.array_equal(mantissa * 32, np.rint(mantissa * 32))  # 5 bits of mantissa
+
+
+@pytest.mark.parametrize("text", ["uniform:bits=4,group=32,side=5", "uniform:step=0.01,group=32,zero=true,side=5",
+                                  "uniform:bits=4,side=5", "uniform:bits=4,group=32,zero=true,side=2",
+                                  "uniform:bits=4,group=32,zero=true,side=11"])
+def test_bad_side_specs_are_rejected(text):
+    with pytest.raises(SpecError):
+        parse_spec(text)
+
+
+def test_specs_without_side_keep_their_header():
+    spec = parse_spec("uniform:bits=4,group=32,zero=true")
+    assert "side" not in spec.to_dict() and "side" not in str(spec)
+    lossy = parse_spec("uniform:bits=4,group=32,zero=true,side=5")
+    assert spec_from_dict(lossy.to_dict()) == lossy and lossy.to_dict()["side"] == 5
+
+
+def test_hostile_side_codes_are_a_container_error():
+    spec = parse_spec("uniform:bits=4,group=32,zero=true,side=5")
+    w = np.random.default_rng(3).laplace(0, 0.02, (16, 100)).astype(np.float32)
+    enc = spec.encode(TensorData("w", "float32", w))
+    coder = spec.coder_for("group_step_codes")
+    shapes = enc.side["symbols"]
+
+    def codes(name, values):
+        values = np.asarray(values, dtype=np.int64)
+        return hostile(enc, side={"symbols": {**shapes, name: [values.size]}},
+                       **{name: memoryview(coder.encode(values))})
+
+    big_steps = codes("group_step_codes", np.full(64, 1020 * 32))  # 2^1020: finite, but not its zero points
+    cases = [codes("group_step_codes", np.full(64, 1 << 40)), codes("group_step_codes", np.full(64, -(1 << 40))),
+             codes("group_step_codes", np.full(64, 1030 * 32)), codes("group_step_codes", np.full(64, -1200 * 32)),
+             hostile(enc, side=big_steps[0], group_step_codes=big_steps[1]["group_step_codes"]),
+             codes("group_step_codes", np.zeros(63)),
+             hostile(enc, group_centres=None), hostile(enc, group_step_codes=b"\x00garbage")]
+    for side, segments in cases:
+        with pytest.raises(ContainerError):
+            spec.decode(side, segments, w.shape, "float32")
+        job = spec.fused(side, segments, w.shape, "float32")
+        if job is not None and set(side["symbols"]) == {job.stream, *job.sides} and set(job.sides) <= set(segments):
+            with pytest.raises(ContainerError):
+                job.values()

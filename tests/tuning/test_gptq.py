@@ -100,8 +100,9 @@ def test_only_llama_shaped_causal_lms_go_layer_by_layer(setup):
     assert layers_of(torch.nn.Linear(2, 2)) is None
 
 
-@pytest.mark.parametrize("bits,group", [(3, 32), (4, 64), (2, 48)])
-def test_grouped_rounding_lands_on_the_methods_own_grid_and_beats_it(bits, group):
+@pytest.mark.parametrize("bits,group,side",
+                         [(3, 32, ""), (4, 64, ""), (2, 48, ""), (4, 32, ",side=5"), (3, 64, ",side=3")])
+def test_grouped_rounding_lands_on_the_methods_own_grid_and_beats_it(bits, group, side):
     """GPTQ inside min-max groups with zero points: the method's quantizer, handed these values, returns them
     bit for bit (so the format is unchanged), and the output error on the inputs H came from falls."""
     from zoocodec.methods import parse_spec
@@ -114,7 +115,7 @@ def test_grouped_rounding_lands_on_the_methods_own_grid_and_beats_it(bits, group
     h = x.T @ x / len(x)
     w = gen.standard_normal((40, 144)) * 0.05
     w[:, 7] = 0.0  # a constant column
-    spec = parse_spec(f"uniform:bits={bits},group={group},zero=true")
+    spec = parse_spec(f"uniform:bits={bits},group={group},zero=true{side}")  # side=M: pinned ends keep the codes
     ours = round_groups(w, spec, lambda: factors(h[None]))
     hat = np.asarray(spec.quantize(to_tensordata("w", torch.from_numpy(ours).float())).recon, np.float64)
     assert np.array_equal(hat, ours.astype(np.float32).astype(np.float64))

@@ -30,7 +30,7 @@ def weights() -> dict[str, torch.Tensor]:
 
 def test_a_tensor_on_a_block_grid_takes_its_groups_and_others_keep_their_step(tmp_path):
     w = weights()
-    plan = allocate(w, base_step=0.004, method="uniform")
+    plan = allocate(w, base_step=0.0005, method="uniform")  # fine: the side values' own error would cost more
     chosen = Groupwise(w).plan(plan, {k: 1.0 for k in plan})
     assert str(chosen["on_grid.weight"]).startswith("uniform:bits=4,per_tensor=False,group=32,zero=True")
     assert chosen["gauss.weight"] == plan["gauss.weight"]  # below 4 bits a step costs less than min-max groups
@@ -41,6 +41,26 @@ def test_a_tensor_on_a_block_grid_takes_its_groups_and_others_keep_their_step(tm
     assert torch.equal(out["gauss.weight"], reconstruct(w, chosen)["gauss.weight"])
     # the groups' steps and offsets are coded and counted: more than the 4-bit symbols alone
     assert report.weight_bytes * 8 > 96 * 128 * (3.5 + 1)
+
+
+def test_coarser_slopes_take_side_values_at_less_precision(tmp_path):
+    """The side values' rounding error is priced at the slope like any other: the coarser the plan, the fewer
+    mantissa bits a group's step keeps (uniform side=M), and the file decodes to what the plan reconstructs."""
+    w = weights()
+    sides = []
+    for base in (0.0005, 0.002, 0.01, 0.02):
+        chosen = Groupwise(w).plan(allocate(w, base_step=base, method="uniform"), {"on_grid.weight": 1.0,
+                                                                                   "gauss.weight": 1.0})
+        spec = chosen["on_grid.weight"]
+        assert (spec.bits, spec.group, spec.zero) == (4, 32, True)
+        sides.append(spec.side or 99)
+    assert sides[0] == 99 and sides == sorted(sides, reverse=True) and sides[-1] < sides[1]
+    assert describe(chosen, w)["weights"] == {f"bits=4,group=32,zero=true,side={sides[-1]}": 96 * 128,
+                                              "step": 96 * 128}
+    zoocodec.compress(w, tmp_path / "m.zc", "lossless", plan=chosen)
+    out = zoocodec.decompress(tmp_path / "m.zc")
+    assert torch.equal(out["on_grid.weight"], reconstruct(w, chosen)["on_grid.weight"])
+    assert not torch.equal(out["on_grid.weight"], w["on_grid.weight"])
 
 
 def test_a_tensor_that_does_not_matter_keeps_its_step():

@@ -27,11 +27,18 @@ tables, the order-0 entropy without tables 0.517, predicting a step from its row
 minimum from -7.5 steps worse): 4.46 coded, 4.38 as the order-0 model priced the side streams
 before they were coded here. That is the Q4_1 grid the weights came from, not a property of
 group-wise steps: the head-to-head prints that caveat beside every 4-bit number.
+
+Each group candidate also comes with its side values at the precision they need (`side=M`,
+SIDES: the step to M mantissa bits, the group's centre to a grid of step/2^(M-2), integer
+codes under ans): on those layers M=5 takes 0.35 bits/weight of side information for 0.2% of
+d^2 of weight error, M=4 0.28 for 0.75% (bench/bench_group_side_lossy.py); the slope says
+which, if any, a tensor takes.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import math
 from collections.abc import Mapping
 
@@ -43,6 +50,7 @@ from zoocodec.eval.refcache import add_tensors
 from zoocodec.methods import MethodSpec
 
 CANDIDATES = ((2, 32), (3, 32), (4, 32), (5, 32), (3, 64), (4, 64), (3, 128), (4, 128))  # (bits, weights per group)
+SIDES = (None, 4, 5, 6)  # each candidate's side values: float16 (None), or M mantissa bits (uniform side=M)
 _MEASURED: dict[tuple[str, str], tuple[float, float]] = {}  # (content hash, candidate) -> (mse, bits)
 
 
@@ -51,8 +59,8 @@ def applies(spec: MethodSpec) -> bool:
     return spec.name == "uniform" and getattr(spec, "group", None) is None and not getattr(spec, "per_tensor", False)
 
 
-def _grouped(spec: MethodSpec, bits: int, group: int) -> MethodSpec:
-    out = dataclasses.replace(spec, bits=bits, step=None, group=group, zero=True)
+def _grouped(spec: MethodSpec, bits: int, group: int, side: int | None = None) -> MethodSpec:
+    out = dataclasses.replace(spec, bits=bits, step=None, group=group, zero=True, side=side)
     out.validate()
     return out
 
@@ -105,10 +113,10 @@ class Groupwise:
             d = spec.step
             per_bit = 2 * math.log(2) * d * d / 12  # squared error worth one bit at this tensor's slope
             best, least = spec, self._cost(name, spec, per_bit)
-            for b, g in CANDIDATES:
+            for (b, g), side in itertools.product(CANDIDATES, SIDES):
                 if w.shape[1] < g:
                     continue
-                cand = _grouped(spec, b, g)
+                cand = _grouped(spec, b, g, side)
                 if (c := self._cost(name, cand, per_bit)) < least:
                     best, least = cand, c
             out[name] = best
@@ -119,10 +127,10 @@ def _bits(spec: MethodSpec, stream: str, symbols: np.ndarray) -> float:
     """Bits of one stream: the symbols priced by the coder's entropy model; the groups' steps and zero points
     coded (small streams, and their float coder's bytes are about 15% above the order-0 model's price: 0.596
     against 0.517 bits/weight on smollm2's layers 2, 15 and 27, bench/bench_group_side.py)."""
-    from zoocodec.methods.uniform import GROUP_STREAMS
+    from zoocodec.methods.uniform import CODED_STREAMS, GROUP_STREAMS
 
     coder = spec.coder_for(stream)
-    if stream in GROUP_STREAMS:
+    if stream in GROUP_STREAMS or stream in CODED_STREAMS:
         return 8.0 * len(spec.code_stream(stream, symbols, coder)[0])
     return coder.model(symbols, spec.trellis(stream, symbols.shape)).bits(symbols)
 
@@ -133,5 +141,7 @@ def describe(plan: Mapping[str, MethodSpec], weights: Mapping[str, torch.Tensor]
     for name, spec in plan.items():
         if weights[name].dim() == 2 and spec.name == "uniform":
             kind = f"bits={spec.bits},group={spec.group},zero=true" if getattr(spec, "group", None) else "step"
+            kind += f",side={spec.side}" if getattr(spec, "side", None) else ""
             counts[kind] = counts.get(kind, 0) + weights[name].numel()
-    return {"candidates": [f"bits={b},group={g},zero=true" for b, g in CANDIDATES], "weights": counts}
+    return {"candidates": [f"bits={b},group={g},zero=true" for b, g in CANDIDATES],
+            "sides": [f"side={m}" for m in SIDES if m is not None], "weights": counts}
