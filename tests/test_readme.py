@@ -106,7 +106,7 @@ def test_the_lossless_table_is_the_lossless_results_file():
 
 
 def test_the_language_model_rows_are_the_llm_head_to_head_results_file():
-    r = json.loads((RESULTS / "llm_head_to_head-2026-12-05h.json").read_text())
+    r = json.loads((RESULTS / "llm_head_to_head-2026-12-05l.json").read_text())
     quantizers, nncodec = _row("language models: 1.3x the LLM quantizers"), _row("language models: 1.5x NNCodec")
     assert f"{r['windows']} of the 147 windows" in quantizers
     for budget, best in r["smallest_within"].items():
