@@ -193,6 +193,45 @@ def _why_not(node, i: int, t: torch.Tensor) -> str:
     return f"{node.op_type} weight of shape {tuple(t.shape)} not handled"
 
 
+# ops an index tensor passes through unchanged in its values on its way to a Gather (input 0 carries them)
+INDEX_PASS = ("Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten")
+INT_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)  # TensorProto's UINT8 .. INT64 element types
+
+
+def token_tables(graph: bytes, weights: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """2-D initializers that a `Gather` (axis 0) reads rows of at indices taken from an integer graph input
+    (directly or through INDEX_PASS ops) -> that input: a text model's word-embedding table and its token ids,
+    recognised by the graph's structure whatever the initializer is named."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.ModelProto()
+    proto.ParseFromString(graph)
+    g = proto.graph
+    ints = {i.name for i in g.input if i.name not in weights and i.type.tensor_type.elem_type in INT_TYPES}
+    made = {o: node for node in g.node for o in node.output}
+    out: dict[str, str] = {}
+    for node in g.node:
+        if node.op_type != "Gather" or len(node.input) != 2 or node.input[0] not in weights:
+            continue
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+        src = node.input[1]
+        while src in made and made[src].op_type in INDEX_PASS:
+            src = made[src].input[0]
+        if axis == 0 and weights[node.input[0]].dim() == 2 and src in ints:
+            out[node.input[0]] = src
+    return out
+
+
+def token_ids(arrays: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """The token ids fed as graph input `name`, flattened; where another input of the same shape holds only 0
+    and 1 (an attention mask), the positions it masks (padding) are left out."""
+    ids = np.asarray(arrays[name])
+    masks = [a for k, a in arrays.items() if k != name and a.shape == ids.shape and np.isin(a, (0, 1)).all()]
+    keep = np.logical_and.reduce([a != 0 for a in masks]) if masks else np.ones(ids.shape, dtype=bool)
+    return ids[keep].astype(np.int64).ravel()
+
+
 def _subgraph_names(g) -> set[str]:
     """The names read by nodes inside subgraphs (If, Loop, Scan bodies)."""
     from onnx import AttributeProto
