@@ -106,7 +106,8 @@ def token_rows(onnx: Path, w: dict, calib: Path) -> tuple[dict[str, np.ndarray],
     return rows, about
 
 
-def run(work: Path, plans: int, target: float, span, log, given: Path | None = None, calib: Path | None = None) -> dict:
+def run(work: Path, plans: int, target: float, span, log, given: Path | None = None, calib: Path | None = None,
+        padded: bool = False) -> dict:
     onnx, ids = export(work)
     w = load_weights(onnx)
     floats = sum(v.numel() for v in w.values() if v.is_floating_point())
@@ -147,10 +148,19 @@ def run(work: Path, plans: int, target: float, span, log, given: Path | None = N
     capture_s = time.perf_counter() - t0
     log(f"captured {len(original)} layers in {capture_s:.0f} s; nearest rounding: {cal.skipped}")
     rounder = cal.rounder(original)
+    rounders = {"nearest": None}
+    if padded:  # the layer inputs as captured before 12-05n: every position, padding included
+        from zoocodec.eval import onnxcapture as O
+
+        run_ = OnnxRunner(onnx, ids, "embeddings").part(decide)
+        found, _ = O.layers(run_.graph, w)
+        rounders["gptq, padded H"] = cal.rounder(O.capture(run_.graph, w, run_.arrays, found, run_.batch, run_.fixed,
+                                                           unpadded=False))
+        configs.append(("gptq, padded H", plan_at))
     rows, per_input = [], {}
     for f in np.geomspace(span[0], span[1], plans):
         for label, at in configs:
-            r, plan = (None if label == "nearest" else rounder), at(base * f)
+            r, plan = rounders.get(label, rounder), at(base * f)
             t0 = time.perf_counter()
             targets = r.targets(w, plan) if r is not None else {}
             paired = ev.compare(reconstruct({**w, **targets}, plan))["cosine_mean"]
@@ -180,6 +190,10 @@ def run(work: Path, plans: int, target: float, span, log, given: Path | None = N
     summary = {"loss_over_nearest_same_plan": float(np.exp(np.mean(np.log(
                    [r["loss_over_nearest"] for r in rows if r["config"] == "gptq"])))),
                "nearest_bits_over_gptq_at_equal_loss": at_equal_loss("nearest", "gptq")}
+    if padded:
+        summary["padded_bits_over_gptq_at_equal_loss"] = at_equal_loss("gptq, padded H", "gptq")
+        summary["padded_loss_over_gptq_same_plan"] = float(np.exp(np.mean(np.log(
+            [r["loss_over_gptq"] for r in rows if r["config"] == "gptq, padded H"]))))
     if calib is not None:
         summary["gptq_bits_over_rows_at_equal_loss"] = at_equal_loss("gptq", "gptq+rows")
         summary["rows_loss_over_gptq_same_plan"] = float(np.exp(np.mean(np.log(
@@ -265,6 +279,8 @@ def main() -> None:
                    "(made from W/minilm.onnx and W/ids.npz) instead of measuring them")
     p.add_argument("--rows", type=Path, help="token ids (.npz) never judged: add plans whose word-embedding table "
                    "has a step per row from their counts (GPTQ elsewhere)")
+    p.add_argument("--padded", action="store_true", help="add plans rounded on layer inputs captured at every "
+                   "position, padding included (as before 12-05n)")
     p.add_argument("--versus", type=Path, help="an automatic-mode .zc of W/minilm.onnx: judge it against NNCodec")
     p.add_argument("--judged", choices=tuple(JUDGED), default="speeches", help="what --versus judges on")
     p.add_argument("--qps", type=int, nargs="+", default=[-36, -33, -30], help="NNCodec's qps (--versus)")
@@ -277,7 +293,7 @@ def main() -> None:
 
     a.work.mkdir(parents=True, exist_ok=True)
     found = versus(a.work, a.versus, a.qps, log, a.judged) if a.versus else run(a.work, a.plans, a.target, a.span, log,
-                                                                        a.sensitivities, a.rows)
+                                                                        a.sensitivities, a.rows, a.padded)
     result = {"what": __doc__.split("\n\n")[0], "machine": machine(), **found}
     out = RESULTS / f"onnx-encoder-{'auto' if a.versus else 'plans'}-{a.tag}{'-lee' if a.judged == 'lee' else ''}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")

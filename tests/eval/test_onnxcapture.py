@@ -265,12 +265,29 @@ def _bert_export(tmp_path, folding: bool = True, n: int = 20):
     return net, path, ids, mask
 
 
+def _real_token_h(net, ids, mask, names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Linear weight name -> (E[x x^T], E[x]) of its inputs at the positions `mask` keeps, from torch hooks."""
+    keep, out, hooks = torch.from_numpy(mask != 0), {}, []
+    for name, mod in net.named_modules():
+        if f"{name}.weight" in names:
+            def hook(_m, args, name=name):
+                x = args[0][keep].double()
+                out[f"{name}.weight"] = ((x.T @ x / len(x)).numpy(), x.mean(0).numpy())
+            hooks.append(mod.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        net(torch.from_numpy(ids), torch.from_numpy(mask))
+    for h in hooks:
+        h.remove()
+    return out
+
+
 @pytest.mark.parametrize("folding", [True, False])
 def test_a_bert_encoder_export(folding, tmp_path):
     """A BertModel exported as a user would (input_ids and attention_mask, padded, dynamic batch and sequence):
     every Linear (query, key, value, attention output, both FFN layers) is a MatMul then an Add, on a (in, out)
     initializer (constant folding, the default) or on a Transpose of the (out, in) one (without), captured with
-    the H the torch hooks give; only the embedding tables (Gather) keep nearest."""
+    the H the torch hooks give over the real tokens (and over every position with `unpadded=False`); only the
+    embedding tables (Gather) keep nearest."""
     net, path, ids, mask = _bert_export(tmp_path, folding)
     weights = load_weights(path)
     cal = for_runner(OnnxRunner(path, tmp_path / "ids.npz", None), weights, "texts")
@@ -279,15 +296,25 @@ def test_a_bert_encoder_export(folding, tmp_path):
     assert len(tables) == 3 and {_torch_name(net, weights[k]) for k in cal.skipped} == tables
     assert set(cal.skipped.values()) == {"input of Gather, not of MatMul/Gemm/Conv"}
     linear = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
-    expect = collect(net, lambda n: n(torch.from_numpy(ids), torch.from_numpy(mask)), {k: k for k in linear})
+    expect = _real_token_h(net, ids, mask, linear)
     assert len(got) == len(linear) == 12 and cal.rounder.keywords["transposed"] == (set(got) if folding else set())
-    for name, li in got.items():
+    for name, li in got.items():  # H over the real tokens only: the padded positions are masked out downstream
         torch_name = _torch_name(net, weights[name])
-        ref = expect[torch_name]
-        assert li.count == ref.count == 20 * 9
-        np.testing.assert_allclose(li.h, ref.h, rtol=1e-4, atol=1e-5 * np.abs(ref.h).max())
+        h, mean = expect[torch_name]
+        assert li.count == int(mask.sum()) < 20 * 9
+        np.testing.assert_allclose(li.h.reshape(h.shape), h, rtol=1e-4, atol=1e-5 * np.abs(h).max())
+        np.testing.assert_allclose(li.mean.reshape(mean.shape), mean, rtol=1e-4, atol=1e-5 * np.abs(mean).max())
         assert li.bias is not None
         assert _torch_name(net, weights[li.bias[0]]) == torch_name.removesuffix("weight") + "bias"
+    from zoocodec.eval import onnxcapture as O
+
+    run = OnnxRunner(path, tmp_path / "ids.npz", None)  # every position, padding included: the torch hooks' H
+    padded = O.capture(run.graph, weights, run.arrays, O.layers(run.graph, weights)[0], run.batch, unpadded=False)
+    every = collect(net, lambda n: n(torch.from_numpy(ids), torch.from_numpy(mask)), {k: k for k in linear})
+    for name, li in padded.items():
+        ref = every[_torch_name(net, weights[name])]
+        assert li.count == ref.count == 20 * 9
+        np.testing.assert_allclose(li.h, ref.h, rtol=1e-4, atol=1e-5 * np.abs(ref.h).max())
     rounder, view = cal.rounder(got), (lambda t: t.T) if folding else (lambda t: t)  # GPTQ's (out, in) view
     for name, li in got.items():  # the rounding lowers each layer's output error, in either layout
         plan = {name: parse_spec(f"uniform:step={float(weights[name].abs().max()) / 6:.6g}")}
@@ -344,4 +371,5 @@ def test_automatic_mode_gives_an_onnx_word_embedding_table_a_step_per_row(tmp_pa
         rows = auto["token_rows"][table]
         assert rows["texts"] == 20 and rows["about"] == "--calib calib.npz"
         assert rows["tokens"] == int(mask[:20].sum()) and rows["rows_seen"] == len(np.unique(ids[:20][mask[:20] == 1]))
-        assert spec["method"] == "rdoq" and spec["lam"] == 0 and len(set(spec["group_steps"])) > 1
+        assert spec["method"] == "rdoq" and spec["lam"] == 0  # a step per row (one for all at strength 0)
+        assert len(set(spec["group_steps"] or ())) > 1 if auto["strength"] > 0 else spec["group_steps"] is None

@@ -33,6 +33,7 @@ from zoocodec.methods import MethodSpec
 from zoocodec.tuning.calibrate import DataAware, LayerInputs, accumulate, eligible, inputs_of
 
 BYTES = 2**28  # captured activations held at once (one onnxruntime run): the batch is sized to stay under it
+UNPADDED = True  # H of a text model's MatMul inputs over its real tokens only (capture)
 CHUNK_VALUES = 2**21  # input values unfolded at a time (a convolution's patches are k*k times its input)
 
 
@@ -224,12 +225,18 @@ def token_tables(graph: bytes, weights: Mapping[str, torch.Tensor]) -> dict[str,
 
 
 def token_ids(arrays: Mapping[str, np.ndarray], name: str) -> np.ndarray:
-    """The token ids fed as graph input `name`, flattened; where another input of the same shape holds only 0
-    and 1 (an attention mask), the positions it masks (padding) are left out."""
+    """The token ids fed as graph input `name`, flattened, the padded positions (real_positions) left out."""
     ids = np.asarray(arrays[name])
-    masks = [a for k, a in arrays.items() if k != name and a.shape == ids.shape and np.isin(a, (0, 1)).all()]
-    keep = np.logical_and.reduce([a != 0 for a in masks]) if masks else np.ones(ids.shape, dtype=bool)
-    return ids[keep].astype(np.int64).ravel()
+    keep = real_positions(arrays, ids.shape, name)
+    return (ids if keep is None else ids[keep]).astype(np.int64).ravel()
+
+
+def real_positions(arrays: Mapping[str, np.ndarray], shape: tuple[int, ...], but: str = "") -> np.ndarray | None:
+    """Where the 2-D integer inputs of `shape` (other than `but`) that hold only 0 and 1 (attention masks) are
+    all 1: the positions that are not padding. None where no input is such a mask."""
+    masks = [a for k, a in arrays.items() if k != but and a.ndim == 2 and a.shape == tuple(shape)
+             and (a.dtype == bool or np.issubdtype(a.dtype, np.integer)) and np.isin(a, (0, 1)).all()]
+    return np.logical_and.reduce([a != 0 for a in masks]) if masks else None
 
 
 def _subgraph_names(g) -> set[str]:
@@ -247,10 +254,12 @@ def _subgraph_names(g) -> set[str]:
 
 
 def capture(graph: bytes, weights: Mapping[str, torch.Tensor], arrays: Mapping[str, np.ndarray],
-            found: list[Layer], batch: int, fixed: bool = False) -> dict[str, LayerInputs]:
+            found: list[Layer], batch: int, fixed: bool = False, unpadded: bool = UNPADDED) -> dict[str, LayerInputs]:
     """LayerInputs per weight of `found`, from one pass of the graph (holding `weights`) over `arrays` (the
     graph's inputs by name), `batch` inputs a run at most (fewer where the captured activations would pass
-    BYTES; exactly `batch` where the graph fixes its batch size: `fixed`)."""
+    BYTES; exactly `batch` where the graph fixes its batch size: `fixed`). `unpadded`: a MatMul's (batch,
+    positions, features) input counts only the positions an attention mask among the inputs keeps
+    (real_positions)."""
     import onnx
     import onnxruntime as ort
 
@@ -289,6 +298,10 @@ def capture(graph: bytes, weights: Mapping[str, torch.Tensor], arrays: Mapping[s
         for x in found:
             v = feed[x.data] if x.data in feeds else got[at[x.data]]
             xt = _as_rows_input(x, torch.from_numpy(np.ascontiguousarray(v)))
+            keep = real_positions(feed, tuple(xt.shape[:2])) if unpadded and x.op == "MatMul" and xt.dim() == 3 \
+                else None
+            if keep is not None:  # a text model's padded positions: their outputs are masked out downstream
+                xt = xt[torch.from_numpy(keep)]
             per = max(1, xt[0].numel() * (1 if x.op != "Conv" else x.shape[2] * x.shape[3]))
             accumulate(sums[x.weight], stand[x.weight], xt, max(1, CHUNK_VALUES // per))
         if i == 0 and not fixed:
