@@ -24,6 +24,7 @@ Writes bench/results/outside_zoo-onnx-plans-<tag>.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import tempfile
@@ -49,15 +50,21 @@ SPAN = (0.7, 2.4)  # plans at base steps from SPAN[0] to SPAN[1] x the base foun
 # (vit; resnet's GPTQ KL is 0.03x nearest's at the same plan: --span 0.5 8 reaches its equal-KL steps)
 
 
-def planner(w: dict, sens: dict, min_size: int = MIN_SIZE, strength: float = STRENGTH):
+def planner(w: dict, sens: dict, min_size: int = MIN_SIZE, strength: float = STRENGTH, rows: dict | None = None):
     """(the tensors with finite sensitivities; base step -> automatic mode's uniform plan of them at `strength`,
-    1-D tensors lossy where it pays; the bytes of the 1-D tensors that plan keeps exact, filled in as it runs)."""
+    1-D tensors lossy where it pays; the bytes of the 1-D tensors that plan keeps exact, filled in as it runs).
+    `rows`: word-embedding table -> a weight per row, which then gets a step per row as automatic mode gives it
+    (its mean sensitivity times the weight, written `rdoq:lam=0,iters=0`)."""
     usable = {k for k, v in sens.items() if np.isfinite(np.asarray(v, dtype=np.float64)).all()}
     exact: dict[str, int] = {}
+    rows = rows or {}
+    spec = parse_spec("uniform")
+    sens = {**sens, **{k: float(np.mean(sens[k])) * r for k, r in rows.items()}}
+    methods = {k: dataclasses.replace(parse_spec("rdoq:lam=0,iters=0"), coder=spec.coder) for k in rows}
 
     def plan_at(base: float) -> dict:
-        plan = allocate(w, sensitivities=_flatten(sens, strength), base_step=base, method=parse_spec("uniform"),
-                        min_size=min_size)
+        plan = allocate(w, sensitivities=_flatten(sens, strength), base_step=base, method=spec, min_size=min_size,
+                        methods=methods)
         return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in usable}, exact)
     return usable, plan_at, exact
 

@@ -243,19 +243,16 @@ class Bert(torch.nn.Module):
         return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-@pytest.mark.parametrize("folding", [True, False])
-def test_a_bert_encoder_export(folding, tmp_path):
-    """A BertModel exported as a user would (input_ids and attention_mask, padded, dynamic batch and sequence):
-    every Linear (query, key, value, attention output, both FFN layers) is a MatMul then an Add, on a (in, out)
-    initializer (constant folding, the default) or on a Transpose of the (out, in) one (without), captured with
-    the H the torch hooks give; only the embedding tables (Gather) keep nearest."""
+def _bert_export(tmp_path, folding: bool = True, n: int = 20):
+    """(the net, its ONNX export, token ids padded with 0 at the end, the attention mask), the inputs saved as
+    tmp_path/ids.npz."""
     net = Bert(pytest.importorskip("transformers")).eval()
     torch.manual_seed(4)
     for p in net.parameters():  # distinct values: zero biases and unit norms would be shared initializers
         p.data.normal_(0, 0.3)
     rng = np.random.default_rng(4)
-    ids = rng.integers(1, 60, (20, 9)).astype(np.int64)
-    mask = (np.arange(9) < rng.integers(3, 10, (20, 1))).astype(np.int64)  # padded at the end
+    ids = rng.integers(1, 60, (n, 9)).astype(np.int64)
+    mask = (np.arange(9) < rng.integers(3, 10, (n, 1))).astype(np.int64)  # padded at the end
     ids[mask == 0] = 0
     path = tmp_path / "bert.onnx"
     axes = {"input_ids": {0: "n", 1: "s"}, "attention_mask": {0: "n", 1: "s"}}
@@ -265,6 +262,33 @@ def test_a_bert_encoder_export(folding, tmp_path):
                           input_names=["input_ids", "attention_mask"], dynamic_axes=axes, opset_version=17,
                           do_constant_folding=folding)
     np.savez(tmp_path / "ids.npz", input_ids=ids, attention_mask=mask)
+    return net, path, ids, mask
+
+
+def _real_token_h(net, ids, mask, names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Linear weight name -> (E[x x^T], E[x]) of its inputs at the positions `mask` keeps, from torch hooks."""
+    keep, out, hooks = torch.from_numpy(mask != 0), {}, []
+    for name, mod in net.named_modules():
+        if f"{name}.weight" in names:
+            def hook(_m, args, name=name):
+                x = args[0][keep].double()
+                out[f"{name}.weight"] = ((x.T @ x / len(x)).numpy(), x.mean(0).numpy())
+            hooks.append(mod.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        net(torch.from_numpy(ids), torch.from_numpy(mask))
+    for h in hooks:
+        h.remove()
+    return out
+
+
+@pytest.mark.parametrize("folding", [True, False])
+def test_a_bert_encoder_export(folding, tmp_path):
+    """A BertModel exported as a user would (input_ids and attention_mask, padded, dynamic batch and sequence):
+    every Linear (query, key, value, attention output, both FFN layers) is a MatMul then an Add, on a (in, out)
+    initializer (constant folding, the default) or on a Transpose of the (out, in) one (without), captured with
+    the H the torch hooks give over the real tokens (and over every position with `unpadded=False`); only the
+    embedding tables (Gather) keep nearest."""
+    net, path, ids, mask = _bert_export(tmp_path, folding)
     weights = load_weights(path)
     cal = for_runner(OnnxRunner(path, tmp_path / "ids.npz", None), weights, "texts")
     got = cal.measure(weights)
@@ -272,18 +296,80 @@ def test_a_bert_encoder_export(folding, tmp_path):
     assert len(tables) == 3 and {_torch_name(net, weights[k]) for k in cal.skipped} == tables
     assert set(cal.skipped.values()) == {"input of Gather, not of MatMul/Gemm/Conv"}
     linear = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
-    expect = collect(net, lambda n: n(torch.from_numpy(ids), torch.from_numpy(mask)), {k: k for k in linear})
+    expect = _real_token_h(net, ids, mask, linear)
     assert len(got) == len(linear) == 12 and cal.rounder.keywords["transposed"] == (set(got) if folding else set())
-    for name, li in got.items():
+    for name, li in got.items():  # H over the real tokens only: the padded positions are masked out downstream
         torch_name = _torch_name(net, weights[name])
-        ref = expect[torch_name]
-        assert li.count == ref.count == 20 * 9
-        np.testing.assert_allclose(li.h, ref.h, rtol=1e-4, atol=1e-5 * np.abs(ref.h).max())
+        h, mean = expect[torch_name]
+        assert li.count == int(mask.sum()) < 20 * 9
+        np.testing.assert_allclose(li.h.reshape(h.shape), h, rtol=1e-4, atol=1e-5 * np.abs(h).max())
+        np.testing.assert_allclose(li.mean.reshape(mean.shape), mean, rtol=1e-4, atol=1e-5 * np.abs(mean).max())
         assert li.bias is not None
         assert _torch_name(net, weights[li.bias[0]]) == torch_name.removesuffix("weight") + "bias"
+    from zoocodec.eval import onnxcapture as O
+
+    run = OnnxRunner(path, tmp_path / "ids.npz", None)  # every position, padding included: the torch hooks' H
+    padded = O.capture(run.graph, weights, run.arrays, O.layers(run.graph, weights)[0], run.batch, unpadded=False)
+    every = collect(net, lambda n: n(torch.from_numpy(ids), torch.from_numpy(mask)), {k: k for k in linear})
+    for name, li in padded.items():
+        ref = every[_torch_name(net, weights[name])]
+        assert li.count == ref.count == 20 * 9
+        np.testing.assert_allclose(li.h, ref.h, rtol=1e-4, atol=1e-5 * np.abs(ref.h).max())
     rounder, view = cal.rounder(got), (lambda t: t.T) if folding else (lambda t: t)  # GPTQ's (out, in) view
     for name, li in got.items():  # the rounding lowers each layer's output error, in either layout
         plan = {name: parse_spec(f"uniform:step={float(weights[name].abs().max()) / 6:.6g}")}
         target, nearest = rounder.targets(weights, plan)[name], reconstruct(weights, plan)[name]
         w = view(weights[name]).numpy()
         assert output_error(w, view(target).numpy(), li) < output_error(w, view(nearest).numpy(), li), name
+
+
+def test_word_embedding_table_by_graph_structure(tmp_path):
+    """The table a Gather reads at the token ids of a graph input (through a Cast too) is found whatever its
+    initializer is named; the position and token-type tables (indices from constants) are not. The ids counted
+    leave out the positions the attention mask pads."""
+    from onnx import helper, numpy_helper
+
+    from zoocodec.eval.onnxcapture import token_ids, token_tables
+
+    net, path, ids, mask = _bert_export(tmp_path)
+    proto = onnx.load(str(path))
+    table = next(i for i in proto.graph.initializer if i.name.endswith("word_embeddings.weight"))
+    gather = next(n for n in proto.graph.node if n.op_type == "Gather" and n.input[0] == table.name)
+    table.name, gather.input[0] = "onnx::Gather_7", "onnx::Gather_7"  # a name that says nothing
+    proto.graph.node.insert(0, helper.make_node("Cast", ["input_ids"], ["ids32"], to=onnx.TensorProto.INT32))
+    gather.input[1] = "ids32"
+    onnx.save(proto, str(path))
+    weights = load_weights(path)
+    assert token_tables(path.read_bytes(), weights) == {"onnx::Gather_7": "input_ids"}
+    got = token_ids({"input_ids": ids, "attention_mask": mask}, "input_ids")
+    assert len(got) == int(mask.sum()) and np.array_equal(np.sort(got), np.sort(ids[mask == 1]))
+    assert np.array_equal(token_ids({"input_ids": ids}, "input_ids"), ids.ravel())
+    cal = for_runner(OnnxRunner(path, tmp_path / "ids.npz", None), weights, "texts")  # the graph still runs
+    assert len(cal.measure(weights)) == 12
+    assert numpy_helper.to_array(table).shape == (60, 16)
+
+
+def test_automatic_mode_gives_an_onnx_word_embedding_table_a_step_per_row(tmp_path):
+    """With --calib token ids, automatic mode weights the rows of an ONNX encoder's word-embedding table by
+    their tokens' counts there (padding left out), measures its sensitivity per row group, and writes it with
+    a step per row; without --calib (only the search's own texts) it keeps one step."""
+    from zoocodec.tuning.auto import auto_compress
+
+    _net, path, ids, mask = _bert_export(tmp_path, n=40)
+    np.savez(tmp_path / "calib.npz", input_ids=ids[:20], attention_mask=mask[:20])
+    table = "bert.embeddings.word_embeddings.weight"
+    for calib in (tmp_path / "calib.npz", None):
+        out = tmp_path / f"auto-{calib is not None}.zc"
+        auto_compress(path, out, 0.01, inputs=tmp_path / "ids.npz", calib=calib, output="values", min_size=256)
+        with zoocodec.Archive(out) as a:
+            auto = a.header["meta"]["auto"]
+            spec = next(t for t in a.header["tensors"] if t["name"] == table)["method"]
+        assert len(auto["sensitivities"][table]) == 4  # row groups
+        if calib is None:
+            assert "token_rows" not in auto and spec["method"] == "uniform"
+            continue
+        rows = auto["token_rows"][table]
+        assert rows["texts"] == 20 and rows["about"] == "--calib calib.npz"
+        assert rows["tokens"] == int(mask[:20].sum()) and rows["rows_seen"] == len(np.unique(ids[:20][mask[:20] == 1]))
+        assert spec["method"] == "rdoq" and spec["lam"] == 0  # a step per row (one for all at strength 0)
+        assert len(set(spec["group_steps"] or ())) > 1 if auto["strength"] > 0 else spec["group_steps"] is None

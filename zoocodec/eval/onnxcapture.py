@@ -7,6 +7,9 @@ run with onnxruntime on the calibration inputs, and the same statistics are summ
 (calibrate.accumulate, through a stand-in nn.Linear or nn.Conv2d on the meta device: H = E[x x^T] over the
 input dimension, a convolution's on its unfolded patches at the same strided grid of positions, one H per
 group). ONNX pads (begin and end may differ; auto_pad SAME_* and VALID too) are applied before unfolding.
+A text model's MatMul inputs are counted at its real tokens only: the positions an attention mask among the
+graph's inputs keeps (the padding is masked out of the outputs downstream, and was 67% of minilm's calibration
+positions at 128 tokens). token_tables finds word-embedding tables by structure, for automatic mode's step per row.
 
 A MatMul's B and a Gemm's B without transB are stored (in, out): the transpose of the (out, in) view that
 GPTQ rounds. OnnxDataAware hands calibrate.DataAware their transposes and transposes its targets back; with
@@ -33,6 +36,7 @@ from zoocodec.methods import MethodSpec
 from zoocodec.tuning.calibrate import DataAware, LayerInputs, accumulate, eligible, inputs_of
 
 BYTES = 2**28  # captured activations held at once (one onnxruntime run): the batch is sized to stay under it
+UNPADDED = True  # H of a text model's MatMul inputs over its real tokens only (capture)
 CHUNK_VALUES = 2**21  # input values unfolded at a time (a convolution's patches are k*k times its input)
 
 
@@ -193,6 +197,51 @@ def _why_not(node, i: int, t: torch.Tensor) -> str:
     return f"{node.op_type} weight of shape {tuple(t.shape)} not handled"
 
 
+# ops an index tensor passes through unchanged in its values on its way to a Gather (input 0 carries them)
+INDEX_PASS = ("Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten")
+INT_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)  # TensorProto's UINT8 .. INT64 element types
+
+
+def token_tables(graph: bytes, weights: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """2-D initializers that a `Gather` (axis 0) reads rows of at indices taken from an integer graph input
+    (directly or through INDEX_PASS ops) -> that input: a text model's word-embedding table and its token ids,
+    recognised by the graph's structure whatever the initializer is named."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.ModelProto()
+    proto.ParseFromString(graph)
+    g = proto.graph
+    ints = {i.name for i in g.input if i.name not in weights and i.type.tensor_type.elem_type in INT_TYPES}
+    made = {o: node for node in g.node for o in node.output}
+    out: dict[str, str] = {}
+    for node in g.node:
+        if node.op_type != "Gather" or len(node.input) != 2 or node.input[0] not in weights:
+            continue
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+        src = node.input[1]
+        while src in made and made[src].op_type in INDEX_PASS:
+            src = made[src].input[0]
+        if axis == 0 and weights[node.input[0]].dim() == 2 and src in ints:
+            out[node.input[0]] = src
+    return out
+
+
+def token_ids(arrays: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """The token ids fed as graph input `name`, flattened, the padded positions (real_positions) left out."""
+    ids = np.asarray(arrays[name])
+    keep = real_positions(arrays, ids.shape, name)
+    return (ids if keep is None else ids[keep]).astype(np.int64).ravel()
+
+
+def real_positions(arrays: Mapping[str, np.ndarray], shape: tuple[int, ...], but: str = "") -> np.ndarray | None:
+    """Where the 2-D integer inputs of `shape` (other than `but`) that hold only 0 and 1 (attention masks) are
+    all 1: the positions that are not padding. None where no input is such a mask."""
+    masks = [a for k, a in arrays.items() if k != but and a.ndim == 2 and a.shape == tuple(shape)
+             and (a.dtype == bool or np.issubdtype(a.dtype, np.integer)) and np.isin(a, (0, 1)).all()]
+    return np.logical_and.reduce([a != 0 for a in masks]) if masks else None
+
+
 def _subgraph_names(g) -> set[str]:
     """The names read by nodes inside subgraphs (If, Loop, Scan bodies)."""
     from onnx import AttributeProto
@@ -208,10 +257,12 @@ def _subgraph_names(g) -> set[str]:
 
 
 def capture(graph: bytes, weights: Mapping[str, torch.Tensor], arrays: Mapping[str, np.ndarray],
-            found: list[Layer], batch: int, fixed: bool = False) -> dict[str, LayerInputs]:
+            found: list[Layer], batch: int, fixed: bool = False, unpadded: bool = UNPADDED) -> dict[str, LayerInputs]:
     """LayerInputs per weight of `found`, from one pass of the graph (holding `weights`) over `arrays` (the
     graph's inputs by name), `batch` inputs a run at most (fewer where the captured activations would pass
-    BYTES; exactly `batch` where the graph fixes its batch size: `fixed`)."""
+    BYTES; exactly `batch` where the graph fixes its batch size: `fixed`). `unpadded`: a MatMul's (batch,
+    positions, features) input counts only the positions an attention mask among the inputs keeps
+    (real_positions)."""
     import onnx
     import onnxruntime as ort
 
@@ -250,6 +301,10 @@ def capture(graph: bytes, weights: Mapping[str, torch.Tensor], arrays: Mapping[s
         for x in found:
             v = feed[x.data] if x.data in feeds else got[at[x.data]]
             xt = _as_rows_input(x, torch.from_numpy(np.ascontiguousarray(v)))
+            keep = real_positions(feed, tuple(xt.shape[:2])) if unpadded and x.op == "MatMul" and xt.dim() == 3 \
+                else None
+            if keep is not None:  # a text model's padded positions: their outputs are masked out downstream
+                xt = xt[torch.from_numpy(keep)]
             per = max(1, xt[0].numel() * (1 if x.op != "Conv" else x.shape[2] * x.shape[3]))
             accumulate(sums[x.weight], stand[x.weight], xt, max(1, CHUNK_VALUES // per))
         if i == 0 and not fixed:

@@ -154,6 +154,14 @@ def reconstruct(weights: dict[str, torch.Tensor], plan: dict[str, MethodSpec]) -
     return out
 
 
+def token_row_weights(ids: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a weight per row of a word-embedding table, mean 1 before rounding: its token's count in `ids` +
+    TOKEN_PRIOR over the mean, rounded to a power of 2**(1/TOKEN_GRID); the counts)."""
+    counts = np.bincount(ids[(ids >= 0) & (ids < rows)], minlength=rows).astype(np.float64)
+    r = (counts + TOKEN_PRIOR) / (counts + TOKEN_PRIOR).mean()
+    return np.exp2(np.round(np.log2(r) * TOKEN_GRID) / TOKEN_GRID), counts
+
+
 def split(n: int, groups: np.ndarray | None = None, seed: int = SPLIT_SEED,
           held_back: float = HELD_BACK) -> tuple[np.ndarray, np.ndarray]:
     """(calibration/search indices, held-back indices) of n inputs: a seeded draw of `held_back` of the
@@ -359,6 +367,12 @@ class _Search:
             t = tasks_of(reference, task)[0]
             self.whole = evaluator(reference, t, None)
         self.t, self.reference = t, reference
+        self.feeds = self._token_tables()
+        from zoocodec.tuning.sensitivity import EMBEDDING_GROUPS, embedding_groups
+
+        # word-embedding tables, measured per row group: by name, and an ONNX graph's by structure
+        self.tables = embedding_groups(weights) | {k: EMBEDDING_GROUPS for k in self.feeds
+                                                   if weights[k].shape[0] >= EMBEDDING_GROUPS}
         n = len(self.whole.ref_out)
         own = self.whole.compare(None)
         if any(p.n != n for p in own.values()):
@@ -388,6 +402,18 @@ class _Search:
         self._rounded: dict[tuple, dict[str, torch.Tensor]] = {}  # plan steps -> data-aware rounding's targets
         self.prepared = False  # the task's calibration inputs are made (prepare)
 
+    def _token_tables(self) -> dict[str, str]:
+        """An ONNX graph's word-embedding tables -> the graph input of their token ids (onnxcapture.token_tables);
+        {} for any other model."""
+        from zoocodec.eval.anymodel import OnnxRunner
+
+        run = getattr(self.whole, "run", None)
+        if not isinstance(run, OnnxRunner):
+            return {}
+        from zoocodec.eval.onnxcapture import token_tables
+
+        return token_tables(run.graph, self.weights)
+
     @property
     def name(self) -> str:
         """The model as the messages name it."""
@@ -411,13 +437,13 @@ class _Search:
     def sensitivities(self, given: dict[str, float | np.ndarray] | None) -> None:
         """Measure each tensor's sensitivity on (a subset of) the calibration/search part, or take `given`."""
         from zoocodec.eval.tasks import subset
-        from zoocodec.tuning.sensitivity import embedding_groups, measure, quantized_names
+        from zoocodec.tuning.sensitivity import measure, quantized_names
 
         weights, t, clock = self.weights, self.t, self.clock
         sens = given
         if sens is None:
             names = quantized_names(weights, self.min_size)
-            groups = embedding_groups(weights)
+            groups = self.tables
             sens_ev = self.decide_ev if t.sensitivity_limit is None or t.sensitivity_limit >= len(self.decide) else \
                 self.whole.part(self.decide[subset(len(self.decide), t.sensitivity_limit).numpy()])
             runs = sum(groups.get(k, 1) for k in names)
@@ -451,15 +477,34 @@ class _Search:
         calibration texts the search never judges (a zoo task's, or `--calib`): the search then measures the loss
         on texts whose tokens were not counted, as the held-back part's are not, so it stays an honest estimate
         of the held-back loss (counting the search's own texts made it optimistic: 0.87% there, 1.33% held back,
-        minilm at 1%). {} where the model is no text encoder, no such texts exist, or the method is not uniform."""
-        from zoocodec.tuning.sensitivity import embedding_groups
-
+        minilm at 1%). An ONNX graph's tables are those of self.feeds, counted on the `--calib` arrays that feed
+        their Gathers. {} where the model is no text encoder, no such texts exist, or the method is not uniform."""
         t, spec, a = self.t, self.spec, self.asked
-        names = [k for k in embedding_groups(self.weights) if k in self.usable and self.weights[k].dim() == 2]
+        names = [k for k in self.tables if k in self.usable and self.weights[k].dim() == 2]
         if not a.token_rows or not names or spec.name != "uniform" or not hasattr(spec, "coder"):
             return {}, {}
         if t.kind == "tokens":  # a causal LM: rows by its own predictions, where asked (PREDICTED_ROWS)
             return self._predicted_rows(names) if PREDICTED_ROWS and t.calibration is not None else ({}, {})
+        got = self._calibration_ids(names)
+        if got is None:
+            return {}, {}
+        ids_of, count, about = got
+        out, described = {}, {}
+        for name, ids in ids_of.items():
+            rows = self.weights[name].shape[0]
+            out[name], counts = token_row_weights(ids, rows)
+            described[name] = {"texts": count, "about": about, "tokens": int(counts.sum()),
+                               "rows_seen": int((counts > 0).sum()), "rows": rows, "prior": TOKEN_PRIOR}
+        self.say("word-embedding rows weighted by their tokens' counts over "
+                 + ", ".join(f"{name} ({d['tokens']:,} tokens of {d['texts']:,} texts, {about}; {d['rows_seen']:,} "
+                             f"of {d['rows']:,} rows seen)" for name, d in described.items()))
+        return out, described
+
+    def _calibration_ids(self, names: list[str]) -> tuple[dict[str, np.ndarray], int, str] | None:
+        """(table of `names` -> the token ids of calibration texts the search never judges, how many texts, what
+        they are), or None where there are none: a zoo text task's calibration texts, a Hugging Face encoder's
+        `--calib` texts, the `--calib` arrays that feed an ONNX graph's word-embedding Gathers (self.feeds)."""
+        t, a = self.t, self.asked
         run = getattr(self.whole, "run", None)
         if run is None and t.kind == "text" and t.calibration is not None:  # a zoo text task: its calibration texts
             folder, texts, about = self.whole.folder, list(t.calibration()), t.calibration_about
@@ -469,24 +514,23 @@ class _Search:
             calib = runner(Path(a.model), Path(a.calib), a.module, a.output)
             folder, about = run.folder, f"--calib {Path(a.calib).name}"
             texts = list(getattr(calib, "texts", None) or ())
+        elif self.feeds and a.calib is not None and any(k in self.feeds for k in names):
+            from zoocodec.eval.anymodel import runner
+            from zoocodec.eval.onnxcapture import token_ids
+
+            calib = runner(Path(a.model), Path(a.calib), a.module, a.output)
+            return ({k: token_ids(calib.arrays, self.feeds[k]) for k in names if k in self.feeds}, calib.n,
+                    f"--calib {Path(a.calib).name}")
         else:
-            return {}, {}
+            if self.feeds:
+                self.say(f"word-embedding table {', '.join(self.feeds)}: one step (--calib token ids never judged "
+                         f"would give it a step per row)")
+            return None
         from zoocodec.eval.text import _max_len, _tokenizer
 
         ids = _tokenizer(folder)(texts, truncation=True, max_length=_max_len(folder))["input_ids"] if texts else []
         ids = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if ids else np.zeros(0, np.int64)
-        out, described = {}, {}
-        for name in names:
-            rows = self.weights[name].shape[0]
-            counts = np.bincount(ids[(ids >= 0) & (ids < rows)], minlength=rows).astype(np.float64)
-            r = (counts + TOKEN_PRIOR) / (counts + TOKEN_PRIOR).mean()
-            out[name] = np.exp2(np.round(np.log2(r) * TOKEN_GRID) / TOKEN_GRID)
-            described[name] = {"texts": len(texts), "about": about, "tokens": int(counts.sum()),
-                               "rows_seen": int((counts > 0).sum()), "rows": rows, "prior": TOKEN_PRIOR}
-        self.say("word-embedding rows weighted by their tokens' counts over "
-                 + ", ".join(f"{name} ({d['tokens']:,} tokens of {d['texts']:,} texts, {about}; {d['rows_seen']:,} "
-                             f"of {d['rows']:,} rows seen)" for name, d in described.items()))
-        return out, described
+        return dict.fromkeys(names, ids), len(texts), about
 
     def _predicted_rows(self, names: list[str]) -> tuple[dict[str, np.ndarray], dict]:
         """A causal LM's word-embedding rows (its head's too, when tied) weighted by the model's mean predicted
