@@ -298,13 +298,17 @@ def capture(graph: bytes, weights: Mapping[str, torch.Tensor], arrays: Mapping[s
             got = sess.run(None, feed)
         except Exception as e:
             raise ZoocodecError(f"onnxruntime refused the calibration inputs: {str(e).splitlines()[0]}") from None
+        keeps: dict[tuple[int, ...], torch.Tensor | None] = {}  # real positions per (batch, positions), once a run
         for x in found:
             v = feed[x.data] if x.data in feeds else got[at[x.data]]
             xt = _as_rows_input(x, torch.from_numpy(np.ascontiguousarray(v)))
-            keep = real_positions(feed, tuple(xt.shape[:2])) if unpadded and x.op == "MatMul" and xt.dim() == 3 \
-                else None
-            if keep is not None:  # a text model's padded positions: their outputs are masked out downstream
-                xt = xt[torch.from_numpy(keep)]
+            if unpadded and x.op == "MatMul" and xt.dim() == 3:
+                shape = tuple(xt.shape[:2])
+                if shape not in keeps:
+                    keep = real_positions(feed, shape)
+                    keeps[shape] = None if keep is None else torch.from_numpy(keep)
+                if keeps[shape] is not None:  # a text model's padded positions: masked out of the outputs downstream
+                    xt = xt[keeps[shape]]
             per = max(1, xt[0].numel() * (1 if x.op != "Conv" else x.shape[2] * x.shape[3]))
             accumulate(sums[x.weight], stand[x.weight], xt, max(1, CHUNK_VALUES // per))
         if i == 0 and not fixed:
