@@ -13,9 +13,11 @@ Each with 1 and 2 threads (ZOOCODEC_THREADS; zipnn's `threads`), the calls of bo
 interleaved; every decode checked against the original (bit-exact for lossless). Wall
 seconds and the process's CPU seconds (all its threads) are both recorded: on a shared,
 loaded machine the wall time is mostly waiting for a core, and the CPU seconds say what each
-decoder costs. `breakdown_ms`: where a load's time goes, phase by phase, at 1 and 2 threads:
-the native pool's part (parallel) against the Python around it (serial), and the 2-thread
-speed-up Amdahl's law allows with that serial part.
+decoder costs. `first_loads`: each file's first load in a fresh process (the safetensors
+file's load + copy beside it), the case a CLI call or a server's start meets. `breakdown_ms`:
+where a load's time goes, phase by phase, at 1 and 2 threads: the native pool's part
+(parallel) against the Python around it (serial), and the 2-thread speed-up Amdahl's law
+allows with that serial part.
 
     python bench/bench_decode.py [--model minilm] [--repeats 3] [--tag TAG]
 """
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +61,33 @@ def zipnn_round(tensors: dict[str, torch.Tensor], dtype: str, threads: int):
     back = {n: z.decompress(c) for n, c in packed.items()}
     assert all(bytes(back[n]) == blobs[n] for n in blobs), "zipnn round trip failed"
     return sum(map(len, packed.values())), lambda: {n: z.decompress(c) for n, c in packed.items()}
+
+
+FIRST = """import sys, time, torch, zoocodec
+from safetensors.torch import load_file
+t = time.perf_counter()
+if sys.argv[1].endswith(".safetensors"):
+    out = {k: v.clone() for k, v in load_file(sys.argv[1]).items()}
+else:
+    out = zoocodec.load(sys.argv[1], device="cpu")
+print(time.perf_counter() - t)"""
+
+
+def first_loads(files: dict[str, Path], repeats: int) -> list[dict]:
+    """Each file's first load in a fresh process (imports done, not timed), 1 and 2 threads, the
+    files in turn: what a CLI call or a server's start gets. The loads timed in-process above reuse
+    memory the previous load freed; a fresh process faults in new pages (on a VM that hands free
+    memory back to its host, transparent huge pages cost about 6 ms each there: docs/cpu-speed.md)."""
+    times = {}
+    for _ in range(repeats):
+        for threads in (1, 2):
+            env = {**os.environ, "ZOOCODEC_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+            for label, path in files.items():
+                out = subprocess.run([sys.executable, "-c", FIRST, str(path)], env=env, capture_output=True,
+                                     text=True, check=True)
+                times.setdefault((label, threads), []).append(float(out.stdout.strip().splitlines()[-1]))
+    return [{"what": f"first load in a fresh process: {label}", "threads": threads,
+             "median_s": statistics.median(ts), "runs_s": ts} for (label, threads), ts in times.items()]
 
 
 def interleaved(repeats: int, fns: dict) -> tuple[dict, dict]:
@@ -252,6 +283,9 @@ def main() -> None:
                     rows.append(lossless_row(f"lossless {dtype} load{label}", threads, size, path, zbytes,
                                              wall["zipnn", threads], wall[label, threads]))
         print(rows[-4:], file=sys.stderr)
+        first = first_loads({"8-bit .zc": tmp / "m8.zc", "lossless fp32 .zc": tmp / "fp32.zc",
+                             "lossless bf16 .zc": tmp / "bf16.zc", "safetensors + a copy": tmp / "m.safetensors"},
+                            max(args.repeats, 3))
         # where the time goes, 1 and 2 threads in turn (Amdahl: the serial part against the pool's)
         for what, file in (("8-bit load", "m8.zc"), ("lossless float32 load", "fp32.zc"),
                            ("lossless bfloat16 load", "bf16.zc")):
@@ -265,11 +299,13 @@ def main() -> None:
     scaling = {r["what"]: r["zoocodec_s"] / next(s["zoocodec_s"] for s in rows if s["what"] == r["what"]
                                                   and s["threads"] == 2) for r in rows if r["threads"] == 1}
     result = {"machine": start, "model": args.model,
-              "repeats": args.repeats, "rows": rows, "speedup_2_over_1_threads": scaling,
+              "repeats": args.repeats, "rows": rows, "speedup_2_over_1_threads": scaling, "first_loads": first,
               "breakdown_ms": breakdown, "load_average_at_end": os.getloadavg()}
     for r in rows:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
     print("2 threads over 1:", {k: round(v, 2) for k, v in scaling.items()})
+    for r in first:
+        print(f"{r['what']}, {r['threads']} thread(s): median {r['median_s'] * 1e3:.1f} ms")
     for what, b in breakdown.items():
         print(what, {t: {k: round(b[t][f"{k}_wall_ms"], 2) for k in ("prefix", "overlap", "wait", "suffix")}
                      for t in ("1", "2")}, {k: round(v, 2) for k, v in b["amdahl"].items()})
