@@ -129,7 +129,8 @@ def unzstd(data, size: int, what: str, exact: bool = True) -> bytes:
 
 def unzstd_into(data, out: memoryview, what: str) -> None:
     """Inflate one zstd frame into `out`, which it must fill exactly: unzstd's checks without a
-    new bytes object, so `out` can be a slot of a decode's output block."""
+    new bytes object, so `out` can lie on huge pages (a fresh 12 MB bytes object faulted in page
+    by page cost more than inflating into it)."""
     size = len(out)
     try:
         declared = zstandard.get_frame_parameters(data).content_size

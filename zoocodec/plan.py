@@ -151,9 +151,9 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
 
 
 def outputs(entries: list[TensorEntry], threads: int = 0) -> tuple[np.ndarray, dict[str, int]]:
-    """(one block for the decoded values of `entries`, {name: where each starts}):
-    the arrays are views (the block lives while any of them does), and a block the last load freed
-    is reused (native output_block). With 2+ threads a fresh block's pages are
+    """(one block for the decoded values of `entries`, on huge pages, {name: where each starts}):
+    faulting in many small arrays page by page cost about as much as decoding them (the arrays are
+    views: the block lives while any of them does). With 2+ threads a fresh block's pages are
     faulted in on a thread of its own while the caller prepares the decoding pass (native
     output_block's `prefault`), so that the pass does not."""
     spans = [-(-e.raw_bytes // ALIGN) * ALIGN for e in entries]

@@ -371,7 +371,7 @@ class Archive(ArchiveBase):
         """Decode tensors to native arrays (`convert(array, entry)`: to what it returns, e.g. a
         torch tensor), a batch of up to plan.BATCH_BYTES at a time. The payloads its methods
         declare fused (zoocodec/plan.py) are entropy-decoded and dequantized into their dtype by
-        the native pool straight from the mapped file into one block per batch (its
+        the native pool straight from the mapped file into one block of huge pages per batch (its
         arrays are views of it: the block is freed when the last of them is), on a plan.Stream:
         the pass starts on the first tensors while the jobs of the next are built, and the views
         are converted (and `beside()` called, once) while it runs. Format 4: the batch's chunks

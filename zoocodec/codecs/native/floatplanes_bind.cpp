@@ -26,7 +26,7 @@ nb::list split(nb::ndarray<const U, nb::ndim<1>, nb::c_contig, nb::device::cpu> 
   const uint64_t n = values.shape(0);
   uint8_t* plane[W];
   nb::list out;
-  for (int k = 0; k < W; ++k) out.append(new_array<uint8_t>(n, &plane[k]));
+  for (int k = 0; k < W; ++k) out.append(big_array<uint8_t>(n, &plane[k]));
   {
     nb::gil_scoped_release release;
     planes::split(values.data(), n, plane, threads);
@@ -57,11 +57,11 @@ nb::object merge(uint64_t n, int width, const std::vector<std::pair<int, nb::obj
   };
   if (width == 2) {
     uint16_t* out;
-    auto a = new_array<uint16_t>(n, &out);
+    auto a = big_array<uint16_t>(n, &out);
     return run(out, a);
   }
   uint32_t* out;
-  auto a = new_array<uint32_t>(n, &out);
+  auto a = big_array<uint32_t>(n, &out);
   return run(out, a);
 }
 
@@ -166,7 +166,7 @@ nb::bytes huff_encode(nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::
 Array1<uint8_t> huff_decode(nb::handle data, uint64_t n, int threads) {
   InBuffer in(data);
   uint8_t* out;
-  auto a = new_array<uint8_t>(n, &out);
+  auto a = big_array<uint8_t>(n, &out);
   {
     nb::gil_scoped_release release;
     Reader r(in.data(), in.size());

@@ -333,17 +333,12 @@ nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
   return nb::make_tuple(f.lo, decoded(f.stream, threads));
 }
 
-// n bytes for the outputs of a batch (plan.py cuts them into its tensors), on ordinary pages:
-// transparent huge pages (MADV_HUGEPAGE) were faster only for memory the process had just freed;
-// a fresh process's first huge pages cost about 6 ms each on a VM that hands free memory back to
-// its host (virtio-balloon free page reporting: the host backs them again on first touch), so
-// the first load of smollm2's 538 MB took 1.4-3.5 s instead of 0.5-0.8 (docs/cpu-speed.md).
+// n bytes for the outputs of a batch (plan.py cuts them into its tensors), on huge pages.
 // The last freed output block of at most KEEP bytes, kept for the next batch: a fresh block's
-// pages are zeroed by the kernel as they are first touched, so loading models one after another
-// (a sweep, a benchmark) reuses them, as malloc's heap does for smaller arrays (zipnn's outputs
-// among them).
-constexpr std::size_t PAGE = 4096, SMALL = std::size_t(4) << 20;  // (below SMALL: an ordinary array)
-constexpr std::size_t KEEP = std::size_t(64) << 20;  // (malloc keeps up to 64 MiB too)
+// pages are zeroed by the kernel as they are first touched (minilm's bf16 outputs, 45 MB: 1.7
+// CPU ms of a 17 ms load), so loading models one after another (a sweep, a benchmark) reuses
+// them, as malloc's heap does for smaller arrays (zipnn's outputs among them).
+constexpr std::size_t HUGE_PAGE = std::size_t(1) << 21, KEEP = std::size_t(64) << 20;  // (malloc keeps up to 64 MiB too)
 #ifdef __linux__
 constexpr int POPULATE_WRITE = 23;  // MADV_POPULATE_WRITE (Linux 5.14), which older headers lack
 #endif
@@ -384,11 +379,11 @@ void release_block(void* p) noexcept {
 // decoders may write beside it): a load's Python work before its decoding pass leaves a core
 // idle, and faulting in minilm's 90 MB output took about 4 CPU ms of that pass.
 Array1<uint8_t> output_block(std::size_t n, bool prefault) {
-  if (n < SMALL) {
+  if (n < 2 * HUGE_PAGE) {
     uint8_t* p;
-    return new_array<uint8_t>(n, &p);
+    return big_array<uint8_t>(n, &p);
   }
-  const std::size_t size = (n + PAGE - 1) / PAGE * PAGE;
+  const std::size_t size = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
   void* p = nullptr;
   std::size_t have = size;
   Kept& k = kept();
@@ -400,12 +395,13 @@ Array1<uint8_t> output_block(std::size_t n, bool prefault) {
   }
   auto* b = new Block{p, have, {}};
   if (!p) {
-    b->p = p = std::aligned_alloc(PAGE, size);
+    b->p = p = std::aligned_alloc(HUGE_PAGE, size);
     if (!p) {
       delete b;
       throw std::bad_alloc();
     }
 #ifdef __linux__
+    madvise(p, size, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
     try {
       if (prefault) b->filler = std::thread([p, size] { madvise(p, size, POPULATE_WRITE); });  // (refused: nothing)
     } catch (const std::system_error&) {  // (no thread to be had: the decoders fault the pages in)
@@ -420,8 +416,9 @@ Array1<uint8_t> output_block(std::size_t n, bool prefault) {
 // of an output block that a decoder declined, which a prefault made resident.
 void discard(Out a) {
 #ifdef __linux__
-  const auto lo = (reinterpret_cast<uintptr_t>(a.data()) + PAGE - 1) / PAGE * PAGE;
-  const auto hi = (reinterpret_cast<uintptr_t>(a.data()) + a.nbytes()) / PAGE * PAGE;
+  const std::size_t page = 4096;
+  const auto lo = (reinterpret_cast<uintptr_t>(a.data()) + page - 1) / page * page;
+  const auto hi = (reinterpret_cast<uintptr_t>(a.data()) + a.nbytes()) / page * page;
   if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 #endif
 }
@@ -442,7 +439,7 @@ int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
 
 void bind_plan(nb::module_& m) {
   m.def("output_block", &output_block, nb::arg("n"), nb::arg("prefault") = false,
-        "A uint8 array of n bytes (the outputs of a decode batch), page-aligned from 4 MB on; "
+        "A uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch); "
         "the last freed one of up to 64 MiB is kept for the next call. `prefault`: a fresh block's pages are "
         "faulted in on a thread of its own meanwhile.");
   m.def("discard", &discard, nb::arg("array"),
