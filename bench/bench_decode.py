@@ -13,16 +13,20 @@ Each with 1 and 2 threads (ZOOCODEC_THREADS; zipnn's `threads`), the calls of bo
 interleaved; every decode checked against the original (bit-exact for lossless). Wall
 seconds and the process's CPU seconds (all its threads) are both recorded: on a shared,
 loaded machine the wall time is mostly waiting for a core, and the CPU seconds say what each
-decoder costs. `breakdown_ms`: where a load's time goes, phase by phase, at 1 and 2 threads:
-the native pool's part (parallel) against the Python around it (serial), and the 2-thread
-speed-up Amdahl's law allows with that serial part.
+decoder costs. `first_loads`: each file's first load in a fresh process (the safetensors
+file's load + copy beside it), the case a CLI call or a server's start meets. `breakdown_ms`:
+where a load's time goes, phase by phase, at 1 and 2 threads: the native pool's part
+(parallel) against the Python around it (serial), and the 2-thread speed-up Amdahl's law
+allows with that serial part.
 
-    python bench/bench_decode.py [--model minilm] [--repeats 3] [--tag TAG]
+    python bench/bench_decode.py [--model minilm] [--repeats 3] [--baseline DIR] [--tag TAG]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,8 +51,9 @@ def per_tensor_decode(path: Path) -> dict[str, np.ndarray]:
                 for n in a.names()}
 
 
-def zipnn_round(tensors: dict[str, torch.Tensor], dtype: str, threads: int):
-    """(zipnn's compressed bytes, a function decompressing every tensor), its round trip checked."""
+def zipnn_round(tensors: dict[str, torch.Tensor], dtype: str, threads: int, keep: Path | None = None):
+    """(zipnn's compressed bytes, a function decompressing every tensor), its round trip checked;
+    `keep`: its compressed tensors also written there (a length before each), for first_loads()."""
     import zipnn  # the peer
 
     z = zipnn.ZipNN(bytearray_dtype=dtype, threads=threads)
@@ -56,7 +61,58 @@ def zipnn_round(tensors: dict[str, torch.Tensor], dtype: str, threads: int):
     packed = {n: z.compress(bytearray(b)) for n, b in blobs.items()}  # (it overwrites its input: a copy each)
     back = {n: z.decompress(c) for n, c in packed.items()}
     assert all(bytes(back[n]) == blobs[n] for n in blobs), "zipnn round trip failed"
+    if keep:
+        keep.write_bytes(b"".join(len(c).to_bytes(8, "little") + bytes(c) for c in packed.values()))
     return sum(map(len, packed.values())), lambda: {n: z.decompress(c) for n, c in packed.items()}
+
+
+FIRST = """import sys
+if len(sys.argv) > 2:  # another source tree: drop the editable install's finder, import from it
+    sys.meta_path[:] = [f for f in sys.meta_path if 'Inplace' not in type(f).__name__]
+    sys.path.insert(0, sys.argv[2])
+import time, torch, zoocodec, zoocodec.pipeline.core  # (what a first load would import: not timed)
+from safetensors.torch import load_file
+t = time.perf_counter()
+if sys.argv[1].endswith(".zipnn"):  # zipnn's tensors, each after its length; DTYPE and threads in the name
+    import zipnn
+    raw, blobs, at = open(sys.argv[1], "rb").read(), [], 0
+    while at < len(raw):
+        n = int.from_bytes(raw[at:at + 8], "little")
+        blobs.append(raw[at + 8:at + 8 + n])
+        at += 8 + n
+    dtype, threads = sys.argv[1].rsplit("/", 1)[1].split(".")[0].split("-")
+    z = zipnn.ZipNN(bytearray_dtype=dtype, threads=int(threads))
+    t = time.perf_counter()
+    out = [z.decompress(b) for b in blobs]
+elif sys.argv[1].endswith(".safetensors"):
+    out = {k: v.clone() for k, v in load_file(sys.argv[1]).items()}
+else:
+    out = zoocodec.load(sys.argv[1], device="cpu")
+print(time.perf_counter() - t)"""
+
+
+def first_loads(files: dict[str, Path], repeats: int, baseline: Path | None) -> list[dict]:
+    """Each file's first load in a fresh process (imports done, not timed: zoocodec's take about
+    0.15 s, its first load's own share of that), 1 and 2 threads, the
+    files in turn: what a CLI call or a server's start gets. The loads timed in-process above reuse
+    memory the previous load freed; a fresh process faults in new pages (on a VM that hands free
+    memory back to its host, transparent huge pages cost about 6 ms each there: docs/cpu-speed.md).
+    `baseline`: the .zc files loaded by that source tree too, in turn (rows labelled `baseline`)."""
+    times = {}
+    for rep in range(repeats + 1):  # (the first round untimed: it writes the .pyc files)
+        for threads in (1, 2):
+            env = {**os.environ, "ZOOCODEC_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+            env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled once, as an installed package is
+            for label, path in files.items():
+                path = Path(str(path).format(threads=threads))
+                trees = [("", [])] + ([(" (baseline)", [str(baseline)])] if baseline and path.suffix == ".zc" else [])
+                for tag, extra in trees:
+                    out = subprocess.run([sys.executable, "-c", FIRST, str(path), *extra], env=env,
+                                         capture_output=True, text=True, check=True)
+                    if rep:
+                        times.setdefault((label + tag, threads), []).append(float(out.stdout.split()[-1]))
+    return [{"what": f"first load in a fresh process: {label}", "threads": threads,
+             "median_s": statistics.median(ts), "runs_s": ts} for (label, threads), ts in times.items()]
 
 
 def interleaved(repeats: int, fns: dict) -> tuple[dict, dict]:
@@ -191,6 +247,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another source tree of zoocodec (its native engine built): first loads by it too")
     ap.add_argument("--tag", default="", help="suffix of the results file name (decode-DATE-TAG.json)")
     args = ap.parse_args()
     start = machine(("numpy", "torch", "zipnn", "safetensors"))  # (its load average: before the run)
@@ -240,7 +298,7 @@ def main() -> None:
             paths = {"": tmp / f"{name}.zc", " (planes=rans)": tmp / f"{name}-rans.zc"}
             fns, zbytes = {}, None
             for threads in (1, 2):
-                zbytes, zipnn_decode = zipnn_round(tensors, dtype, threads)
+                zbytes, zipnn_decode = zipnn_round(tensors, dtype, threads, tmp / f"{dtype}-{threads}.zipnn")
                 fns[("zipnn", threads)] = zipnn_decode
                 fns |= {(label, threads): threaded(threads, partial(zoocodec.load, p)) for label, p in paths.items()}
             wall, cpu = interleaved(args.repeats, fns)
@@ -252,6 +310,11 @@ def main() -> None:
                     rows.append(lossless_row(f"lossless {dtype} load{label}", threads, size, path, zbytes,
                                              wall["zipnn", threads], wall[label, threads]))
         print(rows[-4:], file=sys.stderr)
+        first = first_loads({"8-bit .zc": tmp / "m8.zc", "lossless fp32 .zc": tmp / "fp32.zc",
+                             "lossless bf16 .zc": tmp / "bf16.zc", "safetensors + a copy": tmp / "m.safetensors",
+                             "zipnn fp32": tmp / "float32-{threads}.zipnn",
+                             "zipnn bf16": tmp / "bfloat16-{threads}.zipnn"},
+                            max(args.repeats, 3), args.baseline)
         # where the time goes, 1 and 2 threads in turn (Amdahl: the serial part against the pool's)
         for what, file in (("8-bit load", "m8.zc"), ("lossless float32 load", "fp32.zc"),
                            ("lossless bfloat16 load", "bf16.zc")):
@@ -265,11 +328,13 @@ def main() -> None:
     scaling = {r["what"]: r["zoocodec_s"] / next(s["zoocodec_s"] for s in rows if s["what"] == r["what"]
                                                   and s["threads"] == 2) for r in rows if r["threads"] == 1}
     result = {"machine": start, "model": args.model,
-              "repeats": args.repeats, "rows": rows, "speedup_2_over_1_threads": scaling,
+              "repeats": args.repeats, "rows": rows, "speedup_2_over_1_threads": scaling, "first_loads": first,
               "breakdown_ms": breakdown, "load_average_at_end": os.getloadavg()}
     for r in rows:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
     print("2 threads over 1:", {k: round(v, 2) for k, v in scaling.items()})
+    for r in first:
+        print(f"{r['what']}, {r['threads']} thread(s): median {r['median_s'] * 1e3:.1f} ms")
     for what, b in breakdown.items():
         print(what, {t: {k: round(b[t][f"{k}_wall_ms"], 2) for k in ("prefix", "overlap", "wait", "suffix")}
                      for t in ("1", "2")}, {k: round(v, 2) for k, v in b["amdahl"].items()})

@@ -18,6 +18,8 @@ included; the 1-D norm scales stay float32 in every peer):
   weights: QLinear's rule, 128 less 32 until it divides the row) with a float16 scale and
   shift per group, qint8 per output channel with a float16 scale (symmetric, AbsmaxOptimizer).
   Every 2-D tensor, the tied embedding/head included.
+  HQQ and quanto are the `llm-peers` extra, not installed by scripts/setup.sh:
+  `.venv/bin/python -m pip install -c constraints.txt -e ".[llm-peers]"` before `--part peers`.
 - NNCodec 2.1.3 (bench/peers/nncodec_runner.py in its own venv, NNCODEC_PYTHON): all float
   tensors at qp Q with its defaults; the bitstream's bytes.
 - zoocodec `uniform` (fixed settings) and zoocodec automatic mode (`auto_compress` at each

@@ -250,6 +250,17 @@ def test_sweep_summary_title_keeps_its_example(monkeypatch, capsys):
     assert "tasks: [lee, wordsim]" in " ".join(out.split()) and "1.22x [lossless]" in out
 
 
+def test_inspect_cuts_long_spec_values():
+    """A spec with a step per row group (smollm2's embedding: 49,152) is shown cut to its first values and
+    a count; short tuples and the rest of the spec are shown whole."""
+    from zoocodec.cli.render import short_spec
+
+    steps = ", ".join(str(0.01 * i) for i in range(49152))
+    shown = short_spec(f"rdoq:step=0.5,group_steps=({steps}),coder=cabac")
+    assert shown == "rdoq:step=0.5,group_steps=(0.0, 0.01, 0.02, ... 49,152 values),coder=cabac"
+    assert short_spec("uniform:bits=4,sides=(4, 5)") == "uniform:bits=4,sides=(4, 5)"
+
+
 def test_sqnr_says_lossless_or_on_the_grid(tmp_path, st_model, monkeypatch, capsys):
     """A lossless file's summary says `lossless` (not `SQNR lossless dB`); compressing a decompressed
     file again finds its values exactly on the grid and says so instead of `lossless`."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -127,6 +128,18 @@ def show_warnings() -> None:
         logger.setLevel(logging.WARNING)
 
 
+def short_spec(method: str, keep: int = 3) -> str:
+    """A method spec with each long tuple of values cut to its first `keep` and a count: a tensor
+    with a step per row group (smollm2's embedding: 49,152 of them) would fill the terminal."""
+    def cut(m: re.Match) -> str:
+        items = m.group(2).split(", ")
+        if len(items) <= 2 * keep:
+            return m.group(0)
+        return f"{m.group(1)}{', '.join(items[:keep])}, ... {len(items):,} values{m.group(3)}"
+
+    return re.sub(r"([(\[])([^()\[\]]*)([)\]])", cut, method)
+
+
 def sqnr(x: float | None, lossless: bool) -> str:
     """An SQNR in dB, or why there is none: a lossless method's output is `lossless`; a quantizer
     that made no error found every value already on its grid (a decompressed file compressed
@@ -191,7 +204,7 @@ def inspect_table(container, info: dict) -> None:
     for col in ("tensor", "shape", "dtype", "method", "bits/w", "ratio", "SQNR dB"):
         table.add_column(col, justify="right" if col in ("bits/w", "ratio", "SQNR dB") else "left")
     for r in info["tensors"]:
-        table.add_row(r["name"], "x".join(map(str, r["shape"])), r["dtype"], r["method"],
+        table.add_row(r["name"], "x".join(map(str, r["shape"])), r["dtype"], escape(short_spec(r["method"])),
                       f"{r['bits_per_weight']:.3f}", f"{r['ratio']:.2f}", sqnr(r["sqnr_db"], r["lossless"]))
     console.print(table)
     if any(sqnr(r["sqnr_db"], r["lossless"]) == "on grid" for r in info["tensors"]):
