@@ -97,7 +97,7 @@ FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "qp=-28", "qp=-26", "Q5_1", "bits=
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
-PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 19))))  # one checkpoint per process
+PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 20))))  # one checkpoint per process
 CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
            "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` or "
            "`embedding rows by predicted probability` 12-05b's, the point labelled `32 calibration windows, "
