@@ -92,12 +92,12 @@ print(time.perf_counter() - t)"""
 
 
 def first_loads(files: dict[str, Path], repeats: int, baseline: Path | None) -> list[dict]:
-    """Each file's first load in a fresh process (imports done, not timed: zoocodec's take about
-    0.15 s, its first load's own share of that), 1 and 2 threads, the
-    files in turn: what a CLI call or a server's start gets. The loads timed in-process above reuse
-    memory the previous load freed; a fresh process faults in new pages (on a VM that hands free
-    memory back to its host, transparent huge pages cost about 6 ms each there: docs/cpu-speed.md).
-    `baseline`: the .zc files loaded by that source tree too, in turn (rows labelled `baseline`)."""
+    """Each file's first load in a fresh process, 1 and 2 threads, the files in turn: what a CLI
+    call or a server's start gets (imports done first and not timed; zoocodec's take about 0.15 s).
+    The loads timed in-process above reuse memory the previous load freed; a fresh process faults
+    in new pages (on a VM that hands free memory back to its host, transparent huge pages cost
+    about 6 ms each there: docs/cpu-speed.md). `baseline`: the .zc files loaded by that source
+    tree too, in turn (rows labelled `baseline`)."""
     times = {}
     for rep in range(repeats + 1):  # (the first round untimed: it writes the .pyc files)
         for threads in (1, 2):
