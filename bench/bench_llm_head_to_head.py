@@ -63,7 +63,8 @@ mantissa bits among them (uniform side=M, zoocodec/tuning/groupwise.py SIDES; it
 candidates`, added to the checkpoint by hand: the run's code had not named it yet):
     python bench/bench_llm_head_to_head.py --part auto17 --windows 6 --auto-windows 4 --rounding gptq \
         --sequential --strengths 1 --calibration-windows 8 --predicted-rows --budgets 0.05
-The 12-06 point: the same at --budgets 0.1 as part auto18 (32 minutes at load 3-4).
+The 12-06 points: the same at --budgets 0.1 as part auto18 (32 minutes at load 3-4), and auto14's settings
+(auto11's, without --predicted-rows) with the side candidates at --budgets 0.01 as part auto19 (17 minutes).
 """
 from __future__ import annotations
 
@@ -107,8 +108,8 @@ CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode poin
            "and 0.1 with the coders chosen (the plan's priced among ans, ctx and cabac, then a coder per tensor); "
            "the points labelled `act-order + descent` are this run's (12-05l): 12-05h's three settings again, with "
            "the data-aware rounding's defaults since 12-05j (act-order, then two sweeps of coordinate descent); the "
-           "points labelled `side=4/5/6 candidates` are 12-05n's (part auto17, KL 0.05) and 12-06's (part auto18, "
-           "KL 0.1): 12-05l's settings with the group candidates' side values also at 4, 5 or 6 mantissa bits "
+           "points labelled `side=4/5/6 candidates` are 12-05n's (part auto17, KL 0.05) and 12-06's (parts auto18, "
+           "KL 0.1, and auto19, KL 0.01): 12-05l's settings with the group candidates' side values also at 4, 5 or 6 mantissa bits "
            "(uniform side=M; their groups sit on Q4_1's 32-weight blocks, their steps and zero points rounded: the "
            "4-bit caveat still applies).")
 ROOT = Path(__file__).resolve().parents[1]
