@@ -109,9 +109,9 @@ CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode poin
            "the points labelled `act-order + descent` are this run's (12-05l): 12-05h's three settings again, with "
            "the data-aware rounding's defaults since 12-05j (act-order, then two sweeps of coordinate descent); the "
            "points labelled `side=4/5/6 candidates` are 12-05n's (part auto17, KL 0.05) and 12-06's (parts auto18, "
-           "KL 0.1, and auto19, KL 0.01): 12-05l's settings with the group candidates' side values also at 4, 5 or 6 mantissa bits "
-           "(uniform side=M; their groups sit on Q4_1's 32-weight blocks, their steps and zero points rounded: the "
-           "4-bit caveat still applies).")
+           "KL 0.1, and auto19, KL 0.01): 12-05l's settings with the group candidates' side values also at 4, 5 "
+           "or 6 mantissa bits (uniform side=M; their groups sit on Q4_1's 32-weight blocks, their steps and zero "
+           "points rounded: the 4-bit caveat still applies).")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 
