@@ -12,6 +12,16 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
+def from_tree(source: Path | None) -> str:
+    """Python that makes a fresh interpreter import zoocodec from the source tree `source` (a worktree of
+    another commit, its native engine built or copied in), prepended to a `-c` script; "" for the installed
+    one. The editable install's import finder is dropped first, or it would import the installed copy."""
+    if source is None:
+        return ""
+    return ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'Inplace' not in type(f).__name__]; "
+            f"sys.path.insert(0, {str(source)!r})\n")
+
+
 def machine(packages: tuple[str, ...] = ("numpy", "torch", "constriction", "zstandard")) -> dict:
     cpu = platform.processor()
     try:

@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import zoocodec
-from bench_common import machine, save
+from bench_common import from_tree, machine, save
 from zoocodec.pipeline import modelio, zoo
 
 CPU = {}  # fastest CPU seconds of the row lossless_row() writes, by label
@@ -66,11 +66,7 @@ def zipnn_round(tensors: dict[str, torch.Tensor], dtype: str, threads: int, keep
     return sum(map(len, packed.values())), lambda: {n: z.decompress(c) for n, c in packed.items()}
 
 
-FIRST = """import sys
-if len(sys.argv) > 2:  # another source tree: drop the editable install's finder, import from it
-    sys.meta_path[:] = [f for f in sys.meta_path if 'Inplace' not in type(f).__name__]
-    sys.path.insert(0, sys.argv[2])
-import time, torch, zoocodec, zoocodec.pipeline.core  # (what a first load would import: not timed)
+FIRST = """import sys, time, torch, zoocodec, zoocodec.pipeline.core  # (what a first load would import: not timed)
 from safetensors.torch import load_file
 t = time.perf_counter()
 if sys.argv[1].endswith(".zipnn"):  # zipnn's tensors, each after its length; DTYPE and threads in the name
@@ -105,9 +101,9 @@ def first_loads(files: dict[str, Path], repeats: int, baseline: Path | None) -> 
             env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled once, as an installed package is
             for label, path in files.items():
                 path = Path(str(path).format(threads=threads))
-                trees = [("", [])] + ([(" (baseline)", [str(baseline)])] if baseline and path.suffix == ".zc" else [])
-                for tag, extra in trees:
-                    out = subprocess.run([sys.executable, "-c", FIRST, str(path), *extra], env=env,
+                trees = [("", None)] + ([(" (baseline)", baseline)] if baseline and path.suffix == ".zc" else [])
+                for tag, tree in trees:
+                    out = subprocess.run([sys.executable, "-c", from_tree(tree) + FIRST, str(path)], env=env,
                                          capture_output=True, text=True, check=True)
                     if rep:
                         times.setdefault((label + tag, threads), []).append(float(out.stdout.split()[-1]))

@@ -25,17 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import machine, save
+from bench_common import from_tree, machine, save
 
 TARGET_S = 180.0
 CLI = "import sys; from zoocodec.cli import main; sys.argv = ['zoocodec', *sys.argv[1:]]; sys.exit(main())"
-# a source tree other than the installed one: drop the editable install's finder, then import from DIR
-OTHER = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'Inplace' not in type(f).__name__]; "
-         "sys.path.insert(0, {dir!r}); " + CLI)
 
 
 def run(file: Path, source: Path | None) -> dict:
-    code = CLI if source is None else OTHER.format(dir=str(source))
+    code = from_tree(source) + CLI
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
