@@ -278,12 +278,13 @@ class Uniform(MethodSpec):
         streams = {"symbols": symbols.reshape(t.array.shape)}
         if self.side is not None:
             streams["group_step_codes"], streams["group_centres"] = codes.ravel(), centres.ravel()
-        elif steps is None:
-            side["step"] = float(self.step)
         else:
-            streams["group_steps"] = steps.astype("<f4").view("<u4").ravel()
-        if zeros is not None and self.side is None:
-            streams["group_zeros"] = zeros.astype("<f4").view("<u4").ravel()
+            if steps is None:
+                side["step"] = float(self.step)
+            else:
+                streams["group_steps"] = steps.astype("<f4").view("<u4").ravel()
+            if zeros is not None:
+                streams["group_zeros"] = zeros.astype("<f4").view("<u4").ravel()
         return Quantized(streams, side, {}, None if out is None else out.reshape(t.array.shape), stats)
 
     def _quantize_group_blocks(self, t, m, blocks, steps, zeros, symbols, recon, xp) -> None:
