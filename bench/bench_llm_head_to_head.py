@@ -98,7 +98,7 @@ FIRST = ("Q8_0", "qint8", "qp=-38", "qp=-30", "qp=-28", "qp=-26", "Q5_1", "bits=
 PEERS = ("gguf", "hqq", "quanto")  # the LLM quantizers the 1.3x target is against
 CAVEAT = ("4-bit caveat: the weights were dequantized from Q4_1 (32-weight blocks, 4 bits, scale and minimum); "
           "a 4-bit format with 32-weight asymmetric blocks reproduces them almost exactly")
-PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 20))))  # one checkpoint per process
+PARTS = ("peers", "peers2", *(f"auto{i}" for i in ("", *range(2, 24))))  # one checkpoint per process
 CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode points labelled `nearest` are "
            "llm_head_to_head-2026-12-05's, the `gptq, sequential` points without `32 calibration windows` or "
            "`embedding rows by predicted probability` 12-05b's, the point labelled `32 calibration windows, "
@@ -383,6 +383,7 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
     machine gives; the points' labels say so). `layered`: `sens` are scaled per layer (the label says so).
     `keep`: the written file is copied there (the last budget's)."""
     from zoocodec import decompress, inspect
+    from zoocodec.codecs import context
     from zoocodec.tuning import auto
     from zoocodec.tuning.auto import auto_compress
 
@@ -410,6 +411,8 @@ def run_auto(run: Run, sens: dict, auto_windows: int, rounding: str, budgets=BUD
             windows += ", act-order + descent"
         if any(groupwise.SIDES):  # since 12-05n: group candidates with their side values at M mantissa bits too
             windows += f", side={'/'.join(str(m) for m in groupwise.SIDES if m)} candidates"
+        if choose_coder and context.GROUPS:  # since 12-06b: ctx codes min-max groups' ends once
+            windows += ", group ends"
         label = f"KL {budget} ({how}, group candidates{strengths}{'' if choose_coder else ', ans'}{windows})"
 
         header: dict = {}

@@ -53,6 +53,45 @@ def test_real_weights_below_their_order0_entropy(which, request):
     assert len(coded) < len(ans.encode(s))
 
 
+def min_max_groups(w: np.ndarray, bits: int, group: int) -> np.ndarray:
+    """The levels of `uniform:bits=B,group=G,zero=true` (min-max groups along the rows)."""
+    rows, cols = w.shape
+    g = w.reshape(rows, cols // group, group)
+    lo, hi = g.min(axis=2, keepdims=True), g.max(axis=2, keepdims=True)
+    return np.rint((g - lo) / ((hi - lo) / (2**bits - 1))).astype(np.int64).reshape(rows, cols)
+
+
+@pytest.mark.parametrize("bits,group", [(4, 32), (3, 64), (2, 128)])
+def test_min_max_groups_code_their_ends_once(minilm_path, bits, group):
+    """Every min-max group holds its lowest and highest level: the group-ends layout codes where, and no
+    symbol before them pays for a level it cannot be."""
+    w = next(t for t in load(minilm_path).tensors() if t.name == "encoder.layer.2.output.dense.weight").float64()
+    s = min_max_groups(w, bits, group)
+    coded = context.encode(s)
+    assert coded[0] == context.ENDS
+    assert np.array_equal(context.decode(coded, s.size), s.ravel())
+    assert len(coded) < len(ans.encode(s))
+    model = context.Ctx().model(s)
+    assert model.model.group <= group  # a finer group can price lower where the ends are common levels
+    assert abs(model.bits(s) - 8 * len(coded)) < 0.01 * 8 * len(coded)
+
+
+@given(st.integers(1, 6), st.integers(1, 90), st.sampled_from(context.GROUPS), st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_group_ends_round_trip(rows, cols, group, seed):
+    """Any group size against any row length (a short last group), groups without an end included."""
+    g = np.random.default_rng(seed)
+    s = g.integers(-3, 5, (rows, cols))
+    s[:, ::group] = -3
+    s[:, 1::group] = 4
+    s[g.random((rows, cols)) < 0.05] = 0  # some groups lose an end
+    model = context.fit_ends(s, group)
+    assert np.array_equal(np.where(model.contexts(rows, cols) == context.KNOWN, model.known(rows, cols), s),
+                          s)
+    coded = context.encode(s)
+    assert np.array_equal(context.decode(coded, s.size), s.ravel())
+
+
 def test_deterministic_bytes(mnist_fc):
     assert context.encode(mnist_fc) == context.encode(mnist_fc.copy())
 
@@ -74,9 +113,17 @@ def test_rate_tables_price_what_the_coder_sees(mnist_fc):
     assert abs(model.bits(mnist_fc) - coded) < 0.01 * coded  # the model's estimate includes the tables
 
 
-def test_damage_raises_container_error(mnist_fc):
-    coded = context.encode(mnist_fc)
-    n = mnist_fc.size
+@pytest.fixture(scope="module")
+def grouped(minilm_path):
+    w = next(t for t in load(minilm_path).tensors() if t.name == "encoder.layer.2.output.dense.weight").float64()
+    return min_max_groups(w, 4, 32)
+
+
+@pytest.mark.parametrize("which", ["mnist_fc", "grouped"])
+def test_damage_raises_container_error(which, request):
+    symbols = request.getfixturevalue(which)
+    coded = context.encode(symbols)
+    n = symbols.size
     with pytest.raises(ContainerError):
         context.decode(coded, n + 1)
     for cut in range(0, len(coded), max(1, len(coded) // 41)):

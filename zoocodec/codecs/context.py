@@ -14,17 +14,29 @@ but static and fully vectorised:
    The decoder decodes the classes, computes every context at once, then decodes each
    context's stream and scatters it: no loop over symbols.
 
-The encoder tries rows only, columns only and both, with K in (2, 4, 8), and counts the
-exact cost of tables and side info; where none beats plain order-0 coding (small or
-stationary tensors) it stores the order-0 payload instead. So "ctx" is never larger than
-"ans" by more than one byte.
+Min-max groups (`uniform:bits=B,group=G,zero=true`, GGUF's Q4_1, HQQ) have a second
+structure: every group of G weights along a row holds its lowest and highest level, so the
+levels 0 and 2^B-1 occur in every group. Order-0 coding pays for them as if they might not.
+The group-ends layout codes, per group, the position of the first lowest and the first
+highest level (G when the group has none), then every other symbol in one of four contexts:
+before or after each of those positions (before the first lowest level that level cannot
+occur). The contexts again follow from side info the decoder reads first. On smollm2's
+Q4_1 layers this is 3.811 bits/weight against order-0's 3.854 (-1.1%, 2 bits per group of 32).
+
+The encoder tries rows only, columns only and both, with K in (2, 4, 8), and the group ends
+with G in (16, 32, 64, 128, 256), and counts the exact cost of tables and side info; where
+none beats plain order-0 coding (small or stationary tensors) it stores the order-0 payload
+instead. So "ctx" is never larger than "ans" by more than one byte.
 
 Bitstream (varints as in codecs/wire.py):
-  mode byte: 0 = contexts, 1 = order-0 (an ans payload follows)
+  mode byte: 0 = contexts, 1 = order-0 (an ans payload follows), 2 = group ends
   contexts: n, rows, layout (1 rows, 2 columns, 3 both), the class payloads (length +
   ans bytes each), bin origin lo (signed), bin width, K; per context with symbols:
   symbol origin (signed), alphabet size, frequency table; then the streams of those
   contexts framed as in codecs/wire.put_streams (count, lengths, uint32 words).
+  group ends: n, rows, G, the lowest level (signed), highest minus lowest, the first
+  positions of the lowest and of the highest level per group (length + ans bytes each,
+  row by row), then the four contexts' tables and streams as above.
 """
 from __future__ import annotations
 
@@ -37,9 +49,10 @@ from zoocodec.codecs import ans
 from zoocodec.codecs.base import CoderSpec, Order0, RateTable, counts_rate_table, register_coder
 from zoocodec.codecs.wire import Reader, put_streams, put_svarint, put_uvarint
 
-CTX, ORDER0 = 0, 1
+CTX, ORDER0, ENDS = 0, 1, 2
 ROWS, COLS = 1, 2
 BINS = (2, 4, 8)
+GROUPS = (16, 32, 64, 128, 256)  # the group-ends layout's group sizes
 MAX_BINS = 64
 MAX_CONTEXT_ALPHABET = 1 << 16
 SMALL_TABLE = 1 << 12  # table precision for contexts with few symbols: cheaper to store
@@ -95,6 +108,64 @@ def fit(m: np.ndarray, layout: int, bins: int) -> Model:
     return Model(layout, rc, cc, lo, max(hi - lo, 1), bins)
 
 
+KNOWN = 4  # the group-ends layout's context of the positions its side info gives (coded by none)
+
+
+@dataclass
+class Ends:
+    """The group-ends model fitted to a symbol matrix: per group of `group` symbols along a row, the
+    position of its first lowest and first highest level (`group` where it has none)."""
+
+    group: int
+    lo: int
+    hi: int
+    first_lo: np.ndarray  # (rows, groups)
+    first_hi: np.ndarray
+    bins = KNOWN + 1
+
+    def contexts(self, rows: int, cols: int) -> np.ndarray:
+        """Context per symbol: +1 before its group's first lowest level, +2 before its first highest
+        (where that level cannot occur), KNOWN at those two positions."""
+        pos = np.arange(cols) % self.group
+        first_lo = np.repeat(self.first_lo, self.group, axis=1)[:, :cols]
+        first_hi = np.repeat(self.first_hi, self.group, axis=1)[:, :cols]
+        ctx = (pos < first_lo).astype(np.int64) + 2 * (pos < first_hi)
+        ctx[(pos == first_lo) | (pos == first_hi)] = KNOWN
+        return ctx
+
+    def known(self, rows: int, cols: int) -> np.ndarray:
+        """The symbols at the KNOWN positions, the others 0."""
+        pos = np.arange(cols) % self.group
+        first_lo = np.repeat(self.first_lo, self.group, axis=1)[:, :cols]
+        return np.where(pos == first_lo, self.lo, self.hi)
+
+
+def fit_ends(m: np.ndarray, group: int) -> Ends:
+    """The first lowest and highest level of each group of `group` symbols along the rows."""
+    rows, cols = m.shape
+    lo, hi = int(m.min()), int(m.max())
+    groups = -(-cols // group)
+    padded = np.full((rows, groups * group), lo - 1, dtype=np.int64)
+    padded[:, :cols] = m
+    v = padded.reshape(rows, groups, group)
+    return Ends(group, lo, hi, _first(v == lo, group), _first(v == hi, group))
+
+
+def _first(hit: np.ndarray, group: int) -> np.ndarray:
+    return np.where(hit.any(axis=2), hit.argmax(axis=2), group)
+
+
+def _ends_models(m: np.ndarray):
+    """Group-ends models worth pricing: from the largest group down, while most groups hold both ends (a
+    smaller group holds them less often)."""
+    rows, cols = m.shape
+    for group in sorted((g for g in GROUPS if g <= cols), reverse=True):
+        model = fit_ends(m, group)
+        if np.mean((model.first_lo < group) & (model.first_hi < group)) < 0.5:
+            return
+        yield model
+
+
 def _tables(m: np.ndarray, ctx: np.ndarray, bins: int):
     """Per context: (symbol origin, integer frequencies) or None when it holds no symbol."""
     lo = int(m.min())
@@ -128,21 +199,28 @@ def _table_bytes(origin: int, freqs: np.ndarray) -> bytes:
     return bytes(out)
 
 
-def _estimate_bits(model: Model, m: np.ndarray) -> tuple[float, list]:
+def _estimate_bits(model: Model | Ends, m: np.ndarray) -> float:
     """Ideal coded bits under the stored tables, plus tables and side info."""
-    tables = _tables(m, model.contexts(*m.shape), model.bins)
+    ctx = model.contexts(*m.shape)
+    if isinstance(model, Ends):
+        free = ctx != KNOWN
+        tables = _tables(m[free], ctx[free], KNOWN)
+        side = (model.first_lo, model.first_hi)
+    else:
+        tables = _tables(m, ctx, model.bins)
+        side = (model.row_classes, model.col_classes)
     bits = 0.0
     for t in tables:
         if t is not None:
             _, freqs, counts = t
             nz = counts > 0
             bits += float(-(counts[nz] * np.log2(freqs[nz] / freqs.sum())).sum()) + 8 * len(_table_bytes(*t[:2]))
-    bits += 8 * (len(ans.encode(model.row_classes)) + len(ans.encode(model.col_classes)))
-    return bits, tables
+    return bits + 8 * sum(len(ans.encode(a)) for a in side)
 
 
-def best_model(symbols: np.ndarray) -> Model | None:
-    """The layout and bin count with the fewest estimated bits; None when order-0 is as good."""
+def best_model(symbols: np.ndarray) -> Model | Ends | None:
+    """The layout and bin count, or group-ends group, with the fewest estimated bits; None when order-0 is as
+    good."""
     m = matrix_view(symbols).astype(np.int64)
     if m.size == 0 or m.min() == m.max() or int(m.max()) - int(m.min()) >= min(m.size, MAX_CONTEXT_ALPHABET):
         return None  # constant, or an alphabet too wide for per-context tables to pay off
@@ -154,9 +232,13 @@ def best_model(symbols: np.ndarray) -> Model | None:
             continue
         for bins in BINS:
             model = fit(m, layout, bins)
-            bits = _estimate_bits(model, m)[0]
+            bits = _estimate_bits(model, m)
             if bits < best_bits:
                 best, best_bits = model, bits
+    for model in _ends_models(m):
+        bits = _estimate_bits(model, m)
+        if bits < best_bits:
+            best, best_bits = model, bits
     return best
 
 
@@ -164,17 +246,20 @@ def best_model(symbols: np.ndarray) -> Model | None:
 class ContextModel:
     """The entropy model of `ctx`: per-symbol contexts from row/column activity classes."""
 
-    model: Model
+    model: Model | Ends
 
     def rates(self, symbols: np.ndarray) -> RateTable:
         m = matrix_view(symbols).astype(np.int64)
         return counts_rate_table(m, self.model.contexts(*m.shape), self.model.bins)
 
     def bits(self, symbols: np.ndarray) -> float:
-        return _estimate_bits(self.model, matrix_view(symbols).astype(np.int64))[0]
+        return _estimate_bits(self.model, matrix_view(symbols).astype(np.int64))
 
     def refit(self, symbols: np.ndarray) -> ContextModel:
-        return ContextModel(fit(matrix_view(symbols).astype(np.int64), self.model.layout, self.model.bins))
+        m = matrix_view(symbols).astype(np.int64)
+        if isinstance(self.model, Ends):
+            return ContextModel(fit_ends(m, self.model.group))
+        return ContextModel(fit(m, self.model.layout, self.model.bins))
 
 
 def entropy_model(symbols: np.ndarray) -> ContextModel | Order0:
@@ -191,31 +276,42 @@ def encode(symbols: np.ndarray) -> bytes:
         return order0
     m = matrix_view(symbols).astype(np.int64)
     ctx = model.contexts(*m.shape)
-    out = bytearray([CTX])
+    out = bytearray([ENDS if isinstance(model, Ends) else CTX])
     put_uvarint(out, m.size)
     put_uvarint(out, m.shape[0])
-    out.append(model.layout)
-    for classes in (model.row_classes, model.col_classes):
-        if classes.size:
-            payload = ans.encode(classes)
-            put_uvarint(out, len(payload))
-            out += payload
-    put_svarint(out, model.lo)
-    put_uvarint(out, model.width)
-    put_uvarint(out, model.bins)
+    if isinstance(model, Ends):
+        put_uvarint(out, model.group)
+        put_svarint(out, model.lo)
+        put_uvarint(out, model.hi - model.lo)
+        side = (model.first_lo, model.first_hi)
+        free = ctx != KNOWN
+        m, ctx, bins = m[free], ctx[free], KNOWN
+    else:
+        out.append(model.layout)
+        side = tuple(c for c in (model.row_classes, model.col_classes) if c.size)
+        bins = model.bins
+    for a in side:
+        payload = ans.encode(a)
+        put_uvarint(out, len(payload))
+        out += payload
+    if not isinstance(model, Ends):
+        put_svarint(out, model.lo)
+        put_uvarint(out, model.width)
+        put_uvarint(out, model.bins)
+    _put_streams(out, m.ravel(), ctx.ravel(), bins)
+    return bytes(out) if len(out) < len(order0) else order0
+
+
+def _put_streams(out: bytearray, flat: np.ndarray, ctx: np.ndarray, bins: int) -> None:
+    """Each context's table (those with symbols), then their ANS streams."""
     streams = []
-    flat, cflat = m.ravel(), ctx.ravel()
-    for c, table in enumerate(_tables(m, ctx, model.bins)):
+    for c, table in enumerate(_tables(flat, ctx, bins)):
         if table is None:
             continue
         origin, freqs, _ = table
         out += _table_bytes(origin, freqs)
-        if len(freqs) == 1:
-            streams.append(b"")
-            continue
-        streams.append(ans.encode_stream(flat[cflat == c] - origin, freqs))
+        streams.append(b"" if len(freqs) == 1 else ans.encode_stream(flat[ctx == c] - origin, freqs))
     put_streams(out, streams)
-    return bytes(out) if len(out) < len(order0) else order0
 
 
 def decode(data: bytes | memoryview, count: int) -> np.ndarray:
@@ -224,7 +320,7 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
     mode = r.byte()
     if mode == ORDER0:
         return ans.decode(r.rest(), count)
-    if mode != CTX:
+    if mode not in (CTX, ENDS):
         raise r.fail(f"unknown mode {mode}")
     n = r.uvarint()
     if n != count:
@@ -233,6 +329,8 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
     if rows == 0 or n % rows:
         raise r.fail(f"{rows} rows do not divide {n} symbols")
     cols = n // rows
+    if mode == ENDS:
+        return _decode_ends(r, rows, cols)
     layout = r.byte()
     if layout not in (ROWS, COLS, ROWS | COLS):
         raise r.fail(f"unknown context layout {layout}")
@@ -244,6 +342,40 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
     if width < 1 or bins < 1:
         raise r.fail(f"bin width {width} / count {bins}")
     ctx = Model(layout, row_classes, col_classes, lo, width, bins).contexts(rows, cols).ravel()
+    out = _read_streams(r, ctx, bins)
+    r.done()
+    return out
+
+
+def _decode_ends(r: Reader, rows: int, cols: int) -> np.ndarray:
+    group = r.uvarint(limit=max(GROUPS))
+    lo = r.svarint()
+    span = r.uvarint(limit=MAX_CONTEXT_ALPHABET)
+    if group < 2 or span < 1:
+        raise r.fail(f"group of {group}, levels {lo}..{lo + span}")
+    groups = -(-cols // group)
+    last = cols - (groups - 1) * group  # the length of a row's last group
+    firsts = []
+    for _ in range(2):
+        length = r.uvarint(limit=len(r.data))
+        first = ans.decode(r.take(length), rows * groups).reshape(rows, groups)
+        if first.size and (first.min() < 0 or first.max() > group
+                           or np.any((first[:, -1] >= last) & (first[:, -1] < group))):
+            raise r.fail("a group's first position is outside the group")
+        firsts.append(first)
+    if np.any((firsts[0] == firsts[1]) & (firsts[0] < group)):
+        raise r.fail("a group's lowest and highest level share a position")
+    model = Ends(group, lo, lo + span, *firsts)
+    ctx = model.contexts(rows, cols)
+    free = ctx != KNOWN
+    out = model.known(rows, cols)
+    out[free] = _read_streams(r, ctx[free], KNOWN)
+    r.done()
+    return out.ravel()
+
+
+def _read_streams(r: Reader, ctx: np.ndarray, bins: int) -> np.ndarray:
+    """The symbols of each context in `ctx` (flat) from its table and ANS stream, in place."""
     counts = np.bincount(ctx, minlength=bins)
     tables = []
     for c in np.flatnonzero(counts):
@@ -253,8 +385,7 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
             raise r.fail("empty alphabet")
         tables.append((c, origin, ans.read_table(r, size)))
     streams = r.streams(len(tables))
-    r.done()
-    out = np.empty(n, dtype=np.int64)
+    out = np.empty(ctx.size, dtype=np.int64)
     for (c, origin, freqs), data in zip(tables, streams, strict=True):
         where = ctx == c
         if len(freqs) == 1:
