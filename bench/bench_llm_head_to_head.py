@@ -65,6 +65,12 @@ candidates`, added to the checkpoint by hand: the run's code had not named it ye
         --sequential --strengths 1 --calibration-windows 8 --predicted-rows --budgets 0.05
 The 12-06 points: the same at --budgets 0.1 as part auto18 (32 minutes at load 3-4), and auto14's settings
 (auto11's, without --predicted-rows) with the side candidates at --budgets 0.01 as part auto19 (17 minutes).
+The 12-06b points, with ctx's group-ends layout among the coders (its label says `group ends`): auto18's settings
+on 8 lee.cor windows (auto20, 11 minutes), then the same with every allocation strength (auto.STRENGTHS, no
+--strengths; 27 minutes at load 3.4) at 0.1, 0.05 and (without --predicted-rows, as auto19) 0.01:
+    python bench/bench_llm_head_to_head.py --part auto21 --windows 6 --auto-windows 8 --rounding gptq \
+        --sequential --calibration-windows 8 --predicted-rows --budgets 0.1 --keep /tmp/auto21.zc
+    (auto22: the same at --budgets 0.05; auto23: at --budgets 0.01 without --predicted-rows)
 """
 from __future__ import annotations
 
@@ -111,7 +117,9 @@ CARRIED = ("The GGUF, HQQ, quanto and NNCodec points and the automatic-mode poin
            "points labelled `side=4/5/6 candidates` are 12-05n's (part auto17, KL 0.05) and 12-06's (parts auto18, "
            "KL 0.1, and auto19, KL 0.01): 12-05l's settings with the group candidates' side values also at 4, 5 "
            "or 6 mantissa bits (uniform side=M; their groups sit on Q4_1's 32-weight blocks, their steps and zero "
-           "points rounded: the 4-bit caveat still applies).")
+           "points rounded: the 4-bit caveat still applies); the points labelled `group ends` are 12-06b's (parts "
+           "auto20-23): ctx codes each min-max group's lowest and highest level once, on 8 lee.cor windows, "
+           "with every allocation strength where the label names none.")
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "bench" / "peers" / "nncodec_runner.py"
 

@@ -134,7 +134,7 @@ class Ends:
         return ctx
 
     def known(self, rows: int, cols: int) -> np.ndarray:
-        """The symbols at the KNOWN positions, the others 0."""
+        """The symbols the KNOWN positions hold: lo where a group's first lowest level sits, hi elsewhere."""
         pos = np.arange(cols) % self.group
         first_lo = np.repeat(self.first_lo, self.group, axis=1)[:, :cols]
         return np.where(pos == first_lo, self.lo, self.hi)
