@@ -9,10 +9,15 @@ from zoocodec.codecs.base import order0_bits
 from zoocodec.errors import ContainerError
 from zoocodec.pipeline.core import load
 
+FFN = "encoder.layer.2.output.dense.weight"  # minilm's
+
+
+def weights(path, name: str) -> np.ndarray:
+    return next(t for t in load(path).tensors() if t.name == name).float64()
+
 
 def real_symbols(path, name: str, step: float) -> np.ndarray:
-    t = next(t for t in load(path).tensors() if t.name == name)
-    return np.rint(t.float64() / step).astype(np.int64)
+    return np.rint(weights(path, name) / step).astype(np.int64)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +27,7 @@ def mnist_fc(mnist_path):
 
 @pytest.fixture(scope="module")
 def minilm_ffn(minilm_path):
-    return real_symbols(minilm_path, "encoder.layer.2.output.dense.weight", 2.0**-7)
+    return real_symbols(minilm_path, FFN, 2.0**-7)
 
 
 @given(hnp.arrays(np.int64, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=12),
@@ -65,8 +70,7 @@ def min_max_groups(w: np.ndarray, bits: int, group: int) -> np.ndarray:
 def test_min_max_groups_code_their_ends_once(minilm_path, bits, group):
     """Every min-max group holds its lowest and highest level: the group-ends layout codes where, and no
     symbol before them pays for a level it cannot be."""
-    w = next(t for t in load(minilm_path).tensors() if t.name == "encoder.layer.2.output.dense.weight").float64()
-    s = min_max_groups(w, bits, group)
+    s = min_max_groups(weights(minilm_path, FFN), bits, group)
     coded = context.encode(s)
     assert coded[0] == context.ENDS
     assert np.array_equal(context.decode(coded, s.size), s.ravel())
@@ -115,8 +119,7 @@ def test_rate_tables_price_what_the_coder_sees(mnist_fc):
 
 @pytest.fixture(scope="module")
 def grouped(minilm_path):
-    w = next(t for t in load(minilm_path).tensors() if t.name == "encoder.layer.2.output.dense.weight").float64()
-    return min_max_groups(w, 4, 32)
+    return min_max_groups(weights(minilm_path, FFN), 4, 32)
 
 
 @pytest.mark.parametrize("which", ["mnist_fc", "grouped"])

@@ -127,17 +127,18 @@ class Ends:
         """Context per symbol: +1 before its group's first lowest level, +2 before its first highest
         (where that level cannot occur), KNOWN at those two positions."""
         pos = np.arange(cols) % self.group
-        first_lo = np.repeat(self.first_lo, self.group, axis=1)[:, :cols]
-        first_hi = np.repeat(self.first_hi, self.group, axis=1)[:, :cols]
+        first_lo, first_hi = self._spread(self.first_lo, cols), self._spread(self.first_hi, cols)
         ctx = (pos < first_lo).astype(np.int64) + 2 * (pos < first_hi)
         ctx[(pos == first_lo) | (pos == first_hi)] = KNOWN
         return ctx
 
     def known(self, rows: int, cols: int) -> np.ndarray:
         """The symbols the KNOWN positions hold: lo where a group's first lowest level sits, hi elsewhere."""
-        pos = np.arange(cols) % self.group
-        first_lo = np.repeat(self.first_lo, self.group, axis=1)[:, :cols]
-        return np.where(pos == first_lo, self.lo, self.hi)
+        return np.where(np.arange(cols) % self.group == self._spread(self.first_lo, cols), self.lo, self.hi)
+
+    def _spread(self, per_group: np.ndarray, cols: int) -> np.ndarray:
+        """A (rows, groups) array repeated over each group's columns: (rows, cols)."""
+        return np.repeat(per_group, self.group, axis=1)[:, :cols]
 
 
 def fit_ends(m: np.ndarray, group: int) -> Ends:
