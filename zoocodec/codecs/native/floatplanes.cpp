@@ -229,6 +229,15 @@ void split(const U* v, uint64_t n, uint8_t* const* plane, int threads) {
   });
 }
 
+// Tasks of up to DECODE_GROUP substreams (a task's buffer stays within 8 x 64K values), more tasks
+// where that would leave threads idle, and the substreams shared out evenly: a task left
+// with one substream decodes it at a third of the speed of a group.
+std::size_t tasks_for(const Merge& g, int workers) {
+  const std::size_t w = static_cast<std::size_t>(std::max(workers, 1));
+  return g.chunk > CHUNK ? g.chunks : std::max((g.chunks + rans::DECODE_GROUP - 1) / rans::DECODE_GROUP,
+                                               std::min(w, g.chunks));
+}
+
 Merge prepare(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes,
               void* out, int workers) {
   if (width != 2 && width != 4) throw Corrupt("planes of a width other than 2 or 4 bytes");
@@ -262,12 +271,7 @@ Merge prepare(uint64_t n, int width, const int* modes, const uint8_t* const* dat
   if (!g.chunk) g.chunk = CHUNK;
   if (g.chunk > (uint64_t(1) << 24)) throw Corrupt("substreams over 2^24 values");
   g.chunks = (n + g.chunk - 1) / g.chunk;
-  // Tasks of up to DECODE_GROUP substreams (a task's buffer stays within 8 x 64K values), more tasks
-  // where that would leave threads idle, and the substreams shared out evenly: a task left
-  // with one substream decodes it at a third of the speed of a group.
-  const std::size_t w = static_cast<std::size_t>(std::max(workers, 1));
-  g.tasks = g.chunk > CHUNK ? g.chunks : std::max((g.chunks + rans::DECODE_GROUP - 1) / rans::DECODE_GROUP,
-                                                            std::min(w, g.chunks));
+  g.tasks = tasks_for(g, workers);
   g.fused = g.planes[0].mode == RANS && rans::vector_ready(g.planes[0].coded);
   for (int k = 1; k < width; ++k) g.fused &= g.planes[k].mode == RAW;
   return g;

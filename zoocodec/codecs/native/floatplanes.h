@@ -41,6 +41,10 @@ struct Merge {
   bool fused = false;  // the top plane coded (vector decoder), the others raw
 };
 
+// How many tasks g's substreams make for `workers` threads (groups; split further where fewer than
+// `workers`).
+std::size_t tasks_for(const Merge& g, int workers);
+
 // merge()'s checks, then the tasks; throws Corrupt.
 Merge prepare(uint64_t n, int width, const int* modes, const uint8_t* const* data, const std::size_t* sizes,
               void* out, int workers);
