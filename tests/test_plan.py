@@ -293,6 +293,25 @@ def test_a_stream_of_many_parts_decodes_what_one_pass_does(tmp_path, monkeypatch
     assert len(passes) == 1 and [status for _, status in passes[0]] == [0] * len(model)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("count", [1, 6])
+def test_float_planes_of_several_substreams_decode_alike_split_or_grouped(tmp_path, monkeypatch, threads, count):
+    """A float-plane job of 3 substreams (150,000 bf16 values) is split across the threads when the pass
+    holds fewer groups than threads (one tensor) and kept whole when it holds enough (six): the same bits
+    as the method's own decode either way."""
+    g = np.random.default_rng(5)
+    model = {f"t{i}": torch.from_numpy(g.laplace(0, 0.02, (375, 400)).astype(np.float32)).to(torch.bfloat16)
+             for i in range(count)}
+    zoocodec.compress(model, tmp_path / "m.zc", "lossless", min_size=0)
+    passes = spy_passes(monkeypatch)
+    with zoocodec.Archive(tmp_path / "m.zc") as a:
+        got = a.read_many(a.names(), threads=threads, convert=lambda array, e: torch.from_numpy(array))
+        for name in a.names():
+            assert np.array_equal(got[name].numpy().view(np.uint8), own_decode(a, name).view(np.uint8)), name
+            assert torch.equal(got[name].view(torch.int16), model[name].view(torch.int16)), name
+    assert [status for p in passes for _, status in p] == [0] * count  # (the native pass decoded each)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_damage_in_a_later_part_is_named_and_the_file_closes(tmp_path, monkeypatch, threads):
     """A byte flipped in a tensor decoded by a later part of the pass: one ContainerError naming

@@ -218,7 +218,8 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   // threads: one job alone keeps every thread busy that way, but many split jobs leave tasks of one
   // substream, which decode at a third of a group's speed (minilm's 38 bf16 matrices of 147K-590K
   // values: 2 threads 1.2x as fast as 1 when each was split).
-  std::size_t grouped = jobs.size();  // (a fused job: one task at least)
+  std::size_t grouped = 0;
+  for (const Fused& a : jobs) grouped += a.status == 0;  // (a fused job: one task at least)
   for (std::size_t i = 0; i < planes.size(); ++i) grouped += planes[i].status ? 0 : planes::tasks_for(merges[i], 1);
   if (grouped >= static_cast<std::size_t>(workers))
     for (std::size_t i = 0; i < planes.size(); ++i)
