@@ -147,10 +147,11 @@ struct Item {
 
 constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2, PLANE_HUFF = 3;  // codecs/floatplanes.py's modes
 
-// A planes job's frame -> its prepared merge, or false when a plane is zstd-coded.
-bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
+// A planes job's frame -> its prepared merge (its substreams in groups: decode() splits them further
+// where the pass is short of tasks), or false when a plane is zstd-coded.
+bool parse_planes(const Planes& a, planes::Merge* g) {
   if (a.split) {
-    *g = planes::prepare(a.count, a.width, a.modes, a.data, a.sizes, a.out, workers);
+    *g = planes::prepare(a.count, a.width, a.modes, a.data, a.sizes, a.out, 1);
     return true;
   }
   Reader r(a.payload, a.size);
@@ -174,7 +175,7 @@ bool parse_planes(const Planes& a, int workers, planes::Merge* g) {
   }
   if (r.left()) throw Corrupt("bytes left after the planes");
   if (zstd) return false;
-  *g = planes::prepare(n, width, modes, data, sizes, a.out, workers);
+  *g = planes::prepare(n, width, modes, data, sizes, a.out, 1);
   return true;
 }
 
@@ -192,7 +193,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
     if (i < planes.size()) {
       Planes& a = planes[i];
       try {
-        if (!parse_planes(a, workers, &merges[i])) a.status = 1;
+        if (!parse_planes(a, &merges[i])) a.status = 1;
       } catch (const Corrupt& e) {
         a.status = 2;
         a.error = e.what();
@@ -220,10 +221,10 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   // values: 2 threads 1.2x as fast as 1 when each was split).
   std::size_t grouped = 0;
   for (const Fused& a : jobs) grouped += a.status == 0;  // (a fused job: one task at least)
-  for (std::size_t i = 0; i < planes.size(); ++i) grouped += planes[i].status ? 0 : planes::tasks_for(merges[i], 1);
-  if (grouped >= static_cast<std::size_t>(workers))
+  for (std::size_t i = 0; i < planes.size(); ++i) grouped += planes[i].status ? 0 : merges[i].tasks;
+  if (grouped < static_cast<std::size_t>(workers))
     for (std::size_t i = 0; i < planes.size(); ++i)
-      if (!planes[i].status) merges[i].tasks = planes::tasks_for(merges[i], 1);
+      if (!planes[i].status) merges[i].tasks = planes::tasks_for(merges[i], workers);
   auto add = [&](Ref r) {
     const std::size_t t = r.index;
     if (r.planes) {
