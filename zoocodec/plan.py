@@ -150,16 +150,13 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
     return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
 
 
-def outputs(entries: list[TensorEntry], threads: int = 0) -> tuple[np.ndarray, dict[str, int]]:
+def outputs(entries: list[TensorEntry]) -> tuple[np.ndarray, dict[str, int]]:
     """(one block for the decoded values of `entries`, on huge pages, {name: where each starts}):
     faulting in many small arrays page by page cost about as much as decoding them (the arrays are
-    views: the block lives while any of them does). With 2+ threads a fresh block's pages are
-    faulted in on a thread of its own while the caller prepares the decoding pass (native
-    output_block's `prefault`), so that the pass does not."""
+    views: the block lives while any of them does). The decoders fault its pages in as they write."""
     spans = [-(-e.raw_bytes // ALIGN) * ALIGN for e in entries]
     ends = np.cumsum(spans)
-    workers = threads if threads > 0 else native.default_threads()
-    block = native.engine().output_block(int(ends[-1]) if entries else 0, workers > 1)
+    block = native.engine().output_block(int(ends[-1]) if entries else 0)
     return block, {e.name: int(end) - span for e, span, end in zip(entries, spans, ends, strict=True)}
 
 
@@ -276,7 +273,7 @@ class Stream:
                         raise ContainerError(f"{e.where}: {err}") from None
                     inflated.append((e, parts))
                 elif status == 1:
-                    give_back((self.block, self.starts), e)  # (faulted in for nothing)
+                    give_back((self.block, self.starts), e)  # (its slot, resident when the block was a kept one)
                     del outs[e.name]
                     left.append(e.name)
         finally:
@@ -301,7 +298,7 @@ def decode(
     own decode). `checks`: payloads (who, bytes, chunk, XXH3-64 of each chunk, index of the job
     that reads them or -1), checked on the pass just before that job's tasks (Stream.check).
     `into`: outputs() of the jobs' entries (or of more), made here if None."""
-    stream = Stream(outputs([e for e, _, _ in jobs], threads) if into is None else into, threads, overlap=False)
+    stream = Stream(outputs([e for e, _, _ in jobs]) if into is None else into, threads, overlap=False)
     readers: dict[int, list] = {}
     for who, view, chunk, sums, reader in checks:
         readers.setdefault(reader, []).append((who, view, chunk, sums))

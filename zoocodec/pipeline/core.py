@@ -392,7 +392,7 @@ class Archive(ArchiveBase):
             views = self.container.views(items, check=not on_pass)
             stream = None
             try:
-                block = plan.outputs(batch, threads)  # (faulted in meanwhile: 2+ threads)
+                block = plan.outputs(batch)
                 stream = plan.Stream(block, threads, mapped=on_pass,  # (each payload checked: its pages dropped)
                                      overlap=len(batch) > 2)
                 arrays, rest, segments = {}, [], {}
@@ -426,7 +426,7 @@ class Archive(ArchiveBase):
                 for name in rest + left:
                     e = self.plan[name]
                     if name not in left:
-                        plan.give_back(block, e)  # (its slot, faulted in with the block: 2+ threads)
+                        plan.give_back(block, e)  # (its slot: resident when the block was a kept one)
                     copies = {k: bytes(v) for k, v in segments.pop(name).items()}
                     self.container.drop_pages(e.segments.values())  # else mapped and copied
                     array = self.decode(name, lambda spec, side, segs, shape, dtype: spec.decode(

@@ -337,11 +337,11 @@ nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
 // The last freed output block of at most KEEP bytes, kept for the next batch: a fresh block's
 // pages are zeroed by the kernel as they are first touched (minilm's bf16 outputs, 45 MB: 1.7
 // CPU ms of a 17 ms load), so loading models one after another (a sweep, a benchmark) reuses
-// them, as malloc's heap does for smaller arrays (zipnn's outputs among them).
+// them, as malloc's heap does for smaller arrays (zipnn's outputs among them). A fresh block's
+// pages are faulted in by the decoders as they write: a thread faulting them in ahead
+// (MADV_POPULATE_WRITE, until 2026-12-06) made a fresh process's first load 1.3-8x slower at 2
+// threads on a VM whose host backs memory on first touch (docs/cpu-speed.md).
 constexpr std::size_t HUGE_PAGE = std::size_t(1) << 21, KEEP = std::size_t(64) << 20;  // (malloc keeps up to 64 MiB too)
-#ifdef __linux__
-constexpr int POPULATE_WRITE = 23;  // MADV_POPULATE_WRITE (Linux 5.14), which older headers lack
-#endif
 struct Kept {
   std::mutex lock;
   void* block = nullptr;
@@ -352,16 +352,14 @@ Kept& kept() {
   return *k;
 }
 
-// A block handed out: its memory, size, and the thread faulting its pages in, if any.
+// A block handed out: its memory and size.
 struct Block {
   void* p;
   std::size_t size;
-  std::thread filler;
 };
 
 void release_block(void* p) noexcept {
   auto* b = static_cast<Block*>(p);
-  if (b->filler.joinable()) b->filler.join();  // (done long before: it ran while the block was decoded)
   Kept& k = kept();
   {
     std::lock_guard<std::mutex> guard(k.lock);
@@ -374,11 +372,7 @@ void release_block(void* p) noexcept {
   delete b;
 }
 
-// `prefault`: a fresh block's pages are faulted in (and zeroed by the kernel) on a thread of
-// its own while the caller goes on, MADV_POPULATE_WRITE (Linux 5.14; it writes nothing, so the
-// decoders may write beside it): a load's Python work before its decoding pass leaves a core
-// idle, and faulting in minilm's 90 MB output took about 4 CPU ms of that pass.
-Array1<uint8_t> output_block(std::size_t n, bool prefault) {
+Array1<uint8_t> output_block(std::size_t n) {
   if (n < 2 * HUGE_PAGE) {
     uint8_t* p;
     return big_array<uint8_t>(n, &p);
@@ -393,27 +387,19 @@ Array1<uint8_t> output_block(std::size_t n, bool prefault) {
       p = k.block, have = k.size, k.block = nullptr;
     }
   }
-  auto* b = new Block{p, have, {}};
   if (!p) {
-    b->p = p = std::aligned_alloc(HUGE_PAGE, size);
-    if (!p) {
-      delete b;
-      throw std::bad_alloc();
-    }
+    p = std::aligned_alloc(HUGE_PAGE, size);
+    if (!p) throw std::bad_alloc();
 #ifdef __linux__
     madvise(p, size, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
-    try {
-      if (prefault) b->filler = std::thread([p, size] { madvise(p, size, POPULATE_WRITE); });  // (refused: nothing)
-    } catch (const std::system_error&) {  // (no thread to be had: the decoders fault the pages in)
-    }
 #endif
   }
-  nb::capsule owner(b, release_block);
+  nb::capsule owner(new Block{p, have}, release_block);
   return Array1<uint8_t>(static_cast<uint8_t*>(p), {n}, owner);
 }
 
 // The whole pages inside `a` given back to the system (their contents become zeros): the slot
-// of an output block that a decoder declined, which a prefault made resident.
+// of an output block that a decoder declined (a kept block's pages are resident).
 void discard(Out a) {
 #ifdef __linux__
   const std::size_t page = 4096;
@@ -438,10 +424,9 @@ int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
 }  // namespace
 
 void bind_plan(nb::module_& m) {
-  m.def("output_block", &output_block, nb::arg("n"), nb::arg("prefault") = false,
+  m.def("output_block", &output_block, nb::arg("n"),
         "A uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch); "
-        "the last freed one of up to 64 MiB is kept for the next call. `prefault`: a fresh block's pages are "
-        "faulted in on a thread of its own meanwhile.");
+        "the last freed one of up to 64 MiB is kept for the next call.");
   m.def("discard", &discard, nb::arg("array"),
         "The whole pages inside a contiguous array given back to the system (they read as zeros after).");
   m.def("xxh3", [](nb::handle data) {
