@@ -137,6 +137,17 @@ def test_the_lossless_size_and_codec_rows_are_the_latest_idle_lossless_file():
     assert span([r["encode_cpu_zipnn_over_ours"] for r in huffman], 2) in speed
 
 
+def test_the_smollm2_decode_numbers_are_its_results_file():
+    d = json.loads((RESULTS / "decode-2026-12-06-smollm2-xeon-nofill.json").read_text())
+    up = d["speedup_2_over_1_threads"]
+    assert (f"**{up['8-bit load']:.2f}x** 8-bit, **{up['lossless bfloat16 load']:.2f}x** bf16, "
+            f"{up['lossless float32 load']:.2f}x fp32") in _row("2 threads 1.8x faster than 1")
+    rows = {(r["what"], r["threads"]): r["decode_speed_ours_over_zipnn"] for r in d["rows"] if "zipnn_bytes" in r}
+    bf, fp = ([rows[f"lossless {t} load", n] for n in (1, 2)] for t in ("bfloat16", "float32"))
+    assert (f"bf16 {bf[0]:.2f}x / {bf[1]:.2f}x, **fp32 {fp[0]:.2f}x / {fp[1]:.2f}x**"
+            in _row("lossless decode at zipnn's speed"))
+
+
 def test_the_encode_and_big_model_rows_are_their_idle_results_files():
     (e,) = json.loads((RESULTS / "encode-2026-12-05-idle.json").read_text())["rows"]
     row = _row("encode at zipnn's speed")
