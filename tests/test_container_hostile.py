@@ -15,6 +15,7 @@ from zoocodec.codecs import ans, floatplanes
 from zoocodec.codecs.lossless import Zstd
 from zoocodec.codecs.wire import put_svarint, put_uvarint
 from zoocodec.errors import ContainerError
+from zoocodec.kernels import decode as G
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +295,38 @@ def test_non_finite_or_negative_steps_and_codebooks(tmp_path, spec, array, bad):
     t["segments"][array] = f.add(values.tobytes())
     with pytest.raises(ContainerError, match="not finite|positive"):
         zoocodec.decompress(f.write(tmp_path / "e.zc"))
+
+
+FORGED_STEPS = [("uniform:step=0.01", "side"), ("rdoq:step=0.01,coder=ans", "method"),
+                ("dq:step=0.01,coder=ans", "method"), ("dct", "side")]
+
+
+@pytest.mark.parametrize("spec,where", FORGED_STEPS)
+def test_a_finite_step_that_overflows_the_dtype_is_refused(tmp_path, monkeypatch, capsys, spec, where):
+    """A step of 1e308 (finite and positive) makes symbol x step overflow float32. The native pass, the
+    GPU decoder's host side (before any launch) and a method's own decode (under np.errstate) refuse it
+    in one line; before, the first two wrote infinities and the third NumPy's warnings on stderr."""
+    zoocodec.compress({"w": torch.randn(64, 80)}, tmp_path / "n.zc", spec)
+    f = Forge((tmp_path / "n.zc").read_bytes())
+    tensor0(f.header)[where]["step"] = 1e308
+    expect_refused(tmp_path, monkeypatch, capsys, f, match="range")
+    evil = f.write(tmp_path / "e.zc")
+    with pytest.raises(ContainerError, match="range"):
+        zoocodec.load(evil)
+    if spec != "dct":  # (no fused decoder: a GPU load decodes it on the host, as above)
+        with zoocodec.Archive(evil) as a, pytest.raises(ContainerError, match="range"):
+            G.job(a, "w")
+
+
+@pytest.mark.parametrize("value,dtype,ok", [(3.3895e38, "bfloat16", True), (3.3963e38, "bfloat16", False),
+                                            (65504.0, "float16", True), (65520.0, "float16", False),
+                                            (3.4028e38, "float32", True), (float("nan"), "float32", False)])
+def test_a_codebook_value_past_the_dtype_is_refused_by_the_gpu_host_side(value, dtype, ok):
+    """A float32 codebook value can still overflow a bfloat16 or float16 tensor: check_range rounds as the
+    decoders do (bfloat16 through float32, nearest-even)."""
+    job = G.Job("w", (4,), dtype, G.Packed(4, 0, 1, bytes(4)), np.array([0.5, value]), k=2)
+    if ok:
+        G.check_range(job, "tensor 'w'")
+    else:
+        with pytest.raises(ContainerError, match=f"outside the {dtype} range"):
+            G.check_range(job, "tensor 'w'")

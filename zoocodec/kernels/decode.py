@@ -254,15 +254,58 @@ def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
     if stream is None:
         return None
     if isinstance(fused, plan.Trellis):
-        return TrellisJob(name, e.shape, e.dtype, stream, fused.steps, fused.rows, fused.cols, fused.by_column)
-    if isinstance(fused, plan.Grouped):
+        out = TrellisJob(name, e.shape, e.dtype, stream, fused.steps, fused.rows, fused.cols, fused.by_column)
+    elif isinstance(fused, plan.Grouped):
         try:
             steps, zeros = fused.values()
         except ContainerError as err:
             raise ContainerError(f"{where}: {err}") from None
-        return Job(name, e.shape, e.dtype, stream, steps, 0, fused.cols, fused.group, zeros)
-    values, row_len, k = fused.native(e.numel)
-    return Job(name, e.shape, e.dtype, stream, values, k, row_len if k else 0)
+        out = Job(name, e.shape, e.dtype, stream, steps, 0, fused.cols, fused.group, zeros)
+    else:
+        values, row_len, k = fused.native(e.numel)
+        out = Job(name, e.shape, e.dtype, stream, values, k, row_len if k else 0)
+    check_range(out, where)
+    return out
+
+
+def symbol_bound(s: Stream | Packed) -> int:
+    """The largest |lo + symbol| a stream can hold (its alphabet, with a wide frame's raw low bits)."""
+    if isinstance(s, Packed):
+        high = s.lo + (1 << (8 * s.width)) - 1
+    elif s.L == 0:
+        high = s.lo
+    else:
+        high = s.lo + ((len(s.freq) - 1) << s.shift | ((1 << s.shift) - 1))
+    return max(abs(s.lo), abs(high))
+
+
+def check_range(job: Job | TrellisJob, where: str) -> None:
+    """Every value `job` can write is finite in its dtype, or ContainerError: a forged step, zero point
+    or codebook value would write infinities (compress never stores a value outside the dtype's range;
+    the CPU's native pass refuses the same, plan.cpp's check_range). A dq level is at most twice its
+    symbol; a group's value is its symbol times its step plus its zero point."""
+    values = np.abs(np.asarray(job.steps, dtype=np.float64))
+    if isinstance(job, Job) and job.k:
+        top = float(values.max()) if values.size else 0.0
+    else:
+        scale = 2.0 if isinstance(job, TrellisJob) else 1.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            top = scale * float(symbol_bound(job.stream)) * (float(values.max()) if values.size else 0.0)
+            if isinstance(job, Job) and job.zeros is not None and job.zeros.size:
+                top += float(np.abs(job.zeros).max())
+    if not finite_in(top, job.dtype):
+        raise ContainerError(f"{where}: its values lie outside the {job.dtype} range (forged side information)")
+
+
+def finite_in(v: float, dtype: str) -> bool:
+    """Whether float64 `v` stays finite rounded to `dtype` as methods/arrays.from_float64 rounds it
+    (bfloat16: through float32, nearest-even), NaN not."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = np.float32(v) if dtype != "float16" else np.float16(v)
+    if dtype == "bfloat16" and np.isfinite(f):
+        b = int(np.array(f).view(np.uint32))
+        return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0x7F80 != 0x7F80
+    return bool(np.isfinite(f))
 
 
 @functools.cache

@@ -304,7 +304,8 @@ class ArchiveBase:
                     zip(e.segments, self.container.segments([(e.where, s) for s in e.segments.values()]), strict=True)
                 )
             budget.check_tensor(e.where, e.numel, native_dtype(e.dtype).itemsize)
-            array = run(spec, e.side, segments, e.shape, e.dtype)
+            with np.errstate(over="raise", invalid="raise"):  # (forged side info: values past the dtype)
+                array = run(spec, e.side, segments, e.shape, e.dtype)
         if array.shape != e.shape:
             raise ContainerError(
                 f"{self.container.path}: {e.where} decoded to shape {array.shape}, header says {e.shape}"
@@ -320,6 +321,9 @@ class ArchiveBase:
             raise ContainerError(f"{self.container.path}: {where}: out of memory decoding it") from None
         except ZoocodecError as err:
             raise ContainerError(f"{self.container.path}: {where}: {err}") from None
+        except FloatingPointError:  # (np.errstate in decode: a value past its dtype's range, or NaN)
+            raise ContainerError(
+                f"{self.container.path}: {where} decodes to values outside its dtype's range") from None
         except (KeyError, ValueError, TypeError, IndexError, OverflowError) as err:
             raise ContainerError(
                 f"{self.container.path}: {where} cannot be decoded ({type(err).__name__}: {err})"

@@ -49,6 +49,31 @@ inline O convert(double v, int kind) {
 }
 
 #ifdef ZC_AVX2
+// Whether v stays finite in the output kind: a forged step or codebook value would write infinities
+// (compress never stores a value outside the dtype's range).
+bool finite_in(double v, int kind) {
+  if (kind == F32) return (convert<uint32_t>(v, kind) & 0x7F800000u) != 0x7F800000u;
+  const uint16_t b = convert<uint16_t>(v, kind);
+  return kind == F16 ? (b & 0x7C00u) != 0x7C00u : (b & 0x7F80u) != 0x7F80u;
+}
+
+// Every value a parsed job can write is finite in its kind: the codebook's values, or the
+// lowest and highest symbol times each row's step. Throws Corrupt.
+void check_range(const Fused& a, const ans::Frame& f) {
+  const char* kind = a.kind == F32 ? "float32" : a.kind == F16 ? "float16" : "bfloat16";
+  if (a.k) {
+    for (uint64_t i = 0; i < a.rows * a.k; ++i)
+      if (!finite_in(a.values[i], a.kind)) throw Corrupt(std::string("a codebook value lies outside the ") + kind + " range");
+    return;
+  }
+  const rans::Parsed& p = f.stream;
+  if (p.n == 0) return;
+  const int64_t low = f.lo + (p.L ? 0 : int64_t(p.constant)), high = f.lo + (p.L ? int64_t(p.nsym) - 1 : int64_t(p.constant));
+  for (uint64_t row = 0; row < a.rows; ++row)
+    if (!finite_in(double(low) * a.values[row], a.kind) || !finite_in(double(high) * a.values[row], a.kind))
+      throw Corrupt(std::string("symbols times the step of row ") + std::to_string(row) + " lie outside the " + kind + " range");
+}
+
 // out[i] = value of (lo + sym[i]) * step for i < m - m % 8, 8 at a time: the int32 sum converted
 // to float64 exactly, one float64 product, rounded to float32 (and to bfloat16 as to_bf16 does)
 // as the scalar convert() rounds it, so the bits are the same. lo + every symbol fits an int32.
@@ -210,6 +235,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       }
       if (a.rows > 1 && (a.row_len == 0 || (a.rows - 1) * a.row_len >= a.count || a.rows * a.row_len < a.count))
         throw Corrupt("rows do not match the shape");
+      check_range(a, frames[t]);
     } catch (const Corrupt& e) {
       a.status = 2;
       a.error = e.what();
