@@ -102,7 +102,8 @@ class KMeans(MethodSpec):
             x = stack_rows([p[2] for p in group], xp)
             c = K.lloyd(x, xp.asarray(np.concatenate([p[3] for p in group])), self.iters)
             if self.codebook == "float16":
-                c16 = c.astype(xp.float16)
+                with np.errstate(over="ignore"):  # (an overflow is refused below, by name)
+                    c16 = c.astype(xp.float16)
                 owner = np.repeat([p[0] for p in group], [p[2].shape[0] for p in group])  # tensor of each problem
                 finite = to_numpy(xp.isfinite(c16).all(axis=1))
                 bad += [int(i) for i, ok in zip(owner, finite, strict=True) if not ok]
