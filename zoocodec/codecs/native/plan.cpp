@@ -48,7 +48,6 @@ inline O convert(double v, int kind) {
   }
 }
 
-#ifdef ZC_AVX2
 // Whether v stays finite in the output kind: a forged step or codebook value would write infinities
 // (compress never stores a value outside the dtype's range).
 bool finite_in(double v, int kind) {
@@ -74,6 +73,7 @@ void check_range(const Fused& a, const ans::Frame& f) {
       throw Corrupt(std::string("symbols times the step of row ") + std::to_string(row) + " lie outside the " + kind + " range");
 }
 
+#ifdef ZC_AVX2
 // out[i] = value of (lo + sym[i]) * step for i < m - m % 8, 8 at a time: the int32 sum converted
 // to float64 exactly, one float64 product, rounded to float32 (and to bfloat16 as to_bf16 does)
 // as the scalar convert() rounds it, so the bits are the same. lo + every symbol fits an int32.
