@@ -30,6 +30,7 @@ from zoocodec.codecs import native
 from zoocodec.codecs.wire import Reader
 from zoocodec.errors import ContainerError
 from zoocodec.kernels.backend import cuda_source
+from zoocodec.methods.arrays import from_float64
 
 THREADS = 256  # per block: 32 substreams
 KINDS = {"float32": ("rans_dequant_f32", np.float32), "float16": ("rans_dequant_f16", np.float16),
@@ -298,14 +299,11 @@ def check_range(job: Job | TrellisJob, where: str) -> None:
 
 
 def finite_in(v: float, dtype: str) -> bool:
-    """Whether float64 `v` stays finite rounded to `dtype` as methods/arrays.from_float64 rounds it
-    (bfloat16: through float32, nearest-even), NaN not."""
+    """Whether float64 `v` stays finite rounded to `dtype` as the decoders round it (methods/arrays.from_float64;
+    bfloat16 as its bits), NaN not."""
     with np.errstate(over="ignore", invalid="ignore"):
-        f = np.float32(v) if dtype != "float16" else np.float16(v)
-    if dtype == "bfloat16" and np.isfinite(f):
-        b = int(np.array(f).view(np.uint32))
-        return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0x7F80 != 0x7F80
-    return bool(np.isfinite(f))
+        r = from_float64(np.array([v], dtype=np.float64), dtype)[0]
+    return bool(r & 0x7F80 != 0x7F80) if dtype == "bfloat16" else bool(np.isfinite(r))
 
 
 @functools.cache
