@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -88,25 +89,26 @@ print(time.perf_counter() - t)"""
 
 
 def first_loads(files: dict[str, Path], repeats: int, baseline: Path | None) -> list[dict]:
-    """Each file's first load in a fresh process, 1 and 2 threads, the files in turn: what a CLI
+    """Each file's first load in a fresh process, 1 and 2 threads, in a seeded random order: what a CLI
     call or a server's start gets (imports done first and not timed; zoocodec's take about 0.15 s).
     The loads timed in-process above reuse memory the previous load freed; a fresh process faults
     in new pages (on a VM that hands free memory back to its host, transparent huge pages cost
-    about 6 ms each there: docs/cpu-speed.md). `baseline`: the .zc files loaded by that source
-    tree too, in turn (rows labelled `baseline`)."""
-    times = {}
+    about 6 ms each there: docs/cpu-speed.md). A load right after another process freed its memory
+    meets pages the host still backs, several times faster, so the runs take a new seeded order
+    each round. `baseline`: the .zc files loaded by that source tree too (rows labelled `baseline`)."""
+    times, order = {}, random.Random(0)
+    runs = [(label, path, tag, tree) for label, path in files.items()
+            for tag, tree in [("", None)] + ([(" (baseline)", baseline)] if baseline and path.suffix == ".zc" else [])]
     for rep in range(repeats + 1):  # (the first round untimed: it writes the .pyc files)
         for threads in (1, 2):
             env = {**os.environ, "ZOOCODEC_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
             env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled once, as an installed package is
-            for label, path in files.items():
+            for label, path, tag, tree in order.sample(runs, len(runs)):  # (a new order each round)
                 path = Path(str(path).format(threads=threads))
-                trees = [("", None)] + ([(" (baseline)", baseline)] if baseline and path.suffix == ".zc" else [])
-                for tag, tree in trees:
-                    out = subprocess.run([sys.executable, "-c", from_tree(tree) + FIRST, str(path)], env=env,
-                                         capture_output=True, text=True, check=True)
-                    if rep:
-                        times.setdefault((label + tag, threads), []).append(float(out.stdout.split()[-1]))
+                out = subprocess.run([sys.executable, "-c", from_tree(tree) + FIRST, str(path)], env=env,
+                                     capture_output=True, text=True, check=True)
+                if rep:
+                    times.setdefault((label + tag, threads), []).append(float(out.stdout.split()[-1]))
     return [{"what": f"first load in a fresh process: {label}", "threads": threads,
              "median_s": statistics.median(ts), "runs_s": ts} for (label, threads), ts in times.items()]
 

@@ -274,6 +274,38 @@ def test_an_output_block_is_kept_for_the_next_and_a_declined_slot_given_back():
     assert (slot[:3192] == 9).all() and (slot[3192 : 3192 + 8192] == 0).all() and (slot[3192 + 8192 :] == 9).all()
 
 
+def test_a_large_output_block_is_kept_lazily_freed():
+    """A freed block over 64 MiB is kept too, its pages the kernel's to take back (MADV_FREE): the
+    next block of its size is the same memory, each page holding what was written or zeros."""
+    eng = native.engine()
+    block = eng.output_block(80 << 20)
+    block[::4096] = 7
+    address = block.__array_interface__["data"][0]
+    del block
+    block = eng.output_block(80 << 20)
+    assert block.__array_interface__["data"][0] == address
+    assert set(np.unique(block[::4096]).tolist()) <= {0, 7}  # (0: a page the kernel took back)
+    assert (block[::4096] == 7).mean() > 0.5  # (it takes them when memory runs short)
+
+
+def test_a_load_of_several_batches_reuses_the_last_loads_memory(tmp_path, monkeypatch):
+    """Every batch of a load decodes into one output block, so loading the model again after
+    dropping it reuses the whole of it (no page faulted in and zeroed anew)."""
+    from zoocodec import plan
+
+    g = np.random.default_rng(5)
+    model = {f"w{i}": torch.from_numpy(g.normal(0, 0.02, (1024, 1280)).astype(np.float32)) for i in range(3)}
+    zoocodec.compress(model, tmp_path / "m.zc", "uniform:bits=8", min_size=0)
+    batches, seen = plan.batches, []
+    monkeypatch.setattr(plan, "batches", lambda items: seen.append(batches(items, 5 << 20)) or seen[-1])
+    first = zoocodec.load(tmp_path / "m.zc")
+    where = {n: t.data_ptr() for n, t in first.items()}
+    assert [len(b) for b in seen[0]] == [1, 1, 1]  # (a batch per tensor)
+    del first
+    again = zoocodec.load(tmp_path / "m.zc")
+    assert {n: t.data_ptr() for n, t in again.items()} == where
+
+
 def many_tensors(n: int = 24) -> dict[str, torch.Tensor]:
     g = np.random.default_rng(11)
     return {f"t{i:02d}": torch.from_numpy(g.laplace(0, 0.02, (40 + 13 * i, 96)).astype(np.float32))

@@ -385,7 +385,9 @@ class Archive(ArchiveBase):
         out = {}
         on_pass = self.container.version >= 4  # chunk checksums checked on the decoding pass (plan.Stream)
         chunk = self.container.crc_chunk
-        for batch in plan.batches([self.plan[n] for n in names]):
+        entries = [self.plan[n] for n in names]
+        block = plan.outputs(entries)  # (one for all: the next load reuses it whole, plan_bind.cpp)
+        for batch in plan.batches(entries):
             items, first = [], {}  # first: where each entry's payloads start in items
             for e in batch:
                 if budget.over_tensor(e.numel, ITEMSIZE[e.dtype]):
@@ -396,7 +398,6 @@ class Archive(ArchiveBase):
             views = self.container.views(items, check=not on_pass)
             stream = None
             try:
-                block = plan.outputs(batch)
                 stream = plan.Stream(block, threads, mapped=on_pass,  # (each payload checked: its pages dropped)
                                      overlap=len(batch) > 2)
                 arrays, rest, segments = {}, [], {}
@@ -443,7 +444,7 @@ class Archive(ArchiveBase):
                 segments = None
                 self.container.release(items, views, drop=not on_pass)
             out.update((e.name, arrays[e.name]) for e in batch)
-            del block
+        del block
         if beside is not None:  # (no batch)
             beside()
         return out

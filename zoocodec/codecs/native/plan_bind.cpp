@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "buffer.h"
 #include "checksum.h"
 #include "plan.h"
@@ -334,11 +336,14 @@ nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
 }
 
 // n bytes for the outputs of a batch (plan.py cuts them into its tensors), on huge pages.
-// The last freed output block of at most KEEP bytes, kept for the next batch: a fresh block's
-// pages are zeroed by the kernel as they are first touched (minilm's bf16 outputs, 45 MB: 1.7
-// CPU ms of a 17 ms load), so loading models one after another (a sweep, a benchmark) reuses
-// them, as malloc's heap does for smaller arrays (zipnn's outputs among them). A fresh block's
-// pages are faulted in by the decoders as they write: a thread faulting them in ahead
+// The last freed output block is kept for the next batch: a fresh block's pages are zeroed by
+// the kernel as they are first touched (smollm2-135m's fp32 outputs, 538 MB: 27% of a load's CPU
+// time), so loading models one after another (a sweep, an evaluation, a benchmark) reuses them,
+// as malloc's heap does for smaller arrays (zipnn's outputs among them). One over KEEP bytes is
+// kept lazily freed (MADV_FREE, as jemalloc decays its dirty pages): the kernel takes its pages
+// back when memory runs short, and those it has not taken need no zeroing when reused. None over
+// an eighth of the machine's memory is kept (a process's resident set counts the pages). A fresh
+// block's pages are faulted in by the decoders as they write: a thread faulting them in ahead
 // (MADV_POPULATE_WRITE, until 2026-12-06) made a fresh process's first load 1.3-8x slower at 2
 // threads on a VM whose host backs memory on first touch (docs/cpu-speed.md).
 constexpr std::size_t HUGE_PAGE = std::size_t(1) << 21, KEEP = std::size_t(64) << 20;  // (malloc keeps up to 64 MiB too)
@@ -358,15 +363,29 @@ struct Block {
   std::size_t size;
 };
 
+std::size_t keep_at_most() {
+  static const std::size_t most = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? std::max(KEEP, std::size_t(pages) * std::size_t(page) / 8) : KEEP;
+  }();
+  return most;
+}
+
 void release_block(void* p) noexcept {
   auto* b = static_cast<Block*>(p);
+  if (b->size > keep_at_most()) {
+    std::free(b->p);
+    delete b;
+    return;
+  }
+#ifdef __linux__
+  if (b->size > KEEP) madvise(b->p, b->size, MADV_FREE);  // (its pages the kernel's to take)
+#endif
   Kept& k = kept();
   {
-    std::lock_guard<std::mutex> guard(k.lock);
-    if (b->size <= KEEP) {  // the last freed one is kept (the one kept before is freed instead)
-      std::swap(k.block, b->p);
-      k.size = b->size;
-    }
+    std::lock_guard<std::mutex> guard(k.lock);  // the last freed one is kept (the one kept before is freed instead)
+    std::swap(k.block, b->p);
+    std::swap(k.size, b->size);
   }
   std::free(b->p);
   delete b;
@@ -378,15 +397,18 @@ Array1<uint8_t> output_block(std::size_t n) {
     return big_array<uint8_t>(n, &p);
   }
   const std::size_t size = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-  void* p = nullptr;
+  void *p = nullptr, *unfit = nullptr;
   std::size_t have = size;
   Kept& k = kept();
   {
     std::lock_guard<std::mutex> guard(k.lock);
     if (k.block && k.size >= size && k.size <= 2 * size) {  // (not a large block for a small batch)
       p = k.block, have = k.size, k.block = nullptr;
+    } else if (k.size > KEEP) {  // (a large one that does not fit is not held beside a new one)
+      unfit = k.block, k.block = nullptr, k.size = 0;
     }
   }
+  std::free(unfit);
   if (!p) {
     p = std::aligned_alloc(HUGE_PAGE, size);
     if (!p) throw std::bad_alloc();
@@ -426,7 +448,8 @@ int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
 void bind_plan(nb::module_& m) {
   m.def("output_block", &output_block, nb::arg("n"),
         "A uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch); "
-        "the last freed one of up to 64 MiB is kept for the next call.");
+        "the last freed one is kept for the next call (lazily freed over 64 MiB; none over an eighth of "
+        "the machine's memory).");
   m.def("discard", &discard, nb::arg("array"),
         "The whole pages inside a contiguous array given back to the system (they read as zeros after).");
   m.def("xxh3", [](nb::handle data) {
