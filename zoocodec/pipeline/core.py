@@ -375,10 +375,11 @@ class Archive(ArchiveBase):
         """Decode tensors to native arrays (`convert(array, entry)`: to what it returns, e.g. a
         torch tensor), a batch of up to plan.BATCH_BYTES at a time. The payloads its methods
         declare fused (zoocodec/plan.py) are entropy-decoded and dequantized into their dtype by
-        the native pool straight from the mapped file into one block of huge pages per batch (its
-        arrays are views of it: the block is freed when the last of them is), on a plan.Stream:
-        the pass starts on the first tensors while the jobs of the next are built, and the views
-        are converted (and `beside()` called, once) while it runs. Format 4: the batch's chunks
+        the native pool straight from the mapped file into one block of huge pages (its arrays are
+        views of it: the block is freed when the last of them is, or kept for the next load), a
+        native pass per batch on a plan.Stream: the pass starts on the first tensors while the
+        jobs of the next are built, and the views are converted (and `beside()` called, once)
+        while it runs. Format 4: the batch's chunks
         are checked (XXH3-64) on that pass, each payload's just before the tasks that read it. The
         other tensors are decoded by their method's own decode (from copies: a method may keep
         views of what it decodes)."""
@@ -386,13 +387,14 @@ class Archive(ArchiveBase):
         on_pass = self.container.version >= 4  # chunk checksums checked on the decoding pass (plan.Stream)
         chunk = self.container.crc_chunk
         entries = [self.plan[n] for n in names]
+        for e in entries:
+            if budget.over_tensor(e.numel, ITEMSIZE[e.dtype]):
+                with self._named(e.where):
+                    budget.check_tensor(e.where, e.numel, ITEMSIZE[e.dtype])
         block = plan.outputs(entries)  # (one for all: the next load reuses it whole, plan_bind.cpp)
         for batch in plan.batches(entries):
             items, first = [], {}  # first: where each entry's payloads start in items
             for e in batch:
-                if budget.over_tensor(e.numel, ITEMSIZE[e.dtype]):
-                    with self._named(e.where):
-                        budget.check_tensor(e.where, e.numel, ITEMSIZE[e.dtype])
                 first[e.name] = len(items)
                 items += [(e.where, s) for s in e.segments.values()]
             views = self.container.views(items, check=not on_pass)
