@@ -188,6 +188,22 @@ def test_huffman_only_where_it_pays():
     assert _modes(floatplanes.encode(w), w.size, 2)[0] == floatplanes.ORDER0
 
 
+def test_a_plane_that_codes_under_one_percent_below_raw_stays_raw():
+    """No coder takes a plane it would shrink by less than 1% (floatplanes.GATE: its decoding
+    would cost as much as a plane's that halves); a little more skew and the plane is coded."""
+    g = np.random.default_rng(3)
+    n = 200_000
+
+    def values(p0: float) -> np.ndarray:  # fp16 bits whose top plane is 0 with p0 more chance
+        top = np.where(g.random(n) < p0, 0, g.integers(0, 256, n)).astype(np.uint16)
+        r = top << 8 | g.integers(0, 256, n).astype(np.uint16)
+        return (r >> 1 | (r & 1) << 15).astype(np.uint16).view(np.float16)  # (the split rotates left by one)
+
+    slight, more = values(0.03), values(0.06)  # order-0 entropy 0.8% and 2% under 8 bits
+    assert _modes(floatplanes.encode(slight, huffman=True), n, 2) == [floatplanes.RAW] * 2
+    assert _modes(floatplanes.encode(more, huffman=True), n, 2)[0] in (floatplanes.HUFFMAN, floatplanes.ORDER0)
+
+
 def test_huffman_lengths_are_limited_and_complete():
     eng = native.engine()
     counts = np.zeros(256, dtype=np.uint64)
