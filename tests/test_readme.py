@@ -139,7 +139,8 @@ def test_the_lossless_size_and_codec_rows_are_the_latest_idle_lossless_file():
 
 def test_the_smollm2_decode_numbers_are_its_results_file():
     for name in ("nofill", "gate"):
-        up = json.loads((RESULTS / f"decode-2026-12-06-smollm2-xeon-{name}.json").read_text())["speedup_2_over_1_threads"]
+        run = json.loads((RESULTS / f"decode-2026-12-06-smollm2-xeon-{name}.json").read_text())
+        up = run["speedup_2_over_1_threads"]
         assert (f"{up['8-bit load']:.2f}x 8-bit, {up['lossless bfloat16 load']:.2f}x bf16, "
                 f"{up['lossless float32 load']:.2f}x fp32") in _row("2 threads 1.8x faster than 1")
     d = json.loads((RESULTS / "decode-2026-12-06-smollm2-xeon-gate.json").read_text())
