@@ -257,33 +257,35 @@ def test_damage_is_named_as_a_crc_mismatch_by_the_pass_that_checks_it(tmp_path, 
             zoocodec.load(tmp_path / "bad.zc")
 
 
-def test_an_output_block_is_kept_for_the_next_and_a_declined_slot_given_back():
-    """The last freed output block (up to 64 MiB) is the next one of its size: what its caller
-    wrote is still there, so its pages were not faulted in again; discard gives the whole pages
-    inside an array back, and they read as zeros."""
+def _freed_and_taken_again(nbytes: int) -> np.ndarray:
+    """An output block of `nbytes`, 7 written on each of its pages, freed, then the next block of that
+    size (asserted to be the same memory)."""
     eng = native.engine()
-    block = eng.output_block(24 << 20)
+    block = eng.output_block(nbytes)
     block[::4096] = 7
     address = block.__array_interface__["data"][0]
     del block
-    block = eng.output_block(24 << 20)
-    assert block.__array_interface__["data"][0] == address and (block[::4096] == 7).all()
+    block = eng.output_block(nbytes)
+    assert block.__array_interface__["data"][0] == address
+    return block
+
+
+def test_an_output_block_is_kept_for_the_next_and_a_declined_slot_given_back():
+    """The last freed output block is the next one of its size: what its caller wrote is still
+    there, so its pages were not faulted in again; discard gives the whole pages inside an array
+    back, and they read as zeros."""
+    block = _freed_and_taken_again(24 << 20)
+    assert (block[::4096] == 7).all()
     slot = block[5000 : 5000 + 3 * 4096]
     slot[:] = 9
-    eng.discard(slot)
+    native.engine().discard(slot)
     assert (slot[:3192] == 9).all() and (slot[3192 : 3192 + 8192] == 0).all() and (slot[3192 + 8192 :] == 9).all()
 
 
 def test_a_large_output_block_is_kept_lazily_freed():
-    """A freed block over 64 MiB is kept too, its pages the kernel's to take back (MADV_FREE): the
-    next block of its size is the same memory, each page holding what was written or zeros."""
-    eng = native.engine()
-    block = eng.output_block(80 << 20)
-    block[::4096] = 7
-    address = block.__array_interface__["data"][0]
-    del block
-    block = eng.output_block(80 << 20)
-    assert block.__array_interface__["data"][0] == address
+    """A freed block over 64 MiB is kept too, its pages the kernel's to take back (MADV_FREE): each
+    page of the next block of its size holds what was written or zeros."""
+    block = _freed_and_taken_again(80 << 20)
     assert set(np.unique(block[::4096]).tolist()) <= {0, 7}  # (0: a page the kernel took back)
     assert (block[::4096] == 7).mean() > 0.5  # (it takes them when memory runs short)
 
