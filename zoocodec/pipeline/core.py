@@ -379,10 +379,9 @@ class Archive(ArchiveBase):
         views of it: the block is freed when the last of them is, or kept for the next load), a
         native pass per batch on a plan.Stream: the pass starts on the first tensors while the
         jobs of the next are built, and the views are converted (and `beside()` called, once)
-        while it runs. Format 4: the batch's chunks
-        are checked (XXH3-64) on that pass, each payload's just before the tasks that read it. The
-        other tensors are decoded by their method's own decode (from copies: a method may keep
-        views of what it decodes)."""
+        while it runs. Format 4: the batch's chunks are checked (XXH3-64) on that pass, each
+        payload's just before the tasks that read it. The other tensors are decoded by their
+        method's own decode (from copies: a method may keep views of what it decodes)."""
         out = {}
         on_pass = self.container.version >= 4  # chunk checksums checked on the decoding pass (plan.Stream)
         chunk = self.container.crc_chunk
