@@ -204,6 +204,19 @@ def test_a_plane_that_codes_under_one_percent_below_raw_stays_raw():
     assert _modes(floatplanes.encode(more, huffman=True), n, 2)[0] in (floatplanes.HUFFMAN, floatplanes.ORDER0)
 
 
+def test_planes_are_cut_into_substreams_a_decoder_group_takes_whole():
+    """A plane over one substream is cut into equal substreams, 4 or a multiple of 8 of them (a
+    decoder task advances 8, Huffman's 4 at a time); a 576 x 576 matrix decodes the same."""
+    for n in (1, 1 << 16, (1 << 16) + 1, 192 * 576, 576 * 576, 576 * 1536, 49152 * 576):
+        chunk = floatplanes.substream(n)
+        subs = -(-n // chunk)
+        assert chunk <= native.SUBSTREAM and (subs in (1, 4) or subs % 8 == 0), n
+        assert n <= native.SUBSTREAM or subs * chunk - n < subs, n  # (equal, but for rounding)
+    w = np.random.default_rng(4).laplace(0, 0.03, 576 * 576).astype(np.float32)
+    bf16 = (w.view(np.uint32) >> 16).astype(np.uint16)
+    assert floatplanes.decode(floatplanes.encode(bf16, huffman=True), bf16.size, bf16.dtype).tobytes() == bf16.tobytes()
+
+
 def test_huffman_lengths_are_limited_and_complete():
     eng = native.engine()
     counts = np.zeros(256, dtype=np.uint64)
