@@ -16,7 +16,7 @@ its decoding for 0.15% of its size); zipnn keeps planes raw below 5%.
 rANS tables have at most 12 probability bits (0.06% on minilm's exponents against 14),
 so that the native decoder reads one packed table entry a step (finer tables, written before
 up to 14 bits, take 8-byte entries): the 8 interleaved states of a substream form one vector
-(native/rans_avx2.cpp), and a task advances up to 8 substreams (chunks of 2^16 values)
+(native/rans_avx2.cpp), and a task advances up to 8 substreams (equal ones of at most 2^16 values: `substream`)
 together so that their table lookups overlap; when only the exponent plane is coded it writes
 the values straight from its registers. zstd planes are inflated first, into a block on huge
 pages (minilm's fp32 embedding has two). The encoder codes 4 substreams together the same way
