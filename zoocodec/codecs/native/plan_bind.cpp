@@ -373,17 +373,12 @@ std::size_t keep_at_most() {
 
 void release_block(void* p) noexcept {
   auto* b = static_cast<Block*>(p);
-  if (b->size > keep_at_most()) {
-    std::free(b->p);
-    delete b;
-    return;
-  }
+  if (b->size <= keep_at_most()) {  // the last freed one is kept (the one kept before is freed instead)
 #ifdef __linux__
-  if (b->size > KEEP) madvise(b->p, b->size, MADV_FREE);  // (its pages the kernel's to take)
+    if (b->size > KEEP) madvise(b->p, b->size, MADV_FREE);  // (its pages the kernel's to take)
 #endif
-  Kept& k = kept();
-  {
-    std::lock_guard<std::mutex> guard(k.lock);  // the last freed one is kept (the one kept before is freed instead)
+    Kept& k = kept();
+    std::lock_guard<std::mutex> guard(k.lock);
     std::swap(k.block, b->p);
     std::swap(k.size, b->size);
   }
@@ -403,7 +398,7 @@ Array1<uint8_t> output_block(std::size_t n) {
   {
     std::lock_guard<std::mutex> guard(k.lock);
     if (k.block && k.size >= size && k.size <= 2 * size) {  // (not a large block for a small batch)
-      p = k.block, have = k.size, k.block = nullptr;
+      p = k.block, have = k.size, k.block = nullptr, k.size = 0;
     } else if (k.size > KEEP) {  // (a large one that does not fit is not held beside a new one)
       unfit = k.block, k.block = nullptr, k.size = 0;
     }
