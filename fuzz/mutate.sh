@@ -10,10 +10,15 @@ shift
 TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked}
 SRC=zoocodec/codecs/native
 mkdir -p build/fuzz
+# inflate.cpp holds the whole zstd library: compiled once, not once a target
+inflate=build/fuzz/inflate-gcc.o
+if [ ! "$inflate" -nt $SRC/inflate.cpp ] || [ ! "$inflate" -nt $SRC/third_party/zstd/zstd.c ]; then
+  "${CXX:-g++}" -std=c++17 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -c $SRC/inflate.cpp -o "$inflate"
+fi
 for t in $TARGETS; do
   bin=build/fuzz/$t-gcc
   "${CXX:-g++}" -std=c++17 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
     -DZC_TARGET=$t fuzz/targets.cpp fuzz/mutate.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp \
-    $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/checksum.cpp -pthread -o "$bin"
+    $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/checksum.cpp "$inflate" -pthread -o "$bin"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$bin" tests/fuzz_corpus/$t "$ROUNDS"
 done

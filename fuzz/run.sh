@@ -18,10 +18,15 @@ TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked}
 CXX=${CXX:-$(command -v clang++ || command -v clang++-14)}
 SRC=zoocodec/codecs/native
 mkdir -p build/fuzz
+# inflate.cpp holds the whole zstd library: compiled once, not once a target
+inflate=build/fuzz/inflate.o
+if [ ! "$inflate" -nt $SRC/inflate.cpp ] || [ ! "$inflate" -nt $SRC/third_party/zstd/zstd.c ]; then
+  "$CXX" -std=c++17 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -c $SRC/inflate.cpp -o "$inflate"
+fi
 for t in $TARGETS; do
   bin=build/fuzz/$t
   "$CXX" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/checksum.cpp -o "$bin"
+    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/checksum.cpp "$inflate" -o "$bin"
   mkdir -p tests/fuzz_corpus/$t
   echo "fuzzing $t for ${SECONDS_EACH}s"
   rm -rf build/fuzz/$t.work && mkdir -p build/fuzz/$t.work

@@ -14,7 +14,7 @@ float64 rounded to the dtype exactly as methods/arrays.from_float64 rounds them)
     Affine   value = symbol * steps[row]               (uniform)
     Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
     Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py's frame;
-             on the CPU its tasks join the same native pass)
+             on the CPU its tasks, zstd planes inflated first, join the same native pass)
     Grouped  value = symbol * step[g] (+ zero[g]), g the group of consecutive weights of a row
              (uniform group=G; GPU only: side streams decoded on the host when asked)
     Trellis  value = dq_level(state, symbol) * steps[row], the state walked along each row or
@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
-from zoocodec.codecs import floatplanes, native
+from zoocodec.codecs import native
 from zoocodec.errors import ContainerError
 from zoocodec.header import TensorEntry
 from zoocodec.methods.lossless import native_dtype
@@ -39,7 +37,6 @@ KINDS = {"float32": 0, "float16": 1, "bfloat16": 2}  # plan.h Kind
 DTYPES = {kind: native_dtype(kind) for kind in KINDS}
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
 ALIGN = 64  # bytes: where each output starts in its batch's block
-ZSTD_AHEAD = 1 << 20  # values of a float-plane payload whose zstd planes are inflated beside the native pass
 PART_BYTES = 8 << 20  # decoded bytes a Stream hands to its pass at once (the first starts it while the rest are built)
 
 
@@ -178,19 +175,14 @@ class Stream:
     `into`: outputs() of the jobs' entries (or of more). `mapped`: the checked payloads are views of
     a read-only file mapping, whose pages the pass drops from the resident set once it decoded
     them (what Container.release does, on the pass's thread). `overlap` False (a tensor or two:
-    no thread of its own is worth starting): the pass runs in `finish`. Float-plane frames with zstd-coded planes
-    are split (and inflated) here, then decoded in a second native pass; with more than one
-    thread, those of ZSTD_AHEAD values or more are inflated on threads while the pass runs
-    (python-zstandard releases the GIL), and merged by its last part. Damage raises
+    no thread of its own is worth starting): the pass runs in `finish`. Damage raises
     ContainerError naming the tensor."""
 
     def __init__(self, into: tuple[np.ndarray, dict[str, int]], threads: int = 0, mapped: bool = False,
                  overlap: bool = True):
         self.block, self.starts = into
-        self.threads = threads
-        self.workers = threads if threads > 0 else native.default_threads()
         self.native = native.engine().Pass(threads, mapped, overlap)
-        self.jobs, self.outs, self.taken, self.ahead = [], {}, [], {}  # ahead: job index -> planes inflating
+        self.jobs, self.outs = [], {}
         self.args, self.payloads, self.names, self.queued = [], [], [], 0  # the part not handed over yet
 
     def add(self, e: TensorEntry, job: Affine | Lookup | Planes, payload) -> np.ndarray:
@@ -200,18 +192,13 @@ class Stream:
         start = self.starts[e.name]
         flat = self.block[start : start + e.raw_bytes].view(dt)
         self.outs[e.name] = out = flat.reshape(e.shape)
-        i = len(self.jobs)
-        self.jobs.append((e, job, payload))
+        self.jobs.append((e, job))
         if isinstance(job, Planes):
-            if self.workers > 1 and e.numel >= ZSTD_AHEAD and floatplanes.has_zstd(payload):
-                self.ahead[i] = _inflating(self.workers).submit(floatplanes.frame, payload, e.numel, dt, huffman=True)
-                return out
             self.args.append((payload, e.numel, dt.itemsize, flat))
         else:
             values, row_len, k = job.native(e.numel)
             self.args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k,
                               KINDS[e.dtype], flat))
-        self.taken.append(i)
         self.queued += e.raw_bytes
         if self.queued >= PART_BYTES:
             self.flush()
@@ -229,63 +216,34 @@ class Stream:
         self.args, self.payloads, self.queued = [], [], 0
 
     def cancel(self) -> None:
-        """Wait for the pass and the inflating threads, their results dropped (an error on the
-        way: nothing may hold a view of the file once this returns)."""
+        """Wait for the pass, its results dropped (an error on the way: nothing may hold a view of
+        the file once this returns)."""
         try:
             self.native.wait()
         except Exception:  # noqa: BLE001 (the error the caller raises is the one to report)
             pass
-        futures.wait(self.ahead.values())
 
     def finish(self) -> tuple[dict[str, np.ndarray], list[str]]:
         """Wait for the pass (helping it) -> ({name: array}, names the native decoder left to the
         method's own decode)."""
-        outs, left, inflated, failed = self.outs, [], [], None
+        outs, left = self.outs, []
         try:
             try:
-                for i, planes in self.ahead.items():  # (inflated meanwhile: their merge joins the last part)
-                    e = self.jobs[i][0]
-                    try:
-                        parts = planes.result()
-                    except ContainerError as err:
-                        failed = failed or ContainerError(f"{e.where}: {err}")  # (after the checksums)
-                        continue
-                    flat = outs[e.name].reshape(-1)
-                    self.args.append((parts, e.numel, flat.itemsize, flat))
-                    self.taken.append(i)
                 self.flush()
             finally:
                 bad, results = self.native.wait()  # (helping it; nothing holds a view of the file after it)
             if bad >= 0:
                 raise ContainerError(f"payload of {self.names[bad]} is corrupt (checksum mismatch)")
-            if failed is not None:
-                raise failed
-            for i, (status, error) in zip(self.taken, results, strict=True):
-                e, job, payload = self.jobs[i]
-                planes = isinstance(job, Planes)
+            for (e, job), (status, error) in zip(self.jobs, results, strict=True):
                 if status == 2:
-                    raise ContainerError(
-                        f"{e.where}: corrupt {'float' if planes else 'entropy-coded'} payload: {error}")
-                if status == 1 and planes:  # zstd-coded planes: inflated here, then a second pass
-                    try:
-                        parts = floatplanes.frame(payload, e.numel, native_dtype(e.dtype), huffman=True)
-                    except ContainerError as err:
-                        raise ContainerError(f"{e.where}: {err}") from None
-                    inflated.append((e, parts))
-                elif status == 1:
+                    kind = "float" if isinstance(job, Planes) else "entropy-coded"
+                    raise ContainerError(f"{e.where}: corrupt {kind} payload: {error}")
+                if status == 1:
                     give_back((self.block, self.starts), e)  # (its slot, resident when the block was a kept one)
                     del outs[e.name]
                     left.append(e.name)
         finally:
-            futures.wait(self.ahead.values())
             self.jobs = self.args = self.payloads = None
-        if inflated:
-            again = native.engine().decode_fused(
-                [(parts, e.numel, outs[e.name].itemsize, outs[e.name].reshape(-1)) for e, parts in inflated],
-                self.threads)
-            for (e, _), (status, error) in zip(inflated, again, strict=True):
-                if status:
-                    raise ContainerError(f"{e.where}: corrupt float payload: {error}")
         return outs, left
 
 
@@ -313,8 +271,3 @@ def decode(
         stream.cancel()  # (nothing may hold a view of the file once this raises)
         raise
     return stream.finish()
-
-
-@cache
-def _inflating(workers: int) -> futures.ThreadPoolExecutor:
-    return futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoocodec-zstd")

@@ -18,8 +18,9 @@ so that the native decoder reads one packed table entry a step (finer tables, wr
 up to 14 bits, take 8-byte entries): the 8 interleaved states of a substream form one vector
 (native/rans_avx2.cpp), and a task advances up to 8 substreams (equal ones of at most 2^16 values: `substream`)
 together so that their table lookups overlap; when only the exponent plane is coded it writes
-the values straight from its registers. zstd planes are inflated first, into a block on huge
-pages (minilm's fp32 embedding has two). The encoder codes 4 substreams together the same way
+the values straight from its registers. zstd planes (minilm's fp32 embedding has two) are
+inflated first: on the native pass by the vendored zstd (native/inflate.cpp) when a model loads,
+here by python-zstandard for frame()'s callers (the GPU decoder, one tensor's decode). The encoder codes 4 substreams together the same way
 and writes the scalar encoder's bytes exactly. Outputs are allocated on transparent huge pages.
 
 Version 2 of the float coder (`planes=huffman`, the default) codes a plane that rANS would code
@@ -172,21 +173,6 @@ def frame(data: bytes | memoryview, count: int, dtype: np.dtype,
         parts.append((mode, body))
     r.done()
     return parts
-
-
-def has_zstd(data: bytes | memoryview) -> bool:
-    """Does the payload hold a zstd plane (a look at its plane headers only; a damaged frame
-    says no here, and frame() or the native decoder names what is wrong)?"""
-    r = Reader(data, "float payload")
-    try:
-        r.uvarint()
-        modes = []
-        for _ in range(r.byte()):
-            modes.append(r.byte())
-            r.take(r.uvarint(limit=len(r.data)))
-    except ContainerError:
-        return False
-    return ZSTD in modes
 
 
 def decode(data: bytes | memoryview, count: int, dtype: np.dtype, threads: int = 0) -> np.ndarray:

@@ -11,9 +11,11 @@
 #include <string>
 #include <mutex>
 #include <type_traits>
+#include <vector>
 
 #include "checksum.h"
 #include "floatplanes.h"
+#include "inflate.h"
 #include "pool.h"
 #include "rans_avx2.h"
 
@@ -172,13 +174,18 @@ struct Item {
 
 constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2, PLANE_HUFF = 3;  // codecs/floatplanes.py's modes
 
+// A zstd-coded plane of a planes job: its frame, inflated on the pass into memory of its own.
+struct Zplane {
+  std::size_t job;
+  const uint8_t* frame;
+  std::size_t size;
+  Scratch plane;
+};
+
 // A planes job's frame -> its prepared merge (its substreams in groups: decode() splits them further
-// where the pass is short of tasks), or false when a plane is zstd-coded.
-bool parse_planes(const Planes& a, planes::Merge* g) {
-  if (a.split) {
-    *g = planes::prepare(a.count, a.width, a.modes, a.data, a.sizes, a.out, 1);
-    return true;
-  }
+// where the pass is short of tasks); each zstd-coded plane joins `zstd`, and the merge reads it raw from
+// the memory it is inflated into.
+void parse_planes(const Planes& a, std::size_t job, planes::Merge* g, std::vector<Zplane>* zstd) {
   Reader r(a.payload, a.size);
   const uint64_t n = r.uvarint(UINT64_MAX);
   const int width = r.byte();
@@ -188,20 +195,23 @@ bool parse_planes(const Planes& a, planes::Merge* g) {
   int modes[4];
   const uint8_t* data[4];
   std::size_t sizes[4];
-  bool zstd = false;
+  bool inflated[4] = {};
   for (int k = 0; k < width; ++k) {
     const uint8_t mode = r.byte();
     if (mode != PLANE_RAW && mode != PLANE_RANS && mode != PLANE_ZSTD && mode != PLANE_HUFF)
       throw Corrupt("unknown plane mode " + std::to_string(mode));
-    zstd |= mode == PLANE_ZSTD;
     modes[k] = mode == PLANE_RANS ? planes::RANS : mode == PLANE_HUFF ? planes::HUFF : planes::RAW;
+    inflated[k] = mode == PLANE_ZSTD;
     sizes[k] = r.uvarint(r.left());
     data[k] = r.take(sizes[k]);
   }
   if (r.left()) throw Corrupt("bytes left after the planes");
-  if (zstd) return false;
+  for (int k = 0; k < width; ++k) {  // (memory only once the frame holds together: n values, as the output)
+    if (!inflated[k]) continue;
+    zstd->push_back({job, data[k], sizes[k], Scratch(n)});
+    data[k] = zstd->back().plane.data(), sizes[k] = n;
+  }
   *g = planes::prepare(n, width, modes, data, sizes, a.out, 1);
-  return true;
 }
 
 }  // namespace
@@ -213,12 +223,13 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   std::vector<planes::Merge> merges(planes.size());
   const int workers = threads > 0 ? threads : default_threads();
   const int own = helper ? std::max(1, workers - 1) : workers;  // (the helper: one more when it comes)
-  // every frame parsed (and its tables built) on the pool, then the items in order
+  std::vector<std::vector<Zplane>> zstd(planes.size());  // each planes job's zstd planes
+  // every frame parsed (and its tables built) on the pool, then the zstd planes inflated, then the items in order
   parallel_for(planes.size() + jobs.size(), own, [&](std::size_t i) {
     if (i < planes.size()) {
       Planes& a = planes[i];
       try {
-        if (!parse_planes(a, &merges[i])) a.status = 1;
+        parse_planes(a, i, &merges[i], &zstd[i]);
       } catch (const Corrupt& e) {
         a.status = 2;
         a.error = e.what();
@@ -241,6 +252,23 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       a.error = e.what();
     }
   }, helper);
+  std::vector<Zplane*> inflating;
+  for (std::size_t i = 0; i < planes.size(); ++i)
+    if (!planes[i].status)
+      for (Zplane& z : zstd[i]) inflating.push_back(&z);
+  std::vector<std::string> inflate_errors(inflating.size());
+  parallel_for(inflating.size(), own, [&](std::size_t k) {
+    Zplane& z = *inflating[k];
+    try {
+      unzstd(z.frame, z.size, z.plane.data(), planes[z.job].count);
+    } catch (const Corrupt& e) {
+      inflate_errors[k] = e.what();
+    }
+  }, helper);
+  for (std::size_t k = 0; k < inflating.size(); ++k) {
+    Planes& a = planes[inflating[k]->job];
+    if (!inflate_errors[k].empty() && !a.status) a.status = 2, a.error = inflate_errors[k];
+  }
   // A planes job's substreams split beyond their groups only where the whole pass has fewer tasks than
   // threads: one job alone keeps every thread busy that way, but many split jobs leave tasks of one
   // substream, which decode at a third of a group's speed (minilm's 38 bf16 matrices of 147K-590K

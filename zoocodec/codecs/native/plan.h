@@ -33,20 +33,15 @@ struct Fused {
 };
 
 // A tensor's float-plane payload (codecs/floatplanes.py's frame: n, width, then each plane's
-// mode, length and bytes) to its values: plan.py's Planes kind on the CPU.
+// mode, length and bytes) to its values: plan.py's Planes kind on the CPU. Every mode decodes
+// here: zstd planes are inflated on the pass (inflate.h) before the tasks that merge them.
 struct Planes {
   const uint8_t* payload = nullptr;
   std::size_t size = 0;
   uint64_t count = 0;
   int width = 4;        // bytes a value: 2 or 4
   void* out = nullptr;  // count values
-  // Or the planes already split (and zstd planes inflated) by floatplanes.py: `width` of them,
-  // each raw (mode 0) or a rANS stream (1), as floatplanes.h's merge takes them.
-  bool split = false;
-  int modes[4] = {};
-  const uint8_t* data[4] = {};
-  std::size_t sizes[4] = {};
-  // results, as Fused's: 1 when a plane is zstd-coded (floatplanes.py inflates those first)
+  // results, as Fused's (never 1)
   int status = 0;
   std::string error;
 };

@@ -37,9 +37,8 @@ using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 // jobs: (payload, count, values float64, row_len, k, kind 0 f32 | 1 f16 | 2 bf16, out: a
 // writable contiguous array of count values of that width); values: one step per row (k 0)
 // or k codebook values per row. Or a float-plane job: (payload, count, width 2 | 4, out), the
-// payload either the frame or a list of its planes split already, (mode 0 raw | 1 rANS, bytes).
-// Returns (status, error) per job: 0 decoded, 1 not taken (packed or wide-alphabet frames, or
-// zstd-coded planes: the Python coders decode those), 2 corrupt.
+// payload a float-plane frame (codecs/floatplanes.py). Returns (status, error) per job: 0 decoded,
+// 1 not taken (packed or wide-alphabet ans frames: the Python coders decode those), 2 corrupt.
 struct Batch {
   std::vector<std::unique_ptr<InBuffer>> held;
   std::vector<Steps> steps;
@@ -69,22 +68,9 @@ Batch batch_of(const std::vector<nb::tuple>& jobs) {
       plan::Planes& a = planes.emplace_back();
       a.width = nb::cast<int>(j[2]);
       if (a.width != 2 && a.width != 4) throw std::invalid_argument("width is 2 or 4");
-      if (nb::isinstance<nb::list>(j[0])) {  // planes split already: (mode, bytes-like) each
-        nb::list parts = nb::cast<nb::list>(j[0]);
-        if (parts.size() != static_cast<std::size_t>(a.width)) throw std::invalid_argument("one (mode, bytes) a plane");
-        a.split = true;
-        for (std::size_t k = 0; k < parts.size(); ++k) {
-          nb::tuple part = nb::cast<nb::tuple>(parts[k]);
-          held.emplace_back(new InBuffer(part[1]));
-          a.modes[k] = nb::cast<int>(part[0]);
-          a.data[k] = held.back()->data();
-          a.sizes[k] = held.back()->size();
-        }
-      } else {
-        held.emplace_back(new InBuffer(j[0]));
-        a.payload = held.back()->data();
-        a.size = held.back()->size();
-      }
+      held.emplace_back(new InBuffer(j[0]));
+      a.payload = held.back()->data();
+      a.size = held.back()->size();
       a.count = nb::cast<uint64_t>(j[1]);
       if (outs.back().nbytes() != a.count * a.width) throw std::invalid_argument("output of the wrong size");
       a.out = outs.back().data();
