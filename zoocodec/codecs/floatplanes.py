@@ -20,8 +20,9 @@ up to 14 bits, take 8-byte entries): the 8 interleaved states of a substream for
 together so that their table lookups overlap; when only the exponent plane is coded it writes
 the values straight from its registers. zstd planes (minilm's fp32 embedding has two) are
 inflated first: on the native pass by the vendored zstd (native/inflate.cpp) when a model loads,
-here by python-zstandard for frame()'s callers (the GPU decoder, one tensor's decode). The encoder codes 4 substreams together the same way
-and writes the scalar encoder's bytes exactly. Outputs are allocated on transparent huge pages.
+here by python-zstandard for frame()'s callers (the GPU decoder, one tensor's decode). The
+encoder codes 4 substreams together the same way and writes the scalar encoder's bytes exactly.
+Outputs are allocated on transparent huge pages.
 
 Version 2 of the float coder (`planes=huffman`, the default) codes a plane that rANS would code
 with canonical Huffman instead where that is at most 2% larger (minilm's exponents: 1.4%,
