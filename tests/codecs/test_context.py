@@ -145,3 +145,43 @@ def test_damage_raises_container_error(which, request):
         except ContainerError:
             continue
         assert out.shape == (n,)
+
+
+@given(st.integers(1, 7), st.integers(1, 40), st.sampled_from([1, 2, 3]), st.integers(-600, 600),
+       st.integers(1, 1 << 20), st.integers(1, 255), st.integers(0, 2**32 - 1))
+@settings(max_examples=150, deadline=None)
+def test_native_contexts_are_the_models(rows, cols, layout, lo, width, bins, seed):
+    """The decoder's contexts (native ctx_contexts) are the encoder's (Model.contexts), for any classes,
+    origin, bin width and count, including ones no encoder writes."""
+    from zoocodec.codecs import native
+
+    g = np.random.default_rng(seed)
+    rc = g.integers(-256, 257, rows) if layout & context.ROWS else np.zeros(0, np.int64)
+    cc = g.integers(-256, 257, cols) if layout & context.COLS else np.zeros(0, np.int64)
+    want = context.Model(layout, rc, cc, lo, width, bins).contexts(rows, cols).ravel()
+    got = native.engine().ctx_contexts(rc, cc, lo, width, bins, rows, cols)
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
+
+
+@given(hnp.arrays(np.uint8, st.integers(0, 300), elements=st.integers(0, 5)), st.integers(0, 5),
+       st.lists(st.integers(-2, 2), min_size=5, max_size=5), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_native_scatter_fills_each_context_or_refuses(ctx, k, off, wide):
+    """ctx_scatter writes origin + the next symbol of its context's stream at each position whose context
+    has a stream (the first k), and leaves the others; streams of any other length are refused, never
+    overrun."""
+    from zoocodec.codecs import native
+
+    eng = native.engine()
+    lengths = [max(0, int((ctx == c).sum()) + off[c]) for c in range(k)]  # (off all 0: the right lengths)
+    streams = [(np.arange(m, dtype=np.uint16 if wide else np.uint8), 10 * c) for c, m in enumerate(lengths)]
+    out = np.full(ctx.size, -1, np.int64)
+    if any(m != (ctx == c).sum() for c, m in enumerate(lengths)):
+        with pytest.raises(eng.CorruptStream):
+            eng.ctx_scatter(ctx, streams, out)
+        return
+    eng.ctx_scatter(ctx, streams, out)
+    want = np.full(ctx.size, -1, np.int64)
+    for c in range(k):
+        want[ctx == c] = 10 * c + streams[c][0].astype(np.int64)
+    assert np.array_equal(out, want)

@@ -1,6 +1,8 @@
 """RDOQ: exact round trips, lam=0 is plain rounding, lower D + lam*R than rounding on real weights."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
 
 import zoocodec
 from zoocodec.errors import ContainerError, SpecError
@@ -176,3 +178,26 @@ def test_trellis_takes_rates_per_state(fc):
     other = R.dq_trellis(x, table.ctx, table.origin, costly, 0.3, np)
     assert not np.array_equal(other, plain)
     assert np.abs(R.dq_dequantize(other, np) - x).max() < 4  # still a valid walk of the same machine
+
+
+def _walk(k: np.ndarray) -> np.ndarray:
+    """The dq state machine written out: each row from state 0 (kernels/rdoq.NEXT_STATE)."""
+    out = np.empty(k.shape, dtype=np.float64)
+    for r in range(k.shape[0]):
+        state = 0
+        for c in range(k.shape[1]):
+            v = int(k[r, c])
+            out[r, c] = float(2 * v if state < 2 else 2 * v - (v > 0) + (v < 0))
+            state = R.NEXT_STATE[state][v & 1]
+    return out
+
+
+@given(hnp.arrays(np.int64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=40),
+                  elements=st.integers(-(2**40), 2**40)), st.booleans())
+@settings(max_examples=120, deadline=None)
+def test_native_dq_walk_is_the_state_machine(k, by_column):
+    """dq_dequantize on the CPU (the native walk) reconstructs what the state machine gives, walking rows
+    or columns."""
+    got = R.dq_dequantize(k, np, by_column)
+    want = _walk(k.T).T if by_column else _walk(k)
+    assert got.dtype == np.float64 and np.array_equal(got, want)

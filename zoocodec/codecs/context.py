@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import ans
+from zoocodec.codecs import ans, native
 from zoocodec.codecs.base import CoderSpec, Order0, RateTable, counts_rate_table, register_coder
 from zoocodec.codecs.wire import Reader, put_streams, put_svarint, put_uvarint
 
@@ -342,8 +342,9 @@ def decode(data: bytes | memoryview, count: int) -> np.ndarray:
     bins = r.uvarint(limit=MAX_BINS)
     if width < 1 or bins < 1:
         raise r.fail(f"bin width {width} / count {bins}")
-    ctx = Model(layout, row_classes, col_classes, lo, width, bins).contexts(rows, cols).ravel()
-    out = _read_streams(r, ctx, bins)
+    ctx = native.engine().ctx_contexts(row_classes, col_classes, lo, width, bins, rows, cols)  # (Model.contexts)
+    out = np.empty(n, dtype=np.int64)
+    _read_streams(r, ctx, bins, out)
     r.done()
     return out
 
@@ -367,17 +368,16 @@ def _decode_ends(r: Reader, rows: int, cols: int) -> np.ndarray:
     if np.any((firsts[0] == firsts[1]) & (firsts[0] < group)):
         raise r.fail("a group's lowest and highest level share a position")
     model = Ends(group, lo, lo + span, *firsts)
-    ctx = model.contexts(rows, cols)
-    free = ctx != KNOWN
-    out = model.known(rows, cols)
-    out[free] = _read_streams(r, ctx[free], KNOWN)
+    out = model.known(rows, cols).ravel()
+    _read_streams(r, model.contexts(rows, cols).astype(np.uint8).ravel(), KNOWN, out)
     r.done()
-    return out.ravel()
+    return out
 
 
-def _read_streams(r: Reader, ctx: np.ndarray, bins: int) -> np.ndarray:
-    """The symbols of each context in `ctx` (flat) from its table and ANS stream, in place."""
-    counts = np.bincount(ctx, minlength=bins)
+def _read_streams(r: Reader, ctx: np.ndarray, bins: int, out: np.ndarray) -> None:
+    """The symbols of contexts 0..bins-1 of `ctx` (flat uint8) from their tables and ANS streams, written
+    to their positions in `out` (int64); positions of other contexts keep what `out` holds."""
+    counts = native.engine().byte_histogram(ctx)[:bins]
     tables = []
     for c in np.flatnonzero(counts):
         origin = r.svarint()
@@ -386,16 +386,18 @@ def _read_streams(r: Reader, ctx: np.ndarray, bins: int) -> np.ndarray:
             raise r.fail("empty alphabet")
         tables.append((c, origin, ans.read_table(r, size)))
     streams = r.streams(len(tables))
-    out = np.empty(ctx.size, dtype=np.int64)
+    decoded = [(np.zeros(0, np.uint8), 0)] * bins  # (a context without symbols: an empty stream)
     for (c, origin, freqs), data in zip(tables, streams, strict=True):
-        where = ctx == c
         if len(freqs) == 1:
             if len(data):
                 raise r.fail("a one-symbol context holds coded bits")
-            out[where] = origin
+            decoded[c] = (np.zeros(int(counts[c]), np.uint8), origin)
             continue
-        out[where] = ans.decode_stream(data, freqs, int(counts[c]), r) + origin
-    return out
+        decoded[c] = (native.rans_decode_freqs(data, freqs, int(counts[c]), what=r.what), origin)
+    try:
+        native.engine().ctx_scatter(ctx, decoded, out)
+    except native.engine().CorruptStream as e:  # (not from the codec's own streams: their counts are exact)
+        raise r.fail(str(e)) from None
 
 
 def _classes(r: Reader, count: int) -> np.ndarray:

@@ -73,8 +73,18 @@ def _cost(v, level, ctx, origin: int, bits, worst, size: int, lam: float, xp):
 NEXT_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))  # [state][parity of the level]
 
 
-def dq_dequantize(k, xp):
-    """Reconstruction in step units of level matrix `k` (rows are independent walks)."""
+def dq_dequantize(k, xp, by_column: bool = False):
+    """Reconstruction in step units of level matrix `k` (int64): each row an independent walk from state 0
+    (`by_column`: each column). NumPy arrays take the native walk (native/dq.cpp); CuPy ones a vector step
+    per column of the walk."""
+    if xp is np:
+        from zoocodec.codecs import native
+
+        out = np.empty(k.shape, dtype=np.float64)
+        native.engine().dq_walk(np.ascontiguousarray(k, dtype=np.int64), out, by_column)
+        return out
+    if by_column:
+        return dq_dequantize(k.T, xp).T
     state = xp.zeros(k.shape[0], dtype=xp.int64)
     out = xp.empty(k.shape, dtype=xp.float64)
     table = xp.asarray(NEXT_STATE, dtype=xp.int64)

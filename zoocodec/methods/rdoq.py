@@ -249,8 +249,7 @@ class DQ(RDOQ):
     def levels(self, q: np.ndarray, by_column: bool | None = None) -> np.ndarray:
         """The state machine walks each row, or each column (`by_column`; default: wider than tall)."""
         q = q.astype(np.int64, copy=False)  # (2k in a narrow type would wrap)
-        return R.dq_dequantize(q.T, np).T if (_flip(q.shape) if by_column is None else by_column) else \
-            R.dq_dequantize(q, np)
+        return R.dq_dequantize(q, np, _flip(q.shape) if by_column is None else by_column)
 
 
 def _flip(shape: tuple[int, int]) -> bool:
