@@ -7,8 +7,11 @@ each child loads only the .zc files (the fastest of `--loads` calls per file and
 take turns `--rounds` times, so both meet the machine alike. The files are written once by this tree:
 minilm lossless bf16 and fp32 (every float tensor), 8-bit (`uniform:bits=8`), and bf16 of its 38 matrices of 64K
 values or more without the word-embedding table (many medium tensors: what a pass of many jobs does).
+`--files coders`: minilm written by the methods and coders automatic mode and the presets choose besides
+plain `ans` (`uniform` with `ctx`, `dq` with `ans` and with `cabac`; each tensor by its method's own decode,
+not the fused pass), and the 8-bit file as the control.
 
-    python bench/bench_decode_ab.py --baseline DIR [--rounds 4] [--loads 30] [--tag T]
+    python bench/bench_decode_ab.py --baseline DIR [--files lossless|coders] [--rounds 4] [--loads 30] [--tag T]
 
 DIR is a worktree of the earlier commit with its native engine built or copied in. Writes
 bench/results/decode_ab-<date>[-tag].json: per round and tree the fastest load in ms, and per file the median over
@@ -47,7 +50,11 @@ print(json.dumps(best))
 """
 
 
-def write_files(folder: Path) -> dict[str, str]:
+CODERS = {"8-bit": "uniform:bits=8", "uniform + ctx": "uniform:step=0.004,coder=ctx",
+          "dq + ans": "dq:step=0.004,coder=ans", "dq + cabac": "dq:step=0.004,coder=cabac"}
+
+
+def write_files(folder: Path, which: str) -> dict[str, str]:
     src = modelio.open_model(zoo.resolve("minilm"))
     model = {n: src._get(n) for n in src.names}
     floats = {n: t for n, t in model.items() if t.dtype == torch.float32}
@@ -55,9 +62,11 @@ def write_files(folder: Path) -> dict[str, str]:
     matrices = {n: t for n, t in bf16.items() if t.dim() == 2 and t.numel() >= 1 << 16 and "word_embeddings" not in n}
     files = {"lossless bf16": (bf16, "lossless"), "lossless fp32": (floats, "lossless"),
              "8-bit": (model, "uniform:bits=8"), "lossless bf16, 38 matrices": (matrices, "lossless")}
+    if which == "coders":
+        files = {name: (model, spec) for name, spec in CODERS.items()}
     out = {}
     for name, (tensors, spec) in files.items():
-        path = folder / (name.replace(" ", "_").replace(",", "") + ".zc")
+        path = folder / (name.replace(" ", "_").replace(",", "").replace("+", "") + ".zc")
         zoocodec.compress(tensors, path, spec, **({"min_size": 1 << 62} if spec == "lossless" else {}))
         out[name] = str(path)
     return out
@@ -66,6 +75,7 @@ def write_files(folder: Path) -> dict[str, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", type=Path, required=True, help="the earlier source tree")
+    ap.add_argument("--files", choices=("lossless", "coders"), default="lossless")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--loads", type=int, default=30)
     ap.add_argument("--tag", default="")
@@ -73,7 +83,7 @@ def main() -> None:
     info = machine(("numpy", "torch"))
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_files(Path(tmp))
+        files = write_files(Path(tmp), a.files)
         for r in range(a.rounds):
             for tree in ([None, a.baseline] if r % 2 == 0 else [a.baseline, None]):
                 done = subprocess.run([sys.executable, "-c", from_tree(tree) + CHILD, json.dumps(files), str(a.loads)],
@@ -86,12 +96,15 @@ def main() -> None:
         per = {}
         for side in ("this", str(a.baseline)):
             runs = [x["fastest_ms"] for x in rounds if x["tree"] == side]
-            per[side] = {"two_threads_ms": statistics.median(x[f"{name} 2"] for x in runs),
+            per[side] = {"one_thread_ms": statistics.median(x[f"{name} 1"] for x in runs),
+                         "two_threads_ms": statistics.median(x[f"{name} 2"] for x in runs),
                          "speedup_2_over_1": statistics.median(x[f"{name} 1"] / x[f"{name} 2"] for x in runs)}
+        per["baseline_over_this_one_thread"] = per[str(a.baseline)]["one_thread_ms"] / per["this"]["one_thread_ms"]
         per["baseline_over_this_two_threads"] = per[str(a.baseline)]["two_threads_ms"] / per["this"]["two_threads_ms"]
         summary[name] = per
         print(name, json.dumps(per))
-    print(save("decode_ab", {"machine": info, "baseline": str(a.baseline), "rounds": rounds, "summary": summary},
+    print(save("decode_ab", {"machine": info, "baseline": str(a.baseline), "files": a.files, "rounds": rounds,
+                             "summary": summary},
                a.tag))
 
 

@@ -20,45 +20,44 @@ namespace {
 using Levels = nb::ndarray<const int64_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using Recon = nb::ndarray<double, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 
-constexpr uint8_t NEXT[4][2] = {{0, 2}, {2, 0}, {1, 3}, {3, 1}};  // kernels/rdoq.NEXT_STATE
+// kernels/rdoq.NEXT_STATE as arithmetic (no table lookup in the walk's dependency chain): the next
+// state's high bit is the level's parity xor the state's low bit, its low bit the state's high bit.
+inline uint8_t next(uint8_t state, int64_t k) {
+  return static_cast<uint8_t>(((static_cast<unsigned>(k & 1) ^ (state & 1u)) << 1) | (state >> 1));
+}
 
 // 2k, or 2k - sgn k in states 2-3, wrapping as NumPy's int64 does.
 inline double level(int64_t k, uint8_t state) {
-  uint64_t twice = static_cast<uint64_t>(k) * 2;
-  if (state >= 2) twice -= static_cast<uint64_t>((k > 0) - (k < 0));
-  return static_cast<double>(static_cast<int64_t>(twice));
+  const uint64_t sign = static_cast<uint64_t>((k > 0) - (k < 0));
+  return static_cast<double>(static_cast<int64_t>(static_cast<uint64_t>(k) * 2 - (state >> 1) * sign));
 }
 
 // `out` (rows, cols): levels `k` in step units, each row walked from state 0 (`by_column`: each column,
-// from the top). Rows (or blocks of columns) on `threads` threads.
+// from the top). Walks run side by side, LANES rows (or a block of columns) a task, so that one walk's
+// chain of states overlaps the others'.
 void walk(Levels k, Recon out, bool by_column, int threads) {
   const std::size_t rows = k.shape(0), cols = k.shape(1);
   if (out.shape(0) != rows || out.shape(1) != cols) throw std::invalid_argument("output of the wrong shape");
   const int64_t* in = k.data();
   double* o = out.data();
   nb::gil_scoped_release release;
-  if (!by_column) {
-    parallel_for(rows, threads, [&](std::size_t r) {
-      uint8_t state = 0;
-      for (std::size_t c = 0; c < cols; ++c) {
-        const int64_t v = in[r * cols + c];
-        o[r * cols + c] = level(v, state);
-        state = NEXT[state][static_cast<uint64_t>(v) & 1];
+  // walks w0..w1 (rows, or columns), step j of walk w at in[w * across + j * along]
+  auto run = [&](std::size_t w0, std::size_t w1, std::size_t steps, std::size_t across, std::size_t along) {
+    std::vector<uint8_t> state(w1 - w0, 0);
+    for (std::size_t j = 0; j < steps; ++j)
+      for (std::size_t w = w0; w < w1; ++w) {
+        const std::size_t at = w * across + j * along;
+        o[at] = level(in[at], state[w - w0]);
+        state[w - w0] = next(state[w - w0], in[at]);
       }
-    });
-    return;
-  }
-  constexpr std::size_t BLOCK = 1024;  // columns a task walks down together
-  parallel_for((cols + BLOCK - 1) / BLOCK, threads, [&](std::size_t b) {
-    const std::size_t c0 = b * BLOCK, c1 = std::min(cols, c0 + BLOCK);
-    std::vector<uint8_t> state(c1 - c0, 0);
-    for (std::size_t r = 0; r < rows; ++r)
-      for (std::size_t c = c0; c < c1; ++c) {
-        const int64_t v = in[r * cols + c];
-        o[r * cols + c] = level(v, state[c - c0]);
-        state[c - c0] = NEXT[state[c - c0]][static_cast<uint64_t>(v) & 1];
-      }
-  });
+  };
+  constexpr std::size_t LANES = 8, BLOCK = 1024;
+  if (!by_column)
+    parallel_for((rows + LANES - 1) / LANES, threads,
+                 [&](std::size_t b) { run(b * LANES, std::min(rows, (b + 1) * LANES), cols, cols, 1); });
+  else
+    parallel_for((cols + BLOCK - 1) / BLOCK, threads,
+                 [&](std::size_t b) { run(b * BLOCK, std::min(cols, (b + 1) * BLOCK), rows, 1, cols); });
 }
 
 }  // namespace
