@@ -132,10 +132,6 @@ class Ends:
         ctx[(pos == first_lo) | (pos == first_hi)] = KNOWN
         return ctx
 
-    def known(self, rows: int, cols: int) -> np.ndarray:
-        """The symbols the KNOWN positions hold: lo where a group's first lowest level sits, hi elsewhere."""
-        return np.where(np.arange(cols) % self.group == self._spread(self.first_lo, cols), self.lo, self.hi)
-
     def _spread(self, per_group: np.ndarray, cols: int) -> np.ndarray:
         """A (rows, groups) array repeated over each group's columns: (rows, cols)."""
         return np.repeat(per_group, self.group, axis=1)[:, :cols]
@@ -367,9 +363,9 @@ def _decode_ends(r: Reader, rows: int, cols: int) -> np.ndarray:
         firsts.append(first)
     if np.any((firsts[0] == firsts[1]) & (firsts[0] < group)):
         raise r.fail("a group's lowest and highest level share a position")
-    model = Ends(group, lo, lo + span, *firsts)
-    out = model.known(rows, cols).ravel()
-    _read_streams(r, model.contexts(rows, cols).astype(np.uint8).ravel(), KNOWN, out)
+    out = np.empty(rows * cols, dtype=np.int64)
+    ctx = native.engine().ctx_ends(*firsts, group, cols, lo, lo + span, out)  # (Ends.contexts and Ends.known)
+    _read_streams(r, ctx, KNOWN, out)
     r.done()
     return out
 

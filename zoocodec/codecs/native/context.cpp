@@ -108,12 +108,49 @@ void scatter(Contexts ctx, const std::vector<std::tuple<Symbols, int64_t>>& stre
   }
 }
 
+using Firsts = nb::ndarray<const int64_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+// Ends.contexts and Ends.known of the group-ends layout in one pass: for the symbol at column c of row r,
+// p = c % group its place in group g = c / group, fl and fh that group's first lowest and highest
+// positions: context (p < fl) + 2 (p < fh), or KNOWN (4) at fl and fh, where out takes lo (at fl) or hi.
+Array1<uint8_t> ends(Firsts first_lo, Firsts first_hi, uint64_t group, uint64_t cols, int64_t lo, int64_t hi,
+                     Out out) {
+  const std::size_t rows = first_lo.shape(0), groups = first_lo.shape(1);
+  if (group < 1 || first_hi.shape(0) != rows || first_hi.shape(1) != groups || groups != (cols + group - 1) / group ||
+      out.shape(0) != rows * cols)
+    throw std::invalid_argument("group ends of the wrong shape");
+  uint8_t* ctx;
+  auto a = new_array<uint8_t>(rows * cols, &ctx);
+  const int64_t *fl = first_lo.data(), *fh = first_hi.data();
+  int64_t* o = out.data();
+  {
+    nb::gil_scoped_release release;
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t c = 0; c < cols; ++c) {
+        const std::size_t g = r * groups + c / group;
+        const int64_t p = static_cast<int64_t>(c % group);
+        const std::size_t i = r * cols + c;
+        if (p == fl[g] || p == fh[g]) {
+          ctx[i] = 4;
+          o[i] = p == fl[g] ? lo : hi;
+        } else {
+          ctx[i] = static_cast<uint8_t>((p < fl[g]) + 2 * (p < fh[g]));
+        }
+      }
+  }
+  return a;
+}
+
 }  // namespace
 
 void bind_context(nb::module_& m) {
   m.def("ctx_contexts", &contexts, nb::arg("row_classes"), nb::arg("col_classes"), nb::arg("lo"), nb::arg("width"),
         nb::arg("bins"), nb::arg("rows"), nb::arg("cols"),
         "Context of each symbol of a rows x cols matrix (codecs/context.Model.contexts) as uint8.");
+  m.def("ctx_ends", &ends, nb::arg("first_lo"), nb::arg("first_hi"), nb::arg("group"), nb::arg("cols"), nb::arg("lo"),
+        nb::arg("hi"), nb::arg("out"),
+        "The group-ends layout's contexts as uint8 (codecs/context.Ends.contexts), out set to lo or hi at the "
+        "positions they give (Ends.known).");
   m.def("ctx_scatter", &scatter, nb::arg("contexts"), nb::arg("streams"), nb::arg("out"),
         "out[i] = origin + the next symbol of stream contexts[i] where that context has one; CorruptStream "
         "unless every stream is used up exactly.");
