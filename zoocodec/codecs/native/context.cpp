@@ -46,25 +46,27 @@ Array1<uint8_t> contexts(Classes row_classes, Classes col_classes, int64_t lo, i
   const int64_t* cc = col_classes.data();
   {
     nb::gil_scoped_release release;
-    // the sums of classes take few values: each one's context from a table
+    // the sums of classes take few values (the codec's classes are within +-256): each sum's context
+    // from one table
     int64_t cmin = 0, cmax = 0, rmin = 0, rmax = 0;
-    if (nc) std::tie(cmin, cmax) = std::make_pair(*std::min_element(cc, cc + nc), *std::max_element(cc, cc + nc));
-    if (nr) std::tie(rmin, rmax) = std::make_pair(*std::min_element(rc, rc + nr), *std::max_element(rc, rc + nr));
+    if (nc) cmin = *std::min_element(cc, cc + nc), cmax = *std::max_element(cc, cc + nc);
+    if (nr) rmin = *std::min_element(rc, rc + nr), rmax = *std::max_element(rc, rc + nr);
     auto context = [&](__int128 v) {
       return static_cast<uint8_t>(std::clamp<int64_t>(floor_div((v - lo) * bins, width), 0, bins - 1));
     };
-    const bool table = cmax - cmin < (int64_t(1) << 16);  // (the codec's classes are within +-256)
-    std::vector<uint8_t> lut(table ? cmax - cmin + 1 : 0);
+    const __int128 low = __int128(rmin) + cmin, span = __int128(rmax) + cmax - low;
+    std::vector<uint8_t> lut(span < (1 << 16) ? static_cast<std::size_t>(span) + 1 : 0);
+    for (std::size_t k = 0; k < lut.size(); ++k) lut[k] = context(low + static_cast<int64_t>(k));
     for (uint64_t r = 0; r < rows; ++r) {
       const __int128 base = nr ? rc[r] : 0;
       uint8_t* row = out + r * cols;
-      if (!nc) {
-        std::fill(row, row + cols, context(base));
-      } else if (table) {
-        for (std::size_t k = 0; k < lut.size(); ++k) lut[k] = context(base + cmin + static_cast<int64_t>(k));
-        for (uint64_t c = 0; c < cols; ++c) row[c] = lut[cc[c] - cmin];
+      if (lut.empty()) {
+        for (uint64_t c = 0; c < cols; ++c) row[c] = context(base + (nc ? cc[c] : 0));
+      } else if (!nc) {
+        std::fill(row, row + cols, lut[static_cast<std::size_t>(base - low)]);
       } else {
-        for (uint64_t c = 0; c < cols; ++c) row[c] = context(base + cc[c]);
+        const int64_t b = static_cast<int64_t>(base - low);  // (b + cc[c] within the table)
+        for (uint64_t c = 0; c < cols; ++c) row[c] = lut[static_cast<std::size_t>(b + cc[c])];
       }
     }
   }
