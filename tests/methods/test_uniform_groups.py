@@ -286,3 +286,28 @@ def test_hostile_side_codes_are_a_container_error():
         if job is not None and set(side["symbols"]) == {job.stream, *job.sides} and set(job.sides) <= set(segments):
             with pytest.raises(ContainerError):
                 job.values()
+
+
+@given(st.integers(1, 6), st.integers(1, 80), st.sampled_from([1, 3, 16, 32, 64]), st.sampled_from(
+    ["float32", "float16", "bfloat16"]), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
+@settings(max_examples=150, deadline=None)
+def test_native_group_dequantize_rounds_as_numpy(rows, cols, group, dtype, per_group, with_zeros, seed):
+    """The native group dequantization (a load's own decode of group=G) writes what symbol * step + zero
+    in float64 rounded by from_float64 gives, bit for bit, and says where a value overflows the dtype."""
+    from zoocodec.codecs import native
+    from zoocodec.kernels import uniform as K
+    from zoocodec.methods.arrays import from_float64
+    from zoocodec.plan import KINDS
+
+    g = np.random.default_rng(seed)
+    groups = K.group_count(cols, group)
+    symbols = g.integers(-40, 41, (rows, cols))
+    steps = g.lognormal(-6, 2, (rows, groups)) if per_group else np.array(g.lognormal(-6, 2))
+    zeros = g.normal(0, 0.1, (rows, groups)) if with_zeros else None
+    want = from_float64(K.dequantize_groups(symbols, steps, zeros, group, np), dtype)
+    out = np.empty((rows, cols), want.dtype)
+    ok = native.engine().group_dequantize(symbols, steps if per_group else steps.reshape(1), zeros, group,
+                                          KINDS[dtype], out.reshape(-1))
+    assert ok and out.tobytes() == want.tobytes()
+    big = np.full((rows, groups), 1e300)
+    assert not native.engine().group_dequantize(symbols * 0 + 7, big, None, group, KINDS[dtype], out.reshape(-1))

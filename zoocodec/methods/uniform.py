@@ -429,6 +429,16 @@ class Uniform(MethodSpec):
         steps, step, zeros = self._group_values(q, rows, count)
         m = symbols.reshape(rows, cols)
         out = np.empty(m.shape, dtype=native_dtype(dtype))
+        from zoocodec.plan import KINDS
+
+        if dtype in KINDS and m.size:  # (natively, rounded as NumPy rounds the float64 values below)
+            values = np.array([step], np.float64) if steps is None else np.ascontiguousarray(steps, np.float64)
+            if not native.engine().group_dequantize(
+                    np.ascontiguousarray(m, np.int64), values,
+                    None if zeros is None else np.ascontiguousarray(zeros, np.float64), self.group, KINDS[dtype],
+                    out.reshape(-1)):
+                raise FloatingPointError("a group's values are outside the dtype's range")
+            return out.reshape(shape)
         scalar = np.array(step if steps is None else 1.0)
         for r, c in row_blocks(rows, cols, limit=_group_block(self.group)):
             gs = slice(c.start // self.group, K.group_count(c.stop, self.group))

@@ -128,15 +128,18 @@ Array1<uint8_t> ends(Firsts first_lo, Firsts first_hi, uint64_t group, uint64_t 
   {
     nb::gil_scoped_release release;
     for (std::size_t r = 0; r < rows; ++r)
-      for (std::size_t c = 0; c < cols; ++c) {
-        const std::size_t g = r * groups + c / group;
-        const int64_t p = static_cast<int64_t>(c % group);
-        const std::size_t i = r * cols + c;
-        if (p == fl[g] || p == fh[g]) {
-          ctx[i] = 4;
-          o[i] = p == fl[g] ? lo : hi;
-        } else {
-          ctx[i] = static_cast<uint8_t>((p < fl[g]) + 2 * (p < fh[g]));
+      for (std::size_t g = 0; g < groups; ++g) {  // (a group at a time: no division a symbol)
+        const int64_t l = fl[r * groups + g], h = fh[r * groups + g];
+        const std::size_t base = r * cols + g * group, size = std::min<std::size_t>(group, cols - g * group);
+        for (std::size_t q = 0; q < size; ++q) {
+          const int64_t p = static_cast<int64_t>(q);
+          const std::size_t i = base + q;
+          if (p == l || p == h) {
+            ctx[i] = 4;
+            o[i] = p == l ? lo : hi;
+          } else {
+            ctx[i] = static_cast<uint8_t>((p < l) + 2 * (p < h));
+          }
         }
       }
   }

@@ -6,6 +6,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -389,6 +390,40 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   };
   for (std::size_t t = 0; t < jobs.size(); ++t) report(failed[t], jobs[t].status, jobs[t].error);
   for (std::size_t t = 0; t < planes.size(); ++t) report(failed_planes[t], planes[t].status, planes[t].error);
+}
+
+bool dequantize_groups(const int64_t* symbols, uint64_t rows, uint64_t cols, const double* steps, bool per_group,
+                       const double* zeros, uint64_t group, int kind, void* out, int threads) {
+  const uint64_t groups = (cols + group - 1) / group;
+  std::atomic<bool> finite{true};
+  parallel_for(rows, threads, [&](std::size_t r) {
+    auto run = [&](auto* o) {
+      using O = std::remove_pointer_t<decltype(o)>;
+      bool ok = true;
+      for (uint64_t g = 0; g < groups; ++g) {  // (a group at a time: no division a value)
+        const double step = per_group ? steps[r * groups + g] : steps[0];
+        const uint64_t c0 = g * group, c1 = std::min(cols, c0 + group);
+        const int64_t* in = symbols + r * cols;
+        O* dst = o + r * cols;
+        auto put = [&](uint64_t c, double v) {
+          const O b = convert<O>(v, kind);
+          dst[c] = b;
+          ok &= kind == F32 ? (b & 0x7F800000u) != 0x7F800000u : kind == F16 ? (b & 0x7C00u) != 0x7C00u
+                                                                            : (b & 0x7F80u) != 0x7F80u;
+        };
+        if (zeros) {
+          const double zero = zeros[r * groups + g];
+          for (uint64_t c = c0; c < c1; ++c) put(c, static_cast<double>(in[c]) * step + zero);
+        } else {
+          for (uint64_t c = c0; c < c1; ++c) put(c, static_cast<double>(in[c]) * step);
+        }
+      }
+      if (!ok) finite = false;
+    };
+    if (kind == F32) run(static_cast<uint32_t*>(out));
+    else run(static_cast<uint16_t*>(out));
+  });
+  return finite;
 }
 
 }  // namespace zc::plan

@@ -1,6 +1,7 @@
 // Python bindings of the batched decoder (plan.h) and of the ans frame parser (ans_frame.h).
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
@@ -12,6 +13,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <system_error>
 #include <thread>
 #include <tuple>
@@ -424,9 +426,33 @@ int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
   return part.first_bad();
 }
 
+using Symbols2 = nb::ndarray<const int64_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using Values2 = nb::ndarray<const double, nb::c_contig, nb::device::cpu>;
+
+// plan::dequantize_groups on (rows, cols) symbols into `out` (rows * cols values of the kind); steps
+// (rows, groups) or one, zeros (rows, groups) or None. False where a value is not finite in the kind.
+bool group_dequantize(Symbols2 symbols, Values2 steps, std::optional<Values2> zeros, uint64_t group, int kind,
+                      Out out, int threads) {
+  const uint64_t rows = symbols.shape(0), cols = symbols.shape(1), groups = group ? (cols + group - 1) / group : 0;
+  const bool per_group = steps.ndim() == 2;
+  if (group < 1 || kind < 0 || kind > 2) throw std::invalid_argument("group at least 1, kind 0..2");
+  if (per_group ? steps.shape(0) != rows || steps.shape(1) != groups : steps.size() != 1)
+    throw std::invalid_argument("steps are (rows, groups) or one");
+  if (zeros && (zeros->ndim() != 2 || zeros->shape(0) != rows || zeros->shape(1) != groups))
+    throw std::invalid_argument("zeros are (rows, groups)");
+  if (out.nbytes() != rows * cols * (kind == plan::F32 ? 4 : 2)) throw std::invalid_argument("output of the wrong size");
+  nb::gil_scoped_release release;
+  return plan::dequantize_groups(symbols.data(), rows, cols, steps.data(), per_group, zeros ? zeros->data() : nullptr,
+                                 group, kind, out.data(), threads);
+}
+
 }  // namespace
 
 void bind_plan(nb::module_& m) {
+  m.def("group_dequantize", &group_dequantize, nb::arg("symbols"), nb::arg("steps"), nb::arg("zeros").none(),
+        nb::arg("group"), nb::arg("kind"), nb::arg("out"), nb::arg("threads") = 0,
+        "symbol * step (+ zero) of each group of `group` along the rows, in float64, rounded into out (kind 0 "
+        "float32, 1 float16, 2 bfloat16) as the fused decoder rounds; False where a value is not finite there.");
   m.def("output_block", &output_block, nb::arg("n"),
         "A uint8 array of n bytes, on transparent huge pages from 4 MB on (the outputs of a decode batch); "
         "the last freed one is kept for the next call (lazily freed over 64 MiB; none over an eighth of "
