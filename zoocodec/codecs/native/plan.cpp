@@ -53,10 +53,14 @@ inline O convert(double v, int kind) {
 
 // Whether v stays finite in the output kind: a forged step or codebook value would write infinities
 // (compress never stores a value outside the dtype's range).
+template <class O>
+bool finite_bits(O b, int kind) {  // (b: a value as converted to the kind)
+  return kind == F32 ? (b & 0x7F800000u) != 0x7F800000u : kind == F16 ? (b & 0x7C00u) != 0x7C00u
+                                                                      : (b & 0x7F80u) != 0x7F80u;
+}
+
 bool finite_in(double v, int kind) {
-  if (kind == F32) return (convert<uint32_t>(v, kind) & 0x7F800000u) != 0x7F800000u;
-  const uint16_t b = convert<uint16_t>(v, kind);
-  return kind == F16 ? (b & 0x7C00u) != 0x7C00u : (b & 0x7F80u) != 0x7F80u;
+  return kind == F32 ? finite_bits(convert<uint32_t>(v, kind), kind) : finite_bits(convert<uint16_t>(v, kind), kind);
 }
 
 // Every value a parsed job can write is finite in its kind: the codebook's values, or the
@@ -408,8 +412,7 @@ bool dequantize_groups(const int64_t* symbols, uint64_t rows, uint64_t cols, con
         auto put = [&](uint64_t c, double v) {
           const O b = convert<O>(v, kind);
           dst[c] = b;
-          ok &= kind == F32 ? (b & 0x7F800000u) != 0x7F800000u : kind == F16 ? (b & 0x7C00u) != 0x7C00u
-                                                                            : (b & 0x7F80u) != 0x7F80u;
+          ok &= finite_bits(b, kind);
         };
         if (zeros) {
           const double zero = zeros[r * groups + g];
