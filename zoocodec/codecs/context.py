@@ -390,10 +390,7 @@ def _read_streams(r: Reader, ctx: np.ndarray, bins: int, out: np.ndarray) -> Non
             decoded[c] = (np.zeros(int(counts[c]), np.uint8), origin)
             continue
         decoded[c] = (native.rans_decode_freqs(data, freqs, int(counts[c]), what=r.what), origin)
-    try:
-        native.engine().ctx_scatter(ctx, decoded, out)
-    except native.engine().CorruptStream as e:  # (not from the codec's own streams: their counts are exact)
-        raise r.fail(str(e)) from None
+    native.ctx_scatter(ctx, decoded, out, what=r.what)  # (the codec's own streams always fit)
 
 
 def _classes(r: Reader, count: int) -> np.ndarray:

@@ -80,6 +80,12 @@ def ans_decode(data: bytes | memoryview, count: int, *, what: str = "entropy-cod
     return _checked(what, engine().ans_decode, data, count, threads)
 
 
+def ctx_scatter(contexts: np.ndarray, streams: list, out: np.ndarray, *, what: str = "context-coded payload") -> None:
+    """out[i] = origin + the next symbol of stream contexts[i] where that context has a stream (the
+    engine's ctx_scatter); streams that do not match their positions raise ContainerError."""
+    _checked(what, engine().ctx_scatter, contexts, streams, out)
+
+
 def _checked(what: str, fn, *args):
     eng = engine()
     try:
