@@ -8,8 +8,8 @@ take turns `--rounds` times, so both meet the machine alike. The files are writt
 minilm lossless bf16 and fp32 (every float tensor), 8-bit (`uniform:bits=8`), and bf16 of its 38 matrices of 64K
 values or more without the word-embedding table (many medium tensors: what a pass of many jobs does).
 `--files coders`: minilm written by the methods and coders automatic mode and the presets choose besides
-plain `ans` (`uniform` with `ctx`, `dq` with `ans` and with `cabac`; each tensor by its method's own decode,
-not the fused pass), and the 8-bit file as the control.
+plain `ans` (`uniform` with `ctx`, `dq` with `ans`, `ctx` (the balanced preset's) and `cabac`, group-wise
+4-bit steps and zero points with `ctx` as GGUF's Q4_1 holds them), and the 8-bit file as the control.
 
     python bench/bench_decode_ab.py --baseline DIR [--files lossless|coders] [--rounds 4] [--loads 30] [--tag T]
 
@@ -51,7 +51,8 @@ print(json.dumps(best))
 
 
 CODERS = {"8-bit": "uniform:bits=8", "uniform + ctx": "uniform:step=0.004,coder=ctx",
-          "dq + ans": "dq:step=0.004,coder=ans", "dq + cabac": "dq:step=0.004,coder=cabac"}
+          "dq + ans": "dq:step=0.004,coder=ans", "dq + ctx": "dq:step=0.004,coder=ctx",
+          "dq + cabac": "dq:step=0.004,coder=cabac", "4-bit groups + ctx": "uniform:bits=4,group=32,zero=true,coder=ctx"}
 
 
 def write_files(folder: Path, which: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
-TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked}
+TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked ctx}
 CXX=${CXX:-$(command -v clang++ || command -v clang++-14)}
 SRC=zoocodec/codecs/native
 mkdir -p build/fuzz
@@ -26,7 +26,7 @@ fi
 for t in $TARGETS; do
   bin=build/fuzz/$t
   "$CXX" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/checksum.cpp "$inflate" -o "$bin"
+    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/ctx_frame.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/checksum.cpp "$inflate" -o "$bin"
   mkdir -p tests/fuzz_corpus/$t
   echo "fuzzing $t for ${SECONDS_EACH}s"
   rm -rf build/fuzz/$t.work && mkdir -p build/fuzz/$t.work

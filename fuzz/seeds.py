@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoocodec.codecs import ans, floatplanes, native
+from zoocodec.codecs import ans, context, floatplanes, native
 from zoocodec.codecs.wire import put_uvarint
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "fuzz_corpus"
@@ -33,6 +33,18 @@ def full_stream(s: np.ndarray, nsym: int, bits: int, chunk: int) -> bytes:
     for v in f:
         put_uvarint(out, int(v))
     return bytes(out) + native.rans_encode_freqs(s, f, chunk=chunk)
+
+
+def ctx_symbols(g: np.random.Generator, rows: int, cols: int, kind: str) -> np.ndarray:
+    """Levels the context coder gives contexts to: scaled rows, columns or both, or groups of 32 each
+    holding its lowest (0) and highest (15) level."""
+    if kind == "groups":
+        q = g.integers(1, 15, (rows, cols))
+        q[:, ::32], q[:, 5::32] = 0, 15
+        return q
+    scale = g.uniform(0.1, 3, (rows, 1)) if kind in ("rows", "both") else 1
+    scale = scale * (g.uniform(0.1, 3, (1, cols)) if kind in ("cols", "both") else 1)
+    return np.rint(g.laplace(0, 4, (rows, cols)) * scale).astype(np.int64)
 
 
 def main() -> None:
@@ -64,6 +76,12 @@ def main() -> None:
         save("fused", bytes([kind, k, rows]) + struct.pack("<H", n) + ans.encode(s))
         for c in (kind, 8 | 16 | kind + 5):  # (chunks of 64 << c % 8 bytes; one wrong, checked after the job)
             save("checked", bytes([c, kind, k, rows]) + struct.pack("<H", n) + ans.encode(s))
+    # ctx payloads as plan.cpp's ctx jobs: each layout of contexts, the group ends (GGUF Q4_1's min-max
+    # groups), an order-0 one, as values, group-wise steps and dq walks
+    for how, (rows, cols, kind) in enumerate(((60, 200, "rows"), (40, 300, "both"), (100, 64, "groups"),
+                                              (50, 120, "cols"), (3, 5, "rows"))):
+        q = ctx_symbols(g, rows, cols, kind)
+        save("ctx", bytes([how % 3, how % 4]) + struct.pack("<HH", cols, q.size) + context.encode(q))
     # float planes the AVX2 decoder takes: 8-lane substreams of 4096 under 12-bit tables, grouped
     for width, n in ((2, 20000), (4, 13000)):
         w = np.random.default_rng(width).laplace(0, 0.05, n).astype(np.float16 if width == 2 else np.float32)

@@ -11,6 +11,10 @@
 //               batched decode into float32/float16/bfloat16, steps 0.5 + row or codebook values;
 //               then again on a thread of its own joined by this one (pool.h's Helper: the pass a
 //               load starts while it builds the next jobs, plan_bind.cpp's Pass)
+//   ctx         [kind (mod 3)][how (mod 4): 0 steps, 1 groups of 8, 2 walk rows, 3 walk columns]
+//               [cols u16 LE (0 as 1)][count u16 LE][a ctx payload (codecs/context.py)]: plan.h's
+//               batched decode of a ctx-coded job (step 0.5; groups: step 0.5 + g, zero 0.25 g),
+//               then again joined as fused's
 //   planes      [width: 2 if even, else 4][count u16 LE][a float-plane frame (codecs/floatplanes.py)]:
 //               plan.h's batched decode of a planes job, then again joined as fused's
 //   huffman     a Huffman stream (huffman.h); the count is the one the stream declares (<= 2^22)
@@ -170,6 +174,37 @@ void checked(const uint8_t* data, std::size_t size) {
   zc::plan::decode(jobs, none, 2, {}, &checks);
   for (std::size_t c = 0; c < checks.size(); ++c)
     if (checks[c].bad != (wrong && c == 0)) __builtin_trap();  // a verdict that is not the checksum's: a bug
+}
+
+void ctx(const uint8_t* data, std::size_t size) {
+  if (size < 6) return;
+  zc::plan::Fused a;
+  a.coder = zc::plan::CTX;
+  a.kind = data[0] % 3;
+  const int how = data[1] % 4;
+  const uint64_t cols = u16(data + 2) ? u16(data + 2) : 1;
+  a.count = u16(data + 4);
+  a.row_len = a.count;
+  std::vector<double> values{0.5}, zeros;
+  if (how && a.count % cols) return;  // (the bindings refuse a shape that does not fit)
+  if (how == 1) {
+    a.group = 8, a.cols = cols, a.per_group = true;
+    const uint64_t groups = a.count / cols * ((cols + 7) / 8);
+    values.resize(groups), zeros.resize(groups);
+    for (uint64_t g = 0; g < groups; ++g) values[g] = 0.5 + double(g), zeros[g] = 0.25 * double(g);
+    a.zeros = zeros.data();
+  } else if (how > 1) {
+    a.walk = how - 1, a.cols = cols;
+  }
+  std::vector<uint32_t> out(a.count);
+  a.values = values.data();
+  a.out = out.data();
+  a.payload = data + 6;
+  a.size = size - 6;
+  std::vector<zc::plan::Fused> jobs{a};
+  std::vector<zc::plan::Planes> none;
+  zc::plan::decode(jobs, none, 2);
+  joined({a}, {});
 }
 
 void planes(const uint8_t* data, std::size_t size) {

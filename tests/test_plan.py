@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from hypothesis import given, settings, strategies as st
+
 import zoocodec
-from zoocodec.codecs import ans, native
+from zoocodec.codecs import ans, context, native
 from zoocodec.errors import ContainerError
 from zoocodec.header import TensorEntry
 from zoocodec.methods import parse_spec
@@ -52,7 +54,11 @@ def mixed_model() -> dict[str, torch.Tensor]:
                                   "uniform:bits=12", "uniform:bits=16", "uniform:step=0.001", "kmeans:k=16",
                                   "kmeans:k=8,per=channel", "kmeans:k=4,per=block,block=1000",
                                   "kmeans:k=256,codebook=float16", "rdoq:step=0.004,coder=ans",
-                                  "rdoq:bits=6,coder=ans", "dq:step=0.004,coder=ans"])
+                                  "rdoq:bits=6,coder=ans", "dq:step=0.004,coder=ans", "dq:bits=6,coder=ans",
+                                  "uniform:step=0.004,coder=ctx", "uniform:bits=10,coder=ctx", "rdoq:step=0.004,coder=ctx",
+                                  "dq:step=0.004,coder=ctx", "dq:bits=6,coder=ctx", "kmeans:k=16,coder=ctx",
+                                  "uniform:bits=4,group=32", "uniform:bits=4,group=32,zero=true,coder=ctx",
+                                  "uniform:bits=3,group=16,zero=true,side=5,coder=ctx", "dq:step=0.004,coder=cabac"])
 def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
     out = tmp_path / "m.zc"
     zoocodec.compress(mixed_model(), out, spec, min_size=10)
@@ -63,11 +69,96 @@ def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
             want = own_decode(a, name)
             assert batch[name].dtype == want.dtype and batch[name].shape == want.shape
             assert np.array_equal(batch[name].view(np.uint8), want.view(np.uint8)), name
-    taken = [status for jobs in passes for job, status in jobs if len(job) == 7]  # (not float planes)
-    if not spec.startswith("dq"):  # dq's levels follow its trellis state: its own decode
+    taken = [status for jobs in passes for job, status in jobs if len(job) != 4]  # (not float planes)
+    if "cabac" not in spec:
         assert taken.count(0) >= 2, taken  # decoded natively (packed frames, small or flat, are left to ans.py)
     else:
-        assert not taken
+        assert not taken  # (cabac's arithmetic decoder: its own decode)
+
+
+def ctx_symbols(draw_rows, cols, kind, spread, seed):
+    """Symbols shaped as the context coder's layouts meet them: row scales, column scales, both, or the
+    min-max groups of GGUF's Q4_1 (levels 0..15, each group of 32 holding both ends)."""
+    g = np.random.default_rng(seed)
+    if kind == "groups":
+        q = g.integers(1, 15, (draw_rows, cols))
+        for r in range(draw_rows):
+            for c0 in range(0, cols, 32):
+                n = min(32, cols - c0)
+                if n >= 2:
+                    lo, hi = g.choice(n, 2, replace=False)
+                    q[r, c0 + lo], q[r, c0 + hi] = 0, 15
+        return q
+    scale = np.ones((draw_rows, cols))
+    if kind in ("rows", "both"):
+        scale = scale * g.uniform(0.05, 3, (draw_rows, 1))
+    if kind in ("cols", "both"):
+        scale = scale * g.uniform(0.05, 3, (1, cols))
+    return np.rint(g.laplace(0, spread, (draw_rows, cols)) * scale).astype(np.int64)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 400), cols=st.integers(1, 700), kind=st.sampled_from(["rows", "cols", "both", "groups"]),
+       spread=st.sampled_from([0.3, 4.0, 60.0]), seed=st.integers(0, 2**32 - 1), threads=st.sampled_from([1, 2]))
+def test_ctx_payloads_decode_on_the_pass_as_context_py_decodes_them(rows, cols, kind, spread, seed, threads):
+    """Every layout (and order-0) of the context coder, alphabets narrow and wider than a byte, over
+    several of the pass's blocks: the same symbols as context.py's own decoder."""
+    q = ctx_symbols(rows, cols, kind, spread, seed)
+    data = context.encode(q)
+    e = TensorEntry("t", q.shape, "float32", parse_spec("uniform:step=1,coder=ctx"), {}, {})
+    got, left = decode([(e, Affine("symbols", np.ones(1)), data)], threads)
+    if left:  # (order-0 symbols in a packed frame, small or flat: ans.py's)
+        assert data[0] == context.ORDER0 and data[1] == ans.PACKED
+        return
+    assert np.array_equal(got["t"].astype(np.int64), context.decode(data, q.size).reshape(q.shape))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 4), cut=st.integers(0, 40))
+def test_a_damaged_ctx_payload_is_refused_or_decodes_as_context_py_does(seed, flips, cut):
+    """Hostile payloads: the pass refuses (one ContainerError) what context.py refuses, never reads past a
+    stream, and where both accept a damaged payload they agree."""
+    g = np.random.default_rng(seed)
+    q = ctx_symbols(int(g.integers(2, 150)), int(g.integers(2, 200)), ["rows", "cols", "both", "groups"][seed % 4], 4.0,
+                    seed)
+    data = bytearray(context.encode(q))
+    for _ in range(flips):
+        data[int(g.integers(0, len(data)))] ^= int(g.integers(1, 256))
+    data = bytes(data[: len(data) - cut] if cut < len(data) else data)
+    e = TensorEntry("t", q.shape, "float32", parse_spec("uniform:step=1,coder=ctx"), {}, {})
+    try:
+        want = context.decode(data, q.size)
+    except ContainerError:
+        want = None
+    try:
+        got, left = decode([(e, Affine("symbols", np.ones(1)), data)])
+    except ContainerError as err:
+        assert want is None, err
+        assert "corrupt context-coded payload" in str(err)
+        return
+    if not left:  # (left: a frame only context.py reads, a packed one say)
+        assert want is not None and np.array_equal(got["t"].ravel().astype(np.int64), want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 300), cols=st.integers(1, 300), per_row=st.booleans(), coder=st.sampled_from(["ans", "ctx"]),
+       dtype=st.sampled_from(["float32", "float16", "bfloat16"]), seed=st.integers(0, 2**32 - 1))
+def test_trellis_jobs_walk_as_the_dq_state_machine(rows, cols, per_row, coder, dtype, seed):
+    """dq levels decoded on the pass, then walked along rows or columns (the shorter side), equal to the
+    state machine's walk (kernels/rdoq.dq_dequantize) times each row's step, rounded as NumPy rounds."""
+    from zoocodec.kernels.rdoq import dq_dequantize
+    from zoocodec.plan import Trellis
+
+    g = np.random.default_rng(seed)
+    k = np.rint(g.laplace(0, 3, (rows, cols)) * g.uniform(0.1, 2, (rows, 1))).astype(np.int64)
+    steps = g.uniform(1e-3, 0.1, rows if per_row else 1)
+    by_column = cols > rows
+    data = context.encode(k) if coder == "ctx" else ans.encode(k)
+    e = TensorEntry("t", k.shape, dtype, parse_spec(f"dq:step=0.01,coder={coder}"), {}, {})
+    got, left = decode([(e, Trellis("symbols", steps, rows, cols, by_column), data)], 2)
+    assert not left
+    want = from_float64(dq_dequantize(k, np, by_column) * steps[:, None], dtype)
+    assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])

@@ -9,16 +9,19 @@ Stream starts on the first jobs while the caller builds the next; the CUDA decod
 (kernels/decode.py) takes the same descriptions. So adding a method never means
 editing a decoder: a method whose dequantization is one of these kinds returns it.
 
-Kinds (symbols of an `ans` stream, from the native frame parser ans_frame.h; values in
-float64 rounded to the dtype exactly as methods/arrays.from_float64 rounds them):
-    Affine   value = symbol * steps[row]               (uniform)
+Kinds (values in float64 rounded to the dtype exactly as methods/arrays.from_float64 rounds them;
+the symbols of an `ans` or `ctx` stream, parsed natively by ans_frame.h and ctx_frame.h: a ctx
+stream's contexts decode side by side, then its symbols are put in their places a block at a time):
+    Affine   value = symbol * steps[row]               (uniform, rdoq)
     Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
     Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py's frame;
              on the CPU its tasks, zstd planes inflated first, join the same native pass)
     Grouped  value = symbol * step[g] (+ zero[g]), g the group of consecutive weights of a row
-             (uniform group=G; GPU only: side streams decoded on the host when asked)
+             (uniform group=G; side streams decoded in Python, when a decoder takes the job)
     Trellis  value = dq_level(state, symbol) * steps[row], the state walked along each row or
-             column (dq; GPU only: kernels/decode.cu walks it as a scan of state maps)
+             column (dq: on the CPU the levels are decoded first, then the walks run side by side;
+             kernels/decode.cu walks it as a scan of state maps)
+The GPU decoder takes `ans` streams only.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ DTYPES = {kind: native_dtype(kind) for kind in KINDS}
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
 ALIGN = 64  # bytes: where each output starts in its batch's block
 PART_BYTES = 8 << 20  # decoded bytes a Stream hands to its pass at once (the first starts it while the rest are built)
+CODERS = {"ans": 0, "ctx": 1}  # plan.h Coder: the symbol coders the native pass parses
 
 
 @dataclass(frozen=True)
@@ -47,13 +51,12 @@ class Affine:
     stream: str
     steps: np.ndarray
     same_shape = True  # the symbols have the tensor's shape (dequantize reshapes to theirs)
-    cpu = True  # plan.cpp decodes it
     sides = ()  # the other symbol streams the job consumes
 
-    def native(self, numel: int) -> tuple[np.ndarray, int, int]:
-        """(values, row length, k) of plan.h's Fused."""
+    def native(self, numel: int) -> tuple[np.ndarray, int, int, tuple | None]:
+        """(values, row length, k, how) of plan.h's Fused (plan_bind.cpp's job tuple)."""
         rows = self.steps.shape[0]
-        return self.steps, numel // rows if rows > 1 else numel, 0
+        return self.steps, numel // rows if rows > 1 else numel, 0, None
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,10 @@ class Lookup:
     k: int
     size: int
     same_shape = False  # the indices are flat: their count is the tensor's
-    cpu = True
     sides = ()
 
-    def native(self, numel: int) -> tuple[np.ndarray, int, int]:
-        return self.values, self.size, self.k
+    def native(self, numel: int) -> tuple[np.ndarray, int, int, tuple | None]:
+        return self.values, self.size, self.k, None
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,6 @@ class Planes:
 
     stream: str
     same_shape = True
-    cpu = True  # plan.cpp's planes jobs
     sides = ()
 
 
@@ -96,7 +97,12 @@ class Grouped:
     values: Callable[[], tuple[np.ndarray, np.ndarray | None]]
     sides: tuple[str, ...]
     same_shape = True
-    cpu = False
+
+    def native(self, numel: int) -> tuple[np.ndarray, int, int, tuple | None]:
+        steps, zeros = self.values()
+        per_group = steps.size > 1 or self.rows * -(-self.cols // self.group) == 1
+        return np.ascontiguousarray(steps, np.float64), numel, 0, (
+            "group", self.group, self.cols, per_group, None if zeros is None else np.ascontiguousarray(zeros, np.float64))
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,10 @@ class Trellis:
     cols: int
     by_column: bool
     same_shape = True
-    cpu = False
     sides = ()
+
+    def native(self, numel: int) -> tuple[np.ndarray, int, int, tuple | None]:
+        return self.steps, numel, 0, ("walk", self.cols, 2 if self.by_column else 1)
 
 
 FUSED = (Affine, Lookup, Planes, Grouped, Trellis)
@@ -134,15 +142,16 @@ def batches(items: list[TensorEntry], limit: int = BATCH_BYTES) -> list[list[Ten
 
 def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = False):
     """The method's fused description of entry `e` for the CPU's batched decoder (`gpu`: for the
-    CUDA decoder), or None (its own decode then runs). Only payloads shaped as the generic
-    decoder would accept them are taken."""
+    CUDA decoder, which takes `ans` streams only), or None (its own decode then runs). Only payloads
+    shaped as the generic decoder would accept them, coded by a coder it parses, are taken."""
     shapes = e.side.get("symbols")
     if e.dtype not in KINDS or not isinstance(shapes, dict):
         return None
     job = spec.fused(e.side, segments, e.shape, e.dtype)
-    if not isinstance(job, FUSED) or not (gpu or job.cpu) or set(shapes) != {job.stream, *job.sides} \
-            or not set(shapes) <= set(segments):
+    if not isinstance(job, FUSED) or set(shapes) != {job.stream, *job.sides} or not set(shapes) <= set(segments):
         return None  # (the method's own decode names what is wrong)
+    if not isinstance(job, Planes) and spec.coder_for(job.stream).name not in (("ans",) if gpu else CODERS):
+        return None
     s = shapes[job.stream]
     return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
 
@@ -185,20 +194,22 @@ class Stream:
         self.jobs, self.outs = [], {}
         self.args, self.payloads, self.names, self.queued = [], [], [], 0  # the part not handed over yet
 
-    def add(self, e: TensorEntry, job: Affine | Lookup | Planes, payload) -> np.ndarray:
+    def add(self, e: TensorEntry, job, payload) -> np.ndarray:
         """Queue entry `e`'s job (its fused description and payload); returns its output array
-        (its values once `finish` returns)."""
+        (its values once `finish` returns). A Grouped job's side streams decode here."""
         dt = DTYPES[e.dtype]
         start = self.starts[e.name]
         flat = self.block[start : start + e.raw_bytes].view(dt)
-        self.outs[e.name] = out = flat.reshape(e.shape)
-        self.jobs.append((e, job))
         if isinstance(job, Planes):
             self.args.append((payload, e.numel, dt.itemsize, flat))
+            self.jobs.append((e, "float"))
         else:
-            values, row_len, k = job.native(e.numel)
+            coder = e.spec.coder_for(job.stream).name
+            values, row_len, k, how = job.native(e.numel)
             self.args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k,
-                              KINDS[e.dtype], flat))
+                              KINDS[e.dtype], flat, CODERS[coder], how))
+            self.jobs.append((e, "context-coded" if coder == "ctx" else "entropy-coded"))
+        self.outs[e.name] = out = flat.reshape(e.shape)
         self.queued += e.raw_bytes
         if self.queued >= PART_BYTES:
             self.flush()
@@ -234,9 +245,8 @@ class Stream:
                 bad, results = self.native.wait()  # (helping it; nothing holds a view of the file after it)
             if bad >= 0:
                 raise ContainerError(f"payload of {self.names[bad]} is corrupt (checksum mismatch)")
-            for (e, job), (status, error) in zip(self.jobs, results, strict=True):
+            for (e, kind), (status, error) in zip(self.jobs, results, strict=True):
                 if status == 2:
-                    kind = "float" if isinstance(job, Planes) else "entropy-coded"
                     raise ContainerError(f"{e.where}: corrupt {kind} payload: {error}")
                 if status == 1:
                     give_back((self.block, self.starts), e)  # (its slot, resident when the block was a kept one)
@@ -248,7 +258,7 @@ class Stream:
 
 
 def decode(
-    jobs: list[tuple[TensorEntry, Affine | Lookup | Planes, bytes]], threads: int = 0,
+    jobs: list[tuple[TensorEntry, object, bytes]], threads: int = 0,
     checks: list[tuple[str, memoryview, int, list[int], int]] = (),
     into: tuple[np.ndarray, dict[str, int]] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:

@@ -263,7 +263,7 @@ def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
             raise ContainerError(f"{where}: {err}") from None
         out = Job(name, e.shape, e.dtype, stream, steps, 0, fused.cols, fused.group, zeros)
     else:
-        values, row_len, k = fused.native(e.numel)
+        values, row_len, k, _ = fused.native(e.numel)
         out = Job(name, e.shape, e.dtype, stream, values, k, row_len if k else 0)
     check_range(out, where)
     return out

@@ -181,14 +181,14 @@ class KMeans(MethodSpec):
         return out.reshape(shape)
 
     def fused(self, side, arrays, shape, dtype):
-        """Codebook lookup of an ans stream of indices (zoocodec.plan.Lookup); damaged side data
-        is left to dequantize(), which names it."""
+        """Codebook lookup of the indices (zoocodec.plan.Lookup); damaged side data is left to
+        dequantize(), which names it."""
         from zoocodec.plan import Lookup
 
         probs = problems(shape, self.per, self.block)
         n = sum(c for c, _ in probs)
         book = np.frombuffer(arrays.get("codebook", b""), dtype=CODEBOOK[self.codebook])
-        if not isinstance(self.coder, Ans) or not probs or book.size != n * self.k or side.get("problems") != n \
+        if not probs or book.size != n * self.k or side.get("problems") != n \
                 or not np.isfinite(book).all():
             return None
         return Lookup("indices", book.astype(np.float64), self.k, probs[0][1])

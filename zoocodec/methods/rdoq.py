@@ -189,12 +189,10 @@ class RDOQ(MethodSpec):
         )
 
     def fused(self, side, arrays, shape, dtype):
-        """Levels (the symbols themselves) times a step per row, coded by ans (zoocodec.plan.Affine);
-        damaged steps are left to dequantize(), which names them."""
+        """Levels (the symbols themselves) times a step per row (zoocodec.plan.Affine); damaged steps
+        are left to dequantize(), which names them."""
         from zoocodec.plan import Affine
 
-        if not isinstance(self.coder, Ans):
-            return None
         try:
             return Affine("symbols", self.decoded_steps(arrays, view_shape(tuple(shape))[0], shape).astype(np.float64))
         except ContainerError:
@@ -233,12 +231,10 @@ class DQ(RDOQ):
         return R.dq_trellis(x, ctx, origin, bits, self.lam, xp)
 
     def fused(self, side, arrays, shape, dtype):
-        """The levels of an ans stream, walked by the state machine (zoocodec.plan.Trellis, GPU
-        only: a level's value depends on the state before it); damaged steps are left to dequantize()."""
+        """The levels, walked by the state machine (zoocodec.plan.Trellis: a level's value depends on
+        the state before it); damaged steps are left to dequantize()."""
         from zoocodec.plan import Trellis
 
-        if not isinstance(self.coder, Ans):
-            return None
         rows, cols = view_shape(tuple(shape))
         try:
             steps = self.decoded_steps(arrays, rows, shape).astype(np.float64)

@@ -353,13 +353,11 @@ class Uniform(MethodSpec):
         return out.reshape(symbols.shape)
 
     def fused(self, side, arrays, shape, dtype):
-        """symbols * step of an ans stream (zoocodec.plan.Affine); with group-wise steps,
-        zoocodec.plan.Grouped, whose side streams decode (by this method's coders, checked as
-        dequantize checks them) only when a decoder takes it."""
+        """symbols * step (zoocodec.plan.Affine); with group-wise steps, zoocodec.plan.Grouped, whose
+        side streams decode (by this method's coders, checked as dequantize checks them) only when a
+        decoder takes it."""
         from zoocodec.plan import Affine, Grouped
 
-        if not isinstance(self.coder, Ans):
-            return None
         if self.group is None:
             return Affine("symbols", load_steps(Quantized({}, side, arrays), shape, "uniform").astype(np.float64))
         try:

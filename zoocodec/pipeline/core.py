@@ -414,7 +414,8 @@ class Archive(ArchiveBase):
                         if job is None:
                             rest.append(e.name)
                         else:
-                            array = stream.add(e, job, segs[job.stream])
+                            with self._named(e.where):  # (a group-wise job's side streams decode here)
+                                array = stream.add(e, job, segs[job.stream])
                             arrays[e.name] = array if convert is None else convert(array, e)
                 except ContainerError:
                     if on_pass:  # (side info read unchecked: a damaged payload is named as such first)

@@ -15,7 +15,7 @@ from zoocodec.errors import ContainerError
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "fuzz_corpus"
-TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes", "huffman", "checked")
+TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes", "huffman", "checked", "ctx")
 
 
 def replay(target: str, data: bytes) -> None:
@@ -86,6 +86,22 @@ def replay(target: str, data: bytes) -> None:
                    [(payload, chunk, sums, 0 if data[0] & 16 else -1)])
         bad, [(status, _)] = run.wait()
         assert bad == (0 if wrong and payload else -1) and status in (0, 1, 2)
+    elif target == "ctx":
+        if len(data) < 6:
+            return
+        kind, how, (cols, n) = data[0] % 3, data[1] % 4, struct.unpack_from("<HH", data, 2)
+        cols = cols or 1
+        if how and n % cols:
+            return
+        values, extra = np.array([0.5]), None
+        if how == 1:
+            groups = n // cols * -(-cols // 8)
+            values, extra = 0.5 + np.arange(groups, dtype=np.float64), ("group", 8, cols, True, 0.25 * np.arange(groups))
+        elif how > 1:
+            extra = ("walk", cols, how - 1)
+        out = np.empty(n, dtype=np.float32 if kind == 0 else np.uint16)
+        [(status, _)] = eng.decode_fused([(data[6:], n, values, n, 0, kind, out, 1, extra)], 2)
+        assert status in (0, 1, 2)
     elif target == "planes":
         if len(data) < 3:
             return

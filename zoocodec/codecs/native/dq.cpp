@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "dq.h"
 #include "pool.h"
 
 namespace nb = nanobind;
@@ -19,18 +20,6 @@ namespace {
 
 using Levels = nb::ndarray<const int64_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using Recon = nb::ndarray<double, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
-
-// kernels/rdoq.NEXT_STATE as arithmetic (no table lookup in the walk's dependency chain): the next
-// state's high bit is the level's parity xor the state's low bit, its low bit the state's high bit.
-inline uint8_t next(uint8_t state, int64_t k) {
-  return static_cast<uint8_t>(((static_cast<unsigned>(k & 1) ^ (state & 1u)) << 1) | (state >> 1));
-}
-
-// 2k, or 2k - sgn k in states 2-3, wrapping as NumPy's int64 does.
-inline double level(int64_t k, uint8_t state) {
-  const uint64_t sign = static_cast<uint64_t>((k > 0) - (k < 0));
-  return static_cast<double>(static_cast<int64_t>(static_cast<uint64_t>(k) * 2 - (state >> 1) * sign));
-}
 
 // `out` (rows, cols): levels `k` in step units, each row walked from state 0 (`by_column`: each column,
 // from the top). Walks run side by side, LANES rows (or a block of columns) a task, so that one walk's
@@ -47,8 +36,8 @@ void walk(Levels k, Recon out, bool by_column, int threads) {
     for (std::size_t j = 0; j < steps; ++j)
       for (std::size_t w = w0; w < w1; ++w) {
         const std::size_t at = w * across + j * along;
-        o[at] = level(in[at], state[w - w0]);
-        state[w - w0] = next(state[w - w0], in[at]);
+        o[at] = dq::level(in[at], state[w - w0]);
+        state[w - w0] = dq::next(state[w - w0], in[at]);
       }
   };
   constexpr std::size_t LANES = 8, BLOCK = 1024;

@@ -9,12 +9,15 @@
 #include <atomic>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <string>
 #include <mutex>
 #include <type_traits>
 #include <vector>
 
 #include "checksum.h"
+#include "ctx_frame.h"
+#include "dq.h"
 #include "floatplanes.h"
 #include "inflate.h"
 #include "pool.h"
@@ -63,20 +66,22 @@ bool finite_in(double v, int kind) {
   return kind == F32 ? finite_bits(convert<uint32_t>(v, kind), kind) : finite_bits(convert<uint16_t>(v, kind), kind);
 }
 
-// Every value a parsed job can write is finite in its kind: the codebook's values, or the
-// lowest and highest symbol times each row's step. Throws Corrupt.
-void check_range(const Fused& a, const ans::Frame& f) {
-  const char* kind = a.kind == F32 ? "float32" : a.kind == F16 ? "float16" : "bfloat16";
+const char* kind_name(int kind) { return kind == F32 ? "float32" : kind == F16 ? "float16" : "bfloat16"; }
+
+// Every value a parsed job can write is finite in its kind: the codebook's values, or the lowest
+// and highest level (low, high) times each row's step (twice them for a trellis). Group-wise values
+// are checked as they are written (emit). Throws Corrupt.
+void check_range(const Fused& a, int64_t low, int64_t high) {
+  const char* kind = kind_name(a.kind);
   if (a.k) {
     for (uint64_t i = 0; i < a.rows * a.k; ++i)
       if (!finite_in(a.values[i], a.kind)) throw Corrupt(std::string("a codebook value lies outside the ") + kind + " range");
     return;
   }
-  const rans::Parsed& p = f.stream;
-  if (p.n == 0) return;
-  const int64_t low = f.lo + (p.L ? 0 : int64_t(p.constant)), high = f.lo + (p.L ? int64_t(p.nsym) - 1 : int64_t(p.constant));
+  if (a.group || a.count == 0) return;
+  const double scale = a.walk ? 2 : 1;  // (a dq level k reconstructs 2k or 2k - sgn k)
   for (uint64_t row = 0; row < a.rows; ++row)
-    if (!finite_in(double(low) * a.values[row], a.kind) || !finite_in(double(high) * a.values[row], a.kind))
+    if (!finite_in(scale * double(low) * a.values[row], a.kind) || !finite_in(scale * double(high) * a.values[row], a.kind))
       throw Corrupt(std::string("symbols times the step of row ") + std::to_string(row) + " lie outside the " + kind + " range");
 }
 
@@ -127,6 +132,22 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
   uint64_t j = 0;
   while (j < m) {
     const uint64_t e = first + j;
+    if (a.group) {  // group-wise: a group's run at a time, each value checked
+      const uint64_t row = e / a.cols, c = e % a.cols, g = c / a.group, groups = (a.cols + a.group - 1) / a.group;
+      const uint64_t run = std::min(m - j, std::min(a.cols, (g + 1) * a.group) - c);
+      const double step = a.per_group ? a.values[row * groups + g] : a.values[0];
+      const double zero = a.zeros ? a.zeros[row * groups + g] : 0.0;
+      bool finite = true;
+      for (uint64_t i = 0; i < run; ++i) {
+        const double v = static_cast<double>(lo + static_cast<int64_t>(sym[j + i])) * step;
+        const O b = convert<O>(a.zeros ? v + zero : v, a.kind);
+        finite &= finite_bits(b, a.kind);
+        out[e + i] = b;
+      }
+      if (!finite) throw Corrupt(std::string("a group's values lie outside the ") + kind_name(a.kind) + " range");
+      j += run;
+      continue;
+    }
     const uint64_t row = a.rows > 1 ? e / a.row_len : 0;
     const uint64_t run = a.rows > 1 ? std::min(m - j, a.row_len - e % a.row_len) : m - j;
     if (k) {  // lookup: the row's codebook, converted once where the run is long enough
@@ -168,14 +189,6 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
     j += run;
   }
 }
-
-// Substreams first .. first + count of a fused job (count > 1: a group the vector decoder
-// advances together, rans_avx2.h); for a constant stream (L == 0), runs of 2^16 symbols instead.
-// For a planes job: its task `first`. For a check: checks[job].
-struct Item {
-  enum Kind : uint8_t { FUSED, PLANES, CHECK } kind;
-  std::size_t job, first, count;
-};
 
 constexpr uint8_t PLANE_RAW = 0, PLANE_RANS = 1, PLANE_ZSTD = 2, PLANE_HUFF = 3;  // codecs/floatplanes.py's modes
 
@@ -219,42 +232,211 @@ void parse_planes(const Planes& a, std::size_t job, planes::Merge* g, std::vecto
   *g = planes::prepare(n, width, modes, data, sizes, a.out, 1);
 }
 
+// A task of the pass. FUSED: substreams first .. first + count of stream `stream` of a fused job (its
+// ans frame; a ctx payload's: the context's), count > 1 a group the vector decoder advances together
+// (rans_avx2.h); for a constant stream (L == 0), runs of RUN symbols instead. PLANES: task `first` of
+// a planes job. CHECK: checks[job]. PLACE: block `first` of a ctx payload's elements, its symbols put
+// in their places. WALK: walks first .. first + count of a trellis job.
+struct Item {
+  enum Kind : uint8_t { FUSED, PLANES, CHECK, PLACE, WALK } kind;
+  std::size_t job, first, count;
+  uint32_t stream = 0;
+};
+
+constexpr uint64_t RUN = uint64_t(1) << 16;    // symbols of a constant stream a task writes
+constexpr uint64_t BLOCK = uint64_t(1) << 16;  // elements of a ctx payload counted and placed at once
+constexpr uint64_t WALK_ELEMENTS = 1 << 14;    // about the levels a walk task takes
+
+// A fused job as parsed.
+struct Job {
+  ans::Frame frame;     // an ans frame (coder ANS, or a ctx payload of mode ORDER0)
+  bool placed = false;  // a ctx payload of contexts or group ends (`ctx`): its symbols placed by blocks
+  ctx::Frame ctx;
+  int64_t lo = 0;       // every level lies in lo .. lo + span - 1
+  uint32_t span = 0;
+  std::vector<uint64_t> at;     // placed: per block, the positions of each context before it (bins + 2 a block)
+  std::vector<uint64_t> start;  // placed: where each context's symbols begin in `sym`
+  std::optional<Scratch> sym;   // placed: every context's symbols (indices), context by context
+  std::optional<Scratch> lev;   // walk: the levels - lo, in element order
+  bool wide() const { return span > 256; }  // (sym and lev hold uint16, else uint8)
+  const rans::Parsed& stream(uint32_t s) const { return placed ? ctx.streams[s].body : frame.stream; }
+  uint64_t blocks(uint64_t count) const { return placed ? (count + BLOCK - 1) / BLOCK : 0; }
+};
+
+// Levels of elements [e0, e1) of a placed job into dst (levels - lo, as T), from its contexts' symbols.
+template <class T>
+void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs, T* dst) {
+  const ctx::Frame& f = j.ctx;
+  const std::size_t width = f.bins + 2;
+  const uint64_t* before = j.at.data() + block * width;
+  const uint64_t* total = j.at.data() + (j.at.size() - width);
+  const T* sym = reinterpret_cast<const T*>(j.sym->data());
+  uint64_t cur[ctx::MAX_BINS + 2], end[ctx::MAX_BINS + 2];
+  T base[ctx::MAX_BINS + 2];
+  for (uint64_t c = 0; c < f.bins; ++c) {
+    cur[c] = j.start[c] + before[c], end[c] = j.start[c] + total[c];
+    base[c] = static_cast<T>(f.streams[c].origin - j.lo);
+  }
+  const T known[2] = {static_cast<T>(f.lo - j.lo), static_cast<T>(f.hi - j.lo)};
+  for (uint64_t e = e0; e < e1;) {  // each row's part of the block
+    const uint64_t row = e / f.cols, c0 = e % f.cols, c1 = std::min(f.cols, c0 + (e1 - e)), n = c1 - c0;
+    T* out = dst + (e - e0);
+    e += n;
+    if (f.mode == ctx::CTX && !(f.layout & ctx::COLS)) {  // one context a row: its next n symbols
+      const uint8_t c = f.lut[f.row_base[row]];
+      if (end[c] - cur[c] < n) throw Corrupt("a context's symbols run out");  // (count() and contexts() disagree)
+      const T* from = sym + cur[c];
+      for (uint64_t i = 0; i < n; ++i) out[i] = static_cast<T>(base[c] + from[i]);
+      cur[c] += n;
+      continue;
+    }
+    ctx::contexts(f, row, c0, c1, ctxs);
+    for (uint64_t i = 0; i < n; ++i) {
+      const uint8_t c = ctxs[i];
+      if (c >= f.bins) {
+        out[i] = known[c - ctx::KNOWN_LO];
+        continue;
+      }
+      if (cur[c] == end[c]) throw Corrupt("a context's symbols run out");
+      out[i] = static_cast<T>(base[c] + sym[cur[c]++]);
+    }
+  }
+}
+
+// Walks w0 .. w1 of a trellis job (rows, or columns) through the dq state machine from state 0.
+template <class O, class T>
+void walk(const Fused& a, const T* lev, int64_t lo, uint64_t w0, uint64_t w1) {
+  O* out = static_cast<O*>(a.out);
+  const bool by_rows = a.walk == 1;
+  const uint64_t rows = a.count / a.cols, steps = by_rows ? a.cols : rows;
+  const uint64_t across = by_rows ? a.cols : 1, along = by_rows ? 1 : a.cols;
+  std::vector<uint8_t> state(w1 - w0, 0);
+  for (uint64_t j = 0; j < steps; ++j) {
+    const double by = a.rows > 1 && !by_rows ? a.values[j] : a.values[0];
+    for (uint64_t w = w0; w < w1; ++w) {
+      const uint64_t at = w * across + j * along;
+      const int64_t k = lo + static_cast<int64_t>(lev[at]);
+      const double step = a.rows > 1 && by_rows ? a.values[w] : by;
+      out[at] = convert<O>(dq::level(k, state[w - w0]) * step, a.kind);
+      state[w - w0] = dq::next(state[w - w0], k);
+    }
+  }
+}
+
 }  // namespace
 
 void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, const std::vector<Ref>& order,
             std::vector<Check>* checks, Helper* helper) {
-  std::vector<ans::Frame> frames(jobs.size());
+  std::vector<Job> state(jobs.size());
   std::vector<Item> items;
   std::vector<planes::Merge> merges(planes.size());
   const int workers = threads > 0 ? threads : default_threads();
   const int own = helper ? std::max(1, workers - 1) : workers;  // (the helper: one more when it comes)
   std::vector<std::vector<Zplane>> zstd(planes.size());  // each planes job's zstd planes
-  // every frame parsed (and its tables built) on the pool, then the zstd planes inflated, then the items in order
+  auto fail = [](auto& a, const Corrupt& e) { a.status = 2, a.error = e.what(); };
+  // A parsed job's range checks, and the memory of its levels where it walks a trellis.
+  auto ready = [&](std::size_t t) {
+    Fused& a = jobs[t];
+    Job& j = state[t];
+    if (a.walk && (j.lo < INT32_MIN || j.lo + int64_t(j.span) - 1 > INT32_MAX)) {
+      a.status = 1;  // (levels past int32: the method's own decode)
+      return;
+    }
+    const rans::Parsed& p = j.frame.stream;
+    if (j.placed || p.L) check_range(a, j.lo, j.lo + int64_t(j.span) - 1);
+    else if (p.n) check_range(a, j.lo + int64_t(p.constant), j.lo + int64_t(p.constant));
+    if (a.walk && a.count) j.lev.emplace(a.count * (j.wide() ? 2 : 1));
+  };
+  // every frame parsed (a ctx payload's side information), and its tables built, on the pool
   parallel_for(planes.size() + jobs.size(), own, [&](std::size_t i) {
     if (i < planes.size()) {
-      Planes& a = planes[i];
       try {
-        parse_planes(a, i, &merges[i], &zstd[i]);
+        parse_planes(planes[i], i, &merges[i], &zstd[i]);
       } catch (const Corrupt& e) {
-        a.status = 2;
-        a.error = e.what();
+        fail(planes[i], e);
       }
       return;
     }
     const std::size_t t = i - planes.size();
     Fused& a = jobs[t];
+    Job& j = state[t];
     try {
       Reader r(a.payload, a.size);
-      if (!ans::parse_frame(r, a.count, &frames[t])) {
+      if (a.coder == CTX) {
+        const uint8_t mode = r.byte();
+        if (mode == ctx::CTX || mode == ctx::ENDS) {
+          if (!ctx::parse_head(r, mode, a.count, &j.ctx)) {
+            a.status = 1;
+            return;
+          }
+          j.placed = true;
+        } else if (mode != ctx::ORDER0) {
+          throw Corrupt("unknown mode " + std::to_string(mode));
+        }
+      }
+      if (!j.placed && !ans::parse_frame(r, a.count, &j.frame)) {
         a.status = 1;
         return;
       }
-      if (a.rows > 1 && (a.row_len == 0 || (a.rows - 1) * a.row_len >= a.count || a.rows * a.row_len < a.count))
+      if ((a.group || a.walk) ? a.cols == 0 || a.count % a.cols
+                              : a.rows > 1 && (a.row_len == 0 || (a.rows - 1) * a.row_len >= a.count ||
+                                               a.rows * a.row_len < a.count))
         throw Corrupt("rows do not match the shape");
-      check_range(a, frames[t]);
+      if (j.placed) {
+        j.at.assign((j.blocks(a.count) + 1) * (j.ctx.bins + 2), 0);
+        return;  // (its streams once its contexts are counted)
+      }
+      j.lo = j.frame.lo, j.span = j.frame.stream.nsym;
+      ready(t);
     } catch (const Corrupt& e) {
-      a.status = 2;
-      a.error = e.what();
+      fail(a, e);
+    }
+  }, helper);
+  // a ctx payload's contexts counted a block at a time, then its tables and streams parsed
+  std::vector<std::pair<std::size_t, uint64_t>> blocks;
+  for (std::size_t t = 0; t < jobs.size(); ++t)
+    if (!jobs[t].status)
+      for (uint64_t b = 0; b < state[t].blocks(jobs[t].count); ++b) blocks.emplace_back(t, b);
+  parallel_for(blocks.size(), own, [&](std::size_t i) {
+    const auto [t, b] = blocks[i];
+    Job& j = state[t];
+    const std::size_t width = j.ctx.bins + 2;
+    ctx::count(j.ctx, b * BLOCK, std::min(jobs[t].count, (b + 1) * BLOCK), j.at.data() + (b + 1) * width);
+  }, helper);
+  std::vector<std::size_t> placed;
+  for (std::size_t t = 0; t < jobs.size(); ++t)
+    if (!jobs[t].status && state[t].placed) placed.push_back(t);
+  parallel_for(placed.size(), own, [&](std::size_t i) {
+    const std::size_t t = placed[i];
+    Fused& a = jobs[t];
+    Job& j = state[t];
+    try {
+      const std::size_t width = j.ctx.bins + 2;
+      for (std::size_t k = width; k < j.at.size(); ++k) j.at[k] += j.at[k - width];  // (blocks before each)
+      const uint64_t* total = j.at.data() + (j.at.size() - width);
+      ctx::parse_streams(&j.ctx, total);
+      int64_t low = INT64_MAX, high = INT64_MIN;
+      uint64_t coded = 0;
+      j.start.resize(j.ctx.bins);
+      for (uint64_t c = 0; c < j.ctx.bins; ++c) {
+        const ctx::Stream& s = j.ctx.streams[c];
+        j.start[c] = coded;
+        if (!s.count) continue;
+        coded += s.count;
+        low = std::min(low, s.origin), high = std::max<int64_t>(high, s.origin + int64_t(s.size) - 1);
+      }
+      if (total[ctx::KNOWN_LO]) low = std::min(low, j.ctx.lo), high = std::max(high, j.ctx.lo);
+      if (total[ctx::KNOWN_HI]) low = std::min(low, j.ctx.hi), high = std::max(high, j.ctx.hi);
+      if (low > high) low = high = 0;  // (no symbol)
+      if (static_cast<unsigned __int128>(__int128(high) - low) >= ctx::MAX_SPAN) {
+        a.status = 1;  // (levels wider than a table: context.py decodes them)
+        return;
+      }
+      j.lo = low, j.span = static_cast<uint32_t>(high - low + 1);
+      ready(t);
+      if (!a.status) j.sym.emplace(std::max<uint64_t>(coded, 1) * (j.wide() ? 2 : 1));
+    } catch (const Corrupt& e) {
+      fail(a, e);
     }
   }, helper);
   std::vector<Zplane*> inflating;
@@ -284,6 +466,12 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   if (grouped < static_cast<std::size_t>(workers))
     for (std::size_t i = 0; i < planes.size(); ++i)
       if (!planes[i].status) merges[i].tasks = planes::tasks_for(merges[i], workers);
+  auto streams = [&](std::size_t t, uint32_t s) {
+    const rans::Parsed& p = state[t].stream(s);
+    const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / RUN + 1 : p.body.size();
+    const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
+    for (std::size_t i = 0; i < parts; i += group) items.push_back({Item::FUSED, t, i, std::min(group, parts - i), s});
+  };
   auto add = [&](Ref r) {
     const std::size_t t = r.index;
     if (r.planes) {
@@ -292,10 +480,8 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       return;
     }
     if (jobs[t].status) return;
-    const rans::Parsed& p = frames[t].stream;
-    const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / (uint64_t(1) << 16) + 1 : p.body.size();
-    const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
-    for (std::size_t i = 0; i < parts; i += group) items.push_back({Item::FUSED, t, i, std::min(group, parts - i)});
+    if (!state[t].placed) return streams(t, 0);
+    for (uint32_t c = 0; c < state[t].ctx.bins; ++c) streams(t, c);
   };
   std::vector<std::size_t> by_job;  // checks by the job they precede
   if (checks) {
@@ -322,6 +508,22 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   checks_before(INT64_MAX);
   std::vector<std::exception_ptr> failed(jobs.size()), failed_planes(planes.size());
   std::mutex failing;
+  auto failing_job = [&](std::exception_ptr& slot) {
+    std::lock_guard<std::mutex> lock(failing);
+    if (!slot) slot = std::current_exception();
+  };
+  // Values of m levels (lo + sym[i]) of elements first .. first + m of job a, by emit.
+  auto values = [&](const Fused& a, int64_t lo, uint32_t span, const auto* sym, uint64_t first, uint64_t m) {
+    thread_local std::vector<uint32_t> lut32(256);
+    thread_local std::vector<uint16_t> lut16(256);
+    // by table where conversions repeat: float16's rounding is a call; a codebook has k values
+    const bool table = !a.group && (a.k ? a.k <= 256 : span <= 256) && (a.kind == F16 || a.rows == 1 || a.k);
+    if (a.kind == F32) emit<uint32_t>(a, lo, span, sym, first, m, table ? lut32.data() : nullptr);
+    else emit<uint16_t>(a, lo, span, sym, first, m, table ? lut16.data() : nullptr);
+#ifdef ZC_AVX2
+    _mm_sfence();  // (emit's streamed stores are weakly ordered: visible before the task counts as done)
+#endif
+  };
   parallel_for(items.size(), own, [&](std::size_t k) {
     const Item it = items[k];
     if (it.kind == Item::CHECK) {
@@ -333,45 +535,40 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       try {
         planes::run_task(merges[it.job], it.first);
       } catch (...) {
-        std::lock_guard<std::mutex> lock(failing);
-        if (!failed_planes[it.job]) failed_planes[it.job] = std::current_exception();
+        failing_job(failed_planes[it.job]);
       }
       return;
     }
-    Fused& a = jobs[it.job];
-    const ans::Frame& f = frames[it.job];
-    const rans::Parsed& p = f.stream;
-    const uint64_t chunk = p.L == 0 ? uint64_t(1) << 16 : p.chunk;
+    const Fused& a = jobs[it.job];
+    const Job& j = state[it.job];
+    const rans::Parsed& p = j.stream(it.stream);
+    const uint64_t chunk = p.L == 0 ? RUN : p.chunk;
     const uint64_t first = it.first * chunk, m = std::min(chunk * it.count, p.n - first);
     thread_local std::vector<uint16_t> sym16;
     thread_local std::vector<uint8_t> sym8;
-    thread_local std::vector<uint32_t> lut32;
-    thread_local std::vector<uint16_t> lut16;
     try {
-      auto run = [&](auto* sym) {
+      auto run = [&](auto* sym) {  // the symbols, then (ans jobs that do not walk) their values
         using T = std::remove_pointer_t<decltype(sym)>;
         if (p.L == 0) {
           std::fill(sym, sym + m, static_cast<T>(p.constant));
         } else if constexpr (sizeof(T) == 1) {
           if (it.count > 1) rans::decode_group(p, it.first, it.count, sym);
           else rans::decode_substream(p, it.first, sym);
+        } else if (it.count > 1) {  // a group of byte substreams into wider levels: as bytes, then widened
+          sym8.resize(m);
+          rans::decode_group(p, it.first, it.count, sym8.data());
+          std::copy(sym8.begin(), sym8.begin() + m, sym);
         } else {
           rans::decode_substream(p, it.first, sym);
         }
-        // by table where conversions repeat: float16's rounding is a call; a codebook has k values
-        const bool table = (a.k ? a.k <= 256 : p.nsym <= 256) && (a.kind == F16 || a.rows == 1 || a.k);
-        if (a.kind == F32) {
-          lut32.resize(256);
-          emit<uint32_t>(a, f.lo, p.nsym, sym, first, m, table ? lut32.data() : nullptr);
-        } else {
-          lut16.resize(256);
-          emit<uint16_t>(a, f.lo, p.nsym, sym, first, m, table ? lut16.data() : nullptr);
-        }
-#ifdef ZC_AVX2
-        _mm_sfence();  // (emit's streamed stores are weakly ordered: visible before the task counts as done)
-#endif
+        if (!j.placed && !a.walk) values(a, j.lo, j.span, sym, first, m);
       };
-      if (p.nsym <= 256) {
+      if (j.placed || a.walk) {  // into the job's memory: a context's symbols, or the levels in order
+        uint8_t* at = j.placed ? j.sym->data() + (j.start[it.stream] + first) * (j.wide() ? 2 : 1)
+                               : j.lev->data() + first * (j.wide() ? 2 : 1);
+        if (j.wide()) run(reinterpret_cast<uint16_t*>(at));
+        else run(at);
+      } else if (p.nsym <= 256) {
         sym8.resize(std::max<uint64_t>(m, 1));
         run(sym8.data());
       } else {
@@ -379,9 +576,54 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
         run(sym16.data());
       }
     } catch (...) {
-      std::lock_guard<std::mutex> lock(failing);
-      if (!failed[it.job]) failed[it.job] = std::current_exception();
+      failing_job(failed[it.job]);
     }
+  }, helper);
+  // ctx payloads: each block's symbols in their places, then values (or levels, for a walk)
+  items.clear();
+  for (std::size_t t : placed)
+    if (!jobs[t].status && !failed[t])
+      for (uint64_t b = 0; b < state[t].blocks(jobs[t].count); ++b) items.push_back({Item::PLACE, t, b, 1});
+  parallel_for(items.size(), own, [&](std::size_t k) {
+    const Item it = items[k];
+    const Fused& a = jobs[it.job];
+    const Job& j = state[it.job];
+    const uint64_t e0 = it.first * BLOCK, e1 = std::min(a.count, e0 + BLOCK);
+    thread_local std::vector<uint8_t> ctxs;
+    thread_local std::vector<uint16_t> levels;
+    ctxs.resize(BLOCK), levels.resize(BLOCK);
+    try {
+      auto run = [&](auto* dst) {
+        place(j, it.first, e0, e1, ctxs.data(), dst);
+        if (!a.walk) values(a, j.lo, j.span, dst, e0, e1 - e0);
+      };
+      uint8_t* lev = a.walk ? j.lev->data() + e0 * (j.wide() ? 2 : 1) : reinterpret_cast<uint8_t*>(levels.data());
+      if (j.wide()) run(reinterpret_cast<uint16_t*>(lev));
+      else run(lev);
+    } catch (...) {
+      failing_job(failed[it.job]);
+    }
+  }, helper);
+  // trellis jobs: the walks
+  items.clear();
+  for (std::size_t t = 0; t < jobs.size(); ++t) {
+    const Fused& a = jobs[t];
+    if (a.status || failed[t] || !a.walk || !a.count) continue;
+    const uint64_t walks = a.walk == 1 ? a.count / a.cols : a.cols, length = a.walk == 1 ? a.cols : a.count / a.cols;
+    const uint64_t per = std::clamp<uint64_t>(WALK_ELEMENTS / std::max<uint64_t>(length, 1), 8, 1024);
+    for (uint64_t w = 0; w < walks; w += per) items.push_back({Item::WALK, t, w, std::min(per, walks - w)});
+  }
+  parallel_for(items.size(), own, [&](std::size_t k) {
+    const Item it = items[k];
+    const Fused& a = jobs[it.job];
+    const Job& j = state[it.job];
+    auto run = [&](auto* o) {
+      using O = std::remove_pointer_t<decltype(o)>;
+      if (j.wide()) walk<O>(a, reinterpret_cast<const uint16_t*>(j.lev->data()), j.lo, it.first, it.first + it.count);
+      else walk<O>(a, j.lev->data(), j.lo, it.first, it.first + it.count);
+    };
+    if (a.kind == F32) run(static_cast<uint32_t*>(nullptr));
+    else run(static_cast<uint16_t*>(nullptr));
   }, helper);
   auto report = [](std::exception_ptr failure, int& status, std::string& error) {
     if (!failure) return;

@@ -13,22 +13,38 @@
 namespace zc::plan {
 
 enum Kind { F32 = 0, F16 = 1, BF16 = 2 };
+enum Coder { ANS = 0, CTX = 1 };  // the symbols: an ans frame (ans_frame.h), or a ctx payload (ctx_frame.h)
 
-// A tensor's symbols (an ans frame) to values, rounded to the output dtype as NumPy rounds
-// float64 (methods/arrays.from_float64: bfloat16 through float32, nearest-even). Element e
-// lies in row e / row_len of `rows`:
-//   k == 0 (affine, uniform): value = float64(symbol) * values[row]
-//   k > 0 (lookup, kmeans):   value = values[row * k + symbol], symbol in [0, k) (else corrupt)
+// A tensor's symbols (an ans frame or a ctx payload) to values, rounded to the output dtype as
+// NumPy rounds float64 (methods/arrays.from_float64: bfloat16 through float32, nearest-even). A
+// level is the symbol itself (its integer value). Element e lies in row e / row_len of `rows`:
+//   k == 0 (affine, uniform, rdoq): value = float64(level) * values[row]
+//   k > 0 (lookup, kmeans):         value = values[row * k + level], level in [0, k) (else corrupt)
+//   group > 0 (uniform group=G):    value = float64(level) * step + zero, the step (values: one per
+//                                   group, rows x groups, when per_group, else one) and zero
+//                                   (zeros: rows x groups, or none) of its group of `group` along
+//                                   its row of `cols` (rows = count / cols); a value past the kind
+//                                   is corrupt
+//   walk > 0 (dq, trellis):         value = dq level(state, level) * values[row], the 4-state
+//                                   machine walked along each row of `cols` (walk 1) or each
+//                                   column (walk 2) from state 0; `rows` steps (1 or count / cols)
+// A ctx payload's symbols are decoded context by context, then put in their places a block at
+// a time; a trellis's levels go to memory of their own first, then the walks.
 struct Fused {
-  const uint8_t* payload = nullptr;  // the ans frame
+  const uint8_t* payload = nullptr;  // the ans frame or ctx payload
   std::size_t size = 0;
   uint64_t count = 0;
-  const double* values = nullptr;  // rows steps, or rows * k codebook values
+  int coder = ANS;
+  const double* values = nullptr;  // rows steps, or rows * k codebook values, or the group steps
   uint64_t rows = 1, row_len = 0, k = 0;
+  uint64_t group = 0, cols = 0;
+  bool per_group = false;
+  const double* zeros = nullptr;
+  int walk = 0;
   int kind = F32;
   void* out = nullptr;  // count values of the kind
   // results
-  int status = 0;  // 0 decoded, 1 not taken (ans.py decodes it), 2 corrupt
+  int status = 0;  // 0 decoded, 1 not taken (ans.py or context.py decodes it), 2 corrupt
   std::string error;
 };
 

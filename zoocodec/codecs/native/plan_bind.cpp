@@ -36,11 +36,12 @@ namespace {
 using Steps = nb::ndarray<const double, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
-// jobs: (payload, count, values float64, row_len, k, kind 0 f32 | 1 f16 | 2 bf16, out: a
-// writable contiguous array of count values of that width); values: one step per row (k 0)
-// or k codebook values per row. Or a float-plane job: (payload, count, width 2 | 4, out), the
-// payload a float-plane frame (codecs/floatplanes.py). Returns (status, error) per job: 0 decoded,
-// 1 not taken (packed or wide-alphabet ans frames: the Python coders decode those), 2 corrupt.
+// jobs: (payload, count, values float64, row_len, k, kind 0 f32 | 1 f16 | 2 bf16, out: a writable
+// contiguous array of count values of that width[, coder 0 ans | 1 ctx, how]); values: one step per
+// row (k 0) or k codebook values per row; how: None, ("group", group, cols, per_group, zeros float64
+// or None) or ("walk", cols, 1 rows | 2 columns), as plan.h's Fused. Or a float-plane job: (payload,
+// count, width 2 | 4, out), the payload a float-plane frame (codecs/floatplanes.py). Returns (status,
+// error) per job: 0 decoded, 1 not taken (frames the Python coders decode), 2 corrupt.
 struct Batch {
   std::vector<std::unique_ptr<InBuffer>> held;
   std::vector<Steps> steps;
@@ -62,10 +63,10 @@ Batch batch_of(const std::vector<nb::tuple>& jobs) {
   Batch b;
   auto& [held, steps, outs, work, planes, order] = b;
   for (const nb::tuple& j : jobs) {
-    if (j.size() != 7 && j.size() != 4)
-      throw std::invalid_argument("a job is (payload, count, values, row_len, k, kind, out) or (payload, count, "
-                                  "width, out)");
-    outs.push_back(nb::cast<Out>(j[j.size() - 1]));
+    if (j.size() != 7 && j.size() != 9 && j.size() != 4)
+      throw std::invalid_argument("a job is (payload, count, values, row_len, k, kind, out[, coder, how]) or "
+                                  "(payload, count, width, out)");
+    outs.push_back(nb::cast<Out>(j[j.size() == 4 ? 3 : 6]));
     if (j.size() == 4) {
       plan::Planes& a = planes.emplace_back();
       a.width = nb::cast<int>(j[2]);
@@ -96,6 +97,31 @@ Batch batch_of(const std::vector<nb::tuple>& jobs) {
     if (outs.back().nbytes() != a.count * width) throw std::invalid_argument("output of the wrong size");
     a.out = outs.back().data();
     order.push_back({false, work.size() - 1});
+    if (j.size() == 7) continue;
+    a.coder = nb::cast<int>(j[7]);
+    if (a.coder != plan::ANS && a.coder != plan::CTX) throw std::invalid_argument("coder is 0 (ans) or 1 (ctx)");
+    if (j[8].is_none()) continue;
+    const auto how = nb::cast<nb::tuple>(j[8]);
+    const auto name = nb::cast<std::string>(how[0]);
+    const uint64_t values = steps.back().shape(0);
+    if (name == "group" && how.size() == 5 && !a.k) {
+      a.group = nb::cast<uint64_t>(how[1]), a.cols = nb::cast<uint64_t>(how[2]), a.per_group = nb::cast<bool>(how[3]);
+      if (a.group < 1 || a.cols < 1 || a.count % a.cols) throw std::invalid_argument("group and columns must fit");
+      const uint64_t groups = a.count / a.cols * ((a.cols + a.group - 1) / a.group);  // (cols >= 1 when count is 0)
+      if (values != (a.per_group ? groups : 1)) throw std::invalid_argument("one step a group, or one");
+      if (!how[4].is_none()) {
+        steps.push_back(nb::cast<Steps>(how[4]));
+        if (steps.back().shape(0) != groups) throw std::invalid_argument("one zero a group");
+        a.zeros = steps.back().data();
+      }
+    } else if (name == "walk" && how.size() == 3 && !a.k) {
+      a.cols = std::max<uint64_t>(nb::cast<uint64_t>(how[1]), a.count ? 0 : 1), a.walk = nb::cast<int>(how[2]);
+      if (a.cols < 1 || a.count % a.cols || (a.walk != 1 && a.walk != 2) || (values != 1 && values != a.count / a.cols &&
+                                                                              a.count))
+        throw std::invalid_argument("a walk along rows (1) or columns (2) of a shape that fits, one step a row or one");
+    } else {
+      throw std::invalid_argument("how is None, (\"group\", group, cols, per_group, zeros) or (\"walk\", cols, 1 | 2)");
+    }
   }
   return b;
 }

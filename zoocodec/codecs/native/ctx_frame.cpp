@@ -1,0 +1,222 @@
+#include "ctx_frame.h"
+
+#include <algorithm>
+#include <string>
+
+#include "ans_frame.h"
+
+namespace zc::ctx {
+
+namespace {
+
+// The `count` symbols of a small ans payload (classes, group ends), or false for a frame ans.py reads.
+bool small_ans(const uint8_t* data, std::size_t size, uint64_t count, std::vector<int64_t>* out) {
+  Reader r(data, size);
+  ans::Frame f;
+  if (!ans::parse_frame(r, count, &f)) return false;
+  std::vector<uint16_t> idx(count);
+  rans::decode(f.stream, idx.data(), 1);
+  out->resize(count);
+  for (uint64_t i = 0; i < count; ++i) (*out)[i] = f.lo + idx[i];
+  return true;
+}
+
+// A length-prefixed ans payload of `count` symbols (context.py's _classes and group ends).
+bool side(Reader& r, uint64_t count, std::vector<int64_t>* out) {
+  const uint64_t length = r.uvarint(r.end - r.p + 0);
+  const uint8_t* data = r.take(length);
+  return small_ans(data, length, count, out);
+}
+
+int64_t floor_div(__int128 a, int64_t b) {  // (b > 0), as Python's //
+  __int128 q = a / b;
+  if (a % b != 0 && a < 0) --q;
+  return q < INT64_MIN ? INT64_MIN : q > INT64_MAX ? INT64_MAX : static_cast<int64_t>(q);
+}
+
+// An integer frequency table (context.py's read_table: zero runs collapsed), as rans.h's any-sum table.
+std::vector<uint64_t> read_table(Reader& r, uint64_t size) {
+  std::vector<uint64_t> freqs(size, 0);
+  uint64_t i = 0, sum = 0;
+  while (i < size) {
+    const uint64_t f = r.uvarint(uint64_t(1) << 40);
+    if (f == 0) {
+      const uint64_t run = r.uvarint(size) + 1;
+      if (i + run > size) throw Corrupt("frequency table overruns its alphabet");
+      i += run;
+    } else {
+      freqs[i++] = f;
+      sum += f;
+    }
+  }
+  if (sum == 0) throw Corrupt("empty frequency table");
+  return freqs;
+}
+
+// Positions of a group of `size` (its first lowest level at l, highest at h; `group`: none) per context.
+void count_group(int64_t l, int64_t h, int64_t size, uint64_t* counts) {
+  const int64_t lo_in = l < size, hi_in = h < size;
+  const int64_t first = std::min({l, h, size}), last = std::max(l, h);
+  counts[3] += first;                                              // before both
+  counts[0] += last < size ? size - last - 1 : 0;                  // after both
+  if (l < h) counts[2] += lo_in ? std::min(h, size) - l - 1 : 0;  // after the lowest, before the highest
+  if (h < l) counts[1] += hi_in ? std::min(l, size) - h - 1 : 0;
+  counts[KNOWN_LO] += lo_in;
+  counts[KNOWN_HI] += hi_in;
+}
+
+}  // namespace
+
+bool parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f) {
+  f->mode = mode;
+  f->n = r.uvarint(UINT64_MAX);
+  if (f->n != count) throw Corrupt("holds " + std::to_string(f->n) + " symbols, expected " + std::to_string(count));
+  f->rows = r.uvarint(std::max<uint64_t>(count, 1));
+  if (f->rows == 0 || count % f->rows) throw Corrupt(std::to_string(f->rows) + " rows do not divide " +
+                                                     std::to_string(count) + " symbols");
+  f->cols = count / f->rows;
+  if (mode == ENDS) {
+    f->group = r.uvarint(MAX_GROUP);
+    f->lo = ans::svarint(r);
+    const uint64_t span = r.uvarint(MAX_SPAN);
+    if (f->group < 2 || span < 1) throw Corrupt("group of " + std::to_string(f->group) + ", levels span " +
+                                                std::to_string(span));
+    f->hi = f->lo + static_cast<int64_t>(span);
+    const uint64_t groups = (f->cols + f->group - 1) / f->group, last = f->cols - (groups ? groups - 1 : 0) * f->group;
+    std::vector<int64_t> firsts[2];
+    for (auto& first : firsts) {
+      if (!side(r, f->rows * groups, &first)) return false;
+      for (uint64_t i = 0; i < first.size(); ++i) {
+        const int64_t v = first[i];
+        if (v < 0 || v > int64_t(f->group) || (i % groups == groups - 1 && v >= int64_t(last) && v < int64_t(f->group)))
+          throw Corrupt("a group's first position is outside the group");
+      }
+    }
+    for (uint64_t i = 0; i < firsts[0].size(); ++i)
+      if (firsts[0][i] == firsts[1][i] && firsts[0][i] < int64_t(f->group))
+        throw Corrupt("a group's lowest and highest level share a position");
+    f->first_lo.assign(firsts[0].begin(), firsts[0].end());
+    f->first_hi.assign(firsts[1].begin(), firsts[1].end());
+    f->bins = 4;
+  } else {
+    f->layout = r.byte();
+    if (f->layout != ROWS && f->layout != COLS && f->layout != (ROWS | COLS))
+      throw Corrupt("unknown context layout " + std::to_string(f->layout));
+    std::vector<int64_t> rc, cc;
+    if (f->layout & ROWS && !side(r, f->rows, &rc)) return false;
+    if (f->layout & COLS && !side(r, f->cols, &cc)) return false;
+    for (const auto* classes : {&rc, &cc})
+      for (int64_t v : *classes)
+        if (v < -MAX_CLASS || v > MAX_CLASS) throw Corrupt("activity class out of range");
+    const int64_t lo = ans::svarint(r);
+    const int64_t width = static_cast<int64_t>(r.uvarint(1 << 20));
+    f->bins = r.uvarint(MAX_BINS);
+    if (width < 1 || f->bins < 1) throw Corrupt("bin width " + std::to_string(width) + " / count " +
+                                                std::to_string(f->bins));
+    f->lut.resize(4 * MAX_CLASS + 1);  // every sum of a row and a column class
+    for (std::size_t k = 0; k < f->lut.size(); ++k) {
+      const __int128 v = static_cast<int64_t>(k) - 2 * MAX_CLASS;
+      f->lut[k] = static_cast<uint8_t>(std::clamp<int64_t>(floor_div((v - lo) * __int128(f->bins), width), 0,
+                                                           static_cast<int64_t>(f->bins) - 1));
+    }
+    f->row_base.assign(f->rows, 2 * MAX_CLASS);
+    for (uint64_t i = 0; i < rc.size(); ++i) f->row_base[i] += static_cast<int32_t>(rc[i]);
+    if (!cc.empty()) {
+      f->col_class.assign(cc.begin(), cc.end());
+      std::vector<uint64_t> hist(2 * MAX_CLASS + 1, 0);
+      for (int64_t v : cc) ++hist[v + MAX_CLASS];
+      for (std::size_t k = 0; k < hist.size(); ++k)
+        if (hist[k]) f->col_hist.emplace_back(static_cast<int16_t>(int64_t(k) - MAX_CLASS), hist[k]);
+    }
+  }
+  f->rest = r.p;
+  f->rest_size = r.left();
+  return true;
+}
+
+void count(const Frame& f, uint64_t e0, uint64_t e1, uint64_t* counts) {
+  std::vector<uint8_t> ctx;
+  for (uint64_t e = e0; e < e1;) {
+    const uint64_t row = e / f.cols, c0 = e % f.cols, c1 = std::min(f.cols, c0 + (e1 - e));
+    if (f.mode == ENDS) {
+      const uint64_t groups = (f.cols + f.group - 1) / f.group;
+      for (uint64_t g = c0 / f.group; g * f.group < c1; ++g) {
+        const uint64_t g0 = g * f.group, g1 = std::min(f.cols, g0 + f.group);
+        const int64_t l = f.first_lo[row * groups + g], h = f.first_hi[row * groups + g];
+        if (c0 <= g0 && g1 <= c1) {
+          count_group(l, h, static_cast<int64_t>(g1 - g0), counts);
+          continue;
+        }
+        ctx.resize(f.group);  // (a group the block cuts: its part element by element)
+        const uint64_t a = std::max(c0, g0), b = std::min(c1, g1);
+        contexts(f, row, a, b, ctx.data());
+        for (uint64_t i = 0; i < b - a; ++i) ++counts[ctx[i]];
+      }
+    } else if (!(f.layout & COLS)) {
+      counts[f.lut[f.row_base[row]]] += c1 - c0;
+    } else if (c0 == 0 && c1 == f.cols) {  // a whole row: its contexts by column class
+      for (const auto& [v, n] : f.col_hist) counts[f.lut[f.row_base[row] + v]] += n;
+    } else {
+      const uint8_t* lut = f.lut.data() + f.row_base[row];
+      for (uint64_t c = c0; c < c1; ++c) ++counts[lut[f.col_class[c]]];
+    }
+    e += c1 - c0;
+  }
+}
+
+void contexts(const Frame& f, uint64_t row, uint64_t c0, uint64_t c1, uint8_t* out) {
+  if (f.mode == ENDS) {
+    const uint64_t groups = (f.cols + f.group - 1) / f.group;
+    for (uint64_t c = c0; c < c1;) {
+      const uint64_t g = c / f.group, end = std::min(c1, (g + 1) * f.group);
+      const int64_t l = f.first_lo[row * groups + g], h = f.first_hi[row * groups + g];
+      for (int64_t p = static_cast<int64_t>(c - g * f.group); c < end; ++c, ++p)
+        *out++ = p == l ? KNOWN_LO : p == h ? KNOWN_HI : static_cast<uint8_t>((p < l) + 2 * (p < h));
+    }
+    return;
+  }
+  const uint8_t* lut = f.lut.data() + f.row_base[row];
+  if (!(f.layout & COLS)) {
+    std::fill(out, out + (c1 - c0), lut[0]);
+    return;
+  }
+  for (uint64_t c = c0; c < c1; ++c) *out++ = lut[f.col_class[c]];
+}
+
+void parse_streams(Frame* f, const uint64_t* counts) {
+  Reader r(f->rest, f->rest_size);
+  f->streams.assign(f->bins, Stream{});
+  std::vector<std::vector<uint64_t>> tables;
+  std::vector<Stream*> coded;
+  for (uint64_t c = 0; c < f->bins; ++c) {
+    if (!counts[c]) continue;
+    Stream& s = f->streams[c];
+    s.count = counts[c];
+    s.origin = ans::svarint(r);
+    s.size = r.uvarint(rans::MAX_NSYM);
+    if (s.size < 1) throw Corrupt("empty alphabet");
+    tables.push_back(read_table(r, s.size));
+    coded.push_back(&s);
+  }
+  const uint64_t n = r.uvarint(r.left());  // (codecs/wire.py's put_streams: count, lengths, bytes)
+  if (n != coded.size()) throw Corrupt(std::to_string(n) + " substreams, expected " + std::to_string(coded.size()));
+  std::vector<uint64_t> lengths(n);
+  for (uint64_t& length : lengths) length = r.uvarint(r.left());
+  for (uint64_t k = 0; k < n; ++k) {
+    Stream& s = *coded[k];
+    const uint8_t* data = r.take(lengths[k]);
+    if (s.size == 1) {
+      if (lengths[k]) throw Corrupt("a one-symbol context holds coded bits");
+      s.body.n = s.count, s.body.nsym = 1, s.body.L = 0, s.body.constant = 0;
+      continue;
+    }
+    int L;
+    const std::vector<uint32_t> table = rans::pow2_table(tables[k], &L);
+    Reader body(data, lengths[k]);
+    s.body = rans::parse_body(body, s.count, table, L);
+    if (body.left()) throw Corrupt("bytes left after the stream");
+  }
+  if (r.left()) throw Corrupt(std::to_string(r.left()) + " trailing bytes");
+}
+
+}  // namespace zc::ctx
