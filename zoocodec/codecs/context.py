@@ -11,8 +11,8 @@ but static and fully vectorised:
 2. A symbol's context is its row class + column class, cut into K bins by integer
    arithmetic, so encoder and decoder agree on every machine.
 3. Each context gets its own integer frequency table (stored) and its own ANS stream.
-   The decoder decodes the classes, computes every context at once, then decodes each
-   context's stream and scatters it: no loop over symbols.
+   The decoder (native/ctx_frame.cpp) decodes the classes, each context's stream, then puts
+   every symbol in its place a block at a time.
 
 Min-max groups (`uniform:bits=B,group=G,zero=true`, GGUF's Q4_1, HQQ) have a second
 structure: every group of G weights along a row holds its lowest and highest level, so the
@@ -47,13 +47,12 @@ import numpy as np
 
 from zoocodec.codecs import ans, native
 from zoocodec.codecs.base import CoderSpec, Order0, RateTable, counts_rate_table, register_coder
-from zoocodec.codecs.wire import Reader, put_streams, put_svarint, put_uvarint
+from zoocodec.codecs.wire import put_streams, put_svarint, put_uvarint
 
 CTX, ORDER0, ENDS = 0, 1, 2
 ROWS, COLS = 1, 2
 BINS = (2, 4, 8)
 GROUPS = (16, 32, 64, 128, 256)  # the group-ends layout's group sizes
-MAX_BINS = 64
 MAX_CONTEXT_ALPHABET = 1 << 16
 SMALL_TABLE = 1 << 12  # table precision for contexts with few symbols: cheaper to store
 
@@ -165,6 +164,8 @@ def _ends_models(m: np.ndarray):
 
 def _tables(m: np.ndarray, ctx: np.ndarray, bins: int):
     """Per context: (symbol origin, integer frequencies) or None when it holds no symbol."""
+    if m.size == 0:  # (group ends whose every position the side info gives)
+        return [None] * bins
     lo = int(m.min())
     size = int(m.max()) - lo + 1
     counts = np.bincount((ctx * size + (m - lo)).ravel(), minlength=bins * size).reshape(bins, size)
@@ -271,6 +272,12 @@ def encode(symbols: np.ndarray) -> bytes:
     order0 = bytes([ORDER0]) + ans.encode(symbols)
     if model is None:
         return order0
+    out = encode_with(model, symbols)
+    return out if len(out) < len(order0) else order0
+
+
+def encode_with(model: Model | Ends, symbols: np.ndarray) -> bytes:
+    """The payload of these symbols under `model` (encode: under the best one, or order-0)."""
     m = matrix_view(symbols).astype(np.int64)
     ctx = model.contexts(*m.shape)
     out = bytearray([ENDS if isinstance(model, Ends) else CTX])
@@ -296,7 +303,7 @@ def encode(symbols: np.ndarray) -> bytes:
         put_uvarint(out, model.width)
         put_uvarint(out, model.bins)
     _put_streams(out, m.ravel(), ctx.ravel(), bins)
-    return bytes(out) if len(out) < len(order0) else order0
+    return bytes(out)
 
 
 def _put_streams(out: bytearray, flat: np.ndarray, ctx: np.ndarray, bins: int) -> None:
@@ -312,93 +319,13 @@ def _put_streams(out: bytearray, flat: np.ndarray, ctx: np.ndarray, bins: int) -
 
 
 def decode(data: bytes | memoryview, count: int) -> np.ndarray:
-    """Bytes -> int64 symbols (flat); `count` is the number the caller expects."""
-    r = Reader(data, "context-coded payload")
-    mode = r.byte()
-    if mode == ORDER0:
-        return ans.decode(r.rest(), count)
-    if mode not in (CTX, ENDS):
-        raise r.fail(f"unknown mode {mode}")
-    n = r.uvarint()
-    if n != count:
-        raise r.fail(f"holds {n} symbols, expected {count}")
-    rows = r.uvarint(limit=max(n, 1))
-    if rows == 0 or n % rows:
-        raise r.fail(f"{rows} rows do not divide {n} symbols")
-    cols = n // rows
-    if mode == ENDS:
-        return _decode_ends(r, rows, cols)
-    layout = r.byte()
-    if layout not in (ROWS, COLS, ROWS | COLS):
-        raise r.fail(f"unknown context layout {layout}")
-    row_classes = _classes(r, rows) if layout & ROWS else np.zeros(0, np.int64)
-    col_classes = _classes(r, cols) if layout & COLS else np.zeros(0, np.int64)
-    lo = r.svarint()
-    width = r.uvarint(limit=1 << 20)
-    bins = r.uvarint(limit=MAX_BINS)
-    if width < 1 or bins < 1:
-        raise r.fail(f"bin width {width} / count {bins}")
-    ctx = native.engine().ctx_contexts(row_classes, col_classes, lo, width, bins, rows, cols)  # (Model.contexts)
-    out = np.empty(n, dtype=np.int64)
-    _read_streams(r, ctx, bins, out)
-    r.done()
+    """Bytes -> int64 symbols (flat); `count` is the number the caller expects. The native parser
+    (native/ctx_frame.cpp) is the one the batched decode uses: each context's stream decodes on the
+    thread pool, then the symbols are put in their places a block at a time."""
+    out = native.ctx_decode(data, count)
+    if out is None:  # order-0 symbols in a frame ans.py reads (packed, or raw low bits)
+        return ans.decode(memoryview(data)[1:], count)
     return out
-
-
-def _decode_ends(r: Reader, rows: int, cols: int) -> np.ndarray:
-    group = r.uvarint(limit=max(GROUPS))
-    lo = r.svarint()
-    span = r.uvarint(limit=MAX_CONTEXT_ALPHABET)
-    if group < 2 or span < 1:
-        raise r.fail(f"group of {group}, levels {lo}..{lo + span}")
-    groups = -(-cols // group)
-    last = cols - (groups - 1) * group  # the length of a row's last group
-    firsts = []
-    for _ in range(2):
-        length = r.uvarint(limit=len(r.data))
-        first = ans.decode(r.take(length), rows * groups).reshape(rows, groups)
-        if first.size and (first.min() < 0 or first.max() > group
-                           or np.any((first[:, -1] >= last) & (first[:, -1] < group))):
-            raise r.fail("a group's first position is outside the group")
-        firsts.append(first)
-    if np.any((firsts[0] == firsts[1]) & (firsts[0] < group)):
-        raise r.fail("a group's lowest and highest level share a position")
-    out = np.empty(rows * cols, dtype=np.int64)
-    ctx = native.engine().ctx_ends(*firsts, group, cols, lo, lo + span, out)  # (Ends.contexts and Ends.known)
-    _read_streams(r, ctx, KNOWN, out)
-    r.done()
-    return out
-
-
-def _read_streams(r: Reader, ctx: np.ndarray, bins: int, out: np.ndarray) -> None:
-    """The symbols of contexts 0..bins-1 of `ctx` (flat uint8) from their tables and ANS streams, written
-    to their positions in `out` (int64); positions of other contexts keep what `out` holds."""
-    counts = native.engine().byte_histogram(ctx)[:bins]
-    tables = []
-    for c in np.flatnonzero(counts):
-        origin = r.svarint()
-        size = r.uvarint(limit=ans.MAX_ALPHABET)
-        if size < 1:
-            raise r.fail("empty alphabet")
-        tables.append((c, origin, ans.read_table(r, size)))
-    streams = r.streams(len(tables))
-    decoded = [(np.zeros(0, np.uint8), 0)] * bins  # (a context without symbols: an empty stream)
-    for (c, origin, freqs), data in zip(tables, streams, strict=True):
-        if len(freqs) == 1:
-            if len(data):
-                raise r.fail("a one-symbol context holds coded bits")
-            decoded[c] = (np.zeros(int(counts[c]), np.uint8), origin)
-            continue
-        decoded[c] = (native.rans_decode_freqs(data, freqs, int(counts[c]), what=r.what), origin)
-    native.ctx_scatter(ctx, decoded, out, what=r.what)  # (the codec's own streams always fit)
-
-
-def _classes(r: Reader, count: int) -> np.ndarray:
-    length = r.uvarint(limit=len(r.data))
-    classes = ans.decode(r.take(length), count)
-    if classes.size and np.abs(classes).max() > 256:
-        raise r.fail("activity class out of range")
-    return classes
 
 
 @register_coder

@@ -80,10 +80,11 @@ def ans_decode(data: bytes | memoryview, count: int, *, what: str = "entropy-cod
     return _checked(what, engine().ans_decode, data, count, threads)
 
 
-def ctx_scatter(contexts: np.ndarray, streams: list, out: np.ndarray, *, what: str = "context-coded payload") -> None:
-    """out[i] = origin + the next symbol of stream contexts[i] where that context has a stream (the
-    engine's ctx_scatter); streams that do not match their positions raise ContainerError."""
-    _checked(what, engine().ctx_scatter, contexts, streams, out)
+def ctx_decode(data: bytes | memoryview, count: int, *, what: str = "context-coded payload",
+               threads: int = 0) -> np.ndarray | None:
+    """`count` int64 symbols of a ctx payload (codecs/context.py) by the batched decoder's parser
+    (ctx_frame.cpp), or None for order-0 symbols in a frame only ans.py reads."""
+    return _checked(what, engine().ctx_decode, data, count, threads)
 
 
 def _checked(what: str, fn, *args):

@@ -1,31 +1,46 @@
 #include "ctx_frame.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "ans_frame.h"
+#include "inflate.h"
 
 namespace zc::ctx {
 
 namespace {
 
-// The `count` symbols of a small ans payload (classes, group ends), or false for a frame ans.py reads.
-bool small_ans(const uint8_t* data, std::size_t size, uint64_t count, std::vector<int64_t>* out) {
-  Reader r(data, size);
-  ans::Frame f;
-  if (!ans::parse_frame(r, count, &f)) return false;
-  std::vector<uint16_t> idx(count);
-  rans::decode(f.stream, idx.data(), 1);
-  out->resize(count);
-  for (uint64_t i = 0; i < count; ++i) (*out)[i] = f.lo + idx[i];
-  return true;
-}
+constexpr uint64_t MAX_SIDE = uint64_t(1) << 40;  // bytes of packed side information (a count is the caller's)
 
-// A length-prefixed ans payload of `count` symbols (context.py's _classes and group ends).
-bool side(Reader& r, uint64_t count, std::vector<int64_t>* out) {
-  const uint64_t length = r.uvarint(r.end - r.p + 0);
-  const uint8_t* data = r.take(length);
-  return small_ans(data, length, count, out);
+// A length-prefixed ans payload of `count` symbols (context.py's classes and group ends): a rANS frame,
+// or packed little-endian ints inflated by zstd (ans.py's packed frame, which its encoder picks for small
+// flat arrays). Raw low bits only come with alphabets wider than 2^16, which no side array has.
+void side(Reader& r, uint64_t count, std::vector<int64_t>* out) {
+  const uint8_t* data = r.take(r.uvarint(r.left()));
+  Reader s(data, static_cast<std::size_t>(r.p - data));
+  ans::Frame f;
+  out->resize(count);
+  if (ans::parse_frame(s, count, &f)) {
+    std::vector<uint16_t> idx(count);
+    rans::decode(f.stream, idx.data(), 1);
+    for (uint64_t i = 0; i < count; ++i) (*out)[i] = f.lo + idx[i];
+    return;
+  }
+  Reader p(data, static_cast<std::size_t>(r.p - data));
+  if (p.byte() != ans::PACKED) throw Corrupt("side information wider than 2^16 values");
+  if (p.uvarint(UINT64_MAX) != count) throw Corrupt("side information of the wrong length");
+  const int64_t lo = ans::svarint(p);
+  const uint8_t width = p.byte();
+  if (width != 1 && width != 2 && width != 4 && width != 8) throw Corrupt("bad symbol width " + std::to_string(width));
+  if (count > MAX_SIDE / width) throw Corrupt("side information too long");
+  std::vector<uint8_t> raw(count * width);
+  unzstd(p.p, p.left(), raw.data(), raw.size());
+  for (uint64_t i = 0; i < count; ++i) {
+    uint64_t v = 0;
+    std::memcpy(&v, raw.data() + i * width, width);  // (little-endian)
+    (*out)[i] = static_cast<int64_t>(static_cast<uint64_t>(lo) + v);
+  }
 }
 
 int64_t floor_div(__int128 a, int64_t b) {  // (b > 0), as Python's //
@@ -67,7 +82,7 @@ void count_group(int64_t l, int64_t h, int64_t size, uint64_t* counts) {
 
 }  // namespace
 
-bool parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f) {
+void parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f) {
   f->mode = mode;
   f->n = r.uvarint(UINT64_MAX);
   if (f->n != count) throw Corrupt("holds " + std::to_string(f->n) + " symbols, expected " + std::to_string(count));
@@ -85,7 +100,7 @@ bool parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f) {
     const uint64_t groups = (f->cols + f->group - 1) / f->group, last = f->cols - (groups ? groups - 1 : 0) * f->group;
     std::vector<int64_t> firsts[2];
     for (auto& first : firsts) {
-      if (!side(r, f->rows * groups, &first)) return false;
+      side(r, f->rows * groups, &first);
       for (uint64_t i = 0; i < first.size(); ++i) {
         const int64_t v = first[i];
         if (v < 0 || v > int64_t(f->group) || (i % groups == groups - 1 && v >= int64_t(last) && v < int64_t(f->group)))
@@ -103,8 +118,8 @@ bool parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f) {
     if (f->layout != ROWS && f->layout != COLS && f->layout != (ROWS | COLS))
       throw Corrupt("unknown context layout " + std::to_string(f->layout));
     std::vector<int64_t> rc, cc;
-    if (f->layout & ROWS && !side(r, f->rows, &rc)) return false;
-    if (f->layout & COLS && !side(r, f->cols, &cc)) return false;
+    if (f->layout & ROWS) side(r, f->rows, &rc);
+    if (f->layout & COLS) side(r, f->cols, &cc);
     for (const auto* classes : {&rc, &cc})
       for (int64_t v : *classes)
         if (v < -MAX_CLASS || v > MAX_CLASS) throw Corrupt("activity class out of range");
@@ -131,7 +146,6 @@ bool parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f) {
   }
   f->rest = r.p;
   f->rest_size = r.left();
-  return true;
 }
 
 void count(const Frame& f, uint64_t e0, uint64_t e1, uint64_t* counts) {

@@ -51,9 +51,8 @@ struct Frame {
 };
 
 // The side information of a payload of mode CTX or ENDS (after its mode byte, in r) for `count`
-// symbols into *f. False where a part of it is coded in a frame only ans.py reads (packed or wide
-// classes): the caller leaves the payload to context.py. Throws Corrupt on anything inconsistent.
-bool parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f);
+// symbols into *f. Throws Corrupt on anything inconsistent.
+void parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f);
 
 // Adds the positions of each context among elements [e0, e1) to counts[0 .. bins + 2) (group ends:
 // KNOWN_LO and KNOWN_HI too).

@@ -12,7 +12,6 @@ void bind_cabac(nb::module_& m);
 void bind_floatplanes(nb::module_& m);
 void bind_quantize(nb::module_& m);
 void bind_plan(nb::module_& m);
-void bind_context(nb::module_& m);
 void bind_dq(nb::module_& m);
 
 NB_MODULE(_engine, m) {
@@ -24,6 +23,5 @@ NB_MODULE(_engine, m) {
   bind_floatplanes(m);
   bind_quantize(m);
   bind_plan(m);
-  bind_context(m);
   bind_dq(m);
 }

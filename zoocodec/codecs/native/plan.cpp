@@ -9,7 +9,6 @@
 #include <atomic>
 #include <cstring>
 #include <exception>
-#include <optional>
 #include <string>
 #include <mutex>
 #include <type_traits>
@@ -72,6 +71,7 @@ const char* kind_name(int kind) { return kind == F32 ? "float32" : kind == F16 ?
 // and highest level (low, high) times each row's step (twice them for a trellis). Group-wise values
 // are checked as they are written (emit). Throws Corrupt.
 void check_range(const Fused& a, int64_t low, int64_t high) {
+  if (a.kind == I64) return;
   const char* kind = kind_name(a.kind);
   if (a.k) {
     for (uint64_t i = 0; i < a.rows * a.k; ++i)
@@ -256,9 +256,12 @@ struct Job {
   uint32_t span = 0;
   std::vector<uint64_t> at;     // placed: per block, the positions of each context before it (bins + 2 a block)
   std::vector<uint64_t> start;  // placed: where each context's symbols begin in `sym`
-  std::optional<Scratch> sym;   // placed: every context's symbols (indices), context by context
-  std::optional<Scratch> lev;   // walk: the levels - lo, in element order
+  uint64_t coded = 0;           // placed: symbols its streams hold
+  uint8_t* sym = nullptr;       // placed: every context's symbols (indices), context by context
+  uint8_t* lev = nullptr;       // walk: the levels - lo, in element order
   bool wide() const { return span > 256; }  // (sym and lev hold uint16, else uint8)
+  std::size_t width() const { return wide() ? 2 : 1; }
+  std::size_t memory(const Fused& a) const { return (coded + (a.walk ? a.count : 0)) * width(); }
   const rans::Parsed& stream(uint32_t s) const { return placed ? ctx.streams[s].body : frame.stream; }
   uint64_t blocks(uint64_t count) const { return placed ? (count + BLOCK - 1) / BLOCK : 0; }
 };
@@ -270,7 +273,7 @@ void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs
   const std::size_t width = f.bins + 2;
   const uint64_t* before = j.at.data() + block * width;
   const uint64_t* total = j.at.data() + (j.at.size() - width);
-  const T* sym = reinterpret_cast<const T*>(j.sym->data());
+  const T* sym = reinterpret_cast<const T*>(j.sym);
   uint64_t cur[ctx::MAX_BINS + 2], end[ctx::MAX_BINS + 2];
   T base[ctx::MAX_BINS + 2];
   for (uint64_t c = 0; c < f.bins; ++c) {
@@ -345,7 +348,6 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
     const rans::Parsed& p = j.frame.stream;
     if (j.placed || p.L) check_range(a, j.lo, j.lo + int64_t(j.span) - 1);
     else if (p.n) check_range(a, j.lo + int64_t(p.constant), j.lo + int64_t(p.constant));
-    if (a.walk && a.count) j.lev.emplace(a.count * (j.wide() ? 2 : 1));
   };
   // every frame parsed (a ctx payload's side information), and its tables built, on the pool
   parallel_for(planes.size() + jobs.size(), own, [&](std::size_t i) {
@@ -365,10 +367,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       if (a.coder == CTX) {
         const uint8_t mode = r.byte();
         if (mode == ctx::CTX || mode == ctx::ENDS) {
-          if (!ctx::parse_head(r, mode, a.count, &j.ctx)) {
-            a.status = 1;
-            return;
-          }
+          ctx::parse_head(r, mode, a.count, &j.ctx);
           j.placed = true;
         } else if (mode != ctx::ORDER0) {
           throw Corrupt("unknown mode " + std::to_string(mode));
@@ -428,17 +427,26 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       if (total[ctx::KNOWN_LO]) low = std::min(low, j.ctx.lo), high = std::max(high, j.ctx.lo);
       if (total[ctx::KNOWN_HI]) low = std::min(low, j.ctx.hi), high = std::max(high, j.ctx.hi);
       if (low > high) low = high = 0;  // (no symbol)
-      if (static_cast<unsigned __int128>(__int128(high) - low) >= ctx::MAX_SPAN) {
-        a.status = 1;  // (levels wider than a table: context.py decodes them)
-        return;
-      }
+      if (static_cast<unsigned __int128>(__int128(high) - low) >= ctx::MAX_SPAN)
+        throw Corrupt("levels span more than 2^16 values");  // (the encoder codes those order-0)
       j.lo = low, j.span = static_cast<uint32_t>(high - low + 1);
       ready(t);
-      if (!a.status) j.sym.emplace(std::max<uint64_t>(coded, 1) * (j.wide() ? 2 : 1));
+      j.coded = coded;
     } catch (const Corrupt& e) {
       fail(a, e);
     }
   }, helper);
+  // one block of memory for every ctx job's symbols and every walk's levels (kept for the next pass)
+  auto span_of = [&](std::size_t t) { return jobs[t].status ? 0 : (state[t].memory(jobs[t]) + 7) / 8 * 8; };
+  std::size_t need = 0;
+  for (std::size_t t = 0; t < jobs.size(); ++t) need += span_of(t);
+  Scratch scratch(need);
+  for (std::size_t t = 0, at = 0; t < jobs.size(); ++t) {
+    Job& j = state[t];
+    j.sym = scratch.data() + at;
+    j.lev = j.sym + j.coded * j.width();
+    at += span_of(t);
+  }
   std::vector<Zplane*> inflating;
   for (std::size_t i = 0; i < planes.size(); ++i)
     if (!planes[i].status)
@@ -514,6 +522,11 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   };
   // Values of m levels (lo + sym[i]) of elements first .. first + m of job a, by emit.
   auto values = [&](const Fused& a, int64_t lo, uint32_t span, const auto* sym, uint64_t first, uint64_t m) {
+    if (a.kind == I64) {
+      int64_t* out = static_cast<int64_t*>(a.out) + first;
+      for (uint64_t i = 0; i < m; ++i) out[i] = lo + static_cast<int64_t>(sym[i]);
+      return;
+    }
     thread_local std::vector<uint32_t> lut32(256);
     thread_local std::vector<uint16_t> lut16(256);
     // by table where conversions repeat: float16's rounding is a call; a codebook has k values
@@ -564,8 +577,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
         if (!j.placed && !a.walk) values(a, j.lo, j.span, sym, first, m);
       };
       if (j.placed || a.walk) {  // into the job's memory: a context's symbols, or the levels in order
-        uint8_t* at = j.placed ? j.sym->data() + (j.start[it.stream] + first) * (j.wide() ? 2 : 1)
-                               : j.lev->data() + first * (j.wide() ? 2 : 1);
+        uint8_t* at = j.placed ? j.sym + (j.start[it.stream] + first) * j.width() : j.lev + first * j.width();
         if (j.wide()) run(reinterpret_cast<uint16_t*>(at));
         else run(at);
       } else if (p.nsym <= 256) {
@@ -597,7 +609,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
         place(j, it.first, e0, e1, ctxs.data(), dst);
         if (!a.walk) values(a, j.lo, j.span, dst, e0, e1 - e0);
       };
-      uint8_t* lev = a.walk ? j.lev->data() + e0 * (j.wide() ? 2 : 1) : reinterpret_cast<uint8_t*>(levels.data());
+      uint8_t* lev = a.walk ? j.lev + e0 * j.width() : reinterpret_cast<uint8_t*>(levels.data());
       if (j.wide()) run(reinterpret_cast<uint16_t*>(lev));
       else run(lev);
     } catch (...) {
@@ -619,8 +631,8 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
     const Job& j = state[it.job];
     auto run = [&](auto* o) {
       using O = std::remove_pointer_t<decltype(o)>;
-      if (j.wide()) walk<O>(a, reinterpret_cast<const uint16_t*>(j.lev->data()), j.lo, it.first, it.first + it.count);
-      else walk<O>(a, j.lev->data(), j.lo, it.first, it.first + it.count);
+      if (j.wide()) walk<O>(a, reinterpret_cast<const uint16_t*>(j.lev), j.lo, it.first, it.first + it.count);
+      else walk<O>(a, j.lev, j.lo, it.first, it.first + it.count);
     };
     if (a.kind == F32) run(static_cast<uint32_t*>(nullptr));
     else run(static_cast<uint16_t*>(nullptr));

@@ -12,7 +12,7 @@
 
 namespace zc::plan {
 
-enum Kind { F32 = 0, F16 = 1, BF16 = 2 };
+enum Kind { F32 = 0, F16 = 1, BF16 = 2, I64 = 3 };  // I64: the levels themselves (context.py's decode)
 enum Coder { ANS = 0, CTX = 1 };  // the symbols: an ans frame (ans_frame.h), or a ctx payload (ctx_frame.h)
 
 // A tensor's symbols (an ans frame or a ctx payload) to values, rounded to the output dtype as
@@ -44,7 +44,7 @@ struct Fused {
   int kind = F32;
   void* out = nullptr;  // count values of the kind
   // results
-  int status = 0;  // 0 decoded, 1 not taken (ans.py or context.py decodes it), 2 corrupt
+  int status = 0;  // 0 decoded, 1 not taken (a frame ans.py decodes, or levels past int32 for a walk), 2 corrupt
   std::string error;
 };
 

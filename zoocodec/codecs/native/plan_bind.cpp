@@ -298,6 +298,26 @@ class Pass {
   std::thread runner_;
 };
 
+// The int64 symbols of a ctx payload of `count` (codecs/context.py's decode) by the batched decoder's
+// parser and pass, or None for order-0 symbols in a frame only ans.py reads (packed, raw low bits).
+nb::object ctx_decode(nb::handle data, uint64_t count, int threads) {
+  InBuffer in(data);
+  int64_t* o;
+  auto out = new_array<int64_t>(count, &o);
+  const double one = 1;
+  std::vector<plan::Fused> jobs(1);
+  plan::Fused& a = jobs[0];
+  a.payload = in.data(), a.size = in.size(), a.count = count, a.coder = plan::CTX, a.kind = plan::I64;
+  a.values = &one, a.row_len = count, a.out = o;
+  std::vector<plan::Planes> none;
+  {
+    nb::gil_scoped_release release;
+    plan::decode(jobs, none, threads);
+  }
+  if (a.status == 2) throw Corrupt(a.error);
+  return a.status ? nb::none() : nb::cast(std::move(out));
+}
+
 // A parsed rANS stream for a GPU decoder's host side: (lo, L, constant, freq uint32[nsym],
 // chunk, offsets uint64[substreams] into the payload at `base`, lengths uint32[substreams]).
 nb::object frame_tuple(int64_t lo, const rans::Parsed& p, const uint8_t* base) {
@@ -510,6 +530,9 @@ void bind_plan(nb::module_& m) {
       .def(nb::init<int, bool, bool>(), nb::arg("threads") = 0, nb::arg("mapped") = false, nb::arg("overlap") = true)
       .def("submit", &Pass::submit, nb::arg("jobs"), nb::arg("payloads"))
       .def("wait", &Pass::wait);
+  m.def("ctx_decode", &ctx_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
+        "int64 symbols of a ctx payload, or None for order-0 symbols in a frame ans.py reads; CorruptStream if "
+        "damaged.");
   m.def("ans_decode", &ans_decode, nb::arg("data"), nb::arg("count"), nb::arg("threads") = 0,
         "(lo, indices) of an ans payload's rANS frame, or None for packed and wide-alphabet frames.");
   m.def("rans_frame", &rans_frame, nb::arg("data"), nb::arg("count"),
