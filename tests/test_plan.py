@@ -493,3 +493,23 @@ def test_a_pass_left_without_waiting_ends_alone():
         p = eng.Pass(threads, False, overlap)
         p.submit([(data, s.size, steps, 1000, 0, KINDS["float32"], np.empty(s.size, np.float32))], [])
         del p
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_a_group_whose_values_pass_the_dtype_is_refused_by_the_pass(dtype):
+    """Group-wise steps (checked value by value, 8 at a time with AVX2): one group's step times its levels
+    past the dtype's range is named, not written as infinities; the same steps a group lower decode."""
+    from zoocodec.plan import Grouped
+
+    rows, cols, group = 3, 64, 32
+    levels = np.arange(rows * cols).reshape(rows, cols) % 16
+    big = {"float32": 3e37, "float16": 5e3, "bfloat16": 3e37}[dtype]
+    steps = np.full(rows * 2, 0.5)
+    e = TensorEntry("t", (rows, cols), dtype, parse_spec("uniform:bits=4,group=32,zero=true,coder=ctx"), {}, {})
+    job = lambda s: Grouped("symbols", group, rows, cols, lambda: (s, np.zeros(rows * 2)), ())  # noqa: E731
+    got, _ = decode([(e, job(steps), context.encode(levels))])
+    want = from_float64(levels * 0.5, dtype)
+    assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8))
+    steps[3] = big
+    with pytest.raises(ContainerError, match=f"corrupt context-coded payload: a group's values lie outside the {dtype}"):
+        decode([(e, job(steps), context.encode(levels))])

@@ -117,9 +117,46 @@ __attribute__((target("avx2"))) uint64_t affine_avx2(const T* sym, uint64_t m, i
   }
   return i;
 }
+
+// A group's values, 8 at a time as affine_avx2 computes them, for i < m - m % 8: (lo + sym[i]) * step (+ zero),
+// one float64 product (and sum) rounded as convert() rounds it. Plain stores (a group of 32 starts anywhere).
+// False where a value is not finite in the kind.
+template <class O, class T>
+__attribute__((target("avx2"))) uint64_t grouped_avx2(const T* sym, uint64_t m, int32_t lo, double step,
+                                                       const double* zero, O* out, bool* finite) {
+  const __m256i base = _mm256_set1_epi32(lo), bias = _mm256_set1_epi32(0x7FFF), one = _mm256_set1_epi32(1);
+  const __m256i exp = _mm256_set1_epi32(sizeof(O) == 4 ? 0x7F800000 : 0x7F80);
+  const __m256d by = _mm256_set1_pd(step), plus = _mm256_set1_pd(zero ? *zero : 0.0);
+  __m256i bad = _mm256_setzero_si256();
+  uint64_t i = 0;
+  for (; i + 8 <= m; i += 8) {
+    __m256i s;
+    if constexpr (sizeof(T) == 1) s = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sym + i)));
+    else s = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sym + i)));
+    s = _mm256_add_epi32(s, base);
+    __m256d a = _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(s)), by);
+    __m256d b = _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(s, 1)), by);
+    if (zero) a = _mm256_add_pd(a, plus), b = _mm256_add_pd(b, plus);
+    const __m256i f = _mm256_castps_si256(_mm256_set_m128(_mm256_cvtpd_ps(b), _mm256_cvtpd_ps(a)));
+    if constexpr (sizeof(O) == 4) {
+      bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(f, exp), exp));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), f);
+    } else {  // bfloat16, nearest-even as affine_avx2
+      const __m256i r = _mm256_add_epi32(_mm256_add_epi32(f, bias), _mm256_and_si256(_mm256_srli_epi32(f, 16), one));
+      const __m256i h = _mm256_srli_epi32(r, 16);
+      bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(h, exp), exp));
+      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(packed));
+    }
+  }
+  if (!_mm256_testz_si256(bad, bad)) *finite = false;
+  return i;
+}
 #else
 template <class O, class T>
 uint64_t affine_avx2(const T*, uint64_t, int32_t, double, O*) { return 0; }  // never called: rans::avx2() is false
+template <class O, class T>
+uint64_t grouped_avx2(const T*, uint64_t, int32_t, double, const double*, O*, bool*) { return 0; }
 #endif
 
 // Values of m symbols (indices into the alphabet) of element range [first, first + m).
@@ -129,6 +166,7 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
   const int64_t k = static_cast<int64_t>(a.k);
   const bool vector = !k && a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX &&
                       reinterpret_cast<uintptr_t>(out) % sizeof(O) == 0;  // (then aligned stores can start)
+  const bool grouped = a.group && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX;
   uint64_t j = 0;
   while (j < m) {
     const uint64_t e = first + j;
@@ -138,7 +176,9 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
       const double step = a.per_group ? a.values[row * groups + g] : a.values[0];
       const double zero = a.zeros ? a.zeros[row * groups + g] : 0.0;
       bool finite = true;
-      for (uint64_t i = 0; i < run; ++i) {
+      const uint64_t done = grouped && a.kind != F16 ? grouped_avx2(sym + j, run, static_cast<int32_t>(lo), step,
+                                                                    a.zeros ? &zero : nullptr, out + e, &finite) : 0;
+      for (uint64_t i = done; i < run; ++i) {
         const double v = static_cast<double>(lo + static_cast<int64_t>(sym[j + i])) * step;
         const O b = convert<O>(a.zeros ? v + zero : v, a.kind);
         finite &= finite_bits(b, a.kind);
@@ -291,6 +331,32 @@ void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs
       const T* from = sym + cur[c];
       for (uint64_t i = 0; i < n; ++i) out[i] = static_cast<T>(base[c] + from[i]);
       cur[c] += n;
+      continue;
+    }
+    if (f.mode == ctx::ENDS) {  // a group's contexts are runs: before both ends, between them, after both
+      const uint64_t groups = (f.cols + f.group - 1) / f.group;
+      for (uint64_t g = c0 / f.group, at = c0; at < c1; ++g) {
+        const uint64_t g0 = g * f.group, size = std::min(f.cols, g0 + f.group) - g0;
+        const uint64_t pa = at - g0, pb = std::min(c1, g0 + size) - g0;  // (this piece's positions in the group)
+        const uint64_t l = f.first_lo[row * groups + g], h = f.first_hi[row * groups + g];
+        const uint64_t m1 = std::min(l, h), m2 = std::max(l, h);
+        T* to = out + (at - c0) - pa;  // (indexed by position in the group)
+        auto run = [&](uint64_t p0, uint64_t p1, uint8_t c) {
+          p0 = std::max(p0, pa), p1 = std::min(p1, pb);
+          if (p0 >= p1) return;
+          if (end[c] - cur[c] < p1 - p0) throw Corrupt("a context's symbols run out");
+          for (uint64_t p = p0; p < p1; ++p) to[p] = static_cast<T>(base[c] + sym[cur[c]++]);
+        };
+        auto known_at = [&](uint64_t p) {
+          if (p >= pa && p < pb) to[p] = known[p == l ? 0 : 1];
+        };
+        run(0, m1, 3);
+        known_at(m1);
+        run(m1 + 1, m2, l < h ? 2 : 1);
+        if (m2 != m1) known_at(m2);
+        run(m2 + 1, size, 0);
+        at = g0 + pb;
+      }
       continue;
     }
     ctx::contexts(f, row, c0, c1, ctxs);
@@ -567,7 +633,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
         } else if constexpr (sizeof(T) == 1) {
           if (it.count > 1) rans::decode_group(p, it.first, it.count, sym);
           else rans::decode_substream(p, it.first, sym);
-        } else if (it.count > 1) {  // a group of byte substreams into wider levels: as bytes, then widened
+        } else if (rans::vector_ready(p)) {  // byte substreams into wider levels: as bytes, then widened
           sym8.resize(m);
           rans::decode_group(p, it.first, it.count, sym8.data());
           std::copy(sym8.begin(), sym8.begin() + m, sym);

@@ -79,9 +79,11 @@ struct Check {
   bool bad = false;  // result
 };
 
-// Every job's frame parsed, then one pass of the pool over all their substreams (fused jobs)
-// and float-plane tasks (planes jobs), in the batch `order` (default: planes jobs, then fused
-// ones), each job's `checks` just before its tasks. A job's result is meaningless where a check
+// Every job's frame parsed (a ctx payload's contexts counted a block at a time, then its tables
+// and streams), then one pass of the pool over all their substreams (fused jobs) and float-plane
+// tasks (planes jobs), in the batch `order` (default: planes jobs, then fused ones), each job's
+// `checks` just before its tasks; then the ctx payloads' blocks (their symbols placed and their
+// values written), then the trellis walks. A job's result is meaningless where a check
 // fails (its bytes are not the file's): the caller reports the mismatch first. `helper`: a
 // thread that may join (pool.h's Helper), one of the `threads`: the pass runs on threads - 1
 // others and it.
