@@ -52,7 +52,8 @@ print(json.dumps(best))
 
 CODERS = {"8-bit": "uniform:bits=8", "uniform + ctx": "uniform:step=0.004,coder=ctx",
           "dq + ans": "dq:step=0.004,coder=ans", "dq + ctx": "dq:step=0.004,coder=ctx",
-          "dq + cabac": "dq:step=0.004,coder=cabac", "4-bit groups + ctx": "uniform:bits=4,group=32,zero=true,coder=ctx"}
+          "dq + cabac": "dq:step=0.004,coder=cabac",
+          "4-bit groups + ctx": "uniform:bits=4,group=32,zero=true,coder=ctx"}
 
 
 def write_files(folder: Path, which: str) -> dict[str, str]:

@@ -101,8 +101,8 @@ class Grouped:
     def native(self, numel: int) -> tuple[np.ndarray, int, int, tuple | None]:
         steps, zeros = self.values()
         per_group = steps.size > 1 or self.rows * -(-self.cols // self.group) == 1
-        return np.ascontiguousarray(steps, np.float64), numel, 0, (
-            "group", self.group, self.cols, per_group, None if zeros is None else np.ascontiguousarray(zeros, np.float64))
+        zeros = None if zeros is None else np.ascontiguousarray(zeros, np.float64)
+        return np.ascontiguousarray(steps, np.float64), numel, 0, ("group", self.group, self.cols, per_group, zeros)
 
 
 @dataclass(frozen=True)

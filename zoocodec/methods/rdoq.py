@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoocodec.codecs import CoderSpec
-from zoocodec.codecs.ans import Ans
 from zoocodec.codecs.context import Ctx, matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels import rdoq as R, uniform as K

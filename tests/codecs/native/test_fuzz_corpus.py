@@ -96,7 +96,8 @@ def replay(target: str, data: bytes) -> None:
         values, extra = np.array([0.5]), None
         if how == 1:
             groups = n // cols * -(-cols // 8)
-            values, extra = 0.5 + np.arange(groups, dtype=np.float64), ("group", 8, cols, True, 0.25 * np.arange(groups))
+            values = 0.5 + np.arange(groups, dtype=np.float64)
+            extra = ("group", 8, cols, True, 0.25 * np.arange(groups))
         elif how > 1:
             extra = ("walk", cols, how - 1)
         out = np.empty(n, dtype=np.float32 if kind == 0 else np.uint16)
