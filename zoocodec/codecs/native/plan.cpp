@@ -92,28 +92,39 @@ void check_range(const Fused& a, int64_t low, int64_t high) {
 // `out` is aligned to the stores' 32 (float32) or 16 bytes (bfloat16): they are non-temporal, as
 // floatplanes.cpp's merges (a load's outputs are written once, not read soon; a plain store
 // reads its line first, and two threads' memory traffic set their pace).
+// lo + 8 symbols as int32 lanes.
+template <class T>
+__attribute__((target("avx2"))) inline __m256i levels8(const T* sym, __m256i lo) {
+  if constexpr (sizeof(T) == 1)
+    return _mm256_add_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sym))), lo);
+  else
+    return _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sym))), lo);
+}
+
+// float32 bits to bfloat16 in 32-bit lanes, nearest-even to the top 16 bits: b + 0x7FFF + ((b >> 16) & 1).
+__attribute__((target("avx2"))) inline __m256i bf16_lanes(__m256i f) {
+  const __m256i r = _mm256_add_epi32(_mm256_add_epi32(f, _mm256_set1_epi32(0x7FFF)),
+                                     _mm256_and_si256(_mm256_srli_epi32(f, 16), _mm256_set1_epi32(1)));
+  return _mm256_srli_epi32(r, 16);
+}
+
+// The low 16 bits of 8 lanes, packed into 128 bits.
+__attribute__((target("avx2"))) inline __m128i pack16(__m256i h) {
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08));
+}
+
 template <class O, class T>
 __attribute__((target("avx2"))) uint64_t affine_avx2(const T* sym, uint64_t m, int32_t lo, double step, O* out) {
-  const __m256i base = _mm256_set1_epi32(lo), bias = _mm256_set1_epi32(0x7FFF), one = _mm256_set1_epi32(1);
+  const __m256i base = _mm256_set1_epi32(lo);
   const __m256d by = _mm256_set1_pd(step);
-  (void)bias, (void)one;  // (bfloat16 only)
   uint64_t i = 0;
   for (; i + 8 <= m; i += 8) {
-    __m256i s;
-    if constexpr (sizeof(T) == 1) s = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sym + i)));
-    else s = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sym + i)));
-    s = _mm256_add_epi32(s, base);
+    const __m256i s = levels8(sym + i, base);
     const __m128 lo4 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(s)), by));
     const __m128 hi4 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(s, 1)), by));
     const __m256i f = _mm256_castps_si256(_mm256_set_m128(hi4, lo4));
-    if constexpr (sizeof(O) == 4) {
-      _mm256_stream_si256(reinterpret_cast<__m256i*>(out + i), f);
-    } else {  // nearest-even to the top 16 bits: b + 0x7FFF + ((b >> 16) & 1), in 32-bit lanes
-      const __m256i r = _mm256_add_epi32(_mm256_add_epi32(f, bias), _mm256_and_si256(_mm256_srli_epi32(f, 16), one));
-      const __m256i h = _mm256_srli_epi32(r, 16);
-      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08);
-      _mm_stream_si128(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(packed));
-    }
+    if constexpr (sizeof(O) == 4) _mm256_stream_si256(reinterpret_cast<__m256i*>(out + i), f);
+    else _mm_stream_si128(reinterpret_cast<__m128i*>(out + i), pack16(bf16_lanes(f)));
   }
   return i;
 }
@@ -124,16 +135,12 @@ __attribute__((target("avx2"))) uint64_t affine_avx2(const T* sym, uint64_t m, i
 template <class O, class T>
 __attribute__((target("avx2"))) uint64_t grouped_avx2(const T* sym, uint64_t m, int32_t lo, double step,
                                                        const double* zero, O* out, bool* finite) {
-  const __m256i base = _mm256_set1_epi32(lo), bias = _mm256_set1_epi32(0x7FFF), one = _mm256_set1_epi32(1);
-  const __m256i exp = _mm256_set1_epi32(sizeof(O) == 4 ? 0x7F800000 : 0x7F80);
+  const __m256i base = _mm256_set1_epi32(lo), exp = _mm256_set1_epi32(sizeof(O) == 4 ? 0x7F800000 : 0x7F80);
   const __m256d by = _mm256_set1_pd(step), plus = _mm256_set1_pd(zero ? *zero : 0.0);
   __m256i bad = _mm256_setzero_si256();
   uint64_t i = 0;
   for (; i + 8 <= m; i += 8) {
-    __m256i s;
-    if constexpr (sizeof(T) == 1) s = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sym + i)));
-    else s = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sym + i)));
-    s = _mm256_add_epi32(s, base);
+    const __m256i s = levels8(sym + i, base);
     __m256d a = _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(s)), by);
     __m256d b = _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(s, 1)), by);
     if (zero) a = _mm256_add_pd(a, plus), b = _mm256_add_pd(b, plus);
@@ -141,12 +148,10 @@ __attribute__((target("avx2"))) uint64_t grouped_avx2(const T* sym, uint64_t m, 
     if constexpr (sizeof(O) == 4) {
       bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(f, exp), exp));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), f);
-    } else {  // bfloat16, nearest-even as affine_avx2
-      const __m256i r = _mm256_add_epi32(_mm256_add_epi32(f, bias), _mm256_and_si256(_mm256_srli_epi32(f, 16), one));
-      const __m256i h = _mm256_srli_epi32(r, 16);
+    } else {
+      const __m256i h = bf16_lanes(f);
       bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(h, exp), exp));
-      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(packed));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), pack16(h));
     }
   }
   if (!_mm256_testz_si256(bad, bad)) *finite = false;
