@@ -513,3 +513,16 @@ def test_a_group_whose_values_pass_the_dtype_is_refused_by_the_pass(dtype):
     steps[3] = big
     with pytest.raises(ContainerError, match=f"context-coded payload: a group's values lie outside the {dtype}"):
         decode([(e, job(steps), context.encode(levels))])
+
+
+@pytest.mark.parametrize("coder", ["ans", "ctx"])
+def test_trellis_levels_past_int32_are_left_to_the_methods_own_decode(coder):
+    """The pass walks int32 levels; a (forged or extreme) stream of levels beyond them is not taken, so the
+    method's own decode, which wraps as NumPy's int64 does, decides."""
+    from zoocodec.plan import Trellis
+
+    k = np.random.default_rng(0).integers(-3, 4, (40, 30)) + (1 << 40)
+    e = TensorEntry("t", k.shape, "float32", parse_spec(f"dq:step=0.01,coder={coder}"), {}, {})
+    data = context.encode(k) if coder == "ctx" else ans.encode(k)
+    got, left = decode([(e, Trellis("symbols", np.array([0.01]), 40, 30, False), data)])
+    assert left == ["t"] and "t" not in got

@@ -1,4 +1,6 @@
 """uniform with group-wise steps and zero points: round trips, the Q4_1 grid, hostile side info."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -310,3 +312,18 @@ def test_native_group_dequantize_rounds_as_numpy(rows, cols, group, dtype, per_g
     assert ok and out.tobytes() == want.tobytes()
     big = np.full((rows, groups), 1e300)
     assert not native.engine().group_dequantize(symbols * 0 + 7, big, None, group, KINDS[dtype], out.reshape(-1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=50), st.integers(1, 12))
+def test_side_steps_are_the_codes_floats(codes, mant):
+    """side_step(n) = (2^mant + n mod 2^mant) * 2^(n // 2^mant - mant), as a float64 (0 or inf past its range)."""
+    from zoocodec.methods.uniform import side_step
+
+    want = []
+    for n in codes:
+        try:
+            want.append(math.ldexp((1 << mant) + n % (1 << mant), n // (1 << mant) - mant))
+        except OverflowError:
+            want.append(math.inf)
+    assert side_step(np.array(codes, dtype=np.int64), mant).tolist() == want

@@ -536,10 +536,11 @@ def narrowest(top: float) -> np.dtype:
 def side_step(codes: np.ndarray, mant: int) -> np.ndarray:
     """float64 steps of step codes n: (2^mant + n mod 2^mant) * 2^(n // 2^mant - mant), a float
     with mant bits of mantissa; the codes order as the steps."""
-    codes = codes.astype(np.int64)
+    codes = codes.astype(np.int64, copy=False)
+    # (a float64 mantissa and int32 exponents: NumPy's fast ldexp; exponents past +-4096 give 0 or inf either way)
+    exponents = np.clip((codes >> mant) - mant, -4096, 4096).astype(np.int32)
     with np.errstate(over="ignore"):
-        return np.ldexp((1 << mant) + np.mod(codes, 1 << mant), np.floor_divide(codes, 1 << mant) - mant).astype(
-            np.float64)
+        return np.ldexp(((1 << mant) + (codes & ((1 << mant) - 1))).astype(np.float64), exponents)
 
 
 def side_zero(centres: np.ndarray, steps: np.ndarray, bits: int, frac: int) -> np.ndarray:

@@ -350,7 +350,10 @@ void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs
           p0 = std::max(p0, pa), p1 = std::min(p1, pb);
           if (p0 >= p1) return;
           if (end[c] - cur[c] < p1 - p0) throw Corrupt("a context's symbols run out");
-          for (uint64_t p = p0; p < p1; ++p) to[p] = static_cast<T>(base[c] + sym[cur[c]++]);
+          const T* from = sym + cur[c] - p0;
+          const T by = base[c];
+          for (uint64_t p = p0; p < p1; ++p) to[p] = static_cast<T>(by + from[p]);
+          cur[c] += p1 - p0;
         };
         auto known_at = [&](uint64_t p) {
           if (p >= pa && p < pb) to[p] = known[p == l ? 0 : 1];
