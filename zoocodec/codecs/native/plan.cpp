@@ -173,26 +173,32 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
                       reinterpret_cast<uintptr_t>(out) % sizeof(O) == 0;  // (then aligned stores can start)
   const bool grouped = a.group && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX;
   uint64_t j = 0;
-  while (j < m) {
-    const uint64_t e = first + j;
-    if (a.group) {  // group-wise: a group's run at a time, each value checked
-      const uint64_t row = e / a.cols, c = e % a.cols, g = c / a.group, groups = (a.cols + a.group - 1) / a.group;
+  if (a.group) {  // group-wise: a group's run at a time (its row and group advanced, not divided), each value checked
+    const uint64_t groups = (a.cols + a.group - 1) / a.group;
+    uint64_t row = first / a.cols, c = first % a.cols, g = c / a.group;
+    bool finite = true;
+    while (j < m) {
       const uint64_t run = std::min(m - j, std::min(a.cols, (g + 1) * a.group) - c);
       const double step = a.per_group ? a.values[row * groups + g] : a.values[0];
       const double zero = a.zeros ? a.zeros[row * groups + g] : 0.0;
-      bool finite = true;
+      O* to = out + first + j;
       const uint64_t done = grouped && a.kind != F16 ? grouped_avx2(sym + j, run, static_cast<int32_t>(lo), step,
-                                                                    a.zeros ? &zero : nullptr, out + e, &finite) : 0;
+                                                                    a.zeros ? &zero : nullptr, to, &finite) : 0;
       for (uint64_t i = done; i < run; ++i) {
         const double v = static_cast<double>(lo + static_cast<int64_t>(sym[j + i])) * step;
         const O b = convert<O>(a.zeros ? v + zero : v, a.kind);
         finite &= finite_bits(b, a.kind);
-        out[e + i] = b;
+        to[i] = b;
       }
-      if (!finite) throw Corrupt(std::string("a group's values lie outside the ") + kind_name(a.kind) + " range");
-      j += run;
-      continue;
+      j += run, c += run;
+      if (c == a.cols) c = 0, g = 0, ++row;
+      else ++g;
     }
+    if (!finite) throw Corrupt(std::string("a group's values lie outside the ") + kind_name(a.kind) + " range");
+    return;
+  }
+  while (j < m) {
+    const uint64_t e = first + j;
     const uint64_t row = a.rows > 1 ? e / a.row_len : 0;
     const uint64_t run = a.rows > 1 ? std::min(m - j, a.row_len - e % a.row_len) : m - j;
     if (k) {  // lookup: the row's codebook, converted once where the run is long enough
