@@ -297,6 +297,7 @@ struct Item {
 constexpr uint64_t RUN = uint64_t(1) << 16;    // symbols of a constant stream a task writes
 constexpr uint64_t BLOCK = uint64_t(1) << 16;  // elements of a ctx payload counted and placed at once
 constexpr uint64_t WALK_ELEMENTS = 1 << 14;    // about the levels a walk task takes
+constexpr uint64_t SLACK = 2 * ctx::MAX_GROUP;  // elements past a block the group-ends copies may write or read
 
 // A fused job as parsed.
 struct Job {
@@ -312,14 +313,24 @@ struct Job {
   uint8_t* lev = nullptr;       // walk: the levels - lo, in element order
   bool wide() const { return span > 256; }  // (sym and lev hold uint16, else uint8)
   std::size_t width() const { return wide() ? 2 : 1; }
-  std::size_t memory(const Fused& a) const { return (coded + (a.walk ? a.count : 0)) * width(); }
+  std::size_t memory(const Fused& a) const {  // (group-ends copies read up to SLACK symbols past `sym`'s)
+    return (coded + (placed ? SLACK : 0) + (a.walk ? a.count : 0)) * width();
+  }
   const rans::Parsed& stream(uint32_t s) const { return placed ? ctx.streams[s].body : frame.stream; }
   uint64_t blocks(uint64_t count) const { return placed ? (count + BLOCK - 1) / BLOCK : 0; }
 };
 
-// Levels of elements [e0, e1) of a placed job into dst (levels - lo, as T), from its contexts' symbols.
+
+// to[0 .. n) = by + from[0 .. n): a fixed length, whatever part of it is wanted (no branch on run lengths).
 template <class T>
-void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs, T* dst) {
+inline void spread(T* to, const T* from, T by, uint64_t n) {
+  for (uint64_t i = 0; i < n; ++i) to[i] = static_cast<T>(by + from[i]);
+}
+
+// Levels of elements [e0, e1) of a placed job into dst (levels - lo, as T), from its contexts' symbols.
+// `slack`: dst may be written SLACK elements past e1 (a buffer of the caller's own).
+template <class T>
+void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs, T* dst, bool slack) {
   const ctx::Frame& f = j.ctx;
   const std::size_t width = f.bins + 2;
   const uint64_t* before = j.at.data() + block * width;
@@ -352,6 +363,27 @@ void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs
         const uint64_t l = f.first_lo[row * groups + g], h = f.first_hi[row * groups + g];
         const uint64_t m1 = std::min(l, h), m2 = std::max(l, h);
         T* to = out + (at - c0) - pa;  // (indexed by position in the group)
+        if (slack && pa == 0 && pb == size) {  // a whole group: each run copied at the group's length, overwritten
+          const uint8_t mid = l < h ? 2 : 1;  // by the next run (reads within the scratch's slack)
+          const uint64_t n3 = std::min(m1, size), n1 = m1 < size ? std::min(m2, size) - m1 - 1 : 0;
+          const uint64_t n0 = m2 < size ? size - m2 - 1 : 0;
+          if (end[3] - cur[3] < n3 || end[mid] - cur[mid] < n1 || end[0] - cur[0] < n0)
+            throw Corrupt("a context's symbols run out");
+          spread(to, sym + cur[3], base[3], f.group);
+          cur[3] += n3;
+          if (m1 < size) {
+            spread(to + m1 + 1, sym + cur[mid], base[mid], f.group);
+            cur[mid] += n1;
+            to[m1] = known[m1 == l ? 0 : 1];
+          }
+          if (m2 < size) {
+            spread(to + m2 + 1, sym + cur[0], base[0], f.group);
+            cur[0] += n0;
+            to[m2] = known[m2 == l ? 0 : 1];
+          }
+          at = g0 + size;
+          continue;
+        }
         auto run = [&](uint64_t p0, uint64_t p1, uint8_t c) {
           p0 = std::max(p0, pa), p1 = std::min(p1, pb);
           if (p0 >= p1) return;
@@ -524,7 +556,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   for (std::size_t t = 0, at = 0; t < jobs.size(); ++t) {
     Job& j = state[t];
     j.sym = scratch.data() + at;
-    j.lev = j.sym + j.coded * j.width();
+    j.lev = j.sym + (j.coded + (j.placed ? SLACK : 0)) * j.width();
     at += span_of(t);
   }
   std::vector<Zplane*> inflating;
@@ -683,10 +715,10 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
     const uint64_t e0 = it.first * BLOCK, e1 = std::min(a.count, e0 + BLOCK);
     thread_local std::vector<uint8_t> ctxs;
     thread_local std::vector<uint16_t> levels;
-    ctxs.resize(BLOCK), levels.resize(BLOCK);
+    ctxs.resize(BLOCK), levels.resize(BLOCK + SLACK);
     try {
       auto run = [&](auto* dst) {
-        place(j, it.first, e0, e1, ctxs.data(), dst);
+        place(j, it.first, e0, e1, ctxs.data(), dst, !a.walk);
         if (!a.walk) values(a, j.lo, j.span, dst, e0, e1 - e0);
       };
       uint8_t* lev = a.walk ? j.lev + e0 * j.width() : reinterpret_cast<uint8_t*>(levels.data());
