@@ -484,7 +484,8 @@ void build_table(Parsed& p, const std::vector<uint32_t>& freq, int L) {
   p.table = table_of(freq, L);
   if (freq.size() <= 256) {
     p.sym8.resize(p.table.size());
-    for (std::size_t i = 0; i < p.table.size(); ++i) p.sym8[i] = static_cast<uint8_t>(p.table[i].sym);
+    for (uint32_t s = 0, slot = 0; s < freq.size(); slot += freq[s++])  // (a run of each symbol's slots)
+      std::memset(p.sym8.data() + slot, static_cast<int>(s), freq[s]);
     p.fc.assign(256, 0);
     uint32_t cum = 0;
     for (std::size_t s = 0; s < freq.size(); ++s) {
@@ -504,10 +505,17 @@ void build_table(Parsed& p, const std::vector<uint32_t>& freq, int L) {
 std::vector<Entry> table_of(const std::vector<uint32_t>& freq, int L) {
   const uint32_t M = 1u << L;
   std::vector<Entry> table(M);
+  static_assert(sizeof(Entry) == 8 && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "an entry is freq | bias << 16 | sym << 32");
   uint32_t slot = 0;
-  for (uint32_t s = 0; s < freq.size(); ++s)
-    for (uint32_t k = 0; k < freq[s]; ++k, ++slot)
-      table[slot] = Entry{static_cast<uint16_t>(freq[s]), static_cast<uint16_t>(k), static_cast<uint16_t>(s), 0};
+  for (uint32_t s = 0; s < freq.size(); ++s) {  // (as 64-bit words: the compiler writes several a step)
+    const uint64_t first = uint64_t(freq[s]) | uint64_t(s) << 32;
+    Entry* run = table.data() + slot;
+    for (uint32_t k = 0; k < freq[s]; ++k) {
+      const uint64_t e = first | uint64_t(k) << 16;  // (little-endian: freq, bias, sym, pad)
+      std::memcpy(run + k, &e, sizeof e);
+    }
+    slot += freq[s];
+  }
   return table;
 }
 
