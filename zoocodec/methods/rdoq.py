@@ -214,7 +214,7 @@ class DQ(RDOQ):
     name = "dq"
     version = 2
     examples = ("dq:bits=6,coder=ans", "dq:step=0.01,coder=cabac")
-    gpu_decode = True  # the state walk as a scan on the GPU (plan.Trellis); the CPU walks it in levels()
+    gpu_decode = True  # plan.Trellis: the state walk as a scan on the GPU, walks side by side on the CPU pass
 
     def trellis(self, stream, shape):
         """The state machine walks each row of the 2-D view (axis 1), or each column when wider than tall."""

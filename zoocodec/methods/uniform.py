@@ -104,7 +104,7 @@ class Uniform(MethodSpec):
     steppable = True
     rounds_nearest = True
     shared_grid = True
-    gpu_decode = True  # group-wise steps too (plan.Grouped, GPU only)
+    gpu_decode = True  # group-wise steps too (plan.Grouped)
     examples = ("uniform:bits=4,per_tensor=true", "uniform:step=0.004", "uniform:bits=6,coder=ctx",
                 "uniform:bits=4,group=16,zero=true", "uniform:bits=4,group=32,zero=true,side=5")
 

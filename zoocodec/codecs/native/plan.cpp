@@ -320,7 +320,6 @@ struct Job {
   uint64_t blocks(uint64_t count) const { return placed ? (count + BLOCK - 1) / BLOCK : 0; }
 };
 
-
 // to[0 .. n) = by + from[0 .. n): a fixed length, whatever part of it is wanted (no branch on run lengths).
 template <class T>
 inline void spread(T* to, const T* from, T by, uint64_t n) {
