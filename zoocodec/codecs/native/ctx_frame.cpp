@@ -69,15 +69,13 @@ std::vector<uint64_t> read_table(Reader& r, uint64_t size) {
 }
 
 // Positions of a group of `size` (its first lowest level at l, highest at h; `group`: none) per context.
-void count_group(int64_t l, int64_t h, int64_t size, uint64_t* counts) {
-  const int64_t lo_in = l < size, hi_in = h < size;
-  const int64_t first = std::min({l, h, size}), last = std::max(l, h);
-  counts[3] += first;                                              // before both
-  counts[0] += last < size ? size - last - 1 : 0;                  // after both
-  if (l < h) counts[2] += lo_in ? std::min(h, size) - l - 1 : 0;  // after the lowest, before the highest
-  if (h < l) counts[1] += hi_in ? std::min(l, size) - h - 1 : 0;
-  counts[KNOWN_LO] += lo_in;
-  counts[KNOWN_HI] += hi_in;
+void count_group(uint64_t l, uint64_t h, uint64_t size, uint64_t* counts) {
+  const Runs g = runs(l, h, size);
+  counts[3] += g.before;
+  counts[g.mid] += g.between;
+  counts[0] += g.after;
+  counts[KNOWN_LO] += l < size;
+  counts[KNOWN_HI] += h < size;
 }
 
 }  // namespace
@@ -156,9 +154,9 @@ void count(const Frame& f, uint64_t e0, uint64_t e1, uint64_t* counts) {
       const uint64_t groups = (f.cols + f.group - 1) / f.group;
       for (uint64_t g = c0 / f.group; g * f.group < c1; ++g) {
         const uint64_t g0 = g * f.group, g1 = std::min(f.cols, g0 + f.group);
-        const int64_t l = f.first_lo[row * groups + g], h = f.first_hi[row * groups + g];
+        const uint64_t l = f.first_lo[row * groups + g], h = f.first_hi[row * groups + g];
         if (c0 <= g0 && g1 <= c1) {
-          count_group(l, h, static_cast<int64_t>(g1 - g0), counts);
+          count_group(l, h, g1 - g0, counts);
           continue;
         }
         ctx.resize(f.group);  // (a group the block cuts: its part element by element)

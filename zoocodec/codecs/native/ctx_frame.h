@@ -50,6 +50,19 @@ struct Frame {
   std::size_t rest_size = 0;
 };
 
+// A group-ends group of `size` whose first lowest level lies at l and first highest at h (`group`: none):
+// positions [0, m1) in context 3, the known one at m1 (if m1 < size), then `between` in context `mid`,
+// the known one at m2 (if m2 < size), then `after` in context 0.
+struct Runs {
+  uint64_t m1, m2, before, between, after;
+  uint8_t mid;
+};
+inline Runs runs(uint64_t l, uint64_t h, uint64_t size) {
+  const uint64_t m1 = l < h ? l : h, m2 = l < h ? h : l;
+  return {m1, m2, m1 < size ? m1 : size, m1 < size ? (m2 < size ? m2 : size) - m1 - 1 : 0,
+          m2 < size ? size - m2 - 1 : 0, static_cast<uint8_t>(l < h ? 2 : 1)};
+}
+
 // The side information of a payload of mode CTX or ENDS (after its mode byte, in r) for `count`
 // symbols into *f. Throws Corrupt on anything inconsistent.
 void parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f);

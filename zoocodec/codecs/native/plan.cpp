@@ -164,6 +164,39 @@ template <class O, class T>
 uint64_t grouped_avx2(const T*, uint64_t, int32_t, double, const double*, O*, bool*) { return 0; }
 #endif
 
+// Group-wise values of m levels (lo + sym[i]) of elements first .. first + m (a.group > 0): float64(level) *
+// the step of its group (+ its zero point), rounded as convert() rounds it, a group's run at a time (its row
+// and group advanced, not divided), 8 at a time with AVX2 where the levels are 1 or 2 bytes in int32 range.
+// Throws Corrupt where a value is not finite in the kind.
+template <class O, class T>
+void group_values(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t first, uint64_t m, O* out) {
+  bool vector = false;
+  if constexpr (sizeof(T) <= 2)
+    vector = a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX;
+  const uint64_t groups = (a.cols + a.group - 1) / a.group;
+  uint64_t row = first / a.cols, c = first % a.cols, g = c / a.group;
+  bool finite = true;
+  for (uint64_t j = 0; j < m;) {
+    const uint64_t run = std::min(m - j, std::min(a.cols, (g + 1) * a.group) - c);
+    const double step = a.per_group ? a.values[row * groups + g] : a.values[0];
+    const double zero = a.zeros ? a.zeros[row * groups + g] : 0.0;
+    O* to = out + first + j;
+    uint64_t done = 0;
+    if constexpr (sizeof(T) <= 2)
+      if (vector) done = grouped_avx2(sym + j, run, static_cast<int32_t>(lo), step, a.zeros ? &zero : nullptr, to, &finite);
+    for (uint64_t i = done; i < run; ++i) {
+      const double v = static_cast<double>(lo + static_cast<int64_t>(sym[j + i])) * step;
+      const O b = convert<O>(a.zeros ? v + zero : v, a.kind);
+      finite &= finite_bits(b, a.kind);
+      to[i] = b;
+    }
+    j += run, c += run;
+    if (c == a.cols) c = 0, g = 0, ++row;
+    else ++g;
+  }
+  if (!finite) throw Corrupt(std::string("a group's values lie outside the ") + kind_name(a.kind) + " range");
+}
+
 // Values of m symbols (indices into the alphabet) of element range [first, first + m).
 template <class O, class T>
 void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t first, uint64_t m, O* lut) {
@@ -171,32 +204,8 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
   const int64_t k = static_cast<int64_t>(a.k);
   const bool vector = !k && a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX &&
                       reinterpret_cast<uintptr_t>(out) % sizeof(O) == 0;  // (then aligned stores can start)
-  const bool grouped = a.group && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX;
+  if (a.group) return group_values(a, lo, nsym, sym, first, m, out);
   uint64_t j = 0;
-  if (a.group) {  // group-wise: a group's run at a time (its row and group advanced, not divided), each value checked
-    const uint64_t groups = (a.cols + a.group - 1) / a.group;
-    uint64_t row = first / a.cols, c = first % a.cols, g = c / a.group;
-    bool finite = true;
-    while (j < m) {
-      const uint64_t run = std::min(m - j, std::min(a.cols, (g + 1) * a.group) - c);
-      const double step = a.per_group ? a.values[row * groups + g] : a.values[0];
-      const double zero = a.zeros ? a.zeros[row * groups + g] : 0.0;
-      O* to = out + first + j;
-      const uint64_t done = grouped && a.kind != F16 ? grouped_avx2(sym + j, run, static_cast<int32_t>(lo), step,
-                                                                    a.zeros ? &zero : nullptr, to, &finite) : 0;
-      for (uint64_t i = done; i < run; ++i) {
-        const double v = static_cast<double>(lo + static_cast<int64_t>(sym[j + i])) * step;
-        const O b = convert<O>(a.zeros ? v + zero : v, a.kind);
-        finite &= finite_bits(b, a.kind);
-        to[i] = b;
-      }
-      j += run, c += run;
-      if (c == a.cols) c = 0, g = 0, ++row;
-      else ++g;
-    }
-    if (!finite) throw Corrupt(std::string("a group's values lie outside the ") + kind_name(a.kind) + " range");
-    return;
-  }
   while (j < m) {
     const uint64_t e = first + j;
     const uint64_t row = a.rows > 1 ? e / a.row_len : 0;
@@ -360,24 +369,23 @@ void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs
         const uint64_t g0 = g * f.group, size = std::min(f.cols, g0 + f.group) - g0;
         const uint64_t pa = at - g0, pb = std::min(c1, g0 + size) - g0;  // (this piece's positions in the group)
         const uint64_t l = f.first_lo[row * groups + g], h = f.first_hi[row * groups + g];
-        const uint64_t m1 = std::min(l, h), m2 = std::max(l, h);
+        const ctx::Runs r = ctx::runs(l, h, size);
+        const uint64_t m1 = r.m1, m2 = r.m2;
         T* to = out + (at - c0) - pa;  // (indexed by position in the group)
         if (slack && pa == 0 && pb == size) {  // a whole group: each run copied at the group's length, overwritten
-          const uint8_t mid = l < h ? 2 : 1;  // by the next run (reads within the scratch's slack)
-          const uint64_t n3 = std::min(m1, size), n1 = m1 < size ? std::min(m2, size) - m1 - 1 : 0;
-          const uint64_t n0 = m2 < size ? size - m2 - 1 : 0;
-          if (end[3] - cur[3] < n3 || end[mid] - cur[mid] < n1 || end[0] - cur[0] < n0)
+                                               // by the next run (reads within the scratch's slack)
+          if (end[3] - cur[3] < r.before || end[r.mid] - cur[r.mid] < r.between || end[0] - cur[0] < r.after)
             throw Corrupt("a context's symbols run out");
           spread(to, sym + cur[3], base[3], f.group);
-          cur[3] += n3;
+          cur[3] += r.before;
           if (m1 < size) {
-            spread(to + m1 + 1, sym + cur[mid], base[mid], f.group);
-            cur[mid] += n1;
+            spread(to + m1 + 1, sym + cur[r.mid], base[r.mid], f.group);
+            cur[r.mid] += r.between;
             to[m1] = known[m1 == l ? 0 : 1];
           }
           if (m2 < size) {
             spread(to + m2 + 1, sym + cur[0], base[0], f.group);
-            cur[0] += n0;
+            cur[0] += r.after;
             to[m2] = known[m2 == l ? 0 : 1];
           }
           at = g0 + size;
@@ -397,7 +405,7 @@ void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs
         };
         run(0, m1, 3);
         known_at(m1);
-        run(m1 + 1, m2, l < h ? 2 : 1);
+        run(m1 + 1, m2, r.mid);
         if (m2 != m1) known_at(m2);
         run(m2 + 1, size, 0);
         at = g0 + pb;
@@ -763,33 +771,17 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
 
 bool dequantize_groups(const int64_t* symbols, uint64_t rows, uint64_t cols, const double* steps, bool per_group,
                        const double* zeros, uint64_t group, int kind, void* out, int threads) {
-  const uint64_t groups = (cols + group - 1) / group;
+  Fused a;  // (the fused pass's group-wise values, on levels already decoded)
+  a.count = rows * cols, a.values = steps, a.group = group, a.cols = cols, a.per_group = per_group, a.zeros = zeros;
+  a.kind = kind;
   std::atomic<bool> finite{true};
   parallel_for(rows, threads, [&](std::size_t r) {
-    auto run = [&](auto* o) {
-      using O = std::remove_pointer_t<decltype(o)>;
-      bool ok = true;
-      for (uint64_t g = 0; g < groups; ++g) {  // (a group at a time: no division a value)
-        const double step = per_group ? steps[r * groups + g] : steps[0];
-        const uint64_t c0 = g * group, c1 = std::min(cols, c0 + group);
-        const int64_t* in = symbols + r * cols;
-        O* dst = o + r * cols;
-        auto put = [&](uint64_t c, double v) {
-          const O b = convert<O>(v, kind);
-          dst[c] = b;
-          ok &= finite_bits(b, kind);
-        };
-        if (zeros) {
-          const double zero = zeros[r * groups + g];
-          for (uint64_t c = c0; c < c1; ++c) put(c, static_cast<double>(in[c]) * step + zero);
-        } else {
-          for (uint64_t c = c0; c < c1; ++c) put(c, static_cast<double>(in[c]) * step);
-        }
-      }
-      if (!ok) finite = false;
-    };
-    if (kind == F32) run(static_cast<uint32_t*>(out));
-    else run(static_cast<uint16_t*>(out));
+    try {
+      if (kind == F32) group_values(a, 0, 0, symbols + r * cols, r * cols, cols, static_cast<uint32_t*>(out));
+      else group_values(a, 0, 0, symbols + r * cols, r * cols, cols, static_cast<uint16_t*>(out));
+    } catch (const Corrupt&) {
+      finite = false;
+    }
   });
   return finite;
 }
