@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:?usage: fuzz/mutate.sh ROUNDS [TARGET...]}
 shift
-TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked ctx}
+TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked ctx cabacjob}
 SRC=zoocodec/codecs/native
 mkdir -p build/fuzz
 # inflate.cpp holds the whole zstd library: compiled once, not once a target

@@ -4,7 +4,7 @@
 # `apt-get install clang-14 libfuzzer-14-dev libclang-rt-14-dev`; with gcc only, fuzz/mutate.sh
 # replays the corpus and random mutations of it under the same sanitizers).
 #   fuzz/run.sh SECONDS [TARGET...]     (targets: rans rans_body floatplanes cabac fused planes huffman
-#                                        checked; default all)
+#                                        checked ctx cabacjob; default all)
 # Each target starts from tests/fuzz_corpus/TARGET/ (kept in git, replayed by
 # tests/codecs/native/test_fuzz_corpus.py; fuzz/seeds.py writes valid seeds) and merges
 # back the smallest set of inputs that covers what it found. A crash, leak, hang
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
-TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked ctx}
+TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked ctx cabacjob}
 CXX=${CXX:-$(command -v clang++ || command -v clang++-14)}
 SRC=zoocodec/codecs/native
 mkdir -p build/fuzz

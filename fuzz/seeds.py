@@ -82,6 +82,13 @@ def main() -> None:
                                               (50, 120, "cols"), (3, 5, "rows"))):
         q = ctx_symbols(g, rows, cols, kind)
         save("ctx", bytes([how % 3, how % 4]) + struct.pack("<HH", cols, q.size) + context.encode(q))
+        # the same levels as cabac jobs: values, group-wise steps, dq walks along rows and columns (the
+        # stream's matrix the walk matrix), substreams of whole walks and of pieces of them
+        walk = how % 4 - 1
+        m = q.T if walk == 2 else q
+        for sub in (256, 100000):
+            stream = eng.cabac_encode(np.ascontiguousarray(m, dtype=np.int32), 1 if walk > 0 else 0, sub, 1)
+            save("cabacjob", bytes([how % 3, how % 4]) + struct.pack("<HH", cols, q.size) + stream)
     # float planes the AVX2 decoder takes: 8-lane substreams of 4096 under 12-bit tables, grouped
     for width, n in ((2, 20000), (4, 13000)):
         w = np.random.default_rng(width).laplace(0, 0.05, n).astype(np.float16 if width == 2 else np.float32)

@@ -15,6 +15,8 @@
 //               [cols u16 LE (0 as 1)][count u16 LE][a ctx payload (codecs/context.py)]: plan.h's
 //               batched decode of a ctx-coded job (step 0.5; groups: step 0.5 + g, zero 0.25 g),
 //               then again joined as fused's
+//   cabacjob    ctx's layout with a cabac stream (codecs/cabac.py) for the ctx payload: plan.h's
+//               batched decode of a cabac-coded job (walks: a stream of the walk matrix, trellis 1)
 //   planes      [width: 2 if even, else 4][count u16 LE][a float-plane frame (codecs/floatplanes.py)]:
 //               plan.h's batched decode of a planes job, then again joined as fused's
 //   huffman     a Huffman stream (huffman.h); the count is the one the stream declares (<= 2^22)
@@ -176,10 +178,11 @@ void checked(const uint8_t* data, std::size_t size) {
     if (checks[c].bad != (wrong && c == 0)) __builtin_trap();  // a verdict that is not the checksum's: a bug
 }
 
-void ctx(const uint8_t* data, std::size_t size) {
+// ctx's and cabacjob's layout, the payload coded by `coder`.
+void coded_job(const uint8_t* data, std::size_t size, int coder) {
   if (size < 6) return;
   zc::plan::Fused a;
-  a.coder = zc::plan::CTX;
+  a.coder = coder;
   a.kind = data[0] % 3;
   const int how = data[1] % 4;
   const uint64_t cols = u16(data + 2) ? u16(data + 2) : 1;
@@ -206,6 +209,10 @@ void ctx(const uint8_t* data, std::size_t size) {
   zc::plan::decode(jobs, none, 2);
   joined({a}, {});
 }
+
+void ctx(const uint8_t* data, std::size_t size) { coded_job(data, size, zc::plan::CTX); }
+
+void cabacjob(const uint8_t* data, std::size_t size) { coded_job(data, size, zc::plan::CABAC); }
 
 void planes(const uint8_t* data, std::size_t size) {
   if (size < 3) return;

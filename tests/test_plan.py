@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 import zoocodec
 from zoocodec.codecs import ans, context, native
+from zoocodec.codecs.cabac import Cabac, check_stream
 from zoocodec.errors import ContainerError
 from zoocodec.header import TensorEntry
 from zoocodec.methods import parse_spec
@@ -58,7 +59,10 @@ def mixed_model() -> dict[str, torch.Tensor]:
                                   "rdoq:step=0.004,coder=ctx",
                                   "dq:step=0.004,coder=ctx", "dq:bits=6,coder=ctx", "kmeans:k=16,coder=ctx",
                                   "uniform:bits=4,group=32", "uniform:bits=4,group=32,zero=true,coder=ctx",
-                                  "uniform:bits=3,group=16,zero=true,side=5,coder=ctx", "dq:step=0.004,coder=cabac"])
+                                  "uniform:bits=3,group=16,zero=true,side=5,coder=ctx", "dq:step=0.004,coder=cabac",
+                                  "dq:bits=6,coder=cabac", "rdoq:step=0.004,coder=cabac", "uniform:bits=8,coder=cabac",
+                                  "uniform:step=0.00001,coder=cabac", "kmeans:k=16,coder=cabac",
+                                  "uniform:bits=4,group=32,zero=true,coder=cabac"])
 def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
     out = tmp_path / "m.zc"
     zoocodec.compress(mixed_model(), out, spec, min_size=10)
@@ -70,10 +74,7 @@ def test_fused_decode_equals_the_methods_own(tmp_path, spec, monkeypatch):
             assert batch[name].dtype == want.dtype and batch[name].shape == want.shape
             assert np.array_equal(batch[name].view(np.uint8), want.view(np.uint8)), name
     taken = [status for jobs in passes for job, status in jobs if len(job) != 4]  # (not float planes)
-    if "cabac" not in spec:
-        assert taken.count(0) >= 2, taken  # decoded natively (packed frames, small or flat, are left to ans.py)
-    else:
-        assert not taken  # (cabac's arithmetic decoder: its own decode)
+    assert taken.count(0) >= 2, taken  # decoded natively (packed frames, small or flat, are left to ans.py)
 
 
 def ctx_symbols(draw_rows, cols, kind, spread, seed):
@@ -140,8 +141,17 @@ def test_a_damaged_ctx_payload_is_refused_or_decodes_as_context_py_does(seed, fl
         assert want is not None and np.array_equal(got["t"].ravel().astype(np.int64), want)
 
 
+def coded(k: np.ndarray, coder: str, by_column: bool | None = None, substream: int = 1 << 16) -> bytes:
+    """Levels k as coder `coder` writes them (cabac: the walk matrix of a dq along rows, or columns when
+    `by_column`; no trellis when None)."""
+    if coder == "cabac":
+        return Cabac(substream=substream).encode(k, None if by_column is None else 0 if by_column else 1)
+    return context.encode(k) if coder == "ctx" else ans.encode(k)
+
+
 @settings(max_examples=30, deadline=None)
-@given(rows=st.integers(1, 300), cols=st.integers(1, 300), per_row=st.booleans(), coder=st.sampled_from(["ans", "ctx"]),
+@given(rows=st.integers(1, 300), cols=st.integers(1, 300), per_row=st.booleans(),
+       coder=st.sampled_from(["ans", "ctx", "cabac"]),
        dtype=st.sampled_from(["float32", "float16", "bfloat16"]), seed=st.integers(0, 2**32 - 1))
 def test_trellis_jobs_walk_as_the_dq_state_machine(rows, cols, per_row, coder, dtype, seed):
     """dq levels decoded on the pass, then walked along rows or columns (the shorter side), equal to the
@@ -153,10 +163,16 @@ def test_trellis_jobs_walk_as_the_dq_state_machine(rows, cols, per_row, coder, d
     k = np.rint(g.laplace(0, 3, (rows, cols)) * g.uniform(0.1, 2, (rows, 1))).astype(np.int64)
     steps = g.uniform(1e-3, 0.1, rows if per_row else 1)
     by_column = cols > rows
-    data = context.encode(k) if coder == "ctx" else ans.encode(k)
+    substream = int(g.integers(1, 3 * rows * cols + 1))
+    data = coded(k, coder, by_column, substream)
     e = TensorEntry("t", k.shape, dtype, parse_spec(f"dq:step=0.01,coder={coder}"), {}, {})
     got, left = decode([(e, Trellis("symbols", steps, rows, cols, by_column), data)], 2)
-    assert not left
+    if left:  # (a packed frame, small or flat: ans.py's; a cabac stream cut mid-walk: the method's own decode)
+        if coder == "cabac":
+            assert substream < (rows if by_column else cols)
+        else:
+            assert data[coder == "ctx"] == ans.PACKED
+        return
     want = from_float64(dq_dequantize(k, np, by_column) * steps[:, None], dtype)
     assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8))
 
@@ -526,3 +542,69 @@ def test_trellis_levels_past_int32_are_left_to_the_methods_own_decode(coder):
     data = context.encode(k) if coder == "ctx" else ans.encode(k)
     got, left = decode([(e, Trellis("symbols", np.array([0.01]), 40, 30, False), data)])
     assert left == ["t"] and "t" not in got
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 200), cols=st.integers(1, 400), spread=st.sampled_from([0.3, 4.0, 60.0, 3e4]),
+       substream=st.sampled_from([7, 300, 1 << 16]), seed=st.integers(0, 2**32 - 1), threads=st.sampled_from([1, 2]))
+def test_cabac_streams_decode_on_the_pass_as_the_coder_decodes_them(rows, cols, spread, substream, seed, threads):
+    """cabac levels of every width (bytes, 16-bit offsets, and beyond: int32 levels) over one or many
+    substreams, per-row steps: the values of the coder's own levels."""
+    g = np.random.default_rng(seed)
+    k = np.rint(g.laplace(0, spread, (rows, cols)) * g.uniform(0.1, 2, (rows, 1))).astype(np.int64)
+    steps = g.uniform(0.5, 2, rows)
+    data = coded(k, "cabac", substream=substream)
+    e = TensorEntry("t", k.shape, "float32", parse_spec("rdoq:step=1,coder=cabac"), {}, {})
+    got, left = decode([(e, Affine("symbols", steps), data)], threads)
+    assert not left
+    want = from_float64(Cabac().decode(data, k.shape) * steps[:, None], "float32")
+    assert np.array_equal(got["t"].view(np.uint32), want.view(np.uint32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 4), cut=st.integers(0, 40))
+def test_a_damaged_cabac_stream_is_refused_or_decodes_as_the_coder_does(seed, flips, cut):
+    """Hostile streams: the pass refuses (one ContainerError) what the coder refuses, and where both
+    accept a damaged stream they agree (a stream of other rows than the shape's view the load never
+    hands to the pass: plan.fused_job)."""
+    g = np.random.default_rng(seed)
+    shape = int(g.integers(2, 150)), int(g.integers(2, 200))
+    k = np.rint(g.laplace(0, 4, shape)).astype(np.int64)
+    data = bytearray(coded(k, "cabac", substream=int(g.integers(50, 5000))))
+    for _ in range(flips):
+        data[int(g.integers(0, len(data)))] ^= int(g.integers(1, 256))
+    data = bytes(data[: len(data) - cut] if cut < len(data) else data)
+    e = TensorEntry("t", shape, "float32", parse_spec("rdoq:step=1,coder=cabac"), {}, {})
+    try:
+        want = Cabac().decode(data, shape)
+    except ContainerError:
+        want = None
+    try:
+        got, left = decode([(e, Affine("symbols", np.ones(1)), data)])
+    except ContainerError as err:
+        assert want is None and "corrupt cabac-coded payload" in str(err), err
+        return
+    try:
+        check_stream(data, shape, None)
+    except ContainerError:
+        return
+    assert not left and want is not None and np.array_equal(got["t"].astype(np.int64), want)
+
+
+def test_cabac_values_past_the_dtype_and_streams_not_the_jobs_are_named():
+    """Per-row steps whose levels leave the dtype's range, a dq walk past it, a codebook index past
+    the codebook, and a stream whose walks are not the job's: one ContainerError each, never infinities."""
+    from zoocodec.plan import Lookup, Trellis
+
+    k = np.arange(-600, 600).reshape(2, 600) % 7 - 3
+    e = TensorEntry("t", k.shape, "float16", parse_spec("rdoq:step=1,coder=cabac"), {}, {})
+    with pytest.raises(ContainerError, match="cabac-coded payload: symbols times the step of row 1 lie outside"):
+        decode([(e, Affine("symbols", np.array([1.0, 3e4])), coded(k, "cabac"))])
+    with pytest.raises(ContainerError, match="cabac-coded payload: dq levels times their steps lie outside"):
+        decode([(e, Trellis("symbols", np.array([2e4]), 2, 600, True), coded(k, "cabac", True))])
+    with pytest.raises(ContainerError, match="cabac-coded payload: codebook index -1 out of range"):
+        decode([(e, Lookup("indices", np.linspace(-1, 1, 8), 4, 600), coded(k, "cabac"))])
+    with pytest.raises(ContainerError, match="the stream's walks are not the job's"):
+        decode([(e, Trellis("symbols", np.ones(1), 2, 600, True), coded(k, "cabac", False))])
+    with pytest.raises(ContainerError, match="the stream's trellis is not the job's"):
+        decode([(e, Affine("symbols", np.ones(1)), coded(k, "cabac", True))])

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoocodec.codecs import native
+from zoocodec.codecs import cabac, native
 from zoocodec.errors import ContainerError
 from zoocodec.header import TensorEntry
 from zoocodec.methods.lossless import native_dtype
@@ -41,7 +41,7 @@ DTYPES = {kind: native_dtype(kind) for kind in KINDS}
 BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model decodes
 ALIGN = 64  # bytes: where each output starts in its batch's block
 PART_BYTES = 8 << 20  # decoded bytes a Stream hands to its pass at once (the first starts it while the rest are built)
-CODERS = {"ans": 0, "ctx": 1}  # plan.h Coder: the symbol coders the native pass parses
+CODERS = {"ans": 0, "ctx": 1, "cabac": 2}  # plan.h Coder: the symbol coders the native pass parses
 
 
 @dataclass(frozen=True)
@@ -150,10 +150,19 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
     job = spec.fused(e.side, segments, e.shape, e.dtype)
     if not isinstance(job, FUSED) or set(shapes) != {job.stream, *job.sides} or not set(shapes) <= set(segments):
         return None  # (the method's own decode names what is wrong)
-    if not isinstance(job, Planes) and spec.coder_for(job.stream).name not in (("ans",) if gpu else CODERS):
+    coder = None if isinstance(job, Planes) else spec.coder_for(job.stream).name
+    if coder is not None and coder not in (("ans",) if gpu else CODERS):
         return None
     s = shapes[job.stream]
-    return job if (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel) else None
+    if not (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel):
+        return None
+    if coder == "cabac":  # a stream of the walk matrix the method's own decode expects
+        trellis = (0 if job.by_column else 1) if isinstance(job, Trellis) else None
+        try:
+            cabac.check_stream(segments[job.stream], s, trellis)
+        except ContainerError:
+            return None
+    return job
 
 
 def outputs(entries: list[TensorEntry]) -> tuple[np.ndarray, dict[str, int]]:
@@ -208,7 +217,7 @@ class Stream:
             values, row_len, k, how = job.native(e.numel)
             self.args.append((payload, e.numel, np.ascontiguousarray(values, dtype=np.float64), row_len, k,
                               KINDS[e.dtype], flat, CODERS[coder], how))
-            self.jobs.append((e, "context-coded" if coder == "ctx" else "entropy-coded"))
+            self.jobs.append((e, {"ctx": "context-coded", "cabac": "cabac-coded"}.get(coder, "entropy-coded")))
         self.outs[e.name] = out = flat.reshape(e.shape)
         self.queued += e.raw_bytes
         if self.queued >= PART_BYTES:

@@ -63,6 +63,20 @@ def decode_levels(data: bytes | memoryview, count: int, threads: int = 0) -> np.
         raise ContainerError(f"corrupt cabac stream: {e}") from None
 
 
+def check_stream(data: bytes | memoryview, shape, trellis: int | None) -> tuple[int, int]:
+    """The 2-D view of `shape` (a symbols shape) when `data` is a cabac stream of its walk matrix
+    (trellis None: none; 0 or 1: the dq walks along axis 0 or 1); ContainerError otherwise."""
+    view = matrix_view(np.empty(shape, dtype=np.int8)).shape
+    eng = _engine()
+    try:
+        rows, kind = eng.cabac_stream_info(data)
+    except eng.CorruptStream as e:
+        raise ContainerError(f"corrupt cabac stream: {e}") from None
+    if math.prod(shape) and (rows, kind) != (view[1] if trellis == 0 else view[0], NONE if trellis is None else DQ4):
+        raise ContainerError(f"cabac: a stream of {rows} rows (trellis {kind}) for shape {tuple(shape)}")
+    return view
+
+
 def level_costs(levels: np.ndarray, trellis: int, substream: int, threads: int = 0) -> np.ndarray:
     """Bits each level costs when coded in order (float32, flat, walk order)."""
     return _engine().cabac_costs(np.ascontiguousarray(levels, dtype=np.int32), trellis, substream, threads)
@@ -158,14 +172,7 @@ class Cabac(CoderSpec):
 
     def decode(self, data, shape, dtype=np.int64, trellis=None) -> np.ndarray:
         count = math.prod(shape)
-        view = matrix_view(np.empty(shape, dtype=np.int8)).shape
-        eng = _engine()
-        try:
-            rows, kind = eng.cabac_stream_info(data)
-        except eng.CorruptStream as e:
-            raise ContainerError(f"corrupt cabac stream: {e}") from None
-        if count and (rows, kind) != (view[1] if trellis == 0 else view[0], NONE if trellis is None else DQ4):
-            raise ContainerError(f"cabac: a stream of {rows} rows (trellis {kind}) for shape {tuple(shape)}")
+        view = check_stream(data, shape, trellis)
         flat = decode_levels(data, count)
         m = flat.reshape(view[::-1]).T if trellis == 0 else flat.reshape(view)
         return m.reshape(shape).astype(dtype, copy=False)

@@ -15,7 +15,7 @@ from zoocodec.errors import ContainerError
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "fuzz_corpus"
-TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes", "huffman", "checked", "ctx")
+TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes", "huffman", "checked", "ctx", "cabacjob")
 
 
 def replay(target: str, data: bytes) -> None:
@@ -86,7 +86,7 @@ def replay(target: str, data: bytes) -> None:
                    [(payload, chunk, sums, 0 if data[0] & 16 else -1)])
         bad, [(status, _)] = run.wait()
         assert bad == (0 if wrong and payload else -1) and status in (0, 1, 2)
-    elif target == "ctx":
+    elif target in ("ctx", "cabacjob"):
         if len(data) < 6:
             return
         kind, how, (cols, n) = data[0] % 3, data[1] % 4, struct.unpack_from("<HH", data, 2)
@@ -101,7 +101,8 @@ def replay(target: str, data: bytes) -> None:
         elif how > 1:
             extra = ("walk", cols, how - 1)
         out = np.empty(n, dtype=np.float32 if kind == 0 else np.uint16)
-        [(status, _)] = eng.decode_fused([(data[6:], n, values, n, 0, kind, out, 1, extra)], 2)
+        coder = 1 if target == "ctx" else 2
+        [(status, _)] = eng.decode_fused([(data[6:], n, values, n, 0, kind, out, coder, extra)], 2)
         assert status in (0, 1, 2)
     elif target == "planes":
         if len(data) < 3:

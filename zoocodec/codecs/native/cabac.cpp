@@ -335,8 +335,8 @@ void code_classes(Coder& coder, std::vector<int8_t>& classes) {
   }
 }
 
-// One substream: levels [begin, end) of the walk. ENC codes levels[]; otherwise
-// levels[] receives the decoded values. A Counter also writes each level's bits to costs.
+// One substream: levels [begin, end) of the walk, levels[0] the one at `begin`. ENC codes
+// levels[]; otherwise levels[] receives the decoded values. A Counter also writes each level's bits to costs.
 template <bool ENC, class Coder>
 void code_substream(Coder& coder, int32_t* levels, uint64_t begin, uint64_t end, const Plan& plan, int state,
                     float* costs) {
@@ -367,7 +367,7 @@ void code_substream(Coder& coder, int32_t* levels, uint64_t begin, uint64_t end,
     }
     const uint32_t t = col_pred[col];
     const int bucket = kBucket.of[std::min<uint32_t>(t, 2047)];
-    int32_t k = ENC ? levels[i] : 0;
+    int32_t k = ENC ? levels[i - begin] : 0;
     uint32_t mag = ENC ? static_cast<uint32_t>(k < 0 ? -static_cast<int64_t>(k) : k) : 0;
     float before = 0;
     if constexpr (kCounts<Coder>) before = coder.bits;
@@ -392,7 +392,7 @@ void code_substream(Coder& coder, int32_t* levels, uint64_t begin, uint64_t end,
       k = 0;
       left_sign = 0;
     }
-    if constexpr (!ENC) levels[i] = k;
+    if constexpr (!ENC) levels[i - begin] = k;
     if constexpr (kCounts<Coder>) costs[i] = coder.bits - before;
     if (trellis != kNone) state = next[state][m & 1];
     if (++col == cols) {
@@ -425,7 +425,7 @@ int activity_class(double mean_abs) {
 void choose_init(const int32_t* levels, Plan& p) {
   Tally tally;
   for (uint64_t s = 0; s < p.n; ++s)
-    code_substream<true>(tally, const_cast<int32_t*>(levels), s * p.len, std::min(p.count, (s + 1) * p.len), p,
+    code_substream<true>(tally, const_cast<int32_t*>(levels) + s * p.len, s * p.len, std::min(p.count, (s + 1) * p.len), p,
                          p.state[s], nullptr);
   p.init.assign(kNumProbs, 0);
   for (std::size_t j = 0; j < kNumProbs; ++j) {
@@ -527,7 +527,7 @@ std::vector<uint8_t> encode(const int32_t* levels, uint64_t rows, uint64_t cols,
   parallel_for(p.n, threads <= 0 ? default_threads() : threads, [&](std::size_t s) {
     uint64_t b = s * p.len, e = std::min(p.count, b + p.len);
     Encoder enc(parts[s]);
-    code_substream<true>(enc, const_cast<int32_t*>(levels), b, e, p, p.state[s], nullptr);
+    code_substream<true>(enc, const_cast<int32_t*>(levels) + b, b, e, p, p.state[s], nullptr);
     enc.finish();
   });
   for (uint64_t s = 0; s < p.n; ++s) {
@@ -538,16 +538,14 @@ std::vector<uint8_t> encode(const int32_t* levels, uint64_t rows, uint64_t cols,
   return out;
 }
 
-namespace {
-struct Parsed {
+struct Stream::Parsed {
   Plan plan;
   std::vector<const uint8_t*> begin, end;
 };
 
-Parsed parse(const uint8_t* data, std::size_t size, uint64_t count) {
+Stream::Stream(const uint8_t* data, std::size_t size, uint64_t count) : p_(std::make_unique<Parsed>()) {
   Reader r(data, size);
-  Parsed out;
-  Plan& l = out.plan;
+  Plan& l = p_->plan;
   if (r.byte() != kVersion) throw Corrupt("cabac: unknown stream version");
   l.rows = r.uvarint(count);
   l.trellis = r.byte();
@@ -555,7 +553,7 @@ Parsed parse(const uint8_t* data, std::size_t size, uint64_t count) {
   l.count = count;
   if (count == 0) {
     if (r.left()) throw Corrupt("cabac: trailing bytes");
-    return out;
+    return;
   }
   if (l.rows == 0 || count % l.rows) throw Corrupt("cabac: rows do not divide the level count");
   l.cols = count / l.rows;
@@ -588,18 +586,29 @@ Parsed parse(const uint8_t* data, std::size_t size, uint64_t count) {
       if (l.state[s] >= (l.trellis == kNnr8 ? 8 : 4)) throw Corrupt("cabac: bad trellis state");
     }
   }
-  out.begin.resize(l.n);
-  out.end.resize(l.n);
+  p_->begin.resize(l.n);
+  p_->end.resize(l.n);
   for (uint64_t s = 0; s < l.n; ++s) {
     uint64_t levels = std::min(count, (s + 1) * l.len) - s * l.len;
     if (levels / kLevelsPerByte > sizes[s]) throw Corrupt("cabac: a substream claims more levels than its bytes hold");
-    out.begin[s] = r.take(sizes[s]);
-    out.end[s] = out.begin[s] + sizes[s];
+    p_->begin[s] = r.take(sizes[s]);
+    p_->end[s] = p_->begin[s] + sizes[s];
   }
   if (r.left()) throw Corrupt("cabac: trailing bytes");
-  return out;
 }
-}  // namespace
+
+Stream::~Stream() = default;
+uint64_t Stream::rows() const { return p_->plan.rows; }
+int Stream::trellis() const { return p_->plan.trellis; }
+uint64_t Stream::substreams() const { return p_->plan.n; }
+uint64_t Stream::length() const { return p_->plan.len; }
+
+void Stream::decode(uint64_t s, int32_t* out) const {
+  const Plan& l = p_->plan;
+  const uint64_t b = s * l.len, e = std::min(l.count, b + l.len);
+  Decoder dec(p_->begin[s], p_->end[s]);
+  code_substream<false>(dec, out, b, e, l, l.state[s], nullptr);
+}
 
 std::pair<uint64_t, int> stream_info(const uint8_t* data, std::size_t size) {
   Reader r(data, size);
@@ -609,14 +618,9 @@ std::pair<uint64_t, int> stream_info(const uint8_t* data, std::size_t size) {
 }
 
 void decode(const uint8_t* data, std::size_t size, int32_t* out, uint64_t count, int threads) {
-  Parsed p = parse(data, size, count);
-  const Plan& l = p.plan;
-  if (count == 0) return;
-  parallel_for(l.n, threads <= 0 ? default_threads() : threads, [&](std::size_t s) {
-    uint64_t b = s * l.len, e = std::min(count, b + l.len);
-    Decoder dec(p.begin[s], p.end[s]);
-    code_substream<false>(dec, out, b, e, l, l.state[s], nullptr);
-  });
+  const Stream stream(data, size, count);
+  parallel_for(stream.substreams(), threads <= 0 ? default_threads() : threads,
+               [&](std::size_t s) { stream.decode(s, out + s * stream.length()); });
 }
 
 void cost_bits(const int32_t* levels, uint64_t rows, uint64_t cols, int trellis, uint64_t substream, float* bits_out,
@@ -627,7 +631,7 @@ void cost_bits(const int32_t* levels, uint64_t rows, uint64_t cols, int trellis,
   parallel_for(p.n, threads <= 0 ? default_threads() : threads, [&](std::size_t s) {
     uint64_t b = s * p.len, e = std::min(p.count, b + p.len);
     Counter c(table);
-    code_substream<true>(c, const_cast<int32_t*>(levels), b, e, p, p.state[s], bits_out);
+    code_substream<true>(c, const_cast<int32_t*>(levels) + b, b, e, p, p.state[s], bits_out);
   });
 }
 

@@ -31,6 +31,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -47,6 +48,25 @@ std::vector<uint8_t> encode(const int32_t* levels, uint64_t rows, uint64_t cols,
 
 // Bytes -> `count` levels into `out`. Throws zc::Corrupt on any inconsistency.
 void decode(const uint8_t* data, std::size_t size, int32_t* out, uint64_t count, int threads);
+
+// A stream of `count` levels parsed once (side information, substreams), so that its substreams
+// decode one by one where a caller schedules them (decode() above; plan.cpp's fused pass).
+// Throws zc::Corrupt on any inconsistency.
+class Stream {
+ public:
+  Stream(const uint8_t* data, std::size_t size, uint64_t count);
+  ~Stream();
+  uint64_t rows() const;        // of the level matrix (walk order)
+  int trellis() const;
+  uint64_t substreams() const;
+  uint64_t length() const;      // levels a substream holds (the last one may hold fewer)
+  // Substream s's levels into out[0 ..); throws zc::Corrupt where they run past what it may hold.
+  void decode(uint64_t s, int32_t* out) const;
+
+ private:
+  struct Parsed;
+  std::unique_ptr<Parsed> p_;
+};
 
 // (rows, trellis) a stream declares, so callers check it against the shape they expect.
 std::pair<uint64_t, int> stream_info(const uint8_t* data, std::size_t size);

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cabac.h"
 #include "checksum.h"
 #include "ctx_frame.h"
 #include "dq.h"
@@ -68,9 +69,9 @@ bool finite_in(double v, int kind) {
 const char* kind_name(int kind) { return kind == F32 ? "float32" : kind == F16 ? "float16" : "bfloat16"; }
 
 // Every value a parsed job can write is finite in its kind: the codebook's values, or the lowest
-// and highest level (low, high) times each row's step (twice them for a trellis). Group-wise values
-// are checked as they are written (emit). Throws Corrupt.
-void check_range(const Fused& a, int64_t low, int64_t high) {
+// and highest level (low, high) times the step of each row (of rows r0 .. r1; twice them for a
+// trellis). Group-wise values, and a cabac job's walks, are checked as they are written. Throws Corrupt.
+void check_range(const Fused& a, int64_t low, int64_t high, uint64_t r0 = 0, uint64_t r1 = UINT64_MAX) {
   if (a.kind == I64) return;
   const char* kind = kind_name(a.kind);
   if (a.k) {
@@ -80,7 +81,7 @@ void check_range(const Fused& a, int64_t low, int64_t high) {
   }
   if (a.group || a.count == 0) return;
   const double scale = a.walk ? 2 : 1;  // (a dq level k reconstructs 2k or 2k - sgn k)
-  for (uint64_t row = 0; row < a.rows; ++row)
+  for (uint64_t row = r0; row < std::min(r1, a.rows); ++row)
     if (!finite_in(scale * double(low) * a.values[row], a.kind) || !finite_in(scale * double(high) * a.values[row], a.kind))
       throw Corrupt(std::string("symbols times the step of row ") + std::to_string(row) + " lie outside the " + kind + " range");
 }
@@ -197,12 +198,14 @@ void group_values(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint6
   if (!finite) throw Corrupt(std::string("a group's values lie outside the ") + kind_name(a.kind) + " range");
 }
 
-// Values of m symbols (indices into the alphabet) of element range [first, first + m).
+// Values of m symbols (indices into the alphabet; int32 levels with lo 0 and nsym 2^32 - 1, which
+// nothing tables) of element range [first, first + m).
 template <class O, class T>
 void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t first, uint64_t m, O* lut) {
   O* out = static_cast<O*>(a.out);
   const int64_t k = static_cast<int64_t>(a.k);
-  const bool vector = !k && a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX &&
+  const bool vector = sizeof(T) <= 2 && !k && a.kind != F16 && rans::avx2() && lo >= INT32_MIN &&
+                      lo + int64_t(nsym) - 1 <= INT32_MAX &&
                       reinterpret_cast<uintptr_t>(out) % sizeof(O) == 0;  // (then aligned stores can start)
   if (a.group) return group_values(a, lo, nsym, sym, first, m, out);
   uint64_t j = 0;
@@ -237,7 +240,9 @@ void emit(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint64_t firs
         out[e + i] = convert<O>(static_cast<double>(lo + static_cast<int64_t>(sym[j + i])) * step, a.kind);
       };
       for (uint64_t i = 0; i < head; ++i) one(i);
-      const uint64_t done = head + affine_avx2(sym + j + head, run - head, static_cast<int32_t>(lo), step, out + e + head);
+      uint64_t done = head;
+      if constexpr (sizeof(T) <= 2)
+        done += affine_avx2(sym + j + head, run - head, static_cast<int32_t>(lo), step, out + e + head);
       for (uint64_t i = done; i < run; ++i) one(i);
     } else if (lut && run >= 2 * nsym) {  // a row's values by table: nsym conversions instead of `run`
       for (uint32_t s = 0; s < nsym; ++s) lut[s] = convert<O>(static_cast<double>(lo + s) * step, a.kind);
@@ -296,9 +301,10 @@ void parse_planes(const Planes& a, std::size_t job, planes::Merge* g, std::vecto
 // ans frame; a ctx payload's: the context's), count > 1 a group the vector decoder advances together
 // (rans_avx2.h); for a constant stream (L == 0), runs of RUN symbols instead. PLANES: task `first` of
 // a planes job. CHECK: checks[job]. PLACE: block `first` of a ctx payload's elements, its symbols put
-// in their places. WALK: walks first .. first + count of a trellis job.
+// in their places. WALK: walks first .. first + count of a trellis job. CABAC: substream `first` of a
+// cabac job, its levels decoded and their values written (walked, for a trellis).
 struct Item {
-  enum Kind : uint8_t { FUSED, PLANES, CHECK, PLACE, WALK } kind;
+  enum Kind : uint8_t { FUSED, PLANES, CHECK, PLACE, WALK, CABAC } kind;
   std::size_t job, first, count;
   uint32_t stream = 0;
 };
@@ -307,6 +313,7 @@ constexpr uint64_t RUN = uint64_t(1) << 16;    // symbols of a constant stream a
 constexpr uint64_t BLOCK = uint64_t(1) << 16;  // elements of a ctx payload counted and placed at once
 constexpr uint64_t WALK_ELEMENTS = 1 << 14;    // about the levels a walk task takes
 constexpr uint64_t SLACK = 2 * ctx::MAX_GROUP;  // elements past a block the group-ends copies may write or read
+constexpr uint64_t CABAC_SUBSTREAM = 1 << 20;   // levels a cabac substream may hold here (its buffer a thread's)
 
 // A fused job as parsed.
 struct Job {
@@ -320,14 +327,28 @@ struct Job {
   uint64_t coded = 0;           // placed: symbols its streams hold
   uint8_t* sym = nullptr;       // placed: every context's symbols (indices), context by context
   uint8_t* lev = nullptr;       // walk: the levels - lo, in element order
+  std::unique_ptr<cabac::Stream> cabac;  // a cabac payload (coder CABAC), parsed
   bool wide() const { return span > 256; }  // (sym and lev hold uint16, else uint8)
   std::size_t width() const { return wide() ? 2 : 1; }
   std::size_t memory(const Fused& a) const {  // (group-ends copies read up to SLACK symbols past `sym`'s)
+    if (cabac) return 0;  // (its substreams decode into their threads' buffers)
     return (coded + (placed ? SLACK : 0) + (a.walk ? a.count : 0)) * width();
   }
   const rans::Parsed& stream(uint32_t s) const { return placed ? ctx.streams[s].body : frame.stream; }
   uint64_t blocks(uint64_t count) const { return placed ? (count + BLOCK - 1) / BLOCK : 0; }
 };
+
+// Whether the pass takes a parsed cabac job (else the method's own decode does): a trellis's stream is
+// its walk matrix (a walk a row: the rows of the view, or its columns), cut into whole walks; other
+// jobs' streams walk nothing; no substream holds more than CABAC_SUBSTREAM levels (a thread's buffer).
+// Throws Corrupt where the stream does not fit the job.
+bool cabac_taken(const Fused& a, const cabac::Stream& s) {
+  if (a.count == 0) return true;
+  if (s.trellis() != (a.walk ? cabac::kDq4Rows : cabac::kNone)) throw Corrupt("cabac: the stream's trellis is not the job's");
+  if (a.walk && s.rows() != (a.walk == 1 ? a.count / a.cols : a.cols)) throw Corrupt("cabac: the stream's walks are not the job's");
+  const uint64_t walk = a.count / std::max<uint64_t>(s.rows(), 1);
+  return s.length() <= CABAC_SUBSTREAM && (!a.walk || s.length() % walk == 0);
+}
 
 // to[0 .. n) = by + from[0 .. n): a fixed length, whatever part of it is wanted (no branch on run lengths).
 template <class T>
@@ -425,24 +446,72 @@ void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs
   }
 }
 
-// Walks w0 .. w1 of a trellis job (rows, or columns) through the dq state machine from state 0.
-template <class O, class T>
-void walk(const Fused& a, const T* lev, int64_t lo, uint64_t w0, uint64_t w1) {
+// Walks w0 .. w1 of a trellis job (rows, or columns) through the dq state machine from state 0, the
+// level of walk w at step j (element `at`) being level(w, j, at), side by side. False where a value is
+// not finite in the kind (checked only with `check`: other jobs' ranges are checked before).
+template <class O, bool check = false, class Level>
+bool walk(const Fused& a, uint64_t w0, uint64_t w1, Level level) {
   O* out = static_cast<O*>(a.out);
   const bool by_rows = a.walk == 1;
   const uint64_t rows = a.count / a.cols, steps = by_rows ? a.cols : rows;
   const uint64_t across = by_rows ? a.cols : 1, along = by_rows ? 1 : a.cols;
   std::vector<uint8_t> state(w1 - w0, 0);
+  bool finite = true;
   for (uint64_t j = 0; j < steps; ++j) {
     const double by = a.rows > 1 && !by_rows ? a.values[j] : a.values[0];
     for (uint64_t w = w0; w < w1; ++w) {
       const uint64_t at = w * across + j * along;
-      const int64_t k = lo + static_cast<int64_t>(lev[at]);
+      const int64_t k = level(w, j, at);
       const double step = a.rows > 1 && by_rows ? a.values[w] : by;
-      out[at] = convert<O>(dq::level(k, state[w - w0]) * step, a.kind);
+      const O b = convert<O>(dq::level(k, state[w - w0]) * step, a.kind);
+      if constexpr (check) finite &= finite_bits(b, a.kind);
+      out[at] = b;
       state[w - w0] = dq::next(state[w - w0], k);
     }
   }
+  return finite;
+}
+
+// Substream s of a cabac job: its levels into a buffer of the thread's, then their values (by `values`,
+// as an ans job's symbols, from the levels' lowest as bytes or 16-bit offsets where they span so few),
+// or the walks it holds (whole walks: cabac_taken), each value checked finite as it is written.
+template <class Values>
+void cabac_values(const Fused& a, const cabac::Stream& s, uint64_t sub, Values& values) {
+  thread_local std::vector<int32_t> lev;
+  thread_local std::vector<uint16_t> sym;
+  const uint64_t first = sub * s.length(), m = std::min(a.count, first + s.length()) - first;
+  lev.resize(m);
+  s.decode(sub, lev.data());
+  if (a.walk) {
+    const uint64_t length = a.count / s.rows(), w0 = first / length;
+    const int32_t* l = lev.data();
+    auto run = [&](auto* o) {
+      using O = std::remove_pointer_t<decltype(o)>;
+      return walk<O, true>(a, w0, w0 + m / length, [&](uint64_t w, uint64_t j, uint64_t) {
+        return int64_t(l[(w - w0) * length + j]);
+      });
+    };
+    if (!(a.kind == F32 ? run(static_cast<uint32_t*>(nullptr)) : run(static_cast<uint16_t*>(nullptr))))
+      throw Corrupt(std::string("dq levels times their steps lie outside the ") + kind_name(a.kind) + " range");
+    return;
+  }
+  int32_t low = 0, high = 0;
+  if (m) {
+    const auto [lo, hi] = std::minmax_element(lev.begin(), lev.end());
+    low = *lo, high = *hi;
+  }
+  if (a.rows > 1) check_range(a, low, high, first / a.row_len, (first + m - 1) / a.row_len + 1);
+  else check_range(a, low, high);
+  const uint64_t span = uint64_t(int64_t(high) - low) + 1;
+  if (span > 65536) return values(a, 0, UINT32_MAX, lev.data(), first, m);  // (every level checked, none tabled)
+  sym.resize(m);
+  if (span <= 256) {
+    uint8_t* b = reinterpret_cast<uint8_t*>(sym.data());
+    for (uint64_t i = 0; i < m; ++i) b[i] = static_cast<uint8_t>(lev[i] - low);
+    return values(a, low, static_cast<uint32_t>(span), b, first, m);
+  }
+  for (uint64_t i = 0; i < m; ++i) sym[i] = static_cast<uint16_t>(lev[i] - low);
+  values(a, low, static_cast<uint32_t>(span), sym.data(), first, m);
 }
 
 }  // namespace
@@ -483,7 +552,9 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
     Job& j = state[t];
     try {
       Reader r(a.payload, a.size);
-      if (a.coder == CTX) {
+      if (a.coder == CABAC) {
+        j.cabac = std::make_unique<cabac::Stream>(a.payload, a.size, a.count);
+      } else if (a.coder == CTX) {
         const uint8_t mode = r.byte();
         if (mode == ctx::CTX || mode == ctx::ENDS) {
           ctx::parse_head(r, mode, a.count, &j.ctx);
@@ -492,7 +563,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
           throw Corrupt("unknown mode " + std::to_string(mode));
         }
       }
-      if (!j.placed && !ans::parse_frame(r, a.count, &j.frame)) {
+      if (!j.placed && !j.cabac && !ans::parse_frame(r, a.count, &j.frame)) {
         a.status = 1;
         return;
       }
@@ -500,6 +571,10 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
                               : a.rows > 1 && (a.row_len == 0 || (a.rows - 1) * a.row_len >= a.count ||
                                                a.rows * a.row_len < a.count))
         throw Corrupt("rows do not match the shape");
+      if (j.cabac) {
+        a.status = cabac_taken(a, *j.cabac) ? 0 : 1;
+        return;  // (its values' range is checked substream by substream)
+      }
       if (j.placed) {
         j.at.assign((j.blocks(a.count) + 1) * (j.ctx.bins + 2), 0);
         return;  // (its streams once its contexts are counted)
@@ -607,6 +682,10 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       return;
     }
     if (jobs[t].status) return;
+    if (state[t].cabac) {
+      for (uint64_t i = 0; i < state[t].cabac->substreams(); ++i) items.push_back({Item::CABAC, t, i, 1});
+      return;
+    }
     if (!state[t].placed) return streams(t, 0);
     for (uint32_t c = 0; c < state[t].ctx.bins; ++c) streams(t, c);
   };
@@ -673,6 +752,14 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
     }
     const Fused& a = jobs[it.job];
     const Job& j = state[it.job];
+    if (it.kind == Item::CABAC) {
+      try {
+        cabac_values(a, *j.cabac, it.first, values);
+      } catch (...) {
+        failing_job(failed[it.job]);
+      }
+      return;
+    }
     const rans::Parsed& p = j.stream(it.stream);
     const uint64_t chunk = p.L == 0 ? RUN : p.chunk;
     const uint64_t first = it.first * chunk, m = std::min(chunk * it.count, p.n - first);
@@ -739,7 +826,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   items.clear();
   for (std::size_t t = 0; t < jobs.size(); ++t) {
     const Fused& a = jobs[t];
-    if (a.status || failed[t] || !a.walk || !a.count) continue;
+    if (a.status || failed[t] || !a.walk || !a.count || state[t].cabac) continue;  // (a cabac job walked its own)
     const uint64_t walks = a.walk == 1 ? a.count / a.cols : a.cols, length = a.walk == 1 ? a.cols : a.count / a.cols;
     const uint64_t per = std::clamp<uint64_t>(WALK_ELEMENTS / std::max<uint64_t>(length, 1), 8, 1024);
     for (uint64_t w = 0; w < walks; w += per) items.push_back({Item::WALK, t, w, std::min(per, walks - w)});
@@ -750,8 +837,11 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
     const Job& j = state[it.job];
     auto run = [&](auto* o) {
       using O = std::remove_pointer_t<decltype(o)>;
-      if (j.wide()) walk<O>(a, reinterpret_cast<const uint16_t*>(j.lev), j.lo, it.first, it.first + it.count);
-      else walk<O>(a, j.lev, j.lo, it.first, it.first + it.count);
+      auto levels = [&](const auto* lev) {
+        walk<O>(a, it.first, it.first + it.count, [&](uint64_t, uint64_t, uint64_t at) { return j.lo + int64_t(lev[at]); });
+      };
+      if (j.wide()) levels(reinterpret_cast<const uint16_t*>(j.lev));
+      else levels(j.lev);
     };
     if (a.kind == F32) run(static_cast<uint32_t*>(nullptr));
     else run(static_cast<uint16_t*>(nullptr));

@@ -13,7 +13,8 @@
 namespace zc::plan {
 
 enum Kind { F32 = 0, F16 = 1, BF16 = 2, I64 = 3 };  // I64: the levels themselves (context.py's decode)
-enum Coder { ANS = 0, CTX = 1 };  // the symbols: an ans frame (ans_frame.h), or a ctx payload (ctx_frame.h)
+// The symbols: an ans frame (ans_frame.h), a ctx payload (ctx_frame.h) or a cabac stream (cabac.h)
+enum Coder { ANS = 0, CTX = 1, CABAC = 2 };
 
 // A tensor's symbols (an ans frame or a ctx payload) to values, rounded to the output dtype as
 // NumPy rounds float64 (methods/arrays.from_float64: bfloat16 through float32, nearest-even). A
@@ -29,7 +30,10 @@ enum Coder { ANS = 0, CTX = 1 };  // the symbols: an ans frame (ans_frame.h), or
 //                                   machine walked along each row of `cols` (walk 1) or each
 //                                   column (walk 2) from state 0; `rows` steps (1 or count / cols)
 // A ctx payload's symbols are decoded context by context, then put in their places a block at
-// a time; a trellis's levels go to memory of their own first, then the walks.
+// a time; a trellis's levels go to memory of their own first, then the walks. A cabac stream's
+// substreams (whole walks of a trellis) decode each into a buffer of its thread's, then their
+// values are written (walked); a stream cut mid-walk, or into substreams of more than 2^20
+// levels, is not taken (status 1).
 struct Fused {
   const uint8_t* payload = nullptr;  // the ans frame or ctx payload
   std::size_t size = 0;
@@ -44,7 +48,8 @@ struct Fused {
   int kind = F32;
   void* out = nullptr;  // count values of the kind
   // results
-  int status = 0;  // 0 decoded, 1 not taken (a frame ans.py decodes, or levels past int32 for a walk), 2 corrupt
+  int status = 0;  // 0 decoded, 1 not taken (a frame ans.py decodes, levels past int32 for a walk, a cabac
+                   // stream above), 2 corrupt
   std::string error;
 };
 

@@ -99,7 +99,7 @@ Batch batch_of(const std::vector<nb::tuple>& jobs) {
     order.push_back({false, work.size() - 1});
     if (j.size() == 7) continue;
     a.coder = nb::cast<int>(j[7]);
-    if (a.coder != plan::ANS && a.coder != plan::CTX) throw std::invalid_argument("coder is 0 (ans) or 1 (ctx)");
+    if (a.coder < plan::ANS || a.coder > plan::CABAC) throw std::invalid_argument("coder is 0 (ans), 1 (ctx) or 2 (cabac)");
     if (j[8].is_none()) continue;
     const auto how = nb::cast<nb::tuple>(j[8]);
     const auto name = nb::cast<std::string>(how[0]);
