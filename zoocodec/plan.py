@@ -10,8 +10,9 @@ Stream starts on the first jobs while the caller builds the next; the CUDA decod
 editing a decoder: a method whose dequantization is one of these kinds returns it.
 
 Kinds (values in float64 rounded to the dtype exactly as methods/arrays.from_float64 rounds them;
-the symbols of an `ans` or `ctx` stream, parsed natively by ans_frame.h and ctx_frame.h: a ctx
-stream's contexts decode side by side, then its symbols are put in their places a block at a time):
+the symbols of an `ans`, `ctx` or `cabac` stream, parsed natively by ans_frame.h, ctx_frame.h and
+cabac.h: a ctx stream's contexts decode side by side, then its symbols are put in their places a block
+at a time; a cabac stream's substreams decode each into its thread's buffer, then into values):
     Affine   value = symbol * steps[row]               (uniform, rdoq)
     Lookup   value = values[problem * k + symbol]      (kmeans: a codebook per problem)
     Planes   the bits of each value from byte planes   (lossless: codecs/floatplanes.py's frame;
@@ -21,7 +22,7 @@ stream's contexts decode side by side, then its symbols are put in their places 
     Trellis  value = dq_level(state, symbol) * steps[row], the state walked along each row or
              column (dq: on the CPU the levels are decoded first, then the walks run side by side;
              kernels/decode.cu walks it as a scan of state maps)
-The GPU decoder takes `ans` streams only.
+The GPU decoder takes `ans` streams only (`compress --decode-on gpu` writes only those).
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ using Steps = nb::ndarray<const double, nb::ndim<1>, nb::c_contig, nb::device::c
 using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 // jobs: (payload, count, values float64, row_len, k, kind 0 f32 | 1 f16 | 2 bf16, out: a writable
-// contiguous array of count values of that width[, coder 0 ans | 1 ctx, how]); values: one step per
+// contiguous array of count values of that width[, coder 0 ans | 1 ctx | 2 cabac, how]); values: one step per
 // row (k 0) or k codebook values per row; how: None, ("group", group, cols, per_group, zeros float64
 // or None) or ("walk", cols, 1 rows | 2 columns), as plan.h's Fused. Or a float-plane job: (payload,
 // count, width 2 | 4, out), the payload a float-plane frame (codecs/floatplanes.py). Returns (status,
