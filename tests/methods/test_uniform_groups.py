@@ -327,3 +327,42 @@ def test_side_steps_are_the_codes_floats(codes, mant):
         except OverflowError:
             want.append(math.inf)
     assert side_step(np.array(codes, dtype=np.int64), mant).tolist() == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(-1100, 1100), st.integers(0, 2**10 - 1), st.integers(-(2**40), 2**40)),
+                min_size=1, max_size=50), st.integers(3, 10), st.integers(1, 16))
+def test_side_values_are_the_codes_floats_near_float64s_limits(groups, mant, bits):
+    """Step codes whose exponents reach float64's subnormals and overflow (the native step leaves its fast
+    path there), and the zero points of centre codes: the values exact arithmetic rounds to; the decoder's
+    side_values gives the same, and refuses exactly the codes compress could not have written."""
+    from fractions import Fraction
+
+    from zoocodec.codecs import native
+    from zoocodec.methods.uniform import MAX_EXPONENT, side_step, side_zero
+
+    codes = np.array([e * (1 << mant) + r % (1 << mant) for e, r, _ in groups], dtype=np.int64)
+    centres = np.array([c for _, _, c in groups], dtype=np.int64)
+    want = []
+    for n in codes.tolist():
+        try:
+            want.append(math.ldexp((1 << mant) + n % (1 << mant), n // (1 << mant) - mant))
+        except OverflowError:
+            want.append(math.inf)
+    steps = side_step(codes, mant)
+    assert steps.tolist() == want
+    frac = mant - 2
+    zeros = side_zero(centres, steps, bits, frac)
+    for z, c, st_ in zip(zeros.tolist(), centres.tolist(), want, strict=True):  # (c - K) * step / 2^frac, rounded twice
+        if math.isfinite(st_):
+            exact = Fraction(float(c - ((1 << bits) - 1) * (1 << (frac - 1)))) * Fraction(st_)
+            try:
+                prod = float(exact)
+            except OverflowError:
+                prod = math.inf if exact > 0 else -math.inf
+            assert z == prod / (1 << frac)
+    got_steps, got_zeros, ok = native.engine().side_values(codes, centres, mant, bits, MAX_EXPONENT)
+    assert got_steps.tobytes() == steps.tobytes() and got_zeros.tobytes() == zeros.tobytes()
+    fine = (np.abs(codes >> mant) <= MAX_EXPONENT).all() and (steps > 0).all() and np.isfinite(steps).all() \
+        and np.isfinite(zeros).all()
+    assert ok == bool(fine)

@@ -400,13 +400,11 @@ class Uniform(MethodSpec):
         """(steps (rows, groups) or None, the one step or None, zeros or None), each checked."""
         if self.side is not None:
             codes, centres = (_group_codes(q, name, rows, count) for name in CODED_STREAMS)
-            if np.abs(np.floor_divide(codes, 1 << self.side)).max(initial=0) > MAX_EXPONENT:
-                raise ContainerError("uniform: group step codes are out of range")
-            steps = side_step(codes, self.side)
-            zeros = side_zero(centres, steps, self.bits, self.side - 2)
-            if not ((steps > 0).all() and np.isfinite(steps).all() and np.isfinite(zeros).all()):
+            steps, zeros, ok = native.engine().side_values(codes.ravel(), centres.ravel(), self.side, self.bits,
+                                                            MAX_EXPONENT)
+            if not ok:
                 raise ContainerError("uniform: group step codes or centres give steps or zero points out of range")
-            return steps, None, zeros
+            return steps.reshape(rows, count), None, zeros.reshape(rows, count)
         steps = _group_values(q, "group_steps", rows, count) if self.step is None else None
         step = None
         if steps is None:
@@ -535,19 +533,18 @@ def narrowest(top: float) -> np.dtype:
 
 def side_step(codes: np.ndarray, mant: int) -> np.ndarray:
     """float64 steps of step codes n: (2^mant + n mod 2^mant) * 2^(n // 2^mant - mant), a float
-    with mant bits of mantissa; the codes order as the steps."""
-    codes = codes.astype(np.int64, copy=False)
-    # (a float64 mantissa and int32 exponents: NumPy's fast ldexp; exponents past +-4096 give 0 or inf either way)
-    exponents = np.clip((codes >> mant) - mant, -4096, 4096).astype(np.int32)
-    with np.errstate(over="ignore"):
-        return np.ldexp(((1 << mant) + (codes & ((1 << mant) - 1))).astype(np.float64), exponents)
+    with mant bits of mantissa (exponents past +-4096 give 0 or inf); the codes order as the steps.
+    Native (quantize.cpp), as the decoder's side_values computes them."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    return native.engine().side_steps(codes.ravel(), mant).reshape(codes.shape)
 
 
 def side_zero(centres: np.ndarray, steps: np.ndarray, bits: int, frac: int) -> np.ndarray:
     """float64 zero points of centre codes c: the group's centre, zero + (2^bits - 1)/2 steps,
     on a grid of step / 2^frac (frac >= 1: the zero point lies on that grid too)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return (centres.astype(np.float64) - ((1 << bits) - 1) * (1 << (frac - 1))) * steps / (1 << frac)
+    centres = np.ascontiguousarray(centres, dtype=np.int64)
+    steps = np.ascontiguousarray(np.broadcast_to(steps, centres.shape), dtype=np.float64)
+    return native.engine().side_zeros(centres.ravel(), steps.ravel(), bits, frac).reshape(centres.shape)
 
 
 def coded_side(lo: np.ndarray, hi: np.ndarray, bits: int, mant: int, frac: int | None = None):

@@ -45,6 +45,19 @@ Stats uniform_groups(const W* w, std::size_t rows, std::size_t cols, Kind kind, 
 template <class W>
 bool all_finite(const W* w, std::size_t n, int threads);
 
+// Group-wise side values at M mantissa bits (uniform:side=M; methods/uniform.py's coded_side):
+// the step of code n, (2^M + n mod 2^M) * 2^(n div 2^M - M) with the exponent clamped to +-4096
+// (0 or inf beyond either way), and the zero point of centre code c at `frac` bits,
+// (c - (2^bits - 1) 2^(frac - 1)) * step / 2^frac, in float64, the operations NumPy did in turn.
+void side_steps(const int64_t* codes, std::size_t n, int mant, double* steps, int threads);
+void side_zeros(const int64_t* centres, const double* steps, std::size_t n, int bits, int frac, double* zeros,
+                int threads);
+
+// The decoder's both at once (frac = M - 2), and whether every value is one compress could have
+// written: |n div 2^M| <= max_exponent, steps positive and finite, zero points finite.
+bool side_values(const int64_t* codes, const int64_t* centres, std::size_t n, int mant, int bits,
+                 int64_t max_exponent, double* steps, double* zeros, int threads);
+
 // The statistics alone, of a reconstruction made elsewhere (another method).
 template <class W>
 Stats error_stats(const W* w, const W* recon, std::size_t n, Kind kind, int threads);

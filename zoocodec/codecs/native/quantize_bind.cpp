@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "buffer.h"
 #include "quantize.h"
 
 namespace nb = nanobind;
@@ -89,6 +90,40 @@ bool finite(In<W> w, int threads) {
   return quant::all_finite(w.data(), w.shape(0), threads);
 }
 
+Array1<double> steps_of(In<int64_t> codes, int mant, int threads) {
+  if (mant < 1 || mant > 52) throw std::invalid_argument("side_steps: mantissa bits are 1..52");
+  double* out;
+  auto a = new_array<double>(codes.shape(0), &out);
+  nb::gil_scoped_release release;
+  quant::side_steps(codes.data(), codes.shape(0), mant, out, threads);
+  return a;
+}
+
+Array1<double> zeros_of(In<int64_t> centres, In<double> steps, int bits, int frac, int threads) {
+  if (steps.shape(0) != centres.shape(0)) throw std::invalid_argument("side_zeros: sizes differ");
+  if (bits < 1 || bits > 16 || frac < 1 || frac > 30) throw std::invalid_argument("side_zeros: bits 1..16, frac 1..30");
+  double* out;
+  auto a = new_array<double>(centres.shape(0), &out);
+  nb::gil_scoped_release release;
+  quant::side_zeros(centres.data(), steps.data(), centres.shape(0), bits, frac, out, threads);
+  return a;
+}
+
+std::tuple<Array1<double>, Array1<double>, bool> values_of(In<int64_t> codes, In<int64_t> centres, int mant, int bits,
+                                                           int64_t max_exponent, int threads) {
+  const std::size_t n = codes.shape(0);
+  if (centres.shape(0) != n) throw std::invalid_argument("side_values: sizes differ");
+  if (mant < 3 || mant > 32 || bits < 1 || bits > 16) throw std::invalid_argument("side_values: mant 3..32, bits 1..16");
+  double *steps, *zeros;
+  auto a = new_array<double>(n, &steps), b = new_array<double>(n, &zeros);
+  bool ok;
+  {
+    nb::gil_scoped_release release;
+    ok = quant::side_values(codes.data(), centres.data(), n, mant, bits, max_exponent, steps, zeros, threads);
+  }
+  return {a, b, ok};
+}
+
 // fn(W{}, S{}) for each float-bits type W and each symbol type S (int8, int16, int32).
 template <class... Ws, class Fn>
 void for_pairs(Fn fn) {
@@ -120,6 +155,13 @@ void bind_quantize(nb::module_& m) {
   m.def("all_finite", &finite<uint16_t>, nb::arg("w"), nb::arg("threads") = 0);
   m.def("all_finite", &finite<uint32_t>, nb::arg("w"), nb::arg("threads") = 0,
         "No NaN or Inf among float bits (uint16 bfloat16 / float16, uint32 float32).");
+  m.def("side_steps", &steps_of, nb::arg("codes"), nb::arg("mant"), nb::arg("threads") = 0,
+        "float64 steps of uniform:side=M step codes (int64).");
+  m.def("side_zeros", &zeros_of, nb::arg("centres"), nb::arg("steps"), nb::arg("bits"), nb::arg("frac"),
+        nb::arg("threads") = 0, "float64 zero points of centre codes (int64) on a grid of step / 2^frac.");
+  m.def("side_values", &values_of, nb::arg("codes"), nb::arg("centres"), nb::arg("mant"), nb::arg("bits"),
+        nb::arg("max_exponent"), nb::arg("threads") = 0,
+        "(steps, zero points, all in range) of coded group side values, as the decoder reads them.");
   m.def("error_stats", &stats<uint16_t>, nb::arg("w"), nb::arg("recon"), nb::arg("kind"), nb::arg("threads") = 0);
   m.def("error_stats", &stats<uint32_t>, nb::arg("w"), nb::arg("recon"), nb::arg("kind"), nb::arg("threads") = 0,
         "(sum err^2, sum w^2, max |err|) of a reconstruction, summed as np.sum does.");
