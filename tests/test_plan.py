@@ -608,3 +608,14 @@ def test_cabac_values_past_the_dtype_and_streams_not_the_jobs_are_named():
         decode([(e, Trellis("symbols", np.ones(1), 2, 600, True), coded(k, "cabac", False))])
     with pytest.raises(ContainerError, match="the stream's trellis is not the job's"):
         decode([(e, Affine("symbols", np.ones(1)), coded(k, "cabac", True))])
+
+
+def test_cabac_substreams_longer_than_a_threads_buffer_are_left_to_the_coder():
+    """A stream cut into substreams of over 2^20 levels (the `substream` parameter allows 2^30) would need a
+    buffer that large per thread: the method's own decode takes it, and decodes the same levels."""
+    k = np.random.default_rng(1).integers(-3, 4, (1 << 21) + 5)
+    e = TensorEntry("t", k.shape, "float32", parse_spec("rdoq:step=1,coder=cabac"), {}, {})
+    data = coded(k, "cabac", substream=1 << 21)
+    got, left = decode([(e, Affine("symbols", np.ones(1)), data)])
+    assert left == ["t"] and "t" not in got
+    assert np.array_equal(Cabac().decode(data, k.shape), k)
