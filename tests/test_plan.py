@@ -604,6 +604,8 @@ def test_cabac_values_past_the_dtype_and_streams_not_the_jobs_are_named():
         decode([(e, Trellis("symbols", np.array([2e4]), 2, 600, True), coded(k, "cabac", True))])
     with pytest.raises(ContainerError, match="cabac-coded payload: codebook index -1 out of range"):
         decode([(e, Lookup("indices", np.linspace(-1, 1, 8), 4, 600), coded(k, "cabac"))])
+    with pytest.raises(ContainerError, match="cabac-coded payload: a codebook value lies outside the float16"):
+        decode([(e, Lookup("indices", np.array([0, 1, 2, 1e6] * 2, dtype=float), 4, 600), coded(k % 4, "cabac"))])
     with pytest.raises(ContainerError, match="the stream's walks are not the job's"):
         decode([(e, Trellis("symbols", np.ones(1), 2, 600, True), coded(k, "cabac", False))])
     with pytest.raises(ContainerError, match="the stream's trellis is not the job's"):

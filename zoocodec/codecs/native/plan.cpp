@@ -500,8 +500,8 @@ void cabac_values(const Fused& a, const cabac::Stream& s, uint64_t sub, Values& 
     const auto [lo, hi] = std::minmax_element(lev.begin(), lev.end());
     low = *lo, high = *hi;
   }
-  if (a.rows > 1) check_range(a, low, high, first / a.row_len, (first + m - 1) / a.row_len + 1);
-  else check_range(a, low, high);
+  if (!a.k && a.rows > 1) check_range(a, low, high, first / a.row_len, (first + m - 1) / a.row_len + 1);
+  else if (!a.k) check_range(a, low, high);  // (a codebook: checked once, as the job was parsed)
   const uint64_t span = uint64_t(int64_t(high) - low) + 1;
   if (span > 65536) return values(a, 0, UINT32_MAX, lev.data(), first, m);  // (every level checked, none tabled)
   sym.resize(m);
@@ -573,7 +573,8 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
         throw Corrupt("rows do not match the shape");
       if (j.cabac) {
         a.status = cabac_taken(a, *j.cabac) ? 0 : 1;
-        return;  // (its values' range is checked substream by substream)
+        if (a.k) check_range(a, 0, 0);  // (its codebook; levels' range substream by substream)
+        return;
       }
       if (j.placed) {
         j.at.assign((j.blocks(a.count) + 1) * (j.ctx.bins + 2), 0);
