@@ -476,7 +476,7 @@ void encode_table(const T* sym, uint64_t n, const std::vector<uint32_t>& freq, i
 
 namespace {
 
-std::vector<Entry> table_of(const std::vector<uint32_t>& freq, int L);
+std::vector<Entry, Uninit<Entry>> table_of(const std::vector<uint32_t>& freq, int L);
 
 // The slot -> (symbol, frequency, slot - start) table; for 256 symbols or fewer also a
 // slot -> symbol byte table plus per-symbol (frequency, start): 8x smaller, cache-resident.
@@ -502,19 +502,21 @@ void build_table(Parsed& p, const std::vector<uint32_t>& freq, int L) {
   }
 }
 
-std::vector<Entry> table_of(const std::vector<uint32_t>& freq, int L) {
+// Every slot written (the frequencies sum to 2^L: the callers checked), so the table is not zeroed first.
+std::vector<Entry, Uninit<Entry>> table_of(const std::vector<uint32_t>& freq, int L) {
   const uint32_t M = 1u << L;
-  std::vector<Entry> table(M);
+  std::vector<Entry, Uninit<Entry>> table(M);
   static_assert(sizeof(Entry) == 8 && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "an entry is freq | bias << 16 | sym << 32");
   uint32_t slot = 0;
   for (uint32_t s = 0; s < freq.size(); ++s) {  // (as 64-bit words: the compiler writes several a step)
-    const uint64_t first = uint64_t(freq[s]) | uint64_t(s) << 32;
+    const uint32_t f = freq[s];  // (a local: the stores below may not alias it)
+    const uint64_t first = uint64_t(f) | uint64_t(s) << 32;
     Entry* run = table.data() + slot;
-    for (uint32_t k = 0; k < freq[s]; ++k) {
+    for (uint32_t k = 0; k < f; ++k) {
       const uint64_t e = first | uint64_t(k) << 16;  // (little-endian: freq, bias, sym, pad)
       std::memcpy(run + k, &e, sizeof e);
     }
-    slot += freq[s];
+    slot += f;
   }
   return table;
 }

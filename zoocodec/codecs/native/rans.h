@@ -15,6 +15,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <new>
+#include <utility>
 #include <vector>
 
 #include "bytes.h"
@@ -29,13 +32,31 @@ struct Entry {
   uint16_t freq, bias, sym, pad;
 };
 
+// An allocator whose vectors leave new elements default-initialised (trivial types: unwritten): a
+// table whose every slot is written next is not zeroed first (half of building a 2^16-slot table).
+template <class T>
+struct Uninit : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = Uninit<U>;
+  };
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+
 // A parsed stream: the model and where each substream lies.
 struct Parsed {
   uint64_t n = 0;
   uint32_t nsym = 0;
   int L = 0;
   uint32_t constant = 0;                 // the symbol when L == 0
-  std::vector<Entry> table;              // 2^L entries, by slot
+  std::vector<Entry, Uninit<Entry>> table;  // 2^L entries, by slot
   std::vector<uint8_t> sym8;             // nsym <= 256: slot -> symbol
   std::vector<uint32_t> fc;              // nsym <= 256: symbol -> freq | start << 16
   std::vector<uint32_t> packed;          // nsym <= 256, L <= 12: slot -> sym | bias << 8 | freq << 20
