@@ -49,11 +49,12 @@ def bases(tmp_path_factory) -> dict[str, bytes]:
     zoocodec.compress(small, d / "uniform.zc", "uniform:bits=8", min_size=1000)
     zoocodec.compress(small, d / "kmeans.zc", "kmeans:k=16", overrides={"h": "lossless:coder=zstd"}, min_size=1000)
     zoocodec.compress(small, d / "float.zc", "lossless", min_size=1000)
-    # the native pass's other jobs: ctx contexts (row scales make them pay), dq walks, group-wise steps
+    # the native pass's other jobs: ctx contexts (row scales make them pay), dq walks, group-wise steps, cabac
     rows = torch.rand(96, 1, generator=g) * 3
     shaped = {"w": torch.randn(96, 128, generator=g) * rows, "c": torch.randn(16, 8, 3, 3, generator=g)}
     zoocodec.compress(shaped, d / "dqctx.zc", "dq:step=0.02,coder=ctx", min_size=1000)
     zoocodec.compress(shaped, d / "groups.zc", "uniform:bits=4,group=32,zero=true,coder=ctx", min_size=1000)
+    zoocodec.compress(shaped, d / "dqcabac.zc", "dq:step=0.02,coder=cabac", min_size=1000)
     hf = d / "hf"
     hf.mkdir()
     save_file({"a": torch.randn(64, 80, generator=g)}, hf / "model-1.safetensors")
