@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoocodec.codecs.base import CoderSpec, RateTable, register_coder
-from zoocodec.codecs.context import matrix_view
+from zoocodec.codecs.context import matrix_view, view_shape
 from zoocodec.errors import ContainerError, SpecError
 from zoocodec.kernels.rdoq import NEXT_STATE
 from zoocodec.registry import ints
@@ -66,7 +66,7 @@ def decode_levels(data: bytes | memoryview, count: int, threads: int = 0) -> np.
 def check_stream(data: bytes | memoryview, shape, trellis: int | None) -> tuple[int, int]:
     """The 2-D view of `shape` (a symbols shape) when `data` is a cabac stream of its walk matrix
     (trellis None: none; 0 or 1: the dq walks along axis 0 or 1); ContainerError otherwise."""
-    view = matrix_view(np.empty(shape, dtype=np.int8)).shape
+    view = view_shape(tuple(shape))
     eng = _engine()
     try:
         rows, kind = eng.cabac_stream_info(data)

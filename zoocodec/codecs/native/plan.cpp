@@ -505,13 +505,12 @@ void cabac_values(const Fused& a, const cabac::Stream& s, uint64_t sub, Values& 
   const uint64_t span = uint64_t(int64_t(high) - low) + 1;
   if (span > 65536) return values(a, 0, UINT32_MAX, lev.data(), first, m);  // (every level checked, none tabled)
   sym.resize(m);
-  if (span <= 256) {
-    uint8_t* b = reinterpret_cast<uint8_t*>(sym.data());
-    for (uint64_t i = 0; i < m; ++i) b[i] = static_cast<uint8_t>(lev[i] - low);
-    return values(a, low, static_cast<uint32_t>(span), b, first, m);
-  }
-  for (uint64_t i = 0; i < m; ++i) sym[i] = static_cast<uint16_t>(lev[i] - low);
-  values(a, low, static_cast<uint32_t>(span), sym.data(), first, m);
+  auto offsets = [&](auto* to) {
+    for (uint64_t i = 0; i < m; ++i) to[i] = static_cast<std::remove_pointer_t<decltype(to)>>(lev[i] - low);
+    values(a, low, static_cast<uint32_t>(span), to, first, m);
+  };
+  if (span <= 256) offsets(reinterpret_cast<uint8_t*>(sym.data()));
+  else offsets(sym.data());
 }
 
 }  // namespace
