@@ -10,8 +10,12 @@ values or more without the word-embedding table (many medium tensors: what a pas
 `--files coders`: minilm written by the methods and coders automatic mode and the presets choose besides
 plain `ans` (`uniform` with `ctx`, `dq` with `ans`, `ctx` (the balanced preset's) and `cabac`, group-wise
 4-bit steps and zero points with `ctx` as GGUF's Q4_1 holds them), and the 8-bit file as the control.
+`--files q4`: smollm2-135m as GGUF's Q4_1 holds it (4-bit group-wise steps and zero points, `ctx`), and its
+8-bit file as the control. `--own-files`: each tree writes the files itself and loads its own (an encoder
+change: the same decoder meets the files each encoder writes); their sizes are recorded.
 
-    python bench/bench_decode_ab.py --baseline DIR [--files lossless|coders] [--rounds 4] [--loads 30] [--tag T]
+    python bench/bench_decode_ab.py --baseline DIR [--files lossless|coders|q4] [--own-files] [--rounds 4]
+                                   [--loads 30] [--tag T]
 
 DIR is a worktree of the earlier commit with its native engine built or copied in. Writes
 bench/results/decode_ab-<date>[-tag].json: per round and tree the fastest load in ms, and per file the median over
@@ -27,11 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
-import zoocodec
 from bench_common import from_tree, machine, save
-from zoocodec.pipeline import modelio, zoo
 
 CHILD = """
 import json, os, sys, time, torch, zoocodec
@@ -54,30 +54,47 @@ CODERS = {"8-bit": "uniform:bits=8", "uniform + ctx": "uniform:step=0.004,coder=
           "dq + ans": "dq:step=0.004,coder=ans", "dq + ctx": "dq:step=0.004,coder=ctx",
           "dq + cabac": "dq:step=0.004,coder=cabac",
           "4-bit groups + ctx": "uniform:bits=4,group=32,zero=true,coder=ctx"}
+Q4 = {"8-bit": "uniform:bits=8", "Q4_1-style + ctx": "uniform:bits=4,group=32,zero=true,side=5,coder=ctx"}
+
+# Run in a child by the tree that writes (sys.argv[1]: folder, [2]: which files, [3]: JSON of CODERS, Q4):
+# {file name: path} on stdout.
+WRITER = """
+import json, sys, torch, zoocodec
+from pathlib import Path
+from zoocodec.pipeline import modelio, zoo
+folder, which, (coders, q4) = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+src = modelio.open_model(zoo.resolve("smollm2-135m" if which == "q4" else "minilm"))
+model = {n: src._get(n) for n in src.names}
+floats = {n: t for n, t in model.items() if t.dtype == torch.float32}
+bf16 = {n: t.to(torch.bfloat16) for n, t in floats.items()}
+matrices = {n: t for n, t in bf16.items() if t.dim() == 2 and t.numel() >= 1 << 16 and "word_embeddings" not in n}
+files = {"lossless bf16": (bf16, "lossless"), "lossless fp32": (floats, "lossless"),
+         "8-bit": (model, "uniform:bits=8"), "lossless bf16, 38 matrices": (matrices, "lossless")}
+if which != "lossless":
+    files = {name: (model, spec) for name, spec in (coders if which == "coders" else q4).items()}
+out = {}
+for name, (tensors, spec) in files.items():
+    path = folder / (name.replace(" ", "_").replace(",", "").replace("+", "") + ".zc")
+    zoocodec.compress(tensors, path, spec, **({"min_size": 1 << 62} if spec == "lossless" else {}))
+    out[name] = str(path)
+print(json.dumps(out))
+"""
 
 
-def write_files(folder: Path, which: str) -> dict[str, str]:
-    src = modelio.open_model(zoo.resolve("minilm"))
-    model = {n: src._get(n) for n in src.names}
-    floats = {n: t for n, t in model.items() if t.dtype == torch.float32}
-    bf16 = {n: t.to(torch.bfloat16) for n, t in floats.items()}
-    matrices = {n: t for n, t in bf16.items() if t.dim() == 2 and t.numel() >= 1 << 16 and "word_embeddings" not in n}
-    files = {"lossless bf16": (bf16, "lossless"), "lossless fp32": (floats, "lossless"),
-             "8-bit": (model, "uniform:bits=8"), "lossless bf16, 38 matrices": (matrices, "lossless")}
-    if which == "coders":
-        files = {name: (model, spec) for name, spec in CODERS.items()}
-    out = {}
-    for name, (tensors, spec) in files.items():
-        path = folder / (name.replace(" ", "_").replace(",", "").replace("+", "") + ".zc")
-        zoocodec.compress(tensors, path, spec, **({"min_size": 1 << 62} if spec == "lossless" else {}))
-        out[name] = str(path)
-    return out
+def write_files(tree: Path | None, folder: Path, which: str) -> dict[str, str]:
+    """The files `tree` (None: this one) writes into `folder`: {name: path}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    args = [str(folder), which, json.dumps([CODERS, Q4])]
+    done = subprocess.run([sys.executable, "-c", from_tree(tree) + WRITER, *args], capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", type=Path, required=True, help="the earlier source tree")
-    ap.add_argument("--files", choices=("lossless", "coders"), default="lossless")
+    ap.add_argument("--files", choices=("lossless", "coders", "q4"), default="lossless")
+    ap.add_argument("--own-files", action="store_true", help="each tree loads the files it writes itself")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--loads", type=int, default=30)
     ap.add_argument("--tag", default="")
@@ -85,16 +102,20 @@ def main() -> None:
     info = machine(("numpy", "torch"))
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_files(Path(tmp), a.files)
+        files = {None: write_files(None, Path(tmp) / "this", a.files)}
+        files[a.baseline] = write_files(a.baseline, Path(tmp) / "baseline", a.files) if a.own_files else files[None]
+        sizes = {("this" if t is None else str(t)): {n: Path(p).stat().st_size for n, p in f.items()}
+                 for t, f in files.items()}
+        print("file bytes", sizes, flush=True)
         for r in range(a.rounds):
             for tree in ([None, a.baseline] if r % 2 == 0 else [a.baseline, None]):
-                done = subprocess.run([sys.executable, "-c", from_tree(tree) + CHILD, json.dumps(files), str(a.loads)],
-                                      capture_output=True, text=True, check=True)
+                done = subprocess.run([sys.executable, "-c", from_tree(tree) + CHILD, json.dumps(files[tree]),
+                                       str(a.loads)], capture_output=True, text=True, check=True)
                 rounds.append({"round": r, "tree": "this" if tree is None else str(tree),
                                "fastest_ms": json.loads(done.stdout.strip().splitlines()[-1])})
                 print(rounds[-1]["tree"], {k: round(v, 2) for k, v in rounds[-1]["fastest_ms"].items()}, flush=True)
     summary = {}
-    for name in files:
+    for name in files[None]:
         per = {}
         for side in ("this", str(a.baseline)):
             runs = [x["fastest_ms"] for x in rounds if x["tree"] == side]
@@ -105,7 +126,8 @@ def main() -> None:
         per["baseline_over_this_two_threads"] = per[str(a.baseline)]["two_threads_ms"] / per["this"]["two_threads_ms"]
         summary[name] = per
         print(name, json.dumps(per))
-    print(save("decode_ab", {"machine": info, "baseline": str(a.baseline), "files": a.files, "rounds": rounds,
+    print(save("decode_ab", {"machine": info, "baseline": str(a.baseline), "files": a.files,
+                             "own_files": a.own_files, "file_bytes": sizes, "rounds": rounds,
                              "summary": summary},
                a.tag))
 

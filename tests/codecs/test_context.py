@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from zoocodec.codecs import ans, context
+from zoocodec.codecs import ans, context, native
 from zoocodec.codecs.base import order0_bits
 from zoocodec.errors import ContainerError
 from zoocodec.pipeline.core import load
@@ -78,6 +78,22 @@ def test_min_max_groups_code_their_ends_once(minilm_path, bits, group):
     model = context.Ctx().model(s)
     assert model.model.group <= group  # a finer group can price lower where the ends are common levels
     assert abs(model.bits(s) - 8 * len(coded)) < 0.01 * 8 * len(coded)
+
+
+def test_context_tables_take_the_ans_coders_precision(minilm_path):
+    """A context's table is the one `ans` writes for the same counts (native.rans_normalise): 4-bit levels
+    get at most 2^12 slots, whose decoding table fits a first-level cache, where 2^16 did not."""
+    s = min_max_groups(weights(minilm_path, FFN), 4, 32)
+    model = context.fit_ends(s, 32)
+    ctx = model.contexts(*s.shape)
+    free = ctx != context.KNOWN
+    tables = [t for t in context._tables(s[free], ctx[free], context.KNOWN) if t is not None]
+    assert tables
+    for _, freqs, counts in tables:
+        expected, bits = native.rans_normalise(counts)
+        assert np.array_equal(freqs, expected) and bits <= 12 and freqs.sum() == 1 << bits
+    coded = context.encode_with(model, s)
+    assert np.array_equal(context.decode(coded, s.size), s.ravel())
 
 
 @given(st.integers(1, 6), st.integers(1, 90), st.sampled_from(context.GROUPS), st.integers(0, 2**32 - 1))
