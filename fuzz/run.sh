@@ -4,7 +4,7 @@
 # `apt-get install clang-14 libfuzzer-14-dev libclang-rt-14-dev`; with gcc only, fuzz/mutate.sh
 # replays the corpus and random mutations of it under the same sanitizers).
 #   fuzz/run.sh SECONDS [TARGET...]     (targets: rans rans_body floatplanes cabac fused planes huffman
-#                                        checked ctx cabacjob; default all)
+#                                        checked ctx cabacjob dqwalk groups side; default all)
 # Each target starts from tests/fuzz_corpus/TARGET/ (kept in git, replayed by
 # tests/codecs/native/test_fuzz_corpus.py; fuzz/seeds.py writes valid seeds) and merges
 # back the smallest set of inputs that covers what it found. A crash, leak, hang
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
-TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked ctx cabacjob}
+TARGETS=${*:-rans rans_body floatplanes cabac fused planes huffman checked ctx cabacjob dqwalk groups side}
 CXX=${CXX:-$(command -v clang++ || command -v clang++-14)}
 SRC=zoocodec/codecs/native
 mkdir -p build/fuzz
@@ -26,7 +26,8 @@ fi
 for t in $TARGETS; do
   bin=build/fuzz/$t
   "$CXX" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/ctx_frame.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/checksum.cpp "$inflate" -o "$bin"
+    -DZC_TARGET=$t fuzz/targets.cpp $SRC/rans.cpp $SRC/pool.cpp $SRC/floatplanes.cpp $SRC/cabac.cpp $SRC/plan.cpp $SRC/ctx_frame.cpp $SRC/rans_avx2.cpp $SRC/huffman.cpp $SRC/checksum.cpp \
+    $SRC/dq.cpp $SRC/quantize.cpp "$inflate" -o "$bin"
   mkdir -p tests/fuzz_corpus/$t
   echo "fuzzing $t for ${SECONDS_EACH}s"
   rm -rf build/fuzz/$t.work && mkdir -p build/fuzz/$t.work

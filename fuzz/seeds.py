@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from zoocodec.codecs import ans, context, floatplanes, native
-from zoocodec.codecs.wire import put_uvarint
+from zoocodec.codecs.wire import put_svarint, put_uvarint
+from zoocodec.methods import uniform
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "fuzz_corpus"
 
@@ -33,6 +34,17 @@ def full_stream(s: np.ndarray, nsym: int, bits: int, chunk: int) -> bytes:
     for v in f:
         put_uvarint(out, int(v))
     return bytes(out) + native.rans_encode_freqs(s, f, chunk=chunk)
+
+
+def svarints(values) -> bytes:
+    out = bytearray()
+    for v in values:
+        put_svarint(out, int(v))
+    return bytes(out)
+
+
+# int64 levels a hostile file may hold: the limits, and those whose 2k (or 2k - sgn k) wraps
+EXTREMES = (-(1 << 63), (1 << 63) - 1, 1 << 62, -(1 << 62), (1 << 62) + 1, -(1 << 62) - 1, -1, 1)
 
 
 def ctx_symbols(g: np.random.Generator, rows: int, cols: int, kind: str) -> np.ndarray:
@@ -142,6 +154,56 @@ def main() -> None:
     save("huffman", eng.huff_encode(skewed, eng.huff_lengths(eng.byte_histogram(skewed)), 1000))
     two = (np.arange(50) % 3 == 0).astype(np.uint8)
     save("huffman", eng.huff_encode(two, eng.huff_lengths(eng.byte_histogram(two)), 7))
+
+    per_tensor_seeds(np.random.default_rng(7))
+
+
+def per_tensor_seeds(g: np.random.Generator) -> None:
+    """Seeds of the per-tensor paths that take a file's values as they are: dq walks, group-wise
+    dequantization and coded side values, each with the extremes a forged file could hold."""
+    # dq levels by rows (several tasks of 8 rows) and by columns (two blocks of 1024), each with the extremes;
+    # the extremes alone, and as a (levels, 0) matrix
+    for by_column, (rows, cols) in ((0, (20, 30)), (1, (3, 1100)), (0, (4, 3))):
+        k = np.rint(g.laplace(0, 2, rows * cols)).astype(np.int64)
+        k[: len(EXTREMES)] = EXTREMES
+        save("dqwalk", bytes([by_column]) + struct.pack("<H", cols) + svarints(k))
+    save("dqwalk", bytes([1]) + struct.pack("<H", 2) + svarints(EXTREMES))
+    save("dqwalk", bytes([0]) + struct.pack("<H", 0) + svarints(EXTREMES))
+    # group-wise values as methods/uniform.py's decode: min-max groups of 32 with zero points (float32),
+    # symmetric groups of 8 under one step (float16), groups whose values leave bfloat16; then forged
+    # side values: non-finite, subnormal and huge steps and zero points, extreme symbols, no columns
+    lo, hi = g.uniform(-1, -0.1, (3, 4)), g.uniform(0.1, 1, (3, 4))
+    steps, zeros = (hi - lo) / 15, lo
+    sym = g.integers(0, 16, 3 * 100)
+    save("groups", bytes([0, 2]) + struct.pack("<HHH", 32, 100, 3) + steps.tobytes() + zeros.tobytes() + svarints(sym))
+    save("groups", bytes([1, 1]) + struct.pack("<HHH", 8, 20, 2) + np.array([0.01]).tobytes() +
+         svarints(g.integers(-7, 8, 40)))
+    save("groups", bytes([2, 0]) + struct.pack("<HHH", 4, 8, 2) + np.array([1e37, 0.5, 2.0**-140, 3e38]).tobytes() +
+         svarints([1, 2, 3, 4, 30, 31, 32, 33, 1, 1, 1, 1, 7, 7, 7, 7]))
+    forged = np.array([np.nan, np.inf, -np.inf, 5e-324, 1.7976931348623157e308, -0.0, 65504.0, 65520.0])
+    # a NaN with every payload bit, which rounding to bfloat16 carries into +0 (dequantize_groups passed it)
+    nan = np.frombuffer(b"\xff" * 8, np.float64)
+    for kind in (0, 1, 2):
+        save("groups", bytes([kind, 2]) + struct.pack("<HHH", 1, 4, 2) + forged.tobytes() + forged[::-1].tobytes() +
+             svarints(EXTREMES))
+        save("groups", bytes([kind, 3]) + struct.pack("<HHH", 1, 1, 1) + np.ones(1).tobytes() + nan.tobytes() +
+             svarints([1]))
+    save("groups", bytes([0, 0]) + struct.pack("<HHH", 0, 0, 5))  # rows of no columns (it divided by them)
+    # coded side values (uniform:side=M): compress's codes and centres, then exponents at float64's
+    # limits (subnormal, overflow, past MAX_EXPONENT and the clamp) and extreme codes, at mant 1..52
+    lo, hi = g.uniform(-1, -0.01, 200), g.uniform(0.01, 1, 200)
+    for mant, bits in ((10, 4), (3, 2), (32, 16)):
+        _, _, codes, centres = uniform.coded_side(lo, hi, bits, mant)
+        pairs = np.stack([codes, centres], 1).ravel()
+        save("side", bytes([mant - 1, bits - 1, 0]) + svarints(pairs))
+    for mant in (3, 10, 30, 1, 52):
+        exponents = (-1075, -1074, -1023, -1022, 1023, 1024, 1100, 1101, -1100, -1101, 4096 + mant, -4097 - mant)
+        codes = [(e << mant) + r for e in exponents for r in (0, (1 << mant) - 1) if abs(e) < 1 << (62 - mant)]
+        codes += EXTREMES
+        centres = [(0, 1 << 40, -(1 << 40), -1)[i % 4] for i in range(len(codes) - len(EXTREMES))] + [*EXTREMES[::-1]]
+        pairs = [v for pair in zip(codes, centres, strict=True) for v in pair]
+        save("side", bytes([mant - 1, mant % 16, 0]) + svarints(pairs))
+    save("side", bytes([9, 3, 1]) + svarints([10 << 10, 5, 1101 << 10, 0]))  # a bad pair on the second task
 
 
 if __name__ == "__main__":

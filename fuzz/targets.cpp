@@ -24,9 +24,23 @@
 //               (else first)][the fused layout]: the fused job with its payload's chunk checksums
 //               (XXH3-64, container format 4) checked on the same pass, as plan_bind's Pass does;
 //               a check that reports the wrong verdict is a bug (trap)
+//   dqwalk      [how: bit 0 by columns][cols u16 LE][levels: svarints]: dq.h's walk (kernels/rdoq.py's
+//               dq_walk) of a (levels / cols, cols) matrix (cols 0: (levels, 0)); each value checked
+//               against a walk through rdoq.py's NEXT_STATE table, 2k wrapping as NumPy's int64 (trap)
+//   groups      [kind (mod 3)][how: bit 0 one step (else one a group), bit 1 zero points][group u16 LE
+//               (0 as 1)][cols u16 LE][rows u16 LE][the steps, then the zero points (rows x groups):
+//               float64 LE][rows x cols symbols: svarints]: plan.h's dequantize_groups (methods/uniform.py's
+//               group_dequantize); its verdict must be whether every float64 value is finite and stays so
+//               in the kind, and what it writes that value rounded as methods/arrays.from_float64 (trap)
+//   side        [mant (1 + b % 52)][bits (1 + b % 16)][how: bit 0 the first pair 2^16 times first (a second
+//               task)][step codes and centres: svarints, alternately]: quantize.h's side_steps; at mant 3..32
+//               side_zeros (frac mant - 2) and side_values (methods/uniform.py's MAX_EXPONENT) too, whose
+//               values must be those two's and their formula's, and whose verdict must be the range (trap)
+// (svarints: wire.put_svarint's zigzag varints to the end, a cut-off last one dropped, bits past 64 ignored)
 #include <cstddef>
 #include <cstdint>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <exception>
 #include <thread>
@@ -35,9 +49,11 @@
 
 #include "../zoocodec/codecs/native/bytes.h"
 #include "../zoocodec/codecs/native/checksum.h"
+#include "../zoocodec/codecs/native/dq.h"
 #include "../zoocodec/codecs/native/floatplanes.h"
 #include "../zoocodec/codecs/native/huffman.h"
 #include "../zoocodec/codecs/native/plan.h"
+#include "../zoocodec/codecs/native/quantize.h"
 #include "../zoocodec/codecs/native/rans.h"
 
 extern "C" int zc_cabac_decode(const uint8_t* data, std::size_t size, int32_t* out, uint64_t count, int threads);
@@ -45,6 +61,28 @@ extern "C" int zc_cabac_decode(const uint8_t* data, std::size_t size, int32_t* o
 namespace {
 
 uint32_t u16(const uint8_t* p) { return p[0] | p[1] << 8; }
+
+// Signed varints to the end of the bytes (the layouts' svarints): any bytes are some int64s, a small
+// level one byte, INT64_MIN and INT64_MAX ten.
+std::vector<int64_t> svarints(const uint8_t* p, std::size_t size) {
+  std::vector<int64_t> out;
+  uint64_t v = 0;
+  int shift = 0;
+  for (std::size_t i = 0; i < size; ++i) {
+    if (shift < 64) v |= uint64_t(p[i] & 0x7F) << shift;
+    shift = std::min(shift + 7, 64);
+    if (p[i] & 0x80) continue;
+    out.push_back(static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1));
+    v = 0, shift = 0;
+  }
+  return out;
+}
+
+uint64_t bits_of(double v) {
+  uint64_t b;
+  std::memcpy(&b, &v, 8);
+  return b;
+}
 
 // A whole stream that starts with its symbol count n: (n, what `parse` makes of it), no byte left over.
 template <typename Parse>
@@ -236,6 +274,108 @@ void huffman(const uint8_t* data, std::size_t size) {
     const std::size_t count = std::min(zc::huff::DECODE_GROUP, p.body.size() - first);
     zc::huff::decode_group(p, first, count, out.data() + first * p.chunk);
   }
+}
+
+void dqwalk(const uint8_t* data, std::size_t size) {
+  if (size < 3) return;
+  const bool by_column = data[0] & 1;
+  const std::size_t cols = u16(data + 1);
+  const std::vector<int64_t> k = svarints(data + 3, size - 3);
+  const std::size_t rows = cols ? k.size() / cols : k.size();
+  std::vector<double> out(rows * cols);
+  zc::dq::walk(k.data(), rows, cols, by_column, out.data(), 2);
+  constexpr uint8_t NEXT_STATE[4][2] = {{0, 2}, {2, 0}, {1, 3}, {3, 1}};
+  for (std::size_t w = 0; w < (by_column ? cols : rows); ++w) {
+    uint8_t state = 0;
+    for (std::size_t j = 0; j < (by_column ? rows : cols); ++j) {
+      const std::size_t at = by_column ? j * cols + w : w * cols + j;
+      const uint64_t twice = uint64_t(k[at]) * 2, sign = k[at] > 0 ? 1 : k[at] < 0 ? UINT64_MAX : 0;
+      if (out[at] != double(int64_t(state < 2 ? twice : twice - sign))) __builtin_trap();  // not the machine's value
+      state = NEXT_STATE[state][k[at] & 1];
+    }
+  }
+}
+
+// v rounded into the kind as methods/arrays.from_float64 (bfloat16: float32, then nearest-even on the
+// bits), or nothing where v or that is not finite.
+bool rounded(double v, int kind, uint32_t* out) {
+  if (!std::isfinite(v)) return false;
+  if (kind == zc::plan::F16) {
+    const _Float16 h = static_cast<_Float16>(v);
+    uint16_t b;
+    std::memcpy(&b, &h, 2);
+    *out = b;
+    return (b & 0x7C00u) != 0x7C00u;
+  }
+  const float f = static_cast<float>(v);
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  if (kind == zc::plan::F32) return *out = b, std::isfinite(f);
+  *out = (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;  // (no wrap: f is finite)
+  return (*out & 0x7F80u) != 0x7F80u;
+}
+
+void groups(const uint8_t* data, std::size_t size) {
+  if (size < 8) return;
+  const int kind = data[0] % 3;
+  const bool one_step = data[1] & 1, with_zeros = data[1] & 2;
+  const uint64_t group = u16(data + 2) ? u16(data + 2) : 1, cols = u16(data + 4), rows = u16(data + 6);
+  const uint64_t per_row = (cols + group - 1) / group, nsteps = one_step ? 1 : rows * per_row;
+  const uint64_t nzeros = with_zeros ? rows * per_row : 0;
+  if ((size - 8) / 8 < nsteps + nzeros) return;
+  std::vector<double> side(nsteps + nzeros);
+  for (std::size_t i = 0; i < side.size(); ++i) std::memcpy(&side[i], data + 8 + 8 * i, 8);
+  const std::size_t at = 8 + 8 * side.size();
+  const std::vector<int64_t> sym = svarints(data + at, size - at);
+  if (sym.size() < rows * cols) return;
+  const double* steps = side.data();
+  const double* zeros = with_zeros ? steps + nsteps : nullptr;
+  std::vector<uint32_t> out32(kind == zc::plan::F32 ? rows * cols : 0);
+  std::vector<uint16_t> out16(kind == zc::plan::F32 ? 0 : rows * cols);
+  void* out = kind == zc::plan::F32 ? static_cast<void*>(out32.data()) : out16.data();
+  const bool ok = zc::plan::dequantize_groups(sym.data(), rows, cols, steps, !one_step, zeros, group, kind, out, 2);
+  bool finite = true;
+  for (uint64_t i = 0; i < rows * cols; ++i) {
+    const uint64_t g = i / cols * per_row + i % cols / group;
+    const double v = double(sym[i]) * steps[one_step ? 0 : g];
+    uint32_t b = 0;
+    finite &= rounded(zeros ? v + zeros[g] : v, kind, &b);
+    if (ok && b != (kind == zc::plan::F32 ? out32[i] : out16[i])) __builtin_trap();  // not that value rounded
+  }
+  if (ok != finite) __builtin_trap();  // a wrong verdict
+}
+
+void side(const uint8_t* data, std::size_t size) {
+  if (size < 3) return;
+  constexpr int64_t MAX_EXPONENT = 1100;
+  constexpr std::size_t SIDE_PART = std::size_t(1) << 16;  // (quantize.cpp's groups a task)
+  const int mant = 1 + data[0] % 52, bits = 1 + data[1] % 16;
+  const std::vector<int64_t> v = svarints(data + 3, size - 3);
+  std::vector<int64_t> codes, centres;
+  if (data[2] & 1 && v.size() >= 2) codes.assign(SIDE_PART, v[0]), centres.assign(SIDE_PART, v[1]);
+  for (std::size_t i = 0; i + 1 < v.size(); i += 2) codes.push_back(v[i]), centres.push_back(v[i + 1]);
+  const std::size_t n = codes.size();
+  std::vector<double> steps(n);
+  zc::quant::side_steps(codes.data(), n, mant, steps.data(), 2);
+  for (std::size_t i = 0; i < n; ++i) {  // (2^M + n mod 2^M) * 2^(n div 2^M - M), the exponent clamped to +-4096
+    const int64_t exponent = std::clamp<int64_t>((codes[i] >> mant) - mant, -4096, 4096);
+    const double m = double((int64_t(1) << mant) + (codes[i] & ((int64_t(1) << mant) - 1)));
+    if (bits_of(steps[i]) != bits_of(std::ldexp(m, int(exponent)))) __builtin_trap();
+  }
+  if (mant < 3 || mant > 32) return;  // (side_values' binding refuses other widths)
+  std::vector<double> zeros(n), decoded_steps(n), decoded_zeros(n);
+  zc::quant::side_zeros(centres.data(), steps.data(), n, bits, mant - 2, zeros.data(), 2);
+  const bool ok = zc::quant::side_values(codes.data(), centres.data(), n, mant, bits, MAX_EXPONENT,
+                                         decoded_steps.data(), decoded_zeros.data(), 2);
+  bool in_range = true;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (bits_of(decoded_steps[i]) != bits_of(steps[i]) || bits_of(decoded_zeros[i]) != bits_of(zeros[i]))
+      __builtin_trap();  // the decoder's side values are not the encoder's
+    const int64_t e = codes[i] >> mant;
+    in_range &= e >= -MAX_EXPONENT && e <= MAX_EXPONENT && steps[i] > 0 && std::isfinite(steps[i]) &&
+                std::isfinite(zeros[i]);
+  }
+  if (ok != in_range) __builtin_trap();  // a wrong verdict
 }
 
 }  // namespace

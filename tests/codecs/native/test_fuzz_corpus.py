@@ -12,10 +12,45 @@ import pytest
 
 from zoocodec.codecs import native
 from zoocodec.errors import ContainerError
+from zoocodec.kernels import rdoq
+from zoocodec.methods import uniform
+from zoocodec.methods.arrays import from_float64
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "fuzz_corpus"
-TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes", "huffman", "checked", "ctx", "cabacjob")
+TARGETS = ("rans", "rans_body", "floatplanes", "cabac", "fused", "planes", "huffman", "checked", "ctx", "cabacjob",
+           "dqwalk", "groups", "side")
+KINDS = ("float32", "float16", "bfloat16")  # plan.h Kind
+
+
+def svarints(data: bytes) -> np.ndarray:
+    """fuzz/targets.cpp's svarints: zigzag varints to the end, a cut-off last one dropped, bits past 64 ignored."""
+    out, v, shift = [], 0, 0
+    for b in data:
+        if shift < 64:
+            v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            v &= (1 << 64) - 1
+            out.append((v >> 1) ^ -(v & 1))
+            v, shift = 0, 0
+    return np.array(out, dtype=np.int64)
+
+
+def dq_walk(k: np.ndarray) -> np.ndarray:
+    """kernels/rdoq.py's walk of each row through NEXT_STATE, a column at a time in NumPy (int64 wrapping)."""
+    state, out, table = np.zeros(k.shape[0], np.int64), np.empty(k.shape), np.asarray(rdoq.NEXT_STATE)
+    for j in range(k.shape[1]):
+        kj = k[:, j]
+        out[:, j] = np.where(state < 2, 2 * kj, 2 * kj - np.sign(kj))
+        state = table[state, kj & 1]
+    return out
+
+
+def finite_bits(bits: np.ndarray, kind: int) -> np.ndarray:
+    if kind == 2:
+        return (bits.view(np.uint16) & 0x7F80) != 0x7F80
+    return np.isfinite(bits)
 
 
 def replay(target: str, data: bytes) -> None:
@@ -111,6 +146,55 @@ def replay(target: str, data: bytes) -> None:
         out = np.empty(n, dtype=np.uint16 if width == 2 else np.uint32)
         [(status, _)] = eng.decode_fused([(data[3:], n, width, out)], 2)
         assert status in (0, 1, 2)
+    elif target == "dqwalk":
+        if len(data) < 3:
+            return
+        by_column, cols, k = bool(data[0] & 1), struct.unpack_from("<H", data, 1)[0], svarints(data[3:])
+        rows = k.size // cols if cols else k.size
+        k = k[: rows * cols].reshape(rows, cols)
+        out = np.empty(k.shape)
+        eng.dq_walk(k, out, by_column, 2)
+        assert np.array_equal(out, dq_walk(k.T).T if by_column else dq_walk(k))
+    elif target == "groups":
+        if len(data) < 8:
+            return
+        kind, one_step, with_zeros = data[0] % 3, bool(data[1] & 1), bool(data[1] & 2)
+        group, cols, rows = struct.unpack_from("<HHH", data, 2)
+        group, per_row = group or 1, -(-cols // (group or 1))
+        nsteps, nzeros = 1 if one_step else rows * per_row, rows * per_row if with_zeros else 0
+        if (len(data) - 8) // 8 < nsteps + nzeros:
+            return
+        side = np.frombuffer(data, "<f8", nsteps + nzeros, 8)
+        symbols = svarints(data[8 + 8 * side.size :])
+        if symbols.size < rows * cols:
+            return
+        m = symbols[: rows * cols].reshape(rows, cols)
+        steps = side[:1] if one_step else side[:nsteps].reshape(rows, per_row)
+        zeros = side[nsteps:].reshape(rows, per_row) if with_zeros else None
+        out = np.empty((rows, cols), dtype=np.float32 if kind == 0 else np.uint16)
+        ok = eng.group_dequantize(m, steps, zeros, group, kind, out.reshape(-1), 2)
+        at = np.arange(cols) // group  # each column's group
+        with np.errstate(all="ignore"):  # (values a file forged: overflows, NaNs)
+            v = m.astype(np.float64) * (steps[0] if one_step else steps[:, at]) + (0 if zeros is None else zeros[:, at])
+            want = from_float64(v, KINDS[kind])
+        assert ok == bool(np.isfinite(v).all() and finite_bits(want, kind).all())
+        assert not ok or out.view(want.dtype).tobytes() == want.tobytes()
+    elif target == "side":
+        if len(data) < 3:
+            return
+        mant, bits, v = 1 + data[0] % 52, 1 + data[1] % 16, svarints(data[3:])
+        codes, centres = v[0 : v.size - 1 : 2], v[1::2]
+        if data[2] & 1 and codes.size:  # the first pair 2^16 times first
+            codes, centres = np.r_[np.full(1 << 16, codes[0]), codes], np.r_[np.full(1 << 16, centres[0]), centres]
+        steps = uniform.side_step(codes, mant)
+        if not 3 <= mant <= 32:
+            return
+        zeros = uniform.side_zero(centres, steps, bits, mant - 2)
+        decoded_steps, decoded_zeros, ok = eng.side_values(codes, centres, mant, bits, uniform.MAX_EXPONENT, 2)
+        assert decoded_steps.tobytes() == steps.tobytes() and decoded_zeros.tobytes() == zeros.tobytes()
+        e = codes >> mant
+        assert ok == bool((np.abs(e) <= uniform.MAX_EXPONENT).all() and (steps > 0).all() and np.isfinite(steps).all()
+                          and np.isfinite(zeros).all())
     else:
         if len(data) < 2:
             return

@@ -1,6 +1,7 @@
 // The dq state machine (kernels/rdoq.py's NEXT_STATE and dq_dequantize): shared by the per-tensor
 // walk (dq.cpp) and the batched decode's trellis jobs (plan.cpp).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace zc::dq {
@@ -16,5 +17,9 @@ inline double level(int64_t k, uint8_t state) {
   const uint64_t sign = static_cast<uint64_t>((k > 0) - (k < 0));
   return static_cast<double>(static_cast<int64_t>(static_cast<uint64_t>(k) * 2 - (state >> 1) * sign));
 }
+
+// `out` (rows, cols): levels `k` (rows, cols) in step units, each row walked from state 0 (`by_column`:
+// each column, from the top). Any levels: 2k wraps as above.
+void walk(const int64_t* k, std::size_t rows, std::size_t cols, bool by_column, double* out, int threads);
 
 }  // namespace zc::dq

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -861,6 +862,14 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
 
 bool dequantize_groups(const int64_t* symbols, uint64_t rows, uint64_t cols, const double* steps, bool per_group,
                        const double* zeros, uint64_t group, int kind, void* out, int threads) {
+  if (rows == 0 || cols == 0) return true;  // (no value; group_values divides by the columns)
+  // A step or zero point that is not finite makes every value of its group so, which the rounding to
+  // bfloat16 need not show (a NaN with high payload bits carries into +-0 there).
+  const auto finite_all = [](const double* v, uint64_t n) {
+    return std::all_of(v, v + n, [](double x) { return std::isfinite(x); });
+  };
+  const uint64_t groups = rows * ((cols + group - 1) / group);
+  if (!finite_all(steps, per_group ? groups : 1) || (zeros && !finite_all(zeros, groups))) return false;
   Fused a;  // (the fused pass's group-wise values, on levels already decoded)
   a.count = rows * cols, a.values = steps, a.group = group, a.cols = cols, a.per_group = per_group, a.zeros = zeros;
   a.kind = kind;

@@ -98,7 +98,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
 // Group-wise steps on the CPU (methods/uniform.py's own decode of `group=G`): value = float64(symbol) *
 // step (+ zero), the step and zero of the symbol's group of `group` along its row (`steps` rows x groups,
 // or one step when `per_group` is false; `zeros` rows x groups or null), rounded to `kind` as the fused
-// jobs are. False (out partly written) where a value is not finite in the kind.
+// jobs are. False (out partly written) where a value is not finite, in float64 or in the kind.
 bool dequantize_groups(const int64_t* symbols, uint64_t rows, uint64_t cols, const double* steps, bool per_group,
                        const double* zeros, uint64_t group, int kind, void* out, int threads);
 
