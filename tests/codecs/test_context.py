@@ -47,6 +47,18 @@ def test_round_trip_structured_matrix_uses_contexts():
     assert 8 * len(coded) < 0.9 * order0_bits(s)
 
 
+@pytest.mark.parametrize("layout", [context.COLS, context.ROWS | context.COLS])
+def test_rows_placed_whole_and_cut_by_blocks(layout):
+    """Contexts along columns: rows inside a 2^16-element block are placed by their row class's column order,
+    rows a block boundary cuts symbol by symbol; both give the encoder's symbols back."""
+    g = np.random.default_rng(5)
+    rows, cols = 300, 700  # (65,536 is not a multiple of 700)
+    scale = np.geomspace(0.3, 30, cols)[None, :] * (np.geomspace(0.5, 8, rows)[:, None] if layout & context.ROWS else 1)
+    s = np.rint(g.laplace(0, 1, (rows, cols)) * scale).astype(np.int64)
+    coded = context.encode_with(context.fit(s, layout, 8), s)
+    assert np.array_equal(context.decode(coded, s.size), s.ravel())
+
+
 @pytest.mark.parametrize("which", ["mnist_fc", "minilm_ffn"])
 def test_real_weights_below_their_order0_entropy(which, request):
     s = request.getfixturevalue(which)
