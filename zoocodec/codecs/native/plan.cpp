@@ -330,7 +330,7 @@ struct Job {
   uint8_t* lev = nullptr;       // walk: the levels - lo, in element order
   // placed, contexts along columns: for each row base (ctx::Frame's row_base) rows share, the columns in
   // the order their symbols come off the contexts' streams (by context, then column), and how many each
-  // context takes (Orders)
+  // context takes (build_orders)
   std::vector<int16_t> order_of;      // row base -> order, or empty (none built)
   std::vector<uint32_t> order_cols;   // orders x cols
   std::vector<uint32_t> order_count;  // orders x bins
@@ -553,8 +553,10 @@ void cabac_values(const Fused& a, const cabac::Stream& s, uint64_t sub, Values& 
     const auto [lo, hi] = std::minmax_element(lev.begin(), lev.end());
     low = *lo, high = *hi;
   }
-  if (!a.k && a.rows > 1) check_range(a, low, high, first / a.row_len, (first + m - 1) / a.row_len + 1);
-  else if (!a.k) check_range(a, low, high);  // (a codebook: checked once, as the job was parsed)
+  if (!a.k) {  // (a codebook: checked once, as the job was parsed)
+    if (a.rows > 1) check_range(a, low, high, first / a.row_len, (first + m - 1) / a.row_len + 1);
+    else check_range(a, low, high);
+  }
   const uint64_t span = uint64_t(int64_t(high) - low) + 1;
   if (span > 65536) return values(a, 0, UINT32_MAX, lev.data(), first, m);  // (every level checked, none tabled)
   sym.resize(m);
