@@ -22,7 +22,7 @@ at a time; a cabac stream's substreams decode each into its thread's buffer, the
     Trellis  value = dq_level(state, symbol) * steps[row], the state walked along each row or
              column (dq: on the CPU the levels are decoded first, then the walks run side by side;
              kernels/decode.cu walks it as a scan of state maps)
-The GPU decoder takes `ans` streams only (`compress --decode-on gpu` writes only those).
+The GPU decoder takes `ans` and `ctx` streams (`compress --decode-on gpu` writes only those).
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ BATCH_BYTES = 256 << 20  # decoded bytes per native pass when a whole model deco
 ALIGN = 64  # bytes: where each output starts in its batch's block
 PART_BYTES = 8 << 20  # decoded bytes a Stream hands to its pass at once (the first starts it while the rest are built)
 CODERS = {"ans": 0, "ctx": 1, "cabac": 2}  # plan.h Coder: the symbol coders the native pass parses
+GPU_CODERS = ("ans", "ctx")  # the ones kernels/decode.py parses (cabac's arithmetic decoder is serial)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def batches(items: list[TensorEntry], limit: int = BATCH_BYTES) -> list[list[Ten
 
 def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = False):
     """The method's fused description of entry `e` for the CPU's batched decoder (`gpu`: for the
-    CUDA decoder, which takes `ans` streams only), or None (its own decode then runs). Only payloads
+    CUDA decoder, which takes `ans` and `ctx` streams), or None (its own decode then runs). Only payloads
     shaped as the generic decoder would accept them, coded by a coder it parses, are taken."""
     shapes = e.side.get("symbols")
     if e.dtype not in KINDS or not isinstance(shapes, dict):
@@ -152,7 +153,7 @@ def fused_job(spec, e: TensorEntry, segments: dict[str, bytes], gpu: bool = Fals
     if not isinstance(job, FUSED) or set(shapes) != {job.stream, *job.sides} or not set(shapes) <= set(segments):
         return None  # (the method's own decode names what is wrong)
     coder = None if isinstance(job, Planes) else spec.coder_for(job.stream).name
-    if coder is not None and coder not in (("ans",) if gpu else CODERS):
+    if coder is not None and coder not in (GPU_CODERS if gpu else CODERS):
         return None
     s = shapes[job.stream]
     if not (s == list(e.shape) if job.same_shape else math.prod(s) == e.numel):

@@ -8,6 +8,7 @@ it must give the CPU decoder's bytes. The kernel itself runs only in tests/kerne
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -110,8 +111,20 @@ def wrap(v: int) -> int:
     return (v + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
+def placed(job):
+    """_placed() in NumPy: a Contexts stream's coded contexts through emulate_symbols (rans_index),
+    back to back, then place() with NumPy as its array module -> the job with its Packed levels."""
+    c = job.stream
+    if not isinstance(c, G.Contexts):
+        return job
+    coded = [emulate_symbols(s, s.count) for s in c.streams if s is not None and s.L]
+    indices = np.concatenate(coded).astype(np.uint16) if coded else np.zeros(0, np.uint16)
+    return dataclasses.replace(job, stream=G.Packed(c.count, c.low, 2, G.place(c, indices, np).tobytes()))
+
+
 def emulate(job: G.Job) -> np.ndarray:
     """decode.cu on one job, in NumPy; raises ContainerError where the kernel sets bad[s]."""
+    job = placed(job)
     if isinstance(job.stream, G.Packed):
         return emulate_packed(job)
     numel = math.prod(job.shape)
@@ -129,6 +142,7 @@ def emulate_trellis(jobs: list[G.TrellisJob]) -> list[np.ndarray]:
     symbols or a packed frame's ints at each record's byte offset), the DqTensor records,
     then dq_maps and dq_values thread by thread (the state maps and transition constants
     read from decode.cu), each thread's segment found by binary search as the kernel finds it."""
+    jobs = [placed(j) for j in jobs]
     records, srcs, size, nseg = G.trellis_layout(jobs)
     assert size % 8 == 0 and all(src % 8 == 0 for src in srcs)  # run_trellis views it as uint16 and uint64
     idx = np.zeros(size, np.uint8)
@@ -382,6 +396,55 @@ def test_dq_wide_alphabet_is_taken(tmp_path):
             assert got.tobytes() == a.read(j.name).tobytes(), j.name
 
 
+def scaled(shape, dtype, seed, rows=0.7, cols=0.7):
+    """Laplace weights whose rows and columns carry scales of their own (log-normal, by `rows` and
+    `cols`): what ctx's activity contexts pay off on."""
+    g = np.random.default_rng(seed)
+    w = g.laplace(0, 0.05, shape) * np.exp(g.normal(0, rows, (shape[0], 1))) * np.exp(g.normal(0, cols, (1, shape[1])))
+    return torch.from_numpy(w.astype(np.float32)).to(getattr(torch, dtype))
+
+
+CTX_MODEL = {  # each context layout (rows, columns, both), group ends, and a payload ctx codes order-0
+    "rows.weight": scaled((120, 40), "float32", 0, cols=0),
+    "cols.weight": scaled((100, 100), "float16", 1, rows=0),
+    "both.weight": scaled((400, 400), "bfloat16", 2),  # contexts of 4,000-48,000 positions: 8-lane substreams
+    "flat.weight": scaled((20, 30), "float32", 3, 0, 0),
+}
+
+
+@pytest.mark.parametrize(("spec", "modes"), [
+    ("uniform:bits=6,per_tensor=true,coder=ctx", {"rows": (0, 1), "cols": (0, 2), "both": (0, 3), "flat": None}),
+    ("uniform:bits=4,group=32,zero=true,coder=ctx", {"both": (2, 0), "flat": None}),
+    ("dq:bits=5,coder=ctx", {"cols": (0, 3), "both": (0, 3), "flat": None}),
+])
+def test_ctx_payloads_are_taken(tmp_path, spec, modes):
+    """ctx payloads (contexts by rows, columns or both, and group ends, some contexts empty): each
+    context's stream through the rANS kernel, the levels put in place by a stable sort by context
+    (place(), here on NumPy), then dequantized as a packed frame's (or walked: dq) give the CPU's bytes."""
+    compress(CTX_MODEL, tmp_path / "m.zc", spec, min_size=100)
+    with Archive(tmp_path / "m.zc") as a:
+        for name in CTX_MODEL:
+            job = G.job(a, name)
+            assert job is not None, name
+            s, want = job.stream, modes.get(name.split(".")[0], "any")
+            if want != "any":
+                assert ((s.mode, s.layout) if isinstance(s, G.Contexts) else None) == want, name
+            got = emulate_trellis([job])[0] if isinstance(job, G.TrellisJob) else emulate(job)
+            assert got.tobytes() == a.read(name).tobytes(), name
+
+
+def test_context_map_follows_the_side_information():
+    """Contexts of a hand-made frame: lut[row base + column class]; group ends known, before, between, after."""
+    c = G.Contexts(6, 0, 2, 3, 3, np.array([10, 11], np.int32), np.array([0, 1, 0], np.int16),
+                   np.array([0] * 10 + [1, 2, 3], np.uint8), 0, 0, 0, np.zeros(0, np.uint16), np.zeros(0, np.uint16),
+                   np.zeros(5, np.uint64), [])
+    assert G.context_map(c).tolist() == [1, 2, 1, 2, 3, 2]
+    ends = G.Contexts(8, 2, 1, 8, 0, np.zeros(0, np.int32), np.zeros(0, np.int16), np.zeros(0, np.uint8), 4, -3, 5,
+                      np.array([1, 4], np.uint16), np.array([3, 0], np.uint16), np.zeros(6, np.uint64), [])
+    # group 0: lowest at 1, highest at 3; group 1: highest at 0, no lowest (4)
+    assert G.context_map(ends).tolist() == [3, G.KNOWN_LO, 2, G.KNOWN_HI, G.KNOWN_HI, 1, 1, 1]
+
+
 def test_codebook_index_out_of_range_is_flagged():
     from zoocodec.codecs import ans
 
@@ -415,7 +478,7 @@ def test_batches_and_what_the_kernel_takes(tmp_path, archives):
         assert [j.stream.L > 0 for j in jobs] == [True, True, True, False]
         assert [len(j.stream.lengths) for j in jobs] == [4, 1, 1, 0]
     compress(MODEL, tmp_path / "m.zc", "kmeans:k=4", min_size=100,
-             overrides={"half*": "uniform:bits=8,coder=ctx", "bf*": "uniform:bits=8"})
+             overrides={"half*": "uniform:bits=8,coder=cabac", "bf*": "uniform:bits=8"})
     with Archive(tmp_path / "m.zc") as a:  # kmeans as a codebook lookup; other coders on the host
         assert G.job(a, "big.weight").k == 4 and G.job(a, "half.weight") is None
         assert G.job(a, "bf.weight") is not None
@@ -456,6 +519,41 @@ def test_damage_is_an_error_never_garbage(archives, data):
         if stream is not None and gpu is not None:
             assert cpu is not None and gpu.tobytes() == cpu.tobytes()
 
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_ctx_damage_is_an_error_never_garbage(tmp_path_factory, data):
+    """Flipped bytes in a ctx payload (side information, tables, streams): the native parser or the
+    emulated kernel refuses it, or the levels put in place are exactly what the CPU decoder makes
+    of the same bytes."""
+    from zoocodec.codecs import context
+
+    path = tmp_path_factory.getbasetemp() / "ctx-damage.zc"
+    spec = data.draw(st.sampled_from(["uniform:bits=6,per_tensor=true,coder=ctx",
+                                      "uniform:bits=4,group=32,zero=true,coder=ctx"]))
+    if not path.with_suffix(f".{len(spec)}").exists():
+        compress({"w": CTX_MODEL["both.weight"]}, path.with_suffix(f".{len(spec)}"), spec, min_size=100)
+    with Archive(path.with_suffix(f".{len(spec)}")) as a:
+        e = a.entries["w"]
+        raw = bytearray(a.container.segment("t", tuple(e["segments"]["symbols"])))
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] ^= data.draw(st.integers(1, 255))
+    try:
+        cpu = context.decode(bytes(raw), 160000)
+    except (ContainerError, ValueError):
+        cpu = None
+    try:
+        stream = G.parse_ctx(bytes(raw), 160000, "t")
+        if isinstance(stream, G.Contexts):
+            job = placed(G.Job("w", (400, 400), "float32", stream, np.ones(1)))
+            gpu = packed_levels(job.stream, 160000)
+        else:
+            gpu = None
+    except ContainerError:
+        gpu = None
+    if gpu is not None:
+        assert cpu is not None and gpu.tolist() == cpu.tolist()
 
 
 @settings(max_examples=20, deadline=None)

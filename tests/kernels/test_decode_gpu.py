@@ -1,5 +1,5 @@
 """On a CUDA GPU: the rANS + dequantization kernels (uniform, grouped uniform, rdoq, dq, kmeans, lossless float
-planes; rANS and packed frames)
+planes; rANS and packed frames, ctx payloads' contexts and group ends)
 write the CPU decoder's bytes, straight into torch CUDA tensors; damaged substreams raise
 ContainerError. Skips cleanly without a GPU."""
 from __future__ import annotations
@@ -33,13 +33,17 @@ MODEL = {
     "const.weight": torch.full((80, 80), 0.25),
     "empty.weight": torch.zeros((0, 5000)),
     "conv.weight": weights((64, 32, 3, 3), "float32", 5),
+    "scaled.weight": (weights((600, 500), "float32", 6)  # rows and columns of their own scales: ctx's contexts
+                      * torch.exp(torch.randn(600, 1, generator=torch.Generator().manual_seed(7)) * 0.7)
+                      * torch.exp(torch.randn(1, 500, generator=torch.Generator().manual_seed(8)) * 0.7)),
 }
 SPECS = ["uniform:bits=8", "uniform:bits=4", "uniform:bits=3,per_tensor=true", "uniform:step=0.013",
          "uniform:bits=12", "uniform:bits=16", "uniform:bits=2", "kmeans:k=16", "kmeans:k=4,per=channel",
          "kmeans:k=256,per=block,block=5000,codebook=float16", "lossless", "rdoq:bits=6,coder=ans",
          "dq:bits=6,coder=ans", "dq:step=0.01,coder=ans", "dq:step=0.000001,coder=ans", "uniform:step=0.000001",
          "uniform:bits=4,group=32,zero=true", "uniform:bits=4,group=64", "uniform:bits=12,group=128",
-         "uniform:step=0.01,group=64,zero=true"]
+         "uniform:step=0.01,group=64,zero=true", "uniform:bits=6,per_tensor=true,coder=ctx", "rdoq:bits=6",
+         "dq:bits=6,coder=ctx", "uniform:bits=4,group=32,zero=true,coder=ctx"]
 
 
 @pytest.mark.parametrize("spec", SPECS)

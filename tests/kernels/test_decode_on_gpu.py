@@ -46,7 +46,10 @@ def test_declared_gpu_decoders_are_the_ones_the_gpu_decoder_takes(tmp_path, name
 
 def test_coders_without_a_gpu_decoder_give_way_or_are_refused():
     assert gpu_coders() == tuple(sorted(n for n, c in CODERS.items() if c.gpu_decode)) and "ans" in gpu_coders()
-    assert for_decoder(parse_spec("rdoq:bits=6"), "gpu", choose_coder=True).coder.name == "ans"
+    assert for_decoder(parse_spec("rdoq:bits=6"), "gpu", choose_coder=True).coder.name == "ctx"  # (its default)
+    # cabac's arithmetic decoder is serial: a context coder the user did not name gives way to ctx, others to ans
+    assert for_decoder(parse_spec("dq:bits=6,coder=cabac"), "gpu", choose_coder=True).coder.name == "ctx"
+    assert for_decoder(parse_spec("uniform:bits=6,coder=video-h264"), "gpu", choose_coder=True).coder.name == "ans"
     assert str(for_decoder(parse_spec("lossless:coder=zstd"), "gpu", choose_coder=True).coder) == "float(planes=rans)"
     # Huffman planes decode on the host: a float coder the user did not name takes rANS planes
     assert str(for_decoder(parse_spec("lossless"), "gpu", choose_coder=True).coder) == "float(planes=rans)"
@@ -69,8 +72,8 @@ def test_cli(tmp_path, monkeypatch, capsys):
     assert code == 2 and "method 'prune' has no GPU decoder" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "p.zc").exists()
     code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "o.zc",
-                           "--override", "b*=uniform:bits=8,coder=ctx", "--decode-on", "gpu")
-    assert code == 2 and "coder 'ctx' has no GPU decoder" in err
+                           "--override", "b*=uniform:bits=8,coder=cabac", "--decode-on", "gpu")
+    assert code == 2 and "coder 'cabac' has no GPU decoder" in err
     code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "d.zc",
                            "--method", "dq:bits=6,coder=cabac", "--decode-on", "gpu")
     assert code == 2 and "coder 'cabac' has no GPU decoder" in err
@@ -83,16 +86,21 @@ def test_cli(tmp_path, monkeypatch, capsys):
         (tmp_path / "r.zc").unlink()
 
 
-def test_a_presets_coder_gives_way(tmp_path, monkeypatch, capsys):
-    """The presets name dq:coder=ctx; under --decode-on gpu that coder is not the user's, so ans takes its place."""
+def test_a_presets_coder_stays(tmp_path, monkeypatch, capsys):
+    """The presets name dq:coder=ctx, which the GPU decodes: under --decode-on gpu the file is the same one."""
     from safetensors.torch import save_file
 
     save_file(model(), tmp_path / "m.safetensors")
     code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "b.zc",
                            "--preset", "balanced", "--min-size", "100", "--decode-on", "gpu")
     assert code == 0, err
+    code, _, err = run_cli(monkeypatch, capsys, "compress", tmp_path / "m.safetensors", "-o", tmp_path / "any.zc",
+                           "--preset", "balanced", "--min-size", "100")
+    assert code == 0, err
+    assert (tmp_path / "b.zc").read_bytes() == (tmp_path / "any.zc").read_bytes()
     with Archive(tmp_path / "b.zc") as a:
         assert {a.plan[n].method["method"] for n in a.names()} >= {"dq"}
+        assert {a.plan[n].method["coder"]["coder"] for n in a.names() if a.plan[n].method["method"] == "dq"} == {"ctx"}
         assert all(G.job(a, n) is not None for n in a.names())
 
 
@@ -100,3 +108,10 @@ def test_automatic_mode_refuses_before_any_work(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "compress", "mnist-cnn", "-o", tmp_path / "a.zc", "--target-loss", "1%",
                            "--method", "prune", "--decode-on", "gpu")
     assert code == 2 and "method 'prune' has no GPU decoder" in err and "split" not in err
+
+
+def test_automatic_mode_prices_the_context_coders_the_gpu_decodes():
+    from zoocodec.tuning.auto import CONTEXT_CODERS, context_coders
+
+    assert context_coders("any") == CONTEXT_CODERS and "cabac" in CONTEXT_CODERS
+    assert context_coders("gpu") == ("ctx",)

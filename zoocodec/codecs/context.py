@@ -335,6 +335,7 @@ class Ctx(CoderSpec):
     name = "ctx"
     version = 1
     context_model = True
+    gpu_decode = True  # each context's stream on the rANS kernel, then a stable sort by context (kernels/decode.py)
 
     def encode(self, symbols, trellis=None) -> bytes:
         return encode(symbols)

@@ -14,12 +14,17 @@ dequantized on the device. dq levels decode to 16-bit indices first (or stay a p
 frame's ints), then two launches walk the state machine as a scan (decode.cu, dq_maps and
 dq_values). The output is the tensor's native float bits, equal to what the CPU decoder writes.
 
-Frames with raw low bits (alphabets wider than 2^16) upload those bits beside the substreams.
+`ctx` payloads (codecs/context.py) are parsed by the CPU decoder's parser (ctx_frame.cpp):
+each context's stream decodes to 16-bit indices in the same launch as every other context's,
+then a stable sort of the positions by context (computed on the device from the row and column
+classes, or the group ends) puts each level in its place (place()), and the levels dequantize as
+a packed frame's do. Frames with raw low bits (alphabets wider than 2^16) upload those bits beside the substreams.
 Payloads no method declares fused (other methods and coders, dtypes other than float32,
 float16 and bfloat16) return None: the caller decodes them on the host and copies.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -69,12 +74,54 @@ class Stream:
 
 @dataclass
 class Packed:
-    """One tensor's packed frame, inflated: symbol i = lo + the unsigned int of `width` bytes at i."""
+    """One tensor's packed frame, inflated: symbol i = lo + the unsigned int of `width` bytes at i
+    (`raw` bytes on the host, or a device array: a ctx payload's placed levels)."""
 
     count: int
     lo: int
     width: int
     raw: bytes
+
+
+KNOWN_LO, KNOWN_HI = 4, 5  # ctx_frame.h: group ends' positions whose level the side information gives
+CTX_ENDS, CTX_COLS = 2, 2  # ctx_frame.h: the group-ends mode, the layout bit of column classes
+
+
+@dataclass
+class Contexts:
+    """One tensor's `ctx` payload of contexts or group ends, parsed by the native parser: each
+    context's Stream (its lo the context's origin; None where no position has that context) and
+    the side information that gives every position its context (context_map)."""
+
+    count: int
+    mode: int
+    rows: int
+    cols: int
+    layout: int
+    row_base: np.ndarray  # per row: its class + 2 * MAX_CLASS (an index into lut)
+    col_class: np.ndarray  # per column (layout with columns), else empty
+    lut: np.ndarray  # the context of each row base + column class
+    group: int  # group ends: the group, its lowest and highest level, and per (row, group)
+    lo: int  # the first place of each (the group where it has none)
+    hi: int
+    first_lo: np.ndarray
+    first_hi: np.ndarray
+    counts: np.ndarray  # positions per context, then the known lowest and highest ones
+    streams: list
+
+    def _levels(self) -> list[tuple[int, int]]:
+        """(lowest, highest) level of each context with positions, and of the known ones."""
+        out = [(s.lo, s.lo + max(len(s.freq), 1) - 1) for s in self.streams if s is not None]
+        k = len(self.streams)
+        return out + [(v, v) for v, n in ((self.lo, self.counts[k]), (self.hi, self.counts[k + 1])) if n]
+
+    @property
+    def low(self) -> int:
+        return min((a for a, _ in self._levels()), default=0)
+
+    @property
+    def high(self) -> int:
+        return max((b for _, b in self._levels()), default=0)
 
 
 def parse(data, count: int, what: str) -> Stream | Packed | None:
@@ -102,6 +149,68 @@ def parse(data, count: int, what: str) -> Stream | Packed | None:
     if stream.L == 0:  # the constant's top bits: (c << shift | low) + lo == (low) + (lo + c << shift)
         stream.lo = _wrap(lo + ((stream.lo - lo) << shift))
     return stream
+
+
+def parse_ctx(data, count: int, what: str) -> Stream | Packed | Contexts | None:
+    """A `ctx` payload of `count` symbols: an order-0 one as parse() reads the ans payload after
+    its mode byte, the others as Contexts (the CPU's parser, counts and checks)."""
+    eng = native.engine()
+    try:
+        frame = eng.ctx_frame(data, count)
+    except eng.CorruptStream as e:
+        raise ContainerError(f"corrupt {what}: {e}") from None
+    if frame is None:
+        return parse(memoryview(data)[1:], count, what)
+    mode, rows, cols, layout, row_base, col_class, lut, group, lo, hi, first_lo, first_hi, counts, streams = frame
+    return Contexts(count, mode, rows, cols, layout, row_base, col_class, lut, group, lo, hi, first_lo, first_hi,
+                    counts, [None if f is None else _stream(data, int(counts[c]), *f) for c, f in enumerate(streams)])
+
+
+def context_map(c: Contexts, xp=np):
+    """Each position's context (uint8, row-major), as ctx_frame.cpp's contexts() gives it: lut[row
+    base + column class]; group ends: KNOWN_LO / KNOWN_HI at a group's first lowest and highest
+    level, else 1 before the first lowest + 2 before the first highest."""
+    if c.mode == CTX_ENDS:
+        col = xp.arange(c.cols, dtype=xp.int64)
+        pos = (col % c.group)[None, :]
+        groups = -(-c.cols // c.group)
+        first_lo = xp.asarray(c.first_lo).reshape(c.rows, groups)[:, col // c.group].astype(xp.int32)
+        first_hi = xp.asarray(c.first_hi).reshape(c.rows, groups)[:, col // c.group].astype(xp.int32)
+        ctx = (pos < first_lo).astype(xp.uint8) + 2 * (pos < first_hi).astype(xp.uint8)
+        ctx[pos == first_lo] = KNOWN_LO
+        ctx[pos == first_hi] = KNOWN_HI
+        return ctx.reshape(-1)
+    at = xp.asarray(c.row_base, dtype=xp.int32)[:, None]
+    if c.layout & CTX_COLS:
+        at = at + xp.asarray(c.col_class, dtype=xp.int32)[None, :]
+    return xp.broadcast_to(xp.asarray(c.lut)[at], (c.rows, c.cols)).reshape(-1)
+
+
+def place(c: Contexts, indices, xp=np):
+    """Each position's level minus c.low (uint16, row-major), from `indices`: the 16-bit indices
+    of the contexts that have a coded stream, back to back in context order (rans_index's output).
+    Each context's stream holds its positions in row-major order (the encoder's `flat[ctx == c]`),
+    so a stable sort of the positions by context lists, in order, the places of context 0's
+    levels, then context 1's, ..., then group ends' known lowest and highest levels."""
+    low = c.low
+    ordered = xp.empty(c.count, dtype=xp.uint16)
+    at = pos = 0
+    for s in c.streams:
+        if s is None:
+            continue
+        if s.L:
+            ordered[pos : pos + s.count] = indices[at : at + s.count] + xp.uint16(s.lo - low)
+            at += s.count
+        else:
+            ordered[pos : pos + s.count] = s.lo - low
+        pos += s.count
+    k = len(c.streams)
+    for level, n in ((c.lo, int(c.counts[k])), (c.hi, int(c.counts[k + 1]))):
+        ordered[pos : pos + n] = level - low
+        pos += n
+    out = xp.empty(c.count, dtype=xp.uint16)
+    out[xp.argsort(context_map(c, xp), kind="stable")] = ordered
+    return out
 
 
 def _stream(data, count: int, lo: int, L: int, constant: int, freq, chunk: int, offsets, lengths) -> Stream:
@@ -243,7 +352,8 @@ def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
         zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()]), strict=True)
     )
     try:
-        fused = plan.fused_job(spec_from_dict(e.method), e, segments, gpu=True)
+        spec = spec_from_dict(e.method)
+        fused = plan.fused_job(spec, e, segments, gpu=True)
     except Exception as err:  # noqa: BLE001  (a spec or side info the host path refuses the same way)
         raise ContainerError(f"{where}: {err}") from None
     if fused is None:
@@ -251,7 +361,8 @@ def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
     if isinstance(fused, plan.Planes):
         return PlanesJob(name, e.shape, e.dtype, parse_planes(segments[fused.stream], e.numel, e.dtype,
                                                               f"{where}: float payload"))
-    stream = parse(segments[fused.stream], e.numel, f"{where}: entropy-coded payload")
+    parser = parse_ctx if spec.coder_for(fused.stream).name == "ctx" else parse
+    stream = parser(segments[fused.stream], e.numel, f"{where}: entropy-coded payload")
     if stream is None:
         return None
     if isinstance(fused, plan.Trellis):
@@ -269,8 +380,10 @@ def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
     return out
 
 
-def symbol_bound(s: Stream | Packed) -> int:
+def symbol_bound(s: Stream | Packed | Contexts) -> int:
     """The largest |lo + symbol| a stream can hold (its alphabet, with a wide frame's raw low bits)."""
+    if isinstance(s, Contexts):
+        return max(abs(s.low), abs(s.high))
     if isinstance(s, Packed):
         high = s.lo + (1 << (8 * s.width)) - 1
     elif s.L == 0:
@@ -321,6 +434,7 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
 
     if not jobs:
         return []
+    jobs = _placed(jobs, what)
     kernel_name, out_dtype = KINDS[jobs[0].dtype]
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     numels = [math.prod(j.shape) for j in jobs]
@@ -425,6 +539,7 @@ def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode") -> list:
 
     if not jobs:
         return []
+    jobs = _placed(jobs, what)
     out_dtype = KINDS[jobs[0].dtype][1]
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     records, srcs, size, nseg = trellis_layout(jobs)
@@ -432,8 +547,8 @@ def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode") -> list:
     narrow, wide = [], []
     for j, src in zip(jobs, srcs, strict=True):
         if isinstance(j.stream, Packed):
-            if j.stream.raw:
-                idx[src:src + len(j.stream.raw)].set(np.frombuffer(j.stream.raw, np.uint8))
+            raw = _on_device(j.stream.raw)
+            idx[src:src + raw.size] = raw
         else:  # (rans_index ignores the steps)
             (wide if j.stream.shift else narrow).append(
                 (Job(j.name, j.shape, j.dtype, j.stream, np.ones(1)), src // j.width))
@@ -494,7 +609,7 @@ def _packed_launch(j: Job, out, what: str) -> None:
     p, numel = j.stream, math.prod(j.shape)
     if not numel:
         return
-    raw = cupy.asarray(np.frombuffer(p.raw, np.uint8))
+    raw = _on_device(p.raw)
     steps = cupy.asarray(np.ascontiguousarray(j.values(), np.float64))
     record = cupy.asarray(np.array([j.record(0, 0, 0)], TENSOR).view(np.uint8))
     bad = cupy.zeros(1, dtype=np.int32)
@@ -503,6 +618,40 @@ def _packed_launch(j: Job, out, what: str) -> None:
         (blocks,), (THREADS,), (raw, np.uint32(p.width), np.uint64(numel), record, steps, out, bad))
     if int(bad.get()[0]):
         raise ContainerError(f"{what}: tensor {j.name!r}: codebook index out of range")
+
+
+def _on_device(raw):
+    """A packed frame's bytes as a device uint8 array (uploaded from the host, or a view of a device array)."""
+    import cupy
+
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return cupy.asarray(np.frombuffer(raw, np.uint8))
+    return raw.view(np.uint8)
+
+
+def _placed(jobs: list, what: str) -> list:
+    """`jobs` with each Contexts stream turned into a Packed frame of device levels: every coded
+    context of every such job in one rans_index launch, then place() on the device."""
+    import cupy
+
+    ctx = [j for j in jobs if isinstance(j.stream, Contexts)]
+    if not ctx:
+        return jobs
+    coded, at = [], 0
+    for j in ctx:
+        for s in j.stream.streams:
+            if s is not None and s.L:
+                coded.append((Job(j.name, (s.count,), "float32", s, np.ones(1)), at))  # (rans_index ignores steps)
+                at += s.count
+    indices = cupy.empty(max(at, 1), dtype=np.uint16)
+    _launch(coded, "rans_index", indices, what)
+    placed, at = {}, 0
+    for j in ctx:
+        c = j.stream
+        n = sum(s.count for s in c.streams if s is not None and s.L)
+        placed[id(j)] = Packed(c.count, c.low, 2, place(c, indices[at : at + n], cupy))
+        at += n
+    return [dataclasses.replace(j, stream=placed[id(j)]) if id(j) in placed else j for j in jobs]
 
 
 def _pinned(blobs: list, size: int) -> np.ndarray:

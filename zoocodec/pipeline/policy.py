@@ -127,8 +127,8 @@ def gpu_coders() -> tuple[str, ...]:
 def for_decoder(spec: MethodSpec, decode_on: str, choose_coder: bool = False) -> MethodSpec:
     """The spec to write for a reader that decodes on `decode_on`: "any", `spec` itself; "gpu",
     a spec whose method and coder both declare a GPU decoder (`gpu_decode`). A coder the user
-    did not name (`choose_coder`) without one gives way to the first GPU coder of its alphabet
-    (ans for levels, float for a tensor's bits), and takes the mode the GPU decodes itself
+    did not name (`choose_coder`) without one gives way to a GPU coder of its alphabet (a context
+    model's to ctx, others' to ans; float for a tensor's bits), and takes the mode the GPU decodes itself
     (CoderSpec.for_gpu: float's rANS planes); anything else is a SpecError saying what to change."""
     from zoocodec.codecs import CODERS
     from zoocodec.registry import METHODS, spec_fields
@@ -144,7 +144,8 @@ def for_decoder(spec: MethodSpec, decode_on: str, choose_coder: bool = False) ->
         return spec
     if spec.coder.gpu_decode:
         return dataclasses.replace(spec, coder=spec.coder.for_gpu()) if choose_coder else spec
-    same = [c for c in gpu_coders() if CODERS[c].alphabet == spec.coder.alphabet]
+    same = sorted((c for c in gpu_coders() if CODERS[c].alphabet == spec.coder.alphabet),
+                  key=lambda c: CODERS[c].context_model != spec.coder.context_model)  # (cabac's place: ctx)
     if not choose_coder or not same:
         raise SpecError(f"--decode-on gpu: coder {spec.coder.name!r} has no GPU decoder "
                         f"(coders with one: {', '.join(gpu_coders())})")

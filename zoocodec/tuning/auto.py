@@ -86,6 +86,11 @@ FINAL_FACTOR, FINAL_ROUNDS = 2 ** (1 / 8), 2  # the search again on the whole ca
 FINAL_DOWN = 16  # ... and gives up (unresolvable) 4x below the step the search inputs passed
 STRENGTHS = (1.0, 0.75, 0.5, 0.0)  # allocation by sensitivity**strength (0: one step for all; minilm: 3/4 wins)
 CONTEXT_CODERS = tuple(n for n, c in CODERS.items() if c.context_model)  # priced against each other (codecs/base.py)
+
+
+def context_coders(decode_on: str) -> tuple[str, ...]:
+    """The context coders automatic mode prices: all of them, or those the GPU decodes (`--decode-on gpu`)."""
+    return tuple(c for c in CONTEXT_CODERS if decode_on == "any" or CODERS[c].gpu_decode)
 ROUNDINGS = ("gptq", "nearest")  # data-aware where calibration inputs exist, or each method's own
 HELD_BACK = 0.5  # of the inputs, never seen by calibration or search: the budget is verified on them alone
 SPLIT_SEED = 0
@@ -697,7 +702,7 @@ class _Search:
         )
         self.coded = _cheapest_coder(self.spec, lambda c: self.price(self.plan_for(self.base, self.strength, c)),
                                      self.say, self.asked.choose_coder,
-                                     CONTEXT_CODERS if self.asked.decode_on == "any" else ())
+                                     context_coders(self.asked.decode_on))
         if self.rounder is not None and self.asked.sequential:
             t0 = time.perf_counter()
             self.clock.doing = "measuring layer inputs of the quantized model"
@@ -880,7 +885,7 @@ class _Search:
         the verified metric, stay the same. The winner's streams are kept for the writer, which takes them instead
         of coding them again."""
         a = self.asked
-        if not a.choose_coder or a.decode_on != "any":
+        if not a.choose_coder:
             return
         self.clock.doing = "choosing a coder per tensor"
         t0 = time.perf_counter()
@@ -892,7 +897,8 @@ class _Search:
                                                                                dataclasses.fields(spec)} or \
                     spec.coder.name not in CONTEXT_CODERS + ("ans",):
                 continue
-            coded = _coded(spec, to_tensordata(name, tensors[name]), (spec.coder.name, "ans") + CONTEXT_CODERS)
+            coded = _coded(spec, to_tensordata(name, tensors[name]),
+                           (spec.coder.name, "ans") + context_coders(a.decode_on))
             best = min(coded, key=lambda c: coded[c][0])
             before, after = before + coded[spec.coder.name][0], after + coded[best][0]
             plan[name] = spec if best == spec.coder.name else dataclasses.replace(spec, coder=parse_coder(best))

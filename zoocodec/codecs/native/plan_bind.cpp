@@ -24,6 +24,7 @@
 
 #include "buffer.h"
 #include "checksum.h"
+#include "ctx_frame.h"
 #include "plan.h"
 #include "pool.h"
 #include "rans_bind.h"
@@ -356,6 +357,48 @@ nb::object rans_frame(nb::handle data, uint64_t count) {
   return frame_tuple(0, parse_released(in, count), in.data());
 }
 
+// A ctx payload of `count` symbols parsed for a GPU decoder's host side (kernels/decode.py's
+// Contexts), or None for order-0 symbols (an ans payload after the mode byte): (mode, rows, cols,
+// layout, row_base int32[rows], col_class int16[cols or 0], lut uint8, group, lo, hi, first_lo and
+// first_hi uint16[rows * groups], counts uint64[bins + 2] (each context's positions, then group ends'
+// known lowest and highest), streams: per context None (no position) or frame_tuple with its origin as
+// lo, offsets into the payload). The same parser, counts and span check as the CPU's pass (plan.cpp).
+nb::object ctx_frame(nb::handle data, uint64_t count) {
+  InBuffer in(data);
+  Reader r(in.data(), in.size());
+  ctx::Frame f;
+  std::vector<uint64_t> counts;
+  if (in.size() && in.data()[0] == ctx::ORDER0) return nb::none();
+  {
+    nb::gil_scoped_release release;
+    const uint8_t mode = r.byte();
+    if (mode != ctx::CTX && mode != ctx::ENDS) throw Corrupt("unknown mode " + std::to_string(mode));
+    ctx::parse_head(r, mode, count, &f);
+    counts.assign(f.bins + 2, 0);
+    ctx::count(f, 0, count, counts.data());
+    ctx::parse_streams(&f, counts.data());
+    int64_t low = INT64_MAX, high = INT64_MIN;
+    for (const ctx::Stream& s : f.streams)
+      if (s.count) low = std::min(low, s.origin), high = std::max<int64_t>(high, s.origin + int64_t(s.size) - 1);
+    if (counts[ctx::KNOWN_LO]) low = std::min(low, f.lo), high = std::max(high, f.lo);
+    if (counts[ctx::KNOWN_HI]) low = std::min(low, f.hi), high = std::max(high, f.hi);
+    if (low <= high && static_cast<unsigned __int128>(__int128(high) - low) >= ctx::MAX_SPAN)
+      throw Corrupt("levels span more than 2^16 values");  // (as the CPU's pass refuses them)
+  }
+  nb::list streams;
+  for (const ctx::Stream& s : f.streams)
+    streams.append(s.count ? frame_tuple(s.origin, s.body, in.data()) : nb::none());
+  auto copy = [](const auto& v) {
+    using T = typename std::decay_t<decltype(v)>::value_type;
+    T* p;
+    auto a = new_array<T>(v.size(), &p);
+    std::copy(v.begin(), v.end(), p);
+    return a;
+  };
+  return nb::make_tuple(f.mode, f.rows, f.cols, f.layout, copy(f.row_base), copy(f.col_class), copy(f.lut),
+                        f.group, f.lo, f.hi, copy(f.first_lo), copy(f.first_hi), copy(counts), streams);
+}
+
 // (lo, indices uint8/uint16) of an ans payload's rANS frame of `count` symbols (symbol = lo +
 // index), or None for the frames ans.py reads itself (packed, raw low bits).
 nb::object ans_decode(nb::handle data, uint64_t count, int threads) {
@@ -537,6 +580,9 @@ void bind_plan(nb::module_& m) {
         "(lo, indices) of an ans payload's rANS frame, or None for packed and wide-alphabet frames.");
   m.def("rans_frame", &rans_frame, nb::arg("data"), nb::arg("count"),
         "The parsed frame of a bare rANS stream (lo 0, L, constant, freq, chunk, offsets, lengths).");
+  m.def("ctx_frame", &ctx_frame, nb::arg("data"), nb::arg("count"),
+        "A ctx payload parsed for the GPU decoder (mode, rows, cols, layout, row_base, col_class, lut, group, "
+        "lo, hi, first_lo, first_hi, counts, streams), or None for an order-0 one; CorruptStream if damaged.");
   m.def("ans_frame", &ans_frame, nb::arg("data"), nb::arg("count"),
         "The parsed frame of an ans payload (lo, L, constant, freq, chunk, offsets, lengths), or None.");
 }
