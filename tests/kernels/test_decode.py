@@ -433,6 +433,32 @@ def test_ctx_payloads_are_taken(tmp_path, spec, modes):
             assert got.tobytes() == a.read(name).tobytes(), name
 
 
+def test_placed_lays_out_many_ctx_tensors_in_one_launch(tmp_path, monkeypatch):
+    """_placed()'s bookkeeping over several ctx tensors of one load (one rans_index launch for every
+    coded context of every tensor, each tensor's indices cut back out), with NumPy standing in for
+    CuPy and emulate_symbols for the launch: each tensor's levels are its own."""
+    import sys
+
+    compress(CTX_MODEL, tmp_path / "m.zc", "uniform:bits=6,per_tensor=true,coder=ctx", min_size=100)
+    with Archive(tmp_path / "m.zc") as a:
+        jobs = [G.job(a, n) for n in CTX_MODEL]
+    assert sum(isinstance(j.stream, G.Contexts) for j in jobs) == 3
+
+    def launch(coded, kernel, out, what):
+        assert kernel == "rans_index"
+        for j, at in coded:
+            out[at : at + j.stream.count] = emulate_symbols(j.stream, j.stream.count)
+
+    monkeypatch.setitem(sys.modules, "cupy", np)
+    monkeypatch.setattr(G, "_launch", launch)
+    for got, job in zip(G._placed(jobs, "t"), jobs, strict=True):
+        if isinstance(job.stream, G.Contexts):
+            assert isinstance(got.stream, G.Packed) and got.stream.lo == job.stream.low
+            assert got.stream.raw.tobytes() == placed(job).stream.raw, job.name
+        else:
+            assert got is job
+
+
 def test_context_map_follows_the_side_information():
     """Contexts of a hand-made frame: lut[row base + column class]; group ends known, before, between, after."""
     c = G.Contexts(6, 0, 2, 3, 3, np.array([10, 11], np.int32), np.array([0, 1, 0], np.int16),
