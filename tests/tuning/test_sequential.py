@@ -30,6 +30,7 @@ def effnet():
     return w, net, names, plan, calib
 
 
+@pytest.mark.slow  # (26 s: the fast tier keeps the dampened-H case on the same model)
 def test_each_layer_is_measured_on_the_quantized_layers_before_it_and_the_rounding_is_reproducible(effnet):
     w, net, names, plan, calib = effnet
     original = collect(net, lambda n: _logits(lambda: calib, 8)(n, None), names)
