@@ -342,7 +342,6 @@ def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
     """The GPU decode job of one tensor of an open Archive, or None when its method declares
     no fused decoder this kernel takes (zoocodec/plan.py)."""
     from zoocodec import plan
-    from zoocodec.methods import spec_from_dict
 
     e = archive.plan[name]
     if e.dtype not in KINDS:
@@ -351,8 +350,8 @@ def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
     segments = dict(
         zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()]), strict=True)
     )
+    spec = e.spec  # (parsed and checked with the header)
     try:
-        spec = spec_from_dict(e.method)
         fused = plan.fused_job(spec, e, segments, gpu=True)
     except Exception as err:  # noqa: BLE001  (a spec or side info the host path refuses the same way)
         raise ContainerError(f"{where}: {err}") from None
