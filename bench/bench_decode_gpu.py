@@ -1,7 +1,8 @@
 """GPU decoding of every payload the GPU decoder takes (issue 24), on a GPU machine: for uniform
 at 2, 4, 8, 12 and 16 bits, grouped uniform (a step and zero point per group), dq levels (the
 state walk as a scan; under ans, and under ctx as the presets write them), grouped uniform under ctx's
-group ends, kmeans and lossless, `zoocodec.load(device="cuda")` against
+group ends, kmeans and lossless (Huffman exponent planes, the default, and rANS ones),
+`zoocodec.load(device="cuda")` against
 `safetensors.torch.load_file(device="cuda")` of the same weights (page cache, same run), the
 decode call alone (host parsing, upload and kernels, GB/s of decoded weights), and a bit-exact
 check against the CPU decoder. dq runs on a smaller model (`--dq-params`: its trellis
@@ -30,7 +31,8 @@ from zoocodec.kernels import decode as G
 SPECS = ("uniform:bits=8", "lossless", "dq:bits=6,coder=ans", "uniform:bits=4,group=32,zero=true",
          "dq:step=0.002,coder=ans", "uniform:bits=12,group=128", "uniform:bits=2", "uniform:bits=4", "uniform:bits=12",
          "uniform:bits=16", "kmeans:k=16", "kmeans:k=256,per=channel",
-         "uniform:bits=4,group=32,zero=true,coder=ctx", "dq:bits=6")  # (last: ctx payloads, new in 2026-12-07)
+         "uniform:bits=4,group=32,zero=true,coder=ctx", "dq:bits=6",  # (last: new in 2026-12-07: ctx payloads, and
+         "lossless:coder=float(planes=rans)")  # rANS planes beside "lossless"'s Huffman ones, now both on the GPU)
 
 
 def model(params: float) -> dict[str, torch.Tensor]:

@@ -201,12 +201,33 @@ def emulate_trellis(jobs: list[G.TrellisJob]) -> list[np.ndarray]:
     return res
 
 
+def emulate_huffman(h: G.Huffman) -> np.ndarray:
+    """decode.cu's huff_bytes, thread by thread: 12 bits peeked from three bytes (zeros past the
+    substream's end), the table's symbol and length, each symbol inside the substream, then every
+    byte used and the last one's unused bits zero; raises ContainerError where the kernel sets bad[s]."""
+    out, data, at = np.zeros(h.count, np.uint8), bytes(h.data), 0
+    for s, length in enumerate(h.lengths):
+        b, first = data[at : at + length] + bytes(3), s * h.chunk
+        at += length
+        pos = 0
+        for i in range(min(h.chunk, h.count - first)):
+            v = int.from_bytes(b[pos >> 3 : (pos >> 3) + 3], "big")
+            e = int(h.table[(v >> (12 - (pos & 7))) & 0xFFF])
+            if pos + (e >> 8) > 8 * length:
+                raise ContainerError("substream ends early")
+            out[first + i] = e & 0xFF
+            pos += e >> 8
+        if (pos + 7) // 8 != length or (pos & 7 and (b[length - 1] << (pos & 7)) & 0xFF):
+            raise ContainerError("substream ends wrong")
+    return out
+
+
 def emulate_planes(job: G.PlanesJob) -> np.ndarray:
-    """run_planes in NumPy: rans_bytes (emulate's rANS walk, the symbol stored as a byte) per
-    coded plane, raw planes as they are, then planes_merge's rotation."""
+    """run_planes in NumPy: rans_bytes (emulate's rANS walk, the symbol stored as a byte) or
+    huff_bytes per coded plane, raw planes as they are, then planes_merge's rotation."""
     n = math.prod(job.shape)
-    planes = [np.frombuffer(p, np.uint8) if isinstance(p, bytes) else
-              emulate(G.Job(job.name, (n,), "float32", p, np.ones(1))).astype(np.uint8) for p in job.planes]
+    planes = [np.frombuffer(p, np.uint8) if isinstance(p, bytes) else emulate_huffman(p) if isinstance(p, G.Huffman)
+              else emulate(G.Job(job.name, (n,), "float32", p, np.ones(1))).astype(np.uint8) for p in job.planes]
     width = len(planes)
     r = np.zeros(n, np.uint32)
     for k, p in enumerate(planes):
@@ -482,10 +503,11 @@ def test_codebook_index_out_of_range_is_flagged():
 
 
 def test_lossless_float_planes_are_taken(tmp_path):
-    """Lossless fp32 / fp16 / bf16 (rANS, raw and zstd planes, a constant tensor): the kernels'
-    algorithm gives the CPU decoder's bits."""
+    """Lossless fp32 / fp16 / bf16 (rANS, Huffman, raw and zstd planes, a constant tensor): the
+    kernels' algorithm gives the CPU decoder's bits."""
     model = {k: v for k, v in MODEL.items() if k != "big.weight"}
     model["rep.weight"] = torch.zeros(40, 300).index_fill_(1, torch.arange(0, 300, 7), 0.5)  # zstd finds repeats
+    model["huff.weight"] = weights((300, 700), "bfloat16", 4)  # 210,000 exponents: Huffman, 4 substreams
     compress(model, tmp_path / "m.zc", "lossless", min_size=100)
     kinds = set()
     with Archive(tmp_path / "m.zc") as a:
@@ -495,7 +517,7 @@ def test_lossless_float_planes_are_taken(tmp_path):
             kinds |= {type(p).__name__ for p in job.planes}
             got = emulate_planes(job)
             assert got.tobytes() == a.read(name).tobytes(), name
-    assert kinds == {"Stream", "bytes"}
+    assert kinds == {"Stream", "bytes", "Huffman"}
 
 
 def test_batches_and_what_the_kernel_takes(tmp_path, archives):
@@ -545,6 +567,35 @@ def test_damage_is_an_error_never_garbage(archives, data):
         if stream is not None and gpu is not None:
             assert cpu is not None and gpu.tobytes() == cpu.tobytes()
 
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_huffman_damage_is_an_error_never_garbage(data):
+    """Flipped bytes in a Huffman plane (header, code lengths, substream lengths, bits): the native
+    parser or the emulated huff_bytes refuses it exactly where the CPU decoder does, and otherwise
+    gives its bytes."""
+    from zoocodec.codecs import native
+
+    eng = native.engine()
+    plane = np.random.default_rng(5).geometric(0.3, 70000).clip(1, 40).astype(np.uint8)
+    stream = bytearray(eng.huff_encode(plane, eng.huff_lengths(eng.byte_histogram(plane)), 17500))
+    for _ in range(data.draw(st.integers(1, 3))):
+        stream[data.draw(st.integers(0, len(stream) - 1))] ^= data.draw(st.integers(1, 255))
+    try:
+        cpu = eng.huff_decode(bytes(stream), plane.size)
+    except eng.CorruptStream:
+        cpu = None
+    try:
+        chunk, table, offsets, lengths = eng.huff_frame(bytes(stream), plane.size)
+        start = int(offsets[0])
+        gpu = emulate_huffman(G.Huffman(plane.size, chunk, table, [int(x) for x in lengths],
+                                        memoryview(bytes(stream))[start : start + int(lengths.sum())]))
+    except (eng.CorruptStream, ContainerError):
+        gpu = None
+    assert (cpu is None) == (gpu is None)
+    if gpu is not None:
+        assert gpu.tobytes() == cpu.tobytes()
 
 
 @settings(max_examples=40, deadline=None)

@@ -51,7 +51,7 @@ def test_coders_without_a_gpu_decoder_give_way_or_are_refused():
     assert for_decoder(parse_spec("dq:bits=6,coder=cabac"), "gpu", choose_coder=True).coder.name == "ctx"
     assert for_decoder(parse_spec("uniform:bits=6,coder=video-h264"), "gpu", choose_coder=True).coder.name == "ans"
     assert str(for_decoder(parse_spec("lossless:coder=zstd"), "gpu", choose_coder=True).coder) == "float(planes=rans)"
-    # Huffman planes decode on the host: a float coder the user did not name takes rANS planes
+    # a float coder the user did not name takes rANS planes (smaller; eight GPU threads a substream)
     assert str(for_decoder(parse_spec("lossless"), "gpu", choose_coder=True).coder) == "float(planes=rans)"
     named = parse_spec("lossless:coder=float")
     assert for_decoder(named, "gpu", choose_coder=False) is named

@@ -100,7 +100,8 @@ class Float(CoderSpec):
         return Zstd().decode(data, shape, dtype)
 
     def for_gpu(self) -> Float:
-        """rANS planes: the GPU decoder decodes Huffman planes on the host."""
+        """rANS planes: up to 2% smaller than Huffman's, and eight GPU threads decode a substream of
+        them where huff_bytes gives a Huffman substream one."""
         return replace(self, planes="rans")
 
 

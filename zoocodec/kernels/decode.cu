@@ -211,6 +211,40 @@ KERNEL(rans_bytes, 3)
 KERNEL(rans_index, 4)
 KERNEL(rans_index64, 5)
 
+// A float plane's canonical Huffman stream (zoocodec/codecs/native/huffman.h), one thread per
+// substream, its bytes into out[first .. first + count). The one-symbol table (2^12 slots: symbol |
+// code length << 8, built by the CPU's parser) sits in shared memory; each symbol peeks 12 bits,
+// most significant first, zeros past the end, and must end inside the substream; then the end
+// checks of huffman.cpp's finish(): every byte used, the last one's unused bits zero. A damaged
+// substream sets bad[s] and stops.
+#define HUFF_SLOTS 4096
+extern "C" __global__ void huff_bytes(const unsigned char* data, const u64* sub_off, const u32* sub_len,
+                                      const u64* sub_first, const u32* sub_count, const unsigned short* table,
+                                      unsigned char* out, int* bad, u64 nsub) {
+  __shared__ unsigned short t[HUFF_SLOTS];
+  for (u32 i = threadIdx.x; i < HUFF_SLOTS; i += blockDim.x) t[i] = table[i];
+  __syncthreads();
+  const u64 s = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (s >= nsub) return;
+  const unsigned char* b = data + sub_off[s];
+  const u64 len = sub_len[s], total = len * 8;
+  unsigned char* o = out + sub_first[s];
+  u64 pos = 0;
+  for (u32 i = 0, m = sub_count[s]; i < m; ++i) {
+    const u64 at = pos >> 3;
+    u32 v = 0;
+    for (int k = 0; k < 3; ++k) v = v << 8 | (at + k < len ? b[at + k] : 0u);
+    const unsigned short e = t[(v >> (12 - (pos & 7))) & (HUFF_SLOTS - 1)];
+    if (pos + (e >> 8) > total) {
+      bad[s] = 1;
+      return;
+    }
+    o[i] = (unsigned char)(e & 0xFF);
+    pos += e >> 8;
+  }
+  if ((pos + 7) / 8 != len || ((pos & 7) && (unsigned char)(b[len - 1] << (pos & 7)) != 0)) bad[s] = 1;
+}
+
 // Lossless float planes (zoocodec/codecs/floatplanes.py), decoded into `planes` (plane k of
 // n bytes at k * n, the top byte of each value first): each value's bits rotated back right
 // by one, as floatplanes.cpp's merge does.

@@ -2,8 +2,9 @@
 (MethodSpec.fused -> zoocodec.plan: Affine, symbols of an `ans` stream times a step per row,
 uniform at 2-16 bits and rdoq; Lookup, a codebook per problem, kmeans; Grouped, a step and
 zero point per group of a row, uniform group=G; Trellis, dq levels walked by its state
-machine; Planes, lossless float planes), entropy decoding and dequantization fused in CUDA
-kernels (decode.cu), the result handed to torch through DLPack.
+machine; Planes, lossless float planes: rANS planes as symbols of a byte, Huffman planes one
+thread a substream), entropy decoding and dequantization fused in CUDA kernels (decode.cu),
+the result handed to torch through DLPack.
 
 The frame is parsed by the native engine's one parser of the ans frame (ans_frame.h, the
 same code the CPU decoder runs); the host builds the slot tables and copies only the
@@ -309,9 +310,22 @@ class TrellisJob:
 
 
 @dataclass
+class Huffman:
+    """One float plane's canonical Huffman stream (native/huffman.h), parsed by the CPU's parser:
+    its one-symbol table by 12-bit slot (symbol | code length << 8) and its substreams, back to back
+    in `data`, of `chunk` symbols each (the last shorter)."""
+
+    count: int
+    chunk: int
+    table: np.ndarray
+    lengths: list[int]
+    data: memoryview
+
+
+@dataclass
 class PlanesJob:
-    """One lossless float tensor: its byte planes, top first, each a rANS Stream (lo 0) or the
-    plane's bytes (raw, or inflated from zstd on the host)."""
+    """One lossless float tensor: its byte planes, top first, each a rANS Stream (lo 0), a
+    Huffman stream, or the plane's bytes (raw, or inflated from zstd on the host)."""
 
     name: str
     shape: tuple[int, ...]
@@ -320,19 +334,25 @@ class PlanesJob:
 
 
 def parse_planes(data, count: int, dtype: str, what: str) -> list:
-    """A float-plane payload's planes (codecs/floatplanes.frame, the CPU's parser; rANS planes by
-    the native one), as PlanesJob holds them."""
+    """A float-plane payload's planes (codecs/floatplanes.frame, the CPU's parser; rANS and Huffman
+    planes by the native ones), as PlanesJob holds them."""
     from zoocodec.codecs import floatplanes
     from zoocodec.methods.lossless import bits_dtype
 
     eng = native.engine()
     planes = []
-    for mode, body in floatplanes.frame(data, count, bits_dtype(dtype)):
+    for mode, body in floatplanes.frame(data, count, bits_dtype(dtype), huffman=True):
         if mode == floatplanes.RAW:
             planes.append(bytes(body))
             continue
         try:
-            planes.append(_stream(body, count, *eng.rans_frame(body, count)))
+            if mode == floatplanes.HUFFMAN:
+                chunk, table, offsets, lengths = eng.huff_frame(body, count)
+                start = int(offsets[0])
+                planes.append(Huffman(count, chunk, table, [int(x) for x in lengths],
+                                      memoryview(body)[start : start + int(lengths.sum(dtype=np.uint64))]))
+            else:
+                planes.append(_stream(body, count, *eng.rans_frame(body, count)))
         except eng.CorruptStream as e:
             raise ContainerError(f"corrupt {what}: {e}") from None
     return planes
@@ -568,9 +588,9 @@ def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode") -> list:
 
 
 def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
-    """Lossless float tensors (all of one dtype): each rANS-coded plane decoded by rans_bytes (a
-    launch a plane) into one buffer of planes, raw planes copied in, then a merge launch per
-    tensor -> CuPy arrays of their shapes (bfloat16 as uint16 bits)."""
+    """Lossless float tensors (all of one dtype): each rANS-coded plane decoded by rans_bytes and
+    each Huffman one by huff_bytes (a launch a plane) into one buffer of planes, raw planes copied
+    in, then a merge launch per tensor -> CuPy arrays of their shapes (bfloat16 as uint16 bits)."""
     import cupy
 
     if not jobs:
@@ -585,6 +605,8 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
         for k, p in enumerate(j.planes):
             if isinstance(p, Stream):  # decoded below, symbol = byte
                 coded.append((Job(j.name, (n,), "float32", p, np.ones(1)), at + k * n))
+            elif isinstance(p, Huffman):
+                _huff_launch(j.name, p, planes[at + k * n :], what)
             elif n:
                 planes[at + k * n : at + (k + 1) * n].set(np.frombuffer(p, np.uint8))
     for cj, at in coded:  # (run() lays its jobs out back to back: one call a plane keeps each at its offset)
@@ -617,6 +639,28 @@ def _packed_launch(j: Job, out, what: str) -> None:
         (blocks,), (THREADS,), (raw, np.uint32(p.width), np.uint64(numel), record, steps, out, bad))
     if int(bad.get()[0]):
         raise ContainerError(f"{what}: tensor {j.name!r}: codebook index out of range")
+
+
+def _huff_launch(name: str, h: Huffman, out, what: str) -> None:
+    """One Huffman plane: its substreams uploaded, decoded by huff_bytes into `out` (a view at the plane's start)."""
+    import cupy
+
+    nsub = len(h.lengths)
+    lengths = np.asarray(h.lengths, np.uint64)
+    offsets = np.cumsum(lengths) - lengths
+    first = np.arange(nsub, dtype=np.uint64) * np.uint64(h.chunk)
+    count = np.minimum(np.uint64(h.chunk), np.uint64(h.count) - first).astype(np.uint32)
+    host = _pinned([h.data], len(h.data))
+    data = cupy.empty(host.shape, dtype=np.uint8)
+    data.set(host)
+    bad = cupy.zeros(nsub, dtype=np.int32)
+    _module().get_function("huff_bytes")(
+        (-(-nsub // THREADS),), (THREADS,),
+        (data, cupy.asarray(offsets), cupy.asarray(lengths.astype(np.uint32)), cupy.asarray(first), cupy.asarray(count),
+         cupy.asarray(h.table), out, bad, np.uint64(nsub)))
+    broken = cupy.flatnonzero(bad).get()
+    if broken.size:
+        raise ContainerError(f"{what}: tensor {name!r}: corrupt Huffman substream {int(broken[0])}")
 
 
 def _on_device(raw):

@@ -181,9 +181,41 @@ Array1<uint8_t> huff_decode(nb::handle data, uint64_t n, int threads) {
   return a;
 }
 
+// A Huffman stream of n symbols parsed for the GPU decoder (kernels/decode.py's Huffman): (chunk, the
+// one-symbol table by 12-bit slot, symbol | code length << 8 (uint16[4096]), offsets of the substreams
+// into the stream (uint64), their byte lengths (uint32)). The CPU's parser and checks (huff::parse).
+nb::tuple huff_frame(nb::handle data, uint64_t n) {
+  InBuffer in(data);
+  huff::Parsed p;
+  {
+    nb::gil_scoped_release release;
+    Reader r(in.data(), in.size());
+    p = huff::parse(r, n);
+    if (r.left()) throw Corrupt("bytes left after the stream");
+    for (std::size_t l : p.length)  // (2^24 symbols of 12 bits at most: 25 MB)
+      if (l > UINT32_MAX) throw Corrupt("a substream longer than its symbols can be");
+  }
+  uint16_t* one;
+  auto table = new_array<uint16_t>(p.table.size(), &one);
+  for (std::size_t i = 0; i < p.table.size(); ++i)  // (byte 1: the first symbol, byte 7: its bits alone)
+    one[i] = static_cast<uint16_t>((p.table[i] >> 8 & 0xff) | (p.table[i] >> 56) << 8);
+  uint64_t* off;
+  uint32_t* len;
+  auto offsets = new_array<uint64_t>(p.body.size(), &off);
+  auto lengths = new_array<uint32_t>(p.body.size(), &len);
+  for (std::size_t i = 0; i < p.body.size(); ++i) {
+    off[i] = static_cast<uint64_t>(p.body[i] - in.data());
+    len[i] = static_cast<uint32_t>(p.length[i]);
+  }
+  return nb::make_tuple(p.chunk, table, offsets, lengths);
+}
+
 }  // namespace
 
 void bind_floatplanes(nb::module_& m) {
+  m.def("huff_frame", &huff_frame, nb::arg("data"), nb::arg("n"),
+        "A Huffman stream of n symbols parsed for the GPU decoder: (chunk, one-symbol table uint16[4096] "
+        "(symbol | bits << 8), substream offsets, substream lengths); CorruptStream if damaged.");
   m.def("float_split", &split<uint16_t>, nb::arg("values"), nb::arg("threads") = 0);
   m.def("float_split", &split<uint32_t>, nb::arg("values"), nb::arg("threads") = 0,
         "uint16/uint32 bits of floats -> their byte planes (rotated left by one, top byte first).");
