@@ -178,6 +178,24 @@ def test_trellis_jobs_walk_as_the_dq_state_machine(rows, cols, per_row, coder, d
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize(("rows", "cols", "scale"), [(300, 37, 60.0), (500, 7, 3.0), (128, 128, 3.0), (3000, 3, 3.0)])
+def test_row_walks_of_byte_and_16_bit_levels(dtype, rows, cols, scale):
+    """Row walks of byte and 16-bit levels (spans of 46 to 1,155), rows of 3 to 128 levels, per-row
+    steps, as the state machine walks them."""
+    from zoocodec.kernels.rdoq import dq_dequantize
+    from zoocodec.plan import Trellis
+
+    g = np.random.default_rng(rows * cols)
+    k = np.rint(g.laplace(0, scale, (rows, cols))).astype(np.int64)
+    steps = g.uniform(1e-3, 0.1, rows)
+    e = TensorEntry("t", k.shape, dtype, parse_spec("dq:step=0.01,coder=ans"), {}, {})
+    got, left = decode([(e, Trellis("symbols", steps, rows, cols, False), ans.encode(k))], 2)
+    assert not left
+    want = from_float64(dq_dequantize(k, np, False) * steps[:, None], dtype)
+    assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_rounding_into_each_dtype_is_numpys(dtype):
     """Steps that put products on float16 subnormals, near the largest value, and bfloat16 ties: the
     native conversion of each float64 product equals methods/arrays.from_float64; steps whose
