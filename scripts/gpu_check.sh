@@ -80,7 +80,7 @@ for m, names in ((stats, tuple(stats.KERNELS.values())),
                   + ('rans_gather',)),
                  (decode, tuple(k for k, _ in decode.KINDS.values()) + tuple(decode.PACKED_KERNELS.values())
                   + tuple(decode.DQ_KERNELS.values()) + ('rans_bytes', 'rans_index', 'dq_maps', 'planes_merge4',
-                  'planes_merge2')),
+                  'planes_merge2', 'huff_bytes')),
                  (uniform, tuple(uniform.KERNELS.values()) + ('pairwise_nodes',))):
     for n in names:
         m._module().get_function(n)
@@ -97,7 +97,7 @@ timeout "$(limit 180)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxm
   tests/methods/test_conformance.py tests/eval/test_lm.py tests/tuning/test_finetune.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 tests=${PIPESTATUS[0]}
 
-stage "bench/bench_decode_gpu.py (uniform 2-16 bits, grouped, dq, kmeans, lossless: load vs safetensors, GB/s, exact)"
+stage "bench/bench_decode_gpu.py (uniform 2-16 bits, grouped, dq, kmeans, lossless, then ctx: load vs safetensors, GB/s, exact)"
 timeout "$(limit 150)" $PY bench/bench_decode_gpu.py --params "${DECODE_PARAMS:-30e6}" \
   --dq-params "${DQ_PARAMS:-8e6}" --out "$OUT" 2>&1 | tee "$OUT/decode-gpu.log" | tail -14
 
