@@ -1,6 +1,6 @@
 """The shared AVX2 decoder of 8-lane byte substreams (native/rans_avx2.cpp) against the scalar
 decoder it stands in for: a second process with ZOOCODEC_NO_AVX2 set decodes the same streams
-(rANS bodies under packed and 8-byte tables, the fused dequantization, float planes), damaged
+(rANS bodies under packed and 8-byte tables, the fused dequantization, float planes, dq walks), damaged
 copies included, to the same bytes and the same failures."""
 import hashlib
 import json
@@ -85,6 +85,16 @@ with tempfile.TemporaryDirectory() as tmp:
             zoocodec.compress({"w": torch.from_numpy(w).to(dtype)}, path, spec, min_size=10)
             with zoocodec.Archive(path) as a:
                 out.append(digest(lambda: a.read_many(["w"])["w"]))
+    # dq levels walked along rows and down columns (their values 8 at a time), byte and 16-bit levels
+    g = np.random.default_rng(2)
+    w = (g.laplace(0, 0.02, (400, 150)) * g.uniform(0.2, 3, (400, 1))).astype(np.float32)
+    for spec in ("dq:bits=6,coder=ans", "dq:step=0.00002,coder=ans"):
+        for m in (w, np.ascontiguousarray(w.T)):
+            for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                path = pathlib.Path(tmp) / "m.zc"
+                zoocodec.compress({"w": torch.from_numpy(m).to(dtype)}, path, spec, min_size=10)
+                with zoocodec.Archive(path) as a:
+                    out.append(digest(lambda: a.read_many(["w"])["w"]))
 print(json.dumps(out))
 """
 

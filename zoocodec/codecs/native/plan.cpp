@@ -159,7 +159,38 @@ __attribute__((target("avx2"))) uint64_t grouped_avx2(const T* sym, uint64_t m, 
   if (!_mm256_testz_si256(bad, bad)) *finite = false;
   return i;
 }
+
+// A dq walk's values, 8 at a time for i < m - m % 8: level k = lo + sym[i] (int32) and the state's high
+// bit high[i] give (2k - high * sgn k) * step, in float64 exactly (|2k| < 2^32) as dq::level gives it,
+// rounded as convert() rounds it. Plain stores (a row starts anywhere).
+// (2k - cut) * step of 4 lanes, rounded to float32: the float64 arithmetic of dq::level and the product.
+__attribute__((target("avx2"))) inline __m128 walked4(__m128i k, __m128i cut, __m256d step) {
+  return _mm256_cvtpd_ps(_mm256_mul_pd(
+      _mm256_sub_pd(_mm256_add_pd(_mm256_cvtepi32_pd(k), _mm256_cvtepi32_pd(k)), _mm256_cvtepi32_pd(cut)), step));
+}
+
+template <class O, class T>
+__attribute__((target("avx2"))) uint64_t walked_avx2(const T* sym, const uint8_t* high, uint64_t m, int32_t lo,
+                                                     double step, O* out) {
+  const __m256i base = _mm256_set1_epi32(lo), zero = _mm256_setzero_si256();
+  const __m256d by = _mm256_set1_pd(step);
+  uint64_t i = 0;
+  for (; i + 8 <= m; i += 8) {
+    const __m256i k = levels8(sym + i, base);
+    const __m256i sgn = _mm256_sub_epi32(_mm256_cmpgt_epi32(zero, k), _mm256_cmpgt_epi32(k, zero));
+    const __m256i h = _mm256_sub_epi32(zero, _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(high + i))));
+    const __m256i cut = _mm256_and_si256(sgn, h);  // (h is 0 or -1 a lane)
+    const __m128 lo4 = walked4(_mm256_castsi256_si128(k), _mm256_castsi256_si128(cut), by);
+    const __m128 hi4 = walked4(_mm256_extracti128_si256(k, 1), _mm256_extracti128_si256(cut, 1), by);
+    const __m256i f = _mm256_castps_si256(_mm256_set_m128(hi4, lo4));
+    if constexpr (sizeof(O) == 4) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), f);
+    else _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), pack16(bf16_lanes(f)));
+  }
+  return i;
+}
 #else
+template <class O, class T>
+uint64_t walked_avx2(const T*, const uint8_t*, uint64_t, int32_t, double, O*) { return 0; }  // never called
 template <class O, class T>
 uint64_t affine_avx2(const T*, uint64_t, int32_t, double, O*) { return 0; }  // never called: rans::avx2() is false
 template <class O, class T>
@@ -499,10 +530,11 @@ void place(const Job& j, uint64_t block, uint64_t e0, uint64_t e1, uint8_t* ctxs
   }
 }
 
-// Walks w0 .. w1 of a trellis job (rows, or columns) through the dq state machine from state 0, the
-// level of walk w at step j (element `at`) being level(w, j, at), side by side. False where a value is
-// not finite in the kind (checked only with `check`: other jobs' ranges are checked before).
-template <class O, bool check = false, class Level>
+// Walks w0 .. w1 of a cabac job's trellis (rows, or columns) through the dq state machine from state 0,
+// the level of walk w at step j (element `at`) being level(w, j, at), side by side. False where a value
+// is not finite in the kind (a cabac stream's levels are not ranged before; the other coders' walks:
+// walk_rows and walk_cols).
+template <class O, class Level>
 bool walk(const Fused& a, uint64_t w0, uint64_t w1, Level level) {
   O* out = static_cast<O*>(a.out);
   const bool by_rows = a.walk == 1;
@@ -517,12 +549,73 @@ bool walk(const Fused& a, uint64_t w0, uint64_t w1, Level level) {
       const int64_t k = level(w, j, at);
       const double step = a.rows > 1 && by_rows ? a.values[w] : by;
       const O b = convert<O>(dq::level(k, state[w - w0]) * step, a.kind);
-      if constexpr (check) finite &= finite_bits(b, a.kind);
+      finite &= finite_bits(b, a.kind);
       out[at] = b;
       state[w - w0] = dq::next(state[w - w0], k);
     }
   }
   return finite;
+}
+
+// Walks (rows) w0 .. w1 of a trellis job walked along its rows whose levels are lo + sym[element]: per
+// row, the state's high bit before each level first (the one serial part: h(t+1) = parity(k(t)) xor
+// h(t-1), from state 0), then the values, 8 at a time with AVX2 (not into float16); the same values
+// as walk(). The range was checked before (check_range).
+template <class O, class T>
+void walk_rows(const Fused& a, uint64_t w0, uint64_t w1, int64_t lo, const T* sym) {
+  O* out = static_cast<O*>(a.out);
+  const uint64_t cols = a.cols;
+  thread_local std::vector<uint8_t> buffer;
+  buffer.resize(cols);
+  uint8_t* const high = buffer.data();  // (a plain pointer: a byte store may alias the vector's own)
+  const bool vector = a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo <= INT32_MAX;  // (lo + sym: int32)
+  const uint8_t parity = static_cast<uint8_t>(lo & 1);
+  for (uint64_t w = w0; w < w1; ++w) {
+    const T* k = sym + w * cols;
+    uint8_t before = 0, now = 0;  // the high bits of the states before the previous level and before this one
+    for (uint64_t j = 0; j < cols; ++j) {
+      high[j] = now;
+      const uint8_t next = static_cast<uint8_t>((parity ^ k[j]) & 1) ^ before;
+      before = now, now = next;
+    }
+    const double step = a.rows > 1 ? a.values[w] : a.values[0];
+    O* o = out + w * cols;
+    uint64_t done = 0;
+    if constexpr (sizeof(T) <= 2)
+      if (vector) done = walked_avx2(k, high, cols, static_cast<int32_t>(lo), step, o);
+    for (uint64_t j = done; j < cols; ++j)
+      o[j] = convert<O>(dq::level(lo + int64_t(k[j]), static_cast<uint8_t>(high[j] << 1)) * step, a.kind);
+  }
+}
+
+// Walks (columns) c0 .. c1 of a trellis job walked down its columns whose levels are lo + sym[element]:
+// row after row, that row's values from the high bits of the columns' states (8 at a time with AVX2, not
+// into float16), then the states advanced (h' = parity(k) xor l, l' = h: byte loops the compiler
+// vectorises); the same values as walk(). The range was checked before (check_range).
+template <class O, class T>
+void walk_cols(const Fused& a, uint64_t c0, uint64_t c1, int64_t lo, const T* sym) {
+  O* out = static_cast<O*>(a.out);
+  const uint64_t cols = a.cols, rows = a.count / cols, n = c1 - c0;
+  thread_local std::vector<uint8_t> buffer;
+  buffer.assign(2 * n, 0);
+  uint8_t* const high = buffer.data();  // (plain pointers: a byte store may alias the vector's own)
+  uint8_t* const low = high + n;
+  const bool vector = a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo <= INT32_MAX;  // (lo + sym: int32)
+  const uint8_t parity = static_cast<uint8_t>(lo & 1);
+  for (uint64_t r = 0; r < rows; ++r) {
+    const T* k = sym + r * cols + c0;
+    O* o = out + r * cols + c0;
+    const double step = a.rows > 1 ? a.values[r] : a.values[0];
+    uint64_t done = 0;
+    if constexpr (sizeof(T) <= 2)
+      if (vector) done = walked_avx2(k, high, n, static_cast<int32_t>(lo), step, o);
+    for (uint64_t c = done; c < n; ++c)
+      o[c] = convert<O>(dq::level(lo + int64_t(k[c]), static_cast<uint8_t>(high[c] << 1)) * step, a.kind);
+    for (uint64_t c = 0; c < n; ++c) {
+      const uint8_t next = static_cast<uint8_t>((parity ^ k[c]) & 1) ^ low[c];
+      low[c] = high[c], high[c] = next;
+    }
+  }
 }
 
 // Substream s of a cabac job: its levels into a buffer of the thread's, then their values (by `values`,
@@ -540,7 +633,7 @@ void cabac_values(const Fused& a, const cabac::Stream& s, uint64_t sub, Values& 
     const int32_t* l = lev.data();
     auto run = [&](auto* o) {
       using O = std::remove_pointer_t<decltype(o)>;
-      return walk<O, true>(a, w0, w0 + m / length, [&](uint64_t w, uint64_t j, uint64_t) {
+      return walk<O>(a, w0, w0 + m / length, [&](uint64_t w, uint64_t j, uint64_t) {
         return int64_t(l[(w - w0) * length + j]);
       });
     };
@@ -894,7 +987,8 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
     auto run = [&](auto* o) {
       using O = std::remove_pointer_t<decltype(o)>;
       auto levels = [&](const auto* lev) {
-        walk<O>(a, it.first, it.first + it.count, [&](uint64_t, uint64_t, uint64_t at) { return j.lo + int64_t(lev[at]); });
+        if (a.walk == 1) walk_rows<O>(a, it.first, it.first + it.count, j.lo, lev);
+        else walk_cols<O>(a, it.first, it.first + it.count, j.lo, lev);
       };
       if (j.wide()) levels(reinterpret_cast<const uint16_t*>(j.lev));
       else levels(j.lev);
