@@ -160,15 +160,15 @@ __attribute__((target("avx2"))) uint64_t grouped_avx2(const T* sym, uint64_t m, 
   return i;
 }
 
-// A dq walk's values, 8 at a time for i < m - m % 8: level k = lo + sym[i] (int32) and the state's high
-// bit high[i] give (2k - high * sgn k) * step, in float64 exactly (|2k| < 2^32) as dq::level gives it,
-// rounded as convert() rounds it. Plain stores (a row starts anywhere).
 // (2k - cut) * step of 4 lanes, rounded to float32: the float64 arithmetic of dq::level and the product.
 __attribute__((target("avx2"))) inline __m128 walked4(__m128i k, __m128i cut, __m256d step) {
   return _mm256_cvtpd_ps(_mm256_mul_pd(
       _mm256_sub_pd(_mm256_add_pd(_mm256_cvtepi32_pd(k), _mm256_cvtepi32_pd(k)), _mm256_cvtepi32_pd(cut)), step));
 }
 
+// A dq walk's values, 8 at a time for i < m - m % 8: level k = lo + sym[i] (int32) and the state's high
+// bit high[i] give (2k - high * sgn k) * step, in float64 exactly (|2k| < 2^32) as dq::level gives it,
+// rounded as convert() rounds it. Plain stores (a row starts anywhere).
 template <class O, class T>
 __attribute__((target("avx2"))) uint64_t walked_avx2(const T* sym, const uint8_t* high, uint64_t m, int32_t lo,
                                                      double step, O* out) {
@@ -557,63 +557,65 @@ bool walk(const Fused& a, uint64_t w0, uint64_t w1, Level level) {
   return finite;
 }
 
-// Walks (rows) w0 .. w1 of a trellis job walked along its rows whose levels are lo + sym[element]: per
-// row, the state's high bit before each level first (the one serial part: h(t+1) = parity(k(t)) xor
-// h(t-1), from state 0), then the values, 8 at a time with AVX2 (not into float16); the same values
-// as walk(). The range was checked before (check_range).
+// The values of levels lo + k[0 .. n) whose states have the high bits high[0 .. n), into out: 8 at a time
+// with AVX2 (not into float16), the rest as walk() writes them.
+template <class O, class T>
+void walked(const Fused& a, const T* k, const uint8_t* high, uint64_t n, int64_t lo, double step, O* out) {
+  uint64_t done = 0;
+  if constexpr (sizeof(T) <= 2)  // (lo + every level fits an int32: the job's parse checked)
+    if (a.kind != F16 && rans::avx2()) done = walked_avx2(k, high, n, static_cast<int32_t>(lo), step, out);
+  for (uint64_t i = done; i < n; ++i)
+    out[i] = convert<O>(dq::level(lo + int64_t(k[i]), static_cast<uint8_t>(high[i] << 1)) * step, a.kind);
+}
+
+constexpr uint64_t WALK_SPAN = 1024;  // levels of a row (or walks of a block of columns) taken at once
+
+// Walks (rows) w0 .. w1 of a trellis job walked along its rows whose levels are lo + sym[element], the
+// same values as walk() writes: a span of a row at a time, the high bit of the state before each level
+// first (the one serial part: h(t+1) = parity(k(t)) xor h(t-1) from state 0, as the state's low bit is
+// the previous high bit), then their values (walked). The range was checked before (check_range).
 template <class O, class T>
 void walk_rows(const Fused& a, uint64_t w0, uint64_t w1, int64_t lo, const T* sym) {
   O* out = static_cast<O*>(a.out);
   const uint64_t cols = a.cols;
-  thread_local std::vector<uint8_t> buffer;
-  buffer.resize(cols);
-  uint8_t* const high = buffer.data();  // (a plain pointer: a byte store may alias the vector's own)
-  const bool vector = a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo <= INT32_MAX;  // (lo + sym: int32)
   const uint8_t parity = static_cast<uint8_t>(lo & 1);
+  uint8_t high[WALK_SPAN];
   for (uint64_t w = w0; w < w1; ++w) {
-    const T* k = sym + w * cols;
-    uint8_t before = 0, now = 0;  // the high bits of the states before the previous level and before this one
-    for (uint64_t j = 0; j < cols; ++j) {
-      high[j] = now;
-      const uint8_t next = static_cast<uint8_t>((parity ^ k[j]) & 1) ^ before;
-      before = now, now = next;
-    }
     const double step = a.rows > 1 ? a.values[w] : a.values[0];
-    O* o = out + w * cols;
-    uint64_t done = 0;
-    if constexpr (sizeof(T) <= 2)
-      if (vector) done = walked_avx2(k, high, cols, static_cast<int32_t>(lo), step, o);
-    for (uint64_t j = done; j < cols; ++j)
-      o[j] = convert<O>(dq::level(lo + int64_t(k[j]), static_cast<uint8_t>(high[j] << 1)) * step, a.kind);
+    uint8_t before = 0, now = 0;  // the high bits of the states before the previous level and before this one
+    for (uint64_t j0 = 0; j0 < cols; j0 += WALK_SPAN) {
+      const uint64_t n = std::min(WALK_SPAN, cols - j0);
+      const T* k = sym + w * cols + j0;
+      for (uint64_t j = 0; j < n; ++j) {
+        high[j] = now;
+        const uint8_t next = static_cast<uint8_t>((parity ^ k[j]) & 1) ^ before;
+        before = now, now = next;
+      }
+      walked(a, k, high, n, lo, step, out + w * cols + j0);
+    }
   }
 }
 
-// Walks (columns) c0 .. c1 of a trellis job walked down its columns whose levels are lo + sym[element]:
-// row after row, that row's values from the high bits of the columns' states (8 at a time with AVX2, not
-// into float16), then the states advanced (h' = parity(k) xor l, l' = h: byte loops the compiler
-// vectorises); the same values as walk(). The range was checked before (check_range).
+// Walks (columns) c0 .. c1 of a trellis job walked down its columns whose levels are lo + sym[element],
+// the same values as walk() writes: for a block of columns, row after row, that row's values from the
+// high bits of the columns' states (walked), then the states advanced (h' = parity(k) xor l, l' = h: byte
+// loops the compiler vectorises). The range was checked before (check_range).
 template <class O, class T>
 void walk_cols(const Fused& a, uint64_t c0, uint64_t c1, int64_t lo, const T* sym) {
   O* out = static_cast<O*>(a.out);
-  const uint64_t cols = a.cols, rows = a.count / cols, n = c1 - c0;
-  thread_local std::vector<uint8_t> buffer;
-  buffer.assign(2 * n, 0);
-  uint8_t* const high = buffer.data();  // (plain pointers: a byte store may alias the vector's own)
-  uint8_t* const low = high + n;
-  const bool vector = a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo <= INT32_MAX;  // (lo + sym: int32)
+  const uint64_t cols = a.cols, rows = a.count / cols;
   const uint8_t parity = static_cast<uint8_t>(lo & 1);
-  for (uint64_t r = 0; r < rows; ++r) {
-    const T* k = sym + r * cols + c0;
-    O* o = out + r * cols + c0;
-    const double step = a.rows > 1 ? a.values[r] : a.values[0];
-    uint64_t done = 0;
-    if constexpr (sizeof(T) <= 2)
-      if (vector) done = walked_avx2(k, high, n, static_cast<int32_t>(lo), step, o);
-    for (uint64_t c = done; c < n; ++c)
-      o[c] = convert<O>(dq::level(lo + int64_t(k[c]), static_cast<uint8_t>(high[c] << 1)) * step, a.kind);
-    for (uint64_t c = 0; c < n; ++c) {
-      const uint8_t next = static_cast<uint8_t>((parity ^ k[c]) & 1) ^ low[c];
-      low[c] = high[c], high[c] = next;
+  uint8_t high[WALK_SPAN], low[WALK_SPAN];
+  for (uint64_t b = c0; b < c1; b += WALK_SPAN) {
+    const uint64_t n = std::min(WALK_SPAN, c1 - b);
+    std::fill(high, high + n, 0), std::fill(low, low + n, 0);
+    for (uint64_t r = 0; r < rows; ++r) {
+      const T* k = sym + r * cols + b;
+      walked(a, k, high, n, lo, a.rows > 1 ? a.values[r] : a.values[0], out + r * cols + b);
+      for (uint64_t c = 0; c < n; ++c) {
+        const uint8_t next = static_cast<uint8_t>((parity ^ k[c]) & 1) ^ low[c];
+        low[c] = high[c], high[c] = next;
+      }
     }
   }
 }
