@@ -484,10 +484,10 @@ def test_context_map_follows_the_side_information():
     """Contexts of a hand-made frame: lut[row base + column class]; group ends known, before, between, after."""
     c = G.Contexts(6, 0, 2, 3, 3, np.array([10, 11], np.int32), np.array([0, 1, 0], np.int16),
                    np.array([0] * 10 + [1, 2, 3], np.uint8), 0, 0, 0, np.zeros(0, np.uint16), np.zeros(0, np.uint16),
-                   np.zeros(5, np.uint64), [])
+                   np.zeros(5, np.uint64), 0, 0, [])
     assert G.context_map(c).tolist() == [1, 2, 1, 2, 3, 2]
     ends = G.Contexts(8, 2, 1, 8, 0, np.zeros(0, np.int32), np.zeros(0, np.int16), np.zeros(0, np.uint8), 4, -3, 5,
-                      np.array([1, 4], np.uint16), np.array([3, 0], np.uint16), np.zeros(6, np.uint64), [])
+                      np.array([1, 4], np.uint16), np.array([3, 0], np.uint16), np.zeros(6, np.uint64), -3, 5, [])
     # group 0: lowest at 1, highest at 3; group 1: highest at 0, no lowest (4)
     assert G.context_map(ends).tolist() == [3, G.KNOWN_LO, 2, G.KNOWN_HI, G.KNOWN_HI, 1, 1, 1]
 

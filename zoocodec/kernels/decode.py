@@ -108,21 +108,9 @@ class Contexts:
     first_lo: np.ndarray
     first_hi: np.ndarray
     counts: np.ndarray  # positions per context, then the known lowest and highest ones
+    low: int  # the payload's lowest and highest level (the parser's, which refuses spans over 2^16)
+    high: int
     streams: list
-
-    def _levels(self) -> list[tuple[int, int]]:
-        """(lowest, highest) level of each context with positions, and of the known ones."""
-        out = [(s.lo, s.lo + max(len(s.freq), 1) - 1) for s in self.streams if s is not None]
-        k = len(self.streams)
-        return out + [(v, v) for v, n in ((self.lo, self.counts[k]), (self.hi, self.counts[k + 1])) if n]
-
-    @property
-    def low(self) -> int:
-        return min((a for a, _ in self._levels()), default=0)
-
-    @property
-    def high(self) -> int:
-        return max((b for _, b in self._levels()), default=0)
 
 
 def parse(data, count: int, what: str) -> Stream | Packed | None:
@@ -162,9 +150,9 @@ def parse_ctx(data, count: int, what: str) -> Stream | Packed | Contexts | None:
         raise ContainerError(f"corrupt {what}: {e}") from None
     if frame is None:
         return parse(memoryview(data)[1:], count, what)
-    mode, rows, cols, layout, row_base, col_class, lut, group, lo, hi, first_lo, first_hi, counts, streams = frame
-    return Contexts(count, mode, rows, cols, layout, row_base, col_class, lut, group, lo, hi, first_lo, first_hi,
-                    counts, [None if f is None else _stream(data, int(counts[c]), *f) for c, f in enumerate(streams)])
+    *head, counts, (low, high), streams = frame
+    return Contexts(count, *head, counts, low, high,
+                    [None if f is None else _stream(data, int(counts[c]), *f) for c, f in enumerate(streams)])
 
 
 def context_map(c: Contexts, xp=np):

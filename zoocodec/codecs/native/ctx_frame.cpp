@@ -231,4 +231,16 @@ void parse_streams(Frame* f, const uint64_t* counts) {
   if (r.left()) throw Corrupt(std::to_string(r.left()) + " trailing bytes");
 }
 
+std::pair<int64_t, int64_t> levels(const Frame& f, const uint64_t* counts) {
+  int64_t low = INT64_MAX, high = INT64_MIN;
+  for (const Stream& s : f.streams)
+    if (s.count) low = std::min(low, s.origin), high = std::max<int64_t>(high, s.origin + int64_t(s.size) - 1);
+  if (counts[KNOWN_LO]) low = std::min(low, f.lo), high = std::max(high, f.lo);
+  if (counts[KNOWN_HI]) low = std::min(low, f.hi), high = std::max(high, f.hi);
+  if (low > high) return {0, 0};  // (no symbol)
+  if (static_cast<unsigned __int128>(__int128(high) - low) >= MAX_SPAN)
+    throw Corrupt("levels span more than 2^16 values");  // (the encoder codes those order-0)
+  return {low, high};
+}
+
 }  // namespace zc::ctx

@@ -8,6 +8,7 @@
 //   2 group ends; the rest as context.py's docstring.
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "bytes.h"
@@ -77,5 +78,10 @@ void contexts(const Frame& f, uint64_t row, uint64_t c0, uint64_t c1, uint8_t* o
 // The tables and streams after the side information, each context's count given (counts[0 ..
 // bins)): f->streams. Throws Corrupt as context.py's decoder refuses.
 void parse_streams(Frame* f, const uint64_t* counts);
+
+// The lowest and highest level of a payload whose streams are parsed (each context's alphabet, group ends'
+// known levels; 0 and 0 without a symbol), counts as parse_streams took them (and the known positions').
+// Throws Corrupt where they span more than MAX_SPAN values (the encoder codes those order-0).
+std::pair<int64_t, int64_t> levels(const Frame& f, const uint64_t* counts);
 
 }  // namespace zc::ctx

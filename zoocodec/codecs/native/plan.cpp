@@ -758,21 +758,13 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       for (std::size_t k = width; k < j.at.size(); ++k) j.at[k] += j.at[k - width];  // (blocks before each)
       const uint64_t* total = j.at.data() + (j.at.size() - width);
       ctx::parse_streams(&j.ctx, total);
-      int64_t low = INT64_MAX, high = INT64_MIN;
+      const auto [low, high] = ctx::levels(j.ctx, total);
       uint64_t coded = 0;
       j.start.resize(j.ctx.bins);
       for (uint64_t c = 0; c < j.ctx.bins; ++c) {
-        const ctx::Stream& s = j.ctx.streams[c];
         j.start[c] = coded;
-        if (!s.count) continue;
-        coded += s.count;
-        low = std::min(low, s.origin), high = std::max<int64_t>(high, s.origin + int64_t(s.size) - 1);
+        coded += j.ctx.streams[c].count;
       }
-      if (total[ctx::KNOWN_LO]) low = std::min(low, j.ctx.lo), high = std::max(high, j.ctx.lo);
-      if (total[ctx::KNOWN_HI]) low = std::min(low, j.ctx.hi), high = std::max(high, j.ctx.hi);
-      if (low > high) low = high = 0;  // (no symbol)
-      if (static_cast<unsigned __int128>(__int128(high) - low) >= ctx::MAX_SPAN)
-        throw Corrupt("levels span more than 2^16 values");  // (the encoder codes those order-0)
       j.lo = low, j.span = static_cast<uint32_t>(high - low + 1);
       ready(t);
       j.coded = coded;

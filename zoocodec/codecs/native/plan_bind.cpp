@@ -2,6 +2,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
@@ -361,13 +362,15 @@ nb::object rans_frame(nb::handle data, uint64_t count) {
 // Contexts), or None for order-0 symbols (an ans payload after the mode byte): (mode, rows, cols,
 // layout, row_base int32[rows], col_class int16[cols or 0], lut uint8, group, lo, hi, first_lo and
 // first_hi uint16[rows * groups], counts uint64[bins + 2] (each context's positions, then group ends'
-// known lowest and highest), streams: per context None (no position) or frame_tuple with its origin as
-// lo, offsets into the payload). The same parser, counts and span check as the CPU's pass (plan.cpp).
+// known lowest and highest), (lowest, highest level), streams: per context None (no position) or
+// frame_tuple with its origin as lo, offsets into the payload). The same parser, counts and span check
+// as the CPU's pass (plan.cpp).
 nb::object ctx_frame(nb::handle data, uint64_t count) {
   InBuffer in(data);
   Reader r(in.data(), in.size());
   ctx::Frame f;
   std::vector<uint64_t> counts;
+  std::pair<int64_t, int64_t> span;
   if (in.size() && in.data()[0] == ctx::ORDER0) return nb::none();
   {
     nb::gil_scoped_release release;
@@ -377,13 +380,7 @@ nb::object ctx_frame(nb::handle data, uint64_t count) {
     counts.assign(f.bins + 2, 0);
     ctx::count(f, 0, count, counts.data());
     ctx::parse_streams(&f, counts.data());
-    int64_t low = INT64_MAX, high = INT64_MIN;
-    for (const ctx::Stream& s : f.streams)
-      if (s.count) low = std::min(low, s.origin), high = std::max<int64_t>(high, s.origin + int64_t(s.size) - 1);
-    if (counts[ctx::KNOWN_LO]) low = std::min(low, f.lo), high = std::max(high, f.lo);
-    if (counts[ctx::KNOWN_HI]) low = std::min(low, f.hi), high = std::max(high, f.hi);
-    if (low <= high && static_cast<unsigned __int128>(__int128(high) - low) >= ctx::MAX_SPAN)
-      throw Corrupt("levels span more than 2^16 values");  // (as the CPU's pass refuses them)
+    span = ctx::levels(f, counts.data());
   }
   nb::list streams;
   for (const ctx::Stream& s : f.streams)
@@ -396,7 +393,7 @@ nb::object ctx_frame(nb::handle data, uint64_t count) {
     return a;
   };
   return nb::make_tuple(f.mode, f.rows, f.cols, f.layout, copy(f.row_base), copy(f.col_class), copy(f.lut),
-                        f.group, f.lo, f.hi, copy(f.first_lo), copy(f.first_hi), copy(counts), streams);
+                        f.group, f.lo, f.hi, copy(f.first_lo), copy(f.first_hi), copy(counts), span, streams);
 }
 
 // (lo, indices uint8/uint16) of an ans payload's rANS frame of `count` symbols (symbol = lo +
@@ -582,7 +579,8 @@ void bind_plan(nb::module_& m) {
         "The parsed frame of a bare rANS stream (lo 0, L, constant, freq, chunk, offsets, lengths).");
   m.def("ctx_frame", &ctx_frame, nb::arg("data"), nb::arg("count"),
         "A ctx payload parsed for the GPU decoder (mode, rows, cols, layout, row_base, col_class, lut, group, "
-        "lo, hi, first_lo, first_hi, counts, streams), or None for an order-0 one; CorruptStream if damaged.");
+        "lo, hi, first_lo, first_hi, counts, (lowest, highest level), streams), or None for an order-0 one; "
+        "CorruptStream if damaged.");
   m.def("ans_frame", &ans_frame, nb::arg("data"), nb::arg("count"),
         "The parsed frame of an ans payload (lo, L, constant, freq, chunk, offsets, lengths), or None.");
 }
