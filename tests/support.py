@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: the float-array strategy, the exact round trip, the CLI runner, forgery."""
+"""Helpers shared by the tests: the float-array strategy, the exact round trip, the CLI runner, forgery, GPU jobs."""
 import json
 import os
 import struct
@@ -208,3 +208,12 @@ def bert_folder(folder, classifier: bool, n_texts: int = 80) -> list[str]:
     fast.save_pretrained(folder)
     rng = np.random.default_rng(0)
     return [" ".join(rng.choice(words, rng.integers(3, 20))) for _ in range(n_texts)]
+
+
+def gpu_job(archive, name: str):
+    """kernels/decode.py's job of one tensor (None where the kernels do not take it), its payloads
+    staged in ordinary memory: what the NumPy emulation of the GPU decoder reads."""
+    from zoocodec.kernels import decode
+
+    found = decode.jobs(archive, [name], alloc=lambda n: np.empty(n, np.uint8))[1]
+    return found[0] if found else None

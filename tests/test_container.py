@@ -375,3 +375,57 @@ def test_a_version_3_header_takes_only_32_bit_checksums(tmp_path):
     seg[2][0] |= 1 << 32
     with pytest.raises(ContainerError, match="not 32-bit integers"):
         Container.open(f.write(tmp_path / "wide.zc"))
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_stage_copies_every_payload_and_checks_each_chunk_on_the_copy(tmp_path, version):
+    """Container.stage (a GPU load's one copy of the compressed bytes): each payload at an ALIGN
+    boundary of the one buffer, equal to its bytes in the file; a byte flipped in any chunk of any
+    payload is named as a checksum mismatch (version 4: XXH3-64 on the native pass, 4 KiB chunks
+    here; version 3: CRC32 on the copies)."""
+    from support import Forge
+    from zoocodec.container import ALIGN
+
+    if version == 4:
+        zoocodec.compress(golden_model(), tmp_path / "src.zc", "lossless", min_size=1)
+    f = Forge(((OLD / "v3" / "lossless.zc") if version == 3 else tmp_path / "src.zc").read_bytes())
+    f.header["crc_chunk"] = 4096
+    for t in f.header["tensors"]:
+        for key, (offset, length, _) in t["segments"].items():
+            t["segments"][key] = f.add(bytes(f.body[offset : offset + length]))
+    good = f.write(tmp_path / "good.zc")
+
+    def stage(path):
+        with Container.open(path) as c:
+            items = [(f"tensor {i}", s) for i, (_, _, s) in enumerate(c._segments())]
+            out, views = c.stage(items, lambda n: np.zeros(n, np.uint8))
+            starts = [np.frombuffer(v, np.uint8).ctypes.data - out.ctypes.data for v in views]
+            copies = [bytes(v) for v in views]
+            return items, starts, copies
+
+    items, starts, copies = stage(good)
+    data = good.read_bytes()
+    assert all(at % ALIGN == 0 for at in starts) and starts == sorted(starts)
+    assert copies == [data[s.offset : s.offset + s.length] for _, s in items]
+    where, seg = max(items, key=lambda i: i[1].length)
+    assert seg.length > 2 * 4096
+    for at in (3, 4096 + 5, seg.length - 1):
+        bad = bytearray(data)
+        bad[seg.offset + at] ^= 0x10
+        (tmp_path / "bad.zc").write_bytes(bytes(bad))
+        with pytest.raises(ContainerError, match=rf"payload of {where} is corrupt \(checksum mismatch\)"):
+            stage(tmp_path / "bad.zc")
+
+
+def test_native_stage_refuses_a_payload_past_the_end():
+    from zoocodec.codecs import native
+    from zoocodec.container import chunk_sums
+
+    eng, payload = native.engine(), bytes(range(200))
+    out = np.zeros(300, np.uint8)
+    assert eng.stage([(payload, 64, chunk_sums(payload, 64), 100)], out) == -1
+    assert bytes(out[100:300]) == payload
+    with pytest.raises(ValueError, match="past the end"):
+        eng.stage([(payload, 64, chunk_sums(payload, 64), 101)], out)
+    with pytest.raises(ValueError, match="one checksum a chunk"):
+        eng.stage([(payload, 64, chunk_sums(payload, 64)[:-1], 0)], out)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import zoocodec
 from support import Forge, run_cli
+from tests.support import gpu_job
 from zoocodec.codecs import ans, floatplanes
 from zoocodec.codecs.lossless import Zstd
 from zoocodec.codecs.wire import put_svarint, put_uvarint
@@ -315,7 +316,7 @@ def test_a_finite_step_that_overflows_the_dtype_is_refused(tmp_path, monkeypatch
         zoocodec.load(evil)
     if spec != "dct":  # (no fused decoder: a GPU load decodes it on the host, as above)
         with zoocodec.Archive(evil) as a, pytest.raises(ContainerError, match="range"):
-            G.job(a, "w")
+            gpu_job(a, "w")
 
 
 @pytest.mark.parametrize("value,dtype,ok", [(3.3895e38, "bfloat16", True), (3.3963e38, "bfloat16", False),

@@ -327,6 +327,35 @@ class Container:
             raise
         return views
 
+    def stage(self, items: list[tuple[str, Segment]], alloc) -> tuple[np.ndarray, list[memoryview]]:
+        """Payloads copied back to back, each at an ALIGN boundary, into one uint8 array from
+        `alloc(size)` (page-locked memory for a device upload), their chunks checked on the copies
+        as they are made (format 4: one pass of the native pool that reads the file's pages once),
+        their mapped pages dropped. Returns the array and a view of each payload in it."""
+        items = list(items)
+        starts = np.cumsum([0] + [-(-seg[1] // ALIGN) * ALIGN for _, seg in items])
+        out = alloc(max(int(starts[-1]), 1))
+        with memoryview(self._buffer) as whole:
+            sources = [whole[offset : offset + length] for _, (offset, length, _) in items]
+        try:
+            if self.version >= 4:
+                from zoocodec.codecs import native
+
+                bad = native.engine().stage([(src, self.crc_chunk, seg[2], int(at)) for (_, seg), src, at
+                                             in zip(items, sources, starts[:-1], strict=True)], out)
+            else:  # (checked below, on the copies)
+                for src, at in zip(sources, starts[:-1], strict=True):
+                    out[at : at + len(src)] = np.frombuffer(src, np.uint8)
+        finally:
+            self.release(items, sources)
+        with memoryview(out) as whole:
+            views = [whole[at : at + seg[1]] for (_, seg), at in zip(items, starts[:-1], strict=True)]
+        if self.version < 4:
+            self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
+        elif bad >= 0:
+            raise ContainerError(f"{self.path}: payload of {items[bad][0]} is corrupt (checksum mismatch)")
+        return out, views
+
     def check(self, items: list[tuple[str, Segment]], views: list[memoryview]) -> None:
         """Raise ContainerError naming the first of `views` (of views(items, check=False)) whose
         bytes do not match their checksums."""

@@ -18,6 +18,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from tests.support import gpu_job
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import decode as G
 from zoocodec.methods.arrays import from_float64
@@ -226,7 +227,8 @@ def emulate_planes(job: G.PlanesJob) -> np.ndarray:
     """run_planes in NumPy: rans_bytes (emulate's rANS walk, the symbol stored as a byte) or
     huff_bytes per coded plane, raw planes as they are, then planes_merge's rotation."""
     n = math.prod(job.shape)
-    planes = [np.frombuffer(p, np.uint8) if isinstance(p, bytes) else emulate_huffman(p) if isinstance(p, G.Huffman)
+    planes = [np.frombuffer(p, np.uint8) if isinstance(p, memoryview)
+              else emulate_huffman(p) if isinstance(p, G.Huffman)
               else emulate(G.Job(job.name, (n,), "float32", p, np.ones(1))).astype(np.uint8) for p in job.planes]
     width = len(planes)
     r = np.zeros(n, np.uint32)
@@ -264,7 +266,7 @@ def archives(tmp_path_factory):
 def test_emulated_kernel_gives_the_cpu_bytes(archives, spec):
     with Archive(archives[spec]) as a:
         for name in MODEL:
-            job = G.job(a, name)
+            job = gpu_job(a, name)
             assert job is not None, name
             assert emulate(job).tobytes() == a.read(name).tobytes(), name
 
@@ -277,7 +279,7 @@ def test_every_uniform_width_is_taken(tmp_path, spec):
     kinds = set()
     with Archive(tmp_path / "m.zc") as a:
         for name in model:
-            job = G.job(a, name)
+            job = gpu_job(a, name)
             assert job is not None, name
             kinds.add(type(job.stream).__name__)
             assert emulate(job).tobytes() == a.read(name).tobytes(), name
@@ -293,7 +295,7 @@ def test_codebook_lookup_is_taken(tmp_path, spec):
     compress(model, tmp_path / "m.zc", spec, min_size=100)
     with Archive(tmp_path / "m.zc") as a:
         for name in model:
-            job = G.job(a, name)
+            job = gpu_job(a, name)
             assert job is not None and job.k, name
             assert emulate(job).tobytes() == a.read(name).tobytes(), name
 
@@ -303,7 +305,7 @@ def test_rdoq_levels_under_ans_are_taken(tmp_path):
     compress(model, tmp_path / "r.zc", "rdoq:bits=6,coder=ans", min_size=100)
     with Archive(tmp_path / "r.zc") as a:
         for name in model:
-            job = G.job(a, name)
+            job = gpu_job(a, name)
             assert job is not None and emulate(job).tobytes() == a.read(name).tobytes(), name
 
 
@@ -327,7 +329,7 @@ def test_dq_levels_are_taken(tmp_path, monkeypatch, spec, segment):
     monkeypatch.setattr(G, "DQ_SEGMENT", segment)
     compress(DQ_MODEL, tmp_path / "d.zc", spec, min_size=100)
     with Archive(tmp_path / "d.zc") as a:
-        jobs = [G.job(a, n) for n in DQ_MODEL]
+        jobs = [gpu_job(a, n) for n in DQ_MODEL]
         assert all(isinstance(j, G.TrellisJob) for j in jobs)
         by_dtype = {}
         for j in jobs:
@@ -347,7 +349,7 @@ def test_dq_steps_per_row_group(tmp_path):
     spec = parse_spec("dq:step=0.004,coder=ans").with_step(0.004, (0.004, 0.006, 0.01))
     compress({"w": DQ_MODEL["tall.weight"]}, tmp_path / "g.zc", spec, min_size=100)
     with Archive(tmp_path / "g.zc") as a:
-        job = G.job(a, "w")
+        job = gpu_job(a, "w")
         assert len(set(job.steps.tolist())) == 3
         assert emulate_trellis([job])[0].tobytes() == a.read("w").tobytes()
 
@@ -365,7 +367,7 @@ def test_grouped_steps_are_taken(tmp_path, spec):
     compress(model, tmp_path / "m.zc", spec, min_size=100)
     with Archive(tmp_path / "m.zc") as a:
         for name in model:
-            job = G.job(a, name)
+            job = gpu_job(a, name)
             assert job is not None and job.group, name
             assert emulate(job).tobytes() == a.read(name).tobytes(), name
 
@@ -382,7 +384,7 @@ def test_grouped_side_streams_decode_only_when_taken(tmp_path, monkeypatch):
     with Archive(tmp_path / "m.zc") as a:
         a.read("w")
         assert len(calls) == 1  # dequantize's own
-        G.job(a, "w")
+        gpu_job(a, "w")
         assert len(calls) == 2
 
 
@@ -399,7 +401,7 @@ def test_alphabets_wider_than_2_to_16_are_taken(tmp_path, spec):
     shifts = set()
     with Archive(tmp_path / "m.zc") as a:
         for name in model:
-            job = G.job(a, name)
+            job = gpu_job(a, name)
             assert job is not None, name
             shifts.add(getattr(job.stream, "shift", 0) > 0)
             assert emulate(job).tobytes() == a.read(name).tobytes(), name
@@ -411,7 +413,7 @@ def test_dq_wide_alphabet_is_taken(tmp_path):
     model = {"w.weight": weights((100, 700), "float32", 16), "c.weight": torch.full((10, 10), 0.25)}
     compress(model, tmp_path / "m.zc", "dq:step=0.000001,coder=ans", min_size=50)
     with Archive(tmp_path / "m.zc") as a:
-        jobs = [G.job(a, n) for n in model]
+        jobs = [gpu_job(a, n) for n in model]
         assert jobs[0].stream.shift > 0 and jobs[0].width == 8
         for j, got in zip(jobs, emulate_trellis(jobs), strict=True):
             assert got.tobytes() == a.read(j.name).tobytes(), j.name
@@ -445,7 +447,7 @@ def test_ctx_payloads_are_taken(tmp_path, spec, modes):
     compress(CTX_MODEL, tmp_path / "m.zc", spec, min_size=100)
     with Archive(tmp_path / "m.zc") as a:
         for name in CTX_MODEL:
-            job = G.job(a, name)
+            job = gpu_job(a, name)
             assert job is not None, name
             s, want = job.stream, modes.get(name.split(".")[0], "any")
             if want != "any":
@@ -462,17 +464,17 @@ def test_placed_lays_out_many_ctx_tensors_in_one_launch(tmp_path, monkeypatch):
 
     compress(CTX_MODEL, tmp_path / "m.zc", "uniform:bits=6,per_tensor=true,coder=ctx", min_size=100)
     with Archive(tmp_path / "m.zc") as a:
-        jobs = [G.job(a, n) for n in CTX_MODEL]
+        jobs = [gpu_job(a, n) for n in CTX_MODEL]
     assert sum(isinstance(j.stream, G.Contexts) for j in jobs) == 3
 
-    def launch(coded, kernel, out, what):
+    def launch(coded, kernel, out, what, staged):
         assert kernel == "rans_index"
         for j, at in coded:
             out[at : at + j.stream.count] = emulate_symbols(j.stream, j.stream.count)
 
     monkeypatch.setitem(sys.modules, "cupy", np)
     monkeypatch.setattr(G, "_launch", launch)
-    for got, job in zip(G._placed(jobs, "t"), jobs, strict=True):
+    for got, job in zip(G._placed(jobs, "t", None), jobs, strict=True):
         if isinstance(job.stream, G.Contexts):
             assert isinstance(got.stream, G.Packed) and got.stream.lo == job.stream.low
             assert got.stream.raw.tobytes() == placed(job).stream.raw, job.name
@@ -512,24 +514,24 @@ def test_lossless_float_planes_are_taken(tmp_path):
     kinds = set()
     with Archive(tmp_path / "m.zc") as a:
         for name in model:
-            job = G.job(a, name)
+            job = gpu_job(a, name)
             assert isinstance(job, G.PlanesJob), name
             kinds |= {type(p).__name__ for p in job.planes}
             got = emulate_planes(job)
             assert got.tobytes() == a.read(name).tobytes(), name
-    assert kinds == {"Stream", "bytes", "Huffman"}
+    assert kinds == {"Stream", "memoryview", "Huffman"}
 
 
 def test_batches_and_what_the_kernel_takes(tmp_path, archives):
     with Archive(archives["uniform:bits=8"]) as a:
-        jobs = [G.job(a, n) for n in MODEL]
+        jobs = [gpu_job(a, n) for n in MODEL]
         assert [j.stream.L > 0 for j in jobs] == [True, True, True, False]
         assert [len(j.stream.lengths) for j in jobs] == [4, 1, 1, 0]
     compress(MODEL, tmp_path / "m.zc", "kmeans:k=4", min_size=100,
              overrides={"half*": "uniform:bits=8,coder=cabac", "bf*": "uniform:bits=8"})
     with Archive(tmp_path / "m.zc") as a:  # kmeans as a codebook lookup; other coders on the host
-        assert G.job(a, "big.weight").k == 4 and G.job(a, "half.weight") is None
-        assert G.job(a, "bf.weight") is not None
+        assert gpu_job(a, "big.weight").k == 4 and gpu_job(a, "half.weight") is None
+        assert gpu_job(a, "bf.weight") is not None
 
 
 def test_slot_table_matches_the_native_layout():
@@ -660,3 +662,50 @@ def test_dq_damage_is_an_error_never_garbage(tmp_path_factory, data):
         gpu = None
     if gpu is not None:
         assert cpu is not None and gpu.tobytes() == cpu.tobytes()
+
+
+def test_jobs_read_their_substreams_from_the_one_staged_buffer(tmp_path):
+    """jobs(): every substream a kernel reads, and every raw plane, lies in the one staged buffer
+    (Staged.at finds it there); a plane inflated from zstd on the host does not (run_planes uploads
+    it); gather() stages the blobs of jobs parsed on their own, at the offsets at() gives."""
+    model = {"w": weights((300, 700), "float32"), "h": weights((300, 700), "bfloat16", 4),
+             "rep": torch.zeros(40, 300).index_fill_(1, torch.arange(0, 300, 7), 0.5)}
+    compress(model, tmp_path / "m.zc", "lossless", min_size=100)
+    compress({"w": model["w"]}, tmp_path / "u.zc", "uniform:bits=6,coder=ctx", min_size=100)
+    host = lambda n: np.zeros(n, np.uint8)  # noqa: E731
+    with Archive(tmp_path / "m.zc") as a, Archive(tmp_path / "u.zc") as u:
+        staged, found = G.jobs(a, ["w", "h", "rep"], host)
+        blobs = G._blobs(found)
+        assert len(blobs) >= 3 and all(staged.at(b) is not None for b in blobs)
+        raw = [p for j in found for p in j.planes if isinstance(p, memoryview)]
+        inside = [staged.at(p) is not None for p in raw]
+        assert True in inside and False in inside  # raw planes staged, rep's zstd plane inflated
+        for b in blobs:
+            at = staged.at(b)
+            assert bytes(staged.host[at : at + len(b)]) == bytes(b)
+        ctx = G.jobs(u, ["w"], host)[1]
+        assert isinstance(ctx[0].stream, G.Contexts)
+    monkey = G._page_locked
+    try:
+        G._page_locked = host
+        gathered = G.Staged.gather(blobs)
+    finally:
+        G._page_locked = monkey
+    assert gathered.at(b"") == 0 and gathered.at(memoryview(b"elsewhere")) is None
+    for b in blobs:
+        at = gathered.at(b)
+        assert bytes(gathered.host[at : at + len(b)]) == bytes(b)
+
+
+def test_a_damaged_side_payload_is_named_as_a_checksum_mismatch(tmp_path):
+    """jobs() asks the method whether the kernels take a tensor before its payloads are checked
+    (as the CPU's pass does); damage there that makes the method refuse is still reported as the
+    checksum mismatch it is, by the staging copy's check, never as a parse error."""
+    compress({"w": MODEL["big.weight"]}, tmp_path / "m.zc", "uniform:bits=8", min_size=100)
+    with Archive(tmp_path / "m.zc") as a:
+        offset, length, _ = a.entries["w"]["segments"]["steps"]
+    data = bytearray((tmp_path / "m.zc").read_bytes())
+    data[offset : offset + length] = bytes([0xFF]) * length
+    (tmp_path / "bad.zc").write_bytes(bytes(data))
+    with Archive(tmp_path / "bad.zc") as a, pytest.raises(ContainerError, match="checksum mismatch"):
+        G.jobs(a, ["w"], lambda n: np.zeros(n, np.uint8))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import zoocodec
+from tests.support import gpu_job
 from zoocodec import device as D
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import decode as G
@@ -52,7 +53,7 @@ def test_gpu_decode_equals_cpu_decode(spec, tmp_path):
     cpu = decompress(tmp_path / "m.zc")
     gpu = zoocodec.load(tmp_path / "m.zc", device="cuda")
     with Archive(tmp_path / "m.zc") as a:
-        taken = {n for n in a.names() if G.job(a, n) is not None}
+        taken = {n for n in a.names() if gpu_job(a, n) is not None}
     assert taken >= {"big.weight", "wide.weight", "half.weight", "bf.weight", "bf2.weight"}
     for name, t in cpu.items():
         g = gpu[name]
@@ -86,7 +87,7 @@ def test_damage_gives_an_error_or_the_cpu_decoders_bytes(tmp_path):
         e = a.entries["w"]
         payload = bytes(a.container.segment("t", tuple(e["segments"]["symbols"])))
         steps = bytes(a.container.segment("t", tuple(e["segments"]["steps"])))
-        job = G.job(a, "w")
+        job = gpu_job(a, "w")
     spec = spec_from_dict(e["method"])
     body_at = len(payload) - len(job.stream.data)
     rng = np.random.default_rng(0)
@@ -128,7 +129,7 @@ def test_dq_damage_gives_an_error_or_the_cpu_decoders_bytes(tmp_path):
     with Archive(tmp_path / "m.zc") as a:
         e = a.entries["w"]
         payload = bytes(a.container.segment("t", tuple(e["segments"]["symbols"])))
-        job = G.job(a, "w")
+        job = gpu_job(a, "w")
         assert isinstance(job, G.TrellisJob)
         assert torch.equal(bits(G.to_torch(G.run_trellis([job])[0], "float32").cpu()), bits(a.tensor("w")))
     spec = spec_from_dict(e["method"])

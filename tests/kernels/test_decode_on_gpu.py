@@ -1,12 +1,12 @@
 """`--decode-on gpu`: the registry's `gpu_decode` declarations say what the GPU decoder takes
-(kernels/decode.job, the host half that runs without a GPU), and compress keeps to them."""
+(kernels/decode.jobs, the host half that runs without a GPU), and compress keeps to them."""
 import numpy as np
 import pytest
 
 from support import run_cli
+from tests.support import gpu_job
 from zoocodec.codecs import CODERS
 from zoocodec.errors import SpecError
-from zoocodec.kernels import decode as G
 from zoocodec.methods import parse_spec
 from zoocodec.pipeline.core import Archive, compress
 from zoocodec.pipeline.policy import for_decoder, gpu_coders
@@ -41,7 +41,7 @@ def test_declared_gpu_decoders_are_the_ones_the_gpu_decoder_takes(tmp_path, name
     assert spec.coder.gpu_decode
     compress(model(), tmp_path / "m.zc", spec, min_size=100)
     with Archive(tmp_path / "m.zc") as a:
-        assert all(G.job(a, n) is not None for n in a.names())
+        assert all(gpu_job(a, n) is not None for n in a.names())
 
 
 def test_coders_without_a_gpu_decoder_give_way_or_are_refused():
@@ -82,7 +82,7 @@ def test_cli(tmp_path, monkeypatch, capsys):
                                "--method", method, "--min-size", "100", "--decode-on", "gpu")
         assert code == 0, err
         with Archive(tmp_path / "r.zc") as a:
-            assert all(G.job(a, n) is not None for n in a.names()), method
+            assert all(gpu_job(a, n) is not None for n in a.names()), method
         (tmp_path / "r.zc").unlink()
 
 
@@ -101,7 +101,7 @@ def test_a_presets_coder_stays(tmp_path, monkeypatch, capsys):
     with Archive(tmp_path / "b.zc") as a:
         assert {a.plan[n].method["method"] for n in a.names()} >= {"dq"}
         assert {a.plan[n].method["coder"]["coder"] for n in a.names() if a.plan[n].method["method"] == "dq"} == {"ctx"}
-        assert all(G.job(a, n) is not None for n in a.names())
+        assert all(gpu_job(a, n) is not None for n in a.names())
 
 
 def test_automatic_mode_refuses_before_any_work(tmp_path, monkeypatch, capsys):

@@ -7,8 +7,8 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import zoocodec
+from tests.support import gpu_job
 from zoocodec.errors import ContainerError, SpecError
-from zoocodec.kernels import decode as gpu_decode
 from zoocodec.methods import TensorData, parse_spec, spec_from_dict
 
 
@@ -161,7 +161,7 @@ def test_compress_counts_the_side_info_and_the_gpu_decoder_takes_it(tmp_path):
             assert set(e["segments"]) == {"symbols", "group_steps", "group_zeros"}
             assert report.tensors[[t.name for t in report.tensors].index(name)].bytes_out == sum(
                 s[1] for s in e["segments"].values())
-            assert gpu_decode.job(a, name).group == 32  # plan.Grouped, which the CPU's native pass takes too
+            assert gpu_job(a, name).group == 32  # plan.Grouped, which the CPU's native pass takes too
             err = np.abs(back[name].numpy().astype(np.float64) - model[name]).max()
             assert err <= e["stats"]["max_err"] * (1 + 1e-9) and err > 0
     assert info["bits_per_weight"] > 4  # 4-bit symbols (entropy-coded) plus a step and a zero per 32 weights

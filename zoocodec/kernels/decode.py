@@ -25,6 +25,7 @@ float16 and bfloat16) return None: the caller decodes them on the host and copie
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import math
@@ -313,7 +314,7 @@ class Huffman:
 @dataclass
 class PlanesJob:
     """One lossless float tensor: its byte planes, top first, each a rANS Stream (lo 0), a
-    Huffman stream, or the plane's bytes (raw, or inflated from zstd on the host)."""
+    Huffman stream, or a view of the plane's bytes (raw: staged; or inflated from zstd on the host)."""
 
     name: str
     shape: tuple[int, ...]
@@ -331,7 +332,7 @@ def parse_planes(data, count: int, dtype: str, what: str) -> list:
     planes = []
     for mode, body in floatplanes.frame(data, count, bits_dtype(dtype), huffman=True):
         if mode == floatplanes.RAW:
-            planes.append(bytes(body))
+            planes.append(body)  # (a view of the staged bytes, or a plane inflated from zstd)
             continue
         try:
             if mode == floatplanes.HUFFMAN:
@@ -346,18 +347,96 @@ def parse_planes(data, count: int, dtype: str, what: str) -> list:
     return planes
 
 
-def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
-    """The GPU decode job of one tensor of an open Archive, or None when its method declares
-    no fused decoder this kernel takes (zoocodec/plan.py)."""
+@dataclass
+class Staged:
+    """Compressed bytes in one page-locked host buffer, uploaded to the device once: every kernel
+    reads its substreams at their offsets in `device`. `regions`: (host address, length, offset in
+    `host`) of each stretch staged, by address: the one buffer of a load's payloads (jobs()), or
+    each blob gather() copied."""
+
+    host: np.ndarray
+    regions: list[tuple[int, int, int]]
+    _device: object = None
+
+    @classmethod
+    def gather(cls, blobs: list) -> Staged:
+        """`blobs` (views of payloads: the jobs of one tensor parsed on their own) copied back to back."""
+        blobs = [b for b in blobs if len(b)]
+        host, at, regions = _page_locked(sum(len(b) for b in blobs)), 0, []
+        for b in blobs:
+            host[at : at + len(b)] = np.frombuffer(b, np.uint8)
+            regions.append((_address(b), len(b), at))
+            at += len(b)
+        return cls(host, sorted(regions))
+
+    def at(self, view) -> int | None:
+        """Where `view`'s bytes are in `host` (and `device`), or None where they were not staged."""
+        if not len(view):
+            return 0
+        address = _address(view)
+        i = bisect.bisect_right(self.regions, (address, math.inf)) - 1
+        if i < 0 or address + len(view) > self.regions[i][0] + self.regions[i][1]:
+            return None
+        return self.regions[i][2] + address - self.regions[i][0]
+
+    @property
+    def device(self):
+        """The buffer on the device (one copy from page-locked memory, on the current stream, the first time)."""
+        if self._device is None:
+            import cupy
+
+            self._device = cupy.empty(self.host.shape, dtype=np.uint8)
+            self._device.set(self.host)
+        return self._device
+
+
+def _address(view) -> int:
+    return np.frombuffer(view, np.uint8).ctypes.data
+
+
+def _page_locked(size: int) -> np.ndarray:
+    import cupyx  # GPU only
+
+    return cupyx.empty_pinned((max(size, 1),), dtype=np.uint8)
+
+
+def jobs(archive, names: list[str], alloc=None) -> tuple[Staged, list]:
+    """The GPU decode jobs of the tensors of `names` whose methods declare a fused decoder these
+    kernels take (zoocodec/plan.py), parsed from their payloads as Container.stage copied them
+    into one page-locked buffer (each file page read once: copied, checksummed from cache; `alloc`
+    makes another buffer, as the NumPy emulation does); the others are left to the host."""
     from zoocodec import plan
 
-    e = archive.plan[name]
-    if e.dtype not in KINDS:
-        return None
+    container, taken = archive.container, []
+    for name in names:
+        e = archive.plan[name]
+        if e.dtype not in KINDS:
+            continue
+        items = [(e.where, s) for s in e.segments.values()]
+        views = container.views(items, check=False)
+        try:  # (nothing of the answer kept: the views end below)
+            takes = plan.fused_job(e.spec, e, dict(zip(e.segments, views, strict=True)), gpu=True) is not None
+        except Exception:  # noqa: BLE001  (staged, checked, then refused by _job: a corrupt payload is named so)
+            takes = True
+        finally:
+            container.release(items, views, drop=False)
+        if takes:
+            taken.append((e, items))
+    host, views = container.stage([item for _, items in taken for item in items], alloc or _page_locked)
+    staged, out, at = Staged(host, [(_address(host), host.size, 0)]), [], 0
+    for e, items in taken:
+        j = _job(archive, e, dict(zip(e.segments, views[at : at + len(items)], strict=True)))
+        at += len(items)
+        if j is not None:
+            out.append(j)
+    return staged, out
+
+
+def _job(archive, e, segments: dict) -> Job | PlanesJob | TrellisJob | None:
+    """Entry `e`'s job from its (checked) payloads, or None."""
+    from zoocodec import plan
+
     where = f"{archive.container.path}: {e.where}"
-    segments = dict(
-        zip(e.segments, archive.container.segments([(e.where, s) for s in e.segments.values()]), strict=True)
-    )
     spec = e.spec  # (parsed and checked with the header)
     try:
         fused = plan.fused_job(spec, e, segments, gpu=True)
@@ -366,23 +445,23 @@ def job(archive, name: str) -> Job | PlanesJob | TrellisJob | None:
     if fused is None:
         return None
     if isinstance(fused, plan.Planes):
-        return PlanesJob(name, e.shape, e.dtype, parse_planes(segments[fused.stream], e.numel, e.dtype,
+        return PlanesJob(e.name, e.shape, e.dtype, parse_planes(segments[fused.stream], e.numel, e.dtype,
                                                               f"{where}: float payload"))
     parser = parse_ctx if spec.coder_for(fused.stream).name == "ctx" else parse
     stream = parser(segments[fused.stream], e.numel, f"{where}: entropy-coded payload")
     if stream is None:
         return None
     if isinstance(fused, plan.Trellis):
-        out = TrellisJob(name, e.shape, e.dtype, stream, fused.steps, fused.rows, fused.cols, fused.by_column)
+        out = TrellisJob(e.name, e.shape, e.dtype, stream, fused.steps, fused.rows, fused.cols, fused.by_column)
     elif isinstance(fused, plan.Grouped):
         try:
             steps, zeros = fused.values()
         except ContainerError as err:
             raise ContainerError(f"{where}: {err}") from None
-        out = Job(name, e.shape, e.dtype, stream, steps, 0, fused.cols, fused.group, zeros)
+        out = Job(e.name, e.shape, e.dtype, stream, steps, 0, fused.cols, fused.group, zeros)
     else:
         values, row_len, k, _ = fused.native(e.numel)
-        out = Job(name, e.shape, e.dtype, stream, values, k, row_len if k else 0)
+        out = Job(e.name, e.shape, e.dtype, stream, values, k, row_len if k else 0)
     check_range(out, where)
     return out
 
@@ -433,15 +512,18 @@ def _module():
     return cupy.RawModule(code=cuda_source("decode.cu"), options=("-std=c++17",))
 
 
-def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, out=None) -> list:
+def run(jobs: list[Job], what: str = "GPU decode", staged: Staged | None = None, kernel: str | None = None,
+        out=None) -> list:
     """Decode every job (all of one dtype) -> CuPy arrays of their shapes, views of one buffer: the
-    rANS streams in one launch, each packed one in a launch of its own. `kernel` and `out`: a
-    kernel other than the dtype's (rans_bytes) writing into a given buffer."""
+    rANS streams in one launch, each packed one in a launch of its own. `staged`: where their
+    substreams are (by default gathered from the jobs); `kernel` and `out`: a kernel other than
+    the dtype's (rans_bytes) writing into a given buffer."""
     import cupy
 
     if not jobs:
         return []
-    jobs = _placed(jobs, what)
+    staged = staged or Staged.gather(_blobs(jobs))
+    jobs = _placed(jobs, what, staged)
     kernel_name, out_dtype = KINDS[jobs[0].dtype]
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     numels = [math.prod(j.shape) for j in jobs]
@@ -451,19 +533,21 @@ def run(jobs: list[Job], what: str = "GPU decode", kernel: str | None = None, ou
         if isinstance(j.stream, Packed):
             _packed_launch(j, out[at:], what)
     _launch([(j, at) for j, at in zip(jobs, starts[:-1], strict=True) if isinstance(j.stream, Stream)],
-            kernel or kernel_name, out, what)
+            kernel or kernel_name, out, what, staged)
     return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts[:-1], numels, strict=True)]
 
 
-def _launch(coded: list[tuple[Job, int]], kernel_name: str, out, what: str) -> None:
-    """One launch of `kernel_name` over every substream of the rANS-coded jobs, each writing at
-    its element offset of `out`; a damaged substream raises ContainerError naming its tensor."""
+def _launch(coded: list[tuple[Job, int]], kernel_name: str, out, what: str, staged: Staged) -> None:
+    """One launch of `kernel_name` over every substream of the rANS-coded jobs (read where
+    `staged` holds them), each writing at its element offset of `out`; a damaged substream raises
+    ContainerError naming its tensor."""
     import cupy
 
+    if not coded:
+        return
     tensors = np.zeros(len(coded), TENSOR)
-    tables, syms, steps, blobs, lows = [], [], [], [], []
-    sub_off, sub_len, sub_first, sub_count, tensor_of = [], [], [], [], []
-    table_at = steps_at = data_at = low_at = 0
+    tables, syms, steps, lows, subs = [], [], [], [], []
+    table_at = steps_at = low_at = 0
     for t, (j, out_at) in enumerate(coded):
         s = j.stream
         tensors[t] = j.record(out_at, table_at, steps_at, low_at)
@@ -477,29 +561,18 @@ def _launch(coded: list[tuple[Job, int]], kernel_name: str, out, what: str) -> N
         values = j.values()
         steps.append(values)
         steps_at += len(values)
-        blobs.append(s.data)
-        offsets = np.concatenate([[0], np.cumsum(s.lengths, dtype=np.uint64)[:-1]]) if s.lengths else []
-        chunk = s.chunk
-        for i in range(-(-s.count // chunk) if s.count else 0):
-            sub_off.append(data_at + (int(offsets[i]) if s.lengths else 0))
-            sub_len.append(s.lengths[i] if s.lengths else 0)
-            sub_first.append(i * chunk)
-            sub_count.append(min(chunk, s.count - i * chunk))
-            tensor_of.append(t)
-        data_at += len(s.data)
+        subs.append(_substreams(s, staged, t))
+    sub_off, sub_len, sub_first, sub_count, tensor_of = (np.concatenate(column) for column in zip(*subs, strict=True))
     nsub = len(sub_off)
     if not nsub:
         return
-    host = _pinned(blobs, data_at)  # kept until the kernel has run (the .get() of `bad` below waits)
-    data = cupy.empty(host.shape, dtype=np.uint8)
-    data.set(host)  # one DMA from page-locked memory, in order on the current stream
     dev = {
-        "data": data,
-        "sub_off": cupy.asarray(np.asarray(sub_off, np.uint64)),
-        "sub_len": cupy.asarray(np.asarray(sub_len, np.uint32)),
-        "sub_first": cupy.asarray(np.asarray(sub_first, np.uint64)),
-        "sub_count": cupy.asarray(np.asarray(sub_count, np.uint32)),
-        "tensor_of": cupy.asarray(np.asarray(tensor_of, np.uint32)),
+        "data": staged.device,
+        "sub_off": cupy.asarray(sub_off),
+        "sub_len": cupy.asarray(sub_len),
+        "sub_first": cupy.asarray(sub_first),
+        "sub_count": cupy.asarray(sub_count),
+        "tensor_of": cupy.asarray(tensor_of),
         "tensors": cupy.asarray(tensors.view(np.uint8)),
         "slots": cupy.asarray(np.concatenate(tables) if tables else np.zeros(1, np.uint32)),
         "syms": cupy.asarray(np.concatenate(syms) if syms else np.zeros(1, np.uint16)),
@@ -514,9 +587,22 @@ def _launch(coded: list[tuple[Job, int]], kernel_name: str, out, what: str) -> N
          dev["tensors"], dev["slots"], dev["syms"], dev["steps"], dev["low"], out, bad, np.uint64(nsub)))
     broken = cupy.flatnonzero(bad).get()
     if broken.size:
-        j = coded[tensor_of[int(broken[0])]][0]
+        j = coded[int(tensor_of[int(broken[0])])][0]
         raise ContainerError(f"{what}: tensor {j.name!r}: corrupt rANS substream "
                              f"{sub_first[int(broken[0])] // j.stream.chunk}")
+
+
+def _substreams(s: Stream | Huffman, staged: Staged, t: int = 0) -> tuple[np.ndarray, ...]:
+    """The substreams of `s` as the kernels take them: where each starts in the staged bytes, its
+    length, its first symbol and its symbol count, and `t` (its tensor) for each."""
+    n = -(-s.count // s.chunk) if s.count else 0
+    first = np.arange(n, dtype=np.uint64) * np.uint64(s.chunk)
+    count = np.minimum(np.uint64(s.chunk), np.uint64(s.count) - first).astype(np.uint32)
+    lengths = np.asarray(s.lengths, np.uint64) if s.lengths else np.zeros(n, np.uint64)
+    at = staged.at(s.data)
+    assert at is not None, "substreams outside the staged bytes"
+    offsets = np.uint64(at) + np.cumsum(lengths) - lengths
+    return offsets, lengths.astype(np.uint32), first, count, np.full(n, t, np.uint32)
 
 
 def trellis_layout(jobs: list[TrellisJob]) -> tuple[np.ndarray, list[int], int, int]:
@@ -538,7 +624,7 @@ def trellis_layout(jobs: list[TrellisJob]) -> tuple[np.ndarray, list[int], int, 
     return np.array(records, DQ_TENSOR), srcs, max(-(-src // 8) * 8, 8), seg_at  # (viewed as uint16 and uint64)
 
 
-def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode") -> list:
+def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode", staged: Staged | None = None) -> list:
     """dq tensors (all of one dtype) -> CuPy arrays of their shapes: the rANS streams decoded to
     16-bit indices in one launch (packed frames' ints uploaded as they are), then dq_maps and
     dq_values over every segment of every tensor (decode.cu)."""
@@ -546,7 +632,8 @@ def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode") -> list:
 
     if not jobs:
         return []
-    jobs = _placed(jobs, what)
+    staged = staged or Staged.gather(_blobs(jobs))
+    jobs = _placed(jobs, what, staged)
     out_dtype = KINDS[jobs[0].dtype][1]
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     records, srcs, size, nseg = trellis_layout(jobs)
@@ -559,8 +646,8 @@ def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode") -> list:
         else:  # (rans_index ignores the steps)
             (wide if j.stream.shift else narrow).append(
                 (Job(j.name, j.shape, j.dtype, j.stream, np.ones(1)), src // j.width))
-    _launch(narrow, "rans_index", idx.view(np.uint16), what)
-    _launch(wide, "rans_index64", idx.view(np.uint64), what)
+    _launch(narrow, "rans_index", idx.view(np.uint16), what, staged)
+    _launch(wide, "rans_index64", idx.view(np.uint64), what, staged)
     numels = [math.prod(j.shape) for j in jobs]
     starts = [int(x) for x in np.cumsum([0] + numels)]
     out = cupy.empty(starts[-1], dtype=out_dtype)
@@ -575,14 +662,16 @@ def run_trellis(jobs: list[TrellisJob], what: str = "GPU decode") -> list:
     return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts[:-1], numels, strict=True)]
 
 
-def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
+def run_planes(jobs: list[PlanesJob], what: str = "GPU decode", staged: Staged | None = None) -> list:
     """Lossless float tensors (all of one dtype): each rANS-coded plane decoded by rans_bytes and
     each Huffman one by huff_bytes (a launch a plane) into one buffer of planes, raw planes copied
-    in, then a merge launch per tensor -> CuPy arrays of their shapes (bfloat16 as uint16 bits)."""
+    in (on the device from the staged bytes; uploaded where inflated from zstd on the host), then
+    a merge launch per tensor -> CuPy arrays of their shapes (bfloat16 as uint16 bits)."""
     import cupy
 
     if not jobs:
         return []
+    staged = staged or Staged.gather(_blobs(jobs))
     out_dtype = KINDS[jobs[0].dtype][1]
     width = np.dtype(out_dtype).itemsize
     numels = [math.prod(j.shape) for j in jobs]
@@ -594,11 +683,15 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode") -> list:
             if isinstance(p, Stream):  # decoded below, symbol = byte
                 coded.append((Job(j.name, (n,), "float32", p, np.ones(1)), at + k * n))
             elif isinstance(p, Huffman):
-                _huff_launch(j.name, p, planes[at + k * n :], what)
+                _huff_launch(j.name, p, planes[at + k * n :], what, staged)
             elif n:
-                planes[at + k * n : at + (k + 1) * n].set(np.frombuffer(p, np.uint8))
+                plane, src = planes[at + k * n : at + (k + 1) * n], staged.at(p)
+                if src is None:
+                    plane.set(np.frombuffer(p, np.uint8))
+                else:
+                    plane[...] = staged.device[src : src + n]
     for cj, at in coded:  # (run() lays its jobs out back to back: one call a plane keeps each at its offset)
-        run([cj], what, kernel="rans_bytes", out=planes[at:])
+        run([cj], what, staged, kernel="rans_bytes", out=planes[at:])
     out, views = cupy.empty(sum(numels), dtype=out_dtype), []
     merge = _module().get_function("planes_merge4" if width == 4 else "planes_merge2")
     at_out = 0
@@ -629,22 +722,16 @@ def _packed_launch(j: Job, out, what: str) -> None:
         raise ContainerError(f"{what}: tensor {j.name!r}: codebook index out of range")
 
 
-def _huff_launch(name: str, h: Huffman, out, what: str) -> None:
-    """One Huffman plane: its substreams uploaded, decoded by huff_bytes into `out` (a view at the plane's start)."""
+def _huff_launch(name: str, h: Huffman, out, what: str, staged: Staged) -> None:
+    """One Huffman plane decoded by huff_bytes from the staged bytes into `out` (a view at the plane's start)."""
     import cupy
 
-    nsub = len(h.lengths)
-    lengths = np.asarray(h.lengths, np.uint64)
-    offsets = np.cumsum(lengths) - lengths
-    first = np.arange(nsub, dtype=np.uint64) * np.uint64(h.chunk)
-    count = np.minimum(np.uint64(h.chunk), np.uint64(h.count) - first).astype(np.uint32)
-    host = _pinned([h.data], len(h.data))
-    data = cupy.empty(host.shape, dtype=np.uint8)
-    data.set(host)
+    offsets, lengths, first, count, _ = _substreams(h, staged)
+    nsub = len(offsets)
     bad = cupy.zeros(nsub, dtype=np.int32)
     _module().get_function("huff_bytes")(
         (-(-nsub // THREADS),), (THREADS,),
-        (data, cupy.asarray(offsets), cupy.asarray(lengths.astype(np.uint32)), cupy.asarray(first), cupy.asarray(count),
+        (staged.device, cupy.asarray(offsets), cupy.asarray(lengths), cupy.asarray(first), cupy.asarray(count),
          cupy.asarray(h.table), out, bad, np.uint64(nsub)))
     broken = cupy.flatnonzero(bad).get()
     if broken.size:
@@ -660,7 +747,7 @@ def _on_device(raw):
     return raw.view(np.uint8)
 
 
-def _placed(jobs: list, what: str) -> list:
+def _placed(jobs: list, what: str, staged: Staged) -> list:
     """`jobs` with each Contexts stream turned into a Packed frame of device levels: every coded
     context of every such job in one rans_index launch, then place() on the device."""
     import cupy
@@ -675,7 +762,7 @@ def _placed(jobs: list, what: str) -> list:
                 coded.append((Job(j.name, (s.count,), "float32", s, np.ones(1)), at))  # (rans_index ignores steps)
                 at += s.count
     indices = cupy.empty(max(at, 1), dtype=np.uint16)
-    _launch(coded, "rans_index", indices, what)
+    _launch(coded, "rans_index", indices, what, staged)
     placed, at = {}, 0
     for j in ctx:
         c = j.stream
@@ -685,16 +772,16 @@ def _placed(jobs: list, what: str) -> list:
     return [dataclasses.replace(j, stream=placed[id(j)]) if id(j) in placed else j for j in jobs]
 
 
-def _pinned(blobs: list, size: int) -> np.ndarray:
-    """The compressed substreams back to back in one page-locked host buffer (one copy from the file's pages)."""
-    import cupyx  # GPU only
-
-    host = cupyx.empty_pinned((max(size, 1),), dtype=np.uint8)
-    at = 0
-    for b in blobs:
-        host[at : at + len(b)] = np.frombuffer(b, np.uint8)
-        at += len(b)
-    return host
+def _blobs(jobs: list) -> list:
+    """The compressed bytes the kernels read for `jobs` (what Staged.gather copies)."""
+    out = []
+    for j in jobs:
+        for p in j.planes if isinstance(j, PlanesJob) else [j.stream]:
+            if isinstance(p, Contexts):
+                out += [c.data for c in p.streams if c is not None]
+            elif isinstance(p, (Stream, Huffman)):
+                out.append(p.data)
+    return out
 
 
 def to_torch(array, dtype: str):
@@ -710,21 +797,18 @@ RUNS = {Job: run, PlanesJob: run_planes, TrellisJob: run_trellis}
 
 def tensor(archive, name: str):
     """One tensor decoded on the current CUDA device as torch, or None when the kernel does not take it."""
-    j = job(archive, name)
-    if j is None:
-        return None
-    return to_torch(RUNS[type(j)]([j], str(archive.container.path))[0], j.dtype)
+    return tensors(archive, [name]).get(name)
 
 
 def tensors(archive, names: list[str]) -> dict:
-    """Every tensor of `names` the kernel takes, decoded in one launch per dtype and kind: {name: torch CUDA tensor}."""
-    jobs: dict[tuple[str, type], list] = {}
-    for name in names:
-        j = job(archive, name)
-        if j is not None:
-            jobs.setdefault((j.dtype, type(j)), []).append(j)
+    """Every tensor of `names` the kernel takes, decoded in one launch per dtype and kind from one
+    upload of their payloads: {name: torch CUDA tensor}."""
+    staged, found = jobs(archive, names)
+    groups: dict[tuple[str, type], list] = {}
+    for j in found:
+        groups.setdefault((j.dtype, type(j)), []).append(j)
     out = {}
-    for (dtype, kind), group in jobs.items():
-        for j, a in zip(group, RUNS[kind](group, str(archive.container.path)), strict=True):
+    for (dtype, kind), group in groups.items():
+        for j, a in zip(group, RUNS[kind](group, str(archive.container.path), staged), strict=True):
             out[j.name] = to_torch(a, dtype)
     return out

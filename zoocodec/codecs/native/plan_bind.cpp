@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -512,6 +513,51 @@ int64_t first_bad(const std::vector<nb::tuple>& payloads, int threads) {
   return part.first_bad();
 }
 
+// Payloads copied into `out` (each at its offset) and checked on the copy, every chunk on the pool:
+// the copy of a chunk is still in cache when its XXH3-64 reads it, so staging the compressed bytes
+// for a device upload reads the file's pages once. A payload is (bytes-like, chunk, [XXH3-64 of each
+// `chunk` bytes], offset in out). Returns the index of the first payload with a wrong chunk, or -1.
+int64_t stage(const std::vector<nb::tuple>& payloads, Out out, int threads) {
+  struct Task {
+    const uint8_t* src;
+    uint8_t* dst;
+    std::size_t size;
+    uint64_t sum;
+    std::size_t owner;
+  };
+  std::vector<std::unique_ptr<InBuffer>> held;
+  std::vector<Task> tasks;
+  auto* base = static_cast<uint8_t*>(out.data());
+  const std::size_t room = out.nbytes();
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
+    const nb::tuple& p = payloads[i];
+    if (p.size() != 4) throw std::invalid_argument("a payload is (bytes, chunk, sums, offset)");
+    held.emplace_back(new InBuffer(p[0]));
+    const auto chunk = nb::cast<uint64_t>(p[1]);
+    const auto sums = nb::cast<std::vector<uint64_t>>(p[2]);
+    const auto at = nb::cast<uint64_t>(p[3]);
+    const std::size_t size = held.back()->size();
+    if (chunk == 0 || sums.size() != (size + chunk - 1) / chunk)
+      throw std::invalid_argument("one checksum a chunk of the payload");
+    if (at > room || size > room - at) throw std::invalid_argument("a payload past the end of out");
+    for (std::size_t k = 0; k < sums.size(); ++k)
+      tasks.push_back({held.back()->data() + k * chunk, base + at + k * chunk,
+                       std::min<std::size_t>(chunk, size - k * chunk), sums[k], i});
+  }
+  std::vector<uint8_t> bad(tasks.size(), 0);
+  {
+    nb::gil_scoped_release release;
+    parallel_for(tasks.size(), threads > 0 ? threads : default_threads(), [&](std::size_t t) {
+      const Task& task = tasks[t];
+      std::memcpy(task.dst, task.src, task.size);
+      bad[t] = checksum(task.dst, task.size) != task.sum;
+    });
+  }
+  for (std::size_t t = 0; t < tasks.size(); ++t)
+    if (bad[t]) return static_cast<int64_t>(tasks[t].owner);
+  return -1;
+}
+
 using Symbols2 = nb::ndarray<const int64_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using Values2 = nb::ndarray<const double, nb::c_contig, nb::device::cpu>;
 
@@ -553,6 +599,9 @@ void bind_plan(nb::module_& m) {
   m.def("first_bad", &first_bad, nb::arg("payloads"), nb::arg("threads") = 0,
         "Index of the first (bytes, chunk, sums) whose chunks do not match their XXH3-64s, or -1; every chunk "
         "on one pass of the pool.");
+  m.def("stage", &stage, nb::arg("payloads"), nb::arg("out"), nb::arg("threads") = 0,
+        "Each (bytes, chunk, sums, offset) copied into out at its offset and its chunks' XXH3-64s checked on "
+        "the copy, on the pool; the index of the first payload with a wrong chunk, or -1.");
   m.def("decode_fused", &decode_fused, nb::arg("jobs"), nb::arg("threads") = 0,
         "Many tensors' ans payloads -> symbol * step or codebook[symbol] in their dtype, and float-plane "
         "payloads -> their values, written into the given arrays, every substream on one pass of the pool; "
