@@ -19,6 +19,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from tests.support import gpu_job
+from zoocodec.codecs import native
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import decode as G
 from zoocodec.methods.arrays import from_float64
@@ -203,24 +204,39 @@ def emulate_trellis(jobs: list[G.TrellisJob]) -> list[np.ndarray]:
 
 
 def emulate_huffman(h: G.Huffman) -> np.ndarray:
-    """decode.cu's huff_bytes, thread by thread: 12 bits peeked from three bytes (zeros past the
-    substream's end), the table's symbol and length, each symbol inside the substream, then every
-    byte used and the last one's unused bits zero; raises ContainerError where the kernel sets bad[s]."""
-    out, data, at = np.zeros(h.count, np.uint8), bytes(h.data), 0
-    for s, length in enumerate(h.lengths):
-        b, first = data[at : at + length] + bytes(3), s * h.chunk
-        at += length
+    """One Huffman plane through huff_layout and the kernel's emulation."""
+    out = np.zeros(h.count, np.uint8)
+    staged = G.Staged.gather([h.data], host_memory)
+    emulate_huff_launch(staged, G.huff_layout([("t", h, 0)], staged), out)
+    return out
+
+
+def emulate_huff_launch(staged: G.Staged, layout: tuple, out: np.ndarray) -> None:
+    """decode.cu's huff_bytes over a huff_layout launch, thread by thread: the table of the block's
+    plane, 12 bits peeked from three bytes (zeros past the substream's end), the table's symbol and
+    length, each symbol inside the substream, then every byte used and the last one's unused bits
+    zero; raises ContainerError where the kernel sets bad[s]."""
+    sub_off, sub_len, sub_first, sub_count, tables, block_plane = layout
+    assert tables.dtype == np.uint16 and len(sub_off) == len(block_plane) * G.THREADS
+    for s in range(len(sub_off)):
+        table = tables[int(block_plane[s // G.THREADS]) * 4096 :][:4096]
+        length, first = int(sub_len[s]), int(sub_first[s])
+        b = bytes(staged.host[int(sub_off[s]) : int(sub_off[s]) + length]) + bytes(3)
         pos = 0
-        for i in range(min(h.chunk, h.count - first)):
+        for i in range(int(sub_count[s])):
             v = int.from_bytes(b[pos >> 3 : (pos >> 3) + 3], "big")
-            e = int(h.table[(v >> (12 - (pos & 7))) & 0xFFF])
+            e = int(table[(v >> (12 - (pos & 7))) & 0xFFF])
             if pos + (e >> 8) > 8 * length:
                 raise ContainerError("substream ends early")
             out[first + i] = e & 0xFF
             pos += e >> 8
         if (pos + 7) // 8 != length or (pos & 7 and (b[length - 1] << (pos & 7)) & 0xFF):
             raise ContainerError("substream ends wrong")
-    return out
+
+
+def host_memory(n: int) -> np.ndarray:
+    """Staging in ordinary memory (the emulation's page-locked buffer)."""
+    return np.zeros(n, np.uint8)
 
 
 def emulate_planes(job: G.PlanesJob) -> np.ndarray:
@@ -672,9 +688,8 @@ def test_jobs_read_their_substreams_from_the_one_staged_buffer(tmp_path):
              "rep": torch.zeros(40, 300).index_fill_(1, torch.arange(0, 300, 7), 0.5)}
     compress(model, tmp_path / "m.zc", "lossless", min_size=100)
     compress({"w": model["w"]}, tmp_path / "u.zc", "uniform:bits=6,coder=ctx", min_size=100)
-    host = lambda n: np.zeros(n, np.uint8)  # noqa: E731
     with Archive(tmp_path / "m.zc") as a, Archive(tmp_path / "u.zc") as u:
-        staged, found = G.jobs(a, ["w", "h", "rep"], host)
+        staged, found = G.jobs(a, ["w", "h", "rep"], host_memory)
         blobs = G._blobs(found)
         assert len(blobs) >= 3 and all(staged.at(b) is not None for b in blobs)
         raw = [p for j in found for p in j.planes if isinstance(p, memoryview)]
@@ -683,14 +698,9 @@ def test_jobs_read_their_substreams_from_the_one_staged_buffer(tmp_path):
         for b in blobs:
             at = staged.at(b)
             assert bytes(staged.host[at : at + len(b)]) == bytes(b)
-        ctx = G.jobs(u, ["w"], host)[1]
+        ctx = G.jobs(u, ["w"], host_memory)[1]
         assert isinstance(ctx[0].stream, G.Contexts)
-    monkey = G._page_locked
-    try:
-        G._page_locked = host
-        gathered = G.Staged.gather(blobs)
-    finally:
-        G._page_locked = monkey
+    gathered = G.Staged.gather(blobs, host_memory)
     assert gathered.at(b"") == 0 and gathered.at(memoryview(b"elsewhere")) is None
     for b in blobs:
         at = gathered.at(b)
@@ -708,4 +718,34 @@ def test_a_damaged_side_payload_is_named_as_a_checksum_mismatch(tmp_path):
     data[offset : offset + length] = bytes([0xFF]) * length
     (tmp_path / "bad.zc").write_bytes(bytes(data))
     with Archive(tmp_path / "bad.zc") as a, pytest.raises(ContainerError, match="checksum mismatch"):
-        G.jobs(a, ["w"], lambda n: np.zeros(n, np.uint8))
+        G.jobs(a, ["w"], host_memory)
+
+
+def test_every_huffman_plane_of_a_load_decodes_in_one_launch(tmp_path):
+    """huff_layout: the Huffman planes of several tensors (one with several substreams) in one
+    launch, each plane's substreams from a block's start with its table; the kernel's emulation
+    over it gives each plane's bytes as the CPU's Huffman decoder does."""
+    from zoocodec.codecs import floatplanes
+
+    model = {f"t{i}": weights((100 + 40 * i, 700), "bfloat16", i) for i in range(3)}  # 70,000 exponents and up
+    compress(model, tmp_path / "m.zc", "lossless", min_size=100)
+    with Archive(tmp_path / "m.zc") as a:
+        staged, found = G.jobs(a, list(model), host_memory)
+        planes, at = [], 0
+        for j in found:
+            for p in j.planes:
+                if isinstance(p, G.Huffman):
+                    planes.append((j.name, p, at))
+                    at += p.count
+        assert len(planes) == len(model)
+        layout = G.huff_layout(planes, staged)
+        starts = [int(np.searchsorted(layout[5], i)) * G.THREADS for i in range(len(planes))]
+        assert [int(layout[2][s]) for s in starts] == [at for _, _, at in planes]
+        out = np.zeros(at, np.uint8)
+        emulate_huff_launch(staged, layout, out)
+        for name, p, at in planes:
+            e = a.plan[name]
+            (mode, body), _ = floatplanes.frame(a.container.segment("t", e.segments["data"]), e.numel,
+                                                np.uint16, huffman=True)
+            assert mode == floatplanes.HUFFMAN
+            assert out[at : at + p.count].tobytes() == bytes(native.engine().huff_decode(body, e.numel)), name

@@ -216,12 +216,15 @@ KERNEL(rans_index64, 5)
 // code length << 8, built by the CPU's parser) sits in shared memory; each symbol peeks 12 bits,
 // most significant first, zeros past the end, and must end inside the substream; then the end
 // checks of huffman.cpp's finish(): every byte used, the last one's unused bits zero. A damaged
-// substream sets bad[s] and stops.
+// substream sets bad[s] and stops. Every plane of a load in one launch: a block decodes substreams
+// of one plane (block_plane), whose table it holds; each plane's substreams start at a block
+// (kernels/decode.py's huff_layout pads them with empty ones).
 #define HUFF_SLOTS 4096
 extern "C" __global__ void huff_bytes(const unsigned char* data, const u64* sub_off, const u32* sub_len,
-                                      const u64* sub_first, const u32* sub_count, const unsigned short* table,
-                                      unsigned char* out, int* bad, u64 nsub) {
+                                      const u64* sub_first, const u32* sub_count, const unsigned short* tables,
+                                      const u32* block_plane, unsigned char* out, int* bad, u64 nsub) {
   __shared__ unsigned short t[HUFF_SLOTS];
+  const unsigned short* table = tables + (u64)block_plane[blockIdx.x] * HUFF_SLOTS;
   for (u32 i = threadIdx.x; i < HUFF_SLOTS; i += blockDim.x) t[i] = table[i];
   __syncthreads();
   const u64 s = (u64)blockIdx.x * blockDim.x + threadIdx.x;

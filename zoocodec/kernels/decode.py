@@ -29,6 +29,7 @@ import bisect
 import dataclasses
 import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -359,10 +360,10 @@ class Staged:
     _device: object = None
 
     @classmethod
-    def gather(cls, blobs: list) -> Staged:
-        """`blobs` (views of payloads: the jobs of one tensor parsed on their own) copied back to back."""
+    def gather(cls, blobs: list, alloc=None) -> Staged:
+        """`blobs` (views of payloads: jobs parsed on their own) copied back to back (into `alloc`'s buffer)."""
         blobs = [b for b in blobs if len(b)]
-        host, at, regions = _page_locked(sum(len(b) for b in blobs)), 0, []
+        host, at, regions = (alloc or _page_locked)(sum(len(b) for b in blobs)), 0, []
         for b in blobs:
             host[at : at + len(b)] = np.frombuffer(b, np.uint8)
             regions.append((_address(b), len(b), at))
@@ -405,7 +406,6 @@ def jobs(archive, names: list[str], alloc=None) -> tuple[Staged, list]:
     kernels take (zoocodec/plan.py), parsed from their payloads as Container.stage copied them
     into one page-locked buffer (each file page read once: copied, checksummed from cache; `alloc`
     makes another buffer, as the NumPy emulation does); the others are left to the host."""
-    from zoocodec import plan
 
     container, taken = archive.container, []
     for name in names:
@@ -414,22 +414,40 @@ def jobs(archive, names: list[str], alloc=None) -> tuple[Staged, list]:
             continue
         items = [(e.where, s) for s in e.segments.values()]
         views = container.views(items, check=False)
-        try:  # (nothing of the answer kept: the views end below)
-            takes = plan.fused_job(e.spec, e, dict(zip(e.segments, views, strict=True)), gpu=True) is not None
-        except Exception:  # noqa: BLE001  (staged, checked, then refused by _job: a corrupt payload is named so)
-            takes = True
+        try:
+            takes, ctx = _takes(e, dict(zip(e.segments, views, strict=True)))
         finally:
             container.release(items, views, drop=False)
         if takes:
-            taken.append((e, items))
-    host, views = container.stage([item for _, items in taken for item in items], alloc or _page_locked)
-    staged, out, at = Staged(host, [(_address(host), host.size, 0)]), [], 0
-    for e, items in taken:
-        j = _job(archive, e, dict(zip(e.segments, views[at : at + len(items)], strict=True)))
+            taken.append((e, items, ctx))
+    host, views = container.stage([item for _, items, _ in taken for item in items], alloc or _page_locked)
+    given, at = [], 0
+    for e, items, ctx in taken:
+        given.append((e, dict(zip(e.segments, views[at : at + len(items)], strict=True)), ctx))
         at += len(items)
-        if j is not None:
-            out.append(j)
-    return staged, out
+    # ctx payloads on threads (their native parser, side information and counts per group, lets go
+    # of the GIL: 0.2 s a 0.5B-weight model of 32-weight groups); the others here (a thread each costs more)
+    pending = {i: _parsers().submit(_job, archive, e, segments) for i, (e, segments, ctx) in enumerate(given) if ctx}
+    found = [pending[i].result() if i in pending else _job(archive, e, segments)
+             for i, (e, segments, _) in enumerate(given)]
+    return Staged(host, [(_address(host), host.size, 0)]), [j for j in found if j is not None]
+
+
+def _takes(e, segments: dict) -> tuple[bool, bool]:
+    """(whether the kernels take entry `e`, whether as a ctx payload), its payloads not yet checked;
+    a method's error counts as taken, so the staging's check names a corrupt payload first."""
+    from zoocodec import plan
+
+    try:
+        fused = plan.fused_job(e.spec, e, segments, gpu=True)
+    except Exception:  # noqa: BLE001  (_job raises it again once the payloads are checked)
+        return True, False
+    return fused is not None, fused is not None and e.spec.coder_for(fused.stream).name == "ctx"
+
+
+@functools.cache
+def _parsers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=native.default_threads(), thread_name_prefix="zoocodec-gpu-jobs")
 
 
 def _job(archive, e, segments: dict) -> Job | PlanesJob | TrellisJob | None:
@@ -677,21 +695,21 @@ def run_planes(jobs: list[PlanesJob], what: str = "GPU decode", staged: Staged |
     numels = [math.prod(j.shape) for j in jobs]
     starts = [int(x) for x in np.cumsum([0] + [width * n for n in numels])]  # starts, then the total
     planes = cupy.empty(max(starts[-1], 1), dtype=np.uint8)
-    coded = []
+    coded, huffman = [], []
     for j, at, n in zip(jobs, starts[:-1], numels, strict=True):
         for k, p in enumerate(j.planes):
             if isinstance(p, Stream):  # decoded below, symbol = byte
                 coded.append((Job(j.name, (n,), "float32", p, np.ones(1)), at + k * n))
             elif isinstance(p, Huffman):
-                _huff_launch(j.name, p, planes[at + k * n :], what, staged)
+                huffman.append((j.name, p, at + k * n))
             elif n:
                 plane, src = planes[at + k * n : at + (k + 1) * n], staged.at(p)
                 if src is None:
                     plane.set(np.frombuffer(p, np.uint8))
                 else:
                     plane[...] = staged.device[src : src + n]
-    for cj, at in coded:  # (run() lays its jobs out back to back: one call a plane keeps each at its offset)
-        run([cj], what, staged, kernel="rans_bytes", out=planes[at:])
+    _launch(coded, "rans_bytes", planes, what, staged)
+    _huff_launch(huffman, planes, what, staged)
     out, views = cupy.empty(sum(numels), dtype=out_dtype), []
     merge = _module().get_function("planes_merge4" if width == 4 else "planes_merge2")
     at_out = 0
@@ -722,20 +740,44 @@ def _packed_launch(j: Job, out, what: str) -> None:
         raise ContainerError(f"{what}: tensor {j.name!r}: codebook index out of range")
 
 
-def _huff_launch(name: str, h: Huffman, out, what: str, staged: Staged) -> None:
-    """One Huffman plane decoded by huff_bytes from the staged bytes into `out` (a view at the plane's start)."""
+def huff_layout(planes: list[tuple[str, Huffman, int]], staged: Staged) -> tuple[np.ndarray, ...]:
+    """The substreams of the Huffman `planes` ((tensor, plane, its byte offset in the output)) for one
+    huff_bytes launch: each plane's from the start of a block (a block holds one plane's table in
+    shared memory), padded to whole blocks with empty substreams; then the planes' tables back to
+    back, and each block's plane."""
+    columns, tables, block_plane = [], [], []
+    for i, (_, h, at) in enumerate(planes):
+        offsets, lengths, first, count, _ = _substreams(h, staged)
+        pad = -len(offsets) % THREADS
+        columns.append([np.concatenate([c, np.zeros(pad, c.dtype)]) for c in (offsets, lengths, first + np.uint64(at),
+                                                                              count)])
+        tables.append(h.table)
+        block_plane += [i] * ((len(offsets) + pad) // THREADS)
+    sub_off, sub_len, sub_first, sub_count = (np.concatenate(c) for c in zip(*columns, strict=True))
+    return sub_off, sub_len, sub_first, sub_count, np.concatenate(tables), np.asarray(block_plane, np.uint32)
+
+
+def _huff_launch(planes: list[tuple[str, Huffman, int]], out, what: str, staged: Staged) -> None:
+    """Every Huffman plane of `planes` (as huff_layout takes them) in one huff_bytes launch, into `out`."""
     import cupy
 
-    offsets, lengths, first, count, _ = _substreams(h, staged)
-    nsub = len(offsets)
-    bad = cupy.zeros(nsub, dtype=np.int32)
+    if not planes:
+        return
+    sub_off, sub_len, sub_first, sub_count, tables, block_plane = huff_layout(planes, staged)
+    if not block_plane.size:
+        return
+    bad = cupy.zeros(len(sub_off), dtype=np.int32)
     _module().get_function("huff_bytes")(
-        (-(-nsub // THREADS),), (THREADS,),
-        (staged.device, cupy.asarray(offsets), cupy.asarray(lengths), cupy.asarray(first), cupy.asarray(count),
-         cupy.asarray(h.table), out, bad, np.uint64(nsub)))
+        (len(block_plane),), (THREADS,),
+        (staged.device, cupy.asarray(sub_off), cupy.asarray(sub_len), cupy.asarray(sub_first), cupy.asarray(sub_count),
+         cupy.asarray(tables), cupy.asarray(block_plane), out, bad, np.uint64(len(sub_off))))
     broken = cupy.flatnonzero(bad).get()
     if broken.size:
-        raise ContainerError(f"{what}: tensor {name!r}: corrupt Huffman substream {int(broken[0])}")
+        block = int(broken[0]) // THREADS
+        plane = int(block_plane[block])
+        first = int(np.searchsorted(block_plane, plane)) * THREADS
+        raise ContainerError(
+            f"{what}: tensor {planes[plane][0]!r}: corrupt Huffman substream {int(broken[0]) - first}")
 
 
 def _on_device(raw):
