@@ -6,10 +6,12 @@ machine; Planes, lossless float planes: rANS planes as symbols of a byte, Huffma
 thread a substream), entropy decoding and dequantization fused in CUDA kernels (decode.cu),
 the result handed to torch through DLPack.
 
-The frame is parsed by the native engine's one parser of the ans frame (ans_frame.h, the
-same code the CPU decoder runs); the host builds the slot tables and copies only the
-compressed substreams to the device. One launch decodes every substream of every tensor
-given (eight threads per substream). Packed frames (ans.py's zstd of plain ints, chosen for
+The payloads of every tensor taken are copied once, checked as they are copied, into one
+page-locked buffer (Container.stage) that goes to the device in one DMA (Staged): every kernel
+reads its substreams at their offsets there. The frame is parsed from that buffer by the native
+engine's one parser of the ans frame (ans_frame.h, the same code the CPU decoder runs); the host
+builds the slot tables. One launch decodes every substream of every tensor given (eight threads
+per substream). Packed frames (ans.py's zstd of plain ints, chosen for
 flat alphabets such as 16-bit symbols) are inflated on the host by ans.unpack and
 dequantized on the device. dq levels decode to 16-bit indices first (or stay a packed
 frame's ints), then two launches walk the state machine as a scan (decode.cu, dq_maps and
