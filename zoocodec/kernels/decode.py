@@ -532,12 +532,10 @@ def _module():
     return cupy.RawModule(code=cuda_source("decode.cu"), options=("-std=c++17",))
 
 
-def run(jobs: list[Job], what: str = "GPU decode", staged: Staged | None = None, kernel: str | None = None,
-        out=None) -> list:
+def run(jobs: list[Job], what: str = "GPU decode", staged: Staged | None = None) -> list:
     """Decode every job (all of one dtype) -> CuPy arrays of their shapes, views of one buffer: the
     rANS streams in one launch, each packed one in a launch of its own. `staged`: where their
-    substreams are (by default gathered from the jobs); `kernel` and `out`: a kernel other than
-    the dtype's (rans_bytes) writing into a given buffer."""
+    substreams are (by default gathered from the jobs)."""
     import cupy
 
     if not jobs:
@@ -548,12 +546,12 @@ def run(jobs: list[Job], what: str = "GPU decode", staged: Staged | None = None,
     assert all(j.dtype == jobs[0].dtype for j in jobs)
     numels = [math.prod(j.shape) for j in jobs]
     starts = [int(x) for x in np.cumsum([0] + numels)]  # where each tensor starts, then the total
-    out = cupy.empty(starts[-1], dtype=out_dtype) if out is None else out
+    out = cupy.empty(starts[-1], dtype=out_dtype)
     for j, at in zip(jobs, starts[:-1], strict=True):
         if isinstance(j.stream, Packed):
             _packed_launch(j, out[at:], what)
     _launch([(j, at) for j, at in zip(jobs, starts[:-1], strict=True) if isinstance(j.stream, Stream)],
-            kernel or kernel_name, out, what, staged)
+            kernel_name, out, what, staged)
     return [out[at:at + n].reshape(j.shape) for j, at, n in zip(jobs, starts[:-1], numels, strict=True)]
 
 
