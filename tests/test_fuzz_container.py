@@ -6,7 +6,9 @@ tiny payload, a payload replaced by a zstd bomb, garbage or a constant stream, p
 swapped) and runs `zoocodec decompress` (or inspect, decompress-seq) in this process under
 `--max-memory 256M`. It must end with exit status 2 and one line, or exit 0 with a model
 whose tensors are those the header claims; nothing may appear outside the output folder;
-the peak resident memory of the run may not pass the budget.
+the peak resident memory of the run may not pass the budget. The same forgeries also go through the
+GPU decoder's host half (kernels/decode.jobs: the staging copy, its checks and every parser), which
+must end in ZoocodecError or in jobs reading only staged bytes.
 """
 from __future__ import annotations
 
@@ -318,3 +320,59 @@ def test_fuzz_forged_containers(tmp_path, bases):
 @pytest.mark.slow
 def test_fuzz_forged_containers_10000(tmp_path, bases):
     fuzz(tmp_path, bases, 10_000, stop_at_first=False)
+
+
+def gpu_jobs_case(root: Path, bases: dict[str, bytes], case) -> str:
+    """The GPU decoder's host half (kernels/decode.jobs: staging, checksums, every parser) on a
+    forged file, as `decompress --device gpu` reaches it (the budget checked first, 256M): it ends
+    in ZoocodecError or in jobs whose every substream lies in the staged buffer."""
+    from zoocodec import budget
+    from zoocodec.errors import ZoocodecError
+    from zoocodec.kernels import decode
+    from zoocodec.pipeline.core import Archive
+
+    base, ops, value, payload, name, shape = case
+    COUNTS["started"] += 1
+    work = root / f"gpu{COUNTS['started']}"
+    work.mkdir(parents=True)
+    f = Forge(bases[base])
+    apply(f, ops, value, payload, name, shape, work / "escape")
+    try:
+        text = json.dumps(f.header).replace('"DEEP"', "[" * 500 + "]" * 500).encode()
+    except (ValueError, RecursionError):
+        return "unencodable"
+    zc = work / "evil.zc"
+    zc.write_bytes(f.to_bytes(json_text=text))
+    try:
+        with budget.limit(BUDGET), Archive(zc) as a:
+            a.check_budget()
+            staged, found = decode.jobs(a, a.names(), lambda n: np.zeros(n, np.uint8))
+            assert all(staged.at(b) is not None for b in decode._blobs(found))
+    except ZoocodecError:
+        outcome = "refused"
+    else:
+        outcome = "ok"
+    shutil.rmtree(work)
+    return outcome
+
+
+def gpu_fuzz(root: Path, bases: dict[str, bytes], examples: int) -> None:
+    outcomes: Counter = Counter()
+
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(forgeries(sorted(k for k in bases if k != "seq")))
+    def case(c):
+        outcomes[gpu_jobs_case(root, bases, c)] += 1
+
+    seed(7)(case)()
+    print(f"\ngpu jobs fuzz: {dict(outcomes)}")
+    assert outcomes["ok"] and outcomes["refused"], outcomes
+
+
+def test_fuzz_forged_containers_through_the_gpu_decoders_host_half(tmp_path, bases):
+    gpu_fuzz(tmp_path, bases, 150)
+
+
+@pytest.mark.slow
+def test_fuzz_forged_containers_through_the_gpu_decoders_host_half_3000(tmp_path, bases):
+    gpu_fuzz(tmp_path, bases, 3000)
