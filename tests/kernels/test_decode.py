@@ -557,6 +557,23 @@ def test_slot_table_matches_the_native_layout():
     assert (fb & 0xFFFF).tolist() == [3, 3, 3, 1, 4, 4, 4, 4] and (fb >> 16).tolist() == [0, 1, 2, 0, 0, 1, 2, 3]
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 16), st.integers(0, 2**32 - 1))
+def test_slot_table_is_every_symbols_run_of_slots(nsym, bits, seed):
+    """The native table against its definition: symbol s fills freq[s] slots in order, each holding
+    freq[s] | (its place in the run) << 16; a 2^16-slot table of one symbol too."""
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.integers(0, 2**bits + 1, nsym - 1))
+    freq = np.diff(np.concatenate([[0], cuts, [2**bits]])).astype(np.uint32)
+    for f in (freq, np.array([2**16], np.uint32)):
+        fb, sym = G.slot_table(f)
+        want_sym = np.repeat(np.arange(f.size), f)
+        bias = np.arange(want_sym.size) - np.repeat(np.cumsum(f) - f, f)
+        assert sym.dtype == np.uint16 and sym.tolist() == want_sym.tolist()
+        assert fb.dtype == np.uint32 and fb.tolist() == (f[want_sym].astype(np.uint64) | bias.astype(np.uint64) << 16
+                                                         ).astype(np.uint32).tolist()
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_damage_is_an_error_never_garbage(archives, data):

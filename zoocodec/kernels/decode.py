@@ -221,11 +221,9 @@ def _wrap(v: int) -> int:
 
 
 def slot_table(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(freq | bias << 16, symbol) per slot of a 2^L table, as the native decoder builds it."""
-    sym = np.repeat(np.arange(freq.size, dtype=np.uint32), freq)
-    starts = np.cumsum(freq, dtype=np.uint64) - freq
-    bias = np.arange(sym.size, dtype=np.uint64) - np.repeat(starts, freq)
-    return (freq[sym].astype(np.uint32) | (bias.astype(np.uint32) << 16)), sym.astype(np.uint16)
+    """(freq | bias << 16, symbol) per slot of a 2^L table, as the native decoder builds it (built natively:
+    in NumPy it was a third of the host's time on models of many small tensors)."""
+    return native.engine().slot_table(np.ascontiguousarray(freq, np.uint32))
 
 
 @dataclass

@@ -558,6 +558,27 @@ int64_t stage(const std::vector<nb::tuple>& payloads, Out out, int threads) {
   return -1;
 }
 
+using Freqs = nb::ndarray<const uint32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+// The CUDA decoder's table of an ans frame's frequencies (kernels/decode.py's slot_table): per slot,
+// freq | bias << 16 (bias: the slot's place among its symbol's slots) and the symbol, in slot order.
+nb::tuple slot_table(Freqs freq) {
+  uint64_t total = 0;
+  for (std::size_t s = 0; s < freq.shape(0); ++s) total += freq(s);
+  if (total > (uint64_t(1) << 16) || freq.shape(0) > (std::size_t(1) << 16))
+    throw std::invalid_argument("a table of at most 2^16 slots and symbols");
+  uint32_t* fb;
+  uint16_t* sym;
+  auto slots = new_array<uint32_t>(total, &fb);
+  auto syms = new_array<uint16_t>(total, &sym);
+  for (std::size_t s = 0, at = 0; s < freq.shape(0); ++s)
+    for (uint32_t k = 0, f = freq(s); k < f; ++k, ++at) {
+      fb[at] = f | k << 16;
+      sym[at] = static_cast<uint16_t>(s);
+    }
+  return nb::make_tuple(slots, syms);
+}
+
 using Symbols2 = nb::ndarray<const int64_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using Values2 = nb::ndarray<const double, nb::c_contig, nb::device::cpu>;
 
@@ -599,6 +620,9 @@ void bind_plan(nb::module_& m) {
   m.def("first_bad", &first_bad, nb::arg("payloads"), nb::arg("threads") = 0,
         "Index of the first (bytes, chunk, sums) whose chunks do not match their XXH3-64s, or -1; every chunk "
         "on one pass of the pool.");
+  m.def("slot_table", &slot_table, nb::arg("freq"),
+        "(freq | bias << 16, symbol) per slot of a uint32 frequency table (at most 2^16 slots): the CUDA "
+        "decoder's table.");
   m.def("stage", &stage, nb::arg("payloads"), nb::arg("out"), nb::arg("threads") = 0,
         "Each (bytes, chunk, sums, offset) copied into out at its offset and its chunks' XXH3-64s checked on "
         "the copy, on the pool; the index of the first payload with a wrong chunk, or -1.");
