@@ -228,21 +228,30 @@ def tree(root: Path, skip: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if skip not in p.parents and p != skip}
 
 
-def run_case(root: Path, bases: dict[str, bytes], case) -> str:
+def forged(bases: dict[str, bytes], case, work: Path, escape: Path) -> tuple[Forge, Path | None]:
+    """The case's forgeries applied to its base, written to work/evil.zc (None: a header JSON cannot encode)."""
     base, ops, value, payload, name, shape = case
-    COUNTS["started"] += 1
-    case_dir = root / f"case{COUNTS['started']}"
-    work = case_dir / "work"
-    work.mkdir(parents=True)
-    escape = case_dir / "escape"
     f = Forge(bases[base])
     apply(f, ops, value, payload, name, shape, escape)
     try:
         text = json.dumps(f.header).replace('"DEEP"', "[" * 500 + "]" * 500).encode()
     except (ValueError, RecursionError):
-        return "unencodable"
+        return f, None
     zc = work / "evil.zc"
     zc.write_bytes(f.to_bytes(json_text=text))
+    return f, zc
+
+
+def run_case(root: Path, bases: dict[str, bytes], case) -> str:
+    base = case[0]
+    COUNTS["started"] += 1
+    case_dir = root / f"case{COUNTS['started']}"
+    work = case_dir / "work"
+    work.mkdir(parents=True)
+    escape = case_dir / "escape"
+    f, zc = forged(bases, case, work, escape)
+    if zc is None:
+        return "unencodable"
     out = work / "out" / ("model" if base == "hf" else "m.safetensors")
     command = ["decompress-seq", zc, "--member", "1", "-o", out] if base == "seq" else \
         ["inspect", zc, "--json"] if COUNTS["cases"] % 7 == 0 else ["decompress", zc, "-o", out]
@@ -331,18 +340,12 @@ def gpu_jobs_case(root: Path, bases: dict[str, bytes], case) -> str:
     from zoocodec.kernels import decode
     from zoocodec.pipeline.core import Archive
 
-    base, ops, value, payload, name, shape = case
     COUNTS["started"] += 1
     work = root / f"gpu{COUNTS['started']}"
     work.mkdir(parents=True)
-    f = Forge(bases[base])
-    apply(f, ops, value, payload, name, shape, work / "escape")
-    try:
-        text = json.dumps(f.header).replace('"DEEP"', "[" * 500 + "]" * 500).encode()
-    except (ValueError, RecursionError):
+    _, zc = forged(bases, case, work, work / "escape")
+    if zc is None:
         return "unencodable"
-    zc = work / "evil.zc"
-    zc.write_bytes(f.to_bytes(json_text=text))
     try:
         with budget.limit(BUDGET), Archive(zc) as a:
             a.check_budget()
