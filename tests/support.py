@@ -210,10 +210,15 @@ def bert_folder(folder, classifier: bool, n_texts: int = 80) -> list[str]:
     return [" ".join(rng.choice(words, rng.integers(3, 20))) for _ in range(n_texts)]
 
 
+def host_memory(n: int) -> np.ndarray:
+    """A staging buffer in ordinary memory (the NumPy emulation's page-locked one)."""
+    return np.zeros(n, np.uint8)
+
+
 def gpu_job(archive, name: str):
     """kernels/decode.py's job of one tensor (None where the kernels do not take it), its payloads
     staged in ordinary memory: what the NumPy emulation of the GPU decoder reads."""
     from zoocodec.kernels import decode
 
-    found = decode.jobs(archive, [name], alloc=lambda n: np.empty(n, np.uint8))[1]
+    found = decode.jobs(archive, [name], alloc=host_memory)[1]
     return found[0] if found else None

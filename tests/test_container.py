@@ -383,7 +383,7 @@ def test_stage_copies_every_payload_and_checks_each_chunk_on_the_copy(tmp_path, 
     boundary of the one buffer, equal to its bytes in the file; a byte flipped in any chunk of any
     payload is named as a checksum mismatch (version 4: XXH3-64 on the native pass, 4 KiB chunks
     here; version 3: CRC32 on the copies)."""
-    from support import Forge
+    from support import Forge, host_memory
     from zoocodec.container import ALIGN
 
     if version == 4:
@@ -398,7 +398,7 @@ def test_stage_copies_every_payload_and_checks_each_chunk_on_the_copy(tmp_path, 
     def stage(path):
         with Container.open(path) as c:
             items = [(f"tensor {i}", s) for i, (_, _, s) in enumerate(c._segments())]
-            out, views = c.stage(items, lambda n: np.zeros(n, np.uint8))
+            out, views = c.stage(items, host_memory)
             starts = [np.frombuffer(v, np.uint8).ctypes.data - out.ctypes.data for v in views]
             copies = [bytes(v) for v in views]
             return items, starts, copies

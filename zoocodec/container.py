@@ -353,7 +353,7 @@ class Container:
         if self.version < 4:
             self._check([(where, v, seg[2]) for (where, seg), v in zip(items, views, strict=True)])
         elif bad >= 0:
-            raise ContainerError(f"{self.path}: payload of {items[bad][0]} is corrupt (checksum mismatch)")
+            raise self._mismatch(items[bad][0])
         return out, views
 
     def check(self, items: list[tuple[str, Segment]], views: list[memoryview]) -> None:
@@ -386,7 +386,10 @@ class Container:
         """Raise ContainerError naming the first payload whose bytes do not match their checksums."""
         bad = self._first_bad(views)
         if bad is not None:
-            raise ContainerError(f"{self.path}: payload of {views[bad][0]} is corrupt (checksum mismatch)")
+            raise self._mismatch(views[bad][0])
+
+    def _mismatch(self, where: str) -> ContainerError:
+        return ContainerError(f"{self.path}: payload of {where} is corrupt (checksum mismatch)")
 
     def _first_bad(self, views: list[tuple[str, memoryview, Any]]) -> int | None:
         """The index of the first view whose bytes do not match their checksums (all chunks checked
@@ -440,7 +443,7 @@ class Container:
                     v.release()  # (the mapping cannot close while a view of it lives)
                 del views
             if bad is not None:
-                raise ContainerError(f"{self.path}: payload of {batch[bad][0]} is corrupt (checksum mismatch)")
+                raise self._mismatch(batch[bad][0])
             for _, s in batch:
                 _release(self._buffer, s[0], s[1])
                 checked += s[1]

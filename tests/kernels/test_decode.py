@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from tests.support import gpu_job
+from tests.support import gpu_job, host_memory
 from zoocodec.codecs import native
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import decode as G
@@ -232,11 +232,6 @@ def emulate_huff_launch(staged: G.Staged, layout: tuple, out: np.ndarray) -> Non
             pos += e >> 8
         if (pos + 7) // 8 != length or (pos & 7 and (b[length - 1] << (pos & 7)) & 0xFF):
             raise ContainerError("substream ends wrong")
-
-
-def host_memory(n: int) -> np.ndarray:
-    """Staging in ordinary memory (the emulation's page-locked buffer)."""
-    return np.zeros(n, np.uint8)
 
 
 def emulate_planes(job: G.PlanesJob) -> np.ndarray:
