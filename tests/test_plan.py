@@ -114,6 +114,52 @@ def test_ctx_payloads_decode_on_the_pass_as_context_py_decodes_them(rows, cols, 
     assert np.array_equal(got["t"].astype(np.int64), context.decode(data, q.size).reshape(q.shape))
 
 
+def many_groups(rows: int = 1100, cols: int = 1000, group: int = 16) -> np.ndarray:
+    """Q4_1-style levels 0..15 whose every group of `group` along a row holds both ends at random places:
+    69,300 groups (more than a task of the pass fills, its rows ending off a task's edge), each row's last
+    group 8 places long; group-ends side arrays that large are rANS frames, decoded by the pass."""
+    g = np.random.default_rng(7)
+    q = g.integers(1, 15, (rows, cols))
+    starts = np.arange(cols) // group * group
+    n = np.minimum(group, cols - starts)
+    keys = g.random((rows, -(-cols // group), group)).argsort(axis=2)[:, np.arange(cols) // group]
+    lo_at, hi_at = keys[..., 0] % n, keys[..., 1] % n
+    hi_at = np.where(hi_at == lo_at, (lo_at + 1) % n, hi_at)
+    q[np.arange(cols) - starts == lo_at], q[np.arange(cols) - starts == hi_at] = 0, 15
+    return q
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_group_ends_of_many_groups_decode_on_the_pass(threads):
+    q = many_groups()
+    model = context.fit_ends(q, 16)
+    data = context.encode_with(model, q)
+    e = TensorEntry("t", q.shape, "float32", parse_spec("uniform:step=1,coder=ctx"), {}, {})
+    got, left = decode([(e, Affine("symbols", np.ones(1)), data)], threads)
+    assert not left and np.array_equal(got["t"].astype(np.int64), q)
+    assert np.array_equal(context.decode(data, q.size).reshape(q.shape), q)
+
+
+@pytest.mark.parametrize(("forge", "error"), [
+    ("shared", "share a position"), ("outside", "outside the group"), ("past a row's end", "outside the group")])
+@pytest.mark.parametrize("row", [0, 1099])
+@pytest.mark.parametrize("side", ["first_lo", "first_hi"])
+def test_forged_group_ends_are_refused(forge, error, row, side):
+    """A group's place of its lowest or highest level past the group, past the end of a row's last group
+    (8 places), or shared by both: refused, in either of the pass's ranges of groups."""
+    q = many_groups()
+    model = context.fit_ends(q, 16)
+    ends = {"first_lo": model.first_lo.copy(), "first_hi": model.first_hi.copy()}
+    other = "first_hi" if side == "first_lo" else "first_lo"
+    at = (row, 62) if forge == "past a row's end" else (row, 10)
+    ends[side][at] = {"shared": ends[other][at], "outside": 17, "past a row's end": 9}[forge]
+    data = context.encode_with(context.Ends(16, model.lo, model.hi, ends["first_lo"], ends["first_hi"]), q)
+    e = TensorEntry("t", q.shape, "float32", parse_spec("uniform:step=1,coder=ctx"), {}, {})
+    for threads in (1, 2):
+        with pytest.raises(ContainerError, match=f"corrupt context-coded payload: a group's .*{error}"):
+            decode([(e, Affine("symbols", np.ones(1)), data)], threads)
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 4), cut=st.integers(0, 40))
 def test_a_damaged_ctx_payload_is_refused_or_decodes_as_context_py_does(seed, flips, cut):

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <string>
 
 #include "ans_frame.h"
@@ -13,12 +14,12 @@ namespace {
 
 constexpr uint64_t MAX_SIDE = uint64_t(1) << 40;  // bytes of packed side information (a count is the caller's)
 
-// A length-prefixed ans payload of `count` symbols (context.py's classes and group ends): a rANS frame,
-// or packed little-endian ints inflated by zstd (ans.py's packed frame, which its encoder picks for small
-// flat arrays). Raw low bits only come with alphabets wider than 2^16, which no side array has.
-void side(Reader& r, uint64_t count, std::vector<int64_t>* out) {
-  const uint8_t* data = r.take(r.uvarint(r.left()));
-  Reader s(data, static_cast<std::size_t>(r.p - data));
+// A side array of `count` symbols (context.py's classes and group ends) from its payload (`data`,
+// `size` bytes): a rANS frame, or packed little-endian ints inflated by zstd (ans.py's packed frame,
+// which its encoder picks for small flat arrays). Raw low bits only come with alphabets wider than
+// 2^16, which no side array has.
+void side(const uint8_t* data, std::size_t size, uint64_t count, std::vector<int64_t>* out) {
+  Reader s(data, size);
   ans::Frame f;
   out->resize(count);
   if (ans::parse_frame(s, count, &f)) {
@@ -27,7 +28,7 @@ void side(Reader& r, uint64_t count, std::vector<int64_t>* out) {
     for (uint64_t i = 0; i < count; ++i) (*out)[i] = f.lo + idx[i];
     return;
   }
-  Reader p(data, static_cast<std::size_t>(r.p - data));
+  Reader p(data, size);
   if (p.byte() != ans::PACKED) throw Corrupt("side information wider than 2^16 values");
   if (p.uvarint(UINT64_MAX) != count) throw Corrupt("side information of the wrong length");
   const int64_t lo = ans::svarint(p);
@@ -41,6 +42,69 @@ void side(Reader& r, uint64_t count, std::vector<int64_t>* out) {
     std::memcpy(&v, raw.data() + i * width, width);  // (little-endian)
     (*out)[i] = static_cast<int64_t>(static_cast<uint64_t>(lo) + v);
   }
+}
+
+// The length-prefixed side array next in r.
+void side(Reader& r, uint64_t count, std::vector<int64_t>* out) {
+  const uint8_t* data = r.take(r.uvarint(r.left()));
+  side(data, static_cast<std::size_t>(r.p - data), count, out);
+}
+
+// Places of group ends (lo + places[i], i < n) into to[0 .. n): the error code of ends_values where one lies
+// outside 0 .. group (group: none), or where one of the groups i0, i0 + groups, ... (each row's last, `last`
+// places long) has one past its end; else 0.
+int fill_places(int64_t lo, const uint8_t* places, uint64_t n, uint64_t group, uint64_t groups, uint64_t i0,
+                uint64_t last, uint16_t* to) {
+  if (n && (lo < -255 || lo > int64_t(group))) return 2;
+  const int32_t base = static_cast<int32_t>(lo);
+  const uint32_t most = static_cast<uint32_t>(group);
+  bool bad = false;
+  for (uint64_t i = 0; i < n; ++i) {
+    const int32_t v = base + places[i];
+    bad |= static_cast<uint32_t>(v) > most;
+    to[i] = static_cast<uint16_t>(v);
+  }
+  for (uint64_t i = i0; i < n; i += groups) bad |= to[i] >= last && to[i] < group;
+  return bad ? 2 : 0;
+}
+
+// The length-prefixed group-ends side array next in r: each group's first lowest (or highest) level's
+// place along its row, 0 .. group - 1, or group where the group has none (rows x groups), into *out;
+// Corrupt where one lies outside its group (a row's last group holds `last` places). `defer`: a rANS
+// frame of bytes is left in *coded instead (true), for the pass to decode.
+bool ends(Reader& r, uint64_t rows, uint64_t groups, uint64_t group, uint64_t last, bool defer,
+          std::vector<uint16_t>* out, Frame::Coded* coded) {
+  const uint64_t count = rows * groups;
+  const uint8_t* data = r.take(r.uvarint(r.left()));
+  const std::size_t size = static_cast<std::size_t>(r.p - data);
+  Reader s(data, size);
+  ans::Frame f;
+  out->resize(count);
+  if (ans::parse_frame(s, count, &f) && f.stream.nsym <= 256) {
+    coded->lo = f.lo, coded->stream = std::move(f.stream);
+    if (defer) return true;
+    coded->places.resize(count);
+    rans::decode(coded->stream, coded->places.data(), 1);
+    if (fill_places(coded->lo, coded->places.data(), count, group, groups, groups - 1, last, out->data()))
+      ends_error(2);
+    return false;
+  }
+  std::vector<int64_t> wide;  // (a wider alphabet, or packed ints: as any side array)
+  side(data, size, count, &wide);
+  bool bad = false;
+  for (uint64_t i = 0; i < count; ++i) {
+    bad |= wide[i] < 0 || wide[i] > int64_t(group);
+    (*out)[i] = static_cast<uint16_t>(wide[i]);
+  }
+  for (uint64_t i = groups - 1; i < count; i += groups) bad |= (*out)[i] >= last && (*out)[i] < group;
+  if (bad) ends_error(2);
+  return false;
+}
+
+int shared_place(const uint16_t* lo, const uint16_t* hi, uint64_t n, uint64_t group) {
+  bool shared = false;
+  for (uint64_t i = 0; i < n; ++i) shared |= lo[i] == hi[i] && lo[i] < group;
+  return shared ? 1 : 0;
 }
 
 int64_t floor_div(__int128 a, int64_t b) {  // (b > 0), as Python's //
@@ -80,7 +144,7 @@ void count_group(uint64_t l, uint64_t h, uint64_t size, uint64_t* counts) {
 
 }  // namespace
 
-void parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f) {
+void parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f, bool defer) {
   f->mode = mode;
   f->n = r.uvarint(UINT64_MAX);
   if (f->n != count) throw Corrupt("holds " + std::to_string(f->n) + " symbols, expected " + std::to_string(count));
@@ -96,20 +160,23 @@ void parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f) {
                                                 std::to_string(span));
     f->hi = f->lo + static_cast<int64_t>(span);
     const uint64_t groups = (f->cols + f->group - 1) / f->group, last = f->cols - (groups ? groups - 1 : 0) * f->group;
-    std::vector<int64_t> firsts[2];
-    for (auto& first : firsts) {
-      side(r, f->rows * groups, &first);
-      for (uint64_t i = 0; i < first.size(); ++i) {
-        const int64_t v = first[i];
-        if (v < 0 || v > int64_t(f->group) || (i % groups == groups - 1 && v >= int64_t(last) && v < int64_t(f->group)))
-          throw Corrupt("a group's first position is outside the group");
-      }
+    Frame::Coded sides[2];
+    const bool left_lo = ends(r, f->rows, groups, f->group, last, defer, &f->first_lo, &sides[0]);
+    const bool left_hi = ends(r, f->rows, groups, f->group, last, defer, &f->first_hi, &sides[1]);
+    if (left_lo && left_hi) {
+      for (auto& side : sides) side.places.resize(f->first_lo.size());
+      f->coded_ends.assign(std::make_move_iterator(sides), std::make_move_iterator(sides + 2));
+    } else {
+      for (int k = 0; k < 2; ++k)  // (one of them deferred: both now)
+        if (k == 0 ? left_lo : left_hi) {
+          sides[k].places.resize(f->first_lo.size());
+          rans::decode(sides[k].stream, sides[k].places.data(), 1);
+          if (fill_places(sides[k].lo, sides[k].places.data(), sides[k].places.size(), f->group, groups,
+                          groups - 1, last, (k == 0 ? f->first_lo : f->first_hi).data()))
+            ends_error(2);
+        }
+      if (shared_place(f->first_lo.data(), f->first_hi.data(), f->first_lo.size(), f->group)) ends_error(1);
     }
-    for (uint64_t i = 0; i < firsts[0].size(); ++i)
-      if (firsts[0][i] == firsts[1][i] && firsts[0][i] < int64_t(f->group))
-        throw Corrupt("a group's lowest and highest level share a position");
-    f->first_lo.assign(firsts[0].begin(), firsts[0].end());
-    f->first_hi.assign(firsts[1].begin(), firsts[1].end());
     f->bins = 4;
   } else {
     f->layout = r.byte();
@@ -241,6 +308,23 @@ std::pair<int64_t, int64_t> levels(const Frame& f, const uint64_t* counts) {
   if (static_cast<unsigned __int128>(__int128(high) - low) >= MAX_SPAN)
     throw Corrupt("levels span more than 2^16 values");  // (the encoder codes those order-0)
   return {low, high};
+}
+
+int ends_values(Frame& f, uint64_t g0, uint64_t g1) {
+  const uint64_t groups = (f.cols + f.group - 1) / f.group, last = f.cols - (groups ? groups - 1 : 0) * f.group;
+  const uint64_t row_end = groups - 1 - g0 % groups;  // (the first row's last group at or after g0, from g0)
+  int worst = 0;
+  for (int k = 0; k < 2; ++k) {
+    const Frame::Coded& c = f.coded_ends[k];
+    worst = std::max(worst, fill_places(c.lo, c.places.data() + g0, g1 - g0, f.group, groups, row_end, last,
+                                        (k == 0 ? f.first_lo : f.first_hi).data() + g0));
+  }
+  return worst ? worst : shared_place(f.first_lo.data() + g0, f.first_hi.data() + g0, g1 - g0, f.group);
+}
+
+void ends_error(int code) {
+  throw Corrupt(code == 2 ? "a group's first position is outside the group"
+                          : "a group's lowest and highest level share a position");
 }
 
 }  // namespace zc::ctx

@@ -45,6 +45,15 @@ struct Frame {
   uint64_t group = 0;
   int64_t lo = 0, hi = 0;
   std::vector<uint16_t> first_lo, first_hi;  // rows x groups
+  // their two side arrays (lowest's, highest's) as parse_head left them when asked to (`defer`) and their
+  // alphabets are bytes: the pass decodes their substreams into `places`, then ends_values fills
+  // first_lo and first_hi from them, a range of groups at a time (empty: parse_head filled them)
+  struct Coded {
+    int64_t lo = 0;
+    rans::Parsed stream;
+    std::vector<uint8_t> places;  // rows x groups symbols (indices from lo)
+  };
+  std::vector<Coded> coded_ends;
   uint64_t bins = 0;  // contexts coded by streams: 0 .. bins - 1
   std::vector<Stream> streams;  // one a context
   const uint8_t* rest = nullptr;  // the tables and streams, for parse_streams
@@ -65,8 +74,16 @@ inline Runs runs(uint64_t l, uint64_t h, uint64_t size) {
 }
 
 // The side information of a payload of mode CTX or ENDS (after its mode byte, in r) for `count`
-// symbols into *f. Throws Corrupt on anything inconsistent.
-void parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f);
+// symbols into *f. Throws Corrupt on anything inconsistent. `defer`: group ends whose side arrays are
+// rANS frames of bytes are left coded (f->coded_ends) for the pass to decode in parallel.
+void parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f, bool defer = false);
+
+// Groups [g0, g1) (of rows x groups) of deferred group ends, their `places` decoded: first_lo and first_hi
+// (sized by parse_head) filled and checked. 0, or the error where one is wrong (ends_error's argument):
+// 2 a place outside its group, 1 a group's lowest and highest level at one place (where no place is
+// outside, as parse_head checks them).
+int ends_values(Frame& f, uint64_t g0, uint64_t g1);
+[[noreturn]] void ends_error(int code);
 
 // Adds the positions of each context among elements [e0, e1) to counts[0 .. bins + 2) (group ends:
 // KNOWN_LO and KNOWN_HI too).
