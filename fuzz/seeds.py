@@ -204,6 +204,20 @@ def per_tensor_seeds(g: np.random.Generator) -> None:
         pairs = [v for pair in zip(codes, centres, strict=True) for v in pair]
         save("side", bytes([mant - 1, mant % 16, 0]) + svarints(pairs))
     save("side", bytes([9, 3, 1]) + svarints([10 << 10, 5, 1101 << 10, 0]))  # a bad pair on the second task
+    # group ends whose places are scattered: their side arrays are rANS frames of bytes, which the pass
+    # decodes in parallel (plan.cpp's decode_ends), the last group of each row 8 places long; as values of
+    # groups of 8 whose side values are given, or coded (uniform:side=M), one code past the exponents
+    r = np.random.default_rng(11)
+    rows, cols, group = 1500, 40, 16
+    q = r.integers(1, 15, (rows, cols))
+    for row in range(rows):
+        for c0 in range(0, cols, group):
+            n = min(group, cols - c0)
+            lo, hi = r.choice(n, 2, replace=False)
+            q[row, c0 + lo], q[row, c0 + hi] = 0, 15
+    payload = struct.pack("<HH", cols, q.size) + context.encode_with(context.fit_ends(q, group), q)
+    for kind, how in ((0, 1), (1, 1 | 4), (2, 1 | 4 | 8)):  # (groups of 8; their side values coded; one past range)
+        save("ctx", bytes([kind, how]) + payload)
 
 
 if __name__ == "__main__":

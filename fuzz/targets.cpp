@@ -11,10 +11,11 @@
 //               batched decode into float32/float16/bfloat16, steps 0.5 + row or codebook values;
 //               then again on a thread of its own joined by this one (pool.h's Helper: the pass a
 //               load starts while it builds the next jobs, plan_bind.cpp's Pass)
-//   ctx         [kind (mod 3)][how (mod 4): 0 steps, 1 groups of 8, 2 walk rows, 3 walk columns]
-//               [cols u16 LE (0 as 1)][count u16 LE][a ctx payload (codecs/context.py)]: plan.h's
-//               batched decode of a ctx-coded job (step 0.5; groups: step 0.5 + g, zero 0.25 g),
-//               then again joined as fused's
+//   ctx         [kind (mod 3)][how (mod 4): 0 steps, 1 groups of 8, 2 walk rows, 3 walk columns; groups:
+//               bit 2 their side values coded (uniform:side=5), bit 3 the first group's step code past
+//               the largest exponent][cols u16 LE (0 as 1)][count u16 LE][a ctx payload (codecs/context.py)]:
+//               plan.h's batched decode of a ctx-coded job (step 0.5; groups: step 0.5 + g, zero 0.25 g,
+//               or codes of steps 2^(g mod 7 - 3) and centres g mod 16), then again joined as fused's
 //   cabacjob    ctx's layout with a cabac stream (codecs/cabac.py) for the ctx payload: plan.h's
 //               batched decode of a cabac-coded job (walks: a stream of the walk matrix, trellis 1)
 //   planes      [width: 2 if even, else 4][count u16 LE][a float-plane frame (codecs/floatplanes.py)]:
@@ -227,6 +228,7 @@ void coded_job(const uint8_t* data, std::size_t size, int coder) {
   a.count = u16(data + 4);
   a.row_len = a.count;
   std::vector<double> values{0.5}, zeros;
+  std::vector<int64_t> codes, centres;
   if (how && a.count % cols) return;  // (the bindings refuse a shape that does not fit)
   if (how == 1) {
     a.group = 8, a.cols = cols, a.per_group = true;
@@ -234,6 +236,13 @@ void coded_job(const uint8_t* data, std::size_t size, int coder) {
     values.resize(groups), zeros.resize(groups);
     for (uint64_t g = 0; g < groups; ++g) values[g] = 0.5 + double(g), zeros[g] = 0.25 * double(g);
     a.zeros = zeros.data();
+    if (data[1] & 4) {
+      codes.resize(groups), centres.resize(groups);
+      for (uint64_t g = 0; g < groups; ++g) codes[g] = (int64_t(g % 7) + 2) << 5 | int64_t(g % 32), centres[g] = g % 16;
+      if (groups && data[1] & 8) codes[0] = int64_t(1101) << 5;
+      a.codes = codes.data(), a.centres = centres.data(), a.mant = 5, a.bits = 4, a.max_exponent = 1100;
+      a.zeros = nullptr;
+    }
   } else if (how > 1) {
     a.walk = how - 1, a.cols = cols;
   }
@@ -245,6 +254,7 @@ void coded_job(const uint8_t* data, std::size_t size, int coder) {
   std::vector<zc::plan::Fused> jobs{a};
   std::vector<zc::plan::Planes> none;
   zc::plan::decode(jobs, none, 2);
+  if (!codes.empty() && data[1] & 8 && jobs[0].status == 0) __builtin_trap();  // a step code it should refuse
   joined({a}, {});
 }
 

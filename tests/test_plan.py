@@ -595,6 +595,38 @@ def test_a_group_whose_values_pass_the_dtype_is_refused_by_the_pass(dtype):
         decode([(e, job(steps), context.encode(levels))])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_coded_side_values_decode_on_the_pass_as_side_values_gives_them(threads):
+    """uniform:side=M: the pass computes each group's step and zero from its codes as it writes the group,
+    the values native side_values gives (the GPU decoder's, and the method's own); a step code past the
+    largest exponent, or one whose step is not finite, is refused as side_values refuses it."""
+    from zoocodec.methods.uniform import MAX_EXPONENT
+    from zoocodec.plan import Grouped
+
+    rows, cols, group, mant, bits = 70, 1000, 16, 5, 4
+    groups = rows * -(-cols // group)
+    g = np.random.default_rng(3)
+    levels = g.integers(0, 16, (rows, cols))
+    codes = ((g.integers(-12, -2, groups) + mant) << mant | g.integers(0, 1 << mant, groups)).astype(np.int64)
+    centres = g.integers(0, 1 << (bits + mant - 2), groups).astype(np.int64)
+    steps, zeros, ok = native.engine().side_values(codes, centres, mant, bits, MAX_EXPONENT)
+    assert ok
+    e = TensorEntry("t", (rows, cols), "bfloat16", parse_spec("uniform:bits=4,group=16,zero=true,side=5,coder=ctx"),
+                    {}, {})
+    job = lambda c: Grouped("symbols", group, rows, cols, None, (),  # noqa: E731
+                            lambda: (c, centres, mant, bits, MAX_EXPONENT))
+    got, _ = decode([(e, job(codes), context.encode(levels))], threads)
+    spread = np.repeat(np.arange(groups).reshape(rows, -1), group, axis=1)[:, :cols]
+    want = from_float64(levels * steps[spread] + zeros[spread], "bfloat16")
+    assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8))
+    for bad in ((MAX_EXPONENT + 1) << mant, (-MAX_EXPONENT - 1) << mant, 1030 << mant):
+        forged = codes.copy()
+        forged[groups - 5] = bad
+        assert not native.engine().side_values(forged, centres, mant, bits, MAX_EXPONENT)[2]
+        with pytest.raises(ContainerError, match="group step codes or centres give steps or zero points out of range"):
+            decode([(e, job(forged), context.encode(levels))], threads)
+
+
 @pytest.mark.parametrize("coder", ["ans", "ctx"])
 def test_trellis_levels_past_int32_are_left_to_the_methods_own_decode(coder):
     """The pass walks int32 levels; a (forged or extreme) stream of levels beyond them is not taken, so the

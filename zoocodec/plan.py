@@ -90,7 +90,11 @@ class Grouped:
     """symbols (stream `stream`, coder ans) * step + zero of their group: `group` consecutive
     weights of a row of the (rows, cols) view. `values()` decodes and checks the side streams
     `sides` (only a decoder that takes the job calls it): (float64 steps, one per group or one
-    for the tensor; float64 zeros per group, or None)."""
+    for the tensor; float64 zeros per group, or None). Side values coded at M mantissa bits
+    (uniform:side=M): `codes()` decodes and checks them as (int64 step codes, int64 centres, M, the
+    levels' bits, the largest step exponent), from which the CPU's pass computes each group's step
+    and zero as it writes the group (float64 arrays of them took longer than the values, most of it
+    faulting in their fresh pages); the GPU decoder takes `values()`."""
 
     stream: str
     group: int
@@ -98,13 +102,19 @@ class Grouped:
     cols: int
     values: Callable[[], tuple[np.ndarray, np.ndarray | None]]
     sides: tuple[str, ...]
+    codes: Callable[[], tuple[np.ndarray, np.ndarray, int, int, int]] | None = None
     same_shape = True
 
     def native(self, numel: int) -> tuple[np.ndarray, int, int, tuple | None]:
+        if self.codes is not None:
+            return ONE, numel, 0, ("coded", self.group, self.cols, *self.codes())
         steps, zeros = self.values()
         per_group = steps.size > 1 or self.rows * -(-self.cols // self.group) == 1
         zeros = None if zeros is None else np.ascontiguousarray(zeros, np.float64)
         return np.ascontiguousarray(steps, np.float64), numel, 0, ("group", self.group, self.cols, per_group, zeros)
+
+
+ONE = np.ones(1)  # (the values of a job whose steps come with it)
 
 
 @dataclass(frozen=True)

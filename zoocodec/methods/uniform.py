@@ -367,7 +367,7 @@ class Uniform(MethodSpec):
         sides = self._side_streams()
         shapes = side.get("symbols", {})
 
-        def values():
+        def decoded() -> Quantized:
             streams = {}
             for name in sides:
                 if shapes.get(name) != [rows * count]:
@@ -375,11 +375,19 @@ class Uniform(MethodSpec):
                 coder = self.coder_for(name)
                 streams[name] = coder.decode(arrays[name], (rows * count,), self._decoded_dtype(name, dtype, coder),
                                              self.trellis(name, (rows * count,)))
-            steps, step, zeros = self._group_values(Quantized(streams, side, {}), rows, count)
+            return Quantized(streams, side, {})
+
+        def values():
+            steps, step, zeros = self._group_values(decoded(), rows, count)
             return (np.array([step]) if steps is None else steps.reshape(-1)), \
                 (None if zeros is None else zeros.reshape(-1))
 
-        return Grouped("symbols", self.group, rows, cols, values, sides)
+        def codes():
+            q = decoded()
+            return (*(_group_codes(q, name, rows, count).reshape(-1) for name in CODED_STREAMS), self.side, self.bits,
+                    MAX_EXPONENT)
+
+        return Grouped("symbols", self.group, rows, cols, values, sides, None if self.side is None else codes)
 
     def _side_streams(self) -> tuple[str, ...]:
         if self.side is not None:

@@ -133,12 +133,19 @@ def replay(target: str, data: bytes) -> None:
             groups = n // cols * -(-cols // 8)
             values = 0.5 + np.arange(groups, dtype=np.float64)
             extra = ("group", 8, cols, True, 0.25 * np.arange(groups))
+            if data[1] & 4:  # (side values coded, the first step code past the exponents with bit 3)
+                g = np.arange(groups, dtype=np.int64)
+                codes = (g % 7 + 2) << 5 | g % 32
+                if groups and data[1] & 8:
+                    codes[0] = 1101 << 5
+                extra = ("coded", 8, cols, codes, g % 16, 5, 4, uniform.MAX_EXPONENT)
         elif how > 1:
             extra = ("walk", cols, how - 1)
         out = np.empty(n, dtype=np.float32 if kind == 0 else np.uint16)
         coder = 1 if target == "ctx" else 2
         [(status, _)] = eng.decode_fused([(data[6:], n, values, n, 0, kind, out, coder, extra)], 2)
         assert status in (0, 1, 2)
+        assert not (extra and extra[0] == "coded" and data[1] & 8 and n and status == 0)
     elif target == "planes":
         if len(data) < 3:
             return

@@ -22,6 +22,7 @@
 #include "floatplanes.h"
 #include "inflate.h"
 #include "pool.h"
+#include "quantize.h"
 #include "rans_avx2.h"
 
 namespace zc::plan {
@@ -208,18 +209,25 @@ void group_values(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint6
     vector = a.kind != F16 && rans::avx2() && lo >= INT32_MIN && lo + int64_t(nsym) - 1 <= INT32_MAX;
   const uint64_t groups = (a.cols + a.group - 1) / a.group;
   uint64_t row = first / a.cols, c = first % a.cols, g = c / a.group;
-  bool finite = true;
+  bool finite = true, coded = true;
+  const quant::SideValues side(a.codes ? a.mant : 3, a.codes ? a.bits : 1, a.max_exponent);  // (used with codes)
   for (uint64_t j = 0; j < m;) {
     const uint64_t run = std::min(m - j, std::min(a.cols, (g + 1) * a.group) - c);
-    const double step = a.per_group ? a.values[row * groups + g] : a.values[0];
-    const double zero = a.zeros ? a.zeros[row * groups + g] : 0.0;
+    double step, zero = 0.0;
+    if (a.codes) {
+      coded &= side(a.codes[row * groups + g], a.centres[row * groups + g], &step, &zero);
+    } else {
+      step = a.per_group ? a.values[row * groups + g] : a.values[0];
+      if (a.zeros) zero = a.zeros[row * groups + g];
+    }
+    const bool zeros = a.zeros || a.codes;
     O* to = out + first + j;
     uint64_t done = 0;
     if constexpr (sizeof(T) <= 2)
-      if (vector) done = grouped_avx2(sym + j, run, static_cast<int32_t>(lo), step, a.zeros ? &zero : nullptr, to, &finite);
+      if (vector) done = grouped_avx2(sym + j, run, static_cast<int32_t>(lo), step, zeros ? &zero : nullptr, to, &finite);
     for (uint64_t i = done; i < run; ++i) {
       const double v = static_cast<double>(lo + static_cast<int64_t>(sym[j + i])) * step;
-      const O b = convert<O>(a.zeros ? v + zero : v, a.kind);
+      const O b = convert<O>(zeros ? v + zero : v, a.kind);
       finite &= finite_bits(b, a.kind);
       to[i] = b;
     }
@@ -227,6 +235,7 @@ void group_values(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint6
     if (c == a.cols) c = 0, g = 0, ++row;
     else ++g;
   }
+  if (!coded) throw Corrupt("group step codes or centres give steps or zero points out of range");
   if (!finite) throw Corrupt(std::string("a group's values lie outside the ") + kind_name(a.kind) + " range");
 }
 

@@ -37,17 +37,21 @@ using namespace zc;
 namespace {
 
 using Steps = nb::ndarray<const double, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Codes = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 // jobs: (payload, count, values float64, row_len, k, kind 0 f32 | 1 f16 | 2 bf16, out: a writable
 // contiguous array of count values of that width[, coder 0 ans | 1 ctx | 2 cabac, how]); values: one step per
 // row (k 0) or k codebook values per row; how: None, ("group", group, cols, per_group, zeros float64
-// or None) or ("walk", cols, 1 rows | 2 columns), as plan.h's Fused. Or a float-plane job: (payload,
+// or None), ("coded", group, cols, step codes int64, centres int64, mant, bits, max_exponent: a step
+// and a zero per group from their codes; values unused) or ("walk", cols, 1 rows | 2 columns), as
+// plan.h's Fused. Or a float-plane job: (payload,
 // count, width 2 | 4, out), the payload a float-plane frame (codecs/floatplanes.py). Returns (status,
 // error) per job: 0 decoded, 1 not taken (frames the Python coders decode), 2 corrupt.
 struct Batch {
   std::vector<std::unique_ptr<InBuffer>> held;
   std::vector<Steps> steps;
+  std::vector<Codes> codes;
   std::vector<Out> outs;
   std::vector<plan::Fused> work;
   std::vector<plan::Planes> planes;
@@ -64,7 +68,7 @@ struct Batch {
 
 Batch batch_of(const std::vector<nb::tuple>& jobs) {
   Batch b;
-  auto& [held, steps, outs, work, planes, order] = b;
+  auto& [held, steps, codes, outs, work, planes, order] = b;
   for (const nb::tuple& j : jobs) {
     if (j.size() != 7 && j.size() != 9 && j.size() != 4)
       throw std::invalid_argument("a job is (payload, count, values, row_len, k, kind, out[, coder, how]) or "
@@ -117,13 +121,25 @@ Batch batch_of(const std::vector<nb::tuple>& jobs) {
         if (steps.back().shape(0) != groups) throw std::invalid_argument("one zero a group");
         a.zeros = steps.back().data();
       }
+    } else if (name == "coded" && how.size() == 8 && !a.k) {
+      a.group = nb::cast<uint64_t>(how[1]), a.cols = nb::cast<uint64_t>(how[2]), a.per_group = true;
+      a.mant = nb::cast<int>(how[5]), a.bits = nb::cast<int>(how[6]), a.max_exponent = nb::cast<int64_t>(how[7]);
+      if (a.group < 1 || a.cols < 1 || a.count % a.cols) throw std::invalid_argument("group and columns must fit");
+      if (a.mant < 3 || a.mant > 32 || a.bits < 1 || a.bits > 16) throw std::invalid_argument("mant 3..32, bits 1..16");
+      const uint64_t groups = a.count / a.cols * ((a.cols + a.group - 1) / a.group);
+      codes.push_back(nb::cast<Codes>(how[3]));
+      codes.push_back(nb::cast<Codes>(how[4]));
+      if (codes[codes.size() - 2].shape(0) != groups || codes.back().shape(0) != groups)
+        throw std::invalid_argument("one step code and one centre a group");
+      a.codes = codes[codes.size() - 2].data(), a.centres = codes.back().data();
     } else if (name == "walk" && how.size() == 3 && !a.k) {
       a.cols = std::max<uint64_t>(nb::cast<uint64_t>(how[1]), a.count ? 0 : 1), a.walk = nb::cast<int>(how[2]);
       if (a.cols < 1 || a.count % a.cols || (a.walk != 1 && a.walk != 2) || (values != 1 && values != a.count / a.cols &&
                                                                               a.count))
         throw std::invalid_argument("a walk along rows (1) or columns (2) of a shape that fits, one step a row or one");
     } else {
-      throw std::invalid_argument("how is None, (\"group\", group, cols, per_group, zeros) or (\"walk\", cols, 1 | 2)");
+      throw std::invalid_argument("how is None, (\"group\", group, cols, per_group, zeros), (\"coded\", group, cols, "
+                                  "codes, centres, mant, bits, max_exponent) or (\"walk\", cols, 1 | 2)");
     }
   }
   return b;

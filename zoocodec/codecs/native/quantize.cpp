@@ -488,24 +488,6 @@ namespace {
 
 constexpr std::size_t SIDE_PART = std::size_t(1) << 16;  // groups a task takes
 
-inline double side_step(int64_t code, int mant) {
-  const int64_t exponent = std::clamp<int64_t>((code >> mant) - mant, -4096, 4096);
-  const double m = static_cast<double>((int64_t(1) << mant) + (code & ((int64_t(1) << mant) - 1)));
-  if (exponent < -1022 || exponent > 1023) return std::ldexp(m, static_cast<int>(exponent));
-  const uint64_t bits = static_cast<uint64_t>(exponent + 1023) << 52;  // 2^exponent, a normal float64
-  double scale;
-  std::memcpy(&scale, &bits, 8);
-  return m * scale;  // (exact, or one rounding as ldexp's where the product leaves the normal range)
-}
-
-struct ZeroGrid {  // (c - (2^bits - 1) 2^(frac - 1)) * step / 2^frac, the two integers as float64
-  double half_range, scale;
-  ZeroGrid(int bits, int frac)
-      : half_range(static_cast<double>(((int64_t(1) << bits) - 1) * (int64_t(1) << (frac - 1)))),
-        scale(static_cast<double>(int64_t(1) << frac)) {}
-  double operator()(int64_t centre, double step) const { return (static_cast<double>(centre) - half_range) * step / scale; }
-};
-
 template <class Fn>
 void side_parts(std::size_t n, int threads, Fn fn) {
   parallel_for((n + SIDE_PART - 1) / SIDE_PART, threads,
@@ -530,17 +512,11 @@ void side_zeros(const int64_t* centres, const double* steps, std::size_t n, int 
 
 bool side_values(const int64_t* codes, const int64_t* centres, std::size_t n, int mant, int bits,
                  int64_t max_exponent, double* steps, double* zeros, int threads) {
-  const ZeroGrid zero(bits, mant - 2);
+  const SideValues side(mant, bits, max_exponent);
   std::atomic<bool> ok{true};
   side_parts(n, threads, [&](std::size_t a, std::size_t b) {
     bool fine = true;
-    for (std::size_t i = a; i < b; ++i) {
-      const int64_t e = codes[i] >> mant;
-      fine &= e <= max_exponent && e >= -max_exponent;
-      steps[i] = side_step(codes[i], mant);
-      zeros[i] = zero(centres[i], steps[i]);
-      fine &= steps[i] > 0 && std::isfinite(steps[i]) && std::isfinite(zeros[i]);
-    }
+    for (std::size_t i = a; i < b; ++i) fine &= side(codes[i], centres[i], steps + i, zeros + i);
     if (!fine) ok = false;
   });
   return ok;

@@ -6,8 +6,11 @@
 // summation tree exactly (np.sum over the whole float64 array), so the statistics are too,
 // whatever the number of threads.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace zc::quant {
 
@@ -57,6 +60,39 @@ void side_zeros(const int64_t* centres, const double* steps, std::size_t n, int 
 // written: |n div 2^M| <= max_exponent, steps positive and finite, zero points finite.
 bool side_values(const int64_t* codes, const int64_t* centres, std::size_t n, int mant, int bits,
                  int64_t max_exponent, double* steps, double* zeros, int threads);
+
+inline double side_step(int64_t code, int mant) {
+  const int64_t exponent = std::clamp<int64_t>((code >> mant) - mant, -4096, 4096);
+  const double m = static_cast<double>((int64_t(1) << mant) + (code & ((int64_t(1) << mant) - 1)));
+  if (exponent < -1022 || exponent > 1023) return std::ldexp(m, static_cast<int>(exponent));
+  const uint64_t bits = static_cast<uint64_t>(exponent + 1023) << 52;  // 2^exponent, a normal float64
+  double scale;
+  std::memcpy(&scale, &bits, 8);
+  return m * scale;  // (exact, or one rounding as ldexp's where the product leaves the normal range)
+}
+
+struct ZeroGrid {  // (c - (2^bits - 1) 2^(frac - 1)) * step / 2^frac, the two integers as float64
+  double half_range, scale;
+  ZeroGrid(int bits, int frac)
+      : half_range(static_cast<double>(((int64_t(1) << bits) - 1) * (int64_t(1) << (frac - 1)))),
+        scale(static_cast<double>(int64_t(1) << frac)) {}
+  double operator()(int64_t centre, double step) const { return (static_cast<double>(centre) - half_range) * step / scale; }
+};
+
+// One group's side values as side_values gives them (the batched decode computes them as it writes
+// the group's weights, plan.h): false where compress could not have written them.
+struct SideValues {
+  int mant;
+  int64_t max_exponent;
+  ZeroGrid zero;
+  SideValues(int mant, int bits, int64_t max_exponent) : mant(mant), max_exponent(max_exponent), zero(bits, mant - 2) {}
+  bool operator()(int64_t code, int64_t centre, double* step, double* zero_point) const {
+    const int64_t e = code >> mant;
+    *step = side_step(code, mant);
+    *zero_point = zero(centre, *step);
+    return e <= max_exponent && e >= -max_exponent && *step > 0 && std::isfinite(*step) && std::isfinite(*zero_point);
+  }
+};
 
 // The statistics alone, of a reconstruction made elsewhere (another method).
 template <class W>
