@@ -595,11 +595,12 @@ def test_a_group_whose_values_pass_the_dtype_is_refused_by_the_pass(dtype):
         decode([(e, job(steps), context.encode(levels))])
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_coded_side_values_decode_on_the_pass_as_side_values_gives_them(threads):
-    """uniform:side=M: the pass computes each group's step and zero from its codes as it writes the group,
-    the values native side_values gives (the GPU decoder's, and the method's own); a step code past the
-    largest exponent, or one whose step is not finite, is refused as side_values refuses it."""
+@pytest.mark.parametrize(("threads", "ints"), [(1, np.int64), (2, np.int64), (2, np.int16)])
+def test_coded_side_values_decode_on_the_pass_as_side_values_gives_them(threads, ints):
+    """uniform:side=M: the pass computes each group's step and zero from its codes (int64, or as narrow as
+    they decoded) as it writes the group, the values native side_values gives (the GPU decoder's, and the
+    method's own); a step code past the largest exponent, or one whose step is not finite, is refused as
+    side_values refuses it."""
     from zoocodec.methods.uniform import MAX_EXPONENT
     from zoocodec.plan import Grouped
 
@@ -614,12 +615,12 @@ def test_coded_side_values_decode_on_the_pass_as_side_values_gives_them(threads)
     e = TensorEntry("t", (rows, cols), "bfloat16", parse_spec("uniform:bits=4,group=16,zero=true,side=5,coder=ctx"),
                     {}, {})
     job = lambda c: Grouped("symbols", group, rows, cols, None, (),  # noqa: E731
-                            lambda: (c, centres, mant, bits, MAX_EXPONENT))
+                            lambda: (c.astype(ints), centres.astype(ints), mant, bits, MAX_EXPONENT))
     got, _ = decode([(e, job(codes), context.encode(levels))], threads)
     spread = np.repeat(np.arange(groups).reshape(rows, -1), group, axis=1)[:, :cols]
     want = from_float64(levels * steps[spread] + zeros[spread], "bfloat16")
     assert np.array_equal(got["t"].view(np.uint8), want.view(np.uint8))
-    for bad in ((MAX_EXPONENT + 1) << mant, (-MAX_EXPONENT - 1) << mant, 1030 << mant):
+    for bad in ((MAX_EXPONENT + 1) << mant, (-MAX_EXPONENT - 1) << mant, 1030 << mant) if ints == np.int64 else ():
         forged = codes.copy()
         forged[groups - 5] = bad
         assert not native.engine().side_values(forged, centres, mant, bits, MAX_EXPONENT)[2]

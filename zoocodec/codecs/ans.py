@@ -188,18 +188,15 @@ def unpack(r: Reader, count: int) -> tuple[int, int, bytes]:
     return lo, width, unzstd(r.rest(), n * width, "corrupt entropy-coded payload: packed symbols")
 
 
-BLOCK = 1 << 20  # values per step of _offset: its temporaries stay small
-
-
 def _offset(a: np.ndarray, by: int, dtype) -> np.ndarray:
-    """a + by as `dtype` (which holds every result), a block at a time."""
+    """a + by as integer `dtype` (which holds every result): in that dtype's own modular arithmetic, which
+    gives the result's bits whatever wraps on the way (through int64, it took more than the decoding)."""
     dt = np.dtype(dtype)
     if a.dtype.kind in "iu" and dt.kind == "u" and a.dtype.itemsize == dt.itemsize:
         # same width (int8 symbols -> uint8 indices): modular addition is exact when results fit
         return a.view(dt) + dt.type(by % (1 << (8 * dt.itemsize)))
-    out = np.empty(a.shape, dtype=dtype)
-    for i in range(0, a.size, BLOCK):
-        out[i : i + BLOCK] = a[i : i + BLOCK].astype(np.int64) + by
+    out = a.astype(dt)
+    out += np.array(by % (1 << (8 * dt.itemsize))).astype(dt)
     return out
 
 

@@ -384,7 +384,7 @@ class Uniform(MethodSpec):
 
         def codes():
             q = decoded()
-            return (*(_group_codes(q, name, rows, count).reshape(-1) for name in CODED_STREAMS), self.side, self.bits,
+            return (*(_group_codes(q, name, rows, count, narrow=True) for name in CODED_STREAMS), self.side, self.bits,
                     MAX_EXPONENT)
 
         return Grouped("symbols", self.group, rows, cols, values, sides, None if self.side is None else codes)
@@ -473,12 +473,15 @@ def _group_values(q: Quantized, name: str, rows: int, count: int) -> np.ndarray:
     return values
 
 
-def _group_codes(q: Quantized, name: str, rows: int, count: int) -> np.ndarray:
-    """A decoded code stream (side=M) as int64 (rows, groups), checked."""
+def _group_codes(q: Quantized, name: str, rows: int, count: int, narrow: bool = False) -> np.ndarray:
+    """A decoded code stream (side=M) as int64 (rows, groups), checked (`narrow`: flat, as the signed type
+    it was decoded to, which the CPU's pass reads)."""
     codes = q.symbols.get(name)
     if codes is None or codes.size != rows * count or codes.dtype.kind not in "iu":
         raise ContainerError(f"uniform: {name} missing or not {rows} x {count} integers")
-    return codes.astype(np.int64).reshape(rows, count)
+    if narrow and codes.dtype.kind == "i":
+        return np.ascontiguousarray(codes).reshape(-1)
+    return codes.astype(np.int64).reshape(-1 if narrow else (rows, count))
 
 
 def group_side(lo: np.ndarray, hi: np.ndarray, spec: Uniform) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -27,7 +27,7 @@ enum Coder { ANS = 0, CTX = 1, CABAC = 2 };
 //                                   its row of `cols` (rows = count / cols); a value past the kind
 //                                   is corrupt. With `codes` (uniform:side=M), each group's step and
 //                                   zero come from its step code and centre (codes, centres: rows x
-//                                   groups) as quantize.h's side_values gives them, as its weights are
+//                                   groups, signed ints) as quantize.h's side_values gives them, as its weights are
 //                                   written; a pair compress could not have written is corrupt
 //   walk > 0 (dq, trellis):         value = dq level(state, level) * values[row], the 4-state
 //                                   machine walked along each row of `cols` (walk 1) or each
@@ -47,7 +47,8 @@ struct Fused {
   uint64_t group = 0, cols = 0;
   bool per_group = false;
   const double* zeros = nullptr;
-  const int64_t *codes = nullptr, *centres = nullptr;  // (group > 0) the side values' codes at mant bits
+  const void *codes = nullptr, *centres = nullptr;  // (group > 0) the side values' codes at mant bits:
+  int code_bytes = 8, centre_bytes = 8;              // signed integers of these widths (1, 2, 4 or 8)
   int mant = 0, bits = 0;
   int64_t max_exponent = 0;
   int walk = 0;

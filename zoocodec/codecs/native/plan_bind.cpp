@@ -37,13 +37,13 @@ using namespace zc;
 namespace {
 
 using Steps = nb::ndarray<const double, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-using Codes = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Codes = nb::ndarray<nb::ro, nb::ndim<1>, nb::c_contig, nb::device::cpu>;  // (signed ints)
 using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 // jobs: (payload, count, values float64, row_len, k, kind 0 f32 | 1 f16 | 2 bf16, out: a writable
 // contiguous array of count values of that width[, coder 0 ans | 1 ctx | 2 cabac, how]); values: one step per
 // row (k 0) or k codebook values per row; how: None, ("group", group, cols, per_group, zeros float64
-// or None), ("coded", group, cols, step codes int64, centres int64, mant, bits, max_exponent: a step
+// or None), ("coded", group, cols, step codes, centres (signed ints), mant, bits, max_exponent: a step
 // and a zero per group from their codes; values unused) or ("walk", cols, 1 rows | 2 columns), as
 // plan.h's Fused. Or a float-plane job: (payload,
 // count, width 2 | 4, out), the payload a float-plane frame (codecs/floatplanes.py). Returns (status,
@@ -127,11 +127,17 @@ Batch batch_of(const std::vector<nb::tuple>& jobs) {
       if (a.group < 1 || a.cols < 1 || a.count % a.cols) throw std::invalid_argument("group and columns must fit");
       if (a.mant < 3 || a.mant > 32 || a.bits < 1 || a.bits > 16) throw std::invalid_argument("mant 3..32, bits 1..16");
       const uint64_t groups = a.count / a.cols * ((a.cols + a.group - 1) / a.group);
-      codes.push_back(nb::cast<Codes>(how[3]));
-      codes.push_back(nb::cast<Codes>(how[4]));
-      if (codes[codes.size() - 2].shape(0) != groups || codes.back().shape(0) != groups)
-        throw std::invalid_argument("one step code and one centre a group");
-      a.codes = codes[codes.size() - 2].data(), a.centres = codes.back().data();
+      for (int k : {3, 4}) {
+        codes.push_back(nb::cast<Codes>(how[k]));
+        const Codes& c = codes.back();
+        const int bytes = static_cast<int>(c.itemsize());
+        if (c.dtype().code != static_cast<uint8_t>(nb::dlpack::dtype_code::Int) || (bytes != 1 && bytes != 2 &&
+                                                                                   bytes != 4 && bytes != 8))
+          throw std::invalid_argument("step codes and centres are signed integers");
+        if (c.shape(0) != groups) throw std::invalid_argument("one step code and one centre a group");
+        (k == 3 ? a.codes : a.centres) = c.data();
+        (k == 3 ? a.code_bytes : a.centre_bytes) = bytes;
+      }
     } else if (name == "walk" && how.size() == 3 && !a.k) {
       a.cols = std::max<uint64_t>(nb::cast<uint64_t>(how[1]), a.count ? 0 : 1), a.walk = nb::cast<int>(how[2]);
       if (a.cols < 1 || a.count % a.cols || (a.walk != 1 && a.walk != 2) || (values != 1 && values != a.count / a.cols &&
