@@ -91,10 +91,10 @@ class Grouped:
     weights of a row of the (rows, cols) view. `values()` decodes and checks the side streams
     `sides` (only a decoder that takes the job calls it): (float64 steps, one per group or one
     for the tensor; float64 zeros per group, or None). Side values coded at M mantissa bits
-    (uniform:side=M): `codes()` decodes and checks them as (int64 step codes, int64 centres, M, the
-    levels' bits, the largest step exponent), from which the CPU's pass computes each group's step
-    and zero as it writes the group (float64 arrays of them took longer than the values, most of it
-    faulting in their fresh pages); the GPU decoder takes `values()`."""
+    (uniform:side=M): `codes()` decodes and checks them as (step codes, centres: signed integers as
+    narrow as they decoded; M, the levels' bits, the largest step exponent), from which the CPU's pass
+    computes each group's step and zero as it writes the group (float64 arrays of them took longer
+    than the values, most of it faulting in their fresh pages); the GPU decoder takes `values()`."""
 
     stream: str
     group: int
