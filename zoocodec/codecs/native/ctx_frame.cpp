@@ -52,16 +52,14 @@ void side(Reader& r, uint64_t count, std::vector<int64_t>* out) {
 
 // Places of group ends (lo + places[i], i < n) into to[0 .. n): the error code of ends_values where one lies
 // outside 0 .. group (group: none), or where one of the groups i0, i0 + groups, ... (each row's last, `last`
-// places long) has one past its end; else 0.
-int fill_places(int64_t lo, const uint8_t* places, uint64_t n, uint64_t group, uint64_t groups, uint64_t i0,
-                uint64_t last, uint16_t* to) {
-  if (n && (lo < -255 || lo > int64_t(group))) return 2;
-  const int32_t base = static_cast<int32_t>(lo);
-  const uint32_t most = static_cast<uint32_t>(group);
+// places long) has one past its end; else 0. (lo + places[i] does not overflow: lo is a frame's varint, or 0.)
+template <class T>
+int fill_places(int64_t lo, const T* places, uint64_t n, uint64_t group, uint64_t groups, uint64_t i0, uint64_t last,
+                uint16_t* to) {
   bool bad = false;
   for (uint64_t i = 0; i < n; ++i) {
-    const int32_t v = base + places[i];
-    bad |= static_cast<uint32_t>(v) > most;
+    const int64_t v = lo + static_cast<int64_t>(places[i]);
+    bad |= static_cast<uint64_t>(v) > group;
     to[i] = static_cast<uint16_t>(v);
   }
   for (uint64_t i = i0; i < n; i += groups) bad |= to[i] >= last && to[i] < group;
@@ -69,11 +67,11 @@ int fill_places(int64_t lo, const uint8_t* places, uint64_t n, uint64_t group, u
 }
 
 // The length-prefixed group-ends side array next in r: each group's first lowest (or highest) level's
-// place along its row, 0 .. group - 1, or group where the group has none (rows x groups), into *out;
-// Corrupt where one lies outside its group (a row's last group holds `last` places). `defer`: a rANS
-// frame of bytes is left in *coded instead (true), for the pass to decode.
-bool ends(Reader& r, uint64_t rows, uint64_t groups, uint64_t group, uint64_t last, bool defer,
-          std::vector<uint16_t>* out, Frame::Coded* coded) {
+// place along its row, 0 .. group - 1, or group where the group has none (rows x groups). A rANS frame of
+// bytes is left in *coded (true: its places not decoded yet); any other frame is decoded into *out and
+// checked: Corrupt where a place lies outside its group (a row's last group holds `last` places).
+bool ends(Reader& r, uint64_t rows, uint64_t groups, uint64_t group, uint64_t last, std::vector<uint16_t>* out,
+          Frame::Coded* coded) {
   const uint64_t count = rows * groups;
   const uint8_t* data = r.take(r.uvarint(r.left()));
   const std::size_t size = static_cast<std::size_t>(r.p - data);
@@ -82,22 +80,11 @@ bool ends(Reader& r, uint64_t rows, uint64_t groups, uint64_t group, uint64_t la
   out->resize(count);
   if (ans::parse_frame(s, count, &f) && f.stream.nsym <= 256) {
     coded->lo = f.lo, coded->stream = std::move(f.stream);
-    if (defer) return true;
-    coded->places.resize(count);
-    rans::decode(coded->stream, coded->places.data(), 1);
-    if (fill_places(coded->lo, coded->places.data(), count, group, groups, groups - 1, last, out->data()))
-      ends_error(2);
-    return false;
+    return true;
   }
   std::vector<int64_t> wide;  // (a wider alphabet, or packed ints: as any side array)
   side(data, size, count, &wide);
-  bool bad = false;
-  for (uint64_t i = 0; i < count; ++i) {
-    bad |= wide[i] < 0 || wide[i] > int64_t(group);
-    (*out)[i] = static_cast<uint16_t>(wide[i]);
-  }
-  for (uint64_t i = groups - 1; i < count; i += groups) bad |= (*out)[i] >= last && (*out)[i] < group;
-  if (bad) ends_error(2);
+  if (fill_places(0, wide.data(), count, group, groups, groups - 1, last, out->data())) ends_error(2);
   return false;
 }
 
@@ -161,20 +148,26 @@ void parse_head(Reader& r, uint8_t mode, uint64_t count, Frame* f, bool defer) {
     f->hi = f->lo + static_cast<int64_t>(span);
     const uint64_t groups = (f->cols + f->group - 1) / f->group, last = f->cols - (groups ? groups - 1 : 0) * f->group;
     Frame::Coded sides[2];
-    const bool left_lo = ends(r, f->rows, groups, f->group, last, defer, &f->first_lo, &sides[0]);
-    const bool left_hi = ends(r, f->rows, groups, f->group, last, defer, &f->first_hi, &sides[1]);
-    if (left_lo && left_hi) {
+    bool left[2];  // (a rANS frame of bytes, its places not decoded)
+    auto decode_now = [&](int k) {
+      std::vector<uint16_t>& places = k == 0 ? f->first_lo : f->first_hi;
+      sides[k].places.resize(places.size());
+      rans::decode(sides[k].stream, sides[k].places.data(), 1);
+      if (fill_places(sides[k].lo, sides[k].places.data(), places.size(), f->group, groups, groups - 1, last,
+                      places.data()))
+        ends_error(2);
+      left[k] = false;
+    };
+    for (int k = 0; k < 2; ++k) {  // (without `defer`, the lowest's places are checked before the highest's are read)
+      left[k] = ends(r, f->rows, groups, f->group, last, k == 0 ? &f->first_lo : &f->first_hi, &sides[k]);
+      if (left[k] && !defer) decode_now(k);
+    }
+    if (left[0] && left[1]) {
       for (auto& side : sides) side.places.resize(f->first_lo.size());
       f->coded_ends.assign(std::make_move_iterator(sides), std::make_move_iterator(sides + 2));
     } else {
-      for (int k = 0; k < 2; ++k)  // (one of them deferred: both now)
-        if (k == 0 ? left_lo : left_hi) {
-          sides[k].places.resize(f->first_lo.size());
-          rans::decode(sides[k].stream, sides[k].places.data(), 1);
-          if (fill_places(sides[k].lo, sides[k].places.data(), sides[k].places.size(), f->group, groups,
-                          groups - 1, last, (k == 0 ? f->first_lo : f->first_hi).data()))
-            ends_error(2);
-        }
+      for (int k = 0; k < 2; ++k)  // (one of them left: both now)
+        if (left[k]) decode_now(k);
       if (shared_place(f->first_lo.data(), f->first_hi.data(), f->first_lo.size(), f->group)) ends_error(1);
     }
     f->bins = 4;

@@ -686,6 +686,39 @@ void cabac_values(const Fused& a, const cabac::Stream& s, uint64_t sub, Values& 
   else offsets(sym.data());
 }
 
+// Stream `stream` of job `job` (stream p) as tasks of `kind`: runs of RUN symbols where it is constant,
+// groups of substreams the vector decoder advances together where it takes them, else a substream each.
+void substream_items(const rans::Parsed& p, Item::Kind kind, std::size_t job, uint32_t stream, std::vector<Item>& items) {
+  const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / RUN + 1 : p.body.size();
+  const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
+  for (std::size_t i = 0; i < parts; i += group) items.push_back({kind, job, i, std::min(group, parts - i), stream});
+}
+
+// The symbols of stream p a substream_items task holds: (the first one's index, how many).
+std::pair<uint64_t, uint64_t> item_span(const rans::Parsed& p, const Item& it) {
+  const uint64_t chunk = p.L == 0 ? RUN : p.chunk;
+  const uint64_t first = it.first * chunk;
+  return {first, std::min(chunk * it.count, p.n - first)};
+}
+
+// A substream_items task's m symbols of stream p into sym (T holds nsym - 1).
+template <class T>
+void decode_item(const rans::Parsed& p, const Item& it, uint64_t m, T* sym) {
+  if (p.L == 0) {
+    std::fill(sym, sym + m, static_cast<T>(p.constant));
+  } else if constexpr (sizeof(T) == 1) {
+    if (it.count > 1) rans::decode_group(p, it.first, it.count, sym);
+    else rans::decode_substream(p, it.first, sym);
+  } else if (rans::vector_ready(p)) {  // byte substreams into wider levels: as bytes, then widened
+    thread_local std::vector<uint8_t> bytes;
+    bytes.resize(m);
+    rans::decode_group(p, it.first, it.count, bytes.data());
+    std::copy(bytes.begin(), bytes.begin() + m, sym);
+  } else {
+    rans::decode_substream(p, it.first, sym);
+  }
+}
+
 }  // namespace
 
 // The group ends that parse_head left coded (ctx::Frame's coded_ends) of the parsed jobs, on the pool: their
@@ -696,25 +729,15 @@ void decode_ends(std::vector<Fused>& jobs, std::vector<Job>& state, int threads,
   std::vector<Item> items;
   for (std::size_t t = 0; t < jobs.size(); ++t) {
     if (jobs[t].status || state[t].ctx.coded_ends.empty()) continue;
-    for (uint32_t k = 0; k < 2; ++k) {
-      const rans::Parsed& p = state[t].ctx.coded_ends[k].stream;
-      const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / RUN + 1 : p.body.size();
-      const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
-      for (std::size_t i = 0; i < parts; i += group) items.push_back({Item::ENDS, t, i, std::min(group, parts - i), k});
-    }
+    for (uint32_t k = 0; k < 2; ++k) substream_items(state[t].ctx.coded_ends[k].stream, Item::ENDS, t, k, items);
   }
   std::vector<std::string> errors(items.size());
   parallel_for(items.size(), threads, [&](std::size_t k) {
     const Item it = items[k];
     ctx::Frame::Coded& c = state[it.job].ctx.coded_ends[it.stream];
-    const rans::Parsed& p = c.stream;
-    const uint64_t chunk = p.L == 0 ? RUN : p.chunk;
-    const uint64_t first = it.first * chunk, m = std::min(chunk * it.count, p.n - first);
-    uint8_t* out = c.places.data() + first;
+    const auto [first, m] = item_span(c.stream, it);
     try {
-      if (p.L == 0) std::fill(out, out + m, static_cast<uint8_t>(p.constant));
-      else if (it.count > 1) rans::decode_group(p, it.first, it.count, out);
-      else rans::decode_substream(p, it.first, out);
+      decode_item(c.stream, it, m, c.places.data() + first);
     } catch (const Corrupt& e) {
       errors[k] = e.what();
     }
@@ -896,12 +919,7 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
   if (grouped < static_cast<std::size_t>(workers))
     for (std::size_t i = 0; i < planes.size(); ++i)
       if (!planes[i].status) merges[i].tasks = planes::tasks_for(merges[i], workers);
-  auto streams = [&](std::size_t t, uint32_t s) {
-    const rans::Parsed& p = state[t].stream(s);
-    const std::size_t parts = p.n == 0 ? 0 : p.L == 0 ? (p.n - 1) / RUN + 1 : p.body.size();
-    const std::size_t group = p.L && rans::vector_ready(p) ? rans::DECODE_GROUP : 1;
-    for (std::size_t i = 0; i < parts; i += group) items.push_back({Item::FUSED, t, i, std::min(group, parts - i), s});
-  };
+  auto streams = [&](std::size_t t, uint32_t s) { substream_items(state[t].stream(s), Item::FUSED, t, s, items); };
   auto add = [&](Ref r) {
     const std::size_t t = r.index;
     if (r.planes) {
@@ -989,25 +1007,13 @@ void decode(std::vector<Fused>& jobs, std::vector<Planes>& planes, int threads, 
       return;
     }
     const rans::Parsed& p = j.stream(it.stream);
-    const uint64_t chunk = p.L == 0 ? RUN : p.chunk;
-    const uint64_t first = it.first * chunk, m = std::min(chunk * it.count, p.n - first);
+    const std::pair<uint64_t, uint64_t> span = item_span(p, it);
+    const uint64_t first = span.first, m = span.second;  // (not a structured binding: the lambda below takes them)
     thread_local std::vector<uint16_t> sym16;
     thread_local std::vector<uint8_t> sym8;
     try {
       auto run = [&](auto* sym) {  // the symbols, then (ans jobs that do not walk) their values
-        using T = std::remove_pointer_t<decltype(sym)>;
-        if (p.L == 0) {
-          std::fill(sym, sym + m, static_cast<T>(p.constant));
-        } else if constexpr (sizeof(T) == 1) {
-          if (it.count > 1) rans::decode_group(p, it.first, it.count, sym);
-          else rans::decode_substream(p, it.first, sym);
-        } else if (rans::vector_ready(p)) {  // byte substreams into wider levels: as bytes, then widened
-          sym8.resize(m);
-          rans::decode_group(p, it.first, it.count, sym8.data());
-          std::copy(sym8.begin(), sym8.begin() + m, sym);
-        } else {
-          rans::decode_substream(p, it.first, sym);
-        }
+        decode_item(p, it, m, sym);
         if (!j.placed && !a.walk) values(a, j.lo, j.span, sym, first, m);
       };
       if (j.placed || a.walk) {  // into the job's memory: a context's symbols, or the levels in order
