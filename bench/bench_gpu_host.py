@@ -18,7 +18,8 @@ tensor copied into the reused staging buffer: every uncompressed byte read once 
 
 DIR is a worktree of the earlier commit with its native engine built or copied in. The files (bench/gpu.py's
 mpnet-shaped fp32 model and its llama-shaped bf16 one at `--scale`, each as `uniform:bits=8`, `lossless` and
-GGUF-Q4_1-style 4-bit groups with `ctx`) are written once by this tree. Writes
+GGUF-Q4_1-style 4-bit groups with `ctx`, their side values as float16 and as automatic mode codes them for a
+language model, `side=5`) are written once by this tree. Writes
 bench/results/gpu_host-<date>[-tag].json: per file the fastest host time of each tree over its rounds.
 """
 from __future__ import annotations
@@ -97,7 +98,8 @@ print(json.dumps(best))
 '''
 
 SPECS = {"8-bit": "uniform:bits=8", "lossless": "lossless",
-         "Q4_1-style + ctx": "uniform:bits=4,group=32,zero=true,coder=ctx"}
+         "Q4_1-style + ctx": "uniform:bits=4,group=32,zero=true,coder=ctx",
+         "Q4_1-style side=5 + ctx": "uniform:bits=4,group=32,zero=true,side=5,coder=ctx"}  # (automatic mode's, for LMs)
 
 
 def write(folder: Path, scale: float) -> dict:

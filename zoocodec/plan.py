@@ -93,8 +93,8 @@ class Grouped:
     for the tensor; float64 zeros per group, or None). Side values coded at M mantissa bits
     (uniform:side=M): `codes()` decodes and checks them as (step codes, centres: signed integers as
     narrow as they decoded; M, the levels' bits, the largest step exponent), from which the CPU's pass
-    computes each group's step and zero as it writes the group (float64 arrays of them took longer
-    than the values, most of it faulting in their fresh pages); the GPU decoder takes `values()`."""
+    and the GPU's kernel compute each group's step and zero as they write the group (float64 arrays of
+    them took longer than the values, most of it faulting in their fresh pages)."""
 
     stream: str
     group: int

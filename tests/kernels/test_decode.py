@@ -37,10 +37,28 @@ def value(job: G.Job, elem: int, s: int) -> float:
     if job.group:
         row = elem // job.row_length
         g = row * job.groups + (elem - row * job.row_length) // job.group
+        if job.side is not None:
+            step, zero = side_values(job, g)
+            return float(np.float64(s) * step + zero)
         v = np.float64(s) * job.steps[g if job.rows > 1 else 0]
         return float(v if job.zeros is None else v + job.zeros[g])
     row = elem // job.row_length if job.rows > 1 else 0
     return float(np.float64(s) * job.steps[row])
+
+
+def side_values(job: G.Job, g: int) -> tuple[np.float64, np.float64]:
+    """decode.cu's side_values(): group g's step and zero point from its code and centre, read as the
+    kernel reads them out of the words values() uploads (Tensor.side's widths, Tensor.steps / zeros)."""
+    record = np.array([job.record(0, 0, 0)], G.TENSOR)[0]
+    side, words = int(record["side"]), job.values().view(np.uint8)
+    mant, bits = side & 0xFF, side >> 8 & 0xFF
+    code = int(words[8 * int(record["steps"]):].view(f"<i{side >> 16 & 0xFF}")[g])
+    centre = int(words[8 * int(record["zeros"]):].view(f"<i{side >> 24}")[g])
+    e = min(max((code >> mant) - mant, -4096), 4096)
+    step = np.float64(math.ldexp(float((1 << mant) + (code & ((1 << mant) - 1))), e))
+    frac = mant - 2
+    zero = (np.float64(centre) - np.float64(((1 << bits) - 1) * (1 << (frac - 1)))) * step / np.float64(1 << frac)
+    return step, zero
 
 
 def emulate_packed(job: G.Job) -> np.ndarray:
@@ -366,7 +384,9 @@ def test_dq_steps_per_row_group(tmp_path):
 
 
 GROUPED = ["uniform:bits=4,group=32", "uniform:bits=4,group=16,zero=true", "uniform:bits=3,group=100,zero=true",
-           "uniform:step=0.01,group=64,zero=true", "uniform:step=0.01,group=64", "uniform:bits=12,group=128"]
+           "uniform:step=0.01,group=64,zero=true", "uniform:step=0.01,group=64", "uniform:bits=12,group=128",
+           "uniform:bits=4,group=32,zero=true,side=5", "uniform:bits=3,group=100,zero=true,side=3",
+           "uniform:bits=8,group=16,zero=true,side=10"]
 
 
 @pytest.mark.parametrize("spec", GROUPED)
@@ -379,7 +399,7 @@ def test_grouped_steps_are_taken(tmp_path, spec):
     with Archive(tmp_path / "m.zc") as a:
         for name in model:
             job = gpu_job(a, name)
-            assert job is not None and job.group, name
+            assert job is not None and job.group and (job.side is not None) == ("side=" in spec), name
             assert emulate(job).tobytes() == a.read(name).tobytes(), name
 
 
@@ -449,6 +469,7 @@ CTX_MODEL = {  # each context layout (rows, columns, both), group ends, and a pa
 @pytest.mark.parametrize(("spec", "modes"), [
     ("uniform:bits=6,per_tensor=true,coder=ctx", {"rows": (0, 1), "cols": (0, 2), "both": (0, 3), "flat": None}),
     ("uniform:bits=4,group=32,zero=true,coder=ctx", {"both": (2, 0), "flat": None}),
+    ("uniform:bits=4,group=32,zero=true,side=5,coder=ctx", {"both": (2, 0), "flat": None}),
     ("dq:bits=5,coder=ctx", {"cols": (0, 3), "both": (0, 3), "flat": None}),
 ])
 def test_ctx_payloads_are_taken(tmp_path, spec, modes):
@@ -513,6 +534,36 @@ def test_codebook_index_out_of_range_is_flagged():
         job = G.Job("t", (5000,), "float32", G.parse(data, 5000, "t"), steps, k=4, row_len=5000)
         with pytest.raises(ContainerError, match="out of range"):
             emulate(job)
+
+
+@pytest.mark.parametrize("ints", [np.int8, np.int16, np.int32, np.int64])
+def test_coded_side_values_are_the_cpus_and_checked_on_the_host(ints):
+    """uniform:side=M on the GPU: the kernel's step and zero of each group from the codes' words (as narrow as
+    they decoded) equal native side_values' (the CPU's), subnormal and huge steps included; the host's
+    side_range refuses what side_values refuses and bounds the values for check_range."""
+    from zoocodec.methods.uniform import MAX_EXPONENT
+
+    mant, bits, n = 5, 4, 3000
+    g = np.random.default_rng(int(np.dtype(ints).itemsize))
+    top = min(np.iinfo(ints).max >> mant, 900)  # (steps and zero points finite)
+    codes = (g.integers(-top, top, n) << mant | g.integers(0, 1 << mant, n)).astype(ints)
+    centres = g.integers(np.iinfo(ints).min // 2, np.iinfo(ints).max // 2, n).astype(ints)
+    steps, zeros, ok = native.engine().side_values(codes.astype(np.int64), centres.astype(np.int64), mant, bits,
+                                                   MAX_EXPONENT)
+    side = G.Side.checked(codes, centres, mant, bits, MAX_EXPONENT)
+    assert ok and side.largest_step == steps.max() and side.largest_zero == np.abs(zeros).max()
+    job = G.Job("t", (n, 32), "float32", G.Packed(n * 32, 0, 1, bytes(n * 32)), G.NO_STEPS, 0, 32, 32, side=side)
+    got = np.array([side_values(job, i) for i in range(n)])
+    assert np.array_equal(got[:, 0], steps) and np.array_equal(got[:, 1], zeros)
+    if np.dtype(ints).itemsize >= 4:  # (narrower codes cannot reach past the largest exponent)
+        forged = codes.copy()
+        forged[7] = (MAX_EXPONENT + 1) << mant
+        with pytest.raises(ContainerError, match="group step codes or centres give steps or zero points out of range"):
+            G.Side.checked(forged, centres, mant, bits, MAX_EXPONENT)
+    small = G.Side.checked(np.full(n, -4 << mant, ints), np.zeros(n, ints), mant, bits, MAX_EXPONENT)
+    G.check_range(dataclasses.replace(job, side=small), "t")
+    with pytest.raises(ContainerError, match="outside the float32 range"):
+        G.check_range(dataclasses.replace(job, side=dataclasses.replace(small, largest_step=2.0**200)), "t")
 
 
 def test_lossless_float_planes_are_taken(tmp_path):

@@ -1,5 +1,5 @@
 """On a CUDA GPU: the rANS + dequantization kernels (uniform, grouped uniform, rdoq, dq, kmeans, lossless float
-planes; rANS and packed frames, ctx payloads' contexts and group ends)
+planes; rANS and packed frames, ctx payloads' contexts and group ends, group values from side codes)
 write the CPU decoder's bytes, straight into torch CUDA tensors; damaged substreams raise
 ContainerError. Skips cleanly without a GPU."""
 from __future__ import annotations
@@ -44,7 +44,8 @@ SPECS = ["uniform:bits=8", "uniform:bits=4", "uniform:bits=3,per_tensor=true", "
          "dq:bits=6,coder=ans", "dq:step=0.01,coder=ans", "dq:step=0.000001,coder=ans", "uniform:step=0.000001",
          "uniform:bits=4,group=32,zero=true", "uniform:bits=4,group=64", "uniform:bits=12,group=128",
          "uniform:step=0.01,group=64,zero=true", "uniform:bits=6,per_tensor=true,coder=ctx", "rdoq:bits=6",
-         "dq:bits=6,coder=ctx", "uniform:bits=4,group=32,zero=true,coder=ctx"]
+         "dq:bits=6,coder=ctx", "uniform:bits=4,group=32,zero=true,coder=ctx",
+         "uniform:bits=4,group=32,zero=true,side=5", "uniform:bits=4,group=32,zero=true,side=5,coder=ctx"]
 
 
 @pytest.mark.parametrize("spec", SPECS)

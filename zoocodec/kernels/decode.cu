@@ -17,7 +17,9 @@
 //   Affine   s * step[row]                        (uniform, rdoq)
 //   Lookup   values[row * k + s]                  (kmeans: row is the problem, `steps` holds its
 //            codebook; an index outside [0, k) marks the substream bad)
-//   Grouped  s * step[g] (+ zero[g]), g = row * groups + col / group (uniform group=G)
+//   Grouped  s * step[g] (+ zero[g]), g = row * groups + col / group (uniform group=G); with
+//            side values coded at M mantissa bits (uniform:side=M), step[g] and zero[g] are
+//            computed from group g's step code and centre (side_values below)
 // then rounded to the output dtype exactly as NumPy does on the CPU (methods/arrays.from_float64),
 // so the bytes are equal. Products and sums are __dmul_rn / __dadd_rn: NVRTC would otherwise
 // contract a product and a sum into an FMA, which NumPy does not do.
@@ -61,8 +63,34 @@ struct Tensor {
   u32 zeros;       // Grouped: offset of its zero points in `steps`, or NO_ZEROS
   u32 shift;       // > 0: the ans frame with raw low bits (alphabets wider than 2^16): symbol
                    // = (coded << shift | the shift bits at element * shift of `low`) (shift <= 48)
-  u32 pad;
+  u32 side;        // Grouped with coded side values: M | bits << 8 | code bytes << 16 | centre bytes << 24,
+                   // the codes' signed ints at `steps` and the centres' at `zeros` (both offsets in
+                   // doubles of `steps`, which carries their bytes); 0: float64 steps and zeros
 };
+
+// Signed int i of an array of them `bytes` wide.
+__device__ __forceinline__ long long int_at(const unsigned char* p, u32 bytes, u64 i) {
+  if (bytes == 1) return (long long)reinterpret_cast<const signed char*>(p)[i];
+  if (bytes == 2) return (long long)reinterpret_cast<const short*>(p)[i];
+  if (bytes == 4) return (long long)reinterpret_cast<const int*>(p)[i];
+  return reinterpret_cast<const long long*>(p)[i];
+}
+
+// Group g's step and zero point from its codes, as the CPU computes them (codecs/native/quantize.h,
+// side_step and ZeroGrid with frac = M - 2): step (2^M + code mod 2^M) * 2^(code div 2^M - M), zero
+// (centre - (2^bits - 1) 2^(frac - 1)) * step / 2^frac. The host checked every pair (side_range).
+__device__ __forceinline__ void side_values(const Tensor& t, const double* steps, u64 g, double* step,
+                                            double* zero) {
+  const int mant = (int)(t.side & 0xFFu), bits = (int)(t.side >> 8 & 0xFFu), frac = mant - 2;
+  const long long code = int_at(reinterpret_cast<const unsigned char*>(steps + t.steps), t.side >> 16 & 0xFFu, g);
+  const long long centre = int_at(reinterpret_cast<const unsigned char*>(steps + t.zeros), t.side >> 24, g);
+  long long e = (code >> mant) - mant;
+  e = e < -4096 ? -4096 : (e > 4096 ? 4096 : e);
+  const double m = (double)((1ll << mant) + (code & ((1ll << mant) - 1)));
+  *step = (e < -1022 || e > 1023) ? ldexp(m, (int)e) : __dmul_rn(m, __longlong_as_double((e + 1023) << 52));
+  const double half_range = (double)(((1ll << bits) - 1) * (1ll << (frac - 1)));
+  *zero = __ddiv_rn(__dmul_rn(__dsub_rn((double)centre, half_range), *step), (double)(1ll << frac));
+}
 
 // The value of element `elem` of tensor t whose symbol plus lo is s; false: a codebook index
 // outside [0, k) (nothing is written).
@@ -75,8 +103,15 @@ __device__ __forceinline__ bool put(void* out, const Tensor& t, const double* st
   } else if (t.group) {
     const u64 row = elem / t.row_len;
     const u64 g = row * t.groups + (elem - row * t.row_len) / t.group;
-    double v = __dmul_rn((double)s, steps[t.steps + (t.rows > 1 ? g : 0)]);
-    if (t.zeros != NO_ZEROS) v = __dadd_rn(v, steps[t.zeros + g]);
+    double v;
+    if (t.side) {
+      double step, zero;
+      side_values(t, steps, g, &step, &zero);
+      v = __dadd_rn(__dmul_rn((double)s, step), zero);
+    } else {
+      v = __dmul_rn((double)s, steps[t.steps + (t.rows > 1 ? g : 0)]);
+      if (t.zeros != NO_ZEROS) v = __dadd_rn(v, steps[t.zeros + g]);
+    }
     store<KIND>(out, t.out_start + elem, v);
   } else {
     const u64 row = t.rows > 1 ? elem / t.row_len : 0;

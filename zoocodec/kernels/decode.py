@@ -51,7 +51,8 @@ NO_ZEROS = 0xFFFFFFFF
 # struct Tensor of decode.cu (72 bytes)
 TENSOR = np.dtype([("out_start", "<u8"), ("row_len", "<u8"), ("lo", "<i8"), ("low", "<u8"), ("table", "<u4"),
                    ("L", "<u4"), ("steps", "<u4"), ("rows", "<u4"), ("k", "<u4"), ("group", "<u4"),
-                   ("groups", "<u4"), ("zeros", "<u4"), ("shift", "<u4"), ("pad", "<u4")])
+                   ("groups", "<u4"), ("zeros", "<u4"), ("shift", "<u4"), ("side", "<u4")])
+NO_STEPS = np.zeros(0)  # (a Job whose group values come from its side codes)
 MAX_SHIFT = 48  # raw low bits per symbol the kernels take (ans.encode writes at most 48)
 # struct DqTensor of decode.cu (64 bytes)
 DQ_TENSOR = np.dtype([("out_start", "<u8"), ("src", "<u8"), ("seg_start", "<u8"), ("rows", "<u8"), ("cols", "<u8"),
@@ -226,12 +227,56 @@ def slot_table(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return native.engine().slot_table(np.ascontiguousarray(freq, np.uint32))
 
 
+@dataclass(frozen=True)
+class Side:
+    """Group steps and zero points coded at `mant` mantissa bits (uniform:side=M): each group's step code and
+    centre, signed ints as narrow as they decoded, from which the kernel computes the group's values as the
+    CPU does (quantize.h's SideValues). Checked on the host (side_range), which gives the largest step and
+    |zero point| for check_range. (Float64 arrays of the values were 16 bytes a group to make and upload;
+    these are 2-4.)"""
+
+    codes: np.ndarray
+    centres: np.ndarray
+    mant: int
+    bits: int
+    largest_step: float
+    largest_zero: float
+
+    @classmethod
+    def checked(cls, codes: np.ndarray, centres: np.ndarray, mant: int, bits: int, max_exponent: int) -> Side:
+        ok, step, zero = native.engine().side_range(codes, centres, mant, bits, max_exponent)
+        if not ok:
+            raise ContainerError("uniform: group step codes or centres give steps or zero points out of range")
+        return cls(codes, centres, mant, bits, step, zero)
+
+    @functools.cached_property
+    def words(self) -> np.ndarray:
+        """The codes' bytes then the centres', each padded to whole doubles: the float64 words of `steps`
+        that carry them."""
+        out = np.zeros(self.centres_at + -(-self.centres.nbytes // 8), np.float64)
+        raw = out.view(np.uint8)
+        raw[:self.codes.nbytes] = self.codes.view(np.uint8)
+        raw[8 * self.centres_at:8 * self.centres_at + self.centres.nbytes] = self.centres.view(np.uint8)
+        return out
+
+    @property
+    def centres_at(self) -> int:
+        """The centres' offset in `words`."""
+        return -(-self.codes.nbytes // 8)
+
+    @property
+    def descriptor(self) -> int:
+        """decode.cu's Tensor.side."""
+        return self.mant | self.bits << 8 | self.codes.itemsize << 16 | self.centres.itemsize << 24
+
+
 @dataclass
 class Job:
     """One tensor to decode on the GPU: its stream, dtype, and values (float64): one step per
     row (k 0), or k codebook values per row; `row_len` elements a row (0: numel / rows). With
     `group` > 0 (Grouped): one step per group of `group` weights of a row of `row_len`, or
-    one step, and `zeros` per group or None."""
+    one step, and `zeros` per group or None; or, with `side`, each group's coded side values
+    (steps then empty)."""
 
     name: str
     shape: tuple[int, ...]
@@ -242,10 +287,13 @@ class Job:
     row_len: int = 0
     group: int = 0
     zeros: np.ndarray | None = None
+    side: Side | None = None
 
     @property
     def rows(self) -> int:
         """The steps (codebooks) it has: 1, or one per row (per group)."""
+        if self.side is not None:
+            return len(self.side.codes)
         return len(self.steps) // self.k if self.k else len(self.steps)
 
     @property
@@ -254,15 +302,20 @@ class Job:
 
     def record(self, out_at: int, table_at: int, steps_at: int, low_at: int = 0) -> tuple:
         """Its struct Tensor of decode.cu, the output at `out_at`, its slot table, steps (then
-        zeros) and raw low bits at those offsets."""
+        zeros, or the side codes' words) and raw low bits at those offsets."""
         s = self.stream
-        zeros = NO_ZEROS if self.zeros is None else steps_at + len(self.steps)
+        if self.side is not None:
+            zeros, side = steps_at + self.side.centres_at, self.side.descriptor
+        else:
+            zeros, side = NO_ZEROS if self.zeros is None else steps_at + len(self.steps), 0
         coded = isinstance(s, Stream)
         return (out_at, self.row_length, s.lo, low_at, table_at, s.L if coded else 0, steps_at, self.rows, self.k,
-                self.group, self.groups, zeros, s.shift if coded else 0, 0)
+                self.group, self.groups, zeros, s.shift if coded else 0, side)
 
     def values(self) -> np.ndarray:
-        """Its steps, then its zeros: what the kernel reads from `steps`."""
+        """Its steps, then its zeros (or its side codes' words): what the kernel reads from `steps`."""
+        if self.side is not None:
+            return self.side.words
         return self.steps if self.zeros is None else np.concatenate([self.steps, self.zeros])
 
     @property
@@ -473,10 +526,14 @@ def _job(archive, e, segments: dict) -> Job | PlanesJob | TrellisJob | None:
         out = TrellisJob(e.name, e.shape, e.dtype, stream, fused.steps, fused.rows, fused.cols, fused.by_column)
     elif isinstance(fused, plan.Grouped):
         try:
-            steps, zeros = fused.values()
+            if fused.codes is not None:
+                out = Job(e.name, e.shape, e.dtype, stream, NO_STEPS, 0, fused.cols, fused.group,
+                          side=Side.checked(*fused.codes()))
+            else:
+                steps, zeros = fused.values()
+                out = Job(e.name, e.shape, e.dtype, stream, steps, 0, fused.cols, fused.group, zeros)
         except ContainerError as err:
             raise ContainerError(f"{where}: {err}") from None
-        out = Job(e.name, e.shape, e.dtype, stream, steps, 0, fused.cols, fused.group, zeros)
     else:
         values, row_len, k, _ = fused.native(e.numel)
         out = Job(e.name, e.shape, e.dtype, stream, values, k, row_len if k else 0)
@@ -502,15 +559,18 @@ def check_range(job: Job | TrellisJob, where: str) -> None:
     or codebook value would write infinities (compress never stores a value outside the dtype's range;
     the CPU's native pass refuses the same, plan.cpp's check_range). A dq level is at most twice its
     symbol; a group's value is its symbol times its step plus its zero point."""
-    values = np.abs(np.asarray(job.steps, dtype=np.float64))
-    if isinstance(job, Job) and job.k:
-        top = float(values.max()) if values.size else 0.0
+    if isinstance(job, Job) and job.side is not None:
+        top = float(symbol_bound(job.stream)) * job.side.largest_step + job.side.largest_zero
     else:
-        scale = 2.0 if isinstance(job, TrellisJob) else 1.0
-        with np.errstate(over="ignore", invalid="ignore"):
-            top = scale * float(symbol_bound(job.stream)) * (float(values.max()) if values.size else 0.0)
-            if isinstance(job, Job) and job.zeros is not None and job.zeros.size:
-                top += float(np.abs(job.zeros).max())
+        values = np.abs(np.asarray(job.steps, dtype=np.float64))
+        if isinstance(job, Job) and job.k:
+            top = float(values.max()) if values.size else 0.0
+        else:
+            scale = 2.0 if isinstance(job, TrellisJob) else 1.0
+            with np.errstate(over="ignore", invalid="ignore"):
+                top = scale * float(symbol_bound(job.stream)) * (float(values.max()) if values.size else 0.0)
+                if isinstance(job, Job) and job.zeros is not None and job.zeros.size:
+                    top += float(np.abs(job.zeros).max())
     if not finite_in(top, job.dtype):
         raise ContainerError(f"{where}: its values lie outside the {job.dtype} range (forged side information)")
 

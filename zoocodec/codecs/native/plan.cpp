@@ -198,16 +198,6 @@ template <class O, class T>
 uint64_t grouped_avx2(const T*, uint64_t, int32_t, double, const double*, O*, bool*) { return 0; }
 #endif
 
-// Element i of signed integers `bytes` wide.
-inline int64_t int_at(const void* p, int bytes, uint64_t i) {
-  switch (bytes) {
-    case 1: return static_cast<const int8_t*>(p)[i];
-    case 2: return static_cast<const int16_t*>(p)[i];
-    case 4: return static_cast<const int32_t*>(p)[i];
-    default: return static_cast<const int64_t*>(p)[i];
-  }
-}
-
 // Group-wise values of m levels (lo + sym[i]) of elements first .. first + m (a.group > 0): float64(level) *
 // the step of its group (+ its zero point), rounded as convert() rounds it, a group's run at a time (its row
 // and group advanced, not divided), 8 at a time with AVX2 where the levels are 1 or 2 bytes in int32 range.
@@ -226,7 +216,8 @@ void group_values(const Fused& a, int64_t lo, uint32_t nsym, const T* sym, uint6
     double step, zero = 0.0;
     if (a.codes) {
       const uint64_t at = row * groups + g;
-      coded &= side(int_at(a.codes, a.code_bytes, at), int_at(a.centres, a.centre_bytes, at), &step, &zero);
+      coded &= side(quant::int_at(a.codes, a.code_bytes, at), quant::int_at(a.centres, a.centre_bytes, at), &step,
+                     &zero);
     } else {
       step = a.per_group ? a.values[row * groups + g] : a.values[0];
       if (a.zeros) zero = a.zeros[row * groups + g];

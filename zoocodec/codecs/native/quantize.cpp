@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <vector>
 
 #include "pool.h"
@@ -518,6 +519,28 @@ bool side_values(const int64_t* codes, const int64_t* centres, std::size_t n, in
     bool fine = true;
     for (std::size_t i = a; i < b; ++i) fine &= side(codes[i], centres[i], steps + i, zeros + i);
     if (!fine) ok = false;
+  });
+  return ok;
+}
+
+bool side_range(const void* codes, int code_bytes, const void* centres, int centre_bytes, std::size_t n, int mant,
+                int bits, int64_t max_exponent, double* largest_step, double* largest_zero, int threads) {
+  const SideValues side(mant, bits, max_exponent);
+  std::atomic<bool> ok{true};
+  std::mutex held;
+  *largest_step = *largest_zero = 0.0;
+  side_parts(n, threads, [&](std::size_t a, std::size_t b) {
+    bool fine = true;
+    double top_step = 0.0, top_zero = 0.0, step, zero;
+    for (std::size_t i = a; i < b; ++i) {
+      fine &= side(int_at(codes, code_bytes, i), int_at(centres, centre_bytes, i), &step, &zero);
+      top_step = std::max(top_step, step);
+      top_zero = std::max(top_zero, std::abs(zero));
+    }
+    if (!fine) ok = false;
+    const std::lock_guard<std::mutex> lock(held);
+    *largest_step = std::max(*largest_step, top_step);
+    *largest_zero = std::max(*largest_zero, top_zero);
   });
   return ok;
 }

@@ -81,6 +81,16 @@ struct ZeroGrid {  // (c - (2^bits - 1) 2^(frac - 1)) * step / 2^frac, the two i
 
 // One group's side values as side_values gives them (the batched decode computes them as it writes
 // the group's weights, plan.h): false where compress could not have written them.
+// Element i of signed integers `bytes` wide (1, 2, 4 or 8): side codes as narrow as they decoded.
+inline int64_t int_at(const void* p, int bytes, uint64_t i) {
+  switch (bytes) {
+    case 1: return static_cast<const int8_t*>(p)[i];
+    case 2: return static_cast<const int16_t*>(p)[i];
+    case 4: return static_cast<const int32_t*>(p)[i];
+    default: return static_cast<const int64_t*>(p)[i];
+  }
+}
+
 struct SideValues {
   int mant;
   int64_t max_exponent;
@@ -93,6 +103,12 @@ struct SideValues {
     return e <= max_exponent && e >= -max_exponent && *step > 0 && std::isfinite(*step) && std::isfinite(*zero_point);
   }
 };
+
+// Whether each of n (step code, centre) pairs (signed ints `code_bytes` / `centre_bytes` wide) is one compress
+// could have written, and the largest step and |zero point| among them: the GPU decoder's host check, where
+// the kernel computes each group's values from the codes (kernels/decode.cu's side_values).
+bool side_range(const void* codes, int code_bytes, const void* centres, int centre_bytes, std::size_t n, int mant,
+                int bits, int64_t max_exponent, double* largest_step, double* largest_zero, int threads);
 
 // The statistics alone, of a reconstruction made elsewhere (another method).
 template <class W>

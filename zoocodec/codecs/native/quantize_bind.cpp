@@ -124,6 +124,29 @@ std::tuple<Array1<double>, Array1<double>, bool> values_of(In<int64_t> codes, In
   return {a, b, ok};
 }
 
+using Ints = nb::ndarray<nb::ro, nb::ndim<1>, nb::c_contig, nb::device::cpu>;  // (signed ints of any width)
+
+int int_bytes(const Ints& a) {
+  const int bytes = static_cast<int>(a.itemsize());
+  if (a.dtype().code != static_cast<uint8_t>(nb::dlpack::dtype_code::Int) || (bytes != 1 && bytes != 2 && bytes != 4 &&
+                                                                            bytes != 8))
+    throw std::invalid_argument("side_range: step codes and centres are signed integers");
+  return bytes;
+}
+
+std::tuple<bool, double, double> range_of(Ints codes, Ints centres, int mant, int bits, int64_t max_exponent,
+                                          int threads) {
+  const std::size_t n = codes.shape(0);
+  if (centres.shape(0) != n) throw std::invalid_argument("side_range: sizes differ");
+  if (mant < 3 || mant > 32 || bits < 1 || bits > 16) throw std::invalid_argument("side_range: mant 3..32, bits 1..16");
+  const int code_bytes = int_bytes(codes), centre_bytes = int_bytes(centres);
+  double step, zero;
+  nb::gil_scoped_release release;
+  const bool ok = quant::side_range(codes.data(), code_bytes, centres.data(), centre_bytes, n, mant, bits,
+                                    max_exponent, &step, &zero, threads);
+  return {ok, step, zero};
+}
+
 // fn(W{}, S{}) for each float-bits type W and each symbol type S (int8, int16, int32).
 template <class... Ws, class Fn>
 void for_pairs(Fn fn) {
@@ -162,6 +185,10 @@ void bind_quantize(nb::module_& m) {
   m.def("side_values", &values_of, nb::arg("codes"), nb::arg("centres"), nb::arg("mant"), nb::arg("bits"),
         nb::arg("max_exponent"), nb::arg("threads") = 0,
         "(steps, zero points, all in range) of coded group side values, as the decoder reads them.");
+  m.def("side_range", &range_of, nb::arg("codes"), nb::arg("centres"), nb::arg("mant"), nb::arg("bits"),
+        nb::arg("max_exponent"), nb::arg("threads") = 0,
+        "(all in range, largest step, largest |zero point|) of coded group side values (signed ints of any width), "
+        "without writing them: the GPU decoder's host check.");
   m.def("error_stats", &stats<uint16_t>, nb::arg("w"), nb::arg("recon"), nb::arg("kind"), nb::arg("threads") = 0);
   m.def("error_stats", &stats<uint32_t>, nb::arg("w"), nb::arg("recon"), nb::arg("kind"), nb::arg("threads") = 0,
         "(sum err^2, sum w^2, max |err|) of a reconstruction, summed as np.sum does.");
