@@ -36,7 +36,9 @@
 //   side        [mant (1 + b % 52)][bits (1 + b % 16)][how: bit 0 the first pair 2^16 times first (a second
 //               task)][step codes and centres: svarints, alternately]: quantize.h's side_steps; at mant 3..32
 //               side_zeros (frac mant - 2) and side_values (methods/uniform.py's MAX_EXPONENT) too, whose
-//               values must be those two's and their formula's, and whose verdict must be the range (trap)
+//               values must be those two's and their formula's, and whose verdict must be the range; and
+//               side_range (the GPU decoder's host check) on them as int64 and, where they fit, int16, whose
+//               verdict must be the same and whose largest step and |zero| those of the values (trap)
 // (svarints: wire.put_svarint's zigzag varints to the end, a cut-off last one dropped, bits past 64 ignored)
 #include <cstddef>
 #include <cstdint>
@@ -386,6 +388,22 @@ void side(const uint8_t* data, std::size_t size) {
                 std::isfinite(zeros[i]);
   }
   if (ok != in_range) __builtin_trap();  // a wrong verdict
+  double top_step = 0.0, top_zero = 0.0;
+  for (std::size_t i = 0; i < n && ok; ++i) top_step = std::max(top_step, steps[i]), top_zero = std::max(top_zero,
+                                                                                                     std::abs(zeros[i]));
+  std::vector<int16_t> narrow_codes(codes.begin(), codes.end()), narrow_centres(centres.begin(), centres.end());
+  const bool narrow = std::equal(codes.begin(), codes.end(), narrow_codes.begin()) &&
+                      std::equal(centres.begin(), centres.end(), narrow_centres.begin());
+  for (int width : {8, 2}) {
+    if (width == 2 && !narrow) continue;
+    double step, zero;
+    const bool in = width == 8 ? zc::quant::side_range(codes.data(), 8, centres.data(), 8, n, mant, bits, MAX_EXPONENT,
+                                                       &step, &zero, 2)
+                               : zc::quant::side_range(narrow_codes.data(), 2, narrow_centres.data(), 2, n, mant, bits,
+                                                       MAX_EXPONENT, &step, &zero, 2);
+    if (in != ok || (ok && (bits_of(step) != bits_of(top_step) || bits_of(zero) != bits_of(top_zero))))
+      __builtin_trap();  // side_range's verdict or bounds are not the values'
+  }
 }
 
 }  // namespace
