@@ -1,0 +1,92 @@
+"""A step per input column: what could it buy on top of GPTQ's rounding (#26 item 1)?
+
+Automatic mode rounds each weight matrix on one step by GPTQ with act-order (zoocodec/tuning/calibrate.py): the
+columns in decreasing diag(H) order, each column's rounding error fed back into the columns after it. Column j's
+error in step units then weighs s^2 / u_jj^2 in the output error (u: the upper Cholesky factor of H^-1 in that
+order; `rate_price`), so at high rate one step costs distortion in proportion to the arithmetic mean of
+d_j = 1 / u_jj^2, and a step per column chosen for equal slope (s_j proportional to u_jj) to their geometric
+mean. At equal output error a step per column saves 0.5 log2(AM(d) / GM(d)) bits a weight; this bench measures
+that bound per matrix from each zoo model's calibration H (the product of the d_j is det H in any order, so
+it is the gain over the best single step's ordering too), and subtracts a column step's side information at
+8 bits a column (a log-step on a fine grid, coded: an optimistic price). Grouped convolutions (depthwise) have
+one H per group and are left out, as are matrices of fewer than 8 columns.
+
+    nice -n 10 python bench/bench_column_steps.py [--models minilm effnet-lite0]
+
+Writes bench/results/column-steps-YYYY-MM-DD.json. No file is written with column steps: this is the bound
+that decides whether building them (a format change) could pay.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from bench_common import machine, save
+
+SIDE_BITS = 8  # per column step
+
+
+def gains(h: np.ndarray) -> tuple[float, float]:
+    """(bits a weight a step per column saves at equal output error, high-rate bound; the same bound against
+    the diagonal of H alone, which ignores the feedback) for one layer's d x d second moment H."""
+    from zoocodec.tuning.calibrate import DAMP, prepare
+
+    p = prepare(h, DAMP, act_order=True)
+    d = 1.0 / np.diagonal(p.u[0]) ** 2
+    diag = np.diagonal(p.h[0])
+    bound = lambda x: 0.5 * (np.log2(x.mean()) - np.log2(x).mean())  # noqa: E731
+    return float(bound(d)), float(bound(diag))
+
+
+def model_rows(model: str) -> dict:
+    from zoocodec.eval import calibration as C
+    from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
+    from zoocodec.tuning.calibrate import collect
+
+    start = time.process_time()
+    w = load_weights(model)
+    task = tasks_of(model, None)[0]
+    whole = evaluator(model, task, None)
+    cal = C.for_zoo(whole.arch, whole.folder, task, w)
+    inputs = collect(cal.net, cal.run, cal.names)
+    rows, total, weighted = [], 0, {"gain": 0.0, "net": 0.0, "diag": 0.0}
+    for name, li in inputs.items():
+        if li.h.shape[0] != 1 or li.h.shape[-1] < 8:
+            continue
+        n, out_rows = w[name].numel(), w[name].shape[0]
+        gain, diag = gains(li.h)
+        net = gain - SIDE_BITS / out_rows
+        rows.append({"tensor": name, "shape": list(w[name].shape), "gain": round(gain, 4), "side": SIDE_BITS / out_rows,
+                     "net": round(net, 4), "diag_only": round(diag, 4)})
+        total += n
+        for key, v in (("gain", gain), ("net", net), ("diag", diag)):
+            weighted[key] += n * v
+    params = sum(v.numel() for v in w.values() if v.dtype.is_floating_point)
+    return {"model": model, "calibration": cal.about, "matrices": len(rows), "weights_in_them": total,
+            "weights": params,
+            "gain_per_weight_of_them": weighted["gain"] / total, "net_per_weight_of_them": weighted["net"] / total,
+            "diag_only_per_weight_of_them": weighted["diag"] / total,
+            "net_per_weight_of_model": weighted["net"] / params, "rows": rows,
+            "cpu_seconds": time.process_time() - start}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["minilm", "effnet-lite0"])
+    a = p.parse_args(argv)
+    out = {"machine": machine(), "side_bits_per_column": SIDE_BITS, "models": []}
+    for m in a.models:
+        r = model_rows(m)
+        out["models"].append(r)
+        print(f"{m}: {r['matrices']} matrices, {r['weights_in_them']:,} of {r['weights']:,} weights; a step per column "
+              f"saves at most {r['gain_per_weight_of_them']:.3f} bits/weight of them ({r['net_per_weight_of_them']:.3f}"
+              f" net of side information), {r['net_per_weight_of_model']:.3f} of the model; against diag(H) alone "
+              f"{r['diag_only_per_weight_of_them']:.3f}", flush=True)
+    print(save("column-steps", out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
