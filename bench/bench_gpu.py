@@ -8,8 +8,10 @@
    (same page cache), on an mpnet-shaped fp32 model and a 1B bf16 model; and the decode
    call alone (CUDA events) in GB/s of decoded weights. Last (after the compress cases),
    the same for the kernels added since: dq:bits=6,coder=ans (Trellis: rans_index, dq_maps,
-   dq_values) on mpnet's 49 square matrices and uniform:bits=4,group=32,zero=true (Grouped)
-   on the mpnet-shaped model, each file written on the GPU.
+   dq_values) on mpnet's 49 square matrices, uniform:bits=4,group=32,zero=true (Grouped) and
+   automatic mode's file for a language model, the same with side=5,coder=ctx (group values from
+   their codes, levels under ctx's group ends), on the mpnet-shaped model, each file written on
+   the GPU.
 3. compress a model held in host memory on the GPU vs the CPU path of the same machine,
    same bytes (sha256): uniform:bits=8 (the default spec), kmeans:k=16, dq:bits=6, on the
    mpnet-shaped model and the 1B bf16 model; dq:bits=6 and rdoq:bits=6 on fmnist-cnn (the
@@ -493,6 +495,8 @@ def main() -> None:
             case("compress", compress_case, tmp, model, spec, tensors, cpu_weights, gpu, one)
         case("load", load_case, tmp, "mpnet's 49 768x768 fp32", square, gpu, "dq:bits=6,coder=ans")
         case("load", load_case, tmp, "mpnet-shaped fp32", mp, gpu, "uniform:bits=4,group=32,zero=true")
+        # (automatic mode's file for a language model: side values from codes, levels under ctx's group ends)
+        case("load", load_case, tmp, "mpnet-shaped fp32", mp, gpu, "uniform:bits=4,group=32,zero=true,side=5,coder=ctx")
         case("profile", profile_case, tmp, "1B bf16", "uniform:bits=8", big, gpu)
         case("profile_load", profile_load_case, tmp, "1B bf16", "uniform:bits=8", big, gpu)
     print(f"wrote {path}")
