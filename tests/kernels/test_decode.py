@@ -714,6 +714,38 @@ def test_ctx_damage_is_an_error_never_garbage(tmp_path_factory, data):
         assert cpu is not None and gpu.tolist() == cpu.tolist()
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_side_code_damage_is_an_error_never_garbage(tmp_path_factory, data):
+    """Flipped bytes in a side=M file's step codes or centres (past the checksums): the host's
+    side_range or check_range refuses them, or the emulated kernel writes exactly the CPU decoder's bytes."""
+    from zoocodec.methods.uniform import CODED_STREAMS
+
+    path = tmp_path_factory.getbasetemp() / "side-damage.zc"
+    if not path.exists():
+        compress({"w": scaled((40, 200), "bfloat16", 5)}, path, "uniform:bits=4,group=32,zero=true,side=5", min_size=100)
+    with Archive(path) as a:
+        e = a.plan["w"]
+        segments = {k: bytes(a.container.segment("t", tuple(s))) for k, s in e.segments.items()}
+        name = data.draw(st.sampled_from(CODED_STREAMS))
+        raw = bytearray(segments[name])
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] ^= data.draw(st.integers(1, 255))
+        segments[name] = bytes(raw)
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                cpu = e.spec.decode(e.side, {k: memoryview(v) for k, v in segments.items()}, e.shape, e.dtype)
+        except (ContainerError, ValueError, FloatingPointError):
+            cpu = None
+        try:
+            job = G._job(a, e, segments)
+            gpu = None if job is None else emulate(job)
+        except ContainerError:
+            gpu = None
+    if gpu is not None:
+        assert cpu is not None and gpu.tobytes() == cpu.tobytes()
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.data())
 def test_dq_damage_is_an_error_never_garbage(tmp_path_factory, data):
