@@ -723,7 +723,8 @@ def test_side_code_damage_is_an_error_never_garbage(tmp_path_factory, data):
 
     path = tmp_path_factory.getbasetemp() / "side-damage.zc"
     if not path.exists():
-        compress({"w": scaled((40, 200), "bfloat16", 5)}, path, "uniform:bits=4,group=32,zero=true,side=5", min_size=100)
+        compress({"w": scaled((40, 200), "bfloat16", 5)}, path, "uniform:bits=4,group=32,zero=true,side=5",
+                 min_size=100)
     with Archive(path) as a:
         e = a.plan["w"]
         segments = {k: bytes(a.container.segment("t", tuple(s))) for k, s in e.segments.items()}
