@@ -19,7 +19,8 @@ change: the same decoder meets the files each encoder writes); their sizes are r
 
 DIR is a worktree of the earlier commit with its native engine built or copied in. Writes
 bench/results/decode_ab-<date>[-tag].json: per round and tree the fastest load in ms, and per file the median over
-rounds of the 2-thread time and of the 1-over-2-thread speed-up, with this tree's over the baseline's.
+rounds of the 2-thread time and of the 1-over-2-thread speed-up, with this tree's over the baseline's; and, for
+scale, what a second thread gives a memory copy and an in-cache computation on this machine (`machine_scaling`).
 """
 from __future__ import annotations
 
@@ -29,15 +30,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench_common import from_tree, machine, save
 
+# Each file is loaded once untimed before its timed loads: a load's output block is the one the load before it
+# freed when that fits (plan_bind.cpp's output_block), else fresh pages, which this VM backs at about 6 ms a huge
+# page. Without it the 1-thread load of a file larger than the one before it met fresh pages and its 2-thread
+# load the kept block, which inflated the lossless files' 2-over-1 speed-up (1.85x where it is about 1.5x).
 CHILD = """
 import json, os, sys, time, torch, zoocodec
 files, loads, best = json.loads(sys.argv[1]), int(sys.argv[2]), {}
 for _ in range(loads):
     for name, path in files.items():
+        zoocodec.load(path, device="cpu")  # (untimed, its outputs freed at once)
         for t in (1, 2):
             os.environ["ZOOCODEC_THREADS"] = str(t)
             torch.set_num_threads(t)
@@ -90,6 +97,44 @@ def write_files(tree: Path | None, folder: Path, which: str) -> dict[str, str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def machine_scaling() -> dict:
+    """What this machine gives a second thread, for scale beside the loads' speed-ups (NumPy releases the GIL in
+    both): a 90 MB copy (memory bandwidth) and exp over an in-cache array (compute), 1 thread against the same
+    work split over 2, the fastest of 5 each."""
+    import threading
+
+    import numpy as np
+
+    n, reps = 90_000_000 // 4, 3000
+    src, dst = np.ones(n, np.float32), np.zeros(n, np.float32)
+    small, out = [np.random.default_rng(i).random(32768) for i in range(2)], [np.empty(32768) for _ in range(2)]
+
+    def copy(i: int, parts: int) -> None:
+        m = n // parts
+        dst[i * m:(i + 1) * m] = src[i * m:(i + 1) * m]
+
+    def compute(i: int, parts: int) -> None:
+        for _ in range(reps // parts):
+            np.exp(small[i], out=out[i])
+
+    result = {}
+    for name, work in (("copy_90MB", copy), ("exp_in_cache", compute)):
+        one = two = float("inf")
+        for _ in range(5):
+            s = time.perf_counter()
+            work(0, 1)
+            one = min(one, time.perf_counter() - s)
+            threads = [threading.Thread(target=work, args=(i, 2)) for i in range(2)]
+            s = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            two = min(two, time.perf_counter() - s)
+        result[name] = {"one_thread_ms": one * 1e3, "two_threads_ms": two * 1e3, "speedup_2_over_1": one / two}
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", type=Path, required=True, help="the earlier source tree")
@@ -126,9 +171,11 @@ def main() -> None:
         per["baseline_over_this_two_threads"] = per[str(a.baseline)]["two_threads_ms"] / per["this"]["two_threads_ms"]
         summary[name] = per
         print(name, json.dumps(per))
+    scaling = machine_scaling()
+    print("machine", json.dumps(scaling))
     print(save("decode_ab", {"machine": info, "baseline": str(a.baseline), "files": a.files,
                              "own_files": a.own_files, "file_bytes": sizes, "rounds": rounds,
-                             "summary": summary},
+                             "summary": summary, "machine_scaling": scaling},
                a.tag))
 
 
