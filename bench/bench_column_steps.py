@@ -1,4 +1,4 @@
-"""A step per input column: what could it buy on top of GPTQ's rounding (#26 item 1)?
+"""A step per input column, or per classifier row: what could it buy on top of one step a tensor (#26 item 1)?
 
 Automatic mode rounds each weight matrix on one step by GPTQ with act-order (zoocodec/tuning/calibrate.py): the
 columns in decreasing diag(H) order, each column's rounding error fed back into the columns after it. Column j's
@@ -10,6 +10,12 @@ that bound per matrix from each zoo model's calibration H (the product of the d_
 it is the gain over the best single step's ordering too), and subtracts a column step's side information at
 8 bits a column (a log-step on a fine grid, coded: an optimistic price). Grouped convolutions (depthwise) have
 one H per group and are left out, as are matrices of fewer than 8 columns.
+
+The same bound for effnet-lite0's classifier with a step per output row, each row weighted as automatic mode
+weights a causal LM's head rows (zoocodec.eval.lm.row_weights: the mean predicted probability of its class over
+the task's calibration images, floored at 1/32 of the mean, on a 2^(1/2) grid): a row's logit error moves the
+output KL in proportion to its class's probability. Rows are the sensitivity here, not H, so the bound is
+0.5 log2(AM/GM) of the row weights.
 
     nice -n 10 python bench/bench_column_steps.py [--models minilm effnet-lite0]
 
@@ -72,6 +78,29 @@ def model_rows(model: str) -> dict:
             "cpu_seconds": time.process_time() - start}
 
 
+def classifier_rows(model: str, layer: str) -> dict:
+    """The bound for a step per row of classifier `layer`, rows weighted by predicted probability."""
+    import torch
+
+    from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
+    from zoocodec.eval.lm import row_weights
+    from zoocodec.eval.models import build
+
+    w = load_weights(model)
+    task = tasks_of(model, None)[0]
+    net = build(evaluator(model, task, None).arch, w).eval()
+    x = torch.as_tensor(task.calibration())
+    with torch.no_grad():
+        p = torch.cat([torch.softmax(net(x[i:i + 32]).double(), -1) for i in range(0, len(x), 32)]).mean(0).numpy()
+    r = row_weights(p, 2)
+    gain = 0.5 * (np.log2(r.mean()) - np.log2(r).mean())
+    mass = np.cumsum(np.sort(p)[::-1])
+    params = sum(v.numel() for v in w.values() if v.dtype.is_floating_point)
+    return {"model": model, "layer": layer, "calibration_inputs": len(x),
+            "classes_holding_50_90_99pct": [int(np.searchsorted(mass, q)) + 1 for q in (0.5, 0.9, 0.99)],
+            "gain_per_weight_of_it": float(gain), "gain_per_weight_of_model": float(gain * w[layer].numel() / params)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["minilm", "effnet-lite0"])
@@ -84,6 +113,11 @@ def main(argv: list[str] | None = None) -> dict:
               f"saves at most {r['gain_per_weight_of_them']:.3f} bits/weight of them ({r['net_per_weight_of_them']:.3f}"
               f" net of side information), {r['net_per_weight_of_model']:.3f} of the model; against diag(H) alone "
               f"{r['diag_only_per_weight_of_them']:.3f}", flush=True)
+    if "effnet-lite0" in a.models:
+        out["classifier_rows"] = r = classifier_rows("effnet-lite0", "_fc.weight")
+        print(f"effnet-lite0 classifier rows by predicted probability: {r['classes_holding_50_90_99pct']} classes "
+              f"hold 50/90/99% of the mass; at most {r['gain_per_weight_of_it']:.3f} bits/weight of the layer, "
+              f"{r['gain_per_weight_of_model']:.3f} of the model", flush=True)
     print(save("column-steps", out))
     return out
 
