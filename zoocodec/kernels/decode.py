@@ -231,9 +231,9 @@ def slot_table(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class Side:
     """Group steps and zero points coded at `mant` mantissa bits (uniform:side=M): each group's step code and
     centre, signed ints as narrow as they decoded, from which the kernel computes the group's values as the
-    CPU does (quantize.h's SideValues). Checked on the host (side_range), which gives the largest step and
-    |zero point| for check_range. (Float64 arrays of the values were 16 bytes a group to make and upload;
-    these are 2-4.)"""
+    CPU does (quantize.h's SideValues). Checked on the host (side_range, refusing what the CPU's pass refuses
+    with its message), which gives the largest step and |zero point| for check_range. (Float64 arrays of the
+    values were 16 bytes a group to make and upload; these are 2-4.)"""
 
     codes: np.ndarray
     centres: np.ndarray
@@ -246,7 +246,7 @@ class Side:
     def checked(cls, codes: np.ndarray, centres: np.ndarray, mant: int, bits: int, max_exponent: int) -> Side:
         ok, step, zero = native.engine().side_range(codes, centres, mant, bits, max_exponent)
         if not ok:
-            raise ContainerError("uniform: group step codes or centres give steps or zero points out of range")
+            raise ContainerError("group step codes or centres give steps or zero points out of range")
         return cls(codes, centres, mant, bits, step, zero)
 
     @functools.cached_property

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <vector>
 
 #ifdef __linux__
@@ -65,6 +66,18 @@ Array1<T> big_array(std::size_t n, T** data) {
   nb::capsule owner(p, [](void* q) noexcept { std::free(q); });
   *data = static_cast<T*>(p);
   return Array1<T>(*data, {n}, owner);
+}
+
+// A read-only 1-D array of signed integers of any width (side codes as narrow as they decoded).
+using SignedInts = nb::ndarray<nb::ro, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+// Its element width in bytes (1, 2, 4 or 8); std::invalid_argument(`what`) where it holds anything else.
+inline int signed_width(const SignedInts& a, const char* what) {
+  const int bytes = static_cast<int>(a.itemsize());
+  if (a.dtype().code != static_cast<uint8_t>(nb::dlpack::dtype_code::Int) || (bytes != 1 && bytes != 2 && bytes != 4 &&
+                                                                            bytes != 8))
+    throw std::invalid_argument(what);
+  return bytes;
 }
 
 inline nb::bytes to_bytes(const std::vector<uint8_t>& v) {

@@ -37,7 +37,6 @@ using namespace zc;
 namespace {
 
 using Steps = nb::ndarray<const double, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-using Codes = nb::ndarray<nb::ro, nb::ndim<1>, nb::c_contig, nb::device::cpu>;  // (signed ints)
 using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 // jobs: (payload, count, values float64, row_len, k, kind 0 f32 | 1 f16 | 2 bf16, out: a writable
@@ -51,7 +50,7 @@ using Out = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 struct Batch {
   std::vector<std::unique_ptr<InBuffer>> held;
   std::vector<Steps> steps;
-  std::vector<Codes> codes;
+  std::vector<SignedInts> codes;
   std::vector<Out> outs;
   std::vector<plan::Fused> work;
   std::vector<plan::Planes> planes;
@@ -128,12 +127,9 @@ Batch batch_of(const std::vector<nb::tuple>& jobs) {
       if (a.mant < 3 || a.mant > 32 || a.bits < 1 || a.bits > 16) throw std::invalid_argument("mant 3..32, bits 1..16");
       const uint64_t groups = a.count / a.cols * ((a.cols + a.group - 1) / a.group);
       for (int k : {3, 4}) {
-        codes.push_back(nb::cast<Codes>(how[k]));
-        const Codes& c = codes.back();
-        const int bytes = static_cast<int>(c.itemsize());
-        if (c.dtype().code != static_cast<uint8_t>(nb::dlpack::dtype_code::Int) || (bytes != 1 && bytes != 2 &&
-                                                                                   bytes != 4 && bytes != 8))
-          throw std::invalid_argument("step codes and centres are signed integers");
+        codes.push_back(nb::cast<SignedInts>(how[k]));
+        const SignedInts& c = codes.back();
+        const int bytes = signed_width(c, "step codes and centres are signed integers");
         if (c.shape(0) != groups) throw std::invalid_argument("one step code and one centre a group");
         (k == 3 ? a.codes : a.centres) = c.data();
         (k == 3 ? a.code_bytes : a.centre_bytes) = bytes;

@@ -79,8 +79,6 @@ struct ZeroGrid {  // (c - (2^bits - 1) 2^(frac - 1)) * step / 2^frac, the two i
   double operator()(int64_t centre, double step) const { return (static_cast<double>(centre) - half_range) * step / scale; }
 };
 
-// One group's side values as side_values gives them (the batched decode computes them as it writes
-// the group's weights, plan.h): false where compress could not have written them.
 // Element i of signed integers `bytes` wide (1, 2, 4 or 8): side codes as narrow as they decoded.
 inline int64_t int_at(const void* p, int bytes, uint64_t i) {
   switch (bytes) {
@@ -91,6 +89,8 @@ inline int64_t int_at(const void* p, int bytes, uint64_t i) {
   }
 }
 
+// One group's side values as side_values gives them (the batched decode computes them as it writes
+// the group's weights, plan.h): false where compress could not have written them.
 struct SideValues {
   int mant;
   int64_t max_exponent;

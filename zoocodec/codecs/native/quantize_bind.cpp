@@ -124,22 +124,13 @@ std::tuple<Array1<double>, Array1<double>, bool> values_of(In<int64_t> codes, In
   return {a, b, ok};
 }
 
-using Ints = nb::ndarray<nb::ro, nb::ndim<1>, nb::c_contig, nb::device::cpu>;  // (signed ints of any width)
-
-int int_bytes(const Ints& a) {
-  const int bytes = static_cast<int>(a.itemsize());
-  if (a.dtype().code != static_cast<uint8_t>(nb::dlpack::dtype_code::Int) || (bytes != 1 && bytes != 2 && bytes != 4 &&
-                                                                            bytes != 8))
-    throw std::invalid_argument("side_range: step codes and centres are signed integers");
-  return bytes;
-}
-
-std::tuple<bool, double, double> range_of(Ints codes, Ints centres, int mant, int bits, int64_t max_exponent,
-                                          int threads) {
+std::tuple<bool, double, double> range_of(SignedInts codes, SignedInts centres, int mant, int bits,
+                                          int64_t max_exponent, int threads) {
   const std::size_t n = codes.shape(0);
   if (centres.shape(0) != n) throw std::invalid_argument("side_range: sizes differ");
   if (mant < 3 || mant > 32 || bits < 1 || bits > 16) throw std::invalid_argument("side_range: mant 3..32, bits 1..16");
-  const int code_bytes = int_bytes(codes), centre_bytes = int_bytes(centres);
+  const char* why = "side_range: step codes and centres are signed integers";
+  const int code_bytes = signed_width(codes, why), centre_bytes = signed_width(centres, why);
   double step, zero;
   nb::gil_scoped_release release;
   const bool ok = quant::side_range(codes.data(), code_bytes, centres.data(), centre_bytes, n, mant, bits,
