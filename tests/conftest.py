@@ -28,6 +28,20 @@ settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--cuda-emulator", action="store_true",
+                     help="CuPy's stand-in from tests/cuda_emu: the kernels' CUDA source runs on the CPU")
+
+
+def pytest_configure(config):
+    if config.getoption("--cuda-emulator"):
+        from tests import cuda_emu
+
+        if why := cuda_emu.available():
+            raise pytest.UsageError(why)
+        cuda_emu.install()
+
+
 def laplace_model(seed: int = 0) -> dict[str, torch.Tensor]:
     """A small model whose weights look like trained ones (Laplacian, per-row scales)."""
     g = np.random.default_rng(seed)

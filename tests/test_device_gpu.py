@@ -1,5 +1,6 @@
 """On a CUDA GPU: compress --device gpu writes the same bytes as the CPU, records the GPU,
-and evaluate runs the models there. Skips cleanly without CuPy or a GPU."""
+and evaluate runs the models there. With `--cuda-emulator` (tests/cuda_emu) the kernels run on the CPU
+and the tests that need torch's CUDA skip. Skips cleanly without CuPy or a GPU."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,6 +16,7 @@ from zoocodec.pipeline.core import compress
 pytestmark = pytest.mark.gpu
 if D.gpu_count() == 0:
     pytest.skip(f"no CUDA GPU ({D.why_no_gpu()})", allow_module_level=True)
+torch_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch has no CUDA (the CUDA emulator)")
 
 SPECS = ["uniform:bits=8", "uniform:bits=4,per_tensor=true", "uniform:step=0.01", "kmeans:k=16",
          "kmeans:k=4,per=channel,codebook=float16", "kmeans:k=8,per=block,block=100", "rdoq:bits=6",
@@ -32,6 +34,7 @@ def test_gpu_bytes_equal_cpu_bytes(spec, tmp_path, model):
     assert lossy and all(t.device == (gpu.device if gpu_path else "cpu") for t in lossy)
 
 
+@torch_cuda
 def test_evaluate_on_the_gpu_matches_the_cpu(tmp_path, mnist_path):
     compress(mnist_path, tmp_path / "m.zc", "uniform:bits=4", device="gpu")
     cpu = {(m.task, m.metric): m for m in evaluate(tmp_path / "m.zc", device="cpu")}
@@ -41,6 +44,7 @@ def test_evaluate_on_the_gpu_matches_the_cpu(tmp_path, mnist_path):
         assert abs(cpu[k].value - gpu[k].value) <= 2e-3, (k, cpu[k].value, gpu[k].value)
 
 
+@torch_cuda
 def test_work_item_without_ray_runs_on_the_gpu(tmp_path, model):
     save_file(model, tmp_path / "m.safetensors")
     (tmp_path / "s.yaml").write_text("models: [m.safetensors]\nmin_size: 100\nmethods:\n"
