@@ -64,6 +64,8 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
     data = property(lambda self: types.SimpleNamespace(ptr=self._a.ctypes.data))
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # (NumPy's __array_interface__ and kin: a device array gives none)
+            raise AttributeError(name)
         attr = getattr(self._a, name)
         if not callable(attr):
             return _device(attr)

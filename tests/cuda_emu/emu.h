@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <mutex>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -29,7 +30,7 @@
 #define __noinline__
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
-#define __shared__ static thread_local  // one block at a time per host thread
+#define __shared__ static  // one block at a time (launches take a lock)
 #ifndef EMU_SCAN
 #define EMU_KERNEL
 #endif
@@ -60,13 +61,17 @@ struct Fiber {
   unsigned linear;
   State state;
   unsigned mask;  // lanes it waits for at a warp operation
+  unsigned ops;   // warp operations it has done: which of the two sets of slots the next one uses
 };
 
 struct Launch {
   dim3 grid, block;
   uint3 block_idx;
   std::vector<Fiber> fibers;
-  std::vector<uint64_t> slots;  // each thread's value in a warp operation
+  // Each thread's value in a warp operation, in two sets used in turn: a lane reads a slot only
+  // after the barrier that every lane of its mask reached, and none of them can write that set again
+  // before the next operation's barrier, which the reader must reach first (one barrier an operation).
+  std::vector<uint64_t> slots;
   std::vector<unsigned char> dynamic_shared;
   Fiber* cur = nullptr;
   void* sched_sp = nullptr;
@@ -75,7 +80,8 @@ struct Launch {
   std::string error;
 };
 
-inline thread_local Launch* L = nullptr;
+inline Launch* L = nullptr;  // the launch running (one at a time)
+inline std::mutex launching;
 
 }  // namespace emu
 
@@ -84,8 +90,9 @@ inline thread_local Launch* L = nullptr;
 #define blockDim (::emu::L->block)
 #define gridDim (::emu::L->grid)
 
-// emu_switch(&from_sp, to_sp): saves the callee-saved registers, MXCSR and the x87 control word on
-// this stack, stores its pointer in *from_sp, and resumes the stack at to_sp (System V x86-64).
+// emu_switch(&from_sp, to_sp): saves the callee-saved registers on this stack, stores its pointer in
+// *from_sp, and resumes the stack at to_sp (System V x86-64; nothing changes MXCSR or the x87 control
+// word between switches, so they are not saved).
 extern "C" void emu_switch(void** from_sp, void* to_sp);
 asm(R"(
 .text
@@ -99,14 +106,8 @@ emu_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -119,7 +120,7 @@ emu_switch:
 
 namespace emu {
 
-constexpr std::size_t STACK = std::size_t(1) << 18;
+constexpr std::size_t STACK = std::size_t(1) << 17;  // bytes a thread: the kernels' frames and locals, and room
 
 [[noreturn]] inline void fail(const std::string& what) { throw std::runtime_error(what); }
 
@@ -138,14 +139,14 @@ inline void entry() {
   __builtin_unreachable();
 }
 
-inline void* fresh_stack(char* base) {
-  uint64_t* top = reinterpret_cast<uint64_t*>(base + STACK);  // 16-byte aligned
-  top[-1] = 0;                                                   // entry's return address slot
-  top[-2] = reinterpret_cast<uint64_t>(&entry);                 // emu_switch's ret
-  for (int r = 3; r <= 8; ++r) top[-r] = 0;                     // rbp rbx r12 r13 r14 r15
-  uint32_t csr[2] = {0x1F80u, 0x037Fu};                         // MXCSR, x87 control word: defaults
-  std::memcpy(&top[-9], csr, 8);
-  return &top[-9];
+// Fiber i's stack: its top staggered by i cache lines within a page, or the tops (STACK apart) would
+// all fall in the same cache sets and evict one another at every switch.
+inline void* fresh_stack(char* stacks, unsigned i) {
+  uint64_t* top = reinterpret_cast<uint64_t*>(stacks + (std::size_t(i) + 1) * STACK - 64 * (i % 64));
+  top[-1] = 0;                                    // entry's return address slot
+  top[-2] = reinterpret_cast<uint64_t>(&entry);  // emu_switch's ret
+  for (int r = 3; r <= 8; ++r) top[-r] = 0;      // rbp rbx r12 r13 r14 r15
+  return &top[-8];
 }
 
 inline void wait(State s, unsigned mask) {
@@ -164,21 +165,28 @@ inline std::string where(const Fiber& f) {
 inline bool release_warps(Launch& l) {
   bool released = false;
   const std::size_t n = l.fibers.size();
-  std::vector<Fiber*> go;
-  for (Fiber& f : l.fibers) {
-    if (f.state != AT_WARP) continue;
-    const std::size_t base = f.linear & ~31u;
-    bool ready = true;
-    for (unsigned lane = 0; lane < 32; ++lane) {
-      if (!(f.mask >> lane & 1)) continue;
-      if (base + lane >= n) fail(where(f) + ": its warp mask names lane " + std::to_string(lane) + ", which the block lacks");
-      const Fiber& o = l.fibers[base + lane];
-      if (o.state == DONE) fail(where(f) + ": its warp mask names lane " + std::to_string(lane) + ", which has exited");
-      ready &= o.state == AT_WARP;
+  for (std::size_t base = 0; base < n; base += 32) {
+    const unsigned lanes = unsigned(std::min<std::size_t>(32, n - base));
+    const unsigned present = lanes == 32 ? ~0u : (1u << lanes) - 1;
+    unsigned waiting = 0, done = 0;
+    for (unsigned lane = 0; lane < lanes; ++lane) {
+      const State s = l.fibers[base + lane].state;
+      waiting |= unsigned(s == AT_WARP) << lane;
+      done |= unsigned(s == DONE) << lane;
     }
-    if (ready) go.push_back(&f);
+    unsigned go = 0;
+    for (unsigned w = waiting; w; w &= w - 1) {
+      const unsigned lane = unsigned(__builtin_ctz(w));
+      const Fiber& f = l.fibers[base + lane];
+      if (const unsigned absent = f.mask & ~present)
+        fail(where(f) + ": its warp mask names lane " + std::to_string(__builtin_ctz(absent)) + ", which the block lacks");
+      if (const unsigned gone = f.mask & done)
+        fail(where(f) + ": its warp mask names lane " + std::to_string(__builtin_ctz(gone)) + ", which has exited");
+      if (!(f.mask & ~waiting)) go |= 1u << lane;
+    }
+    for (unsigned g = go; g; g &= g - 1) l.fibers[base + unsigned(__builtin_ctz(g))].state = RUN;
+    released |= go != 0;
   }
-  for (Fiber* f : go) f->state = RUN, released = true;
   return released;
 }
 
@@ -186,7 +194,7 @@ inline void run_block(Launch& l, char* stacks) {
   const unsigned n = l.block.x * l.block.y * l.block.z;
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = l.fibers[i];
-    f = Fiber{fresh_stack(stacks + std::size_t(i) * STACK), {i % l.block.x, i / l.block.x % l.block.y, i / (l.block.x * l.block.y)}, i, RUN, 0};
+    f = Fiber{fresh_stack(stacks, i), {i % l.block.x, i / l.block.x % l.block.y, i / (l.block.x * l.block.y)}, i, RUN, 0, 0};
   }
   for (;;) {
     bool ran = false;
@@ -238,8 +246,8 @@ std::tuple<A...> unpack(void* const* args, const long long* sizes, std::index_se
 template <class... A>
 const char* launch(void (*kernel)(A...), const unsigned* dims, unsigned long long shared, void* const* args, const long long* sizes, int nargs) {
   static thread_local std::string error;
+  const std::lock_guard<std::mutex> one_at_a_time(launching);
   Launch l;
-  Launch* outer = L;
   char* stacks = nullptr;
   std::size_t mapped = 0;
   try {
@@ -251,7 +259,7 @@ const char* launch(void (*kernel)(A...), const unsigned* dims, unsigned long lon
     if (!l.grid.x || !l.grid.y || !l.grid.z || l.grid.y > 65535 || l.grid.z > 65535) fail("grid dimensions out of CUDA's range");
     auto params = unpack<A...>(args, sizes, std::index_sequence_for<A...>{});
     l.fibers.resize(n);
-    l.slots.assign(n, 0);
+    l.slots.assign(2 * n, 0);
     l.dynamic_shared.assign(shared, 0xA5);  // (garbage, as shared memory starts)
     mapped = n * STACK;
     void* m = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -273,11 +281,11 @@ const char* launch(void (*kernel)(A...), const unsigned* dims, unsigned long lon
           l.block_idx = {x, y, z};
           run_block(l, stacks);
         }
-    L = outer;
+    L = nullptr;
     munmap(stacks, mapped);
     return nullptr;
   } catch (const std::exception& e) {
-    L = outer;
+    L = nullptr;
     if (stacks) munmap(stacks, mapped);
     error = e.what();
     return error.c_str();
@@ -288,35 +296,40 @@ inline unsigned char* dynamic_shared() { return L->dynamic_shared.data(); }
 
 inline void warp_sync(unsigned mask) { wait(AT_WARP, mask); }
 
+// This thread's slot of its next warp operation, set to `v`; then the barrier of that operation.
+inline void post(unsigned mask, uint64_t v) {
+  Fiber& f = *L->cur;
+  L->slots[(f.ops & 1) * L->fibers.size() + f.linear] = v;
+  ++f.ops;
+  warp_sync(mask);
+}
+
+// Lane `src`'s value in the warp operation this thread has just posted to.
 inline uint64_t lane_value(unsigned mask, unsigned src, const char* op) {
   const Fiber& f = *L->cur;
   const std::size_t at = (f.linear & ~31u) + src;
   if (!(mask >> src & 1) || at >= L->fibers.size())
     fail(where(f) + ": " + op + " reads lane " + std::to_string(src) + ", outside its mask");
-  return L->slots[at];
+  return L->slots[((f.ops - 1) & 1) * L->fibers.size() + at];
 }
 
 }  // namespace emu
 
 inline void __syncthreads() { emu::wait(emu::AT_BLOCK, 0); }
-inline void __syncwarp(unsigned mask = 0xFFFFFFFFu) { emu::warp_sync(mask); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 template <class T, class Pick>
 T emu_shuffle(unsigned mask, T v, const char* op, Pick pick) {
   static_assert(sizeof(T) <= 8, "a shuffle moves at most 8 bytes");
-  emu::Fiber& f = *emu::L->cur;
   uint64_t mine = 0;
   std::memcpy(&mine, &v, sizeof(T));
-  emu::L->slots[f.linear] = mine;
-  emu::warp_sync(mask);
-  const int src = pick(int(f.linear & 31));
+  emu::post(mask, mine);
+  const int src = pick(int(emu::L->cur->linear & 31));
   T r = v;
   if (src >= 0) {
     const uint64_t bits = emu::lane_value(mask, unsigned(src), op);
     std::memcpy(&r, &bits, sizeof(T));
   }
-  emu::warp_sync(mask);
   return r;
 }
 
@@ -332,13 +345,10 @@ T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   });
 }
 inline unsigned __ballot_sync(unsigned mask, int pred) {
-  emu::Fiber& f = *emu::L->cur;
-  emu::L->slots[f.linear] = pred != 0;
-  emu::warp_sync(mask);
+  emu::post(mask, pred != 0);
   unsigned out = 0;
   for (unsigned lane = 0; lane < 32; ++lane)
     if (mask >> lane & 1) out |= unsigned(emu::lane_value(mask, lane, "__ballot_sync") != 0) << lane;
-  emu::warp_sync(mask);
   return out;
 }
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
