@@ -2,15 +2,18 @@
 a fiber, barriers and warp operations checked), launched through a NumPy-backed stand-in for the
 part of CuPy the kernels' wrappers use. On a machine without a GPU it runs the kernels' own source
 (indexing, parsing, bounds checks, the shared-memory and warp protocols), where a NumPy
-transliteration only runs a copy of their algorithm. It says nothing of speed, of memory ordering
-between blocks (blocks run one after another) or of NVRTC's FMA contraction (the host never
-contracts), and a kernel that reads outside its arrays reads host memory: the real GPU runs stay
-the `gpu` tests. x86-64 with g++ only."""
+transliteration only runs a copy of their algorithm. Arrays made by its creation functions end
+at a page nobody may touch, so a kernel reading or writing past one fails its launch. It says
+nothing of speed, of memory ordering between blocks (blocks run one after another) or of NVRTC's
+FMA contraction (the host never contracts): the real GPU runs stay the `gpu` tests. x86-64 with
+g++ only."""
 from __future__ import annotations
 
 import ctypes
 import functools
 import hashlib
+import math
+import mmap
 import os
 import platform
 import re
@@ -28,6 +31,7 @@ HERE = Path(__file__).parent
 FLAGS = ["-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-fno-strict-aliasing", "-w"]
 KERNEL = re.compile(r"EMU_KERNEL\s+void\s+(\w+)\s*\(")
 DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w ]*?\w)\s+(\w+)\[\]\s*;")
+_libc = ctypes.CDLL(None, use_errno=True)
 SHARED_LIMIT = 48 << 10  # dynamic shared memory a launch gets without raising the kernel's attribute
 
 
@@ -150,11 +154,38 @@ def _host(x):
     return x
 
 
+def guarded(shape, dtype=np.float64) -> np.ndarray:
+    """An uninitialised C-order array whose end (to its dtype's alignment) abuts a page nobody may touch:
+    a kernel reading or writing past it faults, and the launch fails naming the thread (emu.h)."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    count = math.prod(shape)
+    pages = -(-count * dtype.itemsize // mmap.PAGESIZE) + 1
+    block = mmap.mmap(-1, pages * mmap.PAGESIZE)
+    base = np.frombuffer(block, np.uint8).ctypes.data
+    if _libc.mprotect(ctypes.c_void_p(base + (pages - 1) * mmap.PAGESIZE), mmap.PAGESIZE, 0):
+        raise OSError(ctypes.get_errno(), "mprotect of a device array's guard page")
+    at = ((pages - 1) * mmap.PAGESIZE - count * dtype.itemsize) // dtype.alignment * dtype.alignment
+    return np.frombuffer(block, dtype, count, at).reshape(shape)
+
+
+def _creation(fill):
+    def make(shape, dtype=np.float64, order="C"):
+        out = guarded(shape, dtype)
+        if fill is not None:
+            out[...] = fill
+        return ndarray(out)
+    return make
+
+
 def asarray(a, dtype=None, order=None):
     """A host array copied to the "device" (a device array of that dtype as it is), as cupy.asarray."""
     if isinstance(a, ndarray):
         return a if dtype is None or np.dtype(dtype) == a.dtype else a.astype(dtype)
-    return ndarray(np.array(a, dtype=dtype, order=order or "K", copy=True))
+    host = np.asarray(a, dtype=dtype)
+    out = guarded(host.shape, host.dtype)
+    out[...] = host
+    return ndarray(out)
 
 
 def asnumpy(a, stream=None, order="C", out=None, blocking=True):
@@ -286,6 +317,9 @@ def modules() -> tuple[types.ModuleType, types.ModuleType]:
     cupy.__doc__ = "zoocodec's CUDA emulator (tests/cuda_emu), not CuPy"
     cupy.ndarray, cupy.RawModule, cupy.asarray, cupy.asnumpy = ndarray, RawModule, asarray, asnumpy
     cupy.array = asarray
+    cupy.empty, cupy.zeros, cupy.ones = _creation(None), _creation(0), _creation(1)
+    cupy.empty_like = lambda a, dtype=None: cupy.empty(a.shape, dtype or a.dtype)
+    cupy.zeros_like = lambda a, dtype=None: cupy.zeros(a.shape, dtype or a.dtype)
     cupy.cuda = types.SimpleNamespace(
         Stream=_Context, Device=_Context, Event=_Context, get_current_stream=_Context,
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,

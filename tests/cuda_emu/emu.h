@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cstdio>
 #include <mutex>
 #include <cstdint>
 #include <cstring>
@@ -22,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include <csetjmp>
+#include <csignal>
 #include <sys/mman.h>
 
 #define __device__
@@ -222,6 +225,36 @@ inline void run_block(Launch& l, char* stacks) {
   }
 }
 
+// A fault while a launch runs: a thread read or wrote where nothing is mapped (the stand-in for CuPy
+// puts a page nobody may touch right after each array), or an emulator bug. The handler leaves the
+// fiber for the launch's frame; the launch then fails naming the thread.
+inline sigjmp_buf escape;
+inline void* fault_at = nullptr;
+inline void on_fault(int, siginfo_t* info, void*) {
+  fault_at = info->si_addr;
+  siglongjmp(escape, 1);
+}
+struct FaultsCaught {
+  std::vector<char> stack = std::vector<char>(1 << 16);
+  stack_t old_stack;
+  struct sigaction old_segv, old_bus;
+  FaultsCaught() {
+    const stack_t ss{stack.data(), 0, stack.size()};
+    sigaltstack(&ss, &old_stack);
+    struct sigaction sa = {};
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &old_segv);
+    sigaction(SIGBUS, &sa, &old_bus);
+  }
+  ~FaultsCaught() {
+    sigaction(SIGSEGV, &old_segv, nullptr);
+    sigaction(SIGBUS, &old_bus, nullptr);
+    sigaltstack(&old_stack, nullptr);
+  }
+};
+
 template <class T>
 T arg(void* const* args, const long long* sizes, int i) {
   constexpr long long want = std::is_pointer_v<T> ? -1 : (long long)sizeof(T);
@@ -275,6 +308,12 @@ const char* launch(void (*kernel)(A...), const unsigned* dims, unsigned long lon
       std::apply(c->kernel, *c->params);
     };
     L = &l;
+    FaultsCaught faults;
+    if (sigsetjmp(escape, 1)) {
+      char at[32];
+      std::snprintf(at, sizeof at, "%p", fault_at);
+      fail(where(*l.cur) + ": read or wrote outside its arrays, at " + at);
+    }
     for (unsigned z = 0; z < l.grid.z; ++z)
       for (unsigned y = 0; y < l.grid.y; ++y)
         for (unsigned x = 0; x < l.grid.x; ++x) {

@@ -48,6 +48,9 @@ extern "C" __global__ void convert(const double* x, unsigned short* half, long l
   half[threadIdx.x] = __half_as_ushort(__double2half(x[threadIdx.x]));
   rounded[threadIdx.x] = __double2ll_rn(x[threadIdx.x]);
 }
+extern "C" __global__ void past(const float* x, unsigned long long reach, float* out) {
+  out[threadIdx.x] = x[threadIdx.x + reach];
+}
 extern "C" __global__ void scaled(const float* x, unsigned long long n, double by, float* out) {
   const unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
   if (i < n) out[i] = (float)__dmul_rn(x[i], by);
@@ -109,6 +112,19 @@ def test_conversions_round_as_the_device_does(emu):
     m.get_function("convert")((1,), (8,), (cupy.asarray(x), half, rounded))
     assert np.array_equal(half.get(), expected)
     assert rounded.get().tolist() == [1, 1, 65520, -2, 4, 2**63 - 1, -(2**63), 0]  # even ties, clamped, NaN 0
+
+
+def test_reading_past_an_array_is_caught(emu):
+    """Each device array ends at a page nobody may touch: a kernel that reads past it fails the launch (on a
+    GPU it would read a neighbour's bytes); reads inside, to the last element, do not."""
+    cupy, m = emu
+    x, out = cupy.asarray(np.arange(100, dtype=np.float32)), cupy.zeros(32, dtype=np.float32)
+    m.get_function("past")((1,), (32,), (x, np.uint64(68), out))
+    assert np.array_equal(out.get(), np.arange(68, 100, dtype=np.float32))
+    with pytest.raises(RuntimeError, match="thread 31 of block 0,0: read or wrote outside its arrays"):
+        m.get_function("past")((1,), (32,), (x, np.uint64(69), out))
+    m.get_function("past")((1,), (32,), (x, np.uint64(0), out))  # (the launch after a fault runs)
+    assert np.array_equal(out.get(), np.arange(32, dtype=np.float32))
 
 
 def test_arguments_follow_cupys_rules(emu):
