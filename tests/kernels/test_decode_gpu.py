@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 import zoocodec
 from tests.support import gpu_job
@@ -158,3 +159,69 @@ def test_dq_damage_gives_an_error_or_the_cpu_decoders_bytes(tmp_path):
             continue
         assert cpu is not None and gpu.tobytes() == cpu.tobytes()
     assert errors >= 20
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_huffman_damage_gives_an_error_or_the_cpu_decoders_bytes(data):
+    """Flipped bytes in a Huffman plane past its checksum: the native parser or huff_bytes refuses it
+    exactly where the CPU decoder does, and otherwise writes its bytes."""
+    import cupy
+
+    from zoocodec.codecs import native
+
+    eng = native.engine()
+    plane = np.random.default_rng(5).geometric(0.3, 70000).clip(1, 40).astype(np.uint8)
+    stream = bytearray(eng.huff_encode(plane, eng.huff_lengths(eng.byte_histogram(plane)), 17500))
+    for _ in range(data.draw(st.integers(1, 3))):
+        stream[data.draw(st.integers(0, len(stream) - 1))] ^= data.draw(st.integers(1, 255))
+    try:
+        cpu = eng.huff_decode(bytes(stream), plane.size)
+    except eng.CorruptStream:
+        cpu = None
+    try:
+        chunk, table, offsets, lengths = eng.huff_frame(bytes(stream), plane.size)
+        body = memoryview(bytes(stream))[int(offsets[0]) : int(offsets[0]) + int(lengths.sum())]
+        h = G.Huffman(plane.size, chunk, table, [int(x) for x in lengths], body)
+        out = cupy.zeros(plane.size, dtype=np.uint8)
+        G._huff_launch([("w", h, 0)], out, "t", G.Staged.gather([h.data]))
+        gpu = out.get()
+    except (eng.CorruptStream, ContainerError):
+        gpu = None
+    assert (cpu is None) == (gpu is None)
+    if gpu is not None:
+        assert gpu.tobytes() == cpu.tobytes()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_ctx_damage_gives_an_error_or_the_cpu_decoders_levels(tmp_path_factory, data):
+    """Flipped bytes in a ctx payload (side information, tables, streams) past its checksum: the native
+    parser or rans_index refuses it where the CPU decoder does (on the emulator every damaged stream so far
+    was refused by both), or the levels place() puts on the device are the CPU decoder's."""
+    from zoocodec.codecs import context
+
+    path = tmp_path_factory.getbasetemp() / "gpu-ctx-damage"
+    spec = data.draw(st.sampled_from(["uniform:bits=6,per_tensor=true,coder=ctx",
+                                      "uniform:bits=4,group=32,zero=true,coder=ctx"]))
+    if not path.with_suffix(f".{len(spec)}").exists():
+        compress({"w": MODEL["scaled.weight"]}, path.with_suffix(f".{len(spec)}"), spec, min_size=100)
+    with Archive(path.with_suffix(f".{len(spec)}")) as a:
+        raw = bytearray(a.container.segment("t", tuple(a.entries["w"]["segments"]["symbols"])))
+    raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+    count = MODEL["scaled.weight"].numel()
+    try:
+        cpu = context.decode(bytes(raw), count)
+    except (ContainerError, ValueError):
+        cpu = None
+    try:
+        stream = G.parse_ctx(bytes(raw), count, "t")
+        assert isinstance(stream, G.Contexts)  # (both specs' payloads have contexts)
+        job = G.Job("w", (600, 500), "float32", stream, np.ones(1))
+        placed = G._placed([job], "t", G.Staged.gather(G._blobs([job])))[0].stream
+        gpu = placed.raw.get().astype(np.int64) + placed.lo
+    except ContainerError:
+        gpu = None
+    assert (cpu is None) == (gpu is None)
+    if gpu is not None:
+        assert gpu.tolist() == np.asarray(cpu).tolist()
