@@ -185,7 +185,7 @@ def test_a_kernel_missing_its_barrier_is_caught(tmp_path):
 def run_gpu_tests(paths: list[str], timeout: int, *select: str) -> str:
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
                         "--cuda-emulator", *select, *paths], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     return r.stdout
 
