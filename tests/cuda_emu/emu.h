@@ -64,17 +64,16 @@ struct Fiber {
   unsigned linear;
   State state;
   unsigned mask;  // lanes it waits for at a warp operation
-  unsigned ops;   // warp operations it has done: which of the two sets of slots the next one uses
 };
 
 struct Launch {
   dim3 grid, block;
   uint3 block_idx;
   std::vector<Fiber> fibers;
-  // Each thread's value in a warp operation, in two sets used in turn: a lane reads a slot only
-  // after the barrier that every lane of its mask reached, and none of them can write that set again
-  // before the next operation's barrier, which the reader must reach first (one barrier an operation).
-  std::vector<uint64_t> slots;
+  // Each thread's value in its warp operation (posted before its barrier), and the warp's values as they
+  // were when the scheduler released the barrier: the released lanes read those, so a lane that runs on
+  // to its next operation first cannot overwrite what a slower one has yet to read.
+  std::vector<uint64_t> slots, released;
   std::vector<unsigned char> dynamic_shared;
   Fiber* cur = nullptr;
   void* sched_sp = nullptr;
@@ -164,7 +163,8 @@ inline std::string where(const Fiber& f) {
          std::to_string(L->block_idx.y);
 }
 
-// The fibers of a warp operation that may go on: those whose mask's lanes all wait at one.
+// The fibers of a warp operation that may go on: those whose mask's lanes all wait at one with that
+// mask (lanes of a half warp one operation ahead wait for each other, not for the other half).
 inline bool release_warps(Launch& l) {
   bool released = false;
   const std::size_t n = l.fibers.size();
@@ -177,7 +177,13 @@ inline bool release_warps(Launch& l) {
       waiting |= unsigned(s == AT_WARP) << lane;
       done |= unsigned(s == DONE) << lane;
     }
-    unsigned go = 0;
+    unsigned go = 0, common = waiting ? l.fibers[base + unsigned(__builtin_ctz(waiting))].mask : 0;
+    for (unsigned w = waiting; w; w &= w - 1)
+      if (l.fibers[base + unsigned(__builtin_ctz(w))].mask != common) common = 0;
+    if (common && common == (common & waiting)) {  // (the usual case: one operation, every lane of it waiting)
+      go = common;
+      waiting = 0;
+    }
     for (unsigned w = waiting; w; w &= w - 1) {
       const unsigned lane = unsigned(__builtin_ctz(w));
       const Fiber& f = l.fibers[base + lane];
@@ -185,9 +191,12 @@ inline bool release_warps(Launch& l) {
         fail(where(f) + ": its warp mask names lane " + std::to_string(__builtin_ctz(absent)) + ", which the block lacks");
       if (const unsigned gone = f.mask & done)
         fail(where(f) + ": its warp mask names lane " + std::to_string(__builtin_ctz(gone)) + ", which has exited");
-      if (!(f.mask & ~waiting)) go |= 1u << lane;
+      bool ready = !(f.mask & ~waiting);  // every lane of its mask at a warp operation of the same mask
+      for (unsigned m = f.mask; ready && m; m &= m - 1) ready = l.fibers[base + unsigned(__builtin_ctz(m))].mask == f.mask;
+      if (ready) go |= 1u << lane;
     }
     for (unsigned g = go; g; g &= g - 1) l.fibers[base + unsigned(__builtin_ctz(g))].state = RUN;
+    if (go) std::copy_n(l.slots.begin() + base, lanes, l.released.begin() + base);
     released |= go != 0;
   }
   return released;
@@ -197,7 +206,7 @@ inline void run_block(Launch& l, char* stacks) {
   const unsigned n = l.block.x * l.block.y * l.block.z;
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = l.fibers[i];
-    f = Fiber{fresh_stack(stacks, i), {i % l.block.x, i / l.block.x % l.block.y, i / (l.block.x * l.block.y)}, i, RUN, 0, 0};
+    f = Fiber{fresh_stack(stacks, i), {i % l.block.x, i / l.block.x % l.block.y, i / (l.block.x * l.block.y)}, i, RUN, 0};
   }
   for (;;) {
     bool ran = false;
@@ -292,7 +301,8 @@ const char* launch(void (*kernel)(A...), const unsigned* dims, unsigned long lon
     if (!l.grid.x || !l.grid.y || !l.grid.z || l.grid.y > 65535 || l.grid.z > 65535) fail("grid dimensions out of CUDA's range");
     auto params = unpack<A...>(args, sizes, std::index_sequence_for<A...>{});
     l.fibers.resize(n);
-    l.slots.assign(2 * n, 0);
+    l.slots.assign(n, 0);
+    l.released.assign(n, 0);
     l.dynamic_shared.assign(shared, 0xA5);  // (garbage, as shared memory starts)
     mapped = n * STACK;
     void* m = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -335,11 +345,9 @@ inline unsigned char* dynamic_shared() { return L->dynamic_shared.data(); }
 
 inline void warp_sync(unsigned mask) { wait(AT_WARP, mask); }
 
-// This thread's slot of its next warp operation, set to `v`; then the barrier of that operation.
+// This thread's value `v` in a warp operation, then the operation's barrier.
 inline void post(unsigned mask, uint64_t v) {
-  Fiber& f = *L->cur;
-  L->slots[(f.ops & 1) * L->fibers.size() + f.linear] = v;
-  ++f.ops;
+  L->slots[L->cur->linear] = v;
   warp_sync(mask);
 }
 
@@ -349,7 +357,7 @@ inline uint64_t lane_value(unsigned mask, unsigned src, const char* op) {
   const std::size_t at = (f.linear & ~31u) + src;
   if (!(mask >> src & 1) || at >= L->fibers.size())
     fail(where(f) + ": " + op + " reads lane " + std::to_string(src) + ", outside its mask");
-  return L->slots[((f.ops - 1) & 1) * L->fibers.size() + at];
+  return L->released[at];
 }
 
 }  // namespace emu

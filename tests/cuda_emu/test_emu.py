@@ -37,6 +37,11 @@ extern "C" __global__ void warp_sum(const int* x, int* out, unsigned long long* 
   ballots[i] = b | (unsigned long long)__any_sync(0xFFFFFFFFu, w < 0) << 32 |
                 (unsigned long long)__any_sync(0xFFFFFFFFu, threadIdx.x % 32 == 5) << 33;
 }
+extern "C" __global__ void partial(const int* x, int* out) {  // half a warp one operation ahead of the other
+  int v = x[threadIdx.x];
+  if (threadIdx.x < 16) v += __shfl_xor_sync(0x0000FFFFu, v, 1);
+  out[threadIdx.x] = __shfl_xor_sync(0xFFFFFFFFu, v, 16);
+}
 extern "C" __global__ void early_exit(int* out) {  // lanes 16.. leave before a full-warp ballot
   if (threadIdx.x >= 16) return;
   out[threadIdx.x] = __ballot_sync(0xFFFFFFFFu, 1);
@@ -89,6 +94,15 @@ def test_shuffles_and_ballots_are_cudas(emu):
     odd = [int(sum(1 << lane for lane in range(32) if w[lane] & 1)) for w in warps]
     assert np.array_equal(ballots.get() & 0xFFFFFFFF, np.repeat(odd, 32))
     assert np.array_equal(ballots.get() >> 32, np.full(128, 2))  # no lane's w < 0; lane 5 of each warp
+
+
+def test_lanes_that_did_more_warp_operations_are_read_at_this_one(emu):
+    cupy, m = emu
+    x = np.arange(32, dtype=np.int32) * 3 + 1
+    out = cupy.empty(32, dtype=np.int32)
+    m.get_function("partial")((1,), (32,), (cupy.asarray(x), out))
+    low = x[:16] + x[np.arange(16) ^ 1]
+    assert out.get().tolist() == [*x[16:], *low]
 
 
 def test_a_warp_operation_naming_an_exited_lane_is_an_error(emu):
