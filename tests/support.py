@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: the float-array strategy, the exact round trip, the CLI runner, forgery, GPU jobs."""
+"""Helpers shared by the tests: the float-array strategy, the exact round trip, the CLI runner, forgery, GPU jobs,
+damaged Huffman planes."""
 import json
 import os
 import struct
@@ -222,3 +223,29 @@ def gpu_job(archive, name: str):
 
     found = decode.jobs(archive, [name], alloc=host_memory)[1]
     return found[0] if found else None
+
+
+def damaged_huffman(data):
+    """A 70,000-byte Huffman plane with 1-3 bytes of its stream flipped (hypothesis `data`) -> (the CPU
+    decoder's bytes or None where it refuses it, the GPU decoder's Huffman or None where the native parser
+    refuses it)."""
+    from zoocodec.codecs import native
+    from zoocodec.errors import ContainerError
+    from zoocodec.kernels import decode as G
+
+    eng = native.engine()
+    plane = np.random.default_rng(5).geometric(0.3, 70000).clip(1, 40).astype(np.uint8)
+    stream = bytearray(eng.huff_encode(plane, eng.huff_lengths(eng.byte_histogram(plane)), 17500))
+    for _ in range(data.draw(st.integers(1, 3))):
+        stream[data.draw(st.integers(0, len(stream) - 1))] ^= data.draw(st.integers(1, 255))
+    stream = bytes(stream)
+    try:
+        cpu = eng.huff_decode(stream, plane.size)
+    except eng.CorruptStream:
+        cpu = None
+    try:
+        chunk, table, offsets, lengths = eng.huff_frame(stream, plane.size)
+    except (eng.CorruptStream, ContainerError):
+        return cpu, None
+    body = memoryview(stream)[int(offsets[0]) : int(offsets[0]) + int(lengths.sum())]
+    return cpu, G.Huffman(plane.size, chunk, table, [int(x) for x in lengths], body)
