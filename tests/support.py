@@ -1,5 +1,5 @@
 """Helpers shared by the tests: the float-array strategy, the exact round trip, the CLI runner, forgery, GPU jobs,
-damaged Huffman planes."""
+the Huffman and ctx damage checks."""
 import json
 import os
 import struct
@@ -225,10 +225,10 @@ def gpu_job(archive, name: str):
     return found[0] if found else None
 
 
-def damaged_huffman(data):
-    """A 70,000-byte Huffman plane with 1-3 bytes of its stream flipped (hypothesis `data`) -> (the CPU
-    decoder's bytes or None where it refuses it, the GPU decoder's Huffman or None where the native parser
-    refuses it)."""
+def check_huffman_damage(data, decode) -> None:
+    """A 70,000-byte Huffman plane with 1-3 bytes of its stream flipped (hypothesis `data`), past its
+    checksum: the native parser or `decode` (a GPU decoder's Huffman -> its bytes, ContainerError where it
+    flags a substream) refuses it exactly where the CPU decoder does, and otherwise gives its bytes."""
     from zoocodec.codecs import native
     from zoocodec.errors import ContainerError
     from zoocodec.kernels import decode as G
@@ -245,7 +245,44 @@ def damaged_huffman(data):
         cpu = None
     try:
         chunk, table, offsets, lengths = eng.huff_frame(stream, plane.size)
+        body = memoryview(stream)[int(offsets[0]) : int(offsets[0]) + int(lengths.sum())]
+        gpu = decode(G.Huffman(plane.size, chunk, table, [int(x) for x in lengths], body))
     except (eng.CorruptStream, ContainerError):
-        return cpu, None
-    body = memoryview(stream)[int(offsets[0]) : int(offsets[0]) + int(lengths.sum())]
-    return cpu, G.Huffman(plane.size, chunk, table, [int(x) for x in lengths], body)
+        gpu = None
+    assert (cpu is None) == (gpu is None)
+    if gpu is not None:
+        assert gpu.tobytes() == cpu.tobytes()
+
+
+def check_ctx_damage(tmp_path_factory, data, weight, levels) -> None:
+    """A byte of a ctx payload of `weight` flipped (hypothesis `data` draws the spec, with and without group
+    ends, and the flip; each file written once), past its checksum: the native parser or `levels` (a GPU
+    decoder's Contexts -> the levels it puts in place, ContainerError where it flags a stream) refuses it
+    exactly where the CPU decoder does, and otherwise gives its levels."""
+    from zoocodec.codecs import context
+    from zoocodec.errors import ContainerError
+    from zoocodec.kernels import decode as G
+    from zoocodec.pipeline.core import Archive, compress
+
+    spec = data.draw(st.sampled_from(["uniform:bits=6,per_tensor=true,coder=ctx",
+                                      "uniform:bits=4,group=32,zero=true,coder=ctx"]))
+    path = tmp_path_factory.getbasetemp() / f"ctx-damage-{'x'.join(map(str, weight.shape))}-{weight.dtype}.{len(spec)}"
+    if not path.exists():
+        compress({"w": weight}, path, spec, min_size=100)
+    with Archive(path) as a:
+        raw = bytearray(a.container.segment("t", tuple(a.entries["w"]["segments"]["symbols"])))
+    raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+    count = weight.numel()
+    try:
+        cpu = context.decode(bytes(raw), count)
+    except (ContainerError, ValueError):
+        cpu = None
+    try:
+        stream = G.parse_ctx(bytes(raw), count, "t")
+        assert isinstance(stream, G.Contexts)  # (both specs' payloads have contexts)
+        gpu = levels(stream)
+    except ContainerError:
+        gpu = None
+    assert (cpu is None) == (gpu is None)
+    if gpu is not None:
+        assert np.asarray(gpu).tolist() == np.asarray(cpu).tolist()

@@ -119,10 +119,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         return self._a.__dlpack_device__()
 
     def get(self, stream=None, order="C", out=None, blocking=True):
-        if out is not None:
-            out[...] = self._a
-            return out
-        return np.array(self._a, order=order)
+        return asnumpy(self, order=order, out=out)
 
     def set(self, arr, stream=None):
         self._a[...] = np.asarray(arr).reshape(self.shape)
@@ -225,7 +222,7 @@ class Kernel:
                     np.int64(a) if isinstance(a, int) else np.float64(a) if isinstance(a, float) else None
                 if s is None:
                     raise TypeError(f"{self.name}: argument {i} of unsupported type {type(a).__name__}")
-                cell = ctypes.create_string_buffer(s.tobytes(), max(s.itemsize, 8))
+                cell = ctypes.create_string_buffer(s.tobytes())
                 sizes.append(s.itemsize)
             keep.append(cell)
             pointers.append(ctypes.addressof(cell))
@@ -360,7 +357,6 @@ def emulated():
 
 def _forget() -> None:
     import zoocodec.device
-    import zoocodec.kernels
     from zoocodec.kernels import rans_encode
 
     for module in [zoocodec.device, *(sys.modules[m] for m in list(sys.modules)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from tests.support import damaged_huffman, gpu_job, host_memory
+from tests.support import check_ctx_damage, check_huffman_damage, gpu_job, host_memory
 from zoocodec.codecs import native
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import decode as G
@@ -656,49 +656,22 @@ def test_huffman_damage_is_an_error_never_garbage(data):
     """Flipped bytes in a Huffman plane (header, code lengths, substream lengths, bits): the native
     parser or the emulated huff_bytes refuses it exactly where the CPU decoder does, and otherwise
     gives its bytes."""
-    cpu, h = damaged_huffman(data)
-    try:
-        gpu = None if h is None else emulate_huffman(h)
-    except ContainerError:
-        gpu = None
-    assert (cpu is None) == (gpu is None)
-    if gpu is not None:
-        assert gpu.tobytes() == cpu.tobytes()
+    check_huffman_damage(data, emulate_huffman)
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_ctx_damage_is_an_error_never_garbage(tmp_path_factory, data):
     """Flipped bytes in a ctx payload (side information, tables, streams): the native parser or the
-    emulated kernel refuses it, or the levels put in place are exactly what the CPU decoder makes
-    of the same bytes."""
-    from zoocodec.codecs import context
+    emulated kernel refuses it where the CPU decoder does, or the levels put in place are exactly what
+    the CPU decoder makes of the same bytes."""
+    shape = tuple(CTX_MODEL["both.weight"].shape)
 
-    path = tmp_path_factory.getbasetemp() / "ctx-damage.zc"
-    spec = data.draw(st.sampled_from(["uniform:bits=6,per_tensor=true,coder=ctx",
-                                      "uniform:bits=4,group=32,zero=true,coder=ctx"]))
-    if not path.with_suffix(f".{len(spec)}").exists():
-        compress({"w": CTX_MODEL["both.weight"]}, path.with_suffix(f".{len(spec)}"), spec, min_size=100)
-    with Archive(path.with_suffix(f".{len(spec)}")) as a:
-        e = a.entries["w"]
-        raw = bytearray(a.container.segment("t", tuple(e["segments"]["symbols"])))
-    i = data.draw(st.integers(0, len(raw) - 1))
-    raw[i] ^= data.draw(st.integers(1, 255))
-    try:
-        cpu = context.decode(bytes(raw), 160000)
-    except (ContainerError, ValueError):
-        cpu = None
-    try:
-        stream = G.parse_ctx(bytes(raw), 160000, "t")
-        if isinstance(stream, G.Contexts):
-            job = placed(G.Job("w", (400, 400), "float32", stream, np.ones(1)))
-            gpu = packed_levels(job.stream, 160000)
-        else:
-            gpu = None
-    except ContainerError:
-        gpu = None
-    if gpu is not None:
-        assert cpu is not None and gpu.tolist() == cpu.tolist()
+    def emulated(stream: G.Contexts) -> np.ndarray:
+        job = placed(G.Job("w", shape, "float32", stream, np.ones(1)))
+        return packed_levels(job.stream, math.prod(shape))
+
+    check_ctx_damage(tmp_path_factory, data, CTX_MODEL["both.weight"], emulated)
 
 
 @settings(max_examples=25, deadline=None)

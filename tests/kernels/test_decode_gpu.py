@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import zoocodec
-from tests.support import damaged_huffman, gpu_job
+from tests.support import check_ctx_damage, check_huffman_damage, gpu_job
 from zoocodec import device as D
 from zoocodec.errors import ContainerError
 from zoocodec.kernels import decode as G
@@ -168,18 +168,12 @@ def test_huffman_damage_gives_an_error_or_the_cpu_decoders_bytes(data):
     exactly where the CPU decoder does, and otherwise writes its bytes."""
     import cupy
 
-    cpu, h = damaged_huffman(data)
-    gpu = None
-    if h is not None:
+    def on_device(h: G.Huffman) -> np.ndarray:
         out = cupy.zeros(h.count, dtype=np.uint8)
-        try:
-            G._huff_launch([("w", h, 0)], out, "t", G.Staged.gather([h.data]))
-            gpu = out.get()
-        except ContainerError:
-            pass
-    assert (cpu is None) == (gpu is None)
-    if gpu is not None:
-        assert gpu.tobytes() == cpu.tobytes()
+        G._huff_launch([("w", h, 0)], out, "t", G.Staged.gather([h.data]))
+        return out.get()
+
+    check_huffman_damage(data, on_device)
 
 
 @settings(max_examples=30, deadline=None)
@@ -188,29 +182,10 @@ def test_ctx_damage_gives_an_error_or_the_cpu_decoders_levels(tmp_path_factory, 
     """Flipped bytes in a ctx payload (side information, tables, streams) past its checksum: the native
     parser or rans_index refuses it where the CPU decoder does (on the emulator every damaged stream so far
     was refused by both), or the levels place() puts on the device are the CPU decoder's."""
-    from zoocodec.codecs import context
 
-    path = tmp_path_factory.getbasetemp() / "gpu-ctx-damage"
-    spec = data.draw(st.sampled_from(["uniform:bits=6,per_tensor=true,coder=ctx",
-                                      "uniform:bits=4,group=32,zero=true,coder=ctx"]))
-    if not path.with_suffix(f".{len(spec)}").exists():
-        compress({"w": MODEL["scaled.weight"]}, path.with_suffix(f".{len(spec)}"), spec, min_size=100)
-    with Archive(path.with_suffix(f".{len(spec)}")) as a:
-        raw = bytearray(a.container.segment("t", tuple(a.entries["w"]["segments"]["symbols"])))
-    raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
-    count = MODEL["scaled.weight"].numel()
-    try:
-        cpu = context.decode(bytes(raw), count)
-    except (ContainerError, ValueError):
-        cpu = None
-    try:
-        stream = G.parse_ctx(bytes(raw), count, "t")
-        assert isinstance(stream, G.Contexts)  # (both specs' payloads have contexts)
-        job = G.Job("w", (600, 500), "float32", stream, np.ones(1))
+    def on_device(stream: G.Contexts) -> np.ndarray:
+        job = G.Job("w", tuple(MODEL["scaled.weight"].shape), "float32", stream, np.ones(1))
         placed = G._placed([job], "t", G.Staged.gather(G._blobs([job])))[0].stream
-        gpu = placed.raw.get().astype(np.int64) + placed.lo
-    except ContainerError:
-        gpu = None
-    assert (cpu is None) == (gpu is None)
-    if gpu is not None:
-        assert gpu.tolist() == np.asarray(cpu).tolist()
+        return placed.raw.get().astype(np.int64) + placed.lo
+
+    check_ctx_damage(tmp_path_factory, data, MODEL["scaled.weight"], on_device)
