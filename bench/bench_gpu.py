@@ -43,6 +43,8 @@ embedding: 1.02B weights).
     python bench/bench_gpu.py [--scale 1.0] [--out DIR]    (JSON to DIR/gpu-bench.json, written after each case)
     python bench/bench_gpu.py --dry-run                   (no GPU: every case on the CPU at a tiny scale,
                                                           to check the script)
+    python bench/bench_gpu.py --only compress,load        (those cases alone: a rerun of what failed, when
+                                                          device time is short)
 """
 from __future__ import annotations
 
@@ -437,12 +439,19 @@ def profile_load_case(tmp: Path, model: str, spec: str, tensors: dict, gpu: str)
     return {"model": model, "spec": spec, "wall_s_profiled": wall, "top_own_time": rows}
 
 
-def main() -> None:
+CASES = ("kmeans", "rdoq_kernels", "rans_encode", "load", "compress", "profile", "profile_load")
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies the model and k-means sizes")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--dry-run", action="store_true", help="no GPU: every case on the CPU at scale 0.02")
-    args = ap.parse_args()
+    ap.add_argument("--only", type=lambda s: set(s.split(",")), default=set(CASES),
+                    help=f"comma-separated cases to run, of {','.join(CASES)} (default: all)")
+    args = ap.parse_args(argv)
+    if args.only - set(CASES):
+        ap.error(f"unknown case {', '.join(sorted(args.only - set(CASES)))}; the cases: {', '.join(CASES)}")
     scale = 0.02 if args.dry_run else args.scale
     gpu = "cpu" if args.dry_run else "gpu"
     from zoocodec.device import resolve
@@ -455,6 +464,8 @@ def main() -> None:
 
     def case(key: str, fn, *a) -> None:
         """Run one case; a failure is recorded and the others still run; the JSON is rewritten after each."""
+        if key not in args.only:
+            return
         try:
             row = fn(*a)
         except Exception as e:  # noqa: BLE001

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import types
 from contextlib import contextmanager
 from pathlib import Path
@@ -297,7 +298,12 @@ class _Context:
         return self
 
     def record(self):
+        self.time = time.perf_counter()  # (launches run to completion: the host clock is the event's)
         return self
+
+
+def _elapsed_ms(start: _Context, end: _Context) -> float:
+    return (end.time - start.time) * 1e3
 
 
 def _function(f):
@@ -318,7 +324,7 @@ def modules() -> tuple[types.ModuleType, types.ModuleType]:
     cupy.empty_like = lambda a, dtype=None: cupy.empty(a.shape, dtype or a.dtype)
     cupy.zeros_like = lambda a, dtype=None: cupy.zeros(a.shape, dtype or a.dtype)
     cupy.cuda = types.SimpleNamespace(
-        Stream=_Context, Device=_Context, Event=_Context, get_current_stream=_Context,
+        Stream=_Context, Device=_Context, Event=_Context, get_current_stream=_Context, get_elapsed_time=_elapsed_ms,
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
                                       getDeviceProperties=lambda i: {"name": b"CUDA emulator (CPU)",
                                                                      "multiProcessorCount": 2}))
