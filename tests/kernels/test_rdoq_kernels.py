@@ -1,6 +1,6 @@
 """The rdoq/dq CUDA kernels (kernels/rdoq.cu): their algorithm, transliterated to NumPy on the
-arrays the kernels are given, decides exactly the levels of the NumPy path, on every call the
-methods make on real weights (several bit widths, lambdas, coders, stacked same-shape groups);
+arrays the kernels are given, decides exactly the levels of the CPU path (codecs/native/rdoq.cpp),
+on every call the methods make on real weights (several bit widths, lambdas, coders, stacked same-shape groups);
 on a GPU the kernels themselves are checked against the CPU (marker gpu); the .cu compiles for sm_90."""
 import re
 from pathlib import Path

@@ -5,18 +5,19 @@ x is the weight in units of the step, so distortion is in step^2 units and `lam`
 dimensionless (the high-rate slope of an entropy-coded uniform quantizer is
 2 ln2 / 12 = 0.116 step^2 per bit). The rate is a table bits[context, level - origin]
 fitted to the current symbols; the caller iterates fit -> decide. Every value is
-decided independently, so the pass is one vectorised expression (chunked to bound
-memory). Candidates are tried in the order nearest, other neighbour, zero, and the
-first of equal costs wins.
+decided independently. Candidates are tried in the order nearest, other neighbour, zero,
+and the first of equal costs wins.
 
-On CuPy arrays both passes run as CUDA kernels (rdoq.cu): `decide` one thread per value,
-`dq_trellis` one thread per row with the trellis in registers, every row of a same-shape
-group in one launch. They make the same float64 operations in the same order (no FMA), so
-their levels are the NumPy path's bit for bit; `decide_emulated` and `dq_trellis_emulated`
-run the kernels' algorithm in NumPy on the arrays the kernels are given, which is how a
-machine without a GPU checks them (tests/kernels/test_rdoq_kernels.py). One difference is
+Both passes are compiled code on either device: on NumPy arrays the native engine's
+(codecs/native/rdoq.cpp, rows on its threads), on CuPy arrays CUDA kernels (rdoq.cu:
+`decide` one thread per value, `dq_trellis` one thread per row with the trellis in
+registers, every row of a same-shape group in one launch). They make the same float64
+operations in the same order (no FMA), so their levels are equal bit for bit;
+`decide_emulated` and `dq_trellis_emulated` run the same algorithm in NumPy on the arrays
+the kernels are given, which is how a machine without a GPU checks both
+(tests/kernels/test_rdoq_kernels.py, tests/codecs/native/test_rdoq.py). One difference is
 left: a level beyond the int32 range (a step 2^31 times smaller than the weights) is
-saturated by the kernel, wrapped by NumPy.
+saturated by the kernel, and the lowest int32 on the CPU (NumPy's cast).
 """
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ import numpy as np
 
 from zoocodec.kernels.backend import cuda_source
 
-CHUNK = 1 << 22
-
 
 def decide(x, ctx, origin: int, bits, lam: float, xp):
     """New int64 symbols for `x` (any shape; `ctx` the same shape, int) under the rate table.
@@ -36,31 +35,15 @@ def decide(x, ctx, origin: int, bits, lam: float, xp):
     """
     if xp is not np:
         return _decide_device(*_decide_inputs(x, ctx, bits, xp), origin, lam).reshape(x.shape)
-    flat, cflat = x.reshape(-1), ctx.reshape(-1)
-    out = xp.empty(flat.shape, dtype=xp.int64)
-    size = bits.shape[1]
-    worst = bits.max(axis=1) + 1.0
-    for start in range(0, flat.size, CHUNK):
-        v = flat[start : start + CHUNK].astype(xp.float64)
-        c = cflat[start : start + CHUNK]
-        near = xp.rint(v)
-        other = xp.where(near > v, near - 1, near + 1)
-        best, best_cost = near, _cost(v, near, c, origin, bits, worst, size, lam, xp)
-        for cand in (other, xp.zeros_like(v)):
-            cost = _cost(v, cand, c, origin, bits, worst, size, lam, xp)
-            better = cost < best_cost
-            best = xp.where(better, cand, best)
-            best_cost = xp.where(better, cost, best_cost)
-        out[start : start + CHUNK] = best.astype(xp.int64)
-    return out.reshape(x.shape)
+    from zoocodec.codecs import native
 
-
-def _cost(v, level, ctx, origin: int, bits, worst, size: int, lam: float, xp):
-    idx = level.astype(xp.int64) - origin
-    inside = (idx >= 0) & (idx < size)
-    rate = xp.where(inside, bits[ctx, xp.clip(idx, 0, size - 1)], worst[ctx])
-    d = v - level
-    return d * d + lam * rate
+    b = np.ascontiguousarray(bits, dtype=np.float64)
+    _check_contexts(b.shape[0])
+    v = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty(v.shape, dtype=np.int64)
+    native.engine().rdoq_decide(v, np.ascontiguousarray(ctx, dtype=np.int64), b[:, None, :],
+                                b.max(axis=1)[:, None] + 1.0, origin, lam, out)
+    return out
 
 
 # ---- dependent quantization (trellis-coded, as in VVC and NNCodec) ------------------------
@@ -95,36 +78,8 @@ def dq_dequantize(k, xp, by_column: bool = False):
     return out
 
 
-def _dq_options(a, sign, ctx, origin: int, bits, worst, size: int, lam: float, quantizer: int, xp):
-    """For one column and one quantizer: per parity p, the best (cost, signed level)."""
-    if quantizer == 0:  # levels recon 2m: nearest pair around a/2
-        m = xp.floor(a / 2)
-        pair = ((m, 2 * m), (m + 1, 2 * m + 2))
-    else:  # recon 2m - 1 for m > 0: nearest pair of odd values around a
-        m = xp.floor((a + 1) / 2)
-        pair = ((m, xp.maximum(2 * m - 1, 0)), (m + 1, 2 * m + 1))
-    zero = xp.zeros_like(a)
-    best = [None, None]
-    for mag, recon in (*pair, (zero, zero)):
-        level = sign * mag
-        idx = level.astype(xp.int64) - origin
-        inside = (idx >= 0) & (idx < size)
-        rate = xp.where(inside, bits[ctx, xp.clip(idx, 0, size - 1)], worst[ctx])
-        d = a - recon
-        cost = d * d + lam * rate
-        parity = mag.astype(xp.int64) & 1
-        for p in (0, 1):
-            c = xp.where(parity == p, cost, xp.inf)
-            if best[p] is None:
-                best[p] = (c, level)
-            else:
-                better = c < best[p][0]
-                best[p] = (xp.where(better, c, best[p][0]), xp.where(better, level, best[p][1]))
-    return best
-
-
 def dq_trellis(x, ctx, origin: int, bits, lam: float, xp):
-    """Viterbi over each row (vectorised across rows): int64 levels minimising
+    """Viterbi over each row: int64 levels minimising
     sum (x - recon)^2 + lam * bits(level | context[, state]), x in step units (rows x cols).
 
     bits is [context, level - origin] or [context, states, level - origin] with states 1,
@@ -132,52 +87,15 @@ def dq_trellis(x, ctx, origin: int, bits, lam: float, xp):
     """
     if xp is not np:
         return _trellis_device(*_trellis_inputs(x, ctx, bits, xp), origin, lam).T
-    rows, cols = x.shape
-    if bits.ndim == 2:
-        bits = bits[:, None, :]
-    stateful = bits.shape[1] == 4
-    size = bits.shape[2]
-    cost = xp.full((rows, 4), xp.inf)
-    cost[:, 0] = 0.0
-    choice = xp.zeros((cols, rows, 4), dtype=xp.bool_)  # which of the two predecessors won
-    # predecessors of each next state: (state, parity) pairs, in NEXT_STATE's order
-    preds = [[(s, p) for s in range(4) for p in (0, 1) if NEXT_STATE[s][p] == t] for t in range(4)]
-    # option sets: one per quantizer, or one per state when rates depend on the state
-    sets = [(s >> 1, s) for s in range(4)] if stateful else [(0, 0), (1, 0)]
-    tables = [(bits[:, k, :], bits[:, k, :].max(axis=1) + 1.0) for _, k in sets]
-    option = (lambda s: s) if stateful else (lambda s: s >> 1)
+    from zoocodec.codecs import native
 
-    def options(j):
-        v = x[:, j].astype(xp.float64)
-        a, sign = xp.abs(v), xp.where(v < 0, -1.0, 1.0)
-        return [_dq_options(a, sign, ctx[:, j], origin, b, worst, size, lam, q, xp)
-                for (q, _), (b, worst) in zip(sets, tables, strict=True)]
-
-    kept = xp.empty((cols, 2 * len(sets), rows), dtype=xp.int32)  # the level of each (option set, parity)
-    for j in range(cols):
-        opts = options(j)
-        for o in range(len(sets)):
-            for p in (0, 1):
-                kept[j, 2 * o + p] = opts[o][p][1]
-        new = xp.empty_like(cost)
-        for t in range(4):
-            (s0, p0), (s1, p1) = preds[t]
-            c0 = cost[:, s0] + opts[option(s0)][p0][0]
-            c1 = cost[:, s1] + opts[option(s1)][p1][0]
-            choice[j, :, t] = c1 < c0
-            new[:, t] = xp.minimum(c0, c1)
-        cost = new
-    levels = xp.empty((rows, cols), dtype=xp.int64)
-    state = xp.argmin(cost, axis=1)
-    rows_idx = xp.arange(rows)
-    pred_state = xp.asarray([[s for s, _ in preds[t]] for t in range(4)], dtype=xp.int64)
-    pred_parity = xp.asarray([[p for _, p in preds[t]] for t in range(4)], dtype=xp.int64)
-    for j in range(cols - 1, -1, -1):
-        second = choice[j, rows_idx, state].astype(xp.int64)
-        prev, parity = pred_state[state, second], pred_parity[state, second]
-        levels[:, j] = kept[j, 2 * (prev if stateful else prev >> 1) + parity, rows_idx]
-        state = prev
-    return levels
+    b = np.ascontiguousarray(bits[:, None, :] if bits.ndim == 2 else bits, dtype=np.float64)
+    _check_contexts(b.shape[0])
+    v = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty(v.shape, dtype=np.int64)
+    native.engine().rdoq_trellis(v, np.ascontiguousarray(ctx, dtype=np.int64), b, b.max(axis=2) + 1.0, origin, lam,
+                                 out)
+    return out
 
 
 # ---- the CUDA kernels (rdoq.cu) and their NumPy transliterations -------------------------
