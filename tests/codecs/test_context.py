@@ -196,3 +196,20 @@ def test_classes_out_of_the_codecs_range_are_refused():
                                               0, 4, 2), s)
     with pytest.raises(ContainerError, match="activity class out of range"):
         context.decode(coded, s.size)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30),
+       st.sampled_from([context.ROWS, context.COLS, context.ROWS | context.COLS]), st.sampled_from(context.BINS),
+       st.integers(0, 2**32 - 1))
+def test_a_model_fits_and_gives_contexts_as_its_formulas_say(rows, cols, layout, bins, seed):
+    """fit's percentiles come from the classes' histograms and contexts() from each pair of classes: the
+    same as NumPy's percentile of every position's class sum, and the context formula at each position."""
+    g = np.random.default_rng(seed)
+    m = np.rint(g.laplace(0, 3, (rows, cols)) * g.uniform(0.1, 9, (rows, 1)) * g.uniform(0.1, 9, (1, cols)))
+    model = context.fit(m.astype(np.int64), layout, bins)
+    v = np.broadcast_to((model.row_classes[:, None] if layout & context.ROWS else 0)
+                        + (model.col_classes[None, :] if layout & context.COLS else 0), m.shape)
+    lo, hi = (int(x) for x in np.percentile(v, [2, 98], method="nearest"))
+    assert (model.lo, model.width) == (lo, max(hi - lo, 1))
+    assert np.array_equal(model.contexts(rows, cols), np.clip(((v - lo) * bins) // model.width, 0, bins - 1))

@@ -89,7 +89,10 @@ def counts_rate_table(symbols: np.ndarray, ctx: np.ndarray, contexts: int) -> Ra
         return RateTable(ctx, 0, np.zeros((max(contexts, 1), 1, 1)))
     lo = int(s.min())
     size = int(s.max()) - lo + 1
-    counts = np.bincount((ctx * size + (s - lo)).ravel(), minlength=contexts * size)
+    at = np.multiply(ctx, size, dtype=np.int64)  # (in place from here: one temporary the size of the matrix, not three)
+    at += s
+    at -= lo
+    counts = np.bincount(at.ravel(), minlength=contexts * size)
     counts = counts.reshape(contexts, size).astype(np.float64)
     total = counts.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -33,7 +33,7 @@ def problems(draw):
         st.sampled_from([0.0, 0.05, 0.3, 2.0]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(problems())
 def test_native_levels_are_the_kernels(problem):
     x, ctx, origin, bits, lam = problem

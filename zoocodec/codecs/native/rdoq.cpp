@@ -35,7 +35,7 @@ int64_t context(int64_t c, const Tables& t) {
 // (x - recon)^2 + lam * rate(level); `row` the rate table of the level's context (and state).
 inline double cost(double x, double recon, double level, const double* row, double worst, const Tables& t) {
   const int64_t idx = static_cast<int64_t>(static_cast<uint64_t>(to_i64(level)) - static_cast<uint64_t>(t.origin));
-  const double rate = idx >= 0 && idx < t.size ? row[idx] : worst;
+  const double rate = static_cast<uint64_t>(idx) < static_cast<uint64_t>(t.size) ? row[idx] : worst;
   const double d = x - recon;
   return d * d + t.lam * rate;
 }
@@ -67,10 +67,9 @@ inline void options(double a, double sign, const double* row, double worst, cons
     const int parity = static_cast<int>(to_i64(mag[k]) & 1);
     for (int p = 0; p < 2; ++p) {
       const double cp = parity == p ? c : INF;
-      if (k == 0 || cp < best_cost[p]) {
-        best_cost[p] = cp;
-        best_level[p] = level;
-      }
+      const bool take = k == 0 || cp < best_cost[p];
+      best_cost[p] = take ? cp : best_cost[p];
+      best_level[p] = take ? level : best_level[p];
     }
   }
 }
@@ -107,7 +106,7 @@ void row_trellis(const double* x, const int64_t* ctx, std::size_t cols, const Ta
       const int o0 = STATEFUL ? s0 : s0 >> 1, o1 = STATEFUL ? s1 : s1 >> 1;
       const double c0 = cost_[s0] + oc[o0][p0], c1 = cost_[s1] + oc[o1][p1];
       const bool second = c1 < c0;
-      next[s] = second ? c1 : (std::isnan(c1) ? c1 : c0);  // np.minimum: a NaN wins
+      next[s] = second || std::isnan(c1) ? c1 : c0;  // np.minimum: a NaN wins
       levels[j * 4 + s] = to_i32(second ? ol[o1][p1] : ol[o0][p0]);
       sel |= static_cast<unsigned>(second) << s;
     }
