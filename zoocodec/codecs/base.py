@@ -109,7 +109,7 @@ def order0_bits(symbols: np.ndarray) -> float:
         return 0.0
     lo, hi = int(s.min()), int(s.max())
     if hi - lo < 1 << 26:
-        counts = np.bincount(s.astype(np.int64) - lo)  # (int8 - lo would wrap past 127)
+        counts = np.bincount(np.subtract(s, lo, dtype=np.int64))  # (in int64: int8 - lo would wrap past 127)
         counts = counts[counts > 0]
     else:
         counts = np.unique(s, return_counts=True)[1]

@@ -240,7 +240,8 @@ def best_model(symbols: np.ndarray) -> Model | Ends | None:
     m = matrix_view(symbols).astype(np.int64)
     if m.size == 0 or m.min() == m.max() or int(m.max()) - int(m.min()) >= min(m.size, MAX_CONTEXT_ALPHABET):
         return None  # constant, or an alphabet too wide for per-context tables to pay off
-    counts = np.unique(m, return_counts=True)[1]
+    counts = np.bincount(np.subtract(m, m.min(), dtype=np.int64).ravel())  # (np.unique's counts, without its sort)
+    counts = counts[counts > 0]
     base = float(m.size * np.log2(m.size) - (counts * np.log2(counts)).sum()) + 8 * 2 * counts.size
     best, best_bits = None, base
     for layout in (ROWS, COLS, ROWS | COLS):

@@ -32,6 +32,7 @@ measured on a sample of rows of every tensor, twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -136,10 +137,11 @@ class _Item:
     def rows(self) -> int:
         return self.w.shape[0]
 
-    @property
+    @functools.cached_property
     def cap(self) -> float:
         """The largest step: every weight rounds to 0 there; a positive 1-D tensor (variances,
-        scales) gets at most its smallest value, so that none rounds to 0 or below."""
+        scales) gets at most its smallest value, so that none rounds to 0 or below. (Once: the
+        bisection asks at every step, and each answer is a pass over the weights.)"""
         top = 4 * float(np.max(np.abs(self.w))) or 1.0
         if self.w.ndim == 1 and self.w.size and float(self.w.min()) > 0:
             return min(top, float(self.w.min()))
@@ -205,8 +207,8 @@ def _spec_for(spec: MethodSpec, it: _Item, steps: np.ndarray) -> MethodSpec:
 
 def _rounded_bits(w: np.ndarray, steps: np.ndarray) -> float:
     """Bits of the rounded symbols under the order-0 model."""
-    rows = steps.shape[0]
-    return Order0().bits(np.rint(w.reshape(rows, -1) / steps[:, None]).astype(np.int64))
+    q = w.reshape(steps.shape[0], -1) / steps[:, None]
+    return Order0().bits(np.rint(q, out=q).astype(np.int64))
 
 
 def _model_bits(spec: MethodSpec, w: np.ndarray) -> float:
