@@ -109,11 +109,15 @@ def order0_bits(symbols: np.ndarray) -> float:
         return 0.0
     lo, hi = int(s.min()), int(s.max())
     if hi - lo < 1 << 26:
-        counts = np.bincount(np.subtract(s, lo, dtype=np.int64))  # (in int64: int8 - lo would wrap past 127)
-        counts = counts[counts > 0]
-    else:
-        counts = np.unique(s, return_counts=True)[1]
-    return float(s.size * math.log2(s.size) - (counts * np.log2(counts)).sum())
+        return counts_bits(np.bincount(np.subtract(s, lo, dtype=np.int64)))  # (in int64: int8 - lo would wrap)
+    return counts_bits(np.unique(s, return_counts=True)[1])
+
+
+def counts_bits(counts: np.ndarray) -> float:
+    """order0_bits from the symbols' counts, in the order of their values (zeros allowed)."""
+    counts = counts[counts > 0]
+    n = int(counts.sum())
+    return float(n * math.log2(n) - (counts * np.log2(counts)).sum())
 
 
 @dataclass(frozen=True)

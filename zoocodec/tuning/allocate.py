@@ -39,7 +39,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from zoocodec.codecs.base import Order0
+from zoocodec.codecs import native
+from zoocodec.codecs.base import Order0, counts_bits
 from zoocodec.errors import SpecError
 from zoocodec.methods import MethodSpec, TensorData, parse_spec
 from zoocodec.methods.lossless import Lossless
@@ -206,9 +207,13 @@ def _spec_for(spec: MethodSpec, it: _Item, steps: np.ndarray) -> MethodSpec:
 
 
 def _rounded_bits(w: np.ndarray, steps: np.ndarray) -> float:
-    """Bits of the rounded symbols under the order-0 model."""
-    q = w.reshape(steps.shape[0], -1) / steps[:, None]
-    return Order0().bits(np.rint(q, out=q).astype(np.int64))
+    """Bits of the rounded symbols under the order-0 model: their counts from one native pass over the
+    weights (NumPy's rounding and counting where a level is past what the pass counts)."""
+    m = np.ascontiguousarray(w.reshape(steps.shape[0], -1))
+    counted = native.engine().rounded_counts(m, np.ascontiguousarray(steps, dtype=np.float64), 1 << 22)
+    if counted is None:
+        return Order0().bits(np.rint(m / steps[:, None]).astype(np.int64))
+    return counts_bits(counted[1])
 
 
 def _model_bits(spec: MethodSpec, w: np.ndarray) -> float:

@@ -168,3 +168,27 @@ def test_the_avx2_and_plain_copies_agree(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", script], env={**env, **extra}, capture_output=True, check=True).stdout
             for extra in ({}, {"ZOOCODEC_NO_AVX2": "1"})]
     assert runs[0] == runs[1] and len(runs[0]) > 1000
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 5000), (300, 77), (2048, 64)])
+@pytest.mark.parametrize("per_row", [False, True])
+@pytest.mark.parametrize("threads", [1, 0])
+def test_rounded_counts_are_numpys(rows, cols, per_row, threads):
+    """allocate's order-0 counts at a trial step: np.bincount of np.rint(w / step), ties (x.5) included."""
+    g = np.random.default_rng(rows + cols)
+    w = g.laplace(0, 1, (rows, cols))
+    w.reshape(-1)[::7] = np.round(w.reshape(-1)[::7] * 2) / 2
+    steps = g.uniform(0.01, 0.5, rows) if per_row else np.array([0.5])
+    q = np.rint(w / steps[:, None]).astype(np.int64)
+    lo, counts = engine().rounded_counts(w, steps, 1 << 22, threads)
+    assert lo == q.min() and np.array_equal(counts, np.bincount((q - lo).ravel()))
+
+
+def test_rounded_counts_decline_what_they_cannot_count():
+    w = np.array([[1.0, -3.0, 2.0**60], [0.0, 1.0, 2.0]])
+    assert engine().rounded_counts(w, np.array([1.0]), 1 << 22) is None  # a level past 2^51
+    assert engine().rounded_counts(w[1:] * 1e6, np.array([1.0]), 1000) is None  # more levels than asked for
+    assert engine().rounded_counts(np.array([[np.nan]]), np.array([1.0]), 10) is None
+    assert engine().rounded_counts(np.array([[5.0]]), np.array([0.0]), 10) is None  # (inf)
+    with pytest.raises(ValueError, match="one per row"):
+        engine().rounded_counts(w, np.ones(3), 10)

@@ -545,4 +545,46 @@ bool side_range(const void* codes, int code_bytes, const void* centres, int cent
   return ok;
 }
 
+bool rounded_counts(const double* w, std::size_t n, const double* steps, std::size_t nsteps, std::size_t cols,
+                    std::size_t max_size, int64_t* lo, std::vector<int64_t>* counts, int threads) {
+  const std::size_t rows = cols ? n / cols : 0;
+  const std::size_t parts = std::max<std::size_t>(1, std::min<std::size_t>(rows, 4 * static_cast<std::size_t>(
+                                                      threads > 0 ? threads : default_threads())));
+  // fn(level) for each level of rows [a, b), the level as a double
+  auto levels = [&](std::size_t part, auto fn) {
+    for (std::size_t r = part * rows / parts, end = (part + 1) * rows / parts; r < end; ++r) {
+      const double step = steps[nsteps == 1 ? 0 : r];
+      for (std::size_t i = r * cols; i < (r + 1) * cols; ++i) fn(round_even(w[i] / step));
+    }
+  };
+  constexpr double LIMIT = 2251799813685248.0;  // 2^51: round_even's range
+  std::vector<double> low(parts, LIMIT), high(parts, -LIMIT);
+  std::vector<char> fine(parts, 1);
+  parallel_for(parts, threads, [&](std::size_t p) {
+    double a = LIMIT, b = -LIMIT;
+    bool ok = true;
+    levels(p, [&](double q) {
+      ok &= std::fabs(q) < LIMIT;  // (false for NaN)
+      a = std::min(a, q);
+      b = std::max(b, q);
+    });
+    low[p] = a, high[p] = b, fine[p] = ok;
+  });
+  if (n == 0 || rows * cols != n || std::count(fine.begin(), fine.end(), 0)) return false;
+  const double a = *std::min_element(low.begin(), low.end()), b = *std::max_element(high.begin(), high.end());
+  if (b - a + 1 > static_cast<double>(max_size)) return false;
+  const std::size_t size = static_cast<std::size_t>(b - a) + 1;
+  *lo = static_cast<int64_t>(a);
+  std::vector<std::vector<int64_t>> part_counts(parts);
+  parallel_for(parts, threads, [&](std::size_t p) {
+    std::vector<int64_t>& c = part_counts[p];
+    c.assign(size, 0);
+    levels(p, [&](double q) { ++c[static_cast<std::size_t>(q - a)]; });
+  });
+  counts->assign(size, 0);
+  for (const auto& c : part_counts)
+    for (std::size_t k = 0; k < size; ++k) (*counts)[k] += c[k];
+  return true;
+}
+
 }  // namespace zc::quant

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace zc::quant {
 
@@ -43,6 +44,13 @@ void group_ranges(const W* w, std::size_t rows, std::size_t cols, Kind kind, std
 template <class W, class S>
 Stats uniform_groups(const W* w, std::size_t rows, std::size_t cols, Kind kind, std::size_t group,
                      const double* steps, std::size_t nsteps, const double* zeros, S* symbols, W* recon, int threads);
+
+// Counts of the levels rint(w / step) of float64 weights, a step per row of `cols` values (nsteps == rows) or
+// one: counts[k] of level lo + k. False, nothing counted, where a level is not finite, not below 2^51 in
+// magnitude, or the levels span more than max_size (tuning/allocate.py's order-0 bits at a trial step:
+// its bisection counted with four NumPy passes over the weights a try).
+bool rounded_counts(const double* w, std::size_t n, const double* steps, std::size_t nsteps, std::size_t cols,
+                    std::size_t max_size, int64_t* lo, std::vector<int64_t>* counts, int threads);
 
 // No NaN or Inf among n float bits (the exponent never all ones).
 template <class W>

@@ -145,6 +145,25 @@ void for_pairs(Fn fn) {
   (symbols(Ws{}), ...);
 }
 
+// (lo, counts int64) of the levels rint(w / step), or None (quantize.h's rounded_counts).
+nb::object rounded(nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu> w, In<double> steps,
+                   std::size_t max_size, int threads) {
+  const std::size_t rows = w.shape(0), cols = w.shape(1), nsteps = steps.shape(0);
+  if (nsteps != 1 && nsteps != rows) throw std::invalid_argument("rounded_counts: one step, or one per row");
+  int64_t lo = 0;
+  std::vector<int64_t> counts;
+  bool done;
+  {
+    nb::gil_scoped_release release;
+    done = quant::rounded_counts(w.data(), rows * cols, steps.data(), nsteps, cols, max_size, &lo, &counts, threads);
+  }
+  if (!done) return nb::none();
+  int64_t* p;
+  auto out = new_array<int64_t>(counts.size(), &p);
+  std::copy(counts.begin(), counts.end(), p);
+  return nb::make_tuple(lo, out);
+}
+
 }  // namespace
 
 void bind_quantize(nb::module_& m) {
@@ -180,6 +199,9 @@ void bind_quantize(nb::module_& m) {
         nb::arg("max_exponent"), nb::arg("threads") = 0,
         "(all in range, largest step, largest |zero point|) of coded group side values (signed ints of any width), "
         "without writing them: the GPU decoder's host check.");
+  m.def("rounded_counts", &rounded, nb::arg("w"), nb::arg("steps"), nb::arg("max_size"), nb::arg("threads") = 0,
+        "(lo, counts) of the levels rint(w / step) of a float64 matrix, a step per row or one: counts[k] of level "
+        "lo + k; None where a level is not finite or the levels span more than max_size.");
   m.def("error_stats", &stats<uint16_t>, nb::arg("w"), nb::arg("recon"), nb::arg("kind"), nb::arg("threads") = 0);
   m.def("error_stats", &stats<uint32_t>, nb::arg("w"), nb::arg("recon"), nb::arg("kind"), nb::arg("threads") = 0,
         "(sum err^2, sum w^2, max |err|) of a reconstruction, summed as np.sum does.");
