@@ -213,3 +213,27 @@ def test_a_model_fits_and_gives_contexts_as_its_formulas_say(rows, cols, layout,
     lo, hi = (int(x) for x in np.percentile(v, [2, 98], method="nearest"))
     assert (model.lo, model.width) == (lo, max(hi - lo, 1))
     assert np.array_equal(model.contexts(rows, cols), np.clip(((v - lo) * bins) // model.width, 0, bins - 1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40),
+       st.sampled_from([context.ROWS, context.COLS, context.ROWS | context.COLS]), st.sampled_from(context.BINS),
+       st.integers(0, 2**32 - 1))
+def test_native_counts_by_context_are_the_bincount_of_the_contexts(rows, cols, layout, bins, seed):
+    g = np.random.default_rng(seed)
+    m = np.rint(g.laplace(0, 3, (rows, cols)) * g.uniform(0.1, 9, (rows, 1))).astype(np.int64)
+    model = context.fit(m, layout, bins)
+    lo, size = int(m.min()), int(m.max() - m.min()) + 1
+    want = np.bincount((model.contexts(rows, cols) * size + m - lo).ravel(), minlength=bins * size)
+    assert np.array_equal(model.counts(m, lo, size), want.reshape(bins, size))
+
+
+def test_native_counts_refuse_what_is_out_of_range():
+    eng, m = native.engine(), np.array([[0, 1], [2, 3]], np.int64)
+    r, c, pair = np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros((1, 1), np.int64)
+    out = np.empty((2, 4), np.int64)
+    eng.ctx_count_levels(m, r, c, pair, 0, out)
+    assert out.tolist() == [[1, 1, 1, 1], [0, 0, 0, 0]]
+    for bad in ((m, r + 1, c, pair, 0), (m, r, c - 1, pair, 0), (m, r, c, pair + 2, 0), (m, r, c, pair, 1)):
+        with pytest.raises(ValueError, match="count_levels"):
+            eng.ctx_count_levels(*bad, out)

@@ -89,21 +89,42 @@ class Model:
         """Context id per symbol (rows x cols), integer arithmetic only: each (row class, column class)
         pair's context computed once, then gathered (one pass over the matrix, where the arithmetic
         on whole matrices made six)."""
+        pair, r, c = self._pairs(rows, cols)
+        return np.take(pair[r], c, axis=1)
+
+    def counts(self, m: np.ndarray, lo: int, size: int) -> np.ndarray:
+        """(bins, size) counts of the levels of `m` (int64, lo .. lo + size - 1) by context, without
+        the matrix of contexts (native: one pass over the levels)."""
+        pair, r, c = self._pairs(*m.shape)
+        out = np.empty((self.bins, size), dtype=np.int64)
+        native.engine().ctx_count_levels(np.ascontiguousarray(m), r, c, pair, lo, out)
+        return out
+
+    def _pairs(self, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(context of each pair of row and column classes, each row's class index, each column's)."""
         rc = self.row_classes if self.layout & ROWS else np.zeros(rows, np.int64)
         cc = self.col_classes if self.layout & COLS else np.zeros(cols, np.int64)
         rows_of, r = np.unique(rc, return_inverse=True)
         cols_of, c = np.unique(cc, return_inverse=True)
         pair = np.clip(((rows_of[:, None] + cols_of[None, :] - self.lo) * self.bins) // self.width, 0, self.bins - 1)
-        return np.take(pair[r], c, axis=1)
+        return pair, r.astype(np.int64), c.astype(np.int64)
 
 
-def fit(m: np.ndarray, layout: int, bins: int) -> Model:
-    """Classes from the matrix's row/column mean magnitudes; bins over the 2nd..98th percentile."""
-    a = np.abs(m)
-    rc = activity_classes(a.mean(axis=1)) if layout & ROWS else np.zeros(0, np.int64)
-    cc = activity_classes(a.mean(axis=0)) if layout & COLS else np.zeros(0, np.int64)
+def fit(m: np.ndarray, layout: int, bins: int, classes: tuple[np.ndarray, np.ndarray] | None = None) -> Model:
+    """Classes from the matrix's row/column mean magnitudes (`classes`: matrix_classes(m), given when
+    several models are fitted to one matrix); bins over the 2nd..98th percentile."""
+    rows_of, cols_of = classes or matrix_classes(m, layout)
+    rc = rows_of if layout & ROWS else np.zeros(0, np.int64)
+    cc = cols_of if layout & COLS else np.zeros(0, np.int64)
     lo, hi = _class_percentiles(rc, cc, m.shape)
     return Model(layout, rc, cc, lo, max(hi - lo, 1), bins)
+
+
+def matrix_classes(m: np.ndarray, layout: int = ROWS | COLS) -> tuple[np.ndarray, np.ndarray]:
+    """The activity class of each row and of each column of `m` (those `layout` asks for; empty otherwise)."""
+    a = np.abs(m)
+    return (activity_classes(a.mean(axis=1)) if layout & ROWS else np.zeros(0, np.int64),
+            activity_classes(a.mean(axis=0)) if layout & COLS else np.zeros(0, np.int64))
 
 
 def _class_percentiles(rc: np.ndarray, cc: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]:
@@ -186,9 +207,13 @@ def _tables(m: np.ndarray, ctx: np.ndarray, bins: int):
     at = np.multiply(ctx, size, dtype=np.int64)  # (in place from here: one temporary the size of the matrix, not three)
     at += m
     at -= lo
-    counts = np.bincount(at.ravel(), minlength=bins * size).reshape(bins, size)
+    return _tables_of(np.bincount(at.ravel(), minlength=bins * size).reshape(bins, size), lo)
+
+
+def _tables_of(counts: np.ndarray, lo: int):
+    """_tables from the counts (contexts x levels from lo)."""
     tables = []
-    for c in range(bins):
+    for c in range(counts.shape[0]):
         nz = np.flatnonzero(counts[c])
         if nz.size == 0:
             tables.append(None)
@@ -217,13 +242,14 @@ def _table_bytes(origin: int, freqs: np.ndarray) -> bytes:
 
 def _estimate_bits(model: Model | Ends, m: np.ndarray) -> float:
     """Ideal coded bits under the stored tables, plus tables and side info."""
-    ctx = model.contexts(*m.shape)
     if isinstance(model, Ends):
+        ctx = model.contexts(*m.shape)
         free = ctx != KNOWN
         tables = _tables(m[free], ctx[free], KNOWN)
         side = (model.first_lo, model.first_hi)
     else:
-        tables = _tables(m, ctx, model.bins)
+        lo = int(m.min()) if m.size else 0
+        tables = _tables_of(model.counts(m, lo, int(m.max()) - lo + 1), lo) if m.size else [None] * model.bins
         side = (model.row_classes, model.col_classes)
     bits = 0.0
     for t in tables:
@@ -244,11 +270,12 @@ def best_model(symbols: np.ndarray) -> Model | Ends | None:
     counts = counts[counts > 0]
     base = float(m.size * np.log2(m.size) - (counts * np.log2(counts)).sum()) + 8 * 2 * counts.size
     best, best_bits = None, base
+    classes = matrix_classes(m)
     for layout in (ROWS, COLS, ROWS | COLS):
         if (layout & ROWS and m.shape[0] < 2) or (layout & COLS and m.shape[1] < 2):
             continue
         for bins in BINS:
-            model = fit(m, layout, bins)
+            model = fit(m, layout, bins, classes)
             bits = _estimate_bits(model, m)
             if bits < best_bits:
                 best, best_bits = model, bits
