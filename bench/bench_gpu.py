@@ -21,7 +21,8 @@
    compared on that slice (the GPU compresses the slice too, and one tensor at a time).
 
 4. the rdoq/dq kernels alone (kernels/rdoq.cu): rdoq.decide and rdoq.dq_trellis on CuPy vs
-   the same call on NumPy, on fmnist-cnn-sized (141K), 1.2M and 8.4M weights in step units,
+   the same call on NumPy arrays (the native engine's codecs/native/rdoq.cpp since 2026-12-07), on
+   fmnist-cnn-sized (141K), 1.2M and 8.4M weights in step units,
    under a fitted order-0 table and a 4-state cabac table; the levels compared element for
    element (the CPU runs on at most 1.2M weights; the speedup is per weight).
 
@@ -309,8 +310,8 @@ def kmeans_case(name: str, scale: float) -> dict:
 
 
 def rdoq_kernel_case(scale: float, gpu: str) -> list[dict]:
-    """Seconds of one decide / dq_trellis pass, the kernel (CUDA events) against NumPy on the
-    same inputs, levels compared."""
+    """Seconds of one decide / dq_trellis pass, the kernel (CUDA events) against the CPU path (native) on
+    the same inputs, levels compared."""
     from zoocodec.codecs.cabac import Cabac
     from zoocodec.codecs.context import Ctx
     from zoocodec.kernels import rdoq as R
