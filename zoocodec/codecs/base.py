@@ -87,19 +87,24 @@ def counts_rate_table(symbols: np.ndarray, ctx: np.ndarray, contexts: int) -> Ra
     s = np.asarray(symbols, dtype=np.int64)
     if s.size == 0:
         return RateTable(ctx, 0, np.zeros((max(contexts, 1), 1, 1)))
-    lo = int(s.min())
-    size = int(s.max()) - lo + 1
-    at = np.multiply(ctx, size, dtype=np.int64)  # (in place from here: one temporary the size of the matrix, not three)
-    at += s
-    at -= lo
-    counts = np.bincount(at.ravel(), minlength=contexts * size)
-    counts = counts.reshape(contexts, size).astype(np.float64)
+    lo, counts = context_counts(s, ctx, contexts)
+    counts = counts.astype(np.float64)
     total = counts.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         bits = -np.log2(counts / np.maximum(total, 1))
     worst = np.where(np.isfinite(bits), bits, 0).max(axis=1, keepdims=True) + 1
     bits = np.where(np.isfinite(bits), bits, worst)
     return RateTable(ctx, lo, bits[:, None, :])
+
+
+def context_counts(symbols: np.ndarray, ctx: np.ndarray, contexts: int) -> tuple[int, np.ndarray]:
+    """(lo, counts[context, level - lo]) of non-empty integer symbols and their contexts (the same shape)."""
+    lo = int(symbols.min())
+    size = int(symbols.max()) - lo + 1
+    at = np.multiply(ctx, size, dtype=np.int64)  # (in place from here: one temporary the size of the matrix, not three)
+    at += symbols
+    at -= lo
+    return lo, np.bincount(at.ravel(), minlength=contexts * size).reshape(contexts, size)
 
 
 def order0_bits(symbols: np.ndarray) -> float:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoocodec.codecs import ans, native
-from zoocodec.codecs.base import CoderSpec, Order0, RateTable, counts_rate_table, register_coder
+from zoocodec.codecs.base import CoderSpec, Order0, RateTable, context_counts, counts_rate_table, register_coder
 from zoocodec.codecs.wire import put_streams, put_svarint, put_uvarint
 
 CTX, ORDER0, ENDS = 0, 1, 2
@@ -202,12 +202,8 @@ def _tables(m: np.ndarray, ctx: np.ndarray, bins: int):
     """Per context: (symbol origin, integer frequencies) or None when it holds no symbol."""
     if m.size == 0:  # (group ends whose every position the side info gives)
         return [None] * bins
-    lo = int(m.min())
-    size = int(m.max()) - lo + 1
-    at = np.multiply(ctx, size, dtype=np.int64)  # (in place from here: one temporary the size of the matrix, not three)
-    at += m
-    at -= lo
-    return _tables_of(np.bincount(at.ravel(), minlength=bins * size).reshape(bins, size), lo)
+    lo, counts = context_counts(m, ctx, bins)
+    return _tables_of(counts, lo)
 
 
 def _tables_of(counts: np.ndarray, lo: int):

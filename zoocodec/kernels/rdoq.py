@@ -37,12 +37,11 @@ def decide(x, ctx, origin: int, bits, lam: float, xp):
         return _decide_device(*_decide_inputs(x, ctx, bits, xp), origin, lam).reshape(x.shape)
     from zoocodec.codecs import native
 
-    b = np.ascontiguousarray(bits, dtype=np.float64)
-    _check_contexts(b.shape[0])
+    b, worst = _rate_tables(bits, np)
     v = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty(v.shape, dtype=np.int64)
-    native.engine().rdoq_decide(v, np.ascontiguousarray(ctx, dtype=np.int64), b[:, None, :],
-                                b.max(axis=1)[:, None] + 1.0, origin, lam, out)
+    native.engine().rdoq_decide(v, np.ascontiguousarray(ctx, dtype=np.int64), b[:, None, :], worst[:, None], origin,
+                                lam, out)
     return out
 
 
@@ -89,12 +88,10 @@ def dq_trellis(x, ctx, origin: int, bits, lam: float, xp):
         return _trellis_device(*_trellis_inputs(x, ctx, bits, xp), origin, lam).T
     from zoocodec.codecs import native
 
-    b = np.ascontiguousarray(bits[:, None, :] if bits.ndim == 2 else bits, dtype=np.float64)
-    _check_contexts(b.shape[0])
+    b, worst = _rate_tables(bits[:, None, :] if bits.ndim == 2 else bits, np)
     v = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty(v.shape, dtype=np.int64)
-    native.engine().rdoq_trellis(v, np.ascontiguousarray(ctx, dtype=np.int64), b, b.max(axis=2) + 1.0, origin, lam,
-                                 out)
+    native.engine().rdoq_trellis(v, np.ascontiguousarray(ctx, dtype=np.int64), b, worst, origin, lam, out)
     return out
 
 
@@ -107,24 +104,25 @@ SHARED_LIMIT = 8 << 10  # bytes of rate tables a block copies to shared memory (
 def _decide_inputs(x, ctx, bits, xp):
     """What rdoq_decide reads: flat float64 values, flat int32 contexts, bits[context, level -
     origin] and worst[context] (its largest entry plus one bit), contiguous."""
-    b = xp.ascontiguousarray(bits, dtype=xp.float64)
-    _check_contexts(b.shape[0])
+    b, worst = _rate_tables(bits, xp)
     v = xp.ascontiguousarray(x, dtype=xp.float64).reshape(-1)
-    return v, xp.ascontiguousarray(ctx, dtype=xp.int32).reshape(-1), b, b.max(axis=1) + 1.0
+    return v, xp.ascontiguousarray(ctx, dtype=xp.int32).reshape(-1), b, worst
 
 
 def _trellis_inputs(x, ctx, bits, xp):
     """What dq_trellis_1/_4 read: x and contexts column-major ([col][row], float64 and int32),
     bits[context, state, level - origin] with states 1 or 4, worst[context, state]."""
-    b = xp.ascontiguousarray(bits[:, None, :] if bits.ndim == 2 else bits, dtype=xp.float64)
-    _check_contexts(b.shape[0])
-    return (xp.ascontiguousarray(x.T, dtype=xp.float64), xp.ascontiguousarray(ctx.T, dtype=xp.int32), b,
-            b.max(axis=2) + 1.0)
+    b, worst = _rate_tables(bits[:, None, :] if bits.ndim == 2 else bits, xp)
+    return xp.ascontiguousarray(x.T, dtype=xp.float64), xp.ascontiguousarray(ctx.T, dtype=xp.int32), b, worst
 
 
-def _check_contexts(contexts: int) -> None:
-    if contexts >= 1 << 31:
-        raise ValueError(f"rdoq: {contexts} contexts do not fit the kernels' int32 context ids")
+def _rate_tables(bits, xp):
+    """(bits as contiguous float64, worst: the largest entry of each table plus one bit, the price of a
+    level outside it), as every decision path reads them."""
+    b = xp.ascontiguousarray(bits, dtype=xp.float64)
+    if b.shape[0] >= 1 << 31:
+        raise ValueError(f"rdoq: {b.shape[0]} contexts do not fit the kernels' int32 context ids")
+    return b, b.max(axis=-1) + 1.0
 
 
 def _shared(*tables) -> int:
