@@ -226,6 +226,9 @@ def test_native_counts_by_context_are_the_bincount_of_the_contexts(rows, cols, l
     lo, size = int(m.min()), int(m.max() - m.min()) + 1
     want = np.bincount((model.contexts(rows, cols) * size + m - lo).ravel(), minlength=bins * size)
     assert np.array_equal(model.counts(m, lo, size), want.reshape(bins, size))
+    classes = context.matrix_classes(m)  # best_model's one pass for every candidate: the same counts
+    each = context.fit(m, layout, bins, classes)
+    assert np.array_equal(context.ClassCounts(m, classes, lo, size).counts(each), each.counts(m, lo, size))
 
 
 def test_native_counts_refuse_what_is_out_of_range():
