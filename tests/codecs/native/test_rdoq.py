@@ -1,6 +1,7 @@
 """The native rate-distortion decisions (codecs/native/rdoq.cpp), the CPU path of kernels/rdoq.py's
 decide and dq_trellis: the levels of the NumPy transliterations of the CUDA kernels (decide_emulated,
-dq_trellis_emulated) bit for bit, on any values (NaN, infinities, values past the integer ranges,
+dq_trellis_emulated) bit for bit, both in AVX2 lanes (four rows, or four values, at once) and on the
+rows and values left over, on any values (NaN, infinities, values past the integer ranges,
 ties between candidates and between predecessors) and any rate tables; bad arguments refused."""
 from __future__ import annotations
 

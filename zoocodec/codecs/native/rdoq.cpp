@@ -255,6 +255,44 @@ AVX2_FN void rows4_trellis(const double* x, const int64_t* ctx, std::size_t cols
     }
   }
 }
+
+// decide on four values at once (decide's operations per lane; `ext` as rows4_trellis reads it, one state).
+AVX2_FN void decide4(const double* x, const int64_t* ctx, std::size_t n, const Tables& t, const double* ext,
+                     int64_t* out) {
+  const int32_t size = static_cast<int32_t>(t.size), stride = size + 1;
+  const V lo = _mm256_set1_pd(static_cast<double>(t.origin)), hi = _mm256_set1_pd(static_cast<double>(t.origin + t.size));
+  const V lam = _mm256_set1_pd(t.lam), one = _mm256_set1_pd(1.0), all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+  for (std::size_t i = 0; i + 4 <= n; i += 4) {
+    const V v = _mm256_loadu_pd(x + i);
+    int32_t c4[4];
+    for (int r = 0; r < 4; ++r) c4[r] = static_cast<int32_t>(context(ctx[i + r], t));
+    const __m128i base = _mm_mullo_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c4)), _mm_set1_epi32(stride));
+    const V near = _mm256_round_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const V other = _mm256_blendv_pd(_mm256_add_pd(near, one), _mm256_sub_pd(near, one), _mm256_cmp_pd(near, v, _CMP_GT_OQ));
+    const V cand[3] = {near, other, _mm256_setzero_pd()};
+    V best = near, best_cost = near;
+    for (int k = 0; k < 3; ++k) {
+      const V level = cand[k];
+      const V inside = _mm256_and_pd(_mm256_cmp_pd(level, lo, _CMP_GE_OQ), _mm256_cmp_pd(level, hi, _CMP_LT_OQ));
+      const __m128i in32 = _mm256_cvtpd_epi32(_mm256_and_pd(inside, one));
+      const __m128i idx = _mm_blendv_epi8(_mm_set1_epi32(size), _mm256_cvttpd_epi32(_mm256_sub_pd(level, lo)),
+                                          _mm_cmpeq_epi32(in32, _mm_set1_epi32(1)));
+      const V rate = _mm256_mask_i32gather_pd(one, ext, _mm_add_epi32(base, idx), all, 8);
+      const V d = _mm256_sub_pd(v, level);
+      const V c = _mm256_add_pd(_mm256_mul_pd(d, d), _mm256_mul_pd(lam, rate));
+      if (k == 0) {
+        best_cost = c;
+      } else {
+        const V take = _mm256_cmp_pd(c, best_cost, _CMP_LT_OQ);
+        best = _mm256_blendv_pd(best, level, take);
+        best_cost = _mm256_blendv_pd(best_cost, c, take);
+      }
+    }
+    alignas(32) double b[4];
+    _mm256_store_pd(b, best);
+    for (int r = 0; r < 4; ++r) out[i + r] = to_i64(b[r]);
+  }
+}
 #endif
 
 // The tables rows4_trellis reads (each context and state's table followed by its worst price), or
@@ -281,8 +319,17 @@ std::vector<double> vector_tables(const Tables& t) {
 
 void decide(const double* x, const int64_t* ctx, std::size_t n, const Tables& t, int64_t* out, int threads) {
   constexpr std::size_t BLOCK = 1 << 16;
+  const std::vector<double> ext = vector_tables(t);
   parallel_for((n + BLOCK - 1) / BLOCK, threads, [&](std::size_t b) {
-    for (std::size_t i = b * BLOCK; i < std::min(n, (b + 1) * BLOCK); ++i) {
+    std::size_t i = b * BLOCK;
+    const std::size_t end = std::min(n, (b + 1) * BLOCK);
+#ifdef ZC_RDOQ_AVX2
+    if (!ext.empty()) {
+      decide4(x + i, ctx + i, end - i, t, ext.data(), out + i);
+      i += (end - i) / 4 * 4;
+    }
+#endif
+    for (; i < end; ++i) {
       const double v = x[i];
       const int64_t c = context(ctx[i], t);
       const double* row = t.bits + c * t.size;

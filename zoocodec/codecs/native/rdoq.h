@@ -1,8 +1,9 @@
 // Rate-distortion decisions on the CPU (kernels/rdoq.py's decide and dq_trellis for NumPy arrays):
 // the float64 operations of rdoq.cu, in the same order and without contraction into FMAs, so the levels
 // equal the GPU kernels' and the NumPy transliterations' (decide_emulated, dq_trellis_emulated) bit for
-// bit. Rows are independent: they run on the native pool. In NumPy the trellis was a Python loop over
-// columns, three quarters of a dq compress (minilm: 23 of 31 s).
+// bit. Rows are independent: they run on the native pool, four at a time in AVX2 lanes where the CPU has
+// it (values four at a time for decide). In NumPy the trellis was a Python loop over columns, three quarters
+// of a dq compress (minilm: 23 of 31 s); natively 86 ns a weight with 4 states, in AVX2 lanes 17.5.
 #pragma once
 #include <cstddef>
 #include <cstdint>
