@@ -93,7 +93,7 @@ def worker() -> None:
         req = json.loads(line)
         if req["op"] == "compress":
             src = modelio.open_model(zoo.resolve("minilm"))
-            model = {n: src._get(n) for n in src.names}
+            model = {n: src.torch(n) for n in src.names}
             if req["spec"] == "lossless":
                 model = {n: t.to(torch.bfloat16) for n, t in model.items() if t.dtype == torch.float32}
             extra = {"min_size": 1 << 62} if req["spec"] == "lossless" else {}  # (as bench_decode.py writes them)

@@ -252,7 +252,7 @@ def main() -> None:
     start = machine(("numpy", "torch", "zipnn", "safetensors"))  # (its load average: before the run)
     torch.set_num_threads(1)
     src = modelio.open_model(zoo.resolve(args.model))
-    model = {n: src._get(n) for n in src.names}
+    model = {n: src.torch(n) for n in src.names}
     floats = {n: t for n, t in model.items() if t.dtype == torch.float32}
     nbytes = sum(t.nbytes for t in model.values())
     rows, breakdown = [], {}

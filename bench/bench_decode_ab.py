@@ -71,7 +71,7 @@ from pathlib import Path
 from zoocodec.pipeline import modelio, zoo
 folder, which, (coders, q4) = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 src = modelio.open_model(zoo.resolve("smollm2-135m" if which == "q4" else "minilm"))
-model = {n: src._get(n) for n in src.names}
+model = {n: src.torch(n) for n in src.names}
 floats = {n: t for n, t in model.items() if t.dtype == torch.float32}
 bf16 = {n: t.to(torch.bfloat16) for n, t in floats.items()}
 matrices = {n: t for n, t in bf16.items() if t.dim() == 2 and t.numel() >= 1 << 16 and "word_embeddings" not in n}

@@ -30,7 +30,7 @@ THREADS = (1, 2)
 
 def float_tensors(model: str) -> list[torch.Tensor]:
     src = modelio.open_model(zoo.resolve(model))
-    return [t for t in (src._get(n) for n in src.names) if t.dtype == torch.float32]
+    return [t for t in (src.torch(n) for n in src.names) if t.dtype == torch.float32]
 
 
 def as_bits(t: torch.Tensor, dtype: str) -> np.ndarray:

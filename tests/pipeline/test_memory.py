@@ -111,6 +111,7 @@ def test_decompress_does_not_hold_the_container(tmp_path):
               str(tmp_path / "m.safetensors"))
     child = r'''
 import sys
+import torch  # (decompress imports it to write the model: its libraries are not the decode's memory)
 import zoocodec.container, zoocodec.methods.arrays
 from zoocodec.pipeline import core
 zoocodec.container.HASH_CHUNK, zoocodec.methods.arrays.BLOCK_BYTES = 256 << 10, 256 << 10  # scaled to 1 MB tensors

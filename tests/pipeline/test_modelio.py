@@ -194,3 +194,28 @@ def test_safetensors_tensors_are_the_files_bytes(tmp_path):
         f.truncate(len(data) - 100)
     with pytest.raises(ModelFormatError, match="cut short"):
         src.tensor("e.float")
+
+
+def test_compressing_safetensors_never_imports_torch(tmp_path):
+    """A safetensors file reads as NumPy arrays: `compress` of one (and of a Hugging Face folder, its
+    shards) never imports torch, about a second of every such process; its tensors are the file's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    g = np.random.default_rng(0)
+    model = {"w": torch.from_numpy(g.standard_normal((64, 256)).astype(np.float32)).to(torch.bfloat16),
+             "b": torch.from_numpy(g.standard_normal(64).astype(np.float32))}
+    (tmp_path / "hf").mkdir()
+    for path in (tmp_path / "m.safetensors", tmp_path / "hf" / "model.safetensors"):
+        save_file(model, path)
+    child = ("import sys\nfrom zoocodec.pipeline import core\n"
+             "for src in sys.argv[1:]:\n    core.compress(src, src + '.zc', 'lossless')\n"
+             "print('torch' in sys.modules)\n")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", child, str(tmp_path / "m.safetensors"), str(tmp_path / "hf")],
+                         capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.split() == ["False"]
+    for zc in (tmp_path / "m.safetensors.zc", tmp_path / "hf.zc"):
+        back = zoocodec.decompress(zc)
+        assert all(torch.equal(back[k], v) for k, v in model.items())

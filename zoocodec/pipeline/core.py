@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 import zstandard
 
 from zoocodec import __version__, budget, plan
@@ -33,16 +32,19 @@ from zoocodec.methods.base import Coded
 from zoocodec.methods.lossless import native_dtype
 from zoocodec.pipeline import batch as batch_mod, zoo
 from zoocodec.pipeline.modelio import (
-    FROM_NAME,
     STREAMED_FORMATS,
     LazyTensors,
     ModelSource,
     open_model,
     output_format,
     to_torch,
+    torch_dtype,
     write_model,
 )
 from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, DEFAULT_SPEC, Overrides, choose_spec, safe_default
+
+if TYPE_CHECKING:  # (torch is imported by what makes torch tensors: compress reads NumPy arrays)
+    import torch
 
 # the attached files (config, tokenizer), outside the weights' ratio: on minilm's 0.76 MB, level 19
 # took 163 ms of CPU, more than quantizing and coding its 91 MB of weights; level 9 14 ms for 11%
@@ -505,7 +507,7 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike | None = None, fm
                 if progress:
                     progress(name)
             return tensors | {alias: tensors[name] for alias, name in a.aliases.items()}  # tied: one tensor
-        kinds = {n: (FROM_NAME[e.dtype], e.shape) for n, e in a.plan.items()}
+        kinds = {n: (torch_dtype(e.dtype), e.shape) for n, e in a.plan.items()}
         kinds |= {alias: kinds[name] for alias, name in a.aliases.items()}
         # safetensors and Hugging Face folders are written tensor by tensor as they are decoded
         write_model(LazyTensors(kinds, lambda n: get(a.aliases.get(n, n)).cpu()), out, src.format, src.layout,

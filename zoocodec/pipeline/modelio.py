@@ -23,22 +23,37 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from zoocodec.budget import ATTACHED_FILE_LIMIT
 from zoocodec.errors import ModelFormatError
 from zoocodec.fsutil import atomic_file, atomic_folder, check_output, inside, plain_relpath
 from zoocodec.methods.base import TensorData
 
-TORCH_DTYPES = {
-    torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float64: "float64",
-    torch.int8: "int8", torch.uint8: "uint8", torch.int16: "int16", torch.int32: "int32",
-    torch.int64: "int64", torch.bool: "bool",
-}
-FROM_NAME = {v: k for k, v in TORCH_DTYPES.items()}
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where a torch tensor is read or made: compressing a safetensors file or a Hugging
+# Face folder reads NumPy arrays and never imports it (about a second of every such process).
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
+
+
+@cache
+def torch_dtypes() -> dict:
+    """torch dtype -> zoocodec's dtype name, for the dtypes zoocodec handles."""
+    import torch
+
+    return {getattr(torch, name): name for name in DTYPES}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return getattr(torch, name)
+
+
 HF_SMALL_FILE_LIMIT = ATTACHED_FILE_LIMIT  # what a reader accepts as attached (zoocodec.budget)
 
 
@@ -49,14 +64,19 @@ class ModelSource:
     format: str  # safetensors | pytorch | hf | onnx | dict
     path: Path | None
     names: list[str]
-    _get: Any
+    _get: Any  # name -> TensorData
     layout: dict[str, Any] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
     _ahead: Any = None  # name -> None: start reading a tensor's bytes from storage, in the background
 
     def tensor(self, name: str) -> TensorData:
         """One tensor by name, read again from the source."""
-        return to_tensordata(name, self._get(name))
+        return self._get(name)
+
+    def torch(self, name: str) -> torch.Tensor:
+        """One tensor by name as a torch tensor (imports torch)."""
+        t = self._get(name)
+        return to_torch(t.array, t.dtype)
 
     def tensors(self) -> Iterator[TensorData]:
         """Every tensor in order; while one is used, the next one's bytes are read from storage
@@ -68,15 +88,27 @@ class ModelSource:
 
 
 def to_tensordata(name: str, t: torch.Tensor) -> TensorData:
-    if t.dtype not in TORCH_DTYPES:
+    import torch
+
+    dtype = torch_dtypes().get(t.dtype)
+    if dtype is None:
         raise ModelFormatError(f"tensor {name!r} has dtype {t.dtype}, which zoocodec does not handle")
     t = t.detach().cpu().contiguous()
-    dtype = TORCH_DTYPES[t.dtype]
     array = t.view(torch.int16).numpy().view(np.uint16) if dtype == "bfloat16" else t.numpy()
     return TensorData(name, dtype, array)
 
 
+def _numpy_tensordata(name: str, a: np.ndarray, bfloat16: bool = False) -> TensorData:
+    """TensorData of a NumPy array (bfloat16: its uint16 bit patterns), refusing dtypes zoocodec does not handle."""
+    dtype = "bfloat16" if bfloat16 else a.dtype.name
+    if dtype not in DTYPES:
+        raise ModelFormatError(f"tensor {name!r} has dtype {a.dtype}, which zoocodec does not handle")
+    return TensorData(name, dtype, np.ascontiguousarray(a.view(np.uint16) if bfloat16 else a))
+
+
 def to_torch(array: np.ndarray, dtype: str) -> torch.Tensor:
+    import torch
+
     if not (array.flags.c_contiguous and array.flags.writeable):  # (a decoded array is both: no call)
         array = np.require(array, requirements="CW")  # keeps 0-d shapes, unlike ascontiguousarray
     if dtype == "bfloat16":
@@ -88,10 +120,12 @@ def to_torch(array: np.ndarray, dtype: str) -> torch.Tensor:
 def open_model(model: str | os.PathLike | dict) -> ModelSource:
     """A path (file or Hugging Face folder) or a dict of tensors -> ModelSource."""
     if isinstance(model, dict):
+        import torch
+
         bad = [k for k, v in model.items() if not isinstance(v, torch.Tensor)]
         if bad:
             raise ModelFormatError(f"model dict entry {bad[0]!r} is not a torch.Tensor")
-        return ModelSource("dict", None, list(model), model.__getitem__)
+        return ModelSource("dict", None, list(model), lambda n: to_tensordata(n, model[n]))
     path = Path(model)
     if not path.exists():
         raise ModelFormatError(f"{path}: no such file or directory")
@@ -119,7 +153,7 @@ def _open_safetensors(path: Path) -> ModelSource:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:  # validates the header and the offsets
+        with safe_open(str(path), framework="numpy") as f:  # validates the header and the offsets
             names = list(f.keys())
             meta = f.metadata() or {}
         with open(path, "rb") as f:
@@ -128,47 +162,47 @@ def _open_safetensors(path: Path) -> ModelSource:
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFormatError(f"{path}: unreadable safetensors file ({e})") from None
     return ModelSource(
-        "safetensors", path, names, lambda n: _read_tensor(path, 8 + size, entries[n]), {"metadata": meta},
+        "safetensors", path, names, lambda n: _read_tensor(path, 8 + size, n, entries[n]), {"metadata": meta},
         _ahead=lambda n: _read_ahead(path, 8 + size, entries[n]),
     )
 
 
-_ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-              "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
-              "BOOL": torch.bool}
+_ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I8": "int8",
+              "U8": "uint8", "I16": "int16", "I32": "int32", "I64": "int64", "BOOL": "bool"}
 
 
 MAP_MIN = 256 << 10  # bytes: smaller tensors are read (a mapping of their own costs more than the copy)
 
 
-def _read_tensor(path: Path, start: int, entry: dict) -> torch.Tensor:
+def _read_tensor(path: Path, start: int, name: str, entry: dict) -> TensorData:
     """One tensor of a safetensors file as a private (copy-on-write) mapping of its bytes: the page
     cache's pages, not a copy (reading minilm's 91 MB into fresh memory cost 35 ms of CPU, more than
-    quantizing it). The mapping goes with the tensor; safetensors' own mmap would keep every tensor
+    quantizing it). The mapping goes with the array; safetensors' own mmap would keep every tensor
     read so far resident until the file is closed. Tensors under MAP_MIN bytes, and bytes not
-    aligned for their dtype, are read into the tensor's own memory."""
+    aligned for their dtype, are read into the array's own memory."""
     if entry["dtype"] not in _ST_DTYPES:
         raise ModelFormatError(f"{path}: dtype {entry['dtype']}, which zoocodec does not handle")
     begin, end = entry["data_offsets"]
     dtype, shape = _ST_DTYPES[entry["dtype"]], entry["shape"]
-    if end - begin != math.prod(shape) * dtype.itemsize:
+    bits = np.dtype(np.uint16 if dtype == "bfloat16" else dtype)  # (bfloat16 travels as its bit patterns)
+    if end - begin != math.prod(shape) * bits.itemsize:
         raise ModelFormatError(f"{path}: a tensor's bytes are cut short")
     if end == begin:
-        return torch.empty(shape, dtype=dtype)
+        return TensorData(name, dtype, np.empty(shape, dtype=bits))
     with open(path, "rb") as f:
         if start + end > os.fstat(f.fileno()).st_size:
             raise ModelFormatError(f"{path}: a tensor's bytes are cut short")
         at = start + begin
-        if at % dtype.itemsize or end - begin < MAP_MIN:
-            t = torch.empty(shape, dtype=dtype)
+        if at % bits.itemsize or end - begin < MAP_MIN:
+            a = np.empty(shape, dtype=bits)
             f.seek(at)
-            if f.readinto(memoryview(t.view(-1).view(torch.uint8).numpy())) != end - begin:
+            if f.readinto(memoryview(a.reshape(-1).view(np.uint8))) != end - begin:
                 raise ModelFormatError(f"{path}: a tensor's bytes are cut short")
-            return t
+            return TensorData(name, dtype, a)
         base = at - at % mmap.ALLOCATIONGRANULARITY
         pages = mmap.mmap(f.fileno(), at + end - begin - base, access=mmap.ACCESS_COPY, offset=base)
     raw = np.frombuffer(pages, dtype=np.uint8, count=end - begin, offset=at - base)
-    return torch.from_numpy(raw).view(dtype).view(shape)
+    return TensorData(name, dtype, raw.view(bits).reshape(shape))
 
 
 @cache
@@ -195,6 +229,8 @@ def _read_ahead(path: Path, start: int, entry: dict) -> None:
 
 
 def _open_pytorch(path: Path) -> ModelSource:
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as e:
@@ -216,10 +252,13 @@ def _open_pytorch(path: Path) -> ModelSource:
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     prefix = "module." if sd and all(k.startswith("module.") for k in sd) else ""
     tensors = {k[len(prefix):]: v for k, v in sd.items()}
-    return ModelSource("pytorch", path, list(tensors), tensors.__getitem__, {"nest": nest, "prefix": prefix})
+    return ModelSource("pytorch", path, list(tensors), lambda n: to_tensordata(n, tensors[n]),
+                       {"nest": nest, "prefix": prefix})
 
 
 def _torch_load_plain(path: Path):
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -237,6 +276,8 @@ def _refused(path: Path, e: Exception) -> ModelFormatError:
 
 
 def _is_state_dict(obj) -> bool:
+    import torch
+
     return isinstance(obj, dict) and bool(obj) and any(isinstance(v, torch.Tensor) for v in obj.values()) and all(
         isinstance(k, str) for k in obj
     )
@@ -305,11 +346,9 @@ def _open_onnx(path: Path) -> ModelSource:
     del proto.graph.initializer[:]
     graph = proto.SerializeToString()
 
-    def get(name: str) -> torch.Tensor:
+    def get(name: str) -> TensorData:
         a = numpy_helper.to_array(inits[name])
-        if a.dtype.name == "bfloat16":
-            return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-        return torch.from_numpy(np.array(a))
+        return _numpy_tensordata(name, a, bfloat16=a.dtype.name == "bfloat16")
 
     return ModelSource("onnx", path, order, get, {}, {"model.onnx": graph})
 
@@ -379,24 +418,26 @@ class LazyTensors(Mapping):
 
 
 # safetensors' own order: larger dtypes first (its Dtype enum, descending), then by name
-_ST_ORDER = [torch.int64, torch.float64, torch.float32, torch.int32, torch.bfloat16, torch.float16, torch.int16,
-             torch.int8, torch.uint8, torch.bool]
+_ST_ORDER = ["int64", "float64", "float32", "int32", "bfloat16", "float16", "int16", "int8", "uint8", "bool"]
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 
 
 def _write_safetensors(tensors, path: Path, layout, files, metadata=None) -> None:
     """The bytes safetensors.torch.save_file writes (header, then the tensors in its order),
     one tensor at a time: each is made, written and released before the next."""
+    import torch
+
+    names_of = torch_dtypes()
     meta = metadata if metadata is not None else layout.get("metadata") or None
     lazy = LazyTensors.of(tensors)
-    names = sorted(lazy, key=lambda n: (_ST_ORDER.index(lazy.kinds[n][0]), n))
+    names = sorted(lazy, key=lambda n: (_ST_ORDER.index(names_of[lazy.kinds[n][0]]), n))
     header, offset = {}, 0
     if meta:
         header["__metadata__"] = {k: meta[k] for k in sorted(meta)}
     for n in names:
         dtype, shape = lazy.kinds[n]
         size = math.prod(shape) * dtype.itemsize
-        header[n] = {"dtype": _ST_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[n] = {"dtype": _ST_NAMES[names_of[dtype]], "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
@@ -412,6 +453,8 @@ def _write_safetensors(tensors, path: Path, layout, files, metadata=None) -> Non
 
 
 def _write_pytorch(tensors, path: Path, layout, files) -> None:
+    import torch
+
     prefix = layout.get("prefix") or ""
     sd = {prefix + k: v for k, v in tensors.items()}
     torch.save({layout["nest"]: sd} if layout.get("nest") else sd, path)
@@ -420,6 +463,7 @@ def _write_pytorch(tensors, path: Path, layout, files) -> None:
 def onnx_with_weights(graph: bytes, tensors: dict[str, torch.Tensor]):
     """An ONNX graph (serialized, without its weights) with `tensors` as its initializers: an onnx.ModelProto."""
     import onnx
+    import torch
     from onnx import numpy_helper
 
     proto = onnx.ModelProto()

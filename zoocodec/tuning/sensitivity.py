@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from zoocodec.eval.evaluate import Evaluator, entry, evaluator, tasks_of
-from zoocodec.pipeline.modelio import TORCH_DTYPES
+from zoocodec.pipeline.modelio import torch_dtypes
 from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, selected
 
 EMBEDDING_GROUPS = 4  # row groups of a word-embedding table (token ids: frequent words come first)
@@ -25,7 +25,7 @@ EMBEDDING_GROUPS = 4  # row groups of a word-embedding table (token ids: frequen
 
 def quantized_names(weights: dict[str, torch.Tensor], min_size: int = DEFAULT_MIN_SIZE) -> list[str]:
     """The tensors compress quantizes by default: floating point with at least min_size weights."""
-    return [k for k, v in weights.items() if selected(TORCH_DTYPES.get(v.dtype, str(v.dtype)), v.numel(), min_size)]
+    return [k for k, v in weights.items() if selected(torch_dtypes().get(v.dtype, str(v.dtype)), v.numel(), min_size)]
 
 
 def row_groups(n_rows: int, groups: int) -> torch.Tensor:
