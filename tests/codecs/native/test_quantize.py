@@ -190,5 +190,9 @@ def test_rounded_counts_decline_what_they_cannot_count():
     assert engine().rounded_counts(w[1:] * 1e6, np.array([1.0]), 1000) is None  # more levels than asked for
     assert engine().rounded_counts(np.array([[np.nan]]), np.array([1.0]), 10) is None
     assert engine().rounded_counts(np.array([[5.0]]), np.array([0.0]), 10) is None  # (inf)
+    for bad in (np.nan, np.inf, -(2.0**60)):  # in the AVX2 lanes (runs of 4 and more) as in the scalar tail
+        row = np.arange(9.0)
+        row[5] = bad
+        assert engine().rounded_counts(row[None], np.array([1.0]), 1 << 22) is None
     with pytest.raises(ValueError, match="one per row"):
         engine().rounded_counts(w, np.ones(3), 10)

@@ -545,32 +545,110 @@ bool side_range(const void* codes, int code_bytes, const void* centres, int cent
   return ok;
 }
 
+namespace {
+
+constexpr double COUNT_LIMIT = 2251799813685248.0;  // 2^51: round_even's range
+
+// fn(level) for each weight of w[a, b), in runs of one step (a row of `cols` weights: steps[row], or steps[0]).
+template <class Fn>
+void rounded_runs(const double* w, std::size_t a, std::size_t b, const double* steps, std::size_t nsteps,
+                  std::size_t cols, Fn fn) {
+  while (a < b) {
+    const std::size_t row = a / cols, end = std::min(b, (row + 1) * cols);
+    const double step = steps[nsteps == 1 ? 0 : row];
+    for (; a < end; ++a) fn(round_even(w[a] / step));
+  }
+}
+
+#ifdef ZC_AVX2
+// round_even(w[i] / step) for 4 weights: the same division and rounding, lane by lane.
+__attribute__((target("avx2"))) inline __m256d rounded4(const double* w, __m256d step) {
+  const __m256d magic = _mm256_set1_pd(6755399441055744.0);
+  return _mm256_sub_pd(_mm256_add_pd(_mm256_div_pd(_mm256_loadu_pd(w), step), magic), magic);
+}
+
+// Pass 1 on AVX2: the least and greatest level of w[a, b), and whether every |level| < COUNT_LIMIT.
+__attribute__((target("avx2"))) void level_range4(const double* w, std::size_t a, std::size_t b, const double* steps,
+                                                  std::size_t nsteps, std::size_t cols, double* low, double* high,
+                                                  bool* fine) {
+  const __m256d limit = _mm256_set1_pd(COUNT_LIMIT), sign = _mm256_set1_pd(-0.0);
+  __m256d lo4 = _mm256_set1_pd(COUNT_LIMIT), hi4 = _mm256_set1_pd(-COUNT_LIMIT);
+  __m256d ok4 = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+  double lo = COUNT_LIMIT, hi = -COUNT_LIMIT;
+  bool ok = true;
+  while (a < b) {
+    const std::size_t row = a / cols, end = std::min(b, (row + 1) * cols);
+    const double step = steps[nsteps == 1 ? 0 : row];
+    const __m256d st = _mm256_set1_pd(step);
+    for (; a + 4 <= end; a += 4) {
+      const __m256d q = rounded4(w + a, st);
+      ok4 = _mm256_and_pd(ok4, _mm256_cmp_pd(_mm256_andnot_pd(sign, q), limit, _CMP_LT_OQ));  // (false for NaN)
+      lo4 = _mm256_min_pd(lo4, q);
+      hi4 = _mm256_max_pd(hi4, q);
+    }
+    for (; a < end; ++a) {
+      const double q = round_even(w[a] / step);
+      ok &= std::fabs(q) < COUNT_LIMIT;
+      lo = std::min(lo, q);
+      hi = std::max(hi, q);
+    }
+  }
+  alignas(32) double l[4], h[4];
+  _mm256_store_pd(l, lo4);
+  _mm256_store_pd(h, hi4);
+  for (int k = 0; k < 4; ++k) lo = std::min(lo, l[k]), hi = std::max(hi, h[k]);
+  *low = lo, *high = hi, *fine = ok && _mm256_movemask_pd(ok4) == 0xf;
+}
+
+// Pass 2 on AVX2: ++counts[level - base] for w[a, b) (every level within the range pass 1 found).
+__attribute__((target("avx2"))) void count_levels4(const double* w, std::size_t a, std::size_t b, const double* steps,
+                                                   std::size_t nsteps, std::size_t cols, double base, int64_t* counts) {
+  const __m256d lo = _mm256_set1_pd(base);
+  alignas(16) int32_t k[4];
+  while (a < b) {
+    const std::size_t row = a / cols, end = std::min(b, (row + 1) * cols);
+    const double step = steps[nsteps == 1 ? 0 : row];
+    const __m256d st = _mm256_set1_pd(step);
+    for (; a + 4 <= end; a += 4) {
+      _mm_store_si128(reinterpret_cast<__m128i*>(k), _mm256_cvttpd_epi32(_mm256_sub_pd(rounded4(w + a, st), lo)));
+      ++counts[k[0]], ++counts[k[1]], ++counts[k[2]], ++counts[k[3]];
+    }
+    for (; a < end; ++a) ++counts[static_cast<std::size_t>(round_even(w[a] / step) - base)];
+  }
+}
+#endif
+
+}  // namespace
+
 bool rounded_counts(const double* w, std::size_t n, const double* steps, std::size_t nsteps, std::size_t cols,
                     std::size_t max_size, int64_t* lo, std::vector<int64_t>* counts, int threads) {
-  const std::size_t rows = cols ? n / cols : 0;
-  const std::size_t parts = std::max<std::size_t>(1, std::min<std::size_t>(rows, 4 * static_cast<std::size_t>(
-                                                      threads > 0 ? threads : default_threads())));
-  // fn(level) for each level of rows [a, b), the level as a double
-  auto levels = [&](std::size_t part, auto fn) {
-    for (std::size_t r = part * rows / parts, end = (part + 1) * rows / parts; r < end; ++r) {
-      const double step = steps[nsteps == 1 ? 0 : r];
-      for (std::size_t i = r * cols; i < (r + 1) * cols; ++i) fn(round_even(w[i] / step));
-    }
-  };
-  constexpr double LIMIT = 2251799813685248.0;  // 2^51: round_even's range
-  std::vector<double> low(parts, LIMIT), high(parts, -LIMIT);
+  if (n == 0 || cols == 0 || n % cols) return false;
+  // parts of the flat weights (a single step's tensor is one row: its parts split it too)
+  const std::size_t parts = std::max<std::size_t>(1, std::min<std::size_t>(
+                                                         (n + 65535) / 65536, 4 * static_cast<std::size_t>(
+                                                                                  threads > 0 ? threads : default_threads())));
+  auto from = [&](std::size_t p) { return p * n / parts; };
+  std::vector<double> low(parts, COUNT_LIMIT), high(parts, -COUNT_LIMIT);
   std::vector<char> fine(parts, 1);
   parallel_for(parts, threads, [&](std::size_t p) {
-    double a = LIMIT, b = -LIMIT;
+#ifdef ZC_AVX2
+    if (has_avx2) {
+      bool ok;
+      level_range4(w, from(p), from(p + 1), steps, nsteps, cols, &low[p], &high[p], &ok);
+      fine[p] = ok;
+      return;
+    }
+#endif
+    double a = COUNT_LIMIT, b = -COUNT_LIMIT;
     bool ok = true;
-    levels(p, [&](double q) {
-      ok &= std::fabs(q) < LIMIT;  // (false for NaN)
+    rounded_runs(w, from(p), from(p + 1), steps, nsteps, cols, [&](double q) {
+      ok &= std::fabs(q) < COUNT_LIMIT;  // (false for NaN)
       a = std::min(a, q);
       b = std::max(b, q);
     });
     low[p] = a, high[p] = b, fine[p] = ok;
   });
-  if (n == 0 || rows * cols != n || std::count(fine.begin(), fine.end(), 0)) return false;
+  if (std::count(fine.begin(), fine.end(), 0)) return false;
   const double a = *std::min_element(low.begin(), low.end()), b = *std::max_element(high.begin(), high.end());
   if (b - a + 1 > static_cast<double>(max_size)) return false;
   const std::size_t size = static_cast<std::size_t>(b - a) + 1;
@@ -579,7 +657,13 @@ bool rounded_counts(const double* w, std::size_t n, const double* steps, std::si
   parallel_for(parts, threads, [&](std::size_t p) {
     std::vector<int64_t>& c = part_counts[p];
     c.assign(size, 0);
-    levels(p, [&](double q) { ++c[static_cast<std::size_t>(q - a)]; });
+#ifdef ZC_AVX2
+    if (has_avx2) {
+      count_levels4(w, from(p), from(p + 1), steps, nsteps, cols, a, c.data());
+      return;
+    }
+#endif
+    rounded_runs(w, from(p), from(p + 1), steps, nsteps, cols, [&](double q) { ++c[static_cast<std::size_t>(q - a)]; });
   });
   counts->assign(size, 0);
   for (const auto& c : part_counts)
