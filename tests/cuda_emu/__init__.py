@@ -3,7 +3,8 @@ a fiber, barriers and warp operations checked), launched through a NumPy-backed 
 part of CuPy the kernels' wrappers use. On a machine without a GPU it runs the kernels' own source
 (indexing, parsing, bounds checks, the shared-memory and warp protocols), where a NumPy
 transliteration only runs a copy of their algorithm. Arrays made by its creation functions end
-at a page nobody may touch, so a kernel reading or writing past one fails its launch. It says
+at a page nobody may touch (or, with ZOOCODEC_EMU_GUARD=start, begin after one), so a kernel reading
+or writing past one (or before it) fails its launch. It says
 nothing of speed, of memory ordering between blocks (blocks run one after another) or of NVRTC's
 FMA contraction (the host never contracts): the real GPU runs stay the `gpu` tests. x86-64 with
 g++ only."""
@@ -154,16 +155,21 @@ def _host(x):
 
 def guarded(shape, dtype=np.float64) -> np.ndarray:
     """An uninitialised C-order array whose end (to its dtype's alignment) abuts a page nobody may touch:
-    a kernel reading or writing past it faults, and the launch fails naming the thread (emu.h)."""
+    a kernel reading or writing past it faults, and the launch fails naming the thread (emu.h). With
+    ZOOCODEC_EMU_GUARD=start the page is before the array's first byte instead, so reads before an
+    array (a negative index) fault (the slow tier runs the gpu tests both ways)."""
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
     count = math.prod(shape)
     pages = -(-count * dtype.itemsize // mmap.PAGESIZE) + 1
     block = mmap.mmap(-1, pages * mmap.PAGESIZE)
     base = np.frombuffer(block, np.uint8).ctypes.data
-    if _libc.mprotect(ctypes.c_void_p(base + (pages - 1) * mmap.PAGESIZE), mmap.PAGESIZE, 0):
+    start = os.environ.get("ZOOCODEC_EMU_GUARD", "end") == "start"
+    guard = base if start else base + (pages - 1) * mmap.PAGESIZE
+    if _libc.mprotect(ctypes.c_void_p(guard), mmap.PAGESIZE, 0):
         raise OSError(ctypes.get_errno(), "mprotect of a device array's guard page")
-    at = ((pages - 1) * mmap.PAGESIZE - count * dtype.itemsize) // dtype.alignment * dtype.alignment
+    at = mmap.PAGESIZE if start else (
+        ((pages - 1) * mmap.PAGESIZE - count * dtype.itemsize) // dtype.alignment * dtype.alignment)
     return np.frombuffer(block, dtype, count, at).reshape(shape)
 
 

@@ -56,6 +56,9 @@ extern "C" __global__ void convert(const double* x, unsigned short* half, long l
 extern "C" __global__ void past(const float* x, unsigned long long reach, float* out) {
   out[threadIdx.x] = x[threadIdx.x + reach];
 }
+extern "C" __global__ void before(const float* x, long long back, float* out) {
+  out[threadIdx.x] = x[(long long)threadIdx.x - back];
+}
 extern "C" __global__ void scaled(const float* x, unsigned long long n, double by, float* out) {
   const unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
   if (i < n) out[i] = (float)__dmul_rn(x[i], by);
@@ -141,6 +144,18 @@ def test_reading_past_an_array_is_caught(emu):
     assert np.array_equal(out.get(), np.arange(32, dtype=np.float32))
 
 
+def test_reading_before_an_array_is_caught_with_the_guard_at_its_start(emu, monkeypatch):
+    """ZOOCODEC_EMU_GUARD=start puts the page nobody may touch before each new array: a read at index -1
+    fails the launch; reads from the first element on do not."""
+    cupy, m = emu
+    monkeypatch.setenv("ZOOCODEC_EMU_GUARD", "start")
+    x, out = cupy.asarray(np.arange(100, dtype=np.float32)), cupy.zeros(32, dtype=np.float32)
+    m.get_function("before")((1,), (32,), (x, np.int64(0), out))
+    assert np.array_equal(out.get(), np.arange(32, dtype=np.float32))
+    with pytest.raises(RuntimeError, match="thread 0 of block 0,0: read or wrote outside its arrays"):
+        m.get_function("before")((1,), (32,), (x, np.int64(1), out))
+
+
 def test_arguments_follow_cupys_rules(emu):
     cupy, m = emu
     k = m.get_function("scaled")
@@ -212,8 +227,11 @@ def test_the_gpu_decoders_tests_pass_on_the_emulator():
 
 
 @pytest.mark.slow
-def test_every_gpu_test_passes_on_the_emulator():
+@pytest.mark.parametrize("guard", ["end", "start"])
+def test_every_gpu_test_passes_on_the_emulator(guard, monkeypatch):
     """The whole `gpu` tier (compress on the device, k-means, rdoq/dq, statistics, rANS encoding) on the
-    kernels' source; only what needs torch's CUDA, NVDEC or DALI skips."""
+    kernels' source, with the guard page after every device array and again before it; only what needs
+    torch's CUDA, NVDEC or DALI skips."""
+    monkeypatch.setenv("ZOOCODEC_EMU_GUARD", guard)
     out = run_gpu_tests(["tests"], 3600)
     assert " passed" in out and "failed" not in out
