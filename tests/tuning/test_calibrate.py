@@ -303,6 +303,28 @@ def test_coordinate_descent_agrees_with_a_scalar_reference():
             assert np.array_equal(descend(w, q, steps, hd, sweeps), reference(w, q, steps, hd, sweeps)), trial
 
 
+def test_native_nearest_feedback_is_the_column_loop():
+    """feedback's native blocks (nearest rounding, rows on the engine's threads) leave the indices and the
+    updated weights of its NumPy column loop bit for bit, with one factor or one per group of rows."""
+    from zoocodec.tuning.calibrate import factors, feedback
+
+    rng = np.random.default_rng(4)
+    for trial in range(16):
+        w, steps, hs = _random_layer(rng, groups=1 + trial % 3)
+        u = factors(hs)
+        step = np.broadcast_to(steps.reshape(-1), (w.shape[0],)).copy()
+        q_loop, q_native, w_loop, w_native = np.zeros(w.shape, np.int64), np.zeros(w.shape, np.int64), w.copy(), w.copy()
+
+        def on_grid(j, column):
+            q_loop[:, j] = k = np.rint(column / step)
+            return k * step
+
+        block = int(rng.integers(1, 20))
+        feedback(w_loop, u, block, on_grid)
+        feedback(w_native, u, block, nearest=(step, q_native))
+        assert np.array_equal(q_loop, q_native) and np.array_equal(w_loop, w_native), trial
+
+
 def test_act_order_is_gptq_on_the_permuted_columns_per_group():
     """act_order: the columns rounded in decreasing diag(H) order is plain GPTQ on w and H permuted that way,
     un-permuted; a grouped layer's groups each take their own order."""

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from zoocodec.codecs import native
 from zoocodec.codecs.base import Order0
 from zoocodec.methods import MethodSpec
 
@@ -224,11 +225,13 @@ def gptq(w: np.ndarray, steps: np.ndarray, h: np.ndarray, damp: float = DAMP, la
     q = np.zeros((rows, d), dtype=np.int64)
 
     def on_grid(j: int, column: np.ndarray) -> np.ndarray:
-        x = column / step
-        q[:, j] = k = np.rint(x) if table is None else _cheapest(x, table, per_bit[:, j])
+        q[:, j] = k = _cheapest(column / step, table, per_bit[:, j])
         return k * step
 
-    feedback(wp, u, BLOCK, on_grid)
+    if table is None:  # nearest rounding: the column loop in the native engine
+        feedback(wp, u, BLOCK, nearest=(np.ascontiguousarray(step), q))
+    else:
+        feedback(wp, u, BLOCK, on_grid)
     if cols is not None:
         q = _put(q, cols)
     return descend(w, q, step, prepared.h, sweeps, lam * price) if sweeps else q
@@ -291,6 +294,10 @@ def descend(w: np.ndarray, q: np.ndarray, steps: np.ndarray, h: np.ndarray, swee
     lo, hi = (q.min(), q.max()) if q.size else (0, 0)
     # per level lo - 1 .. hi + 1 (the two outside: never entered), how many symbols hold it
     counts = np.bincount((q - lo + 1).ravel(), minlength=hi - lo + 3) if rate > 0 else None
+    if counts is None:  # rows move independently: each row's passes in the native engine, the same operations
+        native.engine().gptq_descend(np.ascontiguousarray(s), g, q, np.ascontiguousarray(hs),
+                                     np.ascontiguousarray(curve), int(lo), int(hi), sweeps)
+        return q
     for _ in range(sweeps):
         moved = 0
         for j in range(d):
@@ -329,10 +336,13 @@ def _put(q: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
-def feedback(w: np.ndarray, u: np.ndarray, block: int, on_grid: Callable[[int, np.ndarray], np.ndarray]) -> None:
+def feedback(w: np.ndarray, u: np.ndarray, block: int, on_grid: Callable[[int, np.ndarray], np.ndarray] | None = None,
+             nearest: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """GPTQ's column loop over the rows x d matrix `w` (updated in place): column j becomes on_grid(j, column),
     its error fed through `u` (factors(): one, or one per consecutive equal group of rows) to the columns after
-    it, `block` columns between two rank-`block` updates of the rest."""
+    it, `block` columns between two rank-`block` updates of the rest. nearest=(step per row, q) instead of
+    on_grid: nearest rounding, indices written to q, each block's column loop in the native engine (rows on its
+    threads; the same operations as the loop below)."""
     rows, d = w.shape
     # per row: its group's factor (one shared factor stays one matrix: the block updates are then one product)
     u_rows = u if len(u) == 1 else np.repeat(u, rows // len(u), axis=0)
@@ -340,11 +350,15 @@ def feedback(w: np.ndarray, u: np.ndarray, block: int, on_grid: Callable[[int, n
     for b0 in range(0, d, block):
         b1 = min(b0 + block, d)
         err = np.zeros((rows, b1 - b0))
-        for j in range(b0, b1):
-            e = (w[:, j] - on_grid(j, w[:, j])) / diag[:, j]
-            err[:, j - b0] = e
-            if j + 1 < b1:
-                w[:, j + 1 : b1] -= e[:, None] * u_rows[:, j, j + 1 : b1]
+        if nearest is not None:
+            native.engine().gptq_nearest_block(w, np.ascontiguousarray(u, dtype=np.float64), nearest[0], b0, b1,
+                                               nearest[1], err)
+        else:
+            for j in range(b0, b1):
+                e = (w[:, j] - on_grid(j, w[:, j])) / diag[:, j]
+                err[:, j - b0] = e
+                if j + 1 < b1:
+                    w[:, j + 1 : b1] -= e[:, None] * u_rows[:, j, j + 1 : b1]
         if b1 < d:
             w[:, b1:] -= err @ u[0, b0:b1, b1:] if len(u) == 1 else (err[:, None] @ u_rows[:, b0:b1, b1:])[:, 0]
 

@@ -14,6 +14,7 @@ void bind_quantize(nb::module_& m);
 void bind_plan(nb::module_& m);
 void bind_dq(nb::module_& m);
 void bind_ctx_model(nb::module_& m);
+void bind_gptq(nb::module_& m);
 
 NB_MODULE(_engine, m) {
   m.doc() = "zoocodec's native coding engine (C++17, multi-threaded)";
@@ -26,4 +27,5 @@ NB_MODULE(_engine, m) {
   bind_plan(m);
   bind_dq(m);
   bind_ctx_model(m);
+  bind_gptq(m);
 }
