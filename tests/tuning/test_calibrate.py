@@ -313,7 +313,8 @@ def test_native_nearest_feedback_is_the_column_loop():
         w, steps, hs = _random_layer(rng, groups=1 + trial % 3)
         u = factors(hs)
         step = np.broadcast_to(steps.reshape(-1), (w.shape[0],)).copy()
-        q_loop, q_native, w_loop, w_native = np.zeros(w.shape, np.int64), np.zeros(w.shape, np.int64), w.copy(), w.copy()
+        q_loop, q_native = np.zeros(w.shape, np.int64), np.zeros(w.shape, np.int64)
+        w_loop, w_native = w.copy(), w.copy()
 
         def on_grid(j, column):
             q_loop[:, j] = k = np.rint(column / step)
