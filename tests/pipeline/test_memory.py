@@ -111,11 +111,14 @@ def test_decompress_does_not_hold_the_container(tmp_path):
               str(tmp_path / "m.safetensors"))
     child = r'''
 import sys
-import torch  # (decompress imports it to write the model: its libraries are not the decode's memory)
 import zoocodec.container, zoocodec.methods.arrays
 from zoocodec.pipeline import core
 zoocodec.container.HASH_CHUNK, zoocodec.methods.arrays.BLOCK_BYTES = 256 << 10, 256 << 10  # scaled to 1 MB tensors
 core.compress(sys.argv[1], sys.argv[2])
+# one decompress first: what a first one adds to the heap (torch, the native pool's threads and arenas) is not
+# the decode's memory; the measured one shows what decoding holds (a compress that imports no torch leaves
+# too little heap behind to stand in for that warm-up)
+core.decompress(sys.argv[2], sys.argv[3] + ".first")
 def kib(k):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(k))
 open("/proc/self/clear_refs", "w").write("5")
@@ -129,6 +132,6 @@ print((kib("VmHWM:") - base) * 1024)
                          cwd=ROOT)
     zc = (tmp_path / "m.zc").stat().st_size
     peak = int(out.stdout.splitlines()[-1])
-    # 3.0-5.2 MB measured with 1 MB tensors decoded two at a time (format 3, 2026-12-04; 1.5-3.8 MB
-    # one at a time before); holding the whole file was >= 9.6 MB
+    # 2.4-2.6 MB measured with 1 MB tensors decoded two at a time after a first decompress (2026-12-07; 3.0-5.2
+    # without it, format 3, 2026-12-04; 1.5-3.8 MB one at a time before); holding the whole file was >= 9.6 MB
     assert peak < zc * 2 / 3, (peak, zc)
