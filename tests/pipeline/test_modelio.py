@@ -99,6 +99,31 @@ def test_onnx_round_trip_runs_in_onnxruntime(tmp_path):
     assert not np.array_equal(got, ref)  # the 8-bit weights really were used
 
 
+def test_scalar_tensors_keep_their_shape(tmp_path):
+    """0-d tensors (an ONNX graph's scalar constants, a checkpoint's counters) come back 0-d from every reader."""
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale = numpy_helper.from_array(np.array(1.5, dtype=np.float32), "scale")
+    w = numpy_helper.from_array(np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y0"]), helper.make_node("Mul", ["y0", "scale"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], [scale, w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    zoocodec.compress(tmp_path / "m.onnx", tmp_path / "m.zc", "lossless")
+    zoocodec.decompress(tmp_path / "m.zc", tmp_path / "back.onnx")
+    back = {i.name: numpy_helper.to_array(i) for i in onnx.load(tmp_path / "back.onnx").graph.initializer}
+    assert back["scale"].shape == () and back["scale"] == np.float32(1.5)
+    x = np.ones((2, 8), np.float32)
+    assert np.array_equal(ort.InferenceSession(str(tmp_path / "back.onnx")).run(None, {"x": x})[0],
+                          ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x})[0])
+    save_file({"step": torch.tensor(3, dtype=torch.int64), "w": torch.ones(4, 4)}, tmp_path / "s.safetensors")
+    assert open_model(tmp_path / "s.safetensors").tensor("step").array.shape == ()
+    zoocodec.compress(tmp_path / "s.safetensors", tmp_path / "s.zc", "lossless")
+    assert zoocodec.decompress(tmp_path / "s.zc")["step"].shape == ()
+
+
 def test_real_pytorch_zoo_model(tmp_path, mnist_path):
     zoocodec.compress(mnist_path, tmp_path / "m.zc", "uniform:bits=8")
     back = zoocodec.decompress(tmp_path / "m.zc")

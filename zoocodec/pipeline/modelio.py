@@ -103,7 +103,8 @@ def _numpy_tensordata(name: str, a: np.ndarray, bfloat16: bool = False) -> Tenso
     dtype = "bfloat16" if bfloat16 else a.dtype.name
     if dtype not in DTYPES:
         raise ModelFormatError(f"tensor {name!r} has dtype {a.dtype}, which zoocodec does not handle")
-    return TensorData(name, dtype, np.ascontiguousarray(a.view(np.uint16) if bfloat16 else a))
+    # (np.require keeps a 0-d array 0-d: ascontiguousarray would make it 1-d)
+    return TensorData(name, dtype, np.require(a.view(np.uint16) if bfloat16 else a, requirements="C"))
 
 
 def to_torch(array: np.ndarray, dtype: str) -> torch.Tensor:
