@@ -228,7 +228,7 @@ def test_native_counts_by_context_are_the_bincount_of_the_contexts(rows, cols, l
     assert np.array_equal(model.counts(m, lo, size), want.reshape(bins, size))
     classes = context.matrix_classes(m)  # best_model's one pass for every candidate: the same counts
     each = context.fit(m, layout, bins, classes)
-    assert np.array_equal(context.ClassCounts(m, classes, lo, size).counts(each), each.counts(m, lo, size))
+    assert np.array_equal(context.ClassCounts.of(m, classes, lo, size).counts(each), each.counts(m, lo, size))
 
 
 def test_native_counts_refuse_what_is_out_of_range():

@@ -116,22 +116,30 @@ class Model:
         return np.clip(((rv[:, None] + cv[None, :] - self.lo) * self.bins) // self.width, 0, self.bins - 1)
 
 
+@dataclass
 class ClassCounts:
     """A matrix's levels counted once by (row class, column class): any Model's counts by context are
     sums of these cells, so best_model reads the matrix once for its nine candidates instead of nine times."""
 
-    def __init__(self, m: np.ndarray, classes: tuple[np.ndarray, np.ndarray], lo: int, size: int):
-        self.rows_of, r = np.unique(classes[0], return_inverse=True)
-        self.cols_of, c = np.unique(classes[1], return_inverse=True)
-        cells = np.arange(self.rows_of.size * self.cols_of.size, dtype=np.int64).reshape(self.rows_of.size, -1)
-        self.cells = np.empty((cells.size, size), dtype=np.int64)
-        native.engine().ctx_count_levels(np.ascontiguousarray(m), r.astype(np.int64), c.astype(np.int64), cells, lo,
-                                         self.cells)
+    rows_of: np.ndarray
+    cols_of: np.ndarray
+    lo: int
+    cells: np.ndarray  # (row classes x column classes, levels from lo)
 
     @staticmethod
-    def worth(m: np.ndarray, classes: tuple[np.ndarray, np.ndarray], size: int) -> bool:
-        """Fewer cells than levels in the matrix (summing them then costs less than a pass over it)."""
-        return len(np.unique(classes[0])) * len(np.unique(classes[1])) * size <= m.size
+    def of(m: np.ndarray, classes: tuple[np.ndarray, np.ndarray], lo: int, size: int,
+           limit: int | None = None) -> ClassCounts | None:
+        """The counts (levels lo .. lo + size - 1), or None where there would be more than `limit` cells
+        (best_model's: the matrix's size, past which summing cells costs more than a pass over it)."""
+        rows_of, r = np.unique(classes[0], return_inverse=True)
+        cols_of, c = np.unique(classes[1], return_inverse=True)
+        if limit is not None and rows_of.size * cols_of.size * size > limit:
+            return None
+        cells = np.empty((rows_of.size * cols_of.size, size), dtype=np.int64)
+        index = np.arange(cells.shape[0], dtype=np.int64).reshape(rows_of.size, -1)
+        native.engine().ctx_count_levels(np.ascontiguousarray(m), r.astype(np.int64), c.astype(np.int64), index, lo,
+                                         cells)
+        return ClassCounts(rows_of, cols_of, lo, cells)
 
     def counts(self, model: Model) -> np.ndarray:
         """(bins, size) counts of the matrix's levels by the model's contexts: Model.counts without the pass."""
@@ -275,12 +283,13 @@ def _estimate_bits(model: Model | Ends, m: np.ndarray, counts: ClassCounts | Non
         tables = _tables(m[free], ctx[free], KNOWN)
         side = (model.first_lo, model.first_hi)
     else:
-        lo = int(m.min()) if m.size else 0
-        if not m.size:
-            tables = [None] * model.bins
+        if counts is not None:
+            tables = _tables_of(counts.counts(model), counts.lo)
+        elif m.size:
+            lo = int(m.min())
+            tables = _tables_of(model.counts(m, lo, int(m.max()) - lo + 1), lo)
         else:
-            by_context = counts.counts(model) if counts is not None else model.counts(m, lo, int(m.max()) - lo + 1)
-            tables = _tables_of(by_context, lo)
+            tables = [None] * model.bins
         side = (model.row_classes, model.col_classes)
     bits = 0.0
     for t in tables:
@@ -295,15 +304,15 @@ def best_model(symbols: np.ndarray) -> Model | Ends | None:
     """The layout and bin count, or group-ends group, with the fewest estimated bits; None when order-0 is as
     good."""
     m = matrix_view(symbols).astype(np.int64)
-    if m.size == 0 or m.min() == m.max() or int(m.max()) - int(m.min()) >= min(m.size, MAX_CONTEXT_ALPHABET):
+    lo, hi = (int(m.min()), int(m.max())) if m.size else (0, 0)
+    if m.size == 0 or lo == hi or hi - lo >= min(m.size, MAX_CONTEXT_ALPHABET):
         return None  # constant, or an alphabet too wide for per-context tables to pay off
-    counts = np.bincount(np.subtract(m, m.min(), dtype=np.int64).ravel())  # (np.unique's counts, without its sort)
+    counts = np.bincount(np.subtract(m, lo, dtype=np.int64).ravel())  # (np.unique's counts, without its sort)
     counts = counts[counts > 0]
     base = float(m.size * np.log2(m.size) - (counts * np.log2(counts)).sum()) + 8 * 2 * counts.size
     best, best_bits = None, base
     classes = matrix_classes(m)
-    size = int(m.max()) - int(m.min()) + 1
-    cells = ClassCounts(m, classes, int(m.min()), size) if ClassCounts.worth(m, classes, size) else None
+    cells = ClassCounts.of(m, classes, lo, hi - lo + 1, limit=m.size)
     for layout in (ROWS, COLS, ROWS | COLS):
         if (layout & ROWS and m.shape[0] < 2) or (layout & COLS and m.shape[1] < 2):
             continue

@@ -30,6 +30,7 @@ import numpy as np
 from zoocodec.budget import ATTACHED_FILE_LIMIT
 from zoocodec.errors import ModelFormatError
 from zoocodec.fsutil import atomic_file, atomic_folder, check_output, inside, plain_relpath
+from zoocodec.header import DTYPES
 from zoocodec.methods.base import TensorData
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 # torch is imported where a torch tensor is read or made: compressing a safetensors file or a Hugging
 # Face folder reads NumPy arrays and never imports it (about a second of every such process).
-DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 
 
 @cache
