@@ -5,20 +5,15 @@
 #include <nanobind/ndarray.h>
 
 #include <cmath>
-#include <limits>
 #include <stdexcept>
 
+#include "numpy_cast.h"
 #include "pool.h"
 
 namespace zc::gptq {
 namespace {
 
 constexpr std::size_t ROWS = 16;  // rows a task
-
-int64_t to_i64(double v) {  // NumPy's cast on x86-64: the lowest integer for NaN and out-of-range values
-  return v >= -9223372036854775808.0 && v < 9223372036854775808.0 ? static_cast<int64_t>(v)
-                                                                     : std::numeric_limits<int64_t>::min();
-}
 
 }  // namespace
 

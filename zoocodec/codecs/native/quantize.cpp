@@ -549,14 +549,24 @@ namespace {
 
 constexpr double COUNT_LIMIT = 2251799813685248.0;  // 2^51: round_even's range
 
-// fn(level) for each weight of w[a, b), in runs of one step (a row of `cols` weights: steps[row], or steps[0]).
+// The run of one step that weight a starts, within [a, b): its end and step (a row of `cols` weights:
+// steps[row], or steps[0]). Every pass below walks w[a, b) run by run.
+struct Run {
+  std::size_t end;
+  double step;
+};
+inline Run run_at(std::size_t a, std::size_t b, const double* steps, std::size_t nsteps, std::size_t cols) {
+  const std::size_t row = a / cols;
+  return {std::min(b, (row + 1) * cols), steps[nsteps == 1 ? 0 : row]};
+}
+
+// fn(level) for each weight of w[a, b).
 template <class Fn>
 void rounded_runs(const double* w, std::size_t a, std::size_t b, const double* steps, std::size_t nsteps,
                   std::size_t cols, Fn fn) {
   while (a < b) {
-    const std::size_t row = a / cols, end = std::min(b, (row + 1) * cols);
-    const double step = steps[nsteps == 1 ? 0 : row];
-    for (; a < end; ++a) fn(round_even(w[a] / step));
+    const Run run = run_at(a, b, steps, nsteps, cols);
+    for (; a < run.end; ++a) fn(round_even(w[a] / run.step));
   }
 }
 
@@ -577,17 +587,16 @@ __attribute__((target("avx2"))) void level_range4(const double* w, std::size_t a
   double lo = COUNT_LIMIT, hi = -COUNT_LIMIT;
   bool ok = true;
   while (a < b) {
-    const std::size_t row = a / cols, end = std::min(b, (row + 1) * cols);
-    const double step = steps[nsteps == 1 ? 0 : row];
-    const __m256d st = _mm256_set1_pd(step);
-    for (; a + 4 <= end; a += 4) {
+    const Run run = run_at(a, b, steps, nsteps, cols);
+    const __m256d st = _mm256_set1_pd(run.step);
+    for (; a + 4 <= run.end; a += 4) {
       const __m256d q = rounded4(w + a, st);
       ok4 = _mm256_and_pd(ok4, _mm256_cmp_pd(_mm256_andnot_pd(sign, q), limit, _CMP_LT_OQ));  // (false for NaN)
       lo4 = _mm256_min_pd(lo4, q);
       hi4 = _mm256_max_pd(hi4, q);
     }
-    for (; a < end; ++a) {
-      const double q = round_even(w[a] / step);
+    for (; a < run.end; ++a) {
+      const double q = round_even(w[a] / run.step);
       ok &= std::fabs(q) < COUNT_LIMIT;
       lo = std::min(lo, q);
       hi = std::max(hi, q);
@@ -606,14 +615,13 @@ __attribute__((target("avx2"))) void count_levels4(const double* w, std::size_t 
   const __m256d lo = _mm256_set1_pd(base);
   alignas(16) int32_t k[4];
   while (a < b) {
-    const std::size_t row = a / cols, end = std::min(b, (row + 1) * cols);
-    const double step = steps[nsteps == 1 ? 0 : row];
-    const __m256d st = _mm256_set1_pd(step);
-    for (; a + 4 <= end; a += 4) {
+    const Run run = run_at(a, b, steps, nsteps, cols);
+    const __m256d st = _mm256_set1_pd(run.step);
+    for (; a + 4 <= run.end; a += 4) {
       _mm_store_si128(reinterpret_cast<__m128i*>(k), _mm256_cvttpd_epi32(_mm256_sub_pd(rounded4(w + a, st), lo)));
       ++counts[k[0]], ++counts[k[1]], ++counts[k[2]], ++counts[k[3]];
     }
-    for (; a < end; ++a) ++counts[static_cast<std::size_t>(round_even(w[a] / step) - base)];
+    for (; a < run.end; ++a) ++counts[static_cast<std::size_t>(round_even(w[a] / run.step) - base)];
   }
 }
 #endif

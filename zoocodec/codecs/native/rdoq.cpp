@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "numpy_cast.h"
 #include "pool.h"
 #include "rans_avx2.h"
 
@@ -23,15 +24,6 @@ namespace zc::rdoq {
 namespace {
 
 constexpr double INF = std::numeric_limits<double>::infinity();
-
-int64_t to_i64(double v) {
-  return v >= -9223372036854775808.0 && v < 9223372036854775808.0 ? static_cast<int64_t>(v)
-                                                                     : std::numeric_limits<int64_t>::min();
-}
-
-int32_t to_i32(double v) {
-  return v > -2147483649.0 && v < 2147483648.0 ? static_cast<int32_t>(v) : std::numeric_limits<int32_t>::min();
-}
 
 int64_t context(int64_t c, const Tables& t) {
   if (c < 0 || c >= t.contexts) throw std::invalid_argument("rdoq: a context outside the rate tables");
@@ -84,6 +76,18 @@ inline void options(double a, double sign, const double* row, double worst, cons
 constexpr int pred_state(int t, int i) { return 2 * (t & 1) + i; }
 constexpr int pred_parity(int t, int i) { return i ^ (t >> 1); }
 
+// The state a row's walk back starts from: the first cheapest (np.argmin: a NaN first).
+inline int cheapest(const double* cost) {
+  int state = 0;
+  double least = cost[0];
+  for (int s = 1; s < 4; ++s)
+    if (!std::isnan(least) && (cost[s] < least || std::isnan(cost[s]))) {
+      state = s;
+      least = cost[s];
+    }
+  return state;
+}
+
 // One row: the forward pass keeps per column and next state the winner's level and a choice bit, the
 // walk back starts from the first cheapest state (np.argmin: a NaN first).
 template <bool STATEFUL>
@@ -119,20 +123,13 @@ void row_trellis(const double* x, const int64_t* ctx, std::size_t cols, const Ta
     choice[j] = static_cast<uint8_t>(sel);
     std::copy(next, next + 4, cost_);
   }
-  int state = 0;
-  double least = cost_[0];
-  for (int s = 1; s < 4; ++s)
-    if (!std::isnan(least) && (cost_[s] < least || std::isnan(cost_[s]))) {
-      state = s;
-      least = cost_[s];
-    }
+  int state = cheapest(cost_);
   for (std::size_t j = cols; j-- > 0;) {
     const int second = (choice[j] >> state) & 1;
     out[j] = levels[j * 4 + state];
     state = pred_state(state, second);
   }
 }
-
 
 #ifdef ZC_RDOQ_AVX2
 // row_trellis on four rows at once, a row a lane of AVX2 vectors: the same float64 operations in the
@@ -142,6 +139,14 @@ void row_trellis(const double* x, const int64_t* ctx, std::size_t cols, const Ta
 // in float64 (vector_tables).
 #define AVX2_FN __attribute__((target("avx2")))
 using V = __m256d;
+
+// Each lane's level - lo where lo <= level < hi (the table holds it), else `size` (the worst price's slot).
+AVX2_FN inline __m128i table_index(V level, V lo, V hi, int32_t size) {
+  const V inside = _mm256_and_pd(_mm256_cmp_pd(level, lo, _CMP_GE_OQ), _mm256_cmp_pd(level, hi, _CMP_LT_OQ));
+  const __m128i in32 = _mm256_cvtpd_epi32(_mm256_and_pd(inside, _mm256_set1_pd(1.0)));  // 1 inside, else 0
+  return _mm_blendv_epi8(_mm_set1_epi32(size), _mm256_cvttpd_epi32(_mm256_sub_pd(level, lo)),
+                         _mm_cmpeq_epi32(in32, _mm_set1_epi32(1)));
+}
 
 struct Candidate {
   V level, dist;   // sign * magnitude, (a - recon)^2
@@ -159,10 +164,7 @@ AVX2_FN inline Candidate candidate(V a, V sign, V mag, V recon, V lo, V hi, int3
   // as to_i64 gives them the lowest integer
   const V rest = _mm256_sub_pd(mag, _mm256_mul_pd(two, _mm256_floor_pd(_mm256_mul_pd(mag, half))));
   c.odd = _mm256_cmp_pd(rest, _mm256_set1_pd(1.0), _CMP_EQ_OQ);
-  const V inside = _mm256_and_pd(_mm256_cmp_pd(c.level, lo, _CMP_GE_OQ), _mm256_cmp_pd(c.level, hi, _CMP_LT_OQ));
-  const __m128i idx = _mm256_cvttpd_epi32(_mm256_sub_pd(c.level, lo));
-  const __m128i in32 = _mm256_cvtpd_epi32(_mm256_and_pd(inside, _mm256_set1_pd(1.0)));  // 1 inside, else 0
-  c.index = _mm_blendv_epi8(_mm_set1_epi32(size), idx, _mm_cmpeq_epi32(in32, _mm_set1_epi32(1)));
+  c.index = table_index(c.level, lo, hi, size);
   return c;
 }
 
@@ -238,16 +240,11 @@ AVX2_FN void rows4_trellis(const double* x, const int64_t* ctx, std::size_t cols
     choice[j] = static_cast<uint16_t>(sel);
     std::copy(next, next + 4, cost_);
   }
-  alignas(32) double last[4][4];
+  alignas(32) double last[4][4];  // [state][row]
   for (int s = 0; s < 4; ++s) _mm256_store_pd(last[s], cost_[s]);
   for (int r = 0; r < 4; ++r) {
-    int state = 0;
-    double least = last[0][r];
-    for (int s = 1; s < 4; ++s)
-      if (!std::isnan(least) && (last[s][r] < least || std::isnan(last[s][r]))) {
-        state = s;
-        least = last[s][r];
-      }
+    const double row_cost[4] = {last[0][r], last[1][r], last[2][r], last[3][r]};
+    int state = cheapest(row_cost);
     for (std::size_t j = cols; j-- > 0;) {
       const int second = (choice[j] >> (4 * state + r)) & 1;
       out[r * cols + j] = levels[(j * 4 + state) * 4 + r];
@@ -273,11 +270,7 @@ AVX2_FN void decide4(const double* x, const int64_t* ctx, std::size_t n, const T
     V best = near, best_cost = near;
     for (int k = 0; k < 3; ++k) {
       const V level = cand[k];
-      const V inside = _mm256_and_pd(_mm256_cmp_pd(level, lo, _CMP_GE_OQ), _mm256_cmp_pd(level, hi, _CMP_LT_OQ));
-      const __m128i in32 = _mm256_cvtpd_epi32(_mm256_and_pd(inside, one));
-      const __m128i idx = _mm_blendv_epi8(_mm_set1_epi32(size), _mm256_cvttpd_epi32(_mm256_sub_pd(level, lo)),
-                                          _mm_cmpeq_epi32(in32, _mm_set1_epi32(1)));
-      const V rate = _mm256_mask_i32gather_pd(one, ext, _mm_add_epi32(base, idx), all, 8);
+      const V rate = _mm256_mask_i32gather_pd(one, ext, _mm_add_epi32(base, table_index(level, lo, hi, size)), all, 8);
       const V d = _mm256_sub_pd(v, level);
       const V c = _mm256_add_pd(_mm256_mul_pd(d, d), _mm256_mul_pd(lam, rate));
       if (k == 0) {
