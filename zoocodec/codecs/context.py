@@ -46,7 +46,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoocodec.codecs import ans, native
-from zoocodec.codecs.base import CoderSpec, Order0, RateTable, context_counts, counts_rate_table, register_coder
+from zoocodec.codecs.base import (
+    CoderSpec,
+    Order0,
+    RateTable,
+    context_counts,
+    counts_bits,
+    counts_rate_table,
+    register_coder,
+)
 from zoocodec.codecs.wire import put_streams, put_svarint, put_uvarint
 
 CTX, ORDER0, ENDS = 0, 1, 2
@@ -308,8 +316,7 @@ def best_model(symbols: np.ndarray) -> Model | Ends | None:
     if m.size == 0 or lo == hi or hi - lo >= min(m.size, MAX_CONTEXT_ALPHABET):
         return None  # constant, or an alphabet too wide for per-context tables to pay off
     counts = np.bincount(np.subtract(m, lo, dtype=np.int64).ravel())  # (np.unique's counts, without its sort)
-    counts = counts[counts > 0]
-    base = float(m.size * np.log2(m.size) - (counts * np.log2(counts)).sum()) + 8 * 2 * counts.size
+    base = counts_bits(counts) + 8 * 2 * np.count_nonzero(counts)  # order-0, with 2 table bytes a level
     best, best_bits = None, base
     classes = matrix_classes(m)
     cells = ClassCounts.of(m, classes, lo, hi - lo + 1, limit=m.size)
