@@ -293,9 +293,12 @@ def test_auto_mode_on_a_state_dict_with_its_module(digits_net, tmp_path, monkeyp
     held = split(len(x))[1]
     assert summary["metric"] == "rel_l2" and summary["loss_high"] <= 0.02 and summary["inputs"] == len(held)
     assert auto["module"] == "autonets:make" and auto["output"] == "values"
-    assert summary["method"].startswith("dq:") and summary["method"].endswith("coder=ctx")  # the coder named is kept
+    assert summary["method"].startswith("dq:") and ",coder=ctx," in summary["method"]  # the coder named is kept
+    # data-aware rounding: dq written with each column a walk at lam 0, the levels the rounding chose (the
+    # written file gives the verified value, below)
+    assert summary["method"].endswith(",axis=0") and ",lam=0.0," in summary["method"]
     assert summary["ratio"] > 3
-    assert auto["rounding"] == {"rounding": "nearest", "why": "method dq chooses its own levels"}
+    assert auto["rounding"]["rounding"] == "gptq" and len(auto["rounding"]["rounded"]) >= 1
     np.savez(tmp_path / "held.npz", x[held])
     rel = next(m for m in evaluate_pair(tmp_path / "net.pt", out, tmp_path / "held.npz", module="autonets:make",
                                         output="values"))

@@ -12,7 +12,7 @@ from zoocodec.eval.models import build
 from zoocodec.eval.tasks import _logits
 from zoocodec.methods import parse_spec
 from zoocodec.tuning.auto import reconstruct
-from zoocodec.tuning.calibrate import DataAware, collect, gptq, output_error
+from zoocodec.tuning.calibrate import DataAware, collect, gptq, gptq_walks, output_error, prepare
 
 QUANTIZED = ("conv2.0.weight", "conv3.0.weight", "conv4.0.weight", "conv5.0.weight")
 
@@ -108,6 +108,39 @@ def test_the_file_holds_exactly_the_chosen_indices(fmnist, tmp_path):
     with pytest.raises(ZoocodecError, match="not a tensor of the model"):
         zoocodec.compress(w, tmp_path / "bad.zc", plan=plan, targets={"nope": np.zeros(3, np.float32)})
     assert not (tmp_path / "bad.zc").exists()
+
+
+def test_dq_column_walks_are_rounded_with_error_feedback_and_the_file_holds_them(fmnist, tmp_path):
+    """dq at lam 0 with each column a walk takes data-aware levels: the method's own trellis gives the
+    handed-over values back bit for bit (so the file holds them), and the layers' output error on test
+    images falls well below the trellis's own (nearest) walks at the same step."""
+    w, train, test = fmnist
+    plan = {n: parse_spec(f"dq:step={0.6 * float(w[n].std())},lam=0,axis=0,coder=cabac") for n in QUANTIZED}
+    targets = DataAware({n: train[n] for n in QUANTIZED}, bias_correction=False).targets(w, plan)
+    expected, nearest = reconstruct({**w, **targets}, plan), reconstruct(w, plan)
+    for name in QUANTIZED:
+        assert torch.equal(expected[name], targets[name]), name  # the trellis returns the walks handed over
+        w2 = w[name].double().reshape(w[name].shape[0], -1).numpy()
+
+        def error(t, name=name, w2=w2):
+            return output_error(w2, t[name].double().reshape(w2.shape).numpy(), test[name])
+        assert error(expected) < 0.7 * error(nearest), name
+    out = tmp_path / "m.zc"
+    zoocodec.compress(w, out, plan=plan, targets={k: v.numpy() for k, v in targets.items()})
+    decoded = zoocodec.decompress(out)
+    assert all(torch.equal(decoded[n], expected[n]) for n in QUANTIZED)
+
+
+def test_column_walks_without_feedback_are_the_trellis_own():
+    """With H the identity nothing is fed back: each column's levels are dq's own walk down it."""
+    from zoocodec.kernels import rdoq as R
+
+    w = np.random.default_rng(3).normal(size=(40, 24))
+    q = gptq_walks(w, 0.3, prepare(np.eye(24), damp=0.0))
+    own = R.dq_trellis((w / 0.3).T, np.zeros((24, 40), dtype=np.int64), 0, np.zeros((1, 1, 1)), 0.0, np).T
+    assert np.array_equal(q, own)
+    with pytest.raises(ValueError, match="one column order"):
+        gptq_walks(w[:2], 0.3, prepare(np.stack([np.eye(24) * (1 + i) for i in range(2)]), act_order=True))
 
 
 EFFNET = ("_conv_stem.weight", "_blocks.1._depthwise_conv.weight", "_blocks.4._depthwise_conv.weight",

@@ -22,10 +22,12 @@
    once per allocation strength: the measured sensitivities to the power 1, 3/4 and 1/2, and none
    (one step for all: measured sensitivities are noisy, and a flatter allocation sometimes
    wins). The smallest result, priced by the coder's entropy model, is kept.
-   Where calibration inputs exist (zoocodec.eval.calibration) and the method is uniform,
+   Where calibration inputs exist (zoocodec.eval.calibration) and the method is uniform or dq,
    every search step is judged on data-aware rounding (zoocodec.tuning.calibrate: error
    feedback through each layer's measured inputs, then bias correction) instead of
    nearest rounding: the same grid and decoder, other indices; the file holds exactly them.
+   dq is then written with each column a walk of its state machine at lam 0 (`axis=0,lam=0`),
+   the one form whose own trellis returns the levels the rounding chose (calibrate.gptq_walks).
 4. Where the method takes a coder, price the chosen steps under each context coder
    (`ctx`, `cabac`; and `ans`, the default, when the user named none) and keep the cheapest.
 5. Search again on the whole calibration/search part, with room for the held-back part's
@@ -77,7 +79,7 @@ from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
 from zoocodec.pipeline.modelio import to_tensordata, to_torch
 from zoocodec.pipeline.policy import for_decoder
 from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate, plan_bits
-from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, collect_on, eligible
+from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, collect_on, eligible, for_rounding
 from zoocodec.tuning.gptq import collect_sequential, layers_of
 from zoocodec.tuning.sequential import collect_in_order
 
@@ -302,10 +304,12 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
         if calib is not None and inputs is None:
             raise ZoocodecError("--calib gives the calibration inputs of a model judged on --inputs: add --inputs")
         spec = for_decoder(parse_spec(method or "uniform"), decode_on, choose_coder)
+        if rounding == "gptq":
+            spec = for_rounding(spec)
         asked = Asked(model, target_loss, task, reference, spec, min_size, inputs, module, output, choose_coder,
                       rounding, rate_lam, calib, seed, sequential, finetune, finetune_steps, finetune_seconds, device,
                       decode_on, token_rows)
-        if finetune and not eligible(asked.spec):
+        if finetune and not asked.spec.rounds_nearest:
             raise ZoocodecError(f"fine-tuning trains the steps of a method that rounds to nearest (uniform): "
                                 f"{asked.spec.name} chooses its own levels; leave out --finetune")
         run = _Search(clock, asked)
