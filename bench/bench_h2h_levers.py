@@ -17,7 +17,9 @@ A gptq configuration's `cal=` names the images its layer inputs are measured on:
 calibration, the default; effnet-lite0's has held 32 distilled images beside its crops since 2026-12-05h, so
 `mixed` adds them twice), `distilled` (--distilled images synthesised from the model's BatchNorm statistics,
 zoocodec.eval.distilled) or `mixed` (both; `share=S` gives the distilled images the share S of each H and mean,
-by default their share of the images). `order=act` rounds the columns in decreasing diag(H) order (GPTQ's
+by default their share of the images). `method=dq` plans dq instead of uniform (its data-aware form, column walks at
+lam 0: calibrate.for_rounding), at DQ_STEP times the base steps (about uniform's loss there). `order=act`
+rounds the columns in decreasing diag(H) order (GPTQ's
 act-order), `order=natural` in their own, `order=dense+few` takes act-order for those layer kinds only
 (calibrate.kind_of), and `cd=N` gives N sweeps of coordinate descent after the feedback (CDQuant;
 calibrate.descend). `lam=L` adds L x rate_price x order-0 bits to the objective of the feedback and of the
@@ -63,6 +65,7 @@ from zoocodec.tuning.sequential import collect_in_order
 
 MIN_SIZE = 64  # as the head-to-head
 SPAN = 0.1  # plans at base steps from (1 - SPAN) to (1 + SPAN) x --base
+DQ_STEP = 0.6  # method=dq: its base steps over uniform's (dq's levels lie 2 steps apart in each of its two quantizers)
 
 
 def main() -> None:
@@ -128,9 +131,9 @@ def main() -> None:
     sources = calibration_sources(a.configs.split(","), cal, w, a.distilled, original, cal_seconds)
     exact: dict[str, int] = {}
 
-    def plan_at(base: float):
-        plan = allocate(w, sensitivities=_flatten(sens, a.strength), base_step=base, method=parse_spec("uniform"),
-                        min_size=MIN_SIZE)
+    def plan_at(base: float, method: str = "uniform"):
+        plan = allocate(w, sensitivities=_flatten(sens, a.strength), base_step=base,
+                        method=calibrate.for_rounding(parse_spec(method)), min_size=MIN_SIZE)
         # as automatic mode: a tensor without a usable sensitivity (its noise broke the model) stays lossless
         return _one_d_where_it_pays(w, {k: v for k, v in plan.items() if k in usable}, exact)
 
@@ -161,16 +164,18 @@ def main() -> None:
         if base.startswith("gptq") and source != "photos":
             inputs = sources[source]
         rounder = DataAware(inputs, **_options(options)) if inputs is not None else None
+        method = next((o.split("=")[1] for o in options if o.startswith("method=")), "uniform")
         for f in np.linspace(1 - SPAN, 1 + SPAN, a.plans):
             t0 = time.perf_counter()
-            plan = plan_at(a.base * f)
+            step = a.base * f * (DQ_STEP if method == "dq" else 1.0)
+            plan = plan_at(step, method)
             targets = rounder.targets(w, plan) if rounder is not None else {}
             recon = reconstruct({**w, **targets}, plan)
             m = metric_row("", t.name, t.primary, ev.compare(recon)[t.primary], t.primary in t.lower_is_better, True)
             bits = plan_bits({**w, **targets}, plan) + 8 * sum(n for k, n in exact.items() if k not in plan)
             bpw = bits / sum(v.numel() for v in w.values() if v.is_floating_point())
             at_target = bpw + math.log2(m.loss / (a.target / 100)) / 2
-            rows.append({"config": label, "seconds": round(time.perf_counter() - t0, 1), "base_step": a.base * f,
+            rows.append({"config": label, "seconds": round(time.perf_counter() - t0, 1), "base_step": step,
                          "bits_per_weight": bpw, "loss_pct": 100 * m.loss,
                          "loss_high_pct": 100 * m.loss_high, "bpw_at_target": at_target})
             print(json.dumps(rows[-1]), flush=True)
@@ -310,7 +315,7 @@ def _options(options: list[str]) -> dict:
             out["sweeps"] = int(value)
         elif key == "cdlam":
             out["lam"], out["feedback_rate"] = float(value), False
-        elif key not in ("cal", "share"):
+        elif key not in ("cal", "share", "method"):
             out[{"damp": "damp", "lam": "lam"}[key]] = float(value)
     return out
 
