@@ -36,7 +36,8 @@ def round_trip(spec: RDOQ, t: TensorData) -> tuple[np.ndarray, int]:
 
 @pytest.mark.parametrize("text", ["rdoq:step=0.02,coder=ans", "rdoq:step=0.02,coder=ctx,lam=0.3,iters=3",
                                   "rdoq:bits=4", "rdoq:step=0.01,group_steps=none", "dq:step=0.01,coder=ctx",
-                                  "dq:step=0.01,lam=0,coder=ans"])
+                                  "dq:step=0.01,lam=0,coder=ans", "dq:step=0.01,axis=0,coder=cabac",
+                                  "dq:step=0.01,axis=1,lam=0,coder=ctx"])
 def test_round_trip_is_exact_and_levels_are_multiples_of_the_step(fc, text):
     spec = parse_spec(text)
     back, _ = round_trip(spec, fc)
@@ -128,8 +129,25 @@ def test_damaged_steps_raise_container_error(fc):
         spec.decode({}, {"symbols": enc.segments["symbols"]}, fc.array.shape, fc.dtype)
 
 
+@pytest.mark.parametrize("axis", [None, 0, 1])
+@pytest.mark.parametrize("shape", [(48, 20), (20, 48)])
+def test_dq_walks_along_its_axis(shape, axis):
+    """axis=0: each column is a walk, 1: each row, unset: the shorter side; the header keeps the unset axis out."""
+    w = np.random.default_rng(1).normal(0, 0.1, shape).astype(np.float32)
+    spec = DQ(step=0.02, lam=0.0, axis=axis)
+    columns = shape[1] > shape[0] if axis is None else axis == 0
+    assert spec.trellis("symbols", shape) == (0 if columns else 1)
+    enc = spec.encode(TensorData("w", "float32", w))
+    levels = spec.decode(enc.side, {k: memoryview(v) for k, v in enc.segments.items()}, shape, "float32") / 0.02
+    k = np.rint(levels)
+    walked = R.dq_trellis((w / 0.02).T if columns else w / 0.02, np.zeros(shape[::-1] if columns else shape,
+                          dtype=np.int64), 0, np.zeros((1, 1, 1)), 0.0, np)
+    assert np.array_equal(k, R.dq_dequantize(walked, np).T if columns else R.dq_dequantize(walked, np))
+    assert ("axis" in spec.to_dict()) is (axis is not None) and spec_from_dict(spec.to_dict()) == spec
+
+
 @pytest.mark.parametrize("text", ["rdoq:step=0.1,bits=4", "rdoq:step=-1", "rdoq:lam=-0.1", "rdoq:iters=11",
-                                  "rdoq:coder=nope", "rdoq:bits=1"])
+                                  "rdoq:coder=nope", "rdoq:bits=1", "dq:axis=2", "dq:axis=-1"])
 def test_bad_parameters(text):
     with pytest.raises(SpecError):
         parse_spec(text)
