@@ -349,7 +349,9 @@ DQ_MODEL = {  # row walks (tall) and column walks (wide), walks longer than a se
 
 @pytest.mark.parametrize(("spec", "segment"), [("dq:bits=6,coder=ans", 256), ("dq:bits=6,coder=ans", 16),
                                                ("dq:step=0.01,coder=ans,lam=0.3", 256),
-                                               ("dq:step=0.00002,coder=ans", 256)])
+                                               ("dq:step=0.00002,coder=ans", 256),
+                                               ("dq:step=0.01,coder=ans,axis=0", 16),
+                                               ("dq:step=0.01,coder=ans,axis=1", 256)])
 def test_dq_levels_are_taken(tmp_path, monkeypatch, spec, segment):
     """dq declares plan.Trellis: the scan of state maps (dq_maps, dq_values) over rans_index's
     indices, or a packed frame's ints (the tiny step: a wide, flat alphabet), gives the CPU
@@ -368,7 +370,10 @@ def test_dq_levels_are_taken(tmp_path, monkeypatch, spec, segment):
                 assert got.tobytes() == a.read(j.name).tobytes(), j.name
         kinds = {type(j.stream).__name__ for j in jobs}
     assert kinds == ({"Packed", "Stream"} if "0.00002" in spec else {"Stream"})
-    assert {j.by_column for j in jobs} == {True, False}
+    from zoocodec.methods import parse_spec
+
+    axis = parse_spec(spec).axis  # unset: tall matrices walk rows, wide ones columns; else every tensor alike
+    assert {j.by_column for j in jobs} == ({True, False} if axis is None else {axis == 0})
 
 
 def test_dq_steps_per_row_group(tmp_path):

@@ -47,7 +47,7 @@ SPECS = ["uniform:bits=8", "uniform:bits=4", "uniform:bits=3,per_tensor=true", "
          "dq:bits=6,coder=ans", "dq:step=0.01,coder=ans", "dq:step=0.000001,coder=ans", "uniform:step=0.000001",
          "uniform:bits=4,group=32,zero=true", "uniform:bits=4,group=64", "uniform:bits=12,group=128",
          "uniform:step=0.01,group=64,zero=true", "uniform:bits=6,per_tensor=true,coder=ctx", "rdoq:bits=6",
-         "dq:bits=6,coder=ctx", "uniform:bits=4,group=32,zero=true,coder=ctx",
+         "dq:bits=6,coder=ctx", "dq:step=0.01,axis=0,lam=0,coder=ans", "uniform:bits=4,group=32,zero=true,coder=ctx",
          "uniform:bits=4,group=32,zero=true,side=5", "uniform:bits=4,group=32,zero=true,side=5,coder=ctx"]
 
 
