@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from bench_common import machine, save
+from bench_common import machine, save, zoo_layer_inputs
 
 SIDE_BITS = 8  # per column step
 
@@ -47,16 +47,8 @@ def gains(h: np.ndarray) -> tuple[float, float]:
 
 
 def model_rows(model: str) -> dict:
-    from zoocodec.eval import calibration as C
-    from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
-    from zoocodec.tuning.calibrate import collect
-
     start = time.process_time()
-    w = load_weights(model)
-    task = tasks_of(model, None)[0]
-    whole = evaluator(model, task, None)
-    cal = C.for_zoo(whole.arch, whole.folder, task, w)
-    inputs = collect(cal.net, cal.run, cal.names)
+    w, cal, inputs = zoo_layer_inputs(model)
     rows, total, weighted = [], 0, {"gain": 0.0, "net": 0.0, "diag": 0.0}
     for name, li in inputs.items():
         if li.h.shape[0] != 1 or li.h.shape[-1] < 8:

@@ -78,3 +78,17 @@ def coded_tensors(archive, coders: tuple[str, ...] = ("ans", "ctx", "cabac")):
             continue
         yield name, e, e.spec, coder, dict(zip(e.segments, archive.container.segments(
             [(e.where, s) for s in e.segments.values()]), strict=True))
+
+
+def zoo_layer_inputs(model: str):
+    """(weights, calibration, LayerInputs per weight name) of a zoo model: what automatic mode's data-aware
+    rounding measures on the task's calibration inputs."""
+    from zoocodec.eval import calibration as C
+    from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
+    from zoocodec.tuning.calibrate import collect
+
+    weights = load_weights(model)
+    task = tasks_of(model, None)[0]
+    whole = evaluator(model, task, None)
+    cal = C.for_zoo(whole.arch, whole.folder, task, weights)
+    return weights, cal, collect(cal.net, cal.run, cal.names)

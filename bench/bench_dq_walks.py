@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from bench_common import machine, save
+from bench_common import machine, save, zoo_layer_inputs
 
 MULTS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4)
 
@@ -64,16 +64,8 @@ def at_equal_error(ref: list[tuple[float, float]], other: list[tuple[float, floa
 
 
 def model_rows(model: str, layers: list[int] | None) -> dict:
-    from zoocodec.eval import calibration as Cal
-    from zoocodec.eval.evaluate import evaluator, load_weights, tasks_of
-    from zoocodec.tuning.calibrate import collect
-
     start = time.process_time()
-    weights = load_weights(model)
-    task = tasks_of(model, None)[0]
-    whole = evaluator(model, task, None)
-    cal = Cal.for_zoo(whole.arch, whole.folder, task, weights)
-    inputs = collect(cal.net, cal.run, cal.names)
+    weights, cal, inputs = zoo_layer_inputs(model)
     rows, ratios, sizes = [], [], []
     for name, li in inputs.items():
         if li.h.shape[0] != 1 or li.h.shape[-1] < 8:
