@@ -180,25 +180,44 @@ def test_depthwise_and_padded_convolutions_get_one_h_per_channel_and_error_feedb
     assert {"_bn0.running_mean", "_blocks.4._bn1.running_mean"} < set(moved)
 
 
-def test_patches_match_the_convolution():
-    """The rows _patches builds, times the weight's 2-D view, are the convolution's outputs
-    (every other position on a large input), for padded, strided, dilated and grouped convolutions."""
-    from zoocodec.tuning.calibrate import POSITIONS, _patches
+def test_columns_match_the_convolution(monkeypatch):
+    """The input vectors _blocks lays out, times the weight's 2-D view, are the convolution's outputs
+    (every other position on a large input), for padded, strided, dilated and grouped convolutions,
+    whether unfolded whole or an image or some groups at a time; accumulate's sums are the same."""
+    from zoocodec.tuning import calibrate
+    from zoocodec.tuning.calibrate import POSITIONS, _blocks, accumulate
 
     torch.manual_seed(0)
     for conv, size in ((torch.nn.Conv2d(6, 4, 3, stride=2, padding=1, groups=2), 9),
                        (torch.nn.Conv2d(3, 5, (3, 2), dilation=2, padding=(2, 1), padding_mode="reflect"), 8),
-                       (torch.nn.Conv2d(4, 4, 5, padding=2, groups=4, bias=False), 2 * int(POSITIONS**0.5) + 1)):
-        x = torch.randn(2, conv.in_channels, size, size)
+                       (torch.nn.Conv2d(4, 4, 5, padding=2, groups=4, bias=False), 2 * int(POSITIONS**0.5) + 1),
+                       (torch.nn.Conv2d(4, 6, 1), 5)):
+        x = torch.randn(3, conv.in_channels, size, size)
         out = conv(x).detach()
         every = max(1, int(np.ceil(np.sqrt(out.shape[2] * out.shape[3] / POSITIONS))))
         out = out[:, :, ::every, ::every].permute(0, 2, 3, 1).reshape(-1, conv.out_channels)
-        rows = _patches(conv, x).view(len(out), conv.groups, -1)
         w3 = conv.weight.detach().reshape(conv.groups, conv.out_channels // conv.groups, -1)
-        got = torch.einsum("rgd,god->rgo", rows, w3).reshape(len(out), -1)
-        if conv.bias is not None:
-            got = got + conv.bias.detach()
-        assert torch.allclose(got, out, atol=1e-5), conv
+        sums = []
+        for scratch in (2**20, 200, 1):  # whole; an image at a time; one group of one image at a time
+            monkeypatch.setattr(calibrate, "SCRATCH", scratch)
+            chunks: list[list[torch.Tensor]] = []
+            for first, a in _blocks(conv, x):
+                if first == 0:
+                    chunks.append([])
+                chunks[-1].append(a[0].clone())  # a block holds until the next is asked for
+            a = torch.cat([torch.cat(c) for c in chunks], dim=2)  # groups x d x rows (image, position)
+            rows = a.permute(2, 0, 1)
+            got = torch.einsum("rgd,god->rgo", rows, w3).reshape(len(out), -1)
+            if conv.bias is not None:
+                got = got + conv.bias.detach()
+            assert torch.allclose(got, out, atol=1e-5), (conv, scratch)
+            acc = [None, None, 0]
+            accumulate(acc, conv, x)
+            sums.append(acc)
+        for acc in sums[1:]:
+            assert acc[2] == sums[0][2] == len(out)
+            for got, want in zip(acc[:2], sums[0][:2], strict=True):  # float32 sums, blocked differently
+                assert torch.allclose(got, want, atol=1e-5 * float(want.abs().max()))
 
 
 def test_inputs_never_seen_keep_their_weights():

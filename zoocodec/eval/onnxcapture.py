@@ -37,7 +37,6 @@ from zoocodec.tuning.calibrate import DataAware, LayerInputs, accumulate, eligib
 
 BYTES = 2**28  # captured activations held at once (one onnxruntime run): the batch is sized to stay under it
 UNPADDED = True  # H of a text model's MatMul inputs over its real tokens only (capture)
-CHUNK_VALUES = 2**21  # input values unfolded at a time (a convolution's patches are k*k times its input)
 
 
 @dataclass(frozen=True)
@@ -309,8 +308,7 @@ def capture(graph: bytes, weights: Mapping[str, torch.Tensor], arrays: Mapping[s
                     keeps[shape] = None if keep is None else torch.from_numpy(keep)
                 if keeps[shape] is not None:  # a text model's padded positions: masked out of the outputs downstream
                     xt = xt[keeps[shape]]
-            per = max(1, xt[0].numel() * (1 if x.op != "Conv" else x.shape[2] * x.shape[3]))
-            accumulate(sums[x.weight], stand[x.weight], xt, max(1, CHUNK_VALUES // per))
+            accumulate(sums[x.weight], stand[x.weight], xt)
         if i == 0 and not fixed:
             held = sum(got[at[d]].nbytes for d in at) + sum(feed[k].nbytes for k in feed)
             size = max(1, min(batch, BYTES // max(1, held)))

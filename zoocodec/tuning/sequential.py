@@ -28,8 +28,6 @@ import torch
 from zoocodec.methods import MethodSpec
 from zoocodec.tuning.calibrate import DAMP, RATE_LAM, DataAware, LayerInputs, _supported, accumulate, inputs_of
 
-CHUNK = 16  # inputs of the batch unfolded at a time while a layer's H is summed
-
 
 def collect_in_order(net: torch.nn.Module, run_whole: Callable[[torch.nn.Module], object], names: Mapping[str, str],
                      weights: Mapping[str, torch.Tensor], plan: Mapping[str, MethodSpec],
@@ -52,7 +50,7 @@ def collect_in_order(net: torch.nn.Module, run_whole: Callable[[torch.nn.Module]
         if key in out:  # called again in the same forward (a shared layer): it is rounded already
             return
         acc: list = [None, None, 0]
-        accumulate(acc, mod, args[0], CHUNK)
+        accumulate(acc, mod, args[0])
         was = original.get(key)
         li = inputs_of(acc, was.bias if was else None)
         if was is not None and was.mean.shape == li.mean.shape:
