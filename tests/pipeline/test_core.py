@@ -161,3 +161,17 @@ def test_zoo_default_worst_tensor(tmp_path, mnist_path):
     report = zoocodec.compress("mnist-cnn", tmp_path / "m.zc")
     worst = min(report.tensors, key=lambda t: t.sqnr_db)
     assert worst.sqnr_db >= SAFE_SQNR_DB + 10  # measured 40.4 dB (fc_layers.0.weight)
+
+
+def test_automatic_mode_takes_small_tensors_where_they_hold_a_share():
+    """Automatic mode's default min size: 64 where tensors of 64 to 4,095 weights hold 1% of the float
+    weights (a CNN's BatchNorm vectors), else compress's 4,096; integer tensors never count."""
+    from zoocodec.pipeline.policy import AUTO_MIN_SIZE, DEFAULT_MIN_SIZE, auto_min_size, small_share
+
+    big = {"w": ("float32", 10**6)}
+    assert auto_min_size(big) == DEFAULT_MIN_SIZE
+    assert auto_min_size(big | {f"bn{i}": ("float32", 1000) for i in range(9)}) == DEFAULT_MIN_SIZE  # 0.9%
+    cnn = big | {f"bn{i}": ("float32", 1000) for i in range(11)}
+    assert auto_min_size(cnn) == AUTO_MIN_SIZE and abs(small_share(cnn) - 11_000 / 1_011_000) < 1e-12
+    assert auto_min_size(big | {f"ids{i}": ("int64", 1000) for i in range(20)}) == DEFAULT_MIN_SIZE
+    assert auto_min_size(big | {f"b{i}": ("float32", 63) for i in range(300)}) == DEFAULT_MIN_SIZE  # under 64

@@ -53,7 +53,9 @@ def compress(
     per_tensor: Annotated[bool, typer.Option(help="uniform: min-max over the whole tensor")] = False,
     override: Annotated[list[str] | None, typer.Option(help="PATTERN=SPEC, e.g. "
                                                             "'*embeddings*=uniform:bits=8' (repeatable)")] = None,
-    min_size: Annotated[int, typer.Option(help="tensors with fewer weights stay lossless")] = 4096,
+    min_size: Annotated[int | None, typer.Option(
+        help="tensors with fewer weights stay lossless [default: 4096; with --target-loss 64 where tensors under "
+             "4096 weights hold 1% of the model or more, else 4096]", show_default=False)] = None,
     allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf "
                                                        "lossless instead of failing")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
@@ -95,7 +97,7 @@ def compress(
     start = time.perf_counter()  # the time printed is every phase's: reading, allocation or search, coding
     from zoocodec.device import resolve
     from zoocodec.pipeline.core import compress as run, load
-    from zoocodec.pipeline.policy import Overrides, for_decoder
+    from zoocodec.pipeline.policy import DEFAULT_MIN_SIZE, Overrides, for_decoder
 
     typed(model)
     dev = resolve(device)  # a GPU that is not there fails before any work
@@ -134,6 +136,7 @@ def compress(
     spec = for_decoder(spec, decode_on, choose_coder=choose)
     if hw == "nvdec":
         note_nvdec()
+    min_size = DEFAULT_MIN_SIZE if min_size is None else min_size
     overrides = Overrides.parse(override or [])
     for _, _, named in overrides.rules:
         for_decoder(named, decode_on)
@@ -162,7 +165,7 @@ def compress(
                       f"{sqnr_summary(report)}, {summary['seconds']:.1f} s", markup=False)
 
 
-def _auto(model: str, output: Path, target_loss: str, task: str | None, method, min_size: int,
+def _auto(model: str, output: Path, target_loss: str, task: str | None, method, min_size: int | None,
           json_out: bool, inputs: Path | None, module: str | None, output_kind: str | None,
           choose_coder: bool, start: float, calib: Path | None = None, decode_on: str = "any",
           finetune: bool = False, finetune_steps: int | None = None, device: str = "cpu") -> None:

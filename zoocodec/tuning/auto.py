@@ -77,7 +77,7 @@ from zoocodec.methods.base import Coded, digest
 from zoocodec.methods.lossless import Lossless
 from zoocodec.pipeline.core import DEFAULT_MIN_SIZE, Report, compress
 from zoocodec.pipeline.modelio import to_tensordata, to_torch
-from zoocodec.pipeline.policy import for_decoder
+from zoocodec.pipeline.policy import auto_min_size, for_decoder, small_share
 from zoocodec.tuning.allocate import DEFAULT_BASE_STEP, allocate, plan_bits
 from zoocodec.tuning.calibrate import RATE_LAM, DataAware, collect, collect_on, eligible, for_rounding
 from zoocodec.tuning.gptq import collect_sequential, layers_of
@@ -260,7 +260,7 @@ def _duration(seconds: float) -> str:
 
 def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, target_loss: float,
                   task: str | None = None, reference: str | None = None, method: str | MethodSpec | None = None,
-                  min_size: int = DEFAULT_MIN_SIZE, log: Callable[[str], None] | None = None,
+                  min_size: int | None = None, log: Callable[[str], None] | None = None,
                   sensitivities: dict[str, float | np.ndarray] | None = None, inputs: str | os.PathLike | None = None,
                   module: str | None = None, output: str | None = None, choose_coder: bool = True,
                   rounding: str = "gptq", rate_lam: float = RATE_LAM, calib: str | os.PathLike | None = None,
@@ -294,6 +294,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     the cheapest that passes on the calibration/search part is kept, and the held-back part verifies it.
     `decode_on="gpu"`: only methods and coders with a GPU decoder (pipeline/policy.for_decoder) are priced.
     `token_rows=False` keeps one step for a text model's word-embedding table (to measure what a step per row gains).
+    `min_size`: tensors with fewer weights stay lossless; None: policy.auto_min_size (64 where small tensors hold
+    1% of the weights or more, as in a CNN with BatchNorm; else 4,096, compress's default).
     """
     say = log or (lambda _msg: None)
     with _Clock(say) as clock:
@@ -326,7 +328,7 @@ class Asked:
     task: str | None
     reference: str | None
     spec: MethodSpec
-    min_size: int
+    min_size: int | None
     inputs: str | os.PathLike | None
     module: str | None
     output: str | None
@@ -357,10 +359,10 @@ class _Search:
         from zoocodec.pipeline import zoo
 
         self.clock, self.say, self.asked = clock, clock.say, asked
-        self.model, self.target_loss, self.spec, self.min_size = asked.model, asked.target_loss, asked.spec, \
-            asked.min_size
+        self.model, self.target_loss, self.spec = asked.model, asked.target_loss, asked.spec
         model, task, reference, seed = asked.model, asked.task, asked.reference, asked.seed
         self.weights = weights = load_weights(model)
+        self.min_size = asked.min_size if asked.min_size is not None else self._min_size()
         if asked.inputs is not None:
             from zoocodec.eval.anymodel import PairEvaluator
 
@@ -410,6 +412,18 @@ class _Search:
         self.groupwise = _groupwise(t, self.spec, weights)
         self._rounded: dict[tuple, dict[str, torch.Tensor]] = {}  # plan steps -> data-aware rounding's targets
         self.prepared = False  # the task's calibration inputs are made (prepare)
+
+    def _min_size(self) -> int:
+        """policy.auto_min_size of the model's tensors, said where it takes the small ones."""
+        from zoocodec.pipeline.modelio import torch_dtypes
+
+        names = torch_dtypes()
+        sizes = {k: (names.get(v.dtype, str(v.dtype)), v.numel()) for k, v in self.weights.items()}
+        got = auto_min_size(sizes)
+        if got < DEFAULT_MIN_SIZE:
+            self.say(f"tensors of {got} weights or more are measured and quantized where they pay: those under "
+                     f"{DEFAULT_MIN_SIZE:,} hold {small_share(sizes):.1%} of the weights (--min-size sets it)")
+        return got
 
     def _token_tables(self) -> dict[str, str]:
         """An ONNX graph's word-embedding tables -> the graph input of their token ids (onnxcapture.token_tables);
