@@ -55,7 +55,7 @@ def compress(
                                                             "'*embeddings*=uniform:bits=8' (repeatable)")] = None,
     min_size: Annotated[int | None, typer.Option(
         help="tensors with fewer weights stay lossless [default: 4096; with --target-loss 64 where tensors under "
-             "4096 weights hold 1% of the model or more, else 4096]", show_default=False)] = None,
+             "4096 weights hold 0.5% of the model or more, else 4096]", show_default=False)] = None,
     allow_nonfinite: Annotated[bool, typer.Option(help="keep tensors with NaN/Inf "
                                                        "lossless instead of failing")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,

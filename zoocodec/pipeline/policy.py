@@ -22,9 +22,10 @@ from zoocodec.methods.uniform import Uniform
 DEFAULT_SPEC = "uniform:bits=8"
 DEFAULT_MIN_SIZE = 4096
 # automatic mode measures each tensor it may quantize (one model run each), so it takes the small ones too where
-# those hold a share of the weights worth the runs: a CNN's BatchNorm vectors and small convolutions
+# those hold a share of the weights worth the runs (0.5% of the weights as exact floats: about 4% of a 4-bit file):
+# a CNN's BatchNorm vectors, small convolutions and classifiers
 AUTO_MIN_SIZE = 64
-SMALL_SHARE = 0.01
+SMALL_SHARE = 0.005
 
 
 class Overrides:
@@ -82,7 +83,7 @@ def small_share(sizes: dict[str, tuple[str, int]]) -> float:
 def auto_min_size(sizes: dict[str, tuple[str, int]]) -> int:
     """Automatic mode's min size where none is asked: AUTO_MIN_SIZE where small_share is SMALL_SHARE or more,
     else DEFAULT_MIN_SIZE. effnet-lite0 (2.3% of its weights there; its BatchNorm vectors held 9% of the file
-    as exact floats) is 6-7% smaller at 1% and 0.5% KL for 38-69 s more; minilm's 0.24% (LayerNorm and biases)
+    as exact floats) is 6-7% smaller at 1% and 0.5% KL for 38-69 s more; minilm's 0.14% (LayerNorm and biases)
     gave 0.25% for 65 s more, so it keeps 4,096."""
     return AUTO_MIN_SIZE if small_share(sizes) >= SMALL_SHARE else DEFAULT_MIN_SIZE
 

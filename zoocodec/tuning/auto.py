@@ -295,7 +295,7 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     `decode_on="gpu"`: only methods and coders with a GPU decoder (pipeline/policy.for_decoder) are priced.
     `token_rows=False` keeps one step for a text model's word-embedding table (to measure what a step per row gains).
     `min_size`: tensors with fewer weights stay lossless; None: policy.auto_min_size (64 where small tensors hold
-    1% of the weights or more, as in a CNN with BatchNorm; else 4,096, compress's default).
+    0.5% of the weights or more, as in a CNN with BatchNorm; else 4,096, compress's default).
     """
     say = log or (lambda _msg: None)
     with _Clock(say) as clock:
