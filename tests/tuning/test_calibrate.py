@@ -204,7 +204,7 @@ def test_columns_match_the_convolution(monkeypatch):
             for first, a in _blocks(conv, x):
                 if first == 0:
                     chunks.append([])
-                chunks[-1].append(a[0].clone())  # a block holds until the next is asked for
+                chunks[-1].append(a.clone())  # a block holds until the next is asked for
             a = torch.cat([torch.cat(c) for c in chunks], dim=2)  # groups x d x rows (image, position)
             rows = a.permute(2, 0, 1)
             got = torch.einsum("rgd,god->rgo", rows, w3).reshape(len(out), -1)

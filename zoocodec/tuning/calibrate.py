@@ -124,17 +124,15 @@ def collect(net: torch.nn.Module, run: Callable[[torch.nn.Module], object],
 def accumulate(acc: list, mod: torch.nn.Module, x: torch.Tensor) -> None:
     """Add the sums of `mod`'s input batch `x` to `acc` ([sum x x^T, sum x, count], per group): float32
     sums over a block of inputs, summed over blocks in float64."""
-    g = getattr(mod, "groups", 1)
-    if acc[0] is None:
-        d = mod.in_features if isinstance(mod, torch.nn.Linear) else \
-            mod.in_channels // g * mod.kernel_size[0] * mod.kernel_size[1]
+    if acc[0] is None:  # groups x d: d the columns of a group's part of the weight's 2-D view
+        g, d = getattr(mod, "groups", 1), math.prod(mod.weight.shape[1:])
         acc[0], acc[1] = torch.zeros(g, d, d, dtype=torch.float64), torch.zeros(g, d, dtype=torch.float64)
     for first, a in _blocks(mod, x.detach().float()):
-        part = slice(first, first + a.shape[1])
-        acc[0][part] += (a[0] @ a[0].transpose(1, 2)).double()
-        acc[1][part] += a[0].sum(2).double()
+        part = slice(first, first + len(a))
+        acc[0][part] += (a @ a.transpose(1, 2)).double()
+        acc[1][part] += a.sum(2).double()
         if first == 0:
-            acc[2] += a.shape[3]
+            acc[2] += a.shape[2]
 
 
 def inputs_of(acc: list, bias: tuple[str, int] | None) -> LayerInputs:
@@ -159,7 +157,7 @@ def _supported(mod: torch.nn.Module) -> bool:
 
 
 def _blocks(mod: torch.nn.Module, x: torch.Tensor):
-    """(first group, 1 x groups x d x rows) blocks of the layer's inputs: each row (one input vector) a column
+    """(first group, groups x d x rows) blocks of the layer's inputs: each row (one input vector) a column
     matching the columns of its group's part of the weight's 2-D view, so that a @ a^T sums x x^T.
 
     A convolution contributes at most POSITIONS output positions per image (a strided grid:
@@ -169,10 +167,10 @@ def _blocks(mod: torch.nn.Module, x: torch.Tensor):
     copied tap by tap into one block of about SCRATCH values, reused (whole images, or a depthwise layer's
     channels of one image; each block holds until the next is asked for): it stays in cache and in memory
     already mapped, where unfolding a batch whole ran at this VM's fresh-page write speed (effnet-lite0's
-    measuring: 79 s before, 17 s since; torch's unfold into such blocks is 3.5x slower than the copies). A
+    measuring: 79 s before, 22 s since; torch's unfold into such blocks is 3.5x slower than the copies). A
     1x1 convolution on every position is its input as it is."""
     if isinstance(mod, torch.nn.Linear):
-        yield 0, x.reshape(1, 1, -1, x.shape[-1]).transpose(2, 3)
+        yield 0, x.reshape(-1, x.shape[-1]).t().unsqueeze(0)
         return
     if isinstance(getattr(mod, "static_padding", None), torch.nn.Module):
         x = mod.static_padding(x)
@@ -182,24 +180,24 @@ def _blocks(mod: torch.nn.Module, x: torch.Tensor):
     (kh, kw), (sh, sw), (dh, dw) = mod.kernel_size, mod.stride, mod.dilation
     ho, wo = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1, (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
     every = max(1, math.ceil(math.sqrt(ho * wo / POSITIONS)))
-    n, c = x.shape[:2]
-    g, rows = mod.groups, -(-ho // every) * -(-wo // every)
-    if kh * kw == 1 and rows == x.shape[2] * x.shape[3]:
-        yield 0, x.transpose(0, 1).reshape(1, g, c // g, n * rows)
+    ho, wo = -(-ho // every), -(-wo // every)  # the positions measured
+    (n, c), g = x.shape[:2], mod.groups
+    if kh * kw == 1 and (ho, wo) == tuple(x.shape[2:]):
+        yield 0, x.transpose(0, 1).reshape(g, c // g, n * ho * wo)
         return
-    per_group = c // g * kh * kw * rows  # values one group of one image unfolds to
+    per_group = c // g * kh * kw * ho * wo  # values one group of one image unfolds to
     images = max(1, SCRATCH // (g * per_group))
     groups = g if images > 1 else max(1, SCRATCH // per_group)
-    ho, wo, block = -(-ho // every), -(-wo // every), None
+    block = None
     for i in range(0, n, images):
         for first in range(0, g, groups):
             part = x[i:i + images, first * c // g:min(g, first + groups) * c // g].transpose(0, 1)
             if block is None or block.shape[0] != part.shape[0] or block.shape[2] != part.shape[1]:
-                block = x.new_empty(part.shape[0], kh * kw, *part.shape[1:2], ho, wo)  # (c, i, j) x (image, row)
+                block = x.new_empty(part.shape[0], kh * kw, part.shape[1], ho, wo)  # (c, i, j) x (image, row)
             for t in range(kh * kw):
                 r, q = divmod(t, kw)
                 block[:, t].copy_(part[:, :, r * dh::sh * every, q * dw::sw * every][:, :, :ho, :wo])
-            yield first, block.view(1, -1, c // g * kh * kw, block.shape[2] * rows)
+            yield first, block.view(-1, c // g * kh * kw, block.shape[2] * ho * wo)
 
 
 def _bias_of(mname: str, mod: torch.nn.Module, modules: dict, order: list[str],
