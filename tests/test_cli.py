@@ -1,5 +1,6 @@
 """The command line: real files, exit codes, one-line errors."""
 import json
+import re
 import signal
 import subprocess
 import time
@@ -35,6 +36,17 @@ def test_compress_inspect_decompress(tmp_path, st_model, monkeypatch, capsys):
     assert code == 0 and "fc.weight" in out
     code, _, _ = run(monkeypatch, capsys, "decompress", tmp_path / "m.zc", "-o", tmp_path / "back.pt")
     assert code == 0 and set(torch.load(tmp_path / "back.pt", weights_only=True)) == set(info_names(info))
+
+
+def test_compress_names_the_attached_files_so_the_bytes_add_up_to_the_file(tmp_path, minilm_path, monkeypatch,
+                                                                            capsys):
+    """A Hugging Face folder's config and tokenizer travel in the file outside the weights' ratio: the summary
+    line says how many bytes they are, so the two numbers it prints add up to what `ls` shows."""
+    code, out, _ = run(monkeypatch, capsys, "compress", minilm_path, "-o", tmp_path / "m.zc")
+    assert code == 0
+    weights, attached = (int(x.replace(",", "")) for x in
+                         re.search(r"-> ([\d,]+) bytes \(\+([\d,]+) attached\)", out).groups())
+    assert attached > 0 and weights + attached == (tmp_path / "m.zc").stat().st_size
 
 
 def info_names(info):

@@ -160,8 +160,9 @@ def compress(
     if json_out:
         print(json.dumps(summary, indent=2))
     else:
-        console.print(f"{output}: {report.params:,} weights, {report.bytes_in:,} -> {report.weight_bytes:,} bytes, "
-                      f"ratio {report.ratio:.2f}x, {report.bits_per_weight:.3f} bits/weight, "
+        attached = f" (+{report.attached_bytes:,} attached)" if report.attached_bytes else ""
+        console.print(f"{output}: {report.params:,} weights, {report.bytes_in:,} -> {report.weight_bytes:,} bytes"
+                      f"{attached}, ratio {report.ratio:.2f}x, {report.bits_per_weight:.3f} bits/weight, "
                       f"{sqnr_summary(report)}, {summary['seconds']:.1f} s", markup=False)
 
 
