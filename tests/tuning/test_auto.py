@@ -196,6 +196,30 @@ def test_auto_mode_respects_the_budget_on_mnist_cnn(mnist_path, tmp_path):
     assert methods[left_out].startswith("lossless") and not methods["conv_layers.6.weight"].startswith("lossless")
 
 
+@pytest.mark.gpu
+def test_auto_mode_runs_a_zoo_models_task_on_the_gpu(mnist_path, tmp_path):
+    """device="cuda" (`compress --device gpu --target-loss`): the sensitivities, the search and the verification
+    run the model on the GPU, the header says which; judged again on the CPU, the file keeps its verified top-1
+    to within a digit or two (a GPU's logits differ in their last digits) and its budget."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU for torch")
+    try:
+        data.opencv_digits()
+    except data.DatasetMissing as e:
+        pytest.skip(str(e))
+    out = tmp_path / "gpu.zc"
+    result = auto_compress("mnist-cnn", out, 0.01, device="cuda")
+    assert result.loss <= result.loss_high <= 0.01
+    with zoocodec.Archive(out) as a:
+        auto = a.header["meta"]["auto"]
+    assert auto["device"].startswith("cuda:0 ") and auto["verified"]["value"] == result.value
+    t = tasks_of("mnist-cnn")[0]
+    whole = evaluator("mnist-cnn", t, None)  # the CPU
+    _, held = split(auto["split"]["inputs"], whole.compare(None)[t.primary].groups, auto["split"]["seed"])
+    m = whole.part(held).judge(load_weights(out))
+    assert abs(m.value - result.value) <= 2 / len(held) and m.loss_high <= 0.01 + 2 / len(held)
+
+
 @pytest.mark.slow  # about 6 minutes here: calibration, three strengths, the search again on all 10,000 images
 def test_data_aware_rounding_passes_the_budget_on_fashion_mnist(tmp_path):
     """fmnist-cnn at 1%: indices chosen on Fashion-MNIST train images, searched on half the test images and

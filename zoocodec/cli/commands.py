@@ -89,7 +89,8 @@ def compress(
     finetune_steps: Annotated[int | None, typer.Option(help="automatic mode with --finetune: optimiser steps "
                                                             "per step size tried (default 60)")] = None,
     device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | "
-                                             "auto (a missing GPU is an error)")] = "cpu",
+                                             "auto (a missing GPU is an error); with --target-loss, a zoo "
+                                             "model's runs and --finetune")] = "cpu",
     decode_on: Annotated[str, typer.Option(help="gpu: only methods and coders with a GPU decoder (automatic mode "
                                                 "prices only those; docs/gpu.md gives the size cost) | any")] = "any",
 ):
@@ -101,9 +102,9 @@ def compress(
 
     typed(model)
     dev = resolve(device)  # a GPU that is not there fails before any work
-    if dev.is_gpu and target_loss is not None and not finetune:
-        raise ZoocodecError("automatic mode (--target-loss) runs on the CPU only but for --finetune; leave out "
-                            "--device")
+    if dev.is_gpu and target_loss is not None and inputs is not None and not finetune:
+        raise ZoocodecError("automatic mode judges a model outside the zoo (--inputs) on the CPU; --device takes "
+                            "a zoo model's runs, or --finetune: leave out --device")
     if (finetune or finetune_steps is not None) and target_loss is None:
         raise ZoocodecError("--finetune belongs to automatic mode: add --target-loss")
     if finetune_steps is not None and (finetune_steps < 1 or not finetune):

@@ -63,7 +63,7 @@ def for_zoo(arch: str, folder, task: Task, weights: dict[str, torch.Tensor]) -> 
             enc.model, lambda _net: enc.encode(inputs), _names(enc.model, weights), task.calibration_about, len(inputs)
         )
     net = build(arch, weights)
-    # batches of ~2M input values: the hooks unfold each convolution's input (k*k times its size)
+    # batches of ~2M input values (a layer's inputs are summed in blocks of about calibrate.SCRATCH values)
     batch = max(1, min(256, 2**21 // inputs[0].numel()))
     return Calibration(net, lambda n: _logits(lambda: inputs, batch)(n, None), _names(net, weights),
                        task.calibration_about, len(inputs), lambda n: _logits(lambda: inputs, len(inputs))(n, None))

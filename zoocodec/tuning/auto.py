@@ -70,6 +70,7 @@ import numpy as np
 import torch
 
 from zoocodec.codecs import CODERS, parse_coder
+from zoocodec.device import CPU
 from zoocodec.errors import SpecError, ZoocodecError
 from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods import MethodSpec, parse_spec
@@ -288,6 +289,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     where the calibration runs in one batch (zoo image classifiers: zoocodec.tuning.sequential), decoder layer
     by decoder layer for causal LMs shaped like Llama (zoocodec.tuning.gptq), else one refresh
     (zoocodec.tuning.calibrate.collect_on).
+    `device`: a zoo task's model runs (sensitivities, search, verification) and fine-tuning run there; a model
+    outside the zoo is judged on the CPU (fine-tuning still runs there).
     `finetune`: after the search again, larger steps are tried with their steps, symbols and lossless 1-D
     tensors fine-tuned (zoocodec.tuning.finetune, `finetune_steps` optimiser steps each, on torch `device`,
     `finetune_seconds` in all);
@@ -376,7 +379,7 @@ class _Search:
                     str(model) if isinstance(model, str) and model in zoo.registry() else identify(weights, model)
                 )
             t = tasks_of(reference, task)[0]
-            self.whole = evaluator(reference, t, None)
+            self.whole = evaluator(reference, t, None, asked.device)  # its model runs on the GPU asked for
         self.t, self.reference = t, reference
         self.feeds = self._token_tables()
         from zoocodec.tuning.sensitivity import EMBEDDING_GROUPS, embedding_groups
@@ -952,6 +955,8 @@ class _Search:
             auto["token_rows"] = self.token_about
         if self.coders:
             auto["coders"] = self.coders
+        if getattr(self.whole, "device", CPU).is_gpu:  # where the judged runs ran (a GPU's last digits differ)
+            auto["device"] = self.whole.device.label
         if self.tuning:
             auto["finetune"] = self.tuning
         if self.groupwise:
