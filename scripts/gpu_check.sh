@@ -94,7 +94,8 @@ timeout "$(limit 180)" $PY -m pytest -q -p no:cacheprovider -m gpu -rs --junitxm
   tests/kernels/test_lowrank.py tests/kernels/test_prune.py tests/kernels/test_dither.py \
   tests/kernels/test_transform.py tests/methods/test_rdoq.py tests/kernels/test_uniform_device.py \
   tests/kernels/test_rdoq_kernels.py tests/kernels/test_rans_encode.py tests/kernels/test_stats.py \
-  tests/methods/test_conformance.py tests/eval/test_lm.py tests/tuning/test_finetune.py tests/tuning/test_auto.py 2>&1 | tee "$OUT/pytest.log" | tail -25
+  tests/methods/test_conformance.py tests/eval/test_lm.py tests/tuning/test_finetune.py tests/tuning/test_auto.py \
+  tests/eval/test_anymodel.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 tests=${PIPESTATUS[0]}
 
 stage "bench/bench_decode_gpu.py (uniform 2-16 bits, grouped, dq, kmeans, lossless, then ctx: load vs safetensors, GB/s, exact)"

@@ -64,6 +64,57 @@ def test_state_dict_with_factory_module(digits_net, tmp_path, monkeypatch):
     assert set(v) == {"rel_l2"} and 0 < v["rel_l2"].low <= v["rel_l2"].high < 1
 
 
+def test_an_onnx_graph_asked_to_run_on_a_gpu_is_refused_in_one_line(digits_net, tmp_path):
+    """onnxruntime runs the graph on its CPU provider here: a GPU asked for is an error, never a silent CPU run."""
+    from zoocodec.device import Device
+    from zoocodec.errors import ZoocodecError
+    from zoocodec.eval.anymodel import runner
+
+    net, x = digits_net
+    onnx_digits(net, tmp_path / "net.onnx", "pixels")
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(ZoocodecError, match="onnxruntime's CPU provider here: leave out --device"):
+        runner(tmp_path / "net.onnx", tmp_path / "x.npy", device=Device("cuda", 0))
+
+
+@pytest.mark.gpu
+def test_a_state_dict_and_its_module_run_on_the_gpu(tmp_path, monkeypatch):
+    """device="cuda" (`evaluate --device gpu`, automatic mode's runs): the module's outputs on the GPU give the
+    CPU's metrics to float tolerance, and automatic mode run there keeps its budget judged again on the CPU.
+    An MLP trained on a synthetic task (no scikit-learn: it runs in the GPU image)."""
+    from zoocodec.tuning.auto import auto_compress, split
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU for torch")
+    torch.manual_seed(0)
+    x = torch.randn(600, 1, 8, 8)
+    y = (x.flatten(1) @ torch.randn(64, 10)).argmax(1)
+    scope: dict = {}
+    exec(DIGITS_MLP, scope)
+    net = scope["make"]()
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    (tmp_path / "gpunets.py").write_text(DIGITS_MLP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(net.eval().state_dict(), tmp_path / "net.pt")
+    np.save(tmp_path / "x.npy", x.numpy())
+    out = tmp_path / "gpu.zc"
+    r = auto_compress(tmp_path / "net.pt", out, 0.01, inputs=tmp_path / "x.npy", module="gpunets:make",
+                      min_size=1024, device="cuda")
+    with zoocodec.Archive(out) as a:
+        auto = a.header["meta"]["auto"]
+    assert auto["device"].startswith("cuda:0 ") and r.loss_high <= 0.01
+    np.save(tmp_path / "held.npy", x.numpy()[split(len(x))[1]])
+    on = {d: _metrics(evaluate_pair(tmp_path / "net.pt", out, tmp_path / "held.npy", module="gpunets:make",
+                                    device=d)) for d in ("cpu", "cuda")}
+    assert on["cuda"]["kl"].value == pytest.approx(on["cpu"]["kl"].value, rel=1e-3, abs=1e-7)
+    assert on["cuda"]["kl"].value == pytest.approx(r.value, rel=1e-6)  # the verification ran there
+    assert on["cpu"]["kl"].loss_high <= 0.01 * 1.01
+
+
 @pytest.mark.parametrize("classifier", [False, True])
 def test_hugging_face_folder_from_its_config(tmp_path, classifier):
     folder = tmp_path / "bert"

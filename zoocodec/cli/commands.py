@@ -89,8 +89,8 @@ def compress(
     finetune_steps: Annotated[int | None, typer.Option(help="automatic mode with --finetune: optimiser steps "
                                                             "per step size tried (default 60)")] = None,
     device: Annotated[str, typer.Option(help="where the work runs: cpu | gpu | cuda:N | "
-                                             "auto (a missing GPU is an error); with --target-loss, a zoo "
-                                             "model's runs and --finetune")] = "cpu",
+                                             "auto (a missing GPU is an error); with --target-loss, the "
+                                             "model's runs and --finetune (an ONNX graph's stay on the CPU)")] = "cpu",
     decode_on: Annotated[str, typer.Option(help="gpu: only methods and coders with a GPU decoder (automatic mode "
                                                 "prices only those; docs/gpu.md gives the size cost) | any")] = "any",
 ):
@@ -102,9 +102,6 @@ def compress(
 
     typed(model)
     dev = resolve(device)  # a GPU that is not there fails before any work
-    if dev.is_gpu and target_loss is not None and inputs is not None and not finetune:
-        raise ZoocodecError("automatic mode judges a model outside the zoo (--inputs) on the CPU; --device takes "
-                            "a zoo model's runs, or --finetune: leave out --device")
     if (finetune or finetune_steps is not None) and target_loss is None:
         raise ZoocodecError("--finetune belongs to automatic mode: add --target-loss")
     if finetune_steps is not None and (finetune_steps < 1 or not finetune):
@@ -237,8 +234,6 @@ def evaluate(
     typed(model, *([compressed] if compressed else []))
     dev = resolve(device)  # a GPU that is not there fails before any work
     if compressed is not None or inputs is not None or module is not None or output_kind is not None:
-        if dev.is_gpu:
-            raise ZoocodecError("--device: models outside the zoo are evaluated on the CPU only; leave out --device")
         from zoocodec.eval.anymodel import INPUTS_HELP, evaluate_pair
 
         if compressed is None:
@@ -251,7 +246,7 @@ def evaluate(
                 "--task and --reference belong to zoo models; a model outside the zoo is judged on --inputs"
             )
         with working(f"evaluating {compressed} against {model}"):
-            metrics = evaluate_pair(model, compressed, inputs, module, output_kind)
+            metrics = evaluate_pair(model, compressed, inputs, module, output_kind, dev)
     else:
         from zoocodec.eval import evaluate as run
 

@@ -28,9 +28,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from zoocodec.device import CPU, Device, resolve
 from zoocodec.errors import ModelFormatError, ZoocodecError
 from zoocodec.eval import metrics as M
-from zoocodec.eval.evaluate import Evaluator, load_weights, metric_row
+from zoocodec.eval.evaluate import Evaluator, load_weights, metric_row, run_on
 from zoocodec.eval.stats import Paired
 
 OUTPUT_KINDS = ("logits", "embeddings", "values", "tokens")
@@ -206,7 +207,7 @@ def _images(folder: Path, dims: list[int]) -> np.ndarray:
 
 # ---- Hugging Face ------------------------------------------------------------------------
 class HfRunner:
-    def __init__(self, folder: Path, inputs: Path, kind: str | None):
+    def __init__(self, folder: Path, inputs: Path, kind: str | None, device: Device = CPU):
         from zoocodec.eval import lm
         from zoocodec.eval.text import is_classifier
 
@@ -225,7 +226,7 @@ class HfRunner:
             if kind not in (None, "tokens"):
                 raise ZoocodecError(f"{folder}: a causal LM is judged by its next-token predictions: "
                                     f"--output-kind tokens (or leave it out), not {kind}")
-            self.scorer = lm.Scorer(folder, self.texts)
+            self.scorer = lm.Scorer(folder, self.texts, device=device)  # (it batches on the GPU itself)
         self.n = self.scorer.n if self.scorer else len(self.texts)
         self.kind = "tokens" if self.scorer else kind or ("logits" if self.classifier else "embeddings")
 
@@ -302,8 +303,9 @@ class TorchRunner:
         outs = []
         with torch.no_grad():
             for b in _batches(self.arrays, BATCH):
-                args = [torch.from_numpy(b[k]) for k in b if k.startswith("arr_")]
-                kwargs = {k: torch.from_numpy(v) for k, v in b.items() if not k.startswith("arr_")}
+                on = torch.get_default_device()  # the GPU inside run_on
+                args = [torch.from_numpy(b[k]).to(on) for k in b if k.startswith("arr_")]
+                kwargs = {k: torch.from_numpy(v).to(on) for k, v in b.items() if not k.startswith("arr_")}
                 outs.append(_first(net(*args, **kwargs)).float())
         return torch.cat(outs)
 
@@ -319,8 +321,9 @@ def _first(out) -> torch.Tensor:
     raise ZoocodecError(f"the module's forward returned {type(out).__name__}, not a tensor")
 
 
-def runner(original: Path, inputs: Path, module: str | None = None, kind: str | None = None) -> Runner:
-    """The runner for a model outside the zoo, by its format."""
+def runner(original: Path, inputs: Path, module: str | None = None, kind: str | None = None,
+           device: Device = CPU) -> Runner:
+    """The runner for a model outside the zoo, by its format (`device`: where a causal LM's scorer batches)."""
     if kind is not None and kind not in OUTPUT_KINDS:
         raise ZoocodecError(f"--output-kind {kind!r}: use {', '.join(OUTPUT_KINDS)}")
     if not inputs.exists():
@@ -332,9 +335,12 @@ def runner(original: Path, inputs: Path, module: str | None = None, kind: str | 
     if module is not None:
         return TorchRunner(module, inputs, kind)
     if original.is_dir():
-        return HfRunner(original, inputs, kind)
+        return HfRunner(original, inputs, kind, device)
     fmt = sniff(original)
     if fmt == "onnx":
+        if device.is_gpu:
+            raise ZoocodecError(f"{original}: an ONNX graph runs on onnxruntime's CPU provider here: leave out "
+                                f"--device")
         return OnnxRunner(original, inputs, kind)
     raise ZoocodecError(f"{original}: a {fmt} file holds weights only: name the module that builds it with "
                         f"--module package.module:factory")
@@ -372,11 +378,11 @@ class PairEvaluator(Evaluator):
     """An Evaluator for a model outside the zoo: automatic mode and sensitivities run on it unchanged."""
 
     def __init__(self, original: str | os.PathLike, inputs: str | os.PathLike, module: str | None = None,
-                 output: str | None = None):
-        self.reference, self.limit = str(original), None
-        self.run = runner(Path(original), Path(inputs), module, output)
+                 output: str | None = None, device: str | Device = "cpu"):
+        self.reference, self.limit, self.device = str(original), None, resolve(device)
+        self.run = runner(Path(original), Path(inputs), module, output, self.device)
         weights = load_weights(original)
-        self.ref_out = self.run.reference(weights) if isinstance(self.run, HfRunner) else self.run.outputs(weights)
+        self.ref_out = self._on(weights, self.run.reference if isinstance(self.run, HfRunner) else self.run.outputs)
         self.task = FidelityTask(self.run.kind, Path(inputs))
         self.baseline = self.task.metrics(self.ref_out, self.ref_out)
 
@@ -387,8 +393,12 @@ class PairEvaluator(Evaluator):
         out.run, out.ref_out = self.run.part(rows), self.ref_out[torch.from_numpy(rows)]
         return out
 
+    def _on(self, weights: dict[str, torch.Tensor], run) -> torch.Tensor:
+        """`run(weights)` on the evaluator's device (a causal LM's scorer places its own tensors)."""
+        return run(weights) if getattr(self.run, "scorer", None) else run_on(self.device, weights, run)
+
     def outputs(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.run.outputs(weights)
+        out = self._on(weights, self.run.outputs)
         if out.shape != self.ref_out.shape:
             raise ZoocodecError(f"the compressed model's outputs have shape {tuple(out.shape)}, the original's "
                                 f"{tuple(self.ref_out.shape)}: not the same model")
@@ -396,10 +406,11 @@ class PairEvaluator(Evaluator):
 
 
 def evaluate_pair(original: str | os.PathLike, compressed: str | os.PathLike, inputs: str | os.PathLike,
-                  module: str | None = None, output: str | None = None):
+                  module: str | None = None, output: str | None = None, device: str | Device = "cpu"):
     """Metrics of `compressed` (a .zc or a model file) against `original` on `inputs`, one
-    zoocodec.eval.Metric per metric, each delta with its 95% interval."""
-    ev = PairEvaluator(original, inputs, module, output)
+    zoocodec.eval.Metric per metric, each delta with its 95% interval; both models run on `device` (a
+    state dict's module or a Hugging Face model; an ONNX graph runs on the CPU only)."""
+    ev = PairEvaluator(original, inputs, module, output, device)
     t = ev.task
     return [metric_row(str(compressed), t.name, name, p, name in t.lower_is_better, name == t.primary)
             for name, p in ev.compare(load_weights(compressed)).items()]

@@ -179,11 +179,7 @@ class Evaluator:
         """The task's outputs (on the host) with the model run on the evaluator's device."""
         if self.task.kind == "tokens":
             return self.scorer.outputs(weights)
-        if not self.device.is_gpu:
-            return self.task.outputs(build(self.arch, weights, self.folder), self.limit)
-        with torch.device(self.device.torch):  # tensors the model code creates land there too
-            weights = {k: v.to(self.device.torch) for k, v in weights.items()}
-            return self.task.outputs(build(self.arch, weights, self.folder), self.limit).cpu()
+        return run_on(self.device, weights, lambda w: self.task.outputs(build(self.arch, w, self.folder), self.limit))
 
     def score(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         return self.task.metrics(self.outputs(weights), self.ref_out)
@@ -210,6 +206,16 @@ class Evaluator:
         value, base = scores[metric], self.baseline[metric]
         worse = value - base if metric in self.task.lower_is_better else base - value
         return worse / abs(base) if base else worse
+
+
+def run_on(device: Device, weights: dict[str, torch.Tensor], run) -> torch.Tensor:
+    """`run(weights)`'s outputs, on the host, with the weights and every tensor the model code creates on
+    `device` (torch's default device inside: a tokenizer's tensors too; inputs made from NumPy arrays go to
+    torch.get_default_device())."""
+    if not device.is_gpu:
+        return run(weights)
+    with torch.device(device.torch):
+        return run({k: v.to(device.torch) for k, v in weights.items()}).cpu()
 
 
 def _reference_path(reference: str, task: Task, limit: int | None, device: Device,

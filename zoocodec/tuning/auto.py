@@ -289,8 +289,8 @@ def auto_compress(model: str | os.PathLike | dict, out: str | os.PathLike, targe
     where the calibration runs in one batch (zoo image classifiers: zoocodec.tuning.sequential), decoder layer
     by decoder layer for causal LMs shaped like Llama (zoocodec.tuning.gptq), else one refresh
     (zoocodec.tuning.calibrate.collect_on).
-    `device`: a zoo task's model runs (sensitivities, search, verification) and fine-tuning run there; a model
-    outside the zoo is judged on the CPU (fine-tuning still runs there).
+    `device`: the model's runs (sensitivities, search, verification) and fine-tuning run there (an ONNX graph is
+    refused: onnxruntime runs it on the CPU here); data-aware rounding's NumPy work stays on the CPU.
     `finetune`: after the search again, larger steps are tried with their steps, symbols and lossless 1-D
     tensors fine-tuned (zoocodec.tuning.finetune, `finetune_steps` optimiser steps each, on torch `device`,
     `finetune_seconds` in all);
@@ -371,7 +371,7 @@ class _Search:
 
             if task is not None or reference is not None:
                 raise ZoocodecError("a model judged on --inputs has no zoo task or reference: drop --task/--reference")
-            self.whole = PairEvaluator(model, asked.inputs, asked.module, asked.output)
+            self.whole = PairEvaluator(model, asked.inputs, asked.module, asked.output, asked.device)
             t = self.whole.task
         else:
             if reference is None:
@@ -379,7 +379,7 @@ class _Search:
                     str(model) if isinstance(model, str) and model in zoo.registry() else identify(weights, model)
                 )
             t = tasks_of(reference, task)[0]
-            self.whole = evaluator(reference, t, None, asked.device)  # its model runs on the GPU asked for
+            self.whole = evaluator(reference, t, None, asked.device)
         self.t, self.reference = t, reference
         self.feeds = self._token_tables()
         from zoocodec.tuning.sensitivity import EMBEDDING_GROUPS, embedding_groups
