@@ -432,6 +432,13 @@ def test_the_time_left_counts_every_phase_still_to_come():
     clock.ran("search", 2.0, 200, plan_s=3.0)  # rounding a plan: 3 s
     assert clock.left() == pytest.approx(9 * 1.0 + 5 * (2.0 + 3.0) + 5.0)
     clock.done("sensitivities")
+    clock.expect("calibration", 1, 100, plan=False)  # until its own inputs are counted (calibrate.collect)
+    assert clock.left() == pytest.approx(1.0 + 5 * (2.0 + 3.0) + 5.0)
+    clock.stepped("calibration", 0, 300)  # it counts its own: the run expected of it is dropped
+    assert clock.left() is None  # (none of it measured yet)
+    clock.work["calibration"] = (clock.work["calibration"][0] - 2.0, 100, 300)  # 100 inputs took 2 s
+    assert clock.left() == pytest.approx(4.0 + 5 * (2.0 + 3.0) + 5.0, abs=0.1)
+    clock.done("calibration")
     clock.line("step")
     assert lines[-1].startswith("step (") and "left)" in lines[-1]
     clock.line("again", every=3600)  # at most one line an hour: none now

@@ -220,6 +220,39 @@ def test_columns_match_the_convolution(monkeypatch):
                 assert torch.allclose(got, want, atol=1e-5 * float(want.abs().max()))
 
 
+def test_collect_counts_the_inputs_each_forward_takes():
+    """progress(n) after each forward of the module itself (its batches, by the leading dimension of its first
+    argument or of input_ids): automatic mode's time left over this phase. The sums are the same with it."""
+    from zoocodec.tuning.calibrate import collect
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 36, 5))
+    x = torch.randn(10, 3, 8, 8)
+    names = {"0.weight": "conv", "3.weight": "fc"}
+    seen: list[int] = []
+
+    def run(n):
+        for b in (x[:4], x[4:8], x[8:]):
+            n(b)
+    counted = collect(net, run, names, seen.append)
+    plain = collect(net, run, names)
+    assert seen == [4, 4, 2]
+    for key in names.values():
+        assert counted[key].count == plain[key].count and np.array_equal(counted[key].h, plain[key].h)
+
+    class Keyword(torch.nn.Module):  # a transformer's call: input_ids by keyword
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2)
+
+        def forward(self, input_ids):
+            return self.fc(input_ids.float())
+    seen.clear()
+    collect(Keyword(), lambda n: [n(input_ids=torch.ones(k, 7, 3)) for k in (2, 3)], {"fc.weight": "fc"},
+            seen.append)
+    assert seen == [2, 3]
+
+
 def test_inputs_never_seen_keep_their_weights():
     """A column whose input was always 0 in calibration (a channel the calibration photos never
     excite) is rounded to nearest, not zeroed: other inputs may excite it. Per group too."""

@@ -43,7 +43,8 @@
 
 Progress lines carry the time spent and an estimate of the time left over every phase, the
 making of a zoo task's calibration images on a first run (effnet-lite0's distilled ones)
-included, as a phase of its own whose steps are counted.
+included, as a phase of its own whose steps are counted; so are the calibration inputs while
+data-aware rounding's layer inputs are measured (calibrate.collect's progress).
 Every "within budget" is judged by the pessimistic end of the loss's 95% interval from
 the paired inputs (zoocodec.eval.stats). A budget the search subset cannot resolve is
 searched on the whole calibration/search part; one that this cannot resolve either ends in
@@ -226,9 +227,11 @@ class _Clock:
             self.todo[phase][0] = max(self.todo[phase][0] - 1, 0)
 
     def stepped(self, phase: str, done: int, total: int) -> None:
-        """`done` of the `total` steps of work `phase` (0 when it starts)."""
+        """`done` of the `total` steps of work `phase` (0 when it starts): its own count replaces the runs
+        expected of it."""
         start = self.work[phase][0] if phase in self.work else time.perf_counter()
         self.work[phase] = (start, done, total)
+        self.todo.pop(phase, None)
 
     def done(self, phase: str) -> None:
         self.todo.pop(phase, None)
@@ -600,9 +603,15 @@ class _Search:
         if self.calibrates:
             self.prepare()
         self.clock.doing = "measuring layer inputs for data-aware rounding"
+        seen = [0]
+
+        def progress(n: int, total: int) -> None:  # calibration inputs through the model so far
+            seen[0] = min(seen[0] + n, total)
+            self.clock.stepped("calibration", seen[0], total)
+            self.clock.doing = f"measuring layer inputs for data-aware rounding: {seen[0]:,} of {total:,} inputs"
         self.rounder, self.calibration, self.cal = _rounder(
             a.rounding, a.rate_lam, self.spec, self.whole, self.decide_ev, self.t, self.weights, self.say, a.calib,
-            (self.model, a.module, a.output))
+            (self.model, a.module, a.output), progress)
         self.clock.done("calibration")
 
     # ---- the plans and their judgement ---------------------------------------------------------------------
@@ -1082,9 +1091,11 @@ def _one_d_where_it_pays(weights: dict[str, torch.Tensor], plan: dict[str, Metho
 
 
 def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev, task,
-             weights: dict[str, torch.Tensor], say, calib, source: tuple) -> tuple[DataAware | None, dict, object]:
+             weights: dict[str, torch.Tensor], say, calib, source: tuple,
+             progress: Callable[[int, int], None] | None = None) -> tuple[DataAware | None, dict, object]:
     """Data-aware rounding from calibration inputs, or None (nearest), with what the header says of it
-    and the calibration it measured (zoocodec.eval.calibration.Calibration, for measuring again).
+    and the calibration it measured (zoocodec.eval.calibration.Calibration, for measuring again);
+    `progress(inputs, of all)` as a torch module's calibration inputs go through it.
     A zoo model's come from its task (never judged); a model outside the zoo's from `calib`, else from
     the calibration/search part of its inputs (`decide_ev`)."""
     from zoocodec.eval import calibration as C
@@ -1110,7 +1121,13 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
             why = "no calibration inputs for this model (a task judged on all the data it has)"
     start = time.perf_counter()
     if why is None:
-        inputs = cal.measure(weights) if cal.measure else collect(cal.net, cal.run, cal.names)
+        if cal.measure:
+            inputs = cal.measure(weights)
+        else:
+            counted = None if progress is None else (lambda n, total=cal.count: progress(n, total))
+            if counted:
+                progress(0, cal.count)
+            inputs = collect(cal.net, cal.run, cal.names, counted)
         if not inputs and cal.measure:
             why = "no MatMul/Gemm/Conv weight in the ONNX graph that one node alone reads"
     if why is not None:

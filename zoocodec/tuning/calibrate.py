@@ -88,12 +88,13 @@ class LayerInputs:
 
 
 def collect(net: torch.nn.Module, run: Callable[[torch.nn.Module], object],
-            names: Mapping[str, str]) -> dict[str, LayerInputs]:
+            names: Mapping[str, str], progress: Callable[[int], None] | None = None) -> dict[str, LayerInputs]:
     """LayerInputs per weight name of `net`'s Linear/Conv2d modules, from one `run(net)`.
 
     `names` maps the module's own parameter names (`fc.weight`) to the names of the
     model's tensors (they differ where a wrapper adds a prefix); modules whose weight is
-    not in it are left alone."""
+    not in it are left alone. `progress(n)` after each forward of `net` itself, n its inputs (the leading
+    dimension of its first argument or of `input_ids`): the run's batches, for a time-left estimate."""
     modules = dict(net.named_modules())
     order = list(modules)
     sums: dict[str, list] = {}
@@ -105,6 +106,12 @@ def collect(net: torch.nn.Module, run: Callable[[torch.nn.Module], object],
         key = names[pname]
         sums[key] = [None, None, 0]
         hooks.append(mod.register_forward_hook(lambda m, args, _out, key=key: accumulate(sums[key], m, args[0])))
+    if progress is not None:  # (after the layers' hooks: the root's forward ends last)
+        def counted(_net, args, kwargs, _out) -> None:
+            x = args[0] if args else kwargs.get("input_ids")
+            if isinstance(x, torch.Tensor) and x.dim():
+                progress(len(x))
+        hooks.append(net.register_forward_hook(counted, with_kwargs=True))
     try:
         with torch.no_grad():
             run(net)
