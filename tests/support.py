@@ -286,3 +286,20 @@ def check_ctx_damage(tmp_path_factory, data, weight, levels) -> None:
     assert (cpu is None) == (gpu is None)
     if gpu is not None:
         assert np.asarray(gpu).tolist() == np.asarray(cpu).tolist()
+
+
+def standin_gpu():
+    """A "cuda" zoocodec Device whose torch device is the CPU: the code a GPU runs (weights moved, models built
+    under torch's default device, outputs brought back) runs here, its results the CPU's to the bit."""
+    from zoocodec.device import Device
+
+    class Standin(Device):
+        @property
+        def torch(self) -> str:
+            return "cpu"
+
+        @property
+        def label(self) -> str:
+            return "cuda:0 (the CPU standing in)"
+
+    return Standin("cuda", 0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import zoocodec
-from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli
+from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli, standin_gpu
 from zoocodec.eval.anymodel import evaluate_pair
 
 SPEC = "uniform:bits=3"  # coarse enough to move every metric
@@ -75,6 +75,28 @@ def test_an_onnx_graph_asked_to_run_on_a_gpu_is_refused_in_one_line(digits_net, 
     np.save(tmp_path / "x.npy", x)
     with pytest.raises(ZoocodecError, match="onnxruntime's CPU provider here: leave out --device"):
         runner(tmp_path / "net.onnx", tmp_path / "x.npy", device=Device("cuda", 0))
+
+
+def test_the_gpu_branch_of_a_state_dict_run_gives_the_cpus_metrics(digits_net, tmp_path, monkeypatch):
+    """The code a GPU runs (weights moved, the module built under torch's default device, its inputs sent there,
+    the outputs brought back), run here with the CPU standing in for the GPU: the same metrics to the bit, and
+    automatic mode's header names the device its runs took."""
+    from zoocodec.tuning.auto import auto_compress
+
+    net, x = digits_net
+    (tmp_path / "usernets.py").write_text(DIGITS_MLP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    zc = tmp_path / "net.zc"
+    zoocodec.compress(tmp_path / "net.pt", zc, SPEC)
+    np.save(tmp_path / "x.npy", x)
+    rows = [_metrics(evaluate_pair(tmp_path / "net.pt", zc, tmp_path / "x.npy", module="usernets:make", device=d))
+            for d in ("cpu", standin_gpu())]
+    assert rows[0]["kl"].value == rows[1]["kl"].value > 0
+    auto_compress(tmp_path / "net.pt", tmp_path / "auto.zc", 0.01, inputs=tmp_path / "x.npy", module="usernets:make",
+                  min_size=1024, device=standin_gpu())
+    with zoocodec.Archive(tmp_path / "auto.zc") as a:
+        assert a.header["meta"]["auto"]["device"] == "cuda:0 (the CPU standing in)"
 
 
 @pytest.mark.gpu

@@ -31,6 +31,19 @@ def test_uncompressed_model_equals_its_baseline(mnist_path):
     assert 0.95 < top1.baseline < 0.99  # measured when the zoo was built: 0.970 on all 5,000 digits
 
 
+def test_the_gpu_branch_of_a_zoo_task_gives_the_cpus_outputs(mnist_path):
+    """Evaluator.outputs on a GPU device (run_on: weights moved, the zoo model built under torch's default
+    device, outputs brought back), with the CPU standing in for the GPU: the CPU's outputs to the bit."""
+    from support import standin_gpu
+    from zoocodec.eval.evaluate import Evaluator, tasks_of
+
+    _need_digits()
+    t = tasks_of("mnist-cnn")[0]
+    weights = {k: v + 0.01 * torch.randn_like(v) if v.dim() > 1 else v for k, v in load_weights("mnist-cnn").items()}
+    on = [Evaluator("mnist-cnn", t, 500, d).outputs(weights) for d in ("cpu", standin_gpu())]
+    assert on[1].device.type == "cpu" and torch.equal(on[0], on[1])
+
+
 def test_compressed_container_is_decoded_and_recognised(mnist_path, tmp_path):
     _need_digits()
     out = tmp_path / "m.zc"
