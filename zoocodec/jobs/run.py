@@ -82,7 +82,7 @@ def execute(item: WorkItem, sweep: str) -> tuple[dict[str, Any], list[dict[str, 
             decode_s = time.perf_counter() - start
             start = time.perf_counter()
             reference = None if item.model_path else item.model
-            metrics = _judge(model, zc, item.judged_on) if item.judged_on else \
+            metrics = _judge(model, zc, item.judged_on, dev) if item.judged_on else \
                 [m for task in item.tasks for m in _evaluate(zc, task, reference, dev)]
             eval_s = time.perf_counter() - start
     except (MemoryError, OSError) as e:
@@ -128,12 +128,16 @@ def _evaluate(zc: str, task: str, reference: str | None, device) -> list[dict[st
     return [_metric(m) for m in evaluate(zc, task=task, reference=reference, device=device)]
 
 
-def _judge(model: str, zc: str, on: Inputs) -> list[dict[str, Any]]:
+def _judge(model: str, zc: str, on: Inputs, device) -> list[dict[str, Any]]:
     """A model outside the zoo: its output fidelity against the original on the spec's inputs
-    (zoocodec.eval.anymodel, as `zoocodec evaluate ORIGINAL COMPRESSED --inputs`)."""
+    (zoocodec.eval.anymodel, as `zoocodec evaluate ORIGINAL COMPRESSED --inputs`), on the item's device but for
+    an ONNX graph (onnxruntime's CPU provider)."""
+    from zoocodec.device import CPU
     from zoocodec.eval.anymodel import evaluate_pair
 
-    return [_metric(m) for m in evaluate_pair(model, zc, on.path, on.module, on.output)]
+    torch_model = on.module is not None or os.path.isdir(model)  # a state dict's module, a Hugging Face folder
+    return [_metric(m) for m in evaluate_pair(model, zc, on.path, on.module, on.output,
+                                              device if torch_model else CPU)]
 
 
 def _metric(m) -> dict[str, Any]:
