@@ -49,13 +49,19 @@ def test_onnx_classifier_from_arrays_and_images(digits_net, tmp_path):
     assert m["kl"].n == 12 and m["kl"].value > 0
 
 
-def test_state_dict_with_factory_module(digits_net, tmp_path, monkeypatch):
+def _state_dict_file(digits_net, tmp_path, monkeypatch):
+    """net.pt with its module `usernets:make` importable, compressed to net.zc; returns the inputs and the .zc."""
     net, x = digits_net
     (tmp_path / "usernets.py").write_text(DIGITS_MLP)
     monkeypatch.syspath_prepend(str(tmp_path))
     torch.save(net.state_dict(), tmp_path / "net.pt")
     zc = tmp_path / "net.zc"
     zoocodec.compress(tmp_path / "net.pt", zc, SPEC)
+    return x, zc
+
+
+def test_state_dict_with_factory_module(digits_net, tmp_path, monkeypatch):
+    x, zc = _state_dict_file(digits_net, tmp_path, monkeypatch)
     np.savez(tmp_path / "x.npz", x)
     m = _metrics(evaluate_pair(tmp_path / "net.pt", zc, tmp_path / "x.npz", module="usernets:make"))
     assert m["kl"].value > 0 and m["kl"].n == len(x)
@@ -83,12 +89,7 @@ def test_the_gpu_branch_of_a_state_dict_run_gives_the_cpus_metrics(digits_net, t
     automatic mode's header names the device its runs took."""
     from zoocodec.tuning.auto import auto_compress
 
-    net, x = digits_net
-    (tmp_path / "usernets.py").write_text(DIGITS_MLP)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    torch.save(net.state_dict(), tmp_path / "net.pt")
-    zc = tmp_path / "net.zc"
-    zoocodec.compress(tmp_path / "net.pt", zc, SPEC)
+    x, zc = _state_dict_file(digits_net, tmp_path, monkeypatch)
     np.save(tmp_path / "x.npy", x)
     rows = [_metrics(evaluate_pair(tmp_path / "net.pt", zc, tmp_path / "x.npy", module="usernets:make", device=d))
             for d in ("cpu", standin_gpu())]
