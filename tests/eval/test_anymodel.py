@@ -94,10 +94,12 @@ def test_the_gpu_branch_of_a_state_dict_run_gives_the_cpus_metrics(digits_net, t
     rows = [_metrics(evaluate_pair(tmp_path / "net.pt", zc, tmp_path / "x.npy", module="usernets:make", device=d))
             for d in ("cpu", standin_gpu())]
     assert rows[0]["kl"].value == rows[1]["kl"].value > 0
+    said: list[str] = []
     auto_compress(tmp_path / "net.pt", tmp_path / "auto.zc", 0.01, inputs=tmp_path / "x.npy", module="usernets:make",
-                  min_size=1024, device=standin_gpu())
+                  min_size=1024, device=standin_gpu(), log=said.append)
     with zoocodec.Archive(tmp_path / "auto.zc") as a:
         assert a.header["meta"]["auto"]["device"] == "cuda:0 (the CPU standing in)"
+    assert "the model runs on cuda:0 (the CPU standing in) (data-aware rounding on the CPU)" in said
 
 
 @pytest.mark.gpu

@@ -405,6 +405,8 @@ class _Search:
                       f"{len(held):,} held back to verify the budget"
                       + ("" if self.unit == "inputs" else f" (whole {self.unit})"))
         self.say(self.where)
+        if getattr(self.whole, "device", CPU).is_gpu:
+            self.say(f"the model runs on {self.whole.device.label} (data-aware rounding on the CPU)")
         # the held-back part's interval is wider than the calibration/search part's by sqrt(their sizes): a step
         # passes on the calibration/search part only with room for it, so that it passes there too (9 times in 10)
         self.wider = math.sqrt(len(decide) / len(held))
