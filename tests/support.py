@@ -145,17 +145,25 @@ def digits_mlp():
     x = torch.tensor(x / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
     y = torch.tensor(y)
     torch.manual_seed(0)
+    net = trained_mlp(x[:1400], y[:1400])
+    assert (net(x[1400:]).argmax(1) == y[1400:]).float().mean() > 0.9
+    return net, x[1400:].numpy()
+
+
+def trained_mlp(x, y):
+    """DIGITS_MLP's module (the same source the tests write as the user's module) fitted to inputs `x`
+    (N, 1, 8, 8) and labels `y` by 150 Adam steps, in eval mode."""
+    import torch
+
     scope: dict = {}
-    exec(DIGITS_MLP, scope)  # the same source the tests write as the user's module
+    exec(DIGITS_MLP, scope)
     net = scope["make"]()
     opt = torch.optim.Adam(net.parameters(), lr=0.01)
     for _ in range(150):
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x[:1400]), y[:1400]).backward()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
-    net.eval()
-    assert (net(x[1400:]).argmax(1) == y[1400:]).float().mean() > 0.9
-    return net, x[1400:].numpy()
+    return net.eval()
 
 
 def bn_net():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import zoocodec
-from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli, standin_gpu
+from support import DIGITS_MLP, bert_folder, digits_mlp, onnx_digits, run_cli, standin_gpu, trained_mlp
 from zoocodec.eval.anymodel import evaluate_pair
 
 SPEC = "uniform:bits=3"  # coarse enough to move every metric
@@ -113,18 +113,10 @@ def test_a_state_dict_and_its_module_run_on_the_gpu(tmp_path, monkeypatch):
         pytest.skip("no CUDA GPU for torch")
     torch.manual_seed(0)
     x = torch.randn(600, 1, 8, 8)
-    y = (x.flatten(1) @ torch.randn(64, 10)).argmax(1)
-    scope: dict = {}
-    exec(DIGITS_MLP, scope)
-    net = scope["make"]()
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
+    net = trained_mlp(x, (x.flatten(1) @ torch.randn(64, 10)).argmax(1))
     (tmp_path / "gpunets.py").write_text(DIGITS_MLP)
     monkeypatch.syspath_prepend(str(tmp_path))
-    torch.save(net.eval().state_dict(), tmp_path / "net.pt")
+    torch.save(net.state_dict(), tmp_path / "net.pt")
     np.save(tmp_path / "x.npy", x.numpy())
     out = tmp_path / "gpu.zc"
     r = auto_compress(tmp_path / "net.pt", out, 0.01, inputs=tmp_path / "x.npy", module="gpunets:make",

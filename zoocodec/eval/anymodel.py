@@ -321,6 +321,12 @@ def _first(out) -> torch.Tensor:
     raise ZoocodecError(f"the module's forward returned {type(out).__name__}, not a tensor")
 
 
+def on_torch(original: str | os.PathLike, module: str | None) -> bool:
+    """Whether `runner` runs the model as a torch module (a state dict with its module, a Hugging Face folder),
+    which can run on a GPU; an ONNX graph runs on onnxruntime's CPU provider."""
+    return module is not None or Path(original).is_dir()
+
+
 def runner(original: Path, inputs: Path, module: str | None = None, kind: str | None = None,
            device: Device = CPU) -> Runner:
     """The runner for a model outside the zoo, by its format (`device`: where a causal LM's scorer batches)."""
@@ -332,10 +338,8 @@ def runner(original: Path, inputs: Path, module: str | None = None, kind: str | 
 
     if not original.exists():
         raise ZoocodecError(f"{original}: no such file or directory")
-    if module is not None:
-        return TorchRunner(module, inputs, kind)
-    if original.is_dir():
-        return HfRunner(original, inputs, kind, device)
+    if on_torch(original, module):
+        return TorchRunner(module, inputs, kind) if module is not None else HfRunner(original, inputs, kind, device)
     fmt = sniff(original)
     if fmt == "onnx":
         if device.is_gpu:

@@ -133,11 +133,10 @@ def _judge(model: str, zc: str, on: Inputs, device) -> list[dict[str, Any]]:
     (zoocodec.eval.anymodel, as `zoocodec evaluate ORIGINAL COMPRESSED --inputs`), on the item's device but for
     an ONNX graph (onnxruntime's CPU provider)."""
     from zoocodec.device import CPU
-    from zoocodec.eval.anymodel import evaluate_pair
+    from zoocodec.eval.anymodel import evaluate_pair, on_torch
 
-    torch_model = on.module is not None or os.path.isdir(model)  # a state dict's module, a Hugging Face folder
     return [_metric(m) for m in evaluate_pair(model, zc, on.path, on.module, on.output,
-                                              device if torch_model else CPU)]
+                                              device if on_torch(model, on.module) else CPU)]
 
 
 def _metric(m) -> dict[str, Any]:

@@ -71,7 +71,6 @@ import numpy as np
 import torch
 
 from zoocodec.codecs import CODERS, parse_coder
-from zoocodec.device import CPU
 from zoocodec.errors import SpecError, ZoocodecError
 from zoocodec.kernels.backend import to_numpy
 from zoocodec.methods import MethodSpec, parse_spec
@@ -405,7 +404,7 @@ class _Search:
                       f"{len(held):,} held back to verify the budget"
                       + ("" if self.unit == "inputs" else f" (whole {self.unit})"))
         self.say(self.where)
-        if getattr(self.whole, "device", CPU).is_gpu:
+        if self.whole.device.is_gpu:
             self.say(f"the model runs on {self.whole.device.label} (data-aware rounding on the CPU)")
         # the held-back part's interval is wider than the calibration/search part's by sqrt(their sizes): a step
         # passes on the calibration/search part only with room for it, so that it passes there too (9 times in 10)
@@ -966,7 +965,7 @@ class _Search:
             auto["token_rows"] = self.token_about
         if self.coders:
             auto["coders"] = self.coders
-        if getattr(self.whole, "device", CPU).is_gpu:  # where the judged runs ran (a GPU's last digits differ)
+        if self.whole.device.is_gpu:  # where the judged runs ran (a GPU's last digits differ)
             auto["device"] = self.whole.device.label
         if self.tuning:
             auto["finetune"] = self.tuning
@@ -1126,10 +1125,9 @@ def _rounder(rounding: str, rate_lam: float, spec: MethodSpec, whole, decide_ev,
         if cal.measure:
             inputs = cal.measure(weights)
         else:
-            counted = None if progress is None else (lambda n, total=cal.count: progress(n, total))
-            if counted:
+            if progress:
                 progress(0, cal.count)
-            inputs = collect(cal.net, cal.run, cal.names, counted)
+            inputs = collect(cal.net, cal.run, cal.names, progress and (lambda n: progress(n, cal.count)))
         if not inputs and cal.measure:
             why = "no MatMul/Gemm/Conv weight in the ONNX graph that one node alone reads"
     if why is not None:
