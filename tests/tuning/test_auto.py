@@ -418,6 +418,36 @@ def test_the_winning_coders_streams_are_written_as_coded(digits_net, tmp_path, m
     assert (tmp_path / "kept.zc").read_bytes() == (tmp_path / "coded.zc").read_bytes()
 
 
+def test_layer_inputs_are_measured_before_the_sensitivities_so_the_time_left_counts_them(
+        digits_net, tmp_path, monkeypatch):
+    """Calibration runs first: while the sensitivities are measured (the longest phase), the estimate holds
+    its measured time rather than a guess; pricing the strengths is expected, and every phase is spent by
+    the end."""
+    from zoocodec.methods import parse_spec
+    from zoocodec.tuning.auto import RATE_LAM, STRENGTHS, Asked, _Clock, _Search
+
+    x = _state_dict_and_module(digits_net, tmp_path, monkeypatch)
+    np.save(tmp_path / "x.npy", x)
+    asked = Asked(tmp_path / "net.pt", 0.01, None, None, parse_spec("uniform"), 1024, tmp_path / "x.npy",
+                  "autonets:make", None, True, "gptq", RATE_LAM, None, 0, False)
+    lines: list[str] = []
+    after: dict = {}  # the runs the clock expects once the sensitivities are measured
+    with _Clock(lines.append) as clock:
+        run = _Search(clock, asked)
+        measure = run.sensitivities
+
+        def sensitivities(given):
+            measure(given)
+            after.update({phase: runs for phase, (runs, *_) in clock.todo.items()})
+        monkeypatch.setattr(run, "sensitivities", sensitivities)
+        run.phases(None)
+    rounding = next(i for i, line in enumerate(lines) if line.startswith("rounding: gptq"))
+    measuring = next(i for i, line in enumerate(lines) if line.startswith("measuring sensitivities"))
+    assert rounding < measuring
+    assert "calibration" not in after and after["choose"] == len(STRENGTHS)
+    assert all(runs == 0 for runs, *_ in clock.todo.values()) and not clock.work
+
+
 def test_the_time_left_counts_every_phase_still_to_come():
     from zoocodec.tuning.auto import _Clock
 

@@ -103,7 +103,7 @@ SPLIT_SEED = 0
 SEQUENTIAL = False
 PROGRESS_SECONDS = 10.0  # at most one progress line this often while sensitivities are measured
 RUNS_PER_SEARCH = 3  # runs one allocation strength's search takes, about (time-left estimate; minilm at 1%: 2-4)
-RUNS_PER_FINAL = 2
+RUNS_PER_FINAL = 4  # ... and the search again (a bracket, FINAL_ROUNDS bisections; effnet-lite0 at 1%: 5)
 FINETUNE_FACTOR, FINETUNE_TRIES = 2 ** (1 / 8), 4  # fine-tuning tries base steps up to sqrt(2)x the one found
 AIM = 0.97  # the search aims each next step where the bound would be this share of the budget
 ROUNDED_KEPT = 4  # plans whose data-aware rounding is kept (minilm: a full copy of the weights each)
@@ -453,8 +453,10 @@ class _Search:
         """Every phase before writing, in order (auto_compress's `sensitivities`)."""
         if self.asked.finetune:
             self.trainable()  # a model fine-tuning cannot run is refused before any search
-        self.sensitivities(sensitivities)
+        # calibration first: the time left the sensitivities' progress states then counts what it measured
+        # (a first run's distilled images, the layer inputs) instead of a guess
         self.calibrate()
+        self.sensitivities(sensitivities)
         self.search()
         self.choose()
         self.search_again()
@@ -579,7 +581,7 @@ class _Search:
         return out, about
 
     def _expect_search(self) -> None:
-        _expect_search(self.clock, self.search_ev, self.decide_ev, self.held_ev, self.calibrates)
+        _expect_search(self.clock, self.search_ev, self.decide_ev, self.held_ev)
 
     # ---- phase 2: calibration ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -757,6 +759,7 @@ class _Search:
             self.calibration["layer_inputs"] = f"of the model quantized at base step {self.base:.4g} ({how})"
             self.say(f"rounding: layer inputs measured again on the model quantized at base step {self.base:.3g} "
                      f"({time.perf_counter() - t0:.1f} s)")
+        self.clock.done("choose")
 
     # ---- phase 5: the search again on the whole calibration/search part ------------------------------------
     def search_again(self) -> None:
@@ -997,12 +1000,10 @@ def _groupwise(task, spec: MethodSpec, weights: dict[str, torch.Tensor]):
     return groupwise.Groupwise(weights) if task.kind == "tokens" and groupwise.applies(spec) else None
 
 
-def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev, calibrates: bool) -> None:
-    """The runs still to come after the sensitivities, for the time-left estimate (calibration: one run of
-    about as many inputs as the calibration/search part, until it is measured)."""
-    if calibrates:
-        clock.expect("calibration", 1, len(decide_ev.ref_out), plan=False)
+def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev) -> None:
+    """The runs still to come after the sensitivities, for the time-left estimate."""
     clock.expect("search", RUNS_PER_SEARCH * len(STRENGTHS), len(search_ev.ref_out))
+    clock.expect("choose", len(STRENGTHS), 0)  # each strength's plan rounded again to price it
     clock.expect("final", RUNS_PER_FINAL, len(decide_ev.ref_out))
     clock.expect("verify", 1, len(held_ev.ref_out), plan=False)
 
