@@ -465,7 +465,7 @@ class _Search:
         self.verify()
         self.coder_per_tensor()
 
-    # ---- phase 1: sensitivities ----------------------------------------------------------------------------
+    # ---- phase 2: sensitivities ----------------------------------------------------------------------------
     def sensitivities(self, given: dict[str, float | np.ndarray] | None) -> None:
         """Measure each tensor's sensitivity on (a subset of) the calibration/search part, or take `given`."""
         from zoocodec.eval.tasks import subset
@@ -583,7 +583,7 @@ class _Search:
     def _expect_search(self) -> None:
         _expect_search(self.clock, self.search_ev, self.decide_ev, self.held_ev)
 
-    # ---- phase 2: calibration ------------------------------------------------------------------------------
+    # ---- phase 1: calibration ------------------------------------------------------------------------------
     def prepare(self) -> None:
         """What a zoo task's calibration inputs are made of, made on a first run (effnet-lite0's distilled
         images: minutes) as a phase of its own whose steps the clock counts; nothing where the zoo cache has it."""
