@@ -581,7 +581,12 @@ class _Search:
         return out, about
 
     def _expect_search(self) -> None:
-        _expect_search(self.clock, self.search_ev, self.decide_ev, self.held_ev)
+        """The runs still to come after the sensitivities, for the time-left estimate."""
+        clock = self.clock
+        clock.expect("search", RUNS_PER_SEARCH * len(STRENGTHS), len(self.search_ev.ref_out))
+        clock.expect("choose", len(STRENGTHS), 0)  # each strength's plan rounded again to price it
+        clock.expect("final", RUNS_PER_FINAL, len(self.decide_ev.ref_out))
+        clock.expect("verify", 1, len(self.held_ev.ref_out), plan=False)
 
     # ---- phase 1: calibration ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -998,14 +1003,6 @@ def _groupwise(task, spec: MethodSpec, weights: dict[str, torch.Tensor]):
     from zoocodec.tuning import groupwise
 
     return groupwise.Groupwise(weights) if task.kind == "tokens" and groupwise.applies(spec) else None
-
-
-def _expect_search(clock: _Clock, search_ev, decide_ev, held_ev) -> None:
-    """The runs still to come after the sensitivities, for the time-left estimate."""
-    clock.expect("search", RUNS_PER_SEARCH * len(STRENGTHS), len(search_ev.ref_out))
-    clock.expect("choose", len(STRENGTHS), 0)  # each strength's plan rounded again to price it
-    clock.expect("final", RUNS_PER_FINAL, len(decide_ev.ref_out))
-    clock.expect("verify", 1, len(held_ev.ref_out), plan=False)
 
 
 def _search(bound: Callable[[float], float], start: float, target: float, factor: float = 2.0,
